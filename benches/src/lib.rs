@@ -1,0 +1,1 @@
+//! Support code for keel's criterion benches and simulations (not published).

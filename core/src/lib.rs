@@ -1,0 +1,67 @@
+//! # keel-core: sans-IO reliability state machines
+//!
+//! keel-core is deterministic. It **never reads a clock, sleeps, spawns, or panics on input**.
+//! Time is an input ([`time::Instant`], a `u64` count of nanoseconds on the caller's monotonic
+//! clock) and randomness is an input (a small PRNG seeded from the configuration, see [`rng`]).
+//! The same seed and the same inputs give the same outputs, bit for bit, on every platform.
+//!
+//! The adapter crates (`keel-tokio`, `keel-async-std`, `keel-smol`) bind these machines to a
+//! runtime's listeners, timers and signals; everything that two adapters would share lives here.
+//!
+//! ## Vocabulary (every machine follows it)
+//!
+//! | call | meaning |
+//! | --- | --- |
+//! | `X::new(config, now)` | cannot fail: configs are validated once by `XConfig::builder()...build()` |
+//! | `on_*(&mut self, now, ..)` | an input; returns a `#[must_use]` decision |
+//! | `handle_timeout(&mut self, now)` | advance timers; early or spurious calls are no-ops |
+//! | `poll_timeout(&self) -> Option<Instant>` | when `handle_timeout` next has work; never a "far future" sentinel |
+//! | `poll_event(&mut self) -> Option<Event>` | transitions for logs and metrics |
+//! | `stats(&self) -> Stats` | a `Copy` snapshot of counters |
+//!
+//! A `now` older than one already seen is clamped to the newest seen, and all arithmetic
+//! saturates: `Duration::MAX`, `u64::MAX` nanoseconds and zero are legal inputs everywhere.
+//! After `handle_timeout(t)`, `poll_timeout()` is `None` or later than `t`, so an event loop
+//! driving a machine can never spin.
+//!
+//! ## Features
+//!
+//! - `alloc`: heap-backed machines and the shared (atomic) forms in `sync`.
+//! - `std` (default, implies `alloc`): `std::io::Error` classification, `std::error::Error`.
+//! - `futures` (implies `std`): the runtime-agnostic async driver used by the adapters.
+//! - `tracing`: the driver emits `tracing` events.
+//!
+//! `cargo build -p keel-core --no-default-features` builds the pure `core` machines.
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod accept;
+pub mod backoff;
+pub mod breaker;
+pub mod budget;
+pub mod bulkhead;
+pub mod error;
+pub mod health;
+pub mod limit;
+pub mod rate;
+pub mod rng;
+pub mod shutdown;
+pub mod time;
+
+#[cfg(feature = "futures")]
+pub mod driver;
+#[cfg(feature = "alloc")]
+pub mod sync;
+
+pub use error::ConfigError;
+pub use time::Instant;
