@@ -1,1 +1,407 @@
-//! (being written)
+//! The shared connection limit: RAII [`Permit`]s that wake the acceptor when dropped.
+//!
+//! [`SharedLimit`] is the thread-safe form of [`crate::limit::Limit`] with the same rules (see
+//! that module for what it protects against, the overflow policies and the defaults). Clones
+//! share one state. A [`Permit`] is `Send + Sync + 'static`, so it moves into the task that
+//! serves the connection, and dropping it (however the task ends) releases the slot and wakes
+//! the acceptor waiting in [`SharedLimit::poll_acquire`].
+//!
+//! # The contract
+//!
+//! - **Never more permits than the limit.** `max`, `in_use` and a waiter flag live in one
+//!   64-bit atomic word, so an acquisition is a compare-and-swap checked against the `max` of
+//!   the same instant, even while another thread calls `set_max`.
+//! - **Resizing at run time.** Shrinking never revokes a permit: holders keep theirs and new
+//!   acquisitions are refused until `in_use < max`. Growing wakes the waiter.
+//! - **No lost wake-up** (feature `std`). `poll_acquire` stores the task's waker and then sets
+//!   the waiter flag with a compare-and-swap that only succeeds if the limit is still full, so a
+//!   release between the check and the registration is seen either by the CAS (which fails and
+//!   the acquisition is retried) or by the release (which sees the flag and wakes the task).
+//! - **One waiting task** (the acceptor). A second task calling `poll_acquire` on a full limit
+//!   replaces the first one's registration, and the displaced waker is woken at once so it is
+//!   never stranded: it polls again and re-registers. Two tasks waiting therefore take turns
+//!   being woken spuriously; correct, but not a fair queue (use a bulkhead for that).
+//! - **Cheap release.** Dropping a permit is one `fetch_sub` and one relaxed counter increment;
+//!   the waker mutex is only locked when the waiter flag is set.
+//! - Under plain `alloc` (no `std`), [`SharedLimit::try_acquire`], permits and counts work and
+//!   `poll_acquire` does not exist.
+//!
+//! # Example
+//!
+//! ```
+//! use core::num::NonZeroUsize;
+//! use keel_core::limit::{LimitConfig, Overflow};
+//! use keel_core::sync::limit::SharedLimit;
+//!
+//! let limit = SharedLimit::new(LimitConfig::builder().max(1).build()?);
+//! let permit = limit.try_acquire().expect("a slot is free");
+//! assert!(limit.try_acquire().is_none()); // full: the acceptor waits in poll_acquire
+//!
+//! let worker = std::thread::spawn(move || drop(permit)); // the connection ends elsewhere
+//! worker.join().unwrap();
+//! assert_eq!(limit.in_use(), 0);
+//!
+//! limit.set_max(NonZeroUsize::new(3).unwrap());
+//! let held: Vec<_> = (0..3).filter_map(|_| limit.try_acquire()).collect();
+//! assert_eq!(held.len(), 3);
+//! assert_eq!(limit.stats().peak, 3);
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use core::fmt;
+use core::num::NonZeroUsize;
+#[cfg(feature = "std")]
+use core::task::{Context, Poll, Waker};
+
+use super::shim::{Arc, AtomicU64, AtomicUsize, Ordering};
+#[cfg(feature = "std")]
+use super::shim::{Mutex, MutexGuard};
+use crate::limit::{LimitConfig, LimitStats, Overflow, MAX_LIMIT};
+
+/// Bits 0..32 of the state word: slots in use (never above `MAX_LIMIT`, so bit 31 stays 0 and a
+/// decrement of a positive count never borrows from the fields above).
+const IN_USE_MASK: u64 = 0xFFFF_FFFF;
+/// Bits 32..63: the limit.
+const MAX_SHIFT: u32 = 32;
+const MAX_MASK: u64 = 0x7FFF_FFFF << MAX_SHIFT;
+/// Bit 63: a task registered a waker in `poll_acquire` and has not been woken since.
+const WAITER: u64 = 1 << 63;
+
+fn in_use_of(state: u64) -> u64 {
+    state & IN_USE_MASK
+}
+
+fn max_of(state: u64) -> u64 {
+    (state & MAX_MASK) >> MAX_SHIFT
+}
+
+fn has_room(state: u64) -> bool {
+    in_use_of(state) < max_of(state)
+}
+
+/// `max` as the 31-bit field value (clamped to `1..=MAX_LIMIT`).
+fn max_field(max: usize) -> u64 {
+    let clamped = max.clamp(1, MAX_LIMIT);
+    u64::try_from(clamped).unwrap_or(0x7FFF_FFFF) << MAX_SHIFT
+}
+
+fn to_usize(v: u64) -> usize {
+    // Both fields are below 2^31, which fits every usize of 32 bits or more.
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+struct Inner {
+    state: AtomicU64,
+    peak: AtomicUsize,
+    acquired: AtomicU64,
+    released: AtomicU64,
+    rejected: AtomicU64,
+    shed: AtomicU64,
+    config: LimitConfig,
+    #[cfg(feature = "std")]
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Inner {
+    /// One CAS attempt loop: takes a slot if there is room. `clear_waiter` also clears the
+    /// waiter flag in the same step (the registered task is the one acquiring). Returns the
+    /// state before the acquisition, or `None` when full.
+    fn acquire(&self, clear_waiter: bool) -> Option<u64> {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            if !has_room(state) {
+                return None;
+            }
+            let mut next = state + 1;
+            if clear_waiter {
+                next &= !WAITER;
+            }
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(prev) => {
+                    self.acquired.fetch_add(1, Ordering::Relaxed);
+                    self.peak
+                        .fetch_max(to_usize(in_use_of(next)), Ordering::Relaxed);
+                    return Some(prev);
+                }
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    fn release(&self) {
+        // A permit exists for every slot counted, so the in-use field is at least 1 here and
+        // the subtraction stays inside it.
+        let prev = self.state.fetch_sub(1, Ordering::AcqRel);
+        self.released.fetch_add(1, Ordering::Relaxed);
+        if prev & WAITER != 0 {
+            self.wake_waiter();
+        }
+    }
+
+    /// Clears the waiter flag and wakes the registered task, outside the lock.
+    fn wake_waiter(&self) {
+        #[cfg(feature = "std")]
+        {
+            self.state.fetch_and(!WAITER, Ordering::AcqRel);
+            let waker = self.lock_waker().take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    #[cfg(feature = "std")]
+    fn lock_waker(&self) -> MutexGuard<'_, Option<Waker>> {
+        // A panic while holding this lock cannot leave the Option half-written.
+        self.waker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A thread-safe connection limit handing out RAII [`Permit`]s. Clones share one state.
+///
+/// Getters: [`in_use`](Self::in_use), [`max`](Self::max), [`available`](Self::available),
+/// [`config`](Self::config), [`overflow`](Self::overflow), [`farewell`](Self::farewell),
+/// [`stats`](Self::stats). Acquiring: [`try_acquire`](Self::try_acquire),
+/// [`poll_acquire`](Self::poll_acquire) (feature `std`). Commands: [`set_max`](Self::set_max),
+/// [`record_shed`](Self::record_shed). See the [module docs](self) for the contract.
+#[derive(Clone)]
+pub struct SharedLimit {
+    inner: Arc<Inner>,
+}
+
+impl SharedLimit {
+    /// A limit with no permits out.
+    pub fn new(config: LimitConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: AtomicU64::new(max_field(config.max())),
+                peak: AtomicUsize::new(0),
+                acquired: AtomicU64::new(0),
+                released: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+                shed: AtomicU64::new(0),
+                config,
+                #[cfg(feature = "std")]
+                waker: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Takes a permit if fewer than `max` are out; `None` when the limit is full (stop
+    /// accepting, or shed under [`Overflow::Shed`]). Never waits and never registers a waker.
+    pub fn try_acquire(&self) -> Option<Permit> {
+        if self.inner.acquire(false).is_some() {
+            Some(self.permit())
+        } else {
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// Takes a permit, or registers `cx`'s waker and returns `Pending` until a permit is
+    /// dropped or the limit grows.
+    ///
+    /// The waker is stored before the limit is checked again, so a release racing with this
+    /// call is never lost. Meant for one waiting task (the acceptor): a second task's
+    /// registration replaces the first and wakes the displaced waker so it polls again.
+    #[cfg(feature = "std")]
+    pub fn poll_acquire(&self, cx: &mut Context<'_>) -> Poll<Permit> {
+        let inner = &*self.inner;
+        if let Some(prev) = inner.acquire(true) {
+            if prev & WAITER != 0 {
+                // We cleared a registration; if it was another task's, hand it the wake-up so
+                // it is not stranded behind a flag that is no longer set.
+                let stale = inner.lock_waker().take();
+                if let Some(w) = stale {
+                    if !w.will_wake(cx.waker()) {
+                        w.wake();
+                    }
+                }
+            }
+            return Poll::Ready(self.permit());
+        }
+
+        let displaced = {
+            let mut slot = inner.lock_waker();
+            let displaced = match slot.as_ref() {
+                Some(w) if w.will_wake(cx.waker()) => None,
+                _ => slot.replace(cx.waker().clone()),
+            };
+            // Set the flag only if the limit is still full; a release or growth since the
+            // check above makes the CAS fail and we try to acquire again.
+            let mut state = inner.state.load(Ordering::Acquire);
+            let acquired = loop {
+                if has_room(state) {
+                    match inner.state.compare_exchange(
+                        state,
+                        (state + 1) & !WAITER,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => break true,
+                        Err(actual) => state = actual,
+                    }
+                } else {
+                    match inner.state.compare_exchange(
+                        state,
+                        state | WAITER,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => break false,
+                        Err(actual) => state = actual,
+                    }
+                }
+            };
+            if acquired {
+                let next_in_use = in_use_of(state) + 1;
+                inner.acquired.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .peak
+                    .fetch_max(to_usize(next_in_use), Ordering::Relaxed);
+                let ours = slot.take();
+                drop(slot);
+                if let Some(w) = displaced {
+                    w.wake();
+                }
+                if let Some(w) = ours {
+                    if !w.will_wake(cx.waker()) {
+                        w.wake();
+                    }
+                }
+                return Poll::Ready(self.permit());
+            }
+            displaced
+        };
+        inner.rejected.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = displaced {
+            w.wake();
+        }
+        Poll::Pending
+    }
+
+    fn permit(&self) -> Permit {
+        Permit {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Changes the limit (clamped to [`MAX_LIMIT`]). Shrinking revokes nothing: holders keep
+    /// their permits and acquisitions are refused until `in_use < max`. Growing wakes the
+    /// waiting task if there is now room.
+    pub fn set_max(&self, max: NonZeroUsize) {
+        let field = max_field(max.get());
+        let mut state = self.inner.state.load(Ordering::Acquire);
+        loop {
+            let next = (state & !MAX_MASK) | field;
+            match self.inner.state.compare_exchange(
+                state,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    if next & WAITER != 0 && has_room(next) {
+                        self.inner.wake_waiter();
+                    }
+                    return;
+                }
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Counts a connection shed because the limit was full (the driver closed it).
+    pub fn record_shed(&self) {
+        self.inner.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Permits out now.
+    pub fn in_use(&self) -> usize {
+        to_usize(in_use_of(self.inner.state.load(Ordering::Acquire)))
+    }
+
+    /// The current limit.
+    pub fn max(&self) -> usize {
+        to_usize(max_of(self.inner.state.load(Ordering::Acquire)))
+    }
+
+    /// Permits that can be taken now (0 when over the limit after a shrink).
+    pub fn available(&self) -> usize {
+        let state = self.inner.state.load(Ordering::Acquire);
+        to_usize(max_of(state).saturating_sub(in_use_of(state)))
+    }
+
+    /// What to do when the limit is full.
+    pub fn overflow(&self) -> Overflow {
+        self.inner.config.overflow()
+    }
+
+    /// The bytes to write to a shed connection; empty for none.
+    pub fn farewell(&self) -> &'static [u8] {
+        self.inner.config.farewell()
+    }
+
+    /// The configuration, with the current `max`.
+    pub fn config(&self) -> LimitConfig {
+        self.inner.config.with_max(self.max())
+    }
+
+    /// A snapshot of the counters. Each field is read atomically; the snapshot as a whole is
+    /// not one instant, except that `peak >= in_use` always holds in it.
+    pub fn stats(&self) -> LimitStats {
+        let state = self.inner.state.load(Ordering::Acquire);
+        let in_use = to_usize(in_use_of(state));
+        LimitStats {
+            max: to_usize(max_of(state)),
+            in_use,
+            peak: self.inner.peak.load(Ordering::Relaxed).max(in_use),
+            acquired: self.inner.acquired.load(Ordering::Relaxed),
+            released: self.inner.released.load(Ordering::Relaxed),
+            rejected: self.inner.rejected.load(Ordering::Relaxed),
+            waiting: usize::from(state & WAITER != 0),
+            shed: self.inner.shed.load(Ordering::Relaxed),
+            unmatched_releases: 0,
+        }
+    }
+}
+
+impl fmt::Debug for SharedLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.load(Ordering::Acquire);
+        f.debug_struct("SharedLimit")
+            .field("max", &max_of(state))
+            .field("in_use", &in_use_of(state))
+            .field("waiting", &(state & WAITER != 0))
+            .field("overflow", &self.inner.config.overflow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One slot of a [`SharedLimit`]. Dropping it releases the slot and wakes the waiting
+/// acquirer. `Send + Sync + 'static`: move it into the task serving the connection.
+#[must_use = "dropping a permit releases its slot at once"]
+pub struct Permit {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.load(Ordering::Acquire);
+        f.debug_struct("Permit")
+            .field("in_use", &in_use_of(state))
+            .field("max", &max_of(state))
+            .finish()
+    }
+}

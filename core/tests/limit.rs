@@ -1,0 +1,511 @@
+//! Scenario tests for the connection limit: the `&mut` form and the shared form.
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Wake, Waker};
+
+use keel_core::limit::{Limit, LimitConfig, LimitStats, Overflow, DEFAULT_MAX, MAX_LIMIT};
+use keel_core::sync::limit::{Permit, SharedLimit};
+use keel_core::ConfigError;
+
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("test values are non-zero")
+}
+
+fn limit(max: usize) -> Limit {
+    Limit::new(
+        LimitConfig::builder()
+            .max(max)
+            .build()
+            .expect("valid config"),
+    )
+}
+
+fn shared(max: usize) -> SharedLimit {
+    SharedLimit::new(
+        LimitConfig::builder()
+            .max(max)
+            .build()
+            .expect("valid config"),
+    )
+}
+
+/// A waker that counts how often it was woken.
+#[derive(Default)]
+struct CountingWaker {
+    wakes: AtomicUsize,
+}
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counting_waker() -> (Arc<CountingWaker>, Waker) {
+    let counter = Arc::new(CountingWaker::default());
+    let waker = Waker::from(Arc::clone(&counter));
+    (counter, waker)
+}
+
+fn wakes(counter: &CountingWaker) -> usize {
+    counter.wakes.load(Ordering::SeqCst)
+}
+
+fn poll(limit: &SharedLimit, waker: &Waker) -> Poll<Permit> {
+    limit.poll_acquire(&mut Context::from_waker(waker))
+}
+
+// ---------------------------------------------------------------- configuration
+
+#[test]
+fn defaults_are_1024_backpressure_and_no_farewell() {
+    let config = LimitConfig::builder().build().expect("defaults are valid");
+    assert_eq!(config.max(), 1024);
+    assert_eq!(DEFAULT_MAX, 1024);
+    assert_eq!(config.overflow(), Overflow::Backpressure);
+    assert_eq!(config.farewell(), b"");
+    assert_eq!(config, LimitConfig::default());
+}
+
+#[test]
+fn zero_max_is_rejected() {
+    assert_eq!(
+        LimitConfig::builder().max(0).build(),
+        Err(ConfigError::Zero { field: "max" })
+    );
+}
+
+#[test]
+fn max_above_max_limit_is_rejected() {
+    assert_eq!(MAX_LIMIT, (1 << 31) - 1);
+    assert!(LimitConfig::builder().max(MAX_LIMIT).build().is_ok());
+    let err = LimitConfig::builder()
+        .max(MAX_LIMIT + 1)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, ConfigError::OutOfRange { field: "max", .. }),
+        "{err:?}"
+    );
+    assert!(LimitConfig::builder().max(usize::MAX).build().is_err());
+}
+
+#[test]
+fn a_farewell_without_shed_is_a_conflict() {
+    let err = LimitConfig::builder()
+        .farewell(b"busy\r\n")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Conflict {
+                field: "farewell",
+                other: "overflow",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Overflow::Shed"), "{err}");
+}
+
+#[test]
+fn shed_keeps_its_farewell() {
+    let config = LimitConfig::builder()
+        .max(8)
+        .overflow(Overflow::Shed)
+        .farewell(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
+        .build()
+        .expect("valid");
+    assert_eq!(config.overflow(), Overflow::Shed);
+    assert_eq!(
+        config.farewell(),
+        b"HTTP/1.1 503 Service Unavailable\r\n\r\n"
+    );
+    let shared = SharedLimit::new(config.clone());
+    assert_eq!(shared.overflow(), Overflow::Shed);
+    assert_eq!(shared.farewell(), config.farewell());
+    assert_eq!(shared.config(), config);
+}
+
+// ---------------------------------------------------------------- the &mut form
+
+#[test]
+fn backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops() {
+    let mut l = limit(3);
+    for _ in 0..3 {
+        assert!(l.try_acquire());
+    }
+    for _ in 0..5 {
+        assert!(!l.try_acquire(), "held at the limit");
+    }
+    assert_eq!(l.in_use(), 3);
+    assert_eq!(l.available(), 0);
+    assert_eq!(l.stats().waiting, 1);
+    assert_eq!(l.stats().rejected, 5);
+
+    l.release();
+    assert_eq!(l.stats().waiting, 1, "still waiting until it acquires");
+    assert!(l.try_acquire(), "resumes once a slot is back");
+    assert_eq!(l.stats().waiting, 0);
+    assert!(!l.try_acquire());
+    assert_eq!(
+        l.stats(),
+        LimitStats {
+            max: 3,
+            in_use: 3,
+            peak: 3,
+            acquired: 4,
+            released: 1,
+            rejected: 6,
+            waiting: 1,
+            shed: 0,
+            unmatched_releases: 0,
+        }
+    );
+}
+
+#[test]
+fn shrinking_the_limit_lets_holders_finish_and_admits_again_below_the_new_max() {
+    let mut l = limit(4);
+    for _ in 0..4 {
+        assert!(l.try_acquire());
+    }
+    l.set_max(nz(2));
+    assert_eq!(l.max(), 2);
+    assert_eq!(l.in_use(), 4, "holders keep their slots");
+    assert_eq!(l.available(), 0);
+
+    l.release(); // 3 in use
+    assert!(!l.try_acquire());
+    l.release(); // 2 in use: not below 2
+    assert!(!l.try_acquire());
+    l.release(); // 1 in use
+    assert!(l.try_acquire(), "admits again below the new max");
+    assert!(!l.try_acquire());
+    assert_eq!(l.in_use(), 2);
+    assert_eq!(l.stats().peak, 4);
+}
+
+#[test]
+fn growing_the_limit_admits_at_once() {
+    let mut l = limit(1);
+    assert!(l.try_acquire());
+    assert!(!l.try_acquire());
+    l.set_max(nz(3));
+    assert!(l.try_acquire());
+    assert!(l.try_acquire());
+    assert!(!l.try_acquire());
+    assert_eq!(l.config().max(), 3);
+}
+
+#[test]
+fn set_max_clamps_to_max_limit() {
+    let mut l = limit(1);
+    l.set_max(NonZeroUsize::MAX);
+    assert_eq!(l.max(), MAX_LIMIT);
+    let s = shared(1);
+    s.set_max(NonZeroUsize::MAX);
+    assert_eq!(s.max(), MAX_LIMIT);
+    assert_eq!(s.available(), MAX_LIMIT);
+}
+
+#[test]
+fn peak_remembers_the_high_water_mark() {
+    let mut l = limit(10);
+    for _ in 0..7 {
+        assert!(l.try_acquire());
+    }
+    for _ in 0..6 {
+        l.release();
+    }
+    assert!(l.try_acquire());
+    let s = l.stats();
+    assert_eq!((s.in_use, s.peak), (2, 7));
+
+    let sl = shared(10);
+    let held: Vec<Permit> = (0..7).map(|_| sl.try_acquire().expect("room")).collect();
+    drop(held);
+    let _one = sl.try_acquire().expect("room");
+    let s = sl.stats();
+    assert_eq!((s.in_use, s.peak, s.acquired, s.released), (1, 7, 8, 7));
+}
+
+#[test]
+fn a_release_with_nothing_in_use_is_counted_and_ignored() {
+    let mut l = limit(2);
+    l.release();
+    l.release();
+    assert_eq!(l.in_use(), 0);
+    assert!(l.try_acquire());
+    assert!(l.try_acquire());
+    assert!(!l.try_acquire(), "stray releases did not create extra room");
+    let s = l.stats();
+    assert_eq!((s.unmatched_releases, s.released, s.in_use), (2, 0, 2));
+}
+
+#[test]
+fn shed_mode_refuses_without_waiting_and_counts_sheds() {
+    let config = LimitConfig::builder()
+        .max(1)
+        .overflow(Overflow::Shed)
+        .build()
+        .expect("valid");
+    let mut l = Limit::new(config.clone());
+    assert!(l.try_acquire());
+    assert!(!l.try_acquire());
+    l.record_shed();
+    let s = l.stats();
+    assert_eq!((s.rejected, s.shed, s.waiting), (1, 1, 0));
+
+    let sl = SharedLimit::new(config);
+    let _p = sl.try_acquire().expect("room");
+    assert!(sl.try_acquire().is_none());
+    sl.record_shed();
+    sl.record_shed();
+    let s = sl.stats();
+    assert_eq!((s.rejected, s.shed, s.waiting), (1, 2, 0));
+}
+
+// ---------------------------------------------------------------- the shared form
+
+#[test]
+fn shared_backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops() {
+    let l = shared(2);
+    let a = l.try_acquire().expect("room");
+    let b = l.try_acquire().expect("room");
+    assert!(l.try_acquire().is_none());
+
+    let (counter, waker) = counting_waker();
+    assert!(poll(&l, &waker).is_pending(), "held at the limit");
+    assert_eq!(l.stats().waiting, 1);
+    assert_eq!(wakes(&counter), 0);
+
+    drop(a);
+    assert_eq!(wakes(&counter), 1, "dropping a permit wakes the acceptor");
+    assert_eq!(l.stats().waiting, 0);
+
+    drop(b); // nobody registered any more: no second wake
+    assert_eq!(wakes(&counter), 1);
+
+    let Poll::Ready(p) = poll(&l, &waker) else {
+        panic!("a slot is free")
+    };
+    let Poll::Ready(q) = poll(&l, &waker) else {
+        panic!("a slot is free")
+    };
+    assert!(poll(&l, &waker).is_pending());
+    drop((p, q));
+    assert_eq!(wakes(&counter), 2);
+    let s = l.stats();
+    assert_eq!(
+        (s.acquired, s.released, s.rejected, s.in_use, s.peak),
+        (4, 4, 3, 0, 2)
+    );
+}
+
+#[test]
+fn a_waiter_that_acquires_clears_its_registration() {
+    let l = shared(1);
+    let p = l.try_acquire().expect("room");
+    let (counter, waker) = counting_waker();
+    assert!(poll(&l, &waker).is_pending());
+    // Room appears without a wake reaching the task (it is polled for another reason).
+    l.set_max(nz(2));
+    assert_eq!(wakes(&counter), 1, "growth woke the waiter");
+    let Poll::Ready(q) = poll(&l, &waker) else {
+        panic!("room after growth")
+    };
+    assert_eq!(l.stats().waiting, 0);
+    drop(p);
+    drop(q);
+    assert_eq!(wakes(&counter), 1, "no stale registration left behind");
+}
+
+#[test]
+fn shrinking_the_shared_limit_lets_holders_finish_and_admits_again_below_the_new_max() {
+    let l = shared(3);
+    let mut held: Vec<Permit> = (0..3).map(|_| l.try_acquire().expect("room")).collect();
+    l.set_max(nz(1));
+    assert_eq!((l.in_use(), l.max(), l.available()), (3, 1, 0));
+
+    let (counter, waker) = counting_waker();
+    assert!(poll(&l, &waker).is_pending());
+    held.pop();
+    assert_eq!(
+        wakes(&counter),
+        1,
+        "each release wakes the waiter to re-check"
+    );
+    assert!(poll(&l, &waker).is_pending(), "2 in use, max 1");
+    held.pop();
+    assert!(poll(&l, &waker).is_pending(), "1 in use, max 1");
+    held.pop();
+    assert_eq!(wakes(&counter), 3);
+    let Poll::Ready(p) = poll(&l, &waker) else {
+        panic!("0 in use, max 1")
+    };
+    assert!(l.try_acquire().is_none());
+    drop(p);
+    assert_eq!(l.stats().peak, 3);
+}
+
+#[test]
+fn growing_the_shared_limit_wakes_the_waiter_and_shrinking_does_not() {
+    let l = shared(2);
+    let _a = l.try_acquire().expect("room");
+    let _b = l.try_acquire().expect("room");
+    let (counter, waker) = counting_waker();
+    assert!(poll(&l, &waker).is_pending());
+
+    l.set_max(nz(1));
+    assert_eq!(wakes(&counter), 0, "shrinking makes no room");
+    l.set_max(nz(2));
+    assert_eq!(wakes(&counter), 0, "2 in use, max 2: still no room");
+    l.set_max(nz(3));
+    assert_eq!(wakes(&counter), 1, "growing past in_use wakes");
+    assert!(matches!(poll(&l, &waker), Poll::Ready(_)));
+}
+
+#[test]
+fn a_second_waiter_displaces_the_first_and_wakes_it() {
+    let l = shared(1);
+    let p = l.try_acquire().expect("room");
+    let (first, first_waker) = counting_waker();
+    let (second, second_waker) = counting_waker();
+
+    assert!(poll(&l, &first_waker).is_pending());
+    assert!(poll(&l, &second_waker).is_pending());
+    assert_eq!(
+        wakes(&first),
+        1,
+        "the displaced waker is woken, never stranded"
+    );
+    assert_eq!(wakes(&second), 0);
+
+    // The first re-polls and takes the slot back; the second is woken in turn.
+    assert!(poll(&l, &first_waker).is_pending());
+    assert_eq!(wakes(&second), 1);
+
+    drop(p);
+    assert_eq!(wakes(&first), 2, "the latest registration gets the release");
+    let Poll::Ready(_q) = poll(&l, &first_waker) else {
+        panic!("slot free")
+    };
+}
+
+#[test]
+fn re_polling_with_the_same_waker_registers_once() {
+    let l = shared(1);
+    let _p = l.try_acquire().expect("room");
+    let (counter, waker) = counting_waker();
+    for _ in 0..4 {
+        assert!(poll(&l, &waker).is_pending());
+    }
+    assert_eq!(
+        wakes(&counter),
+        0,
+        "polling again with the same waker wakes nobody"
+    );
+    assert_eq!(l.stats().rejected, 4);
+}
+
+#[test]
+fn clones_share_one_state() {
+    let a = shared(2);
+    let b = a.clone();
+    let _p = a.try_acquire().expect("room");
+    let _q = b.try_acquire().expect("room");
+    assert!(a.try_acquire().is_none());
+    assert_eq!(b.in_use(), 2);
+    b.set_max(nz(5));
+    assert_eq!(a.max(), 5);
+}
+
+#[test]
+fn a_permit_moved_to_another_thread_releases_there() {
+    fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+    assert_send_sync_static::<Permit>();
+    assert_send_sync_static::<SharedLimit>();
+
+    let l = shared(1);
+    let permit = l.try_acquire().expect("room");
+    let (counter, waker) = counting_waker();
+    assert!(poll(&l, &waker).is_pending());
+
+    let seen_in_use = std::thread::spawn(move || {
+        let p = permit;
+        drop(p);
+    });
+    seen_in_use.join().expect("the worker does not panic");
+    assert_eq!(l.in_use(), 0);
+    assert_eq!(
+        wakes(&counter),
+        1,
+        "the release on the other thread woke the acceptor"
+    );
+    assert!(format!("{:?}", l.try_acquire().expect("room")).contains("Permit"));
+}
+
+#[test]
+fn threads_racing_never_hold_more_than_the_limit() {
+    const MAX: usize = 3;
+    const THREADS: usize = 8;
+    let l = shared(MAX);
+    let holders = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (l, holders, most, start) = (
+                l.clone(),
+                Arc::clone(&holders),
+                Arc::clone(&most),
+                Arc::clone(&start),
+            );
+            std::thread::spawn(move || {
+                start.wait();
+                let mut got = 0u64;
+                for _ in 0..2_000 {
+                    if let Some(p) = l.try_acquire() {
+                        got += 1;
+                        let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        assert!(l.in_use() <= MAX);
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                        drop(p);
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let total: u64 = workers
+        .into_iter()
+        .map(|w| w.join().expect("no panic"))
+        .sum();
+    assert!(most.load(Ordering::SeqCst) <= MAX);
+    let s = l.stats();
+    assert_eq!(s.in_use, 0);
+    assert_eq!(s.acquired, total);
+    assert_eq!(s.released, total);
+    assert_eq!(s.acquired + s.rejected, (THREADS * 2_000) as u64);
+    assert!(s.peak <= MAX && s.peak >= 1);
+}
+
+#[test]
+fn debug_output_names_the_state() {
+    let l = shared(4);
+    let _p = l.try_acquire().expect("room");
+    let text = format!("{l:?}");
+    assert!(
+        text.contains("max: 4") && text.contains("in_use: 1"),
+        "{text}"
+    );
+}
