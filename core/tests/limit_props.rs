@@ -1,0 +1,202 @@
+//! Property tests: `Limit` against a reference model, and `SharedLimit` against `Limit`.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use keel_core::limit::{Limit, LimitConfig, LimitStats, Overflow, MAX_LIMIT};
+use keel_core::sync::limit::{Permit, SharedLimit};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Acquire,
+    /// `SharedLimit::poll_acquire` for the shared form; `try_acquire` for the others.
+    Poll,
+    Release,
+    SetMax(usize),
+    Shed,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => Just(Op::Acquire),
+        2 => Just(Op::Poll),
+        5 => Just(Op::Release),
+        2 => (1usize..=8).prop_map(Op::SetMax),
+        1 => prop_oneof![Just(MAX_LIMIT), Just(MAX_LIMIT + 1), Just(usize::MAX)].prop_map(Op::SetMax),
+        1 => Just(Op::Shed),
+    ]
+}
+
+/// The obvious model: the limit is a counter compared with `max`.
+#[derive(Debug, Default)]
+struct Model {
+    max: usize,
+    in_use: usize,
+    peak: usize,
+    acquired: u64,
+    released: u64,
+    rejected: u64,
+    shed: u64,
+    unmatched: u64,
+    waiting: bool,
+    backpressure: bool,
+}
+
+impl Model {
+    fn acquire(&mut self) -> bool {
+        if self.in_use < self.max {
+            self.in_use += 1;
+            self.peak = self.peak.max(self.in_use);
+            self.acquired += 1;
+            self.waiting = false;
+            true
+        } else {
+            self.rejected += 1;
+            self.waiting = self.backpressure;
+            false
+        }
+    }
+
+    fn release(&mut self) {
+        if self.in_use == 0 {
+            self.unmatched += 1;
+        } else {
+            self.in_use -= 1;
+            self.released += 1;
+        }
+    }
+
+    fn stats(&self) -> LimitStats {
+        LimitStats {
+            max: self.max,
+            in_use: self.in_use,
+            peak: self.peak,
+            acquired: self.acquired,
+            released: self.released,
+            rejected: self.rejected,
+            waiting: usize::from(self.waiting),
+            shed: self.shed,
+            unmatched_releases: self.unmatched,
+        }
+    }
+}
+
+struct Noop;
+impl Wake for Noop {
+    fn wake(self: Arc<Self>) {}
+}
+
+fn config(max: usize, shed: bool) -> LimitConfig {
+    let overflow = if shed {
+        Overflow::Shed
+    } else {
+        Overflow::Backpressure
+    };
+    LimitConfig::builder()
+        .max(max)
+        .overflow(overflow)
+        .build()
+        .expect("max in 1..=8")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn limit_matches_the_reference_model(
+        max in 1usize..=8,
+        shed in any::<bool>(),
+        ops in prop::collection::vec(op(), 0..200),
+    ) {
+        let mut limit = Limit::new(config(max, shed));
+        let mut model = Model { max, backpressure: !shed, ..Model::default() };
+        let mut attempts = 0u64;
+        for op in ops {
+            match op {
+                Op::Acquire | Op::Poll => {
+                    attempts += 1;
+                    let before = limit.in_use();
+                    let got = limit.try_acquire();
+                    prop_assert_eq!(got, model.acquire());
+                    prop_assert_eq!(got, before < limit.max(), "admits iff below the limit");
+                    if got {
+                        prop_assert!(limit.in_use() <= limit.max(), "never more than the limit at acquire time");
+                    }
+                }
+                Op::Release => {
+                    limit.release();
+                    model.release();
+                }
+                Op::SetMax(n) => {
+                    limit.set_max(NonZeroUsize::new(n).expect("ops use 1.."));
+                    model.max = n.min(MAX_LIMIT);
+                }
+                Op::Shed => {
+                    limit.record_shed();
+                    model.shed += 1;
+                }
+            }
+            let s = limit.stats();
+            prop_assert_eq!(s, model.stats());
+            prop_assert!(s.peak >= s.in_use);
+            prop_assert_eq!(s.acquired - s.released, s.in_use as u64);
+            prop_assert_eq!(s.acquired + s.rejected, attempts);
+            prop_assert_eq!(limit.available(), s.max.saturating_sub(s.in_use));
+        }
+    }
+
+    #[test]
+    fn shared_limit_agrees_with_limit_on_one_thread(
+        max in 1usize..=8,
+        shed in any::<bool>(),
+        ops in prop::collection::vec(op(), 0..200),
+    ) {
+        let mut limit = Limit::new(config(max, shed));
+        let shared = SharedLimit::new(config(max, shed));
+        let waker = Waker::from(Arc::new(Noop));
+        let mut held: Vec<Permit> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Acquire => {
+                    let got = shared.try_acquire();
+                    prop_assert_eq!(got.is_some(), limit.try_acquire());
+                    held.extend(got);
+                }
+                Op::Poll => {
+                    let got = shared.poll_acquire(&mut Context::from_waker(&waker));
+                    prop_assert_eq!(got.is_ready(), limit.try_acquire());
+                    if let Poll::Ready(p) = got {
+                        held.push(p);
+                    }
+                }
+                Op::Release => {
+                    // Only permits can release the shared form: release one if any is held.
+                    if let Some(p) = held.pop() {
+                        drop(p);
+                        limit.release();
+                    }
+                }
+                Op::SetMax(n) => {
+                    let n = NonZeroUsize::new(n).expect("ops use 1..");
+                    limit.set_max(n);
+                    shared.set_max(n);
+                }
+                Op::Shed => {
+                    limit.record_shed();
+                    shared.record_shed();
+                }
+            }
+            let (a, b) = (limit.stats(), shared.stats());
+            // `waiting` differs by design: the shared form clears it when it wakes the task.
+            prop_assert_eq!(LimitStats { waiting: 0, ..a }, LimitStats { waiting: 0, ..b });
+            prop_assert_eq!(b.in_use, held.len());
+            prop_assert_eq!(shared.available(), limit.available());
+            prop_assert_eq!(shared.config().max(), limit.config().max());
+        }
+        drop(held);
+        prop_assert_eq!(shared.in_use(), 0);
+        prop_assert_eq!(shared.stats().waiting, 0, "the last release cleared any registration");
+    }
+}
