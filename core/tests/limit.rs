@@ -374,30 +374,78 @@ fn growing_the_shared_limit_wakes_the_waiter_and_shrinking_does_not() {
 }
 
 #[test]
-fn a_second_waiter_displaces_the_first_and_wakes_it() {
+fn two_waiters_do_not_wake_each_other_while_the_limit_is_full() {
     let l = shared(1);
     let p = l.try_acquire().expect("room");
     let (first, first_waker) = counting_waker();
     let (second, second_waker) = counting_waker();
 
-    assert!(poll(&l, &first_waker).is_pending());
-    assert!(poll(&l, &second_waker).is_pending());
+    for _ in 0..3 {
+        assert!(poll(&l, &first_waker).is_pending());
+        assert!(poll(&l, &second_waker).is_pending());
+    }
     assert_eq!(
-        wakes(&first),
-        1,
-        "the displaced waker is woken, never stranded"
+        (wakes(&first), wakes(&second)),
+        (0, 0),
+        "no busy loop between waiters"
     );
-    assert_eq!(wakes(&second), 0);
-
-    // The first re-polls and takes the slot back; the second is woken in turn.
-    assert!(poll(&l, &first_waker).is_pending());
-    assert_eq!(wakes(&second), 1);
+    assert_eq!(l.stats().waiting, 2);
 
     drop(p);
-    assert_eq!(wakes(&first), 2, "the latest registration gets the release");
-    let Poll::Ready(_q) = poll(&l, &first_waker) else {
+    assert_eq!(
+        (wakes(&first), wakes(&second)),
+        (1, 1),
+        "a release wakes every waiter"
+    );
+    assert_eq!(l.stats().waiting, 0);
+
+    let Poll::Ready(q) = poll(&l, &second_waker) else {
         panic!("slot free")
     };
+    assert!(
+        poll(&l, &first_waker).is_pending(),
+        "the loser registers again"
+    );
+    assert_eq!(l.stats().waiting, 1);
+    drop(q);
+    assert_eq!((wakes(&first), wakes(&second)), (2, 1));
+    let Poll::Ready(_r) = poll(&l, &first_waker) else {
+        panic!("slot free")
+    };
+    assert_eq!(l.stats().waiting, 0);
+}
+
+#[test]
+fn growth_wakes_every_waiter_and_the_loser_waits_again() {
+    let l = shared(2);
+    let a = l.try_acquire().expect("room");
+    let b = l.try_acquire().expect("room");
+    let (first, first_waker) = counting_waker();
+    let (second, second_waker) = counting_waker();
+    assert!(poll(&l, &first_waker).is_pending());
+    assert!(poll(&l, &second_waker).is_pending());
+    l.set_max(nz(3));
+    assert_eq!(
+        (wakes(&first), wakes(&second)),
+        (1, 1),
+        "growth wakes every waiter"
+    );
+    let Poll::Ready(c) = poll(&l, &second_waker) else {
+        panic!("room after growth")
+    };
+    assert!(poll(&l, &first_waker).is_pending(), "3 in use, max 3");
+    assert_eq!(l.stats().waiting, 1);
+    drop(a);
+    assert_eq!((wakes(&first), wakes(&second)), (2, 1));
+    let Poll::Ready(d) = poll(&l, &first_waker) else {
+        panic!("a slot was released")
+    };
+    drop((b, c, d));
+    assert_eq!(
+        (wakes(&first), wakes(&second)),
+        (2, 1),
+        "nobody left registered"
+    );
 }
 
 #[test]

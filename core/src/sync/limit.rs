@@ -17,10 +17,12 @@
 //!   the waiter flag with a compare-and-swap that only succeeds if the limit is still full, so a
 //!   release between the check and the registration is seen either by the CAS (which fails and
 //!   the acquisition is retried) or by the release (which sees the flag and wakes the task).
-//! - **One waiting task** (the acceptor). A second task calling `poll_acquire` on a full limit
-//!   replaces the first one's registration, and the displaced waker is woken at once so it is
-//!   never stranded: it polls again and re-registers. Two tasks waiting therefore take turns
-//!   being woken spuriously; correct, but not a fair queue (use a bulkhead for that).
+//! - **One waiting task** (the acceptor) is what this is built for: its registration lives
+//!   inline, so waiting allocates nothing. Several tasks may wait; then every release (or
+//!   growth) wakes all of them, one takes the slot and the rest register again. Nobody is
+//!   stranded and nobody spins, but there is no queue and no fairness (use a bulkhead for that).
+//!   (Keeping one slot and waking the displaced waker instead would make two waiters wake each
+//!   other in a loop while the limit is full: the loom model found that busy loop.)
 //! - **Cheap release.** Dropping a permit is one `fetch_sub` and one relaxed counter increment;
 //!   the waker mutex is only locked when the waiter flag is set.
 //! - Under plain `alloc` (no `std`), [`SharedLimit::try_acquire`], permits and counts work and
@@ -53,6 +55,9 @@ use core::num::NonZeroUsize;
 #[cfg(feature = "std")]
 use core::task::{Context, Poll, Waker};
 
+#[cfg(feature = "std")]
+use alloc::vec::Vec;
+
 use super::shim::{Arc, AtomicU64, AtomicUsize, Ordering};
 #[cfg(feature = "std")]
 use super::shim::{Mutex, MutexGuard};
@@ -64,7 +69,7 @@ const IN_USE_MASK: u64 = 0xFFFF_FFFF;
 /// Bits 32..63: the limit.
 const MAX_SHIFT: u32 = 32;
 const MAX_MASK: u64 = 0x7FFF_FFFF << MAX_SHIFT;
-/// Bit 63: a task registered a waker in `poll_acquire` and has not been woken since.
+/// Bit 63: some task registered a waker in `poll_acquire` and has not been woken since.
 const WAITER: u64 = 1 << 63;
 
 fn in_use_of(state: u64) -> u64 {
@@ -90,6 +95,55 @@ fn to_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
+/// The tasks registered by `poll_acquire`: inline room for the one acceptor the contract
+/// expects, spilling to a `Vec` only when several tasks wait at once.
+#[cfg(feature = "std")]
+#[derive(Default)]
+struct Waiters {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+#[cfg(feature = "std")]
+impl Waiters {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Adds `waker` unless a waker for the same task is already registered.
+    fn register(&mut self, waker: &Waker) {
+        let known = self.first.iter().chain(&self.rest).any(|w| w.will_wake(waker));
+        if known {
+            return;
+        }
+        if self.first.is_none() {
+            self.first = Some(waker.clone());
+        } else {
+            self.rest.push(waker.clone());
+        }
+    }
+
+    fn remove(&mut self, waker: &Waker) {
+        if self.first.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.first = self.rest.pop();
+        }
+        self.rest.retain(|w| !w.will_wake(waker));
+    }
+
+    fn take(&mut self) -> Self {
+        core::mem::take(self)
+    }
+
+    fn wake(self) {
+        if let Some(w) = self.first {
+            w.wake();
+        }
+        for w in self.rest {
+            w.wake();
+        }
+    }
+}
+
 struct Inner {
     state: AtomicU64,
     peak: AtomicUsize,
@@ -97,38 +151,40 @@ struct Inner {
     released: AtomicU64,
     rejected: AtomicU64,
     shed: AtomicU64,
+    /// Tasks registered now (mirrors `waiters.len()`, readable without the lock).
+    waiting: AtomicUsize,
     config: LimitConfig,
     #[cfg(feature = "std")]
-    waker: Mutex<Option<Waker>>,
+    waiters: Mutex<Waiters>,
 }
 
 impl Inner {
-    /// One CAS attempt loop: takes a slot if there is room. `clear_waiter` also clears the
-    /// waiter flag in the same step (the registered task is the one acquiring). Returns the
-    /// state before the acquisition, or `None` when full.
-    fn acquire(&self, clear_waiter: bool) -> Option<u64> {
+    /// Takes a slot if there is room (a CAS loop against the `max` of the same word). Returns
+    /// the state before the acquisition, or `None` when full.
+    fn acquire(&self) -> Option<u64> {
         let mut state = self.state.load(Ordering::Acquire);
         loop {
             if !has_room(state) {
                 return None;
             }
-            let mut next = state + 1;
-            if clear_waiter {
-                next &= !WAITER;
-            }
-            match self
-                .state
-                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.state.compare_exchange(
+                state,
+                state + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(prev) => {
-                    self.acquired.fetch_add(1, Ordering::Relaxed);
-                    self.peak
-                        .fetch_max(to_usize(in_use_of(next)), Ordering::Relaxed);
+                    self.count_acquired(in_use_of(prev) + 1);
                     return Some(prev);
                 }
                 Err(actual) => state = actual,
             }
         }
+    }
+
+    fn count_acquired(&self, in_use: u64) {
+        self.acquired.fetch_add(1, Ordering::Relaxed);
+        self.peak.fetch_max(to_usize(in_use), Ordering::Relaxed);
     }
 
     fn release(&self) {
@@ -137,28 +193,44 @@ impl Inner {
         let prev = self.state.fetch_sub(1, Ordering::AcqRel);
         self.released.fetch_add(1, Ordering::Relaxed);
         if prev & WAITER != 0 {
-            self.wake_waiter();
+            self.wake_waiters();
         }
     }
 
-    /// Clears the waiter flag and wakes the registered task, outside the lock.
-    fn wake_waiter(&self) {
+    /// Clears the waiter flag, then wakes every registered task outside the lock.
+    ///
+    /// A task registering between the two steps sets the flag again and is woken here anyway;
+    /// a spurious wake-up, never a lost one.
+    fn wake_waiters(&self) {
         #[cfg(feature = "std")]
         {
             self.state.fetch_and(!WAITER, Ordering::AcqRel);
-            let waker = self.lock_waker().take();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            let woken = {
+                let mut waiters = self.lock_waiters();
+                self.waiting.store(0, Ordering::Relaxed);
+                waiters.take()
+            };
+            woken.wake();
         }
     }
 
     #[cfg(feature = "std")]
-    fn lock_waker(&self) -> MutexGuard<'_, Option<Waker>> {
-        // A panic while holding this lock cannot leave the Option half-written.
-        self.waker
+    fn lock_waiters(&self) -> MutexGuard<'_, Waiters> {
+        // A panic while holding this lock cannot leave the list half-written.
+        self.waiters
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets `waker`'s registration after its task acquired; clears the flag if nobody else
+    /// waits. Under the lock, so no registration can slip in between.
+    #[cfg(feature = "std")]
+    fn deregister(&self, waiters: &mut Waiters, waker: &Waker) {
+        waiters.remove(waker);
+        if waiters.len() == 0 {
+            self.state.fetch_and(!WAITER, Ordering::AcqRel);
+        }
+        self.waiting.store(waiters.len(), Ordering::Relaxed);
     }
 }
 
@@ -185,9 +257,10 @@ impl SharedLimit {
                 released: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 shed: AtomicU64::new(0),
+                waiting: AtomicUsize::new(0),
                 config,
                 #[cfg(feature = "std")]
-                waker: Mutex::new(None),
+                waiters: Mutex::new(Waiters::default()),
             }),
         }
     }
@@ -195,7 +268,7 @@ impl SharedLimit {
     /// Takes a permit if fewer than `max` are out; `None` when the limit is full (stop
     /// accepting, or shed under [`Overflow::Shed`]). Never waits and never registers a waker.
     pub fn try_acquire(&self) -> Option<Permit> {
-        if self.inner.acquire(false).is_some() {
+        if self.inner.acquire().is_some() {
             Some(self.permit())
         } else {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
@@ -207,81 +280,47 @@ impl SharedLimit {
     /// dropped or the limit grows.
     ///
     /// The waker is stored before the limit is checked again, so a release racing with this
-    /// call is never lost. Meant for one waiting task (the acceptor): a second task's
-    /// registration replaces the first and wakes the displaced waker so it polls again.
+    /// call is never lost. Meant for one waiting task (the acceptor); several tasks may wait,
+    /// and each release or growth wakes all of them (they re-poll and the losers register
+    /// again), so nobody is stranded, but there is no queue and no fairness among them.
     #[cfg(feature = "std")]
     pub fn poll_acquire(&self, cx: &mut Context<'_>) -> Poll<Permit> {
         let inner = &*self.inner;
-        if let Some(prev) = inner.acquire(true) {
+        if let Some(prev) = inner.acquire() {
             if prev & WAITER != 0 {
-                // We cleared a registration; if it was another task's, hand it the wake-up so
-                // it is not stranded behind a flag that is no longer set.
-                let stale = inner.lock_waker().take();
-                if let Some(w) = stale {
-                    if !w.will_wake(cx.waker()) {
-                        w.wake();
-                    }
-                }
+                let mut waiters = inner.lock_waiters();
+                inner.deregister(&mut waiters, cx.waker());
             }
             return Poll::Ready(self.permit());
         }
 
-        let displaced = {
-            let mut slot = inner.lock_waker();
-            let displaced = match slot.as_ref() {
-                Some(w) if w.will_wake(cx.waker()) => None,
-                _ => slot.replace(cx.waker().clone()),
+        let mut waiters = inner.lock_waiters();
+        waiters.register(cx.waker());
+        // Set the flag only if the limit is still full: a release or growth since the check
+        // above makes this CAS fail, and we take the slot instead.
+        let mut state = inner.state.load(Ordering::Acquire);
+        loop {
+            let next = if has_room(state) {
+                state + 1
+            } else {
+                state | WAITER
             };
-            // Set the flag only if the limit is still full; a release or growth since the
-            // check above makes the CAS fail and we try to acquire again.
-            let mut state = inner.state.load(Ordering::Acquire);
-            let acquired = loop {
-                if has_room(state) {
-                    match inner.state.compare_exchange(
-                        state,
-                        (state + 1) & !WAITER,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => break true,
-                        Err(actual) => state = actual,
-                    }
-                } else {
-                    match inner.state.compare_exchange(
-                        state,
-                        state | WAITER,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => break false,
-                        Err(actual) => state = actual,
-                    }
+            match inner
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if has_room(state) => {
+                    inner.count_acquired(in_use_of(next));
+                    inner.deregister(&mut waiters, cx.waker());
+                    return Poll::Ready(self.permit());
                 }
-            };
-            if acquired {
-                let next_in_use = in_use_of(state) + 1;
-                inner.acquired.fetch_add(1, Ordering::Relaxed);
-                inner
-                    .peak
-                    .fetch_max(to_usize(next_in_use), Ordering::Relaxed);
-                let ours = slot.take();
-                drop(slot);
-                if let Some(w) = displaced {
-                    w.wake();
-                }
-                if let Some(w) = ours {
-                    if !w.will_wake(cx.waker()) {
-                        w.wake();
-                    }
-                }
-                return Poll::Ready(self.permit());
+                Ok(_) => break,
+                Err(actual) => state = actual,
             }
-            displaced
-        };
-        inner.rejected.fetch_add(1, Ordering::Relaxed);
-        if let Some(w) = displaced {
-            w.wake();
         }
+        inner.waiting.store(waiters.len(), Ordering::Relaxed);
+        drop(waiters);
+        inner.rejected.fetch_add(1, Ordering::Relaxed);
         Poll::Pending
     }
 
@@ -307,7 +346,7 @@ impl SharedLimit {
             ) {
                 Ok(_) => {
                     if next & WAITER != 0 && has_room(next) {
-                        self.inner.wake_waiter();
+                        self.inner.wake_waiters();
                     }
                     return;
                 }
@@ -364,7 +403,7 @@ impl SharedLimit {
             acquired: self.inner.acquired.load(Ordering::Relaxed),
             released: self.inner.released.load(Ordering::Relaxed),
             rejected: self.inner.rejected.load(Ordering::Relaxed),
-            waiting: usize::from(state & WAITER != 0),
+            waiting: self.inner.waiting.load(Ordering::Relaxed),
             shed: self.inner.shed.load(Ordering::Relaxed),
             unmatched_releases: 0,
         }
@@ -377,7 +416,7 @@ impl fmt::Debug for SharedLimit {
         f.debug_struct("SharedLimit")
             .field("max", &max_of(state))
             .field("in_use", &in_use_of(state))
-            .field("waiting", &(state & WAITER != 0))
+            .field("waiting", &self.inner.waiting.load(Ordering::Relaxed))
             .field("overflow", &self.inner.config.overflow())
             .finish_non_exhaustive()
     }
