@@ -225,9 +225,10 @@ pub struct LimitStats {
     /// Acquisitions refused because the limit was full (each refused `try_acquire`, and each
     /// `poll_acquire` of the shared form that returned `Pending`).
     pub rejected: u64,
-    /// 1 while the acceptor waits for a slot, else 0. For [`Limit`]: its last acquisition was
-    /// refused under [`Overflow::Backpressure`] and it has not acquired since. For the shared
-    /// form: a task is registered by `poll_acquire` for a wake-up.
+    /// Acquirers waiting for a slot. For [`Limit`], 1 when its last acquisition was refused
+    /// under [`Overflow::Backpressure`] and it has not acquired since, else 0. For the shared
+    /// form, the tasks registered by `poll_acquire` and not yet woken (normally 0 or 1: the
+    /// acceptor).
     pub waiting: usize,
     /// Connections accepted and closed at once because the limit was full (`record_shed`).
     pub shed: u64,
@@ -239,7 +240,8 @@ pub struct LimitStats {
 /// The `&mut self` connection limit: counts slots, never allocates or locks.
 ///
 /// Getters: [`in_use`](Self::in_use), [`max`](Self::max), [`available`](Self::available),
-/// [`config`](Self::config), [`stats`](Self::stats). Inputs: [`try_acquire`](Self::try_acquire),
+/// [`overflow`](Self::overflow), [`farewell`](Self::farewell), [`config`](Self::config),
+/// [`stats`](Self::stats). Inputs: [`try_acquire`](Self::try_acquire),
 /// [`release`](Self::release), [`record_shed`](Self::record_shed). Commands:
 /// [`set_max`](Self::set_max). See the [module docs](self) for the contract.
 #[derive(Clone, Debug)]
@@ -324,6 +326,16 @@ impl Limit {
     /// Slots that can be taken now (`max - in_use`, 0 when over the limit after a shrink).
     pub fn available(&self) -> usize {
         self.config.max.saturating_sub(self.in_use)
+    }
+
+    /// What to do when the limit is full.
+    pub fn overflow(&self) -> Overflow {
+        self.config.overflow
+    }
+
+    /// The bytes to write to a shed connection; empty for none.
+    pub fn farewell(&self) -> &'static [u8] {
+        self.config.farewell
     }
 
     /// The configuration, with the current `max`.

@@ -112,7 +112,11 @@ impl Waiters {
 
     /// Adds `waker` unless a waker for the same task is already registered.
     fn register(&mut self, waker: &Waker) {
-        let known = self.first.iter().chain(&self.rest).any(|w| w.will_wake(waker));
+        let known = self
+            .first
+            .iter()
+            .chain(&self.rest)
+            .any(|w| w.will_wake(waker));
         if known {
             return;
         }
@@ -167,12 +171,10 @@ impl Inner {
             if !has_room(state) {
                 return None;
             }
-            match self.state.compare_exchange(
-                state,
-                state + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self
+                .state
+                .compare_exchange(state, state + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(prev) => {
                     self.count_acquired(in_use_of(prev) + 1);
                     return Some(prev);
@@ -184,7 +186,11 @@ impl Inner {
 
     fn count_acquired(&self, in_use: u64) {
         self.acquired.fetch_add(1, Ordering::Relaxed);
-        self.peak.fetch_max(to_usize(in_use), Ordering::Relaxed);
+        let in_use = to_usize(in_use);
+        // Only write when the mark moves, so steady traffic below the peak stays read-only here.
+        if self.peak.load(Ordering::Relaxed) < in_use {
+            self.peak.fetch_max(in_use, Ordering::Relaxed);
+        }
     }
 
     fn release(&self) {
