@@ -17,3 +17,5 @@ pub mod breaker;
 pub mod bulkhead;
 pub mod gcra;
 pub mod limit;
+
+pub use limit::{Permit, SharedLimit};

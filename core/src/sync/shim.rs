@@ -15,6 +15,8 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
 /// A spin hint that becomes a loom yield under the model checker, so CAS loops terminate there.
+// Not every feature combination has a CAS loop that needs it.
+#[allow(dead_code)]
 #[inline]
 pub(crate) fn spin_hint() {
     #[cfg(keel_loom)]
