@@ -558,6 +558,8 @@ impl CircuitBreaker {
             // Disabled judges nothing; Open and ForcedOpen issue no permits of their generation.
             Inner::Disabled | Inner::Open { .. } | Inner::ForcedOpen => {}
         }
+        // A trip whose (jittered) open duration is zero is already due.
+        self.run_timers(now);
     }
 
     /// Runs the timers due at `now`: Open → HalfOpen when the open duration has ended, and
@@ -666,6 +668,11 @@ impl CircuitBreaker {
     /// run (Open → HalfOpen → Open → HalfOpen only when durations saturate at `Instant::MAX`).
     fn advance(&mut self, now: Instant) -> Instant {
         let now = self.clock.observe(now);
+        self.run_timers(now);
+        now
+    }
+
+    fn run_timers(&mut self, now: Instant) {
         for _ in 0..3 {
             match self.inner {
                 Inner::Open { until } if now >= until => {
@@ -688,7 +695,6 @@ impl CircuitBreaker {
                 _ => break,
             }
         }
-        now
     }
 
     fn judge(&mut self, now: Instant, failed: bool, slow: bool) {
