@@ -629,7 +629,7 @@ fn invalid_configs_are_rejected_with_the_field_to_change() {
         })
     );
     assert!(matches!(
-        b().time_window(1_000, Duration::MAX).build(),
+        b().time_window(30, Duration::MAX).build(),
         Err(ConfigError::Overflow { .. })
     ));
     assert!(matches!(
@@ -703,4 +703,53 @@ fn shared_breaker_is_one_breaker_across_clones() {
     b.reset(at(4));
     b.handle_timeout(at(5));
     assert_eq!(a.state(), State::Closed);
+}
+
+#[test]
+fn window_capacity_depends_on_alloc() {
+    let count = |n| {
+        CircuitBreakerConfig::builder()
+            .count_window(n)
+            .minimum_calls(1)
+            .build()
+    };
+    let time = |n| {
+        CircuitBreakerConfig::builder()
+            .time_window(n, secs(1))
+            .minimum_calls(1)
+            .build()
+    };
+    assert!(count(512).is_ok());
+    assert!(time(32).is_ok());
+    let big = (count(513).is_ok(), time(33).is_ok());
+    if cfg!(feature = "alloc") {
+        assert_eq!(big, (true, true));
+        assert!(count(1 << 24).is_ok());
+        assert!(count((1 << 24) + 1).is_err());
+    } else {
+        assert_eq!(big, (false, false));
+        let msg = count(513).unwrap_err().to_string();
+        assert!(msg.contains("enable `alloc`"), "{msg}");
+    }
+}
+
+#[test]
+fn a_full_inline_window_still_evicts_exactly() {
+    // 512 outcomes is the largest window every build accepts.
+    let config = CircuitBreakerConfig::builder()
+        .count_window(512)
+        .minimum_calls(512)
+        .failure_rate_threshold(100)
+        .disable_slow_call_rate()
+        .build()
+        .unwrap();
+    let mut b = CircuitBreaker::new(config, Instant::ZERO);
+    succeed(&mut b, at(0));
+    for i in 0..511 {
+        fail(&mut b, at(i));
+    }
+    assert_eq!(b.stats().window_failures, 511);
+    assert_eq!(b.state(), State::Closed);
+    fail(&mut b, at(600)); // evicts the success: 512 of 512 failed
+    assert_eq!(b.state(), State::Open);
 }

@@ -132,7 +132,6 @@ impl Default for CircuitBreakerConfig {
 
 impl CircuitBreakerConfig {
     /// A builder starting from the Resilience4j defaults.
-    #[must_use]
     pub fn builder() -> CircuitBreakerConfigBuilder {
         CircuitBreakerConfigBuilder {
             config: CircuitBreakerConfig::default(),
@@ -149,7 +148,6 @@ impl CircuitBreakerConfig {
     /// assert_eq!(config.consecutive_failures_threshold(), Some(5));
     /// assert_eq!(config.failure_rate_threshold(), None);
     /// ```
-    #[must_use]
     pub fn consecutive_failures(n: u32) -> CircuitBreakerConfigBuilder {
         CircuitBreakerConfig::builder()
             .consecutive_failures(n)
