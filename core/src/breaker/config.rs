@@ -74,7 +74,8 @@ pub enum Jitter {
 /// How long the breaker stays open after a trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenDuration {
-    /// The same duration after every trip (Resilience4j `waitDurationInOpenState`).
+    /// The same duration after every trip (Resilience4j `waitDurationInOpenState`). For a
+    /// fixed but jittered duration use `Exponential` with `factor: 1` and `cap == base`.
     Fixed(Duration),
     /// `base` after the first trip, multiplied by `factor` after each further trip without the
     /// breaker closing in between (a failed half-open probe), at most `cap`, then jittered.

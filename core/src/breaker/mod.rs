@@ -249,7 +249,10 @@ pub struct Rejected {
 /// Counters and the current window, a `Copy` snapshot.
 ///
 /// `successes`, `failures`, `ignored` and `slow` count outcomes of the current generation at
-/// the time they were reported (stale outcomes are only in `stale_outcomes`).
+/// the time they were reported (stale outcomes are only in `stale_outcomes`). The window
+/// fields are as of the last recorded outcome: a time window drops its expired buckets when
+/// the next outcome arrives, not when `stats` is read. The window is cleared on every
+/// transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BreakerStats {
