@@ -1,7 +1,171 @@
 //! # keel-tokio: keel's reliability machines on tokio
 //!
-//! The thin binding of [`keel_core`] to tokio's listeners, timers and signals.
-//! The core is re-exported as [`core`] so an application depends on this one crate.
+//! The thin binding of [`keel_core`] to tokio's listeners, timers and signals. Every algorithm
+//! lives in the core (re-exported here as [`core`], so an application depends on this crate
+//! alone); this crate only supplies tokio's types: [`TokioRuntime`] (clock and timer, so
+//! `tokio::time::pause()` drives keel in tests) and the [`Tcp`] / [`Unix`] listener glue.
+//!
+//! ## A guarded accept loop
+//!
+//! ```no_run
+//! use keel_tokio::core::driver::{GuardConfig, StreamExt as _};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let config = GuardConfig::builder().max_connections(1024).build().expect("valid config");
+//! let mut incoming = keel_tokio::bind("127.0.0.1:7878", &config).await?;
+//! while let Some((permit, stream)) = incoming.next().await {
+//!     tokio::spawn(async move {
+//!         let _permit = permit; // the slot is released when the connection task ends
+//!         drop(stream);
+//!     });
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use keel_core::driver::{GuardConfig, Runtime, Timer};
+use keel_core::time::Instant;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, UnixListener, UnixStream};
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
+pub use keel_core::driver::{GuardConfig, StreamExt};
+
+/// A guarded listener on tokio: a `Stream` of `(Permit, connection)`.
+pub type Incoming<L> = keel_core::driver::Incoming<L, TokioRuntime>;
+
+/// tokio's clock and timers as a keel [`Runtime`].
+///
+/// keel instants count nanoseconds since the first time any `TokioRuntime` read the clock;
+/// the clock is `tokio::time::Instant`, so `tokio::time::pause()` and `advance()` move keel's
+/// machines in tests exactly as they move tokio's timers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioRuntime;
+
+fn origin() -> tokio::time::Instant {
+    static ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(tokio::time::Instant::now)
+}
+
+impl TokioRuntime {
+    /// Converts a keel instant back to tokio's clock.
+    pub fn to_tokio(deadline: Instant) -> tokio::time::Instant {
+        let origin = origin();
+        // Past ~30 years is "never" for a timer; tokio's own far future is the same order.
+        let far = Duration::from_secs(86_400 * 365 * 30);
+        let offset = deadline.as_duration().min(far);
+        origin
+            .checked_add(offset)
+            .unwrap_or(origin + Duration::from_secs(86_400))
+    }
+}
+
+impl Runtime for TokioRuntime {
+    type Timer = TokioTimer;
+
+    fn now(&self) -> Instant {
+        let since = tokio::time::Instant::now().saturating_duration_since(origin());
+        Instant::from_duration(since)
+    }
+
+    fn timer(&self, deadline: Instant) -> TokioTimer {
+        TokioTimer {
+            sleep: Box::pin(tokio::time::sleep_until(Self::to_tokio(deadline))),
+        }
+    }
+}
+
+/// A `tokio::time::Sleep` as a keel [`Timer`] (boxed once: the driver re-arms it in place).
+#[derive(Debug)]
+pub struct TokioTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Timer for TokioTimer {
+    fn reset(&mut self, deadline: Instant) {
+        self.sleep.as_mut().reset(TokioRuntime::to_tokio(deadline));
+    }
+
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+/// A `tokio::net::TcpListener` as a keel listener.
+#[derive(Debug)]
+pub struct Tcp(pub TcpListener);
+
+impl keel_core::driver::Listener for Tcp {
+    type Conn = TcpStream;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<TcpStream>> {
+        self.0.poll_accept(cx).map_ok(|(stream, _peer)| stream)
+    }
+
+    fn shed(&mut self, conn: TcpStream, farewell: &'static [u8]) {
+        if !farewell.is_empty() {
+            // Best effort: whatever the socket buffer takes right now; never wait on a peer.
+            let _ = conn.try_write(farewell);
+        }
+    }
+}
+
+/// A `tokio::net::UnixListener` as a keel listener.
+#[derive(Debug)]
+pub struct Unix(pub UnixListener);
+
+impl keel_core::driver::Listener for Unix {
+    type Conn = UnixStream;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<UnixStream>> {
+        self.0.poll_accept(cx).map_ok(|(stream, _peer)| stream)
+    }
+
+    fn shed(&mut self, conn: UnixStream, farewell: &'static [u8]) {
+        if !farewell.is_empty() {
+            let _ = conn.try_write(farewell);
+        }
+    }
+}
+
+/// Binds a TCP listener with the configured backlog and guards it.
+pub async fn bind(addr: impl ToSocketAddrs, config: &GuardConfig) -> io::Result<Incoming<Tcp>> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(config.backlog()))
+        {
+            Ok(listener) => return Ok(guard(listener, config)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "address resolved to no socket addresses",
+        )
+    }))
+}
+
+/// Guards an already bound TCP listener.
+pub fn guard(listener: TcpListener, config: &GuardConfig) -> Incoming<Tcp> {
+    Incoming::new(Tcp(listener), TokioRuntime, config)
+}
+
+/// Guards a Unix-domain listener.
+pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> Incoming<Unix> {
+    Incoming::new(Unix(listener), TokioRuntime, config)
+}

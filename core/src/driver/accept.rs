@@ -1,0 +1,376 @@
+//! The guarded accept loop: a `Stream` of `(Permit, connection)` with errors classified,
+//! shortages paused (with a growing pause and rate-limited reports) and the connection limit
+//! applied before `accept` is even called.
+
+use core::fmt;
+use core::num::NonZeroUsize;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::io;
+
+use futures_core::Stream;
+
+use super::{Alarm, Runtime};
+use crate::accept::AcceptStats;
+use crate::accept::{classify_io_error, AcceptDecision, AcceptEvent, AcceptLoop, AcceptLoopConfig};
+use crate::error::ConfigError;
+use crate::limit::{LimitConfig, LimitStats, Overflow};
+use crate::sync::limit::{Permit, SharedLimit};
+
+/// How many accepts (or per-connection errors) one `poll_next` handles before yielding to the
+/// runtime, so a storm of per-connection errors cannot starve other tasks on the same thread.
+const ACCEPTS_PER_POLL: u32 = 64;
+
+/// A listening socket as the driver needs it. Adapters implement this for their runtime's TCP
+/// and Unix listeners.
+pub trait Listener: Unpin {
+    /// An accepted connection (e.g. `tokio::net::TcpStream`).
+    type Conn: Send + 'static;
+
+    /// Accepts the next connection, registering the task's waker when none is ready.
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Conn>>;
+
+    /// Shed mode: writes `farewell` to `conn` without blocking (best effort, as much as the
+    /// socket buffer takes) and closes it.
+    fn shed(&mut self, conn: Self::Conn, farewell: &'static [u8]);
+}
+
+/// Everything a guarded listener needs: the connection limit, what to do at the limit, the
+/// accept-error pause policy and the listen backlog.
+///
+/// ```
+/// use keel_core::driver::GuardConfig;
+///
+/// let config = GuardConfig::builder().max_connections(150).backlog(2048).build()?;
+/// assert_eq!(config.max_connections(), 150);
+/// assert!(GuardConfig::builder().max_connections(0).build().is_err());
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct GuardConfig {
+    limit: LimitConfig,
+    accept: AcceptLoopConfig,
+    backlog: u32,
+}
+
+impl GuardConfig {
+    /// Starts a builder with the defaults: 1024 connections, backpressure at the limit, the
+    /// default accept pause policy ([`AcceptLoopConfig::default`]) and a backlog of 1024.
+    pub fn builder() -> GuardConfigBuilder {
+        GuardConfigBuilder {
+            max_connections: 1024,
+            farewell: None,
+            accept: AcceptLoopConfig::default(),
+            backlog: 1024,
+        }
+    }
+
+    /// The connection limit.
+    pub fn max_connections(&self) -> usize {
+        self.limit.max()
+    }
+
+    /// The limit's configuration (maximum, overflow mode, farewell).
+    pub fn limit(&self) -> &LimitConfig {
+        &self.limit
+    }
+
+    /// The accept-error pause policy.
+    pub fn accept(&self) -> &AcceptLoopConfig {
+        &self.accept
+    }
+
+    /// The listen backlog adapters pass to `listen(2)` when they bind.
+    pub fn backlog(&self) -> u32 {
+        self.backlog
+    }
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            limit: LimitConfig::default(),
+            accept: AcceptLoopConfig::default(),
+            backlog: 1024,
+        }
+    }
+}
+
+/// Builder for [`GuardConfig`].
+#[derive(Clone, Debug)]
+pub struct GuardConfigBuilder {
+    max_connections: usize,
+    farewell: Option<&'static [u8]>,
+    accept: AcceptLoopConfig,
+    backlog: u32,
+}
+
+impl GuardConfigBuilder {
+    /// The most connections held at once (default 1024). At the limit the listener stops
+    /// accepting and the kernel backlog holds the rest, unless [`shed`](Self::shed) is set.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Shed mode: at the limit, accept each new connection, write `farewell` (may be empty) and
+    /// close it at once, instead of leaving it in the backlog.
+    pub fn shed(mut self, farewell: &'static [u8]) -> Self {
+        self.farewell = Some(farewell);
+        self
+    }
+
+    /// The accept-error pause policy (default [`AcceptLoopConfig::default`]).
+    pub fn pause(mut self, accept: AcceptLoopConfig) -> Self {
+        self.accept = accept;
+        self
+    }
+
+    /// The listen backlog used when the adapter binds the socket (default 1024; the kernel caps
+    /// it at `net.core.somaxconn`).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Validates the configuration.
+    pub fn build(self) -> Result<GuardConfig, ConfigError> {
+        if self.backlog == 0 {
+            return Err(ConfigError::Zero { field: "backlog" });
+        }
+        let mut limit = LimitConfig::builder().max(self.max_connections);
+        if let Some(farewell) = self.farewell {
+            limit = limit.overflow(Overflow::Shed).farewell(farewell);
+        }
+        Ok(GuardConfig {
+            limit: limit.build()?,
+            accept: self.accept,
+            backlog: self.backlog,
+        })
+    }
+}
+
+/// What a guarded listener has done so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncomingStats {
+    /// The accept-loop machine's counts (accepted, errors, pauses, reports...).
+    pub accept: AcceptStats,
+    /// The connection limit's counts (in use, peak, shed...).
+    pub limit: LimitStats,
+}
+
+/// A `Stream` of `(Permit, connection)`: accept errors handled, backpressure applied.
+///
+/// - Per-connection errors (a peer that reset before `accept`) are counted and skipped.
+/// - Resource shortages (EMFILE, ENFILE, ENOBUFS, ENOMEM) pause accepting on the runtime's timer,
+///   with a pause that grows while they repeat and resets after a success; each report is
+///   logged at `warn` (feature `tracing`) with the OS error text and a hint, at most once per
+///   report interval, with a count of the repeats suppressed in between.
+/// - A fatal error (the listener itself is broken) ends the stream; [`Incoming::take_error`]
+///   returns it.
+/// - At the connection limit it stops calling `accept` until a [`Permit`] is dropped (the
+///   kernel backlog holds the rest), or in shed mode accepts, says the farewell and closes.
+pub struct Incoming<L: Listener, R: Runtime> {
+    listener: L,
+    rt: R,
+    machine: AcceptLoop,
+    limit: SharedLimit,
+    shed: Option<&'static [u8]>,
+    held: Option<Permit>,
+    alarm: Alarm<R>,
+    error: Option<io::Error>,
+    done: bool,
+}
+
+impl<L: Listener, R: Runtime> Incoming<L, R> {
+    /// Wraps `listener`, reading time from `rt`.
+    pub fn new(listener: L, rt: R, config: &GuardConfig) -> Self {
+        let now = rt.now();
+        let shed = match config.limit.overflow() {
+            Overflow::Shed => Some(config.limit.farewell()),
+            Overflow::Backpressure => None,
+        };
+        Incoming {
+            machine: AcceptLoop::new(config.accept.clone(), now),
+            limit: SharedLimit::new(config.limit.clone()),
+            listener,
+            rt,
+            shed,
+            held: None,
+            alarm: Alarm::new(),
+            error: None,
+            done: false,
+        }
+    }
+
+    /// The shared connection limit: clone it to resize at run time or to read its counts.
+    pub fn limit(&self) -> &SharedLimit {
+        &self.limit
+    }
+
+    /// Changes the connection limit at run time. Connections above a lowered limit keep their
+    /// permits; new ones wait until the count is below the new limit.
+    pub fn set_max_connections(&self, max: NonZeroUsize) {
+        self.limit.set_max(max);
+    }
+
+    /// The underlying listener.
+    pub fn get_ref(&self) -> &L {
+        &self.listener
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> IncomingStats {
+        IncomingStats {
+            accept: self.machine.stats(),
+            limit: self.limit.stats(),
+        }
+    }
+
+    /// The fatal error that ended the stream, if any.
+    pub fn take_error(&mut self) -> Option<io::Error> {
+        self.error.take()
+    }
+
+    /// Whether accepting is paused on a resource shortage.
+    pub fn is_paused(&self) -> bool {
+        self.machine.is_paused(self.rt.now())
+    }
+
+    fn drain_events(&mut self, error: Option<&io::Error>) {
+        while let Some(event) = self.machine.poll_event() {
+            report(&event, error);
+        }
+    }
+}
+
+impl<L: Listener, R: Runtime> fmt::Debug for Incoming<L, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
+    type Item = (Permit, L::Conn);
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        for _ in 0..ACCEPTS_PER_POLL {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            // 1. A shortage pause: wait on the runtime's timer, not in a loop.
+            if let Some(deadline) = this.machine.poll_timeout() {
+                if this.alarm.poll_until(&this.rt, deadline, cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.machine.handle_timeout(this.rt.now());
+                continue;
+            }
+            // 2. A permit before accepting: at the limit, backpressure leaves the connection in
+            //    the kernel backlog; shed mode accepts it to say goodbye.
+            let permit = match this.held.take() {
+                Some(p) => Some(p),
+                None => match this.shed {
+                    Some(_) => this.limit.try_acquire(),
+                    None => match this.limit.poll_acquire(cx) {
+                        Poll::Ready(p) => Some(p),
+                        Poll::Pending => return Poll::Pending,
+                    },
+                },
+            };
+            // 3. Accept.
+            match this.listener.poll_accept(cx) {
+                Poll::Pending => {
+                    this.held = permit;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(conn)) => {
+                    this.machine.on_accepted(this.rt.now());
+                    this.drain_events(None);
+                    match permit {
+                        Some(permit) => return Poll::Ready(Some((permit, conn))),
+                        None => {
+                            let farewell = this.shed.unwrap_or_default();
+                            this.listener.shed(conn, farewell);
+                            this.limit.record_shed();
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!(
+                                target: "keel::accept",
+                                max_connections = this.limit.max(),
+                                "connection shed at the limit"
+                            );
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    this.held = permit;
+                    let kind = classify_io_error(&e);
+                    let decision = this.machine.on_error(this.rt.now(), kind);
+                    this.drain_events(Some(&e));
+                    match decision {
+                        AcceptDecision::Continue => {
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!(target: "keel::accept", error = %e, "per-connection accept error skipped");
+                        }
+                        AcceptDecision::PauseUntil(_) => {}
+                        AcceptDecision::Stop => {
+                            this.done = true;
+                            this.held = None;
+                            this.error = Some(e);
+                            return Poll::Ready(None);
+                        }
+                    }
+                }
+            }
+        }
+        // Budget spent: let other tasks run, then come straight back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[cfg(feature = "tracing")]
+fn report(event: &AcceptEvent, error: Option<&io::Error>) {
+    match *event {
+        AcceptEvent::Shortage {
+            shortage,
+            pause,
+            suppressed,
+            ..
+        } => {
+            let error = error.map(|e| e as &dyn std::error::Error);
+            tracing::warn!(
+                target: "keel::accept",
+                error = error,
+                shortage = shortage.as_str(),
+                pause_ms = pause.as_millis() as u64,
+                suppressed,
+                hint = shortage.hint(),
+                "accept paused on a resource shortage"
+            );
+        }
+        AcceptEvent::Resumed {
+            paused_for,
+            suppressed,
+        } => {
+            tracing::info!(
+                target: "keel::accept",
+                paused_ms = paused_for.as_millis() as u64,
+                suppressed,
+                "accepting resumed after a resource shortage"
+            );
+        }
+        AcceptEvent::Fatal => {
+            let error = error.map(|e| e as &dyn std::error::Error);
+            tracing::error!(target: "keel::accept", error = error, "listener failed; accept loop stopped");
+        }
+        #[allow(unreachable_patterns)]
+        _ => {}
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+fn report(_event: &AcceptEvent, _error: Option<&io::Error>) {}
