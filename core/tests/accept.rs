@@ -42,9 +42,15 @@ fn event_count(events: &[AcceptEvent]) -> u64 {
 
 #[test]
 fn linux_codes_classify_as_design_3_1_says() {
-    let per_conn = [1, 4, 11, 64, 71, 92, 95, 100, 101, 103, 104, 110, 111, 112, 113];
+    let per_conn = [
+        1, 4, 11, 64, 71, 92, 95, 100, 101, 103, 104, 110, 111, 112, 113,
+    ];
     for code in per_conn {
-        assert_eq!(classify_os_error(code, Platform::Linux), PER_CONN, "code {code}");
+        assert_eq!(
+            classify_os_error(code, Platform::Linux),
+            PER_CONN,
+            "code {code}"
+        );
     }
     assert_eq!(classify_os_error(24, Platform::Linux), EMFILE);
     assert_eq!(
@@ -60,7 +66,11 @@ fn linux_codes_classify_as_design_3_1_says() {
         AcceptErrorKind::Shortage(Shortage::Memory)
     );
     for code in [9, 14, 22, 88, 0, -1, 2, 13, 55, 10024, i32::MAX, i32::MIN] {
-        assert_eq!(classify_os_error(code, Platform::Linux), FATAL, "code {code}");
+        assert_eq!(
+            classify_os_error(code, Platform::Linux),
+            FATAL,
+            "code {code}"
+        );
     }
     assert_eq!(errno_name(104, Platform::Linux), Some("ECONNRESET"));
     assert_eq!(errno_name(64, Platform::Linux), Some("ENONET"));
@@ -68,9 +78,15 @@ fn linux_codes_classify_as_design_3_1_says() {
 
 #[test]
 fn bsd_codes_classify_with_macos_and_freebsd_eproto() {
-    let per_conn = [1, 4, 35, 42, 50, 51, 53, 54, 60, 61, 64, 65, 92, 95, 96, 100];
+    let per_conn = [
+        1, 4, 35, 42, 50, 51, 53, 54, 60, 61, 64, 65, 92, 95, 96, 100,
+    ];
     for code in per_conn {
-        assert_eq!(classify_os_error(code, Platform::Bsd), PER_CONN, "code {code}");
+        assert_eq!(
+            classify_os_error(code, Platform::Bsd),
+            PER_CONN,
+            "code {code}"
+        );
     }
     assert_eq!(classify_os_error(24, Platform::Bsd), EMFILE);
     assert_eq!(
@@ -110,10 +126,18 @@ fn windows_uses_wsa_codes_and_24_is_not_emfile() {
         );
     }
     for code in [10054, 10053, 10035, 10004, 10050, 10061, 10060, 64, 1236] {
-        assert_eq!(classify_os_error(code, Platform::Windows), PER_CONN, "code {code}");
+        assert_eq!(
+            classify_os_error(code, Platform::Windows),
+            PER_CONN,
+            "code {code}"
+        );
     }
     for code in [10009, 10022, 10038, 10014, 10093, 104, 11, 0] {
-        assert_eq!(classify_os_error(code, Platform::Windows), FATAL, "code {code}");
+        assert_eq!(
+            classify_os_error(code, Platform::Windows),
+            FATAL,
+            "code {code}"
+        );
     }
     assert_eq!(errno_name(10024, Platform::Windows), Some("WSAEMFILE"));
     assert_eq!(errno_name(24, Platform::Windows), None);
@@ -140,7 +164,12 @@ fn shortage_names_and_hints() {
     assert_eq!(Shortage::Memory.as_str(), "ENOMEM");
     assert_eq!(Shortage::Buffers.to_string(), "ENOBUFS");
     let hint = Shortage::ProcessFileLimit.hint();
-    for needle in ["ulimit -n", "RLIMIT_NOFILE", "LimitNOFILE", "max connections"] {
+    for needle in [
+        "ulimit -n",
+        "RLIMIT_NOFILE",
+        "LimitNOFILE",
+        "max connections",
+    ] {
         assert!(hint.contains(needle), "{needle} missing from {hint}");
     }
     assert!(Shortage::SystemFileLimit.hint().contains("fs.file-max"));
@@ -190,7 +219,11 @@ fn io_errors_without_a_raw_code_fall_back_on_the_kind() {
         classify_io_error(&Error::from(ErrorKind::OutOfMemory)),
         AcceptErrorKind::Shortage(Shortage::Memory)
     );
-    for kind in [ErrorKind::Other, ErrorKind::InvalidInput, ErrorKind::PermissionDenied] {
+    for kind in [
+        ErrorKind::Other,
+        ErrorKind::InvalidInput,
+        ErrorKind::PermissionDenied,
+    ] {
         assert_eq!(classify_io_error(&Error::from(kind)), FATAL, "{kind:?}");
     }
 }
@@ -274,11 +307,22 @@ fn pause_grows_on_repeated_shortages_and_resets_on_success() {
     }
     assert_eq!(
         pauses,
-        [ms(50), ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        [
+            ms(50),
+            ms(100),
+            ms(200),
+            ms(400),
+            ms(800),
+            ms(1000),
+            ms(1000)
+        ]
     );
     a.on_accepted(now);
     assert_eq!(a.next_pause(), ms(50));
-    assert_eq!(a.on_error(now, EMFILE), AcceptDecision::PauseUntil(now + ms(50)));
+    assert_eq!(
+        a.on_error(now, EMFILE),
+        AcceptDecision::PauseUntil(now + ms(50))
+    );
     let s = a.stats();
     assert_eq!(s.shortages, 8);
     assert_eq!(s.pauses, 8);
@@ -292,7 +336,10 @@ fn seed_fixed_pause_is_500ms_every_time() {
     let mut a = AcceptLoop::new(config, Instant::ZERO);
     let mut now = Instant::ZERO;
     for _ in 0..5 {
-        assert_eq!(a.on_error(now, EMFILE), AcceptDecision::PauseUntil(now + ms(500)));
+        assert_eq!(
+            a.on_error(now, EMFILE),
+            AcceptDecision::PauseUntil(now + ms(500))
+        );
         now += ms(500);
         a.handle_timeout(now);
     }
@@ -363,7 +410,10 @@ fn a_storm_of_a_million_emfile_yields_ten_reports_with_exact_suppressed_counts()
     assert_eq!(s.unreported, 0);
     assert_eq!(s.reports + s.suppressed, s.shortages);
     assert_eq!(event_count(&events), 1_000_000);
-    assert_eq!(s.pauses, 1, "the driver never waited: one long pause, extended");
+    assert_eq!(
+        s.pauses, 1,
+        "the driver never waited: one long pause, extended"
+    );
 }
 
 #[test]
@@ -420,7 +470,10 @@ fn a_flapping_storm_reports_once_per_interval_and_carries_unreported_counts() {
     assert_eq!(s.shortages, 30);
     assert_eq!(s.reports, 3);
     assert_eq!(s.suppressed, 27);
-    assert_eq!(s.unreported, 9, "the last second's episodes wait for the next event");
+    assert_eq!(
+        s.unreported, 9,
+        "the last second's episodes wait for the next event"
+    );
     assert_eq!(s.accepted, 30);
 }
 
@@ -467,7 +520,10 @@ fn fatal_stops_for_good() {
         assert_eq!(a.on_error(at_ms(30), kind), AcceptDecision::Stop);
     }
     a.on_accepted(at_ms(40));
-    assert!(a.is_stopped(), "an accept after Stop does not restart the loop");
+    assert!(
+        a.is_stopped(),
+        "an accept after Stop does not restart the loop"
+    );
     assert_eq!(a.on_error(at_ms(50), PER_CONN), AcceptDecision::Stop);
     a.handle_timeout(Instant::MAX);
     assert_eq!(a.poll_timeout(), None);
@@ -503,7 +559,11 @@ fn time_going_backwards_is_clamped() {
     a.handle_timeout(Instant::ZERO);
     assert_eq!(a.poll_timeout(), Some(Instant::from_secs(11) + ms(100)));
     a.on_accepted(Instant::ZERO);
-    assert_eq!(a.stats().paused_total, ms(50), "no negative or rewound pause");
+    assert_eq!(
+        a.stats().paused_total,
+        ms(50),
+        "no negative or rewound pause"
+    );
 }
 
 #[test]
@@ -524,13 +584,25 @@ fn early_handle_timeout_is_a_no_op_and_poll_timeout_never_spins() {
 #[test]
 fn a_shortage_during_a_pause_extends_it_without_a_new_pause() {
     let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
-    assert_eq!(a.on_error(at_ms(0), EMFILE), AcceptDecision::PauseUntil(at_ms(50)));
-    assert_eq!(a.on_error(at_ms(10), EMFILE), AcceptDecision::PauseUntil(at_ms(110)));
+    assert_eq!(
+        a.on_error(at_ms(0), EMFILE),
+        AcceptDecision::PauseUntil(at_ms(50))
+    );
+    assert_eq!(
+        a.on_error(at_ms(10), EMFILE),
+        AcceptDecision::PauseUntil(at_ms(110))
+    );
     assert_eq!(a.on_error(at_ms(20), PER_CONN), AcceptDecision::Continue);
-    assert!(a.is_paused(at_ms(20)), "a per-connection error does not end a pause");
+    assert!(
+        a.is_paused(at_ms(20)),
+        "a per-connection error does not end a pause"
+    );
     assert_eq!(a.poll_timeout(), Some(at_ms(110)));
     let s = a.stats();
-    assert_eq!((s.pauses, s.shortages, s.reports, s.suppressed), (1, 2, 1, 1));
+    assert_eq!(
+        (s.pauses, s.shortages, s.reports, s.suppressed),
+        (1, 2, 1, 1)
+    );
     assert_eq!(s.paused_total, ms(20), "stats include the pause so far");
 }
 
@@ -587,7 +659,10 @@ fn extreme_config_and_instants_saturate_without_panic() {
     let mut b = AcceptLoop::new(big, Instant::ZERO);
     let _ = b.on_error(Instant::ZERO, EMFILE);
     assert_eq!(b.next_pause(), Duration::MAX);
-    assert_eq!(b.on_error(Instant::ZERO, EMFILE), AcceptDecision::PauseUntil(Instant::MAX));
+    assert_eq!(
+        b.on_error(Instant::ZERO, EMFILE),
+        AcceptDecision::PauseUntil(Instant::MAX)
+    );
 }
 
 #[test]
@@ -606,6 +681,14 @@ fn growth_by_150_percent_uses_integer_math() {
     }
     assert_eq!(
         got,
-        [ms(100), ms(150), ms(225), Duration::from_micros(337_500), ms(506) + Duration::from_micros(250), Duration::from_nanos(759_375_000), ms(1000)]
+        [
+            ms(100),
+            ms(150),
+            ms(225),
+            Duration::from_micros(337_500),
+            ms(506) + Duration::from_micros(250),
+            Duration::from_nanos(759_375_000),
+            ms(1000)
+        ]
     );
 }

@@ -238,7 +238,7 @@ const BSD: &[ErrnoEntry] = &[
     e(14, "EFAULT", FATAL),
     e(22, "EINVAL", FATAL),
     e(38, "ENOTSOCK", FATAL),
-    e(45, "EOPNOTSUPP", FATAL),  // FreeBSD, OpenBSD, NetBSD, DragonFly; ENOTSUP on macOS
+    e(45, "EOPNOTSUPP", FATAL), // FreeBSD, OpenBSD, NetBSD, DragonFly; ENOTSUP on macOS
     e(102, "EOPNOTSUPP", FATAL), // macOS, iOS
 ];
 
@@ -277,7 +277,10 @@ const WINDOWS: &[ErrnoEntry] = &[
 ];
 
 fn lookup(code: i32, platform: Platform) -> Option<&'static ErrnoEntry> {
-    platform.errno_table().iter().find(|entry| entry.code == code)
+    platform
+        .errno_table()
+        .iter()
+        .find(|entry| entry.code == code)
 }
 
 /// Classifies a raw OS error code from `accept` on `platform`. Unknown codes are
