@@ -9,8 +9,8 @@ use core::time::Duration;
 
 use arbitrary::Arbitrary;
 use keel_core::accept::{
-    classify_os_error, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop,
-    AcceptLoopConfig, Platform, Shortage, EVENT_QUEUE_CAPACITY,
+    classify_os_error, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, AcceptLoopConfig,
+    Platform, Shortage, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
 use libfuzzer_sys::fuzz_target;
@@ -215,6 +215,10 @@ fuzz_target!(|input: Input| {
         }
     }
     let s = machine.stats();
-    assert_eq!(counted + s.unreported, s.shortages, "a shortage was lost or double-counted");
+    assert_eq!(
+        counted + s.unreported,
+        s.shortages,
+        "a shortage was lost or double-counted"
+    );
     assert_eq!(reports, s.reports);
 });
