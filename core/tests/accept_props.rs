@@ -1,0 +1,425 @@
+//! Property tests for the accept-loop machine: invariants under any sequence of inputs (time
+//! going back, jumping to the end of time, extreme configs), and a reference model of the
+//! decisions and of when reports happen.
+
+use core::time::Duration;
+
+use keel_core::accept::{
+    AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, AcceptLoopConfig, Shortage,
+    EVENT_QUEUE_CAPACITY,
+};
+use keel_core::time::Instant;
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Accepted(i64),
+    Error(i64, AcceptErrorKind),
+    Timeout(i64),
+    /// Jump to the end of time or back to the epoch.
+    Extreme(bool),
+    Poll,
+    /// Wait exactly until the machine's deadline, then call `handle_timeout`.
+    WaitOut,
+}
+
+fn kind() -> impl Strategy<Value = AcceptErrorKind> {
+    prop_oneof![
+        4 => Just(AcceptErrorKind::PerConnection),
+        6 => prop_oneof![
+            Just(Shortage::ProcessFileLimit),
+            Just(Shortage::SystemFileLimit),
+            Just(Shortage::Buffers),
+            Just(Shortage::Memory),
+        ]
+        .prop_map(AcceptErrorKind::Shortage),
+        1 => Just(AcceptErrorKind::Fatal),
+    ]
+}
+
+fn delta() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        4 => 0i64..2_000_000_000,     // up to 2 s forward
+        2 => Just(0i64),              // stalled clock
+        1 => -2_000_000_000i64..0,    // backwards
+        1 => any::<i64>(),            // anything, including huge jumps
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => delta().prop_map(Op::Accepted),
+        6 => (delta(), kind()).prop_map(|(d, k)| Op::Error(d, k)),
+        2 => delta().prop_map(Op::Timeout),
+        1 => any::<bool>().prop_map(Op::Extreme),
+        2 => Just(Op::Poll),
+        2 => Just(Op::WaitOut),
+    ]
+}
+
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        4 => (0u64..3_000_000_000).prop_map(Duration::from_nanos),
+        1 => Just(Duration::ZERO),
+        1 => Just(Duration::MAX),
+        1 => any::<u64>().prop_map(Duration::from_nanos),
+        1 => (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+    ]
+}
+
+fn config() -> impl Strategy<Value = AcceptLoopConfig> {
+    (
+        duration(),
+        duration(),
+        prop_oneof![Just(100u32), Just(200), 100u32..1000, any::<u32>()],
+        duration(),
+        any::<bool>(),
+    )
+        .prop_map(|(a, b, growth, interval, fixed)| {
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let lo = lo.max(Duration::from_nanos(1));
+            let hi = hi.max(lo);
+            let builder = AcceptLoopConfig::builder().report_interval(interval);
+            let builder = if fixed {
+                builder.fixed_pause(lo)
+            } else {
+                builder
+                    .initial_pause(lo)
+                    .max_pause(hi)
+                    .growth_percent(growth)
+            };
+            builder.build().expect("a valid config")
+        })
+}
+
+fn apply(t: u64, d: i64) -> u64 {
+    if d >= 0 {
+        t.saturating_add(d.unsigned_abs())
+    } else {
+        t.saturating_sub(d.unsigned_abs())
+    }
+}
+
+/// The reference model: decisions, pauses, reports and events, written from the spec with
+/// plain `u128` arithmetic (no saturation helpers from the crate).
+struct Model {
+    config: AcceptLoopConfig,
+    newest: u128,
+    consecutive: u32,
+    until: Option<u128>,
+    last_report: Option<u128>,
+    stopped: bool,
+    unreported: u64,
+    episode: Option<(u128, bool)>,
+    /// Events expected since the last poll, oldest first (Fatal excluded).
+    events: Vec<AcceptEvent>,
+    fatal: bool,
+}
+
+const END: u128 = u64::MAX as u128;
+
+fn nanos_to_duration(n: u128) -> Duration {
+    Duration::new(
+        u64::try_from(n / 1_000_000_000).unwrap(),
+        (n % 1_000_000_000) as u32,
+    )
+}
+
+fn instant(n: u128) -> Instant {
+    Instant::from_nanos(u64::try_from(n.min(END)).unwrap())
+}
+
+impl Model {
+    fn new(config: AcceptLoopConfig, start: u64) -> Self {
+        Model {
+            config,
+            newest: u128::from(start),
+            consecutive: 0,
+            until: None,
+            last_report: None,
+            stopped: false,
+            unreported: 0,
+            episode: None,
+            events: Vec::new(),
+            fatal: false,
+        }
+    }
+
+    fn pause_nanos(&self) -> u128 {
+        // initial * (growth/100)^consecutive, capped at max: recomputed from scratch.
+        let max = self.config.max_pause().as_nanos();
+        let mut p = self.config.initial_pause().as_nanos();
+        for _ in 0..self.consecutive {
+            if p >= max {
+                break;
+            }
+            p = p * u128::from(self.config.growth_percent()) / 100;
+        }
+        p.min(max)
+    }
+
+    fn observe(&mut self, now: u64) -> u128 {
+        self.newest = self.newest.max(u128::from(now));
+        self.newest
+    }
+
+    fn error(&mut self, now: u64, kind: AcceptErrorKind) -> AcceptDecision {
+        let now = self.observe(now);
+        if self.stopped {
+            return AcceptDecision::Stop;
+        }
+        if self.until.is_some_and(|u| now >= u) {
+            self.until = None;
+        }
+        match kind {
+            AcceptErrorKind::PerConnection => AcceptDecision::Continue,
+            AcceptErrorKind::Shortage(shortage) => {
+                let pause = self.pause_nanos();
+                self.consecutive = self.consecutive.saturating_add(1);
+                let until = (now + pause).min(END);
+                let until = self.until.map_or(until, |u| u.max(until));
+                self.until = Some(until);
+                let interval = self.config.report_interval().as_nanos();
+                let episode = self.episode.get_or_insert((now, false));
+                if self
+                    .last_report
+                    .is_none_or(|last| now >= (last + interval).min(END))
+                {
+                    self.last_report = Some(now);
+                    episode.1 = true;
+                    self.events.push(AcceptEvent::Shortage {
+                        shortage,
+                        pause: nanos_to_duration(pause),
+                        until: instant(until),
+                        suppressed: core::mem::take(&mut self.unreported),
+                    });
+                } else {
+                    self.unreported += 1;
+                }
+                AcceptDecision::PauseUntil(instant(until))
+            }
+            _ => {
+                self.stopped = true;
+                self.until = None;
+                self.fatal = true;
+                AcceptDecision::Stop
+            }
+        }
+    }
+
+    fn accepted(&mut self, now: u64) {
+        let now = self.observe(now);
+        if self.stopped {
+            return;
+        }
+        self.until = None;
+        self.consecutive = 0;
+        if let Some((start, true)) = self.episode.take() {
+            self.events.push(AcceptEvent::Resumed {
+                paused_for: nanos_to_duration(now - start),
+                suppressed: core::mem::take(&mut self.unreported),
+            });
+        }
+    }
+
+    fn timeout(&mut self, now: u64) {
+        let now = self.observe(now);
+        if !self.stopped && self.until.is_some_and(|u| now >= u) {
+            self.until = None;
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.until.map(instant)
+    }
+
+    /// Compares the machine's queued events with the expected ones: exact when nothing was
+    /// folded; when more than the queue holds were expected, the newest `CAPACITY - 1` exactly
+    /// and the oldest kept one by kind, the folded counts by their total.
+    fn check_events(&mut self, got: &[AcceptEvent]) -> Result<(), TestCaseError> {
+        let expected = core::mem::take(&mut self.events);
+        let fatal = core::mem::take(&mut self.fatal);
+        let (got, got_fatal) = match got.split_last() {
+            Some((AcceptEvent::Fatal, rest)) => (rest, true),
+            _ => (got, false),
+        };
+        prop_assert_eq!(got_fatal, fatal);
+        if expected.len() <= EVENT_QUEUE_CAPACITY {
+            prop_assert_eq!(got, &expected[..]);
+        } else {
+            prop_assert_eq!(got.len(), EVENT_QUEUE_CAPACITY);
+            let skip = expected.len() - EVENT_QUEUE_CAPACITY;
+            prop_assert_eq!(&got[1..], &expected[skip + 1..]);
+            let total: u64 = expected[..=skip].iter().map(event_count).sum();
+            prop_assert_eq!(event_count(&got[0]), total);
+        }
+        Ok(())
+    }
+}
+
+fn event_count(e: &AcceptEvent) -> u64 {
+    match *e {
+        AcceptEvent::Shortage { suppressed, .. } => 1 + suppressed,
+        AcceptEvent::Resumed { suppressed, .. } => suppressed,
+        _ => 0,
+    }
+}
+
+fn run(config: AcceptLoopConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), TestCaseError> {
+    let mut machine = AcceptLoop::new(config, Instant::from_nanos(start));
+    let mut model = Model::new(config, start);
+    let mut caller = start;
+    let mut counted = 0u64; // shortages accounted for by polled events
+    let mut shortage_events = 0u64;
+    let mut fatal_events = 0u64;
+    let max_pause = config.max_pause();
+
+    for op in ops {
+        match *op {
+            Op::Accepted(d) => {
+                caller = apply(caller, d);
+                machine.on_accepted(Instant::from_nanos(caller));
+                model.accepted(caller);
+            }
+            Op::Error(d, kind) => {
+                caller = apply(caller, d);
+                let decision = machine.on_error(Instant::from_nanos(caller), kind);
+                prop_assert_eq!(decision, model.error(caller, kind));
+                let clamped = instant(model.newest);
+                if let AcceptDecision::PauseUntil(t) = decision {
+                    prop_assert!(t >= clamped, "PauseUntil before now");
+                    prop_assert!(t >= Instant::from_nanos(caller));
+                    prop_assert!(t - clamped <= max_pause, "pause above max");
+                    prop_assert!(machine.is_paused(clamped) || t == clamped);
+                }
+            }
+            Op::Timeout(d) => {
+                caller = apply(caller, d);
+                machine.handle_timeout(Instant::from_nanos(caller));
+                model.timeout(caller);
+                if let Some(t) = machine.poll_timeout() {
+                    prop_assert!(t > Instant::from_nanos(caller), "poll_timeout not after t");
+                }
+            }
+            Op::Extreme(to_end) => {
+                caller = if to_end { u64::MAX } else { 0 };
+                machine.handle_timeout(Instant::from_nanos(caller));
+                model.timeout(caller);
+                if let Some(t) = machine.poll_timeout() {
+                    prop_assert!(t > Instant::from_nanos(caller));
+                }
+            }
+            Op::WaitOut => {
+                if let Some(t) = machine.poll_timeout() {
+                    caller = t.as_nanos();
+                    machine.handle_timeout(t);
+                    model.timeout(caller);
+                    prop_assert!(machine.poll_timeout().is_none_or(|u| u > t));
+                }
+            }
+            Op::Poll => {}
+        }
+        if eager || matches!(op, Op::Poll) {
+            let got: Vec<AcceptEvent> = core::iter::from_fn(|| machine.poll_event()).collect();
+            prop_assert!(
+                got.len() <= EVENT_QUEUE_CAPACITY + 1,
+                "queue grew to {}",
+                got.len()
+            );
+            model.check_events(&got)?;
+            for e in &got {
+                counted += event_count(e);
+                match *e {
+                    AcceptEvent::Shortage { pause, until, .. } => {
+                        shortage_events += 1;
+                        prop_assert!(pause <= max_pause);
+                        prop_assert!(until >= Instant::from_duration(pause));
+                    }
+                    AcceptEvent::Fatal => fatal_events += 1,
+                    _ => {}
+                }
+            }
+        }
+        prop_assert_eq!(machine.poll_timeout(), model.poll_timeout());
+        prop_assert_eq!(machine.is_stopped(), model.stopped);
+        let s = machine.stats();
+        prop_assert_eq!(s.reports + s.suppressed, s.shortages);
+        prop_assert_eq!(s.unreported, model.unreported);
+        prop_assert!(s.unreported <= s.suppressed);
+        prop_assert!(s.fatal <= 1);
+        prop_assert!(s.pauses <= s.shortages);
+        if eager {
+            prop_assert_eq!(s.reports, shortage_events);
+        }
+    }
+
+    // Drain: every shortage is accounted for exactly once.
+    let got: Vec<AcceptEvent> = core::iter::from_fn(|| machine.poll_event()).collect();
+    model.check_events(&got)?;
+    for e in &got {
+        counted += event_count(e);
+        match e {
+            AcceptEvent::Shortage { .. } => shortage_events += 1,
+            AcceptEvent::Fatal => fatal_events += 1,
+            _ => {}
+        }
+    }
+    let s = machine.stats();
+    prop_assert_eq!(counted + s.unreported, s.shortages);
+    prop_assert_eq!(shortage_events, s.reports);
+    prop_assert_eq!(fatal_events, s.fatal);
+    prop_assert_eq!(machine.poll_event(), None);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_op_sequence_keeps_the_invariants_and_matches_the_model(
+        config in config(),
+        start in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>(), 0u64..1_000_000_000],
+        ops in proptest::collection::vec(op(), 0..200),
+        eager in any::<bool>(),
+    ) {
+        run(config, start, &ops, eager)?;
+    }
+
+    #[test]
+    fn a_shortage_storm_reports_once_per_interval(
+        interval_ms in 1u64..2_000,
+        step_us in prop_oneof![Just(1_000u64), Just(10_000), Just(250), 1u64..50_000],
+        n in 1usize..3_000,
+    ) {
+        let config = AcceptLoopConfig::builder()
+            .report_interval(Duration::from_millis(interval_ms))
+            .build()
+            .unwrap();
+        let mut machine = AcceptLoop::new(config, Instant::ZERO);
+        let mut report_times = Vec::new();
+        let mut counted = 0;
+        for i in 0..n as u64 {
+            let now = Instant::from_nanos(i * step_us * 1_000);
+            let decision = machine.on_error(now, AcceptErrorKind::Shortage(Shortage::ProcessFileLimit));
+            prop_assert!(matches!(decision, AcceptDecision::PauseUntil(t) if t > now));
+            while let Some(e) = machine.poll_event() {
+                counted += event_count(&e);
+                if let AcceptEvent::Shortage { .. } = e {
+                    report_times.push(now);
+                }
+            }
+        }
+        // Expected: the first error, then the first error at or after last report + interval.
+        let mut expected: Vec<Instant> = Vec::new();
+        for i in 0..n as u64 {
+            let t = Instant::from_nanos(i * step_us * 1_000);
+            if expected.last().is_none_or(|&last| t - last >= Duration::from_millis(interval_ms)) {
+                expected.push(t);
+            }
+        }
+        prop_assert_eq!(&report_times, &expected);
+        let s = machine.stats();
+        prop_assert_eq!(s.reports, report_times.len() as u64);
+        prop_assert_eq!(counted + s.unreported, n as u64);
+    }
+}
