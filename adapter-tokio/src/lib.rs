@@ -29,7 +29,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use keel_core::driver::{GuardConfig, Runtime, Timer};
+use keel_core::driver::{Runtime, Timer};
 use keel_core::time::Instant;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, UnixListener, UnixStream};
 

@@ -8,14 +8,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Command-line options of the echo server.
 #[derive(Clone, Debug)]
-pub struct Options {
-    pub addr: String,
-    pub max_connections: usize,
+pub(crate) struct Options {
+    pub(crate) addr: String,
+    pub(crate) max_connections: usize,
 }
 
 impl Options {
     /// Parses `--addr HOST:PORT` and `--max-connections N` (defaults 127.0.0.1:7878 and 1024).
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         let mut opts = Options {
             addr: "127.0.0.1:7878".into(),
             max_connections: 1024,
@@ -44,7 +44,7 @@ impl Options {
 }
 
 /// Logs to stderr, `info` by default (`RUST_LOG` overrides).
-pub fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -55,7 +55,7 @@ pub fn init_logging() {
 }
 
 /// Binds, prints `listening on ADDR` on stdout, and echoes lines until the process ends.
-pub async fn run(opts: Options) -> io::Result<()> {
+pub(crate) async fn run(opts: Options) -> io::Result<()> {
     let config = GuardConfig::builder()
         .max_connections(opts.max_connections)
         .build()

@@ -12,20 +12,20 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// What to run and how hard.
-pub struct Plan {
-    pub server: PathBuf,
-    pub server_args: Vec<String>,
-    pub open_files: u32,
-    pub max_connections: usize,
-    pub clients: usize,
-    pub storm: Duration,
-    pub cpu_limit_percent: f64,
-    pub max_shortage_lines: usize,
+pub(crate) struct Plan {
+    pub(crate) server: PathBuf,
+    pub(crate) server_args: Vec<String>,
+    pub(crate) open_files: u32,
+    pub(crate) max_connections: usize,
+    pub(crate) clients: usize,
+    pub(crate) storm: Duration,
+    pub(crate) cpu_limit_percent: f64,
+    pub(crate) max_shortage_lines: usize,
 }
 
 impl Plan {
     /// The seed's numbers: `ulimit -n 100`, max connections 150, 1000 clients, about 10 s.
-    pub fn seed(server: PathBuf, server_args: Vec<String>) -> Plan {
+    pub(crate) fn seed(server: PathBuf, server_args: Vec<String>) -> Plan {
         Plan {
             server,
             server_args,
@@ -159,7 +159,7 @@ async fn fresh_echo(addr: std::net::SocketAddr, within: Duration) -> Option<Dura
 }
 
 /// Runs the storm; returns the process exit code.
-pub fn run(plan: Plan) -> i32 {
+pub(crate) fn run(plan: Plan) -> i32 {
     let mut child = match spawn_server(&plan) {
         Ok(c) => c,
         Err(e) => {

@@ -105,7 +105,7 @@ impl<R: Runtime> Alarm<R> {
                     Poll::Ready(())
                 } else {
                     // Fired early (coarse timer): re-arm and wait again.
-                    timer.as_mut().reset(deadline);
+                    timer.reset(deadline);
                     match timer.poll_elapsed(cx) {
                         Poll::Ready(()) => Poll::Ready(()),
                         Poll::Pending => Poll::Pending,
