@@ -220,7 +220,10 @@ impl Default for BackoffConfig {
     /// The AWS standard-mode defaults (see the [module docs](self)), seed 0.
     fn default() -> Self {
         BackoffConfig::from_parts(
-            Schedule::Exponential { base: DEFAULT_BASE, factor_percent: DEFAULT_FACTOR_PERCENT },
+            Schedule::Exponential {
+                base: DEFAULT_BASE,
+                factor_percent: DEFAULT_FACTOR_PERCENT,
+            },
             DEFAULT_CAP,
             Jitter::Full,
             Some(DEFAULT_MAX_ATTEMPTS),
@@ -245,7 +248,10 @@ impl BackoffConfig {
     #[must_use]
     pub fn exponential(base: Duration, cap: Duration) -> BackoffConfigBuilder {
         BackoffConfigBuilder::new(
-            Schedule::Exponential { base, factor_percent: DEFAULT_FACTOR_PERCENT },
+            Schedule::Exponential {
+                base,
+                factor_percent: DEFAULT_FACTOR_PERCENT,
+            },
             cap,
         )
     }
@@ -427,16 +433,17 @@ impl BackoffConfigBuilder {
     /// # Errors
     ///
     /// - [`ConfigError::Zero`]: an exponential schedule, or decorrelated jitter, with a zero
-    ///   `base` (it would never grow); `max_attempts(0)`; a zero `max_elapsed` or
-    ///   `max_retry_after`.
+    ///   `base` (it would never grow); `max_attempts(0)`; a zero `max_elapsed`; an explicit
+    ///   zero `max_retry_after`.
     /// - [`ConfigError::InvertedRange`]: `base` (or the constant delay) above `cap`.
     /// - [`ConfigError::OutOfRange`]: `factor_percent` below 100.
     /// - [`ConfigError::Conflict`]: `factor_percent` on a linear or constant schedule.
     pub fn build(self) -> Result<BackoffConfig, ConfigError> {
         let schedule = match (self.schedule, self.factor_percent) {
-            (Schedule::Exponential { base, .. }, Some(factor_percent)) => {
-                Schedule::Exponential { base, factor_percent }
-            }
+            (Schedule::Exponential { base, .. }, Some(factor_percent)) => Schedule::Exponential {
+                base,
+                factor_percent,
+            },
             (Schedule::Exponential { .. }, None) => self.schedule,
             (Schedule::Linear { .. }, Some(_)) => {
                 return Err(ConfigError::Conflict {
@@ -457,7 +464,10 @@ impl BackoffConfigBuilder {
         let (base, base_field) = match schedule {
             Schedule::Constant { delay } => (delay, "delay"),
             Schedule::Linear { base, .. } => (base, "base"),
-            Schedule::Exponential { base, factor_percent } => {
+            Schedule::Exponential {
+                base,
+                factor_percent,
+            } => {
                 if base.is_zero() {
                     return Err(ConfigError::Zero { field: "base" });
                 }
@@ -474,18 +484,28 @@ impl BackoffConfigBuilder {
             return Err(ConfigError::Zero { field: base_field });
         }
         if base > self.cap {
-            return Err(ConfigError::InvertedRange { min: base_field, max: "cap" });
+            return Err(ConfigError::InvertedRange {
+                min: base_field,
+                max: "cap",
+            });
         }
         if self.max_attempts == Some(0) {
-            return Err(ConfigError::Zero { field: "max_attempts" });
+            return Err(ConfigError::Zero {
+                field: "max_attempts",
+            });
         }
         if self.max_elapsed.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::Zero { field: "max_elapsed" });
+            return Err(ConfigError::Zero {
+                field: "max_elapsed",
+            });
         }
+        if self.max_retry_after.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::Zero {
+                field: "max_retry_after",
+            });
+        }
+        // Defaulting to a zero cap (a zero constant delay) is consistent: hints retry at once.
         let max_retry_after = self.max_retry_after.unwrap_or(self.cap);
-        if max_retry_after.is_zero() {
-            return Err(ConfigError::Zero { field: "max_retry_after" });
-        }
         Ok(BackoffConfig::from_parts(
             schedule,
             self.cap,

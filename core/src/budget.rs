@@ -365,14 +365,21 @@ impl RetryBudget {
             self.head = 0;
         } else {
             for _ in 0..steps {
-                self.head = if self.head + 1 >= RING { 0 } else { self.head + 1 };
+                self.head = if self.head + 1 >= RING {
+                    0
+                } else {
+                    self.head + 1
+                };
                 if let Some(s) = self.slots.get_mut(self.head) {
                     *s = 0;
                 }
             }
         }
         // Recomputed rather than adjusted, so a saturated slot can never skew it for good.
-        self.balance = self.slots.iter().fold(0i64, |acc, s| acc.saturating_add(*s));
+        self.balance = self
+            .slots
+            .iter()
+            .fold(0i64, |acc, s| acc.saturating_add(*s));
         self.slot = slot;
         self.slot_end = (u128::from(slot) + 1) * u128::from(self.config.slot_ns);
     }
