@@ -237,7 +237,6 @@ impl Default for BackoffConfig {
 impl BackoffConfig {
     /// A builder holding the defaults: exponential from 100 ms, doubling, capped at 20 s, full
     /// jitter, 3 attempts (AWS SDK standard retry mode), seed 0.
-    #[must_use]
     pub fn builder() -> BackoffConfigBuilder {
         BackoffConfig::exponential(DEFAULT_BASE, DEFAULT_CAP)
     }
@@ -245,7 +244,6 @@ impl BackoffConfig {
     /// An exponential schedule from `base`, doubling (change with
     /// [`factor_percent`](BackoffConfigBuilder::factor_percent)), never above `cap`.
     /// Other settings take their defaults.
-    #[must_use]
     pub fn exponential(base: Duration, cap: Duration) -> BackoffConfigBuilder {
         BackoffConfigBuilder::new(
             Schedule::Exponential {
@@ -258,14 +256,12 @@ impl BackoffConfig {
 
     /// A linear schedule: `base`, `base + step`, ... capped at 20 s unless
     /// [`cap`](BackoffConfigBuilder::cap) says otherwise. Other settings take their defaults.
-    #[must_use]
     pub fn linear(base: Duration, step: Duration) -> BackoffConfigBuilder {
         BackoffConfigBuilder::new(Schedule::Linear { base, step }, DEFAULT_CAP)
     }
 
     /// The same `delay` before every retry (the cap is `delay`). Other settings take their
     /// defaults; with no jitter this is the seed's fixed pause.
-    #[must_use]
     pub fn constant(delay: Duration) -> BackoffConfigBuilder {
         BackoffConfigBuilder::new(Schedule::Constant { delay }, delay)
     }

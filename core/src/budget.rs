@@ -126,7 +126,6 @@ impl Default for BudgetConfig {
 
 impl BudgetConfig {
     /// A builder holding the defaults: `ttl` 10 s, `min_per_sec` 10, `retry_percent` 20.
-    #[must_use]
     pub fn builder() -> BudgetConfigBuilder {
         BudgetConfigBuilder::new()
     }
