@@ -33,8 +33,9 @@
 //! succeeds when `reserve + sum(slots) >= 1000`.
 //!
 //! So an event is remembered from the moment it happens until the end of the `SLOTS`-th slot
-//! after its own: **at least `ttl` and less than `ttl + w`** (as in tower, whose ten slots sit
-//! beside a current one). The guarantee, for any window `[a, a + ttl)`:
+//! after its own: **more than `SLOTS * w >= ttl`, at most `(SLOTS + 1) * w`** (`ttl + w` when
+//! `ttl` is a multiple of 10 ns), as in tower, whose ten slots sit beside a current one. The
+//! guarantee, for any window `[a, a + ttl)`:
 //!
 //! ```text
 //! 1000 * withdrawals in [a, a + ttl)
@@ -42,11 +43,12 @@
 //! ```
 //!
 //! i.e. retries in any `ttl` window never exceed `floor(min_per_sec * ttl)` plus
-//! `retry_percent` % of the deposits made in that window **and in the `ttl + w` before it**
-//! (earlier deposits are still remembered, which is the point of a window). That is the only
-//! slot-granularity slack; the floor is never counted twice. Conversely a withdrawal is refused
-//! only when withdrawals in the last `ttl + w` already use up the reserve plus `retry_percent` %
-//! of the deposits of the last `ttl`.
+//! `retry_percent` % of the deposits made in that window **and in the `(SLOTS + 1) * w` before
+//! it** (earlier deposits are still remembered, which is the point of a window). That is the
+//! only slot-granularity slack; the floor is never counted twice. Conversely, a withdrawal at
+//! `t` is refused only when `1000 * withdrawals in (t - (SLOTS + 1) * w, t] + 1000 > reserve +
+//! 10 * retry_percent * deposits in [t - ttl, t]`. Both inequalities are checked by proptest
+//! (`core/tests/budget_props.rs`), beside an exact reference model of the ring.
 //!
 //! # Defaults and their source
 //!
@@ -130,8 +132,8 @@ impl BudgetConfig {
         BudgetConfigBuilder::new()
     }
 
-    /// How long a deposit or withdrawal is remembered (at least this, less than
-    /// `ttl + ttl / SLOTS`, see the [module docs](self)).
+    /// The window: a deposit or withdrawal is remembered for more than this and at most
+    /// `(SLOTS + 1) * slot()` (see the [module docs](self)).
     #[inline]
     #[must_use]
     pub const fn ttl(&self) -> Duration {
