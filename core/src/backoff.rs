@@ -42,7 +42,8 @@
 //! | `Decorrelated` | `min(cap, uniform in [base, 3 * prev])`, `prev` starting at `base` | `base` |
 //!
 //! Because `d(n) <= cap`, **no jittered delay ever exceeds the cap** and none goes below its
-//! floor. Decorrelated jitter is the AWS blog's formula
+//! floor (backon, for one, adds its jitter on top of the capped delay, so its delays can pass
+//! `max_delay` by up to `min_delay`). Decorrelated jitter is the AWS blog's formula
 //! (`sleep = min(cap, random_between(base, sleep * 3))`); it ignores the schedule's growth and
 //! takes only `base` and `cap` from it. Polly offers a smoother alternative,
 //! `DecorrelatedJitterBackoffV2` (Polly.Contrib.WaitAndRetry, the default jittered exponential in
@@ -55,8 +56,10 @@
 //!   `n - 1` retries. A retry taken on a server hint counts as an attempt.
 //! - `max_elapsed(d)`: no retry is scheduled after `first attempt + d`. If the next delay would
 //!   end past that deadline the machine **gives up** rather than clamping the delay to the time
-//!   left (as cenkalti/backoff's `MaxElapsedTime` and backon's `with_total_delay` do): a retry
-//!   squeezed into the last moments of the budget rarely has time to succeed.
+//!   left (the choice of cenkalti/backoff's `MaxElapsedTime`, which stops when
+//!   `elapsed + next > max`): a retry squeezed into the last moments of the budget rarely has
+//!   time to succeed, and the caller's own deadline would cut it off anyway. A retry that ends
+//!   exactly at the deadline is allowed.
 //!
 //! ## Server hints
 //!
