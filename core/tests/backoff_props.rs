@@ -1,0 +1,235 @@
+//! Property tests for `keel_core::backoff`: delays within bounds for any config and seed, an
+//! independent reference model of the un-jittered schedules, and no panic on any input.
+
+use core::time::Duration;
+
+use keel_core::backoff::{Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision, Schedule};
+use keel_core::time::Instant;
+use proptest::prelude::*;
+
+fn nanos(d: Duration) -> u128 {
+    d.as_nanos().min(u128::from(u64::MAX))
+}
+
+/// Durations from zero to `Duration::MAX`, weighted towards realistic values and the edges.
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        3 => (0u64..=10_000_000_000).prop_map(Duration::from_nanos),
+        1 => any::<u64>().prop_map(Duration::from_nanos),
+        1 => Just(Duration::ZERO),
+        1 => Just(Duration::MAX),
+        1 => (0u64..5).prop_map(Duration::from_nanos),
+    ]
+}
+
+fn jitter() -> impl Strategy<Value = Jitter> {
+    prop_oneof![
+        Just(Jitter::None),
+        Just(Jitter::Full),
+        Just(Jitter::Equal),
+        Just(Jitter::Decorrelated),
+    ]
+}
+
+/// Any builder input, valid or not.
+fn config() -> impl Strategy<Value = Result<BackoffConfig, keel_core::ConfigError>> {
+    (
+        0u8..3,
+        duration(),
+        duration(),
+        duration(),
+        prop_oneof![Just(100u32), Just(200), 90u32..1_000, any::<u32>()],
+        jitter(),
+        proptest::option::of(1u32..50),
+        proptest::option::of(duration()),
+        proptest::option::of(duration()),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(kind, a, b, cap, factor, jitter, attempts, elapsed, retry_after, seed)| {
+                let (lo, hi) = if a <= cap { (a, cap) } else { (cap, a) };
+                let mut builder = match kind {
+                    0 => BackoffConfig::constant(lo),
+                    1 => BackoffConfig::linear(lo, b).cap(hi),
+                    _ => BackoffConfig::exponential(lo, hi).factor_percent(factor),
+                }
+                .jitter(jitter)
+                .seed(seed);
+                builder = match attempts {
+                    Some(n) => builder.max_attempts(n),
+                    None => builder.unlimited_attempts(),
+                };
+                if let Some(d) = elapsed {
+                    builder = builder.max_elapsed(d);
+                }
+                if let Some(d) = retry_after {
+                    builder = builder.max_retry_after(d);
+                }
+                builder.build()
+            },
+        )
+}
+
+fn valid_config() -> impl Strategy<Value = BackoffConfig> {
+    config().prop_filter_map("invalid config", Result::ok)
+}
+
+/// The un-jittered delay of each retry, computed independently in u128.
+struct Model {
+    next: u128,
+    cap: u128,
+    schedule: Schedule,
+}
+
+impl Model {
+    fn new(c: &BackoffConfig) -> Model {
+        let cap = nanos(c.cap());
+        let base = match c.schedule() {
+            Schedule::Constant { delay } => nanos(delay),
+            Schedule::Linear { base, .. } | Schedule::Exponential { base, .. } => nanos(base),
+            _ => unreachable!(),
+        };
+        Model {
+            next: base.min(cap),
+            cap,
+            schedule: c.schedule(),
+        }
+    }
+
+    fn step(&mut self) -> u128 {
+        let d = self.next;
+        self.next = match self.schedule {
+            Schedule::Constant { .. } => d,
+            Schedule::Linear { step, .. } => (d + nanos(step)).min(self.cap),
+            Schedule::Exponential { factor_percent, .. } => {
+                (d * u128::from(factor_percent)).div_ceil(100).min(self.cap)
+            }
+            _ => unreachable!(),
+        };
+        d
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn jittered_delays_always_within_bounds(config in valid_config()) {
+        let mut backoff = Backoff::new(config, Instant::ZERO);
+        let mut model = Model::new(&config);
+        let cap = nanos(config.cap());
+        let base = Model::new(&config).next;
+        let mut prev = base;
+        for (i, d) in backoff.delays().take(64).enumerate() {
+            let d = d.as_nanos();
+            let full = model.step();
+            prop_assert!(d <= cap, "retry {i}: {d} above the cap {cap}");
+            match config.jitter() {
+                Jitter::None => prop_assert_eq!(d, full),
+                Jitter::Full => prop_assert!(d <= full),
+                Jitter::Equal => prop_assert!(d >= full / 2 && d <= full, "{d} vs {full}"),
+                Jitter::Decorrelated => {
+                    prop_assert!(d >= base, "{d} below base {base}");
+                    prop_assert!(d <= (prev * 3).min(cap), "{d} above 3 * {prev}");
+                    prev = d;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unjittered_exponential_never_decreases_until_the_cap(
+        base in 1u64..1_000_000_000,
+        extra in 0u64..100_000_000_000,
+        factor in 100u32..2_000,
+    ) {
+        let cap = base + extra;
+        let config = BackoffConfig::exponential(Duration::from_nanos(base), Duration::from_nanos(cap))
+            .factor_percent(factor)
+            .jitter(Jitter::None)
+            .unlimited_attempts()
+            .build()
+            .unwrap();
+        let mut backoff = Backoff::new(config, Instant::ZERO);
+        let delays: Vec<u128> = backoff.delays().take(400).map(|d| d.as_nanos()).collect();
+        prop_assert_eq!(delays[0], u128::from(base));
+        for pair in delays.windows(2) {
+            prop_assert!(pair[0] <= pair[1], "{:?}", pair);
+            if factor > 100 && pair[0] < u128::from(cap) {
+                prop_assert!(pair[0] < pair[1], "stuck below the cap: {:?}", pair);
+            }
+        }
+        if factor >= 110 {
+            // Growing by at least 10 % a step reaches any cap here within 400 steps.
+            prop_assert_eq!(*delays.last().unwrap(), u128::from(cap));
+        }
+    }
+
+    #[test]
+    fn same_seed_same_delays_for_any_config(config in valid_config()) {
+        let mut a = Backoff::new(config, Instant::ZERO);
+        let mut b = Backoff::new(config, Instant::ZERO);
+        let da: Vec<Duration> = a.delays().take(32).collect();
+        let db: Vec<Duration> = b.delays().take(32).collect();
+        prop_assert_eq!(da, db);
+    }
+
+    #[test]
+    fn any_input_sequence_keeps_every_promise(
+        config in valid_config(),
+        start in prop_oneof![any::<u64>(), Just(u64::MAX), Just(0u64)],
+        ops in proptest::collection::vec((0u8..4, any::<i64>(), duration()), 0..64),
+    ) {
+        let mut backoff = Backoff::new(config, Instant::from_nanos(start));
+        let mut newest = start;
+        let mut op_start = start;
+        let mut retries_this_op = 0u32;
+        let longest = nanos(config.cap()).max(nanos(config.max_retry_after()));
+        for (op, dt, hint) in ops {
+            let now = if dt >= 0 {
+                start.saturating_add(dt.unsigned_abs() % 100_000_000_000)
+            } else {
+                start.saturating_sub(dt.unsigned_abs())
+            };
+            let clamped = newest.max(now);
+            newest = clamped;
+            let decision = match op {
+                0 => {
+                    backoff.reset(Instant::from_nanos(now));
+                    op_start = clamped;
+                    retries_this_op = 0;
+                    prop_assert_eq!(backoff.attempts(), 1);
+                    continue;
+                }
+                1 => backoff.next_delay_with_hint(Instant::from_nanos(now), hint),
+                _ => backoff.next_delay(Instant::from_nanos(now)),
+            };
+            match decision {
+                RetryDecision::RetryAt(at) => {
+                    retries_this_op += 1;
+                    prop_assert!(at.as_nanos() >= clamped, "retry in the past");
+                    let wait = u128::from(at.as_nanos() - clamped);
+                    prop_assert!(wait <= longest, "waits {wait} > {longest}");
+                    if op == 1 {
+                        prop_assert!(wait <= nanos(hint).min(nanos(config.max_retry_after())));
+                    }
+                    if let Some(max) = config.max_elapsed() {
+                        let deadline = u128::from(op_start) + nanos(max);
+                        prop_assert!(u128::from(at.as_nanos()) <= deadline);
+                    }
+                    if let Some(max) = config.max_attempts() {
+                        prop_assert!(retries_this_op < max);
+                    }
+                    prop_assert_eq!(backoff.attempts(), retries_this_op + 1);
+                    prop_assert_eq!(backoff.gave_up(), None);
+                }
+                RetryDecision::GiveUp(reason) => {
+                    prop_assert_eq!(backoff.gave_up(), Some(reason));
+                    if reason == GiveUpReason::MaxAttempts {
+                        prop_assert_eq!(Some(backoff.attempts()), config.max_attempts());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Scenario tests for `keel_core::budget` on a simulated clock.
+
+use core::time::Duration;
+
+use keel_core::budget::{BudgetConfig, BudgetStats, RetryBudget};
+use keel_core::time::Instant;
+use keel_core::ConfigError;
+
+fn t0() -> Instant {
+    Instant::from_secs(500)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn withdraw_all(budget: &mut RetryBudget, now: Instant) -> u64 {
+    let mut n = 0;
+    while budget.try_withdraw(now) {
+        n += 1;
+        assert!(n < 1_000_000, "the budget never ran out");
+    }
+    n
+}
+
+#[test]
+fn budget_allows_20_percent_of_recent_requests_plus_the_floor() {
+    // Defaults: ttl 10 s, floor 10/s (100 per window), 20 %.
+    let mut budget = RetryBudget::new(BudgetConfig::default(), t0());
+    for i in 0..1_000 {
+        budget.deposit(t0() + ms(i)); // 1000 requests over the first second
+    }
+    assert_eq!(budget.remaining(t0() + ms(1_000)), 100 + 200);
+    assert_eq!(withdraw_all(&mut budget, t0() + ms(1_000)), 300);
+    assert_eq!(
+        budget.stats(),
+        BudgetStats {
+            deposits: 1_000,
+            withdrawals: 300,
+            exhausted: 1
+        }
+    );
+}
+
+#[test]
+fn only_the_floor_is_available_without_requests() {
+    let mut budget = RetryBudget::new(BudgetConfig::default(), t0());
+    assert_eq!(withdraw_all(&mut budget, t0()), 100);
+}
+
+#[test]
+fn a_failing_dependency_gets_only_the_percentage_not_n_retries() {
+    // 10 000 requests in a second, all failing, each wanting 3 retries: at most 20 % + floor.
+    let config = BudgetConfig::builder().min_per_sec(0).build().unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    let mut retries = 0;
+    for i in 0..10_000u64 {
+        let now = t0() + Duration::from_micros(i * 100);
+        budget.deposit(now);
+        for _ in 0..3 {
+            if budget.try_withdraw(now) {
+                retries += 1;
+            }
+        }
+    }
+    assert_eq!(retries, 2_000);
+}
+
+#[test]
+fn deposits_refill_the_budget_one_fifth_at_a_time() {
+    let config = BudgetConfig::builder().min_per_sec(0).build().unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    for _ in 0..4 {
+        budget.deposit(t0());
+    }
+    assert!(!budget.try_withdraw(t0()));
+    budget.deposit(t0());
+    assert!(budget.try_withdraw(t0()));
+    assert!(!budget.try_withdraw(t0()));
+}
+
+#[test]
+fn budget_forgets_requests_older_than_the_window() {
+    // ttl 1 s in 10 slots of 100 ms; no floor; 100 % so each deposit is one retry.
+    let config = BudgetConfig::builder()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(0)
+        .retry_percent(100)
+        .build()
+        .unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    budget.deposit(t0() + ms(50)); // slot 0: [0, 100 ms)
+    budget.deposit(t0() + ms(350)); // slot 3
+                                    // Still remembered until slot 0 falls out of the 11-slot ring at 1.1 s.
+    assert_eq!(budget.remaining(t0() + ms(1_099)), 2);
+    assert_eq!(budget.remaining(t0() + ms(1_100)), 1);
+    // The second deposit is forgotten at 1.4 s.
+    assert_eq!(budget.remaining(t0() + ms(1_399)), 1);
+    assert_eq!(budget.remaining(t0() + ms(1_400)), 0);
+    assert!(!budget.try_withdraw(t0() + ms(1_400)));
+}
+
+#[test]
+fn withdrawals_are_forgotten_too() {
+    let config = BudgetConfig::builder()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(5)
+        .build()
+        .unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    assert_eq!(withdraw_all(&mut budget, t0()), 5);
+    assert!(!budget.try_withdraw(t0() + ms(1_099)));
+    assert_eq!(withdraw_all(&mut budget, t0() + ms(1_100)), 5);
+}
+
+#[test]
+fn a_long_idle_period_clears_everything_in_one_step() {
+    let mut budget = RetryBudget::new(BudgetConfig::default(), t0());
+    for _ in 0..500 {
+        budget.deposit(t0());
+    }
+    assert_eq!(budget.remaining(t0()), 200);
+    let much_later = t0() + Duration::from_secs(86_400 * 365 * 100);
+    assert_eq!(budget.remaining(much_later), 100);
+    assert_eq!(budget.remaining(Instant::MAX), 100);
+    budget.deposit(Instant::MAX);
+    assert_eq!(budget.remaining(Instant::MAX), 100);
+    for _ in 0..4 {
+        budget.deposit(Instant::MAX);
+    }
+    assert_eq!(budget.remaining(Instant::MAX), 101);
+}
+
+#[test]
+fn time_going_backwards_is_clamped() {
+    let config = BudgetConfig::builder()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(0)
+        .retry_percent(100)
+        .build()
+        .unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    budget.deposit(t0() + ms(2_000));
+    // A stale `now` counts as the newest seen: the deposit is neither lost nor doubled.
+    assert_eq!(budget.remaining(Instant::ZERO), 1);
+    assert!(budget.try_withdraw(t0()));
+    assert!(!budget.try_withdraw(t0()));
+}
+
+#[test]
+fn retry_percent_above_100_allows_several_retries_per_request() {
+    let config = BudgetConfig::builder()
+        .min_per_sec(0)
+        .retry_percent(250)
+        .build()
+        .unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    budget.deposit(t0());
+    budget.deposit(t0());
+    assert_eq!(withdraw_all(&mut budget, t0()), 5);
+}
+
+#[test]
+fn zero_percent_and_zero_floor_never_retries() {
+    let config = BudgetConfig::builder()
+        .min_per_sec(0)
+        .retry_percent(0)
+        .build()
+        .unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    for _ in 0..100 {
+        budget.deposit(t0());
+    }
+    assert!(!budget.try_withdraw(t0()));
+}
+
+#[test]
+fn fractional_floor_rounds_down() {
+    // 3 per second over 1.5 s is 4.5 retries: 4 are allowed.
+    let config = BudgetConfig::builder()
+        .ttl(ms(1_500))
+        .min_per_sec(3)
+        .build()
+        .unwrap();
+    assert_eq!(config.floor(), 4);
+    assert_eq!(config.slot(), ms(150));
+    let mut budget = RetryBudget::new(config, t0());
+    assert_eq!(withdraw_all(&mut budget, t0()), 4);
+}
+
+#[test]
+fn defaults_are_finagle_and_tower() {
+    let c = BudgetConfig::builder().build().unwrap();
+    assert_eq!(c, BudgetConfig::default());
+    assert_eq!(c.ttl(), Duration::from_secs(10));
+    assert_eq!(c.min_per_sec(), 10);
+    assert_eq!(c.retry_percent(), 20);
+    assert_eq!(c.floor(), 100);
+    assert_eq!(c.slot(), Duration::from_secs(1));
+}
+
+#[test]
+fn invalid_configs_are_rejected() {
+    for ttl in [
+        Duration::ZERO,
+        Duration::from_micros(999),
+        Duration::from_secs(3_601),
+        Duration::MAX,
+    ] {
+        assert!(
+            matches!(
+                BudgetConfig::builder().ttl(ttl).build(),
+                Err(ConfigError::OutOfRange { field: "ttl", .. })
+            ),
+            "{ttl:?}"
+        );
+    }
+    assert!(matches!(
+        BudgetConfig::builder().retry_percent(100_001).build(),
+        Err(ConfigError::OutOfRange {
+            field: "retry_percent",
+            ..
+        })
+    ));
+    let extreme = BudgetConfig::builder()
+        .ttl(Duration::from_secs(3_600))
+        .min_per_sec(u32::MAX)
+        .retry_percent(100_000)
+        .build()
+        .unwrap();
+    assert_eq!(extreme.floor(), u64::from(u32::MAX) * 3_600);
+    let mut budget = RetryBudget::new(extreme, Instant::ZERO);
+    budget.deposit(Instant::ZERO);
+    assert_eq!(
+        budget.remaining(Instant::ZERO),
+        u64::from(u32::MAX) * 3_600 + 1_000
+    );
+}
