@@ -37,8 +37,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, UnixListener,
 pub use keel_core as core;
 pub use keel_core::driver::{GuardConfig, StreamExt};
 
-/// A guarded listener on tokio: a `Stream` of `(Permit, connection)`.
-pub type Incoming<L> = keel_core::driver::Incoming<L, TokioRuntime>;
+keel_core::runtime_aliases!(TokioRuntime);
 
 /// tokio's clock and timers as a keel [`Runtime`].
 ///

@@ -34,6 +34,16 @@
 //! ```
 
 mod accept;
+pub mod breaker;
+pub mod bulkhead;
+pub mod rate;
+pub mod retry;
+pub mod serve;
+
+/// Glue for runtimes built on `async-io` (smol, async-std): shared here so neither adapter
+/// repeats it.
+#[cfg(feature = "async-io")]
+pub mod async_io;
 
 use core::future::Future;
 use core::pin::Pin;
@@ -137,4 +147,112 @@ impl<S: futures_core::Stream + Unpin + ?Sized> Future for Next<'_, S> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut *self.0).poll_next(cx)
     }
+}
+
+/// Sleeps until `deadline` on `rt`'s timer (returns at once if it has passed).
+pub fn sleep_until<R: Runtime>(rt: &R, deadline: Instant) -> SleepUntil<R> {
+    SleepUntil { rt: rt.clone(), deadline, alarm: Alarm::new() }
+}
+
+/// Sleeps for `duration` on `rt`'s timer.
+pub fn sleep<R: Runtime>(rt: &R, duration: core::time::Duration) -> SleepUntil<R> {
+    let deadline = rt.now() + duration;
+    sleep_until(rt, deadline)
+}
+
+/// The future returned by [`sleep_until`] and [`sleep`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct SleepUntil<R: Runtime> {
+    rt: R,
+    deadline: Instant,
+    alarm: Alarm<R>,
+}
+
+impl<R: Runtime> SleepUntil<R> {
+    /// When it ends.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl<R: Runtime> core::fmt::Debug for SleepUntil<R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SleepUntil").field("deadline", &self.deadline).finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Future for SleepUntil<R> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.alarm.poll_until(&this.rt, this.deadline, cx)
+    }
+}
+
+/// The error of [`timeout`]: the deadline passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deadline elapsed at {deadline:?} before the operation finished: raise the timeout or find out why it is slow")]
+pub struct Elapsed {
+    /// The deadline that passed.
+    pub deadline: Instant,
+}
+
+/// Runs `fut` until `deadline`; `Err(Elapsed)` if the deadline comes first. The future is
+/// polled before the clock is checked, so an already-ready future always wins.
+pub async fn timeout_at<R: Runtime, F: Future>(
+    rt: &R,
+    deadline: Instant,
+    fut: F,
+) -> Result<F::Output, Elapsed> {
+    let mut fut = core::pin::pin!(fut);
+    let mut sleep = sleep_until(rt, deadline);
+    core::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match Pin::new(&mut sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed { deadline })),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Runs `fut` for at most `duration`.
+pub async fn timeout<R: Runtime, F: Future>(
+    rt: &R,
+    duration: core::time::Duration,
+    fut: F,
+) -> Result<F::Output, Elapsed> {
+    let deadline = rt.now() + duration;
+    timeout_at(rt, deadline, fut).await
+}
+
+/// Declares, in an adapter crate, the runtime-bound names every adapter offers, so the three
+/// adapters expose one surface without repeating a line of it:
+///
+/// ```ignore
+/// keel_core::runtime_aliases!(TokioRuntime);
+/// ```
+#[macro_export]
+macro_rules! runtime_aliases {
+    ($rt:ty) => {
+        /// A guarded listener: a `Stream` of `(Permit, connection)`.
+        pub type Incoming<L> = $crate::driver::Incoming<L, $rt>;
+        /// Sleeps until a keel instant on this runtime's timer.
+        pub fn sleep_until(deadline: $crate::time::Instant) -> $crate::driver::SleepUntil<$rt> {
+            $crate::driver::sleep_until(&<$rt>::default(), deadline)
+        }
+        /// Now, on this runtime's clock, as a keel instant.
+        pub fn now() -> $crate::time::Instant {
+            $crate::driver::Runtime::now(&<$rt>::default())
+        }
+        /// Runs a future for at most `duration` on this runtime's timer.
+        pub async fn timeout<F: ::core::future::Future>(
+            duration: ::core::time::Duration,
+            fut: F,
+        ) -> ::core::result::Result<F::Output, $crate::driver::Elapsed> {
+            $crate::driver::timeout(&<$rt>::default(), duration, fut).await
+        }
+    };
 }
