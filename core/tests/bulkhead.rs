@@ -1,0 +1,287 @@
+//! Scenario tests for the bulkhead, on a simulated clock.
+
+use core::time::Duration;
+
+use keel_core::bulkhead::{
+    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    WaiterId,
+};
+use keel_core::{ConfigError, Instant};
+
+const T0: Instant = Instant::from_secs(10);
+
+fn ms(n: u64) -> Instant {
+    T0 + Duration::from_millis(n)
+}
+
+fn config(max_concurrent: usize, max_queue: usize, max_wait_ms: u64) -> BulkheadConfig {
+    BulkheadConfig::builder()
+        .max_concurrent(max_concurrent)
+        .max_queue(max_queue)
+        .max_wait(Duration::from_millis(max_wait_ms))
+        .build()
+        .expect("valid config")
+}
+
+fn admitted(a: Admission) -> BulkheadPermit {
+    match a {
+        Admission::Admitted(p) => p,
+        other => panic!("expected Admitted, got {other:?}"),
+    }
+}
+
+fn queued(a: Admission) -> (WaiterId, Instant) {
+    match a {
+        Admission::Queued { waiter, deadline } => (waiter, deadline),
+        other => panic!("expected Queued, got {other:?}"),
+    }
+}
+
+fn events<const Q: usize>(bh: &mut Bulkhead<Q>) -> Vec<BulkheadEvent> {
+    core::iter::from_fn(|| bh.poll_event()).collect()
+}
+
+#[test]
+fn defaults_follow_resilience4j() {
+    let c = BulkheadConfig::default();
+    assert_eq!(
+        (c.max_concurrent(), c.max_queue(), c.max_wait()),
+        (25, 0, Duration::ZERO)
+    );
+    assert_eq!(BulkheadConfig::builder().build(), Ok(c));
+}
+
+#[test]
+fn invalid_configs_are_rejected() {
+    assert_eq!(
+        BulkheadConfig::builder().max_concurrent(0).build(),
+        Err(ConfigError::Zero {
+            field: "max_concurrent"
+        })
+    );
+    assert!(matches!(
+        BulkheadConfig::builder().max_queue(3).build(),
+        Err(ConfigError::Conflict {
+            field: "max_queue",
+            other: "max_wait",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn admits_up_to_max_concurrent_then_sheds_without_a_queue() {
+    let mut bh: Bulkhead = Bulkhead::new(config(2, 0, 0), T0);
+    let a = admitted(bh.on_request(T0));
+    let _b = admitted(bh.on_request(T0));
+    assert_eq!(bh.on_request(T0), Admission::Rejected(RejectReason::Full));
+    assert_eq!(bh.in_flight(), 2);
+    assert_eq!(bh.on_release(ms(1), a), Release::Freed);
+    let _c = admitted(bh.on_request(ms(1)));
+    let s = bh.stats();
+    assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 1, 2, 2));
+    assert_eq!(bh.poll_timeout(), None);
+}
+
+#[test]
+fn bulkhead_sheds_when_the_queue_is_full() {
+    let mut bh: Bulkhead<8> = Bulkhead::new(config(1, 2, 100), T0);
+    let _p = admitted(bh.on_request(T0));
+    let (w0, d0) = queued(bh.on_request(T0));
+    assert_eq!((w0.get(), d0), (0, ms(100)));
+    let (w1, d1) = queued(bh.on_request(ms(5)));
+    assert_eq!((w1.get(), d1), (1, ms(105)));
+    assert_eq!(
+        bh.on_request(ms(6)),
+        Admission::Rejected(RejectReason::QueueFull)
+    );
+    assert_eq!(
+        bh.on_request(ms(7)),
+        Admission::Rejected(RejectReason::QueueFull)
+    );
+    let s = bh.stats();
+    assert_eq!(
+        (s.queued, s.shed_queue_full, s.queue_len, s.peak_queue),
+        (2, 2, 2, 2)
+    );
+    assert_eq!(s.shed(), 2);
+}
+
+#[test]
+fn queue_is_capped_by_the_ring_capacity() {
+    let mut bh: Bulkhead<2> = Bulkhead::new(config(1, 100, 100), T0);
+    assert_eq!(bh.queue_capacity(), 2);
+    let _p = admitted(bh.on_request(T0));
+    let _ = queued(bh.on_request(T0));
+    let _ = queued(bh.on_request(T0));
+    assert_eq!(
+        bh.on_request(T0),
+        Admission::Rejected(RejectReason::QueueFull)
+    );
+}
+
+#[test]
+fn release_promotes_the_oldest_waiter() {
+    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 3, 100), T0);
+    let p = admitted(bh.on_request(T0));
+    let (w0, _) = queued(bh.on_request(ms(1)));
+    let (w1, _) = queued(bh.on_request(ms(2)));
+    let (w2, _) = queued(bh.on_request(ms(3)));
+    let p0 = match bh.on_release(ms(10), p) {
+        Release::Promoted { waiter, permit } => {
+            assert_eq!(waiter, w0);
+            permit
+        }
+        Release::Freed => panic!("nobody promoted"),
+    };
+    assert_eq!(bh.in_flight(), 1);
+    assert_eq!(bh.queue_len(), 2);
+    assert_eq!(bh.poll_timeout(), Some(ms(102)));
+    match bh.on_release(ms(11), p0) {
+        Release::Promoted { waiter, permit } => {
+            assert_eq!(waiter, w1);
+            drop(permit);
+        }
+        Release::Freed => panic!("nobody promoted"),
+    }
+    assert_eq!(
+        events(&mut bh),
+        vec![
+            BulkheadEvent::Promoted { waiter: w0 },
+            BulkheadEvent::Promoted { waiter: w1 }
+        ]
+    );
+    assert_eq!(bh.poll_timeout(), Some(ms(103)));
+    assert!(bh.on_cancel(ms(12), w2));
+    assert_eq!(bh.poll_timeout(), None);
+    let s = bh.stats();
+    assert_eq!(
+        (s.admitted, s.promoted, s.queued, s.cancelled),
+        (3, 2, 3, 1)
+    );
+}
+
+#[test]
+fn a_waiter_past_its_max_wait_is_always_rejected() {
+    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 2, 100), T0);
+    let p = admitted(bh.on_request(T0));
+    let (w0, d0) = queued(bh.on_request(T0));
+    let (w1, d1) = queued(bh.on_request(ms(50)));
+    assert_eq!((d0, d1), (ms(100), ms(150)));
+    assert_eq!(bh.poll_timeout(), Some(ms(100)));
+    bh.handle_timeout(ms(99)); // early: a no-op
+    assert_eq!(bh.queue_len(), 2);
+    bh.handle_timeout(ms(100));
+    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w0 }]);
+    assert_eq!(bh.poll_timeout(), Some(ms(150)));
+    // A release after w1's deadline does not admit it even if handle_timeout was never called.
+    assert_eq!(bh.on_release(ms(150), p), Release::Freed);
+    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w1 }]);
+    assert_eq!(bh.stats().shed_timeout, 2);
+    assert_eq!(bh.stats().in_flight, 0);
+    assert!(
+        !bh.on_cancel(ms(151), w1),
+        "an expired waiter cannot be cancelled"
+    );
+}
+
+#[test]
+fn expired_waiters_free_room_in_the_queue_for_new_requests() {
+    let mut bh: Bulkhead<1> = Bulkhead::new(config(1, 1, 100), T0);
+    let _p = admitted(bh.on_request(T0));
+    let (w0, _) = queued(bh.on_request(T0));
+    assert_eq!(
+        bh.on_request(ms(99)),
+        Admission::Rejected(RejectReason::QueueFull)
+    );
+    let (w1, d1) = queued(bh.on_request(ms(100)));
+    assert_ne!(w0, w1);
+    assert_eq!(d1, ms(200));
+    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w0 }]);
+}
+
+#[test]
+fn cancelling_a_middle_waiter_keeps_fifo_order() {
+    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 4, 100), T0);
+    let p = admitted(bh.on_request(T0));
+    let (w0, _) = queued(bh.on_request(T0));
+    let (w1, _) = queued(bh.on_request(T0));
+    let (w2, _) = queued(bh.on_request(T0));
+    assert!(bh.on_cancel(T0, w1));
+    assert!(!bh.on_cancel(T0, w1));
+    let order: Vec<WaiterId> = {
+        let mut out = vec![];
+        let mut permit = p;
+        loop {
+            match bh.on_release(ms(1), permit) {
+                Release::Promoted {
+                    waiter,
+                    permit: next,
+                } => {
+                    out.push(waiter);
+                    permit = next;
+                }
+                Release::Freed => break,
+            }
+        }
+        out
+    };
+    assert_eq!(order, vec![w0, w2]);
+    assert_eq!(bh.in_flight(), 0);
+}
+
+#[test]
+fn try_request_never_queues() {
+    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 4, 100), T0);
+    let p = bh.on_try_request(T0).expect("a free slot");
+    assert_eq!(bh.on_try_request(T0), Err(RejectReason::Full));
+    assert_eq!(bh.queue_len(), 0);
+    assert_eq!(bh.on_release(T0, p), Release::Freed);
+    assert_eq!(bh.stats().shed_full, 1);
+}
+
+#[test]
+fn events_beyond_capacity_drop_the_oldest_and_are_counted() {
+    let mut bh: Bulkhead<2> = Bulkhead::new(config(1, 2, 10), T0);
+    let _p = admitted(bh.on_request(T0));
+    let _ = queued(bh.on_request(T0));
+    let _ = queued(bh.on_request(T0));
+    bh.handle_timeout(ms(10));
+    let (w2, _) = queued(bh.on_request(ms(10)));
+    bh.handle_timeout(ms(20));
+    let evs = events(&mut bh);
+    assert_eq!(evs.len(), 2);
+    assert_eq!(evs[1], BulkheadEvent::Expired { waiter: w2 });
+    assert_eq!(bh.stats().events_dropped, 1);
+}
+
+#[test]
+fn does_not_panic_on_extreme_inputs() {
+    let c = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(2)
+        .max_wait(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut bh: Bulkhead<2> = Bulkhead::new(c, Instant::MAX);
+    let p = admitted(bh.on_request(Instant::ZERO));
+    let (w, d) = queued(bh.on_request(Instant::MAX));
+    assert_eq!(d, Instant::MAX);
+    bh.handle_timeout(Instant::MAX);
+    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w }]);
+    assert_eq!(bh.poll_timeout(), None);
+    assert_eq!(bh.on_release(Instant::ZERO, p), Release::Freed);
+    // a permit from elsewhere: counts stay at zero
+    let mut other: Bulkhead = Bulkhead::new(config(1, 0, 0), T0);
+    let stray = admitted(other.on_request(T0));
+    assert_eq!(bh.on_release(Instant::ZERO, stray), Release::Freed);
+    assert_eq!(bh.in_flight(), 0);
+}
+
+#[test]
+fn a_zero_capacity_ring_sheds_at_once() {
+    let mut bh: Bulkhead<0> = Bulkhead::new(config(1, 5, 100), T0);
+    assert_eq!(bh.queue_capacity(), 0);
+    let _p = admitted(bh.on_request(T0));
+    assert_eq!(bh.on_request(T0), Admission::Rejected(RejectReason::Full));
+}
