@@ -423,9 +423,15 @@ impl Engine {
         self.stats.peak = self.stats.peak.max(self.stats.in_flight);
     }
 
-    /// Admit at once or reject with `Full`; never queue. `now` already observed.
-    pub(crate) fn try_admit(&mut self) -> Result<(), RejectReason> {
-        if self.stats.in_flight < self.config.max_concurrent {
+    /// The newest `now` seen.
+    pub(crate) fn newest(&self) -> Instant {
+        self.clock.get()
+    }
+
+    /// Admit at once or reject with `Full`; never queue, never jump the queue. `now` already
+    /// observed and expired waiters already removed.
+    pub(crate) fn try_admit<Q: WaitQueue>(&mut self, q: &Q) -> Result<(), RejectReason> {
+        if self.stats.in_flight < self.config.max_concurrent && q.len() == 0 {
             self.admit();
             Ok(())
         } else {
@@ -696,12 +702,8 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
     /// queued cannot happen: releases promote them).
     pub fn on_try_request(&mut self, now: Instant) -> Result<BulkheadPermit, RejectReason> {
         let _ = self.expire(now);
-        if self.queue.len > 0 {
-            self.engine.stats.shed_full = self.engine.stats.shed_full.saturating_add(1);
-            return Err(RejectReason::Full);
-        }
         self.engine
-            .try_admit()
+            .try_admit(&self.queue)
             .map(|()| BulkheadPermit { _private: () })
     }
 

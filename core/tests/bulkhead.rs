@@ -285,3 +285,210 @@ fn a_zero_capacity_ring_sheds_at_once() {
     let _p = admitted(bh.on_request(T0));
     assert_eq!(bh.on_request(T0), Admission::Rejected(RejectReason::Full));
 }
+
+#[cfg(feature = "std")]
+mod shared {
+    use super::{config, ms, T0};
+    use core::task::{Context, Poll, Waker};
+    use keel_core::bulkhead::RejectReason;
+    use keel_core::sync::bulkhead::{
+        Acquire, BulkheadGuard, BulkheadRejected, BulkheadWaiter, SharedBulkhead,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct CountingWaker(AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<CountingWaker>, Waker) {
+        let c = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn wait(a: Acquire) -> BulkheadWaiter {
+        match a {
+            Acquire::Wait(w) => w,
+            Acquire::Ready(r) => panic!("expected to wait, got {r:?}"),
+        }
+    }
+
+    fn ready(a: Acquire) -> Result<BulkheadGuard, BulkheadRejected> {
+        match a {
+            Acquire::Ready(r) => r,
+            Acquire::Wait(w) => panic!("expected an answer, got {w:?}"),
+        }
+    }
+
+    fn poll(
+        w: &mut BulkheadWaiter,
+        waker: &Waker,
+        now: keel_core::Instant,
+    ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
+        w.poll(&mut Context::from_waker(waker), now)
+    }
+
+    #[test]
+    fn guard_is_send_and_static() {
+        fn assert_send_static<T: Send + Sync + 'static>() {}
+        assert_send_static::<BulkheadGuard>();
+        assert_send_static::<SharedBulkhead>();
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<BulkheadWaiter>();
+    }
+
+    #[test]
+    fn shared_try_acquire_sheds_when_full_and_drop_releases() {
+        let bh = SharedBulkhead::new(config(2, 0, 0), T0);
+        let a = bh.try_acquire().unwrap();
+        let b = bh.clone().try_acquire().unwrap();
+        assert_eq!(bh.try_acquire().unwrap_err().reason(), RejectReason::Full);
+        assert_eq!(
+            ready(bh.acquire(T0)).unwrap_err().reason(),
+            RejectReason::Full
+        );
+        drop(a);
+        assert_eq!(bh.stats().in_flight, 1);
+        let _c = bh.try_acquire().unwrap();
+        b.release(ms(1));
+        let s = bh.stats();
+        assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 2, 1, 2));
+    }
+
+    #[test]
+    fn a_released_slot_wakes_the_oldest_waiter() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let g = bh.try_acquire().unwrap();
+        let mut w0 = wait(bh.acquire(ms(1)));
+        let mut w1 = wait(bh.acquire(ms(2)));
+        assert_eq!(w0.deadline(), ms(101));
+        assert_eq!(
+            bh.try_acquire().unwrap_err().reason(),
+            RejectReason::Full,
+            "no queue jumping"
+        );
+        let (c0, k0) = counting();
+        let (c1, k1) = counting();
+        assert!(poll(&mut w0, &k0, ms(3)).is_pending());
+        assert!(poll(&mut w1, &k1, ms(3)).is_pending());
+        drop(g);
+        assert_eq!(c0.0.load(Ordering::SeqCst), 1);
+        assert_eq!(c1.0.load(Ordering::SeqCst), 0);
+        let g0 = match poll(&mut w0, &k0, ms(4)) {
+            Poll::Ready(Ok(g)) => g,
+            other => panic!("{other:?}"),
+        };
+        assert!(poll(&mut w1, &k1, ms(4)).is_pending());
+        drop(g0);
+        assert_eq!(c1.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(poll(&mut w1, &k1, ms(5)), Poll::Ready(Ok(_))));
+        let s = bh.stats();
+        assert_eq!((s.promoted, s.in_flight, s.queue_len), (2, 0, 0));
+    }
+
+    #[test]
+    fn a_shared_waiter_past_its_deadline_is_rejected() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let _g = bh.try_acquire().unwrap();
+        let mut w = wait(bh.acquire(T0));
+        let (_c, k) = counting();
+        assert!(poll(&mut w, &k, ms(99)).is_pending());
+        match poll(&mut w, &k, ms(100)) {
+            Poll::Ready(Err(e)) => assert_eq!(e.reason(), RejectReason::WaitedTooLong),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(poll(&mut w, &k, ms(101)), Poll::Ready(Err(_))));
+        assert_eq!(bh.stats().shed_timeout, 1);
+        assert_eq!(bh.stats().queue_len, 0);
+    }
+
+    #[test]
+    fn a_slot_granted_but_collected_after_the_deadline_is_passed_on() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let g = bh.try_acquire().unwrap();
+        let mut w0 = wait(bh.acquire(T0));
+        let mut w1 = wait(bh.acquire(ms(50)));
+        let (c1, k1) = counting();
+        assert!(poll(&mut w1, &k1, ms(50)).is_pending());
+        g.release(ms(60)); // w0 is promoted in time
+        match poll(&mut w0, &k1, ms(100)) {
+            Poll::Ready(Err(e)) => assert_eq!(e.reason(), RejectReason::WaitedTooLong),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c1.0.load(Ordering::SeqCst), 1, "w1 was woken with the slot");
+        assert!(matches!(poll(&mut w1, &k1, ms(100)), Poll::Ready(Ok(_))));
+    }
+
+    #[test]
+    fn dropping_a_waiter_cancels_it_and_a_granted_one_passes_the_slot_on() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let g = bh.try_acquire().unwrap();
+        let w0 = wait(bh.acquire(T0));
+        let w1 = wait(bh.acquire(T0));
+        let mut w2 = wait(bh.acquire(T0));
+        drop(w1);
+        assert_eq!(bh.stats().cancelled, 1);
+        assert_eq!(bh.stats().queue_len, 2);
+        drop(g); // grants w0, which never polls
+        drop(w0); // passes it to w2
+        let (_c, k) = counting();
+        assert!(matches!(poll(&mut w2, &k, ms(1)), Poll::Ready(Ok(_))));
+        assert_eq!(
+            bh.stats().in_flight,
+            0,
+            "the guard from the poll was dropped"
+        );
+    }
+
+    #[test]
+    fn shared_queue_full_is_rejected() {
+        let bh = SharedBulkhead::new(config(1, 1, 100), T0);
+        let _g = bh.try_acquire().unwrap();
+        let _w = wait(bh.acquire(T0));
+        assert_eq!(
+            ready(bh.acquire(T0)).unwrap_err().reason(),
+            RejectReason::QueueFull
+        );
+        assert_eq!(
+            ready(bh.acquire(T0)).unwrap_err().to_string(),
+            "bulkhead queue full: raise max_queue or max_concurrent"
+        );
+    }
+
+    #[test]
+    fn threads_never_exceed_max_concurrent() {
+        let bh = SharedBulkhead::new(config(2, 0, 0), T0);
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let bh = bh.clone();
+                let running = running.clone();
+                let peak = peak.clone();
+                std::thread::spawn(move || {
+                    let mut ran = 0;
+                    for _ in 0..2_000 {
+                        if let Ok(g) = bh.try_acquire() {
+                            let n = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(n, Ordering::SeqCst);
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            drop(g);
+                            ran += 1;
+                        }
+                    }
+                    ran
+                })
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(peak.load(Ordering::SeqCst) <= 2);
+        let s = bh.stats();
+        assert_eq!(s.admitted, total);
+        assert_eq!(s.admitted + s.shed_full, 8_000);
+        assert_eq!(s.in_flight, 0);
+    }
+}
