@@ -93,7 +93,6 @@ pub struct ShutdownConfig {
 
 impl ShutdownConfig {
     /// A builder starting from the defaults (30 s grace period).
-    #[must_use]
     pub const fn builder() -> ShutdownConfigBuilder {
         ShutdownConfigBuilder {
             grace_period: DEFAULT_GRACE_PERIOD,

@@ -212,17 +212,13 @@ fn cancelling_a_middle_waiter_keeps_fifo_order() {
     let order: Vec<WaiterId> = {
         let mut out = vec![];
         let mut permit = p;
-        loop {
-            match bh.on_release(ms(1), permit) {
-                Release::Promoted {
-                    waiter,
-                    permit: next,
-                } => {
-                    out.push(waiter);
-                    permit = next;
-                }
-                Release::Freed => break,
-            }
+        while let Release::Promoted {
+            waiter,
+            permit: next,
+        } = bh.on_release(ms(1), permit)
+        {
+            out.push(waiter);
+            permit = next;
         }
         out
     };
