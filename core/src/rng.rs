@@ -59,7 +59,11 @@ impl Rng {
     /// A value uniformly distributed in `low..=high`; the bounds are swapped if inverted.
     #[inline]
     pub fn between(&mut self, low: u64, high: u64) -> u64 {
-        let (lo, hi) = if low <= high { (low, high) } else { (high, low) };
+        let (lo, hi) = if low <= high {
+            (low, high)
+        } else {
+            (high, low)
+        };
         lo + self.up_to(hi - lo)
     }
 

@@ -223,7 +223,10 @@ mod tests {
         assert_eq!(Instant::MAX - Instant::ZERO, Duration::from_nanos(u64::MAX));
         assert_eq!(t.checked_add(Duration::MAX), None);
         assert_eq!(Instant::MAX.checked_add(Duration::from_nanos(1)), None);
-        assert_eq!(t.checked_add(Duration::from_nanos(5)), Some(Instant::from_nanos(15)));
+        assert_eq!(
+            t.checked_add(Duration::from_nanos(5)),
+            Some(Instant::from_nanos(15))
+        );
         assert_eq!(Instant::from_secs(u64::MAX), Instant::MAX);
         assert_eq!(Instant::from_millis(3).as_nanos(), 3_000_000);
         assert_eq!(Instant::from_duration(Duration::MAX), Instant::MAX);
