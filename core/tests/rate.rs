@@ -226,21 +226,62 @@ fn raising_the_burst_at_run_time_adds_no_capacity_at_the_switch_instant() {
 }
 
 #[test]
-fn lowering_the_burst_at_run_time_caps_the_capacity_and_keeps_the_debt() {
+fn lowering_the_burst_at_run_time_caps_the_capacity_left() {
     let mut l = RateLimiter::new(Quota::per_second(nz(100)).unwrap(), ms(0));
     for _ in 0..50 {
         assert!(l.check(ms(0)).is_ok());
     }
     l.set_quota(ms(0), Quota::per_second(nz(10)).unwrap());
-    // 50 requests of 10 ms debt stay on the books (TAT = 500 ms): with T = 100 ms and
-    // tau = 900 ms, 5 fit now, never more than the new burst of 10.
-    assert_eq!(l.remaining(ms(0)), 5);
+    // 50 were still allowed; the new burst is 10: 10 now, then one per 100 ms.
+    assert_eq!(l.remaining(ms(0)), 10);
     assert_eq!(l.quota(), Quota::per_second(nz(10)).unwrap());
     let mut admitted = 0;
     while l.check(ms(0)).is_ok() {
         admitted += 1;
     }
-    assert_eq!(admitted, 5);
+    assert_eq!(admitted, 10);
+    assert_eq!(l.check(ms(0)), Err(NotUntil { retry_at: ms(100) }));
+}
+
+#[test]
+fn raising_the_rate_carries_the_used_requests_not_the_time() {
+    let mut l = RateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0)); // T = 500 ms
+    assert!(l.check(ms(0)).is_ok());
+    assert!(l.check(ms(0)).is_ok());
+    // Both requests used; at 10x the rate and the same burst they are repaid 10x faster.
+    l.set_quota(
+        ms(0),
+        Quota::per_second(nz(20))
+            .unwrap()
+            .with_burst(nz(2))
+            .unwrap(),
+    );
+    assert_eq!(l.check(ms(0)), Err(NotUntil { retry_at: ms(50) }));
+    assert_eq!(l.remaining(ms(100)), 2);
+}
+
+#[test]
+fn shared_set_quota_is_never_more_permissive_than_the_mut_form() {
+    let mut m = RateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0));
+    let s = SharedRateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0));
+    for _ in 0..2 {
+        assert!(m.check(ms(0)).is_ok());
+        assert!(s.check(ms(0)).is_ok());
+    }
+    let faster = Quota::per_second(nz(20))
+        .unwrap()
+        .with_burst(nz(2))
+        .unwrap();
+    m.set_quota(ms(0), faster);
+    s.set_quota(ms(0), faster);
+    // The shared form keeps the old TAT (1 s, plus the 1 ns every change adds) until it
+    // drains: conservative.
+    assert_eq!(m.remaining(ms(100)), 2);
+    assert_eq!(s.remaining(ms(100)), 0);
+    let retry_at = Instant::from_nanos(950_000_001);
+    assert_eq!(s.check(ms(100)), Err(NotUntil { retry_at }));
+    assert_eq!(s.remaining(retry_at), 1);
+    assert_eq!(s.remaining(ms(1001)), 2);
 }
 
 #[test]

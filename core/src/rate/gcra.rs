@@ -56,7 +56,7 @@ pub(crate) fn remaining(tat: u64, now: u64, t: u64, tau: u64, burst: u32) -> u32
 /// The capacity left at `now` is carried over, measured in requests (fractional): with `d` the
 /// debt `tat - now`, the old quota has `burst_old - d / t_old` requests available; the new state
 /// keeps `min(that, burst_new)` available, rounding the new debt up to the nanosecond. The TAT
-/// never moves backwards: debt for requests already admitted is never forgiven.
+/// can move backwards (a faster rate makes the same used requests cost less time).
 pub(crate) fn requota(
     tat: u64,
     now: u64,
@@ -75,8 +75,7 @@ pub(crate) fn requota(
     let r = x % t_old128;
     let new_debt = q * t_new128 + (r * t_new128).div_ceil(t_old128);
     let new_debt = u64::try_from(new_debt).unwrap_or(u64::MAX);
-    let carried = now.saturating_add(new_debt);
-    min(if carried > tat { carried } else { tat }, TAT_MAX)
+    min(now.saturating_add(new_debt), TAT_MAX)
 }
 
 #[inline(always)]

@@ -49,8 +49,8 @@
 //!   TAT can no longer grow, the limiter stops limiting; `Instant::MAX` is only reached by
 //!   saturation.)
 //! - [`RateLimiter::set_quota`] never opens a window for extra requests: at the switch instant
-//!   the new quota admits at most `min(new burst, what the old state still allowed)`, and the
-//!   TAT never moves backwards (requests already admitted are never forgiven).
+//!   the new quota admits at most `min(new burst, what the old state still allowed)`; the
+//!   used part of the burst is carried over, counted in requests.
 //!
 //! # Defaults
 //!
@@ -476,11 +476,13 @@ impl RateLimiter {
 
     /// Switches to `quota` at `now` without a window for extra requests.
     ///
-    /// The capacity left is carried over in requests: at `now` the new quota admits at most
-    /// `min(quota.burst(), self.remaining(now))` (fractions of a request included, rounded
-    /// against the caller), then refills at the new rate. The TAT never moves backwards, so
-    /// requests already admitted are never forgiven: lowering the burst below the debt delays
-    /// the next admission until the debt has drained under the new tolerance.
+    /// The capacity left is carried over, counted in requests (fractions included): if the old
+    /// quota still allowed `a` requests at `now` (`a` = [`remaining`](Self::remaining) plus the
+    /// fraction of the next one), the new quota allows `min(a, new burst)`, rounded against the
+    /// caller, and then refills at the new rate. So at the switch instant the limiter never
+    /// admits more than the new burst, nor more than the old state still allowed: raising the
+    /// burst adds capacity only as time passes; lowering it caps what is left. The debt is kept
+    /// in requests, not in time, so a faster rate makes the used requests drain faster.
     pub fn set_quota(&mut self, now: Instant, quota: Quota) {
         let now = self.clock.observe(now).as_nanos();
         self.tat = gcra::requota(

@@ -207,9 +207,12 @@ impl SharedRateLimiter {
     /// Switches to `quota` at `now`, with the guarantees of
     /// [`RateLimiter::set_quota`](crate::rate::RateLimiter::set_quota).
     ///
-    /// One difference: when the carried-over state would leave the TAT unchanged, the shared
-    /// form moves it 1 ns later (see the module docs: every write must change the word). That
-    /// is conservative and can cost at most one request at the exact switch instant.
+    /// One difference, always on the conservative side: the shared form never moves the TAT
+    /// backwards and moves it at least 1 ns forward (see the module docs: every write must
+    /// advance the word). So where the `&mut` form would carry the debt over as fewer
+    /// nanoseconds (a faster rate, or a burst lowered below the debt), the shared form keeps
+    /// the old TAT until it drains: it may admit less than the `&mut` form for up to the old
+    /// `burst × T`, never more.
     ///
     /// Ordering: the change is linearised at the store that ends it. Checks that commit before
     /// it were decided under the old quota and are carried over as debt; checks after it use
@@ -232,7 +235,7 @@ impl SharedRateLimiter {
         let burst_old = u32::try_from(self.burst.load(Ordering::Relaxed))
             .unwrap_or(u32::MAX)
             .max(1);
-        let next = gcra::requota(
+        let carried = gcra::requota(
             tat,
             now.as_nanos(),
             t_old,
@@ -240,13 +243,9 @@ impl SharedRateLimiter {
             quota.t_nanos(),
             quota.burst().get(),
         );
-        // The state word must change, or a check that read the old quota before the marker and
-        // the old TAT could still commit after this change (ABA).
-        let next = if next == tat {
-            tat.saturating_add(1).min(TAT_MAX)
-        } else {
-            next
-        };
+        // The state word must move forward, or a check that read the old quota before the
+        // marker could find its old TAT again and commit after this change (ABA).
+        let next = carried.max(tat.saturating_add(1)).min(TAT_MAX);
         self.t.store(quota.t_nanos(), Ordering::Release);
         self.burst
             .store(u64::from(quota.burst().get()), Ordering::Release);
