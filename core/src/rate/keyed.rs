@@ -278,8 +278,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     pub fn new(config: KeyedConfig, now: Instant) -> Self {
         let max_keys = config.max_keys.clamp(1, MAX_KEYS_LIMIT);
         let slots = index_slots(max_keys);
-        let mut index = Vec::with_capacity(slots);
-        index.resize(slots, 0u32);
+        let index = alloc::vec![0u32; slots];
         KeyedRateLimiter {
             t: config.quota.t_nanos(),
             tau: config.quota.tau(),
@@ -411,7 +410,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 
     /// Would one request for `key` be admitted at `now`? Consumes nothing.
-    #[must_use]
+    #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant, key: &K) -> Result<(), KeyedError> {
         let now = now.max(self.clock.get()).as_nanos();
         match self.find(key, self.hash(key)) {

@@ -231,7 +231,8 @@ impl Quota {
         Duration::from_nanos(self.t * self.burst.get() as u64)
     }
 
-    /// For fields read back from a valid `Quota` (the shared form).
+    /// For fields read back from a valid `Quota` (the shared and keyed forms).
+    #[cfg(feature = "alloc")]
     pub(crate) const fn from_parts(t: u64, burst: NonZeroU32) -> Quota {
         Quota { t, burst }
     }
@@ -443,7 +444,7 @@ impl RateLimiter {
     }
 
     /// Would one request be admitted at `now`? Consumes nothing.
-    #[must_use]
+    #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
         gcra::conform(self.tat, self.seen(now), self.t, self.tau)
             .map(|_| ())
@@ -453,7 +454,7 @@ impl RateLimiter {
     }
 
     /// Would a batch of `n` be admitted at `now`? Consumes nothing.
-    #[must_use]
+    #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek_n(&self, now: Instant, n: u32) -> Result<(), CheckNError> {
         if n == 0 {
             return Ok(());

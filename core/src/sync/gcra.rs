@@ -40,7 +40,7 @@
 //!     })
 //!     .collect::<Vec<_>>()
 //!     .into_iter()
-//! //!     .map(|h| h.join().unwrap())
+//!     .map(|h| h.join().unwrap())
 //!     .filter(|ok| *ok)
 //!     .count();
 //! assert_eq!(admitted, 2);
@@ -180,7 +180,7 @@ impl SharedRateLimiter {
     }
 
     /// Would one request be admitted at `now`? Consumes nothing.
-    #[must_use]
+    #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
         let (tat, t, tau, _) = self.load(true);
         gcra::conform(tat, now.as_nanos(), t, tau)
