@@ -175,6 +175,7 @@ proptest! {
             let at = Instant::from_nanos(now);
             prop_assert_eq!(m.remaining(at), s.remaining(at));
             prop_assert_eq!(m.peek(at), s.peek(at));
+            prop_assert_eq!(m.peek_n(at, n), s.peek_n(at, n));
             prop_assert_eq!(m.reset_at(at), s.reset_at(at));
             if n == 1 {
                 prop_assert_eq!(m.check(at), s.check(at));

@@ -190,6 +190,23 @@ impl SharedRateLimiter {
             })
     }
 
+    /// Would a batch of `n` be admitted at `now`? Consumes nothing.
+    #[must_use = "peeking has no effect unless the answer is used"]
+    pub fn peek_n(&self, now: Instant, n: u32) -> Result<(), CheckNError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let (tat, t, tau, burst) = self.load(true);
+        if n > burst {
+            return Err(CheckNError::InsufficientCapacity { burst });
+        }
+        gcra::conform_n(tat, now.as_nanos(), t, tau, n)
+            .map(|_| ())
+            .map_err(|at| CheckNError::NotUntil {
+                retry_at: Instant::from_nanos(at),
+            })
+    }
+
     /// How many single requests would be admitted at `now`, between 0 and the burst.
     #[must_use]
     pub fn remaining(&self, now: Instant) -> u32 {
