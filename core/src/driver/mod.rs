@@ -239,6 +239,12 @@ macro_rules! runtime_aliases {
     ($rt:ty) => {
         /// A guarded listener: a `Stream` of `(Permit, connection)`.
         pub type Incoming<L> = $crate::driver::Incoming<L, $rt>;
+        /// A GCRA rate limiter whose `until_ready()` sleeps on this runtime's timer.
+        pub type RateLimiter = $crate::driver::rate::RateLimiter<$rt>;
+        /// A bounded keyed (per IP, per user) rate limiter on this runtime.
+        pub type KeyedRateLimiter<K> = $crate::driver::rate::KeyedRateLimiter<K, $rt>;
+        /// A bulkhead whose `run(fut)` waits in a bounded queue on this runtime's timer.
+        pub type Bulkhead = $crate::driver::bulkhead::Bulkhead<$rt>;
         /// Sleeps until a keel instant on this runtime's timer.
         pub fn sleep_until(deadline: $crate::time::Instant) -> $crate::driver::SleepUntil<$rt> {
             $crate::driver::sleep_until(&<$rt>::default(), deadline)
