@@ -39,6 +39,9 @@ pub use keel_core::driver::{GuardConfig, StreamExt};
 
 keel_core::runtime_aliases!(TokioRuntime);
 
+#[cfg(feature = "tower")]
+pub mod tower;
+
 /// tokio's clock and timers as a keel [`Runtime`].
 ///
 /// keel instants count nanoseconds since the first time any `TokioRuntime` read the clock;
