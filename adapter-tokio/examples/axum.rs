@@ -104,11 +104,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next().ok_or("--addr needs a value")?.parse()?,
-            other => return Err(format!("unknown argument {other:?}; try --addr 127.0.0.1:3000").into()),
+            other => {
+                return Err(format!("unknown argument {other:?}; try --addr 127.0.0.1:3000").into())
+            }
         }
     }
 
-    let quota = Quota::with_period(Duration::from_secs(2))?.with_burst(NonZeroU32::new(3).ok_or("zero")?)?;
+    let quota = Quota::with_period(Duration::from_secs(2))?
+        .with_burst(NonZeroU32::new(3).ok_or("zero")?)?;
     let config = KeyedConfig::builder()
         .quota(quota)
         .max_keys(10_000)

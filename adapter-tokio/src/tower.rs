@@ -60,11 +60,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ::tower::{Layer, Service};
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::rate::Quota;
 use keel_core::sync::bulkhead::BulkheadRejected;
 use keel_core::time::Instant;
-use ::tower::{Layer, Service};
 
 use crate::{Bulkhead, RateLimiter};
 

@@ -134,7 +134,10 @@ async fn keyed_limiter_waits_per_key() {
     limiter.check(&"a").unwrap();
     limiter.check(&"b").unwrap();
     assert_eq!(limiter.check(&"c"), Err(KeyedError::TableFull));
-    assert_eq!(limiter.until_key_ready(&"c").await, Err(KeyedError::TableFull));
+    assert_eq!(
+        limiter.until_key_ready(&"c").await,
+        Err(KeyedError::TableFull)
+    );
     let start = Instant::now();
     limiter.until_key_ready(&"a").await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_millis(100));

@@ -25,7 +25,9 @@ fn echo() -> impl Service<u32, Response = u32, Error = Infallible, Future: Send>
 }
 
 /// A service that takes `d` to answer.
-fn slow(d: Duration) -> impl Service<u32, Response = u32, Error = Infallible, Future: Send> + Clone + Send {
+fn slow(
+    d: Duration,
+) -> impl Service<u32, Response = u32, Error = Infallible, Future: Send> + Clone + Send {
     service_fn(move |x: u32| async move {
         tokio::time::sleep(d).await;
         Ok::<_, Infallible>(x)

@@ -56,7 +56,9 @@ use super::{Alarm, Runtime};
 #[cfg(doc)]
 use crate::bulkhead::RejectReason;
 use crate::bulkhead::{BulkheadConfig, BulkheadStats};
-use crate::sync::bulkhead::{Acquire, BulkheadGuard, BulkheadRejected, BulkheadWaiter, SharedBulkhead};
+use crate::sync::bulkhead::{
+    Acquire, BulkheadGuard, BulkheadRejected, BulkheadWaiter, SharedBulkhead,
+};
 
 /// A bulkhead on a runtime; clones share one [`SharedBulkhead`]. See the [module docs](self).
 #[derive(Clone)]

@@ -68,7 +68,9 @@ use crate::time::Instant;
 
 /// A batch larger than the quota's burst: it can never be admitted at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("a batch larger than the burst ({burst}) can never be admitted: split it or raise the burst")]
+#[error(
+    "a batch larger than the burst ({burst}) can never be admitted: split it or raise the burst"
+)]
 pub struct InsufficientCapacity {
     /// The quota's burst: the largest batch that can ever be admitted.
     pub burst: u32,
