@@ -1,5 +1,5 @@
-//! `tower` layers (feature `tower`) for axum, hyper and tonic users: rate limit, bulkhead and a
-//! timeout that covers the time spent waiting for them.
+//! `tower` layers (feature `tower`) for axum, hyper and tonic users: rate limit, bulkhead,
+//! circuit breaker, and a timeout that covers the time spent waiting for them.
 //!
 //! # How these differ from tower's own `RateLimit`, `ConcurrencyLimit` and `Timeout`
 //!
@@ -61,8 +61,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ::tower::{Layer, Service};
+use keel_core::breaker::{BreakerPermit, CircuitBreakerConfig, Outcome};
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::rate::Quota;
+use keel_core::sync::breaker::SharedBreaker;
 use keel_core::sync::bulkhead::BulkheadRejected;
 use keel_core::time::Instant;
 
@@ -389,6 +391,114 @@ where
                 Ok(out) => out,
                 Err(_elapsed) => Err(KeelError::TimedOut { after }.into()),
             }
+        })
+    }
+}
+
+/// Fails calls fast with [`KeelError::BreakerOpen`] while a circuit breaker shared by every
+/// service it makes (and their clones) is open. An inner `Ok` is a success, an inner `Err`
+/// a failure, a dropped call future is ignored (it frees a half-open probe slot).
+#[derive(Clone, Debug)]
+pub struct BreakerLayer {
+    breaker: SharedBreaker,
+}
+
+impl BreakerLayer {
+    /// A layer with a fresh, closed breaker.
+    #[must_use]
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        Self::from_shared(SharedBreaker::new(config, crate::now()))
+    }
+
+    /// A layer on an existing breaker (shared with whatever else reports to it).
+    #[must_use]
+    pub fn from_shared(breaker: SharedBreaker) -> Self {
+        BreakerLayer { breaker }
+    }
+
+    /// The shared breaker.
+    #[must_use]
+    pub fn breaker(&self) -> &SharedBreaker {
+        &self.breaker
+    }
+}
+
+impl<S> Layer<S> for BreakerLayer {
+    type Service = BreakerService<S>;
+
+    fn layer(&self, inner: S) -> BreakerService<S> {
+        BreakerService {
+            inner,
+            breaker: self.breaker.clone(),
+        }
+    }
+}
+
+/// The service of [`BreakerLayer`].
+#[derive(Clone, Debug)]
+pub struct BreakerService<S> {
+    inner: S,
+    breaker: SharedBreaker,
+}
+
+/// Reports `Ignored` if the call future is dropped before its outcome is known.
+struct Pending {
+    breaker: SharedBreaker,
+    permit: Option<BreakerPermit>,
+}
+
+impl Pending {
+    fn report(mut self, outcome: Outcome) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.on_outcome(crate::now(), permit, outcome);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.on_ignored(crate::now(), permit);
+        }
+    }
+}
+
+impl<S, Req> Service<Req> for BreakerService<S>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    Req: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Response>;
+
+    /// Always ready: admission is decided inside the call future.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let inner = self.inner.clone();
+        let breaker = self.breaker.clone();
+        Box::pin(async move {
+            let permit = breaker
+                .try_acquire(crate::now())
+                .map_err(|r| KeelError::BreakerOpen {
+                    retry_at: r.retry_at,
+                })?;
+            let pending = Pending {
+                breaker,
+                permit: Some(permit),
+            };
+            let out = ready_call(inner, req).await;
+            pending.report(if out.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            });
+            out
         })
     }
 }

@@ -229,3 +229,37 @@ async fn inner_errors_pass_through_unchanged() {
     let err = call(&mut svc, 1).await.unwrap_err();
     assert!(err.is::<Boom>());
 }
+
+#[tokio::test(start_paused = true)]
+async fn breaker_shared_by_clones_opens_and_rejects_with_retry_at() {
+    use keel_tokio::core::breaker::{CircuitBreakerConfig, State};
+    use keel_tokio::tower::BreakerLayer;
+
+    let config = CircuitBreakerConfig::consecutive_failures(2)
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap();
+    let layer = BreakerLayer::new(config);
+    let failing = service_fn(|x: u32| async move {
+        if x == 0 {
+            Err::<u32, BoxError>("down".into())
+        } else {
+            Ok(x)
+        }
+    });
+    let mut a = layer.layer(failing);
+    let mut b = a.clone();
+    assert_eq!(call(&mut a, 0).await.unwrap_err().to_string(), "down");
+    assert_eq!(call(&mut b, 0).await.unwrap_err().to_string(), "down");
+    assert_eq!(layer.breaker().state(), State::Open);
+    let err = call(&mut a, 5).await.unwrap_err();
+    let KeelError::BreakerOpen { retry_at } = keel(&err) else {
+        panic!("expected BreakerOpen, got {err}");
+    };
+    let retry_at = retry_at.unwrap();
+    assert!(retry_at > keel_tokio::now());
+    tokio::time::sleep(retry_at.saturating_duration_since(keel_tokio::now())).await;
+    // The probe succeeds and closes the breaker.
+    assert_eq!(call(&mut b, 5).await.unwrap(), 5);
+    assert_eq!(layer.breaker().state(), State::Closed);
+}
