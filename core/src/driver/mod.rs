@@ -151,7 +151,11 @@ impl<S: futures_core::Stream + Unpin + ?Sized> Future for Next<'_, S> {
 
 /// Sleeps until `deadline` on `rt`'s timer (returns at once if it has passed).
 pub fn sleep_until<R: Runtime>(rt: &R, deadline: Instant) -> SleepUntil<R> {
-    SleepUntil { rt: rt.clone(), deadline, alarm: Alarm::new() }
+    SleepUntil {
+        rt: rt.clone(),
+        deadline,
+        alarm: Alarm::new(),
+    }
 }
 
 /// Sleeps for `duration` on `rt`'s timer.
@@ -177,7 +181,9 @@ impl<R: Runtime> SleepUntil<R> {
 
 impl<R: Runtime> core::fmt::Debug for SleepUntil<R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SleepUntil").field("deadline", &self.deadline).finish_non_exhaustive()
+        f.debug_struct("SleepUntil")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
     }
 }
 
@@ -253,6 +259,26 @@ macro_rules! runtime_aliases {
             fut: F,
         ) -> ::core::result::Result<F::Output, $crate::driver::Elapsed> {
             $crate::driver::timeout(&<$rt>::default(), duration, fut).await
+        }
+        /// A circuit breaker around futures on this runtime; clones share one breaker.
+        pub type Breaker = $crate::driver::breaker::Breaker<$rt>;
+        /// Retries async operations with backoff, a shared budget and a predicate on this
+        /// runtime.
+        pub type Retry<P = $crate::driver::retry::RetryAll, N = $crate::driver::retry::NoNotify> =
+            $crate::driver::retry::Retry<$rt, P, N>;
+        /// Retries `op` with `config` on this runtime, drawing on `budget` if given, retrying
+        /// every error (use [`Retry`] to classify errors).
+        pub async fn retry<T, E, Fut, Op>(
+            config: $crate::backoff::BackoffConfig,
+            budget: ::core::option::Option<&$crate::sync::budget::SharedBudget>,
+            op: Op,
+        ) -> ::core::result::Result<T, $crate::driver::retry::RetryError<E>>
+        where
+            Op: ::core::ops::FnMut() -> Fut,
+            Fut: ::core::future::Future<Output = ::core::result::Result<T, E>>,
+            E: ::core::fmt::Debug,
+        {
+            $crate::driver::retry::retry(&<$rt>::default(), config, budget, op).await
         }
     };
 }
