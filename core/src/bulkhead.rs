@@ -1,1 +1,773 @@
-//! (being written)
+//! Bulkhead: bounded concurrency with an optional bounded, time-limited wait queue.
+//!
+//! # What it protects against
+//!
+//! One slow dependency or one flood of requests taking every worker, connection or memory
+//! budget a service has (seed 004: job floods, slow dependencies, pool starvation). A bulkhead
+//! caps how many calls run at once; beyond the cap a call may wait in a short, bounded queue
+//! for at most `max_wait`, and anything beyond that is **shed at once with a reason** instead
+//! of piling up: an unbounded queue only turns overload into latency and then into memory
+//! exhaustion.
+//!
+//! # The contract
+//!
+//! - [`Bulkhead::on_request`] returns [`Admission::Admitted`] with a [`BulkheadPermit`] while
+//!   fewer than `max_concurrent` permits are out; otherwise [`Admission::Queued`] with the
+//!   waiter's id and absolute deadline (`now + max_wait`) while the queue has room; otherwise
+//!   [`Admission::Rejected`] with [`RejectReason::Full`] (no queue configured) or
+//!   [`RejectReason::QueueFull`].
+//! - [`Bulkhead::on_release`] returns a permit. If a waiter is queued, the **oldest live**
+//!   one is promoted in the same call ([`Release::Promoted`]): waiters are FIFO.
+//! - A waiter is never admitted at or after its deadline. [`Bulkhead::handle_timeout`] (and
+//!   every other input, before it decides) expires waiters whose deadline has come:
+//!   [`BulkheadEvent::Expired`], counted as shed with [`RejectReason::WaitedTooLong`].
+//!   [`Bulkhead::poll_timeout`] is the earliest waiter deadline.
+//! - [`Bulkhead::on_cancel`] removes a waiter that gave up.
+//! - In-flight counts never go negative, the queue never exceeds its bound, and no input
+//!   panics: `now` is clamped and deadlines saturate (`max_wait = Duration::MAX` waits forever).
+//!
+//! # Storage (no allocation)
+//!
+//! The wait queue is a fixed-capacity ring inside the machine: `Bulkhead<QUEUE>` holds room
+//! for `QUEUE` waiters (and `QUEUE` pending events). The effective queue bound is
+//! `min(config.max_queue(), QUEUE)`, see [`Bulkhead::queue_capacity`]; `Bulkhead<0>` (the
+//! default) sheds at once. The shared, thread-safe form for async tasks is
+//! `keel_core::sync::bulkhead::SharedBulkhead` (feature `std`), which sizes its queue from the
+//! config at run time.
+//!
+//! Cancelling a waiter costs O(queue length); everything else is O(1).
+//!
+//! # Defaults
+//!
+//! From Resilience4j's `SemaphoreBulkhead`: `max_concurrent = 25` (`maxConcurrentCalls`) and no
+//! waiting (`maxWaitDuration = 0`, here `max_queue = 0`). A queue needs a positive `max_wait`.
+//!
+//! # Example
+//!
+//! ```
+//! use core::time::Duration;
+//! use keel_core::bulkhead::{Admission, Bulkhead, BulkheadConfig, RejectReason, Release};
+//! use keel_core::Instant;
+//!
+//! let config = BulkheadConfig::builder()
+//!     .max_concurrent(1)
+//!     .max_queue(1)
+//!     .max_wait(Duration::from_millis(100))
+//!     .build()?;
+//! let t0 = Instant::from_secs(1);
+//! let mut bh: Bulkhead<4> = Bulkhead::new(config, t0);
+//!
+//! let Admission::Admitted(permit) = bh.on_request(t0) else { unreachable!() };
+//! let Admission::Queued { waiter, deadline } = bh.on_request(t0) else { unreachable!() };
+//! assert_eq!(deadline, t0 + Duration::from_millis(100));
+//! assert_eq!(bh.on_request(t0), Admission::Rejected(RejectReason::QueueFull));
+//!
+//! // The running call ends: the oldest waiter takes its slot.
+//! match bh.on_release(t0 + Duration::from_millis(10), permit) {
+//!     Release::Promoted { waiter: w, permit } => { assert_eq!(w, waiter); drop(permit) }
+//!     Release::Freed => unreachable!(),
+//! }
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::error::ConfigError;
+use crate::time::{Instant, Monotonic};
+
+/// Default `max_concurrent`: 25, Resilience4j's `maxConcurrentCalls`.
+pub const DEFAULT_MAX_CONCURRENT: usize = 25;
+
+/// A validated bulkhead configuration. Build it with [`BulkheadConfig::builder`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BulkheadConfig {
+    max_concurrent: usize,
+    max_queue: usize,
+    max_wait: Duration,
+}
+
+impl BulkheadConfig {
+    /// A builder starting from the defaults (25 concurrent calls, no queue).
+    pub const fn builder() -> BulkheadConfigBuilder {
+        BulkheadConfigBuilder {
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            max_queue: 0,
+            max_wait: Duration::ZERO,
+        }
+    }
+
+    /// Most calls running at once.
+    #[must_use]
+    pub const fn max_concurrent(&self) -> usize {
+        self.max_concurrent
+    }
+
+    /// Most calls waiting for a slot (0: no queue, shed at once).
+    #[must_use]
+    pub const fn max_queue(&self) -> usize {
+        self.max_queue
+    }
+
+    /// Longest a call may wait in the queue.
+    #[must_use]
+    pub const fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+}
+
+impl Default for BulkheadConfig {
+    fn default() -> Self {
+        BulkheadConfig {
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            max_queue: 0,
+            max_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// Builds a [`BulkheadConfig`].
+#[derive(Clone, Copy, Debug)]
+#[must_use]
+pub struct BulkheadConfigBuilder {
+    max_concurrent: usize,
+    max_queue: usize,
+    max_wait: Duration,
+}
+
+impl BulkheadConfigBuilder {
+    /// Most calls running at once (default 25). Must be positive.
+    pub const fn max_concurrent(mut self, n: usize) -> Self {
+        self.max_concurrent = n;
+        self
+    }
+
+    /// Most calls waiting for a slot (default 0: no queue, shed at once).
+    pub const fn max_queue(mut self, n: usize) -> Self {
+        self.max_queue = n;
+        self
+    }
+
+    /// Longest a call may wait in the queue (default zero). Must be positive when
+    /// `max_queue > 0`; `Duration::MAX` waits for ever.
+    pub const fn max_wait(mut self, d: Duration) -> Self {
+        self.max_wait = d;
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    ///
+    /// - [`ConfigError::Zero`] for `max_concurrent == 0` (nothing could ever run).
+    /// - [`ConfigError::Conflict`] for a queue with a zero `max_wait` (every waiter would be shed
+    ///   the moment it queued).
+    pub const fn build(self) -> Result<BulkheadConfig, ConfigError> {
+        if self.max_concurrent == 0 {
+            return Err(ConfigError::Zero {
+                field: "max_concurrent",
+            });
+        }
+        if self.max_queue > 0 && self.max_wait.is_zero() {
+            return Err(ConfigError::Conflict {
+                field: "max_queue",
+                other: "max_wait",
+                hint: "a wait queue needs a positive max_wait; use max_queue(0) to shed at once",
+            });
+        }
+        Ok(BulkheadConfig {
+            max_concurrent: self.max_concurrent,
+            max_queue: self.max_queue,
+            max_wait: self.max_wait,
+        })
+    }
+}
+
+/// Identifies one queued call. Ids are unique per machine and increase in arrival order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WaiterId(u64);
+
+impl WaiterId {
+    /// The sequence number (0 for the first waiter), for logs.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for WaiterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "waiter#{}", self.0)
+    }
+}
+
+/// A slot in the bulkhead; hand it back with [`Bulkhead::on_release`]. Not `Clone`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+#[must_use = "return the permit with `Bulkhead::on_release` when the call ends"]
+pub struct BulkheadPermit {
+    _private: (),
+}
+
+/// Why a call was shed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Every slot is taken and there is no queue (or the caller asked not to wait).
+    Full,
+    /// Every slot is taken and the wait queue is full.
+    QueueFull,
+    /// The call waited `max_wait` without getting a slot.
+    WaitedTooLong,
+}
+
+impl RejectReason {
+    /// A short, stable name for logs and metrics labels.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Full => "full",
+            RejectReason::QueueFull => "queue_full",
+            RejectReason::WaitedTooLong => "waited_too_long",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RejectReason::Full => {
+                "bulkhead full: every slot is in use; raise max_concurrent or add a queue"
+            }
+            RejectReason::QueueFull => "bulkhead queue full: raise max_queue or max_concurrent",
+            RejectReason::WaitedTooLong => {
+                "waited max_wait for a bulkhead slot; raise max_wait or max_concurrent"
+            }
+        })
+    }
+}
+
+/// The answer to [`Bulkhead::on_request`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Admission {
+    /// Run the call now; return the permit when it ends.
+    Admitted(BulkheadPermit),
+    /// Wait: the call is queued. It is promoted by a later [`Bulkhead::on_release`], or expires
+    /// at `deadline`.
+    Queued {
+        /// The waiter, for [`Bulkhead::on_cancel`] and the promotion.
+        waiter: WaiterId,
+        /// When the wait ends in [`RejectReason::WaitedTooLong`].
+        deadline: Instant,
+    },
+    /// Shed the call now.
+    Rejected(RejectReason),
+}
+
+/// The answer to [`Bulkhead::on_release`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Release {
+    /// The slot is free; nobody was waiting.
+    Freed,
+    /// The slot went straight to the oldest live waiter: run its call with `permit`.
+    Promoted {
+        /// The waiter that now holds the slot.
+        waiter: WaiterId,
+        /// Its permit.
+        permit: BulkheadPermit,
+    },
+}
+
+/// A transition, for logs, metrics and sans-IO drivers. See [`Bulkhead::poll_event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BulkheadEvent {
+    /// A waiter got a slot (also returned by [`Bulkhead::on_release`]).
+    Promoted {
+        /// The waiter.
+        waiter: WaiterId,
+    },
+    /// A waiter reached its deadline and was shed ([`RejectReason::WaitedTooLong`]).
+    Expired {
+        /// The waiter.
+        waiter: WaiterId,
+    },
+}
+
+/// Counters since the machine was created. See [`Bulkhead::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BulkheadStats {
+    /// Permits issued (at once or by promotion).
+    pub admitted: u64,
+    /// Calls that had to wait in the queue.
+    pub queued: u64,
+    /// Waiters promoted to a slot (included in `admitted`).
+    pub promoted: u64,
+    /// Calls shed because every slot was taken and there was no queue.
+    pub shed_full: u64,
+    /// Calls shed because the queue was full.
+    pub shed_queue_full: u64,
+    /// Waiters shed because they waited `max_wait`.
+    pub shed_timeout: u64,
+    /// Waiters that gave up ([`Bulkhead::on_cancel`]).
+    pub cancelled: u64,
+    /// Permits out now.
+    pub in_flight: usize,
+    /// Waiters queued now.
+    pub queue_len: usize,
+    /// Most permits out at once.
+    pub peak: usize,
+    /// Most waiters queued at once.
+    pub peak_queue: usize,
+    /// Events dropped because [`Bulkhead::poll_event`] was not called often enough.
+    pub events_dropped: u64,
+}
+
+impl BulkheadStats {
+    /// All shed calls, whatever the reason.
+    #[must_use]
+    pub const fn shed(&self) -> u64 {
+        self.shed_full
+            .saturating_add(self.shed_queue_full)
+            .saturating_add(self.shed_timeout)
+    }
+}
+
+/// The FIFO wait queue the engine drives. Implemented by the fixed ring here and by the
+/// shared form's queue (which carries a `Waker` per waiter as payload).
+pub(crate) trait WaitQueue {
+    /// What the storage keeps beside each waiter.
+    type Payload;
+    fn len(&self) -> usize;
+    /// The oldest waiter and its deadline.
+    fn front(&self) -> Option<(WaiterId, Instant)>;
+    /// Appends; the engine only calls it below the bound, so it cannot fail for lack of room
+    /// unless the storage is smaller than the bound (then the payload is handed back).
+    fn push_back(
+        &mut self,
+        id: WaiterId,
+        deadline: Instant,
+        payload: Self::Payload,
+    ) -> Result<(), Self::Payload>;
+    fn pop_front(&mut self) -> Option<(WaiterId, Self::Payload)>;
+    /// Removes a waiter anywhere in the queue.
+    fn remove(&mut self, id: WaiterId) -> Option<Self::Payload>;
+}
+
+/// The bulkhead's logic, shared by [`Bulkhead`] and the `sync` form.
+#[derive(Clone, Debug)]
+pub(crate) struct Engine {
+    config: BulkheadConfig,
+    queue_bound: usize,
+    clock: Monotonic,
+    next_waiter: u64,
+    stats: BulkheadStats,
+}
+
+impl Engine {
+    pub(crate) fn new(config: BulkheadConfig, queue_storage: usize, now: Instant) -> Engine {
+        Engine {
+            config,
+            queue_bound: config.max_queue.min(queue_storage),
+            clock: Monotonic::new(now),
+            next_waiter: 0,
+            stats: BulkheadStats::default(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &BulkheadConfig {
+        &self.config
+    }
+
+    pub(crate) fn queue_bound(&self) -> usize {
+        self.queue_bound
+    }
+
+    pub(crate) fn stats<Q: WaitQueue>(&self, q: &Q) -> BulkheadStats {
+        let mut s = self.stats;
+        s.queue_len = q.len();
+        s
+    }
+
+    pub(crate) fn observe(&mut self, now: Instant) -> Instant {
+        self.clock.observe(now)
+    }
+
+    /// Expires every waiter whose deadline is at or before `now`.
+    pub(crate) fn expire<Q: WaitQueue>(
+        &mut self,
+        now: Instant,
+        q: &mut Q,
+        mut on_expired: impl FnMut(WaiterId, Q::Payload),
+    ) {
+        // FIFO order is deadline order: deadlines are `arrival + max_wait` with a clamped,
+        // never-decreasing arrival time.
+        while let Some((_, deadline)) = q.front() {
+            if deadline > now {
+                break;
+            }
+            match q.pop_front() {
+                Some((id, payload)) => {
+                    self.stats.shed_timeout = self.stats.shed_timeout.saturating_add(1);
+                    on_expired(id, payload);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn admit(&mut self) {
+        self.stats.in_flight = self.stats.in_flight.saturating_add(1);
+        self.stats.admitted = self.stats.admitted.saturating_add(1);
+        self.stats.peak = self.stats.peak.max(self.stats.in_flight);
+    }
+
+    /// The newest `now` seen (used by the shared form's guards, which drop without a time).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) fn newest(&self) -> Instant {
+        self.clock.get()
+    }
+
+    /// Admit at once or reject with `Full`; never queue, never jump the queue. `now` already
+    /// observed and expired waiters already removed.
+    pub(crate) fn try_admit<Q: WaitQueue>(&mut self, q: &Q) -> Result<(), RejectReason> {
+        if self.stats.in_flight < self.config.max_concurrent && q.len() == 0 {
+            self.admit();
+            Ok(())
+        } else {
+            self.stats.shed_full = self.stats.shed_full.saturating_add(1);
+            Err(RejectReason::Full)
+        }
+    }
+
+    /// Admit, queue or reject. `now` already observed and expired waiters already removed.
+    pub(crate) fn request<Q: WaitQueue>(
+        &mut self,
+        now: Instant,
+        q: &mut Q,
+        payload: Q::Payload,
+    ) -> Result<Option<(WaiterId, Instant)>, RejectReason> {
+        if self.stats.in_flight < self.config.max_concurrent && q.len() == 0 {
+            self.admit();
+            return Ok(None);
+        }
+        if self.queue_bound == 0 {
+            self.stats.shed_full = self.stats.shed_full.saturating_add(1);
+            return Err(RejectReason::Full);
+        }
+        if q.len() >= self.queue_bound {
+            self.stats.shed_queue_full = self.stats.shed_queue_full.saturating_add(1);
+            return Err(RejectReason::QueueFull);
+        }
+        let id = WaiterId(self.next_waiter);
+        let deadline = now.saturating_add(self.config.max_wait);
+        if q.push_back(id, deadline, payload).is_err() {
+            self.stats.shed_queue_full = self.stats.shed_queue_full.saturating_add(1);
+            return Err(RejectReason::QueueFull);
+        }
+        self.next_waiter = self.next_waiter.saturating_add(1);
+        self.stats.queued = self.stats.queued.saturating_add(1);
+        self.stats.peak_queue = self.stats.peak_queue.max(q.len());
+        Ok(Some((id, deadline)))
+    }
+
+    /// Returns a permit; promotes the oldest live waiter if there is one. Expired waiters must
+    /// already have been removed.
+    pub(crate) fn release<Q: WaitQueue>(&mut self, q: &mut Q) -> Option<(WaiterId, Q::Payload)> {
+        self.stats.in_flight = self.stats.in_flight.saturating_sub(1);
+        if self.stats.in_flight >= self.config.max_concurrent {
+            return None;
+        }
+        let (id, payload) = q.pop_front()?;
+        self.admit();
+        self.stats.promoted = self.stats.promoted.saturating_add(1);
+        Some((id, payload))
+    }
+
+    pub(crate) fn cancel<Q: WaitQueue>(&mut self, q: &mut Q, id: WaiterId) -> Option<Q::Payload> {
+        let payload = q.remove(id)?;
+        self.stats.cancelled = self.stats.cancelled.saturating_add(1);
+        Some(payload)
+    }
+
+    pub(crate) fn count_dropped_events(&mut self, n: u64) {
+        self.stats.events_dropped = self.stats.events_dropped.saturating_add(n);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: WaiterId,
+    deadline: Instant,
+}
+
+const EMPTY_SLOT: Slot = Slot {
+    id: WaiterId(0),
+    deadline: Instant::ZERO,
+};
+
+/// A fixed ring of `N` waiters.
+#[derive(Clone, Debug)]
+struct Ring<const N: usize> {
+    slots: [Slot; N],
+    head: usize,
+    len: usize,
+}
+
+impl<const N: usize> Ring<N> {
+    const fn new() -> Self {
+        Ring {
+            slots: [EMPTY_SLOT; N],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn index(&self, offset: usize) -> usize {
+        // `N > 0` whenever `len > 0`; `checked_rem` keeps N == 0 panic-free.
+        self.head.wrapping_add(offset).checked_rem(N).unwrap_or(0)
+    }
+
+    fn get(&self, offset: usize) -> Option<Slot> {
+        if offset >= self.len {
+            return None;
+        }
+        self.slots.get(self.index(offset)).copied()
+    }
+}
+
+impl<const N: usize> WaitQueue for Ring<N> {
+    type Payload = ();
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn front(&self) -> Option<(WaiterId, Instant)> {
+        self.get(0).map(|s| (s.id, s.deadline))
+    }
+
+    fn push_back(&mut self, id: WaiterId, deadline: Instant, (): ()) -> Result<(), ()> {
+        if self.len >= N {
+            return Err(());
+        }
+        let i = self.index(self.len);
+        let slot = self.slots.get_mut(i).ok_or(())?;
+        *slot = Slot { id, deadline };
+        self.len += 1;
+        Ok(())
+    }
+
+    fn pop_front(&mut self) -> Option<(WaiterId, ())> {
+        let front = self.get(0)?;
+        self.head = self.index(1);
+        self.len -= 1;
+        Some((front.id, ()))
+    }
+
+    fn remove(&mut self, id: WaiterId) -> Option<()> {
+        let pos = (0..self.len).find(|&k| self.get(k).is_some_and(|s| s.id == id))?;
+        for k in pos..self.len.saturating_sub(1) {
+            let next = self.get(k + 1)?;
+            let i = self.index(k);
+            if let Some(slot) = self.slots.get_mut(i) {
+                *slot = next;
+            }
+        }
+        self.len -= 1;
+        Some(())
+    }
+}
+
+/// A fixed ring of `N` events that drops the oldest when full.
+#[derive(Clone, Debug)]
+struct EventRing<const N: usize> {
+    events: [Option<BulkheadEvent>; N],
+    head: usize,
+    len: usize,
+}
+
+impl<const N: usize> EventRing<N> {
+    const fn new() -> Self {
+        EventRing {
+            events: [None; N],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// Returns `true` if an event was dropped to make room (or `ev` itself, when `N == 0`).
+    fn push(&mut self, ev: BulkheadEvent) -> bool {
+        if N == 0 {
+            return true;
+        }
+        let mut dropped = false;
+        if self.len >= N {
+            let _ = self.pop();
+            dropped = true;
+        }
+        let i = self.head.wrapping_add(self.len).checked_rem(N).unwrap_or(0);
+        if let Some(slot) = self.events.get_mut(i) {
+            *slot = Some(ev);
+            self.len += 1;
+        }
+        dropped
+    }
+
+    fn pop(&mut self) -> Option<BulkheadEvent> {
+        if self.len == 0 {
+            return None;
+        }
+        let ev = self.events.get_mut(self.head).and_then(Option::take);
+        self.head = self.head.wrapping_add(1).checked_rem(N).unwrap_or(0);
+        self.len -= 1;
+        ev
+    }
+}
+
+/// The bulkhead machine, with room for `QUEUE` waiters. See the [module docs](self).
+///
+/// Methods by group:
+/// - getters: [`stats`](Self::stats), [`in_flight`](Self::in_flight),
+///   [`queue_len`](Self::queue_len), [`queue_capacity`](Self::queue_capacity),
+///   [`config`](Self::config);
+/// - inputs: [`on_request`](Self::on_request), [`on_try_request`](Self::on_try_request),
+///   [`on_release`](Self::on_release), [`on_cancel`](Self::on_cancel),
+///   [`handle_timeout`](Self::handle_timeout);
+/// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event).
+///
+/// After every input, drain [`poll_event`](Self::poll_event) (it holds at most `QUEUE` events
+/// and drops the oldest beyond that, counted in [`BulkheadStats::events_dropped`]) and re-arm
+/// the timer from [`poll_timeout`](Self::poll_timeout).
+#[derive(Clone, Debug)]
+pub struct Bulkhead<const QUEUE: usize = 0> {
+    engine: Engine,
+    queue: Ring<QUEUE>,
+    events: EventRing<QUEUE>,
+}
+
+impl<const QUEUE: usize> Bulkhead<QUEUE> {
+    /// A bulkhead with every slot free. The queue holds `min(config.max_queue(), QUEUE)`.
+    #[must_use]
+    pub fn new(config: BulkheadConfig, now: Instant) -> Self {
+        Bulkhead {
+            engine: Engine::new(config, QUEUE, now),
+            queue: Ring::new(),
+            events: EventRing::new(),
+        }
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &BulkheadConfig {
+        self.engine.config()
+    }
+
+    /// The effective queue bound: `min(config.max_queue(), QUEUE)`.
+    #[must_use]
+    pub fn queue_capacity(&self) -> usize {
+        self.engine.queue_bound()
+    }
+
+    /// Permits out now.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.engine.stats.in_flight
+    }
+
+    /// Waiters queued now (expired waiters leave at the next input).
+    #[must_use]
+    pub fn queue_len(&self) -> usize {
+        self.queue.len
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> BulkheadStats {
+        self.engine.stats(&self.queue)
+    }
+
+    /// A call wants a slot: admitted, queued or rejected (see [`Admission`]).
+    pub fn on_request(&mut self, now: Instant) -> Admission {
+        let now = self.expire(now);
+        match self.engine.request(now, &mut self.queue, ()) {
+            Ok(None) => Admission::Admitted(BulkheadPermit { _private: () }),
+            Ok(Some((waiter, deadline))) => Admission::Queued { waiter, deadline },
+            Err(reason) => Admission::Rejected(reason),
+        }
+    }
+
+    /// A call wants a slot but will not wait: admitted, or rejected with
+    /// [`RejectReason::Full`]. Queued waiters keep their place (a free slot with waiters
+    /// queued cannot happen: releases promote them).
+    pub fn on_try_request(&mut self, now: Instant) -> Result<BulkheadPermit, RejectReason> {
+        let _ = self.expire(now);
+        self.engine
+            .try_admit(&self.queue)
+            .map(|()| BulkheadPermit { _private: () })
+    }
+
+    /// A call ended: its slot goes to the oldest waiter whose deadline has not come, if any.
+    pub fn on_release(&mut self, now: Instant, permit: BulkheadPermit) -> Release {
+        let _ = permit;
+        let _ = self.expire(now);
+        match self.engine.release(&mut self.queue) {
+            Some((waiter, ())) => {
+                self.push_event(BulkheadEvent::Promoted { waiter });
+                Release::Promoted {
+                    waiter,
+                    permit: BulkheadPermit { _private: () },
+                }
+            }
+            None => Release::Freed,
+        }
+    }
+
+    /// A waiter gave up. Returns `true` if it was still queued (`false`: it was already
+    /// promoted, expired or cancelled, or never existed).
+    #[must_use]
+    pub fn on_cancel(&mut self, now: Instant, waiter: WaiterId) -> bool {
+        let _ = self.expire(now);
+        self.engine.cancel(&mut self.queue, waiter).is_some()
+    }
+
+    /// Expires the waiters whose deadline is at or before `now`. Early calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = self.expire(now);
+    }
+
+    /// The earliest waiter deadline; `None` when nobody waits.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.queue.front().map(|(_, deadline)| deadline)
+    }
+
+    /// The next event, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<BulkheadEvent> {
+        self.events.pop()
+    }
+
+    fn expire(&mut self, now: Instant) -> Instant {
+        let now = self.engine.observe(now);
+        let Bulkhead {
+            engine,
+            queue,
+            events,
+        } = self;
+        let mut dropped = 0u64;
+        engine.expire(now, queue, |waiter, ()| {
+            if events.push(BulkheadEvent::Expired { waiter }) {
+                dropped += 1;
+            }
+        });
+        engine.count_dropped_events(dropped);
+        now
+    }
+
+    fn push_event(&mut self, ev: BulkheadEvent) {
+        if self.events.push(ev) {
+            self.engine.count_dropped_events(1);
+        }
+    }
+}

@@ -1,1 +1,538 @@
-//! (being written)
+//! Graceful shutdown: stop accepting, drain in-flight work until a deadline, then stop.
+//!
+//! # What it protects against
+//!
+//! A process told to stop (SIGTERM from an orchestrator, Ctrl-C from an operator) that either
+//! drops every in-flight request on the floor, or waits forever for one hung task. The seed's
+//! shutdown manager (seed 003) checked its timeout only after a task ended, so a single task
+//! that never ended blocked shutdown forever. Here the deadline is a timer the caller drives
+//! through [`Shutdown::poll_timeout`] / [`Shutdown::handle_timeout`]: it fires whether or not any
+//! task ever finishes.
+//!
+//! # The contract
+//!
+//! ```text
+//! Running --signal / begin_drain--> Draining { deadline } --in-flight reaches 0--> Stopped (drained)
+//!    |                                   |--deadline passes (handle_timeout)------> Stopped (aborted = in-flight)
+//!    '--stop_now-------------------------'--second signal / stop_now-------------> Stopped (aborted = in-flight)
+//! ```
+//!
+//! - While `Running`, [`Shutdown::on_work_started`] admits work and hands out a [`WorkTicket`];
+//!   the caller returns it with [`Shutdown::on_work_finished`].
+//! - The first signal (or [`Shutdown::begin_drain`]) stops admitting **at once** (every later
+//!   `on_work_started` is [`WorkAdmission::Refused`]) and sets `deadline = now + grace_period`.
+//! - When the last in-flight ticket comes back during the drain, the machine is `Stopped` and
+//!   reports how many items completed during the drain.
+//! - When `handle_timeout(now)` sees `now >= deadline`, the machine is `Stopped` and the items
+//!   still in flight are counted as aborted: the caller cancels them.
+//! - A second signal stops at once ([`ShutdownDecision::StopNow`]) with the in-flight count as
+//!   aborted, like most servers do on a second Ctrl-C.
+//! - Tickets returned after the stop (the aborted tasks winding down) are ignored: they were
+//!   already counted as aborted, and counts never go negative.
+//!
+//! The machine allocates nothing and never panics; `now` is clamped so it never runs backwards,
+//! and `now + grace_period` saturates (a `Duration::MAX` grace period is a deadline at
+//! [`Instant::MAX`]).
+//!
+//! # Defaults
+//!
+//! `grace_period` defaults to **30 s**, Kubernetes' `terminationGracePeriodSeconds` default: the
+//! time the kubelet waits between SIGTERM and SIGKILL, so a drain longer than that is cut short
+//! by the kernel anyway. Interactive services (the echo example) use something like 5 s.
+//!
+//! # Example
+//!
+//! ```
+//! use core::time::Duration;
+//! use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, WorkAdmission};
+//! use keel_core::Instant;
+//!
+//! let config = ShutdownConfig::builder().grace_period(Duration::from_secs(5)).build()?;
+//! let t0 = Instant::from_secs(100);
+//! let mut sd = Shutdown::new(config, t0);
+//!
+//! let WorkAdmission::Admitted(ticket) = sd.on_work_started(t0) else { unreachable!() };
+//! let hung = match sd.on_work_started(t0) { WorkAdmission::Admitted(t) => t, _ => unreachable!() };
+//!
+//! // SIGTERM: stop accepting, drain until t0 + 5 s.
+//! assert_eq!(
+//!     sd.on_signal(t0),
+//!     ShutdownDecision::Drain { deadline: t0 + Duration::from_secs(5), in_flight: 2 }
+//! );
+//! assert_eq!(sd.on_work_started(t0), WorkAdmission::Refused);
+//! assert_eq!(sd.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+//!
+//! // One task finishes; the other hangs. The deadline still fires.
+//! assert_eq!(sd.on_work_finished(t0 + Duration::from_secs(1), ticket), ShutdownDecision::Continue);
+//! sd.handle_timeout(t0 + Duration::from_secs(5));
+//! assert!(sd.is_stopped());
+//! assert_eq!(sd.poll_event(), Some(ShutdownEvent::DrainStarted { deadline: t0 + Duration::from_secs(5), in_flight: 2 }));
+//! assert_eq!(sd.poll_event(), Some(ShutdownEvent::DeadlineExceeded { aborted: 1 }));
+//!
+//! let summary = sd.summary();
+//! assert_eq!((summary.completed, summary.aborted), (1, 1));
+//! assert_eq!(summary.drained_in, Some(Duration::from_secs(5)));
+//! drop(hung); // the caller cancels the hung task; its ticket no longer matters
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::error::ConfigError;
+use crate::time::{Instant, Monotonic};
+
+/// The default grace period: 30 s, Kubernetes' `terminationGracePeriodSeconds` default.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+/// A validated shutdown configuration. Build it with [`ShutdownConfig::builder`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    grace_period: Duration,
+}
+
+impl ShutdownConfig {
+    /// A builder starting from the defaults (30 s grace period).
+    pub const fn builder() -> ShutdownConfigBuilder {
+        ShutdownConfigBuilder {
+            grace_period: DEFAULT_GRACE_PERIOD,
+        }
+    }
+
+    /// How long in-flight work may run after the drain starts.
+    #[must_use]
+    pub const fn grace_period(&self) -> Duration {
+        self.grace_period
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_period: DEFAULT_GRACE_PERIOD,
+        }
+    }
+}
+
+/// Builds a [`ShutdownConfig`].
+#[derive(Clone, Copy, Debug)]
+#[must_use]
+pub struct ShutdownConfigBuilder {
+    grace_period: Duration,
+}
+
+impl ShutdownConfigBuilder {
+    /// How long in-flight work may run after the first signal before it is aborted
+    /// (default 30 s). `Duration::MAX` means "wait for the work, however long it takes".
+    pub const fn grace_period(mut self, grace_period: Duration) -> Self {
+        self.grace_period = grace_period;
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Zero`] for a zero grace period: it would abort all in-flight work the
+    /// moment the drain starts. Use [`Shutdown::stop_now`] for that on purpose.
+    pub const fn build(self) -> Result<ShutdownConfig, ConfigError> {
+        if self.grace_period.is_zero() {
+            return Err(ConfigError::Zero {
+                field: "grace_period",
+            });
+        }
+        Ok(ShutdownConfig {
+            grace_period: self.grace_period,
+        })
+    }
+}
+
+/// Where the machine is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShutdownState {
+    /// Accepting work.
+    Running,
+    /// Refusing new work; in-flight work may finish until `deadline`.
+    Draining {
+        /// When the remaining in-flight work is aborted.
+        deadline: Instant,
+    },
+    /// Done: nothing is accepted, nothing is waited for.
+    Stopped,
+}
+
+/// Proof that a unit of work was admitted; hand it back to [`Shutdown::on_work_finished`].
+///
+/// Not `Clone`, so one admission finishes at most once.
+#[derive(Debug, PartialEq, Eq, Hash)]
+#[must_use = "hand the ticket back to `Shutdown::on_work_finished` when the work ends"]
+pub struct WorkTicket {
+    id: u64,
+}
+
+impl WorkTicket {
+    /// The sequence number of this admission (0 for the first), for logs.
+    #[must_use]
+    pub const fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// The answer to [`Shutdown::on_work_started`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum WorkAdmission {
+    /// Run the work; return the ticket when it ends.
+    Admitted(WorkTicket),
+    /// The service is draining or stopped: do not start the work (close the connection,
+    /// answer 503, ...).
+    Refused,
+}
+
+/// What the caller must do after an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use]
+pub enum ShutdownDecision {
+    /// Nothing changes.
+    Continue,
+    /// Stop accepting now; let in-flight work finish; call [`Shutdown::handle_timeout`] at
+    /// `deadline`.
+    Drain {
+        /// When remaining work is aborted.
+        deadline: Instant,
+        /// Work in flight when the drain started.
+        in_flight: u64,
+    },
+    /// The machine is stopped: cancel the `aborted` units of work still running (0 when the
+    /// drain completed) and tear down.
+    StopNow {
+        /// Work still in flight, now counted as aborted.
+        aborted: u64,
+    },
+}
+
+/// A transition, for logs and metrics. See [`Shutdown::poll_event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShutdownEvent {
+    /// The drain started.
+    DrainStarted {
+        /// When remaining work will be aborted.
+        deadline: Instant,
+        /// Work in flight at that moment.
+        in_flight: u64,
+    },
+    /// Every in-flight item finished before the deadline; the machine is stopped.
+    Drained {
+        /// Items that finished during the drain.
+        completed: u64,
+    },
+    /// The deadline passed with work still in flight; the machine is stopped.
+    DeadlineExceeded {
+        /// Items still in flight, counted as aborted.
+        aborted: u64,
+    },
+    /// A second signal or [`Shutdown::stop_now`] stopped the machine at once.
+    ForcedStop {
+        /// Items still in flight, counted as aborted.
+        aborted: u64,
+    },
+}
+
+/// Counters since the machine was created. See [`Shutdown::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ShutdownStats {
+    /// Units of work admitted.
+    pub started: u64,
+    /// Units of work that finished (returned their ticket before the stop).
+    pub completed: u64,
+    /// Units of work still in flight at the stop.
+    pub aborted: u64,
+    /// Units of work refused because the machine was draining or stopped.
+    pub refused: u64,
+    /// Units of work in flight now.
+    pub in_flight: u64,
+    /// Tickets returned after the stop (already counted in `aborted`).
+    pub finished_after_stop: u64,
+    /// Shutdown signals received.
+    pub signals: u64,
+}
+
+/// What a shutdown achieved, for the final log line of a server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ShutdownSummary {
+    /// Units of work that finished normally (over the whole life of the machine).
+    pub completed: u64,
+    /// Units of work aborted at the stop.
+    pub aborted: u64,
+    /// Units of work refused while draining or stopped.
+    pub refused: u64,
+    /// Time from the start of the drain to the stop; `None` until stopped. A stop without
+    /// a drain ([`Shutdown::stop_now`] while running) reports zero.
+    pub drained_in: Option<Duration>,
+}
+
+impl fmt::Display for ShutdownSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "completed={} aborted={} refused={}",
+            self.completed, self.aborted, self.refused
+        )?;
+        match self.drained_in {
+            Some(d) => write!(f, " drained_in={d:?}"),
+            None => f.write_str(" drained_in=-"),
+        }
+    }
+}
+
+/// The graceful-shutdown state machine. See the [module docs](self).
+///
+/// Methods by group:
+/// - getters: [`state`](Self::state), [`is_accepting`](Self::is_accepting),
+///   [`is_stopped`](Self::is_stopped), [`in_flight`](Self::in_flight), [`stats`](Self::stats),
+///   [`summary`](Self::summary);
+/// - inputs: [`on_work_started`](Self::on_work_started),
+///   [`on_work_finished`](Self::on_work_finished), [`on_signal`](Self::on_signal),
+///   [`handle_timeout`](Self::handle_timeout);
+/// - commands: [`begin_drain`](Self::begin_drain), [`stop_now`](Self::stop_now);
+/// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event).
+///
+/// After every input, drain [`poll_event`](Self::poll_event) and re-arm the timer from
+/// [`poll_timeout`](Self::poll_timeout).
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    config: ShutdownConfig,
+    clock: Monotonic,
+    state: ShutdownState,
+    drain_started: Option<Instant>,
+    stopped_at: Option<Instant>,
+    completed_at_drain: u64,
+    stats: ShutdownStats,
+    events: [Option<ShutdownEvent>; 2],
+}
+
+impl Shutdown {
+    /// A running machine.
+    #[must_use]
+    pub fn new(config: ShutdownConfig, now: Instant) -> Shutdown {
+        Shutdown {
+            config,
+            clock: Monotonic::new(now),
+            state: ShutdownState::Running,
+            drain_started: None,
+            stopped_at: None,
+            completed_at_drain: 0,
+            stats: ShutdownStats::default(),
+            events: [None, None],
+        }
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub const fn config(&self) -> &ShutdownConfig {
+        &self.config
+    }
+
+    /// The current state.
+    #[must_use]
+    pub const fn state(&self) -> ShutdownState {
+        self.state
+    }
+
+    /// `true` while running: new work is admitted.
+    #[must_use]
+    pub const fn is_accepting(&self) -> bool {
+        matches!(self.state, ShutdownState::Running)
+    }
+
+    /// `true` while draining.
+    #[must_use]
+    pub const fn is_draining(&self) -> bool {
+        matches!(self.state, ShutdownState::Draining { .. })
+    }
+
+    /// `true` once stopped.
+    #[must_use]
+    pub const fn is_stopped(&self) -> bool {
+        matches!(self.state, ShutdownState::Stopped)
+    }
+
+    /// Units of work in flight.
+    #[must_use]
+    pub const fn in_flight(&self) -> u64 {
+        self.stats.in_flight
+    }
+
+    /// Counters.
+    #[must_use]
+    pub const fn stats(&self) -> ShutdownStats {
+        self.stats
+    }
+
+    /// What the shutdown achieved so far (final once stopped).
+    #[must_use]
+    pub fn summary(&self) -> ShutdownSummary {
+        let drained_in = match (self.stopped_at, self.drain_started) {
+            (Some(stop), Some(start)) => Some(stop.saturating_duration_since(start)),
+            (Some(_), None) => Some(Duration::ZERO),
+            _ => None,
+        };
+        ShutdownSummary {
+            completed: self.stats.completed,
+            aborted: self.stats.aborted,
+            refused: self.stats.refused,
+            drained_in,
+        }
+    }
+
+    /// A unit of work wants to start. Admitted only while running.
+    pub fn on_work_started(&mut self, now: Instant) -> WorkAdmission {
+        self.clock.observe(now);
+        if self.is_accepting() {
+            let id = self.stats.started;
+            self.stats.started = self.stats.started.saturating_add(1);
+            self.stats.in_flight = self.stats.in_flight.saturating_add(1);
+            WorkAdmission::Admitted(WorkTicket { id })
+        } else {
+            self.stats.refused = self.stats.refused.saturating_add(1);
+            WorkAdmission::Refused
+        }
+    }
+
+    /// A unit of work ended (successfully or not: it is no longer running).
+    ///
+    /// Returns [`ShutdownDecision::StopNow`] `{ aborted: 0 }` when this was the last item of a
+    /// drain, [`ShutdownDecision::Continue`] otherwise. After the stop, tickets are ignored.
+    pub fn on_work_finished(&mut self, now: Instant, ticket: WorkTicket) -> ShutdownDecision {
+        let _ = ticket;
+        let now = self.clock.observe(now);
+        if self.is_stopped() {
+            self.stats.finished_after_stop = self.stats.finished_after_stop.saturating_add(1);
+            return ShutdownDecision::Continue;
+        }
+        self.stats.in_flight = self.stats.in_flight.saturating_sub(1);
+        self.stats.completed = self.stats.completed.saturating_add(1);
+        if self.is_draining() && self.stats.in_flight == 0 {
+            self.finish_drain(now);
+            return ShutdownDecision::StopNow { aborted: 0 };
+        }
+        ShutdownDecision::Continue
+    }
+
+    /// A shutdown signal (SIGTERM, SIGINT, Ctrl-C). The first starts the drain, exactly as
+    /// [`begin_drain`](Self::begin_drain); a second one stops at once, exactly as
+    /// [`stop_now`](Self::stop_now). Once stopped, signals change nothing.
+    pub fn on_signal(&mut self, now: Instant) -> ShutdownDecision {
+        self.stats.signals = self.stats.signals.saturating_add(1);
+        match self.state {
+            ShutdownState::Running => self.begin_drain(now),
+            ShutdownState::Draining { .. } => self.stop_now(now),
+            ShutdownState::Stopped => {
+                self.clock.observe(now);
+                ShutdownDecision::Continue
+            }
+        }
+    }
+
+    /// Starts the drain: refuse new work at once, give in-flight work until
+    /// `now + grace_period`. If nothing is in flight the machine stops at once
+    /// ([`ShutdownDecision::StopNow`] `{ aborted: 0 }`). Idempotent: while draining or stopped
+    /// it returns [`ShutdownDecision::Continue`].
+    pub fn begin_drain(&mut self, now: Instant) -> ShutdownDecision {
+        let now = self.clock.observe(now);
+        if !self.is_accepting() {
+            return ShutdownDecision::Continue;
+        }
+        let deadline = now.saturating_add(self.config.grace_period);
+        let in_flight = self.stats.in_flight;
+        self.drain_started = Some(now);
+        self.completed_at_drain = self.stats.completed;
+        self.state = ShutdownState::Draining { deadline };
+        self.push_event(ShutdownEvent::DrainStarted {
+            deadline,
+            in_flight,
+        });
+        if in_flight == 0 {
+            self.finish_drain(now);
+            return ShutdownDecision::StopNow { aborted: 0 };
+        }
+        ShutdownDecision::Drain {
+            deadline,
+            in_flight,
+        }
+    }
+
+    /// Stops at once, from any state: the work in flight is counted as aborted and returned in
+    /// [`ShutdownDecision::StopNow`]. Once stopped, returns [`ShutdownDecision::Continue`].
+    pub fn stop_now(&mut self, now: Instant) -> ShutdownDecision {
+        let now = self.clock.observe(now);
+        if self.is_stopped() {
+            return ShutdownDecision::Continue;
+        }
+        let aborted = self.abort_all(now);
+        self.push_event(ShutdownEvent::ForcedStop { aborted });
+        ShutdownDecision::StopNow { aborted }
+    }
+
+    /// Advances the drain deadline: at or after it, the machine stops and the work still in
+    /// flight is counted as aborted ([`ShutdownEvent::DeadlineExceeded`]). Early or spurious
+    /// calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.observe(now);
+        if let ShutdownState::Draining { deadline } = self.state {
+            if now >= deadline {
+                let aborted = self.abort_all(now);
+                self.push_event(ShutdownEvent::DeadlineExceeded { aborted });
+            }
+        }
+    }
+
+    /// The drain deadline while draining; `None` otherwise.
+    #[must_use]
+    pub const fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            ShutdownState::Draining { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// The next transition, oldest first. A machine emits at most two in its life:
+    /// [`ShutdownEvent::DrainStarted`] then one of `Drained`, `DeadlineExceeded` or
+    /// `ForcedStop` (or `ForcedStop` alone).
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ShutdownEvent> {
+        let [first, second] = &mut self.events;
+        let ev = first.take();
+        if ev.is_some() {
+            *first = second.take();
+        }
+        ev
+    }
+
+    fn finish_drain(&mut self, now: Instant) {
+        let completed = self.stats.completed.saturating_sub(self.completed_at_drain);
+        self.state = ShutdownState::Stopped;
+        self.stopped_at = Some(now);
+        self.push_event(ShutdownEvent::Drained { completed });
+    }
+
+    fn abort_all(&mut self, now: Instant) -> u64 {
+        let aborted = self.stats.in_flight;
+        self.stats.aborted = self.stats.aborted.saturating_add(aborted);
+        self.stats.in_flight = 0;
+        self.state = ShutdownState::Stopped;
+        self.stopped_at = Some(now);
+        aborted
+    }
+
+    fn push_event(&mut self, ev: ShutdownEvent) {
+        // At most two events are ever produced (DrainStarted, then one stop), so a slot is
+        // always free; if the caller never polls, the newest replaces the second slot.
+        let [first, second] = &mut self.events;
+        if first.is_none() {
+            *first = Some(ev);
+        } else {
+            *second = Some(ev);
+        }
+    }
+}

@@ -1,1 +1,516 @@
-//! (being written)
+//! Rate limiting: GCRA, the token bucket done exactly.
+//!
+//! # What it protects against
+//!
+//! A client (or a job producer, or an IP address) sending faster than a service can afford:
+//! floods at enqueue time, retry storms, scrapers. The seed's token bucket refilled in whole
+//! seconds and dropped the remainder (the real rate fell below the configured one), raced a
+//! load-then-store refill against its CAS, trusted a wall clock that can step backwards and let
+//! `compare_exchange_weak` reject callers that had tokens. This module fixes all of these.
+//!
+//! # The algorithm
+//!
+//! The Generic Cell Rate Algorithm (ITU-T I.371) keeps one number, the *theoretical arrival
+//! time* `TAT`, in nanoseconds. With the emission interval `T = period / count` and the
+//! tolerance `τ = (burst - 1) × T`, a request at `now` conforms iff `TAT - τ <= now`; a
+//! conforming request moves `TAT` to `max(TAT, now) + T`. A fresh limiter has `TAT = now`.
+//! It is exactly a token bucket of capacity `burst` refilled continuously at one token per `T`,
+//! with nanosecond precision and no remainder ever dropped.
+//!
+//! # Burst semantics (exact)
+//!
+//! **`burst` is the most requests admitted at one instant.** A fresh limiter admits exactly
+//! `burst` requests at the same `now` and rejects the next; over any window `[t0, t0 + w]` at
+//! most `burst + floor(w / T)` requests are admitted. `check_n(now, n)` with `n > burst` can
+//! never succeed and says so with [`CheckNError::InsufficientCapacity`].
+//!
+//! How the peers count it:
+//! - **governor**: the same as keel. Its `Quota::allow_burst(b)` uses `τ = (b - 1) × T` and admits
+//!   `b` requests at one instant (governor's `Quota::per_second(n)` also defaults the burst to
+//!   `n`, as keel's [`Quota::per_second`] does). Unlike keel, governor silently clamps an
+//!   emission interval that rounds to 0 ns up to 1 ns; keel rejects it with a [`ConfigError`].
+//! - **redis-cell** (`CL.THROTTLE key max_burst count period`): its `max_burst` is the tolerance
+//!   counted in intervals, so it admits `max_burst + 1` requests at one instant (its reported
+//!   `limit` is `max_burst + 1`). keel's `burst` = redis-cell's `max_burst + 1`.
+//!
+//! # Rounding
+//!
+//! `T` is `period / count` rounded **up** to the nanosecond, so the limiter never admits more
+//! than `count` per `period` beyond the burst; the shortfall is under 1 ns per request
+//! (`Quota::per_second(3)` has `T = 333_333_334 ns`). A quota whose `T` would round down to
+//! 0 ns (more than one request per nanosecond) is a [`ConfigError`], as is `burst × T` beyond
+//! `u64::MAX` ns (about 584 years).
+//!
+//! # Contract
+//!
+//! - Time is an input; a `now` older than the newest seen is clamped to it.
+//! - All arithmetic is `u64` nanoseconds and saturates; `Instant::MAX`, `u32::MAX` requests and
+//!   584-year periods are legal inputs and never panic. (Within `τ` of `Instant::MAX`, where the
+//!   TAT can no longer grow, the limiter stops limiting; `Instant::MAX` is only reached by
+//!   saturation.)
+//! - [`RateLimiter::set_quota`] never opens a window for extra requests: at the switch instant
+//!   the new quota admits at most `min(new burst, what the old state still allowed)`; the
+//!   used part of the burst is carried over, counted in requests.
+//!
+//! # Defaults
+//!
+//! [`Quota::new`], [`Quota::per_second`], [`Quota::per_minute`] and [`Quota::per_hour`] set the
+//! burst to the count (a full period's worth at once), as governor does; the seed's bucket also
+//! started full at `max_tokens`. [`Quota::with_period`] is one request per interval, burst 1.
+//!
+//! # Forms
+//!
+//! - [`RateLimiter`]: `&mut self`, no allocation, `no_std`.
+//! - [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter) (feature `alloc`): `&self`, the
+//!   same decision on one `AtomicU64` with compare-and-swap.
+//! - [`keyed::KeyedRateLimiter`] (feature `alloc`): one GCRA per key with bounded memory.
+//!
+//! ```
+//! use core::num::NonZeroU32;
+//! use core::time::Duration;
+//! use keel_core::rate::{CheckNError, Quota, RateLimiter};
+//! use keel_core::Instant;
+//!
+//! // 10 requests per second, at most 3 at once.
+//! let quota = Quota::per_second(NonZeroU32::new(10).unwrap())?
+//!     .with_burst(NonZeroU32::new(3).unwrap())?;
+//! let t0 = Instant::from_secs(1);
+//! let mut limiter = RateLimiter::new(quota, t0);
+//!
+//! assert_eq!(limiter.remaining(t0), 3);
+//! for _ in 0..3 {
+//!     assert!(limiter.check(t0).is_ok());
+//! }
+//! let denied = limiter.check(t0).unwrap_err();
+//! assert_eq!(denied.retry_at, t0 + Duration::from_millis(100)); // one emission interval
+//! assert_eq!(denied.wait_time_from(t0), Duration::from_millis(100));
+//! assert!(limiter.check(denied.retry_at).is_ok());
+//!
+//! assert_eq!(
+//!     limiter.check_n(denied.retry_at, 4),
+//!     Err(CheckNError::InsufficientCapacity { burst: 3 })
+//! );
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+pub(crate) mod gcra;
+#[cfg(feature = "alloc")]
+pub mod keyed;
+
+use core::num::NonZeroU32;
+use core::time::Duration;
+
+use crate::error::ConfigError;
+use crate::time::{duration_to_nanos, Instant, Monotonic};
+
+/// A validated rate: `count` requests per `period`, at most `burst` at one instant.
+///
+/// A `Quota` cannot be invalid: every constructor checks that the emission interval
+/// `T = period / count` is at least 1 ns and that `burst × T` fits in `u64` nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Quota {
+    t: u64,
+    burst: NonZeroU32,
+}
+
+impl Quota {
+    /// `count` requests per `period`, with a burst of `count`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Zero`] for a zero `period`; [`ConfigError::Overflow`] for a period over
+    /// `u64::MAX` ns or `count × T` over `u64::MAX` ns; [`ConfigError::OutOfRange`] when
+    /// `count` exceeds `period` in nanoseconds (more than one request per nanosecond).
+    pub fn new(count: NonZeroU32, period: Duration) -> Result<Quota, ConfigError> {
+        if period.is_zero() {
+            return Err(ConfigError::Zero { field: "period" });
+        }
+        if period.as_nanos() > u128::from(u64::MAX) {
+            return Err(ConfigError::Overflow {
+                field: "period",
+                hint: "use a period under u64::MAX nanoseconds (about 584 years)",
+            });
+        }
+        let period = duration_to_nanos(period);
+        let c = u64::from(count.get());
+        let floor = period / c;
+        if floor == 0 {
+            return Err(ConfigError::OutOfRange {
+                field: "count",
+                expected:
+                    "at most one request per nanosecond: lower the count or lengthen the period",
+            });
+        }
+        let t = if period % c == 0 { floor } else { floor + 1 };
+        Quota::from_interval(t, count)
+    }
+
+    /// `count` requests per second, burst `count`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::OutOfRange`] above 10^9 per second (the interval would round to 0 ns).
+    pub fn per_second(count: NonZeroU32) -> Result<Quota, ConfigError> {
+        Quota::new(count, Duration::from_secs(1))
+    }
+
+    /// `count` requests per minute, burst `count`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Overflow`] if `count × T` overflows (it cannot for a minute).
+    pub fn per_minute(count: NonZeroU32) -> Result<Quota, ConfigError> {
+        Quota::new(count, Duration::from_secs(60))
+    }
+
+    /// `count` requests per hour, burst `count`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Overflow`] if `count × T` overflows (it cannot for an hour).
+    pub fn per_hour(count: NonZeroU32) -> Result<Quota, ConfigError> {
+        Quota::new(count, Duration::from_secs(3600))
+    }
+
+    /// One request per `interval`, burst 1.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Zero`] for a zero interval (use [`Quota::new`] for sub-nanosecond rates,
+    /// which are rejected too), [`ConfigError::Overflow`] for one over `u64::MAX` ns.
+    pub fn with_period(interval: Duration) -> Result<Quota, ConfigError> {
+        Quota::new(NonZeroU32::MIN, interval)
+    }
+
+    /// The same rate with a different burst (most requests admitted at one instant).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Overflow`] when `burst × T` exceeds `u64::MAX` nanoseconds.
+    pub fn with_burst(self, burst: NonZeroU32) -> Result<Quota, ConfigError> {
+        Quota::from_interval(self.t, burst)
+    }
+
+    /// Starts a [`QuotaBuilder`] (the `XConfig::builder()` form of the constructors).
+    #[must_use]
+    pub fn builder() -> QuotaBuilder {
+        QuotaBuilder::default()
+    }
+
+    fn from_interval(t: u64, burst: NonZeroU32) -> Result<Quota, ConfigError> {
+        if t.checked_mul(u64::from(burst.get())).is_none() {
+            return Err(ConfigError::Overflow {
+                field: "burst",
+                hint: "burst × (period / count) must stay under about 584 years: lower the burst or the period",
+            });
+        }
+        Ok(Quota { t, burst })
+    }
+
+    /// The emission interval `T`: one request's worth of time.
+    #[must_use]
+    pub const fn emission_interval(&self) -> Duration {
+        Duration::from_nanos(self.t)
+    }
+
+    /// The most requests admitted at one instant.
+    #[must_use]
+    pub const fn burst(&self) -> NonZeroU32 {
+        self.burst
+    }
+
+    /// The tolerance `τ = (burst - 1) × T`.
+    #[must_use]
+    pub const fn tolerance(&self) -> Duration {
+        Duration::from_nanos(self.tau())
+    }
+
+    /// The time a fully drained limiter needs to refill its whole burst (`burst × T`).
+    #[must_use]
+    pub const fn replenish_all(&self) -> Duration {
+        Duration::from_nanos(self.t * self.burst.get() as u64)
+    }
+
+    /// For fields read back from a valid `Quota` (the shared and keyed forms).
+    #[cfg(feature = "alloc")]
+    pub(crate) const fn from_parts(t: u64, burst: NonZeroU32) -> Quota {
+        Quota { t, burst }
+    }
+
+    pub(crate) const fn t_nanos(&self) -> u64 {
+        self.t
+    }
+
+    // Cannot overflow: `burst × t` was checked at construction.
+    pub(crate) const fn tau(&self) -> u64 {
+        self.t * (self.burst.get() as u64 - 1)
+    }
+}
+
+/// Builds a [`Quota`]: `Quota::builder().count(100).period(Duration::from_secs(60)).burst(10).build()`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuotaBuilder {
+    count: u32,
+    period: Duration,
+    burst: Option<u32>,
+}
+
+impl QuotaBuilder {
+    /// Requests per period (required, > 0).
+    #[must_use]
+    pub fn count(mut self, count: u32) -> Self {
+        self.count = count;
+        self
+    }
+
+    /// The period `count` is measured over (required, > 0).
+    #[must_use]
+    pub fn period(mut self, period: Duration) -> Self {
+        self.period = period;
+        self
+    }
+
+    /// Most requests admitted at one instant (default: `count`).
+    #[must_use]
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Validates the quota.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Zero`] for a zero count, period or burst, and the errors of [`Quota::new`]
+    /// and [`Quota::with_burst`].
+    pub fn build(self) -> Result<Quota, ConfigError> {
+        let count = NonZeroU32::new(self.count).ok_or(ConfigError::Zero { field: "count" })?;
+        let quota = Quota::new(count, self.period)?;
+        match self.burst {
+            None => Ok(quota),
+            Some(b) => {
+                quota.with_burst(NonZeroU32::new(b).ok_or(ConfigError::Zero { field: "burst" })?)
+            }
+        }
+    }
+}
+
+/// A request was rejected: it would conform at `retry_at`, if nothing else is admitted first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("rate limited: retry at {retry_at:?} (or raise the quota)")]
+pub struct NotUntil {
+    /// The earliest instant at which the same request would be admitted.
+    pub retry_at: Instant,
+}
+
+impl NotUntil {
+    /// How long from `now` until `retry_at` (zero if it has passed).
+    #[must_use]
+    pub fn wait_time_from(&self, now: Instant) -> Duration {
+        self.retry_at.saturating_duration_since(now)
+    }
+}
+
+/// Why `check_n` rejected a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckNError {
+    /// The batch would conform at `retry_at`, if nothing else is admitted first.
+    #[error("rate limited: retry at {retry_at:?} (or raise the quota)")]
+    NotUntil {
+        /// The earliest instant at which the whole batch would be admitted.
+        retry_at: Instant,
+    },
+    /// The batch is larger than the burst and can never be admitted at once.
+    #[error("a batch larger than the burst ({burst}) can never be admitted: split it or raise the burst")]
+    InsufficientCapacity {
+        /// The quota's burst: the largest batch that can ever be admitted.
+        burst: u32,
+    },
+}
+
+impl CheckNError {
+    /// `retry_at` for [`CheckNError::NotUntil`], `None` for a batch that can never succeed.
+    #[must_use]
+    pub fn retry_at(&self) -> Option<Instant> {
+        match self {
+            CheckNError::NotUntil { retry_at } => Some(*retry_at),
+            CheckNError::InsufficientCapacity { .. } => None,
+        }
+    }
+}
+
+impl From<NotUntil> for CheckNError {
+    fn from(e: NotUntil) -> Self {
+        CheckNError::NotUntil {
+            retry_at: e.retry_at,
+        }
+    }
+}
+
+/// Counters of a [`RateLimiter`] or [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimiterStats {
+    /// Checks admitted (a `check_n` batch counts once).
+    pub allowed: u64,
+    /// Checks rejected, `InsufficientCapacity` included.
+    pub limited: u64,
+}
+
+/// A GCRA rate limiter for one stream of requests (`&mut self`, no allocation).
+///
+/// Methods: inputs [`check`](Self::check), [`check_n`](Self::check_n),
+/// [`set_quota`](Self::set_quota); queries [`peek`](Self::peek), [`peek_n`](Self::peek_n),
+/// [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota),
+/// [`stats`](Self::stats). A rate limiter has no timers: it only answers when asked.
+#[derive(Clone, Debug)]
+pub struct RateLimiter {
+    tat: u64,
+    t: u64,
+    tau: u64,
+    burst: NonZeroU32,
+    clock: Monotonic,
+    stats: RateLimiterStats,
+}
+
+impl RateLimiter {
+    /// A limiter with its full burst available at `now`.
+    #[must_use]
+    pub fn new(quota: Quota, now: Instant) -> RateLimiter {
+        RateLimiter {
+            tat: now.as_nanos().min(gcra::TAT_MAX),
+            t: quota.t_nanos(),
+            tau: quota.tau(),
+            burst: quota.burst(),
+            clock: Monotonic::new(now),
+            stats: RateLimiterStats::default(),
+        }
+    }
+
+    /// Admits one request at `now`, or says when it would be admitted.
+    #[inline]
+    #[must_use = "a rejected request must not proceed"]
+    pub fn check(&mut self, now: Instant) -> Result<(), NotUntil> {
+        let now = self.clock.observe(now).as_nanos();
+        match gcra::conform(self.tat, now, self.t, self.tau) {
+            Ok(tat) => {
+                self.tat = tat;
+                self.stats.allowed = self.stats.allowed.wrapping_add(1);
+                Ok(())
+            }
+            Err(at) => {
+                self.stats.limited = self.stats.limited.wrapping_add(1);
+                Err(NotUntil {
+                    retry_at: Instant::from_nanos(at),
+                })
+            }
+        }
+    }
+
+    /// Admits `n` requests at once (all or none). `n = 0` is always admitted and changes
+    /// nothing; `n > burst` is [`CheckNError::InsufficientCapacity`].
+    #[must_use = "a rejected batch must not proceed"]
+    pub fn check_n(&mut self, now: Instant, n: u32) -> Result<(), CheckNError> {
+        let now = self.clock.observe(now).as_nanos();
+        if n == 0 {
+            return Ok(());
+        }
+        match self.decide_n(now, n) {
+            Ok(tat) => {
+                self.tat = tat;
+                self.stats.allowed = self.stats.allowed.wrapping_add(1);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.limited = self.stats.limited.wrapping_add(1);
+                Err(e)
+            }
+        }
+    }
+
+    fn decide_n(&self, now: u64, n: u32) -> Result<u64, CheckNError> {
+        if n > self.burst.get() {
+            return Err(CheckNError::InsufficientCapacity {
+                burst: self.burst.get(),
+            });
+        }
+        gcra::conform_n(self.tat, now, self.t, self.tau, n).map_err(|at| CheckNError::NotUntil {
+            retry_at: Instant::from_nanos(at),
+        })
+    }
+
+    fn seen(&self, now: Instant) -> u64 {
+        now.max(self.clock.get()).as_nanos()
+    }
+
+    /// Would one request be admitted at `now`? Consumes nothing.
+    #[must_use = "peeking has no effect unless the answer is used"]
+    pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
+        gcra::conform(self.tat, self.seen(now), self.t, self.tau)
+            .map(|_| ())
+            .map_err(|at| NotUntil {
+                retry_at: Instant::from_nanos(at),
+            })
+    }
+
+    /// Would a batch of `n` be admitted at `now`? Consumes nothing.
+    #[must_use = "peeking has no effect unless the answer is used"]
+    pub fn peek_n(&self, now: Instant, n: u32) -> Result<(), CheckNError> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.decide_n(self.seen(now), n).map(|_| ())
+    }
+
+    /// How many single requests would be admitted at `now` (`X-RateLimit-Remaining`), between
+    /// 0 and the burst.
+    #[must_use]
+    pub fn remaining(&self, now: Instant) -> u32 {
+        gcra::remaining(self.tat, self.seen(now), self.t, self.tau, self.burst.get())
+    }
+
+    /// When the full burst is available again (`X-RateLimit-Reset`); `now` if it already is.
+    #[must_use]
+    pub fn reset_at(&self, now: Instant) -> Instant {
+        Instant::from_nanos(self.tat.max(self.seen(now)))
+    }
+
+    /// Switches to `quota` at `now` without a window for extra requests.
+    ///
+    /// The capacity left is carried over, counted in requests (fractions included): if the old
+    /// quota still allowed `a` requests at `now` (`a` = [`remaining`](Self::remaining) plus the
+    /// fraction of the next one), the new quota allows `min(a, new burst)`, rounded against the
+    /// caller, and then refills at the new rate. So at the switch instant the limiter never
+    /// admits more than the new burst, nor more than the old state still allowed: raising the
+    /// burst adds capacity only as time passes; lowering it caps what is left. The debt is kept
+    /// in requests, not in time, so a faster rate makes the used requests drain faster.
+    pub fn set_quota(&mut self, now: Instant, quota: Quota) {
+        let now = self.clock.observe(now).as_nanos();
+        self.tat = gcra::requota(
+            self.tat,
+            now,
+            self.t,
+            self.burst.get(),
+            quota.t_nanos(),
+            quota.burst().get(),
+        );
+        self.t = quota.t_nanos();
+        self.tau = quota.tau();
+        self.burst = quota.burst();
+    }
+
+    /// The quota in force.
+    #[must_use]
+    pub fn quota(&self) -> Quota {
+        Quota {
+            t: self.t,
+            burst: self.burst,
+        }
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> RateLimiterStats {
+        self.stats
+    }
+}

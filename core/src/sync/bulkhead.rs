@@ -1,1 +1,408 @@
-//! (being written)
+//! The shared bulkhead: one [`Bulkhead`](crate::bulkhead::Bulkhead) engine behind a mutex, for
+//! many async tasks (feature `std`).
+//!
+//! [`SharedBulkhead`] is `Clone` (every clone shares one state) and hands out RAII
+//! [`BulkheadGuard`]s (`Send + 'static`) that release their slot on drop and wake the oldest
+//! waiting task. Waiting is poll-based and runtime-agnostic:
+//!
+//! 1. [`SharedBulkhead::acquire`] answers at once ([`Acquire::Ready`]) or returns a
+//!    [`BulkheadWaiter`] queued FIFO with an absolute [`deadline`](BulkheadWaiter::deadline).
+//! 2. The task polls [`BulkheadWaiter::poll`] with its `Context` and the current time; the
+//!    waiter stores the task's `Waker`, and a release wakes it.
+//! 3. The caller's timer enforces `max_wait`: race a sleep until `deadline()`; when it fires,
+//!    poll again with the new `now` and get [`RejectReason::WaitedTooLong`]. A waiter **never
+//!    resolves to a guard at or after its deadline** (a slot granted just before is passed on).
+//! 4. Dropping a waiter cancels the wait (or passes on a slot it was granted but never took).
+//!
+//! The lock is held only for the bookkeeping (no I/O, no user code); cancel is O(queue
+//! length). A guard dropped without a time uses the newest `now` the bulkhead has seen; use
+//! [`BulkheadGuard::release`] to pass the time explicitly.
+//!
+//! ```
+//! use core::time::Duration;
+//! use keel_core::bulkhead::{BulkheadConfig, RejectReason};
+//! use keel_core::sync::bulkhead::{Acquire, SharedBulkhead};
+//! use keel_core::Instant;
+//!
+//! let config = BulkheadConfig::builder()
+//!     .max_concurrent(1)
+//!     .max_queue(8)
+//!     .max_wait(Duration::from_millis(50))
+//!     .build()?;
+//! let bh = SharedBulkhead::new(config, Instant::ZERO);
+//! let guard = bh.try_acquire().expect("a free slot");
+//! assert_eq!(bh.try_acquire().unwrap_err().reason(), RejectReason::Full);
+//!
+//! let Acquire::Wait(mut waiter) = bh.acquire(Instant::ZERO) else { unreachable!() };
+//! assert_eq!(waiter.deadline(), Instant::from_millis(50));
+//! drop(guard); // wakes the waiter; its next poll returns the guard
+//! let waker = std::task::Waker::noop();
+//! let mut cx = std::task::Context::from_waker(&waker);
+//! assert!(matches!(waiter.poll(&mut cx, Instant::from_millis(1)), std::task::Poll::Ready(Ok(_))));
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+use core::task::{Context, Poll, Waker};
+
+use super::shim::{Arc, Mutex, MutexGuard};
+use crate::bulkhead::{BulkheadConfig, BulkheadStats, Engine, RejectReason, WaitQueue, WaiterId};
+use crate::time::Instant;
+
+/// Most queue entries preallocated up front; a larger `max_queue` grows on demand.
+const PREALLOCATE: usize = 1024;
+
+/// A call was shed by a [`SharedBulkhead`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("{reason}")]
+pub struct BulkheadRejected {
+    reason: RejectReason,
+}
+
+impl BulkheadRejected {
+    /// Why the call was shed.
+    #[must_use]
+    pub const fn reason(&self) -> RejectReason {
+        self.reason
+    }
+}
+
+struct Entry {
+    id: WaiterId,
+    deadline: Instant,
+    waker: Option<Waker>,
+}
+
+struct Queue {
+    entries: VecDeque<Entry>,
+}
+
+impl WaitQueue for Queue {
+    type Payload = Option<Waker>;
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn front(&self) -> Option<(WaiterId, Instant)> {
+        self.entries.front().map(|e| (e.id, e.deadline))
+    }
+
+    fn push_back(
+        &mut self,
+        id: WaiterId,
+        deadline: Instant,
+        waker: Option<Waker>,
+    ) -> Result<(), Option<Waker>> {
+        self.entries.push_back(Entry {
+            id,
+            deadline,
+            waker,
+        });
+        Ok(())
+    }
+
+    fn pop_front(&mut self) -> Option<(WaiterId, Option<Waker>)> {
+        self.entries.pop_front().map(|e| (e.id, e.waker))
+    }
+
+    fn remove(&mut self, id: WaiterId) -> Option<Option<Waker>> {
+        let pos = self.entries.iter().position(|e| e.id == id)?;
+        self.entries.remove(pos).map(|e| e.waker)
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    queue: Queue,
+    /// Waiters promoted to a slot that have not polled yet.
+    granted: Vec<WaiterId>,
+}
+
+impl Inner {
+    fn expire(&mut self, now: Instant) -> Instant {
+        let now = self.engine.observe(now);
+        self.engine.expire(now, &mut self.queue, |_, waker| {
+            if let Some(w) = waker {
+                w.wake();
+            }
+        });
+        now
+    }
+
+    /// Releases a slot; returns the waker of the waiter that got it.
+    fn release(&mut self, now: Instant) -> Option<Waker> {
+        let _ = self.expire(now);
+        let (id, waker) = self.engine.release(&mut self.queue)?;
+        self.granted.push(id);
+        waker
+    }
+
+    fn take_grant(&mut self, id: WaiterId) -> bool {
+        match self.granted.iter().position(|&g| g == id) {
+            Some(pos) => {
+                self.granted.swap_remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A bulkhead many tasks share. See the [module docs](self).
+#[derive(Clone)]
+pub struct SharedBulkhead {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl fmt::Debug for SharedBulkhead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedBulkhead")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// The answer to [`SharedBulkhead::acquire`].
+#[derive(Debug)]
+#[must_use]
+pub enum Acquire {
+    /// Admitted or shed at once.
+    Ready(Result<BulkheadGuard, BulkheadRejected>),
+    /// Queued: poll the waiter until it resolves, racing a timer to its deadline.
+    Wait(BulkheadWaiter),
+}
+
+impl SharedBulkhead {
+    /// A bulkhead with every slot free; its queue holds `config.max_queue()` waiters.
+    #[must_use]
+    pub fn new(config: BulkheadConfig, now: Instant) -> SharedBulkhead {
+        let prealloc = config.max_queue().min(PREALLOCATE);
+        let inner = Inner {
+            engine: Engine::new(config, usize::MAX, now),
+            queue: Queue {
+                entries: VecDeque::with_capacity(prealloc),
+            },
+            granted: Vec::with_capacity(prealloc.min(config.max_concurrent())),
+        };
+        SharedBulkhead {
+            inner: Arc::new(Mutex::new(inner)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> BulkheadConfig {
+        *self.lock().engine.config()
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> BulkheadStats {
+        let inner = self.lock();
+        inner.engine.stats(&inner.queue)
+    }
+
+    /// Takes a slot now or fails with [`RejectReason::Full`]; never waits and never jumps
+    /// ahead of queued waiters.
+    ///
+    /// # Errors
+    ///
+    /// [`RejectReason::Full`] when every slot is taken or tasks are already waiting.
+    pub fn try_acquire(&self) -> Result<BulkheadGuard, BulkheadRejected> {
+        let mut inner = self.lock();
+        let Inner { engine, queue, .. } = &mut *inner;
+        match engine.try_admit(queue) {
+            Ok(()) => Ok(self.guard()),
+            Err(reason) => Err(BulkheadRejected { reason }),
+        }
+    }
+
+    /// Takes a slot now, queues for one, or sheds the call (see
+    /// [`Bulkhead::on_request`](crate::bulkhead::Bulkhead::on_request)).
+    pub fn acquire(&self, now: Instant) -> Acquire {
+        let mut inner = self.lock();
+        let now = inner.expire(now);
+        let Inner { engine, queue, .. } = &mut *inner;
+        match engine.request(now, queue, None) {
+            Ok(None) => Acquire::Ready(Ok(self.guard())),
+            Ok(Some((id, deadline))) => Acquire::Wait(BulkheadWaiter {
+                bulkhead: self.clone(),
+                id,
+                deadline,
+                done: false,
+            }),
+            Err(reason) => Acquire::Ready(Err(BulkheadRejected { reason })),
+        }
+    }
+
+    /// Expires waiters whose deadline is at or before `now` and wakes them. Optional: waiters
+    /// expire themselves when polled after their deadline.
+    pub fn handle_timeout(&self, now: Instant) {
+        let _ = self.lock().expire(now);
+    }
+
+    fn guard(&self) -> BulkheadGuard {
+        BulkheadGuard {
+            inner: Some(Arc::clone(&self.inner)),
+        }
+    }
+
+    fn release(inner: &Arc<Mutex<Inner>>, now: Option<Instant>) {
+        let waker = {
+            let mut inner = lock(inner);
+            let now = now.unwrap_or_else(|| inner.engine.newest());
+            inner.release(now)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding the lock cannot leave the counters half-updated in a way that
+    // matters more than refusing service: keep going with the inner state.
+    match inner.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// A slot in a [`SharedBulkhead`]; released on drop (waking the oldest waiter).
+#[must_use = "the slot is released when the guard is dropped"]
+pub struct BulkheadGuard {
+    inner: Option<Arc<Mutex<Inner>>>,
+}
+
+impl fmt::Debug for BulkheadGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadGuard").finish_non_exhaustive()
+    }
+}
+
+impl BulkheadGuard {
+    /// Releases the slot at `now` (dropping the guard releases it at the newest time the
+    /// bulkhead has seen).
+    pub fn release(mut self, now: Instant) {
+        if let Some(inner) = self.inner.take() {
+            SharedBulkhead::release(&inner, Some(now));
+        }
+    }
+}
+
+impl Drop for BulkheadGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            SharedBulkhead::release(&inner, None);
+        }
+    }
+}
+
+/// A queued call. Poll it until it resolves; drop it to give up.
+#[must_use = "a waiter does nothing unless polled; dropping it cancels the wait"]
+pub struct BulkheadWaiter {
+    bulkhead: SharedBulkhead,
+    id: WaiterId,
+    deadline: Instant,
+    done: bool,
+}
+
+impl fmt::Debug for BulkheadWaiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadWaiter")
+            .field("id", &self.id)
+            .field("deadline", &self.deadline)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl BulkheadWaiter {
+    /// The waiter's id.
+    #[must_use]
+    pub const fn id(&self) -> WaiterId {
+        self.id
+    }
+
+    /// When the wait ends in [`RejectReason::WaitedTooLong`]: arm a timer for it and poll
+    /// again when it fires.
+    #[must_use]
+    pub const fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Polls for the slot. `Ready(Ok)` hands over the guard; `Ready(Err)` carries
+    /// [`RejectReason::WaitedTooLong`] once `now` reaches the deadline; `Pending` stores the
+    /// task's waker (a release wakes it). After `Ready`, further polls return
+    /// `Ready(Err(WaitedTooLong))`.
+    pub fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
+        let timed_out = Poll::Ready(Err(BulkheadRejected {
+            reason: RejectReason::WaitedTooLong,
+        }));
+        if self.done {
+            return timed_out;
+        }
+        let mut inner = self.bulkhead.lock();
+        let now = inner.expire(now);
+        if inner.take_grant(self.id) {
+            self.done = true;
+            if now >= self.deadline {
+                // Granted, but collected too late: pass the slot on.
+                let waker = inner.release(now);
+                drop(inner);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                return timed_out;
+            }
+            return Poll::Ready(Ok(self.bulkhead.guard()));
+        }
+        match inner.queue.entries.iter_mut().find(|e| e.id == self.id) {
+            Some(entry) => {
+                match &mut entry.waker {
+                    Some(w) => w.clone_from(cx.waker()),
+                    slot @ None => *slot = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            None => {
+                // Expired by another caller's sweep.
+                self.done = true;
+                timed_out
+            }
+        }
+    }
+}
+
+impl Drop for BulkheadWaiter {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let waker = {
+            let mut inner = self.bulkhead.lock();
+            if inner.take_grant(self.id) {
+                let now = inner.engine.newest();
+                inner.release(now)
+            } else {
+                let Inner { engine, queue, .. } = &mut *inner;
+                let _ = engine.cancel(queue, self.id);
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}

@@ -1,1 +1,288 @@
-//! (being written)
+//! The shared GCRA rate limiter: one `AtomicU64` and compare-and-swap.
+//!
+//! [`SharedRateLimiter`] makes exactly the decision of [`RateLimiter`](crate::rate::RateLimiter)
+//! (see [`crate::rate`] for the algorithm and the burst semantics) through `&self`, so one
+//! limiter (in an `Arc`) can serve every task and thread.
+//!
+//! # Contract
+//!
+//! - The state is one `AtomicU64` holding the TAT in nanoseconds, updated by a strong
+//!   `compare_exchange`. A failed CAS retries with the value it read, so a request is only
+//!   rejected after it has seen a real TAT that denies it; there is no spurious rejection
+//!   (the seed used `compare_exchange_weak` and rejected callers that had tokens).
+//! - Concurrent checks at the same `now` never admit more than `burst` (model-checked by loom in
+//!   `core/tests/loom_gcra.rs`).
+//! - There is no shared "newest `now`" (that would be a second contended atomic). A `now` older
+//!   than one another thread used can only make a decision stricter: the TAT never moves
+//!   backwards, so an old `now` never rewinds the state or admits extra requests.
+//! - [`SharedRateLimiter::set_quota`] changes the quota at run time. It briefly stores a marker
+//!   (`u64::MAX`, never a TAT) in the state word while it writes the new quota; checks that see
+//!   the marker spin until it is gone. Every successful write to the state word strictly
+//!   increases the TAT (a check adds at least `T`, a quota change at least 1 ns: the TAT
+//!   saturates at `u64::MAX - 1`, 584 years after the epoch, where this stops holding), so the word
+//!   never returns to a value a check read earlier (no ABA): a check that read its quota before
+//!   a change cannot commit after it, and a check that commits was decided under the quota in
+//!   force at its CAS. No window admits extra requests.
+//!
+//! ```
+//! use core::num::NonZeroU32;
+//! use keel_core::rate::Quota;
+//! use keel_core::sync::gcra::SharedRateLimiter;
+//! use keel_core::Instant;
+//!
+//! let quota = Quota::per_second(NonZeroU32::new(2).unwrap())?;
+//! let limiter = std::sync::Arc::new(SharedRateLimiter::new(quota, Instant::ZERO));
+//! let now = Instant::from_millis(10);
+//! let admitted = (0..4)
+//!     .map(|_| {
+//!         let l = limiter.clone();
+//!         std::thread::spawn(move || l.check(now).is_ok())
+//!     })
+//!     .collect::<Vec<_>>()
+//!     .into_iter()
+//!     .map(|h| h.join().unwrap())
+//!     .filter(|ok| *ok)
+//!     .count();
+//! assert_eq!(admitted, 2);
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use core::num::NonZeroU32;
+
+use super::shim::{spin_hint, AtomicU64, Ordering};
+use crate::rate::gcra::{self, TAT_MAX};
+use crate::rate::{CheckNError, NotUntil, Quota, RateLimiterStats};
+use crate::time::Instant;
+
+/// The state word while a quota change is in progress. Never a TAT (those stop at `TAT_MAX`).
+const CHANGING: u64 = u64::MAX;
+
+/// A GCRA rate limiter shared by reference (`Send + Sync`); see the [module docs](self).
+#[derive(Debug)]
+pub struct SharedRateLimiter {
+    tat: AtomicU64,
+    t: AtomicU64,
+    burst: AtomicU64,
+    allowed: AtomicU64,
+    limited: AtomicU64,
+}
+
+impl SharedRateLimiter {
+    /// A limiter with its full burst available at `now`.
+    #[must_use]
+    pub fn new(quota: Quota, now: Instant) -> SharedRateLimiter {
+        SharedRateLimiter {
+            tat: AtomicU64::new(now.as_nanos().min(TAT_MAX)),
+            t: AtomicU64::new(quota.t_nanos()),
+            burst: AtomicU64::new(u64::from(quota.burst().get())),
+            allowed: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+        }
+    }
+
+    /// Loads a TAT that is not the change marker, and the quota (t, tau, burst) in force for it.
+    ///
+    /// With `validate`, the TAT is loaded again after the quota and the whole read is retried
+    /// unless it is unchanged (for readers that do not finish with a CAS on the TAT).
+    #[inline]
+    fn load(&self, validate: bool) -> (u64, u64, u64, u32) {
+        loop {
+            let tat = self.tat.load(Ordering::Acquire);
+            if tat == CHANGING {
+                spin_hint();
+                continue;
+            }
+            // The Acquire load above synchronises with the Release store that ended the last
+            // quota change (or with a check's CAS in its release sequence), so these see that
+            // change's values or a later change's. A later change is caught by the caller's CAS
+            // (or by `validate`): these Acquire loads then synchronise with its Release stores,
+            // so its marker CAS happens before the caller's next access to the TAT.
+            let t = self.t.load(Ordering::Acquire).max(1);
+            let burst = u32::try_from(self.burst.load(Ordering::Acquire))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            if validate && self.tat.load(Ordering::Acquire) != tat {
+                spin_hint();
+                continue;
+            }
+            let tau = t.saturating_mul(u64::from(burst - 1));
+            return (tat, t, tau, burst);
+        }
+    }
+
+    /// Admits one request at `now`, or says when it would be admitted.
+    #[inline]
+    #[must_use = "a rejected request must not proceed"]
+    pub fn check(&self, now: Instant) -> Result<(), NotUntil> {
+        let now = now.as_nanos();
+        let (mut tat, mut t, mut tau, _) = self.load(false);
+        loop {
+            match gcra::conform(tat, now, t, tau) {
+                Ok(next) => {
+                    match self
+                        .tat
+                        .compare_exchange(tat, next, Ordering::AcqRel, Ordering::Acquire)
+                    {
+                        Ok(_) => {
+                            self.allowed.fetch_add(1, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        // The TAT moved: reload it with the quota in force for it (a quota change
+                        // may have completed since our first read).
+                        Err(_) => (tat, t, tau, _) = self.load(false),
+                    }
+                }
+                Err(at) => {
+                    self.limited.fetch_add(1, Ordering::Relaxed);
+                    return Err(NotUntil {
+                        retry_at: Instant::from_nanos(at),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Admits `n` requests at once (all or none). `n = 0` is always admitted and changes
+    /// nothing; `n > burst` is [`CheckNError::InsufficientCapacity`].
+    #[must_use = "a rejected batch must not proceed"]
+    pub fn check_n(&self, now: Instant, n: u32) -> Result<(), CheckNError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let now = now.as_nanos();
+        let (mut tat, mut t, mut tau, mut burst) = self.load(false);
+        loop {
+            if n > burst {
+                self.limited.fetch_add(1, Ordering::Relaxed);
+                return Err(CheckNError::InsufficientCapacity { burst });
+            }
+            match gcra::conform_n(tat, now, t, tau, n) {
+                Ok(next) => {
+                    match self
+                        .tat
+                        .compare_exchange(tat, next, Ordering::AcqRel, Ordering::Acquire)
+                    {
+                        Ok(_) => {
+                            self.allowed.fetch_add(1, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        Err(_) => (tat, t, tau, burst) = self.load(false),
+                    }
+                }
+                Err(at) => {
+                    self.limited.fetch_add(1, Ordering::Relaxed);
+                    return Err(CheckNError::NotUntil {
+                        retry_at: Instant::from_nanos(at),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Would one request be admitted at `now`? Consumes nothing.
+    #[must_use = "peeking has no effect unless the answer is used"]
+    pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
+        let (tat, t, tau, _) = self.load(true);
+        gcra::conform(tat, now.as_nanos(), t, tau)
+            .map(|_| ())
+            .map_err(|at| NotUntil {
+                retry_at: Instant::from_nanos(at),
+            })
+    }
+
+    /// Would a batch of `n` be admitted at `now`? Consumes nothing.
+    #[must_use = "peeking has no effect unless the answer is used"]
+    pub fn peek_n(&self, now: Instant, n: u32) -> Result<(), CheckNError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let (tat, t, tau, burst) = self.load(true);
+        if n > burst {
+            return Err(CheckNError::InsufficientCapacity { burst });
+        }
+        gcra::conform_n(tat, now.as_nanos(), t, tau, n)
+            .map(|_| ())
+            .map_err(|at| CheckNError::NotUntil {
+                retry_at: Instant::from_nanos(at),
+            })
+    }
+
+    /// How many single requests would be admitted at `now`, between 0 and the burst.
+    #[must_use]
+    pub fn remaining(&self, now: Instant) -> u32 {
+        let (tat, t, tau, burst) = self.load(true);
+        gcra::remaining(tat, now.as_nanos(), t, tau, burst)
+    }
+
+    /// When the full burst is available again; `now` if it already is.
+    #[must_use]
+    pub fn reset_at(&self, now: Instant) -> Instant {
+        let (tat, ..) = self.load(true);
+        Instant::from_nanos(tat).max(now)
+    }
+
+    /// Switches to `quota` at `now`, with the guarantees of
+    /// [`RateLimiter::set_quota`](crate::rate::RateLimiter::set_quota).
+    ///
+    /// One difference, always on the conservative side: the shared form never moves the TAT
+    /// backwards and moves it at least 1 ns forward (see the module docs: every write must
+    /// advance the word). So where the `&mut` form would carry the debt over as fewer
+    /// nanoseconds (a faster rate, or a burst lowered below the debt), the shared form keeps
+    /// the old TAT until it drains: it may admit less than the `&mut` form for up to the old
+    /// `burst × T`, never more.
+    ///
+    /// Ordering: the change is linearised at the store that ends it. Checks that commit before
+    /// it were decided under the old quota and are carried over as debt; checks after it use
+    /// the new quota. Checks that arrive while it runs spin for the few instructions it takes;
+    /// concurrent changes are serialised the same way.
+    pub fn set_quota(&self, now: Instant, quota: Quota) {
+        let tat = loop {
+            let tat = self.tat.load(Ordering::Acquire);
+            if tat != CHANGING
+                && self
+                    .tat
+                    .compare_exchange(tat, CHANGING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break tat;
+            }
+            spin_hint();
+        };
+        let t_old = self.t.load(Ordering::Relaxed).max(1);
+        let burst_old = u32::try_from(self.burst.load(Ordering::Relaxed))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let carried = gcra::requota(
+            tat,
+            now.as_nanos(),
+            t_old,
+            burst_old,
+            quota.t_nanos(),
+            quota.burst().get(),
+        );
+        // The state word must move forward, or a check that read the old quota before the
+        // marker could find its old TAT again and commit after this change (ABA).
+        let next = carried.max(tat.saturating_add(1)).min(TAT_MAX);
+        self.t.store(quota.t_nanos(), Ordering::Release);
+        self.burst
+            .store(u64::from(quota.burst().get()), Ordering::Release);
+        self.tat.store(next, Ordering::Release);
+    }
+
+    /// The quota in force.
+    #[must_use]
+    pub fn quota(&self) -> Quota {
+        let (_, t, _, burst) = self.load(true);
+        // A validated read sees the fields one `Quota` wrote together.
+        Quota::from_parts(t, NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+    }
+
+    /// Counters (relaxed: each is exact, the pair is not a snapshot).
+    #[must_use]
+    pub fn stats(&self) -> RateLimiterStats {
+        RateLimiterStats {
+            allowed: self.allowed.load(Ordering::Relaxed),
+            limited: self.limited.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The GCRA decision, written once and shared by the `&mut` limiter, the atomic
+//! [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter) and the keyed limiter.
+//!
+//! All values are nanoseconds on the caller's clock. `t` is the emission interval (> 0), `tau`
+//! the tolerance `(burst - 1) * t`. The state is the theoretical arrival time (TAT); a TAT at or
+//! before `now` is the state of a fresh limiter.
+
+/// The largest TAT ever stored. `u64::MAX` itself is never a TAT, so the shared form can use
+/// it as its "quota change in progress" marker.
+pub(crate) const TAT_MAX: u64 = u64::MAX - 1;
+
+/// One request: `Ok(new_tat)` if it conforms at `now`, else `Err(earliest instant)`.
+#[inline(always)]
+pub(crate) fn conform(tat: u64, now: u64, t: u64, tau: u64) -> Result<u64, u64> {
+    let allow_at = tat.saturating_sub(tau);
+    if allow_at > now {
+        Err(allow_at)
+    } else {
+        let base = if tat > now { tat } else { now };
+        Ok(min(base.saturating_add(t), TAT_MAX))
+    }
+}
+
+/// `n` requests at once (`1 <= n <= burst`): all admitted or none.
+#[inline]
+pub(crate) fn conform_n(tat: u64, now: u64, t: u64, tau: u64, n: u32) -> Result<u64, u64> {
+    let weight = t.saturating_mul(u64::from(n.saturating_sub(1)));
+    let allow_at = tat.saturating_add(weight).saturating_sub(tau);
+    if allow_at > now {
+        Err(allow_at)
+    } else {
+        let base = if tat > now { tat } else { now };
+        Ok(min(base.saturating_add(weight).saturating_add(t), TAT_MAX))
+    }
+}
+
+/// How many single requests would conform at `now` (between 0 and `burst`).
+#[inline]
+pub(crate) fn remaining(tat: u64, now: u64, t: u64, tau: u64, burst: u32) -> u32 {
+    let base = if tat > now { tat } else { now };
+    let horizon = now.saturating_add(tau);
+    if base > horizon {
+        return 0;
+    }
+    let fit = (horizon - base) / t;
+    let fit = u32::try_from(fit).unwrap_or(u32::MAX).saturating_add(1);
+    if fit > burst {
+        burst
+    } else {
+        fit
+    }
+}
+
+/// The TAT after switching quota `(t_old, burst_old)` to `(t_new, burst_new)` at `now`.
+///
+/// The capacity left at `now` is carried over, measured in requests (fractional): with `d` the
+/// debt `tat - now`, the old quota has `burst_old - d / t_old` requests available; the new state
+/// keeps `min(that, burst_new)` available, rounding the new debt up to the nanosecond. The TAT
+/// can move backwards (a faster rate makes the same used requests cost less time).
+pub(crate) fn requota(
+    tat: u64,
+    now: u64,
+    t_old: u64,
+    burst_old: u32,
+    t_new: u64,
+    burst_new: u32,
+) -> u64 {
+    let t_old128 = u128::from(t_old.max(1));
+    let t_new128 = u128::from(t_new);
+    let debt = u128::from(tat.saturating_sub(now));
+    // (burst_new - available_old) * t_old, where available_old = burst_old - debt / t_old.
+    let x =
+        (u128::from(burst_new) * t_old128 + debt).saturating_sub(u128::from(burst_old) * t_old128);
+    let q = x / t_old128;
+    let r = x % t_old128;
+    let new_debt = q * t_new128 + (r * t_new128).div_ceil(t_old128);
+    let new_debt = u64::try_from(new_debt).unwrap_or(u64::MAX);
+    min(now.saturating_add(new_debt), TAT_MAX)
+}
+
+#[inline(always)]
+fn min(a: u64, b: u64) -> u64 {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}

@@ -1,0 +1,779 @@
+//! A keyed GCRA limiter (per IP, per user, per queue) whose memory is bounded by construction.
+//!
+//! # What it protects against
+//!
+//! A per-client limiter that remembers every client is itself a DoS vector: an attacker
+//! rotating source addresses (one IPv6 /64 holds 2^64 of them) grows its map without bound. The
+//! seed's threat analysis asks for rate limiting at enqueue, per user or IP; this is that
+//! limiter with a hard memory ceiling.
+//!
+//! # Contract
+//!
+//! - At most `max_keys` keys are tracked. All storage (an entry array of `max_keys` slots and
+//!   an open-addressing index of `next_power_of_two(2 × max_keys)` `u32` slots, so the load
+//!   factor stays at or below 1/2) is allocated in [`KeyedRateLimiter::new`]; checks never
+//!   allocate (cloning a key type that owns heap memory, like `String`, is the caller's
+//!   allocation). [`KeyedRateLimiter::memory_bytes`] reports the table's footprint, which never
+//!   changes after construction.
+//! - Each key has exactly the GCRA state of [`RateLimiter`](super::RateLimiter): same burst
+//!   semantics, same `NotUntil`, same errors.
+//! - **Idle keys are reclaimed** during normal checks: a key whose TAT is at or before `now`
+//!   is in exactly the state of a key never seen, so forgetting it changes no decision. Each
+//!   check examines two entries with a clock hand over the entry array (amortised O(1)), and an
+//!   insert into a full table first tries the least recently used key.
+//! - **A full table** (every key still active) follows [`Full`]: [`Full::RejectNew`] (the
+//!   default) rejects a new key with [`KeyedError::TableFull`] and never over-admits;
+//!   [`Full::EvictLeastRecentlyUsed`] forgets the least recently used key, which is a
+//!   **fail-open for that key**: its debt is dropped and it gets a fresh burst when it returns.
+//!   A denied request counts as use, so an abuser that keeps hammering stays most recent.
+//! - Keys are hashed with SipHash-1-3 (the algorithm of std's `HashMap`), written here for
+//!   `no_std` and keyed by the 128-bit [`KeyedConfigBuilder::hash_seed`]. Seed it from the OS
+//!   (adapters do) so an attacker cannot pick keys that collide; the default seed is a fixed
+//!   constant, fine for keys an attacker does not choose. Even under collisions memory stays
+//!   bounded: only the probe length (CPU) suffers.
+//! - Every operation is O(1) expected (O(1) LRU relinking, linear probing with backward-shift
+//!   deletion, no tombstones); [`KeyedRateLimiter::set_quota`] is O(len).
+//!
+//! # Defaults
+//!
+//! `full = Full::RejectNew` (fail closed: a limiter should not admit more because it is under
+//! attack), `hash_seed` = a fixed constant. `quota` and `max_keys` are required.
+//!
+//! ```
+//! use core::num::NonZeroU32;
+//! use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedRateLimiter};
+//! use keel_core::rate::Quota;
+//! use keel_core::Instant;
+//!
+//! let config = KeyedConfig::builder()
+//!     .quota(Quota::per_second(NonZeroU32::new(1).unwrap())?)
+//!     .max_keys(2)
+//!     .full(Full::RejectNew)
+//!     .hash_seed(0x0123_4567_89ab_cdef_0011_2233_4455_6677)
+//!     .build()?;
+//! let now = Instant::from_secs(1);
+//! let mut limiter = KeyedRateLimiter::<u128>::new(config, now);
+//! assert!(limiter.check(now, &1).is_ok());
+//! assert!(limiter.check(now, &2).is_ok());
+//! assert!(matches!(limiter.check(now, &1), Err(KeyedError::NotUntil { .. })));
+//! assert_eq!(limiter.check(now, &3), Err(KeyedError::TableFull));
+//! assert_eq!(limiter.len(), 2);
+//! // One second later keys 1 and 2 are idle again: their slots are reclaimed.
+//! let later = Instant::from_secs(2);
+//! assert!(limiter.check(later, &3).is_ok());
+//! assert!(limiter.len() <= 2);
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use alloc::vec::Vec;
+use core::hash::{Hash, Hasher};
+use core::mem::size_of;
+use core::num::NonZeroU32;
+
+use super::gcra;
+use super::{CheckNError, Quota};
+use crate::error::ConfigError;
+use crate::time::{Instant, Monotonic};
+
+/// The largest `max_keys` accepted (2^30: the index then holds 2^31 `u32` slots).
+pub const MAX_KEYS_LIMIT: usize = 1 << 30;
+
+const NIL: u32 = u32::MAX;
+const SWEEP_PER_CHECK: usize = 2;
+const DEFAULT_SEED: u128 = 0x6b65_656c_2d72_6174_652d_6b65_7965_6421;
+
+/// What a full table does with a new key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Full {
+    /// Reject the new key with [`KeyedError::TableFull`] (fail closed; the default).
+    #[default]
+    RejectNew,
+    /// Forget the least recently used key to make room. That key's debt is dropped: a
+    /// fail-open for it.
+    EvictLeastRecentlyUsed,
+}
+
+/// The configuration of a [`KeyedRateLimiter`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyedConfig {
+    quota: Quota,
+    max_keys: usize,
+    full: Full,
+    hash_seed: u128,
+}
+
+impl KeyedConfig {
+    /// Starts a builder.
+    #[must_use]
+    pub fn builder() -> KeyedConfigBuilder {
+        KeyedConfigBuilder::default()
+    }
+
+    /// The per-key quota.
+    #[must_use]
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// The most keys tracked at once.
+    #[must_use]
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// The full-table policy.
+    #[must_use]
+    pub fn full(&self) -> Full {
+        self.full
+    }
+}
+
+/// Builds a [`KeyedConfig`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyedConfigBuilder {
+    quota: Option<Quota>,
+    max_keys: usize,
+    full: Full,
+    hash_seed: Option<u128>,
+}
+
+impl KeyedConfigBuilder {
+    /// The quota each key gets (required).
+    #[must_use]
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
+    /// The most keys tracked at once (required, 1..=[`MAX_KEYS_LIMIT`]). Memory is allocated
+    /// for all of them up front.
+    #[must_use]
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// What a full table does with a new key (default [`Full::RejectNew`]).
+    #[must_use]
+    pub fn full(mut self, full: Full) -> Self {
+        self.full = full;
+        self
+    }
+
+    /// The 128-bit SipHash key. Use a secret random value (from the OS) when keys come from
+    /// the network; the default is a fixed constant.
+    #[must_use]
+    pub fn hash_seed(mut self, seed: u128) -> Self {
+        self.hash_seed = Some(seed);
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Zero`] for a missing quota or zero `max_keys`,
+    /// [`ConfigError::OutOfRange`] for `max_keys` above [`MAX_KEYS_LIMIT`].
+    pub fn build(self) -> Result<KeyedConfig, ConfigError> {
+        let quota = self.quota.ok_or(ConfigError::Zero { field: "quota" })?;
+        if self.max_keys == 0 {
+            return Err(ConfigError::Zero { field: "max_keys" });
+        }
+        if self.max_keys > MAX_KEYS_LIMIT {
+            return Err(ConfigError::OutOfRange {
+                field: "max_keys",
+                expected: "at most 2^30 keys",
+            });
+        }
+        Ok(KeyedConfig {
+            quota,
+            max_keys: self.max_keys,
+            full: self.full,
+            hash_seed: self.hash_seed.unwrap_or(DEFAULT_SEED),
+        })
+    }
+}
+
+/// Why a keyed check was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyedError {
+    /// The key is over its rate: retry at `retry_at`, if nothing else is admitted first.
+    #[error("rate limited: retry at {retry_at:?} (or raise the quota)")]
+    NotUntil {
+        /// The earliest instant at which the request would be admitted.
+        retry_at: Instant,
+    },
+    /// The batch is larger than the burst and can never be admitted at once.
+    #[error("a batch larger than the burst ({burst}) can never be admitted: split it or raise the burst")]
+    InsufficientCapacity {
+        /// The quota's burst.
+        burst: u32,
+    },
+    /// The table is full of active keys and the policy is [`Full::RejectNew`].
+    #[error("the keyed rate limiter is full of active keys: raise `max_keys` or use `Full::EvictLeastRecentlyUsed`")]
+    TableFull,
+}
+
+impl From<CheckNError> for KeyedError {
+    fn from(e: CheckNError) -> Self {
+        match e {
+            CheckNError::NotUntil { retry_at } => KeyedError::NotUntil { retry_at },
+            CheckNError::InsufficientCapacity { burst } => {
+                KeyedError::InsufficientCapacity { burst }
+            }
+        }
+    }
+}
+
+/// Counters of a [`KeyedRateLimiter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyedStats {
+    /// Checks admitted.
+    pub allowed: u64,
+    /// Checks rejected by the rate (`NotUntil`, `InsufficientCapacity`).
+    pub limited: u64,
+    /// Active keys forgotten to make room ([`Full::EvictLeastRecentlyUsed`]).
+    pub evicted: u64,
+    /// Idle keys forgotten (no decision changes).
+    pub reclaimed: u64,
+    /// New keys rejected because the table was full ([`Full::RejectNew`]).
+    pub rejected_full: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Entry<K> {
+    key: Option<K>,
+    hash: u64,
+    tat: u64,
+    prev: u32,
+    next: u32,
+}
+
+/// One GCRA state per key, at most `max_keys` of them; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct KeyedRateLimiter<K> {
+    t: u64,
+    tau: u64,
+    burst: NonZeroU32,
+    full: Full,
+    k0: u64,
+    k1: u64,
+    clock: Monotonic,
+    entries: Vec<Entry<K>>,
+    index: Vec<u32>,
+    mask: usize,
+    max_keys: usize,
+    len: usize,
+    head: u32,
+    tail: u32,
+    free: u32,
+    cursor: usize,
+    stats: KeyedStats,
+}
+
+impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
+    /// Allocates the whole table (see [`KeyedRateLimiter::memory_bound`]).
+    #[must_use]
+    pub fn new(config: KeyedConfig, now: Instant) -> Self {
+        let max_keys = config.max_keys.clamp(1, MAX_KEYS_LIMIT);
+        let slots = index_slots(max_keys);
+        let index = alloc::vec![0u32; slots];
+        KeyedRateLimiter {
+            t: config.quota.t_nanos(),
+            tau: config.quota.tau(),
+            burst: config.quota.burst(),
+            full: config.full,
+            k0: config.hash_seed as u64,
+            k1: (config.hash_seed >> 64) as u64,
+            clock: Monotonic::new(now),
+            entries: Vec::with_capacity(max_keys),
+            index,
+            mask: slots - 1,
+            max_keys,
+            len: 0,
+            head: NIL,
+            tail: NIL,
+            free: NIL,
+            cursor: 0,
+            stats: KeyedStats::default(),
+        }
+    }
+
+    /// The table's footprint for `max_keys` keys: entry array plus index, in bytes (heap
+    /// memory owned by the keys themselves not included).
+    #[must_use]
+    pub fn memory_bound(max_keys: usize) -> usize {
+        let max_keys = max_keys.clamp(1, MAX_KEYS_LIMIT);
+        max_keys
+            .saturating_mul(size_of::<Entry<K>>())
+            .saturating_add(index_slots(max_keys).saturating_mul(size_of::<u32>()))
+    }
+
+    /// The bytes this table holds (entry array and index capacities); fixed at construction.
+    #[must_use]
+    pub fn memory_bytes(&self) -> usize {
+        self.entries
+            .capacity()
+            .saturating_mul(size_of::<Entry<K>>())
+            .saturating_add(self.index.capacity().saturating_mul(size_of::<u32>()))
+    }
+
+    /// Keys tracked now (never above [`capacity`](Self::capacity)).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No key tracked.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `max_keys`.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.max_keys
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> KeyedStats {
+        self.stats
+    }
+
+    /// The per-key quota in force.
+    #[must_use]
+    pub fn quota(&self) -> Quota {
+        Quota::from_parts(self.t, self.burst)
+    }
+
+    /// Admits one request for `key` at `now`, or says when it would be admitted.
+    #[must_use = "a rejected request must not proceed"]
+    pub fn check(&mut self, now: Instant, key: &K) -> Result<(), KeyedError> {
+        self.check_n(now, key, 1)
+    }
+
+    /// Admits `n` requests for `key` at once (all or none). `n = 0` is always admitted and
+    /// changes nothing; `n > burst` is [`KeyedError::InsufficientCapacity`].
+    #[must_use = "a rejected request must not proceed"]
+    pub fn check_n(&mut self, now: Instant, key: &K, n: u32) -> Result<(), KeyedError> {
+        let now = self.clock.observe(now).as_nanos();
+        self.sweep(now);
+        if n == 0 {
+            return Ok(());
+        }
+        if n > self.burst.get() {
+            self.stats.limited = self.stats.limited.wrapping_add(1);
+            return Err(KeyedError::InsufficientCapacity {
+                burst: self.burst.get(),
+            });
+        }
+        let hash = self.hash(key);
+        match self.find(key, hash) {
+            Found::At(idx) => {
+                self.touch(idx);
+                let Some(entry) = self.entries.get_mut(idx as usize) else {
+                    return Err(KeyedError::TableFull);
+                };
+                match gcra::conform_n(entry.tat, now, self.t, self.tau, n) {
+                    Ok(tat) => {
+                        entry.tat = tat;
+                        self.stats.allowed = self.stats.allowed.wrapping_add(1);
+                        Ok(())
+                    }
+                    Err(at) => {
+                        self.stats.limited = self.stats.limited.wrapping_add(1);
+                        Err(KeyedError::NotUntil {
+                            retry_at: Instant::from_nanos(at),
+                        })
+                    }
+                }
+            }
+            Found::Vacant(_) | Found::Broken => {
+                // A fresh key has TAT = now, so `n <= burst` always conforms.
+                let tat = match gcra::conform_n(now, now, self.t, self.tau, n) {
+                    Ok(tat) => tat,
+                    Err(at) => {
+                        self.stats.limited = self.stats.limited.wrapping_add(1);
+                        return Err(KeyedError::NotUntil {
+                            retry_at: Instant::from_nanos(at),
+                        });
+                    }
+                };
+                self.insert(now, key, hash, tat)?;
+                self.stats.allowed = self.stats.allowed.wrapping_add(1);
+                Ok(())
+            }
+        }
+    }
+
+    /// Would one request for `key` be admitted at `now`? Consumes nothing.
+    #[must_use = "peeking has no effect unless the answer is used"]
+    pub fn peek(&self, now: Instant, key: &K) -> Result<(), KeyedError> {
+        let now = now.max(self.clock.get()).as_nanos();
+        match self.find(key, self.hash(key)) {
+            Found::At(idx) => match self.entries.get(idx as usize) {
+                Some(e) => gcra::conform(e.tat, now, self.t, self.tau)
+                    .map(|_| ())
+                    .map_err(|at| KeyedError::NotUntil {
+                        retry_at: Instant::from_nanos(at),
+                    }),
+                None => Ok(()),
+            },
+            Found::Vacant(_) | Found::Broken => {
+                if self.len >= self.max_keys && self.full == Full::RejectNew && !self.tail_idle(now)
+                {
+                    Err(KeyedError::TableFull)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// How many single requests `key` could make at `now` (between 0 and the burst).
+    #[must_use]
+    pub fn remaining(&self, now: Instant, key: &K) -> u32 {
+        let now = now.max(self.clock.get()).as_nanos();
+        let tat = match self.find(key, self.hash(key)) {
+            Found::At(idx) => self.entries.get(idx as usize).map_or(now, |e| e.tat),
+            Found::Vacant(_) | Found::Broken => now,
+        };
+        gcra::remaining(tat, now, self.t, self.tau, self.burst.get())
+    }
+
+    /// Switches every key to `quota` at `now` with the guarantees of
+    /// [`RateLimiter::set_quota`](super::RateLimiter::set_quota). O(len).
+    pub fn set_quota(&mut self, now: Instant, quota: Quota) {
+        let now = self.clock.observe(now).as_nanos();
+        let (t_old, b_old) = (self.t, self.burst.get());
+        let (t_new, b_new) = (quota.t_nanos(), quota.burst().get());
+        for e in self.entries.iter_mut().filter(|e| e.key.is_some()) {
+            e.tat = gcra::requota(e.tat, now, t_old, b_old, t_new, b_new);
+        }
+        self.t = t_new;
+        self.tau = quota.tau();
+        self.burst = quota.burst();
+    }
+
+    fn hash(&self, key: &K) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    fn find(&self, key: &K, hash: u64) -> Found {
+        let mut i = (hash as usize) & self.mask;
+        for _ in 0..self.index.len() {
+            match self.index.get(i) {
+                Some(0) => return Found::Vacant(i),
+                Some(&s) => {
+                    let idx = s - 1;
+                    if let Some(e) = self.entries.get(idx as usize) {
+                        if e.hash == hash && e.key.as_ref() == Some(key) {
+                            return Found::At(idx);
+                        }
+                    }
+                }
+                None => return Found::Broken,
+            }
+            i = (i + 1) & self.mask;
+        }
+        Found::Broken
+    }
+
+    fn tail_idle(&self, now: u64) -> bool {
+        self.entries
+            .get(self.tail as usize)
+            .is_some_and(|e| e.tat <= now)
+    }
+
+    fn insert(&mut self, now: u64, key: &K, hash: u64, tat: u64) -> Result<(), KeyedError> {
+        if self.len >= self.max_keys {
+            let tail = self.tail;
+            if self.tail_idle(now) {
+                self.remove(tail);
+                self.stats.reclaimed = self.stats.reclaimed.wrapping_add(1);
+            } else if self.full == Full::EvictLeastRecentlyUsed && tail != NIL {
+                self.remove(tail);
+                self.stats.evicted = self.stats.evicted.wrapping_add(1);
+            } else {
+                self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
+                return Err(KeyedError::TableFull);
+            }
+        }
+        // A removal may have shifted the probe sequence: look for the slot again.
+        let Found::Vacant(slot) = self.find(key, hash) else {
+            self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
+            return Err(KeyedError::TableFull);
+        };
+        let entry = Entry {
+            key: Some(key.clone()),
+            hash,
+            tat,
+            prev: NIL,
+            next: NIL,
+        };
+        let idx = if self.free != NIL {
+            let idx = self.free;
+            let Some(e) = self.entries.get_mut(idx as usize) else {
+                return Err(KeyedError::TableFull);
+            };
+            self.free = e.next;
+            *e = entry;
+            idx
+        } else if self.entries.len() < self.max_keys {
+            self.entries.push(entry);
+            (self.entries.len() - 1) as u32
+        } else {
+            self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
+            return Err(KeyedError::TableFull);
+        };
+        if let Some(s) = self.index.get_mut(slot) {
+            *s = idx + 1;
+        }
+        self.push_front(idx);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Forgets up to `SWEEP_PER_CHECK` idle keys under the clock hand.
+    fn sweep(&mut self, now: u64) {
+        for _ in 0..SWEEP_PER_CHECK {
+            if self.len == 0 || self.entries.is_empty() {
+                return;
+            }
+            if self.cursor >= self.entries.len() {
+                self.cursor = 0;
+            }
+            let idx = self.cursor;
+            self.cursor += 1;
+            let idle = self
+                .entries
+                .get(idx)
+                .is_some_and(|e| e.key.is_some() && e.tat <= now);
+            if idle {
+                self.remove(idx as u32);
+                self.stats.reclaimed = self.stats.reclaimed.wrapping_add(1);
+            }
+        }
+    }
+
+    fn remove(&mut self, idx: u32) {
+        let Some(hash) = self
+            .entries
+            .get(idx as usize)
+            .filter(|e| e.key.is_some())
+            .map(|e| e.hash)
+        else {
+            return;
+        };
+        // Find the index slot holding `idx`, then delete it by backward shift.
+        let mut i = (hash as usize) & self.mask;
+        let mut found = false;
+        for _ in 0..self.index.len() {
+            match self.index.get(i) {
+                Some(&s) if s == idx + 1 => {
+                    found = true;
+                    break;
+                }
+                Some(0) | None => break,
+                Some(_) => i = (i + 1) & self.mask,
+            }
+        }
+        if found {
+            self.delete_slot(i);
+        }
+        self.unlink(idx);
+        if let Some(e) = self.entries.get_mut(idx as usize) {
+            e.key = None;
+            e.prev = NIL;
+            e.next = self.free;
+            self.free = idx;
+        }
+        self.len = self.len.saturating_sub(1);
+    }
+
+    fn delete_slot(&mut self, mut hole: usize) {
+        let mut j = hole;
+        for _ in 0..self.index.len() {
+            j = (j + 1) & self.mask;
+            let s = match self.index.get(j) {
+                Some(&s) if s != 0 => s,
+                _ => break,
+            };
+            let home = self
+                .entries
+                .get((s - 1) as usize)
+                .map_or(j, |e| (e.hash as usize) & self.mask);
+            // The entry at `j` may fill the hole unless its home lies cyclically in (hole, j].
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                if let Some(h) = self.index.get_mut(hole) {
+                    *h = s;
+                }
+                hole = j;
+            }
+        }
+        if let Some(h) = self.index.get_mut(hole) {
+            *h = 0;
+        }
+    }
+
+    fn unlink(&mut self, idx: u32) {
+        let (prev, next) = match self.entries.get(idx as usize) {
+            Some(e) => (e.prev, e.next),
+            None => return,
+        };
+        match self.entries.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match self.entries.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    fn push_front(&mut self, idx: u32) {
+        let old = self.head;
+        if let Some(e) = self.entries.get_mut(idx as usize) {
+            e.prev = NIL;
+            e.next = old;
+        }
+        match self.entries.get_mut(old as usize) {
+            Some(o) => o.prev = idx,
+            None => self.tail = idx,
+        }
+        self.head = idx;
+    }
+
+    fn touch(&mut self, idx: u32) {
+        if self.head != idx {
+            self.unlink(idx);
+            self.push_front(idx);
+        }
+    }
+}
+
+enum Found {
+    At(u32),
+    Vacant(usize),
+    /// Only if the index invariants were broken (cannot happen): treated as "not found".
+    Broken,
+}
+
+fn index_slots(max_keys: usize) -> usize {
+    max_keys.saturating_mul(2).next_power_of_two().max(2)
+}
+
+/// SipHash-1-3 (Aumasson and Bernstein; the variant behind std's `HashMap`), keyed by 128 bits.
+///
+/// Written here because `core` has no keyed hasher. Feeding the same bytes through
+/// [`Hasher::write`] gives the same value as std's `DefaultHasher` for keys `(0, 0)`.
+#[derive(Clone, Debug)]
+pub struct SipHasher13 {
+    v0: u64,
+    v1: u64,
+    v2: u64,
+    v3: u64,
+    tail: u64,
+    ntail: usize,
+    length: usize,
+}
+
+impl SipHasher13 {
+    /// A hasher keyed by `(k0, k1)`.
+    #[must_use]
+    pub const fn new_with_keys(k0: u64, k1: u64) -> SipHasher13 {
+        SipHasher13 {
+            v0: k0 ^ 0x736f_6d65_7073_6575,
+            v1: k1 ^ 0x646f_7261_6e64_6f6d,
+            v2: k0 ^ 0x6c79_6765_6e65_7261,
+            v3: k1 ^ 0x7465_6462_7974_6573,
+            tail: 0,
+            ntail: 0,
+            length: 0,
+        }
+    }
+
+    #[inline]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+
+    #[inline]
+    fn compress(&mut self, m: u64) {
+        let mut v = [self.v0, self.v1, self.v2, self.v3 ^ m];
+        Self::round(&mut v);
+        let [v0, v1, v2, v3] = v;
+        self.v0 = v0 ^ m;
+        self.v1 = v1;
+        self.v2 = v2;
+        self.v3 = v3;
+    }
+}
+
+impl Hasher for SipHasher13 {
+    fn write(&mut self, msg: &[u8]) {
+        self.length = self.length.wrapping_add(msg.len());
+        let mut rest = msg;
+        if self.ntail != 0 {
+            let needed = 8 - self.ntail;
+            let take = needed.min(rest.len());
+            let (head, tail) = rest.split_at(take);
+            for (j, b) in head.iter().enumerate() {
+                self.tail |= u64::from(*b) << (8 * (self.ntail + j));
+            }
+            rest = tail;
+            if take < needed {
+                self.ntail += take;
+                return;
+            }
+            let m = self.tail;
+            self.compress(m);
+            self.tail = 0;
+            self.ntail = 0;
+        }
+        let mut chunks = rest.chunks_exact(8);
+        for c in &mut chunks {
+            let m = c
+                .iter()
+                .rev()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            self.compress(m);
+        }
+        let rem = chunks.remainder();
+        for (j, b) in rem.iter().enumerate() {
+            self.tail |= u64::from(*b) << (8 * j);
+        }
+        self.ntail = rem.len();
+    }
+
+    fn finish(&self) -> u64 {
+        let b = ((self.length as u64 & 0xff) << 56) | self.tail;
+        let mut v = [self.v0, self.v1, self.v2, self.v3 ^ b];
+        Self::round(&mut v);
+        v[0] ^= b;
+        v[2] ^= 0xff;
+        Self::round(&mut v);
+        Self::round(&mut v);
+        Self::round(&mut v);
+        v[0] ^ v[1] ^ v[2] ^ v[3]
+    }
+}

@@ -1,0 +1,490 @@
+//! Scenario tests for the bulkhead, on a simulated clock.
+
+use core::time::Duration;
+
+use keel_core::bulkhead::{
+    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    WaiterId,
+};
+use keel_core::{ConfigError, Instant};
+
+const T0: Instant = Instant::from_secs(10);
+
+fn ms(n: u64) -> Instant {
+    T0 + Duration::from_millis(n)
+}
+
+fn config(max_concurrent: usize, max_queue: usize, max_wait_ms: u64) -> BulkheadConfig {
+    BulkheadConfig::builder()
+        .max_concurrent(max_concurrent)
+        .max_queue(max_queue)
+        .max_wait(Duration::from_millis(max_wait_ms))
+        .build()
+        .expect("valid config")
+}
+
+fn admitted(a: Admission) -> BulkheadPermit {
+    match a {
+        Admission::Admitted(p) => p,
+        other => panic!("expected Admitted, got {other:?}"),
+    }
+}
+
+fn queued(a: Admission) -> (WaiterId, Instant) {
+    match a {
+        Admission::Queued { waiter, deadline } => (waiter, deadline),
+        other => panic!("expected Queued, got {other:?}"),
+    }
+}
+
+fn events<const Q: usize>(bh: &mut Bulkhead<Q>) -> Vec<BulkheadEvent> {
+    core::iter::from_fn(|| bh.poll_event()).collect()
+}
+
+#[test]
+fn defaults_follow_resilience4j() {
+    let c = BulkheadConfig::default();
+    assert_eq!(
+        (c.max_concurrent(), c.max_queue(), c.max_wait()),
+        (25, 0, Duration::ZERO)
+    );
+    assert_eq!(BulkheadConfig::builder().build(), Ok(c));
+}
+
+#[test]
+fn invalid_configs_are_rejected() {
+    assert_eq!(
+        BulkheadConfig::builder().max_concurrent(0).build(),
+        Err(ConfigError::Zero {
+            field: "max_concurrent"
+        })
+    );
+    assert!(matches!(
+        BulkheadConfig::builder().max_queue(3).build(),
+        Err(ConfigError::Conflict {
+            field: "max_queue",
+            other: "max_wait",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn admits_up_to_max_concurrent_then_sheds_without_a_queue() {
+    let mut bh: Bulkhead = Bulkhead::new(config(2, 0, 0), T0);
+    let a = admitted(bh.on_request(T0));
+    let _b = admitted(bh.on_request(T0));
+    assert_eq!(bh.on_request(T0), Admission::Rejected(RejectReason::Full));
+    assert_eq!(bh.in_flight(), 2);
+    assert_eq!(bh.on_release(ms(1), a), Release::Freed);
+    let _c = admitted(bh.on_request(ms(1)));
+    let s = bh.stats();
+    assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 1, 2, 2));
+    assert_eq!(bh.poll_timeout(), None);
+}
+
+#[test]
+fn bulkhead_sheds_when_the_queue_is_full() {
+    let mut bh: Bulkhead<8> = Bulkhead::new(config(1, 2, 100), T0);
+    let _p = admitted(bh.on_request(T0));
+    let (w0, d0) = queued(bh.on_request(T0));
+    assert_eq!((w0.get(), d0), (0, ms(100)));
+    let (w1, d1) = queued(bh.on_request(ms(5)));
+    assert_eq!((w1.get(), d1), (1, ms(105)));
+    assert_eq!(
+        bh.on_request(ms(6)),
+        Admission::Rejected(RejectReason::QueueFull)
+    );
+    assert_eq!(
+        bh.on_request(ms(7)),
+        Admission::Rejected(RejectReason::QueueFull)
+    );
+    let s = bh.stats();
+    assert_eq!(
+        (s.queued, s.shed_queue_full, s.queue_len, s.peak_queue),
+        (2, 2, 2, 2)
+    );
+    assert_eq!(s.shed(), 2);
+}
+
+#[test]
+fn queue_is_capped_by_the_ring_capacity() {
+    let mut bh: Bulkhead<2> = Bulkhead::new(config(1, 100, 100), T0);
+    assert_eq!(bh.queue_capacity(), 2);
+    let _p = admitted(bh.on_request(T0));
+    let _ = queued(bh.on_request(T0));
+    let _ = queued(bh.on_request(T0));
+    assert_eq!(
+        bh.on_request(T0),
+        Admission::Rejected(RejectReason::QueueFull)
+    );
+}
+
+#[test]
+fn release_promotes_the_oldest_waiter() {
+    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 3, 100), T0);
+    let p = admitted(bh.on_request(T0));
+    let (w0, _) = queued(bh.on_request(ms(1)));
+    let (w1, _) = queued(bh.on_request(ms(2)));
+    let (w2, _) = queued(bh.on_request(ms(3)));
+    let p0 = match bh.on_release(ms(10), p) {
+        Release::Promoted { waiter, permit } => {
+            assert_eq!(waiter, w0);
+            permit
+        }
+        Release::Freed => panic!("nobody promoted"),
+    };
+    assert_eq!(bh.in_flight(), 1);
+    assert_eq!(bh.queue_len(), 2);
+    assert_eq!(bh.poll_timeout(), Some(ms(102)));
+    match bh.on_release(ms(11), p0) {
+        Release::Promoted { waiter, permit } => {
+            assert_eq!(waiter, w1);
+            drop(permit);
+        }
+        Release::Freed => panic!("nobody promoted"),
+    }
+    assert_eq!(
+        events(&mut bh),
+        vec![
+            BulkheadEvent::Promoted { waiter: w0 },
+            BulkheadEvent::Promoted { waiter: w1 }
+        ]
+    );
+    assert_eq!(bh.poll_timeout(), Some(ms(103)));
+    assert!(bh.on_cancel(ms(12), w2));
+    assert_eq!(bh.poll_timeout(), None);
+    let s = bh.stats();
+    assert_eq!(
+        (s.admitted, s.promoted, s.queued, s.cancelled),
+        (3, 2, 3, 1)
+    );
+}
+
+#[test]
+fn a_waiter_past_its_max_wait_is_always_rejected() {
+    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 2, 100), T0);
+    let p = admitted(bh.on_request(T0));
+    let (w0, d0) = queued(bh.on_request(T0));
+    let (w1, d1) = queued(bh.on_request(ms(50)));
+    assert_eq!((d0, d1), (ms(100), ms(150)));
+    assert_eq!(bh.poll_timeout(), Some(ms(100)));
+    bh.handle_timeout(ms(99)); // early: a no-op
+    assert_eq!(bh.queue_len(), 2);
+    bh.handle_timeout(ms(100));
+    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w0 }]);
+    assert_eq!(bh.poll_timeout(), Some(ms(150)));
+    // A release after w1's deadline does not admit it even if handle_timeout was never called.
+    assert_eq!(bh.on_release(ms(150), p), Release::Freed);
+    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w1 }]);
+    assert_eq!(bh.stats().shed_timeout, 2);
+    assert_eq!(bh.stats().in_flight, 0);
+    assert!(
+        !bh.on_cancel(ms(151), w1),
+        "an expired waiter cannot be cancelled"
+    );
+}
+
+#[test]
+fn expired_waiters_free_room_in_the_queue_for_new_requests() {
+    let mut bh: Bulkhead<1> = Bulkhead::new(config(1, 1, 100), T0);
+    let _p = admitted(bh.on_request(T0));
+    let (w0, _) = queued(bh.on_request(T0));
+    assert_eq!(
+        bh.on_request(ms(99)),
+        Admission::Rejected(RejectReason::QueueFull)
+    );
+    let (w1, d1) = queued(bh.on_request(ms(100)));
+    assert_ne!(w0, w1);
+    assert_eq!(d1, ms(200));
+    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w0 }]);
+}
+
+#[test]
+fn cancelling_a_middle_waiter_keeps_fifo_order() {
+    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 4, 100), T0);
+    let p = admitted(bh.on_request(T0));
+    let (w0, _) = queued(bh.on_request(T0));
+    let (w1, _) = queued(bh.on_request(T0));
+    let (w2, _) = queued(bh.on_request(T0));
+    assert!(bh.on_cancel(T0, w1));
+    assert!(!bh.on_cancel(T0, w1));
+    let order: Vec<WaiterId> = {
+        let mut out = vec![];
+        let mut permit = p;
+        while let Release::Promoted {
+            waiter,
+            permit: next,
+        } = bh.on_release(ms(1), permit)
+        {
+            out.push(waiter);
+            permit = next;
+        }
+        out
+    };
+    assert_eq!(order, vec![w0, w2]);
+    assert_eq!(bh.in_flight(), 0);
+}
+
+#[test]
+fn try_request_never_queues() {
+    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 4, 100), T0);
+    let p = bh.on_try_request(T0).expect("a free slot");
+    assert_eq!(bh.on_try_request(T0), Err(RejectReason::Full));
+    assert_eq!(bh.queue_len(), 0);
+    assert_eq!(bh.on_release(T0, p), Release::Freed);
+    assert_eq!(bh.stats().shed_full, 1);
+}
+
+#[test]
+fn events_beyond_capacity_drop_the_oldest_and_are_counted() {
+    let mut bh: Bulkhead<2> = Bulkhead::new(config(1, 2, 10), T0);
+    let _p = admitted(bh.on_request(T0));
+    let _ = queued(bh.on_request(T0));
+    let _ = queued(bh.on_request(T0));
+    bh.handle_timeout(ms(10));
+    let (w2, _) = queued(bh.on_request(ms(10)));
+    bh.handle_timeout(ms(20));
+    let evs = events(&mut bh);
+    assert_eq!(evs.len(), 2);
+    assert_eq!(evs[1], BulkheadEvent::Expired { waiter: w2 });
+    assert_eq!(bh.stats().events_dropped, 1);
+}
+
+#[test]
+fn does_not_panic_on_extreme_inputs() {
+    let c = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(2)
+        .max_wait(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut bh: Bulkhead<2> = Bulkhead::new(c, Instant::MAX);
+    let p = admitted(bh.on_request(Instant::ZERO));
+    let (w, d) = queued(bh.on_request(Instant::MAX));
+    assert_eq!(d, Instant::MAX);
+    bh.handle_timeout(Instant::MAX);
+    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w }]);
+    assert_eq!(bh.poll_timeout(), None);
+    assert_eq!(bh.on_release(Instant::ZERO, p), Release::Freed);
+    // a permit from elsewhere: counts stay at zero
+    let mut other: Bulkhead = Bulkhead::new(config(1, 0, 0), T0);
+    let stray = admitted(other.on_request(T0));
+    assert_eq!(bh.on_release(Instant::ZERO, stray), Release::Freed);
+    assert_eq!(bh.in_flight(), 0);
+}
+
+#[test]
+fn a_zero_capacity_ring_sheds_at_once() {
+    let mut bh: Bulkhead<0> = Bulkhead::new(config(1, 5, 100), T0);
+    assert_eq!(bh.queue_capacity(), 0);
+    let _p = admitted(bh.on_request(T0));
+    assert_eq!(bh.on_request(T0), Admission::Rejected(RejectReason::Full));
+}
+
+#[cfg(feature = "std")]
+mod shared {
+    use super::{config, ms, T0};
+    use core::task::{Context, Poll, Waker};
+    use keel_core::bulkhead::RejectReason;
+    use keel_core::sync::bulkhead::{
+        Acquire, BulkheadGuard, BulkheadRejected, BulkheadWaiter, SharedBulkhead,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct CountingWaker(AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<CountingWaker>, Waker) {
+        let c = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn wait(a: Acquire) -> BulkheadWaiter {
+        match a {
+            Acquire::Wait(w) => w,
+            Acquire::Ready(r) => panic!("expected to wait, got {r:?}"),
+        }
+    }
+
+    fn ready(a: Acquire) -> Result<BulkheadGuard, BulkheadRejected> {
+        match a {
+            Acquire::Ready(r) => r,
+            Acquire::Wait(w) => panic!("expected an answer, got {w:?}"),
+        }
+    }
+
+    fn poll(
+        w: &mut BulkheadWaiter,
+        waker: &Waker,
+        now: keel_core::Instant,
+    ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
+        w.poll(&mut Context::from_waker(waker), now)
+    }
+
+    #[test]
+    fn guard_is_send_and_static() {
+        fn assert_send_static<T: Send + Sync + 'static>() {}
+        assert_send_static::<BulkheadGuard>();
+        assert_send_static::<SharedBulkhead>();
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<BulkheadWaiter>();
+    }
+
+    #[test]
+    fn shared_try_acquire_sheds_when_full_and_drop_releases() {
+        let bh = SharedBulkhead::new(config(2, 0, 0), T0);
+        let a = bh.try_acquire().unwrap();
+        let b = bh.clone().try_acquire().unwrap();
+        assert_eq!(bh.try_acquire().unwrap_err().reason(), RejectReason::Full);
+        assert_eq!(
+            ready(bh.acquire(T0)).unwrap_err().reason(),
+            RejectReason::Full
+        );
+        drop(a);
+        assert_eq!(bh.stats().in_flight, 1);
+        let _c = bh.try_acquire().unwrap();
+        b.release(ms(1));
+        let s = bh.stats();
+        assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 2, 1, 2));
+    }
+
+    #[test]
+    fn a_released_slot_wakes_the_oldest_waiter() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let g = bh.try_acquire().unwrap();
+        let mut w0 = wait(bh.acquire(ms(1)));
+        let mut w1 = wait(bh.acquire(ms(2)));
+        assert_eq!(w0.deadline(), ms(101));
+        assert_eq!(
+            bh.try_acquire().unwrap_err().reason(),
+            RejectReason::Full,
+            "no queue jumping"
+        );
+        let (c0, k0) = counting();
+        let (c1, k1) = counting();
+        assert!(poll(&mut w0, &k0, ms(3)).is_pending());
+        assert!(poll(&mut w1, &k1, ms(3)).is_pending());
+        drop(g);
+        assert_eq!(c0.0.load(Ordering::SeqCst), 1);
+        assert_eq!(c1.0.load(Ordering::SeqCst), 0);
+        let g0 = match poll(&mut w0, &k0, ms(4)) {
+            Poll::Ready(Ok(g)) => g,
+            other => panic!("{other:?}"),
+        };
+        assert!(poll(&mut w1, &k1, ms(4)).is_pending());
+        drop(g0);
+        assert_eq!(c1.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(poll(&mut w1, &k1, ms(5)), Poll::Ready(Ok(_))));
+        let s = bh.stats();
+        assert_eq!((s.promoted, s.in_flight, s.queue_len), (2, 0, 0));
+    }
+
+    #[test]
+    fn a_shared_waiter_past_its_deadline_is_rejected() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let _g = bh.try_acquire().unwrap();
+        let mut w = wait(bh.acquire(T0));
+        let (_c, k) = counting();
+        assert!(poll(&mut w, &k, ms(99)).is_pending());
+        match poll(&mut w, &k, ms(100)) {
+            Poll::Ready(Err(e)) => assert_eq!(e.reason(), RejectReason::WaitedTooLong),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(poll(&mut w, &k, ms(101)), Poll::Ready(Err(_))));
+        assert_eq!(bh.stats().shed_timeout, 1);
+        assert_eq!(bh.stats().queue_len, 0);
+    }
+
+    #[test]
+    fn a_slot_granted_but_collected_after_the_deadline_is_passed_on() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let g = bh.try_acquire().unwrap();
+        let mut w0 = wait(bh.acquire(T0));
+        let mut w1 = wait(bh.acquire(ms(50)));
+        let (c1, k1) = counting();
+        assert!(poll(&mut w1, &k1, ms(50)).is_pending());
+        g.release(ms(60)); // w0 is promoted in time
+        match poll(&mut w0, &k1, ms(100)) {
+            Poll::Ready(Err(e)) => assert_eq!(e.reason(), RejectReason::WaitedTooLong),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c1.0.load(Ordering::SeqCst), 1, "w1 was woken with the slot");
+        assert!(matches!(poll(&mut w1, &k1, ms(100)), Poll::Ready(Ok(_))));
+    }
+
+    #[test]
+    fn dropping_a_waiter_cancels_it_and_a_granted_one_passes_the_slot_on() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let g = bh.try_acquire().unwrap();
+        let w0 = wait(bh.acquire(T0));
+        let w1 = wait(bh.acquire(T0));
+        let mut w2 = wait(bh.acquire(T0));
+        drop(w1);
+        assert_eq!(bh.stats().cancelled, 1);
+        assert_eq!(bh.stats().queue_len, 2);
+        drop(g); // grants w0, which never polls
+        drop(w0); // passes it to w2
+        let (_c, k) = counting();
+        assert!(matches!(poll(&mut w2, &k, ms(1)), Poll::Ready(Ok(_))));
+        assert_eq!(
+            bh.stats().in_flight,
+            0,
+            "the guard from the poll was dropped"
+        );
+    }
+
+    #[test]
+    fn shared_queue_full_is_rejected() {
+        let bh = SharedBulkhead::new(config(1, 1, 100), T0);
+        let _g = bh.try_acquire().unwrap();
+        let _w = wait(bh.acquire(T0));
+        assert_eq!(
+            ready(bh.acquire(T0)).unwrap_err().reason(),
+            RejectReason::QueueFull
+        );
+        assert_eq!(
+            ready(bh.acquire(T0)).unwrap_err().to_string(),
+            "bulkhead queue full: raise max_queue or max_concurrent"
+        );
+    }
+
+    #[test]
+    fn threads_never_exceed_max_concurrent() {
+        let bh = SharedBulkhead::new(config(2, 0, 0), T0);
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let bh = bh.clone();
+                let running = running.clone();
+                let peak = peak.clone();
+                std::thread::spawn(move || {
+                    let mut ran = 0;
+                    for _ in 0..2_000 {
+                        if let Ok(g) = bh.try_acquire() {
+                            let n = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(n, Ordering::SeqCst);
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            drop(g);
+                            ran += 1;
+                        }
+                    }
+                    ran
+                })
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(peak.load(Ordering::SeqCst) <= 2);
+        let s = bh.stats();
+        assert_eq!(s.admitted, total);
+        assert_eq!(s.admitted + s.shed_full, 8_000);
+        assert_eq!(s.in_flight, 0);
+    }
+}

@@ -1,0 +1,208 @@
+//! Property tests for the bulkhead against a reference model: the queue never exceeds its
+//! bound, a waiter is never admitted at or after its deadline, in-flight never goes negative
+//! or above the limit, FIFO promotion, and no input panics (time going back, `Duration::MAX`).
+
+use std::collections::VecDeque;
+
+use core::time::Duration;
+
+use keel_core::bulkhead::{
+    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    WaiterId,
+};
+use keel_core::Instant;
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Request,
+    TryRequest,
+    Release(usize),
+    Cancel(usize),
+    Timeout,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => Just(Op::Request),
+        1 => Just(Op::TryRequest),
+        4 => any::<usize>().prop_map(Op::Release),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        2 => Just(Op::Timeout),
+    ]
+}
+
+fn step() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        3 => 0i64..50,
+        1 => -50i64..0,
+        1 => Just(i64::MAX),
+    ]
+}
+
+fn max_wait() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        (1u64..100).prop_map(Duration::from_nanos),
+        Just(Duration::MAX)
+    ]
+}
+
+/// The model: FIFO of (id, deadline) and an in-flight count.
+struct Model {
+    max_concurrent: usize,
+    bound: usize,
+    max_wait: Duration,
+    in_flight: usize,
+    queue: VecDeque<(WaiterId, Instant)>,
+}
+
+impl Model {
+    fn expire(&mut self, now: Instant) -> Vec<WaiterId> {
+        let mut out = vec![];
+        while let Some(&(id, d)) = self.queue.front() {
+            if d > now {
+                break;
+            }
+            self.queue.pop_front();
+            out.push(id);
+        }
+        out
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bulkhead_matches_the_reference_model(
+        max_concurrent in 1usize..4,
+        max_queue in 0usize..6,
+        max_wait in max_wait(),
+        start in prop_oneof![Just(0u64), any::<u64>()],
+        ops in proptest::collection::vec((op(), step()), 0..80),
+    ) {
+        let mut b = BulkheadConfig::builder().max_concurrent(max_concurrent).max_queue(max_queue);
+        if max_queue > 0 { b = b.max_wait(max_wait); }
+        let config = b.build().unwrap();
+        let mut bh: Bulkhead<4> = Bulkhead::new(config, Instant::from_nanos(start));
+        let mut model = Model {
+            max_concurrent,
+            bound: max_queue.min(4),
+            max_wait,
+            in_flight: 0,
+            queue: VecDeque::new(),
+        };
+        prop_assert_eq!(bh.queue_capacity(), model.bound);
+        let mut permits: Vec<BulkheadPermit> = vec![];
+        let mut deadlines: Vec<(WaiterId, Instant)> = vec![];
+        let mut raw = start;
+        let mut newest = start;
+        for (op, step) in ops {
+            raw = if step >= 0 { raw.saturating_add(step as u64) } else { raw.saturating_sub(step.unsigned_abs()) };
+            let calls = !(matches!(op, Op::Release(_)) && permits.is_empty());
+            if calls { newest = newest.max(raw); }
+            let now = Instant::from_nanos(raw);
+            let clamped = Instant::from_nanos(newest);
+            let expired = if calls { model.expire(clamped) } else { vec![] };
+            let mut promoted_expected = None;
+            match op {
+                Op::Request => {
+                    let got = bh.on_request(now);
+                    if model.in_flight < model.max_concurrent && model.queue.is_empty() {
+                        model.in_flight += 1;
+                        prop_assert!(matches!(got, Admission::Admitted(_)));
+                    } else if model.bound == 0 {
+                        prop_assert_eq!(&got, &Admission::Rejected(RejectReason::Full));
+                    } else if model.queue.len() >= model.bound {
+                        prop_assert_eq!(&got, &Admission::Rejected(RejectReason::QueueFull));
+                    } else {
+                        let Admission::Queued { waiter, deadline } = got else {
+                            return Err(TestCaseError::fail(format!("expected Queued, got {got:?}")));
+                        };
+                        prop_assert_eq!(deadline, clamped + model.max_wait);
+                        model.queue.push_back((waiter, deadline));
+                        deadlines.push((waiter, deadline));
+                    }
+                    if let Admission::Admitted(p) = got { permits.push(p); }
+                }
+                Op::TryRequest => {
+                    match bh.on_try_request(now) {
+                        Ok(p) => {
+                            prop_assert!(model.in_flight < model.max_concurrent && model.queue.is_empty());
+                            model.in_flight += 1;
+                            permits.push(p);
+                        }
+                        Err(r) => {
+                            prop_assert_eq!(r, RejectReason::Full);
+                            prop_assert!(model.in_flight >= model.max_concurrent || !model.queue.is_empty());
+                        }
+                    }
+                }
+                Op::Release(i) => {
+                    if !permits.is_empty() {
+                        let p = permits.swap_remove(i % permits.len());
+                        model.in_flight -= 1;
+                        if model.in_flight < model.max_concurrent {
+                            if let Some((id, deadline)) = model.queue.pop_front() {
+                                model.in_flight += 1;
+                                promoted_expected = Some((id, deadline));
+                            }
+                        }
+                        match bh.on_release(now, p) {
+                            Release::Freed => prop_assert!(promoted_expected.is_none()),
+                            Release::Promoted { waiter, permit } => {
+                                let (id, deadline) = promoted_expected.expect("model promotes too");
+                                prop_assert_eq!(waiter, id);
+                                prop_assert!(clamped < deadline, "admitted at or after its deadline");
+                                permits.push(permit);
+                            }
+                        }
+                    }
+                }
+                Op::Cancel(i) => {
+                    if !deadlines.is_empty() {
+                        let (id, _) = deadlines[i % deadlines.len()];
+                        let in_model = model.queue.iter().position(|&(w, _)| w == id);
+                        if let Some(pos) = in_model { model.queue.remove(pos); }
+                        prop_assert_eq!(bh.on_cancel(now, id), in_model.is_some());
+                    } else {
+                        prop_assert!(!bh.on_cancel(now, fake_id()));
+                    }
+                }
+                Op::Timeout => {
+                    bh.handle_timeout(now);
+                    if let Some(t) = bh.poll_timeout() {
+                        prop_assert!(t > clamped, "poll_timeout not after handle_timeout");
+                    }
+                }
+            }
+            let evs: Vec<BulkheadEvent> = core::iter::from_fn(|| bh.poll_event()).collect();
+            let mut want: Vec<BulkheadEvent> = expired.into_iter().map(|waiter| BulkheadEvent::Expired { waiter }).collect();
+            if let Some((waiter, _)) = promoted_expected { want.push(BulkheadEvent::Promoted { waiter }); }
+            prop_assert_eq!(evs, want);
+            let s = bh.stats();
+            prop_assert_eq!(s.in_flight, model.in_flight);
+            prop_assert_eq!(s.in_flight, permits.len());
+            prop_assert!(s.in_flight <= max_concurrent);
+            prop_assert_eq!(s.queue_len, model.queue.len());
+            prop_assert!(s.queue_len <= model.bound);
+            prop_assert_eq!(bh.poll_timeout(), model.queue.front().map(|&(_, d)| d));
+            prop_assert_eq!(s.queued, s.promoted + s.shed_timeout + s.cancelled + s.queue_len as u64);
+        }
+    }
+}
+
+fn fake_id() -> WaiterId {
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(1)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut bh: Bulkhead<1> = Bulkhead::new(config, Instant::ZERO);
+    let _p = bh.on_request(Instant::ZERO);
+    match bh.on_request(Instant::ZERO) {
+        Admission::Queued { waiter, .. } => waiter,
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,148 @@
+//! Health aggregation: readiness and liveness with reasons.
+
+use core::time::Duration;
+
+use keel_core::bulkhead::{Admission, Bulkhead, BulkheadConfig};
+use keel_core::health::{BreakerImpact, ComponentState, HealthReport, Reason};
+use keel_core::shutdown::{Shutdown, ShutdownConfig};
+use keel_core::Instant;
+
+#[test]
+fn an_empty_report_is_ready_and_live() {
+    let r = HealthReport::<4>::new();
+    assert!(r.is_ready() && r.is_live());
+    assert_eq!(r.to_string(), "ready=true live=true reasons=[]");
+    assert_eq!(
+        (r.readiness_status_code(), r.liveness_status_code()),
+        (200, 200)
+    );
+}
+
+#[test]
+fn accept_paused_on_a_shortage_is_not_ready_but_live() {
+    let r = HealthReport::<4>::new().with("accept", ComponentState::accept_paused("EMFILE"));
+    assert!(!r.is_ready());
+    assert!(r.is_live());
+    assert_eq!(
+        r.to_string(),
+        "ready=false live=true reasons=[accept: paused (EMFILE)]"
+    );
+}
+
+#[test]
+fn draining_is_not_ready_but_live_and_prints_the_probe_line() {
+    let r = HealthReport::<4>::new()
+        .with("accept", ComponentState::accept_paused("EMFILE"))
+        .with("shutdown", ComponentState::draining());
+    assert_eq!(
+        r.to_string(),
+        "ready=false live=true reasons=[accept: paused (EMFILE); shutdown: draining]"
+    );
+    assert_eq!(r.readiness_status_code(), 503);
+    assert_eq!(r.liveness_status_code(), 200);
+}
+
+#[test]
+fn only_a_fatal_listener_fails_liveness() {
+    let r = HealthReport::<4>::new()
+        .with("accept", ComponentState::accept_stopped("EBADF"))
+        .with("bulkhead", ComponentState::bulkhead_saturated());
+    assert!(!r.is_ready());
+    assert!(!r.is_live());
+    let live: Vec<String> = r.liveness().reasons().map(|c| c.to_string()).collect();
+    assert_eq!(live, vec!["accept: stopped (EBADF)"]);
+    let ready: Vec<&str> = r.readiness().reasons().map(|c| c.name).collect();
+    assert_eq!(ready, vec!["accept", "bulkhead"]);
+    assert_eq!(r.liveness_status_code(), 503);
+}
+
+#[test]
+fn an_open_breaker_degrades_by_default_and_can_deny_readiness() {
+    assert_eq!(BreakerImpact::default(), BreakerImpact::Degrade);
+    let r =
+        HealthReport::<4>::new().with("db", ComponentState::breaker_open(BreakerImpact::Degrade));
+    assert!(r.is_ready() && r.is_live());
+    assert_eq!(r.to_string(), "ready=true live=true reasons=[db: open]");
+    assert_eq!(r.readiness().reasons().count(), 0);
+
+    let r =
+        HealthReport::<4>::new().with("db", ComponentState::breaker_open(BreakerImpact::NotReady));
+    assert!(!r.is_ready() && r.is_live());
+}
+
+#[test]
+fn healthy_components_are_not_listed() {
+    let r = HealthReport::<2>::new()
+        .with("a", ComponentState::Healthy)
+        .with(
+            "b",
+            ComponentState::Degraded(Reason::with_detail("slow", "p99 2s")),
+        )
+        .with("c", ComponentState::Healthy);
+    assert_eq!(r.reasons().count(), 1);
+    assert_eq!(
+        r.to_string(),
+        "ready=true live=true reasons=[b: slow (p99 2s)]"
+    );
+}
+
+#[test]
+fn components_beyond_capacity_still_count_toward_the_verdict() {
+    let mut r = HealthReport::<1>::new();
+    assert!(r.add("a", ComponentState::Degraded(Reason::new("slow"))));
+    assert!(!r.add("b", ComponentState::Fatal(Reason::new("gone"))));
+    assert!(!r.add("c", ComponentState::draining()));
+    assert!(!r.is_ready());
+    assert!(!r.is_live());
+    assert_eq!(r.omitted(), 2);
+    assert_eq!(
+        r.to_string(),
+        "ready=false live=false reasons=[a: slow; +2 more]"
+    );
+    let r0 = HealthReport::<0>::new().with("x", ComponentState::draining());
+    assert_eq!(r0.to_string(), "ready=false live=true reasons=[+1 more]");
+}
+
+#[test]
+fn maps_a_shutdown_machine_state() {
+    let config = ShutdownConfig::builder()
+        .grace_period(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut sd = Shutdown::new(config, Instant::ZERO);
+    assert_eq!(
+        ComponentState::from_shutdown(sd.state()),
+        ComponentState::Healthy
+    );
+    let _t = sd.on_work_started(Instant::ZERO);
+    let _ = sd.on_signal(Instant::ZERO);
+    assert_eq!(
+        ComponentState::from_shutdown(sd.state()),
+        ComponentState::draining()
+    );
+    let _ = sd.stop_now(Instant::ZERO);
+    let stopped = ComponentState::from_shutdown(sd.state());
+    assert!(!stopped.is_ready() && stopped.is_live());
+    assert_eq!(stopped.reason(), Some(Reason::new("stopped")));
+}
+
+#[test]
+fn maps_a_bulkhead_saturation() {
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(1)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut bh: Bulkhead<1> = Bulkhead::new(config, Instant::ZERO);
+    let state = |bh: &Bulkhead<1>| ComponentState::from_bulkhead(&bh.stats(), bh.config());
+    assert_eq!(state(&bh), ComponentState::Healthy);
+    let _p = bh.on_request(Instant::ZERO);
+    assert_eq!(state(&bh), ComponentState::Healthy);
+    assert!(matches!(
+        bh.on_request(Instant::ZERO),
+        Admission::Queued { .. }
+    ));
+    assert_eq!(state(&bh), ComponentState::bulkhead_saturated());
+    assert!(!state(&bh).is_ready());
+}

@@ -1,0 +1,374 @@
+//! Scenario tests for the GCRA rate limiter (`&mut` and shared forms) on a simulated clock.
+
+use core::num::NonZeroU32;
+use core::time::Duration;
+
+use keel_core::rate::{CheckNError, NotUntil, Quota, RateLimiter, RateLimiterStats};
+use keel_core::sync::gcra::SharedRateLimiter;
+use keel_core::{ConfigError, Instant};
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+fn ms(n: u64) -> Instant {
+    Instant::from_millis(n)
+}
+
+#[test]
+fn a_fresh_limiter_admits_exactly_burst_at_one_instant() {
+    let quota = Quota::per_second(nz(10))
+        .unwrap()
+        .with_burst(nz(3))
+        .unwrap();
+    let mut l = RateLimiter::new(quota, ms(1000));
+    assert_eq!(l.check(ms(1000)), Ok(()));
+    assert_eq!(l.check(ms(1000)), Ok(()));
+    assert_eq!(l.check(ms(1000)), Ok(()));
+    assert_eq!(l.check(ms(1000)), Err(NotUntil { retry_at: ms(1100) }));
+    assert_eq!(
+        l.stats(),
+        RateLimiterStats {
+            allowed: 3,
+            limited: 1
+        }
+    );
+}
+
+#[test]
+fn per_second_defaults_burst_to_count_like_governor() {
+    let q = Quota::per_second(nz(5)).unwrap();
+    assert_eq!(q.burst().get(), 5);
+    assert_eq!(q.emission_interval(), Duration::from_millis(200));
+    assert_eq!(q.tolerance(), Duration::from_millis(800));
+    assert_eq!(q.replenish_all(), Duration::from_secs(1));
+    let q = Quota::with_period(Duration::from_secs(2)).unwrap();
+    assert_eq!(q.burst().get(), 1);
+    assert_eq!(q.tolerance(), Duration::ZERO);
+}
+
+#[test]
+fn emission_interval_rounds_up_so_the_rate_never_exceeds_the_quota() {
+    let q = Quota::per_second(nz(3)).unwrap();
+    assert_eq!(q.emission_interval(), Duration::from_nanos(333_333_334));
+    let q = Quota::per_second(nz(1_000_000_000)).unwrap();
+    assert_eq!(q.emission_interval(), Duration::from_nanos(1));
+}
+
+#[test]
+fn invalid_quotas_are_config_errors() {
+    assert!(matches!(
+        Quota::per_second(nz(1_000_000_001)),
+        Err(ConfigError::OutOfRange { field: "count", .. })
+    ));
+    assert_eq!(
+        Quota::new(nz(1), Duration::ZERO),
+        Err(ConfigError::Zero { field: "period" })
+    );
+    assert!(matches!(
+        Quota::new(nz(1), Duration::MAX),
+        Err(ConfigError::Overflow {
+            field: "period",
+            ..
+        })
+    ));
+    let long = Quota::with_period(Duration::from_nanos(u64::MAX / 2)).unwrap();
+    assert!(long.with_burst(nz(2)).is_ok());
+    assert!(matches!(
+        long.with_burst(nz(3)),
+        Err(ConfigError::Overflow { field: "burst", .. })
+    ));
+    assert_eq!(
+        Quota::builder().period(Duration::from_secs(1)).build(),
+        Err(ConfigError::Zero { field: "count" })
+    );
+    assert_eq!(
+        Quota::builder()
+            .count(1)
+            .period(Duration::from_secs(1))
+            .burst(0)
+            .build(),
+        Err(ConfigError::Zero { field: "burst" })
+    );
+    assert_eq!(
+        Quota::builder()
+            .count(100)
+            .period(Duration::from_secs(60))
+            .burst(10)
+            .build(),
+        Quota::per_minute(nz(100)).unwrap().with_burst(nz(10))
+    );
+}
+
+#[test]
+fn retry_at_is_exactly_when_the_next_request_conforms() {
+    let quota = Quota::per_second(nz(2)).unwrap(); // T = 500 ms, burst 2
+    let mut l = RateLimiter::new(quota, ms(0));
+    assert!(l.check(ms(0)).is_ok());
+    assert!(l.check(ms(0)).is_ok());
+    let e = l.check(ms(100)).unwrap_err();
+    assert_eq!(e.retry_at, ms(500));
+    assert_eq!(e.wait_time_from(ms(100)), Duration::from_millis(400));
+    assert_eq!(e.wait_time_from(ms(900)), Duration::ZERO);
+    assert_eq!(
+        l.check(Instant::from_nanos(499_999_999))
+            .unwrap_err()
+            .retry_at,
+        ms(500)
+    );
+    assert!(l.check(ms(500)).is_ok());
+    assert_eq!(l.check(ms(500)).unwrap_err().retry_at, ms(1000));
+}
+
+#[test]
+fn time_going_backwards_is_clamped_not_rewound() {
+    let quota = Quota::per_second(nz(1)).unwrap();
+    let mut l = RateLimiter::new(quota, ms(5000));
+    assert!(l.check(ms(5000)).is_ok());
+    // An older `now` is treated as 5000 ms: still one interval to wait.
+    assert_eq!(l.check(ms(10)), Err(NotUntil { retry_at: ms(6000) }));
+    assert_eq!(l.check(Instant::ZERO), Err(NotUntil { retry_at: ms(6000) }));
+    assert!(l.check(ms(6000)).is_ok());
+}
+
+#[test]
+fn check_n_above_burst_is_insufficient_capacity_not_a_retry() {
+    let quota = Quota::per_second(nz(10))
+        .unwrap()
+        .with_burst(nz(4))
+        .unwrap();
+    let mut l = RateLimiter::new(quota, ms(0));
+    assert_eq!(
+        l.check_n(ms(0), 5),
+        Err(CheckNError::InsufficientCapacity { burst: 4 })
+    );
+    assert_eq!(
+        l.check_n(ms(0), u32::MAX),
+        Err(CheckNError::InsufficientCapacity { burst: 4 })
+    );
+    assert_eq!(
+        CheckNError::InsufficientCapacity { burst: 4 }.retry_at(),
+        None
+    );
+    assert_eq!(l.check_n(ms(0), 0), Ok(()));
+    assert_eq!(l.check_n(ms(0), 3), Ok(()));
+    // One left: a batch of 2 waits one interval.
+    assert_eq!(
+        l.check_n(ms(0), 2),
+        Err(CheckNError::NotUntil { retry_at: ms(100) })
+    );
+    assert_eq!(l.check_n(ms(100), 2), Ok(()));
+    assert_eq!(
+        l.stats(),
+        RateLimiterStats {
+            allowed: 2,
+            limited: 3
+        }
+    );
+}
+
+#[test]
+fn peek_does_not_consume() {
+    let quota = Quota::per_second(nz(1)).unwrap();
+    let mut l = RateLimiter::new(quota, ms(0));
+    for _ in 0..5 {
+        assert_eq!(l.peek(ms(0)), Ok(()));
+        assert_eq!(l.peek_n(ms(0), 1), Ok(()));
+    }
+    assert_eq!(
+        l.peek_n(ms(0), 2),
+        Err(CheckNError::InsufficientCapacity { burst: 1 })
+    );
+    assert!(l.check(ms(0)).is_ok());
+    assert_eq!(l.peek(ms(0)), Err(NotUntil { retry_at: ms(1000) }));
+    assert_eq!(
+        l.stats(),
+        RateLimiterStats {
+            allowed: 1,
+            limited: 0
+        }
+    );
+}
+
+#[test]
+fn remaining_and_reset_at_give_the_rate_limit_headers() {
+    let quota = Quota::per_second(nz(10)).unwrap(); // T = 100 ms, burst 10
+    let mut l = RateLimiter::new(quota, ms(0));
+    assert_eq!(l.remaining(ms(0)), 10);
+    assert_eq!(l.reset_at(ms(0)), ms(0));
+    for _ in 0..4 {
+        assert!(l.check(ms(0)).is_ok());
+    }
+    assert_eq!(l.remaining(ms(0)), 6);
+    assert_eq!(l.reset_at(ms(0)), ms(400));
+    assert_eq!(l.remaining(ms(150)), 7);
+    for _ in 0..7 {
+        assert!(l.check(ms(150)).is_ok());
+    }
+    assert_eq!(l.remaining(ms(150)), 0);
+    assert_eq!(l.reset_at(ms(150)), ms(1100));
+    assert_eq!(l.remaining(ms(2000)), 10);
+    assert_eq!(l.reset_at(ms(2000)), ms(2000));
+}
+
+#[test]
+fn raising_the_burst_at_run_time_adds_no_capacity_at_the_switch_instant() {
+    let mut l = RateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0));
+    assert!(l.check(ms(0)).is_ok());
+    assert_eq!(l.remaining(ms(0)), 1);
+    l.set_quota(ms(0), Quota::per_second(nz(100)).unwrap());
+    // The old state allowed 1 more at this instant: so does the new one.
+    assert_eq!(l.remaining(ms(0)), 1);
+    assert!(l.check(ms(0)).is_ok());
+    assert!(l.check(ms(0)).is_err());
+    // Then it refills at the new rate (10 ms per request).
+    assert_eq!(l.remaining(ms(100)), 10);
+}
+
+#[test]
+fn lowering_the_burst_at_run_time_caps_the_capacity_left() {
+    let mut l = RateLimiter::new(Quota::per_second(nz(100)).unwrap(), ms(0));
+    for _ in 0..50 {
+        assert!(l.check(ms(0)).is_ok());
+    }
+    l.set_quota(ms(0), Quota::per_second(nz(10)).unwrap());
+    // 50 were still allowed; the new burst is 10: 10 now, then one per 100 ms.
+    assert_eq!(l.remaining(ms(0)), 10);
+    assert_eq!(l.quota(), Quota::per_second(nz(10)).unwrap());
+    let mut admitted = 0;
+    while l.check(ms(0)).is_ok() {
+        admitted += 1;
+    }
+    assert_eq!(admitted, 10);
+    assert_eq!(l.check(ms(0)), Err(NotUntil { retry_at: ms(100) }));
+}
+
+#[test]
+fn raising_the_rate_carries_the_used_requests_not_the_time() {
+    let mut l = RateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0)); // T = 500 ms
+    assert!(l.check(ms(0)).is_ok());
+    assert!(l.check(ms(0)).is_ok());
+    // Both requests used; at 10x the rate and the same burst they are repaid 10x faster.
+    l.set_quota(
+        ms(0),
+        Quota::per_second(nz(20))
+            .unwrap()
+            .with_burst(nz(2))
+            .unwrap(),
+    );
+    assert_eq!(l.check(ms(0)), Err(NotUntil { retry_at: ms(50) }));
+    assert_eq!(l.remaining(ms(100)), 2);
+}
+
+#[test]
+fn shared_set_quota_is_never_more_permissive_than_the_mut_form() {
+    let mut m = RateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0));
+    let s = SharedRateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0));
+    for _ in 0..2 {
+        assert!(m.check(ms(0)).is_ok());
+        assert!(s.check(ms(0)).is_ok());
+    }
+    let faster = Quota::per_second(nz(20))
+        .unwrap()
+        .with_burst(nz(2))
+        .unwrap();
+    m.set_quota(ms(0), faster);
+    s.set_quota(ms(0), faster);
+    // The shared form keeps the old TAT (1 s, plus the 1 ns every change adds) until it
+    // drains: conservative.
+    assert_eq!(m.remaining(ms(100)), 2);
+    assert_eq!(s.remaining(ms(100)), 0);
+    let retry_at = Instant::from_nanos(950_000_001);
+    assert_eq!(s.check(ms(100)), Err(NotUntil { retry_at }));
+    assert_eq!(s.remaining(retry_at), 1);
+    assert_eq!(s.remaining(ms(1001)), 2);
+}
+
+#[test]
+fn switching_to_a_full_limiter_with_a_smaller_burst_admits_the_new_burst() {
+    let mut l = RateLimiter::new(Quota::per_second(nz(100)).unwrap(), ms(0));
+    l.set_quota(ms(0), Quota::per_second(nz(3)).unwrap());
+    let mut admitted = 0;
+    while l.check(ms(0)).is_ok() {
+        admitted += 1;
+    }
+    assert_eq!(admitted, 3);
+}
+
+#[test]
+fn extreme_inputs_do_not_panic() {
+    let huge = Quota::with_period(Duration::from_nanos(u64::MAX)).unwrap();
+    let mut l = RateLimiter::new(huge, Instant::ZERO);
+    assert!(l.check(Instant::ZERO).is_ok());
+    assert!(l.check(Instant::from_secs(1)).is_err());
+    let _ = l.check_n(Instant::MAX, u32::MAX);
+    let _ = l.remaining(Instant::MAX);
+    let _ = l.reset_at(Instant::MAX);
+    l.set_quota(Instant::MAX, Quota::per_second(nz(1_000_000_000)).unwrap());
+    let _ = l.check(Instant::MAX);
+    let _ = l.check(Instant::ZERO);
+    let mut l = RateLimiter::new(
+        Quota::per_second(nz(u32::MAX / 5))
+            .unwrap()
+            .with_burst(nz(u32::MAX))
+            .unwrap(),
+        Instant::MAX,
+    );
+    assert!(l.check_n(Instant::MAX, u32::MAX).is_ok());
+    let _ = l.peek_n(Instant::ZERO, u32::MAX);
+}
+
+#[test]
+fn shared_limiter_matches_the_scenario_of_the_mut_form() {
+    let quota = Quota::per_second(nz(10))
+        .unwrap()
+        .with_burst(nz(3))
+        .unwrap();
+    let l = SharedRateLimiter::new(quota, ms(1000));
+    assert_eq!(l.remaining(ms(1000)), 3);
+    assert!(l.check(ms(1000)).is_ok());
+    assert_eq!(l.check_n(ms(1000), 2), Ok(()));
+    assert_eq!(l.check(ms(1000)), Err(NotUntil { retry_at: ms(1100) }));
+    assert_eq!(l.peek(ms(1100)), Ok(()));
+    assert_eq!(
+        l.check_n(ms(1100), 4),
+        Err(CheckNError::InsufficientCapacity { burst: 3 })
+    );
+    assert_eq!(l.reset_at(ms(1000)), ms(1300));
+    assert_eq!(
+        l.stats(),
+        RateLimiterStats {
+            allowed: 2,
+            limited: 2
+        }
+    );
+    l.set_quota(ms(1000), Quota::per_second(nz(100)).unwrap());
+    assert_eq!(l.quota(), Quota::per_second(nz(100)).unwrap());
+    assert_eq!(l.remaining(ms(1000)), 0);
+}
+
+#[test]
+fn shared_limiter_admits_exactly_burst_across_threads() {
+    use std::sync::Arc;
+    let quota = Quota::per_second(nz(1))
+        .unwrap()
+        .with_burst(nz(100))
+        .unwrap();
+    let l = Arc::new(SharedRateLimiter::new(quota, ms(0)));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let l = l.clone();
+            std::thread::spawn(move || (0..1000).filter(|_| l.check(ms(10)).is_ok()).count())
+        })
+        .collect();
+    let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(admitted, 100);
+    assert_eq!(l.stats().allowed, 100);
+    assert_eq!(l.stats().limited, 3900);
+}
+
+#[test]
+fn shared_limiter_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SharedRateLimiter>();
+}

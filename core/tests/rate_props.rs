@@ -1,0 +1,264 @@
+//! proptest invariants for GCRA: the window bound, exact `retry_at`, quota changes, the shared
+//! form against the `&mut` form, the keyed table's bound and reference model, and no panics.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedRateLimiter};
+use keel_core::rate::{CheckNError, Quota, RateLimiter};
+use keel_core::sync::gcra::SharedRateLimiter;
+use keel_core::Instant;
+use proptest::prelude::*;
+
+/// A small quota: `count` per `period_ns` ns (so T is a few ns to a few µs), burst 1..=8.
+fn quota() -> impl Strategy<Value = Quota> {
+    (1u32..=20, 1u64..=20_000, 1u32..=8).prop_filter_map("valid quota", |(count, period, burst)| {
+        Quota::new(NonZeroU32::new(count)?, Duration::from_nanos(period))
+            .ok()?
+            .with_burst(NonZeroU32::new(burst)?)
+            .ok()
+    })
+}
+
+/// Gaps between requests (ns) and batch sizes; time never goes back.
+fn steps(max_gap: u64) -> impl Strategy<Value = Vec<(u64, u32)>> {
+    prop::collection::vec(
+        (0..max_gap, prop_oneof![4 => Just(1u32), 1 => 0u32..=4]),
+        1..150,
+    )
+}
+
+fn t_ns(q: &Quota) -> u64 {
+    q.emission_interval().as_nanos() as u64
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Over any window [t0, t1] at most burst + floor((t1 - t0) / T) requests are admitted.
+    #[test]
+    fn admits_at_most_burst_plus_rate_times_window(q in quota(), raw in steps(3_000)) {
+        let t = t_ns(&q);
+        let burst = u64::from(q.burst().get());
+        let mut l = RateLimiter::new(q, Instant::ZERO);
+        let mut now = 0u64;
+        let mut admitted: Vec<(u64, u64)> = Vec::new();
+        for (gap, n) in raw {
+            now += gap % (3 * t + 1);
+            if l.check_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
+                admitted.push((now, u64::from(n)));
+            }
+        }
+        for (i, &(t0, _)) in admitted.iter().enumerate() {
+            let mut count = 0;
+            for &(t1, n) in &admitted[i..] {
+                count += n;
+                prop_assert!(count <= burst + (t1 - t0) / t,
+                    "{count} admitted in [{t0}, {t1}] with burst {burst}, T {t}");
+            }
+        }
+    }
+
+    /// A rejected request is admitted at exactly its `retry_at` (not 1 ns earlier), and at
+    /// any later instant, if nothing else was admitted in between.
+    #[test]
+    fn retry_at_is_exact(q in quota(), raw in steps(2_000), later in 0u64..10_000) {
+        let mut l = RateLimiter::new(q, Instant::ZERO);
+        let mut now = 0u64;
+        for (gap, n) in raw {
+            now += gap;
+            let at = Instant::from_nanos(now);
+            let before = l.clone();
+            match l.check_n(at, n) {
+                Ok(()) => {}
+                Err(CheckNError::NotUntil { retry_at }) => {
+                    prop_assert!(retry_at > at);
+                    let mut a = before.clone();
+                    prop_assert!(a.check_n(retry_at, n).is_ok());
+                    let mut b = before.clone();
+                    prop_assert!(b.check_n(retry_at + Duration::from_nanos(later), n).is_ok());
+                    let mut c = before.clone();
+                    prop_assert_eq!(
+                        c.check_n(Instant::from_nanos(retry_at.as_nanos() - 1), n),
+                        Err(CheckNError::NotUntil { retry_at })
+                    );
+                    // check and check_n(1) agree.
+                    if n == 1 {
+                        let mut d = before.clone();
+                        prop_assert_eq!(d.check(at).map_err(|e| e.retry_at), Err(retry_at));
+                    }
+                }
+                Err(CheckNError::InsufficientCapacity { burst }) => {
+                    prop_assert!(n > burst);
+                    prop_assert_eq!(burst, q.burst().get());
+                }
+                Err(e) => prop_assert!(false, "unexpected {e:?}"),
+            }
+            // peek agrees with check, and remaining is consistent with peek.
+            let p = l.peek(at).is_ok();
+            prop_assert_eq!(p, l.remaining(at) > 0);
+            prop_assert!(l.remaining(at) <= q.burst().get());
+            prop_assert!(l.reset_at(at) >= at);
+        }
+    }
+
+    /// remaining(now) is exactly the number of consecutive checks admitted at `now`.
+    #[test]
+    fn remaining_counts_the_checks_that_would_pass(q in quota(), raw in steps(2_000)) {
+        let mut l = RateLimiter::new(q, Instant::ZERO);
+        let mut now = 0u64;
+        for (gap, n) in raw {
+            now += gap;
+            let at = Instant::from_nanos(now);
+            let mut probe = l.clone();
+            let mut passed = 0;
+            while probe.check(at).is_ok() {
+                passed += 1;
+            }
+            prop_assert_eq!(passed, l.remaining(at));
+            let _ = l.check_n(at, n);
+        }
+    }
+
+    /// Switching quota never admits, at the switch instant, more than the new burst or more
+    /// than the old state still allowed; afterwards the window bound of the new quota holds.
+    #[test]
+    fn set_quota_opens_no_window(
+        q1 in quota(), q2 in quota(), before in steps(2_000), after in steps(2_000),
+    ) {
+        let mut l = RateLimiter::new(q1, Instant::ZERO);
+        let mut now = 0u64;
+        for (gap, n) in before {
+            now += gap;
+            let _ = l.check_n(Instant::from_nanos(now), n);
+        }
+        let at = Instant::from_nanos(now);
+        let old_remaining = l.remaining(at);
+        l.set_quota(at, q2);
+        prop_assert_eq!(l.quota(), q2);
+        let mut probe = l.clone();
+        let mut passed = 0;
+        while probe.check(at).is_ok() {
+            passed += 1;
+        }
+        prop_assert!(passed <= q2.burst().get());
+        prop_assert!(passed <= old_remaining, "{passed} > old remaining {old_remaining}");
+
+        let t = t_ns(&q2);
+        let burst = u64::from(q2.burst().get());
+        let mut admitted: Vec<(u64, u64)> = Vec::new();
+        for (gap, n) in after {
+            now += gap;
+            if l.check_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
+                admitted.push((now, u64::from(n)));
+            }
+        }
+        for (i, &(t0, _)) in admitted.iter().enumerate() {
+            let mut count = 0;
+            for &(t1, n) in &admitted[i..] {
+                count += n;
+                prop_assert!(count <= burst + (t1 - t0) / t);
+            }
+        }
+    }
+
+    /// On the same single-threaded input (time never going back) the shared form makes the
+    /// same decisions, with the same `retry_at`, as the `&mut` form.
+    #[test]
+    fn shared_form_agrees_with_mut_form(q in quota(), raw in steps(3_000), start in 0u64..1_000_000) {
+        let mut m = RateLimiter::new(q, Instant::from_nanos(start));
+        let s = SharedRateLimiter::new(q, Instant::from_nanos(start));
+        let mut now = start;
+        for (gap, n) in raw {
+            now += gap;
+            let at = Instant::from_nanos(now);
+            prop_assert_eq!(m.remaining(at), s.remaining(at));
+            prop_assert_eq!(m.peek(at), s.peek(at));
+            prop_assert_eq!(m.peek_n(at, n), s.peek_n(at, n));
+            prop_assert_eq!(m.reset_at(at), s.reset_at(at));
+            if n == 1 {
+                prop_assert_eq!(m.check(at), s.check(at));
+            } else {
+                prop_assert_eq!(m.check_n(at, n), s.check_n(at, n));
+            }
+        }
+        prop_assert_eq!(m.stats(), s.stats());
+    }
+
+    /// No input panics: any times (backwards too), any batch size, any quota.
+    #[test]
+    fn no_panic_on_any_input(
+        count in any::<u32>(), period in any::<u64>(), burst in any::<u32>(), start in any::<u64>(),
+        ops in prop::collection::vec((any::<u64>(), any::<u32>(), 0u8..6, any::<u32>(), any::<u64>()), 1..40),
+    ) {
+        let q = NonZeroU32::new(count)
+            .and_then(|c| Quota::new(c, Duration::from_nanos(period)).ok())
+            .and_then(|q| NonZeroU32::new(burst).and_then(|b| q.with_burst(b).ok()))
+            .unwrap_or_else(|| Quota::with_period(Duration::from_nanos(u64::MAX)).unwrap());
+        let mut l = RateLimiter::new(q, Instant::from_nanos(start));
+        let s = SharedRateLimiter::new(q, Instant::from_nanos(start));
+        for (t, n, op, c2, p2) in ops {
+            let at = Instant::from_nanos(t);
+            match op {
+                0 => { let _ = l.check(at); let _ = s.check(at); }
+                1 => { let _ = l.check_n(at, n); let _ = s.check_n(at, n); }
+                2 => { let _ = (l.peek(at), l.peek_n(at, n), s.peek(at)); }
+                3 => {
+                    prop_assert!(l.remaining(at) <= l.quota().burst().get());
+                    prop_assert!(s.remaining(at) <= s.quota().burst().get());
+                    let _ = (l.reset_at(at), s.reset_at(at));
+                }
+                _ => {
+                    if let Some(q2) = NonZeroU32::new(c2)
+                        .and_then(|c| Quota::new(c, Duration::from_nanos(p2)).ok())
+                    {
+                        l.set_quota(at, q2);
+                        s.set_quota(at, q2);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The keyed table never holds more than `max_keys`, its memory never changes, and (when
+    /// the table is large enough never to be full) every key decides exactly like its own
+    /// `RateLimiter`, reclamation notwithstanding.
+    #[test]
+    fn keyed_matches_one_limiter_per_key_and_stays_bounded(
+        q in quota(),
+        max_keys in 1usize..12,
+        evict in any::<bool>(),
+        ops in prop::collection::vec((0u64..4_000, 0u32..12, prop_oneof![4 => Just(1u32), 1 => 0u32..=4]), 1..200),
+    ) {
+        let full = if evict { Full::EvictLeastRecentlyUsed } else { Full::RejectNew };
+        let config = KeyedConfig::builder().quota(q).max_keys(max_keys).full(full).hash_seed(7).build().unwrap();
+        let mut keyed = KeyedRateLimiter::<u32>::new(config, Instant::ZERO);
+        let memory = keyed.memory_bytes();
+        prop_assert!(memory <= KeyedRateLimiter::<u32>::memory_bound(max_keys));
+        let mut reference: HashMap<u32, RateLimiter> = HashMap::new();
+        let mut now = 0u64;
+        let mut ever_full = false;
+        for (gap, key, n) in ops {
+            now += gap;
+            let at = Instant::from_nanos(now);
+            let got = keyed.check_n(at, &key, n);
+            prop_assert!(keyed.len() <= max_keys);
+            prop_assert_eq!(keyed.memory_bytes(), memory);
+            if got == Err(KeyedError::TableFull) || keyed.stats().evicted > 0 {
+                ever_full = true;
+            }
+            if !ever_full {
+                let r = reference.entry(key).or_insert_with(|| RateLimiter::new(q, at));
+                let want = r.check_n(at, n).map_err(KeyedError::from);
+                prop_assert_eq!(got, want, "key {} at {}", key, now);
+            }
+        }
+        let s = keyed.stats();
+        if !evict {
+            prop_assert_eq!(s.evicted, 0);
+        } else {
+            prop_assert_eq!(s.rejected_full, 0);
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Scenario tests for the graceful-shutdown machine, on a simulated clock.
+
+use core::time::Duration;
+
+use keel_core::shutdown::{
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState, WorkAdmission,
+    WorkTicket,
+};
+use keel_core::{ConfigError, Instant};
+
+const T0: Instant = Instant::from_secs(1_000);
+
+fn secs(s: u64) -> Instant {
+    T0 + Duration::from_secs(s)
+}
+
+fn machine(grace_secs: u64) -> Shutdown {
+    let config = ShutdownConfig::builder()
+        .grace_period(Duration::from_secs(grace_secs))
+        .build()
+        .expect("valid config");
+    Shutdown::new(config, T0)
+}
+
+fn admit(sd: &mut Shutdown, now: Instant) -> WorkTicket {
+    match sd.on_work_started(now) {
+        WorkAdmission::Admitted(t) => t,
+        WorkAdmission::Refused => panic!("refused while running"),
+    }
+}
+
+fn events(sd: &mut Shutdown) -> Vec<ShutdownEvent> {
+    core::iter::from_fn(|| sd.poll_event()).collect()
+}
+
+#[test]
+fn default_grace_period_is_30_seconds_like_kubernetes() {
+    assert_eq!(
+        ShutdownConfig::default().grace_period(),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        ShutdownConfig::builder().build().unwrap().grace_period(),
+        Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn zero_grace_period_is_rejected() {
+    assert_eq!(
+        ShutdownConfig::builder()
+            .grace_period(Duration::ZERO)
+            .build(),
+        Err(ConfigError::Zero {
+            field: "grace_period"
+        })
+    );
+}
+
+#[test]
+fn admits_work_while_running_with_sequential_ticket_ids() {
+    let mut sd = machine(5);
+    assert!(sd.is_accepting());
+    assert_eq!(admit(&mut sd, T0).id(), 0);
+    assert_eq!(admit(&mut sd, T0).id(), 1);
+    assert_eq!(sd.in_flight(), 2);
+    assert_eq!(sd.poll_timeout(), None);
+}
+
+#[test]
+fn stops_accepting_at_once_when_draining() {
+    let mut sd = machine(5);
+    let _t = admit(&mut sd, T0);
+    assert_eq!(
+        sd.on_signal(secs(1)),
+        ShutdownDecision::Drain {
+            deadline: secs(6),
+            in_flight: 1
+        }
+    );
+    assert!(!sd.is_accepting());
+    assert_eq!(sd.state(), ShutdownState::Draining { deadline: secs(6) });
+    assert_eq!(sd.on_work_started(secs(1)), WorkAdmission::Refused);
+    assert_eq!(sd.on_work_started(secs(2)), WorkAdmission::Refused);
+    let s = sd.stats();
+    assert_eq!((s.started, s.refused, s.in_flight), (1, 2, 1));
+}
+
+#[test]
+fn in_flight_work_finishes_before_the_deadline() {
+    let mut sd = machine(5);
+    let early = admit(&mut sd, T0);
+    assert_eq!(sd.on_work_finished(T0, early), ShutdownDecision::Continue);
+    let a = admit(&mut sd, T0);
+    let b = admit(&mut sd, T0);
+    let c = admit(&mut sd, T0);
+    assert_eq!(
+        sd.on_signal(secs(1)),
+        ShutdownDecision::Drain {
+            deadline: secs(6),
+            in_flight: 3
+        }
+    );
+    assert_eq!(sd.on_work_finished(secs(2), a), ShutdownDecision::Continue);
+    assert_eq!(sd.on_work_finished(secs(3), b), ShutdownDecision::Continue);
+    sd.handle_timeout(secs(3)); // early: a no-op
+    assert!(sd.is_draining());
+    assert_eq!(sd.poll_timeout(), Some(secs(6)));
+    assert_eq!(
+        sd.on_work_finished(secs(5), c),
+        ShutdownDecision::StopNow { aborted: 0 }
+    );
+    assert_eq!(
+        events(&mut sd),
+        vec![
+            ShutdownEvent::DrainStarted {
+                deadline: secs(6),
+                in_flight: 3
+            },
+            ShutdownEvent::Drained { completed: 3 },
+        ]
+    );
+    let s = sd.stats();
+    assert_eq!(
+        (s.started, s.completed, s.aborted, s.in_flight),
+        (4, 4, 0, 0)
+    );
+    sd.handle_timeout(secs(6)); // the old deadline: nothing left to do
+    assert_eq!(sd.stats().aborted, 0);
+    assert_eq!(sd.poll_event(), None);
+}
+
+#[test]
+fn drain_completes_when_the_last_ticket_returns() {
+    let mut sd = machine(5);
+    let a = admit(&mut sd, T0);
+    let b = admit(&mut sd, T0);
+    let _ = sd.on_signal(secs(1));
+    assert_eq!(sd.on_work_finished(secs(2), a), ShutdownDecision::Continue);
+    assert_eq!(
+        sd.on_work_finished(secs(4), b),
+        ShutdownDecision::StopNow { aborted: 0 }
+    );
+    assert!(sd.is_stopped());
+    assert_eq!(sd.poll_timeout(), None);
+    assert_eq!(
+        events(&mut sd),
+        vec![
+            ShutdownEvent::DrainStarted {
+                deadline: secs(6),
+                in_flight: 2
+            },
+            ShutdownEvent::Drained { completed: 2 },
+        ]
+    );
+    let summary = sd.summary();
+    assert_eq!(summary.completed, 2);
+    assert_eq!(summary.aborted, 0);
+    assert_eq!(summary.drained_in, Some(Duration::from_secs(3)));
+    assert_eq!(
+        summary.to_string(),
+        "completed=2 aborted=0 refused=0 drained_in=3s"
+    );
+}
+
+#[test]
+fn a_hung_task_is_cut_off_at_the_deadline_and_counted() {
+    let mut sd = machine(5);
+    let quick = admit(&mut sd, T0);
+    let hung = admit(&mut sd, T0);
+    let _ = sd.on_signal(secs(1));
+    assert_eq!(
+        sd.on_work_finished(secs(2), quick),
+        ShutdownDecision::Continue
+    );
+    // The hung task never finishes; the deadline fires anyway.
+    assert_eq!(sd.poll_timeout(), Some(secs(6)));
+    sd.handle_timeout(secs(6) - Duration::from_nanos(1));
+    assert!(sd.is_draining(), "one nanosecond early is still draining");
+    sd.handle_timeout(secs(6));
+    assert!(sd.is_stopped());
+    assert_eq!(sd.poll_timeout(), None);
+    assert_eq!(
+        events(&mut sd),
+        vec![
+            ShutdownEvent::DrainStarted {
+                deadline: secs(6),
+                in_flight: 2
+            },
+            ShutdownEvent::DeadlineExceeded { aborted: 1 },
+        ]
+    );
+    let s = sd.stats();
+    assert_eq!(
+        (s.started, s.completed, s.aborted, s.in_flight),
+        (2, 1, 1, 0)
+    );
+    assert_eq!(sd.summary().drained_in, Some(Duration::from_secs(5)));
+
+    // The aborted task winds down later: ignored, counts never go negative.
+    assert_eq!(
+        sd.on_work_finished(secs(9), hung),
+        ShutdownDecision::Continue
+    );
+    let s = sd.stats();
+    assert_eq!(
+        (s.completed, s.aborted, s.in_flight, s.finished_after_stop),
+        (1, 1, 0, 1)
+    );
+}
+
+#[test]
+fn a_second_signal_stops_at_once() {
+    let mut sd = machine(30);
+    let _a = admit(&mut sd, T0);
+    let _b = admit(&mut sd, T0);
+    assert_eq!(
+        sd.on_signal(secs(1)),
+        ShutdownDecision::Drain {
+            deadline: secs(31),
+            in_flight: 2
+        }
+    );
+    assert_eq!(
+        sd.on_signal(secs(2)),
+        ShutdownDecision::StopNow { aborted: 2 }
+    );
+    assert!(sd.is_stopped());
+    assert_eq!(sd.on_signal(secs(3)), ShutdownDecision::Continue);
+    assert_eq!(
+        events(&mut sd),
+        vec![
+            ShutdownEvent::DrainStarted {
+                deadline: secs(31),
+                in_flight: 2
+            },
+            ShutdownEvent::ForcedStop { aborted: 2 },
+        ]
+    );
+    assert_eq!(sd.stats().signals, 3);
+    assert_eq!(sd.summary().drained_in, Some(Duration::from_secs(1)));
+}
+
+#[test]
+fn draining_with_nothing_in_flight_stops_at_once() {
+    let mut sd = machine(5);
+    assert_eq!(
+        sd.begin_drain(secs(1)),
+        ShutdownDecision::StopNow { aborted: 0 }
+    );
+    assert!(sd.is_stopped());
+    assert_eq!(
+        events(&mut sd),
+        vec![
+            ShutdownEvent::DrainStarted {
+                deadline: secs(6),
+                in_flight: 0
+            },
+            ShutdownEvent::Drained { completed: 0 },
+        ]
+    );
+    assert_eq!(sd.summary().drained_in, Some(Duration::ZERO));
+}
+
+#[test]
+fn begin_drain_is_idempotent() {
+    let mut sd = machine(5);
+    let _a = admit(&mut sd, T0);
+    assert_eq!(
+        sd.begin_drain(secs(1)),
+        ShutdownDecision::Drain {
+            deadline: secs(6),
+            in_flight: 1
+        }
+    );
+    assert_eq!(sd.begin_drain(secs(2)), ShutdownDecision::Continue);
+    assert_eq!(sd.state(), ShutdownState::Draining { deadline: secs(6) });
+}
+
+#[test]
+fn stop_now_while_running_aborts_everything_without_a_drain() {
+    let mut sd = machine(5);
+    let _a = admit(&mut sd, T0);
+    assert_eq!(
+        sd.stop_now(secs(1)),
+        ShutdownDecision::StopNow { aborted: 1 }
+    );
+    assert_eq!(
+        events(&mut sd),
+        vec![ShutdownEvent::ForcedStop { aborted: 1 }]
+    );
+    assert_eq!(sd.summary().drained_in, Some(Duration::ZERO));
+    assert_eq!(sd.stop_now(secs(2)), ShutdownDecision::Continue);
+}
+
+#[test]
+fn summary_has_no_drain_time_while_running_or_draining() {
+    let mut sd = machine(5);
+    assert_eq!(sd.summary().drained_in, None);
+    let _a = admit(&mut sd, T0);
+    let _ = sd.on_signal(secs(1));
+    assert_eq!(sd.summary().drained_in, None);
+}
+
+#[test]
+fn time_going_backwards_does_not_rewind_the_deadline() {
+    let mut sd = machine(5);
+    let _a = admit(&mut sd, secs(10));
+    assert_eq!(
+        sd.on_signal(secs(1)),
+        ShutdownDecision::Drain {
+            deadline: secs(15),
+            in_flight: 1
+        }
+    );
+    sd.handle_timeout(Instant::ZERO);
+    assert!(sd.is_draining());
+    sd.handle_timeout(secs(15));
+    assert!(sd.is_stopped());
+}
+
+#[test]
+fn does_not_panic_on_duration_max_and_instant_max() {
+    let config = ShutdownConfig::builder()
+        .grace_period(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut sd = Shutdown::new(config, Instant::MAX);
+    let _a = admit(&mut sd, Instant::MAX);
+    assert_eq!(
+        sd.on_signal(Instant::MAX),
+        ShutdownDecision::Drain {
+            deadline: Instant::MAX,
+            in_flight: 1
+        }
+    );
+    sd.handle_timeout(Instant::MAX);
+    assert!(sd.is_stopped());
+    assert_eq!(sd.poll_timeout(), None);
+    assert_eq!(sd.stats().aborted, 1);
+}
+
+#[test]
+fn a_long_grace_period_waits_for_work() {
+    let config = ShutdownConfig::builder()
+        .grace_period(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut sd = Shutdown::new(config, T0);
+    let a = admit(&mut sd, T0);
+    let _ = sd.on_signal(T0);
+    assert_eq!(sd.poll_timeout(), Some(Instant::MAX));
+    sd.handle_timeout(secs(1_000_000));
+    assert!(sd.is_draining());
+    assert_eq!(
+        sd.on_work_finished(secs(1_000_001), a),
+        ShutdownDecision::StopNow { aborted: 0 }
+    );
+}
