@@ -71,7 +71,7 @@
 use core::fmt;
 use core::future::Future;
 
-use std::sync::Arc;
+use alloc::sync::Arc;
 
 use crate::breaker::{
     BreakerEvent, BreakerPermit, BreakerStats, CircuitBreakerConfig, Outcome, Rejected, State,
@@ -294,21 +294,20 @@ impl<R: Runtime> Drop for Reported<'_, R> {
 
 #[cfg(feature = "tracing")]
 fn log(ev: &BreakerEvent) {
-    match *ev {
-        BreakerEvent::Transition {
-            from, to, reason, ..
-        } => {
-            tracing::info!(
-                target: "keel::breaker",
-                from = from.as_str(),
-                to = to.as_str(),
-                reason = ?reason,
-                "circuit breaker {from} -> {to} ({})",
-                describe(reason),
-            );
-        }
-        #[allow(unreachable_patterns)]
-        _ => {}
+    // `BreakerEvent` is non-exhaustive: other events are not logged here.
+    #[allow(irrefutable_let_patterns)]
+    if let BreakerEvent::Transition {
+        from, to, reason, ..
+    } = *ev
+    {
+        tracing::info!(
+            target: "keel::breaker",
+            from = from.as_str(),
+            to = to.as_str(),
+            reason = ?reason,
+            "circuit breaker {from} -> {to} ({})",
+            describe(reason),
+        );
     }
 }
 

@@ -97,8 +97,8 @@ use core::fmt;
 use core::future::Future;
 use core::time::Duration;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backoff::{Backoff, BackoffConfig, GiveUpReason, RetryDecision, Schedule};
 use crate::driver::{sleep_until, Runtime};
