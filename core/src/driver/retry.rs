@@ -13,7 +13,7 @@
 //!
 //! - [`Retry::run(op)`](Retry::run) calls `op()` and awaits it; on `Err(e)` it asks the
 //!   predicate: [`RetryAction::Stop`] gives up at once ([`StopReason::NotRetryable`]);
-//!   [`RetryAction::Retry`] takes the schedule's next delay; [`RetryAction::RetryAfter(d)`]
+//!   [`RetryAction::Retry`] takes the schedule's next delay; [`RetryAction::RetryAfter(d)`](RetryAction::RetryAfter)
 //!   takes the server's hint `d` instead (capped at the schedule's `max_retry_after`, see
 //!   [`crate::backoff`]). If the schedule gives up: [`StopReason::Exhausted`]. Otherwise one
 //!   retry is withdrawn from the budget (if any); a refusal gives up with
