@@ -1,5 +1,5 @@
 //! `tower` layers (feature `tower`) for axum, hyper and tonic users: rate limit, bulkhead,
-//! circuit breaker, and a timeout that covers the time spent waiting for them.
+//! circuit breaker, retry with a budget, and a timeout that covers the time spent waiting for them.
 //!
 //! # How these differ from tower's own `RateLimit`, `ConcurrencyLimit` and `Timeout`
 //!
@@ -61,8 +61,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ::tower::{Layer, Service};
+use keel_core::backoff::BackoffConfig;
 use keel_core::breaker::{BreakerPermit, CircuitBreakerConfig, Outcome};
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
+use keel_core::driver::retry::{NoNotify, RetryAll, RetryNotify, RetryPredicate};
 use keel_core::rate::Quota;
 use keel_core::sync::breaker::SharedBreaker;
 use keel_core::sync::bulkhead::BulkheadRejected;
@@ -499,6 +501,92 @@ where
                 Outcome::Failure
             });
             out
+        })
+    }
+}
+
+/// Retries failed calls with backoff (and an optional shared retry budget) using a keel
+/// [`Retry`](crate::Retry); the request must be `Clone`. Each attempt waits for the inner
+/// service's readiness inside the call future, so an outer [`TimeoutLayer`] bounds all attempts
+/// and the backoff sleeps between them. When it gives up, the error is the boxed
+/// `RetryError<BoxError>` (the last attempt's error, the stop reason and the attempt count).
+#[derive(Clone, Debug)]
+pub struct RetryLayer<P = RetryAll, N = NoNotify> {
+    retry: crate::Retry<P, N>,
+}
+
+impl RetryLayer {
+    /// Retries every error with `config`'s backoff (add a budget with
+    /// [`Retry::budget`](keel_core::driver::retry::Retry::budget) and use
+    /// [`from_retry`](RetryLayer::from_retry)).
+    #[must_use]
+    pub fn new(config: BackoffConfig) -> Self {
+        RetryLayer {
+            retry: crate::Retry::new(config),
+        }
+    }
+}
+
+impl<P, N> RetryLayer<P, N> {
+    /// A layer on a configured retry (predicate, notify hook, shared budget); clones share its
+    /// budget and stats.
+    #[must_use]
+    pub fn from_retry(retry: crate::Retry<P, N>) -> Self {
+        RetryLayer { retry }
+    }
+
+    /// The retry policy.
+    #[must_use]
+    pub fn retry(&self) -> &crate::Retry<P, N> {
+        &self.retry
+    }
+}
+
+impl<S, P: Clone, N: Clone> Layer<S> for RetryLayer<P, N> {
+    type Service = RetryService<S, P, N>;
+
+    fn layer(&self, inner: S) -> RetryService<S, P, N> {
+        RetryService {
+            inner,
+            retry: self.retry.clone(),
+        }
+    }
+}
+
+/// The service of [`RetryLayer`].
+#[derive(Clone, Debug)]
+pub struct RetryService<S, P = RetryAll, N = NoNotify> {
+    inner: S,
+    retry: crate::Retry<P, N>,
+}
+
+impl<S, Req, P, N> Service<Req> for RetryService<S, P, N>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    S::Response: Send,
+    Req: Clone + Send + 'static,
+    P: RetryPredicate<BoxError> + Clone + Send + Sync + 'static,
+    N: RetryNotify<BoxError> + Clone + Send + Sync + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Response>;
+
+    /// Always ready: each attempt waits for the inner service inside the call future.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let inner = self.inner.clone();
+        let retry = self.retry.clone();
+        Box::pin(async move {
+            retry
+                .run(move || ready_call(inner.clone(), req.clone()))
+                .await
+                .map_err(|e| -> BoxError { Box::new(e) })
         })
     }
 }

@@ -263,3 +263,44 @@ async fn breaker_shared_by_clones_opens_and_rejects_with_retry_at() {
     assert_eq!(call(&mut b, 5).await.unwrap(), 5);
     assert_eq!(layer.breaker().state(), State::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_layer_retries_with_backoff_until_success() {
+    use keel_tokio::core::backoff::{BackoffConfig, Jitter};
+    use keel_tokio::tower::RetryLayer;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    let config = BackoffConfig::constant(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .max_attempts(3)
+        .build()
+        .unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let flaky = {
+        let attempts = Arc::clone(&attempts);
+        service_fn(move |x: u32| {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err::<u32, BoxError>("flaky".into())
+                } else {
+                    Ok(x)
+                }
+            }
+        })
+    };
+    let mut svc = RetryLayer::new(config).layer(flaky);
+    let start = Instant::now();
+    assert_eq!(call(&mut svc, 9).await.unwrap(), 9);
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    // Three failures in a row exhaust max_attempts: the error says so.
+    let always = service_fn(|_: u32| async { Err::<u32, BoxError>("down".into()) });
+    let mut svc = RetryLayer::new(config).layer(always);
+    let err = call(&mut svc, 1).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with("gave up after 3 attempt(s)"),
+        "{err}"
+    );
+}
