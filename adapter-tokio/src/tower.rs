@@ -62,8 +62,9 @@ use std::time::Duration;
 
 use ::tower::{Layer, Service};
 use keel_core::backoff::BackoffConfig;
-use keel_core::breaker::{BreakerPermit, CircuitBreakerConfig, Outcome};
+use keel_core::breaker::CircuitBreakerConfig;
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
+use keel_core::driver::breaker::BreakerError;
 use keel_core::driver::retry::{NoNotify, RetryAll, RetryNotify, RetryPredicate};
 use keel_core::rate::Quota;
 use keel_core::sync::breaker::SharedBreaker;
@@ -399,29 +400,36 @@ where
 
 /// Fails calls fast with [`KeelError::BreakerOpen`] while a circuit breaker shared by every
 /// service it makes (and their clones) is open. An inner `Ok` is a success, an inner `Err`
-/// a failure, a dropped call future is ignored (it frees a half-open probe slot).
+/// a failure, a dropped call future is ignored (it frees a half-open probe slot). Calls go
+/// through [`Breaker::call`](crate::Breaker), so transitions are logged under `keel::breaker`.
 #[derive(Clone, Debug)]
 pub struct BreakerLayer {
-    breaker: SharedBreaker,
+    breaker: crate::Breaker,
 }
 
 impl BreakerLayer {
     /// A layer with a fresh, closed breaker.
     #[must_use]
     pub fn new(config: CircuitBreakerConfig) -> Self {
-        Self::from_shared(SharedBreaker::new(config, crate::now()))
+        Self::from_breaker(crate::Breaker::new(config))
     }
 
-    /// A layer on an existing breaker (shared with whatever else reports to it).
+    /// A layer on an existing shared breaker (shared with whatever else reports to it).
     #[must_use]
     pub fn from_shared(breaker: SharedBreaker) -> Self {
+        Self::from_breaker(crate::Breaker::from_shared(breaker, crate::TokioRuntime))
+    }
+
+    /// A layer on an existing breaker handle (its clones share its state and its hook).
+    #[must_use]
+    pub fn from_breaker(breaker: crate::Breaker) -> Self {
         BreakerLayer { breaker }
     }
 
     /// The shared breaker.
     #[must_use]
     pub fn breaker(&self) -> &SharedBreaker {
-        &self.breaker
+        self.breaker.shared()
     }
 }
 
@@ -440,29 +448,7 @@ impl<S> Layer<S> for BreakerLayer {
 #[derive(Clone, Debug)]
 pub struct BreakerService<S> {
     inner: S,
-    breaker: SharedBreaker,
-}
-
-/// Reports `Ignored` if the call future is dropped before its outcome is known.
-struct Pending {
-    breaker: SharedBreaker,
-    permit: Option<BreakerPermit>,
-}
-
-impl Pending {
-    fn report(mut self, outcome: Outcome) {
-        if let Some(permit) = self.permit.take() {
-            self.breaker.on_outcome(crate::now(), permit, outcome);
-        }
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            self.breaker.on_ignored(crate::now(), permit);
-        }
-    }
+    breaker: crate::Breaker,
 }
 
 impl<S, Req> Service<Req> for BreakerService<S>
@@ -485,22 +471,15 @@ where
         let inner = self.inner.clone();
         let breaker = self.breaker.clone();
         Box::pin(async move {
-            let permit = breaker
-                .try_acquire(crate::now())
-                .map_err(|r| KeelError::BreakerOpen {
+            match breaker.call(ready_call(inner, req)).await {
+                Ok(response) => Ok(response),
+                Err(BreakerError::Rejected(r)) => Err(KeelError::BreakerOpen {
                     retry_at: r.retry_at,
-                })?;
-            let pending = Pending {
-                breaker,
-                permit: Some(permit),
-            };
-            let out = ready_call(inner, req).await;
-            pending.report(if out.is_ok() {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            });
-            out
+                }
+                .into()),
+                Err(BreakerError::Inner(e)) => Err(e),
+                Err(e) => Err(e.to_string().into()),
+            }
         })
     }
 }
