@@ -158,7 +158,9 @@ fn signal_future() -> impl Future<Output = ()> + Send + 'static {
 fn signal_future() -> impl Future<Output = ()> + Send + 'static {
     async {
         match tokio::signal::ctrl_c().await {
-            Ok(()) => tracing::info!(target: "keel::shutdown", signal = "ctrl-c", "shutdown signal received"),
+            Ok(()) => {
+                tracing::info!(target: "keel::shutdown", signal = "ctrl-c", "shutdown signal received")
+            }
             Err(e) => {
                 tracing::warn!(target: "keel::shutdown", error = %e, "cannot listen for Ctrl-C; graceful shutdown on signals is off");
                 std::future::pending::<()>().await;

@@ -308,7 +308,10 @@ macro_rules! runtime_aliases {
         /// Serves `incoming` with one `handler` task per connection until SIGINT or SIGTERM,
         /// then drains gracefully (default grace period 30 s; a second signal stops at once).
         /// For another grace period or trigger, use [`Server`] directly.
-        pub async fn serve<L, H, Fut>(incoming: Incoming<L>, handler: H) -> $crate::driver::ServeReport
+        pub async fn serve<L, H, Fut>(
+            incoming: Incoming<L>,
+            handler: H,
+        ) -> $crate::driver::ServeReport
         where
             L: $crate::driver::Listener + ::core::marker::Send + 'static,
             H: ::core::ops::FnMut(L::Conn, $crate::driver::Draining) -> Fut + ::core::marker::Send,

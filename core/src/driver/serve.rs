@@ -690,7 +690,10 @@ where
         // 4. Forget ended handlers; stop when the machine has.
         let (finished, stopped) = {
             let mut core = self.shared.core();
-            (core::mem::take(&mut core.finished), core.machine.is_stopped())
+            (
+                core::mem::take(&mut core.finished),
+                core.machine.is_stopped(),
+            )
         };
         for id in finished {
             self.tasks.remove(&id);
@@ -788,7 +791,11 @@ where
                     if let WorkAdmission::Admitted(ticket) = admission {
                         // Not reachable: the machine refuses once draining. Keep the counts
                         // honest if it ever is.
-                        let _ = self.shared.core().machine.on_work_finished(self.rt.now(), ticket);
+                        let _ = self
+                            .shared
+                            .core()
+                            .machine
+                            .on_work_finished(self.rt.now(), ticket);
                     }
                     #[cfg(feature = "tracing")]
                     tracing::debug!(
