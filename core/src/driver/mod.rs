@@ -290,6 +290,12 @@ macro_rules! runtime_aliases {
     ($rt:ty) => {
         /// A guarded listener: a `Stream` of `(Permit, connection)`.
         pub type Incoming<L> = $crate::driver::Incoming<L, $rt>;
+        /// A GCRA rate limiter whose `until_ready()` sleeps on this runtime's timer.
+        pub type RateLimiter = $crate::driver::rate::RateLimiter<$rt>;
+        /// A bounded keyed (per IP, per user) rate limiter on this runtime.
+        pub type KeyedRateLimiter<K> = $crate::driver::rate::KeyedRateLimiter<K, $rt>;
+        /// A bulkhead whose `run(fut)` waits in a bounded queue on this runtime's timer.
+        pub type Bulkhead = $crate::driver::bulkhead::Bulkhead<$rt>;
         /// Sleeps until a keel instant on this runtime's timer.
         pub fn sleep_until(deadline: $crate::time::Instant) -> $crate::driver::SleepUntil<$rt> {
             $crate::driver::sleep_until(&<$rt>::default(), deadline)
@@ -328,6 +334,26 @@ macro_rules! runtime_aliases {
             fut: F,
         ) -> ::core::result::Result<F::Output, $crate::driver::Elapsed> {
             $crate::driver::timeout(&<$rt>::default(), duration, fut).await
+        }
+        /// A circuit breaker around futures on this runtime; clones share one breaker.
+        pub type Breaker = $crate::driver::breaker::Breaker<$rt>;
+        /// Retries async operations with backoff, a shared budget and a predicate on this
+        /// runtime.
+        pub type Retry<P = $crate::driver::retry::RetryAll, N = $crate::driver::retry::NoNotify> =
+            $crate::driver::retry::Retry<$rt, P, N>;
+        /// Retries `op` with `config` on this runtime, drawing on `budget` if given, retrying
+        /// every error (use [`Retry`] to classify errors).
+        pub async fn retry<T, E, Fut, Op>(
+            config: $crate::backoff::BackoffConfig,
+            budget: ::core::option::Option<&$crate::sync::budget::SharedBudget>,
+            op: Op,
+        ) -> ::core::result::Result<T, $crate::driver::retry::RetryError<E>>
+        where
+            Op: ::core::ops::FnMut() -> Fut,
+            Fut: ::core::future::Future<Output = ::core::result::Result<T, E>>,
+            E: ::core::fmt::Debug,
+        {
+            $crate::driver::retry::retry(&<$rt>::default(), config, budget, op).await
         }
     };
 }
