@@ -35,21 +35,34 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, UnixListener,
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
-pub use keel_core::driver::{GuardConfig, StreamExt};
+pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+pub use keel_core::shutdown::ShutdownConfig;
 
 keel_core::runtime_aliases!(TokioRuntime);
 
+#[cfg(feature = "tower")]
+pub mod tower;
+
 /// tokio's clock and timers as a keel [`Runtime`].
 ///
-/// keel instants count nanoseconds since the first time any `TokioRuntime` read the clock;
+/// keel instants count nanoseconds since an origin one hour before the first time any
+/// `TokioRuntime` read the clock (so every runtime in the process, paused test clocks included,
+/// reads after it);
 /// the clock is `tokio::time::Instant`, so `tokio::time::pause()` and `advance()` move keel's
 /// machines in tests exactly as they move tokio's timers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TokioRuntime;
 
 fn origin() -> tokio::time::Instant {
-    static ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(tokio::time::Instant::now)
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    // An hour before the first read, on the real clock: a paused tokio clock starts at the real
+    // "now" of its runtime's creation, which may precede the first read in another task or test;
+    // it must still read after the origin rather than saturate at zero.
+    let origin = *ORIGIN.get_or_init(|| {
+        let now = std::time::Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    });
+    tokio::time::Instant::from_std(origin)
 }
 
 impl TokioRuntime {
@@ -93,6 +106,78 @@ impl Timer for TokioTimer {
 
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.sleep.as_mut().poll(cx)
+    }
+}
+
+impl keel_core::driver::Spawn for TokioRuntime {
+    type Handle = TokioTask;
+
+    fn spawn<F>(&self, fut: F) -> TokioTask
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        TokioTask(tokio::spawn(fut))
+    }
+}
+
+/// A task spawned by keel on tokio: `tokio::task::JoinHandle`, aborted by
+/// [`AbortHandle::abort`](keel_core::driver::AbortHandle::abort), detached when dropped.
+#[derive(Debug)]
+pub struct TokioTask(pub tokio::task::JoinHandle<()>);
+
+impl keel_core::driver::AbortHandle for TokioTask {
+    fn abort(self) {
+        self.0.abort();
+    }
+}
+
+impl keel_core::driver::Signals for TokioRuntime {
+    fn shutdown_signal(&self) -> keel_core::driver::BoxFuture<()> {
+        Box::pin(signal_future())
+    }
+}
+
+/// Registers SIGINT and SIGTERM listeners now; the future resolves at the next of either.
+#[cfg(unix)]
+fn signal_future() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let (mut interrupt, mut terminate) = match (interrupt, terminate) {
+            (Ok(i), Ok(t)) => (i, t),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(target: "keel::shutdown", error = %e, "cannot listen for SIGINT/SIGTERM; graceful shutdown on signals is off");
+                return std::future::pending().await;
+            }
+        };
+        let signal = std::future::poll_fn(|cx| {
+            if interrupt.poll_recv(cx).is_ready() {
+                return Poll::Ready("SIGINT");
+            }
+            if terminate.poll_recv(cx).is_ready() {
+                return Poll::Ready("SIGTERM");
+            }
+            Poll::Pending
+        })
+        .await;
+        tracing::info!(target: "keel::shutdown", signal, "shutdown signal received");
+    }
+}
+
+/// Ctrl-C outside Unix.
+#[cfg(not(unix))]
+fn signal_future() -> impl Future<Output = ()> + Send + 'static {
+    async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => {
+                tracing::info!(target: "keel::shutdown", signal = "ctrl-c", "shutdown signal received")
+            }
+            Err(e) => {
+                tracing::warn!(target: "keel::shutdown", error = %e, "cannot listen for Ctrl-C; graceful shutdown on signals is off");
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -168,3 +253,9 @@ pub fn guard(listener: TcpListener, config: &GuardConfig) -> Incoming<Tcp> {
 pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> Incoming<Unix> {
     Incoming::new(Unix(listener), TokioRuntime, config)
 }
+
+/// The README's code blocks, compiled and run as doctests so the README stays true (with every
+/// feature on, as the README's test command runs them).
+#[cfg(all(doctest, feature = "tower"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
