@@ -8,7 +8,7 @@ use keel_core::accept::{
 };
 use keel_core::time::Instant;
 
-use crate::common::{Timed, Clock, Dur, Start, Step};
+use crate::common::{Clock, Dur, Start, Step, Timed};
 
 /// An error the listener reported.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -208,5 +208,12 @@ pub struct Input {
 
 /// Runs one input.
 pub fn run(input: &Input) {
-    crate::drive(&input.config, input.start, &input.ops, Harness::new, Harness::apply, Harness::finish);
+    crate::drive(
+        &input.config,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
 }

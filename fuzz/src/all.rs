@@ -69,7 +69,11 @@ pub fn run(input: &Input) {
             ($h:expr, $i:expr, $op:expr) => {
                 if let Some(h) = $h.as_mut() {
                     let c = &mut clocks[$i];
-                    let now = if $op.timed() { c.jump(now) } else { Instant::from_nanos(c.caller) };
+                    let now = if $op.timed() {
+                        c.jump(now)
+                    } else {
+                        Instant::from_nanos(c.caller)
+                    };
                     h.apply(c, now, $op);
                     // A machine that jumped to its own deadline moves the shared clock too.
                     shared.jump(Instant::from_nanos(c.caller));

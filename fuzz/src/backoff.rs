@@ -3,12 +3,10 @@
 //! `max_retry_after`, no retry passes the deadline or the attempt limit, give-ups are sticky.
 
 use arbitrary::Arbitrary;
-use keel_core::backoff::{
-    Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision, Schedule,
-};
+use keel_core::backoff::{Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision, Schedule};
 use keel_core::time::{duration_to_nanos, Instant};
 
-use crate::common::{Timed, Clock, Dur, Start, Step};
+use crate::common::{Clock, Dur, Start, Step, Timed};
 
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -145,7 +143,11 @@ impl Harness {
     fn check_retry(&mut self, now: Instant, decision: RetryDecision, hint: Option<u64>) {
         let max_attempts = self.config.max_attempts();
         if let Some(reason) = self.gave_up {
-            assert_eq!(decision, RetryDecision::GiveUp(reason), "give-up not sticky");
+            assert_eq!(
+                decision,
+                RetryDecision::GiveUp(reason),
+                "give-up not sticky"
+            );
             return;
         }
         if max_attempts.is_some_and(|m| self.attempts >= m) {
@@ -165,7 +167,10 @@ impl Harness {
                 let saturated = at == Instant::MAX;
                 if let Some(h) = hint {
                     let want = h.min(duration_to_nanos(self.config.max_retry_after()));
-                    assert!(delay == want || saturated && delay <= want, "hint not honoured");
+                    assert!(
+                        delay == want || saturated && delay <= want,
+                        "hint not honoured"
+                    );
                 } else {
                     self.check_jitter(d, prev, delay, saturated);
                     if !saturated {
@@ -189,12 +194,25 @@ impl Harness {
     fn check_jitter(&self, d: u64, prev: u64, delay: u64, saturated: bool) {
         let ok = |lo: u64, hi: u64| (lo <= delay || saturated) && delay <= hi;
         match self.config.jitter() {
-            Jitter::None => assert!(delay == d || saturated && delay <= d, "delay {delay} != d(n) {d}"),
+            Jitter::None => assert!(
+                delay == d || saturated && delay <= d,
+                "delay {delay} != d(n) {d}"
+            ),
             Jitter::Full => assert!(ok(0, d), "full jitter {delay} outside [0, {d}]"),
-            Jitter::Equal => assert!(ok(d / 2, d), "equal jitter {delay} outside [{}, {d}]", d / 2),
+            Jitter::Equal => assert!(
+                ok(d / 2, d),
+                "equal jitter {delay} outside [{}, {d}]",
+                d / 2
+            ),
             Jitter::Decorrelated => {
-                let hi = prev.saturating_mul(3).min(self.cap).max(self.base.min(self.cap));
-                assert!(ok(self.base.min(self.cap), hi), "decorrelated {delay} outside [base, min(cap, 3 prev)]");
+                let hi = prev
+                    .saturating_mul(3)
+                    .min(self.cap)
+                    .max(self.base.min(self.cap));
+                assert!(
+                    ok(self.base.min(self.cap), hi),
+                    "decorrelated {delay} outside [base, min(cap, 3 prev)]"
+                );
             }
         }
         assert!(delay <= self.cap, "delay {delay} above cap {}", self.cap);
@@ -228,7 +246,11 @@ impl Harness {
                         break;
                     }
                     let item = self.b.delays().next();
-                    if self.config.max_attempts().is_some_and(|m| self.attempts >= m) {
+                    if self
+                        .config
+                        .max_attempts()
+                        .is_some_and(|m| self.attempts >= m)
+                    {
                         assert_eq!(item, None);
                         self.gave_up = Some(GiveUpReason::MaxAttempts);
                         break;
@@ -271,5 +293,12 @@ pub struct Input {
 
 /// Runs one input.
 pub fn run(input: &Input) {
-    crate::drive(&input.config, input.start, &input.ops, Harness::new, Harness::apply, Harness::finish);
+    crate::drive(
+        &input.config,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
 }

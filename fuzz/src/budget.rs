@@ -5,7 +5,7 @@ use arbitrary::Arbitrary;
 use keel_core::budget::{BudgetConfig, RetryBudget, SLOTS};
 use keel_core::time::{duration_to_nanos, Instant};
 
-use crate::common::{Timed, Clock, Dur, Start, Step};
+use crate::common::{Clock, Dur, Start, Step, Timed};
 
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -183,5 +183,12 @@ pub struct Input {
 
 /// Runs one input.
 pub fn run(input: &Input) {
-    crate::drive(&input.config, input.start, &input.ops, Harness::new, Harness::apply, Harness::finish);
+    crate::drive(
+        &input.config,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
 }

@@ -11,7 +11,7 @@ use keel_core::bulkhead::{
 };
 use keel_core::time::Instant;
 
-use crate::common::{Timed, Clock, Dur, Start, Step};
+use crate::common::{Clock, Dur, Start, Step, Timed};
 
 /// Room for this many waiters in the fuzzed machine.
 pub const QUEUE: usize = 8;
@@ -109,7 +109,10 @@ impl Harness {
                 let got = self.b.on_request(now);
                 match got {
                     Admission::Admitted(p) => {
-                        assert!(self.in_flight < self.max && self.queue.is_empty(), "admitted over the limit");
+                        assert!(
+                            self.in_flight < self.max && self.queue.is_empty(),
+                            "admitted over the limit"
+                        );
                         self.in_flight += 1;
                         self.permits.push(p);
                     }
@@ -117,7 +120,10 @@ impl Harness {
                         assert!(self.in_flight >= self.max || !self.queue.is_empty());
                         assert!(self.queue.len() < self.bound, "queued beyond the bound");
                         assert_eq!(deadline, newest + self.max_wait);
-                        assert!(self.queue.iter().all(|(w, _)| *w < waiter), "waiter ids not increasing");
+                        assert!(
+                            self.queue.iter().all(|(w, _)| *w < waiter),
+                            "waiter ids not increasing"
+                        );
                         self.queue.push_back((waiter, deadline));
                         self.known.push(waiter);
                     }
@@ -151,16 +157,24 @@ impl Harness {
                     clock.unseen();
                     return;
                 }
-                let p = self.permits.swap_remove(usize::from(i) % self.permits.len());
+                let p = self
+                    .permits
+                    .swap_remove(usize::from(i) % self.permits.len());
                 self.expire(newest);
                 let got = self.b.on_release(now, p);
                 self.in_flight -= 1;
                 match got {
                     Release::Freed => {
-                        assert!(self.queue.is_empty() || self.in_flight >= self.max, "a waiter was left behind");
+                        assert!(
+                            self.queue.is_empty() || self.in_flight >= self.max,
+                            "a waiter was left behind"
+                        );
                     }
                     Release::Promoted { waiter, permit } => {
-                        let (front, deadline) = self.queue.pop_front().expect("promoted from an empty queue");
+                        let (front, deadline) = self
+                            .queue
+                            .pop_front()
+                            .expect("promoted from an empty queue");
                         assert_eq!(waiter, front, "not FIFO");
                         assert!(deadline > newest, "promoted at or after its deadline");
                         self.in_flight += 1;
@@ -211,8 +225,15 @@ impl Harness {
         let s = self.b.stats();
         assert!(s.in_flight <= self.max, "in_flight above max_concurrent");
         assert!(s.queue_len <= self.bound, "queue above its bound");
-        assert_eq!(s.in_flight, self.in_flight, "in_flight disagrees with the model");
-        assert_eq!(s.queue_len, self.queue.len(), "queue disagrees with the model");
+        assert_eq!(
+            s.in_flight, self.in_flight,
+            "in_flight disagrees with the model"
+        );
+        assert_eq!(
+            s.queue_len,
+            self.queue.len(),
+            "queue disagrees with the model"
+        );
         assert_eq!(self.b.in_flight(), s.in_flight);
         assert_eq!(self.b.queue_len(), s.queue_len);
         assert_eq!(s.in_flight, self.permits.len());
@@ -253,5 +274,12 @@ pub struct Input {
 
 /// Runs one input.
 pub fn run(input: &Input) {
-    crate::drive(&input.config, input.start, &input.ops, Harness::new, Harness::apply, Harness::finish);
+    crate::drive(
+        &input.config,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
 }

@@ -10,7 +10,7 @@ use keel_core::rate::{CheckNError, Quota, RateLimiter};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::time::{duration_to_nanos, Instant};
 
-use crate::common::{Timed, Clock, Dur, Start, Step};
+use crate::common::{Clock, Dur, Start, Step, Timed};
 
 /// A quota, as a builder would be given it.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -74,12 +74,17 @@ impl Log {
         if self.full {
             return;
         }
-        let Some(&(b, _)) = self.entries.last() else { return };
+        let Some(&(b, _)) = self.entries.last() else {
+            return;
+        };
         let mut count = 0u64;
         for &(a, n) in self.entries.iter().rev() {
             count += n;
             let allowed = burst + (b - a) / t_ns;
-            assert!(count <= allowed, "{count} admitted in [{a}, {b}], at most {allowed}");
+            assert!(
+                count <= allowed,
+                "{count} admitted in [{a}, {b}], at most {allowed}"
+            );
         }
     }
 
@@ -94,7 +99,10 @@ impl Log {
             for &(a, n) in self.entries[..=j].iter().rev() {
                 count += n;
                 let allowed = burst + (b - a) / t_ns;
-                assert!(count <= allowed, "raw times: {count} admitted in [{a}, {b}], at most {allowed}");
+                assert!(
+                    count <= allowed,
+                    "raw times: {count} admitted in [{a}, {b}], at most {allowed}"
+                );
             }
         }
     }
@@ -160,12 +168,19 @@ impl Harness {
             assert_eq!(a, Err(CheckNError::InsufficientCapacity { burst }));
         }
         if n >= 1 && n <= burst && !self.near_end {
-            assert_eq!(a.is_ok(), remaining >= n, "remaining {remaining} vs check_n({n})");
+            assert_eq!(
+                a.is_ok(),
+                remaining >= n,
+                "remaining {remaining} vs check_n({n})"
+            );
         }
         if let (Err(CheckNError::NotUntil { retry_at }), false) = (a, self.near_end) {
             assert!(retry_at > clamped, "retry_at not in the future");
             // At retry_at the same batch conforms (nothing else happened).
-            assert!(self.exact.peek_n(retry_at, n).is_ok(), "not admitted at its retry_at");
+            assert!(
+                self.exact.peek_n(retry_at, n).is_ok(),
+                "not admitted at its retry_at"
+            );
         }
         if a.is_ok() && n > 0 {
             self.log.push(clamped.as_nanos(), u64::from(n));
@@ -284,7 +299,14 @@ pub struct Input {
 
 /// Runs one input.
 pub fn run(input: &Input) {
-    crate::drive(&input.quota, input.start, &input.ops, Harness::new, Harness::apply, Harness::finish);
+    crate::drive(
+        &input.quota,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
 }
 
 /// `NonZeroU32` helper for other harnesses.

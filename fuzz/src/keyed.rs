@@ -10,7 +10,7 @@ use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedRateLimiter};
 use keel_core::rate::{CheckNError, Quota, RateLimiter};
 use keel_core::time::Instant;
 
-use crate::common::{Timed, Clock, Start, Step};
+use crate::common::{Clock, Start, Step, Timed};
 use crate::gcra::QuotaSpec;
 
 /// One input.
@@ -108,7 +108,10 @@ impl Harness {
             }
             _ => KeyedError::TableFull,
         });
-        assert_eq!(got, want, "keyed disagrees with the reference for key {key}");
+        assert_eq!(
+            got, want,
+            "keyed disagrees with the reference for key {key}"
+        );
     }
 
     /// Keys the limiter forgot although the reference says they are active were evicted.
@@ -128,8 +131,9 @@ impl Harness {
     }
 
     fn watch_end(&mut self, newest: u64) {
-        let reach = keel_core::time::duration_to_nanos(self.quota.replenish_all())
-            .saturating_add(keel_core::time::duration_to_nanos(self.quota.emission_interval()));
+        let reach = keel_core::time::duration_to_nanos(self.quota.replenish_all()).saturating_add(
+            keel_core::time::duration_to_nanos(self.quota.emission_interval()),
+        );
         if newest.saturating_add(reach) >= u64::MAX - 2 {
             // Near the end of time the TAT saturates and the reference is void: only exercise.
             self.void = true;
@@ -169,7 +173,12 @@ impl Harness {
                     None => (Ok(()), self.burst()),
                 };
                 if peek != Err(KeyedError::TableFull) {
-                    assert_eq!(peek, want_peek.map_err(|e| KeyedError::NotUntil { retry_at: e.retry_at }));
+                    assert_eq!(
+                        peek,
+                        want_peek.map_err(|e| KeyedError::NotUntil {
+                            retry_at: e.retry_at
+                        })
+                    );
                 }
                 assert_eq!(rem, want_rem, "remaining disagrees for key {key}");
             }
@@ -234,5 +243,12 @@ pub struct Input {
 
 /// Runs one input.
 pub fn run(input: &Input) {
-    crate::drive(&input.config, input.start, &input.ops, Harness::new, Harness::apply, Harness::finish);
+    crate::drive(
+        &input.config,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
 }

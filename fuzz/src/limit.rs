@@ -9,7 +9,7 @@ use keel_core::limit::{Limit, LimitConfig, Overflow, MAX_LIMIT};
 use keel_core::sync::limit::{Permit, SharedLimit};
 use keel_core::time::Instant;
 
-use crate::common::{Timed, Clock, Start, Step};
+use crate::common::{Clock, Start, Step, Timed};
 
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -84,7 +84,11 @@ impl Harness {
                     }
                 };
                 assert_eq!(took, permit.is_some(), "the two forms disagree");
-                assert_eq!(took, before.in_use < before.max, "acquire ignored the limit");
+                assert_eq!(
+                    took,
+                    before.in_use < before.max,
+                    "acquire ignored the limit"
+                );
                 if let Some(p) = permit {
                     // Keep the harness bounded: release the oldest first if many are held.
                     if self.permits.len() >= 4096 {
@@ -99,7 +103,10 @@ impl Harness {
                 if self.permits.is_empty() {
                     self.unmatched += 1;
                 } else {
-                    drop(self.permits.swap_remove(usize::from(i) % self.permits.len()));
+                    drop(
+                        self.permits
+                            .swap_remove(usize::from(i) % self.permits.len()),
+                    );
                 }
             }
             Op::SetMax(m) => {
@@ -124,11 +131,18 @@ impl Harness {
         assert_eq!(p.in_use, self.permits.len());
         assert_eq!(s.in_use, self.permits.len());
         assert_eq!((p.max, p.peak), (s.max, s.peak));
-        assert_eq!((p.acquired, p.released, p.rejected, p.shed), (s.acquired, s.released, s.rejected, s.shed));
+        assert_eq!(
+            (p.acquired, p.released, p.rejected, p.shed),
+            (s.acquired, s.released, s.rejected, s.shed)
+        );
         assert_eq!(p.unmatched_releases, self.unmatched);
         assert_eq!(s.unmatched_releases, 0);
         assert!(p.peak >= p.in_use && p.max <= MAX_LIMIT);
-        assert_eq!(p.acquired - p.released, p.in_use as u64, "counts do not balance");
+        assert_eq!(
+            p.acquired - p.released,
+            p.in_use as u64,
+            "counts do not balance"
+        );
         assert_eq!(self.plain.available(), p.max.saturating_sub(p.in_use));
         assert_eq!(self.shared.available(), self.plain.available());
         // A slot is only taken below the limit, so in_use can pass max only by shrinking.
@@ -165,5 +179,12 @@ pub struct Input {
 
 /// Runs one input.
 pub fn run(input: &Input) {
-    crate::drive(&input.config, Start::Epoch, &input.ops, Harness::new, Harness::apply, Harness::finish);
+    crate::drive(
+        &input.config,
+        Start::Epoch,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
 }

@@ -9,7 +9,7 @@ use keel_core::shutdown::{
 };
 use keel_core::time::Instant;
 
-use crate::common::{Timed, Clock, Dur, Start, Step};
+use crate::common::{Clock, Dur, Start, Step, Timed};
 
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -71,7 +71,10 @@ impl Harness {
     fn check_decision(&mut self, d: ShutdownDecision, newest: Instant, in_flight: u64) {
         match d {
             ShutdownDecision::Continue => {}
-            ShutdownDecision::Drain { deadline, in_flight: n } => {
+            ShutdownDecision::Drain {
+                deadline,
+                in_flight: n,
+            } => {
                 assert!(self.deadline.is_none(), "drain started twice");
                 assert_eq!(deadline, newest + self.grace);
                 assert_eq!(n, in_flight);
@@ -111,7 +114,9 @@ impl Harness {
                     clock.unseen();
                     return;
                 }
-                let t = self.tickets.swap_remove(usize::from(i) % self.tickets.len());
+                let t = self
+                    .tickets
+                    .swap_remove(usize::from(i) % self.tickets.len());
                 let draining = self.s.is_draining();
                 let d = self.s.on_work_finished(now, t);
                 if draining && in_flight == 1 {
@@ -196,7 +201,10 @@ impl Harness {
     pub fn finish(&mut self) {
         let sum = self.s.summary();
         let st = self.s.stats();
-        assert_eq!((sum.completed, sum.aborted, sum.refused), (st.completed, st.aborted, st.refused));
+        assert_eq!(
+            (sum.completed, sum.aborted, sum.refused),
+            (st.completed, st.aborted, st.refused)
+        );
     }
 }
 
@@ -216,5 +224,12 @@ pub struct Input {
 
 /// Runs one input.
 pub fn run(input: &Input) {
-    crate::drive(&input.config, input.start, &input.ops, Harness::new, Harness::apply, Harness::finish);
+    crate::drive(
+        &input.config,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
 }
