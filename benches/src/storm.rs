@@ -382,8 +382,13 @@ fn drive_clients(plan: &Plan, addr: SocketAddr, counters: &Arc<Counters>) {
         }
     }
     let start = Instant::now();
+    let mut shown = 0;
     while counters.done.load(Ordering::Relaxed) < plan.clients {
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(50));
+        if start.elapsed().as_secs() == shown {
+            continue;
+        }
+        shown = start.elapsed().as_secs();
         eprint!(
             "\r[storm] {:>2}s: {} connected, {} served, {} echoes, {} errors   ",
             start.elapsed().as_secs(),
