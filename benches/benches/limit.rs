@@ -7,7 +7,7 @@ use criterion::Criterion;
 use keel_core::limit::{Limit, LimitConfig};
 use keel_core::sync::limit::SharedLimit;
 
-pub fn bench(c: &mut Criterion) {
+pub(crate) fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("limit");
     let config = LimitConfig::builder()
         .max(1024)
