@@ -15,7 +15,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use keel_core::accept::AcceptLoopConfig;
-use keel_core::driver::{self, GuardConfig, Incoming, Listener, StreamExt as _};
+use keel_core::backoff::{BackoffConfig, Jitter};
+use keel_core::breaker::{CircuitBreakerConfig, State};
+use keel_core::budget::BudgetConfig;
+use keel_core::driver::breaker::{Breaker, BreakerError};
+use keel_core::driver::retry::{Retry, StopReason};
+use keel_core::driver::{self, GuardConfig, Incoming, Listener, Runtime as _, StreamExt as _};
+use keel_core::sync::budget::SharedBudget;
 
 use crate::Harness;
 
@@ -36,6 +42,8 @@ macro_rules! conformance_suite {
             per_connection_errors_are_skipped_without_a_pause,
             fatal_error_ends_the_stream_with_the_error,
             sleep_and_timeout_follow_the_runtime_clock,
+            breaker_call_opens_rejects_until_retry_at_then_closes,
+            retry_backs_off_on_the_runtime_timer_and_stops_at_the_budget,
         );
     };
     (@tests $harness:ty; $($name:ident,)*) => {
@@ -315,5 +323,99 @@ pub fn sleep_and_timeout_follow_the_runtime_clock<H: Harness>() {
         assert!(driver::Runtime::now(&rt) >= err.deadline);
         let done = driver::timeout(&rt, Duration::from_millis(50), async { 5 }).await;
         assert_eq!(done, Ok(5));
+    });
+}
+
+/// `Breaker::call`: two failures open it; a call while open is rejected without running, with
+/// a `retry_at` 100 ms after the trip; sleeping until then on the runtime's timer lets a probe
+/// through, whose success closes it.
+pub fn breaker_call_opens_rejects_until_retry_at_then_closes<H: Harness>() {
+    H::block_on(async {
+        let config = CircuitBreakerConfig::consecutive_failures(2)
+            .open_duration(Duration::from_millis(100))
+            .permitted_calls_in_half_open(1)
+            .build()
+            .expect("valid breaker");
+        let breaker = Breaker::<H::Runtime>::new(config);
+        for _ in 0..2 {
+            let failed = breaker.call(async { Err::<(), _>("unavailable") }).await;
+            assert_eq!(failed, Err(BreakerError::Inner("unavailable")));
+        }
+        assert_eq!(breaker.state(), State::Open);
+        let tripped = breaker.runtime().now();
+        let start = Instant::now();
+        let ran = AtomicUsize::new(0);
+        let rejected = breaker
+            .call(async {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, &str>(())
+            })
+            .await
+            .expect_err("rejected while open");
+        assert!(rejected.is_rejected());
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "a rejected call ran");
+        let retry_at = rejected.retry_at().expect("retry_at while open");
+        assert!(retry_at >= tripped + Duration::from_millis(90));
+        assert!(retry_at <= tripped + Duration::from_millis(110));
+        driver::sleep_until(breaker.runtime(), retry_at).await;
+        assert_eq!(breaker.call(async { Ok::<_, &str>(7) }).await, Ok(7));
+        assert!(
+            start.elapsed() >= Duration::from_millis(80),
+            "{}: probe admitted early",
+            H::NAME
+        );
+        assert_eq!(breaker.state(), State::Closed);
+    });
+}
+
+/// `Retry` with a budget: retries wait on the runtime's timer (20 ms each), the budget's floor
+/// (2 retries per 2 s) stops the third retry, and the next run is refused at once.
+pub fn retry_backs_off_on_the_runtime_timer_and_stops_at_the_budget<H: Harness>() {
+    H::block_on(async {
+        let rt = H::Runtime::default();
+        let budget_config = BudgetConfig::builder()
+            .ttl(Duration::from_secs(2))
+            .min_per_sec(1)
+            .retry_percent(20)
+            .build()
+            .expect("valid budget");
+        let budget = SharedBudget::new(budget_config, rt.now());
+        let backoff = BackoffConfig::constant(Duration::from_millis(20))
+            .jitter(Jitter::None)
+            .max_attempts(10)
+            .build()
+            .expect("valid backoff");
+        let retry = Retry::<H::Runtime>::new(backoff.clone()).budget(budget.clone());
+        let start = Instant::now();
+        let err = retry
+            .run(|| async { Err::<(), _>("unavailable") })
+            .await
+            .expect_err("keeps failing");
+        assert_eq!((err.attempts, err.reason), (3, StopReason::BudgetExhausted));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(40),
+            "{}: retried after {waited:?}",
+            H::NAME
+        );
+        let err = retry
+            .run(|| async { Err::<(), _>("unavailable") })
+            .await
+            .expect_err("refused");
+        assert_eq!((err.attempts, err.reason), (1, StopReason::BudgetExhausted));
+        let stats = budget.stats();
+        assert_eq!((stats.withdrawals, stats.exhausted), (2, 2));
+
+        let calls = AtomicUsize::new(0);
+        let start = Instant::now();
+        let ok = driver::retry::retry(&rt, backoff, None, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err("not yet"),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(ok, Ok(2));
+        assert!(start.elapsed() >= Duration::from_millis(40));
     });
 }
