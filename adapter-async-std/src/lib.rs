@@ -28,6 +28,7 @@
 use std::io;
 
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
+#[cfg(unix)]
 use async_std::os::unix::net::{UnixListener, UnixStream};
 use keel_core::driver::async_io::{bind_tcp, AsyncIoListener};
 
@@ -45,6 +46,7 @@ pub type Tcp = AsyncIoListener<std::net::TcpListener, TcpStream>;
 
 /// An async-std Unix-domain listener as a keel listener: yields
 /// `async_std::os::unix::net::UnixStream`.
+#[cfg(unix)]
 pub type Unix = AsyncIoListener<std::os::unix::net::UnixListener, UnixStream>;
 
 /// Binds a TCP listener with the configured backlog and guards it.
@@ -64,6 +66,7 @@ pub fn guard(listener: TcpListener, config: &GuardConfig) -> io::Result<Incoming
     Ok(Incoming::new(listener, AsyncStdRuntime::default(), config))
 }
 
+#[cfg(unix)]
 /// Guards a Unix-domain listener (taken back from async-std and registered anew, like [`guard`]).
 pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> io::Result<Incoming<Unix>> {
     let std = std::os::unix::net::UnixListener::try_from(listener)?;

@@ -285,7 +285,7 @@ pub fn fatal_error_ends_the_stream_with_the_error<H: Harness>() {
         assert_eq!(error.raw_os_error(), Some(9));
         assert_eq!(incoming.stats().accept.fatal, 1);
         assert!(
-            matches!(incoming.next().await, None),
+            incoming.next().await.is_none(),
             "the stream yielded after its end"
         );
     });
@@ -385,7 +385,7 @@ pub fn retry_backs_off_on_the_runtime_timer_and_stops_at_the_budget<H: Harness>(
             .max_attempts(10)
             .build()
             .expect("valid backoff");
-        let retry = Retry::<H::Runtime>::new(backoff.clone()).budget(budget.clone());
+        let retry = Retry::<H::Runtime>::new(backoff).budget(budget.clone());
         let start = Instant::now();
         let err = retry
             .run(|| async { Err::<(), _>("unavailable") })

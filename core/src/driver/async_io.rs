@@ -29,10 +29,10 @@
 
 use core::fmt;
 use core::future::Future;
+use core::net::SocketAddr;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use async_io::Async;
