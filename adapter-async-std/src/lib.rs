@@ -30,7 +30,7 @@ use std::io;
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
 #[cfg(unix)]
 use async_std::os::unix::net::{UnixListener, UnixStream};
-use keel_core::driver::async_io::{bind_tcp, AsyncIoListener};
+use keel_core::driver::async_io::{self, AsyncIoListener};
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
@@ -51,28 +51,20 @@ pub type Unix = AsyncIoListener<std::os::unix::net::UnixListener, UnixStream>;
 
 /// Binds a TCP listener with the configured backlog and guards it.
 pub async fn bind(addr: impl ToSocketAddrs, config: &GuardConfig) -> io::Result<Incoming<Tcp>> {
-    let listener = bind_tcp(addr.to_socket_addrs().await?, config.backlog())?;
-    Ok(Incoming::new(
-        Tcp::new(listener, |s| Ok(s.into()))?,
-        AsyncStdRuntime::default(),
-        config,
-    ))
+    async_io::bind_guarded(addr.to_socket_addrs().await?, config, |s| Ok(s.into()))
 }
 
 /// Guards an already bound TCP listener. async-std does not share its reactor registration, so
 /// the socket is taken back from async-std and registered anew (which can fail).
 pub fn guard(listener: TcpListener, config: &GuardConfig) -> io::Result<Incoming<Tcp>> {
-    let listener = Tcp::new(std::net::TcpListener::try_from(listener)?, |s| Ok(s.into()))?;
-    Ok(Incoming::new(listener, AsyncStdRuntime::default(), config))
+    async_io::guard_std(std::net::TcpListener::try_from(listener)?, config, |s| {
+        Ok(s.into())
+    })
 }
 
-#[cfg(unix)]
 /// Guards a Unix-domain listener (taken back from async-std and registered anew, like [`guard`]).
+#[cfg(unix)]
 pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> io::Result<Incoming<Unix>> {
-    let std = std::os::unix::net::UnixListener::try_from(listener)?;
-    Ok(Incoming::new(
-        Unix::new(std, |s| Ok(s.into()))?,
-        AsyncStdRuntime::default(),
-        config,
-    ))
+    let listener = std::os::unix::net::UnixListener::try_from(listener)?;
+    async_io::guard_std(listener, config, |s| Ok(s.into()))
 }

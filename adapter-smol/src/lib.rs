@@ -26,7 +26,7 @@
 use std::io;
 use std::sync::Arc;
 
-use keel_core::driver::async_io::{bind_tcp, AsyncIoListener};
+use keel_core::driver::async_io::{self, AsyncIoListener};
 use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 
 /// The runtime-agnostic core, re-exported.
@@ -50,32 +50,20 @@ pub async fn bind(
     addr: impl AsyncToSocketAddrs,
     config: &GuardConfig,
 ) -> io::Result<Incoming<Tcp>> {
-    let listener = bind_tcp(smol::net::resolve(addr).await?, config.backlog())?;
-    Ok(Incoming::new(
-        Tcp::new(listener, TcpStream::try_from)?,
-        SmolRuntime::default(),
-        config,
-    ))
+    async_io::bind_guarded(smol::net::resolve(addr).await?, config, TcpStream::try_from)
 }
 
 /// Guards an already bound TCP listener.
 pub fn guard(listener: TcpListener, config: &GuardConfig) -> Incoming<Tcp> {
-    let io = Arc::from(listener);
-    Incoming::new(
-        Tcp::from_async(io, TcpStream::try_from),
-        SmolRuntime::default(),
-        config,
-    )
+    async_io::guard_async(Arc::from(listener), config, TcpStream::try_from)
 }
 
 /// Guards a Unix-domain listener.
 #[cfg(unix)]
 pub fn guard_unix(listener: smol::net::unix::UnixListener, config: &GuardConfig) -> Incoming<Unix> {
-    let io = Arc::from(listener);
-    let into_conn = smol::net::unix::UnixStream::try_from;
-    Incoming::new(
-        Unix::from_async(io, into_conn),
-        SmolRuntime::default(),
+    async_io::guard_async(
+        Arc::from(listener),
         config,
+        smol::net::unix::UnixStream::try_from,
     )
 }

@@ -37,7 +37,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_io::Async;
 
-use super::{Listener, Runtime, Timer};
+use super::{GuardConfig, Incoming, Listener, Runtime, Timer};
 use crate::time::Instant;
 
 /// The clock and timers of the `async-io` reactor as a keel [`Runtime`].
@@ -199,6 +199,45 @@ impl<L: StdListener, C: AsSocketRef + Send + 'static> Listener for AsyncIoListen
             let _ = socket2::SockRef::from(&conn).send(farewell);
         }
     }
+}
+
+/// A guarded listener on the `async-io` reactor yielding `C`.
+pub type AsyncIoIncoming<L, C> = Incoming<AsyncIoListener<L, C>, AsyncIoRuntime>;
+
+/// [`bind_tcp`] with `config`'s backlog, registered with the reactor and guarded: an adapter's
+/// `bind` after resolving `addrs` with its runtime's resolver.
+pub fn bind_guarded<C: AsSocketRef + Send + 'static>(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    config: &GuardConfig,
+    into_conn: fn(std::net::TcpStream) -> io::Result<C>,
+) -> io::Result<AsyncIoIncoming<std::net::TcpListener, C>> {
+    let listener = AsyncIoListener::new(bind_tcp(addrs, config.backlog())?, into_conn)?;
+    Ok(Incoming::new(listener, AsyncIoRuntime, config))
+}
+
+/// Guards a listener already registered with the reactor (an adapter's `guard`).
+pub fn guard_async<L: StdListener, C: AsSocketRef + Send + 'static>(
+    io: Arc<Async<L>>,
+    config: &GuardConfig,
+    into_conn: fn(L::Stream) -> io::Result<C>,
+) -> AsyncIoIncoming<L, C> {
+    Incoming::new(
+        AsyncIoListener::from_async(io, into_conn),
+        AsyncIoRuntime,
+        config,
+    )
+}
+
+/// Registers a std listener with the reactor and guards it (an adapter's `guard` when its
+/// runtime does not share its registration).
+#[cfg(unix)]
+pub fn guard_std<L: StdListener + std::os::fd::AsFd, C: AsSocketRef + Send + 'static>(
+    listener: L,
+    config: &GuardConfig,
+    into_conn: fn(L::Stream) -> io::Result<C>,
+) -> io::Result<AsyncIoIncoming<L, C>> {
+    let listener = AsyncIoListener::new(listener, into_conn)?;
+    Ok(Incoming::new(listener, AsyncIoRuntime, config))
 }
 
 /// Binds a std TCP listener to the first of `addrs` that works, with `SO_REUSEADDR` (not on
