@@ -1,0 +1,9 @@
+//! keel-async-std as the shared examples and conformance suite (in keel-benches) drive it.
+
+keel_benches::async_io_harness!(
+    AsyncStd,
+    "async-std",
+    keel_async_std,
+    async_std::task::block_on,
+    |fut| { drop(async_std::task::spawn(fut)) }
+);

@@ -1,0 +1,5 @@
+//! keel-smol as the shared examples and conformance suite (in keel-benches) drive it.
+
+keel_benches::async_io_harness!(Smol, "smol", keel_smol, smol::block_on, |fut| {
+    smol::spawn(fut).detach()
+});
