@@ -34,10 +34,29 @@ use keel_core::driver::async_io::{self, AsyncIoListener};
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
-pub use keel_core::driver::{GuardConfig, StreamExt};
+pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+pub use keel_core::shutdown::ShutdownConfig;
 
-/// async-std's clock and timers: the `async-io` reactor's (`async_io::Timer`).
-pub type AsyncStdRuntime = keel_core::driver::async_io::AsyncIoRuntime;
+keel_core::async_io_runtime! {
+    /// async-std as a keel runtime: the `async-io` reactor's clock and timers
+    /// (`async_io::Timer`), SIGINT/SIGTERM through `async-signal`, and `async_std::task::spawn`
+    /// for [`Server`]'s tasks.
+    pub struct AsyncStdRuntime;
+    spawn(fut) -> AsyncStdTask { AsyncStdTask(async_std::task::spawn(fut)) }
+}
+
+/// A task spawned by keel on async-std: its `JoinHandle`, which detaches when dropped.
+/// [`AbortHandle::abort`](keel_core::driver::AbortHandle::abort) cancels it through
+/// `JoinHandle::cancel`, which is async: a small task is spawned to run it, so the task stops
+/// at the executor's next opportunity rather than before `abort` returns.
+#[derive(Debug)]
+pub struct AsyncStdTask(async_std::task::JoinHandle<()>);
+
+impl keel_core::driver::AbortHandle for AsyncStdTask {
+    fn abort(self) {
+        drop(async_std::task::spawn(self.0.cancel()));
+    }
+}
 
 keel_core::runtime_aliases!(AsyncStdRuntime);
 

@@ -31,10 +31,35 @@ use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
-pub use keel_core::driver::{GuardConfig, StreamExt};
+pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+pub use keel_core::shutdown::ShutdownConfig;
 
-/// smol's clock and timers: the `async-io` reactor's (`async_io::Timer`).
-pub type SmolRuntime = keel_core::driver::async_io::AsyncIoRuntime;
+keel_core::async_io_runtime! {
+    /// smol as a keel runtime: the `async-io` reactor's clock and timers (`async_io::Timer`),
+    /// SIGINT/SIGTERM through `async-signal`, and `smol::spawn` for [`Server`]'s tasks.
+    pub struct SmolRuntime;
+    spawn(fut) -> SmolTask { SmolTask(Some(smol::spawn(fut))) }
+}
+
+/// A task spawned by keel on smol. Dropping a `smol::Task` cancels it, so this handle keeps the
+/// task and **detaches** it when dropped; only
+/// [`AbortHandle::abort`](keel_core::driver::AbortHandle::abort) cancels it.
+#[derive(Debug)]
+pub struct SmolTask(Option<smol::Task<()>>);
+
+impl keel_core::driver::AbortHandle for SmolTask {
+    fn abort(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for SmolTask {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.detach();
+        }
+    }
+}
 
 keel_core::runtime_aliases!(SmolRuntime);
 

@@ -3,4 +3,4 @@
 #[path = "../examples/support/harness.rs"]
 mod harness;
 
-keel_benches::conformance_suite!(harness::Smol);
+keel_benches::conformance_suite!(harness::Smol, keel_smol);

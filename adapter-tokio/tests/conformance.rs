@@ -3,4 +3,4 @@
 #[path = "../examples/support/harness.rs"]
 mod harness;
 
-keel_benches::conformance_suite!(harness::Tokio);
+keel_benches::conformance_suite!(harness::Tokio, keel_tokio);

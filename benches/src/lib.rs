@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use keel_core::driver::{GuardConfig, Incoming, Listener, Runtime};
+use keel_core::driver::{GuardConfig, Incoming, Listener, ServeHandle, Signals, Spawn};
 
 pub mod conformance;
 pub mod storm;
@@ -19,14 +19,14 @@ pub mod storm;
 pub trait Harness: 'static {
     /// The runtime's name, for messages (`"tokio"`, `"smol"`, `"async-std"`).
     const NAME: &'static str;
-    /// The adapter's keel runtime (clock and timer).
-    type Runtime: Runtime + Default;
+    /// The package of the adapter (`"keel-tokio"`...), whose `echo` example the suite runs.
+    const PACKAGE: &'static str;
+    /// The adapter's keel runtime: clock, timer, tasks and shutdown signals.
+    type Runtime: Spawn + Signals + Default;
     /// The adapter's TCP listener glue.
-    type Listener: Listener;
+    type Listener: Listener + Send + 'static;
     /// Runs a future to completion on the runtime (from outside it).
     fn block_on<F: Future>(fut: F) -> F::Output;
-    /// Spawns a detached task on the runtime.
-    fn spawn<F: Future<Output = ()> + Send + 'static>(fut: F);
     /// The adapter's `bind(addr, config)`.
     fn bind(
         addr: &str,
@@ -34,32 +34,41 @@ pub trait Harness: 'static {
     ) -> impl Future<Output = io::Result<Incoming<Self::Listener, Self::Runtime>>>;
     /// The bound address of the adapter's listener.
     fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
-    /// Echoes each line of `conn` back until the peer closes it.
-    fn echo(conn: <Self::Listener as Listener>::Conn) -> impl Future<Output = ()> + Send + 'static;
+    /// Echoes each line of `conn` back until the peer closes it. With a `server`, answers the
+    /// line `HEALTH` with its health line and follows its drain: an idle connection is closed
+    /// when the drain starts, a line in flight is finished and answered first (see
+    /// [`storm::echo_futures_io`], which the `async-io` adapters use).
+    fn echo(
+        conn: <Self::Listener as Listener>::Conn,
+        server: Option<ServeHandle>,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// Spawns a detached task on `H`'s runtime (through its [`Spawn`]; the handle is dropped).
+pub fn spawn<H: Harness>(fut: impl Future<Output = ()> + Send + 'static) {
+    drop(H::Runtime::default().spawn(fut));
 }
 
 /// Implements [`Harness`] for an adapter on `async-io` (smol, async-std): given the harness
-/// type's name, the runtime's name, the adapter crate (which offers `Tcp`, `bind` and `core`),
-/// its `block_on` and a closure spawning a detached task.
+/// type's name, the runtime's name, the adapter's package and crate (which offers `Tcp`, `bind`
+/// and `core`), its runtime type and its `block_on`.
 ///
 /// ```ignore
-/// keel_benches::async_io_harness!(Smol, "smol", keel_smol, smol::block_on, |f| smol::spawn(f).detach());
+/// keel_benches::async_io_harness!(Smol, "smol", "keel-smol", keel_smol, SmolRuntime, smol::block_on);
 /// ```
 #[macro_export]
 macro_rules! async_io_harness {
-    ($name:ident, $label:literal, $adapter:ident, $block_on:path, $spawn:expr) => {
+    ($name:ident, $label:literal, $package:literal, $adapter:ident, $runtime:ident, $block_on:path) => {
         /// The adapter as the shared examples and conformance suite drive it.
         pub struct $name;
 
         impl $crate::Harness for $name {
             const NAME: &'static str = $label;
-            type Runtime = $adapter::core::driver::async_io::AsyncIoRuntime;
+            const PACKAGE: &'static str = $package;
+            type Runtime = $adapter::$runtime;
             type Listener = $adapter::Tcp;
             fn block_on<F: ::core::future::Future>(fut: F) -> F::Output {
                 $block_on(fut)
-            }
-            fn spawn<F: ::core::future::Future<Output = ()> + Send + 'static>(fut: F) {
-                ($spawn)(fut)
             }
             async fn bind(
                 addr: &str,
@@ -70,8 +79,11 @@ macro_rules! async_io_harness {
             fn local_addr(listener: &$adapter::Tcp) -> ::std::io::Result<::std::net::SocketAddr> {
                 listener.get_ref().local_addr()
             }
-            async fn echo(conn: <$adapter::Tcp as $adapter::core::driver::Listener>::Conn) {
-                $crate::storm::echo_futures_io(conn).await
+            async fn echo(
+                conn: <$adapter::Tcp as $adapter::core::driver::Listener>::Conn,
+                server: ::core::option::Option<$adapter::ServeHandle>,
+            ) {
+                $crate::storm::echo_futures_io(conn, server).await
             }
         }
     };

@@ -2,6 +2,13 @@
 //! examples: an adapter's example is `keel_benches::storm::echo_main::<ItsHarness>()` or
 //! `storm_main::<ItsHarness>()`.
 //!
+//! The echo server serves through the adapter's `Server` with graceful shutdown: each line is
+//! echoed back, except the line `HEALTH`, answered with the server's health report line
+//! (`ready=true live=true reasons=[]`; see `ServeHandle::health`). On SIGINT or SIGTERM it stops
+//! accepting (new connections are refused), finishes the lines in flight, closes idle
+//! connections, aborts what still runs after the grace period (`--grace SECONDS`, default 5;
+//! a second signal stops at once), prints a `stats:` line on stdout and exits 0.
+//!
 //! The storm starts the server in a child process (the same example binary, `--serve`) under
 //! `ulimit -n 100` with max connections 150, drives 1000 loopback clients at it for about
 //! 10 s (std threads with blocking sockets and timeouts: no runtime on the client side) and
@@ -9,6 +16,7 @@
 //! "Too many open files" was logged a bounded number of times and the server used under 10 %
 //! of one core during the storm.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -18,7 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _};
-use keel_core::driver::{GuardConfig, StreamExt as _};
+use keel_core::driver::{Draining, GuardConfig, ServeHandle, Server, Signals as _};
+use keel_core::shutdown::ShutdownConfig;
 
 use crate::Harness;
 
@@ -29,14 +38,18 @@ pub struct Options {
     pub addr: String,
     /// `--max-connections N` (default 1024).
     pub max_connections: usize,
+    /// `--grace SECONDS` (default 5): how long the drain waits for connections in flight.
+    pub grace: Duration,
 }
 
 impl Options {
-    /// Parses `--addr HOST:PORT` and `--max-connections N` (`--serve` is accepted and ignored).
+    /// Parses `--addr HOST:PORT`, `--max-connections N` and `--grace SECONDS` (`--serve` is
+    /// accepted and ignored).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         let mut opts = Options {
             addr: "127.0.0.1:7878".into(),
             max_connections: 1024,
+            grace: Duration::from_secs(5),
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -49,10 +62,18 @@ impl Options {
                         .parse()
                         .map_err(|_| format!("--max-connections: `{v}` is not a count"))?;
                 }
+                "--grace" => {
+                    let v = value("--grace")?;
+                    opts.grace = v
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .ok_or(format!("--grace: `{v}` is not a number of seconds"))?;
+                }
                 "--serve" => {}
                 other => {
                     return Err(format!(
-                        "unknown argument `{other}` (try --addr, --max-connections)"
+                        "unknown argument `{other}` (try --addr, --max-connections, --grace)"
                     ))
                 }
             }
@@ -72,46 +93,85 @@ pub fn init_logging() {
         .init();
 }
 
-/// Binds, prints `listening on ADDR` on stdout, and echoes lines until the process ends.
+/// Binds, prints `listening on ADDR` on stdout, and echoes lines until SIGINT or SIGTERM; then
+/// drains for at most the grace period and prints `stats: ...` on stdout.
 pub async fn serve<H: Harness>(opts: Options) -> io::Result<()> {
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidInput, e);
     let config = GuardConfig::builder()
         .max_connections(opts.max_connections)
         .build()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut incoming = H::bind(&opts.addr, &config).await?;
+        .map_err(invalid)?;
+    let shutdown = ShutdownConfig::builder()
+        .grace_period(opts.grace)
+        .build()
+        .map_err(invalid)?;
+    let incoming = H::bind(&opts.addr, &config).await?;
     let local = H::local_addr(incoming.get_ref())?;
     println!("listening on {local}");
-    tracing::info!(addr = %local, max_connections = opts.max_connections, runtime = H::NAME, "echo server listening");
-    while let Some((permit, stream)) = incoming.next().await {
-        H::spawn(async move {
-            let _permit = permit;
-            H::echo(stream).await;
-        });
-    }
-    match incoming.take_error() {
+    tracing::info!(addr = %local, max_connections = opts.max_connections, grace_ms = opts.grace.as_millis() as u64, runtime = H::NAME, "echo server listening");
+    let server = Server::<H::Listener, H::Runtime>::new(incoming)
+        .config(shutdown)
+        .shutdown_on(|| H::Runtime::default().shutdown_signal());
+    let handle = server.handle();
+    let report = server
+        .serve(move |stream, _: Draining| H::echo(stream, Some(handle.clone())))
+        .await;
+    println!("stats: {report}");
+    tracing::info!(%report, "echo server stopped");
+    match report.error {
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
 
-/// The line echo for streams with `futures-io` traits (smol's, async-std's).
-pub async fn echo_futures_io<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+/// What the echo server answers to `line`: the health line for `HEALTH` (with a server), else
+/// the line itself.
+pub fn echo_reply<'a>(line: &'a [u8], server: Option<&ServeHandle>) -> Cow<'a, [u8]> {
+    match server {
+        Some(server) if line.trim_ascii() == b"HEALTH" => {
+            Cow::Owned(format!("{}\n", server.health()).into_bytes())
+        }
+        _ => Cow::Borrowed(line),
+    }
+}
+
+/// The line echo for streams with `futures-io` traits (smol's, async-std's). With a `server`:
+/// answers `HEALTH` (see [`echo_reply`]) and follows the drain: an idle connection is closed
+/// when it starts, a line in flight is finished and answered first.
+pub async fn echo_futures_io<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    server: Option<ServeHandle>,
+) {
+    let draining = server.as_ref().map(ServeHandle::draining);
     let mut lines = futures_lite::io::BufReader::new(stream);
     let mut line = Vec::with_capacity(128);
     loop {
         line.clear();
-        match lines.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                if lines.get_mut().write_all(&line).await.is_err() {
-                    break;
-                }
-            }
+        // `read_until` keeps what it read when interrupted by the drain.
+        let read = match &draining {
+            Some(d) => match d
+                .run_until_draining(lines.read_until(b'\n', &mut line))
+                .await
+            {
+                Some(read) => read,
+                None if line.is_empty() && lines.buffer().is_empty() => break,
+                None => lines.read_until(b'\n', &mut line).await,
+            },
+            None => lines.read_until(b'\n', &mut line).await,
+        };
+        if read.is_err() || line.is_empty() {
+            break;
+        }
+        let reply = echo_reply(&line, server.as_ref());
+        if lines.get_mut().write_all(&reply).await.is_err()
+            || draining.as_ref().is_some_and(Draining::is_draining)
+        {
+            break;
         }
     }
 }
 
-/// The `echo` example: parses the flags and serves until killed.
+/// The `echo` example: parses the flags, serves until SIGINT or SIGTERM, drains, exits 0.
 pub fn echo_main<H: Harness>() {
     init_logging();
     let opts = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| {

@@ -3,7 +3,8 @@
 keel_benches::async_io_harness!(
     AsyncStd,
     "async-std",
+    "keel-async-std",
     keel_async_std,
-    async_std::task::block_on,
-    |fut| { drop(async_std::task::spawn(fut)) }
+    AsyncStdRuntime,
+    async_std::task::block_on
 );

@@ -3,6 +3,11 @@
 //!
 //! - [`AsyncIoRuntime`]: the clock (`std::time::Instant`, counted from a process-wide origin)
 //!   and the timer (`async_io::Timer`, re-armed in place with `set_at`).
+//! - [`shutdown_signal`]: SIGINT/SIGTERM (Ctrl-C on Windows) through `async-signal`, which runs
+//!   on any `async-io` reactor.
+//! - [`async_io_runtime!`](crate::async_io_runtime): declares an adapter's own runtime type (a
+//!   unit struct) with [`Runtime`] and [`Signals`](super::Signals) delegated to the above and
+//!   [`Spawn`](super::Spawn) given by the adapter (`smol::spawn`, `async_std::task::spawn`).
 //! - [`AsyncIoListener`]: a std listener registered with the `async-io` reactor, accepted from
 //!   with a non-blocking `accept` and `poll_readable`; each accepted std stream goes through a
 //!   conversion the adapter supplies (`fn(std stream) -> io::Result<its runtime's stream>`).
@@ -21,6 +26,7 @@
 //! )?;
 //! // A runtime stream type converted from the accepted std stream (here: the std stream).
 //! let listener = AsyncIoListener::new(std_listener, |s: std::net::TcpStream| Ok(s))?;
+//! // An adapter passes its own runtime type (e.g. `keel_smol::SmolRuntime`), which spawns too.
 //! let incoming = Incoming::new(listener, AsyncIoRuntime, &config);
 //! assert!(incoming.get_ref().get_ref().local_addr()?.port() != 0);
 //! assert!(AsyncIoRuntime.now() >= keel_core::time::Instant::ZERO);
@@ -36,14 +42,17 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 
 use async_io::Async;
+use futures_core::Stream as _;
 
-use super::{GuardConfig, Incoming, Listener, Runtime, Timer};
+use super::{BoxFuture, GuardConfig, Incoming, Listener, Runtime, Timer};
 use crate::time::Instant;
 
-/// The clock and timers of the `async-io` reactor as a keel [`Runtime`].
+/// The clock and timers of the `async-io` reactor as a keel [`Runtime`]: what every adapter's
+/// runtime type declared with [`async_io_runtime!`](crate::async_io_runtime) delegates to.
 ///
-/// keel instants count nanoseconds since the first time any `AsyncIoRuntime` read the clock.
-/// A deadline too far away for `std::time::Instant` arms a timer that never fires.
+/// keel instants count nanoseconds since the first time any `async-io` runtime read the clock,
+/// so smol's and async-std's instants are comparable. A deadline too far away for
+/// `std::time::Instant` arms a timer that never fires.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AsyncIoRuntime;
 
@@ -90,6 +99,94 @@ impl Timer for AsyncIoTimer {
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         Pin::new(&mut self.0).poll(cx).map(drop)
     }
+}
+
+/// Registers SIGINT and SIGTERM listeners (Ctrl-C on Windows) with `async-signal` **now**, and
+/// returns a future that resolves at the next of them: the [`Signals`](super::Signals) impl of
+/// every runtime declared with [`async_io_runtime!`](crate::async_io_runtime).
+///
+/// While registered, the signals' default action (ending the process) is replaced. If they
+/// cannot be registered, the error is logged (target `keel::shutdown`, `warn`) and the future
+/// never resolves. On receipt it logs `shutdown signal received` with field `signal`
+/// (`"SIGINT"`, `"SIGTERM"`), at `info`.
+pub fn shutdown_signal() -> BoxFuture<()> {
+    use async_signal::Signal;
+    #[cfg(unix)]
+    let wanted = [Signal::Int, Signal::Term];
+    #[cfg(not(unix))]
+    let wanted = [Signal::Int];
+    let mut signals = match async_signal::Signals::new(wanted) {
+        Ok(signals) => signals,
+        Err(_e) => {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(target: "keel::shutdown", error = %_e, "cannot listen for SIGINT/SIGTERM; graceful shutdown on signals is off");
+            return alloc::boxed::Box::pin(core::future::pending());
+        }
+    };
+    alloc::boxed::Box::pin(async move {
+        let received = core::future::poll_fn(|cx| Pin::new(&mut signals).poll_next(cx)).await;
+        let _name = match received {
+            Some(Ok(Signal::Int)) => "SIGINT",
+            #[cfg(unix)]
+            Some(Ok(Signal::Term)) => "SIGTERM",
+            Some(Ok(_)) => "signal",
+            // The notifier failed: no further signal can be heard, so treat it as one.
+            Some(Err(_)) | None => "error",
+        };
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "keel::shutdown", signal = _name, "shutdown signal received");
+    })
+}
+
+/// Declares an adapter's runtime type on `async-io`: a unit struct (`Clone`, `Copy`, `Default`,
+/// `Debug`) whose [`Runtime`](crate::driver::Runtime) (clock and timer) is
+/// [`AsyncIoRuntime`](crate::driver::async_io::AsyncIoRuntime)'s, whose
+/// [`Signals`](crate::driver::Signals) is
+/// [`shutdown_signal`](crate::driver::async_io::shutdown_signal), and whose
+/// [`Spawn`](crate::driver::Spawn) is the adapter's own: `spawn($fut) -> Handle { body }`.
+///
+/// ```ignore
+/// keel_core::async_io_runtime! {
+///     /// smol's clock, timers, signals and tasks.
+///     pub struct SmolRuntime;
+///     spawn(fut) -> SmolTask { SmolTask(Some(smol::spawn(fut))) }
+/// }
+/// ```
+#[macro_export]
+macro_rules! async_io_runtime {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $rt:ident;
+        spawn($fut:ident) -> $handle:ty $body:block
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        $vis struct $rt;
+
+        impl $crate::driver::Runtime for $rt {
+            type Timer = $crate::driver::async_io::AsyncIoTimer;
+            fn now(&self) -> $crate::time::Instant {
+                $crate::driver::Runtime::now(&$crate::driver::async_io::AsyncIoRuntime)
+            }
+            fn timer(&self, deadline: $crate::time::Instant) -> Self::Timer {
+                $crate::driver::Runtime::timer(&$crate::driver::async_io::AsyncIoRuntime, deadline)
+            }
+        }
+
+        impl $crate::driver::Signals for $rt {
+            fn shutdown_signal(&self) -> $crate::driver::BoxFuture<()> {
+                $crate::driver::async_io::shutdown_signal()
+            }
+        }
+
+        impl $crate::driver::Spawn for $rt {
+            type Handle = $handle;
+            fn spawn<F>(&self, $fut: F) -> $handle
+            where
+                F: ::core::future::Future<Output = ()> + ::core::marker::Send + 'static,
+            $body
+        }
+    };
 }
 
 /// A std listener [`AsyncIoListener`] can accept from (TCP, and Unix-domain on Unix).
@@ -201,29 +298,29 @@ impl<L: StdListener, C: AsSocketRef + Send + 'static> Listener for AsyncIoListen
     }
 }
 
-/// A guarded listener on the `async-io` reactor yielding `C`.
-pub type AsyncIoIncoming<L, C> = Incoming<AsyncIoListener<L, C>, AsyncIoRuntime>;
+/// A guarded listener on the `async-io` reactor yielding `C`, on the adapter's runtime `R`.
+pub type AsyncIoIncoming<L, C, R = AsyncIoRuntime> = Incoming<AsyncIoListener<L, C>, R>;
 
 /// [`bind_tcp`] with `config`'s backlog, registered with the reactor and guarded: an adapter's
 /// `bind` after resolving `addrs` with its runtime's resolver.
-pub fn bind_guarded<C: AsSocketRef + Send + 'static>(
+pub fn bind_guarded<C: AsSocketRef + Send + 'static, R: Runtime + Default>(
     addrs: impl IntoIterator<Item = SocketAddr>,
     config: &GuardConfig,
     into_conn: fn(std::net::TcpStream) -> io::Result<C>,
-) -> io::Result<AsyncIoIncoming<std::net::TcpListener, C>> {
+) -> io::Result<AsyncIoIncoming<std::net::TcpListener, C, R>> {
     let listener = AsyncIoListener::new(bind_tcp(addrs, config.backlog())?, into_conn)?;
-    Ok(Incoming::new(listener, AsyncIoRuntime, config))
+    Ok(Incoming::new(listener, R::default(), config))
 }
 
 /// Guards a listener already registered with the reactor (an adapter's `guard`).
-pub fn guard_async<L: StdListener, C: AsSocketRef + Send + 'static>(
+pub fn guard_async<L: StdListener, C: AsSocketRef + Send + 'static, R: Runtime + Default>(
     io: Arc<Async<L>>,
     config: &GuardConfig,
     into_conn: fn(L::Stream) -> io::Result<C>,
-) -> AsyncIoIncoming<L, C> {
+) -> AsyncIoIncoming<L, C, R> {
     Incoming::new(
         AsyncIoListener::from_async(io, into_conn),
-        AsyncIoRuntime,
+        R::default(),
         config,
     )
 }
@@ -231,13 +328,18 @@ pub fn guard_async<L: StdListener, C: AsSocketRef + Send + 'static>(
 /// Registers a std listener with the reactor and guards it (an adapter's `guard` when its
 /// runtime does not share its registration).
 #[cfg(unix)]
-pub fn guard_std<L: StdListener + std::os::fd::AsFd, C: AsSocketRef + Send + 'static>(
+pub fn guard_std<L, C, R>(
     listener: L,
     config: &GuardConfig,
     into_conn: fn(L::Stream) -> io::Result<C>,
-) -> io::Result<AsyncIoIncoming<L, C>> {
+) -> io::Result<AsyncIoIncoming<L, C, R>>
+where
+    L: StdListener + std::os::fd::AsFd,
+    C: AsSocketRef + Send + 'static,
+    R: Runtime + Default,
+{
     let listener = AsyncIoListener::new(listener, into_conn)?;
-    Ok(Incoming::new(listener, AsyncIoRuntime, config))
+    Ok(Incoming::new(listener, R::default(), config))
 }
 
 /// Binds a std TCP listener to the first of `addrs` that works, with `SO_REUSEADDR` (not on
