@@ -1,18 +1,18 @@
 //! The glue shared by the runtimes that sit on `async-io` (smol, async-std), written once so
 //! neither adapter repeats it (feature `async-io`).
 //!
-//! - [`AsyncIoRuntime`]: the clock (`std::time::Instant`, counted from a process-wide origin)
+//! - [`AsyncIoRuntime`](crate::driver::async_io::AsyncIoRuntime): the clock (`std::time::Instant`, counted from a process-wide origin)
 //!   and the timer (`async_io::Timer`, re-armed in place with `set_at`).
-//! - [`shutdown_signal`]: SIGINT/SIGTERM (Ctrl-C on Windows) through `async-signal`, which runs
+//! - [`shutdown_signal`](crate::driver::async_io::shutdown_signal): SIGINT/SIGTERM (Ctrl-C on Windows) through `async-signal`, which runs
 //!   on any `async-io` reactor.
 //! - [`async_io_runtime!`](crate::async_io_runtime): declares an adapter's own runtime type (a
-//!   unit struct) with [`Runtime`] and [`Signals`](super::Signals) delegated to the above and
-//!   [`Spawn`](super::Spawn) given by the adapter (`smol::spawn`, `async_std::task::spawn`).
-//! - [`AsyncIoListener`]: a std listener registered with the `async-io` reactor, accepted from
+//!   unit struct) with [`Runtime`](crate::driver::Runtime) and [`Signals`](crate::driver::Signals) delegated to the above and
+//!   [`Spawn`](crate::driver::Spawn) given by the adapter (`smol::spawn`, `async_std::task::spawn`).
+//! - [`AsyncIoListener`](crate::driver::async_io::AsyncIoListener): a std listener registered with the `async-io` reactor, accepted from
 //!   with a non-blocking `accept` and `poll_readable`; each accepted std stream goes through a
 //!   conversion the adapter supplies (`fn(std stream) -> io::Result<its runtime's stream>`).
 //!   Shed mode writes the farewell with one non-blocking `send` on the converted stream.
-//! - [`bind_tcp`]: a std TCP listener bound with `SO_REUSEADDR` and the configured backlog
+//! - [`bind_tcp`](crate::driver::async_io::bind_tcp): a std TCP listener bound with `SO_REUSEADDR` and the configured backlog
 //!   (`std::net::TcpListener::bind` always uses 128).
 //!
 //! ```
