@@ -87,3 +87,8 @@ pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> io::Result<In
     let listener = std::os::unix::net::UnixListener::try_from(listener)?;
     async_io::guard_std(listener, config, |s| Ok(s.into()))
 }
+
+/// The README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -92,3 +92,8 @@ pub fn guard_unix(listener: smol::net::unix::UnixListener, config: &GuardConfig)
         smol::net::unix::UnixStream::try_from,
     )
 }
+
+/// The README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
