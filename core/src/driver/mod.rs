@@ -77,7 +77,7 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     fn timer(&self, deadline: Instant) -> Self::Timer;
 }
 
-/// Spawning tasks on a runtime, as [`Server`](serve::Server) needs it: one task per connection,
+/// Spawning tasks on a runtime, as [`Server`] needs it: one task per connection,
 /// and a way to cancel the tasks still running when the drain deadline passes.
 ///
 /// Contract for implementors:

@@ -262,7 +262,7 @@ pub fn os_hash_seed() -> u128 {
 }
 
 /// A keyed (per IP, per user) rate limiter on a runtime, with bounded memory (see
-/// [`keyed`](crate::rate::keyed)). Clones share one table behind a mutex held only for the
+/// [`crate::rate::keyed`]). Clones share one table behind a mutex held only for the
 /// check.
 pub struct KeyedRateLimiter<K, R: Runtime> {
     inner: Arc<Mutex<keyed::KeyedRateLimiter<K>>>,
