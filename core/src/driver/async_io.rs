@@ -269,7 +269,7 @@ impl<L: StdListener + fmt::Debug, C> fmt::Debug for AsyncIoListener<L, C> {
     }
 }
 
-impl<L: StdListener, C: AsSocketRef + Send + 'static> Listener for AsyncIoListener<L, C> {
+impl<L: StdListener, C: AsSocketRef + Send + Unpin + 'static> Listener for AsyncIoListener<L, C> {
     type Conn = C;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<C>> {
@@ -303,7 +303,7 @@ pub type AsyncIoIncoming<L, C, R = AsyncIoRuntime> = Incoming<AsyncIoListener<L,
 
 /// [`bind_tcp`] with `config`'s backlog, registered with the reactor and guarded: an adapter's
 /// `bind` after resolving `addrs` with its runtime's resolver.
-pub fn bind_guarded<C: AsSocketRef + Send + 'static, R: Runtime + Default>(
+pub fn bind_guarded<C: AsSocketRef + Send + Unpin + 'static, R: Runtime + Default>(
     addrs: impl IntoIterator<Item = SocketAddr>,
     config: &GuardConfig,
     into_conn: fn(std::net::TcpStream) -> io::Result<C>,
@@ -313,7 +313,11 @@ pub fn bind_guarded<C: AsSocketRef + Send + 'static, R: Runtime + Default>(
 }
 
 /// Guards a listener already registered with the reactor (an adapter's `guard`).
-pub fn guard_async<L: StdListener, C: AsSocketRef + Send + 'static, R: Runtime + Default>(
+pub fn guard_async<
+    L: StdListener,
+    C: AsSocketRef + Send + Unpin + 'static,
+    R: Runtime + Default,
+>(
     io: Arc<Async<L>>,
     config: &GuardConfig,
     into_conn: fn(L::Stream) -> io::Result<C>,
@@ -335,7 +339,7 @@ pub fn guard_std<L, C, R>(
 ) -> io::Result<AsyncIoIncoming<L, C, R>>
 where
     L: StdListener + std::os::fd::AsFd,
-    C: AsSocketRef + Send + 'static,
+    C: AsSocketRef + Send + Unpin + 'static,
     R: Runtime + Default,
 {
     let listener = AsyncIoListener::new(listener, into_conn)?;
