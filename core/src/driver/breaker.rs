@@ -123,7 +123,7 @@ impl<R: Runtime> fmt::Debug for Breaker<R> {
 #[non_exhaustive]
 pub enum BreakerError<E> {
     /// The breaker did not admit the call; nothing was sent. `retry_at` says when it may.
-    #[error("call not made: the circuit breaker is {} ({})", .0.state, RetryAt(.0.retry_at))]
+    #[error("call not made: the circuit breaker is {} ({})", .0.state, RetryAt(*.0))]
     Rejected(Rejected),
     /// The call was made and returned this error.
     #[error("call failed: {0}")]
@@ -134,13 +134,20 @@ pub enum BreakerError<E> {
     TimedOut(Elapsed),
 }
 
-struct RetryAt(Option<Instant>);
+/// When (or on what) a rejected call may be retried, worded per state.
+struct RetryAt(Rejected);
 
 impl fmt::Display for RetryAt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(t) => write!(f, "retry at {:?}", t.as_duration()),
-            None => f.write_str("no retry instant known: it opens or closes by hand"),
+        match (self.0.retry_at, self.0.state) {
+            (Some(t), _) => write!(f, "retry at {:?} on the runtime's clock", t.as_duration()),
+            (None, State::ForcedOpen) => {
+                f.write_str("forced open: it admits calls again only when reset or disabled by hand")
+            }
+            (None, State::HalfOpen) => f.write_str(
+                "every half-open probe slot is taken: retry when the probes finish (they close or reopen it)",
+            ),
+            (None, _) => f.write_str("no retry instant known"),
         }
     }
 }
@@ -391,5 +398,32 @@ pub fn describe(reason: TransitionReason) -> &'static str {
         TransitionReason::Reset => "reset",
         #[allow(unreachable_patterns)]
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn rejection_messages_say_what_ends_each_state() {
+        let msg = |retry_at, state| {
+            BreakerError::<&str>::Rejected(Rejected { retry_at, state }).to_string()
+        };
+        assert_eq!(
+            msg(None, State::HalfOpen),
+            "call not made: the circuit breaker is half-open (every half-open probe slot is taken: \
+             retry when the probes finish (they close or reopen it))"
+        );
+        assert_eq!(
+            msg(None, State::ForcedOpen),
+            "call not made: the circuit breaker is forced-open (forced open: it admits calls again \
+             only when reset or disabled by hand)"
+        );
+        assert_eq!(
+            msg(Some(Instant::from_nanos(2_000_000_000)), State::Open),
+            "call not made: the circuit breaker is open (retry at 2s on the runtime's clock)"
+        );
     }
 }
