@@ -85,7 +85,7 @@ pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + 
 #[non_exhaustive]
 pub enum KeelError {
     /// The rate limit is spent; the call would conform at `retry_at`.
-    #[error("rate limited: retry at {retry_at:?} on keel's clock (see `retry_after()`), or raise the quota")]
+    #[error("rate limited: a call would conform {}, or raise the quota", In(Some(*.retry_at)))]
     RateLimited {
         /// The earliest instant (on [`crate::now`]'s clock) at which a call would be admitted.
         retry_at: Instant,
@@ -94,7 +94,7 @@ pub enum KeelError {
     #[error("{0}")]
     BulkheadRejected(BulkheadRejected),
     /// The circuit breaker is open (or its half-open probes are all taken).
-    #[error("circuit breaker open: calls are rejected until {retry_at:?} because the dependency keeps failing")]
+    #[error("{}", BreakerOpenMessage(*.retry_at))]
     BreakerOpen {
         /// When the breaker lets a probe through again, if known.
         retry_at: Option<Instant>,
@@ -132,6 +132,37 @@ impl KeelError {
         match self {
             KeelError::BulkheadRejected(r) => Some(r.reason()),
             _ => None,
+        }
+    }
+}
+
+/// "in 1.5s" from [`crate::now`] ("now" once passed); nothing when unknown.
+struct In(Option<Instant>);
+
+impl std::fmt::Display for In {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.map(|at| at.saturating_duration_since(crate::now())) {
+            Some(d) if d.is_zero() => f.write_str("now"),
+            Some(d) => write!(f, "in {d:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+struct BreakerOpenMessage(Option<Instant>);
+
+impl std::fmt::Display for BreakerOpenMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(at) => write!(
+                f,
+                "circuit breaker open because the dependency keeps failing: a probe call is let through {}",
+                In(Some(at))
+            ),
+            None => f.write_str(
+                "circuit breaker open with no known reopening time: forced open by hand, \
+                 or every half-open probe is in flight (retry when the probes finish)",
+            ),
         }
     }
 }

@@ -77,7 +77,9 @@ async fn reject_mode_fails_at_once() {
     let err = call(&mut svc, 2).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(matches!(keel(&err), KeelError::RateLimited { .. }));
-    assert!(err.to_string().starts_with("rate limited: retry at"));
+    assert!(err
+        .to_string()
+        .starts_with("rate limited: a call would conform in "));
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,4 +305,31 @@ async fn retry_layer_retries_with_backoff_until_success() {
         err.to_string().starts_with("gave up after 3 attempt(s)"),
         "{err}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keel_error_messages_give_a_relative_wait_not_a_private_instant() {
+    let now = keel_tokio::now();
+    let open = KeelError::BreakerOpen {
+        retry_at: Some(now + Duration::from_millis(1500)),
+    };
+    assert_eq!(
+        open.to_string(),
+        "circuit breaker open because the dependency keeps failing: a probe call is let through in 1.5s"
+    );
+    let unknown = KeelError::BreakerOpen { retry_at: None };
+    assert_eq!(
+        unknown.to_string(),
+        "circuit breaker open with no known reopening time: forced open by hand, or every \
+         half-open probe is in flight (retry when the probes finish)"
+    );
+    let limited = KeelError::RateLimited {
+        retry_at: now + Duration::from_millis(20),
+    };
+    assert_eq!(
+        limited.to_string(),
+        "rate limited: a call would conform in 20ms, or raise the quota"
+    );
+    let passed = KeelError::RateLimited { retry_at: now };
+    assert_eq!(passed.to_string(), "rate limited: a call would conform now, or raise the quota");
 }
