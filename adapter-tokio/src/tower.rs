@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use ::tower::{Layer, Service};
 use keel_core::backoff::BackoffConfig;
-use keel_core::breaker::CircuitBreakerConfig;
+use keel_core::breaker::{CircuitBreakerConfig, Outcome};
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::driver::breaker::BreakerError;
 use keel_core::driver::retry::{NoNotify, RetryAll, RetryNotify, RetryPredicate};
@@ -430,12 +430,38 @@ where
 }
 
 /// Fails calls fast with [`KeelError::BreakerOpen`] while a circuit breaker shared by every
-/// service it makes (and their clones) is open. An inner `Ok` is a success, an inner `Err`
-/// a failure, a dropped call future is ignored (it frees a half-open probe slot). Calls go
-/// through [`Breaker::call`](crate::Breaker), so transitions are logged under `keel::breaker`.
+/// service it makes (and their clones) is open. An inner `Ok` is a success; an inner `Err` is
+/// classified by [`classify_error`] unless [`BreakerLayer::classify`] replaces it: a failure,
+/// except keel's own *local* rejections from layers inside this one ([`KeelError::RateLimited`],
+/// [`KeelError::BulkheadRejected`], [`KeelError::BreakerOpen`]), which are ignored, so local
+/// throttling never opens the breaker. A dropped call future is reported by the breaker's drop
+/// guard (see [`crate::core::driver::breaker`]). Calls go through
+/// [`Breaker::call_with`](crate::Breaker), so transitions are logged under `keel::breaker`.
 #[derive(Clone, Debug)]
 pub struct BreakerLayer {
     breaker: crate::Breaker,
+    classify: fn(&BoxError) -> Outcome,
+}
+
+/// The default error classifier of [`BreakerLayer`]: [`Outcome::Ignored`] for keel's local
+/// rejections ([`KeelError::RateLimited`], [`KeelError::BulkheadRejected`],
+/// [`KeelError::BreakerOpen`] from an inner layer: they say nothing about the dependency),
+/// [`Outcome::Failure`] for everything else.
+///
+/// [`KeelError::TimedOut`] **is** a failure: a call that ran past its timeout is the
+/// dependency-health signal a breaker exists for. Place a [`TimeoutLayer`] inside the breaker
+/// only if rate limits and bulkheads are *outside* it (or not waiting), or time spent waiting
+/// for a local token or slot counts against the dependency.
+#[must_use]
+pub fn classify_error(error: &BoxError) -> Outcome {
+    match error.downcast_ref::<KeelError>() {
+        Some(
+            KeelError::RateLimited { .. }
+            | KeelError::BulkheadRejected(_)
+            | KeelError::BreakerOpen { .. },
+        ) => Outcome::Ignored,
+        _ => Outcome::Failure,
+    }
 }
 
 impl BreakerLayer {
@@ -454,7 +480,18 @@ impl BreakerLayer {
     /// A layer on an existing breaker handle (its clones share its state and its hook).
     #[must_use]
     pub fn from_breaker(breaker: crate::Breaker) -> Self {
-        BreakerLayer { breaker }
+        BreakerLayer {
+            breaker,
+            classify: classify_error,
+        }
+    }
+
+    /// Replaces [`classify_error`]: decides what an inner `Err` says about the dependency
+    /// (e.g. [`Outcome::Ignored`] for a client error). An inner `Ok` is always a success.
+    #[must_use]
+    pub fn classify(mut self, classify: fn(&BoxError) -> Outcome) -> Self {
+        self.classify = classify;
+        self
     }
 
     /// The shared breaker.
@@ -471,6 +508,7 @@ impl<S> Layer<S> for BreakerLayer {
         BreakerService {
             inner,
             breaker: self.breaker.clone(),
+            classify: self.classify,
         }
     }
 }
@@ -480,6 +518,7 @@ impl<S> Layer<S> for BreakerLayer {
 pub struct BreakerService<S> {
     inner: S,
     breaker: crate::Breaker,
+    classify: fn(&BoxError) -> Outcome,
 }
 
 impl<S, Req> Service<Req> for BreakerService<S>
@@ -501,8 +540,13 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let inner = self.inner.clone();
         let breaker = self.breaker.clone();
+        let classify = self.classify;
         Box::pin(async move {
-            match breaker.call(ready_call(inner, req)).await {
+            let outcome = |r: &Result<S::Response, BoxError>| match r {
+                Ok(_) => Outcome::Success,
+                Err(e) => classify(e),
+            };
+            match breaker.call_with(ready_call(inner, req), outcome).await {
                 Ok(response) => Ok(response),
                 Err(BreakerError::Rejected(r)) => Err(KeelError::BreakerOpen {
                     retry_at: r.retry_at,

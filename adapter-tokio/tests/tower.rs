@@ -333,3 +333,57 @@ async fn keel_error_messages_give_a_relative_wait_not_a_private_instant() {
     let passed = KeelError::RateLimited { retry_at: now };
     assert_eq!(passed.to_string(), "rate limited: a call would conform now, or raise the quota");
 }
+
+#[tokio::test(start_paused = true)]
+async fn breaker_over_a_rejecting_rate_limit_does_not_open_on_local_throttling() {
+    use keel_tokio::core::breaker::{CircuitBreakerConfig, State};
+    use keel_tokio::tower::BreakerLayer;
+
+    let config = CircuitBreakerConfig::consecutive_failures(2)
+        .build()
+        .unwrap();
+    let breaker = BreakerLayer::new(config);
+    let mut svc = ServiceBuilder::new()
+        .layer(breaker.clone())
+        .layer(RateLimitLayer::new(quota(1, 1)).reject_when_limited())
+        .service(echo());
+    call(&mut svc, 1).await.unwrap();
+    for _ in 0..5 {
+        let err = call(&mut svc, 2).await.unwrap_err();
+        assert!(matches!(keel(&err), KeelError::RateLimited { .. }));
+    }
+    assert_eq!(breaker.breaker().state(), State::Closed);
+    let s = breaker.breaker().stats();
+    assert_eq!((s.successes, s.failures, s.ignored), (1, 0, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_counts_an_inner_timeout_as_a_failure_and_classify_overrides() {
+    use keel_tokio::core::breaker::{CircuitBreakerConfig, Outcome, State};
+    use keel_tokio::tower::BreakerLayer;
+
+    let config = CircuitBreakerConfig::consecutive_failures(2)
+        .build()
+        .unwrap();
+    let breaker = BreakerLayer::new(config);
+    let hang = service_fn(|_: u32| std::future::pending::<Result<u32, Infallible>>());
+    let mut svc = ServiceBuilder::new()
+        .layer(breaker.clone())
+        .layer(TimeoutLayer::new(Duration::from_millis(10)))
+        .service(hang);
+    for _ in 0..2 {
+        let err = call(&mut svc, 1).await.unwrap_err();
+        assert!(matches!(keel(&err), KeelError::TimedOut { .. }));
+    }
+    assert_eq!(breaker.breaker().state(), State::Open);
+
+    let config = CircuitBreakerConfig::consecutive_failures(1)
+        .build()
+        .unwrap();
+    let lenient = BreakerLayer::new(config).classify(|_| Outcome::Ignored);
+    let mut svc = lenient
+        .layer(service_fn(|_: u32| async { Err::<u32, BoxError>("404".into()) }));
+    call(&mut svc, 1).await.unwrap_err();
+    assert_eq!(lenient.breaker().state(), State::Closed);
+    assert_eq!(lenient.breaker().stats().ignored, 1);
+}
