@@ -25,7 +25,9 @@
 //!
 //! Services return `Result<_, BoxError>` (as tower's own layers do): inner errors pass through
 //! unchanged and keel's own are a [`KeelError`] inside the box; find them with
-//! `err.downcast_ref::<KeelError>()`.
+//! `err.downcast_ref::<KeelError>()`. A [`RetryLayer`] that gives up returns a
+//! [`RetryGaveUp`] whose `source()` is the last attempt's error (walk the chain to find a
+//! `KeelError` under it).
 //!
 //! # Order
 //!
@@ -65,7 +67,8 @@ use keel_core::backoff::BackoffConfig;
 use keel_core::breaker::{CircuitBreakerConfig, Outcome};
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::driver::breaker::BreakerError;
-use keel_core::driver::retry::{NoNotify, RetryAll, RetryNotify, RetryPredicate};
+use keel_core::driver::retry::{NoNotify, RetryAction, RetryNotify, RetryPredicate, StopReason};
+use keel_core::sync::budget::SharedBudget;
 use keel_core::rate::Quota;
 use keel_core::sync::breaker::SharedBreaker;
 use keel_core::sync::bulkhead::BulkheadRejected;
@@ -562,21 +565,84 @@ where
 /// Retries failed calls with backoff (and an optional shared retry budget) using a keel
 /// [`Retry`](crate::Retry); the request must be `Clone`. Each attempt waits for the inner
 /// service's readiness inside the call future, so an outer [`TimeoutLayer`] bounds all attempts
-/// and the backoff sleeps between them. When it gives up, the error is the boxed
-/// `RetryError<BoxError>` (the last attempt's error, the stop reason and the attempt count).
+/// and the backoff sleeps between them. When it gives up, the error is a boxed
+/// [`RetryGaveUp`] (the stop reason, the attempt count, and the last attempt's error as its
+/// `source()`). The default predicate is [`FailFastOnRejection`]: keel's own rejections from
+/// inner layers are not retried.
 #[derive(Clone, Debug)]
-pub struct RetryLayer<P = RetryAll, N = NoNotify> {
+pub struct RetryLayer<P = FailFastOnRejection, N = NoNotify> {
     retry: crate::Retry<P, N>,
 }
 
+/// The default predicate of [`RetryLayer`]: [`RetryAction::Stop`] for keel's rejections
+/// ([`KeelError::BreakerOpen`], [`KeelError::RateLimited`], [`KeelError::BulkheadRejected`]:
+/// retrying them only adds load where keel decided to shed it, so they fail fast),
+/// [`RetryAction::Retry`] for every other error ([`KeelError::TimedOut`] of an inner per-attempt
+/// timeout included). Classify your own errors with
+/// [`Retry::retry_if`](keel_core::driver::retry::Retry::retry_if) (and call this one for the
+/// errors you do not know).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FailFastOnRejection;
+
+impl RetryPredicate<BoxError> for FailFastOnRejection {
+    fn classify(&self, error: &BoxError) -> RetryAction {
+        match error.downcast_ref::<KeelError>() {
+            Some(
+                KeelError::BreakerOpen { .. }
+                | KeelError::RateLimited { .. }
+                | KeelError::BulkheadRejected(_),
+            ) => RetryAction::Stop,
+            _ => RetryAction::Retry,
+        }
+    }
+}
+
+/// The error of a [`RetryService`] that gave up: why, after how many attempts, and the last
+/// attempt's error, which is also its [`source`](std::error::Error::source) (so a walk of the
+/// chain finds a [`KeelError`] from an inner layer).
+#[derive(Debug, thiserror::Error)]
+#[error("gave up after {attempts} attempt(s) because {reason}: {error}")]
+pub struct RetryGaveUp {
+    #[source]
+    error: BoxError,
+    reason: StopReason,
+    attempts: u32,
+}
+
+impl RetryGaveUp {
+    /// The last attempt's error.
+    #[must_use]
+    pub fn error(&self) -> &BoxError {
+        &self.error
+    }
+
+    /// The last attempt's error, by value.
+    #[must_use]
+    pub fn into_error(self) -> BoxError {
+        self.error
+    }
+
+    /// Why the retry stopped.
+    #[must_use]
+    pub fn reason(&self) -> StopReason {
+        self.reason
+    }
+
+    /// Attempts made, the first included.
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
 impl RetryLayer {
-    /// Retries every error with `config`'s backoff (add a budget with
-    /// [`Retry::budget`](keel_core::driver::retry::Retry::budget) and use
-    /// [`from_retry`](RetryLayer::from_retry)).
+    /// Retries every error except keel's rejections ([`FailFastOnRejection`]) with `config`'s
+    /// backoff; add a budget with [`budget`](RetryLayer::budget), or configure a
+    /// [`Retry`](keel_core::driver::retry::Retry) and use [`from_retry`](RetryLayer::from_retry).
     #[must_use]
     pub fn new(config: BackoffConfig) -> Self {
         RetryLayer {
-            retry: crate::Retry::new(config),
+            retry: crate::Retry::new(config).retry_if(FailFastOnRejection),
         }
     }
 }
@@ -587,6 +653,14 @@ impl<P, N> RetryLayer<P, N> {
     #[must_use]
     pub fn from_retry(retry: crate::Retry<P, N>) -> Self {
         RetryLayer { retry }
+    }
+
+    /// Draws every retry from this budget (share one per dependency).
+    #[must_use]
+    pub fn budget(self, budget: SharedBudget) -> Self {
+        RetryLayer {
+            retry: self.retry.budget(budget),
+        }
     }
 
     /// The retry policy.
@@ -609,7 +683,7 @@ impl<S, P: Clone, N: Clone> Layer<S> for RetryLayer<P, N> {
 
 /// The service of [`RetryLayer`].
 #[derive(Clone, Debug)]
-pub struct RetryService<S, P = RetryAll, N = NoNotify> {
+pub struct RetryService<S, P = FailFastOnRejection, N = NoNotify> {
     inner: S,
     retry: crate::Retry<P, N>,
 }
@@ -640,7 +714,13 @@ where
             retry
                 .run(move || ready_call(inner.clone(), req.clone()))
                 .await
-                .map_err(|e| -> BoxError { Box::new(e) })
+                .map_err(|e| -> BoxError {
+                    Box::new(RetryGaveUp {
+                        error: e.error,
+                        reason: e.reason,
+                        attempts: e.attempts,
+                    })
+                })
         })
     }
 }

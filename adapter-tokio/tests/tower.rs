@@ -387,3 +387,50 @@ async fn breaker_counts_an_inner_timeout_as_a_failure_and_classify_overrides() {
     assert_eq!(lenient.breaker().state(), State::Closed);
     assert_eq!(lenient.breaker().stats().ignored, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_layer_fails_fast_on_keel_rejections_and_exposes_them_as_source() {
+    use keel_tokio::core::backoff::{BackoffConfig, Jitter};
+    use keel_tokio::core::driver::retry::StopReason;
+    use keel_tokio::tower::{RetryGaveUp, RetryLayer};
+
+    let config = BackoffConfig::constant(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .max_attempts(3)
+        .build()
+        .unwrap();
+    let limiter = RateLimitLayer::new(quota(1, 1)).reject_when_limited();
+    let mut svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(config))
+        .layer(limiter.clone())
+        .service(echo());
+    call(&mut svc, 1).await.unwrap();
+    let start = Instant::now();
+    let err = call(&mut svc, 2).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO, "no backoff sleep: it failed fast");
+    let gave_up = err.downcast_ref::<RetryGaveUp>().expect("a RetryGaveUp");
+    assert_eq!(
+        (gave_up.attempts(), gave_up.reason()),
+        (1, StopReason::NotRetryable)
+    );
+    let source = std::error::Error::source(gave_up).expect("the last error is the source");
+    assert!(matches!(
+        source.downcast_ref::<KeelError>(),
+        Some(KeelError::RateLimited { .. })
+    ));
+
+    // Exhausted retries keep the chain too.
+    let always = service_fn(|_: u32| async {
+        Err::<u32, BoxError>(Box::new(KeelError::TimedOut {
+            after: Duration::from_millis(5),
+        }))
+    });
+    let mut svc = RetryLayer::new(config).layer(always);
+    let err = call(&mut svc, 1).await.unwrap_err();
+    let gave_up = err.downcast_ref::<RetryGaveUp>().unwrap();
+    assert_eq!(gave_up.attempts(), 3);
+    assert!(gave_up.error().downcast_ref::<KeelError>().is_some());
+    assert!(std::error::Error::source(gave_up)
+        .and_then(|s| s.downcast_ref::<KeelError>())
+        .is_some());
+}

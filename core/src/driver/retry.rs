@@ -229,11 +229,17 @@ impl fmt::Display for StopReason {
 }
 
 /// The error of [`Retry::run`]: the last attempt's error and why no more were made.
+///
+/// It implements `Error` when `E` does (`E: Error + 'static`), with the last attempt's error
+/// as its [`source`](core::error::Error::source), so a walk of the error chain finds the
+/// underlying error (e.g. a tower `KeelError`). For an `E` that is only `Display` (a `&str`),
+/// use the fields or [`into_inner`](Self::into_inner).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("gave up after {attempts} attempt(s) because {reason}: {error}")]
 #[non_exhaustive]
 pub struct RetryError<E> {
     /// The last attempt's error.
+    #[source]
     pub error: E,
     /// Why the run stopped.
     pub reason: StopReason,
@@ -571,6 +577,25 @@ fn reseed(config: BackoffConfig, run: u64) -> BackoffConfig {
 mod tests {
     use super::*;
     use crate::backoff::Jitter;
+
+    #[test]
+    fn retry_error_has_the_last_error_as_source() {
+        #[derive(Debug, PartialEq)]
+        struct Down;
+        impl fmt::Display for Down {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("down")
+            }
+        }
+        impl core::error::Error for Down {}
+        let e = RetryError {
+            error: Down,
+            reason: StopReason::BudgetExhausted,
+            attempts: 2,
+        };
+        let source = core::error::Error::source(&e).expect("a source");
+        assert_eq!(source.downcast_ref::<Down>(), Some(&Down));
+    }
 
     #[test]
     fn reseed_changes_only_the_seed() {
