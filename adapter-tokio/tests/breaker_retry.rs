@@ -608,3 +608,22 @@ async fn call_timeout_counts_an_expiry_as_a_failure_and_says_timed_out() {
         .await;
     assert!(matches!(ok, Err(BreakerError::Rejected(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_run_cancelled_during_its_backoff_sleep_spends_no_budget() {
+    let t0 = settle().await;
+    let budget = SharedBudget::new(BudgetConfig::default(), t0);
+    let retry = Retry::new(constant(1000, 10)).budget(budget.clone());
+    let calls = AtomicU32::new(0);
+    let run = retry.run(|| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async { Err::<(), _>(Error::Unavailable) }
+    });
+    // The first attempt fails at once; the run then sleeps 1 s and is cancelled at 500 ms.
+    assert!(tokio::time::timeout(Duration::from_millis(500), run)
+        .await
+        .is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let s = budget.stats();
+    assert_eq!((s.withdrawals, s.exhausted), (0, 0));
+}
