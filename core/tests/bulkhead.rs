@@ -386,6 +386,35 @@ mod shared {
         assert_eq!((s.promoted, s.in_flight, s.queue_len), (2, 0, 0));
     }
 
+    /// A waker that locks the bulkhead (as a task polled at once on another executor would).
+    struct LockingWaker(SharedBulkhead, AtomicUsize);
+    impl Wake for LockingWaker {
+        fn wake(self: Arc<Self>) {
+            let _ = self.0.stats();
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn expired_waiters_are_woken_after_the_lock_is_released() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+            let _g = bh.try_acquire().unwrap();
+            let mut w = wait(bh.acquire(T0));
+            let waker = Arc::new(LockingWaker(bh.clone(), AtomicUsize::new(0)));
+            let k = Waker::from(Arc::clone(&waker));
+            assert!(poll(&mut w, &k, ms(1)).is_pending());
+            // The sweep expires the waiter and wakes it; the wake locks the bulkhead.
+            bh.handle_timeout(ms(100));
+            let _ = tx.send(waker.1.load(Ordering::SeqCst));
+        });
+        let woken = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the wake deadlocked: it ran with the bulkhead locked");
+        assert_eq!(woken, 1);
+    }
+
     #[test]
     fn a_shared_waiter_past_its_deadline_is_rejected() {
         let bh = SharedBulkhead::new(config(1, 4, 100), T0);
