@@ -21,10 +21,12 @@
 //! - A waiter is never admitted at or after its deadline. [`Bulkhead::handle_timeout`] (and
 //!   every other input, before it decides) expires waiters whose deadline has come:
 //!   [`BulkheadEvent::Expired`], counted as shed with [`RejectReason::WaitedTooLong`].
-//!   [`Bulkhead::poll_timeout`] is the earliest waiter deadline.
+//!   [`Bulkhead::poll_timeout`] is the earliest waiter deadline (`None` when it never comes).
 //! - [`Bulkhead::on_cancel`] removes a waiter that gave up.
 //! - In-flight counts never go negative, the queue never exceeds its bound, and no input
-//!   panics: `now` is clamped and deadlines saturate (`max_wait = Duration::MAX` waits forever).
+//!   panics: `now` is clamped and deadlines saturate. A deadline past the end of the clock
+//!   (`max_wait = Duration::MAX`) reads [`Instant::MAX`] in [`Admission::Queued`] and means the
+//!   waiter waits for ever: [`Bulkhead::poll_timeout`] never returns it.
 //!
 //! # Storage (no allocation)
 //!
@@ -257,7 +259,8 @@ pub enum Admission {
     Queued {
         /// The waiter, for [`Bulkhead::on_cancel`] and the promotion.
         waiter: WaiterId,
-        /// When the wait ends in [`RejectReason::WaitedTooLong`].
+        /// When the wait ends in [`RejectReason::WaitedTooLong`]; [`Instant::MAX`] means never
+        /// (a `max_wait` that reaches past the end of the clock).
         deadline: Instant,
     },
     /// Shed the call now.
@@ -736,10 +739,15 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
         let _ = self.expire(now);
     }
 
-    /// The earliest waiter deadline; `None` when nobody waits.
+    /// The earliest waiter deadline; `None` when nobody waits, or when the oldest waiter waits
+    /// for ever (its deadline saturated at [`Instant::MAX`]; deadlines are in FIFO order, so
+    /// every later waiter does too).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.queue.front().map(|(_, deadline)| deadline)
+        self.queue
+            .front()
+            .map(|(_, deadline)| deadline)
+            .filter(|&d| d != Instant::MAX)
     }
 
     /// The next event, oldest first.

@@ -211,11 +211,15 @@ impl<R: Runtime> Future for Acquiring<R> {
         };
         let polled = match waiter.poll(cx, rt.now()) {
             Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => match this.alarm.poll_until(rt, waiter.deadline(), cx) {
-                // The deadline passed: with the new `now` the machine rejects (or hands over a
-                // slot granted just before; it never grants at or after the deadline).
-                Poll::Ready(()) => waiter.poll(cx, rt.now()),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => match waiter.deadline() {
+                Some(deadline) => match this.alarm.poll_until(rt, deadline, cx) {
+                    // The deadline passed: with the new `now` the machine rejects (or hands
+                    // over a slot granted just before; it never grants at or after the deadline).
+                    Poll::Ready(()) => waiter.poll(cx, rt.now()),
+                    Poll::Pending => Poll::Pending,
+                },
+                // It waits for ever: only a release wakes it.
+                None => Poll::Pending,
             },
         };
         match polled {

@@ -34,7 +34,7 @@
 //! assert_eq!(bh.try_acquire().unwrap_err().reason(), RejectReason::Full);
 //!
 //! let Acquire::Wait(mut waiter) = bh.acquire(Instant::ZERO) else { unreachable!() };
-//! assert_eq!(waiter.deadline(), Instant::from_millis(50));
+//! assert_eq!(waiter.deadline(), Some(Instant::from_millis(50)));
 //! drop(guard); // wakes the waiter; its next poll returns the guard
 //! let waker = std::task::Waker::noop();
 //! let mut cx = std::task::Context::from_waker(&waker);
@@ -356,10 +356,15 @@ impl BulkheadWaiter {
     }
 
     /// When the wait ends in [`RejectReason::WaitedTooLong`]: arm a timer for it and poll
-    /// again when it fires.
+    /// again when it fires. `None` when the wait never ends (a `max_wait` that reaches past
+    /// the end of the clock, such as `Duration::MAX`): arm no timer.
     #[must_use]
-    pub const fn deadline(&self) -> Instant {
-        self.deadline
+    pub const fn deadline(&self) -> Option<Instant> {
+        if self.deadline.as_nanos() == Instant::MAX.as_nanos() {
+            None
+        } else {
+            Some(self.deadline)
+        }
     }
 
     /// Polls for the slot. `Ready(Ok)` hands over the guard; `Ready(Err)` carries
