@@ -220,6 +220,9 @@ pub enum RejectReason {
     QueueFull,
     /// The call waited `max_wait` without getting a slot.
     WaitedTooLong,
+    /// An acquire future was polled again after it had resolved (a caller bug): the slot, if
+    /// it got one, was handed over by the first `Ready`.
+    AlreadyCompleted,
 }
 
 impl RejectReason {
@@ -230,6 +233,7 @@ impl RejectReason {
             RejectReason::Full => "full",
             RejectReason::QueueFull => "queue_full",
             RejectReason::WaitedTooLong => "waited_too_long",
+            RejectReason::AlreadyCompleted => "already_completed",
         }
     }
 }
@@ -243,6 +247,9 @@ impl fmt::Display for RejectReason {
             RejectReason::QueueFull => "bulkhead queue full: raise max_queue or max_concurrent",
             RejectReason::WaitedTooLong => {
                 "waited max_wait for a bulkhead slot; raise max_wait or max_concurrent"
+            }
+            RejectReason::AlreadyCompleted => {
+                "the bulkhead acquire future was polled after it completed; poll it until Ready only"
             }
         })
     }

@@ -156,6 +156,7 @@ impl<R: Runtime> RateLimiter<R> {
             limiter: self.clone(),
             n: 1,
             alarm: Alarm::new(),
+            done: None,
         }
     }
 
@@ -166,6 +167,7 @@ impl<R: Runtime> RateLimiter<R> {
             limiter: self.clone(),
             n,
             alarm: Alarm::new(),
+            done: None,
         }
     }
 
@@ -201,11 +203,14 @@ impl<R: Runtime> RateLimiter<R> {
 
 /// The future of [`RateLimiter::until_ready`] and [`RateLimiter::until_n_ready`]: `'static`
 /// (it holds a clone of the limiter), cancel-safe (nothing is spent until it resolves `Ok`).
+/// Polled again after it resolved, it returns the same result again and spends nothing more.
 #[must_use = "futures do nothing unless awaited"]
 pub struct UntilReady<R: Runtime> {
     limiter: RateLimiter<R>,
     n: u32,
     alarm: Alarm<R>,
+    /// The result, once resolved.
+    done: Option<Result<(), InsufficientCapacity>>,
 }
 
 impl<R: Runtime> fmt::Debug for UntilReady<R> {
@@ -222,12 +227,20 @@ impl<R: Runtime> Future for UntilReady<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if let Some(done) = this.done {
+            return Poll::Ready(done);
+        }
         let rt = &this.limiter.rt;
         loop {
             let retry_at = match this.limiter.shared.check_n(rt.now(), this.n) {
-                Ok(()) => return Poll::Ready(Ok(())),
+                Ok(()) => {
+                    this.done = Some(Ok(()));
+                    return Poll::Ready(Ok(()));
+                }
                 Err(CheckNError::InsufficientCapacity { burst }) => {
-                    return Poll::Ready(Err(InsufficientCapacity { burst }))
+                    let r = Err(InsufficientCapacity { burst });
+                    this.done = Some(r);
+                    return Poll::Ready(r);
                 }
                 Err(CheckNError::NotUntil { retry_at }) => retry_at,
             };

@@ -62,6 +62,10 @@ pub struct BulkheadRejected {
 }
 
 impl BulkheadRejected {
+    pub(crate) const fn new(reason: RejectReason) -> Self {
+        BulkheadRejected { reason }
+    }
+
     /// Why the call was shed.
     #[must_use]
     pub const fn reason(&self) -> RejectReason {
