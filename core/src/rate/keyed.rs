@@ -75,8 +75,11 @@ use super::{CheckNError, Quota};
 use crate::error::ConfigError;
 use crate::time::{Instant, Monotonic};
 
-/// The largest `max_keys` accepted (2^30: the index then holds 2^31 `u32` slots).
-pub const MAX_KEYS_LIMIT: usize = 1 << 30;
+/// The largest `max_keys` accepted: 2^24 (16,777,216 keys). The table is allocated up front,
+/// so this caps it at about 2^24 × (entry size + 8 bytes of index): roughly 1 GiB for a
+/// 48-byte entry (see [`KeyedRateLimiter::memory_bound`] for your key type). A larger value
+/// would let a typo allocate tens of GiB and abort the process; shard across limiters instead.
+pub const MAX_KEYS_LIMIT: usize = 1 << 24;
 
 const NIL: u32 = u32::MAX;
 const SWEEP_PER_CHECK: usize = 2;
@@ -182,7 +185,8 @@ impl KeyedConfigBuilder {
         if self.max_keys > MAX_KEYS_LIMIT {
             return Err(ConfigError::OutOfRange {
                 field: "max_keys",
-                expected: "at most 2^30 keys",
+                expected: "at most 2^24 (16,777,216) keys, allocated up front; lower max_keys \
+                           or shard keys across several limiters",
             });
         }
         Ok(KeyedConfig {
