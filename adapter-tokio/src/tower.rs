@@ -68,9 +68,9 @@ use keel_core::breaker::{CircuitBreakerConfig, Outcome};
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::driver::breaker::BreakerError;
 use keel_core::driver::retry::{NoNotify, RetryAction, RetryNotify, RetryPredicate, StopReason};
-use keel_core::sync::budget::SharedBudget;
 use keel_core::rate::Quota;
 use keel_core::sync::breaker::SharedBreaker;
+use keel_core::sync::budget::SharedBudget;
 use keel_core::sync::bulkhead::BulkheadRejected;
 use keel_core::time::Instant;
 

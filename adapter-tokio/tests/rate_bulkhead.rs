@@ -224,9 +224,15 @@ fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Ou
 async fn until_ready_polled_after_completion_returns_ok_again_without_spending() {
     let limiter = RateLimiter::new(quota(3, 3));
     let mut fut = limiter.until_ready();
-    assert!(matches!(poll_once(&mut fut), std::task::Poll::Ready(Ok(()))));
+    assert!(matches!(
+        poll_once(&mut fut),
+        std::task::Poll::Ready(Ok(()))
+    ));
     assert_eq!(limiter.remaining(), 2);
-    assert!(matches!(poll_once(&mut fut), std::task::Poll::Ready(Ok(()))));
+    assert!(matches!(
+        poll_once(&mut fut),
+        std::task::Poll::Ready(Ok(()))
+    ));
     assert_eq!(limiter.remaining(), 2, "a second poll spends nothing");
     assert_eq!(limiter.stats().allowed, 1);
 }

@@ -331,7 +331,10 @@ async fn keel_error_messages_give_a_relative_wait_not_a_private_instant() {
         "rate limited: a call would conform in 20ms, or raise the quota"
     );
     let passed = KeelError::RateLimited { retry_at: now };
-    assert_eq!(passed.to_string(), "rate limited: a call would conform now, or raise the quota");
+    assert_eq!(
+        passed.to_string(),
+        "rate limited: a call would conform now, or raise the quota"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -381,8 +384,9 @@ async fn breaker_counts_an_inner_timeout_as_a_failure_and_classify_overrides() {
         .build()
         .unwrap();
     let lenient = BreakerLayer::new(config).classify(|_| Outcome::Ignored);
-    let mut svc = lenient
-        .layer(service_fn(|_: u32| async { Err::<u32, BoxError>("404".into()) }));
+    let mut svc = lenient.layer(service_fn(|_: u32| async {
+        Err::<u32, BoxError>("404".into())
+    }));
     call(&mut svc, 1).await.unwrap_err();
     assert_eq!(lenient.breaker().state(), State::Closed);
     assert_eq!(lenient.breaker().stats().ignored, 1);
@@ -407,7 +411,11 @@ async fn retry_layer_fails_fast_on_keel_rejections_and_exposes_them_as_source() 
     call(&mut svc, 1).await.unwrap();
     let start = Instant::now();
     let err = call(&mut svc, 2).await.unwrap_err();
-    assert_eq!(start.elapsed(), Duration::ZERO, "no backoff sleep: it failed fast");
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no backoff sleep: it failed fast"
+    );
     let gave_up = err.downcast_ref::<RetryGaveUp>().expect("a RetryGaveUp");
     assert_eq!(
         (gave_up.attempts(), gave_up.reason()),

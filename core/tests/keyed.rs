@@ -223,7 +223,10 @@ fn config_errors() {
         })
     ));
     assert!(matches!(
-        KeyedConfig::builder().quota(q).max_keys((1 << 24) + 1).build(),
+        KeyedConfig::builder()
+            .quota(q)
+            .max_keys((1 << 24) + 1)
+            .build(),
         Err(ConfigError::OutOfRange {
             field: "max_keys",
             ..

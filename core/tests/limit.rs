@@ -566,7 +566,11 @@ fn shared_repolls_of_one_wait_count_one_rejection() {
     for _ in 0..5 {
         assert!(poll(&limit, &waker).is_pending());
     }
-    assert_eq!(limit.stats().rejected, 1, "one wait, however often it is polled");
+    assert_eq!(
+        limit.stats().rejected,
+        1,
+        "one wait, however often it is polled"
+    );
     drop(held);
     assert_eq!(wakes(&counter), 1);
     let _p = match poll(&limit, &waker) {

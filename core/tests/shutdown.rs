@@ -350,7 +350,12 @@ fn a_long_grace_period_waits_for_work() {
     let a = admit(&mut sd, T0);
     let _ = sd.on_signal(T0);
     // No deadline: `Instant::MAX` is a sentinel that poll_timeout never returns.
-    assert_eq!(sd.state(), ShutdownState::Draining { deadline: Instant::MAX });
+    assert_eq!(
+        sd.state(),
+        ShutdownState::Draining {
+            deadline: Instant::MAX
+        }
+    );
     assert_eq!(sd.poll_timeout(), None);
     sd.handle_timeout(secs(1_000_000));
     assert!(sd.is_draining());

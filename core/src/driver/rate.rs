@@ -17,8 +17,9 @@
 //!   sleep again, so the limiter never admits more than its quota.
 //! - No busy-wait: a waiter is woken only by its timer. Waiting is not FIFO (GCRA keeps no
 //!   queue); under sustained contention a waiter can lose several rounds.
-//! - [`RateLimiter`] is `Clone`; every clone shares one lock-free
-//!   [`SharedRateLimiter`] (one `AtomicU64`). [`KeyedRateLimiter`] shares one bounded
+//! - [`RateLimiter`] is `Clone`; every clone shares one [`SharedRateLimiter`] (one
+//!   `AtomicU64`), lock-free except while a quota change ([`SharedRateLimiter::set_quota`])
+//!   runs: checks spin until the change is done. [`KeyedRateLimiter`] shares one bounded
 //!   [`keyed::KeyedRateLimiter`] behind a mutex held only for the check.
 //! - A batch larger than the burst can never be admitted: [`RateLimiter::until_n_ready`] fails at
 //!   once with [`InsufficientCapacity`] instead of waiting forever.
@@ -77,7 +78,8 @@ pub struct InsufficientCapacity {
 }
 
 /// A GCRA rate limiter on a runtime: `check()` on the runtime's clock and `until_ready()` on its
-/// timer. Clones share one lock-free [`SharedRateLimiter`]. See the [module docs](self).
+/// timer. Clones share one [`SharedRateLimiter`]: lock-free except while a quota change
+/// ([`SharedRateLimiter::set_quota`]) runs (checks wait for it). See the [module docs](self).
 #[derive(Clone)]
 pub struct RateLimiter<R: Runtime> {
     shared: Arc<SharedRateLimiter>,
