@@ -62,6 +62,8 @@ pub struct BulkheadRejected {
 }
 
 impl BulkheadRejected {
+    /// For the async driver's own rejections (e.g. a future polled after it completed).
+    #[cfg(feature = "futures")]
     pub(crate) const fn new(reason: RejectReason) -> Self {
         BulkheadRejected { reason }
     }
