@@ -1,7 +1,7 @@
 //! keel-tokio as the shared examples and conformance suite (in keel-benches) drive it.
 
 use keel_tokio::{GuardConfig, Incoming, ServeHandle, Tcp, TokioRuntime};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio_util::compat::TokioAsyncReadCompatExt as _;
 
 /// tokio's multi-threaded runtime, `tokio::spawn` and listener.
 pub(crate) struct Tokio;
@@ -21,35 +21,8 @@ impl keel_benches::Harness for Tokio {
     fn local_addr(listener: &Tcp) -> std::io::Result<std::net::SocketAddr> {
         listener.0.local_addr()
     }
-    /// The same loop as `keel_benches::storm::echo_futures_io`, on tokio's I/O traits.
+    /// The shared line echo, through tokio-util's bridge to the `futures-io` traits.
     async fn echo(stream: tokio::net::TcpStream, server: Option<ServeHandle>) {
-        let draining = server.as_ref().map(ServeHandle::draining);
-        let (read, mut write) = stream.into_split();
-        let mut lines = tokio::io::BufReader::new(read);
-        let mut line = Vec::with_capacity(128);
-        loop {
-            line.clear();
-            // `read_until` keeps what it read when interrupted by the drain.
-            let read = match &draining {
-                Some(d) => match d
-                    .run_until_draining(lines.read_until(b'\n', &mut line))
-                    .await
-                {
-                    Some(read) => read,
-                    None if line.is_empty() && lines.buffer().is_empty() => break,
-                    None => lines.read_until(b'\n', &mut line).await,
-                },
-                None => lines.read_until(b'\n', &mut line).await,
-            };
-            if read.is_err() || line.is_empty() {
-                break;
-            }
-            let reply = keel_benches::storm::echo_reply(&line, server.as_ref());
-            if write.write_all(&reply).await.is_err()
-                || draining.as_ref().is_some_and(|d| d.is_draining())
-            {
-                break;
-            }
-        }
+        keel_benches::storm::echo_futures_io(stream.compat(), server).await;
     }
 }
