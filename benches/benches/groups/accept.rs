@@ -6,7 +6,7 @@ use std::io;
 use criterion::Criterion;
 use keel_core::accept::{classify_io_error, classify_os_error, Platform};
 
-pub fn bench(c: &mut Criterion) {
+pub(crate) fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("accept");
     let codes = [24, 104, 103, 9, 71, 105, 12, 11];
     g.bench_function("keel/classify_os_error", |b| {
