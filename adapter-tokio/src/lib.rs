@@ -168,3 +168,8 @@ pub fn guard(listener: TcpListener, config: &GuardConfig) -> Incoming<Tcp> {
 pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> Incoming<Unix> {
     Incoming::new(Unix(listener), TokioRuntime, config)
 }
+
+/// The README's code blocks, compiled and run as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

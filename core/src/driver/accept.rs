@@ -191,7 +191,7 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
             Overflow::Backpressure => None,
         };
         Incoming {
-            machine: AcceptLoop::new(config.accept.clone(), now),
+            machine: AcceptLoop::new(config.accept, now),
             limit: SharedLimit::new(config.limit.clone()),
             listener,
             rt,
@@ -341,7 +341,7 @@ fn report(event: &AcceptEvent, error: Option<&io::Error>) {
             suppressed,
             ..
         } => {
-            let error = error.map(|e| e as &dyn std::error::Error);
+            let error = error.map(|e| e as &dyn core::error::Error);
             tracing::warn!(
                 target: "keel::accept",
                 error = error,
@@ -364,7 +364,7 @@ fn report(event: &AcceptEvent, error: Option<&io::Error>) {
             );
         }
         AcceptEvent::Fatal => {
-            let error = error.map(|e| e as &dyn std::error::Error);
+            let error = error.map(|e| e as &dyn core::error::Error);
             tracing::error!(target: "keel::accept", error = error, "listener failed; accept loop stopped");
         }
         #[allow(unreachable_patterns)]

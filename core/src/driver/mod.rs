@@ -151,7 +151,11 @@ impl<S: futures_core::Stream + Unpin + ?Sized> Future for Next<'_, S> {
 
 /// Sleeps until `deadline` on `rt`'s timer (returns at once if it has passed).
 pub fn sleep_until<R: Runtime>(rt: &R, deadline: Instant) -> SleepUntil<R> {
-    SleepUntil { rt: rt.clone(), deadline, alarm: Alarm::new() }
+    SleepUntil {
+        rt: rt.clone(),
+        deadline,
+        alarm: Alarm::new(),
+    }
 }
 
 /// Sleeps for `duration` on `rt`'s timer.
@@ -177,7 +181,9 @@ impl<R: Runtime> SleepUntil<R> {
 
 impl<R: Runtime> core::fmt::Debug for SleepUntil<R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SleepUntil").field("deadline", &self.deadline).finish_non_exhaustive()
+        f.debug_struct("SleepUntil")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
     }
 }
 
