@@ -49,7 +49,10 @@ async fn clients(addr: SocketAddr) {
 fn run<L, F>(rt: &Runtime, rounds: u64, listener: L, addr: SocketAddr, accept_one: F) -> Duration
 where
     L: Send + 'static,
-    F: for<'a> Fn(&'a mut L) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>
+    F: for<'a> Fn(
+            &'a mut L,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>
         + Send
         + 'static,
 {
@@ -86,7 +89,9 @@ pub(crate) fn bench(c: &mut Criterion) {
             let listener = rt.block_on(async {
                 let socket = tokio::net::TcpSocket::new_v4().expect("socket");
                 socket.set_reuseaddr(true).expect("reuseaddr");
-                socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+                socket
+                    .bind("127.0.0.1:0".parse().expect("addr"))
+                    .expect("bind");
                 socket.listen(BACKLOG).expect("listen")
             });
             let addr = listener.local_addr().expect("local addr");
@@ -116,18 +121,24 @@ pub(crate) fn bench(c: &mut Criterion) {
                 .block_on(keel_tokio::bind("127.0.0.1:0", &config))
                 .expect("bind");
             let addr = incoming.get_ref().0.local_addr().expect("local addr");
-            run(&rt, rounds, incoming, addr, |l: &mut keel_tokio::Incoming<keel_tokio::Tcp>| {
-                Box::pin(async move {
-                    match l.next().await {
-                        Some((permit, s)) => {
-                            drop(s);
-                            drop(permit);
-                            true
+            run(
+                &rt,
+                rounds,
+                incoming,
+                addr,
+                |l: &mut keel_tokio::Incoming<keel_tokio::Tcp>| {
+                    Box::pin(async move {
+                        match l.next().await {
+                            Some((permit, s)) => {
+                                drop(s);
+                                drop(permit);
+                                true
+                            }
+                            None => panic!("guarded listener ended: {:?}", l.take_error()),
                         }
-                        None => panic!("guarded listener ended: {:?}", l.take_error()),
-                    }
-                })
-            })
+                    })
+                },
+            )
         })
     });
     g.finish();

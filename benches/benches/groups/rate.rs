@@ -117,7 +117,8 @@ pub(crate) fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("keyed_1000/governor_dashmap_check_key", |b| {
-        let l = governor::RateLimiter::dashmap_with_clock(gov_quota(), FakeRelativeClock::default());
+        let l =
+            governor::RateLimiter::dashmap_with_clock(gov_quota(), FakeRelativeClock::default());
         let mut k = 0u64;
         b.iter(|| {
             k = if k + 1 == KEYS { 0 } else { k + 1 };
@@ -125,7 +126,8 @@ pub(crate) fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("keyed_1000/governor_hashmap_check_key", |b| {
-        let l = governor::RateLimiter::hashmap_with_clock(gov_quota(), FakeRelativeClock::default());
+        let l =
+            governor::RateLimiter::hashmap_with_clock(gov_quota(), FakeRelativeClock::default());
         let mut k = 0u64;
         b.iter(|| {
             k = if k + 1 == KEYS { 0 } else { k + 1 };
@@ -176,7 +178,9 @@ pub(crate) fn bench(c: &mut Criterion) {
     });
 
     // --- the clock reads alone ---
-    g.bench_function("clock/keel_tokio_now", |b| b.iter(|| black_box(keel_tokio::now())));
+    g.bench_function("clock/keel_tokio_now", |b| {
+        b.iter(|| black_box(keel_tokio::now()))
+    });
     g.bench_function("clock/std_instant_now", |b| {
         b.iter(|| black_box(std::time::Instant::now()))
     });

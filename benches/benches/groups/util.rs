@@ -3,8 +3,8 @@
 use std::sync::{Barrier, OnceLock};
 use std::time::Duration;
 
-use criterion::{BenchmarkGroup, Criterion};
 use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion};
 use keel_core::time::Instant;
 
 /// A group with short default timings (warm-up 1 s, measurement 2 s) so the whole suite runs in
