@@ -16,11 +16,11 @@ pub(crate) fn bench(c: &mut Criterion) {
         .build()
         .expect("valid limit");
     g.bench_function("keel/shared_acquire_release", |b| {
-        let shared = SharedLimit::new(config);
+        let shared = SharedLimit::new(config.clone());
         b.iter(|| drop(black_box(shared.try_acquire())))
     });
     g.bench_function("keel/mut_acquire_release", |b| {
-        let mut local = Limit::new(config);
+        let mut local = Limit::new(config.clone());
         b.iter(|| {
             if black_box(local.try_acquire()) {
                 local.release();
@@ -39,7 +39,7 @@ pub(crate) fn bench(c: &mut Criterion) {
     // Two threads taking and releasing permits of one limit (per-thread time per pair).
     g.bench_function("2_threads/keel_shared_acquire_release", |b| {
         b.iter_custom(|iters| {
-            let shared = SharedLimit::new(config);
+            let shared = SharedLimit::new(config.clone());
             two_threads(&shared, iters, |s| drop(black_box(s.try_acquire())))
         })
     });
