@@ -41,15 +41,24 @@ keel_core::runtime_aliases!(TokioRuntime);
 
 /// tokio's clock and timers as a keel [`Runtime`].
 ///
-/// keel instants count nanoseconds since the first time any `TokioRuntime` read the clock;
+/// keel instants count nanoseconds since an origin one hour before the first time any
+/// `TokioRuntime` read the clock (so every runtime in the process, paused test clocks included,
+/// reads after it);
 /// the clock is `tokio::time::Instant`, so `tokio::time::pause()` and `advance()` move keel's
 /// machines in tests exactly as they move tokio's timers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TokioRuntime;
 
 fn origin() -> tokio::time::Instant {
-    static ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(tokio::time::Instant::now)
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    // An hour before the first read, on the real clock: a paused tokio clock starts at the real
+    // "now" of its runtime's creation, which may precede the first read in another task or test;
+    // it must still read after the origin rather than saturate at zero.
+    let origin = *ORIGIN.get_or_init(|| {
+        let now = std::time::Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    });
+    tokio::time::Instant::from_std(origin)
 }
 
 impl TokioRuntime {

@@ -1,1 +1,335 @@
-//! (being written)
+//! [`Breaker`]: a circuit breaker around futures, on any [`Runtime`].
+//!
+//! # What it protects against
+//!
+//! A dependency that fails or hangs: once its calls look bad enough the breaker opens and
+//! [`Breaker::call`] fails at once with [`BreakerError::Rejected`] (carrying `retry_at`)
+//! instead of sending more load to it; after the open duration a few probes decide whether it
+//! closes again. The policies, states and defaults are the core machine's, see
+//! [`crate::breaker`].
+//!
+//! # The contract
+//!
+//! - A `Breaker` is a cheap handle: clones share **one** breaker
+//!   ([`SharedBreaker`], `Arc<Mutex<CircuitBreaker>>`). The lock is held for a few arithmetic
+//!   steps, never across the call's `.await`.
+//! - [`call`](Breaker::call) asks for admission at the runtime's `now()`, awaits the future,
+//!   and reports the outcome at the runtime's `now()`: the difference is the call's duration
+//!   for the slow-call policy, on the runtime's clock (so `tokio::time::pause()` drives it).
+//!   `Ok` is a success and `Err` a failure; [`call_with`](Breaker::call_with) lets a
+//!   classifier decide ([`Outcome::Ignored`] for errors that say nothing about the
+//!   dependency's health: a 404, a validation error).
+//! - A call whose future is dropped before it finishes (cancelled, timed out by an outer
+//!   `timeout`) is reported as [`Outcome::Ignored`] by a drop guard, so a half-open probe slot
+//!   is never leaked.
+//! - After every admission and outcome the breaker's events are drained: each transition is
+//!   logged (feature `tracing`) at `info` under target `keel::breaker` with the fields `from`,
+//!   `to` (state names as in [`State::as_str`]) and `reason` (the [`TransitionReason`] in
+//!   `Debug` form), and handed to the handle's [`on_transition`](Breaker::on_transition) hook.
+//!   Open → half-open happens lazily, on the first admission after the open duration.
+//!
+//! # Example
+//!
+//! ```
+//! # use core::task::{Context, Poll};
+//! # use keel_core::driver::{Runtime, Timer};
+//! # use keel_core::time::Instant;
+//! # #[derive(Clone, Default)]
+//! # struct Manual(std::sync::Arc<std::sync::atomic::AtomicU64>);
+//! # struct ManualTimer;
+//! # impl Timer for ManualTimer {
+//! #     fn reset(&mut self, _: Instant) {}
+//! #     fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> { Poll::Ready(()) }
+//! # }
+//! # impl Runtime for Manual {
+//! #     type Timer = ManualTimer;
+//! #     fn now(&self) -> Instant { Instant::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst)) }
+//! #     fn timer(&self, _: Instant) -> ManualTimer { ManualTimer }
+//! # }
+//! # fn block_on<F: core::future::Future>(f: F) -> F::Output {
+//! #     let mut f = core::pin::pin!(f);
+//! #     let mut cx = Context::from_waker(core::task::Waker::noop());
+//! #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+//! # }
+//! use keel_core::breaker::{CircuitBreakerConfig, State};
+//! use keel_core::driver::breaker::{Breaker, BreakerError};
+//!
+//! let config = CircuitBreakerConfig::consecutive_failures(2).build()?;
+//! let breaker: Breaker<Manual> = Breaker::new(config);
+//! block_on(async {
+//!     for _ in 0..2 {
+//!         let r = breaker.call(async { Err::<(), _>("connection refused") }).await;
+//!         assert!(matches!(r, Err(BreakerError::Inner("connection refused"))));
+//!     }
+//!     assert_eq!(breaker.state(), State::Open);
+//!     let r = breaker.call(async { Ok::<_, &str>(1) }).await;
+//!     assert!(matches!(r, Err(BreakerError::Rejected(_))));
+//! });
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use core::fmt;
+use core::future::Future;
+
+use alloc::sync::Arc;
+
+use crate::breaker::{
+    BreakerEvent, BreakerPermit, BreakerStats, CircuitBreakerConfig, Outcome, Rejected, State,
+    TransitionReason,
+};
+use crate::driver::Runtime;
+use crate::sync::breaker::SharedBreaker;
+use crate::time::Instant;
+
+/// A transition hook: see [`Breaker::on_transition`].
+type Hook = Arc<dyn Fn(&BreakerEvent) + Send + Sync>;
+
+/// A circuit breaker around futures; clones share one breaker. See the [module docs](self).
+pub struct Breaker<R: Runtime> {
+    shared: SharedBreaker,
+    rt: R,
+    hook: Option<Hook>,
+}
+
+impl<R: Runtime> Clone for Breaker<R> {
+    fn clone(&self) -> Self {
+        Breaker {
+            shared: self.shared.clone(),
+            rt: self.rt.clone(),
+            hook: self.hook.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Breaker<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("shared", &self.shared)
+            .field("hook", &self.hook.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error of [`Breaker::call`]: the call was not made, or it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BreakerError<E> {
+    /// The breaker did not admit the call; nothing was sent. `retry_at` says when it may.
+    #[error("call not made: the circuit breaker is {} ({})", .0.state, RetryAt(.0.retry_at))]
+    Rejected(Rejected),
+    /// The call was made and returned this error.
+    #[error("call failed: {0}")]
+    Inner(E),
+}
+
+struct RetryAt(Option<Instant>);
+
+impl fmt::Display for RetryAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(t) => write!(f, "retry at {:?}", t.as_duration()),
+            None => f.write_str("no retry instant known: it opens or closes by hand"),
+        }
+    }
+}
+
+impl<E> BreakerError<E> {
+    /// The call's own error, if it was made.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            BreakerError::Inner(e) => Some(e),
+            BreakerError::Rejected(_) => None,
+        }
+    }
+
+    /// The call's own error, if it was made.
+    pub fn inner(&self) -> Option<&E> {
+        match self {
+            BreakerError::Inner(e) => Some(e),
+            BreakerError::Rejected(_) => None,
+        }
+    }
+
+    /// `true` if the breaker refused the call.
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, BreakerError::Rejected(_))
+    }
+
+    /// When the breaker may admit a call again, for a rejection that knows it.
+    pub fn retry_at(&self) -> Option<Instant> {
+        match self {
+            BreakerError::Rejected(r) => r.retry_at,
+            BreakerError::Inner(_) => None,
+        }
+    }
+}
+
+impl<R: Runtime + Default> Breaker<R> {
+    /// A closed breaker on the runtime `R::default()`.
+    #[must_use]
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        let rt = R::default();
+        let now = rt.now();
+        Breaker::from_shared(SharedBreaker::new(config, now), rt)
+    }
+}
+
+impl<R: Runtime> Breaker<R> {
+    /// Wraps an existing shared breaker (e.g. one also driven by hand, or by another runtime).
+    #[must_use]
+    pub fn from_shared(shared: SharedBreaker, rt: R) -> Self {
+        Breaker {
+            shared,
+            rt,
+            hook: None,
+        }
+    }
+
+    /// Calls `hook` with every transition event this handle drains (after the lock is
+    /// released). The hook belongs to the handle and is copied into clones made **after** it is
+    /// set; set it before cloning. Events are drained by whichever handle reports next, so give
+    /// every handle the same hook (or none).
+    #[must_use]
+    pub fn on_transition(mut self, hook: impl Fn(&BreakerEvent) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `fut` if the breaker admits it: `Ok` counts as a success, `Err` as a failure.
+    ///
+    /// # Errors
+    ///
+    /// [`BreakerError::Rejected`] (nothing was run) or [`BreakerError::Inner`] (the future's
+    /// error).
+    pub async fn call<T, E, F>(&self, fut: F) -> Result<T, BreakerError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        self.call_with(fut, |r: &Result<T, E>| match r {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        })
+        .await
+    }
+
+    /// Runs `fut` if the breaker admits it; `classify` decides what its result says about the
+    /// dependency (e.g. [`Outcome::Ignored`] for a client error).
+    ///
+    /// # Errors
+    ///
+    /// [`BreakerError::Rejected`] (nothing was run) or [`BreakerError::Inner`] (the future's
+    /// error).
+    pub async fn call_with<T, E, F, C>(&self, fut: F, classify: C) -> Result<T, BreakerError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+        C: FnOnce(&Result<T, E>) -> Outcome,
+    {
+        let admitted = self.shared.try_acquire(self.rt.now());
+        self.drain();
+        let permit = admitted.map_err(BreakerError::Rejected)?;
+        let mut guard = Reported {
+            breaker: self,
+            permit: Some(permit),
+        };
+        let result = fut.await;
+        guard.report(classify(&result));
+        result.map_err(BreakerError::Inner)
+    }
+
+    /// The current state.
+    #[must_use]
+    pub fn state(&self) -> State {
+        self.shared.state()
+    }
+
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn stats(&self) -> BreakerStats {
+        self.shared.stats()
+    }
+
+    /// The shared machine: for `force_open`, `disable`, `reset`, or driving it by hand.
+    #[must_use]
+    pub fn shared(&self) -> &SharedBreaker {
+        &self.shared
+    }
+
+    /// The runtime whose clock times the calls.
+    #[must_use]
+    pub fn runtime(&self) -> &R {
+        &self.rt
+    }
+
+    fn drain(&self) {
+        self.shared.drain_events(|ev| {
+            log(&ev);
+            if let Some(hook) = &self.hook {
+                hook(&ev);
+            }
+        });
+    }
+}
+
+/// Reports the permit exactly once: with the classified outcome, or `Ignored` if dropped.
+struct Reported<'a, R: Runtime> {
+    breaker: &'a Breaker<R>,
+    permit: Option<BreakerPermit>,
+}
+
+impl<R: Runtime> Reported<'_, R> {
+    fn report(&mut self, outcome: Outcome) {
+        if let Some(permit) = self.permit.take() {
+            let b = self.breaker;
+            b.shared.on_outcome(b.rt.now(), permit, outcome);
+            b.drain();
+        }
+    }
+}
+
+impl<R: Runtime> Drop for Reported<'_, R> {
+    fn drop(&mut self) {
+        self.report(Outcome::Ignored);
+    }
+}
+
+#[cfg(feature = "tracing")]
+fn log(ev: &BreakerEvent) {
+    // `BreakerEvent` is non-exhaustive: other events are not logged here.
+    #[allow(irrefutable_let_patterns)]
+    if let BreakerEvent::Transition {
+        from, to, reason, ..
+    } = *ev
+    {
+        tracing::info!(
+            target: "keel::breaker",
+            from = from.as_str(),
+            to = to.as_str(),
+            reason = ?reason,
+            "circuit breaker {from} -> {to} ({})",
+            describe(reason),
+        );
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+fn log(_ev: &BreakerEvent) {}
+
+/// A few words on why the breaker moved, for log lines.
+#[must_use]
+pub fn describe(reason: TransitionReason) -> &'static str {
+    match reason {
+        TransitionReason::ConsecutiveFailures => "consecutive failures",
+        TransitionReason::FailureRate => "failure rate reached the threshold",
+        TransitionReason::SlowCallRate => "slow-call rate reached the threshold",
+        TransitionReason::OpenElapsed => "open duration elapsed",
+        TransitionReason::ProbeFailed => "a probe failed",
+        TransitionReason::ProbeSlow => "a probe was slow",
+        TransitionReason::ProbesSucceeded => "the probes succeeded",
+        TransitionReason::HalfOpenTimeout => "half-open for too long",
+        TransitionReason::Forced => "forced open",
+        TransitionReason::Disabled => "disabled",
+        TransitionReason::Reset => "reset",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}

@@ -260,5 +260,25 @@ macro_rules! runtime_aliases {
         ) -> ::core::result::Result<F::Output, $crate::driver::Elapsed> {
             $crate::driver::timeout(&<$rt>::default(), duration, fut).await
         }
+        /// A circuit breaker around futures on this runtime; clones share one breaker.
+        pub type Breaker = $crate::driver::breaker::Breaker<$rt>;
+        /// Retries async operations with backoff, a shared budget and a predicate on this
+        /// runtime.
+        pub type Retry<P = $crate::driver::retry::RetryAll, N = $crate::driver::retry::NoNotify> =
+            $crate::driver::retry::Retry<$rt, P, N>;
+        /// Retries `op` with `config` on this runtime, drawing on `budget` if given, retrying
+        /// every error (use [`Retry`] to classify errors).
+        pub async fn retry<T, E, Fut, Op>(
+            config: $crate::backoff::BackoffConfig,
+            budget: ::core::option::Option<&$crate::sync::budget::SharedBudget>,
+            op: Op,
+        ) -> ::core::result::Result<T, $crate::driver::retry::RetryError<E>>
+        where
+            Op: ::core::ops::FnMut() -> Fut,
+            Fut: ::core::future::Future<Output = ::core::result::Result<T, E>>,
+            E: ::core::fmt::Debug,
+        {
+            $crate::driver::retry::retry(&<$rt>::default(), config, budget, op).await
+        }
     };
 }

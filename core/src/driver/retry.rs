@@ -1,1 +1,613 @@
-//! (being written)
+//! [`Retry`]: retry an async operation with backoff, a shared retry budget and a predicate,
+//! on any [`Runtime`].
+//!
+//! # What it protects against
+//!
+//! Retrying at once, in lockstep with every other client, every error, without bound: the seed's
+//! retry loop. Here each retry waits a jittered [`Backoff`] delay (or the server's hint, capped),
+//! stops after the schedule's attempts or elapsed time, asks a [`SharedBudget`] shared by every
+//! operation against the dependency (so an outage adds at most a fraction of the load, not
+//! N times it), and retries only the errors the predicate calls retryable.
+//!
+//! # The contract
+//!
+//! - [`Retry::run(op)`](Retry::run) calls `op()` and awaits it; on `Err(e)` it asks the
+//!   predicate: [`RetryAction::Stop`] gives up at once ([`StopReason::NotRetryable`]);
+//!   [`RetryAction::Retry`] takes the schedule's next delay; [`RetryAction::RetryAfter(d)`](RetryAction::RetryAfter)
+//!   takes the server's hint `d` instead (capped at the schedule's `max_retry_after`, see
+//!   [`crate::backoff`]). If the schedule gives up: [`StopReason::Exhausted`]. Otherwise one
+//!   retry is withdrawn from the budget (if any); a refusal gives up with
+//!   [`StopReason::BudgetExhausted`]. Then the notify hook is called, and the operation sleeps
+//!   until the retry instant with [`sleep_until`] on the runtime's timer.
+//! - **The default predicate retries every error.** That is rarely right: classify your errors
+//!   with [`Retry::retry_if`] (a 400 or a failed validation will fail again; a
+//!   [`BreakerError::Rejected`](crate::driver::breaker::BreakerError) should fail fast).
+//! - **Budget deposits.** By default a run deposits into the budget once, when it succeeds
+//!   ([`Deposit::OnSuccess`]): the semantics of tower's `TpsBudget` policy, which the core
+//!   [`crate::budget`] docs adopt, so during a total outage only the budget's floor is
+//!   available. [`Deposit::EveryRequest`] deposits once per run, before its first attempt
+//!   (Finagle), so retries keep scaling with the request rate during an outage. Retries never
+//!   deposit.
+//! - **Jitter seeds.** Every run builds a fresh [`Backoff`] whose seed is the config's seed mixed
+//!   with a counter of this `Retry`'s runs (shared by its clones), so concurrent operations do
+//!   not jitter in lockstep, and a given sequence of runs is reproducible from the seed.
+//! - Every time is the runtime's `now()`, so `tokio::time::pause()` drives it exactly.
+//!
+//! # tracing (feature `tracing`), target `keel::retry`
+//!
+//! Each retry at `debug` ("retrying"): `attempt` (the attempt that failed, from 1), `delay_ms`,
+//! `error` (`Debug`). Each give-up at `warn` ("giving up"): `attempt` (attempts made), `reason`
+//! ([`StopReason::as_str`]), `error`. A non-retryable error is not logged (it is the caller's
+//! ordinary error).
+//!
+//! # Example
+//!
+//! ```
+//! # use core::task::{Context, Poll};
+//! # use keel_core::driver::{Runtime, Timer};
+//! # use keel_core::time::Instant;
+//! # #[derive(Clone, Default)]
+//! # struct Manual(std::sync::Arc<std::sync::atomic::AtomicU64>);
+//! # struct ManualTimer(Manual, Instant);
+//! # impl Timer for ManualTimer {
+//! #     fn reset(&mut self, d: Instant) { self.1 = d; }
+//! #     fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> {
+//! #         // A test clock that jumps to any deadline asked of it.
+//! #         self.0 .0.fetch_max(self.1.as_nanos(), std::sync::atomic::Ordering::SeqCst);
+//! #         Poll::Ready(())
+//! #     }
+//! # }
+//! # impl Runtime for Manual {
+//! #     type Timer = ManualTimer;
+//! #     fn now(&self) -> Instant { Instant::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst)) }
+//! #     fn timer(&self, d: Instant) -> ManualTimer { ManualTimer(self.clone(), d) }
+//! # }
+//! # fn block_on<F: core::future::Future>(f: F) -> F::Output {
+//! #     let mut f = core::pin::pin!(f);
+//! #     let mut cx = Context::from_waker(core::task::Waker::noop());
+//! #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+//! # }
+//! use core::time::Duration;
+//! use keel_core::backoff::{BackoffConfig, GiveUpReason, Jitter};
+//! use keel_core::driver::retry::{Retry, RetryAction, StopReason};
+//!
+//! #[derive(Debug, PartialEq)]
+//! enum Error { Unavailable, BadRequest }
+//!
+//! let config = BackoffConfig::constant(Duration::from_millis(100))
+//!     .jitter(Jitter::None)
+//!     .max_attempts(3)
+//!     .build()?;
+//! let retry = Retry::<Manual>::new(config).retry_if(|e: &Error| match e {
+//!     Error::Unavailable => RetryAction::Retry,
+//!     Error::BadRequest => RetryAction::Stop,
+//! });
+//! block_on(async {
+//!     let mut calls = 0;
+//!     let err = retry.run(|| { calls += 1; async { Err::<(), _>(Error::Unavailable) } }).await.unwrap_err();
+//!     assert_eq!((calls, err.attempts, err.reason), (3, 3, StopReason::Exhausted(GiveUpReason::MaxAttempts)));
+//!
+//!     let err = retry.run(|| async { Err::<(), _>(Error::BadRequest) }).await.unwrap_err();
+//!     assert_eq!((err.attempts, err.reason), (1, StopReason::NotRetryable));
+//! });
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use core::fmt;
+use core::future::Future;
+use core::time::Duration;
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::backoff::{Backoff, BackoffConfig, GiveUpReason, RetryDecision, Schedule};
+use crate::driver::{sleep_until, Runtime};
+use crate::rng::Rng;
+use crate::sync::budget::SharedBudget;
+use crate::time::Instant;
+
+/// What to do with a failed attempt's error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetryAction {
+    /// Do not retry: the error will not go away (bad request, not found, a breaker rejection).
+    Stop,
+    /// Retry after the schedule's next delay.
+    Retry,
+    /// Retry after this delay: the server's `Retry-After` (capped at `max_retry_after`).
+    RetryAfter(Duration),
+}
+
+/// Decides whether an error is worth retrying; implemented by every `Fn(&E) -> RetryAction`.
+pub trait RetryPredicate<E> {
+    /// Classifies the error of a failed attempt.
+    fn classify(&self, error: &E) -> RetryAction;
+}
+
+impl<E, F: Fn(&E) -> RetryAction> RetryPredicate<E> for F {
+    fn classify(&self, error: &E) -> RetryAction {
+        self(error)
+    }
+}
+
+/// The default predicate: retry every error (see the [module docs](self): classify instead).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RetryAll;
+
+impl<E> RetryPredicate<E> for RetryAll {
+    fn classify(&self, _error: &E) -> RetryAction {
+        RetryAction::Retry
+    }
+}
+
+/// A scheduled retry, as the notify hook sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RetryInfo {
+    /// The attempt that failed, from 1.
+    pub attempt: u32,
+    /// How long until the next attempt.
+    pub delay: Duration,
+    /// When the next attempt starts, on the runtime's clock.
+    pub at: Instant,
+}
+
+/// Called before each retry's sleep; implemented by every `Fn(&E, RetryInfo)`.
+pub trait RetryNotify<E> {
+    /// A retry of the failed attempt (whose error is `error`) is scheduled.
+    fn notify(&self, error: &E, info: RetryInfo);
+}
+
+impl<E, F: Fn(&E, RetryInfo)> RetryNotify<E> for F {
+    fn notify(&self, error: &E, info: RetryInfo) {
+        self(error, info);
+    }
+}
+
+/// The default notify hook: nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoNotify;
+
+impl<E> RetryNotify<E> for NoNotify {
+    fn notify(&self, _error: &E, _info: RetryInfo) {}
+}
+
+/// When a run deposits into the retry budget (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Deposit {
+    /// Once per run that succeeds (tower's `TpsBudget` policy; the default).
+    #[default]
+    OnSuccess,
+    /// Once per run, before its first attempt (Finagle).
+    EveryRequest,
+}
+
+/// Why a run gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The backoff schedule ran out (attempts or elapsed time).
+    Exhausted(GiveUpReason),
+    /// The shared retry budget refused the retry.
+    BudgetExhausted,
+    /// The predicate said the error is not worth retrying.
+    NotRetryable,
+}
+
+impl StopReason {
+    /// A stable short name: `"max-attempts"`, `"max-elapsed"`, `"budget-exhausted"`,
+    /// `"not-retryable"`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Exhausted(GiveUpReason::MaxAttempts) => "max-attempts",
+            StopReason::Exhausted(GiveUpReason::MaxElapsed) => "max-elapsed",
+            #[allow(unreachable_patterns)]
+            StopReason::Exhausted(_) => "exhausted",
+            StopReason::BudgetExhausted => "budget-exhausted",
+            StopReason::NotRetryable => "not-retryable",
+        }
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::Exhausted(GiveUpReason::MaxAttempts) => {
+                "the schedule's max_attempts were made"
+            }
+            StopReason::Exhausted(GiveUpReason::MaxElapsed) => {
+                "the next retry would pass the schedule's max_elapsed"
+            }
+            #[allow(unreachable_patterns)]
+            StopReason::Exhausted(_) => "the schedule gave up",
+            StopReason::BudgetExhausted => {
+                "the retry budget is exhausted (the dependency is failing for many callers)"
+            }
+            StopReason::NotRetryable => "the error is not retryable",
+        })
+    }
+}
+
+/// The error of [`Retry::run`]: the last attempt's error and why no more were made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("gave up after {attempts} attempt(s) because {reason}: {error}")]
+#[non_exhaustive]
+pub struct RetryError<E> {
+    /// The last attempt's error.
+    pub error: E,
+    /// Why the run stopped.
+    pub reason: StopReason,
+    /// Attempts made, the first included.
+    pub attempts: u32,
+}
+
+impl<E> RetryError<E> {
+    /// The last attempt's error.
+    pub fn into_inner(self) -> E {
+        self.error
+    }
+}
+
+/// Counters of a [`Retry`] and its clones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RetryStats {
+    /// Runs started.
+    pub runs: u64,
+    /// Runs that ended `Ok`.
+    pub successes: u64,
+    /// Retries made (attempts after the first).
+    pub retries: u64,
+    /// Runs that gave up because the schedule ran out.
+    pub gave_up_exhausted: u64,
+    /// Runs that gave up because the budget refused a retry.
+    pub gave_up_budget: u64,
+    /// Runs that stopped on a non-retryable error.
+    pub not_retryable: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    runs: AtomicU64,
+    successes: AtomicU64,
+    retries: AtomicU64,
+    exhausted: AtomicU64,
+    budget: AtomicU64,
+    not_retryable: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Retries async operations; clones share the run counter, the stats and the budget. See the
+/// [module docs](self).
+pub struct Retry<R: Runtime, P = RetryAll, N = NoNotify> {
+    rt: R,
+    config: BackoffConfig,
+    budget: Option<SharedBudget>,
+    deposit: Deposit,
+    predicate: P,
+    notify: N,
+    counters: Arc<Counters>,
+}
+
+impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
+    fn clone(&self) -> Self {
+        Retry {
+            rt: self.rt.clone(),
+            config: self.config,
+            budget: self.budget.clone(),
+            deposit: self.deposit,
+            predicate: self.predicate.clone(),
+            notify: self.notify.clone(),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+}
+
+impl<R: Runtime, P, N> fmt::Debug for Retry<R, P, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("config", &self.config)
+            .field("budget", &self.budget)
+            .field("deposit", &self.deposit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime + Default> Retry<R> {
+    /// Retries on the runtime `R::default()` with this schedule, no budget, every error
+    /// retryable (classify with [`retry_if`](Self::retry_if)).
+    #[must_use]
+    pub fn new(config: BackoffConfig) -> Self {
+        Retry::with_runtime(config, R::default())
+    }
+}
+
+impl<R: Runtime> Retry<R> {
+    /// Retries on `rt` with this schedule, no budget, every error retryable.
+    #[must_use]
+    pub fn with_runtime(config: BackoffConfig, rt: R) -> Self {
+        Retry {
+            rt,
+            config,
+            budget: None,
+            deposit: Deposit::OnSuccess,
+            predicate: RetryAll,
+            notify: NoNotify,
+            counters: Arc::default(),
+        }
+    }
+}
+
+impl<R: Runtime, P, N> Retry<R, P, N> {
+    /// Draws every retry from this budget (share one per dependency).
+    #[must_use]
+    pub fn budget(mut self, budget: SharedBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// When runs deposit into the budget (default [`Deposit::OnSuccess`]).
+    #[must_use]
+    pub fn deposit(mut self, deposit: Deposit) -> Self {
+        self.deposit = deposit;
+        self
+    }
+
+    /// Which errors to retry, and after how long.
+    #[must_use]
+    pub fn retry_if<P2>(self, predicate: P2) -> Retry<R, P2, N> {
+        Retry {
+            rt: self.rt,
+            config: self.config,
+            budget: self.budget,
+            deposit: self.deposit,
+            predicate,
+            notify: self.notify,
+            counters: self.counters,
+        }
+    }
+
+    /// Called with the error and the schedule before each retry's sleep (metrics, logs).
+    #[must_use]
+    pub fn notify<N2>(self, notify: N2) -> Retry<R, P, N2> {
+        Retry {
+            rt: self.rt,
+            config: self.config,
+            budget: self.budget,
+            deposit: self.deposit,
+            predicate: self.predicate,
+            notify,
+            counters: self.counters,
+        }
+    }
+
+    /// The schedule.
+    #[must_use]
+    pub fn config(&self) -> &BackoffConfig {
+        &self.config
+    }
+
+    /// The shared budget, if any.
+    #[must_use]
+    pub fn shared_budget(&self) -> Option<&SharedBudget> {
+        self.budget.as_ref()
+    }
+
+    /// Counters of this `Retry` and its clones.
+    #[must_use]
+    pub fn stats(&self) -> RetryStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RetryStats {
+            runs: get(&c.runs),
+            successes: get(&c.successes),
+            retries: get(&c.retries),
+            gave_up_exhausted: get(&c.exhausted),
+            gave_up_budget: get(&c.budget),
+            not_retryable: get(&c.not_retryable),
+        }
+    }
+
+    /// Runs `op` until it succeeds or the run gives up. `op` is called once per attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`RetryError`]: the last error, the [`StopReason`] and the attempts made.
+    pub async fn run<T, E, Fut, Op>(&self, mut op: Op) -> Result<T, RetryError<E>>
+    where
+        Op: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: fmt::Debug,
+        P: RetryPredicate<E>,
+        N: RetryNotify<E>,
+    {
+        let run = self.counters.runs.fetch_add(1, Ordering::Relaxed);
+        let start = self.rt.now();
+        if self.deposit == Deposit::EveryRequest {
+            if let Some(b) = &self.budget {
+                b.deposit(start);
+            }
+        }
+        let mut backoff = Backoff::new(reseed(self.config, run), start);
+        let mut attempt: u32 = 1;
+        loop {
+            let error = match op().await {
+                Ok(v) => {
+                    bump(&self.counters.successes);
+                    if self.deposit == Deposit::OnSuccess {
+                        if let Some(b) = &self.budget {
+                            b.deposit(self.rt.now());
+                        }
+                    }
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            let now = self.rt.now();
+            let decision = match self.predicate.classify(&error) {
+                RetryAction::Stop => {
+                    bump(&self.counters.not_retryable);
+                    return Err(RetryError {
+                        error,
+                        reason: StopReason::NotRetryable,
+                        attempts: attempt,
+                    });
+                }
+                RetryAction::Retry => backoff.next_delay(now),
+                RetryAction::RetryAfter(hint) => backoff.next_delay_with_hint(now, hint),
+            };
+            let at = match decision {
+                RetryDecision::RetryAt(at) => at,
+                RetryDecision::GiveUp(reason) => {
+                    bump(&self.counters.exhausted);
+                    return Err(give_up(error, StopReason::Exhausted(reason), attempt));
+                }
+            };
+            if let Some(b) = &self.budget {
+                if !b.try_withdraw(now) {
+                    bump(&self.counters.budget);
+                    return Err(give_up(error, StopReason::BudgetExhausted, attempt));
+                }
+            }
+            let delay = at.saturating_duration_since(now);
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                target: "keel::retry",
+                attempt,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error = ?error,
+                "retrying",
+            );
+            self.notify.notify(&error, RetryInfo { attempt, delay, at });
+            drop(error);
+            sleep_until(&self.rt, at).await;
+            bump(&self.counters.retries);
+            attempt = attempt.saturating_add(1);
+        }
+    }
+}
+
+fn give_up<E: fmt::Debug>(error: E, reason: StopReason, attempts: u32) -> RetryError<E> {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        target: "keel::retry",
+        attempt = attempts,
+        reason = reason.as_str(),
+        error = ?error,
+        "giving up: {reason}",
+    );
+    RetryError {
+        error,
+        reason,
+        attempts,
+    }
+}
+
+/// Retries `op` on `rt` with `config`, drawing on `budget` if given, retrying every error
+/// (see [`Retry`] to classify errors or observe retries).
+///
+/// # Errors
+///
+/// [`RetryError`]: the last error, the [`StopReason`] and the attempts made.
+pub async fn retry<R, T, E, Fut, Op>(
+    rt: &R,
+    config: BackoffConfig,
+    budget: Option<&SharedBudget>,
+    op: Op,
+) -> Result<T, RetryError<E>>
+where
+    R: Runtime,
+    Op: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: fmt::Debug,
+{
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let mut r = Retry::with_runtime(config, rt.clone());
+    if let Some(b) = budget {
+        r = r.budget(b.clone());
+    }
+    // A process-wide run counter, so concurrent one-shot retries do not jitter in lockstep.
+    r.counters
+        .runs
+        .store(RUNS.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    r.run(op).await
+}
+
+/// `config` with its jitter seed mixed with the run number `run` (run 0 keeps the seed).
+fn reseed(config: BackoffConfig, run: u64) -> BackoffConfig {
+    if run == 0 {
+        return config;
+    }
+    let seed = Rng::new(config.seed() ^ run.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
+    let builder = match config.schedule() {
+        Schedule::Constant { delay } => BackoffConfig::constant(delay),
+        Schedule::Linear { base, step } => BackoffConfig::linear(base, step),
+        Schedule::Exponential {
+            base,
+            factor_percent,
+        } => BackoffConfig::exponential(base, config.cap()).factor_percent(factor_percent),
+        #[allow(unreachable_patterns)]
+        _ => return config,
+    };
+    let mut builder = builder.cap(config.cap()).jitter(config.jitter()).seed(seed);
+    builder = match config.max_attempts() {
+        Some(n) => builder.max_attempts(n),
+        None => builder.unlimited_attempts(),
+    };
+    if let Some(d) = config.max_elapsed() {
+        builder = builder.max_elapsed(d);
+    }
+    if !config.max_retry_after().is_zero() {
+        builder = builder.max_retry_after(config.max_retry_after());
+    }
+    // The config was valid and is rebuilt from its own parts; keep it as is if not.
+    builder.build().unwrap_or(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backoff::Jitter;
+
+    #[test]
+    fn reseed_changes_only_the_seed() {
+        let configs = [
+            BackoffConfig::builder().seed(9).build().unwrap(),
+            BackoffConfig::linear(Duration::from_millis(5), Duration::from_millis(7))
+                .cap(Duration::from_secs(1))
+                .jitter(Jitter::Equal)
+                .unlimited_attempts()
+                .max_elapsed(Duration::from_secs(30))
+                .max_retry_after(Duration::from_secs(3))
+                .build()
+                .unwrap(),
+            BackoffConfig::constant(Duration::ZERO)
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+            BackoffConfig::exponential(Duration::from_millis(1), Duration::from_secs(2))
+                .factor_percent(150)
+                .jitter(Jitter::Decorrelated)
+                .build()
+                .unwrap(),
+        ];
+        for c in configs {
+            assert_eq!(reseed(c, 0), c);
+            let r1 = reseed(c, 1);
+            let r2 = reseed(c, 2);
+            assert_ne!(r1.seed(), c.seed());
+            assert_ne!(r1.seed(), r2.seed());
+            assert_eq!(
+                (r1.schedule(), r1.cap(), r1.jitter(), r1.max_attempts()),
+                (c.schedule(), c.cap(), c.jitter(), c.max_attempts())
+            );
+            assert_eq!(
+                (r1.max_elapsed(), r1.max_retry_after()),
+                (c.max_elapsed(), c.max_retry_after())
+            );
+        }
+    }
+}

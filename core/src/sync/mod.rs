@@ -14,6 +14,8 @@ pub(crate) mod shim;
 #[cfg(feature = "std")]
 pub mod breaker;
 #[cfg(feature = "std")]
+pub mod budget;
+#[cfg(feature = "std")]
 pub mod bulkhead;
 pub mod gcra;
 pub mod limit;

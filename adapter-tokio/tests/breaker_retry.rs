@@ -1,0 +1,552 @@
+//! The async breaker and retry drivers on tokio's paused clock.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_tokio::core::backoff::{BackoffConfig, GiveUpReason, Jitter};
+use keel_tokio::core::breaker::{BreakerEvent, CircuitBreakerConfig, Outcome, State};
+use keel_tokio::core::budget::BudgetConfig;
+use keel_tokio::core::driver::breaker::BreakerError;
+use keel_tokio::core::driver::retry::{Deposit, RetryAction, RetryInfo, StopReason};
+use keel_tokio::core::sync::budget::SharedBudget;
+use keel_tokio::core::time::Instant;
+use keel_tokio::{now, Breaker, Retry};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Error {
+    Unavailable,
+    BadRequest,
+    Busy(Duration),
+}
+
+/// The instant a test starts at, on its own paused clock.
+async fn settle() -> Instant {
+    now()
+}
+
+fn breaker(failures: u32, open: Duration, probes: u32) -> Breaker {
+    let config = CircuitBreakerConfig::consecutive_failures(failures)
+        .open_duration(open)
+        .permitted_calls_in_half_open(probes)
+        .build()
+        .unwrap();
+    Breaker::new(config)
+}
+
+async fn fail(b: &Breaker) -> Result<(), BreakerError<Error>> {
+    b.call(async { Err::<(), _>(Error::Unavailable) }).await
+}
+
+async fn succeed(b: &Breaker) -> Result<u32, BreakerError<Error>> {
+    b.call(async { Ok::<_, Error>(7) }).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_opens_after_3_failures_and_rejects_with_retry_at() {
+    let t0 = settle().await;
+    let b = breaker(3, Duration::from_secs(10), 1);
+    for _ in 0..2 {
+        assert_eq!(fail(&b).await, Err(BreakerError::Inner(Error::Unavailable)));
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(fail(&b).await, Err(BreakerError::Inner(Error::Unavailable)));
+    assert_eq!(b.state(), State::Open);
+
+    let ran = AtomicU32::new(0);
+    let r = b
+        .call(async {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(())
+        })
+        .await;
+    let Err(BreakerError::Rejected(rejected)) = r else {
+        panic!("expected a rejection, got {r:?}");
+    };
+    assert_eq!(rejected.retry_at, Some(t0 + Duration::from_secs(10)));
+    assert_eq!(rejected.state, State::Open);
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "a rejected call never runs");
+    let s = b.stats();
+    assert_eq!((s.admitted, s.rejected, s.failures), (3, 1, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_recovers_through_half_open_after_the_open_duration() {
+    let t0 = settle().await;
+    let b = breaker(2, Duration::from_secs(10), 2);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let b = b.on_transition(move |ev| {
+        let BreakerEvent::Transition { from, to, at, .. } = *ev else {
+            return;
+        };
+        seen.lock().unwrap().push((from, to, at));
+    });
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    assert!(succeed(&b).await.unwrap_err().is_rejected());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let t1 = t0 + Duration::from_secs(10);
+    assert_eq!(succeed(&b).await, Ok(7));
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(succeed(&b).await, Ok(7));
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![
+            (State::Closed, State::Open, t0),
+            (State::Open, State::HalfOpen, t1),
+            (State::HalfOpen, State::Closed, t1),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_breaker_state() {
+    settle().await;
+    let a = breaker(2, Duration::from_secs(5), 1);
+    let b = a.clone();
+    let c = b.clone();
+    fail(&a).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    assert_eq!(c.state(), State::Open);
+    assert!(succeed(&c).await.unwrap_err().is_rejected());
+    assert_eq!(a.stats().rejected, 1);
+
+    // Across tasks too.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let task = tokio::spawn(async move { succeed(&c).await });
+    assert_eq!(task.await.unwrap(), Ok(7));
+    assert_eq!(a.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_call_releases_the_half_open_probe() {
+    settle().await;
+    let b = breaker(1, Duration::from_secs(10), 1);
+    fail(&b).await.unwrap_err();
+    tokio::time::advance(Duration::from_secs(10)).await;
+
+    let hung = b.call(async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok::<_, Error>(0)
+    });
+    assert!(tokio::time::timeout(Duration::from_secs(1), hung)
+        .await
+        .is_err());
+    let s = b.stats();
+    assert_eq!(
+        (s.state, s.probes_in_use, s.ignored),
+        (State::HalfOpen, 0, 1)
+    );
+
+    // The probe slot is free again: the next call is admitted and closes the breaker.
+    assert_eq!(succeed(&b).await, Ok(7));
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_classifier_decides_which_errors_count() {
+    settle().await;
+    let b = breaker(2, Duration::from_secs(10), 1);
+    let classify = |r: &Result<(), Error>| match r {
+        Err(Error::BadRequest) => Outcome::Ignored,
+        Err(_) => Outcome::Failure,
+        Ok(()) => Outcome::Success,
+    };
+    for _ in 0..5 {
+        let r = b
+            .call_with(async { Err(Error::BadRequest) }, classify)
+            .await;
+        assert_eq!(r, Err(BreakerError::Inner(Error::BadRequest)));
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.stats().ignored, 5);
+    b.call_with(async { Err(Error::Unavailable) }, classify)
+        .await
+        .unwrap_err();
+    b.call_with(async { Err(Error::Unavailable) }, classify)
+        .await
+        .unwrap_err();
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_are_timed_on_the_runtime_clock() {
+    settle().await;
+    let config = CircuitBreakerConfig::builder()
+        .count_window(4)
+        .minimum_calls(4)
+        .disable_failure_rate()
+        .slow_call_rate_threshold(50)
+        .slow_call_duration_threshold(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let b = Breaker::new(config);
+    let call = |secs: u64| {
+        b.call(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            Ok::<_, Error>(())
+        })
+    };
+    call(1).await.unwrap();
+    call(1).await.unwrap();
+    call(2).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+    call(3).await.unwrap();
+    let s = b.stats();
+    assert_eq!((s.state, s.slow), (State::Open, 2));
+}
+
+fn constant(ms: u64, attempts: u32) -> BackoffConfig {
+    BackoffConfig::constant(Duration::from_millis(ms))
+        .jitter(Jitter::None)
+        .max_attempts(attempts)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_gives_up_after_max_attempts() {
+    let t0 = settle().await;
+    let retry = Retry::new(constant(100, 4));
+    let calls = AtomicU32::new(0);
+    let err = retry
+        .run(|| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(Error::Unavailable) }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(err.attempts, 4);
+    assert_eq!(err.reason, StopReason::Exhausted(GiveUpReason::MaxAttempts));
+    assert_eq!(err.error, Error::Unavailable);
+    assert_eq!(now() - t0, Duration::from_millis(300));
+    let s = retry.stats();
+    assert_eq!((s.runs, s.retries, s.gave_up_exhausted), (1, 3, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_succeeds_on_the_third_attempt() {
+    let t0 = settle().await;
+    let retry = Retry::new(constant(250, 5));
+    let calls = AtomicU32::new(0);
+    let v = retry
+        .run(|| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n < 3 {
+                    Err(Error::Unavailable)
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, 3);
+    assert_eq!(now() - t0, Duration::from_millis(500));
+    assert_eq!(retry.stats().successes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_honours_the_retry_after_hint() {
+    let t0 = settle().await;
+    let config = BackoffConfig::constant(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .max_attempts(3)
+        .max_retry_after(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let retry = Retry::new(config).retry_if(|e: &Error| match e {
+        Error::Busy(after) => RetryAction::RetryAfter(*after),
+        Error::BadRequest => RetryAction::Stop,
+        Error::Unavailable => RetryAction::Retry,
+    });
+    let calls = AtomicU32::new(0);
+    let v = retry
+        .run(|| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 => Err(Error::Busy(Duration::from_millis(750))),
+                    1 => Err(Error::Unavailable),
+                    _ => Ok(n),
+                }
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, 2);
+    assert_eq!(now() - t0, Duration::from_millis(750 + 100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_hint_is_capped_at_max_retry_after() {
+    let t0 = settle().await;
+    let config = BackoffConfig::constant(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .max_attempts(2)
+        .max_retry_after(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let retry = Retry::new(config).retry_if(|_: &Error| RetryAction::RetryAfter(Duration::MAX));
+    let err = retry
+        .run(|| async { Err::<(), _>(Error::Unavailable) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.attempts, 2);
+    assert_eq!(now() - t0, Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_retryable_error_stops_at_once() {
+    let t0 = settle().await;
+    let retry = Retry::new(constant(100, 10)).retry_if(|e: &Error| match e {
+        Error::BadRequest => RetryAction::Stop,
+        _ => RetryAction::Retry,
+    });
+    let calls = AtomicU32::new(0);
+    let err = retry
+        .run(|| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(Error::BadRequest) }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!((err.attempts, err.reason), (1, StopReason::NotRetryable));
+    assert_eq!(now(), t0);
+    assert_eq!(retry.stats().not_retryable, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_refusal_stops_retries() {
+    let t0 = settle().await;
+    let config = BudgetConfig::builder()
+        .ttl(Duration::from_secs(2))
+        .min_per_sec(1)
+        .retry_percent(20)
+        .build()
+        .unwrap();
+    let budget = SharedBudget::new(config, t0);
+    let retry = Retry::new(constant(10, 10)).budget(budget.clone());
+    let err = retry
+        .run(|| async { Err::<(), _>(Error::Unavailable) })
+        .await
+        .unwrap_err();
+    // The floor is 2 retries per 2 s: 1 attempt + 2 retries, the third retry is refused.
+    assert_eq!((err.attempts, err.reason), (3, StopReason::BudgetExhausted));
+    assert_eq!(now() - t0, Duration::from_millis(20));
+    let err = retry
+        .run(|| async { Err::<(), _>(Error::Unavailable) })
+        .await
+        .unwrap_err();
+    assert_eq!((err.attempts, err.reason), (1, StopReason::BudgetExhausted));
+    let s = budget.stats();
+    assert_eq!((s.deposits, s.withdrawals, s.exhausted), (0, 2, 2));
+    assert_eq!(retry.stats().gave_up_budget, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn successful_runs_deposit_by_default_and_every_request_deposits_first() {
+    let t0 = settle().await;
+    let budget = SharedBudget::new(BudgetConfig::default(), t0);
+    let on_success = Retry::new(constant(10, 3)).budget(budget.clone());
+    on_success
+        .run(|| async { Ok::<_, Error>(()) })
+        .await
+        .unwrap();
+    on_success
+        .run(|| async { Err::<(), _>(Error::BadRequest) })
+        .await
+        .unwrap_err();
+    // The failed run retried twice (the default predicate retries every error) and deposited
+    // nothing.
+    let s = budget.stats();
+    assert_eq!((s.deposits, s.withdrawals), (1, 2));
+
+    let every = on_success.clone().deposit(Deposit::EveryRequest);
+    every
+        .run(|| async { Err::<(), _>(Error::Unavailable) })
+        .await
+        .unwrap_err();
+    let s = budget.stats();
+    assert_eq!((s.deposits, s.withdrawals), (2, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_notify_hook_sees_every_scheduled_retry() {
+    let t0 = settle().await;
+    let config = BackoffConfig::exponential(Duration::from_millis(100), Duration::from_secs(1))
+        .jitter(Jitter::None)
+        .max_attempts(4)
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let retry = Retry::new(config).notify(move |e: &Error, info: RetryInfo| {
+        log.lock()
+            .unwrap()
+            .push((*e, info.attempt, info.delay, info.at));
+    });
+    retry
+        .run(|| async { Err::<(), _>(Error::Unavailable) })
+        .await
+        .unwrap_err();
+    let ms = Duration::from_millis;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (Error::Unavailable, 1, ms(100), t0 + ms(100)),
+            (Error::Unavailable, 2, ms(200), t0 + ms(300)),
+            (Error::Unavailable, 3, ms(400), t0 + ms(700)),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_runs_do_not_jitter_in_lockstep() {
+    settle().await;
+    let config = BackoffConfig::exponential(Duration::from_millis(100), Duration::from_secs(10))
+        .jitter(Jitter::Full)
+        .max_attempts(2)
+        .seed(42)
+        .build()
+        .unwrap();
+    let delays = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&delays);
+    let retry = Retry::new(config).notify(move |_: &Error, info: RetryInfo| {
+        log.lock().unwrap().push(info.delay);
+    });
+    let runs = (0..8).map(|_| {
+        let retry = retry.clone();
+        tokio::spawn(async move {
+            retry
+                .run(|| async { Err::<(), _>(Error::Unavailable) })
+                .await
+        })
+    });
+    for r in runs.collect::<Vec<_>>() {
+        r.await.unwrap().unwrap_err();
+    }
+    let mut d = delays.lock().unwrap().clone();
+    assert_eq!(d.len(), 8);
+    d.sort();
+    d.dedup();
+    assert_eq!(d.len(), 8, "every run drew its own jitter: {d:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_around_a_breaker_stops_on_rejection() {
+    settle().await;
+    let b = breaker(2, Duration::from_secs(30), 1);
+    let retry = Retry::new(constant(50, 10)).retry_if(|e: &BreakerError<Error>| {
+        if e.is_rejected() {
+            RetryAction::Stop
+        } else {
+            RetryAction::Retry
+        }
+    });
+    let calls = AtomicU32::new(0);
+    let err = retry
+        .run(|| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            b.call(async { Err::<(), _>(Error::Unavailable) })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!((err.attempts, err.reason), (3, StopReason::NotRetryable));
+    assert!(err.error.is_rejected());
+    assert_eq!(b.stats().rejected, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_free_function_retries_every_error() {
+    let t0 = settle().await;
+    let calls = AtomicU32::new(0);
+    let err = keel_tokio::retry(constant(40, 3), None, || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async { Err::<(), _>(Error::BadRequest) }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(err.reason, StopReason::Exhausted(GiveUpReason::MaxAttempts));
+    assert_eq!(now() - t0, Duration::from_millis(80));
+}
+
+/// Records `(level, target, fields)` of every event.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<(tracing::Level, String, String)>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() != "message" {
+                    self.0 += &format!("{}={:?} ", f.name(), v);
+                }
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        let meta = event.metadata();
+        self.0.lock().unwrap().push((
+            *meta.level(),
+            meta.target().to_owned(),
+            fields.0.trim_end().to_owned(),
+        ));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transitions_log_at_info_and_give_ups_at_warn() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    settle().await;
+    let b = breaker(2, Duration::from_secs(1), 1);
+    let retry = Retry::new(constant(10, 2));
+    retry
+        .run(|| b.call(async { Err::<(), _>(Error::Unavailable) }))
+        .await
+        .unwrap_err();
+    let info = tracing::Level::INFO;
+    let (debug, warn) = (tracing::Level::DEBUG, tracing::Level::WARN);
+    let got: Vec<_> = capture
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, target, _)| target.starts_with("keel::"))
+        .cloned()
+        .collect();
+    let s = String::from;
+    assert_eq!(
+        got,
+        vec![
+            (
+                debug,
+                s("keel::retry"),
+                s("attempt=1 delay_ms=10 error=Inner(Unavailable)")
+            ),
+            (
+                info,
+                s("keel::breaker"),
+                s(r#"from="closed" to="open" reason=ConsecutiveFailures"#)
+            ),
+            (
+                warn,
+                s("keel::retry"),
+                s(r#"attempt=2 reason="max-attempts" error=Inner(Unavailable)"#)
+            ),
+        ]
+    );
+}
