@@ -35,9 +35,13 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, UnixListener,
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
-pub use keel_core::driver::{GuardConfig, StreamExt};
+pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+pub use keel_core::shutdown::ShutdownConfig;
 
 keel_core::runtime_aliases!(TokioRuntime);
+
+#[cfg(feature = "tower")]
+pub mod tower;
 
 /// tokio's clock and timers as a keel [`Runtime`].
 ///
@@ -102,6 +106,78 @@ impl Timer for TokioTimer {
 
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.sleep.as_mut().poll(cx)
+    }
+}
+
+impl keel_core::driver::Spawn for TokioRuntime {
+    type Handle = TokioTask;
+
+    fn spawn<F>(&self, fut: F) -> TokioTask
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        TokioTask(tokio::spawn(fut))
+    }
+}
+
+/// A task spawned by keel on tokio: `tokio::task::JoinHandle`, aborted by
+/// [`AbortHandle::abort`](keel_core::driver::AbortHandle::abort), detached when dropped.
+#[derive(Debug)]
+pub struct TokioTask(pub tokio::task::JoinHandle<()>);
+
+impl keel_core::driver::AbortHandle for TokioTask {
+    fn abort(self) {
+        self.0.abort();
+    }
+}
+
+impl keel_core::driver::Signals for TokioRuntime {
+    fn shutdown_signal(&self) -> keel_core::driver::BoxFuture<()> {
+        Box::pin(signal_future())
+    }
+}
+
+/// Registers SIGINT and SIGTERM listeners now; the future resolves at the next of either.
+#[cfg(unix)]
+fn signal_future() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let (mut interrupt, mut terminate) = match (interrupt, terminate) {
+            (Ok(i), Ok(t)) => (i, t),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(target: "keel::shutdown", error = %e, "cannot listen for SIGINT/SIGTERM; graceful shutdown on signals is off");
+                return std::future::pending().await;
+            }
+        };
+        let signal = std::future::poll_fn(|cx| {
+            if interrupt.poll_recv(cx).is_ready() {
+                return Poll::Ready("SIGINT");
+            }
+            if terminate.poll_recv(cx).is_ready() {
+                return Poll::Ready("SIGTERM");
+            }
+            Poll::Pending
+        })
+        .await;
+        tracing::info!(target: "keel::shutdown", signal, "shutdown signal received");
+    }
+}
+
+/// Ctrl-C outside Unix.
+#[cfg(not(unix))]
+fn signal_future() -> impl Future<Output = ()> + Send + 'static {
+    async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => {
+                tracing::info!(target: "keel::shutdown", signal = "ctrl-c", "shutdown signal received")
+            }
+            Err(e) => {
+                tracing::warn!(target: "keel::shutdown", error = %e, "cannot listen for Ctrl-C; graceful shutdown on signals is off");
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -178,7 +254,8 @@ pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> Incoming<Unix
     Incoming::new(Unix(listener), TokioRuntime, config)
 }
 
-/// The README's code blocks, compiled and run as doctests so the README stays true.
-#[cfg(doctest)]
+/// The README's code blocks, compiled and run as doctests so the README stays true (with every
+/// feature on, as the README's test command runs them).
+#[cfg(all(doctest, feature = "tower"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;

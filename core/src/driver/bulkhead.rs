@@ -1,1 +1,229 @@
-//! (being written)
+//! A bulkhead on a runtime: `bulkhead.run(fut)` bounds how many calls run at once.
+//!
+//! # What it protects against
+//!
+//! One slow dependency absorbing every task (and every connection, and all memory) of a
+//! service. A bulkhead caps the calls in flight; callers beyond the cap wait in a bounded FIFO
+//! queue for at most `max_wait`, and beyond either bound are shed at once with the reason
+//! ([`RejectReason::Full`], [`RejectReason::QueueFull`], [`RejectReason::WaitedTooLong`]).
+//!
+//! # Contract
+//!
+//! - [`Bulkhead`] is `Clone`; every clone shares one [`SharedBulkhead`].
+//! - [`Bulkhead::run`] acquires a slot (or queues), runs the future, and releases the slot when
+//!   the future completes **or is dropped** (cancellation releases too, and a slot granted to a
+//!   waiter that was dropped is passed on to the next).
+//! - `max_wait` is enforced by the runtime's timer: the waiter is raced against a sleep until
+//!   its deadline, then polled again with the new `now`, so the machine itself rejects it with
+//!   `WaitedTooLong` (a waiter never gets a slot at or after its deadline).
+//!
+//! # tracing (feature `tracing`)
+//!
+//! Target `keel::bulkhead`, `debug` level: `"bulkhead rejected"` with field `reason`
+//! ([`RejectReason::as_str`]).
+//!
+//! ```
+//! # #[derive(Clone, Default)] struct Rt;
+//! # struct T;
+//! # impl keel_core::driver::Timer for T {
+//! #     fn reset(&mut self, _: keel_core::Instant) {}
+//! #     fn poll_elapsed(&mut self, _: &mut core::task::Context<'_>) -> core::task::Poll<()> { core::task::Poll::Pending }
+//! # }
+//! # impl keel_core::driver::Runtime for Rt {
+//! #     type Timer = T;
+//! #     fn now(&self) -> keel_core::Instant { keel_core::Instant::ZERO }
+//! #     fn timer(&self, _: keel_core::Instant) -> T { T }
+//! # }
+//! use keel_core::bulkhead::{BulkheadConfig, RejectReason};
+//! use keel_core::driver::bulkhead::Bulkhead;
+//!
+//! let config = BulkheadConfig::builder().max_concurrent(1).build()?;
+//! let bulkhead = Bulkhead::<Rt>::new(config); // keel_tokio::Bulkhead::new(config) on tokio
+//! let held = bulkhead.try_acquire().expect("a free slot");
+//! // `bulkhead.run(fut).await` would now be rejected at once: there is no queue.
+//! assert_eq!(bulkhead.try_acquire().unwrap_err().reason(), RejectReason::Full);
+//! drop(held);
+//! assert!(bulkhead.try_acquire().is_ok());
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use super::{Alarm, Runtime};
+#[cfg(doc)]
+use crate::bulkhead::RejectReason;
+use crate::bulkhead::{BulkheadConfig, BulkheadStats};
+use crate::sync::bulkhead::{
+    Acquire, BulkheadGuard, BulkheadRejected, BulkheadWaiter, SharedBulkhead,
+};
+
+/// A bulkhead on a runtime; clones share one [`SharedBulkhead`]. See the [module docs](self).
+#[derive(Clone)]
+pub struct Bulkhead<R: Runtime> {
+    shared: SharedBulkhead,
+    rt: R,
+}
+
+impl<R: Runtime> fmt::Debug for Bulkhead<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Bulkhead<R> {
+    /// A bulkhead with every slot free.
+    #[must_use]
+    pub fn new(config: BulkheadConfig) -> Self
+    where
+        R: Default,
+    {
+        Self::with_runtime(config, R::default())
+    }
+
+    /// A bulkhead on an explicit runtime handle.
+    #[must_use]
+    pub fn with_runtime(config: BulkheadConfig, rt: R) -> Self {
+        let now = rt.now();
+        Bulkhead {
+            shared: SharedBulkhead::new(config, now),
+            rt,
+        }
+    }
+
+    /// Wraps a shared bulkhead that other code also uses.
+    #[must_use]
+    pub fn from_shared(shared: SharedBulkhead, rt: R) -> Self {
+        Bulkhead { shared, rt }
+    }
+
+    /// The shared bulkhead every clone uses.
+    #[must_use]
+    pub fn shared(&self) -> &SharedBulkhead {
+        &self.shared
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> BulkheadConfig {
+        self.shared.config()
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> BulkheadStats {
+        self.shared.stats()
+    }
+
+    /// Takes a slot now or fails with `Full`; never waits, never jumps the queue.
+    ///
+    /// # Errors
+    ///
+    /// [`BulkheadRejected`] with [`RejectReason::Full`].
+    pub fn try_acquire(&self) -> Result<BulkheadGuard, BulkheadRejected> {
+        self.shared.try_acquire()
+    }
+
+    /// Takes a slot, waiting in the queue for at most `max_wait`. Lazy: nothing is requested
+    /// until the first poll. Dropping the future cancels the wait.
+    pub fn acquire(&self) -> Acquiring<R> {
+        Acquiring {
+            bulkhead: self.clone(),
+            state: State::Start,
+            alarm: Alarm::new(),
+        }
+    }
+
+    /// Runs `fut` in a slot: acquires one (waiting at most `max_wait` in the bounded queue),
+    /// runs the future, releases the slot when it completes or is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`BulkheadRejected`] with the reason, without running `fut`.
+    pub async fn run<F: Future>(&self, fut: F) -> Result<F::Output, BulkheadRejected> {
+        let guard = self.acquire().await?;
+        let out = fut.await;
+        guard.release(self.rt.now());
+        Ok(out)
+    }
+}
+
+enum State {
+    Start,
+    Waiting(BulkheadWaiter),
+    Done,
+}
+
+/// The future of [`Bulkhead::acquire`]: resolves to the slot's guard or the reason it was
+/// shed. `'static`; dropping it cancels the wait.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Acquiring<R: Runtime> {
+    bulkhead: Bulkhead<R>,
+    state: State,
+    alarm: Alarm<R>,
+}
+
+impl<R: Runtime> fmt::Debug for Acquiring<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Start => "start",
+            State::Waiting(_) => "waiting",
+            State::Done => "done",
+        };
+        f.debug_struct("Acquiring")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn traced(
+    r: Result<BulkheadGuard, BulkheadRejected>,
+) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
+    #[cfg(feature = "tracing")]
+    if let Err(e) = &r {
+        tracing::debug!(target: "keel::bulkhead", reason = e.reason().as_str(), "bulkhead rejected");
+    }
+    Poll::Ready(r)
+}
+
+impl<R: Runtime> Future for Acquiring<R> {
+    type Output = Result<BulkheadGuard, BulkheadRejected>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let rt = &this.bulkhead.rt;
+        if let State::Start = this.state {
+            match this.bulkhead.shared.acquire(rt.now()) {
+                Acquire::Ready(r) => {
+                    this.state = State::Done;
+                    return traced(r);
+                }
+                Acquire::Wait(w) => this.state = State::Waiting(w),
+            }
+        }
+        let State::Waiting(waiter) = &mut this.state else {
+            // Polled after completion: the slot (if any) was handed over already.
+            return Poll::Pending;
+        };
+        let polled = match waiter.poll(cx, rt.now()) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => match this.alarm.poll_until(rt, waiter.deadline(), cx) {
+                // The deadline passed: with the new `now` the machine rejects (or hands over a
+                // slot granted just before; it never grants at or after the deadline).
+                Poll::Ready(()) => waiter.poll(cx, rt.now()),
+                Poll::Pending => Poll::Pending,
+            },
+        };
+        match polled {
+            Poll::Ready(r) => {
+                this.state = State::Done;
+                traced(r)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -4,7 +4,9 @@
 //! generic over two small traits that each adapter crate implements for its runtime:
 //!
 //! - [`Runtime`]: a clock (`now()`) and a resettable [`Timer`];
-//! - [`Listener`]: `poll_accept` plus a best-effort, non-blocking `shed` for shed mode.
+//! - [`Listener`]: `poll_accept` plus a best-effort, non-blocking `shed` for shed mode;
+//! - [`Spawn`] (with its [`AbortHandle`]) and [`Signals`]: what [`serve`](serve::Server) needs to
+//!   run one task per connection and to hear SIGINT/SIGTERM.
 //!
 //! An adapter holds only that glue: `keel-tokio` maps them onto `tokio::net` and `tokio::time`
 //! (so `tokio::time::pause()` works in tests), `keel-smol` and `keel-async-std` onto `async-io`.
@@ -52,6 +54,7 @@ use core::task::{Context, Poll};
 use crate::time::Instant;
 
 pub use accept::{GuardConfig, GuardConfigBuilder, Incoming, IncomingStats, Listener};
+pub use serve::{Draining, ServeHandle, ServeReport, ServeStats, Server};
 
 /// A timer that can be re-armed without allocating: the runtime's sleep future.
 ///
@@ -72,6 +75,48 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     fn now(&self) -> Instant;
     /// A timer armed for `deadline`.
     fn timer(&self, deadline: Instant) -> Self::Timer;
+}
+
+/// Spawning tasks on a runtime, as [`Server`](serve::Server) needs it: one task per connection,
+/// and a way to cancel the tasks still running when the drain deadline passes.
+///
+/// Contract for implementors:
+///
+/// - `spawn` starts `fut` as an independent task on the runtime and returns at once; it must not
+///   poll `fut` on the caller's stack (the server calls it from inside its own `poll`).
+/// - The returned [`AbortHandle`] **detaches** when dropped: the task runs on. Only
+///   [`AbortHandle::abort`] cancels it.
+///
+/// keel-tokio: `tokio::spawn` and `JoinHandle::abort`. smol: keep the `Task` in the handle, drop
+/// it in `abort`, call `Task::detach` in the handle's `Drop`. async-std: `task::spawn`, and
+/// `abort` spawns `JoinHandle::cancel()` (or drops a `futures` `AbortHandle`).
+pub trait Spawn: Runtime {
+    /// The handle of a spawned task.
+    type Handle: AbortHandle;
+    /// Starts `fut` as a task of its own.
+    fn spawn<F>(&self, fut: F) -> Self::Handle
+    where
+        F: Future<Output = ()> + Send + 'static;
+}
+
+/// Cancels a task started by [`Spawn::spawn`]. Dropping the handle detaches the task.
+pub trait AbortHandle: Send + 'static {
+    /// Cancels the task: it is not polled again and its future (with the connection it owns) is
+    /// dropped, at once or at the runtime's next opportunity. A no-op if the task has ended.
+    /// Must not block.
+    fn abort(self);
+}
+
+/// A boxed, sendable future: what [`Signals::shutdown_signal`] returns.
+pub type BoxFuture<T> = Pin<alloc::boxed::Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The process's shutdown signals, as the runtime delivers them.
+pub trait Signals {
+    /// A future that resolves at the **next** SIGINT or SIGTERM (Ctrl-C on Windows) delivered
+    /// after this call. The listeners must be registered by the time this returns, so a signal
+    /// arriving before the first poll is not lost. If the signals cannot be listened to, log it
+    /// and return a future that never resolves (the process keeps the default handling).
+    fn shutdown_signal(&self) -> BoxFuture<()>;
 }
 
 /// A lazily created, reusable timer: armed only when a deadline is set, re-armed only when the
@@ -245,6 +290,12 @@ macro_rules! runtime_aliases {
     ($rt:ty) => {
         /// A guarded listener: a `Stream` of `(Permit, connection)`.
         pub type Incoming<L> = $crate::driver::Incoming<L, $rt>;
+        /// A GCRA rate limiter whose `until_ready()` sleeps on this runtime's timer.
+        pub type RateLimiter = $crate::driver::rate::RateLimiter<$rt>;
+        /// A bounded keyed (per IP, per user) rate limiter on this runtime.
+        pub type KeyedRateLimiter<K> = $crate::driver::rate::KeyedRateLimiter<K, $rt>;
+        /// A bulkhead whose `run(fut)` waits in a bounded queue on this runtime's timer.
+        pub type Bulkhead = $crate::driver::bulkhead::Bulkhead<$rt>;
         /// Sleeps until a keel instant on this runtime's timer.
         pub fn sleep_until(deadline: $crate::time::Instant) -> $crate::driver::SleepUntil<$rt> {
             $crate::driver::sleep_until(&<$rt>::default(), deadline)
@@ -252,6 +303,30 @@ macro_rules! runtime_aliases {
         /// Now, on this runtime's clock, as a keel instant.
         pub fn now() -> $crate::time::Instant {
             $crate::driver::Runtime::now(&<$rt>::default())
+        }
+        /// A graceful server over a guarded listener on this runtime: see
+        /// [`Server`]($crate::driver::serve::Server).
+        pub type Server<L> = $crate::driver::serve::Server<L, $rt>;
+        /// Resolves at the next SIGINT or SIGTERM (Ctrl-C on Windows).
+        pub fn shutdown_signal() -> $crate::driver::BoxFuture<()> {
+            $crate::driver::Signals::shutdown_signal(&<$rt>::default())
+        }
+        /// Serves `incoming` with one `handler` task per connection until SIGINT or SIGTERM,
+        /// then drains gracefully (default grace period 30 s; a second signal stops at once).
+        /// For another grace period or trigger, use [`Server`] directly.
+        pub async fn serve<L, H, Fut>(
+            incoming: Incoming<L>,
+            handler: H,
+        ) -> $crate::driver::ServeReport
+        where
+            L: $crate::driver::Listener + ::core::marker::Send + 'static,
+            H: ::core::ops::FnMut(L::Conn, $crate::driver::Draining) -> Fut + ::core::marker::Send,
+            Fut: ::core::future::Future<Output = ()> + ::core::marker::Send + 'static,
+        {
+            $crate::driver::serve::Server::new(incoming)
+                .shutdown_on(shutdown_signal)
+                .serve(handler)
+                .await
         }
         /// Runs a future for at most `duration` on this runtime's timer.
         pub async fn timeout<F: ::core::future::Future>(

@@ -1,1 +1,398 @@
-//! (being written)
+//! Rate limiters that wait on the runtime's timer: [`RateLimiter::until_ready`] and
+//! [`KeyedRateLimiter::until_key_ready`].
+//!
+//! # What it protects against
+//!
+//! A caller that must not exceed a rate (an upstream's quota, a per-client fairness limit)
+//! either polls in a loop (burning CPU) or sleeps a guessed amount (too long or too short).
+//! These wait exactly until the limiter says the request conforms, on the runtime's own timer
+//! (so `tokio::time::pause()` drives them in tests).
+//!
+//! # Contract
+//!
+//! - The wait is `loop { check(now) → Ok: done; Err(NotUntil { retry_at }) → sleep_until(retry_at) }`.
+//!   The check **is** the spend: a request is admitted by the same atomic step that decides it,
+//!   so nothing is spent while waiting and nothing is checked twice (no double spend). Waiters
+//!   that wake at the same `retry_at` race for the token; the losers get a later `retry_at` and
+//!   sleep again, so the limiter never admits more than its quota.
+//! - No busy-wait: a waiter is woken only by its timer. Waiting is not FIFO (GCRA keeps no
+//!   queue); under sustained contention a waiter can lose several rounds.
+//! - [`RateLimiter`] is `Clone`; every clone shares one lock-free
+//!   [`SharedRateLimiter`] (one `AtomicU64`). [`KeyedRateLimiter`] shares one bounded
+//!   [`keyed::KeyedRateLimiter`] behind a mutex held only for the check.
+//! - A batch larger than the burst can never be admitted: [`RateLimiter::until_n_ready`] fails at
+//!   once with [`InsufficientCapacity`] instead of waiting forever.
+//!
+//! # tracing (feature `tracing`)
+//!
+//! Target `keel::rate`, `debug` level: `"rate limited; waiting"` with fields `n` and
+//! `retry_at_ns` each time a waiter goes to sleep.
+//!
+//! ```
+//! # #[derive(Clone, Default)] struct Rt;
+//! # struct T;
+//! # impl keel_core::driver::Timer for T {
+//! #     fn reset(&mut self, _: keel_core::Instant) {}
+//! #     fn poll_elapsed(&mut self, _: &mut core::task::Context<'_>) -> core::task::Poll<()> { core::task::Poll::Pending }
+//! # }
+//! # impl keel_core::driver::Runtime for Rt {
+//! #     type Timer = T;
+//! #     fn now(&self) -> keel_core::Instant { keel_core::Instant::ZERO }
+//! #     fn timer(&self, _: keel_core::Instant) -> T { T }
+//! # }
+//! use core::num::NonZeroU32;
+//! use keel_core::driver::rate::RateLimiter;
+//! use keel_core::rate::Quota;
+//!
+//! let quota = Quota::per_second(NonZeroU32::new(2).unwrap())?;
+//! let limiter = RateLimiter::<Rt>::new(quota); // keel_tokio::RateLimiter::new(quota) on tokio
+//! let other = limiter.clone(); // shares the same budget
+//! assert!(limiter.check().is_ok());
+//! assert!(other.check().is_ok());
+//! assert!(limiter.check().is_err()); // `limiter.until_ready().await` would sleep until then
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+
+use core::fmt;
+use core::future::Future;
+use core::hash::{BuildHasher, Hash, Hasher};
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Alarm, Runtime};
+use crate::rate::keyed::{self, KeyedConfig, KeyedError};
+use crate::rate::{CheckNError, NotUntil, Quota, RateLimiterStats};
+use crate::sync::gcra::SharedRateLimiter;
+use crate::time::Instant;
+
+/// A batch larger than the quota's burst: it can never be admitted at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[error(
+    "a batch larger than the burst ({burst}) can never be admitted: split it or raise the burst"
+)]
+pub struct InsufficientCapacity {
+    /// The quota's burst: the largest batch that can ever be admitted.
+    pub burst: u32,
+}
+
+/// A GCRA rate limiter on a runtime: `check()` on the runtime's clock and `until_ready()` on its
+/// timer. Clones share one lock-free [`SharedRateLimiter`]. See the [module docs](self).
+#[derive(Clone)]
+pub struct RateLimiter<R: Runtime> {
+    shared: Arc<SharedRateLimiter>,
+    rt: R,
+}
+
+impl<R: Runtime> fmt::Debug for RateLimiter<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("quota", &self.shared.quota())
+            .field("stats", &self.shared.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> RateLimiter<R> {
+    /// A limiter with its full burst available now.
+    #[must_use]
+    pub fn new(quota: Quota) -> Self
+    where
+        R: Default,
+    {
+        Self::with_runtime(quota, R::default())
+    }
+
+    /// A limiter on an explicit runtime handle.
+    #[must_use]
+    pub fn with_runtime(quota: Quota, rt: R) -> Self {
+        let now = rt.now();
+        RateLimiter {
+            shared: Arc::new(SharedRateLimiter::new(quota, now)),
+            rt,
+        }
+    }
+
+    /// Wraps a shared limiter that other code (threads, other runtimes' tasks) also checks.
+    #[must_use]
+    pub fn from_shared(shared: Arc<SharedRateLimiter>, rt: R) -> Self {
+        RateLimiter { shared, rt }
+    }
+
+    /// The shared limiter every clone uses.
+    #[must_use]
+    pub fn shared(&self) -> &Arc<SharedRateLimiter> {
+        &self.shared
+    }
+
+    /// The runtime handle.
+    #[must_use]
+    pub fn runtime(&self) -> &R {
+        &self.rt
+    }
+
+    /// Admits one request now, or says when it would be admitted.
+    ///
+    /// # Errors
+    ///
+    /// [`NotUntil`] with the earliest instant the request would conform.
+    pub fn check(&self) -> Result<(), NotUntil> {
+        self.shared.check(self.rt.now())
+    }
+
+    /// Admits `n` requests now (all or none).
+    ///
+    /// # Errors
+    ///
+    /// [`CheckNError::NotUntil`] to retry later, [`CheckNError::InsufficientCapacity`] when
+    /// `n` exceeds the burst.
+    pub fn check_n(&self, n: u32) -> Result<(), CheckNError> {
+        self.shared.check_n(self.rt.now(), n)
+    }
+
+    /// Waits until one request is admitted, and admits it.
+    pub fn until_ready(&self) -> UntilReady<R> {
+        UntilReady {
+            limiter: self.clone(),
+            n: 1,
+            alarm: Alarm::new(),
+        }
+    }
+
+    /// Waits until a batch of `n` is admitted, and admits it. Resolves at once to
+    /// `Err(InsufficientCapacity)` when `n` exceeds the burst (it would never be admitted).
+    pub fn until_n_ready(&self, n: u32) -> UntilReady<R> {
+        UntilReady {
+            limiter: self.clone(),
+            n,
+            alarm: Alarm::new(),
+        }
+    }
+
+    /// How many single requests would be admitted now.
+    #[must_use]
+    pub fn remaining(&self) -> u32 {
+        self.shared.remaining(self.rt.now())
+    }
+
+    /// When the full burst is available again (now if it already is).
+    #[must_use]
+    pub fn reset_at(&self) -> Instant {
+        self.shared.reset_at(self.rt.now())
+    }
+
+    /// The quota in force.
+    #[must_use]
+    pub fn quota(&self) -> Quota {
+        self.shared.quota()
+    }
+
+    /// Switches to `quota` now (see [`SharedRateLimiter::set_quota`]).
+    pub fn set_quota(&self, quota: Quota) {
+        self.shared.set_quota(self.rt.now(), quota);
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> RateLimiterStats {
+        self.shared.stats()
+    }
+}
+
+/// The future of [`RateLimiter::until_ready`] and [`RateLimiter::until_n_ready`]: `'static`
+/// (it holds a clone of the limiter), cancel-safe (nothing is spent until it resolves `Ok`).
+#[must_use = "futures do nothing unless awaited"]
+pub struct UntilReady<R: Runtime> {
+    limiter: RateLimiter<R>,
+    n: u32,
+    alarm: Alarm<R>,
+}
+
+impl<R: Runtime> fmt::Debug for UntilReady<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UntilReady")
+            .field("n", &self.n)
+            .field("armed_for", &self.alarm.armed_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Future for UntilReady<R> {
+    type Output = Result<(), InsufficientCapacity>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let rt = &this.limiter.rt;
+        loop {
+            let retry_at = match this.limiter.shared.check_n(rt.now(), this.n) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(CheckNError::InsufficientCapacity { burst }) => {
+                    return Poll::Ready(Err(InsufficientCapacity { burst }))
+                }
+                Err(CheckNError::NotUntil { retry_at }) => retry_at,
+            };
+            #[cfg(feature = "tracing")]
+            if this.alarm.armed_for != Some(retry_at) {
+                tracing::debug!(
+                    target: "keel::rate",
+                    n = this.n,
+                    retry_at_ns = retry_at.as_nanos(),
+                    "rate limited; waiting"
+                );
+            }
+            // Ready only once the clock has passed `retry_at`: the next check is then a real
+            // new decision, never a spin on the same instant.
+            if this.alarm.poll_until(rt, retry_at, cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// A seed for [`keyed::KeyedConfigBuilder::hash_seed`] from std's per-process random keys
+/// (the OS randomness behind `HashMap`), so clients cannot choose colliding keys.
+#[must_use]
+pub fn os_hash_seed() -> u128 {
+    let state = std::collections::hash_map::RandomState::new();
+    let mut a = state.build_hasher();
+    a.write_u8(0x6b);
+    let mut b = state.build_hasher();
+    b.write_u8(0x65);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// A keyed (per IP, per user) rate limiter on a runtime, with bounded memory (see
+/// [`keyed`](crate::rate::keyed)). Clones share one table behind a mutex held only for the
+/// check.
+pub struct KeyedRateLimiter<K, R: Runtime> {
+    inner: Arc<Mutex<keyed::KeyedRateLimiter<K>>>,
+    rt: R,
+}
+
+impl<K, R: Runtime> Clone for KeyedRateLimiter<K, R> {
+    fn clone(&self) -> Self {
+        KeyedRateLimiter {
+            inner: Arc::clone(&self.inner),
+            rt: self.rt.clone(),
+        }
+    }
+}
+
+impl<K, R: Runtime> fmt::Debug for KeyedRateLimiter<K, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimiter").finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
+    /// A keyed limiter with every key fresh; all its memory is allocated here.
+    #[must_use]
+    pub fn new(config: KeyedConfig) -> Self
+    where
+        R: Default,
+    {
+        Self::with_runtime(config, R::default())
+    }
+
+    /// A keyed limiter on an explicit runtime handle.
+    #[must_use]
+    pub fn with_runtime(config: KeyedConfig, rt: R) -> Self {
+        let now = rt.now();
+        KeyedRateLimiter {
+            inner: Arc::new(Mutex::new(keyed::KeyedRateLimiter::new(config, now))),
+            rt,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, keyed::KeyedRateLimiter<K>> {
+        // The table is consistent between calls; a panic elsewhere does not poison its logic.
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Runs `f` on the table under the lock (for several reads that must agree).
+    pub fn with<T>(&self, f: impl FnOnce(&mut keyed::KeyedRateLimiter<K>, Instant) -> T) -> T {
+        let now = self.rt.now();
+        f(&mut self.lock(), now)
+    }
+
+    /// Admits one request for `key` now.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyedError::NotUntil`] to retry later; [`KeyedError::TableFull`] when the table is
+    /// full of active keys and the policy rejects new ones.
+    pub fn check(&self, key: &K) -> Result<(), KeyedError> {
+        let now = self.rt.now();
+        self.lock().check(now, key)
+    }
+
+    /// Admits `n` requests for `key` now (all or none).
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check), plus [`KeyedError::InsufficientCapacity`].
+    pub fn check_n(&self, key: &K, n: u32) -> Result<(), KeyedError> {
+        let now = self.rt.now();
+        self.lock().check_n(now, key, n)
+    }
+
+    /// How many single requests `key` could make now.
+    #[must_use]
+    pub fn remaining(&self, key: &K) -> u32 {
+        let now = self.rt.now();
+        self.lock().remaining(now, key)
+    }
+
+    /// The quota every key gets.
+    #[must_use]
+    pub fn quota(&self) -> Quota {
+        self.lock().quota()
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> keyed::KeyedStats {
+        self.lock().stats()
+    }
+
+    /// Waits until one request for `key` is admitted, and admits it (same loop as
+    /// [`RateLimiter::until_ready`]: the check is the spend).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyedError::TableFull`] at once (waiting would not free a slot for certain).
+    pub async fn until_key_ready(&self, key: &K) -> Result<(), KeyedError> {
+        self.until_key_n_ready(key, 1).await
+    }
+
+    /// Waits until a batch of `n` for `key` is admitted, and admits it.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyedError::TableFull`] or [`KeyedError::InsufficientCapacity`], at once.
+    pub async fn until_key_n_ready(&self, key: &K, n: u32) -> Result<(), KeyedError> {
+        let mut alarm = Alarm::<R>::new();
+        core::future::poll_fn(|cx| loop {
+            let retry_at = match self.check_n(key, n) {
+                Err(KeyedError::NotUntil { retry_at }) => retry_at,
+                done => return Poll::Ready(done),
+            };
+            #[cfg(feature = "tracing")]
+            if alarm.armed_for != Some(retry_at) {
+                tracing::debug!(
+                    target: "keel::rate",
+                    n,
+                    retry_at_ns = retry_at.as_nanos(),
+                    "rate limited; waiting"
+                );
+            }
+            if alarm.poll_until(&self.rt, retry_at, cx).is_pending() {
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+}

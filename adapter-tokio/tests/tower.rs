@@ -1,0 +1,306 @@
+//! The tower layers: shared state across clones, reject modes, and timeouts that cover the
+//! wait for readiness. Runs on tokio's paused clock.
+#![cfg(feature = "tower")]
+
+use std::convert::Infallible;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use keel_tokio::core::bulkhead::{BulkheadConfig, RejectReason};
+use keel_tokio::core::rate::Quota;
+use keel_tokio::tower::{BoxError, BulkheadLayer, KeelError, RateLimitLayer, TimeoutLayer};
+use tokio::time::Instant;
+use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
+
+/// `n` per second with a burst of `burst`.
+fn quota(n: u32, burst: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(n).unwrap())
+        .unwrap()
+        .with_burst(NonZeroU32::new(burst).unwrap())
+        .unwrap()
+}
+
+fn echo() -> impl Service<u32, Response = u32, Error = Infallible, Future: Send> + Clone + Send {
+    service_fn(|x: u32| async move { Ok::<_, Infallible>(x) })
+}
+
+/// A service that takes `d` to answer.
+fn slow(
+    d: Duration,
+) -> impl Service<u32, Response = u32, Error = Infallible, Future: Send> + Clone + Send {
+    service_fn(move |x: u32| async move {
+        tokio::time::sleep(d).await;
+        Ok::<_, Infallible>(x)
+    })
+}
+
+async fn call<S>(svc: &mut S, x: u32) -> Result<u32, BoxError>
+where
+    S: Service<u32, Response = u32, Error = BoxError>,
+{
+    svc.ready().await?.call(x).await
+}
+
+fn keel(err: &BoxError) -> KeelError {
+    *err.downcast_ref::<KeelError>()
+        .unwrap_or_else(|| panic!("not a KeelError: {err}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_rate_limit() {
+    let layer = RateLimitLayer::new(quota(1, 2)).reject_when_limited();
+    let mut a = layer.layer(echo());
+    let mut b = a.clone();
+    let mut c = layer.layer(echo()); // a second service from the same layer
+    assert_eq!(call(&mut a, 1).await.unwrap(), 1);
+    assert_eq!(call(&mut b, 2).await.unwrap(), 2);
+    let err = call(&mut c, 3).await.unwrap_err();
+    let start = keel_tokio::now();
+    assert_eq!(
+        keel(&err),
+        KeelError::RateLimited {
+            retry_at: start + Duration::from_secs(1)
+        }
+    );
+    assert_eq!(keel(&err).retry_after(), Some(Duration::from_secs(1)));
+    assert_eq!(layer.limiter().stats().allowed, 2);
+    assert_eq!(layer.limiter().stats().limited, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reject_mode_fails_at_once() {
+    let mut svc = RateLimitLayer::new(quota(1, 1))
+        .reject_when_limited()
+        .layer(echo());
+    call(&mut svc, 1).await.unwrap();
+    let start = Instant::now();
+    let err = call(&mut svc, 2).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(matches!(keel(&err), KeelError::RateLimited { .. }));
+    assert!(err.to_string().starts_with("rate limited: retry at"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_waits_for_the_token() {
+    let mut svc = RateLimitLayer::new(quota(4, 1)).layer(echo());
+    let start = Instant::now();
+    for i in 0..3 {
+        assert_eq!(call(&mut svc, i).await.unwrap(), i);
+    }
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_covers_the_wait_for_a_rate_limit_token() {
+    let layer = RateLimitLayer::new(quota(1, 1));
+    let limiter = layer.limiter().clone();
+    let mut svc = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_millis(100)))
+        .layer(layer)
+        .service(echo());
+    call(&mut svc, 1).await.unwrap();
+    let start = Instant::now();
+    let err = call(&mut svc, 2).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!(
+        keel(&err),
+        KeelError::TimedOut {
+            after: Duration::from_millis(100)
+        }
+    );
+    // The abandoned wait spent nothing.
+    assert_eq!(limiter.stats().allowed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn towers_own_timeout_also_covers_the_wait() {
+    let mut svc = ServiceBuilder::new()
+        .timeout(Duration::from_millis(100))
+        .layer(RateLimitLayer::new(quota(1, 1)))
+        .service(echo());
+    call(&mut svc, 1).await.unwrap();
+    let start = Instant::now();
+    let err = call(&mut svc, 2).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert!(err.is::<tower::timeout::error::Elapsed>());
+}
+
+fn bulkhead(max_concurrent: usize, max_queue: usize, max_wait: Duration) -> BulkheadLayer {
+    BulkheadLayer::new(
+        BulkheadConfig::builder()
+            .max_concurrent(max_concurrent)
+            .max_queue(max_queue)
+            .max_wait(max_wait)
+            .build()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulkhead_without_queue_rejects_while_a_response_is_pending() {
+    let layer = bulkhead(1, 0, Duration::ZERO);
+    let mut a = layer.layer(slow(Duration::from_secs(1)));
+    let mut b = a.clone();
+    let first = tokio::spawn(async move { call(&mut a, 1).await.unwrap() });
+    tokio::task::yield_now().await;
+    let err = call(&mut b, 2).await.unwrap_err();
+    assert_eq!(keel(&err).reject_reason(), Some(RejectReason::Full));
+    assert_eq!(first.await.unwrap(), 1);
+    // The slot came back when the response resolved.
+    assert_eq!(layer.bulkhead().stats().in_flight, 0);
+    assert_eq!(call(&mut b, 3).await.unwrap(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulkhead_queue_full_rejects_with_reason() {
+    let layer = bulkhead(1, 1, Duration::from_secs(10));
+    let svc = layer.layer(slow(Duration::from_secs(1)));
+    let start = Instant::now();
+    let running = tokio::spawn(svc.clone().oneshot(1));
+    let queued = tokio::spawn(svc.clone().oneshot(2));
+    tokio::task::yield_now().await;
+    let err = svc.clone().oneshot(3).await.unwrap_err();
+    assert_eq!(keel(&err).reject_reason(), Some(RejectReason::QueueFull));
+    assert_eq!(
+        err.to_string(),
+        "bulkhead queue full: raise max_queue or max_concurrent"
+    );
+    assert_eq!(running.await.unwrap().unwrap(), 1);
+    assert_eq!(queued.await.unwrap().unwrap(), 2);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulkhead_waiter_past_max_wait_is_rejected() {
+    let layer = bulkhead(1, 4, Duration::from_millis(300));
+    let svc = layer.layer(slow(Duration::from_secs(1)));
+    let running = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let err = svc.clone().oneshot(2).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    assert_eq!(
+        keel(&err).reject_reason(),
+        Some(RejectReason::WaitedTooLong)
+    );
+    assert_eq!(running.await.unwrap().unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_covers_the_wait_for_a_bulkhead_slot() {
+    let bh = bulkhead(1, 4, Duration::from_secs(10));
+    let svc = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_millis(200)))
+        .layer(bh.clone())
+        .service(slow(Duration::from_millis(150)));
+    let first = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    // Waits 150 ms for the slot, then would need 150 ms more: the 200 ms budget runs out.
+    let err = svc.clone().oneshot(2).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(
+        keel(&err),
+        KeelError::TimedOut {
+            after: Duration::from_millis(200)
+        }
+    );
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(bh.bulkhead().stats().in_flight, 0);
+    assert_eq!(bh.bulkhead().stats().queue_len, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_pass_through_unchanged() {
+    #[derive(Debug)]
+    struct Boom;
+    impl std::fmt::Display for Boom {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("boom")
+        }
+    }
+    impl std::error::Error for Boom {}
+    let inner = service_fn(|_: u32| async { Err::<u32, _>(Boom) });
+    let mut svc = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_secs(1)))
+        .layer(RateLimitLayer::new(quota(10, 10)))
+        .layer(bulkhead(2, 0, Duration::ZERO))
+        .service(inner);
+    let err = call(&mut svc, 1).await.unwrap_err();
+    assert!(err.is::<Boom>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_shared_by_clones_opens_and_rejects_with_retry_at() {
+    use keel_tokio::core::breaker::{CircuitBreakerConfig, State};
+    use keel_tokio::tower::BreakerLayer;
+
+    let config = CircuitBreakerConfig::consecutive_failures(2)
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap();
+    let layer = BreakerLayer::new(config);
+    let failing = service_fn(|x: u32| async move {
+        if x == 0 {
+            Err::<u32, BoxError>("down".into())
+        } else {
+            Ok(x)
+        }
+    });
+    let mut a = layer.layer(failing);
+    let mut b = a.clone();
+    assert_eq!(call(&mut a, 0).await.unwrap_err().to_string(), "down");
+    assert_eq!(call(&mut b, 0).await.unwrap_err().to_string(), "down");
+    assert_eq!(layer.breaker().state(), State::Open);
+    let err = call(&mut a, 5).await.unwrap_err();
+    let KeelError::BreakerOpen { retry_at } = keel(&err) else {
+        panic!("expected BreakerOpen, got {err}");
+    };
+    let retry_at = retry_at.unwrap();
+    assert!(retry_at > keel_tokio::now());
+    tokio::time::sleep(retry_at.saturating_duration_since(keel_tokio::now())).await;
+    // The probe succeeds and closes the breaker.
+    assert_eq!(call(&mut b, 5).await.unwrap(), 5);
+    assert_eq!(layer.breaker().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_layer_retries_with_backoff_until_success() {
+    use keel_tokio::core::backoff::{BackoffConfig, Jitter};
+    use keel_tokio::tower::RetryLayer;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    let config = BackoffConfig::constant(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .max_attempts(3)
+        .build()
+        .unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let flaky = {
+        let attempts = Arc::clone(&attempts);
+        service_fn(move |x: u32| {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err::<u32, BoxError>("flaky".into())
+                } else {
+                    Ok(x)
+                }
+            }
+        })
+    };
+    let mut svc = RetryLayer::new(config).layer(flaky);
+    let start = Instant::now();
+    assert_eq!(call(&mut svc, 9).await.unwrap(), 9);
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    // Three failures in a row exhaust max_attempts: the error says so.
+    let always = service_fn(|_: u32| async { Err::<u32, BoxError>("down".into()) });
+    let mut svc = RetryLayer::new(config).layer(always);
+    let err = call(&mut svc, 1).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with("gave up after 3 attempt(s)"),
+        "{err}"
+    );
+}
