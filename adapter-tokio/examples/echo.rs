@@ -16,21 +16,9 @@
 //!   aborted. A second signal stops at once. It then prints one `stats:` line (accept, limit and
 //!   shutdown counts) and exits 0.
 
-#[path = "support/echo_server.rs"]
-mod echo_server;
+#[path = "support/harness.rs"]
+mod harness;
 
-#[tokio::main]
-async fn main() {
-    echo_server::init_logging();
-    let opts = match echo_server::Options::parse(std::env::args().skip(1)) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("echo: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = echo_server::run(opts).await {
-        eprintln!("echo: {e}");
-        std::process::exit(1);
-    }
+fn main() {
+    keel_benches::storm::echo_main::<harness::Tokio>();
 }

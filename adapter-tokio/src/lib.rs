@@ -131,6 +131,18 @@ impl keel_core::driver::AbortHandle for TokioTask {
     }
 }
 
+/// SIGINT or SIGTERM on Unix, Ctrl-C elsewhere.
+///
+/// - **Handlers stay installed.** The first call installs tokio's SIGINT/SIGTERM handlers, and
+///   tokio keeps them for the life of the process, even after every future is dropped: from
+///   then on these signals no longer terminate the process by default; the application must
+///   act on them (keel's `serve` does: drain, then stop on a second signal).
+/// - **Listening starts at the call, not at the first poll**: each call registers its own
+///   listeners when `shutdown_signal()` runs, so a signal delivered before the call is not
+///   seen by it. To catch a second signal (a second Ctrl-C), call it again right after the
+///   first resolves; one that arrives in the window between the two is lost. (Keeping one
+///   pair of streams alive across calls would close that window but would hand each signal
+///   to only one of several concurrent listeners, so it is not done.)
 impl keel_core::driver::Signals for TokioRuntime {
     fn shutdown_signal(&self) -> keel_core::driver::BoxFuture<()> {
         Box::pin(signal_future())

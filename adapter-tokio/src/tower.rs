@@ -25,7 +25,9 @@
 //!
 //! Services return `Result<_, BoxError>` (as tower's own layers do): inner errors pass through
 //! unchanged and keel's own are a [`KeelError`] inside the box; find them with
-//! `err.downcast_ref::<KeelError>()`.
+//! `err.downcast_ref::<KeelError>()`. A [`RetryLayer`] that gives up returns a
+//! [`RetryGaveUp`] whose `source()` is the last attempt's error (walk the chain to find a
+//! `KeelError` under it).
 //!
 //! # Order
 //!
@@ -62,12 +64,13 @@ use std::time::Duration;
 
 use ::tower::{Layer, Service};
 use keel_core::backoff::BackoffConfig;
-use keel_core::breaker::CircuitBreakerConfig;
+use keel_core::breaker::{CircuitBreakerConfig, Outcome};
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::driver::breaker::BreakerError;
-use keel_core::driver::retry::{NoNotify, RetryAll, RetryNotify, RetryPredicate};
+use keel_core::driver::retry::{NoNotify, RetryAction, RetryNotify, RetryPredicate, StopReason};
 use keel_core::rate::Quota;
 use keel_core::sync::breaker::SharedBreaker;
+use keel_core::sync::budget::SharedBudget;
 use keel_core::sync::bulkhead::BulkheadRejected;
 use keel_core::time::Instant;
 
@@ -85,7 +88,7 @@ pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + 
 #[non_exhaustive]
 pub enum KeelError {
     /// The rate limit is spent; the call would conform at `retry_at`.
-    #[error("rate limited: retry at {retry_at:?} on keel's clock (see `retry_after()`), or raise the quota")]
+    #[error("rate limited: a call would conform {}, or raise the quota", In(Some(*.retry_at)))]
     RateLimited {
         /// The earliest instant (on [`crate::now`]'s clock) at which a call would be admitted.
         retry_at: Instant,
@@ -94,7 +97,7 @@ pub enum KeelError {
     #[error("{0}")]
     BulkheadRejected(BulkheadRejected),
     /// The circuit breaker is open (or its half-open probes are all taken).
-    #[error("circuit breaker open: calls are rejected until {retry_at:?} because the dependency keeps failing")]
+    #[error("{}", BreakerOpenMessage(*.retry_at))]
     BreakerOpen {
         /// When the breaker lets a probe through again, if known.
         retry_at: Option<Instant>,
@@ -132,6 +135,37 @@ impl KeelError {
         match self {
             KeelError::BulkheadRejected(r) => Some(r.reason()),
             _ => None,
+        }
+    }
+}
+
+/// "in 1.5s" from [`crate::now`] ("now" once passed); nothing when unknown.
+struct In(Option<Instant>);
+
+impl std::fmt::Display for In {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.map(|at| at.saturating_duration_since(crate::now())) {
+            Some(d) if d.is_zero() => f.write_str("now"),
+            Some(d) => write!(f, "in {d:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+struct BreakerOpenMessage(Option<Instant>);
+
+impl std::fmt::Display for BreakerOpenMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(at) => write!(
+                f,
+                "circuit breaker open because the dependency keeps failing: a probe call is let through {}",
+                In(Some(at))
+            ),
+            None => f.write_str(
+                "circuit breaker open with no known reopening time: forced open by hand, \
+                 or every half-open probe is in flight (retry when the probes finish)",
+            ),
         }
     }
 }
@@ -399,12 +433,38 @@ where
 }
 
 /// Fails calls fast with [`KeelError::BreakerOpen`] while a circuit breaker shared by every
-/// service it makes (and their clones) is open. An inner `Ok` is a success, an inner `Err`
-/// a failure, a dropped call future is ignored (it frees a half-open probe slot). Calls go
-/// through [`Breaker::call`](crate::Breaker), so transitions are logged under `keel::breaker`.
+/// service it makes (and their clones) is open. An inner `Ok` is a success; an inner `Err` is
+/// classified by [`classify_error`] unless [`BreakerLayer::classify`] replaces it: a failure,
+/// except keel's own *local* rejections from layers inside this one ([`KeelError::RateLimited`],
+/// [`KeelError::BulkheadRejected`], [`KeelError::BreakerOpen`]), which are ignored, so local
+/// throttling never opens the breaker. A dropped call future is reported by the breaker's drop
+/// guard (see [`crate::core::driver::breaker`]). Calls go through
+/// [`Breaker::call_with`](crate::Breaker), so transitions are logged under `keel::breaker`.
 #[derive(Clone, Debug)]
 pub struct BreakerLayer {
     breaker: crate::Breaker,
+    classify: fn(&BoxError) -> Outcome,
+}
+
+/// The default error classifier of [`BreakerLayer`]: [`Outcome::Ignored`] for keel's local
+/// rejections ([`KeelError::RateLimited`], [`KeelError::BulkheadRejected`],
+/// [`KeelError::BreakerOpen`] from an inner layer: they say nothing about the dependency),
+/// [`Outcome::Failure`] for everything else.
+///
+/// [`KeelError::TimedOut`] **is** a failure: a call that ran past its timeout is the
+/// dependency-health signal a breaker exists for. Place a [`TimeoutLayer`] inside the breaker
+/// only if rate limits and bulkheads are *outside* it (or not waiting), or time spent waiting
+/// for a local token or slot counts against the dependency.
+#[must_use]
+pub fn classify_error(error: &BoxError) -> Outcome {
+    match error.downcast_ref::<KeelError>() {
+        Some(
+            KeelError::RateLimited { .. }
+            | KeelError::BulkheadRejected(_)
+            | KeelError::BreakerOpen { .. },
+        ) => Outcome::Ignored,
+        _ => Outcome::Failure,
+    }
 }
 
 impl BreakerLayer {
@@ -423,7 +483,18 @@ impl BreakerLayer {
     /// A layer on an existing breaker handle (its clones share its state and its hook).
     #[must_use]
     pub fn from_breaker(breaker: crate::Breaker) -> Self {
-        BreakerLayer { breaker }
+        BreakerLayer {
+            breaker,
+            classify: classify_error,
+        }
+    }
+
+    /// Replaces [`classify_error`]: decides what an inner `Err` says about the dependency
+    /// (e.g. [`Outcome::Ignored`] for a client error). An inner `Ok` is always a success.
+    #[must_use]
+    pub fn classify(mut self, classify: fn(&BoxError) -> Outcome) -> Self {
+        self.classify = classify;
+        self
     }
 
     /// The shared breaker.
@@ -440,6 +511,7 @@ impl<S> Layer<S> for BreakerLayer {
         BreakerService {
             inner,
             breaker: self.breaker.clone(),
+            classify: self.classify,
         }
     }
 }
@@ -449,6 +521,7 @@ impl<S> Layer<S> for BreakerLayer {
 pub struct BreakerService<S> {
     inner: S,
     breaker: crate::Breaker,
+    classify: fn(&BoxError) -> Outcome,
 }
 
 impl<S, Req> Service<Req> for BreakerService<S>
@@ -470,8 +543,13 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let inner = self.inner.clone();
         let breaker = self.breaker.clone();
+        let classify = self.classify;
         Box::pin(async move {
-            match breaker.call(ready_call(inner, req)).await {
+            let outcome = |r: &Result<S::Response, BoxError>| match r {
+                Ok(_) => Outcome::Success,
+                Err(e) => classify(e),
+            };
+            match breaker.call_with(ready_call(inner, req), outcome).await {
                 Ok(response) => Ok(response),
                 Err(BreakerError::Rejected(r)) => Err(KeelError::BreakerOpen {
                     retry_at: r.retry_at,
@@ -487,21 +565,84 @@ where
 /// Retries failed calls with backoff (and an optional shared retry budget) using a keel
 /// [`Retry`](crate::Retry); the request must be `Clone`. Each attempt waits for the inner
 /// service's readiness inside the call future, so an outer [`TimeoutLayer`] bounds all attempts
-/// and the backoff sleeps between them. When it gives up, the error is the boxed
-/// `RetryError<BoxError>` (the last attempt's error, the stop reason and the attempt count).
+/// and the backoff sleeps between them. When it gives up, the error is a boxed
+/// [`RetryGaveUp`] (the stop reason, the attempt count, and the last attempt's error as its
+/// `source()`). The default predicate is [`FailFastOnRejection`]: keel's own rejections from
+/// inner layers are not retried.
 #[derive(Clone, Debug)]
-pub struct RetryLayer<P = RetryAll, N = NoNotify> {
+pub struct RetryLayer<P = FailFastOnRejection, N = NoNotify> {
     retry: crate::Retry<P, N>,
 }
 
+/// The default predicate of [`RetryLayer`]: [`RetryAction::Stop`] for keel's rejections
+/// ([`KeelError::BreakerOpen`], [`KeelError::RateLimited`], [`KeelError::BulkheadRejected`]:
+/// retrying them only adds load where keel decided to shed it, so they fail fast),
+/// [`RetryAction::Retry`] for every other error ([`KeelError::TimedOut`] of an inner per-attempt
+/// timeout included). Classify your own errors with
+/// [`Retry::retry_if`](keel_core::driver::retry::Retry::retry_if) (and call this one for the
+/// errors you do not know).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FailFastOnRejection;
+
+impl RetryPredicate<BoxError> for FailFastOnRejection {
+    fn classify(&self, error: &BoxError) -> RetryAction {
+        match error.downcast_ref::<KeelError>() {
+            Some(
+                KeelError::BreakerOpen { .. }
+                | KeelError::RateLimited { .. }
+                | KeelError::BulkheadRejected(_),
+            ) => RetryAction::Stop,
+            _ => RetryAction::Retry,
+        }
+    }
+}
+
+/// The error of a [`RetryService`] that gave up: why, after how many attempts, and the last
+/// attempt's error, which is also its [`source`](std::error::Error::source) (so a walk of the
+/// chain finds a [`KeelError`] from an inner layer).
+#[derive(Debug, thiserror::Error)]
+#[error("gave up after {attempts} attempt(s) because {reason}: {error}")]
+pub struct RetryGaveUp {
+    #[source]
+    error: BoxError,
+    reason: StopReason,
+    attempts: u32,
+}
+
+impl RetryGaveUp {
+    /// The last attempt's error.
+    #[must_use]
+    pub fn error(&self) -> &BoxError {
+        &self.error
+    }
+
+    /// The last attempt's error, by value.
+    #[must_use]
+    pub fn into_error(self) -> BoxError {
+        self.error
+    }
+
+    /// Why the retry stopped.
+    #[must_use]
+    pub fn reason(&self) -> StopReason {
+        self.reason
+    }
+
+    /// Attempts made, the first included.
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
 impl RetryLayer {
-    /// Retries every error with `config`'s backoff (add a budget with
-    /// [`Retry::budget`](keel_core::driver::retry::Retry::budget) and use
-    /// [`from_retry`](RetryLayer::from_retry)).
+    /// Retries every error except keel's rejections ([`FailFastOnRejection`]) with `config`'s
+    /// backoff; add a budget with [`budget`](RetryLayer::budget), or configure a
+    /// [`Retry`](keel_core::driver::retry::Retry) and use [`from_retry`](RetryLayer::from_retry).
     #[must_use]
     pub fn new(config: BackoffConfig) -> Self {
         RetryLayer {
-            retry: crate::Retry::new(config),
+            retry: crate::Retry::new(config).retry_if(FailFastOnRejection),
         }
     }
 }
@@ -512,6 +653,14 @@ impl<P, N> RetryLayer<P, N> {
     #[must_use]
     pub fn from_retry(retry: crate::Retry<P, N>) -> Self {
         RetryLayer { retry }
+    }
+
+    /// Draws every retry from this budget (share one per dependency).
+    #[must_use]
+    pub fn budget(self, budget: SharedBudget) -> Self {
+        RetryLayer {
+            retry: self.retry.budget(budget),
+        }
     }
 
     /// The retry policy.
@@ -534,7 +683,7 @@ impl<S, P: Clone, N: Clone> Layer<S> for RetryLayer<P, N> {
 
 /// The service of [`RetryLayer`].
 #[derive(Clone, Debug)]
-pub struct RetryService<S, P = RetryAll, N = NoNotify> {
+pub struct RetryService<S, P = FailFastOnRejection, N = NoNotify> {
     inner: S,
     retry: crate::Retry<P, N>,
 }
@@ -565,7 +714,13 @@ where
             retry
                 .run(move || ready_call(inner.clone(), req.clone()))
                 .await
-                .map_err(|e| -> BoxError { Box::new(e) })
+                .map_err(|e| -> BoxError {
+                    Box::new(RetryGaveUp {
+                        error: e.error,
+                        reason: e.reason,
+                        attempts: e.attempts,
+                    })
+                })
         })
     }
 }

@@ -550,3 +550,80 @@ async fn transitions_log_at_info_and_give_ups_at_warn() {
         ]
     );
 }
+
+fn hanging_breaker() -> Breaker {
+    let config = CircuitBreakerConfig::consecutive_failures(2)
+        .open_duration(Duration::from_secs(10))
+        .slow_call_duration_threshold(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    Breaker::new(config)
+}
+
+#[tokio::test(start_paused = true)]
+async fn outer_timeout_around_a_hanging_call_past_the_slow_threshold_counts_as_failure() {
+    let b = hanging_breaker();
+    for _ in 0..2 {
+        let hang = b.call(std::future::pending::<Result<(), Error>>());
+        let r = tokio::time::timeout(Duration::from_secs(2), hang).await;
+        assert!(r.is_err());
+    }
+    assert_eq!(b.state(), State::Open);
+    let s = b.stats();
+    assert_eq!((s.failures, s.ignored), (2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn outer_timeout_shorter_than_the_slow_threshold_is_ignored() {
+    let b = hanging_breaker();
+    for _ in 0..3 {
+        let hang = b.call(std::future::pending::<Result<(), Error>>());
+        let r = tokio::time::timeout(Duration::from_millis(500), hang).await;
+        assert!(r.is_err());
+    }
+    assert_eq!(b.state(), State::Closed);
+    let s = b.stats();
+    assert_eq!((s.failures, s.ignored), (0, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_timeout_counts_an_expiry_as_a_failure_and_says_timed_out() {
+    let t0 = settle().await;
+    let b = breaker(2, Duration::from_secs(10), 1);
+    for i in 0..2u64 {
+        let r = b
+            .call_timeout(
+                Duration::from_millis(100),
+                std::future::pending::<Result<(), Error>>(),
+            )
+            .await;
+        let Err(BreakerError::TimedOut(e)) = r else {
+            panic!("expected a timeout, got {r:?}");
+        };
+        assert_eq!(e.deadline, t0 + Duration::from_millis(100 * (i + 1)));
+    }
+    assert_eq!(b.state(), State::Open);
+    let ok = b
+        .call_timeout(Duration::from_secs(1), async { Ok::<_, Error>(1) })
+        .await;
+    assert!(matches!(ok, Err(BreakerError::Rejected(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_cancelled_during_its_backoff_sleep_spends_no_budget() {
+    let t0 = settle().await;
+    let budget = SharedBudget::new(BudgetConfig::default(), t0);
+    let retry = Retry::new(constant(1000, 10)).budget(budget.clone());
+    let calls = AtomicU32::new(0);
+    let run = retry.run(|| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async { Err::<(), _>(Error::Unavailable) }
+    });
+    // The first attempt fails at once; the run then sleeps 1 s and is cancelled at 500 ms.
+    assert!(tokio::time::timeout(Duration::from_millis(500), run)
+        .await
+        .is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let s = budget.stats();
+    assert_eq!((s.withdrawals, s.exhausted), (0, 0));
+}

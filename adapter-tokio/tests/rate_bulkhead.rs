@@ -213,3 +213,43 @@ async fn a_cancelled_run_releases_its_slot() {
     drop(held);
     assert_eq!(bh.run(async { 4 }).await, Ok(4));
 }
+
+/// Polls a future once with a no-op waker.
+fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(f).poll(&mut cx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn until_ready_polled_after_completion_returns_ok_again_without_spending() {
+    let limiter = RateLimiter::new(quota(3, 3));
+    let mut fut = limiter.until_ready();
+    assert!(matches!(
+        poll_once(&mut fut),
+        std::task::Poll::Ready(Ok(()))
+    ));
+    assert_eq!(limiter.remaining(), 2);
+    assert!(matches!(
+        poll_once(&mut fut),
+        std::task::Poll::Ready(Ok(()))
+    ));
+    assert_eq!(limiter.remaining(), 2, "a second poll spends nothing");
+    assert_eq!(limiter.stats().allowed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquiring_polled_after_completion_says_already_completed() {
+    let config = BulkheadConfig::builder().max_concurrent(1).build().unwrap();
+    let bulkhead = Bulkhead::new(config);
+    let mut fut = Box::pin(bulkhead.acquire());
+    let guard = match poll_once(&mut fut) {
+        std::task::Poll::Ready(Ok(g)) => g,
+        other => panic!("expected a slot, got {other:?}"),
+    };
+    match poll_once(&mut fut) {
+        std::task::Poll::Ready(Err(e)) => assert_eq!(e.reason(), RejectReason::AlreadyCompleted),
+        other => panic!("expected AlreadyCompleted, got {other:?}"),
+    }
+    assert_eq!(bulkhead.stats().in_flight, 1);
+    drop(guard);
+}

@@ -77,7 +77,9 @@ async fn reject_mode_fails_at_once() {
     let err = call(&mut svc, 2).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(matches!(keel(&err), KeelError::RateLimited { .. }));
-    assert!(err.to_string().starts_with("rate limited: retry at"));
+    assert!(err
+        .to_string()
+        .starts_with("rate limited: a call would conform in "));
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,4 +305,140 @@ async fn retry_layer_retries_with_backoff_until_success() {
         err.to_string().starts_with("gave up after 3 attempt(s)"),
         "{err}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keel_error_messages_give_a_relative_wait_not_a_private_instant() {
+    let now = keel_tokio::now();
+    let open = KeelError::BreakerOpen {
+        retry_at: Some(now + Duration::from_millis(1500)),
+    };
+    assert_eq!(
+        open.to_string(),
+        "circuit breaker open because the dependency keeps failing: a probe call is let through in 1.5s"
+    );
+    let unknown = KeelError::BreakerOpen { retry_at: None };
+    assert_eq!(
+        unknown.to_string(),
+        "circuit breaker open with no known reopening time: forced open by hand, or every \
+         half-open probe is in flight (retry when the probes finish)"
+    );
+    let limited = KeelError::RateLimited {
+        retry_at: now + Duration::from_millis(20),
+    };
+    assert_eq!(
+        limited.to_string(),
+        "rate limited: a call would conform in 20ms, or raise the quota"
+    );
+    let passed = KeelError::RateLimited { retry_at: now };
+    assert_eq!(
+        passed.to_string(),
+        "rate limited: a call would conform now, or raise the quota"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_over_a_rejecting_rate_limit_does_not_open_on_local_throttling() {
+    use keel_tokio::core::breaker::{CircuitBreakerConfig, State};
+    use keel_tokio::tower::BreakerLayer;
+
+    let config = CircuitBreakerConfig::consecutive_failures(2)
+        .build()
+        .unwrap();
+    let breaker = BreakerLayer::new(config);
+    let mut svc = ServiceBuilder::new()
+        .layer(breaker.clone())
+        .layer(RateLimitLayer::new(quota(1, 1)).reject_when_limited())
+        .service(echo());
+    call(&mut svc, 1).await.unwrap();
+    for _ in 0..5 {
+        let err = call(&mut svc, 2).await.unwrap_err();
+        assert!(matches!(keel(&err), KeelError::RateLimited { .. }));
+    }
+    assert_eq!(breaker.breaker().state(), State::Closed);
+    let s = breaker.breaker().stats();
+    assert_eq!((s.successes, s.failures, s.ignored), (1, 0, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_counts_an_inner_timeout_as_a_failure_and_classify_overrides() {
+    use keel_tokio::core::breaker::{CircuitBreakerConfig, Outcome, State};
+    use keel_tokio::tower::BreakerLayer;
+
+    let config = CircuitBreakerConfig::consecutive_failures(2)
+        .build()
+        .unwrap();
+    let breaker = BreakerLayer::new(config);
+    let hang = service_fn(|_: u32| std::future::pending::<Result<u32, Infallible>>());
+    let mut svc = ServiceBuilder::new()
+        .layer(breaker.clone())
+        .layer(TimeoutLayer::new(Duration::from_millis(10)))
+        .service(hang);
+    for _ in 0..2 {
+        let err = call(&mut svc, 1).await.unwrap_err();
+        assert!(matches!(keel(&err), KeelError::TimedOut { .. }));
+    }
+    assert_eq!(breaker.breaker().state(), State::Open);
+
+    let config = CircuitBreakerConfig::consecutive_failures(1)
+        .build()
+        .unwrap();
+    let lenient = BreakerLayer::new(config).classify(|_| Outcome::Ignored);
+    let mut svc = lenient.layer(service_fn(|_: u32| async {
+        Err::<u32, BoxError>("404".into())
+    }));
+    call(&mut svc, 1).await.unwrap_err();
+    assert_eq!(lenient.breaker().state(), State::Closed);
+    assert_eq!(lenient.breaker().stats().ignored, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_layer_fails_fast_on_keel_rejections_and_exposes_them_as_source() {
+    use keel_tokio::core::backoff::{BackoffConfig, Jitter};
+    use keel_tokio::core::driver::retry::StopReason;
+    use keel_tokio::tower::{RetryGaveUp, RetryLayer};
+
+    let config = BackoffConfig::constant(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .max_attempts(3)
+        .build()
+        .unwrap();
+    let limiter = RateLimitLayer::new(quota(1, 1)).reject_when_limited();
+    let mut svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(config))
+        .layer(limiter.clone())
+        .service(echo());
+    call(&mut svc, 1).await.unwrap();
+    let start = Instant::now();
+    let err = call(&mut svc, 2).await.unwrap_err();
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no backoff sleep: it failed fast"
+    );
+    let gave_up = err.downcast_ref::<RetryGaveUp>().expect("a RetryGaveUp");
+    assert_eq!(
+        (gave_up.attempts(), gave_up.reason()),
+        (1, StopReason::NotRetryable)
+    );
+    let source = std::error::Error::source(gave_up).expect("the last error is the source");
+    assert!(matches!(
+        source.downcast_ref::<KeelError>(),
+        Some(KeelError::RateLimited { .. })
+    ));
+
+    // Exhausted retries keep the chain too.
+    let always = service_fn(|_: u32| async {
+        Err::<u32, BoxError>(Box::new(KeelError::TimedOut {
+            after: Duration::from_millis(5),
+        }))
+    });
+    let mut svc = RetryLayer::new(config).layer(always);
+    let err = call(&mut svc, 1).await.unwrap_err();
+    let gave_up = err.downcast_ref::<RetryGaveUp>().unwrap();
+    assert_eq!(gave_up.attempts(), 3);
+    assert!(gave_up.error().downcast_ref::<KeelError>().is_some());
+    assert!(std::error::Error::source(gave_up)
+        .and_then(|s| s.downcast_ref::<KeelError>())
+        .is_some());
 }

@@ -21,10 +21,12 @@
 //! - A waiter is never admitted at or after its deadline. [`Bulkhead::handle_timeout`] (and
 //!   every other input, before it decides) expires waiters whose deadline has come:
 //!   [`BulkheadEvent::Expired`], counted as shed with [`RejectReason::WaitedTooLong`].
-//!   [`Bulkhead::poll_timeout`] is the earliest waiter deadline.
+//!   [`Bulkhead::poll_timeout`] is the earliest waiter deadline (`None` when it never comes).
 //! - [`Bulkhead::on_cancel`] removes a waiter that gave up.
 //! - In-flight counts never go negative, the queue never exceeds its bound, and no input
-//!   panics: `now` is clamped and deadlines saturate (`max_wait = Duration::MAX` waits forever).
+//!   panics: `now` is clamped and deadlines saturate. A deadline past the end of the clock
+//!   (`max_wait = Duration::MAX`) reads [`Instant::MAX`] in [`Admission::Queued`] and means the
+//!   waiter waits for ever: [`Bulkhead::poll_timeout`] never returns it.
 //!
 //! # Storage (no allocation)
 //!
@@ -218,6 +220,9 @@ pub enum RejectReason {
     QueueFull,
     /// The call waited `max_wait` without getting a slot.
     WaitedTooLong,
+    /// An acquire future was polled again after it had resolved (a caller bug): the slot, if
+    /// it got one, was handed over by the first `Ready`.
+    AlreadyCompleted,
 }
 
 impl RejectReason {
@@ -228,6 +233,7 @@ impl RejectReason {
             RejectReason::Full => "full",
             RejectReason::QueueFull => "queue_full",
             RejectReason::WaitedTooLong => "waited_too_long",
+            RejectReason::AlreadyCompleted => "already_completed",
         }
     }
 }
@@ -241,6 +247,9 @@ impl fmt::Display for RejectReason {
             RejectReason::QueueFull => "bulkhead queue full: raise max_queue or max_concurrent",
             RejectReason::WaitedTooLong => {
                 "waited max_wait for a bulkhead slot; raise max_wait or max_concurrent"
+            }
+            RejectReason::AlreadyCompleted => {
+                "the bulkhead acquire future was polled after it completed; poll it until Ready only"
             }
         })
     }
@@ -257,7 +266,8 @@ pub enum Admission {
     Queued {
         /// The waiter, for [`Bulkhead::on_cancel`] and the promotion.
         waiter: WaiterId,
-        /// When the wait ends in [`RejectReason::WaitedTooLong`].
+        /// When the wait ends in [`RejectReason::WaitedTooLong`]; [`Instant::MAX`] means never
+        /// (a `max_wait` that reaches past the end of the clock).
         deadline: Instant,
     },
     /// Shed the call now.
@@ -736,10 +746,15 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
         let _ = self.expire(now);
     }
 
-    /// The earliest waiter deadline; `None` when nobody waits.
+    /// The earliest waiter deadline; `None` when nobody waits, or when the oldest waiter waits
+    /// for ever (its deadline saturated at [`Instant::MAX`]; deadlines are in FIFO order, so
+    /// every later waiter does too).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.queue.front().map(|(_, deadline)| deadline)
+        self.queue
+            .front()
+            .map(|(_, deadline)| deadline)
+            .filter(|&d| d != Instant::MAX)
     }
 
     /// The next event, oldest first.

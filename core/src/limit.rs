@@ -281,11 +281,11 @@ impl Limit {
         if self.in_use < self.config.max {
             self.in_use += 1;
             self.peak = self.peak.max(self.in_use);
-            self.acquired = self.acquired.wrapping_add(1);
+            self.acquired = self.acquired.saturating_add(1);
             self.waiting = false;
             true
         } else {
-            self.rejected = self.rejected.wrapping_add(1);
+            self.rejected = self.rejected.saturating_add(1);
             self.waiting = self.config.overflow == Overflow::Backpressure;
             false
         }
@@ -296,9 +296,9 @@ impl Limit {
     pub fn release(&mut self) {
         if let Some(n) = self.in_use.checked_sub(1) {
             self.in_use = n;
-            self.released = self.released.wrapping_add(1);
+            self.released = self.released.saturating_add(1);
         } else {
-            self.unmatched_releases = self.unmatched_releases.wrapping_add(1);
+            self.unmatched_releases = self.unmatched_releases.saturating_add(1);
         }
     }
 

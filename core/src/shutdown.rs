@@ -31,8 +31,10 @@
 //!   already counted as aborted, and counts never go negative.
 //!
 //! The machine allocates nothing and never panics; `now` is clamped so it never runs backwards,
-//! and `now + grace_period` saturates (a `Duration::MAX` grace period is a deadline at
-//! [`Instant::MAX`]).
+//! and `now + grace_period` saturates: a grace period that reaches past the end of the clock
+//! (`Duration::MAX`) means *no* deadline. `deadline` then reads [`Instant::MAX`] in the state,
+//! decision and event, and [`Shutdown::poll_timeout`] is `None` (it never returns that
+//! sentinel): the drain ends only when the work finishes or [`Shutdown::stop_now`] is called.
 //!
 //! # Defaults
 //!
@@ -487,11 +489,14 @@ impl Shutdown {
         }
     }
 
-    /// The drain deadline while draining; `None` otherwise.
+    /// The drain deadline while draining; `None` otherwise, and when the drain has no
+    /// deadline (a grace period past the end of the clock; see the [module docs](self)).
     #[must_use]
     pub const fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            ShutdownState::Draining { deadline } => Some(deadline),
+            ShutdownState::Draining { deadline } if deadline.as_nanos() != u64::MAX => {
+                Some(deadline)
+            }
             _ => None,
         }
     }

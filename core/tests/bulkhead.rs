@@ -252,6 +252,21 @@ fn events_beyond_capacity_drop_the_oldest_and_are_counted() {
 }
 
 #[test]
+fn a_max_wait_past_the_end_of_the_clock_has_no_timeout() {
+    let c = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(2)
+        .max_wait(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut bh: Bulkhead<2> = Bulkhead::new(c, T0);
+    let _p = admitted(bh.on_request(T0));
+    let (_w, d) = queued(bh.on_request(ms(1)));
+    assert_eq!(d, Instant::MAX, "the saturated deadline reads Instant::MAX");
+    assert_eq!(bh.poll_timeout(), None, "but it is never a timeout to arm");
+}
+
+#[test]
 fn does_not_panic_on_extreme_inputs() {
     let c = BulkheadConfig::builder()
         .max_concurrent(1)
@@ -361,7 +376,7 @@ mod shared {
         let g = bh.try_acquire().unwrap();
         let mut w0 = wait(bh.acquire(ms(1)));
         let mut w1 = wait(bh.acquire(ms(2)));
-        assert_eq!(w0.deadline(), ms(101));
+        assert_eq!(w0.deadline(), Some(ms(101)));
         assert_eq!(
             bh.try_acquire().unwrap_err().reason(),
             RejectReason::Full,
@@ -384,6 +399,49 @@ mod shared {
         assert!(matches!(poll(&mut w1, &k1, ms(5)), Poll::Ready(Ok(_))));
         let s = bh.stats();
         assert_eq!((s.promoted, s.in_flight, s.queue_len), (2, 0, 0));
+    }
+
+    /// A waker that locks the bulkhead (as a task polled at once on another executor would).
+    struct LockingWaker(SharedBulkhead, AtomicUsize);
+    impl Wake for LockingWaker {
+        fn wake(self: Arc<Self>) {
+            let _ = self.0.stats();
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn expired_waiters_are_woken_after_the_lock_is_released() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+            let _g = bh.try_acquire().unwrap();
+            let mut w = wait(bh.acquire(T0));
+            let waker = Arc::new(LockingWaker(bh.clone(), AtomicUsize::new(0)));
+            let k = Waker::from(Arc::clone(&waker));
+            assert!(poll(&mut w, &k, ms(1)).is_pending());
+            // The sweep expires the waiter and wakes it; the wake locks the bulkhead.
+            bh.handle_timeout(ms(100));
+            let _ = tx.send(waker.1.load(Ordering::SeqCst));
+        });
+        let woken = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the wake deadlocked: it ran with the bulkhead locked");
+        assert_eq!(woken, 1);
+    }
+
+    #[test]
+    fn a_shared_waiter_that_waits_for_ever_has_no_deadline() {
+        let c = keel_core::bulkhead::BulkheadConfig::builder()
+            .max_concurrent(1)
+            .max_queue(1)
+            .max_wait(core::time::Duration::MAX)
+            .build()
+            .unwrap();
+        let bh = SharedBulkhead::new(c, T0);
+        let _g = bh.try_acquire().unwrap();
+        let w = wait(bh.acquire(ms(1)));
+        assert_eq!(w.deadline(), None);
     }
 
     #[test]

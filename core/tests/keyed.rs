@@ -214,6 +214,32 @@ fn config_errors() {
             ..
         })
     ));
+    // 2^30 used to pass and then allocate tens of GiB in `new`.
+    assert!(matches!(
+        KeyedConfig::builder().quota(q).max_keys(1 << 30).build(),
+        Err(ConfigError::OutOfRange {
+            field: "max_keys",
+            ..
+        })
+    ));
+    assert!(matches!(
+        KeyedConfig::builder()
+            .quota(q)
+            .max_keys((1 << 24) + 1)
+            .build(),
+        Err(ConfigError::OutOfRange {
+            field: "max_keys",
+            ..
+        })
+    ));
+    assert_eq!(
+        KeyedConfig::builder()
+            .quota(q)
+            .max_keys(1 << 24)
+            .build()
+            .map(|c| c.max_keys()),
+        Ok(1 << 24)
+    );
     let c = KeyedConfig::builder().quota(q).max_keys(3).build().unwrap();
     assert_eq!(c.full(), Full::RejectNew);
     assert_eq!(c.max_keys(), 3);

@@ -461,7 +461,7 @@ fn re_polling_with_the_same_waker_registers_once() {
         0,
         "polling again with the same waker wakes nobody"
     );
-    assert_eq!(l.stats().rejected, 4);
+    assert_eq!(l.stats().rejected, 1, "one wait counts one rejection");
 }
 
 #[test]
@@ -556,4 +556,30 @@ fn debug_output_names_the_state() {
         text.contains("max: 4") && text.contains("in_use: 1"),
         "{text}"
     );
+}
+
+#[test]
+fn shared_repolls_of_one_wait_count_one_rejection() {
+    let limit = shared(1);
+    let held = limit.try_acquire().expect("a free slot");
+    let (counter, waker) = counting_waker();
+    for _ in 0..5 {
+        assert!(poll(&limit, &waker).is_pending());
+    }
+    assert_eq!(
+        limit.stats().rejected,
+        1,
+        "one wait, however often it is polled"
+    );
+    drop(held);
+    assert_eq!(wakes(&counter), 1);
+    let _p = match poll(&limit, &waker) {
+        Poll::Ready(p) => p,
+        Poll::Pending => panic!("the released slot is free"),
+    };
+    // A second task's wait is a second rejection.
+    let (_c2, other) = counting_waker();
+    assert!(poll(&limit, &other).is_pending());
+    assert!(poll(&limit, &other).is_pending());
+    assert_eq!(limit.stats().rejected, 2);
 }

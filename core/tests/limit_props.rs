@@ -157,15 +157,20 @@ proptest! {
         let shared = SharedLimit::new(config(max, shed));
         let waker = Waker::from(Arc::new(Noop));
         let mut held: Vec<Permit> = Vec::new();
+        // Rejections by `try_acquire`, and whether any poll was `Pending`.
+        let mut try_rejected = 0u64;
+        let mut polled_pending = false;
         for op in ops {
             match op {
                 Op::Acquire => {
                     let got = shared.try_acquire();
+                    try_rejected += u64::from(got.is_none());
                     prop_assert_eq!(got.is_some(), limit.try_acquire());
                     held.extend(got);
                 }
                 Op::Poll => {
                     let got = shared.poll_acquire(&mut Context::from_waker(&waker));
+                    polled_pending |= got.is_pending();
                     prop_assert_eq!(got.is_ready(), limit.try_acquire());
                     if let Poll::Ready(p) = got {
                         held.push(p);
@@ -190,7 +195,13 @@ proptest! {
             }
             let (a, b) = (limit.stats(), shared.stats());
             // `waiting` differs by design: the shared form clears it when it wakes the task.
-            prop_assert_eq!(LimitStats { waiting: 0, ..a }, LimitStats { waiting: 0, ..b });
+            // `rejected` too: the shared form counts one per wait, not one per Pending poll.
+            prop_assert_eq!(
+                LimitStats { waiting: 0, rejected: 0, ..a },
+                LimitStats { waiting: 0, rejected: 0, ..b }
+            );
+            prop_assert!(b.rejected <= a.rejected, "never more than one per failed attempt");
+            prop_assert!(b.rejected >= try_rejected + u64::from(polled_pending));
             prop_assert_eq!(b.in_use, held.len());
             prop_assert_eq!(shared.available(), limit.available());
             prop_assert_eq!(shared.config().max(), limit.config().max());

@@ -349,7 +349,14 @@ fn a_long_grace_period_waits_for_work() {
     let mut sd = Shutdown::new(config, T0);
     let a = admit(&mut sd, T0);
     let _ = sd.on_signal(T0);
-    assert_eq!(sd.poll_timeout(), Some(Instant::MAX));
+    // No deadline: `Instant::MAX` is a sentinel that poll_timeout never returns.
+    assert_eq!(
+        sd.state(),
+        ShutdownState::Draining {
+            deadline: Instant::MAX
+        }
+    );
+    assert_eq!(sd.poll_timeout(), None);
     sd.handle_timeout(secs(1_000_000));
     assert!(sd.is_draining());
     assert_eq!(

@@ -123,6 +123,7 @@ proptest! {
                     sd.handle_timeout(now);
                     if let Some(t) = sd.poll_timeout() {
                         prop_assert!(t > Instant::from_nanos(newest), "poll_timeout not after handle_timeout");
+                        prop_assert!(t != Instant::MAX, "poll_timeout returned the never sentinel");
                     }
                     if let Some(deadline) = drain_deadline {
                         if Instant::from_nanos(newest) >= deadline {

@@ -25,7 +25,7 @@ const ACCEPTS_PER_POLL: u32 = 64;
 /// and Unix listeners.
 pub trait Listener: Unpin {
     /// An accepted connection (e.g. `tokio::net::TcpStream`).
-    type Conn: Send + 'static;
+    type Conn: Send + Unpin + 'static;
 
     /// Accepts the next connection, registering the task's waker when none is ready.
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Conn>>;
@@ -176,7 +176,7 @@ pub struct Incoming<L: Listener, R: Runtime> {
     machine: AcceptLoop,
     limit: SharedLimit,
     shed: Option<&'static [u8]>,
-    held: Option<Permit>,
+    unpermitted: Option<L::Conn>,
     alarm: Alarm<R>,
     error: Option<io::Error>,
     done: bool,
@@ -196,7 +196,7 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
             listener,
             rt,
             shed,
-            held: None,
+            unpermitted: None,
             alarm: Alarm::new(),
             error: None,
             done: false,
@@ -269,31 +269,36 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                 this.machine.handle_timeout(this.rt.now());
                 continue;
             }
-            // 2. A permit before accepting: at the limit, backpressure leaves the connection in
-            //    the kernel backlog; shed mode accepts it to say goodbye.
-            let permit = match this.held.take() {
-                Some(p) => Some(p),
-                None => match this.shed {
-                    Some(_) => this.limit.try_acquire(),
-                    None => match this.limit.poll_acquire(cx) {
-                        Poll::Ready(p) => Some(p),
-                        Poll::Pending => return Poll::Pending,
-                    },
-                },
-            };
-            // 3. Accept.
-            match this.listener.poll_accept(cx) {
-                Poll::Pending => {
-                    this.held = permit;
-                    return Poll::Pending;
+            // 2. A connection accepted while someone else sharing the limit took the last slot:
+            //    it waits here for its permit (the acceptor holds nothing speculatively).
+            if let Some(conn) = this.unpermitted.take() {
+                match this.limit.poll_acquire(cx) {
+                    Poll::Ready(permit) => return Poll::Ready(Some((permit, conn))),
+                    Poll::Pending => {
+                        this.unpermitted = Some(conn);
+                        return Poll::Pending;
+                    }
                 }
+            }
+            // 3. Backpressure: at the limit, do not call accept at all (the kernel backlog
+            //    holds the rest) until a permit is dropped. Shed mode accepts to say goodbye.
+            if this.shed.is_none() && this.limit.available() == 0 {
+                match this.limit.poll_acquire(cx) {
+                    // A slot freed between the check and the registration: give it back and
+                    // accept; the permit is taken once a connection is really there.
+                    Poll::Ready(permit) => drop(permit),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            // 4. Accept, then take the permit.
+            match this.listener.poll_accept(cx) {
+                Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(conn)) => {
                     this.machine.on_accepted(this.rt.now());
                     this.drain_events(None);
-                    match permit {
-                        Some(permit) => return Poll::Ready(Some((permit, conn))),
-                        None => {
-                            let farewell = this.shed.unwrap_or_default();
+                    match (this.limit.try_acquire(), this.shed) {
+                        (Some(permit), _) => return Poll::Ready(Some((permit, conn))),
+                        (None, Some(farewell)) => {
                             this.listener.shed(conn, farewell);
                             this.limit.record_shed();
                             #[cfg(feature = "tracing")]
@@ -303,10 +308,10 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                                 "connection shed at the limit"
                             );
                         }
+                        (None, None) => this.unpermitted = Some(conn),
                     }
                 }
                 Poll::Ready(Err(e)) => {
-                    this.held = permit;
                     let kind = classify_io_error(&e);
                     let decision = this.machine.on_error(this.rt.now(), kind);
                     this.drain_events(Some(&e));
@@ -318,7 +323,6 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                         AcceptDecision::PauseUntil(_) => {}
                         AcceptDecision::Stop => {
                             this.done = true;
-                            this.held = None;
                             this.error = Some(e);
                             return Poll::Ready(None);
                         }

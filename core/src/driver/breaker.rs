@@ -19,9 +19,16 @@
 //!   `Ok` is a success and `Err` a failure; [`call_with`](Breaker::call_with) lets a
 //!   classifier decide ([`Outcome::Ignored`] for errors that say nothing about the
 //!   dependency's health: a 404, a validation error).
+//! - **Put the timeout inside the breaker**: `breaker.call_timeout(d, fut)` (or
+//!   `breaker.call(timeout(d, fut))` with your own error mapping), so an expiry is an `Err`
+//!   and counts as a failure. A timeout *around* the call (`timeout(d, breaker.call(fut))`)
+//!   drops the call's future instead, and a dropped call says less: see the next point.
 //! - A call whose future is dropped before it finishes (cancelled, timed out by an outer
-//!   `timeout`) is reported as [`Outcome::Ignored`] by a drop guard, so a half-open probe slot
-//!   is never leaked.
+//!   `timeout`) is reported by a drop guard, so a half-open probe slot is never leaked: as
+//!   [`Outcome::Failure`] if it had already run for at least the config's
+//!   [`slow_call_duration_threshold`](CircuitBreakerConfig::slow_call_duration_threshold)
+//!   (a hanging dependency still opens the breaker), else as [`Outcome::Ignored`] (the
+//!   caller lost interest; nothing is known about the dependency).
 //! - After every admission and outcome the breaker's events are drained: each transition is
 //!   logged (feature `tracing`) at `info` under target `keel::breaker` with the fields `from`,
 //!   `to` (state names as in [`State::as_str`]) and `reason` (the [`TransitionReason`] in
@@ -70,6 +77,7 @@
 
 use core::fmt;
 use core::future::Future;
+use core::time::Duration;
 
 use alloc::sync::Arc;
 
@@ -77,7 +85,7 @@ use crate::breaker::{
     BreakerEvent, BreakerPermit, BreakerStats, CircuitBreakerConfig, Outcome, Rejected, State,
     TransitionReason,
 };
-use crate::driver::Runtime;
+use crate::driver::{Elapsed, Runtime};
 use crate::sync::breaker::SharedBreaker;
 use crate::time::Instant;
 
@@ -115,20 +123,31 @@ impl<R: Runtime> fmt::Debug for Breaker<R> {
 #[non_exhaustive]
 pub enum BreakerError<E> {
     /// The breaker did not admit the call; nothing was sent. `retry_at` says when it may.
-    #[error("call not made: the circuit breaker is {} ({})", .0.state, RetryAt(.0.retry_at))]
+    #[error("call not made: the circuit breaker is {} ({})", .0.state, RetryAt(*.0))]
     Rejected(Rejected),
     /// The call was made and returned this error.
     #[error("call failed: {0}")]
     Inner(E),
+    /// The call was made and ran past the timeout of [`Breaker::call_timeout`] (counted as a
+    /// failure).
+    #[error("call timed out: {0}")]
+    TimedOut(Elapsed),
 }
 
-struct RetryAt(Option<Instant>);
+/// When (or on what) a rejected call may be retried, worded per state.
+struct RetryAt(Rejected);
 
 impl fmt::Display for RetryAt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(t) => write!(f, "retry at {:?}", t.as_duration()),
-            None => f.write_str("no retry instant known: it opens or closes by hand"),
+        match (self.0.retry_at, self.0.state) {
+            (Some(t), _) => write!(f, "retry at {:?} on the runtime's clock", t.as_duration()),
+            (None, State::ForcedOpen) => {
+                f.write_str("forced open: it admits calls again only when reset or disabled by hand")
+            }
+            (None, State::HalfOpen) => f.write_str(
+                "every half-open probe slot is taken: retry when the probes finish (they close or reopen it)",
+            ),
+            (None, _) => f.write_str("no retry instant known"),
         }
     }
 }
@@ -138,7 +157,7 @@ impl<E> BreakerError<E> {
     pub fn into_inner(self) -> Option<E> {
         match self {
             BreakerError::Inner(e) => Some(e),
-            BreakerError::Rejected(_) => None,
+            BreakerError::Rejected(_) | BreakerError::TimedOut(_) => None,
         }
     }
 
@@ -146,7 +165,7 @@ impl<E> BreakerError<E> {
     pub fn inner(&self) -> Option<&E> {
         match self {
             BreakerError::Inner(e) => Some(e),
-            BreakerError::Rejected(_) => None,
+            BreakerError::Rejected(_) | BreakerError::TimedOut(_) => None,
         }
     }
 
@@ -159,7 +178,7 @@ impl<E> BreakerError<E> {
     pub fn retry_at(&self) -> Option<Instant> {
         match self {
             BreakerError::Rejected(r) => r.retry_at,
-            BreakerError::Inner(_) => None,
+            BreakerError::Inner(_) | BreakerError::TimedOut(_) => None,
         }
     }
 }
@@ -210,6 +229,38 @@ impl<R: Runtime> Breaker<R> {
             Err(_) => Outcome::Failure,
         })
         .await
+    }
+
+    /// Runs `fut` for at most `timeout` if the breaker admits it: `Ok` counts as a success,
+    /// `Err` and an expired timeout as failures. This is the right way round: the timeout is
+    /// inside the breaker, so a hanging dependency opens it (see the [module docs](self)).
+    ///
+    /// # Errors
+    ///
+    /// [`BreakerError::Rejected`] (nothing was run), [`BreakerError::TimedOut`] (the call ran
+    /// past `timeout`; its future was dropped) or [`BreakerError::Inner`] (the future's error).
+    pub async fn call_timeout<T, E, F>(
+        &self,
+        timeout: Duration,
+        fut: F,
+    ) -> Result<T, BreakerError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let timed = crate::driver::timeout(&self.rt, timeout, fut);
+        let r = self
+            .call_with(timed, |r: &Result<Result<T, E>, Elapsed>| match r {
+                Ok(Ok(_)) => Outcome::Success,
+                Ok(Err(_)) | Err(_) => Outcome::Failure,
+            })
+            .await;
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(BreakerError::Inner(e)),
+            Err(BreakerError::Inner(elapsed)) => Err(BreakerError::TimedOut(elapsed)),
+            Err(BreakerError::Rejected(r)) => Err(BreakerError::Rejected(r)),
+            Err(BreakerError::TimedOut(elapsed)) => Err(BreakerError::TimedOut(elapsed)),
+        }
     }
 
     /// Runs `fut` if the breaker admits it; `classify` decides what its result says about the
@@ -270,7 +321,8 @@ impl<R: Runtime> Breaker<R> {
     }
 }
 
-/// Reports the permit exactly once: with the classified outcome, or `Ignored` if dropped.
+/// Reports the permit exactly once: with the classified outcome, or, if dropped, `Failure`
+/// when the call had run for the slow-call threshold and `Ignored` otherwise.
 struct Reported<'a, R: Runtime> {
     breaker: &'a Breaker<R>,
     permit: Option<BreakerPermit>,
@@ -288,7 +340,22 @@ impl<R: Runtime> Reported<'_, R> {
 
 impl<R: Runtime> Drop for Reported<'_, R> {
     fn drop(&mut self) {
-        self.report(Outcome::Ignored);
+        if let Some(permit) = self.permit.take() {
+            let b = self.breaker;
+            let now = b.rt.now();
+            b.shared.with(|cb| {
+                let ran = now.saturating_duration_since(permit.admitted_at());
+                // A call abandoned after running this long is a hanging dependency, not a
+                // caller that lost interest: count it, or an outer timeout hides the outage.
+                let outcome = if ran >= cb.config().slow_call_duration_threshold() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Ignored
+                };
+                cb.on_outcome(now, permit, outcome);
+            });
+            b.drain();
+        }
     }
 }
 
@@ -331,5 +398,32 @@ pub fn describe(reason: TransitionReason) -> &'static str {
         TransitionReason::Reset => "reset",
         #[allow(unreachable_patterns)]
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn rejection_messages_say_what_ends_each_state() {
+        let msg = |retry_at, state| {
+            BreakerError::<&str>::Rejected(Rejected { retry_at, state }).to_string()
+        };
+        assert_eq!(
+            msg(None, State::HalfOpen),
+            "call not made: the circuit breaker is half-open (every half-open probe slot is taken: \
+             retry when the probes finish (they close or reopen it))"
+        );
+        assert_eq!(
+            msg(None, State::ForcedOpen),
+            "call not made: the circuit breaker is forced-open (forced open: it admits calls again \
+             only when reset or disabled by hand)"
+        );
+        assert_eq!(
+            msg(Some(Instant::from_nanos(2_000_000_000)), State::Open),
+            "call not made: the circuit breaker is open (retry at 2s on the runtime's clock)"
+        );
     }
 }

@@ -53,9 +53,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use super::{Alarm, Runtime};
-#[cfg(doc)]
-use crate::bulkhead::RejectReason;
-use crate::bulkhead::{BulkheadConfig, BulkheadStats};
+use crate::bulkhead::{BulkheadConfig, BulkheadStats, RejectReason};
 use crate::sync::bulkhead::{
     Acquire, BulkheadGuard, BulkheadRejected, BulkheadWaiter, SharedBulkhead,
 };
@@ -159,7 +157,8 @@ enum State {
 }
 
 /// The future of [`Bulkhead::acquire`]: resolves to the slot's guard or the reason it was
-/// shed. `'static`; dropping it cancels the wait.
+/// shed. `'static`; dropping it cancels the wait. Polled again after it resolved, it returns
+/// `Err` with [`RejectReason::AlreadyCompleted`] (the slot, if any, was handed over already).
 #[must_use = "futures do nothing unless awaited"]
 pub struct Acquiring<R: Runtime> {
     bulkhead: Bulkhead<R>,
@@ -206,16 +205,21 @@ impl<R: Runtime> Future for Acquiring<R> {
             }
         }
         let State::Waiting(waiter) = &mut this.state else {
-            // Polled after completion: the slot (if any) was handed over already.
-            return Poll::Pending;
+            // Polled after completion: the slot (if any) was handed over already. Say so,
+            // rather than pend for ever with no waker.
+            return Poll::Ready(Err(BulkheadRejected::new(RejectReason::AlreadyCompleted)));
         };
         let polled = match waiter.poll(cx, rt.now()) {
             Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => match this.alarm.poll_until(rt, waiter.deadline(), cx) {
-                // The deadline passed: with the new `now` the machine rejects (or hands over a
-                // slot granted just before; it never grants at or after the deadline).
-                Poll::Ready(()) => waiter.poll(cx, rt.now()),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => match waiter.deadline() {
+                Some(deadline) => match this.alarm.poll_until(rt, deadline, cx) {
+                    // The deadline passed: with the new `now` the machine rejects (or hands
+                    // over a slot granted just before; it never grants at or after the deadline).
+                    Poll::Ready(()) => waiter.poll(cx, rt.now()),
+                    Poll::Pending => Poll::Pending,
+                },
+                // It waits for ever: only a release wakes it.
+                None => Poll::Pending,
             },
         };
         match polled {

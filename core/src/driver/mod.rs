@@ -77,7 +77,7 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     fn timer(&self, deadline: Instant) -> Self::Timer;
 }
 
-/// Spawning tasks on a runtime, as [`Server`](serve::Server) needs it: one task per connection,
+/// Spawning tasks on a runtime, as [`Server`] needs it: one task per connection,
 /// and a way to cancel the tasks still running when the drain deadline passes.
 ///
 /// Contract for implementors:
@@ -155,19 +155,19 @@ impl<R: Runtime> Alarm<R> {
         };
         self.armed_for = Some(deadline);
         match timer.poll_elapsed(cx) {
-            Poll::Ready(()) => {
-                if rt.now() >= deadline {
-                    Poll::Ready(())
-                } else {
-                    // Fired early (coarse timer): re-arm and wait again.
-                    timer.reset(deadline);
-                    match timer.poll_elapsed(cx) {
-                        Poll::Ready(()) => Poll::Ready(()),
-                        Poll::Pending => Poll::Pending,
-                    }
-                }
-            }
             Poll::Pending => Poll::Pending,
+            // Only the clock says the deadline has passed: a timer may fire early (coarse
+            // timers, or a timer clock that runs ahead of `now`).
+            Poll::Ready(()) if rt.now() >= deadline => Poll::Ready(()),
+            Poll::Ready(()) => {
+                timer.reset(deadline);
+                if timer.poll_elapsed(cx).is_ready() {
+                    // Early twice in a row: yield to the executor and come back, rather than
+                    // spin inside this poll or return without a registered wake-up.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
         }
     }
 }
@@ -356,4 +356,56 @@ macro_rules! runtime_aliases {
             $crate::driver::retry::retry(&<$rt>::default(), config, budget, op).await
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    /// A clock the test moves by hand and a timer that always claims to have fired.
+    #[derive(Clone, Default)]
+    struct EarlyTimers(Arc<AtomicU64>);
+    struct AlwaysReady;
+    impl Timer for AlwaysReady {
+        fn reset(&mut self, _deadline: Instant) {}
+        fn poll_elapsed(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+            Poll::Ready(())
+        }
+    }
+    impl Runtime for EarlyTimers {
+        type Timer = AlwaysReady;
+        fn now(&self) -> Instant {
+            Instant::from_nanos(self.0.load(Ordering::SeqCst))
+        }
+        fn timer(&self, _deadline: Instant) -> AlwaysReady {
+            AlwaysReady
+        }
+    }
+
+    #[derive(Default)]
+    struct CountWakes(AtomicUsize);
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_timer_that_fires_early_never_ends_a_sleep_before_its_deadline() {
+        let rt = EarlyTimers::default();
+        let wakes = Arc::new(CountWakes::default());
+        let waker = core::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let mut sleep = sleep_until(&rt, Instant::from_nanos(100));
+        for polls in 1..=3 {
+            assert!(Pin::new(&mut sleep).poll(&mut cx).is_pending());
+            // It yields (asks to be polled again) instead of spinning or hanging unwoken.
+            assert_eq!(wakes.0.load(Ordering::SeqCst), polls);
+        }
+        rt.0.store(100, Ordering::SeqCst);
+        assert!(Pin::new(&mut sleep).poll(&mut cx).is_ready());
+    }
 }

@@ -17,8 +17,9 @@
 //!   sleep again, so the limiter never admits more than its quota.
 //! - No busy-wait: a waiter is woken only by its timer. Waiting is not FIFO (GCRA keeps no
 //!   queue); under sustained contention a waiter can lose several rounds.
-//! - [`RateLimiter`] is `Clone`; every clone shares one lock-free
-//!   [`SharedRateLimiter`] (one `AtomicU64`). [`KeyedRateLimiter`] shares one bounded
+//! - [`RateLimiter`] is `Clone`; every clone shares one [`SharedRateLimiter`] (one
+//!   `AtomicU64`), lock-free except while a quota change ([`SharedRateLimiter::set_quota`])
+//!   runs: checks spin until the change is done. [`KeyedRateLimiter`] shares one bounded
 //!   [`keyed::KeyedRateLimiter`] behind a mutex held only for the check.
 //! - A batch larger than the burst can never be admitted: [`RateLimiter::until_n_ready`] fails at
 //!   once with [`InsufficientCapacity`] instead of waiting forever.
@@ -77,7 +78,8 @@ pub struct InsufficientCapacity {
 }
 
 /// A GCRA rate limiter on a runtime: `check()` on the runtime's clock and `until_ready()` on its
-/// timer. Clones share one lock-free [`SharedRateLimiter`]. See the [module docs](self).
+/// timer. Clones share one [`SharedRateLimiter`]: lock-free except while a quota change
+/// ([`SharedRateLimiter::set_quota`]) runs (checks wait for it). See the [module docs](self).
 #[derive(Clone)]
 pub struct RateLimiter<R: Runtime> {
     shared: Arc<SharedRateLimiter>,
@@ -156,6 +158,7 @@ impl<R: Runtime> RateLimiter<R> {
             limiter: self.clone(),
             n: 1,
             alarm: Alarm::new(),
+            done: None,
         }
     }
 
@@ -166,6 +169,7 @@ impl<R: Runtime> RateLimiter<R> {
             limiter: self.clone(),
             n,
             alarm: Alarm::new(),
+            done: None,
         }
     }
 
@@ -201,11 +205,14 @@ impl<R: Runtime> RateLimiter<R> {
 
 /// The future of [`RateLimiter::until_ready`] and [`RateLimiter::until_n_ready`]: `'static`
 /// (it holds a clone of the limiter), cancel-safe (nothing is spent until it resolves `Ok`).
+/// Polled again after it resolved, it returns the same result again and spends nothing more.
 #[must_use = "futures do nothing unless awaited"]
 pub struct UntilReady<R: Runtime> {
     limiter: RateLimiter<R>,
     n: u32,
     alarm: Alarm<R>,
+    /// The result, once resolved.
+    done: Option<Result<(), InsufficientCapacity>>,
 }
 
 impl<R: Runtime> fmt::Debug for UntilReady<R> {
@@ -222,12 +229,20 @@ impl<R: Runtime> Future for UntilReady<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if let Some(done) = this.done {
+            return Poll::Ready(done);
+        }
         let rt = &this.limiter.rt;
         loop {
             let retry_at = match this.limiter.shared.check_n(rt.now(), this.n) {
-                Ok(()) => return Poll::Ready(Ok(())),
+                Ok(()) => {
+                    this.done = Some(Ok(()));
+                    return Poll::Ready(Ok(()));
+                }
                 Err(CheckNError::InsufficientCapacity { burst }) => {
-                    return Poll::Ready(Err(InsufficientCapacity { burst }))
+                    let r = Err(InsufficientCapacity { burst });
+                    this.done = Some(r);
+                    return Poll::Ready(r);
                 }
                 Err(CheckNError::NotUntil { retry_at }) => retry_at,
             };
@@ -262,7 +277,7 @@ pub fn os_hash_seed() -> u128 {
 }
 
 /// A keyed (per IP, per user) rate limiter on a runtime, with bounded memory (see
-/// [`keyed`](crate::rate::keyed)). Clones share one table behind a mutex held only for the
+/// [`crate::rate::keyed`]). Clones share one table behind a mutex held only for the
 /// check.
 pub struct KeyedRateLimiter<K, R: Runtime> {
     inner: Arc<Mutex<keyed::KeyedRateLimiter<K>>>,

@@ -15,10 +15,13 @@
 //!   predicate: [`RetryAction::Stop`] gives up at once ([`StopReason::NotRetryable`]);
 //!   [`RetryAction::Retry`] takes the schedule's next delay; [`RetryAction::RetryAfter(d)`](RetryAction::RetryAfter)
 //!   takes the server's hint `d` instead (capped at the schedule's `max_retry_after`, see
-//!   [`crate::backoff`]). If the schedule gives up: [`StopReason::Exhausted`]. Otherwise one
-//!   retry is withdrawn from the budget (if any); a refusal gives up with
-//!   [`StopReason::BudgetExhausted`]. Then the notify hook is called, and the operation sleeps
-//!   until the retry instant with [`sleep_until`] on the runtime's timer.
+//!   [`crate::backoff`]). If the schedule gives up: [`StopReason::Exhausted`]. If the budget
+//!   (if any) is empty it gives up at once with [`StopReason::BudgetExhausted`]. Otherwise the
+//!   notify hook is called, the operation sleeps until the retry instant with [`sleep_until`]
+//!   on the runtime's timer, and only then is one retry withdrawn from the budget (a refusal,
+//!   because other callers drained it meanwhile, gives up with
+//!   [`StopReason::BudgetExhausted`]): a run cancelled during its backoff sleep spends no
+//!   budget. The last error is kept across the sleep for that case.
 //! - **The default predicate retries every error.** That is rarely right: classify your errors
 //!   with [`Retry::retry_if`] (a 400 or a failed validation will fail again; a
 //!   [`BreakerError::Rejected`](crate::driver::breaker::BreakerError) should fail fast).
@@ -229,11 +232,17 @@ impl fmt::Display for StopReason {
 }
 
 /// The error of [`Retry::run`]: the last attempt's error and why no more were made.
+///
+/// It implements `Error` when `E` does (`E: Error + 'static`), with the last attempt's error
+/// as its [`source`](core::error::Error::source), so a walk of the error chain finds the
+/// underlying error (e.g. a tower `KeelError`). For an `E` that is only `Display` (a `&str`),
+/// use the fields or [`into_inner`](Self::into_inner).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("gave up after {attempts} attempt(s) because {reason}: {error}")]
 #[non_exhaustive]
 pub struct RetryError<E> {
     /// The last attempt's error.
+    #[source]
     pub error: E,
     /// Why the run stopped.
     pub reason: StopReason,
@@ -466,10 +475,18 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
                     return Err(give_up(error, StopReason::Exhausted(reason), attempt));
                 }
             };
+            // The retry is charged after the sleep, just before `op` runs again, so a caller
+            // that cancels during the sleep spends nothing (the budget has no refund). An
+            // empty budget still fails fast: then the withdrawal is asked for now (and counted
+            // as refused, or, if a deposit raced in, charged now).
+            let mut charged = false;
             if let Some(b) = &self.budget {
-                if !b.try_withdraw(now) {
-                    bump(&self.counters.budget);
-                    return Err(give_up(error, StopReason::BudgetExhausted, attempt));
+                if b.remaining(now) == 0 {
+                    if !b.try_withdraw(now) {
+                        bump(&self.counters.budget);
+                        return Err(give_up(error, StopReason::BudgetExhausted, attempt));
+                    }
+                    charged = true;
                 }
             }
             let delay = at.saturating_duration_since(now);
@@ -482,8 +499,15 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
                 "retrying",
             );
             self.notify.notify(&error, RetryInfo { attempt, delay, at });
-            drop(error);
             sleep_until(&self.rt, at).await;
+            if let (Some(b), false) = (&self.budget, charged) {
+                if !b.try_withdraw(self.rt.now()) {
+                    // Another caller drained it during the sleep.
+                    bump(&self.counters.budget);
+                    return Err(give_up(error, StopReason::BudgetExhausted, attempt));
+                }
+            }
+            drop(error);
             bump(&self.counters.retries);
             attempt = attempt.saturating_add(1);
         }
@@ -571,6 +595,25 @@ fn reseed(config: BackoffConfig, run: u64) -> BackoffConfig {
 mod tests {
     use super::*;
     use crate::backoff::Jitter;
+
+    #[test]
+    fn retry_error_has_the_last_error_as_source() {
+        #[derive(Debug, PartialEq)]
+        struct Down;
+        impl fmt::Display for Down {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("down")
+            }
+        }
+        impl core::error::Error for Down {}
+        let e = RetryError {
+            error: Down,
+            reason: StopReason::BudgetExhausted,
+            attempts: 2,
+        };
+        let source = core::error::Error::source(&e).expect("a source");
+        assert_eq!(source.downcast_ref::<Down>(), Some(&Down));
+    }
 
     #[test]
     fn reseed_changes_only_the_seed() {

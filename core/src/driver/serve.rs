@@ -767,7 +767,10 @@ where
             ShutdownDecision::Continue => {}
             ShutdownDecision::Drain { deadline, .. } => {
                 self.close_listener();
-                self.shared.drain.start(Some(deadline));
+                // A grace period past the end of the clock has no deadline to tell handlers.
+                self.shared
+                    .drain
+                    .start((deadline != Instant::MAX).then_some(deadline));
             }
             ShutdownDecision::StopNow { .. } => {
                 self.close_listener();

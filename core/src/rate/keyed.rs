@@ -75,8 +75,11 @@ use super::{CheckNError, Quota};
 use crate::error::ConfigError;
 use crate::time::{Instant, Monotonic};
 
-/// The largest `max_keys` accepted (2^30: the index then holds 2^31 `u32` slots).
-pub const MAX_KEYS_LIMIT: usize = 1 << 30;
+/// The largest `max_keys` accepted: 2^24 (16,777,216 keys). The table is allocated up front,
+/// so this caps it at about 2^24 × (entry size + 8 bytes of index): roughly 1 GiB for a
+/// 48-byte entry (see [`KeyedRateLimiter::memory_bound`] for your key type). A larger value
+/// would let a typo allocate tens of GiB and abort the process; shard across limiters instead.
+pub const MAX_KEYS_LIMIT: usize = 1 << 24;
 
 const NIL: u32 = u32::MAX;
 const SWEEP_PER_CHECK: usize = 2;
@@ -182,7 +185,8 @@ impl KeyedConfigBuilder {
         if self.max_keys > MAX_KEYS_LIMIT {
             return Err(ConfigError::OutOfRange {
                 field: "max_keys",
-                expected: "at most 2^30 keys",
+                expected: "at most 2^24 (16,777,216) keys, allocated up front; lower max_keys \
+                           or shard keys across several limiters",
             });
         }
         Ok(KeyedConfig {
@@ -365,7 +369,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             return Ok(());
         }
         if n > self.burst.get() {
-            self.stats.limited = self.stats.limited.wrapping_add(1);
+            self.stats.limited = self.stats.limited.saturating_add(1);
             return Err(KeyedError::InsufficientCapacity {
                 burst: self.burst.get(),
             });
@@ -380,11 +384,11 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 match gcra::conform_n(entry.tat, now, self.t, self.tau, n) {
                     Ok(tat) => {
                         entry.tat = tat;
-                        self.stats.allowed = self.stats.allowed.wrapping_add(1);
+                        self.stats.allowed = self.stats.allowed.saturating_add(1);
                         Ok(())
                     }
                     Err(at) => {
-                        self.stats.limited = self.stats.limited.wrapping_add(1);
+                        self.stats.limited = self.stats.limited.saturating_add(1);
                         Err(KeyedError::NotUntil {
                             retry_at: Instant::from_nanos(at),
                         })
@@ -396,14 +400,14 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 let tat = match gcra::conform_n(now, now, self.t, self.tau, n) {
                     Ok(tat) => tat,
                     Err(at) => {
-                        self.stats.limited = self.stats.limited.wrapping_add(1);
+                        self.stats.limited = self.stats.limited.saturating_add(1);
                         return Err(KeyedError::NotUntil {
                             retry_at: Instant::from_nanos(at),
                         });
                     }
                 };
                 self.insert(now, key, hash, tat)?;
-                self.stats.allowed = self.stats.allowed.wrapping_add(1);
+                self.stats.allowed = self.stats.allowed.saturating_add(1);
                 Ok(())
             }
         }
@@ -495,18 +499,18 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             let tail = self.tail;
             if self.tail_idle(now) {
                 self.remove(tail);
-                self.stats.reclaimed = self.stats.reclaimed.wrapping_add(1);
+                self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
             } else if self.full == Full::EvictLeastRecentlyUsed && tail != NIL {
                 self.remove(tail);
-                self.stats.evicted = self.stats.evicted.wrapping_add(1);
+                self.stats.evicted = self.stats.evicted.saturating_add(1);
             } else {
-                self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
+                self.stats.rejected_full = self.stats.rejected_full.saturating_add(1);
                 return Err(KeyedError::TableFull);
             }
         }
         // A removal may have shifted the probe sequence: look for the slot again.
         let Found::Vacant(slot) = self.find(key, hash) else {
-            self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
+            self.stats.rejected_full = self.stats.rejected_full.saturating_add(1);
             return Err(KeyedError::TableFull);
         };
         let entry = Entry {
@@ -528,7 +532,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             self.entries.push(entry);
             (self.entries.len() - 1) as u32
         } else {
-            self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
+            self.stats.rejected_full = self.stats.rejected_full.saturating_add(1);
             return Err(KeyedError::TableFull);
         };
         if let Some(s) = self.index.get_mut(slot) {
@@ -556,7 +560,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 .is_some_and(|e| e.key.is_some() && e.tat <= now);
             if idle {
                 self.remove(idx as u32);
-                self.stats.reclaimed = self.stats.reclaimed.wrapping_add(1);
+                self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
             }
         }
     }

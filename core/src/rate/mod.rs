@@ -395,11 +395,11 @@ impl RateLimiter {
         match gcra::conform(self.tat, now, self.t, self.tau) {
             Ok(tat) => {
                 self.tat = tat;
-                self.stats.allowed = self.stats.allowed.wrapping_add(1);
+                self.stats.allowed = self.stats.allowed.saturating_add(1);
                 Ok(())
             }
             Err(at) => {
-                self.stats.limited = self.stats.limited.wrapping_add(1);
+                self.stats.limited = self.stats.limited.saturating_add(1);
                 Err(NotUntil {
                     retry_at: Instant::from_nanos(at),
                 })
@@ -418,11 +418,11 @@ impl RateLimiter {
         match self.decide_n(now, n) {
             Ok(tat) => {
                 self.tat = tat;
-                self.stats.allowed = self.stats.allowed.wrapping_add(1);
+                self.stats.allowed = self.stats.allowed.saturating_add(1);
                 Ok(())
             }
             Err(e) => {
-                self.stats.limited = self.stats.limited.wrapping_add(1);
+                self.stats.limited = self.stats.limited.saturating_add(1);
                 Err(e)
             }
         }

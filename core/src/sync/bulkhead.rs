@@ -34,7 +34,7 @@
 //! assert_eq!(bh.try_acquire().unwrap_err().reason(), RejectReason::Full);
 //!
 //! let Acquire::Wait(mut waiter) = bh.acquire(Instant::ZERO) else { unreachable!() };
-//! assert_eq!(waiter.deadline(), Instant::from_millis(50));
+//! assert_eq!(waiter.deadline(), Some(Instant::from_millis(50)));
 //! drop(guard); // wakes the waiter; its next poll returns the guard
 //! let waker = std::task::Waker::noop();
 //! let mut cx = std::task::Context::from_waker(&waker);
@@ -62,6 +62,12 @@ pub struct BulkheadRejected {
 }
 
 impl BulkheadRejected {
+    /// For the async driver's own rejections (e.g. a future polled after it completed).
+    #[cfg(feature = "futures")]
+    pub(crate) const fn new(reason: RejectReason) -> Self {
+        BulkheadRejected { reason }
+    }
+
     /// Why the call was shed.
     #[must_use]
     pub const fn reason(&self) -> RejectReason {
@@ -121,23 +127,42 @@ struct Inner {
     granted: Vec<WaiterId>,
 }
 
+/// Wakers to wake once the lock is released (a woken task may poll, and lock, at once).
+/// Allocates only when a waiter expired.
+#[derive(Default)]
+struct Wakes(Vec<Waker>);
+
+impl Wakes {
+    fn push(&mut self, waker: Option<Waker>) {
+        if let Some(w) = waker {
+            self.0.push(w);
+        }
+    }
+
+    /// Wakes them all: call after the lock is dropped.
+    fn wake(self) {
+        for w in self.0 {
+            w.wake();
+        }
+    }
+}
+
 impl Inner {
-    fn expire(&mut self, now: Instant) -> Instant {
+    /// Expires waiters due at `now`; their wakers go to `wakes` (wake them after unlocking).
+    fn expire(&mut self, now: Instant, wakes: &mut Wakes) -> Instant {
         let now = self.engine.observe(now);
-        self.engine.expire(now, &mut self.queue, |_, waker| {
-            if let Some(w) = waker {
-                w.wake();
-            }
-        });
+        self.engine
+            .expire(now, &mut self.queue, |_, waker| wakes.push(waker));
         now
     }
 
-    /// Releases a slot; returns the waker of the waiter that got it.
-    fn release(&mut self, now: Instant) -> Option<Waker> {
-        let _ = self.expire(now);
-        let (id, waker) = self.engine.release(&mut self.queue)?;
-        self.granted.push(id);
-        waker
+    /// Releases a slot; the waker of the waiter that got it (and of any expired) go to `wakes`.
+    fn release(&mut self, now: Instant, wakes: &mut Wakes) {
+        let _ = self.expire(now, wakes);
+        if let Some((id, waker)) = self.engine.release(&mut self.queue) {
+            self.granted.push(id);
+            wakes.push(waker);
+        }
     }
 
     fn take_grant(&mut self, id: WaiterId) -> bool {
@@ -227,10 +252,11 @@ impl SharedBulkhead {
     /// Takes a slot now, queues for one, or sheds the call (see
     /// [`Bulkhead::on_request`](crate::bulkhead::Bulkhead::on_request)).
     pub fn acquire(&self, now: Instant) -> Acquire {
+        let mut wakes = Wakes::default();
         let mut inner = self.lock();
-        let now = inner.expire(now);
+        let now = inner.expire(now, &mut wakes);
         let Inner { engine, queue, .. } = &mut *inner;
-        match engine.request(now, queue, None) {
+        let acquire = match engine.request(now, queue, None) {
             Ok(None) => Acquire::Ready(Ok(self.guard())),
             Ok(Some((id, deadline))) => Acquire::Wait(BulkheadWaiter {
                 bulkhead: self.clone(),
@@ -239,13 +265,18 @@ impl SharedBulkhead {
                 done: false,
             }),
             Err(reason) => Acquire::Ready(Err(BulkheadRejected { reason })),
-        }
+        };
+        drop(inner);
+        wakes.wake();
+        acquire
     }
 
     /// Expires waiters whose deadline is at or before `now` and wakes them. Optional: waiters
     /// expire themselves when polled after their deadline.
     pub fn handle_timeout(&self, now: Instant) {
-        let _ = self.lock().expire(now);
+        let mut wakes = Wakes::default();
+        let _ = self.lock().expire(now, &mut wakes);
+        wakes.wake();
     }
 
     fn guard(&self) -> BulkheadGuard {
@@ -255,14 +286,13 @@ impl SharedBulkhead {
     }
 
     fn release(inner: &Arc<Mutex<Inner>>, now: Option<Instant>) {
-        let waker = {
+        let mut wakes = Wakes::default();
+        {
             let mut inner = lock(inner);
             let now = now.unwrap_or_else(|| inner.engine.newest());
-            inner.release(now)
-        };
-        if let Some(w) = waker {
-            w.wake();
+            inner.release(now, &mut wakes);
         }
+        wakes.wake();
     }
 }
 
@@ -332,10 +362,15 @@ impl BulkheadWaiter {
     }
 
     /// When the wait ends in [`RejectReason::WaitedTooLong`]: arm a timer for it and poll
-    /// again when it fires.
+    /// again when it fires. `None` when the wait never ends (a `max_wait` that reaches past
+    /// the end of the clock, such as `Duration::MAX`): arm no timer.
     #[must_use]
-    pub const fn deadline(&self) -> Instant {
-        self.deadline
+    pub const fn deadline(&self) -> Option<Instant> {
+        if self.deadline.as_nanos() == Instant::MAX.as_nanos() {
+            None
+        } else {
+            Some(self.deadline)
+        }
     }
 
     /// Polls for the slot. `Ready(Ok)` hands over the guard; `Ready(Err)` carries
@@ -353,22 +388,23 @@ impl BulkheadWaiter {
         if self.done {
             return timed_out;
         }
+        let mut wakes = Wakes::default();
         let mut inner = self.bulkhead.lock();
-        let now = inner.expire(now);
+        let now = inner.expire(now, &mut wakes);
         if inner.take_grant(self.id) {
             self.done = true;
             if now >= self.deadline {
                 // Granted, but collected too late: pass the slot on.
-                let waker = inner.release(now);
+                inner.release(now, &mut wakes);
                 drop(inner);
-                if let Some(w) = waker {
-                    w.wake();
-                }
+                wakes.wake();
                 return timed_out;
             }
+            drop(inner);
+            wakes.wake();
             return Poll::Ready(Ok(self.bulkhead.guard()));
         }
-        match inner.queue.entries.iter_mut().find(|e| e.id == self.id) {
+        let polled = match inner.queue.entries.iter_mut().find(|e| e.id == self.id) {
             Some(entry) => {
                 match &mut entry.waker {
                     Some(w) => w.clone_from(cx.waker()),
@@ -381,7 +417,10 @@ impl BulkheadWaiter {
                 self.done = true;
                 timed_out
             }
-        }
+        };
+        drop(inner);
+        wakes.wake();
+        polled
     }
 }
 
@@ -390,19 +429,17 @@ impl Drop for BulkheadWaiter {
         if self.done {
             return;
         }
-        let waker = {
+        let mut wakes = Wakes::default();
+        {
             let mut inner = self.bulkhead.lock();
             if inner.take_grant(self.id) {
                 let now = inner.engine.newest();
-                inner.release(now)
+                inner.release(now, &mut wakes);
             } else {
                 let Inner { engine, queue, .. } = &mut *inner;
                 let _ = engine.cancel(queue, self.id);
-                None
             }
-        };
-        if let Some(w) = waker {
-            w.wake();
         }
+        wakes.wake();
     }
 }

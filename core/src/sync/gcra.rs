@@ -1,5 +1,11 @@
 //! The shared GCRA rate limiter: one `AtomicU64` and compare-and-swap.
 //!
+//! **Progress:** checks are lock-free except while [`SharedRateLimiter::set_quota`] runs:
+//! a quota change holds the state word like a spin lock (a few instructions), and every
+//! check that arrives meanwhile spins until it is done. A thread preempted inside
+//! `set_quota` therefore stalls every check until it is scheduled again; without quota
+//! changes no check ever waits for another thread.
+//!
 //! [`SharedRateLimiter`] makes exactly the decision of [`RateLimiter`](crate::rate::RateLimiter)
 //! (see [`crate::rate`] for the algorithm and the burst semantics) through `&self`, so one
 //! limiter (in an `Arc`) can serve every task and thread.

@@ -111,20 +111,22 @@ impl Waiters {
     }
 
     /// Adds `waker` unless a waker for the same task is already registered.
-    fn register(&mut self, waker: &Waker) {
+    /// Registers `waker`; `false` if it was registered already (a re-poll of the same wait).
+    fn register(&mut self, waker: &Waker) -> bool {
         let known = self
             .first
             .iter()
             .chain(&self.rest)
             .any(|w| w.will_wake(waker));
         if known {
-            return;
+            return false;
         }
         if self.first.is_none() {
             self.first = Some(waker.clone());
         } else {
             self.rest.push(waker.clone());
         }
+        true
     }
 
     fn remove(&mut self, waker: &Waker) {
@@ -289,6 +291,10 @@ impl SharedLimit {
     /// call is never lost. Meant for one waiting task (the acceptor); several tasks may wait,
     /// and each release or growth wakes all of them (they re-poll and the losers register
     /// again), so nobody is stranded, but there is no queue and no fairness among them.
+    ///
+    /// `stats().rejected` counts one rejection per wait: when this call registers a waker that
+    /// was not registered (the first `Pending`, or the first after a wake-up that another task
+    /// won), not every `Pending` poll.
     #[cfg(feature = "std")]
     pub fn poll_acquire(&self, cx: &mut Context<'_>) -> Poll<Permit> {
         let inner = &*self.inner;
@@ -301,7 +307,7 @@ impl SharedLimit {
         }
 
         let mut waiters = inner.lock_waiters();
-        waiters.register(cx.waker());
+        let new_wait = waiters.register(cx.waker());
         // Set the flag only if the limit is still full: a release or growth since the check
         // above makes this CAS fail, and we take the slot instead.
         let mut state = inner.state.load(Ordering::Acquire);
@@ -326,7 +332,11 @@ impl SharedLimit {
         }
         inner.waiting.store(waiters.len(), Ordering::Relaxed);
         drop(waiters);
-        inner.rejected.fetch_add(1, Ordering::Relaxed);
+        if new_wait {
+            // One rejection per wait, not per poll: a re-poll with the waker still registered
+            // is the same wait.
+            inner.rejected.fetch_add(1, Ordering::Relaxed);
+        }
         Poll::Pending
     }
 

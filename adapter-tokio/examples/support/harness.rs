@@ -1,0 +1,28 @@
+//! keel-tokio as the shared examples and conformance suite (in keel-benches) drive it.
+
+use keel_tokio::{GuardConfig, Incoming, ServeHandle, Tcp, TokioRuntime};
+use tokio_util::compat::TokioAsyncReadCompatExt as _;
+
+/// tokio's multi-threaded runtime, `tokio::spawn` and listener.
+pub(crate) struct Tokio;
+
+impl keel_benches::Harness for Tokio {
+    const NAME: &'static str = "tokio";
+    const PACKAGE: &'static str = "keel-tokio";
+    type Runtime = TokioRuntime;
+    type Listener = Tcp;
+    fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+        let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        rt.block_on(fut)
+    }
+    async fn bind(addr: &str, config: &GuardConfig) -> std::io::Result<Incoming<Tcp>> {
+        keel_tokio::bind(addr, config).await
+    }
+    fn local_addr(listener: &Tcp) -> std::io::Result<std::net::SocketAddr> {
+        listener.0.local_addr()
+    }
+    /// The shared line echo, through tokio-util's bridge to the `futures-io` traits.
+    async fn echo(stream: tokio::net::TcpStream, server: Option<ServeHandle>) {
+        keel_benches::storm::echo_futures_io(stream.compat(), server).await;
+    }
+}

@@ -1,0 +1,53 @@
+//! The guarded listener's permit accounting on real loopback sockets.
+
+use std::time::Duration;
+
+use keel_tokio::{GuardConfig, StreamExt as _};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn an_idle_listener_holds_no_permit_and_backpressure_still_holds() {
+    let config = GuardConfig::builder()
+        .max_connections(1)
+        .build()
+        .expect("valid config");
+    let mut incoming = keel_tokio::bind("127.0.0.1:0", &config)
+        .await
+        .expect("bind");
+    let addr = incoming.get_ref().0.local_addr().expect("local addr");
+
+    // Idle: polling for a connection must not reserve the only slot.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), incoming.next())
+            .await
+            .is_err()
+    );
+    assert_eq!(incoming.stats().limit.in_use, 0);
+    assert_eq!(incoming.limit().available(), 1);
+
+    let _a = TcpStream::connect(addr).await.expect("connect a");
+    let (permit, _sa) = incoming.next().await.expect("a accepted");
+    assert_eq!(incoming.stats().limit.in_use, 1);
+
+    // At the limit the second client waits in the backlog, not accepted.
+    let _b = TcpStream::connect(addr)
+        .await
+        .expect("connect b (kernel backlog)");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), incoming.next())
+            .await
+            .is_err()
+    );
+    assert_eq!(incoming.stats().accept.accepted, 1);
+
+    // Dropping the permit wakes the acceptor, which takes b.
+    drop(permit);
+    let (permit_b, _sb) = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+        .await
+        .expect("b accepted after the release")
+        .expect("stream open");
+    assert_eq!(incoming.stats().limit.in_use, 1);
+    assert_eq!(incoming.stats().limit.peak, 1);
+    drop(permit_b);
+    assert_eq!(incoming.stats().limit.in_use, 0);
+}

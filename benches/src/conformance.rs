@@ -1,0 +1,885 @@
+//! The behavioural suite every adapter runs, written once against [`Harness`]: an adapter's
+//! `tests/conformance.rs` is `keel_benches::conformance_suite!(ItsHarness);`, which expands to
+//! one `#[test]` per behaviour below.
+//!
+//! Real sockets where the behaviour is about sockets (backpressure, shed mode, the echo); a
+//! scripted listener where it is about errors (shortages, per-connection errors, fatal errors),
+//! so the only runtime part under test there is the timer.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use keel_core::accept::AcceptLoopConfig;
+use keel_core::backoff::{BackoffConfig, Jitter};
+use keel_core::breaker::{CircuitBreakerConfig, State};
+use keel_core::budget::BudgetConfig;
+use keel_core::bulkhead::{BulkheadConfig, RejectReason};
+use keel_core::driver::breaker::{Breaker, BreakerError};
+use keel_core::driver::bulkhead::Bulkhead;
+use keel_core::driver::rate::RateLimiter;
+use keel_core::driver::retry::{Retry, StopReason};
+use keel_core::driver::{
+    self, GuardConfig, Incoming, Listener, Runtime, ServeHandle, ServeReport, Server,
+    StreamExt as _,
+};
+use keel_core::shutdown::ShutdownConfig;
+use keel_core::sync::budget::SharedBudget;
+
+use crate::Harness;
+
+/// How long a test waits for something that should happen.
+const PATIENCE: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure something does not happen.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Expands to one `#[test]` per behaviour of the suite, run against `$harness`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:ty) => {
+        $crate::conformance_suite!(@tests $harness;
+            backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops,
+            shed_mode_sends_the_farewell_then_eof,
+            accepted_streams_carry_data,
+            shortage_pauses_on_the_runtime_timer_and_recovers,
+            per_connection_errors_are_skipped_without_a_pause,
+            fatal_error_ends_the_stream_with_the_error,
+            sleep_and_timeout_follow_the_runtime_clock,
+            breaker_call_opens_rejects_until_retry_at_then_closes,
+            retry_backs_off_on_the_runtime_timer_and_stops_at_the_budget,
+            rate_limiter_until_ready_waits_until_retry_at,
+            bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait,
+            shutdown_answers_in_flight_closes_idle_refuses_new_and_aborts_a_hung_client_at_the_deadline,
+            shutdown_drain_ends_as_soon_as_the_last_connection_finishes,
+            shutdown_second_signal_stops_at_once_and_counts_the_aborted,
+            shutdown_with_nothing_in_flight_stops_at_once,
+            echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grace_period,
+        );
+    };
+    ($harness:ty, $adapter:ident) => {
+        $crate::conformance_suite!($harness);
+
+        /// The adapter's `runtime_aliases!` names are the generic types the suite exercises, on
+        /// the runtime under test.
+        #[test]
+        fn runtime_aliases_name_the_runtime_under_test() {
+            type Rt = <$harness as $crate::Harness>::Runtime;
+            let _: fn($adapter::RateLimiter) -> $adapter::core::driver::rate::RateLimiter<Rt> =
+                |x| x;
+            let _: fn($adapter::Bulkhead) -> $adapter::core::driver::bulkhead::Bulkhead<Rt> =
+                |x| x;
+            let _: fn($adapter::Breaker) -> $adapter::core::driver::breaker::Breaker<Rt> = |x| x;
+            let _: fn($adapter::Retry) -> $adapter::core::driver::retry::Retry<Rt> = |x| x;
+            let _: fn(
+                $adapter::Server<$adapter::Tcp>,
+            ) -> $adapter::core::driver::Server<$adapter::Tcp, Rt> = |x| x;
+            let _: fn(
+                $adapter::Incoming<$adapter::Tcp>,
+            ) -> $adapter::core::driver::Incoming<$adapter::Tcp, Rt> = |x| x;
+            let _: fn() -> $adapter::core::driver::BoxFuture<()> = $adapter::shutdown_signal;
+            assert!($adapter::now() >= $adapter::core::time::Instant::ZERO);
+        }
+    };
+    (@tests $harness:ty; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::conformance::$name::<$harness>();
+            }
+        )*
+    };
+}
+
+fn config(max: usize) -> GuardConfig {
+    GuardConfig::builder()
+        .max_connections(max)
+        .build()
+        .expect("valid config")
+}
+
+async fn next_within<H: Harness, L: Listener>(
+    incoming: &mut Incoming<L, H::Runtime>,
+    within: Duration,
+) -> Option<(keel_core::sync::limit::Permit, L::Conn)> {
+    let rt = H::Runtime::default();
+    driver::timeout(&rt, within, incoming.next())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// At the limit the listener accepts nothing more (the kernel backlog holds the client); when a
+/// permit drops, the waiting connection is accepted.
+pub fn backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops<H: Harness>() {
+    H::block_on(async {
+        let mut incoming = H::bind("127.0.0.1:0", &config(2)).await.expect("bind");
+        let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+        let _clients: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let (first, _c1) = next_within::<H, _>(&mut incoming, PATIENCE)
+            .await
+            .expect("first");
+        let (_second, _c2) = next_within::<H, _>(&mut incoming, PATIENCE)
+            .await
+            .expect("second");
+        assert!(
+            next_within::<H, _>(&mut incoming, QUIET).await.is_none(),
+            "{}: a third connection was accepted beyond the limit of 2",
+            H::NAME
+        );
+        assert_eq!(incoming.stats().accept.accepted, 2);
+        assert_eq!(incoming.limit().in_use(), 2);
+        drop(first);
+        let (_third, _c3) = next_within::<H, _>(&mut incoming, PATIENCE)
+            .await
+            .expect("the waiting connection is accepted once a permit drops");
+        let stats = incoming.stats();
+        assert_eq!(stats.accept.accepted, 3);
+        assert_eq!(stats.limit.in_use, 2);
+        assert_eq!(stats.limit.peak, 2);
+        assert_eq!(stats.limit.shed, 0);
+    });
+}
+
+/// In shed mode a connection over the limit is accepted, told the farewell and closed.
+pub fn shed_mode_sends_the_farewell_then_eof<H: Harness>() {
+    H::block_on(async {
+        let config = GuardConfig::builder()
+            .max_connections(1)
+            .shed(b"busy, try later\n")
+            .build()
+            .expect("valid config");
+        let mut incoming = H::bind("127.0.0.1:0", &config).await.expect("bind");
+        let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+        let _kept = TcpStream::connect(addr).expect("connect");
+        let (_permit, _conn) = next_within::<H, _>(&mut incoming, PATIENCE)
+            .await
+            .expect("first");
+        let mut over = TcpStream::connect(addr).expect("connect");
+        assert!(next_within::<H, _>(&mut incoming, QUIET).await.is_none());
+        over.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let mut said = Vec::new();
+        over.read_to_end(&mut said).expect("farewell, then EOF");
+        assert_eq!(said, b"busy, try later\n");
+        let stats = incoming.stats();
+        assert_eq!(stats.limit.shed, 1);
+        assert_eq!(stats.limit.in_use, 1);
+        assert_eq!(stats.accept.accepted, 2);
+    });
+}
+
+/// An accepted stream is the runtime's own stream: a spawned echo task answers on it, and the
+/// permit moved into the task is released when the task ends.
+pub fn accepted_streams_carry_data<H: Harness>() {
+    H::block_on(async {
+        let mut incoming = H::bind("127.0.0.1:0", &config(4)).await.expect("bind");
+        let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+        let mut client = TcpStream::connect(addr).expect("connect");
+        let (permit, conn) = next_within::<H, _>(&mut incoming, PATIENCE)
+            .await
+            .expect("accept");
+        crate::spawn::<H>(async move {
+            let _permit = permit;
+            H::echo(conn, None).await;
+        });
+        client.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        client.write_all(b"hello keel\n").expect("write");
+        let mut line = String::new();
+        BufReader::new(&client).read_line(&mut line).expect("echo");
+        assert_eq!(line, "hello keel\n");
+        assert_eq!(incoming.limit().in_use(), 1);
+        drop(client);
+        let start = Instant::now();
+        while incoming.limit().in_use() != 0 && start.elapsed() < PATIENCE {
+            driver::sleep(&H::Runtime::default(), Duration::from_millis(5)).await;
+        }
+        assert_eq!(incoming.limit().in_use(), 0, "the permit was not released");
+    });
+}
+
+/// A listener that answers `poll_accept` from a script, counting the calls.
+struct Scripted {
+    script: VecDeque<io::Result<u32>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn new(script: impl IntoIterator<Item = io::Result<u32>>) -> (Self, Arc<AtomicUsize>) {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let listener = Scripted {
+            script: script.into_iter().collect(),
+            polls: Arc::clone(&polls),
+        };
+        (listener, polls)
+    }
+}
+
+impl Listener for Scripted {
+    type Conn = u32;
+    fn poll_accept(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<u32>> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        match self.script.pop_front() {
+            Some(answer) => Poll::Ready(answer),
+            None => Poll::Pending,
+        }
+    }
+    fn shed(&mut self, _conn: u32, _farewell: &'static [u8]) {}
+}
+
+fn emfile() -> io::Result<u32> {
+    Err(io::Error::from_raw_os_error(24))
+}
+
+/// EMFILE pauses accepting on the runtime's timer (40 ms, then 80 ms), without calling
+/// `accept` during a pause, and the next success resumes.
+pub fn shortage_pauses_on_the_runtime_timer_and_recovers<H: Harness>() {
+    H::block_on(async {
+        let pause = AcceptLoopConfig::builder()
+            .initial_pause(Duration::from_millis(40))
+            .max_pause(Duration::from_secs(1))
+            .build()
+            .expect("valid pause");
+        let config = GuardConfig::builder()
+            .pause(pause)
+            .build()
+            .expect("valid config");
+        let (listener, polls) = Scripted::new([emfile(), emfile(), Ok(7)]);
+        let mut incoming = Incoming::new(listener, H::Runtime::default(), &config);
+        let start = Instant::now();
+        assert!(
+            next_within::<H, _>(&mut incoming, Duration::from_millis(20))
+                .await
+                .is_none()
+        );
+        assert!(incoming.is_paused(), "{}: not paused after EMFILE", H::NAME);
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "accept was called during the pause"
+        );
+        let (_permit, conn) = next_within::<H, _>(&mut incoming, PATIENCE)
+            .await
+            .expect("resumes");
+        let waited = start.elapsed();
+        assert_eq!(conn, 7);
+        assert!(
+            waited >= Duration::from_millis(120),
+            "resumed after {waited:?}, before 40 + 80 ms"
+        );
+        assert!(
+            waited < Duration::from_secs(2),
+            "resumed only after {waited:?}"
+        );
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            3,
+            "accept was called during a pause"
+        );
+        assert!(!incoming.is_paused());
+        let stats = incoming.stats().accept;
+        assert_eq!((stats.shortages, stats.pauses, stats.accepted), (2, 2, 1));
+        assert!(stats.paused_total >= Duration::from_millis(120));
+    });
+}
+
+/// A peer that reset before `accept` (ECONNABORTED) is skipped at once: no pause.
+pub fn per_connection_errors_are_skipped_without_a_pause<H: Harness>() {
+    H::block_on(async {
+        let aborted = || Err(io::Error::from_raw_os_error(103));
+        let (listener, polls) = Scripted::new([aborted(), aborted(), Ok(1)]);
+        let mut incoming = Incoming::new(listener, H::Runtime::default(), &config(8));
+        let start = Instant::now();
+        let (_permit, conn) = next_within::<H, _>(&mut incoming, PATIENCE)
+            .await
+            .expect("accept");
+        assert_eq!(conn, 1);
+        assert!(
+            start.elapsed() < Duration::from_millis(40),
+            "paused on a per-connection error"
+        );
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
+        let stats = incoming.stats().accept;
+        assert_eq!(
+            (stats.per_connection_errors, stats.pauses, stats.accepted),
+            (2, 0, 1)
+        );
+    });
+}
+
+/// A broken listener (EBADF) ends the stream; `take_error` hands back the OS error.
+pub fn fatal_error_ends_the_stream_with_the_error<H: Harness>() {
+    H::block_on(async {
+        let (listener, _polls) = Scripted::new([Err(io::Error::from_raw_os_error(9))]);
+        let mut incoming = Incoming::new(listener, H::Runtime::default(), &config(8));
+        let rt = H::Runtime::default();
+        let end = driver::timeout(&rt, PATIENCE, incoming.next()).await;
+        assert!(matches!(end, Ok(None)), "the stream did not end");
+        let error = incoming.take_error().expect("the fatal error");
+        assert_eq!(error.raw_os_error(), Some(9));
+        assert_eq!(incoming.stats().accept.fatal, 1);
+        assert!(
+            incoming.next().await.is_none(),
+            "the stream yielded after its end"
+        );
+    });
+}
+
+/// `sleep` waits on the runtime's timer for at least its duration; `timeout` gives up at its
+/// deadline with `Elapsed` carrying that deadline.
+pub fn sleep_and_timeout_follow_the_runtime_clock<H: Harness>() {
+    H::block_on(async {
+        let rt = H::Runtime::default();
+        let start = Instant::now();
+        driver::sleep(&rt, Duration::from_millis(60)).await;
+        let slept = start.elapsed();
+        assert!(
+            slept >= Duration::from_millis(60),
+            "{}: slept only {slept:?}",
+            H::NAME
+        );
+        assert!(
+            slept < Duration::from_secs(2),
+            "{}: slept {slept:?}",
+            H::NAME
+        );
+
+        let before = driver::Runtime::now(&rt);
+        let err = driver::timeout(
+            &rt,
+            Duration::from_millis(50),
+            core::future::pending::<()>(),
+        )
+        .await
+        .expect_err("a pending future times out");
+        assert!(err.deadline >= before + Duration::from_millis(50));
+        assert!(err.deadline < before + Duration::from_secs(1));
+        assert!(driver::Runtime::now(&rt) >= err.deadline);
+        let done = driver::timeout(&rt, Duration::from_millis(50), async { 5 }).await;
+        assert_eq!(done, Ok(5));
+    });
+}
+
+/// `Breaker::call`: two failures open it; a call while open is rejected without running, with
+/// a `retry_at` 100 ms after the trip; sleeping until then on the runtime's timer lets a probe
+/// through, whose success closes it.
+pub fn breaker_call_opens_rejects_until_retry_at_then_closes<H: Harness>() {
+    H::block_on(async {
+        let config = CircuitBreakerConfig::consecutive_failures(2)
+            .open_duration(Duration::from_millis(100))
+            .permitted_calls_in_half_open(1)
+            .build()
+            .expect("valid breaker");
+        let breaker = Breaker::<H::Runtime>::new(config);
+        for _ in 0..2 {
+            let failed = breaker.call(async { Err::<(), _>("unavailable") }).await;
+            assert_eq!(failed, Err(BreakerError::Inner("unavailable")));
+        }
+        assert_eq!(breaker.state(), State::Open);
+        let tripped = breaker.runtime().now();
+        let start = Instant::now();
+        let ran = AtomicUsize::new(0);
+        let rejected = breaker
+            .call(async {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, &str>(())
+            })
+            .await
+            .expect_err("rejected while open");
+        assert!(rejected.is_rejected());
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "a rejected call ran");
+        let retry_at = rejected.retry_at().expect("retry_at while open");
+        assert!(retry_at >= tripped + Duration::from_millis(90));
+        assert!(retry_at <= tripped + Duration::from_millis(110));
+        driver::sleep_until(breaker.runtime(), retry_at).await;
+        assert_eq!(breaker.call(async { Ok::<_, &str>(7) }).await, Ok(7));
+        assert!(
+            start.elapsed() >= Duration::from_millis(80),
+            "{}: probe admitted early",
+            H::NAME
+        );
+        assert_eq!(breaker.state(), State::Closed);
+    });
+}
+
+/// `Retry` with a budget: retries wait on the runtime's timer (20 ms each), the budget's floor
+/// (2 retries per 2 s) stops the third retry, and the next run is refused at once.
+pub fn retry_backs_off_on_the_runtime_timer_and_stops_at_the_budget<H: Harness>() {
+    H::block_on(async {
+        let rt = H::Runtime::default();
+        let budget_config = BudgetConfig::builder()
+            .ttl(Duration::from_secs(2))
+            .min_per_sec(1)
+            .retry_percent(20)
+            .build()
+            .expect("valid budget");
+        let budget = SharedBudget::new(budget_config, rt.now());
+        let backoff = BackoffConfig::constant(Duration::from_millis(20))
+            .jitter(Jitter::None)
+            .max_attempts(10)
+            .build()
+            .expect("valid backoff");
+        let retry = Retry::<H::Runtime>::new(backoff).budget(budget.clone());
+        let start = Instant::now();
+        let err = retry
+            .run(|| async { Err::<(), _>("unavailable") })
+            .await
+            .expect_err("keeps failing");
+        assert_eq!((err.attempts, err.reason), (3, StopReason::BudgetExhausted));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(40),
+            "{}: retried after {waited:?}",
+            H::NAME
+        );
+        let err = retry
+            .run(|| async { Err::<(), _>("unavailable") })
+            .await
+            .expect_err("refused");
+        assert_eq!((err.attempts, err.reason), (1, StopReason::BudgetExhausted));
+        let stats = budget.stats();
+        assert_eq!((stats.withdrawals, stats.exhausted), (2, 2));
+
+        let calls = AtomicUsize::new(0);
+        let start = Instant::now();
+        let ok = driver::retry::retry(&rt, backoff, None, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err("not yet"),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(ok, Ok(2));
+        assert!(start.elapsed() >= Duration::from_millis(40));
+    });
+}
+
+/// `n` per second with a burst of `burst`.
+fn quota(n: u32, burst: u32) -> keel_core::rate::Quota {
+    let nz = |v: u32| core::num::NonZeroU32::new(v).expect("non-zero");
+    keel_core::rate::Quota::per_second(nz(n))
+        .expect("valid rate")
+        .with_burst(nz(burst))
+        .expect("valid burst")
+}
+
+/// `RateLimiter::until_ready` (10/s, burst 1): the second wait sleeps on the runtime's timer
+/// until the `retry_at` a `check` reported, 100 ms after the first token, and not much longer.
+pub fn rate_limiter_until_ready_waits_until_retry_at<H: Harness>() {
+    H::block_on(async {
+        let limiter = RateLimiter::<H::Runtime>::new(quota(10, 1));
+        let rt = limiter.runtime().clone();
+        limiter
+            .until_ready()
+            .await
+            .expect("the first token is free");
+        let retry_at = limiter.check().expect_err("the burst is spent").retry_at;
+        let wait = retry_at.saturating_duration_since(rt.now());
+        assert!(
+            wait > Duration::from_millis(80) && wait <= Duration::from_millis(100),
+            "{}: retry_at is {wait:?} away",
+            H::NAME
+        );
+        limiter.until_ready().await.expect("admitted at retry_at");
+        let now = rt.now();
+        assert!(now >= retry_at, "{}: admitted before retry_at", H::NAME);
+        assert!(
+            now.saturating_duration_since(retry_at) < Duration::from_millis(50),
+            "{}: admitted {:?} after retry_at",
+            H::NAME,
+            now.saturating_duration_since(retry_at)
+        );
+        assert_eq!(limiter.stats().allowed, 2);
+        assert_eq!(limiter.remaining(), 0);
+    });
+}
+
+/// `Bulkhead::run`: with the slot held and no queue room it rejects at once (`Full`, then
+/// `QueueFull` with a queue of one taken); a queued call runs when the slot frees; a waiter
+/// past `max_wait` (250 ms) is rejected at its deadline on the runtime's timer.
+pub fn bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait<H: Harness>() {
+    fn bulkhead<R: Runtime + Default>(queue: usize, max_wait: Duration) -> Bulkhead<R> {
+        let config = BulkheadConfig::builder()
+            .max_concurrent(1)
+            .max_queue(queue)
+            .max_wait(max_wait)
+            .build()
+            .expect("valid bulkhead");
+        Bulkhead::new(config)
+    }
+    H::block_on(async {
+        let rt = H::Runtime::default();
+        let full = bulkhead::<H::Runtime>(0, Duration::from_secs(1));
+        let held = full.try_acquire().expect("a free slot");
+        let err = full.run(async { 1 }).await.expect_err("full");
+        assert_eq!(err.reason(), RejectReason::Full);
+        drop(held);
+        assert_eq!(full.run(async { 7 }).await, Ok(7));
+
+        let bh = bulkhead::<H::Runtime>(1, Duration::from_secs(2));
+        let held = bh.try_acquire().expect("a free slot");
+        let start = Instant::now();
+        let (queued, ()) = futures_lite::future::zip(bh.run(async { "ran" }), async {
+            // The first future has queued by now (zip polls it first).
+            let err = bh.run(async { "never" }).await.expect_err("queue full");
+            assert_eq!(err.reason(), RejectReason::QueueFull);
+            driver::sleep(&rt, Duration::from_millis(100)).await;
+            drop(held);
+        })
+        .await;
+        assert_eq!(queued, Ok("ran"));
+        assert!(start.elapsed() >= Duration::from_millis(100));
+
+        let bh = bulkhead::<H::Runtime>(4, Duration::from_millis(250));
+        let _held = bh.try_acquire().expect("a free slot");
+        let start = Instant::now();
+        let err = bh.run(async {}).await.expect_err("waited too long");
+        assert_eq!(err.reason(), RejectReason::WaitedTooLong);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_millis(750),
+            "{}: rejected after {waited:?}",
+            H::NAME
+        );
+        assert_eq!(bh.stats().queue_len, 0);
+    });
+}
+
+// ----- graceful shutdown on real sockets -------------------------------------------------------
+
+/// The grace period of the shutdown tests.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// A server on its own thread (the runtime's `block_on`), echoing with the harness's
+/// drain-aware echo; triggered through its handle.
+struct Running {
+    addr: SocketAddr,
+    handle: ServeHandle,
+    server: std::thread::JoinHandle<ServeReport>,
+}
+
+fn start<H: Harness>() -> Running {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        H::block_on(async move {
+            let incoming = H::bind("127.0.0.1:0", &config(64)).await.expect("bind");
+            let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+            let shutdown = ShutdownConfig::builder()
+                .grace_period(GRACE)
+                .build()
+                .expect("valid shutdown");
+            let server = Server::<H::Listener, H::Runtime>::new(incoming).config(shutdown);
+            let handle = server.handle();
+            tx.send((addr, handle.clone())).expect("the test waits");
+            server
+                .serve(move |conn, _| H::echo(conn, Some(handle.clone())))
+                .await
+        })
+    });
+    let (addr, handle) = rx.recv().expect("the server started");
+    Running {
+        addr,
+        handle,
+        server,
+    }
+}
+
+impl Running {
+    fn wait_in_flight(&self, n: u64) {
+        let until = Instant::now() + PATIENCE;
+        while self.handle.stats().shutdown.in_flight != n {
+            assert!(Instant::now() < until, "{:?}", self.handle.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn signal(&self) -> Instant {
+        self.handle.shutdown();
+        Instant::now()
+    }
+
+    fn report(self) -> ServeReport {
+        self.server.join().expect("the server thread")
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream
+}
+
+fn round_trip(stream: &mut TcpStream, line: &[u8]) -> Vec<u8> {
+    stream.write_all(line).expect("write");
+    let mut reply = Vec::new();
+    BufReader::new(&*stream)
+        .read_until(b'\n', &mut reply)
+        .expect("reply");
+    reply
+}
+
+/// Reads until EOF or reset; the bytes and when it ended.
+fn read_to_close(stream: &mut TcpStream) -> (Vec<u8>, Instant) {
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    (got, Instant::now())
+}
+
+/// A drain on real sockets: the idle connection is closed at once, a new connection is refused,
+/// the health line says draining, the line in flight is finished and answered, and a client
+/// that never finishes its line is cut off at the 1 s deadline and counted as aborted.
+pub fn shutdown_answers_in_flight_closes_idle_refuses_new_and_aborts_a_hung_client_at_the_deadline<
+    H: Harness,
+>() {
+    let srv = start::<H>();
+    let mut idle = connect(srv.addr);
+    assert_eq!(round_trip(&mut idle, b"warm-up\n"), b"warm-up\n");
+    let mut mid = connect(srv.addr);
+    mid.write_all(b"start-").expect("write");
+    let mut hung = connect(srv.addr);
+    hung.write_all(b"never finished").expect("write");
+    srv.wait_in_flight(3);
+    std::thread::sleep(Duration::from_millis(100));
+
+    let signalled = srv.signal();
+    let (rest, closed_at) = read_to_close(&mut idle);
+    assert_eq!(rest, b"");
+    assert!(
+        closed_at - signalled < GRACE / 2,
+        "{}: idle closed after {:?}",
+        H::NAME,
+        closed_at - signalled
+    );
+    let err = TcpStream::connect(srv.addr).expect_err("refused while draining");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    assert_eq!(
+        srv.handle.health().to_string(),
+        "ready=false live=true reasons=[shutdown: draining]"
+    );
+    mid.write_all(b"end\n").expect("write");
+    let (reply, _) = read_to_close(&mut mid);
+    assert_eq!(reply, b"start-end\n");
+    let (rest, cut_at) = read_to_close(&mut hung);
+    assert_eq!(rest, b"");
+    let cut_after = cut_at - signalled;
+    assert!(
+        cut_after >= GRACE && cut_after < GRACE + Duration::from_millis(500),
+        "{}: cut off after {cut_after:?}",
+        H::NAME
+    );
+
+    let report = srv.report();
+    assert_eq!(report.summary.completed, 2);
+    assert_eq!(report.summary.aborted, 1);
+    assert_eq!(report.summary.refused, 0);
+    let drained_in = report.summary.drained_in.expect("drained");
+    assert!(
+        drained_in >= GRACE && drained_in < GRACE + Duration::from_millis(500),
+        "{drained_in:?}"
+    );
+    assert_eq!(report.stats.accept.accepted, 3);
+    assert_eq!(report.stats.shutdown.started, 3);
+    assert!(report.error.is_none());
+}
+
+/// The drain ends when the last connection in flight finishes, long before the deadline.
+pub fn shutdown_drain_ends_as_soon_as_the_last_connection_finishes<H: Harness>() {
+    let srv = start::<H>();
+    let mut mid = connect(srv.addr);
+    mid.write_all(b"half").expect("write");
+    srv.wait_in_flight(1);
+    std::thread::sleep(Duration::from_millis(50));
+    let signalled = srv.signal();
+    std::thread::sleep(Duration::from_millis(100));
+    mid.write_all(b"-and-half\n").expect("write");
+    let (reply, _) = read_to_close(&mut mid);
+    assert_eq!(reply, b"half-and-half\n");
+    let report = srv.report();
+    let took = signalled.elapsed();
+    assert!(took < GRACE / 2, "{}: took {took:?}", H::NAME);
+    assert_eq!((report.summary.completed, report.summary.aborted), (1, 0));
+    assert!(report.summary.drained_in.expect("drained") < GRACE / 2);
+}
+
+/// A second signal during the drain aborts what still runs at once and counts it.
+pub fn shutdown_second_signal_stops_at_once_and_counts_the_aborted<H: Harness>() {
+    let srv = start::<H>();
+    let mut hung = connect(srv.addr);
+    hung.write_all(b"partial").expect("write");
+    srv.wait_in_flight(1);
+    std::thread::sleep(Duration::from_millis(50));
+    srv.signal();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(srv.handle.is_draining());
+    let second = srv.signal();
+    let report = srv.report();
+    assert!(
+        second.elapsed() < GRACE / 2,
+        "{}: {:?}",
+        H::NAME,
+        second.elapsed()
+    );
+    assert_eq!((report.summary.completed, report.summary.aborted), (0, 1));
+    let (rest, _) = read_to_close(&mut hung);
+    assert_eq!(rest, b"");
+    assert_eq!(report.stats.shutdown.signals, 2);
+}
+
+/// With nothing in flight the server stops at once.
+pub fn shutdown_with_nothing_in_flight_stops_at_once<H: Harness>() {
+    let srv = start::<H>();
+    let signalled = srv.signal();
+    let report = srv.report();
+    assert!(signalled.elapsed() < GRACE / 2);
+    assert_eq!(report.summary.drained_in, Some(Duration::ZERO));
+    assert_eq!((report.summary.completed, report.summary.aborted), (0, 0));
+}
+
+/// The adapter's own `echo` example binary. Every adapter's example is named `echo`, so cargo's
+/// `target/<profile>/examples/echo` may be another adapter's: this takes the newest
+/// `echo-<hash>` whose dep-info names this package's `examples/echo.rs`, building it with
+/// `cargo build -p <package> --example echo` if there is none.
+fn echo_example<H: Harness>() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let examples = profile_dir.join("examples");
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo");
+    let package_dir = Path::new(&manifest)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("the package's directory")
+        .to_owned();
+    let source = format!("{package_dir}/examples/echo.rs");
+    let find = || {
+        let entries = std::fs::read_dir(&examples).ok()?;
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.starts_with("echo-") && p.extension().is_none()
+            })
+            .filter(|p| {
+                std::fs::read_to_string(p.with_extension("d")).is_ok_and(|d| d.contains(&source))
+            })
+            .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    };
+    if let Some(path) = find() {
+        return path;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", H::PACKAGE, "--example", "echo"])
+        .status()
+        .expect("cargo build");
+    assert!(
+        status.success(),
+        "cargo build -p {} --example echo",
+        H::PACKAGE
+    );
+    find().expect("the echo example after building it")
+}
+
+/// The runtime's `echo` example on a real SIGTERM (`kill -TERM`): answers `HEALTH`, closes the
+/// idle connection, refuses new ones, answers the line in flight, cuts the hung client off at
+/// `--grace 1`, prints its `stats:` line and exits 0 within the grace period.
+pub fn echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grace_period<
+    H: Harness,
+>() {
+    let mut child = Command::new(echo_example::<H>())
+        .args(["--addr", "127.0.0.1:0", "--grace", "1"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the echo example");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("the first line");
+    let addr: SocketAddr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .parse()
+        .expect("an address");
+
+    let mut probe = connect(addr);
+    assert_eq!(
+        round_trip(&mut probe, b"HEALTH\n"),
+        b"ready=true live=true reasons=[]\n"
+    );
+    assert_eq!(round_trip(&mut probe, b"hello\n"), b"hello\n");
+    let mut mid = connect(addr);
+    mid.write_all(b"start-").expect("write");
+    let mut hung = connect(addr);
+    hung.write_all(b"never finished").expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (rest, _) = read_to_close(&mut probe);
+    assert_eq!(rest, b"");
+    let err = TcpStream::connect(addr).expect_err("refused after SIGTERM");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    mid.write_all(b"end\n").expect("write");
+    let (reply, _) = read_to_close(&mut mid);
+    assert_eq!(reply, b"start-end\n");
+    let (rest, cut_at) = read_to_close(&mut hung);
+    assert_eq!(rest, b"");
+    let cut_after = cut_at - signalled;
+    assert!(
+        cut_after >= GRACE && cut_after < GRACE + Duration::from_secs(1),
+        "{}: cut off after {cut_after:?}",
+        H::NAME
+    );
+
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < GRACE + Duration::from_secs(2),
+            "{}: still running after the grace period",
+            H::NAME
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{}: {status}", H::NAME);
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).expect("stdout");
+    assert!(
+        out.contains("stats: completed=2 aborted=1 refused=0 drained_in=1."),
+        "{out}"
+    );
+    assert!(out.contains("accepted=3"), "{out}");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut log)
+        .expect("stderr");
+    assert!(log.contains(&format!("runtime=\"{}\"", H::NAME)), "{log}");
+    for line in [
+        "shutdown signal received signal=\"SIGTERM\"",
+        "drain started: refusing new connections in_flight=3",
+        "drain deadline passed: aborting the connections still open aborted=1",
+    ] {
+        assert!(log.contains(line), "{}: no {line:?} in\n{log}", H::NAME);
+    }
+}

@@ -1,0 +1,219 @@
+//! The accept loop: pauses within `[0, max_pause]`, stop is sticky and final, shortage reports
+//! are counted exactly once, the event queue is bounded, timers never spin.
+
+use arbitrary::Arbitrary;
+use keel_core::accept::{
+    classify_os_error, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, AcceptLoopConfig,
+    Platform, Shortage, EVENT_QUEUE_CAPACITY,
+};
+use keel_core::time::Instant;
+
+use crate::common::{Clock, Dur, Start, Step, Timed};
+
+/// An error the listener reported.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Kind {
+    /// Aborted handshake and the like.
+    PerConnection,
+    /// EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    Shortage(u8),
+    /// The listener is broken.
+    Fatal,
+    /// A raw code classified for a platform.
+    Raw(i32, u8),
+}
+
+/// One input.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Op {
+    /// A connection was accepted.
+    Accepted,
+    /// `accept` failed.
+    Error(Kind),
+    /// `handle_timeout(now)`.
+    Timeout,
+    /// Jump to `poll_timeout()` and handle it.
+    WaitOut,
+    /// Drain the events.
+    Poll,
+}
+
+/// The configuration.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct Config {
+    initial: Dur,
+    max: Dur,
+    growth_percent: u32,
+    report_interval: Dur,
+}
+
+fn kind(k: Kind) -> AcceptErrorKind {
+    match k {
+        Kind::PerConnection => AcceptErrorKind::PerConnection,
+        Kind::Shortage(s) => AcceptErrorKind::Shortage(match s % 4 {
+            0 => Shortage::ProcessFileLimit,
+            1 => Shortage::SystemFileLimit,
+            2 => Shortage::Buffers,
+            _ => Shortage::Memory,
+        }),
+        Kind::Fatal => AcceptErrorKind::Fatal,
+        Kind::Raw(code, p) => {
+            let platform = match p % 3 {
+                0 => Platform::Linux,
+                1 => Platform::Bsd,
+                _ => Platform::Windows,
+            };
+            classify_os_error(code, platform)
+        }
+    }
+}
+
+fn count(e: &AcceptEvent) -> u64 {
+    match *e {
+        AcceptEvent::Shortage { suppressed, .. } => suppressed.saturating_add(1),
+        AcceptEvent::Resumed { suppressed, .. } => suppressed,
+        _ => 0,
+    }
+}
+
+/// The machine and what the harness knows about it.
+pub struct Harness {
+    machine: AcceptLoop,
+    config: AcceptLoopConfig,
+    counted: u64,
+    reports: u64,
+    stopped: bool,
+}
+
+impl Harness {
+    /// `None` when the builder rejects the config (which it must do without panicking).
+    pub fn new(c: &Config, start: Instant) -> Option<Harness> {
+        let config = AcceptLoopConfig::builder()
+            .initial_pause(c.initial.get())
+            .max_pause(c.max.get())
+            .growth_percent(c.growth_percent)
+            .report_interval(c.report_interval.get())
+            .build()
+            .ok()?;
+        Some(Harness {
+            machine: AcceptLoop::new(config, start),
+            config,
+            counted: 0,
+            reports: 0,
+            stopped: false,
+        })
+    }
+
+    /// Applies `op` at `now` and checks the invariants.
+    pub fn apply(&mut self, clock: &mut Clock, now: Instant, op: Op) {
+        let m = &mut self.machine;
+        match op {
+            Op::Accepted => {
+                m.on_accepted(now);
+                if !self.stopped {
+                    assert!(!m.is_paused(clock.newest()));
+                    assert_eq!(m.next_pause(), self.config.initial_pause());
+                }
+            }
+            Op::Error(k) => {
+                let newest = clock.newest();
+                let k = kind(k);
+                let decision = m.on_error(now, k);
+                if self.stopped {
+                    assert_eq!(decision, AcceptDecision::Stop);
+                }
+                match decision {
+                    AcceptDecision::PauseUntil(t) => {
+                        assert!(matches!(k, AcceptErrorKind::Shortage(_)));
+                        assert!(t >= newest, "PauseUntil before now");
+                        assert!(t - newest <= self.config.max_pause(), "pause above max");
+                        assert_eq!(m.poll_timeout(), Some(t));
+                    }
+                    AcceptDecision::Continue => assert_eq!(k, AcceptErrorKind::PerConnection),
+                    AcceptDecision::Stop => {
+                        assert!(self.stopped || k == AcceptErrorKind::Fatal);
+                        self.stopped = true;
+                    }
+                }
+            }
+            Op::Timeout => {
+                m.handle_timeout(now);
+                if let Some(t) = m.poll_timeout() {
+                    assert!(t > now, "poll_timeout not after t");
+                    assert!(t > clock.newest());
+                }
+            }
+            Op::WaitOut => {
+                if let Some(t) = m.poll_timeout() {
+                    clock.jump(t);
+                    m.handle_timeout(t);
+                    assert!(m.poll_timeout().is_none_or(|u| u > t));
+                }
+            }
+            Op::Poll => {
+                let mut n = 0;
+                while let Some(e) = m.poll_event() {
+                    n += 1;
+                    self.counted = self.counted.saturating_add(count(&e));
+                    if let AcceptEvent::Shortage { pause, .. } = e {
+                        self.reports += 1;
+                        assert!(pause <= self.config.max_pause());
+                    }
+                }
+                assert!(n <= EVENT_QUEUE_CAPACITY + 1, "event queue grew");
+            }
+        }
+        assert_eq!(m.is_stopped(), self.stopped);
+        if self.stopped {
+            assert_eq!(m.poll_timeout(), None);
+        }
+        let s = m.stats();
+        assert_eq!(s.reports + s.suppressed, s.shortages);
+        assert!(s.unreported <= s.suppressed);
+        assert!(s.fatal <= 1);
+        assert!(s.pauses <= s.shortages);
+    }
+
+    /// End-of-run checks: every shortage was reported or counted exactly once.
+    pub fn finish(&mut self) {
+        while let Some(e) = self.machine.poll_event() {
+            self.counted = self.counted.saturating_add(count(&e));
+            if let AcceptEvent::Shortage { .. } = e {
+                self.reports += 1;
+            }
+        }
+        let s = self.machine.stats();
+        assert_eq!(
+            self.counted + s.unreported,
+            s.shortages,
+            "a shortage was lost or double-counted"
+        );
+        assert_eq!(self.reports, s.reports);
+    }
+}
+
+impl Timed for Op {
+    fn timed(&self) -> bool {
+        matches!(self, Op::Accepted | Op::Error(_) | Op::Timeout)
+    }
+}
+
+/// A whole input for the `accept` target.
+#[derive(Arbitrary, Debug)]
+pub struct Input {
+    config: Config,
+    start: Start,
+    ops: Vec<(Step, Op)>,
+}
+
+/// Runs one input.
+pub fn run(input: &Input) {
+    crate::drive(
+        &input.config,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
+}

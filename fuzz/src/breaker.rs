@@ -1,0 +1,353 @@
+//! The circuit breaker: half-open admits at most `permitted_calls_in_half_open` probes (net of
+//! ignored ones), open rejects until a time within the configured open duration, forced-open
+//! rejects everything, closed and disabled admit everything, stale outcomes change nothing,
+//! counters balance, timers never spin.
+
+use core::time::Duration;
+
+use arbitrary::Arbitrary;
+use keel_core::breaker::{
+    BreakerEvent, BreakerPermit, CircuitBreaker, CircuitBreakerConfig, Jitter, OpenDuration, State,
+    EVENT_QUEUE_CAPACITY,
+};
+use keel_core::time::Instant;
+
+use crate::common::{Clock, Dur, Start, Step, Timed};
+
+/// One input.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Op {
+    /// `try_acquire`.
+    Acquire,
+    /// `on_success` for the held permit at this index.
+    Success(u8),
+    /// `on_failure` for the held permit at this index.
+    Failure(u8),
+    /// `on_ignored` for the held permit at this index.
+    Ignored(u8),
+    /// `handle_timeout(now)`.
+    Timeout,
+    /// Jump to `poll_timeout()` and handle it.
+    WaitOut,
+    /// `force_open`.
+    ForceOpen,
+    /// `disable`.
+    Disable,
+    /// `reset`.
+    Reset,
+    /// Drain the events.
+    Poll,
+}
+
+/// The sliding window.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Window {
+    /// Count-based.
+    Count(u16),
+    /// Time-based.
+    Time(u16, Dur),
+    /// The default.
+    Default,
+}
+
+/// The open duration.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Open {
+    /// Fixed.
+    Fixed(Dur),
+    /// Exponential with jitter.
+    Exponential(Dur, u32, Dur, u8),
+}
+
+/// The configuration.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct Config {
+    consecutive: Option<u32>,
+    window: Window,
+    minimum_calls: Option<u16>,
+    failure_rate: Option<u8>,
+    slow_rate: Option<u8>,
+    slow_duration: Option<Dur>,
+    open: Open,
+    permitted: u8,
+    max_wait: Option<Dur>,
+    seed: u64,
+}
+
+/// The breaker and what the harness knows about it.
+pub struct Harness {
+    b: CircuitBreaker,
+    permitted: u32,
+    max_open: Duration,
+    held: Vec<BreakerPermit>,
+    acquires: u64,
+    outcomes: u64,
+    /// Admissions and ignored outcomes in the current generation.
+    gen: u64,
+    admitted_in_gen: u64,
+    ignored_in_gen: u64,
+}
+
+impl Harness {
+    /// `None` when the builder rejects the config.
+    pub fn new(c: &Config, start: Instant) -> Option<Harness> {
+        let mut b = CircuitBreakerConfig::builder().seed(c.seed);
+        if let Some(n) = c.consecutive {
+            b = b.consecutive_failures(n % 64);
+        }
+        b = match c.window {
+            Window::Count(n) => b.count_window(u32::from(n)),
+            Window::Time(n, w) => b.time_window(u32::from(n), w.get()),
+            Window::Default => b,
+        };
+        if let Some(n) = c.minimum_calls {
+            b = b.minimum_calls(u32::from(n));
+        }
+        b = match c.failure_rate {
+            Some(p) => b.failure_rate_threshold(p),
+            None => b.disable_failure_rate(),
+        };
+        b = match c.slow_rate {
+            Some(p) => b.slow_call_rate_threshold(p),
+            None => b.disable_slow_call_rate(),
+        };
+        if let Some(d) = c.slow_duration {
+            b = b.slow_call_duration_threshold(d.get());
+        }
+        b = match c.open {
+            Open::Fixed(d) => b.open_duration(d.get()),
+            Open::Exponential(base, factor, cap, j) => b.exponential_open_duration(
+                base.get(),
+                factor,
+                cap.get(),
+                match j % 3 {
+                    0 => Jitter::None,
+                    1 => Jitter::Full,
+                    _ => Jitter::Equal,
+                },
+            ),
+        };
+        b = b.permitted_calls_in_half_open(u32::from(c.permitted));
+        if let Some(d) = c.max_wait {
+            b = b.max_wait_in_half_open(d.get());
+        }
+        let config = b.build().ok()?;
+        let max_open = match config.open_duration() {
+            OpenDuration::Fixed(d) => d,
+            OpenDuration::Exponential { cap, .. } => cap,
+        };
+        Some(Harness {
+            b: CircuitBreaker::new(config, start),
+            permitted: config.permitted_calls_in_half_open(),
+            max_open,
+            held: Vec::new(),
+            acquires: 0,
+            outcomes: 0,
+            gen: 0,
+            admitted_in_gen: 0,
+            ignored_in_gen: 0,
+        })
+    }
+
+    fn take(&mut self, i: u8) -> Option<BreakerPermit> {
+        if self.held.is_empty() {
+            None
+        } else {
+            Some(self.held.swap_remove(usize::from(i) % self.held.len()))
+        }
+    }
+
+    /// Applies `op` at `now` and checks the invariants.
+    pub fn apply(&mut self, clock: &mut Clock, now: Instant, op: Op) {
+        match op {
+            Op::Acquire => {
+                self.acquires += 1;
+                let r = self.b.try_acquire(now);
+                let state = self.b.state();
+                let newest = clock.newest();
+                self.sync_gen();
+                match r {
+                    Ok(p) => {
+                        assert!(
+                            matches!(state, State::Closed | State::Disabled | State::HalfOpen),
+                            "admitted while {state:?}"
+                        );
+                        assert_eq!(p.generation(), self.gen);
+                        assert_eq!(p.admitted_at(), newest);
+                        self.admitted_in_gen += 1;
+                        if self.held.len() < 256 {
+                            self.held.push(p);
+                        }
+                    }
+                    Err(rej) => {
+                        assert_eq!(rej.state, state);
+                        match state {
+                            State::Open => {
+                                let t = rej.retry_at.expect("open rejects with a retry time");
+                                // At the end of time an open duration can never end:
+                                // `retry_at == Instant::MAX == now` is the only honest answer.
+                                assert!(
+                                    t > newest || newest == Instant::MAX,
+                                    "open but its time has come"
+                                );
+                                assert!(t - newest <= self.max_open, "open longer than the cap");
+                            }
+                            State::ForcedOpen => assert_eq!(rej.retry_at, None),
+                            State::HalfOpen => {
+                                assert!(
+                                    self.admitted_in_gen - self.ignored_in_gen
+                                        >= u64::from(self.permitted),
+                                    "half-open rejected with a free probe slot"
+                                );
+                            }
+                            State::Closed | State::Disabled => panic!("rejected while {state:?}"),
+                        }
+                    }
+                }
+            }
+            Op::Success(i) | Op::Failure(i) | Op::Ignored(i) => {
+                let Some(p) = self.take(i) else {
+                    clock.unseen();
+                    return;
+                };
+                self.outcomes += 1;
+                let current = p.generation() == self.b.stats().generation;
+                let before = self.b.stats();
+                match op {
+                    Op::Success(_) => self.b.on_success(now, p),
+                    Op::Failure(_) => self.b.on_failure(now, p),
+                    _ => {
+                        self.b.on_ignored(now, p);
+                        if current && p.generation() == self.b.stats().generation {
+                            self.ignored_in_gen += 1;
+                        }
+                    }
+                }
+                let after = self.b.stats();
+                if !current && before.generation == after.generation {
+                    // A stale outcome is counted and changes nothing else.
+                    assert_eq!(after.stale_outcomes, before.stale_outcomes + 1);
+                    assert_eq!(after.state, before.state);
+                    assert_eq!(
+                        (after.successes, after.failures, after.ignored),
+                        (before.successes, before.failures, before.ignored)
+                    );
+                }
+            }
+            Op::Timeout => {
+                self.b.handle_timeout(now);
+                assert!(self.b.poll_timeout().is_none_or(|t| t > now));
+            }
+            Op::WaitOut => {
+                if let Some(t) = self.b.poll_timeout() {
+                    clock.jump(t);
+                    self.b.handle_timeout(t);
+                    assert!(self.b.poll_timeout().is_none_or(|u| u > t));
+                }
+            }
+            Op::ForceOpen => {
+                self.b.force_open(now);
+                assert_eq!(self.b.state(), State::ForcedOpen);
+            }
+            Op::Disable => {
+                self.b.disable(now);
+                assert_eq!(self.b.state(), State::Disabled);
+            }
+            Op::Reset => {
+                self.b.reset(now);
+                assert_eq!(self.b.state(), State::Closed);
+            }
+            Op::Poll => {
+                let mut n = 0;
+                while let Some(BreakerEvent::Transition { from, to, at, .. }) = self.b.poll_event()
+                {
+                    n += 1;
+                    assert_ne!(from, to);
+                    assert!(at <= clock.newest());
+                }
+                assert!(n <= EVENT_QUEUE_CAPACITY);
+            }
+        }
+        self.sync_gen();
+        let s = self.b.stats();
+        assert_eq!(s.state, self.b.state());
+        assert_eq!(
+            s.admitted + s.rejected,
+            self.acquires,
+            "acquisitions do not balance"
+        );
+        assert_eq!(
+            s.successes + s.failures + s.ignored + s.stale_outcomes,
+            self.outcomes,
+            "outcomes do not balance"
+        );
+        assert!(s.slow <= s.successes + s.failures);
+        assert!(
+            s.probes_in_use <= self.permitted,
+            "more probes than permitted"
+        );
+        if s.state == State::HalfOpen {
+            assert!(
+                self.admitted_in_gen - self.ignored_in_gen <= u64::from(self.permitted),
+                "half-open admitted {} probes (net of {} ignored), {} permitted",
+                self.admitted_in_gen,
+                self.ignored_in_gen,
+                self.permitted
+            );
+        }
+        if let Some(n) = self.b.config().consecutive_failures_threshold() {
+            if s.state == State::Closed {
+                assert!(
+                    s.consecutive_failures < n,
+                    "closed after {n} failures in a row"
+                );
+            }
+        }
+        if let (Some(r), true) = (s.failure_rate_percent, s.state == State::Closed) {
+            assert!(r <= 100);
+        }
+        assert!(s.window_failures <= s.window_calls && s.window_slow <= s.window_calls);
+        assert!(self.b.poll_timeout().is_none_or(|t| t > clock.newest()));
+        if let (State::Open, Some(t)) = (s.state, self.b.poll_timeout()) {
+            assert!(t - clock.newest() <= self.max_open);
+        }
+    }
+
+    fn sync_gen(&mut self) {
+        let g = self.b.stats().generation;
+        if g != self.gen {
+            self.gen = g;
+            self.admitted_in_gen = 0;
+            self.ignored_in_gen = 0;
+        }
+    }
+
+    /// Nothing more to check at the end.
+    pub fn finish(&mut self) {}
+}
+
+impl Timed for Op {
+    fn timed(&self) -> bool {
+        !matches!(self, Op::WaitOut | Op::Poll)
+    }
+}
+
+/// A whole input for the `breaker` target.
+#[derive(Arbitrary, Debug)]
+pub struct Input {
+    config: Config,
+    start: Start,
+    ops: Vec<(Step, Op)>,
+}
+
+/// Runs one input.
+pub fn run(input: &Input) {
+    crate::drive(
+        &input.config,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
+}

@@ -1,0 +1,285 @@
+//! The bulkhead against an exact reference model: in-flight never exceeds `max_concurrent`
+//! (nor goes negative), the queue never exceeds its bound, waiters are FIFO, never promoted at or
+//! after their deadline, expire exactly at it, and every counter balances.
+
+use std::collections::VecDeque;
+
+use arbitrary::Arbitrary;
+use keel_core::bulkhead::{
+    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    WaiterId,
+};
+use keel_core::time::Instant;
+
+use crate::common::{Clock, Dur, Start, Step, Timed};
+
+/// Room for this many waiters in the fuzzed machine.
+pub const QUEUE: usize = 8;
+
+/// One input.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Op {
+    /// `on_request`.
+    Request,
+    /// `on_try_request`.
+    TryRequest,
+    /// `on_release` of the held permit at this index.
+    Release(u8),
+    /// `on_cancel` of the known waiter at this index (or a bogus id).
+    Cancel(u8),
+    /// `handle_timeout(now)`.
+    Timeout,
+    /// Jump to `poll_timeout()` and handle it.
+    WaitOut,
+    /// Drain the events.
+    Poll,
+}
+
+/// The configuration.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct Config {
+    max_concurrent: Option<u8>,
+    max_queue: u8,
+    max_wait: Dur,
+}
+
+/// The machine, its model, and what the caller holds.
+pub struct Harness {
+    b: Bulkhead<QUEUE>,
+    max: usize,
+    bound: usize,
+    max_wait: core::time::Duration,
+    permits: Vec<BulkheadPermit>,
+    /// The model's queue: `(id, deadline)`, FIFO.
+    queue: VecDeque<(WaiterId, Instant)>,
+    /// Waiters ever queued (for cancels of stale ids).
+    known: Vec<WaiterId>,
+    /// Promoted waiters' permits handed out by the model.
+    in_flight: usize,
+    expired: u64,
+    promoted: u64,
+    cancelled: u64,
+    events: u64,
+}
+
+impl Harness {
+    /// `None` when the builder rejects the config.
+    pub fn new(c: &Config, start: Instant) -> Option<Harness> {
+        let mut b = BulkheadConfig::builder()
+            .max_queue(usize::from(c.max_queue % 16))
+            .max_wait(c.max_wait.get());
+        if let Some(n) = c.max_concurrent {
+            b = b.max_concurrent(usize::from(n % 16));
+        }
+        let config = b.build().ok()?;
+        let bh: Bulkhead<QUEUE> = Bulkhead::new(config, start);
+        assert_eq!(bh.queue_capacity(), config.max_queue().min(QUEUE));
+        Some(Harness {
+            b: bh,
+            max: config.max_concurrent(),
+            bound: config.max_queue().min(QUEUE),
+            max_wait: config.max_wait(),
+            permits: Vec::new(),
+            queue: VecDeque::new(),
+            known: Vec::new(),
+            in_flight: 0,
+            expired: 0,
+            promoted: 0,
+            cancelled: 0,
+            events: 0,
+        })
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(_, deadline)) = self.queue.front() {
+            if deadline > now {
+                break;
+            }
+            self.queue.pop_front();
+            self.expired += 1;
+        }
+    }
+
+    /// Applies `op` at `now` and checks against the model.
+    pub fn apply(&mut self, clock: &mut Clock, now: Instant, op: Op) {
+        let newest = clock.newest();
+        match op {
+            Op::Request => {
+                self.expire(newest);
+                let got = self.b.on_request(now);
+                match got {
+                    Admission::Admitted(p) => {
+                        assert!(
+                            self.in_flight < self.max && self.queue.is_empty(),
+                            "admitted over the limit"
+                        );
+                        self.in_flight += 1;
+                        self.permits.push(p);
+                    }
+                    Admission::Queued { waiter, deadline } => {
+                        assert!(self.in_flight >= self.max || !self.queue.is_empty());
+                        assert!(self.queue.len() < self.bound, "queued beyond the bound");
+                        assert_eq!(deadline, newest + self.max_wait);
+                        assert!(
+                            self.queue.iter().all(|(w, _)| *w < waiter),
+                            "waiter ids not increasing"
+                        );
+                        self.queue.push_back((waiter, deadline));
+                        self.known.push(waiter);
+                    }
+                    Admission::Rejected(reason) => {
+                        assert!(self.in_flight >= self.max || !self.queue.is_empty());
+                        if self.bound == 0 {
+                            assert_eq!(reason, RejectReason::Full);
+                        } else {
+                            assert_eq!(reason, RejectReason::QueueFull);
+                            assert_eq!(self.queue.len(), self.bound);
+                        }
+                    }
+                }
+            }
+            Op::TryRequest => {
+                self.expire(newest);
+                match self.b.on_try_request(now) {
+                    Ok(p) => {
+                        assert!(self.in_flight < self.max && self.queue.is_empty());
+                        self.in_flight += 1;
+                        self.permits.push(p);
+                    }
+                    Err(reason) => {
+                        assert_eq!(reason, RejectReason::Full);
+                        assert!(self.in_flight >= self.max || !self.queue.is_empty());
+                    }
+                }
+            }
+            Op::Release(i) => {
+                if self.permits.is_empty() {
+                    clock.unseen();
+                    return;
+                }
+                let p = self
+                    .permits
+                    .swap_remove(usize::from(i) % self.permits.len());
+                self.expire(newest);
+                let got = self.b.on_release(now, p);
+                self.in_flight -= 1;
+                match got {
+                    Release::Freed => {
+                        assert!(
+                            self.queue.is_empty() || self.in_flight >= self.max,
+                            "a waiter was left behind"
+                        );
+                    }
+                    Release::Promoted { waiter, permit } => {
+                        let (front, deadline) = self
+                            .queue
+                            .pop_front()
+                            .expect("promoted from an empty queue");
+                        assert_eq!(waiter, front, "not FIFO");
+                        assert!(deadline > newest, "promoted at or after its deadline");
+                        self.in_flight += 1;
+                        self.promoted += 1;
+                        self.permits.push(permit);
+                    }
+                }
+            }
+            Op::Cancel(i) => {
+                self.expire(newest);
+                if self.known.is_empty() {
+                    clock.unseen();
+                    return;
+                }
+                let id = self.known[usize::from(i) % self.known.len()];
+                let queued = self.queue.iter().position(|(w, _)| *w == id);
+                let got = self.b.on_cancel(now, id);
+                assert_eq!(got, queued.is_some(), "cancel disagrees with the model");
+                if let Some(pos) = queued {
+                    self.queue.remove(pos);
+                    self.cancelled += 1;
+                }
+            }
+            Op::Timeout => {
+                self.expire(newest);
+                self.b.handle_timeout(now);
+                assert!(self.b.poll_timeout().is_none_or(|t| t > now));
+            }
+            Op::WaitOut => {
+                if let Some(t) = self.b.poll_timeout() {
+                    assert_eq!(Some(t), self.queue.front().map(|(_, d)| *d));
+                    clock.jump(t);
+                    let newest = clock.newest();
+                    self.expire(newest);
+                    self.b.handle_timeout(t);
+                    assert!(self.b.poll_timeout().is_none_or(|u| u > t));
+                }
+            }
+            Op::Poll => {
+                while let Some(e) = self.b.poll_event() {
+                    self.events += 1;
+                    match e {
+                        BulkheadEvent::Promoted { .. } | BulkheadEvent::Expired { .. } => {}
+                    }
+                }
+            }
+        }
+        let s = self.b.stats();
+        assert!(s.in_flight <= self.max, "in_flight above max_concurrent");
+        assert!(s.queue_len <= self.bound, "queue above its bound");
+        assert_eq!(
+            s.in_flight, self.in_flight,
+            "in_flight disagrees with the model"
+        );
+        assert_eq!(
+            s.queue_len,
+            self.queue.len(),
+            "queue disagrees with the model"
+        );
+        assert_eq!(self.b.in_flight(), s.in_flight);
+        assert_eq!(self.b.queue_len(), s.queue_len);
+        assert_eq!(s.in_flight, self.permits.len());
+        assert_eq!(s.promoted, self.promoted);
+        assert_eq!(s.shed_timeout, self.expired);
+        assert_eq!(s.cancelled, self.cancelled);
+        assert_eq!(
+            s.queued,
+            s.promoted + s.shed_timeout + s.cancelled + s.queue_len as u64,
+            "every waiter is promoted, expired, cancelled or still queued"
+        );
+        assert!(s.peak >= s.in_flight && s.peak <= self.max);
+        assert!(s.peak_queue >= s.queue_len && s.peak_queue <= self.bound);
+        assert_eq!(
+            self.b.poll_timeout(),
+            self.queue.front().map(|(_, d)| *d),
+            "poll_timeout is not the oldest deadline"
+        );
+    }
+
+    /// Nothing more to check at the end.
+    pub fn finish(&mut self) {}
+}
+
+impl Timed for Op {
+    fn timed(&self) -> bool {
+        !matches!(self, Op::WaitOut | Op::Poll)
+    }
+}
+
+/// A whole input for the `bulkhead` target.
+#[derive(Arbitrary, Debug)]
+pub struct Input {
+    config: Config,
+    start: Start,
+    ops: Vec<(Step, Op)>,
+}
+
+/// Runs one input.
+pub fn run(input: &Input) {
+    crate::drive(
+        &input.config,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
+}

@@ -1,0 +1,315 @@
+//! GCRA: `RateLimiter` and `SharedRateLimiter` fed the same (clamped) times agree on every
+//! answer; admissions in any window `[a, b]` never exceed `burst + floor((b - a) / T)`, for the
+//! clamped limiter and for a shared limiter fed raw times that jump backwards; `remaining` and
+//! `peek` agree with `check`.
+
+use core::num::NonZeroU32;
+
+use arbitrary::Arbitrary;
+use keel_core::rate::{CheckNError, Quota, RateLimiter};
+use keel_core::sync::gcra::SharedRateLimiter;
+use keel_core::time::{duration_to_nanos, Instant};
+
+use crate::common::{Clock, Dur, Start, Step, Timed};
+
+/// A quota, as a builder would be given it.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct QuotaSpec {
+    count: u32,
+    period: Dur,
+    burst: Option<u32>,
+}
+
+impl QuotaSpec {
+    /// The quota, if valid.
+    pub fn quota(self) -> Option<Quota> {
+        let mut b = Quota::builder().count(self.count).period(self.period.get());
+        if let Some(burst) = self.burst {
+            b = b.burst(burst);
+        }
+        b.build().ok()
+    }
+}
+
+/// One input.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Op {
+    /// `check`.
+    Check,
+    /// `check_n`.
+    CheckN(u32),
+    /// `peek`, `peek_n`, `remaining`, `reset_at`.
+    Query(u32),
+    /// `set_quota`.
+    SetQuota(QuotaSpec),
+    /// `check` until refused (at most 64 times).
+    Drain,
+}
+
+/// Admissions since the last quota change: `(time, requests)`, in order.
+#[derive(Default)]
+struct Log {
+    entries: Vec<(u64, u64)>,
+    full: bool,
+}
+
+const LOG: usize = 384;
+
+impl Log {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.full = false;
+    }
+
+    fn push(&mut self, t: u64, n: u64) {
+        if self.entries.len() >= LOG {
+            self.full = true;
+        } else {
+            self.entries.push((t, n));
+        }
+    }
+
+    /// Windows ending at the newest entry (entries sorted by time).
+    fn check_last(&self, t_ns: u64, burst: u64) {
+        if self.full {
+            return;
+        }
+        let Some(&(b, _)) = self.entries.last() else {
+            return;
+        };
+        let mut count = 0u64;
+        for &(a, n) in self.entries.iter().rev() {
+            count += n;
+            let allowed = burst + (b - a) / t_ns;
+            assert!(
+                count <= allowed,
+                "{count} admitted in [{a}, {b}], at most {allowed}"
+            );
+        }
+    }
+
+    /// Every window, for entries in any order.
+    fn check_all(&mut self, t_ns: u64, burst: u64) {
+        if self.full {
+            return;
+        }
+        self.entries.sort_unstable();
+        for (j, &(b, _)) in self.entries.iter().enumerate() {
+            let mut count = 0u64;
+            for &(a, n) in self.entries[..=j].iter().rev() {
+                count += n;
+                let allowed = burst + (b - a) / t_ns;
+                assert!(
+                    count <= allowed,
+                    "raw times: {count} admitted in [{a}, {b}], at most {allowed}"
+                );
+            }
+        }
+    }
+}
+
+/// Two limiters fed clamped time, one fed raw time, and their logs.
+pub struct Harness {
+    exact: RateLimiter,
+    shared: SharedRateLimiter,
+    raw: SharedRateLimiter,
+    quota: Quota,
+    log: Log,
+    raw_log: Log,
+    /// The window bound is void near the end of time (the TAT saturates): stop checking.
+    near_end: bool,
+    /// A quota change happened: the shared form may be stricter than the exact one.
+    diverged: bool,
+}
+
+impl Harness {
+    /// `None` when the quota is invalid.
+    pub fn new(q: &QuotaSpec, start: Instant) -> Option<Harness> {
+        let quota = q.quota()?;
+        let mut h = Harness {
+            exact: RateLimiter::new(quota, start),
+            shared: SharedRateLimiter::new(quota, start),
+            raw: SharedRateLimiter::new(quota, start),
+            quota,
+            log: Log::default(),
+            raw_log: Log::default(),
+            near_end: false,
+            diverged: false,
+        };
+        h.watch_end(start.as_nanos());
+        Some(h)
+    }
+
+    fn watch_end(&mut self, newest: u64) {
+        let reach = duration_to_nanos(self.quota.replenish_all())
+            .saturating_add(duration_to_nanos(self.quota.emission_interval()));
+        if newest.saturating_add(reach) >= u64::MAX - 2 {
+            self.near_end = true;
+        }
+    }
+
+    fn t(&self) -> u64 {
+        duration_to_nanos(self.quota.emission_interval())
+    }
+
+    fn burst(&self) -> u32 {
+        self.quota.burst().get()
+    }
+
+    fn check_n(&mut self, now: Instant, clamped: Instant, n: u32) -> bool {
+        let burst = self.burst();
+        let remaining = self.exact.remaining(clamped);
+        let peek = self.exact.peek_n(clamped, n);
+        let a = self.exact.check_n(clamped, n);
+        let b = self.shared.check_n(clamped, n);
+        assert!(self.diverged || a == b, "shared and exact disagree");
+        assert_eq!(a, peek, "peek_n disagrees with check_n");
+        if n > burst {
+            assert_eq!(a, Err(CheckNError::InsufficientCapacity { burst }));
+        }
+        if n >= 1 && n <= burst && !self.near_end {
+            assert_eq!(
+                a.is_ok(),
+                remaining >= n,
+                "remaining {remaining} vs check_n({n})"
+            );
+        }
+        if let (Err(CheckNError::NotUntil { retry_at }), false) = (a, self.near_end) {
+            assert!(retry_at > clamped, "retry_at not in the future");
+            // At retry_at the same batch conforms (nothing else happened).
+            assert!(
+                self.exact.peek_n(retry_at, n).is_ok(),
+                "not admitted at its retry_at"
+            );
+        }
+        if a.is_ok() && n > 0 {
+            self.log.push(clamped.as_nanos(), u64::from(n));
+            if !self.near_end {
+                self.log.check_last(self.t(), u64::from(burst));
+            }
+        }
+        if self.raw.check_n(now, n).is_ok() && n > 0 {
+            self.raw_log.push(now.as_nanos(), u64::from(n));
+        }
+        a.is_ok()
+    }
+
+    /// Applies `op` and compares the limiters.
+    pub fn apply(&mut self, clock: &mut Clock, now: Instant, op: Op) {
+        let clamped = clock.newest();
+        self.watch_end(clock.newest);
+        match op {
+            Op::Check => {
+                let peek = self.exact.peek(clamped);
+                let a = self.exact.check(clamped);
+                let b = self.shared.check(clamped);
+                assert!(self.diverged || a == b, "shared and exact disagree");
+                assert_eq!(a, peek, "peek disagrees with check");
+                if a.is_ok() {
+                    self.log.push(clamped.as_nanos(), 1);
+                    if !self.near_end {
+                        self.log.check_last(self.t(), u64::from(self.burst()));
+                    }
+                }
+                if self.raw.check(now).is_ok() {
+                    self.raw_log.push(now.as_nanos(), 1);
+                }
+            }
+            Op::CheckN(n) => {
+                let n = if n > 1024 { n } else { n % 8 };
+                self.check_n(now, clamped, n);
+            }
+            Op::Drain => {
+                for _ in 0..64 {
+                    if !self.check_n(now, clamped, 1) {
+                        break;
+                    }
+                }
+            }
+            Op::Query(n) => {
+                let r = self.exact.remaining(clamped);
+                assert!(r <= self.burst());
+                assert!(self.exact.reset_at(clamped) >= clamped);
+                if !self.diverged {
+                    assert_eq!(self.exact.peek(now), self.shared.peek(clamped));
+                    assert_eq!(self.exact.peek_n(now, n), self.shared.peek_n(clamped, n));
+                    assert_eq!(r, self.shared.remaining(clamped));
+                    assert_eq!(self.exact.reset_at(clamped), self.shared.reset_at(clamped));
+                }
+            }
+            Op::SetQuota(q) => {
+                if let Some(quota) = q.quota() {
+                    let before = self.exact.remaining(clamped);
+                    let shared_before = self.shared.remaining(clamped);
+                    self.exact.set_quota(clamped, quota);
+                    self.shared.set_quota(clamped, quota);
+                    self.raw.set_quota(now, quota);
+                    self.quota = quota;
+                    self.watch_end(clock.newest);
+                    let cap = quota.burst().get();
+                    let after = self.exact.remaining(clamped);
+                    assert!(
+                        self.near_end || after <= before.min(cap),
+                        "set_quota opened a window: {before} -> {after}"
+                    );
+                    // The shared form's change is documented as conservative (it never moves
+                    // the TAT back); from here on the two forms may differ.
+                    let s = self.shared.remaining(clamped);
+                    assert!(
+                        self.near_end || s <= shared_before.min(cap),
+                        "shared set_quota opened a window: {shared_before} -> {s}"
+                    );
+                    self.diverged = true;
+                    self.log.clear();
+                    self.raw_log.clear();
+                    self.watch_end(clock.newest);
+                } else {
+                    clock.unseen();
+                }
+            }
+        }
+        assert_eq!(self.exact.quota(), self.shared.quota());
+        if !self.diverged {
+            assert_eq!(self.exact.stats(), self.shared.stats());
+        }
+    }
+
+    /// Checks every window of the raw-time limiter.
+    pub fn finish(&mut self) {
+        if !self.near_end {
+            let (t, burst) = (self.t(), u64::from(self.burst()));
+            self.raw_log.check_all(t, burst);
+        }
+    }
+}
+
+impl Timed for Op {
+    fn timed(&self) -> bool {
+        !matches!(self, Op::Query(_))
+    }
+}
+
+/// A whole input for the `gcra` target.
+#[derive(Arbitrary, Debug)]
+pub struct Input {
+    quota: QuotaSpec,
+    start: Start,
+    ops: Vec<(Step, Op)>,
+}
+
+/// Runs one input.
+pub fn run(input: &Input) {
+    crate::drive(
+        &input.quota,
+        input.start,
+        &input.ops,
+        Harness::new,
+        Harness::apply,
+        Harness::finish,
+    );
+}
+
+/// `NonZeroU32` helper for other harnesses.
+pub fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
