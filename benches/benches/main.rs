@@ -10,8 +10,26 @@
 
 use criterion::{criterion_group, criterion_main};
 
-mod accept;
-mod limit;
+// The groups live in `groups/` so that cargo does not take each file for a bench target.
+mod groups {
+    pub(crate) mod accept;
+    pub(crate) mod accept_throughput;
+    pub(crate) mod backoffs;
+    pub(crate) mod breaker;
+    pub(crate) mod limit;
+    pub(crate) mod rate;
+    pub(crate) mod util;
+}
 
-criterion_group!(benches, accept::bench, limit::bench);
+use groups::{accept, accept_throughput, backoffs, breaker, limit, rate};
+
+criterion_group!(
+    benches,
+    rate::bench,
+    limit::bench,
+    breaker::bench,
+    backoffs::bench,
+    accept::bench,
+    accept_throughput::bench
+);
 criterion_main!(benches);

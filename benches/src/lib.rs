@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use keel_core::driver::{GuardConfig, Incoming, Listener, ServeHandle, Signals, Spawn};
 
 pub mod conformance;
+pub mod sim;
 pub mod storm;
 
 /// A runtime adapter as the shared examples and the conformance suite drive it.

@@ -1,0 +1,198 @@
+//! `rate`: one GCRA decision, keel beside governor.
+//!
+//! Both sides are given the time the same way. With a fake clock: keel receives a fixed
+//! `Instant`, governor reads a `FakeRelativeClock` that never moves (one atomic load). With real
+//! clocks: governor's default `check()` reads its default clock (quanta, a TSC read), keel-tokio's
+//! `RateLimiter::check()` / `KeyedRateLimiter::check()` read the adapter's clock
+//! (`tokio::time::Instant::now`, i.e. `std::time::Instant::now`); keel's shared check is also
+//! shown on a bare std clock and on quanta's clock, and the clock reads are measured alone.
+//!
+//! The quota is 10^9 per second with a burst of 10^9 on both sides (a fresh limiter per sample),
+//! so every check is admitted (the common path: the CAS/store of the new TAT happens every time).
+//! The `reject` entries measure the other path: a burst of 1, already spent, at a fixed time.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use criterion::Criterion;
+use governor::clock::{Clock as _, FakeRelativeClock, QuantaClock};
+use keel_core::rate::keyed::{KeyedConfig, KeyedRateLimiter};
+use keel_core::rate::{Quota, RateLimiter};
+use keel_core::sync::gcra::SharedRateLimiter;
+use keel_core::time::Instant;
+
+use crate::groups::util::{group, std_now, two_threads};
+
+const KEYS: u64 = 1000;
+
+/// 10^9 per second (an emission interval of 1 ns) with a burst of 10^9: far more than any one
+/// sample's checks, so every check in a sample is admitted.
+const FAST: NonZeroU32 = match NonZeroU32::new(1_000_000_000) {
+    Some(n) => n,
+    None => NonZeroU32::MIN,
+};
+
+fn keel_quota() -> Quota {
+    Quota::per_second(FAST).expect("valid quota")
+}
+
+fn gov_quota() -> governor::Quota {
+    governor::Quota::per_second(FAST)
+}
+
+fn keel_tight() -> Quota {
+    Quota::per_second(NonZeroU32::MIN).expect("valid quota")
+}
+
+fn gov_tight() -> governor::Quota {
+    governor::Quota::per_second(NonZeroU32::MIN)
+}
+
+pub(crate) fn bench(c: &mut Criterion) {
+    let now = Instant::from_secs(1);
+    let mut g = group(c, "rate");
+
+    // --- fake clock: both given the time ---
+    g.bench_function("fake_clock/keel_mut_check", |b| {
+        let mut l = RateLimiter::new(keel_quota(), now);
+        b.iter(|| black_box(l.check(black_box(now)).is_ok()))
+    });
+    g.bench_function("fake_clock/keel_shared_check", |b| {
+        let l = SharedRateLimiter::new(keel_quota(), now);
+        b.iter(|| black_box(l.check(black_box(now)).is_ok()))
+    });
+    g.bench_function("fake_clock/governor_direct_check", |b| {
+        let l = governor::RateLimiter::direct_with_clock(gov_quota(), FakeRelativeClock::default());
+        b.iter(|| black_box(l.check().is_ok()))
+    });
+
+    // --- fake clock, two threads on one limiter (per-thread time per check) ---
+    g.bench_function("fake_clock_2_threads/keel_shared_check", |b| {
+        b.iter_custom(|iters| {
+            let l = SharedRateLimiter::new(keel_quota(), now);
+            two_threads(&l, iters, |l| {
+                black_box(l.check(black_box(now)).is_ok());
+            })
+        })
+    });
+    g.bench_function("fake_clock_2_threads/governor_direct_check", |b| {
+        b.iter_custom(|iters| {
+            let l =
+                governor::RateLimiter::direct_with_clock(gov_quota(), FakeRelativeClock::default());
+            two_threads(&l, iters, |l| {
+                black_box(l.check().is_ok());
+            })
+        })
+    });
+
+    // --- rejection at a fixed time ---
+    g.bench_function("reject/keel_mut_check", |b| {
+        let mut l = RateLimiter::new(keel_tight(), now);
+        let _ = l.check(now);
+        b.iter(|| black_box(l.check(black_box(now)).is_err()))
+    });
+    g.bench_function("reject/keel_shared_check", |b| {
+        let l = SharedRateLimiter::new(keel_tight(), now);
+        let _ = l.check(now);
+        b.iter(|| black_box(l.check(black_box(now)).is_err()))
+    });
+    g.bench_function("reject/governor_direct_check", |b| {
+        let l = governor::RateLimiter::direct_with_clock(gov_tight(), FakeRelativeClock::default());
+        let _ = l.check();
+        b.iter(|| black_box(l.check().is_err()))
+    });
+
+    // --- keyed, 1000 keys in turn, fake clock ---
+    g.bench_function("keyed_1000/keel_mut_check", |b| {
+        let config = KeyedConfig::builder()
+            .quota(keel_quota())
+            .max_keys(KEYS as usize)
+            .build()
+            .expect("valid keyed config");
+        let mut l = KeyedRateLimiter::<u64>::new(config, now);
+        let mut k = 0u64;
+        b.iter(|| {
+            k = if k + 1 == KEYS { 0 } else { k + 1 };
+            black_box(l.check(black_box(now), &k).is_ok())
+        })
+    });
+    g.bench_function("keyed_1000/governor_dashmap_check_key", |b| {
+        let l =
+            governor::RateLimiter::dashmap_with_clock(gov_quota(), FakeRelativeClock::default());
+        let mut k = 0u64;
+        b.iter(|| {
+            k = if k + 1 == KEYS { 0 } else { k + 1 };
+            black_box(l.check_key(&k).is_ok())
+        })
+    });
+    g.bench_function("keyed_1000/governor_hashmap_check_key", |b| {
+        let l =
+            governor::RateLimiter::hashmap_with_clock(gov_quota(), FakeRelativeClock::default());
+        let mut k = 0u64;
+        b.iter(|| {
+            k = if k + 1 == KEYS { 0 } else { k + 1 };
+            black_box(l.check_key(&k).is_ok())
+        })
+    });
+
+    // --- real clocks: each side reads its own clock ---
+    g.bench_function("real_clock/keel_tokio_rate_limiter_check", |b| {
+        let l = keel_tokio::RateLimiter::new(keel_quota());
+        b.iter(|| black_box(l.check().is_ok()))
+    });
+    g.bench_function("real_clock/keel_std_now_shared_check", |b| {
+        let l = SharedRateLimiter::new(keel_quota(), std_now());
+        b.iter(|| black_box(l.check(std_now()).is_ok()))
+    });
+    g.bench_function("real_clock/keel_quanta_now_shared_check", |b| {
+        let clock = quanta::Clock::new();
+        let start = clock.raw();
+        let quanta_now = || Instant::from_nanos(clock.delta_as_nanos(start, clock.raw()));
+        let l = SharedRateLimiter::new(keel_quota(), quanta_now());
+        b.iter(|| black_box(l.check(quanta_now()).is_ok()))
+    });
+    g.bench_function("real_clock/governor_direct_check", |b| {
+        let l = governor::RateLimiter::direct(gov_quota());
+        b.iter(|| black_box(l.check().is_ok()))
+    });
+    g.bench_function("real_clock/keel_tokio_keyed_1000_check", |b| {
+        let config = KeyedConfig::builder()
+            .quota(keel_quota())
+            .max_keys(KEYS as usize)
+            .build()
+            .expect("valid keyed config");
+        let l = keel_tokio::KeyedRateLimiter::<u64>::new(config);
+        let mut k = 0u64;
+        b.iter(|| {
+            k = if k + 1 == KEYS { 0 } else { k + 1 };
+            black_box(l.check(&k).is_ok())
+        })
+    });
+    g.bench_function("real_clock/governor_keyed_1000_check_key", |b| {
+        let l = governor::RateLimiter::keyed(gov_quota());
+        let mut k = 0u64;
+        b.iter(|| {
+            k = if k + 1 == KEYS { 0 } else { k + 1 };
+            black_box(l.check_key(&k).is_ok())
+        })
+    });
+
+    // --- the clock reads alone ---
+    g.bench_function("clock/keel_tokio_now", |b| {
+        b.iter(|| black_box(keel_tokio::now()))
+    });
+    g.bench_function("clock/std_instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+    g.bench_function("clock/governor_quanta_clock_now", |b| {
+        let clock = QuantaClock::default();
+        b.iter(|| black_box(clock.now()))
+    });
+    g.bench_function("clock/governor_fake_clock_now", |b| {
+        let clock = FakeRelativeClock::default();
+        clock.advance(Duration::from_nanos(1));
+        b.iter(|| black_box(clock.now()))
+    });
+    g.finish();
+}
