@@ -372,3 +372,45 @@ fn shared_limiter_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<SharedRateLimiter>();
 }
+
+/// Fuzz regression (`fuzz/corpus/gcra/seed-regression-1`): after a full-burst batch, the two
+/// forms agree when asked at the same instant, and a query at an instant newer than any check
+/// is answered at that instant without being observed. (The harness had compared the `&mut`
+/// form at the caller's newer `now` with the shared form at the older clamped instant.)
+#[test]
+fn shared_and_mut_forms_agree_at_the_same_instant_after_a_full_burst_batch() {
+    let burst = 1_701_143_909;
+    let quota = Quota::builder()
+        .count(1_711_220_065)
+        .period(Duration::from_millis(25_957))
+        .burst(burst)
+        .build()
+        .unwrap();
+    assert_eq!(quota.emission_interval(), Duration::from_nanos(16)); // 15.17 ns rounded up
+    let t0 = Instant::from_secs(1_701_143_909);
+    let mut exact = RateLimiter::new(quota, t0);
+    let shared = SharedRateLimiter::new(quota, t0);
+    assert_eq!(exact.check_n(t0, burst), Ok(()));
+    assert_eq!(shared.check_n(t0, burst), Ok(()));
+
+    let next = Err(NotUntil {
+        retry_at: t0 + Duration::from_nanos(16),
+    });
+    assert_eq!(exact.peek(t0), next);
+    assert_eq!(shared.peek(t0), next);
+
+    // 25957 s later the whole burst is back, for both forms alike.
+    let later = t0 + Duration::from_secs(25_957);
+    assert_eq!(exact.peek(later), Ok(()));
+    assert_eq!(shared.peek(later), Ok(()));
+    assert_eq!(exact.remaining(later), burst);
+    assert_eq!(shared.remaining(later), burst);
+    // The query did not move the `&mut` form's clock: `t0` is still answered at `t0`.
+    assert_eq!(exact.peek(t0), next);
+    assert_eq!(
+        exact.peek_n(t0, 1),
+        Err(CheckNError::NotUntil {
+            retry_at: t0 + Duration::from_nanos(16)
+        })
+    );
+}
