@@ -148,6 +148,38 @@ fn time_going_backwards_is_clamped() {
 }
 
 #[test]
+fn drains_after_time_goes_back_at_a_large_instant_spend_the_deposits_of_the_newest_instant() {
+    // The fuzz crash `seed-regression-1` as the machine sees it (the harness's `Deposits(0)`
+    // steps never reach it): defaults, created at 1_364_283_729 s, 83 deposits 41_634 s later,
+    // then eleven drains at instants 46_003 s apart going backwards. Every stale `now` clamps to
+    // the deposit instant, so the 83 deposits are in the current slot: 100 + 83 / 5 = 116.
+    let start = Instant::from_secs(1_364_283_729);
+    let mut budget = RetryBudget::new(BudgetConfig::default(), start);
+    let deposited = start + Duration::from_secs(41_634);
+    for _ in 0..83 {
+        budget.deposit(deposited);
+    }
+    let mut caller = start + Duration::from_secs(62_451);
+    let mut granted = 0;
+    for _ in 0..11 {
+        caller = caller - Duration::from_secs(46_003);
+        granted += withdraw_all(&mut budget, caller);
+    }
+    // Within the guarantee: 1000 * 116 <= 100_000 + 200 * 83.
+    assert_eq!(granted, 116);
+    assert_eq!(
+        budget.stats(),
+        BudgetStats {
+            deposits: 83,
+            withdrawals: 116,
+            exhausted: 11,
+        }
+    );
+    // A window later (where the harness wrongly logged the drains) only the floor remains.
+    assert_eq!(budget.remaining(start + Duration::from_secs(62_451)), 100);
+}
+
+#[test]
 fn retry_percent_above_100_allows_several_retries_per_request() {
     let config = BudgetConfig::builder()
         .min_per_sec(0)

@@ -137,6 +137,11 @@ impl Harness {
         match op {
             Op::Deposit | Op::Deposits(_) => {
                 let n = if let Op::Deposits(n) = op { n } else { 1 };
+                if n == 0 {
+                    // No call, so `now` never reaches the machine: its clamped clock stays
+                    // where it was, and so must the instant later operations are logged at.
+                    clock.unseen();
+                }
                 for _ in 0..n {
                     self.b.deposit(now);
                     if self.deposits.len() < LOG {
