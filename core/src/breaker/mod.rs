@@ -904,6 +904,27 @@ mod tests {
     }
 
     #[test]
+    fn slow_call_threshold_compares_exactly_at_the_end_of_the_clock() {
+        let slow_after = |d: Duration| {
+            let config = CircuitBreakerConfig::consecutive_failures(5)
+                .slow_call_duration_threshold(d)
+                .build()
+                .unwrap();
+            let mut b = CircuitBreaker::new(config, Instant::ZERO);
+            let p = b.try_acquire(Instant::ZERO).unwrap();
+            b.on_success(Instant::MAX, p);
+            b.stats().slow
+        };
+        // The longest call is u64::MAX ns: it reaches a threshold of exactly that, never more.
+        assert_eq!(slow_after(Duration::from_nanos(u64::MAX)), 1);
+        assert_eq!(
+            slow_after(Duration::from_nanos(u64::MAX) + Duration::from_nanos(1)),
+            0
+        );
+        assert_eq!(slow_after(Duration::MAX), 0);
+    }
+
+    #[test]
     fn does_not_panic_on_bad_instant() {
         let config = CircuitBreakerConfig::consecutive_failures(1)
             .exponential_open_duration(Duration::MAX, u32::MAX, Duration::MAX, Jitter::Full)
