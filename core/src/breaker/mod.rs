@@ -403,6 +403,9 @@ pub struct CircuitBreaker {
     window: Option<Window>,
     next_open_nanos: u64,
     trips_in_a_row: u32,
+    /// `config.slow_call_duration` in nanoseconds (`u128`: a threshold above `u64::MAX` ns is
+    /// never reached, exactly as the `Duration` comparison it replaces).
+    slow_nanos: u128,
     rng: Rng,
     events: Events,
     counters: Counters,
@@ -425,6 +428,7 @@ impl CircuitBreaker {
             window,
             next_open_nanos: base_open_nanos(&config),
             trips_in_a_row: 0,
+            slow_nanos: config.slow_call_duration.as_nanos(),
             rng: Rng::new(config.seed),
             events: Events::new(),
             counters: Counters::default(),
@@ -450,8 +454,25 @@ impl CircuitBreaker {
     /// # Errors
     ///
     /// [`Rejected`] while `Open`, `ForcedOpen`, or `HalfOpen` with every probe slot taken.
+    #[inline]
     #[must_use = "a permit must be reported; a rejection must be handled"]
     pub fn try_acquire(&mut self, now: Instant) -> Result<BreakerPermit, Rejected> {
+        // Fast path: no timer is armed while Closed or Disabled (`run_timers` only acts on
+        // Open and HalfOpen) and both admit everything, so admission is a clamp and a count.
+        if matches!(self.inner, Inner::Closed | Inner::Disabled) {
+            let now = self.clock.observe(now);
+            self.counters.admitted = self.counters.admitted.saturating_add(1);
+            return Ok(BreakerPermit {
+                generation: self.generation,
+                admitted_at: now,
+            });
+        }
+        self.try_acquire_slow(now)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) in every state (the fast path's states included).
+    #[inline(never)]
+    fn try_acquire_slow(&mut self, now: Instant) -> Result<BreakerPermit, Rejected> {
         let now = self.advance(now);
         let permitted = self.config.permitted_calls_in_half_open;
         let retry_at = match &mut self.inner {
@@ -487,11 +508,13 @@ impl CircuitBreaker {
     }
 
     /// Reports that the call admitted with `permit` succeeded.
+    #[inline]
     pub fn on_success(&mut self, now: Instant, permit: BreakerPermit) {
         self.on_outcome(now, permit, Outcome::Success);
     }
 
     /// Reports that the call admitted with `permit` failed.
+    #[inline]
     pub fn on_failure(&mut self, now: Instant, permit: BreakerPermit) {
         self.on_outcome(now, permit, Outcome::Failure);
     }
@@ -505,7 +528,46 @@ impl CircuitBreaker {
     /// Reports the outcome of the call admitted with `permit`. The call's duration is
     /// `now - permit.admitted_at()`. Report each permit once: the breaker cannot tell a
     /// duplicate from a second call. A permit from another breaker is undefined (but safe).
+    #[inline]
     pub fn on_outcome(&mut self, now: Instant, permit: BreakerPermit, outcome: Outcome) {
+        // Fast path: a current-generation success or failure while Closed. No timer is armed
+        // while Closed, so the timer run before the outcome is a no-op; the one after it only
+        // matters if this outcome tripped the breaker.
+        if matches!(self.inner, Inner::Closed)
+            && permit.generation == self.generation
+            && outcome != Outcome::Ignored
+        {
+            let now = self.clock.observe(now);
+            let failed = outcome == Outcome::Failure;
+            let slow = self.is_slow(now, permit);
+            let c = &mut self.counters;
+            if failed {
+                c.failures = c.failures.saturating_add(1);
+            } else {
+                c.successes = c.successes.saturating_add(1);
+            }
+            if slow {
+                c.slow = c.slow.saturating_add(1);
+            }
+            self.judge(now, failed, slow);
+            if !matches!(self.inner, Inner::Closed) {
+                // A trip whose (jittered) open duration is zero is already due.
+                self.run_timers(now);
+            }
+            return;
+        }
+        self.on_outcome_slow(now, permit, outcome);
+    }
+
+    /// Did the call admitted with `permit` last at least the slow-call threshold?
+    #[inline]
+    fn is_slow(&self, now: Instant, permit: BreakerPermit) -> bool {
+        u128::from(now.as_nanos().saturating_sub(permit.admitted_at.as_nanos())) >= self.slow_nanos
+    }
+
+    /// [`on_outcome`](Self::on_outcome) in every state (the fast path's case included).
+    #[inline(never)]
+    fn on_outcome_slow(&mut self, now: Instant, permit: BreakerPermit, outcome: Outcome) {
         let now = self.advance(now);
         let c = &mut self.counters;
         if permit.generation != self.generation {
@@ -529,10 +591,9 @@ impl CircuitBreaker {
                 true
             }
         };
-        let slow =
-            now.saturating_duration_since(permit.admitted_at) >= self.config.slow_call_duration;
+        let slow = self.is_slow(now, permit);
         if slow {
-            c.slow = c.slow.saturating_add(1);
+            self.counters.slow = self.counters.slow.saturating_add(1);
         }
         match self.inner {
             Inner::Closed => self.judge(now, failed, slow),
@@ -700,6 +761,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline]
     fn judge(&mut self, now: Instant, failed: bool, slow: bool) {
         if failed {
             self.consecutive_failures = self.consecutive_failures.saturating_add(1);
@@ -715,6 +777,13 @@ impl CircuitBreaker {
                 return;
             }
         }
+        if self.window.is_some() {
+            self.judge_rates(now);
+        }
+    }
+
+    /// The rate policies, once the window holds `minimum_calls` calls.
+    fn judge_rates(&mut self, now: Instant) {
         let Some(totals) = self.window.as_ref().map(Window::totals) else {
             return;
         };
@@ -732,6 +801,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline(never)]
     fn trip(&mut self, now: Instant, reason: TransitionReason) {
         let d = self.scheduled_open_duration();
         self.trips_in_a_row = self.trips_in_a_row.saturating_add(1);
@@ -831,6 +901,27 @@ mod tests {
         }
         assert_eq!(rest, EVENT_QUEUE_CAPACITY);
         assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn slow_call_threshold_compares_exactly_at_the_end_of_the_clock() {
+        let slow_after = |d: Duration| {
+            let config = CircuitBreakerConfig::consecutive_failures(5)
+                .slow_call_duration_threshold(d)
+                .build()
+                .unwrap();
+            let mut b = CircuitBreaker::new(config, Instant::ZERO);
+            let p = b.try_acquire(Instant::ZERO).unwrap();
+            b.on_success(Instant::MAX, p);
+            b.stats().slow
+        };
+        // The longest call is u64::MAX ns: it reaches a threshold of exactly that, never more.
+        assert_eq!(slow_after(Duration::from_nanos(u64::MAX)), 1);
+        assert_eq!(
+            slow_after(Duration::from_nanos(u64::MAX) + Duration::from_nanos(1)),
+            0
+        );
+        assert_eq!(slow_after(Duration::MAX), 0);
     }
 
     #[test]

@@ -58,6 +58,7 @@ impl SharedBreaker {
         }
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, CircuitBreaker> {
         // A panic while the lock was held cannot leave the breaker half-updated in a way that
         // matters more than refusing service would: recover the guard.
@@ -77,26 +78,31 @@ impl SharedBreaker {
     ///
     /// [`Rejected`] while open, forced open, or half-open with every probe slot taken.
     #[must_use = "a permit must be reported; a rejection must be handled"]
+    #[inline]
     pub fn try_acquire(&self, now: Instant) -> Result<BreakerPermit, Rejected> {
         self.lock().try_acquire(now)
     }
 
     /// See [`CircuitBreaker::on_success`].
+    #[inline]
     pub fn on_success(&self, now: Instant, permit: BreakerPermit) {
         self.lock().on_success(now, permit);
     }
 
     /// See [`CircuitBreaker::on_failure`].
+    #[inline]
     pub fn on_failure(&self, now: Instant, permit: BreakerPermit) {
         self.lock().on_failure(now, permit);
     }
 
     /// See [`CircuitBreaker::on_ignored`].
+    #[inline]
     pub fn on_ignored(&self, now: Instant, permit: BreakerPermit) {
         self.lock().on_ignored(now, permit);
     }
 
     /// See [`CircuitBreaker::on_outcome`].
+    #[inline]
     pub fn on_outcome(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) {
         self.lock().on_outcome(now, permit, outcome);
     }

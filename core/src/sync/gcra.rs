@@ -63,14 +63,35 @@ use crate::time::Instant;
 /// The state word while a quota change is in progress. Never a TAT (those stop at `TAT_MAX`).
 const CHANGING: u64 = u64::MAX;
 
+/// The words every check reads and an admission writes, alone on one cache line.
+///
+/// An admission writes `tat` (its CAS) and `allowed` right after it, on the line the CAS has
+/// just taken exclusively; the quota (written only by `set_quota`) is read after `tat`, from the
+/// same line. One line per admitted check, even under contention.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct Hot {
+    tat: AtomicU64,
+    allowed: AtomicU64,
+    t: AtomicU64,
+    /// `(burst - 1) × t`, kept so a check needs no multiplication (written with `t`).
+    tau: AtomicU64,
+    burst: AtomicU64,
+}
+
+/// The rejection counter, on a line of its own: a rejection only reads the hot line, so a
+/// saturated limiter's rejections do not take it away from the threads that are admitted.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Cold {
+    limited: AtomicU64,
+}
+
 /// A GCRA rate limiter shared by reference (`Send + Sync`); see the [module docs](self).
 #[derive(Debug)]
 pub struct SharedRateLimiter {
-    tat: AtomicU64,
-    t: AtomicU64,
-    burst: AtomicU64,
-    allowed: AtomicU64,
-    limited: AtomicU64,
+    hot: Hot,
+    cold: Cold,
 }
 
 impl SharedRateLimiter {
@@ -78,11 +99,35 @@ impl SharedRateLimiter {
     #[must_use]
     pub fn new(quota: Quota, now: Instant) -> SharedRateLimiter {
         SharedRateLimiter {
-            tat: AtomicU64::new(now.as_nanos().min(TAT_MAX)),
-            t: AtomicU64::new(quota.t_nanos()),
-            burst: AtomicU64::new(u64::from(quota.burst().get())),
-            allowed: AtomicU64::new(0),
-            limited: AtomicU64::new(0),
+            hot: Hot {
+                tat: AtomicU64::new(now.as_nanos().min(TAT_MAX)),
+                allowed: AtomicU64::new(0),
+                t: AtomicU64::new(quota.t_nanos()),
+                tau: AtomicU64::new(quota.tau()),
+                burst: AtomicU64::new(u64::from(quota.burst().get())),
+            },
+            cold: Cold {
+                limited: AtomicU64::new(0),
+            },
+        }
+    }
+
+    /// The check's read: a TAT that is not the change marker, and the `(t, tau)` in force
+    /// for it (see [`load`](Self::load); the caller's CAS validates it).
+    #[inline(always)]
+    fn load_check(&self) -> (u64, u64, u64) {
+        loop {
+            let tat = self.hot.tat.load(Ordering::Acquire);
+            if tat == CHANGING {
+                spin_hint();
+                continue;
+            }
+            // Written together by `new` / `set_quota` from one validated `Quota`, so `tau` is
+            // `(burst - 1) × t` for the `t` beside it (or a later change's pair, which the
+            // caller's CAS then rejects, as in `load`).
+            let t = self.hot.t.load(Ordering::Acquire).max(1);
+            let tau = self.hot.tau.load(Ordering::Acquire);
+            return (tat, t, tau);
         }
     }
 
@@ -93,7 +138,7 @@ impl SharedRateLimiter {
     #[inline]
     fn load(&self, validate: bool) -> (u64, u64, u64, u32) {
         loop {
-            let tat = self.tat.load(Ordering::Acquire);
+            let tat = self.hot.tat.load(Ordering::Acquire);
             if tat == CHANGING {
                 spin_hint();
                 continue;
@@ -103,15 +148,15 @@ impl SharedRateLimiter {
             // change's values or a later change's. A later change is caught by the caller's CAS
             // (or by `validate`): these Acquire loads then synchronise with its Release stores,
             // so its marker CAS happens before the caller's next access to the TAT.
-            let t = self.t.load(Ordering::Acquire).max(1);
-            let burst = u32::try_from(self.burst.load(Ordering::Acquire))
+            let t = self.hot.t.load(Ordering::Acquire).max(1);
+            let burst = u32::try_from(self.hot.burst.load(Ordering::Acquire))
                 .unwrap_or(u32::MAX)
                 .max(1);
-            if validate && self.tat.load(Ordering::Acquire) != tat {
+            if validate && self.hot.tat.load(Ordering::Acquire) != tat {
                 spin_hint();
                 continue;
             }
-            let tau = t.saturating_mul(u64::from(burst - 1));
+            let tau = self.hot.tau.load(Ordering::Acquire);
             return (tat, t, tau, burst);
         }
     }
@@ -121,25 +166,27 @@ impl SharedRateLimiter {
     #[must_use = "a rejected request must not proceed"]
     pub fn check(&self, now: Instant) -> Result<(), NotUntil> {
         let now = now.as_nanos();
-        let (mut tat, mut t, mut tau, _) = self.load(false);
+        let (mut tat, mut t, mut tau) = self.load_check();
         loop {
             match gcra::conform(tat, now, t, tau) {
                 Ok(next) => {
-                    match self
-                        .tat
-                        .compare_exchange(tat, next, Ordering::AcqRel, Ordering::Acquire)
-                    {
+                    match self.hot.tat.compare_exchange(
+                        tat,
+                        next,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
                         Ok(_) => {
-                            self.allowed.fetch_add(1, Ordering::Relaxed);
+                            self.hot.allowed.fetch_add(1, Ordering::Relaxed);
                             return Ok(());
                         }
                         // The TAT moved: reload it with the quota in force for it (a quota change
                         // may have completed since our first read).
-                        Err(_) => (tat, t, tau, _) = self.load(false),
+                        Err(_) => (tat, t, tau) = self.load_check(),
                     }
                 }
                 Err(at) => {
-                    self.limited.fetch_add(1, Ordering::Relaxed);
+                    self.cold.limited.fetch_add(1, Ordering::Relaxed);
                     return Err(NotUntil {
                         retry_at: Instant::from_nanos(at),
                     });
@@ -159,24 +206,26 @@ impl SharedRateLimiter {
         let (mut tat, mut t, mut tau, mut burst) = self.load(false);
         loop {
             if n > burst {
-                self.limited.fetch_add(1, Ordering::Relaxed);
+                self.cold.limited.fetch_add(1, Ordering::Relaxed);
                 return Err(CheckNError::InsufficientCapacity { burst });
             }
             match gcra::conform_n(tat, now, t, tau, n) {
                 Ok(next) => {
-                    match self
-                        .tat
-                        .compare_exchange(tat, next, Ordering::AcqRel, Ordering::Acquire)
-                    {
+                    match self.hot.tat.compare_exchange(
+                        tat,
+                        next,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
                         Ok(_) => {
-                            self.allowed.fetch_add(1, Ordering::Relaxed);
+                            self.hot.allowed.fetch_add(1, Ordering::Relaxed);
                             return Ok(());
                         }
                         Err(_) => (tat, t, tau, burst) = self.load(false),
                     }
                 }
                 Err(at) => {
-                    self.limited.fetch_add(1, Ordering::Relaxed);
+                    self.cold.limited.fetch_add(1, Ordering::Relaxed);
                     return Err(CheckNError::NotUntil {
                         retry_at: Instant::from_nanos(at),
                     });
@@ -243,9 +292,10 @@ impl SharedRateLimiter {
     /// concurrent changes are serialised the same way.
     pub fn set_quota(&self, now: Instant, quota: Quota) {
         let tat = loop {
-            let tat = self.tat.load(Ordering::Acquire);
+            let tat = self.hot.tat.load(Ordering::Acquire);
             if tat != CHANGING
                 && self
+                    .hot
                     .tat
                     .compare_exchange(tat, CHANGING, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
@@ -254,8 +304,8 @@ impl SharedRateLimiter {
             }
             spin_hint();
         };
-        let t_old = self.t.load(Ordering::Relaxed).max(1);
-        let burst_old = u32::try_from(self.burst.load(Ordering::Relaxed))
+        let t_old = self.hot.t.load(Ordering::Relaxed).max(1);
+        let burst_old = u32::try_from(self.hot.burst.load(Ordering::Relaxed))
             .unwrap_or(u32::MAX)
             .max(1);
         let carried = gcra::requota(
@@ -269,10 +319,12 @@ impl SharedRateLimiter {
         // The state word must move forward, or a check that read the old quota before the
         // marker could find its old TAT again and commit after this change (ABA).
         let next = carried.max(tat.saturating_add(1)).min(TAT_MAX);
-        self.t.store(quota.t_nanos(), Ordering::Release);
-        self.burst
+        self.hot.t.store(quota.t_nanos(), Ordering::Release);
+        self.hot.tau.store(quota.tau(), Ordering::Release);
+        self.hot
+            .burst
             .store(u64::from(quota.burst().get()), Ordering::Release);
-        self.tat.store(next, Ordering::Release);
+        self.hot.tat.store(next, Ordering::Release);
     }
 
     /// The quota in force.
@@ -287,8 +339,8 @@ impl SharedRateLimiter {
     #[must_use]
     pub fn stats(&self) -> RateLimiterStats {
         RateLimiterStats {
-            allowed: self.allowed.load(Ordering::Relaxed),
-            limited: self.limited.load(Ordering::Relaxed),
+            allowed: self.hot.allowed.load(Ordering::Relaxed),
+            limited: self.cold.limited.load(Ordering::Relaxed),
         }
     }
 }
