@@ -8,7 +8,7 @@ use keel_core::accept::{
 };
 use keel_core::time::Instant;
 
-use crate::common::{Clock, Dur, Start, Step, Timed};
+use crate::common::{Clock, Dur, Timed};
 
 /// An error the listener reported.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -198,22 +198,4 @@ impl Timed for Op {
     }
 }
 
-/// A whole input for the `accept` target.
-#[derive(Arbitrary, Debug)]
-pub struct Input {
-    config: Config,
-    start: Start,
-    ops: Vec<(Step, Op)>,
-}
-
-/// Runs one input.
-pub fn run(input: &Input) {
-    crate::drive(
-        &input.config,
-        input.start,
-        &input.ops,
-        Harness::new,
-        Harness::apply,
-        Harness::finish,
-    );
-}
+crate::single_machine_target!("accept", Config);

@@ -6,7 +6,7 @@ use arbitrary::Arbitrary;
 use keel_core::backoff::{Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision, Schedule};
 use keel_core::time::{duration_to_nanos, Instant};
 
-use crate::common::{Clock, Dur, Start, Step, Timed};
+use crate::common::{Clock, Dur, Timed};
 
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -283,22 +283,4 @@ impl Timed for Op {
     }
 }
 
-/// A whole input for the `backoff` target.
-#[derive(Arbitrary, Debug)]
-pub struct Input {
-    config: Config,
-    start: Start,
-    ops: Vec<(Step, Op)>,
-}
-
-/// Runs one input.
-pub fn run(input: &Input) {
-    crate::drive(
-        &input.config,
-        input.start,
-        &input.ops,
-        Harness::new,
-        Harness::apply,
-        Harness::finish,
-    );
-}
+crate::single_machine_target!("backoff", Config);

@@ -12,7 +12,7 @@ use keel_core::breaker::{
 };
 use keel_core::time::Instant;
 
-use crate::common::{Clock, Dur, Start, Step, Timed};
+use crate::common::{Clock, Dur, Timed};
 
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -332,22 +332,4 @@ impl Timed for Op {
     }
 }
 
-/// A whole input for the `breaker` target.
-#[derive(Arbitrary, Debug)]
-pub struct Input {
-    config: Config,
-    start: Start,
-    ops: Vec<(Step, Op)>,
-}
-
-/// Runs one input.
-pub fn run(input: &Input) {
-    crate::drive(
-        &input.config,
-        input.start,
-        &input.ops,
-        Harness::new,
-        Harness::apply,
-        Harness::finish,
-    );
-}
+crate::single_machine_target!("breaker", Config);

@@ -5,7 +5,7 @@ use arbitrary::Arbitrary;
 use keel_core::budget::{BudgetConfig, RetryBudget, SLOTS};
 use keel_core::time::{duration_to_nanos, Instant};
 
-use crate::common::{Clock, Dur, Start, Step, Timed};
+use crate::common::{Clock, Dur, Timed};
 
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -178,22 +178,4 @@ impl Timed for Op {
     }
 }
 
-/// A whole input for the `budget` target.
-#[derive(Arbitrary, Debug)]
-pub struct Input {
-    config: Config,
-    start: Start,
-    ops: Vec<(Step, Op)>,
-}
-
-/// Runs one input.
-pub fn run(input: &Input) {
-    crate::drive(
-        &input.config,
-        input.start,
-        &input.ops,
-        Harness::new,
-        Harness::apply,
-        Harness::finish,
-    );
-}
+crate::single_machine_target!("budget", Config);

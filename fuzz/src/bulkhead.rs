@@ -11,7 +11,7 @@ use keel_core::bulkhead::{
 };
 use keel_core::time::Instant;
 
-use crate::common::{Clock, Dur, Start, Step, Timed};
+use crate::common::{Clock, Dur, Timed};
 
 /// Room for this many waiters in the fuzzed machine.
 pub const QUEUE: usize = 8;
@@ -269,22 +269,4 @@ impl Timed for Op {
     }
 }
 
-/// A whole input for the `bulkhead` target.
-#[derive(Arbitrary, Debug)]
-pub struct Input {
-    config: Config,
-    start: Start,
-    ops: Vec<(Step, Op)>,
-}
-
-/// Runs one input.
-pub fn run(input: &Input) {
-    crate::drive(
-        &input.config,
-        input.start,
-        &input.ops,
-        Harness::new,
-        Harness::apply,
-        Harness::finish,
-    );
-}
+crate::single_machine_target!("bulkhead", Config);

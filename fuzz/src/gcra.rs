@@ -10,7 +10,7 @@ use keel_core::rate::{CheckNError, Quota, RateLimiter};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::time::{duration_to_nanos, Instant};
 
-use crate::common::{Clock, Dur, Start, Step, Timed};
+use crate::common::{Clock, Dur, Timed};
 
 /// A quota, as a builder would be given it.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -295,25 +295,7 @@ impl Timed for Op {
     }
 }
 
-/// A whole input for the `gcra` target.
-#[derive(Arbitrary, Debug)]
-pub struct Input {
-    quota: QuotaSpec,
-    start: Start,
-    ops: Vec<(Step, Op)>,
-}
-
-/// Runs one input.
-pub fn run(input: &Input) {
-    crate::drive(
-        &input.quota,
-        input.start,
-        &input.ops,
-        Harness::new,
-        Harness::apply,
-        Harness::finish,
-    );
-}
+crate::single_machine_target!("gcra", QuotaSpec);
 
 /// `NonZeroU32` helper for other harnesses.
 pub fn nz(n: u32) -> NonZeroU32 {

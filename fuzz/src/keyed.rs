@@ -10,7 +10,7 @@ use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedRateLimiter};
 use keel_core::rate::{CheckNError, Quota, RateLimiter};
 use keel_core::time::Instant;
 
-use crate::common::{Clock, Start, Step, Timed};
+use crate::common::{Clock, Timed};
 use crate::gcra::QuotaSpec;
 
 /// One input.
@@ -233,22 +233,4 @@ impl Timed for Op {
     }
 }
 
-/// A whole input for the `keyed` target.
-#[derive(Arbitrary, Debug)]
-pub struct Input {
-    config: Config,
-    start: Start,
-    ops: Vec<(Step, Op)>,
-}
-
-/// Runs one input.
-pub fn run(input: &Input) {
-    crate::drive(
-        &input.config,
-        input.start,
-        &input.ops,
-        Harness::new,
-        Harness::apply,
-        Harness::finish,
-    );
-}
+crate::single_machine_target!("keyed", Config);

@@ -7,6 +7,33 @@
 //! are one line each; `all` drives every machine from one byte stream on one shared clock.
 #![allow(clippy::missing_panics_doc)]
 
+/// Declares a single-machine target's input (its config, the start instant and the timed
+/// operations) and `run`, which drives the module's `Harness` through [`drive`].
+#[macro_export]
+macro_rules! single_machine_target {
+    ($target:literal, $config:ty) => {
+        #[doc = concat!("A whole input for the `", $target, "` target.")]
+        #[derive(arbitrary::Arbitrary, Debug)]
+        pub struct Input {
+            config: $config,
+            start: $crate::common::Start,
+            ops: Vec<($crate::common::Step, Op)>,
+        }
+
+        /// Runs one input.
+        pub fn run(input: &Input) {
+            $crate::drive(
+                &input.config,
+                input.start,
+                &input.ops,
+                Harness::new,
+                Harness::apply,
+                Harness::finish,
+            );
+        }
+    };
+}
+
 pub mod accept;
 pub mod all;
 pub mod backoff;

@@ -137,7 +137,10 @@ impl Harness {
         );
         // The shared form counts one rejection per wait (re-polls of one wait are not new
         // rejections), the plain form one per refused acquire: never more on the shared side.
-        assert!(s.rejected <= p.rejected, "shared rejections exceed the plain form's");
+        assert!(
+            s.rejected <= p.rejected,
+            "shared rejections exceed the plain form's"
+        );
         assert_eq!(p.unmatched_releases, self.unmatched);
         assert_eq!(s.unmatched_releases, 0);
         assert!(p.peak >= p.in_use && p.max <= MAX_LIMIT);

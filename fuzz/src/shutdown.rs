@@ -9,7 +9,7 @@ use keel_core::shutdown::{
 };
 use keel_core::time::Instant;
 
-use crate::common::{Clock, Dur, Start, Step, Timed};
+use crate::common::{Clock, Dur, Timed};
 
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -214,22 +214,4 @@ impl Timed for Op {
     }
 }
 
-/// A whole input for the `shutdown` target.
-#[derive(Arbitrary, Debug)]
-pub struct Input {
-    config: Config,
-    start: Start,
-    ops: Vec<(Step, Op)>,
-}
-
-/// Runs one input.
-pub fn run(input: &Input) {
-    crate::drive(
-        &input.config,
-        input.start,
-        &input.ops,
-        Harness::new,
-        Harness::apply,
-        Harness::finish,
-    );
-}
+crate::single_machine_target!("shutdown", Config);
