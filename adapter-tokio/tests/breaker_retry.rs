@@ -627,3 +627,42 @@ async fn a_run_cancelled_during_its_backoff_sleep_spends_no_budget() {
     let s = budget.stats();
     assert_eq!((s.withdrawals, s.exhausted), (0, 0));
 }
+
+/// The first retry delay a `Retry` draws for an always-failing operation.
+async fn first_delay(retry: Retry) -> Duration {
+    let seen = Arc::new(Mutex::new(None));
+    let sink = Arc::clone(&seen);
+    let retry = retry.notify(move |_: &Error, info: RetryInfo| {
+        sink.lock().unwrap().get_or_insert(info.delay);
+    });
+    let _ = retry
+        .run(|| async { Err::<(), _>(Error::Unavailable) })
+        .await;
+    let delay = *seen.lock().unwrap();
+    delay.expect("one retry was scheduled")
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_processes_with_one_config_do_not_jitter_in_lockstep_unless_deterministic() {
+    let config = BackoffConfig::exponential(Duration::from_millis(100), Duration::from_secs(10))
+        .jitter(Jitter::Full)
+        .max_attempts(2)
+        .seed(7)
+        .build()
+        .unwrap();
+    // Two `Retry`s stand for two processes started with the same configuration.
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        delays.push(first_delay(Retry::new(config)).await);
+    }
+    delays.sort();
+    delays.dedup();
+    assert!(
+        delays.len() > 1,
+        "OS randomness must de-synchronise instances: {delays:?}"
+    );
+    // Deterministic instances reproduce the same delay from the seed.
+    let a = first_delay(Retry::new(config).deterministic()).await;
+    let b = first_delay(Retry::new(config).deterministic()).await;
+    assert_eq!(a, b);
+}

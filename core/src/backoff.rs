@@ -346,6 +346,14 @@ impl BackoffConfig {
     pub const fn seed(&self) -> u64 {
         self.seed
     }
+
+    /// The same configuration with another jitter seed (every seed is valid).
+    #[inline]
+    #[must_use]
+    pub const fn with_seed(mut self, seed: u64) -> BackoffConfig {
+        self.seed = seed;
+        self
+    }
 }
 
 /// Builds a [`BackoffConfig`]; [`build`](BackoffConfigBuilder::build) validates it.
@@ -421,7 +429,8 @@ impl BackoffConfigBuilder {
         self
     }
 
-    /// The jitter's seed (default 0). Adapters seed it from the OS; tests use constants.
+    /// The jitter's seed (default 0). The adapters' `Retry` mixes in per-instance randomness
+    /// from the OS unless made deterministic; tests and simulations use constants.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self

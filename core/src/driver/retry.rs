@@ -33,7 +33,11 @@
 //!   deposit.
 //! - **Jitter seeds.** Every run builds a fresh [`Backoff`] whose seed is the config's seed mixed
 //!   with a counter of this `Retry`'s runs (shared by its clones), so concurrent operations do
-//!   not jitter in lockstep, and a given sequence of runs is reproducible from the seed.
+//!   not jitter in lockstep, and with per-`Retry` randomness from the OS (std's per-process
+//!   random keys), so two processes with the same config do not jitter in lockstep either: that
+//!   fleet-wide synchronisation is what jitter exists to break.
+//!   [`Retry::deterministic`] drops the OS part, making a sequence of runs reproducible from the
+//!   config's seed (tests, simulations).
 //! - Every time is the runtime's `now()`, so `tokio::time::pause()` drives it exactly.
 //!
 //! # tracing (feature `tracing`), target `keel::retry`
@@ -103,7 +107,7 @@ use core::time::Duration;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backoff::{Backoff, BackoffConfig, GiveUpReason, RetryDecision, Schedule};
+use crate::backoff::{Backoff, BackoffConfig, GiveUpReason, RetryDecision};
 use crate::driver::{sleep_until, Runtime};
 use crate::rng::Rng;
 use crate::sync::budget::SharedBudget;
@@ -299,6 +303,8 @@ pub struct Retry<R: Runtime, P = RetryAll, N = NoNotify> {
     predicate: P,
     notify: N,
     counters: Arc<Counters>,
+    /// Mixed into every run's seed: OS randomness, or 0 when deterministic.
+    salt: u64,
 }
 
 impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
@@ -311,6 +317,7 @@ impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
             predicate: self.predicate.clone(),
             notify: self.notify.clone(),
             counters: Arc::clone(&self.counters),
+            salt: self.salt,
         }
     }
 }
@@ -346,6 +353,7 @@ impl<R: Runtime> Retry<R> {
             predicate: RetryAll,
             notify: NoNotify,
             counters: Arc::default(),
+            salt: os_seed(),
         }
     }
 }
@@ -355,6 +363,15 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
     #[must_use]
     pub fn budget(mut self, budget: SharedBudget) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Jitter from the config's seed alone (no OS randomness): the same seed gives the same
+    /// delays in every process. For tests and simulations; in production two processes would
+    /// then retry in lockstep.
+    #[must_use]
+    pub fn deterministic(mut self) -> Self {
+        self.salt = 0;
         self
     }
 
@@ -376,6 +393,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             predicate,
             notify: self.notify,
             counters: self.counters,
+            salt: self.salt,
         }
     }
 
@@ -390,6 +408,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             predicate: self.predicate,
             notify,
             counters: self.counters,
+            salt: self.salt,
         }
     }
 
@@ -440,7 +459,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
                 b.deposit(start);
             }
         }
-        let mut backoff = Backoff::new(reseed(self.config, run), start);
+        let mut backoff = Backoff::new(reseed(self.config, self.salt, run), start);
         let mut attempt: u32 = 1;
         loop {
             let error = match op().await {
@@ -560,35 +579,23 @@ where
     r.run(op).await
 }
 
-/// `config` with its jitter seed mixed with the run number `run` (run 0 keeps the seed).
-fn reseed(config: BackoffConfig, run: u64) -> BackoffConfig {
-    if run == 0 {
+/// `config` with its jitter seed mixed with `salt` and the run number `run` (a zero salt and
+/// run 0 keep the seed).
+fn reseed(config: BackoffConfig, salt: u64, run: u64) -> BackoffConfig {
+    let mix = salt ^ run.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    if mix == 0 {
         return config;
     }
-    let seed = Rng::new(config.seed() ^ run.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
-    let builder = match config.schedule() {
-        Schedule::Constant { delay } => BackoffConfig::constant(delay),
-        Schedule::Linear { base, step } => BackoffConfig::linear(base, step),
-        Schedule::Exponential {
-            base,
-            factor_percent,
-        } => BackoffConfig::exponential(base, config.cap()).factor_percent(factor_percent),
-        #[allow(unreachable_patterns)]
-        _ => return config,
-    };
-    let mut builder = builder.cap(config.cap()).jitter(config.jitter()).seed(seed);
-    builder = match config.max_attempts() {
-        Some(n) => builder.max_attempts(n),
-        None => builder.unlimited_attempts(),
-    };
-    if let Some(d) = config.max_elapsed() {
-        builder = builder.max_elapsed(d);
-    }
-    if !config.max_retry_after().is_zero() {
-        builder = builder.max_retry_after(config.max_retry_after());
-    }
-    // The config was valid and is rebuilt from its own parts; keep it as is if not.
-    builder.build().unwrap_or(config)
+    config.with_seed(Rng::new(config.seed() ^ mix).next_u64())
+}
+
+/// 64 bits of per-call randomness from std's per-process random keys (the OS randomness behind
+/// `HashMap`), without a dependency.
+fn os_seed() -> u64 {
+    use core::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0x72);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -638,11 +645,14 @@ mod tests {
                 .unwrap(),
         ];
         for c in configs {
-            assert_eq!(reseed(c, 0), c);
-            let r1 = reseed(c, 1);
-            let r2 = reseed(c, 2);
+            assert_eq!(reseed(c, 0, 0), c);
+            let r1 = reseed(c, 0, 1);
+            let r2 = reseed(c, 0, 2);
             assert_ne!(r1.seed(), c.seed());
             assert_ne!(r1.seed(), r2.seed());
+            // Another process (another salt) draws other seeds for the same runs.
+            assert_ne!(reseed(c, 0x5eed, 0).seed(), c.seed());
+            assert_ne!(reseed(c, 0x5eed, 1).seed(), r1.seed());
             assert_eq!(
                 (r1.schedule(), r1.cap(), r1.jitter(), r1.max_attempts()),
                 (c.schedule(), c.cap(), c.jitter(), c.max_attempts())
