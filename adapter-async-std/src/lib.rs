@@ -42,6 +42,7 @@ keel_core::async_io_runtime! {
     /// (`async_io::Timer`), SIGINT/SIGTERM through `async-signal`, and `async_std::task::spawn`
     /// for [`Server`]'s tasks.
     pub struct AsyncStdRuntime;
+    clock: std::time::Instant::now;
     spawn(fut) -> AsyncStdTask { AsyncStdTask(async_std::task::spawn(fut)) }
 }
 

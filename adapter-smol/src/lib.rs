@@ -38,6 +38,7 @@ keel_core::async_io_runtime! {
     /// smol as a keel runtime: the `async-io` reactor's clock and timers (`async_io::Timer`),
     /// SIGINT/SIGTERM through `async-signal`, and `smol::spawn` for [`Server`]'s tasks.
     pub struct SmolRuntime;
+    clock: std::time::Instant::now;
     spawn(fut) -> SmolTask { SmolTask(Some(smol::spawn(fut))) }
 }
 

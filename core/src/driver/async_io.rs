@@ -1,8 +1,10 @@
 //! The glue shared by the runtimes that sit on `async-io` (smol, async-std), written once so
 //! neither adapter repeats it (feature `async-io`).
 //!
-//! - [`AsyncIoRuntime`](crate::driver::async_io::AsyncIoRuntime): the clock (`std::time::Instant`, counted from a process-wide origin)
-//!   and the timer (`async_io::Timer`, re-armed in place with `set_at`).
+//! - [`AsyncIoRuntime`](crate::driver::async_io::AsyncIoRuntime): the adapter's clock (a
+//!   `fn() -> std::time::Instant` the adapter passes in: keel-core never reads a clock itself),
+//!   counted from a process-wide origin, and the timer (`async_io::Timer`, re-armed in place
+//!   with `set_at`).
 //! - [`shutdown_signal`](crate::driver::async_io::shutdown_signal): SIGINT/SIGTERM (Ctrl-C on Windows) through `async-signal`, which runs
 //!   on any `async-io` reactor.
 //! - [`async_io_runtime!`](crate::async_io_runtime): declares an adapter's own runtime type (a
@@ -17,7 +19,7 @@
 //!
 //! ```
 //! use keel_core::driver::async_io::{AsyncIoListener, AsyncIoRuntime};
-//! use keel_core::driver::{GuardConfig, Incoming, Runtime as _};
+//! use keel_core::driver::{GuardConfig, Incoming};
 //!
 //! let config = GuardConfig::builder().max_connections(64).backlog(256).build()?;
 //! let std_listener = keel_core::driver::async_io::bind_tcp(
@@ -26,10 +28,11 @@
 //! )?;
 //! // A runtime stream type converted from the accepted std stream (here: the std stream).
 //! let listener = AsyncIoListener::new(std_listener, |s: std::net::TcpStream| Ok(s))?;
-//! // An adapter passes its own runtime type (e.g. `keel_smol::SmolRuntime`), which spawns too.
-//! let incoming = Incoming::new(listener, AsyncIoRuntime, &config);
-//! assert!(incoming.get_ref().get_ref().local_addr()?.port() != 0);
-//! assert!(AsyncIoRuntime.now() >= keel_core::time::Instant::ZERO);
+//! assert!(listener.get_ref().local_addr()?.port() != 0);
+//! // An adapter then guards it with its own runtime type (e.g. `keel_smol::SmolRuntime`,
+//! // declared with `async_io_runtime!`, which supplies the clock and spawns):
+//! // `Incoming::new(listener, SmolRuntime, &config)`.
+//! # let _ = (AsyncIoRuntime::new, Incoming::<AsyncIoListener<std::net::TcpListener, std::net::TcpStream>, AsyncIoRuntime>::new);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -47,24 +50,34 @@ use futures_core::Stream as _;
 use super::{BoxFuture, GuardConfig, Incoming, Listener, Runtime, Timer};
 use crate::time::Instant;
 
+/// The adapter's clock: its one clock read, passed in so keel-core itself never reads a clock.
+pub type StdClock = fn() -> std::time::Instant;
+
 /// The clock and timers of the `async-io` reactor as a keel [`Runtime`]: what every adapter's
 /// runtime type declared with [`async_io_runtime!`](crate::async_io_runtime) delegates to.
 ///
-/// keel instants count nanoseconds since the first time any `async-io` runtime read the clock,
-/// so smol's and async-std's instants are comparable. A deadline too far away for
-/// `std::time::Instant` arms a timer that never fires.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AsyncIoRuntime;
-
-fn origin() -> std::time::Instant {
-    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(std::time::Instant::now)
+/// The clock is the adapter's ([`StdClock`]). keel instants count nanoseconds since the first
+/// time any `async-io` runtime read it, so smol's and async-std's instants are comparable. A
+/// deadline too far away for `std::time::Instant` arms a timer that never fires.
+#[derive(Clone, Copy, Debug)]
+pub struct AsyncIoRuntime {
+    clock: StdClock,
 }
 
 impl AsyncIoRuntime {
+    /// The `async-io` reactor's timers, with `clock` as the time.
+    pub const fn new(clock: StdClock) -> Self {
+        AsyncIoRuntime { clock }
+    }
+
+    fn origin(&self) -> std::time::Instant {
+        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(self.clock)
+    }
+
     /// Converts a keel instant back to std's clock (`None` past what `std::time::Instant` holds).
-    pub fn to_std(deadline: Instant) -> Option<std::time::Instant> {
-        origin().checked_add(deadline.as_duration())
+    pub fn to_std(&self, deadline: Instant) -> Option<std::time::Instant> {
+        self.origin().checked_add(deadline.as_duration())
     }
 }
 
@@ -72,32 +85,36 @@ impl Runtime for AsyncIoRuntime {
     type Timer = AsyncIoTimer;
 
     fn now(&self) -> Instant {
-        let since = std::time::Instant::now().saturating_duration_since(origin());
+        let since = (self.clock)().saturating_duration_since(self.origin());
         Instant::from_duration(since)
     }
 
     fn timer(&self, deadline: Instant) -> AsyncIoTimer {
-        AsyncIoTimer(match Self::to_std(deadline) {
+        let timer = match self.to_std(deadline) {
             Some(at) => async_io::Timer::at(at),
             None => async_io::Timer::never(),
-        })
+        };
+        AsyncIoTimer { timer, rt: *self }
     }
 }
 
 /// An `async_io::Timer` as a keel [`Timer`] (re-armed in place, never reallocated).
 #[derive(Debug)]
-pub struct AsyncIoTimer(async_io::Timer);
+pub struct AsyncIoTimer {
+    timer: async_io::Timer,
+    rt: AsyncIoRuntime,
+}
 
 impl Timer for AsyncIoTimer {
     fn reset(&mut self, deadline: Instant) {
-        match AsyncIoRuntime::to_std(deadline) {
-            Some(at) => self.0.set_at(at),
-            None => self.0 = async_io::Timer::never(),
+        match self.rt.to_std(deadline) {
+            Some(at) => self.timer.set_at(at),
+            None => self.timer = async_io::Timer::never(),
         }
     }
 
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(drop)
+        Pin::new(&mut self.timer).poll(cx).map(drop)
     }
 }
 
@@ -144,11 +161,14 @@ pub fn shutdown_signal() -> BoxFuture<()> {
 /// [`Signals`](crate::driver::Signals) is
 /// [`shutdown_signal`](crate::driver::async_io::shutdown_signal), and whose
 /// [`Spawn`](crate::driver::Spawn) is the adapter's own: `spawn($fut) -> Handle { body }`.
+/// `clock:` is the adapter's [`StdClock`](crate::driver::async_io::StdClock) (the std monotonic
+/// clock's `now`): the one clock read, in the adapter.
 ///
 /// ```ignore
 /// keel_core::async_io_runtime! {
 ///     /// smol's clock, timers, signals and tasks.
 ///     pub struct SmolRuntime;
+///     clock: smol_clock;
 ///     spawn(fut) -> SmolTask { SmolTask(Some(smol::spawn(fut))) }
 /// }
 /// ```
@@ -157,6 +177,7 @@ macro_rules! async_io_runtime {
     (
         $(#[$meta:meta])*
         $vis:vis struct $rt:ident;
+        clock: $clock:expr;
         spawn($fut:ident) -> $handle:ty $body:block
     ) => {
         $(#[$meta])*
@@ -166,10 +187,13 @@ macro_rules! async_io_runtime {
         impl $crate::driver::Runtime for $rt {
             type Timer = $crate::driver::async_io::AsyncIoTimer;
             fn now(&self) -> $crate::time::Instant {
-                $crate::driver::Runtime::now(&$crate::driver::async_io::AsyncIoRuntime)
+                $crate::driver::Runtime::now(&$crate::driver::async_io::AsyncIoRuntime::new($clock))
             }
             fn timer(&self, deadline: $crate::time::Instant) -> Self::Timer {
-                $crate::driver::Runtime::timer(&$crate::driver::async_io::AsyncIoRuntime, deadline)
+                $crate::driver::Runtime::timer(
+                    &$crate::driver::async_io::AsyncIoRuntime::new($clock),
+                    deadline,
+                )
             }
         }
 
@@ -299,7 +323,7 @@ impl<L: StdListener, C: AsSocketRef + Send + Unpin + 'static> Listener for Async
 }
 
 /// A guarded listener on the `async-io` reactor yielding `C`, on the adapter's runtime `R`.
-pub type AsyncIoIncoming<L, C, R = AsyncIoRuntime> = Incoming<AsyncIoListener<L, C>, R>;
+pub type AsyncIoIncoming<L, C, R> = Incoming<AsyncIoListener<L, C>, R>;
 
 /// [`bind_tcp`] with `config`'s backlog, registered with the reactor and guarded: an adapter's
 /// `bind` after resolving `addrs` with its runtime's resolver.

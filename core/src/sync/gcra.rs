@@ -37,18 +37,12 @@
 //! use keel_core::Instant;
 //!
 //! let quota = Quota::per_second(NonZeroU32::new(2).unwrap())?;
-//! let limiter = std::sync::Arc::new(SharedRateLimiter::new(quota, Instant::ZERO));
+//! let limiter = SharedRateLimiter::new(quota, Instant::ZERO);
 //! let now = Instant::from_millis(10);
-//! let admitted = (0..4)
-//!     .map(|_| {
-//!         let l = limiter.clone();
-//!         std::thread::spawn(move || l.check(now).is_ok())
-//!     })
-//!     .collect::<Vec<_>>()
-//!     .into_iter()
-//!     .map(|h| h.join().unwrap())
-//!     .filter(|ok| *ok)
-//!     .count();
+//! let admitted = std::thread::scope(|s| {
+//!     let checks: Vec<_> = (0..4).map(|_| s.spawn(|| limiter.check(now).is_ok())).collect();
+//!     checks.into_iter().map(|c| c.join().unwrap()).filter(|ok| *ok).count()
+//! });
 //! assert_eq!(admitted, 2);
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```

@@ -39,8 +39,9 @@
 //! let permit = limit.try_acquire().expect("a slot is free");
 //! assert!(limit.try_acquire().is_none()); // full: the acceptor waits in poll_acquire
 //!
-//! let worker = std::thread::spawn(move || drop(permit)); // the connection ends elsewhere
-//! worker.join().unwrap();
+//! std::thread::scope(|s| {
+//!     s.spawn(move || drop(permit)); // the connection ends on another thread
+//! });
 //! assert_eq!(limit.in_use(), 0);
 //!
 //! limit.set_max(NonZeroUsize::new(3).unwrap());
