@@ -19,7 +19,7 @@ fn burst2() -> Quota {
 #[test]
 fn loom_three_threads_at_one_instant_admit_at_most_burst() {
     loom::model(|| {
-        let l = Arc::new(SharedRateLimiter::new(burst2(), Instant::ZERO));
+        let l = Arc::new(SharedRateLimiter::counted(burst2(), Instant::ZERO));
         let now = Instant::from_millis(1);
         let handles: Vec<_> = (0..3)
             .map(|_| {
@@ -36,6 +36,26 @@ fn loom_three_threads_at_one_instant_admit_at_most_burst() {
         assert_eq!(admitted, 2);
         assert_eq!(l.stats().allowed, 2);
         assert_eq!(l.stats().limited, 1);
+    });
+}
+
+#[test]
+fn loom_bare_form_admits_exactly_burst() {
+    loom::model(|| {
+        let l = Arc::new(SharedRateLimiter::new(burst2(), Instant::ZERO));
+        let now = Instant::from_millis(1);
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let l = l.clone();
+                thread::spawn(move || l.check(now).is_ok())
+            })
+            .collect();
+        let admitted = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(admitted, 2);
     });
 }
 

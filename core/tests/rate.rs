@@ -324,7 +324,7 @@ fn shared_limiter_matches_the_scenario_of_the_mut_form() {
         .unwrap()
         .with_burst(nz(3))
         .unwrap();
-    let l = SharedRateLimiter::new(quota, ms(1000));
+    let l = SharedRateLimiter::counted(quota, ms(1000));
     assert_eq!(l.remaining(ms(1000)), 3);
     assert!(l.check(ms(1000)).is_ok());
     assert_eq!(l.check_n(ms(1000), 2), Ok(()));
@@ -354,7 +354,7 @@ fn shared_limiter_admits_exactly_burst_across_threads() {
         .unwrap()
         .with_burst(nz(100))
         .unwrap();
-    let l = Arc::new(SharedRateLimiter::new(quota, ms(0)));
+    let l = Arc::new(SharedRateLimiter::counted(quota, ms(0)));
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let l = l.clone();
@@ -368,9 +368,30 @@ fn shared_limiter_admits_exactly_burst_across_threads() {
 }
 
 #[test]
+fn bare_shared_limiter_admits_exactly_burst_across_threads() {
+    use std::sync::Arc;
+    let quota = Quota::per_second(nz(1))
+        .unwrap()
+        .with_burst(nz(100))
+        .unwrap();
+    let l = Arc::new(SharedRateLimiter::new(quota, ms(0)));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let l = l.clone();
+            std::thread::spawn(move || (0..1000).filter(|_| l.check(ms(10)).is_ok()).count())
+        })
+        .collect();
+    let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(admitted, 100);
+    // The burst was spent at 10 ms: one slot frees 1 s later.
+    assert_eq!(l.check(ms(10)).unwrap_err().retry_at, ms(1010));
+}
+
+#[test]
 fn shared_limiter_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<SharedRateLimiter>();
+    assert_send_sync::<SharedRateLimiter<true>>();
 }
 
 /// Fuzz regression (`fuzz/corpus/gcra/seed-regression-1`): after a full-burst batch, the two

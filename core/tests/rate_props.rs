@@ -163,12 +163,13 @@ proptest! {
         }
     }
 
-    /// On the same single-threaded input (time never going back) the shared form makes the
-    /// same decisions, with the same `retry_at`, as the `&mut` form.
+    /// On the same single-threaded input (time never going back) the shared form, counted or
+    /// not, makes the same decisions, with the same `retry_at`, as the `&mut` form.
     #[test]
     fn shared_form_agrees_with_mut_form(q in quota(), raw in steps(3_000), start in 0u64..1_000_000) {
         let mut m = RateLimiter::new(q, Instant::from_nanos(start));
-        let s = SharedRateLimiter::new(q, Instant::from_nanos(start));
+        let s = SharedRateLimiter::counted(q, Instant::from_nanos(start));
+        let u = SharedRateLimiter::new(q, Instant::from_nanos(start));
         let mut now = start;
         for (gap, n) in raw {
             now += gap;
@@ -177,10 +178,15 @@ proptest! {
             prop_assert_eq!(m.peek(at), s.peek(at));
             prop_assert_eq!(m.peek_n(at, n), s.peek_n(at, n));
             prop_assert_eq!(m.reset_at(at), s.reset_at(at));
+            prop_assert_eq!(m.remaining(at), u.remaining(at));
             if n == 1 {
-                prop_assert_eq!(m.check(at), s.check(at));
+                let decision = m.check(at);
+                prop_assert_eq!(decision, s.check(at));
+                prop_assert_eq!(decision, u.check(at));
             } else {
-                prop_assert_eq!(m.check_n(at, n), s.check_n(at, n));
+                let decision = m.check_n(at, n);
+                prop_assert_eq!(decision, s.check_n(at, n));
+                prop_assert_eq!(decision, u.check_n(at, n));
             }
         }
         prop_assert_eq!(m.stats(), s.stats());

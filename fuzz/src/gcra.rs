@@ -111,7 +111,8 @@ impl Log {
 /// Two limiters fed clamped time, one fed raw time, and their logs.
 pub struct Harness {
     exact: RateLimiter,
-    shared: SharedRateLimiter,
+    shared: SharedRateLimiter<true>,
+    /// The bare (uncounted) form: its stats are never read, its decisions are checked.
     raw: SharedRateLimiter,
     quota: Quota,
     log: Log,
@@ -128,7 +129,7 @@ impl Harness {
         let quota = q.quota()?;
         let mut h = Harness {
             exact: RateLimiter::new(quota, start),
-            shared: SharedRateLimiter::new(quota, start),
+            shared: SharedRateLimiter::counted(quota, start),
             raw: SharedRateLimiter::new(quota, start),
             quota,
             log: Log::default(),

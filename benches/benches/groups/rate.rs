@@ -10,6 +10,11 @@
 //! The quota is 10^9 per second with a burst of 10^9 on both sides (a fresh limiter per sample),
 //! so every check is admitted (the common path: the CAS/store of the new TAT happens every time).
 //! The `reject` entries measure the other path: a burst of 1, already spent, at a fixed time.
+//!
+//! keel's shared limiter appears twice: `keel_shared_check` is `SharedRateLimiter::new`, which
+//! keeps no counters (as governor's `check()` keeps none); `keel_shared_counted_check` is
+//! `SharedRateLimiter::counted` (exact `allowed`/`limited` counters: one more atomic add per
+//! decision), the form keel-tokio's limiter wraps.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -49,6 +54,40 @@ fn gov_tight() -> governor::Quota {
     governor::Quota::per_second(NonZeroU32::MIN)
 }
 
+/// governor's direct limiter on its fake clock, as the bench builds it.
+type GovernorDirect = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    FakeRelativeClock,
+    governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
+>;
+
+// Each single-limiter check is measured as one out-of-line call, the way a service calls it
+// (once per request, from other code). Inlined into criterion's loop instead, the figures
+// moved by up to 2 ns between builds that changed only *other* benchmark functions (code
+// layout), and the compiler could hoist the quota's loads out of the loop for one side
+// and not the other.
+
+#[inline(never)]
+fn keel_mut_check(l: &mut RateLimiter, now: Instant) -> bool {
+    l.check(now).is_ok()
+}
+
+#[inline(never)]
+fn keel_shared_check(l: &SharedRateLimiter, now: Instant) -> bool {
+    l.check(now).is_ok()
+}
+
+#[inline(never)]
+fn keel_counted_check(l: &SharedRateLimiter<true>, now: Instant) -> bool {
+    l.check(now).is_ok()
+}
+
+#[inline(never)]
+fn governor_check(l: &GovernorDirect) -> bool {
+    l.check().is_ok()
+}
+
 pub(crate) fn bench(c: &mut Criterion) {
     let now = Instant::from_secs(1);
     let mut g = group(c, "rate");
@@ -56,15 +95,19 @@ pub(crate) fn bench(c: &mut Criterion) {
     // --- fake clock: both given the time ---
     g.bench_function("fake_clock/keel_mut_check", |b| {
         let mut l = RateLimiter::new(keel_quota(), now);
-        b.iter(|| black_box(l.check(black_box(now)).is_ok()))
+        b.iter(|| keel_mut_check(&mut l, black_box(now)))
     });
     g.bench_function("fake_clock/keel_shared_check", |b| {
         let l = SharedRateLimiter::new(keel_quota(), now);
-        b.iter(|| black_box(l.check(black_box(now)).is_ok()))
+        b.iter(|| keel_shared_check(&l, black_box(now)))
+    });
+    g.bench_function("fake_clock/keel_shared_counted_check", |b| {
+        let l = SharedRateLimiter::counted(keel_quota(), now);
+        b.iter(|| keel_counted_check(&l, black_box(now)))
     });
     g.bench_function("fake_clock/governor_direct_check", |b| {
         let l = governor::RateLimiter::direct_with_clock(gov_quota(), FakeRelativeClock::default());
-        b.iter(|| black_box(l.check().is_ok()))
+        b.iter(|| governor_check(&l))
     });
 
     // --- fake clock, two threads on one limiter (per-thread time per check) ---
@@ -72,7 +115,15 @@ pub(crate) fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let l = SharedRateLimiter::new(keel_quota(), now);
             two_threads(&l, iters, |l| {
-                black_box(l.check(black_box(now)).is_ok());
+                black_box(keel_shared_check(l, black_box(now)));
+            })
+        })
+    });
+    g.bench_function("fake_clock_2_threads/keel_shared_counted_check", |b| {
+        b.iter_custom(|iters| {
+            let l = SharedRateLimiter::counted(keel_quota(), now);
+            two_threads(&l, iters, |l| {
+                black_box(keel_counted_check(l, black_box(now)));
             })
         })
     });
@@ -81,7 +132,7 @@ pub(crate) fn bench(c: &mut Criterion) {
             let l =
                 governor::RateLimiter::direct_with_clock(gov_quota(), FakeRelativeClock::default());
             two_threads(&l, iters, |l| {
-                black_box(l.check().is_ok());
+                black_box(governor_check(l));
             })
         })
     });
@@ -90,17 +141,22 @@ pub(crate) fn bench(c: &mut Criterion) {
     g.bench_function("reject/keel_mut_check", |b| {
         let mut l = RateLimiter::new(keel_tight(), now);
         let _ = l.check(now);
-        b.iter(|| black_box(l.check(black_box(now)).is_err()))
+        b.iter(|| !keel_mut_check(&mut l, black_box(now)))
     });
     g.bench_function("reject/keel_shared_check", |b| {
         let l = SharedRateLimiter::new(keel_tight(), now);
         let _ = l.check(now);
-        b.iter(|| black_box(l.check(black_box(now)).is_err()))
+        b.iter(|| !keel_shared_check(&l, black_box(now)))
+    });
+    g.bench_function("reject/keel_shared_counted_check", |b| {
+        let l = SharedRateLimiter::counted(keel_tight(), now);
+        let _ = l.check(now);
+        b.iter(|| !keel_counted_check(&l, black_box(now)))
     });
     g.bench_function("reject/governor_direct_check", |b| {
         let l = governor::RateLimiter::direct_with_clock(gov_tight(), FakeRelativeClock::default());
         let _ = l.check();
-        b.iter(|| black_box(l.check().is_err()))
+        b.iter(|| !governor_check(&l))
     });
 
     // --- keyed, 1000 keys in turn, fake clock ---

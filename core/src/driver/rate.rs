@@ -17,7 +17,7 @@
 //!   sleep again, so the limiter never admits more than its quota.
 //! - No busy-wait: a waiter is woken only by its timer. Waiting is not FIFO (GCRA keeps no
 //!   queue); under sustained contention a waiter can lose several rounds.
-//! - [`RateLimiter`] is `Clone`; every clone shares one [`SharedRateLimiter`] (one
+//! - [`RateLimiter`] is `Clone`; every clone shares one counted [`SharedRateLimiter`] (one
 //!   `AtomicU64`), lock-free except while a quota change ([`SharedRateLimiter::set_quota`])
 //!   runs: checks spin until the change is done. [`KeyedRateLimiter`] shares one bounded
 //!   [`keyed::KeyedRateLimiter`] behind a mutex held only for the check.
@@ -82,7 +82,7 @@ pub struct InsufficientCapacity {
 /// ([`SharedRateLimiter::set_quota`]) runs (checks wait for it). See the [module docs](self).
 #[derive(Clone)]
 pub struct RateLimiter<R: Runtime> {
-    shared: Arc<SharedRateLimiter>,
+    shared: Arc<SharedRateLimiter<true>>,
     rt: R,
 }
 
@@ -110,20 +110,20 @@ impl<R: Runtime> RateLimiter<R> {
     pub fn with_runtime(quota: Quota, rt: R) -> Self {
         let now = rt.now();
         RateLimiter {
-            shared: Arc::new(SharedRateLimiter::new(quota, now)),
+            shared: Arc::new(SharedRateLimiter::counted(quota, now)),
             rt,
         }
     }
 
     /// Wraps a shared limiter that other code (threads, other runtimes' tasks) also checks.
     #[must_use]
-    pub fn from_shared(shared: Arc<SharedRateLimiter>, rt: R) -> Self {
+    pub fn from_shared(shared: Arc<SharedRateLimiter<true>>, rt: R) -> Self {
         RateLimiter { shared, rt }
     }
 
     /// The shared limiter every clone uses.
     #[must_use]
-    pub fn shared(&self) -> &Arc<SharedRateLimiter> {
+    pub fn shared(&self) -> &Arc<SharedRateLimiter<true>> {
         &self.shared
     }
 

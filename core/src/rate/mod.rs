@@ -62,7 +62,8 @@
 //!
 //! - [`RateLimiter`]: `&mut self`, no allocation, `no_std`.
 //! - [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter) (feature `alloc`): `&self`, the
-//!   same decision on one `AtomicU64` with compare-and-swap.
+//!   same decision on one `AtomicU64` with compare-and-swap (counters opt-in, with
+//!   `SharedRateLimiter::counted`).
 //! - [`keyed::KeyedRateLimiter`] (feature `alloc`): one GCRA per key with bounded memory.
 //!
 //! ```
@@ -348,7 +349,8 @@ impl From<NotUntil> for CheckNError {
     }
 }
 
-/// Counters of a [`RateLimiter`] or [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter).
+/// Counters of a [`RateLimiter`] or a counted
+/// [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter::counted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateLimiterStats {
     /// Checks admitted (a `check_n` batch counts once).
@@ -392,19 +394,35 @@ impl RateLimiter {
     #[must_use = "a rejected request must not proceed"]
     pub fn check(&mut self, now: Instant) -> Result<(), NotUntil> {
         let now = self.clock.observe(now).as_nanos();
-        match gcra::conform(self.tat, now, self.t, self.tau) {
-            Ok(tat) => {
-                self.tat = tat;
-                self.stats.allowed = self.stats.allowed.saturating_add(1);
+        match gcra::conform_unsaturated(self.tat, now, self.t, self.tau) {
+            Some(Ok(tat)) => {
+                self.admit(tat);
                 Ok(())
             }
-            Err(at) => {
+            Some(Err(at)) => {
                 self.stats.limited = self.stats.limited.saturating_add(1);
                 Err(NotUntil {
                     retry_at: Instant::from_nanos(at),
                 })
             }
+            None => {
+                self.admit_at_end_of_clock();
+                Ok(())
+            }
         }
+    }
+
+    #[inline(always)]
+    fn admit(&mut self, tat: u64) {
+        self.tat = tat;
+        self.stats.allowed = self.stats.allowed.saturating_add(1);
+    }
+
+    /// An admission whose TAT saturates (see `gcra::conform_unsaturated`), out of line.
+    #[cold]
+    #[inline(never)]
+    fn admit_at_end_of_clock(&mut self) {
+        self.admit(gcra::TAT_MAX);
     }
 
     /// Admits `n` requests at once (all or none). `n = 0` is always admitted and changes
