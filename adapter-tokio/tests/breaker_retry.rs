@@ -5,13 +5,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_tokio::core::backoff::{BackoffConfig, GiveUpReason, Jitter};
-use keel_tokio::core::breaker::{BreakerEvent, CircuitBreakerConfig, Outcome, State};
+use keel_tokio::core::breaker::{
+    BreakerEvent, CircuitBreakerConfig, Jitter as OpenJitter, Outcome, State,
+};
 use keel_tokio::core::budget::BudgetConfig;
 use keel_tokio::core::driver::breaker::BreakerError;
 use keel_tokio::core::driver::retry::{Deposit, RetryAction, RetryInfo, StopReason};
+use keel_tokio::core::sync::breaker::SharedBreaker;
 use keel_tokio::core::sync::budget::SharedBudget;
 use keel_tokio::core::time::Instant;
-use keel_tokio::{now, Breaker, Retry};
+use keel_tokio::{now, Breaker, Retry, TokioRuntime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Error {
@@ -68,6 +71,36 @@ async fn breaker_opens_after_3_failures_and_rejects_with_retry_at() {
     assert_eq!(ran.load(Ordering::SeqCst), 0, "a rejected call never runs");
     let s = b.stats();
     assert_eq!((s.admitted, s.rejected, s.failures), (3, 1, 3));
+}
+
+/// Breakers built from one jittered config and tripped at the same instant: `Breaker::new`
+/// mixes OS randomness into the seed, so they reopen at different instants; built by hand from
+/// the shared form, they use the config's seed as given and agree.
+#[tokio::test(start_paused = true)]
+async fn breakers_sharing_a_config_do_not_reopen_in_step() {
+    let t0 = settle().await;
+    let minute = Duration::from_secs(60);
+    let config = CircuitBreakerConfig::consecutive_failures(1)
+        .exponential_open_duration(minute, 1, minute, OpenJitter::Full)
+        .build()
+        .unwrap();
+    async fn reopens_at(b: Breaker) -> Instant {
+        assert!(fail(&b).await.is_err());
+        match succeed(&b).await {
+            Err(BreakerError::Rejected(r)) => r.retry_at.expect("an open breaker knows when"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+    let mut seeded = Vec::new();
+    for _ in 0..4 {
+        seeded.push(reopens_at(Breaker::new(config)).await);
+    }
+    assert!(seeded.iter().all(|&at| at > t0 && at <= t0 + minute));
+    seeded.dedup();
+    assert!(seeded.len() > 1, "four breakers reopened in step at {seeded:?}");
+
+    let by_hand = || Breaker::from_shared(SharedBreaker::new(config, t0), TokioRuntime);
+    assert_eq!(reopens_at(by_hand()).await, reopens_at(by_hand()).await);
 }
 
 #[tokio::test(start_paused = true)]

@@ -216,6 +216,13 @@ impl CircuitBreakerConfig {
         self.seed
     }
 
+    /// The same configuration with another jitter seed (every seed is valid).
+    #[must_use]
+    pub const fn with_seed(mut self, seed: u64) -> CircuitBreakerConfig {
+        self.seed = seed;
+        self
+    }
+
     pub(crate) fn window_needed(&self) -> bool {
         self.failure_rate_threshold.is_some() || self.slow_call_rate_threshold.is_some()
     }
@@ -336,7 +343,9 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
-    /// Seed of the jitter generator (adapters seed it from the OS).
+    /// Seed of the jitter generator. The runtime `Breaker` (keel-tokio, keel-smol, ...) mixes
+    /// OS randomness into it, so processes sharing a configuration do not reopen in step;
+    /// `SharedBreaker` / `CircuitBreaker` built by hand use it as given (reproducible).
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
         self

@@ -185,10 +185,16 @@ impl<E> BreakerError<E> {
 
 impl<R: Runtime + Default> Breaker<R> {
     /// A closed breaker on the runtime `R::default()`.
+    ///
+    /// The config's jitter seed is mixed with OS randomness (as [`Retry`](super::retry::Retry)
+    /// does), so breakers in processes that share a configuration and trip together do not
+    /// all probe the dependency at the same instant. For a reproducible breaker, build the
+    /// [`SharedBreaker`] yourself and use [`Breaker::from_shared`].
     #[must_use]
     pub fn new(config: CircuitBreakerConfig) -> Self {
         let rt = R::default();
         let now = rt.now();
+        let config = config.with_seed(config.seed() ^ super::os_seed());
         Breaker::from_shared(SharedBreaker::new(config, now), rt)
     }
 }

@@ -358,6 +358,15 @@ macro_rules! runtime_aliases {
     };
 }
 
+/// 64 bits of per-call randomness from std's per-process random keys (the OS randomness behind
+/// `HashMap`), without a dependency: the salt of retry and breaker jitter seeds.
+pub(crate) fn os_seed() -> u64 {
+    use core::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0x72);
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -353,7 +353,7 @@ impl<R: Runtime> Retry<R> {
             predicate: RetryAll,
             notify: NoNotify,
             counters: Arc::default(),
-            salt: os_seed(),
+            salt: super::os_seed(),
         }
     }
 }
@@ -589,14 +589,6 @@ fn reseed(config: BackoffConfig, salt: u64, run: u64) -> BackoffConfig {
     config.with_seed(Rng::new(config.seed() ^ mix).next_u64())
 }
 
-/// 64 bits of per-call randomness from std's per-process random keys (the OS randomness behind
-/// `HashMap`), without a dependency.
-fn os_seed() -> u64 {
-    use core::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u8(0x72);
-    h.finish()
-}
 
 #[cfg(test)]
 mod tests {
