@@ -97,7 +97,10 @@ async fn breakers_sharing_a_config_do_not_reopen_in_step() {
     }
     assert!(seeded.iter().all(|&at| at > t0 && at <= t0 + minute));
     seeded.dedup();
-    assert!(seeded.len() > 1, "four breakers reopened in step at {seeded:?}");
+    assert!(
+        seeded.len() > 1,
+        "four breakers reopened in step at {seeded:?}"
+    );
 
     let by_hand = || Breaker::from_shared(SharedBreaker::new(config, t0), TokioRuntime);
     assert_eq!(reopens_at(by_hand()).await, reopens_at(by_hand()).await);

@@ -589,7 +589,6 @@ fn reseed(config: BackoffConfig, salt: u64, run: u64) -> BackoffConfig {
     config.with_seed(Rng::new(config.seed() ^ mix).next_u64())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
