@@ -18,7 +18,7 @@ use std::time::Duration;
 use keel_tokio::core::backoff::{BackoffConfig, Jitter};
 use keel_tokio::core::breaker::{BreakerEvent, CircuitBreakerConfig, State};
 use keel_tokio::core::budget::BudgetConfig;
-use keel_tokio::core::driver::breaker::{describe, BreakerError};
+use keel_tokio::core::driver::breaker::BreakerError;
 use keel_tokio::core::driver::retry::{RetryAction, StopReason};
 use keel_tokio::core::sync::budget::SharedBudget;
 use keel_tokio::core::time::Instant;
@@ -88,9 +88,8 @@ async fn main() {
         } = *ev
         {
             println!(
-                "[{:>5} ms] breaker {from} -> {to}: {}",
-                ms_since(start),
-                describe(reason)
+                "[{:>5} ms] breaker {from} -> {to}: {reason}",
+                ms_since(start)
             );
         }
     });

@@ -191,6 +191,39 @@ pub enum TransitionReason {
     Reset,
 }
 
+impl TransitionReason {
+    /// A few words on why the breaker moved, for log lines: `"consecutive failures"`,
+    /// `"failure rate reached the threshold"`, `"open duration elapsed"`, ...
+    ///
+    /// ```
+    /// use keel_core::breaker::TransitionReason;
+    /// assert_eq!(TransitionReason::ProbeFailed.as_str(), "a probe failed");
+    /// assert_eq!(TransitionReason::Forced.to_string(), "forced open");
+    /// ```
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransitionReason::ConsecutiveFailures => "consecutive failures",
+            TransitionReason::FailureRate => "failure rate reached the threshold",
+            TransitionReason::SlowCallRate => "slow-call rate reached the threshold",
+            TransitionReason::OpenElapsed => "open duration elapsed",
+            TransitionReason::ProbeFailed => "a probe failed",
+            TransitionReason::ProbeSlow => "a probe was slow",
+            TransitionReason::ProbesSucceeded => "the probes succeeded",
+            TransitionReason::HalfOpenTimeout => "half-open for too long",
+            TransitionReason::Forced => "forced open",
+            TransitionReason::Disabled => "disabled",
+            TransitionReason::Reset => "reset",
+        }
+    }
+}
+
+impl fmt::Display for TransitionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Something logs and metrics want to know about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

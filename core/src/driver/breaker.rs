@@ -31,8 +31,10 @@
 //!   caller lost interest; nothing is known about the dependency).
 //! - After every admission and outcome the breaker's events are drained: each transition is
 //!   logged (feature `tracing`) at `info` under target `keel::breaker` with the fields `from`,
-//!   `to` (state names as in [`State::as_str`]) and `reason` (the [`TransitionReason`] in
-//!   `Debug` form), and handed to the handle's [`on_transition`](Breaker::on_transition) hook.
+//!   `to` (state names as in [`State::as_str`]) and `reason` (the
+//!   [`TransitionReason`](crate::breaker::TransitionReason) in `Debug` form; the message says it
+//!   in words, [`TransitionReason::as_str`](crate::breaker::TransitionReason::as_str)), and
+//!   handed to the handle's [`on_transition`](Breaker::on_transition) hook.
 //!   Open → half-open happens lazily, on the first admission after the open duration.
 //!
 //! # Example
@@ -83,7 +85,6 @@ use alloc::sync::Arc;
 
 use crate::breaker::{
     BreakerEvent, BreakerPermit, BreakerStats, CircuitBreakerConfig, Outcome, Rejected, State,
-    TransitionReason,
 };
 use crate::driver::{Elapsed, Runtime};
 use crate::sync::breaker::SharedBreaker;
@@ -378,34 +379,13 @@ fn log(ev: &BreakerEvent) {
             from = from.as_str(),
             to = to.as_str(),
             reason = ?reason,
-            "circuit breaker {from} -> {to} ({})",
-            describe(reason),
+            "circuit breaker {from} -> {to} ({reason})",
         );
     }
 }
 
 #[cfg(not(feature = "tracing"))]
 fn log(_ev: &BreakerEvent) {}
-
-/// A few words on why the breaker moved, for log lines.
-#[must_use]
-pub fn describe(reason: TransitionReason) -> &'static str {
-    match reason {
-        TransitionReason::ConsecutiveFailures => "consecutive failures",
-        TransitionReason::FailureRate => "failure rate reached the threshold",
-        TransitionReason::SlowCallRate => "slow-call rate reached the threshold",
-        TransitionReason::OpenElapsed => "open duration elapsed",
-        TransitionReason::ProbeFailed => "a probe failed",
-        TransitionReason::ProbeSlow => "a probe was slow",
-        TransitionReason::ProbesSucceeded => "the probes succeeded",
-        TransitionReason::HalfOpenTimeout => "half-open for too long",
-        TransitionReason::Forced => "forced open",
-        TransitionReason::Disabled => "disabled",
-        TransitionReason::Reset => "reset",
-        #[allow(unreachable_patterns)]
-        _ => "other",
-    }
-}
 
 #[cfg(test)]
 mod tests {
