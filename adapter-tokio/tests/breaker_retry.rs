@@ -1,5 +1,7 @@
 //! The async breaker and retry drivers on tokio's paused clock.
 
+mod support;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,26 +17,13 @@ use keel_tokio::core::sync::breaker::SharedBreaker;
 use keel_tokio::core::sync::budget::SharedBudget;
 use keel_tokio::core::time::Instant;
 use keel_tokio::{now, Breaker, Retry, TokioRuntime};
+use support::{breaker, constant, settle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Error {
     Unavailable,
     BadRequest,
     Busy(Duration),
-}
-
-/// The instant a test starts at, on its own paused clock.
-async fn settle() -> Instant {
-    now()
-}
-
-fn breaker(failures: u32, open: Duration, probes: u32) -> Breaker {
-    let config = CircuitBreakerConfig::consecutive_failures(failures)
-        .open_duration(open)
-        .permitted_calls_in_half_open(probes)
-        .build()
-        .unwrap();
-    Breaker::new(config)
 }
 
 async fn fail(b: &Breaker) -> Result<(), BreakerError<Error>> {
@@ -234,14 +223,6 @@ async fn slow_calls_are_timed_on_the_runtime_clock() {
     call(3).await.unwrap();
     let s = b.stats();
     assert_eq!((s.state, s.slow), (State::Open, 2));
-}
-
-fn constant(ms: u64, attempts: u32) -> BackoffConfig {
-    BackoffConfig::constant(Duration::from_millis(ms))
-        .jitter(Jitter::None)
-        .max_attempts(attempts)
-        .build()
-        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]

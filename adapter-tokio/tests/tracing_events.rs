@@ -4,37 +4,17 @@
 //! disabled for it (seen once in CI as a missing `warn` event when this test shared a binary
 //! with the other breaker and retry tests).
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_tokio::core::backoff::{BackoffConfig, Jitter};
-use keel_tokio::core::breaker::CircuitBreakerConfig;
-use keel_tokio::{now, Breaker, Retry};
+use keel_tokio::Retry;
+use support::{breaker, constant, settle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Error {
     Unavailable,
-}
-
-async fn settle() {
-    let _ = now();
-}
-
-fn breaker(failures: u32, open: Duration, probes: u32) -> Breaker {
-    let config = CircuitBreakerConfig::consecutive_failures(failures)
-        .open_duration(open)
-        .permitted_calls_in_half_open(probes)
-        .build()
-        .unwrap();
-    Breaker::new(config)
-}
-
-fn constant(ms: u64, attempts: u32) -> BackoffConfig {
-    BackoffConfig::constant(Duration::from_millis(ms))
-        .jitter(Jitter::None)
-        .max_attempts(attempts)
-        .build()
-        .unwrap()
 }
 
 /// Records `(level, target, fields)` of every event.

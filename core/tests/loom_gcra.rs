@@ -16,24 +16,28 @@ fn burst2() -> Quota {
     Quota::per_second(NonZeroU32::new(2).unwrap()).unwrap()
 }
 
+/// Three threads check once each at one instant; returns how many were admitted.
+fn admitted_by_three_threads<const COUNTED: bool>(l: &Arc<SharedRateLimiter<COUNTED>>) -> usize {
+    let now = Instant::from_millis(1);
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let l = l.clone();
+            thread::spawn(move || l.check(now).is_ok())
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|ok| *ok)
+        .count()
+}
+
 #[test]
 fn loom_three_threads_at_one_instant_admit_at_most_burst() {
     loom::model(|| {
         let l = Arc::new(SharedRateLimiter::counted(burst2(), Instant::ZERO));
-        let now = Instant::from_millis(1);
-        let handles: Vec<_> = (0..3)
-            .map(|_| {
-                let l = l.clone();
-                thread::spawn(move || l.check(now).is_ok())
-            })
-            .collect();
-        let admitted = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|ok| *ok)
-            .count();
         // Exactly 2: no over-admission and no spurious rejection.
-        assert_eq!(admitted, 2);
+        assert_eq!(admitted_by_three_threads(&l), 2);
         assert_eq!(l.stats().allowed, 2);
         assert_eq!(l.stats().limited, 1);
     });
@@ -43,19 +47,7 @@ fn loom_three_threads_at_one_instant_admit_at_most_burst() {
 fn loom_bare_form_admits_exactly_burst() {
     loom::model(|| {
         let l = Arc::new(SharedRateLimiter::new(burst2(), Instant::ZERO));
-        let now = Instant::from_millis(1);
-        let handles: Vec<_> = (0..3)
-            .map(|_| {
-                let l = l.clone();
-                thread::spawn(move || l.check(now).is_ok())
-            })
-            .collect();
-        let admitted = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|ok| *ok)
-            .count();
-        assert_eq!(admitted, 2);
+        assert_eq!(admitted_by_three_threads(&l), 2);
     });
 }
 

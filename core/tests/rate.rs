@@ -347,42 +347,36 @@ fn shared_limiter_matches_the_scenario_of_the_mut_form() {
     assert_eq!(l.remaining(ms(1000)), 0);
 }
 
-#[test]
-fn shared_limiter_admits_exactly_burst_across_threads() {
-    use std::sync::Arc;
-    let quota = Quota::per_second(nz(1))
+/// Four threads make 1000 checks each at 10 ms on a fresh limiter with a burst of 100; returns
+/// how many were admitted.
+fn admitted_by_four_threads<const COUNTED: bool>(l: &SharedRateLimiter<COUNTED>) -> usize {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| (0..1000).filter(|_| l.check(ms(10)).is_ok()).count()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    })
+}
+
+fn burst_100_per_second() -> Quota {
+    Quota::per_second(nz(1))
         .unwrap()
         .with_burst(nz(100))
-        .unwrap();
-    let l = Arc::new(SharedRateLimiter::counted(quota, ms(0)));
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let l = l.clone();
-            std::thread::spawn(move || (0..1000).filter(|_| l.check(ms(10)).is_ok()).count())
-        })
-        .collect();
-    let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    assert_eq!(admitted, 100);
+        .unwrap()
+}
+
+#[test]
+fn shared_limiter_admits_exactly_burst_across_threads() {
+    let l = SharedRateLimiter::counted(burst_100_per_second(), ms(0));
+    assert_eq!(admitted_by_four_threads(&l), 100);
     assert_eq!(l.stats().allowed, 100);
     assert_eq!(l.stats().limited, 3900);
 }
 
 #[test]
 fn bare_shared_limiter_admits_exactly_burst_across_threads() {
-    use std::sync::Arc;
-    let quota = Quota::per_second(nz(1))
-        .unwrap()
-        .with_burst(nz(100))
-        .unwrap();
-    let l = Arc::new(SharedRateLimiter::new(quota, ms(0)));
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let l = l.clone();
-            std::thread::spawn(move || (0..1000).filter(|_| l.check(ms(10)).is_ok()).count())
-        })
-        .collect();
-    let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    assert_eq!(admitted, 100);
+    let l = SharedRateLimiter::new(burst_100_per_second(), ms(0));
+    assert_eq!(admitted_by_four_threads(&l), 100);
     // The burst was spent at 10 ms: one slot frees 1 s later.
     assert_eq!(l.check(ms(10)).unwrap_err().retry_at, ms(1010));
 }
