@@ -412,6 +412,7 @@ impl RateLimiter {
         }
     }
 
+    /// Commits an admission (a single check or a batch): the new TAT and the count.
     #[inline(always)]
     fn admit(&mut self, tat: u64) {
         self.tat = tat;
@@ -435,8 +436,7 @@ impl RateLimiter {
         }
         match self.decide_n(now, n) {
             Ok(tat) => {
-                self.tat = tat;
-                self.stats.allowed = self.stats.allowed.saturating_add(1);
+                self.admit(tat);
                 Ok(())
             }
             Err(e) => {

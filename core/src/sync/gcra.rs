@@ -240,13 +240,8 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         if tat != CHANGING {
             match gcra::conform_unsaturated(tat, now, t, tau) {
                 Some(Ok(next)) => {
-                    let won = self
-                        .hot
-                        .tat
-                        .compare_exchange(tat, next, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
+                    let won = self.commit(tat, next);
                     if won {
-                        self.count_allowed();
                         return Ok(());
                     }
                 }
@@ -268,13 +263,7 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
             let (tat, t, tau) = self.load_check();
             match gcra::conform(tat, now, t, tau) {
                 Ok(next) => {
-                    if self
-                        .hot
-                        .tat
-                        .compare_exchange(tat, next, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        self.count_allowed();
+                    if self.commit(tat, next) {
                         return Ok(());
                     }
                     // The TAT moved: read it again with the quota in force for it (a quota
@@ -283,6 +272,21 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
                 Err(at) => return Err(self.rejected(at)),
             }
         }
+    }
+
+    /// An admission's commit: moves the TAT from `tat` (the value the decision read) to `next`
+    /// and counts it; `false` if the TAT moved meanwhile (the caller decides again).
+    #[inline(always)]
+    fn commit(&self, tat: u64, next: u64) -> bool {
+        let won = self
+            .hot
+            .tat
+            .compare_exchange(tat, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            self.count_allowed();
+        }
+        won
     }
 
     /// Counts a rejection and says when to come back.
@@ -310,18 +314,10 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
             }
             match gcra::conform_n(tat, now, t, tau, n) {
                 Ok(next) => {
-                    match self.hot.tat.compare_exchange(
-                        tat,
-                        next,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => {
-                            self.count_allowed();
-                            return Ok(());
-                        }
-                        Err(_) => (tat, t, tau, burst) = self.load(false),
+                    if self.commit(tat, next) {
+                        return Ok(());
                     }
+                    (tat, t, tau, burst) = self.load(false);
                 }
                 Err(at) => {
                     self.count_limited();
