@@ -381,6 +381,34 @@ fn bare_shared_limiter_admits_exactly_burst_across_threads() {
     assert_eq!(l.check(ms(10)).unwrap_err().retry_at, ms(1010));
 }
 
+/// At the end of the clock, where the new TAT saturates (the hot paths send this case out of
+/// line), the `&mut` form and both shared forms admit and reject alike: with a burst of 1, one
+/// admission moves the TAT to its ceiling and the next check is refused until then.
+#[test]
+fn every_form_saturates_the_same_way_at_the_end_of_the_clock() {
+    let end = Instant::from_nanos(u64::MAX - 10);
+    let ceiling = Instant::from_nanos(u64::MAX - 1);
+    for quota in [
+        Quota::per_second(nz(1)).unwrap(),
+        Quota::per_second(nz(1)).unwrap().with_burst(nz(3)).unwrap(),
+    ] {
+        let mut exact = RateLimiter::new(quota, end);
+        let bare = SharedRateLimiter::new(quota, end);
+        let counted = SharedRateLimiter::counted(quota, end);
+        for i in 0..5 {
+            let want = exact.check(end);
+            assert_eq!(bare.check(end), want, "check {i}, {quota:?}");
+            assert_eq!(counted.check(end), want, "check {i}, {quota:?}");
+            assert_eq!(bare.reset_at(end), exact.reset_at(end));
+        }
+        assert_eq!(counted.stats(), exact.stats());
+    }
+    let mut one = RateLimiter::new(Quota::per_second(nz(1)).unwrap(), end);
+    assert_eq!(one.check(end), Ok(()));
+    assert_eq!(one.reset_at(end), ceiling);
+    assert_eq!(one.check(end), Err(NotUntil { retry_at: ceiling }));
+}
+
 #[test]
 fn shared_limiter_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
