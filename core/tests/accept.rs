@@ -3,9 +3,11 @@
 
 use core::time::Duration;
 
+#[cfg(target_os = "linux")]
+use keel_core::accept::classify_io_error;
 use keel_core::accept::{
     classify_os_error, errno_name, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop,
-    AcceptLoopConfig, Platform, Shortage, EVENT_QUEUE_CAPACITY,
+    AcceptLoopConfig, Platform, Shortage, UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
 use keel_core::ConfigError;
@@ -13,6 +15,7 @@ use keel_core::ConfigError;
 const EMFILE: AcceptErrorKind = AcceptErrorKind::Shortage(Shortage::ProcessFileLimit);
 const PER_CONN: AcceptErrorKind = AcceptErrorKind::PerConnection;
 const FATAL: AcceptErrorKind = AcceptErrorKind::Fatal;
+const UNKNOWN: AcceptErrorKind = AcceptErrorKind::Unknown;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -43,7 +46,7 @@ fn event_count(events: &[AcceptEvent]) -> u64 {
 #[test]
 fn linux_codes_classify_as_design_3_1_says() {
     let per_conn = [
-        1, 4, 11, 64, 71, 92, 95, 100, 101, 103, 104, 110, 111, 112, 113,
+        1, 4, 11, 64, 71, 92, 93, 94, 95, 100, 101, 103, 104, 110, 111, 112, 113,
     ];
     for code in per_conn {
         assert_eq!(
@@ -65,10 +68,21 @@ fn linux_codes_classify_as_design_3_1_says() {
         classify_os_error(12, Platform::Linux),
         AcceptErrorKind::Shortage(Shortage::Memory)
     );
-    for code in [9, 14, 22, 88, 0, -1, 2, 13, 55, 10024, i32::MAX, i32::MIN] {
+    assert_eq!(
+        classify_os_error(63, Platform::Linux),
+        AcceptErrorKind::Shortage(Shortage::Streams)
+    );
+    for code in [9, 14, 22, 88] {
         assert_eq!(
             classify_os_error(code, Platform::Linux),
             FATAL,
+            "code {code}"
+        );
+    }
+    for code in [0, -1, 2, 13, 55, 10024, i32::MAX, i32::MIN] {
+        assert_eq!(
+            classify_os_error(code, Platform::Linux),
+            UNKNOWN,
             "code {code}"
         );
     }
@@ -102,8 +116,15 @@ fn bsd_codes_classify_with_macos_and_freebsd_eproto() {
         AcceptErrorKind::Shortage(Shortage::Memory)
     );
     // 105 is ENOBUFS on Linux but not on the BSDs; 11 is EAGAIN on Linux, EDEADLK on BSD.
-    for code in [9, 14, 22, 38, 45, 102, 105, 11, 0, -7] {
+    for code in [9, 14, 22, 38, 45, 102] {
         assert_eq!(classify_os_error(code, Platform::Bsd), FATAL, "code {code}");
+    }
+    for code in [105, 11, 0, -7] {
+        assert_eq!(
+            classify_os_error(code, Platform::Bsd),
+            UNKNOWN,
+            "code {code}"
+        );
     }
     assert_eq!(errno_name(100, Platform::Bsd), Some("EPROTO"));
     assert_eq!(errno_name(92, Platform::Bsd), Some("EPROTO"));
@@ -114,7 +135,7 @@ fn bsd_codes_classify_with_macos_and_freebsd_eproto() {
 fn windows_uses_wsa_codes_and_24_is_not_emfile() {
     assert_eq!(classify_os_error(10024, Platform::Windows), EMFILE);
     assert_ne!(classify_os_error(24, Platform::Windows), EMFILE);
-    assert_eq!(classify_os_error(24, Platform::Windows), FATAL);
+    assert_eq!(classify_os_error(24, Platform::Windows), UNKNOWN);
     assert_eq!(
         classify_os_error(10055, Platform::Windows),
         AcceptErrorKind::Shortage(Shortage::Buffers)
@@ -132,10 +153,17 @@ fn windows_uses_wsa_codes_and_24_is_not_emfile() {
             "code {code}"
         );
     }
-    for code in [10009, 10022, 10038, 10014, 10093, 104, 11, 0] {
+    for code in [10009, 10022, 10038, 10014, 10093] {
         assert_eq!(
             classify_os_error(code, Platform::Windows),
             FATAL,
+            "code {code}"
+        );
+    }
+    for code in [104, 11, 0] {
+        assert_eq!(
+            classify_os_error(code, Platform::Windows),
+            UNKNOWN,
             "code {code}"
         );
     }
@@ -219,12 +247,11 @@ fn io_errors_without_a_raw_code_fall_back_on_the_kind() {
         classify_io_error(&Error::from(ErrorKind::OutOfMemory)),
         AcceptErrorKind::Shortage(Shortage::Memory)
     );
-    for kind in [
-        ErrorKind::Other,
-        ErrorKind::InvalidInput,
-        ErrorKind::PermissionDenied,
-    ] {
+    for kind in [ErrorKind::InvalidInput, ErrorKind::Unsupported] {
         assert_eq!(classify_io_error(&Error::from(kind)), FATAL, "{kind:?}");
+    }
+    for kind in [ErrorKind::Other, ErrorKind::PermissionDenied] {
+        assert_eq!(classify_io_error(&Error::from(kind)), UNKNOWN, "{kind:?}");
     }
 }
 
@@ -691,4 +718,142 @@ fn growth_by_150_percent_uses_integer_math() {
             ms(1000)
         ]
     );
+}
+
+// ---------------------------------------------------------------- unknown codes, libc cross-check
+
+#[test]
+fn unknown_codes_pause_and_report_by_default_and_stop_under_the_stop_policy() {
+    let mut acceptor = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    assert_eq!(
+        AcceptLoopConfig::default().unknown_errors(),
+        UnknownErrorPolicy::Pause
+    );
+    let decision = acceptor.on_error(at_ms(0), UNKNOWN);
+    assert_eq!(decision, AcceptDecision::PauseUntil(at_ms(50)));
+    assert!(!acceptor.is_stopped());
+    assert!(matches!(
+        drain(&mut acceptor)[..],
+        [AcceptEvent::Shortage {
+            shortage: Shortage::Unrecognized,
+            ..
+        }]
+    ));
+    // The pause grows like a shortage's, and an accept ends the episode.
+    assert_eq!(
+        acceptor.on_error(at_ms(50), UNKNOWN),
+        AcceptDecision::PauseUntil(at_ms(150))
+    );
+    acceptor.on_accepted(at_ms(150));
+    assert!(!acceptor.is_stopped());
+    let stats = acceptor.stats();
+    assert_eq!(
+        (stats.unknown_errors, stats.shortages, stats.fatal),
+        (2, 2, 0)
+    );
+
+    let stop = AcceptLoopConfig::builder()
+        .unknown_errors(UnknownErrorPolicy::Stop)
+        .build()
+        .expect("valid config");
+    let mut acceptor = AcceptLoop::new(stop, Instant::ZERO);
+    assert_eq!(acceptor.on_error(at_ms(0), UNKNOWN), AcceptDecision::Stop);
+    assert!(acceptor.is_stopped());
+    assert_eq!(drain(&mut acceptor), [AcceptEvent::Fatal]);
+    let stats = acceptor.stats();
+    assert_eq!(
+        (stats.unknown_errors, stats.shortages, stats.fatal),
+        (1, 0, 1)
+    );
+}
+
+#[test]
+fn the_new_socket_errors_are_per_connection_and_enosr_is_a_shortage_with_a_hint() {
+    assert_eq!(Shortage::Streams.as_str(), "ENOSR");
+    assert!(Shortage::Streams.hint().contains("STREAMS"));
+    assert!(Shortage::Unrecognized.hint().contains("unknown_errors"));
+    let mut acceptor = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    for name in ["ESOCKTNOSUPPORT", "EPROTONOSUPPORT"] {
+        let entry = Platform::Linux
+            .errno_table()
+            .iter()
+            .find(|e| e.name == name)
+            .expect("in the Linux table");
+        assert_eq!(entry.kind, PER_CONN, "{name}");
+        assert_eq!(
+            acceptor.on_error(at_ms(0), classify_os_error(entry.code, Platform::Linux)),
+            AcceptDecision::Continue
+        );
+    }
+}
+
+/// The Linux table's numbers are libc's, not restated by hand: every name in the table is checked
+/// against the `libc` constant of that name, and every accept(2) error keel classifies is there.
+#[cfg(all(
+    target_os = "linux",
+    not(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    ))
+))]
+#[test]
+fn the_linux_table_matches_the_libc_constants() {
+    let libc_codes: &[(&str, i32)] = &[
+        ("EPERM", libc::EPERM),
+        ("EINTR", libc::EINTR),
+        ("EAGAIN", libc::EAGAIN),
+        ("ENONET", libc::ENONET),
+        ("EPROTO", libc::EPROTO),
+        ("ENOPROTOOPT", libc::ENOPROTOOPT),
+        ("EOPNOTSUPP", libc::EOPNOTSUPP),
+        ("ENETDOWN", libc::ENETDOWN),
+        ("ENETUNREACH", libc::ENETUNREACH),
+        ("ECONNABORTED", libc::ECONNABORTED),
+        ("ECONNRESET", libc::ECONNRESET),
+        ("ETIMEDOUT", libc::ETIMEDOUT),
+        ("ECONNREFUSED", libc::ECONNREFUSED),
+        ("EHOSTDOWN", libc::EHOSTDOWN),
+        ("EHOSTUNREACH", libc::EHOSTUNREACH),
+        ("EPROTONOSUPPORT", libc::EPROTONOSUPPORT),
+        ("ESOCKTNOSUPPORT", libc::ESOCKTNOSUPPORT),
+        ("EMFILE", libc::EMFILE),
+        ("ENFILE", libc::ENFILE),
+        ("ENOBUFS", libc::ENOBUFS),
+        ("ENOMEM", libc::ENOMEM),
+        ("ENOSR", libc::ENOSR),
+        ("EBADF", libc::EBADF),
+        ("EFAULT", libc::EFAULT),
+        ("EINVAL", libc::EINVAL),
+        ("ENOTSOCK", libc::ENOTSOCK),
+    ];
+    let table = Platform::Linux.errno_table();
+    assert_eq!(
+        table.len(),
+        libc_codes.len(),
+        "every table row is cross-checked"
+    );
+    for entry in table {
+        let (_, code) = libc_codes
+            .iter()
+            .find(|(name, _)| *name == entry.name)
+            .unwrap_or_else(|| panic!("{} has no libc cross-check", entry.name));
+        assert_eq!(entry.code, *code, "{}", entry.name);
+        assert_eq!(
+            classify_os_error(*code, Platform::Linux),
+            entry.kind,
+            "{}",
+            entry.name
+        );
+    }
+    // The host classifies real errors with this table.
+    assert_eq!(Platform::HOST, Some(Platform::Linux));
+    let enosr = std::io::Error::from_raw_os_error(libc::ENOSR);
+    assert_eq!(
+        classify_io_error(&enosr),
+        AcceptErrorKind::Shortage(Shortage::Streams)
+    );
+    let unknown = std::io::Error::from_raw_os_error(libc::EDOM);
+    assert_eq!(classify_io_error(&unknown), UNKNOWN);
 }

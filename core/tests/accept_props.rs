@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use keel_core::accept::{
     AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, AcceptLoopConfig, Shortage,
-    EVENT_QUEUE_CAPACITY,
+    UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
 use proptest::prelude::*;
@@ -31,9 +31,11 @@ fn kind() -> impl Strategy<Value = AcceptErrorKind> {
             Just(Shortage::SystemFileLimit),
             Just(Shortage::Buffers),
             Just(Shortage::Memory),
+            Just(Shortage::Streams),
         ]
         .prop_map(AcceptErrorKind::Shortage),
         1 => Just(AcceptErrorKind::Fatal),
+        1 => Just(AcceptErrorKind::Unknown),
     ]
 }
 
@@ -74,12 +76,20 @@ fn config() -> impl Strategy<Value = AcceptLoopConfig> {
         prop_oneof![Just(100u32), Just(200), 100u32..1000, any::<u32>()],
         duration(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(a, b, growth, interval, fixed)| {
+        .prop_map(|(a, b, growth, interval, fixed, stop_unknown)| {
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
             let lo = lo.max(Duration::from_nanos(1));
             let hi = hi.max(lo);
-            let builder = AcceptLoopConfig::builder().report_interval(interval);
+            let policy = if stop_unknown {
+                UnknownErrorPolicy::Stop
+            } else {
+                UnknownErrorPolicy::Pause
+            };
+            let builder = AcceptLoopConfig::builder()
+                .report_interval(interval)
+                .unknown_errors(policy);
             let builder = if fixed {
                 builder.fixed_pause(lo)
             } else {
@@ -165,6 +175,14 @@ impl Model {
 
     fn error(&mut self, now: u64, kind: AcceptErrorKind) -> AcceptDecision {
         let now = self.observe(now);
+        // An unknown code is a shortage of unknown cause, or fatal, as the policy says.
+        let kind = match (kind, self.config.unknown_errors()) {
+            (AcceptErrorKind::Unknown, UnknownErrorPolicy::Pause) => {
+                AcceptErrorKind::Shortage(Shortage::Unrecognized)
+            }
+            (AcceptErrorKind::Unknown, _) => AcceptErrorKind::Fatal,
+            (kind, _) => kind,
+        };
         if self.stopped {
             return AcceptDecision::Stop;
         }

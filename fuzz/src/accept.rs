@@ -4,7 +4,7 @@
 use arbitrary::Arbitrary;
 use keel_core::accept::{
     classify_os_error, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, AcceptLoopConfig,
-    Platform, Shortage, EVENT_QUEUE_CAPACITY,
+    Platform, Shortage, UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
 
@@ -15,10 +15,12 @@ use crate::common::{Clock, Dur, Timed};
 pub enum Kind {
     /// Aborted handshake and the like.
     PerConnection,
-    /// EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    /// EMFILE, ENFILE, ENOBUFS, ENOMEM, ENOSR.
     Shortage(u8),
     /// The listener is broken.
     Fatal,
+    /// A code no table knows.
+    Unknown,
     /// A raw code classified for a platform.
     Raw(i32, u8),
 }
@@ -45,18 +47,21 @@ pub struct Config {
     max: Dur,
     growth_percent: u32,
     report_interval: Dur,
+    stop_on_unknown: bool,
 }
 
 fn kind(k: Kind) -> AcceptErrorKind {
     match k {
         Kind::PerConnection => AcceptErrorKind::PerConnection,
-        Kind::Shortage(s) => AcceptErrorKind::Shortage(match s % 4 {
+        Kind::Shortage(s) => AcceptErrorKind::Shortage(match s % 5 {
             0 => Shortage::ProcessFileLimit,
             1 => Shortage::SystemFileLimit,
             2 => Shortage::Buffers,
+            3 => Shortage::Streams,
             _ => Shortage::Memory,
         }),
         Kind::Fatal => AcceptErrorKind::Fatal,
+        Kind::Unknown => AcceptErrorKind::Unknown,
         Kind::Raw(code, p) => {
             let platform = match p % 3 {
                 0 => Platform::Linux,
@@ -93,6 +98,11 @@ impl Harness {
             .max_pause(c.max.get())
             .growth_percent(c.growth_percent)
             .report_interval(c.report_interval.get())
+            .unknown_errors(if c.stop_on_unknown {
+                UnknownErrorPolicy::Stop
+            } else {
+                UnknownErrorPolicy::Pause
+            })
             .build()
             .ok()?;
         Some(Harness {
@@ -124,14 +134,23 @@ impl Harness {
                 }
                 match decision {
                     AcceptDecision::PauseUntil(t) => {
-                        assert!(matches!(k, AcceptErrorKind::Shortage(_)));
+                        assert!(
+                            matches!(k, AcceptErrorKind::Shortage(_))
+                                || (k == AcceptErrorKind::Unknown
+                                    && self.config.unknown_errors() == UnknownErrorPolicy::Pause)
+                        );
                         assert!(t >= newest, "PauseUntil before now");
                         assert!(t - newest <= self.config.max_pause(), "pause above max");
                         assert_eq!(m.poll_timeout(), Some(t));
                     }
                     AcceptDecision::Continue => assert_eq!(k, AcceptErrorKind::PerConnection),
                     AcceptDecision::Stop => {
-                        assert!(self.stopped || k == AcceptErrorKind::Fatal);
+                        assert!(
+                            self.stopped
+                                || k == AcceptErrorKind::Fatal
+                                || (k == AcceptErrorKind::Unknown
+                                    && self.config.unknown_errors() == UnknownErrorPolicy::Stop)
+                        );
                         self.stopped = true;
                     }
                 }

@@ -35,7 +35,7 @@ impl Platform {
     pub const HOST: Option<Platform> = host();
 
     /// The table [`classify_os_error`] consults for this platform. Any code not in it is
-    /// [`AcceptErrorKind::Fatal`].
+    /// [`AcceptErrorKind::Unknown`].
     #[must_use]
     pub const fn errno_table(self) -> &'static [ErrnoEntry] {
         match self {
@@ -86,6 +86,12 @@ pub enum Shortage {
     Buffers,
     /// The kernel ran out of memory (`ENOMEM`, `ERROR_NOT_ENOUGH_MEMORY`, `ERROR_OUTOFMEMORY`).
     Memory,
+    /// The kernel ran out of STREAMS resources (`ENOSR`, which Linux accept(2) lists among the
+    /// errors "various Linux kernels can return").
+    Streams,
+    /// Not a known shortage: an error code keel's tables do not know, paused on because the
+    /// loop's [`UnknownErrorPolicy`](super::UnknownErrorPolicy) is `Pause` (the default).
+    Unrecognized,
 }
 
 impl Shortage {
@@ -109,10 +115,19 @@ impl Shortage {
                 "the system is out of memory: lower max connections or raise the memory limit \
                  of the process (cgroup/container limit, RLIMIT_AS)"
             }
+            Shortage::Streams => {
+                "the kernel ran out of STREAMS resources: lower max connections or raise the \
+                 system's stream resources"
+            }
+            Shortage::Unrecognized => {
+                "accept failed with an error keel does not recognise: the loop pauses and retries \
+                 (AcceptLoopConfig::unknown_errors); if it repeats, report the error text"
+            }
         }
     }
 
-    /// The POSIX name of the error: `"EMFILE"`, `"ENFILE"`, `"ENOBUFS"` or `"ENOMEM"`.
+    /// The POSIX name of the error: `"EMFILE"`, `"ENFILE"`, `"ENOBUFS"`, `"ENOMEM"` or
+    /// `"ENOSR"`; `"unknown"` for [`Shortage::Unrecognized`] (the log line carries the OS text).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -120,6 +135,8 @@ impl Shortage {
             Shortage::SystemFileLimit => "ENFILE",
             Shortage::Buffers => "ENOBUFS",
             Shortage::Memory => "ENOMEM",
+            Shortage::Streams => "ENOSR",
+            Shortage::Unrecognized => "unknown",
         }
     }
 }
@@ -139,9 +156,11 @@ pub enum AcceptErrorKind {
     PerConnection,
     /// A resource ran out: pause before accepting again; the listener stays open.
     Shortage(Shortage),
-    /// The listener itself is broken (`EBADF`, `EINVAL`, `ENOTSOCK`, any unknown code): stop and
-    /// report.
+    /// The listener itself is broken (`EBADF`, `EINVAL`, `ENOTSOCK`...): stop and report.
     Fatal,
+    /// A code the platform's table does not know. The accept loop follows its
+    /// [`UnknownErrorPolicy`](super::UnknownErrorPolicy): pause and report (the default), or stop.
+    Unknown,
 }
 
 impl AcceptErrorKind {
@@ -177,12 +196,16 @@ const EMFILE: AcceptErrorKind = AcceptErrorKind::Shortage(Shortage::ProcessFileL
 const ENFILE: AcceptErrorKind = AcceptErrorKind::Shortage(Shortage::SystemFileLimit);
 const ENOBUFS: AcceptErrorKind = AcceptErrorKind::Shortage(Shortage::Buffers);
 const ENOMEM: AcceptErrorKind = AcceptErrorKind::Shortage(Shortage::Memory);
+const ENOSR: AcceptErrorKind = AcceptErrorKind::Shortage(Shortage::Streams);
 
 /// Linux generic errno numbers (`include/uapi/asm-generic/errno{,-base}.h`).
 ///
 /// Per-connection: the peer/firewall errors, plus the set accept(2) says to "treat like EAGAIN
 /// by retrying" because Linux passes a pending network error of the new socket to `accept`
 /// (ENETDOWN, EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH).
+/// The same page says "various Linux kernels can return other errors such as ENOSR,
+/// ESOCKTNOSUPPORT, EPROTONOSUPPORT, ETIMEDOUT": ENOSR is a shortage; the other two concern the
+/// new socket, so they are per-connection.
 const LINUX: &[ErrnoEntry] = &[
     e(1, "EPERM", PER_CONN), // a firewall (netfilter) rule refused the connection
     e(4, "EINTR", PER_CONN),
@@ -199,10 +222,13 @@ const LINUX: &[ErrnoEntry] = &[
     e(111, "ECONNREFUSED", PER_CONN),
     e(112, "EHOSTDOWN", PER_CONN),
     e(113, "EHOSTUNREACH", PER_CONN),
+    e(93, "EPROTONOSUPPORT", PER_CONN), // about the new socket
+    e(94, "ESOCKTNOSUPPORT", PER_CONN), // about the new socket
     e(24, "EMFILE", EMFILE),
     e(23, "ENFILE", ENFILE),
     e(105, "ENOBUFS", ENOBUFS),
     e(12, "ENOMEM", ENOMEM),
+    e(63, "ENOSR", ENOSR),
     e(9, "EBADF", FATAL),
     e(14, "EFAULT", FATAL),
     e(22, "EINVAL", FATAL),
@@ -246,7 +272,7 @@ const BSD: &[ErrnoEntry] = &[
 /// socket calls report.
 ///
 /// `WSAEOPNOTSUPP` from `accept` means "not a connection-oriented socket": fatal. A plain `24`
-/// is `ERROR_BAD_LENGTH` on Windows, not `EMFILE`: unknown, so fatal.
+/// is `ERROR_BAD_LENGTH` on Windows, not `EMFILE`: unknown.
 const WINDOWS: &[ErrnoEntry] = &[
     e(10004, "WSAEINTR", PER_CONN),
     e(10035, "WSAEWOULDBLOCK", PER_CONN),
@@ -283,8 +309,9 @@ fn lookup(code: i32, platform: Platform) -> Option<&'static ErrnoEntry> {
         .find(|entry| entry.code == code)
 }
 
-/// Classifies a raw OS error code from `accept` on `platform`. Unknown codes are
-/// [`AcceptErrorKind::Fatal`]: stopping loudly beats spinning on an error nobody understood.
+/// Classifies a raw OS error code from `accept` on `platform`. Codes the table does not know are
+/// [`AcceptErrorKind::Unknown`]; the accept loop's
+/// [`UnknownErrorPolicy`](super::UnknownErrorPolicy) decides what they do.
 ///
 /// ```
 /// use keel_core::accept::{classify_os_error, AcceptErrorKind, Platform, Shortage};
@@ -297,12 +324,13 @@ fn lookup(code: i32, platform: Platform) -> Option<&'static ErrnoEntry> {
 ///     classify_os_error(10024, Platform::Windows),
 ///     AcceptErrorKind::Shortage(Shortage::ProcessFileLimit)
 /// );
-/// assert_eq!(classify_os_error(24, Platform::Windows), AcceptErrorKind::Fatal);
+/// assert_eq!(classify_os_error(24, Platform::Windows), AcceptErrorKind::Unknown);
+/// assert_eq!(classify_os_error(9, Platform::Linux), AcceptErrorKind::Fatal); // EBADF
 /// assert_eq!(classify_os_error(104, Platform::Linux), AcceptErrorKind::PerConnection);
 /// ```
 #[must_use]
 pub fn classify_os_error(code: i32, platform: Platform) -> AcceptErrorKind {
-    lookup(code, platform).map_or(AcceptErrorKind::Fatal, |entry| entry.kind)
+    lookup(code, platform).map_or(AcceptErrorKind::Unknown, |entry| entry.kind)
 }
 
 /// The symbolic name of `code` on `platform` (`"EMFILE"`, `"WSAECONNRESET"`), if the table has it.
@@ -338,8 +366,9 @@ pub fn classify_io_error(err: &std::io::Error) -> AcceptErrorKind {
 ///
 /// `ConnectionAborted`, `ConnectionReset`, `ConnectionRefused`, `TimedOut`, `Interrupted`,
 /// `WouldBlock`, `NetworkDown`, `NetworkUnreachable` and `HostUnreachable` are per-connection;
-/// `OutOfMemory` is a [`Shortage::Memory`]; everything else is fatal (a kind cannot say
-/// "too many open files": only the raw code can).
+/// `OutOfMemory` is a [`Shortage::Memory`]; `InvalidInput` and `Unsupported` (what `EINVAL` and
+/// `EOPNOTSUPP` map to) are fatal; everything else is [`AcceptErrorKind::Unknown`] (a kind cannot
+/// say "too many open files": only the raw code can).
 #[cfg(feature = "std")]
 #[must_use]
 pub fn classify_error_kind(kind: std::io::ErrorKind) -> AcceptErrorKind {
@@ -355,6 +384,7 @@ pub fn classify_error_kind(kind: std::io::ErrorKind) -> AcceptErrorKind {
         | K::NetworkUnreachable
         | K::HostUnreachable => AcceptErrorKind::PerConnection,
         K::OutOfMemory => AcceptErrorKind::Shortage(Shortage::Memory),
-        _ => AcceptErrorKind::Fatal,
+        K::InvalidInput | K::Unsupported => AcceptErrorKind::Fatal,
+        _ => AcceptErrorKind::Unknown,
     }
 }

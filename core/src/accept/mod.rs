@@ -11,8 +11,18 @@
 //!   fails again and burns a CPU core. Pause, keep the listener open, retry later, and *log it*:
 //!   it usually means a misconfigured system, and the log is how operators find out.
 //!
-//! Anything else (`EBADF`, `EINVAL`, `ENOTSOCK`, unknown codes) is **fatal**: the listener is
-//! broken; stop and report.
+//! Known-broken listeners (`EBADF`, `EINVAL`, `ENOTSOCK`...) are **fatal**: stop and report.
+//!
+//! A code the tables do not know follows [`UnknownErrorPolicy`]. The default is
+//! [`UnknownErrorPolicy::Pause`]: treat it like a shortage of unknown cause (pause with the
+//! growing pause, report it rate-limited with the OS error text, keep the listener). Why not stop:
+//! the Linux accept(2) page says "various Linux kernels can return other errors", so an unknown
+//! code is far more often a transient condition of one new socket than a broken listener (the
+//! codes that do mean a broken listener are in the tables as fatal), and stopping turns it into an
+//! outage of the whole server. A listener that really is broken and returns an unknown code on
+//! every call costs one `accept` per `max_pause` (1 s) and one log line per `report_interval`,
+//! and health shows `accept: paused (unknown)`. [`UnknownErrorPolicy::Stop`] is the stricter
+//! choice (the behaviour before it was configurable) for supervisors that restart on exit.
 //!
 //! Under a storm (the seed's test: open-files limit 100, 1000 clients) the naive loop either
 //! spins or writes a log line per failed `accept`. [`AcceptLoop`] pauses with a growing pause and
@@ -48,6 +58,7 @@
 //! | `growth_percent` | 200 (doubling) | Go's `net/http` `Server.Serve` doubles its accept back-off |
 //! | `max_pause` | 1 s | Go's `net/http` cap (and axum's fixed 1 s); the seed's fixed 500 ms lies between |
 //! | `report_interval` | 1 s | one log line per second per listener under a storm |
+//! | `unknown_errors` | [`UnknownErrorPolicy::Pause`] | see above: an unknown code should not end serving |
 //!
 //! The seed's behaviour (a fixed 500 ms pause) is `AcceptLoopConfig::fixed_pause(500 ms)`.
 //!
@@ -115,6 +126,30 @@ pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How many events [`AcceptLoop`] holds before it folds the oldest into the next.
 pub const EVENT_QUEUE_CAPACITY: usize = 8;
 
+/// What the accept loop does with an error code its platform table does not know
+/// ([`AcceptErrorKind::Unknown`]). See the module docs for why `Pause` is the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnknownErrorPolicy {
+    /// Pause and report it like a shortage ([`Shortage::Unrecognized`]): the listener stays
+    /// open and accepting resumes after the pause (the default).
+    #[default]
+    Pause,
+    /// Stop the loop as for a fatal error.
+    Stop,
+}
+
+impl UnknownErrorPolicy {
+    /// `"pause"` or `"stop"`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UnknownErrorPolicy::Pause => "pause",
+            UnknownErrorPolicy::Stop => "stop",
+        }
+    }
+}
+
 /// A validated [`AcceptLoop`] configuration. Build one with [`AcceptLoopConfig::builder`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AcceptLoopConfig {
@@ -122,6 +157,7 @@ pub struct AcceptLoopConfig {
     max_pause: Duration,
     growth_percent: u32,
     report_interval: Duration,
+    unknown_errors: UnknownErrorPolicy,
 }
 
 impl AcceptLoopConfig {
@@ -132,6 +168,7 @@ impl AcceptLoopConfig {
             max_pause: DEFAULT_MAX_PAUSE,
             growth_percent: DEFAULT_GROWTH_PERCENT,
             report_interval: DEFAULT_REPORT_INTERVAL,
+            unknown_errors: UnknownErrorPolicy::Pause,
         }
     }
 
@@ -168,6 +205,12 @@ impl AcceptLoopConfig {
     pub const fn report_interval(&self) -> Duration {
         self.report_interval
     }
+
+    /// What an unknown error code does.
+    #[must_use]
+    pub const fn unknown_errors(&self) -> UnknownErrorPolicy {
+        self.unknown_errors
+    }
 }
 
 impl Default for AcceptLoopConfig {
@@ -178,6 +221,7 @@ impl Default for AcceptLoopConfig {
             max_pause: DEFAULT_MAX_PAUSE,
             growth_percent: DEFAULT_GROWTH_PERCENT,
             report_interval: DEFAULT_REPORT_INTERVAL,
+            unknown_errors: UnknownErrorPolicy::Pause,
         }
     }
 }
@@ -190,6 +234,7 @@ pub struct AcceptLoopConfigBuilder {
     max_pause: Duration,
     growth_percent: u32,
     report_interval: Duration,
+    unknown_errors: UnknownErrorPolicy,
 }
 
 impl AcceptLoopConfigBuilder {
@@ -227,6 +272,13 @@ impl AcceptLoopConfigBuilder {
         self
     }
 
+    /// What an error code the platform table does not know does (default
+    /// [`UnknownErrorPolicy::Pause`]; see the module docs for why).
+    pub const fn unknown_errors(mut self, policy: UnknownErrorPolicy) -> Self {
+        self.unknown_errors = policy;
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// # Errors
@@ -260,6 +312,7 @@ impl AcceptLoopConfigBuilder {
             max_pause: self.max_pause,
             growth_percent: self.growth_percent,
             report_interval: self.report_interval,
+            unknown_errors: self.unknown_errors,
         })
     }
 }
@@ -321,6 +374,9 @@ pub struct AcceptStats {
     pub paused_total: Duration,
     /// Fatal errors (0 or 1: the loop stops at the first).
     pub fatal: u64,
+    /// Errors with a code the platform table does not know ([`AcceptErrorKind::Unknown`]),
+    /// whatever the policy did with them (under `Pause` each is also counted in `shortages`).
+    pub unknown_errors: u64,
     /// Shortages reported by a `Shortage` event.
     pub reports: u64,
     /// Shortages not reported by their own event: `reports + suppressed == shortages`.
@@ -481,7 +537,9 @@ impl AcceptLoop {
     ///   `growth_percent` up to `max_pause` until a connection is accepted; a report is queued if
     ///   `report_interval` has passed since the previous one;
     /// - fatal: [`AcceptDecision::Stop`], a [`AcceptEvent::Fatal`] event, and every later call
-    ///   returns `Stop` without counting anything.
+    ///   returns `Stop` without counting anything;
+    /// - unknown: as a shortage ([`Shortage::Unrecognized`]) under [`UnknownErrorPolicy::Pause`],
+    ///   as a fatal error under [`UnknownErrorPolicy::Stop`].
     pub fn on_error(&mut self, now: Instant, kind: AcceptErrorKind) -> AcceptDecision {
         let now = self.clock.observe(now);
         if self.stopped {
@@ -495,14 +553,23 @@ impl AcceptLoop {
                 AcceptDecision::Continue
             }
             AcceptErrorKind::Shortage(shortage) => self.shortage(now, shortage),
-            AcceptErrorKind::Fatal => {
-                self.stats.fatal = self.stats.fatal.saturating_add(1);
-                self.end_pause(now);
-                self.stopped = true;
-                self.fatal_pending = true;
-                AcceptDecision::Stop
+            AcceptErrorKind::Fatal => self.fatal(now),
+            AcceptErrorKind::Unknown => {
+                self.stats.unknown_errors = self.stats.unknown_errors.saturating_add(1);
+                match self.config.unknown_errors {
+                    UnknownErrorPolicy::Pause => self.shortage(now, Shortage::Unrecognized),
+                    UnknownErrorPolicy::Stop => self.fatal(now),
+                }
             }
         }
+    }
+
+    fn fatal(&mut self, now: Instant) -> AcceptDecision {
+        self.stats.fatal = self.stats.fatal.saturating_add(1);
+        self.end_pause(now);
+        self.stopped = true;
+        self.fatal_pending = true;
+        AcceptDecision::Stop
     }
 
     /// Ends a pause whose deadline has passed. Early or spurious calls are no-ops.
