@@ -349,6 +349,14 @@ impl<R: Runtime> Breaker<R> {
         self.shared.stats()
     }
 
+    /// The transition log limiter's counters (this handle and its clones): `occurrences` are
+    /// the transitions this handle drained, `reports` the lines logged, `suppressed` the ones
+    /// folded into a later line's `suppressed` field.
+    #[must_use]
+    pub fn report_stats(&self) -> crate::report::ReportStats {
+        self.reports.stats()
+    }
+
     /// The shared machine: for `force_open`, `disable`, `reset`, or driving it by hand.
     #[must_use]
     pub fn shared(&self) -> &SharedBreaker {

@@ -471,6 +471,14 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
         }
     }
 
+    /// The give-up log limiter's counters (this `Retry` and its clones): `occurrences` are
+    /// give-ups, `reports` the lines logged, `suppressed` the ones folded into a later line's
+    /// `suppressed` field.
+    #[must_use]
+    pub fn report_stats(&self) -> crate::report::ReportStats {
+        self.reports.stats()
+    }
+
     /// Runs `op` until it succeeds or the run gives up. `op` is called once per attempt.
     ///
     /// # Errors
