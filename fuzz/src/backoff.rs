@@ -1,6 +1,8 @@
 //! Backoff: every jittered delay lies in `[floor, d(n)]` of the documented table (so never above
-//! the cap), `d(n)` follows a reference model of the schedule, hints are honoured within
-//! `max_retry_after`, no retry passes the deadline or the attempt limit, give-ups are sticky.
+//! the cap), `d(n)` follows a reference model of the schedule, a hint clamped to
+//! `[min_retry_after, max_retry_after]` is a floor under the jittered delay (never above
+//! `max(cap, max_retry_after)`), no retry passes the deadline or the attempt limit, give-ups are
+//! sticky.
 
 use arbitrary::Arbitrary;
 use keel_core::backoff::{Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision, Schedule};
