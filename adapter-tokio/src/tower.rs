@@ -352,7 +352,7 @@ where
                 let Some(wait) = wait else {
                     return Err(rejected(limited.retry_at).into());
                 };
-                let rt = limiter.runtime().clone();
+                let rt = *limiter.runtime();
                 let now = keel_core::driver::Runtime::now(&rt);
                 if limited.retry_at.saturating_duration_since(now) > wait.max_wait {
                     return Err(rejected(limited.retry_at).into());

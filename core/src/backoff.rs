@@ -259,10 +259,9 @@ impl Default for BackoffConfig {
             Jitter::Full,
             Some(DEFAULT_MAX_ATTEMPTS),
             None,
-            DEFAULT_CAP,
-            DEFAULT_MIN_RETRY_AFTER,
             0,
         )
+        .with_hint_bounds(DEFAULT_MIN_RETRY_AFTER, DEFAULT_CAP)
     }
 }
 
@@ -304,8 +303,6 @@ impl BackoffConfig {
         jitter: Jitter,
         max_attempts: Option<u32>,
         max_elapsed: Option<Duration>,
-        max_retry_after: Duration,
-        min_retry_after: Duration,
         seed: u64,
     ) -> BackoffConfig {
         let (base, step) = match schedule {
@@ -319,15 +316,24 @@ impl BackoffConfig {
             jitter,
             max_attempts,
             max_elapsed,
-            max_retry_after,
-            min_retry_after,
+            max_retry_after: cap,
+            min_retry_after: Duration::ZERO,
             seed,
             base_ns: duration_to_nanos(base),
             step_ns: duration_to_nanos(step),
             cap_ns: duration_to_nanos(cap),
-            max_retry_after_ns: duration_to_nanos(max_retry_after),
-            min_retry_after_ns: duration_to_nanos(min_retry_after),
+            max_retry_after_ns: duration_to_nanos(cap),
+            min_retry_after_ns: 0,
         }
+    }
+
+    /// The same configuration with these bounds on a server's hint.
+    fn with_hint_bounds(mut self, min: Duration, max: Duration) -> BackoffConfig {
+        self.min_retry_after = min;
+        self.max_retry_after = max;
+        self.min_retry_after_ns = duration_to_nanos(min);
+        self.max_retry_after_ns = duration_to_nanos(max);
+        self
     }
 
     /// The schedule.
@@ -581,10 +587,9 @@ impl BackoffConfigBuilder {
             self.jitter,
             self.max_attempts,
             self.max_elapsed,
-            max_retry_after,
-            self.min_retry_after,
             self.seed,
-        ))
+        )
+        .with_hint_bounds(self.min_retry_after, max_retry_after))
     }
 }
 

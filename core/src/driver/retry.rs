@@ -737,7 +737,7 @@ mod tests {
 mod yield_tests {
     use super::*;
     use core::task::{Context, Waker};
-    use std::sync::atomic::AtomicUsize;
+    use core::sync::atomic::AtomicUsize;
     use std::task::Wake;
 
     /// A clock that never moves and timers that are always due: every delay is already over.
