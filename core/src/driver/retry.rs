@@ -736,8 +736,8 @@ mod tests {
 #[cfg(test)]
 mod yield_tests {
     use super::*;
-    use core::task::{Context, Waker};
     use core::sync::atomic::AtomicUsize;
+    use core::task::{Context, Waker};
     use std::task::Wake;
 
     /// A clock that never moves and timers that are always due: every delay is already over.
