@@ -176,7 +176,10 @@ impl Harness {
                     // the jittered schedule: the longer of the two wins.
                     let lo = duration_to_nanos(self.config.min_retry_after());
                     let hi = duration_to_nanos(self.config.max_retry_after());
-                    assert!(lo <= hi, "the builder accepted min_retry_after > max_retry_after");
+                    assert!(
+                        lo <= hi,
+                        "the builder accepted min_retry_after > max_retry_after"
+                    );
                     let floor = h.clamp(lo, hi);
                     assert!(delay >= floor || saturated, "hint floor not honoured");
                     assert!(delay <= floor.max(self.cap), "hinted delay above both caps");

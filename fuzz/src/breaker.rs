@@ -243,10 +243,16 @@ impl Harness {
                 } else {
                     Outcome::Ignored
                 };
-                assert_eq!(outcome, want, "abandoned after {ran:?}, threshold {threshold:?}");
+                assert_eq!(
+                    outcome, want,
+                    "abandoned after {ran:?}, threshold {threshold:?}"
+                );
                 assert_eq!(after.abandoned, before.abandoned + 1);
                 let counted = u64::from(current && outcome == Outcome::Failure);
-                assert_eq!(after.abandoned_failures, before.abandoned_failures + counted);
+                assert_eq!(
+                    after.abandoned_failures,
+                    before.abandoned_failures + counted
+                );
                 if current && outcome == Outcome::Ignored && p.generation() == after.generation {
                     self.ignored_in_gen += 1;
                 }
@@ -380,7 +386,10 @@ impl Harness {
             }
             Report::Suppress => {
                 let last = self.last_report.expect("the first occurrence is reported");
-                assert!(at < last.saturating_add(interval), "a due report was suppressed");
+                assert!(
+                    at < last.saturating_add(interval),
+                    "a due report was suppressed"
+                );
             }
         }
         let s = self.reports.stats();
