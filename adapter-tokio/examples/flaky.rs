@@ -2,9 +2,11 @@
 //! simulated dependency that is down for its first 700 ms and then recovers.
 //!
 //! 120 requests are sent, one every 10 ms (about 1.5 s of real time). It prints every breaker
-//! transition as it happens and a summary, and exits 0 only if every protection engaged: the
-//! budget refused retries during the outage, the breaker opened and rejected calls, and it closed
-//! again after the dependency recovered, with the last requests succeeding.
+//! transition as it happens (through the breaker's hook, which sees every one) and a summary,
+//! and exits 0 only if every protection engaged: the budget refused retries during the outage,
+//! the breaker opened and rejected calls, and it closed again after the dependency recovered,
+//! with the last requests succeeding; and keel's own log stayed quiet: at most one "giving up"
+//! warning and one breaker-transition line per second, each with a `suppressed` count.
 //!
 //! ```text
 //! cargo run -p keel-tokio --example flaky
@@ -175,6 +177,11 @@ async fn main() {
         "  breaker             {} now, opened {} time(s), {} transitions",
         b.state, b.opened_count, b.transitions
     );
+    let (give_ups, transitions) = (retry.report_stats(), breaker.report_stats());
+    println!(
+        "  log lines           {} of {} give-ups, {} of {} transitions (at most one per second each)",
+        give_ups.reports, give_ups.occurrences, transitions.reports, transitions.occurrences
+    );
 
     let mut problems = Vec::new();
     if budget_stats.exhausted == 0 {
@@ -188,6 +195,11 @@ async fn main() {
     }
     if !tail_ok {
         problems.push("the last 20 requests did not all succeed");
+    }
+    // One line at once, then at most one per second (the run lasts under a few seconds).
+    let seconds = (now() - start).as_secs();
+    if give_ups.reports > seconds + 1 || transitions.reports > seconds + 1 {
+        problems.push("keel logged more than one give-up or transition line per second");
     }
     if problems.is_empty() {
         println!("ok: budget, breaker and recovery all engaged");

@@ -7,10 +7,13 @@
 //!   so a server that clones the service per connection (hyper, axum) gets one budget *per
 //!   connection*. Here the layer owns the state ([`RateLimiter`], [`Bulkhead`]) and every
 //!   service it makes, and every clone of those, shares it.
-//! - **Reject instead of queue.** [`RateLimitLayer::reject_when_limited`] fails a call at once
-//!   with [`KeelError::RateLimited`] (carrying `retry_at`, for a `429` with `Retry-After`);
+//! - **Reject instead of queue, by default.** A [`RateLimitLayer`] fails a limited call at once
+//!   with [`KeelError::RateLimited`] (carrying `retry_at`, for a `429` with `Retry-After`)
+//!   unless told to wait, and then only boundedly
+//!   ([`wait_when_limited(max_wait, max_waiters)`](RateLimitLayer::wait_when_limited));
 //!   a [`BulkheadLayer`] rejects when every slot is busy and its bounded queue is full, or when a
-//!   call waited `max_wait`, with [`KeelError::BulkheadRejected`] and the reason.
+//!   call waited `max_wait`, with [`KeelError::BulkheadRejected`] and the reason. Nothing here
+//!   piles up an unbounded number of waiting requests under a flood.
 //! - **Waiting happens inside the call future, so a timeout covers it.** Every service here
 //!   answers `poll_ready` with `Ready` at once; the future returned by `call` waits for the
 //!   token or slot, then for the inner service's readiness, then runs the inner call. A
@@ -33,7 +36,11 @@
 //!
 //! `ServiceBuilder::new().layer(timeout).layer(rate_limit).layer(bulkhead)`: the timeout is
 //! outermost so it covers both waits; the rate limit runs before the bulkhead so a rejected
-//! call never takes a slot. A bulkhead slot is held until the inner response future resolves
+//! call never takes a slot. For a client calling a dependency, the recommended stack is
+//! overall timeout → retry → breaker → per-attempt timeout → bulkhead (see
+//! [`crate::core::driver::breaker`], *The recommended client stack*):
+//! `ServiceBuilder::new().layer(TimeoutLayer::new(total)).layer(RetryLayer::new(..)).layer(BreakerLayer::new(..)).layer(TimeoutLayer::new(per_attempt)).layer(BulkheadLayer::new(..))`.
+//! A breaker abandoned by an outer timeout still counts the call past its `abandon_threshold`. A bulkhead slot is held until the inner response future resolves
 //! (for a streaming HTTP body, that is when the response head is ready, not the end of the body).
 //!
 //! ```
@@ -49,7 +56,7 @@
 //! let quota = Quota::per_second(NonZeroU32::new(100).unwrap())?;
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(TimeoutLayer::new(Duration::from_secs(1)))
-//!     .layer(RateLimitLayer::new(quota).reject_when_limited())
+//!     .layer(RateLimitLayer::new(quota))
 //!     .layer(BulkheadLayer::new(BulkheadConfig::builder().max_concurrent(64).build()?))
 //!     .service(service_fn(|x: u32| async move { Ok::<_, std::convert::Infallible>(x * 2) }));
 //! assert_eq!(svc.ready().await?.call(21).await?, 42);
@@ -189,33 +196,99 @@ where
 }
 
 /// Applies a rate limit shared by every service it makes and all their clones.
+///
+/// **By default a limited call is rejected at once** with [`KeelError::RateLimited`]
+/// (carrying `retry_at`, for a `429` with `Retry-After`): under a flood, waiting requests would
+/// otherwise pile up without bound (memory, sockets, file descriptors) unless an outer timeout
+/// happened to be set. [`wait_when_limited(max_wait, max_waiters)`](Self::wait_when_limited)
+/// lets a limited call wait for a token instead, boundedly: at most `max_waiters` calls wait at
+/// once (across every service and clone of the layer) and each for at most `max_wait`; a call
+/// beyond either bound, or whose token is further away than `max_wait`, is rejected at once as
+/// in the default mode.
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
     limiter: RateLimiter,
-    reject: bool,
+    wait: Option<WaitLimits>,
+}
+
+/// The bounds of [`RateLimitLayer::wait_when_limited`], and the waiters counted against them
+/// (shared by every service and clone of the layer).
+#[derive(Clone, Debug)]
+struct WaitLimits {
+    max_wait: Duration,
+    max_waiters: usize,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One waiter counted against `max_waiters`, released on drop (resolved or cancelled).
+struct WaiterSlot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl WaiterSlot {
+    fn try_take(limits: &WaitLimits) -> Option<WaiterSlot> {
+        use std::sync::atomic::Ordering;
+        limits
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limits.max_waiters).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WaiterSlot(std::sync::Arc::clone(&limits.waiting)))
+    }
+}
+
+impl Drop for WaiterSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl RateLimitLayer {
-    /// A layer with a fresh limiter; calls wait for a token.
+    /// A layer with a fresh limiter; a limited call is rejected at once (see the type's docs).
     #[must_use]
     pub fn new(quota: Quota) -> Self {
         Self::from_limiter(RateLimiter::new(quota))
     }
 
-    /// A layer on an existing limiter (shared with whatever else checks it).
+    /// A layer on an existing limiter (shared with whatever else checks it); a limited call
+    /// is rejected at once.
     #[must_use]
     pub fn from_limiter(limiter: RateLimiter) -> Self {
         RateLimitLayer {
             limiter,
-            reject: false,
+            wait: None,
         }
     }
 
-    /// Fail a call at once with [`KeelError::RateLimited`] instead of waiting for a token.
+    /// Fail a limited call at once with [`KeelError::RateLimited`] (the default; this undoes
+    /// [`wait_when_limited`](Self::wait_when_limited)).
     #[must_use]
     pub fn reject_when_limited(mut self) -> Self {
-        self.reject = true;
+        self.wait = None;
         self
+    }
+
+    /// Let a limited call wait for a token, for at most `max_wait`, with at most `max_waiters`
+    /// calls waiting at once across every service and clone of this layer. A call that
+    /// finds `max_waiters` already waiting, whose token is further away than `max_wait`, or
+    /// that waited `max_wait` in vain is rejected with [`KeelError::RateLimited`]. A zero
+    /// `max_wait` or `max_waiters` rejects every limited call (the default mode). A cancelled
+    /// wait spends no token and frees its place at once.
+    #[must_use]
+    pub fn wait_when_limited(mut self, max_wait: Duration, max_waiters: usize) -> Self {
+        self.wait = Some(WaitLimits {
+            max_wait,
+            max_waiters,
+            waiting: std::sync::Arc::default(),
+        });
+        self
+    }
+
+    /// Calls waiting for a token right now (always 0 in the default, rejecting mode).
+    #[must_use]
+    pub fn waiting(&self) -> usize {
+        self.wait
+            .as_ref()
+            .map_or(0, |w| w.waiting.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// The shared limiter.
@@ -232,7 +305,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimit {
             inner,
             limiter: self.limiter.clone(),
-            reject: self.reject,
+            wait: self.wait.clone(),
         }
     }
 }
@@ -242,7 +315,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     limiter: RateLimiter,
-    reject: bool,
+    wait: Option<WaitLimits>,
 }
 
 impl<S> RateLimit<S> {
@@ -272,15 +345,28 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let inner = self.inner.clone();
         let limiter = self.limiter.clone();
-        let reject = self.reject;
+        let wait = self.wait.clone();
         Box::pin(async move {
-            if reject {
-                limiter.check().map_err(|e| KeelError::RateLimited {
-                    retry_at: e.retry_at,
-                })?;
-            } else {
-                // A single call never exceeds a burst (bursts are at least 1).
-                limiter.until_ready().await?;
+            if let Err(limited) = limiter.check() {
+                let rejected = |retry_at| KeelError::RateLimited { retry_at };
+                let Some(wait) = wait else {
+                    return Err(rejected(limited.retry_at).into());
+                };
+                let rt = *limiter.runtime();
+                let now = keel_core::driver::Runtime::now(&rt);
+                if limited.retry_at.saturating_duration_since(now) > wait.max_wait {
+                    return Err(rejected(limited.retry_at).into());
+                }
+                let Some(_slot) = WaiterSlot::try_take(&wait) else {
+                    return Err(rejected(limited.retry_at).into());
+                };
+                let deadline = now + wait.max_wait;
+                match keel_core::driver::timeout_at(&rt, deadline, limiter.until_ready()).await {
+                    // A single call never exceeds a burst (bursts are at least 1).
+                    Ok(admitted) => admitted?,
+                    // Waited `max_wait` in vain (other waiters took the tokens): one last check.
+                    Err(_) => limiter.check().map_err(|e| rejected(e.retry_at))?,
+                }
             }
             ready_call(inner, req).await
         })

@@ -158,7 +158,8 @@ async fn a_cancelled_call_releases_the_half_open_probe() {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok::<_, Error>(0)
     });
-    assert!(tokio::time::timeout(Duration::from_secs(1), hung)
+    // Cancelled well before the abandon threshold (1 s): ignored, not a failed probe.
+    assert!(tokio::time::timeout(Duration::from_millis(100), hung)
         .await
         .is_err());
     let s = b.stats();
@@ -500,14 +501,14 @@ async fn the_retry_free_function_retries_every_error() {
 fn hanging_breaker() -> Breaker {
     let config = CircuitBreakerConfig::consecutive_failures(2)
         .open_duration(Duration::from_secs(10))
-        .slow_call_duration_threshold(Duration::from_secs(1))
+        .abandon_threshold(Duration::from_secs(1))
         .build()
         .unwrap();
     Breaker::new(config)
 }
 
 #[tokio::test(start_paused = true)]
-async fn outer_timeout_around_a_hanging_call_past_the_slow_threshold_counts_as_failure() {
+async fn outer_timeout_around_a_hanging_call_past_the_abandon_threshold_counts_as_failure() {
     let b = hanging_breaker();
     for _ in 0..2 {
         let hang = b.call(std::future::pending::<Result<(), Error>>());
@@ -520,7 +521,7 @@ async fn outer_timeout_around_a_hanging_call_past_the_slow_threshold_counts_as_f
 }
 
 #[tokio::test(start_paused = true)]
-async fn outer_timeout_shorter_than_the_slow_threshold_is_ignored() {
+async fn outer_timeout_shorter_than_the_abandon_threshold_is_ignored() {
     let b = hanging_breaker();
     for _ in 0..3 {
         let hang = b.call(std::future::pending::<Result<(), Error>>());
@@ -529,7 +530,58 @@ async fn outer_timeout_shorter_than_the_slow_threshold_is_ignored() {
     }
     assert_eq!(b.state(), State::Closed);
     let s = b.stats();
-    assert_eq!((s.failures, s.ignored), (0, 3));
+    assert_eq!(
+        (s.failures, s.ignored, s.abandoned, s.abandoned_failures),
+        (0, 3, 3, 0)
+    );
+}
+
+/// The measurement: with the timeout *outside* the breaker (the order that lets it
+/// cover queueing too) and the default (Resilience4j) config, 200 of 200 calls reached a
+/// hanging dependency and the breaker stayed closed, because an abandoned call counted only
+/// past the 60 s slow-call threshold. Now each abandoned call counts once it has run the
+/// abandon threshold (default 1 s), so the breaker opens after `minimum_calls` of them.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_dependency_with_the_timeout_outside_trips_after_at_most_minimum_calls() {
+    settle().await;
+    let config = CircuitBreakerConfig::default();
+    assert_eq!(config.abandon_threshold(), Duration::from_secs(1));
+    let minimum = config.minimum_calls();
+    let b = Breaker::new(config);
+    let reached = AtomicU32::new(0);
+    for _ in 0..2 * minimum {
+        let call = b.call(async {
+            reached.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<(), Error>>().await
+        });
+        let r = tokio::time::timeout(Duration::from_secs(2), call).await;
+        if let Ok(Err(e)) = r {
+            assert!(e.is_rejected(), "{e:?}");
+        }
+    }
+    assert!(reached.load(Ordering::SeqCst) <= minimum);
+    assert_eq!(b.state(), State::Open);
+    let s = b.stats();
+    assert_eq!(s.abandoned_failures, u64::from(minimum));
+    assert_eq!(s.rejected, u64::from(minimum));
+}
+
+#[tokio::test(start_paused = true)]
+async fn abandoned_calls_never_count_with_an_unbounded_abandon_threshold() {
+    settle().await;
+    let config = CircuitBreakerConfig::consecutive_failures(1)
+        .abandon_threshold(Duration::MAX)
+        .build()
+        .unwrap();
+    let b = Breaker::new(config);
+    for _ in 0..5 {
+        let hang = b.call(std::future::pending::<Result<(), Error>>());
+        assert!(tokio::time::timeout(Duration::from_secs(3600), hang)
+            .await
+            .is_err());
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.stats().ignored, 5);
 }
 
 #[tokio::test(start_paused = true)]

@@ -82,9 +82,83 @@ async fn reject_mode_fails_at_once() {
         .starts_with("rate limited: a call would conform in "));
 }
 
+/// Waiting, bounded loosely enough that these tests only see the wait itself.
+fn waiting(quota: Quota) -> RateLimitLayer {
+    RateLimitLayer::new(quota).wait_when_limited(Duration::from_secs(60), 1_000)
+}
+
+/// The item 9: the layer used to wait by default with no cap on waiters, so without an
+/// outer timeout a flood piled up waiting requests. Now it rejects by default: 100 concurrent
+/// calls over a spent quota are all answered at once, none waits.
+#[tokio::test(start_paused = true)]
+async fn the_layer_rejects_by_default_so_a_flood_piles_up_nothing() {
+    let layer = RateLimitLayer::new(quota(1, 1));
+    let mut svc = layer.layer(echo());
+    call(&mut svc, 0).await.unwrap();
+    let start = Instant::now();
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move { call(&mut svc, i).await })
+        })
+        .collect();
+    for c in calls {
+        let err = c.await.unwrap().unwrap_err();
+        assert!(matches!(keel(&err), KeelError::RateLimited { .. }), "{err}");
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(layer.waiting(), 0);
+    assert_eq!(layer.limiter().stats().limited, 100);
+}
+
+/// `wait_when_limited(max_wait, max_waiters)`: at most `max_waiters` wait, each at most
+/// `max_wait`; the rest, and calls whose token is further than `max_wait`, fail at once.
+#[tokio::test(start_paused = true)]
+async fn wait_mode_bounds_the_waiters_and_the_wait() {
+    let layer = RateLimitLayer::new(quota(1, 1)).wait_when_limited(Duration::from_millis(2_500), 2);
+    let svc = layer.layer(echo());
+    call(&mut svc.clone(), 0).await.unwrap();
+    let start = Instant::now();
+    let calls: Vec<_> = (1..=5)
+        .map(|i| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move { (call(&mut svc, i).await, Instant::now()) })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(layer.waiting(), 2);
+    let mut admitted = Vec::new();
+    let mut rejected = Vec::new();
+    for c in calls {
+        match c.await.unwrap() {
+            (Ok(_), at) => admitted.push(at - start),
+            (Err(e), at) => {
+                assert!(matches!(keel(&e), KeelError::RateLimited { .. }), "{e}");
+                rejected.push(at - start);
+            }
+        }
+    }
+    // Two waiters get the tokens at 1 s and 2 s; three found the waiting room full.
+    admitted.sort();
+    assert_eq!(admitted, [Duration::from_secs(1), Duration::from_secs(2)]);
+    assert_eq!(rejected, [Duration::ZERO; 3]);
+    assert_eq!(layer.waiting(), 0);
+
+    // A token 3 s away is beyond max_wait (2.5 s): the call fails fast instead of waiting.
+    let one_per_3s = Quota::new(NonZeroU32::new(1).unwrap(), Duration::from_secs(3)).unwrap();
+    let slow_quota =
+        RateLimitLayer::new(one_per_3s).wait_when_limited(Duration::from_millis(2_500), 2);
+    let mut slow = slow_quota.layer(echo());
+    call(&mut slow, 0).await.unwrap();
+    let start = Instant::now();
+    let err = call(&mut slow, 1).await.unwrap_err();
+    assert!(matches!(keel(&err), KeelError::RateLimited { .. }));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
 #[tokio::test(start_paused = true)]
 async fn wait_mode_waits_for_the_token() {
-    let mut svc = RateLimitLayer::new(quota(4, 1)).layer(echo());
+    let mut svc = waiting(quota(4, 1)).layer(echo());
     let start = Instant::now();
     for i in 0..3 {
         assert_eq!(call(&mut svc, i).await.unwrap(), i);
@@ -94,7 +168,7 @@ async fn wait_mode_waits_for_the_token() {
 
 #[tokio::test(start_paused = true)]
 async fn timeout_covers_the_wait_for_a_rate_limit_token() {
-    let layer = RateLimitLayer::new(quota(1, 1));
+    let layer = waiting(quota(1, 1));
     let limiter = layer.limiter().clone();
     let mut svc = ServiceBuilder::new()
         .layer(TimeoutLayer::new(Duration::from_millis(100)))
@@ -118,7 +192,7 @@ async fn timeout_covers_the_wait_for_a_rate_limit_token() {
 async fn towers_own_timeout_also_covers_the_wait() {
     let mut svc = ServiceBuilder::new()
         .timeout(Duration::from_millis(100))
-        .layer(RateLimitLayer::new(quota(1, 1)))
+        .layer(waiting(quota(1, 1)))
         .service(echo());
     call(&mut svc, 1).await.unwrap();
     let start = Instant::now();

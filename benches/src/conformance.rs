@@ -53,6 +53,8 @@ macro_rules! conformance_suite {
             sleep_and_timeout_follow_the_runtime_clock,
             breaker_call_opens_rejects_until_retry_at_then_closes,
             retry_backs_off_on_the_runtime_timer_and_stops_at_the_budget,
+            zero_delay_retry_yields_so_a_ticker_beside_it_stays_on_time_and_an_outer_timeout_fires,
+            hanging_dependency_with_the_timeout_outside_trips_the_breaker_after_minimum_calls,
             rate_limiter_until_ready_waits_until_retry_at,
             bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait,
             shutdown_answers_in_flight_closes_idle_refuses_new_and_aborts_a_hung_client_at_the_deadline,
@@ -457,6 +459,152 @@ pub fn retry_backs_off_on_the_runtime_timer_and_stops_at_the_budget<H: Harness>(
         .await;
         assert_eq!(ok, Ok(2));
         assert!(start.elapsed() >= Duration::from_millis(40));
+    });
+}
+
+/// Polls both futures from one task until both are done: two "tasks" sharing one thread,
+/// whatever the executor.
+async fn join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        match (ra.take(), rb.take()) {
+            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (x, y) => {
+                (ra, rb) = (x, y);
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// The spin: unlimited attempts, a zero delay (`constant(0)`) and an operation that
+/// fails at once used to make 24.7M attempts in 2.3 s without ever returning `Pending`, freezing
+/// every other task on the thread, and a timeout around it never fired. On the runtime's
+/// single-threaded executor, a ticker beside the retry keeps ticking and a 300 ms timeout
+/// around the retry fires. (The operation succeeds after `PATIENCE`, so without the yield this
+/// fails instead of hanging: the retry then ends `Ok` and the ticker never ticked.)
+pub fn zero_delay_retry_yields_so_a_ticker_beside_it_stays_on_time_and_an_outer_timeout_fires<
+    H: Harness,
+>() {
+    H::block_on_current_thread(async {
+        let rt = H::Runtime::default();
+        let config = BackoffConfig::constant(Duration::ZERO)
+            .jitter(Jitter::None)
+            .unlimited_attempts()
+            .build()
+            .expect("valid backoff");
+        let retry = Retry::with_runtime(config, rt.clone());
+        let start = Instant::now();
+        let attempts = std::cell::Cell::new(0u64);
+        let done = std::cell::Cell::new(false);
+        let work = async {
+            let run = retry.run(|| {
+                attempts.set(attempts.get() + 1);
+                let bail = start.elapsed() >= PATIENCE;
+                async move {
+                    if bail {
+                        Ok(())
+                    } else {
+                        Err("unavailable")
+                    }
+                }
+            });
+            let r = driver::timeout(&rt, Duration::from_millis(300), run).await;
+            done.set(true);
+            r
+        };
+        let ticker = async {
+            let (mut ticks, mut worst, mut last) = (0u32, Duration::ZERO, Instant::now());
+            while !done.get() {
+                driver::sleep(&rt, Duration::from_millis(10)).await;
+                ticks += 1;
+                worst = worst.max(last.elapsed());
+                last = Instant::now();
+            }
+            (ticks, worst)
+        };
+        let (r, (ticks, worst)) = join(work, ticker).await;
+        let name = H::NAME;
+        assert!(
+            r.is_err(),
+            "{name}: the outer timeout never fired; the retry ran {} attempts for {:?}",
+            attempts.get(),
+            start.elapsed()
+        );
+        assert!(attempts.get() > 1, "{name}: no retry was made");
+        // About 30 ticks are due in 300 ms; a loaded machine may lose some, never all.
+        assert!(
+            ticks >= 3,
+            "{name}: the ticker ticked {ticks} times beside the retry"
+        );
+        assert!(
+            worst < PATIENCE / 2,
+            "{name}: the ticker stalled for {worst:?}"
+        );
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{name}: took {:?}",
+            start.elapsed()
+        );
+    });
+}
+
+/// A hanging dependency behind a breaker with the timeout *outside* it (the abandoned call's
+/// future is dropped, no outcome is ever returned): the drop guard counts each abandoned call
+/// as a failure once it ran the abandon threshold, so the breaker opens after at most
+/// `minimum_calls` of them and later calls are rejected without reaching the dependency.
+pub fn hanging_dependency_with_the_timeout_outside_trips_the_breaker_after_minimum_calls<
+    H: Harness,
+>() {
+    H::block_on(async {
+        let rt = H::Runtime::default();
+        let config = CircuitBreakerConfig::builder()
+            .count_window(4)
+            .minimum_calls(4)
+            .abandon_threshold(Duration::from_millis(20))
+            .build()
+            .expect("valid breaker");
+        let breaker = Breaker::<H::Runtime>::new(config);
+        let reached = AtomicUsize::new(0);
+        for _ in 0..8 {
+            let call = breaker.call(async {
+                reached.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<Result<(), &str>>().await
+            });
+            // Far past the threshold, so a loaded machine cannot drop a call before it.
+            match driver::timeout(&rt, Duration::from_millis(100), call).await {
+                Err(_elapsed) => {}
+                Ok(r) => assert!(
+                    r.as_ref().is_err_and(BreakerError::is_rejected),
+                    "{}: {r:?}",
+                    H::NAME
+                ),
+            }
+        }
+        assert_eq!(reached.load(Ordering::SeqCst), 4, "{}", H::NAME);
+        assert_eq!(breaker.state(), State::Open, "{}", H::NAME);
+        let stats = breaker.stats();
+        assert_eq!(
+            (stats.abandoned_failures, stats.rejected),
+            (4, 4),
+            "{}",
+            H::NAME
+        );
     });
 }
 

@@ -28,6 +28,12 @@ pub trait Harness: 'static {
     type Listener: Listener + Send + 'static;
     /// Runs a future to completion on the runtime (from outside it).
     fn block_on<F: Future>(fut: F) -> F::Output;
+    /// Runs a future to completion on the runtime's single-threaded executor, on this thread
+    /// (the default: [`block_on`](Self::block_on), which is that for smol and async-std;
+    /// tokio's current-thread runtime for tokio).
+    fn block_on_current_thread<F: Future>(fut: F) -> F::Output {
+        Self::block_on(fut)
+    }
     /// The adapter's `bind(addr, config)`.
     fn bind(
         addr: &str,

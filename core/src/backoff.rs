@@ -63,17 +63,40 @@
 //!
 //! ## Server hints
 //!
-//! [`Backoff::next_delay_with_hint`] replaces the next delay with the server's `Retry-After`,
-//! capped at `max_retry_after` (default: the cap). The hint is not jittered (the server already
-//! chose the time). The schedule still advances one step, and the random draw is still made, so
-//! the delays of later retries are the same whether or not a hint came before them.
+//! [`Backoff::next_delay_with_hint`] treats the server's `Retry-After` as a **lower bound**, not
+//! as a replacement for the schedule (RFC 9110 §10.2.3: the time the client "ought to wait"):
+//!
+//! ```text
+//! hinted  = clamp(retry_after, min_retry_after, max_retry_after)
+//! delay   = max(hinted, jittered schedule delay)
+//! ```
+//!
+//! - `max_retry_after` (default: the cap) bounds what a server can impose, so the delay never
+//!   exceeds `max(cap, max_retry_after)`.
+//! - `min_retry_after` (default [`DEFAULT_MIN_RETRY_AFTER`], 1 ms) bounds how little it can ask
+//!   for: `Retry-After: 0` means "after a timer tick", never "at once".
+//! - The schedule still applies: its jittered delay is drawn and the schedule advances one step
+//!   exactly as without a hint, and the longer of the two wins. A server that keeps answering
+//!   `Retry-After: 0` (or a proxy that strips the header to `0`) therefore cannot turn the
+//!   client's exponential backoff into a tight loop; a hint longer than the backoff is honoured
+//!   as given (the server chose the time, often already spread per client, e.g. a GCRA's
+//!   `retry_at`). Because the draw is always made, the delays of later retries are the same
+//!   whether or not a hint came before them.
+//!
+//! Why 1 ms: it is the resolution of tokio's timer wheel and of gRPC's `grpc-retry-pushback-ms`
+//! header, the finest wait a hint can meaningfully ask for; with it, even a zero-delay schedule
+//! (`constant(0)`) fed `Retry-After: 0` makes at most 1 000 attempts per second per caller
+//! (and the retry driver yields to its executor before every retry whatever the delay). It is
+//! a floor against a tight loop, not a backoff: the schedule does the backing off.
+//! [`min_retry_after(Duration::ZERO)`](BackoffConfigBuilder::min_retry_after) turns it off.
 //!
 //! # Defaults and their source
 //!
 //! [`BackoffConfig::builder()`] is AWS SDK for Java v2's *standard* retry mode
 //! (`SdkDefaultRetrySetting.Standard`): exponential from a 100 ms base, doubling
 //! (`factor_percent = 200`), capped at 20 s (`MAX_BACKOFF`), full jitter, `max_attempts = 3`
-//! (the first attempt and two retries). No elapsed-time limit; `max_retry_after` = the cap.
+//! (the first attempt and two retries). No elapsed-time limit; `max_retry_after` = the cap;
+//! `min_retry_after` = 1 ms (see *Server hints*).
 //! The AWS SDK for Rust (smithy) uses the same cap and attempts with a 1 s base.
 //!
 //! # Example
@@ -93,7 +116,7 @@
 //!
 //! // The first attempt failed at `start`: retry after 100 ms.
 //! assert_eq!(backoff.next_delay(start), RetryDecision::RetryAt(start + Duration::from_millis(100)));
-//! // The server says "Retry-After: 300 ms": the hint wins.
+//! // The server says "Retry-After: 300 ms", longer than the schedule's 200 ms: the hint wins.
 //! let t = start + Duration::from_millis(150);
 //! let hint = Duration::from_millis(300);
 //! assert_eq!(backoff.next_delay_with_hint(t, hint), RetryDecision::RetryAt(t + hint));
@@ -126,6 +149,9 @@ pub const DEFAULT_CAP: Duration = Duration::from_secs(20);
 pub const DEFAULT_FACTOR_PERCENT: u32 = 200;
 /// Default attempts, the first one included: 3 (AWS SDK standard retry mode `MAX_ATTEMPTS`).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default shortest delay a server's retry-after hint can ask for: 1 ms (see the module docs,
+/// *Server hints*).
+pub const DEFAULT_MIN_RETRY_AFTER: Duration = Duration::from_millis(1);
 
 /// How the un-jittered delay grows from one retry to the next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,12 +237,14 @@ pub struct BackoffConfig {
     max_attempts: Option<u32>,
     max_elapsed: Option<Duration>,
     max_retry_after: Duration,
+    min_retry_after: Duration,
     seed: u64,
     // Pre-computed nanoseconds for the hot path.
     base_ns: u64,
     step_ns: u64,
     cap_ns: u64,
     max_retry_after_ns: u64,
+    min_retry_after_ns: u64,
 }
 
 impl Default for BackoffConfig {
@@ -231,9 +259,9 @@ impl Default for BackoffConfig {
             Jitter::Full,
             Some(DEFAULT_MAX_ATTEMPTS),
             None,
-            DEFAULT_CAP,
             0,
         )
+        .with_hint_bounds(DEFAULT_MIN_RETRY_AFTER, DEFAULT_CAP)
     }
 }
 
@@ -275,7 +303,6 @@ impl BackoffConfig {
         jitter: Jitter,
         max_attempts: Option<u32>,
         max_elapsed: Option<Duration>,
-        max_retry_after: Duration,
         seed: u64,
     ) -> BackoffConfig {
         let (base, step) = match schedule {
@@ -289,13 +316,24 @@ impl BackoffConfig {
             jitter,
             max_attempts,
             max_elapsed,
-            max_retry_after,
+            max_retry_after: cap,
+            min_retry_after: Duration::ZERO,
             seed,
             base_ns: duration_to_nanos(base),
             step_ns: duration_to_nanos(step),
             cap_ns: duration_to_nanos(cap),
-            max_retry_after_ns: duration_to_nanos(max_retry_after),
+            max_retry_after_ns: duration_to_nanos(cap),
+            min_retry_after_ns: 0,
         }
+    }
+
+    /// The same configuration with these bounds on a server's hint.
+    fn with_hint_bounds(mut self, min: Duration, max: Duration) -> BackoffConfig {
+        self.min_retry_after = min;
+        self.max_retry_after = max;
+        self.min_retry_after_ns = duration_to_nanos(min);
+        self.max_retry_after_ns = duration_to_nanos(max);
+        self
     }
 
     /// The schedule.
@@ -340,6 +378,14 @@ impl BackoffConfig {
         self.max_retry_after
     }
 
+    /// The shortest delay a server's retry-after hint can ask for (shorter hints are raised to
+    /// it).
+    #[inline]
+    #[must_use]
+    pub const fn min_retry_after(&self) -> Duration {
+        self.min_retry_after
+    }
+
     /// The seed of the jitter's [`Rng`].
     #[inline]
     #[must_use]
@@ -367,6 +413,7 @@ pub struct BackoffConfigBuilder {
     max_attempts: Option<u32>,
     max_elapsed: Option<Duration>,
     max_retry_after: Option<Duration>,
+    min_retry_after: Duration,
     seed: u64,
 }
 
@@ -380,6 +427,7 @@ impl BackoffConfigBuilder {
             max_attempts: Some(DEFAULT_MAX_ATTEMPTS),
             max_elapsed: None,
             max_retry_after: None,
+            min_retry_after: DEFAULT_MIN_RETRY_AFTER,
             seed: 0,
         }
     }
@@ -422,10 +470,19 @@ impl BackoffConfigBuilder {
         self
     }
 
-    /// The longest delay a server's retry-after hint can impose (default: the cap). Longer
-    /// hints are cut to this.
+    /// The longest delay a server's retry-after hint can impose (default: the cap, or
+    /// `min_retry_after` if the cap is shorter). Longer hints are cut to this.
     pub fn max_retry_after(mut self, max_retry_after: Duration) -> Self {
         self.max_retry_after = Some(max_retry_after);
+        self
+    }
+
+    /// The shortest delay a server's retry-after hint can ask for (default 1 ms,
+    /// [`DEFAULT_MIN_RETRY_AFTER`]): shorter hints, `Retry-After: 0` included, are raised to
+    /// it. Zero lets a hint of zero retry at once (the retry driver still yields to its
+    /// executor first). See the module docs, *Server hints*.
+    pub fn min_retry_after(mut self, min_retry_after: Duration) -> Self {
+        self.min_retry_after = min_retry_after;
         self
     }
 
@@ -443,7 +500,8 @@ impl BackoffConfigBuilder {
     /// - [`ConfigError::Zero`]: an exponential schedule, or decorrelated jitter, with a zero
     ///   `base` (it would never grow); `max_attempts(0)`; a zero `max_elapsed`; an explicit
     ///   zero `max_retry_after`.
-    /// - [`ConfigError::InvertedRange`]: `base` (or the constant delay) above `cap`.
+    /// - [`ConfigError::InvertedRange`]: `base` (or the constant delay) above `cap`; an
+    ///   explicit `max_retry_after` below `min_retry_after`.
     /// - [`ConfigError::OutOfRange`]: `factor_percent` below 100.
     /// - [`ConfigError::Conflict`]: `factor_percent` on a linear or constant schedule.
     pub fn build(self) -> Result<BackoffConfig, ConfigError> {
@@ -512,17 +570,26 @@ impl BackoffConfigBuilder {
                 field: "max_retry_after",
             });
         }
-        // Defaulting to a zero cap (a zero constant delay) is consistent: hints retry at once.
-        let max_retry_after = self.max_retry_after.unwrap_or(self.cap);
+        let max_retry_after = match self.max_retry_after {
+            Some(max) if max < self.min_retry_after => {
+                return Err(ConfigError::InvertedRange {
+                    min: "min_retry_after",
+                    max: "max_retry_after",
+                })
+            }
+            Some(max) => max,
+            // A cap below the floor (e.g. a zero constant delay) leaves hints at the floor.
+            None => self.cap.max(self.min_retry_after),
+        };
         Ok(BackoffConfig::from_parts(
             schedule,
             self.cap,
             self.jitter,
             self.max_attempts,
             self.max_elapsed,
-            max_retry_after,
             self.seed,
-        ))
+        )
+        .with_hint_bounds(self.min_retry_after, max_retry_after))
     }
 }
 
@@ -535,6 +602,8 @@ pub struct BackoffStats {
     pub hints: u64,
     /// Hints longer than `max_retry_after`, cut to it.
     pub hints_capped: u64,
+    /// Hints shorter than `min_retry_after`, raised to it.
+    pub hints_raised: u64,
     /// Operations that gave up after `max_attempts`.
     pub gave_up_max_attempts: u64,
     /// Operations that gave up because the next retry would pass `max_elapsed`.
@@ -615,20 +684,29 @@ impl Backoff {
     }
 
     /// The attempt at `now` failed and the server asked to wait `retry_after`: retry after
-    /// `min(retry_after, max_retry_after)` instead of the schedule's delay. The hint counts as
-    /// an attempt and the schedule still advances one step.
+    /// `max(clamp(retry_after, min_retry_after, max_retry_after), jittered schedule delay)`
+    /// (see the module docs, *Server hints*). The hint counts as an attempt and the schedule
+    /// advances one step, as without a hint.
     pub fn next_delay_with_hint(&mut self, now: Instant, retry_after: Duration) -> RetryDecision {
         let now = self.clock.observe(now);
-        if let Err(reason) = self.step() {
-            return RetryDecision::GiveUp(reason);
-        }
+        let scheduled_ns = match self.step() {
+            Ok(d) => d,
+            Err(reason) => return RetryDecision::GiveUp(reason),
+        };
         let hint_ns = duration_to_nanos(retry_after);
-        let max = self.config.max_retry_after_ns;
-        let decision = self.schedule(now, hint_ns.min(max));
+        let (min, max) = (
+            self.config.min_retry_after_ns,
+            self.config.max_retry_after_ns,
+        );
+        // `min <= max` holds for every built config; `min(max)` last keeps the cap regardless.
+        let hinted_ns = hint_ns.max(min).min(max);
+        let decision = self.schedule(now, hinted_ns.max(scheduled_ns));
         if let RetryDecision::RetryAt(_) = decision {
             self.stats.hints = self.stats.hints.saturating_add(1);
             if hint_ns > max {
                 self.stats.hints_capped = self.stats.hints_capped.saturating_add(1);
+            } else if hint_ns < min {
+                self.stats.hints_raised = self.stats.hints_raised.saturating_add(1);
             }
         }
         decision

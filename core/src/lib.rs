@@ -59,6 +59,7 @@ pub mod error;
 pub mod health;
 pub mod limit;
 pub mod rate;
+pub mod report;
 pub mod rng;
 pub mod shutdown;
 pub mod time;

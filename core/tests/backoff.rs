@@ -205,15 +205,77 @@ fn retry_after_overrides_the_next_delay_but_is_capped() {
         b.next_delay_with_hint(now, ms(60_000)),
         RetryDecision::RetryAt(now + ms(3_000))
     );
-    // A zero hint means "retry now".
+    // A zero hint does not skip the backoff: the schedule's third delay (400 ms) is longer.
     assert_eq!(
         b.next_delay_with_hint(now, Duration::ZERO),
-        RetryDecision::RetryAt(now)
+        RetryDecision::RetryAt(now + ms(400))
     );
     // The schedule kept its place: this is the fourth retry, 100 * 2^3.
     assert_eq!(b.next_delay(now), RetryDecision::RetryAt(now + ms(800)));
     let s = b.stats();
-    assert_eq!((s.retries, s.hints, s.hints_capped), (4, 3, 1));
+    assert_eq!(
+        (s.retries, s.hints, s.hints_capped, s.hints_raised),
+        (4, 3, 1, 1)
+    );
+}
+
+#[test]
+fn retry_after_zero_waits_at_least_min_retry_after_even_on_a_zero_schedule() {
+    let config = BackoffConfig::constant(Duration::ZERO)
+        .unlimited_attempts()
+        .build()
+        .unwrap();
+    assert_eq!(config.min_retry_after(), ms(1));
+    // The cap (zero) is below the floor: hints are held at the floor, not rejected.
+    assert_eq!(config.max_retry_after(), ms(1));
+    let mut b = Backoff::new(config, t0());
+    let mut now = t0();
+    for _ in 0..1_000 {
+        let at = b
+            .next_delay_with_hint(now, Duration::ZERO)
+            .retry_at()
+            .unwrap();
+        assert_eq!(at, now + ms(1));
+        now = at;
+    }
+    // Without a hint the (zero) schedule is the caller's own choice.
+    assert_eq!(b.next_delay(now), RetryDecision::RetryAt(now));
+    assert_eq!(b.stats().hints_raised, 1_000);
+
+    let opt_out = BackoffConfig::constant(Duration::ZERO)
+        .min_retry_after(Duration::ZERO)
+        .build()
+        .unwrap();
+    let mut b = Backoff::new(opt_out, t0());
+    assert_eq!(
+        b.next_delay_with_hint(t0(), Duration::ZERO),
+        RetryDecision::RetryAt(t0())
+    );
+}
+
+#[test]
+fn a_hint_is_a_floor_under_the_jittered_schedule_never_above_the_caps() {
+    let config = BackoffConfig::exponential(ms(100), ms(2_000))
+        .jitter(Jitter::Equal)
+        .min_retry_after(ms(5))
+        .max_retry_after(ms(500))
+        .unlimited_attempts()
+        .seed(3)
+        .build()
+        .unwrap();
+    let mut hinted = Backoff::new(config, t0());
+    let mut plain = Backoff::new(config, t0());
+    for hint in [0, 1, 5, 50, 300, 499, 500, 501, 10_000, 0, 0, 7] {
+        let scheduled = plain.next_delay(t0()).retry_at().unwrap() - t0();
+        let got = hinted
+            .next_delay_with_hint(t0(), ms(hint))
+            .retry_at()
+            .unwrap()
+            - t0();
+        let floor = ms(hint).clamp(ms(5), ms(500));
+        assert_eq!(got, floor.max(scheduled), "hint {hint} ms");
+        assert!(got <= ms(2_000));
+    }
 }
 
 #[test]
@@ -487,6 +549,7 @@ fn defaults_are_aws_standard_mode() {
     assert_eq!(c.max_attempts(), Some(3));
     assert_eq!(c.max_elapsed(), None);
     assert_eq!(c.max_retry_after(), Duration::from_secs(20));
+    assert_eq!(c.min_retry_after(), ms(1));
     assert_eq!(c.seed(), 0);
 }
 
@@ -551,6 +614,16 @@ fn invalid_configs_are_rejected() {
             .build(),
         Err(ConfigError::Zero {
             field: "max_retry_after"
+        })
+    );
+    assert_eq!(
+        BackoffConfig::builder()
+            .min_retry_after(ms(10))
+            .max_retry_after(ms(9))
+            .build(),
+        Err(ConfigError::InvertedRange {
+            min: "min_retry_after",
+            max: "max_retry_after"
         })
     );
     assert_eq!(

@@ -43,10 +43,23 @@ fn config() -> impl Strategy<Value = Result<BackoffConfig, keel_core::ConfigErro
         proptest::option::of(1u32..50),
         proptest::option::of(duration()),
         proptest::option::of(duration()),
+        proptest::option::of(duration()),
         any::<u64>(),
     )
         .prop_map(
-            |(kind, a, b, cap, factor, jitter, attempts, elapsed, retry_after, seed)| {
+            |(
+                kind,
+                a,
+                b,
+                cap,
+                factor,
+                jitter,
+                attempts,
+                elapsed,
+                retry_after,
+                min_retry_after,
+                seed,
+            )| {
                 let (lo, hi) = if a <= cap { (a, cap) } else { (cap, a) };
                 let mut builder = match kind {
                     0 => BackoffConfig::constant(lo),
@@ -64,6 +77,9 @@ fn config() -> impl Strategy<Value = Result<BackoffConfig, keel_core::ConfigErro
                 }
                 if let Some(d) = retry_after {
                     builder = builder.max_retry_after(d);
+                }
+                if let Some(d) = min_retry_after {
+                    builder = builder.min_retry_after(d);
                 }
                 builder.build()
             },
@@ -211,7 +227,12 @@ proptest! {
                     let wait = u128::from(at.as_nanos() - clamped);
                     prop_assert!(wait <= longest, "waits {wait} > {longest}");
                     if op == 1 {
-                        prop_assert!(wait <= nanos(hint).min(nanos(config.max_retry_after())));
+                        // A hint is a floor under the schedule, clamped to its own bounds.
+                        let (lo, hi) = (nanos(config.min_retry_after()), nanos(config.max_retry_after()));
+                        let floor = nanos(hint).clamp(lo, hi);
+                        prop_assert!(wait <= floor.max(nanos(config.cap())));
+                        let saturated = at == Instant::MAX;
+                        prop_assert!(saturated || wait >= floor, "waits {wait} < hint floor {floor}");
                     }
                     if let Some(max) = config.max_elapsed() {
                         let deadline = u128::from(op_start) + nanos(max);

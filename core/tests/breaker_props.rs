@@ -23,6 +23,7 @@ struct ModelConfig {
     slow_ms: u64,
     open_ms: u64,
     probes: u32,
+    abandon_ms: u64,
 }
 
 impl ModelConfig {
@@ -32,7 +33,8 @@ impl ModelConfig {
             .minimum_calls(self.minimum_calls)
             .slow_call_duration_threshold(Duration::from_millis(self.slow_ms))
             .open_duration(Duration::from_millis(self.open_ms))
-            .permitted_calls_in_half_open(self.probes);
+            .permitted_calls_in_half_open(self.probes)
+            .abandon_threshold(Duration::from_millis(self.abandon_ms));
         b = match self.consecutive {
             Some(n) => b.consecutive_failures(n),
             None => b.disable_consecutive_failures(),
@@ -187,6 +189,8 @@ impl Model {
 enum Op {
     Acquire,
     Report(usize, Outcome),
+    /// The call of the held permit at this index was dropped before it finished.
+    Abandon(usize),
     Timeout,
     ForceOpen,
     Disable,
@@ -205,13 +209,18 @@ fn op() -> impl Strategy<Value = (i64, Op)> {
     let op = prop_oneof![
         20 => Just(Op::Acquire),
         20 => (any::<usize>(), outcome()).prop_map(|(i, o)| Op::Report(i, o)),
+        6 => any::<usize>().prop_map(Op::Abandon),
         4 => Just(Op::Timeout),
         1 => Just(Op::ForceOpen),
         1 => Just(Op::Disable),
         1 => Just(Op::Reset),
     ];
-    // Milliseconds; a negative step is a clock going backwards.
-    (-2_000i64..4_000, op)
+    // Milliseconds; a negative step is a clock going backwards. Steps of exactly 1 s meet an
+    // abandon threshold of 1 s (the boundary: a call that ran exactly the threshold counts).
+    (
+        prop_oneof![6 => -2_000i64..4_000, 1 => Just(1_000), 1 => Just(0)],
+        op,
+    )
 }
 
 fn model_config() -> impl Strategy<Value = ModelConfig> {
@@ -226,6 +235,7 @@ fn model_config() -> impl Strategy<Value = ModelConfig> {
                 1u64..3_000,
                 1u64..10_000,
                 1u32..4,
+                prop_oneof![2 => 0u64..3_000, 1 => Just(1_000)],
             )
         })
         .prop_map(
@@ -238,6 +248,7 @@ fn model_config() -> impl Strategy<Value = ModelConfig> {
                 slow_ms,
                 open_ms,
                 probes,
+                abandon_ms,
             )| {
                 let consecutive =
                     if consecutive.is_none() && failure_rate.is_none() && slow_rate.is_none() {
@@ -254,6 +265,7 @@ fn model_config() -> impl Strategy<Value = ModelConfig> {
                     slow_ms,
                     open_ms,
                     probes,
+                    abandon_ms,
                 }
             },
         )
@@ -314,6 +326,30 @@ proptest! {
                     }
                 }
                 Op::Report(..) => {}
+                Op::Abandon(i) if !held.is_empty() => {
+                    let (p, mp) = held.swap_remove(i % held.len());
+                    real.handle_timeout(now);
+                    model.advance(now_ns);
+                    let before = real.stats();
+                    // The rule: a failure once the call ran the abandon threshold, else ignored.
+                    let ran = model.newest.saturating_sub(mp.1);
+                    let want = if ran >= cfg.abandon_ms * 1_000_000 {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Ignored
+                    };
+                    prop_assert_eq!(real.on_abandoned(now, p), want);
+                    model.outcome(now_ns, mp, want);
+                    let after = real.stats();
+                    prop_assert_eq!(after.abandoned, before.abandoned + 1);
+                    let current = p.generation() == before.generation;
+                    let counted = u64::from(current && want == Outcome::Failure);
+                    prop_assert_eq!(after.abandoned_failures, before.abandoned_failures + counted);
+                    if !current {
+                        stale_seen += 1;
+                    }
+                }
+                Op::Abandon(_) => {}
                 Op::Timeout => {
                     real.handle_timeout(now);
                     model.advance(now_ns);

@@ -82,3 +82,40 @@ fn loom_budget_grants_each_retry_once() {
         assert_eq!((s.withdrawals, s.exhausted), (1, 1));
     });
 }
+
+/// Two threads reporting through clones of one shared report limiter: exactly one report is
+/// emitted within the interval, and every occurrence is counted once.
+#[test]
+fn loom_shared_report_limiter_emits_once_per_interval_and_counts_everything() {
+    use keel_core::report::Report;
+    use keel_core::sync::report::SharedReportLimiter;
+    loom::model(|| {
+        let t = Instant::from_secs(1);
+        let reports = SharedReportLimiter::new(Duration::from_secs(1), Instant::ZERO);
+        let emitted = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (r, e) = (reports.clone(), Arc::clone(&emitted));
+                thread::spawn(move || {
+                    if let Report::Emit { suppressed } = r.on_occurrence(t) {
+                        assert_eq!(suppressed, 0);
+                        e.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        assert_eq!(emitted.load(Ordering::Relaxed), 1);
+        let s = reports.stats();
+        assert_eq!(
+            (s.occurrences, s.reports, s.suppressed, s.unreported),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(
+            reports.on_occurrence(t + Duration::from_secs(1)),
+            Report::Emit { suppressed: 1 }
+        );
+    });
+}

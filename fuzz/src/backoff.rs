@@ -1,6 +1,8 @@
 //! Backoff: every jittered delay lies in `[floor, d(n)]` of the documented table (so never above
-//! the cap), `d(n)` follows a reference model of the schedule, hints are honoured within
-//! `max_retry_after`, no retry passes the deadline or the attempt limit, give-ups are sticky.
+//! the cap), `d(n)` follows a reference model of the schedule, a hint clamped to
+//! `[min_retry_after, max_retry_after]` is a floor under the jittered delay (never above
+//! `max(cap, max_retry_after)`), no retry passes the deadline or the attempt limit, give-ups are
+//! sticky.
 
 use arbitrary::Arbitrary;
 use keel_core::backoff::{Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision, Schedule};
@@ -43,6 +45,7 @@ pub struct Config {
     unlimited: bool,
     max_elapsed: Option<Dur>,
     max_retry_after: Option<Dur>,
+    min_retry_after: Option<Dur>,
     seed: u64,
 }
 
@@ -99,6 +102,9 @@ impl Harness {
         }
         if let Some(d) = c.max_retry_after {
             b = b.max_retry_after(d.get());
+        }
+        if let Some(d) = c.min_retry_after {
+            b = b.min_retry_after(d.get());
         }
         let config = b.seed(c.seed).build().ok()?;
         let base = duration_to_nanos(match config.schedule() {
@@ -166,11 +172,24 @@ impl Harness {
                 let delay = duration_to_nanos(at - now);
                 let saturated = at == Instant::MAX;
                 if let Some(h) = hint {
-                    let want = h.min(duration_to_nanos(self.config.max_retry_after()));
+                    // The hint, clamped to [min_retry_after, max_retry_after], is a floor under
+                    // the jittered schedule: the longer of the two wins.
+                    let lo = duration_to_nanos(self.config.min_retry_after());
+                    let hi = duration_to_nanos(self.config.max_retry_after());
                     assert!(
-                        delay == want || saturated && delay <= want,
-                        "hint not honoured"
+                        lo <= hi,
+                        "the builder accepted min_retry_after > max_retry_after"
                     );
+                    let floor = h.clamp(lo, hi);
+                    assert!(delay >= floor || saturated, "hint floor not honoured");
+                    assert!(delay <= floor.max(self.cap), "hinted delay above both caps");
+                    if delay > floor {
+                        // The schedule's draw won: it is visible, and obeys the jitter.
+                        self.check_jitter(d, prev, delay, saturated);
+                        if !saturated {
+                            self.prev = delay;
+                        }
+                    }
                 } else {
                     self.check_jitter(d, prev, delay, saturated);
                     if !saturated {

@@ -1,15 +1,18 @@
 //! The circuit breaker: half-open admits at most `permitted_calls_in_half_open` probes (net of
 //! ignored ones), open rejects until a time within the configured open duration, forced-open
 //! rejects everything, closed and disabled admit everything, stale outcomes change nothing,
-//! counters balance, timers never spin.
+//! counters balance, timers never spin; an abandoned call is a failure exactly when it ran the
+//! abandon threshold; the transitions, fed to a report limiter as the driver does, are
+//! reported at most once per interval and every one is counted once.
 
 use core::time::Duration;
 
 use arbitrary::Arbitrary;
 use keel_core::breaker::{
-    BreakerEvent, BreakerPermit, CircuitBreaker, CircuitBreakerConfig, Jitter, OpenDuration, State,
-    EVENT_QUEUE_CAPACITY,
+    BreakerEvent, BreakerPermit, CircuitBreaker, CircuitBreakerConfig, Jitter, OpenDuration,
+    Outcome, State, EVENT_QUEUE_CAPACITY,
 };
+use keel_core::report::{Report, ReportLimiter};
 use keel_core::time::Instant;
 
 use crate::common::{Clock, Dur, Timed};
@@ -25,6 +28,8 @@ pub enum Op {
     Failure(u8),
     /// `on_ignored` for the held permit at this index.
     Ignored(u8),
+    /// `on_abandoned` for the held permit at this index.
+    Abandoned(u8),
     /// `handle_timeout(now)`.
     Timeout,
     /// Jump to `poll_timeout()` and handle it.
@@ -71,6 +76,8 @@ pub struct Config {
     open: Open,
     permitted: u8,
     max_wait: Option<Dur>,
+    abandon: Option<Dur>,
+    report_interval: Dur,
     seed: u64,
 }
 
@@ -86,6 +93,12 @@ pub struct Harness {
     gen: u64,
     admitted_in_gen: u64,
     ignored_in_gen: u64,
+    /// The transitions' log limiter, as the driver uses it, and what the harness saw of it.
+    reports: ReportLimiter,
+    last_report: Option<Instant>,
+    transitions_seen: u64,
+    emitted: u64,
+    carried: u64,
 }
 
 impl Harness {
@@ -131,6 +144,9 @@ impl Harness {
         if let Some(d) = c.max_wait {
             b = b.max_wait_in_half_open(d.get());
         }
+        if let Some(d) = c.abandon {
+            b = b.abandon_threshold(d.get());
+        }
         let config = b.build().ok()?;
         let max_open = match config.open_duration() {
             OpenDuration::Fixed(d) => d,
@@ -146,6 +162,11 @@ impl Harness {
             gen: 0,
             admitted_in_gen: 0,
             ignored_in_gen: 0,
+            reports: ReportLimiter::new(c.report_interval.get(), start),
+            last_report: None,
+            transitions_seen: 0,
+            emitted: 0,
+            carried: 0,
         })
     }
 
@@ -203,6 +224,37 @@ impl Harness {
                             State::Closed | State::Disabled => panic!("rejected while {state:?}"),
                         }
                     }
+                }
+            }
+            Op::Abandoned(i) => {
+                let Some(p) = self.take(i) else {
+                    clock.unseen();
+                    return;
+                };
+                self.outcomes += 1;
+                let current = p.generation() == self.b.stats().generation;
+                let before = self.b.stats();
+                let ran = clock.newest().saturating_duration_since(p.admitted_at());
+                let outcome = self.b.on_abandoned(now, p);
+                let after = self.b.stats();
+                let threshold = self.b.config().abandon_threshold();
+                let want = if ran >= threshold {
+                    Outcome::Failure
+                } else {
+                    Outcome::Ignored
+                };
+                assert_eq!(
+                    outcome, want,
+                    "abandoned after {ran:?}, threshold {threshold:?}"
+                );
+                assert_eq!(after.abandoned, before.abandoned + 1);
+                let counted = u64::from(current && outcome == Outcome::Failure);
+                assert_eq!(
+                    after.abandoned_failures,
+                    before.abandoned_failures + counted
+                );
+                if current && outcome == Outcome::Ignored && p.generation() == after.generation {
+                    self.ignored_in_gen += 1;
                 }
             }
             Op::Success(i) | Op::Failure(i) | Op::Ignored(i) => {
@@ -264,6 +316,7 @@ impl Harness {
                     n += 1;
                     assert_ne!(from, to);
                     assert!(at <= clock.newest());
+                    self.report(at);
                 }
                 assert!(n <= EVENT_QUEUE_CAPACITY);
             }
@@ -311,6 +364,39 @@ impl Harness {
         if let (State::Open, Some(t)) = (s.state, self.b.poll_timeout()) {
             assert!(t - clock.newest() <= self.max_open);
         }
+    }
+
+    /// Feeds a transition to the report limiter, as the breaker driver does, and checks it.
+    fn report(&mut self, at: Instant) {
+        self.transitions_seen += 1;
+        let interval = self.reports.interval();
+        // The limiter clamps `at` to the newest it saw; transitions arrive in order anyway.
+        let at = self.last_report.map_or(at, |l| at.max(l));
+        match self.reports.on_occurrence(at) {
+            Report::Emit { suppressed } => {
+                if let Some(last) = self.last_report {
+                    assert!(
+                        at >= last.saturating_add(interval),
+                        "two reports within the interval"
+                    );
+                }
+                self.last_report = Some(at);
+                self.emitted += 1;
+                self.carried += suppressed;
+            }
+            Report::Suppress => {
+                let last = self.last_report.expect("the first occurrence is reported");
+                assert!(
+                    at < last.saturating_add(interval),
+                    "a due report was suppressed"
+                );
+            }
+        }
+        let s = self.reports.stats();
+        assert_eq!(s.occurrences, self.transitions_seen);
+        assert_eq!(s.reports, self.emitted);
+        assert_eq!(s.reports + s.suppressed, s.occurrences);
+        assert_eq!(self.carried + s.unreported, s.suppressed);
     }
 
     fn sync_gen(&mut self) {

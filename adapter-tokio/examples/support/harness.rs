@@ -15,6 +15,13 @@ impl keel_benches::Harness for Tokio {
         let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
         rt.block_on(fut)
     }
+    fn block_on_current_thread<F: std::future::Future>(fut: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread tokio runtime");
+        rt.block_on(fut)
+    }
     async fn bind(addr: &str, config: &GuardConfig) -> std::io::Result<Incoming<Tcp>> {
         keel_tokio::bind(addr, config).await
     }

@@ -113,6 +113,7 @@ pub use classify::{
 use core::time::Duration;
 
 use crate::error::ConfigError;
+use crate::report::{Report, ReportLimiter};
 use crate::time::{Instant, Monotonic};
 
 /// Default first pause after a shortage: 50 ms.
@@ -121,8 +122,8 @@ pub const DEFAULT_INITIAL_PAUSE: Duration = Duration::from_millis(50);
 pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Default growth of the pause per consecutive shortage: 200 %, i.e. doubling.
 pub const DEFAULT_GROWTH_PERCENT: u32 = 200;
-/// Default minimum time between two `Shortage` reports: 1 s.
-pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default minimum time between two `Shortage` reports: 1 s ([`crate::report`]'s default).
+pub const DEFAULT_REPORT_INTERVAL: Duration = crate::report::DEFAULT_REPORT_INTERVAL;
 /// How many events [`AcceptLoop`] holds before it folds the oldest into the next.
 pub const EVENT_QUEUE_CAPACITY: usize = 8;
 
@@ -481,7 +482,8 @@ pub struct AcceptLoop {
     next_pause: Duration,
     pause: Option<Pause>,
     episode: Option<Episode>,
-    last_report: Option<Instant>,
+    /// Which shortages are reported; the source of `reports`, `suppressed` and `unreported`.
+    reports: ReportLimiter,
     stopped: bool,
     fatal_pending: bool,
     events: EventQueue,
@@ -498,7 +500,7 @@ impl AcceptLoop {
             next_pause: config.initial_pause,
             pause: None,
             episode: None,
-            last_report: None,
+            reports: ReportLimiter::new(config.report_interval, now),
             stopped: false,
             fatal_pending: false,
             events: EventQueue::new(),
@@ -521,7 +523,7 @@ impl AcceptLoop {
         self.next_pause = self.config.initial_pause;
         if let Some(episode) = self.episode.take() {
             if episode.reported {
-                let suppressed = core::mem::take(&mut self.stats.unreported);
+                let suppressed = self.reports.take_unreported();
                 self.push(AcceptEvent::Resumed {
                     paused_for: now.saturating_duration_since(episode.start),
                     suppressed,
@@ -631,6 +633,10 @@ impl AcceptLoop {
     #[must_use]
     pub fn stats(&self) -> AcceptStats {
         let mut stats = self.stats;
+        let reports = self.reports.stats();
+        stats.reports = reports.reports;
+        stats.suppressed = reports.suppressed;
+        stats.unreported = reports.unreported;
         if let Some(p) = self.pause {
             let end = self.clock.get().min(p.until);
             stats.paused_total = stats
@@ -656,35 +662,25 @@ impl AcceptLoop {
                 until
             }
         };
-        let report_due = self
-            .last_report
-            .is_none_or(|last| now >= last.saturating_add(self.config.report_interval));
         let episode = self.episode.get_or_insert(Episode {
             start: now,
             reported: false,
         });
-        if report_due {
+        if let Report::Emit { suppressed } = self.reports.on_occurrence(now) {
             episode.reported = true;
-            self.last_report = Some(now);
-            self.stats.reports = self.stats.reports.saturating_add(1);
-            let suppressed = core::mem::take(&mut self.stats.unreported);
             self.push(AcceptEvent::Shortage {
                 shortage,
                 pause,
                 until,
                 suppressed,
             });
-        } else {
-            self.stats.suppressed = self.stats.suppressed.saturating_add(1);
-            self.stats.unreported = self.stats.unreported.saturating_add(1);
         }
         AcceptDecision::PauseUntil(until)
     }
 
     fn push(&mut self, event: AcceptEvent) {
         if self.events.push(event) {
-            self.stats.reports = self.stats.reports.saturating_sub(1);
-            self.stats.suppressed = self.stats.suppressed.saturating_add(1);
+            self.reports.demote();
         }
     }
 

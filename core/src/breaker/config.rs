@@ -98,7 +98,9 @@ pub enum OpenDuration {
 /// count-based window of 100 calls, minimum 100 calls, 60 s open, 10 permitted calls in
 /// half-open, slow-call threshold 60 s, slow-call-rate threshold 100 %, no maximum wait in
 /// half-open. The consecutive-failures policy (not in Resilience4j; Polly's classic breaker
-/// and the seed's) is off by default.
+/// and the seed's) is off by default. keel's own: an abandoned call counts as a failure once it
+/// has run [`DEFAULT_ABANDON_THRESHOLD`] (1 s), see
+/// [`abandon_threshold`](CircuitBreakerConfigBuilder::abandon_threshold).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CircuitBreakerConfig {
     pub(crate) consecutive_failures: Option<u32>,
@@ -110,8 +112,14 @@ pub struct CircuitBreakerConfig {
     pub(crate) open_duration: OpenDuration,
     pub(crate) permitted_calls_in_half_open: u32,
     pub(crate) max_wait_in_half_open: Option<Duration>,
+    pub(crate) abandon_threshold: Duration,
     pub(crate) seed: u64,
 }
+
+/// Default abandon threshold: a call dropped before it finished, after running at least 1 s,
+/// counts as a failure (see
+/// [`abandon_threshold`](CircuitBreakerConfigBuilder::abandon_threshold) for why 1 s).
+pub const DEFAULT_ABANDON_THRESHOLD: Duration = Duration::from_secs(1);
 
 impl Default for CircuitBreakerConfig {
     /// The Resilience4j defaults (see the type's docs).
@@ -126,6 +134,7 @@ impl Default for CircuitBreakerConfig {
             open_duration: OpenDuration::Fixed(Duration::from_secs(60)),
             permitted_calls_in_half_open: 10,
             max_wait_in_half_open: None,
+            abandon_threshold: DEFAULT_ABANDON_THRESHOLD,
             seed: 0x6b65_656c_6272_6b72,
         }
     }
@@ -208,6 +217,13 @@ impl CircuitBreakerConfig {
     #[must_use]
     pub fn max_wait_in_half_open(&self) -> Option<Duration> {
         self.max_wait_in_half_open
+    }
+
+    /// A call abandoned (dropped before its outcome was reported) after running at least this
+    /// long counts as a failure; a shorter one is ignored.
+    #[must_use]
+    pub fn abandon_threshold(&self) -> Duration {
+        self.abandon_threshold
     }
 
     /// The seed of the jitter generator.
@@ -340,6 +356,29 @@ impl CircuitBreakerConfigBuilder {
     /// Bounds the damage of a probe whose outcome is never reported.
     pub fn max_wait_in_half_open(mut self, d: Duration) -> Self {
         self.config.max_wait_in_half_open = Some(d);
+        self
+    }
+
+    /// A call abandoned before it finished (its future dropped: a timeout *outside* the
+    /// breaker, a cancelled request) counts as a **failure** once it has run at least `d`
+    /// (default 1 s, [`DEFAULT_ABANDON_THRESHOLD`]); abandoned sooner it is **ignored** (the
+    /// caller lost interest; nothing is known about the dependency) and frees its half-open
+    /// probe slot. See [`CircuitBreaker::on_abandoned`](crate::breaker::CircuitBreaker::on_abandoned).
+    ///
+    /// Why: with the timeout outside the breaker (`timeout(d, breaker.call(fut))`, the order
+    /// that makes the timeout also cover waiting in a queue), every call to a hanging
+    /// dependency ends by being dropped. Counting only completed calls (Resilience4j and
+    /// Polly treat cancellation as "not recorded": a `CancellationException` releases the
+    /// permit, an `OperationCanceledException` is not handled by default) or only calls past
+    /// the 60 s slow-call threshold means the breaker never opens on the outage it exists
+    /// for. Why 1 s: it is Resilience4j `TimeLimiter`'s default timeout and well below the
+    /// timeouts abandoned calls usually come from (Envoy's route timeout 15 s, Polly's 30 s,
+    /// typical client timeouts of 1-30 s), so an outer timeout of 1 s or more is counted, while
+    /// a healthy call (tens of milliseconds) cancelled by a caller that went away, or the
+    /// loser of a hedged request, is not. Set it to (or below) your outer timeout if that is
+    /// shorter; `Duration::MAX` never counts abandoned calls; zero counts every one.
+    pub fn abandon_threshold(mut self, d: Duration) -> Self {
+        self.config.abandon_threshold = d;
         self
     }
 

@@ -47,7 +47,9 @@
 //!   [`Rejected`] carrying `retry_at`. Report the call's outcome with the permit:
 //!   [`on_success`](CircuitBreaker::on_success), [`on_failure`](CircuitBreaker::on_failure) or
 //!   [`on_ignored`](CircuitBreaker::on_ignored) (classification is the caller's; "ignored"
-//!   frees a half-open probe slot without counting, e.g. a cancelled call or a 404).
+//!   frees a half-open probe slot without counting, e.g. a 404). A call dropped before it
+//!   finished is reported with [`on_abandoned`](CircuitBreaker::on_abandoned): a failure if it
+//!   had run for the config's `abandon_threshold` (default 1 s), else ignored.
 //! - An outcome whose permit is from an older generation is **stale**: it is counted in
 //!   [`BreakerStats::stale_outcomes`] and changes nothing, so a success that started before a
 //!   trip cannot close the breaker, and a slow failure from before a reset cannot trip it.
@@ -56,13 +58,17 @@
 //! - Time is an input; a `now` older than one already seen is clamped. Nothing panics,
 //!   allocates (after `new`) or reads a clock.
 //! - A permit that is never reported holds a half-open probe slot forever unless
-//!   `max_wait_in_half_open` is set: adapters report every permit (cancellation = ignored).
+//!   `max_wait_in_half_open` is set: adapters report every permit (a dropped call through
+//!   `on_abandoned`).
 //!
 //! # Defaults (Resilience4j `CircuitBreakerConfig`)
 //!
 //! failure-rate threshold 50 %, count window of 100 calls, minimum 100 calls, open 60 s
 //! (fixed), 10 permitted calls in half-open, slow-call threshold 60 s, slow-call-rate threshold
-//! 100 %, no maximum wait in half-open. Consecutive failures (Polly's classic breaker, the
+//! 100 %, no maximum wait in half-open. keel's own: abandoned calls count as failures after
+//! 1 s ([`DEFAULT_ABANDON_THRESHOLD`], see
+//! [`abandon_threshold`](CircuitBreakerConfigBuilder::abandon_threshold) for the sources).
+//! Consecutive failures (Polly's classic breaker, the
 //! seed's `max_failures`) is off unless set, e.g. with
 //! [`CircuitBreakerConfig::consecutive_failures`].
 //!
@@ -109,7 +115,8 @@ use crate::time::{duration_to_nanos, Instant, Monotonic};
 
 pub use config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, Jitter, OpenDuration, SlidingWindow,
-    MAX_COUNT_WINDOW, MAX_INLINE_COUNT_WINDOW, MAX_INLINE_TIME_BUCKETS, MAX_TIME_BUCKETS,
+    DEFAULT_ABANDON_THRESHOLD, MAX_COUNT_WINDOW, MAX_INLINE_COUNT_WINDOW, MAX_INLINE_TIME_BUCKETS,
+    MAX_TIME_BUCKETS,
 };
 use window::Window;
 
@@ -307,6 +314,10 @@ pub struct BreakerStats {
     pub slow: u64,
     /// Outcomes whose permit was from an older generation (changed nothing).
     pub stale_outcomes: u64,
+    /// Calls reported abandoned ([`CircuitBreaker::on_abandoned`]), stale ones included.
+    pub abandoned: u64,
+    /// Abandoned calls that had run at least the abandon threshold, reported as failures.
+    pub abandoned_failures: u64,
     /// State transitions.
     pub transitions: u64,
     /// Transitions into `Open` (trips).
@@ -367,6 +378,8 @@ struct Counters {
     ignored: u64,
     slow: u64,
     stale: u64,
+    abandoned: u64,
+    abandoned_failures: u64,
     transitions: u64,
     opened: u64,
     events_dropped: u64,
@@ -558,6 +571,30 @@ impl CircuitBreaker {
         self.on_outcome(now, permit, Outcome::Ignored);
     }
 
+    /// Reports that the call admitted with `permit` was abandoned: dropped before it finished
+    /// (cancelled, or timed out by a timeout *outside* the breaker). Having run for at least
+    /// the config's [`abandon_threshold`](CircuitBreakerConfig::abandon_threshold) (from
+    /// `permit.admitted_at()` to `now`), it is a [`Outcome::Failure`]: a dependency that hangs
+    /// until the caller gives up is failing. Abandoned sooner it is [`Outcome::Ignored`] (it
+    /// frees its half-open probe slot). Returns the outcome recorded.
+    pub fn on_abandoned(&mut self, now: Instant, permit: BreakerPermit) -> Outcome {
+        let ran = now
+            .max(self.clock.get())
+            .saturating_duration_since(permit.admitted_at);
+        let c = &mut self.counters;
+        c.abandoned = c.abandoned.saturating_add(1);
+        let outcome = if ran >= self.config.abandon_threshold {
+            if permit.generation == self.generation {
+                c.abandoned_failures = c.abandoned_failures.saturating_add(1);
+            }
+            Outcome::Failure
+        } else {
+            Outcome::Ignored
+        };
+        self.on_outcome(now, permit, outcome);
+        outcome
+    }
+
     /// Reports the outcome of the call admitted with `permit`. The call's duration is
     /// `now - permit.admitted_at()`. Report each permit once: the breaker cannot tell a
     /// duplicate from a second call. A permit from another breaker is undefined (but safe).
@@ -744,6 +781,8 @@ impl CircuitBreaker {
             ignored: c.ignored,
             slow: c.slow,
             stale_outcomes: c.stale,
+            abandoned: c.abandoned,
+            abandoned_failures: c.abandoned_failures,
             transitions: c.transitions,
             opened_count: c.opened,
             events_dropped: c.events_dropped,

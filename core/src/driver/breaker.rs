@@ -19,23 +19,51 @@
 //!   `Ok` is a success and `Err` a failure; [`call_with`](Breaker::call_with) lets a
 //!   classifier decide ([`Outcome::Ignored`] for errors that say nothing about the
 //!   dependency's health: a 404, a validation error).
-//! - **Put the timeout inside the breaker**: `breaker.call_timeout(d, fut)` (or
-//!   `breaker.call(timeout(d, fut))` with your own error mapping), so an expiry is an `Err`
-//!   and counts as a failure. A timeout *around* the call (`timeout(d, breaker.call(fut))`)
-//!   drops the call's future instead, and a dropped call says less: see the next point.
+//! - **A timeout inside the breaker** (`breaker.call_timeout(d, fut)`, or
+//!   `breaker.call(timeout(d, fut))` with your own error mapping) makes an expiry an `Err`
+//!   that counts as a failure at once. **A timeout outside it** (`timeout(d,
+//!   breaker.call(fut))`) drops the call's future instead; that is counted too, see the next
+//!   point, so a hanging dependency opens the breaker whichever side the timeout is on.
 //! - A call whose future is dropped before it finishes (cancelled, timed out by an outer
-//!   `timeout`) is reported by a drop guard, so a half-open probe slot is never leaked: as
-//!   [`Outcome::Failure`] if it had already run for at least the config's
-//!   [`slow_call_duration_threshold`](CircuitBreakerConfig::slow_call_duration_threshold)
-//!   (a hanging dependency still opens the breaker), else as [`Outcome::Ignored`] (the
-//!   caller lost interest; nothing is known about the dependency).
+//!   `timeout`) is reported by a drop guard through
+//!   [`on_abandoned`](crate::breaker::CircuitBreaker::on_abandoned), so a half-open probe slot
+//!   is never leaked: as [`Outcome::Failure`] if it had already run for at least the config's
+//!   [`abandon_threshold`](CircuitBreakerConfig::abandon_threshold) (default 1 s: a hanging
+//!   dependency opens the breaker after at most `minimum_calls` abandoned calls, or
+//!   `consecutive_failures` of them), else as [`Outcome::Ignored`] (the caller lost interest;
+//!   nothing is known about the dependency).
 //! - After every admission and outcome the breaker's events are drained: each transition is
-//!   logged (feature `tracing`) at `info` under target `keel::breaker` with the fields `from`,
-//!   `to` (state names as in [`State::as_str`]) and `reason` (the
-//!   [`TransitionReason`](crate::breaker::TransitionReason) in `Debug` form; the message says it
-//!   in words, [`TransitionReason::as_str`](crate::breaker::TransitionReason::as_str)), and
-//!   handed to the handle's [`on_transition`](Breaker::on_transition) hook.
-//!   Open → half-open happens lazily, on the first admission after the open duration.
+//!   handed to the handle's [`on_transition`](Breaker::on_transition) hook (every one) and
+//!   logged (feature `tracing`, see below). Open → half-open happens lazily, on the first
+//!   admission after the open duration.
+//!
+//! # The recommended client stack
+//!
+//! From the outside in: **overall timeout → retry → breaker → per-attempt timeout →
+//! bulkhead** → the call.
+//!
+//! - The *overall timeout* bounds what the caller waits for, retries and backoff sleeps
+//!   included (every retry yields, so it always fires).
+//! - *Retry* outside the breaker, so each attempt asks the breaker and an open breaker fails
+//!   the remaining attempts fast (classify [`BreakerError::Rejected`] as not retryable).
+//! - The *per-attempt timeout* inside the breaker ([`call_timeout`](Breaker::call_timeout))
+//!   turns a hanging attempt into a failure the breaker counts at once; an abandoned call
+//!   (the overall timeout firing mid-attempt) is still counted past the abandon threshold.
+//! - The *bulkhead* innermost, so a call the breaker rejects never takes a slot, and a slot is
+//!   held only while the dependency is actually called. (A bulkhead that queues puts its wait
+//!   inside the per-attempt timeout: that wait then counts against the dependency; give the
+//!   bulkhead a short `max_wait`, or no queue.)
+//!
+//! # tracing (feature `tracing`), target `keel::breaker`
+//!
+//! Transitions at `info` ("circuit breaker transition"), **rate-limited per breaker** (one
+//! limiter per handle, shared by its clones; [`report_interval`](Breaker::report_interval),
+//! default 1 s): the first, then at most one line per interval, with the fields `from`, `to`
+//! ([`State::as_str`]), `reason`
+//! ([`TransitionReason::as_str`](crate::breaker::TransitionReason::as_str)) and `suppressed`
+//! (transitions since the previous line that were not logged; the hook and
+//! [`BreakerStats::transitions`] see every one). A flapping breaker thus logs at most one line
+//! per second; the state at any moment is [`Breaker::state`].
 //!
 //! # Example
 //!
@@ -87,7 +115,9 @@ use crate::breaker::{
     BreakerEvent, BreakerPermit, BreakerStats, CircuitBreakerConfig, Outcome, Rejected, State,
 };
 use crate::driver::{Elapsed, Runtime};
+use crate::report::DEFAULT_REPORT_INTERVAL;
 use crate::sync::breaker::SharedBreaker;
+use crate::sync::report::SharedReportLimiter;
 use crate::time::Instant;
 
 /// A transition hook: see [`Breaker::on_transition`].
@@ -98,6 +128,8 @@ pub struct Breaker<R: Runtime> {
     shared: SharedBreaker,
     rt: R,
     hook: Option<Hook>,
+    /// Which transitions are logged (shared by clones).
+    reports: SharedReportLimiter,
 }
 
 impl<R: Runtime> Clone for Breaker<R> {
@@ -106,6 +138,7 @@ impl<R: Runtime> Clone for Breaker<R> {
             shared: self.shared.clone(),
             rt: self.rt.clone(),
             hook: self.hook.clone(),
+            reports: self.reports.clone(),
         }
     }
 }
@@ -208,7 +241,17 @@ impl<R: Runtime> Breaker<R> {
             shared,
             rt,
             hook: None,
+            reports: SharedReportLimiter::new(DEFAULT_REPORT_INTERVAL, Instant::ZERO),
         }
+    }
+
+    /// Logs at most one transition per `interval` (default 1 s; zero logs every one) for this
+    /// handle and the clones made from it **after** this call; the lines carry a `suppressed`
+    /// count (see the [module docs](self)). The hook still sees every transition.
+    #[must_use]
+    pub fn report_interval(mut self, interval: Duration) -> Self {
+        self.reports = SharedReportLimiter::new(interval, Instant::ZERO);
+        self
     }
 
     /// Calls `hook` with every transition event this handle drains (after the lock is
@@ -306,6 +349,14 @@ impl<R: Runtime> Breaker<R> {
         self.shared.stats()
     }
 
+    /// The transition log limiter's counters (this handle and its clones): `occurrences` are
+    /// the transitions this handle drained, `reports` the lines logged, `suppressed` the ones
+    /// folded into a later line's `suppressed` field.
+    #[must_use]
+    pub fn report_stats(&self) -> crate::report::ReportStats {
+        self.reports.stats()
+    }
+
     /// The shared machine: for `force_open`, `disable`, `reset`, or driving it by hand.
     #[must_use]
     pub fn shared(&self) -> &SharedBreaker {
@@ -320,7 +371,7 @@ impl<R: Runtime> Breaker<R> {
 
     fn drain(&self) {
         self.shared.drain_events(|ev| {
-            log(&ev);
+            log(&self.reports, &ev);
             if let Some(hook) = &self.hook {
                 hook(&ev);
             }
@@ -328,8 +379,8 @@ impl<R: Runtime> Breaker<R> {
     }
 }
 
-/// Reports the permit exactly once: with the classified outcome, or, if dropped, `Failure`
-/// when the call had run for the slow-call threshold and `Ignored` otherwise.
+/// Reports the permit exactly once: with the classified outcome, or, if dropped, through
+/// `on_abandoned` (`Failure` past the abandon threshold, `Ignored` before).
 struct Reported<'a, R: Runtime> {
     breaker: &'a Breaker<R>,
     permit: Option<BreakerPermit>,
@@ -349,43 +400,42 @@ impl<R: Runtime> Drop for Reported<'_, R> {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             let b = self.breaker;
-            let now = b.rt.now();
-            b.shared.with(|cb| {
-                let ran = now.saturating_duration_since(permit.admitted_at());
-                // A call abandoned after running this long is a hanging dependency, not a
-                // caller that lost interest: count it, or an outer timeout hides the outage.
-                let outcome = if ran >= cb.config().slow_call_duration_threshold() {
-                    Outcome::Failure
-                } else {
-                    Outcome::Ignored
-                };
-                cb.on_outcome(now, permit, outcome);
-            });
+            // A call abandoned after running past the threshold is a hanging dependency, not
+            // a caller that lost interest: it counts, or an outer timeout hides the outage.
+            let _ = b.shared.on_abandoned(b.rt.now(), permit);
             b.drain();
         }
     }
 }
 
-#[cfg(feature = "tracing")]
-fn log(ev: &BreakerEvent) {
+/// Logs a transition if the handle's report limiter allows it (every transition counts as an
+/// occurrence, with or without `tracing`, so the limiter's stats are the same).
+fn log(reports: &SharedReportLimiter, ev: &BreakerEvent) {
     // `BreakerEvent` is non-exhaustive: other events are not logged here.
     #[allow(irrefutable_let_patterns)]
     if let BreakerEvent::Transition {
-        from, to, reason, ..
+        from,
+        to,
+        reason,
+        at,
     } = *ev
     {
-        tracing::info!(
-            target: "keel::breaker",
-            from = from.as_str(),
-            to = to.as_str(),
-            reason = ?reason,
-            "circuit breaker {from} -> {to} ({reason})",
-        );
+        let report = reports.on_occurrence(at);
+        #[cfg(feature = "tracing")]
+        if let crate::report::Report::Emit { suppressed } = report {
+            tracing::info!(
+                target: "keel::breaker",
+                from = from.as_str(),
+                to = to.as_str(),
+                reason = reason.as_str(),
+                suppressed,
+                "circuit breaker transition",
+            );
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = (report, from, to, reason);
     }
 }
-
-#[cfg(not(feature = "tracing"))]
-fn log(_ev: &BreakerEvent) {}
 
 #[cfg(test)]
 mod tests {

@@ -14,14 +14,22 @@
 //! - [`Retry::run(op)`](Retry::run) calls `op()` and awaits it; on `Err(e)` it asks the
 //!   predicate: [`RetryAction::Stop`] gives up at once ([`StopReason::NotRetryable`]);
 //!   [`RetryAction::Retry`] takes the schedule's next delay; [`RetryAction::RetryAfter(d)`](RetryAction::RetryAfter)
-//!   takes the server's hint `d` instead (capped at the schedule's `max_retry_after`, see
-//!   [`crate::backoff`]). If the schedule gives up: [`StopReason::Exhausted`]. If the budget
+//!   takes the longer of the server's hint `d` (held within the schedule's `min_retry_after`,
+//!   1 ms by default, and `max_retry_after`) and the schedule's jittered delay: a hint cannot
+//!   skip the backoff, see [`crate::backoff`], *Server hints*. If the schedule gives up:
+//!   [`StopReason::Exhausted`]. If the budget
 //!   (if any) is empty it gives up at once with [`StopReason::BudgetExhausted`]. Otherwise the
 //!   notify hook is called, the operation sleeps until the retry instant with [`sleep_until`]
 //!   on the runtime's timer, and only then is one retry withdrawn from the budget (a refusal,
 //!   because other callers drained it meanwhile, gives up with
 //!   [`StopReason::BudgetExhausted`]): a run cancelled during its backoff sleep spends no
 //!   budget. The last error is kept across the sleep for that case.
+//! - **Every retry yields.** Between two attempts the run returns `Pending` to its executor at
+//!   least once, even when the delay is zero (`constant(0)`, a zero hint with
+//!   `min_retry_after(0)`) or the retry instant has already passed: the sleep, or when the
+//!   sleep is already over a self-wake (the cooperative-yield idiom). So an operation that
+//!   fails at once cannot make a retry loop spin inside one poll: other tasks on the same
+//!   thread keep running, and a `timeout` around the run fires.
 //! - **The default predicate retries every error.** That is rarely right: classify your errors
 //!   with [`Retry::retry_if`] (a 400 or a failed validation will fail again; a
 //!   [`BreakerError::Rejected`](crate::driver::breaker::BreakerError) should fail fast).
@@ -43,9 +51,14 @@
 //! # tracing (feature `tracing`), target `keel::retry`
 //!
 //! Each retry at `debug` ("retrying"): `attempt` (the attempt that failed, from 1), `delay_ms`,
-//! `error` (`Debug`). Each give-up at `warn` ("giving up"): `attempt` (attempts made), `reason`
-//! ([`StopReason::as_str`]), `error`. A non-retryable error is not logged (it is the caller's
-//! ordinary error).
+//! `error` (`Debug`). Give-ups at `warn` ("giving up"), **rate-limited per `Retry`** (shared by
+//! its clones) by a [`ReportLimiter`](crate::report::ReportLimiter): the first, then at most one
+//! per [`report_interval`](Retry::report_interval) (default 1 s), each with `attempt` (attempts
+//! made), `reason` ([`StopReason::as_str`]), `error` (`Debug`: the caller's type) and
+//! `suppressed` (give-ups since the previous line that were not logged; every give-up is still
+//! counted in [`RetryStats`]). The one-shot [`retry`] function shares one process-wide limiter.
+//! A non-retryable error is not logged (it is the caller's ordinary error). Messages are
+//! constant strings; the values are in the fields.
 //!
 //! # Example
 //!
@@ -102,6 +115,8 @@
 
 use core::fmt;
 use core::future::Future;
+use core::pin::Pin;
+use core::task::Poll;
 use core::time::Duration;
 
 use alloc::sync::Arc;
@@ -109,8 +124,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backoff::{Backoff, BackoffConfig, GiveUpReason, RetryDecision};
 use crate::driver::{sleep_until, Runtime};
+use crate::report::DEFAULT_REPORT_INTERVAL;
 use crate::rng::Rng;
 use crate::sync::budget::SharedBudget;
+use crate::sync::report::SharedReportLimiter;
 use crate::time::Instant;
 
 /// What to do with a failed attempt's error.
@@ -303,6 +320,8 @@ pub struct Retry<R: Runtime, P = RetryAll, N = NoNotify> {
     predicate: P,
     notify: N,
     counters: Arc<Counters>,
+    /// Which give-ups are logged (shared by clones).
+    reports: SharedReportLimiter,
     /// Mixed into every run's seed: OS randomness, or 0 when deterministic.
     salt: u64,
 }
@@ -317,6 +336,7 @@ impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
             predicate: self.predicate.clone(),
             notify: self.notify.clone(),
             counters: Arc::clone(&self.counters),
+            reports: self.reports.clone(),
             salt: self.salt,
         }
     }
@@ -353,6 +373,7 @@ impl<R: Runtime> Retry<R> {
             predicate: RetryAll,
             notify: NoNotify,
             counters: Arc::default(),
+            reports: SharedReportLimiter::new(DEFAULT_REPORT_INTERVAL, Instant::ZERO),
             salt: super::os_seed(),
         }
     }
@@ -375,6 +396,15 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
         self
     }
 
+    /// Logs at most one give-up per `interval` (default 1 s; zero logs every one) for this
+    /// `Retry` and the clones made from it **after** this call; the lines carry a
+    /// `suppressed` count (see the [module docs](self)).
+    #[must_use]
+    pub fn report_interval(mut self, interval: Duration) -> Self {
+        self.reports = SharedReportLimiter::new(interval, Instant::ZERO);
+        self
+    }
+
     /// When runs deposit into the budget (default [`Deposit::OnSuccess`]).
     #[must_use]
     pub fn deposit(mut self, deposit: Deposit) -> Self {
@@ -393,6 +423,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             predicate,
             notify: self.notify,
             counters: self.counters,
+            reports: self.reports,
             salt: self.salt,
         }
     }
@@ -408,6 +439,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             predicate: self.predicate,
             notify,
             counters: self.counters,
+            reports: self.reports,
             salt: self.salt,
         }
     }
@@ -437,6 +469,14 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             gave_up_budget: get(&c.budget),
             not_retryable: get(&c.not_retryable),
         }
+    }
+
+    /// The give-up log limiter's counters (this `Retry` and its clones): `occurrences` are
+    /// give-ups, `reports` the lines logged, `suppressed` the ones folded into a later line's
+    /// `suppressed` field.
+    #[must_use]
+    pub fn report_stats(&self) -> crate::report::ReportStats {
+        self.reports.stats()
     }
 
     /// Runs `op` until it succeeds or the run gives up. `op` is called once per attempt.
@@ -491,7 +531,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
                 RetryDecision::RetryAt(at) => at,
                 RetryDecision::GiveUp(reason) => {
                     bump(&self.counters.exhausted);
-                    return Err(give_up(error, StopReason::Exhausted(reason), attempt));
+                    return Err(self.give_up(error, StopReason::Exhausted(reason), attempt));
                 }
             };
             // The retry is charged after the sleep, just before `op` runs again, so a caller
@@ -503,7 +543,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
                 if b.remaining(now) == 0 {
                     if !b.try_withdraw(now) {
                         bump(&self.counters.budget);
-                        return Err(give_up(error, StopReason::BudgetExhausted, attempt));
+                        return Err(self.give_up(error, StopReason::BudgetExhausted, attempt));
                     }
                     charged = true;
                 }
@@ -518,12 +558,12 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
                 "retrying",
             );
             self.notify.notify(&error, RetryInfo { attempt, delay, at });
-            sleep_until(&self.rt, at).await;
+            pause_until(&self.rt, at).await;
             if let (Some(b), false) = (&self.budget, charged) {
                 if !b.try_withdraw(self.rt.now()) {
                     // Another caller drained it during the sleep.
                     bump(&self.counters.budget);
-                    return Err(give_up(error, StopReason::BudgetExhausted, attempt));
+                    return Err(self.give_up(error, StopReason::BudgetExhausted, attempt));
                 }
             }
             drop(error);
@@ -533,24 +573,56 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
     }
 }
 
-fn give_up<E: fmt::Debug>(error: E, reason: StopReason, attempts: u32) -> RetryError<E> {
-    #[cfg(feature = "tracing")]
-    tracing::warn!(
-        target: "keel::retry",
-        attempt = attempts,
-        reason = reason.as_str(),
-        error = ?error,
-        "giving up: {reason}",
-    );
-    RetryError {
-        error,
-        reason,
-        attempts,
+impl<R: Runtime, P, N> Retry<R, P, N> {
+    /// Ends a run: logs the give-up if the report limiter allows it.
+    fn give_up<E: fmt::Debug>(&self, error: E, reason: StopReason, attempts: u32) -> RetryError<E> {
+        let report = self.reports.on_occurrence(self.rt.now());
+        #[cfg(feature = "tracing")]
+        if let crate::report::Report::Emit { suppressed } = report {
+            tracing::warn!(
+                target: "keel::retry",
+                attempt = attempts,
+                reason = reason.as_str(),
+                error = ?error,
+                suppressed,
+                "giving up",
+            );
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = report;
+        RetryError {
+            error,
+            reason,
+            attempts,
+        }
     }
 }
 
+/// Sleeps until `at` on `rt`'s timer, returning `Pending` to the executor at least once even
+/// if `at` has passed: a retry always yields (see the [module docs](self)).
+async fn pause_until<R: Runtime>(rt: &R, at: Instant) {
+    let mut sleep = sleep_until(rt, at);
+    let mut yielded = false;
+    core::future::poll_fn(|cx| match Pin::new(&mut sleep).poll(cx) {
+        Poll::Ready(()) if yielded => Poll::Ready(()),
+        Poll::Ready(()) => {
+            // Already due: wake ourselves and return Pending, so the executor runs its other
+            // tasks (and its timers) before the next attempt.
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => {
+            yielded = true;
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// Retries `op` on `rt` with `config`, drawing on `budget` if given, retrying every error
-/// (see [`Retry`] to classify errors or observe retries).
+/// (see [`Retry`] to classify errors or observe retries). Give-ups of every one-shot `retry`
+/// share one process-wide log limiter (see the [module docs](self)).
 ///
 /// # Errors
 ///
@@ -568,10 +640,15 @@ where
     E: fmt::Debug,
 {
     static RUNS: AtomicU64 = AtomicU64::new(0);
+    static REPORTS: std::sync::OnceLock<SharedReportLimiter> = std::sync::OnceLock::new();
     let mut r = Retry::with_runtime(config, rt.clone());
     if let Some(b) = budget {
         r = r.budget(b.clone());
     }
+    // One process-wide report limiter, so one-shot retries do not each log their give-up.
+    r.reports = REPORTS
+        .get_or_init(|| SharedReportLimiter::new(DEFAULT_REPORT_INTERVAL, Instant::ZERO))
+        .clone();
     // A process-wide run counter, so concurrent one-shot retries do not jitter in lockstep.
     r.counters
         .runs
@@ -649,9 +726,82 @@ mod tests {
                 (c.schedule(), c.cap(), c.jitter(), c.max_attempts())
             );
             assert_eq!(
-                (r1.max_elapsed(), r1.max_retry_after()),
-                (c.max_elapsed(), c.max_retry_after())
+                (r1.max_elapsed(), r1.max_retry_after(), r1.min_retry_after()),
+                (c.max_elapsed(), c.max_retry_after(), c.min_retry_after())
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod yield_tests {
+    use super::*;
+    use core::sync::atomic::AtomicUsize;
+    use core::task::{Context, Waker};
+    use std::task::Wake;
+
+    /// A clock that never moves and timers that are always due: every delay is already over.
+    #[derive(Clone, Default)]
+    struct Frozen;
+    struct Due;
+    impl crate::driver::Timer for Due {
+        fn reset(&mut self, _deadline: Instant) {}
+        fn poll_elapsed(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+            Poll::Ready(())
+        }
+    }
+    impl Runtime for Frozen {
+        type Timer = Due;
+        fn now(&self) -> Instant {
+            Instant::from_secs(1)
+        }
+        fn timer(&self, _deadline: Instant) -> Due {
+            Due
+        }
+    }
+
+    #[derive(Default)]
+    struct CountWakes(AtomicUsize);
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Each poll of a zero-delay run makes at most one attempt, then returns `Pending` having
+    /// woken itself (the operation would succeed at the 1000th attempt: without the yield the
+    /// first poll makes all of them and returns `Ready`).
+    #[test]
+    fn a_zero_delay_retry_returns_pending_after_each_attempt_and_wakes_itself() {
+        let config = BackoffConfig::constant(Duration::ZERO)
+            .jitter(crate::backoff::Jitter::None)
+            .unlimited_attempts()
+            .build()
+            .unwrap();
+        let retry = Retry::with_runtime(config, Frozen);
+        let attempts = AtomicU64::new(0);
+        let run = retry.run(|| {
+            let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n >= 1_000 {
+                    Ok(n)
+                } else {
+                    Err("down")
+                }
+            }
+        });
+        let mut run = core::pin::pin!(run);
+        let wakes = Arc::new(CountWakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        for poll in 1..1_000u64 {
+            assert!(run.as_mut().poll(&mut cx).is_pending(), "poll {poll}");
+            assert_eq!(attempts.load(Ordering::SeqCst), poll);
+            assert_eq!(
+                wakes.0.load(Ordering::SeqCst),
+                usize::try_from(poll).unwrap()
+            );
+        }
+        assert_eq!(run.as_mut().poll(&mut cx), Poll::Ready(Ok(1_000)));
     }
 }

@@ -8,7 +8,8 @@
 //! never propagated.
 //!
 //! The adapters build `breaker.call(future)` on this type: acquire, run the future, report its
-//! outcome with the permit (a dropped future reports [`Outcome::Ignored`]).
+//! outcome with the permit (a dropped future reports through
+//! [`on_abandoned`](SharedBreaker::on_abandoned)).
 //!
 //! ```
 //! use keel_core::breaker::{CircuitBreakerConfig, State};
@@ -99,6 +100,11 @@ impl SharedBreaker {
     #[inline]
     pub fn on_ignored(&self, now: Instant, permit: BreakerPermit) {
         self.lock().on_ignored(now, permit);
+    }
+
+    /// See [`CircuitBreaker::on_abandoned`].
+    pub fn on_abandoned(&self, now: Instant, permit: BreakerPermit) -> Outcome {
+        self.lock().on_abandoned(now, permit)
     }
 
     /// See [`CircuitBreaker::on_outcome`].
