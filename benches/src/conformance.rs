@@ -578,7 +578,9 @@ fn start<H: Harness>() -> Running {
             let handle = server.handle();
             tx.send((addr, handle.clone())).expect("the test waits");
             server
-                .serve(move |conn, _| H::echo(conn, Some(handle.clone())))
+                .serve(move |conn, _| {
+                    crate::storm::echo_conn(conn, Some(handle.clone()), Default::default())
+                })
                 .await
         })
     });
@@ -624,7 +626,8 @@ fn round_trip(stream: &mut TcpStream, line: &[u8]) -> Vec<u8> {
     reply
 }
 
-/// Reads until EOF or reset; the bytes and when it ended.
+/// Reads until EOF or reset; the bytes and when it ended. A client closes its end once it has
+/// read the server's EOF (drop the stream): the server's lingering close waits for that.
 fn read_to_close(stream: &mut TcpStream) -> (Vec<u8>, Instant) {
     let mut got = Vec::new();
     let _ = stream.read_to_end(&mut got);
@@ -649,6 +652,7 @@ pub fn shutdown_answers_in_flight_closes_idle_refuses_new_and_aborts_a_hung_clie
 
     let signalled = srv.signal();
     let (rest, closed_at) = read_to_close(&mut idle);
+    drop(idle);
     assert_eq!(rest, b"");
     assert!(
         closed_at - signalled < GRACE / 2,
@@ -664,6 +668,7 @@ pub fn shutdown_answers_in_flight_closes_idle_refuses_new_and_aborts_a_hung_clie
     );
     mid.write_all(b"end\n").expect("write");
     let (reply, _) = read_to_close(&mut mid);
+    drop(mid);
     assert_eq!(reply, b"start-end\n");
     let (rest, cut_at) = read_to_close(&mut hung);
     assert_eq!(rest, b"");
@@ -699,6 +704,7 @@ pub fn shutdown_drain_ends_as_soon_as_the_last_connection_finishes<H: Harness>()
     std::thread::sleep(Duration::from_millis(100));
     mid.write_all(b"-and-half\n").expect("write");
     let (reply, _) = read_to_close(&mut mid);
+    drop(mid);
     assert_eq!(reply, b"half-and-half\n");
     let report = srv.report();
     let took = signalled.elapsed();
@@ -833,11 +839,13 @@ pub fn echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grac
     std::thread::sleep(Duration::from_millis(200));
 
     let (rest, _) = read_to_close(&mut probe);
+    drop(probe);
     assert_eq!(rest, b"");
     let err = TcpStream::connect(addr).expect_err("refused after SIGTERM");
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     mid.write_all(b"end\n").expect("write");
     let (reply, _) = read_to_close(&mut mid);
+    drop(mid);
     assert_eq!(reply, b"start-end\n");
     let (rest, cut_at) = read_to_close(&mut hung);
     assert_eq!(rest, b"");
