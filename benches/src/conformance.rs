@@ -60,6 +60,11 @@ macro_rules! conformance_suite {
             shutdown_second_signal_stops_at_once_and_counts_the_aborted,
             shutdown_with_nothing_in_flight_stops_at_once,
             echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grace_period,
+            echo_example_delivers_a_256_kib_reply_to_a_slow_reader_that_pipelines_during_the_drain,
+            echo_example_delivers_an_8_mib_reply_to_a_slow_reader_that_pipelines_during_the_drain,
+            echo_example_serves_a_newcomer_within_5_s_while_idle_and_trickling_clients_hold_every_slot,
+            echo_example_memory_stays_flat_under_two_256_mib_lines_without_a_newline,
+            echo_example_answers_an_overlong_line_with_an_error_line_then_eof,
         );
     };
     ($harness:ty, $adapter:ident) => {
@@ -890,4 +895,264 @@ pub fn echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grac
     ] {
         assert!(log.contains(line), "{}: no {line:?} in\n{log}", H::NAME);
     }
+}
+
+// ----- hostile clients against the echo example (issue 12) -------------------------------------
+
+/// The runtime's `echo` example in a child process, killed when dropped.
+struct EchoChild {
+    child: std::process::Child,
+    addr: SocketAddr,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl EchoChild {
+    fn start<H: Harness>(args: &[&str]) -> EchoChild {
+        let mut child = Command::new(echo_example::<H>())
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the echo example");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("the first line");
+        let addr = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .parse()
+            .expect("an address");
+        EchoChild {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status (Linux)");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+    }
+
+    /// Waits for the exit (at most `within`) and returns the `stats:` line.
+    fn exit(mut self, within: Duration) -> String {
+        let until = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < until, "the echo example did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "{status}");
+        let mut out = String::new();
+        self.stdout.read_to_string(&mut out).expect("stdout");
+        out
+    }
+}
+
+impl Drop for EchoChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The issue's drain measurement: `echo --grace 5`; a client with a 64 KiB receive buffer sends
+/// one `size`-byte line and reads the echo at `rate` bytes/s; SIGTERM at 0.5 s; 0.2 s later it
+/// pipelines one more line. Every byte of the echo must arrive, then EOF (no reset), and the
+/// server must count the connection as completed, not reset.
+fn slow_reader_pipelining_during_the_drain<H: Harness>(size: usize, rate: u64) {
+    let max_line = (size + 1).to_string();
+    let echo = EchoChild::start::<H>(&["--grace", "5", "--max-line", &max_line]);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("socket");
+    socket
+        .set_recv_buffer_size(64 * 1024)
+        .expect("SO_RCVBUF 64 KiB");
+    socket.connect(&echo.addr.into()).expect("connect");
+    let mut client: TcpStream = socket.into();
+    client.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut line = vec![b'a'; size];
+    line.push(b'\n');
+    let started = Instant::now();
+    let mut writer = client.try_clone().expect("clone");
+    let pid = echo.child.id();
+    let late = std::thread::spawn(move || {
+        writer.write_all(&line).expect("send the line");
+        std::thread::sleep(Duration::from_millis(500).saturating_sub(started.elapsed()));
+        let kill = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        std::thread::sleep(Duration::from_millis(200));
+        // Keep-alive / pipelining: the next request, after the drain started.
+        let _ = writer.write_all(b"one more line\n");
+        writer
+    });
+    let mut got: u64 = 0;
+    let mut buf = [0u8; 4096];
+    let ended = loop {
+        // Read no faster than `rate`.
+        let allowed = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        if got >= allowed {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        let want = (allowed - got).min(buf.len() as u64) as usize;
+        match client.read(&mut buf[..want]) {
+            Ok(0) => break Ok(()),
+            Ok(n) => got += n as u64,
+            Err(e) => break Err(e),
+        }
+    };
+    let writer = late.join().expect("the writer thread");
+    drop((writer, client));
+    assert!(
+        ended.is_ok(),
+        "{}: the echo ended in {:?} after {got} of {} bytes",
+        H::NAME,
+        ended,
+        size + 1
+    );
+    assert_eq!(got, size as u64 + 1, "{}: every byte, then EOF", H::NAME);
+    let out = echo.exit(Duration::from_secs(10));
+    assert!(out.contains("stats: completed=1 aborted=0"), "{}: {out}", H::NAME);
+    assert!(out.contains(" resets=0"), "{}: {out}", H::NAME);
+}
+
+/// 256 KiB read at 256 KiB/s: every byte arrives, then EOF, although the client sends another
+/// line after SIGTERM (before lingering close: 195,584 of 262,144 bytes, then ECONNRESET).
+pub fn echo_example_delivers_a_256_kib_reply_to_a_slow_reader_that_pipelines_during_the_drain<
+    H: Harness,
+>() {
+    slow_reader_pipelining_during_the_drain::<H>(256 * 1024, 256 * 1024);
+}
+
+/// 8 MiB read at 4 MiB/s: every byte arrives, then EOF (before: 5,528,576 of 8,388,608).
+pub fn echo_example_delivers_an_8_mib_reply_to_a_slow_reader_that_pipelines_during_the_drain<
+    H: Harness,
+>() {
+    slow_reader_pipelining_during_the_drain::<H>(8 * 1024 * 1024, 4 * 1024 * 1024);
+}
+
+/// Slowloris: `--max-connections 50`, every slot held by clients that send nothing or one byte
+/// a second and never a newline. With the echo's default flags, a newcomer is served within
+/// 5 s (the connection idle the longest is reclaimed for it), and so is the `HEALTH` probe
+/// after it (before: no answer in 10 s, none of the 50 closed in 60 s).
+pub fn echo_example_serves_a_newcomer_within_5_s_while_idle_and_trickling_clients_hold_every_slot<
+    H: Harness,
+>() {
+    let echo = EchoChild::start::<H>(&["--max-connections", "50"]);
+    let idle: Vec<TcpStream> = (0..25).map(|_| connect(echo.addr)).collect();
+    let tricklers: Vec<TcpStream> = (0..25).map(|_| connect(echo.addr)).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut tricklers = tricklers;
+            while !stop.load(Ordering::Relaxed) {
+                for t in &mut tricklers {
+                    let _ = t.write_all(b"x");
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            tricklers
+        })
+    };
+    // Let every attacker take its slot and the idle ones pass the reclamation minimum (1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+
+    for (line, want) in [
+        (&b"hello\n"[..], &b"hello\n"[..]),
+        (b"HEALTH\n", b"ready=false live=true reasons=[connections: at limit]\n"),
+    ] {
+        let asked = Instant::now();
+        let mut newcomer = connect(echo.addr);
+        let reply = round_trip(&mut newcomer, line);
+        let waited = asked.elapsed();
+        assert!(
+            waited < Duration::from_secs(5),
+            "{}: the newcomer waited {waited:?}",
+            H::NAME
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            String::from_utf8_lossy(want),
+            "{}",
+            H::NAME
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(trickle.join().expect("the trickler thread"));
+    drop(idle);
+}
+
+/// Two connections each stream 256 MiB without a newline: the echo (default `--max-line`
+/// 64 KiB) answers each with an error and closes it; the server's peak RSS grows by less than
+/// 32 MiB (before: from 3 to 515 MiB).
+pub fn echo_example_memory_stays_flat_under_two_256_mib_lines_without_a_newline<H: Harness>() {
+    let echo = EchoChild::start::<H>(&[]);
+    let mut probe = connect(echo.addr);
+    assert_eq!(round_trip(&mut probe, b"warm-up\n"), b"warm-up\n");
+    let before = echo.status_kib("VmRSS");
+    let streams: Vec<_> = (0..2)
+        .map(|_| {
+            let mut stream = connect(echo.addr);
+            std::thread::spawn(move || {
+                let chunk = vec![b'a'; 64 * 1024];
+                let mut sent: u64 = 0;
+                while sent < 256 << 20 {
+                    match stream.write(&chunk) {
+                        Ok(n) => sent += n as u64,
+                        Err(_) => break,
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: Vec<u64> = streams
+        .into_iter()
+        .map(|t| t.join().expect("a streaming thread"))
+        .collect();
+    let peak = echo.status_kib("VmHWM");
+    assert_eq!(round_trip(&mut probe, b"still here\n"), b"still here\n");
+    assert!(
+        peak.saturating_sub(before) < 32 * 1024,
+        "{}: RSS grew from {before} KiB to a peak of {peak} KiB (sent {sent:?})",
+        H::NAME
+    );
+}
+
+/// A line longer than `--max-line` is answered with an error line, and the connection ends
+/// with EOF after it (the rest of the line is drained by the lingering close, not reset).
+pub fn echo_example_answers_an_overlong_line_with_an_error_line_then_eof<H: Harness>() {
+    let echo = EchoChild::start::<H>(&["--max-line", "1000"]);
+    let mut client = connect(echo.addr);
+    let mut line = vec![b'b'; 3000];
+    line.push(b'\n');
+    client.write_all(&line).expect("write");
+    let mut reply = Vec::new();
+    let ended = client.read_to_end(&mut reply);
+    drop(client);
+    assert!(ended.is_ok(), "{}: {ended:?} after {reply:?}", H::NAME);
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "ERR line longer than 1000 bytes\n",
+        "{}",
+        H::NAME
+    );
+    let mut ok = connect(echo.addr);
+    assert_eq!(round_trip(&mut ok, b"short\n"), b"short\n");
 }
