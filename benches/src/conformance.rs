@@ -974,14 +974,16 @@ impl Drop for EchoChild {
 fn slow_reader_pipelining_during_the_drain<H: Harness>(size: usize, rate: u64) {
     let max_line = (size + 1).to_string();
     let echo = EchoChild::start::<H>(&["--grace", "5", "--max-line", &max_line]);
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket
         .set_recv_buffer_size(64 * 1024)
         .expect("SO_RCVBUF 64 KiB");
     socket.connect(&echo.addr.into()).expect("connect");
     let mut client: TcpStream = socket.into();
-    client.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let mut line = vec![b'a'; size];
     line.push(b'\n');
     let started = Instant::now();
@@ -1027,7 +1029,11 @@ fn slow_reader_pipelining_during_the_drain<H: Harness>(size: usize, rate: u64) {
     );
     assert_eq!(got, size as u64 + 1, "{}: every byte, then EOF", H::NAME);
     let out = echo.exit(Duration::from_secs(10));
-    assert!(out.contains("stats: completed=1 aborted=0"), "{}: {out}", H::NAME);
+    assert!(
+        out.contains("stats: completed=1 aborted=0"),
+        "{}: {out}",
+        H::NAME
+    );
     assert!(out.contains(" resets=0"), "{}: {out}", H::NAME);
 }
 
