@@ -11,7 +11,19 @@
 //! # The contract
 //!
 //! [`Server::serve`] accepts from an [`Incoming`] and spawns `handler(conn, draining)` per
-//! connection (through the adapter's [`Spawn`]) until a shutdown trigger fires. Then:
+//! connection (through the adapter's [`Spawn`]); `conn` is a [`Conn`], the runtime's stream
+//! recording its last activity. While serving, the server defends its slots
+//! ([`ConnConfig`], see [`crate::conn`]): a connection silent for the idle timeout (default
+//! 60 s) is closed, so is one whose handler-armed read deadline ([`Conn::set_read_deadline`])
+//! passed, and when every slot is taken and a newcomer waits, the connection idle the longest
+//! (at least 1 s) is closed for it. These are checked every 250 ms while connections are open.
+//! When a handler returns (or drops its `Conn`), the server closes the connection with a
+//! **lingering close**: shut down the write side, read and discard until the peer's EOF, 1 MiB
+//! or 2 s (never past the drain deadline), so a written reply is never lost to a reset. The
+//! connection's slot and its place among the in-flight work are held until then. A connection
+//! the server closed itself is closed at once, without lingering.
+//!
+//! When a shutdown trigger fires:
 //!
 //! 1. **Stop accepting at once.** Connections already queued in the kernel backlog are accepted
 //!    and closed without being served (counted as `refused`), then the listener is dropped:
@@ -24,9 +36,11 @@
 //! 4. **At the deadline**, abort the handlers still running ([`AbortHandle::abort`]) and count
 //!    them as `aborted`. A **second** trigger during the drain does the same at once.
 //!
-//! It returns a [`ServeReport`]: the [`ShutdownSummary`] (completed, aborted, refused,
-//! drained_in), the accept, limit and shutdown counts, and the listener's fatal error, if it
-//! failed (a failed listener starts the drain too: nothing more can be accepted).
+//! It returns a [`ServeReport`]: the [`ShutdownSummary`] (completed, reset, aborted, refused,
+//! drained_in; a connection whose close still ended in a reset is counted as `reset`, never as
+//! `completed`), the accept, limit, shutdown and connection counts (idle closed, deadlines
+//! expired, reclaimed, lingering closes clean / timed out / reset), and the listener's fatal
+//! error, if it failed (a failed listener starts the drain too: nothing more can be accepted).
 //!
 //! Triggers: [`Server::shutdown_on`] takes a factory called once per signal (the adapters'
 //! `shutdown_signal` for SIGINT/SIGTERM), so the second signal is heard; [`Server::shutdown_when`]
@@ -46,6 +60,9 @@
 //! | warn | `second signal: stopping at once` | `aborted`, `drained_ms` |
 //! | debug | `queued connection refused at shutdown` | `refused` (so far) |
 //!
+//! and target `keel::serve`, at debug: `connection closed by the server` (`id`, `reason`:
+//! `idle`, `read deadline`) and `idle connection reclaimed for a newcomer at the limit` (`id`).
+//!
 //! # Example (keel-tokio; every adapter has the same names)
 //!
 //! ```text
@@ -54,11 +71,12 @@
 //!     .config(config)
 //!     .shutdown_on(keel_tokio::shutdown_signal);
 //! let report = server
-//!     .serve(|stream, draining: Draining| async move {
+//!     .serve(|conn: Conn<_>, draining: Draining| async move {
 //!         // read a request unless the drain started first; finish it; close when idle
-//!         while let Some(Ok(req)) = draining.run_until_draining(read(&stream)).await {
-//!             reply(&stream, req).await;
+//!         while let Some(Ok(req)) = draining.run_until_draining(read(&conn)).await {
+//!             reply(&conn, req).await;
 //!         }
+//!         // returning hands `conn` back: the server closes it with a lingering close
 //!     })
 //!     .await;
 //! println!("{report}"); // completed=12 aborted=1 refused=0 drained_in=5s accepted=13 ...
@@ -706,13 +724,16 @@ impl<R: Runtime> Drop for TaskGuard<R> {
     }
 }
 
+/// A connection's task: its abort handle and what it shares with the server.
+type Task<L, R> = (<R as Spawn>::Handle, Arc<ConnShared<<L as Listener>::Conn>>);
+
 struct Run<L: Listener, R: Spawn, H> {
     incoming: Option<Incoming<L, R>>,
     rt: R,
     shared: Arc<Shared>,
     triggers: Vec<Trigger>,
     handler: H,
-    tasks: BTreeMap<u64, (R::Handle, Arc<ConnShared<L::Conn>>)>,
+    tasks: BTreeMap<u64, Task<L, R>>,
     alarm: Alarm<R>,
     /// The connections' sweep: activity and read deadlines into the table, expiries out.
     sweep_alarm: Alarm<R>,
