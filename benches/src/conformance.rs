@@ -21,6 +21,7 @@ use keel_core::backoff::{BackoffConfig, Jitter};
 use keel_core::breaker::{CircuitBreakerConfig, State};
 use keel_core::budget::BudgetConfig;
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
+use keel_core::conn::ConnConfig;
 use keel_core::driver::breaker::{Breaker, BreakerError};
 use keel_core::driver::bulkhead::Bulkhead;
 use keel_core::driver::rate::RateLimiter;
@@ -65,6 +66,7 @@ macro_rules! conformance_suite {
             echo_example_serves_a_newcomer_within_5_s_while_idle_and_trickling_clients_hold_every_slot,
             echo_example_memory_stays_flat_under_two_256_mib_lines_without_a_newline,
             echo_example_answers_an_overlong_line_with_an_error_line_then_eof,
+            server_closes_idle_and_trickling_connections_and_counts_them,
         );
     };
     ($harness:ty, $adapter:ident) => {
@@ -570,6 +572,10 @@ struct Running {
 }
 
 fn start<H: Harness>() -> Running {
+    start_with::<H>(ConnConfig::default(), crate::storm::EchoLimits::default())
+}
+
+fn start_with<H: Harness>(conns: ConnConfig, limits: crate::storm::EchoLimits) -> Running {
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         H::block_on(async move {
@@ -579,13 +585,13 @@ fn start<H: Harness>() -> Running {
                 .grace_period(GRACE)
                 .build()
                 .expect("valid shutdown");
-            let server = Server::<H::Listener, H::Runtime>::new(incoming).config(shutdown);
+            let server = Server::<H::Listener, H::Runtime>::new(incoming)
+                .config(shutdown)
+                .conn_config(conns);
             let handle = server.handle();
             tx.send((addr, handle.clone())).expect("the test waits");
             server
-                .serve(move |conn, _| {
-                    crate::storm::echo_conn(conn, Some(handle.clone()), Default::default())
-                })
+                .serve(move |conn, _| crate::storm::echo_conn(conn, Some(handle.clone()), limits))
                 .await
         })
     });
@@ -1155,4 +1161,86 @@ pub fn echo_example_answers_an_overlong_line_with_an_error_line_then_eof<H: Harn
     );
     let mut ok = connect(echo.addr);
     assert_eq!(round_trip(&mut ok, b"short\n"), b"short\n");
+}
+
+/// In process, idle timeout 400 ms and a 400 ms read deadline per line: a silent connection is
+/// closed after its idle timeout, a trickler (a byte every 100 ms, never a newline) at its
+/// read deadline although bytes flow, an active client is untouched; each is counted.
+pub fn server_closes_idle_and_trickling_connections_and_counts_them<H: Harness>() {
+    let timeout = Duration::from_millis(400);
+    let conns = ConnConfig::builder()
+        .idle_timeout(Some(timeout))
+        .reclaim_min_idle(None)
+        .build()
+        .expect("valid");
+    let limits = crate::storm::EchoLimits {
+        max_line: 1024,
+        line_timeout: Some(timeout),
+    };
+    let srv = start_with::<H>(conns, limits);
+    let opened = Instant::now();
+    let idle = connect(srv.addr);
+    let trickler = connect(srv.addr);
+    let trickle = {
+        let mut t = trickler.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let until = Instant::now() + PATIENCE;
+            while Instant::now() < until && t.write_all(b"x").is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let watch = |mut s: TcpStream| std::thread::spawn(move || read_to_close(&mut s));
+    let (idle_watch, trickler_watch) = (watch(idle), watch(trickler));
+    // An active client pings every 100 ms until the counts are checked: never closed.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let (stop, addr) = (Arc::clone(&stop), srv.addr);
+        std::thread::spawn(move || {
+            let mut active = connect(addr);
+            let mut pings = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(round_trip(&mut active, b"ping\n"), b"ping\n");
+                pings += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            pings
+        })
+    };
+    let (rest, idle_closed_at) = idle_watch.join().expect("idle watcher");
+    assert_eq!(rest, b"");
+    let (rest, trickler_closed_at) = trickler_watch.join().expect("trickler watcher");
+    assert_eq!(rest, b"");
+    for (what, at) in [("idle", idle_closed_at), ("trickler", trickler_closed_at)] {
+        let after = at - opened;
+        // Closed after its timeout, while the active client ran (generous for a loaded box).
+        assert!(
+            after >= timeout,
+            "{}: {what} closed after {after:?}",
+            H::NAME
+        );
+        assert!(
+            after < timeout * 3,
+            "{}: {what} closed after {after:?}",
+            H::NAME
+        );
+    }
+    trickle.join().expect("the trickler thread");
+    let stats = srv.handle.stats().conns;
+    assert_eq!(stats.idle_closed, 1, "{}: {stats:?}", H::NAME);
+    assert_eq!(stats.deadline_expired, 1, "{}: {stats:?}", H::NAME);
+    assert_eq!(stats.reclaimed, 0, "{}: {stats:?}", H::NAME);
+    stop.store(true, Ordering::Relaxed);
+    let pings = pinger
+        .join()
+        .expect("the active client was served throughout");
+    assert!(pings >= 5, "{}: {pings} pings", H::NAME);
+    srv.signal();
+    let report = srv.report();
+    assert!(
+        report
+            .to_string()
+            .contains("idle_closed=1 deadline_expired=1 reclaimed=0"),
+        "{report}"
+    );
 }

@@ -260,7 +260,8 @@ struct Entry {
 ///
 /// Methods by group:
 /// - inputs: [`on_open`](Self::on_open), [`on_activity`](Self::on_activity),
-///   [`on_read_deadline`](Self::on_read_deadline), [`on_handler_done`](Self::on_handler_done),
+///   [`on_read_deadline`](Self::on_read_deadline), [`on_close`](Self::on_close),
+///   [`on_handler_done`](Self::on_handler_done),
 ///   [`on_closed`](Self::on_closed), [`handle_timeout`](Self::handle_timeout);
 /// - commands: [`reclaim`](Self::reclaim);
 /// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event),
@@ -341,6 +342,20 @@ impl ConnTable {
         self.clock.observe(now);
         if let Some(e) = self.conns.get_mut(&id) {
             e.read_deadline = deadline;
+        }
+    }
+
+    /// Connection `id` was closed for `reason` outside [`handle_timeout`](Self::handle_timeout)
+    /// (e.g. its own read noticed its read deadline first): marks it closing and counts it, if
+    /// it was serving. It will not linger.
+    pub fn on_close(&mut self, now: Instant, id: u64, reason: CloseReason) {
+        self.clock.observe(now);
+        if self
+            .conns
+            .get(&id)
+            .is_some_and(|e| e.phase == Phase::Serving)
+        {
+            self.close(id, reason);
         }
     }
 

@@ -17,6 +17,7 @@ enum Op {
     ReadDeadline(u8, Option<u64>),
     HandlerDone(u8, Option<u64>),
     Closed(u8, u8),
+    Close(u8, bool),
     Reclaim,
     Timeout,
 }
@@ -30,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (id.clone(), proptest::option::of(offset.clone())).prop_map(|(i, d)| Op::ReadDeadline(i, d)),
         2 => (id.clone(), proptest::option::of(offset)).prop_map(|(i, d)| Op::HandlerDone(i, d)),
         2 => (id.clone(), 0u8..4).prop_map(|(i, e)| Op::Closed(i, e)),
+        1 => (id.clone(), any::<bool>()).prop_map(|(i, idle)| Op::Close(i, idle)),
         2 => Just(Op::Reclaim),
         3 => Just(Op::Timeout),
     ]
@@ -163,6 +165,19 @@ proptest! {
                 Op::Closed(id, e) => {
                     table.on_closed(now, u64::from(id), end(e));
                     model.remove(&u64::from(id));
+                }
+                Op::Close(id, idle_reason) => {
+                    let reason = if idle_reason { CloseReason::Idle } else { CloseReason::ReadDeadline };
+                    table.on_close(now, u64::from(id), reason);
+                    if let Some(m) = model.get_mut(&u64::from(id)) {
+                        if m.phase == Phase::Serving {
+                            m.phase = Phase::Closing(reason);
+                            match reason {
+                                CloseReason::Idle => idle_closed += 1,
+                                _ => expired += 1,
+                            }
+                        }
+                    }
                 }
                 Op::Reclaim => {
                     let got = table.reclaim(now);

@@ -24,6 +24,8 @@ pub enum Op {
     HandlerDone(u8, Option<Dur>),
     /// `on_closed(id, end)`.
     Closed(u8, u8),
+    /// `on_close(id, idle or read deadline)`.
+    Close(u8, bool),
     /// `reclaim()`.
     Reclaim,
     /// `handle_timeout(now)`.
@@ -145,6 +147,19 @@ impl Harness {
                 };
                 self.t.on_closed(now, u64::from(id), end);
                 self.conns.remove(&u64::from(id));
+            }
+            Op::Close(id, idle) => {
+                let reason = if idle {
+                    CloseReason::Idle
+                } else {
+                    CloseReason::ReadDeadline
+                };
+                self.t.on_close(now, u64::from(id), reason);
+                if let Some(c) = self.conns.get_mut(&u64::from(id)) {
+                    if c.1 == Phase::Serving {
+                        c.1 = Phase::Closing(reason);
+                    }
+                }
             }
             Op::Reclaim => {
                 let pending = self

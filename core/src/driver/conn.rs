@@ -153,7 +153,15 @@ impl<C> ConnShared<C> {
         if reading {
             if let Some(d) = self.read_deadline() {
                 if (self.clock)() >= d {
-                    return Some(closed_error(CloseReason::ReadDeadline));
+                    // Noticed here before the server's sweep: closed all the same (no linger),
+                    // and counted by the server when the handler returns.
+                    let _ = self.close.compare_exchange(
+                        OPEN,
+                        DEADLINE,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    return self.closed_for().map(closed_error);
                 }
             }
         }

@@ -682,6 +682,9 @@ impl<R: Runtime> TaskGuard<R> {
         let drain_deadline = self.shared.drain.waiters().deadline;
         let (linger, cap) = {
             let mut core = self.shared.core();
+            if let Some(reason) = conn.closed_for() {
+                core.conns.on_close(now, self.id, reason);
+            }
             let linger = core.conns.on_handler_done(now, self.id, drain_deadline);
             (linger, core.conns.config().linger_bytes())
         };
