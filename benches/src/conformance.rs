@@ -67,6 +67,7 @@ macro_rules! conformance_suite {
             echo_example_memory_stays_flat_under_two_256_mib_lines_without_a_newline,
             echo_example_answers_an_overlong_line_with_an_error_line_then_eof,
             server_closes_idle_and_trickling_connections_and_counts_them,
+            conn_close_lingers_while_the_handler_runs_on_and_delivers_the_reply,
         );
     };
     ($harness:ty, $adapter:ident) => {
@@ -1243,4 +1244,61 @@ pub fn server_closes_idle_and_trickling_connections_and_counts_them<H: Harness>(
             .contains("idle_closed=1 deadline_expired=1 reclaimed=0"),
         "{report}"
     );
+}
+
+/// A handler that closes early (`Conn::close`) and keeps running: the client reads the reply,
+/// then EOF (no reset, although it sent more after the reply), while the handler is still in
+/// flight; the close ends `Clean` once the client closes its end.
+pub fn conn_close_lingers_while_the_handler_runs_on_and_delivers_the_reply<H: Harness>() {
+    use futures_lite::AsyncWriteExt as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ends_tx, ends) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        H::block_on(async move {
+            let incoming = H::bind("127.0.0.1:0", &config(4)).await.expect("bind");
+            let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+            let server = Server::<H::Listener, H::Runtime>::new(incoming);
+            let handle = server.handle();
+            tx.send((addr, handle)).expect("the test waits");
+            server
+                .serve(move |mut conn, _| {
+                    let ends_tx = ends_tx.clone();
+                    async move {
+                        let rt = H::Runtime::default();
+                        let _ = conn.write_all(b"bye\n").await;
+                        let end = conn.close(&rt).await;
+                        let _ = ends_tx.send(end);
+                        // The handler runs on after closing.
+                        driver::sleep(&rt, Duration::from_millis(500)).await;
+                    }
+                })
+                .await
+        })
+    });
+    let (addr, handle) = rx.recv().expect("the server started");
+    let mut client = connect(addr);
+    client
+        .write_all(b"more input the server never reads\n")
+        .expect("write");
+    let mut got = Vec::new();
+    let read = client.read_to_end(&mut got);
+    assert!(read.is_ok(), "{}: {read:?} after {got:?}", H::NAME);
+    assert_eq!(got, b"bye\n");
+    assert_eq!(
+        handle.stats().shutdown.in_flight,
+        1,
+        "the handler still runs"
+    );
+    drop(client);
+    let end = ends.recv_timeout(PATIENCE).expect("the close ended");
+    assert_eq!(end, keel_core::conn::ConnEnd::Clean, "{}", H::NAME);
+    let until = Instant::now() + PATIENCE;
+    while handle.stats().shutdown.in_flight != 0 {
+        assert!(Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.shutdown();
+    let report = server.join().expect("the server thread");
+    assert_eq!((report.summary.completed, report.summary.reset), (1, 0));
+    assert_eq!(report.stats.conns.clean, 1, "{:?}", report.stats.conns);
 }

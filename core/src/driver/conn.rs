@@ -27,7 +27,7 @@ use core::time::Duration;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{timeout_at, Listener, Runtime};
+use super::{timeout_at, Draining, Listener, Runtime};
 use crate::conn::{CloseReason, ConnEnd};
 use crate::time::Instant;
 
@@ -74,6 +74,13 @@ pub(crate) struct ConnShared<C> {
     /// The readers' and writers' wakers, woken when the server closes the connection.
     wakers: Mutex<[Option<Waker>; 2]>,
     returned: Mutex<Option<C>>,
+    /// How [`Conn::close`] lingers: the time, the byte cap, and the drain (whose deadline
+    /// bounds it).
+    linger: Duration,
+    linger_bytes: u64,
+    draining: Draining,
+    /// How the connection ended if the handler closed it itself ([`Conn::close`]).
+    ended: Mutex<Option<ConnEnd>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,10 +88,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<C> ConnShared<C> {
-    pub(crate) fn new(id: u64, clock: Clock) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        clock: Clock,
+        linger: Duration,
+        linger_bytes: u64,
+        draining: Draining,
+    ) -> Self {
         let now = clock();
         ConnShared {
             id,
+            linger,
+            linger_bytes,
+            draining,
+            ended: Mutex::new(None),
             clock,
             last_active: AtomicU64::new(now.as_nanos()),
             read_deadline: AtomicU64::new(NO_DEADLINE),
@@ -261,12 +278,34 @@ impl<L: ConnIo> Conn<L> {
         self.shared.closed_for()
     }
 
-    /// Ends the connection now, from a handler that wants to close before it returns: the
-    /// socket goes back to the server, which closes it with a lingering close (shut down the
-    /// write side, drain the peer's input, bounded) while the handler runs on. The connection's
-    /// slot is held until the lingering close ends.
-    pub fn close(self) {
+    /// Ends the connection now with a lingering close, from a handler that closes before it
+    /// returns: flush, shut the write side down, read and discard until the peer's EOF, the
+    /// server's byte cap or its linger time (never past the drain deadline), on `rt`'s timer
+    /// (the adapter's runtime, e.g. `keel_tokio::TokioRuntime`). Returns how it ended; the
+    /// server counts it when the handler returns. (Returning or dropping the `Conn` in the
+    /// handler does the same, after the handler: a `Conn` moved to another task and dropped
+    /// after the handler returned is closed without lingering.)
+    pub async fn close<R: Runtime>(mut self, rt: &R) -> ConnEnd {
+        let shared = Arc::clone(&self.shared);
+        let Some(mut io) = self.io.take() else {
+            return ConnEnd::Clean;
+        };
         drop(self);
+        let end = match shared.closed_for() {
+            Some(reason) => ConnEnd::Closed(reason),
+            None => {
+                let mut deadline = rt.now() + shared.linger;
+                if let Some(d) = shared.draining.deadline() {
+                    deadline = deadline.min(d);
+                }
+                match lingering_close::<L, R>(rt, &mut io, deadline, shared.linger_bytes).await {
+                    _ if shared.io_failed() => ConnEnd::Reset,
+                    end => end,
+                }
+            }
+        };
+        *lock(&shared.ended) = Some(end);
+        end
     }
 
     fn parts(&mut self) -> Option<(&mut L::Conn, &ConnShared<L::Conn>)> {
@@ -496,9 +535,13 @@ pub(crate) async fn finish<L: ConnIo, R: Runtime>(
 ) -> ConnEnd {
     if let Some(reason) = shared.closed_for() {
         drop(shared.take_returned());
-        return ConnEnd::Closed(reason);
+        return lock(&shared.ended).unwrap_or(ConnEnd::Closed(reason));
     }
     let Some(mut io) = shared.take_returned() else {
+        // Closed by the handler ([`Conn::close`]), or kept past the handler.
+        if let Some(end) = *lock(&shared.ended) {
+            return end;
+        }
         return if shared.io_failed() {
             ConnEnd::Reset
         } else {

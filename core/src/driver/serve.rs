@@ -835,7 +835,19 @@ where
                     };
                     let id = ticket.id();
                     self.shared.core().conns.on_open(self.rt.now(), id);
-                    let shared = Arc::new(ConnShared::new(id, Arc::clone(&self.clock)));
+                    let shared = {
+                        let core = self.shared.core();
+                        let config = core.conns.config();
+                        Arc::new(ConnShared::new(
+                            id,
+                            Arc::clone(&self.clock),
+                            config.linger_time(),
+                            config.linger_bytes(),
+                            Draining {
+                                state: Arc::clone(&self.shared.drain),
+                            },
+                        ))
+                    };
                     let mut guard = TaskGuard {
                         shared: Arc::clone(&self.shared),
                         rt: self.rt.clone(),
