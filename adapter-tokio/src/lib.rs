@@ -215,45 +215,54 @@ impl keel_core::driver::Listener for Tcp {
     }
 }
 
-/// Implements [`ConnIo`](keel_core::driver::ConnIo) for a tokio listener whose streams have
-/// tokio's `AsyncRead`/`AsyncWrite` (`poll_shutdown` is `shutdown(SHUT_WR)`).
-macro_rules! tokio_conn_io {
-    ($listener:ty) => {
-        impl keel_core::driver::ConnIo for $listener {
-            fn poll_read(
-                conn: &mut Self::Conn,
-                cx: &mut Context<'_>,
-                buf: &mut [u8],
-            ) -> Poll<io::Result<usize>> {
-                let mut buf = tokio::io::ReadBuf::new(buf);
-                match tokio::io::AsyncRead::poll_read(Pin::new(conn), cx, &mut buf) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-            fn poll_write(
-                conn: &mut Self::Conn,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                tokio::io::AsyncWrite::poll_write(Pin::new(conn), cx, buf)
-            }
-            fn poll_flush(conn: &mut Self::Conn, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                tokio::io::AsyncWrite::poll_flush(Pin::new(conn), cx)
-            }
-            fn poll_shutdown_write(
-                conn: &mut Self::Conn,
-                cx: &mut Context<'_>,
-            ) -> Poll<io::Result<()>> {
-                tokio::io::AsyncWrite::poll_shutdown(Pin::new(conn), cx)
-            }
-        }
-    };
+/// `ConnIo` for tokio streams: tokio's `AsyncRead`/`AsyncWrite` (`poll_shutdown` is
+/// `shutdown(SHUT_WR)`).
+fn tokio_read<S: tokio::io::AsyncRead + Unpin>(
+    conn: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    let mut buf = tokio::io::ReadBuf::new(buf);
+    match tokio::io::AsyncRead::poll_read(Pin::new(conn), cx, &mut buf) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
-tokio_conn_io!(Tcp);
-tokio_conn_io!(Unix);
+impl keel_core::driver::ConnIo for Tcp {
+    fn poll_read(c: &mut TcpStream, cx: &mut Context<'_>, b: &mut [u8]) -> Poll<io::Result<usize>> {
+        tokio_read(c, cx, b)
+    }
+    fn poll_write(c: &mut TcpStream, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(c), cx, b)
+    }
+    fn poll_flush(c: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(Pin::new(c), cx)
+    }
+    fn poll_shutdown_write(c: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(c), cx)
+    }
+}
+
+impl keel_core::driver::ConnIo for Unix {
+    fn poll_read(
+        c: &mut UnixStream,
+        cx: &mut Context<'_>,
+        b: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        tokio_read(c, cx, b)
+    }
+    fn poll_write(c: &mut UnixStream, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(c), cx, b)
+    }
+    fn poll_flush(c: &mut UnixStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(Pin::new(c), cx)
+    }
+    fn poll_shutdown_write(c: &mut UnixStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(c), cx)
+    }
+}
 
 /// A connection served by keel's [`Server`] with tokio's `AsyncRead`/`AsyncWrite`:
 /// `TokioConn::from(conn)` in a handler, then `tokio::io::split`, `BufReader`... as with a
