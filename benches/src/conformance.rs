@@ -68,6 +68,7 @@ macro_rules! conformance_suite {
             echo_example_answers_an_overlong_line_with_an_error_line_then_eof,
             server_closes_idle_and_trickling_connections_and_counts_them,
             conn_close_lingers_while_the_handler_runs_on_and_delivers_the_reply,
+            a_newcomer_held_for_reclamation_is_refused_and_counted_when_the_drain_starts,
         );
     };
     ($harness:ty, $adapter:ident) => {
@@ -1301,4 +1302,48 @@ pub fn conn_close_lingers_while_the_handler_runs_on_and_delivers_the_reply<H: Ha
     let report = server.join().expect("the server thread");
     assert_eq!((report.summary.completed, report.summary.reset), (1, 0));
     assert_eq!(report.stats.conns.clean, 1, "{:?}", report.stats.conns);
+}
+
+/// At the limit the server holds one newcomer for reclamation; when no connection is idle long
+/// enough and the drain starts, that newcomer is closed and counted as refused.
+pub fn a_newcomer_held_for_reclamation_is_refused_and_counted_when_the_drain_starts<H: Harness>() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        H::block_on(async move {
+            let incoming = H::bind("127.0.0.1:0", &config(1)).await.expect("bind");
+            let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+            let conns = ConnConfig::builder()
+                .reclaim_min_idle(Some(Duration::from_secs(60)))
+                .build()
+                .expect("valid");
+            let server = Server::<H::Listener, H::Runtime>::new(incoming).conn_config(conns);
+            let handle = server.handle();
+            tx.send((addr, handle.clone())).expect("the test waits");
+            server
+                .serve(move |conn, _| {
+                    crate::storm::echo_conn(conn, Some(handle.clone()), Default::default())
+                })
+                .await
+        })
+    });
+    let (addr, handle) = rx.recv().expect("the server started");
+    let mut held = connect(addr);
+    assert_eq!(round_trip(&mut held, b"mine\n"), b"mine\n");
+    let mut newcomer = connect(addr);
+    newcomer.write_all(b"waiting\n").expect("write");
+    let until = Instant::now() + PATIENCE;
+    while handle.stats().accept.accepted != 2 {
+        assert!(Instant::now() < until, "{:?}", handle.stats());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.shutdown();
+    let (reply, _) = read_to_close(&mut newcomer);
+    assert_eq!(reply, b"", "{}: the held newcomer was served", H::NAME);
+    let (rest, _) = read_to_close(&mut held);
+    drop(held);
+    assert_eq!(rest, b"");
+    let report = server.join().expect("the server thread");
+    assert_eq!(report.summary.refused, 1, "{}: {report}", H::NAME);
+    assert_eq!(report.summary.completed, 1, "{}: {report}", H::NAME);
+    assert_eq!(report.stats.conns.reclaimed, 0);
 }

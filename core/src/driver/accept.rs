@@ -242,6 +242,12 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
         self.unpermitted.is_some()
     }
 
+    /// The connection waiting for a slot, taken out (the server refuses it when the drain
+    /// starts).
+    pub(crate) fn take_waiting(&mut self) -> Option<L::Conn> {
+        self.unpermitted.take()
+    }
+
     /// At the limit (backpressure mode), accept at most one more connection and hold it
     /// without a permit until a slot frees, instead of leaving it in the kernel backlog: the
     /// server, seeing it [`waiting`](Self::waiting), reclaims the longest-idle connection's

@@ -999,6 +999,19 @@ where
                 Poll::Ready(None) | Poll::Pending => break,
             }
         }
+        // A newcomer held for reclamation is refused like the backlog.
+        if let Some(conn) = incoming.take_waiting() {
+            let admission = self.shared.core().machine.on_work_started(self.rt.now());
+            drop(conn);
+            if let WorkAdmission::Admitted(ticket) = admission {
+                // Not reachable (the machine refuses once draining), as above.
+                let _ = self
+                    .shared
+                    .core()
+                    .machine
+                    .on_work_finished(self.rt.now(), ticket);
+            }
+        }
         let stats = incoming.stats();
         let mut core = self.shared.core();
         core.accept = stats.accept;
