@@ -557,3 +557,67 @@ pub(crate) async fn finish<L: ConnIo, R: Runtime>(
     }
     end
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+    use futures_lite::io::BufReader;
+
+    fn read(input: &[u8], max: usize) -> Vec<(io::Result<Line>, Vec<u8>, u32)> {
+        let mut reader = BufReader::with_capacity(3, input);
+        let mut out = Vec::new();
+        for _ in 0..8 {
+            let mut line = Vec::new();
+            let mut firsts = 0;
+            let r = block_on(read_line_bounded(&mut reader, &mut line, max, |_| {
+                firsts += 1
+            }));
+            let stop = !matches!(r, Ok(Line::Complete(_)));
+            out.push((r, line, firsts));
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+
+    fn kinds(v: &[(io::Result<Line>, Vec<u8>, u32)]) -> Vec<(Line, &[u8], u32)> {
+        v.iter()
+            .map(|(r, l, f)| (*r.as_ref().expect("no I/O error"), &l[..], *f))
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_split_across_small_buffers_and_the_first_byte_is_signalled_once() {
+        let got = read(b"hello\nab\n", 64);
+        assert_eq!(
+            kinds(&got),
+            [
+                (Line::Complete(6), &b"hello\n"[..], 1),
+                (Line::Complete(3), b"ab\n", 1),
+                (Line::Eof, b"", 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_bytes_fits_one_more_is_too_long() {
+        let got = read(b"abc\n", 4);
+        assert_eq!(kinds(&got)[0], (Line::Complete(4), &b"abc\n"[..], 1));
+        let got = read(b"abcd\n", 4);
+        assert_eq!(kinds(&got), [(Line::TooLong, &b"abcd"[..], 1)]);
+    }
+
+    #[test]
+    fn a_zero_max_is_too_long_at_once_without_reading() {
+        let got = read(b"x\n", 0);
+        assert_eq!(kinds(&got), [(Line::TooLong, &b""[..], 0)]);
+    }
+
+    #[test]
+    fn a_last_line_without_a_newline_is_kept_at_eof() {
+        let got = read(b"tail", 64);
+        assert_eq!(kinds(&got), [(Line::Eof, &b"tail"[..], 1)]);
+    }
+}
