@@ -256,6 +256,22 @@ struct Entry {
     phase: Phase,
 }
 
+/// A serving connection's next deadline (idle or read) and what it means; the read deadline
+/// first when both fall at once.
+fn deadline_of(config: &ConnConfig, e: &Entry) -> Option<(Instant, CloseReason)> {
+    if e.phase != Phase::Serving {
+        return None;
+    }
+    let idle = config
+        .idle_timeout
+        .map(|t| (e.last_active + t, CloseReason::Idle));
+    let read = e.read_deadline.map(|d| (d, CloseReason::ReadDeadline));
+    match (idle, read) {
+        (Some(i), Some(r)) => Some(if r.0 <= i.0 { r } else { i }),
+        (i, r) => i.or(r),
+    }
+}
+
 /// The connection bookkeeping machine. See the [module docs](self).
 ///
 /// Methods by group:
@@ -453,28 +469,13 @@ impl ConnTable {
         }
     }
 
-    fn deadline_of(&self, e: &Entry) -> Option<(Instant, CloseReason)> {
-        if e.phase != Phase::Serving {
-            return None;
-        }
-        let idle = self
-            .config
-            .idle_timeout
-            .map(|t| (e.last_active + t, CloseReason::Idle));
-        let read = e.read_deadline.map(|d| (d, CloseReason::ReadDeadline));
-        match (idle, read) {
-            (Some(i), Some(r)) => Some(if r.0 <= i.0 { r } else { i }),
-            (i, r) => i.or(r),
-        }
-    }
-
     /// When [`handle_timeout`](Self::handle_timeout) next has work: the earliest idle or read
     /// deadline of a serving connection. An idle deadline past the end of the clock is `None`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.conns
             .values()
-            .filter_map(|e| self.deadline_of(e))
+            .filter_map(|e| deadline_of(&self.config, e))
             .map(|(t, _)| t)
             .filter(|&t| t != Instant::MAX)
             .min()
@@ -484,16 +485,20 @@ impl ConnTable {
     /// as closing, and queues a [`ConnEvent::Close`] for each (read deadline first when both).
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.observe(now);
-        let due: alloc::vec::Vec<(u64, CloseReason)> = self
-            .conns
-            .iter()
-            .filter_map(|(&id, e)| {
-                let (t, reason) = self.deadline_of(e)?;
-                (t <= now && t != Instant::MAX).then_some((id, reason))
-            })
-            .collect();
-        for (id, reason) in due {
-            self.close(id, reason);
+        for (&id, e) in &mut self.conns {
+            let Some((t, reason)) = deadline_of(&self.config, e) else {
+                continue;
+            };
+            if t > now || t == Instant::MAX {
+                continue;
+            }
+            e.phase = Phase::Closing(reason);
+            let counter = match reason {
+                CloseReason::Idle => &mut self.stats.idle_closed,
+                CloseReason::ReadDeadline => &mut self.stats.deadline_expired,
+                CloseReason::Reclaimed => &mut self.stats.reclaimed,
+            };
+            *counter = counter.saturating_add(1);
             self.events.push_back(ConnEvent::Close { id, reason });
         }
     }
