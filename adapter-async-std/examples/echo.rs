@@ -5,8 +5,18 @@
 //! default 5), prints a `stats:` line and exits 0 (see `keel_benches::storm`).
 //!
 //! ```text
-//! cargo run --release -p keel-async-std --example echo -- --addr 127.0.0.1:7878 --max-connections 1024 --grace 5
+//! cargo run --release -p keel-async-std --example echo -- --addr 127.0.0.1:7878 --max-connections 1024 --grace 5 \
+//!     --idle-timeout 60 --max-line 65536 --line-timeout 10
 //! ```
+//!
+//! - **Hostile clients**: a connection silent for `--idle-timeout SECONDS` (default 60; 0: off)
+//!   is closed; a line must arrive within `--line-timeout SECONDS` of its first byte (default
+//!   10; 0: off), so a trickler that never sends the newline is closed; a line longer than
+//!   `--max-line BYTES` (default 65536) is answered with `ERR line longer than N bytes` and the
+//!   connection is closed; at `--max-connections` a newcomer gets the slot of the connection
+//!   idle the longest (idle at least 1 s). Every connection ends with a lingering close (the
+//!   write side shut down, the peer's input drained for at most 2 s / 1 MiB), so a reply is
+//!   never lost to a reset, also during the drain.
 
 #[path = "support/harness.rs"]
 mod harness;

@@ -32,6 +32,10 @@ use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
 pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+/// A connection as [`Server`] hands it to a handler (`futures-io`'s `AsyncRead`/`AsyncWrite`):
+/// activity recorded, closed by the server on an idle timeout, a read deadline or reclamation,
+/// closed with a lingering close when dropped.
+pub type Conn<L = Tcp> = keel_core::driver::Conn<L>;
 pub use keel_core::shutdown::ShutdownConfig;
 
 keel_core::async_io_runtime! {

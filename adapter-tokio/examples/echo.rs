@@ -2,7 +2,8 @@
 //! closes it. Accept errors are classified and paused on, connections are limited.
 //!
 //! ```text
-//! cargo run --release -p keel-tokio --example echo -- --addr 127.0.0.1:7878 --max-connections 1024 --grace 5
+//! cargo run --release -p keel-tokio --example echo -- --addr 127.0.0.1:7878 --max-connections 1024 --grace 5 \
+//!     --idle-timeout 60 --max-line 65536 --line-timeout 10
 //! ```
 //!
 //! - **Health probe**: the line `HEALTH` is answered with the health report line instead of an
@@ -15,6 +16,14 @@
 //!   connections still open after `--grace SECONDS` (default 5) are cut off and counted as
 //!   aborted. A second signal stops at once. It then prints one `stats:` line (accept, limit and
 //!   shutdown counts) and exits 0.
+//! - **Hostile clients**: a connection silent for `--idle-timeout SECONDS` (default 60; 0: off)
+//!   is closed; a line must arrive within `--line-timeout SECONDS` of its first byte (default
+//!   10; 0: off), so a trickler that never sends the newline is closed; a line longer than
+//!   `--max-line BYTES` (default 65536) is answered with `ERR line longer than N bytes` and the
+//!   connection is closed; at `--max-connections` a newcomer gets the slot of the connection
+//!   idle the longest (idle at least 1 s). Every connection ends with a lingering close (the
+//!   write side shut down, the peer's input drained for at most 2 s / 1 MiB), so a reply is
+//!   never lost to a reset, also during the drain.
 
 #[path = "support/harness.rs"]
 mod harness;

@@ -36,6 +36,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, UnixListener,
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
 pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+/// A connection as [`Server`] hands it to a handler on tokio (`futures-io` traits; wrap it in
+/// [`TokioConn`] for tokio's).
+pub type Conn<L = Tcp> = keel_core::driver::Conn<L>;
 pub use keel_core::shutdown::ShutdownConfig;
 
 keel_core::runtime_aliases!(TokioRuntime);
@@ -209,6 +212,120 @@ impl keel_core::driver::Listener for Tcp {
             // Best effort: whatever the socket buffer takes right now; never wait on a peer.
             let _ = conn.try_write(farewell);
         }
+    }
+}
+
+/// `ConnIo` for tokio streams: tokio's `AsyncRead`/`AsyncWrite` (`poll_shutdown` is
+/// `shutdown(SHUT_WR)`).
+fn tokio_read<S: tokio::io::AsyncRead + Unpin>(
+    conn: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    let mut buf = tokio::io::ReadBuf::new(buf);
+    match tokio::io::AsyncRead::poll_read(Pin::new(conn), cx, &mut buf) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl keel_core::driver::ConnIo for Tcp {
+    fn poll_read(c: &mut TcpStream, cx: &mut Context<'_>, b: &mut [u8]) -> Poll<io::Result<usize>> {
+        tokio_read(c, cx, b)
+    }
+    fn poll_write(c: &mut TcpStream, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(c), cx, b)
+    }
+    fn poll_flush(c: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(Pin::new(c), cx)
+    }
+    fn poll_shutdown_write(c: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(c), cx)
+    }
+}
+
+impl keel_core::driver::ConnIo for Unix {
+    fn poll_read(
+        c: &mut UnixStream,
+        cx: &mut Context<'_>,
+        b: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        tokio_read(c, cx, b)
+    }
+    fn poll_write(c: &mut UnixStream, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(c), cx, b)
+    }
+    fn poll_flush(c: &mut UnixStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(Pin::new(c), cx)
+    }
+    fn poll_shutdown_write(c: &mut UnixStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(c), cx)
+    }
+}
+
+/// A connection served by keel's [`Server`] with tokio's `AsyncRead`/`AsyncWrite`:
+/// `TokioConn::from(conn)` in a handler, then `tokio::io::split`, `BufReader`... as with a
+/// `TcpStream`. It is [`Conn`](keel_core::driver::Conn) (activity recorded, closed by the
+/// server on an idle timeout, a read deadline or reclamation, lingering close when dropped)
+/// with tokio's traits; [`TokioConn::get_ref`] reaches the `Conn`.
+pub struct TokioConn<L: keel_core::driver::ConnIo = Tcp>(keel_core::driver::Conn<L>);
+
+impl<L: keel_core::driver::ConnIo> TokioConn<L> {
+    /// The keel connection (read deadline, last activity, the runtime's stream).
+    pub fn get_ref(&self) -> &keel_core::driver::Conn<L> {
+        &self.0
+    }
+
+    /// The keel connection, back.
+    pub fn into_inner(self) -> keel_core::driver::Conn<L> {
+        self.0
+    }
+}
+
+impl<L: keel_core::driver::ConnIo> From<keel_core::driver::Conn<L>> for TokioConn<L> {
+    fn from(conn: keel_core::driver::Conn<L>) -> Self {
+        TokioConn(conn)
+    }
+}
+
+impl<L: keel_core::driver::ConnIo> std::fmt::Debug for TokioConn<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TokioConn").field(&self.0).finish()
+    }
+}
+
+impl<L: keel_core::driver::ConnIo> tokio::io::AsyncRead for TokioConn<L> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let unfilled = buf.initialize_unfilled();
+        match futures_io::AsyncRead::poll_read(Pin::new(&mut self.get_mut().0), cx, unfilled) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<L: keel_core::driver::ConnIo> tokio::io::AsyncWrite for TokioConn<L> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        futures_io::AsyncWrite::poll_write(Pin::new(&mut self.get_mut().0), cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        futures_io::AsyncWrite::poll_flush(Pin::new(&mut self.get_mut().0), cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        futures_io::AsyncWrite::poll_close(Pin::new(&mut self.get_mut().0), cx)
     }
 }
 

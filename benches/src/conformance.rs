@@ -21,6 +21,7 @@ use keel_core::backoff::{BackoffConfig, Jitter};
 use keel_core::breaker::{CircuitBreakerConfig, State};
 use keel_core::budget::BudgetConfig;
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
+use keel_core::conn::ConnConfig;
 use keel_core::driver::breaker::{Breaker, BreakerError};
 use keel_core::driver::bulkhead::Bulkhead;
 use keel_core::driver::rate::RateLimiter;
@@ -62,6 +63,14 @@ macro_rules! conformance_suite {
             shutdown_second_signal_stops_at_once_and_counts_the_aborted,
             shutdown_with_nothing_in_flight_stops_at_once,
             echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grace_period,
+            echo_example_delivers_a_256_kib_reply_to_a_slow_reader_that_pipelines_during_the_drain,
+            echo_example_delivers_an_8_mib_reply_to_a_slow_reader_that_pipelines_during_the_drain,
+            echo_example_serves_a_newcomer_within_5_s_while_idle_and_trickling_clients_hold_every_slot,
+            echo_example_memory_stays_flat_under_two_256_mib_lines_without_a_newline,
+            echo_example_answers_an_overlong_line_with_an_error_line_then_eof,
+            server_closes_idle_and_trickling_connections_and_counts_them,
+            conn_close_lingers_while_the_handler_runs_on_and_delivers_the_reply,
+            a_newcomer_held_for_reclamation_is_refused_and_counted_when_the_drain_starts,
         );
     };
     ($harness:ty, $adapter:ident) => {
@@ -713,6 +722,10 @@ struct Running {
 }
 
 fn start<H: Harness>() -> Running {
+    start_with::<H>(ConnConfig::default(), crate::storm::EchoLimits::default())
+}
+
+fn start_with<H: Harness>(conns: ConnConfig, limits: crate::storm::EchoLimits) -> Running {
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         H::block_on(async move {
@@ -722,11 +735,13 @@ fn start<H: Harness>() -> Running {
                 .grace_period(GRACE)
                 .build()
                 .expect("valid shutdown");
-            let server = Server::<H::Listener, H::Runtime>::new(incoming).config(shutdown);
+            let server = Server::<H::Listener, H::Runtime>::new(incoming)
+                .config(shutdown)
+                .conn_config(conns);
             let handle = server.handle();
             tx.send((addr, handle.clone())).expect("the test waits");
             server
-                .serve(move |conn, _| H::echo(conn, Some(handle.clone())))
+                .serve(move |conn, _| crate::storm::echo_conn(conn, Some(handle.clone()), limits))
                 .await
         })
     });
@@ -772,7 +787,8 @@ fn round_trip(stream: &mut TcpStream, line: &[u8]) -> Vec<u8> {
     reply
 }
 
-/// Reads until EOF or reset; the bytes and when it ended.
+/// Reads until EOF or reset; the bytes and when it ended. A client closes its end once it has
+/// read the server's EOF (drop the stream): the server's lingering close waits for that.
 fn read_to_close(stream: &mut TcpStream) -> (Vec<u8>, Instant) {
     let mut got = Vec::new();
     let _ = stream.read_to_end(&mut got);
@@ -797,6 +813,7 @@ pub fn shutdown_answers_in_flight_closes_idle_refuses_new_and_aborts_a_hung_clie
 
     let signalled = srv.signal();
     let (rest, closed_at) = read_to_close(&mut idle);
+    drop(idle);
     assert_eq!(rest, b"");
     assert!(
         closed_at - signalled < GRACE / 2,
@@ -812,6 +829,7 @@ pub fn shutdown_answers_in_flight_closes_idle_refuses_new_and_aborts_a_hung_clie
     );
     mid.write_all(b"end\n").expect("write");
     let (reply, _) = read_to_close(&mut mid);
+    drop(mid);
     assert_eq!(reply, b"start-end\n");
     let (rest, cut_at) = read_to_close(&mut hung);
     assert_eq!(rest, b"");
@@ -847,6 +865,7 @@ pub fn shutdown_drain_ends_as_soon_as_the_last_connection_finishes<H: Harness>()
     std::thread::sleep(Duration::from_millis(100));
     mid.write_all(b"-and-half\n").expect("write");
     let (reply, _) = read_to_close(&mut mid);
+    drop(mid);
     assert_eq!(reply, b"half-and-half\n");
     let report = srv.report();
     let took = signalled.elapsed();
@@ -981,11 +1000,13 @@ pub fn echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grac
     std::thread::sleep(Duration::from_millis(200));
 
     let (rest, _) = read_to_close(&mut probe);
+    drop(probe);
     assert_eq!(rest, b"");
     let err = TcpStream::connect(addr).expect_err("refused after SIGTERM");
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     mid.write_all(b"end\n").expect("write");
     let (reply, _) = read_to_close(&mut mid);
+    drop(mid);
     assert_eq!(reply, b"start-end\n");
     let (rest, cut_at) = read_to_close(&mut hung);
     assert_eq!(rest, b"");
@@ -1030,4 +1051,447 @@ pub fn echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grac
     ] {
         assert!(log.contains(line), "{}: no {line:?} in\n{log}", H::NAME);
     }
+}
+
+// ----- hostile clients against the echo example (issue 12) -------------------------------------
+
+/// The runtime's `echo` example in a child process, killed when dropped.
+struct EchoChild {
+    child: std::process::Child,
+    addr: SocketAddr,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl EchoChild {
+    fn start<H: Harness>(args: &[&str]) -> EchoChild {
+        let mut child = Command::new(echo_example::<H>())
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the echo example");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("the first line");
+        let addr = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .parse()
+            .expect("an address");
+        EchoChild {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status (Linux)");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+    }
+
+    /// Waits for the exit (at most `within`) and returns the `stats:` line.
+    fn exit(mut self, within: Duration) -> String {
+        let until = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < until, "the echo example did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "{status}");
+        let mut out = String::new();
+        self.stdout.read_to_string(&mut out).expect("stdout");
+        out
+    }
+}
+
+impl Drop for EchoChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The issue's drain measurement: `echo --grace 5`; a client with a 64 KiB receive buffer sends
+/// one `size`-byte line and reads the echo at `rate` bytes/s; SIGTERM at 0.5 s; 0.2 s later it
+/// pipelines one more line. Every byte of the echo must arrive, then EOF (no reset), and the
+/// server must count the connection as completed, not reset.
+fn slow_reader_pipelining_during_the_drain<H: Harness>(size: usize, rate: u64) {
+    let max_line = (size + 1).to_string();
+    let echo = EchoChild::start::<H>(&["--grace", "5", "--max-line", &max_line]);
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .set_recv_buffer_size(64 * 1024)
+        .expect("SO_RCVBUF 64 KiB");
+    socket.connect(&echo.addr.into()).expect("connect");
+    let mut client: TcpStream = socket.into();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut line = vec![b'a'; size];
+    line.push(b'\n');
+    let started = Instant::now();
+    let mut writer = client.try_clone().expect("clone");
+    let pid = echo.child.id();
+    let late = std::thread::spawn(move || {
+        writer.write_all(&line).expect("send the line");
+        std::thread::sleep(Duration::from_millis(500).saturating_sub(started.elapsed()));
+        let kill = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        std::thread::sleep(Duration::from_millis(200));
+        // Keep-alive / pipelining: the next request, after the drain started.
+        let _ = writer.write_all(b"one more line\n");
+        writer
+    });
+    let mut got: u64 = 0;
+    let mut buf = [0u8; 4096];
+    let ended = loop {
+        // Read no faster than `rate`.
+        let allowed = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        if got >= allowed {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        let want = (allowed - got).min(buf.len() as u64) as usize;
+        match client.read(&mut buf[..want]) {
+            Ok(0) => break Ok(()),
+            Ok(n) => got += n as u64,
+            Err(e) => break Err(e),
+        }
+    };
+    let writer = late.join().expect("the writer thread");
+    drop((writer, client));
+    assert!(
+        ended.is_ok(),
+        "{}: the echo ended in {:?} after {got} of {} bytes",
+        H::NAME,
+        ended,
+        size + 1
+    );
+    assert_eq!(got, size as u64 + 1, "{}: every byte, then EOF", H::NAME);
+    let out = echo.exit(Duration::from_secs(10));
+    assert!(
+        out.contains("stats: completed=1 aborted=0"),
+        "{}: {out}",
+        H::NAME
+    );
+    assert!(out.contains(" resets=0"), "{}: {out}", H::NAME);
+}
+
+/// 256 KiB read at 256 KiB/s: every byte arrives, then EOF, although the client sends another
+/// line after SIGTERM (before lingering close: 195,584 of 262,144 bytes, then ECONNRESET).
+pub fn echo_example_delivers_a_256_kib_reply_to_a_slow_reader_that_pipelines_during_the_drain<
+    H: Harness,
+>() {
+    slow_reader_pipelining_during_the_drain::<H>(256 * 1024, 256 * 1024);
+}
+
+/// 8 MiB read at 4 MiB/s: every byte arrives, then EOF (before: 5,528,576 of 8,388,608).
+pub fn echo_example_delivers_an_8_mib_reply_to_a_slow_reader_that_pipelines_during_the_drain<
+    H: Harness,
+>() {
+    slow_reader_pipelining_during_the_drain::<H>(8 * 1024 * 1024, 4 * 1024 * 1024);
+}
+
+/// Slowloris: `--max-connections 50`, every slot held by clients that send nothing or one byte
+/// a second and never a newline. With the echo's default flags, a newcomer is served within
+/// 5 s (the connection idle the longest is reclaimed for it), and so is the `HEALTH` probe
+/// after it (before: no answer in 10 s, none of the 50 closed in 60 s).
+pub fn echo_example_serves_a_newcomer_within_5_s_while_idle_and_trickling_clients_hold_every_slot<
+    H: Harness,
+>() {
+    let echo = EchoChild::start::<H>(&["--max-connections", "50"]);
+    let idle: Vec<TcpStream> = (0..25).map(|_| connect(echo.addr)).collect();
+    let tricklers: Vec<TcpStream> = (0..25).map(|_| connect(echo.addr)).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut tricklers = tricklers;
+            while !stop.load(Ordering::Relaxed) {
+                for t in &mut tricklers {
+                    let _ = t.write_all(b"x");
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            tricklers
+        })
+    };
+    // Let every attacker take its slot and the idle ones pass the reclamation minimum (1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // The probe's exact line depends on whether the previous newcomer's slot is free yet.
+    for (line, want) in [(&b"hello\n"[..], "hello\n"), (b"HEALTH\n", "live=true")] {
+        let asked = Instant::now();
+        let mut newcomer = connect(echo.addr);
+        let reply = round_trip(&mut newcomer, line);
+        let waited = asked.elapsed();
+        assert!(
+            waited < Duration::from_secs(5),
+            "{}: the newcomer waited {waited:?}",
+            H::NAME
+        );
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.contains(want), "{}: {reply:?}", H::NAME);
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(trickle.join().expect("the trickler thread"));
+    drop(idle);
+}
+
+/// Two connections each stream 256 MiB without a newline: the echo (default `--max-line`
+/// 64 KiB) answers each with an error and closes it; the server's peak RSS grows by less than
+/// 32 MiB (before: from 3 to 515 MiB).
+pub fn echo_example_memory_stays_flat_under_two_256_mib_lines_without_a_newline<H: Harness>() {
+    let echo = EchoChild::start::<H>(&[]);
+    let mut probe = connect(echo.addr);
+    assert_eq!(round_trip(&mut probe, b"warm-up\n"), b"warm-up\n");
+    let before = echo.status_kib("VmRSS");
+    let streams: Vec<_> = (0..2)
+        .map(|_| {
+            let mut stream = connect(echo.addr);
+            std::thread::spawn(move || {
+                let chunk = vec![b'a'; 64 * 1024];
+                let mut sent: u64 = 0;
+                while sent < 256 << 20 {
+                    match stream.write(&chunk) {
+                        Ok(n) => sent += n as u64,
+                        Err(_) => break,
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: Vec<u64> = streams
+        .into_iter()
+        .map(|t| t.join().expect("a streaming thread"))
+        .collect();
+    let peak = echo.status_kib("VmHWM");
+    assert_eq!(round_trip(&mut probe, b"still here\n"), b"still here\n");
+    assert!(
+        peak.saturating_sub(before) < 32 * 1024,
+        "{}: RSS grew from {before} KiB to a peak of {peak} KiB (sent {sent:?})",
+        H::NAME
+    );
+}
+
+/// A line longer than `--max-line` is answered with an error line, and the connection ends
+/// with EOF after it (the rest of the line is drained by the lingering close, not reset).
+pub fn echo_example_answers_an_overlong_line_with_an_error_line_then_eof<H: Harness>() {
+    let echo = EchoChild::start::<H>(&["--max-line", "1000"]);
+    let mut client = connect(echo.addr);
+    let mut line = vec![b'b'; 3000];
+    line.push(b'\n');
+    client.write_all(&line).expect("write");
+    let mut reply = Vec::new();
+    let ended = client.read_to_end(&mut reply);
+    drop(client);
+    assert!(ended.is_ok(), "{}: {ended:?} after {reply:?}", H::NAME);
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "ERR line longer than 1000 bytes\n",
+        "{}",
+        H::NAME
+    );
+    let mut ok = connect(echo.addr);
+    assert_eq!(round_trip(&mut ok, b"short\n"), b"short\n");
+}
+
+/// In process, idle timeout 400 ms and a 400 ms read deadline per line: a silent connection is
+/// closed after its idle timeout, a trickler (a byte every 100 ms, never a newline) at its
+/// read deadline although bytes flow, an active client is untouched; each is counted.
+pub fn server_closes_idle_and_trickling_connections_and_counts_them<H: Harness>() {
+    let timeout = Duration::from_millis(400);
+    let conns = ConnConfig::builder()
+        .idle_timeout(Some(timeout))
+        .reclaim_min_idle(None)
+        .build()
+        .expect("valid");
+    let limits = crate::storm::EchoLimits {
+        max_line: 1024,
+        line_timeout: Some(timeout),
+    };
+    let srv = start_with::<H>(conns, limits);
+    let opened = Instant::now();
+    let idle = connect(srv.addr);
+    let trickler = connect(srv.addr);
+    let trickle = {
+        let mut t = trickler.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let until = Instant::now() + PATIENCE;
+            while Instant::now() < until && t.write_all(b"x").is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let watch = |mut s: TcpStream| std::thread::spawn(move || read_to_close(&mut s));
+    let (idle_watch, trickler_watch) = (watch(idle), watch(trickler));
+    // An active client pings every 100 ms until the counts are checked: never closed.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let (stop, addr) = (Arc::clone(&stop), srv.addr);
+        std::thread::spawn(move || {
+            let mut active = connect(addr);
+            let mut pings = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(round_trip(&mut active, b"ping\n"), b"ping\n");
+                pings += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            pings
+        })
+    };
+    let (rest, idle_closed_at) = idle_watch.join().expect("idle watcher");
+    assert_eq!(rest, b"");
+    let (rest, trickler_closed_at) = trickler_watch.join().expect("trickler watcher");
+    assert_eq!(rest, b"");
+    for (what, at) in [("idle", idle_closed_at), ("trickler", trickler_closed_at)] {
+        let after = at - opened;
+        // Closed after its timeout, while the active client ran (generous for a loaded box).
+        assert!(
+            after >= timeout,
+            "{}: {what} closed after {after:?}",
+            H::NAME
+        );
+        assert!(
+            after < timeout * 3,
+            "{}: {what} closed after {after:?}",
+            H::NAME
+        );
+    }
+    trickle.join().expect("the trickler thread");
+    let stats = srv.handle.stats().conns;
+    assert_eq!(stats.idle_closed, 1, "{}: {stats:?}", H::NAME);
+    assert_eq!(stats.deadline_expired, 1, "{}: {stats:?}", H::NAME);
+    assert_eq!(stats.reclaimed, 0, "{}: {stats:?}", H::NAME);
+    stop.store(true, Ordering::Relaxed);
+    let pings = pinger
+        .join()
+        .expect("the active client was served throughout");
+    assert!(pings >= 5, "{}: {pings} pings", H::NAME);
+    srv.signal();
+    let report = srv.report();
+    assert!(
+        report
+            .to_string()
+            .contains("idle_closed=1 deadline_expired=1 reclaimed=0"),
+        "{report}"
+    );
+}
+
+/// A handler that closes early (`Conn::close`) and keeps running: the client reads the reply,
+/// then EOF (no reset, although it sent more after the reply), while the handler is still in
+/// flight; the close ends `Clean` once the client closes its end.
+pub fn conn_close_lingers_while_the_handler_runs_on_and_delivers_the_reply<H: Harness>() {
+    use futures_lite::AsyncWriteExt as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ends_tx, ends) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        H::block_on(async move {
+            let incoming = H::bind("127.0.0.1:0", &config(4)).await.expect("bind");
+            let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+            let server = Server::<H::Listener, H::Runtime>::new(incoming);
+            let handle = server.handle();
+            tx.send((addr, handle)).expect("the test waits");
+            server
+                .serve(move |mut conn, _| {
+                    let ends_tx = ends_tx.clone();
+                    async move {
+                        let rt = H::Runtime::default();
+                        let _ = conn.write_all(b"bye\n").await;
+                        let end = conn.close(&rt).await;
+                        let _ = ends_tx.send(end);
+                        // The handler runs on after closing.
+                        driver::sleep(&rt, Duration::from_millis(500)).await;
+                    }
+                })
+                .await
+        })
+    });
+    let (addr, handle) = rx.recv().expect("the server started");
+    let mut client = connect(addr);
+    client
+        .write_all(b"more input the server never reads\n")
+        .expect("write");
+    let mut got = Vec::new();
+    let read = client.read_to_end(&mut got);
+    assert!(read.is_ok(), "{}: {read:?} after {got:?}", H::NAME);
+    assert_eq!(got, b"bye\n");
+    assert_eq!(
+        handle.stats().shutdown.in_flight,
+        1,
+        "the handler still runs"
+    );
+    drop(client);
+    let end = ends.recv_timeout(PATIENCE).expect("the close ended");
+    assert_eq!(end, keel_core::conn::ConnEnd::Clean, "{}", H::NAME);
+    let until = Instant::now() + PATIENCE;
+    while handle.stats().shutdown.in_flight != 0 {
+        assert!(Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.shutdown();
+    let report = server.join().expect("the server thread");
+    assert_eq!((report.summary.completed, report.summary.reset), (1, 0));
+    assert_eq!(report.stats.conns.clean, 1, "{:?}", report.stats.conns);
+}
+
+/// At the limit the server holds one newcomer for reclamation; when no connection is idle long
+/// enough and the drain starts, that newcomer is closed and counted as refused.
+pub fn a_newcomer_held_for_reclamation_is_refused_and_counted_when_the_drain_starts<H: Harness>() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        H::block_on(async move {
+            let incoming = H::bind("127.0.0.1:0", &config(1)).await.expect("bind");
+            let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+            let conns = ConnConfig::builder()
+                .reclaim_min_idle(Some(Duration::from_secs(60)))
+                .build()
+                .expect("valid");
+            let server = Server::<H::Listener, H::Runtime>::new(incoming).conn_config(conns);
+            let handle = server.handle();
+            tx.send((addr, handle.clone())).expect("the test waits");
+            server
+                .serve(move |conn, _| {
+                    crate::storm::echo_conn(conn, Some(handle.clone()), Default::default())
+                })
+                .await
+        })
+    });
+    let (addr, handle) = rx.recv().expect("the server started");
+    let mut held = connect(addr);
+    assert_eq!(round_trip(&mut held, b"mine\n"), b"mine\n");
+    let mut newcomer = connect(addr);
+    newcomer.write_all(b"waiting\n").expect("write");
+    let until = Instant::now() + PATIENCE;
+    while handle.stats().accept.accepted != 2 {
+        assert!(Instant::now() < until, "{:?}", handle.stats());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.shutdown();
+    let (reply, _) = read_to_close(&mut newcomer);
+    assert_eq!(reply, b"", "{}: the held newcomer was served", H::NAME);
+    let (rest, _) = read_to_close(&mut held);
+    drop(held);
+    assert_eq!(rest, b"");
+    let report = server.join().expect("the server thread");
+    assert_eq!(report.summary.refused, 1, "{}: {report}", H::NAME);
+    assert_eq!(report.summary.completed, 1, "{}: {report}", H::NAME);
+    assert_eq!(report.stats.conns.reclaimed, 0);
 }

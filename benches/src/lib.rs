@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use keel_core::driver::{GuardConfig, Incoming, Listener, ServeHandle, Signals, Spawn};
+use keel_core::driver::{ConnIo, GuardConfig, Incoming, Listener, ServeHandle, Signals, Spawn};
 
 pub mod conformance;
 pub mod sim;
@@ -25,7 +25,7 @@ pub trait Harness: 'static {
     /// The adapter's keel runtime: clock, timer, tasks and shutdown signals.
     type Runtime: Spawn + Signals + Default;
     /// The adapter's TCP listener glue.
-    type Listener: Listener + Send + 'static;
+    type Listener: ConnIo + Send + 'static;
     /// Runs a future to completion on the runtime (from outside it).
     fn block_on<F: Future>(fut: F) -> F::Output;
     /// Runs a future to completion on the runtime's single-threaded executor, on this thread
@@ -41,7 +41,8 @@ pub trait Harness: 'static {
     ) -> impl Future<Output = io::Result<Incoming<Self::Listener, Self::Runtime>>>;
     /// The bound address of the adapter's listener.
     fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
-    /// Echoes each line of `conn` back until the peer closes it. With a `server`, answers the
+    /// Echoes each line of the raw (unserved) `conn` back until the peer closes it (a server's
+    /// connections are echoed by [`storm::echo_conn`]). With a `server`, answers the
     /// line `HEALTH` with its health line and follows its drain: an idle connection is closed
     /// when the drain starts, a line in flight is finished and answered first (see
     /// [`storm::echo_futures_io`], which the `async-io` adapters use).

@@ -55,6 +55,8 @@ pub mod backoff;
 pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
+#[cfg(feature = "alloc")]
+pub mod conn;
 pub mod error;
 pub mod health;
 pub mod limit;

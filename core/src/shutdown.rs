@@ -245,8 +245,12 @@ pub enum ShutdownEvent {
 pub struct ShutdownStats {
     /// Units of work admitted.
     pub started: u64,
-    /// Units of work that finished (returned their ticket before the stop).
+    /// Units of work that finished (returned their ticket before the stop), not counting
+    /// those that ended in a reset.
     pub completed: u64,
+    /// Units of work that finished before the stop but ended in a reset (a connection whose
+    /// lingering close hit its cap or deadline while the peer still sent, or failed).
+    pub reset: u64,
     /// Units of work still in flight at the stop.
     pub aborted: u64,
     /// Units of work refused because the machine was draining or stopped.
@@ -264,6 +268,8 @@ pub struct ShutdownStats {
 pub struct ShutdownSummary {
     /// Units of work that finished normally (over the whole life of the machine).
     pub completed: u64,
+    /// Units of work that finished in a reset (never counted in `completed`).
+    pub reset: u64,
     /// Units of work aborted at the stop.
     pub aborted: u64,
     /// Units of work refused while draining or stopped.
@@ -381,6 +387,7 @@ impl Shutdown {
         };
         ShutdownSummary {
             completed: self.stats.completed,
+            reset: self.stats.reset,
             aborted: self.stats.aborted,
             refused: self.stats.refused,
             drained_in,
@@ -406,6 +413,17 @@ impl Shutdown {
     /// Returns [`ShutdownDecision::StopNow`] `{ aborted: 0 }` when this was the last item of a
     /// drain, [`ShutdownDecision::Continue`] otherwise. After the stop, tickets are ignored.
     pub fn on_work_finished(&mut self, now: Instant, ticket: WorkTicket) -> ShutdownDecision {
+        self.work_ended(now, ticket, false)
+    }
+
+    /// A unit of work ended, but in a reset (e.g. a connection whose reply may not have been
+    /// delivered): exactly as [`on_work_finished`](Self::on_work_finished), counted in `reset`
+    /// instead of `completed`.
+    pub fn on_work_reset(&mut self, now: Instant, ticket: WorkTicket) -> ShutdownDecision {
+        self.work_ended(now, ticket, true)
+    }
+
+    fn work_ended(&mut self, now: Instant, ticket: WorkTicket, reset: bool) -> ShutdownDecision {
         let _ = ticket;
         let now = self.clock.observe(now);
         if self.is_stopped() {
@@ -413,7 +431,12 @@ impl Shutdown {
             return ShutdownDecision::Continue;
         }
         self.stats.in_flight = self.stats.in_flight.saturating_sub(1);
-        self.stats.completed = self.stats.completed.saturating_add(1);
+        let counter = if reset {
+            &mut self.stats.reset
+        } else {
+            &mut self.stats.completed
+        };
+        *counter = counter.saturating_add(1);
         if self.is_draining() && self.stats.in_flight == 0 {
             self.finish_drain(now);
             return ShutdownDecision::StopNow { aborted: 0 };

@@ -41,6 +41,7 @@ pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
 pub mod common;
+pub mod conn;
 pub mod gcra;
 pub mod keyed;
 pub mod limit;

@@ -177,6 +177,9 @@ pub struct Incoming<L: Listener, R: Runtime> {
     limit: SharedLimit,
     shed: Option<&'static [u8]>,
     unpermitted: Option<L::Conn>,
+    /// At the limit, accept one extra connection (held without a permit) so the server can
+    /// reclaim an idle slot for it ([`Server`](super::Server) turns this on).
+    reclaim: bool,
     alarm: Alarm<R>,
     error: Option<io::Error>,
     done: bool,
@@ -197,6 +200,7 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
             rt,
             shed,
             unpermitted: None,
+            reclaim: false,
             alarm: Alarm::new(),
             error: None,
             done: false,
@@ -230,6 +234,27 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
     /// The fatal error that ended the stream, if any.
     pub fn take_error(&mut self) -> Option<io::Error> {
         self.error.take()
+    }
+
+    /// `true` while a connection has been accepted but waits for a slot (at the limit, for
+    /// reclamation or for a permit someone else took).
+    pub fn waiting(&self) -> bool {
+        self.unpermitted.is_some()
+    }
+
+    /// The connection waiting for a slot, taken out (the server refuses it when the drain
+    /// starts).
+    pub(crate) fn take_waiting(&mut self) -> Option<L::Conn> {
+        self.unpermitted.take()
+    }
+
+    /// At the limit (backpressure mode), accept at most one more connection and hold it
+    /// without a permit until a slot frees, instead of leaving it in the kernel backlog: the
+    /// server, seeing it [`waiting`](Self::waiting), reclaims the longest-idle connection's
+    /// slot for it. Off by default; [`Server`](super::Server) turns it on when its connection
+    /// config reclaims.
+    pub fn set_reclaim(&mut self, reclaim: bool) {
+        self.reclaim = reclaim;
     }
 
     /// Whether accepting is paused on a resource shortage.
@@ -282,11 +307,14 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
             }
             // 3. Backpressure: at the limit, do not call accept at all (the kernel backlog
             //    holds the rest) until a permit is dropped. Shed mode accepts to say goodbye.
+            //    With reclamation, one extra connection is accepted and held (step 2) while
+            //    the server frees the slot of the connection idle the longest.
             if this.shed.is_none() && this.limit.available() == 0 {
                 match this.limit.poll_acquire(cx) {
                     // A slot freed between the check and the registration: give it back and
                     // accept; the permit is taken once a connection is really there.
                     Poll::Ready(permit) => drop(permit),
+                    Poll::Pending if this.reclaim => {}
                     Poll::Pending => return Poll::Pending,
                 }
             }

@@ -322,6 +322,30 @@ impl<L: StdListener, C: AsSocketRef + Send + Unpin + 'static> Listener for Async
     }
 }
 
+/// The streams of `async-io` runtimes have `futures-io`'s traits; the write side is shut down
+/// with `shutdown(SHUT_WR)` on the socket (`poll_close` differs between runtimes).
+impl<L, C> super::ConnIo for AsyncIoListener<L, C>
+where
+    L: StdListener,
+    C: AsSocketRef + futures_io::AsyncRead + futures_io::AsyncWrite + Send + Unpin + 'static,
+{
+    fn poll_read(conn: &mut C, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        futures_io::AsyncRead::poll_read(Pin::new(conn), cx, buf)
+    }
+
+    fn poll_write(conn: &mut C, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        futures_io::AsyncWrite::poll_write(Pin::new(conn), cx, buf)
+    }
+
+    fn poll_flush(conn: &mut C, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        futures_io::AsyncWrite::poll_flush(Pin::new(conn), cx)
+    }
+
+    fn poll_shutdown_write(conn: &mut C, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*conn).shutdown(std::net::Shutdown::Write))
+    }
+}
+
 /// A guarded listener on the `async-io` reactor yielding `C`, on the adapter's runtime `R`.
 pub type AsyncIoIncoming<L, C, R> = Incoming<AsyncIoListener<L, C>, R>;
 

@@ -38,6 +38,7 @@
 mod accept;
 pub mod breaker;
 pub mod bulkhead;
+pub mod conn;
 pub mod rate;
 pub mod retry;
 pub mod serve;
@@ -54,6 +55,7 @@ use core::task::{Context, Poll};
 use crate::time::Instant;
 
 pub use accept::{GuardConfig, GuardConfigBuilder, Incoming, IncomingStats, Listener};
+pub use conn::{lingering_close, read_line_bounded, Conn, ConnIo, Line};
 pub use serve::{Draining, ServeHandle, ServeReport, ServeStats, Server};
 
 /// A timer that can be re-armed without allocating: the runtime's sleep future.
@@ -319,8 +321,9 @@ macro_rules! runtime_aliases {
             handler: H,
         ) -> $crate::driver::ServeReport
         where
-            L: $crate::driver::Listener + ::core::marker::Send + 'static,
-            H: ::core::ops::FnMut(L::Conn, $crate::driver::Draining) -> Fut + ::core::marker::Send,
+            L: $crate::driver::ConnIo + ::core::marker::Send + 'static,
+            H: ::core::ops::FnMut($crate::driver::Conn<L>, $crate::driver::Draining) -> Fut
+                + ::core::marker::Send,
             Fut: ::core::future::Future<Output = ()> + ::core::marker::Send + 'static,
         {
             $crate::driver::serve::Server::new(incoming)

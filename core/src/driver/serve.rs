@@ -11,7 +11,19 @@
 //! # The contract
 //!
 //! [`Server::serve`] accepts from an [`Incoming`] and spawns `handler(conn, draining)` per
-//! connection (through the adapter's [`Spawn`]) until a shutdown trigger fires. Then:
+//! connection (through the adapter's [`Spawn`]); `conn` is a [`Conn`], the runtime's stream
+//! recording its last activity. While serving, the server defends its slots
+//! ([`ConnConfig`], see [`crate::conn`]): a connection silent for the idle timeout (default
+//! 60 s) is closed, so is one whose handler-armed read deadline ([`Conn::set_read_deadline`])
+//! passed, and when every slot is taken and a newcomer waits, the connection idle the longest
+//! (at least 1 s) is closed for it. These are checked every 250 ms while connections are open.
+//! When a handler returns (or drops its `Conn`), the server closes the connection with a
+//! **lingering close**: shut down the write side, read and discard until the peer's EOF, 1 MiB
+//! or 2 s (never past the drain deadline), so a written reply is never lost to a reset. The
+//! connection's slot and its place among the in-flight work are held until then. A connection
+//! the server closed itself is closed at once, without lingering.
+//!
+//! When a shutdown trigger fires:
 //!
 //! 1. **Stop accepting at once.** Connections already queued in the kernel backlog are accepted
 //!    and closed without being served (counted as `refused`), then the listener is dropped:
@@ -24,9 +36,11 @@
 //! 4. **At the deadline**, abort the handlers still running ([`AbortHandle::abort`]) and count
 //!    them as `aborted`. A **second** trigger during the drain does the same at once.
 //!
-//! It returns a [`ServeReport`]: the [`ShutdownSummary`] (completed, aborted, refused,
-//! drained_in), the accept, limit and shutdown counts, and the listener's fatal error, if it
-//! failed (a failed listener starts the drain too: nothing more can be accepted).
+//! It returns a [`ServeReport`]: the [`ShutdownSummary`] (completed, reset, aborted, refused,
+//! drained_in; a connection whose close still ended in a reset is counted as `reset`, never as
+//! `completed`), the accept, limit, shutdown and connection counts (idle closed, deadlines
+//! expired, reclaimed, lingering closes clean / timed out / reset), and the listener's fatal
+//! error, if it failed (a failed listener starts the drain too: nothing more can be accepted).
 //!
 //! Triggers: [`Server::shutdown_on`] takes a factory called once per signal (the adapters'
 //! `shutdown_signal` for SIGINT/SIGTERM), so the second signal is heard; [`Server::shutdown_when`]
@@ -46,6 +60,9 @@
 //! | warn | `second signal: stopping at once` | `aborted`, `drained_ms` |
 //! | debug | `queued connection refused at shutdown` | `refused` (so far) |
 //!
+//! and target `keel::serve`, at debug: `connection closed by the server` (`id`, `reason`:
+//! `idle`, `read deadline`) and `idle connection reclaimed for a newcomer at the limit` (`id`).
+//!
 //! # Example (keel-tokio; every adapter has the same names)
 //!
 //! ```text
@@ -54,11 +71,12 @@
 //!     .config(config)
 //!     .shutdown_on(keel_tokio::shutdown_signal);
 //! let report = server
-//!     .serve(|stream, draining: Draining| async move {
+//!     .serve(|conn: Conn<_>, draining: Draining| async move {
 //!         // read a request unless the drain started first; finish it; close when idle
-//!         while let Some(Ok(req)) = draining.run_until_draining(read(&stream)).await {
-//!             reply(&stream, req).await;
+//!         while let Some(Ok(req)) = draining.run_until_draining(read(&conn)).await {
+//!             reply(&conn, req).await;
 //!         }
+//!         // returning hands `conn` back: the server closes it with a lingering close
 //!     })
 //!     .await;
 //! println!("{report}"); // completed=12 aborted=1 refused=0 drained_in=5s accepted=13 ...
@@ -91,8 +109,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use futures_core::Stream;
 
+use super::conn::{self as conn_io, Clock, Conn, ConnIo, ConnShared};
 use super::{AbortHandle, Alarm, BoxFuture, Incoming, Listener, Runtime, Spawn};
 use crate::accept::AcceptStats;
+use crate::conn::{ConnConfig, ConnEnd, ConnEvent, ConnStats, ConnTable};
 use crate::health::{ComponentState, HealthReport, Reason};
 use crate::limit::LimitStats;
 use crate::shutdown::{
@@ -108,6 +128,10 @@ const ACCEPTS_PER_POLL: u32 = 64;
 const BACKLOG_SWEEP: u32 = 1024;
 /// Ended handlers reported before the serving task is woken to forget their handles.
 const FINISHED_BATCH: usize = 32;
+/// How often the serving task reads its connections' activity and read deadlines into the
+/// [`ConnTable`] while any is open: the precision of idle timeouts and read deadlines, and how
+/// soon a waiting newcomer is retried for reclamation when no connection was idle long enough.
+const SWEEP: core::time::Duration = core::time::Duration::from_millis(250);
 
 // ---------------------------------------------------------------------------------------------
 // Draining: the handlers' view of the shutdown.
@@ -279,6 +303,8 @@ struct Core {
     accept: AcceptStats,
     paused: bool,
     listener_failed: bool,
+    /// Idle timeouts, read deadlines, reclamation and lingering close.
+    conns: ConnTable,
 }
 
 struct Shared {
@@ -302,6 +328,9 @@ pub struct ServeStats {
     pub limit: LimitStats,
     /// The shutdown machine (connections started, completed, aborted, refused, in flight...).
     pub shutdown: ShutdownStats,
+    /// The connections' defences and ends: idle closed, read deadlines expired, reclaimed at
+    /// the limit, lingering closes that ended cleanly, timed out or in a reset.
+    pub conns: ConnStats,
 }
 
 impl fmt::Display for ServeStats {
@@ -310,7 +339,9 @@ impl fmt::Display for ServeStats {
         write!(
             f,
             "accepted={} per_connection_errors={} shortages={} pauses={} paused_ms={} \
-             max_connections={} in_use={} peak={} shed={} started={} in_flight={}",
+             max_connections={} in_use={} peak={} shed={} started={} in_flight={} \
+             idle_closed={} deadline_expired={} reclaimed={} lingering={} clean={} \
+             linger_timeouts={} resets={}",
             a.accepted,
             a.per_connection_errors,
             a.shortages,
@@ -322,6 +353,13 @@ impl fmt::Display for ServeStats {
             l.shed,
             s.started,
             s.in_flight,
+            self.conns.idle_closed,
+            self.conns.deadline_expired,
+            self.conns.reclaimed,
+            self.conns.lingering,
+            self.conns.clean,
+            self.conns.linger_timeouts,
+            self.conns.resets,
         )
     }
 }
@@ -391,6 +429,7 @@ impl ServeHandle {
             accept: core.accept,
             limit: self.shared.limit.stats(),
             shutdown: core.machine.stats(),
+            conns: core.conns.stats(),
         }
     }
 
@@ -517,6 +556,7 @@ impl<L: Listener, R: Spawn> Server<L, R> {
                 accept: stats.accept,
                 paused: false,
                 listener_failed: false,
+                conns: ConnTable::new(ConnConfig::default(), rt.now()),
             }),
             drain: Arc::new(DrainState::new()),
             limit: incoming.limit().clone(),
@@ -533,6 +573,15 @@ impl<L: Listener, R: Spawn> Server<L, R> {
     #[must_use]
     pub fn config(self, config: ShutdownConfig) -> Self {
         self.shared.core().machine = Shutdown::new(config, self.rt.now());
+        self
+    }
+
+    /// How connections are defended and closed: idle timeout (default 60 s), reclamation of
+    /// the longest-idle connection at the limit (default: idle at least 1 s) and the lingering
+    /// close (default 2 s, 1 MiB). See [`crate::conn`].
+    #[must_use]
+    pub fn conn_config(self, config: ConnConfig) -> Self {
+        self.shared.core().conns = ConnTable::new(config, self.rt.now());
         self
     }
 
@@ -571,12 +620,24 @@ impl<L: Listener, R: Spawn> Server<L, R> {
     }
 
     /// Serves until a trigger fires and the drain ends (see the [module docs](self)):
-    /// spawns `handler(conn, draining)` for every connection.
-    pub async fn serve<H, Fut>(self, handler: H) -> ServeReport
+    /// spawns `handler(conn, draining)` for every connection, and closes each connection with
+    /// a lingering close when its handler returns.
+    pub async fn serve<H, Fut>(mut self, handler: H) -> ServeReport
     where
-        H: FnMut(L::Conn, Draining) -> Fut,
+        L: ConnIo,
+        H: FnMut(Conn<L>, Draining) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let reclaim = self
+            .shared
+            .core()
+            .conns
+            .config()
+            .reclaim_min_idle()
+            .is_some();
+        self.incoming.set_reclaim(reclaim);
+        let rt = self.rt.clone();
+        let clock: Clock = Arc::new(move || rt.now());
         let mut run = Run {
             incoming: Some(self.incoming),
             rt: self.rt,
@@ -585,6 +646,9 @@ impl<L: Listener, R: Spawn> Server<L, R> {
             handler,
             tasks: BTreeMap::new(),
             alarm: Alarm::new(),
+            sweep_alarm: Alarm::new(),
+            next_sweep: None,
+            clock,
             error: None,
         };
         core::future::poll_fn(move |cx| run.poll(cx)).await
@@ -600,12 +664,33 @@ impl<L: Listener, R: Spawn> fmt::Debug for Server<L, R> {
     }
 }
 
-/// Reports a handler's end to the machine, even when it panics or is aborted.
+/// Reports a handler's end to the machines, even when it panics or is aborted.
 struct TaskGuard<R: Runtime> {
     shared: Arc<Shared>,
     rt: R,
     ticket: Option<WorkTicket>,
+    id: u64,
+    /// How the connection ended, once its lingering close is over.
+    end: Option<ConnEnd>,
     _permit: Permit,
+}
+
+impl<R: Runtime> TaskGuard<R> {
+    /// After the handler: the lingering close (bounded by the drain's deadline), counted.
+    async fn close<L: ConnIo>(&mut self, conn: &ConnShared<L::Conn>) {
+        let now = self.rt.now();
+        let drain_deadline = self.shared.drain.waiters().deadline;
+        let (linger, cap) = {
+            let mut core = self.shared.core();
+            if let Some(reason) = conn.closed_for() {
+                core.conns.on_close(now, self.id, reason);
+            }
+            let linger = core.conns.on_handler_done(now, self.id, drain_deadline);
+            (linger, core.conns.config().linger_bytes())
+        };
+        let end = conn_io::finish::<L, R>(&self.rt, conn, linger, cap).await;
+        self.end = Some(end);
+    }
 }
 
 impl<R: Runtime> Drop for TaskGuard<R> {
@@ -614,13 +699,20 @@ impl<R: Runtime> Drop for TaskGuard<R> {
             return;
         };
         let id = ticket.id();
+        let end = self.end.unwrap_or(ConnEnd::Aborted);
+        let reset = end == ConnEnd::Reset;
         let waker = {
             let mut core = self.shared.core();
-            if core.machine.is_stopped() {
-                let _ = core.machine.on_work_finished(self.rt.now(), ticket);
+            let now = self.rt.now();
+            core.conns.on_closed(now, self.id, end);
+            let decision = if reset {
+                core.machine.on_work_reset(now, ticket)
+            } else {
+                core.machine.on_work_finished(now, ticket)
+            };
+            if core.machine.is_stopped() && !matches!(decision, ShutdownDecision::StopNow { .. }) {
                 return;
             }
-            let decision = core.machine.on_work_finished(self.rt.now(), ticket);
             core.finished.push(id);
             let stopped = matches!(decision, ShutdownDecision::StopNow { .. });
             if stopped || core.finished.len() >= FINISHED_BATCH {
@@ -635,22 +727,29 @@ impl<R: Runtime> Drop for TaskGuard<R> {
     }
 }
 
+/// A connection's task: its abort handle and what it shares with the server.
+type Task<L, R> = (<R as Spawn>::Handle, Arc<ConnShared<<L as Listener>::Conn>>);
+
 struct Run<L: Listener, R: Spawn, H> {
     incoming: Option<Incoming<L, R>>,
     rt: R,
     shared: Arc<Shared>,
     triggers: Vec<Trigger>,
     handler: H,
-    tasks: BTreeMap<u64, R::Handle>,
+    tasks: BTreeMap<u64, Task<L, R>>,
     alarm: Alarm<R>,
+    /// The connections' sweep: activity and read deadlines into the table, expiries out.
+    sweep_alarm: Alarm<R>,
+    next_sweep: Option<Instant>,
+    clock: Clock,
     error: Option<io::Error>,
 }
 
 impl<L, R, H, Fut> Run<L, R, H>
 where
-    L: Listener,
+    L: ConnIo,
     R: Spawn,
-    H: FnMut(L::Conn, Draining) -> Fut,
+    H: FnMut(Conn<L>, Draining) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ServeReport> {
@@ -687,7 +786,10 @@ where
             }
         }
 
-        // 4. Forget ended handlers; stop when the machine has.
+        // 4. The connections' defences: idle timeouts, read deadlines, reclamation.
+        self.poll_conns(cx);
+
+        // 5. Forget ended handlers; stop when the machine has.
         let (finished, stopped) = {
             let mut core = self.shared.core();
             (
@@ -697,6 +799,9 @@ where
         };
         for id in finished {
             self.tasks.remove(&id);
+        }
+        if self.tasks.is_empty() {
+            self.next_sweep = None;
         }
         self.emit_events();
         if stopped {
@@ -729,21 +834,38 @@ where
                         continue;
                     };
                     let id = ticket.id();
-                    let guard = TaskGuard {
+                    self.shared.core().conns.on_open(self.rt.now(), id);
+                    let shared = {
+                        let core = self.shared.core();
+                        let config = core.conns.config();
+                        Arc::new(ConnShared::new(
+                            id,
+                            Arc::clone(&self.clock),
+                            config.linger_time(),
+                            config.linger_bytes(),
+                            Draining {
+                                state: Arc::clone(&self.shared.drain),
+                            },
+                        ))
+                    };
+                    let mut guard = TaskGuard {
                         shared: Arc::clone(&self.shared),
                         rt: self.rt.clone(),
                         ticket: Some(ticket),
+                        id,
+                        end: None,
                         _permit: permit,
                     };
                     let draining = Draining {
                         state: Arc::clone(&self.shared.drain),
                     };
-                    let work = (self.handler)(conn, draining);
+                    let work = (self.handler)(Conn::new(conn, Arc::clone(&shared)), draining);
+                    let task_conn = Arc::clone(&shared);
                     let handle = self.rt.spawn(async move {
-                        let _guard = guard;
                         work.await;
+                        guard.close::<L>(&task_conn).await;
                     });
-                    self.tasks.insert(id, handle);
+                    self.tasks.insert(id, (handle, shared));
                 }
             }
         }
@@ -760,6 +882,73 @@ where
             self.after_decision(decision);
         }
         outcome
+    }
+
+    /// Every [`SWEEP`] while connections are open: reads their activity and read deadlines
+    /// into the table, closes those that expired, and reclaims for a waiting newcomer.
+    fn poll_conns(&mut self, cx: &mut Context<'_>) {
+        let waiting = self.incoming.as_ref().is_some_and(Incoming::waiting);
+        if waiting {
+            self.reclaim();
+        }
+        if self.tasks.is_empty() {
+            return;
+        }
+        let now = self.rt.now();
+        let next = *self.next_sweep.get_or_insert(now + SWEEP);
+        if self.sweep_alarm.poll_until(&self.rt, next, cx).is_pending() {
+            return;
+        }
+        let now = self.rt.now();
+        self.sync(now);
+        let closes = {
+            let mut core = self.shared.core();
+            core.conns.handle_timeout(now);
+            let mut closes = Vec::new();
+            while let Some(ConnEvent::Close { id, reason }) = core.conns.poll_event() {
+                closes.push((id, reason));
+            }
+            closes
+        };
+        for (id, reason) in closes {
+            if let Some((_, conn)) = self.tasks.get(&id) {
+                conn.close(reason);
+                #[cfg(feature = "tracing")]
+                tracing::debug!(target: "keel::serve", id, reason = reason.as_str(), "connection closed by the server");
+            }
+        }
+        if waiting {
+            self.reclaim();
+        }
+        let next = now + SWEEP;
+        self.next_sweep = Some(next);
+        // Registers the timer for the next sweep (it is in the future: this is `Pending`).
+        let _ = self.sweep_alarm.poll_until(&self.rt, next, cx);
+    }
+
+    /// Reads every connection's activity and read deadline into the table.
+    fn sync(&self, now: Instant) {
+        let mut core = self.shared.core();
+        for (&id, (_, conn)) in &self.tasks {
+            core.conns.on_activity(now, id, conn.last_active());
+            core.conns.on_read_deadline(now, id, conn.read_deadline());
+        }
+    }
+
+    /// A newcomer waits for a slot: close the connection idle the longest, if one is eligible
+    /// and no reclaimed connection is still closing.
+    fn reclaim(&mut self) {
+        if self.shared.core().conns.reclaim_pending() {
+            return;
+        }
+        let now = self.rt.now();
+        self.sync(now);
+        let victim = self.shared.core().conns.reclaim(now);
+        if let Some((_, conn)) = victim.and_then(|id| self.tasks.get(&id)) {
+            conn.close(crate::conn::CloseReason::Reclaimed);
+            #[cfg(feature = "tracing")]
+            tracing::debug!(target: "keel::serve", id = conn.id, "idle connection reclaimed for a newcomer at the limit");
+        }
     }
 
     fn after_decision(&mut self, decision: ShutdownDecision) {
@@ -810,6 +999,19 @@ where
                 Poll::Ready(None) | Poll::Pending => break,
             }
         }
+        // A newcomer held for reclamation is refused like the backlog.
+        if let Some(conn) = incoming.take_waiting() {
+            let admission = self.shared.core().machine.on_work_started(self.rt.now());
+            drop(conn);
+            if let WorkAdmission::Admitted(ticket) = admission {
+                // Not reachable (the machine refuses once draining), as above.
+                let _ = self
+                    .shared
+                    .core()
+                    .machine
+                    .on_work_finished(self.rt.now(), ticket);
+            }
+        }
         let stats = incoming.stats();
         let mut core = self.shared.core();
         core.accept = stats.accept;
@@ -819,7 +1021,7 @@ where
     }
 
     fn stop(&mut self) -> ServeReport {
-        for (_, handle) in core::mem::take(&mut self.tasks) {
+        for (_, (handle, _)) in core::mem::take(&mut self.tasks) {
             handle.abort();
         }
         self.shared.drain.start(None);
@@ -832,6 +1034,7 @@ where
                 accept: core.accept,
                 limit: self.shared.limit.stats(),
                 shutdown: core.machine.stats(),
+                conns: core.conns.stats(),
             },
             error: self.error.take(),
         }

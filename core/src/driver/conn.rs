@@ -1,0 +1,623 @@
+//! The accepted stream as [`Server`](super::Server) hands it to a handler: [`Conn`], which
+//! records its last activity, can be closed by the server (idle timeout, read deadline,
+//! reclamation), and on drop hands the socket back for the lingering close. Plus
+//! [`lingering_close`] for streams served without a `Server`, and [`read_line_bounded`], a line
+//! reader whose memory is bounded.
+//!
+//! Runtimes' I/O traits differ (tokio's `AsyncRead`/`AsyncWrite`, `futures-io`'s), and an
+//! adapter may not implement a keel trait for its runtime's stream type (both foreign to it), so
+//! the four operations the driver needs are asked of the **listener** type, which the adapter
+//! owns: [`ConnIo`]. [`Conn`] implements `futures-io`'s `AsyncRead`/`AsyncWrite`; keel-tokio
+//! wraps it for tokio's traits.
+//!
+//! A handler may arm a per-request read deadline with [`Conn::set_read_deadline`] (the echo
+//! example arms one when the first byte of a line arrives: a trickler sending one byte a second
+//! and never a newline is closed when it passes, although bytes flow). For HTTP-like protocols
+//! this is the header timeout: arm it when a request's first byte arrives, clear it once the
+//! headers are in.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+use std::io;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::{timeout_at, Draining, Listener, Runtime};
+use crate::conn::{CloseReason, ConnEnd};
+use crate::time::Instant;
+
+/// What the driver needs from an accepted connection, asked of its listener type (see the
+/// [module docs](self) for why). Adapters implement it in a few lines per stream type.
+pub trait ConnIo: Listener {
+    /// Reads into `buf`; `Ok(0)` at EOF.
+    fn poll_read(
+        conn: &mut Self::Conn,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>>;
+    /// Writes from `buf`.
+    fn poll_write(
+        conn: &mut Self::Conn,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>>;
+    /// Flushes buffered writes.
+    fn poll_flush(conn: &mut Self::Conn, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Shuts the write side down (`shutdown(SHUT_WR)`): the peer reads EOF after the bytes
+    /// already written.
+    fn poll_shutdown_write(conn: &mut Self::Conn, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+const OPEN: u8 = 0;
+const IDLE: u8 = 1;
+const DEADLINE: u8 = 2;
+const RECLAIMED: u8 = 3;
+const NO_DEADLINE: u64 = u64::MAX;
+
+/// The clock a [`Conn`] stamps its activity with: the runtime's.
+pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// What a connection shares with the server: its activity, deadline, close order, and the
+/// slot its socket is handed back through.
+pub(crate) struct ConnShared<C> {
+    pub(crate) id: u64,
+    clock: Clock,
+    last_active: AtomicU64,
+    read_deadline: AtomicU64,
+    close: AtomicU8,
+    io_failed: AtomicBool,
+    /// The readers' and writers' wakers, woken when the server closes the connection.
+    wakers: Mutex<[Option<Waker>; 2]>,
+    returned: Mutex<Option<C>>,
+    /// How [`Conn::close`] lingers: the time, the byte cap, and the drain (whose deadline
+    /// bounds it).
+    linger: Duration,
+    linger_bytes: u64,
+    draining: Draining,
+    /// How the connection ended if the handler closed it itself ([`Conn::close`]).
+    ended: Mutex<Option<ConnEnd>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<C> ConnShared<C> {
+    pub(crate) fn new(
+        id: u64,
+        clock: Clock,
+        linger: Duration,
+        linger_bytes: u64,
+        draining: Draining,
+    ) -> Self {
+        let now = clock();
+        ConnShared {
+            id,
+            linger,
+            linger_bytes,
+            draining,
+            ended: Mutex::new(None),
+            clock,
+            last_active: AtomicU64::new(now.as_nanos()),
+            read_deadline: AtomicU64::new(NO_DEADLINE),
+            close: AtomicU8::new(OPEN),
+            io_failed: AtomicBool::new(false),
+            wakers: Mutex::new([None, None]),
+            returned: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn last_active(&self) -> Instant {
+        Instant::from_nanos(self.last_active.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn read_deadline(&self) -> Option<Instant> {
+        match self.read_deadline.load(Ordering::Relaxed) {
+            NO_DEADLINE => None,
+            t => Some(Instant::from_nanos(t)),
+        }
+    }
+
+    pub(crate) fn io_failed(&self) -> bool {
+        self.io_failed.load(Ordering::Relaxed)
+    }
+
+    /// Orders the connection closed: its pending and next reads and writes fail.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let code = match reason {
+            CloseReason::Idle => IDLE,
+            CloseReason::ReadDeadline => DEADLINE,
+            CloseReason::Reclaimed => RECLAIMED,
+        };
+        let _ = self
+            .close
+            .compare_exchange(OPEN, code, Ordering::AcqRel, Ordering::Acquire);
+        let wakers = core::mem::take(&mut *lock(&self.wakers));
+        for w in wakers.into_iter().flatten() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn closed_for(&self) -> Option<CloseReason> {
+        match self.close.load(Ordering::Acquire) {
+            IDLE => Some(CloseReason::Idle),
+            DEADLINE => Some(CloseReason::ReadDeadline),
+            RECLAIMED => Some(CloseReason::Reclaimed),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn take_returned(&self) -> Option<C> {
+        lock(&self.returned).take()
+    }
+
+    fn touch(&self) {
+        self.last_active
+            .store((self.clock)().as_nanos(), Ordering::Relaxed);
+    }
+
+    /// `Some(error)` if the connection was ordered closed or its read deadline passed
+    /// (registering `cx` to hear a later order otherwise).
+    fn check(&self, cx: &mut Context<'_>, slot: usize, reading: bool) -> Option<io::Error> {
+        if let Some(reason) = self.closed_for() {
+            return Some(closed_error(reason));
+        }
+        if reading {
+            if let Some(d) = self.read_deadline() {
+                if (self.clock)() >= d {
+                    // Noticed here before the server's sweep: closed all the same (no linger),
+                    // and counted by the server when the handler returns.
+                    let _ = self.close.compare_exchange(
+                        OPEN,
+                        DEADLINE,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    return self.closed_for().map(closed_error);
+                }
+            }
+        }
+        let mut wakers = lock(&self.wakers);
+        if let Some(w) = wakers.get_mut(slot) {
+            match w {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            }
+        }
+        drop(wakers);
+        // Closed between the check and the registration: report it now, not never.
+        self.closed_for().map(closed_error)
+    }
+
+    fn note<T>(&self, r: &Poll<io::Result<T>>) {
+        match r {
+            Poll::Ready(Ok(_)) => self.touch(),
+            Poll::Ready(Err(e)) if is_reset(e) => self.io_failed.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+    }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+fn closed_error(reason: CloseReason) -> io::Error {
+    let message = match reason {
+        CloseReason::Idle => "connection closed by the server: idle timeout",
+        CloseReason::ReadDeadline => "connection closed by the server: read deadline passed",
+        CloseReason::Reclaimed => {
+            "connection closed by the server: reclaimed (idle the longest at the connection limit)"
+        }
+    };
+    io::Error::new(io::ErrorKind::TimedOut, message)
+}
+
+/// An accepted connection served by [`Server`](super::Server): the runtime's stream, plus what
+/// the server needs to defend its slots.
+///
+/// - Every successful read or write records the runtime's time (one relaxed atomic store), so
+///   the server knows how long the connection has been idle without the handler's help.
+/// - When the server closes it (idle timeout, read deadline, reclaimed at the limit), pending
+///   and later reads and writes fail with `TimedOut` and a message saying why.
+/// - When dropped (normally when the handler returns), the socket goes back to the server,
+///   which closes it with a lingering close (see [`crate::conn`]).
+///
+/// It implements `futures-io`'s `AsyncRead` and `AsyncWrite`; keel-tokio offers tokio's.
+pub struct Conn<L: ConnIo> {
+    io: Option<L::Conn>,
+    shared: Arc<ConnShared<L::Conn>>,
+}
+
+impl<L: ConnIo> Conn<L> {
+    pub(crate) fn new(io: L::Conn, shared: Arc<ConnShared<L::Conn>>) -> Self {
+        Conn {
+            io: Some(io),
+            shared,
+        }
+    }
+
+    /// The runtime's stream (e.g. for `peer_addr` or socket options).
+    pub fn get_ref(&self) -> Option<&L::Conn> {
+        self.io.as_ref()
+    }
+
+    /// The runtime's stream, mutably. Bytes moved through it directly are not seen as activity.
+    pub fn get_mut(&mut self) -> Option<&mut L::Conn> {
+        self.io.as_mut()
+    }
+
+    /// Arms a read deadline `timeout` from now (`None` clears it): when it passes, reads fail
+    /// with `TimedOut` and the server closes the connection (counted as `deadline_expired`).
+    /// Arm it when a request's first byte arrives; clear it once the request is read. For
+    /// HTTP-like protocols this is the header timeout.
+    pub fn set_read_deadline(&self, timeout: Option<Duration>) {
+        let at = timeout.map_or(NO_DEADLINE, |t| {
+            ((self.shared.clock)() + t).as_nanos().min(NO_DEADLINE - 1)
+        });
+        self.shared.read_deadline.store(at, Ordering::Relaxed);
+    }
+
+    /// When the connection last moved a byte (on the runtime's clock).
+    pub fn last_active(&self) -> Instant {
+        self.shared.last_active()
+    }
+
+    /// Why the server closed this connection, if it did.
+    pub fn closed_for(&self) -> Option<CloseReason> {
+        self.shared.closed_for()
+    }
+
+    /// Ends the connection now with a lingering close, from a handler that closes before it
+    /// returns: flush, shut the write side down, read and discard until the peer's EOF, the
+    /// server's byte cap or its linger time (never past the drain deadline), on `rt`'s timer
+    /// (the adapter's runtime, e.g. `keel_tokio::TokioRuntime`). Returns how it ended; the
+    /// server counts it when the handler returns. (Returning or dropping the `Conn` in the
+    /// handler does the same, after the handler: a `Conn` moved to another task and dropped
+    /// after the handler returned is closed without lingering.)
+    pub async fn close<R: Runtime>(mut self, rt: &R) -> ConnEnd {
+        let shared = Arc::clone(&self.shared);
+        let Some(mut io) = self.io.take() else {
+            return ConnEnd::Clean;
+        };
+        drop(self);
+        let end = match shared.closed_for() {
+            Some(reason) => ConnEnd::Closed(reason),
+            None => {
+                let mut deadline = rt.now() + shared.linger;
+                if let Some(d) = shared.draining.deadline() {
+                    deadline = deadline.min(d);
+                }
+                match lingering_close::<L, R>(rt, &mut io, deadline, shared.linger_bytes).await {
+                    _ if shared.io_failed() => ConnEnd::Reset,
+                    end => end,
+                }
+            }
+        };
+        *lock(&shared.ended) = Some(end);
+        end
+    }
+
+    fn parts(&mut self) -> Option<(&mut L::Conn, &ConnShared<L::Conn>)> {
+        Some((self.io.as_mut()?, &*self.shared))
+    }
+}
+
+impl<L: ConnIo> Drop for Conn<L> {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            *lock(&self.shared.returned) = Some(io);
+        }
+    }
+}
+
+impl<L: ConnIo> fmt::Debug for Conn<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.shared.id)
+            .field("last_active", &self.shared.last_active())
+            .field("closed_for", &self.shared.closed_for())
+            .finish_non_exhaustive()
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection already closed")
+}
+
+impl<L: ConnIo> futures_io::AsyncRead for Conn<L> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let Some((io, shared)) = self.get_mut().parts() else {
+            return Poll::Ready(Err(gone()));
+        };
+        if let Some(e) = shared.check(cx, 0, true) {
+            return Poll::Ready(Err(e));
+        }
+        let r = L::poll_read(io, cx, buf);
+        shared.note(&r);
+        r
+    }
+}
+
+impl<L: ConnIo> futures_io::AsyncWrite for Conn<L> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let Some((io, shared)) = self.get_mut().parts() else {
+            return Poll::Ready(Err(gone()));
+        };
+        if let Some(e) = shared.check(cx, 1, false) {
+            return Poll::Ready(Err(e));
+        }
+        let r = L::poll_write(io, cx, buf);
+        shared.note(&r);
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some((io, shared)) = self.get_mut().parts() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let r = L::poll_flush(io, cx);
+        shared.note(&r);
+        r
+    }
+
+    /// Shuts the write side down (the server still lingers when the handler returns).
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some((io, shared)) = self.get_mut().parts() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let r = L::poll_shutdown_write(io, cx);
+        shared.note(&r);
+        r
+    }
+}
+
+/// Closes `conn` the way keel ends every connection it serves: flush, shut the write side down,
+/// then read and discard until the peer's EOF, `max_bytes`, or `deadline` (on `rt`'s timer).
+/// Returns how it ended: [`ConnEnd::Clean`] at EOF, [`ConnEnd::LingerTimeout`] when the
+/// deadline passed with nothing more from the peer, [`ConnEnd::Reset`] when the cap or the
+/// deadline was hit while the peer still sent, or an I/O error. For streams served without a
+/// [`Server`](super::Server) (which does this itself when a handler returns); drop `conn`
+/// afterwards.
+pub async fn lingering_close<L: ConnIo, R: Runtime>(
+    rt: &R,
+    conn: &mut L::Conn,
+    deadline: Instant,
+    max_bytes: u64,
+) -> ConnEnd {
+    let shut = timeout_at(
+        rt,
+        deadline,
+        core::future::poll_fn(|cx| match L::poll_flush(conn, cx) {
+            Poll::Ready(Ok(())) => L::poll_shutdown_write(conn, cx),
+            other => other,
+        }),
+    )
+    .await;
+    match shut {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) | Err(_) => return ConnEnd::Reset,
+    }
+    let mut buf = Box::new([0u8; 4096]);
+    let mut discarded: u64 = 0;
+    loop {
+        let read = timeout_at(
+            rt,
+            deadline,
+            core::future::poll_fn(|cx| L::poll_read(conn, cx, &mut buf[..])),
+        )
+        .await;
+        match read {
+            Err(_) if discarded == 0 => return ConnEnd::LingerTimeout,
+            Err(_) => return ConnEnd::Reset,
+            Ok(Ok(0)) => return ConnEnd::Clean,
+            Ok(Ok(n)) => {
+                discarded = discarded.saturating_add(n as u64);
+                if discarded >= max_bytes {
+                    return ConnEnd::Reset;
+                }
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(_)) => return ConnEnd::Reset,
+        }
+    }
+}
+
+/// What [`read_line_bounded`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A line of this many bytes (its `\n` included) was appended to the buffer.
+    Complete(usize),
+    /// The stream ended; the buffer holds what came after the last `\n` (maybe nothing).
+    Eof,
+    /// More than `max` bytes came without a `\n`: the buffer holds the first `max`. The
+    /// connection should be answered with an error and closed (the rest is not read).
+    TooLong,
+}
+
+/// Appends the next line of `reader` (up to and including `\n`) to `buf`, reading at most
+/// `max` bytes into it: memory stays bounded whatever a peer sends. Cancel-safe: bytes read
+/// before a cancellation stay in `buf` (call again with the same `buf` to continue).
+///
+/// `on_first_byte(reader)` is called once, when the first byte of a line arrives (the echo
+/// example arms its per-line read deadline there with [`Conn::set_read_deadline`]).
+///
+/// ```
+/// use keel_core::driver::{read_line_bounded, Line};
+/// # futures_lite::future::block_on(async {
+/// let mut input = futures_lite::io::BufReader::new(&b"hi\nan overlong line\n"[..]);
+/// let mut line = Vec::new();
+/// assert_eq!(read_line_bounded(&mut input, &mut line, 8, |_| {}).await?, Line::Complete(3));
+/// line.clear();
+/// assert_eq!(read_line_bounded(&mut input, &mut line, 8, |_| {}).await?, Line::TooLong);
+/// assert_eq!(line, b"an overl");
+/// # Ok::<(), std::io::Error>(()) }).unwrap();
+/// ```
+pub async fn read_line_bounded<B, F>(
+    reader: &mut B,
+    buf: &mut Vec<u8>,
+    max: usize,
+    mut on_first_byte: F,
+) -> io::Result<Line>
+where
+    B: futures_io::AsyncBufRead + Unpin,
+    F: FnMut(&B),
+{
+    let mut started = !buf.is_empty();
+    core::future::poll_fn(|cx| loop {
+        if buf.len() >= max {
+            return Poll::Ready(Ok(Line::TooLong));
+        }
+        if !started {
+            match Pin::new(&mut *reader).poll_fill_buf(cx) {
+                Poll::Ready(Ok([])) => return Poll::Ready(Ok(Line::Eof)),
+                Poll::Ready(Ok(_)) => {
+                    started = true;
+                    on_first_byte(&*reader);
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let available = match Pin::new(&mut *reader).poll_fill_buf(cx) {
+            Poll::Ready(Ok(b)) => b,
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        if available.is_empty() {
+            return Poll::Ready(Ok(Line::Eof));
+        }
+        let room = max.saturating_sub(buf.len());
+        let window = available
+            .get(..room.min(available.len()))
+            .unwrap_or(available);
+        let (take, done) = match window.iter().position(|&b| b == b'\n') {
+            Some(i) => (i.saturating_add(1), true),
+            None => (window.len(), false),
+        };
+        buf.extend_from_slice(window.get(..take).unwrap_or(window));
+        Pin::new(&mut *reader).consume(take);
+        if done {
+            return Poll::Ready(Ok(Line::Complete(buf.len())));
+        }
+    })
+    .await
+}
+
+/// A future that a server's connection task runs after the handler: the lingering close of the
+/// returned socket, or nothing if the handler kept it (moved it elsewhere) or the server closed
+/// it.
+pub(crate) async fn finish<L: ConnIo, R: Runtime>(
+    rt: &R,
+    shared: &ConnShared<L::Conn>,
+    linger_deadline: Option<Instant>,
+    max_bytes: u64,
+) -> ConnEnd {
+    if let Some(reason) = shared.closed_for() {
+        drop(shared.take_returned());
+        return lock(&shared.ended).unwrap_or(ConnEnd::Closed(reason));
+    }
+    let Some(mut io) = shared.take_returned() else {
+        // Closed by the handler ([`Conn::close`]), or kept past the handler.
+        if let Some(end) = *lock(&shared.ended) {
+            return end;
+        }
+        return if shared.io_failed() {
+            ConnEnd::Reset
+        } else {
+            ConnEnd::Clean
+        };
+    };
+    let end = match linger_deadline {
+        Some(deadline) => lingering_close::<L, R>(rt, &mut io, deadline, max_bytes).await,
+        None => ConnEnd::Clean,
+    };
+    if shared.io_failed() {
+        return ConnEnd::Reset;
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+    use futures_lite::io::BufReader;
+
+    fn read(input: &[u8], max: usize) -> Vec<(io::Result<Line>, Vec<u8>, u32)> {
+        let mut reader = BufReader::with_capacity(3, input);
+        let mut out = Vec::new();
+        for _ in 0..8 {
+            let mut line = Vec::new();
+            let mut firsts = 0;
+            let r = block_on(read_line_bounded(&mut reader, &mut line, max, |_| {
+                firsts += 1
+            }));
+            let stop = !matches!(r, Ok(Line::Complete(_)));
+            out.push((r, line, firsts));
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+
+    fn kinds(v: &[(io::Result<Line>, Vec<u8>, u32)]) -> Vec<(Line, &[u8], u32)> {
+        v.iter()
+            .map(|(r, l, f)| (*r.as_ref().expect("no I/O error"), &l[..], *f))
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_split_across_small_buffers_and_the_first_byte_is_signalled_once() {
+        let got = read(b"hello\nab\n", 64);
+        assert_eq!(
+            kinds(&got),
+            [
+                (Line::Complete(6), &b"hello\n"[..], 1),
+                (Line::Complete(3), b"ab\n", 1),
+                (Line::Eof, b"", 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_bytes_fits_one_more_is_too_long() {
+        let got = read(b"abc\n", 4);
+        assert_eq!(kinds(&got)[0], (Line::Complete(4), &b"abc\n"[..], 1));
+        let got = read(b"abcd\n", 4);
+        assert_eq!(kinds(&got), [(Line::TooLong, &b"abcd"[..], 1)]);
+    }
+
+    #[test]
+    fn a_zero_max_is_too_long_at_once_without_reading() {
+        let got = read(b"x\n", 0);
+        assert_eq!(kinds(&got), [(Line::TooLong, &b""[..], 0)]);
+    }
+
+    #[test]
+    fn a_last_line_without_a_newline_is_kept_at_eof() {
+        let got = read(b"tail", 64);
+        assert_eq!(kinds(&got), [(Line::Eof, &b"tail"[..], 1)]);
+    }
+}
