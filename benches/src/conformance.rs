@@ -1328,6 +1328,8 @@ pub fn server_closes_idle_and_trickling_connections_and_counts_them<H: Harness>(
         line_timeout: Some(timeout),
     };
     let srv = start_with::<H>(conns, limits);
+    let defending = "clients: closing idle or slow clients";
+    assert!(!srv.handle.health().to_string().contains(defending));
     let opened = Instant::now();
     let idle = connect(srv.addr);
     let trickler = connect(srv.addr);
@@ -1380,6 +1382,10 @@ pub fn server_closes_idle_and_trickling_connections_and_counts_them<H: Harness>(
     assert_eq!(stats.idle_closed, 1, "{}: {stats:?}", H::NAME);
     assert_eq!(stats.deadline_expired, 1, "{}: {stats:?}", H::NAME);
     assert_eq!(stats.reclaimed, 0, "{}: {stats:?}", H::NAME);
+    // Health shows the defence at work (degraded, still ready) for a while after it acted.
+    let health = srv.handle.health().to_string();
+    assert!(health.contains(defending), "{}: {health}", H::NAME);
+    assert!(health.starts_with("ready=true"), "{}: {health}", H::NAME);
     stop.store(true, Ordering::Relaxed);
     let pings = pinger
         .join()

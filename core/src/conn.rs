@@ -292,6 +292,8 @@ pub struct ConnTable {
     conns: BTreeMap<u64, Entry>,
     events: VecDeque<ConnEvent>,
     stats: ConnStats,
+    /// When the server last closed a client itself (idle, read deadline, reclaimed).
+    last_defence: Option<Instant>,
 }
 
 impl ConnTable {
@@ -304,7 +306,17 @@ impl ConnTable {
             conns: BTreeMap::new(),
             events: VecDeque::new(),
             stats: ConnStats::default(),
+            last_defence: None,
         }
+    }
+
+    /// `true` if the server closed a client itself (idle timeout, read deadline, reclaimed at
+    /// the limit) within `window` before the newest instant this table has seen: what health
+    /// reports as `clients: closing idle or slow clients`.
+    #[must_use]
+    pub fn defended_within(&self, window: Duration) -> bool {
+        self.last_defence
+            .is_some_and(|t| self.clock.get().saturating_duration_since(t) < window)
     }
 
     /// The configuration.
@@ -371,7 +383,7 @@ impl ConnTable {
             .get(&id)
             .is_some_and(|e| e.phase == Phase::Serving)
         {
-            self.close(id, reason);
+            self.close(now, id, reason);
         }
     }
 
@@ -445,7 +457,7 @@ impl ConnTable {
             .filter(|(_, e)| e.phase == Phase::Serving)
             .filter(|(_, e)| now.saturating_duration_since(e.last_active) >= min_idle)
             .min_by_key(|(&id, e)| (e.last_active, id))?;
-        self.close(id, CloseReason::Reclaimed);
+        self.close(now, id, CloseReason::Reclaimed);
         Some(id)
     }
 
@@ -457,15 +469,11 @@ impl ConnTable {
             .any(|e| e.phase == Phase::Closing(CloseReason::Reclaimed))
     }
 
-    fn close(&mut self, id: u64, reason: CloseReason) {
+    fn close(&mut self, now: Instant, id: u64, reason: CloseReason) {
         if let Some(e) = self.conns.get_mut(&id) {
             e.phase = Phase::Closing(reason);
-            let counter = match reason {
-                CloseReason::Idle => &mut self.stats.idle_closed,
-                CloseReason::ReadDeadline => &mut self.stats.deadline_expired,
-                CloseReason::Reclaimed => &mut self.stats.reclaimed,
-            };
-            *counter = counter.saturating_add(1);
+            count_close(&mut self.stats, reason);
+            self.last_defence = Some(now);
         }
     }
 
@@ -493,12 +501,8 @@ impl ConnTable {
                 continue;
             }
             e.phase = Phase::Closing(reason);
-            let counter = match reason {
-                CloseReason::Idle => &mut self.stats.idle_closed,
-                CloseReason::ReadDeadline => &mut self.stats.deadline_expired,
-                CloseReason::Reclaimed => &mut self.stats.reclaimed,
-            };
-            *counter = counter.saturating_add(1);
+            count_close(&mut self.stats, reason);
+            self.last_defence = Some(now);
             self.events.push_back(ConnEvent::Close { id, reason });
         }
     }
@@ -507,4 +511,14 @@ impl ConnTable {
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
     }
+}
+
+/// Counts a close the server decided under its reason.
+fn count_close(stats: &mut ConnStats, reason: CloseReason) {
+    let counter = match reason {
+        CloseReason::Idle => &mut stats.idle_closed,
+        CloseReason::ReadDeadline => &mut stats.deadline_expired,
+        CloseReason::Reclaimed => &mut stats.reclaimed,
+    };
+    *counter = counter.saturating_add(1);
 }

@@ -209,3 +209,41 @@ fn does_not_panic_on_bad_instants_or_unknown_ids() {
         "clamped to the newest instant seen"
     );
 }
+
+#[test]
+fn defended_within_reports_a_server_close_for_the_window_after_it() {
+    let mut t = table(Some(10), Some(500));
+    assert!(
+        !t.defended_within(Duration::from_secs(10)),
+        "nothing closed yet"
+    );
+    t.on_open(Instant::ZERO, 1);
+    t.on_open(Instant::ZERO, 2);
+    t.handle_timeout(secs(9));
+    assert!(
+        !t.defended_within(Duration::from_secs(10)),
+        "nothing due at 9 s"
+    );
+    t.on_activity(secs(9), 2, secs(9));
+    t.handle_timeout(secs(10)); // 1 idle since 0: closed at 10 s
+    assert_eq!(events(&mut t).len(), 1);
+    assert!(t.defended_within(Duration::from_secs(10)));
+    t.on_closed(secs(10), 1, ConnEnd::Reset);
+    t.on_activity(secs(19), 2, secs(15));
+    assert!(
+        t.defended_within(Duration::from_secs(10)),
+        "9 s after the close"
+    );
+    // A reclamation is a defence too, and restarts the window.
+    assert_eq!(t.reclaim(secs(20)), Some(2));
+    t.on_activity(secs(29), 2, secs(15));
+    assert!(
+        t.defended_within(Duration::from_secs(10)),
+        "9 s after the reclaim"
+    );
+    t.on_closed(secs(30), 2, ConnEnd::Reset);
+    assert!(
+        !t.defended_within(Duration::from_secs(10)),
+        "10 s after: over"
+    );
+}

@@ -122,6 +122,10 @@ use crate::shutdown::{
 use crate::sync::limit::{Permit, SharedLimit};
 use crate::time::Instant;
 
+/// How long after the server last closed an idle or slow client itself health still reports
+/// `clients: closing idle or slow clients` (degraded, still ready).
+pub const DEFENCE_WINDOW: core::time::Duration = core::time::Duration::from_secs(10);
+
 /// Connections taken from the stream in one poll before yielding to the runtime.
 const ACCEPTS_PER_POLL: u32 = 64;
 /// Queued connections refused (accepted and closed) when the drain starts, at most.
@@ -435,15 +439,23 @@ impl ServeHandle {
 
     /// The server's health: `accept` (paused on a resource shortage: not ready; stopped on a
     /// fatal error: not live), `connections` (at the limit: not ready; at 90 % or more:
-    /// degraded) and `shutdown` (draining or stopped: not ready).
+    /// degraded), `clients` (degraded while the server is closing idle or slow clients itself:
+    /// an idle timeout, a read deadline or a reclamation at the limit within the last
+    /// [`DEFENCE_WINDOW`]; the counts are in [`stats`](Self::stats)`().conns`) and `shutdown`
+    /// (draining or stopped: not ready).
     ///
     /// Its `Display` line is a probe reply, e.g.
     /// `ready=false live=true reasons=[shutdown: draining]`.
     #[must_use]
-    pub fn health(&self) -> HealthReport<3> {
-        let (paused, failed, state) = {
+    pub fn health(&self) -> HealthReport<4> {
+        let (paused, failed, state, defending) = {
             let core = self.shared.core();
-            (core.paused, core.listener_failed, core.machine.state())
+            (
+                core.paused,
+                core.listener_failed,
+                core.machine.state(),
+                core.conns.defended_within(DEFENCE_WINDOW),
+            )
         };
         let accept = if failed {
             ComponentState::accept_stopped("fatal error")
@@ -460,9 +472,15 @@ impl ServeHandle {
         } else {
             ComponentState::Healthy
         };
+        let clients = if defending {
+            ComponentState::Degraded(Reason::new("closing idle or slow clients"))
+        } else {
+            ComponentState::Healthy
+        };
         HealthReport::new()
             .with("accept", accept)
             .with("connections", connections)
+            .with("clients", clients)
             .with("shutdown", ComponentState::from_shutdown(state))
     }
 }
