@@ -8,7 +8,7 @@
 //!
 //! - **Health probe**: the line `HEALTH` is answered with the health report line instead of an
 //!   echo, e.g. `ready=true live=true reasons=[]`, or during a drain
-//!   `ready=false live=true reasons=[shutdown: draining]` (components `accept`, `connections`,
+//!   `ready=false live=true reasons=[shutdown: draining]` (components `accept`, `connections`, `clients`,
 //!   `shutdown`). An orchestrator's exec or TCP probe can send it:
 //!   `printf 'HEALTH\n' | nc -q1 127.0.0.1 7878 | grep -q ready=true`.
 //! - **Graceful shutdown**: on SIGINT or SIGTERM the listener closes at once (new connections
