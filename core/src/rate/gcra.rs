@@ -9,6 +9,37 @@
 /// it as its "quota change in progress" marker.
 pub(crate) const TAT_MAX: u64 = u64::MAX - 1;
 
+/// The default largest clock step taken at face value: 60 s (see `crate::rate`, "Clock faults").
+pub(crate) const DEFAULT_MAX_CLOCK_JUMP: u64 = 60_000_000_000;
+
+/// Does the state prove a clock fault at `now`?
+///
+/// After any decision at `now` the TAT is at most `now + burst × T = now + tau + t`. A TAT
+/// beyond `now + tau + t + jump` therefore proves that an earlier `now` was more than `jump`
+/// after this one: the clock jumped forward and came back (or this `now` is far behind). It is
+/// exactly "one request would have to wait more than `t + jump`": on the hot paths it is tested
+/// on the rejection branch only, where the wait is already known.
+#[inline]
+pub(crate) fn clock_fault(tat: u64, now: u64, t: u64, tau: u64, jump: u64) -> bool {
+    tat.saturating_sub(tau) > now.saturating_add(t).saturating_add(jump)
+}
+
+/// [`clock_fault`] on a rejection's `allow_at` (= `tat - tau`), as the hot paths have it.
+#[inline(always)]
+pub(crate) fn fault_at(allow_at: u64, now: u64, t: u64, jump: u64) -> bool {
+    allow_at > now.saturating_add(t).saturating_add(jump)
+}
+
+/// The TAT to decide with at `now`: `tat`, or `now` (a fresh limiter) after a clock fault.
+#[inline]
+pub(crate) fn resync(tat: u64, now: u64, t: u64, tau: u64, jump: u64) -> u64 {
+    if clock_fault(tat, now, t, tau, jump) {
+        now.min(TAT_MAX)
+    } else {
+        tat
+    }
+}
+
 /// One request: `Ok(new_tat)` if it conforms at `now`, else `Err(earliest instant)`.
 #[inline(always)]
 pub(crate) fn conform(tat: u64, now: u64, t: u64, tau: u64) -> Result<u64, u64> {

@@ -102,7 +102,11 @@ use core::num::NonZeroU32;
 use core::time::Duration;
 
 use crate::error::ConfigError;
-use crate::time::{duration_to_nanos, Instant, Monotonic};
+use crate::time::{duration_to_nanos, Instant};
+
+/// The default largest clock step taken at face value by every rate limiter (60 s); a larger
+/// one is a clock fault (see the [module docs](self), "Clock faults").
+pub const DEFAULT_MAX_CLOCK_JUMP: Duration = Duration::from_nanos(gcra::DEFAULT_MAX_CLOCK_JUMP);
 
 /// A validated rate: `count` requests per `period`, at most `burst` at one instant.
 ///
@@ -357,6 +361,8 @@ pub struct RateLimiterStats {
     pub allowed: u64,
     /// Checks rejected, `InsufficientCapacity` included.
     pub limited: u64,
+    /// Clock faults detected and resynchronised (see the [module docs](self), "Clock faults").
+    pub clock_faults: u64,
 }
 
 /// A GCRA rate limiter for one stream of requests (`&mut self`, no allocation).
@@ -371,12 +377,13 @@ pub struct RateLimiter {
     t: u64,
     tau: u64,
     burst: NonZeroU32,
-    clock: Monotonic,
+    jump: u64,
     stats: RateLimiterStats,
 }
 
 impl RateLimiter {
-    /// A limiter with its full burst available at `now`.
+    /// A limiter with its full burst available at `now`, resynchronising after a clock jump of
+    /// more than [`DEFAULT_MAX_CLOCK_JUMP`] (see [`with_max_clock_jump`](Self::with_max_clock_jump)).
     #[must_use]
     pub fn new(quota: Quota, now: Instant) -> RateLimiter {
         RateLimiter {
@@ -384,22 +391,42 @@ impl RateLimiter {
             t: quota.t_nanos(),
             tau: quota.tau(),
             burst: quota.burst(),
-            clock: Monotonic::new(now),
+            jump: gcra::DEFAULT_MAX_CLOCK_JUMP,
             stats: RateLimiterStats::default(),
         }
+    }
+
+    /// The largest clock step (forward then back) taken at face value; a larger one is a clock
+    /// fault, counted in [`RateLimiterStats::clock_faults`], after which the limiter behaves as
+    /// a fresh one at the new `now` (see the [module docs](self), "Clock faults"). Any value is
+    /// legal: zero treats every `now` more than `T` behind the state as a fault;
+    /// `Duration::MAX` never resynchronises.
+    #[must_use]
+    pub fn with_max_clock_jump(mut self, jump: Duration) -> RateLimiter {
+        self.jump = duration_to_nanos(jump);
+        self
+    }
+
+    /// The largest clock step taken at face value.
+    #[must_use]
+    pub fn max_clock_jump(&self) -> Duration {
+        Duration::from_nanos(self.jump)
     }
 
     /// Admits one request at `now`, or says when it would be admitted.
     #[inline]
     #[must_use = "a rejected request must not proceed"]
     pub fn check(&mut self, now: Instant) -> Result<(), NotUntil> {
-        let now = self.clock.observe(now).as_nanos();
+        let now = now.as_nanos();
         match gcra::conform_unsaturated(self.tat, now, self.t, self.tau) {
             Some(Ok(tat)) => {
                 self.admit(tat);
                 Ok(())
             }
             Some(Err(at)) => {
+                if gcra::fault_at(at, now, self.t, self.jump) {
+                    return self.check_after_fault(now);
+                }
                 self.stats.limited = self.stats.limited.saturating_add(1);
                 Err(NotUntil {
                     retry_at: Instant::from_nanos(at),
@@ -410,6 +437,31 @@ impl RateLimiter {
                 Ok(())
             }
         }
+    }
+
+    /// A clock fault on a single check (out of line): resynchronise, then a fresh limiter
+    /// admits one request.
+    #[cold]
+    #[inline(never)]
+    fn check_after_fault(&mut self, now: u64) -> Result<(), NotUntil> {
+        self.resync(now);
+        let tat = gcra::conform(self.tat, now, self.t, self.tau).unwrap_or(gcra::TAT_MAX);
+        self.admit(tat);
+        Ok(())
+    }
+
+    /// Rebases the state at `now` if it proves a clock fault (and counts the fault).
+    fn resync(&mut self, now: u64) {
+        let tat = gcra::resync(self.tat, now, self.t, self.tau, self.jump);
+        if tat != self.tat {
+            self.tat = tat;
+            self.stats.clock_faults = self.stats.clock_faults.saturating_add(1);
+        }
+    }
+
+    /// The state as a decision at `now` sees it (a clock fault reads as a fresh limiter).
+    fn tat_at(&self, now: u64) -> u64 {
+        gcra::resync(self.tat, now, self.t, self.tau, self.jump)
     }
 
     /// Commits an admission (a single check or a batch): the new TAT and the count.
@@ -430,11 +482,12 @@ impl RateLimiter {
     /// nothing; `n > burst` is [`CheckNError::InsufficientCapacity`].
     #[must_use = "a rejected batch must not proceed"]
     pub fn check_n(&mut self, now: Instant, n: u32) -> Result<(), CheckNError> {
-        let now = self.clock.observe(now).as_nanos();
         if n == 0 {
             return Ok(());
         }
-        match self.decide_n(now, n) {
+        let now = now.as_nanos();
+        self.resync(now);
+        match self.decide_n(self.tat, now, n) {
             Ok(tat) => {
                 self.admit(tat);
                 Ok(())
@@ -446,25 +499,22 @@ impl RateLimiter {
         }
     }
 
-    fn decide_n(&self, now: u64, n: u32) -> Result<u64, CheckNError> {
+    fn decide_n(&self, tat: u64, now: u64, n: u32) -> Result<u64, CheckNError> {
         if n > self.burst.get() {
             return Err(CheckNError::InsufficientCapacity {
                 burst: self.burst.get(),
             });
         }
-        gcra::conform_n(self.tat, now, self.t, self.tau, n).map_err(|at| CheckNError::NotUntil {
+        gcra::conform_n(tat, now, self.t, self.tau, n).map_err(|at| CheckNError::NotUntil {
             retry_at: Instant::from_nanos(at),
         })
-    }
-
-    fn seen(&self, now: Instant) -> u64 {
-        now.max(self.clock.get()).as_nanos()
     }
 
     /// Would one request be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
-        gcra::conform(self.tat, self.seen(now), self.t, self.tau)
+        let now = now.as_nanos();
+        gcra::conform(self.tat_at(now), now, self.t, self.tau)
             .map(|_| ())
             .map_err(|at| NotUntil {
                 retry_at: Instant::from_nanos(at),
@@ -477,20 +527,23 @@ impl RateLimiter {
         if n == 0 {
             return Ok(());
         }
-        self.decide_n(self.seen(now), n).map(|_| ())
+        let now = now.as_nanos();
+        self.decide_n(self.tat_at(now), now, n).map(|_| ())
     }
 
     /// How many single requests would be admitted at `now` (`X-RateLimit-Remaining`), between
     /// 0 and the burst.
     #[must_use]
     pub fn remaining(&self, now: Instant) -> u32 {
-        gcra::remaining(self.tat, self.seen(now), self.t, self.tau, self.burst.get())
+        let now = now.as_nanos();
+        gcra::remaining(self.tat_at(now), now, self.t, self.tau, self.burst.get())
     }
 
     /// When the full burst is available again (`X-RateLimit-Reset`); `now` if it already is.
     #[must_use]
     pub fn reset_at(&self, now: Instant) -> Instant {
-        Instant::from_nanos(self.tat.max(self.seen(now)))
+        let now = now.as_nanos();
+        Instant::from_nanos(self.tat_at(now).max(now))
     }
 
     /// Switches to `quota` at `now` without a window for extra requests.
@@ -503,7 +556,8 @@ impl RateLimiter {
     /// burst adds capacity only as time passes; lowering it caps what is left. The debt is kept
     /// in requests, not in time, so a faster rate makes the used requests drain faster.
     pub fn set_quota(&mut self, now: Instant, quota: Quota) {
-        let now = self.clock.observe(now).as_nanos();
+        let now = now.as_nanos();
+        self.resync(now);
         self.tat = gcra::requota(
             self.tat,
             now,

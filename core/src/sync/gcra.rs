@@ -76,6 +76,9 @@ struct Hot {
     /// `(burst - 1) × t`, kept so a check needs no multiplication (written with `t`).
     tau: AtomicU64,
     burst: AtomicU64,
+    /// The largest clock step taken at face value, in ns (fixed at construction; read only on
+    /// the rejection path).
+    jump: u64,
 }
 
 /// The rejection counter (counted form only), on a line of its own: a rejection only reads
@@ -85,6 +88,8 @@ struct Hot {
 #[repr(align(64))]
 struct Cold {
     limited: AtomicU64,
+    /// Clock faults resynchronised (every form counts them: they are rare and out of line).
+    clock_faults: AtomicU64,
 }
 
 /// A GCRA rate limiter shared by reference (`Send + Sync`); see the [module docs](self).
@@ -139,6 +144,7 @@ impl SharedRateLimiter<true> {
         RateLimiterStats {
             allowed: self.hot.allowed.load(Ordering::Relaxed),
             limited: self.cold.limited.load(Ordering::Relaxed),
+            clock_faults: self.clock_faults(),
         }
     }
 }
@@ -152,11 +158,36 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
                 t: AtomicU64::new(quota.t_nanos()),
                 tau: AtomicU64::new(quota.tau()),
                 burst: AtomicU64::new(u64::from(quota.burst().get())),
+                jump: gcra::DEFAULT_MAX_CLOCK_JUMP,
             },
             cold: Cold {
                 limited: AtomicU64::new(0),
+                clock_faults: AtomicU64::new(0),
             },
         }
+    }
+
+    /// The largest clock step (forward then back) taken at face value; a larger one is a clock
+    /// fault, after which the limiter behaves as a fresh one at the new `now`, exactly as
+    /// [`RateLimiter::with_max_clock_jump`](crate::rate::RateLimiter::with_max_clock_jump)
+    /// (default [`DEFAULT_MAX_CLOCK_JUMP`](crate::rate::DEFAULT_MAX_CLOCK_JUMP); see
+    /// [`crate::rate`], "Clock faults").
+    #[must_use]
+    pub fn with_max_clock_jump(mut self, jump: core::time::Duration) -> Self {
+        self.hot.jump = crate::time::duration_to_nanos(jump);
+        self
+    }
+
+    /// The largest clock step taken at face value.
+    #[must_use]
+    pub fn max_clock_jump(&self) -> core::time::Duration {
+        core::time::Duration::from_nanos(self.hot.jump)
+    }
+
+    /// Clock faults detected and resynchronised so far (counted by every form).
+    #[must_use]
+    pub fn clock_faults(&self) -> u64 {
+        self.cold.clock_faults.load(Ordering::Relaxed)
     }
 
     /// Counts an admission (compiled out when not `COUNTED`).
@@ -245,25 +276,30 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
                         return Ok(());
                     }
                 }
-                Some(Err(at)) => return Err(self.rejected(at)),
-                // The TAT saturates: decided (the same way) by the out-of-line loop.
-                None => {}
+                // A wait beyond `T + jump` is a clock fault: resynchronised out of line.
+                Some(Err(at)) if !gcra::fault_at(at, now, t, self.hot.jump) => {
+                    return Err(self.rejected(at))
+                }
+                // The TAT saturates (or a clock fault): decided by the out-of-line loop.
+                _ => {}
             }
         }
         self.check_contended(now)
     }
 
-    /// [`check`](Self::check) after a lost CAS, while a quota change runs, or where the TAT
-    /// saturates: retries with the TAT it finds (and the quota in force for it) until it
-    /// commits or is rejected.
+    /// [`check`](Self::check) after a lost CAS, while a quota change runs, where the TAT
+    /// saturates or on a clock fault: retries with the TAT it finds (and the quota in force for
+    /// it) until it commits or is rejected.
     #[cold]
     #[inline(never)]
     fn check_contended(&self, now: u64) -> Result<(), NotUntil> {
         loop {
             let (tat, t, tau) = self.load_check();
-            match gcra::conform(tat, now, t, tau) {
+            let base = gcra::resync(tat, now, t, tau, self.hot.jump);
+            match gcra::conform(base, now, t, tau) {
                 Ok(next) => {
                     if self.commit(tat, next) {
+                        self.count_fault(base != tat);
                         return Ok(());
                     }
                     // The TAT moved: read it again with the quota in force for it (a quota
@@ -289,6 +325,14 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         won
     }
 
+    /// Counts a clock fault whose resynchronisation was committed.
+    #[inline(always)]
+    fn count_fault(&self, fault: bool) {
+        if fault {
+            self.cold.clock_faults.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a rejection and says when to come back.
     #[inline(always)]
     fn rejected(&self, at: u64) -> NotUntil {
@@ -312,9 +356,11 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
                 self.count_limited();
                 return Err(CheckNError::InsufficientCapacity { burst });
             }
-            match gcra::conform_n(tat, now, t, tau, n) {
+            let base = gcra::resync(tat, now, t, tau, self.hot.jump);
+            match gcra::conform_n(base, now, t, tau, n) {
                 Ok(next) => {
                     if self.commit(tat, next) {
+                        self.count_fault(base != tat);
                         return Ok(());
                     }
                     (tat, t, tau, burst) = self.load(false);
@@ -332,8 +378,10 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
     /// Would one request be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
+        let now = now.as_nanos();
         let (tat, t, tau, _) = self.load(true);
-        gcra::conform(tat, now.as_nanos(), t, tau)
+        let tat = gcra::resync(tat, now, t, tau, self.hot.jump);
+        gcra::conform(tat, now, t, tau)
             .map(|_| ())
             .map_err(|at| NotUntil {
                 retry_at: Instant::from_nanos(at),
@@ -346,11 +394,13 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         if n == 0 {
             return Ok(());
         }
+        let now = now.as_nanos();
         let (tat, t, tau, burst) = self.load(true);
         if n > burst {
             return Err(CheckNError::InsufficientCapacity { burst });
         }
-        gcra::conform_n(tat, now.as_nanos(), t, tau, n)
+        let tat = gcra::resync(tat, now, t, tau, self.hot.jump);
+        gcra::conform_n(tat, now, t, tau, n)
             .map(|_| ())
             .map_err(|at| CheckNError::NotUntil {
                 retry_at: Instant::from_nanos(at),
@@ -360,14 +410,17 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
     /// How many single requests would be admitted at `now`, between 0 and the burst.
     #[must_use]
     pub fn remaining(&self, now: Instant) -> u32 {
+        let now = now.as_nanos();
         let (tat, t, tau, burst) = self.load(true);
-        gcra::remaining(tat, now.as_nanos(), t, tau, burst)
+        let tat = gcra::resync(tat, now, t, tau, self.hot.jump);
+        gcra::remaining(tat, now, t, tau, burst)
     }
 
     /// When the full burst is available again; `now` if it already is.
     #[must_use]
     pub fn reset_at(&self, now: Instant) -> Instant {
-        let (tat, ..) = self.load(true);
+        let (tat, t, tau, _) = self.load(true);
+        let tat = gcra::resync(tat, now.as_nanos(), t, tau, self.hot.jump);
         Instant::from_nanos(tat).max(now)
     }
 
@@ -399,21 +452,31 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
             }
             spin_hint();
         };
+        let now = now.as_nanos();
         let t_old = self.hot.t.load(Ordering::Relaxed).max(1);
+        let tau_old = self.hot.tau.load(Ordering::Relaxed);
         let burst_old = u32::try_from(self.hot.burst.load(Ordering::Relaxed))
             .unwrap_or(u32::MAX)
             .max(1);
+        let base = gcra::resync(tat, now, t_old, tau_old, self.hot.jump);
+        let fault = base != tat;
         let carried = gcra::requota(
-            tat,
-            now.as_nanos(),
+            base,
+            now,
             t_old,
             burst_old,
             quota.t_nanos(),
             quota.burst().get(),
         );
         // The state word must move forward, or a check that read the old quota before the
-        // marker could find its old TAT again and commit after this change (ABA).
-        let next = carried.max(tat.saturating_add(1)).min(TAT_MAX);
+        // marker could find its old TAT again and commit after this change (ABA). After a
+        // clock fault it moves back, as a check's resynchronisation does (see the module docs).
+        let next = if fault {
+            carried
+        } else {
+            carried.max(tat.saturating_add(1)).min(TAT_MAX)
+        };
+        self.count_fault(fault);
         self.hot.t.store(quota.t_nanos(), Ordering::Release);
         self.hot.tau.store(quota.tau(), Ordering::Release);
         self.hot
