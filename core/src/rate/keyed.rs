@@ -103,8 +103,8 @@ pub enum Full {
     EvictLeastRecentlyUsed,
 }
 
-/// The configuration of a [`KeyedRateLimiter`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The configuration of a [`KeyedRateLimiter`]. Its `Debug` form leaves the hash seed out.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KeyedConfig {
     quota: Quota,
     max_keys: usize,
@@ -112,6 +112,19 @@ pub struct KeyedConfig {
     overflow_quota: Option<Quota>,
     hash_seed: u128,
     max_clock_jump: u64,
+}
+
+impl core::fmt::Debug for KeyedConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyedConfig")
+            .field("quota", &self.quota)
+            .field("max_keys", &self.max_keys)
+            .field("full", &self.full)
+            .field("overflow_quota", &self.overflow_quota())
+            .field("hash_seed", &"<secret>")
+            .field("max_clock_jump", &self.max_clock_jump())
+            .finish()
+    }
 }
 
 impl KeyedConfig {
@@ -153,8 +166,8 @@ impl KeyedConfig {
     }
 }
 
-/// Builds a [`KeyedConfig`].
-#[derive(Clone, Copy, Debug, Default)]
+/// Builds a [`KeyedConfig`]. Its `Debug` form leaves the hash seed out.
+#[derive(Clone, Copy, Default)]
 pub struct KeyedConfigBuilder {
     quota: Option<Quota>,
     max_keys: usize,
@@ -162,6 +175,19 @@ pub struct KeyedConfigBuilder {
     overflow_quota: Option<Quota>,
     hash_seed: Option<u128>,
     max_clock_jump: Option<Duration>,
+}
+
+impl core::fmt::Debug for KeyedConfigBuilder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyedConfigBuilder")
+            .field("quota", &self.quota)
+            .field("max_keys", &self.max_keys)
+            .field("full", &self.full)
+            .field("overflow_quota", &self.overflow_quota)
+            .field("hash_seed", &self.hash_seed.map(|_| "<secret>"))
+            .field("max_clock_jump", &self.max_clock_jump)
+            .finish()
+    }
 }
 
 impl KeyedConfigBuilder {
@@ -364,7 +390,10 @@ struct Entry<K> {
 }
 
 /// One GCRA state per key, at most `max_keys` of them; see the [module docs](self).
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` form shows the quota, the policy, the size and the counters (not the keys, nor
+/// the hash key).
+#[derive(Clone)]
 pub struct KeyedRateLimiter<K> {
     t: u64,
     tau: u64,
@@ -385,6 +414,20 @@ pub struct KeyedRateLimiter<K> {
     free: u32,
     cursor: usize,
     stats: KeyedStats,
+}
+
+impl<K> core::fmt::Debug for KeyedRateLimiter<K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyedRateLimiter")
+            .field("quota", &Quota::from_parts(self.t, self.burst))
+            .field("full", &self.full)
+            .field("overflow", &self.overflow)
+            .field("len", &self.len)
+            .field("max_keys", &self.max_keys)
+            .field("max_clock_jump", &Duration::from_nanos(self.jump))
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
@@ -723,8 +766,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         if self.len >= self.max_keys {
             let tail = self.tail;
             if self.tail_idle(now) {
-                self.remove(tail);
-                self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
+                self.reclaim(tail, now);
             } else if self.full == Full::EvictLeastRecentlyUsed && tail != NIL {
                 self.remove(tail);
                 self.stats.evicted = self.stats.evicted.saturating_add(1);
@@ -781,10 +823,18 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 .get(idx)
                 .is_some_and(|e| e.key.is_some() && self.forgettable(e.tat, now));
             if idle {
-                self.remove(idx as u32);
-                self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
+                self.reclaim(idx as u32, now);
             }
         }
+    }
+
+    /// Forgets a forgettable key (idle, or a clock fault: counted as one).
+    fn reclaim(&mut self, idx: u32, now: u64) {
+        if self.entries.get(idx as usize).is_some_and(|e| e.tat > now) {
+            self.stats.clock_faults = self.stats.clock_faults.saturating_add(1);
+        }
+        self.remove(idx);
+        self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
     }
 
     fn remove(&mut self, idx: u32) {

@@ -95,6 +95,7 @@
 //! ```
 
 pub(crate) mod gcra;
+pub mod ip;
 #[cfg(feature = "alloc")]
 pub mod keyed;
 
