@@ -487,7 +487,10 @@ impl RateLimiter {
             return Ok(());
         }
         let now = now.as_nanos();
-        self.resync(now);
+        if n <= self.burst.get() {
+            // As the shared form: a batch that can never conform changes no state.
+            self.resync(now);
+        }
         match self.decide_n(self.tat, now, n) {
             Ok(tat) => {
                 self.admit(tat);
