@@ -46,7 +46,11 @@ fn a_million_distinct_keys_never_exceed_max_keys_or_the_memory_bound() {
         1_000_000
     };
     let max_keys = 4096;
-    for full in [Full::Overflow, Full::RejectNew, Full::EvictLeastRecentlyUsed] {
+    for full in [
+        Full::Overflow,
+        Full::RejectNew,
+        Full::EvictLeastRecentlyUsed,
+    ] {
         let mut l = KeyedRateLimiter::<[u8; 16]>::new(config(1, 5, max_keys, full), Instant::ZERO);
         let bound = KeyedRateLimiter::<[u8; 16]>::memory_bound(max_keys);
         let memory = l.memory_bytes();

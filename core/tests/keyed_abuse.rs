@@ -145,7 +145,9 @@ fn rotation(full: Option<Full>, key: impl Fn(IpAddr) -> IpAddr) -> Rotation {
     for us in 0..=end {
         let now = Instant::from_nanos(us * 1_000);
         if us % 10 == 0 {
-            let addr = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_0bad_0000u128 << 64) | u128::from(us)));
+            let addr = IpAddr::V6(Ipv6Addr::from(
+                (0x2001_0db8_0bad_0000u128 << 64) | u128::from(us),
+            ));
             if l.check(now, &key(addr)).is_ok() {
                 r.attacker += 1;
             }
@@ -160,7 +162,9 @@ fn rotation(full: Option<Full>, key: impl Fn(IpAddr) -> IpAddr) -> Rotation {
                 r.decided_by_overflow += 1;
             }
         }
-        if (500_000..1_500_000).contains(&us) && us % 1_000 == 0 && l.check(now, &key(paused)).is_ok()
+        if (500_000..1_500_000).contains(&us)
+            && us % 1_000 == 0
+            && l.check(now, &key(paused)).is_ok()
         {
             r.paused_user += 1;
         }
@@ -183,12 +187,20 @@ fn under_key_rotation_new_keys_get_the_overflow_quota_and_paused_users_their_own
         d.new_users, d.overflow_allowed, d.decided_by_overflow, d.paused_user, d.attacker
     );
     // The overflow limiter (10/s, burst 10, over 2 s) admits 10 + 20 in all: its quota.
-    assert!((29..=31).contains(&d.overflow_allowed), "{} overflow admissions", d.overflow_allowed);
+    assert!(
+        (29..=31).contains(&d.overflow_allowed),
+        "{} overflow admissions",
+        d.overflow_allowed
+    );
     assert_eq!(d.decided_by_overflow, 200);
     assert!(u64::from(d.new_users) <= d.overflow_allowed);
     // The 5 requests he saved during the pause at 0.5 s, then one each 100 ms from 0.6 s to
     // 1.4 s: exactly what his own limiter allows.
-    assert_eq!(d.paused_user, 14, "paused user got {} in 1 s", d.paused_user);
+    assert_eq!(
+        d.paused_user, 14,
+        "paused user got {} in 1 s",
+        d.paused_user
+    );
 
     // The other policies, for the record: RejectNew locks every new key out, eviction lets
     // the paused user far past his quota.

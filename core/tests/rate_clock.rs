@@ -65,7 +65,9 @@ fn one_bogus_far_future_now_does_not_turn_limiting_off_or_on_for_good() {
             Instant::ZERO,
         );
         let keyed = after_one_bogus_now(|now| k.check(now, &7).is_ok(), bogus);
-        for (form, (first_second, total)) in [("&mut", mut_form), ("shared", shared), ("keyed", keyed)] {
+        for (form, (first_second, total)) in
+            [("&mut", mut_form), ("shared", shared), ("keyed", keyed)]
+        {
             assert!(
                 (1..=2).contains(&first_second),
                 "{form} after {bogus:?}: {first_second} admitted in the first real second"
@@ -137,7 +139,11 @@ fn a_fault_is_counted_and_the_threshold_is_configurable() {
             .unwrap(),
         t0,
     );
-    for now in [ahead, t0 + Duration::from_secs(1), t0 + Duration::from_secs(2)] {
+    for now in [
+        ahead,
+        t0 + Duration::from_secs(1),
+        t0 + Duration::from_secs(2),
+    ] {
         let d = m.check(now);
         assert_eq!(d, s.check(now));
         assert_eq!(d, u.check(now));
@@ -165,7 +171,12 @@ fn extreme_thresholds_do_not_panic() {
     for jump in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
         let mut m = RateLimiter::new(one_per_second(), Instant::ZERO).with_max_clock_jump(jump);
         let s = SharedRateLimiter::new(one_per_second(), Instant::ZERO).with_max_clock_jump(jump);
-        for now in [Instant::MAX, Instant::ZERO, Instant::from_nanos(1), Instant::MAX] {
+        for now in [
+            Instant::MAX,
+            Instant::ZERO,
+            Instant::from_nanos(1),
+            Instant::MAX,
+        ] {
             assert_eq!(m.check(now), s.check(now));
             assert_eq!(m.check_n(now, 1), s.check_n(now, 1));
         }

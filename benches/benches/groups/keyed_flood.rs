@@ -35,8 +35,10 @@ fn colliding_keys() -> &'static [u64] {
     KEYS_FOR_OLD_SEED.get_or_init(|| {
         (0u64..)
             .filter(|k| {
-                let mut h =
-                    SipHasher13::new_with_keys(OLD_FIXED_SEED as u64, (OLD_FIXED_SEED >> 64) as u64);
+                let mut h = SipHasher13::new_with_keys(
+                    OLD_FIXED_SEED as u64,
+                    (OLD_FIXED_SEED >> 64) as u64,
+                );
                 k.hash(&mut h);
                 h.finish() & (SLOTS - 1) == 0
             })
@@ -70,7 +72,11 @@ pub(crate) fn bench(c: &mut Criterion) {
     let now = Instant::from_secs(1);
     let cases: [(&str, Option<u128>, Vec<u64>); 3] = [
         ("default_seed/random_keys", None, random_keys()),
-        ("default_seed/colliding_keys", None, colliding_keys().to_vec()),
+        (
+            "default_seed/colliding_keys",
+            None,
+            colliding_keys().to_vec(),
+        ),
         (
             "old_fixed_seed/colliding_keys",
             Some(OLD_FIXED_SEED),

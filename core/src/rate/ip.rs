@@ -113,8 +113,14 @@ mod tests {
     fn prefixes_clear_exactly_the_host_bits() {
         let a = v6("2001:db8:aaaa:bbcc:1:2:3:4");
         assert_eq!(ip_key(a), v6("2001:db8:aaaa:bbcc::"));
-        assert_eq!(IpKeyer::v6_prefix(56).unwrap().key(a), v6("2001:db8:aaaa:bb00::"));
-        assert_eq!(IpKeyer::v6_prefix(48).unwrap().key(a), v6("2001:db8:aaaa::"));
+        assert_eq!(
+            IpKeyer::v6_prefix(56).unwrap().key(a),
+            v6("2001:db8:aaaa:bb00::")
+        );
+        assert_eq!(
+            IpKeyer::v6_prefix(48).unwrap().key(a),
+            v6("2001:db8:aaaa::")
+        );
         assert_eq!(IpKeyer::v6_prefix(128).unwrap().key(a), a);
         assert_eq!(IpKeyer::v6_prefix(1).unwrap().key(a), v6("::"));
         assert_eq!(IpKeyer::v6_prefix(0).map(|k| k.prefix_len()).ok(), None);

@@ -43,7 +43,12 @@
 //!
 //! # Contract
 //!
-//! - Time is an input; a `now` older than the newest seen is clamped to it.
+//! - Time is an input. A `now` older than one seen before is decided as given, never clamped
+//!   and never a rewind: after any decision at `n` the TAT is past `n`, so at an older `now` the
+//!   same request conforms only if it also would at `n`, and an admission moves the TAT exactly
+//!   as it would at `n`. A stale `now` can only make a decision stricter. (Clamping would hide
+//!   a clock fault for good; see below.) Both forms follow this rule, so they agree on every
+//!   input sequence, time jumps included.
 //! - All arithmetic is `u64` nanoseconds and saturates; `Instant::MAX`, `u32::MAX` requests and
 //!   584-year periods are legal inputs and never panic. (Within `τ` of `Instant::MAX`, where the
 //!   TAT can no longer grow, the limiter stops limiting; `Instant::MAX` is only reached by
@@ -51,6 +56,65 @@
 //! - [`RateLimiter::set_quota`] never opens a window for extra requests: at the switch instant
 //!   the new quota admits at most `min(new burst, what the old state still allowed)`; the
 //!   used part of the burst is carried over, counted in requests.
+//!
+//! # Clock faults
+//!
+//! The caller's clock may misbehave once: a bogus `now` far in the future (a bad timestamp,
+//! `Instant::MAX` from a saturating computation) or far in the past (`Instant::ZERO` by
+//! mistake). Before, one such `now` turned the `&mut` limiter into an open door for good (it
+//! clamped every later `now` to the bogus one, past the end of its TAT) and the shared form into
+//! a closed one (its TAT sat in the far future), so the two forms disagreed and neither
+//! recovered.
+//!
+//! Now both forms (and every key of a [`keyed::KeyedRateLimiter`] and its overflow limiter)
+//! follow one rule, in terms of the state alone. After any decision at `n`, the TAT is at most
+//! `n + burst × T`. So a TAT beyond `now + burst × T + max_clock_jump` (equivalently: one
+//! request would have to wait more than `T + max_clock_jump`) proves that an earlier `now` was
+//! more than `max_clock_jump` after this one. That is a **clock fault**: the limiter counts it
+//! ([`RateLimiterStats::clock_faults`], [`keyed::KeyedStats::clock_faults`],
+//! `SharedRateLimiter::clock_faults`) and **resynchronises: it decides as a fresh limiter at
+//! this `now`** (full burst), which is what it would be had the bogus instant never come.
+//!
+//! - A forward jump is taken at face value until the clock comes back: a real clock that
+//!   jumps ahead (a suspend) never comes back, and nothing happens. A bogus one is detected at
+//!   the first later check, which waits at most `T + max_clock_jump` (no rejection ever asks
+//!   for a longer wait), so a limiter is never stuck closed.
+//! - A jump back of at most `max_clock_jump` (a thread that read the clock and was preempted
+//!   before its check) is decided as given: stricter, never a fault.
+//! - The cost of a fault is bounded: a resynchronised limiter may admit one burst more than a
+//!   perfect clock would have allowed (what it admitted at the bogus instant, plus the fresh
+//!   burst). Limiting then goes on at the quota: never off for good.
+//! - `max_clock_jump` is [`DEFAULT_MAX_CLOCK_JUMP`] (60 s: far above any scheduling delay
+//!   between reading the clock and checking, far below an outage anyone would accept), set by
+//!   [`RateLimiter::with_max_clock_jump`],
+//!   `SharedRateLimiter::with_max_clock_jump` and
+//!   [`KeyedConfigBuilder::max_clock_jump`](keyed::KeyedConfigBuilder::max_clock_jump).
+//!   `Duration::MAX` disables detection; zero treats every `now` more than `T` behind the state
+//!   as a fault (only for single-threaded callers with a trusted clock).
+//! - The shared form tests for a fault only on its rejection branch (where the wait is known)
+//!   and resynchronises in its out-of-line loop: the admission path is unchanged.
+//! - [`peek`](RateLimiter::peek), [`remaining`](RateLimiter::remaining) and
+//!   [`reset_at`](RateLimiter::reset_at) answer as the next check would (a faulted state reads
+//!   as fresh) without counting or changing anything.
+//!
+//! ```
+//! use core::num::NonZeroU32;
+//! use keel_core::rate::{Quota, RateLimiter};
+//! use keel_core::sync::gcra::SharedRateLimiter;
+//! use keel_core::Instant;
+//!
+//! let quota = Quota::per_second(NonZeroU32::MIN)?; // 1/s, burst 1
+//! let t = Instant::from_secs(100);
+//! let mut m = RateLimiter::new(quota, t);
+//! let s = SharedRateLimiter::new(quota, t);
+//! assert!(m.check(Instant::MAX).is_ok() && s.check(Instant::MAX).is_ok()); // a bogus `now`
+//! // Back on the real clock: both resynchronise (one fresh admission), then limit at 1/s.
+//! let real = t + core::time::Duration::from_millis(10);
+//! assert!(m.check(real).is_ok() && s.check(real).is_ok());
+//! assert!(m.check(real).is_err() && s.check(real).is_err());
+//! assert_eq!((m.stats().clock_faults, s.clock_faults()), (1, 1));
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
 //!
 //! # Defaults
 //!
@@ -64,7 +128,9 @@
 //! - [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter) (feature `alloc`): `&self`, the
 //!   same decision on one `AtomicU64` with compare-and-swap (counters opt-in, with
 //!   `SharedRateLimiter::counted`).
-//! - [`keyed::KeyedRateLimiter`] (feature `alloc`): one GCRA per key with bounded memory.
+//! - [`keyed::KeyedRateLimiter`] (feature `alloc`): one GCRA per key with bounded memory, an
+//!   OS-seeded hash key and a shared overflow limiter for a full table; [`ip::IpKeyer`] turns
+//!   IP addresses into keys (IPv6 by /64 or /56), so one host cannot rotate through 2^64 keys.
 //!
 //! ```
 //! use core::num::NonZeroU32;

@@ -23,9 +23,14 @@
 //!   (the seed used `compare_exchange_weak` and rejected callers that had tokens).
 //! - Concurrent checks at the same `now` never admit more than `burst` (model-checked by loom in
 //!   `core/tests/loom_gcra.rs`).
-//! - There is no shared "newest `now`" (that would be a second contended atomic). A `now` older
-//!   than one another thread used can only make a decision stricter: the TAT never moves
-//!   backwards, so an old `now` never rewinds the state or admits extra requests.
+//! - There is no shared "newest `now`" (that would be a second contended atomic), and none is
+//!   needed: a `now` older than one another thread used can only make a decision stricter (the
+//!   TAT never moves backwards for it), exactly as in the `&mut` form, which no longer clamps
+//!   either. A `now` more than `max_clock_jump` behind the state is a clock fault: the check
+//!   resynchronises (decides as a fresh limiter at its `now`) with one CAS, in its out-of-line
+//!   loop, and counts it in a counter on the cold line that every form keeps (see
+//!   [`crate::rate`], "Clock faults"). The test sits on the rejection branch only, so the
+//!   admission path is unchanged.
 //! - [`SharedRateLimiter::set_quota`] changes the quota at run time. It briefly stores a marker
 //!   (`u64::MAX`, never a TAT) in the state word while it writes the new quota; checks that see
 //!   the marker spin until it is gone. Every successful write to the state word strictly
@@ -33,7 +38,12 @@
 //!   saturates at `u64::MAX - 1`, 584 years after the epoch, where this stops holding), so the word
 //!   never returns to a value a check read earlier (no ABA): a check that read its quota before
 //!   a change cannot commit after it, and a check that commits was decided under the quota in
-//!   force at its CAS. No window admits extra requests.
+//!   force at its CAS. No window admits extra requests. The one exception is a clock fault's
+//!   resynchronisation, which moves the word back to `now + T`: a check that read a word before
+//!   it could only find that value again after the state has grown back to it, i.e. after
+//!   admissions spanning more than `max_clock_jump` (60 s by default), all while that check
+//!   sat between its read and its CAS; and even then it commits a decision under the quota it
+//!   read, which only a quota change in the same span could make stale.
 //!
 //! ```
 //! use core::num::NonZeroU32;
