@@ -25,7 +25,7 @@
 //! assert_eq!(per_64.key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
 //!
 //! let per_56 = IpKeyer::v6_prefix(56)?;
-//! let c: IpAddr = "2001:db8:1:2ff::9".parse().unwrap();
+//! let c: IpAddr = "2001:db8:1:ff::9".parse().unwrap(); // same /56 (2001:db8:1:0::/56)
 //! assert_eq!(per_56.key(a), per_56.key(c));
 //!
 //! let v4: IpAddr = Ipv4Addr::new(192, 0, 2, 7).into();
