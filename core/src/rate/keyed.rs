@@ -591,12 +591,16 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 let Some(entry) = self.entries.get_mut(idx as usize) else {
                     return by_key(Err(KeyedError::TableFull));
                 };
-                let base = gcra::resync(entry.tat, now, t, tau, jump);
-                if base != entry.tat {
-                    entry.tat = base;
-                    self.stats.clock_faults = self.stats.clock_faults.saturating_add(1);
-                }
-                match gcra::conform_n(base, now, t, tau, n) {
+                // A clock fault is always a rejection first: tested on that branch only.
+                let decision = match gcra::conform_n(entry.tat, now, t, tau, n) {
+                    Err(_) if gcra::clock_fault(entry.tat, now, t, tau, jump) => {
+                        entry.tat = now.min(gcra::TAT_MAX);
+                        self.stats.clock_faults = self.stats.clock_faults.saturating_add(1);
+                        gcra::conform_n(entry.tat, now, t, tau, n)
+                    }
+                    d => d,
+                };
+                match decision {
                     Ok(tat) => {
                         entry.tat = tat;
                         self.stats.allowed = self.stats.allowed.saturating_add(1);
@@ -758,25 +762,26 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     /// The key's place in the index, and how many index slots the lookup examined.
     fn find(&self, key: &K, hash: u64) -> (Found, u64) {
-        let mut i = (hash as usize) & self.mask;
-        let mut probes = 0u64;
+        let home = (hash as usize) & self.mask;
+        let mut i = home;
+        // Slots examined: the distance from the home slot, plus one (no loop-carried counter).
+        let probes = |i: usize| (i.wrapping_sub(home) & self.mask) as u64 + 1;
         for _ in 0..self.index.len() {
-            probes += 1;
             match self.index.get(i) {
-                Some(0) => return (Found::Vacant(i), probes),
+                Some(0) => return (Found::Vacant(i), probes(i)),
                 Some(&s) => {
                     let idx = s - 1;
                     if let Some(e) = self.entries.get(idx as usize) {
                         if e.hash == hash && e.key.as_ref() == Some(key) {
-                            return (Found::At(idx), probes);
+                            return (Found::At(idx), probes(i));
                         }
                     }
                 }
-                None => return (Found::Broken, probes),
+                None => return (Found::Broken, probes(i)),
             }
             i = (i + 1) & self.mask;
         }
-        (Found::Broken, probes)
+        (Found::Broken, self.index.len() as u64)
     }
 
     fn tail_idle(&self, now: u64) -> bool {
