@@ -185,3 +185,28 @@ fn extreme_thresholds_do_not_panic() {
         }
     }
 }
+
+/// A quota change never leaves a state the new quota reads as a clock fault: the shared form,
+/// which otherwise keeps a larger old debt (it only moves its state word forward), takes the
+/// `&mut` form's exact carried-over state when the old debt exceeds what the new quota can owe
+/// by more than `max_clock_jump`. (Found by the `all` fuzz target: it opened a window.)
+#[test]
+fn a_quota_change_never_reads_as_a_clock_fault() {
+    let t0 = Instant::from_secs(1_000);
+    let slow = Quota::per_hour(NonZeroU32::new(5).unwrap()).unwrap(); // 12 min each, burst 5
+    let fast = one_per_second();
+    let s = SharedRateLimiter::counted(slow, t0);
+    let mut m = RateLimiter::new(slow, t0);
+    for _ in 0..5 {
+        assert!(s.check(t0).is_ok() && m.check(t0).is_ok());
+    }
+    assert_eq!((s.remaining(t0), m.remaining(t0)), (0, 0));
+    s.set_quota(t0, fast);
+    m.set_quota(t0, fast);
+    assert_eq!(s.remaining(t0), 0, "the quota change opened a window");
+    let (a, b) = (s.check(t0), m.check(t0));
+    assert_eq!(a, b);
+    assert_eq!(a.unwrap_err().retry_at, t0 + Duration::from_secs(1));
+    assert_eq!(s.stats().clock_faults, 0);
+    assert_eq!(m.stats().clock_faults, 0);
+}

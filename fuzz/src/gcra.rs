@@ -201,7 +201,10 @@ impl Harness {
         }
         let r = self.raw.check_n(now, n);
         let e = self.raw_exact.check_n(now, n);
-        assert!(self.diverged || r == e, "raw time: shared and exact disagree");
+        assert!(
+            self.diverged || r == e,
+            "raw time: shared and exact disagree"
+        );
         self.after_raw(now, r.map_err(|e| e.retry_at()), n);
         a.is_ok()
     }
@@ -229,7 +232,10 @@ impl Harness {
                 let limit = self
                     .t()
                     .saturating_add(duration_to_nanos(self.raw.max_clock_jump()));
-                assert!(wait <= limit, "told to wait {wait} ns, past T + max_clock_jump");
+                assert!(
+                    wait <= limit,
+                    "told to wait {wait} ns, past T + max_clock_jump"
+                );
             }
             _ => {}
         }
@@ -254,7 +260,10 @@ impl Harness {
                 }
                 let r = self.raw.check(now);
                 let e = self.raw_exact.check(now);
-                assert!(self.diverged || r == e, "raw time: shared and exact disagree");
+                assert!(
+                    self.diverged || r == e,
+                    "raw time: shared and exact disagree"
+                );
                 self.after_raw(now, r.map_err(|e| Some(e.retry_at)), 1);
             }
             Op::CheckN(n) => {
@@ -273,14 +282,12 @@ impl Harness {
                 assert!(r <= self.burst());
                 assert!(self.exact.reset_at(clamped) >= clamped);
                 if !self.diverged {
-                    // A query does not observe `now`: the exact form answers at `max(now,
-                    // newest)` (an older `now` is clamped up, a newer one is used as is). `now`
-                    // can be newer than `clamped` when an earlier op moved the caller's clock
-                    // but never reached the machine (`clock.unseen()`), so compare the shared
-                    // form at that same instant, not at `clamped`.
+                    // Both forms are fed the clamped clock; `now` can be newer than `clamped`
+                    // when an earlier op moved the caller's clock but never reached the
+                    // machine (`clock.unseen()`), so ask both at `max(now, clamped)`.
                     let at = now.max(clamped);
-                    assert_eq!(self.exact.peek(now), self.shared.peek(at));
-                    assert_eq!(self.exact.peek_n(now, n), self.shared.peek_n(at, n));
+                    assert_eq!(self.exact.peek(at), self.shared.peek(at));
+                    assert_eq!(self.exact.peek_n(at, n), self.shared.peek_n(at, n));
                     assert_eq!(r, self.shared.remaining(clamped));
                     assert_eq!(self.exact.reset_at(clamped), self.shared.reset_at(clamped));
                 }

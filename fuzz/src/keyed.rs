@@ -107,14 +107,27 @@ impl Harness {
         let d = self.k.decide_n(now, &key, n);
         let got = d.result;
         if got == Err(KeyedError::TableFull) {
-            assert_eq!(self.full, Full::RejectNew, "TableFull under {:?}", self.full);
+            assert_eq!(
+                self.full,
+                Full::RejectNew,
+                "TableFull under {:?}",
+                self.full
+            );
             assert!(was_idle, "TableFull for a key that is tracked");
             assert_eq!(self.k.len(), self.k.capacity());
             return;
         }
         if d.by == DecidedBy::Overflow {
-            assert_eq!(self.full, Full::Overflow, "overflow decided under {:?}", self.full);
-            assert!(was_idle, "the overflow limiter decided for a key that is tracked");
+            assert_eq!(
+                self.full,
+                Full::Overflow,
+                "overflow decided under {:?}",
+                self.full
+            );
+            assert!(
+                was_idle,
+                "the overflow limiter decided for a key that is tracked"
+            );
             assert_eq!(self.k.len(), self.k.capacity());
             let want = self.overflow.check_n(now, n).map_err(KeyedError::from);
             assert_eq!(got, want, "overflow disagrees with its reference");
@@ -182,8 +195,15 @@ impl Harness {
             }
         };
         let d = self.raw.decide_n(now, &(u16::from(key) % self.keys), n);
-        assert!(self.raw.len() <= self.raw.capacity(), "raw time: more keys than max_keys");
-        assert_eq!(self.raw.memory_bytes(), self.memory, "raw time: memory changed");
+        assert!(
+            self.raw.len() <= self.raw.capacity(),
+            "raw time: more keys than max_keys"
+        );
+        assert_eq!(
+            self.raw.memory_bytes(),
+            self.memory,
+            "raw time: memory changed"
+        );
         match d.result {
             Err(KeyedError::TableFull) => assert_eq!(self.full, Full::RejectNew),
             Err(KeyedError::NotUntil { retry_at }) if n == 1 => {
@@ -237,11 +257,15 @@ impl Harness {
                     Some(r) => (r.peek(now), r.remaining(now)),
                     None => (Ok(()), self.burst()),
                 };
-                let outside = self.full == Full::Overflow
+                let outside = self.full != Full::EvictLeastRecentlyUsed
                     && self.idle(key, now)
                     && self.k.len() == self.k.capacity();
                 if outside {
-                    // A key outside a full table may be answered by the overflow limiter.
+                    // A key outside a full table is answered as the table would treat it: by
+                    // the overflow limiter, or (`RejectNew`) with nothing left.
+                    if self.full == Full::RejectNew {
+                        assert!(rem == 0 || rem == self.burst(), "remaining {rem} outside");
+                    }
                 } else if peek != Err(KeyedError::TableFull) {
                     assert_eq!(
                         peek,

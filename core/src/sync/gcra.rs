@@ -442,7 +442,10 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
     /// advance the word). So where the `&mut` form would carry the debt over as fewer
     /// nanoseconds (a faster rate, or a burst lowered below the debt), the shared form keeps
     /// the old TAT until it drains: it may admit less than the `&mut` form for up to the old
-    /// `burst × T`, never more.
+    /// `burst × T`, never more. Except where keeping it would leave a state the new quota
+    /// reads as a clock fault (the old debt exceeds the new `burst × T` by more than
+    /// `max_clock_jump`): then it takes the `&mut` form's exact state, so a quota change never
+    /// looks like a fault and never opens a window.
     ///
     /// Ordering: the change is linearised at the store that ends it. Checks that commit before
     /// it were decided under the old quota and are carried over as debt; checks after it use
@@ -479,12 +482,18 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
             quota.burst().get(),
         );
         // The state word must move forward, or a check that read the old quota before the
-        // marker could find its old TAT again and commit after this change (ABA). After a
-        // clock fault it moves back, as a check's resynchronisation does (see the module docs).
-        let next = if fault {
+        // marker could find its old TAT again and commit after this change (ABA). It moves
+        // back only where moving forward would leave a state the new quota reads as a clock
+        // fault (after a fault, or when the old debt exceeds what the new quota can ever owe
+        // by more than `max_clock_jump`): it then takes the `&mut` form's exact carried-over
+        // state, as a resynchronisation does (see the module docs).
+        let forward = carried.max(tat.saturating_add(1)).min(TAT_MAX);
+        let next = if fault
+            || gcra::clock_fault(forward, now, quota.t_nanos(), quota.tau(), self.hot.jump)
+        {
             carried
         } else {
-            carried.max(tat.saturating_add(1)).min(TAT_MAX)
+            forward
         };
         self.count_fault(fault);
         self.hot.t.store(quota.t_nanos(), Ordering::Release);
