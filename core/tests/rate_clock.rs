@@ -210,3 +210,35 @@ fn a_quota_change_never_reads_as_a_clock_fault() {
     assert_eq!(s.stats().clock_faults, 0);
     assert_eq!(m.stats().clock_faults, 0);
 }
+
+/// A quota change at a slightly stale `now` (within `max_clock_jump`) to a slower rate neither
+/// multiplies the staleness into a debt the new quota reads as a clock fault nor opens a
+/// window: the drained limiter stays drained. (Found by the `gcra` fuzz target through the
+/// shared form's conservative carry-over, which likewise leaves a debt beyond `burst × T`.)
+#[test]
+fn a_quota_change_at_a_stale_now_keeps_a_drained_limiter_drained() {
+    let t0 = Instant::from_secs(1_000);
+    let fast = Quota::per_second(NonZeroU32::new(1_000).unwrap()).unwrap(); // 1 ms, burst 1000
+    let real = t0 + Duration::from_secs(10);
+    let stale = t0 + Duration::from_secs(9);
+    let mut m = RateLimiter::new(fast, t0);
+    let s = SharedRateLimiter::counted(fast, t0);
+    for _ in 0..1_000 {
+        assert!(m.check(real).is_ok() && s.check(real).is_ok());
+    }
+    m.set_quota(stale, one_per_second());
+    s.set_quota(stale, one_per_second());
+    let next = real + Duration::from_secs(1);
+    for (form, d) in [("&mut", m.check(real)), ("shared", s.check(real))] {
+        let retry_at = d
+            .map_err(|e| e.retry_at)
+            .expect_err("a drained limiter admitted after a quota change");
+        // The shared form's state word moves forward by at least 1 ns on a quota change.
+        assert!(
+            (next..=next + Duration::from_nanos(1)).contains(&retry_at),
+            "{form}: retry at {retry_at:?}"
+        );
+    }
+    assert_eq!(m.stats().clock_faults, 0);
+    assert_eq!(s.stats().clock_faults, 0);
+}

@@ -113,6 +113,11 @@ pub(crate) fn remaining(tat: u64, now: u64, t: u64, tau: u64, burst: u32) -> u32
 /// debt `tat - now`, the old quota has `burst_old - d / t_old` requests available; the new state
 /// keeps `min(that, burst_new)` available, rounding the new debt up to the nanosecond. The TAT
 /// can move backwards (a faster rate makes the same used requests cost less time).
+///
+/// A debt beyond the old `burst × T` (a `now` older than the state's, or the shared form's
+/// conservative carry-over) counts as a drained limiter at the state's own instant
+/// `tat - burst × T`, not as extra requests owed: a stale `now` must not turn into a debt the
+/// new quota could read as a clock fault (a slower new rate would multiply it).
 pub(crate) fn requota(
     tat: u64,
     now: u64,
@@ -121,6 +126,7 @@ pub(crate) fn requota(
     t_new: u64,
     burst_new: u32,
 ) -> u64 {
+    let now = now.max(tat.saturating_sub(t_old.max(1).saturating_mul(u64::from(burst_old))));
     let t_old128 = u128::from(t_old.max(1));
     let t_new128 = u128::from(t_new);
     let debt = u128::from(tat.saturating_sub(now));

@@ -675,32 +675,18 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         }
     }
 
-    /// How many single requests `key` could make at `now` (between 0 and the burst).
-    ///
-    /// A key outside a full table gets what the table would give it: 0 under
-    /// [`Full::RejectNew`], the overflow limiter's remaining (capped at the per-key burst)
-    /// under [`Full::Overflow`].
+    /// How many single requests `key` could make at `now` (between 0 and the burst), by its
+    /// own state: a key not in the table has its full burst (a full table may still refuse it
+    /// or send it to the overflow limiter: [`peek`](Self::peek) says which).
     #[must_use]
     pub fn remaining(&self, now: Instant, key: &K) -> u32 {
-        let at = now;
         let now = now.as_nanos();
         let tat = match self.find(key, self.hash(key)).0 {
             Found::At(idx) => self
                 .entries
                 .get(idx as usize)
                 .map_or(now, |e| self.tat_at(e.tat, now)),
-            Found::Vacant(_) | Found::Broken => {
-                if self.full_at(now) {
-                    match self.full {
-                        Full::RejectNew => return 0,
-                        Full::Overflow => {
-                            return self.overflow.remaining(at).min(self.burst.get());
-                        }
-                        Full::EvictLeastRecentlyUsed => {}
-                    }
-                }
-                now
-            }
+            Found::Vacant(_) | Found::Broken => now,
         };
         gcra::remaining(tat, now, self.t, self.tau, self.burst.get())
     }
