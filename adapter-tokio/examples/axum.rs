@@ -6,11 +6,13 @@
 //! for i in 1 2 3 4; do curl -si http://127.0.0.1:3000/ | head -6; done
 //! ```
 //!
-//! Each client IP gets a burst of 3 requests, then one every 2 seconds. A limited request is
-//! answered `429 Too Many Requests` with `Retry-After` (whole seconds, rounded up), and every
-//! answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds
-//! until the full burst is back, rounded up). The keyed limiter tracks at most 10 000 IPs
-//! (fixed memory); when all of them are active, new IPs get a `503`.
+//! Each client IP (IPv6 clients by their /64, so a host cannot rotate through its subnet) gets
+//! a burst of 3 requests, then one every 2 seconds. A limited request is answered
+//! `429 Too Many Requests` with `Retry-After` (whole seconds, rounded up), and every answer
+//! carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds until
+//! the full burst is back, rounded up). The keyed limiter tracks at most 10 000 IPs (fixed
+//! memory, an OS-seeded hash key); when all of them are active, new IPs share one overflow
+//! limiter at the same quota (and get a `429` when it is spent).
 //!
 //! `/slow` runs at most 2 at once with 4 more waiting for at most 1 s (then `503`), and the
 //! whole request, including that wait, has a 3 s timeout (then `504`).
@@ -27,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use keel_tokio::core::bulkhead::BulkheadConfig;
-use keel_tokio::core::driver::rate::os_hash_seed;
+use keel_tokio::core::rate::ip::ip_key;
 use keel_tokio::core::rate::keyed::{KeyedConfig, KeyedError};
 use keel_tokio::core::rate::Quota;
 use keel_tokio::tower::{BoxError, BulkheadLayer, KeelError, TimeoutLayer};
@@ -50,7 +52,8 @@ async fn per_ip_limit(
     req: Request,
     next: Next,
 ) -> Response {
-    let ip = peer.ip();
+    // IPv4 as is, IPv6 by its /64: one host cannot rotate through its subnet's addresses.
+    let ip = ip_key(peer.ip());
     // Decide and read the remaining budget under one lock, at one `now`.
     let (decision, remaining, now) =
         limiter.with(|table, now| (table.check(now, &ip), table.remaining(now, &ip), now));
@@ -115,7 +118,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = KeyedConfig::builder()
         .quota(quota)
         .max_keys(10_000)
-        .hash_seed(os_hash_seed())
+        // The SipHash key is drawn from the OS; a full table sends new keys to one shared
+        // overflow limiter at the same quota (`Full::Overflow`, the default).
         .build()?;
     let per_ip = KeyedRateLimiter::<IpAddr>::new(config);
 

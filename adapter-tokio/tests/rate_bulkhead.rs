@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use keel_tokio::core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_tokio::core::driver::rate::InsufficientCapacity;
-use keel_tokio::core::rate::keyed::{KeyedConfig, KeyedError};
+use keel_tokio::core::rate::keyed::{Full, KeyedConfig, KeyedError};
 use keel_tokio::core::rate::Quota;
 use keel_tokio::{Bulkhead, KeyedRateLimiter, RateLimiter};
 use tokio::time::Instant;
@@ -127,7 +127,7 @@ async fn keyed_limiter_waits_per_key() {
     let config = KeyedConfig::builder()
         .quota(quota(10, 1))
         .max_keys(2)
-        .hash_seed(keel_tokio::core::driver::rate::os_hash_seed())
+        .full(Full::RejectNew)
         .build()
         .unwrap();
     let limiter = KeyedRateLimiter::<&'static str>::new(config);

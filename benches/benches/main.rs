@@ -5,6 +5,7 @@
 //! cargo bench -p keel-benches                 # everything
 //! cargo bench -p keel-benches -- --quick      # a short run
 //! cargo bench -p keel-benches -- limit        # one group
+//! cargo bench -p keel-benches -- keyed_flood  # the keyed check under hash flooding
 //! ```
 #![allow(missing_docs)]
 
@@ -16,12 +17,13 @@ mod groups {
     pub(crate) mod accept_throughput;
     pub(crate) mod backoffs;
     pub(crate) mod breaker;
+    pub(crate) mod keyed_flood;
     pub(crate) mod limit;
     pub(crate) mod rate;
     pub(crate) mod util;
 }
 
-use groups::{accept, accept_throughput, backoffs, breaker, limit, rate};
+use groups::{accept, accept_throughput, backoffs, breaker, keyed_flood, limit, rate};
 
 criterion_group!(
     benches,
@@ -30,6 +32,7 @@ criterion_group!(
     breaker::bench,
     backoffs::bench,
     accept::bench,
-    accept_throughput::bench
+    accept_throughput::bench,
+    keyed_flood::bench
 );
 criterion_main!(benches);

@@ -45,6 +45,14 @@ pub enum ConfigError {
         /// What to change, e.g. `"use a longer period or a smaller burst"`.
         hint: &'static str,
     },
+    /// A setting that has no safe default here must be given.
+    #[error("`{field}` must be set: {hint}")]
+    Missing {
+        /// The builder field.
+        field: &'static str,
+        /// How to set it.
+        hint: &'static str,
+    },
     /// Two settings cannot be used together.
     #[error("`{field}` conflicts with `{other}`: {hint}")]
     Conflict {

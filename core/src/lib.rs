@@ -19,8 +19,9 @@
 //! | `poll_event(&mut self) -> Option<Event>` | transitions for logs and metrics |
 //! | `stats(&self) -> Stats` | a `Copy` snapshot of counters |
 //!
-//! A `now` older than one already seen is clamped to the newest seen, and all arithmetic
-//! saturates: `Duration::MAX`, `u64::MAX` nanoseconds and zero are legal inputs everywhere.
+//! A `now` older than one already seen is clamped to the newest seen (the rate limiters decide
+//! it as given instead, which is never more permissive, and resynchronise after a clock fault:
+//! see [`rate`]), and all arithmetic saturates: `Duration::MAX`, `u64::MAX` nanoseconds and zero are legal inputs everywhere.
 //! After `handle_timeout(t)`, `poll_timeout()` is `None` or later than `t`, so an event loop
 //! driving a machine can never spin.
 //!

@@ -1,9 +1,24 @@
 //! The small seeded PRNG behind every jittered decision.
 //!
 //! Randomness is an input: a machine that jitters owns an [`Rng`] seeded from its config.
-//! Adapters seed it from the OS (or from the process's start time and address-space layout);
-//! tests and simulations seed it with a constant, so the same seed and the same inputs give the
+//! Tests and simulations seed it with a constant, so the same seed and the same inputs give the
 //! same outputs, bit for bit.
+//!
+//! # The OS random source
+//!
+//! With feature `std`, [`os_seed`] draws 128 bits from the operating system (through the
+//! `getrandom` crate: `getrandom(2)` on Linux, `getentropy` / `SecRandomCopyBytes` /
+//! `ProcessPrng` elsewhere). It is the one source of default seeds in keel: the keyed rate
+//! limiter's SipHash key ([`KeyedConfigBuilder::hash_seed`](crate::rate::keyed::KeyedConfigBuilder::hash_seed)
+//! when none is given) and the salt the async driver mixes into retry and breaker jitter.
+//! Without `std` there is no default: a `no_std` caller passes a seed, and a builder that needs a
+//! secret one says so with [`ConfigError::Missing`](crate::ConfigError::Missing).
+//!
+//! Why `getrandom` rather than std's `RandomState` (which the driver used before): `RandomState`
+//! draws OS keys once per thread and then only increments one half of the key for each new
+//! instance (related keys, an implementation detail std documents as subject to change), and it
+//! panics if the OS source fails. `getrandom` asks the OS for fresh bytes on every call and
+//! reports a failure as a value, which the keyed builder turns into a [`ConfigError`](crate::ConfigError).
 //!
 //! The generator is SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
 //! generators", 2014): 8 bytes of state, one add and three multiply-xorshift rounds per output,
@@ -74,6 +89,25 @@ impl Rng {
     }
 }
 
+/// 128 bits from the operating system's random source, or `None` if it failed (it does not on
+/// any supported OS once the system has booted; see the [module docs](self)).
+///
+/// Use it for seeds an attacker must not know or guess: hash keys and jitter salts.
+///
+/// ```
+/// let a = keel_core::rng::os_seed();
+/// let b = keel_core::rng::os_seed();
+/// assert!(a.is_some());
+/// assert_ne!(a, b);
+/// ```
+#[cfg(feature = "std")]
+#[must_use]
+pub fn os_seed() -> Option<u128> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(u128::from_le_bytes(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +152,16 @@ mod tests {
         }
         for c in counts {
             assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn os_seeds_differ() {
+        let seeds: std::vec::Vec<_> = (0..8).filter_map(|_| os_seed()).collect();
+        assert_eq!(seeds.len(), 8);
+        for (i, a) in seeds.iter().enumerate() {
+            assert!(seeds[i + 1..].iter().all(|b| b != a));
         }
     }
 }

@@ -46,7 +46,11 @@ fn a_million_distinct_keys_never_exceed_max_keys_or_the_memory_bound() {
         1_000_000
     };
     let max_keys = 4096;
-    for full in [Full::RejectNew, Full::EvictLeastRecentlyUsed] {
+    for full in [
+        Full::Overflow,
+        Full::RejectNew,
+        Full::EvictLeastRecentlyUsed,
+    ] {
         let mut l = KeyedRateLimiter::<[u8; 16]>::new(config(1, 5, max_keys, full), Instant::ZERO);
         let bound = KeyedRateLimiter::<[u8; 16]>::memory_bound(max_keys);
         let memory = l.memory_bytes();
@@ -65,6 +69,19 @@ fn a_million_distinct_keys_never_exceed_max_keys_or_the_memory_bound() {
         let s = l.stats();
         assert_eq!(s.allowed, admitted);
         match full {
+            Full::Overflow => {
+                // Keys without a slot share one overflow limiter at the per-key quota (1/s,
+                // burst 5) over the run's `keys` µs: never zero, never more than its quota.
+                assert_eq!((s.evicted, s.rejected_full), (0, 0));
+                assert_eq!(s.allowed + s.limited, keys);
+                let secs = keys / 1_000_000;
+                assert!(
+                    (5..=5 + secs).contains(&s.overflow_allowed),
+                    "{} overflow admissions",
+                    s.overflow_allowed
+                );
+                assert_eq!(l.len(), max_keys);
+            }
             Full::RejectNew => {
                 // The table filled with the first keys; each 1 s they go idle and free up.
                 assert_eq!(s.evicted, 0);
@@ -115,7 +132,9 @@ fn each_key_gets_its_own_burst() {
             limited: 2,
             evicted: 0,
             reclaimed: 1,
-            rejected_full: 0
+            rejected_full: 0,
+            probes: l.stats().probes,
+            ..KeyedStats::default()
         }
     );
 }
@@ -241,7 +260,8 @@ fn config_errors() {
         Ok(1 << 24)
     );
     let c = KeyedConfig::builder().quota(q).max_keys(3).build().unwrap();
-    assert_eq!(c.full(), Full::RejectNew);
+    assert_eq!(c.full(), Full::Overflow);
+    assert_eq!(c.overflow_quota(), q);
     assert_eq!(c.max_keys(), 3);
 }
 

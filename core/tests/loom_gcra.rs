@@ -98,3 +98,46 @@ fn loom_quota_change_during_checks_never_over_admits() {
         );
     });
 }
+
+#[test]
+fn loom_concurrent_checks_after_a_clock_fault_resynchronise_once() {
+    loom::model(|| {
+        // One bogus far-future instant left the TAT an hour ahead; three threads then check at
+        // the real time. Exactly one resynchronises (one fault counted), and the fresh limiter
+        // admits exactly its burst: no thread is admitted twice over, none wrongly rejected.
+        let l = Arc::new(SharedRateLimiter::counted(burst2(), Instant::ZERO));
+        assert!(l.check(Instant::from_secs(3_600)).is_ok());
+        assert_eq!(admitted_by_three_threads(&l), 2);
+        assert_eq!(l.stats().clock_faults, 1);
+        assert_eq!(l.stats().allowed, 3);
+        assert_eq!(l.stats().limited, 1);
+    });
+}
+
+#[test]
+fn loom_a_clock_fault_during_a_quota_change_never_over_admits() {
+    loom::model(|| {
+        // The TAT is an hour ahead; a check at the real time races a quota change at the real
+        // time (burst 2 -> 1). Both resynchronise the same fault; it is counted once, and at
+        // most 2 checks pass at the real time in all.
+        let l = Arc::new(SharedRateLimiter::counted(burst2(), Instant::ZERO));
+        assert!(l.check(Instant::from_secs(3_600)).is_ok());
+        let now = Instant::from_millis(1);
+        let checker = {
+            let l = l.clone();
+            thread::spawn(move || usize::from(l.check(now).is_ok()))
+        };
+        let changer = {
+            let l = l.clone();
+            thread::spawn(move || {
+                l.set_quota(now, Quota::per_second(NonZeroU32::new(1).unwrap()).unwrap());
+            })
+        };
+        let before = checker.join().unwrap();
+        changer.join().unwrap();
+        assert_eq!(before, 1);
+        let after = usize::from(l.check(now).is_ok());
+        assert!(before + after <= 2, "{before} + {after}");
+        assert_eq!(l.stats().clock_faults, 1);
+    });
+}

@@ -30,7 +30,8 @@ fn a_fresh_limiter_admits_exactly_burst_at_one_instant() {
         l.stats(),
         RateLimiterStats {
             allowed: 3,
-            limited: 1
+            limited: 1,
+            clock_faults: 0
         }
     );
 }
@@ -162,7 +163,8 @@ fn check_n_above_burst_is_insufficient_capacity_not_a_retry() {
         l.stats(),
         RateLimiterStats {
             allowed: 2,
-            limited: 3
+            limited: 3,
+            clock_faults: 0
         }
     );
 }
@@ -185,7 +187,8 @@ fn peek_does_not_consume() {
         l.stats(),
         RateLimiterStats {
             allowed: 1,
-            limited: 0
+            limited: 0,
+            clock_faults: 0
         }
     );
 }
@@ -339,7 +342,8 @@ fn shared_limiter_matches_the_scenario_of_the_mut_form() {
         l.stats(),
         RateLimiterStats {
             allowed: 2,
-            limited: 2
+            limited: 2,
+            clock_faults: 0
         }
     );
     l.set_quota(ms(1000), Quota::per_second(nz(100)).unwrap());

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedRateLimiter};
+use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedError, KeyedRateLimiter};
 use keel_core::rate::{CheckNError, Quota, RateLimiter};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::Instant;
@@ -27,6 +27,37 @@ fn steps(max_gap: u64) -> impl Strategy<Value = Vec<(u64, u32)>> {
         (0..max_gap, prop_oneof![4 => Just(1u32), 1 => 0u32..=4]),
         1..150,
     )
+}
+
+/// One move of the caller's clock: a gap forward, a jump forward or back (past small
+/// `max_clock_jump` values or within them), or a bogus instant at either end of the clock.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Gap(u64),
+    Forward(u64),
+    Back(u64),
+    To(u64),
+}
+
+impl Step {
+    fn apply(self, now: u64) -> u64 {
+        match self {
+            Step::Gap(g) => now.saturating_add(g),
+            Step::Forward(j) => now.saturating_add(j),
+            Step::Back(j) => now.saturating_sub(j),
+            Step::To(t) => t,
+        }
+    }
+}
+
+fn jumpy_steps() -> impl Strategy<Value = Vec<(Step, u32)>> {
+    let step = prop_oneof![
+        12 => (0u64..3_000).prop_map(Step::Gap),
+        1 => (0u64..100_000).prop_map(Step::Forward),
+        1 => (0u64..100_000).prop_map(Step::Back),
+        1 => prop_oneof![Just(0u64), Just(u64::MAX), Just(u64::MAX - 1), any::<u64>()].prop_map(Step::To),
+    ];
+    prop::collection::vec((step, prop_oneof![4 => Just(1u32), 1 => 0u32..=4]), 1..150)
 }
 
 fn t_ns(q: &Quota) -> u64 {
@@ -192,6 +223,95 @@ proptest! {
         prop_assert_eq!(m.stats(), s.stats());
     }
 
+    /// With clock jumps forward and back (some past `max_clock_jump`, some within it, some to
+    /// the ends of the clock), the shared form, counted or not, still makes exactly the `&mut`
+    /// form's decisions, answers and clock-fault count.
+    #[test]
+    fn shared_form_agrees_with_mut_form_across_clock_jumps(
+        q in quota(), raw in jumpy_steps(), start in 0u64..1_000_000, jump in 0u64..20_000,
+    ) {
+        let j = Duration::from_nanos(jump);
+        let mut m = RateLimiter::new(q, Instant::from_nanos(start)).with_max_clock_jump(j);
+        let s = SharedRateLimiter::counted(q, Instant::from_nanos(start)).with_max_clock_jump(j);
+        let u = SharedRateLimiter::new(q, Instant::from_nanos(start)).with_max_clock_jump(j);
+        let mut now = start;
+        for (step, n) in raw {
+            now = step.apply(now);
+            let at = Instant::from_nanos(now);
+            prop_assert_eq!(m.remaining(at), s.remaining(at));
+            prop_assert_eq!(m.peek(at), s.peek(at));
+            prop_assert_eq!(m.peek_n(at, n), u.peek_n(at, n));
+            prop_assert_eq!(m.reset_at(at), s.reset_at(at));
+            if n == 1 {
+                let decision = m.check(at);
+                prop_assert_eq!(decision, s.check(at));
+                prop_assert_eq!(decision, u.check(at));
+            } else {
+                let decision = m.check_n(at, n);
+                prop_assert_eq!(decision, s.check_n(at, n));
+                prop_assert_eq!(decision, u.check_n(at, n));
+            }
+            prop_assert_eq!(m.stats(), s.stats());
+            prop_assert_eq!(m.stats().clock_faults, u.clock_faults());
+        }
+    }
+
+    /// Limiting is never off for good, nor stuck on: after any bogus instants, (a) no single
+    /// check is ever told to wait more than `T + max_clock_jump`, and (b) over the real,
+    /// monotone checks after the last bogus one, every window obeys the quota's bound
+    /// `burst + floor(w / T)`, in both forms.
+    #[test]
+    fn after_bogus_instants_limiting_resumes_at_the_quota(
+        q in quota(), before in steps(3_000), bogus in prop::collection::vec(any::<u64>(), 1..4),
+        after in steps(3_000), jump in 0u64..50_000,
+    ) {
+        let t = t_ns(&q);
+        let burst = u64::from(q.burst().get());
+        let j = Duration::from_nanos(jump);
+        let mut m = RateLimiter::new(q, Instant::ZERO).with_max_clock_jump(j);
+        let s = SharedRateLimiter::new(q, Instant::ZERO).with_max_clock_jump(j);
+        let mut real = 1u64 << 40;
+        let mut check = |at: Instant, n: u32| -> Result<bool, TestCaseError> {
+            let d = if n == 1 {
+                let d = m.check(at);
+                prop_assert_eq!(d, s.check(at));
+                d.map_err(CheckNError::from)
+            } else {
+                let d = m.check_n(at, n);
+                prop_assert_eq!(d, s.check_n(at, n));
+                d
+            };
+            if let Err(CheckNError::NotUntil { retry_at }) = d {
+                if n == 1 {
+                    prop_assert!(retry_at.as_nanos() - at.as_nanos() <= t.saturating_add(jump));
+                }
+            }
+            Ok(d.is_ok() && n > 0)
+        };
+        for (gap, n) in before {
+            real += gap;
+            check(Instant::from_nanos(real), n)?;
+        }
+        for b in bogus {
+            check(Instant::from_nanos(b), 1)?;
+        }
+        let mut admitted: Vec<(u64, u64)> = Vec::new();
+        for (gap, n) in after {
+            real += gap % (3 * t + 1);
+            if check(Instant::from_nanos(real), n)? {
+                admitted.push((real, u64::from(n)));
+            }
+        }
+        for (i, &(t0, _)) in admitted.iter().enumerate() {
+            let mut count = 0;
+            for &(t1, n) in &admitted[i..] {
+                count += n;
+                prop_assert!(count <= burst + (t1 - t0) / t,
+                    "{count} admitted in [{t0}, {t1}] with burst {burst}, T {t}");
+            }
+        }
+    }
+
     /// No input panics: any times (backwards too), any batch size, any quota.
     #[test]
     fn no_panic_on_any_input(
@@ -234,10 +354,11 @@ proptest! {
     fn keyed_matches_one_limiter_per_key_and_stays_bounded(
         q in quota(),
         max_keys in 1usize..12,
-        evict in any::<bool>(),
+        policy in 0u8..3,
         ops in prop::collection::vec((0u64..4_000, 0u32..12, prop_oneof![4 => Just(1u32), 1 => 0u32..=4]), 1..200),
     ) {
-        let full = if evict { Full::EvictLeastRecentlyUsed } else { Full::RejectNew };
+        let full = [Full::EvictLeastRecentlyUsed, Full::RejectNew, Full::Overflow][policy as usize];
+        let evict = full == Full::EvictLeastRecentlyUsed;
         let config = KeyedConfig::builder().quota(q).max_keys(max_keys).full(full).hash_seed(7).build().unwrap();
         let mut keyed = KeyedRateLimiter::<u32>::new(config, Instant::ZERO);
         let memory = keyed.memory_bytes();
@@ -251,7 +372,8 @@ proptest! {
             let got = keyed.check_n(at, &key, n);
             prop_assert!(keyed.len() <= max_keys);
             prop_assert_eq!(keyed.memory_bytes(), memory);
-            if got == Err(KeyedError::TableFull) || keyed.stats().evicted > 0 {
+            let st = keyed.stats();
+            if got == Err(KeyedError::TableFull) || st.evicted > 0 || st.overflow_allowed + st.overflow_limited > 0 {
                 ever_full = true;
             }
             if !ever_full {
@@ -265,6 +387,63 @@ proptest! {
             prop_assert_eq!(s.evicted, 0);
         } else {
             prop_assert_eq!(s.rejected_full, 0);
+        }
+        if full != Full::RejectNew {
+            prop_assert_eq!(s.rejected_full, 0);
+        }
+        if full != Full::Overflow {
+            prop_assert_eq!(s.overflow_allowed + s.overflow_limited, 0);
+        }
+    }
+
+    /// With clock jumps and any policy, the keyed table stays bounded, a full table never
+    /// answers `TableFull` unless the policy is `RejectNew`, no check waits more than
+    /// `T + max_clock_jump` (per key and in the overflow limiter), and only `Full::Overflow`
+    /// decides by the overflow limiter.
+    #[test]
+    fn keyed_across_clock_jumps_stays_bounded_and_never_stuck(
+        q in quota(),
+        oq in quota(),
+        max_keys in 1usize..6,
+        policy in 0u8..3,
+        jump in 0u64..20_000,
+        raw in jumpy_steps(),
+        keys in prop::collection::vec(0u32..10, 150),
+    ) {
+        let full = [Full::EvictLeastRecentlyUsed, Full::RejectNew, Full::Overflow][policy as usize];
+        let config = KeyedConfig::builder()
+            .quota(q)
+            .overflow_quota(oq)
+            .max_keys(max_keys)
+            .full(full)
+            .max_clock_jump(Duration::from_nanos(jump))
+            .hash_seed(9)
+            .build()
+            .unwrap();
+        let mut keyed = KeyedRateLimiter::<u32>::new(config, Instant::ZERO);
+        let memory = keyed.memory_bytes();
+        let mut now = 0u64;
+        for ((step, n), key) in raw.into_iter().zip(keys) {
+            now = step.apply(now);
+            let at = Instant::from_nanos(now);
+            let d = keyed.decide_n(at, &key, n);
+            prop_assert!(keyed.len() <= max_keys);
+            prop_assert_eq!(keyed.memory_bytes(), memory);
+            match d.result {
+                Err(KeyedError::TableFull) => prop_assert_eq!(full, Full::RejectNew),
+                Err(KeyedError::NotUntil { retry_at }) if n == 1 => {
+                    let t = match d.by {
+                        DecidedBy::Overflow => t_ns(&oq),
+                        _ => t_ns(&q),
+                    };
+                    prop_assert!(retry_at.as_nanos() - now <= t.saturating_add(jump),
+                        "{:?} waits {} ns", d.by, retry_at.as_nanos() - now);
+                }
+                _ => {}
+            }
+            if d.by == DecidedBy::Overflow {
+                prop_assert_eq!(full, Full::Overflow);
+            }
         }
     }
 }

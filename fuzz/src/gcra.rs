@@ -1,7 +1,11 @@
 //! GCRA: `RateLimiter` and `SharedRateLimiter` fed the same (clamped) times agree on every
 //! answer; admissions in any window `[a, b]` never exceed `burst + floor((b - a) / T)`, for the
-//! clamped limiter and for a shared limiter fed raw times that jump backwards; `remaining` and
-//! `peek` agree with `check`.
+//! clamped limiter and for a shared limiter fed raw times that jump backwards (between clock
+//! faults: a resynchronisation may grant one fresh burst); `remaining` and `peek` agree with
+//! `check`. Fed the same raw times (jumping forward, back and to both ends of the clock), the
+//! `&mut` and shared forms agree on every decision and on the clock faults they count (until a
+//! quota change, where the shared form is documented as more conservative), and no single
+//! check is ever told to wait more than `T + max_clock_jump`.
 
 use core::num::NonZeroU32;
 
@@ -112,8 +116,12 @@ impl Log {
 pub struct Harness {
     exact: RateLimiter,
     shared: SharedRateLimiter<true>,
-    /// The bare (uncounted) form: its stats are never read, its decisions are checked.
+    /// The bare (uncounted) form fed raw time: its decisions are checked.
     raw: SharedRateLimiter,
+    /// The `&mut` form fed the same raw time: it must decide exactly as `raw`.
+    raw_exact: RateLimiter,
+    /// `raw`'s clock faults when `raw_log` was last cleared.
+    raw_faults: u64,
     quota: Quota,
     log: Log,
     raw_log: Log,
@@ -131,6 +139,8 @@ impl Harness {
             exact: RateLimiter::new(quota, start),
             shared: SharedRateLimiter::counted(quota, start),
             raw: SharedRateLimiter::new(quota, start),
+            raw_exact: RateLimiter::new(quota, start),
+            raw_faults: 0,
             quota,
             log: Log::default(),
             raw_log: Log::default(),
@@ -189,10 +199,46 @@ impl Harness {
                 self.log.check_last(self.t(), u64::from(burst));
             }
         }
-        if self.raw.check_n(now, n).is_ok() && n > 0 {
-            self.raw_log.push(now.as_nanos(), u64::from(n));
-        }
+        let r = self.raw.check_n(now, n);
+        let e = self.raw_exact.check_n(now, n);
+        assert!(
+            self.diverged || r == e,
+            "raw time: shared and exact disagree"
+        );
+        self.after_raw(now, r.map_err(|e| e.retry_at()), n);
         a.is_ok()
+    }
+
+    /// Logs a raw-time decision; a clock fault starts a new window log (after checking the
+    /// old one): the resynchronised limiter is fresh.
+    fn after_raw(&mut self, now: Instant, decision: Result<(), Option<Instant>>, n: u32) {
+        let faults = self.raw.clock_faults();
+        if !self.diverged {
+            assert_eq!(
+                faults,
+                self.raw_exact.stats().clock_faults,
+                "the forms count different clock faults"
+            );
+        }
+        if faults != self.raw_faults {
+            self.raw_faults = faults;
+            self.finish();
+            self.raw_log.clear();
+        }
+        match decision {
+            Ok(()) if n > 0 => self.raw_log.push(now.as_nanos(), u64::from(n)),
+            Err(Some(retry_at)) if n == 1 => {
+                let wait = retry_at.as_nanos().saturating_sub(now.as_nanos());
+                let limit = self
+                    .t()
+                    .saturating_add(duration_to_nanos(self.raw.max_clock_jump()));
+                assert!(
+                    wait <= limit,
+                    "told to wait {wait} ns, past T + max_clock_jump"
+                );
+            }
+            _ => {}
+        }
     }
 
     /// Applies `op` and compares the limiters.
@@ -212,9 +258,13 @@ impl Harness {
                         self.log.check_last(self.t(), u64::from(self.burst()));
                     }
                 }
-                if self.raw.check(now).is_ok() {
-                    self.raw_log.push(now.as_nanos(), 1);
-                }
+                let r = self.raw.check(now);
+                let e = self.raw_exact.check(now);
+                assert!(
+                    self.diverged || r == e,
+                    "raw time: shared and exact disagree"
+                );
+                self.after_raw(now, r.map_err(|e| Some(e.retry_at)), 1);
             }
             Op::CheckN(n) => {
                 let n = if n > 1024 { n } else { n % 8 };
@@ -232,14 +282,12 @@ impl Harness {
                 assert!(r <= self.burst());
                 assert!(self.exact.reset_at(clamped) >= clamped);
                 if !self.diverged {
-                    // A query does not observe `now`: the exact form answers at `max(now,
-                    // newest)` (an older `now` is clamped up, a newer one is used as is). `now`
-                    // can be newer than `clamped` when an earlier op moved the caller's clock
-                    // but never reached the machine (`clock.unseen()`), so compare the shared
-                    // form at that same instant, not at `clamped`.
+                    // Both forms are fed the clamped clock; `now` can be newer than `clamped`
+                    // when an earlier op moved the caller's clock but never reached the
+                    // machine (`clock.unseen()`), so ask both at `max(now, clamped)`.
                     let at = now.max(clamped);
-                    assert_eq!(self.exact.peek(now), self.shared.peek(at));
-                    assert_eq!(self.exact.peek_n(now, n), self.shared.peek_n(at, n));
+                    assert_eq!(self.exact.peek(at), self.shared.peek(at));
+                    assert_eq!(self.exact.peek_n(at, n), self.shared.peek_n(at, n));
                     assert_eq!(r, self.shared.remaining(clamped));
                     assert_eq!(self.exact.reset_at(clamped), self.shared.reset_at(clamped));
                 }
@@ -251,6 +299,7 @@ impl Harness {
                     self.exact.set_quota(clamped, quota);
                     self.shared.set_quota(clamped, quota);
                     self.raw.set_quota(now, quota);
+                    self.raw_exact.set_quota(now, quota);
                     self.quota = quota;
                     self.watch_end(clock.newest);
                     let cap = quota.burst().get();
@@ -269,6 +318,7 @@ impl Harness {
                     self.diverged = true;
                     self.log.clear();
                     self.raw_log.clear();
+                    self.raw_faults = self.raw.clock_faults();
                     self.watch_end(clock.newest);
                 } else {
                     clock.unseen();

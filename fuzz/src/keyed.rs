@@ -1,12 +1,17 @@
 //! The keyed limiter: `len() <= max_keys` always; every decision equals that of a reference
-//! map of plain `RateLimiter`s (one per key), except `TableFull`, which only a new key gets and
-//! only under `Full::RejectNew` with the table full; with `RejectNew` every active key is still
-//! tracked; evictions are counted and only drop active keys; memory never changes.
+//! map of plain `RateLimiter`s (one per key), except for a new key in a full table: under
+//! `Full::RejectNew` it gets `TableFull`, under `Full::Overflow` the decision of one reference
+//! `RateLimiter` shared by all such keys (the overflow limiter, at the per-key quota); with
+//! `RejectNew` and `Overflow` every active key is still tracked; evictions are counted and only
+//! drop active keys; memory never changes. A second table of the same policy is fed the raw
+//! caller's time (jumping back, forward and to both ends of the clock): it stays bounded, only
+//! `RejectNew` answers `TableFull`, only `Overflow` decides by the overflow limiter, and no single
+//! check waits more than `T + max_clock_jump`.
 
 use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
-use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedRateLimiter};
+use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedError, KeyedRateLimiter};
 use keel_core::rate::{CheckNError, Quota, RateLimiter};
 use keel_core::time::Instant;
 
@@ -31,7 +36,8 @@ pub enum Op {
 pub struct Config {
     quota: QuotaSpec,
     max_keys: u8,
-    evict: bool,
+    /// 0: `Overflow` (the default), 1: `RejectNew`, else `EvictLeastRecentlyUsed`.
+    policy: u8,
     keys: u8,
     seed: u128,
 }
@@ -39,8 +45,13 @@ pub struct Config {
 /// The limiter and its reference.
 pub struct Harness {
     k: KeyedRateLimiter<u16>,
+    /// The same policy, fed the caller's raw time.
+    raw: KeyedRateLimiter<u16>,
     reference: HashMap<u16, RateLimiter>,
+    /// The overflow limiter's reference (`Full::Overflow`).
+    overflow: RateLimiter,
     quota: Quota,
+    full: Full,
     evict: bool,
     keys: u16,
     memory: usize,
@@ -52,14 +63,15 @@ impl Harness {
     /// `None` when the config is invalid.
     pub fn new(c: &Config, start: Instant) -> Option<Harness> {
         let quota = c.quota.quota()?;
+        let full = match c.policy {
+            0 => Full::Overflow,
+            1 => Full::RejectNew,
+            _ => Full::EvictLeastRecentlyUsed,
+        };
         let config = KeyedConfig::builder()
             .quota(quota)
             .max_keys(usize::from(c.max_keys))
-            .full(if c.evict {
-                Full::EvictLeastRecentlyUsed
-            } else {
-                Full::RejectNew
-            })
+            .full(full)
             .hash_seed(c.seed)
             .build()
             .ok()?;
@@ -67,9 +79,12 @@ impl Harness {
         Some(Harness {
             memory: k.memory_bytes(),
             k,
+            raw: KeyedRateLimiter::new(config, start),
             reference: HashMap::new(),
+            overflow: RateLimiter::new(quota, start),
             quota,
-            evict: c.evict,
+            full,
+            evict: full == Full::EvictLeastRecentlyUsed,
             keys: u16::from(c.keys % 32) + 1,
             evicted: 0,
             void: false,
@@ -89,11 +104,33 @@ impl Harness {
 
     fn check(&mut self, now: Instant, key: u16, n: u32) {
         let was_idle = self.idle(key, now);
-        let got = self.k.check_n(now, &key, n);
+        let d = self.k.decide_n(now, &key, n);
+        let got = d.result;
         if got == Err(KeyedError::TableFull) {
-            assert!(!self.evict, "TableFull under EvictLeastRecentlyUsed");
+            assert_eq!(
+                self.full,
+                Full::RejectNew,
+                "TableFull under {:?}",
+                self.full
+            );
             assert!(was_idle, "TableFull for a key that is tracked");
             assert_eq!(self.k.len(), self.k.capacity());
+            return;
+        }
+        if d.by == DecidedBy::Overflow {
+            assert_eq!(
+                self.full,
+                Full::Overflow,
+                "overflow decided under {:?}",
+                self.full
+            );
+            assert!(
+                was_idle,
+                "the overflow limiter decided for a key that is tracked"
+            );
+            assert_eq!(self.k.len(), self.k.capacity());
+            let want = self.overflow.check_n(now, n).map_err(KeyedError::from);
+            assert_eq!(got, want, "overflow disagrees with its reference");
             return;
         }
         let quota = self.quota;
@@ -140,9 +177,57 @@ impl Harness {
         }
     }
 
+    /// The raw-time table: bounded, policy-true, never stuck.
+    fn apply_raw(&mut self, now: Instant, op: Op) {
+        let (key, n) = match op {
+            Op::Check(key) => (key, 1),
+            Op::CheckN(key, n) => (key, u32::from(n % 8)),
+            Op::Peek(key) => {
+                let key = u16::from(key) % self.keys;
+                let _ = (self.raw.peek(now, &key), self.raw.remaining(now, &key));
+                return;
+            }
+            Op::SetQuota(q) => {
+                if let Some(quota) = q.quota() {
+                    self.raw.set_quota(now, quota);
+                }
+                return;
+            }
+        };
+        let d = self.raw.decide_n(now, &(u16::from(key) % self.keys), n);
+        assert!(
+            self.raw.len() <= self.raw.capacity(),
+            "raw time: more keys than max_keys"
+        );
+        assert_eq!(
+            self.raw.memory_bytes(),
+            self.memory,
+            "raw time: memory changed"
+        );
+        match d.result {
+            Err(KeyedError::TableFull) => assert_eq!(self.full, Full::RejectNew),
+            Err(KeyedError::NotUntil { retry_at }) if n == 1 => {
+                let q = match d.by {
+                    DecidedBy::Overflow => self.raw.overflow_quota(),
+                    _ => self.raw.quota(),
+                };
+                let limit = keel_core::time::duration_to_nanos(q.emission_interval())
+                    .saturating_add(keel_core::time::duration_to_nanos(
+                        keel_core::rate::DEFAULT_MAX_CLOCK_JUMP,
+                    ));
+                let wait = retry_at.as_nanos().saturating_sub(now.as_nanos());
+                assert!(wait <= limit, "raw time: told to wait {wait} ns");
+            }
+            _ => {}
+        }
+        if d.by == DecidedBy::Overflow {
+            assert_eq!(self.full, Full::Overflow);
+        }
+    }
+
     /// Applies `op` at `now` and checks the invariants.
     pub fn apply(&mut self, clock: &mut Clock, now: Instant, op: Op) {
-        let _ = now;
+        self.apply_raw(now, op);
         let now = clock.newest();
         self.watch_end(clock.newest);
         if self.void {
@@ -172,7 +257,12 @@ impl Harness {
                     Some(r) => (r.peek(now), r.remaining(now)),
                     None => (Ok(()), self.burst()),
                 };
-                if peek != Err(KeyedError::TableFull) {
+                let outside = self.full == Full::Overflow
+                    && self.idle(key, now)
+                    && self.k.len() == self.k.capacity();
+                if outside {
+                    // A key outside a full table may be answered by the overflow limiter.
+                } else if peek != Err(KeyedError::TableFull) {
                     assert_eq!(
                         peek,
                         want_peek.map_err(|e| KeyedError::NotUntil {
@@ -194,6 +284,7 @@ impl Harness {
                     .filter(|k| self.idle(*k, now))
                     .collect();
                 self.k.set_quota(now, quota);
+                self.overflow.set_quota(now, quota);
                 self.quota = quota;
                 self.watch_end(clock.newest);
                 if self.void {

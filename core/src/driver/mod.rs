@@ -361,13 +361,19 @@ macro_rules! runtime_aliases {
     };
 }
 
-/// 64 bits of per-call randomness from std's per-process random keys (the OS randomness behind
-/// `HashMap`), without a dependency: the salt of retry and breaker jitter seeds.
+/// 64 bits of per-call randomness from the OS ([`crate::rng::os_seed`]): the salt of retry and
+/// breaker jitter seeds. Should the OS source fail, std's `RandomState` keys stand in (jitter
+/// needs decorrelation, not secrecy).
 pub(crate) fn os_seed() -> u64 {
-    use core::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u8(0x72);
-    h.finish()
+    match crate::rng::os_seed() {
+        Some(seed) => seed as u64 ^ (seed >> 64) as u64,
+        None => {
+            use core::hash::{BuildHasher as _, Hasher as _};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(0x72);
+            h.finish()
+        }
+    }
 }
 
 #[cfg(test)]

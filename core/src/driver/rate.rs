@@ -264,16 +264,19 @@ impl<R: Runtime> Future for UntilReady<R> {
     }
 }
 
-/// A seed for [`keyed::KeyedConfigBuilder::hash_seed`] from std's per-process random keys
-/// (the OS randomness behind `HashMap`), so clients cannot choose colliding keys.
+/// A seed from the OS ([`crate::rng::os_seed`]), as [`keyed::KeyedConfigBuilder::build`] draws
+/// by itself when no `hash_seed` is given (so callers need not call this). Should the OS source
+/// fail, std's per-process `RandomState` keys stand in.
 #[must_use]
 pub fn os_hash_seed() -> u128 {
-    let state = std::collections::hash_map::RandomState::new();
-    let mut a = state.build_hasher();
-    a.write_u8(0x6b);
-    let mut b = state.build_hasher();
-    b.write_u8(0x65);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    crate::rng::os_seed().unwrap_or_else(|| {
+        let state = std::collections::hash_map::RandomState::new();
+        let mut a = state.build_hasher();
+        a.write_u8(0x6b);
+        let mut b = state.build_hasher();
+        b.write_u8(0x65);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    })
 }
 
 /// A keyed (per IP, per user) rate limiter on a runtime, with bounded memory (see

@@ -9,6 +9,37 @@
 /// it as its "quota change in progress" marker.
 pub(crate) const TAT_MAX: u64 = u64::MAX - 1;
 
+/// The default largest clock step taken at face value: 60 s (see `crate::rate`, "Clock faults").
+pub(crate) const DEFAULT_MAX_CLOCK_JUMP: u64 = 60_000_000_000;
+
+/// Does the state prove a clock fault at `now`?
+///
+/// After any decision at `now` the TAT is at most `now + burst × T = now + tau + t`. A TAT
+/// beyond `now + tau + t + jump` therefore proves that an earlier `now` was more than `jump`
+/// after this one: the clock jumped forward and came back (or this `now` is far behind). It is
+/// exactly "one request would have to wait more than `t + jump`": on the hot paths it is tested
+/// on the rejection branch only, where the wait is already known.
+#[inline]
+pub(crate) fn clock_fault(tat: u64, now: u64, t: u64, tau: u64, jump: u64) -> bool {
+    tat.saturating_sub(tau) > now.saturating_add(t).saturating_add(jump)
+}
+
+/// [`clock_fault`] on a rejection's `allow_at` (= `tat - tau`), as the hot paths have it.
+#[inline(always)]
+pub(crate) fn fault_at(allow_at: u64, now: u64, t: u64, jump: u64) -> bool {
+    allow_at > now.saturating_add(t).saturating_add(jump)
+}
+
+/// The TAT to decide with at `now`: `tat`, or `now` (a fresh limiter) after a clock fault.
+#[inline]
+pub(crate) fn resync(tat: u64, now: u64, t: u64, tau: u64, jump: u64) -> u64 {
+    if clock_fault(tat, now, t, tau, jump) {
+        now.min(TAT_MAX)
+    } else {
+        tat
+    }
+}
+
 /// One request: `Ok(new_tat)` if it conforms at `now`, else `Err(earliest instant)`.
 #[inline(always)]
 pub(crate) fn conform(tat: u64, now: u64, t: u64, tau: u64) -> Result<u64, u64> {
@@ -82,6 +113,11 @@ pub(crate) fn remaining(tat: u64, now: u64, t: u64, tau: u64, burst: u32) -> u32
 /// debt `tat - now`, the old quota has `burst_old - d / t_old` requests available; the new state
 /// keeps `min(that, burst_new)` available, rounding the new debt up to the nanosecond. The TAT
 /// can move backwards (a faster rate makes the same used requests cost less time).
+///
+/// A debt beyond the old `burst × T` (a `now` older than the state's, or the shared form's
+/// conservative carry-over) counts as a drained limiter at the state's own instant
+/// `tat - burst × T`, not as extra requests owed: a stale `now` must not turn into a debt the
+/// new quota could read as a clock fault (a slower new rate would multiply it).
 pub(crate) fn requota(
     tat: u64,
     now: u64,
@@ -90,6 +126,7 @@ pub(crate) fn requota(
     t_new: u64,
     burst_new: u32,
 ) -> u64 {
+    let now = now.max(tat.saturating_sub(t_old.max(1).saturating_mul(u64::from(burst_old))));
     let t_old128 = u128::from(t_old.max(1));
     let t_new128 = u128::from(t_new);
     let debt = u128::from(tat.saturating_sub(now));

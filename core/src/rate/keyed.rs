@@ -15,29 +15,52 @@
 //!   allocate (cloning a key type that owns heap memory, like `String`, is the caller's
 //!   allocation). [`KeyedRateLimiter::memory_bytes`] reports the table's footprint, which never
 //!   changes after construction.
-//! - Each key has exactly the GCRA state of [`RateLimiter`](super::RateLimiter): same burst
+//! - Each key has exactly the GCRA state of [`RateLimiter`]: same burst
 //!   semantics, same `NotUntil`, same errors.
 //! - **Idle keys are reclaimed** during normal checks: a key whose TAT is at or before `now`
 //!   is in exactly the state of a key never seen, so forgetting it changes no decision. Each
 //!   check examines two entries with a clock hand over the entry array (amortised O(1)), and an
 //!   insert into a full table first tries the least recently used key.
-//! - **A full table** (every key still active) follows [`Full`]: [`Full::RejectNew`] (the
-//!   default) rejects a new key with [`KeyedError::TableFull`] and never over-admits;
-//!   [`Full::EvictLeastRecentlyUsed`] forgets the least recently used key, which is a
-//!   **fail-open for that key**: its debt is dropped and it gets a fresh burst when it returns.
-//!   A denied request counts as use, so an abuser that keeps hammering stays most recent.
+//! - **A full table** (every key still active) follows [`Full`]:
+//!   - [`Full::Overflow`] (the default): a new key that finds no slot is decided by **one
+//!     shared overflow limiter** with its own quota ([`KeyedConfigBuilder::overflow_quota`],
+//!     by default the per-key quota). Under key rotation new keys degrade to that shared quota
+//!     instead of nothing, and no tracked key is ever forgotten while active, so a user who
+//!     pauses keeps his debt. [`KeyedRateLimiter::decide_n`] says which limiter decided
+//!     ([`DecidedBy`]); the stats count overflow admissions and rejections. An overflow
+//!     rejection is a plain [`KeyedError::NotUntil`] (wait or answer 429 as for any key). The
+//!     overflow quota is shared with whoever fills the table: an attacker rotating keys takes
+//!     most of it, so key by [`ip::IpKeyer`](super::ip::IpKeyer) (one IPv6 host = one /64) to
+//!     keep such a host to one key.
+//!   - [`Full::RejectNew`] rejects a new key with [`KeyedError::TableFull`] and never
+//!     over-admits, but a rotating attacker locks every new user out.
+//!   - [`Full::EvictLeastRecentlyUsed`] forgets the least recently used key, which is a
+//!     **fail-open for that key**: its debt is dropped and it gets a fresh burst when it
+//!     returns (a user who pauses gets a burst each time he is evicted). A denied request
+//!     counts as use, so an abuser that keeps hammering stays most recent.
 //! - Keys are hashed with SipHash-1-3 (the algorithm of std's `HashMap`), written here for
-//!   `no_std` and keyed by the 128-bit [`KeyedConfigBuilder::hash_seed`]. Seed it from the OS
-//!   (adapters do) so an attacker cannot pick keys that collide; the default seed is a fixed
-//!   constant, fine for keys an attacker does not choose. Even under collisions memory stays
-//!   bounded: only the probe length (CPU) suffers.
+//!   `no_std` and keyed by a 128-bit secret. **With feature `std`, a config built without
+//!   [`KeyedConfigBuilder::hash_seed`] draws the key from the OS** ([`crate::rng::os_seed`]),
+//!   every build a new one, so nobody can compute keys that collide (with a known key, 100,000
+//!   colliding IPv6 keys take seconds to compute and made a check on a 1M-key table cost 64 µs
+//!   instead of 40 ns). A fixed seed is an explicit opt-in for tests and reproducible runs.
+//!   Without `std`, `build` requires a seed and says so ([`ConfigError::Missing`]). Even under
+//!   collisions memory stays bounded: only the probe length (CPU) suffers, and
+//!   [`KeyedStats::probes`] shows it.
+//! - Clock faults are resolved per key, as [`RateLimiter`] does (see [`crate::rate`], "Clock
+//!   faults"): a key whose state proves a fault reads as a fresh key, and the sweep forgets it
+//!   like an idle one, so a bogus far-future `now` cannot pin slots for good.
 //! - Every operation is O(1) expected (O(1) LRU relinking, linear probing with backward-shift
 //!   deletion, no tombstones); [`KeyedRateLimiter::set_quota`] is O(len).
 //!
 //! # Defaults
 //!
-//! `full = Full::RejectNew` (fail closed: a limiter should not admit more because it is under
-//! attack), `hash_seed` = a fixed constant. `quota` and `max_keys` are required.
+//! `full = Full::Overflow` with `overflow_quota` = the per-key quota: new keys are neither
+//! locked out nor given a fresh burst each; the overflow adds at most one key's worth of
+//! traffic to what the table admits, and a key outside the table gets no more than a key's
+//! worth from it. `hash_seed` = drawn from the OS (`std`), required without `std`.
+//! `max_clock_jump` = [`DEFAULT_MAX_CLOCK_JUMP`](super::DEFAULT_MAX_CLOCK_JUMP). `quota` and
+//! `max_keys` are required.
 //!
 //! ```
 //! use core::num::NonZeroU32;
@@ -70,10 +93,12 @@ use core::hash::{Hash, Hasher};
 use core::mem::size_of;
 use core::num::NonZeroU32;
 
+use core::time::Duration;
+
 use super::gcra;
-use super::{CheckNError, Quota};
+use super::{CheckNError, Quota, RateLimiter};
 use crate::error::ConfigError;
-use crate::time::{Instant, Monotonic};
+use crate::time::{duration_to_nanos, Instant};
 
 /// The largest `max_keys` accepted: 2^24 (16,777,216 keys). The table is allocated up front,
 /// so this caps it at about 2^24 × (entry size + 8 bytes of index): roughly 1 GiB for a
@@ -83,26 +108,46 @@ pub const MAX_KEYS_LIMIT: usize = 1 << 24;
 
 const NIL: u32 = u32::MAX;
 const SWEEP_PER_CHECK: usize = 2;
-const DEFAULT_SEED: u128 = 0x6b65_656c_2d72_6174_652d_6b65_7965_6421;
 
-/// What a full table does with a new key.
+/// What a full table (every slot held by an active key) does with a new key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Full {
-    /// Reject the new key with [`KeyedError::TableFull`] (fail closed; the default).
+    /// Decide the new key with the one shared overflow limiter (its quota is
+    /// [`KeyedConfigBuilder::overflow_quota`], by default the per-key quota): under key
+    /// rotation new keys share a bounded quota instead of getting nothing or a fresh burst
+    /// each. The default; see the [module docs](self).
     #[default]
+    Overflow,
+    /// Reject the new key with [`KeyedError::TableFull`] (fail closed for new keys: a rotating
+    /// attacker locks every new user out).
     RejectNew,
     /// Forget the least recently used key to make room. That key's debt is dropped: a
-    /// fail-open for it.
+    /// fail-open for it (a user who pauses comes back with a fresh burst).
     EvictLeastRecentlyUsed,
 }
 
-/// The configuration of a [`KeyedRateLimiter`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The configuration of a [`KeyedRateLimiter`]. Its `Debug` form leaves the hash seed out.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KeyedConfig {
     quota: Quota,
     max_keys: usize,
     full: Full,
+    overflow_quota: Option<Quota>,
     hash_seed: u128,
+    max_clock_jump: u64,
+}
+
+impl core::fmt::Debug for KeyedConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyedConfig")
+            .field("quota", &self.quota)
+            .field("max_keys", &self.max_keys)
+            .field("full", &self.full)
+            .field("overflow_quota", &self.overflow_quota())
+            .field("hash_seed", &"<secret>")
+            .field("max_clock_jump", &self.max_clock_jump())
+            .finish()
+    }
 }
 
 impl KeyedConfig {
@@ -129,15 +174,43 @@ impl KeyedConfig {
     pub fn full(&self) -> Full {
         self.full
     }
+
+    /// The overflow limiter's quota ([`Full::Overflow`]): the one set with
+    /// [`KeyedConfigBuilder::overflow_quota`], else the per-key quota.
+    #[must_use]
+    pub fn overflow_quota(&self) -> Quota {
+        self.overflow_quota.unwrap_or(self.quota)
+    }
+
+    /// The largest clock step taken at face value (see [`crate::rate`], "Clock faults").
+    #[must_use]
+    pub fn max_clock_jump(&self) -> Duration {
+        Duration::from_nanos(self.max_clock_jump)
+    }
 }
 
-/// Builds a [`KeyedConfig`].
-#[derive(Clone, Copy, Debug, Default)]
+/// Builds a [`KeyedConfig`]. Its `Debug` form leaves the hash seed out.
+#[derive(Clone, Copy, Default)]
 pub struct KeyedConfigBuilder {
     quota: Option<Quota>,
     max_keys: usize,
     full: Full,
+    overflow_quota: Option<Quota>,
     hash_seed: Option<u128>,
+    max_clock_jump: Option<Duration>,
+}
+
+impl core::fmt::Debug for KeyedConfigBuilder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyedConfigBuilder")
+            .field("quota", &self.quota)
+            .field("max_keys", &self.max_keys)
+            .field("full", &self.full)
+            .field("overflow_quota", &self.overflow_quota)
+            .field("hash_seed", &self.hash_seed.map(|_| "<secret>"))
+            .field("max_clock_jump", &self.max_clock_jump)
+            .finish()
+    }
 }
 
 impl KeyedConfigBuilder {
@@ -156,18 +229,41 @@ impl KeyedConfigBuilder {
         self
     }
 
-    /// What a full table does with a new key (default [`Full::RejectNew`]).
+    /// What a full table does with a new key (default [`Full::Overflow`]).
     #[must_use]
     pub fn full(mut self, full: Full) -> Self {
         self.full = full;
         self
     }
 
-    /// The 128-bit SipHash key. Use a secret random value (from the OS) when keys come from
-    /// the network; the default is a fixed constant.
+    /// The quota of the one overflow limiter that new keys share while the table is full
+    /// ([`Full::Overflow`]). Default: the per-key quota (and it follows
+    /// [`KeyedRateLimiter::set_quota`]), so a full table admits at most one key's worth more
+    /// than a table with room for everyone, and no key, in the table or out, is ever admitted
+    /// beyond its own quota by the overflow limiter alone. A larger overflow quota serves more
+    /// new users under rotation, but then one key outside the table can get up to it.
+    #[must_use]
+    pub fn overflow_quota(mut self, quota: Quota) -> Self {
+        self.overflow_quota = Some(quota);
+        self
+    }
+
+    /// The 128-bit SipHash key. By default (with feature `std`) `build` draws a secret one from
+    /// the OS ([`crate::rng::os_seed`]), so clients cannot choose keys that collide. A fixed
+    /// seed is an opt-in for tests and reproducible runs, or for `no_std`, where it is required;
+    /// keep it secret when keys come from the network.
     #[must_use]
     pub fn hash_seed(mut self, seed: u128) -> Self {
         self.hash_seed = Some(seed);
+        self
+    }
+
+    /// The largest clock step taken at face value, for every key and the overflow limiter
+    /// (default [`DEFAULT_MAX_CLOCK_JUMP`](super::DEFAULT_MAX_CLOCK_JUMP); see [`crate::rate`],
+    /// "Clock faults").
+    #[must_use]
+    pub fn max_clock_jump(mut self, jump: Duration) -> Self {
+        self.max_clock_jump = Some(jump);
         self
     }
 
@@ -176,7 +272,9 @@ impl KeyedConfigBuilder {
     /// # Errors
     ///
     /// [`ConfigError::Zero`] for a missing quota or zero `max_keys`,
-    /// [`ConfigError::OutOfRange`] for `max_keys` above [`MAX_KEYS_LIMIT`].
+    /// [`ConfigError::OutOfRange`] for `max_keys` above [`MAX_KEYS_LIMIT`],
+    /// [`ConfigError::Missing`] for a missing `hash_seed` without feature `std` (or if the
+    /// OS random source failed).
     pub fn build(self) -> Result<KeyedConfig, ConfigError> {
         let quota = self.quota.ok_or(ConfigError::Zero { field: "quota" })?;
         if self.max_keys == 0 {
@@ -189,13 +287,38 @@ impl KeyedConfigBuilder {
                            or shard keys across several limiters",
             });
         }
+        let hash_seed = match self.hash_seed {
+            Some(seed) => seed,
+            None => os_hash_seed()?,
+        };
         Ok(KeyedConfig {
             quota,
             max_keys: self.max_keys,
             full: self.full,
-            hash_seed: self.hash_seed.unwrap_or(DEFAULT_SEED),
+            overflow_quota: self.overflow_quota,
+            hash_seed,
+            max_clock_jump: self
+                .max_clock_jump
+                .map_or(gcra::DEFAULT_MAX_CLOCK_JUMP, duration_to_nanos),
         })
     }
+}
+
+#[cfg(feature = "std")]
+fn os_hash_seed() -> Result<u128, ConfigError> {
+    crate::rng::os_seed().ok_or(ConfigError::Missing {
+        field: "hash_seed",
+        hint: "the OS random source failed; pass a secret random `.hash_seed(..)`",
+    })
+}
+
+#[cfg(not(feature = "std"))]
+fn os_hash_seed() -> Result<u128, ConfigError> {
+    Err(ConfigError::Missing {
+        field: "hash_seed",
+        hint: "without `std` keel has no OS random source: call `.hash_seed(..)` with a secret \
+               random value (a constant only if no attacker chooses the keys)",
+    })
 }
 
 /// Why a keyed check was rejected.
@@ -215,7 +338,9 @@ pub enum KeyedError {
         burst: u32,
     },
     /// The table is full of active keys and the policy is [`Full::RejectNew`].
-    #[error("the keyed rate limiter is full of active keys: raise `max_keys` or use `Full::EvictLeastRecentlyUsed`")]
+    #[error(
+        "the keyed rate limiter is full of active keys: raise `max_keys` or use `Full::Overflow`"
+    )]
     TableFull,
 }
 
@@ -243,6 +368,41 @@ pub struct KeyedStats {
     pub reclaimed: u64,
     /// New keys rejected because the table was full ([`Full::RejectNew`]).
     pub rejected_full: u64,
+    /// Checks of keys outside a full table admitted by the overflow limiter ([`Full::Overflow`];
+    /// also counted in `allowed`).
+    pub overflow_allowed: u64,
+    /// Checks of keys outside a full table rejected by the overflow limiter (also counted in
+    /// `limited`).
+    pub overflow_limited: u64,
+    /// Clock faults resynchronised, per key and in the overflow limiter (see [`crate::rate`],
+    /// "Clock faults").
+    pub clock_faults: u64,
+    /// Index slots examined by the lookups of `check`/`check_n`: about one per check with
+    /// well-spread hashes. A ratio `probes / (allowed + limited)` far above 1 means keys
+    /// collide (a hash-flooding attack on a known seed).
+    pub probes: u64,
+}
+
+/// Which limiter made a keyed decision ([`KeyedRateLimiter::decide_n`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DecidedBy {
+    /// The key's own GCRA state in the table (or the table itself, for
+    /// [`KeyedError::TableFull`] and a batch over the per-key burst).
+    Key,
+    /// The shared overflow limiter: the table was full of active keys ([`Full::Overflow`]).
+    Overflow,
+}
+
+impl DecidedBy {
+    /// A constant name for logs and metrics: `"key"` or `"overflow"`.
+    #[must_use]
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            DecidedBy::Key => "key",
+            DecidedBy::Overflow => "overflow",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -255,15 +415,20 @@ struct Entry<K> {
 }
 
 /// One GCRA state per key, at most `max_keys` of them; see the [module docs](self).
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` form shows the quota, the policy, the size and the counters (not the keys, nor
+/// the hash key).
+#[derive(Clone)]
 pub struct KeyedRateLimiter<K> {
     t: u64,
     tau: u64,
     burst: NonZeroU32,
     full: Full,
+    jump: u64,
+    overflow: RateLimiter,
+    overflow_follows: bool,
     k0: u64,
     k1: u64,
-    clock: Monotonic,
     entries: Vec<Entry<K>>,
     index: Vec<u32>,
     mask: usize,
@@ -274,6 +439,20 @@ pub struct KeyedRateLimiter<K> {
     free: u32,
     cursor: usize,
     stats: KeyedStats,
+}
+
+impl<K> core::fmt::Debug for KeyedRateLimiter<K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyedRateLimiter")
+            .field("quota", &Quota::from_parts(self.t, self.burst))
+            .field("full", &self.full)
+            .field("overflow", &self.overflow)
+            .field("len", &self.len)
+            .field("max_keys", &self.max_keys)
+            .field("max_clock_jump", &Duration::from_nanos(self.jump))
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
@@ -288,9 +467,12 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             tau: config.quota.tau(),
             burst: config.quota.burst(),
             full: config.full,
+            jump: config.max_clock_jump,
+            overflow: RateLimiter::new(config.overflow_quota(), now)
+                .with_max_clock_jump(Duration::from_nanos(config.max_clock_jump)),
+            overflow_follows: config.overflow_quota.is_none(),
             k0: config.hash_seed as u64,
             k1: (config.hash_seed >> 64) as u64,
-            clock: Monotonic::new(now),
             entries: Vec::with_capacity(max_keys),
             index,
             mask: slots - 1,
@@ -344,7 +526,21 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// Counters.
     #[must_use]
     pub fn stats(&self) -> KeyedStats {
-        self.stats
+        let o = self.overflow.stats();
+        KeyedStats {
+            allowed: self.stats.allowed.saturating_add(o.allowed),
+            limited: self.stats.limited.saturating_add(o.limited),
+            overflow_allowed: o.allowed,
+            overflow_limited: o.limited,
+            clock_faults: self.stats.clock_faults.saturating_add(o.clock_faults),
+            ..self.stats
+        }
+    }
+
+    /// The overflow limiter's quota in force ([`Full::Overflow`]).
+    #[must_use]
+    pub fn overflow_quota(&self) -> Quota {
+        self.overflow.quota()
     }
 
     /// The per-key quota in force.
@@ -363,35 +559,58 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// changes nothing; `n > burst` is [`KeyedError::InsufficientCapacity`].
     #[must_use = "a rejected request must not proceed"]
     pub fn check_n(&mut self, now: Instant, key: &K, n: u32) -> Result<(), KeyedError> {
-        let now = self.clock.observe(now).as_nanos();
+        self.decide_n(now, key, n).result
+    }
+
+    /// [`check_n`](Self::check_n), saying which limiter decided: the key's own state or the
+    /// shared overflow limiter of a full table ([`Full::Overflow`]).
+    #[must_use = "a rejected request must not proceed"]
+    pub fn decide_n(&mut self, now: Instant, key: &K, n: u32) -> KeyedDecision {
+        let now = now.as_nanos();
         self.sweep(now);
+        let by_key = |result| KeyedDecision {
+            by: DecidedBy::Key,
+            result,
+        };
         if n == 0 {
-            return Ok(());
+            return by_key(Ok(()));
         }
         if n > self.burst.get() {
             self.stats.limited = self.stats.limited.saturating_add(1);
-            return Err(KeyedError::InsufficientCapacity {
+            return by_key(Err(KeyedError::InsufficientCapacity {
                 burst: self.burst.get(),
-            });
+            }));
         }
         let hash = self.hash(key);
-        match self.find(key, hash) {
+        let (found, probes) = self.find(key, hash);
+        self.stats.probes = self.stats.probes.saturating_add(probes);
+        match found {
             Found::At(idx) => {
                 self.touch(idx);
+                let (t, tau, jump) = (self.t, self.tau, self.jump);
                 let Some(entry) = self.entries.get_mut(idx as usize) else {
-                    return Err(KeyedError::TableFull);
+                    return by_key(Err(KeyedError::TableFull));
                 };
-                match gcra::conform_n(entry.tat, now, self.t, self.tau, n) {
+                // A clock fault is always a rejection first: tested on that branch only.
+                let decision = match gcra::conform_n(entry.tat, now, t, tau, n) {
+                    Err(_) if gcra::clock_fault(entry.tat, now, t, tau, jump) => {
+                        entry.tat = now.min(gcra::TAT_MAX);
+                        self.stats.clock_faults = self.stats.clock_faults.saturating_add(1);
+                        gcra::conform_n(entry.tat, now, t, tau, n)
+                    }
+                    d => d,
+                };
+                match decision {
                     Ok(tat) => {
                         entry.tat = tat;
                         self.stats.allowed = self.stats.allowed.saturating_add(1);
-                        Ok(())
+                        by_key(Ok(()))
                     }
                     Err(at) => {
                         self.stats.limited = self.stats.limited.saturating_add(1);
-                        Err(KeyedError::NotUntil {
+                        by_key(Err(KeyedError::NotUntil {
                             retry_at: Instant::from_nanos(at),
-                        })
+                        }))
                     }
                 }
             }
@@ -401,14 +620,28 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                     Ok(tat) => tat,
                     Err(at) => {
                         self.stats.limited = self.stats.limited.saturating_add(1);
-                        return Err(KeyedError::NotUntil {
+                        return by_key(Err(KeyedError::NotUntil {
                             retry_at: Instant::from_nanos(at),
-                        });
+                        }));
                     }
                 };
-                self.insert(now, key, hash, tat)?;
-                self.stats.allowed = self.stats.allowed.saturating_add(1);
-                Ok(())
+                match self.insert(now, key, hash, tat) {
+                    Ok(()) => {
+                        self.stats.allowed = self.stats.allowed.saturating_add(1);
+                        by_key(Ok(()))
+                    }
+                    Err(Overflowed) if self.full == Full::Overflow => KeyedDecision {
+                        by: DecidedBy::Overflow,
+                        result: self
+                            .overflow
+                            .check_n(Instant::from_nanos(now), n)
+                            .map_err(KeyedError::from),
+                    },
+                    Err(Overflowed) => {
+                        self.stats.rejected_full = self.stats.rejected_full.saturating_add(1);
+                        by_key(Err(KeyedError::TableFull))
+                    }
+                }
             }
         }
     }
@@ -416,10 +649,11 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// Would one request for `key` be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant, key: &K) -> Result<(), KeyedError> {
-        let now = now.max(self.clock.get()).as_nanos();
-        match self.find(key, self.hash(key)) {
+        let at = now;
+        let now = now.as_nanos();
+        match self.find(key, self.hash(key)).0 {
             Found::At(idx) => match self.entries.get(idx as usize) {
-                Some(e) => gcra::conform(e.tat, now, self.t, self.tau)
+                Some(e) => gcra::conform(self.tat_at(e.tat, now), now, self.t, self.tau)
                     .map(|_| ())
                     .map_err(|at| KeyedError::NotUntil {
                         retry_at: Instant::from_nanos(at),
@@ -427,39 +661,83 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 None => Ok(()),
             },
             Found::Vacant(_) | Found::Broken => {
-                if self.len >= self.max_keys && self.full == Full::RejectNew && !self.tail_idle(now)
-                {
-                    Err(KeyedError::TableFull)
-                } else {
-                    Ok(())
+                if !self.full_at(now) {
+                    return Ok(());
+                }
+                match self.full {
+                    Full::RejectNew => Err(KeyedError::TableFull),
+                    Full::Overflow => self.overflow.peek(at).map_err(|e| KeyedError::NotUntil {
+                        retry_at: e.retry_at,
+                    }),
+                    Full::EvictLeastRecentlyUsed => Ok(()),
                 }
             }
         }
     }
 
-    /// How many single requests `key` could make at `now` (between 0 and the burst).
+    /// How many single requests `key` could make at `now` (between 0 and the burst), by its
+    /// own state: a key not in the table has its full burst (a full table may still refuse it
+    /// or send it to the overflow limiter: [`peek`](Self::peek) says which).
     #[must_use]
     pub fn remaining(&self, now: Instant, key: &K) -> u32 {
-        let now = now.max(self.clock.get()).as_nanos();
-        let tat = match self.find(key, self.hash(key)) {
-            Found::At(idx) => self.entries.get(idx as usize).map_or(now, |e| e.tat),
+        let now = now.as_nanos();
+        let tat = match self.find(key, self.hash(key)).0 {
+            Found::At(idx) => self
+                .entries
+                .get(idx as usize)
+                .map_or(now, |e| self.tat_at(e.tat, now)),
             Found::Vacant(_) | Found::Broken => now,
         };
         gcra::remaining(tat, now, self.t, self.tau, self.burst.get())
     }
 
+    /// A key's state as a decision at `now` sees it (a clock fault reads as a fresh key).
+    fn tat_at(&self, tat: u64, now: u64) -> u64 {
+        gcra::resync(tat, now, self.t, self.tau, self.jump)
+    }
+
+    /// Is the state `tat` of a key that can be forgotten at `now` without changing a decision
+    /// (idle, or a clock fault, which reads as a fresh key)?
+    fn forgettable(&self, tat: u64, now: u64) -> bool {
+        tat <= now || gcra::clock_fault(tat, now, self.t, self.tau, self.jump)
+    }
+
+    /// Would a new key find no slot at `now`?
+    fn full_at(&self, now: u64) -> bool {
+        self.len >= self.max_keys && !self.tail_idle(now)
+    }
+
     /// Switches every key to `quota` at `now` with the guarantees of
     /// [`RateLimiter::set_quota`](super::RateLimiter::set_quota). O(len).
+    ///
+    /// The overflow limiter follows when its quota is the default (the per-key quota); one set
+    /// with [`KeyedConfigBuilder::overflow_quota`] is changed with
+    /// [`set_overflow_quota`](Self::set_overflow_quota).
     pub fn set_quota(&mut self, now: Instant, quota: Quota) {
-        let now = self.clock.observe(now).as_nanos();
-        let (t_old, b_old) = (self.t, self.burst.get());
+        let at = now;
+        let now = now.as_nanos();
+        let (t_old, tau_old, b_old, jump) = (self.t, self.tau, self.burst.get(), self.jump);
         let (t_new, b_new) = (quota.t_nanos(), quota.burst().get());
+        let mut faults = 0u64;
         for e in self.entries.iter_mut().filter(|e| e.key.is_some()) {
-            e.tat = gcra::requota(e.tat, now, t_old, b_old, t_new, b_new);
+            let base = gcra::resync(e.tat, now, t_old, tau_old, jump);
+            faults += u64::from(base != e.tat);
+            e.tat = gcra::requota(base, now, t_old, b_old, t_new, b_new);
+        }
+        self.stats.clock_faults = self.stats.clock_faults.saturating_add(faults);
+        if self.overflow_follows {
+            self.overflow.set_quota(at, quota);
         }
         self.t = t_new;
         self.tau = quota.tau();
         self.burst = quota.burst();
+    }
+
+    /// Switches the overflow limiter to `quota` at `now` (with the guarantees of
+    /// [`RateLimiter::set_quota`]); it no longer follows [`set_quota`](Self::set_quota).
+    pub fn set_overflow_quota(&mut self, now: Instant, quota: Quota) {
+        self.overflow.set_quota(now, quota);
+        self.overflow_follows = false;
     }
 
     fn hash(&self, key: &K) -> u64 {
@@ -468,50 +746,53 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         h.finish()
     }
 
-    fn find(&self, key: &K, hash: u64) -> Found {
-        let mut i = (hash as usize) & self.mask;
+    /// The key's place in the index, and how many index slots the lookup examined.
+    fn find(&self, key: &K, hash: u64) -> (Found, u64) {
+        let home = (hash as usize) & self.mask;
+        let mut i = home;
+        // Slots examined: the distance from the home slot, plus one (no loop-carried counter).
+        let probes = |i: usize| (i.wrapping_sub(home) & self.mask) as u64 + 1;
         for _ in 0..self.index.len() {
             match self.index.get(i) {
-                Some(0) => return Found::Vacant(i),
+                Some(0) => return (Found::Vacant(i), probes(i)),
                 Some(&s) => {
                     let idx = s - 1;
                     if let Some(e) = self.entries.get(idx as usize) {
                         if e.hash == hash && e.key.as_ref() == Some(key) {
-                            return Found::At(idx);
+                            return (Found::At(idx), probes(i));
                         }
                     }
                 }
-                None => return Found::Broken,
+                None => return (Found::Broken, probes(i)),
             }
             i = (i + 1) & self.mask;
         }
-        Found::Broken
+        (Found::Broken, self.index.len() as u64)
     }
 
     fn tail_idle(&self, now: u64) -> bool {
         self.entries
             .get(self.tail as usize)
-            .is_some_and(|e| e.tat <= now)
+            .is_some_and(|e| self.forgettable(e.tat, now))
     }
 
-    fn insert(&mut self, now: u64, key: &K, hash: u64, tat: u64) -> Result<(), KeyedError> {
+    /// Inserts a new key, or says it found no slot (the caller applies the policy; the
+    /// eviction of [`Full::EvictLeastRecentlyUsed`] happens here).
+    fn insert(&mut self, now: u64, key: &K, hash: u64, tat: u64) -> Result<(), Overflowed> {
         if self.len >= self.max_keys {
             let tail = self.tail;
             if self.tail_idle(now) {
-                self.remove(tail);
-                self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
+                self.reclaim(tail, now);
             } else if self.full == Full::EvictLeastRecentlyUsed && tail != NIL {
                 self.remove(tail);
                 self.stats.evicted = self.stats.evicted.saturating_add(1);
             } else {
-                self.stats.rejected_full = self.stats.rejected_full.saturating_add(1);
-                return Err(KeyedError::TableFull);
+                return Err(Overflowed);
             }
         }
         // A removal may have shifted the probe sequence: look for the slot again.
-        let Found::Vacant(slot) = self.find(key, hash) else {
-            self.stats.rejected_full = self.stats.rejected_full.saturating_add(1);
-            return Err(KeyedError::TableFull);
+        let Found::Vacant(slot) = self.find(key, hash).0 else {
+            return Err(Overflowed);
         };
         let entry = Entry {
             key: Some(key.clone()),
@@ -523,7 +804,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         let idx = if self.free != NIL {
             let idx = self.free;
             let Some(e) = self.entries.get_mut(idx as usize) else {
-                return Err(KeyedError::TableFull);
+                return Err(Overflowed);
             };
             self.free = e.next;
             *e = entry;
@@ -532,8 +813,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             self.entries.push(entry);
             (self.entries.len() - 1) as u32
         } else {
-            self.stats.rejected_full = self.stats.rejected_full.saturating_add(1);
-            return Err(KeyedError::TableFull);
+            return Err(Overflowed);
         };
         if let Some(s) = self.index.get_mut(slot) {
             *s = idx + 1;
@@ -557,12 +837,20 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             let idle = self
                 .entries
                 .get(idx)
-                .is_some_and(|e| e.key.is_some() && e.tat <= now);
+                .is_some_and(|e| e.key.is_some() && self.forgettable(e.tat, now));
             if idle {
-                self.remove(idx as u32);
-                self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
+                self.reclaim(idx as u32, now);
             }
         }
+    }
+
+    /// Forgets a forgettable key (idle, or a clock fault: counted as one).
+    fn reclaim(&mut self, idx: u32, now: u64) {
+        if self.entries.get(idx as usize).is_some_and(|e| e.tat > now) {
+            self.stats.clock_faults = self.stats.clock_faults.saturating_add(1);
+        }
+        self.remove(idx);
+        self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
     }
 
     fn remove(&mut self, idx: u32) {
@@ -665,6 +953,19 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         }
     }
 }
+
+/// A keyed decision and the limiter that made it ([`KeyedRateLimiter::decide_n`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use = "a rejected request must not proceed"]
+pub struct KeyedDecision {
+    /// The key's own state, or the overflow limiter of a full table.
+    pub by: DecidedBy,
+    /// The decision, as [`KeyedRateLimiter::check_n`] returns it.
+    pub result: Result<(), KeyedError>,
+}
+
+/// A new key found no slot in a full table.
+struct Overflowed;
 
 enum Found {
     At(u32),
@@ -779,5 +1080,39 @@ impl Hasher for SipHasher13 {
         Self::round(&mut v);
         Self::round(&mut v);
         v[0] ^ v[1] ^ v[2] ^ v[3]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `std` a config built without a seed draws one from the OS; without `std` the
+    /// builder refuses and says what to call (run with `--no-default-features --features alloc`).
+    #[test]
+    fn a_missing_seed_is_drawn_from_the_os_or_refused() {
+        let build = || {
+            KeyedConfig::builder()
+                .quota(Quota::per_second(NonZeroU32::MIN).unwrap())
+                .max_keys(4)
+                .build()
+        };
+        #[cfg(feature = "std")]
+        {
+            let (a, b) = (build().unwrap(), build().unwrap());
+            assert_ne!(a.hash_seed, b.hash_seed);
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            let e = build().unwrap_err();
+            assert!(matches!(
+                e,
+                ConfigError::Missing {
+                    field: "hash_seed",
+                    ..
+                }
+            ));
+            assert!(alloc::format!("{e}").contains(".hash_seed(..)"));
+        }
     }
 }

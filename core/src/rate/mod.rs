@@ -43,7 +43,12 @@
 //!
 //! # Contract
 //!
-//! - Time is an input; a `now` older than the newest seen is clamped to it.
+//! - Time is an input. A `now` older than one seen before is decided as given, never clamped
+//!   and never a rewind: after any decision at `n` the TAT is past `n`, so at an older `now` the
+//!   same request conforms only if it also would at `n`, and an admission moves the TAT exactly
+//!   as it would at `n`. A stale `now` can only make a decision stricter. (Clamping would hide
+//!   a clock fault for good; see below.) Both forms follow this rule, so they agree on every
+//!   input sequence, time jumps included.
 //! - All arithmetic is `u64` nanoseconds and saturates; `Instant::MAX`, `u32::MAX` requests and
 //!   584-year periods are legal inputs and never panic. (Within `τ` of `Instant::MAX`, where the
 //!   TAT can no longer grow, the limiter stops limiting; `Instant::MAX` is only reached by
@@ -51,6 +56,65 @@
 //! - [`RateLimiter::set_quota`] never opens a window for extra requests: at the switch instant
 //!   the new quota admits at most `min(new burst, what the old state still allowed)`; the
 //!   used part of the burst is carried over, counted in requests.
+//!
+//! # Clock faults
+//!
+//! The caller's clock may misbehave once: a bogus `now` far in the future (a bad timestamp,
+//! `Instant::MAX` from a saturating computation) or far in the past (`Instant::ZERO` by
+//! mistake). Before, one such `now` turned the `&mut` limiter into an open door for good (it
+//! clamped every later `now` to the bogus one, past the end of its TAT) and the shared form into
+//! a closed one (its TAT sat in the far future), so the two forms disagreed and neither
+//! recovered.
+//!
+//! Now both forms (and every key of a [`keyed::KeyedRateLimiter`] and its overflow limiter)
+//! follow one rule, in terms of the state alone. After any decision at `n`, the TAT is at most
+//! `n + burst × T`. So a TAT beyond `now + burst × T + max_clock_jump` (equivalently: one
+//! request would have to wait more than `T + max_clock_jump`) proves that an earlier `now` was
+//! more than `max_clock_jump` after this one. That is a **clock fault**: the limiter counts it
+//! ([`RateLimiterStats::clock_faults`], [`keyed::KeyedStats::clock_faults`],
+//! `SharedRateLimiter::clock_faults`) and **resynchronises: it decides as a fresh limiter at
+//! this `now`** (full burst), which is what it would be had the bogus instant never come.
+//!
+//! - A forward jump is taken at face value until the clock comes back: a real clock that
+//!   jumps ahead (a suspend) never comes back, and nothing happens. A bogus one is detected at
+//!   the first later check, which waits at most `T + max_clock_jump` (no rejection ever asks
+//!   for a longer wait), so a limiter is never stuck closed.
+//! - A jump back of at most `max_clock_jump` (a thread that read the clock and was preempted
+//!   before its check) is decided as given: stricter, never a fault.
+//! - The cost of a fault is bounded: a resynchronised limiter may admit one burst more than a
+//!   perfect clock would have allowed (what it admitted at the bogus instant, plus the fresh
+//!   burst). Limiting then goes on at the quota: never off for good.
+//! - `max_clock_jump` is [`DEFAULT_MAX_CLOCK_JUMP`] (60 s: far above any scheduling delay
+//!   between reading the clock and checking, far below an outage anyone would accept), set by
+//!   [`RateLimiter::with_max_clock_jump`],
+//!   `SharedRateLimiter::with_max_clock_jump` and
+//!   [`KeyedConfigBuilder::max_clock_jump`](keyed::KeyedConfigBuilder::max_clock_jump).
+//!   `Duration::MAX` disables detection; zero treats every `now` more than `T` behind the state
+//!   as a fault (only for single-threaded callers with a trusted clock).
+//! - The shared form tests for a fault only on its rejection branch (where the wait is known)
+//!   and resynchronises in its out-of-line loop: the admission path is unchanged.
+//! - [`peek`](RateLimiter::peek), [`remaining`](RateLimiter::remaining) and
+//!   [`reset_at`](RateLimiter::reset_at) answer as the next check would (a faulted state reads
+//!   as fresh) without counting or changing anything.
+//!
+//! ```
+//! use core::num::NonZeroU32;
+//! use keel_core::rate::{Quota, RateLimiter};
+//! use keel_core::sync::gcra::SharedRateLimiter;
+//! use keel_core::Instant;
+//!
+//! let quota = Quota::per_second(NonZeroU32::MIN)?; // 1/s, burst 1
+//! let t = Instant::from_secs(100);
+//! let mut m = RateLimiter::new(quota, t);
+//! let s = SharedRateLimiter::new(quota, t);
+//! assert!(m.check(Instant::MAX).is_ok() && s.check(Instant::MAX).is_ok()); // a bogus `now`
+//! // Back on the real clock: both resynchronise (one fresh admission), then limit at 1/s.
+//! let real = t + core::time::Duration::from_millis(10);
+//! assert!(m.check(real).is_ok() && s.check(real).is_ok());
+//! assert!(m.check(real).is_err() && s.check(real).is_err());
+//! assert_eq!((m.stats().clock_faults, s.clock_faults()), (1, 1));
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
 //!
 //! # Defaults
 //!
@@ -64,7 +128,9 @@
 //! - [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter) (feature `alloc`): `&self`, the
 //!   same decision on one `AtomicU64` with compare-and-swap (counters opt-in, with
 //!   `SharedRateLimiter::counted`).
-//! - [`keyed::KeyedRateLimiter`] (feature `alloc`): one GCRA per key with bounded memory.
+//! - [`keyed::KeyedRateLimiter`] (feature `alloc`): one GCRA per key with bounded memory, an
+//!   OS-seeded hash key and a shared overflow limiter for a full table; [`ip::IpKeyer`] turns
+//!   IP addresses into keys (IPv6 by /64 or /56), so one host cannot rotate through 2^64 keys.
 //!
 //! ```
 //! use core::num::NonZeroU32;
@@ -95,6 +161,7 @@
 //! ```
 
 pub(crate) mod gcra;
+pub mod ip;
 #[cfg(feature = "alloc")]
 pub mod keyed;
 
@@ -102,7 +169,11 @@ use core::num::NonZeroU32;
 use core::time::Duration;
 
 use crate::error::ConfigError;
-use crate::time::{duration_to_nanos, Instant, Monotonic};
+use crate::time::{duration_to_nanos, Instant};
+
+/// The default largest clock step taken at face value by every rate limiter (60 s); a larger
+/// one is a clock fault (see the [module docs](self), "Clock faults").
+pub const DEFAULT_MAX_CLOCK_JUMP: Duration = Duration::from_nanos(gcra::DEFAULT_MAX_CLOCK_JUMP);
 
 /// A validated rate: `count` requests per `period`, at most `burst` at one instant.
 ///
@@ -357,6 +428,8 @@ pub struct RateLimiterStats {
     pub allowed: u64,
     /// Checks rejected, `InsufficientCapacity` included.
     pub limited: u64,
+    /// Clock faults detected and resynchronised (see the [module docs](self), "Clock faults").
+    pub clock_faults: u64,
 }
 
 /// A GCRA rate limiter for one stream of requests (`&mut self`, no allocation).
@@ -371,12 +444,13 @@ pub struct RateLimiter {
     t: u64,
     tau: u64,
     burst: NonZeroU32,
-    clock: Monotonic,
+    jump: u64,
     stats: RateLimiterStats,
 }
 
 impl RateLimiter {
-    /// A limiter with its full burst available at `now`.
+    /// A limiter with its full burst available at `now`, resynchronising after a clock jump of
+    /// more than [`DEFAULT_MAX_CLOCK_JUMP`] (see [`with_max_clock_jump`](Self::with_max_clock_jump)).
     #[must_use]
     pub fn new(quota: Quota, now: Instant) -> RateLimiter {
         RateLimiter {
@@ -384,22 +458,42 @@ impl RateLimiter {
             t: quota.t_nanos(),
             tau: quota.tau(),
             burst: quota.burst(),
-            clock: Monotonic::new(now),
+            jump: gcra::DEFAULT_MAX_CLOCK_JUMP,
             stats: RateLimiterStats::default(),
         }
+    }
+
+    /// The largest clock step (forward then back) taken at face value; a larger one is a clock
+    /// fault, counted in [`RateLimiterStats::clock_faults`], after which the limiter behaves as
+    /// a fresh one at the new `now` (see the [module docs](self), "Clock faults"). Any value is
+    /// legal: zero treats every `now` more than `T` behind the state as a fault;
+    /// `Duration::MAX` never resynchronises.
+    #[must_use]
+    pub fn with_max_clock_jump(mut self, jump: Duration) -> RateLimiter {
+        self.jump = duration_to_nanos(jump);
+        self
+    }
+
+    /// The largest clock step taken at face value.
+    #[must_use]
+    pub fn max_clock_jump(&self) -> Duration {
+        Duration::from_nanos(self.jump)
     }
 
     /// Admits one request at `now`, or says when it would be admitted.
     #[inline]
     #[must_use = "a rejected request must not proceed"]
     pub fn check(&mut self, now: Instant) -> Result<(), NotUntil> {
-        let now = self.clock.observe(now).as_nanos();
+        let now = now.as_nanos();
         match gcra::conform_unsaturated(self.tat, now, self.t, self.tau) {
             Some(Ok(tat)) => {
                 self.admit(tat);
                 Ok(())
             }
             Some(Err(at)) => {
+                if gcra::fault_at(at, now, self.t, self.jump) {
+                    return self.check_after_fault(now);
+                }
                 self.stats.limited = self.stats.limited.saturating_add(1);
                 Err(NotUntil {
                     retry_at: Instant::from_nanos(at),
@@ -410,6 +504,31 @@ impl RateLimiter {
                 Ok(())
             }
         }
+    }
+
+    /// A clock fault on a single check (out of line): resynchronise, then a fresh limiter
+    /// admits one request.
+    #[cold]
+    #[inline(never)]
+    fn check_after_fault(&mut self, now: u64) -> Result<(), NotUntil> {
+        self.resync(now);
+        let tat = gcra::conform(self.tat, now, self.t, self.tau).unwrap_or(gcra::TAT_MAX);
+        self.admit(tat);
+        Ok(())
+    }
+
+    /// Rebases the state at `now` if it proves a clock fault (and counts the fault).
+    fn resync(&mut self, now: u64) {
+        let tat = gcra::resync(self.tat, now, self.t, self.tau, self.jump);
+        if tat != self.tat {
+            self.tat = tat;
+            self.stats.clock_faults = self.stats.clock_faults.saturating_add(1);
+        }
+    }
+
+    /// The state as a decision at `now` sees it (a clock fault reads as a fresh limiter).
+    fn tat_at(&self, now: u64) -> u64 {
+        gcra::resync(self.tat, now, self.t, self.tau, self.jump)
     }
 
     /// Commits an admission (a single check or a batch): the new TAT and the count.
@@ -430,11 +549,15 @@ impl RateLimiter {
     /// nothing; `n > burst` is [`CheckNError::InsufficientCapacity`].
     #[must_use = "a rejected batch must not proceed"]
     pub fn check_n(&mut self, now: Instant, n: u32) -> Result<(), CheckNError> {
-        let now = self.clock.observe(now).as_nanos();
         if n == 0 {
             return Ok(());
         }
-        match self.decide_n(now, n) {
+        let now = now.as_nanos();
+        if n <= self.burst.get() {
+            // As the shared form: a batch that can never conform changes no state.
+            self.resync(now);
+        }
+        match self.decide_n(self.tat, now, n) {
             Ok(tat) => {
                 self.admit(tat);
                 Ok(())
@@ -446,25 +569,22 @@ impl RateLimiter {
         }
     }
 
-    fn decide_n(&self, now: u64, n: u32) -> Result<u64, CheckNError> {
+    fn decide_n(&self, tat: u64, now: u64, n: u32) -> Result<u64, CheckNError> {
         if n > self.burst.get() {
             return Err(CheckNError::InsufficientCapacity {
                 burst: self.burst.get(),
             });
         }
-        gcra::conform_n(self.tat, now, self.t, self.tau, n).map_err(|at| CheckNError::NotUntil {
+        gcra::conform_n(tat, now, self.t, self.tau, n).map_err(|at| CheckNError::NotUntil {
             retry_at: Instant::from_nanos(at),
         })
-    }
-
-    fn seen(&self, now: Instant) -> u64 {
-        now.max(self.clock.get()).as_nanos()
     }
 
     /// Would one request be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
-        gcra::conform(self.tat, self.seen(now), self.t, self.tau)
+        let now = now.as_nanos();
+        gcra::conform(self.tat_at(now), now, self.t, self.tau)
             .map(|_| ())
             .map_err(|at| NotUntil {
                 retry_at: Instant::from_nanos(at),
@@ -477,20 +597,23 @@ impl RateLimiter {
         if n == 0 {
             return Ok(());
         }
-        self.decide_n(self.seen(now), n).map(|_| ())
+        let now = now.as_nanos();
+        self.decide_n(self.tat_at(now), now, n).map(|_| ())
     }
 
     /// How many single requests would be admitted at `now` (`X-RateLimit-Remaining`), between
     /// 0 and the burst.
     #[must_use]
     pub fn remaining(&self, now: Instant) -> u32 {
-        gcra::remaining(self.tat, self.seen(now), self.t, self.tau, self.burst.get())
+        let now = now.as_nanos();
+        gcra::remaining(self.tat_at(now), now, self.t, self.tau, self.burst.get())
     }
 
     /// When the full burst is available again (`X-RateLimit-Reset`); `now` if it already is.
     #[must_use]
     pub fn reset_at(&self, now: Instant) -> Instant {
-        Instant::from_nanos(self.tat.max(self.seen(now)))
+        let now = now.as_nanos();
+        Instant::from_nanos(self.tat_at(now).max(now))
     }
 
     /// Switches to `quota` at `now` without a window for extra requests.
@@ -503,7 +626,8 @@ impl RateLimiter {
     /// burst adds capacity only as time passes; lowering it caps what is left. The debt is kept
     /// in requests, not in time, so a faster rate makes the used requests drain faster.
     pub fn set_quota(&mut self, now: Instant, quota: Quota) {
-        let now = self.clock.observe(now).as_nanos();
+        let now = now.as_nanos();
+        self.resync(now);
         self.tat = gcra::requota(
             self.tat,
             now,

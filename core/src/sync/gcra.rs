@@ -23,9 +23,14 @@
 //!   (the seed used `compare_exchange_weak` and rejected callers that had tokens).
 //! - Concurrent checks at the same `now` never admit more than `burst` (model-checked by loom in
 //!   `core/tests/loom_gcra.rs`).
-//! - There is no shared "newest `now`" (that would be a second contended atomic). A `now` older
-//!   than one another thread used can only make a decision stricter: the TAT never moves
-//!   backwards, so an old `now` never rewinds the state or admits extra requests.
+//! - There is no shared "newest `now`" (that would be a second contended atomic), and none is
+//!   needed: a `now` older than one another thread used can only make a decision stricter (the
+//!   TAT never moves backwards for it), exactly as in the `&mut` form, which no longer clamps
+//!   either. A `now` more than `max_clock_jump` behind the state is a clock fault: the check
+//!   resynchronises (decides as a fresh limiter at its `now`) with one CAS, in its out-of-line
+//!   loop, and counts it in a counter on the cold line that every form keeps (see
+//!   [`crate::rate`], "Clock faults"). The test sits on the rejection branch only, so the
+//!   admission path is unchanged.
 //! - [`SharedRateLimiter::set_quota`] changes the quota at run time. It briefly stores a marker
 //!   (`u64::MAX`, never a TAT) in the state word while it writes the new quota; checks that see
 //!   the marker spin until it is gone. Every successful write to the state word strictly
@@ -33,7 +38,12 @@
 //!   saturates at `u64::MAX - 1`, 584 years after the epoch, where this stops holding), so the word
 //!   never returns to a value a check read earlier (no ABA): a check that read its quota before
 //!   a change cannot commit after it, and a check that commits was decided under the quota in
-//!   force at its CAS. No window admits extra requests.
+//!   force at its CAS. No window admits extra requests. The one exception is a clock fault's
+//!   resynchronisation, which moves the word back to `now + T`: a check that read a word before
+//!   it could only find that value again after the state has grown back to it, i.e. after
+//!   admissions spanning more than `max_clock_jump` (60 s by default), all while that check
+//!   sat between its read and its CAS; and even then it commits a decision under the quota it
+//!   read, which only a quota change in the same span could make stale.
 //!
 //! ```
 //! use core::num::NonZeroU32;
@@ -76,6 +86,9 @@ struct Hot {
     /// `(burst - 1) × t`, kept so a check needs no multiplication (written with `t`).
     tau: AtomicU64,
     burst: AtomicU64,
+    /// The largest clock step taken at face value, in ns (fixed at construction; read only on
+    /// the rejection path).
+    jump: u64,
 }
 
 /// The rejection counter (counted form only), on a line of its own: a rejection only reads
@@ -85,6 +98,8 @@ struct Hot {
 #[repr(align(64))]
 struct Cold {
     limited: AtomicU64,
+    /// Clock faults resynchronised (every form counts them: they are rare and out of line).
+    clock_faults: AtomicU64,
 }
 
 /// A GCRA rate limiter shared by reference (`Send + Sync`); see the [module docs](self).
@@ -139,6 +154,7 @@ impl SharedRateLimiter<true> {
         RateLimiterStats {
             allowed: self.hot.allowed.load(Ordering::Relaxed),
             limited: self.cold.limited.load(Ordering::Relaxed),
+            clock_faults: self.clock_faults(),
         }
     }
 }
@@ -152,11 +168,36 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
                 t: AtomicU64::new(quota.t_nanos()),
                 tau: AtomicU64::new(quota.tau()),
                 burst: AtomicU64::new(u64::from(quota.burst().get())),
+                jump: gcra::DEFAULT_MAX_CLOCK_JUMP,
             },
             cold: Cold {
                 limited: AtomicU64::new(0),
+                clock_faults: AtomicU64::new(0),
             },
         }
+    }
+
+    /// The largest clock step (forward then back) taken at face value; a larger one is a clock
+    /// fault, after which the limiter behaves as a fresh one at the new `now`, exactly as
+    /// [`RateLimiter::with_max_clock_jump`](crate::rate::RateLimiter::with_max_clock_jump)
+    /// (default [`DEFAULT_MAX_CLOCK_JUMP`](crate::rate::DEFAULT_MAX_CLOCK_JUMP); see
+    /// [`crate::rate`], "Clock faults").
+    #[must_use]
+    pub fn with_max_clock_jump(mut self, jump: core::time::Duration) -> Self {
+        self.hot.jump = crate::time::duration_to_nanos(jump);
+        self
+    }
+
+    /// The largest clock step taken at face value.
+    #[must_use]
+    pub fn max_clock_jump(&self) -> core::time::Duration {
+        core::time::Duration::from_nanos(self.hot.jump)
+    }
+
+    /// Clock faults detected and resynchronised so far (counted by every form).
+    #[must_use]
+    pub fn clock_faults(&self) -> u64 {
+        self.cold.clock_faults.load(Ordering::Relaxed)
     }
 
     /// Counts an admission (compiled out when not `COUNTED`).
@@ -245,25 +286,30 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
                         return Ok(());
                     }
                 }
-                Some(Err(at)) => return Err(self.rejected(at)),
-                // The TAT saturates: decided (the same way) by the out-of-line loop.
-                None => {}
+                // A wait beyond `T + jump` is a clock fault: resynchronised out of line.
+                Some(Err(at)) if !gcra::fault_at(at, now, t, self.hot.jump) => {
+                    return Err(self.rejected(at))
+                }
+                // The TAT saturates (or a clock fault): decided by the out-of-line loop.
+                _ => {}
             }
         }
         self.check_contended(now)
     }
 
-    /// [`check`](Self::check) after a lost CAS, while a quota change runs, or where the TAT
-    /// saturates: retries with the TAT it finds (and the quota in force for it) until it
-    /// commits or is rejected.
+    /// [`check`](Self::check) after a lost CAS, while a quota change runs, where the TAT
+    /// saturates or on a clock fault: retries with the TAT it finds (and the quota in force for
+    /// it) until it commits or is rejected.
     #[cold]
     #[inline(never)]
     fn check_contended(&self, now: u64) -> Result<(), NotUntil> {
         loop {
             let (tat, t, tau) = self.load_check();
-            match gcra::conform(tat, now, t, tau) {
+            let base = gcra::resync(tat, now, t, tau, self.hot.jump);
+            match gcra::conform(base, now, t, tau) {
                 Ok(next) => {
                     if self.commit(tat, next) {
+                        self.count_fault(base != tat);
                         return Ok(());
                     }
                     // The TAT moved: read it again with the quota in force for it (a quota
@@ -289,6 +335,14 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         won
     }
 
+    /// Counts a clock fault whose resynchronisation was committed.
+    #[inline(always)]
+    fn count_fault(&self, fault: bool) {
+        if fault {
+            self.cold.clock_faults.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a rejection and says when to come back.
     #[inline(always)]
     fn rejected(&self, at: u64) -> NotUntil {
@@ -312,9 +366,11 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
                 self.count_limited();
                 return Err(CheckNError::InsufficientCapacity { burst });
             }
-            match gcra::conform_n(tat, now, t, tau, n) {
+            let base = gcra::resync(tat, now, t, tau, self.hot.jump);
+            match gcra::conform_n(base, now, t, tau, n) {
                 Ok(next) => {
                     if self.commit(tat, next) {
+                        self.count_fault(base != tat);
                         return Ok(());
                     }
                     (tat, t, tau, burst) = self.load(false);
@@ -332,8 +388,10 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
     /// Would one request be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
+        let now = now.as_nanos();
         let (tat, t, tau, _) = self.load(true);
-        gcra::conform(tat, now.as_nanos(), t, tau)
+        let tat = gcra::resync(tat, now, t, tau, self.hot.jump);
+        gcra::conform(tat, now, t, tau)
             .map(|_| ())
             .map_err(|at| NotUntil {
                 retry_at: Instant::from_nanos(at),
@@ -346,11 +404,13 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         if n == 0 {
             return Ok(());
         }
+        let now = now.as_nanos();
         let (tat, t, tau, burst) = self.load(true);
         if n > burst {
             return Err(CheckNError::InsufficientCapacity { burst });
         }
-        gcra::conform_n(tat, now.as_nanos(), t, tau, n)
+        let tat = gcra::resync(tat, now, t, tau, self.hot.jump);
+        gcra::conform_n(tat, now, t, tau, n)
             .map(|_| ())
             .map_err(|at| CheckNError::NotUntil {
                 retry_at: Instant::from_nanos(at),
@@ -360,14 +420,17 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
     /// How many single requests would be admitted at `now`, between 0 and the burst.
     #[must_use]
     pub fn remaining(&self, now: Instant) -> u32 {
+        let now = now.as_nanos();
         let (tat, t, tau, burst) = self.load(true);
-        gcra::remaining(tat, now.as_nanos(), t, tau, burst)
+        let tat = gcra::resync(tat, now, t, tau, self.hot.jump);
+        gcra::remaining(tat, now, t, tau, burst)
     }
 
     /// When the full burst is available again; `now` if it already is.
     #[must_use]
     pub fn reset_at(&self, now: Instant) -> Instant {
-        let (tat, ..) = self.load(true);
+        let (tat, t, tau, _) = self.load(true);
+        let tat = gcra::resync(tat, now.as_nanos(), t, tau, self.hot.jump);
         Instant::from_nanos(tat).max(now)
     }
 
@@ -379,7 +442,10 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
     /// advance the word). So where the `&mut` form would carry the debt over as fewer
     /// nanoseconds (a faster rate, or a burst lowered below the debt), the shared form keeps
     /// the old TAT until it drains: it may admit less than the `&mut` form for up to the old
-    /// `burst × T`, never more.
+    /// `burst × T`, never more. Except where keeping it would leave a state the new quota
+    /// reads as a clock fault (the old debt exceeds the new `burst × T` by more than
+    /// `max_clock_jump`): then it takes the `&mut` form's exact state, so a quota change never
+    /// looks like a fault and never opens a window.
     ///
     /// Ordering: the change is linearised at the store that ends it. Checks that commit before
     /// it were decided under the old quota and are carried over as debt; checks after it use
@@ -399,21 +465,37 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
             }
             spin_hint();
         };
+        let now = now.as_nanos();
         let t_old = self.hot.t.load(Ordering::Relaxed).max(1);
+        let tau_old = self.hot.tau.load(Ordering::Relaxed);
         let burst_old = u32::try_from(self.hot.burst.load(Ordering::Relaxed))
             .unwrap_or(u32::MAX)
             .max(1);
+        let base = gcra::resync(tat, now, t_old, tau_old, self.hot.jump);
+        let fault = base != tat;
         let carried = gcra::requota(
-            tat,
-            now.as_nanos(),
+            base,
+            now,
             t_old,
             burst_old,
             quota.t_nanos(),
             quota.burst().get(),
         );
         // The state word must move forward, or a check that read the old quota before the
-        // marker could find its old TAT again and commit after this change (ABA).
-        let next = carried.max(tat.saturating_add(1)).min(TAT_MAX);
+        // marker could find its old TAT again and commit after this change (ABA). It moves
+        // back only where moving forward would leave a state the new quota reads as a clock
+        // fault (after a fault, or when the old debt exceeds what the new quota can ever owe
+        // by more than `max_clock_jump`): it then takes the `&mut` form's exact carried-over
+        // state, as a resynchronisation does (see the module docs).
+        let forward = carried.max(tat.saturating_add(1)).min(TAT_MAX);
+        let next = if fault
+            || gcra::clock_fault(forward, now, quota.t_nanos(), quota.tau(), self.hot.jump)
+        {
+            carried
+        } else {
+            forward
+        };
+        self.count_fault(fault);
         self.hot.t.store(quota.t_nanos(), Ordering::Release);
         self.hot.tau.store(quota.tau(), Ordering::Release);
         self.hot
