@@ -390,6 +390,8 @@ impl ConnTable {
     /// The handler of `id` returned. Returns the linger deadline: `now + linger_time`, never
     /// past `drain_deadline` (the drain's, when draining), or `None` if no linger is due (a
     /// connection the server closed, a zero linger time, an unknown `id`): close at once.
+    /// Asked again for a connection already lingering, it returns that linger's deadline, cut
+    /// to `drain_deadline` (a drain that started since never waits for an older linger).
     #[must_use]
     pub fn on_handler_done(
         &mut self,
@@ -410,7 +412,12 @@ impl ConnTable {
                 self.stats.lingering = self.stats.lingering.saturating_add(1);
                 Some(deadline)
             }
-            Phase::Lingering { deadline } => Some(deadline),
+            // Asked again (e.g. after the drain started): the linger never outlives the drain.
+            Phase::Lingering { deadline } => {
+                let deadline = drain_deadline.map_or(deadline, |d| deadline.min(d.max(now)));
+                e.phase = Phase::Lingering { deadline };
+                Some(deadline)
+            }
             Phase::Serving | Phase::Closing(_) => None,
         }
     }

@@ -247,3 +247,22 @@ fn defended_within_reports_a_server_close_for_the_window_after_it() {
         "10 s after: over"
     );
 }
+
+#[test]
+fn a_drain_that_starts_during_a_linger_cuts_it_to_the_drain_deadline() {
+    let mut t = table(None, None);
+    t.on_open(Instant::ZERO, 1);
+    let linger = t.on_handler_done(secs(1), 1, None).expect("lingers");
+    assert_eq!(linger, secs(3), "the default 2 s linger");
+    // Found by the fuzz target: asked again with an earlier drain deadline, the old linger
+    // deadline came back, past the drain's.
+    assert_eq!(
+        t.on_handler_done(secs(2), 1, Some(ms(2_500))),
+        Some(ms(2_500))
+    );
+    assert_eq!(
+        t.on_handler_done(secs(2), 1, None),
+        Some(ms(2_500)),
+        "never longer again"
+    );
+}
