@@ -19,5 +19,7 @@ pub mod budget;
 pub mod bulkhead;
 pub mod gcra;
 pub mod limit;
+#[cfg(feature = "std")]
+mod waitlist;
 
 pub use limit::{Permit, SharedLimit};
