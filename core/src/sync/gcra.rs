@@ -329,6 +329,56 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         }
     }
 
+    /// Reserves the earliest slot for a batch of `n` at or after `now` and returns its instant
+    /// (`now` if the batch conforms now), unless that slot would come after `latest`.
+    ///
+    /// The reservation is the admission: the state moves exactly as [`check_n`](Self::check_n)
+    /// at the returned instant would move it, so checks and reservations together never admit
+    /// more than the quota (each is counted in `allowed` once). The caller proceeds at the
+    /// returned instant; one woken late by a coarse timer still owns its slot, since later
+    /// callers were placed after it. A reservation cannot be given back: the state word only
+    /// moves forward (see the module docs), so a caller that gives up spends its slot unless
+    /// it hands it to another caller (the waiting queue of
+    /// [`rate_wait`](crate::sync::rate_wait) does).
+    ///
+    /// `n = 0` is always `Ok(now)` and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckNError::InsufficientCapacity`] when `n` exceeds the burst (no slot ever fits);
+    /// [`CheckNError::NotUntil`] with the slot's instant when it is after `latest` (nothing is
+    /// reserved).
+    pub fn reserve_n(&self, now: Instant, n: u32, latest: Instant) -> Result<Instant, CheckNError> {
+        if n == 0 {
+            return Ok(now);
+        }
+        let now = now.as_nanos();
+        loop {
+            let (tat, t, tau, burst) = self.load(false);
+            if n > burst {
+                return Err(CheckNError::InsufficientCapacity { burst });
+            }
+            let at = match gcra::conform_n(tat, now, t, tau, n) {
+                Ok(_) => now,
+                Err(at) => at,
+            };
+            if at > latest.as_nanos() {
+                return Err(CheckNError::NotUntil {
+                    retry_at: Instant::from_nanos(at),
+                });
+            }
+            // At `at` the batch conforms by construction (`at` is where `conform_n` said it
+            // would); the arm keeps the loop panic-free all the same.
+            let Ok(next) = gcra::conform_n(tat, at, t, tau, n) else {
+                spin_hint();
+                continue;
+            };
+            if self.commit(tat, next) {
+                return Ok(Instant::from_nanos(at));
+            }
+        }
+    }
+
     /// Would one request be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {

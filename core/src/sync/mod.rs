@@ -20,6 +20,8 @@ pub mod bulkhead;
 pub mod gcra;
 pub mod limit;
 #[cfg(feature = "std")]
+pub mod rate_wait;
+#[cfg(feature = "std")]
 mod waitlist;
 
 pub use limit::{Permit, SharedLimit};

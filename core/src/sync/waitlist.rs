@@ -206,6 +206,7 @@ impl<T> WaitList<T> {
     }
 
     /// Removes the oldest entry of the FIFO.
+    #[cfg(test)]
     pub(crate) fn pop_front(&mut self) -> Option<(Key, T)> {
         let (key, _) = self.front()?;
         self.remove(key).map(|v| (key, v))
