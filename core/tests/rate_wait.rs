@@ -242,3 +242,214 @@ fn a_late_timer_loses_no_capacity_and_waiters_are_served_in_order() {
         );
     }
 }
+
+mod queue {
+    //! The queue itself ([`RateWaiters`]), polled by hand at chosen instants.
+    use super::*;
+    use keel_core::rate::CheckNError;
+    use keel_core::sync::gcra::SharedRateLimiter;
+    use keel_core::sync::rate_wait::{Acquire, InsufficientCapacity, RateWaiter, RateWaiters};
+    use std::sync::atomic::AtomicUsize;
+
+    const T0: Instant = Instant::from_secs(100);
+
+    fn s(secs: f64) -> Instant {
+        T0 + Duration::from_secs_f64(secs)
+    }
+
+    /// `per_second` requests a second with a burst of `burst`, spent at `T0`.
+    fn spent(per_second: u32, burst: u32) -> RateWaiters {
+        let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap())
+            .unwrap()
+            .with_burst(NonZeroU32::new(burst).unwrap())
+            .unwrap();
+        let limiter = Arc::new(SharedRateLimiter::counted(quota, T0));
+        limiter.check_n(T0, burst).expect("the burst is free");
+        RateWaiters::new(limiter)
+    }
+
+    fn wait(a: Acquire) -> RateWaiter {
+        match a {
+            Acquire::Wait(w) => w,
+            Acquire::Ready(r) => panic!("expected to wait, got {r:?}"),
+        }
+    }
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count::default());
+        (Arc::clone(&c), Waker::from(c))
+    }
+
+    fn poll(
+        w: &mut RateWaiter,
+        waker: &Waker,
+        now: Instant,
+    ) -> Poll<Result<(), InsufficientCapacity>> {
+        w.poll(&mut Context::from_waker(waker), now)
+    }
+
+    #[test]
+    fn a_free_token_is_a_plain_check_and_reserves_nothing() {
+        let q = spent(1, 1);
+        assert!(matches!(q.acquire(s(1.0), 1), Acquire::Ready(Ok(()))));
+        assert!(matches!(q.acquire(s(2.0), 0), Acquire::Ready(Ok(()))));
+        let stats = q.stats();
+        assert_eq!((stats.reserved, stats.waiting, stats.wakes), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_burst_fails_at_once() {
+        let q = spent(1, 2);
+        assert!(matches!(
+            q.acquire(T0, 3),
+            Acquire::Ready(Err(InsufficientCapacity { burst: 2 }))
+        ));
+        let _a = wait(q.acquire(T0, 1));
+        assert!(matches!(
+            q.acquire(T0, 3),
+            Acquire::Ready(Err(InsufficientCapacity { burst: 2 }))
+        ));
+    }
+
+    /// A (slot at 1 s) and B (2 s) hold slots, C waits without one. A gives up: B moves up to
+    /// 1 s, C gets 2 s and is woken. Nothing is lost: at 3 s the limiter is free again.
+    #[test]
+    fn a_cancelled_head_hands_its_slot_down_the_line() {
+        let q = spent(1, 1);
+        let (wakes_b, waker_b) = counting();
+        let (wakes_c, waker_c) = counting();
+        let a = wait(q.acquire(T0, 1));
+        let mut b = wait(q.acquire(T0, 1));
+        let mut c = wait(q.acquire(T0, 1));
+        assert_eq!(
+            (a.slot(), b.slot(), c.slot()),
+            (Some(s(1.0)), Some(s(2.0)), None)
+        );
+        assert!(poll(&mut b, &waker_b, T0).is_pending());
+        assert!(poll(&mut c, &waker_c, T0).is_pending());
+        drop(a);
+        assert_eq!(
+            wakes_b.0.load(Ordering::SeqCst),
+            1,
+            "B is woken to its earlier slot"
+        );
+        assert_eq!(
+            wakes_c.0.load(Ordering::SeqCst),
+            1,
+            "C is woken: it has a slot now"
+        );
+        assert!(poll(&mut b, &waker_b, s(0.5)).is_pending());
+        assert!(poll(&mut c, &waker_c, s(0.5)).is_pending());
+        assert_eq!((b.slot(), c.slot()), (Some(s(1.0)), Some(s(2.0))));
+        assert_eq!(poll(&mut b, &waker_b, s(1.0)), Poll::Ready(Ok(())));
+        assert!(poll(&mut c, &waker_c, s(1.5)).is_pending());
+        assert_eq!(poll(&mut c, &waker_c, s(2.0)), Poll::Ready(Ok(())));
+        assert_eq!(
+            poll(&mut c, &waker_c, s(9.0)),
+            Poll::Ready(Ok(())),
+            "polled again: same answer"
+        );
+        let limiter = q.limiter();
+        assert!(limiter.check(s(2.5)).is_err());
+        assert!(
+            limiter.check(s(3.0)).is_ok(),
+            "the cancelled slot was not spent"
+        );
+        let stats = q.stats();
+        assert_eq!(
+            (
+                stats.admitted,
+                stats.cancelled,
+                stats.handed_on,
+                stats.lapsed
+            ),
+            (2, 1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn a_cancelled_waiter_without_a_slot_changes_nothing() {
+        let q = spent(1, 1);
+        let a = wait(q.acquire(T0, 1));
+        let b = wait(q.acquire(T0, 1));
+        let c = wait(q.acquire(T0, 1));
+        let d = wait(q.acquire(T0, 1));
+        drop(c);
+        let e = wait(q.acquire(T0, 1));
+        assert_eq!(
+            (a.slot(), b.slot(), d.slot(), e.slot()),
+            (Some(s(1.0)), Some(s(2.0)), None, None)
+        );
+        assert_eq!(q.stats().reserved, 2);
+        assert_eq!(q.stats().waiting, 4);
+    }
+
+    /// Nobody waits behind a cancelled slot: it is kept for the next waiter until one
+    /// emission interval after its instant, then lapses (never given back to the GCRA).
+    #[test]
+    fn a_slot_nobody_takes_serves_the_next_arrival_or_lapses() {
+        let q = spent(1, 1);
+        drop(wait(q.acquire(T0, 1)));
+        // Arrives after the slot's instant, within one interval: admitted on its first poll,
+        // in the cancelled waiter's slot.
+        let mut d = wait(q.acquire(s(1.5), 1));
+        assert_eq!(d.slot(), Some(s(1.0)));
+        let (_, waker) = counting();
+        assert_eq!(poll(&mut d, &waker, s(1.5)), Poll::Ready(Ok(())));
+        assert_eq!(q.stats().handed_on, 1);
+
+        drop(wait(q.acquire(s(1.5), 1))); // its slot: 2 s
+                                          // More than an interval later: the GCRA has a token again, the spare lapses.
+        assert!(matches!(q.acquire(s(3.5), 1), Acquire::Ready(Ok(()))));
+        let mut e = wait(q.acquire(s(3.5), 1));
+        assert_eq!(e.slot(), Some(s(4.5)));
+        assert!(poll(&mut e, &waker, s(3.5)).is_pending());
+        assert_eq!(q.stats().lapsed, 1);
+    }
+
+    /// FIFO with batches: a batch of 3 at the head is served before a single request behind
+    /// it, though the single one would fit sooner (head-of-line blocking, documented).
+    #[test]
+    fn a_batch_keeps_its_place_ahead_of_smaller_requests() {
+        let q = spent(1, 3);
+        let big = wait(q.acquire(T0, 3));
+        let small = wait(q.acquire(T0, 1));
+        assert_eq!(big.slot(), Some(s(3.0)));
+        assert_eq!(small.slot(), Some(s(4.0)));
+    }
+
+    /// A quota change that makes a queued batch larger than the burst fails that waiter when
+    /// its turn comes (it would wait for ever).
+    #[test]
+    fn a_batch_a_quota_change_made_too_large_fails_in_its_turn() {
+        let q = spent(1, 3);
+        let (_, waker) = counting();
+        let mut a = wait(q.acquire(T0, 1));
+        let b = wait(q.acquire(T0, 1));
+        let mut big = wait(q.acquire(T0, 3));
+        assert_eq!(big.slot(), None);
+        let one = Quota::per_second(NonZeroU32::MIN).unwrap();
+        q.limiter().set_quota(T0, one);
+        assert!(poll(&mut big, &waker, T0).is_pending());
+        let a_slot = a.slot().expect("reserved");
+        assert_eq!(poll(&mut a, &waker, a_slot), Poll::Ready(Ok(())));
+        assert_eq!(
+            poll(&mut big, &waker, a_slot),
+            Poll::Ready(Err(InsufficientCapacity { burst: 1 }))
+        );
+        drop(b);
+        assert_eq!(q.stats().waiting, 0);
+        assert!(matches!(
+            q.limiter().check_n(T0, 3),
+            Err(CheckNError::InsufficientCapacity { burst: 1 })
+        ));
+    }
+}

@@ -268,7 +268,7 @@ impl<R: Runtime> Future for UntilReady<R> {
                 return Poll::Ready(r);
             }
             // No slot yet: the queue wakes this task when it gets one.
-            let Some(slot) = waiter.slot() else {
+            let Some(slot) = waiter.polled_slot() else {
                 return Poll::Pending;
             };
             #[cfg(feature = "tracing")]

@@ -458,12 +458,22 @@ impl<const C: bool> fmt::Debug for RateWaiter<C> {
 }
 
 impl<const C: bool> RateWaiter<C> {
-    /// The instant of the slot reserved for this waiter, as of its last poll: sleep until then
-    /// and poll again. `None` while it has no slot yet (it is woken when it gets one, or an
-    /// earlier one).
-    #[must_use]
-    pub const fn slot(&self) -> Option<Instant> {
+    /// The slot as of the last poll (no lock): what the driver sleeps until.
+    pub(crate) const fn polled_slot(&self) -> Option<Instant> {
         self.slot
+    }
+
+    /// The instant of the slot reserved for this waiter: sleep until then and poll again.
+    /// `None` while it has no slot yet (it is woken when it gets one, or an earlier one), or
+    /// after it failed. Once admitted, the slot it was admitted in. Takes the queue's lock
+    /// while the waiter is queued.
+    #[must_use]
+    pub fn slot(&self) -> Option<Instant> {
+        if self.done.is_some() {
+            return self.slot;
+        }
+        let q = lock(&self.waiters.shared.queue);
+        q.list.get(self.key).and_then(|(w, _)| w.slot)
     }
 
     /// Polls for admission at `now`. `Ready(Ok)` once the waiter's slot has come;

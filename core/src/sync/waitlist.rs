@@ -156,6 +156,15 @@ impl<T> WaitList<T> {
     }
 
     /// The entry's value and whether it is still in the FIFO.
+    pub(crate) fn get(&self, key: Key) -> Option<(&T, bool)> {
+        match &self.live(key)?.state {
+            State::Linked(v) => Some((v, true)),
+            State::Detached(v) => Some((v, false)),
+            State::Free(_) => None,
+        }
+    }
+
+    /// The entry's value and whether it is still in the FIFO.
     pub(crate) fn get_mut(&mut self, key: Key) -> Option<(&mut T, bool)> {
         match &mut self.live_mut(key)?.state {
             State::Linked(v) => Some((v, true)),
