@@ -549,9 +549,9 @@ mod shared {
     /// 200k waiters cancelled newest-first (the worst order for a queue that scans from the
     /// front) and then 200k oldest-first: each cancellation unlinks its own entry without a
     /// scan. Measured in a release build: 10 ms newest-first, 21 ms oldest-first (debug:
-    /// about 0.3 s each); the old scanning queue held
-    /// the lock 9.2 s for the newest-first pass. The bound is loose for debug builds on a
-    /// loaded machine; a scanning queue needs 2 × 10^10 comparisons here and cannot meet it.
+    /// about 0.3 s each); the old scanning queue held the lock 9.2 s for the newest-first
+    /// pass. The bound is loose for debug builds on a loaded machine; a scanning queue needs
+    /// 2 × 10^10 comparisons here and cannot meet it.
     #[test]
     fn two_hundred_thousand_cancellations_take_no_scan() {
         const N: usize = 200_000;
