@@ -150,7 +150,7 @@ impl Sim {
                     self.admitted.push((self.now, n, None));
                 }
             }
-            Op::Advance(us) => self.now = self.now + Duration::from_micros(us),
+            Op::Advance(us) => self.now += Duration::from_micros(us),
             Op::Poll(_) | Op::Cancel(_) => {}
         }
         Ok(())
@@ -162,7 +162,7 @@ impl Sim {
             if self.live.is_empty() {
                 return Ok(());
             }
-            self.now = self.now + t;
+            self.now += t;
             for i in (0..self.live.len()).rev() {
                 self.poll(i)?;
             }
