@@ -434,18 +434,22 @@ mod queue {
         let (_, waker) = counting();
         let mut a = wait(q.acquire(T0, 1));
         let b = wait(q.acquire(T0, 1));
+        let mut c = wait(q.acquire(T0, 1));
         let mut big = wait(q.acquire(T0, 3));
-        assert_eq!(big.slot(), None);
+        assert_eq!((c.slot(), big.slot()), (None, None));
         let one = Quota::per_second(NonZeroU32::MIN).unwrap();
         q.limiter().set_quota(T0, one);
-        assert!(poll(&mut big, &waker, T0).is_pending());
+        assert!(poll(&mut big, &waker, T0).is_pending(), "not its turn yet");
         let a_slot = a.slot().expect("reserved");
         assert_eq!(poll(&mut a, &waker, a_slot), Poll::Ready(Ok(())));
+        assert!(c.slot().is_some(), "C's turn came");
         assert_eq!(
             poll(&mut big, &waker, a_slot),
             Poll::Ready(Err(InsufficientCapacity { burst: 1 }))
         );
         drop(b);
+        assert!(poll(&mut c, &waker, a_slot).is_pending());
+        drop(c);
         assert_eq!(q.stats().waiting, 0);
         assert!(matches!(
             q.limiter().check_n(T0, 3),

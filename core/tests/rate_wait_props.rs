@@ -89,19 +89,21 @@ impl Sim {
         let now = self.now;
         let live = &mut self.live[i];
         let woken = live.wakes.0.load(Ordering::SeqCst) > live.seen.0;
-        let polled = live.waiter.poll(&mut Context::from_waker(&live.waker), now);
-        let slot = live.waiter.slot();
-        let earlier = match (live.seen.1, slot) {
+        // What others did to this waiter's slot since its last poll: a slot that appeared or
+        // moved earlier must have come with a wake (one it reserves on its own poll needs none).
+        let before = live.waiter.slot();
+        let earlier = match (live.seen.1, before) {
             (None, Some(_)) => true,
             (Some(old), Some(new)) => new < old,
             _ => false,
         };
-        // The arrival's own answer needs no wake; later changes do.
         prop_assert!(
             !earlier || woken,
-            "waiter {} got slot {slot:?} unwoken",
+            "waiter {} got slot {before:?} unwoken",
             live.seq
         );
+        let polled = live.waiter.poll(&mut Context::from_waker(&live.waker), now);
+        let slot = live.waiter.slot();
         live.seen = (live.wakes.0.load(Ordering::SeqCst), slot);
         match polled {
             Poll::Ready(Ok(())) => {

@@ -33,7 +33,10 @@
 //!   holds its entry's key.
 //! - **Cancellation spends nothing.** Dropping a waiter that holds no slot just unlinks it.
 //!   A dropped waiter's slot is handed on: the reserved waiters behind it (same batch size)
-//!   each move up to the earlier slot, and the last freed slot goes to the next waiter in line.
+//!   each move up to the earlier slot (and are woken to re-arm their timers), and the last
+//!   freed slot goes to the next waiter in line, which is woken and takes it on its poll (a
+//!   drop has no clock, so the queue reserves nothing fresh during one: the next waiter does,
+//!   on its own poll's `now`).
 //!   When nobody can take it (nobody else waits, or only batches of another size), it is kept
 //!   for the next waiter of that size until one emission interval after its instant, and then
 //!   lapses, as an unused token does in the GCRA; it is never given back to the limiter, whose
@@ -136,7 +139,7 @@ struct Queue {
     cursor: Option<Key>,
     /// Freed slots nobody could take yet: `(n, instant)`, at most [`MAX_AHEAD`].
     spare: Vec<(u32, Instant)>,
-    /// The newest `now` seen (for drops, which get no time).
+    /// The newest `now` seen: an older one is clamped to it.
     newest: Instant,
     stats: WaitStats,
 }
@@ -383,8 +386,9 @@ impl Queue {
         }
     }
 
-    /// Removes a queued waiter (admitted or cancelled) and hands its slot on.
-    fn leave<const C: bool>(&mut self, shared: &Shared<C>, key: Key, wakes: &mut Wakes) {
+    /// Removes a queued waiter (admitted or cancelled). The caller pumps (with a fresh `now`)
+    /// or wakes the next waiter to.
+    fn leave<const C: bool>(&mut self, shared: &Shared<C>, key: Key) {
         let next = self.list.next(key);
         if self.cursor == Some(key) {
             self.cursor = next;
@@ -396,8 +400,6 @@ impl Queue {
         if waiter.slot.is_some() {
             self.reserved = self.reserved.saturating_sub(1);
         }
-        let now = self.newest;
-        self.pump(shared, now, None, wakes);
     }
 
     /// A cancelled waiter's slot moves down the reserved prefix (each waiter of the same size
@@ -499,36 +501,52 @@ impl<const C: bool> RateWaiter<C> {
         let mut wakes = Wakes::default();
         let mut q = lock(&shared.queue);
         let now = q.observe(now);
-        let polled = match q.list.get_mut(self.key) {
-            Some((waiter, true)) => match waiter.slot {
+        let mut pumped = false;
+        let polled = loop {
+            let (slot, linked, failed) = match q.list.get(self.key) {
+                Some((w, linked)) => (w.slot, linked, w.failed),
+                None => {
+                    // Only the owner removes its entry: not reached. Fail safe (admit nothing).
+                    debug_assert!(false, "a queued waiter's entry is gone");
+                    self.slot = None;
+                    break Err(InsufficientCapacity {
+                        burst: shared.limiter.quota().burst().get(),
+                    });
+                }
+            };
+            if !linked {
+                let _ = q.list.remove(self.key);
+                self.slot = None;
+                break Err(InsufficientCapacity {
+                    burst: failed.unwrap_or(1),
+                });
+            }
+            match slot {
                 Some(at) if at <= now => {
                     self.slot = Some(at);
-                    q.leave(shared, self.key, &mut wakes);
+                    q.leave(shared, self.key);
+                    q.pump(shared, now, None, &mut wakes);
                     q.stats.admitted = q.stats.admitted.saturating_add(1);
-                    Ok(())
+                    break Ok(());
+                }
+                // First in line for a slot: reserve on this poll's (fresh) clock. A
+                // cancellation hands slots on without a clock and wakes this waiter for it.
+                None if !pumped && q.cursor == Some(self.key) => {
+                    pumped = true;
+                    q.pump(shared, now, Some(self.key), &mut wakes);
                 }
                 slot => {
                     self.slot = slot;
-                    match &mut waiter.waker {
-                        Some(w) => w.clone_from(cx.waker()),
-                        none @ None => *none = Some(cx.waker().clone()),
+                    if let Some((waiter, _)) = q.list.get_mut(self.key) {
+                        match &mut waiter.waker {
+                            Some(w) => w.clone_from(cx.waker()),
+                            none @ None => *none = Some(cx.waker().clone()),
+                        }
                     }
+                    drop(q);
+                    wakes.wake();
                     return Poll::Pending;
                 }
-            },
-            Some((waiter, false)) => {
-                let burst = waiter.failed.unwrap_or(1);
-                let _ = q.list.remove(self.key);
-                self.slot = None;
-                Err(InsufficientCapacity { burst })
-            }
-            None => {
-                // Only the owner removes its entry: not reached. Fail safe (admit nothing).
-                debug_assert!(false, "a queued waiter's entry is gone");
-                self.slot = None;
-                Err(InsufficientCapacity {
-                    burst: shared.limiter.quota().burst().get(),
-                })
             }
         };
         drop(q);
@@ -550,20 +568,28 @@ impl<const C: bool> Drop for RateWaiter<C> {
             match q.list.get_mut(self.key) {
                 Some((_, true)) => {
                     let next = q.list.next(self.key);
-                    // Take the slot first, so the pump in `leave` does not hand out fresh ones
-                    // before this one has moved down the line.
                     let taken = q
                         .list
                         .get_mut(self.key)
                         .and_then(|(w, _)| w.slot.take().map(|s| (w.n, s)));
-                    if taken.is_some() {
-                        q.reserved = q.reserved.saturating_sub(1);
-                    }
                     if let Some((n, slot)) = taken {
+                        q.reserved = q.reserved.saturating_sub(1);
                         q.hand_on(next, n, slot, &mut wakes);
                     }
-                    q.leave(shared, self.key, &mut wakes);
+                    q.leave(shared, self.key);
                     q.stats.cancelled = q.stats.cancelled.saturating_add(1);
+                    if taken.is_some() {
+                        // A drop has no clock: the first waiter without a slot takes the spare
+                        // (or reserves a fresh slot) on its own poll, with its own `now`.
+                        if let Some(cursor) = q.cursor {
+                            if let Some(w) =
+                                q.list.get_mut(cursor).and_then(|(w, _)| w.waker.take())
+                            {
+                                wakes.0.push(w);
+                                q.stats.wakes = q.stats.wakes.saturating_add(1);
+                            }
+                        }
+                    }
                 }
                 Some((_, false)) => {
                     let _ = q.list.remove(self.key);
