@@ -244,7 +244,7 @@ mod shared_lockstep {
             let mut cx = Context::from_waker(Waker::noop());
             let mut now = start;
             for (op, step) in ops {
-                now = now + Duration::from_nanos(step);
+                now += Duration::from_nanos(step);
                 match op {
                     Op::Request => match (bh.on_request(now), shared.acquire(now)) {
                         (Admission::Admitted(p), Acquire::Ready(Ok(g))) => {
