@@ -48,7 +48,12 @@
 //!   same GCRA (the reservations have already advanced it) but are not ordered with the
 //!   waiters.
 //! - A batch larger than the burst resolves at once to [`InsufficientCapacity`]; a waiter
-//!   whose batch a quota change made too large fails the same way when its turn comes.
+//!   whose batch a quota change made too large fails the same way when its turn comes. Slots
+//!   reserved before a quota change keep their instants (they were admissions under the old
+//!   quota, carried over like a check's); later ones follow the new quota.
+//! - A reserved waiter that is neither polled nor dropped (a leaked future) keeps its slot and
+//!   its place among the at most sixteen reserved: its slot is spent, and sixteen such waiters
+//!   would stall the queue. Drop a wait you no longer poll (dropping is cancelling).
 //!
 //! ```
 //! use core::num::NonZeroU32;
