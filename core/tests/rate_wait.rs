@@ -457,3 +457,39 @@ mod queue {
         ));
     }
 }
+
+/// Thirty-two waiters take slots and are then neither polled nor dropped (leaked futures): the
+/// waiter behind them is told to poll again when the last of their slots has passed, and is
+/// then admitted past them instead of waiting for ever.
+#[test]
+fn leaked_waiters_holding_slots_do_not_stall_the_queue() {
+    use keel_core::sync::gcra::SharedRateLimiter;
+    use keel_core::sync::rate_wait::{Acquire, RateWaiters};
+    let t0 = Instant::from_secs(1);
+    let quota = Quota::per_second(NonZeroU32::new(10_000).unwrap())
+        .unwrap()
+        .with_burst(NonZeroU32::MIN)
+        .unwrap();
+    let q = RateWaiters::new(Arc::new(SharedRateLimiter::counted(quota, t0)));
+    assert!(matches!(q.acquire(t0, 1), Acquire::Ready(Ok(()))));
+    let mut leaked = vec![];
+    let mut behind = loop {
+        match q.acquire(t0, 1) {
+            Acquire::Wait(w) if w.slot().is_none() => break w,
+            Acquire::Wait(w) => leaked.push(w),
+            Acquire::Ready(r) => panic!("the token is spent: {r:?}"),
+        }
+    };
+    assert_eq!(leaked.len(), 32, "the most slots reserved at once");
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(behind.poll(&mut cx, t0).is_pending());
+    let last = leaked.last().and_then(|w| w.slot()).expect("a slot");
+    let retry = last + Duration::from_nanos(1);
+    assert_eq!(behind.retry_at(), Some(retry));
+    // At the retry the leaked slots have all passed: it reserves the next one.
+    assert!(behind.poll(&mut cx, retry).is_pending());
+    let slot = behind.slot().expect("a slot past the leaked ones");
+    assert_eq!(slot, last + Duration::from_micros(100));
+    assert_eq!(behind.poll(&mut cx, slot), Poll::Ready(Ok(())));
+    std::mem::forget(leaked);
+}

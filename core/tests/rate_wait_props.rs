@@ -46,7 +46,7 @@ fn op(batches: bool) -> impl Strategy<Value = Op> {
     ]
 }
 
-/// `count` per `period_ms` ms (T from 0.2 ms to 10 ms: the 2 ms look-ahead matters), burst 1..=4.
+/// `count` per `period_ms` ms (T from 0.2 ms to 10 ms, around the look-ahead), burst 1..=4.
 fn quota() -> impl Strategy<Value = Quota> {
     (1u32..=5, 1u64..=10, 1u32..=4).prop_filter_map("valid quota", |(count, period, burst)| {
         Quota::new(NonZeroU32::new(count)?, Duration::from_millis(period))

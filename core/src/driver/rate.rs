@@ -267,8 +267,9 @@ impl<R: Runtime> Future for UntilReady<R> {
                 this.waiter = None;
                 return Poll::Ready(r);
             }
-            // No slot yet: the queue wakes this task when it gets one.
-            let Some(slot) = waiter.polled_slot() else {
+            // No slot yet: the queue wakes this task when it gets one (and the first in line
+            // polls again when the last slot handed out passes, see `RateWaiter::retry_at`).
+            let Some(slot) = waiter.polled_slot().or(waiter.retry_at()) else {
                 return Poll::Pending;
             };
             #[cfg(feature = "tracing")]

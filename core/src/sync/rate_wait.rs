@@ -19,8 +19,8 @@
 //!   large batch is never starved by a stream of small ones.
 //! - **Reservations.** Only the waiters at the head hold a slot: the limiter is advanced for
 //!   them in advance ([`SharedRateLimiter::reserve_n`]), which says at what instant the slot
-//!   conforms. The head keeps at least two slots reserved, and up to sixteen while their
-//!   slots are at most 10 ms ahead, so a waiter woken late by a coarse timer (tokio's is 1 ms)
+//!   conforms. The head keeps at least two slots reserved, and up to 32 while their
+//!   slots are at most 25 ms ahead, so a waiter woken late by a coarse timer (tokio's is 1 ms)
 //!   or a busy executor still finds the next slots reserved and no capacity is lost. A reservation *is* the admission, so
 //!   waiters and direct [`check`](SharedRateLimiter::check) callers share one GCRA and together
 //!   never exceed it. A reserved waiter sleeps on its own timer until its slot (see
@@ -51,9 +51,11 @@
 //!   whose batch a quota change made too large fails the same way when its turn comes. Slots
 //!   reserved before a quota change keep their instants (they were admissions under the old
 //!   quota, carried over like a check's); later ones follow the new quota.
-//! - A reserved waiter that is neither polled nor dropped (a leaked future) keeps its slot and
-//!   its place among the at most sixteen reserved: its slot is spent, and sixteen such waiters
-//!   would stall the queue. Drop a wait you no longer poll (dropping is cancelling).
+//! - A reserved waiter that is neither polled nor dropped (a leaked future) keeps its slot, which
+//!   is spent. It does not stall the queue: the first waiter without a slot is told when the
+//!   last slot handed out passes ([`RateWaiter::retry_at`]); if by then the slot holders have
+//!   not come back, the bounds on slots ahead lift and it reserves past them. Drop a wait you
+//!   no longer poll (dropping is cancelling).
 //!
 //! ```
 //! use core::num::NonZeroU32;
@@ -90,13 +92,15 @@ use crate::time::Instant;
 /// Slots the head of the queue always keeps reserved (when that many wait).
 const MIN_AHEAD: usize = 2;
 /// Most slots reserved at once (bounds the work a cancellation does to move slots down).
-const MAX_AHEAD: usize = 16;
+const MAX_AHEAD: usize = 32;
 /// Beyond [`MIN_AHEAD`], slots are reserved only this far ahead of `now`. The pipeline loses
 /// capacity only when a waiter is admitted later than the reserved slots reach (the next slot
-/// is then reserved from `now`): 10 ms covers a 1 ms timer wheel's rounding plus a busy
-/// executor's delay (with 2 ms, 1,000 waiters at 1,000/s on a loaded 2-core machine used 88-93 %
-/// of the quota; with 10 ms, over 99 %).
-const LOOKAHEAD: Duration = Duration::from_millis(10);
+/// is then reserved from `now`): 25 ms covers a 1 ms timer wheel's rounding plus an executor
+/// thread the OS did not run for a while. Measured with 1,000 waiters at 1,000/s (burst 1) on
+/// a 2-core machine at load 6-11: with 2 ms the last waiter was admitted 1.06-1.14 s after the
+/// start; with 10 ms the slots given out spanned 1.001-1.037 s on tokio (1.001 s on smol and
+/// async-std); with 25 ms, 1.001 s on all three.
+const LOOKAHEAD: Duration = Duration::from_millis(25);
 
 /// A batch larger than the quota's burst: it can never be admitted at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -146,6 +150,9 @@ struct Queue {
     spare: Vec<(u32, Instant)>,
     /// The newest `now` seen: an older one is clamped to it.
     newest: Instant,
+    /// The latest slot handed out. Once it has passed, the reserved waiters that still hold
+    /// slots are late or leaked: the bounds on slots ahead no longer apply.
+    last_at: Instant,
     stats: WaitStats,
 }
 
@@ -226,6 +233,7 @@ impl<const C: bool> RateWaiters<C> {
                     cursor: None,
                     spare: Vec::new(),
                     newest: Instant::ZERO,
+                    last_at: Instant::ZERO,
                     stats: WaitStats::default(),
                 }),
             }),
@@ -299,6 +307,7 @@ impl<const C: bool> RateWaiters<C> {
             waiters: self.clone(),
             key,
             slot,
+            retry_at: None,
             done: None,
         })
     }
@@ -328,7 +337,11 @@ impl Queue {
             .lapsed
             .saturating_add((before - self.spare.len()) as u64);
         while let Some(key) = self.cursor {
-            if self.reserved >= MAX_AHEAD {
+            // Every slot handed out has passed: whoever still holds one is late or leaked
+            // (polled once, then neither polled nor dropped) and must not stall the waiters
+            // behind. One slot reserved past them ends it (it is at or after `now`).
+            let stalled = self.last_at < now;
+            if self.reserved >= MAX_AHEAD && !stalled {
                 break;
             }
             let Some((waiter, _)) = self.list.get_mut(key) else {
@@ -348,7 +361,7 @@ impl Queue {
                 self.stats.handed_on = self.stats.handed_on.saturating_add(1);
                 self.spare.swap_remove(i).1
             } else {
-                let latest = if self.reserved < MIN_AHEAD {
+                let latest = if self.reserved < MIN_AHEAD || stalled {
                     Instant::MAX
                 } else {
                     now.saturating_add(LOOKAHEAD)
@@ -377,6 +390,7 @@ impl Queue {
                     }
                 }
             };
+            self.last_at = self.last_at.max(slot);
             if let Some((waiter, _)) = self.list.get_mut(key) {
                 waiter.slot = Some(slot);
                 if Some(key) != me {
@@ -456,6 +470,8 @@ pub struct RateWaiter<const C: bool = true> {
     waiters: RateWaiters<C>,
     key: Key,
     slot: Option<Instant>,
+    /// When to poll again without a slot (first in line, behind stalled slots).
+    retry_at: Option<Instant>,
     /// The result, once resolved (nothing to cancel on drop then).
     done: Option<Result<(), InsufficientCapacity>>,
 }
@@ -474,6 +490,16 @@ impl<const C: bool> RateWaiter<C> {
     #[cfg_attr(not(feature = "futures"), allow(dead_code))]
     pub(crate) const fn polled_slot(&self) -> Option<Instant> {
         self.slot
+    }
+
+    /// When a waiter that had no slot at its last poll should poll again anyway: set only for
+    /// the first waiter in line without a slot, just after the instant of the last slot handed
+    /// out (if the waiters holding slots never come back for them, that poll reserves past
+    /// them). `None` otherwise: the queue wakes it. One waiter at a time has it, so it
+    /// is no herd.
+    #[must_use]
+    pub const fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
     }
 
     /// The instant of the slot reserved for this waiter: sleep until then and poll again.
@@ -542,6 +568,14 @@ impl<const C: bool> RateWaiter<C> {
                 }
                 slot => {
                     self.slot = slot;
+                    // First in line without a slot: if the waiters ahead never come back for
+                    // theirs, poll again once the last slot has passed (then the bounds lift).
+                    self.retry_at = match slot {
+                        None if q.cursor == Some(self.key) && q.last_at >= now => {
+                            Some(q.last_at.saturating_add(Duration::from_nanos(1)))
+                        }
+                        _ => None,
+                    };
                     if let Some((waiter, _)) = q.list.get_mut(self.key) {
                         match &mut waiter.waker {
                             Some(w) => w.clone_from(cx.waker()),
