@@ -178,3 +178,35 @@ fn loom_the_fast_path_and_the_queue_admit_one_per_slot() {
         assert_eq!(slots, [T0, Instant::from_secs(11)]);
     });
 }
+
+/// A reservation given back while another thread checks at the reservation's instant: the
+/// check is admitted only if the give-back happened first (it then uses the freed slot), and
+/// never alongside a reservation that stands. With a quota change after the give-back on the
+/// same thread, the check still decides on the state and quota it commits under.
+#[test]
+fn loom_a_given_back_reservation_and_a_racing_check_admit_at_most_one() {
+    loom::model(|| {
+        let quota = Quota::per_second(NonZeroU32::MIN).unwrap();
+        let limiter = std::sync::Arc::new(SharedRateLimiter::counted(quota, T0));
+        limiter.check(T0).unwrap();
+        let reservation = limiter.reserve_n(T0, 1, Instant::MAX).unwrap();
+        let at = reservation.at();
+        assert_eq!(at, Instant::from_secs(11));
+        let checker = {
+            let limiter = std::sync::Arc::clone(&limiter);
+            loom::thread::spawn(move || limiter.check(at).is_ok())
+        };
+        let given = limiter.cancel_reservation(reservation).is_ok();
+        // A quota change right after (burst 2): it must not let the check commit on a state
+        // it read under the old quota.
+        let two = quota.with_burst(NonZeroU32::new(2).unwrap()).unwrap();
+        limiter.set_quota(at, two);
+        let checked = checker.join().unwrap();
+        assert!(
+            given || !checked,
+            "a check admitted beside a reservation that stands"
+        );
+        // At `at`: the first check, at most one of (reservation, check), and nothing else.
+        assert!(limiter.stats().allowed <= 2);
+    });
+}

@@ -392,26 +392,54 @@ mod queue {
         assert_eq!(q.stats().waiting, 4);
     }
 
-    /// Nobody waits behind a cancelled slot: it is kept for the next waiter until one
-    /// emission interval after its instant, then lapses (never given back to the GCRA).
+    /// Nobody waits behind a cancelled slot and nothing was admitted since: it is given back
+    /// to the limiter, so a direct check can use it (the cancelled wait spent nothing).
     #[test]
-    fn a_slot_nobody_takes_serves_the_next_arrival_or_lapses() {
+    fn a_slot_nobody_takes_is_given_back_to_the_limiter() {
         let q = spent(1, 1);
+        let allowed = q.limiter().stats().allowed;
         drop(wait(q.acquire(T0, 1)));
-        // Arrives after the slot's instant, within one interval: admitted on its first poll,
-        // in the cancelled waiter's slot.
-        let mut d = wait(q.acquire(s(1.5), 1));
-        assert_eq!(d.slot(), Some(s(1.0)));
+        assert_eq!(q.stats().given_back, 1);
+        assert_eq!(
+            q.limiter().stats().allowed,
+            allowed,
+            "the reservation was undone"
+        );
+        assert!(q.limiter().check(s(0.9)).is_err());
+        assert!(
+            q.limiter().check(s(1.0)).is_ok(),
+            "its slot is free for a direct check"
+        );
+    }
+
+    /// The limiter moved on after the reservation (a direct check was admitted on top of it),
+    /// so it cannot be given back: it is kept for the next waiter until one emission interval
+    /// after its instant, then lapses (as an unused token does in the GCRA).
+    #[test]
+    fn a_slot_that_cannot_be_given_back_serves_the_next_arrival_or_lapses() {
         let (_, waker) = counting();
-        assert_eq!(poll(&mut d, &waker, s(1.5)), Poll::Ready(Ok(())));
+        let q = spent(1, 2); // two at T0: the next slot is 1 s, then 2 s
+        let a = wait(q.acquire(T0, 1));
+        assert_eq!(a.slot(), Some(s(1.0)));
+        assert!(
+            q.limiter().check(s(2.0)).is_ok(),
+            "a direct check on top of A's slot"
+        );
+        drop(a);
+        assert_eq!(q.stats().given_back, 0);
+        // Arrives within one interval of the slot's instant: admitted in it at once.
+        let mut d = wait(q.acquire(s(2.0), 1));
+        assert_eq!(d.slot(), Some(s(1.0)));
+        assert_eq!(poll(&mut d, &waker, s(2.0)), Poll::Ready(Ok(())));
         assert_eq!(q.stats().handed_on, 1);
 
-        drop(wait(q.acquire(s(1.5), 1))); // its slot: 2 s
-                                          // More than an interval later: the GCRA has a token again, the spare lapses.
-        assert!(matches!(q.acquire(s(3.5), 1), Acquire::Ready(Ok(()))));
-        let mut e = wait(q.acquire(s(3.5), 1));
-        assert_eq!(e.slot(), Some(s(4.5)));
-        assert!(poll(&mut e, &waker, s(3.5)).is_pending());
+        let e = wait(q.acquire(s(2.0), 1)); // slot 3 s
+        assert!(q.limiter().check(s(4.0)).is_ok(), "on top of E's slot");
+        drop(e);
+        // Arrives more than an interval after E's slot: the spare lapses, a fresh slot.
+        let mut f = wait(q.acquire(s(4.5), 1));
+        assert!(poll(&mut f, &waker, s(4.5)).is_pending());
+        assert_eq!(f.slot(), Some(s(5.0)));
         assert_eq!(q.stats().lapsed, 1);
     }
 

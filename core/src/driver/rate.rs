@@ -20,8 +20,9 @@
 //!   waiters and direct callers together never exceed the quota.
 //! - An uncontended `until_ready` with a token available is one plain check: no lock.
 //! - Cancel-safe: dropping the future spends nothing; a slot reserved for it is handed to the
-//!   next waiter in line (kept briefly if nobody waits, then lapses; never given back to the
-//!   GCRA, whose state only moves forward). [`RateLimiter::wait_stats`] counts it all.
+//!   next waiter in line, or given back to the GCRA when nobody else waits (unless an
+//!   admission was decided on top of it since: then it is kept briefly for the next waiter
+//!   and lapses). [`RateLimiter::wait_stats`] counts it all.
 //! - Direct `check()` callers do not queue: they are limited by the same GCRA but are not
 //!   ordered with the waiters. [`RateLimiter::until_n_ready`] keeps its place in line
 //!   (head-of-line blocking rather than starving large batches).

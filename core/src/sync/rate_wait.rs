@@ -37,11 +37,15 @@
 //!   freed slot goes to the next waiter in line, which is woken and takes it on its poll (a
 //!   drop has no clock, so the queue reserves nothing fresh during one: the next waiter does,
 //!   on its own poll's `now`).
-//!   When nobody can take it (nobody else waits, or only batches of another size), it is kept
-//!   for the next waiter of that size until one emission interval after its instant, and then
-//!   lapses, as an unused token does in the GCRA; it is never given back to the limiter, whose
-//!   state only moves forward (see [`crate::sync::gcra`]), so direct `check` callers cannot use
-//!   a lapsed slot. [`WaitStats`] counts slots handed on and lapsed.
+//!   When no waiter is left to take it, it is **given back** to the limiter
+//!   ([`SharedRateLimiter::cancel_reservation`]) if nothing was admitted or reserved on top of
+//!   it since: the state returns exactly to what it was, and direct `check` callers can use
+//!   the slot too. What is not returned: a slot the limiter has moved on from (a later
+//!   admission was decided on top of it and cannot be rewound), or one freed while waiters of
+//!   another batch size wait. Such a slot is kept for the next waiter of its size until one
+//!   emission interval after its instant, and then lapses, as an unused token does in the
+//!   GCRA (at most one reservation per cancelled wait). [`WaitStats`] counts slots handed on,
+//!   given back and lapsed.
 //! - An uncontended wait with a token available is a plain check: no lock, no allocation. The
 //!   queue's lock is taken only when someone waits, and held only for the bookkeeping.
 //! - Direct [`check`](SharedRateLimiter::check) callers do not queue: they are limited by the
@@ -83,7 +87,7 @@ use core::fmt;
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
-use super::gcra::SharedRateLimiter;
+use super::gcra::{Reservation, SharedRateLimiter};
 use super::shim::{Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 use super::waitlist::{Key, WaitList};
 use crate::rate::CheckNError;
@@ -128,13 +132,15 @@ pub struct WaitStats {
     pub handed_on: u64,
     /// Slots of dropped waiters that nobody took in time (see the module docs).
     pub lapsed: u64,
+    /// Slots of dropped waiters given back to the limiter (nobody else was waiting).
+    pub given_back: u64,
     /// Wake-ups the queue issued (to a waiter that got a slot or an earlier one, or failed).
     pub wakes: u64,
 }
 
 struct Waiter {
     n: u32,
-    slot: Option<Instant>,
+    slot: Option<Reservation>,
     waker: Option<Waker>,
     /// Set (with the burst) when the waiter was failed and detached.
     failed: Option<u32>,
@@ -146,8 +152,8 @@ struct Queue {
     reserved: usize,
     /// The first waiter without a slot.
     cursor: Option<Key>,
-    /// Freed slots nobody could take yet: `(n, instant)`, at most [`MAX_AHEAD`].
-    spare: Vec<(u32, Instant)>,
+    /// Freed slots nobody could take yet, at most [`MAX_AHEAD`].
+    spare: Vec<(u32, Reservation)>,
     /// The newest `now` seen: an older one is clamped to it.
     newest: Instant,
     /// The latest slot handed out. Once it has passed, the reserved waiters that still hold
@@ -300,7 +306,10 @@ impl<const C: bool> RateWaiters<C> {
             q.cursor = Some(key);
         }
         q.pump(&self.shared, now, Some(key), &mut wakes);
-        let slot = q.list.get_mut(key).and_then(|(w, _)| w.slot);
+        let slot = q
+            .list
+            .get(key)
+            .and_then(|(w, _)| w.slot.as_ref().map(Reservation::at));
         drop(q);
         wakes.wake();
         Acquire::Wait(RateWaiter {
@@ -331,7 +340,7 @@ impl Queue {
         let limiter = &shared.limiter;
         let t = limiter.quota().emission_interval();
         let before = self.spare.len();
-        self.spare.retain(|&(_, at)| at.saturating_add(t) >= now);
+        self.spare.retain(|(_, r)| r.at().saturating_add(t) >= now);
         self.stats.lapsed = self
             .stats
             .lapsed
@@ -355,7 +364,7 @@ impl Queue {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.0 == n)
-                .min_by_key(|(_, s)| s.1)
+                .min_by_key(|(_, s)| s.1.at())
                 .map(|(i, _)| i);
             let slot = if let Some(i) = spare {
                 self.stats.handed_on = self.stats.handed_on.saturating_add(1);
@@ -367,9 +376,9 @@ impl Queue {
                     now.saturating_add(LOOKAHEAD)
                 };
                 match limiter.reserve_n(now, n, latest) {
-                    Ok(at) => {
+                    Ok(r) => {
                         self.stats.reserved = self.stats.reserved.saturating_add(1);
-                        at
+                        r
                     }
                     Err(CheckNError::NotUntil { .. }) => break,
                     Err(CheckNError::InsufficientCapacity { burst }) => {
@@ -390,7 +399,7 @@ impl Queue {
                     }
                 }
             };
-            self.last_at = self.last_at.max(slot);
+            self.last_at = self.last_at.max(slot.at());
             if let Some((waiter, _)) = self.list.get_mut(key) {
                 waiter.slot = Some(slot);
                 if Some(key) != me {
@@ -423,7 +432,14 @@ impl Queue {
 
     /// A cancelled waiter's slot moves down the reserved prefix (each waiter of the same size
     /// behind it takes the earlier slot), and the last one freed becomes a spare for the pump.
-    fn hand_on(&mut self, from: Option<Key>, n: u32, slot: Instant, wakes: &mut Wakes) {
+    fn hand_on<const C: bool>(
+        &mut self,
+        shared: &Shared<C>,
+        from: Option<Key>,
+        n: u32,
+        slot: Reservation,
+        wakes: &mut Wakes,
+    ) {
         let mut freed = slot;
         let mut at = from;
         while let Some(key) = at {
@@ -433,12 +449,11 @@ impl Queue {
             let Some((waiter, _)) = self.list.get_mut(key) else {
                 break;
             };
-            let Some(theirs) = waiter.slot else {
+            let Some(theirs) = waiter.slot.as_mut() else {
                 break;
             };
-            if waiter.n == n && theirs > freed {
-                waiter.slot = Some(freed);
-                freed = theirs;
+            if waiter.n == n && theirs.at() > freed.at() {
+                core::mem::swap(theirs, &mut freed);
                 if let Some(w) = waiter.waker.take() {
                     wakes.0.push(w);
                     self.stats.wakes = self.stats.wakes.saturating_add(1);
@@ -452,11 +467,23 @@ impl Queue {
                 .spare
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, s)| s.1)
+                .min_by_key(|(_, s)| s.1.at())
                 .map(|(i, _)| i)
             {
-                self.spare.swap_remove(i);
+                drop(self.spare.swap_remove(i));
                 self.stats.lapsed = self.stats.lapsed.saturating_add(1);
+            }
+        }
+        if self.cursor.is_none() {
+            // Nobody waits for a slot: give it back to the limiter (for direct checks too),
+            // which works while nothing was admitted since; otherwise keep it for the next
+            // waiter (it lapses one interval after its instant).
+            match shared.limiter.cancel_reservation(freed) {
+                Ok(()) => {
+                    self.stats.given_back = self.stats.given_back.saturating_add(1);
+                    return;
+                }
+                Err(kept) => freed = kept,
             }
         }
         self.spare.push((n, freed));
@@ -512,7 +539,9 @@ impl<const C: bool> RateWaiter<C> {
             return self.slot;
         }
         let q = lock(&self.waiters.shared.queue);
-        q.list.get(self.key).and_then(|(w, _)| w.slot)
+        q.list
+            .get(self.key)
+            .and_then(|(w, _)| w.slot.as_ref().map(Reservation::at))
     }
 
     /// Polls for admission at `now`. `Ready(Ok)` once the waiter's slot has come;
@@ -535,7 +564,7 @@ impl<const C: bool> RateWaiter<C> {
         let mut pumped = false;
         let polled = loop {
             let (slot, linked, failed) = match q.list.get(self.key) {
-                Some((w, linked)) => (w.slot, linked, w.failed),
+                Some((w, linked)) => (w.slot.as_ref().map(Reservation::at), linked, w.failed),
                 None => {
                     // Only the owner removes its entry: not reached. Fail safe (admit nothing).
                     debug_assert!(false, "a queued waiter's entry is gone");
@@ -611,13 +640,14 @@ impl<const C: bool> Drop for RateWaiter<C> {
                         .list
                         .get_mut(self.key)
                         .and_then(|(w, _)| w.slot.take().map(|s| (w.n, s)));
+                    let freed = taken.is_some();
                     if let Some((n, slot)) = taken {
                         q.reserved = q.reserved.saturating_sub(1);
-                        q.hand_on(next, n, slot, &mut wakes);
+                        q.hand_on(shared, next, n, slot, &mut wakes);
                     }
                     q.leave(shared, self.key);
                     q.stats.cancelled = q.stats.cancelled.saturating_add(1);
-                    if taken.is_some() {
+                    if freed {
                         // A drop has no clock: the first waiter without a slot takes the spare
                         // (or reserves a fresh slot) on its own poll, with its own `now`.
                         if let Some(cursor) = q.cursor {
