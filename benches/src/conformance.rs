@@ -57,6 +57,7 @@ macro_rules! conformance_suite {
             zero_delay_retry_yields_so_a_ticker_beside_it_stays_on_time_and_an_outer_timeout_fires,
             hanging_dependency_with_the_timeout_outside_trips_the_breaker_after_minimum_calls,
             rate_limiter_until_ready_waits_until_retry_at,
+            rate_limiter_waiters_use_the_quota_in_fifo_order,
             bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait,
             shutdown_answers_in_flight_closes_idle_refuses_new_and_aborts_a_hung_client_at_the_deadline,
             shutdown_drain_ends_as_soon_as_the_last_connection_finishes,
@@ -624,6 +625,84 @@ fn quota(n: u32, burst: u32) -> keel_core::rate::Quota {
         .expect("valid rate")
         .with_burst(nz(burst))
         .expect("valid burst")
+}
+
+/// 1,000 tasks wait on one limiter at 1,000/s with a burst of 1, on the runtime's real
+/// timer (tokio's has 1 ms granularity): they are admitted in the order they queued, none
+/// before its slot (waiter `i`'s slot is `i + 1` ms after the start), and together they use
+/// at least 95 % of the quota (the 1,001 slots given out, the first check's included, span at
+/// most 1,054 ms), with about one limiter decision per admission. The old herd loop, where every waiter slept to the same `retry_at` and
+/// re-checked, made hundreds of decisions per admission, and a late wake-up lost its slot.
+pub fn rate_limiter_waiters_use_the_quota_in_fifo_order<H: Harness>() {
+    const N: usize = 1_000;
+    H::block_on(async {
+        let rt = H::Runtime::default();
+        let start = rt.now();
+        let limiter = RateLimiter::with_runtime(quota(1_000, 1), rt.clone());
+        limiter.check().expect("the burst of 1 is free: spend it");
+        let admitted = Arc::new(std::sync::Mutex::new(Vec::with_capacity(N)));
+        let done = Arc::new(AtomicUsize::new(0));
+        for i in 0..N {
+            let mut wait = Box::pin(limiter.until_ready());
+            // The first poll queues it: queue them in order, then hand each to its own task.
+            let first = futures_lite::future::poll_once(&mut wait).await;
+            let (admitted, done, rt) = (Arc::clone(&admitted), Arc::clone(&done), rt.clone());
+            crate::spawn::<H>(async move {
+                match first {
+                    Some(r) => r.expect("admitted"),
+                    None => wait.await.expect("admitted"),
+                }
+                admitted.lock().expect("not poisoned").push((i, rt.now()));
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let patience = Instant::now() + PATIENCE;
+        while done.load(Ordering::SeqCst) < N && Instant::now() < patience {
+            driver::sleep(&rt, Duration::from_millis(10)).await;
+        }
+        let admitted = admitted.lock().expect("not poisoned").clone();
+        assert_eq!(
+            admitted.len(),
+            N,
+            "{}: all admitted within {PATIENCE:?}",
+            H::NAME
+        );
+        for &(i, at) in &admitted {
+            let slot = start + Duration::from_millis(i as u64 + 1);
+            assert!(
+                at >= slot,
+                "{}: waiter {i} admitted {:?} before its slot (out of order or over quota)",
+                H::NAME,
+                slot.saturating_duration_since(at)
+            );
+        }
+        // No herd: about one limiter decision per waiter (a reservation, plus the first
+        // waiter's failed check), not one per waiter per admission.
+        let stats = limiter.stats();
+        let decisions = stats.allowed + stats.limited;
+        eprintln!("{}: {decisions} limiter decisions", H::NAME);
+        assert!(
+            decisions <= 2 * N as u64 + 10,
+            "{}: {decisions} limiter decisions for {N} admissions",
+            H::NAME
+        );
+        // The quota used: the limiter's TAT is the end of the last slot it gave out (one for
+        // the first check, then one per waiter), so this span does not depend on how late the
+        // last task happened to be polled; a slot lost to a late wake-up pushes it out.
+        let end = limiter.shared().reset_at(keel_core::Instant::ZERO);
+        let span = end.saturating_duration_since(start);
+        let last = admitted.iter().map(|&(_, at)| at).max().expect("N > 0");
+        eprintln!(
+            "{}: the first check and {N} waiters used {span:?} of slots; the last was admitted {:?} after the start",
+            H::NAME,
+            last.saturating_duration_since(start)
+        );
+        assert!(
+            span <= Duration::from_millis(1_054),
+            "{}: 1,001 slots at 1,000/s spanned {span:?}: under 95 % of the quota",
+            H::NAME
+        );
+    });
 }
 
 /// `RateLimiter::until_ready` (10/s, burst 1): the second wait sleeps on the runtime's timer

@@ -344,10 +344,13 @@ impl BulkheadStats {
 }
 
 /// The FIFO wait queue the engine drives. Implemented by the fixed ring here and by the
-/// shared form's queue (which carries a `Waker` per waiter as payload).
+/// shared form's queue (a slab with an intrusive list, which carries a `Waker` per waiter as
+/// payload and names its entries by a slot key, so it removes any waiter in O(1)).
 pub(crate) trait WaitQueue {
     /// What the storage keeps beside each waiter.
     type Payload;
+    /// How the storage names a queued waiter (for [`remove`](Self::remove)).
+    type Handle: Copy;
     fn len(&self) -> usize;
     /// The oldest waiter and its deadline.
     fn front(&self) -> Option<(WaiterId, Instant)>;
@@ -358,10 +361,10 @@ pub(crate) trait WaitQueue {
         id: WaiterId,
         deadline: Instant,
         payload: Self::Payload,
-    ) -> Result<(), Self::Payload>;
-    fn pop_front(&mut self) -> Option<(WaiterId, Self::Payload)>;
+    ) -> Result<Self::Handle, Self::Payload>;
+    fn pop_front(&mut self) -> Option<(WaiterId, Self::Handle, Self::Payload)>;
     /// Removes a waiter anywhere in the queue.
-    fn remove(&mut self, id: WaiterId) -> Option<Self::Payload>;
+    fn remove(&mut self, handle: Self::Handle) -> Option<Self::Payload>;
 }
 
 /// The bulkhead's logic, shared by [`Bulkhead`] and the `sync` form.
@@ -408,7 +411,7 @@ impl Engine {
         &mut self,
         now: Instant,
         q: &mut Q,
-        mut on_expired: impl FnMut(WaiterId, Q::Payload),
+        mut on_expired: impl FnMut(WaiterId, Q::Handle, Q::Payload),
     ) {
         // FIFO order is deadline order: deadlines are `arrival + max_wait` with a clamped,
         // never-decreasing arrival time.
@@ -417,9 +420,9 @@ impl Engine {
                 break;
             }
             match q.pop_front() {
-                Some((id, payload)) => {
+                Some((id, handle, payload)) => {
                     self.stats.shed_timeout = self.stats.shed_timeout.saturating_add(1);
-                    on_expired(id, payload);
+                    on_expired(id, handle, payload);
                 }
                 None => break,
             }
@@ -456,7 +459,7 @@ impl Engine {
         now: Instant,
         q: &mut Q,
         payload: Q::Payload,
-    ) -> Result<Option<(WaiterId, Instant)>, RejectReason> {
+    ) -> Result<Option<(WaiterId, Q::Handle, Instant)>, RejectReason> {
         if self.stats.in_flight < self.config.max_concurrent && q.len() == 0 {
             self.admit();
             return Ok(None);
@@ -471,31 +474,38 @@ impl Engine {
         }
         let id = WaiterId(self.next_waiter);
         let deadline = now.saturating_add(self.config.max_wait);
-        if q.push_back(id, deadline, payload).is_err() {
+        let Ok(handle) = q.push_back(id, deadline, payload) else {
             self.stats.shed_queue_full = self.stats.shed_queue_full.saturating_add(1);
             return Err(RejectReason::QueueFull);
-        }
+        };
         self.next_waiter = self.next_waiter.saturating_add(1);
         self.stats.queued = self.stats.queued.saturating_add(1);
         self.stats.peak_queue = self.stats.peak_queue.max(q.len());
-        Ok(Some((id, deadline)))
+        Ok(Some((id, handle, deadline)))
     }
 
     /// Returns a permit; promotes the oldest live waiter if there is one. Expired waiters must
     /// already have been removed.
-    pub(crate) fn release<Q: WaitQueue>(&mut self, q: &mut Q) -> Option<(WaiterId, Q::Payload)> {
+    pub(crate) fn release<Q: WaitQueue>(
+        &mut self,
+        q: &mut Q,
+    ) -> Option<(WaiterId, Q::Handle, Q::Payload)> {
         self.stats.in_flight = self.stats.in_flight.saturating_sub(1);
         if self.stats.in_flight >= self.config.max_concurrent {
             return None;
         }
-        let (id, payload) = q.pop_front()?;
+        let popped = q.pop_front()?;
         self.admit();
         self.stats.promoted = self.stats.promoted.saturating_add(1);
-        Some((id, payload))
+        Some(popped)
     }
 
-    pub(crate) fn cancel<Q: WaitQueue>(&mut self, q: &mut Q, id: WaiterId) -> Option<Q::Payload> {
-        let payload = q.remove(id)?;
+    pub(crate) fn cancel<Q: WaitQueue>(
+        &mut self,
+        q: &mut Q,
+        handle: Q::Handle,
+    ) -> Option<Q::Payload> {
+        let payload = q.remove(handle)?;
         self.stats.cancelled = self.stats.cancelled.saturating_add(1);
         Some(payload)
     }
@@ -548,6 +558,9 @@ impl<const N: usize> Ring<N> {
 
 impl<const N: usize> WaitQueue for Ring<N> {
     type Payload = ();
+    /// The fixed ring is searched by id: `N` is a compile-time bound, the `&mut` form's
+    /// queue is small by construction (the shared form's queue removes in O(1)).
+    type Handle = WaiterId;
 
     fn len(&self) -> usize {
         self.len
@@ -557,7 +570,7 @@ impl<const N: usize> WaitQueue for Ring<N> {
         self.get(0).map(|s| (s.id, s.deadline))
     }
 
-    fn push_back(&mut self, id: WaiterId, deadline: Instant, (): ()) -> Result<(), ()> {
+    fn push_back(&mut self, id: WaiterId, deadline: Instant, (): ()) -> Result<WaiterId, ()> {
         if self.len >= N {
             return Err(());
         }
@@ -565,14 +578,14 @@ impl<const N: usize> WaitQueue for Ring<N> {
         let slot = self.slots.get_mut(i).ok_or(())?;
         *slot = Slot { id, deadline };
         self.len += 1;
-        Ok(())
+        Ok(id)
     }
 
-    fn pop_front(&mut self) -> Option<(WaiterId, ())> {
+    fn pop_front(&mut self) -> Option<(WaiterId, WaiterId, ())> {
         let front = self.get(0)?;
         self.head = self.index(1);
         self.len -= 1;
-        Some((front.id, ()))
+        Some((front.id, front.id, ()))
     }
 
     fn remove(&mut self, id: WaiterId) -> Option<()> {
@@ -702,7 +715,7 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
         let now = self.expire(now);
         match self.engine.request(now, &mut self.queue, ()) {
             Ok(None) => Admission::Admitted(BulkheadPermit { _private: () }),
-            Ok(Some((waiter, deadline))) => Admission::Queued { waiter, deadline },
+            Ok(Some((waiter, _, deadline))) => Admission::Queued { waiter, deadline },
             Err(reason) => Admission::Rejected(reason),
         }
     }
@@ -722,7 +735,7 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
         let _ = permit;
         let _ = self.expire(now);
         match self.engine.release(&mut self.queue) {
-            Some((waiter, ())) => {
+            Some((waiter, _, ())) => {
                 self.push_event(BulkheadEvent::Promoted { waiter });
                 Release::Promoted {
                     waiter,
@@ -771,7 +784,7 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
             events,
         } = self;
         let mut dropped = 0u64;
-        engine.expire(now, queue, |waiter, ()| {
+        engine.expire(now, queue, |waiter, _, ()| {
             if events.push(BulkheadEvent::Expired { waiter }) {
                 dropped += 1;
             }

@@ -210,3 +210,121 @@ fn fake_id() -> WaiterId {
         other => panic!("{other:?}"),
     }
 }
+
+/// The shared form (`SharedBulkhead`, its queue the core's O(1) slab list) against the
+/// `&mut` form, in lockstep: the same requests, releases, cancellations (dropped waiters) and
+/// timeouts give the same answers, the same promoted waiters (collected by polling them),
+/// the same expired ones, and the same counters.
+#[cfg(feature = "std")]
+mod shared_lockstep {
+    use super::*;
+    use core::task::{Context, Poll, Waker};
+    use keel_core::sync::bulkhead::{Acquire, BulkheadGuard, BulkheadWaiter, SharedBulkhead};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_shared_bulkhead_decides_like_the_mut_form(
+            max_concurrent in 1usize..4,
+            max_queue in 0usize..6,
+            max_wait in max_wait(),
+            ops in proptest::collection::vec((op(), 0u64..50), 0..120),
+        ) {
+            let mut b = BulkheadConfig::builder().max_concurrent(max_concurrent).max_queue(max_queue.min(4));
+            if max_queue > 0 { b = b.max_wait(max_wait); }
+            let config = b.build().unwrap();
+            let start = Instant::from_secs(1);
+            let mut bh: Bulkhead<4> = Bulkhead::new(config, start);
+            let shared = SharedBulkhead::new(config, start);
+            let mut permits: Vec<BulkheadPermit> = vec![];
+            let mut guards: Vec<BulkheadGuard> = vec![];
+            let mut waiters: Vec<BulkheadWaiter> = vec![];
+            let mut ids: Vec<WaiterId> = vec![];
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut now = start;
+            for (op, step) in ops {
+                now += Duration::from_nanos(step);
+                match op {
+                    Op::Request => match (bh.on_request(now), shared.acquire(now)) {
+                        (Admission::Admitted(p), Acquire::Ready(Ok(g))) => {
+                            permits.push(p);
+                            guards.push(g);
+                        }
+                        (Admission::Queued { waiter, .. }, Acquire::Wait(w)) => {
+                            prop_assert_eq!(w.id(), waiter);
+                            ids.push(waiter);
+                            waiters.push(w);
+                        }
+                        (Admission::Rejected(r), Acquire::Ready(Err(e))) => prop_assert_eq!(e.reason(), r),
+                        (a, b) => prop_assert!(false, "request: {:?} vs {:?}", a, b),
+                    },
+                    Op::TryRequest => {
+                        shared.handle_timeout(now);
+                        match (bh.on_try_request(now), shared.try_acquire()) {
+                            (Ok(p), Ok(g)) => {
+                                permits.push(p);
+                                guards.push(g);
+                            }
+                            (Err(r), Err(e)) => prop_assert_eq!(e.reason(), r),
+                            (a, b) => prop_assert!(false, "try_request: {:?} vs {:?}", a, b),
+                        }
+                    }
+                    Op::Release(i) if !permits.is_empty() => {
+                        let p = permits.swap_remove(i % permits.len());
+                        let g = guards.swap_remove(i % guards.len());
+                        g.release(now);
+                        if let Release::Promoted { waiter, permit } = bh.on_release(now, p) {
+                            permits.push(permit);
+                            let k = waiters.iter().position(|w| w.id() == waiter);
+                            prop_assert!(k.is_some(), "shared form lost waiter {}", waiter);
+                            let mut w = waiters.swap_remove(k.unwrap_or(0));
+                            match w.poll(&mut cx, now) {
+                                Poll::Ready(Ok(g)) => guards.push(g),
+                                other => prop_assert!(false, "waiter {} not granted: {:?}", waiter, other),
+                            }
+                        }
+                    }
+                    Op::Cancel(i) if !ids.is_empty() => {
+                        let id = ids[i % ids.len()];
+                        let _ = bh.on_cancel(now, id);
+                        shared.handle_timeout(now);
+                        if let Some(k) = waiters.iter().position(|w| w.id() == id) {
+                            drop(waiters.swap_remove(k));
+                        }
+                    }
+                    Op::Timeout => {
+                        bh.handle_timeout(now);
+                        shared.handle_timeout(now);
+                    }
+                    Op::Release(_) | Op::Cancel(_) => {
+                        // Nothing to release or cancel: both still see the time.
+                        bh.handle_timeout(now);
+                        shared.handle_timeout(now);
+                    }
+                }
+                while bh.poll_event().is_some() {}
+                // Both forms have expired at `now`: the shared waiters the `&mut` form expired
+                // answer WaitedTooLong, the others are still pending.
+                let mut k = 0;
+                while k < waiters.len() {
+                    match waiters[k].poll(&mut cx, now) {
+                        Poll::Ready(Err(e)) => {
+                            prop_assert_eq!(e.reason(), RejectReason::WaitedTooLong);
+                            drop(waiters.swap_remove(k));
+                        }
+                        Poll::Pending => k += 1,
+                        Poll::Ready(Ok(_)) => prop_assert!(false, "a waiter granted without a release"),
+                    }
+                }
+                let mut s = bh.stats();
+                let mut t = shared.stats();
+                s.events_dropped = 0;
+                t.events_dropped = 0;
+                prop_assert_eq!(s, t, "counters disagree");
+                prop_assert_eq!(waiters.len(), s.queue_len);
+                prop_assert_eq!(guards.len(), permits.len());
+            }
+        }
+    }
+}

@@ -242,3 +242,27 @@ fn a_quota_change_at_a_stale_now_keeps_a_drained_limiter_drained() {
     assert_eq!(m.stats().clock_faults, 0);
     assert_eq!(s.stats().clock_faults, 0);
 }
+
+/// A reservation (what `until_ready`'s waiters take) decides after a clock fault as a check
+/// does: as a fresh limiter, not at a slot years away (found merging the fair-waiting queue with
+/// the clock-fault work: the reservation path had no resynchronisation).
+#[test]
+fn a_reservation_after_a_bogus_instant_is_a_fresh_limiters_slot() {
+    for bogus in bogus_ahead(Instant::from_secs(1_000)) {
+        let shared = SharedRateLimiter::new(one_per_second(), Instant::ZERO);
+        let t0 = Instant::from_secs(1_000);
+        assert!(shared.check(t0).is_ok());
+        let _ = shared.check(bogus);
+        let now = t0 + Duration::from_millis(10);
+        let latest = now + Duration::from_secs(2);
+        let first = shared.reserve_n(now, 1, latest).expect("a slot within 2 s");
+        assert_eq!(first.at(), now, "fresh after the fault ({bogus:?})");
+        let second = shared.reserve_n(now, 1, latest).expect("the next slot");
+        assert_eq!(
+            second.at(),
+            now + Duration::from_secs(1),
+            "then the quota holds"
+        );
+        assert_eq!(shared.clock_faults(), 1);
+    }
+}

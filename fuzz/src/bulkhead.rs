@@ -1,6 +1,11 @@
 //! The bulkhead against an exact reference model: in-flight never exceeds `max_concurrent`
 //! (nor goes negative), the queue never exceeds its bound, waiters are FIFO, never promoted at or
 //! after their deadline, expire exactly at it, and every counter balances.
+//!
+//! The shared form ([`SharedBulkhead`], whose queue is the core's O(1) slab list) runs in
+//! lockstep with the `&mut` machine: the same requests, releases, cancellations (dropped
+//! waiters) and timeouts must give the same answers, the same promoted waiters (collected by
+//! polling them) and the same counters.
 
 use std::collections::VecDeque;
 
@@ -9,6 +14,7 @@ use keel_core::bulkhead::{
     Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
     WaiterId,
 };
+use keel_core::sync::bulkhead::{Acquire, BulkheadGuard, BulkheadWaiter, SharedBulkhead};
 use keel_core::time::Instant;
 
 use crate::common::{Clock, Dur, Timed};
@@ -60,6 +66,11 @@ pub struct Harness {
     promoted: u64,
     cancelled: u64,
     events: u64,
+    /// The shared form, in lockstep.
+    shared: SharedBulkhead,
+    guards: Vec<BulkheadGuard>,
+    /// The shared form's waiters still queued (or granted and not yet collected).
+    waiters: Vec<BulkheadWaiter>,
 }
 
 impl Harness {
@@ -73,6 +84,13 @@ impl Harness {
         }
         let config = b.build().ok()?;
         let bh: Bulkhead<QUEUE> = Bulkhead::new(config, start);
+        // The same bound as the ring's, so both forms decide alike.
+        let shared_config = BulkheadConfig::builder()
+            .max_concurrent(config.max_concurrent())
+            .max_queue(config.max_queue().min(QUEUE))
+            .max_wait(config.max_wait())
+            .build()
+            .ok()?;
         assert_eq!(bh.queue_capacity(), config.max_queue().min(QUEUE));
         Some(Harness {
             b: bh,
@@ -87,7 +105,35 @@ impl Harness {
             promoted: 0,
             cancelled: 0,
             events: 0,
+            shared: SharedBulkhead::new(shared_config, start),
+            guards: Vec::new(),
+            waiters: Vec::new(),
         })
+    }
+
+    /// Collects the shared waiter `id` the `&mut` machine promoted: it must poll `Ready(Ok)`.
+    fn collect_promoted(&mut self, id: WaiterId, now: Instant) {
+        let i = self
+            .waiters
+            .iter()
+            .position(|w| w.id() == id)
+            .expect("the shared form has the promoted waiter");
+        let mut w = self.waiters.swap_remove(i);
+        let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+        match w.poll(&mut cx, now) {
+            core::task::Poll::Ready(Ok(g)) => self.guards.push(g),
+            other => panic!("the shared form did not grant waiter {id}: {other:?}"),
+        }
+    }
+
+    /// Drops the shared waiters the model no longer has queued (expired). A drop is no input
+    /// (a poll would be: it expires at its `now`, where a waiter queued at the end of the
+    /// clock is already due, and the forms would no longer see the same inputs): the counters
+    /// compared after it show they had expired (dropping one still queued counts a cancel).
+    fn drop_expired(&mut self) {
+        let queue = &self.queue;
+        self.waiters
+            .retain(|w| queue.iter().any(|(id, _)| *id == w.id()));
     }
 
     fn expire(&mut self, now: Instant) {
@@ -107,6 +153,18 @@ impl Harness {
             Op::Request => {
                 self.expire(newest);
                 let got = self.b.on_request(now);
+                match (&got, self.shared.acquire(now)) {
+                    (Admission::Admitted(_), Acquire::Ready(Ok(g))) => self.guards.push(g),
+                    (Admission::Queued { waiter, deadline }, Acquire::Wait(w)) => {
+                        assert_eq!(w.id(), *waiter, "the shared form queued another id");
+                        assert_eq!(w.deadline(), Some(*deadline).filter(|d| *d != Instant::MAX));
+                        self.waiters.push(w);
+                    }
+                    (Admission::Rejected(reason), Acquire::Ready(Err(e))) => {
+                        assert_eq!(e.reason(), *reason);
+                    }
+                    (a, b) => panic!("the forms disagree on a request: {a:?} vs {b:?}"),
+                }
                 match got {
                     Admission::Admitted(p) => {
                         assert!(
@@ -140,7 +198,18 @@ impl Harness {
             }
             Op::TryRequest => {
                 self.expire(newest);
-                match self.b.on_try_request(now) {
+                self.shared.handle_timeout(now);
+                let shared = self.shared.try_acquire();
+                let mine = self.b.on_try_request(now);
+                assert_eq!(
+                    mine.is_ok(),
+                    shared.is_ok(),
+                    "the forms disagree on try_request"
+                );
+                if let Ok(g) = shared {
+                    self.guards.push(g);
+                }
+                match mine {
                     Ok(p) => {
                         assert!(self.in_flight < self.max && self.queue.is_empty());
                         self.in_flight += 1;
@@ -162,6 +231,11 @@ impl Harness {
                     .swap_remove(usize::from(i) % self.permits.len());
                 self.expire(newest);
                 let got = self.b.on_release(now, p);
+                let guard = self.guards.pop().expect("as many guards as permits");
+                guard.release(now);
+                if let Release::Promoted { waiter, .. } = &got {
+                    self.collect_promoted(*waiter, now);
+                }
                 self.in_flight -= 1;
                 match got {
                     Release::Freed => {
@@ -193,6 +267,11 @@ impl Harness {
                 let queued = self.queue.iter().position(|(w, _)| *w == id);
                 let got = self.b.on_cancel(now, id);
                 assert_eq!(got, queued.is_some(), "cancel disagrees with the model");
+                // The shared form: expire as the `&mut` machine just did, then drop the waiter.
+                self.shared.handle_timeout(now);
+                if let Some(i) = self.waiters.iter().position(|w| w.id() == id) {
+                    drop(self.waiters.swap_remove(i));
+                }
                 if let Some(pos) = queued {
                     self.queue.remove(pos);
                     self.cancelled += 1;
@@ -201,6 +280,7 @@ impl Harness {
             Op::Timeout => {
                 self.expire(newest);
                 self.b.handle_timeout(now);
+                self.shared.handle_timeout(now);
                 assert!(self.b.poll_timeout().is_none_or(|t| t > now));
             }
             Op::WaitOut => {
@@ -210,6 +290,7 @@ impl Harness {
                     let newest = clock.newest();
                     self.expire(newest);
                     self.b.handle_timeout(t);
+                    self.shared.handle_timeout(t);
                     assert!(self.b.poll_timeout().is_none_or(|u| u > t));
                 }
             }
@@ -222,7 +303,13 @@ impl Harness {
                 }
             }
         }
+        self.drop_expired();
         let s = self.b.stats();
+        let mut shared = self.shared.stats();
+        shared.events_dropped = s.events_dropped;
+        assert_eq!(shared, s, "the shared form's counters disagree");
+        assert_eq!(self.guards.len(), self.permits.len());
+        assert_eq!(self.waiters.len(), self.queue.len());
         assert!(s.in_flight <= self.max, "in_flight above max_concurrent");
         assert!(s.queue_len <= self.bound, "queue above its bound");
         assert_eq!(

@@ -10,13 +10,22 @@
 //!
 //! # Contract
 //!
-//! - The wait is `loop { check(now) → Ok: done; Err(NotUntil { retry_at }) → sleep_until(retry_at) }`.
-//!   The check **is** the spend: a request is admitted by the same atomic step that decides it,
-//!   so nothing is spent while waiting and nothing is checked twice (no double spend). Waiters
-//!   that wake at the same `retry_at` race for the token; the losers get a later `retry_at` and
-//!   sleep again, so the limiter never admits more than its quota.
-//! - No busy-wait: a waiter is woken only by its timer. Waiting is not FIFO (GCRA keeps no
-//!   queue); under sustained contention a waiter can lose several rounds.
+//! - Waiting is **FIFO, by reservation, O(1) per admission** ([`crate::sync::rate_wait`] has
+//!   the whole discipline): a waiter that finds the limiter spent (or others already waiting)
+//!   joins a queue; the waiters at its head get slots reserved on the GCRA in advance and
+//!   sleep on their own timers until their slot; an admission wakes only the next waiter that
+//!   gets a slot (no herd: the old loop woke every waiter at the same `retry_at` to race for
+//!   one token). A waiter woken late by a coarse timer keeps its slot, so no capacity is lost
+//!   to timer granularity. A reservation is the admission, on the same GCRA as `check()`:
+//!   waiters and direct callers together never exceed the quota.
+//! - An uncontended `until_ready` with a token available is one plain check: no lock.
+//! - Cancel-safe: dropping the future spends nothing; a slot reserved for it is handed to the
+//!   next waiter in line, or given back to the GCRA when nobody else waits (unless an
+//!   admission was decided on top of it since: then it is kept briefly for the next waiter
+//!   and lapses). [`RateLimiter::wait_stats`] counts it all.
+//! - Direct `check()` callers do not queue: they are limited by the same GCRA but are not
+//!   ordered with the waiters. [`RateLimiter::until_n_ready`] keeps its place in line
+//!   (head-of-line blocking rather than starving large batches).
 //! - [`RateLimiter`] is `Clone`; every clone shares one counted [`SharedRateLimiter`] (one
 //!   `AtomicU64`), lock-free except while a quota change ([`SharedRateLimiter::set_quota`])
 //!   runs: checks spin until the change is done. [`KeyedRateLimiter`] shares one bounded
@@ -27,7 +36,7 @@
 //! # tracing (feature `tracing`)
 //!
 //! Target `keel::rate`, `debug` level: `"rate limited; waiting"` with fields `n` and
-//! `retry_at_ns` each time a waiter goes to sleep.
+//! `retry_at_ns` (the waiter's slot) each time a waiter arms its timer for a new slot.
 //!
 //! ```
 //! # #[derive(Clone, Default)] struct Rt;
@@ -65,24 +74,19 @@ use super::{Alarm, Runtime};
 use crate::rate::keyed::{self, KeyedConfig, KeyedError};
 use crate::rate::{CheckNError, NotUntil, Quota, RateLimiterStats};
 use crate::sync::gcra::SharedRateLimiter;
+use crate::sync::rate_wait::{self, RateWaiter, RateWaiters, WaitStats};
 use crate::time::Instant;
 
-/// A batch larger than the quota's burst: it can never be admitted at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[error(
-    "a batch larger than the burst ({burst}) can never be admitted: split it or raise the burst"
-)]
-pub struct InsufficientCapacity {
-    /// The quota's burst: the largest batch that can ever be admitted.
-    pub burst: u32,
-}
+pub use crate::sync::rate_wait::InsufficientCapacity;
 
 /// A GCRA rate limiter on a runtime: `check()` on the runtime's clock and `until_ready()` on its
 /// timer. Clones share one [`SharedRateLimiter`]: lock-free except while a quota change
-/// ([`SharedRateLimiter::set_quota`]) runs (checks wait for it). See the [module docs](self).
+/// ([`SharedRateLimiter::set_quota`]) runs (checks wait for it), and one FIFO of waiters
+/// ([`RateWaiters`]). See the [module docs](self).
 #[derive(Clone)]
 pub struct RateLimiter<R: Runtime> {
     shared: Arc<SharedRateLimiter<true>>,
+    waiters: RateWaiters<true>,
     rt: R,
 }
 
@@ -91,6 +95,7 @@ impl<R: Runtime> fmt::Debug for RateLimiter<R> {
         f.debug_struct("RateLimiter")
             .field("quota", &self.shared.quota())
             .field("stats", &self.shared.stats())
+            .field("waiting", &self.waiters.stats().waiting)
             .finish_non_exhaustive()
     }
 }
@@ -109,16 +114,22 @@ impl<R: Runtime> RateLimiter<R> {
     #[must_use]
     pub fn with_runtime(quota: Quota, rt: R) -> Self {
         let now = rt.now();
-        RateLimiter {
-            shared: Arc::new(SharedRateLimiter::counted(quota, now)),
-            rt,
-        }
+        Self::from_shared(Arc::new(SharedRateLimiter::counted(quota, now)), rt)
     }
 
     /// Wraps a shared limiter that other code (threads, other runtimes' tasks) also checks.
+    ///
+    /// The new limiter (and its clones) queue their waiters in a new FIFO: two limiters made
+    /// by separate `from_shared` calls share the budget but not the queue (they never admit
+    /// more than the budget together, but do not take turns with each other). Clone one
+    /// limiter to share the queue.
     #[must_use]
     pub fn from_shared(shared: Arc<SharedRateLimiter<true>>, rt: R) -> Self {
-        RateLimiter { shared, rt }
+        RateLimiter {
+            waiters: RateWaiters::new(Arc::clone(&shared)),
+            shared,
+            rt,
+        }
     }
 
     /// The shared limiter every clone uses.
@@ -152,25 +163,30 @@ impl<R: Runtime> RateLimiter<R> {
         self.shared.check_n(self.rt.now(), n)
     }
 
-    /// Waits until one request is admitted, and admits it.
+    /// Waits in line until one request is admitted, and admits it (see the
+    /// [module docs](self) for the discipline: FIFO, reserved slots, no herd).
     pub fn until_ready(&self) -> UntilReady<R> {
+        self.until_n_ready(1)
+    }
+
+    /// Waits in line until a batch of `n` is admitted, and admits it. Resolves at once to
+    /// `Err(InsufficientCapacity)` when `n` exceeds the burst (it would never be admitted).
+    /// A batch keeps its place in the FIFO: smaller requests behind it wait for it.
+    pub fn until_n_ready(&self, n: u32) -> UntilReady<R> {
         UntilReady {
             limiter: self.clone(),
-            n: 1,
+            n,
+            waiter: None,
             alarm: Alarm::new(),
             done: None,
         }
     }
 
-    /// Waits until a batch of `n` is admitted, and admits it. Resolves at once to
-    /// `Err(InsufficientCapacity)` when `n` exceeds the burst (it would never be admitted).
-    pub fn until_n_ready(&self, n: u32) -> UntilReady<R> {
-        UntilReady {
-            limiter: self.clone(),
-            n,
-            alarm: Alarm::new(),
-            done: None,
-        }
+    /// Counters of the waiting queue (waiting now, admitted after waiting, cancelled, slots
+    /// handed on or lapsed, wake-ups).
+    #[must_use]
+    pub fn wait_stats(&self) -> WaitStats {
+        self.waiters.stats()
     }
 
     /// How many single requests would be admitted now.
@@ -204,12 +220,15 @@ impl<R: Runtime> RateLimiter<R> {
 }
 
 /// The future of [`RateLimiter::until_ready`] and [`RateLimiter::until_n_ready`]: `'static`
-/// (it holds a clone of the limiter), cancel-safe (nothing is spent until it resolves `Ok`).
-/// Polled again after it resolved, it returns the same result again and spends nothing more.
+/// (it holds a clone of the limiter), cancel-safe (dropped before it resolves, it spends
+/// nothing: a slot reserved for it is handed on, see [`rate_wait`]). Polled again after it
+/// resolved, it returns the same result again and spends nothing more.
 #[must_use = "futures do nothing unless awaited"]
 pub struct UntilReady<R: Runtime> {
     limiter: RateLimiter<R>,
     n: u32,
+    /// Its place in the queue, once it had to wait.
+    waiter: Option<RateWaiter<true>>,
     alarm: Alarm<R>,
     /// The result, once resolved.
     done: Option<Result<(), InsufficientCapacity>>,
@@ -234,30 +253,37 @@ impl<R: Runtime> Future for UntilReady<R> {
         }
         let rt = &this.limiter.rt;
         loop {
-            let retry_at = match this.limiter.shared.check_n(rt.now(), this.n) {
-                Ok(()) => {
-                    this.done = Some(Ok(()));
-                    return Poll::Ready(Ok(()));
-                }
-                Err(CheckNError::InsufficientCapacity { burst }) => {
-                    let r = Err(InsufficientCapacity { burst });
-                    this.done = Some(r);
-                    return Poll::Ready(r);
-                }
-                Err(CheckNError::NotUntil { retry_at }) => retry_at,
+            let waiter = match &mut this.waiter {
+                Some(waiter) => waiter,
+                None => match this.limiter.waiters.acquire(rt.now(), this.n) {
+                    rate_wait::Acquire::Ready(r) => {
+                        this.done = Some(r);
+                        return Poll::Ready(r);
+                    }
+                    rate_wait::Acquire::Wait(w) => this.waiter.insert(w),
+                },
+            };
+            if let Poll::Ready(r) = waiter.poll(cx, rt.now()) {
+                this.done = Some(r);
+                this.waiter = None;
+                return Poll::Ready(r);
+            }
+            // No slot yet: the queue wakes this task when it gets one (and the first in line
+            // polls again when the last slot handed out passes, see `RateWaiter::retry_at`).
+            let Some(slot) = waiter.polled_slot().or(waiter.retry_at()) else {
+                return Poll::Pending;
             };
             #[cfg(feature = "tracing")]
-            if this.alarm.armed_for != Some(retry_at) {
+            if this.alarm.armed_for != Some(slot) {
                 tracing::debug!(
                     target: "keel::rate",
                     n = this.n,
-                    retry_at_ns = retry_at.as_nanos(),
+                    retry_at_ns = slot.as_nanos(),
                     "rate limited; waiting"
                 );
             }
-            // Ready only once the clock has passed `retry_at`: the next check is then a real
-            // new decision, never a spin on the same instant.
-            if this.alarm.poll_until(rt, retry_at, cx).is_pending() {
+            // Ready only once the clock has passed the slot: the next poll then admits.
+            if this.alarm.poll_until(rt, slot, cx).is_pending() {
                 return Poll::Pending;
             }
         }
@@ -376,8 +402,11 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         self.lock().stats()
     }
 
-    /// Waits until one request for `key` is admitted, and admits it (same loop as
-    /// [`RateLimiter::until_ready`]: the check is the spend).
+    /// Waits until one request for `key` is admitted, and admits it. The check is the spend:
+    /// the wait re-checks at the `retry_at` each rejection reports and sleeps again if it lost.
+    /// Unlike [`RateLimiter::until_ready`] this wait is **not** queued: several waiters on one
+    /// key wake at the same `retry_at` and race for it (one wins, the others sleep again), so
+    /// it is neither FIFO nor O(1) per admission when many tasks wait on one key.
     ///
     /// # Errors
     ///

@@ -14,8 +14,10 @@
 //!    resolves to a guard at or after its deadline** (a slot granted just before is passed on).
 //! 4. Dropping a waiter cancels the wait (or passes on a slot it was granted but never took).
 //!
-//! The lock is held only for the bookkeeping (no I/O, no user code); cancel is O(queue
-//! length). A guard dropped without a time uses the newest `now` the bulkhead has seen; use
+//! The lock is held only for the bookkeeping (no I/O, no user code). Every step is O(1) in
+//! the queue length: the queue is a slab threaded by a doubly-linked list, and each waiter
+//! holds its entry's key, so a cancelled waiter (dropped anywhere in the queue) is unlinked
+//! without a scan, and a poll finds its own entry directly. A guard dropped without a time uses the newest `now` the bulkhead has seen; use
 //! [`BulkheadGuard::release`] to pass the time explicitly.
 //!
 //! ```
@@ -42,12 +44,12 @@
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
 use core::task::{Context, Poll, Waker};
 
 use super::shim::{Arc, Mutex, MutexGuard};
+use super::waitlist::{Key, WaitList};
 use crate::bulkhead::{BulkheadConfig, BulkheadStats, Engine, RejectReason, WaitQueue, WaiterId};
 use crate::time::Instant;
 
@@ -75,25 +77,39 @@ impl BulkheadRejected {
     }
 }
 
+/// What became of a waiter the engine took out of the FIFO (it stays in the slab, detached,
+/// until its owner polls or drops it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Queued,
+    Granted,
+    Expired,
+}
+
 struct Entry {
     id: WaiterId,
     deadline: Instant,
     waker: Option<Waker>,
+    outcome: Outcome,
 }
 
+/// The FIFO of waiters: the core's O(1) wait list, so a cancelled waiter leaves from anywhere
+/// in the queue without a scan. A waiter popped (granted or expired) is detached, not freed:
+/// its owner learns what became of it at its next poll (or drop) from its own entry.
 struct Queue {
-    entries: VecDeque<Entry>,
+    entries: WaitList<Entry>,
 }
 
 impl WaitQueue for Queue {
     type Payload = Option<Waker>;
+    type Handle = Key;
 
     fn len(&self) -> usize {
         self.entries.len()
     }
 
     fn front(&self) -> Option<(WaiterId, Instant)> {
-        self.entries.front().map(|e| (e.id, e.deadline))
+        self.entries.front().map(|(_, e)| (e.id, e.deadline))
     }
 
     fn push_back(
@@ -101,47 +117,61 @@ impl WaitQueue for Queue {
         id: WaiterId,
         deadline: Instant,
         waker: Option<Waker>,
-    ) -> Result<(), Option<Waker>> {
-        self.entries.push_back(Entry {
-            id,
-            deadline,
-            waker,
-        });
-        Ok(())
+    ) -> Result<Key, Option<Waker>> {
+        self.entries
+            .push_back(Entry {
+                id,
+                deadline,
+                waker,
+                outcome: Outcome::Queued,
+            })
+            .map_err(|e| e.waker)
     }
 
-    fn pop_front(&mut self) -> Option<(WaiterId, Option<Waker>)> {
-        self.entries.pop_front().map(|e| (e.id, e.waker))
+    fn pop_front(&mut self) -> Option<(WaiterId, Key, Option<Waker>)> {
+        let (key, _) = self.entries.front()?;
+        let entry = self.entries.detach(key)?;
+        Some((entry.id, key, entry.waker.take()))
     }
 
-    fn remove(&mut self, id: WaiterId) -> Option<Option<Waker>> {
-        let pos = self.entries.iter().position(|e| e.id == id)?;
-        self.entries.remove(pos).map(|e| e.waker)
+    fn remove(&mut self, key: Key) -> Option<Option<Waker>> {
+        self.entries.remove(key).map(|e| e.waker)
+    }
+}
+
+impl Queue {
+    fn set_outcome(&mut self, key: Key, outcome: Outcome) {
+        if let Some((entry, _)) = self.entries.get_mut(key) {
+            entry.outcome = outcome;
+        }
     }
 }
 
 struct Inner {
     engine: Engine,
     queue: Queue,
-    /// Waiters promoted to a slot that have not polled yet.
-    granted: Vec<WaiterId>,
 }
 
 /// Wakers to wake once the lock is released (a woken task may poll, and lock, at once).
 /// Allocates only when a waiter expired.
 #[derive(Default)]
-struct Wakes(Vec<Waker>);
+struct Wakes {
+    wakers: Vec<Waker>,
+    /// Scratch: the entries an expiry sweep popped, to mark once the engine lets go of the
+    /// queue.
+    expired: Vec<Key>,
+}
 
 impl Wakes {
     fn push(&mut self, waker: Option<Waker>) {
         if let Some(w) = waker {
-            self.0.push(w);
+            self.wakers.push(w);
         }
     }
 
     /// Wakes them all: call after the lock is dropped.
     fn wake(self) {
-        for w in self.0 {
+        for w in self.wakers {
             w.wake();
         }
     }
@@ -151,27 +181,24 @@ impl Inner {
     /// Expires waiters due at `now`; their wakers go to `wakes` (wake them after unlocking).
     fn expire(&mut self, now: Instant, wakes: &mut Wakes) -> Instant {
         let now = self.engine.observe(now);
-        self.engine
-            .expire(now, &mut self.queue, |_, waker| wakes.push(waker));
+        let Inner { engine, queue } = self;
+        // The closure cannot reach the queue (the engine holds it): collect, then mark.
+        engine.expire(now, queue, |_, key, waker| {
+            wakes.push(waker);
+            wakes.expired.push(key);
+        });
+        for key in wakes.expired.drain(..) {
+            queue.set_outcome(key, Outcome::Expired);
+        }
         now
     }
 
     /// Releases a slot; the waker of the waiter that got it (and of any expired) go to `wakes`.
     fn release(&mut self, now: Instant, wakes: &mut Wakes) {
         let _ = self.expire(now, wakes);
-        if let Some((id, waker)) = self.engine.release(&mut self.queue) {
-            self.granted.push(id);
+        if let Some((_, key, waker)) = self.engine.release(&mut self.queue) {
+            self.queue.set_outcome(key, Outcome::Granted);
             wakes.push(waker);
-        }
-    }
-
-    fn take_grant(&mut self, id: WaiterId) -> bool {
-        match self.granted.iter().position(|&g| g == id) {
-            Some(pos) => {
-                self.granted.swap_remove(pos);
-                true
-            }
-            None => false,
         }
     }
 }
@@ -208,9 +235,8 @@ impl SharedBulkhead {
         let inner = Inner {
             engine: Engine::new(config, usize::MAX, now),
             queue: Queue {
-                entries: VecDeque::with_capacity(prealloc),
+                entries: WaitList::with_capacity(prealloc),
             },
-            granted: Vec::with_capacity(prealloc.min(config.max_concurrent())),
         };
         SharedBulkhead {
             inner: Arc::new(Mutex::new(inner)),
@@ -258,9 +284,10 @@ impl SharedBulkhead {
         let Inner { engine, queue, .. } = &mut *inner;
         let acquire = match engine.request(now, queue, None) {
             Ok(None) => Acquire::Ready(Ok(self.guard())),
-            Ok(Some((id, deadline))) => Acquire::Wait(BulkheadWaiter {
+            Ok(Some((id, key, deadline))) => Acquire::Wait(BulkheadWaiter {
                 bulkhead: self.clone(),
                 id,
+                key,
                 deadline,
                 done: false,
             }),
@@ -340,6 +367,8 @@ impl Drop for BulkheadGuard {
 pub struct BulkheadWaiter {
     bulkhead: SharedBulkhead,
     id: WaiterId,
+    /// Its entry in the queue's slab.
+    key: Key,
     deadline: Instant,
     done: bool,
 }
@@ -391,31 +420,36 @@ impl BulkheadWaiter {
         let mut wakes = Wakes::default();
         let mut inner = self.bulkhead.lock();
         let now = inner.expire(now, &mut wakes);
-        if inner.take_grant(self.id) {
-            self.done = true;
-            if now >= self.deadline {
-                // Granted, but collected too late: pass the slot on.
-                inner.release(now, &mut wakes);
-                drop(inner);
-                wakes.wake();
-                return timed_out;
-            }
-            drop(inner);
-            wakes.wake();
-            return Poll::Ready(Ok(self.bulkhead.guard()));
-        }
-        let polled = match inner.queue.entries.iter_mut().find(|e| e.id == self.id) {
-            Some(entry) => {
-                match &mut entry.waker {
-                    Some(w) => w.clone_from(cx.waker()),
-                    slot @ None => *slot = Some(cx.waker().clone()),
+        let outcome = match inner.queue.entries.get_mut(self.key) {
+            Some((entry, _)) => {
+                if entry.outcome == Outcome::Queued {
+                    match &mut entry.waker {
+                        Some(w) => w.clone_from(cx.waker()),
+                        slot @ None => *slot = Some(cx.waker().clone()),
+                    }
                 }
-                Poll::Pending
+                entry.outcome
             }
-            None => {
-                // Expired by another caller's sweep.
+            // Only the owner frees its entry; not reached.
+            None => Outcome::Expired,
+        };
+        let polled = match outcome {
+            Outcome::Queued => Poll::Pending,
+            Outcome::Expired => {
                 self.done = true;
+                let _ = inner.queue.entries.remove(self.key);
                 timed_out
+            }
+            Outcome::Granted => {
+                self.done = true;
+                let _ = inner.queue.entries.remove(self.key);
+                if now >= self.deadline {
+                    // Granted, but collected too late: pass the slot on.
+                    inner.release(now, &mut wakes);
+                    timed_out
+                } else {
+                    Poll::Ready(Ok(self.bulkhead.guard()))
+                }
             }
         };
         drop(inner);
@@ -432,12 +466,25 @@ impl Drop for BulkheadWaiter {
         let mut wakes = Wakes::default();
         {
             let mut inner = self.bulkhead.lock();
-            if inner.take_grant(self.id) {
-                let now = inner.engine.newest();
-                inner.release(now, &mut wakes);
-            } else {
-                let Inner { engine, queue, .. } = &mut *inner;
-                let _ = engine.cancel(queue, self.id);
+            match inner
+                .queue
+                .entries
+                .get_mut(self.key)
+                .map(|(e, _)| e.outcome)
+            {
+                Some(Outcome::Queued) => {
+                    let Inner { engine, queue } = &mut *inner;
+                    let _ = engine.cancel(queue, self.key);
+                }
+                Some(Outcome::Granted) => {
+                    let _ = inner.queue.entries.remove(self.key);
+                    let now = inner.engine.newest();
+                    inner.release(now, &mut wakes);
+                }
+                Some(Outcome::Expired) => {
+                    let _ = inner.queue.entries.remove(self.key);
+                }
+                None => {}
             }
         }
         wakes.wake();

@@ -44,6 +44,13 @@
 //!   admissions spanning more than `max_clock_jump` (60 s by default), all while that check
 //!   sat between its read and its CAS; and even then it commits a decision under the quota it
 //!   read, which only a quota change in the same span could make stale.
+//! - The other exception: [`SharedRateLimiter::cancel_reservation`] gives a reservation back by
+//!   moving the word from exactly the value the reservation wrote to exactly the value before
+//!   it (only if nothing was written since), undoing it. A check that read either value and
+//!   commits on it decides on a state that is exactly current, under the same quota, except if
+//!   a quota change came in between; so a quota change first moves the word past every value a
+//!   give-back has taken back (recorded before the give-back's CAS), and the word never again
+//!   holds, under a new quota, a value it held under an old one (loom: `loom_rate_wait`).
 //!
 //! ```
 //! use core::num::NonZeroU32;
@@ -71,6 +78,27 @@ use crate::time::Instant;
 
 /// The state word while a quota change is in progress. Never a TAT (those stop at `TAT_MAX`).
 const CHANGING: u64 = u64::MAX;
+
+/// A slot reserved by [`SharedRateLimiter::reserve_n`]: the admission of a batch at
+/// [`at`](Self::at). Use it (proceed at that instant) or give it back with
+/// [`SharedRateLimiter::cancel_reservation`]; it is neither `Copy` nor `Clone`, so it can be
+/// given back at most once.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a reservation is an admission: use it or give it back"]
+pub struct Reservation {
+    at: Instant,
+    /// The state before and after the reservation.
+    before: u64,
+    after: u64,
+}
+
+impl Reservation {
+    /// The instant the reserved batch conforms: proceed at or after it.
+    #[must_use]
+    pub const fn at(&self) -> Instant {
+        self.at
+    }
+}
 
 /// The words every check reads and an admission writes, alone on one cache line.
 ///
@@ -100,6 +128,9 @@ struct Cold {
     limited: AtomicU64,
     /// Clock faults resynchronised (every form counts them: they are rare and out of line).
     clock_faults: AtomicU64,
+    /// The highest state a cancelled reservation was taken back from (see
+    /// [`SharedRateLimiter::cancel_reservation`]): a quota change moves the state past it.
+    given_back: AtomicU64,
 }
 
 /// A GCRA rate limiter shared by reference (`Send + Sync`); see the [module docs](self).
@@ -173,6 +204,7 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
             cold: Cold {
                 limited: AtomicU64::new(0),
                 clock_faults: AtomicU64::new(0),
+                given_back: AtomicU64::new(0),
             },
         }
     }
@@ -385,6 +417,113 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         }
     }
 
+    /// Reserves the earliest slot for a batch of `n` at or after `now` and returns its instant
+    /// (`now` if the batch conforms now), unless that slot would come after `latest`.
+    ///
+    /// The reservation is the admission: the state moves exactly as [`check_n`](Self::check_n)
+    /// at the returned instant would move it, so checks and reservations together never admit
+    /// more than the quota (each is counted in `allowed` once). The caller proceeds at the
+    /// returned instant; one woken late by a coarse timer still owns its slot, since later
+    /// callers were placed after it. A caller that gives up hands the reservation to another
+    /// caller (the waiting queue of [`rate_wait`](crate::sync::rate_wait) does) or gives it
+    /// back ([`cancel_reservation`](Self::cancel_reservation), which works while nothing
+    /// was admitted since).
+    ///
+    /// `n = 0` is always a reservation at `now` and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckNError::InsufficientCapacity`] when `n` exceeds the burst (no slot ever fits);
+    /// [`CheckNError::NotUntil`] with the slot's instant when it is after `latest` (nothing is
+    /// reserved).
+    pub fn reserve_n(
+        &self,
+        now: Instant,
+        n: u32,
+        latest: Instant,
+    ) -> Result<Reservation, CheckNError> {
+        if n == 0 {
+            return Ok(Reservation {
+                at: now,
+                before: 0,
+                after: 0,
+            });
+        }
+        let now = now.as_nanos();
+        loop {
+            let (tat, t, tau, burst) = self.load(false);
+            if n > burst {
+                return Err(CheckNError::InsufficientCapacity { burst });
+            }
+            // After a clock fault, reserve as a fresh limiter would (as `check_n` decides).
+            let base = gcra::resync(tat, now, t, tau, self.hot.jump);
+            let at = match gcra::conform_n(base, now, t, tau, n) {
+                Ok(_) => now,
+                Err(at) => at,
+            };
+            if at > latest.as_nanos() {
+                return Err(CheckNError::NotUntil {
+                    retry_at: Instant::from_nanos(at),
+                });
+            }
+            // At `at` the batch conforms by construction (`at` is where `conform_n` said it
+            // would); the arm keeps the loop panic-free all the same.
+            let Ok(next) = gcra::conform_n(base, at, t, tau, n) else {
+                spin_hint();
+                continue;
+            };
+            if self.commit(tat, next) {
+                self.count_fault(base != tat);
+                return Ok(Reservation {
+                    at: Instant::from_nanos(at),
+                    before: tat,
+                    after: next,
+                });
+            }
+        }
+    }
+
+    /// Gives a reservation back: `Ok` if the state was still exactly where the reservation
+    /// left it (nothing was admitted or reserved since), and is now exactly where it was
+    /// before (the slot is free again, for checks and reservations alike, and `allowed` is
+    /// one less).
+    ///
+    /// # Errors
+    ///
+    /// The reservation, unchanged and still valid, if the limiter has moved on (a later
+    /// admission was decided on top of it and cannot be rewound) or it reserved nothing
+    /// (`n = 0`, or at the end of the clock): keep it, hand it on, or let it lapse.
+    ///
+    /// Pass only a reservation of this limiter that will not be used.
+    ///
+    /// A give-back is the one write that moves the state backwards. So that a check which read
+    /// the state before it cannot commit under a quota that changed in between (the state could
+    /// otherwise return to a value the check read), [`set_quota`](Self::set_quota) moves the
+    /// state past every value a give-back has taken back: a quota change soon after a give-back
+    /// starts no earlier than the end of the slot given back (stricter, never looser).
+    pub fn cancel_reservation(&self, reservation: Reservation) -> Result<(), Reservation> {
+        let (before, after) = (reservation.before, reservation.after);
+        if after <= before {
+            // n = 0, or saturated at the end of the clock: nothing to give back.
+            return Err(reservation);
+        }
+        // Published before the state moves back: a quota change that sees the state moved
+        // back (its marker CAS reads it) also sees this.
+        self.cold.given_back.fetch_max(after, Ordering::AcqRel);
+        let given = self
+            .hot
+            .tat
+            .compare_exchange(after, before, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !given {
+            return Err(reservation);
+        }
+        if COUNTED {
+            self.hot.allowed.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Would one request be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
@@ -482,12 +621,17 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
             quota.burst().get(),
         );
         // The state word must move forward, or a check that read the old quota before the
-        // marker could find its old TAT again and commit after this change (ABA). It moves
-        // back only where moving forward would leave a state the new quota reads as a clock
-        // fault (after a fault, or when the old debt exceeds what the new quota can ever owe
-        // by more than `max_clock_jump`): it then takes the `&mut` form's exact carried-over
-        // state, as a resynchronisation does (see the module docs).
-        let forward = carried.max(tat.saturating_add(1)).min(TAT_MAX);
+        // marker could find its old TAT again and commit after this change (ABA); past every
+        // value a cancelled reservation took back, too. It moves back only where moving forward
+        // would leave a state the new quota reads as a clock fault (after a fault, or when the
+        // old debt exceeds what the new quota can ever owe by more than `max_clock_jump`): it
+        // then takes the `&mut` form's exact carried-over state, as a resynchronisation does
+        // (see the module docs).
+        let given_back = self.cold.given_back.load(Ordering::Acquire);
+        let forward = carried
+            .max(tat.saturating_add(1))
+            .max(given_back.saturating_add(1))
+            .min(TAT_MAX);
         let next = if fault
             || gcra::clock_fault(forward, now, quota.t_nanos(), quota.tau(), self.hot.jump)
         {

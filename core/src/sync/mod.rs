@@ -20,6 +20,10 @@ pub mod bulkhead;
 pub mod gcra;
 pub mod limit;
 #[cfg(feature = "std")]
+pub mod rate_wait;
+#[cfg(feature = "std")]
 pub mod report;
+#[cfg(feature = "std")]
+mod waitlist;
 
 pub use limit::{Permit, SharedLimit};
