@@ -97,6 +97,8 @@
 pub(crate) mod gcra;
 #[cfg(feature = "alloc")]
 pub mod keyed;
+mod step;
+pub use step::{step, Step};
 
 use core::num::NonZeroU32;
 use core::time::Duration;
