@@ -304,7 +304,7 @@ impl FleetLimiter {
                 conn,
                 sha: Mutex::new(None),
                 prefix: format!("{{{}}}:", config.name),
-                breaker: SharedBreaker::new(config.breaker.clone(), now),
+                breaker: SharedBreaker::new(config.breaker, now),
                 deny: Mutex::new(DenyCache::new(config.deny_cache_keys)),
                 local,
                 counters: Counters::default(),

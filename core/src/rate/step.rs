@@ -164,7 +164,7 @@ mod tests {
             let mut limiter = RateLimiter::new(q, now);
             let mut tat = Instant::ZERO;
             for (dt, n) in ops {
-                now = now + Duration::from_nanos(dt);
+                now += Duration::from_nanos(dt);
                 let s = step(&q, tat, now, n);
                 let expected = if n == 1 {
                     limiter.check(now).map_err(CheckNError::from)
