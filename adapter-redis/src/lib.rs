@@ -673,3 +673,35 @@ impl QuotaNanos for keel_core::rate::Quota {
         u64::try_from(self.tolerance().as_nanos()).unwrap_or(u64::MAX)
     }
 }
+
+/// The README's "Across a fleet" example, compiled here (keel-tokio compiles the README's other
+/// blocks but does not depend on keel-redis):
+///
+/// ```no_run
+/// use std::num::NonZeroU32;
+/// use keel_redis::keel_core::rate::Quota;
+/// use keel_redis::{Denied, FailurePolicy, FleetConfig, FleetLimiter};
+///
+/// async fn handle(limiter: &FleetLimiter, user: &str) -> u16 {
+///     match limiter.check(user).await {
+///         Ok(_) => 200,
+///         Err(Denied::Limited { retry_after, .. }) => {
+///             println!("Retry-After: {}", retry_after.as_secs().max(1));
+///             429
+///         }
+///         Err(_) => 503, // FailClosed, and Redis could not decide
+///     }
+/// }
+///
+/// async fn setup() -> Result<FleetLimiter, Box<dyn std::error::Error>> {
+///     let per_second = |n| NonZeroU32::new(n).ok_or("zero");
+///     let quota = Quota::per_second(per_second(200)?)?.with_burst(per_second(20)?)?;
+///     let share = Quota::per_second(per_second(50)?)?.with_burst(per_second(5)?)?;
+///     let config = FleetConfig::builder("api", quota)
+///         .policy(FailurePolicy::Local { quota: share, max_keys: 10_000 })
+///         .build()?;
+///     Ok(FleetLimiter::connect("redis://127.0.0.1:6379", config)?)
+/// }
+/// ```
+#[cfg(doctest)]
+pub struct ReadmeFleetExample;
