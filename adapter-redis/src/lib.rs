@@ -19,6 +19,9 @@
 //!   trip, until the instant Redis would admit it, measured from when the request was sent, so
 //!   the cache never rejects what Redis would admit. An abusive key costs Redis about one request
 //!   per emission interval per replica. Bounded (`deny_cache_keys`).
+//! - **Fleet-wide concurrency.** A [`FleetBulkhead`] caps concurrent holders across the fleet
+//!   with leases that renew while the work runs, release on drop, and expire when their holder
+//!   dies ([`lease`]).
 //! - **When Redis fails** (slow, down, an error, a key holding garbage): a [`FailurePolicy`]
 //!   per limiter (closed, open, or a local limiter with a share of the quota); keel's circuit
 //!   breaker and a timeout around every call, so a dead Redis costs one timeout per breaker
@@ -67,6 +70,7 @@
 
 pub mod config;
 mod deny;
+pub mod lease;
 pub mod script;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +87,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use config::{FailurePolicy, FleetConfig, FleetConfigBuilder};
 pub use keel_core;
+pub use lease::{
+    FleetBulkhead, FleetBulkheadConfig, FleetBulkheadStats, Lease, LeaseError, LeasePolicy,
+};
 pub use script::RawStep;
 
 use deny::DenyCache;
