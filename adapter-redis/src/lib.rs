@@ -45,6 +45,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With feature `tower`, [`tower::FleetRateLimitLayer`] puts a fleet limiter in front of an
+//! axum, hyper or tonic service.
+//!
 //! ## The client: redis-rs
 //!
 //! keel-redis uses [`redis`] (redis-rs) with only its `tokio-comp` and `connection-manager`
@@ -72,6 +75,8 @@ pub mod config;
 mod deny;
 pub mod lease;
 pub mod script;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -287,3 +287,28 @@ fn a_quota_the_script_cannot_compute_exactly_is_a_config_error() {
         .build()
         .is_err());
 }
+
+#[cfg(feature = "tower")]
+#[tokio::test]
+async fn the_tower_layer_rejects_over_the_fleet_limit_with_a_boxed_denied() {
+    use keel_redis::tower::FleetRateLimitLayer;
+    use tower::{Layer, ServiceExt};
+
+    let l = limiter("tower", quota(1, 2), FailurePolicy::FailClosed);
+    let layer = FleetRateLimitLayer::new(l.clone(), |req: &String| req.clone());
+    let svc = layer.layer(tower::service_fn(|req: String| async move {
+        Ok::<_, std::convert::Infallible>(format!("hello {req}"))
+    }));
+    for _ in 0..2 {
+        let out = svc.clone().oneshot("alice".to_string()).await.unwrap();
+        assert_eq!(out, "hello alice");
+    }
+    let err = svc.clone().oneshot("alice".to_string()).await.unwrap_err();
+    match err.downcast_ref::<Denied>() {
+        Some(Denied::Limited { retry_after, .. }) => assert!(*retry_after > Duration::ZERO),
+        other => panic!("{other:?}"),
+    }
+    // Another key, and another service value on the same limiter, are unaffected.
+    assert!(svc.oneshot("bob".to_string()).await.is_ok());
+    assert_eq!(l.stats().admitted, 3);
+}
