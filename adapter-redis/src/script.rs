@@ -2,7 +2,8 @@
 //!
 //! Redis runs Lua 5.1, whose numbers are IEEE doubles: exact integers only up to 2^53. A TAT in
 //! nanoseconds since the Unix epoch (about 1.7 × 10^18) does not fit, so the script keeps every
-//! absolute instant as a pair `{seconds, nanoseconds}` (each exact) and every relative quantity
+//! absolute instant as a pair (seconds, nanoseconds) of values (each exact; passed as multiple
+//! values, not tables, so a decision allocates no Lua table but its reply) and every relative quantity
 //! (the emission interval `T`, the tolerance `τ`, the batch weight `T × (n - 1)`) as one number,
 //! which is exact because keel-redis requires `burst × T <= 2^53 ns` (about 104 days). Additions
 //! and subtractions saturate at 0 and `u64::MAX` exactly as the core's `u64` arithmetic does, so
@@ -28,64 +29,65 @@ use crate::FleetError;
 /// The script's source (what `SCRIPT LOAD` receives).
 pub const GCRA_LUA: &str = r#"
 local E9 = 1000000000
-local U64MAX = {18446744073, 709551615}
-local TATMAX = {18446744073, 709551614}
+-- u64::MAX and the largest TAT (u64::MAX - 1) as (seconds, nanoseconds)
+local MAXS, MAXN, TMAXN = 18446744073, 709551615, 709551614
 
+-- Instants travel as pairs of values (s, ns) with 0 <= ns < E9, each exact in a double.
 local function parse(str)
   if type(str) ~= 'string' or #str == 0 or #str > 20 or not string.match(str, '^%d+$') then
     return nil
   end
   local l = #str
-  if l <= 9 then return {0, tonumber(str)} end
-  local s = tonumber(string.sub(str, 1, l - 9))
-  local ns = tonumber(string.sub(str, l - 8))
-  if s > U64MAX[1] or (s == U64MAX[1] and ns > U64MAX[2]) then return nil end
-  return {s, ns}
+  if l <= 9 then return 0, tonumber(str) end
+  local s, ns = tonumber(string.sub(str, 1, l - 9)), tonumber(string.sub(str, l - 8))
+  if s > MAXS or (s == MAXS and ns > MAXN) then return nil end
+  return s, ns
 end
 
-local function fmt(a)
-  if a[1] == 0 then return string.format('%d', a[2]) end
-  return string.format('%d%09d', a[1], a[2])
+local function fmt(s, ns)
+  if s == 0 then return string.format('%d', ns) end
+  return string.format('%d%09d', s, ns)
 end
 
-local function lt(a, b)
-  return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
+local function lt(as, an, bs, bn)
+  return as < bs or (as == bs and an < bn)
 end
 
--- r: an integer in [0, 2^53]; returns {seconds, nanoseconds} exactly
+-- r: an integer in [0, 2^53]; returns (seconds, nanoseconds) exactly
 local function split(r)
   local s = math.floor(r / E9)
   local ns = r - s * E9
   if ns < 0 then s = s - 1; ns = ns + E9 elseif ns >= E9 then s = s + 1; ns = ns - E9 end
-  return {s, ns}
+  return s, ns
 end
 
-local function add_sat(a, r)
-  local b = split(r)
-  local s, ns = a[1] + b[1], a[2] + b[2]
+local function add_sat(s, ns, r)
+  if r == 0 then return s, ns end
+  local rs, rn = split(r)
+  s, ns = s + rs, ns + rn
   if ns >= E9 then s = s + 1; ns = ns - E9 end
-  local c = {s, ns}
-  if lt(U64MAX, c) then return {U64MAX[1], U64MAX[2]} end
-  return c
+  if lt(MAXS, MAXN, s, ns) then return MAXS, MAXN end
+  return s, ns
 end
 
-local function sub_sat(a, r)
-  local b = split(r)
-  local s, ns = a[1] - b[1], a[2] - b[2]
+local function sub_sat(s, ns, r)
+  if r == 0 then return s, ns end
+  local rs, rn = split(r)
+  s, ns = s - rs, ns - rn
   if ns < 0 then s = s - 1; ns = ns + E9 end
-  if s < 0 then return {0, 0} end
-  return {s, ns}
+  if s < 0 then return 0, 0 end
+  return s, ns
 end
 
 if redis.replicate_commands then redis.replicate_commands() end
 
-local now
+local nows, nown
 if ARGV[1] == '' then
   local tm = redis.call('TIME')
-  now = {tonumber(tm[1]), tonumber(tm[2]) * 1000}
+  nows, nown = tonumber(tm[1]), tonumber(tm[2]) * 1000
 else
-  now = parse(ARGV[1])
-  if now == nil then return redis.error_reply('KEEL_BADARG the time is not a u64') end
+  nows, nown = parse(ARGV[1])
+  if nows == nil then return redis.error_reply('KEEL_BADARG the time is not a u64') end
 end
 local t, tau, burst, n = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
@@ -93,39 +95,42 @@ local got = redis.pcall('GET', KEYS[1])
 if type(got) == 'table' and got.err then
   return redis.error_reply('KEEL_BADSTATE ' .. got.err)
 end
-local tat = {0, 0}
+local ts, tn = 0, 0
 if got then
-  tat = parse(got)
-  if tat == nil or lt(TATMAX, tat) then
+  ts, tn = parse(got)
+  if ts == nil or lt(MAXS, TMAXN, ts, tn) then
     return redis.error_reply('KEEL_BADSTATE the key does not hold a TAT (delete it)')
   end
 end
 
-if n == 0 then return {1, fmt(tat), fmt(now), '', 0} end
-if n > burst then return {2, fmt(tat), fmt(now), '', 0} end
+if n == 0 then return {1, fmt(ts, tn), fmt(nows, nown), '', 0} end
+if n > burst then return {2, fmt(ts, tn), fmt(nows, nown), '', 0} end
 
 local weight = t * (n - 1)
-local allow = sub_sat(add_sat(tat, weight), tau)
-if lt(now, allow) then
-  return {0, fmt(tat), fmt(now), fmt(allow), 0}
+local xs, xn = add_sat(ts, tn, weight)
+local as, an = sub_sat(xs, xn, tau)
+if lt(nows, nown, as, an) then
+  return {0, fmt(ts, tn), fmt(nows, nown), fmt(as, an), 0}
 end
-local base = now
-if lt(now, tat) then base = tat end
-local new = add_sat(add_sat(base, weight), t)
-if lt(TATMAX, new) then new = {TATMAX[1], TATMAX[2]} end
+local bs, bn = nows, nown
+if lt(nows, nown, ts, tn) then bs, bn = ts, tn end
+local ys, yn = add_sat(bs, bn, weight)
+local zs, zn = add_sat(ys, yn, t)
+if lt(MAXS, TMAXN, zs, zn) then zs, zn = MAXS, TMAXN end
 
 -- the state equals a fresh key's once now reaches the TAT: live that long, in ms rounded up
-local d = (new[1] - now[1]) * E9 + (new[2] - now[2])
+local d = (zs - nows) * E9 + (zn - nown)
 local ms = math.floor(d / 1000000)
 local rem = d - ms * 1000000
 if rem < 0 then ms = ms - 1; rem = rem + 1000000 elseif rem >= 1000000 then ms = ms + 1; rem = rem - 1000000 end
 if rem > 0 then ms = ms + 1 end
+local new = fmt(zs, zn)
 if ARGV[6] == '1' and ms > 0 then
-  redis.call('SET', KEYS[1], fmt(new), 'PX', ms)
+  redis.call('SET', KEYS[1], new, 'PX', ms)
 else
-  redis.call('SET', KEYS[1], fmt(new))
+  redis.call('SET', KEYS[1], new)
 end
-return {1, fmt(new), fmt(now), '', ms}
+return {1, new, fmt(nows, nown), '', ms}
 "#;
 
 /// The script's answer for one decision, on the clock the script used (the Redis server's
