@@ -484,10 +484,7 @@ impl FleetLimiter {
         .await
         {
             Ok(r) => r,
-            Err(_) => {
-                bump(&inner.counters.timeouts);
-                Err(FleetError::Timeout(inner.config.timeout))
-            }
+            Err(_) => Err(FleetError::Timeout(inner.config.timeout)),
         };
         let done = TokioRuntime.now();
         match outcome {
@@ -498,6 +495,9 @@ impl FleetLimiter {
             }
             Err(e) => {
                 bump(&inner.counters.errors);
+                if matches!(e, FleetError::Timeout(_)) {
+                    bump(&inner.counters.timeouts);
+                }
                 if matches!(e, FleetError::CorruptState { .. }) {
                     // Redis itself answered: one bad key says nothing about the server.
                     inner.breaker.on_ignored(done, permit);
@@ -655,6 +655,8 @@ impl FleetLimiter {
                     detail: e.to_string(),
                 })
             }
+            // The client's own response timeout (a backstop) is the limiter's timeout too.
+            Err(e) if e.is_timeout() => Err(FleetError::Timeout(inner.config.timeout)),
             Err(e) => Err(e.into()),
         }
     }

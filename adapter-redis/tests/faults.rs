@@ -83,9 +83,10 @@ async fn sigstop_for_2s_costs_no_task_more_than_the_timeout_and_redis_returns_wi
         t.await.unwrap();
     }
     let worst = Duration::from_micros(worst.load(Ordering::Relaxed));
-    // The timeout bounds every call; the generous margin is for a loaded 2-core machine.
+    // The timeout bounds every call (without it a call would wait out the 2 s stop); the
+    // generous margin is for a loaded 2-core machine.
     assert!(
-        worst < TIMEOUT + Duration::from_millis(400),
+        worst < TIMEOUT + Duration::from_secs(1),
         "a task waited {worst:?}"
     );
     assert!(during.timeouts >= 1, "{during:?}");
@@ -95,7 +96,7 @@ async fn sigstop_for_2s_costs_no_task_more_than_the_timeout_and_redis_returns_wi
     );
     assert!(during.breaker_rejections > 0, "{during:?}");
     // A stopped Redis cost about one timeout per breaker period, not one per request.
-    assert!(during.timeouts <= 3 + 2 * 8, "{during:?}");
+    assert!(during.errors <= 3 + 2 * 8, "{during:?}");
     println!(
         "worst wait {worst:?}, back on Redis {back:?} after SIGCONT, stats {:?}",
         l.stats()
