@@ -11,6 +11,9 @@ use keel_core::ConfigError;
 /// Redis scripts run Lua 5.1, whose numbers are doubles; see [`crate::script`].
 pub const MAX_REPLENISH_NANOS: u64 = 1 << 53;
 
+/// The longest [`FleetConfigBuilder::timeout`] accepted: one hour.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// What a limiter decides when Redis cannot (slow, down, an error, a key holding garbage, or
 /// keel's breaker open around Redis).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,15 +158,22 @@ impl FleetConfigBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Zero`] for an empty name or a zero timeout; [`ConfigError::OutOfRange`]
-    /// for `burst × T` over [`MAX_REPLENISH_NANOS`] (the script's exact range) or a `Local`
-    /// policy with `max_keys` 0; the breaker's own errors for the default breaker.
+    /// [`ConfigError::Zero`] for an empty name, a zero timeout or a `Local` policy with
+    /// `max_keys` 0; [`ConfigError::OutOfRange`] for a timeout over [`MAX_TIMEOUT`] or
+    /// `burst × T` over [`MAX_REPLENISH_NANOS`] (the script's exact range); the breaker's own
+    /// errors for the default breaker.
     pub fn build(self) -> Result<FleetConfig, ConfigError> {
         if self.name.is_empty() {
             return Err(ConfigError::Zero { field: "name" });
         }
         if self.timeout.is_zero() {
             return Err(ConfigError::Zero { field: "timeout" });
+        }
+        if self.timeout > MAX_TIMEOUT {
+            return Err(ConfigError::OutOfRange {
+                field: "timeout",
+                expected: "at most one hour: a limiter that waits longer for Redis is not limiting",
+            });
         }
         if self.quota.replenish_all().as_nanos() > u128::from(MAX_REPLENISH_NANOS) {
             return Err(ConfigError::OutOfRange {

@@ -12,9 +12,13 @@ use keel_core::Instant;
 /// decision happened after the send). A cached rejection is therefore one Redis would give too:
 /// the cache never rejects what Redis would admit; it only saves the round trip.
 ///
-/// Memory: at most `max_keys` entries. A full cache first drops expired entries; if every entry
+/// Memory: at most `max_keys` entries of at most [`MAX_KEY_BYTES`] each (a longer key is not
+/// cached: its requests go to Redis). A full cache first drops expired entries; if every entry
 /// is still live, the new key is not cached (its next request goes to Redis: correct, only
 /// slower).
+/// The longest key the cache holds, so `max_keys` bounds its bytes too.
+pub(crate) const MAX_KEY_BYTES: usize = 512;
+
 #[derive(Debug)]
 pub(crate) struct DenyCache {
     map: HashMap<String, Instant>,
@@ -42,7 +46,7 @@ impl DenyCache {
 
     /// Remembers that `key` is rejected until `until`.
     pub(crate) fn insert(&mut self, key: &str, until: Instant, now: Instant) {
-        if self.max_keys == 0 || until <= now {
+        if self.max_keys == 0 || until <= now || key.len() > MAX_KEY_BYTES {
             return;
         }
         if let Some(slot) = self.map.get_mut(key) {
@@ -94,6 +98,13 @@ mod tests {
         // Once the entries expire they make room again.
         c.insert("late", Instant::from_secs(90), Instant::from_secs(60));
         assert_eq!(c.len(), 1);
+        let mut c = DenyCache::new(3);
+        c.insert(&"x".repeat(MAX_KEY_BYTES + 1), Instant::from_secs(50), now);
+        assert_eq!(
+            c.len(),
+            0,
+            "a huge key would make max_keys no bound on memory"
+        );
         let mut off = DenyCache::new(0);
         off.insert("a", Instant::from_secs(50), now);
         assert_eq!(off.len(), 0);

@@ -100,17 +100,18 @@ impl FleetBulkheadConfig {
         })
     }
 
-    /// How long a lease outlives its holder's last renewal (at least 30 ms; rounded to ms).
+    /// How long a lease outlives its holder's last renewal (between 30 ms and one day;
+    /// rounded to ms).
     #[must_use]
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self.lease_ttl = ttl.clamp(Duration::from_millis(30), Duration::from_secs(86_400));
         self
     }
 
-    /// The longest one call to Redis waits (at least 1 ms).
+    /// The longest one call to Redis waits (between 1 ms and one hour).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout.max(Duration::from_millis(1));
+        self.timeout = timeout.clamp(Duration::from_millis(1), Duration::from_secs(3600));
         self
     }
 

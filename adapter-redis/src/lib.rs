@@ -254,6 +254,7 @@ struct Inner {
     local: Option<Mutex<KeyedRateLimiter<String>>>,
     counters: Counters,
     log: Mutex<LogGate>,
+    key_hash: std::collections::hash_map::RandomState,
 }
 
 /// A GCRA rate limiter whose state is in Redis, shared by every process that uses the same
@@ -320,6 +321,7 @@ impl FleetLimiter {
                 deny: Mutex::new(DenyCache::new(config.deny_cache_keys)),
                 local,
                 counters: Counters::default(),
+                key_hash: std::collections::hash_map::RandomState::new(),
                 log: Mutex::new(LogGate {
                     last: None,
                     suppressed: 0,
@@ -559,7 +561,13 @@ impl FleetLimiter {
             (FailurePolicy::Local { .. }, Some(local)) => {
                 bump(&inner.counters.fallback_local);
                 let mut local = lock(local);
-                let owned = key.to_owned();
+                // Long keys are stored by a keyed hash, so `max_keys` bounds bytes too.
+                let owned = if key.len() > deny::MAX_KEY_BYTES {
+                    use std::hash::BuildHasher;
+                    format!("#{:016x}", inner.key_hash.hash_one(key))
+                } else {
+                    key.to_owned()
+                };
                 match local.check_n(now, &owned, n) {
                     Ok(()) => Ok(Admitted {
                         remaining: local.remaining(now, &owned),

@@ -288,6 +288,10 @@ fn a_quota_the_script_cannot_compute_exactly_is_a_config_error() {
         .timeout(Duration::ZERO)
         .build()
         .is_err());
+    assert!(FleetConfig::builder("x", quota(1, 1))
+        .timeout(Duration::MAX)
+        .build()
+        .is_err());
 }
 
 #[cfg(feature = "tower")]
