@@ -164,6 +164,8 @@ pub(crate) mod gcra;
 pub mod ip;
 #[cfg(feature = "alloc")]
 pub mod keyed;
+mod step;
+pub use step::{step, Step};
 
 use core::num::NonZeroU32;
 use core::time::Duration;
