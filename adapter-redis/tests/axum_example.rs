@@ -90,8 +90,12 @@ struct Server {
 
 impl Server {
     fn start(redis: &str, name: &str, args: &[&str]) -> Server {
+        Server::start_at("127.0.0.1:0", redis, name, args)
+    }
+
+    fn start_at(addr: &str, redis: &str, name: &str, args: &[&str]) -> Server {
         let mut child = Command::new(example())
-            .args(["--redis", redis, "--name", name, "--addr", "127.0.0.1:0"])
+            .args(["--redis", redis, "--name", name, "--addr", addr])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -151,7 +155,11 @@ impl Reply {
 /// `GET path` over a fresh loopback connection (`Connection: close`), reading to EOF; every
 /// step is bounded so a hang fails the test instead of stalling it.
 fn get(port: u16, path: &str) -> Reply {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    get_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path)
+}
+
+fn get_at(addr: std::net::SocketAddr, path: &str) -> Reply {
+    let port = addr.port();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
@@ -159,7 +167,7 @@ fn get(port: u16, path: &str) -> Reply {
         .expect("write timeout");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
     )
     .expect("send the request");
     let mut raw = Vec::new();
@@ -362,4 +370,37 @@ fn a_redis_that_stops_answering_costs_no_hang_and_the_fleet_limit_comes_back_wit
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether `key` exists on the Redis at `url`.
+fn exists(url: &str, key: &str) -> bool {
+    let mut c = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect to KEEL_REDIS_URL");
+    let n: i64 = redis::cmd("EXISTS").arg(key).query(&mut c).expect("EXISTS");
+    n == 1
+}
+
+#[test]
+fn the_fleet_key_is_the_client_ip_and_an_ipv6_client_is_keyed_by_its_64() {
+    let redis = redis_url();
+    let name = unique("axum-ip");
+    let args = ["--per-second", SLOW_RATE, "--burst", "3"];
+    let v4 = Server::start(&redis, &name, &args);
+    assert_eq!(get(v4.port, "/").status, 200);
+    assert!(exists(&redis, &format!("{{{name}}}:127.0.0.1")));
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: the /64 half of this test did not run");
+        return;
+    }
+    let v6 = Server::start_at("[::1]:0", &redis, &name, &args);
+    let r = get_at(
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v6.port)),
+        "/",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.number("x-ratelimit-remaining"), 2, "{r:?}");
+    // ::1's /64 is ::/64: the key is `{name}:` + `::`, not `{name}:` + `::1`.
+    assert!(exists(&redis, &format!("{{{name}}}:::")));
+    assert!(!exists(&redis, &format!("{{{name}}}::::1")));
 }
