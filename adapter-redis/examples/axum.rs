@@ -142,8 +142,9 @@ fn make_quota(per_second: f64, burst: u32) -> Result<Quota, String> {
     if !(per_second.is_finite() && per_second > 0.0) {
         return Err("--per-second must be a number above 0".into());
     }
-    let period = Duration::try_from_secs_f64(1.0 / per_second)
-        .map_err(|e| format!("--per-second {per_second}: {e}"))?;
+    let period = Duration::try_from_secs_f64(1.0 / per_second).map_err(|e| {
+        format!("--per-second {per_second:e}: one request per 1/R s must fit a Duration ({e})")
+    })?;
     let burst = NonZeroU32::new(burst).ok_or("--burst must be at least 1")?;
     Quota::with_period(period)
         .and_then(|q| q.with_burst(burst))
