@@ -377,7 +377,7 @@ pub(crate) fn os_seed() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -403,8 +403,9 @@ mod tests {
         }
     }
 
+    /// A waker that counts its wakes (shared by the driver's unit tests).
     #[derive(Default)]
-    struct CountWakes(AtomicUsize);
+    pub(crate) struct CountWakes(pub(crate) AtomicUsize);
     impl Wake for CountWakes {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);

@@ -736,9 +736,7 @@ mod tests {
 #[cfg(test)]
 mod yield_tests {
     use super::*;
-    use core::sync::atomic::AtomicUsize;
     use core::task::{Context, Waker};
-    use std::task::Wake;
 
     /// A clock that never moves and timers that are always due: every delay is already over.
     #[derive(Clone, Default)]
@@ -760,13 +758,7 @@ mod yield_tests {
         }
     }
 
-    #[derive(Default)]
-    struct CountWakes(AtomicUsize);
-    impl Wake for CountWakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::driver::tests::CountWakes;
 
     /// Each poll of a zero-delay run makes at most one attempt, then returns `Pending` having
     /// woken itself (the operation would succeed at the 1000th attempt: without the yield the
