@@ -4,52 +4,18 @@
 //! `RUSTFLAGS="--cfg keel_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p keel-core --features std --test loom_bulkhead`
 #![cfg(keel_loom)]
 
-use core::future::{poll_fn, Future};
-use core::pin::pin;
-use core::task::{Context, Poll, Waker};
+use core::future::poll_fn;
 use core::time::Duration;
 
 use keel_core::bulkhead::BulkheadConfig;
 use keel_core::sync::bulkhead::{Acquire, SharedBulkhead};
 use keel_core::Instant;
 use loom::sync::atomic::{AtomicUsize, Ordering};
-use loom::sync::{Arc, Condvar, Mutex};
+use loom::sync::Arc;
 
-/// A waker that signals a loom condition variable (loom's own `block_on` needs its `futures`
-/// feature).
-struct Signal {
-    woken: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl std::task::Wake for Signal {
-    fn wake(self: std::sync::Arc<Self>) {
-        *self.woken.lock().unwrap() = true;
-        self.cv.notify_one();
-    }
-}
-
-/// Polls `fut` to completion, blocking between polls until woken; a lost wake-up blocks for
-/// ever, which loom reports as a deadlock.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let signal = std::sync::Arc::new(Signal {
-        woken: Mutex::new(false),
-        cv: Condvar::new(),
-    });
-    let waker = Waker::from(signal.clone());
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        let mut woken = signal.woken.lock().unwrap();
-        while !*woken {
-            woken = signal.cv.wait(woken).unwrap();
-        }
-        *woken = false;
-    }
-}
+#[path = "support/loom_block_on.rs"]
+mod loom_block_on;
+use loom_block_on::block_on;
 
 fn config(max_concurrent: usize, max_queue: usize) -> BulkheadConfig {
     let mut b = BulkheadConfig::builder()

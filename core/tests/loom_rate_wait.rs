@@ -6,54 +6,20 @@
 //! `RUSTFLAGS="--cfg keel_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p keel-core --features std --test loom_rate_wait`
 #![cfg(keel_loom)]
 
-use core::future::{poll_fn, Future};
+use core::future::poll_fn;
 use core::num::NonZeroU32;
-use core::pin::pin;
 use core::task::{Context, Poll, Waker};
 
 use keel_core::rate::Quota;
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::sync::rate_wait::{Acquire, InsufficientCapacity, RateWaiter, RateWaiters};
 use keel_core::Instant;
-use loom::sync::{Condvar, Mutex};
 
 const T0: Instant = Instant::from_secs(10);
 
-/// A waker that signals a loom condition variable (loom's own `block_on` needs its `futures`
-/// feature).
-struct Signal {
-    woken: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl std::task::Wake for Signal {
-    fn wake(self: std::sync::Arc<Self>) {
-        *self.woken.lock().unwrap() = true;
-        self.cv.notify_one();
-    }
-}
-
-/// Polls `fut` to completion, blocking between polls until woken; a lost wake-up blocks for
-/// ever, which loom reports as a deadlock.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let signal = std::sync::Arc::new(Signal {
-        woken: Mutex::new(false),
-        cv: Condvar::new(),
-    });
-    let waker = Waker::from(signal.clone());
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        let mut woken = signal.woken.lock().unwrap();
-        while !*woken {
-            woken = signal.cv.wait(woken).unwrap();
-        }
-        *woken = false;
-    }
-}
+#[path = "support/loom_block_on.rs"]
+mod loom_block_on;
+use loom_block_on::block_on;
 
 /// Waits as the driver does: polls at the waiter's slot when it has one (its timer fired),
 /// and otherwise parks until the queue wakes it.
