@@ -161,9 +161,9 @@ impl<C> ConnShared<C> {
             .store((self.clock)().as_nanos(), Ordering::Relaxed);
     }
 
-    /// `Some(error)` if the connection was ordered closed or its read deadline passed
-    /// (registering `cx` to hear a later order otherwise).
-    fn check(&self, cx: &mut Context<'_>, slot: usize, reading: bool) -> Option<io::Error> {
+    /// `Some(error)` if the connection was ordered closed or (when `reading`) its read deadline
+    /// passed. Lock-free: atomics, and a clock read only while a read deadline is armed.
+    fn check(&self, reading: bool) -> Option<io::Error> {
         if let Some(reason) = self.closed_for() {
             return Some(closed_error(reason));
         }
@@ -182,6 +182,13 @@ impl<C> ConnShared<C> {
                 }
             }
         }
+        None
+    }
+
+    /// After the socket said `Pending`: registers `cx` to hear a close order, then checks again
+    /// (an order given between the first check and the registration is reported now, not
+    /// never). The waker lock is taken only here, never on a ready read or write.
+    fn park(&self, cx: &mut Context<'_>, slot: usize) -> Option<io::Error> {
         let mut wakers = lock(&self.wakers);
         if let Some(w) = wakers.get_mut(slot) {
             match w {
@@ -190,8 +197,29 @@ impl<C> ConnShared<C> {
             }
         }
         drop(wakers);
-        // Closed between the check and the registration: report it now, not never.
         self.closed_for().map(closed_error)
+    }
+
+    /// The order of a poll: [`check`](Self::check), the socket, then [`park`](Self::park) if it
+    /// is pending, and the activity stamp if it moved bytes.
+    fn poll_io<T>(
+        &self,
+        cx: &mut Context<'_>,
+        slot: usize,
+        reading: bool,
+        io: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Some(e) = self.check(reading) {
+            return Poll::Ready(Err(e));
+        }
+        let r = io(cx);
+        if r.is_pending() {
+            if let Some(e) = self.park(cx, slot) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        self.note(&r);
+        r
     }
 
     fn note<T>(&self, r: &Poll<io::Result<T>>) {
@@ -344,12 +372,7 @@ impl<L: ConnIo> futures_io::AsyncRead for Conn<L> {
         let Some((io, shared)) = self.get_mut().parts() else {
             return Poll::Ready(Err(gone()));
         };
-        if let Some(e) = shared.check(cx, 0, true) {
-            return Poll::Ready(Err(e));
-        }
-        let r = L::poll_read(io, cx, buf);
-        shared.note(&r);
-        r
+        shared.poll_io(cx, 0, true, |cx| L::poll_read(io, cx, buf))
     }
 }
 
@@ -362,12 +385,7 @@ impl<L: ConnIo> futures_io::AsyncWrite for Conn<L> {
         let Some((io, shared)) = self.get_mut().parts() else {
             return Poll::Ready(Err(gone()));
         };
-        if let Some(e) = shared.check(cx, 1, false) {
-            return Poll::Ready(Err(e));
-        }
-        let r = L::poll_write(io, cx, buf);
-        shared.note(&r);
-        r
+        shared.poll_io(cx, 1, false, |cx| L::poll_write(io, cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
