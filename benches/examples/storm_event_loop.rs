@@ -40,7 +40,9 @@ fn build_event_loop() -> Result<PathBuf, String> {
     }
     let status = build.status().map_err(|e| format!("running cargo: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo build -p keel-core --example event_loop: {status}"));
+        return Err(format!(
+            "cargo build -p keel-core --example event_loop: {status}"
+        ));
     }
     let me = std::env::current_exe().map_err(|e| format!("the path of this example: {e}"))?;
     let server = me.with_file_name("event_loop");

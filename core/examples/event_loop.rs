@@ -193,7 +193,8 @@ fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
 }
 
 fn count<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag}: `{v}` is not a count"))
+    v.parse()
+        .map_err(|_| format!("{flag}: `{v}` is not a count"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -223,15 +224,11 @@ struct Machines {
 
 impl Machines {
     fn new(opts: &Options, now: Instant) -> Result<Machines, keel_core::ConfigError> {
-        let limit = LimitConfig::builder()
-            .max(opts.max_connections)
-            .build()?;
+        let limit = LimitConfig::builder().max(opts.max_connections).build()?;
         let conns = ConnConfig::builder()
             .idle_timeout(opts.idle_timeout)
             .build()?;
-        let shutdown = ShutdownConfig::builder()
-            .grace_period(opts.grace)
-            .build()?;
+        let shutdown = ShutdownConfig::builder().grace_period(opts.grace).build()?;
         let rate = match opts.rate_per_ip {
             Some(per_second) => Some(KeyedRateLimiter::new(
                 KeyedConfig::builder()
@@ -307,7 +304,10 @@ impl Machines {
             .with("accept", accept)
             .with("connections", connections)
             .with("clients", clients)
-            .with("shutdown", ComponentState::from_shutdown(self.shutdown.state()))
+            .with(
+                "shutdown",
+                ComponentState::from_shutdown(self.shutdown.state()),
+            )
     }
 
     /// The `stats:` line, with the adapters' field names (and `rate_limited` at the end).
@@ -461,7 +461,8 @@ impl Connection {
         let line: Vec<u8> = self.input.drain(..=newline).collect();
         if line.trim_ascii() == b"HEALTH" {
             let health = m.health(now, ctx.listener_failed);
-            self.output.extend_from_slice(format!("{health}\n").as_bytes());
+            self.output
+                .extend_from_slice(format!("{health}\n").as_bytes());
         } else {
             self.output.extend_from_slice(&line);
         }
@@ -494,7 +495,10 @@ impl Connection {
         m: &mut Machines,
         ctx: &LineLimits,
     ) -> Option<Next> {
-        let room = ctx.max_line.saturating_sub(self.input.len()).clamp(1, READ_CHUNK);
+        let room = ctx
+            .max_line
+            .saturating_sub(self.input.len())
+            .clamp(1, READ_CHUNK);
         let mut chunk = [0u8; READ_CHUNK];
         let Some(buf) = chunk.get_mut(..room) else {
             return Some(Next::Close(ConnEnd::Reset)); // room <= READ_CHUNK: cannot happen
@@ -512,7 +516,8 @@ impl Connection {
                     let deadline = ctx.line_timeout.map(|t| now.saturating_add(t));
                     m.conns.on_read_deadline(now, id, deadline);
                 }
-                self.input.extend_from_slice(buf.get(..n).unwrap_or_default());
+                self.input
+                    .extend_from_slice(buf.get(..n).unwrap_or_default());
                 m.conns.on_activity(now, id, now);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
@@ -676,7 +681,12 @@ impl Server {
         while let Some(ConnEvent::Close { id, reason }) = self.m.conns.poll_event() {
             if self.debug {
                 let fields = format!("id={id} reason=\"{}\"", reason.as_str());
-                log("DEBUG", "keel::serve", "connection closed by the server", &fields);
+                log(
+                    "DEBUG",
+                    "keel::serve",
+                    "connection closed by the server",
+                    &fields,
+                );
             }
             self.close(now, id, ConnEnd::Closed(reason));
         }
@@ -703,7 +713,12 @@ impl Server {
         };
         match c.phase {
             Phase::Lingering { .. } => self.close(now, id, ConnEnd::LingerTimeout),
-            Phase::Serving { .. } => self.step(now, id),
+            Phase::Serving { .. } => {
+                // `retry_at` has passed: the line asks the limiter again when the connection
+                // can take an answer (now, or when a slow reader has caught up).
+                c.parked_until = None;
+                self.step(now, id);
+            }
         }
     }
 
@@ -764,7 +779,12 @@ impl Server {
         if let Some(id) = self.m.conns.reclaim(now) {
             if self.debug {
                 let fields = format!("id={id}");
-                log("DEBUG", "keel::serve", "idle connection reclaimed for a newcomer at the limit", &fields);
+                log(
+                    "DEBUG",
+                    "keel::serve",
+                    "idle connection reclaimed for a newcomer at the limit",
+                    &fields,
+                );
             }
             self.close(now, id, ConnEnd::Closed(CloseReason::Reclaimed));
             return self.m.limit.available() > 0;
@@ -823,7 +843,12 @@ impl Server {
     }
 
     fn listener_failed(&mut self, now: Instant, error: io::Error) {
-        log("ERROR", "keel::accept", "listener failed; accept loop stopped", &format!("error=\"{error}\""));
+        log(
+            "ERROR",
+            "keel::accept",
+            "listener failed; accept loop stopped",
+            &format!("error=\"{error}\""),
+        );
         self.listener_error = Some(error);
         self.limits.listener_failed = true;
         let decision = self.m.shutdown.begin_drain(now);
@@ -833,7 +858,12 @@ impl Server {
     fn log_accept_events(&mut self, error: Option<&io::Error>) {
         while let Some(event) = self.m.accept.poll_event() {
             match event {
-                AcceptEvent::Shortage { shortage, pause, suppressed, .. } => {
+                AcceptEvent::Shortage {
+                    shortage,
+                    pause,
+                    suppressed,
+                    ..
+                } => {
                     let error = error.map_or(String::new(), |e| format!("error=\"{e}\" "));
                     let fields = format!(
                         "{error}shortage=\"{}\" pause_ms={} suppressed={suppressed} hint=\"{}\"",
@@ -841,11 +871,25 @@ impl Server {
                         millis(pause),
                         shortage.hint()
                     );
-                    log("WARN", "keel::accept", "accept paused on a resource shortage", &fields);
+                    log(
+                        "WARN",
+                        "keel::accept",
+                        "accept paused on a resource shortage",
+                        &fields,
+                    );
                 }
-                AcceptEvent::Resumed { paused_for, suppressed } => {
-                    let fields = format!("paused_ms={} suppressed={suppressed}", millis(paused_for));
-                    log("INFO", "keel::accept", "accepting resumed after a resource shortage", &fields);
+                AcceptEvent::Resumed {
+                    paused_for,
+                    suppressed,
+                } => {
+                    let fields =
+                        format!("paused_ms={} suppressed={suppressed}", millis(paused_for));
+                    log(
+                        "INFO",
+                        "keel::accept",
+                        "accepting resumed after a resource shortage",
+                        &fields,
+                    );
                 }
                 // The fatal error is logged by `listener_failed`, with its text.
                 _ => {}
@@ -884,7 +928,10 @@ impl Server {
         if c.stream.shutdown(std::net::Shutdown::Write).is_err() {
             return self.close(now, id, ConnEnd::Reset);
         }
-        c.phase = Phase::Lingering { until, discarded: 0 };
+        c.phase = Phase::Lingering {
+            until,
+            discarded: 0,
+        };
         self.step(now, id);
     }
 
@@ -926,7 +973,12 @@ impl Server {
                 Ok(0) => return,
                 Ok(n) => {
                     for _ in 0..n {
-                        log("INFO", "keel::shutdown", "shutdown signal received", &format!("signal=\"{name}\""));
+                        log(
+                            "INFO",
+                            "keel::shutdown",
+                            "shutdown signal received",
+                            &format!("signal=\"{name}\""),
+                        );
                         let decision = self.m.shutdown.on_signal(now);
                         self.on_shutdown_decision(now, decision);
                     }
@@ -993,19 +1045,32 @@ impl Server {
         while let Some(event) = self.m.shutdown.poll_event() {
             let drained_ms = self.m.shutdown.summary().drained_in.map_or(0, millis);
             let (level, message, fields) = match event {
-                ShutdownEvent::DrainStarted { deadline, in_flight } => {
+                ShutdownEvent::DrainStarted {
+                    deadline,
+                    in_flight,
+                } => {
                     let grace = millis(deadline.saturating_duration_since(now));
-                    ("INFO", "drain started: refusing new connections", format!("in_flight={in_flight} grace_ms={grace}"))
+                    (
+                        "INFO",
+                        "drain started: refusing new connections",
+                        format!("in_flight={in_flight} grace_ms={grace}"),
+                    )
                 }
-                ShutdownEvent::Drained { completed } => {
-                    ("INFO", "drained: every in-flight connection finished", format!("completed={completed} drained_ms={drained_ms}"))
-                }
-                ShutdownEvent::DeadlineExceeded { aborted } => {
-                    ("WARN", "drain deadline passed: aborting the connections still open", format!("aborted={aborted} drained_ms={drained_ms}"))
-                }
-                ShutdownEvent::ForcedStop { aborted } => {
-                    ("WARN", "second signal: stopping at once", format!("aborted={aborted} drained_ms={drained_ms}"))
-                }
+                ShutdownEvent::Drained { completed } => (
+                    "INFO",
+                    "drained: every in-flight connection finished",
+                    format!("completed={completed} drained_ms={drained_ms}"),
+                ),
+                ShutdownEvent::DeadlineExceeded { aborted } => (
+                    "WARN",
+                    "drain deadline passed: aborting the connections still open",
+                    format!("aborted={aborted} drained_ms={drained_ms}"),
+                ),
+                ShutdownEvent::ForcedStop { aborted } => (
+                    "WARN",
+                    "second signal: stopping at once",
+                    format!("aborted={aborted} drained_ms={drained_ms}"),
+                ),
             };
             log(level, "keel::shutdown", message, &fields);
         }
@@ -1014,7 +1079,10 @@ impl Server {
 
 fn resolve(addr: &str) -> io::Result<SocketAddr> {
     addr.to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("`{addr}` resolves to no address"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{addr}` resolves to no address"),
+        )
     })
 }
 

@@ -25,6 +25,15 @@
 //! After `handle_timeout(t)`, `poll_timeout()` is `None` or later than `t`, so an event loop
 //! driving a machine can never spin.
 //!
+//! ## Driving the machines yourself
+//!
+//! Nothing here needs an async runtime: a loop that reads its own clock, feeds each machine
+//! its inputs, calls `handle_timeout(now)` and sleeps until the earliest `poll_timeout()` is
+//! enough. `examples/event_loop.rs` is that loop (an echo server on `mio` with the accept
+//! classifier, connection permits, the connection table, a per-client-IP GCRA and graceful
+//! shutdown); it passes the same seed-002 storm as the adapters:
+//! `cargo run -p keel-core --example event_loop`.
+//!
 //! ## Features
 //!
 //! - `alloc`: heap-backed machines and the shared (atomic) forms in `sync`.
