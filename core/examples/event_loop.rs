@@ -449,6 +449,9 @@ impl Connection {
             }
             return false;
         };
+        // The line has arrived: its read deadline no longer applies, even if it must wait
+        // for the rate limiter (the wait is ours, not a slow client's).
+        m.conns.on_read_deadline(now, id, None);
         if self.parked_until.is_some_and(|t| now < t) {
             return false;
         }
@@ -466,13 +469,11 @@ impl Connection {
         } else {
             self.output.extend_from_slice(&line);
         }
-        // The line is complete: its read deadline is cleared (re-armed for bytes of the next).
-        let next_deadline = if self.input.is_empty() {
-            None
-        } else {
-            ctx.line_timeout.map(|t| now.saturating_add(t))
-        };
-        m.conns.on_read_deadline(now, id, next_deadline);
+        if !self.input.is_empty() {
+            // Bytes of the next line are here already: its read deadline starts now.
+            let deadline = ctx.line_timeout.map(|t| now.saturating_add(t));
+            m.conns.on_read_deadline(now, id, deadline);
+        }
         if let Phase::Serving { finish_line } = &mut self.phase {
             if *finish_line {
                 *finish_line = false;
@@ -575,6 +576,9 @@ struct Server {
     /// The listener was readable and no `accept` has returned `WouldBlock` since: the backlog
     /// may hold connections.
     backlog_ready: bool,
+    /// A connection accepted at the limit, without a slot: it waits here until one is
+    /// reclaimed for it (or freed).
+    newcomer: Option<(TcpStream, SocketAddr)>,
     /// At the limit with a newcomer waiting and nobody idle long enough: retry reclaiming then.
     reclaim_at: Option<Instant>,
     signals: [pipe::Receiver; 2],
@@ -618,6 +622,7 @@ impl Server {
             poll,
             listener: Some(listener),
             backlog_ready: true,
+            newcomer: None,
             reclaim_at: None,
             signals,
             connections: BTreeMap::new(),
@@ -742,55 +747,70 @@ impl Server {
 
     /// Accepts while the backlog may hold connections and the machines allow it.
     fn accept_ready(&mut self, now: Instant) {
-        while self.backlog_ready && self.m.shutdown.is_accepting() {
-            if self.m.accept.is_paused(now) || !self.has_slot(now) {
-                return; // the pause's end or a closed connection brings the loop back
+        while self.m.shutdown.is_accepting() && !self.m.accept.is_paused(now) {
+            if self.m.limit.available() == 0 && !self.reclaim_for_newcomer(now) {
+                return; // a closed connection, or the reclaim time, brings the loop back
             }
-            let Some(listener) = &self.listener else {
-                return;
+            let Some((stream, peer)) = self.newcomer.take().or_else(|| self.accept_one(now)) else {
+                return; // the backlog is empty, accepting is paused, or the listener failed
             };
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    self.m.accept.on_accepted(now);
-                    self.log_accept_events(None);
-                    self.open(now, stream, peer);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.backlog_ready = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let decision = self.m.accept.on_error(now, classify_io_error(&e));
-                    self.log_accept_events(Some(&e));
-                    match decision {
-                        AcceptDecision::Continue => {}
-                        AcceptDecision::PauseUntil(_) => return,
-                        AcceptDecision::Stop => return self.listener_failed(now, e),
-                    }
-                }
-            }
+            self.open(now, stream, peer);
         }
     }
 
-    /// A free connection slot, reclaiming the longest-idle connection at the limit if one has
-    /// been idle long enough (a newcomer waits in the backlog).
-    fn has_slot(&mut self, now: Instant) -> bool {
-        if self.m.limit.available() > 0 {
-            return true;
-        }
-        if let Some(id) = self.m.conns.reclaim(now) {
-            if self.debug {
-                let fields = format!("id={id}");
-                log(
-                    "DEBUG",
-                    "keel::serve",
-                    "idle connection reclaimed for a newcomer at the limit",
-                    &fields,
-                );
+    /// At the limit: takes the next connection from the backlog without a slot (it waits in
+    /// `newcomer`), and closes the connection idle the longest for it if one has been idle
+    /// long enough. Returns whether a slot is free now.
+    fn reclaim_for_newcomer(&mut self, now: Instant) -> bool {
+        if self.newcomer.is_none() {
+            self.newcomer = self.accept_one(now);
+            if self.newcomer.is_none() {
+                return false; // nobody waits: nothing to reclaim
             }
-            self.close(now, id, ConnEnd::Closed(CloseReason::Reclaimed));
-            return self.m.limit.available() > 0;
         }
-        self.reclaim_at = self.next_reclaim(now);
-        false
+        let Some(id) = self.m.conns.reclaim(now) else {
+            self.reclaim_at = self.next_reclaim(now);
+            return false;
+        };
+        if self.debug {
+            let fields = format!("id={id}");
+            let message = "idle connection reclaimed for a newcomer at the limit";
+            log("DEBUG", "keel::serve", message, &fields);
+        }
+        self.close(now, id, ConnEnd::Closed(CloseReason::Reclaimed));
+        self.m.limit.available() > 0
+    }
+
+    /// One `accept`, its errors classified and obeyed: a connection, or `None` when the
+    /// backlog is empty, a shortage paused accepting or the listener failed.
+    fn accept_one(&mut self, now: Instant) -> Option<(TcpStream, SocketAddr)> {
+        while self.backlog_ready {
+            let listener = self.listener.as_ref()?;
+            let error = match listener.accept() {
+                Ok(connection) => {
+                    self.m.accept.on_accepted(now);
+                    self.log_accept_events(None);
+                    return Some(connection);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.backlog_ready = false;
+                    return None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            let decision = self.m.accept.on_error(now, classify_io_error(&error));
+            self.log_accept_events(Some(&error));
+            match decision {
+                AcceptDecision::Continue => {} // one queued connection died: the next one
+                AcceptDecision::PauseUntil(_) => return None,
+                AcceptDecision::Stop => {
+                    self.listener_failed(now, error);
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     /// When the connection idle the longest becomes old enough to reclaim.
@@ -1028,6 +1048,10 @@ impl Server {
         let Some(mut listener) = self.listener.take() else {
             return;
         };
+        if self.newcomer.take().is_some() {
+            let refused = self.m.shutdown.on_work_started(now);
+            debug_assert_eq!(refused, WorkAdmission::Refused);
+        }
         for _ in 0..BACKLOG_SWEEP {
             match listener.accept() {
                 Ok(_) => {

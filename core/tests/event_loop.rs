@@ -260,7 +260,8 @@ fn drains_on_sigterm_answers_health_and_prints_its_stats() {
 #[test]
 fn a_client_over_its_ip_rate_is_answered_later_not_refused() {
     // 2 lines a second, burst 2: of 4 lines sent at once, the 3rd waits 0.5 s, the 4th 1 s.
-    let server = EventLoop::start(&["--rate-per-ip", "2"], None);
+    // A line that has arrived is not the client's delay: its 0.3 s read deadline is off.
+    let server = EventLoop::start(&["--rate-per-ip", "2", "--line-timeout", "0.3"], None);
     let mut client = server.connect();
     let sent = Instant::now();
     client.write_all(b"a\nb\nc\nd\n").expect("write");
@@ -323,4 +324,64 @@ fn out_of_file_descriptors_it_pauses_logs_a_hint_and_serves_the_waiting_clients_
     assert!(warning.contains("Too many open files"), "{warning}");
     assert!(warning.contains("shortage=\"EMFILE\""), "{warning}");
     assert!(warning.contains("ulimit -n"), "{warning}");
+}
+
+#[test]
+fn a_trickler_is_closed_at_its_line_deadline_though_never_idle() {
+    let server = EventLoop::start(&["--idle-timeout", "0.3", "--line-timeout", "0.6"], None);
+    let mut trickler = server.connect();
+    trickler
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    let closed = loop {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the trickler was never closed"
+        );
+        if trickler.write_all(b"x").is_err() {
+            break true;
+        }
+        match trickler.read(&mut byte) {
+            Ok(0) => break true,
+            Ok(_) => panic!("the line has no newline: nothing to echo"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break true,
+        }
+    };
+    assert!(closed);
+    drop(trickler);
+    let (out, _) = server.stop(false);
+    assert_eq!(stat(&out, "deadline_expired"), 1, "{out}");
+    assert_eq!(stat(&out, "idle_closed"), 0, "{out}");
+}
+
+#[test]
+fn at_the_limit_a_newcomer_is_served_by_reclaiming_the_longest_idle_connection() {
+    let server = EventLoop::start(&["--max-connections", "2"], None);
+    let mut oldest = server.connect();
+    assert_eq!(round_trip(&mut oldest, b"first\n"), b"first\n");
+    let mut second = server.connect();
+    assert_eq!(round_trip(&mut second, b"second\n"), b"second\n");
+    // Both slots are taken; the newcomer waits in the backlog until the oldest has been idle
+    // 1 s (the default `reclaim_min_idle`), then takes its slot.
+    let mut newcomer = server.connect();
+    let waited = Instant::now();
+    assert_eq!(round_trip(&mut newcomer, b"new\n"), b"new\n");
+    assert!(
+        waited.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        waited.elapsed()
+    );
+    let (rest, _) = read_to_close(&mut oldest);
+    assert_eq!(rest, b"");
+    assert_eq!(round_trip(&mut second, b"still here\n"), b"still here\n");
+    drop((oldest, second, newcomer));
+    let (out, _) = server.stop(false);
+    assert_eq!(stat(&out, "reclaimed"), 1, "{out}");
 }
