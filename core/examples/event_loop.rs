@@ -93,6 +93,10 @@ const FIRST_CONNECTION: u64 = 3;
 const READ_CHUNK: usize = 16 * 1024;
 /// A connection's pending output above which no more lines are answered (a slow reader).
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+/// The listen backlog: the kernel holds this many connections while the loop does not accept
+/// (at the limit, during a pause); as the adapters' `GuardConfig` default (capped by
+/// `net.core.somaxconn`).
+const BACKLOG: i32 = 1024;
 /// Queued connections refused when the drain starts, at most (as the adapters' server).
 const BACKLOG_SWEEP: u32 = 1024;
 /// How long after the server closed an idle or slow client health reports it (as the adapters).
@@ -598,7 +602,7 @@ impl Server {
         let m = Machines::new(opts, clock.now()).map_err(invalid)?;
         let addr = resolve(&opts.addr)?;
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(addr)?;
+        let mut listener = listen(addr)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let signals = [
@@ -1108,6 +1112,18 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
             format!("`{addr}` resolves to no address"),
         )
     })
+}
+
+/// A non-blocking listener with `SO_REUSEADDR` and the adapters' listen backlog (mio's own
+/// `bind` uses 128).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// A self-pipe: signal-hook's handler writes a byte into it on `signal`; the loop reads it.
