@@ -291,14 +291,7 @@ impl Machines {
         } else {
             ComponentState::Healthy
         };
-        let limit = self.limit.stats();
-        let connections = if limit.in_use >= limit.max {
-            ComponentState::Unhealthy(Reason::new("at limit"))
-        } else if limit.in_use.saturating_mul(10) >= limit.max.saturating_mul(9) {
-            ComponentState::Degraded(Reason::new("near limit"))
-        } else {
-            ComponentState::Healthy
-        };
+        let connections = ComponentState::from_limit(&self.limit.stats());
         let clients = if self.conns.defended_within(DEFENCE_WINDOW) {
             ComponentState::Degraded(Reason::new("closing idle or slow clients"))
         } else {

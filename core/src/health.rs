@@ -36,6 +36,7 @@
 //! | [`ComponentState::bulkhead_saturated`], [`ComponentState::from_bulkhead`] | `Unhealthy("saturated")` | no | yes |
 //! | [`ComponentState::breaker_open`] with [`BreakerImpact::Degrade`] (default) | `Degraded("open")` | yes | yes |
 //! | [`ComponentState::breaker_open`] with [`BreakerImpact::NotReady`] | `Unhealthy("open")` | no | yes |
+//! | [`ComponentState::from_limit`] | `Unhealthy("at limit")`, `Degraded("near limit")` from 90 % | no, yes | yes |
 //!
 //! An open breaker degrades by default: the breaker already fails fast (or falls back) for the
 //! one dependency, and the instance can still serve everything else.
@@ -62,6 +63,7 @@
 use core::fmt;
 
 use crate::bulkhead::{BulkheadConfig, BulkheadStats};
+use crate::limit::LimitStats;
 use crate::shutdown::ShutdownState;
 
 /// Why a component is not healthy: a short word and an optional detail, shown as
@@ -191,6 +193,20 @@ impl ComponentState {
             ComponentState::bulkhead_saturated()
         } else if stats.queue_len > 0 {
             ComponentState::Degraded(Reason::new("queueing"))
+        } else {
+            ComponentState::Healthy
+        }
+    }
+
+    /// A connection limit from its stats: `Unhealthy("at limit")` when every slot is taken,
+    /// `Degraded("near limit")` at 90 % or more, healthy otherwise (what a server's
+    /// `connections` component reports).
+    #[must_use]
+    pub const fn from_limit(stats: &LimitStats) -> ComponentState {
+        if stats.in_use >= stats.max {
+            ComponentState::Unhealthy(Reason::new("at limit"))
+        } else if stats.in_use.saturating_mul(10) >= stats.max.saturating_mul(9) {
+            ComponentState::Degraded(Reason::new("near limit"))
         } else {
             ComponentState::Healthy
         }

@@ -464,14 +464,7 @@ impl ServeHandle {
         } else {
             ComponentState::Healthy
         };
-        let limit = self.shared.limit.stats();
-        let connections = if limit.in_use >= limit.max {
-            ComponentState::Unhealthy(Reason::new("at limit"))
-        } else if limit.in_use.saturating_mul(10) >= limit.max.saturating_mul(9) {
-            ComponentState::Degraded(Reason::new("near limit"))
-        } else {
-            ComponentState::Healthy
-        };
+        let connections = ComponentState::from_limit(&self.shared.limit.stats());
         let clients = if defending {
             ComponentState::Degraded(Reason::new("closing idle or slow clients"))
         } else {
