@@ -656,7 +656,10 @@ impl Server {
             }
             let now = self.clock.now();
             for event in &events {
-                self.on_ready(now, event.token(), event.is_readable(), event.is_writable());
+                // An error or a hang-up is "readable": the next read returns it (or EOF).
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                self.on_ready(now, event.token(), readable, writable);
             }
         }
         self.abort_all();

@@ -385,3 +385,26 @@ fn at_the_limit_a_newcomer_is_served_by_reclaiming_the_longest_idle_connection()
     let (out, _) = server.stop(false);
     assert_eq!(stat(&out, "reclaimed"), 1, "{out}");
 }
+
+#[test]
+fn a_second_signal_stops_at_once_and_counts_the_aborted() {
+    let server = EventLoop::start(&["--grace", "30"], None);
+    let mut hung = server.connect();
+    hung.write_all(b"never finished").expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    server.sigterm();
+    std::thread::sleep(Duration::from_millis(200));
+    let second = server.sigterm();
+    let (rest, cut_at) = read_to_close(&mut hung);
+    assert_eq!(rest, b"");
+    assert!(cut_at - second < PATIENCE, "{:?}", cut_at - second);
+    let (out, log) = server.stop(true);
+    assert!(
+        out.contains("stats: completed=0 aborted=1 refused=0"),
+        "{out}"
+    );
+    assert!(
+        log.contains("second signal: stopping at once aborted=1"),
+        "{log}"
+    );
+}
