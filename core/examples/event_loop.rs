@@ -370,6 +370,8 @@ struct Connection {
     /// This connection's place among the in-flight work of the shutdown machine.
     ticket: WorkTicket,
     input: Vec<u8>,
+    /// How much of `input` is known to hold no newline.
+    searched: usize,
     output: Vec<u8>,
     /// Edge-triggered readiness: `true` until a read (write) returns `WouldBlock`.
     readable: bool,
@@ -436,8 +438,12 @@ impl Connection {
     /// Answers the next complete line, if the rate limiter lets it through now. Returns whether
     /// it made progress.
     fn answer_line(&mut self, now: Instant, id: u64, m: &mut Machines, ctx: &LineLimits) -> bool {
-        let searched = &self.input[..self.input.len().min(ctx.max_line)];
-        let Some(newline) = searched.iter().position(|&b| b == b'\n') else {
+        // Only the bytes not searched yet: a line trickled in byte by byte costs O(length).
+        let end = self.input.len().min(ctx.max_line);
+        let unsearched = self.input.get(self.searched..end).unwrap_or_default();
+        let newline = unsearched.iter().position(|&b| b == b'\n');
+        let Some(newline) = newline.map(|i| self.searched + i) else {
+            self.searched = end;
             if self.input.len() >= ctx.max_line {
                 let err = format!("ERR line longer than {} bytes\n", ctx.max_line);
                 self.output.extend_from_slice(err.as_bytes());
@@ -459,6 +465,7 @@ impl Connection {
         }
         self.parked_until = None;
         let line: Vec<u8> = self.input.drain(..=newline).collect();
+        self.searched = 0;
         if line.trim_ascii() == b"HEALTH" {
             let health = m.health(now, ctx.listener_failed);
             self.output
@@ -505,6 +512,7 @@ impl Connection {
             Ok(0) => {
                 // EOF: a last line without a newline is echoed as it is.
                 let rest = std::mem::take(&mut self.input);
+                self.searched = 0;
                 self.output.extend_from_slice(&rest);
                 self.closing = true;
             }
@@ -851,6 +859,7 @@ impl Server {
             client: IpKeyer::default().key(peer.ip()),
             ticket,
             input: Vec::new(),
+            searched: 0,
             output: Vec::new(),
             readable: true,
             writable: true,

@@ -408,3 +408,21 @@ fn a_second_signal_stops_at_once_and_counts_the_aborted() {
         "{log}"
     );
 }
+
+#[test]
+fn an_8_mib_line_is_echoed_whole_to_a_reader_that_reads_late() {
+    // More than loopback's socket buffers hold: the server writes until `WouldBlock`, then
+    // waits for the writable edge to go on.
+    let server = EventLoop::start(&["--max-line", "9000000"], None);
+    let mut client = server.connect();
+    let mut line: Vec<u8> = (0..(8 << 20)).map(|i| b'a' + (i % 26) as u8).collect();
+    line.push(b'\n');
+    client.write_all(&line).expect("write the line");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut echo = vec![0u8; line.len()];
+    client.read_exact(&mut echo).expect("the whole echo");
+    assert!(echo == line, "the echo differs from the line");
+    drop(client);
+    let (out, _) = server.stop(false);
+    assert_eq!(stat(&out, "resets"), 0, "{out}");
+}
