@@ -675,7 +675,9 @@ impl Server {
         Ok(self.listener_error)
     }
 
-    /// The loop's sleep: the machines' earliest timeout and the connections' deadlines.
+    /// The loop's sleep: the machines' earliest timeout and the connections' deadlines. The
+    /// connections are scanned, which is plenty here; a server holding tens of thousands would
+    /// keep their deadlines in a timer heap or wheel instead.
     fn poll_timeout(&self) -> Option<Instant> {
         let connections = self.connections.values().filter_map(Connection::deadline);
         self.m
