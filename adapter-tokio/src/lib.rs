@@ -2,8 +2,9 @@
 //!
 //! The thin binding of [`keel_core`] to tokio's listeners, timers and signals. Every algorithm
 //! lives in the core (re-exported here as [`core`], so an application depends on this crate
-//! alone); this crate only supplies tokio's types: [`TokioRuntime`] (clock and timer, so
-//! `tokio::time::pause()` drives keel in tests) and the [`Tcp`] / [`Unix`] listener glue.
+//! alone); this crate supplies tokio's types, [`TokioRuntime`] (clock and timer, so
+//! `tokio::time::pause()` drives keel in tests) and the [`Tcp`] / [`Unix`] listener glue, then
+//! names each machine with tokio filled in.
 //!
 //! ## A guarded accept loop
 //!
