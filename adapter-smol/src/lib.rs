@@ -2,8 +2,8 @@
 //!
 //! The thin binding of [`keel_core`] to smol's listeners and the `async-io` timers. Every
 //! algorithm lives in the core (re-exported here as [`core`], so an application depends on this
-//! crate alone); the `async-io` glue is shared with keel-async-std
-//! ([`keel_core::driver::async_io`]), so this crate only names smol's types.
+//! crate alone); this crate supplies smol's runtime ([`SmolRuntime`]) and the `async-io` glue
+//! ([`async_io`], which keel-async-std uses too), then names each machine with smol filled in.
 //!
 //! ## A guarded accept loop
 //!
@@ -22,37 +22,87 @@
 //! }
 //! # Ok(()) }) }
 //! ```
+//!
+//! ## What this crate exports
+//!
+//! | group | names |
+//! | --- | --- |
+//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`StreamExt`] |
+//! | runtime | [`SmolRuntime`], [`SmolTask`], [`async_io`] (the glue) |
+//! | clock and timers | [`now`], [`sleep_until`], [`timeout`] |
+//! | listeners and accept | [`Tcp`], [`Unix`], [`Incoming`], [`bind`], [`guard`], [`guard_unix`] |
+//! | serve and shutdown | [`Server`], [`serve`], [`shutdown_signal`], [`Conn`], [`Draining`], [`ServeHandle`], [`ServeReport`] |
+//! | breaker | [`Breaker`] |
+//! | retry | [`Retry`], [`retry`] |
+//! | rate limits | [`RateLimiter`], [`KeyedRateLimiter`] |
+//! | bulkhead | [`Bulkhead`] |
+//!
+//! keel-tokio and keel-async-std export the same names for their runtimes.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
-use keel_core::driver::async_io::{self, AsyncIoListener};
+use keel_core::backoff::BackoffConfig;
+use keel_core::driver::{self, AbortHandle, BoxFuture, ConnIo, Elapsed, SleepUntil};
+use keel_core::sync::budget::SharedBudget;
+use keel_core::time::Instant;
 use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
+
+use crate::async_io::{AsyncIoListener, AsyncIoTimer};
+
+pub mod async_io;
+
+// ---- The core, re-exported -------------------------------------------------------------------
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
 pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
-/// A connection as [`Server`] hands it to a handler (`futures-io`'s `AsyncRead`/`AsyncWrite`):
-/// activity recorded, closed by the server on an idle timeout, a read deadline or reclamation,
-/// closed with a lingering close when dropped.
-pub type Conn<L = Tcp> = keel_core::driver::Conn<L>;
 pub use keel_core::shutdown::ShutdownConfig;
 
-keel_core::async_io_runtime! {
-    /// smol as a keel runtime: the `async-io` reactor's clock and timers (`async_io::Timer`),
-    /// SIGINT/SIGTERM through `async-signal`, and `smol::spawn` for [`Server`]'s tasks.
-    pub struct SmolRuntime;
-    clock: std::time::Instant::now;
-    spawn(fut) -> SmolTask { SmolTask(Some(smol::spawn(fut))) }
+// ---- Runtime: clock, timers, signals, tasks ------------------------------------------------
+
+/// smol as a keel runtime: the `async-io` reactor's clock and timers (`async_io::Timer`),
+/// SIGINT/SIGTERM through `async-signal`, and `smol::spawn` for [`Server`]'s tasks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmolRuntime;
+
+impl driver::Runtime for SmolRuntime {
+    type Timer = AsyncIoTimer;
+
+    fn now(&self) -> Instant {
+        async_io::now()
+    }
+
+    fn timer(&self, deadline: Instant) -> AsyncIoTimer {
+        AsyncIoTimer::at(deadline)
+    }
+}
+
+impl driver::Signals for SmolRuntime {
+    fn shutdown_signal(&self) -> BoxFuture<()> {
+        async_io::shutdown_signal()
+    }
+}
+
+impl driver::Spawn for SmolRuntime {
+    type Handle = SmolTask;
+
+    fn spawn<F>(&self, fut: F) -> SmolTask
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        SmolTask(Some(smol::spawn(fut)))
+    }
 }
 
 /// A task spawned by keel on smol. Dropping a `smol::Task` cancels it, so this handle keeps the
-/// task and **detaches** it when dropped; only
-/// [`AbortHandle::abort`](keel_core::driver::AbortHandle::abort) cancels it.
+/// task and **detaches** it when dropped; only [`AbortHandle::abort`] cancels it.
 #[derive(Debug)]
 pub struct SmolTask(Option<smol::Task<()>>);
 
-impl keel_core::driver::AbortHandle for SmolTask {
+impl AbortHandle for SmolTask {
     fn abort(mut self) {
         drop(self.0.take());
     }
@@ -66,7 +116,24 @@ impl Drop for SmolTask {
     }
 }
 
-keel_core::runtime_aliases!(SmolRuntime);
+// ---- Clock and timers ----------------------------------------------------------------------
+
+/// Now, on this runtime's clock, as a keel instant.
+pub fn now() -> Instant {
+    async_io::now()
+}
+
+/// Sleeps until a keel instant on this runtime's timer.
+pub fn sleep_until(deadline: Instant) -> SleepUntil<SmolRuntime> {
+    driver::sleep_until(&SmolRuntime, deadline)
+}
+
+/// Runs a future for at most `duration` on this runtime's timer.
+pub async fn timeout<F: Future>(duration: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    driver::timeout(&SmolRuntime, duration, fut).await
+}
+
+// ---- Listeners and the guarded accept loop -------------------------------------------------
 
 /// A smol TCP listener as a keel listener: yields `smol::net::TcpStream`.
 pub type Tcp = AsyncIoListener<std::net::TcpListener, TcpStream>;
@@ -74,6 +141,9 @@ pub type Tcp = AsyncIoListener<std::net::TcpListener, TcpStream>;
 /// A smol Unix-domain listener as a keel listener: yields `smol::net::unix::UnixStream`.
 #[cfg(unix)]
 pub type Unix = AsyncIoListener<std::os::unix::net::UnixListener, smol::net::unix::UnixStream>;
+
+/// A guarded listener: a `Stream` of `(Permit, connection)`.
+pub type Incoming<L> = driver::Incoming<L, SmolRuntime>;
 
 /// Binds a TCP listener with the configured backlog and guards it.
 pub async fn bind(
@@ -97,6 +167,76 @@ pub fn guard_unix(listener: smol::net::unix::UnixListener, config: &GuardConfig)
         smol::net::unix::UnixStream::try_from,
     )
 }
+
+// ---- Serving with graceful shutdown --------------------------------------------------------
+
+/// A graceful server over a guarded listener on this runtime: see [`driver::serve::Server`].
+pub type Server<L> = driver::serve::Server<L, SmolRuntime>;
+
+/// A connection as [`Server`] hands it to a handler (`futures-io`'s `AsyncRead`/`AsyncWrite`):
+/// activity recorded, closed by the server on an idle timeout, a read deadline or reclamation,
+/// closed with a lingering close when dropped.
+pub type Conn<L = Tcp> = driver::Conn<L>;
+
+/// Resolves at the next SIGINT or SIGTERM (Ctrl-C on Windows): see
+/// [`async_io::shutdown_signal`].
+pub fn shutdown_signal() -> BoxFuture<()> {
+    async_io::shutdown_signal()
+}
+
+/// Serves `incoming` with one `handler` task per connection until SIGINT or SIGTERM, then
+/// drains gracefully (default grace period 30 s; a second signal stops at once). For another
+/// grace period or trigger, use [`Server`] directly.
+pub async fn serve<L, H, Fut>(incoming: Incoming<L>, handler: H) -> ServeReport
+where
+    L: ConnIo + Send + 'static,
+    H: FnMut(Conn<L>, Draining) -> Fut + Send,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Server::new(incoming)
+        .shutdown_on(shutdown_signal)
+        .serve(handler)
+        .await
+}
+
+// ---- Circuit breaker -----------------------------------------------------------------------
+
+/// A circuit breaker around futures on this runtime; clones share one breaker.
+pub type Breaker = driver::breaker::Breaker<SmolRuntime>;
+
+// ---- Retry ---------------------------------------------------------------------------------
+
+/// Retries async operations with backoff, a shared budget and a predicate on this runtime.
+pub type Retry<P = driver::retry::RetryAll, N = driver::retry::NoNotify> =
+    driver::retry::Retry<SmolRuntime, P, N>;
+
+/// Retries `op` with `config` on this runtime, drawing on `budget` if given, retrying every
+/// error (use [`Retry`] to classify errors).
+pub async fn retry<T, E, Fut, Op>(
+    config: BackoffConfig,
+    budget: Option<&SharedBudget>,
+    op: Op,
+) -> Result<T, driver::retry::RetryError<E>>
+where
+    Op: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    driver::retry::retry(&SmolRuntime, config, budget, op).await
+}
+
+// ---- Rate limits ---------------------------------------------------------------------------
+
+/// A GCRA rate limiter whose `until_ready()` sleeps on this runtime's timer.
+pub type RateLimiter = driver::rate::RateLimiter<SmolRuntime>;
+
+/// A bounded keyed (per IP, per user) rate limiter on this runtime.
+pub type KeyedRateLimiter<K> = driver::rate::KeyedRateLimiter<K, SmolRuntime>;
+
+// ---- Bulkhead ------------------------------------------------------------------------------
+
+/// A bulkhead whose `run(fut)` waits in a bounded queue on this runtime's timer.
+pub type Bulkhead = driver::bulkhead::Bulkhead<SmolRuntime>;
 
 /// The README's code blocks, compiled as doctests so the README stays true.
 #[cfg(doctest)]

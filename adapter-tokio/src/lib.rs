@@ -2,8 +2,9 @@
 //!
 //! The thin binding of [`keel_core`] to tokio's listeners, timers and signals. Every algorithm
 //! lives in the core (re-exported here as [`core`], so an application depends on this crate
-//! alone); this crate only supplies tokio's types: [`TokioRuntime`] (clock and timer, so
-//! `tokio::time::pause()` drives keel in tests) and the [`Tcp`] / [`Unix`] listener glue.
+//! alone); this crate supplies tokio's types, [`TokioRuntime`] (clock and timer, so
+//! `tokio::time::pause()` drives keel in tests) and the [`Tcp`] / [`Unix`] listener glue, then
+//! names each machine with tokio filled in.
 //!
 //! ## A guarded accept loop
 //!
@@ -21,6 +22,23 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! ## What this crate exports
+//!
+//! | group | names |
+//! | --- | --- |
+//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`StreamExt`] |
+//! | runtime | [`TokioRuntime`], [`TokioTimer`], [`TokioTask`] |
+//! | clock and timers | [`now`], [`sleep_until`], [`timeout`] |
+//! | listeners and accept | [`Tcp`], [`Unix`], [`Incoming`], [`bind`], [`guard`], [`guard_unix`] |
+//! | serve and shutdown | [`Server`], [`serve`], [`shutdown_signal`], [`Conn`], [`TokioConn`], [`Draining`], [`ServeHandle`], [`ServeReport`] |
+//! | breaker | [`Breaker`] |
+//! | retry | [`Retry`], [`retry`] |
+//! | rate limits | [`RateLimiter`], [`KeyedRateLimiter`] |
+//! | bulkhead | [`Bulkhead`] |
+//! | tower layers (feature `tower`) | `tower` (the module) |
+//!
+//! keel-smol and keel-async-std export the same names for their runtimes.
 
 use std::future::Future;
 use std::io;
@@ -29,7 +47,9 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use keel_core::driver::{Runtime, Timer};
+use keel_core::backoff::BackoffConfig;
+use keel_core::driver::{self, Runtime, Timer};
+use keel_core::sync::budget::SharedBudget;
 use keel_core::time::Instant;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, UnixListener, UnixStream};
 
@@ -41,7 +61,83 @@ pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, Str
 pub type Conn<L = Tcp> = keel_core::driver::Conn<L>;
 pub use keel_core::shutdown::ShutdownConfig;
 
-keel_core::runtime_aliases!(TokioRuntime);
+// ---- The names every adapter offers, with tokio filled in --------------------------------------
+// (keel-smol and keel-async-std write out the same names for their runtimes.)
+
+/// Now, on this runtime's clock, as a keel instant.
+pub fn now() -> Instant {
+    TokioRuntime.now()
+}
+
+/// Sleeps until a keel instant on this runtime's timer.
+pub fn sleep_until(deadline: Instant) -> driver::SleepUntil<TokioRuntime> {
+    driver::sleep_until(&TokioRuntime, deadline)
+}
+
+/// Runs a future for at most `duration` on this runtime's timer.
+pub async fn timeout<F: Future>(duration: Duration, fut: F) -> Result<F::Output, driver::Elapsed> {
+    driver::timeout(&TokioRuntime, duration, fut).await
+}
+
+/// A guarded listener: a `Stream` of `(Permit, connection)`.
+pub type Incoming<L> = driver::Incoming<L, TokioRuntime>;
+
+/// A graceful server over a guarded listener on this runtime: see [`driver::serve::Server`].
+pub type Server<L> = driver::serve::Server<L, TokioRuntime>;
+
+/// Resolves at the next SIGINT or SIGTERM (Ctrl-C on Windows): see [`TokioRuntime`]'s
+/// [`Signals`](driver::Signals) for when listening starts and what stays installed.
+pub fn shutdown_signal() -> driver::BoxFuture<()> {
+    driver::Signals::shutdown_signal(&TokioRuntime)
+}
+
+/// Serves `incoming` with one `handler` task per connection until SIGINT or SIGTERM, then
+/// drains gracefully (default grace period 30 s; a second signal stops at once). For another
+/// grace period or trigger, use [`Server`] directly.
+pub async fn serve<L, H, Fut>(incoming: Incoming<L>, handler: H) -> ServeReport
+where
+    L: driver::ConnIo + Send + 'static,
+    H: FnMut(Conn<L>, Draining) -> Fut + Send,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Server::new(incoming)
+        .shutdown_on(shutdown_signal)
+        .serve(handler)
+        .await
+}
+
+/// A circuit breaker around futures on this runtime; clones share one breaker.
+pub type Breaker = driver::breaker::Breaker<TokioRuntime>;
+
+/// Retries async operations with backoff, a shared budget and a predicate on this runtime.
+pub type Retry<P = driver::retry::RetryAll, N = driver::retry::NoNotify> =
+    driver::retry::Retry<TokioRuntime, P, N>;
+
+/// Retries `op` with `config` on this runtime, drawing on `budget` if given, retrying every
+/// error (use [`Retry`] to classify errors).
+pub async fn retry<T, E, Fut, Op>(
+    config: BackoffConfig,
+    budget: Option<&SharedBudget>,
+    op: Op,
+) -> Result<T, driver::retry::RetryError<E>>
+where
+    Op: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    driver::retry::retry(&TokioRuntime, config, budget, op).await
+}
+
+/// A GCRA rate limiter whose `until_ready()` sleeps on this runtime's timer.
+pub type RateLimiter = driver::rate::RateLimiter<TokioRuntime>;
+
+/// A bounded keyed (per IP, per user) rate limiter on this runtime.
+pub type KeyedRateLimiter<K> = driver::rate::KeyedRateLimiter<K, TokioRuntime>;
+
+/// A bulkhead whose `run(fut)` waits in a bounded queue on this runtime's timer.
+pub type Bulkhead = driver::bulkhead::Bulkhead<TokioRuntime>;
+
+// ---- tokio's runtime, listeners and connections ------------------------------------------
 
 #[cfg(feature = "tower")]
 pub mod tower;

@@ -77,8 +77,9 @@ macro_rules! conformance_suite {
     ($harness:ty, $adapter:ident) => {
         $crate::conformance_suite!($harness);
 
-        /// The adapter's `runtime_aliases!` names are the generic types the suite exercises, on
-        /// the runtime under test.
+        /// The names every adapter writes out in its `lib.rs` are the generic types and
+        /// functions the suite exercises, on the runtime under test (so the adapters cannot
+        /// drift apart: one that renames or reshapes a name fails to compile here).
         #[test]
         fn runtime_aliases_name_the_runtime_under_test() {
             type Rt = <$harness as $crate::Harness>::Runtime;
@@ -95,6 +96,22 @@ macro_rules! conformance_suite {
                 $adapter::Incoming<$adapter::Tcp>,
             ) -> $adapter::core::driver::Incoming<$adapter::Tcp, Rt> = |x| x;
             let _: fn() -> $adapter::core::driver::BoxFuture<()> = $adapter::shutdown_signal;
+            let _: fn(
+                $adapter::core::time::Instant,
+            ) -> $adapter::core::driver::SleepUntil<Rt> = $adapter::sleep_until;
+            let _: fn($adapter::Incoming<$adapter::Tcp>) -> _ = |incoming| {
+                $adapter::serve(
+                    incoming,
+                    |conn: $adapter::Conn<$adapter::Tcp>, _: $adapter::Draining| async move {
+                        drop(conn)
+                    },
+                )
+            };
+            let _: fn(::core::time::Duration) -> _ =
+                |d| $adapter::timeout(d, ::core::future::ready(()));
+            let _: fn($adapter::core::backoff::BackoffConfig) -> _ = |config| {
+                $adapter::retry(config, None, || ::core::future::ready(Ok::<(), ()>(())))
+            };
             assert!($adapter::now() >= $adapter::core::time::Instant::ZERO);
         }
     };

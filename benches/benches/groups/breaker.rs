@@ -4,7 +4,9 @@
 //! failsafe's `StateMachine` is an `Arc<Mutex<..>>` used through `&self` and reads
 //! `std::time::Instant::now()` itself where its policy needs time (its rejection path, its
 //! default success-rate policy); keel is given the time. Entries suffixed `+std_now` add keel's
-//! own clock read, so those compare like for like where failsafe reads the clock.
+//! own clock read, so those compare like for like where failsafe reads the clock. The
+//! `keel_tokio_call` / `keel_smol_call` entries go through the adapters' async
+//! `Breaker::call` (clock reads, admission, outcome), run to completion by `block_on`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -65,6 +67,20 @@ pub(crate) fn bench(c: &mut Criterion) {
             ))
             .build();
         b.iter(|| black_box(sm.call(|| Ok::<(), ()>(())).is_ok()))
+    });
+
+    // --- the same, through the adapters' async `Breaker::call` (clock read included) ---
+    g.bench_function("closed_consecutive/keel_tokio_call", |b| {
+        let br = keel_tokio::Breaker::new(keel_consecutive());
+        b.iter(|| {
+            black_box(futures_lite::future::block_on(br.call(async { Ok::<(), ()>(()) })).is_ok())
+        })
+    });
+    g.bench_function("closed_consecutive/keel_smol_call", |b| {
+        let br = keel_smol::Breaker::new(keel_consecutive());
+        b.iter(|| {
+            black_box(futures_lite::future::block_on(br.call(async { Ok::<(), ()>(()) })).is_ok())
+        })
     });
 
     // --- closed, each library's default policy, a successful call ---

@@ -4,7 +4,8 @@
 //! `Instant`, governor reads a `FakeRelativeClock` that never moves (one atomic load). With real
 //! clocks: governor's default `check()` reads its default clock (quanta, a TSC read), keel-tokio's
 //! `RateLimiter::check()` / `KeyedRateLimiter::check()` read the adapter's clock
-//! (`tokio::time::Instant::now`, i.e. `std::time::Instant::now`); keel's shared check is also
+//! (`tokio::time::Instant::now`, i.e. `std::time::Instant::now`), as keel-smol's `check()` reads
+//! its own (`std::time::Instant::now` through the `async-io` runtime); keel's shared check is also
 //! shown on a bare std clock and on quanta's clock, and the clock reads are measured alone.
 //!
 //! The quota is 10^9 per second with a burst of 10^9 on both sides (a fresh limiter per sample),
@@ -197,6 +198,10 @@ pub(crate) fn bench(c: &mut Criterion) {
         let l = keel_tokio::RateLimiter::new(keel_quota());
         b.iter(|| black_box(l.check().is_ok()))
     });
+    g.bench_function("real_clock/keel_smol_rate_limiter_check", |b| {
+        let l = keel_smol::RateLimiter::new(keel_quota());
+        b.iter(|| black_box(l.check().is_ok()))
+    });
     g.bench_function("real_clock/keel_std_now_shared_check", |b| {
         let l = SharedRateLimiter::new(keel_quota(), std_now());
         b.iter(|| black_box(l.check(std_now()).is_ok()))
@@ -237,6 +242,9 @@ pub(crate) fn bench(c: &mut Criterion) {
     // --- the clock reads alone ---
     g.bench_function("clock/keel_tokio_now", |b| {
         b.iter(|| black_box(keel_tokio::now()))
+    });
+    g.bench_function("clock/keel_smol_now", |b| {
+        b.iter(|| black_box(keel_smol::now()))
     });
     g.bench_function("clock/std_instant_now", |b| {
         b.iter(|| black_box(std::time::Instant::now()))

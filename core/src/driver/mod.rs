@@ -9,7 +9,11 @@
 //!   run one task per connection and to hear SIGINT/SIGTERM.
 //!
 //! An adapter holds only that glue: `keel-tokio` maps them onto `tokio::net` and `tokio::time`
-//! (so `tokio::time::pause()` works in tests), `keel-smol` and `keel-async-std` onto `async-io`.
+//! (so `tokio::time::pause()` works in tests), `keel-smol` onto `async-io` (its
+//! `keel_smol::async_io` module, which `keel-async-std` uses too). Each adapter then writes out,
+//! in its `src/lib.rs`, the names it offers with its runtime filled in (`RateLimiter` for
+//! [`rate::RateLimiter<R>`], `serve` for [`Server::new`] + `shutdown_on` + [`Server::serve`]...):
+//! plain type aliases and functions, no macro.
 //!
 //! ```
 //! use core::task::{Context, Poll};
@@ -42,11 +46,6 @@ pub mod conn;
 pub mod rate;
 pub mod retry;
 pub mod serve;
-
-/// Glue for runtimes built on `async-io` (smol, async-std): shared here so neither adapter
-/// repeats it.
-#[cfg(feature = "async-io")]
-pub mod async_io;
 
 use core::future::Future;
 use core::pin::Pin;
@@ -279,86 +278,6 @@ pub async fn timeout<R: Runtime, F: Future>(
 ) -> Result<F::Output, Elapsed> {
     let deadline = rt.now() + duration;
     timeout_at(rt, deadline, fut).await
-}
-
-/// Declares, in an adapter crate, the runtime-bound names every adapter offers, so the three
-/// adapters expose one surface without repeating a line of it:
-///
-/// ```ignore
-/// keel_core::runtime_aliases!(TokioRuntime);
-/// ```
-#[macro_export]
-macro_rules! runtime_aliases {
-    ($rt:ty) => {
-        /// A guarded listener: a `Stream` of `(Permit, connection)`.
-        pub type Incoming<L> = $crate::driver::Incoming<L, $rt>;
-        /// A GCRA rate limiter whose `until_ready()` sleeps on this runtime's timer.
-        pub type RateLimiter = $crate::driver::rate::RateLimiter<$rt>;
-        /// A bounded keyed (per IP, per user) rate limiter on this runtime.
-        pub type KeyedRateLimiter<K> = $crate::driver::rate::KeyedRateLimiter<K, $rt>;
-        /// A bulkhead whose `run(fut)` waits in a bounded queue on this runtime's timer.
-        pub type Bulkhead = $crate::driver::bulkhead::Bulkhead<$rt>;
-        /// Sleeps until a keel instant on this runtime's timer.
-        pub fn sleep_until(deadline: $crate::time::Instant) -> $crate::driver::SleepUntil<$rt> {
-            $crate::driver::sleep_until(&<$rt>::default(), deadline)
-        }
-        /// Now, on this runtime's clock, as a keel instant.
-        pub fn now() -> $crate::time::Instant {
-            $crate::driver::Runtime::now(&<$rt>::default())
-        }
-        /// A graceful server over a guarded listener on this runtime: see
-        /// [`Server`]($crate::driver::serve::Server).
-        pub type Server<L> = $crate::driver::serve::Server<L, $rt>;
-        /// Resolves at the next SIGINT or SIGTERM (Ctrl-C on Windows).
-        pub fn shutdown_signal() -> $crate::driver::BoxFuture<()> {
-            $crate::driver::Signals::shutdown_signal(&<$rt>::default())
-        }
-        /// Serves `incoming` with one `handler` task per connection until SIGINT or SIGTERM,
-        /// then drains gracefully (default grace period 30 s; a second signal stops at once).
-        /// For another grace period or trigger, use [`Server`] directly.
-        pub async fn serve<L, H, Fut>(
-            incoming: Incoming<L>,
-            handler: H,
-        ) -> $crate::driver::ServeReport
-        where
-            L: $crate::driver::ConnIo + ::core::marker::Send + 'static,
-            H: ::core::ops::FnMut($crate::driver::Conn<L>, $crate::driver::Draining) -> Fut
-                + ::core::marker::Send,
-            Fut: ::core::future::Future<Output = ()> + ::core::marker::Send + 'static,
-        {
-            $crate::driver::serve::Server::new(incoming)
-                .shutdown_on(shutdown_signal)
-                .serve(handler)
-                .await
-        }
-        /// Runs a future for at most `duration` on this runtime's timer.
-        pub async fn timeout<F: ::core::future::Future>(
-            duration: ::core::time::Duration,
-            fut: F,
-        ) -> ::core::result::Result<F::Output, $crate::driver::Elapsed> {
-            $crate::driver::timeout(&<$rt>::default(), duration, fut).await
-        }
-        /// A circuit breaker around futures on this runtime; clones share one breaker.
-        pub type Breaker = $crate::driver::breaker::Breaker<$rt>;
-        /// Retries async operations with backoff, a shared budget and a predicate on this
-        /// runtime.
-        pub type Retry<P = $crate::driver::retry::RetryAll, N = $crate::driver::retry::NoNotify> =
-            $crate::driver::retry::Retry<$rt, P, N>;
-        /// Retries `op` with `config` on this runtime, drawing on `budget` if given, retrying
-        /// every error (use [`Retry`] to classify errors).
-        pub async fn retry<T, E, Fut, Op>(
-            config: $crate::backoff::BackoffConfig,
-            budget: ::core::option::Option<&$crate::sync::budget::SharedBudget>,
-            op: Op,
-        ) -> ::core::result::Result<T, $crate::driver::retry::RetryError<E>>
-        where
-            Op: ::core::ops::FnMut() -> Fut,
-            Fut: ::core::future::Future<Output = ::core::result::Result<T, E>>,
-            E: ::core::fmt::Debug,
-        {
-            $crate::driver::retry::retry(&<$rt>::default(), config, budget, op).await
-        }
-    };
 }
 
 /// 64 bits of per-call randomness from the OS ([`crate::rng::os_seed`]): the salt of retry and

@@ -1,38 +1,35 @@
-//! The glue shared by the runtimes that sit on `async-io` (smol, async-std), written once so
-//! neither adapter repeats it (feature `async-io`).
+//! The glue of every runtime on the `async-io` reactor: smol's here, and keel-async-std's
+//! (async-std runs on `async-io` too), which uses this module rather than repeat it.
 //!
-//! - [`AsyncIoRuntime`](crate::driver::async_io::AsyncIoRuntime): the adapter's clock (a
-//!   `fn() -> std::time::Instant` the adapter passes in: keel-core never reads a clock itself),
-//!   counted from a process-wide origin, and the timer (`async_io::Timer`, re-armed in place
-//!   with `set_at`).
-//! - [`shutdown_signal`](crate::driver::async_io::shutdown_signal): SIGINT/SIGTERM (Ctrl-C on Windows) through `async-signal`, which runs
+//! - [`now`] and [`AsyncIoTimer`]: the clock (`std::time::Instant`, counted as keel instants from
+//!   a process-wide origin, so smol's and async-std's instants are comparable) and the timer
+//!   (`async_io::Timer`, re-armed in place with `set_at`). A runtime type implements
+//!   [`Runtime`] with these two (see [`SmolRuntime`](crate::SmolRuntime)).
+//! - [`shutdown_signal`]: SIGINT/SIGTERM (Ctrl-C on Windows) through `async-signal`, which runs
 //!   on any `async-io` reactor.
-//! - [`async_io_runtime!`](crate::async_io_runtime): declares an adapter's own runtime type (a
-//!   unit struct) with [`Runtime`](crate::driver::Runtime) and [`Signals`](crate::driver::Signals) delegated to the above and
-//!   [`Spawn`](crate::driver::Spawn) given by the adapter (`smol::spawn`, `async_std::task::spawn`).
-//! - [`AsyncIoListener`](crate::driver::async_io::AsyncIoListener): a std listener registered with the `async-io` reactor, accepted from
+//! - [`AsyncIoListener`]: a std listener registered with the `async-io` reactor, accepted from
 //!   with a non-blocking `accept` and `poll_readable`; each accepted std stream goes through a
 //!   conversion the adapter supplies (`fn(std stream) -> io::Result<its runtime's stream>`).
 //!   Shed mode writes the farewell with one non-blocking `send` on the converted stream.
-//! - [`bind_tcp`](crate::driver::async_io::bind_tcp): a std TCP listener bound with `SO_REUSEADDR` and the configured backlog
-//!   (`std::net::TcpListener::bind` always uses 128).
+//! - [`bind_tcp`]: a std TCP listener bound with `SO_REUSEADDR` and the configured backlog
+//!   (`std::net::TcpListener::bind` always uses 128); [`bind_guarded`], [`guard_async`] and
+//!   [`guard_std`]: an adapter's `bind` and `guard`, generic over its runtime type.
 //!
 //! ```
-//! use keel_core::driver::async_io::{AsyncIoListener, AsyncIoRuntime};
-//! use keel_core::driver::{GuardConfig, Incoming};
+//! use keel_smol::async_io::{self, AsyncIoListener};
+//! use keel_smol::{GuardConfig, Incoming, SmolRuntime};
 //!
 //! let config = GuardConfig::builder().max_connections(64).backlog(256).build()?;
-//! let std_listener = keel_core::driver::async_io::bind_tcp(
+//! let std_listener = async_io::bind_tcp(
 //!     [std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
 //!     config.backlog(),
 //! )?;
-//! // A runtime stream type converted from the accepted std stream (here: the std stream).
-//! let listener = AsyncIoListener::new(std_listener, |s: std::net::TcpStream| Ok(s))?;
+//! // The runtime's stream type, converted from each accepted std stream.
+//! let listener = AsyncIoListener::new(std_listener, smol::net::TcpStream::try_from)?;
 //! assert!(listener.get_ref().local_addr()?.port() != 0);
-//! // An adapter then guards it with its own runtime type (e.g. `keel_smol::SmolRuntime`,
-//! // declared with `async_io_runtime!`, which supplies the clock and spawns):
-//! // `Incoming::new(listener, SmolRuntime, &config)`.
-//! # let _ = (AsyncIoRuntime::new, Incoming::<AsyncIoListener<std::net::TcpListener, std::net::TcpStream>, AsyncIoRuntime>::new);
+//! // Guarded on smol's runtime (what `keel_smol::bind` returns):
+//! let incoming: Incoming<keel_smol::Tcp> = keel_smol::core::driver::Incoming::new(listener, SmolRuntime, &config);
+//! # drop(incoming);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -47,67 +44,51 @@ use std::sync::{Arc, OnceLock};
 use async_io::Async;
 use futures_core::Stream as _;
 
-use super::{BoxFuture, GuardConfig, Incoming, Listener, Runtime, Timer};
-use crate::time::Instant;
+use keel_core::driver::{BoxFuture, ConnIo, GuardConfig, Incoming, Listener, Runtime, Timer};
+use keel_core::time::Instant;
 
-/// The adapter's clock: its one clock read, passed in so keel-core itself never reads a clock.
-pub type StdClock = fn() -> std::time::Instant;
-
-/// The clock and timers of the `async-io` reactor as a keel [`Runtime`]: what every adapter's
-/// runtime type declared with [`async_io_runtime!`](crate::async_io_runtime) delegates to.
-///
-/// The clock is the adapter's ([`StdClock`]). keel instants count nanoseconds since the first
-/// time any `async-io` runtime read it, so smol's and async-std's instants are comparable. A
-/// deadline too far away for `std::time::Instant` arms a timer that never fires.
-#[derive(Clone, Copy, Debug)]
-pub struct AsyncIoRuntime {
-    clock: StdClock,
+/// The instant keel's `async-io` instants count from: the first time any of them read the clock.
+fn origin() -> std::time::Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
 }
 
-impl AsyncIoRuntime {
-    /// The `async-io` reactor's timers, with `clock` as the time.
-    pub const fn new(clock: StdClock) -> Self {
-        AsyncIoRuntime { clock }
-    }
-
-    fn origin(&self) -> std::time::Instant {
-        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-        *ORIGIN.get_or_init(self.clock)
-    }
-
-    /// Converts a keel instant back to std's clock (`None` past what `std::time::Instant` holds).
-    pub fn to_std(&self, deadline: Instant) -> Option<std::time::Instant> {
-        self.origin().checked_add(deadline.as_duration())
-    }
+/// Now, on std's monotonic clock, as a keel [`Instant`]: nanoseconds since the first time any
+/// `async-io` runtime in the process read the clock (so smol's and async-std's instants are
+/// comparable). The clock read of [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's
+/// runtime.
+pub fn now() -> Instant {
+    Instant::from_duration(std::time::Instant::now().saturating_duration_since(origin()))
 }
 
-impl Runtime for AsyncIoRuntime {
-    type Timer = AsyncIoTimer;
-
-    fn now(&self) -> Instant {
-        let since = (self.clock)().saturating_duration_since(self.origin());
-        Instant::from_duration(since)
-    }
-
-    fn timer(&self, deadline: Instant) -> AsyncIoTimer {
-        let timer = match self.to_std(deadline) {
-            Some(at) => async_io::Timer::at(at),
-            None => async_io::Timer::never(),
-        };
-        AsyncIoTimer { timer, rt: *self }
-    }
+/// Converts a keel instant (as [`now`] counts) back to std's clock; `None` past what
+/// `std::time::Instant` can hold.
+pub fn to_std(deadline: Instant) -> Option<std::time::Instant> {
+    origin().checked_add(deadline.as_duration())
 }
 
-/// An `async_io::Timer` as a keel [`Timer`] (re-armed in place, never reallocated).
+/// An `async_io::Timer` as a keel [`Timer`], on [`now`]'s clock (re-armed in place, never
+/// reallocated). A deadline too far away for `std::time::Instant` arms a timer that never
+/// fires.
 #[derive(Debug)]
 pub struct AsyncIoTimer {
     timer: async_io::Timer,
-    rt: AsyncIoRuntime,
+}
+
+impl AsyncIoTimer {
+    /// A timer armed for `deadline`.
+    pub fn at(deadline: Instant) -> Self {
+        let timer = match to_std(deadline) {
+            Some(at) => async_io::Timer::at(at),
+            None => async_io::Timer::never(),
+        };
+        AsyncIoTimer { timer }
+    }
 }
 
 impl Timer for AsyncIoTimer {
     fn reset(&mut self, deadline: Instant) {
-        match self.rt.to_std(deadline) {
+        match to_std(deadline) {
             Some(at) => self.timer.set_at(at),
             None => self.timer = async_io::Timer::never(),
         }
@@ -119,8 +100,9 @@ impl Timer for AsyncIoTimer {
 }
 
 /// Registers SIGINT and SIGTERM listeners (Ctrl-C on Windows) with `async-signal` **now**, and
-/// returns a future that resolves at the next of them: the [`Signals`](super::Signals) impl of
-/// every runtime declared with [`async_io_runtime!`](crate::async_io_runtime).
+/// returns a future that resolves at the next of them: the
+/// [`Signals`](keel_core::driver::Signals) impl of [`SmolRuntime`](crate::SmolRuntime) and of
+/// keel-async-std's runtime.
 ///
 /// While registered, the signals' default action (ending the process) is replaced. If they
 /// cannot be registered, the error is logged (target `keel::shutdown`, `warn`) and the future
@@ -134,15 +116,14 @@ pub fn shutdown_signal() -> BoxFuture<()> {
     let wanted = [Signal::Int];
     let mut signals = match async_signal::Signals::new(wanted) {
         Ok(signals) => signals,
-        Err(_e) => {
-            #[cfg(feature = "tracing")]
-            tracing::warn!(target: "keel::shutdown", error = %_e, "cannot listen for SIGINT/SIGTERM; graceful shutdown on signals is off");
-            return alloc::boxed::Box::pin(core::future::pending());
+        Err(e) => {
+            tracing::warn!(target: "keel::shutdown", error = %e, "cannot listen for SIGINT/SIGTERM; graceful shutdown on signals is off");
+            return Box::pin(core::future::pending());
         }
     };
-    alloc::boxed::Box::pin(async move {
+    Box::pin(async move {
         let received = core::future::poll_fn(|cx| Pin::new(&mut signals).poll_next(cx)).await;
-        let _name = match received {
+        let name = match received {
             Some(Ok(Signal::Int)) => "SIGINT",
             #[cfg(unix)]
             Some(Ok(Signal::Term)) => "SIGTERM",
@@ -150,67 +131,8 @@ pub fn shutdown_signal() -> BoxFuture<()> {
             // The notifier failed: no further signal can be heard, so treat it as one.
             Some(Err(_)) | None => "error",
         };
-        #[cfg(feature = "tracing")]
-        tracing::info!(target: "keel::shutdown", signal = _name, "shutdown signal received");
+        tracing::info!(target: "keel::shutdown", signal = name, "shutdown signal received");
     })
-}
-
-/// Declares an adapter's runtime type on `async-io`: a unit struct (`Clone`, `Copy`, `Default`,
-/// `Debug`) whose [`Runtime`](crate::driver::Runtime) (clock and timer) is
-/// [`AsyncIoRuntime`](crate::driver::async_io::AsyncIoRuntime)'s, whose
-/// [`Signals`](crate::driver::Signals) is
-/// [`shutdown_signal`](crate::driver::async_io::shutdown_signal), and whose
-/// [`Spawn`](crate::driver::Spawn) is the adapter's own: `spawn($fut) -> Handle { body }`.
-/// `clock:` is the adapter's [`StdClock`](crate::driver::async_io::StdClock) (the std monotonic
-/// clock's `now`): the one clock read, in the adapter.
-///
-/// ```ignore
-/// keel_core::async_io_runtime! {
-///     /// smol's clock, timers, signals and tasks.
-///     pub struct SmolRuntime;
-///     clock: smol_clock;
-///     spawn(fut) -> SmolTask { SmolTask(Some(smol::spawn(fut))) }
-/// }
-/// ```
-#[macro_export]
-macro_rules! async_io_runtime {
-    (
-        $(#[$meta:meta])*
-        $vis:vis struct $rt:ident;
-        clock: $clock:expr;
-        spawn($fut:ident) -> $handle:ty $body:block
-    ) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        $vis struct $rt;
-
-        impl $crate::driver::Runtime for $rt {
-            type Timer = $crate::driver::async_io::AsyncIoTimer;
-            fn now(&self) -> $crate::time::Instant {
-                $crate::driver::Runtime::now(&$crate::driver::async_io::AsyncIoRuntime::new($clock))
-            }
-            fn timer(&self, deadline: $crate::time::Instant) -> Self::Timer {
-                $crate::driver::Runtime::timer(
-                    &$crate::driver::async_io::AsyncIoRuntime::new($clock),
-                    deadline,
-                )
-            }
-        }
-
-        impl $crate::driver::Signals for $rt {
-            fn shutdown_signal(&self) -> $crate::driver::BoxFuture<()> {
-                $crate::driver::async_io::shutdown_signal()
-            }
-        }
-
-        impl $crate::driver::Spawn for $rt {
-            type Handle = $handle;
-            fn spawn<F>(&self, $fut: F) -> $handle
-            where
-                F: ::core::future::Future<Output = ()> + ::core::marker::Send + 'static,
-            $body
-        }
-    };
 }
 
 /// A std listener [`AsyncIoListener`] can accept from (TCP, and Unix-domain on Unix).
@@ -324,7 +246,7 @@ impl<L: StdListener, C: AsSocketRef + Send + Unpin + 'static> Listener for Async
 
 /// The streams of `async-io` runtimes have `futures-io`'s traits; the write side is shut down
 /// with `shutdown(SHUT_WR)` on the socket (`poll_close` differs between runtimes).
-impl<L, C> super::ConnIo for AsyncIoListener<L, C>
+impl<L, C> ConnIo for AsyncIoListener<L, C>
 where
     L: StdListener,
     C: AsSocketRef + futures_io::AsyncRead + futures_io::AsyncWrite + Send + Unpin + 'static,
@@ -425,4 +347,41 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timer_re_armed_in_place_follows_its_latest_deadline() {
+        let mut timer = AsyncIoTimer::at(Instant::MAX);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(timer.poll_elapsed(&mut cx).is_pending());
+        // Re-armed for a past deadline it fires; re-armed for the far future it stops firing.
+        timer.reset(Instant::ZERO);
+        assert!(timer.poll_elapsed(&mut cx).is_ready());
+        timer.reset(Instant::MAX);
+        assert!(timer.poll_elapsed(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn keel_instants_and_std_instants_convert_both_ways() {
+        let before = std::time::Instant::now();
+        let now = now();
+        let after = std::time::Instant::now();
+        // `now` counts from the origin `to_std` adds back: the clock read it was made from.
+        let back = to_std(now).expect("now fits in std's clock");
+        assert!(
+            before <= back && back <= after,
+            "{before:?} <= {back:?} <= {after:?}"
+        );
+    }
+
+    #[test]
+    fn binding_to_no_address_is_an_invalid_input_error() {
+        let err = bind_tcp([], 128).expect_err("no address to bind");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
 }
