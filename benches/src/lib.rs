@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 
 use keel_core::driver::{ConnIo, GuardConfig, Incoming, Listener, ServeHandle, Signals, Spawn};
 
+pub mod adaptive_sim;
 pub mod conformance;
 pub mod sim;
 pub mod storm;

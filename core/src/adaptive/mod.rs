@@ -11,15 +11,17 @@
 //!
 //! - **Vegas stuck at its minimum after load subsides** (Netflix/concurrency-limits#35,
 //!   go-concurrency-limits#117): a stale minimum RTT makes every later RTT look like a queue.
-//!   Here the minimum RTT is re-measured when the latency stops answering to cuts of the limit
-//!   (three cutting windows that shrank the limit by a quarter without lowering the RTT by a
-//!   tenth), when the limit sits at its minimum for three windows, and on a timer.
+//!   Here the minimum RTT only goes up through a measurement on a drained service (a *probe*),
+//!   started when the latency stops answering to cuts of the limit (three cutting windows that
+//!   shrank the limit by a quarter without lowering the RTT by a tenth), when the limit sits at
+//!   its minimum with an apparent queue for three windows, and on a timer.
 //! - **Gradient2 creeping upward under modest overload with a queue** (discussion on Netflix
 //!   PR #134): its long-term RTT average follows the queued RTT, so the queue becomes the new
 //!   normal. Here the reference is a *minimum* that only a drained window can raise.
-//! - **Slow ramp-up**: a slow start doubles the limit each window until the first sign of a
-//!   queue; after that, growth steps double for each consecutive window without a queue, so a
-//!   capacity that comes back is found in a few windows, not one request per window.
+//! - **Slow ramp-up**: a slow start doubles the limit every four round trips until the first
+//!   sign of a queue; after that, growth steps double for each consecutive window without a
+//!   queue, so a capacity that comes back is found in a few windows, not one request per
+//!   window.
 //! - **Over-reaction to latency noise** (why Envoy added a 25 % buffer over its minimum RTT):
 //!   decisions use the *mean* RTT of a whole window, and the minimum RTT is the lowest window
 //!   mean (over windows of at least [`min_samples`](AdaptiveConfigBuilder::min_samples)), not
@@ -31,13 +33,16 @@
 //! - [`Adaptive::on_sample`]`(now, rtt, outcome, in_flight)` once per finished request:
 //!   `in_flight` is the number of requests in flight when it started, itself included.
 //!   Samples are aggregated into windows; a window closes with the first sample at least
-//!   `max(window, 2 × min RTT)` after it opened, and only then may the limit move.
+//!   `max(window, 2 × min RTT)` after it opened (during the slow start, `min(window, 4 × min
+//!   RTT)`), and only then may the limit move.
 //! - [`Adaptive::limit`] is the limit to enforce. It is always within
 //!   `[min_limit, max_limit]`, whatever the input: zero or `Duration::MAX` RTTs, `in_flight`
 //!   of 0 or `u32::MAX`, time going backwards (clamped to the newest `now` seen).
 //! - The periodic minimum-RTT re-measurement is a timer: call [`Adaptive::handle_timeout`] at
-//!   [`Adaptive::poll_timeout`]. It halves the limit for two windows (the first lets any queue
-//!   drain, the second is measured) and then restores the limit it had.
+//!   [`Adaptive::poll_timeout`]. A probe (timer or suspicion) holds the limit at most at half
+//!   its value, and at three quarters of the servers the last window kept busy, for two
+//!   windows (the first lets any queue drain, the second is measured); that window's mean RTT
+//!   becomes the minimum RTT and the limit before the probe comes back.
 //! - Every input returns an [`AdaptiveDecision`]: `Resize` when the limit to enforce changed.
 //!   [`Adaptive::poll_event`] reports the changes and their causes.
 //!
@@ -177,11 +182,19 @@ pub enum LimitCause {
 pub enum MinRttCause {
     /// A window was faster than the minimum so far (or it is the first estimate).
     Lower,
-    /// The periodic re-measurement (see [`AdaptiveConfigBuilder::probe_interval`]).
+    /// A re-measurement on a drained service (see [`ProbeReason`]).
     Probe,
-    /// The RTT did not answer to cuts of the limit: the old minimum was stale.
+}
+
+/// Why a minimum-RTT re-measurement started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProbeReason {
+    /// The periodic timer (see [`AdaptiveConfigBuilder::probe_interval`]).
+    Timer,
+    /// The RTT did not answer to cuts of the limit: the minimum RTT may be stale (the
+    /// service itself got slower).
     Unresponsive,
-    /// The limit sat at its minimum with an apparent queue: the old minimum was stale.
+    /// The limit sat at its minimum with an apparent queue: the minimum RTT may be stale.
     StuckAtMin,
 }
 
@@ -196,6 +209,13 @@ pub enum AdaptiveEvent {
         to: u32,
         /// Why.
         cause: LimitCause,
+    },
+    /// A minimum-RTT re-measurement started: the limit is held down for two windows.
+    ProbeStarted {
+        /// Why.
+        reason: ProbeReason,
+        /// The limit held during the measurement.
+        limit: u32,
     },
     /// The minimum RTT (the no-queue reference) changed.
     MinRttChanged {
@@ -227,9 +247,9 @@ pub struct AdaptiveStats {
     pub increases: u64,
     /// Windows that lowered the limit (loss included).
     pub decreases: u64,
-    /// Minimum-RTT re-measurements started by the timer.
+    /// Minimum-RTT re-measurements started (for any reason).
     pub probes: u64,
-    /// Times the minimum RTT was found stale and replaced (not counting probes).
+    /// Re-measurements started because the minimum RTT looked stale (not by the timer).
     pub stale_min_rtt: u64,
     /// `true` during the slow start.
     pub slow_start: bool,
@@ -339,6 +359,8 @@ pub struct Adaptive {
     cuts_from_limit: f64,
     cuts_from_rtt: f64,
     at_min: u32,
+    /// Servers the last window kept busy (`in_flight × min RTT / RTT`).
+    busy: f64,
     probe: Probe,
     stats: AdaptiveStats,
     events: Events,
@@ -362,6 +384,7 @@ impl Adaptive {
             cuts_from_limit: limit,
             cuts_from_rtt: 0.0,
             at_min: 0,
+            busy: limit,
             probe: Probe::Idle { due },
             stats: AdaptiveStats {
                 limit: config.initial_limit,
@@ -421,17 +444,35 @@ impl Adaptive {
         if now < due {
             return AdaptiveDecision::Unchanged;
         }
+        let before = self.stats.limit;
+        self.begin_probe(now, ProbeReason::Timer);
+        self.announce(before, LimitCause::ProbeStarted)
+    }
+
+    /// Holds the limit down for two windows: the first drains the queue, the second is
+    /// measured. The held limit is three quarters of the servers the last window kept busy
+    /// (`in_flight × min RTT / RTT`, Little's law), at most half the limit, so a queue drains
+    /// even when the minimum RTT is stale.
+    fn begin_probe(&mut self, now: Instant, reason: ProbeReason) {
         self.stats.probes = self.stats.probes.saturating_add(1);
+        if reason != ProbeReason::Timer {
+            self.stats.stale_min_rtt = self.stats.stale_min_rtt.saturating_add(1);
+        }
         self.probe = Probe::Measuring {
             windows_left: 2,
             restore: self.limit,
         };
         self.stats.probing = true;
+        self.cuts = 0;
+        self.at_min = 0;
         // A fresh window: the samples before the cut say nothing about the drained service.
         self.window = Window::new(now);
-        let before = self.stats.limit;
-        self.set_limit(self.limit * 0.5);
-        self.announce(before, LimitCause::ProbeStarted)
+        let held = (self.limit * 0.5).min(self.busy * 0.75);
+        self.set_limit(held);
+        self.push(AdaptiveEvent::ProbeStarted {
+            reason,
+            limit: self.stats.limit,
+        });
     }
 
     /// One finished request: its round-trip time, how it ended, and how many requests were in
@@ -479,10 +520,21 @@ impl Adaptive {
         self.close_window(&closed)
     }
 
-    /// `max(window, 2 × min RTT)`.
+    /// `max(window, 2 × min RTT)`; in slow start, once a minimum RTT is known,
+    /// `min(window, 4 × min RTT)` (the limit then doubles every four round trips: TCP's slow
+    /// start doubles every one, but its feedback is not a mean over a window).
     fn window_length(&self) -> Duration {
-        let rtt2 = self.min_rtt.map_or(0, |(n, _)| n.saturating_mul(2));
-        self.config.window.max(Duration::from_nanos(rtt2))
+        let rtt = self.min_rtt.map_or(0, |(n, _)| n);
+        let rtt2 = self
+            .min_rtt
+            .map(|_| Duration::from_nanos(rtt.saturating_mul(2)));
+        match rtt2 {
+            Some(_) if self.slow_start => {
+                Duration::from_nanos(rtt.saturating_mul(4)).min(self.config.window)
+            }
+            Some(rtt2) => self.config.window.max(rtt2),
+            None => self.config.window,
+        }
     }
 
     fn close_window(&mut self, w: &Window) -> AdaptiveDecision {
@@ -531,6 +583,7 @@ impl Adaptive {
         let b = self.min_rtt.map_or(mean, |(b, _)| b) as f64;
         let m = mean as f64;
         let queue = (mean_in_flight * (1.0 - b / m)).max(0.0);
+        self.busy = mean_in_flight * (b / m);
         let limit = self.limit;
         let limited = f64::from(w.max_in_flight) * 2.0 >= limit;
         let before = self.stats.limit;
@@ -565,16 +618,22 @@ impl Adaptive {
         self.set_limit(next);
 
         // Is the minimum RTT stale? Only the latency-driven controllers care.
+        let mut cause = cause;
         if !matches!(self.config.algorithm, Algorithm::Aimd(_)) {
-            self.check_stale(cause, limit, mean, queue);
+            if let Some(reason) = self.check_stale(cause, limit, mean, queue) {
+                self.begin_probe(self.clock.get(), reason);
+                cause = Some(LimitCause::ProbeStarted);
+            }
         }
 
         match cause {
             Some(LimitCause::Increase) => {
                 self.stats.increases = self.stats.increases.saturating_add(1);
             }
-            Some(_) => self.stats.decreases = self.stats.decreases.saturating_add(1),
-            None => {}
+            Some(LimitCause::Decrease | LimitCause::Loss) => {
+                self.stats.decreases = self.stats.decreases.saturating_add(1);
+            }
+            _ => {}
         }
         match cause {
             Some(cause) => self.announce(before, cause),
@@ -609,8 +668,14 @@ impl Adaptive {
         }
     }
 
-    /// Replaces a stale minimum RTT. `before` is the limit before this window's change.
-    fn check_stale(&mut self, cause: Option<LimitCause>, before: f64, mean: u64, queue: f64) {
+    /// Whether the minimum RTT looks stale. `before` is the limit before this window's change.
+    fn check_stale(
+        &mut self,
+        cause: Option<LimitCause>,
+        before: f64,
+        mean: u64,
+        queue: f64,
+    ) -> Option<ProbeReason> {
         let m = mean as f64;
         if cause == Some(LimitCause::Decrease) {
             if self.cuts == 0 {
@@ -622,9 +687,7 @@ impl Adaptive {
                 && self.limit <= 0.75 * self.cuts_from_limit
                 && m >= 0.9 * self.cuts_from_rtt
             {
-                self.cuts = 0;
-                self.stats.stale_min_rtt = self.stats.stale_min_rtt.saturating_add(1);
-                self.set_min_rtt(mean, true, MinRttCause::Unresponsive);
+                return Some(ProbeReason::Unresponsive);
             }
         } else {
             self.cuts = 0;
@@ -633,13 +696,12 @@ impl Adaptive {
         if at_min && queue > 0.5 {
             self.at_min = self.at_min.saturating_add(1);
             if self.at_min >= STALE_AT_MIN {
-                self.at_min = 0;
-                self.stats.stale_min_rtt = self.stats.stale_min_rtt.saturating_add(1);
-                self.set_min_rtt(mean, true, MinRttCause::StuckAtMin);
+                return Some(ProbeReason::StuckAtMin);
             }
         } else {
             self.at_min = 0;
         }
+        None
     }
 
     fn set_min_rtt(&mut self, nanos: u64, full: bool, cause: MinRttCause) {
