@@ -308,6 +308,8 @@ struct Window {
     start: Instant,
     count: u64,
     rtt_sum: u128,
+    /// Sum of squared RTTs (ns²), for the standard error of the window's mean.
+    rtt_sq_sum: f64,
     in_flight_sum: u128,
     max_in_flight: u32,
     losses: u64,
@@ -319,6 +321,7 @@ impl Window {
             start,
             count: 0,
             rtt_sum: 0,
+            rtt_sq_sum: 0.0,
             in_flight_sum: 0,
             max_in_flight: 0,
             losses: 0,
@@ -372,13 +375,15 @@ impl Adaptive {
     pub fn new(config: AdaptiveConfig, now: Instant) -> Adaptive {
         let due = config.probe_interval.map(|p| now.saturating_add(p));
         let limit = f64::from(config.initial_limit);
+        // Vegas has no slow start: its own steps are its ramp.
+        let slow_start = !matches!(config.algorithm, Algorithm::Vegas(_));
         Adaptive {
             config,
             clock: Monotonic::new(now),
             limit,
             min_rtt: None,
             window: Window::new(now),
-            slow_start: true,
+            slow_start,
             step: 1.0,
             cuts: 0,
             cuts_from_limit: limit,
@@ -388,7 +393,7 @@ impl Adaptive {
             probe: Probe::Idle { due },
             stats: AdaptiveStats {
                 limit: config.initial_limit,
-                slow_start: true,
+                slow_start,
                 ..AdaptiveStats::default()
             },
             events: Events::new(),
@@ -507,6 +512,7 @@ impl Adaptive {
         let w = &mut self.window;
         w.count = w.count.saturating_add(1);
         w.rtt_sum = w.rtt_sum.saturating_add(u128::from(rtt));
+        w.rtt_sq_sum += (rtt as f64) * (rtt as f64);
         w.in_flight_sum = w.in_flight_sum.saturating_add(u128::from(in_flight));
         w.max_in_flight = w.max_in_flight.max(in_flight);
         if loss {
@@ -547,6 +553,10 @@ impl Adaptive {
         let mean = u64::try_from(w.rtt_sum / count).unwrap_or(u64::MAX).max(1);
         let mean_in_flight = (w.in_flight_sum / count) as f64;
         let full = w.count >= u64::from(self.config.min_samples);
+        // Two standard errors of the mean: a difference smaller than that is noise.
+        let m = mean as f64;
+        let variance = (w.rtt_sq_sum / count as f64 - m * m).max(0.0);
+        let noise = 2.0 * sqrt(variance / count as f64);
 
         if let Probe::Measuring {
             windows_left,
@@ -572,17 +582,24 @@ impl Adaptive {
             return self.announce(before, LimitCause::ProbeEnded);
         }
 
+        // The minimum RTT: the first window's mean, replaced by the first full window's, then
+        // lowered only by a window whose mean is lower by more than its noise (to the top of
+        // that window's noise band, so that the luckiest of many windows does not set it).
         match self.min_rtt {
             None => self.set_min_rtt(mean, full, MinRttCause::Lower),
             Some((b, was_full)) => {
-                if (mean < b && (full || !was_full)) || (full && !was_full) {
+                if full && !was_full || !was_full && mean < b {
                     self.set_min_rtt(mean, full, MinRttCause::Lower);
+                } else if full && m + noise < b as f64 {
+                    // `m + noise < b <= u64::MAX`, so the cast cannot saturate.
+                    self.set_min_rtt((m + noise) as u64, true, MinRttCause::Lower);
                 }
             }
         }
         let b = self.min_rtt.map_or(mean, |(b, _)| b) as f64;
-        let m = mean as f64;
-        let queue = (mean_in_flight * (1.0 - b / m)).max(0.0);
+        // Only the part of the RTT above the noise band counts as a queue.
+        let queued_rtt = (m - noise).max(b);
+        let queue = (mean_in_flight * (1.0 - b / queued_rtt)).max(0.0);
         self.busy = mean_in_flight * (b / m);
         let limit = self.limit;
         let limited = f64::from(w.max_in_flight) * 2.0 >= limit;
@@ -746,6 +763,24 @@ impl Adaptive {
     }
 }
 
+/// The square root by Newton's method (`core` has no `f64::sqrt` without `std`); 0 for
+/// anything not positive and finite except `+inf`.
+fn sqrt(x: f64) -> f64 {
+    if x == f64::INFINITY {
+        return x;
+    }
+    if !(x > 0.0) || !x.is_finite() {
+        return 0.0;
+    }
+    // Halving the exponent gives a first guess within a factor of 1.5; each step doubles the
+    // correct digits.
+    let mut y = f64::from_bits((x.to_bits() >> 1) + (1023u64 << 51));
+    for _ in 0..6 {
+        y = 0.5 * (y + x / y);
+    }
+    y
+}
+
 /// `max(1, floor(log10(limit)))`, as Netflix's `Log10RootFunction` table.
 fn log10_floor(limit: f64) -> f64 {
     let mut n = limit as u64;
@@ -777,6 +812,18 @@ fn vegas(v: VegasParams, limit: f64, queue: f64, limited: bool) -> (f64, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqrt_is_exact_enough() {
+        for x in [1e-9, 0.25, 2.0, 1e6, 1e14, 3.4e38, f64::MAX] {
+            let y = sqrt(x);
+            assert!((y * y / x - 1.0).abs() < 1e-12, "{x} {y}");
+        }
+        assert_eq!(sqrt(0.0), 0.0);
+        assert_eq!(sqrt(-1.0), 0.0);
+        assert_eq!(sqrt(f64::NAN), 0.0);
+        assert_eq!(sqrt(f64::INFINITY), f64::INFINITY);
+    }
 
     #[test]
     fn log10_floor_matches_netflix_table() {
