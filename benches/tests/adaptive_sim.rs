@@ -55,21 +55,31 @@ fn keel_default_meets_the_done_when_figures() {
     // Beats each anchor where it is known to fail.
     // Vegas: over-reaction to noise (its minimum RTT is the luckiest single request).
     let vegas = get(&results, Algo::NetflixVegas, "noise-25%");
-    assert!(noise.goodput_pct > vegas.goodput_pct + 10.0, "vs Vegas\n{t}");
+    assert!(
+        noise.goodput_pct > vegas.goodput_pct + 10.0,
+        "vs Vegas\n{t}"
+    );
     // Gradient2: creeps up under overload with a queue (to its maximum here).
     let g2 = get(&results, Algo::NetflixGradient2, "overload-3x");
-    assert!(over.limit_over_ideal * 2.0 < g2.limit_over_ideal, "vs Gradient2\n{t}");
+    assert!(
+        over.limit_over_ideal * 2.0 < g2.limit_over_ideal,
+        "vs Gradient2\n{t}"
+    );
     assert!(over.p99_ratio * 2.0 < g2.p99_ratio, "vs Gradient2 p99\n{t}");
     // AIMD: blind to latency, it never settles near the ideal limit from a cold start.
     let aimd = get(&results, Algo::NetflixAimd, "cold-start");
     assert!(
-        aimd.to_ideal.is_none_or(|w| cold.to_ideal.is_some_and(|k| k < w)),
+        aimd.to_ideal
+            .is_none_or(|w| cold.to_ideal.is_some_and(|k| k < w)),
         "vs AIMD\n{t}"
     );
     assert!(cold.p99_ratio * 2.0 < aimd.p99_ratio, "vs AIMD p99\n{t}");
     // Envoy: under noise, its buffer keeps a bigger limit and queue than needed.
     let envoy = get(&results, Algo::EnvoyGradient, "noise-25%");
-    assert!(noise.goodput_pct >= envoy.goodput_pct, "vs Envoy goodput\n{t}");
+    assert!(
+        noise.goodput_pct >= envoy.goodput_pct,
+        "vs Envoy goodput\n{t}"
+    );
     assert!(noise.p99_ratio < envoy.p99_ratio, "vs Envoy p99\n{t}");
 
     // No worse than 5 % behind the best anchor's goodput on any scenario.
@@ -79,7 +89,11 @@ fn keel_default_meets_the_done_when_figures() {
             .filter(|a| a.scenario == r.scenario && Algo::ANCHORS.contains(&a.algo))
             .map(|a| a.goodput_pct)
             .fold(0.0, f64::max);
-        assert!(r.goodput_pct >= 0.95 * best, "{} behind the best anchor\n{t}", r.scenario);
+        assert!(
+            r.goodput_pct >= 0.95 * best,
+            "{} behind the best anchor\n{t}",
+            r.scenario
+        );
     }
 }
 
