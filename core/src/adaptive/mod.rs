@@ -588,7 +588,7 @@ impl Adaptive {
         match self.min_rtt {
             None => self.set_min_rtt(mean, full, MinRttCause::Lower),
             Some((b, was_full)) => {
-                if full && !was_full || !was_full && mean < b {
+                if !was_full && (full || mean < b) {
                     self.set_min_rtt(mean, full, MinRttCause::Lower);
                 } else if full && m + noise < b as f64 {
                     // `m + noise < b <= u64::MAX`, so the cast cannot saturate.
@@ -769,7 +769,7 @@ fn sqrt(x: f64) -> f64 {
     if x == f64::INFINITY {
         return x;
     }
-    if !(x > 0.0) || !x.is_finite() {
+    if x.is_nan() || x <= 0.0 || !x.is_finite() {
         return 0.0;
     }
     // Halving the exponent gives a first guess within a factor of 1.5; each step doubles the
