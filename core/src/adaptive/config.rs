@@ -222,8 +222,9 @@ impl AdaptiveConfigBuilder {
         self
     }
 
-    /// The limit before the first sample (default 20); clamped into `[min_limit, max_limit]`
-    /// by [`build`](Self::build) only if you ask for it: outside the range it is rejected.
+    /// The limit before the first sample (default 20, Netflix's). It must lie within
+    /// `[min_limit, max_limit]`: [`build`](Self::build) rejects it otherwise rather than
+    /// silently clamping it. Use 1 with the slow start to find the limit from scratch.
     pub const fn initial_limit(mut self, initial: u32) -> Self {
         self.initial_limit = initial;
         self
