@@ -13,9 +13,12 @@
 //! - [`EnvoyGradient`]: Envoy's adaptive concurrency `GradientController` (a 100 ms
 //!   `concurrency_update_interval`, the p50 of each interval's samples, `gradient =
 //!   clamp((1 + buffer) × minRTT / sampleRTT, 0.5, 2)`, `limit = limit × gradient +
-//!   sqrt(limit × gradient)`, buffer 25 %, minRTT re-measured every 60 s ± 15 % jitter as the
-//!   p50 of 50 requests at `min_concurrency` 3, the previous limit restored afterwards,
-//!   `max_concurrency_limit` 1000).
+//!   sqrt(limit × gradient)`, buffer 25 %, minRTT re-measured every 60 s plus up to 15 %
+//!   jitter as the p50 of 50 requests at `min_concurrency` 3, the previous limit restored
+//!   afterwards, samples of requests sent before the last measurement started ignored,
+//!   `max_concurrency_limit` 1000). Envoy has no initial limit (it restores
+//!   `min_concurrency` after its first measurement); ours restores the scenario's initial
+//!   limit, a head start in every scenario but `cold-start`.
 //!
 //! To compare like with like, every controller's lower bound is 1 (Envoy's 3, its measuring
 //! concurrency), its upper bound 1000 and its initial limit the scenario's.
@@ -222,6 +225,8 @@ pub struct EnvoyGradient {
     samples: Vec<u64>,
     /// `Some(limit to restore)` while measuring the minimum RTT.
     measuring: Option<u32>,
+    /// When the last minimum-RTT measurement started: older requests' samples are ignored.
+    epoch: Instant,
     next_update: Instant,
     next_min_rtt: Option<Instant>,
     rng: Rng,
@@ -240,6 +245,7 @@ impl EnvoyGradient {
             min_rtt: None,
             samples: Vec::new(),
             measuring: Some(initial.max(ENVOY_MIN_CONCURRENCY)),
+            epoch: now,
             next_update: now + ENVOY_UPDATE,
             next_min_rtt: None,
             rng: Rng::new(seed),
@@ -269,6 +275,9 @@ impl Controller for EnvoyGradient {
         ENVOY_MIN_CONCURRENCY
     }
     fn on_sample(&mut self, now: Instant, rtt: Duration, _outcome: SampleOutcome, _in_flight: u32) {
+        if now - rtt < self.epoch {
+            return;
+        }
         self.samples.push(rtt.as_nanos() as u64);
         if let Some(restore) = self.measuring {
             if self.samples.len() >= 50 {
@@ -294,6 +303,7 @@ impl Controller for EnvoyGradient {
         }
         if self.next_min_rtt.is_some_and(|m| now >= m) {
             self.measuring = Some(self.limit);
+            self.epoch = now;
             self.limit = ENVOY_MIN_CONCURRENCY;
             self.samples.clear();
             self.next_min_rtt = None;
