@@ -5,6 +5,8 @@
 //! - [`storm`]: the guarded echo server and the seed-002 storm, shared by every adapter's `echo`
 //!   and `storm` examples (the clients are std threads, so no runtime is forced on an adapter).
 //! - [`conformance`]: the behavioural suite every adapter runs in `tests/conformance.rs`.
+//! - [`adaptive_sim`]: `adaptive-sim`, keel's adaptive concurrency controllers beside Netflix's
+//!   and Envoy's on a simulated service in virtual time.
 
 use std::future::Future;
 use std::io;
@@ -12,6 +14,7 @@ use std::net::SocketAddr;
 
 use keel_core::driver::{ConnIo, GuardConfig, Incoming, Listener, ServeHandle, Signals, Spawn};
 
+pub mod adaptive_sim;
 pub mod conformance;
 pub mod sim;
 pub mod storm;

@@ -61,6 +61,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod accept;
+pub mod adaptive;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;

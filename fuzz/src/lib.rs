@@ -35,6 +35,7 @@ macro_rules! single_machine_target {
 }
 
 pub mod accept;
+pub mod adaptive;
 pub mod all;
 pub mod backoff;
 pub mod breaker;

@@ -1,0 +1,58 @@
+//! The adaptive concurrency simulation: keel's controllers beside re-implementations of
+//! Netflix's and Envoy's on one simulated service, in virtual time (see
+//! `keel_benches::adaptive_sim`).
+//!
+//! ```text
+//! cargo run --release -p keel-benches --bin adaptive-sim [-- --seed 1 --out benches/adaptive-sim.svg]
+//! ```
+//!
+//! Prints a Markdown table (one row per controller × scenario) and writes an SVG of the limit
+//! and the mean latency over time.
+
+use std::process::ExitCode;
+
+use keel_benches::adaptive_sim::{run_all, svg, table, Algo};
+
+fn main() -> ExitCode {
+    let mut seed = 1u64;
+    let mut out = String::from("benches/adaptive-sim.svg");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--seed", Some(v)) => match v.parse() {
+                Ok(n) => seed = n,
+                Err(_) => {
+                    eprintln!("--seed wants a number, got {v:?}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            ("--out", Some(v)) => out = v,
+            _ => {
+                eprintln!("usage: adaptive-sim [--seed N] [--out plot.svg]");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let results = run_all(&Algo::ALL, seed);
+    println!(
+        "Seed {seed}; windows of 100 ms; 50 servers, 10 ms service time, 1 s client timeout.\n"
+    );
+    print!("{}", table(&results));
+    let plotted = [
+        Algo::KeelGradient,
+        Algo::NetflixVegas,
+        Algo::NetflixGradient2,
+        Algo::NetflixAimd,
+        Algo::EnvoyGradient,
+    ];
+    match std::fs::write(&out, svg(&results, &plotted)) {
+        Ok(()) => {
+            println!("\nplot written to {out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot write {out}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
