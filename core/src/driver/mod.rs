@@ -11,28 +11,22 @@
 //! An adapter holds only that glue: `keel-tokio` maps them onto `tokio::net` and `tokio::time`
 //! (so `tokio::time::pause()` works in tests), `keel-smol` and `keel-async-std` onto `async-io`.
 //!
-//! ```
-//! use core::task::{Context, Poll};
-//! use keel_core::driver::{Runtime, Timer};
-//! use keel_core::time::Instant;
+//! For tests, `keel-testkit`'s `ManualRuntime` implements them on a clock the test moves by
+//! hand (as tokio's paused time or governor's `FakeRelativeClock`): every future of this module
+//! runs on it in no wall-clock time.
 //!
-//! /// A runtime whose clock the test moves by hand and whose timers fire when it passes them.
-//! #[derive(Clone, Default)]
-//! struct Manual(std::sync::Arc<std::sync::atomic::AtomicU64>);
-//! struct ManualTimer { clock: Manual, deadline: Instant }
-//! impl Timer for ManualTimer {
-//!     fn reset(&mut self, deadline: Instant) { self.deadline = deadline; }
-//!     fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> {
-//!         if self.clock.now() >= self.deadline { Poll::Ready(()) } else { Poll::Pending }
-//!     }
-//! }
-//! impl Runtime for Manual {
-//!     type Timer = ManualTimer;
-//!     fn now(&self) -> Instant { Instant::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst)) }
-//!     fn timer(&self, deadline: Instant) -> ManualTimer { ManualTimer { clock: self.clone(), deadline } }
-//! }
-//! let rt = Manual::default();
+//! ```
+//! use core::time::Duration;
+//! use keel_core::driver::{self, Runtime as _};
+//! use keel_core::time::Instant;
+//! use keel_testkit::ManualRuntime;
+//!
+//! let rt = ManualRuntime::new();
 //! assert_eq!(rt.now(), Instant::ZERO);
+//! let slow = core::future::pending::<()>();
+//! let timed_out = rt.block_on(driver::timeout(&rt, Duration::from_secs(30), slow));
+//! assert!(timed_out.is_err());
+//! assert_eq!(rt.now(), Instant::from_secs(30)); // the clock jumped to the deadline
 //! ```
 
 mod accept;

@@ -63,33 +63,11 @@
 //! # Example
 //!
 //! ```
-//! # use core::task::{Context, Poll};
-//! # use keel_core::driver::{Runtime, Timer};
-//! # use keel_core::time::Instant;
-//! # #[derive(Clone, Default)]
-//! # struct Manual(std::sync::Arc<std::sync::atomic::AtomicU64>);
-//! # struct ManualTimer(Manual, Instant);
-//! # impl Timer for ManualTimer {
-//! #     fn reset(&mut self, d: Instant) { self.1 = d; }
-//! #     fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> {
-//! #         // A test clock that jumps to any deadline asked of it.
-//! #         self.0 .0.fetch_max(self.1.as_nanos(), std::sync::atomic::Ordering::SeqCst);
-//! #         Poll::Ready(())
-//! #     }
-//! # }
-//! # impl Runtime for Manual {
-//! #     type Timer = ManualTimer;
-//! #     fn now(&self) -> Instant { Instant::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst)) }
-//! #     fn timer(&self, d: Instant) -> ManualTimer { ManualTimer(self.clone(), d) }
-//! # }
-//! # fn block_on<F: core::future::Future>(f: F) -> F::Output {
-//! #     let mut f = core::pin::pin!(f);
-//! #     let mut cx = Context::from_waker(core::task::Waker::noop());
-//! #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
-//! # }
 //! use core::time::Duration;
 //! use keel_core::backoff::{BackoffConfig, GiveUpReason, Jitter};
 //! use keel_core::driver::retry::{Retry, RetryAction, StopReason};
+//! use keel_core::time::Instant;
+//! use keel_testkit::ManualRuntime;
 //!
 //! #[derive(Debug, PartialEq)]
 //! enum Error { Unavailable, BadRequest }
@@ -98,17 +76,20 @@
 //!     .jitter(Jitter::None)
 //!     .max_attempts(3)
 //!     .build()?;
-//! let retry = Retry::<Manual>::new(config).retry_if(|e: &Error| match e {
+//! let rt = ManualRuntime::new(); // a clock the test moves; keel_tokio::Retry::new on tokio
+//! let retry = Retry::with_runtime(config, rt.clone()).retry_if(|e: &Error| match e {
 //!     Error::Unavailable => RetryAction::Retry,
 //!     Error::BadRequest => RetryAction::Stop,
 //! });
-//! block_on(async {
+//! rt.block_on(async {
 //!     let mut calls = 0;
 //!     let err = retry.run(|| { calls += 1; async { Err::<(), _>(Error::Unavailable) } }).await.unwrap_err();
 //!     assert_eq!((calls, err.attempts, err.reason), (3, 3, StopReason::Exhausted(GiveUpReason::MaxAttempts)));
+//!     assert_eq!(rt.now(), Instant::from_millis(200)); // two backoff sleeps of 100 ms
 //!
 //!     let err = retry.run(|| async { Err::<(), _>(Error::BadRequest) }).await.unwrap_err();
 //!     assert_eq!((err.attempts, err.reason), (1, StopReason::NotRetryable));
+//!     assert_eq!(rt.now(), Instant::from_millis(200)); // no sleep before giving up
 //! });
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
