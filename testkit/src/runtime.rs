@@ -276,6 +276,33 @@ impl ManualRuntime {
         }
     }
 
+    /// Spawns `fut` as a task (as [`Spawn::spawn`] does) and returns a [`Join`]: a future that
+    /// resolves to the task's output, to await in [`block_on`](Self::block_on) or in another
+    /// task (tokio's `JoinHandle`). Dropping the `Join` detaches the task.
+    pub fn spawn_joinable<T, F>(&self, fut: F) -> Join<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let slot = Arc::new(Mutex::new(JoinSlot {
+            output: None,
+            waker: None,
+        }));
+        let out = Arc::clone(&slot);
+        drop(self.spawn(async move {
+            let v = fut.await;
+            let waker = {
+                let mut s = out.lock().unwrap_or_else(|p| p.into_inner());
+                s.output = Some(v);
+                s.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }));
+        Join { slot }
+    }
+
     /// Polls the spawned tasks that are ready, and those they wake, until none is ready;
     /// returns how many polls that took. The clock does not move.
     pub fn run_until_idle(&self) -> u64 {
@@ -289,6 +316,10 @@ impl ManualRuntime {
 
     /// Runs `fut` to completion on this thread, with the spawned tasks beside it; whenever
     /// everything waits, moves the clock to the next timer. Returns the future's output.
+    ///
+    /// The clock moves only when nothing is ready to run: a future that wakes itself on every
+    /// poll (a `yield_now` loop waiting for a task that sleeps) keeps it still for ever. Wait
+    /// for a task with [`spawn_joinable`](Self::spawn_joinable)'s [`Join`] instead.
     ///
     /// # Panics
     ///
@@ -359,6 +390,39 @@ impl ManualRuntime {
             drop(task);
         } else {
             s.tasks.insert(id, task);
+        }
+    }
+}
+
+/// A task's output, when it has one, and the waker of whoever awaits it.
+struct JoinSlot<T> {
+    output: Option<T>,
+    waker: Option<Waker>,
+}
+
+/// The output of a task spawned by [`ManualRuntime::spawn_joinable`]: a future resolving when
+/// the task ends. Dropping it detaches the task.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Join<T> {
+    slot: Arc<Mutex<JoinSlot<T>>>,
+}
+
+impl<T> fmt::Debug for Join<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Join").finish_non_exhaustive()
+    }
+}
+
+impl<T> Future for Join<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut s = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match s.output.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
     }
 }

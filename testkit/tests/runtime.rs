@@ -1,8 +1,6 @@
 //! ManualRuntime: the clock moves only when told, timers fire when it reaches them (or as the
 //! options say), block_on jumps to the next timer, spawned tasks run, abort and signals work.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
@@ -252,4 +250,18 @@ fn a_shutdown_signal_resolves_the_signal_futures_created_before_it() {
 fn block_on_panics_instead_of_hanging_when_nothing_can_wake_the_future() {
     let rt = ManualRuntime::new();
     rt.block_on(rt.shutdown_signal());
+}
+
+#[test]
+fn a_joinable_task_hands_its_output_to_whoever_awaits_it() {
+    let rt = ManualRuntime::new();
+    let (rt2, rt3) = (rt.clone(), rt.clone());
+    let slow = rt.spawn_joinable(async move {
+        driver::sleep(&rt2, Duration::from_secs(2)).await;
+        rt2.now()
+    });
+    let fast = rt.spawn_joinable(async move { rt3.now() });
+    let (a, b) = rt.block_on(async { (slow.await, fast.await) });
+    assert_eq!((a, b), (Instant::from_secs(2), Instant::ZERO));
+    assert_eq!(rt.tasks(), 0);
 }
