@@ -2,7 +2,7 @@
 //!
 //! - [`runtime`]: **a deterministic runtime for your own tests**. [`ManualRuntime`] implements
 //!   keel-core's driver traits ([`Runtime`](keel_core::driver::Runtime),
-//!   [`Spawn`](keel_core::driver::Spawn)) on a clock that moves only when the test says so
+//!   [`Spawn`]) on a clock that moves only when the test says so
 //!   ([`ManualRuntime::advance`]), or, inside [`ManualRuntime::block_on`], jumps straight to the
 //!   next timer when every task is waiting (as tokio's paused time does). A `Breaker`, `Retry`,
 //!   `RateLimiter::until_ready` or `Bulkhead` future runs on it exactly as on a real runtime,
