@@ -13,6 +13,8 @@
 //! - [`storm`]: the seed-002 accept storm (1000 clients against a server under `ulimit -n 100`),
 //!   the client side, for any server binary that echoes lines.
 //! - [`echo`]: the line echo of the adapters' `echo` examples and its command-line flags.
+//! - [`models`]: reference models of keel-core's machines, shared by the proptests and the fuzz
+//!   targets.
 //!
 //! ```
 //! use std::time::Duration;
@@ -34,6 +36,7 @@ use keel_core::driver::{ConnIo, GuardConfig, Incoming, Listener, ServeHandle, Si
 
 pub mod conformance;
 pub mod echo;
+pub mod models;
 pub mod runtime;
 pub mod storm;
 
