@@ -1,15 +1,29 @@
-//! The seed's manual accept-loop test, automated (see `keel_benches::storm`): the guarded echo
-//! server under `ulimit -n 100` with max connections 150, 1000 clients for about 10 s; exits 0
-//! only if the server survives, serves a fresh connection afterwards, logs "Too many open files"
-//! a bounded number of times and stays under 10 % of one core.
+//! The seed's manual accept-loop test, automated: this adapter's `echo` example (compiled into
+//! this binary from `echo.rs`, started as a child with `--serve`) under `ulimit -n 100` with
+//! max connections 150, and 1000 clients for about 10 s (`keel_testkit::storm`). Exits 0 only
+//! if the server survives, serves a fresh connection afterwards, logs "Too many open files" a
+//! bounded number of times and stays under 10 % of one core.
 //!
 //! ```text
 //! cargo run --release -p keel-async-std --example storm
 //! ```
 
-#[path = "support/harness.rs"]
-mod harness;
+#[path = "echo.rs"]
+mod echo;
+
+use keel_testkit::storm::{run, Plan};
 
 fn main() {
-    keel_benches::storm::storm_main::<harness::AsyncStd>();
+    if std::env::args().nth(1).as_deref() == Some("--serve") {
+        // The child: the echo server itself (`--serve` is accepted and ignored by its flags).
+        echo::main();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| {
+        eprintln!("storm: the path of this example: {e}");
+        std::process::exit(1)
+    });
+    let mut plan = Plan::seed(exe, vec!["--serve".into()]);
+    plan.runtime = "async-std";
+    std::process::exit(run(&plan));
 }

@@ -1,6 +1,12 @@
-//! keel's conformance suite (`keel_benches::conformance`) run on async-std.
+//! keel's conformance suite (`keel_testkit::conformance`) run on async-std.
 
-#[path = "../examples/support/harness.rs"]
-mod harness;
+keel_testkit::async_io_harness!(
+    AsyncStd,
+    "async-std",
+    "keel-async-std",
+    keel_async_std,
+    AsyncStdRuntime,
+    async_std::task::block_on
+);
 
-keel_benches::conformance_suite!(harness::AsyncStd, keel_async_std);
+keel_testkit::conformance_suite!(AsyncStd, keel_async_std);

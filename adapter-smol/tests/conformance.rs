@@ -1,6 +1,12 @@
-//! keel's conformance suite (`keel_benches::conformance`) run on smol.
+//! keel's conformance suite (`keel_testkit::conformance`) run on smol.
 
-#[path = "../examples/support/harness.rs"]
-mod harness;
+keel_testkit::async_io_harness!(
+    Smol,
+    "smol",
+    "keel-smol",
+    keel_smol,
+    SmolRuntime,
+    smol::block_on
+);
 
-keel_benches::conformance_suite!(harness::Smol, keel_smol);
+keel_testkit::conformance_suite!(Smol, keel_smol);

@@ -1,59 +1,13 @@
-//! Property tests for `keel_core::budget`: an exact reference model of the slot ring, the
-//! documented window guarantee in both directions, and no panic on any input.
+//! Property tests for `keel_core::budget`: the machine against its reference model
+//! (`keel_testkit::models::budget`, shared with the fuzz target: the exact slot-ring balance and
+//! the documented window guarantee in both directions), and no panic on any input.
 
 use core::time::Duration;
 
 use keel_core::budget::{BudgetConfig, RetryBudget, SLOTS};
 use keel_core::time::Instant;
+use keel_testkit::models::budget::BudgetModel;
 use proptest::prelude::*;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Deposit,
-    Withdrawal,
-    Refusal,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Event {
-    at: u64,
-    kind: Kind,
-}
-
-/// The budget as the docs define it, recomputed from the whole history at every call: an event
-/// is live while its slot index is within `SLOTS` of the current one.
-struct Model {
-    origin: u64,
-    slot_ns: u64,
-    reserve: i128,
-    deposit: i128,
-    events: Vec<Event>,
-}
-
-impl Model {
-    fn balance(&self, now: u64) -> i128 {
-        let current = (now - self.origin) / self.slot_ns;
-        let live = |e: &&Event| current - (e.at - self.origin) / self.slot_ns <= SLOTS as u64;
-        self.events
-            .iter()
-            .filter(live)
-            .map(|e| match e.kind {
-                Kind::Deposit => self.deposit,
-                Kind::Withdrawal => -1000,
-                Kind::Refusal => 0,
-            })
-            .sum::<i128>()
-            + self.reserve
-    }
-}
-
-/// Events of `kind` at times in `[lo, hi)` (i128, so window edges never saturate).
-fn count(events: &[Event], kind: Kind, lo: i128, hi: i128) -> i128 {
-    events
-        .iter()
-        .filter(|e| e.kind == kind && i128::from(e.at) >= lo && i128::from(e.at) < hi)
-        .count() as i128
-}
 
 fn budget_config() -> impl Strategy<Value = BudgetConfig> {
     (
@@ -88,9 +42,7 @@ proptest! {
         let ttl = u64::try_from(config.ttl().as_nanos()).unwrap();
         let w = u64::try_from(config.slot().as_nanos()).unwrap();
         prop_assert_eq!(w, ttl.div_ceil(SLOTS as u64));
-        let reserve = i128::from(config.min_per_sec()) * i128::from(ttl) / 1_000_000;
-        let deposit = i128::from(config.retry_percent()) * 10;
-        let mut model = Model { origin: start, slot_ns: w, reserve, deposit, events: Vec::new() };
+        let mut model = BudgetModel::new(&config, Instant::from_nanos(start));
         let mut budget = RetryBudget::new(config, Instant::from_nanos(start));
         let mut now = start;
         for (is_deposit, step, back) in ops {
@@ -98,55 +50,26 @@ proptest! {
             let dt = u64::from(step) * (ttl / 10_000).max(1);
             let asked = if back == 0 { now.saturating_sub(dt) } else { now.saturating_add(dt) };
             now = now.max(asked);
+            let at = Instant::from_nanos(asked);
             if is_deposit {
-                budget.deposit(Instant::from_nanos(asked));
-                model.events.push(Event { at: now, kind: Kind::Deposit });
+                budget.deposit(at);
+                model.on_deposit(at);
             } else {
-                let expected = model.balance(now) >= 1000;
-                let got = budget.try_withdraw(Instant::from_nanos(asked));
+                let expected = model.allows(at);
+                let got = budget.try_withdraw(at);
                 prop_assert_eq!(got, expected, "at {} (+{} ns)", now, now - start);
-                let kind = if got { Kind::Withdrawal } else { Kind::Refusal };
-                model.events.push(Event { at: now, kind });
-            }
-            let remaining = model.balance(now).max(0) / 1000;
-            prop_assert_eq!(i128::from(budget.remaining(Instant::from_nanos(now))), remaining);
-        }
-
-        let events = &model.events;
-        let (ttl, lookback) = (i128::from(ttl), i128::from((SLOTS as u64 + 1) * w));
-        for (i, e) in events.iter().enumerate() {
-            let a = i128::from(e.at);
-            match e.kind {
-                // Any window [a, a + ttl) starting at a withdrawal (the windows with the most):
-                // 1000 * withdrawals <= reserve + 10 * pct * deposits in (a - 11 w, a + ttl).
-                Kind::Withdrawal => {
-                    let wd = count(events, Kind::Withdrawal, a, a + ttl);
-                    let dep = count(events, Kind::Deposit, a - lookback + 1, a + ttl);
-                    prop_assert!(
-                        1000 * wd <= reserve + deposit * dep,
-                        "{} withdrawals in [{}, +ttl) against {} deposits", wd, a, dep
-                    );
+                if let Err(broken) = model.on_withdraw(at, got) {
+                    prop_assert!(false, "{}", broken);
                 }
-                // A refusal means the withdrawals of (a - 11 w, a] used up the reserve plus the
-                // share of the deposits of [a - ttl, a].
-                Kind::Refusal => {
-                    // Only the events before the refusal (later ones may share its instant).
-                    let before = &events[..i];
-                    let wd = count(before, Kind::Withdrawal, a - lookback + 1, a + 1);
-                    let dep = count(before, Kind::Deposit, a - ttl, a + 1);
-                    prop_assert!(
-                        1000 * wd + 1000 > reserve + deposit * dep,
-                        "refused at {} with {} withdrawals and {} deposits", a, wd, dep
-                    );
-                }
-                Kind::Deposit => {}
             }
+            let at = Instant::from_nanos(now);
+            prop_assert_eq!(budget.remaining(at), model.remaining(at));
         }
         let stats = budget.stats();
-        let n = |k| events.iter().filter(|e| e.kind == k).count() as u64;
-        prop_assert_eq!(stats.deposits, n(Kind::Deposit));
-        prop_assert_eq!(stats.withdrawals, n(Kind::Withdrawal));
-        prop_assert_eq!(stats.exhausted, n(Kind::Refusal));
+        prop_assert_eq!(
+            (stats.deposits, stats.withdrawals, stats.exhausted),
+            model.totals()
+        );
     }
 
     #[test]

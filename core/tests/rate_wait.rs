@@ -3,99 +3,18 @@
 //! cancelled wait spends nothing.
 #![cfg(feature = "futures")]
 
-use core::future::Future;
 use core::num::NonZeroU32;
-use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::Wake;
 
 use keel_core::driver::rate::RateLimiter;
-use keel_core::driver::{Runtime, Timer};
+use keel_core::driver::Spawn as _;
 use keel_core::rate::Quota;
 use keel_core::Instant;
-
-/// The simulated runtime: a clock the executor moves, and timers that fire `LATE` after their
-/// deadline rounded up to the next millisecond (a coarse timer wheel, as tokio's).
-#[derive(Clone, Default)]
-struct Sim(Arc<SimState>);
-
-#[derive(Default)]
-struct SimState {
-    now: AtomicU64,
-    late: AtomicU64,
-    /// Armed timers: fire instant → wakers.
-    timers: Mutex<BTreeMap<u64, Vec<Waker>>>,
-}
-
-struct SimTimer {
-    sim: Sim,
-    deadline: Instant,
-}
-
-impl Sim {
-    fn fire_at(&self, deadline: Instant) -> u64 {
-        let ms = 1_000_000;
-        deadline
-            .as_nanos()
-            .div_ceil(ms)
-            .saturating_mul(ms)
-            .saturating_add(self.0.late.load(Ordering::SeqCst))
-    }
-}
-
-impl Timer for SimTimer {
-    fn reset(&mut self, deadline: Instant) {
-        self.deadline = deadline;
-    }
-    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let at = self.sim.fire_at(self.deadline);
-        if self.sim.0.now.load(Ordering::SeqCst) >= at {
-            return Poll::Ready(());
-        }
-        let mut timers = self.sim.0.timers.lock().unwrap();
-        timers.entry(at).or_default().push(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Runtime for Sim {
-    type Timer = SimTimer;
-    fn now(&self) -> Instant {
-        Instant::from_nanos(self.0.now.load(Ordering::SeqCst))
-    }
-    fn timer(&self, deadline: Instant) -> SimTimer {
-        SimTimer {
-            sim: self.clone(),
-            deadline,
-        }
-    }
-}
-
-/// A task's waker: queues the task to be polled (once, however often it is woken).
-struct TaskWaker {
-    id: usize,
-    ready: Arc<Mutex<VecDeque<usize>>>,
-    queued: Mutex<bool>,
-}
-
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        let mut q = self.queued.lock().unwrap();
-        if !*q {
-            *q = true;
-            self.ready.lock().unwrap().push_back(self.id);
-        }
-    }
-}
-
-type Task = Pin<Box<dyn Future<Output = ()>>>;
+use keel_testkit::ManualRuntime;
 
 /// What a run of waiters did.
 #[derive(Debug)]
@@ -109,67 +28,36 @@ struct Run {
 }
 
 /// `waiters` tasks each `until_ready()` once on a spent limiter (burst 1, 1,000/s), polled in
-/// order at the start; runs the simulation until they are all admitted or `max_polls` polls.
+/// order at the start, on keel-testkit's manual runtime with timers that fire `late` after
+/// their deadline rounded up to the next millisecond (a coarse timer wheel, as tokio's); runs
+/// the tasks, then moves the clock to the next timer, until every waiter is admitted or
+/// `max_polls` polls are spent.
 fn run(waiters: usize, late: Duration, max_polls: u64) -> Run {
-    let sim = Sim::default();
-    sim.0.now.store(1_000_000_000, Ordering::SeqCst);
-    sim.0
-        .late
-        .store(u64::try_from(late.as_nanos()).unwrap(), Ordering::SeqCst);
+    let rt = ManualRuntime::starting_at(Instant::from_secs(1))
+        .with_timer_granularity(Duration::from_millis(1))
+        .with_timer_lateness(late);
     let quota = Quota::per_second(NonZeroU32::new(1_000).unwrap())
         .unwrap()
         .with_burst(NonZeroU32::MIN)
         .unwrap();
-    let limiter = RateLimiter::with_runtime(quota, sim.clone());
+    let limiter = RateLimiter::with_runtime(quota, rt.clone());
     limiter.check().expect("the burst of 1 is free; spend it");
     let admitted = Arc::new(Mutex::new(Vec::new()));
-    let ready = Arc::new(Mutex::new(VecDeque::new()));
-    let mut tasks: Vec<Option<(Task, Arc<TaskWaker>)>> = (0..waiters)
-        .map(|id| {
-            let limiter = limiter.clone();
-            let admitted = Arc::clone(&admitted);
-            let rt = sim.clone();
-            let task: Task = Box::pin(async move {
-                limiter.until_ready().await.expect("admitted");
-                admitted.lock().unwrap().push((id, rt.now()));
-            });
-            let waker = Arc::new(TaskWaker {
-                id,
-                ready: Arc::clone(&ready),
-                queued: Mutex::new(false),
-            });
-            waker.wake_by_ref();
-            Some((task, waker))
-        })
-        .collect();
+    for id in 0..waiters {
+        let limiter = limiter.clone();
+        let admitted = Arc::clone(&admitted);
+        let clock = rt.clone();
+        drop(rt.spawn(async move {
+            limiter.until_ready().await.expect("admitted");
+            admitted.lock().unwrap().push((id, clock.now()));
+        }));
+    }
     let mut polls = 0u64;
-    let mut done = 0;
-    while done < waiters && polls < max_polls {
-        let next = ready.lock().unwrap().pop_front();
-        if let Some(id) = next {
-            let Some((task, waker)) = tasks[id].as_mut() else {
-                continue;
-            };
-            *waker.queued.lock().unwrap() = false;
-            let w = Waker::from(Arc::clone(waker));
-            polls += 1;
-            if task.as_mut().poll(&mut Context::from_waker(&w)).is_ready() {
-                tasks[id] = None;
-                done += 1;
-            }
-            continue;
-        }
-        // Nothing to run: move the clock to the next timer and fire it.
-        let fired = {
-            let mut timers = sim.0.timers.lock().unwrap();
-            let Some((&at, _)) = timers.iter().next() else {
-                break;
-            };
-            sim.0.now.fetch_max(at, Ordering::SeqCst);
-            timers.remove(&at).unwrap_or_default()
-        };
-        for w in fired {
-            w.wake();
+    while rt.tasks() > 0 && polls < max_polls {
+        polls += rt.run_until_idle();
+        match rt.next_timer() {
+            Some(at) => rt.advance_to(at),
+            None => break,
         }
     }
     let stats = limiter.stats();

@@ -68,39 +68,32 @@
 //! # Example
 //!
 //! ```
-//! # use core::task::{Context, Poll};
-//! # use keel_core::driver::{Runtime, Timer};
-//! # use keel_core::time::Instant;
-//! # #[derive(Clone, Default)]
-//! # struct Manual(std::sync::Arc<std::sync::atomic::AtomicU64>);
-//! # struct ManualTimer;
-//! # impl Timer for ManualTimer {
-//! #     fn reset(&mut self, _: Instant) {}
-//! #     fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> { Poll::Ready(()) }
-//! # }
-//! # impl Runtime for Manual {
-//! #     type Timer = ManualTimer;
-//! #     fn now(&self) -> Instant { Instant::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst)) }
-//! #     fn timer(&self, _: Instant) -> ManualTimer { ManualTimer }
-//! # }
-//! # fn block_on<F: core::future::Future>(f: F) -> F::Output {
-//! #     let mut f = core::pin::pin!(f);
-//! #     let mut cx = Context::from_waker(core::task::Waker::noop());
-//! #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
-//! # }
 //! use keel_core::breaker::{CircuitBreakerConfig, State};
 //! use keel_core::driver::breaker::{Breaker, BreakerError};
+//! use keel_core::sync::breaker::SharedBreaker;
+//! use keel_core::time::Instant;
+//! use keel_testkit::ManualRuntime; // a clock the test moves; keel_tokio::Breaker on tokio
+//! use core::time::Duration;
 //!
-//! let config = CircuitBreakerConfig::consecutive_failures(2).build()?;
-//! let breaker: Breaker<Manual> = Breaker::new(config);
-//! block_on(async {
+//! let rt = ManualRuntime::new();
+//! let config = CircuitBreakerConfig::consecutive_failures(2)
+//!     .open_duration(Duration::from_secs(5))
+//!     .build()?;
+//! let breaker = Breaker::from_shared(SharedBreaker::new(config, rt.now()), rt.clone());
+//! rt.block_on(async {
 //!     for _ in 0..2 {
 //!         let r = breaker.call(async { Err::<(), _>("connection refused") }).await;
 //!         assert!(matches!(r, Err(BreakerError::Inner("connection refused"))));
 //!     }
 //!     assert_eq!(breaker.state(), State::Open);
 //!     let r = breaker.call(async { Ok::<_, &str>(1) }).await;
-//!     assert!(matches!(r, Err(BreakerError::Rejected(_))));
+//!     let retry_at = match r {
+//!         Err(BreakerError::Rejected(rejected)) => rejected.retry_at,
+//!         other => panic!("expected a rejection, got {other:?}"),
+//!     };
+//!     assert_eq!(retry_at, Some(Instant::from_secs(5)));
+//!     rt.advance(Duration::from_secs(5)); // the open duration passes, in no time
+//!     assert_eq!(breaker.call(async { Ok::<_, &str>(1) }).await.ok(), Some(1)); // a probe
 //! });
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```

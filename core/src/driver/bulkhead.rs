@@ -23,27 +23,26 @@
 //! ([`RejectReason::as_str`]).
 //!
 //! ```
-//! # #[derive(Clone, Default)] struct Rt;
-//! # struct T;
-//! # impl keel_core::driver::Timer for T {
-//! #     fn reset(&mut self, _: keel_core::Instant) {}
-//! #     fn poll_elapsed(&mut self, _: &mut core::task::Context<'_>) -> core::task::Poll<()> { core::task::Poll::Pending }
-//! # }
-//! # impl keel_core::driver::Runtime for Rt {
-//! #     type Timer = T;
-//! #     fn now(&self) -> keel_core::Instant { keel_core::Instant::ZERO }
-//! #     fn timer(&self, _: keel_core::Instant) -> T { T }
-//! # }
+//! use core::time::Duration;
 //! use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 //! use keel_core::driver::bulkhead::Bulkhead;
+//! use keel_core::time::Instant;
+//! use keel_testkit::ManualRuntime; // a clock the test moves
 //!
-//! let config = BulkheadConfig::builder().max_concurrent(1).build()?;
-//! let bulkhead = Bulkhead::<Rt>::new(config); // keel_tokio::Bulkhead::new(config) on tokio
+//! let config = BulkheadConfig::builder()
+//!     .max_concurrent(1)
+//!     .max_queue(1)
+//!     .max_wait(Duration::from_secs(2))
+//!     .build()?;
+//! let rt = ManualRuntime::new();
+//! let bulkhead = Bulkhead::with_runtime(config, rt.clone()); // keel_tokio::Bulkhead::new(config) on tokio
 //! let held = bulkhead.try_acquire().expect("a free slot");
-//! // `bulkhead.run(fut).await` would now be rejected at once: there is no queue.
-//! assert_eq!(bulkhead.try_acquire().unwrap_err().reason(), RejectReason::Full);
+//! // The slot stays taken: `run` queues, and gives up at `max_wait` on the runtime's timer.
+//! let rejected = rt.block_on(bulkhead.run(async { "never ran" })).unwrap_err();
+//! assert_eq!(rejected.reason(), RejectReason::WaitedTooLong);
+//! assert_eq!(rt.now(), Instant::from_secs(2));
 //! drop(held);
-//! assert!(bulkhead.try_acquire().is_ok());
+//! assert_eq!(rt.block_on(bulkhead.run(async { "ran" })), Ok("ran"));
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
 

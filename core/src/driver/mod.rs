@@ -15,28 +15,22 @@
 //! [`rate::RateLimiter<R>`], `serve` for [`Server::new`] + `shutdown_on` + [`Server::serve`]...):
 //! plain type aliases and functions, no macro.
 //!
-//! ```
-//! use core::task::{Context, Poll};
-//! use keel_core::driver::{Runtime, Timer};
-//! use keel_core::time::Instant;
+//! For tests, `keel-testkit`'s `ManualRuntime` implements them on a clock the test moves by
+//! hand (as tokio's paused time or governor's `FakeRelativeClock`): every future of this module
+//! runs on it in no wall-clock time.
 //!
-//! /// A runtime whose clock the test moves by hand and whose timers fire when it passes them.
-//! #[derive(Clone, Default)]
-//! struct Manual(std::sync::Arc<std::sync::atomic::AtomicU64>);
-//! struct ManualTimer { clock: Manual, deadline: Instant }
-//! impl Timer for ManualTimer {
-//!     fn reset(&mut self, deadline: Instant) { self.deadline = deadline; }
-//!     fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> {
-//!         if self.clock.now() >= self.deadline { Poll::Ready(()) } else { Poll::Pending }
-//!     }
-//! }
-//! impl Runtime for Manual {
-//!     type Timer = ManualTimer;
-//!     fn now(&self) -> Instant { Instant::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst)) }
-//!     fn timer(&self, deadline: Instant) -> ManualTimer { ManualTimer { clock: self.clone(), deadline } }
-//! }
-//! let rt = Manual::default();
+//! ```
+//! use core::time::Duration;
+//! use keel_core::driver::{self, Runtime as _};
+//! use keel_core::time::Instant;
+//! use keel_testkit::ManualRuntime;
+//!
+//! let rt = ManualRuntime::new();
 //! assert_eq!(rt.now(), Instant::ZERO);
+//! let slow = core::future::pending::<()>();
+//! let timed_out = rt.block_on(driver::timeout(&rt, Duration::from_secs(30), slow));
+//! assert!(timed_out.is_err());
+//! assert_eq!(rt.now(), Instant::from_secs(30)); // the clock jumped to the deadline
 //! ```
 
 mod accept;
@@ -292,58 +286,5 @@ pub(crate) fn os_seed() -> u64 {
             h.write_u8(0x72);
             h.finish()
         }
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::Wake;
-
-    /// A clock the test moves by hand and a timer that always claims to have fired.
-    #[derive(Clone, Default)]
-    struct EarlyTimers(Arc<AtomicU64>);
-    struct AlwaysReady;
-    impl Timer for AlwaysReady {
-        fn reset(&mut self, _deadline: Instant) {}
-        fn poll_elapsed(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
-            Poll::Ready(())
-        }
-    }
-    impl Runtime for EarlyTimers {
-        type Timer = AlwaysReady;
-        fn now(&self) -> Instant {
-            Instant::from_nanos(self.0.load(Ordering::SeqCst))
-        }
-        fn timer(&self, _deadline: Instant) -> AlwaysReady {
-            AlwaysReady
-        }
-    }
-
-    /// A waker that counts its wakes (shared by the driver's unit tests).
-    #[derive(Default)]
-    pub(crate) struct CountWakes(pub(crate) AtomicUsize);
-    impl Wake for CountWakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn a_timer_that_fires_early_never_ends_a_sleep_before_its_deadline() {
-        let rt = EarlyTimers::default();
-        let wakes = Arc::new(CountWakes::default());
-        let waker = core::task::Waker::from(Arc::clone(&wakes));
-        let mut cx = Context::from_waker(&waker);
-        let mut sleep = sleep_until(&rt, Instant::from_nanos(100));
-        for polls in 1..=3 {
-            assert!(Pin::new(&mut sleep).poll(&mut cx).is_pending());
-            // It yields (asks to be polled again) instead of spinning or hanging unwoken.
-            assert_eq!(wakes.0.load(Ordering::SeqCst), polls);
-        }
-        rt.0.store(100, Ordering::SeqCst);
-        assert!(Pin::new(&mut sleep).poll(&mut cx).is_ready());
     }
 }

@@ -39,27 +39,21 @@
 //! `retry_at_ns` (the waiter's slot) each time a waiter arms its timer for a new slot.
 //!
 //! ```
-//! # #[derive(Clone, Default)] struct Rt;
-//! # struct T;
-//! # impl keel_core::driver::Timer for T {
-//! #     fn reset(&mut self, _: keel_core::Instant) {}
-//! #     fn poll_elapsed(&mut self, _: &mut core::task::Context<'_>) -> core::task::Poll<()> { core::task::Poll::Pending }
-//! # }
-//! # impl keel_core::driver::Runtime for Rt {
-//! #     type Timer = T;
-//! #     fn now(&self) -> keel_core::Instant { keel_core::Instant::ZERO }
-//! #     fn timer(&self, _: keel_core::Instant) -> T { T }
-//! # }
 //! use core::num::NonZeroU32;
 //! use keel_core::driver::rate::RateLimiter;
 //! use keel_core::rate::Quota;
+//! use keel_core::time::Instant;
+//! use keel_testkit::ManualRuntime; // a clock the test moves
 //!
 //! let quota = Quota::per_second(NonZeroU32::new(2).unwrap())?;
-//! let limiter = RateLimiter::<Rt>::new(quota); // keel_tokio::RateLimiter::new(quota) on tokio
+//! let rt = ManualRuntime::new();
+//! let limiter = RateLimiter::with_runtime(quota, rt.clone()); // keel_tokio::RateLimiter::new(quota) on tokio
 //! let other = limiter.clone(); // shares the same budget
 //! assert!(limiter.check().is_ok());
 //! assert!(other.check().is_ok());
-//! assert!(limiter.check().is_err()); // `limiter.until_ready().await` would sleep until then
+//! assert!(limiter.check().is_err());
+//! rt.block_on(limiter.until_ready()).expect("a batch of 1 fits the burst");
+//! assert_eq!(rt.now(), Instant::from_millis(500)); // slept until the next token, exactly
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
 

@@ -63,33 +63,11 @@
 //! # Example
 //!
 //! ```
-//! # use core::task::{Context, Poll};
-//! # use keel_core::driver::{Runtime, Timer};
-//! # use keel_core::time::Instant;
-//! # #[derive(Clone, Default)]
-//! # struct Manual(std::sync::Arc<std::sync::atomic::AtomicU64>);
-//! # struct ManualTimer(Manual, Instant);
-//! # impl Timer for ManualTimer {
-//! #     fn reset(&mut self, d: Instant) { self.1 = d; }
-//! #     fn poll_elapsed(&mut self, _: &mut Context<'_>) -> Poll<()> {
-//! #         // A test clock that jumps to any deadline asked of it.
-//! #         self.0 .0.fetch_max(self.1.as_nanos(), std::sync::atomic::Ordering::SeqCst);
-//! #         Poll::Ready(())
-//! #     }
-//! # }
-//! # impl Runtime for Manual {
-//! #     type Timer = ManualTimer;
-//! #     fn now(&self) -> Instant { Instant::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst)) }
-//! #     fn timer(&self, d: Instant) -> ManualTimer { ManualTimer(self.clone(), d) }
-//! # }
-//! # fn block_on<F: core::future::Future>(f: F) -> F::Output {
-//! #     let mut f = core::pin::pin!(f);
-//! #     let mut cx = Context::from_waker(core::task::Waker::noop());
-//! #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
-//! # }
 //! use core::time::Duration;
 //! use keel_core::backoff::{BackoffConfig, GiveUpReason, Jitter};
 //! use keel_core::driver::retry::{Retry, RetryAction, StopReason};
+//! use keel_core::time::Instant;
+//! use keel_testkit::ManualRuntime;
 //!
 //! #[derive(Debug, PartialEq)]
 //! enum Error { Unavailable, BadRequest }
@@ -98,17 +76,20 @@
 //!     .jitter(Jitter::None)
 //!     .max_attempts(3)
 //!     .build()?;
-//! let retry = Retry::<Manual>::new(config).retry_if(|e: &Error| match e {
+//! let rt = ManualRuntime::new(); // a clock the test moves; keel_tokio::Retry::new on tokio
+//! let retry = Retry::with_runtime(config, rt.clone()).retry_if(|e: &Error| match e {
 //!     Error::Unavailable => RetryAction::Retry,
 //!     Error::BadRequest => RetryAction::Stop,
 //! });
-//! block_on(async {
+//! rt.block_on(async {
 //!     let mut calls = 0;
 //!     let err = retry.run(|| { calls += 1; async { Err::<(), _>(Error::Unavailable) } }).await.unwrap_err();
 //!     assert_eq!((calls, err.attempts, err.reason), (3, 3, StopReason::Exhausted(GiveUpReason::MaxAttempts)));
+//!     assert_eq!(rt.now(), Instant::from_millis(200)); // two backoff sleeps of 100 ms
 //!
 //!     let err = retry.run(|| async { Err::<(), _>(Error::BadRequest) }).await.unwrap_err();
 //!     assert_eq!((err.attempts, err.reason), (1, StopReason::NotRetryable));
+//!     assert_eq!(rt.now(), Instant::from_millis(200)); // no sleep before giving up
 //! });
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
@@ -730,70 +711,5 @@ mod tests {
                 (c.max_elapsed(), c.max_retry_after(), c.min_retry_after())
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod yield_tests {
-    use super::*;
-    use core::task::{Context, Waker};
-
-    /// A clock that never moves and timers that are always due: every delay is already over.
-    #[derive(Clone, Default)]
-    struct Frozen;
-    struct Due;
-    impl crate::driver::Timer for Due {
-        fn reset(&mut self, _deadline: Instant) {}
-        fn poll_elapsed(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
-            Poll::Ready(())
-        }
-    }
-    impl Runtime for Frozen {
-        type Timer = Due;
-        fn now(&self) -> Instant {
-            Instant::from_secs(1)
-        }
-        fn timer(&self, _deadline: Instant) -> Due {
-            Due
-        }
-    }
-
-    use crate::driver::tests::CountWakes;
-
-    /// Each poll of a zero-delay run makes at most one attempt, then returns `Pending` having
-    /// woken itself (the operation would succeed at the 1000th attempt: without the yield the
-    /// first poll makes all of them and returns `Ready`).
-    #[test]
-    fn a_zero_delay_retry_returns_pending_after_each_attempt_and_wakes_itself() {
-        let config = BackoffConfig::constant(Duration::ZERO)
-            .jitter(crate::backoff::Jitter::None)
-            .unlimited_attempts()
-            .build()
-            .unwrap();
-        let retry = Retry::with_runtime(config, Frozen);
-        let attempts = AtomicU64::new(0);
-        let run = retry.run(|| {
-            let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
-            async move {
-                if n >= 1_000 {
-                    Ok(n)
-                } else {
-                    Err("down")
-                }
-            }
-        });
-        let mut run = core::pin::pin!(run);
-        let wakes = Arc::new(CountWakes::default());
-        let waker = Waker::from(Arc::clone(&wakes));
-        let mut cx = Context::from_waker(&waker);
-        for poll in 1..1_000u64 {
-            assert!(run.as_mut().poll(&mut cx).is_pending(), "poll {poll}");
-            assert_eq!(attempts.load(Ordering::SeqCst), poll);
-            assert_eq!(
-                wakes.0.load(Ordering::SeqCst),
-                usize::try_from(poll).unwrap()
-            );
-        }
-        assert_eq!(run.as_mut().poll(&mut cx), Poll::Ready(Ok(1_000)));
     }
 }

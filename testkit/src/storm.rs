@@ -1,22 +1,30 @@
-//! The guarded echo server and the seed-002 storm, shared by every adapter's `echo` and `storm`
-//! examples: an adapter's example is `keel_benches::storm::echo_main::<ItsHarness>()` or
-//! `storm_main::<ItsHarness>()`.
+//! The seed-002 accept storm, the client side: [`run`] starts a server binary in a child process
+//! under `ulimit -n 100` (see [`Plan::seed`]), drives 1000 loopback clients at it for about 10 s
+//! (std threads with blocking sockets and timeouts: no runtime on the client side) and returns
+//! exit code 0 only if the server did not crash, a fresh connection gets its echo after the
+//! storm, "Too many open files" was logged a bounded number of times and the server used under
+//! 10 % of one core during the storm.
 //!
-//! The echo server serves through the adapter's `Server` with graceful shutdown: each line is
-//! echoed back, except the line `HEALTH`, answered with the server's health report line
-//! (`ready=true live=true reasons=[]`; see `ServeHandle::health`). On SIGINT or SIGTERM it stops
-//! accepting (new connections are refused), finishes the lines in flight, closes idle
-//! connections, aborts what still runs after the grace period (`--grace SECONDS`, default 5;
-//! a second signal stops at once), prints a `stats:` line on stdout and exits 0.
+//! Any server binary that speaks the echo protocol can be stormed: each adapter's `storm`
+//! example storms its own `echo` server (the same binary, started with `--serve`), and a
+//! hand-written event loop can be stormed the same way.
 //!
-//! The storm starts the server in a child process (the same example binary, `--serve`) under
-//! `ulimit -n 100` with max connections 150, drives 1000 loopback clients at it for about
-//! 10 s (std threads with blocking sockets and timeouts: no runtime on the client side) and
-//! exits 0 only if the server did not crash, a fresh connection gets its echo after the storm,
-//! "Too many open files" was logged a bounded number of times and the server used under 10 %
-//! of one core during the storm.
+//! # What the server must do
+//!
+//! - accept `--addr 127.0.0.1:0 --max-connections N` after the plan's own arguments;
+//! - print `listening on ADDR` as its first line on stdout;
+//! - echo each line back on every connection;
+//! - log to stderr (the storm counts the lines holding "Too many open files").
+//!
+//! ```no_run
+//! use keel_testkit::storm::{run, Plan};
+//!
+//! let exe = std::env::current_exe().expect("this binary");
+//! let mut plan = Plan::seed(exe, vec!["--serve".into()]);
+//! plan.runtime = "my-event-loop";
+//! std::process::exit(run(&plan));
+//! ```
 
-use std::borrow::Cow;
 use std::io::{self, BufRead, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -24,288 +32,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
-use keel_core::conn::ConnConfig;
-use keel_core::driver::{
-    read_line_bounded, Conn, ConnIo, Draining, GuardConfig, Line, ServeHandle, Server, Signals as _,
-};
-use keel_core::shutdown::ShutdownConfig;
-
-use crate::Harness;
-
-/// Command-line options of the echo server.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// `--addr HOST:PORT` (default 127.0.0.1:7878).
-    pub addr: String,
-    /// `--max-connections N` (default 1024).
-    pub max_connections: usize,
-    /// `--grace SECONDS` (default 5): how long the drain waits for connections in flight.
-    pub grace: Duration,
-    /// `--idle-timeout SECONDS` (default 60; 0: off): a connection silent this long is closed.
-    pub idle_timeout: Option<Duration>,
-    /// `--max-line BYTES` (default 65536) and `--line-timeout SECONDS` (default 10).
-    pub limits: EchoLimits,
-}
-
-/// How the echo bounds a line: its length and the time from its first byte to its newline.
-#[derive(Clone, Copy, Debug)]
-pub struct EchoLimits {
-    /// The longest line echoed, newline included (`--max-line BYTES`, default 64 KiB). A longer
-    /// one is answered with `ERR line longer than N bytes` and the connection is closed.
-    pub max_line: usize,
-    /// The read deadline of a line, armed at its first byte (`--line-timeout SECONDS`, default
-    /// 10; 0: off): a trickler that never sends the newline is closed when it passes.
-    pub line_timeout: Option<Duration>,
-}
-
-impl Default for EchoLimits {
-    fn default() -> Self {
-        EchoLimits {
-            max_line: 64 * 1024,
-            line_timeout: Some(Duration::from_secs(10)),
-        }
-    }
-}
-
-fn seconds(name: &str, v: &str) -> Result<Duration, String> {
-    v.parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or(format!("{name}: `{v}` is not a number of seconds"))
-}
-
-impl Options {
-    /// Parses `--addr HOST:PORT`, `--max-connections N`, `--grace SECONDS`,
-    /// `--idle-timeout SECONDS`, `--max-line BYTES` and `--line-timeout SECONDS` (`--serve` is
-    /// accepted and ignored).
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
-        let mut opts = Options {
-            addr: "127.0.0.1:7878".into(),
-            max_connections: 1024,
-            grace: Duration::from_secs(5),
-            idle_timeout: Some(Duration::from_secs(60)),
-            limits: EchoLimits::default(),
-        };
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-            match arg.as_str() {
-                "--addr" => opts.addr = value("--addr")?,
-                "--max-connections" => {
-                    let v = value("--max-connections")?;
-                    opts.max_connections = v
-                        .parse()
-                        .map_err(|_| format!("--max-connections: `{v}` is not a count"))?;
-                }
-                "--grace" => opts.grace = seconds("--grace", &value("--grace")?)?,
-                "--idle-timeout" => {
-                    let d = seconds("--idle-timeout", &value("--idle-timeout")?)?;
-                    opts.idle_timeout = (!d.is_zero()).then_some(d);
-                }
-                "--line-timeout" => {
-                    let d = seconds("--line-timeout", &value("--line-timeout")?)?;
-                    opts.limits.line_timeout = (!d.is_zero()).then_some(d);
-                }
-                "--max-line" => {
-                    let v = value("--max-line")?;
-                    opts.limits.max_line = v
-                        .parse()
-                        .ok()
-                        .filter(|&n: &usize| n > 0)
-                        .ok_or(format!("--max-line: `{v}` is not a positive byte count"))?;
-                }
-                "--serve" => {}
-                other => {
-                    return Err(format!(
-                        "unknown argument `{other}` (try --addr, --max-connections, --grace, \
-                         --idle-timeout, --max-line, --line-timeout)"
-                    ))
-                }
-            }
-        }
-        Ok(opts)
-    }
-}
-
-/// Logs to stderr, `info` by default (`RUST_LOG` overrides).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(false)
-        .init();
-}
-
-/// Binds, prints `listening on ADDR` on stdout, and echoes lines until SIGINT or SIGTERM; then
-/// drains for at most the grace period and prints `stats: ...` on stdout.
-pub async fn serve<H: Harness>(opts: Options) -> io::Result<()> {
-    let invalid = |e| io::Error::new(io::ErrorKind::InvalidInput, e);
-    let config = GuardConfig::builder()
-        .max_connections(opts.max_connections)
-        .build()
-        .map_err(invalid)?;
-    let shutdown = ShutdownConfig::builder()
-        .grace_period(opts.grace)
-        .build()
-        .map_err(invalid)?;
-    let conns = ConnConfig::builder()
-        .idle_timeout(opts.idle_timeout)
-        .build()
-        .map_err(invalid)?;
-    let incoming = H::bind(&opts.addr, &config).await?;
-    let local = H::local_addr(incoming.get_ref())?;
-    println!("listening on {local}");
-    tracing::info!(addr = %local, max_connections = opts.max_connections, grace_ms = opts.grace.as_millis() as u64, idle_timeout_ms = opts.idle_timeout.map_or(0, |d| d.as_millis() as u64), max_line = opts.limits.max_line, runtime = H::NAME, "echo server listening");
-    let server = Server::<H::Listener, H::Runtime>::new(incoming)
-        .config(shutdown)
-        .conn_config(conns)
-        .shutdown_on(|| H::Runtime::default().shutdown_signal());
-    let handle = server.handle();
-    let limits = opts.limits;
-    let report = server
-        .serve(move |conn, _: Draining| echo_conn(conn, Some(handle.clone()), limits))
-        .await;
-    println!("stats: {report}");
-    tracing::info!(%report, "echo server stopped");
-    match report.error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// What the echo server answers to `line`: the health line for `HEALTH` (with a server), else
-/// the line itself.
-pub fn echo_reply<'a>(line: &'a [u8], server: Option<&ServeHandle>) -> Cow<'a, [u8]> {
-    match server {
-        Some(server) if line.trim_ascii() == b"HEALTH" => {
-            Cow::Owned(format!("{}\n", server.health()).into_bytes())
-        }
-        _ => Cow::Borrowed(line),
-    }
-}
-
-/// The line echo for streams with `futures-io` traits (smol's, async-std's, tokio's through a
-/// bridge), with the default [`EchoLimits`] and no read deadline. With a `server`: answers
-/// `HEALTH` (see [`echo_reply`]) and follows the drain: an idle connection is closed when it
-/// starts, a line in flight is finished and answered first.
-pub async fn echo_futures_io<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    server: Option<ServeHandle>,
-) {
-    echo_lines(stream, server, EchoLimits::default(), |_, _| {}).await;
-}
-
-/// The echo of the `echo` example on a connection served by `Server`: lines bounded by
-/// `limits.max_line`, each line's read deadline armed at its first byte
-/// ([`Conn::set_read_deadline`]); the connection is closed by the server with a lingering close
-/// when this returns.
-pub async fn echo_conn<L: ConnIo>(conn: Conn<L>, server: Option<ServeHandle>, limits: EchoLimits) {
-    echo_lines(conn, server, limits, |conn: &Conn<L>, d| {
-        conn.set_read_deadline(d);
-    })
-    .await;
-}
-
-/// Reads the next bounded line, arming the read deadline at its first byte.
-async fn next_line<S, A>(
-    lines: &mut futures_lite::io::BufReader<S>,
-    line: &mut Vec<u8>,
-    limits: EchoLimits,
-    arm: &A,
-) -> io::Result<Line>
-where
-    S: AsyncRead + Unpin,
-    A: Fn(&S, Option<Duration>),
-{
-    read_line_bounded(lines, line, limits.max_line, |r| {
-        arm(r.get_ref(), limits.line_timeout);
-    })
-    .await
-}
-
-async fn echo_lines<S, A>(stream: S, server: Option<ServeHandle>, limits: EchoLimits, arm: A)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    A: Fn(&S, Option<Duration>),
-{
-    let draining = server.as_ref().map(ServeHandle::draining);
-    let mut lines = futures_lite::io::BufReader::new(stream);
-    let mut line = Vec::with_capacity(128);
-    loop {
-        line.clear();
-        // The bounded read keeps what it read when interrupted by the drain.
-        let read = match &draining {
-            Some(d) => match d
-                .run_until_draining(next_line(&mut lines, &mut line, limits, &arm))
-                .await
-            {
-                Some(read) => read,
-                None if line.is_empty() && lines.buffer().is_empty() => break,
-                None => next_line(&mut lines, &mut line, limits, &arm).await,
-            },
-            None => next_line(&mut lines, &mut line, limits, &arm).await,
-        };
-        arm(lines.get_ref(), None);
-        let reply = match read {
-            Ok(Line::Complete(_)) => echo_reply(&line, server.as_ref()),
-            // A last line without a newline is echoed as it is.
-            Ok(Line::Eof) if !line.is_empty() => Cow::Borrowed(&line[..]),
-            Ok(Line::TooLong) => {
-                let err = format!("ERR line longer than {} bytes\n", limits.max_line);
-                let _ = lines.get_mut().write_all(err.as_bytes()).await;
-                break;
-            }
-            Ok(Line::Eof) | Err(_) => break,
-        };
-        if lines.get_mut().write_all(&reply).await.is_err()
-            || draining.as_ref().is_some_and(Draining::is_draining)
-        {
-            break;
-        }
-    }
-}
-
-/// The `echo` example: parses the flags, serves until SIGINT or SIGTERM, drains, exits 0.
-pub fn echo_main<H: Harness>() {
-    init_logging();
-    let opts = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| {
-        eprintln!("echo: {e}");
-        std::process::exit(2)
-    });
-    if let Err(e) = H::block_on(serve::<H>(opts)) {
-        eprintln!("echo: {e}");
-        std::process::exit(1);
-    }
-}
-
-/// The `storm` example: with `--serve`, the server child; otherwise the storm against a child
-/// started from this same binary. Exits with the storm's code.
-pub fn storm_main<H: Harness>() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--serve") {
-        init_logging();
-        let opts = Options::parse(args).unwrap_or_else(|e| {
-            eprintln!("storm server: {e}");
-            std::process::exit(2)
-        });
-        if let Err(e) = H::block_on(serve::<H>(opts)) {
-            eprintln!("storm server: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    let exe = std::env::current_exe().unwrap_or_else(|e| {
-        eprintln!("storm: the path of this example: {e}");
-        std::process::exit(1)
-    });
-    let mut plan = Plan::seed(exe, vec!["--serve".into()]);
-    plan.runtime = H::NAME;
-    std::process::exit(run(&plan));
-}
 
 /// What to run and how hard.
 #[derive(Clone, Debug)]

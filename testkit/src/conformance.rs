@@ -1,5 +1,5 @@
 //! The behavioural suite every adapter runs, written once against [`Harness`]: an adapter's
-//! `tests/conformance.rs` is `keel_benches::conformance_suite!(ItsHarness);`, which expands to
+//! `tests/conformance.rs` is `keel_testkit::conformance_suite!(ItsHarness);`, which expands to
 //! one `#[test]` per behaviour below.
 //!
 //! Real sockets where the behaviour is about sockets (backpressure, shed mode, the echo); a
@@ -818,10 +818,10 @@ struct Running {
 }
 
 fn start<H: Harness>() -> Running {
-    start_with::<H>(ConnConfig::default(), crate::storm::EchoLimits::default())
+    start_with::<H>(ConnConfig::default(), crate::echo::EchoLimits::default())
 }
 
-fn start_with<H: Harness>(conns: ConnConfig, limits: crate::storm::EchoLimits) -> Running {
+fn start_with<H: Harness>(conns: ConnConfig, limits: crate::echo::EchoLimits) -> Running {
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         H::block_on(async move {
@@ -837,7 +837,7 @@ fn start_with<H: Harness>(conns: ConnConfig, limits: crate::storm::EchoLimits) -
             let handle = server.handle();
             tx.send((addr, handle.clone())).expect("the test waits");
             server
-                .serve(move |conn, _| crate::storm::echo_conn(conn, Some(handle.clone()), limits))
+                .serve(move |conn, _| crate::echo::echo_conn(conn, Some(handle.clone()), limits))
                 .await
         })
     });
@@ -1419,7 +1419,7 @@ pub fn server_closes_idle_and_trickling_connections_and_counts_them<H: Harness>(
         .reclaim_min_idle(None)
         .build()
         .expect("valid");
-    let limits = crate::storm::EchoLimits {
+    let limits = crate::echo::EchoLimits {
         max_line: 1024,
         line_timeout: Some(timeout),
     };
@@ -1571,7 +1571,7 @@ pub fn a_newcomer_held_for_reclamation_is_refused_and_counted_when_the_drain_sta
             tx.send((addr, handle.clone())).expect("the test waits");
             server
                 .serve(move |conn, _| {
-                    crate::storm::echo_conn(conn, Some(handle.clone()), Default::default())
+                    crate::echo::echo_conn(conn, Some(handle.clone()), Default::default())
                 })
                 .await
         })

@@ -1,0 +1,307 @@
+//! `RateLimiter::until_ready`, `KeyedRateLimiter::until_key_ready` and `Bulkhead::run` on
+//! keel-testkit's manual clock (`ManualRuntime`: `block_on` jumps the clock to the next timer
+//! when every task waits, as tokio's paused time does).
+#![cfg(feature = "futures")]
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_lite::future::yield_now;
+use keel_core::bulkhead::{BulkheadConfig, RejectReason};
+use keel_core::driver::bulkhead::Bulkhead;
+use keel_core::driver::rate::{InsufficientCapacity, KeyedRateLimiter, RateLimiter};
+use keel_core::driver::{sleep, timeout};
+use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError};
+use keel_core::rate::Quota;
+use keel_testkit::ManualRuntime;
+
+/// A manual runtime whose clock starts at 1 s.
+fn runtime() -> ManualRuntime {
+    ManualRuntime::starting_at(keel_core::Instant::from_secs(1))
+}
+
+/// `n` per second with a burst of `burst`.
+fn quota(n: u32, burst: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(n).unwrap())
+        .unwrap()
+        .with_burst(NonZeroU32::new(burst).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn until_ready_waits_exactly_until_retry_at() {
+    let rt = runtime();
+    rt.block_on(async {
+        // 10/s, burst 1: one token every 100 ms.
+        let limiter = RateLimiter::with_runtime(quota(10, 1), rt.clone());
+        limiter.until_ready().await.unwrap();
+        let retry_at = limiter.check().unwrap_err().retry_at;
+        let wait = retry_at.saturating_duration_since(rt.now());
+        assert_eq!(wait, Duration::from_millis(100));
+
+        let start = rt.now();
+        limiter.until_ready().await.unwrap();
+        assert_eq!(rt.now() - start, Duration::from_millis(100));
+        assert_eq!(rt.now(), retry_at);
+        assert_eq!(limiter.stats().allowed, 2);
+    });
+}
+
+#[test]
+fn until_ready_returns_at_once_with_tokens_left() {
+    let rt = runtime();
+    rt.block_on(async {
+        let limiter = RateLimiter::with_runtime(quota(3, 3), rt.clone());
+        let start = rt.now();
+        for _ in 0..3 {
+            limiter.until_ready().await.unwrap();
+        }
+        assert_eq!(rt.now() - start, Duration::ZERO);
+        assert_eq!(limiter.remaining(), 0);
+    });
+}
+
+#[test]
+fn two_waiters_on_burst_1_are_admitted_one_per_interval() {
+    let rt = runtime();
+    rt.block_on(async {
+        let limiter = RateLimiter::with_runtime(quota(10, 1), rt.clone());
+        limiter.check().unwrap(); // the burst is spent
+        let start = rt.now();
+        let admitted = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let limiter = limiter.clone();
+                let admitted = Arc::clone(&admitted);
+                let clock = rt.clone();
+                rt.spawn_joinable(async move {
+                    limiter.until_ready().await.unwrap();
+                    admitted.lock().unwrap().push(clock.now() - start);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let mut at = admitted.lock().unwrap().clone();
+        at.sort();
+        assert_eq!(at, [Duration::from_millis(100), Duration::from_millis(200)]);
+        // Exactly three admissions in total: the waiters spent nothing twice.
+        assert_eq!(limiter.stats().allowed, 3);
+        assert!(limiter.check().is_err());
+    });
+}
+
+#[test]
+fn many_waiters_never_exceed_the_rate() {
+    let rt = runtime();
+    rt.block_on(async {
+        let limiter = RateLimiter::with_runtime(quota(10, 1), rt.clone());
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..20 {
+            let limiter = limiter.clone();
+            let done = Arc::clone(&done);
+            drop(rt.spawn_joinable(async move {
+                limiter.until_ready().await.unwrap();
+                done.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        sleep(&rt, Duration::from_millis(1)).await;
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+        sleep(&rt, Duration::from_millis(500)).await;
+        // t = 501 ms: admitted at 0, 100, ..., 500.
+        assert_eq!(done.load(Ordering::SeqCst), 6);
+        sleep(&rt, Duration::from_secs(2)).await;
+        assert_eq!(done.load(Ordering::SeqCst), 20);
+    });
+}
+
+#[test]
+fn until_n_ready_rejects_a_batch_above_the_burst_at_once() {
+    let rt = runtime();
+    rt.block_on(async {
+        let limiter = RateLimiter::with_runtime(quota(5, 4), rt.clone());
+        let start = rt.now();
+        assert_eq!(
+            limiter.until_n_ready(5).await,
+            Err(InsufficientCapacity { burst: 4 })
+        );
+        limiter.until_n_ready(4).await.unwrap();
+        assert_eq!(rt.now() - start, Duration::ZERO);
+        // The next batch of 2 needs two emission intervals (200 ms each).
+        limiter.until_n_ready(2).await.unwrap();
+        assert_eq!(rt.now() - start, Duration::from_millis(400));
+    });
+}
+
+#[test]
+fn a_cancelled_wait_spends_nothing() {
+    let rt = runtime();
+    rt.block_on(async {
+        let limiter = RateLimiter::with_runtime(quota(10, 1), rt.clone());
+        limiter.check().unwrap();
+        let r = timeout(&rt, Duration::from_millis(50), limiter.until_ready()).await;
+        assert!(r.is_err());
+        assert_eq!(limiter.stats().allowed, 1);
+        sleep(&rt, Duration::from_millis(50)).await;
+        assert!(limiter.check().is_ok());
+    });
+}
+
+#[test]
+fn keyed_limiter_waits_per_key() {
+    let rt = runtime();
+    rt.block_on(async {
+        let config = KeyedConfig::builder()
+            .quota(quota(10, 1))
+            .max_keys(2)
+            .full(Full::RejectNew)
+            .build()
+            .unwrap();
+        let limiter = KeyedRateLimiter::<&'static str, _>::with_runtime(config, rt.clone());
+        limiter.check(&"a").unwrap();
+        limiter.check(&"b").unwrap();
+        assert_eq!(limiter.check(&"c"), Err(KeyedError::TableFull));
+        assert_eq!(
+            limiter.until_key_ready(&"c").await,
+            Err(KeyedError::TableFull)
+        );
+        let start = rt.now();
+        limiter.until_key_ready(&"a").await.unwrap();
+        assert_eq!(rt.now() - start, Duration::from_millis(100));
+        // "b" is idle again by now.
+        assert_eq!(limiter.remaining(&"b"), 1);
+    });
+}
+
+fn bulkhead(
+    rt: &ManualRuntime,
+    max_concurrent: usize,
+    max_queue: usize,
+    max_wait: Duration,
+) -> Bulkhead<ManualRuntime> {
+    let config = BulkheadConfig::builder()
+        .max_concurrent(max_concurrent)
+        .max_queue(max_queue)
+        .max_wait(max_wait)
+        .build()
+        .unwrap();
+    Bulkhead::with_runtime(config, rt.clone())
+}
+
+#[test]
+fn run_rejects_when_full_and_no_queue() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bh = bulkhead(&rt, 1, 0, Duration::from_secs(1));
+        let held = bh.try_acquire().unwrap();
+        let r = bh.run(async { 1 }).await;
+        assert_eq!(r.unwrap_err().reason(), RejectReason::Full);
+        drop(held);
+        assert_eq!(bh.run(async { 7 }).await, Ok(7));
+    });
+}
+
+#[test]
+fn queue_full_rejects_with_reason() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bh = bulkhead(&rt, 1, 1, Duration::from_secs(1));
+        let held = bh.try_acquire().unwrap();
+        let queued = rt.spawn_joinable({
+            let bh = bh.clone();
+            async move { bh.run(async { "ran" }).await }
+        });
+        yield_now().await;
+        let err = bh.run(async { "never" }).await.unwrap_err();
+        assert_eq!(err.reason(), RejectReason::QueueFull);
+        let start = rt.now();
+        sleep(&rt, Duration::from_millis(300)).await;
+        drop(held);
+        assert_eq!(queued.await, Ok("ran"));
+        assert_eq!(rt.now() - start, Duration::from_millis(300));
+    });
+}
+
+#[test]
+fn waiter_past_max_wait_is_rejected_at_its_deadline() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bh = bulkhead(&rt, 1, 4, Duration::from_millis(250));
+        let _held = bh.try_acquire().unwrap();
+        let start = rt.now();
+        let err = bh.run(async {}).await.unwrap_err();
+        assert_eq!(err.reason(), RejectReason::WaitedTooLong);
+        assert_eq!(rt.now() - start, Duration::from_millis(250));
+        assert_eq!(bh.stats().queue_len, 0);
+    });
+}
+
+#[test]
+fn a_cancelled_run_releases_its_slot() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bh = bulkhead(&rt, 1, 1, Duration::from_secs(10));
+        let slow = bh.run(sleep(&rt, Duration::from_secs(5)));
+        assert!(timeout(&rt, Duration::from_millis(10), slow).await.is_err());
+        // The slot came back when the future was dropped.
+        assert_eq!(bh.run(async { 3 }).await, Ok(3));
+        // A waiter that gives up leaves the queue.
+        let held = bh.try_acquire().unwrap();
+        assert!(timeout(&rt, Duration::from_millis(10), bh.run(async {}))
+            .await
+            .is_err());
+        drop(held);
+        assert_eq!(bh.run(async { 4 }).await, Ok(4));
+    });
+}
+
+/// Polls a future once with a no-op waker.
+fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(f).poll(&mut cx)
+}
+
+#[test]
+fn until_ready_polled_after_completion_returns_ok_again_without_spending() {
+    let rt = runtime();
+    rt.block_on(async {
+        let limiter = RateLimiter::with_runtime(quota(3, 3), rt.clone());
+        let mut fut = limiter.until_ready();
+        assert!(matches!(
+            poll_once(&mut fut),
+            std::task::Poll::Ready(Ok(()))
+        ));
+        assert_eq!(limiter.remaining(), 2);
+        assert!(matches!(
+            poll_once(&mut fut),
+            std::task::Poll::Ready(Ok(()))
+        ));
+        assert_eq!(limiter.remaining(), 2, "a second poll spends nothing");
+        assert_eq!(limiter.stats().allowed, 1);
+    });
+}
+
+#[test]
+fn acquiring_polled_after_completion_says_already_completed() {
+    let rt = runtime();
+    rt.block_on(async {
+        let config = BulkheadConfig::builder().max_concurrent(1).build().unwrap();
+        let bulkhead = Bulkhead::with_runtime(config, rt.clone());
+        let mut fut = Box::pin(bulkhead.acquire());
+        let guard = match poll_once(&mut fut) {
+            std::task::Poll::Ready(Ok(g)) => g,
+            other => panic!("expected a slot, got {other:?}"),
+        };
+        match poll_once(&mut fut) {
+            std::task::Poll::Ready(Err(e)) => {
+                assert_eq!(e.reason(), RejectReason::AlreadyCompleted)
+            }
+            other => panic!("expected AlreadyCompleted, got {other:?}"),
+        }
+        assert_eq!(bulkhead.stats().in_flight, 1);
+        drop(guard);
+    });
+}
