@@ -56,7 +56,7 @@
 //!
 //! ```text
 //! cargo run -p keel-core --example event_loop -- --addr 127.0.0.1:7878
-//! cargo run --release -p keel-benches --example storm_event_loop   # the seed-002 storm against it
+//! cargo run --release -p keel-testkit --example storm_event_loop   # the seed-002 storm against it
 //! ```
 
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 //! files" a bounded number of times and stay under 10 % of one core).
 //!
 //! ```text
-//! cargo run --release -p keel-benches --example storm_event_loop [-- PATH_TO_EVENT_LOOP]
+//! cargo run --release -p keel-testkit --example storm_event_loop [-- PATH_TO_EVENT_LOOP]
 //! ```
 //!
 //! Without a path it builds the server first (`cargo build -p keel-core --example event_loop`,
@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use keel_benches::storm::{run, Plan};
+use keel_testkit::storm::{run, Plan};
 
 fn main() {
     let server = match std::env::args_os().nth(1) {
