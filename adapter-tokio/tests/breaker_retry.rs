@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use keel_tokio::core::backoff::{BackoffConfig, GiveUpReason, Jitter};
 use keel_tokio::core::breaker::{
-    BreakerEvent, CircuitBreakerConfig, Jitter as OpenJitter, Outcome, State,
+    BreakerConfig, BreakerEvent, Jitter as OpenJitter, Outcome, State,
 };
 use keel_tokio::core::budget::BudgetConfig;
 use keel_tokio::core::driver::breaker::BreakerError;
@@ -69,7 +69,7 @@ async fn breaker_opens_after_3_failures_and_rejects_with_retry_at() {
 async fn breakers_sharing_a_config_do_not_reopen_in_step() {
     let t0 = settle().await;
     let minute = Duration::from_secs(60);
-    let config = CircuitBreakerConfig::consecutive_failures(1)
+    let config = BreakerConfig::consecutive_failures(1)
         .exponential_open_duration(minute, 1, minute, OpenJitter::Full)
         .build()
         .unwrap();
@@ -202,7 +202,7 @@ async fn the_classifier_decides_which_errors_count() {
 #[tokio::test(start_paused = true)]
 async fn slow_calls_are_timed_on_the_runtime_clock() {
     settle().await;
-    let config = CircuitBreakerConfig::builder()
+    let config = BreakerConfig::builder()
         .count_window(4)
         .minimum_calls(4)
         .disable_failure_rate()
@@ -499,7 +499,7 @@ async fn the_retry_free_function_retries_every_error() {
 }
 
 fn hanging_breaker() -> Breaker {
-    let config = CircuitBreakerConfig::consecutive_failures(2)
+    let config = BreakerConfig::consecutive_failures(2)
         .open_duration(Duration::from_secs(10))
         .abandon_threshold(Duration::from_secs(1))
         .build()
@@ -544,7 +544,7 @@ async fn outer_timeout_shorter_than_the_abandon_threshold_is_ignored() {
 #[tokio::test(start_paused = true)]
 async fn a_hanging_dependency_with_the_timeout_outside_trips_after_at_most_minimum_calls() {
     settle().await;
-    let config = CircuitBreakerConfig::default();
+    let config = BreakerConfig::default();
     assert_eq!(config.abandon_threshold(), Duration::from_secs(1));
     let minimum = config.minimum_calls();
     let b = Breaker::new(config);
@@ -569,7 +569,7 @@ async fn a_hanging_dependency_with_the_timeout_outside_trips_after_at_most_minim
 #[tokio::test(start_paused = true)]
 async fn abandoned_calls_never_count_with_an_unbounded_abandon_threshold() {
     settle().await;
-    let config = CircuitBreakerConfig::consecutive_failures(1)
+    let config = BreakerConfig::consecutive_failures(1)
         .abandon_threshold(Duration::MAX)
         .build()
         .unwrap();

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use keel_core::accept::AcceptLoopConfig;
+use keel_core::accept::AcceptConfig;
 use keel_core::backoff::{BackoffConfig, Jitter};
-use keel_core::breaker::{CircuitBreakerConfig, State};
+use keel_core::breaker::{BreakerConfig, State};
 use keel_core::budget::BudgetConfig;
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::conn::ConnConfig;
@@ -253,7 +253,7 @@ fn emfile() -> io::Result<u32> {
 /// `accept` during a pause, and the next success resumes.
 pub fn shortage_pauses_on_the_runtime_timer_and_recovers<H: Harness>() {
     H::block_on(async {
-        let pause = AcceptLoopConfig::builder()
+        let pause = AcceptConfig::builder()
             .initial_pause(Duration::from_millis(40))
             .max_pause(Duration::from_secs(1))
             .build()
@@ -383,7 +383,7 @@ pub fn sleep_and_timeout_follow_the_runtime_clock<H: Harness>() {
 /// through, whose success closes it.
 pub fn breaker_call_opens_rejects_until_retry_at_then_closes<H: Harness>() {
     H::block_on(async {
-        let config = CircuitBreakerConfig::consecutive_failures(2)
+        let config = BreakerConfig::consecutive_failures(2)
             .open_duration(Duration::from_millis(100))
             .permitted_calls_in_half_open(1)
             .build()
@@ -583,7 +583,7 @@ pub fn hanging_dependency_with_the_timeout_outside_trips_the_breaker_after_minim
 >() {
     H::block_on(async {
         let rt = H::Runtime::default();
-        let config = CircuitBreakerConfig::builder()
+        let config = BreakerConfig::builder()
             .count_window(4)
             .minimum_calls(4)
             .abandon_threshold(Duration::from_millis(20))

@@ -11,28 +11,28 @@
 //!
 //! # The contract
 //!
-//! - [`Bulkhead::on_request`] returns [`Admission::Admitted`] with a [`BulkheadPermit`] while
+//! - [`FifoSemaphore::on_request`] returns [`Admission::Admitted`] with a [`BulkheadPermit`] while
 //!   fewer than `max_concurrent` permits are out; otherwise [`Admission::Queued`] with the
 //!   waiter's id and absolute deadline (`now + max_wait`) while the queue has room; otherwise
 //!   [`Admission::Rejected`] with [`RejectReason::Full`] (no queue configured) or
 //!   [`RejectReason::QueueFull`].
-//! - [`Bulkhead::on_release`] returns a permit. If a waiter is queued, the **oldest live**
+//! - [`FifoSemaphore::on_release`] returns a permit. If a waiter is queued, the **oldest live**
 //!   one is promoted in the same call ([`Release::Promoted`]): waiters are FIFO.
-//! - A waiter is never admitted at or after its deadline. [`Bulkhead::handle_timeout`] (and
+//! - A waiter is never admitted at or after its deadline. [`FifoSemaphore::handle_timeout`] (and
 //!   every other input, before it decides) expires waiters whose deadline has come:
 //!   [`BulkheadEvent::Expired`], counted as shed with [`RejectReason::WaitedTooLong`].
-//!   [`Bulkhead::poll_timeout`] is the earliest waiter deadline (`None` when it never comes).
-//! - [`Bulkhead::on_cancel`] removes a waiter that gave up.
+//!   [`FifoSemaphore::poll_timeout`] is the earliest waiter deadline (`None` when it never comes).
+//! - [`FifoSemaphore::on_cancel`] removes a waiter that gave up.
 //! - In-flight counts never go negative, the queue never exceeds its bound, and no input
 //!   panics: `now` is clamped and deadlines saturate. A deadline past the end of the clock
 //!   (`max_wait = Duration::MAX`) reads [`Instant::MAX`] in [`Admission::Queued`] and means the
-//!   waiter waits for ever: [`Bulkhead::poll_timeout`] never returns it.
+//!   waiter waits for ever: [`FifoSemaphore::poll_timeout`] never returns it.
 //!
 //! # Storage (no allocation)
 //!
-//! The wait queue is a fixed-capacity ring inside the machine: `Bulkhead<QUEUE>` holds room
+//! The wait queue is a fixed-capacity ring inside the machine: `FifoSemaphore<QUEUE>` holds room
 //! for `QUEUE` waiters (and `QUEUE` pending events). The effective queue bound is
-//! `min(config.max_queue(), QUEUE)`, see [`Bulkhead::queue_capacity`]; `Bulkhead<0>` (the
+//! `min(config.max_queue(), QUEUE)`, see [`FifoSemaphore::queue_capacity`]; `FifoSemaphore<0>` (the
 //! default) sheds at once. The shared, thread-safe form for async tasks is
 //! `keel_core::sync::bulkhead::SharedBulkhead` (feature `std`), which sizes its queue from the
 //! config at run time.
@@ -48,7 +48,7 @@
 //!
 //! ```
 //! use core::time::Duration;
-//! use keel_core::bulkhead::{Admission, Bulkhead, BulkheadConfig, RejectReason, Release};
+//! use keel_core::bulkhead::{Admission, FifoSemaphore, BulkheadConfig, RejectReason, Release};
 //! use keel_core::Instant;
 //!
 //! let config = BulkheadConfig::builder()
@@ -57,7 +57,7 @@
 //!     .max_wait(Duration::from_millis(100))
 //!     .build()?;
 //! let t0 = Instant::from_secs(1);
-//! let mut bh: Bulkhead<4> = Bulkhead::new(config, t0);
+//! let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, t0);
 //!
 //! let Admission::Admitted(permit) = bh.on_request(t0) else { unreachable!() };
 //! let Admission::Queued { waiter, deadline } = bh.on_request(t0) else { unreachable!() };
@@ -203,9 +203,9 @@ impl fmt::Display for WaiterId {
     }
 }
 
-/// A slot in the bulkhead; hand it back with [`Bulkhead::on_release`]. Not `Clone`.
+/// A slot in the bulkhead; hand it back with [`FifoSemaphore::on_release`]. Not `Clone`.
 #[derive(Debug, PartialEq, Eq, Hash)]
-#[must_use = "return the permit with `Bulkhead::on_release` when the call ends"]
+#[must_use = "return the permit with `FifoSemaphore::on_release` when the call ends"]
 pub struct BulkheadPermit {
     _private: (),
 }
@@ -255,16 +255,16 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// The answer to [`Bulkhead::on_request`].
+/// The answer to [`FifoSemaphore::on_request`].
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Admission {
     /// Run the call now; return the permit when it ends.
     Admitted(BulkheadPermit),
-    /// Wait: the call is queued. It is promoted by a later [`Bulkhead::on_release`], or expires
+    /// Wait: the call is queued. It is promoted by a later [`FifoSemaphore::on_release`], or expires
     /// at `deadline`.
     Queued {
-        /// The waiter, for [`Bulkhead::on_cancel`] and the promotion.
+        /// The waiter, for [`FifoSemaphore::on_cancel`] and the promotion.
         waiter: WaiterId,
         /// When the wait ends in [`RejectReason::WaitedTooLong`]; [`Instant::MAX`] means never
         /// (a `max_wait` that reaches past the end of the clock).
@@ -274,7 +274,7 @@ pub enum Admission {
     Rejected(RejectReason),
 }
 
-/// The answer to [`Bulkhead::on_release`].
+/// The answer to [`FifoSemaphore::on_release`].
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Release {
@@ -289,10 +289,10 @@ pub enum Release {
     },
 }
 
-/// A transition, for logs, metrics and sans-IO drivers. See [`Bulkhead::poll_event`].
+/// A transition, for logs, metrics and sans-IO drivers. See [`FifoSemaphore::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BulkheadEvent {
-    /// A waiter got a slot (also returned by [`Bulkhead::on_release`]).
+    /// A waiter got a slot (also returned by [`FifoSemaphore::on_release`]).
     Promoted {
         /// The waiter.
         waiter: WaiterId,
@@ -304,7 +304,7 @@ pub enum BulkheadEvent {
     },
 }
 
-/// Counters since the machine was created. See [`Bulkhead::stats`].
+/// Counters since the machine was created. See [`FifoSemaphore::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BulkheadStats {
     /// Permits issued (at once or by promotion).
@@ -319,7 +319,7 @@ pub struct BulkheadStats {
     pub shed_queue_full: u64,
     /// Waiters shed because they waited `max_wait`.
     pub shed_timeout: u64,
-    /// Waiters that gave up ([`Bulkhead::on_cancel`]).
+    /// Waiters that gave up ([`FifoSemaphore::on_cancel`]).
     pub cancelled: u64,
     /// Permits out now.
     pub in_flight: usize,
@@ -329,7 +329,7 @@ pub struct BulkheadStats {
     pub peak: usize,
     /// Most waiters queued at once.
     pub peak_queue: usize,
-    /// Events dropped because [`Bulkhead::poll_event`] was not called often enough.
+    /// Events dropped because [`FifoSemaphore::poll_event`] was not called often enough.
     pub events_dropped: u64,
 }
 
@@ -367,7 +367,7 @@ pub(crate) trait WaitQueue {
     fn remove(&mut self, handle: Self::Handle) -> Option<Self::Payload>;
 }
 
-/// The bulkhead's logic, shared by [`Bulkhead`] and the `sync` form.
+/// The bulkhead's logic, shared by [`FifoSemaphore`] and the `sync` form.
 #[derive(Clone, Debug)]
 pub(crate) struct Engine {
     config: BulkheadConfig,
@@ -663,17 +663,17 @@ impl<const N: usize> EventRing<N> {
 /// and drops the oldest beyond that, counted in [`BulkheadStats::events_dropped`]) and re-arm
 /// the timer from [`poll_timeout`](Self::poll_timeout).
 #[derive(Clone, Debug)]
-pub struct Bulkhead<const QUEUE: usize = 0> {
+pub struct FifoSemaphore<const QUEUE: usize = 0> {
     engine: Engine,
     queue: Ring<QUEUE>,
     events: EventRing<QUEUE>,
 }
 
-impl<const QUEUE: usize> Bulkhead<QUEUE> {
+impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
     /// A bulkhead with every slot free. The queue holds `min(config.max_queue(), QUEUE)`.
     #[must_use]
     pub fn new(config: BulkheadConfig, now: Instant) -> Self {
-        Bulkhead {
+        FifoSemaphore {
             engine: Engine::new(config, QUEUE, now),
             queue: Ring::new(),
             events: EventRing::new(),
@@ -778,7 +778,7 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
 
     fn expire(&mut self, now: Instant) -> Instant {
         let now = self.engine.observe(now);
-        let Bulkhead {
+        let FifoSemaphore {
             engine,
             queue,
             events,

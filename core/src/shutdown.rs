@@ -17,7 +17,7 @@
 //!    '--stop_now-------------------------'--second signal / stop_now-------------> Stopped (aborted = in-flight)
 //! ```
 //!
-//! - While `Running`, [`Shutdown::on_work_started`] admits work and hands out a [`WorkTicket`];
+//! - While `Running`, [`Shutdown::on_work_started`] admits work and hands out a [`ShutdownPermit`];
 //!   the caller returns it with [`Shutdown::on_work_finished`].
 //! - The first signal (or [`Shutdown::begin_drain`]) stops admitting **at once** (every later
 //!   `on_work_started` is [`WorkAdmission::Refused`]) and sets `deadline = now + grace_period`.
@@ -168,11 +168,11 @@ pub enum ShutdownState {
 /// Not `Clone`, so one admission finishes at most once.
 #[derive(Debug, PartialEq, Eq, Hash)]
 #[must_use = "hand the ticket back to `Shutdown::on_work_finished` when the work ends"]
-pub struct WorkTicket {
+pub struct ShutdownPermit {
     id: u64,
 }
 
-impl WorkTicket {
+impl ShutdownPermit {
     /// The sequence number of this admission (0 for the first), for logs.
     #[must_use]
     pub const fn id(&self) -> u64 {
@@ -185,7 +185,7 @@ impl WorkTicket {
 #[must_use]
 pub enum WorkAdmission {
     /// Run the work; return the ticket when it ends.
-    Admitted(WorkTicket),
+    Admitted(ShutdownPermit),
     /// The service is draining or stopped: do not start the work (close the connection,
     /// answer 503, ...).
     Refused,
@@ -401,7 +401,7 @@ impl Shutdown {
             let id = self.stats.started;
             self.stats.started = self.stats.started.saturating_add(1);
             self.stats.in_flight = self.stats.in_flight.saturating_add(1);
-            WorkAdmission::Admitted(WorkTicket { id })
+            WorkAdmission::Admitted(ShutdownPermit { id })
         } else {
             self.stats.refused = self.stats.refused.saturating_add(1);
             WorkAdmission::Refused
@@ -412,18 +412,23 @@ impl Shutdown {
     ///
     /// Returns [`ShutdownDecision::StopNow`] `{ aborted: 0 }` when this was the last item of a
     /// drain, [`ShutdownDecision::Continue`] otherwise. After the stop, tickets are ignored.
-    pub fn on_work_finished(&mut self, now: Instant, ticket: WorkTicket) -> ShutdownDecision {
+    pub fn on_work_finished(&mut self, now: Instant, ticket: ShutdownPermit) -> ShutdownDecision {
         self.work_ended(now, ticket, false)
     }
 
     /// A unit of work ended, but in a reset (e.g. a connection whose reply may not have been
     /// delivered): exactly as [`on_work_finished`](Self::on_work_finished), counted in `reset`
     /// instead of `completed`.
-    pub fn on_work_reset(&mut self, now: Instant, ticket: WorkTicket) -> ShutdownDecision {
+    pub fn on_work_reset(&mut self, now: Instant, ticket: ShutdownPermit) -> ShutdownDecision {
         self.work_ended(now, ticket, true)
     }
 
-    fn work_ended(&mut self, now: Instant, ticket: WorkTicket, reset: bool) -> ShutdownDecision {
+    fn work_ended(
+        &mut self,
+        now: Instant,
+        ticket: ShutdownPermit,
+        reset: bool,
+    ) -> ShutdownDecision {
         let _ = ticket;
         let now = self.clock.observe(now);
         if self.is_stopped() {

@@ -3,7 +3,7 @@
 use core::time::Duration;
 
 use keel_core::bulkhead::{
-    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    Admission, BulkheadConfig, BulkheadEvent, BulkheadPermit, FifoSemaphore, RejectReason, Release,
     WaiterId,
 };
 use keel_core::{ConfigError, Instant};
@@ -37,7 +37,7 @@ fn queued(a: Admission) -> (WaiterId, Instant) {
     }
 }
 
-fn events<const Q: usize>(bh: &mut Bulkhead<Q>) -> Vec<BulkheadEvent> {
+fn events<const Q: usize>(bh: &mut FifoSemaphore<Q>) -> Vec<BulkheadEvent> {
     core::iter::from_fn(|| bh.poll_event()).collect()
 }
 
@@ -71,7 +71,7 @@ fn invalid_configs_are_rejected() {
 
 #[test]
 fn admits_up_to_max_concurrent_then_sheds_without_a_queue() {
-    let mut bh: Bulkhead = Bulkhead::new(config(2, 0, 0), T0);
+    let mut bh: FifoSemaphore = FifoSemaphore::new(config(2, 0, 0), T0);
     let a = admitted(bh.on_request(T0));
     let _b = admitted(bh.on_request(T0));
     assert_eq!(bh.on_request(T0), Admission::Rejected(RejectReason::Full));
@@ -85,7 +85,7 @@ fn admits_up_to_max_concurrent_then_sheds_without_a_queue() {
 
 #[test]
 fn bulkhead_sheds_when_the_queue_is_full() {
-    let mut bh: Bulkhead<8> = Bulkhead::new(config(1, 2, 100), T0);
+    let mut bh: FifoSemaphore<8> = FifoSemaphore::new(config(1, 2, 100), T0);
     let _p = admitted(bh.on_request(T0));
     let (w0, d0) = queued(bh.on_request(T0));
     assert_eq!((w0.get(), d0), (0, ms(100)));
@@ -109,7 +109,7 @@ fn bulkhead_sheds_when_the_queue_is_full() {
 
 #[test]
 fn queue_is_capped_by_the_ring_capacity() {
-    let mut bh: Bulkhead<2> = Bulkhead::new(config(1, 100, 100), T0);
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(config(1, 100, 100), T0);
     assert_eq!(bh.queue_capacity(), 2);
     let _p = admitted(bh.on_request(T0));
     let _ = queued(bh.on_request(T0));
@@ -122,7 +122,7 @@ fn queue_is_capped_by_the_ring_capacity() {
 
 #[test]
 fn release_promotes_the_oldest_waiter() {
-    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 3, 100), T0);
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 3, 100), T0);
     let p = admitted(bh.on_request(T0));
     let (w0, _) = queued(bh.on_request(ms(1)));
     let (w1, _) = queued(bh.on_request(ms(2)));
@@ -163,7 +163,7 @@ fn release_promotes_the_oldest_waiter() {
 
 #[test]
 fn a_waiter_past_its_max_wait_is_always_rejected() {
-    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 2, 100), T0);
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 2, 100), T0);
     let p = admitted(bh.on_request(T0));
     let (w0, d0) = queued(bh.on_request(T0));
     let (w1, d1) = queued(bh.on_request(ms(50)));
@@ -187,7 +187,7 @@ fn a_waiter_past_its_max_wait_is_always_rejected() {
 
 #[test]
 fn expired_waiters_free_room_in_the_queue_for_new_requests() {
-    let mut bh: Bulkhead<1> = Bulkhead::new(config(1, 1, 100), T0);
+    let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config(1, 1, 100), T0);
     let _p = admitted(bh.on_request(T0));
     let (w0, _) = queued(bh.on_request(T0));
     assert_eq!(
@@ -202,7 +202,7 @@ fn expired_waiters_free_room_in_the_queue_for_new_requests() {
 
 #[test]
 fn cancelling_a_middle_waiter_keeps_fifo_order() {
-    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 4, 100), T0);
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 4, 100), T0);
     let p = admitted(bh.on_request(T0));
     let (w0, _) = queued(bh.on_request(T0));
     let (w1, _) = queued(bh.on_request(T0));
@@ -228,7 +228,7 @@ fn cancelling_a_middle_waiter_keeps_fifo_order() {
 
 #[test]
 fn try_request_never_queues() {
-    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 4, 100), T0);
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 4, 100), T0);
     let p = bh.on_try_request(T0).expect("a free slot");
     assert_eq!(bh.on_try_request(T0), Err(RejectReason::Full));
     assert_eq!(bh.queue_len(), 0);
@@ -238,7 +238,7 @@ fn try_request_never_queues() {
 
 #[test]
 fn events_beyond_capacity_drop_the_oldest_and_are_counted() {
-    let mut bh: Bulkhead<2> = Bulkhead::new(config(1, 2, 10), T0);
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(config(1, 2, 10), T0);
     let _p = admitted(bh.on_request(T0));
     let _ = queued(bh.on_request(T0));
     let _ = queued(bh.on_request(T0));
@@ -259,7 +259,7 @@ fn a_max_wait_past_the_end_of_the_clock_has_no_timeout() {
         .max_wait(Duration::MAX)
         .build()
         .unwrap();
-    let mut bh: Bulkhead<2> = Bulkhead::new(c, T0);
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(c, T0);
     let _p = admitted(bh.on_request(T0));
     let (_w, d) = queued(bh.on_request(ms(1)));
     assert_eq!(d, Instant::MAX, "the saturated deadline reads Instant::MAX");
@@ -274,7 +274,7 @@ fn does_not_panic_on_extreme_inputs() {
         .max_wait(Duration::MAX)
         .build()
         .unwrap();
-    let mut bh: Bulkhead<2> = Bulkhead::new(c, Instant::MAX);
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(c, Instant::MAX);
     let p = admitted(bh.on_request(Instant::ZERO));
     let (w, d) = queued(bh.on_request(Instant::MAX));
     assert_eq!(d, Instant::MAX);
@@ -283,7 +283,7 @@ fn does_not_panic_on_extreme_inputs() {
     assert_eq!(bh.poll_timeout(), None);
     assert_eq!(bh.on_release(Instant::ZERO, p), Release::Freed);
     // a permit from elsewhere: counts stay at zero
-    let mut other: Bulkhead = Bulkhead::new(config(1, 0, 0), T0);
+    let mut other: FifoSemaphore = FifoSemaphore::new(config(1, 0, 0), T0);
     let stray = admitted(other.on_request(T0));
     assert_eq!(bh.on_release(Instant::ZERO, stray), Release::Freed);
     assert_eq!(bh.in_flight(), 0);
@@ -291,7 +291,7 @@ fn does_not_panic_on_extreme_inputs() {
 
 #[test]
 fn a_zero_capacity_ring_sheds_at_once() {
-    let mut bh: Bulkhead<0> = Bulkhead::new(config(1, 5, 100), T0);
+    let mut bh: FifoSemaphore<0> = FifoSemaphore::new(config(1, 5, 100), T0);
     assert_eq!(bh.queue_capacity(), 0);
     let _p = admitted(bh.on_request(T0));
     assert_eq!(bh.on_request(T0), Admission::Rejected(RejectReason::Full));

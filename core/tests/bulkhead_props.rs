@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use core::time::Duration;
 
 use keel_core::bulkhead::{
-    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    Admission, BulkheadConfig, BulkheadEvent, BulkheadPermit, FifoSemaphore, RejectReason, Release,
     WaiterId,
 };
 use keel_core::Instant;
@@ -84,7 +84,7 @@ proptest! {
         let mut b = BulkheadConfig::builder().max_concurrent(max_concurrent).max_queue(max_queue);
         if max_queue > 0 { b = b.max_wait(max_wait); }
         let config = b.build().unwrap();
-        let mut bh: Bulkhead<4> = Bulkhead::new(config, Instant::from_nanos(start));
+        let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, Instant::from_nanos(start));
         let mut model = Model {
             max_concurrent,
             bound: max_queue.min(4),
@@ -203,7 +203,7 @@ fn fake_id() -> WaiterId {
         .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
-    let mut bh: Bulkhead<1> = Bulkhead::new(config, Instant::ZERO);
+    let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, Instant::ZERO);
     let _p = bh.on_request(Instant::ZERO);
     match bh.on_request(Instant::ZERO) {
         Admission::Queued { waiter, .. } => waiter,
@@ -235,7 +235,7 @@ mod shared_lockstep {
             if max_queue > 0 { b = b.max_wait(max_wait); }
             let config = b.build().unwrap();
             let start = Instant::from_secs(1);
-            let mut bh: Bulkhead<4> = Bulkhead::new(config, start);
+            let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, start);
             let shared = SharedBulkhead::new(config, start);
             let mut permits: Vec<BulkheadPermit> = vec![];
             let mut guards: Vec<BulkheadGuard> = vec![];

@@ -3,8 +3,8 @@
 use core::time::Duration;
 
 use keel_core::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState, WorkAdmission,
-    WorkTicket,
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownState,
+    WorkAdmission,
 };
 use keel_core::{ConfigError, Instant};
 
@@ -22,7 +22,7 @@ fn machine(grace_secs: u64) -> Shutdown {
     Shutdown::new(config, T0)
 }
 
-fn admit(sd: &mut Shutdown, now: Instant) -> WorkTicket {
+fn admit(sd: &mut Shutdown, now: Instant) -> ShutdownPermit {
     match sd.on_work_started(now) {
         WorkAdmission::Admitted(t) => t,
         WorkAdmission::Refused => panic!("refused while running"),

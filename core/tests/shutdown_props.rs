@@ -3,7 +3,9 @@
 
 use core::time::Duration;
 
-use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, WorkAdmission, WorkTicket};
+use keel_core::shutdown::{
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownPermit, WorkAdmission,
+};
 use keel_core::Instant;
 use proptest::prelude::*;
 
@@ -56,7 +58,7 @@ proptest! {
     ) {
         let config = ShutdownConfig::builder().grace_period(grace).build().unwrap();
         let mut sd = Shutdown::new(config, Instant::from_nanos(start));
-        let mut tickets: Vec<WorkTicket> = Vec::new();
+        let mut tickets: Vec<ShutdownPermit> = Vec::new();
         let mut raw = start;
         let mut newest = start;
         let mut drain_deadline: Option<Instant> = None;

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
 use keel_core::bulkhead::{
-    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    Admission, FifoSemaphore, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
     WaiterId,
 };
 use keel_core::sync::bulkhead::{Acquire, BulkheadGuard, BulkheadWaiter, SharedBulkhead};
@@ -51,7 +51,7 @@ pub struct Config {
 
 /// The machine, its model, and what the caller holds.
 pub struct Harness {
-    b: Bulkhead<QUEUE>,
+    b: FifoSemaphore<QUEUE>,
     max: usize,
     bound: usize,
     max_wait: core::time::Duration,
@@ -83,7 +83,7 @@ impl Harness {
             b = b.max_concurrent(usize::from(n % 16));
         }
         let config = b.build().ok()?;
-        let bh: Bulkhead<QUEUE> = Bulkhead::new(config, start);
+        let bh: FifoSemaphore<QUEUE> = FifoSemaphore::new(config, start);
         // The same bound as the ring's, so both forms decide alike.
         let shared_config = BulkheadConfig::builder()
             .max_concurrent(config.max_concurrent())

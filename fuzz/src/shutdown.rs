@@ -5,7 +5,7 @@
 use arbitrary::Arbitrary;
 use keel_core::shutdown::{
     Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState, WorkAdmission,
-    WorkTicket,
+    ShutdownPermit,
 };
 use keel_core::time::Instant;
 
@@ -41,7 +41,7 @@ pub struct Config {
 /// The machine, the tickets held and the expected state.
 pub struct Harness {
     s: Shutdown,
-    tickets: Vec<WorkTicket>,
+    tickets: Vec<ShutdownPermit>,
     started: u64,
     events: u64,
     deadline: Option<Instant>,

@@ -60,18 +60,18 @@
 //! | `report_interval` | 1 s | one log line per second per listener under a storm |
 //! | `unknown_errors` | [`UnknownErrorPolicy::Pause`] | see above: an unknown code should not end serving |
 //!
-//! The seed's behaviour (a fixed 500 ms pause) is `AcceptLoopConfig::fixed_pause(500 ms)`.
+//! The seed's behaviour (a fixed 500 ms pause) is `AcceptConfig::fixed_pause(500 ms)`.
 //!
 //! # Example
 //!
 //! ```
 //! use core::time::Duration;
 //! use keel_core::accept::{
-//!     classify_os_error, AcceptDecision, AcceptEvent, AcceptLoop, AcceptLoopConfig, Platform,
+//!     classify_os_error, AcceptDecision, AcceptEvent, AcceptLoop, AcceptConfig, Platform,
 //! };
 //! use keel_core::time::Instant;
 //!
-//! let mut acceptor = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+//! let mut acceptor = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
 //! let now = Instant::from_secs(1);
 //!
 //! // accept() failed with EMFILE (24 on Linux): pause 50 ms, and log it.
@@ -151,9 +151,9 @@ impl UnknownErrorPolicy {
     }
 }
 
-/// A validated [`AcceptLoop`] configuration. Build one with [`AcceptLoopConfig::builder`].
+/// A validated [`AcceptLoop`] configuration. Build one with [`AcceptConfig::builder`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AcceptLoopConfig {
+pub struct AcceptConfig {
     initial_pause: Duration,
     max_pause: Duration,
     growth_percent: u32,
@@ -161,10 +161,10 @@ pub struct AcceptLoopConfig {
     unknown_errors: UnknownErrorPolicy,
 }
 
-impl AcceptLoopConfig {
+impl AcceptConfig {
     /// A builder starting from the defaults (50 ms doubling up to 1 s, reports every 1 s).
-    pub const fn builder() -> AcceptLoopConfigBuilder {
-        AcceptLoopConfigBuilder {
+    pub const fn builder() -> AcceptConfigBuilder {
+        AcceptConfigBuilder {
             initial_pause: DEFAULT_INITIAL_PAUSE,
             max_pause: DEFAULT_MAX_PAUSE,
             growth_percent: DEFAULT_GROWTH_PERCENT,
@@ -179,8 +179,8 @@ impl AcceptLoopConfig {
     /// # Errors
     ///
     /// [`ConfigError::Zero`] if `pause` is zero.
-    pub fn fixed_pause(pause: Duration) -> Result<AcceptLoopConfig, ConfigError> {
-        AcceptLoopConfig::builder().fixed_pause(pause).build()
+    pub fn fixed_pause(pause: Duration) -> Result<AcceptConfig, ConfigError> {
+        AcceptConfig::builder().fixed_pause(pause).build()
     }
 
     /// The pause after the first shortage of an episode.
@@ -214,10 +214,10 @@ impl AcceptLoopConfig {
     }
 }
 
-impl Default for AcceptLoopConfig {
+impl Default for AcceptConfig {
     /// 50 ms doubling up to 1 s, reports every 1 s (see the module docs for the sources).
     fn default() -> Self {
-        AcceptLoopConfig {
+        AcceptConfig {
             initial_pause: DEFAULT_INITIAL_PAUSE,
             max_pause: DEFAULT_MAX_PAUSE,
             growth_percent: DEFAULT_GROWTH_PERCENT,
@@ -227,10 +227,10 @@ impl Default for AcceptLoopConfig {
     }
 }
 
-/// Builds an [`AcceptLoopConfig`]; see [`AcceptLoopConfig::builder`].
+/// Builds an [`AcceptConfig`]; see [`AcceptConfig::builder`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
-pub struct AcceptLoopConfigBuilder {
+pub struct AcceptConfigBuilder {
     initial_pause: Duration,
     max_pause: Duration,
     growth_percent: u32,
@@ -238,7 +238,7 @@ pub struct AcceptLoopConfigBuilder {
     unknown_errors: UnknownErrorPolicy,
 }
 
-impl AcceptLoopConfigBuilder {
+impl AcceptConfigBuilder {
     /// The pause after the first shortage of an episode (default 50 ms). Must be positive.
     pub const fn initial_pause(mut self, pause: Duration) -> Self {
         self.initial_pause = pause;
@@ -287,7 +287,7 @@ impl AcceptLoopConfigBuilder {
     /// - [`ConfigError::Zero`] if `initial_pause` or `max_pause` is zero (a zero pause spins);
     /// - [`ConfigError::InvertedRange`] if `initial_pause > max_pause`;
     /// - [`ConfigError::OutOfRange`] if `growth_percent < 100` (the pause would shrink).
-    pub fn build(self) -> Result<AcceptLoopConfig, ConfigError> {
+    pub fn build(self) -> Result<AcceptConfig, ConfigError> {
         if self.initial_pause.is_zero() {
             return Err(ConfigError::Zero {
                 field: "initial_pause",
@@ -308,7 +308,7 @@ impl AcceptLoopConfigBuilder {
                 expected: "at least 100 (100 keeps the pause fixed, 200 doubles it)",
             });
         }
-        Ok(AcceptLoopConfig {
+        Ok(AcceptConfig {
             initial_pause: self.initial_pause,
             max_pause: self.max_pause,
             growth_percent: self.growth_percent,
@@ -477,7 +477,7 @@ impl EventQueue {
 /// `poll_timeout` while paused, then calls `handle_timeout(now)`.
 #[derive(Clone, Debug)]
 pub struct AcceptLoop {
-    config: AcceptLoopConfig,
+    config: AcceptConfig,
     clock: Monotonic,
     next_pause: Duration,
     pause: Option<Pause>,
@@ -493,7 +493,7 @@ pub struct AcceptLoop {
 impl AcceptLoop {
     /// A running accept loop, not paused.
     #[must_use]
-    pub fn new(config: AcceptLoopConfig, now: Instant) -> Self {
+    pub fn new(config: AcceptConfig, now: Instant) -> Self {
         AcceptLoop {
             config,
             clock: Monotonic::new(now),
@@ -612,7 +612,7 @@ impl AcceptLoop {
 
     /// The configuration.
     #[must_use]
-    pub const fn config(&self) -> &AcceptLoopConfig {
+    pub const fn config(&self) -> &AcceptConfig {
         &self.config
     }
 

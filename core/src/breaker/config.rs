@@ -92,17 +92,17 @@ pub enum OpenDuration {
     },
 }
 
-/// A validated circuit-breaker configuration: see [`CircuitBreakerConfig::builder`].
+/// A validated circuit-breaker configuration: see [`BreakerConfig::builder`].
 ///
-/// Defaults follow Resilience4j's `CircuitBreakerConfig`: failure-rate threshold 50 %, a
+/// Defaults follow Resilience4j's `BreakerConfig`: failure-rate threshold 50 %, a
 /// count-based window of 100 calls, minimum 100 calls, 60 s open, 10 permitted calls in
 /// half-open, slow-call threshold 60 s, slow-call-rate threshold 100 %, no maximum wait in
 /// half-open. The consecutive-failures policy (not in Resilience4j; Polly's classic breaker
 /// and the seed's) is off by default. keel's own: an abandoned call counts as a failure once it
 /// has run [`DEFAULT_ABANDON_THRESHOLD`] (1 s), see
-/// [`abandon_threshold`](CircuitBreakerConfigBuilder::abandon_threshold).
+/// [`abandon_threshold`](BreakerConfigBuilder::abandon_threshold).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CircuitBreakerConfig {
+pub struct BreakerConfig {
     pub(crate) consecutive_failures: Option<u32>,
     pub(crate) window: SlidingWindow,
     pub(crate) minimum_calls: u32,
@@ -118,13 +118,13 @@ pub struct CircuitBreakerConfig {
 
 /// Default abandon threshold: a call dropped before it finished, after running at least 1 s,
 /// counts as a failure (see
-/// [`abandon_threshold`](CircuitBreakerConfigBuilder::abandon_threshold) for why 1 s).
+/// [`abandon_threshold`](BreakerConfigBuilder::abandon_threshold) for why 1 s).
 pub const DEFAULT_ABANDON_THRESHOLD: Duration = Duration::from_secs(1);
 
-impl Default for CircuitBreakerConfig {
+impl Default for BreakerConfig {
     /// The Resilience4j defaults (see the type's docs).
     fn default() -> Self {
-        CircuitBreakerConfig {
+        BreakerConfig {
             consecutive_failures: None,
             window: SlidingWindow::Count { size: 100 },
             minimum_calls: 100,
@@ -140,11 +140,11 @@ impl Default for CircuitBreakerConfig {
     }
 }
 
-impl CircuitBreakerConfig {
+impl BreakerConfig {
     /// A builder starting from the Resilience4j defaults.
-    pub fn builder() -> CircuitBreakerConfigBuilder {
-        CircuitBreakerConfigBuilder {
-            config: CircuitBreakerConfig::default(),
+    pub fn builder() -> BreakerConfigBuilder {
+        BreakerConfigBuilder {
+            config: BreakerConfig::default(),
         }
     }
 
@@ -153,13 +153,13 @@ impl CircuitBreakerConfig {
     /// `n == 0` is rejected by `build()`.
     ///
     /// ```
-    /// use keel_core::breaker::CircuitBreakerConfig;
-    /// let config = CircuitBreakerConfig::consecutive_failures(5).build().unwrap();
+    /// use keel_core::breaker::BreakerConfig;
+    /// let config = BreakerConfig::consecutive_failures(5).build().unwrap();
     /// assert_eq!(config.consecutive_failures_threshold(), Some(5));
     /// assert_eq!(config.failure_rate_threshold(), None);
     /// ```
-    pub fn consecutive_failures(n: u32) -> CircuitBreakerConfigBuilder {
-        CircuitBreakerConfig::builder()
+    pub fn consecutive_failures(n: u32) -> BreakerConfigBuilder {
+        BreakerConfig::builder()
             .consecutive_failures(n)
             .disable_failure_rate()
             .disable_slow_call_rate()
@@ -234,7 +234,7 @@ impl CircuitBreakerConfig {
 
     /// The same configuration with another jitter seed (every seed is valid).
     #[must_use]
-    pub const fn with_seed(mut self, seed: u64) -> CircuitBreakerConfig {
+    pub const fn with_seed(mut self, seed: u64) -> BreakerConfig {
         self.seed = seed;
         self
     }
@@ -244,14 +244,14 @@ impl CircuitBreakerConfig {
     }
 }
 
-/// Builds a [`CircuitBreakerConfig`]; every setter is checked by [`build`](Self::build).
+/// Builds a [`BreakerConfig`]; every setter is checked by [`build`](Self::build).
 #[derive(Clone, Copy, Debug)]
 #[must_use = "a builder does nothing until `build()` is called"]
-pub struct CircuitBreakerConfigBuilder {
-    config: CircuitBreakerConfig,
+pub struct BreakerConfigBuilder {
+    config: BreakerConfig,
 }
 
-impl CircuitBreakerConfigBuilder {
+impl BreakerConfigBuilder {
     /// Trip after `n` consecutive failures (off by default). Must be at least 1.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.config.consecutive_failures = Some(n);
@@ -400,7 +400,7 @@ impl CircuitBreakerConfigBuilder {
     /// build supports; [`ConfigError::Conflict`] for a minimum above a count window's size or
     /// no trip policy at all; [`ConfigError::InvertedRange`] for a cap below the base;
     /// [`ConfigError::Overflow`] for a time window longer than about 584 years.
-    pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
+    pub fn build(self) -> Result<BreakerConfig, ConfigError> {
         let c = self.config;
         if c.consecutive_failures == Some(0) {
             return Err(ConfigError::Zero {

@@ -61,25 +61,25 @@
 //!   `max_wait_in_half_open` is set: adapters report every permit (a dropped call through
 //!   `on_abandoned`).
 //!
-//! # Defaults (Resilience4j `CircuitBreakerConfig`)
+//! # Defaults (Resilience4j `BreakerConfig`)
 //!
 //! failure-rate threshold 50 %, count window of 100 calls, minimum 100 calls, open 60 s
 //! (fixed), 10 permitted calls in half-open, slow-call threshold 60 s, slow-call-rate threshold
 //! 100 %, no maximum wait in half-open. keel's own: abandoned calls count as failures after
 //! 1 s ([`DEFAULT_ABANDON_THRESHOLD`], see
-//! [`abandon_threshold`](CircuitBreakerConfigBuilder::abandon_threshold) for the sources).
+//! [`abandon_threshold`](BreakerConfigBuilder::abandon_threshold) for the sources).
 //! Consecutive failures (Polly's classic breaker, the
 //! seed's `max_failures`) is off unless set, e.g. with
-//! [`CircuitBreakerConfig::consecutive_failures`].
+//! [`BreakerConfig::consecutive_failures`].
 //!
 //! # Example
 //!
 //! ```
 //! use core::time::Duration;
-//! use keel_core::breaker::{CircuitBreaker, CircuitBreakerConfig, State};
+//! use keel_core::breaker::{CircuitBreaker, BreakerConfig, State};
 //! use keel_core::Instant;
 //!
-//! let config = CircuitBreakerConfig::consecutive_failures(3)
+//! let config = BreakerConfig::consecutive_failures(3)
 //!     .open_duration(Duration::from_secs(10))
 //!     .permitted_calls_in_half_open(1)
 //!     .build()?;
@@ -114,7 +114,7 @@ use crate::rng::Rng;
 use crate::time::{duration_to_nanos, Instant, Monotonic};
 
 pub use config::{
-    CircuitBreakerConfig, CircuitBreakerConfigBuilder, Jitter, OpenDuration, SlidingWindow,
+    BreakerConfig, BreakerConfigBuilder, Jitter, OpenDuration, SlidingWindow,
     DEFAULT_ABANDON_THRESHOLD, MAX_COUNT_WINDOW, MAX_INLINE_COUNT_WINDOW, MAX_INLINE_TIME_BUCKETS,
     MAX_TIME_BUCKETS,
 };
@@ -441,7 +441,7 @@ impl Events {
 ///   until `None`.
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker {
-    config: CircuitBreakerConfig,
+    config: BreakerConfig,
     clock: Monotonic,
     inner: Inner,
     generation: u64,
@@ -460,7 +460,7 @@ pub struct CircuitBreaker {
 impl CircuitBreaker {
     /// A closed breaker. Allocates the sliding window (with `alloc`) if a rate policy is on.
     #[must_use]
-    pub fn new(config: CircuitBreakerConfig, now: Instant) -> Self {
+    pub fn new(config: BreakerConfig, now: Instant) -> Self {
         let window = if config.window_needed() {
             Some(Window::new(config.window, now))
         } else {
@@ -484,7 +484,7 @@ impl CircuitBreaker {
 
     /// The configuration.
     #[must_use]
-    pub fn config(&self) -> &CircuitBreakerConfig {
+    pub fn config(&self) -> &BreakerConfig {
         &self.config
     }
 
@@ -573,7 +573,7 @@ impl CircuitBreaker {
 
     /// Reports that the call admitted with `permit` was abandoned: dropped before it finished
     /// (cancelled, or timed out by a timeout *outside* the breaker). Having run for at least
-    /// the config's [`abandon_threshold`](CircuitBreakerConfig::abandon_threshold) (from
+    /// the config's [`abandon_threshold`](BreakerConfig::abandon_threshold) (from
     /// `permit.admitted_at()` to `now`), it is a [`Outcome::Failure`]: a dependency that hangs
     /// until the caller gives up is failing. Abandoned sooner it is [`Outcome::Ignored`] (it
     /// frees its half-open probe slot). Returns the outcome recorded.
@@ -939,7 +939,7 @@ impl CircuitBreaker {
     }
 }
 
-fn base_open_nanos(config: &CircuitBreakerConfig) -> u64 {
+fn base_open_nanos(config: &BreakerConfig) -> u64 {
     match config.open_duration {
         OpenDuration::Fixed(d) => duration_to_nanos(d),
         OpenDuration::Exponential { base, cap, .. } => {
@@ -978,7 +978,7 @@ mod tests {
     #[test]
     fn slow_call_threshold_compares_exactly_at_the_end_of_the_clock() {
         let slow_after = |d: Duration| {
-            let config = CircuitBreakerConfig::consecutive_failures(5)
+            let config = BreakerConfig::consecutive_failures(5)
                 .slow_call_duration_threshold(d)
                 .build()
                 .unwrap();
@@ -998,7 +998,7 @@ mod tests {
 
     #[test]
     fn does_not_panic_on_bad_instant() {
-        let config = CircuitBreakerConfig::consecutive_failures(1)
+        let config = BreakerConfig::consecutive_failures(1)
             .exponential_open_duration(Duration::MAX, u32::MAX, Duration::MAX, Jitter::Full)
             .max_wait_in_half_open(Duration::MAX)
             .build()

@@ -28,7 +28,7 @@
 //!   `timeout`) is reported by a drop guard through
 //!   [`on_abandoned`](crate::breaker::CircuitBreaker::on_abandoned), so a half-open probe slot
 //!   is never leaked: as [`Outcome::Failure`] if it had already run for at least the config's
-//!   [`abandon_threshold`](CircuitBreakerConfig::abandon_threshold) (default 1 s: a hanging
+//!   [`abandon_threshold`](BreakerConfig::abandon_threshold) (default 1 s: a hanging
 //!   dependency opens the breaker after at most `minimum_calls` abandoned calls, or
 //!   `consecutive_failures` of them), else as [`Outcome::Ignored`] (the caller lost interest;
 //!   nothing is known about the dependency).
@@ -88,10 +88,10 @@
 //! #     let mut cx = Context::from_waker(core::task::Waker::noop());
 //! #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
 //! # }
-//! use keel_core::breaker::{CircuitBreakerConfig, State};
+//! use keel_core::breaker::{BreakerConfig, State};
 //! use keel_core::driver::breaker::{Breaker, BreakerError};
 //!
-//! let config = CircuitBreakerConfig::consecutive_failures(2).build()?;
+//! let config = BreakerConfig::consecutive_failures(2).build()?;
 //! let breaker: Breaker<Manual> = Breaker::new(config);
 //! block_on(async {
 //!     for _ in 0..2 {
@@ -112,7 +112,7 @@ use core::time::Duration;
 use alloc::sync::Arc;
 
 use crate::breaker::{
-    BreakerEvent, BreakerPermit, BreakerStats, CircuitBreakerConfig, Outcome, Rejected, State,
+    BreakerConfig, BreakerEvent, BreakerPermit, BreakerStats, Outcome, Rejected, State,
 };
 use crate::driver::{Elapsed, Runtime};
 use crate::report::DEFAULT_REPORT_INTERVAL;
@@ -225,7 +225,7 @@ impl<R: Runtime + Default> Breaker<R> {
     /// all probe the dependency at the same instant. For a reproducible breaker, build the
     /// [`SharedBreaker`] yourself and use [`Breaker::from_shared`].
     #[must_use]
-    pub fn new(config: CircuitBreakerConfig) -> Self {
+    pub fn new(config: BreakerConfig) -> Self {
         let rt = R::default();
         let now = rt.now();
         let config = config.with_seed(config.seed() ^ super::os_seed());

@@ -116,8 +116,8 @@ use crate::conn::{ConnConfig, ConnEnd, ConnEvent, ConnStats, ConnTable};
 use crate::health::{ComponentState, HealthReport, Reason};
 use crate::limit::LimitStats;
 use crate::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownStats, ShutdownSummary,
-    WorkAdmission, WorkTicket,
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownStats,
+    ShutdownSummary, WorkAdmission,
 };
 use crate::sync::limit::{Permit, SharedLimit};
 use crate::time::Instant;
@@ -686,7 +686,7 @@ impl<L: Listener, R: Spawn> fmt::Debug for Server<L, R> {
 struct TaskGuard<R: Runtime> {
     shared: Arc<Shared>,
     rt: R,
-    ticket: Option<WorkTicket>,
+    ticket: Option<ShutdownPermit>,
     id: u64,
     /// How the connection ended, once its lingering close is over.
     end: Option<ConnEnd>,

@@ -11,11 +11,11 @@
 //!
 //! - At most `max_keys` keys are tracked. All storage (an entry array of `max_keys` slots and
 //!   an open-addressing index of `next_power_of_two(2 × max_keys)` `u32` slots, so the load
-//!   factor stays at or below 1/2) is allocated in [`KeyedRateLimiter::new`]; checks never
+//!   factor stays at or below 1/2) is allocated in [`KeyedGcra::new`]; checks never
 //!   allocate (cloning a key type that owns heap memory, like `String`, is the caller's
-//!   allocation). [`KeyedRateLimiter::memory_bytes`] reports the table's footprint, which never
+//!   allocation). [`KeyedGcra::memory_bytes`] reports the table's footprint, which never
 //!   changes after construction.
-//! - Each key has exactly the GCRA state of [`RateLimiter`]: same burst
+//! - Each key has exactly the GCRA state of [`Gcra`]: same burst
 //!   semantics, same `NotUntil`, same errors.
 //! - **Idle keys are reclaimed** during normal checks: a key whose TAT is at or before `now`
 //!   is in exactly the state of a key never seen, so forgetting it changes no decision. Each
@@ -26,7 +26,7 @@
 //!     shared overflow limiter** with its own quota ([`KeyedConfigBuilder::overflow_quota`],
 //!     by default the per-key quota). Under key rotation new keys degrade to that shared quota
 //!     instead of nothing, and no tracked key is ever forgotten while active, so a user who
-//!     pauses keeps his debt. [`KeyedRateLimiter::decide_n`] says which limiter decided
+//!     pauses keeps his debt. [`KeyedGcra::decide_n`] says which limiter decided
 //!     ([`DecidedBy`]); the stats count overflow admissions and rejections. An overflow
 //!     rejection is a plain [`KeyedError::NotUntil`] (wait or answer 429 as for any key). The
 //!     overflow quota is shared with whoever fills the table: an attacker rotating keys takes
@@ -47,11 +47,11 @@
 //!   Without `std`, `build` requires a seed and says so ([`ConfigError::Missing`]). Even under
 //!   collisions memory stays bounded: only the probe length (CPU) suffers, and
 //!   [`KeyedStats::probes`] shows it.
-//! - Clock faults are resolved per key, as [`RateLimiter`] does (see [`crate::rate`], "Clock
+//! - Clock faults are resolved per key, as [`Gcra`] does (see [`crate::rate`], "Clock
 //!   faults"): a key whose state proves a fault reads as a fresh key, and the sweep forgets it
 //!   like an idle one, so a bogus far-future `now` cannot pin slots for good.
 //! - Every operation is O(1) expected (O(1) LRU relinking, linear probing with backward-shift
-//!   deletion, no tombstones); [`KeyedRateLimiter::set_quota`] is O(len).
+//!   deletion, no tombstones); [`KeyedGcra::set_quota`] is O(len).
 //!
 //! # Defaults
 //!
@@ -64,7 +64,7 @@
 //!
 //! ```
 //! use core::num::NonZeroU32;
-//! use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedRateLimiter};
+//! use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedGcra};
 //! use keel_core::rate::Quota;
 //! use keel_core::Instant;
 //!
@@ -75,7 +75,7 @@
 //!     .hash_seed(0x0123_4567_89ab_cdef_0011_2233_4455_6677)
 //!     .build()?;
 //! let now = Instant::from_secs(1);
-//! let mut limiter = KeyedRateLimiter::<u128>::new(config, now);
+//! let mut limiter = KeyedGcra::<u128>::new(config, now);
 //! assert!(limiter.check(now, &1).is_ok());
 //! assert!(limiter.check(now, &2).is_ok());
 //! assert!(matches!(limiter.check(now, &1), Err(KeyedError::NotUntil { .. })));
@@ -96,13 +96,13 @@ use core::num::NonZeroU32;
 use core::time::Duration;
 
 use super::gcra;
-use super::{CheckNError, Quota, RateLimiter};
+use super::{CheckNError, Gcra, Quota};
 use crate::error::ConfigError;
 use crate::time::{duration_to_nanos, Instant};
 
 /// The largest `max_keys` accepted: 2^24 (16,777,216 keys). The table is allocated up front,
 /// so this caps it at about 2^24 × (entry size + 8 bytes of index): roughly 1 GiB for a
-/// 48-byte entry (see [`KeyedRateLimiter::memory_bound`] for your key type). A larger value
+/// 48-byte entry (see [`KeyedGcra::memory_bound`] for your key type). A larger value
 /// would let a typo allocate tens of GiB and abort the process; shard across limiters instead.
 pub const MAX_KEYS_LIMIT: usize = 1 << 24;
 
@@ -126,7 +126,7 @@ pub enum Full {
     EvictLeastRecentlyUsed,
 }
 
-/// The configuration of a [`KeyedRateLimiter`]. Its `Debug` form leaves the hash seed out.
+/// The configuration of a [`KeyedGcra`]. Its `Debug` form leaves the hash seed out.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KeyedConfig {
     quota: Quota,
@@ -238,7 +238,7 @@ impl KeyedConfigBuilder {
 
     /// The quota of the one overflow limiter that new keys share while the table is full
     /// ([`Full::Overflow`]). Default: the per-key quota (and it follows
-    /// [`KeyedRateLimiter::set_quota`]), so a full table admits at most one key's worth more
+    /// [`KeyedGcra::set_quota`]), so a full table admits at most one key's worth more
     /// than a table with room for everyone, and no key, in the table or out, is ever admitted
     /// beyond its own quota by the overflow limiter alone. A larger overflow quota serves more
     /// new users under rotation, but then one key outside the table can get up to it.
@@ -355,7 +355,7 @@ impl From<CheckNError> for KeyedError {
     }
 }
 
-/// Counters of a [`KeyedRateLimiter`].
+/// Counters of a [`KeyedGcra`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeyedStats {
     /// Checks admitted.
@@ -383,7 +383,7 @@ pub struct KeyedStats {
     pub probes: u64,
 }
 
-/// Which limiter made a keyed decision ([`KeyedRateLimiter::decide_n`]).
+/// Which limiter made a keyed decision ([`KeyedGcra::decide_n`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DecidedBy {
@@ -419,13 +419,13 @@ struct Entry<K> {
 /// Its `Debug` form shows the quota, the policy, the size and the counters (not the keys, nor
 /// the hash key).
 #[derive(Clone)]
-pub struct KeyedRateLimiter<K> {
+pub struct KeyedGcra<K> {
     t: u64,
     tau: u64,
     burst: NonZeroU32,
     full: Full,
     jump: u64,
-    overflow: RateLimiter,
+    overflow: Gcra,
     overflow_follows: bool,
     k0: u64,
     k1: u64,
@@ -441,9 +441,9 @@ pub struct KeyedRateLimiter<K> {
     stats: KeyedStats,
 }
 
-impl<K> core::fmt::Debug for KeyedRateLimiter<K> {
+impl<K> core::fmt::Debug for KeyedGcra<K> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("KeyedRateLimiter")
+        f.debug_struct("KeyedGcra")
             .field("quota", &Quota::from_parts(self.t, self.burst))
             .field("full", &self.full)
             .field("overflow", &self.overflow)
@@ -455,20 +455,20 @@ impl<K> core::fmt::Debug for KeyedRateLimiter<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
-    /// Allocates the whole table (see [`KeyedRateLimiter::memory_bound`]).
+impl<K: Hash + Eq + Clone> KeyedGcra<K> {
+    /// Allocates the whole table (see [`KeyedGcra::memory_bound`]).
     #[must_use]
     pub fn new(config: KeyedConfig, now: Instant) -> Self {
         let max_keys = config.max_keys.clamp(1, MAX_KEYS_LIMIT);
         let slots = index_slots(max_keys);
         let index = alloc::vec![0u32; slots];
-        KeyedRateLimiter {
+        KeyedGcra {
             t: config.quota.t_nanos(),
             tau: config.quota.tau(),
             burst: config.quota.burst(),
             full: config.full,
             jump: config.max_clock_jump,
-            overflow: RateLimiter::new(config.overflow_quota(), now)
+            overflow: Gcra::new(config.overflow_quota(), now)
                 .with_max_clock_jump(Duration::from_nanos(config.max_clock_jump)),
             overflow_follows: config.overflow_quota.is_none(),
             k0: config.hash_seed as u64,
@@ -708,7 +708,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 
     /// Switches every key to `quota` at `now` with the guarantees of
-    /// [`RateLimiter::set_quota`](super::RateLimiter::set_quota). O(len).
+    /// [`Gcra::set_quota`](super::Gcra::set_quota). O(len).
     ///
     /// The overflow limiter follows when its quota is the default (the per-key quota); one set
     /// with [`KeyedConfigBuilder::overflow_quota`] is changed with
@@ -734,7 +734,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 
     /// Switches the overflow limiter to `quota` at `now` (with the guarantees of
-    /// [`RateLimiter::set_quota`]); it no longer follows [`set_quota`](Self::set_quota).
+    /// [`Gcra::set_quota`]); it no longer follows [`set_quota`](Self::set_quota).
     pub fn set_overflow_quota(&mut self, now: Instant, quota: Quota) {
         self.overflow.set_quota(now, quota);
         self.overflow_follows = false;
@@ -954,13 +954,13 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 }
 
-/// A keyed decision and the limiter that made it ([`KeyedRateLimiter::decide_n`]).
+/// A keyed decision and the limiter that made it ([`KeyedGcra::decide_n`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[must_use = "a rejected request must not proceed"]
 pub struct KeyedDecision {
     /// The key's own state, or the overflow limiter of a full table.
     pub by: DecidedBy,
-    /// The decision, as [`KeyedRateLimiter::check_n`] returns it.
+    /// The decision, as [`KeyedGcra::check_n`] returns it.
     pub result: Result<(), KeyedError>,
 }
 

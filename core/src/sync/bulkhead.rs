@@ -1,4 +1,4 @@
-//! The shared bulkhead: one [`Bulkhead`](crate::bulkhead::Bulkhead) engine behind a mutex, for
+//! The shared bulkhead: one [`FifoSemaphore`](crate::bulkhead::FifoSemaphore) engine behind a mutex, for
 //! many async tasks (feature `std`).
 //!
 //! [`SharedBulkhead`] is `Clone` (every clone shares one state) and hands out RAII
@@ -276,7 +276,7 @@ impl SharedBulkhead {
     }
 
     /// Takes a slot now, queues for one, or sheds the call (see
-    /// [`Bulkhead::on_request`](crate::bulkhead::Bulkhead::on_request)).
+    /// [`FifoSemaphore::on_request`](crate::bulkhead::FifoSemaphore::on_request)).
     pub fn acquire(&self, now: Instant) -> Acquire {
         let mut wakes = Wakes::default();
         let mut inner = self.lock();
