@@ -28,3 +28,8 @@ s/\bcrate::bulkhead::Bulkhead\b/crate::bulkhead::FifoSemaphore/g
 # (by hand, sans-IO files only) s/\bKeyedRateLimiter\b/KeyedGcra/g
 # (by hand, sans-IO files only) s/\bRateLimiter\b/Gcra/g
 # (by hand, sans-IO files only) s/\bBulkhead\b/FifoSemaphore/g
+#
+# 3. The limit in the house shape (signature changes, fix by hand where the compiler points):
+#    `Limit::try_acquire() -> bool` is `try_acquire(now) -> Result<LimitPermit, Rejected<Overflow>>`,
+#    `Limit::release()` is `on_release(now, permit)`, `Limit::record_shed()` is `on_shed(now)`.
+#    (SharedLimit keeps `try_acquire()`, RAII permits and `record_shed()`.)

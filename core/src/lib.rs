@@ -72,5 +72,5 @@ pub mod driver;
 #[cfg(feature = "alloc")]
 pub mod sync;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, Rejected};
 pub use time::Instant;
