@@ -110,6 +110,11 @@ proptest! {
             }
             let remaining = model.balance(now).max(0) / 1000;
             prop_assert_eq!(i128::from(budget.remaining(Instant::from_nanos(now))), remaining);
+            // `remaining(&self)` at a later instant sees the slots that will have expired by
+            // then without forgetting them (up to one ttl ahead: every partial rotation).
+            let ahead = now.saturating_add(u64::from(step) * (ttl / 1_000).max(1));
+            let expected = model.balance(ahead).max(0) / 1000;
+            prop_assert_eq!(i128::from(budget.remaining(Instant::from_nanos(ahead))), expected, "ahead");
         }
 
         let events = &model.events;
