@@ -25,8 +25,8 @@
 //! - [`FifoSemaphore::on_cancel`] removes a waiter that gave up.
 //! - In-flight counts never go negative, the queue never exceeds its bound, and no input
 //!   panics: `now` is clamped and deadlines saturate. A deadline past the end of the clock
-//!   (`max_wait = Duration::MAX`) reads [`Instant::MAX`] in [`Admission::Queued`] and means the
-//!   waiter waits for ever: [`FifoSemaphore::poll_timeout`] never returns it.
+//!   (`max_wait = Duration::MAX`) is `None` in [`Admission::Queued`] and means the waiter
+//!   waits for ever: it never expires and [`FifoSemaphore::poll_timeout`] never returns it.
 //!
 //! # Storage (no allocation)
 //!
@@ -61,7 +61,7 @@
 //!
 //! let Admission::Admitted(permit) = bh.on_request(t0) else { unreachable!() };
 //! let Admission::Queued { waiter, deadline } = bh.on_request(t0) else { unreachable!() };
-//! assert_eq!(deadline, t0 + Duration::from_millis(100));
+//! assert_eq!(deadline, Some(t0 + Duration::from_millis(100)));
 //! assert_eq!(bh.on_request(t0), Admission::Rejected(RejectReason::QueueFull));
 //!
 //! // The running call ends: the oldest waiter takes its slot.
@@ -266,9 +266,9 @@ pub enum Admission {
     Queued {
         /// The waiter, for [`FifoSemaphore::on_cancel`] and the promotion.
         waiter: WaiterId,
-        /// When the wait ends in [`RejectReason::WaitedTooLong`]; [`Instant::MAX`] means never
-        /// (a `max_wait` that reaches past the end of the clock).
-        deadline: Instant,
+        /// When the wait ends in [`RejectReason::WaitedTooLong`]; `None` when never (a
+        /// `max_wait` that reaches the end of the clock).
+        deadline: Option<Instant>,
     },
     /// Shed the call now.
     Rejected(RejectReason),
@@ -415,8 +415,10 @@ impl Engine {
     ) {
         // FIFO order is deadline order: deadlines are `arrival + max_wait` with a clamped,
         // never-decreasing arrival time.
+        // A deadline that saturated at the end of the clock never comes, and every later one
+        // saturated too.
         while let Some((_, deadline)) = q.front() {
-            if deadline > now {
+            if deadline > now || crate::time::never_at_the_end(deadline).is_none() {
                 break;
             }
             match q.pop_front() {
@@ -715,7 +717,10 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
         let now = self.expire(now);
         match self.engine.request(now, &mut self.queue, ()) {
             Ok(None) => Admission::Admitted(BulkheadPermit { _private: () }),
-            Ok(Some((waiter, _, deadline))) => Admission::Queued { waiter, deadline },
+            Ok(Some((waiter, _, deadline))) => Admission::Queued {
+                waiter,
+                deadline: crate::time::never_at_the_end(deadline),
+            },
             Err(reason) => Admission::Rejected(reason),
         }
     }
@@ -760,14 +765,13 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
     }
 
     /// The earliest waiter deadline; `None` when nobody waits, or when the oldest waiter waits
-    /// for ever (its deadline saturated at [`Instant::MAX`]; deadlines are in FIFO order, so
-    /// every later waiter does too).
+    /// for ever (its deadline reached the end of the clock; deadlines are in FIFO order, so
+    /// every later waiter's did too).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.queue
             .front()
-            .map(|(_, deadline)| deadline)
-            .filter(|&d| d != Instant::MAX)
+            .and_then(|(_, deadline)| crate::time::never_at_the_end(deadline))
     }
 
     /// The next event, oldest first.

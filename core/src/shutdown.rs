@@ -31,10 +31,10 @@
 //!   already counted as aborted, and counts never go negative.
 //!
 //! The machine allocates nothing and never panics; `now` is clamped so it never runs backwards,
-//! and `now + grace_period` saturates: a grace period that reaches past the end of the clock
-//! (`Duration::MAX`) means *no* deadline. `deadline` then reads [`Instant::MAX`] in the state,
-//! decision and event, and [`Shutdown::poll_timeout`] is `None` (it never returns that
-//! sentinel): the drain ends only when the work finishes or [`Shutdown::stop_now`] is called.
+//! and a grace period that reaches past the end of the clock (`Duration::MAX`) means *no*
+//! deadline. `deadline` is then `None` in the state, decision and
+//! event, and [`Shutdown::poll_timeout`] is `None`: the drain ends only when the work finishes
+//! or [`Shutdown::stop_now`] is called.
 //!
 //! # Defaults
 //!
@@ -59,7 +59,7 @@
 //! // SIGTERM: stop accepting, drain until t0 + 5 s.
 //! assert_eq!(
 //!     sd.on_signal(t0),
-//!     ShutdownDecision::Drain { deadline: t0 + Duration::from_secs(5), in_flight: 2 }
+//!     ShutdownDecision::Drain { deadline: Some(t0 + Duration::from_secs(5)), in_flight: 2 }
 //! );
 //! assert_eq!(sd.on_work_started(t0), WorkAdmission::Refused);
 //! assert_eq!(sd.poll_timeout(), Some(t0 + Duration::from_secs(5)));
@@ -68,7 +68,7 @@
 //! assert_eq!(sd.on_work_finished(t0 + Duration::from_secs(1), ticket), ShutdownDecision::Continue);
 //! sd.handle_timeout(t0 + Duration::from_secs(5));
 //! assert!(sd.is_stopped());
-//! assert_eq!(sd.poll_event(), Some(ShutdownEvent::DrainStarted { deadline: t0 + Duration::from_secs(5), in_flight: 2 }));
+//! assert_eq!(sd.poll_event(), Some(ShutdownEvent::DrainStarted { deadline: Some(t0 + Duration::from_secs(5)), in_flight: 2 }));
 //! assert_eq!(sd.poll_event(), Some(ShutdownEvent::DeadlineExceeded { aborted: 1 }));
 //!
 //! let summary = sd.summary();
@@ -156,8 +156,9 @@ pub enum ShutdownState {
     Running,
     /// Refusing new work; in-flight work may finish until `deadline`.
     Draining {
-        /// When the remaining in-flight work is aborted.
-        deadline: Instant,
+        /// When the remaining in-flight work is aborted; `None` when never (a grace period
+        /// past the end of the clock).
+        deadline: Option<Instant>,
     },
     /// Done: nothing is accepted, nothing is waited for.
     Stopped,
@@ -200,8 +201,9 @@ pub enum ShutdownDecision {
     /// Stop accepting now; let in-flight work finish; call [`Shutdown::handle_timeout`] at
     /// `deadline`.
     Drain {
-        /// When remaining work is aborted.
-        deadline: Instant,
+        /// When remaining work is aborted; `None` when never (a grace period past the end of
+        /// the clock).
+        deadline: Option<Instant>,
         /// Work in flight when the drain started.
         in_flight: u64,
     },
@@ -218,8 +220,8 @@ pub enum ShutdownDecision {
 pub enum ShutdownEvent {
     /// The drain started.
     DrainStarted {
-        /// When remaining work will be aborted.
-        deadline: Instant,
+        /// When remaining work will be aborted; `None` when never.
+        deadline: Option<Instant>,
         /// Work in flight at that moment.
         in_flight: u64,
     },
@@ -473,7 +475,8 @@ impl Shutdown {
         if !self.is_accepting() {
             return ShutdownDecision::Continue;
         }
-        let deadline = now.saturating_add(self.config.grace_period);
+        // A deadline at the end of the clock (the sum saturated) never comes: `None`.
+        let deadline = crate::time::never_at_the_end(now.saturating_add(self.config.grace_period));
         let in_flight = self.stats.in_flight;
         self.drain_started = Some(now);
         self.completed_at_drain = self.stats.completed;
@@ -509,7 +512,10 @@ impl Shutdown {
     /// calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.observe(now);
-        if let ShutdownState::Draining { deadline } = self.state {
+        if let ShutdownState::Draining {
+            deadline: Some(deadline),
+        } = self.state
+        {
             if now >= deadline {
                 let aborted = self.abort_all(now);
                 self.push_event(ShutdownEvent::DeadlineExceeded { aborted });
@@ -522,9 +528,7 @@ impl Shutdown {
     #[must_use]
     pub const fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            ShutdownState::Draining { deadline } if deadline.as_nanos() != u64::MAX => {
-                Some(deadline)
-            }
+            ShutdownState::Draining { deadline } => deadline,
             _ => None,
         }
     }

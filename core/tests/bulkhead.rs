@@ -30,7 +30,7 @@ fn admitted(a: Admission) -> BulkheadPermit {
     }
 }
 
-fn queued(a: Admission) -> (WaiterId, Instant) {
+fn queued(a: Admission) -> (WaiterId, Option<Instant>) {
     match a {
         Admission::Queued { waiter, deadline } => (waiter, deadline),
         other => panic!("expected Queued, got {other:?}"),
@@ -88,9 +88,9 @@ fn bulkhead_sheds_when_the_queue_is_full() {
     let mut bh: FifoSemaphore<8> = FifoSemaphore::new(config(1, 2, 100), T0);
     let _p = admitted(bh.on_request(T0));
     let (w0, d0) = queued(bh.on_request(T0));
-    assert_eq!((w0.get(), d0), (0, ms(100)));
+    assert_eq!((w0.get(), d0), (0, Some(ms(100))));
     let (w1, d1) = queued(bh.on_request(ms(5)));
-    assert_eq!((w1.get(), d1), (1, ms(105)));
+    assert_eq!((w1.get(), d1), (1, Some(ms(105))));
     assert_eq!(
         bh.on_request(ms(6)),
         Admission::Rejected(RejectReason::QueueFull)
@@ -167,7 +167,7 @@ fn a_waiter_past_its_max_wait_is_always_rejected() {
     let p = admitted(bh.on_request(T0));
     let (w0, d0) = queued(bh.on_request(T0));
     let (w1, d1) = queued(bh.on_request(ms(50)));
-    assert_eq!((d0, d1), (ms(100), ms(150)));
+    assert_eq!((d0, d1), (Some(ms(100)), Some(ms(150))));
     assert_eq!(bh.poll_timeout(), Some(ms(100)));
     bh.handle_timeout(ms(99)); // early: a no-op
     assert_eq!(bh.queue_len(), 2);
@@ -196,7 +196,7 @@ fn expired_waiters_free_room_in_the_queue_for_new_requests() {
     );
     let (w1, d1) = queued(bh.on_request(ms(100)));
     assert_ne!(w0, w1);
-    assert_eq!(d1, ms(200));
+    assert_eq!(d1, Some(ms(200)));
     assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w0 }]);
 }
 
@@ -262,8 +262,8 @@ fn a_max_wait_past_the_end_of_the_clock_has_no_timeout() {
     let mut bh: FifoSemaphore<2> = FifoSemaphore::new(c, T0);
     let _p = admitted(bh.on_request(T0));
     let (_w, d) = queued(bh.on_request(ms(1)));
-    assert_eq!(d, Instant::MAX, "the saturated deadline reads Instant::MAX");
-    assert_eq!(bh.poll_timeout(), None, "but it is never a timeout to arm");
+    assert_eq!(d, None, "a deadline at the end of the clock is no deadline");
+    assert_eq!(bh.poll_timeout(), None, "and never a timeout to arm");
 }
 
 #[test]
@@ -277,11 +277,19 @@ fn does_not_panic_on_extreme_inputs() {
     let mut bh: FifoSemaphore<2> = FifoSemaphore::new(c, Instant::MAX);
     let p = admitted(bh.on_request(Instant::ZERO));
     let (w, d) = queued(bh.on_request(Instant::MAX));
-    assert_eq!(d, Instant::MAX);
+    assert_eq!(d, None);
     bh.handle_timeout(Instant::MAX);
-    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w }]);
+    assert_eq!(
+        events(&mut bh),
+        vec![],
+        "a deadline at the end of the clock never comes"
+    );
     assert_eq!(bh.poll_timeout(), None);
-    assert_eq!(bh.on_release(Instant::ZERO, p), Release::Freed);
+    let Release::Promoted { waiter, permit } = bh.on_release(Instant::ZERO, p) else {
+        panic!("the waiter is still queued");
+    };
+    assert_eq!(waiter, w);
+    assert_eq!(bh.on_release(Instant::ZERO, permit), Release::Freed);
     // a permit from elsewhere: counts stay at zero
     let mut other: FifoSemaphore = FifoSemaphore::new(config(1, 0, 0), T0);
     let stray = admitted(other.on_request(T0));

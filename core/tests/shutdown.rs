@@ -74,12 +74,17 @@ fn stops_accepting_at_once_when_draining() {
     assert_eq!(
         sd.on_signal(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(6),
+            deadline: Some(secs(6)),
             in_flight: 1
         }
     );
     assert!(!sd.is_accepting());
-    assert_eq!(sd.state(), ShutdownState::Draining { deadline: secs(6) });
+    assert_eq!(
+        sd.state(),
+        ShutdownState::Draining {
+            deadline: Some(secs(6))
+        }
+    );
     assert_eq!(sd.on_work_started(secs(1)), WorkAdmission::Refused);
     assert_eq!(sd.on_work_started(secs(2)), WorkAdmission::Refused);
     let s = sd.stats();
@@ -97,7 +102,7 @@ fn in_flight_work_finishes_before_the_deadline() {
     assert_eq!(
         sd.on_signal(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(6),
+            deadline: Some(secs(6)),
             in_flight: 3
         }
     );
@@ -114,7 +119,7 @@ fn in_flight_work_finishes_before_the_deadline() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(6),
+                deadline: Some(secs(6)),
                 in_flight: 3
             },
             ShutdownEvent::Drained { completed: 3 },
@@ -147,7 +152,7 @@ fn drain_completes_when_the_last_ticket_returns() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(6),
+                deadline: Some(secs(6)),
                 in_flight: 2
             },
             ShutdownEvent::Drained { completed: 2 },
@@ -184,7 +189,7 @@ fn a_hung_task_is_cut_off_at_the_deadline_and_counted() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(6),
+                deadline: Some(secs(6)),
                 in_flight: 2
             },
             ShutdownEvent::DeadlineExceeded { aborted: 1 },
@@ -217,7 +222,7 @@ fn a_second_signal_stops_at_once() {
     assert_eq!(
         sd.on_signal(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(31),
+            deadline: Some(secs(31)),
             in_flight: 2
         }
     );
@@ -231,7 +236,7 @@ fn a_second_signal_stops_at_once() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(31),
+                deadline: Some(secs(31)),
                 in_flight: 2
             },
             ShutdownEvent::ForcedStop { aborted: 2 },
@@ -253,7 +258,7 @@ fn draining_with_nothing_in_flight_stops_at_once() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(6),
+                deadline: Some(secs(6)),
                 in_flight: 0
             },
             ShutdownEvent::Drained { completed: 0 },
@@ -269,12 +274,17 @@ fn begin_drain_is_idempotent() {
     assert_eq!(
         sd.begin_drain(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(6),
+            deadline: Some(secs(6)),
             in_flight: 1
         }
     );
     assert_eq!(sd.begin_drain(secs(2)), ShutdownDecision::Continue);
-    assert_eq!(sd.state(), ShutdownState::Draining { deadline: secs(6) });
+    assert_eq!(
+        sd.state(),
+        ShutdownState::Draining {
+            deadline: Some(secs(6))
+        }
+    );
 }
 
 #[test]
@@ -309,7 +319,7 @@ fn time_going_backwards_does_not_rewind_the_deadline() {
     assert_eq!(
         sd.on_signal(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(15),
+            deadline: Some(secs(15)),
             in_flight: 1
         }
     );
@@ -330,13 +340,19 @@ fn does_not_panic_on_duration_max_and_instant_max() {
     assert_eq!(
         sd.on_signal(Instant::MAX),
         ShutdownDecision::Drain {
-            deadline: Instant::MAX,
+            deadline: None,
             in_flight: 1
         }
     );
+    // A deadline past the end of the clock never comes, even at the clock's last instant;
+    // stop_now still stops.
     sd.handle_timeout(Instant::MAX);
-    assert!(sd.is_stopped());
+    assert!(sd.is_draining());
     assert_eq!(sd.poll_timeout(), None);
+    assert_eq!(
+        sd.stop_now(Instant::MAX),
+        ShutdownDecision::StopNow { aborted: 1 }
+    );
     assert_eq!(sd.stats().aborted, 1);
 }
 
@@ -349,15 +365,13 @@ fn a_long_grace_period_waits_for_work() {
     let mut sd = Shutdown::new(config, T0);
     let a = admit(&mut sd, T0);
     let _ = sd.on_signal(T0);
-    // No deadline: `Instant::MAX` is a sentinel that poll_timeout never returns.
-    assert_eq!(
-        sd.state(),
-        ShutdownState::Draining {
-            deadline: Instant::MAX
-        }
-    );
+    // No deadline: `None`, in the state as in poll_timeout, and even the end of the clock
+    // does not abort the work.
+    assert_eq!(sd.state(), ShutdownState::Draining { deadline: None });
     assert_eq!(sd.poll_timeout(), None);
     sd.handle_timeout(secs(1_000_000));
+    assert!(sd.is_draining());
+    sd.handle_timeout(Instant::MAX);
     assert!(sd.is_draining());
     assert_eq!(
         sd.on_work_finished(secs(1_000_001), a),

@@ -57,7 +57,7 @@ pub struct Harness {
     max_wait: core::time::Duration,
     permits: Vec<BulkheadPermit>,
     /// The model's queue: `(id, deadline)`, FIFO.
-    queue: VecDeque<(WaiterId, Instant)>,
+    queue: VecDeque<(WaiterId, Option<Instant>)>,
     /// Waiters ever queued (for cancels of stale ids).
     known: Vec<WaiterId>,
     /// Promoted waiters' permits handed out by the model.
@@ -137,8 +137,9 @@ impl Harness {
     }
 
     fn expire(&mut self, now: Instant) {
+        // `None`: a deadline at the end of the clock, which never comes.
         while let Some(&(_, deadline)) = self.queue.front() {
-            if deadline > now {
+            if deadline.is_none_or(|d| d > now) {
                 break;
             }
             self.queue.pop_front();
@@ -157,7 +158,7 @@ impl Harness {
                     (Admission::Admitted(_), Acquire::Ready(Ok(g))) => self.guards.push(g),
                     (Admission::Queued { waiter, deadline }, Acquire::Wait(w)) => {
                         assert_eq!(w.id(), *waiter, "the shared form queued another id");
-                        assert_eq!(w.deadline(), Some(*deadline).filter(|d| *d != Instant::MAX));
+                        assert_eq!(w.deadline(), *deadline);
                         self.waiters.push(w);
                     }
                     (Admission::Rejected(reason), Acquire::Ready(Err(e))) => {
@@ -177,7 +178,8 @@ impl Harness {
                     Admission::Queued { waiter, deadline } => {
                         assert!(self.in_flight >= self.max || !self.queue.is_empty());
                         assert!(self.queue.len() < self.bound, "queued beyond the bound");
-                        assert_eq!(deadline, newest + self.max_wait);
+                        let expected = Some(newest + self.max_wait).filter(|d| *d != Instant::MAX);
+                        assert_eq!(deadline, expected);
                         assert!(
                             self.queue.iter().all(|(w, _)| *w < waiter),
                             "waiter ids not increasing"
@@ -250,7 +252,10 @@ impl Harness {
                             .pop_front()
                             .expect("promoted from an empty queue");
                         assert_eq!(waiter, front, "not FIFO");
-                        assert!(deadline > newest, "promoted at or after its deadline");
+                        assert!(
+                            deadline.is_none_or(|d| d > newest),
+                            "promoted at or after its deadline"
+                        );
                         self.in_flight += 1;
                         self.promoted += 1;
                         self.permits.push(permit);
@@ -285,7 +290,7 @@ impl Harness {
             }
             Op::WaitOut => {
                 if let Some(t) = self.b.poll_timeout() {
-                    assert_eq!(Some(t), self.queue.front().map(|(_, d)| *d));
+                    assert_eq!(Some(t), self.queue.front().and_then(|(_, d)| *d));
                     clock.jump(t);
                     let newest = clock.newest();
                     self.expire(newest);
@@ -335,13 +340,10 @@ impl Harness {
         assert!(s.peak >= s.in_flight && s.peak <= self.max);
         assert!(s.peak_queue >= s.queue_len && s.peak_queue <= self.bound);
         // Deadlines never decrease along the queue (same max_wait, clamped time), so the oldest
-        // is the next timeout; one saturated at the end of the clock is no deadline at all.
+        // is the next timeout; `None` (at the end of the clock) is no deadline at all.
         assert_eq!(
             self.b.poll_timeout(),
-            self.queue
-                .front()
-                .map(|(_, d)| *d)
-                .filter(|d| *d != Instant::MAX),
+            self.queue.front().and_then(|(_, d)| *d),
             "poll_timeout is not the oldest (reachable) deadline"
         );
     }

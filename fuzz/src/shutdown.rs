@@ -44,7 +44,8 @@ pub struct Harness {
     tickets: Vec<ShutdownPermit>,
     started: u64,
     events: u64,
-    deadline: Option<Instant>,
+    /// `Some(deadline)` once the drain started; the deadline is `None` when it never comes.
+    deadline: Option<Option<Instant>>,
     stopped: bool,
     grace: core::time::Duration,
 }
@@ -76,7 +77,8 @@ impl Harness {
                 in_flight: n,
             } => {
                 assert!(self.deadline.is_none(), "drain started twice");
-                assert_eq!(deadline, newest + self.grace);
+                let expected = Some(newest + self.grace).filter(|d| *d != Instant::MAX);
+                assert_eq!(deadline, expected);
                 assert_eq!(n, in_flight);
                 assert!(n > 0);
                 self.deadline = Some(deadline);
@@ -135,7 +137,7 @@ impl Harness {
                 if was_running && !matches!(op, Op::StopNow) {
                     if in_flight == 0 {
                         assert_eq!(d, ShutdownDecision::StopNow { aborted: 0 });
-                        self.deadline = Some(newest + self.grace);
+                        self.deadline = Some(Some(newest + self.grace).filter(|d| *d != Instant::MAX));
                     } else {
                         assert!(matches!(d, ShutdownDecision::Drain { .. }));
                     }
@@ -148,7 +150,7 @@ impl Harness {
             }
             Op::Timeout => {
                 self.s.handle_timeout(now);
-                if let Some(deadline) = self.deadline {
+                if let Some(Some(deadline)) = self.deadline {
                     if !self.stopped && newest >= deadline {
                         assert!(self.s.is_stopped(), "deadline passed but still draining");
                         self.stopped = true;
@@ -158,7 +160,7 @@ impl Harness {
             }
             Op::WaitOut => {
                 if let Some(t) = self.s.poll_timeout() {
-                    assert_eq!(Some(t), self.deadline, "the deadline moved");
+                    assert_eq!(Some(Some(t)), self.deadline, "the deadline moved");
                     clock.jump(t);
                     self.s.handle_timeout(t);
                     assert!(self.s.is_stopped(), "deadline did not fire");

@@ -974,10 +974,8 @@ where
             ShutdownDecision::Continue => {}
             ShutdownDecision::Drain { deadline, .. } => {
                 self.close_listener();
-                // A grace period past the end of the clock has no deadline to tell handlers.
-                self.shared
-                    .drain
-                    .start((deadline != Instant::MAX).then_some(deadline));
+                // `None`: a grace period past the end of the clock has no deadline to tell.
+                self.shared.drain.start(deadline);
             }
             ShutdownDecision::StopNow { .. } => {
                 self.close_listener();
@@ -1082,7 +1080,8 @@ fn report(event: ShutdownEvent, summary: ShutdownSummary, now: Instant) {
         } => tracing::info!(
             target: "keel::shutdown",
             in_flight,
-            grace_ms = deadline.saturating_duration_since(now).as_millis() as u64,
+            // u64::MAX: no deadline (a grace period past the end of the clock).
+            grace_ms = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(now).as_millis() as u64),
             "drain started: refusing new connections"
         ),
         ShutdownEvent::Drained { completed } => tracing::info!(

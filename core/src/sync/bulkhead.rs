@@ -394,12 +394,8 @@ impl BulkheadWaiter {
     /// again when it fires. `None` when the wait never ends (a `max_wait` that reaches past
     /// the end of the clock, such as `Duration::MAX`): arm no timer.
     #[must_use]
-    pub const fn deadline(&self) -> Option<Instant> {
-        if self.deadline.as_nanos() == Instant::MAX.as_nanos() {
-            None
-        } else {
-            Some(self.deadline)
-        }
+    pub fn deadline(&self) -> Option<Instant> {
+        crate::time::never_at_the_end(self.deadline)
     }
 
     /// Polls for the slot. `Ready(Ok)` hands over the guard; `Ready(Err)` carries
@@ -443,7 +439,7 @@ impl BulkheadWaiter {
             Outcome::Granted => {
                 self.done = true;
                 let _ = inner.queue.entries.remove(self.key);
-                if now >= self.deadline {
+                if self.deadline().is_some_and(|d| now >= d) {
                     // Granted, but collected too late: pass the slot on.
                     inner.release(now, &mut wakes);
                     timed_out
