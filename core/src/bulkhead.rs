@@ -76,6 +76,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::error::ConfigError;
+use crate::ring::EventRing;
 use crate::time::{Instant, Monotonic};
 
 /// Default `max_concurrent`: 25, Resilience4j's `maxConcurrentCalls`.
@@ -604,52 +605,6 @@ impl<const N: usize> WaitQueue for Ring<N> {
     }
 }
 
-/// A fixed ring of `N` events that drops the oldest when full.
-#[derive(Clone, Debug)]
-struct EventRing<const N: usize> {
-    events: [Option<BulkheadEvent>; N],
-    head: usize,
-    len: usize,
-}
-
-impl<const N: usize> EventRing<N> {
-    const fn new() -> Self {
-        EventRing {
-            events: [None; N],
-            head: 0,
-            len: 0,
-        }
-    }
-
-    /// Returns `true` if an event was dropped to make room (or `ev` itself, when `N == 0`).
-    fn push(&mut self, ev: BulkheadEvent) -> bool {
-        if N == 0 {
-            return true;
-        }
-        let mut dropped = false;
-        if self.len >= N {
-            let _ = self.pop();
-            dropped = true;
-        }
-        let i = self.head.wrapping_add(self.len).checked_rem(N).unwrap_or(0);
-        if let Some(slot) = self.events.get_mut(i) {
-            *slot = Some(ev);
-            self.len += 1;
-        }
-        dropped
-    }
-
-    fn pop(&mut self) -> Option<BulkheadEvent> {
-        if self.len == 0 {
-            return None;
-        }
-        let ev = self.events.get_mut(self.head).and_then(Option::take);
-        self.head = self.head.wrapping_add(1).checked_rem(N).unwrap_or(0);
-        self.len -= 1;
-        ev
-    }
-}
-
 /// The bulkhead machine, with room for `QUEUE` waiters. See the [module docs](self).
 ///
 /// Methods by group:
@@ -668,7 +623,7 @@ impl<const N: usize> EventRing<N> {
 pub struct FifoSemaphore<const QUEUE: usize = 0> {
     engine: Engine,
     queue: Ring<QUEUE>,
-    events: EventRing<QUEUE>,
+    events: EventRing<BulkheadEvent, QUEUE>,
 }
 
 impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
@@ -789,7 +744,7 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
         } = self;
         let mut dropped = 0u64;
         engine.expire(now, queue, |waiter, _, ()| {
-            if events.push(BulkheadEvent::Expired { waiter }) {
+            if events.push(BulkheadEvent::Expired { waiter }).is_some() {
                 dropped += 1;
             }
         });
@@ -798,7 +753,7 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
     }
 
     fn push_event(&mut self, ev: BulkheadEvent) {
-        if self.events.push(ev) {
+        if self.events.push(ev).is_some() {
             self.engine.count_dropped_events(1);
         }
     }

@@ -63,6 +63,7 @@ pub mod health;
 pub mod limit;
 pub mod rate;
 pub mod report;
+mod ring;
 pub mod rng;
 pub mod shutdown;
 pub mod time;

@@ -260,8 +260,9 @@ pub(crate) mod slots {
 
     const IN_USE_MASK: u64 = 0xFFFF_FFFF;
     const MAX_SHIFT: u32 = 32;
-    pub(crate) const MAX_MASK: u64 = 0x7FFF_FFFF << MAX_SHIFT;
+    const MAX_MASK: u64 = 0x7FFF_FFFF << MAX_SHIFT;
     /// Set while a task waits for a slot (shared form).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     pub(crate) const WAITER: u64 = 1 << 63;
 
     /// A word with `max` (clamped to `1..=MAX_LIMIT`) and nothing in use.

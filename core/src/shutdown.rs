@@ -82,6 +82,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::error::ConfigError;
+use crate::ring::EventRing;
 use crate::time::{Instant, Monotonic};
 
 /// The default grace period: 30 s, Kubernetes' `terminationGracePeriodSeconds` default.
@@ -318,7 +319,7 @@ pub struct Shutdown {
     stopped_at: Option<Instant>,
     completed_at_drain: u64,
     stats: ShutdownStats,
-    events: [Option<ShutdownEvent>; 2],
+    events: EventRing<ShutdownEvent, 2>,
 }
 
 impl Shutdown {
@@ -333,7 +334,7 @@ impl Shutdown {
             stopped_at: None,
             completed_at_drain: 0,
             stats: ShutdownStats::default(),
-            events: [None, None],
+            events: EventRing::new(),
         }
     }
 
@@ -538,12 +539,7 @@ impl Shutdown {
     /// `ForcedStop` (or `ForcedStop` alone).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ShutdownEvent> {
-        let [first, second] = &mut self.events;
-        let ev = first.take();
-        if ev.is_some() {
-            *first = second.take();
-        }
-        ev
+        self.events.pop()
     }
 
     fn finish_drain(&mut self, now: Instant) {
@@ -564,12 +560,8 @@ impl Shutdown {
 
     fn push_event(&mut self, ev: ShutdownEvent) {
         // At most two events are ever produced (DrainStarted, then one stop), so a slot is
-        // always free; if the caller never polls, the newest replaces the second slot.
-        let [first, second] = &mut self.events;
-        if first.is_none() {
-            *first = Some(ev);
-        } else {
-            *second = Some(ev);
-        }
+        // always free.
+        let lost = self.events.push(ev);
+        debug_assert!(lost.is_none(), "a shutdown machine produced a third event");
     }
 }

@@ -114,6 +114,7 @@ use core::time::Duration;
 
 use crate::error::ConfigError;
 use crate::report::{Report, ReportLimiter};
+use crate::ring::EventRing;
 use crate::time::{Instant, Monotonic};
 
 /// Default first pause after a shortage: 50 ms.
@@ -399,45 +400,26 @@ struct Episode {
     reported: bool,
 }
 
+/// The accept loop's events: the crate's ring, where a full ring folds its oldest event into
+/// the next instead of losing its count.
 #[derive(Clone, Debug)]
-struct EventQueue {
-    slots: [Option<AcceptEvent>; EVENT_QUEUE_CAPACITY],
-    head: usize,
-    len: usize,
-}
+struct EventQueue(EventRing<AcceptEvent, EVENT_QUEUE_CAPACITY>);
 
 impl EventQueue {
     const fn new() -> Self {
-        EventQueue {
-            slots: [None; EVENT_QUEUE_CAPACITY],
-            head: 0,
-            len: 0,
-        }
+        EventQueue(EventRing::new())
     }
 
     fn pop(&mut self) -> Option<AcceptEvent> {
-        if self.len == 0 {
-            return None;
-        }
-        let event = self.slots.get_mut(self.head).and_then(Option::take);
-        self.head = (self.head + 1) % EVENT_QUEUE_CAPACITY;
-        self.len -= 1;
-        event
-    }
-
-    fn front_mut(&mut self) -> Option<&mut AcceptEvent> {
-        if self.len == 0 {
-            return None;
-        }
-        self.slots.get_mut(self.head).and_then(Option::as_mut)
+        self.0.pop()
     }
 
     /// Pushes `event`. When full, the oldest event is folded into the next one first; returns
     /// whether a `Shortage` report was folded (its shortage becomes a suppressed one).
     fn push(&mut self, event: AcceptEvent) -> bool {
         let mut folded_report = false;
-        if self.len == EVENT_QUEUE_CAPACITY {
-            let carried = match self.pop() {
+        if self.0.is_full() {
+            let carried = match self.0.pop() {
                 Some(AcceptEvent::Shortage { suppressed, .. }) => {
                     folded_report = true;
                     suppressed.saturating_add(1)
@@ -445,7 +427,7 @@ impl EventQueue {
                 Some(AcceptEvent::Resumed { suppressed, .. }) => suppressed,
                 Some(AcceptEvent::Fatal) | None => 0,
             };
-            match self.front_mut() {
+            match self.0.front_mut() {
                 Some(
                     AcceptEvent::Shortage { suppressed, .. }
                     | AcceptEvent::Resumed { suppressed, .. },
@@ -453,11 +435,9 @@ impl EventQueue {
                 Some(AcceptEvent::Fatal) | None => {}
             }
         }
-        let tail = (self.head + self.len) % EVENT_QUEUE_CAPACITY;
-        if let Some(slot) = self.slots.get_mut(tail) {
-            *slot = Some(event);
-            self.len += 1;
-        }
+        // Room was made above (a capacity of 0 is not configurable: EVENT_QUEUE_CAPACITY > 0).
+        let lost = self.0.push(event);
+        debug_assert!(lost.is_none(), "an accept event was lost after making room");
         folded_report
     }
 }

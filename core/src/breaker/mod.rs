@@ -110,6 +110,7 @@ mod window;
 use core::fmt;
 use core::time::Duration;
 
+use crate::ring::EventRing;
 use crate::rng::Rng;
 use crate::time::{duration_to_nanos, Instant, Monotonic};
 
@@ -385,49 +386,6 @@ struct Counters {
     events_dropped: u64,
 }
 
-/// A fixed ring of events: no allocation, the oldest is dropped when full.
-#[derive(Clone, Debug)]
-struct Events {
-    buf: [Option<BreakerEvent>; EVENT_QUEUE_CAPACITY],
-    head: usize,
-    len: usize,
-}
-
-impl Events {
-    fn new() -> Self {
-        Events {
-            buf: [None; EVENT_QUEUE_CAPACITY],
-            head: 0,
-            len: 0,
-        }
-    }
-
-    /// Returns `true` if an older event was dropped to make room.
-    fn push(&mut self, ev: BreakerEvent) -> bool {
-        let dropped = self.len == EVENT_QUEUE_CAPACITY;
-        if dropped {
-            self.head = (self.head + 1) % EVENT_QUEUE_CAPACITY;
-            self.len -= 1;
-        }
-        let tail = (self.head + self.len) % EVENT_QUEUE_CAPACITY;
-        if let Some(slot) = self.buf.get_mut(tail) {
-            *slot = Some(ev);
-            self.len += 1;
-        }
-        dropped
-    }
-
-    fn pop(&mut self) -> Option<BreakerEvent> {
-        if self.len == 0 {
-            return None;
-        }
-        let ev = self.buf.get_mut(self.head).and_then(Option::take);
-        self.head = (self.head + 1) % EVENT_QUEUE_CAPACITY;
-        self.len -= 1;
-        ev
-    }
-}
-
 /// A circuit breaker (see the [module docs](self)).
 ///
 /// Methods by group:
@@ -453,7 +411,7 @@ pub struct CircuitBreaker {
     /// never reached, exactly as the `Duration` comparison it replaces).
     slow_nanos: u128,
     rng: Rng,
-    events: Events,
+    events: EventRing<BreakerEvent, EVENT_QUEUE_CAPACITY>,
     counters: Counters,
 }
 
@@ -476,7 +434,7 @@ impl CircuitBreaker {
             trips_in_a_row: 0,
             slow_nanos: config.slow_call_duration.as_nanos(),
             rng: Rng::new(config.seed),
-            events: Events::new(),
+            events: EventRing::new(),
             counters: Counters::default(),
             config,
         }
@@ -933,7 +891,7 @@ impl CircuitBreaker {
             at: now,
             reason,
         };
-        if self.events.push(ev) {
+        if self.events.push(ev).is_some() {
             self.counters.events_dropped = self.counters.events_dropped.saturating_add(1);
         }
     }
@@ -954,7 +912,7 @@ mod tests {
 
     #[test]
     fn event_queue_drops_the_oldest_when_full() {
-        let mut q = Events::new();
+        let mut q: EventRing<BreakerEvent, EVENT_QUEUE_CAPACITY> = EventRing::new();
         let ev = |n: u64| BreakerEvent::Transition {
             from: State::Closed,
             to: State::Open,
@@ -963,7 +921,7 @@ mod tests {
         };
         let mut dropped = 0;
         for n in 0..(EVENT_QUEUE_CAPACITY as u64 + 3) {
-            dropped += u32::from(q.push(ev(n)));
+            dropped += u32::from(q.push(ev(n)).is_some());
         }
         assert_eq!(dropped, 3);
         assert_eq!(q.pop(), Some(ev(3)));
