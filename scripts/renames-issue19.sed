@@ -33,3 +33,17 @@ s/\bcrate::bulkhead::Bulkhead\b/crate::bulkhead::FifoSemaphore/g
 #    `Limit::try_acquire() -> bool` is `try_acquire(now) -> Result<LimitPermit, Rejected<Overflow>>`,
 #    `Limit::release()` is `on_release(now, permit)`, `Limit::record_shed()` is `on_shed(now)`.
 #    (SharedLimit keeps `try_acquire()`, RAII permits and `record_shed()`.)
+#
+# 4. One admission verb (try_acquire(now) -> Result<XPermit, Rejected<Reason>>) and one rejection
+#    shape (keel_core::Rejected<R> { reason, retry_at }).
+s/\bon_try_request\b/try_acquire/g
+s/\bon_work_started\b/try_acquire/g
+#    By hand (signature or field changes the compiler points at):
+#    - bulkhead: `FifoSemaphore::on_request(now)` (may queue) is `acquire(now)` (a bare-word sed
+#      of `on_request` would also hit keel-redis' and adapters' own names, so it is not here);
+#      `try_acquire` errors are `BulkheadRejected` (= `Rejected<RejectReason>`), no longer a bare
+#      `RejectReason`.
+#    - shutdown: `WorkAdmission::Admitted(p)` is `Ok(p)`, `WorkAdmission::Refused` is
+#      `Err(Rejected { reason: <the state>, retry_at: None })`.
+#    - breaker: `Rejected.state` is `Rejected.reason` (`breaker::Rejected` = `Rejected<State>`).
+#    - sync::bulkhead::BulkheadRejected: `.reason()` is the field `.reason`.

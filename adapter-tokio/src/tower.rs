@@ -140,7 +140,7 @@ impl KeelError {
     #[must_use]
     pub fn reject_reason(&self) -> Option<RejectReason> {
         match self {
-            KeelError::BulkheadRejected(r) => Some(r.reason()),
+            KeelError::BulkheadRejected(r) => Some(r.reason),
             _ => None,
         }
     }

@@ -56,7 +56,7 @@ async fn breaker_opens_after_3_failures_and_rejects_with_retry_at() {
         panic!("expected a rejection, got {r:?}");
     };
     assert_eq!(rejected.retry_at, Some(t0 + Duration::from_secs(10)));
-    assert_eq!(rejected.state, State::Open);
+    assert_eq!(rejected.reason, State::Open);
     assert_eq!(ran.load(Ordering::SeqCst), 0, "a rejected call never runs");
     let s = b.stats();
     assert_eq!((s.admitted, s.rejected, s.failures), (3, 1, 3));

@@ -754,7 +754,7 @@ pub fn bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait<H: Harness
         let full = bulkhead::<H::Runtime>(0, Duration::from_secs(1));
         let held = full.try_acquire().expect("a free slot");
         let err = full.run(async { 1 }).await.expect_err("full");
-        assert_eq!(err.reason(), RejectReason::Full);
+        assert_eq!(err.reason, RejectReason::Full);
         drop(held);
         assert_eq!(full.run(async { 7 }).await, Ok(7));
 
@@ -764,7 +764,7 @@ pub fn bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait<H: Harness
         let (queued, ()) = futures_lite::future::zip(bh.run(async { "ran" }), async {
             // The first future has queued by now (zip polls it first).
             let err = bh.run(async { "never" }).await.expect_err("queue full");
-            assert_eq!(err.reason(), RejectReason::QueueFull);
+            assert_eq!(err.reason, RejectReason::QueueFull);
             driver::sleep(&rt, Duration::from_millis(100)).await;
             drop(held);
         })
@@ -776,7 +776,7 @@ pub fn bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait<H: Harness
         let _held = bh.try_acquire().expect("a free slot");
         let start = Instant::now();
         let err = bh.run(async {}).await.expect_err("waited too long");
-        assert_eq!(err.reason(), RejectReason::WaitedTooLong);
+        assert_eq!(err.reason, RejectReason::WaitedTooLong);
         let waited = start.elapsed();
         assert!(
             waited >= Duration::from_millis(250) && waited < Duration::from_millis(750),

@@ -11,7 +11,7 @@
 //!
 //! # The contract
 //!
-//! - [`FifoSemaphore::on_request`] returns [`Admission::Admitted`] with a [`BulkheadPermit`] while
+//! - [`FifoSemaphore::acquire`] returns [`Admission::Admitted`] with a [`BulkheadPermit`] while
 //!   fewer than `max_concurrent` permits are out; otherwise [`Admission::Queued`] with the
 //!   waiter's id and absolute deadline (`now + max_wait`) while the queue has room; otherwise
 //!   [`Admission::Rejected`] with [`RejectReason::Full`] (no queue configured) or
@@ -59,10 +59,10 @@
 //! let t0 = Instant::from_secs(1);
 //! let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, t0);
 //!
-//! let Admission::Admitted(permit) = bh.on_request(t0) else { unreachable!() };
-//! let Admission::Queued { waiter, deadline } = bh.on_request(t0) else { unreachable!() };
+//! let Admission::Admitted(permit) = bh.acquire(t0) else { unreachable!() };
+//! let Admission::Queued { waiter, deadline } = bh.acquire(t0) else { unreachable!() };
 //! assert_eq!(deadline, Some(t0 + Duration::from_millis(100)));
-//! assert_eq!(bh.on_request(t0), Admission::Rejected(RejectReason::QueueFull));
+//! assert_eq!(bh.acquire(t0), Admission::Rejected(RejectReason::QueueFull));
 //!
 //! // The running call ends: the oldest waiter takes its slot.
 //! match bh.on_release(t0 + Duration::from_millis(10), permit) {
@@ -256,7 +256,20 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// The answer to [`FifoSemaphore::on_request`].
+/// A call was shed: the crate's one rejection shape, [`crate::Rejected`], whose `reason` says
+/// why; `retry_at` is always `None` (a slot frees when some call ends, at no instant the
+/// bulkhead knows).
+pub type BulkheadRejected = crate::error::Rejected<RejectReason>;
+
+/// A rejection for `reason`.
+pub(crate) const fn rejected(reason: RejectReason) -> BulkheadRejected {
+    BulkheadRejected {
+        reason,
+        retry_at: None,
+    }
+}
+
+/// The answer to [`FifoSemaphore::acquire`].
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Admission {
@@ -611,7 +624,7 @@ impl<const N: usize> WaitQueue for Ring<N> {
 /// - getters: [`stats`](Self::stats), [`in_flight`](Self::in_flight),
 ///   [`queue_len`](Self::queue_len), [`queue_capacity`](Self::queue_capacity),
 ///   [`config`](Self::config);
-/// - inputs: [`on_request`](Self::on_request), [`on_try_request`](Self::on_try_request),
+/// - inputs: [`acquire`](Self::acquire), [`try_acquire`](Self::try_acquire),
 ///   [`on_release`](Self::on_release), [`on_cancel`](Self::on_cancel),
 ///   [`handle_timeout`](Self::handle_timeout);
 /// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event).
@@ -667,8 +680,9 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
         self.engine.stats(&self.queue)
     }
 
-    /// A call wants a slot: admitted, queued or rejected (see [`Admission`]).
-    pub fn on_request(&mut self, now: Instant) -> Admission {
+    /// A call wants a slot and may wait for one: admitted, queued or rejected (see
+    /// [`Admission`]).
+    pub fn acquire(&mut self, now: Instant) -> Admission {
         let now = self.expire(now);
         match self.engine.request(now, &mut self.queue, ()) {
             Ok(None) => Admission::Admitted(BulkheadPermit { _private: () }),
@@ -681,13 +695,15 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
     }
 
     /// A call wants a slot but will not wait: admitted, or rejected with
-    /// [`RejectReason::Full`]. Queued waiters keep their place (a free slot with waiters
-    /// queued cannot happen: releases promote them).
-    pub fn on_try_request(&mut self, now: Instant) -> Result<BulkheadPermit, RejectReason> {
+    /// [`RejectReason::Full`] (and no `retry_at`: a slot frees when a call ends). Queued
+    /// waiters keep their place (a free slot with waiters queued cannot happen: releases
+    /// promote them).
+    pub fn try_acquire(&mut self, now: Instant) -> Result<BulkheadPermit, BulkheadRejected> {
         let _ = self.expire(now);
         self.engine
             .try_admit(&self.queue)
             .map(|()| BulkheadPermit { _private: () })
+            .map_err(rejected)
     }
 
     /// A call ended: its slot goes to the oldest waiter whose deadline has not come, if any.

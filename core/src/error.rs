@@ -95,9 +95,10 @@ pub struct Rejected<R> {
     pub retry_at: Option<crate::Instant>,
 }
 
+/// The reason's own message (which says what to change), then the retry instant when known.
 impl<R: core::fmt::Display> core::fmt::Display for Rejected<R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "rejected: {}", self.reason)?;
+        write!(f, "{}", self.reason)?;
         if let Some(t) = self.retry_at {
             write!(f, " (retry at {:?})", t.as_duration())?;
         }

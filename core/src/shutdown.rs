@@ -17,10 +17,10 @@
 //!    '--stop_now-------------------------'--second signal / stop_now-------------> Stopped (aborted = in-flight)
 //! ```
 //!
-//! - While `Running`, [`Shutdown::on_work_started`] admits work and hands out a [`ShutdownPermit`];
+//! - While `Running`, [`Shutdown::try_acquire`] admits work and hands out a [`ShutdownPermit`];
 //!   the caller returns it with [`Shutdown::on_work_finished`].
 //! - The first signal (or [`Shutdown::begin_drain`]) stops admitting **at once** (every later
-//!   `on_work_started` is [`WorkAdmission::Refused`]) and sets `deadline = now + grace_period`.
+//!   `try_acquire` returns a [`Rejected`]) and sets `deadline = now + grace_period`.
 //! - When the last in-flight ticket comes back during the drain, the machine is `Stopped` and
 //!   reports how many items completed during the drain.
 //! - When `handle_timeout(now)` sees `now >= deadline`, the machine is `Stopped` and the items
@@ -46,22 +46,24 @@
 //!
 //! ```
 //! use core::time::Duration;
-//! use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, WorkAdmission};
+//! use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState};
 //! use keel_core::Instant;
 //!
 //! let config = ShutdownConfig::builder().grace_period(Duration::from_secs(5)).build()?;
 //! let t0 = Instant::from_secs(100);
 //! let mut sd = Shutdown::new(config, t0);
 //!
-//! let WorkAdmission::Admitted(ticket) = sd.on_work_started(t0) else { unreachable!() };
-//! let hung = match sd.on_work_started(t0) { WorkAdmission::Admitted(t) => t, _ => unreachable!() };
+//! let ticket = sd.try_acquire(t0).expect("running: admitted");
+//! let hung = sd.try_acquire(t0).expect("running: admitted");
 //!
 //! // SIGTERM: stop accepting, drain until t0 + 5 s.
 //! assert_eq!(
 //!     sd.on_signal(t0),
 //!     ShutdownDecision::Drain { deadline: Some(t0 + Duration::from_secs(5)), in_flight: 2 }
 //! );
-//! assert_eq!(sd.on_work_started(t0), WorkAdmission::Refused);
+//! let refused = sd.try_acquire(t0).unwrap_err();
+//! assert!(matches!(refused.reason, ShutdownState::Draining { .. }));
+//! assert_eq!(refused.retry_at, None);
 //! assert_eq!(sd.poll_timeout(), Some(t0 + Duration::from_secs(5)));
 //!
 //! // One task finishes; the other hangs. The deadline still fires.
@@ -81,7 +83,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Rejected};
 use crate::ring::EventRing;
 use crate::time::{Instant, Monotonic};
 
@@ -180,17 +182,6 @@ impl ShutdownPermit {
     pub const fn id(&self) -> u64 {
         self.id
     }
-}
-
-/// The answer to [`Shutdown::on_work_started`].
-#[derive(Debug, PartialEq, Eq)]
-#[must_use]
-pub enum WorkAdmission {
-    /// Run the work; return the ticket when it ends.
-    Admitted(ShutdownPermit),
-    /// The service is draining or stopped: do not start the work (close the connection,
-    /// answer 503, ...).
-    Refused,
 }
 
 /// What the caller must do after an input.
@@ -302,7 +293,7 @@ impl fmt::Display for ShutdownSummary {
 /// - getters: [`state`](Self::state), [`is_accepting`](Self::is_accepting),
 ///   [`is_stopped`](Self::is_stopped), [`in_flight`](Self::in_flight), [`stats`](Self::stats),
 ///   [`summary`](Self::summary);
-/// - inputs: [`on_work_started`](Self::on_work_started),
+/// - inputs: [`try_acquire`](Self::try_acquire),
 ///   [`on_work_finished`](Self::on_work_finished), [`on_signal`](Self::on_signal),
 ///   [`handle_timeout`](Self::handle_timeout);
 /// - commands: [`begin_drain`](Self::begin_drain), [`stop_now`](Self::stop_now);
@@ -397,17 +388,24 @@ impl Shutdown {
         }
     }
 
-    /// A unit of work wants to start. Admitted only while running.
-    pub fn on_work_started(&mut self, now: Instant) -> WorkAdmission {
+    /// A unit of work wants to start. Admitted only while running: hand the permit back with
+    /// [`on_work_finished`](Self::on_work_finished) (or
+    /// [`on_work_reset`](Self::on_work_reset)). While draining or stopped the rejection's
+    /// `reason` is the state (do not start the work: close the connection, answer 503, ...) and
+    /// its `retry_at` is `None`: a shutdown never accepts again.
+    pub fn try_acquire(&mut self, now: Instant) -> Result<ShutdownPermit, Rejected<ShutdownState>> {
         self.clock.observe(now);
         if self.is_accepting() {
             let id = self.stats.started;
             self.stats.started = self.stats.started.saturating_add(1);
             self.stats.in_flight = self.stats.in_flight.saturating_add(1);
-            WorkAdmission::Admitted(ShutdownPermit { id })
+            Ok(ShutdownPermit { id })
         } else {
             self.stats.refused = self.stats.refused.saturating_add(1);
-            WorkAdmission::Refused
+            Err(Rejected {
+                reason: self.state,
+                retry_at: None,
+            })
         }
     }
 

@@ -95,7 +95,7 @@ fn rejection_carries_retry_at() {
         b.try_acquire(at(5_000)),
         Err(Rejected {
             retry_at: Some(at(31_000)),
-            state: State::Open
+            reason: State::Open
         })
     );
     assert_eq!(
@@ -111,7 +111,7 @@ fn rejection_carries_retry_at() {
         b.try_acquire(at(31_001)),
         Err(Rejected {
             retry_at: None,
-            state: State::HalfOpen
+            reason: State::HalfOpen
         })
     );
 }
@@ -241,7 +241,7 @@ fn admits_at_most_n_probes_while_half_open() {
     let probes: Vec<_> = (0..3).map(|_| admit(&mut b, at(10_001))).collect();
     for _ in 0..5 {
         assert_eq!(
-            b.try_acquire(at(10_002)).unwrap_err().state,
+            b.try_acquire(at(10_002)).unwrap_err().reason,
             State::HalfOpen
         );
     }
@@ -398,7 +398,7 @@ fn forced_open_rejects_everything() {
             b.try_acquire(t),
             Err(Rejected {
                 retry_at: None,
-                state: State::ForcedOpen
+                reason: State::ForcedOpen
             })
         );
         b.handle_timeout(t);

@@ -302,7 +302,7 @@ proptest! {
                         }
                         (Err(rej), Err(retry)) => {
                             prop_assert_eq!(rej.retry_at.map(Instant::as_nanos), retry);
-                            prop_assert_eq!(rej.state, model.public_state());
+                            prop_assert_eq!(rej.reason, model.public_state());
                         }
                         (r, m) => prop_assert!(false, "real {:?} vs model {:?}", r, m),
                     }

@@ -108,7 +108,7 @@ proptest! {
             let mut promoted_expected = None;
             match op {
                 Op::Request => {
-                    let got = bh.on_request(now);
+                    let got = bh.acquire(now);
                     if model.in_flight < model.max_concurrent && model.queue.is_empty() {
                         model.in_flight += 1;
                         prop_assert!(matches!(got, Admission::Admitted(_)));
@@ -128,14 +128,15 @@ proptest! {
                     if let Admission::Admitted(p) = got { permits.push(p); }
                 }
                 Op::TryRequest => {
-                    match bh.on_try_request(now) {
+                    match bh.try_acquire(now) {
                         Ok(p) => {
                             prop_assert!(model.in_flight < model.max_concurrent && model.queue.is_empty());
                             model.in_flight += 1;
                             permits.push(p);
                         }
                         Err(r) => {
-                            prop_assert_eq!(r, RejectReason::Full);
+                            prop_assert_eq!(r.reason, RejectReason::Full);
+                            prop_assert_eq!(r.retry_at, None);
                             prop_assert!(model.in_flight >= model.max_concurrent || !model.queue.is_empty());
                         }
                     }
@@ -206,8 +207,8 @@ fn fake_id() -> WaiterId {
         .build()
         .unwrap();
     let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, Instant::ZERO);
-    let _p = bh.on_request(Instant::ZERO);
-    match bh.on_request(Instant::ZERO) {
+    let _p = bh.acquire(Instant::ZERO);
+    match bh.acquire(Instant::ZERO) {
         Admission::Queued { waiter, .. } => waiter,
         other => panic!("{other:?}"),
     }
@@ -248,7 +249,7 @@ mod shared_lockstep {
             for (op, step) in ops {
                 now += Duration::from_nanos(step);
                 match op {
-                    Op::Request => match (bh.on_request(now), shared.acquire(now)) {
+                    Op::Request => match (bh.acquire(now), shared.acquire(now)) {
                         (Admission::Admitted(p), Acquire::Ready(Ok(g))) => {
                             permits.push(p);
                             guards.push(g);
@@ -258,17 +259,17 @@ mod shared_lockstep {
                             ids.push(waiter);
                             waiters.push(w);
                         }
-                        (Admission::Rejected(r), Acquire::Ready(Err(e))) => prop_assert_eq!(e.reason(), r),
+                        (Admission::Rejected(r), Acquire::Ready(Err(e))) => prop_assert_eq!(e.reason, r),
                         (a, b) => prop_assert!(false, "request: {:?} vs {:?}", a, b),
                     },
                     Op::TryRequest => {
                         shared.handle_timeout(now);
-                        match (bh.on_try_request(now), shared.try_acquire()) {
+                        match (bh.try_acquire(now), shared.try_acquire()) {
                             (Ok(p), Ok(g)) => {
                                 permits.push(p);
                                 guards.push(g);
                             }
-                            (Err(r), Err(e)) => prop_assert_eq!(e.reason(), r),
+                            (Err(r), Err(e)) => prop_assert_eq!(e, r),
                             (a, b) => prop_assert!(false, "try_request: {:?} vs {:?}", a, b),
                         }
                     }
@@ -312,7 +313,7 @@ mod shared_lockstep {
                 while k < waiters.len() {
                     match waiters[k].poll(&mut cx, now) {
                         Poll::Ready(Err(e)) => {
-                            prop_assert_eq!(e.reason(), RejectReason::WaitedTooLong);
+                            prop_assert_eq!(e.reason, RejectReason::WaitedTooLong);
                             drop(waiters.swap_remove(k));
                         }
                         Poll::Pending => k += 1,

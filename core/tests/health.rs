@@ -114,7 +114,7 @@ fn maps_a_shutdown_machine_state() {
         ComponentState::from_shutdown(sd.state()),
         ComponentState::Healthy
     );
-    let _t = sd.on_work_started(Instant::ZERO);
+    let _t = sd.try_acquire(Instant::ZERO);
     let _ = sd.on_signal(Instant::ZERO);
     assert_eq!(
         ComponentState::from_shutdown(sd.state()),
@@ -137,10 +137,10 @@ fn maps_a_bulkhead_saturation() {
     let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, Instant::ZERO);
     let state = |bh: &FifoSemaphore<1>| ComponentState::from_bulkhead(&bh.stats(), bh.config());
     assert_eq!(state(&bh), ComponentState::Healthy);
-    let _p = bh.on_request(Instant::ZERO);
+    let _p = bh.acquire(Instant::ZERO);
     assert_eq!(state(&bh), ComponentState::Healthy);
     assert!(matches!(
-        bh.on_request(Instant::ZERO),
+        bh.acquire(Instant::ZERO),
         Admission::Queued { .. }
     ));
     assert_eq!(state(&bh), ComponentState::bulkhead_saturated());

@@ -4,9 +4,8 @@ use core::time::Duration;
 
 use keel_core::shutdown::{
     Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownState,
-    WorkAdmission,
 };
-use keel_core::{ConfigError, Instant};
+use keel_core::{ConfigError, Instant, Rejected};
 
 const T0: Instant = Instant::from_secs(1_000);
 
@@ -23,9 +22,9 @@ fn machine(grace_secs: u64) -> Shutdown {
 }
 
 fn admit(sd: &mut Shutdown, now: Instant) -> ShutdownPermit {
-    match sd.on_work_started(now) {
-        WorkAdmission::Admitted(t) => t,
-        WorkAdmission::Refused => panic!("refused while running"),
+    match sd.try_acquire(now) {
+        Ok(t) => t,
+        Err(rejected) => panic!("refused while running: {rejected:?}"),
     }
 }
 
@@ -85,8 +84,14 @@ fn stops_accepting_at_once_when_draining() {
             deadline: Some(secs(6))
         }
     );
-    assert_eq!(sd.on_work_started(secs(1)), WorkAdmission::Refused);
-    assert_eq!(sd.on_work_started(secs(2)), WorkAdmission::Refused);
+    let refused = Rejected {
+        reason: ShutdownState::Draining {
+            deadline: Some(secs(6)),
+        },
+        retry_at: None,
+    };
+    assert_eq!(sd.try_acquire(secs(1)), Err(refused));
+    assert_eq!(sd.try_acquire(secs(2)), Err(refused));
     let s = sd.stats();
     assert_eq!((s.started, s.refused, s.in_flight), (1, 2, 1));
 }

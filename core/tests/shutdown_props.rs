@@ -3,9 +3,7 @@
 
 use core::time::Duration;
 
-use keel_core::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownPermit, WorkAdmission,
-};
+use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownPermit};
 use keel_core::Instant;
 use proptest::prelude::*;
 
@@ -73,13 +71,13 @@ proptest! {
             let now = Instant::from_nanos(raw);
             let was_stopped = sd.is_stopped();
             match op {
-                Op::Start => match sd.on_work_started(now) {
-                    WorkAdmission::Admitted(t) => {
+                Op::Start => match sd.try_acquire(now) {
+                    Ok(t) => {
                         prop_assert!(drain_deadline.is_none() && !was_stopped, "admitted after the drain started");
                         model_in_flight += 1;
                         tickets.push(t);
                     }
-                    WorkAdmission::Refused => prop_assert!(!sd.is_accepting()),
+                    Err(r) => prop_assert!(!sd.is_accepting() && r.reason == sd.state() && r.retry_at.is_none()),
                 },
                 Op::Finish(i) => {
                     if !tickets.is_empty() {

@@ -201,7 +201,7 @@ impl Harness {
                         }
                     }
                     Err(rej) => {
-                        assert_eq!(rej.state, state);
+                        assert_eq!(rej.reason, state);
                         match state {
                             State::Open => {
                                 let t = rej.retry_at.expect("open rejects with a retry time");

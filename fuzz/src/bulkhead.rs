@@ -25,9 +25,9 @@ pub const QUEUE: usize = 8;
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Op {
-    /// `on_request`.
+    /// `acquire`.
     Request,
-    /// `on_try_request`.
+    /// `try_acquire`.
     TryRequest,
     /// `on_release` of the held permit at this index.
     Release(u8),
@@ -153,7 +153,7 @@ impl Harness {
         match op {
             Op::Request => {
                 self.expire(newest);
-                let got = self.b.on_request(now);
+                let got = self.b.acquire(now);
                 match (&got, self.shared.acquire(now)) {
                     (Admission::Admitted(_), Acquire::Ready(Ok(g))) => self.guards.push(g),
                     (Admission::Queued { waiter, deadline }, Acquire::Wait(w)) => {
@@ -162,7 +162,7 @@ impl Harness {
                         self.waiters.push(w);
                     }
                     (Admission::Rejected(reason), Acquire::Ready(Err(e))) => {
-                        assert_eq!(e.reason(), *reason);
+                        assert_eq!(e.reason, *reason);
                     }
                     (a, b) => panic!("the forms disagree on a request: {a:?} vs {b:?}"),
                 }
@@ -202,7 +202,7 @@ impl Harness {
                 self.expire(newest);
                 self.shared.handle_timeout(now);
                 let shared = self.shared.try_acquire();
-                let mine = self.b.on_try_request(now);
+                let mine = self.b.try_acquire(now);
                 assert_eq!(
                     mine.is_ok(),
                     shared.is_ok(),
@@ -217,8 +217,9 @@ impl Harness {
                         self.in_flight += 1;
                         self.permits.push(p);
                     }
-                    Err(reason) => {
-                        assert_eq!(reason, RejectReason::Full);
+                    Err(rejected) => {
+                        assert_eq!(rejected.reason, RejectReason::Full);
+                        assert_eq!(rejected.retry_at, None);
                         assert!(self.in_flight >= self.max || !self.queue.is_empty());
                     }
                 }

@@ -4,7 +4,7 @@
 
 use arbitrary::Arbitrary;
 use keel_core::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState, WorkAdmission,
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState,
     ShutdownPermit,
 };
 use keel_core::time::Instant;
@@ -14,7 +14,7 @@ use crate::common::{Clock, Dur, Timed};
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Op {
-    /// `on_work_started`.
+    /// `try_acquire`.
     Start,
     /// `on_work_finished` for the held ticket at this index.
     Finish(u8),
@@ -97,8 +97,8 @@ impl Harness {
         let in_flight = self.s.in_flight();
         let was_running = self.s.is_accepting();
         match op {
-            Op::Start => match self.s.on_work_started(now) {
-                WorkAdmission::Admitted(t) => {
+            Op::Start => match self.s.try_acquire(now) {
+                Ok(t) => {
                     assert!(was_running, "admitted after the drain began");
                     assert_eq!(t.id(), self.started);
                     self.started += 1;
@@ -109,7 +109,10 @@ impl Harness {
                         assert_eq!(d, ShutdownDecision::Continue);
                     }
                 }
-                WorkAdmission::Refused => assert!(!was_running, "refused while running"),
+                Err(r) => {
+                    assert!(!was_running, "refused while running");
+                    assert_eq!((r.reason, r.retry_at), (self.s.state(), None));
+                }
             },
             Op::Finish(i) => {
                 if self.tickets.is_empty() {

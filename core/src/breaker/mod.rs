@@ -274,18 +274,14 @@ impl BreakerPermit {
     }
 }
 
-/// A call was not admitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("circuit breaker is {state}: call rejected")]
-pub struct Rejected {
-    /// When a call may be admitted again: the end of the open duration when `Open`; the
-    /// half-open deadline when `HalfOpen` with every probe slot taken and
-    /// `max_wait_in_half_open` set (the probes may free it sooner); `None` when no instant is
-    /// known (`ForcedOpen`, or `HalfOpen` without a maximum wait).
-    pub retry_at: Option<Instant>,
-    /// The state that rejected the call.
-    pub state: State,
-}
+/// A call was not admitted: the crate's one rejection shape, [`crate::Rejected`], whose
+/// `reason` is the [`State`] that rejected the call.
+///
+/// `retry_at` is when a call may be admitted again: the end of the open duration when `Open`;
+/// the half-open deadline when `HalfOpen` with every probe slot taken and
+/// `max_wait_in_half_open` set (the probes may free it sooner); `None` when no instant is
+/// known (`ForcedOpen`, or `HalfOpen` without a maximum wait).
+pub type Rejected = crate::error::Rejected<State>;
 
 /// Counters and the current window, a `Copy` snapshot.
 ///
@@ -505,7 +501,7 @@ impl CircuitBreaker {
                 self.counters.rejected = self.counters.rejected.saturating_add(1);
                 Err(Rejected {
                     retry_at,
-                    state: self.inner.state(),
+                    reason: self.inner.state(),
                 })
             }
         }

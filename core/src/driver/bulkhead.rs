@@ -41,7 +41,7 @@
 //! let bulkhead = Bulkhead::<Rt>::new(config); // keel_tokio::Bulkhead::new(config) on tokio
 //! let held = bulkhead.try_acquire().expect("a free slot");
 //! // `bulkhead.run(fut).await` would now be rejected at once: there is no queue.
-//! assert_eq!(bulkhead.try_acquire().unwrap_err().reason(), RejectReason::Full);
+//! assert_eq!(bulkhead.try_acquire().unwrap_err().reason, RejectReason::Full);
 //! drop(held);
 //! assert!(bulkhead.try_acquire().is_ok());
 //! # Ok::<(), keel_core::ConfigError>(())
@@ -184,7 +184,7 @@ fn traced(
 ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
     #[cfg(feature = "tracing")]
     if let Err(e) = &r {
-        tracing::debug!(target: "keel::bulkhead", reason = e.reason().as_str(), "bulkhead rejected");
+        tracing::debug!(target: "keel::bulkhead", reason = e.reason.as_str(), "bulkhead rejected");
     }
     Poll::Ready(r)
 }
@@ -207,7 +207,9 @@ impl<R: Runtime> Future for Acquiring<R> {
         let State::Waiting(waiter) = &mut this.state else {
             // Polled after completion: the slot (if any) was handed over already. Say so,
             // rather than pend for ever with no waker.
-            return Poll::Ready(Err(BulkheadRejected::new(RejectReason::AlreadyCompleted)));
+            return Poll::Ready(Err(crate::bulkhead::rejected(
+                RejectReason::AlreadyCompleted,
+            )));
         };
         let polled = match waiter.poll(cx, rt.now()) {
             Poll::Ready(r) => Poll::Ready(r),

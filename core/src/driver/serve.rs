@@ -117,7 +117,7 @@ use crate::health::{ComponentState, HealthReport, Reason};
 use crate::limit::LimitStats;
 use crate::shutdown::{
     Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownStats,
-    ShutdownSummary, WorkAdmission,
+    ShutdownSummary,
 };
 use crate::sync::limit::{Permit, SharedLimit};
 use crate::time::Instant;
@@ -847,8 +847,8 @@ where
                     break;
                 }
                 Poll::Ready(Some((permit, conn))) => {
-                    let admission = self.shared.core().machine.on_work_started(self.rt.now());
-                    let WorkAdmission::Admitted(ticket) = admission else {
+                    let admission = self.shared.core().machine.try_acquire(self.rt.now());
+                    let Ok(ticket) = admission else {
                         continue;
                     };
                     let id = ticket.id();
@@ -994,9 +994,9 @@ where
         for _ in 0..BACKLOG_SWEEP {
             match Pin::new(&mut incoming).poll_next(&mut cx) {
                 Poll::Ready(Some((permit, conn))) => {
-                    let admission = self.shared.core().machine.on_work_started(self.rt.now());
+                    let admission = self.shared.core().machine.try_acquire(self.rt.now());
                     drop((conn, permit));
-                    if let WorkAdmission::Admitted(ticket) = admission {
+                    if let Ok(ticket) = admission {
                         // Not reachable: the machine refuses once draining. Keep the counts
                         // honest if it ever is.
                         let _ = self
@@ -1017,9 +1017,9 @@ where
         }
         // A newcomer held for reclamation is refused like the backlog.
         if let Some(conn) = incoming.take_waiting() {
-            let admission = self.shared.core().machine.on_work_started(self.rt.now());
+            let admission = self.shared.core().machine.try_acquire(self.rt.now());
             drop(conn);
-            if let WorkAdmission::Admitted(ticket) = admission {
+            if let Ok(ticket) = admission {
                 // Not reachable (the machine refuses once draining), as above.
                 let _ = self
                     .shared

@@ -33,7 +33,7 @@
 //!     .build()?;
 //! let bh = SharedBulkhead::new(config, Instant::ZERO);
 //! let guard = bh.try_acquire().expect("a free slot");
-//! assert_eq!(bh.try_acquire().unwrap_err().reason(), RejectReason::Full);
+//! assert_eq!(bh.try_acquire().unwrap_err().reason, RejectReason::Full);
 //!
 //! let Acquire::Wait(mut waiter) = bh.acquire(Instant::ZERO) else { unreachable!() };
 //! assert_eq!(waiter.deadline(), Some(Instant::from_millis(50)));
@@ -56,26 +56,8 @@ use crate::time::Instant;
 /// Most queue entries preallocated up front; a larger `max_queue` grows on demand.
 const PREALLOCATE: usize = 1024;
 
-/// A call was shed by a [`SharedBulkhead`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("{reason}")]
-pub struct BulkheadRejected {
-    reason: RejectReason,
-}
-
-impl BulkheadRejected {
-    /// For the async driver's own rejections (e.g. a future polled after it completed).
-    #[cfg(feature = "futures")]
-    pub(crate) const fn new(reason: RejectReason) -> Self {
-        BulkheadRejected { reason }
-    }
-
-    /// Why the call was shed.
-    #[must_use]
-    pub const fn reason(&self) -> RejectReason {
-        self.reason
-    }
-}
+use crate::bulkhead::rejected;
+pub use crate::bulkhead::BulkheadRejected;
 
 /// What became of a waiter the engine took out of the FIFO (it stays in the slab, detached,
 /// until its owner polls or drops it).
@@ -271,12 +253,12 @@ impl SharedBulkhead {
         let Inner { engine, queue, .. } = &mut *inner;
         match engine.try_admit(queue) {
             Ok(()) => Ok(self.guard()),
-            Err(reason) => Err(BulkheadRejected { reason }),
+            Err(reason) => Err(rejected(reason)),
         }
     }
 
     /// Takes a slot now, queues for one, or sheds the call (see
-    /// [`FifoSemaphore::on_request`](crate::bulkhead::FifoSemaphore::on_request)).
+    /// [`FifoSemaphore::acquire`](crate::bulkhead::FifoSemaphore::acquire)).
     pub fn acquire(&self, now: Instant) -> Acquire {
         let mut wakes = Wakes::default();
         let mut inner = self.lock();
@@ -291,7 +273,7 @@ impl SharedBulkhead {
                 deadline,
                 done: false,
             }),
-            Err(reason) => Acquire::Ready(Err(BulkheadRejected { reason })),
+            Err(reason) => Acquire::Ready(Err(rejected(reason))),
         };
         drop(inner);
         wakes.wake();
@@ -407,9 +389,7 @@ impl BulkheadWaiter {
         cx: &mut Context<'_>,
         now: Instant,
     ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
-        let timed_out = Poll::Ready(Err(BulkheadRejected {
-            reason: RejectReason::WaitedTooLong,
-        }));
+        let timed_out = Poll::Ready(Err(rejected(RejectReason::WaitedTooLong)));
         if self.done {
             return timed_out;
         }
