@@ -47,3 +47,7 @@ s/\bon_work_started\b/try_acquire/g
 #      `Err(Rejected { reason: <the state>, retry_at: None })`.
 #    - breaker: `Rejected.state` is `Rejected.reason` (`breaker::Rejected` = `Rejected<State>`).
 #    - sync::bulkhead::BulkheadRejected: `.reason()` is the field `.reason`.
+#
+# 5. One public Jitter: the breaker's open-duration jitter is backoff's.
+s/\bbreaker::Jitter\b/backoff::Jitter/g
+#    By hand: `use keel_core::breaker::{.., Jitter, ..}` -> import `keel_core::backoff::Jitter`.

@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_tokio::core::backoff::{BackoffConfig, GiveUpReason, Jitter};
-use keel_tokio::core::breaker::{
-    BreakerConfig, BreakerEvent, Jitter as OpenJitter, Outcome, State,
-};
+use keel_tokio::core::breaker::{BreakerConfig, BreakerEvent, Outcome, State};
 use keel_tokio::core::budget::BudgetConfig;
 use keel_tokio::core::driver::breaker::BreakerError;
 use keel_tokio::core::driver::retry::{Deposit, RetryAction, RetryInfo, StopReason};
@@ -70,7 +68,7 @@ async fn breakers_sharing_a_config_do_not_reopen_in_step() {
     let t0 = settle().await;
     let minute = Duration::from_secs(60);
     let config = BreakerConfig::consecutive_failures(1)
-        .exponential_open_duration(minute, 1, minute, OpenJitter::Full)
+        .exponential_open_duration(minute, 1, minute, Jitter::Full)
         .build()
         .unwrap();
     async fn reopens_at(b: Breaker) -> Instant {

@@ -2,9 +2,10 @@
 
 use core::time::Duration;
 
+use keel_core::backoff::Jitter;
 use keel_core::breaker::{
-    BreakerConfig, BreakerEvent, BreakerPermit, CircuitBreaker, Jitter, OpenDuration, Outcome,
-    Rejected, SlidingWindow, State, TransitionReason,
+    BreakerConfig, BreakerEvent, BreakerPermit, CircuitBreaker, OpenDuration, Outcome, Rejected,
+    SlidingWindow, State, TransitionReason,
 };
 use keel_core::{ConfigError, Instant};
 
@@ -752,4 +753,22 @@ fn a_full_inline_window_still_evicts_exactly() {
     assert_eq!(b.state(), State::Closed);
     fail(&mut b, at(600)); // evicts the success: 512 of 512 failed
     assert_eq!(b.state(), State::Open);
+}
+
+#[test]
+fn decorrelated_jitter_is_refused_for_the_open_duration() {
+    let err = BreakerConfig::consecutive_failures(1)
+        .exponential_open_duration(secs(1), 2, secs(8), Jitter::Decorrelated)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::OutOfRange {
+                field: "jitter",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

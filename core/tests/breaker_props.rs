@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 
 use core::time::Duration;
 
-use keel_core::breaker::{BreakerConfig, BreakerPermit, CircuitBreaker, Jitter, Outcome, State};
+use keel_core::backoff::Jitter;
+use keel_core::breaker::{BreakerConfig, BreakerPermit, CircuitBreaker, Outcome, State};
 use keel_core::Instant;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;

@@ -8,8 +8,9 @@
 use core::time::Duration;
 
 use arbitrary::Arbitrary;
+use keel_core::backoff::Jitter;
 use keel_core::breaker::{
-    BreakerEvent, BreakerPermit, CircuitBreaker, BreakerConfig, Jitter, OpenDuration,
+    BreakerEvent, BreakerPermit, CircuitBreaker, BreakerConfig, OpenDuration,
     Outcome, State, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::report::{Report, ReportLimiter};

@@ -2,6 +2,7 @@
 
 use core::time::Duration;
 
+use crate::backoff::Jitter;
 use crate::error::ConfigError;
 use crate::time::duration_to_nanos;
 
@@ -58,19 +59,6 @@ pub enum SlidingWindow {
     },
 }
 
-/// Random spread applied to each open duration, so that many clients that tripped together do
-/// not all probe the dependency at the same instant (AWS, "Exponential Backoff and Jitter").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Jitter {
-    /// The scheduled duration, exactly.
-    #[default]
-    None,
-    /// Uniform in `0..=d` (can be zero: the breaker then goes half-open at once).
-    Full,
-    /// `d/2` plus uniform in `0..=d/2`.
-    Equal,
-}
-
 /// How long the breaker stays open after a trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenDuration {
@@ -87,7 +75,11 @@ pub enum OpenDuration {
         factor: u32,
         /// The longest scheduled open duration (before jitter).
         cap: Duration,
-        /// Random spread applied to each scheduled duration.
+        /// Random spread applied to each scheduled duration: backoff's [`Jitter`] (AWS,
+        /// "Exponential Backoff and Jitter"), `None`, `Full` (uniform in `0..=d`, can be zero:
+        /// the breaker then goes half-open at once) or `Equal` (`d/2` plus uniform in
+        /// `0..=d/2`); `Decorrelated` needs a retry loop's previous delay and is refused by
+        /// the builder.
         jitter: Jitter,
     },
 }
@@ -399,6 +391,7 @@ impl BreakerConfigBuilder {
     /// [`ConfigError::OutOfRange`] for a rate outside 1..=100 or a window larger than this
     /// build supports; [`ConfigError::Conflict`] for a minimum above a count window's size or
     /// no trip policy at all; [`ConfigError::InvertedRange`] for a cap below the base;
+    /// [`ConfigError::OutOfRange`] for [`Jitter::Decorrelated`] on the open duration;
     /// [`ConfigError::Overflow`] for a time window longer than about 584 years.
     pub fn build(self) -> Result<BreakerConfig, ConfigError> {
         let c = self.config;
@@ -494,8 +487,18 @@ impl BreakerConfigBuilder {
                 }
             }
             OpenDuration::Exponential {
-                base, factor, cap, ..
+                base,
+                factor,
+                cap,
+                jitter,
             } => {
+                if jitter == Jitter::Decorrelated {
+                    return Err(ConfigError::OutOfRange {
+                        field: "jitter",
+                        expected: "Jitter::None, Full or Equal for an open duration \
+                                   (Decorrelated jitter needs a retry loop's previous delay)",
+                    });
+                }
                 if base.is_zero() {
                     return Err(ConfigError::Zero {
                         field: "open_duration_base",

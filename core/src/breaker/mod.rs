@@ -110,14 +110,14 @@ mod window;
 use core::fmt;
 use core::time::Duration;
 
+use crate::backoff::Jitter;
 use crate::ring::EventRing;
 use crate::rng::Rng;
 use crate::time::{duration_to_nanos, Instant, Monotonic};
 
 pub use config::{
-    BreakerConfig, BreakerConfigBuilder, Jitter, OpenDuration, SlidingWindow,
-    DEFAULT_ABANDON_THRESHOLD, MAX_COUNT_WINDOW, MAX_INLINE_COUNT_WINDOW, MAX_INLINE_TIME_BUCKETS,
-    MAX_TIME_BUCKETS,
+    BreakerConfig, BreakerConfigBuilder, OpenDuration, SlidingWindow, DEFAULT_ABANDON_THRESHOLD,
+    MAX_COUNT_WINDOW, MAX_INLINE_COUNT_WINDOW, MAX_INLINE_TIME_BUCKETS, MAX_TIME_BUCKETS,
 };
 use window::Window;
 
@@ -862,6 +862,11 @@ impl CircuitBreaker {
                     Jitter::Equal => {
                         let half = d / 2;
                         half.saturating_add(self.rng.up_to(d - half))
+                    }
+                    // Refused by the builder; Full is the nearest spread if it ever arrived.
+                    Jitter::Decorrelated => {
+                        debug_assert!(false, "the builder refuses Decorrelated open jitter");
+                        self.rng.up_to(d)
                     }
                 }
             }
