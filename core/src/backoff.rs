@@ -614,11 +614,15 @@ pub struct BackoffStats {
 
 /// The backoff state machine for one operation and its retries. See the [module docs](self).
 ///
-/// - Inputs: [`next_delay`](Self::next_delay), [`next_delay_with_hint`](Self::next_delay_with_hint)
-///   after each failed attempt; [`reset`](Self::reset) to start a new operation.
-/// - Simulation: [`delays`](Self::delays) yields the same delays without a clock.
-/// - Getters: [`attempts`](Self::attempts), [`deadline`](Self::deadline),
-///   [`stats`](Self::stats), [`config`](Self::config).
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | inputs | [`next_delay`](Self::next_delay), [`next_delay_with_hint`](Self::next_delay_with_hint) after each failed attempt |
+/// | commands | [`reset`](Self::reset) to start a new operation |
+/// | simulation | [`delays`](Self::delays) yields the same delays without a clock |
+/// | getters | [`attempts`](Self::attempts), [`deadline`](Self::deadline), [`gave_up`](Self::gave_up), [`stats`](Self::stats), [`config`](Self::config) |
+///
+/// No timer and no events: the caller sleeps for the returned delay.
 #[derive(Clone, Debug)]
 pub struct Backoff {
     config: BackoffConfig,

@@ -256,6 +256,15 @@ pub struct BudgetStats {
 }
 
 /// The retry budget. See the [module docs](self) for the contract and the exact guarantee.
+///
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`try_withdraw`](Self::try_withdraw) (one retry; nothing to release) |
+/// | inputs | [`deposit`](Self::deposit) (one original request) |
+/// | getters | [`remaining`](Self::remaining), [`config`](Self::config), [`stats`](Self::stats) |
+///
+/// No timers and no events: expired slots are forgotten as it is asked.
 #[derive(Clone, Debug)]
 pub struct RetryBudget {
     config: BudgetConfig,

@@ -620,14 +620,15 @@ impl<const N: usize> WaitQueue for Ring<N> {
 
 /// The bulkhead machine, with room for `QUEUE` waiters. See the [module docs](self).
 ///
-/// Methods by group:
-/// - getters: [`stats`](Self::stats), [`in_flight`](Self::in_flight),
-///   [`queue_len`](Self::queue_len), [`queue_capacity`](Self::queue_capacity),
-///   [`config`](Self::config);
-/// - inputs: [`acquire`](Self::acquire), [`try_acquire`](Self::try_acquire),
-///   [`on_release`](Self::on_release), [`on_cancel`](Self::on_cancel),
-///   [`handle_timeout`](Self::handle_timeout);
-/// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event).
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`try_acquire`](Self::try_acquire) (never waits: a [`BulkheadPermit`] or a [`BulkheadRejected`]), [`acquire`](Self::acquire) (may queue: an [`Admission`]) |
+/// | release (consumes the permit) | [`on_release`](Self::on_release) |
+/// | other inputs | [`on_cancel`](Self::on_cancel) |
+/// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
+/// | outputs | [`poll_event`](Self::poll_event) |
+/// | getters | [`stats`](Self::stats), [`in_flight`](Self::in_flight), [`queue_len`](Self::queue_len), [`queue_capacity`](Self::queue_capacity), [`config`](Self::config) |
 ///
 /// After every input, drain [`poll_event`](Self::poll_event) (it holds at most `QUEUE` events
 /// and drops the oldest beyond that, counted in [`BulkheadStats::events_dropped`]) and re-arm

@@ -289,15 +289,16 @@ impl fmt::Display for ShutdownSummary {
 
 /// The graceful-shutdown state machine. See the [module docs](self).
 ///
-/// Methods by group:
-/// - getters: [`state`](Self::state), [`is_accepting`](Self::is_accepting),
-///   [`is_stopped`](Self::is_stopped), [`in_flight`](Self::in_flight), [`stats`](Self::stats),
-///   [`summary`](Self::summary);
-/// - inputs: [`try_acquire`](Self::try_acquire),
-///   [`on_work_finished`](Self::on_work_finished), [`on_signal`](Self::on_signal),
-///   [`handle_timeout`](Self::handle_timeout);
-/// - commands: [`begin_drain`](Self::begin_drain), [`stop_now`](Self::stop_now);
-/// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event).
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`try_acquire`](Self::try_acquire): a [`ShutdownPermit`] while running, else a [`Rejected`] |
+/// | release (consumes the permit) | [`on_work_finished`](Self::on_work_finished), [`on_work_reset`](Self::on_work_reset) |
+/// | other inputs | [`on_signal`](Self::on_signal) |
+/// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
+/// | commands | [`begin_drain`](Self::begin_drain), [`stop_now`](Self::stop_now) |
+/// | outputs | [`poll_event`](Self::poll_event) |
+/// | getters | [`state`](Self::state), [`is_accepting`](Self::is_accepting), [`is_draining`](Self::is_draining), [`is_stopped`](Self::is_stopped), [`in_flight`](Self::in_flight), [`stats`](Self::stats), [`summary`](Self::summary) |
 ///
 /// After every input, drain [`poll_event`](Self::poll_event) and re-arm the timer from
 /// [`poll_timeout`](Self::poll_timeout).

@@ -446,11 +446,14 @@ impl EventQueue {
 ///
 /// # Methods
 ///
-/// - inputs: [`on_accepted`](Self::on_accepted), [`on_error`](Self::on_error),
-///   [`handle_timeout`](Self::handle_timeout);
-/// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event);
-/// - getters: [`is_paused`](Self::is_paused), [`is_stopped`](Self::is_stopped),
-///   [`next_pause`](Self::next_pause), [`stats`](Self::stats), [`config`](Self::config).
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | none: the connection limit admits ([`crate::limit::Limit::try_acquire`]) |
+/// | inputs | [`on_accepted`](Self::on_accepted), [`on_error`](Self::on_error) |
+/// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
+/// | outputs | [`poll_event`](Self::poll_event) |
+/// | getters | [`is_paused`](Self::is_paused), [`is_stopped`](Self::is_stopped), [`next_pause`](Self::next_pause), [`stats`](Self::stats), [`config`](Self::config) |
 ///
 /// A driver calls `accept`; on success `on_accepted(now)`, on error `on_error(now, kind)` and
 /// obeys the decision; it drains `poll_event` after each call (to log) and sleeps until

@@ -384,15 +384,18 @@ struct Counters {
 
 /// A circuit breaker (see the [module docs](self)).
 ///
-/// Methods by group:
-/// - getters: [`state`](Self::state), [`stats`](Self::stats), [`config`](Self::config);
-/// - inputs: [`try_acquire`](Self::try_acquire), [`on_success`](Self::on_success),
-///   [`on_failure`](Self::on_failure), [`on_ignored`](Self::on_ignored),
-///   [`on_outcome`](Self::on_outcome), [`handle_timeout`](Self::handle_timeout);
-/// - commands: [`force_open`](Self::force_open), [`disable`](Self::disable),
-///   [`reset`](Self::reset);
-/// - outputs: [`poll_timeout`](Self::poll_timeout), then [`poll_event`](Self::poll_event)
-///   until `None`.
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`try_acquire`](Self::try_acquire): a [`BreakerPermit`] or a [`Rejected`] with `retry_at` |
+/// | outcome (consumes the permit) | [`on_success`](Self::on_success), [`on_failure`](Self::on_failure), [`on_ignored`](Self::on_ignored), [`on_abandoned`](Self::on_abandoned), [`on_outcome`](Self::on_outcome) |
+/// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
+/// | commands | [`force_open`](Self::force_open), [`disable`](Self::disable), [`reset`](Self::reset) |
+/// | outputs | [`poll_event`](Self::poll_event) until `None` |
+/// | getters | [`state`](Self::state), [`stats`](Self::stats), [`config`](Self::config) |
+///
+/// After every input, call [`poll_timeout`](Self::poll_timeout), then
+/// [`poll_event`](Self::poll_event) until `None`.
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker {
     config: BreakerConfig,

@@ -416,6 +416,15 @@ struct Entry<K> {
 
 /// One GCRA state per key, at most `max_keys` of them; see the [module docs](self).
 ///
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`check`](Self::check), [`check_n`](Self::check_n), [`decide_n`](Self::decide_n) (which limiter decided) |
+/// | commands | [`set_quota`](Self::set_quota), [`set_overflow_quota`](Self::set_overflow_quota) |
+/// | getters | [`peek`](Self::peek), [`remaining`](Self::remaining), [`quota`](Self::quota), [`overflow_quota`](Self::overflow_quota), [`len`](Self::len), [`is_empty`](Self::is_empty), [`capacity`](Self::capacity), [`memory_bytes`](Self::memory_bytes), [`stats`](Self::stats) |
+///
+/// No timers and no events: idle keys are reclaimed as it checks.
+///
 /// Its `Debug` form shows the quota, the policy, the size and the counters (not the keys, nor
 /// the hash key).
 #[derive(Clone)]

@@ -436,10 +436,14 @@ pub struct RateStats {
 
 /// A GCRA rate limiter for one stream of requests (`&mut self`, no allocation).
 ///
-/// Methods: inputs [`check`](Self::check), [`check_n`](Self::check_n),
-/// [`set_quota`](Self::set_quota); queries [`peek`](Self::peek), [`peek_n`](Self::peek_n),
-/// [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota),
-/// [`stats`](Self::stats). A rate limiter has no timers: it only answers when asked.
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new), [`with_max_clock_jump`](Self::with_max_clock_jump) |
+/// | admission | [`check`](Self::check), [`check_n`](Self::check_n) (nothing to release: a conforming request is spent) |
+/// | commands | [`set_quota`](Self::set_quota) |
+/// | getters | [`peek`](Self::peek), [`peek_n`](Self::peek_n), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`max_clock_jump`](Self::max_clock_jump), [`stats`](Self::stats) |
+///
+/// A rate limiter has no timers and no events: it only answers when asked.
 #[derive(Clone, Debug)]
 pub struct Gcra {
     tat: u64,
