@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use keel_core::breaker::CircuitBreakerConfig;
+use keel_core::breaker::BreakerConfig;
 use keel_core::rate::Quota;
 use keel_core::ConfigError;
 
@@ -43,7 +43,7 @@ pub struct FleetConfig {
     pub(crate) quota: Quota,
     pub(crate) policy: FailurePolicy,
     pub(crate) timeout: Duration,
-    pub(crate) breaker: CircuitBreakerConfig,
+    pub(crate) breaker: BreakerConfig,
     pub(crate) deny_cache_keys: usize,
     pub(crate) expire_idle_keys: bool,
     pub(crate) log_interval: Duration,
@@ -100,7 +100,7 @@ pub struct FleetConfigBuilder {
     quota: Quota,
     policy: FailurePolicy,
     timeout: Duration,
-    breaker: Option<CircuitBreakerConfig>,
+    breaker: Option<BreakerConfig>,
     deny_cache_keys: usize,
     expire_idle_keys: bool,
     log_interval: Duration,
@@ -125,7 +125,7 @@ impl FleetConfigBuilder {
     /// The circuit breaker around Redis (default: open after 3 consecutive failures for 1 s,
     /// one probe). While it is open, decisions go to the failure policy without touching Redis.
     #[must_use]
-    pub fn breaker(mut self, config: CircuitBreakerConfig) -> Self {
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = Some(config);
         self
     }
@@ -188,7 +188,7 @@ impl FleetConfigBuilder {
         }
         let breaker = match self.breaker {
             Some(b) => b,
-            None => CircuitBreakerConfig::consecutive_failures(3)
+            None => BreakerConfig::consecutive_failures(3)
                 .open_duration(Duration::from_secs(1))
                 .permitted_calls_in_half_open(1)
                 .build()?,

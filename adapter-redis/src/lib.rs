@@ -83,7 +83,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use keel_core::driver::Runtime as _;
-use keel_core::rate::keyed::{KeyedConfig, KeyedError, KeyedRateLimiter};
+use keel_core::rate::keyed::{KeyedConfig, KeyedError, KeyedGcra};
 use keel_core::rate::CheckNError;
 use keel_core::sync::breaker::SharedBreaker;
 use keel_core::Instant;
@@ -251,7 +251,7 @@ struct Inner {
     prefix: String,
     breaker: SharedBreaker,
     deny: Mutex<DenyCache>,
-    local: Option<Mutex<KeyedRateLimiter<String>>>,
+    local: Option<Mutex<KeyedGcra<String>>>,
     counters: Counters,
     log: Mutex<LogGate>,
     key_hash: std::collections::hash_map::RandomState,
@@ -308,7 +308,7 @@ impl FleetLimiter {
                     .max_keys(max_keys)
                     .build()
                     .map_err(|e| FleetError::Redis(format!("local policy: {e}")))?;
-                Some(Mutex::new(KeyedRateLimiter::new(keyed, now)))
+                Some(Mutex::new(KeyedGcra::new(keyed, now)))
             }
             _ => None,
         };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{unique, OwnRedis};
-use keel_core::breaker::CircuitBreakerConfig;
+use keel_core::breaker::BreakerConfig;
 use keel_core::rate::Quota;
 use keel_redis::{FailurePolicy, FleetConfig, FleetLimiter, Source};
 
@@ -21,7 +21,7 @@ fn limiter(url: &str, policy: FailurePolicy) -> FleetLimiter {
         .policy(policy)
         .timeout(TIMEOUT)
         .breaker(
-            CircuitBreakerConfig::consecutive_failures(3)
+            BreakerConfig::consecutive_failures(3)
                 .open_duration(OPEN)
                 .permitted_calls_in_half_open(1)
                 .build()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_tokio::core::backoff::{BackoffConfig, Jitter};
-use keel_tokio::core::breaker::{BreakerEvent, CircuitBreakerConfig, State};
+use keel_tokio::core::breaker::{BreakerConfig, BreakerEvent, State};
 use keel_tokio::core::budget::BudgetConfig;
 use keel_tokio::core::driver::breaker::BreakerError;
 use keel_tokio::core::driver::retry::{RetryAction, StopReason};
@@ -76,7 +76,7 @@ async fn main() {
     });
 
     // Trips when half of the last 20 calls failed; probes again after 300 ms with 2 calls.
-    let breaker_config = CircuitBreakerConfig::builder()
+    let breaker_config = BreakerConfig::builder()
         .count_window(20)
         .minimum_calls(20)
         .failure_rate_threshold(50)

@@ -71,7 +71,7 @@ use std::time::Duration;
 
 use ::tower::{Layer, Service};
 use keel_core::backoff::BackoffConfig;
-use keel_core::breaker::{CircuitBreakerConfig, Outcome};
+use keel_core::breaker::{BreakerConfig, Outcome};
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::driver::breaker::BreakerError;
 use keel_core::driver::retry::{NoNotify, RetryAction, RetryNotify, RetryPredicate, StopReason};
@@ -140,7 +140,7 @@ impl KeelError {
     #[must_use]
     pub fn reject_reason(&self) -> Option<RejectReason> {
         match self {
-            KeelError::BulkheadRejected(r) => Some(r.reason()),
+            KeelError::BulkheadRejected(r) => Some(r.reason),
             _ => None,
         }
     }
@@ -556,7 +556,7 @@ pub fn classify_error(error: &BoxError) -> Outcome {
 impl BreakerLayer {
     /// A layer with a fresh, closed breaker.
     #[must_use]
-    pub fn new(config: CircuitBreakerConfig) -> Self {
+    pub fn new(config: BreakerConfig) -> Self {
         Self::from_breaker(crate::Breaker::new(config))
     }
 

@@ -308,10 +308,10 @@ async fn inner_errors_pass_through_unchanged() {
 
 #[tokio::test(start_paused = true)]
 async fn breaker_shared_by_clones_opens_and_rejects_with_retry_at() {
-    use keel_tokio::core::breaker::{CircuitBreakerConfig, State};
+    use keel_tokio::core::breaker::{BreakerConfig, State};
     use keel_tokio::tower::BreakerLayer;
 
-    let config = CircuitBreakerConfig::consecutive_failures(2)
+    let config = BreakerConfig::consecutive_failures(2)
         .permitted_calls_in_half_open(1)
         .build()
         .unwrap();
@@ -413,12 +413,10 @@ async fn keel_error_messages_give_a_relative_wait_not_a_private_instant() {
 
 #[tokio::test(start_paused = true)]
 async fn breaker_over_a_rejecting_rate_limit_does_not_open_on_local_throttling() {
-    use keel_tokio::core::breaker::{CircuitBreakerConfig, State};
+    use keel_tokio::core::breaker::{BreakerConfig, State};
     use keel_tokio::tower::BreakerLayer;
 
-    let config = CircuitBreakerConfig::consecutive_failures(2)
-        .build()
-        .unwrap();
+    let config = BreakerConfig::consecutive_failures(2).build().unwrap();
     let breaker = BreakerLayer::new(config);
     let mut svc = ServiceBuilder::new()
         .layer(breaker.clone())
@@ -436,12 +434,10 @@ async fn breaker_over_a_rejecting_rate_limit_does_not_open_on_local_throttling()
 
 #[tokio::test(start_paused = true)]
 async fn breaker_counts_an_inner_timeout_as_a_failure_and_classify_overrides() {
-    use keel_tokio::core::breaker::{CircuitBreakerConfig, Outcome, State};
+    use keel_tokio::core::breaker::{BreakerConfig, Outcome, State};
     use keel_tokio::tower::BreakerLayer;
 
-    let config = CircuitBreakerConfig::consecutive_failures(2)
-        .build()
-        .unwrap();
+    let config = BreakerConfig::consecutive_failures(2).build().unwrap();
     let breaker = BreakerLayer::new(config);
     let hang = service_fn(|_: u32| std::future::pending::<Result<u32, Infallible>>());
     let mut svc = ServiceBuilder::new()
@@ -454,9 +450,7 @@ async fn breaker_counts_an_inner_timeout_as_a_failure_and_classify_overrides() {
     }
     assert_eq!(breaker.breaker().state(), State::Open);
 
-    let config = CircuitBreakerConfig::consecutive_failures(1)
-        .build()
-        .unwrap();
+    let config = BreakerConfig::consecutive_failures(1).build().unwrap();
     let lenient = BreakerLayer::new(config).classify(|_| Outcome::Ignored);
     let mut svc = lenient.layer(service_fn(|_: u32| async {
         Err::<u32, BoxError>("404".into())

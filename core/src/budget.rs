@@ -256,6 +256,15 @@ pub struct BudgetStats {
 }
 
 /// The retry budget. See the [module docs](self) for the contract and the exact guarantee.
+///
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`try_withdraw`](Self::try_withdraw) (one retry; nothing to release) |
+/// | inputs | [`deposit`](Self::deposit) (one original request) |
+/// | getters | [`remaining`](Self::remaining), [`config`](Self::config), [`stats`](Self::stats) |
+///
+/// No timers and no events: expired slots are forgotten as it is asked.
 #[derive(Clone, Debug)]
 pub struct RetryBudget {
     config: BudgetConfig,
@@ -315,12 +324,37 @@ impl RetryBudget {
     }
 
     /// How many retries [`try_withdraw`](Self::try_withdraw) would allow at `now` if nothing
-    /// else happened. Forgets expired slots, but charges nothing.
+    /// else happened. A getter: it changes nothing (the slots that would expire by `now` are
+    /// left out of the sum, not forgotten).
     #[must_use]
-    pub fn remaining(&mut self, now: Instant) -> u64 {
-        self.advance(now);
-        let tokens = self.config.reserve.saturating_add(self.balance).max(0);
+    pub fn remaining(&self, now: Instant) -> u64 {
+        let tokens = self
+            .config
+            .reserve
+            .saturating_add(self.balance_at(now))
+            .max(0);
         tokens.unsigned_abs() / WITHDRAW.unsigned_abs()
+    }
+
+    /// The balance `advance(now)` would leave, computed without changing anything: the same
+    /// slot arithmetic as `advance` and `rotate`, summing the slots that stay in the ring.
+    fn balance_at(&self, now: Instant) -> i64 {
+        let now = now.max(self.clock.get());
+        let offset = duration_to_nanos(now.saturating_duration_since(self.origin));
+        if u128::from(offset) < self.slot_end {
+            return self.balance;
+        }
+        let steps = (offset / self.config.slot_ns).saturating_sub(self.slot);
+        if steps >= RING as u64 {
+            return 0;
+        }
+        // `rotate` clears the `steps` slots after `head` (the oldest); sum the others.
+        // steps < RING, so the conversion holds.
+        let steps = usize::try_from(steps).unwrap_or(RING);
+        (0..RING)
+            .filter(|i| (i + RING - self.head) % RING > steps || *i == self.head)
+            .filter_map(|i| self.slots.get(i))
+            .fold(0i64, |acc, s| acc.saturating_add(*s))
     }
 
     /// The configuration.

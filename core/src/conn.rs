@@ -274,14 +274,14 @@ fn deadline_of(config: &ConnConfig, e: &Entry) -> Option<(Instant, CloseReason)>
 
 /// The connection bookkeeping machine. See the [module docs](self).
 ///
-/// Methods by group:
-/// - inputs: [`on_open`](Self::on_open), [`on_activity`](Self::on_activity),
-///   [`on_read_deadline`](Self::on_read_deadline), [`on_close`](Self::on_close),
-///   [`on_handler_done`](Self::on_handler_done),
-///   [`on_closed`](Self::on_closed), [`handle_timeout`](Self::handle_timeout);
-/// - commands: [`reclaim`](Self::reclaim);
-/// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event),
-///   [`stats`](Self::stats), [`idle_for`](Self::idle_for).
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | inputs | [`on_open`](Self::on_open), [`on_activity`](Self::on_activity), [`on_read_deadline`](Self::on_read_deadline), [`on_close`](Self::on_close), [`on_handler_done`](Self::on_handler_done), [`on_closed`](Self::on_closed) |
+/// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
+/// | commands | [`reclaim`](Self::reclaim) |
+/// | outputs | [`poll_event`](Self::poll_event) |
+/// | getters | [`stats`](Self::stats), [`idle_for`](Self::idle_for), [`reclaim_pending`](Self::reclaim_pending), [`defended_within`](Self::defended_within) |
 ///
 /// After every input, drain [`poll_event`](Self::poll_event) and re-arm the timer from
 /// [`poll_timeout`](Self::poll_timeout).

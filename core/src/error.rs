@@ -64,3 +64,46 @@ pub enum ConfigError {
         hint: &'static str,
     },
 }
+
+/// A request a machine did not admit: why, and when to try again.
+///
+/// The one rejection shape of every admission in keel (`try_acquire(now)` on the breaker, the
+/// limit, the bulkhead and shutdown): `reason` is the machine's own reason type, and `retry_at`
+/// is the absolute instant at which the same request would be admitted, when the machine knows
+/// one. `None` means no instant is known (a slot frees when some holder releases it) or the
+/// request can never be admitted; the reason says which.
+///
+/// ```
+/// use keel_core::limit::{Limit, LimitConfig, Overflow};
+/// use keel_core::{Instant, Rejected};
+///
+/// let mut limit = Limit::new(LimitConfig::builder().max(1).build()?);
+/// let permit = limit.try_acquire(Instant::ZERO).expect("a slot is free");
+/// let rejected: Rejected<Overflow> = limit.try_acquire(Instant::ZERO).unwrap_err();
+/// assert_eq!(rejected.reason, Overflow::Backpressure); // stop accepting until a release
+/// assert_eq!(rejected.retry_at, None); // only a release frees a slot
+/// limit.on_release(Instant::ZERO, permit);
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use = "a rejection says why and when to try again"]
+pub struct Rejected<R> {
+    /// Why the request was not admitted.
+    pub reason: R,
+    /// When the same request would be admitted, if the machine knows; `None` when no instant
+    /// is known or it never will be.
+    pub retry_at: Option<crate::Instant>,
+}
+
+/// The reason's own message (which says what to change), then the retry instant when known.
+impl<R: core::fmt::Display> core::fmt::Display for Rejected<R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.reason)?;
+        if let Some(t) = self.retry_at {
+            write!(f, " (retry at {:?})", t.as_duration())?;
+        }
+        Ok(())
+    }
+}
+
+impl<R: core::fmt::Debug + core::fmt::Display> core::error::Error for Rejected<R> {}

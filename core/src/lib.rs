@@ -73,6 +73,7 @@ pub mod health;
 pub mod limit;
 pub mod rate;
 pub mod report;
+mod ring;
 pub mod rng;
 pub mod shutdown;
 pub mod time;
@@ -82,5 +83,5 @@ pub mod driver;
 #[cfg(feature = "alloc")]
 pub mod sync;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, Rejected};
 pub use time::Instant;

@@ -19,13 +19,15 @@
 //! # The contract
 //!
 //! This module holds the `&mut self` form, [`Limit`]: it counts slots and never allocates, locks
-//! or panics. `try_acquire` takes a slot when fewer than `max` are in use; `release` gives one
-//! back (a release with nothing in use is ignored and counted in
-//! [`LimitStats::unmatched_releases`], never an underflow). `set_max` changes the limit at run
-//! time: when it shrinks below the slots in use, the holders keep theirs and new acquisitions
-//! are refused until `in_use` drops below the new `max`. The thread-safe form with RAII permits
-//! that wake the acceptor lives in `keel_core::sync::limit` (feature `alloc`; waking needs
-//! `std`) and follows the same rules.
+//! or panics. [`try_acquire`](Limit::try_acquire) takes a slot when fewer than `max` are in use
+//! and returns a [`LimitPermit`]; [`on_release`](Limit::on_release) takes the permit back. At
+//! the limit it returns a [`Rejected`] whose `reason` is the configured [`Overflow`] (stop
+//! accepting, or shed) and whose `retry_at` is `None` (only a release frees a slot). `set_max`
+//! changes the limit at run time: when it shrinks below the slots in use, the holders keep theirs
+//! and new acquisitions are refused until `in_use` drops below the new `max`. The thread-safe
+//! form with RAII permits that wake the acceptor lives in `keel_core::sync::limit` (feature
+//! `alloc`; waking needs `std`); both decide through one engine (the crate-private `slots`
+//! word: the same rules, one written once), so they cannot drift apart.
 //!
 //! # Defaults
 //!
@@ -42,22 +44,25 @@
 //! ```
 //! use core::num::NonZeroUsize;
 //! use keel_core::limit::{Limit, LimitConfig, Overflow};
+//! use keel_core::Instant;
 //!
 //! let config = LimitConfig::builder().max(2).overflow(Overflow::Backpressure).build()?;
 //! let mut limit = Limit::new(config);
+//! let now = Instant::ZERO;
 //!
-//! assert!(limit.try_acquire());
-//! assert!(limit.try_acquire());
-//! assert!(!limit.try_acquire()); // full: stop accepting, the backlog holds the rest
+//! let a = limit.try_acquire(now).expect("free");
+//! let b = limit.try_acquire(now).expect("free");
+//! let full = limit.try_acquire(now).unwrap_err(); // full: stop accepting, the backlog holds the rest
+//! assert_eq!(full.reason, Overflow::Backpressure);
 //!
-//! limit.release(); // a connection closed
-//! assert!(limit.try_acquire()); // accept again
+//! limit.on_release(now, a); // a connection closed
+//! let c = limit.try_acquire(now).expect("accept again");
 //!
 //! limit.set_max(NonZeroUsize::MIN); // shrink to 1: both holders keep their slots
-//! limit.release();
-//! assert!(!limit.try_acquire()); // in_use 1 is not below the new max 1
-//! limit.release();
-//! assert!(limit.try_acquire());
+//! limit.on_release(now, b);
+//! assert!(limit.try_acquire(now).is_err()); // in_use 1 is not below the new max 1
+//! limit.on_release(now, c);
+//! let _d = limit.try_acquire(now).expect("free again");
 //!
 //! let stats = limit.stats();
 //! assert_eq!((stats.max, stats.in_use, stats.peak), (1, 1, 2));
@@ -67,7 +72,8 @@
 
 use core::num::NonZeroUsize;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Rejected};
+use crate::time::Instant;
 
 /// The largest limit supported: `2^31 - 1` (or `usize::MAX` where that is smaller).
 ///
@@ -91,7 +97,7 @@ pub enum Overflow {
     #[default]
     Backpressure,
     /// Accept and close at once, after writing the configured
-    /// [`farewell`](LimitConfig::farewell) if any. Report each one with `record_shed`.
+    /// [`farewell`](LimitConfig::farewell) if any. Report each one with `on_shed`.
     Shed,
 }
 
@@ -230,24 +236,104 @@ pub struct LimitStats {
     /// form, the tasks registered by `poll_acquire` and not yet woken (normally 0 or 1: the
     /// acceptor).
     pub waiting: usize,
-    /// Connections accepted and closed at once because the limit was full (`record_shed`).
+    /// Connections accepted and closed at once because the limit was full (`on_shed`).
     pub shed: u64,
-    /// `release` calls with nothing in use, ignored (a caller bug; always 0 for the shared form,
-    /// whose permits release exactly once).
+    /// `on_release` calls with nothing in use, ignored (a permit of another [`Limit`] handed
+    /// back here: a caller bug; always 0 for the shared form, whose permits release exactly once).
     pub unmatched_releases: u64,
+}
+
+/// A slot of a [`Limit`]; hand it back with [`Limit::on_release`]. Not `Clone`, so a slot is
+/// released at most once.
+#[derive(Debug, PartialEq, Eq, Hash)]
+#[must_use = "return the permit with `Limit::on_release` when the connection ends"]
+pub struct LimitPermit {
+    _private: (),
+}
+
+/// The limit's rules, written once: [`Limit`] keeps this word in a plain `u64`, the shared form
+/// (`sync::limit::SharedLimit`) in an `AtomicU64` that it changes by compare-and-swap with these
+/// same functions. Bits 0..32: slots in use; bits 32..63: `max`; bit 63: a task waits (used by
+/// the shared form only).
+pub(crate) mod slots {
+    use super::MAX_LIMIT;
+
+    const IN_USE_MASK: u64 = 0xFFFF_FFFF;
+    const MAX_SHIFT: u32 = 32;
+    const MAX_MASK: u64 = 0x7FFF_FFFF << MAX_SHIFT;
+    /// Set while a task waits for a slot (shared form).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(crate) const WAITER: u64 = 1 << 63;
+
+    /// A word with `max` (clamped to `1..=MAX_LIMIT`) and nothing in use.
+    pub(crate) fn new(max: usize) -> u64 {
+        max_field(max)
+    }
+
+    /// Slots in use.
+    pub(crate) fn in_use(state: u64) -> u64 {
+        state & IN_USE_MASK
+    }
+
+    /// The limit.
+    pub(crate) fn max(state: u64) -> u64 {
+        (state & MAX_MASK) >> MAX_SHIFT
+    }
+
+    /// The admission rule: a slot is free while fewer than `max` are in use.
+    pub(crate) fn has_room(state: u64) -> bool {
+        in_use(state) < max(state)
+    }
+
+    /// The word after taking a slot, or `None` at the limit.
+    pub(crate) fn acquire(state: u64) -> Option<u64> {
+        // in_use < max <= MAX_LIMIT < 2^31: the increment stays inside the in-use field.
+        has_room(state).then_some(state + 1)
+    }
+
+    /// The word after giving a slot back, or `None` with nothing in use.
+    pub(crate) fn release(state: u64) -> Option<u64> {
+        (in_use(state) > 0).then(|| state - 1)
+    }
+
+    /// The word with `max` replaced (clamped to `1..=MAX_LIMIT`); holders keep their slots.
+    pub(crate) fn resize(state: u64, max: usize) -> u64 {
+        (state & !MAX_MASK) | max_field(max)
+    }
+
+    /// Slots that can be taken now (0 when over the limit after a shrink).
+    pub(crate) fn available(state: u64) -> u64 {
+        max(state).saturating_sub(in_use(state))
+    }
+
+    fn max_field(max: usize) -> u64 {
+        let clamped = max.clamp(1, MAX_LIMIT);
+        // MAX_LIMIT < 2^31 fits in u64 on every target; the fallback is never taken.
+        u64::try_from(clamped).unwrap_or(0x7FFF_FFFF) << MAX_SHIFT
+    }
+
+    /// A count as `usize` (counts are at most `MAX_LIMIT`, which fits).
+    pub(crate) fn to_usize(v: u64) -> usize {
+        usize::try_from(v).unwrap_or(usize::MAX)
+    }
 }
 
 /// The `&mut self` connection limit: counts slots, never allocates or locks.
 ///
-/// Getters: [`in_use`](Self::in_use), [`max`](Self::max), [`available`](Self::available),
-/// [`overflow`](Self::overflow), [`farewell`](Self::farewell), [`config`](Self::config),
-/// [`stats`](Self::stats). Inputs: [`try_acquire`](Self::try_acquire),
-/// [`release`](Self::release), [`record_shed`](Self::record_shed). Commands:
-/// [`set_max`](Self::set_max). See the [module docs](self) for the contract.
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | inputs | [`try_acquire`](Self::try_acquire) (admission: a [`LimitPermit`] or a [`Rejected`]), [`on_release`](Self::on_release) (takes the permit back), [`on_shed`](Self::on_shed) |
+/// | commands | [`set_max`](Self::set_max) |
+/// | getters | [`in_use`](Self::in_use), [`max`](Self::max), [`available`](Self::available), [`overflow`](Self::overflow), [`farewell`](Self::farewell), [`config`](Self::config), [`stats`](Self::stats) |
+///
+/// The limit has no timer (no `poll_timeout`/`handle_timeout`) and no events. Every input takes
+/// `now` like every other machine's, though no rule of the limit depends on time. See the
+/// [module docs](self) for the contract.
 #[derive(Clone, Debug)]
 pub struct Limit {
     config: LimitConfig,
-    in_use: usize,
+    slots: u64,
     peak: usize,
     acquired: u64,
     released: u64,
@@ -261,8 +347,8 @@ impl Limit {
     /// A limit with no slots in use.
     pub fn new(config: LimitConfig) -> Self {
         Self {
+            slots: slots::new(config.max),
             config,
-            in_use: 0,
             peak: 0,
             acquired: 0,
             released: 0,
@@ -273,29 +359,36 @@ impl Limit {
         }
     }
 
-    /// Takes a slot if fewer than `max` are in use. `true` means a slot was taken and must be
-    /// given back with [`release`](Self::release); `false` means the limit is full: stop
-    /// accepting ([`Overflow::Backpressure`]) or shed the connection ([`Overflow::Shed`]).
-    #[must_use = "`true` means a slot was taken and must be released"]
-    pub fn try_acquire(&mut self) -> bool {
-        if self.in_use < self.config.max {
-            self.in_use += 1;
-            self.peak = self.peak.max(self.in_use);
+    /// Takes a slot if fewer than `max` are in use: hand the permit back with
+    /// [`on_release`](Self::on_release). At the limit the rejection's `reason` is the
+    /// configured [`Overflow`]: stop accepting ([`Overflow::Backpressure`]) or shed the
+    /// connection ([`Overflow::Shed`], then [`on_shed`](Self::on_shed)); its `retry_at` is
+    /// `None`, since only a release frees a slot.
+    pub fn try_acquire(&mut self, now: Instant) -> Result<LimitPermit, Rejected<Overflow>> {
+        let _ = now;
+        if let Some(next) = slots::acquire(self.slots) {
+            self.slots = next;
+            self.peak = self.peak.max(self.in_use());
             self.acquired = self.acquired.saturating_add(1);
             self.waiting = false;
-            true
+            Ok(LimitPermit { _private: () })
         } else {
             self.rejected = self.rejected.saturating_add(1);
             self.waiting = self.config.overflow == Overflow::Backpressure;
-            false
+            Err(Rejected {
+                reason: self.config.overflow,
+                retry_at: None,
+            })
         }
     }
 
-    /// Gives a slot back. With nothing in use this is a no-op counted in
-    /// [`LimitStats::unmatched_releases`].
-    pub fn release(&mut self) {
-        if let Some(n) = self.in_use.checked_sub(1) {
-            self.in_use = n;
+    /// Takes a slot back. With nothing in use (a permit of another limit) this is a no-op
+    /// counted in [`LimitStats::unmatched_releases`].
+    pub fn on_release(&mut self, now: Instant, permit: LimitPermit) {
+        let LimitPermit { _private: () } = permit;
+        let _ = now;
+        if let Some(next) = slots::release(self.slots) {
+            self.slots = next;
             self.released = self.released.saturating_add(1);
         } else {
             self.unmatched_releases = self.unmatched_releases.saturating_add(1);
@@ -306,16 +399,18 @@ impl Limit {
     /// back: holders keep theirs and acquisitions are refused until `in_use < max`.
     pub fn set_max(&mut self, max: NonZeroUsize) {
         self.config = self.config.with_max(max.get());
+        self.slots = slots::resize(self.slots, max.get());
     }
 
     /// Counts a connection shed because the limit was full (the caller closed it).
-    pub fn record_shed(&mut self) {
+    pub fn on_shed(&mut self, now: Instant) {
+        let _ = now;
         self.shed = self.shed.wrapping_add(1);
     }
 
     /// Slots held now.
     pub fn in_use(&self) -> usize {
-        self.in_use
+        slots::to_usize(slots::in_use(self.slots))
     }
 
     /// The current limit.
@@ -325,7 +420,7 @@ impl Limit {
 
     /// Slots that can be taken now (`max - in_use`, 0 when over the limit after a shrink).
     pub fn available(&self) -> usize {
-        self.config.max.saturating_sub(self.in_use)
+        slots::to_usize(slots::available(self.slots))
     }
 
     /// What to do when the limit is full.
@@ -347,7 +442,7 @@ impl Limit {
     pub fn stats(&self) -> LimitStats {
         LimitStats {
             max: self.config.max,
-            in_use: self.in_use,
+            in_use: self.in_use(),
             peak: self.peak,
             acquired: self.acquired,
             released: self.released,

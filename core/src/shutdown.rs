@@ -17,10 +17,10 @@
 //!    '--stop_now-------------------------'--second signal / stop_now-------------> Stopped (aborted = in-flight)
 //! ```
 //!
-//! - While `Running`, [`Shutdown::on_work_started`] admits work and hands out a [`WorkTicket`];
+//! - While `Running`, [`Shutdown::try_acquire`] admits work and hands out a [`ShutdownPermit`];
 //!   the caller returns it with [`Shutdown::on_work_finished`].
 //! - The first signal (or [`Shutdown::begin_drain`]) stops admitting **at once** (every later
-//!   `on_work_started` is [`WorkAdmission::Refused`]) and sets `deadline = now + grace_period`.
+//!   `try_acquire` returns a [`Rejected`]) and sets `deadline = now + grace_period`.
 //! - When the last in-flight ticket comes back during the drain, the machine is `Stopped` and
 //!   reports how many items completed during the drain.
 //! - When `handle_timeout(now)` sees `now >= deadline`, the machine is `Stopped` and the items
@@ -31,10 +31,10 @@
 //!   already counted as aborted, and counts never go negative.
 //!
 //! The machine allocates nothing and never panics; `now` is clamped so it never runs backwards,
-//! and `now + grace_period` saturates: a grace period that reaches past the end of the clock
-//! (`Duration::MAX`) means *no* deadline. `deadline` then reads [`Instant::MAX`] in the state,
-//! decision and event, and [`Shutdown::poll_timeout`] is `None` (it never returns that
-//! sentinel): the drain ends only when the work finishes or [`Shutdown::stop_now`] is called.
+//! and a grace period that reaches past the end of the clock (`Duration::MAX`) means *no*
+//! deadline. `deadline` is then `None` in the state, decision and
+//! event, and [`Shutdown::poll_timeout`] is `None`: the drain ends only when the work finishes
+//! or [`Shutdown::stop_now`] is called.
 //!
 //! # Defaults
 //!
@@ -46,29 +46,31 @@
 //!
 //! ```
 //! use core::time::Duration;
-//! use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, WorkAdmission};
+//! use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState};
 //! use keel_core::Instant;
 //!
 //! let config = ShutdownConfig::builder().grace_period(Duration::from_secs(5)).build()?;
 //! let t0 = Instant::from_secs(100);
 //! let mut sd = Shutdown::new(config, t0);
 //!
-//! let WorkAdmission::Admitted(ticket) = sd.on_work_started(t0) else { unreachable!() };
-//! let hung = match sd.on_work_started(t0) { WorkAdmission::Admitted(t) => t, _ => unreachable!() };
+//! let ticket = sd.try_acquire(t0).expect("running: admitted");
+//! let hung = sd.try_acquire(t0).expect("running: admitted");
 //!
 //! // SIGTERM: stop accepting, drain until t0 + 5 s.
 //! assert_eq!(
 //!     sd.on_signal(t0),
-//!     ShutdownDecision::Drain { deadline: t0 + Duration::from_secs(5), in_flight: 2 }
+//!     ShutdownDecision::Drain { deadline: Some(t0 + Duration::from_secs(5)), in_flight: 2 }
 //! );
-//! assert_eq!(sd.on_work_started(t0), WorkAdmission::Refused);
+//! let refused = sd.try_acquire(t0).unwrap_err();
+//! assert!(matches!(refused.reason, ShutdownState::Draining { .. }));
+//! assert_eq!(refused.retry_at, None);
 //! assert_eq!(sd.poll_timeout(), Some(t0 + Duration::from_secs(5)));
 //!
 //! // One task finishes; the other hangs. The deadline still fires.
 //! assert_eq!(sd.on_work_finished(t0 + Duration::from_secs(1), ticket), ShutdownDecision::Continue);
 //! sd.handle_timeout(t0 + Duration::from_secs(5));
 //! assert!(sd.is_stopped());
-//! assert_eq!(sd.poll_event(), Some(ShutdownEvent::DrainStarted { deadline: t0 + Duration::from_secs(5), in_flight: 2 }));
+//! assert_eq!(sd.poll_event(), Some(ShutdownEvent::DrainStarted { deadline: Some(t0 + Duration::from_secs(5)), in_flight: 2 }));
 //! assert_eq!(sd.poll_event(), Some(ShutdownEvent::DeadlineExceeded { aborted: 1 }));
 //!
 //! let summary = sd.summary();
@@ -81,7 +83,8 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Rejected};
+use crate::ring::EventRing;
 use crate::time::{Instant, Monotonic};
 
 /// The default grace period: 30 s, Kubernetes' `terminationGracePeriodSeconds` default.
@@ -156,8 +159,9 @@ pub enum ShutdownState {
     Running,
     /// Refusing new work; in-flight work may finish until `deadline`.
     Draining {
-        /// When the remaining in-flight work is aborted.
-        deadline: Instant,
+        /// When the remaining in-flight work is aborted; `None` when never (a grace period
+        /// past the end of the clock).
+        deadline: Option<Instant>,
     },
     /// Done: nothing is accepted, nothing is waited for.
     Stopped,
@@ -168,27 +172,16 @@ pub enum ShutdownState {
 /// Not `Clone`, so one admission finishes at most once.
 #[derive(Debug, PartialEq, Eq, Hash)]
 #[must_use = "hand the ticket back to `Shutdown::on_work_finished` when the work ends"]
-pub struct WorkTicket {
+pub struct ShutdownPermit {
     id: u64,
 }
 
-impl WorkTicket {
+impl ShutdownPermit {
     /// The sequence number of this admission (0 for the first), for logs.
     #[must_use]
     pub const fn id(&self) -> u64 {
         self.id
     }
-}
-
-/// The answer to [`Shutdown::on_work_started`].
-#[derive(Debug, PartialEq, Eq)]
-#[must_use]
-pub enum WorkAdmission {
-    /// Run the work; return the ticket when it ends.
-    Admitted(WorkTicket),
-    /// The service is draining or stopped: do not start the work (close the connection,
-    /// answer 503, ...).
-    Refused,
 }
 
 /// What the caller must do after an input.
@@ -200,8 +193,9 @@ pub enum ShutdownDecision {
     /// Stop accepting now; let in-flight work finish; call [`Shutdown::handle_timeout`] at
     /// `deadline`.
     Drain {
-        /// When remaining work is aborted.
-        deadline: Instant,
+        /// When remaining work is aborted; `None` when never (a grace period past the end of
+        /// the clock).
+        deadline: Option<Instant>,
         /// Work in flight when the drain started.
         in_flight: u64,
     },
@@ -218,8 +212,8 @@ pub enum ShutdownDecision {
 pub enum ShutdownEvent {
     /// The drain started.
     DrainStarted {
-        /// When remaining work will be aborted.
-        deadline: Instant,
+        /// When remaining work will be aborted; `None` when never.
+        deadline: Option<Instant>,
         /// Work in flight at that moment.
         in_flight: u64,
     },
@@ -295,15 +289,16 @@ impl fmt::Display for ShutdownSummary {
 
 /// The graceful-shutdown state machine. See the [module docs](self).
 ///
-/// Methods by group:
-/// - getters: [`state`](Self::state), [`is_accepting`](Self::is_accepting),
-///   [`is_stopped`](Self::is_stopped), [`in_flight`](Self::in_flight), [`stats`](Self::stats),
-///   [`summary`](Self::summary);
-/// - inputs: [`on_work_started`](Self::on_work_started),
-///   [`on_work_finished`](Self::on_work_finished), [`on_signal`](Self::on_signal),
-///   [`handle_timeout`](Self::handle_timeout);
-/// - commands: [`begin_drain`](Self::begin_drain), [`stop_now`](Self::stop_now);
-/// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event).
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`try_acquire`](Self::try_acquire): a [`ShutdownPermit`] while running, else a [`Rejected`] |
+/// | release (consumes the permit) | [`on_work_finished`](Self::on_work_finished), [`on_work_reset`](Self::on_work_reset) |
+/// | other inputs | [`on_signal`](Self::on_signal) |
+/// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
+/// | commands | [`begin_drain`](Self::begin_drain), [`stop_now`](Self::stop_now) |
+/// | outputs | [`poll_event`](Self::poll_event) |
+/// | getters | [`state`](Self::state), [`is_accepting`](Self::is_accepting), [`is_draining`](Self::is_draining), [`is_stopped`](Self::is_stopped), [`in_flight`](Self::in_flight), [`stats`](Self::stats), [`summary`](Self::summary) |
 ///
 /// After every input, drain [`poll_event`](Self::poll_event) and re-arm the timer from
 /// [`poll_timeout`](Self::poll_timeout).
@@ -316,7 +311,7 @@ pub struct Shutdown {
     stopped_at: Option<Instant>,
     completed_at_drain: u64,
     stats: ShutdownStats,
-    events: [Option<ShutdownEvent>; 2],
+    events: EventRing<ShutdownEvent, 2>,
 }
 
 impl Shutdown {
@@ -331,7 +326,7 @@ impl Shutdown {
             stopped_at: None,
             completed_at_drain: 0,
             stats: ShutdownStats::default(),
-            events: [None, None],
+            events: EventRing::new(),
         }
     }
 
@@ -394,17 +389,24 @@ impl Shutdown {
         }
     }
 
-    /// A unit of work wants to start. Admitted only while running.
-    pub fn on_work_started(&mut self, now: Instant) -> WorkAdmission {
+    /// A unit of work wants to start. Admitted only while running: hand the permit back with
+    /// [`on_work_finished`](Self::on_work_finished) (or
+    /// [`on_work_reset`](Self::on_work_reset)). While draining or stopped the rejection's
+    /// `reason` is the state (do not start the work: close the connection, answer 503, ...) and
+    /// its `retry_at` is `None`: a shutdown never accepts again.
+    pub fn try_acquire(&mut self, now: Instant) -> Result<ShutdownPermit, Rejected<ShutdownState>> {
         self.clock.observe(now);
         if self.is_accepting() {
             let id = self.stats.started;
             self.stats.started = self.stats.started.saturating_add(1);
             self.stats.in_flight = self.stats.in_flight.saturating_add(1);
-            WorkAdmission::Admitted(WorkTicket { id })
+            Ok(ShutdownPermit { id })
         } else {
             self.stats.refused = self.stats.refused.saturating_add(1);
-            WorkAdmission::Refused
+            Err(Rejected {
+                reason: self.state,
+                retry_at: None,
+            })
         }
     }
 
@@ -412,18 +414,23 @@ impl Shutdown {
     ///
     /// Returns [`ShutdownDecision::StopNow`] `{ aborted: 0 }` when this was the last item of a
     /// drain, [`ShutdownDecision::Continue`] otherwise. After the stop, tickets are ignored.
-    pub fn on_work_finished(&mut self, now: Instant, ticket: WorkTicket) -> ShutdownDecision {
+    pub fn on_work_finished(&mut self, now: Instant, ticket: ShutdownPermit) -> ShutdownDecision {
         self.work_ended(now, ticket, false)
     }
 
     /// A unit of work ended, but in a reset (e.g. a connection whose reply may not have been
     /// delivered): exactly as [`on_work_finished`](Self::on_work_finished), counted in `reset`
     /// instead of `completed`.
-    pub fn on_work_reset(&mut self, now: Instant, ticket: WorkTicket) -> ShutdownDecision {
+    pub fn on_work_reset(&mut self, now: Instant, ticket: ShutdownPermit) -> ShutdownDecision {
         self.work_ended(now, ticket, true)
     }
 
-    fn work_ended(&mut self, now: Instant, ticket: WorkTicket, reset: bool) -> ShutdownDecision {
+    fn work_ended(
+        &mut self,
+        now: Instant,
+        ticket: ShutdownPermit,
+        reset: bool,
+    ) -> ShutdownDecision {
         let _ = ticket;
         let now = self.clock.observe(now);
         if self.is_stopped() {
@@ -468,7 +475,8 @@ impl Shutdown {
         if !self.is_accepting() {
             return ShutdownDecision::Continue;
         }
-        let deadline = now.saturating_add(self.config.grace_period);
+        // A deadline at the end of the clock (the sum saturated) never comes: `None`.
+        let deadline = crate::time::never_at_the_end(now.saturating_add(self.config.grace_period));
         let in_flight = self.stats.in_flight;
         self.drain_started = Some(now);
         self.completed_at_drain = self.stats.completed;
@@ -504,7 +512,10 @@ impl Shutdown {
     /// calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.observe(now);
-        if let ShutdownState::Draining { deadline } = self.state {
+        if let ShutdownState::Draining {
+            deadline: Some(deadline),
+        } = self.state
+        {
             if now >= deadline {
                 let aborted = self.abort_all(now);
                 self.push_event(ShutdownEvent::DeadlineExceeded { aborted });
@@ -517,9 +528,7 @@ impl Shutdown {
     #[must_use]
     pub const fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            ShutdownState::Draining { deadline } if deadline.as_nanos() != u64::MAX => {
-                Some(deadline)
-            }
+            ShutdownState::Draining { deadline } => deadline,
             _ => None,
         }
     }
@@ -529,12 +538,7 @@ impl Shutdown {
     /// `ForcedStop` (or `ForcedStop` alone).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ShutdownEvent> {
-        let [first, second] = &mut self.events;
-        let ev = first.take();
-        if ev.is_some() {
-            *first = second.take();
-        }
-        ev
+        self.events.pop()
     }
 
     fn finish_drain(&mut self, now: Instant) {
@@ -555,12 +559,8 @@ impl Shutdown {
 
     fn push_event(&mut self, ev: ShutdownEvent) {
         // At most two events are ever produced (DrainStarted, then one stop), so a slot is
-        // always free; if the caller never polls, the newest replaces the second slot.
-        let [first, second] = &mut self.events;
-        if first.is_none() {
-            *first = Some(ev);
-        } else {
-            *second = Some(ev);
-        }
+        // always free.
+        let lost = self.events.push(ev);
+        debug_assert!(lost.is_none(), "a shutdown machine produced a third event");
     }
 }

@@ -209,6 +209,13 @@ impl Monotonic {
     }
 }
 
+/// A deadline computed as `now + d` (saturating) that reached the end of the clock never comes:
+/// `None`. Every machine reads "never" this way, so none uses [`Instant::MAX`] as a sentinel in
+/// what it returns.
+pub(crate) fn never_at_the_end(deadline: Instant) -> Option<Instant> {
+    Some(deadline).filter(|d| *d != Instant::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,8 @@ use core::time::Duration;
 #[cfg(target_os = "linux")]
 use keel_core::accept::classify_io_error;
 use keel_core::accept::{
-    classify_os_error, errno_name, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop,
-    AcceptLoopConfig, Platform, Shortage, UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
+    classify_os_error, errno_name, AcceptConfig, AcceptDecision, AcceptErrorKind, AcceptEvent,
+    AcceptLoop, Platform, Shortage, UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
 use keel_core::ConfigError;
@@ -259,17 +259,17 @@ fn io_errors_without_a_raw_code_fall_back_on_the_kind() {
 
 #[test]
 fn defaults_are_50ms_doubling_to_1s_reporting_every_second() {
-    let c = AcceptLoopConfig::default();
+    let c = AcceptConfig::default();
     assert_eq!(c.initial_pause(), ms(50));
     assert_eq!(c.max_pause(), ms(1000));
     assert_eq!(c.growth_percent(), 200);
     assert_eq!(c.report_interval(), ms(1000));
-    assert_eq!(AcceptLoopConfig::builder().build(), Ok(c));
+    assert_eq!(AcceptConfig::builder().build(), Ok(c));
 }
 
 #[test]
 fn builder_rejects_zero_inverted_and_shrinking_pauses() {
-    let b = AcceptLoopConfig::builder();
+    let b = AcceptConfig::builder();
     assert_eq!(
         b.initial_pause(Duration::ZERO).build(),
         Err(ConfigError::Zero {
@@ -281,7 +281,7 @@ fn builder_rejects_zero_inverted_and_shrinking_pauses() {
         Err(ConfigError::Zero { field: "max_pause" })
     );
     assert_eq!(
-        AcceptLoopConfig::fixed_pause(Duration::ZERO),
+        AcceptConfig::fixed_pause(Duration::ZERO),
         Err(ConfigError::Zero {
             field: "initial_pause"
         })
@@ -315,7 +315,7 @@ fn builder_rejects_zero_inverted_and_shrinking_pauses() {
 
 #[test]
 fn pause_grows_on_repeated_shortages_and_resets_on_success() {
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     let mut now = at_ms(1000);
     let mut pauses = Vec::new();
     for _ in 0..7 {
@@ -359,7 +359,7 @@ fn pause_grows_on_repeated_shortages_and_resets_on_success() {
 
 #[test]
 fn seed_fixed_pause_is_500ms_every_time() {
-    let config = AcceptLoopConfig::fixed_pause(ms(500)).unwrap();
+    let config = AcceptConfig::fixed_pause(ms(500)).unwrap();
     let mut a = AcceptLoop::new(config, Instant::ZERO);
     let mut now = Instant::ZERO;
     for _ in 0..5 {
@@ -374,7 +374,7 @@ fn seed_fixed_pause_is_500ms_every_time() {
 
 #[test]
 fn per_connection_errors_continue_at_once_and_are_counted() {
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     for i in 0..3 {
         assert_eq!(a.on_error(at_ms(i), PER_CONN), AcceptDecision::Continue);
     }
@@ -388,7 +388,7 @@ fn per_connection_errors_continue_at_once_and_are_counted() {
 
 #[test]
 fn a_storm_of_a_million_emfile_yields_ten_reports_with_exact_suppressed_counts() {
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     let mut events = Vec::new();
     // 1_000_000 errors, one every 10 µs: t = 0 .. 10 s.
     for i in 0..1_000_000u64 {
@@ -446,7 +446,7 @@ fn a_storm_of_a_million_emfile_yields_ten_reports_with_exact_suppressed_counts()
 #[test]
 fn a_flapping_storm_reports_once_per_interval_and_carries_unreported_counts() {
     // EMFILE, wait out the pause, one accept succeeds, EMFILE again: 100 ms per cycle.
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     let mut events = Vec::new();
     let mut now = Instant::ZERO;
     for _ in 0..30 {
@@ -506,7 +506,7 @@ fn a_flapping_storm_reports_once_per_interval_and_carries_unreported_counts() {
 
 #[test]
 fn an_unpolled_storm_with_zero_interval_stays_bounded_and_loses_no_count() {
-    let config = AcceptLoopConfig::builder()
+    let config = AcceptConfig::builder()
         .report_interval(Duration::ZERO)
         .build()
         .unwrap();
@@ -537,7 +537,7 @@ fn an_unpolled_storm_with_zero_interval_stays_bounded_and_loses_no_count() {
 
 #[test]
 fn fatal_stops_for_good() {
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     let _ = a.on_error(at_ms(10), EMFILE);
     assert_eq!(a.on_error(at_ms(20), FATAL), AcceptDecision::Stop);
     assert!(a.is_stopped());
@@ -568,7 +568,7 @@ fn fatal_stops_for_good() {
 
 #[test]
 fn time_going_backwards_is_clamped() {
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::from_secs(10));
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::from_secs(10));
     // A `now` before the construction time is treated as 10 s.
     assert_eq!(
         a.on_error(Instant::from_secs(3), EMFILE),
@@ -595,7 +595,7 @@ fn time_going_backwards_is_clamped() {
 
 #[test]
 fn early_handle_timeout_is_a_no_op_and_poll_timeout_never_spins() {
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     let AcceptDecision::PauseUntil(until) = a.on_error(at_ms(100), EMFILE) else {
         panic!("expected a pause");
     };
@@ -610,7 +610,7 @@ fn early_handle_timeout_is_a_no_op_and_poll_timeout_never_spins() {
 
 #[test]
 fn a_shortage_during_a_pause_extends_it_without_a_new_pause() {
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     assert_eq!(
         a.on_error(at_ms(0), EMFILE),
         AcceptDecision::PauseUntil(at_ms(50))
@@ -635,7 +635,7 @@ fn a_shortage_during_a_pause_extends_it_without_a_new_pause() {
 
 #[test]
 fn an_accept_during_a_pause_ends_it_early() {
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     let _ = a.on_error(at_ms(0), EMFILE);
     a.on_accepted(at_ms(30));
     assert!(!a.is_paused(at_ms(30)));
@@ -645,7 +645,7 @@ fn an_accept_during_a_pause_ends_it_early() {
 
 #[test]
 fn shortage_kinds_are_reported_with_their_own_name() {
-    let mut a = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     let _ = a.on_error(at_ms(0), AcceptErrorKind::Shortage(Shortage::Buffers));
     let _ = a.on_error(at_ms(1000), AcceptErrorKind::Shortage(Shortage::Memory));
     let kinds: Vec<Shortage> = drain(&mut a)
@@ -660,7 +660,7 @@ fn shortage_kinds_are_reported_with_their_own_name() {
 
 #[test]
 fn extreme_config_and_instants_saturate_without_panic() {
-    let config = AcceptLoopConfig::builder()
+    let config = AcceptConfig::builder()
         .initial_pause(Duration::MAX)
         .max_pause(Duration::MAX)
         .growth_percent(u32::MAX)
@@ -677,7 +677,7 @@ fn extreme_config_and_instants_saturate_without_panic() {
     assert_eq!(a.next_pause(), Duration::MAX);
     a.on_accepted(Instant::MAX);
 
-    let big = AcceptLoopConfig::builder()
+    let big = AcceptConfig::builder()
         .initial_pause(Duration::from_secs(u64::MAX / 2))
         .max_pause(Duration::MAX)
         .growth_percent(u32::MAX)
@@ -694,7 +694,7 @@ fn extreme_config_and_instants_saturate_without_panic() {
 
 #[test]
 fn growth_by_150_percent_uses_integer_math() {
-    let config = AcceptLoopConfig::builder()
+    let config = AcceptConfig::builder()
         .initial_pause(ms(100))
         .max_pause(ms(1000))
         .growth_percent(150)
@@ -724,9 +724,9 @@ fn growth_by_150_percent_uses_integer_math() {
 
 #[test]
 fn unknown_codes_pause_and_report_by_default_and_stop_under_the_stop_policy() {
-    let mut acceptor = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut acceptor = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     assert_eq!(
-        AcceptLoopConfig::default().unknown_errors(),
+        AcceptConfig::default().unknown_errors(),
         UnknownErrorPolicy::Pause
     );
     let decision = acceptor.on_error(at_ms(0), UNKNOWN);
@@ -752,7 +752,7 @@ fn unknown_codes_pause_and_report_by_default_and_stop_under_the_stop_policy() {
         (2, 2, 0)
     );
 
-    let stop = AcceptLoopConfig::builder()
+    let stop = AcceptConfig::builder()
         .unknown_errors(UnknownErrorPolicy::Stop)
         .build()
         .expect("valid config");
@@ -772,7 +772,7 @@ fn the_new_socket_errors_are_per_connection_and_enosr_is_a_shortage_with_a_hint(
     assert_eq!(Shortage::Streams.as_str(), "ENOSR");
     assert!(Shortage::Streams.hint().contains("STREAMS"));
     assert!(Shortage::Unrecognized.hint().contains("unknown_errors"));
-    let mut acceptor = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+    let mut acceptor = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
     for name in ["ESOCKTNOSUPPORT", "EPROTONOSUPPORT"] {
         let entry = Platform::Linux
             .errno_table()

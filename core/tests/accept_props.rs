@@ -5,7 +5,7 @@
 use core::time::Duration;
 
 use keel_core::accept::{
-    AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, AcceptLoopConfig, Shortage,
+    AcceptConfig, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, Shortage,
     UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
@@ -69,7 +69,7 @@ fn duration() -> impl Strategy<Value = Duration> {
     ]
 }
 
-fn config() -> impl Strategy<Value = AcceptLoopConfig> {
+fn config() -> impl Strategy<Value = AcceptConfig> {
     (
         duration(),
         duration(),
@@ -87,7 +87,7 @@ fn config() -> impl Strategy<Value = AcceptLoopConfig> {
             } else {
                 UnknownErrorPolicy::Pause
             };
-            let builder = AcceptLoopConfig::builder()
+            let builder = AcceptConfig::builder()
                 .report_interval(interval)
                 .unknown_errors(policy);
             let builder = if fixed {
@@ -113,7 +113,7 @@ fn apply(t: u64, d: i64) -> u64 {
 /// The reference model: decisions, pauses, reports and events, written from the spec with
 /// plain `u128` arithmetic (no saturation helpers from the crate).
 struct Model {
-    config: AcceptLoopConfig,
+    config: AcceptConfig,
     newest: u128,
     consecutive: u32,
     until: Option<u128>,
@@ -140,7 +140,7 @@ fn instant(n: u128) -> Instant {
 }
 
 impl Model {
-    fn new(config: AcceptLoopConfig, start: u64) -> Self {
+    fn new(config: AcceptConfig, start: u64) -> Self {
         Model {
             config,
             newest: u128::from(start),
@@ -283,7 +283,7 @@ fn event_count(e: &AcceptEvent) -> u64 {
     }
 }
 
-fn run(config: AcceptLoopConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), TestCaseError> {
+fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), TestCaseError> {
     let mut machine = AcceptLoop::new(config, Instant::from_nanos(start));
     let mut model = Model::new(config, start);
     let mut caller = start;
@@ -409,7 +409,7 @@ proptest! {
         step_us in prop_oneof![Just(1_000u64), Just(10_000), Just(250), 1u64..50_000],
         n in 1usize..3_000,
     ) {
-        let config = AcceptLoopConfig::builder()
+        let config = AcceptConfig::builder()
             .report_interval(Duration::from_millis(interval_ms))
             .build()
             .unwrap();

@@ -2,9 +2,10 @@
 
 use core::time::Duration;
 
+use keel_core::backoff::Jitter;
 use keel_core::breaker::{
-    BreakerEvent, BreakerPermit, CircuitBreaker, CircuitBreakerConfig, Jitter, OpenDuration,
-    Outcome, Rejected, SlidingWindow, State, TransitionReason,
+    BreakerConfig, BreakerEvent, BreakerPermit, CircuitBreaker, OpenDuration, Outcome, Rejected,
+    SlidingWindow, State, TransitionReason,
 };
 use keel_core::{ConfigError, Instant};
 
@@ -50,7 +51,7 @@ fn transitions(b: &mut CircuitBreaker) -> Vec<(State, State, Instant, Transition
 }
 
 fn consecutive(n: u32, open: Duration, probes: u32) -> CircuitBreaker {
-    let config = CircuitBreakerConfig::consecutive_failures(n)
+    let config = BreakerConfig::consecutive_failures(n)
         .open_duration(open)
         .permitted_calls_in_half_open(probes)
         .build()
@@ -95,7 +96,7 @@ fn rejection_carries_retry_at() {
         b.try_acquire(at(5_000)),
         Err(Rejected {
             retry_at: Some(at(31_000)),
-            state: State::Open
+            reason: State::Open
         })
     );
     assert_eq!(
@@ -111,14 +112,14 @@ fn rejection_carries_retry_at() {
         b.try_acquire(at(31_001)),
         Err(Rejected {
             retry_at: None,
-            state: State::HalfOpen
+            reason: State::HalfOpen
         })
     );
 }
 
 #[test]
 fn does_not_judge_before_the_minimum_number_of_calls() {
-    let config = CircuitBreakerConfig::builder()
+    let config = BreakerConfig::builder()
         .count_window(10)
         .minimum_calls(5)
         .failure_rate_threshold(50)
@@ -145,7 +146,7 @@ fn does_not_judge_before_the_minimum_number_of_calls() {
 #[test]
 fn failure_rate_at_the_threshold_trips_it_and_below_does_not() {
     let alternate = |threshold: u8, calls: u64| {
-        let config = CircuitBreakerConfig::builder()
+        let config = BreakerConfig::builder()
             .count_window(10)
             .minimum_calls(10)
             .failure_rate_threshold(threshold)
@@ -175,7 +176,7 @@ fn failure_rate_at_the_threshold_trips_it_and_below_does_not() {
 
 #[test]
 fn slow_calls_trip_it() {
-    let config = CircuitBreakerConfig::builder()
+    let config = BreakerConfig::builder()
         .count_window(4)
         .minimum_calls(4)
         .disable_failure_rate()
@@ -209,7 +210,7 @@ fn slow_calls_trip_it() {
 
 #[test]
 fn a_slow_probe_reopens_it_when_the_slow_call_policy_is_on() {
-    let config = CircuitBreakerConfig::builder()
+    let config = BreakerConfig::builder()
         .consecutive_failures(1)
         .count_window(10)
         .minimum_calls(10)
@@ -241,7 +242,7 @@ fn admits_at_most_n_probes_while_half_open() {
     let probes: Vec<_> = (0..3).map(|_| admit(&mut b, at(10_001))).collect();
     for _ in 0..5 {
         assert_eq!(
-            b.try_acquire(at(10_002)).unwrap_err().state,
+            b.try_acquire(at(10_002)).unwrap_err().reason,
             State::HalfOpen
         );
     }
@@ -329,7 +330,7 @@ fn a_failure_from_before_a_reset_does_not_trip_it() {
 
 #[test]
 fn open_duration_grows_then_resets() {
-    let config = CircuitBreakerConfig::consecutive_failures(1)
+    let config = BreakerConfig::consecutive_failures(1)
         .exponential_open_duration(secs(1), 2, secs(5), Jitter::None)
         .permitted_calls_in_half_open(1)
         .build()
@@ -361,7 +362,7 @@ fn open_duration_grows_then_resets() {
 #[test]
 fn jittered_open_durations_stay_within_their_bounds_and_repeat_with_the_seed() {
     let run = |jitter: Jitter, seed: u64| {
-        let config = CircuitBreakerConfig::consecutive_failures(1)
+        let config = BreakerConfig::consecutive_failures(1)
             .exponential_open_duration(secs(8), 1, secs(8), jitter)
             .permitted_calls_in_half_open(1)
             .seed(seed)
@@ -398,7 +399,7 @@ fn forced_open_rejects_everything() {
             b.try_acquire(t),
             Err(Rejected {
                 retry_at: None,
-                state: State::ForcedOpen
+                reason: State::ForcedOpen
             })
         );
         b.handle_timeout(t);
@@ -439,7 +440,7 @@ fn disabled_admits_everything() {
 
 #[test]
 fn time_window_forgets_old_buckets() {
-    let config = CircuitBreakerConfig::builder()
+    let config = BreakerConfig::builder()
         .time_window(10, secs(1))
         .minimum_calls(4)
         .failure_rate_threshold(50)
@@ -475,7 +476,7 @@ fn time_window_forgets_old_buckets() {
 
 #[test]
 fn time_window_at_the_edge_keeps_the_last_full_buckets() {
-    let config = CircuitBreakerConfig::builder()
+    let config = BreakerConfig::builder()
         .time_window_secs(3)
         .minimum_calls(1)
         .failure_rate_threshold(100)
@@ -493,7 +494,7 @@ fn time_window_at_the_edge_keeps_the_last_full_buckets() {
 
 #[test]
 fn max_wait_in_half_open_reopens_a_stuck_breaker() {
-    let config = CircuitBreakerConfig::consecutive_failures(1)
+    let config = BreakerConfig::consecutive_failures(1)
         .open_duration(secs(10))
         .permitted_calls_in_half_open(1)
         .max_wait_in_half_open(secs(5))
@@ -560,8 +561,8 @@ fn stats_count_what_happened() {
 
 #[test]
 fn defaults_are_resilience4j_s() {
-    let c = CircuitBreakerConfig::builder().build().unwrap();
-    assert_eq!(c, CircuitBreakerConfig::default());
+    let c = BreakerConfig::builder().build().unwrap();
+    assert_eq!(c, BreakerConfig::default());
     assert_eq!(c.failure_rate_threshold(), Some(50));
     assert_eq!(c.sliding_window(), SlidingWindow::Count { size: 100 });
     assert_eq!(c.minimum_calls(), 100);
@@ -575,7 +576,7 @@ fn defaults_are_resilience4j_s() {
 
 #[test]
 fn invalid_configs_are_rejected_with_the_field_to_change() {
-    let b = CircuitBreakerConfig::builder;
+    let b = BreakerConfig::builder;
     assert_eq!(
         b().count_window(0).build(),
         Err(ConfigError::Zero {
@@ -591,7 +592,7 @@ fn invalid_configs_are_rejected_with_the_field_to_change() {
         })
     ));
     // With no rate policy the window is unused, so its size does not conflict.
-    assert!(CircuitBreakerConfig::consecutive_failures(3)
+    assert!(BreakerConfig::consecutive_failures(3)
         .count_window(10)
         .minimum_calls(11)
         .build()
@@ -613,7 +614,7 @@ fn invalid_configs_are_rejected_with_the_field_to_change() {
         ));
     }
     assert_eq!(
-        CircuitBreakerConfig::consecutive_failures(0).build(),
+        BreakerConfig::consecutive_failures(0).build(),
         Err(ConfigError::Zero {
             field: "consecutive_failures"
         })
@@ -679,7 +680,7 @@ fn invalid_configs_are_rejected_with_the_field_to_change() {
 #[test]
 fn shared_breaker_is_one_breaker_across_clones() {
     use keel_core::sync::breaker::SharedBreaker;
-    let config = CircuitBreakerConfig::consecutive_failures(2)
+    let config = BreakerConfig::consecutive_failures(2)
         .open_duration(secs(5))
         .build()
         .unwrap();
@@ -708,13 +709,13 @@ fn shared_breaker_is_one_breaker_across_clones() {
 #[test]
 fn window_capacity_depends_on_alloc() {
     let count = |n| {
-        CircuitBreakerConfig::builder()
+        BreakerConfig::builder()
             .count_window(n)
             .minimum_calls(1)
             .build()
     };
     let time = |n| {
-        CircuitBreakerConfig::builder()
+        BreakerConfig::builder()
             .time_window(n, secs(1))
             .minimum_calls(1)
             .build()
@@ -736,7 +737,7 @@ fn window_capacity_depends_on_alloc() {
 #[test]
 fn a_full_inline_window_still_evicts_exactly() {
     // 512 outcomes is the largest window every build accepts.
-    let config = CircuitBreakerConfig::builder()
+    let config = BreakerConfig::builder()
         .count_window(512)
         .minimum_calls(512)
         .failure_rate_threshold(100)
@@ -752,4 +753,22 @@ fn a_full_inline_window_still_evicts_exactly() {
     assert_eq!(b.state(), State::Closed);
     fail(&mut b, at(600)); // evicts the success: 512 of 512 failed
     assert_eq!(b.state(), State::Open);
+}
+
+#[test]
+fn decorrelated_jitter_is_refused_for_the_open_duration() {
+    let err = BreakerConfig::consecutive_failures(1)
+        .exponential_open_duration(secs(1), 2, secs(8), Jitter::Decorrelated)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::OutOfRange {
+                field: "jitter",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

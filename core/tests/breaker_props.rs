@@ -5,9 +5,8 @@ use std::collections::VecDeque;
 
 use core::time::Duration;
 
-use keel_core::breaker::{
-    BreakerPermit, CircuitBreaker, CircuitBreakerConfig, Jitter, Outcome, State,
-};
+use keel_core::backoff::Jitter;
+use keel_core::breaker::{BreakerConfig, BreakerPermit, CircuitBreaker, Outcome, State};
 use keel_core::Instant;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -27,8 +26,8 @@ struct ModelConfig {
 }
 
 impl ModelConfig {
-    fn build(&self) -> CircuitBreakerConfig {
-        let mut b = CircuitBreakerConfig::builder()
+    fn build(&self) -> BreakerConfig {
+        let mut b = BreakerConfig::builder()
             .count_window(self.window)
             .minimum_calls(self.minimum_calls)
             .slow_call_duration_threshold(Duration::from_millis(self.slow_ms))
@@ -304,7 +303,7 @@ proptest! {
                         }
                         (Err(rej), Err(retry)) => {
                             prop_assert_eq!(rej.retry_at.map(Instant::as_nanos), retry);
-                            prop_assert_eq!(rej.state, model.public_state());
+                            prop_assert_eq!(rej.reason, model.public_state());
                         }
                         (r, m) => prop_assert!(false, "real {:?} vs model {:?}", r, m),
                     }
@@ -398,7 +397,7 @@ proptest! {
         probes in 1u32..5,
         ops in proptest::collection::vec((0u8..4, 0usize..8), 1..100),
     ) {
-        let config = CircuitBreakerConfig::consecutive_failures(1)
+        let config = BreakerConfig::consecutive_failures(1)
             .open_duration(Duration::from_secs(1))
             .permitted_calls_in_half_open(probes)
             .build()
@@ -454,7 +453,7 @@ proptest! {
         seed in any::<u64>(),
         ops in proptest::collection::vec((0u8..9, prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>(), 0u64..10_000_000_000]), 1..150),
     ) {
-        let mut builder = CircuitBreakerConfig::builder()
+        let mut builder = BreakerConfig::builder()
             .minimum_calls(1)
             .failure_rate_threshold(50)
             .slow_call_rate_threshold(100)

@@ -64,6 +64,10 @@ proptest! {
             }
             let at = Instant::from_nanos(now);
             prop_assert_eq!(budget.remaining(at), model.remaining(at));
+            // `remaining(&self)` at a later instant sees the slots that will have expired by
+            // then without forgetting them (up to one ttl ahead: every partial rotation).
+            let ahead = Instant::from_nanos(now.saturating_add(u64::from(step) * (ttl / 1_000).max(1)));
+            prop_assert_eq!(budget.remaining(ahead), model.clone().remaining(ahead), "ahead");
         }
         let stats = budget.stats();
         prop_assert_eq!(

@@ -3,10 +3,10 @@
 use core::time::Duration;
 
 use keel_core::bulkhead::{
-    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    Admission, BulkheadConfig, BulkheadEvent, BulkheadPermit, FifoSemaphore, RejectReason, Release,
     WaiterId,
 };
-use keel_core::{ConfigError, Instant};
+use keel_core::{ConfigError, Instant, Rejected};
 
 const T0: Instant = Instant::from_secs(10);
 
@@ -30,14 +30,14 @@ fn admitted(a: Admission) -> BulkheadPermit {
     }
 }
 
-fn queued(a: Admission) -> (WaiterId, Instant) {
+fn queued(a: Admission) -> (WaiterId, Option<Instant>) {
     match a {
         Admission::Queued { waiter, deadline } => (waiter, deadline),
         other => panic!("expected Queued, got {other:?}"),
     }
 }
 
-fn events<const Q: usize>(bh: &mut Bulkhead<Q>) -> Vec<BulkheadEvent> {
+fn events<const Q: usize>(bh: &mut FifoSemaphore<Q>) -> Vec<BulkheadEvent> {
     core::iter::from_fn(|| bh.poll_event()).collect()
 }
 
@@ -71,13 +71,13 @@ fn invalid_configs_are_rejected() {
 
 #[test]
 fn admits_up_to_max_concurrent_then_sheds_without_a_queue() {
-    let mut bh: Bulkhead = Bulkhead::new(config(2, 0, 0), T0);
-    let a = admitted(bh.on_request(T0));
-    let _b = admitted(bh.on_request(T0));
-    assert_eq!(bh.on_request(T0), Admission::Rejected(RejectReason::Full));
+    let mut bh: FifoSemaphore = FifoSemaphore::new(config(2, 0, 0), T0);
+    let a = admitted(bh.acquire(T0));
+    let _b = admitted(bh.acquire(T0));
+    assert_eq!(bh.acquire(T0), Admission::Rejected(RejectReason::Full));
     assert_eq!(bh.in_flight(), 2);
     assert_eq!(bh.on_release(ms(1), a), Release::Freed);
-    let _c = admitted(bh.on_request(ms(1)));
+    let _c = admitted(bh.acquire(ms(1)));
     let s = bh.stats();
     assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 1, 2, 2));
     assert_eq!(bh.poll_timeout(), None);
@@ -85,18 +85,18 @@ fn admits_up_to_max_concurrent_then_sheds_without_a_queue() {
 
 #[test]
 fn bulkhead_sheds_when_the_queue_is_full() {
-    let mut bh: Bulkhead<8> = Bulkhead::new(config(1, 2, 100), T0);
-    let _p = admitted(bh.on_request(T0));
-    let (w0, d0) = queued(bh.on_request(T0));
-    assert_eq!((w0.get(), d0), (0, ms(100)));
-    let (w1, d1) = queued(bh.on_request(ms(5)));
-    assert_eq!((w1.get(), d1), (1, ms(105)));
+    let mut bh: FifoSemaphore<8> = FifoSemaphore::new(config(1, 2, 100), T0);
+    let _p = admitted(bh.acquire(T0));
+    let (w0, d0) = queued(bh.acquire(T0));
+    assert_eq!((w0.get(), d0), (0, Some(ms(100))));
+    let (w1, d1) = queued(bh.acquire(ms(5)));
+    assert_eq!((w1.get(), d1), (1, Some(ms(105))));
     assert_eq!(
-        bh.on_request(ms(6)),
+        bh.acquire(ms(6)),
         Admission::Rejected(RejectReason::QueueFull)
     );
     assert_eq!(
-        bh.on_request(ms(7)),
+        bh.acquire(ms(7)),
         Admission::Rejected(RejectReason::QueueFull)
     );
     let s = bh.stats();
@@ -109,24 +109,21 @@ fn bulkhead_sheds_when_the_queue_is_full() {
 
 #[test]
 fn queue_is_capped_by_the_ring_capacity() {
-    let mut bh: Bulkhead<2> = Bulkhead::new(config(1, 100, 100), T0);
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(config(1, 100, 100), T0);
     assert_eq!(bh.queue_capacity(), 2);
-    let _p = admitted(bh.on_request(T0));
-    let _ = queued(bh.on_request(T0));
-    let _ = queued(bh.on_request(T0));
-    assert_eq!(
-        bh.on_request(T0),
-        Admission::Rejected(RejectReason::QueueFull)
-    );
+    let _p = admitted(bh.acquire(T0));
+    let _ = queued(bh.acquire(T0));
+    let _ = queued(bh.acquire(T0));
+    assert_eq!(bh.acquire(T0), Admission::Rejected(RejectReason::QueueFull));
 }
 
 #[test]
 fn release_promotes_the_oldest_waiter() {
-    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 3, 100), T0);
-    let p = admitted(bh.on_request(T0));
-    let (w0, _) = queued(bh.on_request(ms(1)));
-    let (w1, _) = queued(bh.on_request(ms(2)));
-    let (w2, _) = queued(bh.on_request(ms(3)));
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 3, 100), T0);
+    let p = admitted(bh.acquire(T0));
+    let (w0, _) = queued(bh.acquire(ms(1)));
+    let (w1, _) = queued(bh.acquire(ms(2)));
+    let (w2, _) = queued(bh.acquire(ms(3)));
     let p0 = match bh.on_release(ms(10), p) {
         Release::Promoted { waiter, permit } => {
             assert_eq!(waiter, w0);
@@ -163,11 +160,11 @@ fn release_promotes_the_oldest_waiter() {
 
 #[test]
 fn a_waiter_past_its_max_wait_is_always_rejected() {
-    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 2, 100), T0);
-    let p = admitted(bh.on_request(T0));
-    let (w0, d0) = queued(bh.on_request(T0));
-    let (w1, d1) = queued(bh.on_request(ms(50)));
-    assert_eq!((d0, d1), (ms(100), ms(150)));
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 2, 100), T0);
+    let p = admitted(bh.acquire(T0));
+    let (w0, d0) = queued(bh.acquire(T0));
+    let (w1, d1) = queued(bh.acquire(ms(50)));
+    assert_eq!((d0, d1), (Some(ms(100)), Some(ms(150))));
     assert_eq!(bh.poll_timeout(), Some(ms(100)));
     bh.handle_timeout(ms(99)); // early: a no-op
     assert_eq!(bh.queue_len(), 2);
@@ -187,26 +184,26 @@ fn a_waiter_past_its_max_wait_is_always_rejected() {
 
 #[test]
 fn expired_waiters_free_room_in_the_queue_for_new_requests() {
-    let mut bh: Bulkhead<1> = Bulkhead::new(config(1, 1, 100), T0);
-    let _p = admitted(bh.on_request(T0));
-    let (w0, _) = queued(bh.on_request(T0));
+    let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config(1, 1, 100), T0);
+    let _p = admitted(bh.acquire(T0));
+    let (w0, _) = queued(bh.acquire(T0));
     assert_eq!(
-        bh.on_request(ms(99)),
+        bh.acquire(ms(99)),
         Admission::Rejected(RejectReason::QueueFull)
     );
-    let (w1, d1) = queued(bh.on_request(ms(100)));
+    let (w1, d1) = queued(bh.acquire(ms(100)));
     assert_ne!(w0, w1);
-    assert_eq!(d1, ms(200));
+    assert_eq!(d1, Some(ms(200)));
     assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w0 }]);
 }
 
 #[test]
 fn cancelling_a_middle_waiter_keeps_fifo_order() {
-    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 4, 100), T0);
-    let p = admitted(bh.on_request(T0));
-    let (w0, _) = queued(bh.on_request(T0));
-    let (w1, _) = queued(bh.on_request(T0));
-    let (w2, _) = queued(bh.on_request(T0));
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 4, 100), T0);
+    let p = admitted(bh.acquire(T0));
+    let (w0, _) = queued(bh.acquire(T0));
+    let (w1, _) = queued(bh.acquire(T0));
+    let (w2, _) = queued(bh.acquire(T0));
     assert!(bh.on_cancel(T0, w1));
     assert!(!bh.on_cancel(T0, w1));
     let order: Vec<WaiterId> = {
@@ -228,9 +225,15 @@ fn cancelling_a_middle_waiter_keeps_fifo_order() {
 
 #[test]
 fn try_request_never_queues() {
-    let mut bh: Bulkhead<4> = Bulkhead::new(config(1, 4, 100), T0);
-    let p = bh.on_try_request(T0).expect("a free slot");
-    assert_eq!(bh.on_try_request(T0), Err(RejectReason::Full));
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 4, 100), T0);
+    let p = bh.try_acquire(T0).expect("a free slot");
+    assert_eq!(
+        bh.try_acquire(T0),
+        Err(Rejected {
+            reason: RejectReason::Full,
+            retry_at: None
+        })
+    );
     assert_eq!(bh.queue_len(), 0);
     assert_eq!(bh.on_release(T0, p), Release::Freed);
     assert_eq!(bh.stats().shed_full, 1);
@@ -238,12 +241,12 @@ fn try_request_never_queues() {
 
 #[test]
 fn events_beyond_capacity_drop_the_oldest_and_are_counted() {
-    let mut bh: Bulkhead<2> = Bulkhead::new(config(1, 2, 10), T0);
-    let _p = admitted(bh.on_request(T0));
-    let _ = queued(bh.on_request(T0));
-    let _ = queued(bh.on_request(T0));
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(config(1, 2, 10), T0);
+    let _p = admitted(bh.acquire(T0));
+    let _ = queued(bh.acquire(T0));
+    let _ = queued(bh.acquire(T0));
     bh.handle_timeout(ms(10));
-    let (w2, _) = queued(bh.on_request(ms(10)));
+    let (w2, _) = queued(bh.acquire(ms(10)));
     bh.handle_timeout(ms(20));
     let evs = events(&mut bh);
     assert_eq!(evs.len(), 2);
@@ -259,11 +262,11 @@ fn a_max_wait_past_the_end_of_the_clock_has_no_timeout() {
         .max_wait(Duration::MAX)
         .build()
         .unwrap();
-    let mut bh: Bulkhead<2> = Bulkhead::new(c, T0);
-    let _p = admitted(bh.on_request(T0));
-    let (_w, d) = queued(bh.on_request(ms(1)));
-    assert_eq!(d, Instant::MAX, "the saturated deadline reads Instant::MAX");
-    assert_eq!(bh.poll_timeout(), None, "but it is never a timeout to arm");
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(c, T0);
+    let _p = admitted(bh.acquire(T0));
+    let (_w, d) = queued(bh.acquire(ms(1)));
+    assert_eq!(d, None, "a deadline at the end of the clock is no deadline");
+    assert_eq!(bh.poll_timeout(), None, "and never a timeout to arm");
 }
 
 #[test]
@@ -274,27 +277,35 @@ fn does_not_panic_on_extreme_inputs() {
         .max_wait(Duration::MAX)
         .build()
         .unwrap();
-    let mut bh: Bulkhead<2> = Bulkhead::new(c, Instant::MAX);
-    let p = admitted(bh.on_request(Instant::ZERO));
-    let (w, d) = queued(bh.on_request(Instant::MAX));
-    assert_eq!(d, Instant::MAX);
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(c, Instant::MAX);
+    let p = admitted(bh.acquire(Instant::ZERO));
+    let (w, d) = queued(bh.acquire(Instant::MAX));
+    assert_eq!(d, None);
     bh.handle_timeout(Instant::MAX);
-    assert_eq!(events(&mut bh), vec![BulkheadEvent::Expired { waiter: w }]);
+    assert_eq!(
+        events(&mut bh),
+        vec![],
+        "a deadline at the end of the clock never comes"
+    );
     assert_eq!(bh.poll_timeout(), None);
-    assert_eq!(bh.on_release(Instant::ZERO, p), Release::Freed);
+    let Release::Promoted { waiter, permit } = bh.on_release(Instant::ZERO, p) else {
+        panic!("the waiter is still queued");
+    };
+    assert_eq!(waiter, w);
+    assert_eq!(bh.on_release(Instant::ZERO, permit), Release::Freed);
     // a permit from elsewhere: counts stay at zero
-    let mut other: Bulkhead = Bulkhead::new(config(1, 0, 0), T0);
-    let stray = admitted(other.on_request(T0));
+    let mut other: FifoSemaphore = FifoSemaphore::new(config(1, 0, 0), T0);
+    let stray = admitted(other.acquire(T0));
     assert_eq!(bh.on_release(Instant::ZERO, stray), Release::Freed);
     assert_eq!(bh.in_flight(), 0);
 }
 
 #[test]
 fn a_zero_capacity_ring_sheds_at_once() {
-    let mut bh: Bulkhead<0> = Bulkhead::new(config(1, 5, 100), T0);
+    let mut bh: FifoSemaphore<0> = FifoSemaphore::new(config(1, 5, 100), T0);
     assert_eq!(bh.queue_capacity(), 0);
-    let _p = admitted(bh.on_request(T0));
-    assert_eq!(bh.on_request(T0), Admission::Rejected(RejectReason::Full));
+    let _p = admitted(bh.acquire(T0));
+    assert_eq!(bh.acquire(T0), Admission::Rejected(RejectReason::Full));
 }
 
 #[cfg(feature = "std")]
@@ -357,9 +368,9 @@ mod shared {
         let bh = SharedBulkhead::new(config(2, 0, 0), T0);
         let a = bh.try_acquire().unwrap();
         let b = bh.clone().try_acquire().unwrap();
-        assert_eq!(bh.try_acquire().unwrap_err().reason(), RejectReason::Full);
+        assert_eq!(bh.try_acquire().unwrap_err().reason, RejectReason::Full);
         assert_eq!(
-            ready(bh.acquire(T0)).unwrap_err().reason(),
+            ready(bh.acquire(T0)).unwrap_err().reason,
             RejectReason::Full
         );
         drop(a);
@@ -378,7 +389,7 @@ mod shared {
         let mut w1 = wait(bh.acquire(ms(2)));
         assert_eq!(w0.deadline(), Some(ms(101)));
         assert_eq!(
-            bh.try_acquire().unwrap_err().reason(),
+            bh.try_acquire().unwrap_err().reason,
             RejectReason::Full,
             "no queue jumping"
         );
@@ -452,7 +463,7 @@ mod shared {
         let (_c, k) = counting();
         assert!(poll(&mut w, &k, ms(99)).is_pending());
         match poll(&mut w, &k, ms(100)) {
-            Poll::Ready(Err(e)) => assert_eq!(e.reason(), RejectReason::WaitedTooLong),
+            Poll::Ready(Err(e)) => assert_eq!(e.reason, RejectReason::WaitedTooLong),
             other => panic!("{other:?}"),
         }
         assert!(matches!(poll(&mut w, &k, ms(101)), Poll::Ready(Err(_))));
@@ -470,7 +481,7 @@ mod shared {
         assert!(poll(&mut w1, &k1, ms(50)).is_pending());
         g.release(ms(60)); // w0 is promoted in time
         match poll(&mut w0, &k1, ms(100)) {
-            Poll::Ready(Err(e)) => assert_eq!(e.reason(), RejectReason::WaitedTooLong),
+            Poll::Ready(Err(e)) => assert_eq!(e.reason, RejectReason::WaitedTooLong),
             other => panic!("{other:?}"),
         }
         assert_eq!(c1.0.load(Ordering::SeqCst), 1, "w1 was woken with the slot");
@@ -504,7 +515,7 @@ mod shared {
         let _g = bh.try_acquire().unwrap();
         let _w = wait(bh.acquire(T0));
         assert_eq!(
-            ready(bh.acquire(T0)).unwrap_err().reason(),
+            ready(bh.acquire(T0)).unwrap_err().reason,
             RejectReason::QueueFull
         );
         assert_eq!(

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use core::time::Duration;
 
 use keel_core::bulkhead::{
-    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    Admission, BulkheadConfig, BulkheadEvent, BulkheadPermit, FifoSemaphore, RejectReason, Release,
     WaiterId,
 };
 use keel_core::Instant;
@@ -53,14 +53,15 @@ struct Model {
     bound: usize,
     max_wait: Duration,
     in_flight: usize,
-    queue: VecDeque<(WaiterId, Instant)>,
+    queue: VecDeque<(WaiterId, Option<Instant>)>,
 }
 
 impl Model {
     fn expire(&mut self, now: Instant) -> Vec<WaiterId> {
         let mut out = vec![];
+        // `None`: a deadline at the end of the clock, which never comes.
         while let Some(&(id, d)) = self.queue.front() {
-            if d > now {
+            if d.is_none_or(|d| d > now) {
                 break;
             }
             self.queue.pop_front();
@@ -84,7 +85,7 @@ proptest! {
         let mut b = BulkheadConfig::builder().max_concurrent(max_concurrent).max_queue(max_queue);
         if max_queue > 0 { b = b.max_wait(max_wait); }
         let config = b.build().unwrap();
-        let mut bh: Bulkhead<4> = Bulkhead::new(config, Instant::from_nanos(start));
+        let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, Instant::from_nanos(start));
         let mut model = Model {
             max_concurrent,
             bound: max_queue.min(4),
@@ -94,7 +95,7 @@ proptest! {
         };
         prop_assert_eq!(bh.queue_capacity(), model.bound);
         let mut permits: Vec<BulkheadPermit> = vec![];
-        let mut deadlines: Vec<(WaiterId, Instant)> = vec![];
+        let mut deadlines: Vec<(WaiterId, Option<Instant>)> = vec![];
         let mut raw = start;
         let mut newest = start;
         for (op, step) in ops {
@@ -107,7 +108,7 @@ proptest! {
             let mut promoted_expected = None;
             match op {
                 Op::Request => {
-                    let got = bh.on_request(now);
+                    let got = bh.acquire(now);
                     if model.in_flight < model.max_concurrent && model.queue.is_empty() {
                         model.in_flight += 1;
                         prop_assert!(matches!(got, Admission::Admitted(_)));
@@ -119,21 +120,23 @@ proptest! {
                         let Admission::Queued { waiter, deadline } = got else {
                             return Err(TestCaseError::fail(format!("expected Queued, got {got:?}")));
                         };
-                        prop_assert_eq!(deadline, clamped + model.max_wait);
+                        let expected = Some(clamped + model.max_wait).filter(|d| *d != Instant::MAX);
+                        prop_assert_eq!(deadline, expected);
                         model.queue.push_back((waiter, deadline));
                         deadlines.push((waiter, deadline));
                     }
                     if let Admission::Admitted(p) = got { permits.push(p); }
                 }
                 Op::TryRequest => {
-                    match bh.on_try_request(now) {
+                    match bh.try_acquire(now) {
                         Ok(p) => {
                             prop_assert!(model.in_flight < model.max_concurrent && model.queue.is_empty());
                             model.in_flight += 1;
                             permits.push(p);
                         }
                         Err(r) => {
-                            prop_assert_eq!(r, RejectReason::Full);
+                            prop_assert_eq!(r.reason, RejectReason::Full);
+                            prop_assert_eq!(r.retry_at, None);
                             prop_assert!(model.in_flight >= model.max_concurrent || !model.queue.is_empty());
                         }
                     }
@@ -153,7 +156,7 @@ proptest! {
                             Release::Promoted { waiter, permit } => {
                                 let (id, deadline) = promoted_expected.expect("model promotes too");
                                 prop_assert_eq!(waiter, id);
-                                prop_assert!(clamped < deadline, "admitted at or after its deadline");
+                                prop_assert!(deadline.is_none_or(|d| clamped < d), "admitted at or after its deadline");
                                 permits.push(permit);
                             }
                         }
@@ -189,7 +192,7 @@ proptest! {
             prop_assert!(s.queue_len <= model.bound);
             prop_assert_eq!(
                 bh.poll_timeout(),
-                model.queue.front().map(|&(_, d)| d).filter(|&d| d != Instant::MAX)
+                model.queue.front().and_then(|&(_, d)| d)
             );
             prop_assert_eq!(s.queued, s.promoted + s.shed_timeout + s.cancelled + s.queue_len as u64);
         }
@@ -203,9 +206,9 @@ fn fake_id() -> WaiterId {
         .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
-    let mut bh: Bulkhead<1> = Bulkhead::new(config, Instant::ZERO);
-    let _p = bh.on_request(Instant::ZERO);
-    match bh.on_request(Instant::ZERO) {
+    let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, Instant::ZERO);
+    let _p = bh.acquire(Instant::ZERO);
+    match bh.acquire(Instant::ZERO) {
         Admission::Queued { waiter, .. } => waiter,
         other => panic!("{other:?}"),
     }
@@ -235,7 +238,7 @@ mod shared_lockstep {
             if max_queue > 0 { b = b.max_wait(max_wait); }
             let config = b.build().unwrap();
             let start = Instant::from_secs(1);
-            let mut bh: Bulkhead<4> = Bulkhead::new(config, start);
+            let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, start);
             let shared = SharedBulkhead::new(config, start);
             let mut permits: Vec<BulkheadPermit> = vec![];
             let mut guards: Vec<BulkheadGuard> = vec![];
@@ -246,7 +249,7 @@ mod shared_lockstep {
             for (op, step) in ops {
                 now += Duration::from_nanos(step);
                 match op {
-                    Op::Request => match (bh.on_request(now), shared.acquire(now)) {
+                    Op::Request => match (bh.acquire(now), shared.acquire(now)) {
                         (Admission::Admitted(p), Acquire::Ready(Ok(g))) => {
                             permits.push(p);
                             guards.push(g);
@@ -256,17 +259,17 @@ mod shared_lockstep {
                             ids.push(waiter);
                             waiters.push(w);
                         }
-                        (Admission::Rejected(r), Acquire::Ready(Err(e))) => prop_assert_eq!(e.reason(), r),
+                        (Admission::Rejected(r), Acquire::Ready(Err(e))) => prop_assert_eq!(e.reason, r),
                         (a, b) => prop_assert!(false, "request: {:?} vs {:?}", a, b),
                     },
                     Op::TryRequest => {
                         shared.handle_timeout(now);
-                        match (bh.on_try_request(now), shared.try_acquire()) {
+                        match (bh.try_acquire(now), shared.try_acquire()) {
                             (Ok(p), Ok(g)) => {
                                 permits.push(p);
                                 guards.push(g);
                             }
-                            (Err(r), Err(e)) => prop_assert_eq!(e.reason(), r),
+                            (Err(r), Err(e)) => prop_assert_eq!(e, r),
                             (a, b) => prop_assert!(false, "try_request: {:?} vs {:?}", a, b),
                         }
                     }
@@ -310,7 +313,7 @@ mod shared_lockstep {
                 while k < waiters.len() {
                     match waiters[k].poll(&mut cx, now) {
                         Poll::Ready(Err(e)) => {
-                            prop_assert_eq!(e.reason(), RejectReason::WaitedTooLong);
+                            prop_assert_eq!(e.reason, RejectReason::WaitedTooLong);
                             drop(waiters.swap_remove(k));
                         }
                         Poll::Pending => k += 1,

@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use keel_core::bulkhead::{Admission, Bulkhead, BulkheadConfig};
+use keel_core::bulkhead::{Admission, BulkheadConfig, FifoSemaphore};
 use keel_core::health::{BreakerImpact, ComponentState, HealthReport, Reason};
 use keel_core::shutdown::{Shutdown, ShutdownConfig};
 use keel_core::Instant;
@@ -114,7 +114,7 @@ fn maps_a_shutdown_machine_state() {
         ComponentState::from_shutdown(sd.state()),
         ComponentState::Healthy
     );
-    let _t = sd.on_work_started(Instant::ZERO);
+    let _t = sd.try_acquire(Instant::ZERO);
     let _ = sd.on_signal(Instant::ZERO);
     assert_eq!(
         ComponentState::from_shutdown(sd.state()),
@@ -134,13 +134,13 @@ fn maps_a_bulkhead_saturation() {
         .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
-    let mut bh: Bulkhead<1> = Bulkhead::new(config, Instant::ZERO);
-    let state = |bh: &Bulkhead<1>| ComponentState::from_bulkhead(&bh.stats(), bh.config());
+    let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, Instant::ZERO);
+    let state = |bh: &FifoSemaphore<1>| ComponentState::from_bulkhead(&bh.stats(), bh.config());
     assert_eq!(state(&bh), ComponentState::Healthy);
-    let _p = bh.on_request(Instant::ZERO);
+    let _p = bh.acquire(Instant::ZERO);
     assert_eq!(state(&bh), ComponentState::Healthy);
     assert!(matches!(
-        bh.on_request(Instant::ZERO),
+        bh.acquire(Instant::ZERO),
         Admission::Queued { .. }
     ));
     assert_eq!(state(&bh), ComponentState::bulkhead_saturated());

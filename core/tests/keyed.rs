@@ -4,9 +4,7 @@
 use core::hash::Hasher;
 use core::num::NonZeroU32;
 
-use keel_core::rate::keyed::{
-    Full, KeyedConfig, KeyedError, KeyedRateLimiter, KeyedStats, SipHasher13,
-};
+use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedGcra, KeyedStats, SipHasher13};
 use keel_core::rate::Quota;
 use keel_core::{ConfigError, Instant};
 
@@ -51,8 +49,8 @@ fn a_million_distinct_keys_never_exceed_max_keys_or_the_memory_bound() {
         Full::RejectNew,
         Full::EvictLeastRecentlyUsed,
     ] {
-        let mut l = KeyedRateLimiter::<[u8; 16]>::new(config(1, 5, max_keys, full), Instant::ZERO);
-        let bound = KeyedRateLimiter::<[u8; 16]>::memory_bound(max_keys);
+        let mut l = KeyedGcra::<[u8; 16]>::new(config(1, 5, max_keys, full), Instant::ZERO);
+        let bound = KeyedGcra::<[u8; 16]>::memory_bound(max_keys);
         let memory = l.memory_bytes();
         assert!(memory <= bound, "{memory} > {bound}");
         assert_eq!(l.capacity(), max_keys);
@@ -99,7 +97,7 @@ fn a_million_distinct_keys_never_exceed_max_keys_or_the_memory_bound() {
 
 #[test]
 fn each_key_gets_its_own_burst() {
-    let mut l = KeyedRateLimiter::<u32>::new(config(1, 2, 16, Full::RejectNew), Instant::ZERO);
+    let mut l = KeyedGcra::<u32>::new(config(1, 2, 16, Full::RejectNew), Instant::ZERO);
     let t = Instant::from_secs(10);
     assert_eq!(l.check(t, &1), Ok(()));
     assert_eq!(l.check(t, &1), Ok(()));
@@ -141,7 +139,7 @@ fn each_key_gets_its_own_burst() {
 
 #[test]
 fn full_table_rejects_new_keys_but_keeps_serving_known_ones() {
-    let mut l = KeyedRateLimiter::<u32>::new(config(1, 3, 2, Full::RejectNew), Instant::ZERO);
+    let mut l = KeyedGcra::<u32>::new(config(1, 3, 2, Full::RejectNew), Instant::ZERO);
     let t = Instant::from_millis(1);
     assert!(l.check(t, &1).is_ok());
     assert!(l.check(t, &2).is_ok());
@@ -154,8 +152,7 @@ fn full_table_rejects_new_keys_but_keeps_serving_known_ones() {
 
 #[test]
 fn full_table_evicts_the_least_recently_used_key() {
-    let mut l =
-        KeyedRateLimiter::<u32>::new(config(1, 1, 2, Full::EvictLeastRecentlyUsed), Instant::ZERO);
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 2, Full::EvictLeastRecentlyUsed), Instant::ZERO);
     let t = Instant::from_millis(1);
     assert!(l.check(t, &1).is_ok());
     assert!(l.check(t, &2).is_ok());
@@ -172,7 +169,7 @@ fn full_table_evicts_the_least_recently_used_key() {
 
 #[test]
 fn idle_keys_are_reclaimed_by_normal_checks() {
-    let mut l = KeyedRateLimiter::<u32>::new(config(10, 1, 8, Full::RejectNew), Instant::ZERO);
+    let mut l = KeyedGcra::<u32>::new(config(10, 1, 8, Full::RejectNew), Instant::ZERO);
     for k in 0..8 {
         assert!(l.check(Instant::ZERO, &k).is_ok());
     }
@@ -190,8 +187,8 @@ fn idle_keys_are_reclaimed_by_normal_checks() {
 #[test]
 fn a_reclaimed_key_behaves_exactly_like_a_remembered_one() {
     let q = config(2, 2, 4, Full::RejectNew);
-    let mut a = KeyedRateLimiter::<u32>::new(q, Instant::ZERO);
-    let mut b = keel_core::rate::RateLimiter::new(q.quota(), Instant::ZERO);
+    let mut a = KeyedGcra::<u32>::new(q, Instant::ZERO);
+    let mut b = keel_core::rate::Gcra::new(q.quota(), Instant::ZERO);
     for step in 0..200u64 {
         let now = Instant::from_millis(step * 137 % 5000 + step * 40);
         // Other keys churn, making the sweep reclaim idle entries, key 7 included.
@@ -206,7 +203,7 @@ fn a_reclaimed_key_behaves_exactly_like_a_remembered_one() {
 
 #[test]
 fn set_quota_applies_to_every_key_without_extra_capacity() {
-    let mut l = KeyedRateLimiter::<u32>::new(config(1, 2, 4, Full::RejectNew), Instant::ZERO);
+    let mut l = KeyedGcra::<u32>::new(config(1, 2, 4, Full::RejectNew), Instant::ZERO);
     let t = Instant::from_millis(5);
     assert!(l.check(t, &1).is_ok());
     l.set_quota(t, Quota::per_second(nz(100)).unwrap());

@@ -7,7 +7,7 @@ use core::num::NonZeroU32;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use keel_core::rate::ip::ip_key;
-use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedRateLimiter, SipHasher13};
+use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedGcra, SipHasher13};
 use keel_core::rate::Quota;
 use keel_core::Instant;
 
@@ -33,7 +33,7 @@ const MAX_KEYS: usize = 512; // 1024 index slots
 const FLOOD: usize = 300;
 
 /// Index slots examined per check for `keys` (each checked twice: insert, then lookup).
-fn probes_per_check(mut limiter: KeyedRateLimiter<u64>, keys: &[u64]) -> f64 {
+fn probes_per_check(mut limiter: KeyedGcra<u64>, keys: &[u64]) -> f64 {
     let now = Instant::from_secs(1);
     for _ in 0..2 {
         for k in keys {
@@ -58,7 +58,7 @@ fn a_collision_set_for_the_old_fixed_key_does_nothing_against_a_default_built_li
         .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555)
         .collect();
     let default = || {
-        KeyedRateLimiter::<u64>::new(
+        KeyedGcra::<u64>::new(
             KeyedConfig::builder()
                 .quota(quota())
                 .max_keys(MAX_KEYS)
@@ -67,7 +67,7 @@ fn a_collision_set_for_the_old_fixed_key_does_nothing_against_a_default_built_li
             Instant::ZERO,
         )
     };
-    let old = KeyedRateLimiter::<u64>::new(
+    let old = KeyedGcra::<u64>::new(
         KeyedConfig::builder()
             .quota(quota())
             .max_keys(MAX_KEYS)
@@ -129,7 +129,7 @@ fn rotation(full: Option<Full>, key: impl Fn(IpAddr) -> IpAddr) -> Rotation {
     if let Some(full) = full {
         builder = builder.full(full);
     }
-    let mut l = KeyedRateLimiter::<IpAddr>::new(builder.build().unwrap(), Instant::ZERO);
+    let mut l = KeyedGcra::<IpAddr>::new(builder.build().unwrap(), Instant::ZERO);
     let paused: IpAddr = Ipv4Addr::new(198, 51, 100, 1).into();
     for _ in 0..10 {
         assert!(l.check(Instant::ZERO, &key(paused)).is_ok());

@@ -5,9 +5,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
 
-use keel_core::limit::{Limit, LimitConfig, LimitStats, Overflow, DEFAULT_MAX, MAX_LIMIT};
+use keel_core::limit::{
+    Limit, LimitConfig, LimitPermit, LimitStats, Overflow, DEFAULT_MAX, MAX_LIMIT,
+};
 use keel_core::sync::limit::{Permit, SharedLimit};
-use keel_core::ConfigError;
+use keel_core::{ConfigError, Instant, Rejected};
+
+const T0: Instant = Instant::ZERO;
 
 fn nz(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).expect("test values are non-zero")
@@ -139,22 +143,27 @@ fn shed_keeps_its_farewell() {
 #[test]
 fn backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops() {
     let mut l = limit(3);
-    for _ in 0..3 {
-        assert!(l.try_acquire());
-    }
+    let mut held: Vec<LimitPermit> = (0..3).map(|_| l.try_acquire(T0).expect("room")).collect();
     for _ in 0..5 {
-        assert!(!l.try_acquire(), "held at the limit");
+        let rejected = l.try_acquire(T0).expect_err("held at the limit");
+        assert_eq!(
+            rejected,
+            Rejected {
+                reason: Overflow::Backpressure,
+                retry_at: None
+            }
+        );
     }
     assert_eq!(l.in_use(), 3);
     assert_eq!(l.available(), 0);
     assert_eq!(l.stats().waiting, 1);
     assert_eq!(l.stats().rejected, 5);
 
-    l.release();
+    l.on_release(T0, held.pop().expect("three held"));
     assert_eq!(l.stats().waiting, 1, "still waiting until it acquires");
-    assert!(l.try_acquire(), "resumes once a slot is back");
+    held.push(l.try_acquire(T0).expect("resumes once a slot is back"));
     assert_eq!(l.stats().waiting, 0);
-    assert!(!l.try_acquire());
+    assert!(l.try_acquire(T0).is_err());
     assert_eq!(
         l.stats(),
         LimitStats {
@@ -174,21 +183,20 @@ fn backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops() {
 #[test]
 fn shrinking_the_limit_lets_holders_finish_and_admits_again_below_the_new_max() {
     let mut l = limit(4);
-    for _ in 0..4 {
-        assert!(l.try_acquire());
-    }
+    let mut held: Vec<LimitPermit> = (0..4).map(|_| l.try_acquire(T0).expect("room")).collect();
     l.set_max(nz(2));
     assert_eq!(l.max(), 2);
     assert_eq!(l.in_use(), 4, "holders keep their slots");
     assert_eq!(l.available(), 0);
 
-    l.release(); // 3 in use
-    assert!(!l.try_acquire());
-    l.release(); // 2 in use: not below 2
-    assert!(!l.try_acquire());
-    l.release(); // 1 in use
-    assert!(l.try_acquire(), "admits again below the new max");
-    assert!(!l.try_acquire());
+    let mut release = |l: &mut Limit| l.on_release(T0, held.pop().expect("held"));
+    release(&mut l); // 3 in use
+    assert!(l.try_acquire(T0).is_err());
+    release(&mut l); // 2 in use: not below 2
+    assert!(l.try_acquire(T0).is_err());
+    release(&mut l); // 1 in use
+    let _again = l.try_acquire(T0).expect("admits again below the new max");
+    assert!(l.try_acquire(T0).is_err());
     assert_eq!(l.in_use(), 2);
     assert_eq!(l.stats().peak, 4);
 }
@@ -196,12 +204,12 @@ fn shrinking_the_limit_lets_holders_finish_and_admits_again_below_the_new_max() 
 #[test]
 fn growing_the_limit_admits_at_once() {
     let mut l = limit(1);
-    assert!(l.try_acquire());
-    assert!(!l.try_acquire());
+    let _a = l.try_acquire(T0).expect("room");
+    assert!(l.try_acquire(T0).is_err());
     l.set_max(nz(3));
-    assert!(l.try_acquire());
-    assert!(l.try_acquire());
-    assert!(!l.try_acquire());
+    let _b = l.try_acquire(T0).expect("room after growing");
+    let _c = l.try_acquire(T0).expect("room after growing");
+    assert!(l.try_acquire(T0).is_err());
     assert_eq!(l.config().max(), 3);
 }
 
@@ -219,13 +227,12 @@ fn set_max_clamps_to_max_limit() {
 #[test]
 fn peak_remembers_the_high_water_mark() {
     let mut l = limit(10);
-    for _ in 0..7 {
-        assert!(l.try_acquire());
+    let held: Vec<LimitPermit> = (0..7).map(|_| l.try_acquire(T0).expect("room")).collect();
+    let mut held = held.into_iter();
+    for p in held.by_ref().take(6) {
+        l.on_release(T0, p);
     }
-    for _ in 0..6 {
-        l.release();
-    }
-    assert!(l.try_acquire());
+    let _one = l.try_acquire(T0).expect("room");
     let s = l.stats();
     assert_eq!((s.in_use, s.peak), (2, 7));
 
@@ -238,14 +245,22 @@ fn peak_remembers_the_high_water_mark() {
 }
 
 #[test]
-fn a_release_with_nothing_in_use_is_counted_and_ignored() {
+fn a_permit_of_another_limit_released_with_nothing_in_use_is_counted_and_ignored() {
+    let mut other = limit(2);
+    let stray = (
+        other.try_acquire(T0).expect("room"),
+        other.try_acquire(T0).expect("room"),
+    );
     let mut l = limit(2);
-    l.release();
-    l.release();
+    l.on_release(T0, stray.0);
+    l.on_release(T0, stray.1);
     assert_eq!(l.in_use(), 0);
-    assert!(l.try_acquire());
-    assert!(l.try_acquire());
-    assert!(!l.try_acquire(), "stray releases did not create extra room");
+    let _a = l.try_acquire(T0).expect("room");
+    let _b = l.try_acquire(T0).expect("room");
+    assert!(
+        l.try_acquire(T0).is_err(),
+        "stray releases did not create extra room"
+    );
     let s = l.stats();
     assert_eq!((s.unmatched_releases, s.released, s.in_use), (2, 0, 2));
 }
@@ -258,9 +273,13 @@ fn shed_mode_refuses_without_waiting_and_counts_sheds() {
         .build()
         .expect("valid");
     let mut l = Limit::new(config.clone());
-    assert!(l.try_acquire());
-    assert!(!l.try_acquire());
-    l.record_shed();
+    let _held = l.try_acquire(T0).expect("room");
+    assert_eq!(
+        l.try_acquire(T0).expect_err("full").reason,
+        Overflow::Shed,
+        "the rejection says to shed"
+    );
+    l.on_shed(T0);
     let s = l.stats();
     assert_eq!((s.rejected, s.shed, s.waiting), (1, 1, 0));
 

@@ -4,9 +4,12 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use keel_core::limit::{Limit, LimitConfig, LimitStats, Overflow, MAX_LIMIT};
+use keel_core::limit::{Limit, LimitConfig, LimitPermit, LimitStats, Overflow, MAX_LIMIT};
 use keel_core::sync::limit::{Permit, SharedLimit};
+use keel_core::Instant;
 use proptest::prelude::*;
+
+const T0: Instant = Instant::ZERO;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -113,12 +116,21 @@ proptest! {
         let mut limit = Limit::new(config(max, shed));
         let mut model = Model { max, backpressure: !shed, ..Model::default() };
         let mut attempts = 0u64;
+        let mut held: Vec<LimitPermit> = Vec::new();
+        // Mints permits of another limit: handed back with nothing in use they are the
+        // unmatched releases the model counts.
+        let mut stray = Limit::new(config(MAX_LIMIT, false));
         for op in ops {
             match op {
                 Op::Acquire | Op::Poll => {
                     attempts += 1;
                     let before = limit.in_use();
-                    let got = limit.try_acquire();
+                    let got = limit.try_acquire(T0);
+                    if let Err(rejected) = got {
+                        prop_assert_eq!(rejected.reason, limit.overflow());
+                        prop_assert_eq!(rejected.retry_at, None);
+                    }
+                    let got = got.map(|p| held.push(p)).is_ok();
                     prop_assert_eq!(got, model.acquire());
                     prop_assert_eq!(got, before < limit.max(), "admits iff below the limit");
                     if got {
@@ -126,7 +138,11 @@ proptest! {
                     }
                 }
                 Op::Release => {
-                    limit.release();
+                    let permit = match held.pop() {
+                        Some(p) => p,
+                        None => stray.try_acquire(T0).expect("the stray limit has room"),
+                    };
+                    limit.on_release(T0, permit);
                     model.release();
                 }
                 Op::SetMax(n) => {
@@ -134,7 +150,7 @@ proptest! {
                     model.max = n.min(MAX_LIMIT);
                 }
                 Op::Shed => {
-                    limit.record_shed();
+                    limit.on_shed(T0);
                     model.shed += 1;
                 }
             }
@@ -157,6 +173,7 @@ proptest! {
         let shared = SharedLimit::new(config(max, shed));
         let waker = Waker::from(Arc::new(Noop));
         let mut held: Vec<Permit> = Vec::new();
+        let mut limit_held: Vec<LimitPermit> = Vec::new();
         // Rejections by `try_acquire`, and whether any poll was `Pending`.
         let mut try_rejected = 0u64;
         let mut polled_pending = false;
@@ -165,13 +182,15 @@ proptest! {
                 Op::Acquire => {
                     let got = shared.try_acquire();
                     try_rejected += u64::from(got.is_none());
-                    prop_assert_eq!(got.is_some(), limit.try_acquire());
+                    let mine = limit.try_acquire(T0).map(|p| limit_held.push(p)).is_ok();
+                    prop_assert_eq!(got.is_some(), mine);
                     held.extend(got);
                 }
                 Op::Poll => {
                     let got = shared.poll_acquire(&mut Context::from_waker(&waker));
                     polled_pending |= got.is_pending();
-                    prop_assert_eq!(got.is_ready(), limit.try_acquire());
+                    let mine = limit.try_acquire(T0).map(|p| limit_held.push(p)).is_ok();
+                    prop_assert_eq!(got.is_ready(), mine);
                     if let Poll::Ready(p) = got {
                         held.push(p);
                     }
@@ -180,7 +199,7 @@ proptest! {
                     // Only permits can release the shared form: release one if any is held.
                     if let Some(p) = held.pop() {
                         drop(p);
-                        limit.release();
+                        limit.on_release(T0, limit_held.pop().expect("both forms hold as many"));
                     }
                 }
                 Op::SetMax(n) => {
@@ -189,7 +208,7 @@ proptest! {
                     shared.set_max(n);
                 }
                 Op::Shed => {
-                    limit.record_shed();
+                    limit.on_shed(T0);
                     shared.record_shed();
                 }
             }

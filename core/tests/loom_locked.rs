@@ -9,7 +9,7 @@
 
 use core::time::Duration;
 
-use keel_core::breaker::{CircuitBreakerConfig, State};
+use keel_core::breaker::{BreakerConfig, State};
 use keel_core::budget::BudgetConfig;
 use keel_core::sync::breaker::SharedBreaker;
 use keel_core::sync::budget::SharedBudget;
@@ -22,7 +22,7 @@ use loom::thread;
 #[test]
 fn loom_half_open_admits_exactly_the_permitted_probes() {
     loom::model(|| {
-        let config = CircuitBreakerConfig::consecutive_failures(1)
+        let config = BreakerConfig::consecutive_failures(1)
             .open_duration(Duration::from_secs(1))
             .permitted_calls_in_half_open(1)
             .build()

@@ -3,7 +3,7 @@
 use core::num::NonZeroU32;
 use core::time::Duration;
 
-use keel_core::rate::{CheckNError, NotUntil, Quota, RateLimiter, RateLimiterStats};
+use keel_core::rate::{CheckNError, Gcra, NotUntil, Quota, RateStats};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::{ConfigError, Instant};
 
@@ -21,14 +21,14 @@ fn a_fresh_limiter_admits_exactly_burst_at_one_instant() {
         .unwrap()
         .with_burst(nz(3))
         .unwrap();
-    let mut l = RateLimiter::new(quota, ms(1000));
+    let mut l = Gcra::new(quota, ms(1000));
     assert_eq!(l.check(ms(1000)), Ok(()));
     assert_eq!(l.check(ms(1000)), Ok(()));
     assert_eq!(l.check(ms(1000)), Ok(()));
     assert_eq!(l.check(ms(1000)), Err(NotUntil { retry_at: ms(1100) }));
     assert_eq!(
         l.stats(),
-        RateLimiterStats {
+        RateStats {
             allowed: 3,
             limited: 1,
             clock_faults: 0
@@ -104,7 +104,7 @@ fn invalid_quotas_are_config_errors() {
 #[test]
 fn retry_at_is_exactly_when_the_next_request_conforms() {
     let quota = Quota::per_second(nz(2)).unwrap(); // T = 500 ms, burst 2
-    let mut l = RateLimiter::new(quota, ms(0));
+    let mut l = Gcra::new(quota, ms(0));
     assert!(l.check(ms(0)).is_ok());
     assert!(l.check(ms(0)).is_ok());
     let e = l.check(ms(100)).unwrap_err();
@@ -124,7 +124,7 @@ fn retry_at_is_exactly_when_the_next_request_conforms() {
 #[test]
 fn time_going_backwards_is_clamped_not_rewound() {
     let quota = Quota::per_second(nz(1)).unwrap();
-    let mut l = RateLimiter::new(quota, ms(5000));
+    let mut l = Gcra::new(quota, ms(5000));
     assert!(l.check(ms(5000)).is_ok());
     // An older `now` is treated as 5000 ms: still one interval to wait.
     assert_eq!(l.check(ms(10)), Err(NotUntil { retry_at: ms(6000) }));
@@ -138,7 +138,7 @@ fn check_n_above_burst_is_insufficient_capacity_not_a_retry() {
         .unwrap()
         .with_burst(nz(4))
         .unwrap();
-    let mut l = RateLimiter::new(quota, ms(0));
+    let mut l = Gcra::new(quota, ms(0));
     assert_eq!(
         l.check_n(ms(0), 5),
         Err(CheckNError::InsufficientCapacity { burst: 4 })
@@ -161,7 +161,7 @@ fn check_n_above_burst_is_insufficient_capacity_not_a_retry() {
     assert_eq!(l.check_n(ms(100), 2), Ok(()));
     assert_eq!(
         l.stats(),
-        RateLimiterStats {
+        RateStats {
             allowed: 2,
             limited: 3,
             clock_faults: 0
@@ -172,7 +172,7 @@ fn check_n_above_burst_is_insufficient_capacity_not_a_retry() {
 #[test]
 fn peek_does_not_consume() {
     let quota = Quota::per_second(nz(1)).unwrap();
-    let mut l = RateLimiter::new(quota, ms(0));
+    let mut l = Gcra::new(quota, ms(0));
     for _ in 0..5 {
         assert_eq!(l.peek(ms(0)), Ok(()));
         assert_eq!(l.peek_n(ms(0), 1), Ok(()));
@@ -185,7 +185,7 @@ fn peek_does_not_consume() {
     assert_eq!(l.peek(ms(0)), Err(NotUntil { retry_at: ms(1000) }));
     assert_eq!(
         l.stats(),
-        RateLimiterStats {
+        RateStats {
             allowed: 1,
             limited: 0,
             clock_faults: 0
@@ -196,7 +196,7 @@ fn peek_does_not_consume() {
 #[test]
 fn remaining_and_reset_at_give_the_rate_limit_headers() {
     let quota = Quota::per_second(nz(10)).unwrap(); // T = 100 ms, burst 10
-    let mut l = RateLimiter::new(quota, ms(0));
+    let mut l = Gcra::new(quota, ms(0));
     assert_eq!(l.remaining(ms(0)), 10);
     assert_eq!(l.reset_at(ms(0)), ms(0));
     for _ in 0..4 {
@@ -216,7 +216,7 @@ fn remaining_and_reset_at_give_the_rate_limit_headers() {
 
 #[test]
 fn raising_the_burst_at_run_time_adds_no_capacity_at_the_switch_instant() {
-    let mut l = RateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0));
+    let mut l = Gcra::new(Quota::per_second(nz(2)).unwrap(), ms(0));
     assert!(l.check(ms(0)).is_ok());
     assert_eq!(l.remaining(ms(0)), 1);
     l.set_quota(ms(0), Quota::per_second(nz(100)).unwrap());
@@ -230,7 +230,7 @@ fn raising_the_burst_at_run_time_adds_no_capacity_at_the_switch_instant() {
 
 #[test]
 fn lowering_the_burst_at_run_time_caps_the_capacity_left() {
-    let mut l = RateLimiter::new(Quota::per_second(nz(100)).unwrap(), ms(0));
+    let mut l = Gcra::new(Quota::per_second(nz(100)).unwrap(), ms(0));
     for _ in 0..50 {
         assert!(l.check(ms(0)).is_ok());
     }
@@ -248,7 +248,7 @@ fn lowering_the_burst_at_run_time_caps_the_capacity_left() {
 
 #[test]
 fn raising_the_rate_carries_the_used_requests_not_the_time() {
-    let mut l = RateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0)); // T = 500 ms
+    let mut l = Gcra::new(Quota::per_second(nz(2)).unwrap(), ms(0)); // T = 500 ms
     assert!(l.check(ms(0)).is_ok());
     assert!(l.check(ms(0)).is_ok());
     // Both requests used; at 10x the rate and the same burst they are repaid 10x faster.
@@ -265,7 +265,7 @@ fn raising_the_rate_carries_the_used_requests_not_the_time() {
 
 #[test]
 fn shared_set_quota_is_never_more_permissive_than_the_mut_form() {
-    let mut m = RateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0));
+    let mut m = Gcra::new(Quota::per_second(nz(2)).unwrap(), ms(0));
     let s = SharedRateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0));
     for _ in 0..2 {
         assert!(m.check(ms(0)).is_ok());
@@ -289,7 +289,7 @@ fn shared_set_quota_is_never_more_permissive_than_the_mut_form() {
 
 #[test]
 fn switching_to_a_full_limiter_with_a_smaller_burst_admits_the_new_burst() {
-    let mut l = RateLimiter::new(Quota::per_second(nz(100)).unwrap(), ms(0));
+    let mut l = Gcra::new(Quota::per_second(nz(100)).unwrap(), ms(0));
     l.set_quota(ms(0), Quota::per_second(nz(3)).unwrap());
     let mut admitted = 0;
     while l.check(ms(0)).is_ok() {
@@ -301,7 +301,7 @@ fn switching_to_a_full_limiter_with_a_smaller_burst_admits_the_new_burst() {
 #[test]
 fn extreme_inputs_do_not_panic() {
     let huge = Quota::with_period(Duration::from_nanos(u64::MAX)).unwrap();
-    let mut l = RateLimiter::new(huge, Instant::ZERO);
+    let mut l = Gcra::new(huge, Instant::ZERO);
     assert!(l.check(Instant::ZERO).is_ok());
     assert!(l.check(Instant::from_secs(1)).is_err());
     let _ = l.check_n(Instant::MAX, u32::MAX);
@@ -310,7 +310,7 @@ fn extreme_inputs_do_not_panic() {
     l.set_quota(Instant::MAX, Quota::per_second(nz(1_000_000_000)).unwrap());
     let _ = l.check(Instant::MAX);
     let _ = l.check(Instant::ZERO);
-    let mut l = RateLimiter::new(
+    let mut l = Gcra::new(
         Quota::per_second(nz(u32::MAX / 5))
             .unwrap()
             .with_burst(nz(u32::MAX))
@@ -340,7 +340,7 @@ fn shared_limiter_matches_the_scenario_of_the_mut_form() {
     assert_eq!(l.reset_at(ms(1000)), ms(1300));
     assert_eq!(
         l.stats(),
-        RateLimiterStats {
+        RateStats {
             allowed: 2,
             limited: 2,
             clock_faults: 0
@@ -396,7 +396,7 @@ fn every_form_saturates_the_same_way_at_the_end_of_the_clock() {
         Quota::per_second(nz(1)).unwrap(),
         Quota::per_second(nz(1)).unwrap().with_burst(nz(3)).unwrap(),
     ] {
-        let mut exact = RateLimiter::new(quota, end);
+        let mut exact = Gcra::new(quota, end);
         let bare = SharedRateLimiter::new(quota, end);
         let counted = SharedRateLimiter::counted(quota, end);
         for i in 0..5 {
@@ -407,7 +407,7 @@ fn every_form_saturates_the_same_way_at_the_end_of_the_clock() {
         }
         assert_eq!(counted.stats(), exact.stats());
     }
-    let mut one = RateLimiter::new(Quota::per_second(nz(1)).unwrap(), end);
+    let mut one = Gcra::new(Quota::per_second(nz(1)).unwrap(), end);
     assert_eq!(one.check(end), Ok(()));
     assert_eq!(one.reset_at(end), ceiling);
     assert_eq!(one.check(end), Err(NotUntil { retry_at: ceiling }));
@@ -435,7 +435,7 @@ fn shared_and_mut_forms_agree_at_the_same_instant_after_a_full_burst_batch() {
         .unwrap();
     assert_eq!(quota.emission_interval(), Duration::from_nanos(16)); // 15.17 ns rounded up
     let t0 = Instant::from_secs(1_701_143_909);
-    let mut exact = RateLimiter::new(quota, t0);
+    let mut exact = Gcra::new(quota, t0);
     let shared = SharedRateLimiter::new(quota, t0);
     assert_eq!(exact.check_n(t0, burst), Ok(()));
     assert_eq!(shared.check_n(t0, burst), Ok(()));

@@ -5,8 +5,8 @@
 use core::num::NonZeroU32;
 use core::time::Duration;
 
-use keel_core::rate::keyed::{Full, KeyedConfig, KeyedRateLimiter};
-use keel_core::rate::{Quota, RateLimiter};
+use keel_core::rate::keyed::{Full, KeyedConfig, KeyedGcra};
+use keel_core::rate::{Gcra, Quota};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::Instant;
 
@@ -51,11 +51,11 @@ fn after_one_bogus_now(mut check: impl FnMut(Instant) -> bool, bogus: Instant) -
 fn one_bogus_far_future_now_does_not_turn_limiting_off_or_on_for_good() {
     let t0 = Instant::from_secs(1_000);
     for bogus in bogus_ahead(t0) {
-        let mut m = RateLimiter::new(one_per_second(), Instant::ZERO);
+        let mut m = Gcra::new(one_per_second(), Instant::ZERO);
         let mut_form = after_one_bogus_now(|now| m.check(now).is_ok(), bogus);
         let s = SharedRateLimiter::new(one_per_second(), Instant::ZERO);
         let shared = after_one_bogus_now(|now| s.check(now).is_ok(), bogus);
-        let mut k = KeyedRateLimiter::<u8>::new(
+        let mut k = KeyedGcra::<u8>::new(
             KeyedConfig::builder()
                 .quota(one_per_second())
                 .max_keys(4)
@@ -86,7 +86,7 @@ fn one_bogus_far_future_now_does_not_turn_limiting_off_or_on_for_good() {
 /// extra burst, then limiting goes on at the quota.
 #[test]
 fn one_bogus_far_past_now_costs_at_most_one_burst() {
-    let mut m = RateLimiter::new(one_per_second(), Instant::ZERO);
+    let mut m = Gcra::new(one_per_second(), Instant::ZERO);
     let s = SharedRateLimiter::new(one_per_second(), Instant::ZERO);
     let mut_form = after_one_bogus_now(|now| m.check(now).is_ok(), Instant::ZERO);
     let shared = after_one_bogus_now(|now| s.check(now).is_ok(), Instant::ZERO);
@@ -101,7 +101,7 @@ fn one_bogus_far_past_now_costs_at_most_one_burst() {
 fn a_jump_within_max_clock_jump_is_taken_at_face_value() {
     let t0 = Instant::from_secs(1_000);
     let ahead = t0 + Duration::from_secs(30);
-    let mut m = RateLimiter::new(one_per_second(), t0);
+    let mut m = Gcra::new(one_per_second(), t0);
     let s = SharedRateLimiter::counted(one_per_second(), t0);
     assert!(m.check(ahead).is_ok() && s.check(ahead).is_ok());
     // Back to the real clock: every check up to `ahead` is rejected, with the same answer.
@@ -123,12 +123,12 @@ fn a_fault_is_counted_and_the_threshold_is_configurable() {
     let t0 = Instant::from_secs(1_000);
     let jump = Duration::from_secs(5);
     let ahead = t0 + Duration::from_secs(10);
-    let mut m = RateLimiter::new(one_per_second(), t0).with_max_clock_jump(jump);
+    let mut m = Gcra::new(one_per_second(), t0).with_max_clock_jump(jump);
     let s = SharedRateLimiter::counted(one_per_second(), t0).with_max_clock_jump(jump);
     let u = SharedRateLimiter::new(one_per_second(), t0).with_max_clock_jump(jump);
     assert_eq!(m.max_clock_jump(), jump);
     assert_eq!(s.max_clock_jump(), jump);
-    let mut k = KeyedRateLimiter::<u8>::new(
+    let mut k = KeyedGcra::<u8>::new(
         KeyedConfig::builder()
             .quota(one_per_second())
             .max_keys(1)
@@ -169,7 +169,7 @@ fn a_fault_is_counted_and_the_threshold_is_configurable() {
 #[test]
 fn extreme_thresholds_do_not_panic() {
     for jump in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
-        let mut m = RateLimiter::new(one_per_second(), Instant::ZERO).with_max_clock_jump(jump);
+        let mut m = Gcra::new(one_per_second(), Instant::ZERO).with_max_clock_jump(jump);
         let s = SharedRateLimiter::new(one_per_second(), Instant::ZERO).with_max_clock_jump(jump);
         for now in [
             Instant::MAX,
@@ -196,7 +196,7 @@ fn a_quota_change_never_reads_as_a_clock_fault() {
     let slow = Quota::per_hour(NonZeroU32::new(5).unwrap()).unwrap(); // 12 min each, burst 5
     let fast = one_per_second();
     let s = SharedRateLimiter::counted(slow, t0);
-    let mut m = RateLimiter::new(slow, t0);
+    let mut m = Gcra::new(slow, t0);
     for _ in 0..5 {
         assert!(s.check(t0).is_ok() && m.check(t0).is_ok());
     }
@@ -221,7 +221,7 @@ fn a_quota_change_at_a_stale_now_keeps_a_drained_limiter_drained() {
     let fast = Quota::per_second(NonZeroU32::new(1_000).unwrap()).unwrap(); // 1 ms, burst 1000
     let real = t0 + Duration::from_secs(10);
     let stale = t0 + Duration::from_secs(9);
-    let mut m = RateLimiter::new(fast, t0);
+    let mut m = Gcra::new(fast, t0);
     let s = SharedRateLimiter::counted(fast, t0);
     for _ in 0..1_000 {
         assert!(m.check(real).is_ok() && s.check(real).is_ok());

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedError, KeyedRateLimiter};
-use keel_core::rate::{CheckNError, Quota, RateLimiter};
+use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedError, KeyedGcra};
+use keel_core::rate::{CheckNError, Gcra, Quota};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::Instant;
 use proptest::prelude::*;
@@ -72,7 +72,7 @@ proptest! {
     fn admits_at_most_burst_plus_rate_times_window(q in quota(), raw in steps(3_000)) {
         let t = t_ns(&q);
         let burst = u64::from(q.burst().get());
-        let mut l = RateLimiter::new(q, Instant::ZERO);
+        let mut l = Gcra::new(q, Instant::ZERO);
         let mut now = 0u64;
         let mut admitted: Vec<(u64, u64)> = Vec::new();
         for (gap, n) in raw {
@@ -95,7 +95,7 @@ proptest! {
     /// any later instant, if nothing else was admitted in between.
     #[test]
     fn retry_at_is_exact(q in quota(), raw in steps(2_000), later in 0u64..10_000) {
-        let mut l = RateLimiter::new(q, Instant::ZERO);
+        let mut l = Gcra::new(q, Instant::ZERO);
         let mut now = 0u64;
         for (gap, n) in raw {
             now += gap;
@@ -137,7 +137,7 @@ proptest! {
     /// remaining(now) is exactly the number of consecutive checks admitted at `now`.
     #[test]
     fn remaining_counts_the_checks_that_would_pass(q in quota(), raw in steps(2_000)) {
-        let mut l = RateLimiter::new(q, Instant::ZERO);
+        let mut l = Gcra::new(q, Instant::ZERO);
         let mut now = 0u64;
         for (gap, n) in raw {
             now += gap;
@@ -158,7 +158,7 @@ proptest! {
     fn set_quota_opens_no_window(
         q1 in quota(), q2 in quota(), before in steps(2_000), after in steps(2_000),
     ) {
-        let mut l = RateLimiter::new(q1, Instant::ZERO);
+        let mut l = Gcra::new(q1, Instant::ZERO);
         let mut now = 0u64;
         for (gap, n) in before {
             now += gap;
@@ -198,7 +198,7 @@ proptest! {
     /// not, makes the same decisions, with the same `retry_at`, as the `&mut` form.
     #[test]
     fn shared_form_agrees_with_mut_form(q in quota(), raw in steps(3_000), start in 0u64..1_000_000) {
-        let mut m = RateLimiter::new(q, Instant::from_nanos(start));
+        let mut m = Gcra::new(q, Instant::from_nanos(start));
         let s = SharedRateLimiter::counted(q, Instant::from_nanos(start));
         let u = SharedRateLimiter::new(q, Instant::from_nanos(start));
         let mut now = start;
@@ -231,7 +231,7 @@ proptest! {
         q in quota(), raw in jumpy_steps(), start in 0u64..1_000_000, jump in 0u64..20_000,
     ) {
         let j = Duration::from_nanos(jump);
-        let mut m = RateLimiter::new(q, Instant::from_nanos(start)).with_max_clock_jump(j);
+        let mut m = Gcra::new(q, Instant::from_nanos(start)).with_max_clock_jump(j);
         let s = SharedRateLimiter::counted(q, Instant::from_nanos(start)).with_max_clock_jump(j);
         let u = SharedRateLimiter::new(q, Instant::from_nanos(start)).with_max_clock_jump(j);
         let mut now = start;
@@ -268,7 +268,7 @@ proptest! {
         let t = t_ns(&q);
         let burst = u64::from(q.burst().get());
         let j = Duration::from_nanos(jump);
-        let mut m = RateLimiter::new(q, Instant::ZERO).with_max_clock_jump(j);
+        let mut m = Gcra::new(q, Instant::ZERO).with_max_clock_jump(j);
         let s = SharedRateLimiter::new(q, Instant::ZERO).with_max_clock_jump(j);
         let mut real = 1u64 << 40;
         let mut check = |at: Instant, n: u32| -> Result<bool, TestCaseError> {
@@ -322,7 +322,7 @@ proptest! {
             .and_then(|c| Quota::new(c, Duration::from_nanos(period)).ok())
             .and_then(|q| NonZeroU32::new(burst).and_then(|b| q.with_burst(b).ok()))
             .unwrap_or_else(|| Quota::with_period(Duration::from_nanos(u64::MAX)).unwrap());
-        let mut l = RateLimiter::new(q, Instant::from_nanos(start));
+        let mut l = Gcra::new(q, Instant::from_nanos(start));
         let s = SharedRateLimiter::new(q, Instant::from_nanos(start));
         for (t, n, op, c2, p2) in ops {
             let at = Instant::from_nanos(t);
@@ -349,7 +349,7 @@ proptest! {
 
     /// The keyed table never holds more than `max_keys`, its memory never changes, and (when
     /// the table is large enough never to be full) every key decides exactly like its own
-    /// `RateLimiter`, reclamation notwithstanding.
+    /// `Gcra`, reclamation notwithstanding.
     #[test]
     fn keyed_matches_one_limiter_per_key_and_stays_bounded(
         q in quota(),
@@ -360,10 +360,10 @@ proptest! {
         let full = [Full::EvictLeastRecentlyUsed, Full::RejectNew, Full::Overflow][policy as usize];
         let evict = full == Full::EvictLeastRecentlyUsed;
         let config = KeyedConfig::builder().quota(q).max_keys(max_keys).full(full).hash_seed(7).build().unwrap();
-        let mut keyed = KeyedRateLimiter::<u32>::new(config, Instant::ZERO);
+        let mut keyed = KeyedGcra::<u32>::new(config, Instant::ZERO);
         let memory = keyed.memory_bytes();
-        prop_assert!(memory <= KeyedRateLimiter::<u32>::memory_bound(max_keys));
-        let mut reference: HashMap<u32, RateLimiter> = HashMap::new();
+        prop_assert!(memory <= KeyedGcra::<u32>::memory_bound(max_keys));
+        let mut reference: HashMap<u32, Gcra> = HashMap::new();
         let mut now = 0u64;
         let mut ever_full = false;
         for (gap, key, n) in ops {
@@ -377,7 +377,7 @@ proptest! {
                 ever_full = true;
             }
             if !ever_full {
-                let r = reference.entry(key).or_insert_with(|| RateLimiter::new(q, at));
+                let r = reference.entry(key).or_insert_with(|| Gcra::new(q, at));
                 let want = r.check_n(at, n).map_err(KeyedError::from);
                 prop_assert_eq!(got, want, "key {} at {}", key, now);
             }
@@ -420,7 +420,7 @@ proptest! {
             .hash_seed(9)
             .build()
             .unwrap();
-        let mut keyed = KeyedRateLimiter::<u32>::new(config, Instant::ZERO);
+        let mut keyed = KeyedGcra::<u32>::new(config, Instant::ZERO);
         let memory = keyed.memory_bytes();
         let mut now = 0u64;
         for ((step, n), key) in raw.into_iter().zip(keys) {

@@ -3,10 +3,9 @@
 use core::time::Duration;
 
 use keel_core::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState, WorkAdmission,
-    WorkTicket,
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownState,
 };
-use keel_core::{ConfigError, Instant};
+use keel_core::{ConfigError, Instant, Rejected};
 
 const T0: Instant = Instant::from_secs(1_000);
 
@@ -22,10 +21,10 @@ fn machine(grace_secs: u64) -> Shutdown {
     Shutdown::new(config, T0)
 }
 
-fn admit(sd: &mut Shutdown, now: Instant) -> WorkTicket {
-    match sd.on_work_started(now) {
-        WorkAdmission::Admitted(t) => t,
-        WorkAdmission::Refused => panic!("refused while running"),
+fn admit(sd: &mut Shutdown, now: Instant) -> ShutdownPermit {
+    match sd.try_acquire(now) {
+        Ok(t) => t,
+        Err(rejected) => panic!("refused while running: {rejected:?}"),
     }
 }
 
@@ -74,14 +73,25 @@ fn stops_accepting_at_once_when_draining() {
     assert_eq!(
         sd.on_signal(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(6),
+            deadline: Some(secs(6)),
             in_flight: 1
         }
     );
     assert!(!sd.is_accepting());
-    assert_eq!(sd.state(), ShutdownState::Draining { deadline: secs(6) });
-    assert_eq!(sd.on_work_started(secs(1)), WorkAdmission::Refused);
-    assert_eq!(sd.on_work_started(secs(2)), WorkAdmission::Refused);
+    assert_eq!(
+        sd.state(),
+        ShutdownState::Draining {
+            deadline: Some(secs(6))
+        }
+    );
+    let refused = Rejected {
+        reason: ShutdownState::Draining {
+            deadline: Some(secs(6)),
+        },
+        retry_at: None,
+    };
+    assert_eq!(sd.try_acquire(secs(1)), Err(refused));
+    assert_eq!(sd.try_acquire(secs(2)), Err(refused));
     let s = sd.stats();
     assert_eq!((s.started, s.refused, s.in_flight), (1, 2, 1));
 }
@@ -97,7 +107,7 @@ fn in_flight_work_finishes_before_the_deadline() {
     assert_eq!(
         sd.on_signal(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(6),
+            deadline: Some(secs(6)),
             in_flight: 3
         }
     );
@@ -114,7 +124,7 @@ fn in_flight_work_finishes_before_the_deadline() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(6),
+                deadline: Some(secs(6)),
                 in_flight: 3
             },
             ShutdownEvent::Drained { completed: 3 },
@@ -147,7 +157,7 @@ fn drain_completes_when_the_last_ticket_returns() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(6),
+                deadline: Some(secs(6)),
                 in_flight: 2
             },
             ShutdownEvent::Drained { completed: 2 },
@@ -184,7 +194,7 @@ fn a_hung_task_is_cut_off_at_the_deadline_and_counted() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(6),
+                deadline: Some(secs(6)),
                 in_flight: 2
             },
             ShutdownEvent::DeadlineExceeded { aborted: 1 },
@@ -217,7 +227,7 @@ fn a_second_signal_stops_at_once() {
     assert_eq!(
         sd.on_signal(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(31),
+            deadline: Some(secs(31)),
             in_flight: 2
         }
     );
@@ -231,7 +241,7 @@ fn a_second_signal_stops_at_once() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(31),
+                deadline: Some(secs(31)),
                 in_flight: 2
             },
             ShutdownEvent::ForcedStop { aborted: 2 },
@@ -253,7 +263,7 @@ fn draining_with_nothing_in_flight_stops_at_once() {
         events(&mut sd),
         vec![
             ShutdownEvent::DrainStarted {
-                deadline: secs(6),
+                deadline: Some(secs(6)),
                 in_flight: 0
             },
             ShutdownEvent::Drained { completed: 0 },
@@ -269,12 +279,17 @@ fn begin_drain_is_idempotent() {
     assert_eq!(
         sd.begin_drain(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(6),
+            deadline: Some(secs(6)),
             in_flight: 1
         }
     );
     assert_eq!(sd.begin_drain(secs(2)), ShutdownDecision::Continue);
-    assert_eq!(sd.state(), ShutdownState::Draining { deadline: secs(6) });
+    assert_eq!(
+        sd.state(),
+        ShutdownState::Draining {
+            deadline: Some(secs(6))
+        }
+    );
 }
 
 #[test]
@@ -309,7 +324,7 @@ fn time_going_backwards_does_not_rewind_the_deadline() {
     assert_eq!(
         sd.on_signal(secs(1)),
         ShutdownDecision::Drain {
-            deadline: secs(15),
+            deadline: Some(secs(15)),
             in_flight: 1
         }
     );
@@ -330,13 +345,19 @@ fn does_not_panic_on_duration_max_and_instant_max() {
     assert_eq!(
         sd.on_signal(Instant::MAX),
         ShutdownDecision::Drain {
-            deadline: Instant::MAX,
+            deadline: None,
             in_flight: 1
         }
     );
+    // A deadline past the end of the clock never comes, even at the clock's last instant;
+    // stop_now still stops.
     sd.handle_timeout(Instant::MAX);
-    assert!(sd.is_stopped());
+    assert!(sd.is_draining());
     assert_eq!(sd.poll_timeout(), None);
+    assert_eq!(
+        sd.stop_now(Instant::MAX),
+        ShutdownDecision::StopNow { aborted: 1 }
+    );
     assert_eq!(sd.stats().aborted, 1);
 }
 
@@ -349,15 +370,13 @@ fn a_long_grace_period_waits_for_work() {
     let mut sd = Shutdown::new(config, T0);
     let a = admit(&mut sd, T0);
     let _ = sd.on_signal(T0);
-    // No deadline: `Instant::MAX` is a sentinel that poll_timeout never returns.
-    assert_eq!(
-        sd.state(),
-        ShutdownState::Draining {
-            deadline: Instant::MAX
-        }
-    );
+    // No deadline: `None`, in the state as in poll_timeout, and even the end of the clock
+    // does not abort the work.
+    assert_eq!(sd.state(), ShutdownState::Draining { deadline: None });
     assert_eq!(sd.poll_timeout(), None);
     sd.handle_timeout(secs(1_000_000));
+    assert!(sd.is_draining());
+    sd.handle_timeout(Instant::MAX);
     assert!(sd.is_draining());
     assert_eq!(
         sd.on_work_finished(secs(1_000_001), a),

@@ -3,7 +3,7 @@
 
 use core::time::Duration;
 
-use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, WorkAdmission, WorkTicket};
+use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownPermit};
 use keel_core::Instant;
 use proptest::prelude::*;
 
@@ -56,10 +56,11 @@ proptest! {
     ) {
         let config = ShutdownConfig::builder().grace_period(grace).build().unwrap();
         let mut sd = Shutdown::new(config, Instant::from_nanos(start));
-        let mut tickets: Vec<WorkTicket> = Vec::new();
+        let mut tickets: Vec<ShutdownPermit> = Vec::new();
         let mut raw = start;
         let mut newest = start;
-        let mut drain_deadline: Option<Instant> = None;
+        // `Some(deadline)` once the drain started; the deadline is `None` when it never comes.
+        let mut drain_deadline: Option<Option<Instant>> = None;
         // reference model: live tickets issued and not yet returned before the stop
         let mut model_in_flight: u64 = 0;
         for (op, step) in ops {
@@ -70,13 +71,13 @@ proptest! {
             let now = Instant::from_nanos(raw);
             let was_stopped = sd.is_stopped();
             match op {
-                Op::Start => match sd.on_work_started(now) {
-                    WorkAdmission::Admitted(t) => {
+                Op::Start => match sd.try_acquire(now) {
+                    Ok(t) => {
                         prop_assert!(drain_deadline.is_none() && !was_stopped, "admitted after the drain started");
                         model_in_flight += 1;
                         tickets.push(t);
                     }
-                    WorkAdmission::Refused => prop_assert!(!sd.is_accepting()),
+                    Err(r) => prop_assert!(!sd.is_accepting() && r.reason == sd.state() && r.retry_at.is_none()),
                 },
                 Op::Finish(i) => {
                     if !tickets.is_empty() {
@@ -104,7 +105,8 @@ proptest! {
                     match d {
                         ShutdownDecision::Drain { deadline, in_flight } => {
                             prop_assert_eq!(in_flight, model_in_flight);
-                            prop_assert_eq!(deadline, Instant::from_nanos(newest) + grace);
+                            let expected = Some(Instant::from_nanos(newest) + grace).filter(|d| *d != Instant::MAX);
+                            prop_assert_eq!(deadline, expected);
                             drain_deadline = Some(deadline);
                         }
                         ShutdownDecision::StopNow { aborted } => {
@@ -112,7 +114,7 @@ proptest! {
                             let forced = matches!(op, Op::StopNow) || (draining && matches!(op, Op::Signal));
                             prop_assert_eq!(aborted, if forced { model_in_flight } else { 0 });
                             model_in_flight = 0;
-                            drain_deadline.get_or_insert(Instant::ZERO);
+                            drain_deadline.get_or_insert(Some(Instant::ZERO));
                         }
                         ShutdownDecision::Continue => {
                             prop_assert!(was_stopped || (draining && matches!(op, Op::Drain)));
@@ -123,9 +125,8 @@ proptest! {
                     sd.handle_timeout(now);
                     if let Some(t) = sd.poll_timeout() {
                         prop_assert!(t > Instant::from_nanos(newest), "poll_timeout not after handle_timeout");
-                        prop_assert!(t != Instant::MAX, "poll_timeout returned the never sentinel");
                     }
-                    if let Some(deadline) = drain_deadline {
+                    if let Some(Some(deadline)) = drain_deadline {
                         if Instant::from_nanos(newest) >= deadline {
                             prop_assert!(sd.is_stopped(), "the deadline did not fire");
                             model_in_flight = 0;

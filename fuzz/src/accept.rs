@@ -3,7 +3,7 @@
 
 use arbitrary::Arbitrary;
 use keel_core::accept::{
-    classify_os_error, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, AcceptLoopConfig,
+    classify_os_error, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, AcceptConfig,
     Platform, Shortage, UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
@@ -84,7 +84,7 @@ fn count(e: &AcceptEvent) -> u64 {
 /// The machine and what the harness knows about it.
 pub struct Harness {
     machine: AcceptLoop,
-    config: AcceptLoopConfig,
+    config: AcceptConfig,
     counted: u64,
     reports: u64,
     stopped: bool,
@@ -93,7 +93,7 @@ pub struct Harness {
 impl Harness {
     /// `None` when the builder rejects the config (which it must do without panicking).
     pub fn new(c: &Config, start: Instant) -> Option<Harness> {
-        let config = AcceptLoopConfig::builder()
+        let config = AcceptConfig::builder()
             .initial_pause(c.initial.get())
             .max_pause(c.max.get())
             .growth_percent(c.growth_percent)

@@ -8,8 +8,9 @@
 use core::time::Duration;
 
 use arbitrary::Arbitrary;
+use keel_core::backoff::Jitter;
 use keel_core::breaker::{
-    BreakerEvent, BreakerPermit, CircuitBreaker, CircuitBreakerConfig, Jitter, OpenDuration,
+    BreakerEvent, BreakerPermit, CircuitBreaker, BreakerConfig, OpenDuration,
     Outcome, State, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::report::{Report, ReportLimiter};
@@ -104,7 +105,7 @@ pub struct Harness {
 impl Harness {
     /// `None` when the builder rejects the config.
     pub fn new(c: &Config, start: Instant) -> Option<Harness> {
-        let mut b = CircuitBreakerConfig::builder().seed(c.seed);
+        let mut b = BreakerConfig::builder().seed(c.seed);
         if let Some(n) = c.consecutive {
             b = b.consecutive_failures(n % 64);
         }
@@ -201,7 +202,7 @@ impl Harness {
                         }
                     }
                     Err(rej) => {
-                        assert_eq!(rej.state, state);
+                        assert_eq!(rej.reason, state);
                         match state {
                             State::Open => {
                                 let t = rej.retry_at.expect("open rejects with a retry time");

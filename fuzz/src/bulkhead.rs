@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
 use keel_core::bulkhead::{
-    Admission, Bulkhead, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    Admission, FifoSemaphore, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
     WaiterId,
 };
 use keel_core::sync::bulkhead::{Acquire, BulkheadGuard, BulkheadWaiter, SharedBulkhead};
@@ -25,9 +25,9 @@ pub const QUEUE: usize = 8;
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Op {
-    /// `on_request`.
+    /// `acquire`.
     Request,
-    /// `on_try_request`.
+    /// `try_acquire`.
     TryRequest,
     /// `on_release` of the held permit at this index.
     Release(u8),
@@ -51,13 +51,13 @@ pub struct Config {
 
 /// The machine, its model, and what the caller holds.
 pub struct Harness {
-    b: Bulkhead<QUEUE>,
+    b: FifoSemaphore<QUEUE>,
     max: usize,
     bound: usize,
     max_wait: core::time::Duration,
     permits: Vec<BulkheadPermit>,
     /// The model's queue: `(id, deadline)`, FIFO.
-    queue: VecDeque<(WaiterId, Instant)>,
+    queue: VecDeque<(WaiterId, Option<Instant>)>,
     /// Waiters ever queued (for cancels of stale ids).
     known: Vec<WaiterId>,
     /// Promoted waiters' permits handed out by the model.
@@ -83,7 +83,7 @@ impl Harness {
             b = b.max_concurrent(usize::from(n % 16));
         }
         let config = b.build().ok()?;
-        let bh: Bulkhead<QUEUE> = Bulkhead::new(config, start);
+        let bh: FifoSemaphore<QUEUE> = FifoSemaphore::new(config, start);
         // The same bound as the ring's, so both forms decide alike.
         let shared_config = BulkheadConfig::builder()
             .max_concurrent(config.max_concurrent())
@@ -137,8 +137,9 @@ impl Harness {
     }
 
     fn expire(&mut self, now: Instant) {
+        // `None`: a deadline at the end of the clock, which never comes.
         while let Some(&(_, deadline)) = self.queue.front() {
-            if deadline > now {
+            if deadline.is_none_or(|d| d > now) {
                 break;
             }
             self.queue.pop_front();
@@ -152,16 +153,16 @@ impl Harness {
         match op {
             Op::Request => {
                 self.expire(newest);
-                let got = self.b.on_request(now);
+                let got = self.b.acquire(now);
                 match (&got, self.shared.acquire(now)) {
                     (Admission::Admitted(_), Acquire::Ready(Ok(g))) => self.guards.push(g),
                     (Admission::Queued { waiter, deadline }, Acquire::Wait(w)) => {
                         assert_eq!(w.id(), *waiter, "the shared form queued another id");
-                        assert_eq!(w.deadline(), Some(*deadline).filter(|d| *d != Instant::MAX));
+                        assert_eq!(w.deadline(), *deadline);
                         self.waiters.push(w);
                     }
                     (Admission::Rejected(reason), Acquire::Ready(Err(e))) => {
-                        assert_eq!(e.reason(), *reason);
+                        assert_eq!(e.reason, *reason);
                     }
                     (a, b) => panic!("the forms disagree on a request: {a:?} vs {b:?}"),
                 }
@@ -177,7 +178,8 @@ impl Harness {
                     Admission::Queued { waiter, deadline } => {
                         assert!(self.in_flight >= self.max || !self.queue.is_empty());
                         assert!(self.queue.len() < self.bound, "queued beyond the bound");
-                        assert_eq!(deadline, newest + self.max_wait);
+                        let expected = Some(newest + self.max_wait).filter(|d| *d != Instant::MAX);
+                        assert_eq!(deadline, expected);
                         assert!(
                             self.queue.iter().all(|(w, _)| *w < waiter),
                             "waiter ids not increasing"
@@ -200,7 +202,7 @@ impl Harness {
                 self.expire(newest);
                 self.shared.handle_timeout(now);
                 let shared = self.shared.try_acquire();
-                let mine = self.b.on_try_request(now);
+                let mine = self.b.try_acquire(now);
                 assert_eq!(
                     mine.is_ok(),
                     shared.is_ok(),
@@ -215,8 +217,9 @@ impl Harness {
                         self.in_flight += 1;
                         self.permits.push(p);
                     }
-                    Err(reason) => {
-                        assert_eq!(reason, RejectReason::Full);
+                    Err(rejected) => {
+                        assert_eq!(rejected.reason, RejectReason::Full);
+                        assert_eq!(rejected.retry_at, None);
                         assert!(self.in_flight >= self.max || !self.queue.is_empty());
                     }
                 }
@@ -250,7 +253,10 @@ impl Harness {
                             .pop_front()
                             .expect("promoted from an empty queue");
                         assert_eq!(waiter, front, "not FIFO");
-                        assert!(deadline > newest, "promoted at or after its deadline");
+                        assert!(
+                            deadline.is_none_or(|d| d > newest),
+                            "promoted at or after its deadline"
+                        );
                         self.in_flight += 1;
                         self.promoted += 1;
                         self.permits.push(permit);
@@ -285,7 +291,7 @@ impl Harness {
             }
             Op::WaitOut => {
                 if let Some(t) = self.b.poll_timeout() {
-                    assert_eq!(Some(t), self.queue.front().map(|(_, d)| *d));
+                    assert_eq!(Some(t), self.queue.front().and_then(|(_, d)| *d));
                     clock.jump(t);
                     let newest = clock.newest();
                     self.expire(newest);
@@ -335,13 +341,10 @@ impl Harness {
         assert!(s.peak >= s.in_flight && s.peak <= self.max);
         assert!(s.peak_queue >= s.queue_len && s.peak_queue <= self.bound);
         // Deadlines never decrease along the queue (same max_wait, clamped time), so the oldest
-        // is the next timeout; one saturated at the end of the clock is no deadline at all.
+        // is the next timeout; `None` (at the end of the clock) is no deadline at all.
         assert_eq!(
             self.b.poll_timeout(),
-            self.queue
-                .front()
-                .map(|(_, d)| *d)
-                .filter(|d| *d != Instant::MAX),
+            self.queue.front().and_then(|(_, d)| *d),
             "poll_timeout is not the oldest (reachable) deadline"
         );
     }

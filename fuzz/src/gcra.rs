@@ -1,4 +1,4 @@
-//! GCRA: `RateLimiter` and `SharedRateLimiter` fed the same (clamped) times agree on every
+//! GCRA: `Gcra` and `SharedRateLimiter` fed the same (clamped) times agree on every
 //! answer; admissions in any window `[a, b]` never exceed `burst + floor((b - a) / T)`, for the
 //! clamped limiter and for a shared limiter fed raw times that jump backwards (between clock
 //! faults: a resynchronisation may grant one fresh burst); `remaining` and `peek` agree with
@@ -10,7 +10,7 @@
 use core::num::NonZeroU32;
 
 use arbitrary::Arbitrary;
-use keel_core::rate::{CheckNError, Quota, RateLimiter};
+use keel_core::rate::{CheckNError, Quota, Gcra};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::time::{duration_to_nanos, Instant};
 
@@ -114,12 +114,12 @@ impl Log {
 
 /// Two limiters fed clamped time, one fed raw time, and their logs.
 pub struct Harness {
-    exact: RateLimiter,
+    exact: Gcra,
     shared: SharedRateLimiter<true>,
     /// The bare (uncounted) form fed raw time: its decisions are checked.
     raw: SharedRateLimiter,
     /// The `&mut` form fed the same raw time: it must decide exactly as `raw`.
-    raw_exact: RateLimiter,
+    raw_exact: Gcra,
     /// `raw`'s clock faults when `raw_log` was last cleared.
     raw_faults: u64,
     quota: Quota,
@@ -136,10 +136,10 @@ impl Harness {
     pub fn new(q: &QuotaSpec, start: Instant) -> Option<Harness> {
         let quota = q.quota()?;
         let mut h = Harness {
-            exact: RateLimiter::new(quota, start),
+            exact: Gcra::new(quota, start),
             shared: SharedRateLimiter::counted(quota, start),
             raw: SharedRateLimiter::new(quota, start),
-            raw_exact: RateLimiter::new(quota, start),
+            raw_exact: Gcra::new(quota, start),
             raw_faults: 0,
             quota,
             log: Log::default(),

@@ -1,7 +1,7 @@
 //! The keyed limiter: `len() <= max_keys` always; every decision equals that of a reference
-//! map of plain `RateLimiter`s (one per key), except for a new key in a full table: under
+//! map of plain `Gcra`s (one per key), except for a new key in a full table: under
 //! `Full::RejectNew` it gets `TableFull`, under `Full::Overflow` the decision of one reference
-//! `RateLimiter` shared by all such keys (the overflow limiter, at the per-key quota); with
+//! `Gcra` shared by all such keys (the overflow limiter, at the per-key quota); with
 //! `RejectNew` and `Overflow` every active key is still tracked; evictions are counted and only
 //! drop active keys; memory never changes. A second table of the same policy is fed the raw
 //! caller's time (jumping back, forward and to both ends of the clock): it stays bounded, only
@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
-use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedError, KeyedRateLimiter};
-use keel_core::rate::{CheckNError, Quota, RateLimiter};
+use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedError, KeyedGcra};
+use keel_core::rate::{CheckNError, Quota, Gcra};
 use keel_core::time::Instant;
 
 use crate::common::{Clock, Timed};
@@ -44,12 +44,12 @@ pub struct Config {
 
 /// The limiter and its reference.
 pub struct Harness {
-    k: KeyedRateLimiter<u16>,
+    k: KeyedGcra<u16>,
     /// The same policy, fed the caller's raw time.
-    raw: KeyedRateLimiter<u16>,
-    reference: HashMap<u16, RateLimiter>,
+    raw: KeyedGcra<u16>,
+    reference: HashMap<u16, Gcra>,
     /// The overflow limiter's reference (`Full::Overflow`).
-    overflow: RateLimiter,
+    overflow: Gcra,
     quota: Quota,
     full: Full,
     evict: bool,
@@ -75,13 +75,13 @@ impl Harness {
             .hash_seed(c.seed)
             .build()
             .ok()?;
-        let k = KeyedRateLimiter::new(config, start);
+        let k = KeyedGcra::new(config, start);
         Some(Harness {
             memory: k.memory_bytes(),
             k,
-            raw: KeyedRateLimiter::new(config, start),
+            raw: KeyedGcra::new(config, start),
             reference: HashMap::new(),
-            overflow: RateLimiter::new(quota, start),
+            overflow: Gcra::new(quota, start),
             quota,
             full,
             evict: full == Full::EvictLeastRecentlyUsed,
@@ -137,7 +137,7 @@ impl Harness {
         let r = self
             .reference
             .entry(key)
-            .or_insert_with(|| RateLimiter::new(quota, now));
+            .or_insert_with(|| Gcra::new(quota, now));
         let want = r.check_n(now, n).map_err(|e| match e {
             CheckNError::NotUntil { retry_at } => KeyedError::NotUntil { retry_at },
             CheckNError::InsufficientCapacity { burst } => {
@@ -158,7 +158,7 @@ impl Harness {
         let mut found = 0;
         for (key, r) in self.reference.iter_mut() {
             if r.remaining(now) < burst && self.k.remaining(now, key) == burst {
-                *r = RateLimiter::new(self.quota, now);
+                *r = Gcra::new(self.quota, now);
                 found += 1;
             }
         }
@@ -295,7 +295,7 @@ impl Harness {
                     // An idle key may have been forgotten already: it then starts fresh under
                     // the new quota (a tracked idle key carries the old burst's limit over).
                     if idle.contains(key) && self.k.remaining(now, key) == quota.burst().get() {
-                        *r = RateLimiter::new(quota, now);
+                        *r = Gcra::new(quota, now);
                     }
                 }
             }

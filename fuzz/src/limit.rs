@@ -5,7 +5,7 @@ use core::num::NonZeroUsize;
 use core::task::{Context, Poll, Waker};
 
 use arbitrary::Arbitrary;
-use keel_core::limit::{Limit, LimitConfig, Overflow, MAX_LIMIT};
+use keel_core::limit::{Limit, LimitConfig, LimitPermit, Overflow, MAX_LIMIT};
 use keel_core::sync::limit::{Permit, SharedLimit};
 use keel_core::time::Instant;
 
@@ -41,6 +41,11 @@ pub struct Harness {
     plain: Limit,
     shared: SharedLimit,
     permits: Vec<Permit>,
+    /// The plain form's permits, as many as the shared form's.
+    plain_permits: Vec<LimitPermit>,
+    /// Mints permits of another limit: handed to `plain` with nothing in use, they are its
+    /// unmatched releases.
+    stray: Limit,
     unmatched: u64,
 }
 
@@ -62,16 +67,28 @@ impl Harness {
             plain: Limit::new(config.clone()),
             shared: SharedLimit::new(config),
             permits: Vec::new(),
+            plain_permits: Vec::new(),
+            stray: Limit::new(LimitConfig::builder().max(MAX_LIMIT).build().ok()?),
             unmatched: 0,
         })
     }
 
     /// Applies `op` to both forms and compares them.
-    pub fn apply(&mut self, _clock: &mut Clock, _now: Instant, op: Op) {
+    pub fn apply(&mut self, _clock: &mut Clock, now: Instant, op: Op) {
         let before = self.plain.stats();
         match op {
             Op::Acquire | Op::PollAcquire => {
-                let took = self.plain.try_acquire();
+                let took = match self.plain.try_acquire(now) {
+                    Ok(p) => {
+                        self.plain_permits.push(p);
+                        true
+                    }
+                    Err(rejected) => {
+                        assert_eq!(rejected.reason, self.plain.overflow());
+                        assert_eq!(rejected.retry_at, None);
+                        false
+                    }
+                };
                 let permit = if let Op::Acquire = op {
                     self.shared.try_acquire()
                 } else {
@@ -92,14 +109,20 @@ impl Harness {
                 if let Some(p) = permit {
                     // Keep the harness bounded: release the oldest first if many are held.
                     if self.permits.len() >= 4096 {
-                        self.plain.release();
+                        if let Some(p) = self.plain_permits.pop() {
+                            self.plain.on_release(now, p);
+                        }
                         drop(self.permits.swap_remove(0));
                     }
                     self.permits.push(p);
                 }
             }
             Op::Release(i) => {
-                self.plain.release();
+                if let Some(p) = self.plain_permits.pop() {
+                    self.plain.on_release(now, p);
+                } else if let Ok(p) = self.stray.try_acquire(now) {
+                    self.plain.on_release(now, p);
+                }
                 if self.permits.is_empty() {
                     self.unmatched += 1;
                 } else {
@@ -122,7 +145,7 @@ impl Harness {
                 assert_eq!(self.plain.max(), MAX_LIMIT);
             }
             Op::Shed => {
-                self.plain.record_shed();
+                self.plain.on_shed(now);
                 self.shared.record_shed();
             }
         }
@@ -161,8 +184,9 @@ impl Harness {
     pub fn finish(&mut self) {
         let n = self.permits.len();
         self.permits.clear();
-        for _ in 0..n {
-            self.plain.release();
+        assert_eq!(self.plain_permits.len(), n);
+        for p in self.plain_permits.drain(..) {
+            self.plain.on_release(Instant::ZERO, p);
         }
         assert_eq!(self.shared.in_use(), 0);
         assert_eq!(self.plain.in_use(), 0);

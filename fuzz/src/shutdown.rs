@@ -4,8 +4,8 @@
 
 use arbitrary::Arbitrary;
 use keel_core::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState, WorkAdmission,
-    WorkTicket,
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownState,
+    ShutdownPermit,
 };
 use keel_core::time::Instant;
 
@@ -14,7 +14,7 @@ use crate::common::{Clock, Dur, Timed};
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Op {
-    /// `on_work_started`.
+    /// `try_acquire`.
     Start,
     /// `on_work_finished` for the held ticket at this index.
     Finish(u8),
@@ -41,10 +41,11 @@ pub struct Config {
 /// The machine, the tickets held and the expected state.
 pub struct Harness {
     s: Shutdown,
-    tickets: Vec<WorkTicket>,
+    tickets: Vec<ShutdownPermit>,
     started: u64,
     events: u64,
-    deadline: Option<Instant>,
+    /// `Some(deadline)` once the drain started; the deadline is `None` when it never comes.
+    deadline: Option<Option<Instant>>,
     stopped: bool,
     grace: core::time::Duration,
 }
@@ -76,7 +77,8 @@ impl Harness {
                 in_flight: n,
             } => {
                 assert!(self.deadline.is_none(), "drain started twice");
-                assert_eq!(deadline, newest + self.grace);
+                let expected = Some(newest + self.grace).filter(|d| *d != Instant::MAX);
+                assert_eq!(deadline, expected);
                 assert_eq!(n, in_flight);
                 assert!(n > 0);
                 self.deadline = Some(deadline);
@@ -95,8 +97,8 @@ impl Harness {
         let in_flight = self.s.in_flight();
         let was_running = self.s.is_accepting();
         match op {
-            Op::Start => match self.s.on_work_started(now) {
-                WorkAdmission::Admitted(t) => {
+            Op::Start => match self.s.try_acquire(now) {
+                Ok(t) => {
                     assert!(was_running, "admitted after the drain began");
                     assert_eq!(t.id(), self.started);
                     self.started += 1;
@@ -107,7 +109,10 @@ impl Harness {
                         assert_eq!(d, ShutdownDecision::Continue);
                     }
                 }
-                WorkAdmission::Refused => assert!(!was_running, "refused while running"),
+                Err(r) => {
+                    assert!(!was_running, "refused while running");
+                    assert_eq!((r.reason, r.retry_at), (self.s.state(), None));
+                }
             },
             Op::Finish(i) => {
                 if self.tickets.is_empty() {
@@ -135,7 +140,7 @@ impl Harness {
                 if was_running && !matches!(op, Op::StopNow) {
                     if in_flight == 0 {
                         assert_eq!(d, ShutdownDecision::StopNow { aborted: 0 });
-                        self.deadline = Some(newest + self.grace);
+                        self.deadline = Some(Some(newest + self.grace).filter(|d| *d != Instant::MAX));
                     } else {
                         assert!(matches!(d, ShutdownDecision::Drain { .. }));
                     }
@@ -148,7 +153,7 @@ impl Harness {
             }
             Op::Timeout => {
                 self.s.handle_timeout(now);
-                if let Some(deadline) = self.deadline {
+                if let Some(Some(deadline)) = self.deadline {
                     if !self.stopped && newest >= deadline {
                         assert!(self.s.is_stopped(), "deadline passed but still draining");
                         self.stopped = true;
@@ -158,7 +163,7 @@ impl Harness {
             }
             Op::WaitOut => {
                 if let Some(t) = self.s.poll_timeout() {
-                    assert_eq!(Some(t), self.deadline, "the deadline moved");
+                    assert_eq!(Some(Some(t)), self.deadline, "the deadline moved");
                     clock.jump(t);
                     self.s.handle_timeout(t);
                     assert!(self.s.is_stopped(), "deadline did not fire");

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use keel_core::accept::AcceptLoopConfig;
+use keel_core::accept::AcceptConfig;
 use keel_core::backoff::{BackoffConfig, Jitter};
-use keel_core::breaker::{CircuitBreakerConfig, State};
+use keel_core::breaker::{BreakerConfig, State};
 use keel_core::budget::BudgetConfig;
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::conn::ConnConfig;
@@ -270,7 +270,7 @@ fn emfile() -> io::Result<u32> {
 /// `accept` during a pause, and the next success resumes.
 pub fn shortage_pauses_on_the_runtime_timer_and_recovers<H: Harness>() {
     H::block_on(async {
-        let pause = AcceptLoopConfig::builder()
+        let pause = AcceptConfig::builder()
             .initial_pause(Duration::from_millis(40))
             .max_pause(Duration::from_secs(1))
             .build()
@@ -400,7 +400,7 @@ pub fn sleep_and_timeout_follow_the_runtime_clock<H: Harness>() {
 /// through, whose success closes it.
 pub fn breaker_call_opens_rejects_until_retry_at_then_closes<H: Harness>() {
     H::block_on(async {
-        let config = CircuitBreakerConfig::consecutive_failures(2)
+        let config = BreakerConfig::consecutive_failures(2)
             .open_duration(Duration::from_millis(100))
             .permitted_calls_in_half_open(1)
             .build()
@@ -600,7 +600,7 @@ pub fn hanging_dependency_with_the_timeout_outside_trips_the_breaker_after_minim
 >() {
     H::block_on(async {
         let rt = H::Runtime::default();
-        let config = CircuitBreakerConfig::builder()
+        let config = BreakerConfig::builder()
             .count_window(4)
             .minimum_calls(4)
             .abandon_threshold(Duration::from_millis(20))
@@ -771,7 +771,7 @@ pub fn bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait<H: Harness
         let full = bulkhead::<H::Runtime>(0, Duration::from_secs(1));
         let held = full.try_acquire().expect("a free slot");
         let err = full.run(async { 1 }).await.expect_err("full");
-        assert_eq!(err.reason(), RejectReason::Full);
+        assert_eq!(err.reason, RejectReason::Full);
         drop(held);
         assert_eq!(full.run(async { 7 }).await, Ok(7));
 
@@ -781,7 +781,7 @@ pub fn bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait<H: Harness
         let (queued, ()) = futures_lite::future::zip(bh.run(async { "ran" }), async {
             // The first future has queued by now (zip polls it first).
             let err = bh.run(async { "never" }).await.expect_err("queue full");
-            assert_eq!(err.reason(), RejectReason::QueueFull);
+            assert_eq!(err.reason, RejectReason::QueueFull);
             driver::sleep(&rt, Duration::from_millis(100)).await;
             drop(held);
         })
@@ -793,7 +793,7 @@ pub fn bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait<H: Harness
         let _held = bh.try_acquire().expect("a free slot");
         let start = Instant::now();
         let err = bh.run(async {}).await.expect_err("waited too long");
-        assert_eq!(err.reason(), RejectReason::WaitedTooLong);
+        assert_eq!(err.reason, RejectReason::WaitedTooLong);
         let waited = start.elapsed();
         assert!(
             waited >= Duration::from_millis(250) && waited < Duration::from_millis(750),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use keel_tokio::core::backoff::{BackoffConfig, Jitter};
-use keel_tokio::core::breaker::CircuitBreakerConfig;
+use keel_tokio::core::breaker::BreakerConfig;
 use keel_tokio::core::time::Instant;
 use keel_tokio::{now, Breaker};
 
@@ -15,7 +15,7 @@ pub(crate) async fn settle() -> Instant {
 /// A breaker that opens after `failures` consecutive failures, for `open`, and lets `probes`
 /// probes through when half-open.
 pub(crate) fn breaker(failures: u32, open: Duration, probes: u32) -> Breaker {
-    let config = CircuitBreakerConfig::consecutive_failures(failures)
+    let config = BreakerConfig::consecutive_failures(failures)
         .open_duration(open)
         .permitted_calls_in_half_open(probes)
         .build()

@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use failsafe::{CircuitBreaker as _, Config};
-use keel_core::breaker::{CircuitBreaker, CircuitBreakerConfig};
+use keel_core::breaker::{BreakerConfig, CircuitBreaker};
 use keel_core::sync::breaker::SharedBreaker;
 use keel_core::time::Instant;
 
 use crate::groups::util::{group, std_now};
 
-fn keel_consecutive() -> CircuitBreakerConfig {
-    CircuitBreakerConfig::consecutive_failures(5)
+fn keel_consecutive() -> BreakerConfig {
+    BreakerConfig::consecutive_failures(5)
         .build()
         .expect("valid breaker config")
 }
@@ -85,7 +85,7 @@ pub(crate) fn bench(c: &mut Criterion) {
 
     // --- closed, each library's default policy, a successful call ---
     g.bench_function("closed_default/keel_mut", |b| {
-        let mut br = CircuitBreaker::new(CircuitBreakerConfig::default(), now);
+        let mut br = CircuitBreaker::new(BreakerConfig::default(), now);
         b.iter(|| {
             if let Ok(p) = br.try_acquire(black_box(now)) {
                 br.on_success(now, p);
@@ -93,7 +93,7 @@ pub(crate) fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("closed_default/keel_shared", |b| {
-        let br = SharedBreaker::new(CircuitBreakerConfig::default(), now);
+        let br = SharedBreaker::new(BreakerConfig::default(), now);
         b.iter(|| {
             if let Ok(p) = br.try_acquire(black_box(now)) {
                 br.on_success(now, p);
@@ -101,7 +101,7 @@ pub(crate) fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("closed_default/keel_shared+std_now", |b| {
-        let br = SharedBreaker::new(CircuitBreakerConfig::default(), std_now());
+        let br = SharedBreaker::new(BreakerConfig::default(), std_now());
         b.iter(|| {
             let now = std_now();
             if let Ok(p) = br.try_acquire(now) {

@@ -18,7 +18,7 @@ use std::num::NonZeroU32;
 use std::sync::OnceLock;
 
 use criterion::Criterion;
-use keel_core::rate::keyed::{KeyedConfig, KeyedRateLimiter, SipHasher13};
+use keel_core::rate::keyed::{KeyedConfig, KeyedGcra, SipHasher13};
 use keel_core::rate::Quota;
 use keel_core::time::Instant;
 
@@ -53,14 +53,14 @@ fn random_keys() -> Vec<u64> {
         .collect()
 }
 
-fn limiter(seed: Option<u128>, keys: &[u64], now: Instant) -> KeyedRateLimiter<u64> {
+fn limiter(seed: Option<u128>, keys: &[u64], now: Instant) -> KeyedGcra<u64> {
     let quota = Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap_or(NonZeroU32::MIN))
         .expect("valid quota");
     let mut b = KeyedConfig::builder().quota(quota).max_keys(MAX_KEYS);
     if let Some(seed) = seed {
         b = b.hash_seed(seed);
     }
-    let mut l = KeyedRateLimiter::new(b.build().expect("valid keyed config"), now);
+    let mut l = KeyedGcra::new(b.build().expect("valid keyed config"), now);
     for k in keys {
         let _ = l.check(now, k);
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use criterion::Criterion;
 use keel_core::limit::{Limit, LimitConfig};
 use keel_core::sync::limit::SharedLimit;
+use keel_core::Instant;
 
 use crate::groups::util::{group, two_threads};
 
@@ -22,8 +23,8 @@ pub(crate) fn bench(c: &mut Criterion) {
     g.bench_function("keel/mut_acquire_release", |b| {
         let mut local = Limit::new(config.clone());
         b.iter(|| {
-            if black_box(local.try_acquire()) {
-                local.release();
+            if let Ok(p) = black_box(local.try_acquire(Instant::ZERO)) {
+                local.on_release(Instant::ZERO, p);
             }
         })
     });

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use governor::clock::{Clock as _, FakeRelativeClock, QuantaClock};
-use keel_core::rate::keyed::{KeyedConfig, KeyedRateLimiter};
-use keel_core::rate::{Quota, RateLimiter};
+use keel_core::rate::keyed::{KeyedConfig, KeyedGcra};
+use keel_core::rate::{Gcra, Quota};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::time::Instant;
 
@@ -70,7 +70,7 @@ type GovernorDirect = governor::RateLimiter<
 // and not the other.
 
 #[inline(never)]
-fn keel_mut_check(l: &mut RateLimiter, now: Instant) -> bool {
+fn keel_mut_check(l: &mut Gcra, now: Instant) -> bool {
     l.check(now).is_ok()
 }
 
@@ -95,7 +95,7 @@ pub(crate) fn bench(c: &mut Criterion) {
 
     // --- fake clock: both given the time ---
     g.bench_function("fake_clock/keel_mut_check", |b| {
-        let mut l = RateLimiter::new(keel_quota(), now);
+        let mut l = Gcra::new(keel_quota(), now);
         b.iter(|| keel_mut_check(&mut l, black_box(now)))
     });
     g.bench_function("fake_clock/keel_shared_check", |b| {
@@ -140,7 +140,7 @@ pub(crate) fn bench(c: &mut Criterion) {
 
     // --- rejection at a fixed time ---
     g.bench_function("reject/keel_mut_check", |b| {
-        let mut l = RateLimiter::new(keel_tight(), now);
+        let mut l = Gcra::new(keel_tight(), now);
         let _ = l.check(now);
         b.iter(|| !keel_mut_check(&mut l, black_box(now)))
     });
@@ -167,7 +167,7 @@ pub(crate) fn bench(c: &mut Criterion) {
             .max_keys(KEYS as usize)
             .build()
             .expect("valid keyed config");
-        let mut l = KeyedRateLimiter::<u64>::new(config, now);
+        let mut l = KeyedGcra::<u64>::new(config, now);
         let mut k = 0u64;
         b.iter(|| {
             k = if k + 1 == KEYS { 0 } else { k + 1 };

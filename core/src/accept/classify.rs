@@ -121,7 +121,7 @@ impl Shortage {
             }
             Shortage::Unrecognized => {
                 "accept failed with an error keel does not recognise: the loop pauses and retries \
-                 (AcceptLoopConfig::unknown_errors); if it repeats, report the error text"
+                 (AcceptConfig::unknown_errors); if it repeats, report the error text"
             }
         }
     }

@@ -60,18 +60,18 @@
 //! | `report_interval` | 1 s | one log line per second per listener under a storm |
 //! | `unknown_errors` | [`UnknownErrorPolicy::Pause`] | see above: an unknown code should not end serving |
 //!
-//! The seed's behaviour (a fixed 500 ms pause) is `AcceptLoopConfig::fixed_pause(500 ms)`.
+//! The seed's behaviour (a fixed 500 ms pause) is `AcceptConfig::fixed_pause(500 ms)`.
 //!
 //! # Example
 //!
 //! ```
 //! use core::time::Duration;
 //! use keel_core::accept::{
-//!     classify_os_error, AcceptDecision, AcceptEvent, AcceptLoop, AcceptLoopConfig, Platform,
+//!     classify_os_error, AcceptDecision, AcceptEvent, AcceptLoop, AcceptConfig, Platform,
 //! };
 //! use keel_core::time::Instant;
 //!
-//! let mut acceptor = AcceptLoop::new(AcceptLoopConfig::default(), Instant::ZERO);
+//! let mut acceptor = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
 //! let now = Instant::from_secs(1);
 //!
 //! // accept() failed with EMFILE (24 on Linux): pause 50 ms, and log it.
@@ -114,6 +114,7 @@ use core::time::Duration;
 
 use crate::error::ConfigError;
 use crate::report::{Report, ReportLimiter};
+use crate::ring::EventRing;
 use crate::time::{Instant, Monotonic};
 
 /// Default first pause after a shortage: 50 ms.
@@ -151,9 +152,9 @@ impl UnknownErrorPolicy {
     }
 }
 
-/// A validated [`AcceptLoop`] configuration. Build one with [`AcceptLoopConfig::builder`].
+/// A validated [`AcceptLoop`] configuration. Build one with [`AcceptConfig::builder`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AcceptLoopConfig {
+pub struct AcceptConfig {
     initial_pause: Duration,
     max_pause: Duration,
     growth_percent: u32,
@@ -161,10 +162,10 @@ pub struct AcceptLoopConfig {
     unknown_errors: UnknownErrorPolicy,
 }
 
-impl AcceptLoopConfig {
+impl AcceptConfig {
     /// A builder starting from the defaults (50 ms doubling up to 1 s, reports every 1 s).
-    pub const fn builder() -> AcceptLoopConfigBuilder {
-        AcceptLoopConfigBuilder {
+    pub const fn builder() -> AcceptConfigBuilder {
+        AcceptConfigBuilder {
             initial_pause: DEFAULT_INITIAL_PAUSE,
             max_pause: DEFAULT_MAX_PAUSE,
             growth_percent: DEFAULT_GROWTH_PERCENT,
@@ -179,8 +180,8 @@ impl AcceptLoopConfig {
     /// # Errors
     ///
     /// [`ConfigError::Zero`] if `pause` is zero.
-    pub fn fixed_pause(pause: Duration) -> Result<AcceptLoopConfig, ConfigError> {
-        AcceptLoopConfig::builder().fixed_pause(pause).build()
+    pub fn fixed_pause(pause: Duration) -> Result<AcceptConfig, ConfigError> {
+        AcceptConfig::builder().fixed_pause(pause).build()
     }
 
     /// The pause after the first shortage of an episode.
@@ -214,10 +215,10 @@ impl AcceptLoopConfig {
     }
 }
 
-impl Default for AcceptLoopConfig {
+impl Default for AcceptConfig {
     /// 50 ms doubling up to 1 s, reports every 1 s (see the module docs for the sources).
     fn default() -> Self {
-        AcceptLoopConfig {
+        AcceptConfig {
             initial_pause: DEFAULT_INITIAL_PAUSE,
             max_pause: DEFAULT_MAX_PAUSE,
             growth_percent: DEFAULT_GROWTH_PERCENT,
@@ -227,10 +228,10 @@ impl Default for AcceptLoopConfig {
     }
 }
 
-/// Builds an [`AcceptLoopConfig`]; see [`AcceptLoopConfig::builder`].
+/// Builds an [`AcceptConfig`]; see [`AcceptConfig::builder`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
-pub struct AcceptLoopConfigBuilder {
+pub struct AcceptConfigBuilder {
     initial_pause: Duration,
     max_pause: Duration,
     growth_percent: u32,
@@ -238,7 +239,7 @@ pub struct AcceptLoopConfigBuilder {
     unknown_errors: UnknownErrorPolicy,
 }
 
-impl AcceptLoopConfigBuilder {
+impl AcceptConfigBuilder {
     /// The pause after the first shortage of an episode (default 50 ms). Must be positive.
     pub const fn initial_pause(mut self, pause: Duration) -> Self {
         self.initial_pause = pause;
@@ -287,7 +288,7 @@ impl AcceptLoopConfigBuilder {
     /// - [`ConfigError::Zero`] if `initial_pause` or `max_pause` is zero (a zero pause spins);
     /// - [`ConfigError::InvertedRange`] if `initial_pause > max_pause`;
     /// - [`ConfigError::OutOfRange`] if `growth_percent < 100` (the pause would shrink).
-    pub fn build(self) -> Result<AcceptLoopConfig, ConfigError> {
+    pub fn build(self) -> Result<AcceptConfig, ConfigError> {
         if self.initial_pause.is_zero() {
             return Err(ConfigError::Zero {
                 field: "initial_pause",
@@ -308,7 +309,7 @@ impl AcceptLoopConfigBuilder {
                 expected: "at least 100 (100 keeps the pause fixed, 200 doubles it)",
             });
         }
-        Ok(AcceptLoopConfig {
+        Ok(AcceptConfig {
             initial_pause: self.initial_pause,
             max_pause: self.max_pause,
             growth_percent: self.growth_percent,
@@ -399,45 +400,26 @@ struct Episode {
     reported: bool,
 }
 
+/// The accept loop's events: the crate's ring, where a full ring folds its oldest event into
+/// the next instead of losing its count.
 #[derive(Clone, Debug)]
-struct EventQueue {
-    slots: [Option<AcceptEvent>; EVENT_QUEUE_CAPACITY],
-    head: usize,
-    len: usize,
-}
+struct EventQueue(EventRing<AcceptEvent, EVENT_QUEUE_CAPACITY>);
 
 impl EventQueue {
     const fn new() -> Self {
-        EventQueue {
-            slots: [None; EVENT_QUEUE_CAPACITY],
-            head: 0,
-            len: 0,
-        }
+        EventQueue(EventRing::new())
     }
 
     fn pop(&mut self) -> Option<AcceptEvent> {
-        if self.len == 0 {
-            return None;
-        }
-        let event = self.slots.get_mut(self.head).and_then(Option::take);
-        self.head = (self.head + 1) % EVENT_QUEUE_CAPACITY;
-        self.len -= 1;
-        event
-    }
-
-    fn front_mut(&mut self) -> Option<&mut AcceptEvent> {
-        if self.len == 0 {
-            return None;
-        }
-        self.slots.get_mut(self.head).and_then(Option::as_mut)
+        self.0.pop()
     }
 
     /// Pushes `event`. When full, the oldest event is folded into the next one first; returns
     /// whether a `Shortage` report was folded (its shortage becomes a suppressed one).
     fn push(&mut self, event: AcceptEvent) -> bool {
         let mut folded_report = false;
-        if self.len == EVENT_QUEUE_CAPACITY {
-            let carried = match self.pop() {
+        if self.0.is_full() {
+            let carried = match self.0.pop() {
                 Some(AcceptEvent::Shortage { suppressed, .. }) => {
                     folded_report = true;
                     suppressed.saturating_add(1)
@@ -445,7 +427,7 @@ impl EventQueue {
                 Some(AcceptEvent::Resumed { suppressed, .. }) => suppressed,
                 Some(AcceptEvent::Fatal) | None => 0,
             };
-            match self.front_mut() {
+            match self.0.front_mut() {
                 Some(
                     AcceptEvent::Shortage { suppressed, .. }
                     | AcceptEvent::Resumed { suppressed, .. },
@@ -453,11 +435,9 @@ impl EventQueue {
                 Some(AcceptEvent::Fatal) | None => {}
             }
         }
-        let tail = (self.head + self.len) % EVENT_QUEUE_CAPACITY;
-        if let Some(slot) = self.slots.get_mut(tail) {
-            *slot = Some(event);
-            self.len += 1;
-        }
+        // Room was made above (a capacity of 0 is not configurable: EVENT_QUEUE_CAPACITY > 0).
+        let lost = self.0.push(event);
+        debug_assert!(lost.is_none(), "an accept event was lost after making room");
         folded_report
     }
 }
@@ -466,18 +446,21 @@ impl EventQueue {
 ///
 /// # Methods
 ///
-/// - inputs: [`on_accepted`](Self::on_accepted), [`on_error`](Self::on_error),
-///   [`handle_timeout`](Self::handle_timeout);
-/// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event);
-/// - getters: [`is_paused`](Self::is_paused), [`is_stopped`](Self::is_stopped),
-///   [`next_pause`](Self::next_pause), [`stats`](Self::stats), [`config`](Self::config).
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | none: the connection limit admits ([`crate::limit::Limit::try_acquire`]) |
+/// | inputs | [`on_accepted`](Self::on_accepted), [`on_error`](Self::on_error) |
+/// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
+/// | outputs | [`poll_event`](Self::poll_event) |
+/// | getters | [`is_paused`](Self::is_paused), [`is_stopped`](Self::is_stopped), [`next_pause`](Self::next_pause), [`stats`](Self::stats), [`config`](Self::config) |
 ///
 /// A driver calls `accept`; on success `on_accepted(now)`, on error `on_error(now, kind)` and
 /// obeys the decision; it drains `poll_event` after each call (to log) and sleeps until
 /// `poll_timeout` while paused, then calls `handle_timeout(now)`.
 #[derive(Clone, Debug)]
 pub struct AcceptLoop {
-    config: AcceptLoopConfig,
+    config: AcceptConfig,
     clock: Monotonic,
     next_pause: Duration,
     pause: Option<Pause>,
@@ -493,7 +476,7 @@ pub struct AcceptLoop {
 impl AcceptLoop {
     /// A running accept loop, not paused.
     #[must_use]
-    pub fn new(config: AcceptLoopConfig, now: Instant) -> Self {
+    pub fn new(config: AcceptConfig, now: Instant) -> Self {
         AcceptLoop {
             config,
             clock: Monotonic::new(now),
@@ -612,7 +595,7 @@ impl AcceptLoop {
 
     /// The configuration.
     #[must_use]
-    pub const fn config(&self) -> &AcceptLoopConfig {
+    pub const fn config(&self) -> &AcceptConfig {
         &self.config
     }
 

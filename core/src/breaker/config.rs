@@ -2,6 +2,7 @@
 
 use core::time::Duration;
 
+use crate::backoff::Jitter;
 use crate::error::ConfigError;
 use crate::time::duration_to_nanos;
 
@@ -58,19 +59,6 @@ pub enum SlidingWindow {
     },
 }
 
-/// Random spread applied to each open duration, so that many clients that tripped together do
-/// not all probe the dependency at the same instant (AWS, "Exponential Backoff and Jitter").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Jitter {
-    /// The scheduled duration, exactly.
-    #[default]
-    None,
-    /// Uniform in `0..=d` (can be zero: the breaker then goes half-open at once).
-    Full,
-    /// `d/2` plus uniform in `0..=d/2`.
-    Equal,
-}
-
 /// How long the breaker stays open after a trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenDuration {
@@ -87,22 +75,26 @@ pub enum OpenDuration {
         factor: u32,
         /// The longest scheduled open duration (before jitter).
         cap: Duration,
-        /// Random spread applied to each scheduled duration.
+        /// Random spread applied to each scheduled duration: backoff's [`Jitter`] (AWS,
+        /// "Exponential Backoff and Jitter"), `None`, `Full` (uniform in `0..=d`, can be zero:
+        /// the breaker then goes half-open at once) or `Equal` (`d/2` plus uniform in
+        /// `0..=d/2`); `Decorrelated` needs a retry loop's previous delay and is refused by
+        /// the builder.
         jitter: Jitter,
     },
 }
 
-/// A validated circuit-breaker configuration: see [`CircuitBreakerConfig::builder`].
+/// A validated circuit-breaker configuration: see [`BreakerConfig::builder`].
 ///
-/// Defaults follow Resilience4j's `CircuitBreakerConfig`: failure-rate threshold 50 %, a
+/// Defaults follow Resilience4j's `BreakerConfig`: failure-rate threshold 50 %, a
 /// count-based window of 100 calls, minimum 100 calls, 60 s open, 10 permitted calls in
 /// half-open, slow-call threshold 60 s, slow-call-rate threshold 100 %, no maximum wait in
 /// half-open. The consecutive-failures policy (not in Resilience4j; Polly's classic breaker
 /// and the seed's) is off by default. keel's own: an abandoned call counts as a failure once it
 /// has run [`DEFAULT_ABANDON_THRESHOLD`] (1 s), see
-/// [`abandon_threshold`](CircuitBreakerConfigBuilder::abandon_threshold).
+/// [`abandon_threshold`](BreakerConfigBuilder::abandon_threshold).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CircuitBreakerConfig {
+pub struct BreakerConfig {
     pub(crate) consecutive_failures: Option<u32>,
     pub(crate) window: SlidingWindow,
     pub(crate) minimum_calls: u32,
@@ -118,13 +110,13 @@ pub struct CircuitBreakerConfig {
 
 /// Default abandon threshold: a call dropped before it finished, after running at least 1 s,
 /// counts as a failure (see
-/// [`abandon_threshold`](CircuitBreakerConfigBuilder::abandon_threshold) for why 1 s).
+/// [`abandon_threshold`](BreakerConfigBuilder::abandon_threshold) for why 1 s).
 pub const DEFAULT_ABANDON_THRESHOLD: Duration = Duration::from_secs(1);
 
-impl Default for CircuitBreakerConfig {
+impl Default for BreakerConfig {
     /// The Resilience4j defaults (see the type's docs).
     fn default() -> Self {
-        CircuitBreakerConfig {
+        BreakerConfig {
             consecutive_failures: None,
             window: SlidingWindow::Count { size: 100 },
             minimum_calls: 100,
@@ -140,11 +132,11 @@ impl Default for CircuitBreakerConfig {
     }
 }
 
-impl CircuitBreakerConfig {
+impl BreakerConfig {
     /// A builder starting from the Resilience4j defaults.
-    pub fn builder() -> CircuitBreakerConfigBuilder {
-        CircuitBreakerConfigBuilder {
-            config: CircuitBreakerConfig::default(),
+    pub fn builder() -> BreakerConfigBuilder {
+        BreakerConfigBuilder {
+            config: BreakerConfig::default(),
         }
     }
 
@@ -153,13 +145,13 @@ impl CircuitBreakerConfig {
     /// `n == 0` is rejected by `build()`.
     ///
     /// ```
-    /// use keel_core::breaker::CircuitBreakerConfig;
-    /// let config = CircuitBreakerConfig::consecutive_failures(5).build().unwrap();
+    /// use keel_core::breaker::BreakerConfig;
+    /// let config = BreakerConfig::consecutive_failures(5).build().unwrap();
     /// assert_eq!(config.consecutive_failures_threshold(), Some(5));
     /// assert_eq!(config.failure_rate_threshold(), None);
     /// ```
-    pub fn consecutive_failures(n: u32) -> CircuitBreakerConfigBuilder {
-        CircuitBreakerConfig::builder()
+    pub fn consecutive_failures(n: u32) -> BreakerConfigBuilder {
+        BreakerConfig::builder()
             .consecutive_failures(n)
             .disable_failure_rate()
             .disable_slow_call_rate()
@@ -234,7 +226,7 @@ impl CircuitBreakerConfig {
 
     /// The same configuration with another jitter seed (every seed is valid).
     #[must_use]
-    pub const fn with_seed(mut self, seed: u64) -> CircuitBreakerConfig {
+    pub const fn with_seed(mut self, seed: u64) -> BreakerConfig {
         self.seed = seed;
         self
     }
@@ -244,14 +236,14 @@ impl CircuitBreakerConfig {
     }
 }
 
-/// Builds a [`CircuitBreakerConfig`]; every setter is checked by [`build`](Self::build).
+/// Builds a [`BreakerConfig`]; every setter is checked by [`build`](Self::build).
 #[derive(Clone, Copy, Debug)]
 #[must_use = "a builder does nothing until `build()` is called"]
-pub struct CircuitBreakerConfigBuilder {
-    config: CircuitBreakerConfig,
+pub struct BreakerConfigBuilder {
+    config: BreakerConfig,
 }
 
-impl CircuitBreakerConfigBuilder {
+impl BreakerConfigBuilder {
     /// Trip after `n` consecutive failures (off by default). Must be at least 1.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.config.consecutive_failures = Some(n);
@@ -399,8 +391,9 @@ impl CircuitBreakerConfigBuilder {
     /// [`ConfigError::OutOfRange`] for a rate outside 1..=100 or a window larger than this
     /// build supports; [`ConfigError::Conflict`] for a minimum above a count window's size or
     /// no trip policy at all; [`ConfigError::InvertedRange`] for a cap below the base;
+    /// [`ConfigError::OutOfRange`] for [`Jitter::Decorrelated`] on the open duration;
     /// [`ConfigError::Overflow`] for a time window longer than about 584 years.
-    pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
+    pub fn build(self) -> Result<BreakerConfig, ConfigError> {
         let c = self.config;
         if c.consecutive_failures == Some(0) {
             return Err(ConfigError::Zero {
@@ -494,8 +487,18 @@ impl CircuitBreakerConfigBuilder {
                 }
             }
             OpenDuration::Exponential {
-                base, factor, cap, ..
+                base,
+                factor,
+                cap,
+                jitter,
             } => {
+                if jitter == Jitter::Decorrelated {
+                    return Err(ConfigError::OutOfRange {
+                        field: "jitter",
+                        expected: "Jitter::None, Full or Equal for an open duration \
+                                   (Decorrelated jitter needs a retry loop's previous delay)",
+                    });
+                }
                 if base.is_zero() {
                     return Err(ConfigError::Zero {
                         field: "open_duration_base",

@@ -61,25 +61,25 @@
 //!   `max_wait_in_half_open` is set: adapters report every permit (a dropped call through
 //!   `on_abandoned`).
 //!
-//! # Defaults (Resilience4j `CircuitBreakerConfig`)
+//! # Defaults (Resilience4j `BreakerConfig`)
 //!
 //! failure-rate threshold 50 %, count window of 100 calls, minimum 100 calls, open 60 s
 //! (fixed), 10 permitted calls in half-open, slow-call threshold 60 s, slow-call-rate threshold
 //! 100 %, no maximum wait in half-open. keel's own: abandoned calls count as failures after
 //! 1 s ([`DEFAULT_ABANDON_THRESHOLD`], see
-//! [`abandon_threshold`](CircuitBreakerConfigBuilder::abandon_threshold) for the sources).
+//! [`abandon_threshold`](BreakerConfigBuilder::abandon_threshold) for the sources).
 //! Consecutive failures (Polly's classic breaker, the
 //! seed's `max_failures`) is off unless set, e.g. with
-//! [`CircuitBreakerConfig::consecutive_failures`].
+//! [`BreakerConfig::consecutive_failures`].
 //!
 //! # Example
 //!
 //! ```
 //! use core::time::Duration;
-//! use keel_core::breaker::{CircuitBreaker, CircuitBreakerConfig, State};
+//! use keel_core::breaker::{CircuitBreaker, BreakerConfig, State};
 //! use keel_core::Instant;
 //!
-//! let config = CircuitBreakerConfig::consecutive_failures(3)
+//! let config = BreakerConfig::consecutive_failures(3)
 //!     .open_duration(Duration::from_secs(10))
 //!     .permitted_calls_in_half_open(1)
 //!     .build()?;
@@ -110,13 +110,14 @@ mod window;
 use core::fmt;
 use core::time::Duration;
 
+use crate::backoff::Jitter;
+use crate::ring::EventRing;
 use crate::rng::Rng;
 use crate::time::{duration_to_nanos, Instant, Monotonic};
 
 pub use config::{
-    CircuitBreakerConfig, CircuitBreakerConfigBuilder, Jitter, OpenDuration, SlidingWindow,
-    DEFAULT_ABANDON_THRESHOLD, MAX_COUNT_WINDOW, MAX_INLINE_COUNT_WINDOW, MAX_INLINE_TIME_BUCKETS,
-    MAX_TIME_BUCKETS,
+    BreakerConfig, BreakerConfigBuilder, OpenDuration, SlidingWindow, DEFAULT_ABANDON_THRESHOLD,
+    MAX_COUNT_WINDOW, MAX_INLINE_COUNT_WINDOW, MAX_INLINE_TIME_BUCKETS, MAX_TIME_BUCKETS,
 };
 use window::Window;
 
@@ -273,18 +274,14 @@ impl BreakerPermit {
     }
 }
 
-/// A call was not admitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("circuit breaker is {state}: call rejected")]
-pub struct Rejected {
-    /// When a call may be admitted again: the end of the open duration when `Open`; the
-    /// half-open deadline when `HalfOpen` with every probe slot taken and
-    /// `max_wait_in_half_open` set (the probes may free it sooner); `None` when no instant is
-    /// known (`ForcedOpen`, or `HalfOpen` without a maximum wait).
-    pub retry_at: Option<Instant>,
-    /// The state that rejected the call.
-    pub state: State,
-}
+/// A call was not admitted: the crate's one rejection shape, [`crate::Rejected`], whose
+/// `reason` is the [`State`] that rejected the call.
+///
+/// `retry_at` is when a call may be admitted again: the end of the open duration when `Open`;
+/// the half-open deadline when `HalfOpen` with every probe slot taken and
+/// `max_wait_in_half_open` set (the probes may free it sooner); `None` when no instant is
+/// known (`ForcedOpen`, or `HalfOpen` without a maximum wait).
+pub type Rejected = crate::error::Rejected<State>;
 
 /// Counters and the current window, a `Copy` snapshot.
 ///
@@ -385,63 +382,23 @@ struct Counters {
     events_dropped: u64,
 }
 
-/// A fixed ring of events: no allocation, the oldest is dropped when full.
-#[derive(Clone, Debug)]
-struct Events {
-    buf: [Option<BreakerEvent>; EVENT_QUEUE_CAPACITY],
-    head: usize,
-    len: usize,
-}
-
-impl Events {
-    fn new() -> Self {
-        Events {
-            buf: [None; EVENT_QUEUE_CAPACITY],
-            head: 0,
-            len: 0,
-        }
-    }
-
-    /// Returns `true` if an older event was dropped to make room.
-    fn push(&mut self, ev: BreakerEvent) -> bool {
-        let dropped = self.len == EVENT_QUEUE_CAPACITY;
-        if dropped {
-            self.head = (self.head + 1) % EVENT_QUEUE_CAPACITY;
-            self.len -= 1;
-        }
-        let tail = (self.head + self.len) % EVENT_QUEUE_CAPACITY;
-        if let Some(slot) = self.buf.get_mut(tail) {
-            *slot = Some(ev);
-            self.len += 1;
-        }
-        dropped
-    }
-
-    fn pop(&mut self) -> Option<BreakerEvent> {
-        if self.len == 0 {
-            return None;
-        }
-        let ev = self.buf.get_mut(self.head).and_then(Option::take);
-        self.head = (self.head + 1) % EVENT_QUEUE_CAPACITY;
-        self.len -= 1;
-        ev
-    }
-}
-
 /// A circuit breaker (see the [module docs](self)).
 ///
-/// Methods by group:
-/// - getters: [`state`](Self::state), [`stats`](Self::stats), [`config`](Self::config);
-/// - inputs: [`try_acquire`](Self::try_acquire), [`on_success`](Self::on_success),
-///   [`on_failure`](Self::on_failure), [`on_ignored`](Self::on_ignored),
-///   [`on_outcome`](Self::on_outcome), [`handle_timeout`](Self::handle_timeout);
-/// - commands: [`force_open`](Self::force_open), [`disable`](Self::disable),
-///   [`reset`](Self::reset);
-/// - outputs: [`poll_timeout`](Self::poll_timeout), then [`poll_event`](Self::poll_event)
-///   until `None`.
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`try_acquire`](Self::try_acquire): a [`BreakerPermit`] or a [`Rejected`] with `retry_at` |
+/// | outcome (consumes the permit) | [`on_success`](Self::on_success), [`on_failure`](Self::on_failure), [`on_ignored`](Self::on_ignored), [`on_abandoned`](Self::on_abandoned), [`on_outcome`](Self::on_outcome) |
+/// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
+/// | commands | [`force_open`](Self::force_open), [`disable`](Self::disable), [`reset`](Self::reset) |
+/// | outputs | [`poll_event`](Self::poll_event) until `None` |
+/// | getters | [`state`](Self::state), [`stats`](Self::stats), [`config`](Self::config) |
+///
+/// After every input, call [`poll_timeout`](Self::poll_timeout), then
+/// [`poll_event`](Self::poll_event) until `None`.
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker {
-    config: CircuitBreakerConfig,
+    config: BreakerConfig,
     clock: Monotonic,
     inner: Inner,
     generation: u64,
@@ -453,14 +410,14 @@ pub struct CircuitBreaker {
     /// never reached, exactly as the `Duration` comparison it replaces).
     slow_nanos: u128,
     rng: Rng,
-    events: Events,
+    events: EventRing<BreakerEvent, EVENT_QUEUE_CAPACITY>,
     counters: Counters,
 }
 
 impl CircuitBreaker {
     /// A closed breaker. Allocates the sliding window (with `alloc`) if a rate policy is on.
     #[must_use]
-    pub fn new(config: CircuitBreakerConfig, now: Instant) -> Self {
+    pub fn new(config: BreakerConfig, now: Instant) -> Self {
         let window = if config.window_needed() {
             Some(Window::new(config.window, now))
         } else {
@@ -476,7 +433,7 @@ impl CircuitBreaker {
             trips_in_a_row: 0,
             slow_nanos: config.slow_call_duration.as_nanos(),
             rng: Rng::new(config.seed),
-            events: Events::new(),
+            events: EventRing::new(),
             counters: Counters::default(),
             config,
         }
@@ -484,7 +441,7 @@ impl CircuitBreaker {
 
     /// The configuration.
     #[must_use]
-    pub fn config(&self) -> &CircuitBreakerConfig {
+    pub fn config(&self) -> &BreakerConfig {
         &self.config
     }
 
@@ -547,7 +504,7 @@ impl CircuitBreaker {
                 self.counters.rejected = self.counters.rejected.saturating_add(1);
                 Err(Rejected {
                     retry_at,
-                    state: self.inner.state(),
+                    reason: self.inner.state(),
                 })
             }
         }
@@ -573,7 +530,7 @@ impl CircuitBreaker {
 
     /// Reports that the call admitted with `permit` was abandoned: dropped before it finished
     /// (cancelled, or timed out by a timeout *outside* the breaker). Having run for at least
-    /// the config's [`abandon_threshold`](CircuitBreakerConfig::abandon_threshold) (from
+    /// the config's [`abandon_threshold`](BreakerConfig::abandon_threshold) (from
     /// `permit.admitted_at()` to `now`), it is a [`Outcome::Failure`]: a dependency that hangs
     /// until the caller gives up is failing. Abandoned sooner it is [`Outcome::Ignored`] (it
     /// frees its half-open probe slot). Returns the outcome recorded.
@@ -909,6 +866,11 @@ impl CircuitBreaker {
                         let half = d / 2;
                         half.saturating_add(self.rng.up_to(d - half))
                     }
+                    // Refused by the builder; Full is the nearest spread if it ever arrived.
+                    Jitter::Decorrelated => {
+                        debug_assert!(false, "the builder refuses Decorrelated open jitter");
+                        self.rng.up_to(d)
+                    }
                 }
             }
         }
@@ -933,13 +895,13 @@ impl CircuitBreaker {
             at: now,
             reason,
         };
-        if self.events.push(ev) {
+        if self.events.push(ev).is_some() {
             self.counters.events_dropped = self.counters.events_dropped.saturating_add(1);
         }
     }
 }
 
-fn base_open_nanos(config: &CircuitBreakerConfig) -> u64 {
+fn base_open_nanos(config: &BreakerConfig) -> u64 {
     match config.open_duration {
         OpenDuration::Fixed(d) => duration_to_nanos(d),
         OpenDuration::Exponential { base, cap, .. } => {
@@ -954,7 +916,7 @@ mod tests {
 
     #[test]
     fn event_queue_drops_the_oldest_when_full() {
-        let mut q = Events::new();
+        let mut q: EventRing<BreakerEvent, EVENT_QUEUE_CAPACITY> = EventRing::new();
         let ev = |n: u64| BreakerEvent::Transition {
             from: State::Closed,
             to: State::Open,
@@ -963,7 +925,7 @@ mod tests {
         };
         let mut dropped = 0;
         for n in 0..(EVENT_QUEUE_CAPACITY as u64 + 3) {
-            dropped += u32::from(q.push(ev(n)));
+            dropped += u32::from(q.push(ev(n)).is_some());
         }
         assert_eq!(dropped, 3);
         assert_eq!(q.pop(), Some(ev(3)));
@@ -978,7 +940,7 @@ mod tests {
     #[test]
     fn slow_call_threshold_compares_exactly_at_the_end_of_the_clock() {
         let slow_after = |d: Duration| {
-            let config = CircuitBreakerConfig::consecutive_failures(5)
+            let config = BreakerConfig::consecutive_failures(5)
                 .slow_call_duration_threshold(d)
                 .build()
                 .unwrap();
@@ -998,7 +960,7 @@ mod tests {
 
     #[test]
     fn does_not_panic_on_bad_instant() {
-        let config = CircuitBreakerConfig::consecutive_failures(1)
+        let config = BreakerConfig::consecutive_failures(1)
             .exponential_open_duration(Duration::MAX, u32::MAX, Duration::MAX, Jitter::Full)
             .max_wait_in_half_open(Duration::MAX)
             .build()

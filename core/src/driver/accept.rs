@@ -12,7 +12,7 @@ use futures_core::Stream;
 
 use super::{Alarm, Runtime};
 use crate::accept::AcceptStats;
-use crate::accept::{classify_io_error, AcceptDecision, AcceptEvent, AcceptLoop, AcceptLoopConfig};
+use crate::accept::{classify_io_error, AcceptConfig, AcceptDecision, AcceptEvent, AcceptLoop};
 use crate::error::ConfigError;
 use crate::limit::{LimitConfig, LimitStats, Overflow};
 use crate::sync::limit::{Permit, SharedLimit};
@@ -49,18 +49,18 @@ pub trait Listener: Unpin {
 #[derive(Clone, Debug)]
 pub struct GuardConfig {
     limit: LimitConfig,
-    accept: AcceptLoopConfig,
+    accept: AcceptConfig,
     backlog: u32,
 }
 
 impl GuardConfig {
     /// Starts a builder with the defaults: 1024 connections, backpressure at the limit, the
-    /// default accept pause policy ([`AcceptLoopConfig::default`]) and a backlog of 1024.
+    /// default accept pause policy ([`AcceptConfig::default`]) and a backlog of 1024.
     pub fn builder() -> GuardConfigBuilder {
         GuardConfigBuilder {
             max_connections: 1024,
             farewell: None,
-            accept: AcceptLoopConfig::default(),
+            accept: AcceptConfig::default(),
             backlog: 1024,
         }
     }
@@ -76,7 +76,7 @@ impl GuardConfig {
     }
 
     /// The accept-error pause policy.
-    pub fn accept(&self) -> &AcceptLoopConfig {
+    pub fn accept(&self) -> &AcceptConfig {
         &self.accept
     }
 
@@ -90,7 +90,7 @@ impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
             limit: LimitConfig::default(),
-            accept: AcceptLoopConfig::default(),
+            accept: AcceptConfig::default(),
             backlog: 1024,
         }
     }
@@ -101,7 +101,7 @@ impl Default for GuardConfig {
 pub struct GuardConfigBuilder {
     max_connections: usize,
     farewell: Option<&'static [u8]>,
-    accept: AcceptLoopConfig,
+    accept: AcceptConfig,
     backlog: u32,
 }
 
@@ -120,8 +120,8 @@ impl GuardConfigBuilder {
         self
     }
 
-    /// The accept-error pause policy (default [`AcceptLoopConfig::default`]).
-    pub fn pause(mut self, accept: AcceptLoopConfig) -> Self {
+    /// The accept-error pause policy (default [`AcceptConfig::default`]).
+    pub fn pause(mut self, accept: AcceptConfig) -> Self {
         self.accept = accept;
         self
     }

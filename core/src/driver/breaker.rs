@@ -28,7 +28,7 @@
 //!   `timeout`) is reported by a drop guard through
 //!   [`on_abandoned`](crate::breaker::CircuitBreaker::on_abandoned), so a half-open probe slot
 //!   is never leaked: as [`Outcome::Failure`] if it had already run for at least the config's
-//!   [`abandon_threshold`](CircuitBreakerConfig::abandon_threshold) (default 1 s: a hanging
+//!   [`abandon_threshold`](BreakerConfig::abandon_threshold) (default 1 s: a hanging
 //!   dependency opens the breaker after at most `minimum_calls` abandoned calls, or
 //!   `consecutive_failures` of them), else as [`Outcome::Ignored`] (the caller lost interest;
 //!   nothing is known about the dependency).
@@ -68,7 +68,7 @@
 //! # Example
 //!
 //! ```
-//! use keel_core::breaker::{CircuitBreakerConfig, State};
+//! use keel_core::breaker::{BreakerConfig, State};
 //! use keel_core::driver::breaker::{Breaker, BreakerError};
 //! use keel_core::sync::breaker::SharedBreaker;
 //! use keel_core::time::Instant;
@@ -76,7 +76,7 @@
 //! use core::time::Duration;
 //!
 //! let rt = ManualRuntime::new();
-//! let config = CircuitBreakerConfig::consecutive_failures(2)
+//! let config = BreakerConfig::consecutive_failures(2)
 //!     .open_duration(Duration::from_secs(5))
 //!     .build()?;
 //! let breaker = Breaker::from_shared(SharedBreaker::new(config, rt.now()), rt.clone());
@@ -105,7 +105,7 @@ use core::time::Duration;
 use alloc::sync::Arc;
 
 use crate::breaker::{
-    BreakerEvent, BreakerPermit, BreakerStats, CircuitBreakerConfig, Outcome, Rejected, State,
+    BreakerEvent, BreakerPermit, BreakerStats, BreakerConfig, Outcome, Rejected, State,
 };
 use crate::driver::{Elapsed, Runtime};
 use crate::report::DEFAULT_REPORT_INTERVAL;
@@ -218,7 +218,7 @@ impl<R: Runtime + Default> Breaker<R> {
     /// all probe the dependency at the same instant. For a reproducible breaker, build the
     /// [`SharedBreaker`] yourself and use [`Breaker::from_shared`].
     #[must_use]
-    pub fn new(config: CircuitBreakerConfig) -> Self {
+    pub fn new(config: BreakerConfig) -> Self {
         let rt = R::default();
         let now = rt.now();
         let config = config.with_seed(config.seed() ^ super::os_seed());

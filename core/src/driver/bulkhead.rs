@@ -39,7 +39,7 @@
 //! let held = bulkhead.try_acquire().expect("a free slot");
 //! // The slot stays taken: `run` queues, and gives up at `max_wait` on the runtime's timer.
 //! let rejected = rt.block_on(bulkhead.run(async { "never ran" })).unwrap_err();
-//! assert_eq!(rejected.reason(), RejectReason::WaitedTooLong);
+//! assert_eq!(rejected.reason, RejectReason::WaitedTooLong);
 //! assert_eq!(rt.now(), Instant::from_secs(2));
 //! drop(held);
 //! assert_eq!(rt.block_on(bulkhead.run(async { "ran" })), Ok("ran"));

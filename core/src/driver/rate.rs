@@ -29,7 +29,7 @@
 //! - [`RateLimiter`] is `Clone`; every clone shares one counted [`SharedRateLimiter`] (one
 //!   `AtomicU64`), lock-free except while a quota change ([`SharedRateLimiter::set_quota`])
 //!   runs: checks spin until the change is done. [`KeyedRateLimiter`] shares one bounded
-//!   [`keyed::KeyedRateLimiter`] behind a mutex held only for the check.
+//!   [`keyed::KeyedGcra`] behind a mutex held only for the check.
 //! - A batch larger than the burst can never be admitted: [`RateLimiter::until_n_ready`] fails at
 //!   once with [`InsufficientCapacity`] instead of waiting forever.
 //!
@@ -66,7 +66,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Alarm, Runtime};
 use crate::rate::keyed::{self, KeyedConfig, KeyedError};
-use crate::rate::{CheckNError, NotUntil, Quota, RateLimiterStats};
+use crate::rate::{CheckNError, NotUntil, Quota, RateStats};
 use crate::sync::gcra::SharedRateLimiter;
 use crate::sync::rate_wait::{self, RateWaiter, RateWaiters, WaitStats};
 use crate::time::Instant;
@@ -208,7 +208,7 @@ impl<R: Runtime> RateLimiter<R> {
 
     /// Counters.
     #[must_use]
-    pub fn stats(&self) -> RateLimiterStats {
+    pub fn stats(&self) -> RateStats {
         self.shared.stats()
     }
 }
@@ -303,7 +303,7 @@ pub fn os_hash_seed() -> u128 {
 /// [`crate::rate::keyed`]). Clones share one table behind a mutex held only for the
 /// check.
 pub struct KeyedRateLimiter<K, R: Runtime> {
-    inner: Arc<Mutex<keyed::KeyedRateLimiter<K>>>,
+    inner: Arc<Mutex<keyed::KeyedGcra<K>>>,
     rt: R,
 }
 
@@ -337,12 +337,12 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     pub fn with_runtime(config: KeyedConfig, rt: R) -> Self {
         let now = rt.now();
         KeyedRateLimiter {
-            inner: Arc::new(Mutex::new(keyed::KeyedRateLimiter::new(config, now))),
+            inner: Arc::new(Mutex::new(keyed::KeyedGcra::new(config, now))),
             rt,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, keyed::KeyedRateLimiter<K>> {
+    fn lock(&self) -> MutexGuard<'_, keyed::KeyedGcra<K>> {
         // The table is consistent between calls; a panic elsewhere does not poison its logic.
         match self.inner.lock() {
             Ok(g) => g,
@@ -351,7 +351,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     }
 
     /// Runs `f` on the table under the lock (for several reads that must agree).
-    pub fn with<T>(&self, f: impl FnOnce(&mut keyed::KeyedRateLimiter<K>, Instant) -> T) -> T {
+    pub fn with<T>(&self, f: impl FnOnce(&mut keyed::KeyedGcra<K>, Instant) -> T) -> T {
         let now = self.rt.now();
         f(&mut self.lock(), now)
     }

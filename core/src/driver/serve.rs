@@ -116,8 +116,8 @@ use crate::conn::{ConnConfig, ConnEnd, ConnEvent, ConnStats, ConnTable};
 use crate::health::{ComponentState, HealthReport, Reason};
 use crate::limit::LimitStats;
 use crate::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownStats, ShutdownSummary,
-    WorkAdmission, WorkTicket,
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownStats,
+    ShutdownSummary,
 };
 use crate::sync::limit::{Permit, SharedLimit};
 use crate::time::Instant;
@@ -679,7 +679,7 @@ impl<L: Listener, R: Spawn> fmt::Debug for Server<L, R> {
 struct TaskGuard<R: Runtime> {
     shared: Arc<Shared>,
     rt: R,
-    ticket: Option<WorkTicket>,
+    ticket: Option<ShutdownPermit>,
     id: u64,
     /// How the connection ended, once its lingering close is over.
     end: Option<ConnEnd>,
@@ -840,8 +840,8 @@ where
                     break;
                 }
                 Poll::Ready(Some((permit, conn))) => {
-                    let admission = self.shared.core().machine.on_work_started(self.rt.now());
-                    let WorkAdmission::Admitted(ticket) = admission else {
+                    let admission = self.shared.core().machine.try_acquire(self.rt.now());
+                    let Ok(ticket) = admission else {
                         continue;
                     };
                     let id = ticket.id();
@@ -967,10 +967,8 @@ where
             ShutdownDecision::Continue => {}
             ShutdownDecision::Drain { deadline, .. } => {
                 self.close_listener();
-                // A grace period past the end of the clock has no deadline to tell handlers.
-                self.shared
-                    .drain
-                    .start((deadline != Instant::MAX).then_some(deadline));
+                // `None`: a grace period past the end of the clock has no deadline to tell.
+                self.shared.drain.start(deadline);
             }
             ShutdownDecision::StopNow { .. } => {
                 self.close_listener();
@@ -989,9 +987,9 @@ where
         for _ in 0..BACKLOG_SWEEP {
             match Pin::new(&mut incoming).poll_next(&mut cx) {
                 Poll::Ready(Some((permit, conn))) => {
-                    let admission = self.shared.core().machine.on_work_started(self.rt.now());
+                    let admission = self.shared.core().machine.try_acquire(self.rt.now());
                     drop((conn, permit));
-                    if let WorkAdmission::Admitted(ticket) = admission {
+                    if let Ok(ticket) = admission {
                         // Not reachable: the machine refuses once draining. Keep the counts
                         // honest if it ever is.
                         let _ = self
@@ -1012,9 +1010,9 @@ where
         }
         // A newcomer held for reclamation is refused like the backlog.
         if let Some(conn) = incoming.take_waiting() {
-            let admission = self.shared.core().machine.on_work_started(self.rt.now());
+            let admission = self.shared.core().machine.try_acquire(self.rt.now());
             drop(conn);
-            if let WorkAdmission::Admitted(ticket) = admission {
+            if let Ok(ticket) = admission {
                 // Not reachable (the machine refuses once draining), as above.
                 let _ = self
                     .shared
@@ -1075,7 +1073,8 @@ fn report(event: ShutdownEvent, summary: ShutdownSummary, now: Instant) {
         } => tracing::info!(
             target: "keel::shutdown",
             in_flight,
-            grace_ms = deadline.saturating_duration_since(now).as_millis() as u64,
+            // u64::MAX: no deadline (a grace period past the end of the clock).
+            grace_ms = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(now).as_millis() as u64),
             "drain started: refusing new connections"
         ),
         ShutdownEvent::Drained { completed } => tracing::info!(

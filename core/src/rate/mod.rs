@@ -53,7 +53,7 @@
 //!   584-year periods are legal inputs and never panic. (Within `τ` of `Instant::MAX`, where the
 //!   TAT can no longer grow, the limiter stops limiting; `Instant::MAX` is only reached by
 //!   saturation.)
-//! - [`RateLimiter::set_quota`] never opens a window for extra requests: at the switch instant
+//! - [`Gcra::set_quota`] never opens a window for extra requests: at the switch instant
 //!   the new quota admits at most `min(new burst, what the old state still allowed)`; the
 //!   used part of the burst is carried over, counted in requests.
 //!
@@ -66,12 +66,12 @@
 //! a closed one (its TAT sat in the far future), so the two forms disagreed and neither
 //! recovered.
 //!
-//! Now both forms (and every key of a [`keyed::KeyedRateLimiter`] and its overflow limiter)
+//! Now both forms (and every key of a [`keyed::KeyedGcra`] and its overflow limiter)
 //! follow one rule, in terms of the state alone. After any decision at `n`, the TAT is at most
 //! `n + burst × T`. So a TAT beyond `now + burst × T + max_clock_jump` (equivalently: one
 //! request would have to wait more than `T + max_clock_jump`) proves that an earlier `now` was
 //! more than `max_clock_jump` after this one. That is a **clock fault**: the limiter counts it
-//! ([`RateLimiterStats::clock_faults`], [`keyed::KeyedStats::clock_faults`],
+//! ([`RateStats::clock_faults`], [`keyed::KeyedStats::clock_faults`],
 //! `SharedRateLimiter::clock_faults`) and **resynchronises: it decides as a fresh limiter at
 //! this `now`** (full burst), which is what it would be had the bogus instant never come.
 //!
@@ -86,26 +86,26 @@
 //!   burst). Limiting then goes on at the quota: never off for good.
 //! - `max_clock_jump` is [`DEFAULT_MAX_CLOCK_JUMP`] (60 s: far above any scheduling delay
 //!   between reading the clock and checking, far below an outage anyone would accept), set by
-//!   [`RateLimiter::with_max_clock_jump`],
+//!   [`Gcra::with_max_clock_jump`],
 //!   `SharedRateLimiter::with_max_clock_jump` and
 //!   [`KeyedConfigBuilder::max_clock_jump`](keyed::KeyedConfigBuilder::max_clock_jump).
 //!   `Duration::MAX` disables detection; zero treats every `now` more than `T` behind the state
 //!   as a fault (only for single-threaded callers with a trusted clock).
 //! - The shared form tests for a fault only on its rejection branch (where the wait is known)
 //!   and resynchronises in its out-of-line loop: the admission path is unchanged.
-//! - [`peek`](RateLimiter::peek), [`remaining`](RateLimiter::remaining) and
-//!   [`reset_at`](RateLimiter::reset_at) answer as the next check would (a faulted state reads
+//! - [`peek`](Gcra::peek), [`remaining`](Gcra::remaining) and
+//!   [`reset_at`](Gcra::reset_at) answer as the next check would (a faulted state reads
 //!   as fresh) without counting or changing anything.
 //!
 //! ```
 //! use core::num::NonZeroU32;
-//! use keel_core::rate::{Quota, RateLimiter};
+//! use keel_core::rate::{Quota, Gcra};
 //! use keel_core::sync::gcra::SharedRateLimiter;
 //! use keel_core::Instant;
 //!
 //! let quota = Quota::per_second(NonZeroU32::MIN)?; // 1/s, burst 1
 //! let t = Instant::from_secs(100);
-//! let mut m = RateLimiter::new(quota, t);
+//! let mut m = Gcra::new(quota, t);
 //! let s = SharedRateLimiter::new(quota, t);
 //! assert!(m.check(Instant::MAX).is_ok() && s.check(Instant::MAX).is_ok()); // a bogus `now`
 //! // Back on the real clock: both resynchronise (one fresh admission), then limit at 1/s.
@@ -124,25 +124,25 @@
 //!
 //! # Forms
 //!
-//! - [`RateLimiter`]: `&mut self`, no allocation, `no_std`.
+//! - [`Gcra`]: `&mut self`, no allocation, `no_std`.
 //! - [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter) (feature `alloc`): `&self`, the
 //!   same decision on one `AtomicU64` with compare-and-swap (counters opt-in, with
 //!   `SharedRateLimiter::counted`).
-//! - [`keyed::KeyedRateLimiter`] (feature `alloc`): one GCRA per key with bounded memory, an
+//! - [`keyed::KeyedGcra`] (feature `alloc`): one GCRA per key with bounded memory, an
 //!   OS-seeded hash key and a shared overflow limiter for a full table; [`ip::IpKeyer`] turns
 //!   IP addresses into keys (IPv6 by /64 or /56), so one host cannot rotate through 2^64 keys.
 //!
 //! ```
 //! use core::num::NonZeroU32;
 //! use core::time::Duration;
-//! use keel_core::rate::{CheckNError, Quota, RateLimiter};
+//! use keel_core::rate::{CheckNError, Quota, Gcra};
 //! use keel_core::Instant;
 //!
 //! // 10 requests per second, at most 3 at once.
 //! let quota = Quota::per_second(NonZeroU32::new(10).unwrap())?
 //!     .with_burst(NonZeroU32::new(3).unwrap())?;
 //! let t0 = Instant::from_secs(1);
-//! let mut limiter = RateLimiter::new(quota, t0);
+//! let mut limiter = Gcra::new(quota, t0);
 //!
 //! assert_eq!(limiter.remaining(t0), 3);
 //! for _ in 0..3 {
@@ -422,10 +422,10 @@ impl From<NotUntil> for CheckNError {
     }
 }
 
-/// Counters of a [`RateLimiter`] or a counted
+/// Counters of a [`Gcra`] or a counted
 /// [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter::counted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RateLimiterStats {
+pub struct RateStats {
     /// Checks admitted (a `check_n` batch counts once).
     pub allowed: u64,
     /// Checks rejected, `InsufficientCapacity` included.
@@ -436,42 +436,46 @@ pub struct RateLimiterStats {
 
 /// A GCRA rate limiter for one stream of requests (`&mut self`, no allocation).
 ///
-/// Methods: inputs [`check`](Self::check), [`check_n`](Self::check_n),
-/// [`set_quota`](Self::set_quota); queries [`peek`](Self::peek), [`peek_n`](Self::peek_n),
-/// [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota),
-/// [`stats`](Self::stats). A rate limiter has no timers: it only answers when asked.
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new), [`with_max_clock_jump`](Self::with_max_clock_jump) |
+/// | admission | [`check`](Self::check), [`check_n`](Self::check_n) (nothing to release: a conforming request is spent) |
+/// | commands | [`set_quota`](Self::set_quota) |
+/// | getters | [`peek`](Self::peek), [`peek_n`](Self::peek_n), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`max_clock_jump`](Self::max_clock_jump), [`stats`](Self::stats) |
+///
+/// A rate limiter has no timers and no events: it only answers when asked.
 #[derive(Clone, Debug)]
-pub struct RateLimiter {
+pub struct Gcra {
     tat: u64,
     t: u64,
     tau: u64,
     burst: NonZeroU32,
     jump: u64,
-    stats: RateLimiterStats,
+    stats: RateStats,
 }
 
-impl RateLimiter {
+impl Gcra {
     /// A limiter with its full burst available at `now`, resynchronising after a clock jump of
     /// more than [`DEFAULT_MAX_CLOCK_JUMP`] (see [`with_max_clock_jump`](Self::with_max_clock_jump)).
     #[must_use]
-    pub fn new(quota: Quota, now: Instant) -> RateLimiter {
-        RateLimiter {
+    pub fn new(quota: Quota, now: Instant) -> Gcra {
+        Gcra {
             tat: now.as_nanos().min(gcra::TAT_MAX),
             t: quota.t_nanos(),
             tau: quota.tau(),
             burst: quota.burst(),
             jump: gcra::DEFAULT_MAX_CLOCK_JUMP,
-            stats: RateLimiterStats::default(),
+            stats: RateStats::default(),
         }
     }
 
     /// The largest clock step (forward then back) taken at face value; a larger one is a clock
-    /// fault, counted in [`RateLimiterStats::clock_faults`], after which the limiter behaves as
+    /// fault, counted in [`RateStats::clock_faults`], after which the limiter behaves as
     /// a fresh one at the new `now` (see the [module docs](self), "Clock faults"). Any value is
     /// legal: zero treats every `now` more than `T` behind the state as a fault;
     /// `Duration::MAX` never resynchronises.
     #[must_use]
-    pub fn with_max_clock_jump(mut self, jump: Duration) -> RateLimiter {
+    pub fn with_max_clock_jump(mut self, jump: Duration) -> Gcra {
         self.jump = duration_to_nanos(jump);
         self
     }
@@ -654,7 +658,7 @@ impl RateLimiter {
 
     /// Counters.
     #[must_use]
-    pub fn stats(&self) -> RateLimiterStats {
+    pub fn stats(&self) -> RateStats {
         self.stats
     }
 }

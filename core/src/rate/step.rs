@@ -1,6 +1,6 @@
 //! The GCRA decision as one pure function, for limiters whose state lives elsewhere.
 //!
-//! [`RateLimiter`](super::RateLimiter) keeps its theoretical arrival time (TAT) in memory. A
+//! [`Gcra`](super::Gcra) keeps its theoretical arrival time (TAT) in memory. A
 //! limiter shared by a fleet keeps it in a store (keel-redis keeps it in Redis and runs the
 //! decision in a server-side script). [`step`] is that decision with the state passed in and
 //! returned: the reference the store's implementation mirrors and is tested against.
@@ -61,8 +61,8 @@ impl Step {
 /// Decides `n` requests at `now` for a stream whose stored TAT is `tat` (`Instant::ZERO`, or
 /// anything at or before `now`, for a stream with no state).
 ///
-/// The same decision as [`RateLimiter::check_n`](super::RateLimiter::check_n) (and, for
-/// `n = 1`, [`RateLimiter::check`](super::RateLimiter::check)) on a limiter holding `tat`, with
+/// The same decision as [`Gcra::check_n`](super::Gcra::check_n) (and, for
+/// `n = 1`, [`Gcra::check`](super::Gcra::check)) on a limiter holding `tat`, with
 /// the same errors: `n = 0` is admitted and changes nothing; `n` above the burst is
 /// [`CheckNError::InsufficientCapacity`]; otherwise all `n` are admitted or none, and a
 /// rejection carries the earliest instant at which the batch would be admitted. All arithmetic
@@ -98,7 +98,7 @@ pub fn step(quota: &Quota, tat: Instant, now: Instant, n: u32) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rate::RateLimiter;
+    use crate::rate::Gcra;
     use core::num::NonZeroU32;
     use core::time::Duration;
     use proptest::prelude::*;
@@ -161,7 +161,7 @@ mod tests {
         ) {
             let q = quota(count, period_ms, burst);
             let mut now = Instant::from_nanos(start);
-            let mut limiter = RateLimiter::new(q, now);
+            let mut limiter = Gcra::new(q, now);
             let mut tat = Instant::ZERO;
             for (dt, n) in ops {
                 now += Duration::from_nanos(dt);

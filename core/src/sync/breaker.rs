@@ -12,11 +12,11 @@
 //! [`on_abandoned`](SharedBreaker::on_abandoned)).
 //!
 //! ```
-//! use keel_core::breaker::{CircuitBreakerConfig, State};
+//! use keel_core::breaker::{BreakerConfig, State};
 //! use keel_core::sync::breaker::SharedBreaker;
 //! use keel_core::Instant;
 //!
-//! let config = CircuitBreakerConfig::consecutive_failures(2).build()?;
+//! let config = BreakerConfig::consecutive_failures(2).build()?;
 //! let breaker = SharedBreaker::new(config, Instant::ZERO);
 //! let other = breaker.clone();
 //! let t = Instant::from_secs(1);
@@ -32,8 +32,8 @@
 //! ```
 
 use crate::breaker::{
-    BreakerEvent, BreakerPermit, BreakerStats, CircuitBreaker, CircuitBreakerConfig, Outcome,
-    Rejected, State,
+    BreakerConfig, BreakerEvent, BreakerPermit, BreakerStats, CircuitBreaker, Outcome, Rejected,
+    State,
 };
 use crate::sync::shim::{Arc, Mutex, MutexGuard};
 use crate::time::Instant;
@@ -47,7 +47,7 @@ pub struct SharedBreaker {
 impl SharedBreaker {
     /// A shared, closed breaker.
     #[must_use]
-    pub fn new(config: CircuitBreakerConfig, now: Instant) -> Self {
+    pub fn new(config: BreakerConfig, now: Instant) -> Self {
         SharedBreaker::from_breaker(CircuitBreaker::new(config, now))
     }
 
@@ -189,9 +189,7 @@ mod tests {
 
     #[test]
     fn recovers_from_a_poisoned_lock() {
-        let config = CircuitBreakerConfig::consecutive_failures(1)
-            .build()
-            .unwrap();
+        let config = BreakerConfig::consecutive_failures(1).build().unwrap();
         let b = SharedBreaker::new(config, Instant::ZERO);
         let b2 = b.clone();
         let r = thread::spawn(move || {
@@ -206,7 +204,7 @@ mod tests {
 
     #[test]
     fn threads_share_one_half_open_probe_budget() {
-        let config = CircuitBreakerConfig::consecutive_failures(1)
+        let config = BreakerConfig::consecutive_failures(1)
             .permitted_calls_in_half_open(3)
             .build()
             .unwrap();

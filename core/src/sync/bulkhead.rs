@@ -1,4 +1,4 @@
-//! The shared bulkhead: one [`Bulkhead`](crate::bulkhead::Bulkhead) engine behind a mutex, for
+//! The shared bulkhead: one [`FifoSemaphore`](crate::bulkhead::FifoSemaphore) engine behind a mutex, for
 //! many async tasks (feature `std`).
 //!
 //! [`SharedBulkhead`] is `Clone` (every clone shares one state) and hands out RAII
@@ -33,7 +33,7 @@
 //!     .build()?;
 //! let bh = SharedBulkhead::new(config, Instant::ZERO);
 //! let guard = bh.try_acquire().expect("a free slot");
-//! assert_eq!(bh.try_acquire().unwrap_err().reason(), RejectReason::Full);
+//! assert_eq!(bh.try_acquire().unwrap_err().reason, RejectReason::Full);
 //!
 //! let Acquire::Wait(mut waiter) = bh.acquire(Instant::ZERO) else { unreachable!() };
 //! assert_eq!(waiter.deadline(), Some(Instant::from_millis(50)));
@@ -56,26 +56,8 @@ use crate::time::Instant;
 /// Most queue entries preallocated up front; a larger `max_queue` grows on demand.
 const PREALLOCATE: usize = 1024;
 
-/// A call was shed by a [`SharedBulkhead`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("{reason}")]
-pub struct BulkheadRejected {
-    reason: RejectReason,
-}
-
-impl BulkheadRejected {
-    /// For the async driver's own rejections (e.g. a future polled after it completed).
-    #[cfg(feature = "futures")]
-    pub(crate) const fn new(reason: RejectReason) -> Self {
-        BulkheadRejected { reason }
-    }
-
-    /// Why the call was shed.
-    #[must_use]
-    pub const fn reason(&self) -> RejectReason {
-        self.reason
-    }
-}
+use crate::bulkhead::rejected;
+pub use crate::bulkhead::BulkheadRejected;
 
 /// What became of a waiter the engine took out of the FIFO (it stays in the slab, detached,
 /// until its owner polls or drops it).
@@ -271,12 +253,12 @@ impl SharedBulkhead {
         let Inner { engine, queue, .. } = &mut *inner;
         match engine.try_admit(queue) {
             Ok(()) => Ok(self.guard()),
-            Err(reason) => Err(BulkheadRejected { reason }),
+            Err(reason) => Err(rejected(reason)),
         }
     }
 
     /// Takes a slot now, queues for one, or sheds the call (see
-    /// [`Bulkhead::on_request`](crate::bulkhead::Bulkhead::on_request)).
+    /// [`FifoSemaphore::acquire`](crate::bulkhead::FifoSemaphore::acquire)).
     pub fn acquire(&self, now: Instant) -> Acquire {
         let mut wakes = Wakes::default();
         let mut inner = self.lock();
@@ -291,7 +273,7 @@ impl SharedBulkhead {
                 deadline,
                 done: false,
             }),
-            Err(reason) => Acquire::Ready(Err(BulkheadRejected { reason })),
+            Err(reason) => Acquire::Ready(Err(rejected(reason))),
         };
         drop(inner);
         wakes.wake();
@@ -394,12 +376,8 @@ impl BulkheadWaiter {
     /// again when it fires. `None` when the wait never ends (a `max_wait` that reaches past
     /// the end of the clock, such as `Duration::MAX`): arm no timer.
     #[must_use]
-    pub const fn deadline(&self) -> Option<Instant> {
-        if self.deadline.as_nanos() == Instant::MAX.as_nanos() {
-            None
-        } else {
-            Some(self.deadline)
-        }
+    pub fn deadline(&self) -> Option<Instant> {
+        crate::time::never_at_the_end(self.deadline)
     }
 
     /// Polls for the slot. `Ready(Ok)` hands over the guard; `Ready(Err)` carries
@@ -411,9 +389,7 @@ impl BulkheadWaiter {
         cx: &mut Context<'_>,
         now: Instant,
     ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
-        let timed_out = Poll::Ready(Err(BulkheadRejected {
-            reason: RejectReason::WaitedTooLong,
-        }));
+        let timed_out = Poll::Ready(Err(rejected(RejectReason::WaitedTooLong)));
         if self.done {
             return timed_out;
         }
@@ -443,7 +419,7 @@ impl BulkheadWaiter {
             Outcome::Granted => {
                 self.done = true;
                 let _ = inner.queue.entries.remove(self.key);
-                if now >= self.deadline {
+                if self.deadline().is_some_and(|d| now >= d) {
                     // Granted, but collected too late: pass the slot on.
                     inner.release(now, &mut wakes);
                     timed_out

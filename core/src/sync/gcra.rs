@@ -6,7 +6,7 @@
 //! `set_quota` therefore stalls every check until it is scheduled again; without quota
 //! changes no check ever waits for another thread.
 //!
-//! [`SharedRateLimiter`] makes exactly the decision of [`RateLimiter`](crate::rate::RateLimiter)
+//! [`SharedRateLimiter`] makes exactly the decision of [`Gcra`](crate::rate::Gcra)
 //! (see [`crate::rate`] for the algorithm and the burst semantics) through `&self`, so one
 //! limiter (in an `Arc`) can serve every task and thread.
 //!
@@ -73,7 +73,7 @@ use core::num::NonZeroU32;
 
 use super::shim::{spin_hint, AtomicU64, Ordering};
 use crate::rate::gcra::{self, TAT_MAX};
-use crate::rate::{CheckNError, NotUntil, Quota, RateLimiterStats};
+use crate::rate::{CheckNError, NotUntil, Quota, RateStats};
 use crate::time::Instant;
 
 /// The state word while a quota change is in progress. Never a TAT (those stop at `TAT_MAX`).
@@ -181,8 +181,8 @@ impl SharedRateLimiter<true> {
 
     /// Counters (relaxed: each is exact, the pair is not a snapshot).
     #[must_use]
-    pub fn stats(&self) -> RateLimiterStats {
-        RateLimiterStats {
+    pub fn stats(&self) -> RateStats {
+        RateStats {
             allowed: self.hot.allowed.load(Ordering::Relaxed),
             limited: self.cold.limited.load(Ordering::Relaxed),
             clock_faults: self.clock_faults(),
@@ -211,7 +211,7 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
 
     /// The largest clock step (forward then back) taken at face value; a larger one is a clock
     /// fault, after which the limiter behaves as a fresh one at the new `now`, exactly as
-    /// [`RateLimiter::with_max_clock_jump`](crate::rate::RateLimiter::with_max_clock_jump)
+    /// [`Gcra::with_max_clock_jump`](crate::rate::Gcra::with_max_clock_jump)
     /// (default [`DEFAULT_MAX_CLOCK_JUMP`](crate::rate::DEFAULT_MAX_CLOCK_JUMP); see
     /// [`crate::rate`], "Clock faults").
     #[must_use]
@@ -574,7 +574,7 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
     }
 
     /// Switches to `quota` at `now`, with the guarantees of
-    /// [`RateLimiter::set_quota`](crate::rate::RateLimiter::set_quota).
+    /// [`Gcra::set_quota`](crate::rate::Gcra::set_quota).
     ///
     /// One difference, always on the conservative side: the shared form never moves the TAT
     /// backwards and moves it at least 1 ns forward (see the module docs: every write must

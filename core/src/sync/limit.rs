@@ -62,42 +62,28 @@ use alloc::vec::Vec;
 use super::shim::{Arc, AtomicU64, AtomicUsize, Ordering};
 #[cfg(feature = "std")]
 use super::shim::{Mutex, MutexGuard};
-use crate::limit::{LimitConfig, LimitStats, Overflow, MAX_LIMIT};
+use crate::limit::{slots, LimitConfig, LimitStats, Overflow};
 
-/// Bits 0..32 of the state word: slots in use (never above `MAX_LIMIT`, so bit 31 stays 0 and a
-/// decrement of a positive count never borrows from the fields above).
-const IN_USE_MASK: u64 = 0xFFFF_FFFF;
-/// Bits 32..63: the limit.
-const MAX_SHIFT: u32 = 32;
-const MAX_MASK: u64 = 0x7FFF_FFFF << MAX_SHIFT;
-/// Bit 63: some task registered a waker in `poll_acquire` and has not been woken since.
-const WAITER: u64 = 1 << 63;
+// The state word and its rules are the `&mut` limit's (`crate::limit::slots`): one engine, so
+// the two forms cannot drift apart. This file adds only the atomics and the waiter list.
+const WAITER: u64 = slots::WAITER;
 
 fn in_use_of(state: u64) -> u64 {
-    state & IN_USE_MASK
+    slots::in_use(state)
 }
 
 fn max_of(state: u64) -> u64 {
-    (state & MAX_MASK) >> MAX_SHIFT
+    slots::max(state)
 }
 
 fn has_room(state: u64) -> bool {
-    in_use_of(state) < max_of(state)
-}
-
-/// `max` as the 31-bit field value (clamped to `1..=MAX_LIMIT`).
-fn max_field(max: usize) -> u64 {
-    let clamped = max.clamp(1, MAX_LIMIT);
-    u64::try_from(clamped).unwrap_or(0x7FFF_FFFF) << MAX_SHIFT
+    slots::has_room(state)
 }
 
 fn to_usize(v: u64) -> usize {
-    // Both fields are below 2^31, which fits every usize of 32 bits or more.
-    usize::try_from(v).unwrap_or(usize::MAX)
+    slots::to_usize(v)
 }
 
-/// The tasks registered by `poll_acquire`: inline room for the one acceptor the contract
-/// expects, spilling to a `Vec` only when several tasks wait at once.
 #[cfg(feature = "std")]
 #[derive(Default)]
 struct Waiters {
@@ -171,12 +157,10 @@ impl Inner {
     fn acquire(&self) -> Option<u64> {
         let mut state = self.state.load(Ordering::Acquire);
         loop {
-            if !has_room(state) {
-                return None;
-            }
+            let next = slots::acquire(state)?;
             match self
                 .state
-                .compare_exchange(state, state + 1, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(prev) => {
                     self.count_acquired(in_use_of(prev) + 1);
@@ -260,7 +244,7 @@ impl SharedLimit {
     pub fn new(config: LimitConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                state: AtomicU64::new(max_field(config.max())),
+                state: AtomicU64::new(slots::new(config.max())),
                 peak: AtomicUsize::new(0),
                 acquired: AtomicU64::new(0),
                 released: AtomicU64::new(0),
@@ -313,11 +297,7 @@ impl SharedLimit {
         // above makes this CAS fail, and we take the slot instead.
         let mut state = inner.state.load(Ordering::Acquire);
         loop {
-            let next = if has_room(state) {
-                state + 1
-            } else {
-                state | WAITER
-            };
+            let next = slots::acquire(state).unwrap_or(state | WAITER);
             match inner
                 .state
                 .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
@@ -347,14 +327,13 @@ impl SharedLimit {
         }
     }
 
-    /// Changes the limit (clamped to [`MAX_LIMIT`]). Shrinking revokes nothing: holders keep
+    /// Changes the limit (clamped to [`MAX_LIMIT`](crate::limit::MAX_LIMIT)). Shrinking revokes nothing: holders keep
     /// their permits and acquisitions are refused until `in_use < max`. Growing wakes the
     /// waiting task if there is now room.
     pub fn set_max(&self, max: NonZeroUsize) {
-        let field = max_field(max.get());
         let mut state = self.inner.state.load(Ordering::Acquire);
         loop {
-            let next = (state & !MAX_MASK) | field;
+            let next = slots::resize(state, max.get());
             match self.inner.state.compare_exchange(
                 state,
                 next,
@@ -390,7 +369,7 @@ impl SharedLimit {
     /// Permits that can be taken now (0 when over the limit after a shrink).
     pub fn available(&self) -> usize {
         let state = self.inner.state.load(Ordering::Acquire);
-        to_usize(max_of(state).saturating_sub(in_use_of(state)))
+        to_usize(slots::available(state))
     }
 
     /// What to do when the limit is full.

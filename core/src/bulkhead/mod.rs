@@ -11,28 +11,28 @@
 //!
 //! # The contract
 //!
-//! - [`Bulkhead::on_request`] returns [`Admission::Admitted`] with a [`BulkheadPermit`] while
+//! - [`FifoSemaphore::acquire`] returns [`Admission::Admitted`] with a [`BulkheadPermit`] while
 //!   fewer than `max_concurrent` permits are out; otherwise [`Admission::Queued`] with the
 //!   waiter's id and absolute deadline (`now + max_wait`) while the queue has room; otherwise
 //!   [`Admission::Rejected`] with [`RejectReason::Full`] (no queue configured) or
 //!   [`RejectReason::QueueFull`].
-//! - [`Bulkhead::on_release`] returns a permit. If a waiter is queued, the **oldest live**
+//! - [`FifoSemaphore::on_release`] returns a permit. If a waiter is queued, the **oldest live**
 //!   one is promoted in the same call ([`Release::Promoted`]): waiters are FIFO.
-//! - A waiter is never admitted at or after its deadline. [`Bulkhead::handle_timeout`] (and
+//! - A waiter is never admitted at or after its deadline. [`FifoSemaphore::handle_timeout`] (and
 //!   every other input, before it decides) expires waiters whose deadline has come:
 //!   [`BulkheadEvent::Expired`], counted as shed with [`RejectReason::WaitedTooLong`].
-//!   [`Bulkhead::poll_timeout`] is the earliest waiter deadline (`None` when it never comes).
-//! - [`Bulkhead::on_cancel`] removes a waiter that gave up.
+//!   [`FifoSemaphore::poll_timeout`] is the earliest waiter deadline (`None` when it never comes).
+//! - [`FifoSemaphore::on_cancel`] removes a waiter that gave up.
 //! - In-flight counts never go negative, the queue never exceeds its bound, and no input
 //!   panics: `now` is clamped and deadlines saturate. A deadline past the end of the clock
-//!   (`max_wait = Duration::MAX`) reads [`Instant::MAX`] in [`Admission::Queued`] and means the
-//!   waiter waits for ever: [`Bulkhead::poll_timeout`] never returns it.
+//!   (`max_wait = Duration::MAX`) is `None` in [`Admission::Queued`] and means the waiter
+//!   waits for ever: it never expires and [`FifoSemaphore::poll_timeout`] never returns it.
 //!
 //! # Storage (no allocation)
 //!
-//! The wait queue is a fixed-capacity ring inside the machine: `Bulkhead<QUEUE>` holds room
+//! The wait queue is a fixed-capacity ring inside the machine: `FifoSemaphore<QUEUE>` holds room
 //! for `QUEUE` waiters (and `QUEUE` pending events). The effective queue bound is
-//! `min(config.max_queue(), QUEUE)`, see [`Bulkhead::queue_capacity`]; `Bulkhead<0>` (the
+//! `min(config.max_queue(), QUEUE)`, see [`FifoSemaphore::queue_capacity`]; `FifoSemaphore<0>` (the
 //! default) sheds at once. The shared, thread-safe form for async tasks is
 //! `keel_core::sync::bulkhead::SharedBulkhead` (feature `std`), which sizes its queue from the
 //! config at run time.
@@ -48,7 +48,7 @@
 //!
 //! ```
 //! use core::time::Duration;
-//! use keel_core::bulkhead::{Admission, Bulkhead, BulkheadConfig, RejectReason, Release};
+//! use keel_core::bulkhead::{Admission, FifoSemaphore, BulkheadConfig, RejectReason, Release};
 //! use keel_core::Instant;
 //!
 //! let config = BulkheadConfig::builder()
@@ -57,12 +57,12 @@
 //!     .max_wait(Duration::from_millis(100))
 //!     .build()?;
 //! let t0 = Instant::from_secs(1);
-//! let mut bh: Bulkhead<4> = Bulkhead::new(config, t0);
+//! let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, t0);
 //!
-//! let Admission::Admitted(permit) = bh.on_request(t0) else { unreachable!() };
-//! let Admission::Queued { waiter, deadline } = bh.on_request(t0) else { unreachable!() };
-//! assert_eq!(deadline, t0 + Duration::from_millis(100));
-//! assert_eq!(bh.on_request(t0), Admission::Rejected(RejectReason::QueueFull));
+//! let Admission::Admitted(permit) = bh.acquire(t0) else { unreachable!() };
+//! let Admission::Queued { waiter, deadline } = bh.acquire(t0) else { unreachable!() };
+//! assert_eq!(deadline, Some(t0 + Duration::from_millis(100)));
+//! assert_eq!(bh.acquire(t0), Admission::Rejected(RejectReason::QueueFull));
 //!
 //! // The running call ends: the oldest waiter takes its slot.
 //! match bh.on_release(t0 + Duration::from_millis(10), permit) {
@@ -75,8 +75,12 @@
 use core::fmt;
 use core::time::Duration;
 
+mod engine;
+
 use crate::error::ConfigError;
-use crate::time::{Instant, Monotonic};
+use crate::ring::EventRing;
+use crate::time::Instant;
+pub(crate) use engine::{Engine, WaitQueue};
 
 /// Default `max_concurrent`: 25, Resilience4j's `maxConcurrentCalls`.
 pub const DEFAULT_MAX_CONCURRENT: usize = 25;
@@ -203,9 +207,9 @@ impl fmt::Display for WaiterId {
     }
 }
 
-/// A slot in the bulkhead; hand it back with [`Bulkhead::on_release`]. Not `Clone`.
+/// A slot in the bulkhead; hand it back with [`FifoSemaphore::on_release`]. Not `Clone`.
 #[derive(Debug, PartialEq, Eq, Hash)]
-#[must_use = "return the permit with `Bulkhead::on_release` when the call ends"]
+#[must_use = "return the permit with `FifoSemaphore::on_release` when the call ends"]
 pub struct BulkheadPermit {
     _private: (),
 }
@@ -255,26 +259,39 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// The answer to [`Bulkhead::on_request`].
+/// A call was shed: the crate's one rejection shape, [`crate::Rejected`], whose `reason` says
+/// why; `retry_at` is always `None` (a slot frees when some call ends, at no instant the
+/// bulkhead knows).
+pub type BulkheadRejected = crate::error::Rejected<RejectReason>;
+
+/// A rejection for `reason`.
+pub(crate) const fn rejected(reason: RejectReason) -> BulkheadRejected {
+    BulkheadRejected {
+        reason,
+        retry_at: None,
+    }
+}
+
+/// The answer to [`FifoSemaphore::acquire`].
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Admission {
     /// Run the call now; return the permit when it ends.
     Admitted(BulkheadPermit),
-    /// Wait: the call is queued. It is promoted by a later [`Bulkhead::on_release`], or expires
+    /// Wait: the call is queued. It is promoted by a later [`FifoSemaphore::on_release`], or expires
     /// at `deadline`.
     Queued {
-        /// The waiter, for [`Bulkhead::on_cancel`] and the promotion.
+        /// The waiter, for [`FifoSemaphore::on_cancel`] and the promotion.
         waiter: WaiterId,
-        /// When the wait ends in [`RejectReason::WaitedTooLong`]; [`Instant::MAX`] means never
-        /// (a `max_wait` that reaches past the end of the clock).
-        deadline: Instant,
+        /// When the wait ends in [`RejectReason::WaitedTooLong`]; `None` when never (a
+        /// `max_wait` that reaches the end of the clock).
+        deadline: Option<Instant>,
     },
     /// Shed the call now.
     Rejected(RejectReason),
 }
 
-/// The answer to [`Bulkhead::on_release`].
+/// The answer to [`FifoSemaphore::on_release`].
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Release {
@@ -289,10 +306,10 @@ pub enum Release {
     },
 }
 
-/// A transition, for logs, metrics and sans-IO drivers. See [`Bulkhead::poll_event`].
+/// A transition, for logs, metrics and sans-IO drivers. See [`FifoSemaphore::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BulkheadEvent {
-    /// A waiter got a slot (also returned by [`Bulkhead::on_release`]).
+    /// A waiter got a slot (also returned by [`FifoSemaphore::on_release`]).
     Promoted {
         /// The waiter.
         waiter: WaiterId,
@@ -304,7 +321,7 @@ pub enum BulkheadEvent {
     },
 }
 
-/// Counters since the machine was created. See [`Bulkhead::stats`].
+/// Counters since the machine was created. See [`FifoSemaphore::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BulkheadStats {
     /// Permits issued (at once or by promotion).
@@ -319,7 +336,7 @@ pub struct BulkheadStats {
     pub shed_queue_full: u64,
     /// Waiters shed because they waited `max_wait`.
     pub shed_timeout: u64,
-    /// Waiters that gave up ([`Bulkhead::on_cancel`]).
+    /// Waiters that gave up ([`FifoSemaphore::on_cancel`]).
     pub cancelled: u64,
     /// Permits out now.
     pub in_flight: usize,
@@ -329,7 +346,7 @@ pub struct BulkheadStats {
     pub peak: usize,
     /// Most waiters queued at once.
     pub peak_queue: usize,
-    /// Events dropped because [`Bulkhead::poll_event`] was not called often enough.
+    /// Events dropped because [`FifoSemaphore::poll_event`] was not called often enough.
     pub events_dropped: u64,
 }
 
@@ -340,178 +357,6 @@ impl BulkheadStats {
         self.shed_full
             .saturating_add(self.shed_queue_full)
             .saturating_add(self.shed_timeout)
-    }
-}
-
-/// The FIFO wait queue the engine drives. Implemented by the fixed ring here and by the
-/// shared form's queue (a slab with an intrusive list, which carries a `Waker` per waiter as
-/// payload and names its entries by a slot key, so it removes any waiter in O(1)).
-pub(crate) trait WaitQueue {
-    /// What the storage keeps beside each waiter.
-    type Payload;
-    /// How the storage names a queued waiter (for [`remove`](Self::remove)).
-    type Handle: Copy;
-    fn len(&self) -> usize;
-    /// The oldest waiter and its deadline.
-    fn front(&self) -> Option<(WaiterId, Instant)>;
-    /// Appends; the engine only calls it below the bound, so it cannot fail for lack of room
-    /// unless the storage is smaller than the bound (then the payload is handed back).
-    fn push_back(
-        &mut self,
-        id: WaiterId,
-        deadline: Instant,
-        payload: Self::Payload,
-    ) -> Result<Self::Handle, Self::Payload>;
-    fn pop_front(&mut self) -> Option<(WaiterId, Self::Handle, Self::Payload)>;
-    /// Removes a waiter anywhere in the queue.
-    fn remove(&mut self, handle: Self::Handle) -> Option<Self::Payload>;
-}
-
-/// The bulkhead's logic, shared by [`Bulkhead`] and the `sync` form.
-#[derive(Clone, Debug)]
-pub(crate) struct Engine {
-    config: BulkheadConfig,
-    queue_bound: usize,
-    clock: Monotonic,
-    next_waiter: u64,
-    stats: BulkheadStats,
-}
-
-impl Engine {
-    pub(crate) fn new(config: BulkheadConfig, queue_storage: usize, now: Instant) -> Engine {
-        Engine {
-            config,
-            queue_bound: config.max_queue.min(queue_storage),
-            clock: Monotonic::new(now),
-            next_waiter: 0,
-            stats: BulkheadStats::default(),
-        }
-    }
-
-    pub(crate) fn config(&self) -> &BulkheadConfig {
-        &self.config
-    }
-
-    pub(crate) fn queue_bound(&self) -> usize {
-        self.queue_bound
-    }
-
-    pub(crate) fn stats<Q: WaitQueue>(&self, q: &Q) -> BulkheadStats {
-        let mut s = self.stats;
-        s.queue_len = q.len();
-        s
-    }
-
-    pub(crate) fn observe(&mut self, now: Instant) -> Instant {
-        self.clock.observe(now)
-    }
-
-    /// Expires every waiter whose deadline is at or before `now`.
-    pub(crate) fn expire<Q: WaitQueue>(
-        &mut self,
-        now: Instant,
-        q: &mut Q,
-        mut on_expired: impl FnMut(WaiterId, Q::Handle, Q::Payload),
-    ) {
-        // FIFO order is deadline order: deadlines are `arrival + max_wait` with a clamped,
-        // never-decreasing arrival time.
-        while let Some((_, deadline)) = q.front() {
-            if deadline > now {
-                break;
-            }
-            match q.pop_front() {
-                Some((id, handle, payload)) => {
-                    self.stats.shed_timeout = self.stats.shed_timeout.saturating_add(1);
-                    on_expired(id, handle, payload);
-                }
-                None => break,
-            }
-        }
-    }
-
-    fn admit(&mut self) {
-        self.stats.in_flight = self.stats.in_flight.saturating_add(1);
-        self.stats.admitted = self.stats.admitted.saturating_add(1);
-        self.stats.peak = self.stats.peak.max(self.stats.in_flight);
-    }
-
-    /// The newest `now` seen (used by the shared form's guards, which drop without a time).
-    #[cfg_attr(not(feature = "std"), allow(dead_code))]
-    pub(crate) fn newest(&self) -> Instant {
-        self.clock.get()
-    }
-
-    /// Admit at once or reject with `Full`; never queue, never jump the queue. `now` already
-    /// observed and expired waiters already removed.
-    pub(crate) fn try_admit<Q: WaitQueue>(&mut self, q: &Q) -> Result<(), RejectReason> {
-        if self.stats.in_flight < self.config.max_concurrent && q.len() == 0 {
-            self.admit();
-            Ok(())
-        } else {
-            self.stats.shed_full = self.stats.shed_full.saturating_add(1);
-            Err(RejectReason::Full)
-        }
-    }
-
-    /// Admit, queue or reject. `now` already observed and expired waiters already removed.
-    pub(crate) fn request<Q: WaitQueue>(
-        &mut self,
-        now: Instant,
-        q: &mut Q,
-        payload: Q::Payload,
-    ) -> Result<Option<(WaiterId, Q::Handle, Instant)>, RejectReason> {
-        if self.stats.in_flight < self.config.max_concurrent && q.len() == 0 {
-            self.admit();
-            return Ok(None);
-        }
-        if self.queue_bound == 0 {
-            self.stats.shed_full = self.stats.shed_full.saturating_add(1);
-            return Err(RejectReason::Full);
-        }
-        if q.len() >= self.queue_bound {
-            self.stats.shed_queue_full = self.stats.shed_queue_full.saturating_add(1);
-            return Err(RejectReason::QueueFull);
-        }
-        let id = WaiterId(self.next_waiter);
-        let deadline = now.saturating_add(self.config.max_wait);
-        let Ok(handle) = q.push_back(id, deadline, payload) else {
-            self.stats.shed_queue_full = self.stats.shed_queue_full.saturating_add(1);
-            return Err(RejectReason::QueueFull);
-        };
-        self.next_waiter = self.next_waiter.saturating_add(1);
-        self.stats.queued = self.stats.queued.saturating_add(1);
-        self.stats.peak_queue = self.stats.peak_queue.max(q.len());
-        Ok(Some((id, handle, deadline)))
-    }
-
-    /// Returns a permit; promotes the oldest live waiter if there is one. Expired waiters must
-    /// already have been removed.
-    pub(crate) fn release<Q: WaitQueue>(
-        &mut self,
-        q: &mut Q,
-    ) -> Option<(WaiterId, Q::Handle, Q::Payload)> {
-        self.stats.in_flight = self.stats.in_flight.saturating_sub(1);
-        if self.stats.in_flight >= self.config.max_concurrent {
-            return None;
-        }
-        let popped = q.pop_front()?;
-        self.admit();
-        self.stats.promoted = self.stats.promoted.saturating_add(1);
-        Some(popped)
-    }
-
-    pub(crate) fn cancel<Q: WaitQueue>(
-        &mut self,
-        q: &mut Q,
-        handle: Q::Handle,
-    ) -> Option<Q::Payload> {
-        let payload = q.remove(handle)?;
-        self.stats.cancelled = self.stats.cancelled.saturating_add(1);
-        Some(payload)
-    }
-
-    pub(crate) fn count_dropped_events(&mut self, n: u64) {
-        self.stats.events_dropped = self.stats.events_dropped.saturating_add(n);
     }
 }
 
@@ -602,78 +447,33 @@ impl<const N: usize> WaitQueue for Ring<N> {
     }
 }
 
-/// A fixed ring of `N` events that drops the oldest when full.
-#[derive(Clone, Debug)]
-struct EventRing<const N: usize> {
-    events: [Option<BulkheadEvent>; N],
-    head: usize,
-    len: usize,
-}
-
-impl<const N: usize> EventRing<N> {
-    const fn new() -> Self {
-        EventRing {
-            events: [None; N],
-            head: 0,
-            len: 0,
-        }
-    }
-
-    /// Returns `true` if an event was dropped to make room (or `ev` itself, when `N == 0`).
-    fn push(&mut self, ev: BulkheadEvent) -> bool {
-        if N == 0 {
-            return true;
-        }
-        let mut dropped = false;
-        if self.len >= N {
-            let _ = self.pop();
-            dropped = true;
-        }
-        let i = self.head.wrapping_add(self.len).checked_rem(N).unwrap_or(0);
-        if let Some(slot) = self.events.get_mut(i) {
-            *slot = Some(ev);
-            self.len += 1;
-        }
-        dropped
-    }
-
-    fn pop(&mut self) -> Option<BulkheadEvent> {
-        if self.len == 0 {
-            return None;
-        }
-        let ev = self.events.get_mut(self.head).and_then(Option::take);
-        self.head = self.head.wrapping_add(1).checked_rem(N).unwrap_or(0);
-        self.len -= 1;
-        ev
-    }
-}
-
 /// The bulkhead machine, with room for `QUEUE` waiters. See the [module docs](self).
 ///
-/// Methods by group:
-/// - getters: [`stats`](Self::stats), [`in_flight`](Self::in_flight),
-///   [`queue_len`](Self::queue_len), [`queue_capacity`](Self::queue_capacity),
-///   [`config`](Self::config);
-/// - inputs: [`on_request`](Self::on_request), [`on_try_request`](Self::on_try_request),
-///   [`on_release`](Self::on_release), [`on_cancel`](Self::on_cancel),
-///   [`handle_timeout`](Self::handle_timeout);
-/// - outputs: [`poll_timeout`](Self::poll_timeout), [`poll_event`](Self::poll_event).
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`try_acquire`](Self::try_acquire) (never waits: a [`BulkheadPermit`] or a [`BulkheadRejected`]), [`acquire`](Self::acquire) (may queue: an [`Admission`]) |
+/// | release (consumes the permit) | [`on_release`](Self::on_release) |
+/// | other inputs | [`on_cancel`](Self::on_cancel) |
+/// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
+/// | outputs | [`poll_event`](Self::poll_event) |
+/// | getters | [`stats`](Self::stats), [`in_flight`](Self::in_flight), [`queue_len`](Self::queue_len), [`queue_capacity`](Self::queue_capacity), [`config`](Self::config) |
 ///
 /// After every input, drain [`poll_event`](Self::poll_event) (it holds at most `QUEUE` events
 /// and drops the oldest beyond that, counted in [`BulkheadStats::events_dropped`]) and re-arm
 /// the timer from [`poll_timeout`](Self::poll_timeout).
 #[derive(Clone, Debug)]
-pub struct Bulkhead<const QUEUE: usize = 0> {
+pub struct FifoSemaphore<const QUEUE: usize = 0> {
     engine: Engine,
     queue: Ring<QUEUE>,
-    events: EventRing<QUEUE>,
+    events: EventRing<BulkheadEvent, QUEUE>,
 }
 
-impl<const QUEUE: usize> Bulkhead<QUEUE> {
+impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
     /// A bulkhead with every slot free. The queue holds `min(config.max_queue(), QUEUE)`.
     #[must_use]
     pub fn new(config: BulkheadConfig, now: Instant) -> Self {
-        Bulkhead {
+        FifoSemaphore {
             engine: Engine::new(config, QUEUE, now),
             queue: Ring::new(),
             events: EventRing::new(),
@@ -710,24 +510,30 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
         self.engine.stats(&self.queue)
     }
 
-    /// A call wants a slot: admitted, queued or rejected (see [`Admission`]).
-    pub fn on_request(&mut self, now: Instant) -> Admission {
+    /// A call wants a slot and may wait for one: admitted, queued or rejected (see
+    /// [`Admission`]).
+    pub fn acquire(&mut self, now: Instant) -> Admission {
         let now = self.expire(now);
         match self.engine.request(now, &mut self.queue, ()) {
             Ok(None) => Admission::Admitted(BulkheadPermit { _private: () }),
-            Ok(Some((waiter, _, deadline))) => Admission::Queued { waiter, deadline },
+            Ok(Some((waiter, _, deadline))) => Admission::Queued {
+                waiter,
+                deadline: crate::time::never_at_the_end(deadline),
+            },
             Err(reason) => Admission::Rejected(reason),
         }
     }
 
     /// A call wants a slot but will not wait: admitted, or rejected with
-    /// [`RejectReason::Full`]. Queued waiters keep their place (a free slot with waiters
-    /// queued cannot happen: releases promote them).
-    pub fn on_try_request(&mut self, now: Instant) -> Result<BulkheadPermit, RejectReason> {
+    /// [`RejectReason::Full`] (and no `retry_at`: a slot frees when a call ends). Queued
+    /// waiters keep their place (a free slot with waiters queued cannot happen: releases
+    /// promote them).
+    pub fn try_acquire(&mut self, now: Instant) -> Result<BulkheadPermit, BulkheadRejected> {
         let _ = self.expire(now);
         self.engine
             .try_admit(&self.queue)
             .map(|()| BulkheadPermit { _private: () })
+            .map_err(rejected)
     }
 
     /// A call ended: its slot goes to the oldest waiter whose deadline has not come, if any.
@@ -760,14 +566,13 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
     }
 
     /// The earliest waiter deadline; `None` when nobody waits, or when the oldest waiter waits
-    /// for ever (its deadline saturated at [`Instant::MAX`]; deadlines are in FIFO order, so
-    /// every later waiter does too).
+    /// for ever (its deadline reached the end of the clock; deadlines are in FIFO order, so
+    /// every later waiter's did too).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.queue
             .front()
-            .map(|(_, deadline)| deadline)
-            .filter(|&d| d != Instant::MAX)
+            .and_then(|(_, deadline)| crate::time::never_at_the_end(deadline))
     }
 
     /// The next event, oldest first.
@@ -778,14 +583,14 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
 
     fn expire(&mut self, now: Instant) -> Instant {
         let now = self.engine.observe(now);
-        let Bulkhead {
+        let FifoSemaphore {
             engine,
             queue,
             events,
         } = self;
         let mut dropped = 0u64;
         engine.expire(now, queue, |waiter, _, ()| {
-            if events.push(BulkheadEvent::Expired { waiter }) {
+            if events.push(BulkheadEvent::Expired { waiter }).is_some() {
                 dropped += 1;
             }
         });
@@ -794,7 +599,7 @@ impl<const QUEUE: usize> Bulkhead<QUEUE> {
     }
 
     fn push_event(&mut self, ev: BulkheadEvent) {
-        if self.events.push(ev) {
+        if self.events.push(ev).is_some() {
             self.engine.count_dropped_events(1);
         }
     }

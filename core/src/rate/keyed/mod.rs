@@ -11,11 +11,11 @@
 //!
 //! - At most `max_keys` keys are tracked. All storage (an entry array of `max_keys` slots and
 //!   an open-addressing index of `next_power_of_two(2 × max_keys)` `u32` slots, so the load
-//!   factor stays at or below 1/2) is allocated in [`KeyedRateLimiter::new`]; checks never
+//!   factor stays at or below 1/2) is allocated in [`KeyedGcra::new`]; checks never
 //!   allocate (cloning a key type that owns heap memory, like `String`, is the caller's
-//!   allocation). [`KeyedRateLimiter::memory_bytes`] reports the table's footprint, which never
+//!   allocation). [`KeyedGcra::memory_bytes`] reports the table's footprint, which never
 //!   changes after construction.
-//! - Each key has exactly the GCRA state of [`RateLimiter`]: same burst
+//! - Each key has exactly the GCRA state of [`Gcra`]: same burst
 //!   semantics, same `NotUntil`, same errors.
 //! - **Idle keys are reclaimed** during normal checks: a key whose TAT is at or before `now`
 //!   is in exactly the state of a key never seen, so forgetting it changes no decision. Each
@@ -26,7 +26,7 @@
 //!     shared overflow limiter** with its own quota ([`KeyedConfigBuilder::overflow_quota`],
 //!     by default the per-key quota). Under key rotation new keys degrade to that shared quota
 //!     instead of nothing, and no tracked key is ever forgotten while active, so a user who
-//!     pauses keeps his debt. [`KeyedRateLimiter::decide_n`] says which limiter decided
+//!     pauses keeps his debt. [`KeyedGcra::decide_n`] says which limiter decided
 //!     ([`DecidedBy`]); the stats count overflow admissions and rejections. An overflow
 //!     rejection is a plain [`KeyedError::NotUntil`] (wait or answer 429 as for any key). The
 //!     overflow quota is shared with whoever fills the table: an attacker rotating keys takes
@@ -47,11 +47,11 @@
 //!   Without `std`, `build` requires a seed and says so ([`ConfigError::Missing`]). Even under
 //!   collisions memory stays bounded: only the probe length (CPU) suffers, and
 //!   [`KeyedStats::probes`] shows it.
-//! - Clock faults are resolved per key, as [`RateLimiter`] does (see [`crate::rate`], "Clock
+//! - Clock faults are resolved per key, as [`Gcra`] does (see [`crate::rate`], "Clock
 //!   faults"): a key whose state proves a fault reads as a fresh key, and the sweep forgets it
 //!   like an idle one, so a bogus far-future `now` cannot pin slots for good.
 //! - Every operation is O(1) expected (O(1) LRU relinking, linear probing with backward-shift
-//!   deletion, no tombstones); [`KeyedRateLimiter::set_quota`] is O(len).
+//!   deletion, no tombstones); [`KeyedGcra::set_quota`] is O(len).
 //!
 //! # Defaults
 //!
@@ -64,7 +64,7 @@
 //!
 //! ```
 //! use core::num::NonZeroU32;
-//! use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedRateLimiter};
+//! use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedGcra};
 //! use keel_core::rate::Quota;
 //! use keel_core::Instant;
 //!
@@ -75,7 +75,7 @@
 //!     .hash_seed(0x0123_4567_89ab_cdef_0011_2233_4455_6677)
 //!     .build()?;
 //! let now = Instant::from_secs(1);
-//! let mut limiter = KeyedRateLimiter::<u128>::new(config, now);
+//! let mut limiter = KeyedGcra::<u128>::new(config, now);
 //! assert!(limiter.check(now, &1).is_ok());
 //! assert!(limiter.check(now, &2).is_ok());
 //! assert!(matches!(limiter.check(now, &1), Err(KeyedError::NotUntil { .. })));
@@ -89,20 +89,26 @@
 //! ```
 
 use alloc::vec::Vec;
-use core::hash::{Hash, Hasher};
+use core::hash::Hash;
 use core::mem::size_of;
 use core::num::NonZeroU32;
 
 use core::time::Duration;
 
+mod siphash;
+mod table;
+
+pub use siphash::SipHasher13;
+use table::{index_slots, Found, Overflowed};
+
 use super::gcra;
-use super::{CheckNError, Quota, RateLimiter};
+use super::{CheckNError, Gcra, Quota};
 use crate::error::ConfigError;
 use crate::time::{duration_to_nanos, Instant};
 
 /// The largest `max_keys` accepted: 2^24 (16,777,216 keys). The table is allocated up front,
 /// so this caps it at about 2^24 × (entry size + 8 bytes of index): roughly 1 GiB for a
-/// 48-byte entry (see [`KeyedRateLimiter::memory_bound`] for your key type). A larger value
+/// 48-byte entry (see [`KeyedGcra::memory_bound`] for your key type). A larger value
 /// would let a typo allocate tens of GiB and abort the process; shard across limiters instead.
 pub const MAX_KEYS_LIMIT: usize = 1 << 24;
 
@@ -126,7 +132,7 @@ pub enum Full {
     EvictLeastRecentlyUsed,
 }
 
-/// The configuration of a [`KeyedRateLimiter`]. Its `Debug` form leaves the hash seed out.
+/// The configuration of a [`KeyedGcra`]. Its `Debug` form leaves the hash seed out.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KeyedConfig {
     quota: Quota,
@@ -238,7 +244,7 @@ impl KeyedConfigBuilder {
 
     /// The quota of the one overflow limiter that new keys share while the table is full
     /// ([`Full::Overflow`]). Default: the per-key quota (and it follows
-    /// [`KeyedRateLimiter::set_quota`]), so a full table admits at most one key's worth more
+    /// [`KeyedGcra::set_quota`]), so a full table admits at most one key's worth more
     /// than a table with room for everyone, and no key, in the table or out, is ever admitted
     /// beyond its own quota by the overflow limiter alone. A larger overflow quota serves more
     /// new users under rotation, but then one key outside the table can get up to it.
@@ -355,7 +361,7 @@ impl From<CheckNError> for KeyedError {
     }
 }
 
-/// Counters of a [`KeyedRateLimiter`].
+/// Counters of a [`KeyedGcra`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeyedStats {
     /// Checks admitted.
@@ -383,7 +389,7 @@ pub struct KeyedStats {
     pub probes: u64,
 }
 
-/// Which limiter made a keyed decision ([`KeyedRateLimiter::decide_n`]).
+/// Which limiter made a keyed decision ([`KeyedGcra::decide_n`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DecidedBy {
@@ -416,16 +422,25 @@ struct Entry<K> {
 
 /// One GCRA state per key, at most `max_keys` of them; see the [module docs](self).
 ///
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new) |
+/// | admission | [`check`](Self::check), [`check_n`](Self::check_n), [`decide_n`](Self::decide_n) (which limiter decided) |
+/// | commands | [`set_quota`](Self::set_quota), [`set_overflow_quota`](Self::set_overflow_quota) |
+/// | getters | [`peek`](Self::peek), [`remaining`](Self::remaining), [`quota`](Self::quota), [`overflow_quota`](Self::overflow_quota), [`len`](Self::len), [`is_empty`](Self::is_empty), [`capacity`](Self::capacity), [`memory_bytes`](Self::memory_bytes), [`stats`](Self::stats) |
+///
+/// No timers and no events: idle keys are reclaimed as it checks.
+///
 /// Its `Debug` form shows the quota, the policy, the size and the counters (not the keys, nor
 /// the hash key).
 #[derive(Clone)]
-pub struct KeyedRateLimiter<K> {
+pub struct KeyedGcra<K> {
     t: u64,
     tau: u64,
     burst: NonZeroU32,
     full: Full,
     jump: u64,
-    overflow: RateLimiter,
+    overflow: Gcra,
     overflow_follows: bool,
     k0: u64,
     k1: u64,
@@ -441,9 +456,9 @@ pub struct KeyedRateLimiter<K> {
     stats: KeyedStats,
 }
 
-impl<K> core::fmt::Debug for KeyedRateLimiter<K> {
+impl<K> core::fmt::Debug for KeyedGcra<K> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("KeyedRateLimiter")
+        f.debug_struct("KeyedGcra")
             .field("quota", &Quota::from_parts(self.t, self.burst))
             .field("full", &self.full)
             .field("overflow", &self.overflow)
@@ -455,20 +470,20 @@ impl<K> core::fmt::Debug for KeyedRateLimiter<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
-    /// Allocates the whole table (see [`KeyedRateLimiter::memory_bound`]).
+impl<K: Hash + Eq + Clone> KeyedGcra<K> {
+    /// Allocates the whole table (see [`KeyedGcra::memory_bound`]).
     #[must_use]
     pub fn new(config: KeyedConfig, now: Instant) -> Self {
         let max_keys = config.max_keys.clamp(1, MAX_KEYS_LIMIT);
         let slots = index_slots(max_keys);
         let index = alloc::vec![0u32; slots];
-        KeyedRateLimiter {
+        KeyedGcra {
             t: config.quota.t_nanos(),
             tau: config.quota.tau(),
             burst: config.quota.burst(),
             full: config.full,
             jump: config.max_clock_jump,
-            overflow: RateLimiter::new(config.overflow_quota(), now)
+            overflow: Gcra::new(config.overflow_quota(), now)
                 .with_max_clock_jump(Duration::from_nanos(config.max_clock_jump)),
             overflow_follows: config.overflow_quota.is_none(),
             k0: config.hash_seed as u64,
@@ -708,7 +723,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 
     /// Switches every key to `quota` at `now` with the guarantees of
-    /// [`RateLimiter::set_quota`](super::RateLimiter::set_quota). O(len).
+    /// [`Gcra::set_quota`](super::Gcra::set_quota). O(len).
     ///
     /// The overflow limiter follows when its quota is the default (the per-key quota); one set
     /// with [`KeyedConfigBuilder::overflow_quota`] is changed with
@@ -734,353 +749,21 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 
     /// Switches the overflow limiter to `quota` at `now` (with the guarantees of
-    /// [`RateLimiter::set_quota`]); it no longer follows [`set_quota`](Self::set_quota).
+    /// [`Gcra::set_quota`]); it no longer follows [`set_quota`](Self::set_quota).
     pub fn set_overflow_quota(&mut self, now: Instant, quota: Quota) {
         self.overflow.set_quota(now, quota);
         self.overflow_follows = false;
     }
-
-    fn hash(&self, key: &K) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        key.hash(&mut h);
-        h.finish()
-    }
-
-    /// The key's place in the index, and how many index slots the lookup examined.
-    fn find(&self, key: &K, hash: u64) -> (Found, u64) {
-        let home = (hash as usize) & self.mask;
-        let mut i = home;
-        // Slots examined: the distance from the home slot, plus one (no loop-carried counter).
-        let probes = |i: usize| (i.wrapping_sub(home) & self.mask) as u64 + 1;
-        for _ in 0..self.index.len() {
-            match self.index.get(i) {
-                Some(0) => return (Found::Vacant(i), probes(i)),
-                Some(&s) => {
-                    let idx = s - 1;
-                    if let Some(e) = self.entries.get(idx as usize) {
-                        if e.hash == hash && e.key.as_ref() == Some(key) {
-                            return (Found::At(idx), probes(i));
-                        }
-                    }
-                }
-                None => return (Found::Broken, probes(i)),
-            }
-            i = (i + 1) & self.mask;
-        }
-        (Found::Broken, self.index.len() as u64)
-    }
-
-    fn tail_idle(&self, now: u64) -> bool {
-        self.entries
-            .get(self.tail as usize)
-            .is_some_and(|e| self.forgettable(e.tat, now))
-    }
-
-    /// Inserts a new key, or says it found no slot (the caller applies the policy; the
-    /// eviction of [`Full::EvictLeastRecentlyUsed`] happens here).
-    fn insert(&mut self, now: u64, key: &K, hash: u64, tat: u64) -> Result<(), Overflowed> {
-        if self.len >= self.max_keys {
-            let tail = self.tail;
-            if self.tail_idle(now) {
-                self.reclaim(tail, now);
-            } else if self.full == Full::EvictLeastRecentlyUsed && tail != NIL {
-                self.remove(tail);
-                self.stats.evicted = self.stats.evicted.saturating_add(1);
-            } else {
-                return Err(Overflowed);
-            }
-        }
-        // A removal may have shifted the probe sequence: look for the slot again.
-        let Found::Vacant(slot) = self.find(key, hash).0 else {
-            return Err(Overflowed);
-        };
-        let entry = Entry {
-            key: Some(key.clone()),
-            hash,
-            tat,
-            prev: NIL,
-            next: NIL,
-        };
-        let idx = if self.free != NIL {
-            let idx = self.free;
-            let Some(e) = self.entries.get_mut(idx as usize) else {
-                return Err(Overflowed);
-            };
-            self.free = e.next;
-            *e = entry;
-            idx
-        } else if self.entries.len() < self.max_keys {
-            self.entries.push(entry);
-            (self.entries.len() - 1) as u32
-        } else {
-            return Err(Overflowed);
-        };
-        if let Some(s) = self.index.get_mut(slot) {
-            *s = idx + 1;
-        }
-        self.push_front(idx);
-        self.len += 1;
-        Ok(())
-    }
-
-    /// Forgets up to `SWEEP_PER_CHECK` idle keys under the clock hand.
-    fn sweep(&mut self, now: u64) {
-        for _ in 0..SWEEP_PER_CHECK {
-            if self.len == 0 || self.entries.is_empty() {
-                return;
-            }
-            if self.cursor >= self.entries.len() {
-                self.cursor = 0;
-            }
-            let idx = self.cursor;
-            self.cursor += 1;
-            let idle = self
-                .entries
-                .get(idx)
-                .is_some_and(|e| e.key.is_some() && self.forgettable(e.tat, now));
-            if idle {
-                self.reclaim(idx as u32, now);
-            }
-        }
-    }
-
-    /// Forgets a forgettable key (idle, or a clock fault: counted as one).
-    fn reclaim(&mut self, idx: u32, now: u64) {
-        if self.entries.get(idx as usize).is_some_and(|e| e.tat > now) {
-            self.stats.clock_faults = self.stats.clock_faults.saturating_add(1);
-        }
-        self.remove(idx);
-        self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
-    }
-
-    fn remove(&mut self, idx: u32) {
-        let Some(hash) = self
-            .entries
-            .get(idx as usize)
-            .filter(|e| e.key.is_some())
-            .map(|e| e.hash)
-        else {
-            return;
-        };
-        // Find the index slot holding `idx`, then delete it by backward shift.
-        let mut i = (hash as usize) & self.mask;
-        let mut found = false;
-        for _ in 0..self.index.len() {
-            match self.index.get(i) {
-                Some(&s) if s == idx + 1 => {
-                    found = true;
-                    break;
-                }
-                Some(0) | None => break,
-                Some(_) => i = (i + 1) & self.mask,
-            }
-        }
-        if found {
-            self.delete_slot(i);
-        }
-        self.unlink(idx);
-        if let Some(e) = self.entries.get_mut(idx as usize) {
-            e.key = None;
-            e.prev = NIL;
-            e.next = self.free;
-            self.free = idx;
-        }
-        self.len = self.len.saturating_sub(1);
-    }
-
-    fn delete_slot(&mut self, mut hole: usize) {
-        let mut j = hole;
-        for _ in 0..self.index.len() {
-            j = (j + 1) & self.mask;
-            let s = match self.index.get(j) {
-                Some(&s) if s != 0 => s,
-                _ => break,
-            };
-            let home = self
-                .entries
-                .get((s - 1) as usize)
-                .map_or(j, |e| (e.hash as usize) & self.mask);
-            // The entry at `j` may fill the hole unless its home lies cyclically in (hole, j].
-            let stays = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
-            if !stays {
-                if let Some(h) = self.index.get_mut(hole) {
-                    *h = s;
-                }
-                hole = j;
-            }
-        }
-        if let Some(h) = self.index.get_mut(hole) {
-            *h = 0;
-        }
-    }
-
-    fn unlink(&mut self, idx: u32) {
-        let (prev, next) = match self.entries.get(idx as usize) {
-            Some(e) => (e.prev, e.next),
-            None => return,
-        };
-        match self.entries.get_mut(prev as usize) {
-            Some(p) => p.next = next,
-            None => self.head = next,
-        }
-        match self.entries.get_mut(next as usize) {
-            Some(n) => n.prev = prev,
-            None => self.tail = prev,
-        }
-    }
-
-    fn push_front(&mut self, idx: u32) {
-        let old = self.head;
-        if let Some(e) = self.entries.get_mut(idx as usize) {
-            e.prev = NIL;
-            e.next = old;
-        }
-        match self.entries.get_mut(old as usize) {
-            Some(o) => o.prev = idx,
-            None => self.tail = idx,
-        }
-        self.head = idx;
-    }
-
-    fn touch(&mut self, idx: u32) {
-        if self.head != idx {
-            self.unlink(idx);
-            self.push_front(idx);
-        }
-    }
 }
 
-/// A keyed decision and the limiter that made it ([`KeyedRateLimiter::decide_n`]).
+/// A keyed decision and the limiter that made it ([`KeyedGcra::decide_n`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[must_use = "a rejected request must not proceed"]
 pub struct KeyedDecision {
     /// The key's own state, or the overflow limiter of a full table.
     pub by: DecidedBy,
-    /// The decision, as [`KeyedRateLimiter::check_n`] returns it.
+    /// The decision, as [`KeyedGcra::check_n`] returns it.
     pub result: Result<(), KeyedError>,
-}
-
-/// A new key found no slot in a full table.
-struct Overflowed;
-
-enum Found {
-    At(u32),
-    Vacant(usize),
-    /// Only if the index invariants were broken (cannot happen): treated as "not found".
-    Broken,
-}
-
-fn index_slots(max_keys: usize) -> usize {
-    max_keys.saturating_mul(2).next_power_of_two().max(2)
-}
-
-/// SipHash-1-3 (Aumasson and Bernstein; the variant behind std's `HashMap`), keyed by 128 bits.
-///
-/// Written here because `core` has no keyed hasher. Feeding the same bytes through
-/// [`Hasher::write`] gives the same value as std's `DefaultHasher` for keys `(0, 0)`.
-#[derive(Clone, Debug)]
-pub struct SipHasher13 {
-    v0: u64,
-    v1: u64,
-    v2: u64,
-    v3: u64,
-    tail: u64,
-    ntail: usize,
-    length: usize,
-}
-
-impl SipHasher13 {
-    /// A hasher keyed by `(k0, k1)`.
-    #[must_use]
-    pub const fn new_with_keys(k0: u64, k1: u64) -> SipHasher13 {
-        SipHasher13 {
-            v0: k0 ^ 0x736f_6d65_7073_6575,
-            v1: k1 ^ 0x646f_7261_6e64_6f6d,
-            v2: k0 ^ 0x6c79_6765_6e65_7261,
-            v3: k1 ^ 0x7465_6462_7974_6573,
-            tail: 0,
-            ntail: 0,
-            length: 0,
-        }
-    }
-
-    #[inline]
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-
-    #[inline]
-    fn compress(&mut self, m: u64) {
-        let mut v = [self.v0, self.v1, self.v2, self.v3 ^ m];
-        Self::round(&mut v);
-        let [v0, v1, v2, v3] = v;
-        self.v0 = v0 ^ m;
-        self.v1 = v1;
-        self.v2 = v2;
-        self.v3 = v3;
-    }
-}
-
-impl Hasher for SipHasher13 {
-    fn write(&mut self, msg: &[u8]) {
-        self.length = self.length.wrapping_add(msg.len());
-        let mut rest = msg;
-        if self.ntail != 0 {
-            let needed = 8 - self.ntail;
-            let take = needed.min(rest.len());
-            let (head, tail) = rest.split_at(take);
-            for (j, b) in head.iter().enumerate() {
-                self.tail |= u64::from(*b) << (8 * (self.ntail + j));
-            }
-            rest = tail;
-            if take < needed {
-                self.ntail += take;
-                return;
-            }
-            let m = self.tail;
-            self.compress(m);
-            self.tail = 0;
-            self.ntail = 0;
-        }
-        let mut chunks = rest.chunks_exact(8);
-        for c in &mut chunks {
-            let m = c
-                .iter()
-                .rev()
-                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-            self.compress(m);
-        }
-        let rem = chunks.remainder();
-        for (j, b) in rem.iter().enumerate() {
-            self.tail |= u64::from(*b) << (8 * j);
-        }
-        self.ntail = rem.len();
-    }
-
-    fn finish(&self) -> u64 {
-        let b = ((self.length as u64 & 0xff) << 56) | self.tail;
-        let mut v = [self.v0, self.v1, self.v2, self.v3 ^ b];
-        Self::round(&mut v);
-        v[0] ^= b;
-        v[2] ^= 0xff;
-        Self::round(&mut v);
-        Self::round(&mut v);
-        Self::round(&mut v);
-        v[0] ^ v[1] ^ v[2] ^ v[3]
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,248 @@
+//! The keyed limiter's bounded table: an open-addressing index (linear probing, backward-shift
+//! deletion) over a slab of entries threaded by an LRU list, keyed by SipHash-1-3. The rules
+//! of the limit are in the parent module; this is where keys live and are found, inserted,
+//! swept and evicted.
+
+use core::hash::{Hash, Hasher};
+
+use super::{Entry, Full, KeyedGcra, SipHasher13, NIL, SWEEP_PER_CHECK};
+
+/// A new key found no slot in a full table.
+pub(super) struct Overflowed;
+
+pub(super) enum Found {
+    At(u32),
+    Vacant(usize),
+    /// Only if the index invariants were broken (cannot happen): treated as "not found".
+    Broken,
+}
+
+pub(super) fn index_slots(max_keys: usize) -> usize {
+    max_keys.saturating_mul(2).next_power_of_two().max(2)
+}
+
+impl<K: Hash + Eq + Clone> KeyedGcra<K> {
+    pub(super) fn hash(&self, key: &K) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    /// The key's place in the index, and how many index slots the lookup examined.
+    pub(super) fn find(&self, key: &K, hash: u64) -> (Found, u64) {
+        let home = (hash as usize) & self.mask;
+        let mut i = home;
+        // Slots examined: the distance from the home slot, plus one (no loop-carried counter).
+        let probes = |i: usize| (i.wrapping_sub(home) & self.mask) as u64 + 1;
+        for _ in 0..self.index.len() {
+            match self.index.get(i) {
+                Some(0) => return (Found::Vacant(i), probes(i)),
+                Some(&s) => {
+                    let idx = s - 1;
+                    if let Some(e) = self.entries.get(idx as usize) {
+                        if e.hash == hash && e.key.as_ref() == Some(key) {
+                            return (Found::At(idx), probes(i));
+                        }
+                    }
+                }
+                None => {
+                    debug_assert!(false, "keyed index slot {i} out of bounds");
+                    return (Found::Broken, probes(i));
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+        // The index has twice as many slots as keys: a full scan cannot happen.
+        debug_assert!(false, "keyed index has no empty slot");
+        (Found::Broken, self.index.len() as u64)
+    }
+
+    pub(super) fn tail_idle(&self, now: u64) -> bool {
+        self.entries
+            .get(self.tail as usize)
+            .is_some_and(|e| self.forgettable(e.tat, now))
+    }
+
+    /// Inserts a new key, or says it found no slot (the caller applies the policy; the
+    /// eviction of [`Full::EvictLeastRecentlyUsed`] happens here).
+    pub(super) fn insert(
+        &mut self,
+        now: u64,
+        key: &K,
+        hash: u64,
+        tat: u64,
+    ) -> Result<(), Overflowed> {
+        if self.len >= self.max_keys {
+            let tail = self.tail;
+            if self.tail_idle(now) {
+                self.reclaim(tail, now);
+            } else if self.full == Full::EvictLeastRecentlyUsed && tail != NIL {
+                self.remove(tail);
+                self.stats.evicted = self.stats.evicted.saturating_add(1);
+            } else {
+                return Err(Overflowed);
+            }
+        }
+        // A removal may have shifted the probe sequence: look for the slot again.
+        let Found::Vacant(slot) = self.find(key, hash).0 else {
+            return Err(Overflowed);
+        };
+        let entry = Entry {
+            key: Some(key.clone()),
+            hash,
+            tat,
+            prev: NIL,
+            next: NIL,
+        };
+        let idx = if self.free != NIL {
+            let idx = self.free;
+            let Some(e) = self.entries.get_mut(idx as usize) else {
+                return Err(Overflowed);
+            };
+            self.free = e.next;
+            *e = entry;
+            idx
+        } else if self.entries.len() < self.max_keys {
+            self.entries.push(entry);
+            (self.entries.len() - 1) as u32
+        } else {
+            return Err(Overflowed);
+        };
+        if let Some(s) = self.index.get_mut(slot) {
+            *s = idx + 1;
+        }
+        self.push_front(idx);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Forgets up to `SWEEP_PER_CHECK` idle keys under the clock hand.
+    pub(super) fn sweep(&mut self, now: u64) {
+        for _ in 0..SWEEP_PER_CHECK {
+            if self.len == 0 || self.entries.is_empty() {
+                return;
+            }
+            if self.cursor >= self.entries.len() {
+                self.cursor = 0;
+            }
+            let idx = self.cursor;
+            self.cursor += 1;
+            let idle = self
+                .entries
+                .get(idx)
+                .is_some_and(|e| e.key.is_some() && self.forgettable(e.tat, now));
+            if idle {
+                self.reclaim(idx as u32, now);
+            }
+        }
+    }
+
+    /// Forgets a forgettable key (idle, or a clock fault: counted as one).
+    pub(super) fn reclaim(&mut self, idx: u32, now: u64) {
+        if self.entries.get(idx as usize).is_some_and(|e| e.tat > now) {
+            self.stats.clock_faults = self.stats.clock_faults.saturating_add(1);
+        }
+        self.remove(idx);
+        self.stats.reclaimed = self.stats.reclaimed.saturating_add(1);
+    }
+
+    pub(super) fn remove(&mut self, idx: u32) {
+        let Some(hash) = self
+            .entries
+            .get(idx as usize)
+            .filter(|e| e.key.is_some())
+            .map(|e| e.hash)
+        else {
+            return;
+        };
+        // Find the index slot holding `idx`, then delete it by backward shift.
+        let mut i = (hash as usize) & self.mask;
+        let mut found = false;
+        for _ in 0..self.index.len() {
+            match self.index.get(i) {
+                Some(&s) if s == idx + 1 => {
+                    found = true;
+                    break;
+                }
+                Some(0) | None => break,
+                Some(_) => i = (i + 1) & self.mask,
+            }
+        }
+        if found {
+            self.delete_slot(i);
+        }
+        self.unlink(idx);
+        if let Some(e) = self.entries.get_mut(idx as usize) {
+            e.key = None;
+            e.prev = NIL;
+            e.next = self.free;
+            self.free = idx;
+        }
+        self.len = self.len.saturating_sub(1);
+    }
+
+    pub(super) fn delete_slot(&mut self, mut hole: usize) {
+        let mut j = hole;
+        for _ in 0..self.index.len() {
+            j = (j + 1) & self.mask;
+            let s = match self.index.get(j) {
+                Some(&s) if s != 0 => s,
+                _ => break,
+            };
+            let home = self
+                .entries
+                .get((s - 1) as usize)
+                .map_or(j, |e| (e.hash as usize) & self.mask);
+            // The entry at `j` may fill the hole unless its home lies cyclically in (hole, j].
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                if let Some(h) = self.index.get_mut(hole) {
+                    *h = s;
+                }
+                hole = j;
+            }
+        }
+        if let Some(h) = self.index.get_mut(hole) {
+            *h = 0;
+        }
+    }
+
+    pub(super) fn unlink(&mut self, idx: u32) {
+        let (prev, next) = match self.entries.get(idx as usize) {
+            Some(e) => (e.prev, e.next),
+            None => return,
+        };
+        match self.entries.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match self.entries.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    pub(super) fn push_front(&mut self, idx: u32) {
+        let old = self.head;
+        if let Some(e) = self.entries.get_mut(idx as usize) {
+            e.prev = NIL;
+            e.next = old;
+        }
+        match self.entries.get_mut(old as usize) {
+            Some(o) => o.prev = idx,
+            None => self.tail = idx,
+        }
+        self.head = idx;
+    }
+
+    pub(super) fn touch(&mut self, idx: u32) {
+        if self.head != idx {
+            self.unlink(idx);
+            self.push_front(idx);
+        }
+    }
+}
