@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use keel_tokio::core::backoff::{BackoffConfig, GiveUpReason, Jitter};
-use keel_tokio::core::breaker::{BreakerConfig, Jitter as OpenJitter};
+use keel_tokio::core::breaker::BreakerConfig;
 use keel_tokio::core::driver::breaker::BreakerError;
 use keel_tokio::core::driver::retry::StopReason;
 use keel_tokio::core::sync::breaker::SharedBreaker;
@@ -27,7 +27,7 @@ async fn breakers_sharing_a_config_do_not_reopen_in_step() {
     let t0 = now();
     let minute = Duration::from_secs(60);
     let config = BreakerConfig::consecutive_failures(1)
-        .exponential_open_duration(minute, 1, minute, OpenJitter::Full)
+        .exponential_open_duration(minute, 1, minute, Jitter::Full)
         .build()
         .unwrap();
     async fn reopens_at(b: Breaker) -> Instant {

@@ -8,10 +8,10 @@
 //! | machine | asked | answers |
 //! | --- | --- | --- |
 //! | [`AcceptLoop`] | `on_accepted`, `on_error(classify_io_error(e))` | accept again, pause until `t` (EMFILE...), or stop |
-//! | [`Limit`] | `try_acquire`, `release` | a connection permit, or "full: leave the rest in the kernel backlog" |
+//! | [`Limit`] | `try_acquire`, `on_release` | a connection permit, or "full: leave the rest in the kernel backlog" |
 //! | [`ConnTable`] | `on_open`, `on_activity`, `on_read_deadline`, `on_handler_done`, `on_closed`, `reclaim` | close idle and slow clients, how long to linger |
-//! | [`KeyedRateLimiter`] | `check(now, client IP)` per line | answer now, or `NotUntil(t)`: read nothing more from that connection until `t` |
-//! | [`Shutdown`] | `on_work_started`, `on_work_finished`, `on_signal` | refuse, drain until the deadline, stop |
+//! | [`KeyedGcra`] | `check(now, client IP)` per line | answer now, or `NotUntil(t)`: read nothing more from that connection until `t` |
+//! | [`Shutdown`] | `try_acquire`, `on_work_finished`, `on_signal` | refuse, drain until the deadline, stop |
 //!
 //! ## The loop
 //!
@@ -67,17 +67,15 @@ use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use keel_core::accept::{
-    classify_io_error, AcceptDecision, AcceptEvent, AcceptLoop, AcceptLoopConfig,
-};
+use keel_core::accept::{classify_io_error, AcceptConfig, AcceptDecision, AcceptEvent, AcceptLoop};
 use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnEvent, ConnTable};
 use keel_core::health::{ComponentState, HealthReport, Reason};
-use keel_core::limit::{Limit, LimitConfig};
+use keel_core::limit::{Limit, LimitConfig, LimitPermit};
 use keel_core::rate::ip::IpKeyer;
-use keel_core::rate::keyed::{KeyedConfig, KeyedError, KeyedRateLimiter};
+use keel_core::rate::keyed::{KeyedConfig, KeyedError, KeyedGcra};
 use keel_core::rate::Quota;
 use keel_core::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, WorkAdmission, WorkTicket,
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit,
 };
 use keel_core::Instant;
 use mio::net::{TcpListener, TcpStream};
@@ -220,7 +218,7 @@ struct Machines {
     limit: Limit,
     conns: ConnTable,
     /// Per-client-IP lines per second; `None` with `--rate-per-ip 0`.
-    rate: Option<KeyedRateLimiter<IpAddr>>,
+    rate: Option<KeyedGcra<IpAddr>>,
     shutdown: Shutdown,
     /// Lines deferred by the rate limiter (a count for the `stats:` line).
     rate_limited: u64,
@@ -234,7 +232,7 @@ impl Machines {
             .build()?;
         let shutdown = ShutdownConfig::builder().grace_period(opts.grace).build()?;
         let rate = match opts.rate_per_ip {
-            Some(per_second) => Some(KeyedRateLimiter::new(
+            Some(per_second) => Some(KeyedGcra::new(
                 KeyedConfig::builder()
                     .quota(Quota::per_second(per_second)?)
                     .max_keys(10_000)
@@ -244,7 +242,7 @@ impl Machines {
             None => None,
         };
         Ok(Machines {
-            accept: AcceptLoop::new(AcceptLoopConfig::default(), now),
+            accept: AcceptLoop::new(AcceptConfig::default(), now),
             limit: Limit::new(limit),
             conns: ConnTable::new(conns, now),
             rate,
@@ -368,7 +366,9 @@ struct Connection {
     /// The rate-limiting key: the client's IP (IPv6 by /64).
     client: IpAddr,
     /// This connection's place among the in-flight work of the shutdown machine.
-    ticket: WorkTicket,
+    ticket: ShutdownPermit,
+    /// Its connection slot, handed back to the limit when it closes.
+    permit: LimitPermit,
     input: Vec<u8>,
     /// How much of `input` is known to hold no newline.
     searched: usize,
@@ -837,11 +837,15 @@ impl Server {
 
     /// A connection was accepted: a permit, a shutdown ticket, a row in the table.
     fn open(&mut self, now: Instant, mut stream: TcpStream, peer: SocketAddr) {
-        let WorkAdmission::Admitted(ticket) = self.m.shutdown.on_work_started(now) else {
+        let Ok(ticket) = self.m.shutdown.try_acquire(now) else {
             return; // draining: refused (counted by the machine), closed by the drop
         };
-        let permit = self.m.limit.try_acquire();
-        debug_assert!(permit, "accept_ready checked for a free slot");
+        let Ok(permit) = self.m.limit.try_acquire(now) else {
+            // Not reached: accept_ready checked for a free slot. Keep the counts honest.
+            debug_assert!(false, "accept_ready checked for a free slot");
+            let _ = self.m.shutdown.on_work_reset(now, ticket);
+            return;
+        };
         let id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -851,7 +855,7 @@ impl Server {
             .register(&mut stream, Token(id as usize), interest)
             .is_err()
         {
-            self.m.limit.release();
+            self.m.limit.on_release(now, permit);
             let _ = self.m.shutdown.on_work_reset(now, ticket);
             return;
         }
@@ -860,6 +864,7 @@ impl Server {
             stream,
             client: IpKeyer::default().key(peer.ip()),
             ticket,
+            permit,
             input: Vec::new(),
             searched: 0,
             output: Vec::new(),
@@ -973,7 +978,7 @@ impl Server {
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.m.conns.on_closed(now, id, end);
-        self.m.limit.release();
+        self.m.limit.on_release(now, c.permit);
         let decision = match end {
             ConnEnd::Reset => self.m.shutdown.on_work_reset(now, c.ticket),
             _ => self.m.shutdown.on_work_finished(now, c.ticket),
@@ -987,7 +992,7 @@ impl Server {
         for (id, mut c) in std::mem::take(&mut self.connections) {
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.m.conns.on_closed(now, id, ConnEnd::Aborted);
-            self.m.limit.release();
+            self.m.limit.on_release(now, c.permit);
         }
     }
 
@@ -1060,14 +1065,14 @@ impl Server {
             return;
         };
         if self.newcomer.take().is_some() {
-            let refused = self.m.shutdown.on_work_started(now);
-            debug_assert_eq!(refused, WorkAdmission::Refused);
+            let refused = self.m.shutdown.try_acquire(now);
+            debug_assert!(refused.is_err(), "the machine refuses once draining");
         }
         for _ in 0..BACKLOG_SWEEP {
             match listener.accept() {
                 Ok(_) => {
-                    let refused = self.m.shutdown.on_work_started(now);
-                    debug_assert_eq!(refused, WorkAdmission::Refused);
+                    let refused = self.m.shutdown.try_acquire(now);
+                    debug_assert!(refused.is_err(), "the machine refuses once draining");
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
@@ -1084,7 +1089,7 @@ impl Server {
                     deadline,
                     in_flight,
                 } => {
-                    let grace = millis(deadline.saturating_duration_since(now));
+                    let grace = deadline.map_or(0, |d| millis(d.saturating_duration_since(now)));
                     (
                         "INFO",
                         "drain started: refusing new connections",

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_core::backoff::{BackoffConfig, GiveUpReason, Jitter};
-use keel_core::breaker::{BreakerEvent, CircuitBreakerConfig, Outcome, State};
+use keel_core::breaker::{BreakerConfig, BreakerEvent, Outcome, State};
 use keel_core::budget::BudgetConfig;
 use keel_core::driver::breaker::BreakerError;
 use keel_core::driver::retry::{Deposit, RetryAction, RetryInfo, StopReason};
@@ -28,7 +28,7 @@ fn runtime() -> ManualRuntime {
 /// A breaker on `rt` that opens after `failures` consecutive failures, for `open`, and lets
 /// `probes` probes through when half-open.
 fn breaker(rt: &ManualRuntime, failures: u32, open: Duration, probes: u32) -> Breaker {
-    let config = CircuitBreakerConfig::consecutive_failures(failures)
+    let config = BreakerConfig::consecutive_failures(failures)
         .open_duration(open)
         .permitted_calls_in_half_open(probes)
         .build()
@@ -37,7 +37,7 @@ fn breaker(rt: &ManualRuntime, failures: u32, open: Duration, probes: u32) -> Br
 }
 
 /// A breaker on `rt` with `config` (its seed as given).
-fn on(rt: &ManualRuntime, config: CircuitBreakerConfig) -> Breaker {
+fn on(rt: &ManualRuntime, config: BreakerConfig) -> Breaker {
     Breaker::from_shared(SharedBreaker::new(config, rt.now()), rt.clone())
 }
 
@@ -89,7 +89,7 @@ fn breaker_opens_after_3_failures_and_rejects_with_retry_at() {
             panic!("expected a rejection, got {r:?}");
         };
         assert_eq!(rejected.retry_at, Some(t0 + Duration::from_secs(10)));
-        assert_eq!(rejected.state, State::Open);
+        assert_eq!(rejected.reason, State::Open);
         assert_eq!(ran.load(Ordering::SeqCst), 0, "a rejected call never runs");
         let s = b.stats();
         assert_eq!((s.admitted, s.rejected, s.failures), (3, 1, 3));
@@ -213,7 +213,7 @@ fn the_classifier_decides_which_errors_count() {
 fn slow_calls_are_timed_on_the_runtime_clock() {
     let rt = runtime();
     rt.block_on(async {
-        let config = CircuitBreakerConfig::builder()
+        let config = BreakerConfig::builder()
             .count_window(4)
             .minimum_calls(4)
             .disable_failure_rate()
@@ -550,7 +550,7 @@ fn the_retry_free_function_retries_every_error() {
 }
 
 fn hanging_breaker(rt: &ManualRuntime) -> Breaker {
-    let config = CircuitBreakerConfig::consecutive_failures(2)
+    let config = BreakerConfig::consecutive_failures(2)
         .open_duration(Duration::from_secs(10))
         .abandon_threshold(Duration::from_secs(1))
         .build()
@@ -602,7 +602,7 @@ fn outer_timeout_shorter_than_the_abandon_threshold_is_ignored() {
 fn a_hanging_dependency_with_the_timeout_outside_trips_after_at_most_minimum_calls() {
     let rt = runtime();
     rt.block_on(async {
-        let config = CircuitBreakerConfig::default();
+        let config = BreakerConfig::default();
         assert_eq!(config.abandon_threshold(), Duration::from_secs(1));
         let minimum = config.minimum_calls();
         let b = on(&rt, config);
@@ -629,7 +629,7 @@ fn a_hanging_dependency_with_the_timeout_outside_trips_after_at_most_minimum_cal
 fn abandoned_calls_never_count_with_an_unbounded_abandon_threshold() {
     let rt = runtime();
     rt.block_on(async {
-        let config = CircuitBreakerConfig::consecutive_failures(1)
+        let config = BreakerConfig::consecutive_failures(1)
             .abandon_threshold(Duration::MAX)
             .build()
             .unwrap();

@@ -198,7 +198,7 @@ fn run_rejects_when_full_and_no_queue() {
         let bh = bulkhead(&rt, 1, 0, Duration::from_secs(1));
         let held = bh.try_acquire().unwrap();
         let r = bh.run(async { 1 }).await;
-        assert_eq!(r.unwrap_err().reason(), RejectReason::Full);
+        assert_eq!(r.unwrap_err().reason, RejectReason::Full);
         drop(held);
         assert_eq!(bh.run(async { 7 }).await, Ok(7));
     });
@@ -216,7 +216,7 @@ fn queue_full_rejects_with_reason() {
         });
         yield_now().await;
         let err = bh.run(async { "never" }).await.unwrap_err();
-        assert_eq!(err.reason(), RejectReason::QueueFull);
+        assert_eq!(err.reason, RejectReason::QueueFull);
         let start = rt.now();
         sleep(&rt, Duration::from_millis(300)).await;
         drop(held);
@@ -233,7 +233,7 @@ fn waiter_past_max_wait_is_rejected_at_its_deadline() {
         let _held = bh.try_acquire().unwrap();
         let start = rt.now();
         let err = bh.run(async {}).await.unwrap_err();
-        assert_eq!(err.reason(), RejectReason::WaitedTooLong);
+        assert_eq!(err.reason, RejectReason::WaitedTooLong);
         assert_eq!(rt.now() - start, Duration::from_millis(250));
         assert_eq!(bh.stats().queue_len, 0);
     });
@@ -297,7 +297,7 @@ fn acquiring_polled_after_completion_says_already_completed() {
         };
         match poll_once(&mut fut) {
             std::task::Poll::Ready(Err(e)) => {
-                assert_eq!(e.reason(), RejectReason::AlreadyCompleted)
+                assert_eq!(e.reason, RejectReason::AlreadyCompleted)
             }
             other => panic!("expected AlreadyCompleted, got {other:?}"),
         }

@@ -151,19 +151,20 @@ fn maps_a_bulkhead_saturation() {
 fn maps_a_connection_limit_at_and_near_its_max() {
     use keel_core::limit::{Limit, LimitConfig};
     let mut limit = Limit::new(LimitConfig::builder().max(10).build().expect("valid"));
+    let now = keel_core::Instant::ZERO;
     for _ in 0..8 {
-        assert!(limit.try_acquire());
+        assert!(limit.try_acquire(now).is_ok());
     }
     assert_eq!(
         ComponentState::from_limit(&limit.stats()),
         ComponentState::Healthy
     );
-    assert!(limit.try_acquire()); // 9 of 10: 90 %
+    assert!(limit.try_acquire(now).is_ok()); // 9 of 10: 90 %
     assert_eq!(
         ComponentState::from_limit(&limit.stats()),
         ComponentState::Degraded(Reason::new("near limit"))
     );
-    assert!(limit.try_acquire()); // 10 of 10
+    assert!(limit.try_acquire(now).is_ok()); // 10 of 10
     let at_limit = ComponentState::from_limit(&limit.stats());
     assert_eq!(at_limit, ComponentState::Unhealthy(Reason::new("at limit")));
     assert!(!at_limit.is_ready() && at_limit.is_live());

@@ -105,7 +105,7 @@ use core::time::Duration;
 use alloc::sync::Arc;
 
 use crate::breaker::{
-    BreakerEvent, BreakerPermit, BreakerStats, BreakerConfig, Outcome, Rejected, State,
+    BreakerConfig, BreakerEvent, BreakerPermit, BreakerStats, Outcome, Rejected, State,
 };
 use crate::driver::{Elapsed, Runtime};
 use crate::report::DEFAULT_REPORT_INTERVAL;
@@ -150,7 +150,7 @@ impl<R: Runtime> fmt::Debug for Breaker<R> {
 #[non_exhaustive]
 pub enum BreakerError<E> {
     /// The breaker did not admit the call; nothing was sent. `retry_at` says when it may.
-    #[error("call not made: the circuit breaker is {} ({})", .0.state, RetryAt(*.0))]
+    #[error("call not made: the circuit breaker is {} ({})", .0.reason, RetryAt(*.0))]
     Rejected(Rejected),
     /// The call was made and returned this error.
     #[error("call failed: {0}")]
@@ -166,7 +166,7 @@ struct RetryAt(Rejected);
 
 impl fmt::Display for RetryAt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.0.retry_at, self.0.state) {
+        match (self.0.retry_at, self.0.reason) {
             (Some(t), _) => write!(f, "retry at {:?} on the runtime's clock", t.as_duration()),
             (None, State::ForcedOpen) => {
                 f.write_str("forced open: it admits calls again only when reset or disabled by hand")
@@ -438,7 +438,11 @@ mod tests {
     #[test]
     fn rejection_messages_say_what_ends_each_state() {
         let msg = |retry_at, state| {
-            BreakerError::<&str>::Rejected(Rejected { retry_at, state }).to_string()
+            BreakerError::<&str>::Rejected(Rejected {
+                retry_at,
+                reason: state,
+            })
+            .to_string()
         };
         assert_eq!(
             msg(None, State::HalfOpen),

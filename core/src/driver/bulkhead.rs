@@ -183,7 +183,7 @@ fn traced(
 ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
     #[cfg(feature = "tracing")]
     if let Err(e) = &r {
-        tracing::debug!(target: "keel::bulkhead", reason = e.reason().as_str(), "bulkhead rejected");
+        tracing::debug!(target: "keel::bulkhead", reason = e.reason.as_str(), "bulkhead rejected");
     }
     Poll::Ready(r)
 }
@@ -206,7 +206,9 @@ impl<R: Runtime> Future for Acquiring<R> {
         let State::Waiting(waiter) = &mut this.state else {
             // Polled after completion: the slot (if any) was handed over already. Say so,
             // rather than pend for ever with no waker.
-            return Poll::Ready(Err(BulkheadRejected::new(RejectReason::AlreadyCompleted)));
+            return Poll::Ready(Err(crate::bulkhead::rejected(
+                RejectReason::AlreadyCompleted,
+            )));
         };
         let polled = match waiter.poll(cx, rt.now()) {
             Poll::Ready(r) => Poll::Ready(r),
