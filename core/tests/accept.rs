@@ -3,7 +3,7 @@
 
 use core::time::Duration;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "std", target_os = "linux"))]
 use keel_core::accept::classify_io_error;
 use keel_core::accept::{
     classify_os_error, errno_name, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop,
@@ -849,11 +849,14 @@ fn the_linux_table_matches_the_libc_constants() {
     }
     // The host classifies real errors with this table.
     assert_eq!(Platform::HOST, Some(Platform::Linux));
-    let enosr = std::io::Error::from_raw_os_error(libc::ENOSR);
-    assert_eq!(
-        classify_io_error(&enosr),
-        AcceptErrorKind::Shortage(Shortage::Streams)
-    );
-    let unknown = std::io::Error::from_raw_os_error(libc::EDOM);
-    assert_eq!(classify_io_error(&unknown), UNKNOWN);
+    #[cfg(feature = "std")]
+    {
+        let enosr = std::io::Error::from_raw_os_error(libc::ENOSR);
+        assert_eq!(
+            classify_io_error(&enosr),
+            AcceptErrorKind::Shortage(Shortage::Streams)
+        );
+        let unknown = std::io::Error::from_raw_os_error(libc::EDOM);
+        assert_eq!(classify_io_error(&unknown), UNKNOWN);
+    }
 }

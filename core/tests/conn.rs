@@ -1,6 +1,9 @@
 //! Scenario tests for the connection machine (idle timeout, read deadline, reclamation,
 //! lingering close), on a simulated clock.
 
+// Runs in the `alloc` and `std` configurations only: the connection machine needs `alloc`.
+#![cfg(feature = "alloc")]
+
 use core::time::Duration;
 
 use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnEvent, ConnTable};

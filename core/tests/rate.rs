@@ -4,6 +4,7 @@ use core::num::NonZeroU32;
 use core::time::Duration;
 
 use keel_core::rate::{CheckNError, NotUntil, Quota, RateLimiter, RateLimiterStats};
+#[cfg(feature = "alloc")]
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::{ConfigError, Instant};
 
@@ -263,6 +264,7 @@ fn raising_the_rate_carries_the_used_requests_not_the_time() {
     assert_eq!(l.remaining(ms(100)), 2);
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_set_quota_is_never_more_permissive_than_the_mut_form() {
     let mut m = RateLimiter::new(Quota::per_second(nz(2)).unwrap(), ms(0));
@@ -321,6 +323,7 @@ fn extreme_inputs_do_not_panic() {
     let _ = l.peek_n(Instant::ZERO, u32::MAX);
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_limiter_matches_the_scenario_of_the_mut_form() {
     let quota = Quota::per_second(nz(10))
@@ -353,6 +356,7 @@ fn shared_limiter_matches_the_scenario_of_the_mut_form() {
 
 /// Four threads make 1000 checks each at 10 ms on a fresh limiter with a burst of 100; returns
 /// how many were admitted.
+#[cfg(feature = "alloc")]
 fn admitted_by_four_threads<const COUNTED: bool>(l: &SharedRateLimiter<COUNTED>) -> usize {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
@@ -362,6 +366,7 @@ fn admitted_by_four_threads<const COUNTED: bool>(l: &SharedRateLimiter<COUNTED>)
     })
 }
 
+#[cfg(feature = "alloc")]
 fn burst_100_per_second() -> Quota {
     Quota::per_second(nz(1))
         .unwrap()
@@ -369,6 +374,7 @@ fn burst_100_per_second() -> Quota {
         .unwrap()
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_limiter_admits_exactly_burst_across_threads() {
     let l = SharedRateLimiter::counted(burst_100_per_second(), ms(0));
@@ -377,6 +383,7 @@ fn shared_limiter_admits_exactly_burst_across_threads() {
     assert_eq!(l.stats().limited, 3900);
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn bare_shared_limiter_admits_exactly_burst_across_threads() {
     let l = SharedRateLimiter::new(burst_100_per_second(), ms(0));
@@ -388,6 +395,7 @@ fn bare_shared_limiter_admits_exactly_burst_across_threads() {
 /// At the end of the clock, where the new TAT saturates (the hot paths send this case out of
 /// line), the `&mut` form and both shared forms admit and reject alike: with a burst of 1, one
 /// admission moves the TAT to its ceiling and the next check is refused until then.
+#[cfg(feature = "alloc")]
 #[test]
 fn every_form_saturates_the_same_way_at_the_end_of_the_clock() {
     let end = Instant::from_nanos(u64::MAX - 10);
@@ -413,6 +421,7 @@ fn every_form_saturates_the_same_way_at_the_end_of_the_clock() {
     assert_eq!(one.check(end), Err(NotUntil { retry_at: ceiling }));
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_limiter_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
@@ -424,6 +433,7 @@ fn shared_limiter_is_send_and_sync() {
 /// forms agree when asked at the same instant, and a query at an instant newer than any check
 /// is answered at that instant without being observed. (The harness had compared the `&mut`
 /// form at the caller's newer `now` with the shared form at the older clamped instant.)
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_and_mut_forms_agree_at_the_same_instant_after_a_full_burst_batch() {
     let burst = 1_701_143_909;

@@ -2,6 +2,9 @@
 //! clock must not turn a rate limiter off for good, and both forms (and the keyed table) must
 //! behave alike. See `keel_core::rate`, "Clock faults".
 
+// Runs in the `alloc` and `std` configurations only: the keyed and shared limiters need `alloc`.
+#![cfg(feature = "alloc")]
+
 use core::num::NonZeroU32;
 use core::time::Duration;
 
