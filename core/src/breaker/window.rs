@@ -25,18 +25,25 @@ impl<T: Copy, const N: usize> Slots<T, N> {
 
 /// Slots sized at construction: an inline array of capacity `N` without `alloc`.
 #[cfg(not(feature = "alloc"))]
+type Slots<T, const N: usize> = InlineSlots<T, N>;
+
+/// An inline array of capacity `N`, `len` of them in use: the storage without `alloc`.
+///
+/// Compiled in every test build too, so its unit tests (and a mutation run with the default
+/// features) check it, not only a `no_std` build.
+#[cfg(any(not(feature = "alloc"), test))]
 #[derive(Clone, Debug)]
-struct Slots<T, const N: usize> {
+struct InlineSlots<T, const N: usize> {
     buf: [T; N],
     len: usize,
 }
 
-#[cfg(not(feature = "alloc"))]
-impl<T: Copy, const N: usize> Slots<T, N> {
+#[cfg(any(not(feature = "alloc"), test))]
+impl<T: Copy, const N: usize> InlineSlots<T, N> {
     fn new(len: usize, fill: T) -> Self {
-        Slots {
+        InlineSlots {
             buf: [fill; N],
-            len: if len < N { len } else { N },
+            len: len.min(N),
         }
     }
     fn as_mut_slice(&mut self) -> &mut [T] {
@@ -370,6 +377,23 @@ mod tests {
                 failures: 0,
                 slow: 0
             }
+        );
+    }
+
+    #[test]
+    fn inline_slots_hold_len_slots_capped_at_capacity() {
+        let mut s = InlineSlots::<u8, 4>::new(3, 7);
+        assert_eq!(s.as_mut_slice(), &mut [7, 7, 7][..]);
+        s.as_mut_slice()[1] = 9;
+        assert_eq!(s.as_mut_slice(), &mut [7, 9, 7][..]);
+        assert_eq!(InlineSlots::<u8, 4>::new(4, 1).as_mut_slice().len(), 4);
+        assert_eq!(InlineSlots::<u8, 4>::new(5, 1).as_mut_slice().len(), 4);
+        assert_eq!(InlineSlots::<u8, 4>::new(0, 1).as_mut_slice().len(), 0);
+        assert_eq!(
+            InlineSlots::<u8, 4>::new(usize::MAX, 1)
+                .as_mut_slice()
+                .len(),
+            4
         );
     }
 }
