@@ -860,3 +860,21 @@ fn the_linux_table_matches_the_libc_constants() {
         assert_eq!(classify_io_error(&unknown), UNKNOWN);
     }
 }
+
+/// The label strings are part of the API (logs, metrics labels): each is pinned.
+#[test]
+fn policy_and_shortage_labels_are_stable() {
+    assert_eq!(UnknownErrorPolicy::Pause.as_str(), "pause");
+    assert_eq!(UnknownErrorPolicy::Stop.as_str(), "stop");
+    for (s, label) in [
+        (Shortage::ProcessFileLimit, "EMFILE"),
+        (Shortage::SystemFileLimit, "ENFILE"),
+        (Shortage::Buffers, "ENOBUFS"),
+        (Shortage::Memory, "ENOMEM"),
+        (Shortage::Streams, "ENOSR"),
+        (Shortage::Unrecognized, "unknown"),
+    ] {
+        assert_eq!(s.as_str(), label);
+        assert_eq!(s.to_string(), label);
+    }
+}

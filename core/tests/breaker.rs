@@ -753,3 +753,43 @@ fn a_full_inline_window_still_evicts_exactly() {
     fail(&mut b, at(600)); // evicts the success: 512 of 512 failed
     assert_eq!(b.state(), State::Open);
 }
+
+/// The label strings are part of the API (logs, metrics labels): each is pinned.
+#[test]
+fn state_and_reason_labels_are_stable() {
+    for (s, label) in [
+        (State::Closed, "closed"),
+        (State::Open, "open"),
+        (State::HalfOpen, "half-open"),
+        (State::ForcedOpen, "forced-open"),
+        (State::Disabled, "disabled"),
+    ] {
+        assert_eq!(s.as_str(), label);
+        assert_eq!(s.to_string(), label);
+    }
+    for (r, label) in [
+        (
+            TransitionReason::ConsecutiveFailures,
+            "consecutive failures",
+        ),
+        (
+            TransitionReason::FailureRate,
+            "failure rate reached the threshold",
+        ),
+        (
+            TransitionReason::SlowCallRate,
+            "slow-call rate reached the threshold",
+        ),
+        (TransitionReason::OpenElapsed, "open duration elapsed"),
+        (TransitionReason::ProbeFailed, "a probe failed"),
+        (TransitionReason::ProbeSlow, "a probe was slow"),
+        (TransitionReason::ProbesSucceeded, "the probes succeeded"),
+        (TransitionReason::HalfOpenTimeout, "half-open for too long"),
+        (TransitionReason::Forced, "forced open"),
+        (TransitionReason::Disabled, "disabled"),
+        (TransitionReason::Reset, "reset"),
+    ] {
+        assert_eq!(r.as_str(), label);
+        assert_eq!(r.to_string(), label);
+    }
+}

@@ -588,3 +588,22 @@ mod shared {
         assert!(matches!(poll(&mut w, &waker, ms(1)), Poll::Ready(Ok(_))));
     }
 }
+
+/// The label strings are part of the API (metrics labels): each is pinned.
+#[test]
+fn reject_reason_labels_are_stable() {
+    for (r, label) in [
+        (RejectReason::Full, "full"),
+        (RejectReason::QueueFull, "queue_full"),
+        (RejectReason::WaitedTooLong, "waited_too_long"),
+        (RejectReason::AlreadyCompleted, "already_completed"),
+    ] {
+        assert_eq!(r.as_str(), label);
+        // The Display text says what to change, and never is the bare label.
+        let text = r.to_string();
+        assert!(
+            text.len() > label.len() && text.contains("bulkhead"),
+            "{text}"
+        );
+    }
+}

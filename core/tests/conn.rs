@@ -269,3 +269,11 @@ fn a_drain_that_starts_during_a_linger_cuts_it_to_the_drain_deadline() {
         "never longer again"
     );
 }
+
+/// The label strings are part of the API (logs): each is pinned.
+#[test]
+fn close_reason_labels_are_stable() {
+    assert_eq!(CloseReason::Idle.as_str(), "idle");
+    assert_eq!(CloseReason::ReadDeadline.as_str(), "read deadline");
+    assert_eq!(CloseReason::Reclaimed.as_str(), "reclaimed");
+}

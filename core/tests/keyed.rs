@@ -297,3 +297,11 @@ fn siphash13_matches_std_default_hasher() {
     b.write(b"key");
     assert_ne!(a.finish(), b.finish(), "the seed changes the hash");
 }
+
+/// The label strings are part of the API (metrics labels): each is pinned.
+#[test]
+fn decided_by_labels_are_stable() {
+    use keel_core::rate::keyed::DecidedBy;
+    assert_eq!(DecidedBy::Key.as_str(), "key");
+    assert_eq!(DecidedBy::Overflow.as_str(), "overflow");
+}

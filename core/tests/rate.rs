@@ -471,3 +471,23 @@ fn shared_and_mut_forms_agree_at_the_same_instant_after_a_full_burst_batch() {
         })
     );
 }
+
+/// The edge of the GCRA's saturation: an admission whose new TAT lands exactly on `u64::MAX`
+/// (no overflow) is capped at the ceiling `u64::MAX - 1` like one that overflows, and one
+/// nanosecond earlier it is not capped at all.
+#[test]
+fn a_tat_landing_exactly_on_the_end_of_the_clock_is_capped_at_the_ceiling() {
+    let t = 1_000_000_000; // one per second
+    let ceiling = Instant::from_nanos(u64::MAX - 1);
+    let now = Instant::from_nanos(u64::MAX - t);
+    let mut l = RateLimiter::new(Quota::per_second(nz(1)).unwrap(), now);
+    assert_eq!(l.check(now), Ok(()));
+    assert_eq!(l.reset_at(now), ceiling);
+    assert_eq!(l.check(now), Err(NotUntil { retry_at: ceiling }));
+    assert_eq!(l.stats().allowed, 1);
+
+    let now = Instant::from_nanos(u64::MAX - t - 1);
+    let mut l = RateLimiter::new(Quota::per_second(nz(1)).unwrap(), now);
+    assert_eq!(l.check(now), Ok(()));
+    assert_eq!(l.check(now), Err(NotUntil { retry_at: ceiling }));
+}

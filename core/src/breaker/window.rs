@@ -396,4 +396,14 @@ mod tests {
             4
         );
     }
+
+    #[test]
+    fn the_inline_count_ring_holds_exactly_the_largest_inline_window() {
+        // Two bits per outcome: 16 words of 32 outcomes hold MAX_INLINE_COUNT_WINDOW = 512.
+        assert_eq!(INLINE_WORDS, 16);
+        assert_eq!(
+            INLINE_WORDS as u32 * PER_WORD,
+            super::super::config::MAX_INLINE_COUNT_WINDOW
+        );
+    }
 }
