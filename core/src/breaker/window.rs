@@ -406,4 +406,50 @@ mod tests {
             super::super::config::MAX_INLINE_COUNT_WINDOW
         );
     }
+
+    #[test]
+    fn a_time_window_reset_off_a_bucket_boundary_still_evicts_on_time() {
+        let width = Duration::from_secs(1);
+        let mut w = Window::new(
+            SlidingWindow::Time {
+                buckets: 3,
+                bucket_width: width,
+            },
+            Instant::ZERO,
+        );
+        w.record(Instant::from_millis(500), true, true);
+        // Reset 10.5 s in: the current bucket is epoch 10, whatever the offset into it.
+        w.reset(Instant::from_millis(10_500));
+        assert_eq!(w.totals(), Totals::default());
+        w.record(Instant::from_millis(10_600), true, false);
+        w.record(Instant::from_millis(12_900), false, true);
+        assert_eq!(
+            w.totals(),
+            Totals {
+                calls: 2,
+                failures: 1,
+                slow: 1
+            }
+        );
+        // Epoch 13 evicts epoch 10 (three buckets: 11, 12, 13).
+        w.record(Instant::from_millis(13_000), false, false);
+        assert_eq!(
+            w.totals(),
+            Totals {
+                calls: 2,
+                failures: 0,
+                slow: 1
+            }
+        );
+        // Long after: only the newest call is left.
+        w.record(Instant::from_secs(20), false, false);
+        assert_eq!(
+            w.totals(),
+            Totals {
+                calls: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
+    }
 }
