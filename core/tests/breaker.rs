@@ -793,3 +793,42 @@ fn state_and_reason_labels_are_stable() {
         assert_eq!(r.to_string(), label);
     }
 }
+
+/// Full jitter can draw a zero open duration: the breaker is then half-open at once (the
+/// trip's own instant admits a probe), and `poll_timeout` never names an instant already
+/// reached. A 1 ns duration is the other draw: rejected until then, half-open at it.
+#[test]
+fn a_zero_open_duration_is_half_open_at_once() {
+    let ns = Duration::from_nanos(1);
+    let config = CircuitBreakerConfig::consecutive_failures(1)
+        .exponential_open_duration(ns, 1, ns, Jitter::Full)
+        .permitted_calls_in_half_open(1)
+        .seed(3)
+        .build()
+        .unwrap();
+    let mut b = CircuitBreaker::new(config, Instant::ZERO);
+    let mut now = at(1_000);
+    let (mut zero, mut one) = (0, 0);
+    for _ in 0..64 {
+        // From Closed, then from HalfOpen: the call (a probe) is admitted at `now` and fails.
+        fail(&mut b, now);
+        match b.state() {
+            State::HalfOpen => {
+                zero += 1;
+                assert!(b.poll_timeout().is_none_or(|t| t > now));
+            }
+            State::Open => {
+                one += 1;
+                let t = now + ns;
+                assert_eq!(b.poll_timeout(), Some(t));
+                assert_eq!(b.try_acquire(now).unwrap_err().retry_at, Some(t));
+                now = t;
+            }
+            s => panic!("unexpected {s:?}"),
+        }
+    }
+    assert!(
+        zero > 0 && one > 0,
+        "both draws seen: {zero} zero, {one} one"
+    );
+}
