@@ -491,3 +491,23 @@ fn a_tat_landing_exactly_on_the_end_of_the_clock_is_capped_at_the_ceiling() {
     assert_eq!(l.check(now), Ok(()));
     assert_eq!(l.check(now), Err(NotUntil { retry_at: ceiling }));
 }
+
+/// `remaining` at the exact instant the next request conforms is 1, one nanosecond before it
+/// is 0 (`X-RateLimit-Remaining` at the boundary).
+#[test]
+fn remaining_is_exact_at_the_conformance_boundary() {
+    let q = Quota::per_second(nz(1)).unwrap().with_burst(nz(2)).unwrap();
+    let t0 = ms(10_000);
+    let mut l = RateLimiter::new(q, t0);
+    assert_eq!(l.check(t0), Ok(()));
+    assert_eq!(l.check(t0), Ok(()));
+    // TAT = t0 + 2 s, tolerance 1 s: the next request conforms at t0 + 1 s.
+    assert_eq!(l.remaining(t0), 0);
+    assert_eq!(l.remaining(ms(10_999)), 0);
+    assert_eq!(
+        l.remaining(Instant::from_nanos(ms(11_000).as_nanos() - 1)),
+        0
+    );
+    assert_eq!(l.remaining(ms(11_000)), 1);
+    assert_eq!(l.remaining(ms(12_000)), 2);
+}
