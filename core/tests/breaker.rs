@@ -832,3 +832,42 @@ fn a_zero_open_duration_is_half_open_at_once() {
         "both draws seen: {zero} zero, {one} one"
     );
 }
+
+/// Every getter returns what was set, away from the defaults (a getter that returned the
+/// default would pass `defaults_are_resilience4j_s`), and the breaker hands back its config.
+#[test]
+fn config_getters_return_what_was_set() {
+    let c = CircuitBreakerConfig::builder()
+        .consecutive_failures(7)
+        .time_window(12, secs(5))
+        .minimum_calls(9)
+        .failure_rate_threshold(35)
+        .slow_call_rate_threshold(65)
+        .slow_call_duration_threshold(secs(3))
+        .open_duration(secs(45))
+        .permitted_calls_in_half_open(4)
+        .max_wait_in_half_open(secs(20))
+        .abandon_threshold(secs(2))
+        .seed(99)
+        .build()
+        .unwrap();
+    assert_eq!(c.consecutive_failures_threshold(), Some(7));
+    assert_eq!(
+        c.sliding_window(),
+        SlidingWindow::Time {
+            buckets: 12,
+            bucket_width: secs(5)
+        }
+    );
+    assert_eq!(c.minimum_calls(), 9);
+    assert_eq!(c.failure_rate_threshold(), Some(35));
+    assert_eq!(c.slow_call_rate_threshold(), Some(65));
+    assert_eq!(c.slow_call_duration_threshold(), secs(3));
+    assert_eq!(c.open_duration(), OpenDuration::Fixed(secs(45)));
+    assert_eq!(c.permitted_calls_in_half_open(), 4);
+    assert_eq!(c.max_wait_in_half_open(), Some(secs(20)));
+    assert_eq!(c.abandon_threshold(), secs(2));
+    assert_eq!(c.seed(), 99);
+    let b = CircuitBreaker::new(c, Instant::ZERO);
+    assert_eq!(*b.config(), c);
+}
