@@ -146,3 +146,12 @@ fn maps_a_bulkhead_saturation() {
     assert_eq!(state(&bh), ComponentState::bulkhead_saturated());
     assert!(!state(&bh).is_ready());
 }
+
+/// A reason's parts read back as given.
+#[test]
+fn a_reason_reads_back_its_word_and_detail() {
+    let r = Reason::with_detail("paused", "EMFILE");
+    assert_eq!((r.what(), r.detail()), ("paused", Some("EMFILE")));
+    let r = Reason::new("draining");
+    assert_eq!((r.what(), r.detail()), ("draining", None));
+}
