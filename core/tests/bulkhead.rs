@@ -607,3 +607,14 @@ fn reject_reason_labels_are_stable() {
         );
     }
 }
+
+/// A waiter's id prints as `waiter#<n>` (log lines name waiters by it).
+#[test]
+fn waiter_ids_print_their_number() {
+    let mut bh: Bulkhead<8> = Bulkhead::new(config(1, 2, 100), T0);
+    let _p = admitted(bh.on_request(T0));
+    let (w0, _) = queued(bh.on_request(T0));
+    let (w1, _) = queued(bh.on_request(T0));
+    assert_eq!(w0.to_string(), "waiter#0");
+    assert_eq!(w1.to_string(), "waiter#1");
+}
