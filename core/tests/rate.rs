@@ -152,6 +152,10 @@ fn check_n_above_burst_is_insufficient_capacity_not_a_retry() {
         CheckNError::InsufficientCapacity { burst: 4 }.retry_at(),
         None
     );
+    assert_eq!(
+        CheckNError::NotUntil { retry_at: ms(7) }.retry_at(),
+        Some(ms(7))
+    );
     assert_eq!(l.check_n(ms(0), 0), Ok(()));
     assert_eq!(l.check_n(ms(0), 3), Ok(()));
     // One left: a batch of 2 waits one interval.
