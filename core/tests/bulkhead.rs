@@ -618,3 +618,12 @@ fn waiter_ids_print_their_number() {
     assert_eq!(w0.to_string(), "waiter#0");
     assert_eq!(w1.to_string(), "waiter#1");
 }
+
+/// The bulkhead hands back the config it was built with.
+#[test]
+fn config_is_the_one_given() {
+    let c = config(3, 2, 250);
+    let bh: Bulkhead<8> = Bulkhead::new(c, T0);
+    assert_eq!(*bh.config(), c);
+    assert_ne!(c, BulkheadConfig::default());
+}
