@@ -240,4 +240,14 @@ mod tests {
         r.demote();
         assert_eq!(r.stats().suppressed, 3);
     }
+
+    #[test]
+    fn interval_is_the_one_given() {
+        let r = ReportLimiter::new(250 * MS, Instant::ZERO);
+        assert_eq!(r.interval(), 250 * MS);
+        assert_eq!(
+            ReportLimiter::new(Duration::MAX, Instant::ZERO).interval(),
+            Duration::MAX
+        );
+    }
 }

@@ -247,4 +247,22 @@ mod tests {
         assert_eq!(m.observe(Instant::ZERO), Instant::from_secs(6));
         assert_eq!(m.get(), Instant::from_secs(6));
     }
+
+    /// Durations just past `u64::MAX` nanoseconds: their low 64 bits are small (`Duration::MAX`
+    /// happens to truncate to `u64::MAX`, which hides a truncation), so these pin the edges.
+    #[test]
+    fn durations_past_the_end_of_the_clock_saturate_not_truncate() {
+        let max = Duration::from_nanos(u64::MAX);
+        let past = max + Duration::from_nanos(2); // 2^64 + 1 ns, truncates to 1
+        assert_eq!(duration_to_nanos(max), u64::MAX);
+        assert_eq!(duration_to_nanos(past), u64::MAX);
+        assert_eq!(Instant::ZERO.checked_add(max), Some(Instant::MAX));
+        assert_eq!(Instant::ZERO.checked_add(past), None);
+        assert_eq!(Instant::from_nanos(1).checked_add(max), None);
+        let mut t = Instant::from_secs(1);
+        t += Duration::from_millis(500);
+        assert_eq!(t, Instant::from_millis(1_500));
+        t += past;
+        assert_eq!(t, Instant::MAX);
+    }
 }

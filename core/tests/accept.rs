@@ -3,7 +3,7 @@
 
 use core::time::Duration;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "std", target_os = "linux"))]
 use keel_core::accept::classify_io_error;
 use keel_core::accept::{
     classify_os_error, errno_name, AcceptConfig, AcceptDecision, AcceptErrorKind, AcceptEvent,
@@ -849,11 +849,32 @@ fn the_linux_table_matches_the_libc_constants() {
     }
     // The host classifies real errors with this table.
     assert_eq!(Platform::HOST, Some(Platform::Linux));
-    let enosr = std::io::Error::from_raw_os_error(libc::ENOSR);
-    assert_eq!(
-        classify_io_error(&enosr),
-        AcceptErrorKind::Shortage(Shortage::Streams)
-    );
-    let unknown = std::io::Error::from_raw_os_error(libc::EDOM);
-    assert_eq!(classify_io_error(&unknown), UNKNOWN);
+    #[cfg(feature = "std")]
+    {
+        let enosr = std::io::Error::from_raw_os_error(libc::ENOSR);
+        assert_eq!(
+            classify_io_error(&enosr),
+            AcceptErrorKind::Shortage(Shortage::Streams)
+        );
+        let unknown = std::io::Error::from_raw_os_error(libc::EDOM);
+        assert_eq!(classify_io_error(&unknown), UNKNOWN);
+    }
+}
+
+/// The label strings are part of the API (logs, metrics labels): each is pinned.
+#[test]
+fn policy_and_shortage_labels_are_stable() {
+    assert_eq!(UnknownErrorPolicy::Pause.as_str(), "pause");
+    assert_eq!(UnknownErrorPolicy::Stop.as_str(), "stop");
+    for (s, label) in [
+        (Shortage::ProcessFileLimit, "EMFILE"),
+        (Shortage::SystemFileLimit, "ENFILE"),
+        (Shortage::Buffers, "ENOBUFS"),
+        (Shortage::Memory, "ENOMEM"),
+        (Shortage::Streams, "ENOSR"),
+        (Shortage::Unrecognized, "unknown"),
+    ] {
+        assert_eq!(s.as_str(), label);
+        assert_eq!(s.to_string(), label);
+    }
 }

@@ -772,3 +772,121 @@ fn decorrelated_jitter_is_refused_for_the_open_duration() {
         "{err:?}"
     );
 }
+
+/// The label strings are part of the API (logs, metrics labels): each is pinned.
+#[test]
+fn state_and_reason_labels_are_stable() {
+    for (s, label) in [
+        (State::Closed, "closed"),
+        (State::Open, "open"),
+        (State::HalfOpen, "half-open"),
+        (State::ForcedOpen, "forced-open"),
+        (State::Disabled, "disabled"),
+    ] {
+        assert_eq!(s.as_str(), label);
+        assert_eq!(s.to_string(), label);
+    }
+    for (r, label) in [
+        (
+            TransitionReason::ConsecutiveFailures,
+            "consecutive failures",
+        ),
+        (
+            TransitionReason::FailureRate,
+            "failure rate reached the threshold",
+        ),
+        (
+            TransitionReason::SlowCallRate,
+            "slow-call rate reached the threshold",
+        ),
+        (TransitionReason::OpenElapsed, "open duration elapsed"),
+        (TransitionReason::ProbeFailed, "a probe failed"),
+        (TransitionReason::ProbeSlow, "a probe was slow"),
+        (TransitionReason::ProbesSucceeded, "the probes succeeded"),
+        (TransitionReason::HalfOpenTimeout, "half-open for too long"),
+        (TransitionReason::Forced, "forced open"),
+        (TransitionReason::Disabled, "disabled"),
+        (TransitionReason::Reset, "reset"),
+    ] {
+        assert_eq!(r.as_str(), label);
+        assert_eq!(r.to_string(), label);
+    }
+}
+
+/// Full jitter can draw a zero open duration: the breaker is then half-open at once (the
+/// trip's own instant admits a probe), and `poll_timeout` never names an instant already
+/// reached. A 1 ns duration is the other draw: rejected until then, half-open at it.
+#[test]
+fn a_zero_open_duration_is_half_open_at_once() {
+    let ns = Duration::from_nanos(1);
+    let config = BreakerConfig::consecutive_failures(1)
+        .exponential_open_duration(ns, 1, ns, Jitter::Full)
+        .permitted_calls_in_half_open(1)
+        .seed(3)
+        .build()
+        .unwrap();
+    let mut b = CircuitBreaker::new(config, Instant::ZERO);
+    let mut now = at(1_000);
+    let (mut zero, mut one) = (0, 0);
+    for _ in 0..64 {
+        // From Closed, then from HalfOpen: the call (a probe) is admitted at `now` and fails.
+        fail(&mut b, now);
+        match b.state() {
+            State::HalfOpen => {
+                zero += 1;
+                assert!(b.poll_timeout().is_none_or(|t| t > now));
+            }
+            State::Open => {
+                one += 1;
+                let t = now + ns;
+                assert_eq!(b.poll_timeout(), Some(t));
+                assert_eq!(b.try_acquire(now).unwrap_err().retry_at, Some(t));
+                now = t;
+            }
+            s => panic!("unexpected {s:?}"),
+        }
+    }
+    assert!(
+        zero > 0 && one > 0,
+        "both draws seen: {zero} zero, {one} one"
+    );
+}
+
+/// Every getter returns what was set, away from the defaults (a getter that returned the
+/// default would pass `defaults_are_resilience4j_s`), and the breaker hands back its config.
+#[test]
+fn config_getters_return_what_was_set() {
+    let c = BreakerConfig::builder()
+        .consecutive_failures(7)
+        .time_window(12, secs(5))
+        .minimum_calls(9)
+        .failure_rate_threshold(35)
+        .slow_call_rate_threshold(65)
+        .slow_call_duration_threshold(secs(3))
+        .open_duration(secs(45))
+        .permitted_calls_in_half_open(4)
+        .max_wait_in_half_open(secs(20))
+        .abandon_threshold(secs(2))
+        .seed(99)
+        .build()
+        .unwrap();
+    assert_eq!(c.consecutive_failures_threshold(), Some(7));
+    assert_eq!(
+        c.sliding_window(),
+        SlidingWindow::Time {
+            buckets: 12,
+            bucket_width: secs(5)
+        }
+    );
+    assert_eq!(c.minimum_calls(), 9);
+    assert_eq!(c.failure_rate_threshold(), Some(35));
+    assert_eq!(c.slow_call_rate_threshold(), Some(65));
+    assert_eq!(c.slow_call_duration_threshold(), secs(3));
+    assert_eq!(c.open_duration(), OpenDuration::Fixed(secs(45)));
+    assert_eq!(c.permitted_calls_in_half_open(), 4);
+    assert_eq!(c.max_wait_in_half_open(), Some(secs(20)));
+    assert_eq!(c.abandon_threshold(), secs(2));
+    assert_eq!(c.seed(), 99);
+    let b = CircuitBreaker::new(c, Instant::ZERO);
+    assert_eq!(*b.config(), c);
+}

@@ -599,3 +599,42 @@ mod shared {
         assert!(matches!(poll(&mut w, &waker, ms(1)), Poll::Ready(Ok(_))));
     }
 }
+
+/// The label strings are part of the API (metrics labels): each is pinned.
+#[test]
+fn reject_reason_labels_are_stable() {
+    for (r, label) in [
+        (RejectReason::Full, "full"),
+        (RejectReason::QueueFull, "queue_full"),
+        (RejectReason::WaitedTooLong, "waited_too_long"),
+        (RejectReason::AlreadyCompleted, "already_completed"),
+    ] {
+        assert_eq!(r.as_str(), label);
+        // The Display text says what to change, and never is the bare label.
+        let text = r.to_string();
+        assert!(
+            text.len() > label.len() && text.contains("bulkhead"),
+            "{text}"
+        );
+    }
+}
+
+/// A waiter's id prints as `waiter#<n>` (log lines name waiters by it).
+#[test]
+fn waiter_ids_print_their_number() {
+    let mut bh: FifoSemaphore<8> = FifoSemaphore::new(config(1, 2, 100), T0);
+    let _p = admitted(bh.acquire(T0));
+    let (w0, _) = queued(bh.acquire(T0));
+    let (w1, _) = queued(bh.acquire(T0));
+    assert_eq!(w0.to_string(), "waiter#0");
+    assert_eq!(w1.to_string(), "waiter#1");
+}
+
+/// The bulkhead hands back the config it was built with.
+#[test]
+fn config_is_the_one_given() {
+    let c = config(3, 2, 250);
+    let bh: FifoSemaphore<8> = FifoSemaphore::new(c, T0);
+    assert_eq!(*bh.config(), c);
+    assert_ne!(c, BulkheadConfig::default());
+}

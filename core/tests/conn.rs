@@ -1,6 +1,9 @@
 //! Scenario tests for the connection machine (idle timeout, read deadline, reclamation,
 //! lingering close), on a simulated clock.
 
+// Runs in the `alloc` and `std` configurations only: the connection machine needs `alloc`.
+#![cfg(feature = "alloc")]
+
 use core::time::Duration;
 
 use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnEvent, ConnTable};
@@ -265,4 +268,12 @@ fn a_drain_that_starts_during_a_linger_cuts_it_to_the_drain_deadline() {
         Some(ms(2_500)),
         "never longer again"
     );
+}
+
+/// The label strings are part of the API (logs): each is pinned.
+#[test]
+fn close_reason_labels_are_stable() {
+    assert_eq!(CloseReason::Idle.as_str(), "idle");
+    assert_eq!(CloseReason::ReadDeadline.as_str(), "read deadline");
+    assert_eq!(CloseReason::Reclaimed.as_str(), "reclaimed");
 }

@@ -3,6 +3,9 @@
 //! linger deadline is never past the drain deadline, expiries match the model, the counts add
 //! up, and no input sequence panics or makes `poll_timeout` spin.
 
+// Runs in the `alloc` and `std` configurations only: the connection machine needs `alloc`.
+#![cfg(feature = "alloc")]
+
 use core::time::Duration;
 use std::collections::BTreeMap;
 

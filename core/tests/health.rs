@@ -169,3 +169,12 @@ fn maps_a_connection_limit_at_and_near_its_max() {
     assert_eq!(at_limit, ComponentState::Unhealthy(Reason::new("at limit")));
     assert!(!at_limit.is_ready() && at_limit.is_live());
 }
+
+/// A reason's parts read back as given.
+#[test]
+fn a_reason_reads_back_its_word_and_detail() {
+    let r = Reason::with_detail("paused", "EMFILE");
+    assert_eq!((r.what(), r.detail()), ("paused", Some("EMFILE")));
+    let r = Reason::new("draining");
+    assert_eq!((r.what(), r.detail()), ("draining", None));
+}

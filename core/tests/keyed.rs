@@ -1,6 +1,9 @@
 //! Scenario tests for the keyed rate limiter: bounded memory under a key flood, idle
 //! reclamation, full-table policies, and the SipHash-1-3 hasher.
 
+// Runs in the `alloc` and `std` configurations only: the keyed limiter needs `alloc`.
+#![cfg(feature = "alloc")]
+
 use core::hash::Hasher;
 use core::num::NonZeroU32;
 
@@ -252,11 +255,17 @@ fn config_errors() {
         KeyedConfig::builder()
             .quota(q)
             .max_keys(1 << 24)
+            .hash_seed(7) // without `std` there is no OS seed to default to
             .build()
             .map(|c| c.max_keys()),
         Ok(1 << 24)
     );
-    let c = KeyedConfig::builder().quota(q).max_keys(3).build().unwrap();
+    let c = KeyedConfig::builder()
+        .quota(q)
+        .max_keys(3)
+        .hash_seed(7)
+        .build()
+        .unwrap();
     assert_eq!(c.full(), Full::Overflow);
     assert_eq!(c.overflow_quota(), q);
     assert_eq!(c.max_keys(), 3);
@@ -284,4 +293,12 @@ fn siphash13_matches_std_default_hasher() {
     a.write(b"key");
     b.write(b"key");
     assert_ne!(a.finish(), b.finish(), "the seed changes the hash");
+}
+
+/// The label strings are part of the API (metrics labels): each is pinned.
+#[test]
+fn decided_by_labels_are_stable() {
+    use keel_core::rate::keyed::DecidedBy;
+    assert_eq!(DecidedBy::Key.as_str(), "key");
+    assert_eq!(DecidedBy::Overflow.as_str(), "overflow");
 }

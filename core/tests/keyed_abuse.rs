@@ -1,6 +1,9 @@
 //! The keyed limiter under attack (issue 13, items 1 and 2): hash flooding against the default
 //! seed, and key rotation against a full table.
 
+// Runs with `std` only: default-built limiters draw their hash seed from the OS random source.
+#![cfg(feature = "std")]
+
 use core::hash::{Hash, Hasher};
 use core::num::NonZeroU32;
 

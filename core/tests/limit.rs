@@ -1,5 +1,8 @@
 //! Scenario tests for the connection limit: the `&mut` form and the shared form.
 
+// Runs with `std` only: `SharedLimit::poll_acquire` (a `Waker` registration) needs `std`.
+#![cfg(feature = "std")]
+
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};

@@ -1,5 +1,8 @@
 //! Property tests: `Limit` against a reference model, and `SharedLimit` against `Limit`.
 
+// Runs with `std` only: `SharedLimit::poll_acquire` (a `Waker` registration) needs `std`.
+#![cfg(feature = "std")]
+
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};

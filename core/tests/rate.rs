@@ -4,6 +4,7 @@ use core::num::NonZeroU32;
 use core::time::Duration;
 
 use keel_core::rate::{CheckNError, Gcra, NotUntil, Quota, RateStats};
+#[cfg(feature = "alloc")]
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::{ConfigError, Instant};
 
@@ -151,6 +152,10 @@ fn check_n_above_burst_is_insufficient_capacity_not_a_retry() {
         CheckNError::InsufficientCapacity { burst: 4 }.retry_at(),
         None
     );
+    assert_eq!(
+        CheckNError::NotUntil { retry_at: ms(7) }.retry_at(),
+        Some(ms(7))
+    );
     assert_eq!(l.check_n(ms(0), 0), Ok(()));
     assert_eq!(l.check_n(ms(0), 3), Ok(()));
     // One left: a batch of 2 waits one interval.
@@ -263,6 +268,7 @@ fn raising_the_rate_carries_the_used_requests_not_the_time() {
     assert_eq!(l.remaining(ms(100)), 2);
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_set_quota_is_never_more_permissive_than_the_mut_form() {
     let mut m = Gcra::new(Quota::per_second(nz(2)).unwrap(), ms(0));
@@ -321,6 +327,7 @@ fn extreme_inputs_do_not_panic() {
     let _ = l.peek_n(Instant::ZERO, u32::MAX);
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_limiter_matches_the_scenario_of_the_mut_form() {
     let quota = Quota::per_second(nz(10))
@@ -353,6 +360,7 @@ fn shared_limiter_matches_the_scenario_of_the_mut_form() {
 
 /// Four threads make 1000 checks each at 10 ms on a fresh limiter with a burst of 100; returns
 /// how many were admitted.
+#[cfg(feature = "alloc")]
 fn admitted_by_four_threads<const COUNTED: bool>(l: &SharedRateLimiter<COUNTED>) -> usize {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
@@ -362,6 +370,7 @@ fn admitted_by_four_threads<const COUNTED: bool>(l: &SharedRateLimiter<COUNTED>)
     })
 }
 
+#[cfg(feature = "alloc")]
 fn burst_100_per_second() -> Quota {
     Quota::per_second(nz(1))
         .unwrap()
@@ -369,6 +378,7 @@ fn burst_100_per_second() -> Quota {
         .unwrap()
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_limiter_admits_exactly_burst_across_threads() {
     let l = SharedRateLimiter::counted(burst_100_per_second(), ms(0));
@@ -377,6 +387,7 @@ fn shared_limiter_admits_exactly_burst_across_threads() {
     assert_eq!(l.stats().limited, 3900);
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn bare_shared_limiter_admits_exactly_burst_across_threads() {
     let l = SharedRateLimiter::new(burst_100_per_second(), ms(0));
@@ -388,6 +399,7 @@ fn bare_shared_limiter_admits_exactly_burst_across_threads() {
 /// At the end of the clock, where the new TAT saturates (the hot paths send this case out of
 /// line), the `&mut` form and both shared forms admit and reject alike: with a burst of 1, one
 /// admission moves the TAT to its ceiling and the next check is refused until then.
+#[cfg(feature = "alloc")]
 #[test]
 fn every_form_saturates_the_same_way_at_the_end_of_the_clock() {
     let end = Instant::from_nanos(u64::MAX - 10);
@@ -413,6 +425,7 @@ fn every_form_saturates_the_same_way_at_the_end_of_the_clock() {
     assert_eq!(one.check(end), Err(NotUntil { retry_at: ceiling }));
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_limiter_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
@@ -424,6 +437,7 @@ fn shared_limiter_is_send_and_sync() {
 /// forms agree when asked at the same instant, and a query at an instant newer than any check
 /// is answered at that instant without being observed. (The harness had compared the `&mut`
 /// form at the caller's newer `now` with the shared form at the older clamped instant.)
+#[cfg(feature = "alloc")]
 #[test]
 fn shared_and_mut_forms_agree_at_the_same_instant_after_a_full_burst_batch() {
     let burst = 1_701_143_909;
@@ -460,4 +474,44 @@ fn shared_and_mut_forms_agree_at_the_same_instant_after_a_full_burst_batch() {
             retry_at: t0 + Duration::from_nanos(16)
         })
     );
+}
+
+/// The edge of the GCRA's saturation: an admission whose new TAT lands exactly on `u64::MAX`
+/// (no overflow) is capped at the ceiling `u64::MAX - 1` like one that overflows, and one
+/// nanosecond earlier it is not capped at all.
+#[test]
+fn a_tat_landing_exactly_on_the_end_of_the_clock_is_capped_at_the_ceiling() {
+    let t = 1_000_000_000; // one per second
+    let ceiling = Instant::from_nanos(u64::MAX - 1);
+    let now = Instant::from_nanos(u64::MAX - t);
+    let mut l = Gcra::new(Quota::per_second(nz(1)).unwrap(), now);
+    assert_eq!(l.check(now), Ok(()));
+    assert_eq!(l.reset_at(now), ceiling);
+    assert_eq!(l.check(now), Err(NotUntil { retry_at: ceiling }));
+    assert_eq!(l.stats().allowed, 1);
+
+    let now = Instant::from_nanos(u64::MAX - t - 1);
+    let mut l = Gcra::new(Quota::per_second(nz(1)).unwrap(), now);
+    assert_eq!(l.check(now), Ok(()));
+    assert_eq!(l.check(now), Err(NotUntil { retry_at: ceiling }));
+}
+
+/// `remaining` at the exact instant the next request conforms is 1, one nanosecond before it
+/// is 0 (`X-RateLimit-Remaining` at the boundary).
+#[test]
+fn remaining_is_exact_at_the_conformance_boundary() {
+    let q = Quota::per_second(nz(1)).unwrap().with_burst(nz(2)).unwrap();
+    let t0 = ms(10_000);
+    let mut l = Gcra::new(q, t0);
+    assert_eq!(l.check(t0), Ok(()));
+    assert_eq!(l.check(t0), Ok(()));
+    // TAT = t0 + 2 s, tolerance 1 s: the next request conforms at t0 + 1 s.
+    assert_eq!(l.remaining(t0), 0);
+    assert_eq!(l.remaining(ms(10_999)), 0);
+    assert_eq!(
+        l.remaining(Instant::from_nanos(ms(11_000).as_nanos() - 1)),
+        0
+    );
+    assert_eq!(l.remaining(ms(11_000)), 1);
+    assert_eq!(l.remaining(ms(12_000)), 2);
 }

@@ -2,6 +2,9 @@
 //! clock must not turn a rate limiter off for good, and both forms (and the keyed table) must
 //! behave alike. See `keel_core::rate`, "Clock faults".
 
+// Runs in the `alloc` and `std` configurations only: the keyed and shared limiters need `alloc`.
+#![cfg(feature = "alloc")]
+
 use core::num::NonZeroU32;
 use core::time::Duration;
 
@@ -265,4 +268,37 @@ fn a_reservation_after_a_bogus_instant_is_a_fresh_limiters_slot() {
         );
         assert_eq!(shared.clock_faults(), 1);
     }
+}
+
+/// The fault threshold is exact to the nanosecond: after an admission at `ahead`, a `now`
+/// exactly `max_clock_jump` behind it is taken at face value (rejected until `ahead + T`),
+/// and one nanosecond earlier proves a fault (a fresh limiter admits). For `check`, whose
+/// test is on the rejection path, and for `check_n` and `peek`, which test the state first.
+#[test]
+fn the_fault_threshold_is_exact_to_the_nanosecond() {
+    use keel_core::rate::{CheckNError, NotUntil};
+    let t0 = Instant::from_secs(1_000);
+    let jump = Duration::from_secs(5);
+    let ahead = t0 + jump;
+    let retry_at = ahead + Duration::from_secs(1);
+    let admitted_ahead = || {
+        let mut m = Gcra::new(one_per_second(), t0).with_max_clock_jump(jump);
+        assert_eq!(m.check(ahead), Ok(()));
+        m
+    };
+
+    let mut m = admitted_ahead();
+    assert_eq!(m.peek(t0), Err(NotUntil { retry_at }));
+    assert_eq!(m.check(t0), Err(NotUntil { retry_at }));
+    assert_eq!(m.check_n(t0, 1), Err(CheckNError::NotUntil { retry_at }));
+    assert_eq!(m.stats().clock_faults, 0);
+
+    let back = Instant::from_nanos(t0.as_nanos() - 1);
+    let mut m = admitted_ahead();
+    assert_eq!(m.peek(back), Ok(()));
+    assert_eq!(m.check(back), Ok(()));
+    assert_eq!(m.stats().clock_faults, 1);
+    let mut m = admitted_ahead();
+    assert_eq!(m.check_n(back, 1), Ok(()));
+    assert_eq!(m.stats().clock_faults, 1);
 }

@@ -1,6 +1,9 @@
 //! proptest invariants for GCRA: the window bound, exact `retry_at`, quota changes, the shared
 //! form against the `&mut` form, the keyed table's bound and reference model, and no panics.
 
+// Runs in the `alloc` and `std` configurations only: the keyed and shared limiters need `alloc`.
+#![cfg(feature = "alloc")]
+
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;

@@ -938,6 +938,40 @@ mod tests {
     }
 
     #[test]
+    fn event_queue_keeps_fifo_order_across_drains_and_wraps() {
+        let mut q: EventRing<BreakerEvent, EVENT_QUEUE_CAPACITY> = EventRing::new();
+        let ev = |n: u64| BreakerEvent::Transition {
+            from: State::Closed,
+            to: State::Open,
+            at: Instant::from_nanos(n),
+            reason: TransitionReason::Forced,
+        };
+        // Fill, drain, and refill with a different count each round so the head walks all the
+        // way around the ring (three times) and stops at every offset.
+        let mut next = 0;
+        for round in 1..=(EVENT_QUEUE_CAPACITY as u64 * 3) {
+            let n = round % (EVENT_QUEUE_CAPACITY as u64) + 1;
+            for k in 0..n {
+                assert!(q.push(ev(next + k)).is_none(), "no drop below capacity");
+            }
+            for k in 0..n {
+                assert_eq!(q.pop(), Some(ev(next + k)), "round {round}");
+            }
+            assert_eq!(q.pop(), None, "drained after round {round}");
+            next += n;
+        }
+        // Full after a drain: the oldest goes first, exactly one per extra event.
+        for k in 0..EVENT_QUEUE_CAPACITY as u64 {
+            assert!(q.push(ev(k)).is_none());
+        }
+        assert!(q.push(ev(100)).is_some());
+        assert_eq!(q.pop(), Some(ev(1)));
+        assert!(q.push(ev(101)).is_none());
+        assert!(q.push(ev(102)).is_some());
+        assert_eq!(q.pop(), Some(ev(3)));
+    }
+
+    #[test]
     fn slow_call_threshold_compares_exactly_at_the_end_of_the_clock() {
         let slow_after = |d: Duration| {
             let config = BreakerConfig::consecutive_failures(5)

@@ -25,18 +25,25 @@ impl<T: Copy, const N: usize> Slots<T, N> {
 
 /// Slots sized at construction: an inline array of capacity `N` without `alloc`.
 #[cfg(not(feature = "alloc"))]
+type Slots<T, const N: usize> = InlineSlots<T, N>;
+
+/// An inline array of capacity `N`, `len` of them in use: the storage without `alloc`.
+///
+/// Compiled in every test build too, so its unit tests (and a mutation run with the default
+/// features) check it, not only a `no_std` build.
+#[cfg(any(not(feature = "alloc"), test))]
 #[derive(Clone, Debug)]
-struct Slots<T, const N: usize> {
+struct InlineSlots<T, const N: usize> {
     buf: [T; N],
     len: usize,
 }
 
-#[cfg(not(feature = "alloc"))]
-impl<T: Copy, const N: usize> Slots<T, N> {
+#[cfg(any(not(feature = "alloc"), test))]
+impl<T: Copy, const N: usize> InlineSlots<T, N> {
     fn new(len: usize, fill: T) -> Self {
-        Slots {
+        InlineSlots {
             buf: [fill; N],
-            len: if len < N { len } else { N },
+            len: len.min(N),
         }
     }
     fn as_mut_slice(&mut self) -> &mut [T] {
@@ -363,6 +370,79 @@ mod tests {
             }
         );
         w.record(Instant::MAX, false, false);
+        assert_eq!(
+            w.totals(),
+            Totals {
+                calls: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
+    }
+
+    #[test]
+    fn inline_slots_hold_len_slots_capped_at_capacity() {
+        let mut s = InlineSlots::<u8, 4>::new(3, 7);
+        assert_eq!(s.as_mut_slice(), &mut [7, 7, 7][..]);
+        s.as_mut_slice()[1] = 9;
+        assert_eq!(s.as_mut_slice(), &mut [7, 9, 7][..]);
+        assert_eq!(InlineSlots::<u8, 4>::new(4, 1).as_mut_slice().len(), 4);
+        assert_eq!(InlineSlots::<u8, 4>::new(5, 1).as_mut_slice().len(), 4);
+        assert_eq!(InlineSlots::<u8, 4>::new(0, 1).as_mut_slice().len(), 0);
+        assert_eq!(
+            InlineSlots::<u8, 4>::new(usize::MAX, 1)
+                .as_mut_slice()
+                .len(),
+            4
+        );
+    }
+
+    #[test]
+    fn the_inline_count_ring_holds_exactly_the_largest_inline_window() {
+        // Two bits per outcome: 16 words of 32 outcomes hold MAX_INLINE_COUNT_WINDOW = 512.
+        assert_eq!(INLINE_WORDS, 16);
+        assert_eq!(
+            INLINE_WORDS as u32 * PER_WORD,
+            super::super::config::MAX_INLINE_COUNT_WINDOW
+        );
+    }
+
+    #[test]
+    fn a_time_window_reset_off_a_bucket_boundary_still_evicts_on_time() {
+        let width = Duration::from_secs(1);
+        let mut w = Window::new(
+            SlidingWindow::Time {
+                buckets: 3,
+                bucket_width: width,
+            },
+            Instant::ZERO,
+        );
+        w.record(Instant::from_millis(500), true, true);
+        // Reset 10.5 s in: the current bucket is epoch 10, whatever the offset into it.
+        w.reset(Instant::from_millis(10_500));
+        assert_eq!(w.totals(), Totals::default());
+        w.record(Instant::from_millis(10_600), true, false);
+        w.record(Instant::from_millis(12_900), false, true);
+        assert_eq!(
+            w.totals(),
+            Totals {
+                calls: 2,
+                failures: 1,
+                slow: 1
+            }
+        );
+        // Epoch 13 evicts epoch 10 (three buckets: 11, 12, 13).
+        w.record(Instant::from_millis(13_000), false, false);
+        assert_eq!(
+            w.totals(),
+            Totals {
+                calls: 2,
+                failures: 0,
+                slow: 1
+            }
+        );
+        // Long after: only the newest call is left.
+        w.record(Instant::from_secs(20), false, false);
         assert_eq!(
             w.totals(),
             Totals {

@@ -85,7 +85,7 @@ pub(crate) fn conform_n(tat: u64, now: u64, t: u64, tau: u64, n: u32) -> Result<
     if allow_at > now {
         Err(allow_at)
     } else {
-        let base = if tat > now { tat } else { now };
+        let base = tat.max(now);
         Ok(min(base.saturating_add(weight).saturating_add(t), TAT_MAX))
     }
 }
@@ -93,18 +93,14 @@ pub(crate) fn conform_n(tat: u64, now: u64, t: u64, tau: u64, n: u32) -> Result<
 /// How many single requests would conform at `now` (between 0 and `burst`).
 #[inline]
 pub(crate) fn remaining(tat: u64, now: u64, t: u64, tau: u64, burst: u32) -> u32 {
-    let base = if tat > now { tat } else { now };
+    let base = tat.max(now);
     let horizon = now.saturating_add(tau);
     if base > horizon {
         return 0;
     }
     let fit = (horizon - base) / t;
     let fit = u32::try_from(fit).unwrap_or(u32::MAX).saturating_add(1);
-    if fit > burst {
-        burst
-    } else {
-        fit
-    }
+    fit.min(burst)
 }
 
 /// The TAT after switching quota `(t_old, burst_old)` to `(t_new, burst_new)` at `now`.

@@ -98,6 +98,7 @@
 //!   as fresh) without counting or changing anything.
 //!
 //! ```
+//! # #[cfg(feature = "alloc")] { // the shared form needs `alloc`
 //! use core::num::NonZeroU32;
 //! use keel_core::rate::{Quota, Gcra};
 //! use keel_core::sync::gcra::SharedRateLimiter;
@@ -113,6 +114,7 @@
 //! assert!(m.check(real).is_ok() && s.check(real).is_ok());
 //! assert!(m.check(real).is_err() && s.check(real).is_err());
 //! assert_eq!((m.stats().clock_faults, s.clock_faults()), (1, 1));
+//! # }
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
 //!

@@ -311,19 +311,23 @@ impl KeyedConfigBuilder {
 }
 
 #[cfg(feature = "std")]
-fn os_hash_seed() -> Result<u128, ConfigError> {
-    crate::rng::os_seed().ok_or(ConfigError::Missing {
-        field: "hash_seed",
-        hint: "the OS random source failed; pass a secret random `.hash_seed(..)`",
-    })
-}
-
+const OS_HASH_SEED_HINT: &str =
+    "the OS random source failed; pass a secret random `.hash_seed(..)`";
 #[cfg(not(feature = "std"))]
+const OS_HASH_SEED_HINT: &str = "without `std` keel has no OS random source: call \
+     `.hash_seed(..)` with a secret random value (a constant only if no attacker chooses the keys)";
+
+/// The default hash seed: from the OS random source with `std`, none without. One function
+/// for both builds, so a mutation test with the default features checks the code a `no_std`
+/// build runs.
 fn os_hash_seed() -> Result<u128, ConfigError> {
-    Err(ConfigError::Missing {
+    #[cfg(feature = "std")]
+    let seed = crate::rng::os_seed();
+    #[cfg(not(feature = "std"))]
+    let seed = None;
+    seed.ok_or(ConfigError::Missing {
         field: "hash_seed",
-        hint: "without `std` keel has no OS random source: call `.hash_seed(..)` with a secret \
-               random value (a constant only if no attacker chooses the keys)",
+        hint: OS_HASH_SEED_HINT,
     })
 }
 
