@@ -75,7 +75,7 @@ fn init_logging() {
         .init();
 }
 
-/// Binds, prints `listening on incoming.get_ref().0.local_addr()?` on stdout, and echoes lines until SIGINT or SIGTERM; then
+/// Binds, prints `listening on ADDR` on stdout, and echoes lines until SIGINT or SIGTERM; then
 /// drains for at most the grace period and prints `stats: ...` on stdout.
 async fn serve(opts: Options) -> io::Result<()> {
     let invalid = |e| io::Error::new(io::ErrorKind::InvalidInput, e);

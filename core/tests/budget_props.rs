@@ -2,6 +2,9 @@
 //! (`keel_testkit::models::budget`, shared with the fuzz target: the exact slot-ring balance and
 //! the documented window guarantee in both directions), and no panic on any input.
 
+// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
+#![cfg(not(keel_no_testkit))]
+
 use core::time::Duration;
 
 use keel_core::budget::{BudgetConfig, RetryBudget, SLOTS};

@@ -4,6 +4,7 @@
 //! pause on EMFILE. Each test runs the example's binary in a child process (built by `cargo
 //! test`, or here with `cargo build -p keel-core --example event_loop` when it is missing or
 //! older than its source or keel-core's) and takes about a second.
+#![cfg(feature = "std")] // runs the event_loop example, which needs std
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
