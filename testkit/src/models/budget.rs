@@ -139,9 +139,12 @@ impl BudgetModel {
         self.balance(t) >= 1000
     }
 
-    /// `RetryBudget::remaining(now)`: whole retries left.
-    pub fn remaining(&mut self, now: Instant) -> u64 {
-        let t = self.observe(now);
+    /// `RetryBudget::remaining(now)`: whole retries left. A query: like the machine's, it reads
+    /// `now` against the newest instant seen but does not advance the clock (a later input at an
+    /// earlier instant is still read at the newest *input's* instant).
+    #[must_use]
+    pub fn remaining(&self, now: Instant) -> u64 {
+        let t = self.newest.max(now.as_nanos());
         u64::try_from(self.balance(t).max(0) / 1000).unwrap_or(u64::MAX)
     }
 
