@@ -7,7 +7,7 @@ use keel_core::breaker::{BreakerConfig, Outcome};
 use keel_core::driver::breaker::BreakerError;
 use keel_core::sync::breaker::SharedBreaker;
 
-use super::{ready_call, BoxError, KeelError, ResponseFuture};
+use super::{ready_call, BoxError, ClassifyErrors, ClassifyResult, KeelError, ResponseFuture};
 
 /// Fails calls fast with [`KeelError::BreakerOpen`] while a circuit breaker shared by every
 /// service it makes (and their clones) is open. An inner `Ok` is a success; an inner `Err` is
@@ -17,10 +17,14 @@ use super::{ready_call, BoxError, KeelError, ResponseFuture};
 /// throttling never opens the breaker. A dropped call future is reported by the breaker's drop
 /// guard (see [`crate::core::driver::breaker`]). Calls go through
 /// [`Breaker::call_with`](crate::Breaker), so transitions are logged under `keel::breaker`.
+///
+/// An inner service that answers failures as values (an HTTP `Ok(503)`) needs a classifier of
+/// the whole result: [`classify_result`](Self::classify_result) with a [`ClassifyResult`]
+/// (feature `http`: `keel_tokio::http::HttpClassifier`, 5xx and 429 are failures).
 #[derive(Clone, Debug)]
-pub struct BreakerLayer {
+pub struct BreakerLayer<C = ClassifyErrors> {
     breaker: crate::Breaker,
-    classify: fn(&BoxError) -> Outcome,
+    classify: C,
 }
 
 /// The default error classifier of [`BreakerLayer`]: [`Outcome::Ignored`] for keel's local
@@ -62,7 +66,7 @@ impl BreakerLayer {
     pub fn from_breaker(breaker: crate::Breaker) -> Self {
         BreakerLayer {
             breaker,
-            classify: classify_error,
+            classify: ClassifyErrors::default(),
         }
     }
 
@@ -70,8 +74,20 @@ impl BreakerLayer {
     /// (e.g. [`Outcome::Ignored`] for a client error). An inner `Ok` is always a success.
     #[must_use]
     pub fn classify(mut self, classify: fn(&BoxError) -> Outcome) -> Self {
-        self.classify = classify;
+        self.classify = ClassifyErrors(classify);
         self
+    }
+}
+
+impl<C> BreakerLayer<C> {
+    /// Classifies the whole result, `Ok` responses included, with `classify` (replacing
+    /// [`classify`](BreakerLayer::classify)'s error-only classifier).
+    #[must_use]
+    pub fn classify_result<C2>(self, classify: C2) -> BreakerLayer<C2> {
+        BreakerLayer {
+            breaker: self.breaker,
+            classify,
+        }
     }
 
     /// The shared breaker.
@@ -81,32 +97,33 @@ impl BreakerLayer {
     }
 }
 
-impl<S> Layer<S> for BreakerLayer {
-    type Service = BreakerService<S>;
+impl<S, C: Clone> Layer<S> for BreakerLayer<C> {
+    type Service = BreakerService<S, C>;
 
-    fn layer(&self, inner: S) -> BreakerService<S> {
+    fn layer(&self, inner: S) -> BreakerService<S, C> {
         BreakerService {
             inner,
             breaker: self.breaker.clone(),
-            classify: self.classify,
+            classify: self.classify.clone(),
         }
     }
 }
 
 /// The service of [`BreakerLayer`].
 #[derive(Clone, Debug)]
-pub struct BreakerService<S> {
+pub struct BreakerService<S, C = ClassifyErrors> {
     inner: S,
     breaker: crate::Breaker,
-    classify: fn(&BoxError) -> Outcome,
+    classify: C,
 }
 
-impl<S, Req> Service<Req> for BreakerService<S>
+impl<S, C, Req> Service<Req> for BreakerService<S, C>
 where
     S: Service<Req> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
     Req: Send + 'static,
+    C: ClassifyResult<S::Response> + Clone + Send + Sync + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -120,12 +137,9 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let inner = self.inner.clone();
         let breaker = self.breaker.clone();
-        let classify = self.classify;
+        let classify = self.classify.clone();
         Box::pin(async move {
-            let outcome = |r: &Result<S::Response, BoxError>| match r {
-                Ok(_) => Outcome::Success,
-                Err(e) => classify(e),
-            };
+            let outcome = |r: &Result<S::Response, BoxError>| classify.outcome(r);
             match breaker.call_with(ready_call(inner, req), outcome).await {
                 Ok(response) => Ok(response),
                 Err(BreakerError::Rejected(r)) => Err(KeelError::BreakerOpen {

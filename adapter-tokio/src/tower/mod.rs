@@ -66,6 +66,7 @@
 
 mod breaker;
 mod bulkhead;
+mod classify;
 mod error;
 mod rate;
 mod retry;
@@ -78,9 +79,10 @@ use ::tower::Service;
 
 pub use breaker::{classify_error, BreakerLayer, BreakerService};
 pub use bulkhead::{BulkheadLayer, BulkheadService};
+pub use classify::{ClassifyErrors, ClassifyResult, NoResponseRetry, RetryResponse};
 pub use error::KeelError;
 pub use rate::{RateLimit, RateLimitLayer};
-pub use retry::{FailFastOnRejection, RetryGaveUp, RetryLayer, RetryService};
+pub use retry::{FailFastOnRejection, RetryGaveUp, RetryLayer, RetryService, RetryableResponse};
 pub use timeout::{Timeout, TimeoutLayer};
 
 /// The error type of every service here (the same as tower's `BoxError`).

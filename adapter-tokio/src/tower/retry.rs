@@ -1,5 +1,7 @@
 //! [`RetryLayer`]: retries failed calls with backoff and an optional shared budget.
 
+use std::marker::PhantomData;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use ::tower::{Layer, Service};
@@ -7,7 +9,7 @@ use keel_core::backoff::BackoffConfig;
 use keel_core::driver::retry::{NoNotify, RetryAction, RetryNotify, RetryPredicate, StopReason};
 use keel_core::sync::budget::SharedBudget;
 
-use super::{ready_call, BoxError, KeelError, ResponseFuture};
+use super::{ready_call, BoxError, KeelError, NoResponseRetry, ResponseFuture, RetryResponse};
 
 /// Retries failed calls with backoff (and an optional shared retry budget) using a keel
 /// [`Retry`](crate::Retry); the request must be `Clone`. Each attempt waits for the inner
@@ -16,9 +18,18 @@ use super::{ready_call, BoxError, KeelError, ResponseFuture};
 /// [`RetryGaveUp`] (the stop reason, the attempt count, and the last attempt's error as its
 /// `source()`). The default predicate is [`FailFastOnRejection`]: keel's own rejections from
 /// inner layers are not retried.
+///
+/// By default an `Ok` response is the answer. An inner service that answers failures as values
+/// (an HTTP `Ok(503)`) is retried with [`retry_responses`](Self::retry_responses) and a
+/// [`RetryResponse`] (feature `http`: `keel_tokio::http::HttpClassifier`, which also passes the
+/// response's `Retry-After` to the backoff's hint path, capped at the schedule's
+/// `max_retry_after`). Such a response is retried like an error (schedule, budget, notify hook,
+/// which sees a [`RetryableResponse`]); when the retry gives up, the last response is the
+/// answer.
 #[derive(Clone, Debug)]
-pub struct RetryLayer<P = FailFastOnRejection, N = NoNotify> {
+pub struct RetryLayer<P = FailFastOnRejection, N = NoNotify, C = NoResponseRetry> {
     retry: crate::Retry<P, N>,
+    responses: C,
 }
 
 /// The default predicate of [`RetryLayer`]: [`RetryAction::Stop`] for keel's rejections
@@ -88,9 +99,7 @@ impl RetryLayer {
     /// [`Retry`](keel_core::driver::retry::Retry) and use [`from_retry`](RetryLayer::from_retry).
     #[must_use]
     pub fn new(config: BackoffConfig) -> Self {
-        RetryLayer {
-            retry: crate::Retry::new(config).retry_if(FailFastOnRejection),
-        }
+        Self::from_retry(crate::Retry::new(config).retry_if(FailFastOnRejection))
     }
 }
 
@@ -99,14 +108,29 @@ impl<P, N> RetryLayer<P, N> {
     /// budget and stats.
     #[must_use]
     pub fn from_retry(retry: crate::Retry<P, N>) -> Self {
-        RetryLayer { retry }
+        RetryLayer {
+            retry,
+            responses: NoResponseRetry,
+        }
     }
+}
 
+impl<P, N, C> RetryLayer<P, N, C> {
     /// Draws every retry from this budget (share one per dependency).
     #[must_use]
     pub fn budget(self, budget: SharedBudget) -> Self {
         RetryLayer {
             retry: self.retry.budget(budget),
+            responses: self.responses,
+        }
+    }
+
+    /// Retries the `Ok` responses `classify` says failed (see the type's docs).
+    #[must_use]
+    pub fn retry_responses<C2>(self, classify: C2) -> RetryLayer<P, N, C2> {
+        RetryLayer {
+            retry: self.retry,
+            responses: classify,
         }
     }
 
@@ -117,33 +141,92 @@ impl<P, N> RetryLayer<P, N> {
     }
 }
 
-impl<S, P: Clone, N: Clone> Layer<S> for RetryLayer<P, N> {
-    type Service = RetryService<S, P, N>;
+impl<S, P: Clone, N: Clone, C: Clone> Layer<S> for RetryLayer<P, N, C> {
+    type Service = RetryService<S, P, N, C>;
 
-    fn layer(&self, inner: S) -> RetryService<S, P, N> {
+    fn layer(&self, inner: S) -> RetryService<S, P, N, C> {
         RetryService {
             inner,
             retry: self.retry.clone(),
+            responses: self.responses.clone(),
         }
     }
 }
 
 /// The service of [`RetryLayer`].
 #[derive(Clone, Debug)]
-pub struct RetryService<S, P = FailFastOnRejection, N = NoNotify> {
+pub struct RetryService<S, P = FailFastOnRejection, N = NoNotify, C = NoResponseRetry> {
     inner: S,
     retry: crate::Retry<P, N>,
+    responses: C,
 }
 
-impl<S, Req, P, N> Service<Req> for RetryService<S, P, N>
+/// An `Ok` response a [`RetryResponse`] classified as a failed attempt, as the retry's notify
+/// hook sees it (boxed in a [`BoxError`]) before the next attempt. It never reaches the
+/// caller: when the retry gives up, the response inside is the answer.
+pub struct RetryableResponse<Res> {
+    // A mutex only to make the box `Sync` for any response type (an HTTP body need not be).
+    response: Mutex<Option<Res>>,
+    action: RetryAction,
+}
+
+impl<Res> RetryableResponse<Res> {
+    /// What the classifier said: [`RetryAction::Retry`] or [`RetryAction::RetryAfter`].
+    #[must_use]
+    pub fn action(&self) -> RetryAction {
+        self.action
+    }
+
+    fn take(self) -> Option<Res> {
+        match self.response.into_inner() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+impl<Res> std::fmt::Debug for RetryableResponse<Res> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryableResponse")
+            .field("action", &self.action)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Res> std::fmt::Display for RetryableResponse<Res> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the response was classified as a failed attempt")
+    }
+}
+
+impl<Res> std::error::Error for RetryableResponse<Res> {}
+
+/// The predicate of a run that retries responses: a [`RetryableResponse`] says its own action,
+/// every other error goes to the layer's predicate.
+struct ResponsesThen<P, Res> {
+    predicate: P,
+    _response: PhantomData<fn() -> Res>,
+}
+
+impl<P: RetryPredicate<BoxError>, Res: 'static> RetryPredicate<BoxError> for ResponsesThen<P, Res> {
+    fn classify(&self, error: &BoxError) -> RetryAction {
+        match error.downcast_ref::<RetryableResponse<Res>>() {
+            Some(r) => r.action,
+            None => self.predicate.classify(error),
+        }
+    }
+}
+
+impl<S, Req, P, N, C> Service<Req> for RetryService<S, P, N, C>
 where
     S: Service<Req> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
-    S::Response: Send,
+    S::Response: Send + 'static,
     Req: Clone + Send + 'static,
     P: RetryPredicate<BoxError> + Clone + Send + Sync + 'static,
     N: RetryNotify<BoxError> + Clone + Send + Sync + 'static,
+    C: RetryResponse<S::Response> + Clone + Send + Sync + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -156,18 +239,45 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let inner = self.inner.clone();
-        let retry = self.retry.clone();
+        let predicate = ResponsesThen::<P, S::Response> {
+            predicate: self.retry.predicate().clone(),
+            _response: PhantomData,
+        };
+        let retry = self.retry.clone().retry_if(predicate);
+        let responses = self.responses.clone();
         Box::pin(async move {
-            retry
-                .run(move || ready_call(inner.clone(), req.clone()))
-                .await
-                .map_err(|e| -> BoxError {
-                    Box::new(RetryGaveUp {
-                        error: e.error,
+            let attempt = move || {
+                let call = ready_call(inner.clone(), req.clone());
+                let responses = responses.clone();
+                async move {
+                    let response = call.await?;
+                    match responses.retry(&response) {
+                        Some(action @ (RetryAction::Retry | RetryAction::RetryAfter(_))) => {
+                            Err(Box::new(RetryableResponse {
+                                response: Mutex::new(Some(response)),
+                                action,
+                            }) as BoxError)
+                        }
+                        // `Stop` and `None`: this response is the answer.
+                        _ => Ok(response),
+                    }
+                }
+            };
+            match retry.run(attempt).await {
+                Ok(response) => Ok(response),
+                Err(e) => match e.error.downcast::<RetryableResponse<S::Response>>() {
+                    // Gave up on a failed response: it is the answer. (The response is taken
+                    // only here, once, so it is always there.)
+                    Ok(last) => last.take().ok_or_else(|| -> BoxError {
+                        "keel retry: a retried response was already taken".into()
+                    }),
+                    Err(error) => Err(Box::new(RetryGaveUp {
+                        error,
                         reason: e.reason,
                         attempts: e.attempts,
-                    })
-                })
+                    }) as BoxError),
+                },
+            }
         })
     }
 }
