@@ -33,7 +33,7 @@ pub struct BreakerLayer<C = ClassifyErrors> {
 /// [`Outcome::Failure`] for everything else.
 ///
 /// [`KeelError::TimedOut`] **is** a failure: a call that ran past its timeout is the
-/// dependency-health signal a breaker exists for. Place a [`TimeoutLayer`] inside the breaker
+/// dependency-health signal a breaker exists for. Place a [`TimeoutLayer`](super::TimeoutLayer) inside the breaker
 /// only if rate limits and bulkheads are *outside* it (or not waiting), or time spent waiting
 /// for a local token or slot counts against the dependency.
 #[must_use]

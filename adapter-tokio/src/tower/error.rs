@@ -6,7 +6,7 @@ use keel_core::bulkhead::RejectReason;
 use keel_core::sync::bulkhead::BulkheadRejected;
 use keel_core::time::Instant;
 
-/// Why a keel layer refused or abandoned a call. Arrives boxed in a [`BoxError`]; use
+/// Why a keel layer refused or abandoned a call. Arrives boxed in a [`BoxError`](super::BoxError); use
 /// `err.downcast_ref::<KeelError>()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -5,7 +5,7 @@
 //!
 //! - **One state for every clone.** tower's `RateLimit` keeps its budget per service instance,
 //!   so a server that clones the service per connection (hyper, axum) gets one budget *per
-//!   connection*. Here the layer owns the state ([`RateLimiter`], [`Bulkhead`]) and every
+//!   connection*. Here the layer owns the state ([`RateLimiter`](crate::RateLimiter), [`Bulkhead`](crate::Bulkhead)) and every
 //!   service it makes, and every clone of those, shares it.
 //! - **Reject instead of queue, by default.** A [`RateLimitLayer`] fails a limited call at once
 //!   with [`KeelError::RateLimited`] (carrying `retry_at`, for a `429` with `Retry-After`)

@@ -13,7 +13,7 @@ use super::{ready_call, BoxError, KeelError, NoResponseRetry, ResponseFuture, Re
 
 /// Retries failed calls with backoff (and an optional shared retry budget) using a keel
 /// [`Retry`](crate::Retry); the request must be `Clone`. Each attempt waits for the inner
-/// service's readiness inside the call future, so an outer [`TimeoutLayer`] bounds all attempts
+/// service's readiness inside the call future, so an outer [`TimeoutLayer`](super::TimeoutLayer) bounds all attempts
 /// and the backoff sleeps between them. When it gives up, the error is a boxed
 /// [`RetryGaveUp`] (the stop reason, the attempt count, and the last attempt's error as its
 /// `source()`). The default predicate is [`FailFastOnRejection`]: keel's own rejections from
