@@ -39,10 +39,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--trusted-proxy" => {
                 trusted.push(args.next().ok_or("--trusted-proxy needs a CIDR")?.parse()?);
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown argument {other:?}; try --addr 127.0.0.1:3000 --trusted-proxy 10.0.0.0/8"
             )
-            .into()),
+                .into())
+            }
         }
     }
 

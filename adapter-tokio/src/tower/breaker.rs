@@ -7,7 +7,9 @@ use keel_core::breaker::{BreakerConfig, Outcome};
 use keel_core::driver::breaker::BreakerError;
 use keel_core::sync::breaker::SharedBreaker;
 
-use super::{ready_call, BoxError, ClassifyErrors, ClassifyResult, KeelError, ResponseFuture};
+use super::{
+    ready_call, BoxError, ClassifyErrors, ClassifyResult, InnerService, KeelError, ResponseFuture,
+};
 
 /// Fails calls fast with [`KeelError::BreakerOpen`] while a circuit breaker shared by every
 /// service it makes (and their clones) is open. An inner `Ok` is a success; an inner `Err` is
@@ -119,9 +121,7 @@ pub struct BreakerService<S, C = ClassifyErrors> {
 
 impl<S, C, Req> Service<Req> for BreakerService<S, C>
 where
-    S: Service<Req> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
+    S: InnerService<Req>,
     Req: Send + 'static,
     C: ClassifyResult<S::Response> + Clone + Send + Sync + 'static,
 {

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use ::tower::{Layer, Service};
 use keel_core::bulkhead::BulkheadConfig;
 
-use super::{ready_call, BoxError, KeelError, ResponseFuture};
+use super::{ready_call, BoxError, InnerService, KeelError, ResponseFuture};
 use crate::Bulkhead;
 
 /// Bounds the calls in flight across every service it makes and all their clones; rejects
@@ -64,9 +64,7 @@ impl<S> BulkheadService<S> {
 
 impl<S, Req> Service<Req> for BulkheadService<S>
 where
-    S: Service<Req> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
+    S: InnerService<Req>,
     Req: Send + 'static,
 {
     type Response = S::Response;

@@ -91,6 +91,24 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response future of every service here.
 pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
+/// The services keel's layers wrap, stated once (a trait alias: every service with these bounds
+/// implements it). Each layer's service is always ready and clones the inner service per call
+/// (axum and hyper services are cheap `Arc` clones) into a boxed [`ResponseFuture`], where it
+/// waits for its token, slot or admission, then for the inner service's readiness (one
+/// function, shared), then runs the call.
+pub trait InnerService<Req>:
+    Service<Req, Future: Send, Error: Into<BoxError>> + Clone + Send + 'static
+{
+}
+
+impl<S, Req> InnerService<Req> for S
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+{
+}
+
 /// Waits for `inner` to be ready, then calls it: readiness waiting inside the call future.
 async fn ready_call<S, Req>(mut inner: S, req: Req) -> Result<S::Response, BoxError>
 where

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ::tower::{Layer, Service};
 use keel_core::rate::Quota;
 
-use super::{ready_call, BoxError, KeelError, ResponseFuture};
+use super::{ready_call, BoxError, InnerService, KeelError, ResponseFuture};
 use crate::RateLimiter;
 
 /// Applies a rate limit shared by every service it makes and all their clones.
@@ -142,9 +142,7 @@ impl<S> RateLimit<S> {
 
 impl<S, Req> Service<Req> for RateLimit<S>
 where
-    S: Service<Req> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
+    S: InnerService<Req>,
     Req: Send + 'static,
 {
     type Response = S::Response;

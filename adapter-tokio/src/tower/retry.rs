@@ -9,7 +9,9 @@ use keel_core::backoff::BackoffConfig;
 use keel_core::driver::retry::{NoNotify, RetryAction, RetryNotify, RetryPredicate, StopReason};
 use keel_core::sync::budget::SharedBudget;
 
-use super::{ready_call, BoxError, KeelError, NoResponseRetry, ResponseFuture, RetryResponse};
+use super::{
+    ready_call, BoxError, InnerService, KeelError, NoResponseRetry, ResponseFuture, RetryResponse,
+};
 
 /// Retries failed calls with backoff (and an optional shared retry budget) using a keel
 /// [`Retry`](crate::Retry); the request must be `Clone`. Each attempt waits for the inner
@@ -219,9 +221,7 @@ impl<P: RetryPredicate<BoxError>, Res: 'static> RetryPredicate<BoxError> for Res
 
 impl<S, Req, P, N, C> Service<Req> for RetryService<S, P, N, C>
 where
-    S: Service<Req> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
+    S: InnerService<Req>,
     S::Response: Send + 'static,
     Req: Clone + Send + 'static,
     P: RetryPredicate<BoxError> + Clone + Send + Sync + 'static,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ::tower::{Layer, Service};
 
-use super::{ready_call, BoxError, KeelError, ResponseFuture};
+use super::{ready_call, BoxError, InnerService, KeelError, ResponseFuture};
 
 /// Fails a call with [`KeelError::TimedOut`] once `after` has passed since `call`, counting
 /// the time inner keel layers spend waiting for a token or a slot (see the module docs).
@@ -42,9 +42,7 @@ pub struct Timeout<S> {
 
 impl<S, Req> Service<Req> for Timeout<S>
 where
-    S: Service<Req> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
+    S: InnerService<Req>,
     Req: Send + 'static,
 {
     type Response = S::Response;
