@@ -483,3 +483,51 @@ async fn the_retry_layer_honours_a_responses_retry_after_up_to_the_cap() {
     assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_the_overflow_limiter_admits_gets_no_ratelimit_field_of_another_budget() {
+    use keel_tokio::core::rate::keyed::Full;
+    let config = KeyedConfig::builder()
+        .quota(quota(Duration::from_secs(60), 2))
+        .max_keys(1)
+        .full(Full::Overflow)
+        .hash_seed(7)
+        .build()
+        .unwrap();
+    let svc = KeyedRateLimitLayer::new(config, PeerIp::default()).layer(ok_service());
+    let r = send(&svc, from("192.0.2.1:1")).await;
+    assert_eq!(header(&r, "ratelimit").unwrap(), "\"default\";r=1;t=60");
+    // The table is full of an active key: 192.0.2.2 is decided by the shared overflow limiter.
+    let r = send(&svc, from("192.0.2.2:1")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "ratelimit"), None, "not this key's budget");
+    assert!(header(&r, "ratelimit-policy").is_some());
+    let r = send(&svc, from("192.0.2.3:1")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = send(&svc, from("192.0.2.4:1")).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "overflow spent");
+    let wait: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+    assert_eq!(wait, 60);
+    assert_eq!(
+        header(&r, "ratelimit").unwrap(),
+        "\"default\";r=0;t=60",
+        "a refusal says when to come back"
+    );
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(start_paused = true)]
+async fn keel_error_is_an_axum_response() {
+    use axum::response::IntoResponse;
+    let r = KeelError::RateLimited {
+        retry_at: keel_tokio::now() + Duration::from_secs(3),
+    }
+    .into_response();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "3");
+    let r = KeelError::TimedOut {
+        after: Duration::from_secs(1),
+    }
+    .into_response();
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+}

@@ -350,19 +350,35 @@ fn parse_node(node: &str) -> Option<IpAddr> {
         .and_then(|n| n.parse::<IpAddr>().ok())
 }
 
-/// Keys by the value of one request header (an API key, a tenant id). No header, or several
-/// lines of it: no key. The value is hashed into a bounded table, but each tracked key holds a
-/// copy of it: the server's header size limit bounds that memory.
+/// Keys by the value of one request header (an API key, a tenant id). No header, several lines
+/// of it, or a value longer than [`max_len`](Self::max_len) (default
+/// [`HeaderKey::DEFAULT_MAX_LEN`] bytes): no key. Each tracked key holds a copy of its value, so
+/// the length cap bounds the table's heap memory (at most `max_keys × max_len` bytes) against a
+/// client rotating long values.
 #[derive(Clone, Debug)]
 pub struct HeaderKey {
     name: HeaderName,
+    max_len: usize,
 }
 
 impl HeaderKey {
+    /// The default longest value taken as a key: 256 bytes.
+    pub const DEFAULT_MAX_LEN: usize = 256;
+
     /// Keys by the header `name`.
     #[must_use]
     pub fn new(name: HeaderName) -> Self {
-        HeaderKey { name }
+        HeaderKey {
+            name,
+            max_len: Self::DEFAULT_MAX_LEN,
+        }
+    }
+
+    /// The longest value (in bytes) taken as a key; a longer one is no key.
+    #[must_use]
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
     }
 }
 
@@ -372,7 +388,7 @@ impl KeyExtractor for HeaderKey {
     fn extract(&self, req: &RequestHead<'_>) -> Option<HeaderValue> {
         let mut values = req.headers().get_all(&self.name).iter();
         match (values.next(), values.next()) {
-            (Some(v), None) => Some(v.clone()),
+            (Some(v), None) if v.len() <= self.max_len => Some(v.clone()),
             _ => None,
         }
     }
@@ -496,6 +512,15 @@ mod tests {
         let req = head_with("1.1.1.1:1", &[("x-api-key", "a"), ("x-api-key", "b")]);
         assert_eq!(h.extract(&RequestHead::of(&req)), None);
         let req = head_with("1.1.1.1:1", &[]);
+        assert_eq!(h.extract(&RequestHead::of(&req)), None);
+        let long = "k".repeat(HeaderKey::DEFAULT_MAX_LEN + 1);
+        let req = head_with("1.1.1.1:1", &[("x-api-key", &long)]);
+        assert_eq!(h.extract(&RequestHead::of(&req)), None, "too long");
+        let exact = &long[1..];
+        let req = head_with("1.1.1.1:1", &[("x-api-key", exact)]);
+        assert!(h.extract(&RequestHead::of(&req)).is_some());
+        let h = h.max_len(3);
+        let req = head_with("1.1.1.1:1", &[("x-api-key", "abcd")]);
         assert_eq!(h.extract(&RequestHead::of(&req)), None);
     }
 }
