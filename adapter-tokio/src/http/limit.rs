@@ -276,7 +276,12 @@ where
                 MissingKey::Shared(key) => key.clone(),
                 MissingKey::Reject(status) => {
                     let status = *status;
-                    return Box::pin(async move { Ok(plain(status, "no client key\n")) });
+                    let body = if status.is_server_error() {
+                        "internal server error\n"
+                    } else {
+                        "the request does not say which client it is from\n"
+                    };
+                    return Box::pin(async move { Ok(plain(status, body)) });
                 }
             },
         };
