@@ -174,6 +174,20 @@ async fn a_trusted_proxys_forwarded_for_keys_the_limit_and_an_untrusted_ones_doe
         StatusCode::TOO_MANY_REQUESTS,
         "a spoofed left-most entry does not buy a fresh budget"
     );
+    // Clients behind the proxy are grouped like direct ones: IPv6 by /64.
+    assert_eq!(
+        send(&svc, with_xff(proxy, "2001:db8:5:6::1"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&svc, with_xff(proxy, "2001:db8:5:6::2"))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same /64 behind the proxy"
+    );
     // An untrusted peer's header is ignored: it is keyed by its own address.
     let direct = "198.51.100.7:40000";
     assert_eq!(
@@ -224,6 +238,7 @@ async fn a_request_without_a_key_is_rejected_by_default_or_shares_one_key() {
     let svc = layer(quota(Duration::from_secs(60), 1), PeerIp::default()).layer(ok_service());
     let r = send(&svc, Request::new(String::new())).await;
     assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.body(), "internal server error\n");
     let api_key = HeaderKey::new(http::header::HeaderName::from_static("x-api-key"));
     let svc = layer(quota(Duration::from_secs(60), 1), api_key.clone())
         .on_missing_key(MissingKey::Reject(StatusCode::BAD_REQUEST))

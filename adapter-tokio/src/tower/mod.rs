@@ -24,6 +24,10 @@
 //!   service is cloned per call (axum and hyper services are cheap `Arc` clones), and the
 //!   call future is boxed.
 //!
+//! For HTTP services, feature `http` adds `keel_tokio::http`: a per-key (per-IP) limit that
+//! answers `429` with `Retry-After` and the IETF `RateLimit` fields itself, keel errors as HTTP
+//! answers, and a status-aware classifier for [`BreakerLayer`] and [`RetryLayer`].
+//!
 //! # Errors
 //!
 //! Services return `Result<_, BoxError>` (as tower's own layers do): inner errors pass through
