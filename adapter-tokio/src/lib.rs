@@ -37,6 +37,7 @@
 //! | rate limits | [`RateLimiter`], [`KeyedRateLimiter`] |
 //! | bulkhead | [`Bulkhead`] |
 //! | tower layers (feature `tower`) | `tower` (the module) |
+//! | HTTP layers (features `http`, `axum`) | `http` (the module) |
 //!
 //! keel-smol and keel-async-std export the same names for their runtimes.
 
@@ -141,6 +142,9 @@ pub type Bulkhead = driver::bulkhead::Bulkhead<TokioRuntime>;
 
 #[cfg(feature = "tower")]
 pub mod tower;
+
+#[cfg(feature = "http")]
+pub mod http;
 
 /// tokio's clock and timers as a keel [`Runtime`].
 ///

@@ -176,6 +176,30 @@ fn keyed_limiter_waits_per_key() {
     });
 }
 
+/// `KeyedRateLimiter::reset_at` reads the key's own bucket on the runtime's clock.
+#[test]
+fn keyed_limiter_reset_at_is_per_key_on_the_runtime_clock() {
+    let rt = runtime();
+    rt.block_on(async {
+        let config = KeyedConfig::builder()
+            .quota(quota(10, 2))
+            .max_keys(4)
+            .build()
+            .unwrap();
+        let limiter = KeyedRateLimiter::<&'static str, _>::with_runtime(config, rt.clone());
+        let start = rt.now();
+        assert_eq!(limiter.reset_at(&"a"), start, "untracked: full now");
+        limiter.check(&"a").unwrap();
+        limiter.check(&"a").unwrap();
+        limiter.check(&"b").unwrap();
+        assert_eq!(limiter.reset_at(&"a"), start + Duration::from_millis(200));
+        assert_eq!(limiter.reset_at(&"b"), start + Duration::from_millis(100));
+        sleep(&rt, Duration::from_millis(150)).await;
+        assert_eq!(limiter.reset_at(&"a"), start + Duration::from_millis(200));
+        assert_eq!(limiter.reset_at(&"b"), rt.now());
+    });
+}
+
 fn bulkhead(
     rt: &ManualRuntime,
     max_concurrent: usize,

@@ -302,3 +302,54 @@ fn decided_by_labels_are_stable() {
     assert_eq!(DecidedBy::Key.as_str(), "key");
     assert_eq!(DecidedBy::Overflow.as_str(), "overflow");
 }
+
+/// `reset_at` is the exact instant a key's bucket is full again: the burst is back at it, not
+/// one nanosecond before; a key never seen (or idle, or faulted) resets `now`.
+#[test]
+fn reset_at_is_exact_per_key_at_the_boundary() {
+    // 1 per second, burst 3: three checks at 10 s leave the key's TAT at 13 s.
+    let mut l = KeyedGcra::<u32>::new(config(1, 3, 4, Full::RejectNew), Instant::ZERO);
+    let t = Instant::from_secs(10);
+    assert_eq!(l.reset_at(t, &1), t, "a key never seen is full now");
+    for _ in 0..3 {
+        assert_eq!(l.check(t, &1), Ok(()));
+    }
+    assert_eq!(l.check(t, &2), Ok(()));
+    let full = Instant::from_secs(13);
+    assert_eq!(l.reset_at(t, &1), full);
+    assert_eq!(
+        l.reset_at(t, &2),
+        Instant::from_secs(11),
+        "per key, not per table"
+    );
+    assert_eq!(l.reset_at(t, &3), t);
+    let just_before = Instant::from_nanos(full.as_nanos() - 1);
+    assert_eq!(l.reset_at(just_before, &1), full);
+    assert_eq!(l.remaining(just_before, &1), 2);
+    assert_eq!(l.remaining(full, &1), 3);
+    assert_eq!(l.reset_at(full, &1), full);
+    let later = Instant::from_secs(20);
+    assert_eq!(l.reset_at(later, &1), later, "idle: full now");
+    // A partly drained key: one check at 12.5 s (TAT 13 s -> 14 s).
+    let mid = Instant::from_millis(12_500);
+    assert_eq!(l.check(mid, &1), Ok(()));
+    assert_eq!(l.reset_at(mid, &1), Instant::from_secs(14));
+    // Reading changes nothing.
+    assert_eq!(l.reset_at(mid, &1), Instant::from_secs(14));
+    assert_eq!(l.remaining(mid, &1), 1);
+}
+
+/// A state that proves a clock fault (a `now` far behind the key's checks) reads as a fresh
+/// key, as the next check would: `reset_at` is `now`, not a far-future instant.
+#[test]
+fn reset_at_reads_a_clock_fault_as_a_fresh_key() {
+    let mut l = KeyedGcra::<u32>::new(config(1, 2, 4, Full::RejectNew), Instant::ZERO);
+    let far = Instant::from_secs(1_000);
+    assert_eq!(l.check(far, &1), Ok(()));
+    assert_eq!(l.check(far, &1), Ok(()));
+    assert_eq!(l.reset_at(far, &1), Instant::from_secs(1_002));
+    // 900 s earlier: beyond the default 60 s jump, so a fault.
+    let back = Instant::from_secs(100);
+    assert_eq!(l.reset_at(back, &1), back);
+    assert_eq!(l.remaining(back, &1), 2);
+}

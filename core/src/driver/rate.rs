@@ -384,6 +384,14 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         self.lock().remaining(now, key)
     }
 
+    /// When `key`'s full burst is available again (now if it already is, or if the key is not
+    /// tracked): [`KeyedGcra::reset_at`](keyed::KeyedGcra::reset_at) on the runtime's clock.
+    #[must_use]
+    pub fn reset_at(&self, key: &K) -> Instant {
+        let now = self.rt.now();
+        self.lock().reset_at(now, key)
+    }
+
     /// The quota every key gets.
     #[must_use]
     pub fn quota(&self) -> Quota {

@@ -425,6 +425,12 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
         }
     }
 
+    /// The predicate that classifies errors (set with [`retry_if`](Self::retry_if)).
+    #[must_use]
+    pub fn predicate(&self) -> &P {
+        &self.predicate
+    }
+
     /// The schedule.
     #[must_use]
     pub fn config(&self) -> &BackoffConfig {

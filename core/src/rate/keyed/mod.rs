@@ -431,7 +431,7 @@ struct Entry<K> {
 /// | construct | [`new`](Self::new) |
 /// | admission | [`check`](Self::check), [`check_n`](Self::check_n), [`decide_n`](Self::decide_n) (which limiter decided) |
 /// | commands | [`set_quota`](Self::set_quota), [`set_overflow_quota`](Self::set_overflow_quota) |
-/// | getters | [`peek`](Self::peek), [`remaining`](Self::remaining), [`quota`](Self::quota), [`overflow_quota`](Self::overflow_quota), [`len`](Self::len), [`is_empty`](Self::is_empty), [`capacity`](Self::capacity), [`memory_bytes`](Self::memory_bytes), [`stats`](Self::stats) |
+/// | getters | [`peek`](Self::peek), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`overflow_quota`](Self::overflow_quota), [`len`](Self::len), [`is_empty`](Self::is_empty), [`capacity`](Self::capacity), [`memory_bytes`](Self::memory_bytes), [`stats`](Self::stats) |
 ///
 /// No timers and no events: idle keys are reclaimed as it checks.
 ///
@@ -708,6 +708,24 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             Found::Vacant(_) | Found::Broken => now,
         };
         gcra::remaining(tat, now, self.t, self.tau, self.burst.get())
+    }
+
+    /// When `key`'s full burst is available again (`RateLimit`'s reset, `X-RateLimit-Reset`):
+    /// the instant its bucket is full, by its own state as the next check would read it;
+    /// `now` if it already is, for a key not in the table, and for a state that proves a clock
+    /// fault (it reads as a fresh key). Exact to the nanosecond: at `reset_at`,
+    /// [`remaining`](Self::remaining) is the burst, one nanosecond earlier it is not.
+    #[must_use]
+    pub fn reset_at(&self, now: Instant, key: &K) -> Instant {
+        let now = now.as_nanos();
+        let tat = match self.find(key, self.hash(key)).0 {
+            Found::At(idx) => self
+                .entries
+                .get(idx as usize)
+                .map_or(now, |e| self.tat_at(e.tat, now)),
+            Found::Vacant(_) | Found::Broken => now,
+        };
+        Instant::from_nanos(tat.max(now))
     }
 
     /// A key's state as a decision at `now` sees it (a clock fault reads as a fresh key).
