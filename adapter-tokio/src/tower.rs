@@ -259,6 +259,15 @@ impl RateLimitLayer {
         }
     }
 
+    /// Names the layer's limiter (see [`Name`](keel_core::driver::Name)): its log lines and
+    /// metrics carry it. Call it before [`layer`](Layer::layer): services made earlier keep the
+    /// old name.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<keel_core::driver::Name>) -> Self {
+        self.limiter = self.limiter.named(name);
+        self
+    }
+
     /// Fail a limited call at once with [`KeelError::RateLimited`] (the default; this undoes
     /// [`wait_when_limited`](Self::wait_when_limited)).
     #[must_use]
@@ -394,6 +403,14 @@ impl BulkheadLayer {
         BulkheadLayer { bulkhead }
     }
 
+    /// Names the layer's bulkhead (see [`Name`](keel_core::driver::Name)): its log lines and
+    /// metrics carry it. Call it before [`layer`](Layer::layer).
+    #[must_use]
+    pub fn named(mut self, name: impl Into<keel_core::driver::Name>) -> Self {
+        self.bulkhead = self.bulkhead.named(name);
+        self
+    }
+
     /// The shared bulkhead.
     #[must_use]
     pub fn bulkhead(&self) -> &Bulkhead {
@@ -447,10 +464,12 @@ where
         let inner = self.inner.clone();
         let bulkhead = self.bulkhead.clone();
         Box::pin(async move {
-            let guard = bulkhead.acquire().await.map_err(KeelError::from)?;
-            let out = ready_call(inner, req).await;
-            guard.release(crate::now());
-            out
+            // `run` releases the slot when the call ends or is dropped, and keeps the
+            // bulkhead's gauges (feature `metrics`) current.
+            bulkhead
+                .run(ready_call(inner, req))
+                .await
+                .map_err(KeelError::from)?
         })
     }
 }
@@ -573,6 +592,15 @@ impl BreakerLayer {
             breaker,
             classify: classify_error,
         }
+    }
+
+    /// Names the layer's breaker (see [`Name`](keel_core::driver::Name)): its transition log
+    /// lines (`breaker{name=payments} closed -> open`) and metrics carry it. Call it before
+    /// [`layer`](Layer::layer).
+    #[must_use]
+    pub fn named(mut self, name: impl Into<keel_core::driver::Name>) -> Self {
+        self.breaker = self.breaker.named(name);
+        self
     }
 
     /// Replaces [`classify_error`]: decides what an inner `Err` says about the dependency
@@ -746,6 +774,15 @@ impl<P, N> RetryLayer<P, N> {
     pub fn budget(self, budget: SharedBudget) -> Self {
         RetryLayer {
             retry: self.retry.budget(budget),
+        }
+    }
+
+    /// Names the layer's retry (see [`Name`](keel_core::driver::Name)): its log lines and
+    /// metrics carry it. Call it before [`layer`](Layer::layer).
+    #[must_use]
+    pub fn named(self, name: impl Into<keel_core::driver::Name>) -> Self {
+        RetryLayer {
+            retry: self.retry.named(name),
         }
     }
 

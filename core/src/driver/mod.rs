@@ -37,6 +37,9 @@ mod accept;
 pub mod breaker;
 pub mod bulkhead;
 pub mod conn;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+mod name;
 pub mod rate;
 pub mod retry;
 pub mod serve;
@@ -48,6 +51,7 @@ use core::task::{Context, Poll};
 use crate::time::Instant;
 
 pub use accept::{GuardConfig, GuardConfigBuilder, Incoming, IncomingStats, Listener};
+pub use name::Name;
 pub use conn::{lingering_close, read_line_bounded, Conn, ConnIo, Line};
 pub use serve::{Draining, ServeHandle, ServeReport, ServeStats, Server};
 
