@@ -135,7 +135,7 @@ impl<R: Runtime> Bulkhead<R> {
             let m = self.metrics.get(&self.name, BulkheadMetrics::register);
             match r {
                 Ok(_) => m.admitted.increment(1),
-                Err(e) => m.rejected(e.reason.as_str()),
+                Err(e) => m.rejected(e.reason),
             }
             m.occupancy(&self.shared.stats());
         }

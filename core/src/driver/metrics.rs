@@ -15,7 +15,7 @@
 //! |------|------|--------|---------|
 //! | `keel_breaker_state` | gauge | `name` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled |
 //! | `keel_breaker_calls_total` | counter | `name`, `outcome` | calls by `outcome`: `success`, `failure`, `ignored` (classified), `rejected` (not made: the breaker refused) |
-//! | `keel_breaker_transitions_total` | counter | `name`, `to` | state transitions, by the state entered (`closed`, `open`, `half-open`...) |
+//! | `keel_breaker_transitions_total` | counter | `name`, `to` | state transitions, by the state entered ([`State::as_str`]: `closed`, `open`, `half-open`, `forced-open`, `disabled`) |
 //! | `keel_retry_attempts_total` | counter | `name` | attempts made, first attempts included |
 //! | `keel_retry_retries_total` | counter | `name` | retries made (attempts after the first) |
 //! | `keel_retry_gave_up_total` | counter | `name`, `reason` | runs that ended in an error, by `reason` (`max-attempts`, `max-elapsed`, `budget-exhausted`, `not-retryable`) |
@@ -25,7 +25,7 @@
 //! | `keel_bulkhead_in_flight` | gauge | `name` | calls holding a bulkhead slot |
 //! | `keel_bulkhead_queued` | gauge | `name` | callers waiting in the bulkhead's queue |
 //! | `keel_bulkhead_admitted_total` | counter | `name` | calls given a slot |
-//! | `keel_bulkhead_rejected_total` | counter | `name`, `reason` | calls shed, by `reason` (`full`, `queue-full`, `waited-too-long`...) |
+//! | `keel_bulkhead_rejected_total` | counter | `name`, `reason` | calls shed, by `reason` (`full`, `queue_full`, `waited_too_long`, [`RejectReason::as_str`](crate::bulkhead::RejectReason::as_str)) |
 //! | `keel_connections_active` | gauge | `name` | connections a [`Server`](super::Server) is serving |
 //! | `keel_connections_accepted_total` | counter | `name` | connections a server admitted |
 //! | `keel_accept_errors_total` | counter | `name`, `kind` | accept errors, by `kind`: `per-connection`, `shortage`, `fatal`, `unknown` |
@@ -43,6 +43,11 @@
 //! handle, a server's connection count at each accept and end of a connection). A slot or state
 //! changed by hand on the shared machine (not through the handle) shows at the next event.
 //!
+//! Every label value a handle can emit is registered with it (at zero), so a dashboard sees
+//! `keel_bulkhead_rejected_total{reason="full"} 0` before the first rejection rather than no
+//! series at all (the Prometheus advice on labelled counters). A server registers its
+//! `keel_accept_errors_total` kinds when it starts serving.
+//!
 //! Cost: registration happens once per handle (and per `.named(..)`); after it, each event is
 //! an atomic increment on a cached handle: nothing is allocated or looked up on the hot path.
 
@@ -50,6 +55,7 @@ use metrics::{Counter, Gauge, SharedString};
 
 use super::Name;
 use crate::breaker::State;
+use crate::bulkhead::RejectReason;
 
 /// `keel_breaker_state`.
 pub const BREAKER_STATE: &str = "keel_breaker_state";
@@ -185,7 +191,26 @@ pub(crate) struct BreakerMetrics {
     pub(crate) failure: Counter,
     pub(crate) ignored: Counter,
     pub(crate) rejected: Counter,
-    name: SharedString,
+    /// `keel_breaker_transitions_total`, by [`state_index`].
+    transitions: [Counter; 5],
+}
+
+const STATES: [State; 5] = [
+    State::Closed,
+    State::Open,
+    State::HalfOpen,
+    State::ForcedOpen,
+    State::Disabled,
+];
+
+const fn state_index(state: State) -> usize {
+    match state {
+        State::Closed => 0,
+        State::Open => 1,
+        State::HalfOpen => 2,
+        State::ForcedOpen => 3,
+        State::Disabled => 4,
+    }
 }
 
 impl BreakerMetrics {
@@ -199,7 +224,9 @@ impl BreakerMetrics {
             failure: calls("failure"),
             ignored: calls("ignored"),
             rejected: calls("rejected"),
-            name,
+            transitions: STATES.map(|to| {
+                metrics::counter!(BREAKER_TRANSITIONS, "name" => name.clone(), "to" => to.as_str())
+            }),
         }
     }
 
@@ -212,11 +239,9 @@ impl BreakerMetrics {
         }
     }
 
-    /// A transition: rare, so the counter is looked up here rather than cached per state.
     pub(crate) fn transition(&self, to: State) {
         self.state.set(breaker_state_value(to));
-        metrics::counter!(BREAKER_TRANSITIONS, "name" => self.name.clone(), "to" => to.as_str())
-            .increment(1);
+        self.transitions[state_index(to)].increment(1);
     }
 }
 
@@ -225,8 +250,17 @@ pub(crate) struct RetryMetrics {
     pub(crate) attempts: Counter,
     pub(crate) retries: Counter,
     pub(crate) budget_exhausted: Counter,
+    /// `keel_retry_gave_up_total`, by [`RETRY_REASONS`].
+    gave_up: [Counter; 4],
     name: SharedString,
 }
+
+const RETRY_REASONS: [&str; 4] = [
+    "max-attempts",
+    "max-elapsed",
+    "budget-exhausted",
+    "not-retryable",
+];
 
 impl RetryMetrics {
     pub(crate) fn register(name: SharedString) -> Self {
@@ -234,14 +268,23 @@ impl RetryMetrics {
             attempts: metrics::counter!(RETRY_ATTEMPTS, "name" => name.clone()),
             retries: metrics::counter!(RETRY_RETRIES, "name" => name.clone()),
             budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED, "name" => name.clone()),
+            gave_up: RETRY_REASONS.map(|reason| {
+                metrics::counter!(RETRY_GAVE_UP, "name" => name.clone(), "reason" => reason)
+            }),
             name,
         }
     }
 
-    /// A run that gave up (the error path: the lookup is acceptable there).
+    /// A run that gave up, by [`StopReason::as_str`](super::retry::StopReason::as_str).
     pub(crate) fn gave_up(&self, reason: &'static str) {
-        metrics::counter!(RETRY_GAVE_UP, "name" => self.name.clone(), "reason" => reason)
-            .increment(1);
+        match RETRY_REASONS.iter().position(|r| *r == reason) {
+            Some(i) => self.gave_up[i].increment(1),
+            // A reason added later: looked up (the error path).
+            None => {
+                metrics::counter!(RETRY_GAVE_UP, "name" => self.name.clone(), "reason" => reason)
+                    .increment(1);
+            }
+        }
     }
 }
 
@@ -272,8 +315,16 @@ pub(crate) struct BulkheadMetrics {
     pub(crate) in_flight: Gauge,
     pub(crate) queued: Gauge,
     pub(crate) admitted: Counter,
+    /// `keel_bulkhead_rejected_total`, by [`BULKHEAD_REASONS`].
+    rejected: [Counter; 3],
     name: SharedString,
 }
+
+const BULKHEAD_REASONS: [RejectReason; 3] = [
+    RejectReason::Full,
+    RejectReason::QueueFull,
+    RejectReason::WaitedTooLong,
+];
 
 impl BulkheadMetrics {
     pub(crate) fn register(name: SharedString) -> Self {
@@ -281,6 +332,9 @@ impl BulkheadMetrics {
             in_flight: metrics::gauge!(BULKHEAD_IN_FLIGHT, "name" => name.clone()),
             queued: metrics::gauge!(BULKHEAD_QUEUED, "name" => name.clone()),
             admitted: metrics::counter!(BULKHEAD_ADMITTED, "name" => name.clone()),
+            rejected: BULKHEAD_REASONS.map(|reason| {
+                metrics::counter!(BULKHEAD_REJECTED, "name" => name.clone(), "reason" => reason.as_str())
+            }),
             name,
         }
     }
@@ -290,10 +344,16 @@ impl BulkheadMetrics {
         self.queued.set(stats.queue_len as f64);
     }
 
-    /// A shed call (the rejection path: the lookup is acceptable there).
-    pub(crate) fn rejected(&self, reason: &'static str) {
-        metrics::counter!(BULKHEAD_REJECTED, "name" => self.name.clone(), "reason" => reason)
-            .increment(1);
+    /// A shed call.
+    pub(crate) fn rejected(&self, reason: RejectReason) {
+        match BULKHEAD_REASONS.iter().position(|r| *r == reason) {
+            Some(i) => self.rejected[i].increment(1),
+            // `AlreadyCompleted` (a future polled after it resolved) or a reason added later.
+            None => {
+                metrics::counter!(BULKHEAD_REJECTED, "name" => self.name.clone(), "reason" => reason.as_str())
+                    .increment(1);
+            }
+        }
     }
 }
 
@@ -309,10 +369,21 @@ impl ServerMetrics {
         ServerMetrics {
             active: metrics::gauge!(CONNECTIONS_ACTIVE, "name" => name.clone()),
             accepted: metrics::counter!(CONNECTIONS_ACCEPTED, "name" => name.clone()),
-            phase: metrics::gauge!(SHUTDOWN_PHASE, "name" => name),
+            phase: metrics::gauge!(SHUTDOWN_PHASE, "name" => name.clone()),
         }
+        .with_accept_error_kinds(name)
+    }
+
+    /// Registers the accept-error kinds at zero (see the [module docs](self)).
+    fn with_accept_error_kinds(self, name: SharedString) -> Self {
+        for kind in ACCEPT_ERROR_KINDS {
+            let _ = metrics::counter!(ACCEPT_ERRORS, "name" => name.clone(), "kind" => kind);
+        }
+        self
     }
 }
+
+const ACCEPT_ERROR_KINDS: [&str; 4] = ["per-connection", "shortage", "fatal", "unknown"];
 
 /// An accept error (rare: looked up each time).
 pub(crate) fn accept_error(name: &Name, kind: crate::accept::AcceptErrorKind) {
