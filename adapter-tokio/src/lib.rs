@@ -142,6 +142,9 @@ pub type Bulkhead = driver::bulkhead::Bulkhead<TokioRuntime>;
 #[cfg(feature = "tower")]
 pub mod tower;
 
+#[cfg(feature = "axum")]
+pub mod health;
+
 /// tokio's clock and timers as a keel [`Runtime`].
 ///
 /// keel instants count nanoseconds since an origin one hour before the first time any

@@ -64,7 +64,9 @@ fn snapshot(snapshotter: &metrics_util::debugging::Snapshotter) -> BTreeMap<Stri
 async fn every_documented_metric_is_emitted_with_its_instance_name() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    recorder.install().expect("the only recorder of this binary");
+    recorder
+        .install()
+        .expect("the only recorder of this binary");
     metrics::describe();
 
     // A breaker that opens after two failures, and a retry with a budget of one retry.
@@ -117,14 +119,20 @@ async fn every_documented_metric_is_emitted_with_its_instance_name() {
     let limiter = RateLimiter::new(quota).named("api");
     assert!(limiter.check().is_ok());
     assert!(limiter.check().is_err());
-    let keyed = KeyedRateLimiter::new(KeyedConfig::builder().quota(quota).max_keys(16).build().unwrap())
-        .named("per-ip");
+    let keyed = KeyedRateLimiter::new(
+        KeyedConfig::builder()
+            .quota(quota)
+            .max_keys(16)
+            .build()
+            .unwrap(),
+    )
+    .named("per-ip");
     assert!(keyed.check(&1u8).is_ok());
     assert!(keyed.check(&1u8).is_err());
 
     // A bulkhead of one slot and no queue: one admitted, one shed.
-    let bulkhead = Bulkhead::new(BulkheadConfig::builder().max_concurrent(1).build().unwrap())
-        .named("pool");
+    let bulkhead =
+        Bulkhead::new(BulkheadConfig::builder().max_concurrent(1).build().unwrap()).named("pool");
     let held = bulkhead.try_acquire().unwrap();
     assert!(bulkhead.run(async {}).await.is_err());
     drop(held);
@@ -182,15 +190,33 @@ async fn every_documented_metric_is_emitted_with_its_instance_name() {
             );
         }
     }
-    let value = |k: &str| *got.get(k).unwrap_or_else(|| panic!("no {k} in:\n{listing}"));
+    let value = |k: &str| {
+        *got.get(k)
+            .unwrap_or_else(|| panic!("no {k} in:\n{listing}"))
+    };
     assert_eq!(value("keel_breaker_state{name=payments}"), 1.0, "open");
-    assert_eq!(value("keel_breaker_calls_total{name=payments,outcome=failure}"), 2.0);
-    assert_eq!(value("keel_breaker_calls_total{name=payments,outcome=rejected}"), 2.0);
-    assert_eq!(value("keel_breaker_calls_total{name=payments,outcome=success}"), 0.0);
-    assert_eq!(value("keel_breaker_transitions_total{name=payments,to=open}"), 1.0);
+    assert_eq!(
+        value("keel_breaker_calls_total{name=payments,outcome=failure}"),
+        2.0
+    );
+    assert_eq!(
+        value("keel_breaker_calls_total{name=payments,outcome=rejected}"),
+        2.0
+    );
+    assert_eq!(
+        value("keel_breaker_calls_total{name=payments,outcome=success}"),
+        0.0
+    );
+    assert_eq!(
+        value("keel_breaker_transitions_total{name=payments,to=open}"),
+        1.0
+    );
     assert_eq!(value("keel_retry_attempts_total{name=payments}"), 3.0);
     assert_eq!(value("keel_retry_retries_total{name=payments}"), 1.0);
-    assert_eq!(value("keel_retry_budget_exhausted_total{name=payments}"), 1.0);
+    assert_eq!(
+        value("keel_retry_budget_exhausted_total{name=payments}"),
+        1.0
+    );
     assert_eq!(
         value("keel_retry_gave_up_total{name=payments,reason=budget-exhausted}"),
         1.0
@@ -204,8 +230,14 @@ async fn every_documented_metric_is_emitted_with_its_instance_name() {
     assert_eq!(value("keel_rate_allowed_total{name=per-ip}"), 1.0);
     assert_eq!(value("keel_rate_limited_total{name=per-ip}"), 1.0);
     assert_eq!(value("keel_bulkhead_admitted_total{name=pool}"), 2.0);
-    assert_eq!(value("keel_bulkhead_rejected_total{name=pool,reason=full}"), 1.0);
-    assert_eq!(value("keel_bulkhead_rejected_total{name=pool,reason=queue_full}"), 0.0);
+    assert_eq!(
+        value("keel_bulkhead_rejected_total{name=pool,reason=full}"),
+        1.0
+    );
+    assert_eq!(
+        value("keel_bulkhead_rejected_total{name=pool,reason=queue_full}"),
+        0.0
+    );
     assert_eq!(value("keel_bulkhead_in_flight{name=pool}"), 0.0);
     assert_eq!(value("keel_connections_accepted_total{name=edge}"), 1.0);
     assert_eq!(value("keel_connections_active{name=edge}"), 0.0);

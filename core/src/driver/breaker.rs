@@ -428,8 +428,9 @@ impl<R: Runtime> Breaker<R> {
     fn metrics(&self) -> &BreakerMetrics {
         self.metrics.get(&self.name, |label| {
             let m = BreakerMetrics::register(label);
-            m.state
-                .set(crate::driver::metrics::breaker_state_value(self.shared.state()));
+            m.state.set(crate::driver::metrics::breaker_state_value(
+                self.shared.state(),
+            ));
             m
         })
     }

@@ -53,9 +53,9 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use super::{Alarm, Name, Runtime};
+use crate::bulkhead::{BulkheadConfig, BulkheadStats, RejectReason};
 #[cfg(feature = "metrics")]
 use crate::driver::metrics::{BulkheadMetrics, Lazy};
-use crate::bulkhead::{BulkheadConfig, BulkheadStats, RejectReason};
 use crate::sync::bulkhead::{
     Acquire, BulkheadGuard, BulkheadRejected, BulkheadWaiter, SharedBulkhead,
 };

@@ -131,8 +131,14 @@ pub fn describe() {
     );
     describe_counter!(RETRY_ATTEMPTS, "Attempts made, first attempts included");
     describe_counter!(RETRY_RETRIES, "Retries made (attempts after the first)");
-    describe_counter!(RETRY_GAVE_UP, "Retried operations that ended in an error, by reason");
-    describe_counter!(RETRY_BUDGET_EXHAUSTED, "Retries refused by the retry budget");
+    describe_counter!(
+        RETRY_GAVE_UP,
+        "Retried operations that ended in an error, by reason"
+    );
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED,
+        "Retries refused by the retry budget"
+    );
     describe_counter!(RATE_ALLOWED, "Requests a rate limiter admitted");
     describe_counter!(RATE_LIMITED, "Requests a rate limiter refused or made wait");
     describe_gauge!(BULKHEAD_IN_FLIGHT, "Calls holding a bulkhead slot");
@@ -142,7 +148,10 @@ pub fn describe() {
     describe_gauge!(CONNECTIONS_ACTIVE, "Connections being served");
     describe_counter!(CONNECTIONS_ACCEPTED, "Connections admitted by the server");
     describe_counter!(ACCEPT_ERRORS, "Accept errors, by kind");
-    describe_gauge!(SHUTDOWN_PHASE, "Server phase: 0 running, 1 draining, 2 stopped");
+    describe_gauge!(
+        SHUTDOWN_PHASE,
+        "Server phase: 0 running, 1 draining, 2 stopped"
+    );
 }
 
 /// The `name` label's value, without copying the text.
@@ -215,9 +224,7 @@ const fn state_index(state: State) -> usize {
 
 impl BreakerMetrics {
     pub(crate) fn register(name: SharedString) -> Self {
-        let calls = |outcome: &'static str| {
-            metrics::counter!(BREAKER_CALLS, "name" => name.clone(), "outcome" => outcome)
-        };
+        let calls = |outcome: &'static str| metrics::counter!(BREAKER_CALLS, "name" => name.clone(), "outcome" => outcome);
         BreakerMetrics {
             state: metrics::gauge!(BREAKER_STATE, "name" => name.clone()),
             success: calls("success"),
@@ -410,7 +417,10 @@ mod tests {
                 "{name} is missing from the table"
             );
         }
-        let rows = docs.lines().filter(|l| l.starts_with("//! | `keel_")).count();
+        let rows = docs
+            .lines()
+            .filter(|l| l.starts_with("//! | `keel_"))
+            .count();
         assert_eq!(rows, ALL.len(), "a row of the table is missing from ALL");
     }
 }

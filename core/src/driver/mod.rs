@@ -51,8 +51,8 @@ use core::task::{Context, Poll};
 use crate::time::Instant;
 
 pub use accept::{GuardConfig, GuardConfigBuilder, Incoming, IncomingStats, Listener};
-pub use name::Name;
 pub use conn::{lingering_close, read_line_bounded, Conn, ConnIo, Line};
+pub use name::Name;
 pub use serve::{Draining, ServeHandle, ServeReport, ServeStats, Server};
 
 /// A timer that can be re-armed without allocating: the runtime's sleep future.

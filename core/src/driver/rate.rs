@@ -449,7 +449,9 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         let now = self.rt.now();
         let r = self.lock().check(now, key);
         #[cfg(feature = "metrics")]
-        self.metrics.get(&self.name, RateMetrics::register).record(&r);
+        self.metrics
+            .get(&self.name, RateMetrics::register)
+            .record(&r);
         r
     }
 
@@ -462,7 +464,9 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         let now = self.rt.now();
         let r = self.lock().check_n(now, key, n);
         #[cfg(feature = "metrics")]
-        self.metrics.get(&self.name, RateMetrics::register).record(&r);
+        self.metrics
+            .get(&self.name, RateMetrics::register)
+            .record(&r);
         r
     }
 
