@@ -6,7 +6,7 @@
 //! report to it. The names follow the OpenTelemetry / Prometheus conventions (`snake_case`,
 //! a `keel_` prefix, `_total` on counters) and, for the label values, Resilience4j's vocabulary;
 //! every series carries the handle's instance name as the label `name` (see
-//! [`Name`](super::Name); `"default"` when not named). Call [`describe`] once after installing
+//! [`Name`]; `"default"` when not named). Call [`describe`] once after installing
 //! the recorder to give each metric its help text.
 //!
 //! # The metrics
@@ -248,7 +248,9 @@ impl BreakerMetrics {
 
     pub(crate) fn transition(&self, to: State) {
         self.state.set(breaker_state_value(to));
-        self.transitions[state_index(to)].increment(1);
+        if let Some(c) = self.transitions.get(state_index(to)) {
+            c.increment(1);
+        }
     }
 }
 
@@ -284,8 +286,9 @@ impl RetryMetrics {
 
     /// A run that gave up, by [`StopReason::as_str`](super::retry::StopReason::as_str).
     pub(crate) fn gave_up(&self, reason: &'static str) {
-        match RETRY_REASONS.iter().position(|r| *r == reason) {
-            Some(i) => self.gave_up[i].increment(1),
+        let cached = RETRY_REASONS.iter().zip(&self.gave_up);
+        match cached.into_iter().find(|(r, _)| **r == reason) {
+            Some((_, c)) => c.increment(1),
             // A reason added later: looked up (the error path).
             None => {
                 metrics::counter!(RETRY_GAVE_UP, "name" => self.name.clone(), "reason" => reason)
@@ -353,8 +356,9 @@ impl BulkheadMetrics {
 
     /// A shed call.
     pub(crate) fn rejected(&self, reason: RejectReason) {
-        match BULKHEAD_REASONS.iter().position(|r| *r == reason) {
-            Some(i) => self.rejected[i].increment(1),
+        let cached = BULKHEAD_REASONS.iter().zip(&self.rejected);
+        match cached.into_iter().find(|(r, _)| **r == reason) {
+            Some((_, c)) => c.increment(1),
             // `AlreadyCompleted` (a future polled after it resolved) or a reason added later.
             None => {
                 metrics::counter!(BULKHEAD_REJECTED, "name" => self.name.clone(), "reason" => reason.as_str())

@@ -25,7 +25,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt;
 
-/// An instance name (see the [module docs](self)): cheap to clone, never allocates after it
+/// An instance name (see [`Breaker::named`](super::breaker::Breaker::named)): cheap to clone, never allocates after it
 /// is made.
 #[derive(Clone)]
 pub struct Name(Repr);

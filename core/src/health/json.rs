@@ -29,15 +29,19 @@ use core::fmt::{self, Write as _};
 
 use super::{ComponentState, HealthReport};
 
-/// A [`HealthReport`] as JSON (`Display`): see the [module docs](self).
+/// A [`HealthReport`] as JSON (`Display`): made by [`HealthReport::json`], which has the shape.
 #[derive(Clone, Copy, Debug)]
 pub struct Json<'a, const N: usize> {
     report: &'a HealthReport<N>,
 }
 
 impl<const N: usize> HealthReport<N> {
-    /// The report as one JSON object (see [`Json`]): `report.json().to_string()`, or write it
-    /// with `write!` into any buffer.
+    /// The report as one JSON object: `report.json().to_string()`, or write it with `write!`
+    /// into any buffer. The shape: `ready` and `live` (booleans: the verdicts), `components`
+    /// (every component that is not healthy, in the order added, each with `name`, `state`
+    /// (`"degraded"`, `"unhealthy"` or `"fatal"`), `reason` and, when known, `detail`), and
+    /// `omitted` (components left out of the list for want of room; they still count in the
+    /// verdicts). Strings are escaped as RFC 8259 requires (control characters included).
     #[must_use]
     pub fn json(&self) -> Json<'_, N> {
         Json { report: self }
