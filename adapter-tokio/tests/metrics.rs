@@ -168,6 +168,26 @@ async fn every_documented_metric_is_emitted_with_its_instance_name() {
         futures_lite::future::poll_once(futures_lite::StreamExt::next(&mut aborting)).await;
     assert!(polled.is_none(), "pending after the per-connection error");
 
+    // The tower layers forward their names.
+    {
+        use tower::{Service as _, ServiceBuilder, ServiceExt as _};
+        let mut svc = ServiceBuilder::new()
+            .layer(keel_tokio::tower::RetryLayer::new(constant_once()).named("edge"))
+            .layer(
+                keel_tokio::tower::BreakerLayer::new(BreakerConfig::builder().build().unwrap())
+                    .named("edge"),
+            )
+            .layer(keel_tokio::tower::RateLimitLayer::new(quota).named("edge"))
+            .layer(
+                keel_tokio::tower::BulkheadLayer::new(BulkheadConfig::builder().build().unwrap())
+                    .named("edge"),
+            )
+            .service(tower::service_fn(|x: u32| async move {
+                Ok::<_, std::convert::Infallible>(x)
+            }));
+        assert_eq!(svc.ready().await.unwrap().call(7).await.unwrap(), 7);
+    }
+
     let got = snapshot(&snapshotter);
     let listing = got
         .iter()
@@ -247,4 +267,21 @@ async fn every_documented_metric_is_emitted_with_its_instance_name() {
         1.0
     );
     assert_eq!(value("keel_accept_errors_total{kind=fatal,name=edge}"), 0.0);
+    for through_layers in [
+        "keel_retry_attempts_total{name=edge}",
+        "keel_breaker_calls_total{name=edge,outcome=success}",
+        "keel_rate_allowed_total{name=edge}",
+        "keel_bulkhead_admitted_total{name=edge}",
+    ] {
+        assert_eq!(value(through_layers), 1.0, "{through_layers}");
+    }
+}
+
+/// One attempt, no retry.
+fn constant_once() -> BackoffConfig {
+    BackoffConfig::constant(Duration::ZERO)
+        .jitter(Jitter::None)
+        .max_attempts(1)
+        .build()
+        .unwrap()
 }
