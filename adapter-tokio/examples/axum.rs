@@ -26,8 +26,9 @@
 //! - `/livez`, `/readyz`: keel's health report as JSON, `200` or `503`
 //!   (`keel_tokio::health`).
 //!
-//! Every route is behind the per-IP limit (`--per-second`, `--burst`): `429` with
-//! `Retry-After` and `X-RateLimit-*` headers.
+//! `/`, `/work` and `/slow` are behind the per-IP limit (`--per-second`, `--burst`): `429` with
+//! `Retry-After` and `X-RateLimit-*` headers. The probes and `/metrics` are not (an orchestrator
+//! or scraper behind one address must not be refused).
 //!
 //! # Shutdown
 //!
@@ -613,14 +614,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let app = Router::new()
         .route("/", get(|| async { "hello\n" }))
         .route("/work", work)
-        .route("/slow", slow)
+        .route("/slow", slow);
+    // The probes and the scrape are not rate-limited: an orchestrator behind one address must
+    // not be told 429.
+    let ops = Router::new()
         .route(
             "/metrics",
             get(move || std::future::ready(prometheus.render())),
         )
         .route("/livez", get(keel_tokio::health::livez(report.clone())))
         .route("/readyz", get(keel_tokio::health::readyz(report)));
-    let app = per_ip_layer(app, &flags)?;
+    let app = per_ip_layer(app, &flags)?.merge(ops);
 
     shut_down_on_signals(handle, not_ready, flags.drain_delay);
     println!("listening on {local}");

@@ -378,6 +378,11 @@ async fn per_ip_429_with_retry_after_from_two_source_addresses() {
     // Another address has its own budget.
     let other = from("127.0.0.2").await;
     assert_eq!(other.status, StatusCode::OK);
+    // The probes and the scrape are not limited.
+    for path in ["/livez", "/readyz", "/metrics"] {
+        let answer = get_from(addr, Some("127.0.0.1"), path, &[]).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+    }
     ex.sigterm();
     assert!(ex.exit().await.success());
 }
