@@ -145,6 +145,8 @@ pub mod tower;
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "axum")]
+pub mod health;
 
 /// tokio's clock and timers as a keel [`Runtime`].
 ///

@@ -74,8 +74,9 @@ async fn transitions_log_at_info_and_give_ups_at_warn() {
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
     settle().await;
-    let b = breaker(2, Duration::from_secs(1), 1);
-    let retry = Retry::new(constant(10, 2));
+    // Named instances: every line says which one (an outage log that names the dependency).
+    let b = breaker(2, Duration::from_secs(1), 1).named("payments");
+    let retry = Retry::new(constant(10, 2)).named(String::from("checkout"));
     retry
         .run(|| b.call(async { Err::<(), _>(Error::Unavailable) }))
         .await
@@ -90,17 +91,21 @@ async fn transitions_log_at_info_and_give_ups_at_warn() {
             (
                 debug,
                 s("keel::retry"),
-                s("attempt=1 delay_ms=10 error=Inner(Unavailable)")
+                s(r#"name="checkout" attempt=1 delay_ms=10 error=Inner(Unavailable)"#)
             ),
             (
                 info,
                 s("keel::breaker"),
-                s(r#"from="closed" to="open" reason="consecutive failures" suppressed=0"#)
+                s(
+                    r#"name="payments" from="closed" to="open" reason="consecutive failures" suppressed=0"#
+                )
             ),
             (
                 warn,
                 s("keel::retry"),
-                s(r#"attempt=2 reason="max-attempts" error=Inner(Unavailable) suppressed=0"#)
+                s(
+                    r#"name="checkout" attempt=2 reason="max-attempts" error=Inner(Unavailable) suppressed=0"#
+                )
             ),
         ]
     );
@@ -141,8 +146,9 @@ async fn give_ups_and_transitions_are_logged_once_per_second_with_a_suppressed_c
     assert_eq!(
         fields,
         [
-            r#"attempt=2 reason="max-attempts" error=Unavailable suppressed=0"#,
-            r#"attempt=2 reason="max-attempts" error=Unavailable suppressed=49"#,
+            // Not named: the default name.
+            r#"name="default" attempt=2 reason="max-attempts" error=Unavailable suppressed=0"#,
+            r#"name="default" attempt=2 reason="max-attempts" error=Unavailable suppressed=49"#,
         ]
     );
     assert_eq!(retry.stats().gave_up_exhausted, 51);
@@ -170,9 +176,9 @@ async fn give_ups_and_transitions_are_logged_once_per_second_with_a_suppressed_c
     assert_eq!(
         fields,
         [
-            r#"from="closed" to="open" reason="consecutive failures" suppressed=0"#,
+            r#"name="default" from="closed" to="open" reason="consecutive failures" suppressed=0"#,
             // The first after the second passed (open -> half-open) carries the 38 before it.
-            r#"from="open" to="half-open" reason="open duration elapsed" suppressed=38"#,
+            r#"name="default" from="open" to="half-open" reason="open duration elapsed" suppressed=38"#,
         ]
     );
 }

@@ -62,6 +62,9 @@
 
 use core::fmt;
 
+mod json;
+pub use json::Json;
+
 use crate::bulkhead::{BulkheadConfig, BulkheadStats};
 use crate::limit::LimitStats;
 use crate::shutdown::ShutdownState;

@@ -1142,8 +1142,10 @@ pub fn echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grac
     assert!(log.contains(&format!("runtime=\"{}\"", H::NAME)), "{log}");
     for line in [
         "shutdown signal received signal=\"SIGTERM\"",
-        "drain started: refusing new connections in_flight=3",
-        "drain deadline passed: aborting the connections still open aborted=1",
+        // The server's instance name comes first (`Server::named`; the echo examples keep
+        // the default).
+        "drain started: refusing new connections name=\"default\" in_flight=3",
+        "drain deadline passed: aborting the connections still open name=\"default\" aborted=1",
     ] {
         assert!(log.contains(line), "{}: no {line:?} in\n{log}", H::NAME);
     }

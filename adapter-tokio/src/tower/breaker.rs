@@ -82,6 +82,15 @@ impl BreakerLayer {
 }
 
 impl<C> BreakerLayer<C> {
+    /// Names the layer's breaker (see [`Name`](keel_core::driver::Name)): its transition log
+    /// lines (`breaker{name=payments} closed -> open`) and metrics carry it. Call it before
+    /// [`layer`](Layer::layer).
+    #[must_use]
+    pub fn named(mut self, name: impl Into<keel_core::driver::Name>) -> Self {
+        self.breaker = self.breaker.named(name);
+        self
+    }
+
     /// Classifies the whole result, `Ok` responses included, with `classify` (replacing
     /// [`classify`](BreakerLayer::classify)'s error-only classifier).
     #[must_use]

@@ -29,6 +29,14 @@ impl BulkheadLayer {
         BulkheadLayer { bulkhead }
     }
 
+    /// Names the layer's bulkhead (see [`Name`](keel_core::driver::Name)): its log lines and
+    /// metrics carry it. Call it before [`layer`](Layer::layer).
+    #[must_use]
+    pub fn named(mut self, name: impl Into<keel_core::driver::Name>) -> Self {
+        self.bulkhead = self.bulkhead.named(name);
+        self
+    }
+
     /// The shared bulkhead.
     #[must_use]
     pub fn bulkhead(&self) -> &Bulkhead {
@@ -80,10 +88,12 @@ where
         let inner = self.inner.clone();
         let bulkhead = self.bulkhead.clone();
         Box::pin(async move {
-            let guard = bulkhead.acquire().await.map_err(KeelError::from)?;
-            let out = ready_call(inner, req).await;
-            guard.release(crate::now());
-            out
+            // `run` releases the slot when the call ends or is dropped, and keeps the
+            // bulkhead's gauges (feature `metrics`) current.
+            bulkhead
+                .run(ready_call(inner, req))
+                .await
+                .map_err(KeelError::from)?
         })
     }
 }

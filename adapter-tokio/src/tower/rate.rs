@@ -73,6 +73,15 @@ impl RateLimitLayer {
         }
     }
 
+    /// Names the layer's limiter (see [`Name`](keel_core::driver::Name)): its log lines and
+    /// metrics carry it. Call it before [`layer`](Layer::layer): services made earlier keep the
+    /// old name.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<keel_core::driver::Name>) -> Self {
+        self.limiter = self.limiter.named(name);
+        self
+    }
+
     /// Fail a limited call at once with [`KeelError::RateLimited`] (the default; this undoes
     /// [`wait_when_limited`](Self::wait_when_limited)).
     #[must_use]

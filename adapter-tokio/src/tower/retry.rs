@@ -127,6 +127,16 @@ impl<P, N, C> RetryLayer<P, N, C> {
         }
     }
 
+    /// Names the layer's retry (see [`Name`](keel_core::driver::Name)): its log lines and
+    /// metrics carry it. Call it before [`layer`](Layer::layer).
+    #[must_use]
+    pub fn named(self, name: impl Into<keel_core::driver::Name>) -> Self {
+        RetryLayer {
+            retry: self.retry.named(name),
+            responses: self.responses,
+        }
+    }
+
     /// Retries the `Ok` responses `classify` says failed (see the type's docs).
     #[must_use]
     pub fn retry_responses<C2>(self, classify: C2) -> RetryLayer<P, N, C2> {

@@ -183,6 +183,7 @@ pub struct Incoming<L: Listener, R: Runtime> {
     alarm: Alarm<R>,
     error: Option<io::Error>,
     done: bool,
+    name: super::Name,
 }
 
 impl<L: Listener, R: Runtime> Incoming<L, R> {
@@ -204,7 +205,21 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
             alarm: Alarm::new(),
             error: None,
             done: false,
+            name: super::Name::DEFAULT,
         }
+    }
+
+    /// Names this listener (default `"default"`; see [`Name`](super::Name)): the `name` field
+    /// of its log lines and the `name` label of `keel_accept_errors_total` (feature `metrics`).
+    /// [`Server::named`](super::Server::named) names its listener too.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<super::Name>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub(crate) fn set_name(&mut self, name: super::Name) {
+        self.name = name;
     }
 
     /// The shared connection limit: clone it to resize at run time or to read its counts.
@@ -264,7 +279,7 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
 
     fn drain_events(&mut self, error: Option<&io::Error>) {
         while let Some(event) = self.machine.poll_event() {
-            report(&event, error);
+            report(&self.name, &event, error);
         }
     }
 }
@@ -332,6 +347,7 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                             #[cfg(feature = "tracing")]
                             tracing::debug!(
                                 target: "keel::accept",
+                                name = this.name.as_str(),
                                 max_connections = this.limit.max(),
                                 "connection shed at the limit"
                             );
@@ -341,12 +357,14 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                 }
                 Poll::Ready(Err(e)) => {
                     let kind = classify_io_error(&e);
+                    #[cfg(feature = "metrics")]
+                    super::metrics::accept_error(&this.name, kind);
                     let decision = this.machine.on_error(this.rt.now(), kind);
                     this.drain_events(Some(&e));
                     match decision {
                         AcceptDecision::Continue => {
                             #[cfg(feature = "tracing")]
-                            tracing::debug!(target: "keel::accept", error = %e, "per-connection accept error skipped");
+                            tracing::debug!(target: "keel::accept", name = this.name.as_str(), error = %e, "per-connection accept error skipped");
                         }
                         AcceptDecision::PauseUntil(_) => {}
                         AcceptDecision::Stop => {
@@ -365,7 +383,8 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
 }
 
 #[cfg(feature = "tracing")]
-fn report(event: &AcceptEvent, error: Option<&io::Error>) {
+fn report(name: &super::Name, event: &AcceptEvent, error: Option<&io::Error>) {
+    let name = name.as_str();
     match *event {
         AcceptEvent::Shortage {
             shortage,
@@ -376,6 +395,7 @@ fn report(event: &AcceptEvent, error: Option<&io::Error>) {
             let error = error.map(|e| e as &dyn core::error::Error);
             tracing::warn!(
                 target: "keel::accept",
+                name,
                 error = error,
                 shortage = shortage.as_str(),
                 pause_ms = pause.as_millis() as u64,
@@ -390,6 +410,7 @@ fn report(event: &AcceptEvent, error: Option<&io::Error>) {
         } => {
             tracing::info!(
                 target: "keel::accept",
+                name,
                 paused_ms = paused_for.as_millis() as u64,
                 suppressed,
                 "accepting resumed after a resource shortage"
@@ -397,7 +418,7 @@ fn report(event: &AcceptEvent, error: Option<&io::Error>) {
         }
         AcceptEvent::Fatal => {
             let error = error.map(|e| e as &dyn core::error::Error);
-            tracing::error!(target: "keel::accept", error = error, "listener failed; accept loop stopped");
+            tracing::error!(target: "keel::accept", name, error = error, "listener failed; accept loop stopped");
         }
         #[allow(unreachable_patterns)]
         _ => {}
@@ -405,4 +426,4 @@ fn report(event: &AcceptEvent, error: Option<&io::Error>) {
 }
 
 #[cfg(not(feature = "tracing"))]
-fn report(_event: &AcceptEvent, _error: Option<&io::Error>) {}
+fn report(_name: &super::Name, _event: &AcceptEvent, _error: Option<&io::Error>) {}

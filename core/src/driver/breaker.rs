@@ -58,7 +58,8 @@
 //!
 //! Transitions at `info` ("circuit breaker transition"), **rate-limited per breaker** (one
 //! limiter per handle, shared by its clones; [`report_interval`](Breaker::report_interval),
-//! default 1 s): the first, then at most one line per interval, with the fields `from`, `to`
+//! default 1 s): the first, then at most one line per interval, with the fields `name` (the
+//! instance name, [`Breaker::named`]), `from`, `to`
 //! ([`State::as_str`]), `reason`
 //! ([`TransitionReason::as_str`](crate::breaker::TransitionReason::as_str)) and `suppressed`
 //! (transitions since the previous line that were not logged; the hook and
@@ -107,14 +108,16 @@ use alloc::sync::Arc;
 use crate::breaker::{
     BreakerConfig, BreakerEvent, BreakerPermit, BreakerStats, Outcome, Rejected, State,
 };
-use crate::driver::{Elapsed, Runtime};
+#[cfg(feature = "metrics")]
+use crate::driver::metrics::{BreakerMetrics, Lazy};
+use crate::driver::{Elapsed, Name, Runtime};
 use crate::report::DEFAULT_REPORT_INTERVAL;
 use crate::sync::breaker::SharedBreaker;
 use crate::sync::report::SharedReportLimiter;
 use crate::time::Instant;
 
-/// A transition hook: see [`Breaker::on_transition`].
-type Hook = Arc<dyn Fn(&BreakerEvent) + Send + Sync>;
+/// A transition hook: see [`Breaker::on_transition`] and [`Breaker::on_named_transition`].
+type Hook = Arc<dyn Fn(&Name, &BreakerEvent) + Send + Sync>;
 
 /// A circuit breaker around futures; clones share one breaker. See the [module docs](self).
 pub struct Breaker<R: Runtime> {
@@ -123,6 +126,9 @@ pub struct Breaker<R: Runtime> {
     hook: Option<Hook>,
     /// Which transitions are logged (shared by clones).
     reports: SharedReportLimiter,
+    name: Name,
+    #[cfg(feature = "metrics")]
+    metrics: Arc<Lazy<BreakerMetrics>>,
 }
 
 impl<R: Runtime> Clone for Breaker<R> {
@@ -132,6 +138,9 @@ impl<R: Runtime> Clone for Breaker<R> {
             rt: self.rt.clone(),
             hook: self.hook.clone(),
             reports: self.reports.clone(),
+            name: self.name.clone(),
+            #[cfg(feature = "metrics")]
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -139,6 +148,7 @@ impl<R: Runtime> Clone for Breaker<R> {
 impl<R: Runtime> fmt::Debug for Breaker<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Breaker")
+            .field("name", &self.name)
             .field("shared", &self.shared)
             .field("hook", &self.hook.is_some())
             .finish_non_exhaustive()
@@ -235,7 +245,29 @@ impl<R: Runtime> Breaker<R> {
             rt,
             hook: None,
             reports: SharedReportLimiter::new(DEFAULT_REPORT_INTERVAL, Instant::ZERO),
+            name: Name::DEFAULT,
+            #[cfg(feature = "metrics")]
+            metrics: Lazy::new(),
         }
+    }
+
+    /// Names this breaker (default `"default"`; see [`Name`]): the `name` field of its log lines
+    /// and the `name` label of its metrics. Applies to this handle and the clones made from it
+    /// **after** this call: name it before cloning.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<Name>) -> Self {
+        self.name = name.into();
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics = Lazy::new();
+        }
+        self
+    }
+
+    /// The instance name (see [`named`](Self::named)).
+    #[must_use]
+    pub fn name(&self) -> &Name {
+        &self.name
     }
 
     /// Logs at most one transition per `interval` (default 1 s; zero logs every one) for this
@@ -253,6 +285,17 @@ impl<R: Runtime> Breaker<R> {
     /// every handle the same hook (or none).
     #[must_use]
     pub fn on_transition(mut self, hook: impl Fn(&BreakerEvent) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Arc::new(move |_: &Name, ev: &BreakerEvent| hook(ev)));
+        self
+    }
+
+    /// As [`on_transition`](Self::on_transition), with the breaker's [`name`](Self::named)
+    /// (one hook for several breakers can tell them apart).
+    #[must_use]
+    pub fn on_named_transition(
+        mut self,
+        hook: impl Fn(&Name, &BreakerEvent) + Send + Sync + 'static,
+    ) -> Self {
         self.hook = Some(Arc::new(hook));
         self
     }
@@ -320,6 +363,10 @@ impl<R: Runtime> Breaker<R> {
     {
         let admitted = self.shared.try_acquire(self.rt.now());
         self.drain();
+        #[cfg(feature = "metrics")]
+        if admitted.is_err() {
+            self.metrics().rejected.increment(1);
+        }
         let permit = admitted.map_err(BreakerError::Rejected)?;
         let mut guard = Reported {
             breaker: self,
@@ -364,11 +411,28 @@ impl<R: Runtime> Breaker<R> {
 
     fn drain(&self) {
         self.shared.drain_events(|ev| {
-            log(&self.reports, &ev);
+            log(&self.reports, &self.name, &ev);
+            #[cfg(feature = "metrics")]
+            #[allow(irrefutable_let_patterns)]
+            if let BreakerEvent::Transition { to, .. } = ev {
+                self.metrics().transition(to);
+            }
             if let Some(hook) = &self.hook {
-                hook(&ev);
+                hook(&self.name, &ev);
             }
         });
+    }
+
+    /// The registered series (at first use, with the state as it is then).
+    #[cfg(feature = "metrics")]
+    fn metrics(&self) -> &BreakerMetrics {
+        self.metrics.get(&self.name, |label| {
+            let m = BreakerMetrics::register(label);
+            m.state.set(crate::driver::metrics::breaker_state_value(
+                self.shared.state(),
+            ));
+            m
+        })
     }
 }
 
@@ -384,6 +448,8 @@ impl<R: Runtime> Reported<'_, R> {
         if let Some(permit) = self.permit.take() {
             let b = self.breaker;
             b.shared.on_outcome(b.rt.now(), permit, outcome);
+            #[cfg(feature = "metrics")]
+            b.metrics().outcome(outcome);
             b.drain();
         }
     }
@@ -395,7 +461,11 @@ impl<R: Runtime> Drop for Reported<'_, R> {
             let b = self.breaker;
             // A call abandoned after running past the threshold is a hanging dependency, not
             // a caller that lost interest: it counts, or an outer timeout hides the outage.
-            let _ = b.shared.on_abandoned(b.rt.now(), permit);
+            let outcome = b.shared.on_abandoned(b.rt.now(), permit);
+            #[cfg(feature = "metrics")]
+            b.metrics().outcome(outcome);
+            #[cfg(not(feature = "metrics"))]
+            let _ = outcome;
             b.drain();
         }
     }
@@ -403,7 +473,7 @@ impl<R: Runtime> Drop for Reported<'_, R> {
 
 /// Logs a transition if the handle's report limiter allows it (every transition counts as an
 /// occurrence, with or without `tracing`, so the limiter's stats are the same).
-fn log(reports: &SharedReportLimiter, ev: &BreakerEvent) {
+fn log(reports: &SharedReportLimiter, name: &Name, ev: &BreakerEvent) {
     // `BreakerEvent` is non-exhaustive: other events are not logged here.
     #[allow(irrefutable_let_patterns)]
     if let BreakerEvent::Transition {
@@ -418,6 +488,7 @@ fn log(reports: &SharedReportLimiter, ev: &BreakerEvent) {
         if let crate::report::Report::Emit { suppressed } = report {
             tracing::info!(
                 target: "keel::breaker",
+                name = name.as_str(),
                 from = from.as_str(),
                 to = to.as_str(),
                 reason = reason.as_str(),
@@ -426,7 +497,7 @@ fn log(reports: &SharedReportLimiter, ev: &BreakerEvent) {
             );
         }
         #[cfg(not(feature = "tracing"))]
-        let _ = (report, from, to, reason);
+        let _ = (report, name, from, to, reason);
     }
 }
 

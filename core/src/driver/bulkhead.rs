@@ -19,7 +19,8 @@
 //!
 //! # tracing (feature `tracing`)
 //!
-//! Target `keel::bulkhead`, `debug` level: `"bulkhead rejected"` with field `reason`
+//! Target `keel::bulkhead`, `debug` level: `"bulkhead rejected"` with fields `name` (the instance
+//! name, [`Bulkhead::named`]) and `reason`
 //! ([`RejectReason::as_str`]).
 //!
 //! ```
@@ -51,8 +52,10 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use super::{Alarm, Runtime};
+use super::{Alarm, Name, Runtime};
 use crate::bulkhead::{BulkheadConfig, BulkheadStats, RejectReason};
+#[cfg(feature = "metrics")]
+use crate::driver::metrics::{BulkheadMetrics, Lazy};
 use crate::sync::bulkhead::{
     Acquire, BulkheadGuard, BulkheadRejected, BulkheadWaiter, SharedBulkhead,
 };
@@ -62,11 +65,15 @@ use crate::sync::bulkhead::{
 pub struct Bulkhead<R: Runtime> {
     shared: SharedBulkhead,
     rt: R,
+    name: Name,
+    #[cfg(feature = "metrics")]
+    metrics: alloc::sync::Arc<Lazy<BulkheadMetrics>>,
 }
 
 impl<R: Runtime> fmt::Debug for Bulkhead<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulkhead")
+            .field("name", &self.name)
             .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
@@ -86,16 +93,71 @@ impl<R: Runtime> Bulkhead<R> {
     #[must_use]
     pub fn with_runtime(config: BulkheadConfig, rt: R) -> Self {
         let now = rt.now();
-        Bulkhead {
-            shared: SharedBulkhead::new(config, now),
-            rt,
-        }
+        Self::from_shared(SharedBulkhead::new(config, now), rt)
     }
 
     /// Wraps a shared bulkhead that other code also uses.
     #[must_use]
     pub fn from_shared(shared: SharedBulkhead, rt: R) -> Self {
-        Bulkhead { shared, rt }
+        Bulkhead {
+            shared,
+            rt,
+            name: Name::DEFAULT,
+            #[cfg(feature = "metrics")]
+            metrics: Lazy::new(),
+        }
+    }
+
+    /// Names this bulkhead (default `"default"`; see [`Name`]): the `name` field of its log
+    /// lines and the `name` label of its metrics. Applies to this handle and the clones made
+    /// from it **after** this call.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<Name>) -> Self {
+        self.name = name.into();
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics = Lazy::new();
+        }
+        self
+    }
+
+    /// The instance name (see [`named`](Self::named)).
+    #[must_use]
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Counts an acquisition's result and sets the occupancy gauges (feature `metrics`); logs a
+    /// rejection (feature `tracing`).
+    fn observe(&self, r: &Result<BulkheadGuard, BulkheadRejected>) {
+        #[cfg(feature = "metrics")]
+        {
+            let m = self.metrics.get(&self.name, BulkheadMetrics::register);
+            match r {
+                Ok(_) => m.admitted.increment(1),
+                Err(e) => m.rejected(e.reason),
+            }
+            m.occupancy(&self.shared.stats());
+        }
+        #[cfg(feature = "tracing")]
+        if let Err(e) = r {
+            tracing::debug!(
+                target: "keel::bulkhead",
+                name = self.name.as_str(),
+                reason = e.reason.as_str(),
+                "bulkhead rejected"
+            );
+        }
+        #[cfg(not(any(feature = "metrics", feature = "tracing")))]
+        let _ = r;
+    }
+
+    /// Sets the occupancy gauges after a release or a queueing (feature `metrics`).
+    fn released(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .get(&self.name, BulkheadMetrics::register)
+            .occupancy(&self.shared.stats());
     }
 
     /// The shared bulkhead every clone uses.
@@ -122,7 +184,9 @@ impl<R: Runtime> Bulkhead<R> {
     ///
     /// [`BulkheadRejected`] with [`RejectReason::Full`].
     pub fn try_acquire(&self) -> Result<BulkheadGuard, BulkheadRejected> {
-        self.shared.try_acquire()
+        let r = self.shared.try_acquire();
+        self.observe(&r);
+        r
     }
 
     /// Takes a slot, waiting in the queue for at most `max_wait`. Lazy: nothing is requested
@@ -145,6 +209,7 @@ impl<R: Runtime> Bulkhead<R> {
         let guard = self.acquire().await?;
         let out = fut.await;
         guard.release(self.rt.now());
+        self.released();
         Ok(out)
     }
 }
@@ -178,13 +243,11 @@ impl<R: Runtime> fmt::Debug for Acquiring<R> {
     }
 }
 
-fn traced(
+fn traced<R: Runtime>(
+    bulkhead: &Bulkhead<R>,
     r: Result<BulkheadGuard, BulkheadRejected>,
 ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
-    #[cfg(feature = "tracing")]
-    if let Err(e) = &r {
-        tracing::debug!(target: "keel::bulkhead", reason = e.reason.as_str(), "bulkhead rejected");
-    }
+    bulkhead.observe(&r);
     Poll::Ready(r)
 }
 
@@ -198,9 +261,13 @@ impl<R: Runtime> Future for Acquiring<R> {
             match this.bulkhead.shared.acquire(rt.now()) {
                 Acquire::Ready(r) => {
                     this.state = State::Done;
-                    return traced(r);
+                    return traced(&this.bulkhead, r);
                 }
-                Acquire::Wait(w) => this.state = State::Waiting(w),
+                Acquire::Wait(w) => {
+                    this.state = State::Waiting(w);
+                    // Queued: the gauges show it.
+                    this.bulkhead.released();
+                }
             }
         }
         let State::Waiting(waiter) = &mut this.state else {
@@ -226,7 +293,7 @@ impl<R: Runtime> Future for Acquiring<R> {
         match polled {
             Poll::Ready(r) => {
                 this.state = State::Done;
-                traced(r)
+                traced(&this.bulkhead, r)
             }
             Poll::Pending => Poll::Pending,
         }

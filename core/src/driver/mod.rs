@@ -37,6 +37,9 @@ mod accept;
 pub mod breaker;
 pub mod bulkhead;
 pub mod conn;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+mod name;
 pub mod rate;
 pub mod retry;
 pub mod serve;
@@ -49,6 +52,7 @@ use crate::time::Instant;
 
 pub use accept::{GuardConfig, GuardConfigBuilder, Incoming, IncomingStats, Listener};
 pub use conn::{lingering_close, read_line_bounded, Conn, ConnIo, Line};
+pub use name::Name;
 pub use serve::{Draining, ServeHandle, ServeReport, ServeStats, Server};
 
 /// A timer that can be re-armed without allocating: the runtime's sleep future.

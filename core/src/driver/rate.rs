@@ -35,7 +35,8 @@
 //!
 //! # tracing (feature `tracing`)
 //!
-//! Target `keel::rate`, `debug` level: `"rate limited; waiting"` with fields `n` and
+//! Target `keel::rate`, `debug` level: `"rate limited; waiting"` with fields `name` (the
+//! instance name, [`RateLimiter::named`]), `n` and
 //! `retry_at_ns` (the waiter's slot) each time a waiter arms its timer for a new slot.
 //!
 //! ```
@@ -64,7 +65,9 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Alarm, Runtime};
+use super::{Alarm, Name, Runtime};
+#[cfg(feature = "metrics")]
+use crate::driver::metrics::{Lazy, RateMetrics};
 use crate::rate::keyed::{self, KeyedConfig, KeyedError};
 use crate::rate::{CheckNError, NotUntil, Quota, RateStats};
 use crate::sync::gcra::SharedRateLimiter;
@@ -82,11 +85,15 @@ pub struct RateLimiter<R: Runtime> {
     shared: Arc<SharedRateLimiter<true>>,
     waiters: RateWaiters<true>,
     rt: R,
+    name: Name,
+    #[cfg(feature = "metrics")]
+    metrics: Arc<Lazy<RateMetrics>>,
 }
 
 impl<R: Runtime> fmt::Debug for RateLimiter<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimiter")
+            .field("name", &self.name)
             .field("quota", &self.shared.quota())
             .field("stats", &self.shared.stats())
             .field("waiting", &self.waiters.stats().waiting)
@@ -123,7 +130,35 @@ impl<R: Runtime> RateLimiter<R> {
             waiters: RateWaiters::new(Arc::clone(&shared)),
             shared,
             rt,
+            name: Name::DEFAULT,
+            #[cfg(feature = "metrics")]
+            metrics: Lazy::new(),
         }
+    }
+
+    /// Names this limiter (default `"default"`; see [`Name`]): the `name` field of its log
+    /// lines and the `name` label of its metrics. Applies to this handle and the clones made
+    /// from it **after** this call.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<Name>) -> Self {
+        self.name = name.into();
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics = Lazy::new();
+        }
+        self
+    }
+
+    /// The instance name (see [`named`](Self::named)).
+    #[must_use]
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// The registered series (at first use).
+    #[cfg(feature = "metrics")]
+    fn metrics(&self) -> &RateMetrics {
+        self.metrics.get(&self.name, RateMetrics::register)
     }
 
     /// The shared limiter every clone uses.
@@ -144,7 +179,10 @@ impl<R: Runtime> RateLimiter<R> {
     ///
     /// [`NotUntil`] with the earliest instant the request would conform.
     pub fn check(&self) -> Result<(), NotUntil> {
-        self.shared.check(self.rt.now())
+        let r = self.shared.check(self.rt.now());
+        #[cfg(feature = "metrics")]
+        self.metrics().record(&r);
+        r
     }
 
     /// Admits `n` requests now (all or none).
@@ -154,7 +192,10 @@ impl<R: Runtime> RateLimiter<R> {
     /// [`CheckNError::NotUntil`] to retry later, [`CheckNError::InsufficientCapacity`] when
     /// `n` exceeds the burst.
     pub fn check_n(&self, n: u32) -> Result<(), CheckNError> {
-        self.shared.check_n(self.rt.now(), n)
+        let r = self.shared.check_n(self.rt.now(), n);
+        #[cfg(feature = "metrics")]
+        self.metrics().record(&r);
+        r
     }
 
     /// Waits in line until one request is admitted, and admits it (see the
@@ -251,13 +292,24 @@ impl<R: Runtime> Future for UntilReady<R> {
                 Some(waiter) => waiter,
                 None => match this.limiter.waiters.acquire(rt.now(), this.n) {
                     rate_wait::Acquire::Ready(r) => {
+                        #[cfg(feature = "metrics")]
+                        this.limiter.metrics().record(&r);
                         this.done = Some(r);
                         return Poll::Ready(r);
                     }
-                    rate_wait::Acquire::Wait(w) => this.waiter.insert(w),
+                    rate_wait::Acquire::Wait(w) => {
+                        // Made to wait: limited once, admitted (or not) when it resolves.
+                        #[cfg(feature = "metrics")]
+                        this.limiter.metrics().limited.increment(1);
+                        this.waiter.insert(w)
+                    }
                 },
             };
             if let Poll::Ready(r) = waiter.poll(cx, rt.now()) {
+                #[cfg(feature = "metrics")]
+                if r.is_ok() {
+                    this.limiter.metrics().allowed.increment(1);
+                }
                 this.done = Some(r);
                 this.waiter = None;
                 return Poll::Ready(r);
@@ -271,6 +323,7 @@ impl<R: Runtime> Future for UntilReady<R> {
             if this.alarm.armed_for != Some(slot) {
                 tracing::debug!(
                     target: "keel::rate",
+                    name = this.limiter.name.as_str(),
                     n = this.n,
                     retry_at_ns = slot.as_nanos(),
                     "rate limited; waiting"
@@ -305,6 +358,9 @@ pub fn os_hash_seed() -> u128 {
 pub struct KeyedRateLimiter<K, R: Runtime> {
     inner: Arc<Mutex<keyed::KeyedGcra<K>>>,
     rt: R,
+    name: Name,
+    #[cfg(feature = "metrics")]
+    metrics: Arc<Lazy<RateMetrics>>,
 }
 
 impl<K, R: Runtime> Clone for KeyedRateLimiter<K, R> {
@@ -312,13 +368,18 @@ impl<K, R: Runtime> Clone for KeyedRateLimiter<K, R> {
         KeyedRateLimiter {
             inner: Arc::clone(&self.inner),
             rt: self.rt.clone(),
+            name: self.name.clone(),
+            #[cfg(feature = "metrics")]
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
 
 impl<K, R: Runtime> fmt::Debug for KeyedRateLimiter<K, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedRateLimiter").finish_non_exhaustive()
+        f.debug_struct("KeyedRateLimiter")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -339,7 +400,29 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         KeyedRateLimiter {
             inner: Arc::new(Mutex::new(keyed::KeyedGcra::new(config, now))),
             rt,
+            name: Name::DEFAULT,
+            #[cfg(feature = "metrics")]
+            metrics: Lazy::new(),
         }
+    }
+
+    /// Names this limiter (default `"default"`; see [`Name`]): the `name` field of its log
+    /// lines and the `name` label of its metrics (one series for the whole table, not one per
+    /// key). Applies to this handle and the clones made from it **after** this call.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<Name>) -> Self {
+        self.name = name.into();
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics = Lazy::new();
+        }
+        self
+    }
+
+    /// The instance name (see [`named`](Self::named)).
+    #[must_use]
+    pub fn name(&self) -> &Name {
+        &self.name
     }
 
     fn lock(&self) -> MutexGuard<'_, keyed::KeyedGcra<K>> {
@@ -364,7 +447,12 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     /// full of active keys and the policy rejects new ones.
     pub fn check(&self, key: &K) -> Result<(), KeyedError> {
         let now = self.rt.now();
-        self.lock().check(now, key)
+        let r = self.lock().check(now, key);
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .get(&self.name, RateMetrics::register)
+            .record(&r);
+        r
     }
 
     /// Admits `n` requests for `key` now (all or none).
@@ -374,7 +462,12 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     /// As [`check`](Self::check), plus [`KeyedError::InsufficientCapacity`].
     pub fn check_n(&self, key: &K, n: u32) -> Result<(), KeyedError> {
         let now = self.rt.now();
-        self.lock().check_n(now, key, n)
+        let r = self.lock().check_n(now, key, n);
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .get(&self.name, RateMetrics::register)
+            .record(&r);
+        r
     }
 
     /// How many single requests `key` could make now.
@@ -433,6 +526,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
             if alarm.armed_for != Some(retry_at) {
                 tracing::debug!(
                     target: "keel::rate",
+                    name = self.name.as_str(),
                     n,
                     retry_at_ns = retry_at.as_nanos(),
                     "rate limited; waiting"

@@ -50,6 +50,7 @@
 //!
 //! # tracing (feature `tracing`), target `keel::retry`
 //!
+//! Every line carries `name`, the instance name ([`Retry::named`]).
 //! Each retry at `debug` ("retrying"): `attempt` (the attempt that failed, from 1), `delay_ms`,
 //! `error` (`Debug`). Give-ups at `warn` ("giving up"), **rate-limited per `Retry`** (shared by
 //! its clones) by a [`ReportLimiter`](crate::report::ReportLimiter): the first, then at most one
@@ -104,7 +105,9 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backoff::{Backoff, BackoffConfig, GiveUpReason, RetryDecision};
-use crate::driver::{sleep_until, Runtime};
+#[cfg(feature = "metrics")]
+use crate::driver::metrics::{Lazy, RetryMetrics};
+use crate::driver::{sleep_until, Name, Runtime};
 use crate::report::DEFAULT_REPORT_INTERVAL;
 use crate::rng::Rng;
 use crate::sync::budget::SharedBudget;
@@ -305,6 +308,9 @@ pub struct Retry<R: Runtime, P = RetryAll, N = NoNotify> {
     reports: SharedReportLimiter,
     /// Mixed into every run's seed: OS randomness, or 0 when deterministic.
     salt: u64,
+    name: Name,
+    #[cfg(feature = "metrics")]
+    metrics: Arc<Lazy<RetryMetrics>>,
 }
 
 impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
@@ -319,6 +325,9 @@ impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
             counters: Arc::clone(&self.counters),
             reports: self.reports.clone(),
             salt: self.salt,
+            name: self.name.clone(),
+            #[cfg(feature = "metrics")]
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -326,6 +335,7 @@ impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
 impl<R: Runtime, P, N> fmt::Debug for Retry<R, P, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
+            .field("name", &self.name)
             .field("config", &self.config)
             .field("budget", &self.budget)
             .field("deposit", &self.deposit)
@@ -356,6 +366,9 @@ impl<R: Runtime> Retry<R> {
             counters: Arc::default(),
             reports: SharedReportLimiter::new(DEFAULT_REPORT_INTERVAL, Instant::ZERO),
             salt: super::os_seed(),
+            name: Name::DEFAULT,
+            #[cfg(feature = "metrics")]
+            metrics: Lazy::new(),
         }
     }
 }
@@ -386,6 +399,26 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
         self
     }
 
+    /// Names this `Retry` (default `"default"`; see [`Name`]): the `name` field of its log
+    /// lines and the `name` label of its metrics. Applies to this `Retry` and the clones made
+    /// from it **after** this call. A notify hook that needs it captures it, or reads
+    /// [`name`](Self::name) from the handle it was given to.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<Name>) -> Self {
+        self.name = name.into();
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics = Lazy::new();
+        }
+        self
+    }
+
+    /// The instance name (see [`named`](Self::named)).
+    #[must_use]
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
     /// When runs deposit into the budget (default [`Deposit::OnSuccess`]).
     #[must_use]
     pub fn deposit(mut self, deposit: Deposit) -> Self {
@@ -406,6 +439,9 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             counters: self.counters,
             reports: self.reports,
             salt: self.salt,
+            name: self.name,
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics,
         }
     }
 
@@ -422,6 +458,9 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             counters: self.counters,
             reports: self.reports,
             salt: self.salt,
+            name: self.name,
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics,
         }
     }
 
@@ -489,6 +528,8 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
         let mut backoff = Backoff::new(reseed(self.config, self.salt, run), start);
         let mut attempt: u32 = 1;
         loop {
+            #[cfg(feature = "metrics")]
+            self.metrics().attempts.increment(1);
             let error = match op().await {
                 Ok(v) => {
                     bump(&self.counters.successes);
@@ -505,6 +546,8 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             let decision = match self.predicate.classify(&error) {
                 RetryAction::Stop => {
                     bump(&self.counters.not_retryable);
+                    #[cfg(feature = "metrics")]
+                    self.metrics().gave_up(StopReason::NotRetryable.as_str());
                     return Err(RetryError {
                         error,
                         reason: StopReason::NotRetryable,
@@ -530,6 +573,8 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
                 if b.remaining(now) == 0 {
                     if !b.try_withdraw(now) {
                         bump(&self.counters.budget);
+                        #[cfg(feature = "metrics")]
+                        self.metrics().budget_exhausted.increment(1);
                         return Err(self.give_up(error, StopReason::BudgetExhausted, attempt));
                     }
                     charged = true;
@@ -539,6 +584,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             #[cfg(feature = "tracing")]
             tracing::debug!(
                 target: "keel::retry",
+                name = self.name.as_str(),
                 attempt,
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 error = ?error,
@@ -550,11 +596,15 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
                 if !b.try_withdraw(self.rt.now()) {
                     // Another caller drained it during the sleep.
                     bump(&self.counters.budget);
+                    #[cfg(feature = "metrics")]
+                    self.metrics().budget_exhausted.increment(1);
                     return Err(self.give_up(error, StopReason::BudgetExhausted, attempt));
                 }
             }
             drop(error);
             bump(&self.counters.retries);
+            #[cfg(feature = "metrics")]
+            self.metrics().retries.increment(1);
             attempt = attempt.saturating_add(1);
         }
     }
@@ -563,11 +613,14 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
 impl<R: Runtime, P, N> Retry<R, P, N> {
     /// Ends a run: logs the give-up if the report limiter allows it.
     fn give_up<E: fmt::Debug>(&self, error: E, reason: StopReason, attempts: u32) -> RetryError<E> {
+        #[cfg(feature = "metrics")]
+        self.metrics().gave_up(reason.as_str());
         let report = self.reports.on_occurrence(self.rt.now());
         #[cfg(feature = "tracing")]
         if let crate::report::Report::Emit { suppressed } = report {
             tracing::warn!(
                 target: "keel::retry",
+                name = self.name.as_str(),
                 attempt = attempts,
                 reason = reason.as_str(),
                 error = ?error,
@@ -582,6 +635,12 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             reason,
             attempts,
         }
+    }
+
+    /// The registered series (at first use).
+    #[cfg(feature = "metrics")]
+    fn metrics(&self) -> &RetryMetrics {
+        self.metrics.get(&self.name, RetryMetrics::register)
     }
 }
 

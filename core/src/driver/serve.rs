@@ -543,6 +543,7 @@ pub struct Server<L: Listener, R: Spawn> {
     rt: R,
     shared: Arc<Shared>,
     triggers: Vec<Trigger>,
+    name: super::Name,
 }
 
 impl<L: Listener, R: Spawn + Default> Server<L, R> {
@@ -577,7 +578,25 @@ impl<L: Listener, R: Spawn> Server<L, R> {
             rt,
             shared,
             triggers: Vec::new(),
+            name: super::Name::DEFAULT,
         }
+    }
+
+    /// Names this server and its listener (default `"default"`; see
+    /// [`Name`](super::Name)): the `name` field of the shutdown and connection log lines (and
+    /// of the accept loop's, through [`Incoming::named`]) and the `name` label of its metrics.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<super::Name>) -> Self {
+        let name = name.into();
+        self.incoming.set_name(name.clone());
+        self.name = name;
+        self
+    }
+
+    /// The instance name (see [`named`](Self::named)).
+    #[must_use]
+    pub fn name(&self) -> &super::Name {
+        &self.name
     }
 
     /// The shutdown configuration (grace period; default 30 s).
@@ -649,7 +668,17 @@ impl<L: Listener, R: Spawn> Server<L, R> {
         self.incoming.set_reclaim(reclaim);
         let rt = self.rt.clone();
         let clock: Clock = Arc::new(move || rt.now());
+        #[cfg(feature = "metrics")]
+        let metrics = {
+            let m = super::metrics::ServerMetrics::register(super::metrics::label(&self.name));
+            m.phase.set(0.0);
+            m.active.set(0.0);
+            m
+        };
         let mut run = Run {
+            name: self.name,
+            #[cfg(feature = "metrics")]
+            metrics,
             incoming: Some(self.incoming),
             rt: self.rt,
             shared: self.shared,
@@ -742,6 +771,9 @@ impl<R: Runtime> Drop for TaskGuard<R> {
 type Task<L, R> = (<R as Spawn>::Handle, Arc<ConnShared<<L as Listener>::Conn>>);
 
 struct Run<L: Listener, R: Spawn, H> {
+    name: super::Name,
+    #[cfg(feature = "metrics")]
+    metrics: super::metrics::ServerMetrics,
     incoming: Option<Incoming<L, R>>,
     rt: R,
     shared: Arc<Shared>,
@@ -811,6 +843,8 @@ where
         for id in finished {
             self.tasks.remove(&id);
         }
+        #[cfg(feature = "metrics")]
+        self.metrics.active.set(self.tasks.len() as f64);
         if self.tasks.is_empty() {
             self.next_sweep = None;
         }
@@ -877,6 +911,11 @@ where
                         guard.close::<L>(&task_conn).await;
                     });
                     self.tasks.insert(id, (handle, shared));
+                    #[cfg(feature = "metrics")]
+                    {
+                        self.metrics.accepted.increment(1);
+                        self.metrics.active.set(self.tasks.len() as f64);
+                    }
                 }
             }
         }
@@ -925,7 +964,7 @@ where
             if let Some((_, conn)) = self.tasks.get(&id) {
                 conn.close(reason);
                 #[cfg(feature = "tracing")]
-                tracing::debug!(target: "keel::serve", id, reason = reason.as_str(), "connection closed by the server");
+                tracing::debug!(target: "keel::serve", name = self.name.as_str(), id, reason = reason.as_str(), "connection closed by the server");
             }
         }
         if waiting {
@@ -958,7 +997,7 @@ where
         if let Some((_, conn)) = victim.and_then(|id| self.tasks.get(&id)) {
             conn.close(crate::conn::CloseReason::Reclaimed);
             #[cfg(feature = "tracing")]
-            tracing::debug!(target: "keel::serve", id = conn.id, "idle connection reclaimed for a newcomer at the limit");
+            tracing::debug!(target: "keel::serve", name = self.name.as_str(), id = conn.id, "idle connection reclaimed for a newcomer at the limit");
         }
     }
 
@@ -966,11 +1005,15 @@ where
         match decision {
             ShutdownDecision::Continue => {}
             ShutdownDecision::Drain { deadline, .. } => {
+                #[cfg(feature = "metrics")]
+                self.metrics.phase.set(1.0);
                 self.close_listener();
                 // `None`: a grace period past the end of the clock has no deadline to tell.
                 self.shared.drain.start(deadline);
             }
             ShutdownDecision::StopNow { .. } => {
+                #[cfg(feature = "metrics")]
+                self.metrics.phase.set(2.0);
                 self.close_listener();
                 self.shared.drain.start(None);
             }
@@ -1001,6 +1044,7 @@ where
                     #[cfg(feature = "tracing")]
                     tracing::debug!(
                         target: "keel::shutdown",
+                        name = self.name.as_str(),
                         refused = self.shared.core().machine.stats().refused,
                         "queued connection refused at shutdown"
                     );
@@ -1036,6 +1080,11 @@ where
         self.shared.drain.start(None);
         self.close_listener();
         self.emit_events();
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics.phase.set(2.0);
+            self.metrics.active.set(0.0);
+        }
         let core = self.shared.core();
         ServeReport {
             summary: core.machine.summary(),
@@ -1056,7 +1105,7 @@ where
                 (core.machine.poll_event(), core.machine.summary())
             };
             match event {
-                Some(event) => report(event, summary, self.rt.now()),
+                Some(event) => report(&self.name, event, summary, self.rt.now()),
                 None => break,
             }
         }
@@ -1064,7 +1113,8 @@ where
 }
 
 #[cfg(feature = "tracing")]
-fn report(event: ShutdownEvent, summary: ShutdownSummary, now: Instant) {
+fn report(name: &super::Name, event: ShutdownEvent, summary: ShutdownSummary, now: Instant) {
+    let name = name.as_str();
     let drained_ms = summary.drained_in.map_or(0, |d| d.as_millis() as u64);
     match event {
         ShutdownEvent::DrainStarted {
@@ -1072,6 +1122,7 @@ fn report(event: ShutdownEvent, summary: ShutdownSummary, now: Instant) {
             in_flight,
         } => tracing::info!(
             target: "keel::shutdown",
+            name,
             in_flight,
             // u64::MAX: no deadline (a grace period past the end of the clock).
             grace_ms = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(now).as_millis() as u64),
@@ -1079,18 +1130,21 @@ fn report(event: ShutdownEvent, summary: ShutdownSummary, now: Instant) {
         ),
         ShutdownEvent::Drained { completed } => tracing::info!(
             target: "keel::shutdown",
+            name,
             completed,
             drained_ms,
             "drained: every in-flight connection finished"
         ),
         ShutdownEvent::DeadlineExceeded { aborted } => tracing::warn!(
             target: "keel::shutdown",
+            name,
             aborted,
             drained_ms,
             "drain deadline passed: aborting the connections still open"
         ),
         ShutdownEvent::ForcedStop { aborted } => tracing::warn!(
             target: "keel::shutdown",
+            name,
             aborted,
             drained_ms,
             "second signal: stopping at once"
@@ -1099,4 +1153,4 @@ fn report(event: ShutdownEvent, summary: ShutdownSummary, now: Instant) {
 }
 
 #[cfg(not(feature = "tracing"))]
-fn report(_event: ShutdownEvent, _summary: ShutdownSummary, _now: Instant) {}
+fn report(_name: &super::Name, _event: ShutdownEvent, _summary: ShutdownSummary, _now: Instant) {}
