@@ -9,12 +9,13 @@
 //! ## A guarded accept loop
 //!
 //! ```no_run
-//! use keel_tokio::core::driver::{GuardConfig, StreamExt as _};
+//! use keel_tokio::{Accepted, GuardConfig};
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let config = GuardConfig::builder().max_connections(1024).build().expect("valid config");
 //! let mut incoming = keel_tokio::bind("127.0.0.1:7878", &config).await?;
-//! while let Some((permit, stream)) = incoming.next().await {
+//! while let Some(Accepted { permit, stream, peer }) = incoming.next().await {
+//!     eprintln!("connection from {peer}"); // the client's address, e.g. for a per-IP limit
 //!     tokio::spawn(async move {
 //!         let _permit = permit; // the slot is released when the connection task ends
 //!         drop(stream);
@@ -27,7 +28,7 @@
 //!
 //! | group | names |
 //! | --- | --- |
-//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`StreamExt`] |
+//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`Accepted`] |
 //! | runtime | [`TokioRuntime`], [`TokioTimer`], [`TokioTask`] |
 //! | clock and timers | [`now`], [`sleep_until`], [`timeout`] |
 //! | listeners and accept | [`Tcp`], [`Unix`], [`Incoming`], [`bind`], [`guard`], [`guard_unix`] |
@@ -55,7 +56,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, UnixListener,
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
-pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+pub use keel_core::driver::{Accepted, Draining, GuardConfig, ServeHandle, ServeReport};
 /// A connection as [`Server`] hands it to a handler on tokio (`futures-io` traits; wrap it in
 /// [`TokioConn`] for tokio's).
 pub type Conn<L = Tcp> = keel_core::driver::Conn<L>;
@@ -298,9 +299,13 @@ pub struct Tcp(pub TcpListener);
 
 impl keel_core::driver::Listener for Tcp {
     type Conn = TcpStream;
+    type Addr = std::net::SocketAddr;
 
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<TcpStream>> {
-        self.0.poll_accept(cx).map_ok(|(stream, _peer)| stream)
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(TcpStream, std::net::SocketAddr)>> {
+        self.0.poll_accept(cx)
     }
 
     fn shed(&mut self, conn: TcpStream, farewell: &'static [u8]) {
@@ -431,9 +436,13 @@ pub struct Unix(pub UnixListener);
 
 impl keel_core::driver::Listener for Unix {
     type Conn = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
 
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<UnixStream>> {
-        self.0.poll_accept(cx).map_ok(|(stream, _peer)| stream)
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(UnixStream, tokio::net::unix::SocketAddr)>> {
+        self.0.poll_accept(cx)
     }
 
     fn shed(&mut self, conn: UnixStream, farewell: &'static [u8]) {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use keel_tokio::{GuardConfig, StreamExt as _};
+use keel_tokio::GuardConfig;
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -26,7 +26,7 @@ async fn an_idle_listener_holds_no_permit_and_backpressure_still_holds() {
     assert_eq!(incoming.limit().available(), 1);
 
     let _a = TcpStream::connect(addr).await.expect("connect a");
-    let (permit, _sa) = incoming.next().await.expect("a accepted");
+    let (permit, _sa, _) = incoming.next().await.expect("a accepted").into_parts();
     assert_eq!(incoming.stats().limit.in_use, 1);
 
     // At the limit the second client waits in the backlog, not accepted.
@@ -42,10 +42,11 @@ async fn an_idle_listener_holds_no_permit_and_backpressure_still_holds() {
 
     // Dropping the permit wakes the acceptor, which takes b.
     drop(permit);
-    let (permit_b, _sb) = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+    let (permit_b, _sb, _) = tokio::time::timeout(Duration::from_secs(5), incoming.next())
         .await
         .expect("b accepted after the release")
-        .expect("stream open");
+        .expect("stream open")
+        .into_parts();
     assert_eq!(incoming.stats().limit.in_use, 1);
     assert_eq!(incoming.stats().limit.peak, 1);
     drop(permit_b);

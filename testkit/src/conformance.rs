@@ -27,8 +27,7 @@ use keel_core::driver::bulkhead::Bulkhead;
 use keel_core::driver::rate::RateLimiter;
 use keel_core::driver::retry::{Retry, StopReason};
 use keel_core::driver::{
-    self, GuardConfig, Incoming, Listener, Runtime, ServeHandle, ServeReport, Server,
-    StreamExt as _,
+    self, Accepted, GuardConfig, Incoming, Listener, Runtime, ServeHandle, ServeReport, Server,
 };
 use keel_core::shutdown::ShutdownConfig;
 use keel_core::sync::budget::SharedBudget;
@@ -48,6 +47,8 @@ macro_rules! conformance_suite {
             backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops,
             shed_mode_sends_the_farewell_then_eof,
             accepted_streams_carry_data,
+            accepted_peer_is_the_clients_local_address,
+            served_conn_knows_its_peer,
             shortage_pauses_on_the_runtime_timer_and_recovers,
             per_connection_errors_are_skipped_without_a_pause,
             fatal_error_ends_the_stream_with_the_error,
@@ -141,6 +142,7 @@ async fn next_within<H: Harness, L: Listener>(
         .await
         .ok()
         .flatten()
+        .map(|accepted| (accepted.permit, accepted.stream))
 }
 
 /// At the limit the listener accepts nothing more (the kernel backlog holds the client); when a
@@ -233,6 +235,76 @@ pub fn accepted_streams_carry_data<H: Harness>() {
     });
 }
 
+/// The guarded listener yields the peer's address with each connection: the client's own
+/// local address (two clients, two different ports), on the runtime's listener.
+pub fn accepted_peer_is_the_clients_local_address<H: Harness>() {
+    H::block_on(async {
+        let mut incoming = H::bind("127.0.0.1:0", &config(4)).await.expect("bind");
+        let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+        let rt = H::Runtime::default();
+        for _ in 0..2 {
+            let client = TcpStream::connect(addr).expect("connect");
+            let Accepted {
+                permit,
+                stream,
+                peer,
+            } = driver::timeout(&rt, PATIENCE, incoming.next())
+                .await
+                .expect("accepted in time")
+                .expect("a connection");
+            assert_eq!(
+                peer,
+                client.local_addr().expect("client addr"),
+                "{}: the yielded peer is not the client's address",
+                H::NAME
+            );
+            drop((permit, stream));
+        }
+    });
+}
+
+/// A connection a [`Server`] hands to its handler knows its peer ([`driver::Conn::peer`]): the
+/// client's local address.
+pub fn served_conn_knows_its_peer<H: Harness>() {
+    H::block_on(async {
+        let incoming = H::bind("127.0.0.1:0", &config(4)).await.expect("bind");
+        let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+        let server = Server::<H::Listener, H::Runtime>::new(incoming);
+        let handle = server.handle();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let client = std::thread::spawn(move || {
+            let mut client = TcpStream::connect(addr).expect("connect");
+            let local = client.local_addr().expect("client addr");
+            client.set_read_timeout(Some(PATIENCE)).expect("timeout");
+            // The handler writes one byte once it has recorded the peer.
+            let mut byte = [0u8; 1];
+            client.read_exact(&mut byte).expect("the handler's byte");
+            local
+        });
+        let stop = handle.clone();
+        let report = server
+            .serve(move |mut conn: driver::Conn<H::Listener>, _| {
+                let record = Arc::clone(&record);
+                let stop = stop.clone();
+                async move {
+                    record.lock().expect("not poisoned").push(*conn.peer());
+                    let _ = futures_lite::AsyncWriteExt::write_all(&mut conn, b"!").await;
+                    stop.shutdown();
+                }
+            })
+            .await;
+        let local = client.join().expect("client thread");
+        assert_eq!(report.summary.completed, 1, "{}: {report}", H::NAME);
+        assert_eq!(
+            *seen.lock().expect("not poisoned"),
+            vec![local],
+            "{}: Conn::peer is not the client's address",
+            H::NAME
+        );
+    });
+}
+
 /// A listener that answers `poll_accept` from a script, counting the calls.
 struct Scripted {
     script: VecDeque<io::Result<u32>>,
@@ -252,10 +324,11 @@ impl Scripted {
 
 impl Listener for Scripted {
     type Conn = u32;
-    fn poll_accept(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<u32>> {
+    type Addr = ();
+    fn poll_accept(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<(u32, ())>> {
         self.polls.fetch_add(1, Ordering::SeqCst);
         match self.script.pop_front() {
-            Some(answer) => Poll::Ready(answer),
+            Some(answer) => Poll::Ready(answer.map(|conn| (conn, ()))),
             None => Poll::Pending,
         }
     }

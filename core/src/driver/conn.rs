@@ -264,15 +264,22 @@ fn closed_error(reason: CloseReason) -> io::Error {
 /// It implements `futures-io`'s `AsyncRead` and `AsyncWrite`; keel-tokio offers tokio's.
 pub struct Conn<L: ConnIo> {
     io: Option<L::Conn>,
+    peer: L::Addr,
     shared: Arc<ConnShared<L::Conn>>,
 }
 
 impl<L: ConnIo> Conn<L> {
-    pub(crate) fn new(io: L::Conn, shared: Arc<ConnShared<L::Conn>>) -> Self {
+    pub(crate) fn new(io: L::Conn, peer: L::Addr, shared: Arc<ConnShared<L::Conn>>) -> Self {
         Conn {
             io: Some(io),
+            peer,
             shared,
         }
+    }
+
+    /// The peer's address, as `accept(2)` reported it.
+    pub fn peer(&self) -> &L::Addr {
+        &self.peer
     }
 
     /// The runtime's stream (e.g. for `peer_addr` or socket options).

@@ -839,7 +839,11 @@ where
                     outcome = Poll::Pending;
                     break;
                 }
-                Poll::Ready(Some((permit, conn))) => {
+                Poll::Ready(Some(super::Accepted {
+                    permit,
+                    stream: conn,
+                    peer,
+                })) => {
                     let admission = self.shared.core().machine.try_acquire(self.rt.now());
                     let Ok(ticket) = admission else {
                         continue;
@@ -870,7 +874,7 @@ where
                     let draining = Draining {
                         state: Arc::clone(&self.shared.drain),
                     };
-                    let work = (self.handler)(Conn::new(conn, Arc::clone(&shared)), draining);
+                    let work = (self.handler)(Conn::new(conn, peer, Arc::clone(&shared)), draining);
                     let task_conn = Arc::clone(&shared);
                     let handle = self.rt.spawn(async move {
                         work.await;
@@ -986,9 +990,9 @@ where
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..BACKLOG_SWEEP {
             match Pin::new(&mut incoming).poll_next(&mut cx) {
-                Poll::Ready(Some((permit, conn))) => {
+                Poll::Ready(Some(accepted)) => {
                     let admission = self.shared.core().machine.try_acquire(self.rt.now());
-                    drop((conn, permit));
+                    drop(accepted);
                     if let Ok(ticket) = admission {
                         // Not reachable: the machine refuses once draining. Keep the counts
                         // honest if it ever is.
