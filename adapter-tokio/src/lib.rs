@@ -143,6 +143,14 @@ pub type Bulkhead = driver::bulkhead::Bulkhead<TokioRuntime>;
 #[cfg(feature = "tower")]
 pub mod tower;
 
+#[cfg(feature = "axum")]
+pub mod axum_listener;
+#[cfg(feature = "axum")]
+pub use axum_listener::{axum_listener, AxumIncoming, AxumListener, Guarded};
+
+#[cfg(feature = "hyper")]
+pub mod http_server;
+
 /// tokio's clock and timers as a keel [`Runtime`].
 ///
 /// keel instants count nanoseconds since an origin one hour before the first time any

@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
             shutdown_drain_ends_as_soon_as_the_last_connection_finishes,
             shutdown_second_signal_stops_at_once_and_counts_the_aborted,
             shutdown_with_nothing_in_flight_stops_at_once,
+            shutdown_drain_delay_serves_while_not_ready_then_drains,
             echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grace_period,
             echo_example_delivers_a_256_kib_reply_to_a_slow_reader_that_pipelines_during_the_drain,
             echo_example_delivers_an_8_mib_reply_to_a_slow_reader_that_pipelines_during_the_drain,
@@ -895,15 +896,23 @@ fn start<H: Harness>() -> Running {
 }
 
 fn start_with<H: Harness>(conns: ConnConfig, limits: crate::echo::EchoLimits) -> Running {
+    let shutdown = ShutdownConfig::builder()
+        .grace_period(GRACE)
+        .build()
+        .expect("valid shutdown");
+    start_configured::<H>(shutdown, conns, limits)
+}
+
+fn start_configured<H: Harness>(
+    shutdown: ShutdownConfig,
+    conns: ConnConfig,
+    limits: crate::echo::EchoLimits,
+) -> Running {
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         H::block_on(async move {
             let incoming = H::bind("127.0.0.1:0", &config(64)).await.expect("bind");
             let addr = H::local_addr(incoming.get_ref()).expect("local addr");
-            let shutdown = ShutdownConfig::builder()
-                .grace_period(GRACE)
-                .build()
-                .expect("valid shutdown");
             let server = Server::<H::Listener, H::Runtime>::new(incoming)
                 .config(shutdown)
                 .conn_config(conns);
@@ -1065,6 +1074,102 @@ pub fn shutdown_second_signal_stops_at_once_and_counts_the_aborted<H: Harness>()
     let (rest, _) = read_to_close(&mut hung);
     assert_eq!(rest, b"");
     assert_eq!(report.stats.shutdown.signals, 2);
+}
+
+/// The Kubernetes drain delay on real sockets: from the signal on the server is not ready, yet
+/// for the delay it still accepts and serves new connections and keeps idle ones open; then it
+/// drains as usual (idle closed, new refused). A second signal during the delay stops at once.
+pub fn shutdown_drain_delay_serves_while_not_ready_then_drains<H: Harness>() {
+    const DELAY: Duration = Duration::from_secs(1);
+    let shutdown = ShutdownConfig::builder()
+        .grace_period(GRACE)
+        .drain_delay(DELAY)
+        .build()
+        .expect("valid shutdown");
+    let srv = start_configured::<H>(
+        shutdown,
+        ConnConfig::default(),
+        crate::echo::EchoLimits::default(),
+    );
+    let mut idle = connect(srv.addr);
+    assert_eq!(round_trip(&mut idle, b"before\n"), b"before\n");
+    assert!(srv.handle.is_ready());
+
+    let signalled = srv.signal();
+    let until = Instant::now() + PATIENCE;
+    while srv.handle.is_ready() {
+        assert!(
+            Instant::now() < until,
+            "{}: still ready after the signal",
+            H::NAME
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(srv.handle.is_delaying() && !srv.handle.is_draining());
+    assert_eq!(
+        srv.handle.health().to_string(),
+        "ready=false live=true reasons=[shutdown: drain delay]"
+    );
+    // During the delay: a newcomer is accepted and served, the idle connection still works.
+    let mut late = connect(srv.addr);
+    assert_eq!(round_trip(&mut late, b"during\n"), b"during\n");
+    assert_eq!(round_trip(&mut idle, b"still\n"), b"still\n");
+    if signalled.elapsed() < DELAY - Duration::from_millis(200) {
+        // (Only checked when this thread was not descheduled past the delay.)
+        assert!(
+            srv.handle.is_delaying(),
+            "{}: the delay ended early",
+            H::NAME
+        );
+    }
+
+    // Then the drain: both idle connections are closed, new ones refused.
+    let (rest, closed_at) = read_to_close(&mut idle);
+    drop(idle);
+    assert_eq!(rest, b"");
+    assert!(
+        closed_at - signalled >= DELAY,
+        "{}: closed {:?} after the signal, inside the drain delay",
+        H::NAME,
+        closed_at - signalled
+    );
+    let (rest, _) = read_to_close(&mut late);
+    drop(late);
+    assert_eq!(rest, b"");
+    let report = srv.report();
+    assert_eq!(
+        (
+            report.summary.completed,
+            report.summary.aborted,
+            report.summary.refused
+        ),
+        (2, 0, 0),
+        "{}: {report}",
+        H::NAME
+    );
+    assert_eq!(report.stats.shutdown.started, 2);
+
+    // A second signal during the delay stops at once.
+    let srv = start_configured::<H>(
+        shutdown,
+        ConnConfig::default(),
+        crate::echo::EchoLimits::default(),
+    );
+    let mut hung = connect(srv.addr);
+    hung.write_all(b"partial").expect("write");
+    srv.wait_in_flight(1);
+    srv.signal();
+    let second = srv.signal();
+    let report = srv.report();
+    assert!(
+        second.elapsed() < DELAY,
+        "{}: {:?}",
+        H::NAME,
+        second.elapsed()
+    );
+    assert_eq!((report.summary.completed, report.summary.aborted), (0, 1));
+    let (rest, _) = read_to_close(&mut hung);
+    assert_eq!(rest, b"");
 }
 
 /// With nothing in flight the server stops at once.

@@ -116,8 +116,8 @@ use crate::conn::{ConnConfig, ConnEnd, ConnEvent, ConnStats, ConnTable};
 use crate::health::{ComponentState, HealthReport, Reason};
 use crate::limit::LimitStats;
 use crate::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownStats,
-    ShutdownSummary,
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownState,
+    ShutdownStats, ShutdownSummary,
 };
 use crate::sync::limit::{Permit, SharedLimit};
 use crate::time::Instant;
@@ -409,6 +409,22 @@ impl ServeHandle {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// What a readiness probe (`/readyz`) should answer: [`health`](Self::health)`().is_ready()`.
+    /// `false` from the first shutdown signal on, through the drain delay (see
+    /// [`ShutdownConfig`]'s `drain_delay`: the server still accepts and serves then), the drain
+    /// and the stop; also while accepting is paused on a resource shortage or every
+    /// connection slot is taken.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.health().is_ready()
+    }
+
+    /// `true` during the drain delay: not ready, still accepting and serving.
+    #[must_use]
+    pub fn is_delaying(&self) -> bool {
+        self.shared.core().machine.is_delaying()
     }
 
     /// `true` once the drain has started.
@@ -788,12 +804,24 @@ where
             }
         }
 
-        // 3. The drain deadline, on the runtime's timer.
+        // 3. The end of the drain delay, or the drain deadline, on the runtime's timer.
         let deadline = self.shared.core().machine.poll_timeout();
         if let Some(deadline) = deadline {
             if self.alarm.poll_until(&self.rt, deadline, cx).is_ready() {
-                let mut core = self.shared.core();
-                core.machine.handle_timeout(self.rt.now());
+                let state = {
+                    let mut core = self.shared.core();
+                    core.machine.handle_timeout(self.rt.now());
+                    core.machine.state()
+                };
+                // The drain delay ended: the drain starts now (refuse, tell the handlers).
+                if let ShutdownState::Draining { deadline } = state {
+                    if self.incoming.is_some() {
+                        self.close_listener();
+                        self.shared.drain.start(deadline);
+                    }
+                }
+                // Poll again so the next deadline (the drain's) is armed.
+                cx.waker().wake_by_ref();
             }
         }
 
@@ -968,7 +996,8 @@ where
 
     fn after_decision(&mut self, decision: ShutdownDecision) {
         match decision {
-            ShutdownDecision::Continue => {}
+            // The drain delay: still accepting; readiness reads the machine's state.
+            ShutdownDecision::Continue | ShutdownDecision::Delay { .. } => {}
             ShutdownDecision::Drain { deadline, .. } => {
                 self.close_listener();
                 // `None`: a grace period past the end of the clock has no deadline to tell.
@@ -1071,6 +1100,12 @@ where
 fn report(event: ShutdownEvent, summary: ShutdownSummary, now: Instant) {
     let drained_ms = summary.drained_in.map_or(0, |d| d.as_millis() as u64);
     match event {
+        ShutdownEvent::DelayStarted { until } => tracing::info!(
+            target: "keel::shutdown",
+            // u64::MAX: no end (a delay past the end of the clock).
+            delay_ms = until.map_or(u64::MAX, |u| u.saturating_duration_since(now).as_millis() as u64),
+            "drain delay started: not ready, still serving"
+        ),
         ShutdownEvent::DrainStarted {
             deadline,
             in_flight,
