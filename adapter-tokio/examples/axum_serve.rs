@@ -57,9 +57,11 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
             }
             "--grace" => opts.grace = seconds()?,
             "--drain-delay" => opts.drain_delay = seconds()?,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unknown argument `{flag}` (try --addr, --max-connections, --grace, --drain-delay)"
-            )),
+            ))
+            }
         }
     }
     Ok(opts)

@@ -38,6 +38,8 @@
 //! | rate limits | [`RateLimiter`], [`KeyedRateLimiter`] |
 //! | bulkhead | [`Bulkhead`] |
 //! | tower layers (feature `tower`) | `tower` (the module) |
+//! | axum's `serve` on the guarded listener (feature `axum`) | `axum_listener` (the module and function), `AxumListener`, `AxumIncoming`, `Guarded` |
+//! | graceful HTTP/1 serving with keel's drain (feature `hyper`) | `http_server` (`serve`, `serve_with`, `PeerAddr`) |
 //!
 //! keel-smol and keel-async-std export the same names for their runtimes.
 
@@ -498,6 +500,6 @@ pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> Incoming<Unix
 
 /// The README's code blocks, compiled and run as doctests so the README stays true (with every
 /// feature on, as the README's test command runs them).
-#[cfg(all(doctest, feature = "tower"))]
+#[cfg(all(doctest, feature = "tower", feature = "axum", feature = "hyper"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;

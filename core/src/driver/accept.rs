@@ -273,6 +273,7 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
     /// The next accepted connection; `None` once the stream has ended (a fatal listener
     /// error: see [`take_error`](Self::take_error)). Cancel-safe: a connection accepted but
     /// still waiting for its slot stays queued inside for the next call.
+    #[allow(clippy::should_implement_trait)] // async: the `Stream` impl is the trait form
     pub fn next(&mut self) -> super::Next<'_, Self> {
         super::Next::new(self)
     }
