@@ -139,7 +139,8 @@ pub type Tcp = AsyncIoListener<std::net::TcpListener, TcpStream>;
 #[cfg(unix)]
 pub type Unix = AsyncIoListener<std::os::unix::net::UnixListener, UnixStream>;
 
-/// A guarded listener: a `Stream` of `(Permit, connection)`.
+/// A guarded listener: a `Stream` of [`Accepted`] connections (permit, stream, peer address);
+/// take the next with its inherent `next().await`.
 pub type Incoming<L> = driver::Incoming<L, AsyncStdRuntime>;
 
 /// Binds a TCP listener with the configured backlog and guards it.

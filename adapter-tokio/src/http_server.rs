@@ -17,6 +17,14 @@
 //! 3. at the drain deadline (`grace_period`) the connections still open are aborted and counted
 //!    in the report's `aborted`; a second signal does that at once.
 //!
+//! keel's connection defences apply to HTTP connections as to any other: the idle timeout
+//! ([`ConnConfig`](crate::core::conn::ConnConfig), default 60 s) closes a keep-alive connection
+//! silent that long, and reclamation at the connection limit closes the connection idle the
+//! longest (at least 1 s) for a newcomer. A connection with a request in flight is never idle
+//! (each request holds a [`Busy`](crate::core::driver::Busy) guard until its response is
+//! ready), however long its handler works without moving a byte; hyper's 30 s header-read
+//! timeout covers a client that trickles its headers.
+//!
 //! Each request carries its peer's address as a [`PeerAddr`] extension and, with feature
 //! `axum`, as axum's `ConnectInfo<SocketAddr>` (TCP) so the `ConnectInfo` extractor works
 //! without `into_make_service_with_connect_info`.
@@ -128,6 +136,7 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let peer = conn.peer().clone();
+    let busy = conn.busy_handle();
     let io = TokioIo::new(TokioConn::from(conn));
     let per_request = hyper::service::service_fn(move |mut req: Request<HyperBody>| {
         req.extensions_mut().insert(PeerAddr(peer.clone()));
@@ -135,7 +144,10 @@ where
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer.clone()));
         let mut service = service.clone();
+        // Busy from the request's arrival until its response is ready: never idle meanwhile.
+        let in_flight = busy.enter();
         async move {
+            let _in_flight = in_flight;
             std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
             service.call(req).await
         }

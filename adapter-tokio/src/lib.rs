@@ -82,7 +82,8 @@ pub async fn timeout<F: Future>(duration: Duration, fut: F) -> Result<F::Output,
     driver::timeout(&TokioRuntime, duration, fut).await
 }
 
-/// A guarded listener: a `Stream` of `(Permit, connection)`.
+/// A guarded listener: a `Stream` of [`Accepted`] connections (permit, stream, peer address);
+/// take the next with its inherent `next().await`.
 pub type Incoming<L> = driver::Incoming<L, TokioRuntime>;
 
 /// A graceful server over a guarded listener on this runtime: see [`driver::serve::Server`].

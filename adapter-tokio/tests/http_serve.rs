@@ -443,3 +443,57 @@ async fn http_server_drain_delay_serves_new_requests_while_not_ready() {
         "{report}"
     );
 }
+
+/// A request whose handler works longer than keel's idle timeout without a byte moving is not
+/// "idle": the request in flight marks its connection busy. An idle keep-alive connection beside
+/// it is still closed by the idle timeout.
+#[tokio::test]
+async fn http_server_a_slow_handler_is_not_idle_but_an_idle_keep_alive_connection_is() {
+    use keel_tokio::core::conn::ConnConfig;
+    let conns = ConnConfig::builder()
+        .idle_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .expect("valid config");
+    let incoming = keel_tokio::bind("127.0.0.1:0", &guard(16))
+        .await
+        .expect("bind");
+    let addr = incoming.get_ref().0.local_addr().expect("local addr");
+    let server = Server::new(incoming).config(grace(5)).conn_config(conns);
+    let handle = server.handle();
+    let app = Router::new().route("/", get(|| async { "ok" })).route(
+        "/quiet",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "done"
+        }),
+    );
+    let server = tokio::spawn(http_server::serve_with(server, app));
+
+    let mut idle = connect(addr).await;
+    send(&mut idle, "/", false).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut idle))
+        .await
+        .expect("answered in time")
+        .expect("a reply");
+    assert_eq!(reply.body, "ok");
+
+    let mut slow = connect(addr).await;
+    send(&mut slow, "/quiet", false).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut slow))
+        .await
+        .expect("answered in time")
+        .expect("the slow request was answered, not closed as idle");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "done"));
+    assert!(
+        closes_within(&mut idle, PATIENCE).await,
+        "the idle keep-alive connection was not closed"
+    );
+    assert!(handle.stats().conns.idle_closed >= 1, "{}", handle.stats());
+
+    handle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("stopped in time")
+        .expect("the server task");
+    assert_eq!(report.summary.aborted, 0, "{report}");
+}

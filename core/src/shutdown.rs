@@ -170,6 +170,36 @@ impl ShutdownConfigBuilder {
     /// sending before the listener closes), then drain. `Duration::MAX` delays until
     /// [`Shutdown::begin_drain`] or a second signal (which stops at once). See the
     /// [module docs](self).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownState};
+    /// use keel_core::Instant;
+    ///
+    /// let config = ShutdownConfig::builder()
+    ///     .drain_delay(Duration::from_secs(5))
+    ///     .grace_period(Duration::from_secs(20))
+    ///     .build()?;
+    /// let t0 = Instant::from_secs(100);
+    /// let mut sd = Shutdown::new(config, t0);
+    /// let _in_flight = sd.try_acquire(t0).expect("running");
+    ///
+    /// // SIGTERM: not ready at once, still admitting until t0 + 5 s.
+    /// let until = Some(t0 + Duration::from_secs(5));
+    /// assert_eq!(sd.on_signal(t0), ShutdownDecision::Delay { until });
+    /// assert!(!sd.is_ready() && sd.is_accepting());
+    /// let _late = sd.try_acquire(t0 + Duration::from_secs(1)).expect("still admitted");
+    ///
+    /// // The delay ends (the caller's timer, from poll_timeout): the drain starts.
+    /// assert_eq!(sd.poll_timeout(), until);
+    /// sd.handle_timeout(t0 + Duration::from_secs(5));
+    /// assert_eq!(
+    ///     sd.state(),
+    ///     ShutdownState::Draining { deadline: Some(t0 + Duration::from_secs(25)) }
+    /// );
+    /// assert!(sd.try_acquire(t0 + Duration::from_secs(5)).is_err());
+    /// # Ok::<(), keel_core::ConfigError>(())
+    /// ```
     pub const fn drain_delay(mut self, drain_delay: Duration) -> Self {
         self.drain_delay = drain_delay;
         self

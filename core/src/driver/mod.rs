@@ -48,7 +48,7 @@ use core::task::{Context, Poll};
 use crate::time::Instant;
 
 pub use accept::{Accepted, GuardConfig, GuardConfigBuilder, Incoming, IncomingStats, Listener};
-pub use conn::{lingering_close, read_line_bounded, Conn, ConnIo, Line};
+pub use conn::{lingering_close, read_line_bounded, Busy, BusyHandle, Conn, ConnIo, Line};
 pub use serve::{Draining, ServeHandle, ServeReport, ServeStats, Server};
 
 /// A timer that can be re-armed without allocating: the runtime's sleep future.

@@ -973,7 +973,13 @@ where
     fn sync(&self, now: Instant) {
         let mut core = self.shared.core();
         for (&id, (_, conn)) in &self.tasks {
-            core.conns.on_activity(now, id, conn.last_active());
+            // A request in flight (a `Busy` guard held) is activity, however quiet the socket.
+            let active = if conn.is_busy() {
+                now
+            } else {
+                conn.last_active()
+            };
+            core.conns.on_activity(now, id, active);
             core.conns.on_read_deadline(now, id, conn.read_deadline());
         }
     }
