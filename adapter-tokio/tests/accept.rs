@@ -52,3 +52,31 @@ async fn an_idle_listener_holds_no_permit_and_backpressure_still_holds() {
     drop(permit_b);
     assert_eq!(incoming.stats().limit.in_use, 0);
 }
+
+/// A Unix-domain guarded listener yields the peer's Unix address: an unbound client's is
+/// unnamed (the listener's own address is the socket path).
+#[cfg(unix)]
+#[tokio::test]
+async fn unix_listener_yields_the_peers_unix_address() {
+    let dir = std::env::temp_dir().join(format!("keel-unix-peer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("server.sock");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+    let config = GuardConfig::builder()
+        .max_connections(4)
+        .build()
+        .expect("valid config");
+    let mut incoming = keel_tokio::guard_unix(listener, &config);
+
+    let _unnamed = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    let accepted = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+        .await
+        .expect("accepted in time")
+        .expect("a connection");
+    assert!(accepted.peer.is_unnamed(), "{:?}", accepted.peer);
+
+    let _ = std::fs::remove_dir_all(&dir);
+}

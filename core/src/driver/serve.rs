@@ -25,6 +25,11 @@
 //!
 //! When a shutdown trigger fires:
 //!
+//! 0. **With a drain delay** ([`ShutdownConfig`]'s `drain_delay`, default none), first keep
+//!    accepting and serving for the delay while [`ServeHandle::is_ready`] and
+//!    [`ServeHandle::health`] say not ready (`shutdown: drain delay`), so load balancers stop
+//!    sending before the listener closes (Kubernetes removes endpoints while it sends SIGTERM).
+//!    A second trigger during the delay stops at once. Then:
 //! 1. **Stop accepting at once.** Connections already queued in the kernel backlog are accepted
 //!    and closed without being served (counted as `refused`), then the listener is dropped:
 //!    new connections are refused by the kernel (`ECONNREFUSED`), never left waiting.
@@ -54,6 +59,7 @@
 //!
 //! | level | message | fields |
 //! | --- | --- | --- |
+//! | info | `drain delay started: not ready, still serving` | `delay_ms` |
 //! | info | `drain started: refusing new connections` | `in_flight`, `grace_ms` (until the deadline) |
 //! | info | `drained: every in-flight connection finished` | `completed` (during the drain), `drained_ms` |
 //! | warn | `drain deadline passed: aborting the connections still open` | `aborted`, `drained_ms` |
