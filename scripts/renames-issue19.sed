@@ -51,3 +51,12 @@ s/\bon_work_started\b/try_acquire/g
 # 5. One public Jitter: the breaker's open-duration jitter is backoff's.
 s/\bbreaker::Jitter\b/backoff::Jitter/g
 #    By hand: `use keel_core::breaker::{.., Jitter, ..}` -> import `keel_core::backoff::Jitter`.
+#
+# 6. Issue 18 (serving slice): the blanket `StreamExt` is gone (`Incoming::next()` is inherent).
+#    Only on lines naming keel (a `futures_lite::StreamExt as _` import stays); a multi-line keel
+#    import loses it by hand.
+/keel/ s/, *StreamExt as _//g
+/keel/ s/\bStreamExt as _, *//g
+#    By hand: `while let Some((permit, stream)) = incoming.next().await` is
+#    `while let Some(Accepted { permit, stream, peer }) = ..` (or `.into_parts()` for a triple);
+#    a `driver::Listener` impl adds `type Addr` and returns `(conn, peer)` from `poll_accept`.

@@ -11,12 +11,13 @@
 //! ## A guarded accept loop
 //!
 //! ```no_run
-//! use keel_async_std::{GuardConfig, StreamExt as _};
+//! use keel_async_std::{Accepted, GuardConfig};
 //!
 //! # fn main() -> std::io::Result<()> { async_std::task::block_on(async {
 //! let config = GuardConfig::builder().max_connections(1024).build().expect("valid config");
 //! let mut incoming = keel_async_std::bind("127.0.0.1:7878", &config).await?;
-//! while let Some((permit, stream)) = incoming.next().await {
+//! while let Some(Accepted { permit, stream, peer }) = incoming.next().await {
+//!     eprintln!("connection from {peer}"); // the client's address, e.g. for a per-IP limit
 //!     async_std::task::spawn(async move {
 //!         let _permit = permit; // the slot is released when the connection task ends
 //!         drop(stream);
@@ -29,7 +30,7 @@
 //!
 //! | group | names |
 //! | --- | --- |
-//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`StreamExt`] |
+//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`Accepted`] |
 //! | runtime | [`AsyncStdRuntime`], [`AsyncStdTask`] |
 //! | clock and timers | [`now`], [`sleep_until`], [`timeout`] |
 //! | listeners and accept | [`Tcp`], [`Unix`], [`Incoming`], [`bind`], [`guard`], [`guard_unix`] |
@@ -58,7 +59,7 @@ use keel_smol::async_io::{self, AsyncIoListener, AsyncIoTimer};
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
-pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+pub use keel_core::driver::{Accepted, Draining, GuardConfig, ServeHandle, ServeReport};
 pub use keel_core::shutdown::ShutdownConfig;
 
 // ---- Runtime: clock, timers, signals, tasks ------------------------------------------------
@@ -138,7 +139,8 @@ pub type Tcp = AsyncIoListener<std::net::TcpListener, TcpStream>;
 #[cfg(unix)]
 pub type Unix = AsyncIoListener<std::os::unix::net::UnixListener, UnixStream>;
 
-/// A guarded listener: a `Stream` of `(Permit, connection)`.
+/// A guarded listener: a `Stream` of [`Accepted`] connections (permit, stream, peer address);
+/// take the next with its inherent `next().await`.
 pub type Incoming<L> = driver::Incoming<L, AsyncStdRuntime>;
 
 /// Binds a TCP listener with the configured backlog and guards it.

@@ -139,22 +139,32 @@ pub fn shutdown_signal() -> BoxFuture<()> {
 pub trait StdListener: Send + Sync + 'static {
     /// The std stream `accept` returns.
     type Stream;
-    /// One `accept(2)`; the listener is non-blocking, so `WouldBlock` means "none yet".
-    fn accept_stream(&self) -> io::Result<Self::Stream>;
+    /// The peer's address `accept` returns.
+    type Addr: Send + Unpin + 'static;
+    /// One `accept(2)`: the stream and the peer's address; the listener is non-blocking, so
+    /// `WouldBlock` means "none yet".
+    fn accept_stream(&self) -> io::Result<(Self::Stream, Self::Addr)>;
 }
 
 impl StdListener for std::net::TcpListener {
     type Stream = std::net::TcpStream;
-    fn accept_stream(&self) -> io::Result<std::net::TcpStream> {
-        self.accept().map(|(stream, _peer)| stream)
+    type Addr = std::net::SocketAddr;
+    fn accept_stream(&self) -> io::Result<(std::net::TcpStream, std::net::SocketAddr)> {
+        self.accept()
     }
 }
 
 #[cfg(unix)]
 impl StdListener for std::os::unix::net::UnixListener {
     type Stream = std::os::unix::net::UnixStream;
-    fn accept_stream(&self) -> io::Result<std::os::unix::net::UnixStream> {
-        self.accept().map(|(stream, _peer)| stream)
+    type Addr = std::os::unix::net::SocketAddr;
+    fn accept_stream(
+        &self,
+    ) -> io::Result<(
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::SocketAddr,
+    )> {
+        self.accept()
     }
 }
 
@@ -217,11 +227,14 @@ impl<L: StdListener + fmt::Debug, C> fmt::Debug for AsyncIoListener<L, C> {
 
 impl<L: StdListener, C: AsSocketRef + Send + Unpin + 'static> Listener for AsyncIoListener<L, C> {
     type Conn = C;
+    type Addr = L::Addr;
 
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<C>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(C, L::Addr)>> {
         loop {
             match self.io.get_ref().accept_stream() {
-                Ok(stream) => return Poll::Ready((self.into_conn)(stream)),
+                Ok((stream, peer)) => {
+                    return Poll::Ready((self.into_conn)(stream).map(|conn| (conn, peer)))
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match self.io.poll_readable(cx) {
                         Poll::Ready(Ok(())) => {}

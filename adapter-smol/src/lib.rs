@@ -8,12 +8,13 @@
 //! ## A guarded accept loop
 //!
 //! ```no_run
-//! use keel_smol::{GuardConfig, StreamExt as _};
+//! use keel_smol::{Accepted, GuardConfig};
 //!
 //! # fn main() -> std::io::Result<()> { smol::block_on(async {
 //! let config = GuardConfig::builder().max_connections(1024).build().expect("valid config");
 //! let mut incoming = keel_smol::bind("127.0.0.1:7878", &config).await?;
-//! while let Some((permit, stream)) = incoming.next().await {
+//! while let Some(Accepted { permit, stream, peer }) = incoming.next().await {
+//!     eprintln!("connection from {peer}"); // the client's address, e.g. for a per-IP limit
 //!     smol::spawn(async move {
 //!         let _permit = permit; // the slot is released when the connection task ends
 //!         drop(stream);
@@ -27,7 +28,7 @@
 //!
 //! | group | names |
 //! | --- | --- |
-//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`StreamExt`] |
+//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`Accepted`] |
 //! | runtime | [`SmolRuntime`], [`SmolTask`], [`async_io`] (the glue) |
 //! | clock and timers | [`now`], [`sleep_until`], [`timeout`] |
 //! | listeners and accept | [`Tcp`], [`Unix`], [`Incoming`], [`bind`], [`guard`], [`guard_unix`] |
@@ -58,7 +59,7 @@ pub mod async_io;
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
-pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+pub use keel_core::driver::{Accepted, Draining, GuardConfig, ServeHandle, ServeReport};
 pub use keel_core::shutdown::ShutdownConfig;
 
 // ---- Runtime: clock, timers, signals, tasks ------------------------------------------------
@@ -142,7 +143,8 @@ pub type Tcp = AsyncIoListener<std::net::TcpListener, TcpStream>;
 #[cfg(unix)]
 pub type Unix = AsyncIoListener<std::os::unix::net::UnixListener, smol::net::unix::UnixStream>;
 
-/// A guarded listener: a `Stream` of `(Permit, connection)`.
+/// A guarded listener: a `Stream` of [`Accepted`] connections (permit, stream, peer address);
+/// take the next with its inherent `next().await`.
 pub type Incoming<L> = driver::Incoming<L, SmolRuntime>;
 
 /// Binds a TCP listener with the configured backlog and guards it.

@@ -9,12 +9,13 @@
 //! ## A guarded accept loop
 //!
 //! ```no_run
-//! use keel_tokio::core::driver::{GuardConfig, StreamExt as _};
+//! use keel_tokio::{Accepted, GuardConfig};
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let config = GuardConfig::builder().max_connections(1024).build().expect("valid config");
 //! let mut incoming = keel_tokio::bind("127.0.0.1:7878", &config).await?;
-//! while let Some((permit, stream)) = incoming.next().await {
+//! while let Some(Accepted { permit, stream, peer }) = incoming.next().await {
+//!     eprintln!("connection from {peer}"); // the client's address, e.g. for a per-IP limit
 //!     tokio::spawn(async move {
 //!         let _permit = permit; // the slot is released when the connection task ends
 //!         drop(stream);
@@ -27,7 +28,7 @@
 //!
 //! | group | names |
 //! | --- | --- |
-//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`StreamExt`] |
+//! | the core | [`core`], [`GuardConfig`], [`ShutdownConfig`], [`Accepted`] |
 //! | runtime | [`TokioRuntime`], [`TokioTimer`], [`TokioTask`] |
 //! | clock and timers | [`now`], [`sleep_until`], [`timeout`] |
 //! | listeners and accept | [`Tcp`], [`Unix`], [`Incoming`], [`bind`], [`guard`], [`guard_unix`] |
@@ -38,6 +39,8 @@
 //! | bulkhead | [`Bulkhead`] |
 //! | tower layers (feature `tower`) | `tower` (the module) |
 //! | HTTP layers (features `http`, `axum`) | `http` (the module) |
+//! | axum's `serve` on the guarded listener (feature `axum`) | `axum_listener` (the module and function), `AxumListener`, `AxumIncoming`, `Guarded` |
+//! | graceful HTTP/1 serving with keel's drain (feature `hyper`) | `http_server` (`serve`, `serve_with`, `PeerAddr`) |
 //!
 //! keel-smol and keel-async-std export the same names for their runtimes.
 
@@ -56,7 +59,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, UnixListener,
 
 /// The runtime-agnostic core, re-exported.
 pub use keel_core as core;
-pub use keel_core::driver::{Draining, GuardConfig, ServeHandle, ServeReport, StreamExt};
+pub use keel_core::driver::{Accepted, Draining, GuardConfig, ServeHandle, ServeReport};
 /// A connection as [`Server`] hands it to a handler on tokio (`futures-io` traits; wrap it in
 /// [`TokioConn`] for tokio's).
 pub type Conn<L = Tcp> = keel_core::driver::Conn<L>;
@@ -80,7 +83,8 @@ pub async fn timeout<F: Future>(duration: Duration, fut: F) -> Result<F::Output,
     driver::timeout(&TokioRuntime, duration, fut).await
 }
 
-/// A guarded listener: a `Stream` of `(Permit, connection)`.
+/// A guarded listener: a `Stream` of [`Accepted`] connections (permit, stream, peer address);
+/// take the next with its inherent `next().await`.
 pub type Incoming<L> = driver::Incoming<L, TokioRuntime>;
 
 /// A graceful server over a guarded listener on this runtime: see [`driver::serve::Server`].
@@ -143,10 +147,17 @@ pub type Bulkhead = driver::bulkhead::Bulkhead<TokioRuntime>;
 #[cfg(feature = "tower")]
 pub mod tower;
 
+#[cfg(feature = "axum")]
+pub mod axum_listener;
+#[cfg(feature = "axum")]
+pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "axum")]
-pub mod health;
+pub use axum_listener::{axum_listener, AxumIncoming, AxumListener, Guarded};
+
+#[cfg(feature = "hyper")]
+pub mod http_server;
 
 /// tokio's clock and timers as a keel [`Runtime`].
 ///
@@ -304,9 +315,13 @@ pub struct Tcp(pub TcpListener);
 
 impl keel_core::driver::Listener for Tcp {
     type Conn = TcpStream;
+    type Addr = std::net::SocketAddr;
 
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<TcpStream>> {
-        self.0.poll_accept(cx).map_ok(|(stream, _peer)| stream)
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(TcpStream, std::net::SocketAddr)>> {
+        self.0.poll_accept(cx)
     }
 
     fn shed(&mut self, conn: TcpStream, farewell: &'static [u8]) {
@@ -437,9 +452,13 @@ pub struct Unix(pub UnixListener);
 
 impl keel_core::driver::Listener for Unix {
     type Conn = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
 
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<UnixStream>> {
-        self.0.poll_accept(cx).map_ok(|(stream, _peer)| stream)
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(UnixStream, tokio::net::unix::SocketAddr)>> {
+        self.0.poll_accept(cx)
     }
 
     fn shed(&mut self, conn: UnixStream, farewell: &'static [u8]) {
@@ -487,6 +506,6 @@ pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> Incoming<Unix
 
 /// The README's code blocks, compiled and run as doctests so the README stays true (with every
 /// feature on, as the README's test command runs them).
-#[cfg(all(doctest, feature = "tower"))]
+#[cfg(all(doctest, feature = "tower", feature = "axum", feature = "hyper"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;

@@ -27,7 +27,8 @@ struct AbortingListener(bool);
 
 impl Listener for AbortingListener {
     type Conn = ();
-    fn poll_accept(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    type Addr = ();
+    fn poll_accept(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<((), ())>> {
         if std::mem::replace(&mut self.0, true) {
             Poll::Pending
         } else {

@@ -49,8 +49,10 @@
 //! back on the client; nothing is dropped). A connection ends with a lingering close: shut the
 //! write side, discard what the peer still sends until its EOF (at most 2 s, 1 MiB).
 //!
-//! On SIGINT or SIGTERM it stops accepting (queued connections are refused, then the listener
-//! is closed), answers the lines in flight, closes idle connections, aborts what still runs
+//! On SIGINT or SIGTERM it first waits `--drain-delay` seconds (default 0) still serving while
+//! `HEALTH` answers `ready=false` (the Kubernetes drain delay: the machine's `Delaying` state,
+//! ended by its `handle_timeout`, after which the loop drains as below). Then it stops
+//! accepting (queued connections are refused, then the listener is closed), answers the lines in flight, closes idle connections, aborts what still runs
 //! after `--grace` seconds (a second signal stops at once), prints the `stats:` line and
 //! exits 0 (1 if the listener failed, 2 on a bad flag).
 //!
@@ -139,6 +141,7 @@ struct Options {
     addr: String,
     max_connections: usize,
     grace: Duration,
+    drain_delay: Duration,
     idle_timeout: Option<Duration>,
     max_line: usize,
     line_timeout: Option<Duration>,
@@ -151,6 +154,7 @@ impl Options {
             addr: "127.0.0.1:7878".into(),
             max_connections: 1024,
             grace: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
             idle_timeout: Some(Duration::from_secs(60)),
             max_line: 64 * 1024,
             line_timeout: Some(Duration::from_secs(10)),
@@ -163,6 +167,7 @@ impl Options {
                 "--addr" => opts.addr = value,
                 "--max-connections" => opts.max_connections = count(&flag, &value)?,
                 "--grace" => opts.grace = seconds(&flag, &value)?,
+                "--drain-delay" => opts.drain_delay = seconds(&flag, &value)?,
                 "--idle-timeout" => opts.idle_timeout = Some(seconds(&flag, &value)?),
                 "--line-timeout" => opts.line_timeout = Some(seconds(&flag, &value)?),
                 "--max-line" => {
@@ -174,7 +179,7 @@ impl Options {
                 "--rate-per-ip" => opts.rate_per_ip = NonZeroU32::new(count(&flag, &value)?),
                 _ => {
                     return Err(format!(
-                        "unknown argument `{flag}` (try --addr, --max-connections, --grace, \
+                        "unknown argument `{flag}` (try --addr, --max-connections, --grace, --drain-delay, \
                          --idle-timeout, --max-line, --line-timeout, --rate-per-ip)"
                     ))
                 }
@@ -230,7 +235,10 @@ impl Machines {
         let conns = ConnConfig::builder()
             .idle_timeout(opts.idle_timeout)
             .build()?;
-        let shutdown = ShutdownConfig::builder().grace_period(opts.grace).build()?;
+        let shutdown = ShutdownConfig::builder()
+            .grace_period(opts.grace)
+            .drain_delay(opts.drain_delay)
+            .build()?;
         let rate = match opts.rate_per_ip {
             Some(per_second) => Some(KeyedGcra::new(
                 KeyedConfig::builder()
@@ -705,7 +713,12 @@ impl Server {
             }
             self.close(now, id, ConnEnd::Closed(reason));
         }
+        let was_delaying = self.m.shutdown.is_delaying();
         self.m.shutdown.handle_timeout(now);
+        if was_delaying && !self.m.shutdown.is_accepting() {
+            // The drain delay ended: the machine drains now; so does the loop.
+            self.start_drain(now);
+        }
         self.on_shutdown_events(now);
         if self.reclaim_at.is_some_and(|t| t <= now) {
             self.reclaim_at = None;
@@ -1027,7 +1040,9 @@ impl Server {
 
     fn on_shutdown_decision(&mut self, now: Instant, decision: ShutdownDecision) {
         match decision {
-            ShutdownDecision::Continue => {}
+            // The drain delay: keep serving; health turns not ready; `handle_timeout` at its
+            // end starts the drain (see `handle_timeouts`).
+            ShutdownDecision::Continue | ShutdownDecision::Delay { .. } => {}
             ShutdownDecision::Drain { .. } => self.start_drain(now),
             ShutdownDecision::StopNow { .. } => self.close_listener(now),
         }
@@ -1085,6 +1100,15 @@ impl Server {
         while let Some(event) = self.m.shutdown.poll_event() {
             let drained_ms = self.m.shutdown.summary().drained_in.map_or(0, millis);
             let (level, message, fields) = match event {
+                ShutdownEvent::DelayStarted { until } => {
+                    let delay =
+                        until.map_or(u64::MAX, |u| millis(u.saturating_duration_since(now)));
+                    (
+                        "INFO",
+                        "drain delay started: not ready, still serving",
+                        format!("delay_ms={delay}"),
+                    )
+                }
                 ShutdownEvent::DrainStarted {
                     deadline,
                     in_flight,

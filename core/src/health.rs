@@ -32,7 +32,7 @@
 //! | --- | --- | --- | --- |
 //! | [`ComponentState::accept_paused`] | `Unhealthy("paused", code)` | no | yes |
 //! | [`ComponentState::accept_stopped`] | `Fatal("stopped", code)` | no | **no** |
-//! | [`ComponentState::draining`], [`ComponentState::from_shutdown`] | `Unhealthy("draining")` | no | yes |
+//! | [`ComponentState::draining`], [`ComponentState::from_shutdown`] | `Unhealthy("draining")` (`Unhealthy("drain delay")` during a drain delay) | no | yes |
 //! | [`ComponentState::bulkhead_saturated`], [`ComponentState::from_bulkhead`] | `Unhealthy("saturated")` | no | yes |
 //! | [`ComponentState::breaker_open`] with [`BreakerImpact::Degrade`] (default) | `Degraded("open")` | yes | yes |
 //! | [`ComponentState::breaker_open`] with [`BreakerImpact::NotReady`] | `Unhealthy("open")` | no | yes |
@@ -176,12 +176,13 @@ impl ComponentState {
     }
 
     /// The state of a [`Shutdown`](crate::shutdown::Shutdown) machine: healthy while running,
-    /// `draining` while draining, `stopped` (not ready, live: the process is exiting on
+    /// `drain delay` (not ready, still serving) during a drain delay, `draining` while draining, `stopped` (not ready, live: the process is exiting on
     /// purpose) once stopped.
     #[must_use]
     pub const fn from_shutdown(state: ShutdownState) -> ComponentState {
         match state {
             ShutdownState::Running => ComponentState::Healthy,
+            ShutdownState::Delaying { .. } => ComponentState::Unhealthy(Reason::new("drain delay")),
             ShutdownState::Draining { .. } => ComponentState::draining(),
             ShutdownState::Stopped => ComponentState::Unhealthy(Reason::new("stopped")),
         }

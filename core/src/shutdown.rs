@@ -15,7 +15,27 @@
 //! Running --signal / begin_drain--> Draining { deadline } --in-flight reaches 0--> Stopped (drained)
 //!    |                                   |--deadline passes (handle_timeout)------> Stopped (aborted = in-flight)
 //!    '--stop_now-------------------------'--second signal / stop_now-------------> Stopped (aborted = in-flight)
+//!
+//! with a drain delay (drain_delay > 0), the first signal goes through Delaying first:
+//! Running --signal--> Delaying { until } --until passes (handle_timeout) / begin_drain--> Draining { .. }
+//!                        '--second signal / stop_now--> Stopped (aborted = in-flight)
 //! ```
+//!
+//! # Drain delay (Kubernetes)
+//!
+//! When a pod is deleted, Kubernetes sends SIGTERM and removes the pod from the Service's
+//! endpoints **at the same time**; load balancers and kube-proxy learn of it a few seconds later
+//! and keep sending new connections meanwhile. A server that refuses them at once turns a
+//! routine rollout into connection errors. With [`ShutdownConfigBuilder::drain_delay`], the first
+//! signal enters [`ShutdownState::Delaying`] instead: the machine still admits work
+//! ([`is_accepting`](Shutdown::is_accepting) stays `true`) but reports **not ready**
+//! ([`is_ready`](Shutdown::is_ready) is `false` from the signal on, so `/readyz` turns 503 at
+//! once), and only when the delay has passed (`handle_timeout` at
+//! [`poll_timeout`](Shutdown::poll_timeout)) does it refuse and drain as usual, with the
+//! deadline `end of delay + grace_period`. Budget both against the pod's
+//! `terminationGracePeriodSeconds` (default 30 s): `drain_delay + grace_period` should fit in
+//! it. A second signal during the delay stops at once, like a second signal during the drain;
+//! [`begin_drain`](Shutdown::begin_drain) during the delay cuts it short and drains now.
 //!
 //! - While `Running`, [`Shutdown::try_acquire`] admits work and hands out a [`ShutdownPermit`];
 //!   the caller returns it with [`Shutdown::on_work_finished`].
@@ -94,13 +114,15 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShutdownConfig {
     grace_period: Duration,
+    drain_delay: Duration,
 }
 
 impl ShutdownConfig {
-    /// A builder starting from the defaults (30 s grace period).
+    /// A builder starting from the defaults (30 s grace period, no drain delay).
     pub const fn builder() -> ShutdownConfigBuilder {
         ShutdownConfigBuilder {
             grace_period: DEFAULT_GRACE_PERIOD,
+            drain_delay: Duration::ZERO,
         }
     }
 
@@ -109,12 +131,20 @@ impl ShutdownConfig {
     pub const fn grace_period(&self) -> Duration {
         self.grace_period
     }
+
+    /// How long after the first signal the machine still admits work while reporting not
+    /// ready, before it drains (zero: drain at once). See the [module docs](self).
+    #[must_use]
+    pub const fn drain_delay(&self) -> Duration {
+        self.drain_delay
+    }
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
             grace_period: DEFAULT_GRACE_PERIOD,
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -124,6 +154,7 @@ impl Default for ShutdownConfig {
 #[must_use]
 pub struct ShutdownConfigBuilder {
     grace_period: Duration,
+    drain_delay: Duration,
 }
 
 impl ShutdownConfigBuilder {
@@ -131,6 +162,46 @@ impl ShutdownConfigBuilder {
     /// (default 30 s). `Duration::MAX` means "wait for the work, however long it takes".
     pub const fn grace_period(mut self, grace_period: Duration) -> Self {
         self.grace_period = grace_period;
+        self
+    }
+
+    /// The Kubernetes drain delay (default zero: none): after the first signal, keep admitting
+    /// work for this long while [`Shutdown::is_ready`] is `false` (so load balancers stop
+    /// sending before the listener closes), then drain. `Duration::MAX` delays until
+    /// [`Shutdown::begin_drain`] or a second signal (which stops at once). See the
+    /// [module docs](self).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownState};
+    /// use keel_core::Instant;
+    ///
+    /// let config = ShutdownConfig::builder()
+    ///     .drain_delay(Duration::from_secs(5))
+    ///     .grace_period(Duration::from_secs(20))
+    ///     .build()?;
+    /// let t0 = Instant::from_secs(100);
+    /// let mut sd = Shutdown::new(config, t0);
+    /// let _in_flight = sd.try_acquire(t0).expect("running");
+    ///
+    /// // SIGTERM: not ready at once, still admitting until t0 + 5 s.
+    /// let until = Some(t0 + Duration::from_secs(5));
+    /// assert_eq!(sd.on_signal(t0), ShutdownDecision::Delay { until });
+    /// assert!(!sd.is_ready() && sd.is_accepting());
+    /// let _late = sd.try_acquire(t0 + Duration::from_secs(1)).expect("still admitted");
+    ///
+    /// // The delay ends (the caller's timer, from poll_timeout): the drain starts.
+    /// assert_eq!(sd.poll_timeout(), until);
+    /// sd.handle_timeout(t0 + Duration::from_secs(5));
+    /// assert_eq!(
+    ///     sd.state(),
+    ///     ShutdownState::Draining { deadline: Some(t0 + Duration::from_secs(25)) }
+    /// );
+    /// assert!(sd.try_acquire(t0 + Duration::from_secs(5)).is_err());
+    /// # Ok::<(), keel_core::ConfigError>(())
+    /// ```
+    pub const fn drain_delay(mut self, drain_delay: Duration) -> Self {
+        self.drain_delay = drain_delay;
         self
     }
 
@@ -148,6 +219,7 @@ impl ShutdownConfigBuilder {
         }
         Ok(ShutdownConfig {
             grace_period: self.grace_period,
+            drain_delay: self.drain_delay,
         })
     }
 }
@@ -157,6 +229,13 @@ impl ShutdownConfigBuilder {
 pub enum ShutdownState {
     /// Accepting work.
     Running,
+    /// A signal arrived and the drain delay runs: still accepting work, but not ready (see
+    /// [`Shutdown::is_ready`]); the drain starts at `until`.
+    Delaying {
+        /// When the drain starts; `None` when never by itself (a delay past the end of the
+        /// clock: only [`Shutdown::begin_drain`] or a second signal end it).
+        until: Option<Instant>,
+    },
     /// Refusing new work; in-flight work may finish until `deadline`.
     Draining {
         /// When the remaining in-flight work is aborted; `None` when never (a grace period
@@ -190,6 +269,12 @@ impl ShutdownPermit {
 pub enum ShutdownDecision {
     /// Nothing changes.
     Continue,
+    /// The drain delay started: report not ready now, keep accepting, and call
+    /// [`Shutdown::handle_timeout`] at `until` (the drain starts then).
+    Delay {
+        /// When the drain starts; `None` when never by itself.
+        until: Option<Instant>,
+    },
     /// Stop accepting now; let in-flight work finish; call [`Shutdown::handle_timeout`] at
     /// `deadline`.
     Drain {
@@ -210,6 +295,12 @@ pub enum ShutdownDecision {
 /// A transition, for logs and metrics. See [`Shutdown::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ShutdownEvent {
+    /// The drain delay started (a signal with a drain delay configured): not ready, still
+    /// accepting.
+    DelayStarted {
+        /// When the drain starts; `None` when never by itself.
+        until: Option<Instant>,
+    },
     /// The drain started.
     DrainStarted {
         /// When remaining work will be aborted; `None` when never.
@@ -298,7 +389,7 @@ impl fmt::Display for ShutdownSummary {
 /// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
 /// | commands | [`begin_drain`](Self::begin_drain), [`stop_now`](Self::stop_now) |
 /// | outputs | [`poll_event`](Self::poll_event) |
-/// | getters | [`state`](Self::state), [`is_accepting`](Self::is_accepting), [`is_draining`](Self::is_draining), [`is_stopped`](Self::is_stopped), [`in_flight`](Self::in_flight), [`stats`](Self::stats), [`summary`](Self::summary) |
+/// | getters | [`state`](Self::state), [`is_accepting`](Self::is_accepting), [`is_ready`](Self::is_ready), [`is_delaying`](Self::is_delaying), [`is_draining`](Self::is_draining), [`is_stopped`](Self::is_stopped), [`in_flight`](Self::in_flight), [`stats`](Self::stats), [`summary`](Self::summary) |
 ///
 /// After every input, drain [`poll_event`](Self::poll_event) and re-arm the timer from
 /// [`poll_timeout`](Self::poll_timeout).
@@ -311,7 +402,7 @@ pub struct Shutdown {
     stopped_at: Option<Instant>,
     completed_at_drain: u64,
     stats: ShutdownStats,
-    events: EventRing<ShutdownEvent, 2>,
+    events: EventRing<ShutdownEvent, 3>,
 }
 
 impl Shutdown {
@@ -342,10 +433,27 @@ impl Shutdown {
         self.state
     }
 
-    /// `true` while running: new work is admitted.
+    /// `true` while running or in the drain delay: new work is admitted.
     #[must_use]
     pub const fn is_accepting(&self) -> bool {
+        matches!(
+            self.state,
+            ShutdownState::Running | ShutdownState::Delaying { .. }
+        )
+    }
+
+    /// `true` only while running and no signal has arrived: what a readiness probe should
+    /// report. `false` from the first signal on, through the drain delay (while work is still
+    /// admitted), the drain and the stop.
+    #[must_use]
+    pub const fn is_ready(&self) -> bool {
         matches!(self.state, ShutdownState::Running)
+    }
+
+    /// `true` during the drain delay.
+    #[must_use]
+    pub const fn is_delaying(&self) -> bool {
+        matches!(self.state, ShutdownState::Delaying { .. })
     }
 
     /// `true` while draining.
@@ -451,14 +559,24 @@ impl Shutdown {
         ShutdownDecision::Continue
     }
 
-    /// A shutdown signal (SIGTERM, SIGINT, Ctrl-C). The first starts the drain, exactly as
-    /// [`begin_drain`](Self::begin_drain); a second one stops at once, exactly as
-    /// [`stop_now`](Self::stop_now). Once stopped, signals change nothing.
+    /// A shutdown signal (SIGTERM, SIGINT, Ctrl-C). The first starts the drain delay if one
+    /// is configured ([`ShutdownDecision::Delay`]), else the drain, exactly as
+    /// [`begin_drain`](Self::begin_drain); a second one (during the delay or the drain) stops
+    /// at once, exactly as [`stop_now`](Self::stop_now). Once stopped, signals change nothing.
     pub fn on_signal(&mut self, now: Instant) -> ShutdownDecision {
         self.stats.signals = self.stats.signals.saturating_add(1);
         match self.state {
+            ShutdownState::Running if !self.config.drain_delay.is_zero() => {
+                let now = self.clock.observe(now);
+                // A delay to the end of the clock never ends by itself: `None`.
+                let until =
+                    crate::time::never_at_the_end(now.saturating_add(self.config.drain_delay));
+                self.state = ShutdownState::Delaying { until };
+                self.push_event(ShutdownEvent::DelayStarted { until });
+                ShutdownDecision::Delay { until }
+            }
             ShutdownState::Running => self.begin_drain(now),
-            ShutdownState::Draining { .. } => self.stop_now(now),
+            ShutdownState::Delaying { .. } | ShutdownState::Draining { .. } => self.stop_now(now),
             ShutdownState::Stopped => {
                 self.clock.observe(now);
                 ShutdownDecision::Continue
@@ -468,8 +586,9 @@ impl Shutdown {
 
     /// Starts the drain: refuse new work at once, give in-flight work until
     /// `now + grace_period`. If nothing is in flight the machine stops at once
-    /// ([`ShutdownDecision::StopNow`] `{ aborted: 0 }`). Idempotent: while draining or stopped
-    /// it returns [`ShutdownDecision::Continue`].
+    /// ([`ShutdownDecision::StopNow`] `{ aborted: 0 }`). No drain delay applies (it belongs to
+    /// signals); during the delay, this cuts it short. Idempotent: while draining or stopped it
+    /// returns [`ShutdownDecision::Continue`].
     pub fn begin_drain(&mut self, now: Instant) -> ShutdownDecision {
         let now = self.clock.observe(now);
         if !self.is_accepting() {
@@ -507,11 +626,20 @@ impl Shutdown {
         ShutdownDecision::StopNow { aborted }
     }
 
-    /// Advances the drain deadline: at or after it, the machine stops and the work still in
-    /// flight is counted as aborted ([`ShutdownEvent::DeadlineExceeded`]). Early or spurious
+    /// Advances the timers: at or after the end of the drain delay, the drain starts (as
+    /// [`begin_drain`](Self::begin_drain): [`ShutdownEvent::DrainStarted`], and a stop at once
+    /// if nothing is in flight; read [`is_accepting`](Self::is_accepting) or the events to
+    /// close the listener); at or after the drain deadline, the machine stops and the work still
+    /// in flight is counted as aborted ([`ShutdownEvent::DeadlineExceeded`]). Early or spurious
     /// calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.observe(now);
+        if let ShutdownState::Delaying { until: Some(until) } = self.state {
+            if now >= until {
+                let _ = self.begin_drain(now);
+            }
+            return;
+        }
         if let ShutdownState::Draining {
             deadline: Some(deadline),
         } = self.state
@@ -523,19 +651,22 @@ impl Shutdown {
         }
     }
 
-    /// The drain deadline while draining; `None` otherwise, and when the drain has no
-    /// deadline (a grace period past the end of the clock; see the [module docs](self)).
+    /// The end of the drain delay while delaying, the drain deadline while draining; `None`
+    /// otherwise, and when the delay or the drain has no end (past the end of the clock; see
+    /// the [module docs](self)).
     #[must_use]
     pub const fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
+            ShutdownState::Delaying { until } => until,
             ShutdownState::Draining { deadline } => deadline,
             _ => None,
         }
     }
 
-    /// The next transition, oldest first. A machine emits at most two in its life:
-    /// [`ShutdownEvent::DrainStarted`] then one of `Drained`, `DeadlineExceeded` or
-    /// `ForcedStop` (or `ForcedStop` alone).
+    /// The next transition, oldest first. A machine emits at most three in its life:
+    /// [`ShutdownEvent::DelayStarted`] (with a drain delay), [`ShutdownEvent::DrainStarted`],
+    /// then one of `Drained`, `DeadlineExceeded` or `ForcedStop` (any prefix may be missing:
+    /// `ForcedStop` alone after `stop_now` while running).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ShutdownEvent> {
         self.events.pop()
@@ -558,8 +689,8 @@ impl Shutdown {
     }
 
     fn push_event(&mut self, ev: ShutdownEvent) {
-        // At most two events are ever produced (DrainStarted, then one stop), so a slot is
-        // always free.
+        // At most three events are ever produced (DelayStarted, DrainStarted, then one stop),
+        // so a slot is always free.
         let lost = self.events.push(ev);
         debug_assert!(lost.is_none(), "a shutdown machine produced a third event");
     }

@@ -427,3 +427,54 @@ fn an_8_mib_line_is_echoed_whole_to_a_reader_that_reads_late() {
     let (out, _) = server.stop(false);
     assert_eq!(stat(&out, "resets"), 0, "{out}");
 }
+
+#[test]
+fn a_drain_delay_keeps_serving_while_health_says_not_ready_then_drains() {
+    let server = EventLoop::start(&["--grace", "1", "--drain-delay", "1"], None);
+    let mut probe = server.connect();
+    assert_eq!(
+        round_trip(&mut probe, b"HEALTH\n"),
+        b"ready=true live=true reasons=[]\n"
+    );
+
+    let signalled = server.sigterm();
+    // Not ready from the signal on (the signal reaches the loop through its self-pipe).
+    loop {
+        let health = round_trip(&mut probe, b"HEALTH\n");
+        if health.starts_with(b"ready=false") {
+            assert_eq!(
+                health,
+                b"ready=false live=true reasons=[shutdown: drain delay]\n"
+            );
+            break;
+        }
+        assert!(signalled.elapsed() < PATIENCE, "still ready after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Still accepting and serving during the delay.
+    let mut late = server.connect();
+    assert_eq!(round_trip(&mut late, b"during\n"), b"during\n");
+
+    // Then the drain closes the idle connections, after the delay.
+    let (rest, closed_at) = read_to_close(&mut probe);
+    assert_eq!(rest, b"");
+    assert!(
+        closed_at - signalled >= Duration::from_secs(1),
+        "closed {:?} after SIGTERM, inside the drain delay",
+        closed_at - signalled
+    );
+    let (rest, _) = read_to_close(&mut late);
+    assert_eq!(rest, b"");
+    drop((probe, late));
+    let (out, log) = server.stop(true);
+    assert!(
+        out.contains("stats: completed=2 aborted=0 refused=0"),
+        "{out}"
+    );
+    for line in [
+        "drain delay started: not ready, still serving delay_ms=",
+        "drain started: refusing new connections in_flight=2",
+    ] {
+        assert!(log.contains(line), "no {line:?} in\n{log}");
+    }
+}

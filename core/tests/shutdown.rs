@@ -383,3 +383,186 @@ fn a_long_grace_period_waits_for_work() {
         ShutdownDecision::StopNow { aborted: 0 }
     );
 }
+
+// ---- The Kubernetes drain delay ---------------------------------------------------------------
+
+fn delayed(grace_secs: u64, delay: Duration) -> Shutdown {
+    let config = ShutdownConfig::builder()
+        .grace_period(Duration::from_secs(grace_secs))
+        .drain_delay(delay)
+        .build()
+        .expect("valid config");
+    Shutdown::new(config, T0)
+}
+
+#[test]
+fn no_drain_delay_by_default() {
+    assert_eq!(ShutdownConfig::default().drain_delay(), Duration::ZERO);
+    let mut sd = machine(10);
+    assert!(sd.is_ready());
+    let _t = admit(&mut sd, T0);
+    assert!(matches!(sd.on_signal(T0), ShutdownDecision::Drain { .. }));
+}
+
+#[test]
+fn drain_delay_keeps_admitting_while_not_ready_then_drains_at_its_end() {
+    let mut sd = delayed(10, Duration::from_secs(5));
+    assert!(sd.is_ready());
+    let a = admit(&mut sd, T0);
+
+    // SIGTERM: not ready at once, still admitting, the drain starts at T0 + 5 s.
+    assert_eq!(
+        sd.on_signal(secs(1)),
+        ShutdownDecision::Delay {
+            until: Some(secs(6))
+        }
+    );
+    assert_eq!(
+        sd.state(),
+        ShutdownState::Delaying {
+            until: Some(secs(6))
+        }
+    );
+    assert!(!sd.is_ready() && sd.is_accepting() && sd.is_delaying() && !sd.is_draining());
+    assert_eq!(sd.poll_timeout(), Some(secs(6)));
+    let b = admit(&mut sd, secs(3)); // a load balancer that has not heard yet
+
+    // Early timeouts change nothing.
+    sd.handle_timeout(secs(5));
+    assert!(sd.is_delaying());
+    assert_eq!(sd.poll_timeout(), Some(secs(6)));
+
+    // The delay ends: refuse and drain, the grace period counted from now.
+    sd.handle_timeout(secs(6));
+    assert_eq!(
+        sd.state(),
+        ShutdownState::Draining {
+            deadline: Some(secs(16))
+        }
+    );
+    assert!(!sd.is_accepting() && !sd.is_ready());
+    assert!(sd.try_acquire(secs(6)).is_err());
+    assert_eq!(sd.poll_timeout(), Some(secs(16)));
+
+    assert_eq!(sd.on_work_finished(secs(7), a), ShutdownDecision::Continue);
+    assert_eq!(
+        sd.on_work_finished(secs(8), b),
+        ShutdownDecision::StopNow { aborted: 0 }
+    );
+    assert_eq!(
+        events(&mut sd),
+        [
+            ShutdownEvent::DelayStarted {
+                until: Some(secs(6))
+            },
+            ShutdownEvent::DrainStarted {
+                deadline: Some(secs(16)),
+                in_flight: 2
+            },
+            ShutdownEvent::Drained { completed: 2 },
+        ]
+    );
+    let summary = sd.summary();
+    assert_eq!(
+        (summary.completed, summary.aborted, summary.refused),
+        (2, 0, 1)
+    );
+    assert_eq!(summary.drained_in, Some(Duration::from_secs(2)));
+}
+
+#[test]
+fn a_second_signal_during_the_drain_delay_stops_at_once() {
+    let mut sd = delayed(10, Duration::from_secs(5));
+    let _a = admit(&mut sd, T0);
+    let _b = admit(&mut sd, T0);
+    assert!(matches!(sd.on_signal(T0), ShutdownDecision::Delay { .. }));
+    assert_eq!(
+        sd.on_signal(secs(1)),
+        ShutdownDecision::StopNow { aborted: 2 }
+    );
+    assert!(sd.is_stopped());
+    assert_eq!(sd.poll_timeout(), None);
+    assert_eq!(
+        events(&mut sd),
+        [
+            ShutdownEvent::DelayStarted {
+                until: Some(secs(5))
+            },
+            ShutdownEvent::ForcedStop { aborted: 2 },
+        ]
+    );
+}
+
+#[test]
+fn begin_drain_cuts_the_drain_delay_short() {
+    let mut sd = delayed(10, Duration::from_secs(5));
+    let _a = admit(&mut sd, T0);
+    assert!(matches!(sd.on_signal(T0), ShutdownDecision::Delay { .. }));
+    assert_eq!(
+        sd.begin_drain(secs(2)),
+        ShutdownDecision::Drain {
+            deadline: Some(secs(12)),
+            in_flight: 1
+        }
+    );
+    assert!(!sd.is_accepting());
+    // The delay's end passing later changes nothing.
+    sd.handle_timeout(secs(5));
+    assert!(sd.is_draining());
+}
+
+#[test]
+fn the_drain_delay_ending_with_nothing_in_flight_stops_at_once() {
+    let mut sd = delayed(10, Duration::from_secs(5));
+    let a = admit(&mut sd, T0);
+    assert!(matches!(sd.on_signal(T0), ShutdownDecision::Delay { .. }));
+    assert_eq!(sd.on_work_finished(secs(1), a), ShutdownDecision::Continue);
+    assert!(
+        sd.is_delaying(),
+        "work ending during the delay does not end it"
+    );
+    sd.handle_timeout(secs(9)); // late: the clock jumped past the end
+    assert!(sd.is_stopped());
+    assert_eq!(
+        events(&mut sd),
+        [
+            ShutdownEvent::DelayStarted {
+                until: Some(secs(5))
+            },
+            ShutdownEvent::DrainStarted {
+                deadline: Some(secs(19)),
+                in_flight: 0
+            },
+            ShutdownEvent::Drained { completed: 0 },
+        ]
+    );
+}
+
+#[test]
+fn a_drain_delay_past_the_end_of_the_clock_never_ends_by_itself() {
+    let mut sd = delayed(10, Duration::MAX);
+    let _a = admit(&mut sd, T0);
+    assert_eq!(sd.on_signal(T0), ShutdownDecision::Delay { until: None });
+    assert_eq!(sd.poll_timeout(), None);
+    sd.handle_timeout(Instant::MAX);
+    assert!(sd.is_delaying() && !sd.is_ready() && sd.is_accepting());
+    assert!(matches!(
+        sd.begin_drain(Instant::MAX),
+        ShutdownDecision::Drain { .. }
+    ));
+}
+
+#[test]
+fn health_reports_the_drain_delay_as_not_ready_but_live() {
+    use keel_core::health::{ComponentState, HealthReport};
+    let mut sd = delayed(10, Duration::from_secs(5));
+    let _ = sd.on_signal(T0);
+    let report =
+        HealthReport::<1>::new().with("shutdown", ComponentState::from_shutdown(sd.state()));
+    assert!(!report.is_ready());
+    assert!(report.is_live());
+    assert_eq!(
+        report.to_string(),
+        "ready=false live=true reasons=[shutdown: drain delay]"
+    );
+}

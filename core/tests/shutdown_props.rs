@@ -3,7 +3,9 @@
 
 use core::time::Duration;
 
-use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision, ShutdownPermit};
+use keel_core::shutdown::{
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownState,
+};
 use keel_core::Instant;
 use proptest::prelude::*;
 
@@ -119,6 +121,9 @@ proptest! {
                         ShutdownDecision::Continue => {
                             prop_assert!(was_stopped || (draining && matches!(op, Op::Drain)));
                         }
+                        ShutdownDecision::Delay { .. } => {
+                            prop_assert!(false, "a drain delay without one configured");
+                        }
                     }
                 }
                 Op::Timeout => {
@@ -143,6 +148,126 @@ proptest! {
                 prop_assert_eq!(s.in_flight, 0);
                 prop_assert!(sd.summary().drained_in.is_some());
             }
+        }
+    }
+}
+
+fn delay() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        (1u64..10_000_000_000).prop_map(Duration::from_nanos),
+        Just(Duration::MAX),
+        Just(Duration::from_nanos(1)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// With a drain delay: not ready from the first signal on; work is admitted during the
+    /// delay and refused from the drain on; the drain starts once the delay has passed (at the
+    /// first `handle_timeout` at or after it), with the deadline counted from then; a second
+    /// signal stops at once; `poll_timeout` is always later than the newest `now` after
+    /// `handle_timeout`; events come in order, at most three.
+    #[test]
+    fn drain_delay_invariants_hold_on_any_input(
+        grace in grace(),
+        delay in delay(),
+        start in any::<u64>(),
+        ops in proptest::collection::vec((op(), time_step()), 0..64),
+    ) {
+        let config = ShutdownConfig::builder()
+            .grace_period(grace)
+            .drain_delay(delay)
+            .build()
+            .unwrap();
+        let mut sd = Shutdown::new(config, Instant::from_nanos(start));
+        let mut tickets: Vec<ShutdownPermit> = Vec::new();
+        let mut raw = start;
+        let mut newest = start;
+        let mut signalled = false;
+        // `Some(until)` once the delay started (`until` is `None` when it never ends by itself).
+        let mut delay_until: Option<Option<Instant>> = None;
+        let mut events: Vec<ShutdownEvent> = Vec::new();
+        for (op, step) in ops {
+            raw = if step >= 0 { raw.saturating_add(step as u64) } else { raw.saturating_sub(step.unsigned_abs()) };
+            if !(matches!(op, Op::Finish(_)) && tickets.is_empty()) {
+                newest = newest.max(raw);
+            }
+            let now = Instant::from_nanos(raw);
+            let before = sd.state();
+            match op {
+                Op::Start => match sd.try_acquire(now) {
+                    Ok(t) => {
+                        prop_assert!(matches!(before, ShutdownState::Running | ShutdownState::Delaying { .. }), "admitted while draining or stopped");
+                        tickets.push(t);
+                    }
+                    Err(_) => prop_assert!(matches!(before, ShutdownState::Draining { .. } | ShutdownState::Stopped), "refused while running or delaying"),
+                },
+                Op::Finish(i) => {
+                    if !tickets.is_empty() {
+                        let t = tickets.swap_remove(i % tickets.len());
+                        let _ = sd.on_work_finished(now, t);
+                    }
+                }
+                Op::Signal => {
+                    let d = sd.on_signal(now);
+                    match before {
+                        ShutdownState::Running => {
+                            signalled = true;
+                            let until = Some(Instant::from_nanos(newest) + delay).filter(|u| *u != Instant::MAX);
+                            prop_assert_eq!(d, ShutdownDecision::Delay { until });
+                            prop_assert!(sd.is_accepting() && !sd.is_ready() && sd.is_delaying());
+                            delay_until = Some(until);
+                        }
+                        ShutdownState::Delaying { .. } | ShutdownState::Draining { .. } => {
+                            prop_assert!(matches!(d, ShutdownDecision::StopNow { .. }), "a second signal did not stop at once");
+                            prop_assert!(sd.is_stopped());
+                        }
+                        ShutdownState::Stopped => prop_assert_eq!(d, ShutdownDecision::Continue),
+                    }
+                }
+                Op::Drain => {
+                    let d = sd.begin_drain(now);
+                    if matches!(before, ShutdownState::Running | ShutdownState::Delaying { .. }) {
+                        prop_assert!(!matches!(d, ShutdownDecision::Continue | ShutdownDecision::Delay { .. }), "begin_drain did not drain");
+                        prop_assert!(!sd.is_accepting());
+                    }
+                }
+                Op::StopNow => {
+                    let _ = sd.stop_now(now);
+                    prop_assert!(sd.is_stopped());
+                }
+                Op::Timeout => {
+                    sd.handle_timeout(now);
+                    if let Some(t) = sd.poll_timeout() {
+                        prop_assert!(t > Instant::from_nanos(newest), "poll_timeout not after handle_timeout");
+                    }
+                    if let (ShutdownState::Delaying { .. }, Some(Some(until))) = (before, delay_until) {
+                        if Instant::from_nanos(newest) >= until {
+                            prop_assert!(!sd.is_accepting(), "the delay passed but the drain did not start");
+                            if let ShutdownState::Draining { deadline } = sd.state() {
+                                let expected = Some(Instant::from_nanos(newest) + grace).filter(|d| *d != Instant::MAX);
+                                prop_assert_eq!(deadline, expected, "the grace period counts from the end of the delay");
+                            }
+                        } else {
+                            prop_assert!(sd.is_delaying(), "the drain started before the delay passed");
+                        }
+                    }
+                }
+            }
+            if signalled || !matches!(sd.state(), ShutdownState::Running) {
+                prop_assert!(!sd.is_ready(), "ready after a signal");
+            }
+            while let Some(e) = sd.poll_event() {
+                events.push(e);
+            }
+            prop_assert!(events.len() <= 3);
+            let order = |e: &ShutdownEvent| match e {
+                ShutdownEvent::DelayStarted { .. } => 0,
+                ShutdownEvent::DrainStarted { .. } => 1,
+                _ => 2,
+            };
+            prop_assert!(events.windows(2).all(|w| order(&w[0]) < order(&w[1])), "events out of order: {:?}", events);
         }
     }
 }

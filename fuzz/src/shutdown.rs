@@ -83,6 +83,9 @@ impl Harness {
                 assert!(n > 0);
                 self.deadline = Some(deadline);
             }
+            ShutdownDecision::Delay { .. } => {
+                panic!("a drain delay, but the harness configures none");
+            }
             ShutdownDecision::StopNow { aborted } => {
                 assert!(!self.stopped, "stopped twice");
                 assert!(aborted <= in_flight);

@@ -27,8 +27,7 @@ use keel_core::driver::bulkhead::Bulkhead;
 use keel_core::driver::rate::RateLimiter;
 use keel_core::driver::retry::{Retry, StopReason};
 use keel_core::driver::{
-    self, GuardConfig, Incoming, Listener, Runtime, ServeHandle, ServeReport, Server,
-    StreamExt as _,
+    self, Accepted, GuardConfig, Incoming, Listener, Runtime, ServeHandle, ServeReport, Server,
 };
 use keel_core::shutdown::ShutdownConfig;
 use keel_core::sync::budget::SharedBudget;
@@ -48,6 +47,8 @@ macro_rules! conformance_suite {
             backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops,
             shed_mode_sends_the_farewell_then_eof,
             accepted_streams_carry_data,
+            accepted_peer_is_the_clients_local_address,
+            served_conn_knows_its_peer,
             shortage_pauses_on_the_runtime_timer_and_recovers,
             per_connection_errors_are_skipped_without_a_pause,
             fatal_error_ends_the_stream_with_the_error,
@@ -63,6 +64,7 @@ macro_rules! conformance_suite {
             shutdown_drain_ends_as_soon_as_the_last_connection_finishes,
             shutdown_second_signal_stops_at_once_and_counts_the_aborted,
             shutdown_with_nothing_in_flight_stops_at_once,
+            shutdown_drain_delay_serves_while_not_ready_then_drains,
             echo_example_drains_on_sigterm_answers_health_and_exits_0_within_the_grace_period,
             echo_example_delivers_a_256_kib_reply_to_a_slow_reader_that_pipelines_during_the_drain,
             echo_example_delivers_an_8_mib_reply_to_a_slow_reader_that_pipelines_during_the_drain,
@@ -141,6 +143,7 @@ async fn next_within<H: Harness, L: Listener>(
         .await
         .ok()
         .flatten()
+        .map(|accepted| (accepted.permit, accepted.stream))
 }
 
 /// At the limit the listener accepts nothing more (the kernel backlog holds the client); when a
@@ -233,6 +236,76 @@ pub fn accepted_streams_carry_data<H: Harness>() {
     });
 }
 
+/// The guarded listener yields the peer's address with each connection: the client's own
+/// local address (two clients, two different ports), on the runtime's listener.
+pub fn accepted_peer_is_the_clients_local_address<H: Harness>() {
+    H::block_on(async {
+        let mut incoming = H::bind("127.0.0.1:0", &config(4)).await.expect("bind");
+        let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+        let rt = H::Runtime::default();
+        for _ in 0..2 {
+            let client = TcpStream::connect(addr).expect("connect");
+            let Accepted {
+                permit,
+                stream,
+                peer,
+            } = driver::timeout(&rt, PATIENCE, incoming.next())
+                .await
+                .expect("accepted in time")
+                .expect("a connection");
+            assert_eq!(
+                peer,
+                client.local_addr().expect("client addr"),
+                "{}: the yielded peer is not the client's address",
+                H::NAME
+            );
+            drop((permit, stream));
+        }
+    });
+}
+
+/// A connection a [`Server`] hands to its handler knows its peer ([`driver::Conn::peer`]): the
+/// client's local address.
+pub fn served_conn_knows_its_peer<H: Harness>() {
+    H::block_on(async {
+        let incoming = H::bind("127.0.0.1:0", &config(4)).await.expect("bind");
+        let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+        let server = Server::<H::Listener, H::Runtime>::new(incoming);
+        let handle = server.handle();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let client = std::thread::spawn(move || {
+            let mut client = TcpStream::connect(addr).expect("connect");
+            let local = client.local_addr().expect("client addr");
+            client.set_read_timeout(Some(PATIENCE)).expect("timeout");
+            // The handler writes one byte once it has recorded the peer.
+            let mut byte = [0u8; 1];
+            client.read_exact(&mut byte).expect("the handler's byte");
+            local
+        });
+        let stop = handle.clone();
+        let report = server
+            .serve(move |mut conn: driver::Conn<H::Listener>, _| {
+                let record = Arc::clone(&record);
+                let stop = stop.clone();
+                async move {
+                    record.lock().expect("not poisoned").push(*conn.peer());
+                    let _ = futures_lite::AsyncWriteExt::write_all(&mut conn, b"!").await;
+                    stop.shutdown();
+                }
+            })
+            .await;
+        let local = client.join().expect("client thread");
+        assert_eq!(report.summary.completed, 1, "{}: {report}", H::NAME);
+        assert_eq!(
+            *seen.lock().expect("not poisoned"),
+            vec![local],
+            "{}: Conn::peer is not the client's address",
+            H::NAME
+        );
+    });
+}
+
 /// A listener that answers `poll_accept` from a script, counting the calls.
 struct Scripted {
     script: VecDeque<io::Result<u32>>,
@@ -252,10 +325,11 @@ impl Scripted {
 
 impl Listener for Scripted {
     type Conn = u32;
-    fn poll_accept(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<u32>> {
+    type Addr = ();
+    fn poll_accept(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<(u32, ())>> {
         self.polls.fetch_add(1, Ordering::SeqCst);
         match self.script.pop_front() {
-            Some(answer) => Poll::Ready(answer),
+            Some(answer) => Poll::Ready(answer.map(|conn| (conn, ()))),
             None => Poll::Pending,
         }
     }
@@ -822,15 +896,23 @@ fn start<H: Harness>() -> Running {
 }
 
 fn start_with<H: Harness>(conns: ConnConfig, limits: crate::echo::EchoLimits) -> Running {
+    let shutdown = ShutdownConfig::builder()
+        .grace_period(GRACE)
+        .build()
+        .expect("valid shutdown");
+    start_configured::<H>(shutdown, conns, limits)
+}
+
+fn start_configured<H: Harness>(
+    shutdown: ShutdownConfig,
+    conns: ConnConfig,
+    limits: crate::echo::EchoLimits,
+) -> Running {
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         H::block_on(async move {
             let incoming = H::bind("127.0.0.1:0", &config(64)).await.expect("bind");
             let addr = H::local_addr(incoming.get_ref()).expect("local addr");
-            let shutdown = ShutdownConfig::builder()
-                .grace_period(GRACE)
-                .build()
-                .expect("valid shutdown");
             let server = Server::<H::Listener, H::Runtime>::new(incoming)
                 .config(shutdown)
                 .conn_config(conns);
@@ -992,6 +1074,102 @@ pub fn shutdown_second_signal_stops_at_once_and_counts_the_aborted<H: Harness>()
     let (rest, _) = read_to_close(&mut hung);
     assert_eq!(rest, b"");
     assert_eq!(report.stats.shutdown.signals, 2);
+}
+
+/// The Kubernetes drain delay on real sockets: from the signal on the server is not ready, yet
+/// for the delay it still accepts and serves new connections and keeps idle ones open; then it
+/// drains as usual (idle closed, new refused). A second signal during the delay stops at once.
+pub fn shutdown_drain_delay_serves_while_not_ready_then_drains<H: Harness>() {
+    const DELAY: Duration = Duration::from_secs(1);
+    let shutdown = ShutdownConfig::builder()
+        .grace_period(GRACE)
+        .drain_delay(DELAY)
+        .build()
+        .expect("valid shutdown");
+    let srv = start_configured::<H>(
+        shutdown,
+        ConnConfig::default(),
+        crate::echo::EchoLimits::default(),
+    );
+    let mut idle = connect(srv.addr);
+    assert_eq!(round_trip(&mut idle, b"before\n"), b"before\n");
+    assert!(srv.handle.is_ready());
+
+    let signalled = srv.signal();
+    let until = Instant::now() + PATIENCE;
+    while srv.handle.is_ready() {
+        assert!(
+            Instant::now() < until,
+            "{}: still ready after the signal",
+            H::NAME
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(srv.handle.is_delaying() && !srv.handle.is_draining());
+    assert_eq!(
+        srv.handle.health().to_string(),
+        "ready=false live=true reasons=[shutdown: drain delay]"
+    );
+    // During the delay: a newcomer is accepted and served, the idle connection still works.
+    let mut late = connect(srv.addr);
+    assert_eq!(round_trip(&mut late, b"during\n"), b"during\n");
+    assert_eq!(round_trip(&mut idle, b"still\n"), b"still\n");
+    if signalled.elapsed() < DELAY - Duration::from_millis(200) {
+        // (Only checked when this thread was not descheduled past the delay.)
+        assert!(
+            srv.handle.is_delaying(),
+            "{}: the delay ended early",
+            H::NAME
+        );
+    }
+
+    // Then the drain: both idle connections are closed, new ones refused.
+    let (rest, closed_at) = read_to_close(&mut idle);
+    drop(idle);
+    assert_eq!(rest, b"");
+    assert!(
+        closed_at - signalled >= DELAY,
+        "{}: closed {:?} after the signal, inside the drain delay",
+        H::NAME,
+        closed_at - signalled
+    );
+    let (rest, _) = read_to_close(&mut late);
+    drop(late);
+    assert_eq!(rest, b"");
+    let report = srv.report();
+    assert_eq!(
+        (
+            report.summary.completed,
+            report.summary.aborted,
+            report.summary.refused
+        ),
+        (2, 0, 0),
+        "{}: {report}",
+        H::NAME
+    );
+    assert_eq!(report.stats.shutdown.started, 2);
+
+    // A second signal during the delay stops at once.
+    let srv = start_configured::<H>(
+        shutdown,
+        ConnConfig::default(),
+        crate::echo::EchoLimits::default(),
+    );
+    let mut hung = connect(srv.addr);
+    hung.write_all(b"partial").expect("write");
+    srv.wait_in_flight(1);
+    srv.signal();
+    let second = srv.signal();
+    let report = srv.report();
+    assert!(
+        second.elapsed() < DELAY,
+        "{}: {:?}",
+        H::NAME,
+        second.elapsed()
+    );
+    assert_eq!((report.summary.completed, report.summary.aborted), (0, 1));
+    let (rest, _) = read_to_close(&mut hung);
+    assert_eq!(rest, b"");
 }
 
 /// With nothing in flight the server stops at once.

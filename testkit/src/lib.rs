@@ -51,8 +51,8 @@ pub trait Harness: 'static {
     const PACKAGE: &'static str;
     /// The adapter's keel runtime: clock, timer, tasks and shutdown signals.
     type Runtime: Spawn + Signals + Default;
-    /// The adapter's TCP listener glue.
-    type Listener: ConnIo + Send + 'static;
+    /// The adapter's TCP listener glue (its peer address is the std `SocketAddr`).
+    type Listener: ConnIo<Addr = SocketAddr> + Send + 'static;
     /// Runs a future to completion on the runtime (from outside it).
     fn block_on<F: Future>(fut: F) -> F::Output;
     /// Runs a future to completion on the runtime's single-threaded executor, on this thread

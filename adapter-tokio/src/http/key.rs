@@ -17,8 +17,11 @@ use keel_core::ConfigError;
 /// for example in a hyper `service_fn` per connection); the peer-based extractors
 /// ([`PeerIp`], [`ForwardedIp`]) read it first, then, with feature `axum`, axum's
 /// `ConnectInfo<SocketAddr>` (from `into_make_service_with_connect_info::<SocketAddr>()`).
+/// keel's own HTTP serving (`http_server`, feature `hyper`) inserts it on every request; over a
+/// Unix socket the address is the runtime's Unix address type (`PeerAddr<A>`), which the IP
+/// extractors do not read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PeerAddr(pub SocketAddr);
+pub struct PeerAddr<A = SocketAddr>(pub A);
 
 /// The parts of a request a [`KeyExtractor`] reads (the body is not among them).
 #[derive(Clone, Copy, Debug)]
@@ -400,8 +403,9 @@ mod tests {
 
     fn head_with(peer: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(PeerAddr(peer.parse().expect("a socket address")));
+        req.extensions_mut().insert(PeerAddr(
+            peer.parse::<SocketAddr>().expect("a socket address"),
+        ));
         for (n, v) in headers {
             req.headers_mut().append(
                 HeaderName::from_bytes(n.as_bytes()).expect("a header name"),

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use keel_tokio::{GuardConfig, StreamExt as _};
+use keel_tokio::GuardConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
@@ -136,7 +136,9 @@ pub(crate) fn bench(c: &mut Criterion) {
                 |l: &mut keel_tokio::Incoming<keel_tokio::Tcp>| {
                     Box::pin(async move {
                         match l.next().await {
-                            Some((permit, s)) => {
+                            Some(keel_tokio::Accepted {
+                                permit, stream: s, ..
+                            }) => {
                                 drop(s);
                                 drop(permit);
                                 true

@@ -1,4 +1,5 @@
-//! The guarded accept loop: a `Stream` of `(Permit, connection)` with errors classified,
+//! The guarded accept loop: a `Stream` of [`Accepted`] connections (permit, stream and the peer's
+//! address) with errors classified,
 //! shortages paused (with a growing pause and rate-limited reports) and the connection limit
 //! applied before `accept` is even called.
 
@@ -27,8 +28,13 @@ pub trait Listener: Unpin {
     /// An accepted connection (e.g. `tokio::net::TcpStream`).
     type Conn: Send + Unpin + 'static;
 
-    /// Accepts the next connection, registering the task's waker when none is ready.
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Conn>>;
+    /// The peer's address as `accept(2)` reported it (e.g. `std::net::SocketAddr` for TCP,
+    /// the runtime's Unix socket address for Unix-domain listeners).
+    type Addr: Send + Unpin + 'static;
+
+    /// Accepts the next connection and its peer's address, registering the task's waker when
+    /// none is ready.
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Conn, Self::Addr)>>;
 
     /// Shed mode: writes `farewell` to `conn` without blocking (best effort, as much as the
     /// socket buffer takes) and closes it.
@@ -150,6 +156,48 @@ impl GuardConfigBuilder {
     }
 }
 
+/// One connection out of a guarded listener: the slot it holds, the stream and the peer's
+/// address (what `accept(2)` reported, e.g. for per-IP limits, logs or axum's `ConnectInfo`).
+///
+/// Its fields are public so it destructures in a `while let`:
+///
+/// ```text
+/// while let Some(Accepted { permit, stream, peer }) = incoming.next().await { .. }
+/// ```
+///
+/// It is deliberately not `#[non_exhaustive]`, so that pattern works outside keel; a field
+/// added later would be a breaking change, listed as such.
+pub struct Accepted<L: Listener> {
+    /// The connection's slot under the limit: keep it as long as the connection lives; dropping
+    /// it frees the slot and wakes the acceptor.
+    pub permit: Permit,
+    /// The accepted stream.
+    pub stream: L::Conn,
+    /// The peer's address.
+    pub peer: L::Addr,
+}
+
+impl<L: Listener> Accepted<L> {
+    /// The three parts, as a tuple.
+    pub fn into_parts(self) -> (Permit, L::Conn, L::Addr) {
+        (self.permit, self.stream, self.peer)
+    }
+}
+
+impl<L: Listener> fmt::Debug for Accepted<L>
+where
+    L::Conn: fmt::Debug,
+    L::Addr: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accepted")
+            .field("permit", &self.permit)
+            .field("stream", &self.stream)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
 /// What a guarded listener has done so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IncomingStats {
@@ -159,7 +207,11 @@ pub struct IncomingStats {
     pub limit: LimitStats,
 }
 
-/// A `Stream` of `(Permit, connection)`: accept errors handled, backpressure applied.
+/// A `Stream` of [`Accepted`] connections: accept errors handled, backpressure applied.
+///
+/// Take the next one with the inherent [`next`](Self::next) (`incoming.next().await`, no
+/// stream-utilities trait needed, and no clash with `futures`' or `futures-lite`'s `StreamExt`
+/// when one is in scope: an inherent method wins); the `Stream` impl is there for combinators.
 ///
 /// - Per-connection errors (a peer that reset before `accept`) are counted and skipped.
 /// - Resource shortages (EMFILE, ENFILE, ENOBUFS, ENOMEM) pause accepting on the runtime's timer,
@@ -176,7 +228,7 @@ pub struct Incoming<L: Listener, R: Runtime> {
     machine: AcceptLoop,
     limit: SharedLimit,
     shed: Option<&'static [u8]>,
-    unpermitted: Option<L::Conn>,
+    unpermitted: Option<(L::Conn, L::Addr)>,
     /// At the limit, accept one extra connection (held without a permit) so the server can
     /// reclaim an idle slot for it ([`Server`](super::Server) turns this on).
     reclaim: bool,
@@ -233,6 +285,14 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
         self.limit.set_max(max);
     }
 
+    /// The next accepted connection; `None` once the stream has ended (a fatal listener
+    /// error: see [`take_error`](Self::take_error)). Cancel-safe: a connection accepted but
+    /// still waiting for its slot stays queued inside for the next call.
+    #[allow(clippy::should_implement_trait)] // async: the `Stream` impl is the trait form
+    pub fn next(&mut self) -> super::Next<'_, Self> {
+        super::Next::new(self)
+    }
+
     /// The underlying listener.
     pub fn get_ref(&self) -> &L {
         &self.listener
@@ -259,7 +319,7 @@ impl<L: Listener, R: Runtime> Incoming<L, R> {
 
     /// The connection waiting for a slot, taken out (the server refuses it when the drain
     /// starts).
-    pub(crate) fn take_waiting(&mut self) -> Option<L::Conn> {
+    pub(crate) fn take_waiting(&mut self) -> Option<(L::Conn, L::Addr)> {
         self.unpermitted.take()
     }
 
@@ -293,7 +353,7 @@ impl<L: Listener, R: Runtime> fmt::Debug for Incoming<L, R> {
 }
 
 impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
-    type Item = (Permit, L::Conn);
+    type Item = Accepted<L>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -311,11 +371,17 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
             }
             // 2. A connection accepted while someone else sharing the limit took the last slot:
             //    it waits here for its permit (the acceptor holds nothing speculatively).
-            if let Some(conn) = this.unpermitted.take() {
+            if let Some((stream, peer)) = this.unpermitted.take() {
                 match this.limit.poll_acquire(cx) {
-                    Poll::Ready(permit) => return Poll::Ready(Some((permit, conn))),
+                    Poll::Ready(permit) => {
+                        return Poll::Ready(Some(Accepted {
+                            permit,
+                            stream,
+                            peer,
+                        }))
+                    }
                     Poll::Pending => {
-                        this.unpermitted = Some(conn);
+                        this.unpermitted = Some((stream, peer));
                         return Poll::Pending;
                     }
                 }
@@ -336,13 +402,19 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
             // 4. Accept, then take the permit.
             match this.listener.poll_accept(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(conn)) => {
+                Poll::Ready(Ok((stream, peer))) => {
                     this.machine.on_accepted(this.rt.now());
                     this.drain_events(None);
                     match (this.limit.try_acquire(), this.shed) {
-                        (Some(permit), _) => return Poll::Ready(Some((permit, conn))),
+                        (Some(permit), _) => {
+                            return Poll::Ready(Some(Accepted {
+                                permit,
+                                stream,
+                                peer,
+                            }))
+                        }
                         (None, Some(farewell)) => {
-                            this.listener.shed(conn, farewell);
+                            this.listener.shed(stream, farewell);
                             this.limit.record_shed();
                             #[cfg(feature = "tracing")]
                             tracing::debug!(
@@ -352,7 +424,7 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                                 "connection shed at the limit"
                             );
                         }
-                        (None, None) => this.unpermitted = Some(conn),
+                        (None, None) => this.unpermitted = Some((stream, peer)),
                     }
                 }
                 Poll::Ready(Err(e)) => {

@@ -71,6 +71,8 @@ pub(crate) struct ConnShared<C> {
     read_deadline: AtomicU64,
     close: AtomicU8,
     io_failed: AtomicBool,
+    /// Requests in flight marked by [`Busy`] guards: while non-zero the connection is not idle.
+    busy: Arc<AtomicU64>,
     /// The readers' and writers' wakers, woken when the server closes the connection.
     wakers: Mutex<[Option<Waker>; 2]>,
     returned: Mutex<Option<C>>,
@@ -107,6 +109,7 @@ impl<C> ConnShared<C> {
             read_deadline: AtomicU64::new(NO_DEADLINE),
             close: AtomicU8::new(OPEN),
             io_failed: AtomicBool::new(false),
+            busy: Arc::new(AtomicU64::new(0)),
             wakers: Mutex::new([None, None]),
             returned: Mutex::new(None),
         }
@@ -121,6 +124,11 @@ impl<C> ConnShared<C> {
             NO_DEADLINE => None,
             t => Some(Instant::from_nanos(t)),
         }
+    }
+
+    /// `true` while a [`Busy`] guard is held: a request is in flight.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire) != 0
     }
 
     pub(crate) fn io_failed(&self) -> bool {
@@ -264,15 +272,22 @@ fn closed_error(reason: CloseReason) -> io::Error {
 /// It implements `futures-io`'s `AsyncRead` and `AsyncWrite`; keel-tokio offers tokio's.
 pub struct Conn<L: ConnIo> {
     io: Option<L::Conn>,
+    peer: L::Addr,
     shared: Arc<ConnShared<L::Conn>>,
 }
 
 impl<L: ConnIo> Conn<L> {
-    pub(crate) fn new(io: L::Conn, shared: Arc<ConnShared<L::Conn>>) -> Self {
+    pub(crate) fn new(io: L::Conn, peer: L::Addr, shared: Arc<ConnShared<L::Conn>>) -> Self {
         Conn {
             io: Some(io),
+            peer,
             shared,
         }
+    }
+
+    /// The peer's address, as `accept(2)` reported it.
+    pub fn peer(&self) -> &L::Addr {
+        &self.peer
     }
 
     /// The runtime's stream (e.g. for `peer_addr` or socket options).
@@ -294,6 +309,17 @@ impl<L: ConnIo> Conn<L> {
             ((self.shared.clock)() + t).as_nanos().min(NO_DEADLINE - 1)
         });
         self.shared.read_deadline.store(at, Ordering::Relaxed);
+    }
+
+    /// A handle that marks this connection busy (a request in flight) while a guard from
+    /// [`BusyHandle::enter`] is held: the server then counts it as active, so neither the idle
+    /// timeout nor reclamation at the limit closes it, however long the handler works without
+    /// moving a byte. Clone it into per-request code (an HTTP server's service) before the
+    /// `Conn` moves into the protocol's machinery.
+    pub fn busy_handle(&self) -> BusyHandle {
+        BusyHandle {
+            count: Arc::clone(&self.shared.busy),
+        }
     }
 
     /// When the connection last moved a byte (on the runtime's clock).
@@ -356,6 +382,39 @@ impl<L: ConnIo> fmt::Debug for Conn<L> {
             .field("last_active", &self.shared.last_active())
             .field("closed_for", &self.shared.closed_for())
             .finish_non_exhaustive()
+    }
+}
+
+/// Marks a [`Conn`] busy: see [`Conn::busy_handle`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BusyHandle {
+    count: Arc<AtomicU64>,
+}
+
+impl BusyHandle {
+    /// The connection is busy until the returned guard is dropped (guards nest: busy while any
+    /// is held).
+    pub fn enter(&self) -> Busy {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Busy {
+            count: Arc::clone(&self.count),
+        }
+    }
+}
+
+/// A request in flight on a [`Conn`]: it counts as active while this is held.
+#[derive(Debug)]
+#[must_use = "the connection is busy only while the guard is held"]
+pub struct Busy {
+    count: Arc<AtomicU64>,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // Saturating: a count can only come back from a guard that raised it.
+        let _ = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 

@@ -50,8 +50,8 @@ use core::task::{Context, Poll};
 
 use crate::time::Instant;
 
-pub use accept::{GuardConfig, GuardConfigBuilder, Incoming, IncomingStats, Listener};
-pub use conn::{lingering_close, read_line_bounded, Conn, ConnIo, Line};
+pub use accept::{Accepted, GuardConfig, GuardConfigBuilder, Incoming, IncomingStats, Listener};
+pub use conn::{lingering_close, read_line_bounded, Busy, BusyHandle, Conn, ConnIo, Line};
 pub use name::Name;
 pub use serve::{Draining, ServeHandle, ServeReport, ServeStats, Server};
 
@@ -171,20 +171,16 @@ impl<R: Runtime> Alarm<R> {
     }
 }
 
-/// `next()` for keel's streams, so adapters and applications need no stream-utilities crate.
-pub trait StreamExt: futures_core::Stream + Unpin {
-    /// The next item of the stream.
-    fn next(&mut self) -> Next<'_, Self> {
-        Next(self)
-    }
-}
-
-impl<S: futures_core::Stream + Unpin + ?Sized> StreamExt for S {}
-
-/// The future returned by [`StreamExt::next`].
+/// The future returned by [`Incoming::next`]: the next item of a stream.
 #[derive(Debug)]
 #[must_use = "futures do nothing unless awaited"]
 pub struct Next<'a, S: ?Sized>(&'a mut S);
+
+impl<'a, S: ?Sized> Next<'a, S> {
+    pub(crate) fn new(stream: &'a mut S) -> Self {
+        Next(stream)
+    }
+}
 
 impl<S: futures_core::Stream + Unpin + ?Sized> Future for Next<'_, S> {
     type Output = Option<S::Item>;

@@ -25,6 +25,11 @@
 //!
 //! When a shutdown trigger fires:
 //!
+//! 0. **With a drain delay** ([`ShutdownConfig`]'s `drain_delay`, default none), first keep
+//!    accepting and serving for the delay while [`ServeHandle::is_ready`] and
+//!    [`ServeHandle::health`] say not ready (`shutdown: drain delay`), so load balancers stop
+//!    sending before the listener closes (Kubernetes removes endpoints while it sends SIGTERM).
+//!    A second trigger during the delay stops at once. Then:
 //! 1. **Stop accepting at once.** Connections already queued in the kernel backlog are accepted
 //!    and closed without being served (counted as `refused`), then the listener is dropped:
 //!    new connections are refused by the kernel (`ECONNREFUSED`), never left waiting.
@@ -54,6 +59,7 @@
 //!
 //! | level | message | fields |
 //! | --- | --- | --- |
+//! | info | `drain delay started: not ready, still serving` | `delay_ms` |
 //! | info | `drain started: refusing new connections` | `in_flight`, `grace_ms` (until the deadline) |
 //! | info | `drained: every in-flight connection finished` | `completed` (during the drain), `drained_ms` |
 //! | warn | `drain deadline passed: aborting the connections still open` | `aborted`, `drained_ms` |
@@ -116,8 +122,8 @@ use crate::conn::{ConnConfig, ConnEnd, ConnEvent, ConnStats, ConnTable};
 use crate::health::{ComponentState, HealthReport, Reason};
 use crate::limit::LimitStats;
 use crate::shutdown::{
-    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownStats,
-    ShutdownSummary,
+    Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit, ShutdownState,
+    ShutdownStats, ShutdownSummary,
 };
 use crate::sync::limit::{Permit, SharedLimit};
 use crate::time::Instant;
@@ -409,6 +415,22 @@ impl ServeHandle {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// What a readiness probe (`/readyz`) should answer: [`health`](Self::health)`().is_ready()`.
+    /// `false` from the first shutdown signal on, through the drain delay (see
+    /// [`ShutdownConfig`]'s `drain_delay`: the server still accepts and serves then), the drain
+    /// and the stop; also while accepting is paused on a resource shortage or every
+    /// connection slot is taken.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.health().is_ready()
+    }
+
+    /// `true` during the drain delay: not ready, still accepting and serving.
+    #[must_use]
+    pub fn is_delaying(&self) -> bool {
+        self.shared.core().machine.is_delaying()
     }
 
     /// `true` once the drain has started.
@@ -820,12 +842,24 @@ where
             }
         }
 
-        // 3. The drain deadline, on the runtime's timer.
+        // 3. The end of the drain delay, or the drain deadline, on the runtime's timer.
         let deadline = self.shared.core().machine.poll_timeout();
         if let Some(deadline) = deadline {
             if self.alarm.poll_until(&self.rt, deadline, cx).is_ready() {
-                let mut core = self.shared.core();
-                core.machine.handle_timeout(self.rt.now());
+                let state = {
+                    let mut core = self.shared.core();
+                    core.machine.handle_timeout(self.rt.now());
+                    core.machine.state()
+                };
+                // The drain delay ended: the drain starts now (refuse, tell the handlers).
+                if let ShutdownState::Draining { deadline } = state {
+                    if self.incoming.is_some() {
+                        self.close_listener();
+                        self.shared.drain.start(deadline);
+                    }
+                }
+                // Poll again so the next deadline (the drain's) is armed.
+                cx.waker().wake_by_ref();
             }
         }
 
@@ -873,7 +907,11 @@ where
                     outcome = Poll::Pending;
                     break;
                 }
-                Poll::Ready(Some((permit, conn))) => {
+                Poll::Ready(Some(super::Accepted {
+                    permit,
+                    stream: conn,
+                    peer,
+                })) => {
                     let admission = self.shared.core().machine.try_acquire(self.rt.now());
                     let Ok(ticket) = admission else {
                         continue;
@@ -904,7 +942,7 @@ where
                     let draining = Draining {
                         state: Arc::clone(&self.shared.drain),
                     };
-                    let work = (self.handler)(Conn::new(conn, Arc::clone(&shared)), draining);
+                    let work = (self.handler)(Conn::new(conn, peer, Arc::clone(&shared)), draining);
                     let task_conn = Arc::clone(&shared);
                     let handle = self.rt.spawn(async move {
                         work.await;
@@ -980,7 +1018,13 @@ where
     fn sync(&self, now: Instant) {
         let mut core = self.shared.core();
         for (&id, (_, conn)) in &self.tasks {
-            core.conns.on_activity(now, id, conn.last_active());
+            // A request in flight (a `Busy` guard held) is activity, however quiet the socket.
+            let active = if conn.is_busy() {
+                now
+            } else {
+                conn.last_active()
+            };
+            core.conns.on_activity(now, id, active);
             core.conns.on_read_deadline(now, id, conn.read_deadline());
         }
     }
@@ -1003,7 +1047,8 @@ where
 
     fn after_decision(&mut self, decision: ShutdownDecision) {
         match decision {
-            ShutdownDecision::Continue => {}
+            // The drain delay: still accepting; readiness reads the machine's state.
+            ShutdownDecision::Continue | ShutdownDecision::Delay { .. } => {}
             ShutdownDecision::Drain { deadline, .. } => {
                 #[cfg(feature = "metrics")]
                 self.metrics.phase.set(1.0);
@@ -1029,9 +1074,9 @@ where
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..BACKLOG_SWEEP {
             match Pin::new(&mut incoming).poll_next(&mut cx) {
-                Poll::Ready(Some((permit, conn))) => {
+                Poll::Ready(Some(accepted)) => {
                     let admission = self.shared.core().machine.try_acquire(self.rt.now());
-                    drop((conn, permit));
+                    drop(accepted);
                     if let Ok(ticket) = admission {
                         // Not reachable: the machine refuses once draining. Keep the counts
                         // honest if it ever is.
@@ -1117,6 +1162,12 @@ fn report(name: &super::Name, event: ShutdownEvent, summary: ShutdownSummary, no
     let name = name.as_str();
     let drained_ms = summary.drained_in.map_or(0, |d| d.as_millis() as u64);
     match event {
+        ShutdownEvent::DelayStarted { until } => tracing::info!(
+            target: "keel::shutdown",
+            // u64::MAX: no end (a delay past the end of the clock).
+            delay_ms = until.map_or(u64::MAX, |u| u.saturating_duration_since(now).as_millis() as u64),
+            "drain delay started: not ready, still serving"
+        ),
         ShutdownEvent::DrainStarted {
             deadline,
             in_flight,

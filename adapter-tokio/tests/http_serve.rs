@@ -1,0 +1,499 @@
+//! axum and hyper served through keel (issue 18): `axum::serve` on the guarded listener
+//! (`ConnectInfo`, the connection limit's backpressure), and `http_server`'s graceful drain on
+//! real sockets: an in-flight slow request completes, an idle keep-alive connection is closed
+//! promptly, a request still running at the deadline is aborted and counted, a second signal
+//! stops at once, and the drain delay serves while not ready. Triggers are the server's handle
+//! (the tests send no process signals). Bounds are generous: a loaded 2-core machine must pass.
+#![cfg(all(feature = "axum", feature = "hyper"))]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use axum::Router;
+use keel_tokio::http_server::{self, PeerAddr};
+use keel_tokio::{GuardConfig, ServeHandle, ServeReport, Server, ShutdownConfig};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+fn guard(max: usize) -> GuardConfig {
+    GuardConfig::builder()
+        .max_connections(max)
+        .build()
+        .expect("valid config")
+}
+
+/// One HTTP/1.1 response: status code, lower-cased headers, body (by `content-length`).
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+async fn send(stream: &mut BufReader<TcpStream>, path: &str, close: bool) {
+    let connection = if close { "close" } else { "keep-alive" };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: keel\r\nConnection: {connection}\r\n\r\n");
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .expect("write the request");
+}
+
+async fn read_reply(stream: &mut BufReader<TcpStream>) -> std::io::Result<Reply> {
+    let mut status_line = String::new();
+    if stream.read_line(&mut status_line).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await?;
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+async fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
+    BufReader::new(TcpStream::connect(addr).await.expect("connect"))
+}
+
+/// Reads until EOF or an error (a reset): true if it ended within `PATIENCE`.
+async fn closes_within(stream: &mut BufReader<TcpStream>, within: Duration) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
+// ---- axum::serve through the guarded listener -------------------------------------------------
+
+#[tokio::test]
+async fn axum_serve_through_keel_gives_connect_info_the_clients_address() {
+    let incoming = keel_tokio::bind("127.0.0.1:0", &guard(8))
+        .await
+        .expect("bind");
+    let addr = incoming.get_ref().0.local_addr().expect("local addr");
+    let app = Router::new().route(
+        "/",
+        get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+    );
+    let server = tokio::spawn(async move {
+        axum::serve(
+            keel_tokio::axum_listener(incoming),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    for _ in 0..2 {
+        let mut client = connect(addr).await;
+        let local = client.get_ref().local_addr().expect("client addr");
+        send(&mut client, "/", true).await;
+        let reply = tokio::time::timeout(PATIENCE, read_reply(&mut client))
+            .await
+            .expect("answered in time")
+            .expect("a reply");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, local.to_string());
+    }
+    server.abort();
+}
+
+#[tokio::test]
+async fn axum_serve_through_keel_holds_the_connection_limit() {
+    let incoming = keel_tokio::bind("127.0.0.1:0", &guard(1))
+        .await
+        .expect("bind");
+    let addr = incoming.get_ref().0.local_addr().expect("local addr");
+    let limit = incoming.limit().clone();
+    let app = Router::new().route("/", get(|| async { "ok" }));
+    let server =
+        tokio::spawn(async move { axum::serve(keel_tokio::axum_listener(incoming), app).await });
+
+    // The first client holds the only slot with a keep-alive connection.
+    let mut first = connect(addr).await;
+    send(&mut first, "/", false).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut first))
+        .await
+        .expect("answered in time")
+        .expect("a reply");
+    assert_eq!(reply.body, "ok");
+    assert_eq!(limit.in_use(), 1);
+
+    // The second waits in the kernel backlog: connected, but not accepted, not answered.
+    let mut second = connect(addr).await;
+    send(&mut second, "/", true).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), read_reply(&mut second))
+            .await
+            .is_err(),
+        "answered beyond the connection limit"
+    );
+    assert_eq!(limit.in_use(), 1);
+
+    // The first leaves: axum drops its stream, the slot frees, the second is served.
+    drop(first);
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut second))
+        .await
+        .expect("answered once the slot freed")
+        .expect("a reply");
+    assert_eq!(reply.body, "ok");
+    assert_eq!(limit.stats().peak, 1);
+    server.abort();
+}
+
+// ---- http_server: keel's drain ----------------------------------------------------------------
+
+struct Running {
+    addr: SocketAddr,
+    handle: ServeHandle,
+    server: JoinHandle<ServeReport>,
+}
+
+/// Serves `app` on a keel server with `shutdown`; triggered through its handle.
+async fn start(app: Router, shutdown: ShutdownConfig) -> Running {
+    let incoming = keel_tokio::bind("127.0.0.1:0", &guard(16))
+        .await
+        .expect("bind");
+    let addr = incoming.get_ref().0.local_addr().expect("local addr");
+    let server = Server::new(incoming).config(shutdown);
+    let handle = server.handle();
+    let server = tokio::spawn(http_server::serve_with(server, app));
+    Running {
+        addr,
+        handle,
+        server,
+    }
+}
+
+fn grace(secs: u64) -> ShutdownConfig {
+    ShutdownConfig::builder()
+        .grace_period(Duration::from_secs(secs))
+        .build()
+        .expect("valid config")
+}
+
+/// A router with `/` (answers at once), `/slow` (signals `entered`, then answers after
+/// 500 ms) and `/hang` (signals `entered`, never answers).
+fn app(entered: Arc<Notify>) -> Router {
+    let slow = Arc::clone(&entered);
+    let hang = entered;
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/slow",
+            get(move || {
+                let entered = Arc::clone(&slow);
+                async move {
+                    entered.notify_one();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    "done"
+                }
+            }),
+        )
+        .route(
+            "/hang",
+            get(move || {
+                let entered = Arc::clone(&hang);
+                async move {
+                    entered.notify_one();
+                    std::future::pending::<&'static str>().await
+                }
+            }),
+        )
+        .route(
+            "/peer",
+            get(
+                |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 axum::Extension(PeerAddr(also)): axum::Extension<PeerAddr<SocketAddr>>| async move {
+                    assert_eq!(peer, also);
+                    peer.to_string()
+                },
+            ),
+        )
+}
+
+#[tokio::test]
+async fn http_server_passes_the_peer_to_connect_info_and_as_an_extension() {
+    let srv = start(app(Arc::new(Notify::new())), grace(5)).await;
+    let mut client = connect(srv.addr).await;
+    let local = client.get_ref().local_addr().expect("client addr");
+    send(&mut client, "/peer", true).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut client))
+        .await
+        .expect("answered in time")
+        .expect("a reply");
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, local.to_string().as_str())
+    );
+    srv.handle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, srv.server)
+        .await
+        .expect("stopped in time")
+        .expect("the server task");
+    assert_eq!(report.summary.aborted, 0, "{report}");
+}
+
+#[tokio::test]
+async fn http_server_drain_lets_an_in_flight_request_finish_with_connection_close() {
+    let entered = Arc::new(Notify::new());
+    let srv = start(app(Arc::clone(&entered)), grace(10)).await;
+    let mut client = connect(srv.addr).await;
+    send(&mut client, "/slow", false).await;
+    tokio::time::timeout(PATIENCE, entered.notified())
+        .await
+        .expect("the request reached the handler");
+
+    srv.handle.shutdown();
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut client))
+        .await
+        .expect("answered during the drain")
+        .expect("a reply");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "done"));
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(
+        closes_within(&mut client, PATIENCE).await,
+        "not closed after the reply"
+    );
+    drop(client);
+
+    let report = tokio::time::timeout(PATIENCE, srv.server)
+        .await
+        .expect("stopped in time")
+        .expect("the server task");
+    assert_eq!(
+        (report.summary.completed, report.summary.aborted),
+        (1, 0),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn http_server_drain_closes_an_idle_keep_alive_connection_promptly() {
+    let srv = start(app(Arc::new(Notify::new())), grace(30)).await;
+    let mut client = connect(srv.addr).await;
+    send(&mut client, "/", false).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut client))
+        .await
+        .expect("answered in time")
+        .expect("a reply");
+    assert_eq!(reply.body, "ok");
+    assert_ne!(
+        reply.header("connection"),
+        Some("close"),
+        "keep-alive expected"
+    );
+
+    let signalled = Instant::now();
+    srv.handle.shutdown();
+    // Far less than the 30 s grace period: hyper's graceful shutdown closes it at once.
+    assert!(
+        closes_within(&mut client, PATIENCE).await,
+        "idle keep-alive connection still open"
+    );
+    drop(client);
+    let report = tokio::time::timeout(PATIENCE, srv.server)
+        .await
+        .expect("stopped in time")
+        .expect("the server task");
+    assert!(signalled.elapsed() < PATIENCE);
+    assert_eq!(
+        (report.summary.completed, report.summary.aborted),
+        (1, 0),
+        "{report}"
+    );
+    assert!(report.summary.drained_in.expect("drained") < PATIENCE);
+}
+
+#[tokio::test]
+async fn http_server_aborts_and_counts_a_request_still_running_at_the_deadline() {
+    let entered = Arc::new(Notify::new());
+    let srv = start(app(Arc::clone(&entered)), grace(1)).await;
+    let mut client = connect(srv.addr).await;
+    send(&mut client, "/hang", false).await;
+    tokio::time::timeout(PATIENCE, entered.notified())
+        .await
+        .expect("the request reached the handler");
+
+    let signalled = Instant::now();
+    srv.handle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, srv.server)
+        .await
+        .expect("stopped in time")
+        .expect("the server task");
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "stopped before the deadline: {took:?}"
+    );
+    assert_eq!(
+        (report.summary.completed, report.summary.aborted),
+        (0, 1),
+        "{report}"
+    );
+    assert!(
+        closes_within(&mut client, PATIENCE).await,
+        "aborted connection still open"
+    );
+}
+
+#[tokio::test]
+async fn http_server_second_signal_stops_at_once() {
+    let entered = Arc::new(Notify::new());
+    let srv = start(app(Arc::clone(&entered)), grace(60)).await;
+    let mut client = connect(srv.addr).await;
+    send(&mut client, "/hang", false).await;
+    tokio::time::timeout(PATIENCE, entered.notified())
+        .await
+        .expect("the request reached the handler");
+
+    srv.handle.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(srv.handle.is_draining());
+    srv.handle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, srv.server)
+        .await
+        .expect("stopped at once, not after the 60 s grace period")
+        .expect("the server task");
+    assert_eq!(
+        (report.summary.completed, report.summary.aborted),
+        (0, 1),
+        "{report}"
+    );
+    assert_eq!(report.stats.shutdown.signals, 2);
+    assert!(closes_within(&mut client, PATIENCE).await);
+}
+
+#[tokio::test]
+async fn http_server_drain_delay_serves_new_requests_while_not_ready() {
+    let shutdown = ShutdownConfig::builder()
+        .grace_period(Duration::from_secs(5))
+        .drain_delay(Duration::from_secs(1))
+        .build()
+        .expect("valid config");
+    let srv = start(app(Arc::new(Notify::new())), shutdown).await;
+    assert!(srv.handle.is_ready());
+    let signalled = Instant::now();
+    srv.handle.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!srv.handle.is_ready(), "ready after the signal");
+
+    // Still accepting and serving during the delay.
+    let mut late = connect(srv.addr).await;
+    send(&mut late, "/", false).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut late))
+        .await
+        .expect("served during the drain delay")
+        .expect("a reply");
+    assert_eq!(reply.body, "ok");
+
+    // Then the drain closes it (idle keep-alive) and the server stops.
+    assert!(closes_within(&mut late, PATIENCE).await);
+    drop(late);
+    let report = tokio::time::timeout(PATIENCE, srv.server)
+        .await
+        .expect("stopped in time")
+        .expect("the server task");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(1),
+        "drained inside the delay"
+    );
+    assert_eq!(
+        (report.summary.completed, report.summary.aborted),
+        (1, 0),
+        "{report}"
+    );
+}
+
+/// A request whose handler works longer than keel's idle timeout without a byte moving is not
+/// "idle": the request in flight marks its connection busy. An idle keep-alive connection beside
+/// it is still closed by the idle timeout.
+#[tokio::test]
+async fn http_server_a_slow_handler_is_not_idle_but_an_idle_keep_alive_connection_is() {
+    use keel_tokio::core::conn::ConnConfig;
+    let conns = ConnConfig::builder()
+        .idle_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .expect("valid config");
+    let incoming = keel_tokio::bind("127.0.0.1:0", &guard(16))
+        .await
+        .expect("bind");
+    let addr = incoming.get_ref().0.local_addr().expect("local addr");
+    let server = Server::new(incoming).config(grace(5)).conn_config(conns);
+    let handle = server.handle();
+    let app = Router::new().route("/", get(|| async { "ok" })).route(
+        "/quiet",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "done"
+        }),
+    );
+    let server = tokio::spawn(http_server::serve_with(server, app));
+
+    let mut idle = connect(addr).await;
+    send(&mut idle, "/", false).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut idle))
+        .await
+        .expect("answered in time")
+        .expect("a reply");
+    assert_eq!(reply.body, "ok");
+
+    let mut slow = connect(addr).await;
+    send(&mut slow, "/quiet", false).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut slow))
+        .await
+        .expect("answered in time")
+        .expect("the slow request was answered, not closed as idle");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "done"));
+    assert!(
+        closes_within(&mut idle, PATIENCE).await,
+        "the idle keep-alive connection was not closed"
+    );
+    assert!(handle.stats().conns.idle_closed >= 1, "{}", handle.stats());
+
+    handle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("stopped in time")
+        .expect("the server task");
+    assert_eq!(report.summary.aborted, 0, "{report}");
+}
