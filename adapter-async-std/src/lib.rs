@@ -138,7 +138,7 @@ pub type Tcp = AsyncIoListener<std::net::TcpListener, TcpStream>;
 #[cfg(unix)]
 pub type Unix = AsyncIoListener<std::os::unix::net::UnixListener, UnixStream>;
 
-/// A guarded listener: a `Stream` of `(Permit, connection)`.
+/// A guarded listener: a `Stream` of `(LimitGuard, connection)`.
 pub type Incoming<L> = driver::Incoming<L, AsyncStdRuntime>;
 
 /// Binds a TCP listener with the configured backlog and guards it.

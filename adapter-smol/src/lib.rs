@@ -142,7 +142,7 @@ pub type Tcp = AsyncIoListener<std::net::TcpListener, TcpStream>;
 #[cfg(unix)]
 pub type Unix = AsyncIoListener<std::os::unix::net::UnixListener, smol::net::unix::UnixStream>;
 
-/// A guarded listener: a `Stream` of `(Permit, connection)`.
+/// A guarded listener: a `Stream` of `(LimitGuard, connection)`.
 pub type Incoming<L> = driver::Incoming<L, SmolRuntime>;
 
 /// Binds a TCP listener with the configured backlog and guards it.

@@ -79,7 +79,7 @@ pub async fn timeout<F: Future>(duration: Duration, fut: F) -> Result<F::Output,
     driver::timeout(&TokioRuntime, duration, fut).await
 }
 
-/// A guarded listener: a `Stream` of `(Permit, connection)`.
+/// A guarded listener: a `Stream` of `(LimitGuard, connection)`.
 pub type Incoming<L> = driver::Incoming<L, TokioRuntime>;
 
 /// A graceful server over a guarded listener on this runtime: see [`driver::serve::Server`].

@@ -1,4 +1,4 @@
-//! The guarded accept loop: a `Stream` of `(Permit, connection)` with errors classified,
+//! The guarded accept loop: a `Stream` of `(LimitGuard, connection)` with errors classified,
 //! shortages paused (with a growing pause and rate-limited reports) and the connection limit
 //! applied before `accept` is even called.
 
@@ -15,7 +15,7 @@ use crate::accept::AcceptStats;
 use crate::accept::{classify_io_error, AcceptConfig, AcceptDecision, AcceptEvent, AcceptLoop};
 use crate::error::ConfigError;
 use crate::limit::{LimitConfig, LimitStats, Overflow};
-use crate::sync::limit::{Permit, SharedLimit};
+use crate::sync::limit::{LimitGuard, SharedLimit};
 
 /// How many accepts (or per-connection errors) one `poll_next` handles before yielding to the
 /// runtime, so a storm of per-connection errors cannot starve other tasks on the same thread.
@@ -159,7 +159,7 @@ pub struct IncomingStats {
     pub limit: LimitStats,
 }
 
-/// A `Stream` of `(Permit, connection)`: accept errors handled, backpressure applied.
+/// A `Stream` of `(LimitGuard, connection)`: accept errors handled, backpressure applied.
 ///
 /// - Per-connection errors (a peer that reset before `accept`) are counted and skipped.
 /// - Resource shortages (EMFILE, ENFILE, ENOBUFS, ENOMEM) pause accepting on the runtime's timer,
@@ -168,7 +168,7 @@ pub struct IncomingStats {
 ///   report interval, with a count of the repeats suppressed in between.
 /// - A fatal error (the listener itself is broken) ends the stream; [`Incoming::take_error`]
 ///   returns it.
-/// - At the connection limit it stops calling `accept` until a [`Permit`] is dropped (the
+/// - At the connection limit it stops calling `accept` until a [`LimitGuard`] is dropped (the
 ///   kernel backlog holds the rest), or in shed mode accepts, says the farewell and closes.
 pub struct Incoming<L: Listener, R: Runtime> {
     listener: L,
@@ -278,7 +278,7 @@ impl<L: Listener, R: Runtime> fmt::Debug for Incoming<L, R> {
 }
 
 impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
-    type Item = (Permit, L::Conn);
+    type Item = (LimitGuard, L::Conn);
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -324,11 +324,11 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                 Poll::Ready(Ok(conn)) => {
                     this.machine.on_accepted(this.rt.now());
                     this.drain_events(None);
-                    match (this.limit.try_acquire(), this.shed) {
-                        (Some(permit), _) => return Poll::Ready(Some((permit, conn))),
-                        (None, Some(farewell)) => {
+                    match (this.limit.try_acquire(this.rt.now()), this.shed) {
+                        (Ok(permit), _) => return Poll::Ready(Some((permit, conn))),
+                        (Err(_), Some(farewell)) => {
                             this.listener.shed(conn, farewell);
-                            this.limit.record_shed();
+                            this.limit.on_shed(this.rt.now());
                             #[cfg(feature = "tracing")]
                             tracing::debug!(
                                 target: "keel::accept",
@@ -336,7 +336,7 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                                 "connection shed at the limit"
                             );
                         }
-                        (None, None) => this.unpermitted = Some(conn),
+                        (Err(_), None) => this.unpermitted = Some(conn),
                     }
                 }
                 Poll::Ready(Err(e)) => {
