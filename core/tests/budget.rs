@@ -328,8 +328,8 @@ fn a_refusal_waits_only_for_the_first_slot_that_frees_a_whole_retry() {
     let mut budget = RetryBudget::new(config, t0());
     budget.deposit(t0() + ms(150)); // slot 1: +1
     assert_eq!(withdraw_all(&mut budget, t0() + ms(450)), 3); // slot 4: -3; 2 + 1 - 3 = 0
-    // Slot 1 leaving (1.2 s) leaves 2 - 3 = -1; slot 4 leaving (1.5 s) leaves 2: the first
-    // whole retry is at 1.5 s, not at the first boundary.
+                                                              // Slot 1 leaving (1.2 s) leaves 2 - 3 = -1; slot 4 leaving (1.5 s) leaves 2: the first
+                                                              // whole retry is at 1.5 s, not at the first boundary.
     assert_eq!(
         refused_until(&mut budget, t0() + ms(450)),
         Some(t0() + ms(1_500))

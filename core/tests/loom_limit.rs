@@ -10,8 +10,8 @@ use std::num::NonZeroUsize;
 use std::task::{Context, Poll, Wake, Waker};
 
 use keel_core::limit::LimitConfig;
-use keel_core::Instant;
 use keel_core::sync::limit::{LimitGuard, SharedLimit};
+use keel_core::Instant;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Notify};
 use loom::thread;

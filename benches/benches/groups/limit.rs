@@ -41,7 +41,9 @@ pub(crate) fn bench(c: &mut Criterion) {
     g.bench_function("2_threads/keel_shared_acquire_release", |b| {
         b.iter_custom(|iters| {
             let shared = SharedLimit::new(config.clone());
-            two_threads(&shared, iters, |s| drop(black_box(s.try_acquire(Instant::ZERO))))
+            two_threads(&shared, iters, |s| {
+                drop(black_box(s.try_acquire(Instant::ZERO)))
+            })
         })
     });
     g.bench_function("2_threads/tokio_semaphore_try_acquire_drop", |b| {

@@ -59,7 +59,6 @@ use core::num::NonZeroUsize;
 #[cfg(feature = "std")]
 use core::task::{Context, Poll, Waker};
 
-
 use super::shim::{Arc, AtomicU64, AtomicUsize, Ordering};
 #[cfg(feature = "std")]
 use super::shim::{Mutex, MutexGuard};

@@ -191,7 +191,10 @@ mod loom_tests {
                 }
             };
             releaser.join().expect("releaser");
-            assert!(saw_ready || woken.0.load(Ordering::Acquire), "a lost wake-up");
+            assert!(
+                saw_ready || woken.0.load(Ordering::Acquire),
+                "a lost wake-up"
+            );
         });
     }
 }
