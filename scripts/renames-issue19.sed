@@ -59,12 +59,12 @@ s/\bbreaker::Jitter\b/backoff::Jitter/g
 # 6. The retry budget's admission: `try_withdraw(now) -> bool` is `try_acquire(now) ->
 #    Result<(), Rejected<Exhausted>>` (RetryBudget and SharedBudget). Simple arguments only;
 #    anything else the compiler points at.
-s/!([A-Za-z_][A-Za-z0-9_.]*)\.try_withdraw\(([^()]*(\([^()]*\))?[^()]*)\)/\1.try_acquire(\2).is_err()/g
-s/\.try_withdraw\(([^()]*(\([^()]*\))?[^()]*)\)/.try_acquire(\1).is_ok()/g
+s/!([A-Za-z_][A-Za-z0-9_.]*)\.try_withdraw\((([^()]|\([^()]*\))*)\)/\1.try_acquire(\2).is_err()/g
+s/\.try_withdraw\((([^()]|\([^()]*\))*)\)/.try_acquire(\1).is_ok()/g
 #
 # 7. One config entry shape: named presets return the builder.
-s/\bAcceptConfig::fixed_pause\(([^()]*(\([^()]*\))?[^()]*)\)\.unwrap\(\)/AcceptConfig::fixed_pause(\1).build().unwrap()/g
-s/\bAcceptConfig::fixed_pause\(([^()]*(\([^()]*\))?[^()]*)\)\?/AcceptConfig::fixed_pause(\1).build()?/g
+s/\bAcceptConfig::fixed_pause\((([^()]|\([^()]*\))*)\)\.unwrap\(\)/AcceptConfig::fixed_pause(\1).build().unwrap()/g
+s/\bAcceptConfig::fixed_pause\((([^()]|\([^()]*\))*)\)\?/AcceptConfig::fixed_pause(\1).build()?/g
 #    By hand: other uses of `AcceptConfig::fixed_pause(d)` as a config: add `.build()`.
 #
 # 8. HealthReport has no capacity parameter.
