@@ -59,14 +59,12 @@ fn only_a_fatal_listener_fails_liveness() {
 #[test]
 fn an_open_breaker_degrades_by_default_and_can_deny_readiness() {
     assert_eq!(BreakerImpact::default(), BreakerImpact::Degrade);
-    let r =
-        HealthReport::new().with("db", ComponentState::breaker_open(BreakerImpact::Degrade));
+    let r = HealthReport::new().with("db", ComponentState::breaker_open(BreakerImpact::Degrade));
     assert!(r.is_ready() && r.is_live());
     assert_eq!(r.to_string(), "ready=true live=true reasons=[db: open]");
     assert_eq!(r.readiness().reasons().count(), 0);
 
-    let r =
-        HealthReport::new().with("db", ComponentState::breaker_open(BreakerImpact::NotReady));
+    let r = HealthReport::new().with("db", ComponentState::breaker_open(BreakerImpact::NotReady));
     assert!(!r.is_ready() && r.is_live());
 }
 
@@ -95,7 +93,10 @@ fn components_beyond_capacity_still_count_toward_the_verdict() {
         assert!(r.add(name, ComponentState::Degraded(Reason::new("slow"))));
     }
     assert!(r.is_ready() && r.is_live());
-    assert!(r.add("ok", ComponentState::Healthy), "healthy ones are never cut");
+    assert!(
+        r.add("ok", ComponentState::Healthy),
+        "healthy ones are never cut"
+    );
     assert!(!r.add("i", ComponentState::Fatal(Reason::new("gone"))));
     assert!(!r.add("j", ComponentState::draining()));
     assert!(!r.is_ready());

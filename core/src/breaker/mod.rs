@@ -896,7 +896,10 @@ impl CircuitBreaker {
 /// The open-duration [`Backoff`] of an exponential open duration, starting at `now`.
 fn open_backoff(config: &BreakerConfig, now: Instant) -> Option<Backoff> {
     let backoff = config.open_backoff();
-    debug_assert!(backoff.is_ok(), "the builder checked the open-duration schedule");
+    debug_assert!(
+        backoff.is_ok(),
+        "the builder checked the open-duration schedule"
+    );
     backoff.ok().flatten().map(|c| Backoff::new(c, now))
 }
 
@@ -985,7 +988,12 @@ mod tests {
     #[test]
     fn does_not_panic_on_bad_instant() {
         let config = BreakerConfig::consecutive_failures(1)
-            .exponential_open_duration(Duration::MAX, u32::MAX, Duration::MAX, crate::backoff::Jitter::Full)
+            .exponential_open_duration(
+                Duration::MAX,
+                u32::MAX,
+                Duration::MAX,
+                crate::backoff::Jitter::Full,
+            )
             .max_wait_in_half_open(Duration::MAX)
             .build()
             .unwrap();
