@@ -67,7 +67,10 @@ pub enum OpenDuration {
     Fixed(Duration),
     /// `base` after the first trip, multiplied by `factor` after each further trip without the
     /// breaker closing in between (a failed half-open probe), at most `cap`, then jittered.
-    /// Back to `base` once the breaker closes.
+    /// Back to `base` once the breaker closes. The durations are the delays of a
+    /// [`Backoff`](crate::backoff::Backoff) built from these fields (exponential by
+    /// `factor * 100` percent, saturating at `u32::MAX` percent, unlimited attempts, the
+    /// breaker's seed), so the breaker and a retry loop grow and jitter alike.
     Exponential {
         /// The first open duration.
         base: Duration,
