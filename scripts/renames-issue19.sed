@@ -32,7 +32,11 @@ s/\bcrate::bulkhead::Bulkhead\b/crate::bulkhead::FifoSemaphore/g
 # 3. The limit in the house shape (signature changes, fix by hand where the compiler points):
 #    `Limit::try_acquire() -> bool` is `try_acquire(now) -> Result<LimitPermit, Rejected<Overflow>>`,
 #    `Limit::release()` is `on_release(now, permit)`, `Limit::record_shed()` is `on_shed(now)`.
-#    (SharedLimit keeps `try_acquire()`, RAII permits and `record_shed()`.)
+#    SharedLimit in the same shape: `try_acquire()` -> `try_acquire(now)` returning
+#    `Result<LimitGuard, Rejected<Overflow>>` (was `Option<Permit>`; fix `Some`/`None` matches
+#    by hand), `record_shed()` -> `on_shed(now)`; the guard `sync::limit::Permit` is `LimitGuard`
+#    (the old name stays as an alias).
+s/\bsync::limit::Permit\b/sync::limit::LimitGuard/g
 #
 # 4. One admission verb (try_acquire(now) -> Result<XPermit, Rejected<Reason>>) and one rejection
 #    shape (keel_core::Rejected<R> { reason, retry_at }).
@@ -52,7 +56,7 @@ s/\bon_work_started\b/try_acquire/g
 s/\bbreaker::Jitter\b/backoff::Jitter/g
 #    By hand: `use keel_core::breaker::{.., Jitter, ..}` -> import `keel_core::backoff::Jitter`.
 #
-# 6. Issue 18 (serving slice): the blanket `StreamExt` is gone (`Incoming::next()` is inherent).
+# 9. Issue 18 (serving slice): the blanket `StreamExt` is gone (`Incoming::next()` is inherent).
 #    Only on lines naming keel (a `futures_lite::StreamExt as _` import stays); a multi-line keel
 #    import loses it by hand.
 /keel/ s/, *StreamExt as _//g
@@ -60,3 +64,20 @@ s/\bbreaker::Jitter\b/backoff::Jitter/g
 #    By hand: `while let Some((permit, stream)) = incoming.next().await` is
 #    `while let Some(Accepted { permit, stream, peer }) = ..` (or `.into_parts()` for a triple);
 #    a `driver::Listener` impl adds `type Addr` and returns `(conn, peer)` from `poll_accept`.
+#
+# 6. The retry budget's admission: `try_withdraw(now) -> bool` is `try_acquire(now) ->
+#    Result<(), Rejected<Exhausted>>` (RetryBudget and SharedBudget). Simple arguments only;
+#    anything else the compiler points at.
+s/!([A-Za-z_][A-Za-z0-9_.]*)\.try_withdraw\((([^()]|\([^()]*\))*)\)/\1.try_acquire(\2).is_err()/g
+s/\.try_withdraw\((([^()]|\([^()]*\))*)\)/.try_acquire(\1).is_ok()/g
+#
+# 7. One config entry shape: named presets return the builder.
+s/\bAcceptConfig::fixed_pause\((([^()]|\([^()]*\))*)\)\.unwrap\(\)/AcceptConfig::fixed_pause(\1).build().unwrap()/g
+s/\bAcceptConfig::fixed_pause\((([^()]|\([^()]*\))*)\)\?/AcceptConfig::fixed_pause(\1).build()?/g
+#    By hand: other uses of `AcceptConfig::fixed_pause(d)` as a config: add `.build()`.
+#
+# 8. HealthReport has no capacity parameter.
+s/\bHealthReport::<[0-9]+>::/HealthReport::/g
+s/\bHealthReport<[0-9]+>/HealthReport/g
+#    By hand: `bulkhead::Admission::Rejected(reason)` matches bind a `BulkheadRejected`
+#    (`.reason`, `.retry_at`).

@@ -526,7 +526,7 @@ fn shut_down_on_signals(handle: ServeHandle, not_ready: Arc<AtomicBool>, drain_d
 
 /// The health report of `/livez` and `/readyz`: the server's, plus the shutdown signal during
 /// the drain delay and the dependency's breaker (open: degraded, still ready).
-fn health(handle: &ServeHandle, not_ready: &AtomicBool, breaker: &Breaker) -> HealthReport<4> {
+fn health(handle: &ServeHandle, not_ready: &AtomicBool, breaker: &Breaker) -> HealthReport {
     let mut report = handle.health();
     if not_ready.load(Ordering::SeqCst) && !handle.is_draining() {
         let _ = report.add("shutdown", ComponentState::draining());

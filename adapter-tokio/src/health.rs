@@ -10,7 +10,7 @@
 //! use keel_tokio::core::health::{ComponentState, HealthReport};
 //! use keel_tokio::health::{livez, readyz};
 //!
-//! let report = || HealthReport::<4>::new().with("db", ComponentState::Healthy);
+//! let report = || HealthReport::new().with("db", ComponentState::Healthy);
 //! let app: Router = Router::new()
 //!     .route("/livez", get(livez(report)))
 //!     .route("/readyz", get(readyz(report)));
@@ -27,17 +27,17 @@ use keel_core::health::HealthReport;
 
 /// The readiness answer for `report`: 200 when ready, 503 when not; the JSON report as body.
 #[must_use]
-pub fn readiness_response<const N: usize>(report: &HealthReport<N>) -> Response {
+pub fn readiness_response(report: &HealthReport) -> Response {
     respond(report.is_ready(), report)
 }
 
 /// The liveness answer for `report`: 200 when live, 503 when not; the JSON report as body.
 #[must_use]
-pub fn liveness_response<const N: usize>(report: &HealthReport<N>) -> Response {
+pub fn liveness_response(report: &HealthReport) -> Response {
     respond(report.is_live(), report)
 }
 
-fn respond<const N: usize>(ok: bool, report: &HealthReport<N>) -> Response {
+fn respond(ok: bool, report: &HealthReport) -> Response {
     let status = if ok {
         StatusCode::OK
     } else {
@@ -59,22 +59,18 @@ fn respond<const N: usize>(ok: bool, report: &HealthReport<N>) -> Response {
 
 /// An axum handler for `/readyz`: calls `report` at every probe and answers with
 /// [`readiness_response`].
-pub fn readyz<F, const N: usize>(
-    report: F,
-) -> impl Fn() -> Ready<Response> + Clone + Send + Sync + 'static
+pub fn readyz<F>(report: F) -> impl Fn() -> Ready<Response> + Clone + Send + Sync + 'static
 where
-    F: Fn() -> HealthReport<N> + Clone + Send + Sync + 'static,
+    F: Fn() -> HealthReport + Clone + Send + Sync + 'static,
 {
     move || ready(readiness_response(&report()))
 }
 
 /// An axum handler for `/livez`: calls `report` at every probe and answers with
 /// [`liveness_response`].
-pub fn livez<F, const N: usize>(
-    report: F,
-) -> impl Fn() -> Ready<Response> + Clone + Send + Sync + 'static
+pub fn livez<F>(report: F) -> impl Fn() -> Ready<Response> + Clone + Send + Sync + 'static
 where
-    F: Fn() -> HealthReport<N> + Clone + Send + Sync + 'static,
+    F: Fn() -> HealthReport + Clone + Send + Sync + 'static,
 {
     move || ready(liveness_response(&report()))
 }
@@ -96,7 +92,7 @@ mod tests {
 
     #[tokio::test]
     async fn ready_live_and_not() {
-        let draining = HealthReport::<2>::new().with("shutdown", ComponentState::draining());
+        let draining = HealthReport::new().with("shutdown", ComponentState::draining());
         let (status, ct, text) = body(readyz(move || draining)().await).await;
         assert_eq!(
             (status, ct.as_str()),
@@ -111,13 +107,12 @@ mod tests {
             body(livez(move || draining)().await).await.0,
             StatusCode::OK
         );
-        let fatal =
-            HealthReport::<2>::new().with("accept", ComponentState::accept_stopped("EBADF"));
+        let fatal = HealthReport::new().with("accept", ComponentState::accept_stopped("EBADF"));
         assert_eq!(
             body(livez(move || fatal)().await).await.0,
             StatusCode::SERVICE_UNAVAILABLE
         );
-        let fine = HealthReport::<2>::new;
+        let fine = HealthReport::new;
         assert_eq!(body(readyz(fine)().await).await.0, StatusCode::OK);
     }
 }

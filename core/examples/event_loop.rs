@@ -289,7 +289,7 @@ impl Machines {
     }
 
     /// The health line's report: the same four components as the adapters' `ServeHandle`.
-    fn health(&self, now: Instant, listener_failed: bool) -> HealthReport<4> {
+    fn health(&self, now: Instant, listener_failed: bool) -> HealthReport {
         let accept = if listener_failed {
             ComponentState::accept_stopped("fatal error")
         } else if self.accept.is_paused(now) {

@@ -18,8 +18,10 @@
 //!   leaves only the floor. Finagle deposits for every request instead; do that if you want
 //!   retries to scale with the request rate during an outage: the machine does not know the
 //!   outcome, the caller chooses.
-//! - [`RetryBudget::try_withdraw(now)`](RetryBudget::try_withdraw): call before each retry;
-//!   `false` means do not retry (the refusal is counted in [`BudgetStats::exhausted`]).
+//! - [`RetryBudget::try_acquire(now)`](RetryBudget::try_acquire): call before each retry;
+//!   `Err(Rejected<Exhausted>)` means do not retry (the refusal is counted in
+//!   [`BudgetStats::exhausted`]); its `retry_at` is the first instant at which the budget would
+//!   allow a retry if nothing else happened (`None`: only a deposit would).
 //! - Time is an input; `now` going backwards is clamped; no call can panic or allocate.
 //!
 //! # How it counts
@@ -73,9 +75,14 @@
 //! for _ in 0..50 {
 //!     budget.deposit(t); // 50 successful requests: 20 % of them is 10 more retries
 //! }
-//! let granted = (0..100).filter(|_| budget.try_withdraw(t)).count();
+//! let granted = (0..100).filter(|_| budget.try_acquire(t).is_ok()).count();
 //! assert_eq!(granted, 10 + 10);
 //! assert_eq!(budget.stats().exhausted, 80);
+//!
+//! // Spent. The withdrawals are forgotten with their slot, 11 s after it started; the refusal
+//! // says so.
+//! let refused = budget.try_acquire(t).unwrap_err();
+//! assert_eq!(refused.retry_at, Some(t + Duration::from_secs(11)));
 //!
 //! // Eleven seconds later the requests are forgotten; the floor is available again.
 //! let later = t + Duration::from_secs(11);
@@ -85,7 +92,7 @@
 
 use core::time::Duration;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Rejected};
 use crate::time::{duration_to_nanos, Instant, Monotonic};
 
 /// Default window: 10 s (Finagle `RetryBudget`, tower `TpsBudget::default`).
@@ -249,18 +256,31 @@ impl BudgetConfigBuilder {
 pub struct BudgetStats {
     /// Calls to [`RetryBudget::deposit`].
     pub deposits: u64,
-    /// Retries allowed by [`RetryBudget::try_withdraw`].
+    /// Retries allowed by [`RetryBudget::try_acquire`].
     pub withdrawals: u64,
     /// Retries refused because the budget was exhausted.
     pub exhausted: u64,
 }
+
+/// Why [`RetryBudget::try_acquire`] refused a retry: the budget is spent. Do not retry (fail
+/// with the last error); the rejection's `retry_at` says when the budget would next allow one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Exhausted;
+
+impl core::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("retry budget exhausted: do not retry now (raise `retry_percent` or `min_per_sec` to allow more retries)")
+    }
+}
+
+impl core::error::Error for Exhausted {}
 
 /// The retry budget. See the [module docs](self) for the contract and the exact guarantee.
 ///
 /// | group | methods |
 /// | --- | --- |
 /// | construct | [`new`](Self::new) |
-/// | admission | [`try_withdraw`](Self::try_withdraw) (one retry; nothing to release) |
+/// | admission | [`try_acquire`](Self::try_acquire) `-> Result<(), Rejected<Exhausted>>` (one retry; nothing to release) |
 /// | inputs | [`deposit`](Self::deposit) (one original request) |
 /// | getters | [`remaining`](Self::remaining), [`config`](Self::config), [`stats`](Self::stats) |
 ///
@@ -278,7 +298,7 @@ pub struct RetryBudget {
     head: usize,
     /// Net milli-retries per slot.
     slots: [i64; RING],
-    /// `sum(slots)`, kept alongside so `try_withdraw` is O(1).
+    /// `sum(slots)`, kept alongside so `try_acquire` is O(1).
     balance: i64,
     stats: BudgetStats,
 }
@@ -308,53 +328,81 @@ impl RetryBudget {
         self.stats.deposits = self.stats.deposits.saturating_add(1);
     }
 
-    /// Asks for one retry at `now`: `true` (and the retry is charged) if the budget allows it.
+    /// Asks for one retry at `now`: `Ok(())` (and the retry is charged) if the budget allows
+    /// it. A budget hands out nothing to give back (a retry spent is spent), so the admission
+    /// is `Ok(())`, not a permit.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected<Exhausted>`](Exhausted) when the budget is spent (counted in
+    /// [`BudgetStats::exhausted`]; do not retry). Its `retry_at` is the first instant at which
+    /// the same call would succeed if nothing else happened: the start of the first slot whose
+    /// expiry (forgetting earlier withdrawals) leaves a whole retry. `None` when no expiry does
+    /// (a floor below one retry per window and too few deposits): only a deposit helps.
     #[inline]
-    #[must_use]
-    pub fn try_withdraw(&mut self, now: Instant) -> bool {
+    pub fn try_acquire(&mut self, now: Instant) -> Result<(), Rejected<Exhausted>> {
         self.advance(now);
         if self.config.reserve.saturating_add(self.balance) >= WITHDRAW {
             self.add(-WITHDRAW);
             self.stats.withdrawals = self.stats.withdrawals.saturating_add(1);
-            true
+            Ok(())
         } else {
             self.stats.exhausted = self.stats.exhausted.saturating_add(1);
-            false
+            Err(Rejected {
+                reason: Exhausted,
+                retry_at: self.next_admission(),
+            })
         }
     }
 
-    /// How many retries [`try_withdraw`](Self::try_withdraw) would allow at `now` if nothing
+    /// How many retries [`try_acquire`](Self::try_acquire) would allow at `now` if nothing
     /// else happened. A getter: it changes nothing (the slots that would expire by `now` are
     /// left out of the sum, not forgotten).
     #[must_use]
     pub fn remaining(&self, now: Instant) -> u64 {
-        let tokens = self
-            .config
-            .reserve
-            .saturating_add(self.balance_at(now))
-            .max(0);
+        let now = now.max(self.clock.get());
+        let (_, steps) = self.steps_to(now);
+        let tokens = self.config.reserve.saturating_add(self.kept(steps)).max(0);
         tokens.unsigned_abs() / WITHDRAW.unsigned_abs()
     }
 
-    /// The balance `advance(now)` would leave, computed without changing anything: the same
-    /// slot arithmetic as `advance` and `rotate`, summing the slots that stay in the ring.
-    fn balance_at(&self, now: Instant) -> i64 {
-        let now = now.max(self.clock.get());
+    /// The slot holding `now` (not before the current one) and how many slot boundaries lie
+    /// between the current slot and it. The one place the slot of an instant is computed.
+    fn steps_to(&self, now: Instant) -> (u64, u64) {
         let offset = duration_to_nanos(now.saturating_duration_since(self.origin));
         if u128::from(offset) < self.slot_end {
-            return self.balance;
+            return (self.slot, 0);
         }
-        let steps = (offset / self.config.slot_ns).saturating_sub(self.slot);
+        let slot = offset / self.config.slot_ns;
+        (slot, slot.saturating_sub(self.slot))
+    }
+
+    /// The balance left after `steps` more slot boundaries: the sum of the slots that stay in
+    /// the ring (a boundary forgets the oldest slot, the one after `head`). The one place the
+    /// balance is computed: `rotate` stores it, `remaining` and `next_admission` read it.
+    fn kept(&self, steps: u64) -> i64 {
         if steps >= RING as u64 {
             return 0;
         }
-        // `rotate` clears the `steps` slots after `head` (the oldest); sum the others.
         // steps < RING, so the conversion holds.
         let steps = usize::try_from(steps).unwrap_or(RING);
         (0..RING)
-            .filter(|i| (i + RING - self.head) % RING > steps || *i == self.head)
+            .filter(|i| *i == self.head || (i + RING - self.head) % RING > steps)
             .filter_map(|i| self.slots.get(i))
             .fold(0i64, |acc, s| acc.saturating_add(*s))
+    }
+
+    /// The first slot start after now at which a withdrawal would succeed if nothing else
+    /// happened; `None` if none would. The balance only changes when a slot leaves the ring,
+    /// and after `RING` boundaries every slot has left, so the first `RING` boundaries are all
+    /// there is to look at.
+    #[cold]
+    fn next_admission(&self) -> Option<Instant> {
+        let steps = (1..=RING as u64)
+            .find(|k| self.config.reserve.saturating_add(self.kept(*k)) >= WITHDRAW)?;
+        let start = (u128::from(self.slot) + u128::from(steps)) * u128::from(self.config.slot_ns);
+        let start = u64::try_from(start).ok()?;
+        self.origin.checked_add(Duration::from_nanos(start))
     }
 
     /// The configuration.
@@ -383,18 +431,17 @@ impl RetryBudget {
     #[inline]
     fn advance(&mut self, now: Instant) {
         let now = self.clock.observe(now);
-        let offset = now.saturating_duration_since(self.origin);
-        let offset = duration_to_nanos(offset);
-        if u128::from(offset) < self.slot_end {
-            return;
+        let (slot, steps) = self.steps_to(now);
+        if steps > 0 {
+            self.rotate(slot, steps);
         }
-        self.rotate(offset);
     }
 
     #[cold]
-    fn rotate(&mut self, offset: u64) {
-        let slot = offset / self.config.slot_ns;
-        let steps = slot.saturating_sub(self.slot);
+    fn rotate(&mut self, slot: u64, steps: u64) {
+        // Recomputed from the slots rather than adjusted, so a saturated slot can never skew
+        // it for good.
+        self.balance = self.kept(steps);
         if steps >= RING as u64 {
             self.slots = [0; RING];
             self.head = 0;
@@ -410,11 +457,6 @@ impl RetryBudget {
                 }
             }
         }
-        // Recomputed rather than adjusted, so a saturated slot can never skew it for good.
-        self.balance = self
-            .slots
-            .iter()
-            .fold(0i64, |acc, s| acc.saturating_add(*s));
         self.slot = slot;
         self.slot_end = (u128::from(slot) + 1) * u128::from(self.config.slot_ns);
     }

@@ -16,8 +16,9 @@
 //!
 //! # The contract
 //!
-//! Build a [`HealthReport`] with room for `N` components (no allocation), add one
-//! [`ComponentState`] per named component (`&'static str` names), then read
+//! Build a [`HealthReport`] (it lists up to [`MAX_LISTED`] reasons inline: no allocation, no
+//! capacity to choose), add one [`ComponentState`] per named component (`&'static str`
+//! names), then read
 //! [`HealthReport::is_ready`], [`HealthReport::is_live`], [`HealthReport::reasons`] or its
 //! [`Display`](core::fmt::Display) line, which an echo server can send as a probe reply:
 //!
@@ -25,8 +26,11 @@
 //! ready=false live=true reasons=[accept: paused (EMFILE); shutdown: draining]
 //! ```
 //!
-//! Every state counts toward the verdict even when more than `N` components are added; only
-//! the list of reasons is bounded (the line then ends in `; +K more`).
+//! Every state counts toward the verdict however many components are added; only the list of
+//! reasons is bounded, at [`MAX_LISTED`] (the line then ends in `; +K more`, and
+//! [`HealthReport::omitted`] counts them). Eight is more than a probe line needs (keel's own
+//! reports have four components, and healthy ones are never listed), so the capacity is a
+//! documented constant rather than a type parameter every signature would carry.
 //!
 //! | helper | state | ready | live |
 //! | --- | --- | --- | --- |
@@ -46,7 +50,7 @@
 //! ```
 //! use keel_core::health::{ComponentState, HealthReport};
 //!
-//! let mut report = HealthReport::<4>::new();
+//! let mut report = HealthReport::new();
 //! report.add("accept", ComponentState::accept_paused("EMFILE"));
 //! report.add("shutdown", ComponentState::draining());
 //! report.add("db", ComponentState::Healthy);
@@ -258,29 +262,33 @@ impl fmt::Display for ComponentReport {
     }
 }
 
-/// Readiness and liveness aggregated over up to `N` listed components. See the
-/// [module docs](self).
+/// How many non-healthy components a [`HealthReport`] lists; more still count toward the
+/// verdict and are counted in [`HealthReport::omitted`].
+pub const MAX_LISTED: usize = 8;
+
+/// Readiness and liveness aggregated over any number of components, listing the reasons of
+/// up to [`MAX_LISTED`] of them. See the [module docs](self).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HealthReport<const N: usize = 8> {
-    entries: [Option<ComponentReport>; N],
+pub struct HealthReport {
+    entries: [Option<ComponentReport>; MAX_LISTED],
     len: usize,
     omitted: usize,
     ready: bool,
     live: bool,
 }
 
-impl<const N: usize> Default for HealthReport<N> {
+impl Default for HealthReport {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const N: usize> HealthReport<N> {
+impl HealthReport {
     /// An empty report: ready and live.
     #[must_use]
     pub const fn new() -> Self {
         HealthReport {
-            entries: [None; N],
+            entries: [None; MAX_LISTED],
             len: 0,
             omitted: 0,
             ready: true,
@@ -289,7 +297,8 @@ impl<const N: usize> HealthReport<N> {
     }
 
     /// Adds a component. Healthy components count but are not listed as reasons. Returns
-    /// `false` if its reason could not be listed (more than `N` unhealthy components); it still
+    /// `false` if its reason could not be listed (more than [`MAX_LISTED`] non-healthy
+    /// components); it still
     /// counts toward the verdict.
     pub fn add(&mut self, name: &'static str, state: ComponentState) -> bool {
         self.ready &= state.is_ready();
@@ -331,13 +340,13 @@ impl<const N: usize> HealthReport<N> {
 
     /// The readiness verdict with its reasons.
     #[must_use]
-    pub fn readiness(&self) -> Readiness<'_, N> {
+    pub fn readiness(&self) -> Readiness<'_> {
         Readiness { report: self }
     }
 
     /// The liveness verdict with its reasons.
     #[must_use]
-    pub fn liveness(&self) -> Liveness<'_, N> {
+    pub fn liveness(&self) -> Liveness<'_> {
         Liveness { report: self }
     }
 
@@ -366,7 +375,7 @@ impl<const N: usize> HealthReport<N> {
         self.entries.iter().take(self.len).flatten()
     }
 
-    /// Unhealthy components beyond the capacity `N` (counted, not listed).
+    /// Non-healthy components beyond [`MAX_LISTED`] (counted, not listed).
     #[must_use]
     pub const fn omitted(&self) -> usize {
         self.omitted
@@ -375,11 +384,11 @@ impl<const N: usize> HealthReport<N> {
 
 /// The readiness verdict: [`is_ready`](Self::is_ready) and the components that deny it.
 #[derive(Clone, Copy, Debug)]
-pub struct Readiness<'a, const N: usize> {
-    report: &'a HealthReport<N>,
+pub struct Readiness<'a> {
+    report: &'a HealthReport,
 }
 
-impl<'a, const N: usize> Readiness<'a, N> {
+impl<'a> Readiness<'a> {
     /// `true` when the instance should receive traffic.
     #[must_use]
     pub const fn is_ready(&self) -> bool {
@@ -394,11 +403,11 @@ impl<'a, const N: usize> Readiness<'a, N> {
 
 /// The liveness verdict: [`is_live`](Self::is_live) and the components that deny it.
 #[derive(Clone, Copy, Debug)]
-pub struct Liveness<'a, const N: usize> {
-    report: &'a HealthReport<N>,
+pub struct Liveness<'a> {
+    report: &'a HealthReport,
 }
 
-impl<'a, const N: usize> Liveness<'a, N> {
+impl<'a> Liveness<'a> {
     /// `false` when the instance should be restarted.
     #[must_use]
     pub const fn is_live(&self) -> bool {
@@ -411,7 +420,7 @@ impl<'a, const N: usize> Liveness<'a, N> {
     }
 }
 
-impl<const N: usize> fmt::Display for HealthReport<N> {
+impl fmt::Display for HealthReport {
     /// `ready=<bool> live=<bool> reasons=[name: reason; ...]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ready={} live={} reasons=[", self.ready, self.live)?;

@@ -281,7 +281,7 @@ fn builder_rejects_zero_inverted_and_shrinking_pauses() {
         Err(ConfigError::Zero { field: "max_pause" })
     );
     assert_eq!(
-        AcceptConfig::fixed_pause(Duration::ZERO),
+        AcceptConfig::fixed_pause(Duration::ZERO).build(),
         Err(ConfigError::Zero {
             field: "initial_pause"
         })
@@ -359,7 +359,7 @@ fn pause_grows_on_repeated_shortages_and_resets_on_success() {
 
 #[test]
 fn seed_fixed_pause_is_500ms_every_time() {
-    let config = AcceptConfig::fixed_pause(ms(500)).unwrap();
+    let config = AcceptConfig::fixed_pause(ms(500)).build().unwrap();
     let mut a = AcceptLoop::new(config, Instant::ZERO);
     let mut now = Instant::ZERO;
     for _ in 0..5 {

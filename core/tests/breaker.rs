@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use keel_core::backoff::Jitter;
+use keel_core::backoff::{Backoff, BackoffConfig, Jitter};
 use keel_core::breaker::{
     BreakerConfig, BreakerEvent, BreakerPermit, CircuitBreaker, OpenDuration, Outcome, Rejected,
     SlidingWindow, State, TransitionReason,
@@ -387,6 +387,49 @@ fn jittered_open_durations_stay_within_their_bounds_and_repeat_with_the_seed() {
     let equal = run(Jitter::Equal, 7);
     assert!(equal.iter().all(|d| *d >= secs(4) && *d <= secs(8)));
     assert!(equal.iter().any(|d| *d != equal[0]), "jitter varies");
+}
+
+#[test]
+fn open_durations_are_the_delays_of_the_equivalent_backoff() {
+    // The breaker draws its exponential open durations from a `Backoff`: exponential from
+    // `base` by `factor * 100` %, capped, the same jitter and seed, unlimited attempts; reset
+    // (not re-seeded) when the breaker closes. Computed here independently by a Backoff.
+    for jitter in [Jitter::None, Jitter::Full, Jitter::Equal] {
+        let config = BreakerConfig::consecutive_failures(1)
+            .exponential_open_duration(Duration::from_millis(300), 3, secs(20), jitter)
+            .permitted_calls_in_half_open(1)
+            .seed(42)
+            .build()
+            .unwrap();
+        let schedule = BackoffConfig::exponential(Duration::from_millis(300), secs(20))
+            .factor_percent(300)
+            .jitter(jitter)
+            .unlimited_attempts()
+            .seed(42)
+            .build()
+            .unwrap();
+        let mut expected = Backoff::new(schedule, Instant::ZERO);
+        let mut b = CircuitBreaker::new(config, Instant::ZERO);
+        let mut now = at(0);
+        for round in 0..3 {
+            fail(&mut b, now);
+            for _ in 0..6 {
+                let until = b.poll_timeout().unwrap_or(now);
+                let want = expected.delays().next().unwrap();
+                assert_eq!(until - now, want, "{jitter:?}, round {round}");
+                now = until;
+                b.handle_timeout(now);
+                fail(&mut b, now); // the probe fails: open again, longer
+            }
+            // A successful probe closes it; the schedule starts over, the draws go on.
+            now = b.poll_timeout().unwrap_or(now);
+            b.handle_timeout(now);
+            let _ = expected.delays().next(); // the last trip's open duration
+            succeed(&mut b, now);
+            assert_eq!(b.state(), State::Closed);
+            expected.reset(now);
+        }
+    }
 }
 
 #[test]

@@ -16,7 +16,7 @@ fn ms(n: u64) -> Duration {
 
 fn withdraw_all(budget: &mut RetryBudget, now: Instant) -> u64 {
     let mut n = 0;
-    while budget.try_withdraw(now) {
+    while budget.try_acquire(now).is_ok() {
         n += 1;
         assert!(n < 1_000_000, "the budget never ran out");
     }
@@ -58,7 +58,7 @@ fn a_failing_dependency_gets_only_the_percentage_not_n_retries() {
         let now = t0() + Duration::from_micros(i * 100);
         budget.deposit(now);
         for _ in 0..3 {
-            if budget.try_withdraw(now) {
+            if budget.try_acquire(now).is_ok() {
                 retries += 1;
             }
         }
@@ -73,10 +73,10 @@ fn deposits_refill_the_budget_one_fifth_at_a_time() {
     for _ in 0..4 {
         budget.deposit(t0());
     }
-    assert!(!budget.try_withdraw(t0()));
+    assert!(budget.try_acquire(t0()).is_err());
     budget.deposit(t0());
-    assert!(budget.try_withdraw(t0()));
-    assert!(!budget.try_withdraw(t0()));
+    assert!(budget.try_acquire(t0()).is_ok());
+    assert!(budget.try_acquire(t0()).is_err());
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn budget_forgets_requests_older_than_the_window() {
     // The second deposit is forgotten at 1.4 s.
     assert_eq!(budget.remaining(t0() + ms(1_399)), 1);
     assert_eq!(budget.remaining(t0() + ms(1_400)), 0);
-    assert!(!budget.try_withdraw(t0() + ms(1_400)));
+    assert!(budget.try_acquire(t0() + ms(1_400)).is_err());
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn withdrawals_are_forgotten_too() {
         .unwrap();
     let mut budget = RetryBudget::new(config, t0());
     assert_eq!(withdraw_all(&mut budget, t0()), 5);
-    assert!(!budget.try_withdraw(t0() + ms(1_099)));
+    assert!(budget.try_acquire(t0() + ms(1_099)).is_err());
     assert_eq!(withdraw_all(&mut budget, t0() + ms(1_100)), 5);
 }
 
@@ -143,8 +143,8 @@ fn time_going_backwards_is_clamped() {
     budget.deposit(t0() + ms(2_000));
     // A stale `now` counts as the newest seen: the deposit is neither lost nor doubled.
     assert_eq!(budget.remaining(Instant::ZERO), 1);
-    assert!(budget.try_withdraw(t0()));
-    assert!(!budget.try_withdraw(t0()));
+    assert!(budget.try_acquire(t0()).is_ok());
+    assert!(budget.try_acquire(t0()).is_err());
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn zero_percent_and_zero_floor_never_retries() {
     for _ in 0..100 {
         budget.deposit(t0());
     }
-    assert!(!budget.try_withdraw(t0()));
+    assert!(budget.try_acquire(t0()).is_err());
 }
 
 #[test]
@@ -267,4 +267,86 @@ fn invalid_configs_are_rejected() {
         budget.remaining(Instant::ZERO),
         u64::from(u32::MAX) * 3_600 + 1_000
     );
+}
+
+/// Withdraws at `at` and returns the refusal's `retry_at`; panics if the withdrawal was granted.
+fn refused_until(budget: &mut RetryBudget, at: Instant) -> Option<Instant> {
+    budget
+        .try_acquire(at)
+        .expect_err("the budget is spent")
+        .retry_at
+}
+
+#[test]
+fn a_refusal_says_when_the_spent_floor_is_forgotten_exactly() {
+    // ttl 1 s in slots of 100 ms, a floor of 5. Five withdrawals at 250 ms (slot 2) spend it;
+    // slot 2 leaves the 11-slot ring when slot 13 starts, at 1.3 s.
+    let config = BudgetConfig::builder()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(5)
+        .build()
+        .unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    assert_eq!(withdraw_all(&mut budget, t0() + ms(250)), 5);
+    let at = refused_until(&mut budget, t0() + ms(250));
+    assert_eq!(at, Some(t0() + ms(1_300)));
+    // The same answer from any instant before it, and a refusal one nanosecond before it...
+    assert_eq!(
+        refused_until(&mut budget, t0() + ms(1_300) - Duration::from_nanos(1)),
+        at
+    );
+    // ...and a grant exactly at it.
+    assert_eq!(withdraw_all(&mut budget, t0() + ms(1_300)), 5);
+}
+
+#[test]
+fn a_refusal_waits_only_for_the_first_slot_that_frees_a_whole_retry() {
+    // 100 %: a deposit is one retry. No floor. Deposits: 2 in slot 0, 1 in slot 1; withdrawals:
+    // 3 in slot 4. The balance is 0. Slot 0 leaving (at 1.1 s) takes two deposits away (-2),
+    // slot 1 one more (-3 at 1.2 s); only slot 4's withdrawals leaving (at 1.5 s) brings it
+    // back to 0, which is still no whole retry: never, without a deposit.
+    let config = BudgetConfig::builder()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(0)
+        .retry_percent(100)
+        .build()
+        .unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    budget.deposit(t0());
+    budget.deposit(t0() + ms(50));
+    budget.deposit(t0() + ms(150));
+    assert_eq!(withdraw_all(&mut budget, t0() + ms(450)), 3);
+    assert_eq!(refused_until(&mut budget, t0() + ms(450)), None);
+
+    // With a floor of 2 (2 per second over 1 s) the same idea, with a retry at the end.
+    let config = BudgetConfig::builder()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(2)
+        .retry_percent(100)
+        .build()
+        .unwrap();
+    let mut budget = RetryBudget::new(config, t0());
+    budget.deposit(t0() + ms(150)); // slot 1: +1
+    assert_eq!(withdraw_all(&mut budget, t0() + ms(450)), 3); // slot 4: -3; 2 + 1 - 3 = 0
+                                                              // Slot 1 leaving (1.2 s) leaves 2 - 3 = -1; slot 4 leaving (1.5 s) leaves 2: the first
+                                                              // whole retry is at 1.5 s, not at the first boundary.
+    assert_eq!(
+        refused_until(&mut budget, t0() + ms(450)),
+        Some(t0() + ms(1_500))
+    );
+    assert!(budget.try_acquire(t0() + ms(1_499)).is_err());
+    assert_eq!(withdraw_all(&mut budget, t0() + ms(1_500)), 2);
+}
+
+#[test]
+fn a_refusal_near_the_end_of_the_clock_never_comes_back() {
+    // The slot that would free the retry starts after Instant::MAX: None, not a wrapped instant.
+    let config = BudgetConfig::builder()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(1)
+        .build()
+        .unwrap();
+    let mut budget = RetryBudget::new(config, Instant::MAX - Duration::from_millis(500));
+    assert_eq!(withdraw_all(&mut budget, Instant::MAX), 1);
+    assert_eq!(refused_until(&mut budget, Instant::MAX), None);
 }

@@ -59,8 +59,14 @@ proptest! {
                 model.on_deposit(at);
             } else {
                 let expected = model.allows(at);
-                let got = budget.try_withdraw(at);
+                let decision = budget.try_acquire(at);
+                let got = decision.is_ok();
                 prop_assert_eq!(got, expected, "at {} (+{} ns)", now, now - start);
+                if let Err(rejected) = decision {
+                    // The first instant a withdrawal would succeed, computed by the model from
+                    // the events (not the machine's slots).
+                    prop_assert_eq!(rejected.retry_at, model.retry_at(at), "retry_at at {}", now);
+                }
                 if let Err(broken) = model.on_withdraw(at, got) {
                     prop_assert!(false, "{}", broken);
                 }
@@ -101,7 +107,7 @@ proptest! {
             match op {
                 0 => budget.deposit(at),
                 1 => {
-                    let _ = budget.try_withdraw(at);
+                    let _ = budget.try_acquire(at);
                 }
                 _ => {
                     let _ = budget.remaining(at);

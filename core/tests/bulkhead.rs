@@ -74,12 +74,23 @@ fn admits_up_to_max_concurrent_then_sheds_without_a_queue() {
     let mut bh: FifoSemaphore = FifoSemaphore::new(config(2, 0, 0), T0);
     let a = admitted(bh.acquire(T0));
     let _b = admitted(bh.acquire(T0));
-    assert_eq!(bh.acquire(T0), Admission::Rejected(RejectReason::Full));
+    assert_eq!(
+        bh.acquire(T0),
+        Admission::Rejected(Rejected {
+            reason: RejectReason::Full,
+            retry_at: None
+        })
+    );
+    // The waiting and the non-waiting admission reject in one shape.
+    let Admission::Rejected(by_acquire) = bh.acquire(T0) else {
+        panic!("full, no queue: shed")
+    };
+    assert_eq!(bh.try_acquire(T0).unwrap_err(), by_acquire);
     assert_eq!(bh.in_flight(), 2);
     assert_eq!(bh.on_release(ms(1), a), Release::Freed);
     let _c = admitted(bh.acquire(ms(1)));
     let s = bh.stats();
-    assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 1, 2, 2));
+    assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 3, 2, 2));
     assert_eq!(bh.poll_timeout(), None);
 }
 
@@ -93,11 +104,17 @@ fn bulkhead_sheds_when_the_queue_is_full() {
     assert_eq!((w1.get(), d1), (1, Some(ms(105))));
     assert_eq!(
         bh.acquire(ms(6)),
-        Admission::Rejected(RejectReason::QueueFull)
+        Admission::Rejected(Rejected {
+            reason: RejectReason::QueueFull,
+            retry_at: None
+        })
     );
     assert_eq!(
         bh.acquire(ms(7)),
-        Admission::Rejected(RejectReason::QueueFull)
+        Admission::Rejected(Rejected {
+            reason: RejectReason::QueueFull,
+            retry_at: None
+        })
     );
     let s = bh.stats();
     assert_eq!(
@@ -114,7 +131,13 @@ fn queue_is_capped_by_the_ring_capacity() {
     let _p = admitted(bh.acquire(T0));
     let _ = queued(bh.acquire(T0));
     let _ = queued(bh.acquire(T0));
-    assert_eq!(bh.acquire(T0), Admission::Rejected(RejectReason::QueueFull));
+    assert_eq!(
+        bh.acquire(T0),
+        Admission::Rejected(Rejected {
+            reason: RejectReason::QueueFull,
+            retry_at: None
+        })
+    );
 }
 
 #[test]
@@ -189,7 +212,10 @@ fn expired_waiters_free_room_in_the_queue_for_new_requests() {
     let (w0, _) = queued(bh.acquire(T0));
     assert_eq!(
         bh.acquire(ms(99)),
-        Admission::Rejected(RejectReason::QueueFull)
+        Admission::Rejected(Rejected {
+            reason: RejectReason::QueueFull,
+            retry_at: None
+        })
     );
     let (w1, d1) = queued(bh.acquire(ms(100)));
     assert_ne!(w0, w1);
@@ -305,7 +331,13 @@ fn a_zero_capacity_ring_sheds_at_once() {
     let mut bh: FifoSemaphore<0> = FifoSemaphore::new(config(1, 5, 100), T0);
     assert_eq!(bh.queue_capacity(), 0);
     let _p = admitted(bh.acquire(T0));
-    assert_eq!(bh.acquire(T0), Admission::Rejected(RejectReason::Full));
+    assert_eq!(
+        bh.acquire(T0),
+        Admission::Rejected(Rejected {
+            reason: RejectReason::Full,
+            retry_at: None
+        })
+    );
 }
 
 #[cfg(feature = "std")]

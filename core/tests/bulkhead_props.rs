@@ -10,7 +10,7 @@ use keel_core::bulkhead::{
     Admission, BulkheadConfig, BulkheadEvent, BulkheadPermit, FifoSemaphore, RejectReason, Release,
     WaiterId,
 };
-use keel_core::Instant;
+use keel_core::{Instant, Rejected};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -113,9 +113,9 @@ proptest! {
                         model.in_flight += 1;
                         prop_assert!(matches!(got, Admission::Admitted(_)));
                     } else if model.bound == 0 {
-                        prop_assert_eq!(&got, &Admission::Rejected(RejectReason::Full));
+                        prop_assert_eq!(&got, &Admission::Rejected(Rejected { reason: RejectReason::Full, retry_at: None }));
                     } else if model.queue.len() >= model.bound {
-                        prop_assert_eq!(&got, &Admission::Rejected(RejectReason::QueueFull));
+                        prop_assert_eq!(&got, &Admission::Rejected(Rejected { reason: RejectReason::QueueFull, retry_at: None }));
                     } else {
                         let Admission::Queued { waiter, deadline } = got else {
                             return Err(TestCaseError::fail(format!("expected Queued, got {got:?}")));
@@ -259,7 +259,7 @@ mod shared_lockstep {
                             ids.push(waiter);
                             waiters.push(w);
                         }
-                        (Admission::Rejected(r), Acquire::Ready(Err(e))) => prop_assert_eq!(e.reason, r),
+                        (Admission::Rejected(r), Acquire::Ready(Err(e))) => prop_assert_eq!(e, r),
                         (a, b) => prop_assert!(false, "request: {:?} vs {:?}", a, b),
                     },
                     Op::TryRequest => {

@@ -3,13 +3,13 @@
 use core::time::Duration;
 
 use keel_core::bulkhead::{Admission, BulkheadConfig, FifoSemaphore};
-use keel_core::health::{BreakerImpact, ComponentState, HealthReport, Reason};
+use keel_core::health::{BreakerImpact, ComponentState, HealthReport, Reason, MAX_LISTED};
 use keel_core::shutdown::{Shutdown, ShutdownConfig};
 use keel_core::Instant;
 
 #[test]
 fn an_empty_report_is_ready_and_live() {
-    let r = HealthReport::<4>::new();
+    let r = HealthReport::new();
     assert!(r.is_ready() && r.is_live());
     assert_eq!(r.to_string(), "ready=true live=true reasons=[]");
     assert_eq!(
@@ -20,7 +20,7 @@ fn an_empty_report_is_ready_and_live() {
 
 #[test]
 fn accept_paused_on_a_shortage_is_not_ready_but_live() {
-    let r = HealthReport::<4>::new().with("accept", ComponentState::accept_paused("EMFILE"));
+    let r = HealthReport::new().with("accept", ComponentState::accept_paused("EMFILE"));
     assert!(!r.is_ready());
     assert!(r.is_live());
     assert_eq!(
@@ -31,7 +31,7 @@ fn accept_paused_on_a_shortage_is_not_ready_but_live() {
 
 #[test]
 fn draining_is_not_ready_but_live_and_prints_the_probe_line() {
-    let r = HealthReport::<4>::new()
+    let r = HealthReport::new()
         .with("accept", ComponentState::accept_paused("EMFILE"))
         .with("shutdown", ComponentState::draining());
     assert_eq!(
@@ -44,7 +44,7 @@ fn draining_is_not_ready_but_live_and_prints_the_probe_line() {
 
 #[test]
 fn only_a_fatal_listener_fails_liveness() {
-    let r = HealthReport::<4>::new()
+    let r = HealthReport::new()
         .with("accept", ComponentState::accept_stopped("EBADF"))
         .with("bulkhead", ComponentState::bulkhead_saturated());
     assert!(!r.is_ready());
@@ -59,20 +59,18 @@ fn only_a_fatal_listener_fails_liveness() {
 #[test]
 fn an_open_breaker_degrades_by_default_and_can_deny_readiness() {
     assert_eq!(BreakerImpact::default(), BreakerImpact::Degrade);
-    let r =
-        HealthReport::<4>::new().with("db", ComponentState::breaker_open(BreakerImpact::Degrade));
+    let r = HealthReport::new().with("db", ComponentState::breaker_open(BreakerImpact::Degrade));
     assert!(r.is_ready() && r.is_live());
     assert_eq!(r.to_string(), "ready=true live=true reasons=[db: open]");
     assert_eq!(r.readiness().reasons().count(), 0);
 
-    let r =
-        HealthReport::<4>::new().with("db", ComponentState::breaker_open(BreakerImpact::NotReady));
+    let r = HealthReport::new().with("db", ComponentState::breaker_open(BreakerImpact::NotReady));
     assert!(!r.is_ready() && r.is_live());
 }
 
 #[test]
 fn healthy_components_are_not_listed() {
-    let r = HealthReport::<2>::new()
+    let r = HealthReport::new()
         .with("a", ComponentState::Healthy)
         .with(
             "b",
@@ -88,19 +86,30 @@ fn healthy_components_are_not_listed() {
 
 #[test]
 fn components_beyond_capacity_still_count_toward_the_verdict() {
-    let mut r = HealthReport::<1>::new();
-    assert!(r.add("a", ComponentState::Degraded(Reason::new("slow"))));
-    assert!(!r.add("b", ComponentState::Fatal(Reason::new("gone"))));
-    assert!(!r.add("c", ComponentState::draining()));
+    // MAX_LISTED (8) reasons are listed; the ninth and tenth are counted, and still decide.
+    const NAMES: [&str; MAX_LISTED] = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let mut r = HealthReport::new();
+    for name in NAMES {
+        assert!(r.add(name, ComponentState::Degraded(Reason::new("slow"))));
+    }
+    assert!(r.is_ready() && r.is_live());
+    assert!(
+        r.add("ok", ComponentState::Healthy),
+        "healthy ones are never cut"
+    );
+    assert!(!r.add("i", ComponentState::Fatal(Reason::new("gone"))));
+    assert!(!r.add("j", ComponentState::draining()));
     assert!(!r.is_ready());
     assert!(!r.is_live());
     assert_eq!(r.omitted(), 2);
+    assert_eq!(r.reasons().count(), MAX_LISTED);
     assert_eq!(
         r.to_string(),
-        "ready=false live=false reasons=[a: slow; +2 more]"
+        "ready=false live=false reasons=[a: slow; b: slow; c: slow; d: slow; e: slow; \
+         f: slow; g: slow; h: slow; +2 more]"
     );
-    let r0 = HealthReport::<0>::new().with("x", ComponentState::draining());
-    assert_eq!(r0.to_string(), "ready=false live=true reasons=[+1 more]");
+    // The cut reasons are not in the verdicts' lists either: they are counted only.
+    assert_eq!(r.liveness().reasons().count(), 0);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use keel_core::limit::{
     Limit, LimitConfig, LimitPermit, LimitStats, Overflow, DEFAULT_MAX, MAX_LIMIT,
 };
-use keel_core::sync::limit::{Permit, SharedLimit};
+use keel_core::sync::limit::{LimitGuard, SharedLimit};
 use keel_core::{ConfigError, Instant, Rejected};
 
 const T0: Instant = Instant::ZERO;
@@ -63,7 +63,7 @@ fn wakes(counter: &CountingWaker) -> usize {
     counter.wakes.load(Ordering::SeqCst)
 }
 
-fn poll(limit: &SharedLimit, waker: &Waker) -> Poll<Permit> {
+fn poll(limit: &SharedLimit, waker: &Waker) -> Poll<LimitGuard> {
     limit.poll_acquire(&mut Context::from_waker(waker))
 }
 
@@ -240,9 +240,9 @@ fn peak_remembers_the_high_water_mark() {
     assert_eq!((s.in_use, s.peak), (2, 7));
 
     let sl = shared(10);
-    let held: Vec<Permit> = (0..7).map(|_| sl.try_acquire().expect("room")).collect();
+    let held: Vec<LimitGuard> = (0..7).map(|_| sl.try_acquire(T0).expect("room")).collect();
     drop(held);
-    let _one = sl.try_acquire().expect("room");
+    let _one = sl.try_acquire(T0).expect("room");
     let s = sl.stats();
     assert_eq!((s.in_use, s.peak, s.acquired, s.released), (1, 7, 8, 7));
 }
@@ -287,10 +287,18 @@ fn shed_mode_refuses_without_waiting_and_counts_sheds() {
     assert_eq!((s.rejected, s.shed, s.waiting), (1, 1, 0));
 
     let sl = SharedLimit::new(config);
-    let _p = sl.try_acquire().expect("room");
-    assert!(sl.try_acquire().is_none());
-    sl.record_shed();
-    sl.record_shed();
+    let _p = sl.try_acquire(T0).expect("room");
+    // The shared form rejects in the same shape as the `&mut` one.
+    assert_eq!(
+        sl.try_acquire(T0).unwrap_err(),
+        Rejected {
+            reason: Overflow::Shed,
+            retry_at: None
+        },
+        "the shared rejection says to shed, with no retry instant"
+    );
+    sl.on_shed(T0);
+    sl.on_shed(T0);
     let s = sl.stats();
     assert_eq!((s.rejected, s.shed, s.waiting), (1, 2, 0));
 }
@@ -300,9 +308,9 @@ fn shed_mode_refuses_without_waiting_and_counts_sheds() {
 #[test]
 fn shared_backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops() {
     let l = shared(2);
-    let a = l.try_acquire().expect("room");
-    let b = l.try_acquire().expect("room");
-    assert!(l.try_acquire().is_none());
+    let a = l.try_acquire(T0).expect("room");
+    let b = l.try_acquire(T0).expect("room");
+    assert!(l.try_acquire(T0).is_err());
 
     let (counter, waker) = counting_waker();
     assert!(poll(&l, &waker).is_pending(), "held at the limit");
@@ -335,7 +343,7 @@ fn shared_backpressure_holds_at_the_limit_and_resumes_when_a_permit_drops() {
 #[test]
 fn a_waiter_that_acquires_clears_its_registration() {
     let l = shared(1);
-    let p = l.try_acquire().expect("room");
+    let p = l.try_acquire(T0).expect("room");
     let (counter, waker) = counting_waker();
     assert!(poll(&l, &waker).is_pending());
     // Room appears without a wake reaching the task (it is polled for another reason).
@@ -353,7 +361,7 @@ fn a_waiter_that_acquires_clears_its_registration() {
 #[test]
 fn shrinking_the_shared_limit_lets_holders_finish_and_admits_again_below_the_new_max() {
     let l = shared(3);
-    let mut held: Vec<Permit> = (0..3).map(|_| l.try_acquire().expect("room")).collect();
+    let mut held: Vec<LimitGuard> = (0..3).map(|_| l.try_acquire(T0).expect("room")).collect();
     l.set_max(nz(1));
     assert_eq!((l.in_use(), l.max(), l.available()), (3, 1, 0));
 
@@ -373,7 +381,7 @@ fn shrinking_the_shared_limit_lets_holders_finish_and_admits_again_below_the_new
     let Poll::Ready(p) = poll(&l, &waker) else {
         panic!("0 in use, max 1")
     };
-    assert!(l.try_acquire().is_none());
+    assert!(l.try_acquire(T0).is_err());
     drop(p);
     assert_eq!(l.stats().peak, 3);
 }
@@ -381,8 +389,8 @@ fn shrinking_the_shared_limit_lets_holders_finish_and_admits_again_below_the_new
 #[test]
 fn growing_the_shared_limit_wakes_the_waiter_and_shrinking_does_not() {
     let l = shared(2);
-    let _a = l.try_acquire().expect("room");
-    let _b = l.try_acquire().expect("room");
+    let _a = l.try_acquire(T0).expect("room");
+    let _b = l.try_acquire(T0).expect("room");
     let (counter, waker) = counting_waker();
     assert!(poll(&l, &waker).is_pending());
 
@@ -398,7 +406,7 @@ fn growing_the_shared_limit_wakes_the_waiter_and_shrinking_does_not() {
 #[test]
 fn two_waiters_do_not_wake_each_other_while_the_limit_is_full() {
     let l = shared(1);
-    let p = l.try_acquire().expect("room");
+    let p = l.try_acquire(T0).expect("room");
     let (first, first_waker) = counting_waker();
     let (second, second_waker) = counting_waker();
 
@@ -440,8 +448,8 @@ fn two_waiters_do_not_wake_each_other_while_the_limit_is_full() {
 #[test]
 fn growth_wakes_every_waiter_and_the_loser_waits_again() {
     let l = shared(2);
-    let a = l.try_acquire().expect("room");
-    let b = l.try_acquire().expect("room");
+    let a = l.try_acquire(T0).expect("room");
+    let b = l.try_acquire(T0).expect("room");
     let (first, first_waker) = counting_waker();
     let (second, second_waker) = counting_waker();
     assert!(poll(&l, &first_waker).is_pending());
@@ -473,7 +481,7 @@ fn growth_wakes_every_waiter_and_the_loser_waits_again() {
 #[test]
 fn re_polling_with_the_same_waker_registers_once() {
     let l = shared(1);
-    let _p = l.try_acquire().expect("room");
+    let _p = l.try_acquire(T0).expect("room");
     let (counter, waker) = counting_waker();
     for _ in 0..4 {
         assert!(poll(&l, &waker).is_pending());
@@ -490,9 +498,9 @@ fn re_polling_with_the_same_waker_registers_once() {
 fn clones_share_one_state() {
     let a = shared(2);
     let b = a.clone();
-    let _p = a.try_acquire().expect("room");
-    let _q = b.try_acquire().expect("room");
-    assert!(a.try_acquire().is_none());
+    let _p = a.try_acquire(T0).expect("room");
+    let _q = b.try_acquire(T0).expect("room");
+    assert!(a.try_acquire(T0).is_err());
     assert_eq!(b.in_use(), 2);
     b.set_max(nz(5));
     assert_eq!(a.max(), 5);
@@ -501,11 +509,11 @@ fn clones_share_one_state() {
 #[test]
 fn a_permit_moved_to_another_thread_releases_there() {
     fn assert_send_sync_static<T: Send + Sync + 'static>() {}
-    assert_send_sync_static::<Permit>();
+    assert_send_sync_static::<LimitGuard>();
     assert_send_sync_static::<SharedLimit>();
 
     let l = shared(1);
-    let permit = l.try_acquire().expect("room");
+    let permit = l.try_acquire(T0).expect("room");
     let (counter, waker) = counting_waker();
     assert!(poll(&l, &waker).is_pending());
 
@@ -520,7 +528,7 @@ fn a_permit_moved_to_another_thread_releases_there() {
         1,
         "the release on the other thread woke the acceptor"
     );
-    assert!(format!("{:?}", l.try_acquire().expect("room")).contains("Permit"));
+    assert!(format!("{:?}", l.try_acquire(T0).expect("room")).contains("LimitGuard"));
 }
 
 #[test]
@@ -543,7 +551,7 @@ fn threads_racing_never_hold_more_than_the_limit() {
                 start.wait();
                 let mut got = 0u64;
                 for _ in 0..2_000 {
-                    if let Some(p) = l.try_acquire() {
+                    if let Ok(p) = l.try_acquire(T0) {
                         got += 1;
                         let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
@@ -572,7 +580,7 @@ fn threads_racing_never_hold_more_than_the_limit() {
 #[test]
 fn debug_output_names_the_state() {
     let l = shared(4);
-    let _p = l.try_acquire().expect("room");
+    let _p = l.try_acquire(T0).expect("room");
     let text = format!("{l:?}");
     assert!(
         text.contains("max: 4") && text.contains("in_use: 1"),
@@ -583,7 +591,7 @@ fn debug_output_names_the_state() {
 #[test]
 fn shared_repolls_of_one_wait_count_one_rejection() {
     let limit = shared(1);
-    let held = limit.try_acquire().expect("a free slot");
+    let held = limit.try_acquire(T0).expect("a free slot");
     let (counter, waker) = counting_waker();
     for _ in 0..5 {
         assert!(poll(&limit, &waker).is_pending());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use keel_core::limit::{Limit, LimitConfig, LimitPermit, LimitStats, Overflow, MAX_LIMIT};
-use keel_core::sync::limit::{Permit, SharedLimit};
+use keel_core::sync::limit::{LimitGuard, SharedLimit};
 use keel_core::Instant;
 use proptest::prelude::*;
 
@@ -175,7 +175,7 @@ proptest! {
         let mut limit = Limit::new(config(max, shed));
         let shared = SharedLimit::new(config(max, shed));
         let waker = Waker::from(Arc::new(Noop));
-        let mut held: Vec<Permit> = Vec::new();
+        let mut held: Vec<LimitGuard> = Vec::new();
         let mut limit_held: Vec<LimitPermit> = Vec::new();
         // Rejections by `try_acquire`, and whether any poll was `Pending`.
         let mut try_rejected = 0u64;
@@ -183,11 +183,13 @@ proptest! {
         for op in ops {
             match op {
                 Op::Acquire => {
-                    let got = shared.try_acquire();
-                    try_rejected += u64::from(got.is_none());
-                    let mine = limit.try_acquire(T0).map(|p| limit_held.push(p)).is_ok();
-                    prop_assert_eq!(got.is_some(), mine);
-                    held.extend(got);
+                    let got = shared.try_acquire(T0);
+                    try_rejected += u64::from(got.is_err());
+                    let mine = limit.try_acquire(T0);
+                    // The same rejection: the configured overflow, no retry instant.
+                    prop_assert_eq!(got.as_ref().err(), mine.as_ref().err());
+                    limit_held.extend(mine.ok());
+                    held.extend(got.ok());
                 }
                 Op::Poll => {
                     let got = shared.poll_acquire(&mut Context::from_waker(&waker));
@@ -212,7 +214,7 @@ proptest! {
                 }
                 Op::Shed => {
                     limit.on_shed(T0);
-                    shared.record_shed();
+                    shared.on_shed(T0);
                 }
             }
             let (a, b) = (limit.stats(), shared.stats());

@@ -10,7 +10,8 @@ use std::num::NonZeroUsize;
 use std::task::{Context, Poll, Wake, Waker};
 
 use keel_core::limit::LimitConfig;
-use keel_core::sync::limit::{Permit, SharedLimit};
+use keel_core::sync::limit::{LimitGuard, SharedLimit};
+use keel_core::Instant;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Notify};
 use loom::thread;
@@ -39,7 +40,7 @@ impl Wake for Unpark {
 
 /// Polls `poll_acquire` until it is ready, parking in between. A lost wake-up leaves the thread
 /// parked for ever, which loom reports as a deadlock.
-fn acquire(limit: &SharedLimit) -> Permit {
+fn acquire(limit: &SharedLimit) -> LimitGuard {
     let unpark = std::sync::Arc::new(Unpark(Notify::new()));
     let waker = Waker::from(std::sync::Arc::clone(&unpark));
     loop {
@@ -59,7 +60,7 @@ fn race(max: usize, threads: usize) {
             .map(|_| {
                 let (limit, holders) = (limit.clone(), Arc::clone(&holders));
                 thread::spawn(move || {
-                    if let Some(p) = limit.try_acquire() {
+                    if let Ok(p) = limit.try_acquire(Instant::ZERO) {
                         let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
                         assert!(now <= max, "{now} holders with max {max}");
                         assert!(limit.in_use() <= max);
@@ -106,7 +107,7 @@ fn loom_three_threads_never_hold_more_than_max_2() {
 fn loom_an_acquire_after_a_shrink_sees_the_new_max() {
     loom::model(|| {
         let limit = shared(2);
-        let held = limit.try_acquire().expect("room");
+        let held = limit.try_acquire(Instant::ZERO).expect("room");
         let shrunk = Arc::new(AtomicBool::new(false));
 
         let shrinker = {
@@ -120,12 +121,12 @@ fn loom_an_acquire_after_a_shrink_sees_the_new_max() {
             let (limit, shrunk) = (limit.clone(), Arc::clone(&shrunk));
             thread::spawn(move || {
                 let after_shrink = shrunk.load(Ordering::SeqCst);
-                let got = limit.try_acquire();
+                let got = limit.try_acquire(Instant::ZERO);
                 assert!(
-                    !(after_shrink && got.is_some()),
+                    !(after_shrink && got.is_ok()),
                     "admitted a second permit after the limit shrank to 1"
                 );
-                got.is_some()
+                got.is_ok()
             })
         };
         shrinker.join().expect("no panic");
@@ -141,7 +142,7 @@ fn loom_an_acquire_after_a_shrink_sees_the_new_max() {
 fn loom_no_lost_wakeup_when_the_last_permit_drops() {
     loom::model(|| {
         let limit = shared(1);
-        let p = limit.try_acquire().expect("room");
+        let p = limit.try_acquire(Instant::ZERO).expect("room");
         let releaser = thread::spawn(move || drop(p));
         // If the release slipped between the check and the registration, block_on would
         // never be woken and loom would report a deadlock.
@@ -158,7 +159,7 @@ fn loom_no_lost_wakeup_when_the_last_permit_drops() {
 fn loom_growing_the_limit_wakes_the_waiter() {
     loom::model(|| {
         let limit = shared(1);
-        let held = limit.try_acquire().expect("room");
+        let held = limit.try_acquire(Instant::ZERO).expect("room");
         let grower = {
             let limit = limit.clone();
             thread::spawn(move || limit.set_max(nz(2)))
@@ -175,7 +176,7 @@ fn loom_growing_the_limit_wakes_the_waiter() {
 fn loom_a_displaced_waiter_is_never_stranded() {
     loom::model(|| {
         let limit = shared(1);
-        let p = limit.try_acquire().expect("room");
+        let p = limit.try_acquire(Instant::ZERO).expect("room");
         let other = {
             let limit = limit.clone();
             thread::spawn(move || drop(acquire(&limit)))

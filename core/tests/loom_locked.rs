@@ -68,7 +68,7 @@ fn loom_budget_grants_each_retry_once() {
             .map(|_| {
                 let (b, g) = (Arc::clone(&budget), Arc::clone(&granted));
                 thread::spawn(move || {
-                    if b.try_withdraw(now) {
+                    if b.try_acquire(now).is_ok() {
                         g.fetch_add(1, Ordering::Relaxed);
                     }
                 })

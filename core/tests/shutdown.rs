@@ -557,8 +557,7 @@ fn health_reports_the_drain_delay_as_not_ready_but_live() {
     use keel_core::health::{ComponentState, HealthReport};
     let mut sd = delayed(10, Duration::from_secs(5));
     let _ = sd.on_signal(T0);
-    let report =
-        HealthReport::<1>::new().with("shutdown", ComponentState::from_shutdown(sd.state()));
+    let report = HealthReport::new().with("shutdown", ComponentState::from_shutdown(sd.state()));
     assert!(!report.is_ready());
     assert!(report.is_live());
     assert_eq!(

@@ -1,5 +1,5 @@
-//! The retry budget against its reference model: every `try_withdraw` and `remaining` answer
-//! is the model's, both documented window inequalities hold for every window the run
+//! The retry budget against its reference model: every `try_acquire` and `remaining` answer
+//! (and every refusal's `retry_at`) is the model's, both documented window inequalities hold for every window the run
 //! contains, counters balance.
 
 use arbitrary::Arbitrary;
@@ -16,9 +16,9 @@ pub enum Op {
     Deposit,
     /// `deposit` this many times at one instant.
     Deposits(u8),
-    /// `try_withdraw`.
+    /// `try_acquire`.
     Withdraw,
-    /// `try_withdraw` until refused (at most 64 times).
+    /// `try_acquire` until refused (at most 64 times).
     Drain,
     /// `remaining`.
     Remaining,
@@ -66,8 +66,16 @@ impl Harness {
             self.model.remaining(now),
             "remaining disagrees with the model"
         );
-        let ok = self.b.try_withdraw(now);
-        assert_eq!(ok, remaining >= 1, "try_withdraw disagrees with remaining");
+        let expected_retry_at = self.model.retry_at(now);
+        let decision = self.b.try_acquire(now);
+        let ok = decision.is_ok();
+        assert_eq!(ok, remaining >= 1, "try_acquire disagrees with remaining");
+        if let Err(rejected) = decision {
+            assert_eq!(
+                rejected.retry_at, expected_retry_at,
+                "a refusal's retry_at disagrees with the model"
+            );
+        }
         if let Err(broken) = self.model.on_withdraw(now, ok) {
             panic!("{broken}");
         }

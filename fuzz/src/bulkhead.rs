@@ -161,8 +161,8 @@ impl Harness {
                         assert_eq!(w.deadline(), *deadline);
                         self.waiters.push(w);
                     }
-                    (Admission::Rejected(reason), Acquire::Ready(Err(e))) => {
-                        assert_eq!(e.reason, *reason);
+                    (Admission::Rejected(rejected), Acquire::Ready(Err(e))) => {
+                        assert_eq!(e, *rejected, "the forms reject in different shapes");
                     }
                     (a, b) => panic!("the forms disagree on a request: {a:?} vs {b:?}"),
                 }
@@ -187,7 +187,9 @@ impl Harness {
                         self.queue.push_back((waiter, deadline));
                         self.known.push(waiter);
                     }
-                    Admission::Rejected(reason) => {
+                    Admission::Rejected(rejected) => {
+                        assert_eq!(rejected.retry_at, None, "a shed call has no retry instant");
+                        let reason = rejected.reason;
                         assert!(self.in_flight >= self.max || !self.queue.is_empty());
                         if self.bound == 0 {
                             assert_eq!(reason, RejectReason::Full);

@@ -6,7 +6,7 @@ use core::task::{Context, Poll, Waker};
 
 use arbitrary::Arbitrary;
 use keel_core::limit::{Limit, LimitConfig, LimitPermit, Overflow, MAX_LIMIT};
-use keel_core::sync::limit::{Permit, SharedLimit};
+use keel_core::sync::limit::{LimitGuard, SharedLimit};
 use keel_core::time::Instant;
 
 use crate::common::{Clock, Start, Step, Timed};
@@ -24,7 +24,7 @@ pub enum Op {
     SetMax(u32),
     /// `set_max(usize::MAX)`.
     SetMaxHuge,
-    /// `record_shed`.
+    /// `on_shed`.
     Shed,
 }
 
@@ -40,7 +40,7 @@ pub struct Config {
 pub struct Harness {
     plain: Limit,
     shared: SharedLimit,
-    permits: Vec<Permit>,
+    permits: Vec<LimitGuard>,
     /// The plain form's permits, as many as the shared form's.
     plain_permits: Vec<LimitPermit>,
     /// Mints permits of another limit: handed to `plain` with nothing in use, they are its
@@ -90,7 +90,14 @@ impl Harness {
                     }
                 };
                 let permit = if let Op::Acquire = op {
-                    self.shared.try_acquire()
+                    match self.shared.try_acquire(now) {
+                        Ok(p) => Some(p),
+                        Err(rejected) => {
+                            assert_eq!(rejected.reason, self.plain.overflow());
+                            assert_eq!(rejected.retry_at, None);
+                            None
+                        }
+                    }
                 } else {
                     match self
                         .shared
@@ -146,7 +153,7 @@ impl Harness {
             }
             Op::Shed => {
                 self.plain.on_shed(now);
-                self.shared.record_shed();
+                self.shared.on_shed(now);
             }
         }
         let p = self.plain.stats();

@@ -137,7 +137,7 @@ fn config(max: usize) -> GuardConfig {
 async fn next_within<H: Harness, L: Listener>(
     incoming: &mut Incoming<L, H::Runtime>,
     within: Duration,
-) -> Option<(keel_core::sync::limit::Permit, L::Conn)> {
+) -> Option<(keel_core::sync::limit::LimitGuard, L::Conn)> {
     let rt = H::Runtime::default();
     driver::timeout(&rt, within, incoming.next())
         .await

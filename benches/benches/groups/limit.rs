@@ -18,7 +18,7 @@ pub(crate) fn bench(c: &mut Criterion) {
         .expect("valid limit");
     g.bench_function("keel/shared_acquire_release", |b| {
         let shared = SharedLimit::new(config.clone());
-        b.iter(|| drop(black_box(shared.try_acquire())))
+        b.iter(|| drop(black_box(shared.try_acquire(Instant::ZERO))))
     });
     g.bench_function("keel/mut_acquire_release", |b| {
         let mut local = Limit::new(config.clone());
@@ -41,7 +41,9 @@ pub(crate) fn bench(c: &mut Criterion) {
     g.bench_function("2_threads/keel_shared_acquire_release", |b| {
         b.iter_custom(|iters| {
             let shared = SharedLimit::new(config.clone());
-            two_threads(&shared, iters, |s| drop(black_box(s.try_acquire())))
+            two_threads(&shared, iters, |s| {
+                drop(black_box(s.try_acquire(Instant::ZERO)))
+            })
         })
     });
     g.bench_function("2_threads/tokio_semaphore_try_acquire_drop", |b| {

@@ -60,7 +60,7 @@
 //! | `report_interval` | 1 s | one log line per second per listener under a storm |
 //! | `unknown_errors` | [`UnknownErrorPolicy::Pause`] | see above: an unknown code should not end serving |
 //!
-//! The seed's behaviour (a fixed 500 ms pause) is `AcceptConfig::fixed_pause(500 ms)`.
+//! The seed's behaviour (a fixed 500 ms pause) is `AcceptConfig::fixed_pause(500 ms).build()`.
 //!
 //! # Example
 //!
@@ -174,14 +174,12 @@ impl AcceptConfig {
         }
     }
 
-    /// The seed's behaviour: the same `pause` after every shortage (seed 002 uses 500 ms), with
-    /// the default report interval.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Zero`] if `pause` is zero.
-    pub fn fixed_pause(pause: Duration) -> Result<AcceptConfig, ConfigError> {
-        AcceptConfig::builder().fixed_pause(pause).build()
+    /// A builder preset to the seed's behaviour: the same `pause` after every shortage (seed
+    /// 002 uses 500 ms), with the default report interval. Like every named preset in keel it
+    /// returns the builder: change more, then [`build`](AcceptConfigBuilder::build) (which
+    /// refuses a zero `pause` with [`ConfigError::Zero`]).
+    pub const fn fixed_pause(pause: Duration) -> AcceptConfigBuilder {
+        AcceptConfig::builder().fixed_pause(pause)
     }
 
     /// The pause after the first shortage of an episode.

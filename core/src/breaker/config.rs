@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use crate::backoff::Jitter;
+use crate::backoff::{BackoffConfig, Jitter};
 use crate::error::ConfigError;
 use crate::time::duration_to_nanos;
 
@@ -67,7 +67,10 @@ pub enum OpenDuration {
     Fixed(Duration),
     /// `base` after the first trip, multiplied by `factor` after each further trip without the
     /// breaker closing in between (a failed half-open probe), at most `cap`, then jittered.
-    /// Back to `base` once the breaker closes.
+    /// Back to `base` once the breaker closes. The durations are the delays of a
+    /// [`Backoff`](crate::backoff::Backoff) built from these fields (exponential by
+    /// `factor * 100` percent, saturating at `u32::MAX` percent, unlimited attempts, the
+    /// breaker's seed), so the breaker and a retry loop grow and jitter alike.
     Exponential {
         /// The first open duration.
         base: Duration,
@@ -229,6 +232,31 @@ impl BreakerConfig {
     pub const fn with_seed(mut self, seed: u64) -> BreakerConfig {
         self.seed = seed;
         self
+    }
+
+    /// The [`Backoff`](crate::backoff::Backoff) schedule of an exponential open duration
+    /// (`None` for a fixed one): exponential from `base` by `factor * 100` percent (saturating
+    /// at `u32::MAX` percent), capped at `cap`, with the open duration's jitter and this
+    /// config's seed, unlimited attempts. `base` and `cap` are read in whole nanoseconds, as
+    /// the breaker's clock does.
+    pub(crate) fn open_backoff(&self) -> Result<Option<BackoffConfig>, ConfigError> {
+        let OpenDuration::Exponential {
+            base,
+            factor,
+            cap,
+            jitter,
+        } = self.open_duration
+        else {
+            return Ok(None);
+        };
+        let nanos = |d: Duration| Duration::from_nanos(duration_to_nanos(d));
+        BackoffConfig::exponential(nanos(base), nanos(cap))
+            .factor_percent(factor.saturating_mul(100))
+            .jitter(jitter)
+            .unlimited_attempts()
+            .seed(self.seed)
+            .build()
+            .map(Some)
     }
 
     pub(crate) fn window_needed(&self) -> bool {
@@ -517,6 +545,10 @@ impl BreakerConfigBuilder {
                 }
             }
         }
+        // The backoff schedule the breaker draws its open durations from: the checks above
+        // leave it nothing to refuse; built here so `CircuitBreaker::new` never meets one that
+        // fails.
+        c.open_backoff()?;
         if c.permitted_calls_in_half_open == 0 {
             return Err(ConfigError::Zero {
                 field: "permitted_calls_in_half_open",

@@ -110,9 +110,8 @@ mod window;
 use core::fmt;
 use core::time::Duration;
 
-use crate::backoff::Jitter;
+use crate::backoff::Backoff;
 use crate::ring::EventRing;
-use crate::rng::Rng;
 use crate::time::{duration_to_nanos, Instant, Monotonic};
 
 pub use config::{
@@ -404,12 +403,13 @@ pub struct CircuitBreaker {
     generation: u64,
     consecutive_failures: u32,
     window: Option<Window>,
-    next_open_nanos: u64,
+    /// The schedule of an exponential open duration: a [`Backoff`] with unlimited attempts,
+    /// one delay drawn per trip, reset when the breaker closes. `None` for a fixed duration.
+    open_backoff: Option<Backoff>,
     trips_in_a_row: u32,
     /// `config.slow_call_duration` in nanoseconds (`u128`: a threshold above `u64::MAX` ns is
     /// never reached, exactly as the `Duration` comparison it replaces).
     slow_nanos: u128,
-    rng: Rng,
     events: EventRing<BreakerEvent, EVENT_QUEUE_CAPACITY>,
     counters: Counters,
 }
@@ -429,10 +429,9 @@ impl CircuitBreaker {
             generation: 0,
             consecutive_failures: 0,
             window,
-            next_open_nanos: base_open_nanos(&config),
+            open_backoff: open_backoff(&config, now),
             trips_in_a_row: 0,
             slow_nanos: config.slow_call_duration.as_nanos(),
-            rng: Rng::new(config.seed),
             events: EventRing::new(),
             counters: Counters::default(),
             config,
@@ -708,8 +707,7 @@ impl CircuitBreaker {
         if self.inner == Inner::Closed {
             self.generation = self.generation.wrapping_add(1);
             self.clear_metrics(now);
-            self.next_open_nanos = base_open_nanos(&self.config);
-            self.trips_in_a_row = 0;
+            self.restart_open_duration(now);
         } else {
             self.close(now, TransitionReason::Reset);
         }
@@ -840,38 +838,32 @@ impl CircuitBreaker {
     }
 
     fn close(&mut self, now: Instant, reason: TransitionReason) {
-        self.next_open_nanos = base_open_nanos(&self.config);
-        self.trips_in_a_row = 0;
+        self.restart_open_duration(now);
         self.transition(now, Inner::Closed, reason);
     }
 
-    /// The open duration for this trip (jittered), and the growth for the next one.
+    /// The open-duration growth starts over (the jitter's random sequence continues).
+    fn restart_open_duration(&mut self, now: Instant) {
+        if let Some(b) = &mut self.open_backoff {
+            b.reset(now);
+        }
+        self.trips_in_a_row = 0;
+    }
+
+    /// The open duration for this trip (jittered), and the growth for the next one: the next
+    /// delay of the open-duration [`Backoff`] (one schedule and one jitter for keel).
     fn scheduled_open_duration(&mut self) -> u64 {
-        match self.config.open_duration {
-            OpenDuration::Fixed(d) => duration_to_nanos(d),
-            OpenDuration::Exponential {
-                factor,
-                cap,
-                jitter,
-                ..
-            } => {
-                let d = self.next_open_nanos;
-                self.next_open_nanos = d
-                    .saturating_mul(u64::from(factor))
-                    .min(duration_to_nanos(cap));
-                match jitter {
-                    Jitter::None => d,
-                    Jitter::Full => self.rng.up_to(d),
-                    Jitter::Equal => {
-                        let half = d / 2;
-                        half.saturating_add(self.rng.up_to(d - half))
-                    }
-                    // Refused by the builder; Full is the nearest spread if it ever arrived.
-                    Jitter::Decorrelated => {
-                        debug_assert!(false, "the builder refuses Decorrelated open jitter");
-                        self.rng.up_to(d)
-                    }
-                }
+        match (self.config.open_duration, &mut self.open_backoff) {
+            (OpenDuration::Fixed(d), _) => duration_to_nanos(d),
+            (OpenDuration::Exponential { cap, .. }, Some(b)) => {
+                // Unlimited attempts: the iterator never ends; the cap if it ever did.
+                b.delays()
+                    .next()
+                    .map_or(duration_to_nanos(cap), duration_to_nanos)
+            }
+            (OpenDuration::Exponential { cap, .. }, None) => {
+                debug_assert!(false, "a built exponential open duration has its backoff");
+                duration_to_nanos(cap)
             }
         }
     }
@@ -901,13 +893,14 @@ impl CircuitBreaker {
     }
 }
 
-fn base_open_nanos(config: &BreakerConfig) -> u64 {
-    match config.open_duration {
-        OpenDuration::Fixed(d) => duration_to_nanos(d),
-        OpenDuration::Exponential { base, cap, .. } => {
-            duration_to_nanos(base).min(duration_to_nanos(cap))
-        }
-    }
+/// The open-duration [`Backoff`] of an exponential open duration, starting at `now`.
+fn open_backoff(config: &BreakerConfig, now: Instant) -> Option<Backoff> {
+    let backoff = config.open_backoff();
+    debug_assert!(
+        backoff.is_ok(),
+        "the builder checked the open-duration schedule"
+    );
+    backoff.ok().flatten().map(|c| Backoff::new(c, now))
 }
 
 #[cfg(test)]
@@ -995,7 +988,12 @@ mod tests {
     #[test]
     fn does_not_panic_on_bad_instant() {
         let config = BreakerConfig::consecutive_failures(1)
-            .exponential_open_duration(Duration::MAX, u32::MAX, Duration::MAX, Jitter::Full)
+            .exponential_open_duration(
+                Duration::MAX,
+                u32::MAX,
+                Duration::MAX,
+                crate::backoff::Jitter::Full,
+            )
             .max_wait_in_half_open(Duration::MAX)
             .build()
             .unwrap();

@@ -62,7 +62,8 @@
 //! let Admission::Admitted(permit) = bh.acquire(t0) else { unreachable!() };
 //! let Admission::Queued { waiter, deadline } = bh.acquire(t0) else { unreachable!() };
 //! assert_eq!(deadline, Some(t0 + Duration::from_millis(100)));
-//! assert_eq!(bh.acquire(t0), Admission::Rejected(RejectReason::QueueFull));
+//! let Admission::Rejected(shed) = bh.acquire(t0) else { unreachable!() };
+//! assert_eq!((shed.reason, shed.retry_at), (RejectReason::QueueFull, None));
 //!
 //! // The running call ends: the oldest waiter takes its slot.
 //! match bh.on_release(t0 + Duration::from_millis(10), permit) {
@@ -287,8 +288,9 @@ pub enum Admission {
         /// `max_wait` that reaches the end of the clock).
         deadline: Option<Instant>,
     },
-    /// Shed the call now.
-    Rejected(RejectReason),
+    /// Shed the call now: the same [`BulkheadRejected`] (`Rejected<RejectReason>`) that
+    /// [`FifoSemaphore::try_acquire`] returns, so both admissions reject in one shape.
+    Rejected(BulkheadRejected),
 }
 
 /// The answer to [`FifoSemaphore::on_release`].
@@ -520,7 +522,7 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
                 waiter,
                 deadline: crate::time::never_at_the_end(deadline),
             },
-            Err(reason) => Admission::Rejected(reason),
+            Err(reason) => Admission::Rejected(rejected(reason)),
         }
     }
 

@@ -16,7 +16,7 @@ use crate::accept::AcceptStats;
 use crate::accept::{classify_io_error, AcceptConfig, AcceptDecision, AcceptEvent, AcceptLoop};
 use crate::error::ConfigError;
 use crate::limit::{LimitConfig, LimitStats, Overflow};
-use crate::sync::limit::{Permit, SharedLimit};
+use crate::sync::limit::{LimitGuard, SharedLimit};
 
 /// How many accepts (or per-connection errors) one `poll_next` handles before yielding to the
 /// runtime, so a storm of per-connection errors cannot starve other tasks on the same thread.
@@ -170,7 +170,7 @@ impl GuardConfigBuilder {
 pub struct Accepted<L: Listener> {
     /// The connection's slot under the limit: keep it as long as the connection lives; dropping
     /// it frees the slot and wakes the acceptor.
-    pub permit: Permit,
+    pub permit: LimitGuard,
     /// The accepted stream.
     pub stream: L::Conn,
     /// The peer's address.
@@ -179,7 +179,7 @@ pub struct Accepted<L: Listener> {
 
 impl<L: Listener> Accepted<L> {
     /// The three parts, as a tuple.
-    pub fn into_parts(self) -> (Permit, L::Conn, L::Addr) {
+    pub fn into_parts(self) -> (LimitGuard, L::Conn, L::Addr) {
         (self.permit, self.stream, self.peer)
     }
 }
@@ -220,7 +220,7 @@ pub struct IncomingStats {
 ///   report interval, with a count of the repeats suppressed in between.
 /// - A fatal error (the listener itself is broken) ends the stream; [`Incoming::take_error`]
 ///   returns it.
-/// - At the connection limit it stops calling `accept` until a [`Permit`] is dropped (the
+/// - At the connection limit it stops calling `accept` until a [`LimitGuard`] is dropped (the
 ///   kernel backlog holds the rest), or in shed mode accepts, says the farewell and closes.
 pub struct Incoming<L: Listener, R: Runtime> {
     listener: L,
@@ -405,17 +405,17 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                 Poll::Ready(Ok((stream, peer))) => {
                     this.machine.on_accepted(this.rt.now());
                     this.drain_events(None);
-                    match (this.limit.try_acquire(), this.shed) {
-                        (Some(permit), _) => {
+                    match (this.limit.try_acquire(this.rt.now()), this.shed) {
+                        (Ok(permit), _) => {
                             return Poll::Ready(Some(Accepted {
                                 permit,
                                 stream,
                                 peer,
                             }))
                         }
-                        (None, Some(farewell)) => {
+                        (Err(_), Some(farewell)) => {
                             this.listener.shed(stream, farewell);
-                            this.limit.record_shed();
+                            this.limit.on_shed(this.rt.now());
                             #[cfg(feature = "tracing")]
                             tracing::debug!(
                                 target: "keel::accept",
@@ -424,7 +424,7 @@ impl<L: Listener, R: Runtime> Stream for Incoming<L, R> {
                                 "connection shed at the limit"
                             );
                         }
-                        (None, None) => this.unpermitted = Some((stream, peer)),
+                        (Err(_), None) => this.unpermitted = Some((stream, peer)),
                     }
                 }
                 Poll::Ready(Err(e)) => {

@@ -571,7 +571,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             let mut charged = false;
             if let Some(b) = &self.budget {
                 if b.remaining(now) == 0 {
-                    if !b.try_withdraw(now) {
+                    if b.try_acquire(now).is_err() {
                         bump(&self.counters.budget);
                         #[cfg(feature = "metrics")]
                         self.metrics().budget_exhausted.increment(1);
@@ -593,7 +593,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             self.notify.notify(&error, RetryInfo { attempt, delay, at });
             pause_until(&self.rt, at).await;
             if let (Some(b), false) = (&self.budget, charged) {
-                if !b.try_withdraw(self.rt.now()) {
+                if b.try_acquire(self.rt.now()).is_err() {
                     // Another caller drained it during the sleep.
                     bump(&self.counters.budget);
                     #[cfg(feature = "metrics")]

@@ -469,7 +469,7 @@ impl ServeHandle {
     /// Its `Display` line is a probe reply, e.g.
     /// `ready=false live=true reasons=[shutdown: draining]`.
     #[must_use]
-    pub fn health(&self) -> HealthReport<4> {
+    pub fn health(&self) -> HealthReport {
         let (paused, failed, state, defending) = {
             let core = self.shared.core();
             (

@@ -11,7 +11,7 @@
 //! ```
 //! use keel_core::health::{ComponentState, HealthReport};
 //!
-//! let report = HealthReport::<4>::new()
+//! let report = HealthReport::new()
 //!     .with("accept", ComponentState::accept_paused("EMFILE"))
 //!     .with("shutdown", ComponentState::Healthy);
 //! assert_eq!(
@@ -31,11 +31,11 @@ use super::{ComponentState, HealthReport};
 
 /// A [`HealthReport`] as JSON (`Display`): made by [`HealthReport::json`], which has the shape.
 #[derive(Clone, Copy, Debug)]
-pub struct Json<'a, const N: usize> {
-    report: &'a HealthReport<N>,
+pub struct Json<'a> {
+    report: &'a HealthReport,
 }
 
-impl<const N: usize> HealthReport<N> {
+impl HealthReport {
     /// The report as one JSON object: `report.json().to_string()`, or write it with `write!`
     /// into any buffer. The shape: `ready` and `live` (booleans: the verdicts), `components`
     /// (every component that is not healthy, in the order added, each with `name`, `state`
@@ -43,12 +43,12 @@ impl<const N: usize> HealthReport<N> {
     /// `omitted` (components left out of the list for want of room; they still count in the
     /// verdicts). Strings are escaped as RFC 8259 requires (control characters included).
     #[must_use]
-    pub fn json(&self) -> Json<'_, N> {
+    pub fn json(&self) -> Json<'_> {
         Json { report: self }
     }
 }
 
-impl<const N: usize> fmt::Display for Json<'_, N> {
+impl fmt::Display for Json<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self.report;
         write!(
@@ -123,14 +123,14 @@ mod tests {
     #[test]
     fn an_empty_report_is_ready_and_live() {
         assert_eq!(
-            HealthReport::<2>::new().json().to_string(),
+            HealthReport::new().json().to_string(),
             r#"{"ready":true,"live":true,"components":[],"omitted":0}"#
         );
     }
 
     #[test]
     fn every_state_and_the_omitted_count() {
-        let report = HealthReport::<2>::new()
+        let report = HealthReport::new()
             .with("api", ComponentState::breaker_open(BreakerImpact::Degrade))
             .with("accept", ComponentState::accept_stopped("EBADF"))
             .with("pool", ComponentState::bulkhead_saturated());
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn hostile_names_are_escaped() {
-        let report = HealthReport::<2>::new()
+        let report = HealthReport::new()
             .with(
                 "a\"b\\c\nd\re\tf\u{0}g\u{1f}h\u{8}\u{c}\u{7f}é\u{2028}\u{2029}",
                 ComponentState::Unhealthy(Reason::with_detail("x\"", "\u{1b}[31m")),

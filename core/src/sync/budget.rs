@@ -24,13 +24,14 @@
 //! let budget = SharedBudget::new(config, t);
 //! let other = budget.clone();
 //! // The floor: 1 retry per second over 10 s, shared by both handles.
-//! let granted = (0..20).filter(|i| if i % 2 == 0 { budget.try_withdraw(t) } else { other.try_withdraw(t) }).count();
+//! let granted = (0..20).filter(|i| if i % 2 == 0 { budget.try_acquire(t) } else { other.try_acquire(t) }.is_ok()).count();
 //! assert_eq!(granted, 10);
 //! assert_eq!(budget.stats().exhausted, 10);
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
 
-use crate::budget::{BudgetConfig, BudgetStats, RetryBudget};
+use crate::budget::{BudgetConfig, BudgetStats, Exhausted, RetryBudget};
+use crate::error::Rejected;
 use crate::sync::shim::{Arc, Mutex, MutexGuard};
 use crate::time::Instant;
 
@@ -73,10 +74,14 @@ impl SharedBudget {
         self.lock().deposit(now);
     }
 
-    /// See [`RetryBudget::try_withdraw`].
-    #[must_use]
-    pub fn try_withdraw(&self, now: Instant) -> bool {
-        self.lock().try_withdraw(now)
+    /// See [`RetryBudget::try_acquire`].
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected<Exhausted>`](Exhausted) when the budget is spent, with the instant it would
+    /// next allow a retry if nothing else happened (see [`RetryBudget::try_acquire`]).
+    pub fn try_acquire(&self, now: Instant) -> Result<(), Rejected<Exhausted>> {
+        self.lock().try_acquire(now)
     }
 
     /// See [`RetryBudget::remaining`].
@@ -121,7 +126,7 @@ mod tests {
         let handles: std::vec::Vec<_> = (0..8)
             .map(|_| {
                 let b = b.clone();
-                thread::spawn(move || (0..10).filter(|_| b.try_withdraw(t)).count())
+                thread::spawn(move || (0..10).filter(|_| b.try_acquire(t).is_ok()).count())
             })
             .collect();
         let granted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();

@@ -50,6 +50,7 @@ use core::task::{Context, Poll, Waker};
 
 use super::shim::{Arc, Mutex, MutexGuard};
 use super::waitlist::{Key, WaitList};
+use super::wakers::WakerList;
 use crate::bulkhead::{BulkheadConfig, BulkheadStats, Engine, RejectReason, WaitQueue, WaiterId};
 use crate::time::Instant;
 
@@ -134,11 +135,11 @@ struct Inner {
     queue: Queue,
 }
 
-/// Wakers to wake once the lock is released (a woken task may poll, and lock, at once).
-/// Allocates only when a waiter expired.
+/// Wakers to wake once the lock is released (a woken task may poll, and lock, at once), in
+/// the crate's one waker list. Allocates only when a waiter expired or more than one is woken.
 #[derive(Default)]
 struct Wakes {
-    wakers: Vec<Waker>,
+    wakers: WakerList,
     /// Scratch: the entries an expiry sweep popped, to mark once the engine lets go of the
     /// queue.
     expired: Vec<Key>,
@@ -153,9 +154,7 @@ impl Wakes {
 
     /// Wakes them all: call after the lock is dropped.
     fn wake(self) {
-        for w in self.wakers {
-            w.wake();
-        }
+        self.wakers.wake();
     }
 }
 

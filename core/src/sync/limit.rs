@@ -1,8 +1,8 @@
-//! The shared connection limit: RAII [`Permit`]s that wake the acceptor when dropped.
+//! The shared connection limit: RAII [`LimitGuard`]s that wake the acceptor when dropped.
 //!
 //! [`SharedLimit`] is the thread-safe form of [`crate::limit::Limit`] with the same rules (see
 //! that module for what it protects against, the overflow policies and the defaults). Clones
-//! share one state. A [`Permit`] is `Send + Sync + 'static`, so it moves into the task that
+//! share one state. A [`LimitGuard`] is `Send + Sync + 'static`, so it moves into the task that
 //! serves the connection, and dropping it (however the task ends) releases the slot and wakes
 //! the acceptor waiting in [`SharedLimit::poll_acquire`].
 //!
@@ -25,7 +25,7 @@
 //!   other in a loop while the limit is full: the loom model found that busy loop.)
 //! - **Cheap release.** Dropping a permit is one `fetch_sub` and one relaxed counter increment;
 //!   the waker mutex is only locked when the waiter flag is set.
-//! - Under plain `alloc` (no `std`), [`SharedLimit::try_acquire`], permits and counts work and
+//! - Under plain `alloc` (no `std`), [`SharedLimit::try_acquire`], guards and counts work and
 //!   `poll_acquire` does not exist.
 //!
 //! # Example
@@ -34,18 +34,21 @@
 //! use core::num::NonZeroUsize;
 //! use keel_core::limit::{LimitConfig, Overflow};
 //! use keel_core::sync::limit::SharedLimit;
+//! use keel_core::Instant;
 //!
 //! let limit = SharedLimit::new(LimitConfig::builder().max(1).build()?);
-//! let permit = limit.try_acquire().expect("a slot is free");
-//! assert!(limit.try_acquire().is_none()); // full: the acceptor waits in poll_acquire
+//! let now = Instant::ZERO;
+//! let guard = limit.try_acquire(now).expect("a slot is free");
+//! let full = limit.try_acquire(now).unwrap_err(); // full: the acceptor waits in poll_acquire
+//! assert_eq!((full.reason, full.retry_at), (Overflow::Backpressure, None));
 //!
 //! std::thread::scope(|s| {
-//!     s.spawn(move || drop(permit)); // the connection ends on another thread
+//!     s.spawn(move || drop(guard)); // the connection ends on another thread
 //! });
 //! assert_eq!(limit.in_use(), 0);
 //!
 //! limit.set_max(NonZeroUsize::new(3).unwrap());
-//! let held: Vec<_> = (0..3).filter_map(|_| limit.try_acquire()).collect();
+//! let held: Vec<_> = (0..3).filter_map(|_| limit.try_acquire(now).ok()).collect();
 //! assert_eq!(held.len(), 3);
 //! assert_eq!(limit.stats().peak, 3);
 //! # Ok::<(), keel_core::ConfigError>(())
@@ -56,16 +59,18 @@ use core::num::NonZeroUsize;
 #[cfg(feature = "std")]
 use core::task::{Context, Poll, Waker};
 
-#[cfg(feature = "std")]
-use alloc::vec::Vec;
-
 use super::shim::{Arc, AtomicU64, AtomicUsize, Ordering};
 #[cfg(feature = "std")]
 use super::shim::{Mutex, MutexGuard};
+#[cfg(feature = "std")]
+use super::wakers::WakerList;
+use crate::error::Rejected;
 use crate::limit::{slots, LimitConfig, LimitStats, Overflow};
+use crate::time::Instant;
 
 // The state word and its rules are the `&mut` limit's (`crate::limit::slots`): one engine, so
-// the two forms cannot drift apart. This file adds only the atomics and the waiter list.
+// the two forms cannot drift apart. This file adds only the atomics and the waiters (the
+// crate's one waker list, `super::wakers`).
 const WAITER: u64 = slots::WAITER;
 
 fn in_use_of(state: u64) -> u64 {
@@ -84,59 +89,6 @@ fn to_usize(v: u64) -> usize {
     slots::to_usize(v)
 }
 
-#[cfg(feature = "std")]
-#[derive(Default)]
-struct Waiters {
-    first: Option<Waker>,
-    rest: Vec<Waker>,
-}
-
-#[cfg(feature = "std")]
-impl Waiters {
-    fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
-    }
-
-    /// Adds `waker` unless a waker for the same task is already registered.
-    /// Registers `waker`; `false` if it was registered already (a re-poll of the same wait).
-    fn register(&mut self, waker: &Waker) -> bool {
-        let known = self
-            .first
-            .iter()
-            .chain(&self.rest)
-            .any(|w| w.will_wake(waker));
-        if known {
-            return false;
-        }
-        if self.first.is_none() {
-            self.first = Some(waker.clone());
-        } else {
-            self.rest.push(waker.clone());
-        }
-        true
-    }
-
-    fn remove(&mut self, waker: &Waker) {
-        if self.first.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            self.first = self.rest.pop();
-        }
-        self.rest.retain(|w| !w.will_wake(waker));
-    }
-
-    fn take(&mut self) -> Self {
-        core::mem::take(self)
-    }
-
-    fn wake(self) {
-        if let Some(w) = self.first {
-            w.wake();
-        }
-        for w in self.rest {
-            w.wake();
-        }
-    }
-}
-
 struct Inner {
     state: AtomicU64,
     peak: AtomicUsize,
@@ -148,7 +100,7 @@ struct Inner {
     waiting: AtomicUsize,
     config: LimitConfig,
     #[cfg(feature = "std")]
-    waiters: Mutex<Waiters>,
+    waiters: Mutex<WakerList>,
 }
 
 impl Inner {
@@ -208,7 +160,7 @@ impl Inner {
     }
 
     #[cfg(feature = "std")]
-    fn lock_waiters(&self) -> MutexGuard<'_, Waiters> {
+    fn lock_waiters(&self) -> MutexGuard<'_, WakerList> {
         // A panic while holding this lock cannot leave the list half-written.
         self.waiters
             .lock()
@@ -218,7 +170,7 @@ impl Inner {
     /// Forgets `waker`'s registration after its task acquired; clears the flag if nobody else
     /// waits. Under the lock, so no registration can slip in between.
     #[cfg(feature = "std")]
-    fn deregister(&self, waiters: &mut Waiters, waker: &Waker) {
+    fn deregister(&self, waiters: &mut WakerList, waker: &Waker) {
         waiters.remove(waker);
         if waiters.len() == 0 {
             self.state.fetch_and(!WAITER, Ordering::AcqRel);
@@ -227,13 +179,13 @@ impl Inner {
     }
 }
 
-/// A thread-safe connection limit handing out RAII [`Permit`]s. Clones share one state.
+/// A thread-safe connection limit handing out RAII [`LimitGuard`]s. Clones share one state.
 ///
 /// Getters: [`in_use`](Self::in_use), [`max`](Self::max), [`available`](Self::available),
 /// [`config`](Self::config), [`overflow`](Self::overflow), [`farewell`](Self::farewell),
 /// [`stats`](Self::stats). Acquiring: [`try_acquire`](Self::try_acquire),
 /// [`poll_acquire`](Self::poll_acquire) (feature `std`). Commands: [`set_max`](Self::set_max),
-/// [`record_shed`](Self::record_shed). See the [module docs](self) for the contract.
+/// [`on_shed`](Self::on_shed). See the [module docs](self) for the contract.
 #[derive(Clone)]
 pub struct SharedLimit {
     inner: Arc<Inner>,
@@ -253,19 +205,32 @@ impl SharedLimit {
                 waiting: AtomicUsize::new(0),
                 config,
                 #[cfg(feature = "std")]
-                waiters: Mutex::new(Waiters::default()),
+                waiters: Mutex::new(WakerList::default()),
             }),
         }
     }
 
-    /// Takes a permit if fewer than `max` are out; `None` when the limit is full (stop
-    /// accepting, or shed under [`Overflow::Shed`]). Never waits and never registers a waker.
-    pub fn try_acquire(&self) -> Option<Permit> {
+    /// Takes a slot if fewer than `max` are out, as [`Limit::try_acquire`] does: the guard
+    /// releases it when dropped. Never waits and never registers a waker. `now` is taken so
+    /// every admission reads the same; no rule of the limit reads time.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected<Overflow>`](Rejected) when the limit is full: the `reason` is the configured
+    /// [`Overflow`] (stop accepting, or shed and report it with [`on_shed`](Self::on_shed)),
+    /// `retry_at` is `None` (only a release frees a slot).
+    ///
+    /// [`Limit::try_acquire`]: crate::limit::Limit::try_acquire
+    pub fn try_acquire(&self, now: Instant) -> Result<LimitGuard, Rejected<Overflow>> {
+        let _ = now;
         if self.inner.acquire().is_some() {
-            Some(self.permit())
+            Ok(self.guard())
         } else {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
-            None
+            Err(Rejected {
+                reason: self.inner.config.overflow(),
+                retry_at: None,
+            })
         }
     }
 
@@ -281,14 +246,14 @@ impl SharedLimit {
     /// was not registered (the first `Pending`, or the first after a wake-up that another task
     /// won), not every `Pending` poll.
     #[cfg(feature = "std")]
-    pub fn poll_acquire(&self, cx: &mut Context<'_>) -> Poll<Permit> {
+    pub fn poll_acquire(&self, cx: &mut Context<'_>) -> Poll<LimitGuard> {
         let inner = &*self.inner;
         if let Some(prev) = inner.acquire() {
             if prev & WAITER != 0 {
                 let mut waiters = inner.lock_waiters();
                 inner.deregister(&mut waiters, cx.waker());
             }
-            return Poll::Ready(self.permit());
+            return Poll::Ready(self.guard());
         }
 
         let mut waiters = inner.lock_waiters();
@@ -305,7 +270,7 @@ impl SharedLimit {
                 Ok(_) if has_room(state) => {
                     inner.count_acquired(in_use_of(next));
                     inner.deregister(&mut waiters, cx.waker());
-                    return Poll::Ready(self.permit());
+                    return Poll::Ready(self.guard());
                 }
                 Ok(_) => break,
                 Err(actual) => state = actual,
@@ -321,8 +286,8 @@ impl SharedLimit {
         Poll::Pending
     }
 
-    fn permit(&self) -> Permit {
-        Permit {
+    fn guard(&self) -> LimitGuard {
+        LimitGuard {
             inner: Arc::clone(&self.inner),
         }
     }
@@ -351,8 +316,10 @@ impl SharedLimit {
         }
     }
 
-    /// Counts a connection shed because the limit was full (the driver closed it).
-    pub fn record_shed(&self) {
+    /// Counts a connection shed because the limit was full (the driver closed it), as
+    /// [`Limit::on_shed`](crate::limit::Limit::on_shed) does.
+    pub fn on_shed(&self, now: Instant) {
+        let _ = now;
         self.inner.shed.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -418,23 +385,28 @@ impl fmt::Debug for SharedLimit {
     }
 }
 
-/// One slot of a [`SharedLimit`]. Dropping it releases the slot and wakes the waiting
-/// acquirer. `Send + Sync + 'static`: move it into the task serving the connection.
-#[must_use = "dropping a permit releases its slot at once"]
-pub struct Permit {
+/// One slot of a [`SharedLimit`]: the RAII form of [`LimitPermit`](crate::limit::LimitPermit)
+/// (as [`BulkheadGuard`](crate::sync::bulkhead::BulkheadGuard) is of the bulkhead's permit).
+/// Dropping it releases the slot and wakes the waiting acquirer. `Send + Sync + 'static`: move
+/// it into the task serving the connection.
+#[must_use = "dropping a guard releases its slot at once"]
+pub struct LimitGuard {
     inner: Arc<Inner>,
 }
 
-impl Drop for Permit {
+/// The former name of [`LimitGuard`], kept so existing imports compile.
+pub type Permit = LimitGuard;
+
+impl Drop for LimitGuard {
     fn drop(&mut self) {
         self.inner.release();
     }
 }
 
-impl fmt::Debug for Permit {
+impl fmt::Debug for LimitGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.inner.state.load(Ordering::Acquire);
-        f.debug_struct("Permit")
+        f.debug_struct("LimitGuard")
             .field("in_use", &in_use_of(state))
             .field("max", &max_of(state))
             .finish()

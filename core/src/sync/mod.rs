@@ -25,5 +25,7 @@ pub mod rate_wait;
 pub mod report;
 #[cfg(feature = "std")]
 mod waitlist;
+#[cfg(feature = "std")]
+mod wakers;
 
-pub use limit::{Permit, SharedLimit};
+pub use limit::{LimitGuard, Permit, SharedLimit};

@@ -28,7 +28,7 @@
 //! for ms in [0, 10, 20, 30] {
 //!     let now = Instant::from_millis(ms);
 //!     let allowed = model.allows(now);
-//!     let granted = budget.try_withdraw(now);
+//!     let granted = budget.try_acquire(now).is_ok();
 //!     assert_eq!(granted, allowed);
 //!     model.on_withdraw(now, granted).expect("the documented window guarantees hold");
 //! }
@@ -139,6 +139,26 @@ impl BudgetModel {
         self.balance(t) >= 1000
     }
 
+    /// The `retry_at` of a refusal at `now`: the first instant after `now` at which a
+    /// withdrawal would be granted if nothing else happened. The balance only changes when an
+    /// event's slot leaves the window, at a slot start, and after `SLOTS + 1` slots every
+    /// event has left; so the model tries those starts in order. `None` if no start grants one
+    /// (only a deposit would). A query: it changes nothing.
+    #[must_use]
+    pub fn retry_at(&self, now: Instant) -> Option<Instant> {
+        let t = self.newest.max(now.as_nanos());
+        let current = (t - self.origin) / self.slot;
+        (1..=SLOTS as u64 + 1)
+            .map(|k| {
+                u64::try_from(
+                    u128::from(self.origin) + u128::from(current + k) * u128::from(self.slot),
+                )
+            })
+            .map_while(Result::ok)
+            .find(|start| self.balance(*start) >= 1000)
+            .map(Instant::from_nanos)
+    }
+
     /// `RetryBudget::remaining(now)`: whole retries left. A query: like the machine's, it reads
     /// `now` against the newest instant seen but does not advance the clock (a later input at an
     /// earlier instant is still read at the newest *input's* instant).
@@ -155,7 +175,7 @@ impl BudgetModel {
         self.record(t, Kind::Deposit);
     }
 
-    /// Records the machine's answer to `RetryBudget::try_withdraw(now)` and checks the window
+    /// Records the machine's answer to `RetryBudget::try_acquire(now)` and checks the window
     /// guarantee that answer must keep (see the [module docs](self)); `Err` says which failed.
     pub fn on_withdraw(&mut self, now: Instant, granted: bool) -> Result<(), String> {
         let t = self.observe(now);
