@@ -30,7 +30,7 @@ use axum::routing::get;
 use axum::Router;
 use keel_tokio::core::bulkhead::BulkheadConfig;
 use keel_tokio::core::rate::ip::ip_key;
-use keel_tokio::core::rate::keyed::{KeyedConfig, KeyedError};
+use keel_tokio::core::rate::keyed::KeyedConfig;
 use keel_tokio::core::rate::Quota;
 use keel_tokio::tower::{BoxError, BulkheadLayer, KeelError, TimeoutLayer};
 use keel_tokio::KeyedRateLimiter;
@@ -56,7 +56,7 @@ async fn per_ip_limit(
     let ip = ip_key(peer.ip());
     // Decide and read the remaining budget under one lock, at one `now`.
     let (decision, remaining, now) =
-        limiter.with(|table, now| (table.check(now, &ip), table.remaining(now, &ip), now));
+        limiter.with(|table, now| (table.try_acquire(now, &ip), table.remaining(now, &ip), now));
     let quota = limiter.quota();
     let burst = quota.burst().get();
     // Every used request is repaid after one emission interval.
@@ -65,21 +65,26 @@ async fn per_ip_limit(
         .saturating_mul(burst.saturating_sub(remaining));
     let mut response = match decision {
         Ok(()) => next.run(req).await,
-        Err(KeyedError::NotUntil { retry_at }) => {
-            let wait = ceil_secs(retry_at.saturating_duration_since(now)).max(1);
-            let mut r = (
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("rate limited: retry in {wait} s\n"),
-            )
-                .into_response();
-            set(r.headers_mut(), "retry-after", wait);
-            r
-        }
-        Err(e) => {
-            let mut r = (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
-            set(r.headers_mut(), "retry-after", 1);
-            r
-        }
+        // Over the rate: the rejection says when this address conforms again.
+        Err(rejected) => match rejected.wait_from(now) {
+            Some(wait) => {
+                let wait = ceil_secs(wait).max(1);
+                let mut r = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("rate limited: retry in {wait} s\n"),
+                )
+                    .into_response();
+                set(r.headers_mut(), "retry-after", wait);
+                r
+            }
+            // No instant (a table full of active keys under `Full::RejectNew`).
+            None => {
+                let mut r =
+                    (StatusCode::SERVICE_UNAVAILABLE, format!("{rejected}\n")).into_response();
+                set(r.headers_mut(), "retry-after", 1);
+                r
+            }
+        },
     };
     let headers = response.headers_mut();
     set(headers, "x-ratelimit-limit", u64::from(burst));

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedError, KeyedGcra};
-use keel_core::rate::{CheckNError, Gcra, Quota};
+use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedGcra, KeyedLimited};
+use keel_core::rate::{Gcra, Quota, RateLimited};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::Instant;
+use keel_core::Rejected;
 use proptest::prelude::*;
 
 /// A small quota: `count` per `period_ns` ns (so T is a few ns to a few µs), burst 1..=8.
@@ -80,7 +81,7 @@ proptest! {
         let mut admitted: Vec<(u64, u64)> = Vec::new();
         for (gap, n) in raw {
             now += gap % (3 * t + 1);
-            if l.check_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
+            if l.try_acquire_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
                 admitted.push((now, u64::from(n)));
             }
         }
@@ -104,26 +105,28 @@ proptest! {
             now += gap;
             let at = Instant::from_nanos(now);
             let before = l.clone();
-            match l.check_n(at, n) {
+            match l.try_acquire_n(at, n) {
                 Ok(()) => {}
-                Err(CheckNError::NotUntil { retry_at }) => {
+                Err(Rejected { reason: RateLimited::OverRate, retry_at }) => {
+                    let retry_at = retry_at.expect("a request over the rate conforms later");
                     prop_assert!(retry_at > at);
                     let mut a = before.clone();
-                    prop_assert!(a.check_n(retry_at, n).is_ok());
+                    prop_assert!(a.try_acquire_n(retry_at, n).is_ok());
                     let mut b = before.clone();
-                    prop_assert!(b.check_n(retry_at + Duration::from_nanos(later), n).is_ok());
+                    prop_assert!(b.try_acquire_n(retry_at + Duration::from_nanos(later), n).is_ok());
                     let mut c = before.clone();
                     prop_assert_eq!(
-                        c.check_n(Instant::from_nanos(retry_at.as_nanos() - 1), n),
-                        Err(CheckNError::NotUntil { retry_at })
+                        c.try_acquire_n(Instant::from_nanos(retry_at.as_nanos() - 1), n),
+                        Err(Rejected { reason: RateLimited::OverRate, retry_at: Some(retry_at) })
                     );
-                    // check and check_n(1) agree.
+                    // try_acquire and try_acquire_n(1) agree.
                     if n == 1 {
                         let mut d = before.clone();
-                        prop_assert_eq!(d.check(at).map_err(|e| e.retry_at), Err(retry_at));
+                        prop_assert_eq!(d.try_acquire(at).map_err(|e| e.retry_at), Err(Some(retry_at)));
                     }
                 }
-                Err(CheckNError::InsufficientCapacity { burst }) => {
+                Err(Rejected { reason: RateLimited::InsufficientCapacity { burst }, retry_at }) => {
+                    prop_assert_eq!(retry_at, None);
                     prop_assert!(n > burst);
                     prop_assert_eq!(burst, q.burst().get());
                 }
@@ -147,11 +150,11 @@ proptest! {
             let at = Instant::from_nanos(now);
             let mut probe = l.clone();
             let mut passed = 0;
-            while probe.check(at).is_ok() {
+            while probe.try_acquire(at).is_ok() {
                 passed += 1;
             }
             prop_assert_eq!(passed, l.remaining(at));
-            let _ = l.check_n(at, n);
+            let _ = l.try_acquire_n(at, n);
         }
     }
 
@@ -165,7 +168,7 @@ proptest! {
         let mut now = 0u64;
         for (gap, n) in before {
             now += gap;
-            let _ = l.check_n(Instant::from_nanos(now), n);
+            let _ = l.try_acquire_n(Instant::from_nanos(now), n);
         }
         let at = Instant::from_nanos(now);
         let old_remaining = l.remaining(at);
@@ -173,7 +176,7 @@ proptest! {
         prop_assert_eq!(l.quota(), q2);
         let mut probe = l.clone();
         let mut passed = 0;
-        while probe.check(at).is_ok() {
+        while probe.try_acquire(at).is_ok() {
             passed += 1;
         }
         prop_assert!(passed <= q2.burst().get());
@@ -184,7 +187,7 @@ proptest! {
         let mut admitted: Vec<(u64, u64)> = Vec::new();
         for (gap, n) in after {
             now += gap;
-            if l.check_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
+            if l.try_acquire_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
                 admitted.push((now, u64::from(n)));
             }
         }
@@ -214,13 +217,13 @@ proptest! {
             prop_assert_eq!(m.reset_at(at), s.reset_at(at));
             prop_assert_eq!(m.remaining(at), u.remaining(at));
             if n == 1 {
-                let decision = m.check(at);
-                prop_assert_eq!(decision, s.check(at));
-                prop_assert_eq!(decision, u.check(at));
+                let decision = m.try_acquire(at);
+                prop_assert_eq!(decision, s.try_acquire(at));
+                prop_assert_eq!(decision, u.try_acquire(at));
             } else {
-                let decision = m.check_n(at, n);
-                prop_assert_eq!(decision, s.check_n(at, n));
-                prop_assert_eq!(decision, u.check_n(at, n));
+                let decision = m.try_acquire_n(at, n);
+                prop_assert_eq!(decision, s.try_acquire_n(at, n));
+                prop_assert_eq!(decision, u.try_acquire_n(at, n));
             }
         }
         prop_assert_eq!(m.stats(), s.stats());
@@ -246,13 +249,13 @@ proptest! {
             prop_assert_eq!(m.peek_n(at, n), u.peek_n(at, n));
             prop_assert_eq!(m.reset_at(at), s.reset_at(at));
             if n == 1 {
-                let decision = m.check(at);
-                prop_assert_eq!(decision, s.check(at));
-                prop_assert_eq!(decision, u.check(at));
+                let decision = m.try_acquire(at);
+                prop_assert_eq!(decision, s.try_acquire(at));
+                prop_assert_eq!(decision, u.try_acquire(at));
             } else {
-                let decision = m.check_n(at, n);
-                prop_assert_eq!(decision, s.check_n(at, n));
-                prop_assert_eq!(decision, u.check_n(at, n));
+                let decision = m.try_acquire_n(at, n);
+                prop_assert_eq!(decision, s.try_acquire_n(at, n));
+                prop_assert_eq!(decision, u.try_acquire_n(at, n));
             }
             prop_assert_eq!(m.stats(), s.stats());
             prop_assert_eq!(m.stats().clock_faults, u.clock_faults());
@@ -276,15 +279,15 @@ proptest! {
         let mut real = 1u64 << 40;
         let mut check = |at: Instant, n: u32| -> Result<bool, TestCaseError> {
             let d = if n == 1 {
-                let d = m.check(at);
-                prop_assert_eq!(d, s.check(at));
-                d.map_err(CheckNError::from)
+                let d = m.try_acquire(at);
+                prop_assert_eq!(d, s.try_acquire(at));
+                d
             } else {
-                let d = m.check_n(at, n);
-                prop_assert_eq!(d, s.check_n(at, n));
+                let d = m.try_acquire_n(at, n);
+                prop_assert_eq!(d, s.try_acquire_n(at, n));
                 d
             };
-            if let Err(CheckNError::NotUntil { retry_at }) = d {
+            if let Err(Rejected { reason: RateLimited::OverRate, retry_at: Some(retry_at) }) = d {
                 if n == 1 {
                     prop_assert!(retry_at.as_nanos() - at.as_nanos() <= t.saturating_add(jump));
                 }
@@ -330,8 +333,8 @@ proptest! {
         for (t, n, op, c2, p2) in ops {
             let at = Instant::from_nanos(t);
             match op {
-                0 => { let _ = l.check(at); let _ = s.check(at); }
-                1 => { let _ = l.check_n(at, n); let _ = s.check_n(at, n); }
+                0 => { let _ = l.try_acquire(at); let _ = s.try_acquire(at); }
+                1 => { let _ = l.try_acquire_n(at, n); let _ = s.try_acquire_n(at, n); }
                 2 => { let _ = (l.peek(at), l.peek_n(at, n), s.peek(at)); }
                 3 => {
                     prop_assert!(l.remaining(at) <= l.quota().burst().get());
@@ -372,16 +375,16 @@ proptest! {
         for (gap, key, n) in ops {
             now += gap;
             let at = Instant::from_nanos(now);
-            let got = keyed.check_n(at, &key, n);
+            let got = keyed.try_acquire_n(at, &key, n);
             prop_assert!(keyed.len() <= max_keys);
             prop_assert_eq!(keyed.memory_bytes(), memory);
             let st = keyed.stats();
-            if got == Err(KeyedError::TableFull) || st.evicted > 0 || st.overflow_allowed + st.overflow_limited > 0 {
+            if got == Err(Rejected { reason: KeyedLimited::TableFull, retry_at: None }) || st.evicted > 0 || st.overflow_allowed + st.overflow_limited > 0 {
                 ever_full = true;
             }
             if !ever_full {
                 let r = reference.entry(key).or_insert_with(|| Gcra::new(q, at));
-                let want = r.check_n(at, n).map_err(KeyedError::from);
+                let want = r.try_acquire_n(at, n).map_err(|e| Rejected { reason: KeyedLimited::from(e.reason), retry_at: e.retry_at });
                 prop_assert_eq!(got, want, "key {} at {}", key, now);
             }
         }
@@ -433,8 +436,8 @@ proptest! {
             prop_assert!(keyed.len() <= max_keys);
             prop_assert_eq!(keyed.memory_bytes(), memory);
             match d.result {
-                Err(KeyedError::TableFull) => prop_assert_eq!(full, Full::RejectNew),
-                Err(KeyedError::NotUntil { retry_at }) if n == 1 => {
+                Err(Rejected { reason: KeyedLimited::TableFull, retry_at: None }) => prop_assert_eq!(full, Full::RejectNew),
+                Err(Rejected { reason: KeyedLimited::OverRate, retry_at: Some(retry_at) }) if n == 1 => {
                     let t = match d.by {
                         DecidedBy::Overflow => t_ns(&oq),
                         _ => t_ns(&q),
