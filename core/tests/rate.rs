@@ -174,10 +174,7 @@ fn check_n_above_burst_is_insufficient_capacity_not_a_retry() {
             retry_at: None
         })
     );
-    assert_eq!(
-        l.peek_n(ms(0), 5).unwrap_err().wait_from(ms(0)),
-        None
-    );
+    assert_eq!(l.peek_n(ms(0), 5).unwrap_err().wait_from(ms(0)), None);
     assert_eq!(
         l.peek_n(ms(0), 5).unwrap_err().to_string(),
         "a batch larger than the burst (4) can never be admitted: split it or raise the burst"
