@@ -51,3 +51,26 @@ s/\bon_work_started\b/try_acquire/g
 # 5. One public Jitter: the breaker's open-duration jitter is backoff's.
 s/\bbreaker::Jitter\b/backoff::Jitter/g
 #    By hand: `use keel_core::breaker::{.., Jitter, ..}` -> import `keel_core::backoff::Jitter`.
+#
+# 6. The GCRA and the keyed GCRA in the house shape (try_acquire, Rejected<RateLimited> /
+#    Rejected<KeyedLimited>); the shared GCRA without its const-generic counting policy.
+s/\bSharedRateLimiter<(true|false)>/SharedRateLimiter/g
+s/\bRateWaiters<(true|false)>/RateWaiters/g
+s/\bRateWaiter<(true|false)>/RateWaiter/g
+s/\bResult<\(\), (rate::)?NotUntil>/Result<(), Rejected<\1RateLimited>>/g
+s/\bResult<\(\), (rate::)?CheckNError>/Result<(), Rejected<\1RateLimited>>/g
+s/\bResult<\(\), (keyed::)?KeyedError>/Result<(), Rejected<\1KeyedLimited>>/g
+s/\bResult<\(\), InsufficientCapacity>/Result<(), Rejected<RateLimited>>/g
+#    By hand (the compiler points at each):
+#    - `.check(now)` / `.check_n(now, n)` on `Gcra` and `SharedRateLimiter`, and
+#      `.check(now, key)` / `.check_n(now, key, n)` on `KeyedGcra`, are `.try_acquire(..)` /
+#      `.try_acquire_n(..)`. Not scripted: the async `RateLimiter::check()` and
+#      `KeyedRateLimiter::check(key)` keep their names.
+#    - patterns: `NotUntil { retry_at }` / `CheckNError::NotUntil { retry_at }` are
+#      `Rejected { reason: RateLimited::OverRate, retry_at: Some(retry_at) }`;
+#      `CheckNError::InsufficientCapacity { burst }` and rate_wait's `InsufficientCapacity { burst }`
+#      are `Rejected { reason: RateLimited::InsufficientCapacity { burst }, retry_at: None }`;
+#      `KeyedError::X` is `Rejected { reason: KeyedLimited::X, .. }` (`TableFull` has
+#      `retry_at: None`). Import `keel_core::Rejected`.
+#    - `e.wait_time_from(now)` is `e.wait_from(now)`, now an `Option<Duration>`; `e.retry_at` is
+#      an `Option<Instant>`; `CheckNError::retry_at()` is the field.
