@@ -108,8 +108,13 @@ if n == 0 then return {1, fmt(ts, tn), fmt(nows, nown), '', 0} end
 if n > burst then return {2, fmt(ts, tn), fmt(nows, nown), '', 0} end
 
 local weight = t * (n - 1)
-local xs, xn = add_sat(ts, tn, weight)
-local as, an = sub_sat(xs, xn, tau)
+-- tat + weight - tau without the intermediate sum (it can pass the end of the clock)
+local as, an
+if weight <= tau then
+  as, an = sub_sat(ts, tn, tau - weight)
+else
+  as, an = add_sat(ts, tn, weight - tau)
+end
 if lt(nows, nown, as, an) then
   return {0, fmt(ts, tn), fmt(nows, nown), fmt(as, an), 0}
 end

@@ -601,3 +601,39 @@ fn remaining_is_exact_at_the_conformance_boundary() {
     assert_eq!(l.remaining(ms(11_000)), 1);
     assert_eq!(l.remaining(ms(12_000)), 2);
 }
+
+/// A burst whose `burst × T` is near `u64::MAX` ns (2,661,171,615 per 584 years): a second large
+/// batch is rejected until `TAT + n × T − burst × T`, about 88 years on, and not admitted at
+/// 3 days, where `TAT + (n − 1) × T` overflowed and saturated (`retry_at` was `u64::MAX − τ`).
+/// Found by the `gcra` fuzz target against its reference model.
+#[cfg(feature = "alloc")]
+#[test]
+fn a_large_batch_on_a_huge_burst_is_not_admitted_early() {
+    let quota = Quota::new(
+        nz(2_661_171_615),
+        Duration::from_nanos(18_446_462_598_732_840_960),
+    )
+    .unwrap();
+    let t = quota.emission_interval().as_nanos() as u64;
+    let burst = u64::from(quota.burst().get());
+    let n = 1_532_713_819u32;
+    let due = Instant::from_nanos((2 * u64::from(n) - burst) * t);
+    let later = Instant::from_secs(23_387);
+    let mut m = Gcra::new(quota, Instant::ZERO);
+    let s = SharedRateLimiter::new(quota, Instant::ZERO);
+    assert_eq!(m.try_acquire_n(Instant::ZERO, n), Ok(()));
+    assert_eq!(s.try_acquire_n(Instant::ZERO, n), Ok(()));
+    let rejected = Rejected {
+        reason: RateLimited::OverRate,
+        retry_at: Some(due),
+    };
+    assert_eq!(m.try_acquire_n(later, n), Err(rejected));
+    assert_eq!(s.try_acquire_n(later, n), Err(rejected));
+    let past_the_old_retry_at = Instant::from_nanos(u64::MAX - t * (burst - 1) + 1);
+    assert!(past_the_old_retry_at < due);
+    assert_eq!(m.peek_n(past_the_old_retry_at, n), Err(rejected));
+    assert_eq!(s.peek_n(past_the_old_retry_at, n), Err(rejected));
+    assert_eq!(m.try_acquire_n(due, n), Ok(()));
+    let step = keel_core::rate::step(&quota, Instant::from_nanos(u64::from(n) * t), later, n);
+    assert_eq!(step.decision, Err(rejected));
+}
