@@ -349,9 +349,9 @@ impl SharedRateLimiter {
         self.check_contended(now)
     }
 
-    /// [`try_acquire`](Self::try_acquire) after a lost CAS, while a quota change runs, where the TAT
-    /// saturates or on a clock fault: retries with the TAT it finds (and the quota in force for
-    /// it) until it commits or is rejected.
+    /// [`try_acquire`](Self::try_acquire) after a lost CAS, while a quota change runs, where the
+    /// TAT saturates or on a clock fault: retries with the TAT it finds (and the quota in force
+    /// for it) until it commits or is rejected.
     #[cold]
     #[inline(never)]
     fn check_contended(&self, now: u64) -> Result<(), Rejected<RateLimited>> {

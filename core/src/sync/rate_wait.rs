@@ -21,9 +21,10 @@
 //!   them in advance ([`SharedRateLimiter::reserve_n`]), which says at what instant the slot
 //!   conforms. The head keeps at least two slots reserved, and up to 32 while their
 //!   slots are at most 25 ms ahead, so a waiter woken late by a coarse timer (tokio's is 1 ms)
-//!   or a busy executor still finds the next slots reserved and no capacity is lost. A reservation *is* the admission, so
-//!   waiters and direct [`try_acquire`](SharedRateLimiter::try_acquire) callers share one GCRA and together
-//!   never exceed it. A reserved waiter sleeps on its own timer until its slot (see
+//!   or a busy executor still finds the next slots reserved and no capacity is lost. A
+//!   reservation *is* the admission, so waiters and direct
+//!   [`try_acquire`](SharedRateLimiter::try_acquire) callers share one GCRA and together never
+//!   exceed it. A reserved waiter sleeps on its own timer until its slot (see
 //!   [`RateWaiter::slot`]) and is admitted at its next poll at or after it; one woken late
 //!   still counts at its slot's instant, so start times can bunch by at most the timer's
 //!   lateness (over any window longer than that, the quota holds).
@@ -48,8 +49,8 @@
 //!   given back and lapsed.
 //! - An uncontended wait with a token available is a plain check: no lock, no allocation. The
 //!   queue's lock is taken only when someone waits, and held only for the bookkeeping.
-//! - Direct [`try_acquire`](SharedRateLimiter::try_acquire) callers do not queue: they are limited by the
-//!   same GCRA (the reservations have already advanced it) but are not ordered with the
+//! - Direct [`try_acquire`](SharedRateLimiter::try_acquire) callers do not queue: they are
+//!   limited by the same GCRA (the reservations have already advanced it) but are not ordered with the
 //!   waiters.
 //! - A batch larger than the burst resolves at once to
 //!   [`RateLimited::InsufficientCapacity`] (`retry_at: None`); a waiter

@@ -11,8 +11,8 @@
 //!   the machine's answers, and counts them).
 //! - **A quota change** switches every key (and the overflow limiter, while its quota follows
 //!   the per-key one: a config that set no overflow quota, or set it equal to the per-key one,
-//!   which the model cannot tell apart) as [`GcraModel::set_quota`] does; an idle key the machine had already
-//!   forgotten starts fresh under the new quota.
+//!   which the model cannot tell apart) as [`GcraModel::set_quota`] does; an idle key the
+//!   machine had already forgotten starts fresh under the new quota.
 //!
 //! Which keys the machine still holds (it reclaims idle keys lazily) is the machine's business:
 //! the model accepts either answer where forgetting an idle key is allowed to make a difference
