@@ -56,7 +56,7 @@ s/\bon_work_started\b/try_acquire/g
 s/\bbreaker::Jitter\b/backoff::Jitter/g
 #    By hand: `use keel_core::breaker::{.., Jitter, ..}` -> import `keel_core::backoff::Jitter`.
 #
-# 9. Issue 18 (serving slice): the blanket `StreamExt` is gone (`Incoming::next()` is inherent).
+# 10. Issue 18 (serving slice): the blanket `StreamExt` is gone (`Incoming::next()` is inherent).
 #    Only on lines naming keel (a `futures_lite::StreamExt as _` import stays); a multi-line keel
 #    import loses it by hand.
 /keel/ s/, *StreamExt as _//g
@@ -65,19 +65,42 @@ s/\bbreaker::Jitter\b/backoff::Jitter/g
 #    `while let Some(Accepted { permit, stream, peer }) = ..` (or `.into_parts()` for a triple);
 #    a `driver::Listener` impl adds `type Addr` and returns `(conn, peer)` from `poll_accept`.
 #
-# 6. The retry budget's admission: `try_withdraw(now) -> bool` is `try_acquire(now) ->
+# 7. The retry budget's admission: `try_withdraw(now) -> bool` is `try_acquire(now) ->
 #    Result<(), Rejected<Exhausted>>` (RetryBudget and SharedBudget). Simple arguments only;
 #    anything else the compiler points at.
 s/!([A-Za-z_][A-Za-z0-9_.]*)\.try_withdraw\((([^()]|\([^()]*\))*)\)/\1.try_acquire(\2).is_err()/g
 s/\.try_withdraw\((([^()]|\([^()]*\))*)\)/.try_acquire(\1).is_ok()/g
 #
-# 7. One config entry shape: named presets return the builder.
+# 8. One config entry shape: named presets return the builder.
 s/\bAcceptConfig::fixed_pause\((([^()]|\([^()]*\))*)\)\.unwrap\(\)/AcceptConfig::fixed_pause(\1).build().unwrap()/g
 s/\bAcceptConfig::fixed_pause\((([^()]|\([^()]*\))*)\)\?/AcceptConfig::fixed_pause(\1).build()?/g
 #    By hand: other uses of `AcceptConfig::fixed_pause(d)` as a config: add `.build()`.
 #
-# 8. HealthReport has no capacity parameter.
+# 9. HealthReport has no capacity parameter.
 s/\bHealthReport::<[0-9]+>::/HealthReport::/g
 s/\bHealthReport<[0-9]+>/HealthReport/g
 #    By hand: `bulkhead::Admission::Rejected(reason)` matches bind a `BulkheadRejected`
 #    (`.reason`, `.retry_at`).
+#
+# 6. The GCRA and the keyed GCRA in the house shape (try_acquire, Rejected<RateLimited> /
+#    Rejected<KeyedLimited>); the shared GCRA without its const-generic counting policy.
+s/\bSharedRateLimiter<(true|false)>/SharedRateLimiter/g
+s/\bRateWaiters<(true|false)>/RateWaiters/g
+s/\bRateWaiter<(true|false)>/RateWaiter/g
+s/\bResult<\(\), (rate::)?NotUntil>/Result<(), Rejected<\1RateLimited>>/g
+s/\bResult<\(\), (rate::)?CheckNError>/Result<(), Rejected<\1RateLimited>>/g
+s/\bResult<\(\), (keyed::)?KeyedError>/Result<(), Rejected<\1KeyedLimited>>/g
+s/\bResult<\(\), InsufficientCapacity>/Result<(), Rejected<RateLimited>>/g
+#    By hand (the compiler points at each):
+#    - `.check(now)` / `.check_n(now, n)` on `Gcra` and `SharedRateLimiter`, and
+#      `.check(now, key)` / `.check_n(now, key, n)` on `KeyedGcra`, are `.try_acquire(..)` /
+#      `.try_acquire_n(..)`. Not scripted: the async `RateLimiter::check()` and
+#      `KeyedRateLimiter::check(key)` keep their names.
+#    - patterns: `NotUntil { retry_at }` / `CheckNError::NotUntil { retry_at }` are
+#      `Rejected { reason: RateLimited::OverRate, retry_at: Some(retry_at) }`;
+#      `CheckNError::InsufficientCapacity { burst }` and rate_wait's `InsufficientCapacity { burst }`
+#      are `Rejected { reason: RateLimited::InsufficientCapacity { burst }, retry_at: None }`;
+#      `KeyedError::X` is `Rejected { reason: KeyedLimited::X, .. }` (`TableFull` has
+#      `retry_at: None`). Import `keel_core::Rejected`.
+#    - `e.wait_time_from(now)` is `e.wait_from(now)`, now an `Option<Duration>`; `e.retry_at` is
+#      an `Option<Instant>`; `CheckNError::retry_at()` is the field.

@@ -83,10 +83,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use keel_core::driver::Runtime as _;
-use keel_core::rate::keyed::{KeyedConfig, KeyedError, KeyedGcra};
-use keel_core::rate::CheckNError;
+use keel_core::rate::keyed::{KeyedConfig, KeyedGcra, KeyedLimited};
+use keel_core::rate::RateLimited;
 use keel_core::sync::breaker::SharedBreaker;
 use keel_core::Instant;
+use keel_core::Rejected;
 use keel_tokio::TokioRuntime;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -522,7 +523,10 @@ impl FleetLimiter {
                     by: Source::Redis,
                 })
             }
-            Err(CheckNError::NotUntil { retry_at }) => {
+            Err(Rejected {
+                reason: RateLimited::OverRate,
+                retry_at: Some(retry_at),
+            }) => {
                 // A single request is rejected until TAT - τ; cache that from the send instant
                 // (the decision came later, so the cache expires no later than Redis would
                 // admit).
@@ -537,9 +541,10 @@ impl FleetLimiter {
                     by: Source::Redis,
                 })
             }
-            Err(CheckNError::InsufficientCapacity { burst }) => {
-                Err(Denied::InsufficientCapacity { burst })
-            }
+            Err(Rejected {
+                reason: RateLimited::InsufficientCapacity { burst },
+                ..
+            }) => Err(Denied::InsufficientCapacity { burst }),
             Err(_) => Err(Denied::Unavailable(FleetError::BadReply(
                 "an unknown rejection",
             ))),
@@ -568,19 +573,23 @@ impl FleetLimiter {
                 } else {
                     key.to_owned()
                 };
-                match local.check_n(now, &owned, n) {
+                match local.try_acquire_n(now, &owned, n) {
                     Ok(()) => Ok(Admitted {
                         remaining: local.remaining(now, &owned),
                         reset_after: Duration::ZERO,
                         by: Source::Local,
                     }),
-                    Err(KeyedError::NotUntil { retry_at }) => Err(Denied::Limited {
+                    Err(Rejected {
+                        reason: KeyedLimited::OverRate,
+                        retry_at: Some(retry_at),
+                    }) => Err(Denied::Limited {
                         retry_after: retry_at.saturating_duration_since(now),
                         by: Source::Local,
                     }),
-                    Err(KeyedError::InsufficientCapacity { burst }) => {
-                        Err(Denied::InsufficientCapacity { burst })
-                    }
+                    Err(Rejected {
+                        reason: KeyedLimited::InsufficientCapacity { burst },
+                        ..
+                    }) => Err(Denied::InsufficientCapacity { burst }),
                     Err(_) => Err(Denied::Unavailable(cause)),
                 }
             }

@@ -20,8 +20,9 @@
 //! state equals a fresh key's, in milliseconds rounded up (the key's `PX` when `ARGV[6]` is
 //! `1`), else 0. A key holding anything but a TAT is the error `KEEL_BADSTATE`.
 
-use keel_core::rate::CheckNError;
+use keel_core::rate::RateLimited;
 use keel_core::Instant;
+use keel_core::Rejected;
 use redis::Value;
 
 use crate::FleetError;
@@ -107,8 +108,13 @@ if n == 0 then return {1, fmt(ts, tn), fmt(nows, nown), '', 0} end
 if n > burst then return {2, fmt(ts, tn), fmt(nows, nown), '', 0} end
 
 local weight = t * (n - 1)
-local xs, xn = add_sat(ts, tn, weight)
-local as, an = sub_sat(xs, xn, tau)
+-- tat + weight - tau without the intermediate sum (it can pass the end of the clock)
+local as, an
+if weight <= tau then
+  as, an = sub_sat(ts, tn, tau - weight)
+else
+  as, an = add_sat(ts, tn, weight - tau)
+end
 if lt(nows, nown, as, an) then
   return {0, fmt(ts, tn), fmt(nows, nown), fmt(as, an), 0}
 end
@@ -137,8 +143,9 @@ return {1, new, fmt(nows, nown), '', ms}
 /// `TIME`, or the time the caller passed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawStep {
-    /// `Ok(())` if admitted; otherwise the core's error, `retry_at` on the same clock as `now`.
-    pub decision: Result<(), CheckNError>,
+    /// `Ok(())` if admitted; otherwise the core's rejection ([`keel_core::rate::step`]'s),
+    /// `retry_at` on the same clock as `now`.
+    pub decision: Result<(), Rejected<RateLimited>>,
     /// The TAT stored after the step (`Instant::ZERO` for a key with no state).
     pub tat: Instant,
     /// The time the decision was made at.
@@ -180,10 +187,14 @@ pub(crate) fn decode(v: &Value, burst: u32) -> Result<RawStep, FleetError> {
     };
     let decision = match int(code)? {
         1 => Ok(()),
-        0 => Err(CheckNError::NotUntil {
-            retry_at: instant(retry)?,
+        0 => Err(Rejected {
+            reason: RateLimited::OverRate,
+            retry_at: Some(instant(retry)?),
         }),
-        2 => Err(CheckNError::InsufficientCapacity { burst }),
+        2 => Err(Rejected {
+            reason: RateLimited::InsufficientCapacity { burst },
+            retry_at: None,
+        }),
         _ => return Err(FleetError::BadReply("an unknown decision code")),
     };
     Ok(RawStep {

@@ -7,8 +7,9 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use common::{redis_url, unique, Rng};
-use keel_core::rate::{step, CheckNError, Quota};
+use keel_core::rate::{step, Quota, RateLimited};
 use keel_core::Instant;
+use keel_core::Rejected;
 use keel_redis::config::MAX_REPLENISH_NANOS;
 use keel_redis::{FleetConfig, FleetLimiter};
 
@@ -85,7 +86,11 @@ async fn run_traces(limiter: FleetLimiter, task: u64) -> u64 {
                 0
             };
             assert_eq!(got.pttl_ms, want_ms, "{}", ctx());
-            if let Err(CheckNError::NotUntil { retry_at }) = want.decision {
+            if let Err(Rejected {
+                reason: RateLimited::OverRate,
+                retry_at: Some(retry_at),
+            }) = want.decision
+            {
                 assert!(retry_at > at, "{}", ctx());
             }
             tat = want.tat;

@@ -10,7 +10,7 @@
 //! | [`AcceptLoop`] | `on_accepted`, `on_error(classify_io_error(e))` | accept again, pause until `t` (EMFILE...), or stop |
 //! | [`Limit`] | `try_acquire`, `on_release` | a connection permit, or "full: leave the rest in the kernel backlog" |
 //! | [`ConnTable`] | `on_open`, `on_activity`, `on_read_deadline`, `on_handler_done`, `on_closed`, `reclaim` | close idle and slow clients, how long to linger |
-//! | [`KeyedGcra`] | `check(now, client IP)` per line | answer now, or `NotUntil(t)`: read nothing more from that connection until `t` |
+//! | [`KeyedGcra`] | `try_acquire(now, client IP)` per line | answer now, or `Rejected { retry_at: Some(t), .. }`: read nothing more from that connection until `t` |
 //! | [`Shutdown`] | `try_acquire`, `on_work_finished`, `on_signal` | refuse, drain until the deadline, stop |
 //!
 //! ## The loop
@@ -74,7 +74,7 @@ use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnEvent, ConnTable};
 use keel_core::health::{ComponentState, HealthReport, Reason};
 use keel_core::limit::{Limit, LimitConfig, LimitPermit};
 use keel_core::rate::ip::IpKeyer;
-use keel_core::rate::keyed::{KeyedConfig, KeyedError, KeyedGcra};
+use keel_core::rate::keyed::{KeyedConfig, KeyedGcra};
 use keel_core::rate::Quota;
 use keel_core::shutdown::{
     Shutdown, ShutdownConfig, ShutdownDecision, ShutdownEvent, ShutdownPermit,
@@ -276,15 +276,18 @@ impl Machines {
         let Some(rate) = &mut self.rate else {
             return Ok(());
         };
-        match rate.check(now, &client) {
+        match rate.try_acquire(now, &client) {
             Ok(()) => Ok(()),
-            Err(KeyedError::NotUntil { retry_at }) => {
-                self.rate_limited = self.rate_limited.saturating_add(1);
-                Err(retry_at)
-            }
-            // One line is never larger than the burst, and the table overflows into a shared
-            // limiter instead of rejecting; answer rather than stall if that ever changes.
-            Err(_) => Ok(()),
+            Err(rejected) => match rejected.retry_at {
+                Some(retry_at) => {
+                    self.rate_limited = self.rate_limited.saturating_add(1);
+                    Err(retry_at)
+                }
+                // One line is never larger than the burst, and the table overflows into a
+                // shared limiter instead of rejecting; answer rather than stall if that ever
+                // changes.
+                None => Ok(()),
+            },
         }
     }
 

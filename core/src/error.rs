@@ -68,9 +68,10 @@ pub enum ConfigError {
 /// A request a machine did not admit: why, and when to try again.
 ///
 /// The one rejection shape of every admission in keel (`try_acquire(now)` on the breaker, the
-/// limit, the bulkhead and shutdown): `reason` is the machine's own reason type, and `retry_at`
-/// is the absolute instant at which the same request would be admitted, when the machine knows
-/// one. `None` means no instant is known (a slot frees when some holder releases it) or the
+/// limit, the bulkhead, shutdown and the rate limiters): `reason` is the machine's own reason
+/// type, and `retry_at` is the absolute instant at which the same request would be admitted,
+/// when the machine knows one (a rate limiter always does, unless the request can never
+/// conform). `None` means no instant is known (a slot frees when some holder releases it) or the
 /// request can never be admitted; the reason says which.
 ///
 /// ```
@@ -93,6 +94,26 @@ pub struct Rejected<R> {
     /// When the same request would be admitted, if the machine knows; `None` when no instant
     /// is known or it never will be.
     pub retry_at: Option<crate::Instant>,
+}
+
+impl<R> Rejected<R> {
+    /// How long from `now` until [`retry_at`](Self::retry_at) (zero if it has passed), or
+    /// `None` when no instant is known or the request can never be admitted: the wait a rate
+    /// limiter's caller sleeps (governor's `NotUntil::wait_time_from`).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use keel_core::{Instant, Rejected};
+    ///
+    /// let r = Rejected { reason: (), retry_at: Some(Instant::from_millis(300)) };
+    /// assert_eq!(r.wait_from(Instant::from_millis(100)), Some(Duration::from_millis(200)));
+    /// assert_eq!(r.wait_from(Instant::from_secs(1)), Some(Duration::ZERO));
+    /// assert_eq!(Rejected { reason: (), retry_at: None }.wait_from(Instant::ZERO), None);
+    /// ```
+    #[must_use]
+    pub fn wait_from(&self, now: crate::Instant) -> Option<core::time::Duration> {
+        self.retry_at.map(|t| t.saturating_duration_since(now))
+    }
 }
 
 /// The reason's own message (which says what to change), then the retry instant when known.

@@ -11,10 +11,11 @@ use std::time::Duration;
 use futures_lite::future::yield_now;
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::driver::bulkhead::Bulkhead;
-use keel_core::driver::rate::{InsufficientCapacity, KeyedRateLimiter, RateLimiter};
+use keel_core::driver::rate::{KeyedRateLimiter, RateLimiter};
 use keel_core::driver::{sleep, timeout};
-use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError};
-use keel_core::rate::Quota;
+use keel_core::rate::keyed::{Full, KeyedConfig, KeyedLimited};
+use keel_core::rate::{Quota, RateLimited};
+use keel_core::Rejected;
 use keel_testkit::ManualRuntime;
 
 /// A manual runtime whose clock starts at 1 s.
@@ -37,7 +38,7 @@ fn until_ready_waits_exactly_until_retry_at() {
         // 10/s, burst 1: one token every 100 ms.
         let limiter = RateLimiter::with_runtime(quota(10, 1), rt.clone());
         limiter.until_ready().await.unwrap();
-        let retry_at = limiter.check().unwrap_err().retry_at;
+        let retry_at = limiter.check().unwrap_err().retry_at.unwrap();
         let wait = retry_at.saturating_duration_since(rt.now());
         assert_eq!(wait, Duration::from_millis(100));
 
@@ -126,7 +127,10 @@ fn until_n_ready_rejects_a_batch_above_the_burst_at_once() {
         let start = rt.now();
         assert_eq!(
             limiter.until_n_ready(5).await,
-            Err(InsufficientCapacity { burst: 4 })
+            Err(Rejected {
+                reason: RateLimited::InsufficientCapacity { burst: 4 },
+                retry_at: None
+            })
         );
         limiter.until_n_ready(4).await.unwrap();
         assert_eq!(rt.now() - start, Duration::ZERO);
@@ -163,10 +167,19 @@ fn keyed_limiter_waits_per_key() {
         let limiter = KeyedRateLimiter::<&'static str, _>::with_runtime(config, rt.clone());
         limiter.check(&"a").unwrap();
         limiter.check(&"b").unwrap();
-        assert_eq!(limiter.check(&"c"), Err(KeyedError::TableFull));
+        assert_eq!(
+            limiter.check(&"c"),
+            Err(Rejected {
+                reason: KeyedLimited::TableFull,
+                retry_at: None
+            })
+        );
         assert_eq!(
             limiter.until_key_ready(&"c").await,
-            Err(KeyedError::TableFull)
+            Err(Rejected {
+                reason: KeyedLimited::TableFull,
+                retry_at: None
+            })
         );
         let start = rt.now();
         limiter.until_key_ready(&"a").await.unwrap();

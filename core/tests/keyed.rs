@@ -7,8 +7,9 @@
 use core::hash::Hasher;
 use core::num::NonZeroU32;
 
-use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedGcra, KeyedStats, SipHasher13};
+use keel_core::rate::keyed::{Full, KeyedConfig, KeyedGcra, KeyedLimited, KeyedStats, SipHasher13};
 use keel_core::rate::Quota;
+use keel_core::Rejected;
 use keel_core::{ConfigError, Instant};
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -61,7 +62,7 @@ fn a_million_distinct_keys_never_exceed_max_keys_or_the_memory_bound() {
         for i in 0..keys {
             // 1 µs apart: every key stays active for its 1 s interval, so the table is full.
             let now = Instant::from_nanos(i * 1_000);
-            if l.check(now, &ipv6(i)).is_ok() {
+            if l.try_acquire(now, &ipv6(i)).is_ok() {
                 admitted += 1;
             }
             assert!(l.len() <= max_keys);
@@ -102,30 +103,35 @@ fn a_million_distinct_keys_never_exceed_max_keys_or_the_memory_bound() {
 fn each_key_gets_its_own_burst() {
     let mut l = KeyedGcra::<u32>::new(config(1, 2, 16, Full::RejectNew), Instant::ZERO);
     let t = Instant::from_secs(10);
-    assert_eq!(l.check(t, &1), Ok(()));
-    assert_eq!(l.check(t, &1), Ok(()));
+    assert_eq!(l.try_acquire(t, &1), Ok(()));
+    assert_eq!(l.try_acquire(t, &1), Ok(()));
     assert_eq!(
-        l.check(t, &1),
-        Err(KeyedError::NotUntil {
-            retry_at: Instant::from_secs(11)
+        l.try_acquire(t, &1),
+        Err(Rejected {
+            reason: KeyedLimited::OverRate,
+            retry_at: Some(Instant::from_secs(11))
         })
     );
-    assert_eq!(l.check(t, &2), Ok(()));
+    assert_eq!(l.try_acquire(t, &2), Ok(()));
     assert_eq!(l.remaining(t, &2), 1);
     assert_eq!(l.remaining(t, &3), 2);
     assert_eq!(
         l.peek(t, &1),
-        Err(KeyedError::NotUntil {
-            retry_at: Instant::from_secs(11)
+        Err(Rejected {
+            reason: KeyedLimited::OverRate,
+            retry_at: Some(Instant::from_secs(11))
         })
     );
     assert_eq!(
-        l.check_n(t, &3, 3),
-        Err(KeyedError::InsufficientCapacity { burst: 2 })
+        l.try_acquire_n(t, &3, 3),
+        Err(Rejected {
+            reason: KeyedLimited::InsufficientCapacity { burst: 2 },
+            retry_at: None
+        })
     );
-    assert_eq!(l.check_n(t, &3, 0), Ok(()));
+    assert_eq!(l.try_acquire_n(t, &3, 0), Ok(()));
     assert_eq!(l.len(), 2);
-    assert_eq!(l.check(Instant::from_secs(11), &1), Ok(()));
+    assert_eq!(l.try_acquire(Instant::from_secs(11), &1), Ok(()));
     assert_eq!(
         l.stats(),
         KeyedStats {
@@ -144,11 +150,23 @@ fn each_key_gets_its_own_burst() {
 fn full_table_rejects_new_keys_but_keeps_serving_known_ones() {
     let mut l = KeyedGcra::<u32>::new(config(1, 3, 2, Full::RejectNew), Instant::ZERO);
     let t = Instant::from_millis(1);
-    assert!(l.check(t, &1).is_ok());
-    assert!(l.check(t, &2).is_ok());
-    assert_eq!(l.check(t, &3), Err(KeyedError::TableFull));
-    assert_eq!(l.peek(t, &3), Err(KeyedError::TableFull));
-    assert!(l.check(t, &1).is_ok());
+    assert!(l.try_acquire(t, &1).is_ok());
+    assert!(l.try_acquire(t, &2).is_ok());
+    assert_eq!(
+        l.try_acquire(t, &3),
+        Err(Rejected {
+            reason: KeyedLimited::TableFull,
+            retry_at: None
+        })
+    );
+    assert_eq!(
+        l.peek(t, &3),
+        Err(Rejected {
+            reason: KeyedLimited::TableFull,
+            retry_at: None
+        })
+    );
+    assert!(l.try_acquire(t, &1).is_ok());
     assert_eq!(l.stats().rejected_full, 1);
     assert_eq!(l.len(), 2);
 }
@@ -157,15 +175,15 @@ fn full_table_rejects_new_keys_but_keeps_serving_known_ones() {
 fn full_table_evicts_the_least_recently_used_key() {
     let mut l = KeyedGcra::<u32>::new(config(1, 1, 2, Full::EvictLeastRecentlyUsed), Instant::ZERO);
     let t = Instant::from_millis(1);
-    assert!(l.check(t, &1).is_ok());
-    assert!(l.check(t, &2).is_ok());
+    assert!(l.try_acquire(t, &1).is_ok());
+    assert!(l.try_acquire(t, &2).is_ok());
     // Key 1 keeps hammering (denied requests count as use): key 2 is the LRU.
-    assert!(l.check(t, &1).is_err());
-    assert!(l.check(t, &3).is_ok());
+    assert!(l.try_acquire(t, &1).is_err());
+    assert!(l.try_acquire(t, &3).is_ok());
     assert_eq!(l.stats().evicted, 1);
     // Key 1 kept its debt; key 2 was forgotten (fail-open: a fresh burst).
-    assert!(l.check(t, &1).is_err());
-    assert!(l.check(t, &2).is_ok());
+    assert!(l.try_acquire(t, &1).is_err());
+    assert!(l.try_acquire(t, &2).is_ok());
     assert_eq!(l.stats().evicted, 2);
     assert_eq!(l.len(), 2);
 }
@@ -174,13 +192,13 @@ fn full_table_evicts_the_least_recently_used_key() {
 fn idle_keys_are_reclaimed_by_normal_checks() {
     let mut l = KeyedGcra::<u32>::new(config(10, 1, 8, Full::RejectNew), Instant::ZERO);
     for k in 0..8 {
-        assert!(l.check(Instant::ZERO, &k).is_ok());
+        assert!(l.try_acquire(Instant::ZERO, &k).is_ok());
     }
     assert_eq!(l.len(), 8);
     // 100 ms later every key is idle; checks on one key sweep the rest away two at a time.
     let later = Instant::from_millis(100);
     for _ in 0..4 {
-        let _ = l.check(later, &100);
+        let _ = l.try_acquire(later, &100);
     }
     assert_eq!(l.len(), 1);
     assert_eq!(l.stats().reclaimed, 8);
@@ -195,10 +213,10 @@ fn a_reclaimed_key_behaves_exactly_like_a_remembered_one() {
     for step in 0..200u64 {
         let now = Instant::from_millis(step * 137 % 5000 + step * 40);
         // Other keys churn, making the sweep reclaim idle entries, key 7 included.
-        let _ = a.check(now, &(step as u32 % 3 + 100));
+        let _ = a.try_acquire(now, &(step as u32 % 3 + 100));
         assert_eq!(
-            a.check(now, &7).is_ok(),
-            b.check(now).is_ok(),
+            a.try_acquire(now, &7).is_ok(),
+            b.try_acquire(now).is_ok(),
             "step {step}"
         );
     }
@@ -208,7 +226,7 @@ fn a_reclaimed_key_behaves_exactly_like_a_remembered_one() {
 fn set_quota_applies_to_every_key_without_extra_capacity() {
     let mut l = KeyedGcra::<u32>::new(config(1, 2, 4, Full::RejectNew), Instant::ZERO);
     let t = Instant::from_millis(5);
-    assert!(l.check(t, &1).is_ok());
+    assert!(l.try_acquire(t, &1).is_ok());
     l.set_quota(t, Quota::per_second(nz(100)).unwrap());
     assert_eq!(l.remaining(t, &1), 1);
     assert_eq!(l.remaining(t, &2), 100);

@@ -40,7 +40,7 @@ fn probes_per_check(mut limiter: KeyedGcra<u64>, keys: &[u64]) -> f64 {
     let now = Instant::from_secs(1);
     for _ in 0..2 {
         for k in keys {
-            let _ = limiter.check(now, k);
+            let _ = limiter.try_acquire(now, k);
         }
     }
     let s = limiter.stats();
@@ -135,7 +135,7 @@ fn rotation(full: Option<Full>, key: impl Fn(IpAddr) -> IpAddr) -> Rotation {
     let mut l = KeyedGcra::<IpAddr>::new(builder.build().unwrap(), Instant::ZERO);
     let paused: IpAddr = Ipv4Addr::new(198, 51, 100, 1).into();
     for _ in 0..10 {
-        assert!(l.check(Instant::ZERO, &key(paused)).is_ok());
+        assert!(l.try_acquire(Instant::ZERO, &key(paused)).is_ok());
     }
     let mut r = Rotation {
         new_users: 0,
@@ -151,7 +151,7 @@ fn rotation(full: Option<Full>, key: impl Fn(IpAddr) -> IpAddr) -> Rotation {
             let addr = IpAddr::V6(Ipv6Addr::from(
                 (0x2001_0db8_0bad_0000u128 << 64) | u128::from(us),
             ));
-            if l.check(now, &key(addr)).is_ok() {
+            if l.try_acquire(now, &key(addr)).is_ok() {
                 r.attacker += 1;
             }
         }
@@ -167,7 +167,7 @@ fn rotation(full: Option<Full>, key: impl Fn(IpAddr) -> IpAddr) -> Rotation {
         }
         if (500_000..1_500_000).contains(&us)
             && us % 1_000 == 0
-            && l.check(now, &key(paused)).is_ok()
+            && l.try_acquire(now, &key(paused)).is_ok()
         {
             r.paused_user += 1;
         }

@@ -6,9 +6,10 @@
 
 use core::num::NonZeroU32;
 
-use keel_core::rate::{CheckNError, Quota};
+use keel_core::rate::{Quota, RateLimited};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::Instant;
+use keel_core::Rejected;
 use loom::sync::Arc;
 use loom::thread;
 
@@ -17,12 +18,12 @@ fn burst2() -> Quota {
 }
 
 /// Three threads check once each at one instant; returns how many were admitted.
-fn admitted_by_three_threads<const COUNTED: bool>(l: &Arc<SharedRateLimiter<COUNTED>>) -> usize {
+fn admitted_by_three_threads(l: &Arc<SharedRateLimiter>) -> usize {
     let now = Instant::from_millis(1);
     let handles: Vec<_> = (0..3)
         .map(|_| {
             let l = l.clone();
-            thread::spawn(move || l.check(now).is_ok())
+            thread::spawn(move || l.try_acquire(now).is_ok())
         })
         .collect();
     handles
@@ -58,11 +59,11 @@ fn loom_check_n_and_check_share_the_burst_exactly() {
         let now = Instant::from_millis(1);
         let a = {
             let l = l.clone();
-            thread::spawn(move || l.check_n(now, 2).is_ok())
+            thread::spawn(move || l.try_acquire_n(now, 2).is_ok())
         };
         let b = {
             let l = l.clone();
-            thread::spawn(move || l.check(now).is_ok())
+            thread::spawn(move || l.try_acquire(now).is_ok())
         };
         let (a, b) = (a.join().unwrap(), b.join().unwrap());
         // Either the batch of 2 or the single request wins, never both.
@@ -79,7 +80,7 @@ fn loom_quota_change_during_checks_never_over_admits() {
         let now = Instant::from_millis(1);
         let checker = {
             let l = l.clone();
-            thread::spawn(move || (0..2).filter(|_| l.check(now).is_ok()).count())
+            thread::spawn(move || (0..2).filter(|_| l.try_acquire(now).is_ok()).count())
         };
         let changer = {
             let l = l.clone();
@@ -90,11 +91,14 @@ fn loom_quota_change_during_checks_never_over_admits() {
         let before = checker.join().unwrap();
         changer.join().unwrap();
         assert!(before <= 2);
-        let after = usize::from(l.check(now).is_ok());
+        let after = usize::from(l.try_acquire(now).is_ok());
         assert!(before + after <= 2, "{before} + {after}");
         assert_eq!(
-            l.check_n(now, 2),
-            Err(CheckNError::InsufficientCapacity { burst: 1 })
+            l.try_acquire_n(now, 2),
+            Err(Rejected {
+                reason: RateLimited::InsufficientCapacity { burst: 1 },
+                retry_at: None
+            })
         );
     });
 }
@@ -106,7 +110,7 @@ fn loom_concurrent_checks_after_a_clock_fault_resynchronise_once() {
         // the real time. Exactly one resynchronises (one fault counted), and the fresh limiter
         // admits exactly its burst: no thread is admitted twice over, none wrongly rejected.
         let l = Arc::new(SharedRateLimiter::counted(burst2(), Instant::ZERO));
-        assert!(l.check(Instant::from_secs(3_600)).is_ok());
+        assert!(l.try_acquire(Instant::from_secs(3_600)).is_ok());
         assert_eq!(admitted_by_three_threads(&l), 2);
         assert_eq!(l.stats().clock_faults, 1);
         assert_eq!(l.stats().allowed, 3);
@@ -121,11 +125,11 @@ fn loom_a_clock_fault_during_a_quota_change_never_over_admits() {
         // time (burst 2 -> 1). Both resynchronise the same fault; it is counted once, and at
         // most 2 checks pass at the real time in all.
         let l = Arc::new(SharedRateLimiter::counted(burst2(), Instant::ZERO));
-        assert!(l.check(Instant::from_secs(3_600)).is_ok());
+        assert!(l.try_acquire(Instant::from_secs(3_600)).is_ok());
         let now = Instant::from_millis(1);
         let checker = {
             let l = l.clone();
-            thread::spawn(move || usize::from(l.check(now).is_ok()))
+            thread::spawn(move || usize::from(l.try_acquire(now).is_ok()))
         };
         let changer = {
             let l = l.clone();
@@ -136,7 +140,7 @@ fn loom_a_clock_fault_during_a_quota_change_never_over_admits() {
         let before = checker.join().unwrap();
         changer.join().unwrap();
         assert_eq!(before, 1);
-        let after = usize::from(l.check(now).is_ok());
+        let after = usize::from(l.try_acquire(now).is_ok());
         assert!(before + after <= 2, "{before} + {after}");
         assert_eq!(l.stats().clock_faults, 1);
     });

@@ -11,9 +11,11 @@ use core::num::NonZeroU32;
 use core::task::{Context, Poll, Waker};
 
 use keel_core::rate::Quota;
+use keel_core::rate::RateLimited;
 use keel_core::sync::gcra::SharedRateLimiter;
-use keel_core::sync::rate_wait::{Acquire, InsufficientCapacity, RateWaiter, RateWaiters};
+use keel_core::sync::rate_wait::{Acquire, RateWaiter, RateWaiters};
 use keel_core::Instant;
+use keel_core::Rejected;
 
 const T0: Instant = Instant::from_secs(10);
 
@@ -23,7 +25,7 @@ use loom_block_on::block_on;
 
 /// Waits as the driver does: polls at the waiter's slot when it has one (its timer fired),
 /// and otherwise parks until the queue wakes it.
-fn wait_for_turn(mut w: RateWaiter) -> Result<(), InsufficientCapacity> {
+fn wait_for_turn(mut w: RateWaiter) -> Result<(), Rejected<RateLimited>> {
     block_on(poll_fn(move |cx| loop {
         let now = w.slot().unwrap_or(T0);
         match w.poll(cx, now) {
@@ -38,7 +40,7 @@ fn wait_for_turn(mut w: RateWaiter) -> Result<(), InsufficientCapacity> {
 fn spent() -> RateWaiters {
     let quota = Quota::per_second(NonZeroU32::MIN).unwrap();
     let limiter = std::sync::Arc::new(SharedRateLimiter::counted(quota, T0));
-    limiter.check(T0).unwrap();
+    limiter.try_acquire(T0).unwrap();
     RateWaiters::new(limiter)
 }
 
@@ -65,7 +67,7 @@ fn loom_a_cancelled_slot_wakes_the_next_waiter() {
         drop(b);
         // A's and B's slots were handed on or are spare; C took 1 s or 2 s: at 3 s the
         // limiter is free again (nothing was spent beyond C's admission).
-        assert!(q.limiter().check(Instant::from_secs(13)).is_ok());
+        assert!(q.limiter().try_acquire(Instant::from_secs(13)).is_ok());
     });
 }
 
@@ -154,13 +156,13 @@ fn loom_a_given_back_reservation_and_a_racing_check_admit_at_most_one() {
     loom::model(|| {
         let quota = Quota::per_second(NonZeroU32::MIN).unwrap();
         let limiter = std::sync::Arc::new(SharedRateLimiter::counted(quota, T0));
-        limiter.check(T0).unwrap();
+        limiter.try_acquire(T0).unwrap();
         let reservation = limiter.reserve_n(T0, 1, Instant::MAX).unwrap();
         let at = reservation.at();
         assert_eq!(at, Instant::from_secs(11));
         let checker = {
             let limiter = std::sync::Arc::clone(&limiter);
-            loom::thread::spawn(move || limiter.check(at).is_ok())
+            loom::thread::spawn(move || limiter.try_acquire(at).is_ok())
         };
         let given = limiter.cancel_reservation(reservation).is_ok();
         // A quota change right after (burst 2): it must not let the check commit on a state

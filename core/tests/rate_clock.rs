@@ -55,9 +55,9 @@ fn one_bogus_far_future_now_does_not_turn_limiting_off_or_on_for_good() {
     let t0 = Instant::from_secs(1_000);
     for bogus in bogus_ahead(t0) {
         let mut m = Gcra::new(one_per_second(), Instant::ZERO);
-        let mut_form = after_one_bogus_now(|now| m.check(now).is_ok(), bogus);
+        let mut_form = after_one_bogus_now(|now| m.try_acquire(now).is_ok(), bogus);
         let s = SharedRateLimiter::new(one_per_second(), Instant::ZERO);
-        let shared = after_one_bogus_now(|now| s.check(now).is_ok(), bogus);
+        let shared = after_one_bogus_now(|now| s.try_acquire(now).is_ok(), bogus);
         let mut k = KeyedGcra::<u8>::new(
             KeyedConfig::builder()
                 .quota(one_per_second())
@@ -67,7 +67,7 @@ fn one_bogus_far_future_now_does_not_turn_limiting_off_or_on_for_good() {
                 .unwrap(),
             Instant::ZERO,
         );
-        let keyed = after_one_bogus_now(|now| k.check(now, &7).is_ok(), bogus);
+        let keyed = after_one_bogus_now(|now| k.try_acquire(now, &7).is_ok(), bogus);
         for (form, (first_second, total)) in
             [("&mut", mut_form), ("shared", shared), ("keyed", keyed)]
         {
@@ -91,8 +91,8 @@ fn one_bogus_far_future_now_does_not_turn_limiting_off_or_on_for_good() {
 fn one_bogus_far_past_now_costs_at_most_one_burst() {
     let mut m = Gcra::new(one_per_second(), Instant::ZERO);
     let s = SharedRateLimiter::new(one_per_second(), Instant::ZERO);
-    let mut_form = after_one_bogus_now(|now| m.check(now).is_ok(), Instant::ZERO);
-    let shared = after_one_bogus_now(|now| s.check(now).is_ok(), Instant::ZERO);
+    let mut_form = after_one_bogus_now(|now| m.try_acquire(now).is_ok(), Instant::ZERO);
+    let shared = after_one_bogus_now(|now| s.try_acquire(now).is_ok(), Instant::ZERO);
     assert_eq!(mut_form, shared);
     assert!(mut_form.1 <= 11, "{mut_form:?}");
     assert!(mut_form.1 >= 10, "{mut_form:?}");
@@ -106,16 +106,19 @@ fn a_jump_within_max_clock_jump_is_taken_at_face_value() {
     let ahead = t0 + Duration::from_secs(30);
     let mut m = Gcra::new(one_per_second(), t0);
     let s = SharedRateLimiter::counted(one_per_second(), t0);
-    assert!(m.check(ahead).is_ok() && s.check(ahead).is_ok());
+    assert!(m.try_acquire(ahead).is_ok() && s.try_acquire(ahead).is_ok());
     // Back to the real clock: every check up to `ahead` is rejected, with the same answer.
     for secs in [1u64, 10, 29] {
         let now = t0 + Duration::from_secs(secs);
-        let (a, b) = (m.check(now), s.check(now));
+        let (a, b) = (m.try_acquire(now), s.try_acquire(now));
         assert_eq!(a, b);
-        assert_eq!(a.unwrap_err().retry_at, ahead + Duration::from_secs(1));
+        assert_eq!(
+            a.unwrap_err().retry_at,
+            Some(ahead + Duration::from_secs(1))
+        );
     }
-    assert!(m.check(ahead + Duration::from_secs(1)).is_ok());
-    assert!(s.check(ahead + Duration::from_secs(1)).is_ok());
+    assert!(m.try_acquire(ahead + Duration::from_secs(1)).is_ok());
+    assert!(s.try_acquire(ahead + Duration::from_secs(1)).is_ok());
     assert_eq!(m.stats().clock_faults, 0);
     assert_eq!(s.stats().clock_faults, 0);
 }
@@ -147,18 +150,18 @@ fn a_fault_is_counted_and_the_threshold_is_configurable() {
         t0 + Duration::from_secs(1),
         t0 + Duration::from_secs(2),
     ] {
-        let d = m.check(now);
-        assert_eq!(d, s.check(now));
-        assert_eq!(d, u.check(now));
-        assert_eq!(d.is_ok(), k.check(now, &1).is_ok());
+        let d = m.try_acquire(now);
+        assert_eq!(d, s.try_acquire(now));
+        assert_eq!(d, u.try_acquire(now));
+        assert_eq!(d.is_ok(), k.try_acquire(now, &1).is_ok());
     }
     assert_eq!(m.stats().clock_faults, 1);
     assert_eq!(s.stats().clock_faults, 1);
     assert_eq!(u.clock_faults(), 1);
     assert_eq!(k.stats().clock_faults, 1);
     // peek, remaining and reset_at read a faulted state as a fresh limiter, without counting.
-    let _ = m.check(ahead);
-    let _ = s.check(ahead);
+    let _ = m.try_acquire(ahead);
+    let _ = s.try_acquire(ahead);
     let back = t0 + Duration::from_secs(3);
     assert_eq!(m.peek(back), Ok(()));
     assert_eq!(s.peek(back), Ok(()));
@@ -180,8 +183,8 @@ fn extreme_thresholds_do_not_panic() {
             Instant::from_nanos(1),
             Instant::MAX,
         ] {
-            assert_eq!(m.check(now), s.check(now));
-            assert_eq!(m.check_n(now, 1), s.check_n(now, 1));
+            assert_eq!(m.try_acquire(now), s.try_acquire(now));
+            assert_eq!(m.try_acquire_n(now, 1), s.try_acquire_n(now, 1));
         }
         if jump == Duration::MAX {
             assert_eq!(m.stats().clock_faults, 0);
@@ -201,15 +204,15 @@ fn a_quota_change_never_reads_as_a_clock_fault() {
     let s = SharedRateLimiter::counted(slow, t0);
     let mut m = Gcra::new(slow, t0);
     for _ in 0..5 {
-        assert!(s.check(t0).is_ok() && m.check(t0).is_ok());
+        assert!(s.try_acquire(t0).is_ok() && m.try_acquire(t0).is_ok());
     }
     assert_eq!((s.remaining(t0), m.remaining(t0)), (0, 0));
     s.set_quota(t0, fast);
     m.set_quota(t0, fast);
     assert_eq!(s.remaining(t0), 0, "the quota change opened a window");
-    let (a, b) = (s.check(t0), m.check(t0));
+    let (a, b) = (s.try_acquire(t0), m.try_acquire(t0));
     assert_eq!(a, b);
-    assert_eq!(a.unwrap_err().retry_at, t0 + Duration::from_secs(1));
+    assert_eq!(a.unwrap_err().retry_at, Some(t0 + Duration::from_secs(1)));
     assert_eq!(s.stats().clock_faults, 0);
     assert_eq!(m.stats().clock_faults, 0);
 }
@@ -227,14 +230,17 @@ fn a_quota_change_at_a_stale_now_keeps_a_drained_limiter_drained() {
     let mut m = Gcra::new(fast, t0);
     let s = SharedRateLimiter::counted(fast, t0);
     for _ in 0..1_000 {
-        assert!(m.check(real).is_ok() && s.check(real).is_ok());
+        assert!(m.try_acquire(real).is_ok() && s.try_acquire(real).is_ok());
     }
     m.set_quota(stale, one_per_second());
     s.set_quota(stale, one_per_second());
     let next = real + Duration::from_secs(1);
-    for (form, d) in [("&mut", m.check(real)), ("shared", s.check(real))] {
+    for (form, d) in [
+        ("&mut", m.try_acquire(real)),
+        ("shared", s.try_acquire(real)),
+    ] {
         let retry_at = d
-            .map_err(|e| e.retry_at)
+            .map_err(|e| e.retry_at.expect("over the rate, not over the burst"))
             .expect_err("a drained limiter admitted after a quota change");
         // The shared form's state word moves forward by at least 1 ns on a quota change.
         assert!(
@@ -254,8 +260,8 @@ fn a_reservation_after_a_bogus_instant_is_a_fresh_limiters_slot() {
     for bogus in bogus_ahead(Instant::from_secs(1_000)) {
         let shared = SharedRateLimiter::new(one_per_second(), Instant::ZERO);
         let t0 = Instant::from_secs(1_000);
-        assert!(shared.check(t0).is_ok());
-        let _ = shared.check(bogus);
+        assert!(shared.try_acquire(t0).is_ok());
+        let _ = shared.try_acquire(bogus);
         let now = t0 + Duration::from_millis(10);
         let latest = now + Duration::from_secs(2);
         let first = shared.reserve_n(now, 1, latest).expect("a slot within 2 s");
@@ -276,29 +282,48 @@ fn a_reservation_after_a_bogus_instant_is_a_fresh_limiters_slot() {
 /// test is on the rejection path, and for `check_n` and `peek`, which test the state first.
 #[test]
 fn the_fault_threshold_is_exact_to_the_nanosecond() {
-    use keel_core::rate::{CheckNError, NotUntil};
+    use keel_core::rate::RateLimited;
+    use keel_core::Rejected;
     let t0 = Instant::from_secs(1_000);
     let jump = Duration::from_secs(5);
     let ahead = t0 + jump;
     let retry_at = ahead + Duration::from_secs(1);
     let admitted_ahead = || {
         let mut m = Gcra::new(one_per_second(), t0).with_max_clock_jump(jump);
-        assert_eq!(m.check(ahead), Ok(()));
+        assert_eq!(m.try_acquire(ahead), Ok(()));
         m
     };
 
     let mut m = admitted_ahead();
-    assert_eq!(m.peek(t0), Err(NotUntil { retry_at }));
-    assert_eq!(m.check(t0), Err(NotUntil { retry_at }));
-    assert_eq!(m.check_n(t0, 1), Err(CheckNError::NotUntil { retry_at }));
+    assert_eq!(
+        m.peek(t0),
+        Err(Rejected {
+            reason: RateLimited::OverRate,
+            retry_at: Some(retry_at)
+        })
+    );
+    assert_eq!(
+        m.try_acquire(t0),
+        Err(Rejected {
+            reason: RateLimited::OverRate,
+            retry_at: Some(retry_at)
+        })
+    );
+    assert_eq!(
+        m.try_acquire_n(t0, 1),
+        Err(Rejected {
+            reason: RateLimited::OverRate,
+            retry_at: Some(retry_at)
+        })
+    );
     assert_eq!(m.stats().clock_faults, 0);
 
     let back = Instant::from_nanos(t0.as_nanos() - 1);
     let mut m = admitted_ahead();
     assert_eq!(m.peek(back), Ok(()));
-    assert_eq!(m.check(back), Ok(()));
+    assert_eq!(m.try_acquire(back), Ok(()));
     assert_eq!(m.stats().clock_faults, 1);
     let mut m = admitted_ahead();
-    assert_eq!(m.check_n(back, 1), Ok(()));
+    assert_eq!(m.try_acquire_n(back, 1), Ok(()));
     assert_eq!(m.stats().clock_faults, 1);
 }

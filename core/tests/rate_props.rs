@@ -1,17 +1,22 @@
-//! proptest invariants for GCRA: the window bound, exact `retry_at`, quota changes, the shared
-//! form against the `&mut` form, the keyed table's bound and reference model, and no panics.
+//! proptest invariants for GCRA: both forms against their reference model
+//! (`keel_testkit::models::gcra`, shared with the fuzz target: the rule over the admission
+//! history, quota changes included), the window bound, exact `retry_at`, the keyed table against
+//! `keel_testkit::models::keyed` and its bound, and no panics.
 
-// Runs in the `alloc` and `std` configurations only: the keyed and shared limiters need `alloc`.
-#![cfg(feature = "alloc")]
+// Runs in the `alloc` and `std` configurations only: the keyed and shared limiters need `alloc`;
+// and not under `--cfg keel_no_testkit` (the models live in keel-testkit, see core/Cargo.toml).
+#![cfg(all(feature = "alloc", not(keel_no_testkit)))]
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedError, KeyedGcra};
-use keel_core::rate::{CheckNError, Gcra, Quota};
+use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedGcra, KeyedLimited};
+use keel_core::rate::{Gcra, Quota, RateLimited};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::Instant;
+use keel_core::Rejected;
+use keel_testkit::models::gcra::{GcraModel, WindowLog};
+use keel_testkit::models::keyed::KeyedModel;
 use proptest::prelude::*;
 
 /// A small quota: `count` per `period_ns` ns (so T is a few ns to a few µs), burst 1..=8.
@@ -74,24 +79,17 @@ proptest! {
     #[test]
     fn admits_at_most_burst_plus_rate_times_window(q in quota(), raw in steps(3_000)) {
         let t = t_ns(&q);
-        let burst = u64::from(q.burst().get());
+        let burst = q.burst().get();
         let mut l = Gcra::new(q, Instant::ZERO);
         let mut now = 0u64;
-        let mut admitted: Vec<(u64, u64)> = Vec::new();
+        let mut admitted = WindowLog::new();
         for (gap, n) in raw {
             now += gap % (3 * t + 1);
-            if l.check_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
-                admitted.push((now, u64::from(n)));
+            if l.try_acquire_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
+                admitted.push(Instant::from_nanos(now), n);
             }
         }
-        for (i, &(t0, _)) in admitted.iter().enumerate() {
-            let mut count = 0;
-            for &(t1, n) in &admitted[i..] {
-                count += n;
-                prop_assert!(count <= burst + (t1 - t0) / t,
-                    "{count} admitted in [{t0}, {t1}] with burst {burst}, T {t}");
-            }
-        }
+        admitted.check(t, burst).map_err(TestCaseError::fail)?;
     }
 
     /// A rejected request is admitted at exactly its `retry_at` (not 1 ns earlier), and at
@@ -104,26 +102,28 @@ proptest! {
             now += gap;
             let at = Instant::from_nanos(now);
             let before = l.clone();
-            match l.check_n(at, n) {
+            match l.try_acquire_n(at, n) {
                 Ok(()) => {}
-                Err(CheckNError::NotUntil { retry_at }) => {
+                Err(Rejected { reason: RateLimited::OverRate, retry_at }) => {
+                    let retry_at = retry_at.expect("a request over the rate conforms later");
                     prop_assert!(retry_at > at);
                     let mut a = before.clone();
-                    prop_assert!(a.check_n(retry_at, n).is_ok());
+                    prop_assert!(a.try_acquire_n(retry_at, n).is_ok());
                     let mut b = before.clone();
-                    prop_assert!(b.check_n(retry_at + Duration::from_nanos(later), n).is_ok());
+                    prop_assert!(b.try_acquire_n(retry_at + Duration::from_nanos(later), n).is_ok());
                     let mut c = before.clone();
                     prop_assert_eq!(
-                        c.check_n(Instant::from_nanos(retry_at.as_nanos() - 1), n),
-                        Err(CheckNError::NotUntil { retry_at })
+                        c.try_acquire_n(Instant::from_nanos(retry_at.as_nanos() - 1), n),
+                        Err(Rejected { reason: RateLimited::OverRate, retry_at: Some(retry_at) })
                     );
-                    // check and check_n(1) agree.
+                    // try_acquire and try_acquire_n(1) agree.
                     if n == 1 {
                         let mut d = before.clone();
-                        prop_assert_eq!(d.check(at).map_err(|e| e.retry_at), Err(retry_at));
+                        prop_assert_eq!(d.try_acquire(at).map_err(|e| e.retry_at), Err(Some(retry_at)));
                     }
                 }
-                Err(CheckNError::InsufficientCapacity { burst }) => {
+                Err(Rejected { reason: RateLimited::InsufficientCapacity { burst }, retry_at }) => {
+                    prop_assert_eq!(retry_at, None);
                     prop_assert!(n > burst);
                     prop_assert_eq!(burst, q.burst().get());
                 }
@@ -147,11 +147,11 @@ proptest! {
             let at = Instant::from_nanos(now);
             let mut probe = l.clone();
             let mut passed = 0;
-            while probe.check(at).is_ok() {
+            while probe.try_acquire(at).is_ok() {
                 passed += 1;
             }
             prop_assert_eq!(passed, l.remaining(at));
-            let _ = l.check_n(at, n);
+            let _ = l.try_acquire_n(at, n);
         }
     }
 
@@ -165,7 +165,7 @@ proptest! {
         let mut now = 0u64;
         for (gap, n) in before {
             now += gap;
-            let _ = l.check_n(Instant::from_nanos(now), n);
+            let _ = l.try_acquire_n(Instant::from_nanos(now), n);
         }
         let at = Instant::from_nanos(now);
         let old_remaining = l.remaining(at);
@@ -173,57 +173,101 @@ proptest! {
         prop_assert_eq!(l.quota(), q2);
         let mut probe = l.clone();
         let mut passed = 0;
-        while probe.check(at).is_ok() {
+        while probe.try_acquire(at).is_ok() {
             passed += 1;
         }
         prop_assert!(passed <= q2.burst().get());
         prop_assert!(passed <= old_remaining, "{passed} > old remaining {old_remaining}");
 
         let t = t_ns(&q2);
-        let burst = u64::from(q2.burst().get());
-        let mut admitted: Vec<(u64, u64)> = Vec::new();
+        let burst = q2.burst().get();
+        let mut admitted = WindowLog::new();
         for (gap, n) in after {
             now += gap;
-            if l.check_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
-                admitted.push((now, u64::from(n)));
+            if l.try_acquire_n(Instant::from_nanos(now), n).is_ok() && n > 0 {
+                admitted.push(Instant::from_nanos(now), n);
             }
         }
-        for (i, &(t0, _)) in admitted.iter().enumerate() {
-            let mut count = 0;
-            for &(t1, n) in &admitted[i..] {
-                count += n;
-                prop_assert!(count <= burst + (t1 - t0) / t);
-            }
-        }
+        admitted.check(t, burst).map_err(TestCaseError::fail)?;
     }
 
     /// On the same single-threaded input (time never going back) the shared form, counted or
-    /// not, makes the same decisions, with the same `retry_at`, as the `&mut` form.
+    /// not, makes the same decisions, with the same `retry_at`, as the `&mut` form, and both
+    /// answer as the reference model (`keel_testkit::models::gcra`).
     #[test]
     fn shared_form_agrees_with_mut_form(q in quota(), raw in steps(3_000), start in 0u64..1_000_000) {
         let mut m = Gcra::new(q, Instant::from_nanos(start));
         let s = SharedRateLimiter::counted(q, Instant::from_nanos(start));
         let u = SharedRateLimiter::new(q, Instant::from_nanos(start));
+        let mut model = GcraModel::new(&q, Instant::from_nanos(start));
         let mut now = start;
         for (gap, n) in raw {
             now += gap;
             let at = Instant::from_nanos(now);
+            prop_assert_eq!(Some(m.remaining(at)), model.remaining(at));
+            prop_assert_eq!(Some(m.reset_at(at)), model.reset_at(at));
+            prop_assert_eq!(Some(m.peek_n(at, n)), model.decide_n(at, n));
+            prop_assert_eq!(Some(m.peek(at)), model.decide_n(at, 1));
             prop_assert_eq!(m.remaining(at), s.remaining(at));
             prop_assert_eq!(m.peek(at), s.peek(at));
             prop_assert_eq!(m.peek_n(at, n), s.peek_n(at, n));
             prop_assert_eq!(m.reset_at(at), s.reset_at(at));
             prop_assert_eq!(m.remaining(at), u.remaining(at));
+            let want = model.decide_n(at, n);
             if n == 1 {
-                let decision = m.check(at);
-                prop_assert_eq!(decision, s.check(at));
-                prop_assert_eq!(decision, u.check(at));
+                let decision = m.try_acquire(at);
+                prop_assert_eq!(Some(decision), want);
+                prop_assert_eq!(decision, s.try_acquire(at));
+                prop_assert_eq!(decision, u.try_acquire(at));
+                model.on_decision(at, n, decision.is_ok()).map_err(TestCaseError::fail)?;
             } else {
-                let decision = m.check_n(at, n);
-                prop_assert_eq!(decision, s.check_n(at, n));
-                prop_assert_eq!(decision, u.check_n(at, n));
+                let decision = m.try_acquire_n(at, n);
+                prop_assert_eq!(Some(decision), want);
+                prop_assert_eq!(decision, s.try_acquire_n(at, n));
+                prop_assert_eq!(decision, u.try_acquire_n(at, n));
+                model.on_decision(at, n, decision.is_ok()).map_err(TestCaseError::fail)?;
             }
         }
         prop_assert_eq!(m.stats(), s.stats());
+    }
+
+    /// The `&mut` form answers every call as the reference model does
+    /// (`keel_testkit::models::gcra`: the rule over the admission history, the used capacity
+    /// carried over in requests at a quota change), quota changes included, and the window
+    /// bound holds between quota changes.
+    #[test]
+    fn mut_form_decides_as_the_model_across_quota_changes(
+        q in quota(),
+        ops in prop::collection::vec(
+            (0u64..3_000, prop_oneof![4 => Just(1u32), 1 => 0u32..=9], prop::option::weighted(0.05, quota())),
+            1..200,
+        ),
+        start in 0u64..1_000_000,
+    ) {
+        let mut m = Gcra::new(q, Instant::from_nanos(start));
+        let mut model = GcraModel::new(&q, Instant::from_nanos(start));
+        let mut window = WindowLog::new();
+        let mut now = start;
+        for (gap, n, change) in ops {
+            now += gap;
+            let at = Instant::from_nanos(now);
+            if let Some(q2) = change {
+                window.check(model.t_nanos(), model.burst()).map_err(TestCaseError::fail)?;
+                window.clear();
+                m.set_quota(at, q2);
+                model.set_quota(at, &q2);
+            }
+            prop_assert_eq!(Some(m.remaining(at)), model.remaining(at), "remaining at {}", now);
+            prop_assert_eq!(Some(m.reset_at(at)), model.reset_at(at), "reset_at at {}", now);
+            let want = model.decide_n(at, n);
+            let decision = m.try_acquire_n(at, n);
+            prop_assert_eq!(Some(decision), want, "{} at {}", n, now);
+            model.on_decision(at, n, decision.is_ok()).map_err(TestCaseError::fail)?;
+            if decision.is_ok() {
+                window.push(at, n);
+            }
+        }
+        window.check(model.t_nanos(), model.burst()).map_err(TestCaseError::fail)?;
     }
 
     /// With clock jumps forward and back (some past `max_clock_jump`, some within it, some to
@@ -246,13 +290,13 @@ proptest! {
             prop_assert_eq!(m.peek_n(at, n), u.peek_n(at, n));
             prop_assert_eq!(m.reset_at(at), s.reset_at(at));
             if n == 1 {
-                let decision = m.check(at);
-                prop_assert_eq!(decision, s.check(at));
-                prop_assert_eq!(decision, u.check(at));
+                let decision = m.try_acquire(at);
+                prop_assert_eq!(decision, s.try_acquire(at));
+                prop_assert_eq!(decision, u.try_acquire(at));
             } else {
-                let decision = m.check_n(at, n);
-                prop_assert_eq!(decision, s.check_n(at, n));
-                prop_assert_eq!(decision, u.check_n(at, n));
+                let decision = m.try_acquire_n(at, n);
+                prop_assert_eq!(decision, s.try_acquire_n(at, n));
+                prop_assert_eq!(decision, u.try_acquire_n(at, n));
             }
             prop_assert_eq!(m.stats(), s.stats());
             prop_assert_eq!(m.stats().clock_faults, u.clock_faults());
@@ -269,22 +313,22 @@ proptest! {
         after in steps(3_000), jump in 0u64..50_000,
     ) {
         let t = t_ns(&q);
-        let burst = u64::from(q.burst().get());
+        let burst = q.burst().get();
         let j = Duration::from_nanos(jump);
         let mut m = Gcra::new(q, Instant::ZERO).with_max_clock_jump(j);
         let s = SharedRateLimiter::new(q, Instant::ZERO).with_max_clock_jump(j);
         let mut real = 1u64 << 40;
         let mut check = |at: Instant, n: u32| -> Result<bool, TestCaseError> {
             let d = if n == 1 {
-                let d = m.check(at);
-                prop_assert_eq!(d, s.check(at));
-                d.map_err(CheckNError::from)
+                let d = m.try_acquire(at);
+                prop_assert_eq!(d, s.try_acquire(at));
+                d
             } else {
-                let d = m.check_n(at, n);
-                prop_assert_eq!(d, s.check_n(at, n));
+                let d = m.try_acquire_n(at, n);
+                prop_assert_eq!(d, s.try_acquire_n(at, n));
                 d
             };
-            if let Err(CheckNError::NotUntil { retry_at }) = d {
+            if let Err(Rejected { reason: RateLimited::OverRate, retry_at: Some(retry_at) }) = d {
                 if n == 1 {
                     prop_assert!(retry_at.as_nanos() - at.as_nanos() <= t.saturating_add(jump));
                 }
@@ -298,21 +342,14 @@ proptest! {
         for b in bogus {
             check(Instant::from_nanos(b), 1)?;
         }
-        let mut admitted: Vec<(u64, u64)> = Vec::new();
+        let mut admitted = WindowLog::new();
         for (gap, n) in after {
             real += gap % (3 * t + 1);
             if check(Instant::from_nanos(real), n)? {
-                admitted.push((real, u64::from(n)));
+                admitted.push(Instant::from_nanos(real), n);
             }
         }
-        for (i, &(t0, _)) in admitted.iter().enumerate() {
-            let mut count = 0;
-            for &(t1, n) in &admitted[i..] {
-                count += n;
-                prop_assert!(count <= burst + (t1 - t0) / t,
-                    "{count} admitted in [{t0}, {t1}] with burst {burst}, T {t}");
-            }
-        }
+        admitted.check(t, burst).map_err(TestCaseError::fail)?;
     }
 
     /// No input panics: any times (backwards too), any batch size, any quota.
@@ -330,8 +367,8 @@ proptest! {
         for (t, n, op, c2, p2) in ops {
             let at = Instant::from_nanos(t);
             match op {
-                0 => { let _ = l.check(at); let _ = s.check(at); }
-                1 => { let _ = l.check_n(at, n); let _ = s.check_n(at, n); }
+                0 => { let _ = l.try_acquire(at); let _ = s.try_acquire(at); }
+                1 => { let _ = l.try_acquire_n(at, n); let _ = s.try_acquire_n(at, n); }
                 2 => { let _ = (l.peek(at), l.peek_n(at, n), s.peek(at)); }
                 3 => {
                     prop_assert!(l.remaining(at) <= l.quota().burst().get());
@@ -366,23 +403,25 @@ proptest! {
         let mut keyed = KeyedGcra::<u32>::new(config, Instant::ZERO);
         let memory = keyed.memory_bytes();
         prop_assert!(memory <= KeyedGcra::<u32>::memory_bound(max_keys));
-        let mut reference: HashMap<u32, Gcra> = HashMap::new();
+        let mut model = KeyedModel::<u32>::new(&config, Instant::ZERO);
         let mut now = 0u64;
-        let mut ever_full = false;
+        let mut evicted = 0;
         for (gap, key, n) in ops {
             now += gap;
             let at = Instant::from_nanos(now);
-            let got = keyed.check_n(at, &key, n);
+            let d = keyed.decide_n(at, &key, n);
             prop_assert!(keyed.len() <= max_keys);
             prop_assert_eq!(keyed.memory_bytes(), memory);
-            let st = keyed.stats();
-            if got == Err(KeyedError::TableFull) || st.evicted > 0 || st.overflow_allowed + st.overflow_limited > 0 {
-                ever_full = true;
+            if d.result == Err(Rejected { reason: KeyedLimited::TableFull, retry_at: None })
+                || d.by == DecidedBy::Overflow
+            {
+                prop_assert_eq!(keyed.len(), max_keys, "a policy answered for a table with room");
             }
-            if !ever_full {
-                let r = reference.entry(key).or_insert_with(|| Gcra::new(q, at));
-                let want = r.check_n(at, n).map_err(KeyedError::from);
-                prop_assert_eq!(got, want, "key {} at {}", key, now);
+            model.on_decision(at, &key, n, &d).map_err(TestCaseError::fail)?;
+            evicted += model.on_evictions(at, |k| keyed.remaining(at, k));
+            prop_assert_eq!(keyed.stats().evicted, evicted, "evictions miscounted");
+            if !evict {
+                prop_assert!(model.active(at) <= keyed.len(), "an active key was forgotten");
             }
         }
         let s = keyed.stats();
@@ -433,8 +472,8 @@ proptest! {
             prop_assert!(keyed.len() <= max_keys);
             prop_assert_eq!(keyed.memory_bytes(), memory);
             match d.result {
-                Err(KeyedError::TableFull) => prop_assert_eq!(full, Full::RejectNew),
-                Err(KeyedError::NotUntil { retry_at }) if n == 1 => {
+                Err(Rejected { reason: KeyedLimited::TableFull, retry_at: None }) => prop_assert_eq!(full, Full::RejectNew),
+                Err(Rejected { reason: KeyedLimited::OverRate, retry_at: Some(retry_at) }) if n == 1 => {
                     let t = match d.by {
                         DecidedBy::Overflow => t_ns(&oq),
                         _ => t_ns(&q),

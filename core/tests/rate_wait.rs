@@ -134,9 +134,10 @@ fn a_late_timer_loses_no_capacity_and_waiters_are_served_in_order() {
 mod queue {
     //! The queue itself ([`RateWaiters`]), polled by hand at chosen instants.
     use super::*;
-    use keel_core::rate::CheckNError;
+    use keel_core::rate::RateLimited;
     use keel_core::sync::gcra::SharedRateLimiter;
-    use keel_core::sync::rate_wait::{Acquire, InsufficientCapacity, RateWaiter, RateWaiters};
+    use keel_core::sync::rate_wait::{Acquire, RateWaiter, RateWaiters};
+    use keel_core::Rejected;
     use std::sync::atomic::AtomicUsize;
 
     const T0: Instant = Instant::from_secs(100);
@@ -152,7 +153,7 @@ mod queue {
             .with_burst(NonZeroU32::new(burst).unwrap())
             .unwrap();
         let limiter = Arc::new(SharedRateLimiter::counted(quota, T0));
-        limiter.check_n(T0, burst).expect("the burst is free");
+        limiter.try_acquire_n(T0, burst).expect("the burst is free");
         RateWaiters::new(limiter)
     }
 
@@ -180,7 +181,7 @@ mod queue {
         w: &mut RateWaiter,
         waker: &Waker,
         now: Instant,
-    ) -> Poll<Result<(), InsufficientCapacity>> {
+    ) -> Poll<Result<(), Rejected<RateLimited>>> {
         w.poll(&mut Context::from_waker(waker), now)
     }
 
@@ -198,12 +199,18 @@ mod queue {
         let q = spent(1, 2);
         assert!(matches!(
             q.acquire(T0, 3),
-            Acquire::Ready(Err(InsufficientCapacity { burst: 2 }))
+            Acquire::Ready(Err(Rejected {
+                reason: RateLimited::InsufficientCapacity { burst: 2 },
+                retry_at: None
+            }))
         ));
         let _a = wait(q.acquire(T0, 1));
         assert!(matches!(
             q.acquire(T0, 3),
-            Acquire::Ready(Err(InsufficientCapacity { burst: 2 }))
+            Acquire::Ready(Err(Rejected {
+                reason: RateLimited::InsufficientCapacity { burst: 2 },
+                retry_at: None
+            }))
         ));
     }
 
@@ -246,9 +253,9 @@ mod queue {
             "polled again: same answer"
         );
         let limiter = q.limiter();
-        assert!(limiter.check(s(2.5)).is_err());
+        assert!(limiter.try_acquire(s(2.5)).is_err());
         assert!(
-            limiter.check(s(3.0)).is_ok(),
+            limiter.try_acquire(s(3.0)).is_ok(),
             "the cancelled slot was not spent"
         );
         let stats = q.stats();
@@ -293,9 +300,9 @@ mod queue {
             allowed,
             "the reservation was undone"
         );
-        assert!(q.limiter().check(s(0.9)).is_err());
+        assert!(q.limiter().try_acquire(s(0.9)).is_err());
         assert!(
-            q.limiter().check(s(1.0)).is_ok(),
+            q.limiter().try_acquire(s(1.0)).is_ok(),
             "its slot is free for a direct check"
         );
     }
@@ -310,7 +317,7 @@ mod queue {
         let a = wait(q.acquire(T0, 1));
         assert_eq!(a.slot(), Some(s(1.0)));
         assert!(
-            q.limiter().check(s(2.0)).is_ok(),
+            q.limiter().try_acquire(s(2.0)).is_ok(),
             "a direct check on top of A's slot"
         );
         drop(a);
@@ -322,7 +329,10 @@ mod queue {
         assert_eq!(q.stats().handed_on, 1);
 
         let e = wait(q.acquire(s(2.0), 1)); // slot 3 s
-        assert!(q.limiter().check(s(4.0)).is_ok(), "on top of E's slot");
+        assert!(
+            q.limiter().try_acquire(s(4.0)).is_ok(),
+            "on top of E's slot"
+        );
         drop(e);
         // Arrives more than an interval after E's slot: the spare lapses, a fresh slot.
         let mut f = wait(q.acquire(s(4.5), 1));
@@ -361,15 +371,21 @@ mod queue {
         assert!(c.slot().is_some(), "C's turn came");
         assert_eq!(
             poll(&mut big, &waker, a_slot),
-            Poll::Ready(Err(InsufficientCapacity { burst: 1 }))
+            Poll::Ready(Err(Rejected {
+                reason: RateLimited::InsufficientCapacity { burst: 1 },
+                retry_at: None
+            }))
         );
         drop(b);
         assert!(poll(&mut c, &waker, a_slot).is_pending());
         drop(c);
         assert_eq!(q.stats().waiting, 0);
         assert!(matches!(
-            q.limiter().check_n(T0, 3),
-            Err(CheckNError::InsufficientCapacity { burst: 1 })
+            q.limiter().try_acquire_n(T0, 3),
+            Err(Rejected {
+                reason: RateLimited::InsufficientCapacity { burst: 1 },
+                retry_at: None
+            })
         ));
     }
 }

@@ -148,7 +148,7 @@ impl Sim {
                 drop(self.live.swap_remove(i));
             }
             Op::Check(n) => {
-                if self.queue.limiter().check_n(self.now, n).is_ok() {
+                if self.queue.limiter().try_acquire_n(self.now, n).is_ok() {
                     self.admitted.push((self.now, n, None));
                 }
             }

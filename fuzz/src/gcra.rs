@@ -1,18 +1,22 @@
-//! GCRA: `Gcra` and `SharedRateLimiter` fed the same (clamped) times agree on every
-//! answer; admissions in any window `[a, b]` never exceed `burst + floor((b - a) / T)`, for the
-//! clamped limiter and for a shared limiter fed raw times that jump backwards (between clock
-//! faults: a resynchronisation may grant one fresh burst); `remaining` and `peek` agree with
-//! `check`. Fed the same raw times (jumping forward, back and to both ends of the clock), the
-//! `&mut` and shared forms agree on every decision and on the clock faults they count (until a
-//! quota change, where the shared form is documented as more conservative), and no single
-//! check is ever told to wait more than `T + max_clock_jump`.
+//! GCRA: `Gcra` fed clamped times answers every call (decisions with their `retry_at`, `peek`,
+//! `remaining`, `reset_at`, quota changes included) as its reference model
+//! (`keel_testkit::models::gcra::GcraModel`, shared with the proptests), and
+//! `SharedRateLimiter` fed the same times agrees with it; admissions in any window `[a, b]`
+//! never exceed `burst + floor((b - a) / T)` for a shared limiter fed raw times that jump
+//! backwards (between clock faults: a resynchronisation may grant one fresh burst;
+//! `keel_testkit::models::gcra::WindowLog`). Fed the same raw times (jumping forward, back and
+//! to both ends of the clock), the `&mut` and shared forms agree on every decision and on the
+//! clock faults they count (until a quota change, where the shared form is documented as more
+//! conservative), and no single check is ever told to wait more than `T + max_clock_jump`.
 
 use core::num::NonZeroU32;
 
 use arbitrary::Arbitrary;
-use keel_core::rate::{CheckNError, Quota, Gcra};
+use keel_core::rate::{Gcra, Quota};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::time::{duration_to_nanos, Instant};
+use keel_core::Rejected;
+use keel_testkit::models::gcra::{GcraModel, WindowLog};
 
 use crate::common::{Clock, Dur, Timed};
 
@@ -38,84 +42,22 @@ impl QuotaSpec {
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Op {
-    /// `check`.
+    /// `try_acquire`.
     Check,
-    /// `check_n`.
+    /// `try_acquire_n`.
     CheckN(u32),
     /// `peek`, `peek_n`, `remaining`, `reset_at`.
     Query(u32),
     /// `set_quota`.
     SetQuota(QuotaSpec),
-    /// `check` until refused (at most 64 times).
+    /// `try_acquire` until refused (at most 64 times).
     Drain,
 }
 
-/// Admissions since the last quota change: `(time, requests)`, in order.
-#[derive(Default)]
-struct Log {
-    entries: Vec<(u64, u64)>,
-    full: bool,
-}
-
-const LOG: usize = 384;
-
-impl Log {
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.full = false;
-    }
-
-    fn push(&mut self, t: u64, n: u64) {
-        if self.entries.len() >= LOG {
-            self.full = true;
-        } else {
-            self.entries.push((t, n));
-        }
-    }
-
-    /// Windows ending at the newest entry (entries sorted by time).
-    fn check_last(&self, t_ns: u64, burst: u64) {
-        if self.full {
-            return;
-        }
-        let Some(&(b, _)) = self.entries.last() else {
-            return;
-        };
-        let mut count = 0u64;
-        for &(a, n) in self.entries.iter().rev() {
-            count += n;
-            let allowed = burst + (b - a) / t_ns;
-            assert!(
-                count <= allowed,
-                "{count} admitted in [{a}, {b}], at most {allowed}"
-            );
-        }
-    }
-
-    /// Every window, for entries in any order.
-    fn check_all(&mut self, t_ns: u64, burst: u64) {
-        if self.full {
-            return;
-        }
-        self.entries.sort_unstable();
-        for (j, &(b, _)) in self.entries.iter().enumerate() {
-            let mut count = 0u64;
-            for &(a, n) in self.entries[..=j].iter().rev() {
-                count += n;
-                let allowed = burst + (b - a) / t_ns;
-                assert!(
-                    count <= allowed,
-                    "raw times: {count} admitted in [{a}, {b}], at most {allowed}"
-                );
-            }
-        }
-    }
-}
-
-/// Two limiters fed clamped time, one fed raw time, and their logs.
+/// Two limiters fed clamped time and their model, two fed raw time and their window log.
 pub struct Harness {
     exact: Gcra,
-    shared: SharedRateLimiter<true>,
+    shared: SharedRateLimiter,
     /// The bare (uncounted) form fed raw time: its decisions are checked.
     raw: SharedRateLimiter,
     /// The `&mut` form fed the same raw time: it must decide exactly as `raw`.
@@ -123,8 +65,9 @@ pub struct Harness {
     /// `raw`'s clock faults when `raw_log` was last cleared.
     raw_faults: u64,
     quota: Quota,
-    log: Log,
-    raw_log: Log,
+    /// The reference model of `exact`.
+    model: GcraModel,
+    raw_log: WindowLog,
     /// The window bound is void near the end of time (the TAT saturates): stop checking.
     near_end: bool,
     /// A quota change happened: the shared form may be stricter than the exact one.
@@ -142,8 +85,8 @@ impl Harness {
             raw_exact: Gcra::new(quota, start),
             raw_faults: 0,
             quota,
-            log: Log::default(),
-            raw_log: Log::default(),
+            model: GcraModel::new(&quota, start),
+            raw_log: WindowLog::new(),
             near_end: false,
             diverged: false,
         };
@@ -167,45 +110,41 @@ impl Harness {
         self.quota.burst().get()
     }
 
-    fn check_n(&mut self, now: Instant, clamped: Instant, n: u32) -> bool {
-        let burst = self.burst();
-        let remaining = self.exact.remaining(clamped);
-        let peek = self.exact.peek_n(clamped, n);
-        let a = self.exact.check_n(clamped, n);
-        let b = self.shared.check_n(clamped, n);
+    /// The clamped limiters' decision against the model's (and the shared form's, until a
+    /// quota change); `Ok` if admitted.
+    fn decide(
+        &mut self,
+        clamped: Instant,
+        n: u32,
+        a: Result<(), Rejected<keel_core::rate::RateLimited>>,
+        b: Result<(), Rejected<keel_core::rate::RateLimited>>,
+        peek: Result<(), Rejected<keel_core::rate::RateLimited>>,
+    ) {
         assert!(self.diverged || a == b, "shared and exact disagree");
-        assert_eq!(a, peek, "peek_n disagrees with check_n");
-        if n > burst {
-            assert_eq!(a, Err(CheckNError::InsufficientCapacity { burst }));
-        }
-        if n >= 1 && n <= burst && !self.near_end {
+        assert_eq!(a, peek, "peek disagrees with try_acquire");
+        if let Some(want) = self.model.decide_n(clamped, n) {
             assert_eq!(
-                a.is_ok(),
-                remaining >= n,
-                "remaining {remaining} vs check_n({n})"
+                a, want,
+                "{n} at {clamped:?}: the machine and its model disagree"
             );
         }
-        if let (Err(CheckNError::NotUntil { retry_at }), false) = (a, self.near_end) {
-            assert!(retry_at > clamped, "retry_at not in the future");
-            // At retry_at the same batch conforms (nothing else happened).
-            assert!(
-                self.exact.peek_n(retry_at, n).is_ok(),
-                "not admitted at its retry_at"
-            );
+        if let Err(e) = self.model.on_decision(clamped, n, a.is_ok()) {
+            panic!("{e}");
         }
-        if a.is_ok() && n > 0 {
-            self.log.push(clamped.as_nanos(), u64::from(n));
-            if !self.near_end {
-                self.log.check_last(self.t(), u64::from(burst));
-            }
-        }
-        let r = self.raw.check_n(now, n);
-        let e = self.raw_exact.check_n(now, n);
+    }
+
+    fn check_n(&mut self, now: Instant, clamped: Instant, n: u32) -> bool {
+        let peek = self.exact.peek_n(clamped, n);
+        let a = self.exact.try_acquire_n(clamped, n);
+        let b = self.shared.try_acquire_n(clamped, n);
+        self.decide(clamped, n, a, b, peek);
+        let r = self.raw.try_acquire_n(now, n);
+        let e = self.raw_exact.try_acquire_n(now, n);
         assert!(
             self.diverged || r == e,
             "raw time: shared and exact disagree"
         );
-        self.after_raw(now, r.map_err(|e| e.retry_at()), n);
+        self.after_raw(now, r.map_err(|e| e.retry_at), n);
         a.is_ok()
     }
 
@@ -226,7 +165,7 @@ impl Harness {
             self.raw_log.clear();
         }
         match decision {
-            Ok(()) if n > 0 => self.raw_log.push(now.as_nanos(), u64::from(n)),
+            Ok(()) if n > 0 => self.raw_log.push(now, n),
             Err(Some(retry_at)) if n == 1 => {
                 let wait = retry_at.as_nanos().saturating_sub(now.as_nanos());
                 let limit = self
@@ -248,23 +187,16 @@ impl Harness {
         match op {
             Op::Check => {
                 let peek = self.exact.peek(clamped);
-                let a = self.exact.check(clamped);
-                let b = self.shared.check(clamped);
-                assert!(self.diverged || a == b, "shared and exact disagree");
-                assert_eq!(a, peek, "peek disagrees with check");
-                if a.is_ok() {
-                    self.log.push(clamped.as_nanos(), 1);
-                    if !self.near_end {
-                        self.log.check_last(self.t(), u64::from(self.burst()));
-                    }
-                }
-                let r = self.raw.check(now);
-                let e = self.raw_exact.check(now);
+                let a = self.exact.try_acquire(clamped);
+                let b = self.shared.try_acquire(clamped);
+                self.decide(clamped, 1, a, b, peek);
+                let r = self.raw.try_acquire(now);
+                let e = self.raw_exact.try_acquire(now);
                 assert!(
                     self.diverged || r == e,
                     "raw time: shared and exact disagree"
                 );
-                self.after_raw(now, r.map_err(|e| Some(e.retry_at)), 1);
+                self.after_raw(now, r.map_err(|e| e.retry_at), 1);
             }
             Op::CheckN(n) => {
                 let n = if n > 1024 { n } else { n % 8 };
@@ -281,11 +213,20 @@ impl Harness {
                 let r = self.exact.remaining(clamped);
                 assert!(r <= self.burst());
                 assert!(self.exact.reset_at(clamped) >= clamped);
+                // `now` can be newer than `clamped` when an earlier op moved the caller's clock
+                // but never reached the machine (`clock.unseen()`), so ask at `max(now, clamped)`.
+                let at = now.max(clamped);
+                if !self.model.is_void() {
+                    assert_eq!(Some(r), self.model.remaining(clamped), "remaining");
+                    assert_eq!(
+                        Some(self.exact.reset_at(clamped)),
+                        self.model.reset_at(clamped)
+                    );
+                    assert_eq!(Some(self.exact.peek(at)), self.model.decide_n(at, 1));
+                    assert_eq!(Some(self.exact.peek_n(at, n)), self.model.decide_n(at, n));
+                }
                 if !self.diverged {
-                    // Both forms are fed the clamped clock; `now` can be newer than `clamped`
-                    // when an earlier op moved the caller's clock but never reached the
-                    // machine (`clock.unseen()`), so ask both at `max(now, clamped)`.
-                    let at = now.max(clamped);
+                    // Both forms are fed the clamped clock.
                     assert_eq!(self.exact.peek(at), self.shared.peek(at));
                     assert_eq!(self.exact.peek_n(at, n), self.shared.peek_n(at, n));
                     assert_eq!(r, self.shared.remaining(clamped));
@@ -297,6 +238,7 @@ impl Harness {
                     let before = self.exact.remaining(clamped);
                     let shared_before = self.shared.remaining(clamped);
                     self.exact.set_quota(clamped, quota);
+                    self.model.set_quota(clamped, &quota);
                     self.shared.set_quota(clamped, quota);
                     self.raw.set_quota(now, quota);
                     self.raw_exact.set_quota(now, quota);
@@ -316,7 +258,6 @@ impl Harness {
                         "shared set_quota opened a window: {shared_before} -> {s}"
                     );
                     self.diverged = true;
-                    self.log.clear();
                     self.raw_log.clear();
                     self.raw_faults = self.raw.clock_faults();
                     self.watch_end(clock.newest);
@@ -334,8 +275,9 @@ impl Harness {
     /// Checks every window of the raw-time limiter.
     pub fn finish(&mut self) {
         if !self.near_end {
-            let (t, burst) = (self.t(), u64::from(self.burst()));
-            self.raw_log.check_all(t, burst);
+            if let Err(e) = self.raw_log.check(self.t(), self.burst()) {
+                panic!("raw times: {e}");
+            }
         }
     }
 }

@@ -1,19 +1,19 @@
-//! The keyed limiter: `len() <= max_keys` always; every decision equals that of a reference
-//! map of plain `Gcra`s (one per key), except for a new key in a full table: under
-//! `Full::RejectNew` it gets `TableFull`, under `Full::Overflow` the decision of one reference
-//! `Gcra` shared by all such keys (the overflow limiter, at the per-key quota); with
-//! `RejectNew` and `Overflow` every active key is still tracked; evictions are counted and only
-//! drop active keys; memory never changes. A second table of the same policy is fed the raw
+//! The keyed limiter: `len() <= max_keys` always; every decision, `peek` and `remaining` is its
+//! reference model's (`keel_testkit::models::keyed::KeyedModel`, shared with the proptests: one
+//! GCRA model per key, and for a new key in a full table `TableFull` under `Full::RejectNew` or
+//! the decision of one overflow GCRA model under `Full::Overflow`), quota changes included; a
+//! policy answers only for a full table; with `RejectNew` and `Overflow` every active key is
+//! still tracked; evictions are counted and only drop active keys; memory never changes. A second table of the same policy is fed the raw
 //! caller's time (jumping back, forward and to both ends of the clock): it stays bounded, only
 //! `RejectNew` answers `TableFull`, only `Overflow` decides by the overflow limiter, and no single
 //! check waits more than `T + max_clock_jump`.
 
-use std::collections::HashMap;
-
 use arbitrary::Arbitrary;
-use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedError, KeyedGcra};
-use keel_core::rate::{CheckNError, Quota, Gcra};
+use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedGcra, KeyedLimited};
+use keel_core::rate::Quota;
 use keel_core::time::Instant;
+use keel_core::Rejected;
+use keel_testkit::models::keyed::KeyedModel;
 
 use crate::common::{Clock, Timed};
 use crate::gcra::QuotaSpec;
@@ -21,9 +21,9 @@ use crate::gcra::QuotaSpec;
 /// One input.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Op {
-    /// `check(key)`.
+    /// `try_acquire(key)`.
     Check(u8),
-    /// `check_n(key, n)`.
+    /// `try_acquire_n(key, n)`.
     CheckN(u8, u8),
     /// `peek(key)` and `remaining(key)`.
     Peek(u8),
@@ -42,14 +42,12 @@ pub struct Config {
     seed: u128,
 }
 
-/// The limiter and its reference.
+/// The limiter and its reference model.
 pub struct Harness {
     k: KeyedGcra<u16>,
     /// The same policy, fed the caller's raw time.
     raw: KeyedGcra<u16>,
-    reference: HashMap<u16, Gcra>,
-    /// The overflow limiter's reference (`Full::Overflow`).
-    overflow: Gcra,
+    model: KeyedModel<u16>,
     quota: Quota,
     full: Full,
     evict: bool,
@@ -80,8 +78,7 @@ impl Harness {
             memory: k.memory_bytes(),
             k,
             raw: KeyedGcra::new(config, start),
-            reference: HashMap::new(),
-            overflow: Gcra::new(quota, start),
+            model: KeyedModel::new(&config, start),
             quota,
             full,
             evict: full == Full::EvictLeastRecentlyUsed,
@@ -91,77 +88,30 @@ impl Harness {
         })
     }
 
-    fn burst(&self) -> u32 {
-        self.quota.burst().get()
-    }
-
-    /// Idle means the reference's TAT is at or before `now`: a full burst left.
-    fn idle(&self, key: u16, now: Instant) -> bool {
-        self.reference
-            .get(&key)
-            .is_none_or(|r| r.remaining(now) == self.burst())
-    }
-
     fn check(&mut self, now: Instant, key: u16, n: u32) {
-        let was_idle = self.idle(key, now);
         let d = self.k.decide_n(now, &key, n);
-        let got = d.result;
-        if got == Err(KeyedError::TableFull) {
+        let full = Rejected {
+            reason: KeyedLimited::TableFull,
+            retry_at: None,
+        };
+        if d.result == Err(full) || d.by == DecidedBy::Overflow {
             assert_eq!(
-                self.full,
-                Full::RejectNew,
-                "TableFull under {:?}",
+                self.k.len(),
+                self.k.capacity(),
+                "{:?} answered for a table with room",
                 self.full
             );
-            assert!(was_idle, "TableFull for a key that is tracked");
-            assert_eq!(self.k.len(), self.k.capacity());
-            return;
         }
-        if d.by == DecidedBy::Overflow {
-            assert_eq!(
-                self.full,
-                Full::Overflow,
-                "overflow decided under {:?}",
-                self.full
-            );
-            assert!(
-                was_idle,
-                "the overflow limiter decided for a key that is tracked"
-            );
-            assert_eq!(self.k.len(), self.k.capacity());
-            let want = self.overflow.check_n(now, n).map_err(KeyedError::from);
-            assert_eq!(got, want, "overflow disagrees with its reference");
-            return;
+        if let Err(e) = self.model.on_decision(now, &key, n, &d) {
+            panic!("{e}");
         }
-        let quota = self.quota;
-        let r = self
-            .reference
-            .entry(key)
-            .or_insert_with(|| Gcra::new(quota, now));
-        let want = r.check_n(now, n).map_err(|e| match e {
-            CheckNError::NotUntil { retry_at } => KeyedError::NotUntil { retry_at },
-            CheckNError::InsufficientCapacity { burst } => {
-                KeyedError::InsufficientCapacity { burst }
-            }
-            _ => KeyedError::TableFull,
-        });
-        assert_eq!(
-            got, want,
-            "keyed disagrees with the reference for key {key}"
-        );
     }
 
-    /// Keys the limiter forgot although the reference says they are active were evicted.
+    /// Keys the limiter forgot although the model says they are active were evicted.
     fn resync_evictions(&mut self, now: Instant) {
         let evicted = self.k.stats().evicted;
-        let burst = self.burst();
-        let mut found = 0;
-        for (key, r) in self.reference.iter_mut() {
-            if r.remaining(now) < burst && self.k.remaining(now, key) == burst {
-                *r = Gcra::new(self.quota, now);
-                found += 1;
-            }
-        }
+        let k = &self.k;
+        let found = self.model.on_evictions(now, |key| k.remaining(now, key));
         assert_eq!(found, evicted - self.evicted, "evictions miscounted");
         assert!(self.evict || evicted == 0);
         self.evicted = evicted;
@@ -205,8 +155,14 @@ impl Harness {
             "raw time: memory changed"
         );
         match d.result {
-            Err(KeyedError::TableFull) => assert_eq!(self.full, Full::RejectNew),
-            Err(KeyedError::NotUntil { retry_at }) if n == 1 => {
+            Err(Rejected {
+                reason: KeyedLimited::TableFull,
+                ..
+            }) => assert_eq!(self.full, Full::RejectNew),
+            Err(Rejected {
+                reason: KeyedLimited::OverRate,
+                retry_at: Some(retry_at),
+            }) if n == 1 => {
                 let q = match d.by {
                     DecidedBy::Overflow => self.raw.overflow_quota(),
                     _ => self.raw.quota(),
@@ -232,8 +188,12 @@ impl Harness {
         self.watch_end(clock.newest);
         if self.void {
             match op {
-                Op::Check(key) => drop(self.k.check(now, &u16::from(key))),
-                Op::CheckN(key, n) => drop(self.k.check_n(now, &u16::from(key), u32::from(n))),
+                Op::Check(key) => {
+                    let _ = self.k.try_acquire(now, &u16::from(key));
+                }
+                Op::CheckN(key, n) => {
+                    let _ = self.k.try_acquire_n(now, &u16::from(key), u32::from(n));
+                }
                 Op::Peek(key) => drop(self.k.peek(now, &u16::from(key))),
                 Op::SetQuota(q) => match q.quota() {
                     Some(quota) => self.k.set_quota(now, quota),
@@ -253,50 +213,24 @@ impl Harness {
                 let key = u16::from(key) % self.keys;
                 let peek = self.k.peek(now, &key);
                 let rem = self.k.remaining(now, &key);
-                let (want_peek, want_rem) = match self.reference.get(&key) {
-                    Some(r) => (r.peek(now), r.remaining(now)),
-                    None => (Ok(()), self.burst()),
-                };
-                let outside = self.full == Full::Overflow
-                    && self.idle(key, now)
-                    && self.k.len() == self.k.capacity();
-                if outside {
-                    // A key outside a full table may be answered by the overflow limiter.
-                } else if peek != Err(KeyedError::TableFull) {
-                    assert_eq!(
-                        peek,
-                        want_peek.map_err(|e| KeyedError::NotUntil {
-                            retry_at: e.retry_at
-                        })
-                    );
+                let full = self.k.len() == self.k.capacity();
+                if let Err(e) = self.model.on_peek(now, &key, peek, rem, full) {
+                    panic!("{e}");
                 }
-                assert_eq!(rem, want_rem, "remaining disagrees for key {key}");
             }
             Op::SetQuota(q) => {
                 let Some(quota) = q.quota() else {
                     clock.unseen();
                     return;
                 };
-                let idle: Vec<u16> = self
-                    .reference
-                    .keys()
-                    .copied()
-                    .filter(|k| self.idle(*k, now))
-                    .collect();
                 self.k.set_quota(now, quota);
-                self.overflow.set_quota(now, quota);
+                let k = &self.k;
+                self.model
+                    .set_quota(now, &quota, |key| k.remaining(now, key));
                 self.quota = quota;
                 self.watch_end(clock.newest);
                 if self.void {
                     return;
-                }
-                for (key, r) in self.reference.iter_mut() {
-                    r.set_quota(now, quota);
-                    // An idle key may have been forgotten already: it then starts fresh under
-                    // the new quota (a tracked idle key carries the old burst's limit over).
-                    if idle.contains(key) && self.k.remaining(now, key) == quota.burst().get() {
-                        *r = Gcra::new(quota, now);
-                    }
                 }
             }
         }
@@ -304,13 +238,10 @@ impl Harness {
         assert!(self.k.len() <= self.k.capacity(), "more keys than max_keys");
         assert_eq!(self.k.memory_bytes(), self.memory, "memory changed");
         if !self.evict {
-            let burst = self.burst();
-            let active = self
-                .reference
-                .values()
-                .filter(|r| r.remaining(now) < burst)
-                .count();
-            assert!(active <= self.k.len(), "an active key was forgotten");
+            assert!(
+                self.model.active(now) <= self.k.len(),
+                "an active key was forgotten"
+            );
         }
     }
 

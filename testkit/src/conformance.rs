@@ -806,7 +806,11 @@ pub fn rate_limiter_until_ready_waits_until_retry_at<H: Harness>() {
             .until_ready()
             .await
             .expect("the first token is free");
-        let retry_at = limiter.check().expect_err("the burst is spent").retry_at;
+        let retry_at = limiter
+            .check()
+            .expect_err("the burst is spent")
+            .retry_at
+            .expect("a request over the rate conforms later");
         let wait = retry_at.saturating_duration_since(rt.now());
         assert!(
             wait > Duration::from_millis(80) && wait <= Duration::from_millis(100),

@@ -7,10 +7,11 @@ use std::task::{Context, Poll};
 
 use ::tower::{Layer, Service};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use keel_core::rate::keyed::{DecidedBy, KeyedConfig, KeyedError};
+use keel_core::rate::keyed::{DecidedBy, KeyedConfig, KeyedLimited};
 use keel_core::rate::Quota;
 use keel_core::time::Instant;
 use keel_core::ConfigError;
+use keel_core::Rejected;
 
 use super::key::{KeyExtractor, PeerIp, RequestHead};
 use super::{ceil_secs, plain, retry_after_secs};
@@ -215,9 +216,9 @@ struct KeyState {
 
 /// The one place a keyed rejection becomes an answer: its status and, where known, the instant
 /// a retry would be admitted (for `Retry-After`).
-fn rejection_answer(rejection: &KeyedError) -> (StatusCode, Option<Instant>) {
-    match rejection {
-        KeyedError::NotUntil { retry_at } => (StatusCode::TOO_MANY_REQUESTS, Some(*retry_at)),
+fn rejection_answer(rejection: &Rejected<KeyedLimited>) -> (StatusCode, Option<Instant>) {
+    match rejection.reason {
+        KeyedLimited::OverRate => (StatusCode::TOO_MANY_REQUESTS, rejection.retry_at),
         // `Full::RejectNew` with every slot active: the server cannot track this client now.
         // (`InsufficientCapacity` cannot happen for one request: bursts are at least 1.)
         _ => (StatusCode::SERVICE_UNAVAILABLE, None),

@@ -170,23 +170,34 @@ where
         Box::pin(async move {
             if let Err(limited) = limiter.check() {
                 let rejected = |retry_at| KeelError::RateLimited { retry_at };
+                // A single call is never over the burst (bursts are at least 1), so its
+                // rejection always says when; should that change, pass the rejection on.
+                let Some(retry_at) = limited.retry_at else {
+                    return Err(limited.into());
+                };
                 let Some(wait) = wait else {
-                    return Err(rejected(limited.retry_at).into());
+                    return Err(rejected(retry_at).into());
                 };
                 let rt = *limiter.runtime();
                 let now = keel_core::driver::Runtime::now(&rt);
-                if limited.retry_at.saturating_duration_since(now) > wait.max_wait {
-                    return Err(rejected(limited.retry_at).into());
+                if retry_at.saturating_duration_since(now) > wait.max_wait {
+                    return Err(rejected(retry_at).into());
                 }
                 let Some(_slot) = WaiterSlot::try_take(&wait) else {
-                    return Err(rejected(limited.retry_at).into());
+                    return Err(rejected(retry_at).into());
                 };
                 let deadline = now + wait.max_wait;
                 match keel_core::driver::timeout_at(&rt, deadline, limiter.until_ready()).await {
                     // A single call never exceeds a burst (bursts are at least 1).
                     Ok(admitted) => admitted?,
                     // Waited `max_wait` in vain (other waiters took the tokens): one last check.
-                    Err(_) => limiter.check().map_err(|e| rejected(e.retry_at))?,
+                    Err(_) => match limiter.check() {
+                        Ok(()) => {}
+                        Err(e) => match e.retry_at {
+                            Some(retry_at) => return Err(rejected(retry_at).into()),
+                            None => return Err(e.into()),
+                        },
+                    },
                 }
             }
             ready_call(inner, req).await

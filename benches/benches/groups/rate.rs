@@ -71,17 +71,17 @@ type GovernorDirect = governor::RateLimiter<
 
 #[inline(never)]
 fn keel_mut_check(l: &mut Gcra, now: Instant) -> bool {
-    l.check(now).is_ok()
+    l.try_acquire(now).is_ok()
 }
 
 #[inline(never)]
 fn keel_shared_check(l: &SharedRateLimiter, now: Instant) -> bool {
-    l.check(now).is_ok()
+    l.try_acquire(now).is_ok()
 }
 
 #[inline(never)]
-fn keel_counted_check(l: &SharedRateLimiter<true>, now: Instant) -> bool {
-    l.check(now).is_ok()
+fn keel_counted_check(l: &SharedRateLimiter, now: Instant) -> bool {
+    l.try_acquire(now).is_ok()
 }
 
 #[inline(never)]
@@ -141,17 +141,17 @@ pub(crate) fn bench(c: &mut Criterion) {
     // --- rejection at a fixed time ---
     g.bench_function("reject/keel_mut_check", |b| {
         let mut l = Gcra::new(keel_tight(), now);
-        let _ = l.check(now);
+        let _ = l.try_acquire(now);
         b.iter(|| !keel_mut_check(&mut l, black_box(now)))
     });
     g.bench_function("reject/keel_shared_check", |b| {
         let l = SharedRateLimiter::new(keel_tight(), now);
-        let _ = l.check(now);
+        let _ = l.try_acquire(now);
         b.iter(|| !keel_shared_check(&l, black_box(now)))
     });
     g.bench_function("reject/keel_shared_counted_check", |b| {
         let l = SharedRateLimiter::counted(keel_tight(), now);
-        let _ = l.check(now);
+        let _ = l.try_acquire(now);
         b.iter(|| !keel_counted_check(&l, black_box(now)))
     });
     g.bench_function("reject/governor_direct_check", |b| {
@@ -171,7 +171,7 @@ pub(crate) fn bench(c: &mut Criterion) {
         let mut k = 0u64;
         b.iter(|| {
             k = if k + 1 == KEYS { 0 } else { k + 1 };
-            black_box(l.check(black_box(now), &k).is_ok())
+            black_box(l.try_acquire(black_box(now), &k).is_ok())
         })
     });
     g.bench_function("keyed_1000/governor_dashmap_check_key", |b| {
@@ -204,14 +204,14 @@ pub(crate) fn bench(c: &mut Criterion) {
     });
     g.bench_function("real_clock/keel_std_now_shared_check", |b| {
         let l = SharedRateLimiter::new(keel_quota(), std_now());
-        b.iter(|| black_box(l.check(std_now()).is_ok()))
+        b.iter(|| black_box(l.try_acquire(std_now()).is_ok()))
     });
     g.bench_function("real_clock/keel_quanta_now_shared_check", |b| {
         let clock = quanta::Clock::new();
         let start = clock.raw();
         let quanta_now = || Instant::from_nanos(clock.delta_as_nanos(start, clock.raw()));
         let l = SharedRateLimiter::new(keel_quota(), quanta_now());
-        b.iter(|| black_box(l.check(quanta_now()).is_ok()))
+        b.iter(|| black_box(l.try_acquire(quanta_now()).is_ok()))
     });
     g.bench_function("real_clock/governor_direct_check", |b| {
         let l = governor::RateLimiter::direct(gov_quota());

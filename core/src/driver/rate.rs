@@ -31,7 +31,12 @@
 //!   runs: checks spin until the change is done. [`KeyedRateLimiter`] shares one bounded
 //!   [`keyed::KeyedGcra`] behind a mutex held only for the check.
 //! - A batch larger than the burst can never be admitted: [`RateLimiter::until_n_ready`] fails at
-//!   once with [`InsufficientCapacity`] instead of waiting forever.
+//!   once with [`RateLimited::InsufficientCapacity`] (`retry_at: None`) instead of waiting
+//!   forever.
+//! - The handles keep governor's names, `check()` / `check_n(n)` (the handle is named for its
+//!   use, the machine for its mechanism: [`Gcra::try_acquire`](crate::rate::Gcra::try_acquire)),
+//!   and return the machines' rejection, [`Rejected<RateLimited>`](Rejected) /
+//!   [`Rejected<KeyedLimited>`](Rejected): `retry_at: Some(t)` to wait for, `None` for never.
 //!
 //! # tracing (feature `tracing`)
 //!
@@ -68,13 +73,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{Alarm, Name, Runtime};
 #[cfg(feature = "metrics")]
 use crate::driver::metrics::{Lazy, RateMetrics};
-use crate::rate::keyed::{self, KeyedConfig, KeyedError};
-use crate::rate::{CheckNError, NotUntil, Quota, RateStats};
+use crate::error::Rejected;
+use crate::rate::keyed::{self, KeyedConfig, KeyedLimited};
+use crate::rate::{Quota, RateLimited, RateStats};
 use crate::sync::gcra::SharedRateLimiter;
 use crate::sync::rate_wait::{self, RateWaiter, RateWaiters, WaitStats};
 use crate::time::Instant;
-
-pub use crate::sync::rate_wait::InsufficientCapacity;
 
 /// A GCRA rate limiter on a runtime: `check()` on the runtime's clock and `until_ready()` on its
 /// timer. Clones share one [`SharedRateLimiter`]: lock-free except while a quota change
@@ -82,8 +86,8 @@ pub use crate::sync::rate_wait::InsufficientCapacity;
 /// ([`RateWaiters`]). See the [module docs](self).
 #[derive(Clone)]
 pub struct RateLimiter<R: Runtime> {
-    shared: Arc<SharedRateLimiter<true>>,
-    waiters: RateWaiters<true>,
+    shared: Arc<SharedRateLimiter>,
+    waiters: RateWaiters,
     rt: R,
     name: Name,
     #[cfg(feature = "metrics")]
@@ -125,7 +129,7 @@ impl<R: Runtime> RateLimiter<R> {
     /// more than the budget together, but do not take turns with each other). Clone one
     /// limiter to share the queue.
     #[must_use]
-    pub fn from_shared(shared: Arc<SharedRateLimiter<true>>, rt: R) -> Self {
+    pub fn from_shared(shared: Arc<SharedRateLimiter>, rt: R) -> Self {
         RateLimiter {
             waiters: RateWaiters::new(Arc::clone(&shared)),
             shared,
@@ -163,7 +167,7 @@ impl<R: Runtime> RateLimiter<R> {
 
     /// The shared limiter every clone uses.
     #[must_use]
-    pub fn shared(&self) -> &Arc<SharedRateLimiter<true>> {
+    pub fn shared(&self) -> &Arc<SharedRateLimiter> {
         &self.shared
     }
 
@@ -173,13 +177,15 @@ impl<R: Runtime> RateLimiter<R> {
         &self.rt
     }
 
-    /// Admits one request now, or says when it would be admitted.
+    /// Admits one request now, or says when it would be admitted
+    /// ([`SharedRateLimiter::try_acquire`] on the runtime's clock).
     ///
     /// # Errors
     ///
-    /// [`NotUntil`] with the earliest instant the request would conform.
-    pub fn check(&self) -> Result<(), NotUntil> {
-        let r = self.shared.check(self.rt.now());
+    /// [`RateLimited::OverRate`] with `retry_at: Some(..)`, the earliest instant the request
+    /// would conform ([`Rejected::wait_from`] is the wait).
+    pub fn check(&self) -> Result<(), Rejected<RateLimited>> {
+        let r = self.shared.try_acquire(self.rt.now());
         #[cfg(feature = "metrics")]
         self.metrics().record(&r);
         r
@@ -189,10 +195,10 @@ impl<R: Runtime> RateLimiter<R> {
     ///
     /// # Errors
     ///
-    /// [`CheckNError::NotUntil`] to retry later, [`CheckNError::InsufficientCapacity`] when
-    /// `n` exceeds the burst.
-    pub fn check_n(&self, n: u32) -> Result<(), CheckNError> {
-        let r = self.shared.check_n(self.rt.now(), n);
+    /// [`RateLimited::OverRate`] to retry at `retry_at`, [`RateLimited::InsufficientCapacity`]
+    /// (`retry_at: None`) when `n` exceeds the burst.
+    pub fn check_n(&self, n: u32) -> Result<(), Rejected<RateLimited>> {
+        let r = self.shared.try_acquire_n(self.rt.now(), n);
         #[cfg(feature = "metrics")]
         self.metrics().record(&r);
         r
@@ -205,7 +211,8 @@ impl<R: Runtime> RateLimiter<R> {
     }
 
     /// Waits in line until a batch of `n` is admitted, and admits it. Resolves at once to
-    /// `Err(InsufficientCapacity)` when `n` exceeds the burst (it would never be admitted).
+    /// [`RateLimited::InsufficientCapacity`] (`retry_at: None`) when `n` exceeds the burst (it
+    /// would never be admitted).
     /// A batch keeps its place in the FIFO: smaller requests behind it wait for it.
     pub fn until_n_ready(&self, n: u32) -> UntilReady<R> {
         UntilReady {
@@ -263,10 +270,10 @@ pub struct UntilReady<R: Runtime> {
     limiter: RateLimiter<R>,
     n: u32,
     /// Its place in the queue, once it had to wait.
-    waiter: Option<RateWaiter<true>>,
+    waiter: Option<RateWaiter>,
     alarm: Alarm<R>,
     /// The result, once resolved.
-    done: Option<Result<(), InsufficientCapacity>>,
+    done: Option<Result<(), Rejected<RateLimited>>>,
 }
 
 impl<R: Runtime> fmt::Debug for UntilReady<R> {
@@ -279,7 +286,7 @@ impl<R: Runtime> fmt::Debug for UntilReady<R> {
 }
 
 impl<R: Runtime> Future for UntilReady<R> {
-    type Output = Result<(), InsufficientCapacity>;
+    type Output = Result<(), Rejected<RateLimited>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -439,15 +446,16 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         f(&mut self.lock(), now)
     }
 
-    /// Admits one request for `key` now.
+    /// Admits one request for `key` now ([`keyed::KeyedGcra::try_acquire`] on the runtime's
+    /// clock).
     ///
     /// # Errors
     ///
-    /// [`KeyedError::NotUntil`] to retry later; [`KeyedError::TableFull`] when the table is
-    /// full of active keys and the policy rejects new ones.
-    pub fn check(&self, key: &K) -> Result<(), KeyedError> {
+    /// [`KeyedLimited::OverRate`] to retry at `retry_at`; [`KeyedLimited::TableFull`]
+    /// (`retry_at: None`) when the table is full of active keys and the policy rejects new ones.
+    pub fn check(&self, key: &K) -> Result<(), Rejected<KeyedLimited>> {
         let now = self.rt.now();
-        let r = self.lock().check(now, key);
+        let r = self.lock().try_acquire(now, key);
         #[cfg(feature = "metrics")]
         self.metrics
             .get(&self.name, RateMetrics::register)
@@ -459,10 +467,10 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     ///
     /// # Errors
     ///
-    /// As [`check`](Self::check), plus [`KeyedError::InsufficientCapacity`].
-    pub fn check_n(&self, key: &K, n: u32) -> Result<(), KeyedError> {
+    /// As [`check`](Self::check), plus [`KeyedLimited::InsufficientCapacity`] (`retry_at: None`).
+    pub fn check_n(&self, key: &K, n: u32) -> Result<(), Rejected<KeyedLimited>> {
         let now = self.rt.now();
-        let r = self.lock().check_n(now, key, n);
+        let r = self.lock().try_acquire_n(now, key, n);
         #[cfg(feature = "metrics")]
         self.metrics
             .get(&self.name, RateMetrics::register)
@@ -505,8 +513,8 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     ///
     /// # Errors
     ///
-    /// [`KeyedError::TableFull`] at once (waiting would not free a slot for certain).
-    pub async fn until_key_ready(&self, key: &K) -> Result<(), KeyedError> {
+    /// [`KeyedLimited::TableFull`] at once (waiting would not free a slot for certain).
+    pub async fn until_key_ready(&self, key: &K) -> Result<(), Rejected<KeyedLimited>> {
         self.until_key_n_ready(key, 1).await
     }
 
@@ -514,12 +522,16 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     ///
     /// # Errors
     ///
-    /// [`KeyedError::TableFull`] or [`KeyedError::InsufficientCapacity`], at once.
-    pub async fn until_key_n_ready(&self, key: &K, n: u32) -> Result<(), KeyedError> {
+    /// [`KeyedLimited::TableFull`] or [`KeyedLimited::InsufficientCapacity`], at once (every
+    /// rejection with `retry_at: None`).
+    pub async fn until_key_n_ready(&self, key: &K, n: u32) -> Result<(), Rejected<KeyedLimited>> {
         let mut alarm = Alarm::<R>::new();
         core::future::poll_fn(|cx| loop {
             let retry_at = match self.check_n(key, n) {
-                Err(KeyedError::NotUntil { retry_at }) => retry_at,
+                Err(Rejected {
+                    retry_at: Some(retry_at),
+                    ..
+                }) => retry_at,
                 done => return Poll::Ready(done),
             };
             #[cfg(feature = "tracing")]

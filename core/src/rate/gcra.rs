@@ -81,7 +81,14 @@ pub(crate) fn conform_unsaturated(
 #[inline]
 pub(crate) fn conform_n(tat: u64, now: u64, t: u64, tau: u64, n: u32) -> Result<u64, u64> {
     let weight = t.saturating_mul(u64::from(n.saturating_sub(1)));
-    let allow_at = tat.saturating_add(weight).saturating_sub(tau);
+    // `tat + weight - tau`, without the intermediate sum: it overflows for a batch near a
+    // burst whose `burst × T` is near `u64::MAX` ns, and saturating there put `allow_at` at
+    // `u64::MAX - tau`, long before the batch conforms (the batch was admitted too early).
+    let allow_at = if weight <= tau {
+        tat.saturating_sub(tau - weight)
+    } else {
+        tat.saturating_add(weight - tau)
+    };
     if allow_at > now {
         Err(allow_at)
     } else {

@@ -21,8 +21,16 @@
 //!
 //! **`burst` is the most requests admitted at one instant.** A fresh limiter admits exactly
 //! `burst` requests at the same `now` and rejects the next; over any window `[t0, t0 + w]` at
-//! most `burst + floor(w / T)` requests are admitted. `check_n(now, n)` with `n > burst` can
-//! never succeed and says so with [`CheckNError::InsufficientCapacity`].
+//! most `burst + floor(w / T)` requests are admitted. `try_acquire_n(now, n)` with `n > burst` can
+//! never succeed and says so with [`RateLimited::InsufficientCapacity`] and `retry_at: None`.
+//!
+//! # Admission
+//!
+//! [`Gcra::try_acquire`] and [`Gcra::try_acquire_n`] are the admission of every keel machine:
+//! `Ok(())` spends the request (a rate limiter has nothing to release), and a rejection is
+//! [`Rejected<RateLimited>`](Rejected): [`RateLimited::OverRate`] with `retry_at: Some(t)`, the
+//! earliest instant the same request would conform, or [`RateLimited::InsufficientCapacity`]
+//! with `retry_at: None` for a batch over the burst. [`Rejected::wait_from`] is the wait.
 //!
 //! How the peers count it:
 //! - **governor**: the same as keel. Its `Quota::allow_burst(b)` uses `τ = (b - 1) × T` and admits
@@ -108,11 +116,11 @@
 //! let t = Instant::from_secs(100);
 //! let mut m = Gcra::new(quota, t);
 //! let s = SharedRateLimiter::new(quota, t);
-//! assert!(m.check(Instant::MAX).is_ok() && s.check(Instant::MAX).is_ok()); // a bogus `now`
+//! assert!(m.try_acquire(Instant::MAX).is_ok() && s.try_acquire(Instant::MAX).is_ok()); // a bogus `now`
 //! // Back on the real clock: both resynchronise (one fresh admission), then limit at 1/s.
 //! let real = t + core::time::Duration::from_millis(10);
-//! assert!(m.check(real).is_ok() && s.check(real).is_ok());
-//! assert!(m.check(real).is_err() && s.check(real).is_err());
+//! assert!(m.try_acquire(real).is_ok() && s.try_acquire(real).is_ok());
+//! assert!(m.try_acquire(real).is_err() && s.try_acquire(real).is_err());
 //! assert_eq!((m.stats().clock_faults, s.clock_faults()), (1, 1));
 //! # }
 //! # Ok::<(), keel_core::ConfigError>(())
@@ -137,8 +145,8 @@
 //! ```
 //! use core::num::NonZeroU32;
 //! use core::time::Duration;
-//! use keel_core::rate::{CheckNError, Quota, Gcra};
-//! use keel_core::Instant;
+//! use keel_core::rate::{Gcra, Quota, RateLimited};
+//! use keel_core::{Instant, Rejected};
 //!
 //! // 10 requests per second, at most 3 at once.
 //! let quota = Quota::per_second(NonZeroU32::new(10).unwrap())?
@@ -148,16 +156,18 @@
 //!
 //! assert_eq!(limiter.remaining(t0), 3);
 //! for _ in 0..3 {
-//!     assert!(limiter.check(t0).is_ok());
+//!     assert!(limiter.try_acquire(t0).is_ok());
 //! }
-//! let denied = limiter.check(t0).unwrap_err();
-//! assert_eq!(denied.retry_at, t0 + Duration::from_millis(100)); // one emission interval
-//! assert_eq!(denied.wait_time_from(t0), Duration::from_millis(100));
-//! assert!(limiter.check(denied.retry_at).is_ok());
+//! let denied = limiter.try_acquire(t0).unwrap_err();
+//! assert_eq!(denied.reason, RateLimited::OverRate);
+//! let retry_at = t0 + Duration::from_millis(100); // one emission interval
+//! assert_eq!(denied.retry_at, Some(retry_at));
+//! assert_eq!(denied.wait_from(t0), Some(Duration::from_millis(100)));
+//! assert!(limiter.try_acquire(retry_at).is_ok());
 //!
 //! assert_eq!(
-//!     limiter.check_n(denied.retry_at, 4),
-//!     Err(CheckNError::InsufficientCapacity { burst: 3 })
+//!     limiter.try_acquire_n(retry_at, 4),
+//!     Err(Rejected { reason: RateLimited::InsufficientCapacity { burst: 3 }, retry_at: None })
 //! );
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
@@ -172,7 +182,7 @@ pub use step::{step, Step};
 use core::num::NonZeroU32;
 use core::time::Duration;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Rejected};
 use crate::time::{duration_to_nanos, Instant};
 
 /// The default largest clock step taken at face value by every rate limiter (60 s); a larger
@@ -371,33 +381,17 @@ impl QuotaBuilder {
     }
 }
 
-/// A request was rejected: it would conform at `retry_at`, if nothing else is admitted first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("rate limited: retry at {retry_at:?} (or raise the quota)")]
-pub struct NotUntil {
-    /// The earliest instant at which the same request would be admitted.
-    pub retry_at: Instant,
-}
-
-impl NotUntil {
-    /// How long from `now` until `retry_at` (zero if it has passed).
-    #[must_use]
-    pub fn wait_time_from(&self, now: Instant) -> Duration {
-        self.retry_at.saturating_duration_since(now)
-    }
-}
-
-/// Why `check_n` rejected a batch.
+/// Why a [`Gcra`] (or a [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter)) rejected a
+/// request: the `reason` of its [`Rejected`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
-pub enum CheckNError {
-    /// The batch would conform at `retry_at`, if nothing else is admitted first.
-    #[error("rate limited: retry at {retry_at:?} (or raise the quota)")]
-    NotUntil {
-        /// The earliest instant at which the whole batch would be admitted.
-        retry_at: Instant,
-    },
-    /// The batch is larger than the burst and can never be admitted at once.
+pub enum RateLimited {
+    /// Over the rate: the request (or batch) would conform at the rejection's `retry_at`
+    /// (always `Some`), if nothing else is admitted first.
+    #[error("rate limited: retry later or raise the quota")]
+    OverRate,
+    /// The batch is larger than the burst and can never be admitted at once (`retry_at` is
+    /// `None`).
     #[error("a batch larger than the burst ({burst}) can never be admitted: split it or raise the burst")]
     InsufficientCapacity {
         /// The quota's burst: the largest batch that can ever be admitted.
@@ -405,22 +399,19 @@ pub enum CheckNError {
     },
 }
 
-impl CheckNError {
-    /// `retry_at` for [`CheckNError::NotUntil`], `None` for a batch that can never succeed.
-    #[must_use]
-    pub fn retry_at(&self) -> Option<Instant> {
-        match self {
-            CheckNError::NotUntil { retry_at } => Some(*retry_at),
-            CheckNError::InsufficientCapacity { .. } => None,
-        }
+/// A request over the rate, admitted at `at` nanoseconds.
+pub(crate) const fn over_rate(at: u64) -> Rejected<RateLimited> {
+    Rejected {
+        reason: RateLimited::OverRate,
+        retry_at: Some(Instant::from_nanos(at)),
     }
 }
 
-impl From<NotUntil> for CheckNError {
-    fn from(e: NotUntil) -> Self {
-        CheckNError::NotUntil {
-            retry_at: e.retry_at,
-        }
+/// A batch over the burst: never admitted.
+pub(crate) const fn over_burst(burst: u32) -> Rejected<RateLimited> {
+    Rejected {
+        reason: RateLimited::InsufficientCapacity { burst },
+        retry_at: None,
     }
 }
 
@@ -428,9 +419,9 @@ impl From<NotUntil> for CheckNError {
 /// [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter::counted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateStats {
-    /// Checks admitted (a `check_n` batch counts once).
+    /// Admissions (a `try_acquire_n` batch counts once).
     pub allowed: u64,
-    /// Checks rejected, `InsufficientCapacity` included.
+    /// Rejections, `InsufficientCapacity` included.
     pub limited: u64,
     /// Clock faults detected and resynchronised (see the [module docs](self), "Clock faults").
     pub clock_faults: u64,
@@ -441,7 +432,7 @@ pub struct RateStats {
 /// | group | methods |
 /// | --- | --- |
 /// | construct | [`new`](Self::new), [`with_max_clock_jump`](Self::with_max_clock_jump) |
-/// | admission | [`check`](Self::check), [`check_n`](Self::check_n) (nothing to release: a conforming request is spent) |
+/// | admission | [`try_acquire`](Self::try_acquire), [`try_acquire_n`](Self::try_acquire_n) `-> Result<(), Rejected<RateLimited>>` (nothing to release: a conforming request is spent) |
 /// | commands | [`set_quota`](Self::set_quota) |
 /// | getters | [`peek`](Self::peek), [`peek_n`](Self::peek_n), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`max_clock_jump`](Self::max_clock_jump), [`stats`](Self::stats) |
 ///
@@ -488,10 +479,11 @@ impl Gcra {
         Duration::from_nanos(self.jump)
     }
 
-    /// Admits one request at `now`, or says when it would be admitted.
+    /// Admits one request at `now`, or says when it would be admitted
+    /// ([`RateLimited::OverRate`] with `retry_at: Some(..)`).
     #[inline]
     #[must_use = "a rejected request must not proceed"]
-    pub fn check(&mut self, now: Instant) -> Result<(), NotUntil> {
+    pub fn try_acquire(&mut self, now: Instant) -> Result<(), Rejected<RateLimited>> {
         let now = now.as_nanos();
         match gcra::conform_unsaturated(self.tat, now, self.t, self.tau) {
             Some(Ok(tat)) => {
@@ -503,9 +495,7 @@ impl Gcra {
                     return self.check_after_fault(now);
                 }
                 self.stats.limited = self.stats.limited.saturating_add(1);
-                Err(NotUntil {
-                    retry_at: Instant::from_nanos(at),
-                })
+                Err(over_rate(at))
             }
             None => {
                 self.admit_at_end_of_clock();
@@ -518,7 +508,7 @@ impl Gcra {
     /// admits one request.
     #[cold]
     #[inline(never)]
-    fn check_after_fault(&mut self, now: u64) -> Result<(), NotUntil> {
+    fn check_after_fault(&mut self, now: u64) -> Result<(), Rejected<RateLimited>> {
         self.resync(now);
         let tat = gcra::conform(self.tat, now, self.t, self.tau).unwrap_or(gcra::TAT_MAX);
         self.admit(tat);
@@ -554,9 +544,10 @@ impl Gcra {
     }
 
     /// Admits `n` requests at once (all or none). `n = 0` is always admitted and changes
-    /// nothing; `n > burst` is [`CheckNError::InsufficientCapacity`].
+    /// nothing; `n > burst` is [`RateLimited::InsufficientCapacity`] with `retry_at: None`
+    /// (it can never conform).
     #[must_use = "a rejected batch must not proceed"]
-    pub fn check_n(&mut self, now: Instant, n: u32) -> Result<(), CheckNError> {
+    pub fn try_acquire_n(&mut self, now: Instant, n: u32) -> Result<(), Rejected<RateLimited>> {
         if n == 0 {
             return Ok(());
         }
@@ -577,31 +568,25 @@ impl Gcra {
         }
     }
 
-    fn decide_n(&self, tat: u64, now: u64, n: u32) -> Result<u64, CheckNError> {
+    fn decide_n(&self, tat: u64, now: u64, n: u32) -> Result<u64, Rejected<RateLimited>> {
         if n > self.burst.get() {
-            return Err(CheckNError::InsufficientCapacity {
-                burst: self.burst.get(),
-            });
+            return Err(over_burst(self.burst.get()));
         }
-        gcra::conform_n(tat, now, self.t, self.tau, n).map_err(|at| CheckNError::NotUntil {
-            retry_at: Instant::from_nanos(at),
-        })
+        gcra::conform_n(tat, now, self.t, self.tau, n).map_err(over_rate)
     }
 
     /// Would one request be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
-    pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
+    pub fn peek(&self, now: Instant) -> Result<(), Rejected<RateLimited>> {
         let now = now.as_nanos();
         gcra::conform(self.tat_at(now), now, self.t, self.tau)
             .map(|_| ())
-            .map_err(|at| NotUntil {
-                retry_at: Instant::from_nanos(at),
-            })
+            .map_err(over_rate)
     }
 
     /// Would a batch of `n` be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
-    pub fn peek_n(&self, now: Instant, n: u32) -> Result<(), CheckNError> {
+    pub fn peek_n(&self, now: Instant, n: u32) -> Result<(), Rejected<RateLimited>> {
         if n == 0 {
             return Ok(());
         }

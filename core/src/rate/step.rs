@@ -31,7 +31,8 @@
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
 
-use super::{gcra, CheckNError, Quota};
+use super::{gcra, over_burst, over_rate, Quota, RateLimited};
+use crate::error::Rejected;
 use crate::time::Instant;
 
 /// The outcome of one [`step`]: the decision, the state to store, and the header values.
@@ -39,7 +40,7 @@ use crate::time::Instant;
 #[must_use = "the decision and the new state must be used"]
 pub struct Step {
     /// `Ok(())` if the `n` requests are admitted.
-    pub decision: Result<(), CheckNError>,
+    pub decision: Result<(), Rejected<RateLimited>>,
     /// The TAT to store (the one passed in when nothing was admitted).
     pub tat: Instant,
     /// How many single requests would be admitted at `now` after this step
@@ -61,10 +62,10 @@ impl Step {
 /// Decides `n` requests at `now` for a stream whose stored TAT is `tat` (`Instant::ZERO`, or
 /// anything at or before `now`, for a stream with no state).
 ///
-/// The same decision as [`Gcra::check_n`](super::Gcra::check_n) (and, for
-/// `n = 1`, [`Gcra::check`](super::Gcra::check)) on a limiter holding `tat`, with
-/// the same errors: `n = 0` is admitted and changes nothing; `n` above the burst is
-/// [`CheckNError::InsufficientCapacity`]; otherwise all `n` are admitted or none, and a
+/// The same decision as [`Gcra::try_acquire_n`](super::Gcra::try_acquire_n) (and, for
+/// `n = 1`, [`Gcra::try_acquire`](super::Gcra::try_acquire)) on a limiter holding `tat`, with
+/// the same rejections: `n = 0` is admitted and changes nothing; `n` above the burst is
+/// [`RateLimited::InsufficientCapacity`] (`retry_at: None`); otherwise all `n` are admitted or none, and a
 /// rejection carries the earliest instant at which the batch would be admitted. All arithmetic
 /// saturates; a TAT never exceeds `u64::MAX - 1` ns.
 pub fn step(quota: &Quota, tat: Instant, now: Instant, n: u32) -> Step {
@@ -73,15 +74,11 @@ pub fn step(quota: &Quota, tat: Instant, now: Instant, n: u32) -> Step {
     let result = if n == 0 {
         Ok(old)
     } else if n > burst {
-        Err(CheckNError::InsufficientCapacity { burst })
+        Err(over_burst(burst))
     } else if n == 1 {
-        gcra::conform(old, at, t, tau).map_err(|e| CheckNError::NotUntil {
-            retry_at: Instant::from_nanos(e),
-        })
+        gcra::conform(old, at, t, tau).map_err(over_rate)
     } else {
-        gcra::conform_n(old, at, t, tau, n).map_err(|e| CheckNError::NotUntil {
-            retry_at: Instant::from_nanos(e),
-        })
+        gcra::conform_n(old, at, t, tau, n).map_err(over_rate)
     };
     let (decision, new) = match result {
         Ok(new) => (Ok(()), new),
@@ -127,8 +124,9 @@ mod tests {
         let s = step(&q, tat, now, 1);
         assert_eq!(
             s.decision,
-            Err(CheckNError::NotUntil {
-                retry_at: now + Duration::from_millis(100)
+            Err(Rejected {
+                reason: RateLimited::OverRate,
+                retry_at: Some(now + Duration::from_millis(100))
             })
         );
         assert_eq!(s.tat, tat);
@@ -136,7 +134,10 @@ mod tests {
         assert_eq!(s.idle_after(now), Duration::from_millis(300));
         assert_eq!(
             step(&q, tat, now, 4).decision,
-            Err(CheckNError::InsufficientCapacity { burst: 3 })
+            Err(Rejected {
+                reason: RateLimited::InsufficientCapacity { burst: 3 },
+                retry_at: None
+            })
         );
         assert_eq!(step(&q, tat, now, 0).decision, Ok(()));
     }
@@ -167,9 +168,9 @@ mod tests {
                 now += Duration::from_nanos(dt);
                 let s = step(&q, tat, now, n);
                 let expected = if n == 1 {
-                    limiter.check(now).map_err(CheckNError::from)
+                    limiter.try_acquire(now)
                 } else {
-                    limiter.check_n(now, n)
+                    limiter.try_acquire_n(now, n)
                 };
                 prop_assert_eq!(s.decision, expected);
                 prop_assert_eq!(s.remaining, limiter.remaining(now));

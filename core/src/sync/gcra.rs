@@ -62,7 +62,7 @@
 //! let limiter = SharedRateLimiter::new(quota, Instant::ZERO);
 //! let now = Instant::from_millis(10);
 //! let admitted = std::thread::scope(|s| {
-//!     let checks: Vec<_> = (0..4).map(|_| s.spawn(|| limiter.check(now).is_ok())).collect();
+//!     let checks: Vec<_> = (0..4).map(|_| s.spawn(|| limiter.try_acquire(now).is_ok())).collect();
 //!     checks.into_iter().map(|c| c.join().unwrap()).filter(|ok| *ok).count()
 //! });
 //! assert_eq!(admitted, 2);
@@ -72,8 +72,9 @@
 use core::num::NonZeroU32;
 
 use super::shim::{spin_hint, AtomicU64, Ordering};
+use crate::error::Rejected;
 use crate::rate::gcra::{self, TAT_MAX};
-use crate::rate::{CheckNError, NotUntil, Quota, RateStats};
+use crate::rate::{over_burst, over_rate, Quota, RateLimited, RateStats};
 use crate::time::Instant;
 
 /// The state word while a quota change is in progress. Never a TAT (those stop at `TAT_MAX`).
@@ -117,6 +118,9 @@ struct Hot {
     /// The largest clock step taken at face value, in ns (fixed at construction; read only on
     /// the rejection path).
     jump: u64,
+    /// Whether decisions are counted (fixed at construction; on the line every check reads,
+    /// so testing it costs a predictable branch and no memory access).
+    counted: bool,
 }
 
 /// The rejection counter (counted form only), on a line of its own: a rejection only reads
@@ -135,12 +139,19 @@ struct Cold {
 
 /// A GCRA rate limiter shared by reference (`Send + Sync`); see the [module docs](self).
 ///
-/// `COUNTED` says whether it keeps exact [`stats`](SharedRateLimiter::stats). Counting is
-/// opt-in, as in governor (whose `check()` keeps no counters; its middleware adds them): an
-/// exact count is one more atomic add per decision, about 1 ns uncontended on the bench
-/// machine, as much as the CAS itself. [`SharedRateLimiter::new`] makes the bare limiter;
-/// [`SharedRateLimiter::counted`] the same decisions with `allowed` / `limited` counters (the
-/// keel-tokio limiter uses it for its `stats()`).
+/// Counting is opt-in, chosen at construction, as in governor (whose `check()` keeps no
+/// counters; its middleware adds them): an exact count is one more atomic add per decision,
+/// about 1 ns uncontended on the bench machine, as much as the CAS itself.
+/// [`SharedRateLimiter::new`] makes the bare limiter; [`SharedRateLimiter::counted`] the same
+/// decisions with `allowed` / `limited` counters (the async `RateLimiter` uses it for its
+/// `stats()`). Both are the same type ([`is_counted`](Self::is_counted) tells them apart).
+///
+/// | group | methods |
+/// | --- | --- |
+/// | construct | [`new`](Self::new), [`counted`](Self::counted), [`with_max_clock_jump`](Self::with_max_clock_jump) |
+/// | admission | [`try_acquire`](Self::try_acquire), [`try_acquire_n`](Self::try_acquire_n) `-> Result<(), Rejected<RateLimited>>`; [`reserve_n`](Self::reserve_n) / [`cancel_reservation`](Self::cancel_reservation) (for waiting queues) |
+/// | commands | [`set_quota`](Self::set_quota) |
+/// | getters | [`peek`](Self::peek), [`peek_n`](Self::peek_n), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`max_clock_jump`](Self::max_clock_jump), [`is_counted`](Self::is_counted), [`clock_faults`](Self::clock_faults), [`stats`](Self::stats) |
 ///
 /// ```
 /// use core::num::NonZeroU32;
@@ -150,36 +161,44 @@ struct Cold {
 ///
 /// let quota = Quota::per_second(NonZeroU32::new(1).unwrap())?;
 /// let bare = SharedRateLimiter::new(quota, Instant::ZERO);
-/// let counted: SharedRateLimiter<true> = SharedRateLimiter::counted(quota, Instant::ZERO);
+/// let counted = SharedRateLimiter::counted(quota, Instant::ZERO);
 /// for _ in 0..2 {
-///     assert_eq!(bare.check(Instant::ZERO), counted.check(Instant::ZERO));
+///     assert_eq!(bare.try_acquire(Instant::ZERO), counted.try_acquire(Instant::ZERO));
 /// }
 /// assert_eq!((counted.stats().allowed, counted.stats().limited), (1, 1));
+/// assert_eq!((bare.stats().allowed, bare.stats().limited), (0, 0)); // not counted
 /// # Ok::<(), keel_core::ConfigError>(())
 /// ```
 #[derive(Debug)]
-pub struct SharedRateLimiter<const COUNTED: bool = false> {
+pub struct SharedRateLimiter {
     hot: Hot,
     cold: Cold,
 }
 
-impl SharedRateLimiter<false> {
-    /// A limiter with its full burst available at `now`, keeping no counters.
+impl SharedRateLimiter {
+    /// A limiter with its full burst available at `now`, keeping no counters (its
+    /// [`stats`](Self::stats) count clock faults only).
     #[must_use]
-    pub fn new(quota: Quota, now: Instant) -> SharedRateLimiter<false> {
-        SharedRateLimiter::build(quota, now)
+    pub fn new(quota: Quota, now: Instant) -> SharedRateLimiter {
+        SharedRateLimiter::build(quota, now, false)
     }
-}
 
-impl SharedRateLimiter<true> {
     /// A limiter with its full burst available at `now` that counts its decisions: the same
     /// decisions as [`SharedRateLimiter::new`]'s, one atomic add dearer each.
     #[must_use]
-    pub fn counted(quota: Quota, now: Instant) -> SharedRateLimiter<true> {
-        SharedRateLimiter::build(quota, now)
+    pub fn counted(quota: Quota, now: Instant) -> SharedRateLimiter {
+        SharedRateLimiter::build(quota, now, true)
     }
 
-    /// Counters (relaxed: each is exact, the pair is not a snapshot).
+    /// Whether this limiter counts its decisions (made by [`counted`](Self::counted)).
+    #[must_use]
+    pub fn is_counted(&self) -> bool {
+        self.hot.counted
+    }
+
+    /// Counters (relaxed: each is exact, the set is not a snapshot). `allowed` and `limited`
+    /// stay 0 unless the limiter was made by [`counted`](Self::counted); `clock_faults` is
+    /// counted by every limiter.
     #[must_use]
     pub fn stats(&self) -> RateStats {
         RateStats {
@@ -188,10 +207,8 @@ impl SharedRateLimiter<true> {
             clock_faults: self.clock_faults(),
         }
     }
-}
 
-impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
-    fn build(quota: Quota, now: Instant) -> SharedRateLimiter<COUNTED> {
+    fn build(quota: Quota, now: Instant, counted: bool) -> SharedRateLimiter {
         SharedRateLimiter {
             hot: Hot {
                 tat: AtomicU64::new(now.as_nanos().min(TAT_MAX)),
@@ -200,6 +217,7 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
                 tau: AtomicU64::new(quota.tau()),
                 burst: AtomicU64::new(u64::from(quota.burst().get())),
                 jump: gcra::DEFAULT_MAX_CLOCK_JUMP,
+                counted,
             },
             cold: Cold {
                 limited: AtomicU64::new(0),
@@ -232,18 +250,18 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         self.cold.clock_faults.load(Ordering::Relaxed)
     }
 
-    /// Counts an admission (compiled out when not `COUNTED`).
+    /// Counts an admission (in a counted limiter).
     #[inline(always)]
     fn count_allowed(&self) {
-        if COUNTED {
+        if self.hot.counted {
             self.hot.allowed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Counts a rejection (compiled out when not `COUNTED`).
+    /// Counts a rejection (in a counted limiter).
     #[inline(always)]
     fn count_limited(&self) {
-        if COUNTED {
+        if self.hot.counted {
             self.cold.limited.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -297,14 +315,16 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         }
     }
 
-    /// Admits one request at `now`, or says when it would be admitted.
+    /// Admits one request at `now`, or says when it would be admitted
+    /// ([`RateLimited::OverRate`] with `retry_at: Some(..)`): the decision of
+    /// [`Gcra::try_acquire`](crate::rate::Gcra::try_acquire).
     ///
     /// The uncontended path (no quota change running, the CAS wins) is one read of the hot
     /// line, the decision and one CAS; a lost CAS, a running quota change or a TAT at the end
     /// of the clock goes to an out-of-line retry loop.
     #[inline]
     #[must_use = "a rejected request must not proceed"]
-    pub fn check(&self, now: Instant) -> Result<(), NotUntil> {
+    pub fn try_acquire(&self, now: Instant) -> Result<(), Rejected<RateLimited>> {
         let now = now.as_nanos();
         let tat = self.hot.tat.load(Ordering::Acquire);
         // Read after the TAT, as `load_check` does; discarded with it if it is the marker.
@@ -329,12 +349,12 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         self.check_contended(now)
     }
 
-    /// [`check`](Self::check) after a lost CAS, while a quota change runs, where the TAT
-    /// saturates or on a clock fault: retries with the TAT it finds (and the quota in force for
-    /// it) until it commits or is rejected.
+    /// [`try_acquire`](Self::try_acquire) after a lost CAS, while a quota change runs, where the
+    /// TAT saturates or on a clock fault: retries with the TAT it finds (and the quota in force
+    /// for it) until it commits or is rejected.
     #[cold]
     #[inline(never)]
-    fn check_contended(&self, now: u64) -> Result<(), NotUntil> {
+    fn check_contended(&self, now: u64) -> Result<(), Rejected<RateLimited>> {
         loop {
             let (tat, t, tau) = self.load_check();
             let base = gcra::resync(tat, now, t, tau, self.hot.jump);
@@ -377,17 +397,15 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
 
     /// Counts a rejection and says when to come back.
     #[inline(always)]
-    fn rejected(&self, at: u64) -> NotUntil {
+    fn rejected(&self, at: u64) -> Rejected<RateLimited> {
         self.count_limited();
-        NotUntil {
-            retry_at: Instant::from_nanos(at),
-        }
+        over_rate(at)
     }
 
     /// Admits `n` requests at once (all or none). `n = 0` is always admitted and changes
-    /// nothing; `n > burst` is [`CheckNError::InsufficientCapacity`].
+    /// nothing; `n > burst` is [`RateLimited::InsufficientCapacity`] with `retry_at: None`.
     #[must_use = "a rejected batch must not proceed"]
-    pub fn check_n(&self, now: Instant, n: u32) -> Result<(), CheckNError> {
+    pub fn try_acquire_n(&self, now: Instant, n: u32) -> Result<(), Rejected<RateLimited>> {
         if n == 0 {
             return Ok(());
         }
@@ -396,7 +414,7 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         loop {
             if n > burst {
                 self.count_limited();
-                return Err(CheckNError::InsufficientCapacity { burst });
+                return Err(over_burst(burst));
             }
             let base = gcra::resync(tat, now, t, tau, self.hot.jump);
             match gcra::conform_n(base, now, t, tau, n) {
@@ -407,12 +425,7 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
                     }
                     (tat, t, tau, burst) = self.load(false);
                 }
-                Err(at) => {
-                    self.count_limited();
-                    return Err(CheckNError::NotUntil {
-                        retry_at: Instant::from_nanos(at),
-                    });
-                }
+                Err(at) => return Err(self.rejected(at)),
             }
         }
     }
@@ -420,7 +433,8 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
     /// Reserves the earliest slot for a batch of `n` at or after `now` and returns its instant
     /// (`now` if the batch conforms now), unless that slot would come after `latest`.
     ///
-    /// The reservation is the admission: the state moves exactly as [`check_n`](Self::check_n)
+    /// The reservation is the admission: the state moves exactly as
+    /// [`try_acquire_n`](Self::try_acquire_n)
     /// at the returned instant would move it, so checks and reservations together never admit
     /// more than the quota (each is counted in `allowed` once). The caller proceeds at the
     /// returned instant; one woken late by a coarse timer still owns its slot, since later
@@ -433,15 +447,15 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
     ///
     /// # Errors
     ///
-    /// [`CheckNError::InsufficientCapacity`] when `n` exceeds the burst (no slot ever fits);
-    /// [`CheckNError::NotUntil`] with the slot's instant when it is after `latest` (nothing is
-    /// reserved).
+    /// [`RateLimited::InsufficientCapacity`] (`retry_at: None`) when `n` exceeds the burst (no
+    /// slot ever fits); [`RateLimited::OverRate`] with the slot's instant as `retry_at` when it
+    /// is after `latest` (nothing is reserved). Neither is counted in `limited`.
     pub fn reserve_n(
         &self,
         now: Instant,
         n: u32,
         latest: Instant,
-    ) -> Result<Reservation, CheckNError> {
+    ) -> Result<Reservation, Rejected<RateLimited>> {
         if n == 0 {
             return Ok(Reservation {
                 at: now,
@@ -453,18 +467,16 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         loop {
             let (tat, t, tau, burst) = self.load(false);
             if n > burst {
-                return Err(CheckNError::InsufficientCapacity { burst });
+                return Err(over_burst(burst));
             }
-            // After a clock fault, reserve as a fresh limiter would (as `check_n` decides).
+            // After a clock fault, reserve as a fresh limiter would (as `try_acquire_n` decides).
             let base = gcra::resync(tat, now, t, tau, self.hot.jump);
             let at = match gcra::conform_n(base, now, t, tau, n) {
                 Ok(_) => now,
                 Err(at) => at,
             };
             if at > latest.as_nanos() {
-                return Err(CheckNError::NotUntil {
-                    retry_at: Instant::from_nanos(at),
-                });
+                return Err(over_rate(at));
             }
             // At `at` the batch conforms by construction (`at` is where `conform_n` said it
             // would); the arm keeps the loop panic-free all the same.
@@ -518,7 +530,7 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
         if !given {
             return Err(reservation);
         }
-        if COUNTED {
+        if self.hot.counted {
             self.hot.allowed.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(())
@@ -526,34 +538,30 @@ impl<const COUNTED: bool> SharedRateLimiter<COUNTED> {
 
     /// Would one request be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
-    pub fn peek(&self, now: Instant) -> Result<(), NotUntil> {
+    pub fn peek(&self, now: Instant) -> Result<(), Rejected<RateLimited>> {
         let now = now.as_nanos();
         let (tat, t, tau, _) = self.load(true);
         let tat = gcra::resync(tat, now, t, tau, self.hot.jump);
         gcra::conform(tat, now, t, tau)
             .map(|_| ())
-            .map_err(|at| NotUntil {
-                retry_at: Instant::from_nanos(at),
-            })
+            .map_err(over_rate)
     }
 
     /// Would a batch of `n` be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
-    pub fn peek_n(&self, now: Instant, n: u32) -> Result<(), CheckNError> {
+    pub fn peek_n(&self, now: Instant, n: u32) -> Result<(), Rejected<RateLimited>> {
         if n == 0 {
             return Ok(());
         }
         let now = now.as_nanos();
         let (tat, t, tau, burst) = self.load(true);
         if n > burst {
-            return Err(CheckNError::InsufficientCapacity { burst });
+            return Err(over_burst(burst));
         }
         let tat = gcra::resync(tat, now, t, tau, self.hot.jump);
         gcra::conform_n(tat, now, t, tau, n)
             .map(|_| ())
-            .map_err(|at| CheckNError::NotUntil {
-                retry_at: Instant::from_nanos(at),
-            })
+            .map_err(over_rate)
     }
 
     /// How many single requests would be admitted at `now`, between 0 and the burst.

@@ -21,9 +21,10 @@
 //!   them in advance ([`SharedRateLimiter::reserve_n`]), which says at what instant the slot
 //!   conforms. The head keeps at least two slots reserved, and up to 32 while their
 //!   slots are at most 25 ms ahead, so a waiter woken late by a coarse timer (tokio's is 1 ms)
-//!   or a busy executor still finds the next slots reserved and no capacity is lost. A reservation *is* the admission, so
-//!   waiters and direct [`check`](SharedRateLimiter::check) callers share one GCRA and together
-//!   never exceed it. A reserved waiter sleeps on its own timer until its slot (see
+//!   or a busy executor still finds the next slots reserved and no capacity is lost. A
+//!   reservation *is* the admission, so waiters and direct
+//!   [`try_acquire`](SharedRateLimiter::try_acquire) callers share one GCRA and together never
+//!   exceed it. A reserved waiter sleeps on its own timer until its slot (see
 //!   [`RateWaiter::slot`]) and is admitted at its next poll at or after it; one woken late
 //!   still counts at its slot's instant, so start times can bunch by at most the timer's
 //!   lateness (over any window longer than that, the quota holds).
@@ -39,7 +40,7 @@
 //!   on its own poll's `now`).
 //!   When no waiter is left to take it, it is **given back** to the limiter
 //!   ([`SharedRateLimiter::cancel_reservation`]) if nothing was admitted or reserved on top of
-//!   it since: the state returns exactly to what it was, and direct `check` callers can use
+//!   it since: the state returns exactly to what it was, and direct `try_acquire` callers can use
 //!   the slot too. What is not returned: a slot the limiter has moved on from (a later
 //!   admission was decided on top of it and cannot be rewound), or one freed while waiters of
 //!   another batch size wait. Such a slot is kept for the next waiter of its size until one
@@ -48,10 +49,11 @@
 //!   given back and lapsed.
 //! - An uncontended wait with a token available is a plain check: no lock, no allocation. The
 //!   queue's lock is taken only when someone waits, and held only for the bookkeeping.
-//! - Direct [`check`](SharedRateLimiter::check) callers do not queue: they are limited by the
-//!   same GCRA (the reservations have already advanced it) but are not ordered with the
+//! - Direct [`try_acquire`](SharedRateLimiter::try_acquire) callers do not queue: they are
+//!   limited by the same GCRA (the reservations have already advanced it) but are not ordered with the
 //!   waiters.
-//! - A batch larger than the burst resolves at once to [`InsufficientCapacity`]; a waiter
+//! - A batch larger than the burst resolves at once to
+//!   [`RateLimited::InsufficientCapacity`] (`retry_at: None`); a waiter
 //!   whose batch a quota change made too large fails the same way when its turn comes. Slots
 //!   reserved before a quota change keep their instants (they were admissions under the old
 //!   quota, carried over like a check's); later ones follow the new quota.
@@ -90,7 +92,8 @@ use core::time::Duration;
 use super::gcra::{Reservation, SharedRateLimiter};
 use super::shim::{Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 use super::waitlist::{Key, WaitList};
-use crate::rate::CheckNError;
+use crate::error::Rejected;
+use crate::rate::{over_burst, RateLimited};
 use crate::time::Instant;
 
 /// Slots the head of the queue always keeps reserved (when that many wait).
@@ -105,16 +108,6 @@ const MAX_AHEAD: usize = 32;
 /// start; with 10 ms the slots given out spanned 1.001-1.037 s on tokio (1.001 s on smol and
 /// async-std); with 25 ms, 1.001 s on all three.
 const LOOKAHEAD: Duration = Duration::from_millis(25);
-
-/// A batch larger than the quota's burst: it can never be admitted at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[error(
-    "a batch larger than the burst ({burst}) can never be admitted: split it or raise the burst"
-)]
-pub struct InsufficientCapacity {
-    /// The quota's burst: the largest batch that can ever be admitted.
-    pub burst: u32,
-}
 
 /// Counters of a [`RateWaiters`] queue (a snapshot taken under its lock).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,10 +155,10 @@ struct Queue {
     stats: WaitStats,
 }
 
-struct Shared<const C: bool> {
+struct Shared {
     /// Always std's `Arc` (the public API's type, also under loom: the limiter's own atomics
     /// come from the shim).
-    limiter: StdArc<SharedRateLimiter<C>>,
+    limiter: StdArc<SharedRateLimiter>,
     /// Waiters in the list; read without the lock by the fast path.
     queued: AtomicUsize,
     queue: Mutex<Queue>,
@@ -174,11 +167,11 @@ struct Shared<const C: bool> {
 /// The FIFO of tasks waiting on one shared GCRA limiter; see the [module docs](self).
 ///
 /// Clones share one queue (and one limiter).
-pub struct RateWaiters<const C: bool = true> {
-    shared: Arc<Shared<C>>,
+pub struct RateWaiters {
+    shared: Arc<Shared>,
 }
 
-impl<const C: bool> Clone for RateWaiters<C> {
+impl Clone for RateWaiters {
     fn clone(&self) -> Self {
         RateWaiters {
             shared: Arc::clone(&self.shared),
@@ -186,7 +179,7 @@ impl<const C: bool> Clone for RateWaiters<C> {
     }
 }
 
-impl<const C: bool> fmt::Debug for RateWaiters<C> {
+impl fmt::Debug for RateWaiters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateWaiters")
             .field("stats", &self.stats())
@@ -197,24 +190,15 @@ impl<const C: bool> fmt::Debug for RateWaiters<C> {
 /// The answer to [`RateWaiters::acquire`].
 #[derive(Debug)]
 #[must_use]
-pub enum Acquire<const C: bool = true> {
+pub enum Acquire {
     /// Admitted at once, or a batch that can never be admitted.
-    Ready(Result<(), InsufficientCapacity>),
+    Ready(Result<(), Rejected<RateLimited>>),
     /// Queued: poll the waiter until it resolves, sleeping until its [`slot`](RateWaiter::slot).
-    Wait(RateWaiter<C>),
+    Wait(RateWaiter),
 }
 
-/// Wakers to wake once the lock is released.
-#[derive(Default)]
-struct Wakes(Vec<Waker>);
-
-impl Wakes {
-    fn wake(self) {
-        for w in self.0 {
-            w.wake();
-        }
-    }
-}
+/// Wakers to wake once the lock is released: the crate's one waker list.
+use super::wakers::WakerList as Wakes;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every step leaves the queue consistent before it can panic (it cannot: no user code runs
@@ -225,10 +209,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-impl<const C: bool> RateWaiters<C> {
+impl RateWaiters {
     /// An empty queue in front of `limiter`.
     #[must_use]
-    pub fn new(limiter: StdArc<SharedRateLimiter<C>>) -> Self {
+    pub fn new(limiter: StdArc<SharedRateLimiter>) -> Self {
         RateWaiters {
             shared: Arc::new(Shared {
                 limiter,
@@ -248,7 +232,7 @@ impl<const C: bool> RateWaiters<C> {
 
     /// The limiter the waiters reserve on.
     #[must_use]
-    pub fn limiter(&self) -> &StdArc<SharedRateLimiter<C>> {
+    pub fn limiter(&self) -> &StdArc<SharedRateLimiter> {
         &self.shared.limiter
     }
 
@@ -263,24 +247,26 @@ impl<const C: bool> RateWaiters<C> {
 
     /// Admits a batch of `n` at `now` if nobody is waiting and it conforms; otherwise queues
     /// it. `n = 0` is admitted at once; `n` above the burst is
-    /// [`InsufficientCapacity`] at once.
-    pub fn acquire(&self, now: Instant, n: u32) -> Acquire<C> {
+    /// [`RateLimited::InsufficientCapacity`] (`retry_at: None`) at once.
+    pub fn acquire(&self, now: Instant, n: u32) -> Acquire {
         if n == 0 {
             return Acquire::Ready(Ok(()));
         }
         let limiter = &self.shared.limiter;
         if self.shared.queued.load(Ordering::Acquire) == 0 {
-            match limiter.check_n(now, n) {
+            match limiter.try_acquire_n(now, n) {
                 Ok(()) => return Acquire::Ready(Ok(())),
-                Err(CheckNError::InsufficientCapacity { burst }) => {
-                    return Acquire::Ready(Err(InsufficientCapacity { burst }))
-                }
-                Err(CheckNError::NotUntil { .. }) => {}
+                Err(rejected) => match rejected.reason {
+                    RateLimited::InsufficientCapacity { .. } => {
+                        return Acquire::Ready(Err(rejected))
+                    }
+                    RateLimited::OverRate => {}
+                },
             }
         } else {
             let burst = limiter.quota().burst().get();
             if n > burst {
-                return Acquire::Ready(Err(InsufficientCapacity { burst }));
+                return Acquire::Ready(Err(over_burst(burst)));
             }
         }
         let mut wakes = Wakes::default();
@@ -298,7 +284,7 @@ impl<const C: bool> RateWaiters<C> {
             Err(_) => {
                 drop(q);
                 let burst = limiter.quota().burst().get();
-                return Acquire::Ready(Err(InsufficientCapacity { burst }));
+                return Acquire::Ready(Err(over_burst(burst)));
             }
         };
         self.shared.queued.fetch_add(1, Ordering::Release);
@@ -330,13 +316,7 @@ impl Queue {
 
     /// Gives slots to the waiters after the reserved prefix while the prefix is short, and
     /// wakes them (not `me`, the caller's own waiter, which is being polled).
-    fn pump<const C: bool>(
-        &mut self,
-        shared: &Shared<C>,
-        now: Instant,
-        me: Option<Key>,
-        wakes: &mut Wakes,
-    ) {
+    fn pump(&mut self, shared: &Shared, now: Instant, me: Option<Key>, wakes: &mut Wakes) {
         let limiter = &shared.limiter;
         let t = limiter.quota().emission_interval();
         let before = self.spare.len();
@@ -380,8 +360,14 @@ impl Queue {
                         self.stats.reserved = self.stats.reserved.saturating_add(1);
                         r
                     }
-                    Err(CheckNError::NotUntil { .. }) => break,
-                    Err(CheckNError::InsufficientCapacity { burst }) => {
+                    Err(Rejected {
+                        reason: RateLimited::OverRate,
+                        ..
+                    }) => break,
+                    Err(Rejected {
+                        reason: RateLimited::InsufficientCapacity { burst },
+                        ..
+                    }) => {
                         // A quota change made the batch too large: fail it, in its turn.
                         let next = self.list.next(key);
                         if let Some(waiter) = self.list.detach(key) {
@@ -389,7 +375,7 @@ impl Queue {
                             waiter.failed = Some(burst);
                             if Some(key) != me {
                                 if let Some(w) = waiter.waker.take() {
-                                    wakes.0.push(w);
+                                    wakes.push(w);
                                     self.stats.wakes = self.stats.wakes.saturating_add(1);
                                 }
                             }
@@ -404,7 +390,7 @@ impl Queue {
                 waiter.slot = Some(slot);
                 if Some(key) != me {
                     if let Some(w) = waiter.waker.take() {
-                        wakes.0.push(w);
+                        wakes.push(w);
                         self.stats.wakes = self.stats.wakes.saturating_add(1);
                     }
                 }
@@ -416,7 +402,7 @@ impl Queue {
 
     /// Removes a queued waiter (admitted or cancelled). The caller pumps (with a fresh `now`)
     /// or wakes the next waiter to.
-    fn leave<const C: bool>(&mut self, shared: &Shared<C>, key: Key) {
+    fn leave(&mut self, shared: &Shared, key: Key) {
         let next = self.list.next(key);
         if self.cursor == Some(key) {
             self.cursor = next;
@@ -432,9 +418,9 @@ impl Queue {
 
     /// A cancelled waiter's slot moves down the reserved prefix (each waiter of the same size
     /// behind it takes the earlier slot), and the last one freed becomes a spare for the pump.
-    fn hand_on<const C: bool>(
+    fn hand_on(
         &mut self,
-        shared: &Shared<C>,
+        shared: &Shared,
         from: Option<Key>,
         n: u32,
         slot: Reservation,
@@ -455,7 +441,7 @@ impl Queue {
             if waiter.n == n && theirs.at() > freed.at() {
                 core::mem::swap(theirs, &mut freed);
                 if let Some(w) = waiter.waker.take() {
-                    wakes.0.push(w);
+                    wakes.push(w);
                     self.stats.wakes = self.stats.wakes.saturating_add(1);
                 }
             }
@@ -493,17 +479,17 @@ impl Queue {
 /// A queued request. Poll it until it resolves; drop it to give up (its slot, if it had one,
 /// is handed on: see the [module docs](self)).
 #[must_use = "a waiter does nothing unless polled; dropping it cancels the wait"]
-pub struct RateWaiter<const C: bool = true> {
-    waiters: RateWaiters<C>,
+pub struct RateWaiter {
+    waiters: RateWaiters,
     key: Key,
     slot: Option<Instant>,
     /// When to poll again without a slot (first in line, behind stalled slots).
     retry_at: Option<Instant>,
     /// The result, once resolved (nothing to cancel on drop then).
-    done: Option<Result<(), InsufficientCapacity>>,
+    done: Option<Result<(), Rejected<RateLimited>>>,
 }
 
-impl<const C: bool> fmt::Debug for RateWaiter<C> {
+impl fmt::Debug for RateWaiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateWaiter")
             .field("slot", &self.slot)
@@ -512,7 +498,7 @@ impl<const C: bool> fmt::Debug for RateWaiter<C> {
     }
 }
 
-impl<const C: bool> RateWaiter<C> {
+impl RateWaiter {
     /// The slot as of the last poll (no lock): what the driver sleeps until.
     #[cfg_attr(not(feature = "futures"), allow(dead_code))]
     pub(crate) const fn polled_slot(&self) -> Option<Instant> {
@@ -553,7 +539,7 @@ impl<const C: bool> RateWaiter<C> {
         &mut self,
         cx: &mut Context<'_>,
         now: Instant,
-    ) -> Poll<Result<(), InsufficientCapacity>> {
+    ) -> Poll<Result<(), Rejected<RateLimited>>> {
         if let Some(done) = self.done {
             return Poll::Ready(done);
         }
@@ -569,17 +555,13 @@ impl<const C: bool> RateWaiter<C> {
                     // Only the owner removes its entry: not reached. Fail safe (admit nothing).
                     debug_assert!(false, "a queued waiter's entry is gone");
                     self.slot = None;
-                    break Err(InsufficientCapacity {
-                        burst: shared.limiter.quota().burst().get(),
-                    });
+                    break Err(over_burst(shared.limiter.quota().burst().get()));
                 }
             };
             if !linked {
                 let _ = q.list.remove(self.key);
                 self.slot = None;
-                break Err(InsufficientCapacity {
-                    burst: failed.unwrap_or(1),
-                });
+                break Err(over_burst(failed.unwrap_or(1)));
             }
             match slot {
                 Some(at) if at <= now => {
@@ -624,7 +606,7 @@ impl<const C: bool> RateWaiter<C> {
     }
 }
 
-impl<const C: bool> Drop for RateWaiter<C> {
+impl Drop for RateWaiter {
     fn drop(&mut self) {
         if self.done.is_some() {
             return;
@@ -654,7 +636,7 @@ impl<const C: bool> Drop for RateWaiter<C> {
                             if let Some(w) =
                                 q.list.get_mut(cursor).and_then(|(w, _)| w.waker.take())
                             {
-                                wakes.0.push(w);
+                                wakes.push(w);
                                 q.stats.wakes = q.stats.wakes.saturating_add(1);
                             }
                         }

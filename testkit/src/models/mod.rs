@@ -5,6 +5,9 @@
 //! fuzz targets (`fuzz/src/*.rs`).
 //!
 //! Every model clamps time as the machines do: a `now` older than the newest seen counts as the
-//! newest. Feed a model the same calls, with the same `now`, as the machine.
+//! newest. Feed a model the same calls, with the same `now`, as the machine. (The rate limiters
+//! do not clamp, but decide an older `now` as given: feed them the clamped instant too.)
 
 pub mod budget;
+pub mod gcra;
+pub mod keyed;

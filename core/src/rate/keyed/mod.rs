@@ -16,7 +16,7 @@
 //!   allocation). [`KeyedGcra::memory_bytes`] reports the table's footprint, which never
 //!   changes after construction.
 //! - Each key has exactly the GCRA state of [`Gcra`]: same burst
-//!   semantics, same `NotUntil`, same errors.
+//!   semantics, the same rejections ([`KeyedLimited`] mirrors [`RateLimited`]).
 //! - **Idle keys are reclaimed** during normal checks: a key whose TAT is at or before `now`
 //!   is in exactly the state of a key never seen, so forgetting it changes no decision. Each
 //!   check examines two entries with a clock hand over the entry array (amortised O(1)), and an
@@ -28,11 +28,11 @@
 //!     instead of nothing, and no tracked key is ever forgotten while active, so a user who
 //!     pauses keeps his debt. [`KeyedGcra::decide_n`] says which limiter decided
 //!     ([`DecidedBy`]); the stats count overflow admissions and rejections. An overflow
-//!     rejection is a plain [`KeyedError::NotUntil`] (wait or answer 429 as for any key). The
+//!     rejection is a plain [`KeyedLimited::OverRate`] (wait or answer 429 as for any key). The
 //!     overflow quota is shared with whoever fills the table: an attacker rotating keys takes
 //!     most of it, so key by [`ip::IpKeyer`](super::ip::IpKeyer) (one IPv6 host = one /64) to
 //!     keep such a host to one key.
-//!   - [`Full::RejectNew`] rejects a new key with [`KeyedError::TableFull`] and never
+//!   - [`Full::RejectNew`] rejects a new key with [`KeyedLimited::TableFull`] and never
 //!     over-admits, but a rotating attacker locks every new user out.
 //!   - [`Full::EvictLeastRecentlyUsed`] forgets the least recently used key, which is a
 //!     **fail-open for that key**: its debt is dropped and it gets a fresh burst when it
@@ -64,9 +64,9 @@
 //!
 //! ```
 //! use core::num::NonZeroU32;
-//! use keel_core::rate::keyed::{Full, KeyedConfig, KeyedError, KeyedGcra};
+//! use keel_core::rate::keyed::{Full, KeyedConfig, KeyedGcra, KeyedLimited};
 //! use keel_core::rate::Quota;
-//! use keel_core::Instant;
+//! use keel_core::{Instant, Rejected};
 //!
 //! let config = KeyedConfig::builder()
 //!     .quota(Quota::per_second(NonZeroU32::new(1).unwrap())?)
@@ -76,14 +76,19 @@
 //!     .build()?;
 //! let now = Instant::from_secs(1);
 //! let mut limiter = KeyedGcra::<u128>::new(config, now);
-//! assert!(limiter.check(now, &1).is_ok());
-//! assert!(limiter.check(now, &2).is_ok());
-//! assert!(matches!(limiter.check(now, &1), Err(KeyedError::NotUntil { .. })));
-//! assert_eq!(limiter.check(now, &3), Err(KeyedError::TableFull));
+//! assert!(limiter.try_acquire(now, &1).is_ok());
+//! assert!(limiter.try_acquire(now, &2).is_ok());
+//! let rejected = limiter.try_acquire(now, &1).unwrap_err();
+//! assert_eq!(rejected.reason, KeyedLimited::OverRate);
+//! assert_eq!(rejected.retry_at, Some(Instant::from_secs(2)));
+//! assert_eq!(
+//!     limiter.try_acquire(now, &3),
+//!     Err(Rejected { reason: KeyedLimited::TableFull, retry_at: None })
+//! );
 //! assert_eq!(limiter.len(), 2);
 //! // One second later keys 1 and 2 are idle again: their slots are reclaimed.
 //! let later = Instant::from_secs(2);
-//! assert!(limiter.check(later, &3).is_ok());
+//! assert!(limiter.try_acquire(later, &3).is_ok());
 //! assert!(limiter.len() <= 2);
 //! # Ok::<(), keel_core::ConfigError>(())
 //! ```
@@ -102,8 +107,8 @@ pub use siphash::SipHasher13;
 use table::{index_slots, Found, Overflowed};
 
 use super::gcra;
-use super::{CheckNError, Gcra, Quota};
-use crate::error::ConfigError;
+use super::{Gcra, Quota, RateLimited};
+use crate::error::{ConfigError, Rejected};
 use crate::time::{duration_to_nanos, Instant};
 
 /// The largest `max_keys` accepted: 2^24 (16,777,216 keys). The table is allocated up front,
@@ -124,7 +129,7 @@ pub enum Full {
     /// each. The default; see the [module docs](self).
     #[default]
     Overflow,
-    /// Reject the new key with [`KeyedError::TableFull`] (fail closed for new keys: a rotating
+    /// Reject the new key with [`KeyedLimited::TableFull`] (fail closed for new keys: a rotating
     /// attacker locks every new user out).
     RejectNew,
     /// Forget the least recently used key to make room. That key's debt is dropped: a
@@ -331,37 +336,59 @@ fn os_hash_seed() -> Result<u128, ConfigError> {
     })
 }
 
-/// Why a keyed check was rejected.
+/// Why a [`KeyedGcra`] rejected a request: the `reason` of its [`Rejected`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
-pub enum KeyedError {
-    /// The key is over its rate: retry at `retry_at`, if nothing else is admitted first.
-    #[error("rate limited: retry at {retry_at:?} (or raise the quota)")]
-    NotUntil {
-        /// The earliest instant at which the request would be admitted.
-        retry_at: Instant,
-    },
-    /// The batch is larger than the burst and can never be admitted at once.
+pub enum KeyedLimited {
+    /// The key (or the overflow limiter of a full table) is over its rate: the request would
+    /// conform at the rejection's `retry_at` (always `Some`), if nothing else is admitted first.
+    #[error("rate limited: retry later or raise the quota")]
+    OverRate,
+    /// The batch is larger than the burst and can never be admitted at once (`retry_at` is
+    /// `None`).
     #[error("a batch larger than the burst ({burst}) can never be admitted: split it or raise the burst")]
     InsufficientCapacity {
         /// The quota's burst.
         burst: u32,
     },
-    /// The table is full of active keys and the policy is [`Full::RejectNew`].
+    /// The table is full of active keys and the policy is [`Full::RejectNew`] (`retry_at` is
+    /// `None`: a slot frees when a key goes idle, which no instant promises).
     #[error(
         "the keyed rate limiter is full of active keys: raise `max_keys` or use `Full::Overflow`"
     )]
     TableFull,
 }
 
-impl From<CheckNError> for KeyedError {
-    fn from(e: CheckNError) -> Self {
+impl From<RateLimited> for KeyedLimited {
+    fn from(e: RateLimited) -> Self {
         match e {
-            CheckNError::NotUntil { retry_at } => KeyedError::NotUntil { retry_at },
-            CheckNError::InsufficientCapacity { burst } => {
-                KeyedError::InsufficientCapacity { burst }
+            RateLimited::OverRate => KeyedLimited::OverRate,
+            RateLimited::InsufficientCapacity { burst } => {
+                KeyedLimited::InsufficientCapacity { burst }
             }
         }
+    }
+}
+
+/// The overflow limiter's (or a per-key form's) rejection, as a keyed one.
+fn keyed(r: Rejected<RateLimited>) -> Rejected<KeyedLimited> {
+    Rejected {
+        reason: r.reason.into(),
+        retry_at: r.retry_at,
+    }
+}
+
+const fn over_rate(at: u64) -> Rejected<KeyedLimited> {
+    Rejected {
+        reason: KeyedLimited::OverRate,
+        retry_at: Some(Instant::from_nanos(at)),
+    }
+}
+
+const fn never(reason: KeyedLimited) -> Rejected<KeyedLimited> {
+    Rejected {
+        reason,
+        retry_at: None,
     }
 }
 
@@ -370,7 +397,7 @@ impl From<CheckNError> for KeyedError {
 pub struct KeyedStats {
     /// Checks admitted.
     pub allowed: u64,
-    /// Checks rejected by the rate (`NotUntil`, `InsufficientCapacity`).
+    /// Checks rejected by the rate (`OverRate`, `InsufficientCapacity`).
     pub limited: u64,
     /// Active keys forgotten to make room ([`Full::EvictLeastRecentlyUsed`]).
     pub evicted: u64,
@@ -387,8 +414,8 @@ pub struct KeyedStats {
     /// Clock faults resynchronised, per key and in the overflow limiter (see [`crate::rate`],
     /// "Clock faults").
     pub clock_faults: u64,
-    /// Index slots examined by the lookups of `check`/`check_n`: about one per check with
-    /// well-spread hashes. A ratio `probes / (allowed + limited)` far above 1 means keys
+    /// Index slots examined by the lookups of `try_acquire`/`try_acquire_n`: about one per
+    /// check with well-spread hashes. A ratio `probes / (allowed + limited)` far above 1 means keys
     /// collide (a hash-flooding attack on a known seed).
     pub probes: u64,
 }
@@ -398,7 +425,7 @@ pub struct KeyedStats {
 #[non_exhaustive]
 pub enum DecidedBy {
     /// The key's own GCRA state in the table (or the table itself, for
-    /// [`KeyedError::TableFull`] and a batch over the per-key burst).
+    /// [`KeyedLimited::TableFull`] and a batch over the per-key burst).
     Key,
     /// The shared overflow limiter: the table was full of active keys ([`Full::Overflow`]).
     Overflow,
@@ -429,7 +456,7 @@ struct Entry<K> {
 /// | group | methods |
 /// | --- | --- |
 /// | construct | [`new`](Self::new) |
-/// | admission | [`check`](Self::check), [`check_n`](Self::check_n), [`decide_n`](Self::decide_n) (which limiter decided) |
+/// | admission | [`try_acquire`](Self::try_acquire), [`try_acquire_n`](Self::try_acquire_n) `-> Result<(), Rejected<KeyedLimited>>`, [`decide_n`](Self::decide_n) (which limiter decided) |
 /// | commands | [`set_quota`](Self::set_quota), [`set_overflow_quota`](Self::set_overflow_quota) |
 /// | getters | [`peek`](Self::peek), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`overflow_quota`](Self::overflow_quota), [`len`](Self::len), [`is_empty`](Self::is_empty), [`capacity`](Self::capacity), [`memory_bytes`](Self::memory_bytes), [`stats`](Self::stats) |
 ///
@@ -568,20 +595,28 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         Quota::from_parts(self.t, self.burst)
     }
 
-    /// Admits one request for `key` at `now`, or says when it would be admitted.
+    /// Admits one request for `key` at `now`, or says when it would be admitted
+    /// ([`KeyedLimited::OverRate`] with `retry_at: Some(..)`) or that the table is full
+    /// ([`KeyedLimited::TableFull`], `retry_at: None`).
     #[must_use = "a rejected request must not proceed"]
-    pub fn check(&mut self, now: Instant, key: &K) -> Result<(), KeyedError> {
-        self.check_n(now, key, 1)
+    pub fn try_acquire(&mut self, now: Instant, key: &K) -> Result<(), Rejected<KeyedLimited>> {
+        self.try_acquire_n(now, key, 1)
     }
 
     /// Admits `n` requests for `key` at once (all or none). `n = 0` is always admitted and
-    /// changes nothing; `n > burst` is [`KeyedError::InsufficientCapacity`].
+    /// changes nothing; `n > burst` is [`KeyedLimited::InsufficientCapacity`] with
+    /// `retry_at: None`.
     #[must_use = "a rejected request must not proceed"]
-    pub fn check_n(&mut self, now: Instant, key: &K, n: u32) -> Result<(), KeyedError> {
+    pub fn try_acquire_n(
+        &mut self,
+        now: Instant,
+        key: &K,
+        n: u32,
+    ) -> Result<(), Rejected<KeyedLimited>> {
         self.decide_n(now, key, n).result
     }
 
-    /// [`check_n`](Self::check_n), saying which limiter decided: the key's own state or the
+    /// [`try_acquire_n`](Self::try_acquire_n), saying which limiter decided: the key's own state or the
     /// shared overflow limiter of a full table ([`Full::Overflow`]).
     #[must_use = "a rejected request must not proceed"]
     pub fn decide_n(&mut self, now: Instant, key: &K, n: u32) -> KeyedDecision {
@@ -596,9 +631,9 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         }
         if n > self.burst.get() {
             self.stats.limited = self.stats.limited.saturating_add(1);
-            return by_key(Err(KeyedError::InsufficientCapacity {
+            return by_key(Err(never(KeyedLimited::InsufficientCapacity {
                 burst: self.burst.get(),
-            }));
+            })));
         }
         let hash = self.hash(key);
         let (found, probes) = self.find(key, hash);
@@ -608,7 +643,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                 self.touch(idx);
                 let (t, tau, jump) = (self.t, self.tau, self.jump);
                 let Some(entry) = self.entries.get_mut(idx as usize) else {
-                    return by_key(Err(KeyedError::TableFull));
+                    return by_key(Err(never(KeyedLimited::TableFull)));
                 };
                 // A clock fault is always a rejection first: tested on that branch only.
                 let decision = match gcra::conform_n(entry.tat, now, t, tau, n) {
@@ -627,9 +662,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                     }
                     Err(at) => {
                         self.stats.limited = self.stats.limited.saturating_add(1);
-                        by_key(Err(KeyedError::NotUntil {
-                            retry_at: Instant::from_nanos(at),
-                        }))
+                        by_key(Err(over_rate(at)))
                     }
                 }
             }
@@ -639,9 +672,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                     Ok(tat) => tat,
                     Err(at) => {
                         self.stats.limited = self.stats.limited.saturating_add(1);
-                        return by_key(Err(KeyedError::NotUntil {
-                            retry_at: Instant::from_nanos(at),
-                        }));
+                        return by_key(Err(over_rate(at)));
                     }
                 };
                 match self.insert(now, key, hash, tat) {
@@ -653,12 +684,12 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                         by: DecidedBy::Overflow,
                         result: self
                             .overflow
-                            .check_n(Instant::from_nanos(now), n)
-                            .map_err(KeyedError::from),
+                            .try_acquire_n(Instant::from_nanos(now), n)
+                            .map_err(keyed),
                     },
                     Err(Overflowed) => {
                         self.stats.rejected_full = self.stats.rejected_full.saturating_add(1);
-                        by_key(Err(KeyedError::TableFull))
+                        by_key(Err(never(KeyedLimited::TableFull)))
                     }
                 }
             }
@@ -667,16 +698,14 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
 
     /// Would one request for `key` be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
-    pub fn peek(&self, now: Instant, key: &K) -> Result<(), KeyedError> {
+    pub fn peek(&self, now: Instant, key: &K) -> Result<(), Rejected<KeyedLimited>> {
         let at = now;
         let now = now.as_nanos();
         match self.find(key, self.hash(key)).0 {
             Found::At(idx) => match self.entries.get(idx as usize) {
                 Some(e) => gcra::conform(self.tat_at(e.tat, now), now, self.t, self.tau)
                     .map(|_| ())
-                    .map_err(|at| KeyedError::NotUntil {
-                        retry_at: Instant::from_nanos(at),
-                    }),
+                    .map_err(over_rate),
                 None => Ok(()),
             },
             Found::Vacant(_) | Found::Broken => {
@@ -684,10 +713,8 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                     return Ok(());
                 }
                 match self.full {
-                    Full::RejectNew => Err(KeyedError::TableFull),
-                    Full::Overflow => self.overflow.peek(at).map_err(|e| KeyedError::NotUntil {
-                        retry_at: e.retry_at,
-                    }),
+                    Full::RejectNew => Err(never(KeyedLimited::TableFull)),
+                    Full::Overflow => self.overflow.peek(at).map_err(keyed),
                     Full::EvictLeastRecentlyUsed => Ok(()),
                 }
             }
@@ -784,8 +811,8 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
 pub struct KeyedDecision {
     /// The key's own state, or the overflow limiter of a full table.
     pub by: DecidedBy,
-    /// The decision, as [`KeyedGcra::check_n`] returns it.
-    pub result: Result<(), KeyedError>,
+    /// The decision, as [`KeyedGcra::try_acquire_n`] returns it.
+    pub result: Result<(), Rejected<KeyedLimited>>,
 }
 
 #[cfg(test)]
