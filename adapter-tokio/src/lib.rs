@@ -143,10 +143,10 @@ pub type Bulkhead = driver::bulkhead::Bulkhead<TokioRuntime>;
 #[cfg(feature = "tower")]
 pub mod tower;
 
-#[cfg(feature = "http")]
-pub mod http;
 #[cfg(feature = "axum")]
 pub mod health;
+#[cfg(feature = "http")]
+pub mod http;
 
 /// tokio's clock and timers as a keel [`Runtime`].
 ///
