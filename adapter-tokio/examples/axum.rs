@@ -13,11 +13,14 @@
 //!
 //! - `/` answers `hello`.
 //! - `/work` calls the dependency (`GET /` on a fake dependency server this example starts on a
-//!   port of its own) through **retry → breaker → per-attempt timeout**: the retry (3 attempts,
-//!   jittered exponential backoff, a shared retry budget) retries 5xx answers, connection errors
-//!   and timeouts, never a breaker rejection; the breaker (named `dependency`) opens after 5
-//!   consecutive failures for 5 s. Answers `200` with the dependency's body, `502` when the
-//!   dependency failed, `503` with `Retry-After` while the breaker is open.
+//!   port of its own) through keel's tower stack **`RetryLayer` → `BreakerLayer` →
+//!   `TimeoutLayer`** around a hyper client service: the retry (3 attempts, jittered exponential
+//!   backoff, a shared retry budget) retries 429/500/502/503/504 answers after their
+//!   `Retry-After` (honoured up to 2 s), connection errors and timeouts, never a breaker
+//!   rejection; the breaker (named `dependency`) counts 5xx and 429 answers, errors and
+//!   timeouts (1 s per attempt) as failures and opens after 5 consecutive ones for 5 s (both
+//!   through `keel_tokio::http::HttpClassifier`). Answers `200` with the dependency's body,
+//!   `502` when the dependency failed, `503` with `Retry-After` while the breaker is open.
 //! - `/slow` sleeps `--slow-ms` (default 500) in a bulkhead of 2 slots and 4 queued for 1 s
 //!   (then `503`), under a 3 s timeout (then `504`): a request in flight for the drain to finish.
 //! - `/metrics`: every keel metric (`keel_core::driver::metrics`, names labelled by instance) in
@@ -26,9 +29,12 @@
 //! - `/livez`, `/readyz`: keel's health report as JSON, `200` or `503`
 //!   (`keel_tokio::health`).
 //!
-//! `/`, `/work` and `/slow` are behind the per-IP limit (`--per-second`, `--burst`): `429` with
-//! `Retry-After` and `X-RateLimit-*` headers. The probes and `/metrics` are not (an orchestrator
-//! or scraper behind one address must not be refused).
+//! `/`, `/work` and `/slow` are behind the per-IP limit (`--per-second`, `--burst`;
+//! `keel_tokio::http::KeyedRateLimitLayer`): `429` with `Retry-After` and the IETF
+//! `RateLimit-Policy` / `RateLimit` fields (on admitted answers too). Keyed by the peer's IP
+//! (IPv6 by /64), or, for a peer in a `--trusted-proxy` network, by the client its
+//! `X-Forwarded-For` names. The probes and `/metrics` are not limited (an orchestrator or
+//! scraper behind one address must not be refused).
 //!
 //! # Shutdown
 //!
@@ -193,7 +199,7 @@ async fn start_dependency(mode: Mode) -> std::io::Result<SocketAddr> {
                 ));
                 *r.status_mut() = status;
                 if mode == Mode::Fail {
-                    // A hint the "http" slice's response-aware retry honours (capped).
+                    // A hint the retry honours (up to its 2 s `max_retry_after`).
                     r.headers_mut().insert(
                         hyper::header::RETRY_AFTER,
                         hyper::header::HeaderValue::from_static("1"),
