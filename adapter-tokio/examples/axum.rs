@@ -13,11 +13,14 @@
 //!
 //! - `/` answers `hello`.
 //! - `/work` calls the dependency (`GET /` on a fake dependency server this example starts on a
-//!   port of its own) through **retry → breaker → per-attempt timeout**: the retry (3 attempts,
-//!   jittered exponential backoff, a shared retry budget) retries 5xx answers, connection errors
-//!   and timeouts, never a breaker rejection; the breaker (named `dependency`) opens after 5
-//!   consecutive failures for 5 s. Answers `200` with the dependency's body, `502` when the
-//!   dependency failed, `503` with `Retry-After` while the breaker is open.
+//!   port of its own) through keel's tower stack **`RetryLayer` → `BreakerLayer` →
+//!   `TimeoutLayer`** around a hyper client service: the retry (3 attempts, jittered exponential
+//!   backoff, a shared retry budget) retries 429/500/502/503/504 answers after their
+//!   `Retry-After` (honoured up to 2 s), connection errors and timeouts, never a breaker
+//!   rejection; the breaker (named `dependency`) counts 5xx and 429 answers, errors and
+//!   timeouts (1 s per attempt) as failures and opens after 5 consecutive ones for 5 s (both
+//!   through `keel_tokio::http::HttpClassifier`). Answers `200` with the dependency's body,
+//!   `502` when the dependency failed, `503` with `Retry-After` while the breaker is open.
 //! - `/slow` sleeps `--slow-ms` (default 500) in a bulkhead of 2 slots and 4 queued for 1 s
 //!   (then `503`), under a 3 s timeout (then `504`): a request in flight for the drain to finish.
 //! - `/metrics`: every keel metric (`keel_core::driver::metrics`, names labelled by instance) in
@@ -26,9 +29,12 @@
 //! - `/livez`, `/readyz`: keel's health report as JSON, `200` or `503`
 //!   (`keel_tokio::health`).
 //!
-//! `/`, `/work` and `/slow` are behind the per-IP limit (`--per-second`, `--burst`): `429` with
-//! `Retry-After` and `X-RateLimit-*` headers. The probes and `/metrics` are not (an orchestrator
-//! or scraper behind one address must not be refused).
+//! `/`, `/work` and `/slow` are behind the per-IP limit (`--per-second`, `--burst`;
+//! `keel_tokio::http::KeyedRateLimitLayer`): `429` with `Retry-After` and the IETF
+//! `RateLimit-Policy` / `RateLimit` fields (on admitted answers too). Keyed by the peer's IP
+//! (IPv6 by /64), or, for a peer in a `--trusted-proxy` network, by the client its
+//! `X-Forwarded-For` names. The probes and `/metrics` are not limited (an orchestrator or
+//! scraper behind one address must not be refused).
 //!
 //! # Shutdown
 //!
@@ -54,9 +60,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -66,19 +71,22 @@ use keel_tokio::core::backoff::BackoffConfig;
 use keel_tokio::core::breaker::{BreakerConfig, State as BreakerState};
 use keel_tokio::core::budget::BudgetConfig;
 use keel_tokio::core::bulkhead::BulkheadConfig;
-use keel_tokio::core::driver::breaker::BreakerError;
-use keel_tokio::core::driver::retry::RetryAction;
 use keel_tokio::core::health::{BreakerImpact, ComponentState, HealthReport};
-use keel_tokio::core::rate::ip::ip_key;
-use keel_tokio::core::rate::keyed::{KeyedConfig, KeyedError};
+use keel_tokio::core::rate::keyed::KeyedConfig;
 use keel_tokio::core::rate::Quota;
 use keel_tokio::core::sync::budget::SharedBudget;
-use keel_tokio::tower::{BoxError, BulkheadLayer, KeelError, TimeoutLayer};
+use keel_tokio::http::{
+    error_response, Cidr, ForwardedIp, HttpClassifier, KeyedRateLimitLayer, PeerIp,
+};
+use keel_tokio::tower::{
+    BoxError, BreakerLayer, BulkheadLayer, KeelError, RetryLayer, TimeoutLayer,
+};
 use keel_tokio::{
-    Breaker, Draining, GuardConfig, KeyedRateLimiter, Retry, ServeHandle, ShutdownConfig, TokioConn,
+    Breaker, Draining, GuardConfig, KeyedRateLimiter, ServeHandle, ShutdownConfig, TokioConn,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt as _};
 
 // ---- flags ----------------------------------------------------------------------------------
 
@@ -88,50 +96,6 @@ enum Mode {
     Ok,
     Fail,
     Slow,
-}
-
-/// An IP network, `addr/prefix`.
-#[derive(Clone, Copy, Debug)]
-struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    fn parse(s: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|e| format!("--trusted-proxy {s:?}: {e}"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix =
-            match prefix {
-                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
-                    format!("--trusted-proxy {s:?}: the prefix must be 0..={max}")
-                })?,
-                None => max,
-            };
-        Ok(Cidr { addr, prefix })
-    }
-
-    /// HAND-OFF(http): for the trusted-proxy rule of the "http" slice's key extractor.
-    #[allow(dead_code)]
-    fn contains(&self, ip: IpAddr) -> bool {
-        let bits = |ip: IpAddr| match ip {
-            IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
-            IpAddr::V6(v6) => (u128::from(v6), 128),
-        };
-        let ((net, width), (ip, ip_width)) = (bits(self.addr), bits(ip));
-        if width != ip_width {
-            return false;
-        }
-        let shift = width - u32::from(self.prefix);
-        // A /0 matches everything of the family (`checked_shr` of 128 bits is `None`).
-        net.checked_shr(shift).unwrap_or(0) == ip.checked_shr(shift).unwrap_or(0)
-    }
 }
 
 #[derive(Debug)]
@@ -181,7 +145,13 @@ fn parse_flags() -> Result<Flags, String> {
             "--drain-delay" => flags.drain_delay = secs("--drain-delay", &value()?)?,
             "--per-second" => flags.per_second = positive("--per-second", &value()?)?,
             "--burst" => flags.burst = positive("--burst", &value()?)?,
-            "--trusted-proxy" => flags.trusted_proxies.push(Cidr::parse(&value()?)?),
+            "--trusted-proxy" => {
+                let v = value()?;
+                let cidr = v
+                    .parse()
+                    .map_err(|e| format!("--trusted-proxy {v:?}: {e}"))?;
+                flags.trusted_proxies.push(cidr);
+            }
             "--dependency" => {
                 flags.dependency = match value()?.as_str() {
                     "ok" => Mode::Ok,
@@ -229,7 +199,7 @@ async fn start_dependency(mode: Mode) -> std::io::Result<SocketAddr> {
                 ));
                 *r.status_mut() = status;
                 if mode == Mode::Fail {
-                    // A hint the "http" slice's response-aware retry honours (capped).
+                    // A hint the retry honours (up to its 2 s `max_retry_after`).
                     r.headers_mut().insert(
                         hyper::header::RETRY_AFTER,
                         hyper::header::HeaderValue::from_static("1"),
@@ -248,67 +218,32 @@ async fn start_dependency(mode: Mode) -> std::io::Result<SocketAddr> {
 
 // ---- the outbound call: retry -> breaker -> per-attempt timeout ------------------------------
 
-#[derive(Debug)]
-enum DependencyError {
-    /// The dependency answered with this status (5xx: a failure the breaker counts).
-    Status(StatusCode),
-    /// Connecting or talking to it failed.
-    Io(String),
-}
-
-impl std::fmt::Display for DependencyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DependencyError::Status(s) => write!(f, "the dependency answered {s}"),
-            DependencyError::Io(e) => write!(f, "the dependency is unreachable: {e}"),
-        }
-    }
-}
-
-/// One `GET /` to the dependency over a fresh HTTP/1 connection.
-async fn fetch(addr: SocketAddr) -> Result<String, DependencyError> {
-    let io = |e: &dyn std::fmt::Display| DependencyError::Io(e.to_string());
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| io(&e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| io(&e))?;
+/// The hyper client, as a tower service: one `GET path` to the dependency over a fresh HTTP/1
+/// connection, its body read whole. A 5xx is an `Ok` answer here; the layers around it judge it.
+async fn fetch(addr: SocketAddr, path: Uri) -> Result<Response<String>, BoxError> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::get("/")
+    let req = hyper::Request::get(path)
         .header(hyper::header::HOST, addr.to_string())
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| io(&e))?;
-    let res = sender.send_request(req).await.map_err(|e| io(&e))?;
-    let status = res.status();
-    let body = res.into_body().collect().await.map_err(|e| io(&e))?;
-    if status.is_server_error() {
-        return Err(DependencyError::Status(status));
-    }
-    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
+    let (parts, body) = sender.send_request(req).await?.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Response::from_parts(
+        parts,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
-/// The dependency's client: its address and the machines around every call to it.
+/// The dependency's client: the layered service, and its breaker for the health report.
 #[derive(Clone)]
 struct Dependency {
-    addr: SocketAddr,
+    service: BoxCloneSyncService<Uri, Response<String>, BoxError>,
     breaker: Breaker,
-    retry: Retry<fn(&BreakerError<DependencyError>) -> RetryAction>,
-}
-
-/// Retry 5xx, connection errors and timeouts; never a breaker rejection (it fails fast).
-fn retryable(e: &BreakerError<DependencyError>) -> RetryAction {
-    match e {
-        BreakerError::Rejected(_) => RetryAction::Stop,
-        _ => RetryAction::Retry,
-    }
 }
 
 impl Dependency {
     fn new(addr: SocketAddr) -> Result<Dependency, keel_tokio::core::ConfigError> {
-        // HAND-OFF(http): with the response-aware classifier of the "http" slice this becomes a
-        // tower stack (`RetryLayer` -> `BreakerLayer` -> `TimeoutLayer`) around a hyper client
-        // service, honouring the dependency's `Retry-After`.
         let breaker = Breaker::new(
             BreakerConfig::consecutive_failures(5)
                 .open_duration(Duration::from_secs(5))
@@ -316,82 +251,71 @@ impl Dependency {
         )
         .named("dependency");
         let budget = SharedBudget::new(BudgetConfig::builder().build()?, keel_tokio::now());
-        let retry = Retry::new(
+        let backoff =
             BackoffConfig::exponential(Duration::from_millis(20), Duration::from_millis(500))
                 .max_attempts(3)
-                .build()?,
-        )
-        .budget(budget)
-        .named("dependency")
-        .retry_if(retryable as fn(&BreakerError<DependencyError>) -> RetryAction);
+                // The dependency's `Retry-After` is honoured, up to 2 s.
+                .max_retry_after(Duration::from_secs(2))
+                .build()?;
+        let service = ServiceBuilder::new()
+            // Retries 429/500/502/503/504 answers (after their `Retry-After`), connection
+            // errors and timeouts; never the breaker's rejection (it fails fast).
+            .layer(
+                RetryLayer::new(backoff)
+                    .budget(budget)
+                    .named("dependency")
+                    .retry_responses(HttpClassifier),
+            )
+            // 5xx and 429 answers, errors and timeouts count as failures.
+            .layer(BreakerLayer::from_breaker(breaker.clone()).classify_result(HttpClassifier))
+            .layer(TimeoutLayer::new(Duration::from_secs(1)))
+            .service_fn(move |path| fetch(addr, path));
         Ok(Dependency {
-            addr,
+            service: BoxCloneSyncService::new(service),
             breaker,
-            retry,
         })
     }
 
     async fn call(&self) -> Response {
-        let addr = self.addr;
-        let attempt = || {
-            self.breaker
-                .call_timeout(Duration::from_secs(1), fetch(addr))
-        };
-        match self.retry.run(attempt).await {
-            Ok(body) => (StatusCode::OK, body).into_response(),
-            Err(gave_up) => match gave_up.error {
-                BreakerError::Rejected(rejected) => {
-                    let wait = rejected
-                        .retry_at
-                        .map_or(1, |at| {
-                            ceil_secs(at.saturating_duration_since(keel_tokio::now()))
-                        })
-                        .max(1);
-                    let mut r = (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the dependency is unavailable; try again later\n",
-                    )
-                        .into_response();
-                    set(r.headers_mut(), "retry-after", wait);
-                    r
-                }
-                // Client-safe: the details are in the server's log, not in the answer.
-                other => {
-                    tracing::warn!(error = %other, attempts = gave_up.attempts, "dependency call failed");
-                    (StatusCode::BAD_GATEWAY, "the dependency failed\n").into_response()
-                }
-            },
+        match self.service.clone().oneshot(Uri::from_static("/")).await {
+            Ok(answer) if answer.status().is_success() => {
+                (StatusCode::OK, answer.into_body()).into_response()
+            }
+            // The last answer after the retry gave up (or one not worth retrying).
+            Ok(answer) => {
+                tracing::warn!(status = %answer.status(), "the dependency failed");
+                (StatusCode::BAD_GATEWAY, "the dependency failed\n").into_response()
+            }
+            // The breaker is open: `503` with `Retry-After` until it lets a probe through.
+            Err(e) if breaker_open(&*e) => error_response(&*e),
+            // Client-safe: the details are in the server's log, not in the answer.
+            Err(e) => {
+                tracing::warn!(error = %e, "the dependency failed");
+                (StatusCode::BAD_GATEWAY, "the dependency failed\n").into_response()
+            }
         }
     }
 }
 
+/// Whether the breaker's rejection is in `error`'s `source()` chain (under the retry's
+/// `RetryGaveUp`).
+fn breaker_open(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if matches!(e.downcast_ref(), Some(KeelError::BreakerOpen { .. })) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 // ---- the per-IP limit -----------------------------------------------------------------------
 
-/// Whole seconds, rounded up (HTTP's `Retry-After` has no fractions; rounding down would
-/// invite a retry that is still limited).
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
-    headers.insert(name, HeaderValue::from(value));
-}
-
-/// The per-IP limiter and what keys it.
-#[derive(Clone)]
-struct PerIp {
-    limiter: KeyedRateLimiter<IpAddr>,
-    /// HAND-OFF(http): parsed but not used yet; the "http" slice's key extractor believes a
-    /// trusted proxy's `X-Forwarded-For`. Until then every request is keyed by its peer.
-    #[allow(dead_code)]
-    trusted_proxies: Arc<[Cidr]>,
-}
-
-/// The per-IP limit as an axum layer.
-///
-/// HAND-OFF(http): replace this function's body with the "http" slice's keyed rate-limit
-/// layer (429 with `Retry-After` and the IETF `RateLimit`/`RateLimit-Policy` fields, the
-/// trusted-proxy key extractor); the router below needs no other change.
+/// The per-IP limit (`--per-second`, `--burst`) as an axum layer: `429` with `Retry-After` and
+/// the IETF `RateLimit` / `RateLimit-Policy` fields. Keyed by the peer's IP (IPv6 by /64), or,
+/// with `--trusted-proxy`, by the client a trusted proxy names in `X-Forwarded-For` (an
+/// untrusted peer's header is ignored).
 fn per_ip_layer(
     app: Router,
     flags: &Flags,
@@ -401,65 +325,23 @@ fn per_ip_layer(
         .quota(quota)
         .max_keys(10_000)
         .build()?;
-    let per_ip = PerIp {
-        limiter: KeyedRateLimiter::<IpAddr>::new(config).named("per-ip"),
-        trusted_proxies: flags.trusted_proxies.clone().into(),
-    };
-    Ok(app.layer(middleware::from_fn_with_state(per_ip, per_ip_limit)))
+    let limiter = KeyedRateLimiter::<IpAddr>::new(config).named("per-ip");
+    Ok(if flags.trusted_proxies.is_empty() {
+        app.layer(KeyedRateLimitLayer::from_limiter(
+            limiter,
+            PeerIp::default(),
+        ))
+    } else {
+        let forwarded = ForwardedIp::x_forwarded_for(flags.trusted_proxies.iter().copied());
+        app.layer(KeyedRateLimitLayer::from_limiter(limiter, forwarded))
+    })
 }
 
-async fn per_ip_limit(
-    State(per_ip): State<PerIp>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let limiter = &per_ip.limiter;
-    // IPv4 as is, IPv6 by its /64: one host cannot rotate through its subnet's addresses.
-    let ip = ip_key(peer.ip());
-    let decision = limiter.check(&ip);
-    let remaining = limiter.remaining(&ip);
-    let now = keel_tokio::now();
-    let quota = limiter.quota();
-    let burst = quota.burst().get();
-    let reset = quota
-        .emission_interval()
-        .saturating_mul(burst.saturating_sub(remaining));
-    let mut response = match decision {
-        Ok(()) => next.run(req).await,
-        Err(KeyedError::NotUntil { retry_at }) => {
-            let wait = ceil_secs(retry_at.saturating_duration_since(now)).max(1);
-            let mut r = (StatusCode::TOO_MANY_REQUESTS, "rate limited\n").into_response();
-            set(r.headers_mut(), "retry-after", wait);
-            r
-        }
-        Err(_) => {
-            let mut r =
-                (StatusCode::SERVICE_UNAVAILABLE, "busy; try again later\n").into_response();
-            set(r.headers_mut(), "retry-after", 1);
-            r
-        }
-    };
-    let headers = response.headers_mut();
-    set(headers, "x-ratelimit-limit", u64::from(burst));
-    set(headers, "x-ratelimit-remaining", u64::from(remaining));
-    set(headers, "x-ratelimit-reset", ceil_secs(reset));
-    response
-}
-
-/// Maps keel's layer errors to client-safe HTTP answers (the details go to the log).
-///
-/// HAND-OFF(http): the "http" slice's `KeelError: IntoResponse` replaces this.
+/// Answers keel's layer errors (`503` from the bulkhead, `504` from the timeout) with
+/// client-safe bodies; the details go to the log.
 async fn keel_error(err: BoxError) -> Response {
     tracing::debug!(error = %err, "request refused");
-    match err.downcast_ref::<KeelError>() {
-        Some(KeelError::TimedOut { .. }) => (StatusCode::GATEWAY_TIMEOUT, "timed out\n"),
-        Some(e) if e.reject_reason().is_some() => {
-            (StatusCode::SERVICE_UNAVAILABLE, "busy; try again later\n")
-        }
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
-    }
-    .into_response()
+    error_response(&*err)
 }
 
 // ---- serving through keel -------------------------------------------------------------------

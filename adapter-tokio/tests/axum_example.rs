@@ -3,9 +3,9 @@
 //! tower,axum,metrics --example axum` when it is missing or older than its sources) and drives
 //! it with hyper's client over a `TcpStream`.
 //!
-//! The tests marked `#[ignore = "needs <slice>"]` are hand-offs: they describe behaviour that
-//! the "http" slice (IETF `RateLimit` fields, trusted-proxy keying, `Retry-After` honoured by
-//! the retry) brings; enable them when it is merged and wired into the example.
+//! The per-IP limit, the trusted-proxy keying and the dependency's breaker and retry are keel's
+//! HTTP layers (`keel_tokio::http`) wired into the example; these tests check what they emit
+//! over the wire.
 #![cfg(all(feature = "tower", feature = "axum", feature = "metrics"))]
 
 use std::io::BufRead as _;
@@ -388,25 +388,33 @@ async fn per_ip_429_with_retry_after_from_two_source_addresses() {
 }
 
 #[tokio::test]
-#[ignore = "needs http: the IETF RateLimit / RateLimit-Policy fields"]
 async fn a_429_carries_the_ietf_ratelimit_fields_from_the_keys_real_state() {
+    // One token a second, a burst of 2: the whole burst refills in 2 s.
     let mut ex = Example::start(&["--per-second", "1", "--burst", "2"]);
     let addr = ex.addr;
+    let policy = r#""default";q=2;w=2"#;
+    // Fresh key: one request left, whole again 1 s after this one.
     let ok = get_from(addr, Some("127.0.0.1"), "/", &[]).await.unwrap();
-    assert_eq!(ok.header("ratelimit-policy"), Some(r#""default";q=2;w=2"#));
-    assert!(ok.header("ratelimit").is_some_and(|v| v.contains("r=1")));
-    let _ = get_from(addr, Some("127.0.0.1"), "/", &[]).await.unwrap();
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.header("ratelimit-policy"), Some(policy));
+    assert_eq!(ok.header("ratelimit"), Some(r#""default";r=1;t=1"#));
+    // Nothing left, whole again 2 s after the first (rounded up).
+    let ok = get_from(addr, Some("127.0.0.1"), "/", &[]).await.unwrap();
+    assert_eq!(ok.header("ratelimit"), Some(r#""default";r=0;t=2"#));
     let limited = get_from(addr, Some("127.0.0.1"), "/", &[]).await.unwrap();
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(limited
-        .header("ratelimit")
-        .is_some_and(|v| v.contains("r=0") && v.contains("t=1")));
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert_eq!(limited.header("ratelimit-policy"), Some(policy));
+    assert_eq!(limited.header("ratelimit"), Some(r#""default";r=0;t=2"#));
+    // The other address's key is fresh: its own state, not the first one's.
+    let other = get_from(addr, Some("127.0.0.2"), "/", &[]).await.unwrap();
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(other.header("ratelimit"), Some(r#""default";r=1;t=1"#));
     ex.sigterm();
     assert!(ex.exit().await.success());
 }
 
 #[tokio::test]
-#[ignore = "needs http: the trusted-proxy key extractor"]
 async fn a_trusted_proxys_x_forwarded_for_keys_the_limit_and_an_untrusted_ones_does_not() {
     let mut ex = Example::start(&[
         "--per-second",
@@ -441,7 +449,6 @@ async fn a_trusted_proxys_x_forwarded_for_keys_the_limit_and_an_untrusted_ones_d
 }
 
 #[tokio::test]
-#[ignore = "needs http: response-aware retry honouring the dependency's Retry-After"]
 async fn the_dependencys_retry_after_is_honoured() {
     // The fake dependency answers 503 with `Retry-After: 1`: three attempts then take at least
     // two seconds (the schedule alone would retry after 20 and 40 ms).

@@ -189,6 +189,33 @@ async fn every_documented_metric_is_emitted_with_its_instance_name() {
         assert_eq!(svc.ready().await.unwrap().call(7).await.unwrap(), 7);
     }
 
+    // The HTTP keyed limit counts its decisions in its limiter's series: one admitted, one 429.
+    #[cfg(feature = "http")]
+    {
+        use keel_tokio::http::{KeyedRateLimitLayer, PeerAddr, PeerIp};
+        use tower::{Layer as _, ServiceExt as _};
+        let limiter = KeyedRateLimiter::new(
+            KeyedConfig::builder()
+                .quota(quota)
+                .max_keys(16)
+                .build()
+                .unwrap(),
+        )
+        .named("http-per-ip");
+        let svc = KeyedRateLimitLayer::from_limiter(limiter, PeerIp::default()).layer(
+            tower::service_fn(|_req: http::Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }),
+        );
+        for expected in [200, 429] {
+            let mut req = http::Request::new(());
+            req.extensions_mut()
+                .insert(PeerAddr(std::net::SocketAddr::from(([192, 0, 2, 1], 1234))));
+            let answer = svc.clone().oneshot(req).await.unwrap();
+            assert_eq!(answer.status().as_u16(), expected);
+        }
+    }
+
     let got = snapshot(&snapshotter);
     let listing = got
         .iter()
@@ -250,6 +277,11 @@ async fn every_documented_metric_is_emitted_with_its_instance_name() {
     assert_eq!(value("keel_rate_limited_total{name=api}"), 1.0);
     assert_eq!(value("keel_rate_allowed_total{name=per-ip}"), 1.0);
     assert_eq!(value("keel_rate_limited_total{name=per-ip}"), 1.0);
+    #[cfg(feature = "http")]
+    {
+        assert_eq!(value("keel_rate_allowed_total{name=http-per-ip}"), 1.0);
+        assert_eq!(value("keel_rate_limited_total{name=http-per-ip}"), 1.0);
+    }
     assert_eq!(value("keel_bulkhead_admitted_total{name=pool}"), 2.0);
     assert_eq!(
         value("keel_bulkhead_rejected_total{name=pool,reason=full}"),

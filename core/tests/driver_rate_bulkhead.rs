@@ -342,3 +342,37 @@ fn acquiring_polled_after_completion_says_already_completed() {
         drop(guard);
     });
 }
+
+/// `KeyedRateLimiter::decide_with` decides one request and hands `f` the table and the same
+/// `now`, so what `f` reads agrees with the decision.
+#[test]
+fn keyed_decide_with_reads_the_state_the_decision_left() {
+    let rt = runtime();
+    let config = KeyedConfig::builder()
+        .quota(quota(10, 2))
+        .max_keys(4)
+        .build()
+        .unwrap();
+    let limiter = KeyedRateLimiter::<&'static str, _>::with_runtime(config, rt.clone());
+    let decide = || {
+        limiter.decide_with(&"a", |table, now, decision| {
+            (decision.result, table.remaining(now, &"a"), now)
+        })
+    };
+    let start = rt.now();
+    assert_eq!(decide(), (Ok(()), 1, start));
+    assert_eq!(decide(), (Ok(()), 0, start));
+    assert_eq!(
+        decide(),
+        (
+            Err(Rejected {
+                reason: KeyedLimited::OverRate,
+                retry_at: Some(start + Duration::from_millis(100))
+            }),
+            0,
+            start
+        )
+    );
+    // Another key is untouched.
+    assert_eq!(limiter.remaining(&"b"), 2);
+}

@@ -330,9 +330,9 @@ fn reset_at_is_exact_per_key_at_the_boundary() {
     let t = Instant::from_secs(10);
     assert_eq!(l.reset_at(t, &1), t, "a key never seen is full now");
     for _ in 0..3 {
-        assert_eq!(l.check(t, &1), Ok(()));
+        assert_eq!(l.try_acquire(t, &1), Ok(()));
     }
-    assert_eq!(l.check(t, &2), Ok(()));
+    assert_eq!(l.try_acquire(t, &2), Ok(()));
     let full = Instant::from_secs(13);
     assert_eq!(l.reset_at(t, &1), full);
     assert_eq!(
@@ -350,7 +350,7 @@ fn reset_at_is_exact_per_key_at_the_boundary() {
     assert_eq!(l.reset_at(later, &1), later, "idle: full now");
     // A partly drained key: one check at 12.5 s (TAT 13 s -> 14 s).
     let mid = Instant::from_millis(12_500);
-    assert_eq!(l.check(mid, &1), Ok(()));
+    assert_eq!(l.try_acquire(mid, &1), Ok(()));
     assert_eq!(l.reset_at(mid, &1), Instant::from_secs(14));
     // Reading changes nothing.
     assert_eq!(l.reset_at(mid, &1), Instant::from_secs(14));
@@ -363,8 +363,8 @@ fn reset_at_is_exact_per_key_at_the_boundary() {
 fn reset_at_reads_a_clock_fault_as_a_fresh_key() {
     let mut l = KeyedGcra::<u32>::new(config(1, 2, 4, Full::RejectNew), Instant::ZERO);
     let far = Instant::from_secs(1_000);
-    assert_eq!(l.check(far, &1), Ok(()));
-    assert_eq!(l.check(far, &1), Ok(()));
+    assert_eq!(l.try_acquire(far, &1), Ok(()));
+    assert_eq!(l.try_acquire(far, &1), Ok(()));
     assert_eq!(l.reset_at(far, &1), Instant::from_secs(1_002));
     // 900 s earlier: beyond the default 60 s jump, so a fault.
     let back = Instant::from_secs(100);

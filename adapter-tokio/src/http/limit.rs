@@ -286,8 +286,8 @@ where
                 }
             },
         };
-        let (decision, state) = layer.limiter.with(|table, now| {
-            let decision = table.decide_n(now, &key, 1);
+        // Decided (and counted in the limiter's metrics) with the key's state read in one lock.
+        let (decision, state) = layer.limiter.decide_with(&key, |table, now, decision| {
             let state = KeyState {
                 now,
                 quota: table.quota(),

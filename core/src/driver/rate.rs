@@ -440,10 +440,30 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         }
     }
 
-    /// Runs `f` on the table under the lock (for several reads that must agree).
+    /// Runs `f` on the table under the lock (for several reads that must agree). Decisions made
+    /// in `f` are not counted in the metrics: decide with [`decide_with`](Self::decide_with).
     pub fn with<T>(&self, f: impl FnOnce(&mut keyed::KeyedGcra<K>, Instant) -> T) -> T {
         let now = self.rt.now();
         f(&mut self.lock(), now)
+    }
+
+    /// Decides one request for `key` now, then runs `f` on the table, `now` and the decision
+    /// under the same lock (for an answer that reports the key's state with its decision, e.g.
+    /// the IETF `RateLimit` fields). The decision is counted in the metrics as
+    /// [`check`](Self::check)'s is; [`with`](Self::with) counts nothing.
+    pub fn decide_with<T>(
+        &self,
+        key: &K,
+        f: impl FnOnce(&mut keyed::KeyedGcra<K>, Instant, keyed::KeyedDecision) -> T,
+    ) -> T {
+        let now = self.rt.now();
+        let mut table = self.lock();
+        let decision = table.decide_n(now, key, 1);
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .get(&self.name, RateMetrics::register)
+            .record(&decision.result);
+        f(&mut table, now, decision)
     }
 
     /// Admits one request for `key` now ([`keyed::KeyedGcra::try_acquire`] on the runtime's
