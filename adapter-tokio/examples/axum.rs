@@ -3,7 +3,7 @@
 //! `/metrics`, and `/livez` + `/readyz` probes.
 //!
 //! ```text
-//! cargo run -p keel-tokio --features tower,axum,metrics --example axum -- --addr 127.0.0.1:3000
+//! cargo run -p keel-tokio --features tower,axum,metrics,hyper --example axum -- --addr 127.0.0.1:3000
 //! curl -s http://127.0.0.1:3000/work        # an outbound call to the (fake) dependency
 //! curl -s http://127.0.0.1:3000/metrics     # Prometheus text
 //! curl -si http://127.0.0.1:3000/readyz     # 200/503 with the health report as JSON
@@ -51,16 +51,12 @@
 //! proxies whose `X-Forwarded-For` is believed), `--dependency ok|fail|slow` (how the fake
 //! dependency behaves; default ok), `--slow-ms`.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{ConnectInfo, Request};
+
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -81,9 +77,7 @@ use keel_tokio::http::{
 use keel_tokio::tower::{
     BoxError, BreakerLayer, BulkheadLayer, KeelError, RetryLayer, TimeoutLayer,
 };
-use keel_tokio::{
-    Breaker, Draining, GuardConfig, KeyedRateLimiter, ServeHandle, ShutdownConfig, TokioConn,
-};
+use keel_tokio::{Breaker, GuardConfig, KeyedRateLimiter, ServeHandle, ShutdownConfig};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt as _};
@@ -345,74 +339,19 @@ async fn keel_error(err: BoxError) -> Response {
 }
 
 // ---- serving through keel -------------------------------------------------------------------
+//
+// `keel_tokio::http_server::serve_with` serves the router over HTTP/1 on keel's `Server`: one
+// hyper connection per accepted (and permitted) connection, the peer address as axum's
+// `ConnectInfo` and keel's `PeerAddr`, and on SIGTERM the shutdown machine's drain delay (not
+// ready, still serving), then the drain (hyper's graceful shutdown on every connection:
+// requests in flight finish and are answered with `Connection: close`), the grace deadline
+// (what is left is aborted and counted) and a second signal that stops at once.
 
-/// Serves one accepted connection with hyper until it ends, or until the drain starts: then
-/// hyper finishes the request in flight, answers it with `Connection: close`, and closes.
-///
-/// HAND-OFF(serving): with the "serving" slice, `axum::serve` over keel's listener (peer
-/// address in the accept, keel's drain) replaces this function and the `Server` loop in `main`.
-fn serve_connection(
-    app: Router,
-    conn: keel_tokio::Conn,
-    draining: Draining,
-) -> impl Future<Output = ()> + Send + 'static {
-    let peer = conn
-        .get_ref()
-        .and_then(|s| s.peer_addr().ok())
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    async move {
-        let service = ServiceBuilder::new()
-            .map_request(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            })
-            .service(app);
-        let service = hyper_util::service::TowerToHyperService::new(service);
-        let io = TokioIo::new(TokioConn::from(conn));
-        let mut http = pin!(hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .serve_connection(io, service));
-        tokio::select! {
-            _ = http.as_mut() => {}
-            () = draining.draining() => {
-                http.as_mut().graceful_shutdown();
-                let _ = http.await;
-            }
-        }
-    }
-}
-
-/// On SIGTERM: not ready at once, keep serving for the drain delay, then drain; a second
-/// signal stops at once.
-///
-/// HAND-OFF(serving): the "serving" slice's drain delay (readiness false on SIGTERM for a
-/// delay) replaces this task and the `not_ready` flag.
-fn shut_down_on_signals(handle: ServeHandle, not_ready: Arc<AtomicBool>, drain_delay: Duration) {
-    tokio::spawn(async move {
-        keel_tokio::shutdown_signal().await;
-        not_ready.store(true, Ordering::SeqCst);
-        tracing::info!(
-            delay_ms = drain_delay.as_millis() as u64,
-            "not ready; draining after the delay"
-        );
-        tokio::select! {
-            () = tokio::time::sleep(drain_delay) => {}
-            () = keel_tokio::shutdown_signal() => {}
-        }
-        handle.shutdown();
-        keel_tokio::shutdown_signal().await;
-        handle.shutdown();
-    });
-}
-
-/// The health report of `/livez` and `/readyz`: the server's, plus the shutdown signal during
-/// the drain delay and the dependency's breaker (open: degraded, still ready).
-fn health(handle: &ServeHandle, not_ready: &AtomicBool, breaker: &Breaker) -> HealthReport {
+/// The health report of `/livez` and `/readyz`: the server's (not ready from the shutdown
+/// signal on: during the drain delay and the drain) and the dependency's breaker (open:
+/// degraded, still ready).
+fn health(handle: &ServeHandle, breaker: &Breaker) -> HealthReport {
     let mut report = handle.health();
-    if not_ready.load(Ordering::SeqCst) && !handle.is_draining() {
-        let _ = report.add("shutdown", ComponentState::draining());
-    }
     if matches!(
         breaker.state(),
         BreakerState::Open | BreakerState::ForcedOpen
@@ -470,21 +409,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = GuardConfig::builder().max_connections(1024).build()?;
     let incoming = keel_tokio::bind(flags.addr, &config).await?;
     let local = incoming.get_ref().0.local_addr()?;
-    let server = keel_tokio::Server::new(incoming).named("http").config(
-        ShutdownConfig::builder()
-            .grace_period(flags.grace)
-            .build()?,
-    );
+    let server = keel_tokio::Server::new(incoming)
+        .named("http")
+        .config(
+            ShutdownConfig::builder()
+                .grace_period(flags.grace)
+                .drain_delay(flags.drain_delay)
+                .build()?,
+        )
+        .shutdown_on(keel_tokio::shutdown_signal);
     let handle = server.handle();
-    let not_ready = Arc::new(AtomicBool::new(false));
 
     let report = {
-        let (handle, not_ready, breaker) = (
-            handle.clone(),
-            Arc::clone(&not_ready),
-            dependency.breaker.clone(),
-        );
-        move || health(&handle, &not_ready, &breaker)
+        let (handle, breaker) = (handle.clone(), dependency.breaker.clone());
+        move || health(&handle, &breaker)
     };
     let work = {
         let dependency = dependency.clone();
@@ -508,11 +446,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .route("/readyz", get(keel_tokio::health::readyz(report)));
     let app = per_ip_layer(app, &flags)?.merge(ops);
 
-    shut_down_on_signals(handle, not_ready, flags.drain_delay);
     println!("listening on {local}");
-    let report = server
-        .serve(move |conn, draining| serve_connection(app.clone(), conn, draining))
-        .await;
+    let report = keel_tokio::http_server::serve_with(server, app).await;
     eprintln!("stats: {:?}", report.summary);
     match report.error {
         Some(e) => Err(e.into()),

@@ -1,6 +1,6 @@
 //! The `axum` showcase example over real HTTP: each test runs the example's binary in a child
 //! process (built by `cargo test`, or here with `cargo build -p keel-tokio --features
-//! tower,axum,metrics --example axum` when it is missing or older than its sources) and drives
+//! tower,axum,metrics,hyper --example axum` when it is missing or older than its sources) and drives
 //! it with hyper's client over a `TcpStream`.
 //!
 //! The per-IP limit, the trusted-proxy keying and the dependency's breaker and retry are keel's
@@ -59,7 +59,7 @@ fn build_if_stale() -> PathBuf {
             "-p",
             "keel-tokio",
             "--features",
-            "tower,axum,metrics",
+            "tower,axum,metrics,hyper",
             "--example",
             "axum",
         ]);

@@ -118,7 +118,7 @@ fn string(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
 mod tests {
     use super::*;
     use crate::health::{BreakerImpact, Reason};
-    use alloc::string::ToString;
+    use alloc::string::{String, ToString};
 
     #[test]
     fn an_empty_report_is_ready_and_live() {
@@ -130,19 +130,26 @@ mod tests {
 
     #[test]
     fn every_state_and_the_omitted_count() {
-        let report = HealthReport::new()
+        let mut report = HealthReport::new()
             .with("api", ComponentState::breaker_open(BreakerImpact::Degrade))
-            .with("accept", ComponentState::accept_stopped("EBADF"))
-            .with("pool", ComponentState::bulkhead_saturated());
-        assert_eq!(
-            report.json().to_string(),
-            concat!(
-                r#"{"ready":false,"live":false,"components":["#,
-                r#"{"name":"api","state":"degraded","reason":"open"},"#,
-                r#"{"name":"accept","state":"fatal","reason":"stopped","detail":"EBADF"}"#,
-                r#"],"omitted":1}"#
-            )
-        );
+            .with("accept", ComponentState::accept_stopped("EBADF"));
+        // Fill the report to its bound (`MAX_LISTED` reasons inline); one more is counted only.
+        for _ in 2..crate::health::MAX_LISTED {
+            let _ = report.add("pool", ComponentState::bulkhead_saturated());
+        }
+        let _ = report.add("cache", ComponentState::bulkhead_saturated());
+        let pool = r#"{"name":"pool","state":"unhealthy","reason":"saturated"}"#;
+        let mut expected = String::from(concat!(
+            r#"{"ready":false,"live":false,"components":["#,
+            r#"{"name":"api","state":"degraded","reason":"open"},"#,
+            r#"{"name":"accept","state":"fatal","reason":"stopped","detail":"EBADF"}"#,
+        ));
+        for _ in 2..crate::health::MAX_LISTED {
+            expected.push(',');
+            expected.push_str(pool);
+        }
+        expected.push_str(r#"],"omitted":1}"#);
+        assert_eq!(report.json().to_string(), expected);
     }
 
     #[test]
