@@ -44,7 +44,7 @@ def path_of(id_, fallback):
     if p and p.get("crate_id", 0) != 0:
         # Another crate's item: its crate and name (`core::Option`, `tokio::TcpStream`), not
         # its private module path, which moves between compiler and dependency versions.
-        return p["path"][0] + "::" + p["path"][-1]
+        return p["path"][0] if len(p["path"]) == 1 else p["path"][0] + "::" + p["path"][-1]
     return "::".join(p["path"]) if p else fallback
 
 

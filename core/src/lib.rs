@@ -2,7 +2,8 @@
 //!
 //! keel-core is deterministic. It **never reads a clock, sleeps, spawns, or panics on input**.
 //! Time is an input ([`time::Instant`], a `u64` count of nanoseconds on the caller's monotonic
-//! clock) and randomness is an input (a small PRNG seeded from the configuration, see [`rng`]).
+//! clock) and randomness is an input (a small SplitMix64 PRNG seeded from the configuration; the
+//! only default seeds, hash keys and jitter salts, come from the OS through `getrandom`).
 //! The same seed and the same inputs give the same outputs, bit for bit, on every platform.
 //!
 //! The adapter crates (`keel-tokio`, `keel-async-std`, `keel-smol`) bind these machines to a
@@ -74,6 +75,9 @@ pub mod limit;
 pub mod rate;
 pub mod report;
 mod ring;
+// Hidden, not private: keel-benches's simulations and core/tests/adaptive.rs draw from the
+// same seeded `Rng` as the machines. Users pass seeds (`u64`/`u128`), never an `Rng`.
+#[doc(hidden)]
 pub mod rng;
 pub mod shutdown;
 pub mod time;
