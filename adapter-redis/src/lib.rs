@@ -70,6 +70,7 @@
 //! `burst × T` must be at most 2^53 ns (about 104 days): Redis runs Lua 5.1, whose numbers are
 //! doubles ([`config::MAX_REPLENISH_NANOS`]). A limiter's quota is fixed: to change it, build a
 //! new limiter (its deny cache starts empty).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 mod deny;

@@ -27,6 +27,7 @@
 //! rt.block_on(driver::sleep(&rt, Duration::from_secs(3600)));
 //! assert_eq!(rt.now(), start + Duration::from_secs(3600));
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::future::Future;
 use std::io;
