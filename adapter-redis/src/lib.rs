@@ -728,3 +728,8 @@ impl QuotaNanos for keel_core::rate::Quota {
 /// ```
 #[cfg(doctest)]
 pub struct ReadmeFleetExample;
+
+/// The crate README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;

@@ -485,3 +485,8 @@ pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> Incoming<Unix
 #[cfg(all(doctest, feature = "tower"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// The crate README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;

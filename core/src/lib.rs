@@ -93,3 +93,8 @@ pub mod sync;
 
 pub use error::{ConfigError, Rejected};
 pub use time::Instant;
+
+/// The crate README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;

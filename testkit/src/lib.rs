@@ -124,3 +124,8 @@ macro_rules! async_io_harness {
         }
     };
 }
+
+/// The crate README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;
