@@ -527,7 +527,10 @@ async fn retry_gave_up_returns_the_last_error_as_source_and_does_not_print_it() 
     let mut svc = RetryLayer::new(config).layer(always);
     let err = call(&mut svc, 1).await.unwrap_err();
     let message = err.to_string();
-    assert!(message.starts_with("gave up after 2 attempt(s)"), "{message}");
+    assert!(
+        message.starts_with("gave up after 2 attempt(s)"),
+        "{message}"
+    );
     assert!(!message.contains("dependency down"), "{message}");
     assert_eq!(err.source().unwrap().to_string(), "dependency down");
 }

@@ -209,6 +209,7 @@ pub enum ShutdownDecision {
 
 /// A transition, for logs and metrics. See [`Shutdown::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ShutdownEvent {
     /// The drain started.
     DrainStarted {
@@ -236,6 +237,7 @@ pub enum ShutdownEvent {
 
 /// Counters since the machine was created. See [`Shutdown::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ShutdownStats {
     /// Units of work admitted.
     pub started: u64,
@@ -259,6 +261,7 @@ pub struct ShutdownStats {
 
 /// What a shutdown achieved, for the final log line of a server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ShutdownSummary {
     /// Units of work that finished normally (over the whole life of the machine).
     pub completed: u64,

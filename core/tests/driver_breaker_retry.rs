@@ -750,12 +750,18 @@ fn retry_error_returns_the_last_error_as_source_and_does_not_print_it() {
     let rt = runtime();
     let config = constant(10, 2);
     let err = rt
-        .block_on(keel_core::driver::retry::retry(&rt, config, None, || async {
-            Err::<(), _>(Down)
-        }))
+        .block_on(keel_core::driver::retry::retry(
+            &rt,
+            config,
+            None,
+            || async { Err::<(), _>(Down) },
+        ))
         .unwrap_err();
     let message = err.to_string();
-    assert!(message.starts_with("gave up after 2 attempt(s)"), "{message}");
+    assert!(
+        message.starts_with("gave up after 2 attempt(s)"),
+        "{message}"
+    );
     assert!(!message.contains("dependency down"), "{message}");
     assert_eq!(err.source().unwrap().to_string(), "dependency down");
 }
