@@ -41,6 +41,7 @@
 //! | bulkhead | [`Bulkhead`] |
 //!
 //! keel-tokio and keel-smol export the same names for their runtimes.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::future::Future;
 use std::io;

@@ -70,6 +70,7 @@
 //! `burst × T` must be at most 2^53 ns (about 104 days): Redis runs Lua 5.1, whose numbers are
 //! doubles ([`config::MAX_REPLENISH_NANOS`]). A limiter's quota is fixed: to change it, build a
 //! new limiter (its deny cache starts empty).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 mod deny;
@@ -736,3 +737,8 @@ impl QuotaNanos for keel_core::rate::Quota {
 /// ```
 #[cfg(doctest)]
 pub struct ReadmeFleetExample;
+
+/// The crate README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;

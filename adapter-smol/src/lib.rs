@@ -39,6 +39,7 @@
 //! | bulkhead | [`Bulkhead`] |
 //!
 //! keel-tokio and keel-async-std export the same names for their runtimes.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::future::Future;
 use std::io;

@@ -43,6 +43,7 @@
 //! | graceful HTTP/1 serving with keel's drain (feature `hyper`) | `http_server` (`serve`, `serve_with`, `PeerAddr`) |
 //!
 //! keel-smol and keel-async-std export the same names for their runtimes.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::future::Future;
 use std::io;
@@ -509,3 +510,8 @@ pub fn guard_unix(listener: UnixListener, config: &GuardConfig) -> Incoming<Unix
 #[cfg(all(doctest, feature = "tower", feature = "axum", feature = "hyper"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// The crate README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;

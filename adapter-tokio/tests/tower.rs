@@ -510,3 +510,27 @@ async fn retry_layer_fails_fast_on_keel_rejections_and_exposes_them_as_source() 
         .and_then(|s| s.downcast_ref::<KeelError>())
         .is_some());
 }
+
+/// `RetryGaveUp` returns the last attempt's error as its `source()` and does not print it too
+/// (a chain printer would show it twice).
+#[tokio::test(start_paused = true)]
+async fn retry_gave_up_returns_the_last_error_as_source_and_does_not_print_it() {
+    use keel_tokio::core::backoff::{BackoffConfig, Jitter};
+    use keel_tokio::tower::RetryLayer;
+
+    let config = BackoffConfig::constant(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .max_attempts(2)
+        .build()
+        .unwrap();
+    let always = service_fn(|_: u32| async { Err::<u32, BoxError>("dependency down".into()) });
+    let mut svc = RetryLayer::new(config).layer(always);
+    let err = call(&mut svc, 1).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("gave up after 2 attempt(s)"),
+        "{message}"
+    );
+    assert!(!message.contains("dependency down"), "{message}");
+    assert_eq!(err.source().unwrap().to_string(), "dependency down");
+}

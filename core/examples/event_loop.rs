@@ -1138,6 +1138,8 @@ impl Server {
                     "second signal: stopping at once",
                     format!("aborted={aborted} drained_ms={drained_ms}"),
                 ),
+                // `ShutdownEvent` is #[non_exhaustive]: an event added later is logged as is.
+                other => ("INFO", "shutdown event", format!("{other:?}")),
             };
             log(level, "keel::shutdown", message, &fields);
         }

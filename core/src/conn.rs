@@ -171,6 +171,7 @@ impl ConnConfigBuilder {
 
 /// Why the server closes a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// No byte either way for the idle timeout.
     Idle,
@@ -193,6 +194,7 @@ impl CloseReason {
 
 /// How a connection ended, as the server reports it to [`ConnTable::on_closed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConnEnd {
     /// The lingering close saw the peer's EOF (or no linger was due): every byte written was
     /// delivered before the FIN.
@@ -211,6 +213,7 @@ pub enum ConnEnd {
 
 /// What [`ConnTable::poll_event`] hands out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConnEvent {
     /// Close connection `id` (its idle timeout or read deadline passed).
     Close {
@@ -223,6 +226,7 @@ pub enum ConnEvent {
 
 /// Counts of a [`ConnTable`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ConnStats {
     /// Connections open now (serving or lingering).
     pub open: u64,

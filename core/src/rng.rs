@@ -6,7 +6,7 @@
 //!
 //! # The OS random source
 //!
-//! With feature `std`, [`os_seed`] draws 128 bits from the operating system (through the
+//! With feature `std`, `os_seed` (crate-private) draws 128 bits from the operating system (through the
 //! `getrandom` crate: `getrandom(2)` on Linux, `getentropy` / `SecRandomCopyBytes` /
 //! `ProcessPrng` elsewhere). It is the one source of default seeds in keel: the keyed rate
 //! limiter's SipHash key ([`KeyedConfigBuilder::hash_seed`](crate::rate::keyed::KeyedConfigBuilder::hash_seed)
@@ -92,17 +92,11 @@ impl Rng {
 /// 128 bits from the operating system's random source, or `None` if it failed (it does not on
 /// any supported OS once the system has booted; see the [module docs](self)).
 ///
-/// Use it for seeds an attacker must not know or guess: hash keys and jitter salts.
-///
-/// ```
-/// let a = keel_core::rng::os_seed();
-/// let b = keel_core::rng::os_seed();
-/// assert!(a.is_some());
-/// assert_ne!(a, b);
-/// ```
+/// Use it for seeds an attacker must not know or guess: hash keys and jitter salts. Crate-private:
+/// builders draw it themselves when no seed is given.
 #[cfg(feature = "std")]
 #[must_use]
-pub fn os_seed() -> Option<u128> {
+pub(crate) fn os_seed() -> Option<u128> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).ok()?;
     Some(u128::from_le_bytes(bytes))

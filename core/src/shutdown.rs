@@ -294,6 +294,7 @@ pub enum ShutdownDecision {
 
 /// A transition, for logs and metrics. See [`Shutdown::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ShutdownEvent {
     /// The drain delay started (a signal with a drain delay configured): not ready, still
     /// accepting.
@@ -327,6 +328,7 @@ pub enum ShutdownEvent {
 
 /// Counters since the machine was created. See [`Shutdown::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ShutdownStats {
     /// Units of work admitted.
     pub started: u64,
@@ -350,6 +352,7 @@ pub struct ShutdownStats {
 
 /// What a shutdown achieved, for the final log line of a server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ShutdownSummary {
     /// Units of work that finished normally (over the whole life of the machine).
     pub completed: u64,

@@ -224,6 +224,9 @@ proptest! {
                                     CloseReason::Idle => idle_closed += 1,
                                     CloseReason::ReadDeadline => expired += 1,
                                     CloseReason::Reclaimed => {}
+                                    // `CloseReason` is #[non_exhaustive]: a new reason needs
+                                    // a rule in this model.
+                                    other => panic!("no model rule for {other:?}"),
                                 }
                             }
                         }

@@ -731,3 +731,37 @@ fn two_processes_with_one_config_do_not_jitter_in_lockstep_unless_deterministic(
         assert_eq!(a, b);
     });
 }
+
+/// An error prints its inner error or returns it as `source()`, not both: a chain printer
+/// (anyhow's `{:#}`, tracing's error chains) would show the inner error twice.
+#[test]
+fn retry_error_returns_the_last_error_as_source_and_does_not_print_it() {
+    use std::error::Error as _;
+
+    #[derive(Debug)]
+    struct Down;
+    impl std::fmt::Display for Down {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("dependency down")
+        }
+    }
+    impl std::error::Error for Down {}
+
+    let rt = runtime();
+    let config = constant(10, 2);
+    let err = rt
+        .block_on(keel_core::driver::retry::retry(
+            &rt,
+            config,
+            None,
+            || async { Err::<(), _>(Down) },
+        ))
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("gave up after 2 attempt(s)"),
+        "{message}"
+    );
+    assert!(!message.contains("dependency down"), "{message}");
+    assert_eq!(err.source().unwrap().to_string(), "dependency down");
+}

@@ -305,9 +305,11 @@ impl Harness {
             Op::Poll => {
                 while let Some(e) = self.b.poll_event() {
                     self.events += 1;
-                    match e {
-                        BulkheadEvent::Promoted { .. } | BulkheadEvent::Expired { .. } => {}
-                    }
+                    // `BulkheadEvent` is #[non_exhaustive]: every event, known or later added.
+                    assert!(matches!(
+                        e,
+                        BulkheadEvent::Promoted { .. } | BulkheadEvent::Expired { .. }
+                    ));
                 }
             }
         }

@@ -27,6 +27,7 @@
 //! rt.block_on(driver::sleep(&rt, Duration::from_secs(3600)));
 //! assert_eq!(rt.now(), start + Duration::from_secs(3600));
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::future::Future;
 use std::io;
@@ -123,3 +124,8 @@ macro_rules! async_io_harness {
         }
     };
 }
+
+/// The crate README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;

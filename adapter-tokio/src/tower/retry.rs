@@ -61,7 +61,8 @@ impl RetryPredicate<BoxError> for FailFastOnRejection {
 /// attempt's error, which is also its [`source`](std::error::Error::source) (so a walk of the
 /// chain finds a [`KeelError`] from an inner layer).
 #[derive(Debug, thiserror::Error)]
-#[error("gave up after {attempts} attempt(s) because {reason}: {error}")]
+// The last error is the `source`, not part of the message (see keel_core's `RetryError`).
+#[error("gave up after {attempts} attempt(s) because {reason}")]
 pub struct RetryGaveUp {
     #[source]
     error: BoxError,

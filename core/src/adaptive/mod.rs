@@ -164,6 +164,7 @@ pub enum AdaptiveDecision {
 
 /// Why the limit changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LimitCause {
     /// The controller grew the limit (no queue, limit-bound).
     Increase,
@@ -179,6 +180,7 @@ pub enum LimitCause {
 
 /// Why the minimum RTT changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MinRttCause {
     /// A window was faster than the minimum so far (or it is the first estimate).
     Lower,
@@ -188,6 +190,7 @@ pub enum MinRttCause {
 
 /// Why a minimum-RTT re-measurement started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProbeReason {
     /// The periodic timer (see [`AdaptiveConfigBuilder::probe_interval`]).
     Timer,
@@ -200,6 +203,7 @@ pub enum ProbeReason {
 
 /// A change, for logs and metrics. See [`Adaptive::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AdaptiveEvent {
     /// The limit to enforce changed.
     LimitChanged {
@@ -230,6 +234,7 @@ pub enum AdaptiveEvent {
 
 /// Counters and the current estimates. See [`Adaptive::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct AdaptiveStats {
     /// The limit to enforce.
     pub limit: u32,

@@ -219,7 +219,7 @@ impl BackoffConfig {
         self.min_retry_after
     }
 
-    /// The seed of the jitter's [`Rng`](crate::rng::Rng)(crate::rng::Rng).
+    /// The seed of the jitter's PRNG.
     #[inline]
     #[must_use]
     pub const fn seed(&self) -> u64 {

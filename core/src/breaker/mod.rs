@@ -395,6 +395,30 @@ struct Counters {
 ///
 /// After every input, call [`poll_timeout`](Self::poll_timeout), then
 /// [`poll_event`](Self::poll_event) until `None`.
+///
+/// ```
+/// use core::time::Duration;
+/// use keel_core::breaker::{BreakerConfig, CircuitBreaker, State};
+/// use keel_core::Instant;
+///
+/// let config = BreakerConfig::consecutive_failures(3)
+///     .open_duration(Duration::from_secs(10))
+///     .build()?;
+/// let mut now = Instant::ZERO;
+/// let mut breaker = CircuitBreaker::new(config, now);
+/// for _ in 0..3 {
+///     let permit = breaker.try_acquire(now).expect("closed: calls go through");
+///     breaker.on_failure(now, permit); // the call failed
+/// }
+/// assert_eq!(breaker.state(), State::Open);
+/// let rejected = breaker.try_acquire(now).unwrap_err();
+/// assert_eq!(rejected.retry_at, Some(now + Duration::from_secs(10)));
+///
+/// now = breaker.poll_timeout().expect("the open period ends");
+/// breaker.handle_timeout(now);
+/// assert!(breaker.try_acquire(now).is_ok()); // half-open: a probe goes through
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker {
     config: BreakerConfig,

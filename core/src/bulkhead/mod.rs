@@ -310,6 +310,7 @@ pub enum Release {
 
 /// A transition, for logs, metrics and sans-IO drivers. See [`FifoSemaphore::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BulkheadEvent {
     /// A waiter got a slot (also returned by [`FifoSemaphore::on_release`]).
     Promoted {
@@ -325,6 +326,7 @@ pub enum BulkheadEvent {
 
 /// Counters since the machine was created. See [`FifoSemaphore::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct BulkheadStats {
     /// Permits issued (at once or by promotion).
     pub admitted: u64,

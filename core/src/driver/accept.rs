@@ -200,6 +200,7 @@ where
 
 /// What a guarded listener has done so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IncomingStats {
     /// The accept-loop machine's counts (accepted, errors, pauses, reports...).
     pub accept: AcceptStats,

@@ -120,6 +120,31 @@ use crate::time::Instant;
 type Hook = Arc<dyn Fn(&Name, &BreakerEvent) + Send + Sync>;
 
 /// A circuit breaker around futures; clones share one breaker. See the [module docs](self).
+///
+/// On keel-testkit's manual clock (an adapter's `Breaker` is this type on its runtime):
+///
+/// ```
+/// use std::time::Duration;
+/// use keel_core::breaker::{BreakerConfig, State};
+/// use keel_core::driver::breaker::{Breaker, BreakerError};
+/// use keel_core::sync::breaker::SharedBreaker;
+/// use keel_testkit::ManualRuntime;
+///
+/// let rt = ManualRuntime::new();
+/// let config = BreakerConfig::consecutive_failures(2).open_duration(Duration::from_secs(5)).build()?;
+/// let breaker = Breaker::from_shared(SharedBreaker::new(config, rt.now()), rt.clone());
+/// rt.block_on(async {
+///     for _ in 0..2 {
+///         let failed = breaker.call(async { Err::<(), _>("down") }).await;
+///         assert!(matches!(failed, Err(BreakerError::Inner("down"))));
+///     }
+///     // Open: the next call is not made.
+///     let rejected = breaker.call(async { Ok::<_, &str>(()) }).await;
+///     assert!(matches!(rejected, Err(BreakerError::Rejected(_))));
+/// });
+/// assert_eq!(breaker.state(), State::Open);
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 pub struct Breaker<R: Runtime> {
     shared: SharedBreaker,
     rt: R,

@@ -274,7 +274,7 @@ pub async fn timeout<R: Runtime, F: Future>(
     timeout_at(rt, deadline, fut).await
 }
 
-/// 64 bits of per-call randomness from the OS ([`crate::rng::os_seed`]): the salt of retry and
+/// 64 bits of per-call randomness from the OS (`getrandom`): the salt of retry and
 /// breaker jitter seeds. Should the OS source fail, std's `RandomState` keys stand in (jitter
 /// needs decorrelation, not secrecy).
 pub(crate) fn os_seed() -> u64 {

@@ -65,7 +65,7 @@
 
 use core::fmt;
 use core::future::Future;
-use core::hash::{BuildHasher, Hash, Hasher};
+use core::hash::Hash;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -342,21 +342,6 @@ impl<R: Runtime> Future for UntilReady<R> {
             }
         }
     }
-}
-
-/// A seed from the OS ([`crate::rng::os_seed`]), as [`keyed::KeyedConfigBuilder::build`] draws
-/// by itself when no `hash_seed` is given (so callers need not call this). Should the OS source
-/// fail, std's per-process `RandomState` keys stand in.
-#[must_use]
-pub fn os_hash_seed() -> u128 {
-    crate::rng::os_seed().unwrap_or_else(|| {
-        let state = std::collections::hash_map::RandomState::new();
-        let mut a = state.build_hasher();
-        a.write_u8(0x6b);
-        let mut b = state.build_hasher();
-        b.write_u8(0x65);
-        (u128::from(a.finish()) << 64) | u128::from(b.finish())
-    })
 }
 
 /// A keyed (per IP, per user) rate limiter on a runtime, with bounded memory (see

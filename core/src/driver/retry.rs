@@ -238,12 +238,15 @@ impl fmt::Display for StopReason {
 
 /// The error of [`Retry::run`]: the last attempt's error and why no more were made.
 ///
-/// It implements `Error` when `E` does (`E: Error + 'static`), with the last attempt's error
-/// as its [`source`](core::error::Error::source), so a walk of the error chain finds the
+/// Its message says why and after how many attempts; the last attempt's error is not repeated
+/// in it. It implements `Error` when `E` does (`E: Error + 'static`), with the last attempt's
+/// error as its [`source`](core::error::Error::source), so a walk of the error chain finds the
 /// underlying error (e.g. a tower `KeelError`). For an `E` that is only `Display` (a `&str`),
 /// use the fields or [`into_inner`](Self::into_inner).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("gave up after {attempts} attempt(s) because {reason}: {error}")]
+// The last error is the `source`, not part of the message: a chain printer (anyhow's `{:#}`,
+// tracing) would otherwise show it twice.
+#[error("gave up after {attempts} attempt(s) because {reason}")]
 #[non_exhaustive]
 pub struct RetryError<E> {
     /// The last attempt's error.

@@ -40,7 +40,7 @@
 //!     counts as use, so an abuser that keeps hammering stays most recent.
 //! - Keys are hashed with SipHash-1-3 (the algorithm of std's `HashMap`), written here for
 //!   `no_std` and keyed by a 128-bit secret. **With feature `std`, a config built without
-//!   [`KeyedConfigBuilder::hash_seed`] draws the key from the OS** ([`crate::rng::os_seed`]),
+//!   [`KeyedConfigBuilder::hash_seed`] draws the key from the OS** (`getrandom`),
 //!   every build a new one, so nobody can compute keys that collide (with a known key, 100,000
 //!   colliding IPv6 keys take seconds to compute and made a check on a 1M-key table cost 64 µs
 //!   instead of 40 ns). A fixed seed is an explicit opt-in for tests and reproducible runs.
@@ -103,6 +103,10 @@ use core::time::Duration;
 mod siphash;
 mod table;
 
+// Hidden, not private: core/tests/keyed.rs checks it against the reference vectors,
+// core/tests/keyed_abuse.rs and keel-benches's keyed_flood build colliding keys with it. Users
+// choose the key with `KeyedConfigBuilder::hash_seed`, never the hasher.
+#[doc(hidden)]
 pub use siphash::SipHasher13;
 use table::{index_slots, Found, Overflowed};
 
@@ -260,7 +264,7 @@ impl KeyedConfigBuilder {
     }
 
     /// The 128-bit SipHash key. By default (with feature `std`) `build` draws a secret one from
-    /// the OS ([`crate::rng::os_seed`]), so clients cannot choose keys that collide. A fixed
+    /// the OS (`getrandom`), so clients cannot choose keys that collide. A fixed
     /// seed is an opt-in for tests and reproducible runs, or for `no_std`, where it is required;
     /// keep it secret when keys come from the network.
     #[must_use]
