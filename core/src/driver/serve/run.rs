@@ -1,0 +1,395 @@
+//! The serving task: accepts, spawns a task per connection, sweeps the connections' defences,
+//! drives the shutdown machine and stops with a [`ServeReport`].
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+use std::io;
+
+use futures_core::Stream;
+
+use super::handle::Shared;
+use super::task::TaskGuard;
+use super::trigger::Trigger;
+use super::{Draining, ServeReport, ServeStats};
+use crate::conn::ConnEvent;
+use crate::driver::conn::{Clock, Conn, ConnIo, ConnShared};
+use crate::driver::{AbortHandle, Alarm, Incoming, Listener, Spawn};
+use crate::shutdown::{ShutdownDecision, ShutdownEvent, ShutdownSummary};
+use crate::time::Instant;
+
+/// Connections taken from the stream in one poll before yielding to the runtime.
+const ACCEPTS_PER_POLL: u32 = 64;
+/// Queued connections refused (accepted and closed) when the drain starts, at most.
+const BACKLOG_SWEEP: u32 = 1024;
+/// How often the serving task reads its connections' activity and read deadlines into the
+/// [`ConnTable`](crate::conn::ConnTable) while any is open: the precision of idle timeouts and
+/// read deadlines, and how soon a waiting newcomer is retried for reclamation when no
+/// connection was idle long enough.
+const SWEEP: core::time::Duration = core::time::Duration::from_millis(250);
+
+/// A connection's task: its abort handle and what it shares with the server.
+pub(super) type Task<L, R> = (<R as Spawn>::Handle, Arc<ConnShared<<L as Listener>::Conn>>);
+
+pub(super) struct Run<L: Listener, R: Spawn, H> {
+    pub(super) incoming: Option<Incoming<L, R>>,
+    pub(super) rt: R,
+    pub(super) shared: Arc<Shared>,
+    pub(super) triggers: Vec<Trigger>,
+    pub(super) handler: H,
+    pub(super) tasks: BTreeMap<u64, Task<L, R>>,
+    pub(super) alarm: Alarm<R>,
+    /// The connections' sweep: activity and read deadlines into the table, expiries out.
+    pub(super) sweep_alarm: Alarm<R>,
+    pub(super) next_sweep: Option<Instant>,
+    pub(super) clock: Clock,
+    pub(super) error: Option<io::Error>,
+}
+
+impl<L, R, H, Fut> Run<L, R, H>
+where
+    L: ConnIo,
+    R: Spawn,
+    H: FnMut(Conn<L>, Draining) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ServeReport> {
+        // 1. Signals: triggers and `ServeHandle::shutdown` calls.
+        let mut signals = {
+            let mut core = self.shared.core();
+            match &mut core.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            core::mem::take(&mut core.requested)
+        };
+        for trigger in &mut self.triggers {
+            signals = signals.saturating_add(trigger.poll(cx));
+        }
+        for _ in 0..signals.min(2) {
+            let decision = self.shared.core().machine.on_signal(self.rt.now());
+            self.after_decision(decision);
+        }
+
+        // 2. Accept while running.
+        if self.incoming.is_some() && self.shared.core().machine.is_accepting() {
+            if let Poll::Ready(()) = self.poll_accept(cx) {
+                cx.waker().wake_by_ref();
+            }
+        }
+
+        // 3. The drain deadline, on the runtime's timer.
+        let deadline = self.shared.core().machine.poll_timeout();
+        if let Some(deadline) = deadline {
+            if self.alarm.poll_until(&self.rt, deadline, cx).is_ready() {
+                let mut core = self.shared.core();
+                core.machine.handle_timeout(self.rt.now());
+            }
+        }
+
+        // 4. The connections' defences: idle timeouts, read deadlines, reclamation.
+        self.poll_conns(cx);
+
+        // 5. Forget ended handlers; stop when the machine has.
+        let (finished, stopped) = {
+            let mut core = self.shared.core();
+            (
+                core::mem::take(&mut core.finished),
+                core.machine.is_stopped(),
+            )
+        };
+        for id in finished {
+            self.tasks.remove(&id);
+        }
+        if self.tasks.is_empty() {
+            self.next_sweep = None;
+        }
+        self.emit_events();
+        if stopped {
+            return Poll::Ready(self.stop());
+        }
+        Poll::Pending
+    }
+
+    /// Takes up to a budget of connections; `Ready` when the budget ran out (poll again).
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(incoming) = self.incoming.as_mut() else {
+            return Poll::Pending;
+        };
+        let mut outcome = Poll::Ready(());
+        let mut ended = false;
+        for _ in 0..ACCEPTS_PER_POLL {
+            match Pin::new(&mut *incoming).poll_next(cx) {
+                Poll::Pending => {
+                    outcome = Poll::Pending;
+                    break;
+                }
+                Poll::Ready(None) => {
+                    ended = true;
+                    outcome = Poll::Pending;
+                    break;
+                }
+                Poll::Ready(Some((permit, conn))) => {
+                    let admission = self.shared.core().machine.try_acquire(self.rt.now());
+                    let Ok(ticket) = admission else {
+                        continue;
+                    };
+                    let id = ticket.id();
+                    self.shared.core().conns.on_open(self.rt.now(), id);
+                    let shared = {
+                        let core = self.shared.core();
+                        let config = core.conns.config();
+                        Arc::new(ConnShared::new(
+                            id,
+                            Arc::clone(&self.clock),
+                            config.linger_time(),
+                            config.linger_bytes(),
+                            Draining {
+                                state: Arc::clone(&self.shared.drain),
+                            },
+                        ))
+                    };
+                    let mut guard = TaskGuard {
+                        shared: Arc::clone(&self.shared),
+                        rt: self.rt.clone(),
+                        ticket: Some(ticket),
+                        id,
+                        end: None,
+                        _permit: permit,
+                    };
+                    let draining = Draining {
+                        state: Arc::clone(&self.shared.drain),
+                    };
+                    let work = (self.handler)(Conn::new(conn, Arc::clone(&shared)), draining);
+                    let task_conn = Arc::clone(&shared);
+                    let handle = self.rt.spawn(async move {
+                        work.await;
+                        guard.close::<L>(&task_conn).await;
+                    });
+                    self.tasks.insert(id, (handle, shared));
+                }
+            }
+        }
+        let (paused, stats) = (incoming.is_paused(), incoming.stats());
+        {
+            let mut core = self.shared.core();
+            core.paused = paused;
+            core.accept = stats.accept;
+        }
+        if ended {
+            self.error = incoming.take_error();
+            self.shared.core().listener_failed = true;
+            let decision = self.shared.core().machine.begin_drain(self.rt.now());
+            self.after_decision(decision);
+        }
+        outcome
+    }
+
+    /// Every [`SWEEP`] while connections are open: reads their activity and read deadlines
+    /// into the table, closes those that expired, and reclaims for a waiting newcomer.
+    fn poll_conns(&mut self, cx: &mut Context<'_>) {
+        let waiting = self.incoming.as_ref().is_some_and(Incoming::waiting);
+        if waiting {
+            self.reclaim();
+        }
+        if self.tasks.is_empty() {
+            return;
+        }
+        let now = self.rt.now();
+        let next = *self.next_sweep.get_or_insert(now + SWEEP);
+        if self.sweep_alarm.poll_until(&self.rt, next, cx).is_pending() {
+            return;
+        }
+        let now = self.rt.now();
+        self.sync(now);
+        let closes = {
+            let mut core = self.shared.core();
+            core.conns.handle_timeout(now);
+            let mut closes = Vec::new();
+            while let Some(ConnEvent::Close { id, reason }) = core.conns.poll_event() {
+                closes.push((id, reason));
+            }
+            closes
+        };
+        for (id, reason) in closes {
+            if let Some((_, conn)) = self.tasks.get(&id) {
+                conn.close(reason);
+                #[cfg(feature = "tracing")]
+                tracing::debug!(target: "keel::serve", id, reason = reason.as_str(), "connection closed by the server");
+            }
+        }
+        if waiting {
+            self.reclaim();
+        }
+        let next = now + SWEEP;
+        self.next_sweep = Some(next);
+        // Registers the timer for the next sweep (it is in the future: this is `Pending`).
+        let _ = self.sweep_alarm.poll_until(&self.rt, next, cx);
+    }
+
+    /// Reads every connection's activity and read deadline into the table.
+    fn sync(&self, now: Instant) {
+        let mut core = self.shared.core();
+        for (&id, (_, conn)) in &self.tasks {
+            core.conns.on_activity(now, id, conn.last_active());
+            core.conns.on_read_deadline(now, id, conn.read_deadline());
+        }
+    }
+
+    /// A newcomer waits for a slot: close the connection idle the longest, if one is eligible
+    /// and no reclaimed connection is still closing.
+    fn reclaim(&mut self) {
+        if self.shared.core().conns.reclaim_pending() {
+            return;
+        }
+        let now = self.rt.now();
+        self.sync(now);
+        let victim = self.shared.core().conns.reclaim(now);
+        if let Some((_, conn)) = victim.and_then(|id| self.tasks.get(&id)) {
+            conn.close(crate::conn::CloseReason::Reclaimed);
+            #[cfg(feature = "tracing")]
+            tracing::debug!(target: "keel::serve", id = conn.id, "idle connection reclaimed for a newcomer at the limit");
+        }
+    }
+
+    fn after_decision(&mut self, decision: ShutdownDecision) {
+        match decision {
+            ShutdownDecision::Continue => {}
+            ShutdownDecision::Drain { deadline, .. } => {
+                self.close_listener();
+                // `None`: a grace period past the end of the clock has no deadline to tell.
+                self.shared.drain.start(deadline);
+            }
+            ShutdownDecision::StopNow { .. } => {
+                self.close_listener();
+                self.shared.drain.start(None);
+            }
+        }
+    }
+
+    /// Refuses what waits in the backlog (accept and close), then closes the listener so the
+    /// kernel refuses the rest.
+    fn close_listener(&mut self) {
+        let Some(mut incoming) = self.incoming.take() else {
+            return;
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..BACKLOG_SWEEP {
+            match Pin::new(&mut incoming).poll_next(&mut cx) {
+                Poll::Ready(Some((permit, conn))) => {
+                    let admission = self.shared.core().machine.try_acquire(self.rt.now());
+                    drop((conn, permit));
+                    if let Ok(ticket) = admission {
+                        // Not reachable: the machine refuses once draining. Keep the counts
+                        // honest if it ever is.
+                        let _ = self
+                            .shared
+                            .core()
+                            .machine
+                            .on_work_finished(self.rt.now(), ticket);
+                    }
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(
+                        target: "keel::shutdown",
+                        refused = self.shared.core().machine.stats().refused,
+                        "queued connection refused at shutdown"
+                    );
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        // A newcomer held for reclamation is refused like the backlog.
+        if let Some(conn) = incoming.take_waiting() {
+            let admission = self.shared.core().machine.try_acquire(self.rt.now());
+            drop(conn);
+            if let Ok(ticket) = admission {
+                // Not reachable (the machine refuses once draining), as above.
+                let _ = self
+                    .shared
+                    .core()
+                    .machine
+                    .on_work_finished(self.rt.now(), ticket);
+            }
+        }
+        let stats = incoming.stats();
+        let mut core = self.shared.core();
+        core.accept = stats.accept;
+        core.paused = false;
+        drop(core);
+        drop(incoming);
+    }
+
+    fn stop(&mut self) -> ServeReport {
+        for (_, (handle, _)) in core::mem::take(&mut self.tasks) {
+            handle.abort();
+        }
+        self.shared.drain.start(None);
+        self.close_listener();
+        self.emit_events();
+        let core = self.shared.core();
+        ServeReport {
+            summary: core.machine.summary(),
+            stats: ServeStats {
+                accept: core.accept,
+                limit: self.shared.limit.stats(),
+                shutdown: core.machine.stats(),
+                conns: core.conns.stats(),
+            },
+            error: self.error.take(),
+        }
+    }
+
+    fn emit_events(&mut self) {
+        loop {
+            let (event, summary) = {
+                let mut core = self.shared.core();
+                (core.machine.poll_event(), core.machine.summary())
+            };
+            match event {
+                Some(event) => report(event, summary, self.rt.now()),
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+fn report(event: ShutdownEvent, summary: ShutdownSummary, now: Instant) {
+    let drained_ms = summary.drained_in.map_or(0, |d| d.as_millis() as u64);
+    match event {
+        ShutdownEvent::DrainStarted {
+            deadline,
+            in_flight,
+        } => tracing::info!(
+            target: "keel::shutdown",
+            in_flight,
+            // u64::MAX: no deadline (a grace period past the end of the clock).
+            grace_ms = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(now).as_millis() as u64),
+            "drain started: refusing new connections"
+        ),
+        ShutdownEvent::Drained { completed } => tracing::info!(
+            target: "keel::shutdown",
+            completed,
+            drained_ms,
+            "drained: every in-flight connection finished"
+        ),
+        ShutdownEvent::DeadlineExceeded { aborted } => tracing::warn!(
+            target: "keel::shutdown",
+            aborted,
+            drained_ms,
+            "drain deadline passed: aborting the connections still open"
+        ),
+        ShutdownEvent::ForcedStop { aborted } => tracing::warn!(
+            target: "keel::shutdown",
+            aborted,
+            drained_ms,
+            "second signal: stopping at once"
+        ),
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+fn report(_event: ShutdownEvent, _summary: ShutdownSummary, _now: Instant) {}
