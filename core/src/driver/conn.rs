@@ -62,11 +62,79 @@ const NO_DEADLINE: u64 = u64::MAX;
 /// The clock a [`Conn`] stamps its activity with: the runtime's.
 pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
+/// The server's sweep timer as its connections see it: the instant it is armed for, and how a
+/// handler arming an earlier read deadline makes the server re-arm it.
+///
+/// The protocol (every access `SeqCst`):
+///
+/// - a handler stores its connection's deadline `d`, then lowers `at` to `d`
+///   ([`lower`](Self::lower)) and wakes the server if that moved it;
+/// - the server, when its timer fires, [`begins`](Self::begin) (`at` = none) **before** it reads
+///   the connections' deadlines, then lowers `at` to the table's next deadline and arms its
+///   timer at `at`.
+///
+/// A deadline stored before the server's `begin` is read by its sweep; one whose `lower` came
+/// after `begin` keeps `at` at or before it. Either way the timer fires no later than the
+/// deadline: no timeout is missed.
+pub(crate) struct Sweep {
+    at: AtomicU64,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Sweep {
+    pub(crate) fn new() -> Self {
+        Sweep {
+            at: AtomicU64::new(NO_DEADLINE),
+            waker: Mutex::new(None),
+        }
+    }
+
+    /// The server's task, to wake when a deadline moves the sweep earlier.
+    pub(crate) fn register(&self, cx: &Context<'_>) {
+        let mut w = lock(&self.waker);
+        match &mut *w {
+            Some(old) if old.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+    }
+
+    /// When the sweep is due; `None` if nothing has a deadline.
+    pub(crate) fn at(&self) -> Option<Instant> {
+        match self.at.load(Ordering::SeqCst) {
+            NO_DEADLINE => None,
+            t => Some(Instant::from_nanos(t)),
+        }
+    }
+
+    /// The server starts a sweep: until it lowers `at` again, any deadline armed wakes it.
+    pub(crate) fn begin(&self) {
+        self.at.store(NO_DEADLINE, Ordering::SeqCst);
+    }
+
+    /// Moves the sweep to `deadline` if that is earlier; `true` if it moved.
+    pub(crate) fn lower_to(&self, deadline: Instant) -> bool {
+        let t = deadline.as_nanos().min(NO_DEADLINE - 1);
+        self.at.fetch_min(t, Ordering::SeqCst) > t
+    }
+
+    /// A handler armed `deadline`: moves the sweep to it if earlier, and wakes the server.
+    fn lower(&self, deadline: Instant) {
+        if self.lower_to(deadline) {
+            let waker = lock(&self.waker).clone();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
 /// What a connection shares with the server: its activity, deadline, close order, and the
 /// slot its socket is handed back through.
 pub(crate) struct ConnShared<C> {
     pub(crate) id: u64,
     clock: Clock,
+    /// The server's sweep, lowered when the handler arms an earlier read deadline.
+    sweep: Arc<Sweep>,
     last_active: AtomicU64,
     read_deadline: AtomicU64,
     close: AtomicU8,
@@ -91,6 +159,7 @@ impl<C> ConnShared<C> {
     pub(crate) fn new(
         id: u64,
         clock: Clock,
+        sweep: Arc<Sweep>,
         linger: Duration,
         linger_bytes: u64,
         draining: Draining,
@@ -103,6 +172,7 @@ impl<C> ConnShared<C> {
             draining,
             ended: Mutex::new(None),
             clock,
+            sweep,
             last_active: AtomicU64::new(now.as_nanos()),
             read_deadline: AtomicU64::new(NO_DEADLINE),
             close: AtomicU8::new(OPEN),
@@ -117,7 +187,7 @@ impl<C> ConnShared<C> {
     }
 
     pub(crate) fn read_deadline(&self) -> Option<Instant> {
-        match self.read_deadline.load(Ordering::Relaxed) {
+        match self.read_deadline.load(Ordering::SeqCst) {
             NO_DEADLINE => None,
             t => Some(Instant::from_nanos(t)),
         }
@@ -225,8 +295,17 @@ impl<C> ConnShared<C> {
     fn note<T>(&self, r: &Poll<io::Result<T>>) {
         match r {
             Poll::Ready(Ok(_)) => self.touch(),
-            Poll::Ready(Err(e)) if is_reset(e) => self.io_failed.store(true, Ordering::Relaxed),
-            _ => {}
+            other => self.note_error(other),
+        }
+    }
+
+    /// A flush or shutdown moves no byte of its own (the write that buffered them was stamped):
+    /// only a reset is recorded, without a clock read.
+    fn note_error<T>(&self, r: &Poll<io::Result<T>>) {
+        if let Poll::Ready(Err(e)) = r {
+            if is_reset(e) {
+                self.io_failed.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -254,7 +333,8 @@ fn closed_error(reason: CloseReason) -> io::Error {
 /// An accepted connection served by [`Server`](super::Server): the runtime's stream, plus what
 /// the server needs to defend its slots.
 ///
-/// - Every successful read or write records the runtime's time (one relaxed atomic store), so
+/// - Every successful read or write records the runtime's time (one clock read and one relaxed
+///   atomic store; a flush or a shutdown, which move no byte of their own, record nothing), so
 ///   the server knows how long the connection has been idle without the handler's help.
 /// - When the server closes it (idle timeout, read deadline, reclaimed at the limit), pending
 ///   and later reads and writes fail with `TimedOut` and a message saying why.
@@ -293,7 +373,12 @@ impl<L: ConnIo> Conn<L> {
         let at = timeout.map_or(NO_DEADLINE, |t| {
             ((self.shared.clock)() + t).as_nanos().min(NO_DEADLINE - 1)
         });
-        self.shared.read_deadline.store(at, Ordering::Relaxed);
+        // Stored before the sweep is lowered (see `Sweep`): the server either reads it or is
+        // woken to re-arm at it.
+        self.shared.read_deadline.store(at, Ordering::SeqCst);
+        if at != NO_DEADLINE {
+            self.shared.sweep.lower(Instant::from_nanos(at));
+        }
     }
 
     /// When the connection last moved a byte (on the runtime's clock).
@@ -393,7 +478,7 @@ impl<L: ConnIo> futures_io::AsyncWrite for Conn<L> {
             return Poll::Ready(Err(gone()));
         };
         let r = L::poll_flush(io, cx);
-        shared.note(&r);
+        shared.note_error(&r);
         r
     }
 
@@ -403,7 +488,7 @@ impl<L: ConnIo> futures_io::AsyncWrite for Conn<L> {
             return Poll::Ready(Err(gone()));
         };
         let r = L::poll_shutdown_write(io, cx);
-        shared.note(&r);
+        shared.note_error(&r);
         r
     }
 }

@@ -16,7 +16,9 @@
 //! ([`ConnConfig`], see [`crate::conn`]): a connection silent for the idle timeout (default
 //! 60 s) is closed, so is one whose handler-armed read deadline ([`Conn::set_read_deadline`])
 //! passed, and when every slot is taken and a newcomer waits, the connection idle the longest
-//! (at least 1 s) is closed for it. These are checked every 250 ms while connections are open.
+//! (at least 1 s) is closed for it. The server's timer is armed at the earliest of these
+//! deadlines (a handler arming an earlier read deadline re-arms it), and not at all while no
+//! connection has one.
 //! When a handler returns (or drops its `Conn`), the server closes the connection with a
 //! **lingering close**: shut down the write side, read and discard until the peer's EOF, 1 MiB
 //! or 2 s (never past the drain deadline), so a written reply is never lost to a reset. The
@@ -113,7 +115,7 @@ use std::sync::Mutex;
 pub use drain::{DrainStarted, Draining};
 pub use handle::{ServeHandle, ServeReport, ServeStats};
 
-use super::conn::{Clock, Conn, ConnIo};
+use super::conn::{Clock, Conn, ConnIo, Sweep};
 use super::{Alarm, BoxFuture, Incoming, Listener, Spawn};
 use crate::conn::{ConnConfig, ConnTable};
 use crate::shutdown::{Shutdown, ShutdownConfig};
@@ -255,6 +257,7 @@ impl<L: Listener, R: Spawn> Server<L, R> {
             alarm: Alarm::new(),
             sweep_alarm: Alarm::new(),
             next_sweep: None,
+            sweep: Arc::new(Sweep::new()),
             clock,
             error: None,
         };

@@ -16,7 +16,7 @@ use super::task::TaskGuard;
 use super::trigger::Trigger;
 use super::{Draining, ServeReport, ServeStats};
 use crate::conn::ConnEvent;
-use crate::driver::conn::{Clock, Conn, ConnIo, ConnShared};
+use crate::driver::conn::{Clock, Conn, ConnIo, ConnShared, Sweep};
 use crate::driver::{AbortHandle, Alarm, Incoming, Listener, Spawn};
 use crate::shutdown::{ShutdownDecision, ShutdownEvent, ShutdownSummary};
 use crate::time::Instant;
@@ -25,11 +25,6 @@ use crate::time::Instant;
 const ACCEPTS_PER_POLL: u32 = 64;
 /// Queued connections refused (accepted and closed) when the drain starts, at most.
 const BACKLOG_SWEEP: u32 = 1024;
-/// How often the serving task reads its connections' activity and read deadlines into the
-/// [`ConnTable`](crate::conn::ConnTable) while any is open: the precision of idle timeouts and
-/// read deadlines, and how soon a waiting newcomer is retried for reclamation when no
-/// connection was idle long enough.
-const SWEEP: core::time::Duration = core::time::Duration::from_millis(250);
 
 /// A connection's task: its abort handle and what it shares with the server.
 pub(super) type Task<L, R> = (<R as Spawn>::Handle, Arc<ConnShared<<L as Listener>::Conn>>);
@@ -42,9 +37,14 @@ pub(super) struct Run<L: Listener, R: Spawn, H> {
     pub(super) handler: H,
     pub(super) tasks: BTreeMap<u64, Task<L, R>>,
     pub(super) alarm: Alarm<R>,
-    /// The connections' sweep: activity and read deadlines into the table, expiries out.
+    /// The connections' sweep: activity and read deadlines into the table, expiries out. Armed
+    /// only while some connection has a deadline (idle timeout, read deadline, or a
+    /// reclamation a waiting newcomer may get), at the earliest one.
     pub(super) sweep_alarm: Alarm<R>,
+    /// The instant `sweep_alarm` is armed for (`None`: no timer).
     pub(super) next_sweep: Option<Instant>,
+    /// What the connections see of the sweep: they lower it when they arm an earlier deadline.
+    pub(super) sweep: Arc<Sweep>,
     pub(super) clock: Clock,
     pub(super) error: Option<io::Error>,
 }
@@ -104,9 +104,6 @@ where
         for id in finished {
             self.tasks.remove(&id);
         }
-        if self.tasks.is_empty() {
-            self.next_sweep = None;
-        }
         self.emit_events();
         if stopped {
             return Poll::Ready(self.stop());
@@ -138,13 +135,19 @@ where
                         continue;
                     };
                     let id = ticket.id();
-                    self.shared.core().conns.on_open(self.rt.now(), id);
+                    let now = self.rt.now();
                     let shared = {
-                        let core = self.shared.core();
+                        let mut core = self.shared.core();
+                        core.conns.on_open(now, id);
                         let config = core.conns.config();
+                        // Its idle deadline: the sweep is due no later.
+                        if let Some(idle) = config.idle_timeout() {
+                            self.sweep.lower_to(now.saturating_add(idle));
+                        }
                         Arc::new(ConnShared::new(
                             id,
                             Arc::clone(&self.clock),
+                            Arc::clone(&self.sweep),
                             config.linger_time(),
                             config.linger_bytes(),
                             Draining {
@@ -188,21 +191,32 @@ where
         outcome
     }
 
-    /// Every [`SWEEP`] while connections are open: reads their activity and read deadlines
-    /// into the table, closes those that expired, and reclaims for a waiting newcomer.
+    /// The connections' defences: when the sweep is due (the earliest idle timeout or read
+    /// deadline the table knows, or one a handler armed since), reads the connections'
+    /// activity and read deadlines into the table, closes those that expired, reclaims for a
+    /// waiting newcomer, and re-arms at the table's next deadline. No timer while nothing has
+    /// a deadline.
     fn poll_conns(&mut self, cx: &mut Context<'_>) {
+        self.sweep.register(cx);
         let waiting = self.incoming.as_ref().is_some_and(Incoming::waiting);
         if waiting {
             self.reclaim();
         }
         if self.tasks.is_empty() {
+            self.sweep.begin();
+            self.disarm();
             return;
         }
-        let now = self.rt.now();
-        let next = *self.next_sweep.get_or_insert(now + SWEEP);
-        if self.sweep_alarm.poll_until(&self.rt, next, cx).is_pending() {
+        let Some(at) = self.sweep.at() else {
+            self.disarm();
+            return;
+        };
+        self.next_sweep = Some(at);
+        if self.sweep_alarm.poll_until(&self.rt, at, cx).is_pending() {
             return;
         }
+        // Due. Every deadline a handler arms from here on lowers the sweep again (see `Sweep`).
+        self.sweep.begin();
         let now = self.rt.now();
         self.sync(now);
         let closes = {
@@ -224,10 +238,39 @@ where
         if waiting {
             self.reclaim();
         }
-        let next = now + SWEEP;
-        self.next_sweep = Some(next);
-        // Registers the timer for the next sweep (it is in the future: this is `Pending`).
-        let _ = self.sweep_alarm.poll_until(&self.rt, next, cx);
+        let next = {
+            let core = self.shared.core();
+            let reclaim = if waiting {
+                core.conns.reclaim_at()
+            } else {
+                None
+            };
+            match (core.conns.poll_timeout(), reclaim) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        if let Some(next) = next {
+            self.sweep.lower_to(next);
+        }
+        match self.sweep.at() {
+            Some(at) => {
+                self.next_sweep = Some(at);
+                if self.sweep_alarm.poll_until(&self.rt, at, cx).is_ready() {
+                    // Already due again (a deadline armed meanwhile has passed): sweep again
+                    // on the next poll rather than loop here.
+                    cx.waker().wake_by_ref();
+                }
+            }
+            None => self.disarm(),
+        }
+    }
+
+    /// No deadline: drops the sweep's timer.
+    fn disarm(&mut self) {
+        if self.next_sweep.take().is_some() {
+            self.sweep_alarm = Alarm::new();
+        }
     }
 
     /// Reads every connection's activity and read deadline into the table.
@@ -247,7 +290,15 @@ where
         }
         let now = self.rt.now();
         self.sync(now);
-        let victim = self.shared.core().conns.reclaim(now);
+        let (victim, retry_at) = {
+            let mut core = self.shared.core();
+            let victim = core.conns.reclaim(now);
+            (victim, core.conns.reclaim_at())
+        };
+        // None eligible yet: the sweep is due when the longest-idle one will be.
+        if let Some(at) = retry_at.filter(|_| victim.is_none()) {
+            self.sweep.lower_to(at);
+        }
         if let Some((_, conn)) = victim.and_then(|id| self.tasks.get(&id)) {
             conn.close(crate::conn::CloseReason::Reclaimed);
             #[cfg(feature = "tracing")]
