@@ -23,14 +23,33 @@ struct Mem {
 }
 
 impl Mem {
-    /// A new connection in the accept queue; its input never comes.
-    fn connect(&self) {
+    /// A new connection in the accept queue; returns its input, which the test feeds.
+    fn connect(&self) -> Input {
+        let input = Input::default();
         let waker = {
             let mut q = self.queue.lock().unwrap();
             q.0.push_back(MemConn {
-                reader: Arc::new(Mutex::new(None)),
+                input: input.clone(),
             });
             q.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        input
+    }
+}
+
+/// What a connection's peer has sent and the reader waiting for more.
+#[derive(Clone, Default)]
+struct Input(Arc<Mutex<(VecDeque<u8>, Option<Waker>)>>);
+
+impl Input {
+    fn send(&self, bytes: &[u8]) {
+        let waker = {
+            let mut i = self.0.lock().unwrap();
+            i.0.extend(bytes);
+            i.1.take()
         };
         if let Some(w) = waker {
             w.wake();
@@ -38,9 +57,9 @@ impl Mem {
     }
 }
 
-/// A connection that never sends anything (a slowloris, or a client between requests).
+/// A connection whose peer sends only what the test feeds it, and never closes.
 struct MemConn {
-    reader: Arc<Mutex<Option<Waker>>>,
+    input: Input,
 }
 
 impl Listener for Mem {
@@ -59,13 +78,17 @@ impl Listener for Mem {
 }
 
 impl ConnIo for Mem {
-    fn poll_read(
-        c: &mut MemConn,
-        cx: &mut Context<'_>,
-        _buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        *c.reader.lock().unwrap() = Some(cx.waker().clone());
-        Poll::Pending
+    fn poll_read(c: &mut MemConn, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut i = c.input.0.lock().unwrap();
+        if i.0.is_empty() {
+            i.1 = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = buf.len().min(i.0.len());
+        for (b, x) in buf.iter_mut().zip(i.0.drain(..n)) {
+            *b = x;
+        }
+        Poll::Ready(Ok(n))
     }
     fn poll_write(_c: &mut MemConn, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
@@ -150,7 +173,7 @@ fn closed(s: &Setup) -> Vec<(Instant, Option<CloseReason>)> {
 fn no_timer_is_armed_while_no_connection_has_a_deadline() {
     let s = serve(4, config(None, None), vec![None]);
     assert_eq!(s.rt.armed_timers(), 0, "a server with no connection");
-    s.mem.connect();
+    let _ = s.mem.connect();
     s.rt.run_until_idle();
     assert_eq!(s.handle.stats().conns.open, 1);
     assert_eq!(s.rt.armed_timers(), 0, "{:?}", s.rt.next_timer());
@@ -160,7 +183,7 @@ fn no_timer_is_armed_while_no_connection_has_a_deadline() {
 fn the_first_and_only_idle_connection_is_closed_at_its_exact_deadline() {
     let idle = Duration::from_millis(10_100);
     let s = serve(4, config(Some(idle), None), vec![None]);
-    s.mem.connect();
+    let _ = s.mem.connect();
     s.rt.run_until_idle();
     let deadline = T0 + idle;
     assert_eq!(s.rt.next_timer(), Some(deadline));
@@ -178,14 +201,14 @@ fn an_earlier_read_deadline_armed_after_the_timer_rearms_it() {
     let idle = Duration::from_secs(60);
     let read = Duration::from_millis(2_100);
     let s = serve(4, config(Some(idle), None), vec![None, Some(read)]);
-    s.mem.connect();
+    let _ = s.mem.connect();
     s.rt.run_until_idle();
     assert_eq!(s.rt.next_timer(), Some(T0 + idle));
     // A second connection, a second later, whose handler arms a read deadline well before the
     // first one's idle timeout.
     let opened = T0 + Duration::from_secs(1);
     step_to(&s, opened);
-    s.mem.connect();
+    let _ = s.mem.connect();
     s.rt.run_until_idle();
     let deadline = opened + read;
     assert_eq!(s.rt.next_timer(), Some(deadline));
@@ -211,12 +234,12 @@ fn an_earlier_read_deadline_armed_after_the_timer_rearms_it() {
 fn a_waiting_newcomer_reclaims_the_idle_connection_the_moment_it_is_eligible() {
     let min_idle = Duration::from_millis(1_100);
     let s = serve(1, config(None, Some(min_idle)), vec![None, None]);
-    s.mem.connect();
+    let _ = s.mem.connect();
     s.rt.run_until_idle();
     assert_eq!(s.rt.armed_timers(), 0, "{:?}", s.rt.next_timer());
     // The only slot is taken: a newcomer waits from 300 ms on.
     step_to(&s, T0 + Duration::from_millis(300));
-    s.mem.connect();
+    let _ = s.mem.connect();
     s.rt.run_until_idle();
     assert_eq!(closed(&s), []);
     let eligible = T0 + min_idle;
@@ -225,4 +248,37 @@ fn a_waiting_newcomer_reclaims_the_idle_connection_the_moment_it_is_eligible() {
     assert_eq!(closed(&s), [(eligible, Some(CloseReason::Reclaimed))]);
     assert_eq!(s.handle.stats().conns.reclaimed, 1);
     assert_eq!(s.handle.stats().conns.open, 1, "the newcomer is served");
+}
+
+#[test]
+fn activity_is_seen_at_most_one_granularity_late_and_never_early() {
+    // Idle timeout 8 s: granularity 1 s (an eighth, at most 1 s).
+    let idle = Duration::from_secs(8);
+    let granularity = Duration::from_secs(1);
+    let s = serve(4, config(Some(idle), None), vec![None]);
+    let input = s.mem.connect();
+    s.rt.run_until_idle();
+    let mut last = T0;
+    // Bytes that are not the first since the server last looked (1.2 s, 2.9 s) are seen late.
+    for at_ms in [500, 1_200, 2_300, 2_900] {
+        last = T0 + Duration::from_millis(at_ms);
+        step_to(&s, last);
+        input.send(b"x");
+        s.rt.run_until_idle();
+    }
+    // Step through every timer: the connection is closed as idle, not before `last + idle`
+    // and at most one granularity after it.
+    while closed(&s).is_empty() {
+        let next =
+            s.rt.next_timer()
+                .expect("a timer while the connection is open");
+        assert!(next <= last + idle + granularity, "{next:?}");
+        step_to(&s, next);
+    }
+    let [(at, reason)] = closed(&s)[..] else {
+        panic!("{:?}", closed(&s));
+    };
+    assert_eq!(reason, Some(CloseReason::Idle));
+    assert!(at >= last + idle, "closed early: {at:?}");
+    assert!(at <= last + idle + granularity, "closed late: {at:?}");
 }

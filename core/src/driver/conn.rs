@@ -59,6 +59,24 @@ const DEADLINE: u8 = 2;
 const RECLAIMED: u8 = 3;
 const NO_DEADLINE: u64 = u64::MAX;
 
+/// The coarsest activity granularity: how late, at most, a [`Server`](super::Server) sees a
+/// connection's last byte (an eighth of the idle timeout when that is shorter, at least 1 ms).
+/// See [`Conn`].
+pub const ACTIVITY_GRANULARITY: Duration = Duration::from_secs(1);
+
+/// The activity granularity for a server's connection defences: `None` if it needs no
+/// activity (no idle timeout, no reclamation).
+pub(crate) fn activity_granularity(
+    idle_timeout: Option<Duration>,
+    reclaim: bool,
+) -> Option<Duration> {
+    match idle_timeout {
+        Some(idle) => Some((idle / 8).clamp(Duration::from_millis(1), ACTIVITY_GRANULARITY)),
+        None if reclaim => Some(ACTIVITY_GRANULARITY),
+        None => None,
+    }
+}
+
 /// The clock a [`Conn`] stamps its activity with: the runtime's.
 pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
@@ -133,9 +151,15 @@ impl Sweep {
 pub(crate) struct ConnShared<C> {
     pub(crate) id: u64,
     clock: Clock,
-    /// The server's sweep, lowered when the handler arms an earlier read deadline.
+    /// The server's sweep, lowered when the handler arms an earlier read deadline, and when
+    /// the connection is first active after the server last looked.
     sweep: Arc<Sweep>,
+    /// How late the server may see activity (see [`ConnShared::touch`]); `None`: the server
+    /// needs no activity (no idle timeout, no reclamation).
+    granularity: Option<Duration>,
     last_active: AtomicU64,
+    /// Active since the server last looked ([`ConnShared::take_active`]).
+    active: AtomicBool,
     read_deadline: AtomicU64,
     close: AtomicU8,
     io_failed: AtomicBool,
@@ -160,6 +184,7 @@ impl<C> ConnShared<C> {
         id: u64,
         clock: Clock,
         sweep: Arc<Sweep>,
+        granularity: Option<Duration>,
         linger: Duration,
         linger_bytes: u64,
         draining: Draining,
@@ -173,6 +198,8 @@ impl<C> ConnShared<C> {
             ended: Mutex::new(None),
             clock,
             sweep,
+            granularity,
+            active: AtomicBool::new(false),
             last_active: AtomicU64::new(now.as_nanos()),
             read_deadline: AtomicU64::new(NO_DEADLINE),
             close: AtomicU8::new(OPEN),
@@ -226,9 +253,31 @@ impl<C> ConnShared<C> {
         lock(&self.returned).take()
     }
 
+    /// Records activity. Only the first since the server last looked reads the clock: it
+    /// stamps `last_active`, marks the connection active and moves the server's sweep to at
+    /// most `granularity` later. Later ones find the mark and return (one relaxed load): the
+    /// server, when it looks, stamps the connection active at its own `now`. So the server sees
+    /// the last activity at most `granularity` late, never early: an idle timeout fires
+    /// between `idle_timeout` and `idle_timeout + granularity` after the last byte.
     fn touch(&self) {
-        self.last_active
-            .store((self.clock)().as_nanos(), Ordering::Relaxed);
+        if self.active.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = (self.clock)();
+        self.last_active.store(now.as_nanos(), Ordering::Relaxed);
+        self.active.store(true, Ordering::SeqCst);
+        if let Some(g) = self.granularity {
+            self.sweep.lower(now.saturating_add(g));
+        }
+    }
+
+    /// The server looks at `now`: if the connection was active since it last looked, its
+    /// `last_active` becomes `now` (the activity may have lasted until now).
+    pub(crate) fn look(&self, now: Instant) {
+        if self.active.swap(false, Ordering::SeqCst) {
+            self.last_active
+                .fetch_max(now.as_nanos(), Ordering::Relaxed);
+        }
     }
 
     /// `Some(error)` if the connection was ordered closed or (when `reading`) its read deadline
@@ -333,9 +382,15 @@ fn closed_error(reason: CloseReason) -> io::Error {
 /// An accepted connection served by [`Server`](super::Server): the runtime's stream, plus what
 /// the server needs to defend its slots.
 ///
-/// - Every successful read or write records the runtime's time (one clock read and one relaxed
-///   atomic store; a flush or a shutdown, which move no byte of their own, record nothing), so
-///   the server knows how long the connection has been idle without the handler's help.
+/// - Every successful read or write records activity, so the server knows how long the
+///   connection has been idle without the handler's help. Cheaply: the first since the server
+///   last looked reads the runtime's clock and asks the server to look again within the
+///   **activity granularity** (an eighth of the idle timeout, between 1 ms and
+///   [`ACTIVITY_GRANULARITY`], 1 s; 1 s with reclamation only); the others are one relaxed
+///   atomic load. The server then sees the last byte at most that late, never early: an idle
+///   connection is closed between `idle_timeout` and `idle_timeout` + granularity after its
+///   last byte. A flush or a shutdown moves no byte of its own and records nothing. Read
+///   deadlines are exact (armed on the clock).
 /// - When the server closes it (idle timeout, read deadline, reclaimed at the limit), pending
 ///   and later reads and writes fail with `TimedOut` and a message saying why.
 /// - When dropped (normally when the handler returns), the socket goes back to the server,
@@ -381,7 +436,9 @@ impl<L: ConnIo> Conn<L> {
         }
     }
 
-    /// When the connection last moved a byte (on the runtime's clock).
+    /// When the connection last moved a byte (on the runtime's clock), to within the activity
+    /// granularity (see the type's docs): the first byte since the server last looked, or the
+    /// instant it looked and found the connection active.
     pub fn last_active(&self) -> Instant {
         self.shared.last_active()
     }

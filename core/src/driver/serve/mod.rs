@@ -18,7 +18,10 @@
 //! passed, and when every slot is taken and a newcomer waits, the connection idle the longest
 //! (at least 1 s) is closed for it. The server's timer is armed at the earliest of these
 //! deadlines (a handler arming an earlier read deadline re-arms it), and not at all while no
-//! connection has one.
+//! connection has one. Read deadlines are exact; activity is seen at most one activity
+//! granularity late (an eighth of the idle timeout, at most
+//! [`ACTIVITY_GRANULARITY`](super::conn::ACTIVITY_GRANULARITY), 1 s; see [`Conn`]), never
+//! early.
 //! When a handler returns (or drops its `Conn`), the server closes the connection with a
 //! **lingering close**: shut down the write side, read and discard until the peer's EOF, 1 MiB
 //! or 2 s (never past the drain deadline), so a written reply is never lost to a reset. The

@@ -16,7 +16,7 @@ use super::task::TaskGuard;
 use super::trigger::Trigger;
 use super::{Draining, ServeReport, ServeStats};
 use crate::conn::ConnEvent;
-use crate::driver::conn::{Clock, Conn, ConnIo, ConnShared, Sweep};
+use crate::driver::conn::{activity_granularity, Clock, Conn, ConnIo, ConnShared, Sweep};
 use crate::driver::{AbortHandle, Alarm, Incoming, Listener, Spawn};
 use crate::shutdown::{ShutdownDecision, ShutdownEvent, ShutdownSummary};
 use crate::time::Instant;
@@ -144,10 +144,15 @@ where
                         if let Some(idle) = config.idle_timeout() {
                             self.sweep.lower_to(now.saturating_add(idle));
                         }
+                        let granularity = activity_granularity(
+                            config.idle_timeout(),
+                            config.reclaim_min_idle().is_some(),
+                        );
                         Arc::new(ConnShared::new(
                             id,
                             Arc::clone(&self.clock),
                             Arc::clone(&self.sweep),
+                            granularity,
                             config.linger_time(),
                             config.linger_bytes(),
                             Draining {
@@ -277,6 +282,7 @@ where
     fn sync(&self, now: Instant) {
         let mut core = self.shared.core();
         for (&id, (_, conn)) in &self.tasks {
+            conn.look(now);
             core.conns.on_activity(now, id, conn.last_active());
             core.conns.on_read_deadline(now, id, conn.read_deadline());
         }
