@@ -4,6 +4,7 @@
 # on tokio, smol and async-std, plus the event-loop example (no "before": it came later).
 #
 #   bash scripts/storm-cpu.sh [RUNS]          # default 3 runs per binary, alternating
+#   SKIP_BUILD=1 bash scripts/storm-cpu.sh 5  # reuse the binaries already in $WORK
 #
 # OLD_DIR (default /tmp/storm-cpu/old) holds old-tokio, old-smol, old-async-std: the release
 # `storm` examples of 8babb70. If missing, they are built from a throwaway `git worktree` of
@@ -49,13 +50,15 @@ if [ ! -x "$OLD_DIR/old-tokio" ] || [ ! -x "$OLD_DIR/old-smol" ] || [ ! -x "$OLD
   git -C "$ROOT" worktree remove --force "$SRC"
 fi
 
-# New binaries.
-for a in tokio smol async-std; do
+# New binaries (SKIP_BUILD=1: use those already in $WORK).
+[ "${SKIP_BUILD:-0}" = 1 ] || for a in tokio smol async-std; do
   cargo build --release --manifest-path "$ROOT/Cargo.toml" -p "keel-$a" --example storm
   cp "$T/release/examples/storm" "$WORK/new-$a"
 done
-cargo build --release --manifest-path "$ROOT/Cargo.toml" -p keel-core --features std --example event_loop
-cp "$T/release/examples/event_loop" "$WORK/new-event_loop"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release --manifest-path "$ROOT/Cargo.toml" -p keel-core --features std --example event_loop
+  cp "$T/release/examples/event_loop" "$WORK/new-event_loop"
+fi
 
 # One run: prints task-clock ms of the server for the whole load.
 run() {

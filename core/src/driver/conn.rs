@@ -129,9 +129,15 @@ impl Sweep {
         self.at.store(NO_DEADLINE, Ordering::SeqCst);
     }
 
-    /// Moves the sweep to `deadline` if that is earlier; `true` if it moved.
+    /// Moves the sweep to `deadline` if that is earlier; `true` if it moved. A plain load
+    /// first: the common case (the sweep is already earlier) writes nothing to the shared line.
+    /// Skipping on that load is safe: `at` only rises in [`begin`](Self::begin), and a load
+    /// ordered before it means the caller's deadline, stored before, is read by that sweep.
     pub(crate) fn lower_to(&self, deadline: Instant) -> bool {
         let t = deadline.as_nanos().min(NO_DEADLINE - 1);
+        if self.at.load(Ordering::SeqCst) <= t {
+            return false;
+        }
         self.at.fetch_min(t, Ordering::SeqCst) > t
     }
 
@@ -428,12 +434,15 @@ impl<L: ConnIo> Conn<L> {
         let at = timeout.map_or(NO_DEADLINE, |t| {
             ((self.shared.clock)() + t).as_nanos().min(NO_DEADLINE - 1)
         });
+        if at == NO_DEADLINE {
+            // Cleared: a later deadline never needs the server early.
+            self.shared.read_deadline.store(at, Ordering::Relaxed);
+            return;
+        }
         // Stored before the sweep is lowered (see `Sweep`): the server either reads it or is
         // woken to re-arm at it.
         self.shared.read_deadline.store(at, Ordering::SeqCst);
-        if at != NO_DEADLINE {
-            self.shared.sweep.lower(Instant::from_nanos(at));
-        }
+        self.shared.sweep.lower(Instant::from_nanos(at));
     }
 
     /// When the connection last moved a byte (on the runtime's clock), to within the activity
