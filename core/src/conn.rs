@@ -285,7 +285,7 @@ fn deadline_of(config: &ConnConfig, e: &Entry) -> Option<(Instant, CloseReason)>
 /// | timer | [`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout) |
 /// | commands | [`reclaim`](Self::reclaim) |
 /// | outputs | [`poll_event`](Self::poll_event) |
-/// | getters | [`stats`](Self::stats), [`idle_for`](Self::idle_for), [`reclaim_pending`](Self::reclaim_pending), [`defended_within`](Self::defended_within) |
+/// | getters | [`stats`](Self::stats), [`idle_for`](Self::idle_for), [`reclaim_pending`](Self::reclaim_pending), [`reclaim_at`](Self::reclaim_at), [`defended_within`](Self::defended_within) |
 ///
 /// After every input, drain [`poll_event`](Self::poll_event) and re-arm the timer from
 /// [`poll_timeout`](Self::poll_timeout).
@@ -470,6 +470,24 @@ impl ConnTable {
             .min_by_key(|(&id, e)| (e.last_active, id))?;
         self.close(now, id, CloseReason::Reclaimed);
         Some(id)
+    }
+
+    /// When [`reclaim`](Self::reclaim) could next pick a connection: the instant the serving
+    /// connection idle the longest (by the activity this table knows) reaches the minimum idle
+    /// time. `None` if reclamation is off, a reclaimed connection is still closing, or no
+    /// connection is serving. A server with a newcomer waiting arms its timer here.
+    #[must_use]
+    pub fn reclaim_at(&self) -> Option<Instant> {
+        let min_idle = self.config.reclaim_min_idle?;
+        if self.reclaim_pending() {
+            return None;
+        }
+        self.conns
+            .values()
+            .filter(|e| e.phase == Phase::Serving)
+            .map(|e| e.last_active)
+            .min()
+            .map(|t| t.saturating_add(min_idle))
     }
 
     /// `true` while a reclaimed connection has not closed yet.

@@ -183,8 +183,28 @@ proptest! {
                     }
                 }
                 Op::Reclaim => {
+                    let at = table.reclaim_at();
                     let got = table.reclaim(now);
                     let pending = model.values().any(|m| m.phase == Phase::Closing(CloseReason::Reclaimed));
+                    // When a waiting newcomer's server arms its timer: the longest-idle serving
+                    // connection reaching the minimum; `reclaim` picks one exactly from then on.
+                    let want_at = match min_idle {
+                        Some(min) if !pending => model
+                            .values()
+                            .filter(|m| m.phase == Phase::Serving)
+                            .map(|m| m.last_active)
+                            .min()
+                            .map(|t| t.saturating_add(min)),
+                        _ => None,
+                    };
+                    prop_assert_eq!(at, want_at);
+                    match at {
+                        None => prop_assert_eq!(got, None),
+                        // (At the end of the clock the sum saturates: eligibility is then
+                        // decided by the model check below.)
+                        Some(t) if t < Instant::MAX => prop_assert_eq!(got.is_some(), t <= now),
+                        Some(_) => {}
+                    }
                     let want = match min_idle {
                         Some(min) if !pending => model
                             .iter()

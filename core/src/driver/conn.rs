@@ -59,15 +59,113 @@ const DEADLINE: u8 = 2;
 const RECLAIMED: u8 = 3;
 const NO_DEADLINE: u64 = u64::MAX;
 
+/// The coarsest activity granularity: how late, at most, a [`Server`](super::Server) sees a
+/// connection's last byte (an eighth of the idle timeout when that is shorter, at least 1 ms).
+/// See [`Conn`].
+pub const ACTIVITY_GRANULARITY: Duration = Duration::from_secs(1);
+
+/// The activity granularity for a server's connection defences: `None` if it needs no
+/// activity (no idle timeout, no reclamation).
+pub(crate) fn activity_granularity(
+    idle_timeout: Option<Duration>,
+    reclaim: bool,
+) -> Option<Duration> {
+    match idle_timeout {
+        Some(idle) => Some((idle / 8).clamp(Duration::from_millis(1), ACTIVITY_GRANULARITY)),
+        None if reclaim => Some(ACTIVITY_GRANULARITY),
+        None => None,
+    }
+}
+
 /// The clock a [`Conn`] stamps its activity with: the runtime's.
 pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// The server's sweep timer as its connections see it: the instant it is armed for, and how a
+/// handler arming an earlier read deadline makes the server re-arm it.
+///
+/// The protocol (every access `SeqCst`):
+///
+/// - a handler stores its connection's deadline `d`, then lowers `at` to `d`
+///   ([`lower`](Self::lower)) and wakes the server if that moved it;
+/// - the server, when its timer fires, [`begins`](Self::begin) (`at` = none) **before** it reads
+///   the connections' deadlines, then lowers `at` to the table's next deadline and arms its
+///   timer at `at`.
+///
+/// A deadline stored before the server's `begin` is read by its sweep; one whose `lower` came
+/// after `begin` keeps `at` at or before it. Either way the timer fires no later than the
+/// deadline: no timeout is missed.
+pub(crate) struct Sweep {
+    at: AtomicU64,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Sweep {
+    pub(crate) fn new() -> Self {
+        Sweep {
+            at: AtomicU64::new(NO_DEADLINE),
+            waker: Mutex::new(None),
+        }
+    }
+
+    /// The server's task, to wake when a deadline moves the sweep earlier.
+    pub(crate) fn register(&self, cx: &Context<'_>) {
+        let mut w = lock(&self.waker);
+        match &mut *w {
+            Some(old) if old.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+    }
+
+    /// When the sweep is due; `None` if nothing has a deadline.
+    pub(crate) fn at(&self) -> Option<Instant> {
+        match self.at.load(Ordering::SeqCst) {
+            NO_DEADLINE => None,
+            t => Some(Instant::from_nanos(t)),
+        }
+    }
+
+    /// The server starts a sweep: until it lowers `at` again, any deadline armed wakes it.
+    pub(crate) fn begin(&self) {
+        self.at.store(NO_DEADLINE, Ordering::SeqCst);
+    }
+
+    /// Moves the sweep to `deadline` if that is earlier; `true` if it moved. A plain load
+    /// first: the common case (the sweep is already earlier) writes nothing to the shared line.
+    /// Skipping on that load is safe: `at` only rises in [`begin`](Self::begin), and a load
+    /// ordered before it means the caller's deadline, stored before, is read by that sweep.
+    pub(crate) fn lower_to(&self, deadline: Instant) -> bool {
+        let t = deadline.as_nanos().min(NO_DEADLINE - 1);
+        if self.at.load(Ordering::SeqCst) <= t {
+            return false;
+        }
+        self.at.fetch_min(t, Ordering::SeqCst) > t
+    }
+
+    /// A handler armed `deadline`: moves the sweep to it if earlier, and wakes the server.
+    fn lower(&self, deadline: Instant) {
+        if self.lower_to(deadline) {
+            let waker = lock(&self.waker).clone();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
 
 /// What a connection shares with the server: its activity, deadline, close order, and the
 /// slot its socket is handed back through.
 pub(crate) struct ConnShared<C> {
     pub(crate) id: u64,
     clock: Clock,
+    /// The server's sweep, lowered when the handler arms an earlier read deadline, and when
+    /// the connection is first active after the server last looked.
+    sweep: Arc<Sweep>,
+    /// How late the server may see activity (see [`ConnShared::touch`]); `None`: the server
+    /// needs no activity (no idle timeout, no reclamation).
+    granularity: Option<Duration>,
     last_active: AtomicU64,
+    /// Active since the server last looked ([`ConnShared::take_active`]).
+    active: AtomicBool,
     read_deadline: AtomicU64,
     close: AtomicU8,
     io_failed: AtomicBool,
@@ -93,6 +191,8 @@ impl<C> ConnShared<C> {
     pub(crate) fn new(
         id: u64,
         clock: Clock,
+        sweep: Arc<Sweep>,
+        granularity: Option<Duration>,
         linger: Duration,
         linger_bytes: u64,
         draining: Draining,
@@ -105,6 +205,9 @@ impl<C> ConnShared<C> {
             draining,
             ended: Mutex::new(None),
             clock,
+            sweep,
+            granularity,
+            active: AtomicBool::new(false),
             last_active: AtomicU64::new(now.as_nanos()),
             read_deadline: AtomicU64::new(NO_DEADLINE),
             close: AtomicU8::new(OPEN),
@@ -120,7 +223,7 @@ impl<C> ConnShared<C> {
     }
 
     pub(crate) fn read_deadline(&self) -> Option<Instant> {
-        match self.read_deadline.load(Ordering::Relaxed) {
+        match self.read_deadline.load(Ordering::SeqCst) {
             NO_DEADLINE => None,
             t => Some(Instant::from_nanos(t)),
         }
@@ -164,9 +267,31 @@ impl<C> ConnShared<C> {
         lock(&self.returned).take()
     }
 
+    /// Records activity. Only the first since the server last looked reads the clock: it
+    /// stamps `last_active`, marks the connection active and moves the server's sweep to at
+    /// most `granularity` later. Later ones find the mark and return (one relaxed load): the
+    /// server, when it looks, stamps the connection active at its own `now`. So the server sees
+    /// the last activity at most `granularity` late, never early: an idle timeout fires
+    /// between `idle_timeout` and `idle_timeout + granularity` after the last byte.
     fn touch(&self) {
-        self.last_active
-            .store((self.clock)().as_nanos(), Ordering::Relaxed);
+        if self.active.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = (self.clock)();
+        self.last_active.store(now.as_nanos(), Ordering::Relaxed);
+        self.active.store(true, Ordering::SeqCst);
+        if let Some(g) = self.granularity {
+            self.sweep.lower(now.saturating_add(g));
+        }
+    }
+
+    /// The server looks at `now`: if the connection was active since it last looked, its
+    /// `last_active` becomes `now` (the activity may have lasted until now).
+    pub(crate) fn look(&self, now: Instant) {
+        if self.active.swap(false, Ordering::SeqCst) {
+            self.last_active
+                .fetch_max(now.as_nanos(), Ordering::Relaxed);
+        }
     }
 
     /// `Some(error)` if the connection was ordered closed or (when `reading`) its read deadline
@@ -233,8 +358,17 @@ impl<C> ConnShared<C> {
     fn note<T>(&self, r: &Poll<io::Result<T>>) {
         match r {
             Poll::Ready(Ok(_)) => self.touch(),
-            Poll::Ready(Err(e)) if is_reset(e) => self.io_failed.store(true, Ordering::Relaxed),
-            _ => {}
+            other => self.note_error(other),
+        }
+    }
+
+    /// A flush or shutdown moves no byte of its own (the write that buffered them was stamped):
+    /// only a reset is recorded, without a clock read.
+    fn note_error<T>(&self, r: &Poll<io::Result<T>>) {
+        if let Poll::Ready(Err(e)) = r {
+            if is_reset(e) {
+                self.io_failed.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -262,8 +396,15 @@ fn closed_error(reason: CloseReason) -> io::Error {
 /// An accepted connection served by [`Server`](super::Server): the runtime's stream, plus what
 /// the server needs to defend its slots.
 ///
-/// - Every successful read or write records the runtime's time (one relaxed atomic store), so
-///   the server knows how long the connection has been idle without the handler's help.
+/// - Every successful read or write records activity, so the server knows how long the
+///   connection has been idle without the handler's help. Cheaply: the first since the server
+///   last looked reads the runtime's clock and asks the server to look again within the
+///   **activity granularity** (an eighth of the idle timeout, between 1 ms and
+///   [`ACTIVITY_GRANULARITY`], 1 s; 1 s with reclamation only); the others are one relaxed
+///   atomic load. The server then sees the last byte at most that late, never early: an idle
+///   connection is closed between `idle_timeout` and `idle_timeout` + granularity after its
+///   last byte. A flush or a shutdown moves no byte of its own and records nothing. Read
+///   deadlines are exact (armed on the clock).
 /// - When the server closes it (idle timeout, read deadline, reclaimed at the limit), pending
 ///   and later reads and writes fail with `TimedOut` and a message saying why.
 /// - When dropped (normally when the handler returns), the socket goes back to the server,
@@ -308,7 +449,15 @@ impl<L: ConnIo> Conn<L> {
         let at = timeout.map_or(NO_DEADLINE, |t| {
             ((self.shared.clock)() + t).as_nanos().min(NO_DEADLINE - 1)
         });
-        self.shared.read_deadline.store(at, Ordering::Relaxed);
+        if at == NO_DEADLINE {
+            // Cleared: a later deadline never needs the server early.
+            self.shared.read_deadline.store(at, Ordering::Relaxed);
+            return;
+        }
+        // Stored before the sweep is lowered (see `Sweep`): the server either reads it or is
+        // woken to re-arm at it.
+        self.shared.read_deadline.store(at, Ordering::SeqCst);
+        self.shared.sweep.lower(Instant::from_nanos(at));
     }
 
     /// A handle that marks this connection busy (a request in flight) while a guard from
@@ -322,7 +471,9 @@ impl<L: ConnIo> Conn<L> {
         }
     }
 
-    /// When the connection last moved a byte (on the runtime's clock).
+    /// When the connection last moved a byte (on the runtime's clock), to within the activity
+    /// granularity (see the type's docs): the first byte since the server last looked, or the
+    /// instant it looked and found the connection active.
     pub fn last_active(&self) -> Instant {
         self.shared.last_active()
     }
@@ -452,7 +603,7 @@ impl<L: ConnIo> futures_io::AsyncWrite for Conn<L> {
             return Poll::Ready(Err(gone()));
         };
         let r = L::poll_flush(io, cx);
-        shared.note(&r);
+        shared.note_error(&r);
         r
     }
 
@@ -462,7 +613,7 @@ impl<L: ConnIo> futures_io::AsyncWrite for Conn<L> {
             return Poll::Ready(Err(gone()));
         };
         let r = L::poll_shutdown_write(io, cx);
-        shared.note(&r);
+        shared.note_error(&r);
         r
     }
 }
