@@ -343,7 +343,7 @@ async fn on_sigterm_readyz_turns_503_at_once_while_requests_succeed_for_the_drai
     };
     assert_eq!(
         ready.body,
-        r#"{"ready":false,"live":true,"components":[{"name":"shutdown","state":"unhealthy","reason":"draining"}],"omitted":0}"#
+        r#"{"ready":false,"live":true,"components":[{"name":"shutdown","state":"unhealthy","reason":"drain delay"}],"omitted":0}"#
     );
     // Still accepting and serving during the delay (on new connections too).
     assert_eq!(ex.get("/").await.status, StatusCode::OK);
