@@ -135,7 +135,7 @@ impl ServeHandle {
 
     /// What a readiness probe (`/readyz`) should answer: [`health`](Self::health)`().is_ready()`.
     /// `false` from the first shutdown signal on, through the drain delay (see
-    /// [`ShutdownConfig`]'s `drain_delay`: the server still accepts and serves then), the drain
+    /// [`ShutdownConfig`](crate::shutdown::ShutdownConfig)'s `drain_delay`: the server still accepts and serves then), the drain
     /// and the stop; also while accepting is paused on a resource shortage or every
     /// connection slot is taken.
     #[must_use]
