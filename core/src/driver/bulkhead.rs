@@ -61,6 +61,25 @@ use crate::sync::bulkhead::{
 };
 
 /// A bulkhead on a runtime; clones share one [`SharedBulkhead`]. See the [module docs](self).
+///
+/// ```
+/// use keel_core::bulkhead::{BulkheadConfig, RejectReason};
+/// use keel_core::driver::bulkhead::Bulkhead;
+/// use keel_testkit::ManualRuntime; // keel_tokio::Bulkhead on tokio
+///
+/// let rt = ManualRuntime::new();
+/// // One call at a time, nobody waits: a second concurrent call is refused at once.
+/// let config = BulkheadConfig::builder().max_concurrent(1).max_queue(0).build()?;
+/// let bulkhead = Bulkhead::with_runtime(config, rt.clone());
+/// rt.block_on(async {
+///     let held = bulkhead.acquire().await.expect("a free slot");
+///     let refused = bulkhead.run(async { "work" }).await.unwrap_err();
+///     assert_eq!(refused.reason, RejectReason::Full);
+///     drop(held); // the slot is back
+///     assert_eq!(bulkhead.run(async { "work" }).await.unwrap(), "work");
+/// });
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct Bulkhead<R: Runtime> {
     shared: SharedBulkhead,

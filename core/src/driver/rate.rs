@@ -84,6 +84,27 @@ use crate::time::Instant;
 /// timer. Clones share one [`SharedRateLimiter`]: lock-free except while a quota change
 /// ([`SharedRateLimiter::set_quota`]) runs (checks wait for it), and one FIFO of waiters
 /// ([`RateWaiters`]). See the [module docs](self).
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+/// use keel_core::driver::rate::RateLimiter;
+/// use keel_core::rate::{Quota, RateLimited};
+/// use keel_testkit::ManualRuntime; // a clock the test moves; keel_tokio::RateLimiter on tokio
+///
+/// let rt = ManualRuntime::new();
+/// let start = rt.now();
+/// let limiter = RateLimiter::with_runtime(Quota::per_second(NonZeroU32::new(2).unwrap())?, rt.clone());
+/// assert!(limiter.check().is_ok()); // the burst: 2 at once
+/// assert!(limiter.check().is_ok());
+/// let limited = limiter.check().unwrap_err();
+/// assert_eq!(limited.reason, RateLimited::OverRate);
+/// assert_eq!(limited.retry_at, Some(start + Duration::from_millis(500))); // one per 500 ms
+/// // Or wait for the next token on the runtime's timer (here: in no time).
+/// rt.block_on(limiter.until_ready()).unwrap();
+/// assert_eq!(rt.now(), start + Duration::from_millis(500));
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct RateLimiter<R: Runtime> {
     shared: Arc<SharedRateLimiter>,
@@ -347,6 +368,26 @@ impl<R: Runtime> Future for UntilReady<R> {
 /// A keyed (per IP, per user) rate limiter on a runtime, with bounded memory (see
 /// [`crate::rate::keyed`]). Clones share one table behind a mutex held only for the
 /// check.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use keel_core::driver::rate::KeyedRateLimiter;
+/// use keel_core::rate::keyed::{KeyedConfig, KeyedLimited};
+/// use keel_core::rate::Quota;
+/// use keel_testkit::ManualRuntime; // keel_tokio::KeyedRateLimiter on tokio
+///
+/// let rt = ManualRuntime::new();
+/// let config = KeyedConfig::builder()
+///     .quota(Quota::per_second(NonZeroU32::new(1).unwrap())?)
+///     .max_keys(10_000) // memory is bounded by construction
+///     .build()?;
+/// let per_user = KeyedRateLimiter::<&str, _>::with_runtime(config, rt.clone());
+/// assert!(per_user.check(&"alice").is_ok());
+/// let limited = per_user.check(&"alice").unwrap_err();
+/// assert_eq!(limited.reason, KeyedLimited::OverRate);
+/// assert!(per_user.check(&"bob").is_ok()); // every key has its own budget
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 pub struct KeyedRateLimiter<K, R: Runtime> {
     inner: Arc<Mutex<keyed::KeyedGcra<K>>>,
     rt: R,

@@ -299,6 +299,32 @@ fn bump(c: &AtomicU64) {
 
 /// Retries async operations; clones share the run counter, the stats and the budget. See the
 /// [module docs](self).
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::time::Duration;
+/// use keel_core::backoff::{BackoffConfig, Jitter};
+/// use keel_core::driver::retry::Retry;
+/// use keel_testkit::ManualRuntime; // keel_tokio::Retry on tokio
+///
+/// let rt = ManualRuntime::new();
+/// let config = BackoffConfig::exponential(Duration::from_millis(100), Duration::from_secs(1))
+///     .jitter(Jitter::None)
+///     .max_attempts(3)
+///     .build()?;
+/// let retry = Retry::with_runtime(config, rt.clone());
+/// let calls = Cell::new(0);
+/// let start = rt.now();
+/// let answer = rt.block_on(retry.run(|| {
+///     calls.set(calls.get() + 1);
+///     let n = calls.get();
+///     async move { if n < 3 { Err("timeout") } else { Ok("pong") } }
+/// }));
+/// assert_eq!(answer.unwrap(), "pong");
+/// assert_eq!(calls.get(), 3);
+/// assert_eq!(rt.now(), start + Duration::from_millis(100 + 200)); // the backoff, slept
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 pub struct Retry<R: Runtime, P = RetryAll, N = NoNotify> {
     rt: R,
     config: BackoffConfig,
