@@ -330,6 +330,19 @@ pub(crate) mod slots {
 /// The limit has no timer (no `poll_timeout`/`handle_timeout`) and no events. Every input takes
 /// `now` like every other machine's, though no rule of the limit depends on time. See the
 /// [module docs](self) for the contract.
+///
+/// ```
+/// use keel_core::limit::{Limit, LimitConfig};
+/// use keel_core::time::Instant;
+///
+/// let now = Instant::ZERO;
+/// let mut limit = Limit::new(LimitConfig::builder().max(1).build()?);
+/// let permit = limit.try_acquire(now).expect("a free slot");
+/// assert!(limit.try_acquire(now).is_err()); // full: back off (or shed)
+/// limit.on_release(now, permit); // the permit is consumed: a slot is returned once
+/// assert!(limit.try_acquire(now).is_ok());
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Limit {
     config: LimitConfig,

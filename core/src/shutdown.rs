@@ -396,6 +396,26 @@ impl fmt::Display for ShutdownSummary {
 ///
 /// After every input, drain [`poll_event`](Self::poll_event) and re-arm the timer from
 /// [`poll_timeout`](Self::poll_timeout).
+///
+/// ```
+/// use core::time::Duration;
+/// use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownDecision};
+/// use keel_core::time::Instant;
+///
+/// let t0 = Instant::ZERO;
+/// let config = ShutdownConfig::builder().grace_period(Duration::from_secs(10)).build()?;
+/// let mut shutdown = Shutdown::new(config, t0);
+/// let work = shutdown.try_acquire(t0).expect("serving");
+/// let decision = shutdown.on_signal(t0);
+/// assert!(matches!(
+///     decision,
+///     ShutdownDecision::Drain { deadline: Some(d), in_flight: 1 } if d == t0 + Duration::from_secs(10)
+/// ));
+/// assert!(shutdown.try_acquire(t0).is_err()); // no new work once draining
+/// let _ = shutdown.on_work_finished(t0 + Duration::from_secs(1), work);
+/// assert!(shutdown.is_stopped()); // the last one finished: drained
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Shutdown {
     config: ShutdownConfig,

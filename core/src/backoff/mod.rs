@@ -208,6 +208,23 @@ pub struct BackoffStats {
 /// | getters | [`attempts`](Self::attempts), [`deadline`](Self::deadline), [`gave_up`](Self::gave_up), [`stats`](Self::stats), [`config`](Self::config) |
 ///
 /// No timer and no events: the caller sleeps for the returned delay.
+///
+/// ```
+/// use core::time::Duration;
+/// use keel_core::backoff::{Backoff, BackoffConfig, Jitter, RetryDecision};
+/// use keel_core::time::Instant;
+///
+/// let t0 = Instant::ZERO;
+/// let config = BackoffConfig::exponential(Duration::from_millis(100), Duration::from_secs(1))
+///     .jitter(Jitter::None)
+///     .max_attempts(3)
+///     .build()?;
+/// let mut backoff = Backoff::new(config, t0);
+/// assert_eq!(backoff.next_delay(t0), RetryDecision::RetryAt(t0 + Duration::from_millis(100)));
+/// assert_eq!(backoff.next_delay(t0), RetryDecision::RetryAt(t0 + Duration::from_millis(200)));
+/// assert!(matches!(backoff.next_delay(t0), RetryDecision::GiveUp(_))); // 3 attempts made
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Backoff {
     config: BackoffConfig,

@@ -466,6 +466,20 @@ impl<const N: usize> WaitQueue for Ring<N> {
 /// After every input, drain [`poll_event`](Self::poll_event) (it holds at most `QUEUE` events
 /// and drops the oldest beyond that, counted in [`BulkheadStats::events_dropped`]) and re-arm
 /// the timer from [`poll_timeout`](Self::poll_timeout).
+///
+/// ```
+/// use keel_core::bulkhead::{BulkheadConfig, FifoSemaphore, RejectReason};
+/// use keel_core::time::Instant;
+///
+/// let now = Instant::ZERO;
+/// let config = BulkheadConfig::builder().max_concurrent(1).max_queue(0).build()?;
+/// let mut semaphore: FifoSemaphore = FifoSemaphore::new(config, now);
+/// let permit = semaphore.try_acquire(now).expect("a free slot");
+/// assert_eq!(semaphore.try_acquire(now).unwrap_err().reason, RejectReason::Full);
+/// let _ = semaphore.on_release(now, permit);
+/// assert!(semaphore.try_acquire(now).is_ok());
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct FifoSemaphore<const QUEUE: usize = 0> {
     engine: Engine,

@@ -437,6 +437,24 @@ pub struct RateStats {
 /// | getters | [`peek`](Self::peek), [`peek_n`](Self::peek_n), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`max_clock_jump`](Self::max_clock_jump), [`stats`](Self::stats) |
 ///
 /// A rate limiter has no timers and no events: it only answers when asked.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use core::time::Duration;
+/// use keel_core::rate::{Gcra, Quota, RateLimited};
+/// use keel_core::time::Instant;
+///
+/// let t0 = Instant::from_secs(1);
+/// let mut gcra = Gcra::new(Quota::per_second(NonZeroU32::new(10).unwrap())?, t0);
+/// for _ in 0..10 {
+///     assert!(gcra.try_acquire(t0).is_ok()); // the burst (10) at once
+/// }
+/// let limited = gcra.try_acquire(t0).unwrap_err();
+/// assert_eq!(limited.reason, RateLimited::OverRate);
+/// assert_eq!(limited.retry_at, Some(t0 + Duration::from_millis(100))); // one per 100 ms
+/// assert!(gcra.try_acquire(t0 + Duration::from_millis(100)).is_ok());
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Gcra {
     tat: u64,
