@@ -253,6 +253,7 @@ impl BudgetConfigBuilder {
 
 /// Counters of a [`RetryBudget`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct BudgetStats {
     /// Calls to [`RetryBudget::deposit`].
     pub deposits: u64,

@@ -217,6 +217,7 @@ impl LimitConfigBuilder {
 
 /// A snapshot of a limit's counters. Counters only grow (they wrap after `u64::MAX`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct LimitStats {
     /// The current limit.
     pub max: usize,

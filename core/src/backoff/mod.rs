@@ -180,6 +180,7 @@ impl RetryDecision {
 
 /// Counters of a [`Backoff`], across resets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct BackoffStats {
     /// Retries scheduled (`RetryAt` answers and delays yielded by [`Backoff::delays`]).
     pub retries: u64,

@@ -418,6 +418,7 @@ pub(crate) const fn over_burst(burst: u32) -> Rejected<RateLimited> {
 /// Counters of a [`Gcra`] or a counted
 /// [`SharedRateLimiter`](crate::sync::gcra::SharedRateLimiter::counted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateStats {
     /// Admissions (a `try_acquire_n` batch counts once).
     pub allowed: u64,

@@ -47,6 +47,7 @@ impl Shared {
 
 /// Counts of a server: its accept loop, its connection limit and its shutdown machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServeStats {
     /// The accept loop (accepted, errors, pauses...). Frozen when the listener closes.
     pub accept: AcceptStats,
@@ -92,6 +93,7 @@ impl fmt::Display for ServeStats {
 
 /// What [`Server::serve`](super::Server::serve) returns once it has stopped.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ServeReport {
     /// Connections completed, aborted at the deadline, refused during the drain, and how long
     /// the drain took.

@@ -398,6 +398,7 @@ const fn never(reason: KeyedLimited) -> Rejected<KeyedLimited> {
 
 /// Counters of a [`KeyedGcra`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyedStats {
     /// Checks admitted.
     pub allowed: u64,
