@@ -27,7 +27,7 @@
 //!   lost because nobody polled; the entry is kept until its events have been taken.
 //! - **Bounded memory: a fixed table of `N` entries** (a const parameter, no allocation). A
 //!   permit acquired while the table is full takes the place of the oldest leaked permit
-//!   whose events have all been taken (it is forgotten: [`LeakStats::forgotten`]; a late
+//!   (oldest acquisition, then tracking order) whose events have all been taken (it is forgotten: [`LeakStats::forgotten`]; a late
 //!   release of it is then unknown), or, when there is none, is not tracked at all
 //!   ([`Tracking::Overflow`], counted in [`LeakStats::overflow`]). Size `N` to the pool (the
 //!   most permits that can be out at once, plus room for the leaks you want to remember).
@@ -246,59 +246,52 @@ pub struct LeakStats {
     pub capacity: u64,
 }
 
+/// A tracked permit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
-    Free,
+struct Entry {
+    id: u64,
+    at: Instant,
+    /// Tracking order: breaks ties between permits acquired at one instant.
+    seq: u64,
+    state: Held,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
     /// Out, within the threshold so far.
-    Held {
-        id: u64,
-        at: Instant,
-    },
-    /// Out, found leaked; `reported` once its `Leaked` event was taken.
-    Leaked {
-        id: u64,
-        at: Instant,
-        age: Duration,
-        reported: bool,
-    },
-    /// Released late; kept until its events (`Leaked` if not yet taken, then `Released`) are.
+    InTime,
+    /// Out, found leaked `age` after its acquisition; `reported` once its `Leaked` event was
+    /// taken.
+    Leaked { age: Duration, reported: bool },
+    /// Released late, after `held`; kept until its events (`Leaked` if not yet taken, then
+    /// `Released`) are.
     ReleasedLate {
-        id: u64,
-        at: Instant,
         age: Duration,
         reported: bool,
         held: Duration,
     },
 }
 
-impl Slot {
-    fn id(&self) -> Option<u64> {
-        match *self {
-            Slot::Free => None,
-            Slot::Held { id, .. } | Slot::Leaked { id, .. } | Slot::ReleasedLate { id, .. } => {
-                Some(id)
-            }
-        }
-    }
-
-    fn acquired_at(&self) -> Option<Instant> {
-        match *self {
-            Slot::Free => None,
-            Slot::Held { at, .. } | Slot::Leaked { at, .. } | Slot::ReleasedLate { at, .. } => {
-                Some(at)
-            }
-        }
-    }
-
-    /// Whether the slot holds an event not yet taken.
+impl Entry {
+    /// Whether the entry holds an event not yet taken.
     fn has_event(&self) -> bool {
         matches!(
-            self,
-            Slot::Leaked {
+            self.state,
+            Held::Leaked {
                 reported: false,
                 ..
-            } | Slot::ReleasedLate { .. }
+            } | Held::ReleasedLate { .. }
         )
+    }
+
+    /// Whether the permit is still out.
+    fn is_out(&self) -> bool {
+        !matches!(self.state, Held::ReleasedLate { .. })
+    }
+
+    /// The order of reports and of forgetting: oldest acquisition first, then tracking order.
+    fn age_key(&self) -> (Instant, u64) {
+        (self.at, self.seq)
     }
 }
 
@@ -312,13 +305,14 @@ impl Slot {
 /// | outputs | [`poll_event`](Self::poll_event) `-> Option<LeakEvent>` |
 /// | getters | [`config`](Self::config), [`stats`](Self::stats) |
 ///
-/// The table lives inline (`N` entries of 40 bytes): a large `N` belongs in a `static` or a
+/// The table lives inline (`N` entries of 64 bytes): a large `N` belongs in a `static` or a
 /// `Box` built in place, not on a small stack.
 #[derive(Clone, Debug)]
 pub struct LeakDetector<const N: usize> {
     config: LeakConfig,
     clock: Monotonic,
-    slots: [Slot; N],
+    slots: [Option<Entry>; N],
+    next_seq: u64,
     stats: LeakStats,
 }
 
@@ -329,7 +323,8 @@ impl<const N: usize> LeakDetector<N> {
         LeakDetector {
             config,
             clock: Monotonic::new(now),
-            slots: [Slot::Free; N],
+            slots: [None; N],
+            next_seq: 0,
             stats: LeakStats {
                 capacity: u64::try_from(N).unwrap_or(u64::MAX),
                 ..LeakStats::default()
@@ -347,16 +342,22 @@ impl<const N: usize> LeakDetector<N> {
         let free = self
             .slots
             .iter()
-            .position(|s| matches!(s, Slot::Free))
+            .position(Option::is_none)
             .or_else(|| self.forgettable());
         let Some(slot) = free.and_then(|i| self.slots.get_mut(i)) else {
             self.stats.overflow = self.stats.overflow.saturating_add(1);
             return Tracking::Overflow;
         };
-        if !matches!(slot, Slot::Free) {
+        if slot.is_some() {
             self.stats.forgotten = self.stats.forgotten.saturating_add(1);
         }
-        *slot = Slot::Held { id, at: now };
+        *slot = Some(Entry {
+            id,
+            at: now,
+            seq: self.next_seq,
+            state: Held::InTime,
+        });
+        self.next_seq = self.next_seq.wrapping_add(1);
         self.stats.acquired = self.stats.acquired.saturating_add(1);
         Tracking::Tracked
     }
@@ -365,41 +366,37 @@ impl<const N: usize> LeakDetector<N> {
     pub fn on_release(&mut self, now: Instant, id: u64) -> Release {
         let now = self.clock.observe(now);
         let threshold = self.config.threshold;
-        let Some(slot) = self.find(id).and_then(|i| self.slots.get_mut(i)) else {
+        let found = self.find(id).and_then(|i| self.slots.get_mut(i));
+        let Some(slot) = found else {
             self.stats.unknown_releases = self.stats.unknown_releases.saturating_add(1);
             return Release::Unknown;
         };
-        match *slot {
-            Slot::Held { id, at } => {
-                let held = now.saturating_duration_since(at);
-                if held < threshold {
-                    *slot = Slot::Free;
-                    self.stats.released = self.stats.released.saturating_add(1);
-                    return Release::OnTime { held };
-                }
-                // Held past the threshold though the timer has not fired: a leak all the same.
+        let Some(entry) = slot.as_mut() else {
+            // `find` only returns occupied slots: not reached.
+            debug_assert!(false, "find returned an empty slot");
+            return Release::Unknown;
+        };
+        let held = now.saturating_duration_since(entry.at);
+        match entry.state {
+            Held::InTime if held < threshold => {
+                *slot = None;
+                self.stats.released = self.stats.released.saturating_add(1);
+                Release::OnTime { held }
+            }
+            // Held past the threshold though the timer has not fired: a leak all the same.
+            Held::InTime => {
                 self.stats.leaked_total = self.stats.leaked_total.saturating_add(1);
                 self.stats.late_releases = self.stats.late_releases.saturating_add(1);
-                *slot = Slot::ReleasedLate {
-                    id,
-                    at,
+                entry.state = Held::ReleasedLate {
                     age: held,
                     reported: false,
                     held,
                 };
                 Release::Late { held }
             }
-            Slot::Leaked {
-                id,
-                at,
-                age,
-                reported,
-            } => {
-                let held = now.saturating_duration_since(at);
+            Held::Leaked { age, reported } => {
                 self.stats.late_releases = self.stats.late_releases.saturating_add(1);
-                *slot = Slot::ReleasedLate {
-                    id,
-                    at,
+                entry.state = Held::ReleasedLate {
                     age,
                     reported,
                     held,
@@ -407,7 +404,7 @@ impl<const N: usize> LeakDetector<N> {
                 Release::Late { held }
             }
             // Released already (its events not yet taken): a second release.
-            Slot::ReleasedLate { .. } | Slot::Free => {
+            Held::ReleasedLate { .. } => {
                 self.stats.unknown_releases = self.stats.unknown_releases.saturating_add(1);
                 Release::Unknown
             }
@@ -420,13 +417,11 @@ impl<const N: usize> LeakDetector<N> {
         let now = self.clock.observe(now);
         let threshold = self.config.threshold;
         let mut found = 0u64;
-        for slot in &mut self.slots {
-            if let Slot::Held { id, at } = *slot {
-                let age = now.saturating_duration_since(at);
+        for entry in self.slots.iter_mut().flatten() {
+            if entry.state == Held::InTime {
+                let age = now.saturating_duration_since(entry.at);
                 if age >= threshold {
-                    *slot = Slot::Leaked {
-                        id,
-                        at,
+                    entry.state = Held::Leaked {
                         age,
                         reported: false,
                     };
@@ -444,71 +439,65 @@ impl<const N: usize> LeakDetector<N> {
         let oldest = self
             .slots
             .iter()
-            .filter_map(|s| match *s {
-                Slot::Held { at, .. } => Some(at),
-                _ => None,
-            })
+            .flatten()
+            .filter(|e| e.state == Held::InTime)
+            .map(|e| e.at)
             .min()?;
         never_at_the_end(oldest.saturating_add(self.config.threshold))
     }
 
-    /// The next report, oldest acquisition first (a permit's `Leaked` before its `Released`).
+    /// The next report, oldest acquisition first (then in the order the permits were tracked);
+    /// a permit's `Leaked` comes before its `Released`.
     pub fn poll_event(&mut self) -> Option<LeakEvent> {
-        let i = self
+        let slot = self
             .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.has_event())
-            .min_by_key(|(i, s)| (s.acquired_at(), *i))
-            .map(|(i, _)| i)?;
-        let slot = self.slots.get_mut(i)?;
-        match *slot {
-            Slot::Leaked {
-                id,
-                at,
+            .iter_mut()
+            .filter(|s| s.is_some_and(|e| e.has_event()))
+            .min_by_key(|s| s.map(|e| e.age_key()))?;
+        let entry = slot.as_mut()?;
+        let (id, acquired_at) = (entry.id, entry.at);
+        match entry.state {
+            Held::Leaked {
                 age,
                 reported: false,
             } => {
-                *slot = Slot::Leaked {
-                    id,
-                    at,
+                entry.state = Held::Leaked {
                     age,
                     reported: true,
                 };
                 Some(LeakEvent::Leaked {
                     id,
-                    acquired_at: at,
+                    acquired_at,
                     age,
                 })
             }
-            Slot::ReleasedLate {
-                id,
-                at,
+            Held::ReleasedLate {
                 age,
-                reported,
+                reported: false,
                 held,
             } => {
-                if reported {
-                    *slot = Slot::Free;
-                    Some(LeakEvent::Released { id, held })
-                } else {
-                    *slot = Slot::ReleasedLate {
-                        id,
-                        at,
-                        age,
-                        reported: true,
-                        held,
-                    };
-                    Some(LeakEvent::Leaked {
-                        id,
-                        acquired_at: at,
-                        age,
-                    })
-                }
+                entry.state = Held::ReleasedLate {
+                    age,
+                    reported: true,
+                    held,
+                };
+                Some(LeakEvent::Leaked {
+                    id,
+                    acquired_at,
+                    age,
+                })
             }
-            // `has_event` selected the slot: not reached.
-            Slot::Leaked { reported: true, .. } | Slot::Held { .. } | Slot::Free => {
-                debug_assert!(false, "a slot without an event was selected");
+            Held::ReleasedLate {
+                reported: true,
+                held,
+                ..
+            } => {
+                *slot = None;
+                Some(LeakEvent::Released { id, held })
+            }
+            // `has_event` selected the entry: not reached.
+            Held::Leaked { reported: true, .. } | Held::InTime => {
+                debug_assert!(false, "an entry without an event was selected");
                 None
             }
         }
@@ -524,20 +513,15 @@ impl<const N: usize> LeakDetector<N> {
     #[must_use]
     pub fn stats(&self) -> LeakStats {
         let mut s = self.stats;
-        let mut outstanding = 0u64;
-        let mut leaked = 0u64;
+        let out = self.slots.iter().flatten().filter(|e| e.is_out());
+        let (mut outstanding, mut leaked) = (0u64, 0u64);
         let mut oldest: Option<Instant> = None;
-        for slot in &self.slots {
-            let at = match *slot {
-                Slot::Held { at, .. } => at,
-                Slot::Leaked { at, .. } => {
-                    leaked += 1;
-                    at
-                }
-                Slot::ReleasedLate { .. } | Slot::Free => continue,
-            };
+        for entry in out {
             outstanding += 1;
-            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            if matches!(entry.state, Held::Leaked { .. }) {
+                leaked += 1;
+            }
+            oldest = Some(oldest.map_or(entry.at, |o| o.min(entry.at)));
         }
         s.outstanding = outstanding;
         s.outstanding_leaked = leaked;
@@ -548,7 +532,9 @@ impl<const N: usize> LeakDetector<N> {
     }
 
     fn find(&self, id: u64) -> Option<usize> {
-        self.slots.iter().position(|s| s.id() == Some(id))
+        self.slots
+            .iter()
+            .position(|s| s.is_some_and(|e| e.id == id))
     }
 
     /// The slot of the oldest leaked permit whose events have all been taken.
@@ -556,13 +542,26 @@ impl<const N: usize> LeakDetector<N> {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| match *s {
-                Slot::Leaked {
-                    at, reported: true, ..
-                } => Some((at, i)),
+            .filter_map(|(i, s)| match s {
+                Some(
+                    e @ Entry {
+                        state: Held::Leaked { reported: true, .. },
+                        ..
+                    },
+                ) => Some((e.age_key(), i)),
                 _ => None,
             })
             .min()
             .map(|(_, i)| i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Entry;
+
+    #[test]
+    fn an_entry_is_at_most_64_bytes_as_documented() {
+        assert!(core::mem::size_of::<Option<Entry>>() <= 64);
     }
 }

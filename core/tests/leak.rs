@@ -150,7 +150,7 @@ fn events_come_oldest_acquisition_first() {
             _ => unreachable!(),
         })
         .collect();
-    assert_eq!(ids, vec![20, 10, 30], "same instant: table order");
+    assert_eq!(ids, vec![20, 10, 30], "same instant: tracking order");
 }
 
 #[test]
