@@ -67,6 +67,7 @@ extern crate std;
 
 pub mod accept;
 pub mod adaptive;
+pub mod backlog;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
@@ -75,6 +76,7 @@ pub mod bulkhead;
 pub mod conn;
 pub mod error;
 pub mod health;
+pub mod leak;
 pub mod limit;
 pub mod rate;
 pub mod report;
