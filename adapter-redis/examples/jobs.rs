@@ -9,8 +9,10 @@
 //!
 //! - `api`: `POST /enqueue` (user in the `x-user` header; `priority=critical|default` and
 //!   `dependency=0|1` in the query) behind a fleet-wide per-user rate limit
-//!   ([`keel_redis::FleetLimiter`], 429 with `Retry-After`) and the queue-depth guard (503 with
-//!   `Retry-After` once a queue holds its bound). `POST /admin/dependency?mode=ok|slow|fail` and
+//!   ([`keel_redis::FleetLimiter`], 429 with `Retry-After`) and the queue-depth guard
+//!   ([`keel_core::backlog::Backlog`] over both queues' depth, polled every 100 ms; 503 with a
+//!   `Retry-After` from the measured drain rate; the enqueue script enforces the same bound
+//!   exactly). `POST /admin/dependency?mode=ok|slow|fail` and
 //!   `POST /admin/leak?permille=N` switch the simulated dependency and the leak for every worker.
 //! - `worker`: `--concurrency` tasks claiming jobs from the reliable queue (see `jobs/store.rs`),
 //!   each holding a slot of a fleet-wide cap ([`keel_redis::FleetBulkhead`]) sized against the
@@ -19,7 +21,7 @@
 //!   retry budget allows, then go to the dead-letter list with the reason and attempt count.
 //!   The worker logs one line per job start and end on stdout (`jobs-load` counts them).
 //! - Both: `GET /metrics` (Prometheus text) and `GET /readyz` (503 when the backlog is over 90 %
-//!   of its bound, or, on a worker, when the breaker is open).
+//!   of `--backlog-high`, or, on a worker, when the breaker is open).
 //!
 //! The alert rules over these metrics are in `examples/jobs/README.md`; `jobs-load` runs the
 //! seed's scenarios against this program and checks them.
@@ -56,9 +58,11 @@ pub struct Args {
     /// Api: per-user quota (jobs per second, and burst).
     pub user_rate: u32,
     pub user_burst: u32,
-    /// Api: queue-depth bounds.
-    pub critical_bound: u64,
-    pub default_bound: u64,
+    /// Queue-depth admission (`keel_core::backlog`) over both queues: refuse default jobs from
+    /// `high` until drained to `low`; critical jobs may use `critical_reserve` more.
+    pub backlog_high: u64,
+    pub backlog_low: u64,
+    pub critical_reserve: u64,
     /// Worker: attempts before the dead-letter list.
     pub max_attempts: u32,
     /// Worker: the per-attempt timeout around the dependency.
@@ -82,8 +86,9 @@ fn parse() -> Result<(String, Args), String> {
         name: format!("worker-{}", std::process::id()),
         user_rate: 10,
         user_burst: 20,
-        critical_bound: 500,
-        default_bound: 1500,
+        backlog_high: 1000,
+        backlog_low: 800,
+        critical_reserve: 300,
         max_attempts: 4,
         attempt_timeout: Duration::from_millis(100),
         lease_ttl: Duration::from_millis(1500),
@@ -102,8 +107,9 @@ fn parse() -> Result<(String, Args), String> {
             "--pool" => a.pool = value()?.parse().map_err(|e| bad(&e))?,
             "--user-rate" => a.user_rate = value()?.parse().map_err(|e| bad(&e))?,
             "--user-burst" => a.user_burst = value()?.parse().map_err(|e| bad(&e))?,
-            "--critical-bound" => a.critical_bound = value()?.parse().map_err(|e| bad(&e))?,
-            "--default-bound" => a.default_bound = value()?.parse().map_err(|e| bad(&e))?,
+            "--backlog-high" => a.backlog_high = value()?.parse().map_err(|e| bad(&e))?,
+            "--backlog-low" => a.backlog_low = value()?.parse().map_err(|e| bad(&e))?,
+            "--critical-reserve" => a.critical_reserve = value()?.parse().map_err(|e| bad(&e))?,
             "--max-attempts" => a.max_attempts = value()?.parse().map_err(|e| bad(&e))?,
             "--attempt-timeout-ms" => {
                 a.attempt_timeout = Duration::from_millis(value()?.parse().map_err(|e| bad(&e))?)

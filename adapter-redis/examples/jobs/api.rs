@@ -2,7 +2,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use keel_core::backlog::{Backlog, BacklogConfig, BacklogEvent, BacklogFull};
 use keel_core::rate::Quota;
 
 use keel_redis::{Denied, FailurePolicy, FleetConfig, FleetLimiter};
@@ -24,26 +25,26 @@ struct Api {
     redis: ConnectionManager,
     enqueue: Script,
     limiter: FleetLimiter,
-    critical_bound: u64,
-    default_bound: u64,
-    /// The queue lengths as last read (every 100 ms), for `/readyz` and a fast 503.
-    critical_len: AtomicU64,
-    default_len: AtomicU64,
+    /// Queue-depth admission over both queues, fed the depth every 100 ms.
+    backlog: Mutex<Backlog>,
+    high: u64,
+    reserve: u64,
+    /// Both queues' length as last read, for `/readyz`.
+    depth: AtomicU64,
     prometheus: PrometheusHandle,
 }
 
 impl Api {
-    fn bound(&self, p: Priority) -> u64 {
-        match p {
-            Priority::Critical => self.critical_bound,
-            Priority::Default => self.default_bound,
-        }
+    fn backlog(&self) -> MutexGuard<'_, Backlog> {
+        // The machine never panics; a poisoned lock still holds a consistent machine.
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn len(&self, p: Priority) -> u64 {
+    /// The hard cap the enqueue script enforces for `p`.
+    fn cap(&self, p: Priority) -> u64 {
         match p {
-            Priority::Critical => self.critical_len.load(Ordering::Relaxed),
-            Priority::Default => self.default_len.load(Ordering::Relaxed),
+            Priority::Critical => self.high.saturating_add(self.reserve),
+            Priority::Default => self.high,
         }
     }
 }
@@ -61,6 +62,14 @@ pub async fn run(a: Args, prometheus: PrometheusHandle) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let limiter = FleetLimiter::connect(&a.redis, config).map_err(|e| e.to_string())?;
+    let backlog_config = BacklogConfig::builder()
+        .high(a.backlog_high)
+        .low(a.backlog_low)
+        .critical_reserve(a.critical_reserve)
+        .max_staleness(Duration::from_secs(1))
+        .drain_window(Duration::from_millis(500))
+        .build()
+        .map_err(|e| e.to_string())?;
     let client = redis::Client::open(a.redis.as_str()).map_err(|e| e.to_string())?;
     let redis = ConnectionManager::new(client)
         .await
@@ -70,14 +79,13 @@ pub async fn run(a: Args, prometheus: PrometheusHandle) -> Result<(), String> {
         redis,
         enqueue: Script(ENQUEUE_LUA),
         limiter,
-        critical_bound: a.critical_bound,
-        default_bound: a.default_bound,
-        critical_len: AtomicU64::new(0),
-        default_len: AtomicU64::new(0),
+        backlog: Mutex::new(Backlog::new(backlog_config, keel_tokio::now())),
+        high: a.backlog_high,
+        reserve: a.critical_reserve,
+        depth: AtomicU64::new(0),
         prometheus,
     });
-    metrics::gauge!("jobs_queue_bound", "queue" => "critical").set(a.critical_bound as f64);
-    metrics::gauge!("jobs_queue_bound", "queue" => "default").set(a.default_bound as f64);
+    metrics::gauge!("jobs_backlog_high").set(a.backlog_high as f64);
     tokio::spawn(watch_depth(api.clone()));
     let app = Router::new()
         .route("/enqueue", post(enqueue))
@@ -103,8 +111,28 @@ async fn watch_depth(api: Arc<Api>) {
             .query_async(&mut conn)
             .await;
         if let Ok((c, d, p, z, dead)) = r {
-            api.critical_len.store(c, Ordering::Relaxed);
-            api.default_len.store(d, Ordering::Relaxed);
+            let depth = c.saturating_add(d);
+            api.depth.store(depth, Ordering::Relaxed);
+            let stats = {
+                let mut b = api.backlog();
+                let now = keel_tokio::now();
+                b.on_depth(now, depth);
+                b.handle_timeout(now);
+                while let Some(e) = b.poll_event() {
+                    match e {
+                        BacklogEvent::Full { depth, .. } => {
+                            eprintln!("backlog: full at {depth} jobs: refusing default jobs")
+                        }
+                        BacklogEvent::Admitting { depth, .. } => {
+                            eprintln!("backlog: drained to {depth} jobs: admitting again")
+                        }
+                        other => eprintln!("backlog: {other:?}"),
+                    }
+                }
+                b.stats()
+            };
+            metrics::gauge!("jobs_backlog_full").set(if stats.full { 1.0 } else { 0.0 });
+            metrics::gauge!("jobs_backlog_drain_rate").set(stats.drain_rate_milli as f64 / 1000.0);
             metrics::gauge!("jobs_queue_length", "queue" => "critical").set(c as f64);
             metrics::gauge!("jobs_queue_length", "queue" => "default").set(d as f64);
             metrics::gauge!("jobs_processing").set(p as f64);
@@ -178,26 +206,37 @@ async fn enqueue(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> R
             );
         }
     }
-    // The queue-depth guard: refused at once when the last reading is at the bound, and
-    // decided exactly by the enqueue script otherwise.
-    let bound = api.bound(priority);
-    let full = || {
-        rejected("backlog");
-        reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(Duration::from_secs(1)),
-            format!("the {} queue holds {bound} jobs\n", priority.as_str()),
-        )
+    // The queue-depth guard: the machine's estimate first (it counts this process's
+    // admissions between two polls), then the exact cap in the enqueue script.
+    let class = match priority {
+        Priority::Critical => keel_core::backlog::Priority::Critical,
+        Priority::Default => keel_core::backlog::Priority::Normal,
     };
-    if api.len(priority) >= bound {
-        return full();
+    let now = keel_tokio::now();
+    let decision = api.backlog().try_acquire(now, class);
+    if let Err(refused) = decision {
+        let wait = refused.retry_at.map_or(Duration::from_secs(1), |at| {
+            at.saturating_duration_since(now)
+        });
+        let label = match refused.reason {
+            BacklogFull::Stale { .. } => "backlog_stale",
+            _ => "backlog",
+        };
+        rejected(label);
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(wait),
+            format!("{}\n", refused.reason),
+        );
     }
+    let cap = api.cap(priority);
     let mut conn = api.redis.clone();
     let r: Result<i64, _> = api
         .enqueue
         .key(api.keys.queue(priority))
+        .key(api.keys.other_queue(priority))
         .key(&api.keys.seq)
-        .arg(bound)
+        .arg(cap)
         .arg(user)
         .arg(priority.as_str())
         .arg(if dependency { "1" } else { "0" })
@@ -209,7 +248,14 @@ async fn enqueue(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> R
             metrics::counter!("jobs_enqueued_total", "queue" => priority.as_str()).increment(1);
             reply(StatusCode::OK, None, format!("{id}\n"))
         }
-        Ok(_) => full(),
+        Ok(_) => {
+            rejected("backlog");
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(Duration::from_secs(1)),
+                format!("the queues hold {cap} jobs\n"),
+            )
+        }
         Err(e) => {
             rejected("redis_error");
             reply(
@@ -265,23 +311,22 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> String {
     api.prometheus.render()
 }
 
-/// Not ready while either queue is over 90 % of its bound: a load balancer sends enqueues to
+/// Not ready while the backlog is full, its depth stale, or over 90 % of `high`: a load balancer sends enqueues to
 /// another region instead of collecting 503s.
 async fn readyz(State(api): State<Arc<Api>>) -> Response {
-    let over = [Priority::Critical, Priority::Default]
-        .into_iter()
-        .find(|&p| api.len(p).saturating_mul(10) >= api.bound(p).saturating_mul(9));
-    match over {
-        Some(p) => reply(
+    let depth = api.depth.load(Ordering::Relaxed);
+    let stats = api.backlog().stats();
+    if stats.full || stats.stale || depth.saturating_mul(10) >= api.high.saturating_mul(9) {
+        return reply(
             StatusCode::SERVICE_UNAVAILABLE,
             None,
             format!(
-                "backlog: the {} queue is over 90 % of its bound\n",
-                p.as_str()
+                "backlog: {depth} jobs queued (high {}, full {}, stale {})\n",
+                api.high, stats.full, stats.stale
             ),
-        ),
-        None => reply(StatusCode::OK, None, "ready\n".into()),
+        );
     }
+    reply(StatusCode::OK, None, "ready\n".into())
 }
 
 /// Whole seconds rounded up, as `Retry-After` wants.

@@ -1,21 +1,32 @@
 //! A bounded pool of Redis connections that finds and reclaims leaked ones.
 //!
 //! At most `size` connections are checked out at once (a semaphore); a checkout waits at most
-//! `wait` for one. Every checkout is recorded with the instant it began: a connection held
-//! longer than `leak_threshold` is reported (a log line with its age, `jobs_pool_leaks_total`,
-//! `jobs_pool_leak_age_seconds`) and its slot is given back to the pool, so a leaking job costs
-//! the pool at most one slot for `leak_threshold` instead of the slot for ever. The leaker's
-//! handle stays usable (it is still a connection) but no longer counts against the pool, and
-//! dropping it later gives nothing back twice.
+//! `wait` for one. Every checkout is tracked by keel's leak detector
+//! ([`keel_core::leak::LeakDetector`]) under its checkout id: a connection held for
+//! `leak_threshold` or longer is reported (a log line with its id and age,
+//! `jobs_pool_leaks_total`, `jobs_pool_leak_age_seconds`) and its slot is given back to the
+//! pool, so a leaking job costs the pool at most one slot for `leak_threshold` instead of the
+//! slot for ever. The leaker's handle stays usable (it is still a connection) but no longer
+//! counts against the pool, and dropping it later gives nothing back twice.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use keel_core::leak::{LeakConfig, LeakDetector, LeakEvent};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The most checkouts the detector tracks at once: the pool's slots plus the leaks it remembers.
+const TRACKED: usize = 256;
+
+struct Out {
+    /// Ids of the checkouts that count against the pool.
+    held: HashSet<u64>,
+    detector: LeakDetector<TRACKED>,
+}
 
 struct Inner {
     client: redis::Client,
@@ -23,11 +34,9 @@ struct Inner {
     wait: Duration,
     free: Mutex<Vec<MultiplexedConnection>>,
     permits: Arc<Semaphore>,
-    /// Checkouts in progress: id → when it began.
-    out: Mutex<HashMap<u64, Instant>>,
+    /// Checkouts in progress and the detector watching them, under one lock.
+    out: Mutex<Out>,
     next: AtomicU64,
-    leaks: AtomicU64,
-    max_leak_age_ms: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,21 +60,32 @@ pub struct Conn {
 }
 
 impl Pool {
-    pub fn new(client: redis::Client, size: usize, wait: Duration) -> Pool {
+    pub fn new(
+        client: redis::Client,
+        size: usize,
+        wait: Duration,
+        leak_threshold: Duration,
+    ) -> Result<Pool, String> {
         metrics::gauge!("jobs_pool_size").set(size as f64);
-        Pool {
+        let config = LeakConfig::builder()
+            .threshold(leak_threshold)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let detector = LeakDetector::new(config, keel_tokio::now());
+        Ok(Pool {
             inner: Arc::new(Inner {
                 client,
                 size,
                 wait,
                 free: Mutex::new(Vec::with_capacity(size)),
                 permits: Arc::new(Semaphore::new(size)),
-                out: Mutex::new(HashMap::new()),
+                out: Mutex::new(Out {
+                    held: HashSet::new(),
+                    detector,
+                }),
                 next: AtomicU64::new(0),
-                leaks: AtomicU64::new(0),
-                max_leak_age_ms: AtomicU64::new(0),
             }),
-        }
+        })
     }
 
     /// A connection, waiting at most the pool's `wait` for a free slot.
@@ -94,8 +114,10 @@ impl Pool {
         let id = inner.next.fetch_add(1, Ordering::Relaxed);
         let in_use = {
             let mut out = lock(&inner.out);
-            out.insert(id, Instant::now());
-            out.len()
+            out.held.insert(id);
+            // Overflow (more than TRACKED out at once) only means this one goes unwatched.
+            let _ = out.detector.on_acquire(keel_tokio::now(), id);
+            out.held.len()
         };
         metrics::gauge!("jobs_pool_in_use").set(in_use as f64);
         Ok(Conn {
@@ -106,35 +128,42 @@ impl Pool {
         })
     }
 
-    /// Reports and reclaims every checkout older than `threshold`; returns how many.
-    pub fn reclaim_leaks(&self, threshold: Duration) -> usize {
+    /// Reports every checkout held for the threshold or longer and gives its slot back to the
+    /// pool; reports leaked connections released at last. Returns how many leaks were new.
+    pub fn reclaim_leaks(&self) -> usize {
         let inner = &self.inner;
-        let now = Instant::now();
-        let leaked: Vec<(u64, Duration)> = {
-            let mut out = lock(&inner.out);
-            let old: Vec<(u64, Duration)> = out
-                .iter()
-                .map(|(&id, &since)| (id, now.saturating_duration_since(since)))
-                .filter(|&(_, age)| age > threshold)
-                .collect();
-            for (id, _) in &old {
-                out.remove(id);
+        let mut new = 0;
+        let mut out = lock(&inner.out);
+        out.detector.handle_timeout(keel_tokio::now());
+        while let Some(event) = out.detector.poll_event() {
+            match event {
+                LeakEvent::Leaked { id, age, .. } => {
+                    new += 1;
+                    metrics::counter!("jobs_pool_leaks_total").increment(1);
+                    metrics::histogram!("jobs_pool_leak_age_seconds").record(age.as_secs_f64());
+                    // Still out: its slot comes back now (the leaker's permit is forgotten when
+                    // it drops the handle). Released since: nothing to reclaim.
+                    let reclaimed = out.held.remove(&id);
+                    if reclaimed {
+                        inner.permits.add_permits(1);
+                    }
+                    eprintln!(
+                        "leak: pool connection {id} held for {age:?}{}",
+                        if reclaimed {
+                            ": slot reclaimed"
+                        } else {
+                            " (released since)"
+                        }
+                    );
+                }
+                LeakEvent::Released { id, held } => {
+                    eprintln!("leak: pool connection {id} released at last after {held:?}");
+                }
+                _ => {}
             }
-            old
-        };
-        for &(id, age) in &leaked {
-            inner.leaks.fetch_add(1, Ordering::Relaxed);
-            let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-            inner.max_leak_age_ms.fetch_max(ms, Ordering::Relaxed);
-            metrics::counter!("jobs_pool_leaks_total").increment(1);
-            metrics::histogram!("jobs_pool_leak_age_seconds").record(age.as_secs_f64());
-            eprintln!("leak: pool connection {id} held for {age:?} (threshold {threshold:?}): slot reclaimed");
-            // The leaker keeps its permit (forgotten when it drops the handle): a new one
-            // stands in for it.
-            inner.permits.add_permits(1);
         }
-        metrics::gauge!("jobs_pool_in_use").set(lock(&inner.out).len() as f64);
-        leaked.len()
+        metrics::gauge!("jobs_pool_in_use").set(out.held.len() as f64);
+        new
     }
 }
 
@@ -158,9 +187,10 @@ impl Drop for Conn {
             return;
         };
         let mut out = lock(&self.pool.out);
-        if out.remove(&self.id).is_some() {
+        let _ = out.detector.on_release(keel_tokio::now(), self.id);
+        if out.held.remove(&self.id) {
             lock(&self.pool.free).push(conn);
-            metrics::gauge!("jobs_pool_in_use").set(out.len() as f64);
+            metrics::gauge!("jobs_pool_in_use").set(out.held.len() as f64);
             drop(permit);
         } else {
             // Reclaimed as a leak: its slot was replaced already.

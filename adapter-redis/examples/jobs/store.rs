@@ -5,8 +5,9 @@
 //! A job is the string `ID|USER|PRIORITY|DEP|ENQUEUED_MS` (`DEP` is 1 when the job calls the
 //! dependency). Its life:
 //!
-//! - enqueue: `RPUSH` onto `P:q:critical` or `P:q:default` unless that list already holds the
-//!   bound (the queue-depth guard, decided in the same script so no race lets it overflow);
+//! - enqueue: `RPUSH` onto `P:q:critical` or `P:q:default` unless the two lists together
+//!   already hold the bound (the hard cap of the queue-depth guard, decided in the same script
+//!   so no race between api processes lets it overflow);
 //! - claim: `LMOVE` from the head of the first non-empty queue (critical first) to
 //!   `P:processing` **and** `SET P:lease:ID TOKEN PX TTL` in one script, so a job is never in
 //!   processing without a lease; the attempt number is `HINCRBY P:attempts ID 1`;
@@ -67,6 +68,13 @@ impl Keys {
         match priority {
             Priority::Critical => &self.critical,
             Priority::Default => &self.default,
+        }
+    }
+
+    pub fn other_queue(&self, priority: Priority) -> &str {
+        match priority {
+            Priority::Critical => &self.default,
+            Priority::Default => &self.critical,
         }
     }
 }
@@ -133,11 +141,12 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// KEYS: queue, seq. ARGV: bound, user, priority, dep, now_ms.
-/// Returns the new id, or -1 when the queue holds `bound` jobs already.
+/// KEYS: queue, the other queue, seq. ARGV: bound, user, priority, dep, now_ms.
+/// Returns the new id, or -1 when the two queues hold `bound` jobs already (the hard cap behind
+/// the api's [`keel_core::backlog::Backlog`] estimate, which other api processes cannot see).
 pub const ENQUEUE_LUA: &str = r#"
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
-local id = redis.call('INCR', KEYS[2])
+if redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[1]) then return -1 end
+local id = redis.call('INCR', KEYS[3])
 redis.call('RPUSH', KEYS[1], id .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5])
 return id
 "#;

@@ -72,7 +72,7 @@ enum Attempt {
 
 pub async fn run(a: Args, prometheus: PrometheusHandle) -> Result<(), String> {
     let client = redis::Client::open(a.redis.as_str()).map_err(|e| e.to_string())?;
-    let pool = Pool::new(client, a.pool, Duration::from_millis(500));
+    let pool = Pool::new(client, a.pool, Duration::from_millis(500), a.leak_threshold)?;
     let fleet_config =
         FleetBulkheadConfig::new(format!("{}:workers", a.prefix), a.fleet_concurrency)
             .map_err(|e| e.to_string())?
@@ -223,7 +223,7 @@ async fn maintain(w: Arc<Worker>) {
                 }
             }
         }
-        w.pool.reclaim_leaks(w.a.leak_threshold);
+        w.pool.reclaim_leaks();
         let state = match w.breaker.state() {
             BreakerState::Closed | BreakerState::Disabled => 0.0,
             BreakerState::Open | BreakerState::ForcedOpen => 1.0,
@@ -246,14 +246,17 @@ async fn readyz(State(w): State<Arc<Worker>>) -> (StatusCode, String) {
             "breaker dependency is open\n".into(),
         );
     }
-    let bounds = [w.a.critical_bound, w.a.default_bound];
-    for (i, name) in ["critical", "default"].into_iter().enumerate() {
-        if w.backlog[i].load(Ordering::Relaxed).saturating_mul(10) >= bounds[i].saturating_mul(9) {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("backlog: the {name} queue is over 90 % of its bound\n"),
-            );
-        }
+    let depth = w.backlog[0]
+        .load(Ordering::Relaxed)
+        .saturating_add(w.backlog[1].load(Ordering::Relaxed));
+    if depth.saturating_mul(10) >= w.a.backlog_high.saturating_mul(9) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "backlog: {depth} jobs queued, over 90 % of {}\n",
+                w.a.backlog_high
+            ),
+        );
     }
     (StatusCode::OK, "ready\n".into())
 }
