@@ -12,18 +12,24 @@ use std::process::Command;
 #[allow(dead_code, unreachable_pub, missing_docs)]
 mod alerts;
 
-/// `target/<profile>/examples`, next to this test's `deps` directory.
-fn examples_dir() -> PathBuf {
+/// `target/<profile>`: this test runs from its `deps` directory.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
     let deps = exe.parent().expect("the deps directory");
-    deps.parent()
-        .expect("the profile directory")
-        .join("examples")
+    deps.parent().expect("the profile directory").to_path_buf()
 }
 
-/// Builds the two examples with the cargo that runs this test (a no-op when they are fresh:
-/// `cargo test -p keel-redis` builds every example already, `--test jobs` alone does not).
+/// Builds the two examples into this test's target directory and profile, with the cargo that
+/// runs this test (a no-op when they are fresh: `cargo test -p keel-redis` builds every
+/// example already, `--test jobs` alone does not).
 fn build_examples() {
+    let profile_dir = profile_dir();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a profile directory name")
+        .to_string();
+    let target_dir = profile_dir.parent().expect("the target directory");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -35,8 +41,15 @@ fn build_examples() {
         "--example",
         "jobs-load",
     ]);
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
+    cmd.arg("--target-dir").arg(target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
     }
     let status = cmd.status().expect("run cargo build for the jobs examples");
     assert!(
@@ -49,7 +62,9 @@ fn build_examples() {
 fn the_job_system_survives_seed_004() {
     let url = common::redis_url();
     build_examples();
-    let load = examples_dir().join(format!("jobs-load{}", std::env::consts::EXE_SUFFIX));
+    let load = profile_dir()
+        .join("examples")
+        .join(format!("jobs-load{}", std::env::consts::EXE_SUFFIX));
     let out = Command::new(&load)
         .args(["--redis", &url, "--short"])
         .output()
