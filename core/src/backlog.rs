@@ -316,6 +316,7 @@ pub enum Priority {
 
 /// Why [`Backlog::try_acquire`] refused: the queue is too long, or its length is unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BacklogFull {
     /// The estimated depth is at or above the bound for this priority (or the machine is full
     /// and has not drained to `low` yet).

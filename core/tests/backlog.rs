@@ -400,3 +400,14 @@ fn rejection_messages_say_what_to_change() {
     };
     assert!(stale.to_string().contains("max_staleness"));
 }
+
+#[test]
+fn a_small_rate_decays_all_the_way_to_zero() {
+    let mut b = Backlog::new(config(10, 5, 0), t0());
+    b.on_dequeued(t0(), 1);
+    b.on_dequeued(t0() + Duration::from_secs(1), 0);
+    assert_eq!(b.drain_rate_milli(), 1_000);
+    // 99 empty windows (fewer than the shortcut's 160): the rounding must reach zero.
+    b.on_dequeued(t0() + Duration::from_secs(100), 0);
+    assert_eq!(b.drain_rate_milli(), 0);
+}

@@ -37,6 +37,7 @@ macro_rules! single_machine_target {
 pub mod accept;
 pub mod adaptive;
 pub mod all;
+pub mod backlog;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
@@ -45,6 +46,7 @@ pub mod common;
 pub mod conn;
 pub mod gcra;
 pub mod keyed;
+pub mod leak;
 pub mod limit;
 pub mod shutdown;
 
