@@ -702,6 +702,26 @@ async fn run(a: Args) -> Result<bool, String> {
         let reason = e.splitn(3, '|').nth(2).unwrap_or("?").to_string();
         *reasons.entry(reason).or_default() += 1;
     }
+    // Counted: the run's keys go (the job records, the limiter's and the fleet cap's keys).
+    let mut cursor: u64 = 0;
+    loop {
+        let r: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("*{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await;
+        let Ok((next, found)) = r else { break };
+        if !found.is_empty() {
+            let _: Result<u64, _> = redis::cmd("DEL").arg(&found).query_async(&mut redis).await;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
     // The workers' reports: leaks with their age.
     let mut leak_reports = 0u64;
     let mut leak_max_age = String::from("-");

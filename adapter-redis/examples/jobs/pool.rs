@@ -177,6 +177,7 @@ impl Deref for Conn {
 
 impl DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut MultiplexedConnection {
+        // Some until drop.
         self.conn.as_mut().expect("a checked-out connection")
     }
 }

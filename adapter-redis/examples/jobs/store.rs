@@ -175,9 +175,11 @@ end
 return 0
 "#;
 
-/// KEYS: lease, processing, final, dead, delayed, dup.
+/// KEYS: lease, processing, final, dead, delayed, dup, attempts.
 /// ARGV: token, job, outcome (done|dead|retry), reason, attempts, due_ms, id.
-/// 1 when finished, 0 when the lease is no longer ours (nothing is changed).
+/// 1 when finished, 0 when the lease is no longer ours (nothing is changed). A final outcome
+/// drops the job's attempt count (its dead-letter entry keeps it), so `P:attempts` holds only
+/// the jobs in flight.
 pub const FINISH_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
@@ -186,6 +188,7 @@ if ARGV[3] == 'retry' then
   redis.call('ZADD', KEYS[5], ARGV[6], ARGV[2])
   return 1
 end
+redis.call('HDEL', KEYS[7], ARGV[7])
 if redis.call('HSETNX', KEYS[3], ARGV[7], ARGV[3]) == 0 then redis.call('INCR', KEYS[6]) end
 if ARGV[3] == 'dead' then
   redis.call('RPUSH', KEYS[4], ARGV[7] .. '|' .. ARGV[5] .. '|' .. ARGV[4])

@@ -55,7 +55,8 @@ struct Worker {
     backoff: BackoffConfig,
     mode: AtomicU8,
     leak_permille: AtomicU32,
-    rng: AtomicU64,
+    /// Lease tokens handed out.
+    tokens: AtomicU64,
     /// Jobs attempted, for the leak's 1 in N.
     jobs_run: AtomicU64,
     slots_held: AtomicI64,
@@ -108,7 +109,6 @@ pub async fn run(a: Args, prometheus: PrometheusHandle) -> Result<(), String> {
         .max_attempts(a.max_attempts)
         .build()
         .map_err(|e| e.to_string())?;
-    let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
     let w = Arc::new(Worker {
         keys: Keys::new(&a.prefix),
         scripts: Scripts {
@@ -126,7 +126,7 @@ pub async fn run(a: Args, prometheus: PrometheusHandle) -> Result<(), String> {
         backoff,
         mode: AtomicU8::new(MODE_OK),
         leak_permille: AtomicU32::new(0),
-        rng: AtomicU64::new(seed),
+        tokens: AtomicU64::new(0),
         jobs_run: AtomicU64::new(0),
         slots_held: AtomicI64::new(0),
         backlog: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -155,12 +155,10 @@ pub async fn run(a: Args, prometheus: PrometheusHandle) -> Result<(), String> {
 }
 
 impl Worker {
+    /// A lease token no other run of any job shares (the process's name, the task, a count).
     fn token(&self, task: usize) -> String {
-        format!(
-            "{}-{task}-{}",
-            self.a.name,
-            self.rng.load(Ordering::Relaxed) % 1_000_000
-        )
+        let n = self.tokens.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{}-{task}-{n}", self.a.name, std::process::id())
     }
 }
 
@@ -463,6 +461,7 @@ async fn process(w: &Arc<Worker>, job: Job, attempt_no: u32, token: String) {
             .key(&k.dead)
             .key(&k.delayed)
             .key(&k.dup)
+            .key(&k.attempts)
             .arg(&token)
             .arg(&job.raw)
             .arg(outcome)
