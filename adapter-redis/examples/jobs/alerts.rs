@@ -44,6 +44,11 @@ impl Sel {
         self.eq.iter().all(|(k, v)| has(k, v)) && !self.ne.iter().any(|(k, v)| has(k, v))
     }
 
+    /// The sum of the matching series in one scrape.
+    pub fn sum_of(&self, s: &Scrape) -> f64 {
+        self.sum(s)
+    }
+
     fn sum(&self, s: &Scrape) -> f64 {
         s.series
             .iter()
