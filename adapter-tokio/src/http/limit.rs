@@ -62,7 +62,33 @@ pub struct KeyedRateLimitLayer<X: KeyExtractor = PeerIp> {
     extractor: X,
     missing: MissingKey<X::Key>,
     headers: bool,
-    policy: Arc<str>,
+    policy: Arc<Policy>,
+}
+
+/// The policy name and its `RateLimit-Policy` value, built once for the quota the limiter had
+/// when the layer (or its policy name) was set: a request clones the value (a reference count),
+/// and builds it afresh only if the limiter's quota was changed since (`set_quota`).
+#[derive(Debug)]
+struct Policy {
+    name: Box<str>,
+    quota: Quota,
+    field: HeaderValue,
+}
+
+impl Policy {
+    fn new(name: Box<str>, quota: Quota) -> Self {
+        let field = policy_field(&name, quota);
+        Policy { name, quota, field }
+    }
+
+    /// The `RateLimit-Policy` value for `quota`.
+    fn field(&self, quota: Quota) -> HeaderValue {
+        if quota == self.quota {
+            self.field.clone()
+        } else {
+            policy_field(&self.name, quota)
+        }
+    }
 }
 
 impl<X: KeyExtractor + Clone> Clone for KeyedRateLimitLayer<X> {
@@ -82,7 +108,7 @@ impl<X: KeyExtractor + std::fmt::Debug> std::fmt::Debug for KeyedRateLimitLayer<
         f.debug_struct("KeyedRateLimitLayer")
             .field("extractor", &self.extractor)
             .field("headers", &self.headers)
-            .field("policy", &self.policy)
+            .field("policy", &self.policy.name)
             .finish_non_exhaustive()
     }
 }
@@ -123,12 +149,13 @@ impl<X: KeyExtractor> KeyedRateLimitLayer<X> {
     /// Keys by `extractor`, on an existing keyed limiter (shared with whatever else checks it).
     #[must_use]
     pub fn from_limiter(limiter: KeyedRateLimiter<X::Key>, extractor: X) -> Self {
+        let policy = Arc::new(Policy::new(Box::from("default"), limiter.quota()));
         KeyedRateLimitLayer {
             limiter,
             extractor,
             missing: MissingKey::Reject(StatusCode::INTERNAL_SERVER_ERROR),
             headers: true,
-            policy: Arc::from("default"),
+            policy,
         }
     }
 
@@ -156,7 +183,7 @@ impl<X: KeyExtractor> KeyedRateLimitLayer<X> {
             .chars()
             .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
             .collect();
-        self.policy = Arc::from(clean);
+        self.policy = Arc::new(Policy::new(clean.into_boxed_str(), self.limiter.quota()));
         self
     }
 
@@ -229,22 +256,54 @@ fn rejection_answer(rejection: &Rejected<KeyedLimited>) -> (StatusCode, Option<I
 fn policy_field(policy: &str, quota: Quota) -> HeaderValue {
     let burst = quota.burst().get();
     let window = quota.emission_interval().saturating_mul(burst);
-    let value = format!("\"{policy}\";q={burst};w={}", ceil_secs(window).max(1));
-    // The name holds only printable ASCII (`policy_name` filters it).
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+    header_value(format_args!(
+        "\"{policy}\";q={burst};w={}",
+        ceil_secs(window).max(1)
+    ))
 }
 
 /// The `RateLimit` value.
 fn limit_field(policy: &str, state: &KeyState) -> HeaderValue {
     let reset = ceil_secs(state.reset_at.saturating_duration_since(state.now));
-    let value = format!("\"{policy}\";r={};t={reset}", state.remaining);
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+    header_value(format_args!("\"{policy}\";r={};t={reset}", state.remaining))
 }
 
-fn add_fields(headers: &mut HeaderMap, policy: &str, state: &KeyState, limited: bool) {
-    headers.insert("ratelimit-policy", policy_field(policy, state.quota));
+/// A header value formatted on the stack (the value's own bytes are its one allocation); a
+/// value longer than the buffer (a very long policy name) is formatted on the heap.
+fn header_value(args: std::fmt::Arguments<'_>) -> HeaderValue {
+    let mut buf = StackBuf {
+        bytes: [0; 128],
+        len: 0,
+    };
+    let value = if std::fmt::Write::write_fmt(&mut buf, args).is_ok() {
+        HeaderValue::from_bytes(buf.bytes.get(..buf.len).unwrap_or_default())
+    } else {
+        HeaderValue::from_str(&std::fmt::format(args))
+    };
+    // The name holds only printable ASCII (`policy_name` filters it), the rest are digits.
+    value.unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+}
+
+/// A fixed buffer that refuses what does not fit.
+struct StackBuf {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl std::fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(std::fmt::Error)?;
+        let dst = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn add_fields(headers: &mut HeaderMap, policy: &Policy, state: &KeyState, limited: bool) {
+    headers.insert("ratelimit-policy", policy.field(state.quota));
     if limited || state.by == DecidedBy::Key {
-        headers.insert("ratelimit", limit_field(policy, state));
+        headers.insert("ratelimit", limit_field(&policy.name, state));
     }
 }
 
