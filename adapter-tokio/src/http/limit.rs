@@ -57,6 +57,46 @@ pub enum MissingKey<K> {
 /// The service's error type is the inner service's (no [`BoxError`](crate::tower::BoxError)),
 /// so it fits `axum::Router::layer` directly; it is always ready and waits for the inner
 /// service's readiness inside the call future, as the other keel layers do.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+///
+/// use http::{Request, Response, StatusCode};
+/// use keel_tokio::core::rate::Quota;
+/// use keel_tokio::http::{KeyedRateLimitLayer, PeerAddr};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Per peer IP: one request every 2 s, bursts of 2.
+/// let quota = Quota::with_period(Duration::from_secs(2))?.with_burst(NonZeroU32::new(2).unwrap())?;
+/// let layer = KeyedRateLimitLayer::per_ip(quota)?;
+/// let svc = layer.layer(service_fn(|_: Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+/// }));
+/// let from = |peer: &str| {
+///     let mut req = Request::new(String::new());
+///     req.extensions_mut().insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
+///     req
+/// };
+/// for remaining in [1, 0] {
+///     let ok = svc.clone().oneshot(from("192.0.2.1:4000")).await?;
+///     assert_eq!(ok.status(), StatusCode::OK);
+///     assert_eq!(ok.headers()["ratelimit-policy"], "\"default\";q=2;w=4");
+///     assert_eq!(ok.headers()["ratelimit"], format!("\"default\";r={remaining};t={}", 4 - 2 * remaining));
+/// }
+/// // The third is answered by the layer itself: 429, retry in 2 s.
+/// let limited = svc.clone().oneshot(from("192.0.2.1:4001")).await?;
+/// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(limited.headers()["retry-after"], "2");
+/// assert_eq!(limited.headers()["ratelimit"], "\"default\";r=0;t=4");
+/// // Another address has its own budget.
+/// let other = svc.oneshot(from("192.0.2.2:4000")).await?;
+/// assert_eq!(other.status(), StatusCode::OK);
+/// # Ok(()) }
+/// ```
 pub struct KeyedRateLimitLayer<X: KeyExtractor = PeerIp> {
     limiter: KeyedRateLimiter<X::Key>,
     extractor: X,
