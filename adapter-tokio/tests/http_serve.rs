@@ -344,63 +344,107 @@ async fn http_server_drain_closes_an_idle_keep_alive_connection_promptly() {
     assert!(report.summary.drained_in.expect("drained") < PATIENCE);
 }
 
-#[tokio::test]
-async fn http_server_aborts_and_counts_a_request_still_running_at_the_deadline() {
-    let entered = Arc::new(Notify::new());
-    let srv = start(app(Arc::clone(&entered)), grace(1)).await;
-    let mut client = connect(srv.addr).await;
-    send(&mut client, "/hang", false).await;
+/// Opens a keep-alive connection and sends `path`, then waits until its handler was entered.
+async fn in_flight(addr: SocketAddr, path: &str, entered: &Notify) -> BufReader<TcpStream> {
+    let mut client = connect(addr).await;
+    send(&mut client, path, false).await;
     tokio::time::timeout(PATIENCE, entered.notified())
         .await
         .expect("the request reached the handler");
+    client
+}
+
+/// A connection aborted by the drain: closed without a reply.
+async fn assert_aborted_without_reply(client: &mut BufReader<TcpStream>) {
+    let read = tokio::time::timeout(PATIENCE, read_reply(client))
+        .await
+        .expect("the aborted connection was closed in time");
+    assert!(read.is_err(), "an aborted request got a reply: {read:?}");
+}
+
+/// Two requests still running at the deadline are aborted and counted as two; a slow one that
+/// finishes within the grace period is completed, not aborted; nothing stops before the
+/// deadline.
+#[tokio::test]
+async fn http_server_aborts_and_counts_a_request_still_running_at_the_deadline() {
+    let entered = Arc::new(Notify::new());
+    let srv = start(app(Arc::clone(&entered)), grace(2)).await;
+    // One at a time: each handler's notification is awaited before the next is sent.
+    let mut hang_a = in_flight(srv.addr, "/hang", &entered).await;
+    let mut hang_b = in_flight(srv.addr, "/hang", &entered).await;
+    let mut slow = in_flight(srv.addr, "/slow", &entered).await;
 
     let signalled = Instant::now();
     srv.handle.shutdown();
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut slow))
+        .await
+        .expect("the slow request finished during the drain")
+        .expect("a reply");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "done"));
+    assert!(closes_within(&mut slow, PATIENCE).await);
+    drop(slow);
+
     let report = tokio::time::timeout(PATIENCE, srv.server)
         .await
         .expect("stopped in time")
         .expect("the server task");
     let took = signalled.elapsed();
     assert!(
-        took >= Duration::from_secs(1),
+        took >= Duration::from_secs(2),
         "stopped before the deadline: {took:?}"
     );
     assert_eq!(
         (report.summary.completed, report.summary.aborted),
-        (0, 1),
+        (1, 2),
         "{report}"
     );
-    assert!(
-        closes_within(&mut client, PATIENCE).await,
-        "aborted connection still open"
-    );
+    assert_aborted_without_reply(&mut hang_a).await;
+    assert_aborted_without_reply(&mut hang_b).await;
 }
 
+/// The first signal starts the drain (the idle keep-alive connection is closed gracefully,
+/// the two hanging requests keep running: a 60 s grace period); the second aborts both at once
+/// and counts exactly them.
 #[tokio::test]
 async fn http_server_second_signal_stops_at_once() {
     let entered = Arc::new(Notify::new());
     let srv = start(app(Arc::clone(&entered)), grace(60)).await;
-    let mut client = connect(srv.addr).await;
-    send(&mut client, "/hang", false).await;
-    tokio::time::timeout(PATIENCE, entered.notified())
+    let mut idle = connect(srv.addr).await;
+    send(&mut idle, "/", false).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut idle))
         .await
-        .expect("the request reached the handler");
+        .expect("answered in time")
+        .expect("a reply");
+    assert_eq!(reply.body, "ok");
+    let mut hang_a = in_flight(srv.addr, "/hang", &entered).await;
+    let mut hang_b = in_flight(srv.addr, "/hang", &entered).await;
 
     srv.handle.shutdown();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        closes_within(&mut idle, PATIENCE).await,
+        "the idle keep-alive connection was not closed by the drain"
+    );
+    drop(idle); // our EOF ends the server's lingering close
     assert!(srv.handle.is_draining());
+    // Still draining: the first signal alone does not abort anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!srv.server.is_finished(), "stopped on the first signal");
+
+    let second = Instant::now();
     srv.handle.shutdown();
     let report = tokio::time::timeout(PATIENCE, srv.server)
         .await
         .expect("stopped at once, not after the 60 s grace period")
         .expect("the server task");
+    assert!(second.elapsed() < PATIENCE);
     assert_eq!(
         (report.summary.completed, report.summary.aborted),
-        (0, 1),
+        (1, 2),
         "{report}"
     );
     assert_eq!(report.stats.shutdown.signals, 2);
-    assert!(closes_within(&mut client, PATIENCE).await);
+    assert_aborted_without_reply(&mut hang_a).await;
+    assert_aborted_without_reply(&mut hang_b).await;
 }
 
 #[tokio::test]
