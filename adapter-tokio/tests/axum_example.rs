@@ -403,10 +403,11 @@ async fn until_limited(addr: SocketAddr, source: &str) -> (Vec<Answer>, Answer) 
         assert_eq!(r + t, 2, "{answer:?}");
         assert!(r <= 1 && t >= 1, "{answer:?}");
         if let Some((before, at)) = previous {
-            // At most one token per whole second since the previous request was sent.
-            let refilled = at.elapsed().as_secs() + 1;
+            // This request spent a token and at most ceil(elapsed) came back since the
+            // previous one was sent: r <= before - 1 + ceil(e) <= before + floor(e).
+            let whole = at.elapsed().as_secs();
             assert!(
-                r + 1 <= before + refilled,
+                r <= before + whole,
                 "remaining went from {before} to {r} in {:?}",
                 at.elapsed()
             );
