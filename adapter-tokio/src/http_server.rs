@@ -187,6 +187,10 @@ where
 /// // Zero is refused: `None` turns the body deadline off.
 /// let zero = HttpConfig::builder().body_read_timeout(Some(Duration::ZERO)).build();
 /// assert!(zero.unwrap_err().to_string().contains("body_read_timeout"));
+/// // A huge body timeout means no deadline; a huge header timeout is refused.
+/// let huge = HttpConfig::builder().body_read_timeout(Some(Duration::MAX)).build();
+/// assert_eq!(huge.unwrap().body_allowance(u64::MAX), Some(Duration::MAX));
+/// assert!(HttpConfig::builder().header_read_timeout(Duration::MAX).build().is_err());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
@@ -244,6 +248,9 @@ impl Default for HttpConfig {
     }
 }
 
+/// The longest `header_read_timeout` accepted.
+const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 /// Builder for [`HttpConfig`].
 #[derive(Clone, Copy, Debug)]
 pub struct HttpConfigBuilder {
@@ -276,11 +283,18 @@ impl HttpConfigBuilder {
     }
 
     /// Validates the configuration: a zero `header_read_timeout` or `body_read_timeout` is an
-    /// error (for the body, use `None` to turn its deadline off).
+    /// error (for the body, use `None` to turn its deadline off), and so is a
+    /// `header_read_timeout` over one day (hyper adds it to the clock, which must not overflow).
     pub fn build(self) -> Result<HttpConfig, ConfigError> {
         if self.config.header_read_timeout.is_zero() {
             return Err(ConfigError::Zero {
                 field: "header_read_timeout",
+            });
+        }
+        if self.config.header_read_timeout > MAX_HEADER_READ_TIMEOUT {
+            return Err(ConfigError::OutOfRange {
+                field: "header_read_timeout",
+                expected: "at most one day (86 400 s); 30 s is hyper's default",
             });
         }
         if self.config.body_read_timeout == Some(Duration::ZERO) {
