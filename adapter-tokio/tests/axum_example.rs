@@ -330,8 +330,11 @@ async fn on_sigterm_it_drains_finishes_the_requests_in_flight_and_exits_0() {
 async fn on_sigterm_readyz_turns_503_at_once_while_requests_succeed_for_the_drain_delay() {
     let mut ex = Example::start(&[&GENEROUS[..], &["--drain-delay", "2"]].concat());
     assert_eq!(ex.get("/readyz").await.status, StatusCode::OK);
-    ex.sigterm();
+    // Taken before the signal is sent: the delay starts when the example receives it, which
+    // can be a few milliseconds before `kill` returns, so an instant taken after it could see
+    // the exit a little less than 2 s later.
     let signalled = Instant::now();
+    ex.sigterm();
     let since = Instant::now();
     let ready = loop {
         let ready = ex.get("/readyz").await;
