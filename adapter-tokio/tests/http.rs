@@ -546,3 +546,29 @@ async fn keel_error_is_an_axum_response() {
     .into_response();
     assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
 }
+
+/// `RateLimit-Policy` is built once when the layer is built, for the limiter's quota then: a
+/// quota changed later on the shared limiter is still reported (not the stale cached value),
+/// and a policy name longer than the stack buffer the values are formatted in is kept whole.
+#[tokio::test(start_paused = true)]
+async fn the_policy_field_follows_a_changed_quota_and_long_names() {
+    let long = "p".repeat(300);
+    let layer = layer(quota(Duration::from_secs(1), 2), PeerIp::default()).policy_name(&long);
+    let limiter = layer.limiter().clone();
+    let svc = layer.layer(ok_service());
+    let r = send(&svc, from("192.0.2.1:1")).await;
+    assert_eq!(
+        header(&r, "ratelimit-policy").unwrap(),
+        format!("\"{long}\";q=2;w=2")
+    );
+    assert_eq!(
+        header(&r, "ratelimit").unwrap(),
+        format!("\"{long}\";r=1;t=1")
+    );
+    limiter.with(|table, now| table.set_quota(now, quota(Duration::from_secs(3), 5)));
+    let r = send(&svc, from("192.0.2.2:1")).await;
+    assert_eq!(
+        header(&r, "ratelimit-policy").unwrap(),
+        format!("\"{long}\";q=5;w=15")
+    );
+}

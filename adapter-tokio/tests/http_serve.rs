@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
-use keel_tokio::http_server::{self, PeerAddr};
+use keel_tokio::http_server::{self, HttpConfig, PeerAddr};
 use keel_tokio::{GuardConfig, ServeHandle, ServeReport, Server, ShutdownConfig};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
@@ -344,63 +344,107 @@ async fn http_server_drain_closes_an_idle_keep_alive_connection_promptly() {
     assert!(report.summary.drained_in.expect("drained") < PATIENCE);
 }
 
-#[tokio::test]
-async fn http_server_aborts_and_counts_a_request_still_running_at_the_deadline() {
-    let entered = Arc::new(Notify::new());
-    let srv = start(app(Arc::clone(&entered)), grace(1)).await;
-    let mut client = connect(srv.addr).await;
-    send(&mut client, "/hang", false).await;
+/// Opens a keep-alive connection and sends `path`, then waits until its handler was entered.
+async fn in_flight(addr: SocketAddr, path: &str, entered: &Notify) -> BufReader<TcpStream> {
+    let mut client = connect(addr).await;
+    send(&mut client, path, false).await;
     tokio::time::timeout(PATIENCE, entered.notified())
         .await
         .expect("the request reached the handler");
+    client
+}
+
+/// A connection aborted by the drain: closed without a reply.
+async fn assert_aborted_without_reply(client: &mut BufReader<TcpStream>) {
+    let read = tokio::time::timeout(PATIENCE, read_reply(client))
+        .await
+        .expect("the aborted connection was closed in time");
+    assert!(read.is_err(), "an aborted request got a reply: {read:?}");
+}
+
+/// Two requests still running at the deadline are aborted and counted as two; a slow one that
+/// finishes within the grace period is completed, not aborted; nothing stops before the
+/// deadline.
+#[tokio::test]
+async fn http_server_aborts_and_counts_a_request_still_running_at_the_deadline() {
+    let entered = Arc::new(Notify::new());
+    let srv = start(app(Arc::clone(&entered)), grace(2)).await;
+    // One at a time: each handler's notification is awaited before the next is sent.
+    let mut hang_a = in_flight(srv.addr, "/hang", &entered).await;
+    let mut hang_b = in_flight(srv.addr, "/hang", &entered).await;
+    let mut slow = in_flight(srv.addr, "/slow", &entered).await;
 
     let signalled = Instant::now();
     srv.handle.shutdown();
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut slow))
+        .await
+        .expect("the slow request finished during the drain")
+        .expect("a reply");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "done"));
+    assert!(closes_within(&mut slow, PATIENCE).await);
+    drop(slow);
+
     let report = tokio::time::timeout(PATIENCE, srv.server)
         .await
         .expect("stopped in time")
         .expect("the server task");
     let took = signalled.elapsed();
     assert!(
-        took >= Duration::from_secs(1),
+        took >= Duration::from_secs(2),
         "stopped before the deadline: {took:?}"
     );
     assert_eq!(
         (report.summary.completed, report.summary.aborted),
-        (0, 1),
+        (1, 2),
         "{report}"
     );
-    assert!(
-        closes_within(&mut client, PATIENCE).await,
-        "aborted connection still open"
-    );
+    assert_aborted_without_reply(&mut hang_a).await;
+    assert_aborted_without_reply(&mut hang_b).await;
 }
 
+/// The first signal starts the drain (the idle keep-alive connection is closed gracefully,
+/// the two hanging requests keep running: a 60 s grace period); the second aborts both at once
+/// and counts exactly them.
 #[tokio::test]
 async fn http_server_second_signal_stops_at_once() {
     let entered = Arc::new(Notify::new());
     let srv = start(app(Arc::clone(&entered)), grace(60)).await;
-    let mut client = connect(srv.addr).await;
-    send(&mut client, "/hang", false).await;
-    tokio::time::timeout(PATIENCE, entered.notified())
+    let mut idle = connect(srv.addr).await;
+    send(&mut idle, "/", false).await;
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut idle))
         .await
-        .expect("the request reached the handler");
+        .expect("answered in time")
+        .expect("a reply");
+    assert_eq!(reply.body, "ok");
+    let mut hang_a = in_flight(srv.addr, "/hang", &entered).await;
+    let mut hang_b = in_flight(srv.addr, "/hang", &entered).await;
 
     srv.handle.shutdown();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        closes_within(&mut idle, PATIENCE).await,
+        "the idle keep-alive connection was not closed by the drain"
+    );
+    drop(idle); // our EOF ends the server's lingering close
     assert!(srv.handle.is_draining());
+    // Still draining: the first signal alone does not abort anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!srv.server.is_finished(), "stopped on the first signal");
+
+    let second = Instant::now();
     srv.handle.shutdown();
     let report = tokio::time::timeout(PATIENCE, srv.server)
         .await
         .expect("stopped at once, not after the 60 s grace period")
         .expect("the server task");
+    assert!(second.elapsed() < PATIENCE);
     assert_eq!(
         (report.summary.completed, report.summary.aborted),
-        (0, 1),
+        (1, 2),
         "{report}"
     );
     assert_eq!(report.stats.shutdown.signals, 2);
-    assert!(closes_within(&mut client, PATIENCE).await);
+    assert_aborted_without_reply(&mut hang_a).await;
+    assert_aborted_without_reply(&mut hang_b).await;
 }
 
 #[tokio::test]
@@ -496,4 +540,219 @@ async fn http_server_a_slow_handler_is_not_idle_but_an_idle_keep_alive_connectio
         .expect("stopped in time")
         .expect("the server task");
     assert_eq!(report.summary.aborted, 0, "{report}");
+}
+
+// ---- http_server: hostile clients -------------------------------------------------------------
+
+/// Sends a request head announcing a `content-length` body, then nothing.
+async fn send_head_only(stream: &mut BufReader<TcpStream>, content_length: usize) {
+    let head =
+        format!("POST /upload HTTP/1.1\r\nHost: keel\r\nContent-Length: {content_length}\r\n\r\n");
+    stream
+        .get_mut()
+        .write_all(head.as_bytes())
+        .await
+        .expect("write the head");
+}
+
+/// An `/upload` route answering the body's length, and `/late` reading its body only after
+/// 1.5 s of work; served on `slots` connections with `http`.
+async fn start_upload(
+    slots: usize,
+    http: HttpConfig,
+) -> (SocketAddr, ServeHandle, JoinHandle<ServeReport>) {
+    let incoming = keel_tokio::bind("127.0.0.1:0", &guard(slots))
+        .await
+        .expect("bind");
+    let addr = incoming.get_ref().0.local_addr().expect("local addr");
+    let server = Server::new(incoming).config(grace(5));
+    let handle = server.handle();
+    let app = Router::new()
+        .route(
+            "/upload",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
+        .route(
+            "/late",
+            axum::routing::post(|request: axum::extract::Request| async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                    .await
+                    .expect("the body");
+                body.len().to_string()
+            }),
+        );
+    let server = tokio::spawn(http_server::serve_with_config(server, app, http));
+    (addr, handle, server)
+}
+
+fn body_deadline(timeout: Duration, min_rate: u64) -> HttpConfig {
+    HttpConfig::builder()
+        .body_read_timeout(Some(timeout))
+        .body_min_rate(min_rate)
+        .build()
+        .expect("valid config")
+}
+
+/// Every connection slot held by a client that sent a request's head and then none or one byte
+/// of its body a second: the body read deadline answers them `408` and frees the slots, so a
+/// newcomer is served (it was not: a request in flight kept its connection busy forever; this
+/// test failed with `serve_with` before the deadline existed).
+#[tokio::test]
+async fn http_server_slow_body_senders_cannot_hold_every_slot() {
+    let (addr, handle, server) = start_upload(2, body_deadline(Duration::from_secs(1), 500)).await;
+
+    // Slot 1: the head, then silence.
+    let mut silent = connect(addr).await;
+    send_head_only(&mut silent, 100).await;
+    // Slot 2: the head, then one byte a second.
+    let mut trickle = connect(addr).await;
+    send_head_only(&mut trickle, 100).await;
+    let trickle_task = tokio::spawn(async move {
+        for _ in 0..100 {
+            if trickle.get_mut().write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        trickle
+    });
+    // Both were accepted and are in their handlers (busy) before the newcomer comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let mut newcomer = connect(addr).await;
+    newcomer
+        .get_mut()
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: keel\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+        .await
+        .expect("write the request");
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut newcomer))
+        .await
+        .expect("the newcomer was served while slow-body senders held every slot")
+        .expect("a reply");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "2"));
+    assert!(started.elapsed() < PATIENCE);
+
+    // The silent sender was answered 408 and its connection closed.
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut silent))
+        .await
+        .expect("the silent sender was answered")
+        .expect("a reply");
+    assert_eq!(reply.status, 408);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closes_within(&mut silent, PATIENCE).await);
+    trickle_task.abort();
+
+    handle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("stopped in time")
+        .expect("the server task");
+    assert_eq!(report.summary.aborted, 0, "{report}");
+}
+
+/// The minimum rate extends the body deadline: a body of 40 bytes sent 10 bytes every 400 ms
+/// (1.2 s in all, past the 1 s base) at 10 bytes/s allowed is received whole, where without
+/// the extension it is answered 408. A handler that works 1.5 s before it reads a body sent at
+/// once is not cut: the clock runs only while the body is read.
+#[tokio::test]
+async fn http_server_body_deadline_extends_with_the_bytes_received() {
+    async fn upload(addr: SocketAddr, path: &str) -> Reply {
+        let mut client = connect(addr).await;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: keel\r\nContent-Length: 40\r\nConnection: close\r\n\r\n"
+        );
+        client
+            .get_mut()
+            .write_all(head.as_bytes())
+            .await
+            .expect("write the head");
+        let sender = async {
+            for _ in 0..4 {
+                if client.get_mut().write_all(&[b'x'; 10]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        };
+        sender.await;
+        tokio::time::timeout(PATIENCE, read_reply(&mut client))
+            .await
+            .expect("answered in time")
+            .expect("a reply")
+    }
+
+    let (addr, handle, server) = start_upload(4, body_deadline(Duration::from_secs(1), 10)).await;
+    let reply = upload(addr, "/upload").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "40"));
+
+    // A body sent at once, read after 1.5 s of work.
+    let mut client = connect(addr).await;
+    client
+        .get_mut()
+        .write_all(b"POST /late HTTP/1.1\r\nHost: keel\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+        .await
+        .expect("write the request");
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut client))
+        .await
+        .expect("answered in time")
+        .expect("a reply");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "3"));
+    handle.shutdown();
+    let _ = tokio::time::timeout(PATIENCE, server).await;
+
+    // No extension (rate 0): the same upload is cut at 1 s.
+    let (addr, handle, server) = start_upload(4, body_deadline(Duration::from_secs(1), 0)).await;
+    let reply = upload(addr, "/upload").await;
+    assert_eq!(reply.status, 408);
+    handle.shutdown();
+    let _ = tokio::time::timeout(PATIENCE, server).await;
+}
+
+/// Slowloris: every slot held by clients trickling a request's head (a byte every 300 ms, so
+/// never idle long enough to be reclaimed); the header read timeout closes them and a newcomer
+/// is served.
+#[tokio::test]
+async fn http_server_slow_header_senders_cannot_hold_every_slot() {
+    let http = HttpConfig::builder()
+        .header_read_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid config");
+    let (addr, handle, server) = start_upload(2, http).await;
+    let mut tricklers = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect(addr).await;
+        tricklers.push(tokio::spawn(async move {
+            for byte in
+                b"GET / HTTP/1.1\r\nHost: keel\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            {
+                if stream.get_mut().write_all(&[*byte]).await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            false
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let mut newcomer = connect(addr).await;
+    newcomer
+        .get_mut()
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: keel\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+        .await
+        .expect("write the request");
+    let reply = tokio::time::timeout(PATIENCE, read_reply(&mut newcomer))
+        .await
+        .expect("the newcomer was served while slow-header senders held every slot")
+        .expect("a reply");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "2"));
+    assert!(started.elapsed() < PATIENCE);
+    for trickler in tricklers {
+        trickler.abort();
+    }
+    handle.shutdown();
+    let _ = tokio::time::timeout(PATIENCE, server).await;
 }

@@ -286,6 +286,35 @@ impl core::error::Error for Exhausted {}
 /// | getters | [`remaining`](Self::remaining), [`config`](Self::config), [`stats`](Self::stats) |
 ///
 /// No timers and no events: expired slots are forgotten as it is asked.
+///
+/// ```
+/// use core::time::Duration;
+/// use keel_core::budget::{BudgetConfig, RetryBudget};
+/// use keel_core::Instant;
+///
+/// // No floor: one retry per five requests (20 %) over the last 10 s.
+/// let config = BudgetConfig::builder()
+///     .ttl(Duration::from_secs(10))
+///     .min_per_sec(0)
+///     .retry_percent(20)
+///     .build()?;
+/// let t0 = Instant::from_secs(100);
+/// let mut budget = RetryBudget::new(config, t0);
+/// assert!(budget.try_acquire(t0).is_err()); // nothing deposited, no floor: no retry
+/// for _ in 0..10 {
+///     budget.deposit(t0); // ten original requests...
+/// }
+/// assert_eq!(budget.remaining(t0), 2); // ...buy two retries
+/// assert!(budget.try_acquire(t0).is_ok());
+/// assert!(budget.try_acquire(t0).is_ok());
+/// assert!(budget.try_acquire(t0).is_err());
+/// assert_eq!(budget.stats().exhausted, 2);
+/// // Deposits are forgotten after the ttl (at most one slot later): the budget is empty again.
+/// let later = t0 + Duration::from_secs(12);
+/// budget.deposit(later);
+/// assert_eq!(budget.remaining(later), 0); // 20 % of one request is not a whole retry
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct RetryBudget {
     config: BudgetConfig,

@@ -289,6 +289,37 @@ fn deadline_of(config: &ConnConfig, e: &Entry) -> Option<(Instant, CloseReason)>
 ///
 /// After every input, drain [`poll_event`](Self::poll_event) and re-arm the timer from
 /// [`poll_timeout`](Self::poll_timeout).
+///
+/// ```
+/// use core::time::Duration;
+/// use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnEvent, ConnTable};
+/// use keel_core::Instant;
+///
+/// let config = ConnConfig::builder().linger_time(Duration::from_secs(2)).build()?;
+/// let t0 = Instant::from_secs(1);
+/// let s = Duration::from_secs;
+/// let mut table = ConnTable::new(config, t0);
+///
+/// // A trickler: a byte a second keeps it from being idle, but the read deadline its handler
+/// // armed when the request began (5 s for the whole request) closes it.
+/// table.on_open(t0, 7);
+/// table.on_read_deadline(t0, 7, Some(t0 + s(5)));
+/// for i in 1..5 {
+///     table.on_activity(t0 + s(i), 7, t0 + s(i));
+/// }
+/// assert_eq!(table.poll_timeout(), Some(t0 + s(5)));
+/// table.handle_timeout(t0 + s(5));
+/// assert_eq!(table.poll_event(), Some(ConnEvent::Close { id: 7, reason: CloseReason::ReadDeadline }));
+/// // Closed by the server: no lingering, its slot is wanted at once.
+/// assert_eq!(table.on_handler_done(t0 + s(5), 7, None), None);
+/// table.on_closed(t0 + s(5), 7, ConnEnd::Closed(CloseReason::ReadDeadline));
+/// assert_eq!(table.stats().deadline_expired, 1);
+///
+/// // A client served normally: its handler returns, the close lingers 2 s for its EOF.
+/// table.on_open(t0 + s(6), 8);
+/// assert_eq!(table.on_handler_done(t0 + s(7), 8, None), Some(t0 + s(9)));
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConnTable {
     config: ConnConfig,

@@ -411,23 +411,50 @@ fn open_durations_are_the_delays_of_the_equivalent_backoff() {
         let mut expected = Backoff::new(schedule, Instant::ZERO);
         let mut b = CircuitBreaker::new(config, Instant::ZERO);
         let mut now = at(0);
+        let mut seen = Vec::new();
         for round in 0..3 {
             fail(&mut b, now);
-            for _ in 0..6 {
-                let until = b.poll_timeout().unwrap_or(now);
+            for trip in 0..7 {
+                assert_eq!(b.state(), State::Open, "{jitter:?}, round {round}");
+                let until = b
+                    .poll_timeout()
+                    .expect("an open breaker has a timer for its half-open probe");
                 let want = expected.delays().next().unwrap();
-                assert_eq!(until - now, want, "{jitter:?}, round {round}");
+                assert_eq!(until - now, want, "{jitter:?}, round {round}, trip {trip}");
+                seen.push(until - now);
                 now = until;
                 b.handle_timeout(now);
-                fail(&mut b, now); // the probe fails: open again, longer
+                assert_eq!(b.state(), State::HalfOpen);
+                if trip < 6 {
+                    fail(&mut b, now); // the probe fails: open again, longer
+                }
             }
             // A successful probe closes it; the schedule starts over, the draws go on.
-            now = b.poll_timeout().unwrap_or(now);
-            b.handle_timeout(now);
-            let _ = expected.delays().next(); // the last trip's open duration
             succeed(&mut b, now);
             assert_eq!(b.state(), State::Closed);
             expected.reset(now);
+        }
+        // Anchored independently of `Backoff`: without jitter the open durations are the
+        // exponential schedule itself (×3 from 300 ms, capped at 20 s), starting over after
+        // each close; with jitter they vary and stay within it.
+        let ms = Duration::from_millis;
+        let schedule = [
+            ms(300),
+            ms(900),
+            ms(2700),
+            ms(8100),
+            secs(20),
+            secs(20),
+            secs(20),
+        ];
+        match jitter {
+            Jitter::None => assert_eq!(seen, schedule.repeat(3)),
+            _ => {
+                for (d, cap) in seen.iter().zip(schedule.iter().cycle()) {
+                    assert!(d <= cap, "{jitter:?}: {d:?} over {cap:?}");
+                }
+                assert_ne!(seen, schedule.repeat(3), "{jitter:?}: no jitter applied");
+            }
         }
     }
 }

@@ -57,12 +57,78 @@ pub enum MissingKey<K> {
 /// The service's error type is the inner service's (no [`BoxError`](crate::tower::BoxError)),
 /// so it fits `axum::Router::layer` directly; it is always ready and waits for the inner
 /// service's readiness inside the call future, as the other keel layers do.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+///
+/// use http::{Request, Response, StatusCode};
+/// use keel_tokio::core::rate::Quota;
+/// use keel_tokio::http::{KeyedRateLimitLayer, PeerAddr};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Per peer IP: one request every 2 s, bursts of 2.
+/// let quota = Quota::with_period(Duration::from_secs(2))?.with_burst(NonZeroU32::new(2).unwrap())?;
+/// let layer = KeyedRateLimitLayer::per_ip(quota)?;
+/// let svc = layer.layer(service_fn(|_: Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+/// }));
+/// let from = |peer: &str| {
+///     let mut req = Request::new(String::new());
+///     req.extensions_mut().insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
+///     req
+/// };
+/// for remaining in [1, 0] {
+///     let ok = svc.clone().oneshot(from("192.0.2.1:4000")).await?;
+///     assert_eq!(ok.status(), StatusCode::OK);
+///     assert_eq!(ok.headers()["ratelimit-policy"], "\"default\";q=2;w=4");
+///     assert_eq!(ok.headers()["ratelimit"], format!("\"default\";r={remaining};t={}", 4 - 2 * remaining));
+/// }
+/// // The third is answered by the layer itself: 429, retry in 2 s.
+/// let limited = svc.clone().oneshot(from("192.0.2.1:4001")).await?;
+/// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(limited.headers()["retry-after"], "2");
+/// assert_eq!(limited.headers()["ratelimit"], "\"default\";r=0;t=4");
+/// // Another address has its own budget.
+/// let other = svc.oneshot(from("192.0.2.2:4000")).await?;
+/// assert_eq!(other.status(), StatusCode::OK);
+/// # Ok(()) }
+/// ```
 pub struct KeyedRateLimitLayer<X: KeyExtractor = PeerIp> {
     limiter: KeyedRateLimiter<X::Key>,
     extractor: X,
     missing: MissingKey<X::Key>,
     headers: bool,
-    policy: Arc<str>,
+    policy: Arc<Policy>,
+}
+
+/// The policy name and its `RateLimit-Policy` value, built once for the quota the limiter had
+/// when the layer (or its policy name) was set: a request clones the value (a reference count),
+/// and builds it afresh only if the limiter's quota was changed since (`set_quota`).
+#[derive(Debug)]
+struct Policy {
+    name: Box<str>,
+    quota: Quota,
+    field: HeaderValue,
+}
+
+impl Policy {
+    fn new(name: Box<str>, quota: Quota) -> Self {
+        let field = policy_field(&name, quota);
+        Policy { name, quota, field }
+    }
+
+    /// The `RateLimit-Policy` value for `quota`.
+    fn field(&self, quota: Quota) -> HeaderValue {
+        if quota == self.quota {
+            self.field.clone()
+        } else {
+            policy_field(&self.name, quota)
+        }
+    }
 }
 
 impl<X: KeyExtractor + Clone> Clone for KeyedRateLimitLayer<X> {
@@ -82,7 +148,7 @@ impl<X: KeyExtractor + std::fmt::Debug> std::fmt::Debug for KeyedRateLimitLayer<
         f.debug_struct("KeyedRateLimitLayer")
             .field("extractor", &self.extractor)
             .field("headers", &self.headers)
-            .field("policy", &self.policy)
+            .field("policy", &self.policy.name)
             .finish_non_exhaustive()
     }
 }
@@ -123,12 +189,13 @@ impl<X: KeyExtractor> KeyedRateLimitLayer<X> {
     /// Keys by `extractor`, on an existing keyed limiter (shared with whatever else checks it).
     #[must_use]
     pub fn from_limiter(limiter: KeyedRateLimiter<X::Key>, extractor: X) -> Self {
+        let policy = Arc::new(Policy::new(Box::from("default"), limiter.quota()));
         KeyedRateLimitLayer {
             limiter,
             extractor,
             missing: MissingKey::Reject(StatusCode::INTERNAL_SERVER_ERROR),
             headers: true,
-            policy: Arc::from("default"),
+            policy,
         }
     }
 
@@ -156,7 +223,7 @@ impl<X: KeyExtractor> KeyedRateLimitLayer<X> {
             .chars()
             .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
             .collect();
-        self.policy = Arc::from(clean);
+        self.policy = Arc::new(Policy::new(clean.into_boxed_str(), self.limiter.quota()));
         self
     }
 
@@ -229,22 +296,54 @@ fn rejection_answer(rejection: &Rejected<KeyedLimited>) -> (StatusCode, Option<I
 fn policy_field(policy: &str, quota: Quota) -> HeaderValue {
     let burst = quota.burst().get();
     let window = quota.emission_interval().saturating_mul(burst);
-    let value = format!("\"{policy}\";q={burst};w={}", ceil_secs(window).max(1));
-    // The name holds only printable ASCII (`policy_name` filters it).
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+    header_value(format_args!(
+        "\"{policy}\";q={burst};w={}",
+        ceil_secs(window).max(1)
+    ))
 }
 
 /// The `RateLimit` value.
 fn limit_field(policy: &str, state: &KeyState) -> HeaderValue {
     let reset = ceil_secs(state.reset_at.saturating_duration_since(state.now));
-    let value = format!("\"{policy}\";r={};t={reset}", state.remaining);
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+    header_value(format_args!("\"{policy}\";r={};t={reset}", state.remaining))
 }
 
-fn add_fields(headers: &mut HeaderMap, policy: &str, state: &KeyState, limited: bool) {
-    headers.insert("ratelimit-policy", policy_field(policy, state.quota));
+/// A header value formatted on the stack (the value's own bytes are its one allocation); a
+/// value longer than the buffer (a very long policy name) is formatted on the heap.
+fn header_value(args: std::fmt::Arguments<'_>) -> HeaderValue {
+    let mut buf = StackBuf {
+        bytes: [0; 128],
+        len: 0,
+    };
+    let value = if std::fmt::Write::write_fmt(&mut buf, args).is_ok() {
+        HeaderValue::from_bytes(buf.bytes.get(..buf.len).unwrap_or_default())
+    } else {
+        HeaderValue::from_str(&std::fmt::format(args))
+    };
+    // The name holds only printable ASCII (`policy_name` filters it), the rest are digits.
+    value.unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+}
+
+/// A fixed buffer that refuses what does not fit.
+struct StackBuf {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl std::fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(std::fmt::Error)?;
+        let dst = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn add_fields(headers: &mut HeaderMap, policy: &Policy, state: &KeyState, limited: bool) {
+    headers.insert("ratelimit-policy", policy.field(state.quota));
     if limited || state.by == DecidedBy::Key {
-        headers.insert("ratelimit", limit_field(policy, state));
+        headers.insert("ratelimit", limit_field(&policy.name, state));
     }
 }
 

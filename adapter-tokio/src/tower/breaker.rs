@@ -23,6 +23,30 @@ use super::{
 /// An inner service that answers failures as values (an HTTP `Ok(503)`) needs a classifier of
 /// the whole result: [`classify_result`](Self::classify_result) with a [`ClassifyResult`]
 /// (feature `http`: `keel_tokio::http::HttpClassifier`, 5xx and 429 are failures).
+///
+/// ```
+/// use keel_tokio::core::breaker::{BreakerConfig, State};
+/// use keel_tokio::tower::{BoxError, BreakerLayer, KeelError};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let layer = BreakerLayer::new(BreakerConfig::consecutive_failures(2).build()?).named("db");
+/// let down = service_fn(|_: u32| async { Err::<u32, BoxError>("connection refused".into()) });
+/// let svc = layer.layer(down);
+/// // Two failures open the breaker (every clone of the service shares it)...
+/// for _ in 0..2 {
+///     let err = svc.clone().oneshot(1).await.unwrap_err();
+///     assert_eq!(err.to_string(), "connection refused");
+/// }
+/// assert_eq!(layer.breaker().state(), State::Open);
+/// // ...and the third call fails fast, without reaching the service, saying when to retry.
+/// let err = svc.clone().oneshot(1).await.unwrap_err();
+/// let keel = err.downcast_ref::<KeelError>().expect("keel's own rejection");
+/// assert!(matches!(keel, KeelError::BreakerOpen { retry_at: Some(_) }));
+/// assert!(keel.retry_after().is_some_and(|d| !d.is_zero()));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct BreakerLayer<C = ClassifyErrors> {
     breaker: crate::Breaker,

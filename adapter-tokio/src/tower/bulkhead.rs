@@ -10,6 +10,41 @@ use crate::Bulkhead;
 
 /// Bounds the calls in flight across every service it makes and all their clones; rejects
 /// when full (no queue) or queues in a bounded FIFO for at most `max_wait`.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use keel_tokio::core::bulkhead::BulkheadConfig;
+/// use keel_tokio::tower::{BoxError, BulkheadLayer, KeelError};
+/// use tokio::sync::oneshot;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// // One call at a time, no queue: a second call while the first runs is rejected at once.
+/// let layer = BulkheadLayer::new(BulkheadConfig::builder().max_concurrent(1).build()?);
+/// let (release, held) = oneshot::channel::<()>();
+/// let held = Arc::new(Mutex::new(Some(held)));
+/// let svc = layer.layer(service_fn(move |x: u32| {
+///     let held = held.lock().unwrap().take();
+///     async move {
+///         if let Some(held) = held {
+///             let _ = held.await; // the first call holds its slot until released
+///         }
+///         Ok::<_, BoxError>(x)
+///     }
+/// }));
+/// let first = tokio::spawn(svc.clone().oneshot(1));
+/// tokio::task::yield_now().await; // the first call takes the slot
+/// assert_eq!(layer.bulkhead().stats().in_flight, 1);
+/// let err = svc.clone().oneshot(2).await.unwrap_err();
+/// assert!(matches!(err.downcast_ref::<KeelError>(), Some(KeelError::BulkheadRejected(_))));
+/// release.send(()).unwrap();
+/// assert_eq!(first.await.unwrap()?, 1);
+/// // The slot is free again.
+/// assert_eq!(svc.oneshot(3).await?, 3);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct BulkheadLayer {
     bulkhead: Bulkhead,

@@ -19,6 +19,31 @@ use crate::RateLimiter;
 /// once (across every service and clone of the layer) and each for at most `max_wait`; a call
 /// beyond either bound, or whose token is further away than `max_wait`, is rejected at once as
 /// in the default mode.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+///
+/// use keel_tokio::core::rate::Quota;
+/// use keel_tokio::tower::{BoxError, KeelError, RateLimitLayer};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// // One call a second, no burst: shared by every service the layer makes and their clones.
+/// let layer = RateLimitLayer::new(Quota::per_second(NonZeroU32::new(1).unwrap())?);
+/// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, BoxError>(x) }));
+/// assert_eq!(svc.clone().oneshot(1).await?, 1);
+/// // The second call in the same instant is rejected at once, with when to retry.
+/// let err = svc.clone().oneshot(2).await.unwrap_err();
+/// let keel = err.downcast_ref::<KeelError>().expect("keel's own rejection");
+/// assert!(matches!(keel, KeelError::RateLimited { .. }));
+/// assert_eq!(keel.retry_after(), Some(Duration::from_secs(1)));
+/// // A second later the token is back.
+/// tokio::time::advance(Duration::from_secs(1)).await;
+/// assert_eq!(svc.oneshot(3).await?, 3);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
     limiter: RateLimiter,

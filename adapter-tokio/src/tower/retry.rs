@@ -28,6 +28,42 @@ use super::{
 /// `max_retry_after`). Such a response is retried like an error (schedule, budget, notify hook,
 /// which sees a [`RetryableResponse`]); when the retry gives up, the last response is the
 /// answer.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use keel_tokio::core::backoff::{BackoffConfig, Jitter};
+/// use keel_tokio::tower::{BoxError, RetryGaveUp, RetryLayer};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let config = BackoffConfig::constant(Duration::from_millis(100))
+///     .jitter(Jitter::None)
+///     .max_attempts(3)
+///     .build()?;
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let counted = Arc::clone(&calls);
+/// // Fails twice, then answers.
+/// let flaky = service_fn(move |x: u32| {
+///     let n = counted.fetch_add(1, Ordering::SeqCst);
+///     async move { if n < 2 { Err::<u32, BoxError>("flaky".into()) } else { Ok(x) } }
+/// });
+/// let started = tokio::time::Instant::now();
+/// assert_eq!(RetryLayer::new(config).layer(flaky).oneshot(7).await?, 7);
+/// assert_eq!(calls.load(Ordering::SeqCst), 3);
+/// assert_eq!(started.elapsed(), Duration::from_millis(200)); // two 100 ms backoffs
+///
+/// // Always failing: gives up after 3 attempts with the last error as the source.
+/// let down = service_fn(|_: u32| async { Err::<u32, BoxError>("down".into()) });
+/// let err = RetryLayer::new(config).layer(down).oneshot(1).await.unwrap_err();
+/// let gave_up = err.downcast_ref::<RetryGaveUp>().expect("the retry's own error");
+/// assert_eq!(gave_up.attempts(), 3);
+/// assert_eq!(gave_up.error().to_string(), "down");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct RetryLayer<P = FailFastOnRejection, N = NoNotify, C = NoResponseRetry> {
     retry: crate::Retry<P, N>,

@@ -9,6 +9,29 @@ use super::{ready_call, BoxError, InnerService, KeelError, ResponseFuture};
 
 /// Fails a call with [`KeelError::TimedOut`] once `after` has passed since `call`, counting
 /// the time inner keel layers spend waiting for a token or a slot (see the module docs).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use keel_tokio::tower::{BoxError, KeelError, TimeoutLayer};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let layer = TimeoutLayer::new(Duration::from_millis(500));
+/// let slow = service_fn(|delay_ms: u64| async move {
+///     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+///     Ok::<_, BoxError>(delay_ms)
+/// });
+/// let svc = layer.layer(slow);
+/// assert_eq!(svc.clone().oneshot(100).await?, 100);
+/// let err = svc.oneshot(2_000).await.unwrap_err();
+/// assert!(matches!(
+///     err.downcast_ref::<KeelError>(),
+///     Some(KeelError::TimedOut { after }) if *after == Duration::from_millis(500)
+/// ));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct TimeoutLayer {
     after: Duration,

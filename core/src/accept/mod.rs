@@ -456,6 +456,45 @@ impl EventQueue {
 /// A driver calls `accept`; on success `on_accepted(now)`, on error `on_error(now, kind)` and
 /// obeys the decision; it drains `poll_event` after each call (to log) and sleeps until
 /// `poll_timeout` while paused, then calls `handle_timeout(now)`.
+///
+/// ```
+/// use core::time::Duration;
+/// use keel_core::accept::{
+///     AcceptConfig, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, Shortage,
+/// };
+/// use keel_core::Instant;
+///
+/// let config = AcceptConfig::builder()
+///     .initial_pause(Duration::from_millis(50))
+///     .max_pause(Duration::from_millis(150))
+///     .growth_percent(200) // doubling
+///     .build()?;
+/// let t0 = Instant::from_secs(1);
+/// let mut accept = AcceptLoop::new(config, t0);
+/// let emfile = AcceptErrorKind::Shortage(Shortage::ProcessFileLimit);
+///
+/// // Out of file descriptors: pause (the backlog holds newcomers), 50 ms, then 100, capped at 150.
+/// let ms = Duration::from_millis;
+/// assert_eq!(accept.on_error(t0, emfile), AcceptDecision::PauseUntil(t0 + ms(50)));
+/// assert!(accept.is_paused(t0));
+/// assert_eq!(accept.poll_timeout(), Some(t0 + ms(50)));
+/// assert!(matches!(accept.poll_event(), Some(AcceptEvent::Shortage { .. }))); // log it
+/// let t1 = t0 + ms(50);
+/// accept.handle_timeout(t1);
+/// assert_eq!(accept.on_error(t1, emfile), AcceptDecision::PauseUntil(t1 + ms(100)));
+/// let t2 = t1 + ms(100);
+/// accept.handle_timeout(t2);
+/// assert_eq!(accept.on_error(t2, emfile), AcceptDecision::PauseUntil(t2 + ms(150)));
+/// // A reset peer is that connection's problem: keep accepting.
+/// assert_eq!(accept.on_error(t2, AcceptErrorKind::PerConnection), AcceptDecision::Continue);
+/// // An accepted connection ends the episode and resets the pause.
+/// accept.on_accepted(t2 + ms(150));
+/// assert_eq!(accept.next_pause(), ms(50));
+/// // A broken listener stops the loop for good.
+/// assert_eq!(accept.on_error(t2 + ms(200), AcceptErrorKind::Fatal), AcceptDecision::Stop);
+/// assert!(accept.is_stopped());
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct AcceptLoop {
     config: AcceptConfig,

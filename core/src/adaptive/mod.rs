@@ -351,6 +351,34 @@ enum Probe {
 /// - inputs: [`on_sample`](Self::on_sample), [`handle_timeout`](Self::handle_timeout);
 /// - outputs: [`poll_timeout`](Self::poll_timeout), then [`poll_event`](Self::poll_event)
 ///   until `None`.
+///
+/// ```
+/// use core::time::Duration;
+/// use keel_core::adaptive::{Adaptive, AdaptiveConfig, AdaptiveDecision, SampleOutcome};
+/// use keel_core::Instant;
+///
+/// let config = AdaptiveConfig::builder().initial_limit(100).build()?;
+/// let mut now = Instant::from_secs(1);
+/// let mut limiter = Adaptive::new(config, now);
+/// assert_eq!(limiter.limit(), 100);
+///
+/// // A window (100 ms) of requests at the limit that the dependency dropped: the limit is
+/// // cut by the loss factor (0.9), and the decision says to resize what enforces it.
+/// let mut resized = None;
+/// for _ in 0..11 {
+///     now += Duration::from_millis(10);
+///     let rtt = Duration::from_millis(10);
+///     if let AdaptiveDecision::Resize { limit } =
+///         limiter.on_sample(now, rtt, SampleOutcome::Dropped, 100)
+///     {
+///         resized = Some(limit);
+///     }
+/// }
+/// assert_eq!(resized, Some(90));
+/// assert_eq!(limiter.limit(), 90);
+/// assert_eq!(limiter.stats().dropped, 11);
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Adaptive {
     config: AdaptiveConfig,

@@ -469,6 +469,32 @@ struct Entry<K> {
 ///
 /// Its `Debug` form shows the quota, the policy, the size and the counters (not the keys, nor
 /// the hash key).
+///
+/// ```
+/// use core::num::NonZeroU32;
+/// use core::time::Duration;
+/// use keel_core::rate::keyed::{KeyedConfig, KeyedGcra, KeyedLimited};
+/// use keel_core::rate::Quota;
+/// use keel_core::Instant;
+///
+/// // Each key: one request every 2 s, bursts of 2; at most 1024 keys tracked.
+/// let quota = Quota::with_period(Duration::from_secs(2))?.with_burst(NonZeroU32::new(2).unwrap())?;
+/// let config = KeyedConfig::builder().quota(quota).max_keys(1024).hash_seed(7).build()?;
+/// let t0 = Instant::from_secs(10);
+/// let mut limiter = KeyedGcra::new(config, t0);
+///
+/// assert!(limiter.try_acquire(t0, &"alice").is_ok());
+/// assert!(limiter.try_acquire(t0, &"alice").is_ok()); // her burst of 2
+/// let limited = limiter.try_acquire(t0, &"alice").unwrap_err();
+/// assert_eq!(limited.reason, KeyedLimited::OverRate);
+/// assert_eq!(limited.retry_at, Some(t0 + Duration::from_secs(2)));
+/// assert_eq!(limiter.reset_at(t0, &"alice"), t0 + Duration::from_secs(4)); // burst whole again
+/// // Another key has its own budget.
+/// assert!(limiter.try_acquire(t0, &"bob").is_ok());
+/// assert_eq!(limiter.remaining(t0, &"bob"), 1);
+/// assert_eq!(limiter.len(), 2);
+/// # Ok::<(), keel_core::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct KeyedGcra<K> {
     t: u64,
