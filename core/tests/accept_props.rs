@@ -11,6 +11,9 @@ use keel_core::accept::{
 use keel_core::time::Instant;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 #[derive(Clone, Debug)]
 enum Op {
     Accepted(i64),
@@ -391,7 +394,7 @@ fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(512, "proptest-regressions/accept_props.txt"))]
 
     #[test]
     fn any_op_sequence_keeps_the_invariants_and_matches_the_model(

@@ -13,6 +13,9 @@ use keel_core::bulkhead::{
 use keel_core::{Instant, Rejected};
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 #[derive(Clone, Debug)]
 enum Op {
     Request,
@@ -72,7 +75,7 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(512, "proptest-regressions/bulkhead_props.txt"))]
 
     #[test]
     fn bulkhead_matches_the_reference_model(
@@ -225,7 +228,7 @@ mod shared_lockstep {
     use keel_core::sync::bulkhead::{Acquire, BulkheadGuard, BulkheadWaiter, SharedBulkhead};
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #![proptest_config(props::config(512, "proptest-regressions/bulkhead_props.txt"))]
 
         #[test]
         fn the_shared_bulkhead_decides_like_the_mut_form(

@@ -13,6 +13,9 @@ use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnEvent, ConnTable};
 use keel_core::Instant;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 #[derive(Clone, Debug)]
 enum Op {
     Open(u8),
@@ -90,7 +93,7 @@ fn end(e: u8) -> ConnEnd {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(1024, "proptest-regressions/conn_props.txt"))]
 
     #[test]
     fn conn_table_matches_the_model_on_any_input(

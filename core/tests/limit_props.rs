@@ -12,6 +12,9 @@ use keel_core::sync::limit::{LimitGuard, SharedLimit};
 use keel_core::Instant;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 const T0: Instant = Instant::ZERO;
 
 #[derive(Clone, Debug)]
@@ -110,7 +113,7 @@ fn config(max: usize, shed: bool) -> LimitConfig {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(props::config(512, "proptest-regressions/limit_props.txt"))]
 
     #[test]
     fn limit_matches_the_reference_model(

@@ -9,6 +9,9 @@ use keel_core::shutdown::{
 use keel_core::Instant;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 #[derive(Clone, Debug)]
 enum Op {
     Start,
@@ -48,7 +51,7 @@ fn grace() -> impl Strategy<Value = Duration> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(512, "proptest-regressions/shutdown_props.txt"))]
 
     #[test]
     fn shutdown_invariants_hold_on_any_input(
@@ -161,7 +164,7 @@ fn delay() -> impl Strategy<Value = Duration> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(512, "proptest-regressions/shutdown_props.txt"))]
 
     /// With a drain delay: not ready from the first signal on; work is admitted during the
     /// delay and refused from the drain on; the drain starts once the delay has passed (at the
