@@ -398,16 +398,16 @@ mod shared {
     #[test]
     fn shared_try_acquire_sheds_when_full_and_drop_releases() {
         let bh = SharedBulkhead::new(config(2, 0, 0), T0);
-        let a = bh.try_acquire().unwrap();
-        let b = bh.clone().try_acquire().unwrap();
-        assert_eq!(bh.try_acquire().unwrap_err().reason, RejectReason::Full);
+        let a = bh.try_acquire(T0).unwrap();
+        let b = bh.clone().try_acquire(T0).unwrap();
+        assert_eq!(bh.try_acquire(T0).unwrap_err().reason, RejectReason::Full);
         assert_eq!(
             ready(bh.acquire(T0)).unwrap_err().reason,
             RejectReason::Full
         );
         drop(a);
         assert_eq!(bh.stats().in_flight, 1);
-        let _c = bh.try_acquire().unwrap();
+        let _c = bh.try_acquire(T0).unwrap();
         b.release(ms(1));
         let s = bh.stats();
         assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 2, 1, 2));
@@ -416,12 +416,12 @@ mod shared {
     #[test]
     fn a_released_slot_wakes_the_oldest_waiter() {
         let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-        let g = bh.try_acquire().unwrap();
+        let g = bh.try_acquire(T0).unwrap();
         let mut w0 = wait(bh.acquire(ms(1)));
         let mut w1 = wait(bh.acquire(ms(2)));
         assert_eq!(w0.deadline(), Some(ms(101)));
         assert_eq!(
-            bh.try_acquire().unwrap_err().reason,
+            bh.try_acquire(T0).unwrap_err().reason,
             RejectReason::Full,
             "no queue jumping"
         );
@@ -458,7 +458,7 @@ mod shared {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-            let _g = bh.try_acquire().unwrap();
+            let _g = bh.try_acquire(T0).unwrap();
             let mut w = wait(bh.acquire(T0));
             let waker = Arc::new(LockingWaker(bh.clone(), AtomicUsize::new(0)));
             let k = Waker::from(Arc::clone(&waker));
@@ -482,7 +482,7 @@ mod shared {
             .build()
             .unwrap();
         let bh = SharedBulkhead::new(c, T0);
-        let _g = bh.try_acquire().unwrap();
+        let _g = bh.try_acquire(T0).unwrap();
         let w = wait(bh.acquire(ms(1)));
         assert_eq!(w.deadline(), None);
     }
@@ -490,7 +490,7 @@ mod shared {
     #[test]
     fn a_shared_waiter_past_its_deadline_is_rejected() {
         let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-        let _g = bh.try_acquire().unwrap();
+        let _g = bh.try_acquire(T0).unwrap();
         let mut w = wait(bh.acquire(T0));
         let (_c, k) = counting();
         assert!(poll(&mut w, &k, ms(99)).is_pending());
@@ -504,9 +504,28 @@ mod shared {
     }
 
     #[test]
+    fn shared_try_acquire_expires_and_wakes_the_waiters_whose_deadline_came() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let _g = bh.try_acquire(T0).unwrap();
+        let mut w0 = wait(bh.acquire(T0));
+        let (woken, k) = counting();
+        assert!(poll(&mut w0, &k, T0).is_pending());
+        // At its deadline, a `try_acquire` is an input like any other: the waiter expires
+        // (and is woken) before the call is refused, as the `&mut` form's does.
+        assert_eq!(bh.try_acquire(ms(100)).unwrap_err().reason, RejectReason::Full);
+        let s = bh.stats();
+        assert_eq!((s.queue_len, s.shed_timeout), (0, 1));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the expired waiter was woken");
+        match poll(&mut w0, &k, ms(100)) {
+            Poll::Ready(Err(e)) => assert_eq!(e.reason, RejectReason::WaitedTooLong),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_slot_granted_but_collected_after_the_deadline_is_passed_on() {
         let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-        let g = bh.try_acquire().unwrap();
+        let g = bh.try_acquire(T0).unwrap();
         let mut w0 = wait(bh.acquire(T0));
         let mut w1 = wait(bh.acquire(ms(50)));
         let (c1, k1) = counting();
@@ -523,7 +542,7 @@ mod shared {
     #[test]
     fn dropping_a_waiter_cancels_it_and_a_granted_one_passes_the_slot_on() {
         let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-        let g = bh.try_acquire().unwrap();
+        let g = bh.try_acquire(T0).unwrap();
         let w0 = wait(bh.acquire(T0));
         let w1 = wait(bh.acquire(T0));
         let mut w2 = wait(bh.acquire(T0));
@@ -544,7 +563,7 @@ mod shared {
     #[test]
     fn shared_queue_full_is_rejected() {
         let bh = SharedBulkhead::new(config(1, 1, 100), T0);
-        let _g = bh.try_acquire().unwrap();
+        let _g = bh.try_acquire(T0).unwrap();
         let _w = wait(bh.acquire(T0));
         assert_eq!(
             ready(bh.acquire(T0)).unwrap_err().reason,
@@ -569,7 +588,7 @@ mod shared {
                 std::thread::spawn(move || {
                     let mut ran = 0;
                     for _ in 0..2_000 {
-                        if let Ok(g) = bh.try_acquire() {
+                        if let Ok(g) = bh.try_acquire(T0) {
                             let n = running.fetch_add(1, Ordering::SeqCst) + 1;
                             peak.fetch_max(n, Ordering::SeqCst);
                             running.fetch_sub(1, Ordering::SeqCst);
@@ -599,7 +618,7 @@ mod shared {
     fn two_hundred_thousand_cancellations_take_no_scan() {
         const N: usize = 200_000;
         let bh = SharedBulkhead::new(config(1, N, 60_000), T0);
-        let _running = bh.try_acquire().expect("a free slot");
+        let _running = bh.try_acquire(T0).expect("a free slot");
         let (_, waker) = counting();
         for newest_first in [true, false] {
             let mut waiters: Vec<BulkheadWaiter> = (0..N).map(|_| wait(bh.acquire(T0))).collect();

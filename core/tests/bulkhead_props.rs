@@ -266,8 +266,7 @@ mod shared_lockstep {
                         (a, b) => prop_assert!(false, "request: {:?} vs {:?}", a, b),
                     },
                     Op::TryRequest => {
-                        shared.handle_timeout(now);
-                        match (bh.try_acquire(now), shared.try_acquire()) {
+                        match (bh.try_acquire(now), shared.try_acquire(now)) {
                             (Ok(p), Ok(g)) => {
                                 permits.push(p);
                                 guards.push(g);
@@ -294,6 +293,9 @@ mod shared_lockstep {
                     Op::Cancel(i) if !ids.is_empty() => {
                         let id = ids[i % ids.len()];
                         let _ = bh.on_cancel(now, id);
+                        // `on_cancel(now, ..)` expires at `now` first; a dropped waiter has no
+                        // `now`, so the shared form sees the time first (a waiter dropped after
+                        // its deadline counts as expired in both).
                         shared.handle_timeout(now);
                         if let Some(k) = waiters.iter().position(|w| w.id() == id) {
                             drop(waiters.swap_remove(k));
@@ -301,12 +303,10 @@ mod shared_lockstep {
                     }
                     Op::Timeout => {
                         bh.handle_timeout(now);
-                        shared.handle_timeout(now);
                     }
                     Op::Release(_) | Op::Cancel(_) => {
                         // Nothing to release or cancel: both still see the time.
                         bh.handle_timeout(now);
-                        shared.handle_timeout(now);
                     }
                 }
                 while bh.poll_event().is_some() {}

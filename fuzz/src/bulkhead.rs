@@ -202,8 +202,7 @@ impl Harness {
             }
             Op::TryRequest => {
                 self.expire(newest);
-                self.shared.handle_timeout(now);
-                let shared = self.shared.try_acquire();
+                let shared = self.shared.try_acquire(now);
                 let mine = self.b.try_acquire(now);
                 assert_eq!(
                     mine.is_ok(),
