@@ -107,3 +107,6 @@ s/\bResult<\(\), InsufficientCapacity>/Result<(), Rejected<RateLimited>>/g
 # 10. SharedBulkhead's admission takes the time, as FifoSemaphore's does.
 #    By hand: `shared_bulkhead.try_acquire()` is `.try_acquire(now)` (the async
 #    `Bulkhead::try_acquire()` keeps its form: it reads its runtime's clock).
+# 11. FifoSemaphore::new is fallible (a max_queue over the QUEUE storage is a ConfigError).
+#    By hand: `FifoSemaphore::new(config, now)` is `FifoSemaphore::new(config, now)?` (or
+#    `.expect(..)` where the config's max_queue is known to fit `QUEUE`).

@@ -88,10 +88,13 @@ proptest! {
         let mut b = BulkheadConfig::builder().max_concurrent(max_concurrent).max_queue(max_queue);
         if max_queue > 0 { b = b.max_wait(max_wait); }
         let config = b.build().unwrap();
-        let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, Instant::from_nanos(start));
+        let built = FifoSemaphore::<4>::new(config, Instant::from_nanos(start));
+        // A queue the ring has no room for is refused, never cut down.
+        prop_assert_eq!(built.is_err(), max_queue > 4);
+        let Ok(mut bh) = built else { return Ok(()) };
         let mut model = Model {
             max_concurrent,
-            bound: max_queue.min(4),
+            bound: max_queue,
             max_wait,
             in_flight: 0,
             queue: VecDeque::new(),
@@ -209,7 +212,8 @@ fn fake_id() -> WaiterId {
         .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
-    let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, Instant::ZERO);
+    let mut bh: FifoSemaphore<1> =
+        FifoSemaphore::new(config, Instant::ZERO).expect("max_queue fits the ring");
     let _p = bh.acquire(Instant::ZERO);
     match bh.acquire(Instant::ZERO) {
         Admission::Queued { waiter, .. } => waiter,
@@ -241,7 +245,7 @@ mod shared_lockstep {
             if max_queue > 0 { b = b.max_wait(max_wait); }
             let config = b.build().unwrap();
             let start = Instant::from_secs(1);
-            let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, start);
+            let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, start).expect("max_queue fits the ring");
             let shared = SharedBulkhead::new(config, start);
             let mut permits: Vec<BulkheadPermit> = vec![];
             let mut guards: Vec<BulkheadGuard> = vec![];
