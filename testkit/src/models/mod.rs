@@ -10,5 +10,7 @@
 
 pub mod backoff;
 pub mod budget;
+pub mod conn;
 pub mod gcra;
 pub mod keyed;
+pub mod shutdown;
