@@ -1,4 +1,5 @@
-//! Property tests: `Limit` against a reference model, and `SharedLimit` against `Limit`.
+//! Property tests: `Limit` against its reference model (`keel_testkit::models::limit`, shared
+//! with the fuzz target), and `SharedLimit` against `Limit`.
 
 // Runs with `std` only: `SharedLimit::poll_acquire` (a `Waker` registration) needs `std`.
 #![cfg(feature = "std")]
@@ -10,6 +11,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use keel_core::limit::{Limit, LimitConfig, LimitPermit, LimitStats, Overflow, MAX_LIMIT};
 use keel_core::sync::limit::{LimitGuard, SharedLimit};
 use keel_core::Instant;
+use keel_testkit::models::limit::LimitModel;
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
@@ -36,62 +38,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop_oneof![Just(MAX_LIMIT), Just(MAX_LIMIT + 1), Just(usize::MAX)].prop_map(Op::SetMax),
         1 => Just(Op::Shed),
     ]
-}
-
-/// The obvious model: the limit is a counter compared with `max`.
-#[derive(Debug, Default)]
-struct Model {
-    max: usize,
-    in_use: usize,
-    peak: usize,
-    acquired: u64,
-    released: u64,
-    rejected: u64,
-    shed: u64,
-    unmatched: u64,
-    waiting: bool,
-    backpressure: bool,
-}
-
-impl Model {
-    fn acquire(&mut self) -> bool {
-        if self.in_use < self.max {
-            self.in_use += 1;
-            self.peak = self.peak.max(self.in_use);
-            self.acquired += 1;
-            self.waiting = false;
-            true
-        } else {
-            self.rejected += 1;
-            self.waiting = self.backpressure;
-            false
-        }
-    }
-
-    fn release(&mut self) {
-        if self.in_use == 0 {
-            self.unmatched += 1;
-        } else {
-            self.in_use -= 1;
-            self.released += 1;
-        }
-    }
-
-    fn stats(&self) -> LimitStats {
-        {
-            let mut s: LimitStats = LimitStats::default();
-            s.max = self.max;
-            s.in_use = self.in_use;
-            s.peak = self.peak;
-            s.acquired = self.acquired;
-            s.released = self.released;
-            s.rejected = self.rejected;
-            s.waiting = usize::from(self.waiting);
-            s.shed = self.shed;
-            s.unmatched_releases = self.unmatched;
-            s
-        }
-    }
 }
 
 struct Noop;
@@ -122,7 +68,7 @@ proptest! {
         ops in prop::collection::vec(op(), 0..200),
     ) {
         let mut limit = Limit::new(config(max, shed));
-        let mut model = Model { max, backpressure: !shed, ..Model::default() };
+        let mut model = LimitModel::new(&config(max, shed));
         let mut attempts = 0u64;
         let mut held: Vec<LimitPermit> = Vec::new();
         // Mints permits of another limit: handed back with nothing in use they are the
@@ -138,8 +84,9 @@ proptest! {
                         prop_assert_eq!(rejected.reason, limit.overflow());
                         prop_assert_eq!(rejected.retry_at, None);
                     }
+                    let reason = got.as_ref().err().map(|r| r.reason);
+                    prop_assert_eq!(reason, model.try_acquire().err());
                     let got = got.map(|p| held.push(p)).is_ok();
-                    prop_assert_eq!(got, model.acquire());
                     prop_assert_eq!(got, before < limit.max(), "admits iff below the limit");
                     if got {
                         prop_assert!(limit.in_use() <= limit.max(), "never more than the limit at acquire time");
@@ -151,15 +98,16 @@ proptest! {
                         None => stray.try_acquire(T0).expect("the stray limit has room"),
                     };
                     limit.on_release(T0, permit);
-                    model.release();
+                    model.on_release();
                 }
                 Op::SetMax(n) => {
-                    limit.set_max(NonZeroUsize::new(n).expect("ops use 1.."));
-                    model.max = n.min(MAX_LIMIT);
+                    let n = NonZeroUsize::new(n).expect("ops use 1..");
+                    limit.set_max(n);
+                    model.set_max(n);
                 }
                 Op::Shed => {
                     limit.on_shed(T0);
-                    model.shed += 1;
+                    model.on_shed();
                 }
             }
             let s = limit.stats();

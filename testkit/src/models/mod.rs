@@ -13,4 +13,5 @@ pub mod budget;
 pub mod conn;
 pub mod gcra;
 pub mod keyed;
+pub mod limit;
 pub mod shutdown;
