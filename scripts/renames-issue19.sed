@@ -104,3 +104,9 @@ s/\bResult<\(\), InsufficientCapacity>/Result<(), Rejected<RateLimited>>/g
 #      `retry_at: None`). Import `keel_core::Rejected`.
 #    - `e.wait_time_from(now)` is `e.wait_from(now)`, now an `Option<Duration>`; `e.retry_at` is
 #      an `Option<Instant>`; `CheckNError::retry_at()` is the field.
+# 10. SharedBulkhead's admission takes the time, as FifoSemaphore's does.
+#    By hand: `shared_bulkhead.try_acquire()` is `.try_acquire(now)` (the async
+#    `Bulkhead::try_acquire()` keeps its form: it reads its runtime's clock).
+# 11. FifoSemaphore::new is fallible (a max_queue over the QUEUE storage is a ConfigError).
+#    By hand: `FifoSemaphore::new(config, now)` is `FifoSemaphore::new(config, now)?` (or
+#    `.expect(..)` where the config's max_queue is known to fit `QUEUE`).

@@ -1,6 +1,7 @@
 //! Property tests for the accept-loop machine: invariants under any sequence of inputs (time
-//! going back, jumping to the end of time, extreme configs), and a reference model of the
-//! decisions and of when reports happen.
+//! going back, jumping to the end of time, extreme configs), and the reference model of the
+//! decisions and of when reports happen (`keel_testkit::models::accept`, shared with the fuzz
+//! target).
 
 use core::time::Duration;
 
@@ -9,7 +10,11 @@ use keel_core::accept::{
     UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
+use keel_testkit::models::accept::{event_count, AcceptModel};
 use proptest::prelude::*;
+
+#[path = "support/props.rs"]
+mod props;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -110,182 +115,9 @@ fn apply(t: u64, d: i64) -> u64 {
     }
 }
 
-/// The reference model: decisions, pauses, reports and events, written from the spec with
-/// plain `u128` arithmetic (no saturation helpers from the crate).
-struct Model {
-    config: AcceptConfig,
-    newest: u128,
-    consecutive: u32,
-    until: Option<u128>,
-    last_report: Option<u128>,
-    stopped: bool,
-    unreported: u64,
-    episode: Option<(u128, bool)>,
-    /// Events expected since the last poll, oldest first (Fatal excluded).
-    events: Vec<AcceptEvent>,
-    fatal: bool,
-}
-
-const END: u128 = u64::MAX as u128;
-
-fn nanos_to_duration(n: u128) -> Duration {
-    Duration::new(
-        u64::try_from(n / 1_000_000_000).unwrap(),
-        (n % 1_000_000_000) as u32,
-    )
-}
-
-fn instant(n: u128) -> Instant {
-    Instant::from_nanos(u64::try_from(n.min(END)).unwrap())
-}
-
-impl Model {
-    fn new(config: AcceptConfig, start: u64) -> Self {
-        Model {
-            config,
-            newest: u128::from(start),
-            consecutive: 0,
-            until: None,
-            last_report: None,
-            stopped: false,
-            unreported: 0,
-            episode: None,
-            events: Vec::new(),
-            fatal: false,
-        }
-    }
-
-    fn pause_nanos(&self) -> u128 {
-        // initial * (growth/100)^consecutive, capped at max: recomputed from scratch.
-        let max = self.config.max_pause().as_nanos();
-        let mut p = self.config.initial_pause().as_nanos();
-        for _ in 0..self.consecutive {
-            if p >= max {
-                break;
-            }
-            p = p * u128::from(self.config.growth_percent()) / 100;
-        }
-        p.min(max)
-    }
-
-    fn observe(&mut self, now: u64) -> u128 {
-        self.newest = self.newest.max(u128::from(now));
-        self.newest
-    }
-
-    fn error(&mut self, now: u64, kind: AcceptErrorKind) -> AcceptDecision {
-        let now = self.observe(now);
-        // An unknown code is a shortage of unknown cause, or fatal, as the policy says.
-        let kind = match (kind, self.config.unknown_errors()) {
-            (AcceptErrorKind::Unknown, UnknownErrorPolicy::Pause) => {
-                AcceptErrorKind::Shortage(Shortage::Unrecognized)
-            }
-            (AcceptErrorKind::Unknown, _) => AcceptErrorKind::Fatal,
-            (kind, _) => kind,
-        };
-        if self.stopped {
-            return AcceptDecision::Stop;
-        }
-        if self.until.is_some_and(|u| now >= u) {
-            self.until = None;
-        }
-        match kind {
-            AcceptErrorKind::PerConnection => AcceptDecision::Continue,
-            AcceptErrorKind::Shortage(shortage) => {
-                let pause = self.pause_nanos();
-                self.consecutive = self.consecutive.saturating_add(1);
-                let until = (now + pause).min(END);
-                let until = self.until.map_or(until, |u| u.max(until));
-                self.until = Some(until);
-                let interval = self.config.report_interval().as_nanos();
-                let episode = self.episode.get_or_insert((now, false));
-                if self
-                    .last_report
-                    .is_none_or(|last| now >= (last + interval).min(END))
-                {
-                    self.last_report = Some(now);
-                    episode.1 = true;
-                    self.events.push(AcceptEvent::Shortage {
-                        shortage,
-                        pause: nanos_to_duration(pause),
-                        until: instant(until),
-                        suppressed: core::mem::take(&mut self.unreported),
-                    });
-                } else {
-                    self.unreported += 1;
-                }
-                AcceptDecision::PauseUntil(instant(until))
-            }
-            _ => {
-                self.stopped = true;
-                self.until = None;
-                self.fatal = true;
-                AcceptDecision::Stop
-            }
-        }
-    }
-
-    fn accepted(&mut self, now: u64) {
-        let now = self.observe(now);
-        if self.stopped {
-            return;
-        }
-        self.until = None;
-        self.consecutive = 0;
-        if let Some((start, true)) = self.episode.take() {
-            self.events.push(AcceptEvent::Resumed {
-                paused_for: nanos_to_duration(now - start),
-                suppressed: core::mem::take(&mut self.unreported),
-            });
-        }
-    }
-
-    fn timeout(&mut self, now: u64) {
-        let now = self.observe(now);
-        if !self.stopped && self.until.is_some_and(|u| now >= u) {
-            self.until = None;
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.until.map(instant)
-    }
-
-    /// Compares the machine's queued events with the expected ones: exact when nothing was
-    /// folded; when more than the queue holds were expected, the newest `CAPACITY - 1` exactly
-    /// and the oldest kept one by kind, the folded counts by their total.
-    fn check_events(&mut self, got: &[AcceptEvent]) -> Result<(), TestCaseError> {
-        let expected = core::mem::take(&mut self.events);
-        let fatal = core::mem::take(&mut self.fatal);
-        let (got, got_fatal) = match got.split_last() {
-            Some((AcceptEvent::Fatal, rest)) => (rest, true),
-            _ => (got, false),
-        };
-        prop_assert_eq!(got_fatal, fatal);
-        if expected.len() <= EVENT_QUEUE_CAPACITY {
-            prop_assert_eq!(got, &expected[..]);
-        } else {
-            prop_assert_eq!(got.len(), EVENT_QUEUE_CAPACITY);
-            let skip = expected.len() - EVENT_QUEUE_CAPACITY;
-            prop_assert_eq!(&got[1..], &expected[skip + 1..]);
-            let total: u64 = expected[..=skip].iter().map(event_count).sum();
-            prop_assert_eq!(event_count(&got[0]), total);
-        }
-        Ok(())
-    }
-}
-
-fn event_count(e: &AcceptEvent) -> u64 {
-    match *e {
-        AcceptEvent::Shortage { suppressed, .. } => 1 + suppressed,
-        AcceptEvent::Resumed { suppressed, .. } => suppressed,
-        _ => 0,
-    }
-}
-
 fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), TestCaseError> {
     let mut machine = AcceptLoop::new(config, Instant::from_nanos(start));
-    let mut model = Model::new(config, start);
+    let mut model = AcceptModel::new(&config, Instant::from_nanos(start));
     let mut caller = start;
     let mut counted = 0u64; // shortages accounted for by polled events
     let mut shortage_events = 0u64;
@@ -297,13 +129,13 @@ fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), 
             Op::Accepted(d) => {
                 caller = apply(caller, d);
                 machine.on_accepted(Instant::from_nanos(caller));
-                model.accepted(caller);
+                model.on_accepted(Instant::from_nanos(caller));
             }
             Op::Error(d, kind) => {
                 caller = apply(caller, d);
                 let decision = machine.on_error(Instant::from_nanos(caller), kind);
-                prop_assert_eq!(decision, model.error(caller, kind));
-                let clamped = instant(model.newest);
+                prop_assert_eq!(decision, model.on_error(Instant::from_nanos(caller), kind));
+                let clamped = model.newest();
                 if let AcceptDecision::PauseUntil(t) = decision {
                     prop_assert!(t >= clamped, "PauseUntil before now");
                     prop_assert!(t >= Instant::from_nanos(caller));
@@ -314,7 +146,7 @@ fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), 
             Op::Timeout(d) => {
                 caller = apply(caller, d);
                 machine.handle_timeout(Instant::from_nanos(caller));
-                model.timeout(caller);
+                model.handle_timeout(Instant::from_nanos(caller));
                 if let Some(t) = machine.poll_timeout() {
                     prop_assert!(t > Instant::from_nanos(caller), "poll_timeout not after t");
                 }
@@ -322,7 +154,7 @@ fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), 
             Op::Extreme(to_end) => {
                 caller = if to_end { u64::MAX } else { 0 };
                 machine.handle_timeout(Instant::from_nanos(caller));
-                model.timeout(caller);
+                model.handle_timeout(Instant::from_nanos(caller));
                 if let Some(t) = machine.poll_timeout() {
                     prop_assert!(t > Instant::from_nanos(caller));
                 }
@@ -331,7 +163,7 @@ fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), 
                 if let Some(t) = machine.poll_timeout() {
                     caller = t.as_nanos();
                     machine.handle_timeout(t);
-                    model.timeout(caller);
+                    model.handle_timeout(Instant::from_nanos(caller));
                     prop_assert!(machine.poll_timeout().is_none_or(|u| u > t));
                 }
             }
@@ -344,7 +176,9 @@ fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), 
                 "queue grew to {}",
                 got.len()
             );
-            model.check_events(&got)?;
+            if let Err(broken) = model.check_events(&got) {
+                prop_assert!(false, "{}", broken);
+            }
             for e in &got {
                 counted += event_count(e);
                 match *e {
@@ -359,10 +193,10 @@ fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), 
             }
         }
         prop_assert_eq!(machine.poll_timeout(), model.poll_timeout());
-        prop_assert_eq!(machine.is_stopped(), model.stopped);
+        prop_assert_eq!(machine.is_stopped(), model.is_stopped());
         let s = machine.stats();
         prop_assert_eq!(s.reports + s.suppressed, s.shortages);
-        prop_assert_eq!(s.unreported, model.unreported);
+        prop_assert_eq!(s.unreported, model.unreported());
         prop_assert!(s.unreported <= s.suppressed);
         prop_assert!(s.fatal <= 1);
         prop_assert!(s.pauses <= s.shortages);
@@ -373,7 +207,9 @@ fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), 
 
     // Drain: every shortage is accounted for exactly once.
     let got: Vec<AcceptEvent> = core::iter::from_fn(|| machine.poll_event()).collect();
-    model.check_events(&got)?;
+    if let Err(broken) = model.check_events(&got) {
+        prop_assert!(false, "{}", broken);
+    }
     for e in &got {
         counted += event_count(e);
         match e {
@@ -391,7 +227,7 @@ fn run(config: AcceptConfig, start: u64, ops: &[Op], eager: bool) -> Result<(), 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(512, "proptest-regressions/accept_props.txt"))]
 
     #[test]
     fn any_op_sequence_keeps_the_invariants_and_matches_the_model(

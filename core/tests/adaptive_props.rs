@@ -14,6 +14,9 @@ use keel_core::adaptive::{
 use keel_core::Instant;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 #[derive(Clone, Debug)]
 enum Op {
     Sample {
@@ -121,7 +124,7 @@ fn config() -> impl Strategy<Value = Option<AdaptiveConfig>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(256, "proptest-regressions/adaptive_props.txt"))]
 
     #[test]
     fn limit_stays_in_bounds_on_any_input(

@@ -1,11 +1,16 @@
 //! Property tests for `keel_core::backoff`: delays within bounds for any config and seed, an
-//! independent reference model of the un-jittered schedules, and no panic on any input.
+//! reference model of the un-jittered schedules (`keel_testkit::models::backoff`, shared with the
+//! fuzz target), and no panic on any input.
 
 use core::time::Duration;
 
-use keel_core::backoff::{Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision, Schedule};
+use keel_core::backoff::{Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision};
 use keel_core::time::Instant;
+use keel_testkit::models::backoff::BackoffModel;
 use proptest::prelude::*;
+
+#[path = "support/props.rs"]
+mod props;
 
 fn nanos(d: Duration) -> u128 {
     d.as_nanos().min(u128::from(u64::MAX))
@@ -90,65 +95,18 @@ fn valid_config() -> impl Strategy<Value = BackoffConfig> {
     config().prop_filter_map("invalid config", Result::ok)
 }
 
-/// The un-jittered delay of each retry, computed independently in u128.
-struct Model {
-    next: u128,
-    cap: u128,
-    schedule: Schedule,
-}
-
-impl Model {
-    fn new(c: &BackoffConfig) -> Model {
-        let cap = nanos(c.cap());
-        let base = match c.schedule() {
-            Schedule::Constant { delay } => nanos(delay),
-            Schedule::Linear { base, .. } | Schedule::Exponential { base, .. } => nanos(base),
-            _ => unreachable!(),
-        };
-        Model {
-            next: base.min(cap),
-            cap,
-            schedule: c.schedule(),
-        }
-    }
-
-    fn step(&mut self) -> u128 {
-        let d = self.next;
-        self.next = match self.schedule {
-            Schedule::Constant { .. } => d,
-            Schedule::Linear { step, .. } => (d + nanos(step)).min(self.cap),
-            Schedule::Exponential { factor_percent, .. } => {
-                (d * u128::from(factor_percent)).div_ceil(100).min(self.cap)
-            }
-            _ => unreachable!(),
-        };
-        d
-    }
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(props::config(512, "proptest-regressions/backoff_props.txt"))]
 
     #[test]
     fn jittered_delays_always_within_bounds(config in valid_config()) {
         let mut backoff = Backoff::new(config, Instant::ZERO);
-        let mut model = Model::new(&config);
-        let cap = nanos(config.cap());
-        let base = Model::new(&config).next;
-        let mut prev = base;
+        let mut model = BackoffModel::new(&config);
         for (i, d) in backoff.delays().take(64).enumerate() {
-            let d = d.as_nanos();
             let full = model.step();
-            prop_assert!(d <= cap, "retry {i}: {d} above the cap {cap}");
-            match config.jitter() {
-                Jitter::None => prop_assert_eq!(d, full),
-                Jitter::Full => prop_assert!(d <= full),
-                Jitter::Equal => prop_assert!(d >= full / 2 && d <= full, "{d} vs {full}"),
-                Jitter::Decorrelated => {
-                    prop_assert!(d >= base, "{d} below base {base}");
-                    prop_assert!(d <= (prev * 3).min(cap), "{d} above 3 * {prev}");
-                    prev = d;
-                }
+            let delay = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            if let Err(broken) = model.check_draw(full, delay, false) {
+                prop_assert!(false, "retry {}: {}", i, broken);
             }
         }
     }

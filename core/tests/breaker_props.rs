@@ -9,7 +9,9 @@ use keel_core::backoff::Jitter;
 use keel_core::breaker::{BreakerConfig, BreakerPermit, CircuitBreaker, Outcome, State};
 use keel_core::Instant;
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
+
+#[path = "support/props.rs"]
+mod props;
 
 /// The model's configuration: consecutive failures plus a count window, fixed open duration.
 #[derive(Clone, Debug)]
@@ -271,13 +273,7 @@ fn model_config() -> impl Strategy<Value = ModelConfig> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/breaker_props.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(props::config(256, "proptest-regressions/breaker_props.txt"))]
 
     /// Same observable state after every step, every admission decided alike; plus: half-open
     /// probes never exceed N, and stale outcomes never change anything.

@@ -12,6 +12,9 @@ use keel_core::time::Instant;
 use keel_testkit::models::budget::BudgetModel;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 fn budget_config() -> impl Strategy<Value = BudgetConfig> {
     (
         prop_oneof![
@@ -34,7 +37,7 @@ fn budget_config() -> impl Strategy<Value = BudgetConfig> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(props::config(256, "proptest-regressions/budget_props.txt"))]
 
     #[test]
     fn budget_matches_the_reference_model_and_its_window_guarantee(

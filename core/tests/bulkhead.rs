@@ -71,7 +71,8 @@ fn invalid_configs_are_rejected() {
 
 #[test]
 fn admits_up_to_max_concurrent_then_sheds_without_a_queue() {
-    let mut bh: FifoSemaphore = FifoSemaphore::new(config(2, 0, 0), T0);
+    let mut bh: FifoSemaphore =
+        FifoSemaphore::new(config(2, 0, 0), T0).expect("max_queue fits the ring");
     let a = admitted(bh.acquire(T0));
     let _b = admitted(bh.acquire(T0));
     assert_eq!(
@@ -96,7 +97,8 @@ fn admits_up_to_max_concurrent_then_sheds_without_a_queue() {
 
 #[test]
 fn bulkhead_sheds_when_the_queue_is_full() {
-    let mut bh: FifoSemaphore<8> = FifoSemaphore::new(config(1, 2, 100), T0);
+    let mut bh: FifoSemaphore<8> =
+        FifoSemaphore::new(config(1, 2, 100), T0).expect("max_queue fits the ring");
     let _p = admitted(bh.acquire(T0));
     let (w0, d0) = queued(bh.acquire(T0));
     assert_eq!((w0.get(), d0), (0, Some(ms(100))));
@@ -125,8 +127,8 @@ fn bulkhead_sheds_when_the_queue_is_full() {
 }
 
 #[test]
-fn queue_is_capped_by_the_ring_capacity() {
-    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(config(1, 100, 100), T0);
+fn a_full_queue_sheds_with_queue_full() {
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(config(1, 2, 100), T0).expect("fits");
     assert_eq!(bh.queue_capacity(), 2);
     let _p = admitted(bh.acquire(T0));
     let _ = queued(bh.acquire(T0));
@@ -140,9 +142,30 @@ fn queue_is_capped_by_the_ring_capacity() {
     );
 }
 
+/// `QUEUE` is storage: a `max_queue` it has no room for is refused at construction (it used
+/// to be cut down to `QUEUE` silently, so the default `FifoSemaphore` shed every waiter of a
+/// `max_queue(128)` config).
+#[test]
+fn a_max_queue_beyond_the_ring_is_a_config_error() {
+    let refused = |r: Result<_, ConfigError>| match r {
+        Err(ConfigError::OutOfRange { field, expected }) => {
+            assert_eq!(field, "max_queue");
+            assert!(expected.contains("FifoSemaphore<N>"), "{expected}");
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(()) => panic!("accepted a queue the ring has no room for"),
+    };
+    refused(FifoSemaphore::<2>::new(config(1, 100, 100), T0).map(drop));
+    refused(FifoSemaphore::<0>::new(config(1, 5, 100), T0).map(drop));
+    refused(FifoSemaphore::<0>::new(config(1, 1, 100), T0).map(drop));
+    assert!(FifoSemaphore::<4>::new(config(1, 4, 100), T0).is_ok());
+    assert!(FifoSemaphore::<0>::new(config(1, 0, 0), T0).is_ok());
+}
+
 #[test]
 fn release_promotes_the_oldest_waiter() {
-    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 3, 100), T0);
+    let mut bh: FifoSemaphore<4> =
+        FifoSemaphore::new(config(1, 3, 100), T0).expect("max_queue fits the ring");
     let p = admitted(bh.acquire(T0));
     let (w0, _) = queued(bh.acquire(ms(1)));
     let (w1, _) = queued(bh.acquire(ms(2)));
@@ -183,7 +206,8 @@ fn release_promotes_the_oldest_waiter() {
 
 #[test]
 fn a_waiter_past_its_max_wait_is_always_rejected() {
-    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 2, 100), T0);
+    let mut bh: FifoSemaphore<4> =
+        FifoSemaphore::new(config(1, 2, 100), T0).expect("max_queue fits the ring");
     let p = admitted(bh.acquire(T0));
     let (w0, d0) = queued(bh.acquire(T0));
     let (w1, d1) = queued(bh.acquire(ms(50)));
@@ -207,7 +231,8 @@ fn a_waiter_past_its_max_wait_is_always_rejected() {
 
 #[test]
 fn expired_waiters_free_room_in_the_queue_for_new_requests() {
-    let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config(1, 1, 100), T0);
+    let mut bh: FifoSemaphore<1> =
+        FifoSemaphore::new(config(1, 1, 100), T0).expect("max_queue fits the ring");
     let _p = admitted(bh.acquire(T0));
     let (w0, _) = queued(bh.acquire(T0));
     assert_eq!(
@@ -225,7 +250,8 @@ fn expired_waiters_free_room_in_the_queue_for_new_requests() {
 
 #[test]
 fn cancelling_a_middle_waiter_keeps_fifo_order() {
-    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 4, 100), T0);
+    let mut bh: FifoSemaphore<4> =
+        FifoSemaphore::new(config(1, 4, 100), T0).expect("max_queue fits the ring");
     let p = admitted(bh.acquire(T0));
     let (w0, _) = queued(bh.acquire(T0));
     let (w1, _) = queued(bh.acquire(T0));
@@ -251,7 +277,8 @@ fn cancelling_a_middle_waiter_keeps_fifo_order() {
 
 #[test]
 fn try_request_never_queues() {
-    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config(1, 4, 100), T0);
+    let mut bh: FifoSemaphore<4> =
+        FifoSemaphore::new(config(1, 4, 100), T0).expect("max_queue fits the ring");
     let p = bh.try_acquire(T0).expect("a free slot");
     assert_eq!(
         bh.try_acquire(T0),
@@ -267,7 +294,8 @@ fn try_request_never_queues() {
 
 #[test]
 fn events_beyond_capacity_drop_the_oldest_and_are_counted() {
-    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(config(1, 2, 10), T0);
+    let mut bh: FifoSemaphore<2> =
+        FifoSemaphore::new(config(1, 2, 10), T0).expect("max_queue fits the ring");
     let _p = admitted(bh.acquire(T0));
     let _ = queued(bh.acquire(T0));
     let _ = queued(bh.acquire(T0));
@@ -288,7 +316,7 @@ fn a_max_wait_past_the_end_of_the_clock_has_no_timeout() {
         .max_wait(Duration::MAX)
         .build()
         .unwrap();
-    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(c, T0);
+    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(c, T0).expect("max_queue fits the ring");
     let _p = admitted(bh.acquire(T0));
     let (_w, d) = queued(bh.acquire(ms(1)));
     assert_eq!(d, None, "a deadline at the end of the clock is no deadline");
@@ -303,7 +331,8 @@ fn does_not_panic_on_extreme_inputs() {
         .max_wait(Duration::MAX)
         .build()
         .unwrap();
-    let mut bh: FifoSemaphore<2> = FifoSemaphore::new(c, Instant::MAX);
+    let mut bh: FifoSemaphore<2> =
+        FifoSemaphore::new(c, Instant::MAX).expect("max_queue fits the ring");
     let p = admitted(bh.acquire(Instant::ZERO));
     let (w, d) = queued(bh.acquire(Instant::MAX));
     assert_eq!(d, None);
@@ -320,15 +349,16 @@ fn does_not_panic_on_extreme_inputs() {
     assert_eq!(waiter, w);
     assert_eq!(bh.on_release(Instant::ZERO, permit), Release::Freed);
     // a permit from elsewhere: counts stay at zero
-    let mut other: FifoSemaphore = FifoSemaphore::new(config(1, 0, 0), T0);
+    let mut other: FifoSemaphore =
+        FifoSemaphore::new(config(1, 0, 0), T0).expect("max_queue fits the ring");
     let stray = admitted(other.acquire(T0));
     assert_eq!(bh.on_release(Instant::ZERO, stray), Release::Freed);
     assert_eq!(bh.in_flight(), 0);
 }
 
 #[test]
-fn a_zero_capacity_ring_sheds_at_once() {
-    let mut bh: FifoSemaphore<0> = FifoSemaphore::new(config(1, 5, 100), T0);
+fn without_a_queue_a_busy_bulkhead_sheds_at_once() {
+    let mut bh: FifoSemaphore = FifoSemaphore::new(config(1, 0, 0), T0).expect("no queue");
     assert_eq!(bh.queue_capacity(), 0);
     let _p = admitted(bh.acquire(T0));
     assert_eq!(
@@ -398,16 +428,16 @@ mod shared {
     #[test]
     fn shared_try_acquire_sheds_when_full_and_drop_releases() {
         let bh = SharedBulkhead::new(config(2, 0, 0), T0);
-        let a = bh.try_acquire().unwrap();
-        let b = bh.clone().try_acquire().unwrap();
-        assert_eq!(bh.try_acquire().unwrap_err().reason, RejectReason::Full);
+        let a = bh.try_acquire(T0).unwrap();
+        let b = bh.clone().try_acquire(T0).unwrap();
+        assert_eq!(bh.try_acquire(T0).unwrap_err().reason, RejectReason::Full);
         assert_eq!(
             ready(bh.acquire(T0)).unwrap_err().reason,
             RejectReason::Full
         );
         drop(a);
         assert_eq!(bh.stats().in_flight, 1);
-        let _c = bh.try_acquire().unwrap();
+        let _c = bh.try_acquire(T0).unwrap();
         b.release(ms(1));
         let s = bh.stats();
         assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 2, 1, 2));
@@ -416,12 +446,12 @@ mod shared {
     #[test]
     fn a_released_slot_wakes_the_oldest_waiter() {
         let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-        let g = bh.try_acquire().unwrap();
+        let g = bh.try_acquire(T0).unwrap();
         let mut w0 = wait(bh.acquire(ms(1)));
         let mut w1 = wait(bh.acquire(ms(2)));
         assert_eq!(w0.deadline(), Some(ms(101)));
         assert_eq!(
-            bh.try_acquire().unwrap_err().reason,
+            bh.try_acquire(T0).unwrap_err().reason,
             RejectReason::Full,
             "no queue jumping"
         );
@@ -458,7 +488,7 @@ mod shared {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-            let _g = bh.try_acquire().unwrap();
+            let _g = bh.try_acquire(T0).unwrap();
             let mut w = wait(bh.acquire(T0));
             let waker = Arc::new(LockingWaker(bh.clone(), AtomicUsize::new(0)));
             let k = Waker::from(Arc::clone(&waker));
@@ -482,7 +512,7 @@ mod shared {
             .build()
             .unwrap();
         let bh = SharedBulkhead::new(c, T0);
-        let _g = bh.try_acquire().unwrap();
+        let _g = bh.try_acquire(T0).unwrap();
         let w = wait(bh.acquire(ms(1)));
         assert_eq!(w.deadline(), None);
     }
@@ -490,7 +520,7 @@ mod shared {
     #[test]
     fn a_shared_waiter_past_its_deadline_is_rejected() {
         let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-        let _g = bh.try_acquire().unwrap();
+        let _g = bh.try_acquire(T0).unwrap();
         let mut w = wait(bh.acquire(T0));
         let (_c, k) = counting();
         assert!(poll(&mut w, &k, ms(99)).is_pending());
@@ -504,9 +534,35 @@ mod shared {
     }
 
     #[test]
+    fn shared_try_acquire_expires_and_wakes_the_waiters_whose_deadline_came() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let _g = bh.try_acquire(T0).unwrap();
+        let mut w0 = wait(bh.acquire(T0));
+        let (woken, k) = counting();
+        assert!(poll(&mut w0, &k, T0).is_pending());
+        // At its deadline, a `try_acquire` is an input like any other: the waiter expires
+        // (and is woken) before the call is refused, as the `&mut` form's does.
+        assert_eq!(
+            bh.try_acquire(ms(100)).unwrap_err().reason,
+            RejectReason::Full
+        );
+        let s = bh.stats();
+        assert_eq!((s.queue_len, s.shed_timeout), (0, 1));
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            1,
+            "the expired waiter was woken"
+        );
+        match poll(&mut w0, &k, ms(100)) {
+            Poll::Ready(Err(e)) => assert_eq!(e.reason, RejectReason::WaitedTooLong),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_slot_granted_but_collected_after_the_deadline_is_passed_on() {
         let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-        let g = bh.try_acquire().unwrap();
+        let g = bh.try_acquire(T0).unwrap();
         let mut w0 = wait(bh.acquire(T0));
         let mut w1 = wait(bh.acquire(ms(50)));
         let (c1, k1) = counting();
@@ -523,7 +579,7 @@ mod shared {
     #[test]
     fn dropping_a_waiter_cancels_it_and_a_granted_one_passes_the_slot_on() {
         let bh = SharedBulkhead::new(config(1, 4, 100), T0);
-        let g = bh.try_acquire().unwrap();
+        let g = bh.try_acquire(T0).unwrap();
         let w0 = wait(bh.acquire(T0));
         let w1 = wait(bh.acquire(T0));
         let mut w2 = wait(bh.acquire(T0));
@@ -544,7 +600,7 @@ mod shared {
     #[test]
     fn shared_queue_full_is_rejected() {
         let bh = SharedBulkhead::new(config(1, 1, 100), T0);
-        let _g = bh.try_acquire().unwrap();
+        let _g = bh.try_acquire(T0).unwrap();
         let _w = wait(bh.acquire(T0));
         assert_eq!(
             ready(bh.acquire(T0)).unwrap_err().reason,
@@ -569,7 +625,7 @@ mod shared {
                 std::thread::spawn(move || {
                     let mut ran = 0;
                     for _ in 0..2_000 {
-                        if let Ok(g) = bh.try_acquire() {
+                        if let Ok(g) = bh.try_acquire(T0) {
                             let n = running.fetch_add(1, Ordering::SeqCst) + 1;
                             peak.fetch_max(n, Ordering::SeqCst);
                             running.fetch_sub(1, Ordering::SeqCst);
@@ -599,7 +655,7 @@ mod shared {
     fn two_hundred_thousand_cancellations_take_no_scan() {
         const N: usize = 200_000;
         let bh = SharedBulkhead::new(config(1, N, 60_000), T0);
-        let _running = bh.try_acquire().expect("a free slot");
+        let _running = bh.try_acquire(T0).expect("a free slot");
         let (_, waker) = counting();
         for newest_first in [true, false] {
             let mut waiters: Vec<BulkheadWaiter> = (0..N).map(|_| wait(bh.acquire(T0))).collect();
@@ -654,7 +710,8 @@ fn reject_reason_labels_are_stable() {
 /// A waiter's id prints as `waiter#<n>` (log lines name waiters by it).
 #[test]
 fn waiter_ids_print_their_number() {
-    let mut bh: FifoSemaphore<8> = FifoSemaphore::new(config(1, 2, 100), T0);
+    let mut bh: FifoSemaphore<8> =
+        FifoSemaphore::new(config(1, 2, 100), T0).expect("max_queue fits the ring");
     let _p = admitted(bh.acquire(T0));
     let (w0, _) = queued(bh.acquire(T0));
     let (w1, _) = queued(bh.acquire(T0));
@@ -666,7 +723,7 @@ fn waiter_ids_print_their_number() {
 #[test]
 fn config_is_the_one_given() {
     let c = config(3, 2, 250);
-    let bh: FifoSemaphore<8> = FifoSemaphore::new(c, T0);
+    let bh: FifoSemaphore<8> = FifoSemaphore::new(c, T0).expect("max_queue fits the ring");
     assert_eq!(*bh.config(), c);
     assert_ne!(c, BulkheadConfig::default());
 }

@@ -1,4 +1,5 @@
-//! Property tests for the connection machine, beside a reference model: reclamation always
+//! Property tests for the connection machine, beside its reference model
+//! (`keel_testkit::models::conn`, shared with the fuzz target): reclamation always
 //! picks the longest-idle eligible connection and never one idle less than the minimum, the
 //! linger deadline is never past the drain deadline, expiries match the model, the counts add
 //! up, and no input sequence panics or makes `poll_timeout` spin.
@@ -7,11 +8,14 @@
 #![cfg(feature = "alloc")]
 
 use core::time::Duration;
-use std::collections::BTreeMap;
 
-use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnEvent, ConnTable};
+use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnTable};
 use keel_core::Instant;
+use keel_testkit::models::conn::ConnModel;
 use proptest::prelude::*;
+
+#[path = "support/props.rs"]
+mod props;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -66,20 +70,6 @@ fn duration() -> impl Strategy<Value = Duration> {
     ]
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Serving,
-    Closing(CloseReason),
-    Lingering,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Model {
-    last_active: Instant,
-    read_deadline: Option<Instant>,
-    phase: Phase,
-}
-
 fn end(e: u8) -> ConnEnd {
     match e {
         0 => ConnEnd::Clean,
@@ -90,7 +80,7 @@ fn end(e: u8) -> ConnEnd {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(1024, "proptest-regressions/conn_props.txt"))]
 
     #[test]
     fn conn_table_matches_the_model_on_any_input(
@@ -111,9 +101,8 @@ proptest! {
             return Ok(());
         };
         let mut table = ConnTable::new(config, Instant::from_nanos(start));
-        let mut model: BTreeMap<u64, Model> = BTreeMap::new();
+        let mut model = ConnModel::new(&config, Instant::from_nanos(start));
         let mut now = Instant::from_nanos(start);
-        let (mut idle_closed, mut expired, mut reclaimed) = (0u64, 0u64, 0u64);
 
         for (op, dt) in ops {
             // Time mostly moves forward; a step back is clamped by the machine (and here).
@@ -125,151 +114,68 @@ proptest! {
             now = now.max(Instant::from_nanos(raw));
             match op {
                 Op::Open(id) => {
-                    let id = u64::from(id);
-                    table.on_open(now, id);
-                    model.insert(id, Model { last_active: now, read_deadline: None, phase: Phase::Serving });
+                    table.on_open(now, u64::from(id));
+                    model.on_open(now, u64::from(id));
                 }
                 Op::Activity(id, back) => {
-                    let id = u64::from(id);
                     let at = Instant::from_nanos(now.as_nanos().saturating_sub(back));
-                    table.on_activity(now, id, at);
-                    if let Some(m) = model.get_mut(&id) {
-                        m.last_active = m.last_active.max(at);
-                    }
+                    table.on_activity(now, u64::from(id), at);
+                    model.on_activity(now, u64::from(id), at);
                 }
                 Op::ReadDeadline(id, d) => {
-                    let id = u64::from(id);
                     let d = d.map(|d| Instant::from_nanos(now.as_nanos().saturating_add(d)));
-                    table.on_read_deadline(now, id, d);
-                    if let Some(m) = model.get_mut(&id) {
-                        m.read_deadline = d;
-                    }
+                    table.on_read_deadline(now, u64::from(id), d);
+                    model.on_read_deadline(now, u64::from(id), d);
                 }
                 Op::HandlerDone(id, drain) => {
-                    let id = u64::from(id);
                     let drain = drain.map(|d| Instant::from_nanos(now.as_nanos().saturating_add(d)));
-                    let got = table.on_handler_done(now, id, drain);
-                    match model.get_mut(&id) {
-                        Some(m) if m.phase == Phase::Serving && !linger.is_zero() => {
-                            let deadline = got.expect("a serving connection lingers");
-                            prop_assert!(deadline >= now);
-                            prop_assert!(deadline <= now + linger);
-                            if let Some(d) = drain {
-                                prop_assert!(deadline <= d, "linger {deadline:?} past the drain {d:?}");
-                            }
-                            m.phase = Phase::Lingering;
-                        }
-                        Some(m) if m.phase == Phase::Lingering => {
-                            prop_assert!(got.is_some());
-                        }
-                        _ => prop_assert_eq!(got, None),
+                    let got = table.on_handler_done(now, u64::from(id), drain);
+                    if let Err(broken) = model.on_handler_done(now, u64::from(id), drain, got) {
+                        prop_assert!(false, "{}", broken);
                     }
                 }
                 Op::Closed(id, e) => {
                     table.on_closed(now, u64::from(id), end(e));
-                    model.remove(&u64::from(id));
+                    model.on_closed(now, u64::from(id));
                 }
                 Op::Close(id, idle_reason) => {
                     let reason = if idle_reason { CloseReason::Idle } else { CloseReason::ReadDeadline };
                     table.on_close(now, u64::from(id), reason);
-                    if let Some(m) = model.get_mut(&u64::from(id)) {
-                        if m.phase == Phase::Serving {
-                            m.phase = Phase::Closing(reason);
-                            match reason {
-                                CloseReason::Idle => idle_closed += 1,
-                                _ => expired += 1,
-                            }
-                        }
-                    }
+                    model.on_close(now, u64::from(id), reason);
                 }
                 Op::Reclaim => {
-                    let at = table.reclaim_at();
-                    let got = table.reclaim(now);
-                    let pending = model.values().any(|m| m.phase == Phase::Closing(CloseReason::Reclaimed));
                     // When a waiting newcomer's server arms its timer: the longest-idle serving
                     // connection reaching the minimum; `reclaim` picks one exactly from then on.
-                    let want_at = match min_idle {
-                        Some(min) if !pending => model
-                            .values()
-                            .filter(|m| m.phase == Phase::Serving)
-                            .map(|m| m.last_active)
-                            .min()
-                            .map(|t| t.saturating_add(min)),
-                        _ => None,
-                    };
-                    prop_assert_eq!(at, want_at);
+                    let at = table.reclaim_at();
+                    prop_assert_eq!(at, model.reclaim_at());
+                    let got = table.reclaim(now);
                     match at {
                         None => prop_assert_eq!(got, None),
                         // (At the end of the clock the sum saturates: eligibility is then
-                        // decided by the model check below.)
+                        // decided by the model.)
                         Some(t) if t < Instant::MAX => prop_assert_eq!(got.is_some(), t <= now),
                         Some(_) => {}
                     }
-                    let want = match min_idle {
-                        Some(min) if !pending => model
-                            .iter()
-                            .filter(|(_, m)| m.phase == Phase::Serving)
-                            .filter(|(_, m)| now.saturating_duration_since(m.last_active) >= min)
-                            .min_by_key(|(&id, m)| (m.last_active, id))
-                            .map(|(&id, _)| id),
-                        _ => None,
-                    };
-                    prop_assert_eq!(got, want);
-                    if let Some(id) = got {
-                        let m = model.get_mut(&id).expect("known");
-                        // Never one idle less than the minimum; always the longest idle.
-                        prop_assert!(now.saturating_duration_since(m.last_active) >= min_idle.unwrap_or_default());
-                        m.phase = Phase::Closing(CloseReason::Reclaimed);
-                        reclaimed += 1;
-                    }
+                    prop_assert_eq!(got, model.reclaim(now));
                 }
                 Op::Timeout => {
                     table.handle_timeout(now);
-                    let mut want = Vec::new();
-                    for (&id, m) in model.iter_mut() {
-                        if m.phase != Phase::Serving {
-                            continue;
-                        }
-                        let i = idle.map(|t| (m.last_active + t, CloseReason::Idle));
-                        let r = m.read_deadline.map(|d| (d, CloseReason::ReadDeadline));
-                        let due = match (i, r) {
-                            (Some(i), Some(r)) => Some(if r.0 <= i.0 { r } else { i }),
-                            (i, r) => i.or(r),
-                        };
-                        if let Some((t, reason)) = due {
-                            if t <= now && t != Instant::MAX {
-                                m.phase = Phase::Closing(reason);
-                                want.push(ConnEvent::Close { id, reason });
-                                match reason {
-                                    CloseReason::Idle => idle_closed += 1,
-                                    CloseReason::ReadDeadline => expired += 1,
-                                    CloseReason::Reclaimed => {}
-                                    // `CloseReason` is #[non_exhaustive]: a new reason needs
-                                    // a rule in this model.
-                                    other => panic!("no model rule for {other:?}"),
-                                }
-                            }
-                        }
-                    }
                     let mut got = Vec::new();
                     while let Some(e) = table.poll_event() {
                         got.push(e);
                     }
-                    prop_assert_eq!(got, want);
+                    prop_assert_eq!(got, model.handle_timeout(now));
                     // No busy loop: nothing left due at `now`.
                     if let Some(t) = table.poll_timeout() {
                         prop_assert!(t > now, "poll_timeout {t:?} not after {now:?}");
                     }
                 }
             }
-            let stats = table.stats();
-            prop_assert_eq!(stats.open, model.len() as u64);
-            prop_assert_eq!(stats.lingering, model.values().filter(|m| m.phase == Phase::Lingering).count() as u64);
-            prop_assert_eq!(stats.idle_closed, idle_closed);
-            prop_assert_eq!(stats.deadline_expired, expired);
-            prop_assert_eq!(stats.reclaimed, reclaimed);
-            for (&id, m) in &model {
-                prop_assert_eq!(table.idle_for(now, id), Some(now.saturating_duration_since(m.last_active)));
+            if let Err(broken) = model.check_stats(&table.stats()) {
+                prop_assert!(false, "{}", broken);
+            }
+            for id in model.ids() {
+                prop_assert_eq!(table.idle_for(now, id), model.idle_for(now, id));
             }
         }
     }

@@ -143,7 +143,8 @@ fn maps_a_bulkhead_saturation() {
         .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
-    let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, Instant::ZERO);
+    let mut bh: FifoSemaphore<1> =
+        FifoSemaphore::new(config, Instant::ZERO).expect("max_queue fits the ring");
     let state = |bh: &FifoSemaphore<1>| ComponentState::from_bulkhead(&bh.stats(), bh.config());
     assert_eq!(state(&bh), ComponentState::Healthy);
     let _p = bh.acquire(Instant::ZERO);

@@ -1,4 +1,5 @@
-//! Property tests: `Limit` against a reference model, and `SharedLimit` against `Limit`.
+//! Property tests: `Limit` against its reference model (`keel_testkit::models::limit`, shared
+//! with the fuzz target), and `SharedLimit` against `Limit`.
 
 // Runs with `std` only: `SharedLimit::poll_acquire` (a `Waker` registration) needs `std`.
 #![cfg(feature = "std")]
@@ -10,7 +11,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use keel_core::limit::{Limit, LimitConfig, LimitPermit, LimitStats, Overflow, MAX_LIMIT};
 use keel_core::sync::limit::{LimitGuard, SharedLimit};
 use keel_core::Instant;
+use keel_testkit::models::limit::LimitModel;
 use proptest::prelude::*;
+
+#[path = "support/props.rs"]
+mod props;
 
 const T0: Instant = Instant::ZERO;
 
@@ -35,62 +40,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The obvious model: the limit is a counter compared with `max`.
-#[derive(Debug, Default)]
-struct Model {
-    max: usize,
-    in_use: usize,
-    peak: usize,
-    acquired: u64,
-    released: u64,
-    rejected: u64,
-    shed: u64,
-    unmatched: u64,
-    waiting: bool,
-    backpressure: bool,
-}
-
-impl Model {
-    fn acquire(&mut self) -> bool {
-        if self.in_use < self.max {
-            self.in_use += 1;
-            self.peak = self.peak.max(self.in_use);
-            self.acquired += 1;
-            self.waiting = false;
-            true
-        } else {
-            self.rejected += 1;
-            self.waiting = self.backpressure;
-            false
-        }
-    }
-
-    fn release(&mut self) {
-        if self.in_use == 0 {
-            self.unmatched += 1;
-        } else {
-            self.in_use -= 1;
-            self.released += 1;
-        }
-    }
-
-    fn stats(&self) -> LimitStats {
-        {
-            let mut s: LimitStats = LimitStats::default();
-            s.max = self.max;
-            s.in_use = self.in_use;
-            s.peak = self.peak;
-            s.acquired = self.acquired;
-            s.released = self.released;
-            s.rejected = self.rejected;
-            s.waiting = usize::from(self.waiting);
-            s.shed = self.shed;
-            s.unmatched_releases = self.unmatched;
-            s
-        }
-    }
-}
-
 struct Noop;
 impl Wake for Noop {
     fn wake(self: Arc<Self>) {}
@@ -110,7 +59,7 @@ fn config(max: usize, shed: bool) -> LimitConfig {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(props::config(512, "proptest-regressions/limit_props.txt"))]
 
     #[test]
     fn limit_matches_the_reference_model(
@@ -119,7 +68,7 @@ proptest! {
         ops in prop::collection::vec(op(), 0..200),
     ) {
         let mut limit = Limit::new(config(max, shed));
-        let mut model = Model { max, backpressure: !shed, ..Model::default() };
+        let mut model = LimitModel::new(&config(max, shed));
         let mut attempts = 0u64;
         let mut held: Vec<LimitPermit> = Vec::new();
         // Mints permits of another limit: handed back with nothing in use they are the
@@ -135,8 +84,9 @@ proptest! {
                         prop_assert_eq!(rejected.reason, limit.overflow());
                         prop_assert_eq!(rejected.retry_at, None);
                     }
+                    let reason = got.as_ref().err().map(|r| r.reason);
+                    prop_assert_eq!(reason, model.try_acquire().err());
                     let got = got.map(|p| held.push(p)).is_ok();
-                    prop_assert_eq!(got, model.acquire());
                     prop_assert_eq!(got, before < limit.max(), "admits iff below the limit");
                     if got {
                         prop_assert!(limit.in_use() <= limit.max(), "never more than the limit at acquire time");
@@ -148,15 +98,16 @@ proptest! {
                         None => stray.try_acquire(T0).expect("the stray limit has room"),
                     };
                     limit.on_release(T0, permit);
-                    model.release();
+                    model.on_release();
                 }
                 Op::SetMax(n) => {
-                    limit.set_max(NonZeroUsize::new(n).expect("ops use 1.."));
-                    model.max = n.min(MAX_LIMIT);
+                    let n = NonZeroUsize::new(n).expect("ops use 1..");
+                    limit.set_max(n);
+                    model.set_max(n);
                 }
                 Op::Shed => {
                     limit.on_shed(T0);
-                    model.shed += 1;
+                    model.on_shed();
                 }
             }
             let s = limit.stats();

@@ -37,7 +37,7 @@ fn loom_in_flight_never_exceeds_max_concurrent() {
                 let bh = bh.clone();
                 let running = running.clone();
                 loom::thread::spawn(move || {
-                    if let Ok(g) = bh.try_acquire() {
+                    if let Ok(g) = bh.try_acquire(Instant::ZERO) {
                         let n = running.fetch_add(1, Ordering::SeqCst);
                         assert_eq!(n, 0, "two holders at once");
                         running.fetch_sub(1, Ordering::SeqCst);
@@ -46,7 +46,7 @@ fn loom_in_flight_never_exceeds_max_concurrent() {
                 })
             })
             .collect();
-        if let Ok(g) = bh.try_acquire() {
+        if let Ok(g) = bh.try_acquire(Instant::ZERO) {
             assert_eq!(
                 running.fetch_add(1, Ordering::SeqCst),
                 0,
@@ -69,7 +69,7 @@ fn loom_in_flight_never_exceeds_max_concurrent() {
 fn loom_a_released_slot_wakes_a_queued_waiter() {
     loom::model(|| {
         let bh = SharedBulkhead::new(config(1, 2), Instant::ZERO);
-        let guard = bh.try_acquire().unwrap();
+        let guard = bh.try_acquire(Instant::ZERO).unwrap();
         let releaser = loom::thread::spawn(move || drop(guard));
         // The waiter may queue before or after the release; either way it must get the slot.
         match bh.acquire(Instant::ZERO) {
@@ -89,7 +89,7 @@ fn loom_a_released_slot_wakes_a_queued_waiter() {
 fn loom_two_waiters_both_get_the_slot_in_turn() {
     loom::model(|| {
         let bh = SharedBulkhead::new(config(1, 2), Instant::ZERO);
-        let guard = bh.try_acquire().unwrap();
+        let guard = bh.try_acquire(Instant::ZERO).unwrap();
         let waiter_thread = {
             let bh = bh.clone();
             loom::thread::spawn(move || match bh.acquire(Instant::ZERO) {

@@ -55,6 +55,34 @@ fn per_second_defaults_burst_to_count_like_governor() {
     assert_eq!(q.tolerance(), Duration::ZERO);
 }
 
+/// The presets are built, validated quotas: the same value (or the same error) as the builder
+/// with the same count and period.
+#[test]
+fn presets_are_the_builder_with_a_period() {
+    for n in [1, 7, 1_000_000_000, 1_000_000_001, u32::MAX] {
+        let built = |secs| {
+            Quota::builder()
+                .count(n)
+                .period(Duration::from_secs(secs))
+                .build()
+        };
+        assert_eq!(Quota::per_second(nz(n)), built(1), "{n}/s");
+        assert_eq!(Quota::per_minute(nz(n)), built(60), "{n}/min");
+        assert_eq!(Quota::per_hour(nz(n)), built(3600), "{n}/h");
+    }
+    assert_eq!(
+        Quota::with_period(Duration::ZERO),
+        Err(ConfigError::Zero { field: "period" })
+    );
+    assert_eq!(
+        Quota::with_period(Duration::from_millis(250)),
+        Quota::builder()
+            .count(1)
+            .period(Duration::from_millis(250))
+            .build()
+    );
+}
+
 #[test]
 fn emission_interval_rounds_up_so_the_rate_never_exceeds_the_quota() {
     let q = Quota::per_second(nz(3)).unwrap();

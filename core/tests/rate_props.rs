@@ -19,6 +19,9 @@ use keel_testkit::models::gcra::{GcraModel, WindowLog};
 use keel_testkit::models::keyed::KeyedModel;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 /// A small quota: `count` per `period_ns` ns (so T is a few ns to a few µs), burst 1..=8.
 fn quota() -> impl Strategy<Value = Quota> {
     (1u32..=20, 1u64..=20_000, 1u32..=8).prop_filter_map("valid quota", |(count, period, burst)| {
@@ -73,7 +76,7 @@ fn t_ns(q: &Quota) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(200, "proptest-regressions/rate_props.txt"))]
 
     /// Over any window [t0, t1] at most burst + floor((t1 - t0) / T) requests are admitted.
     #[test]

@@ -21,6 +21,9 @@ use keel_core::sync::rate_wait::{Acquire, RateWaiter, RateWaiters};
 use keel_core::Instant;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 #[derive(Clone, Debug)]
 enum Op {
     /// A waiter for a batch of `n` (or `n > burst`, which fails at once).
@@ -228,7 +231,7 @@ fn check_window_bound(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(300, "proptest-regressions/rate_wait_props.txt"))]
 
     /// Waiters (batches included) and direct checks never exceed the GCRA, no wake-up is lost
     /// and nobody is stranded.

@@ -8,6 +8,9 @@ use keel_core::report::{Report, ReportLimiter};
 use keel_core::Instant;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 fn duration() -> impl Strategy<Value = Duration> {
     prop_oneof![
         3 => (0u64..=5_000_000_000).prop_map(Duration::from_nanos),
@@ -27,6 +30,8 @@ fn instant() -> impl Strategy<Value = u64> {
 }
 
 proptest! {
+    #![proptest_config(props::config(256, "proptest-regressions/report_props.txt"))]
+
     #[test]
     fn every_occurrence_is_counted_once_and_reports_are_spaced(
         interval in duration(),

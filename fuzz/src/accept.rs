@@ -1,5 +1,7 @@
-//! The accept loop: pauses within `[0, max_pause]`, stop is sticky and final, shortage reports
-//! are counted exactly once, the event queue is bounded, timers never spin.
+//! The accept loop against its reference model (`keel_testkit::models::accept`, shared with the
+//! proptests): every decision, pause, report and event is the model's; pauses within
+//! `[0, max_pause]`, shortage reports are counted exactly once, the event queue is bounded,
+//! timers never spin.
 
 use arbitrary::Arbitrary;
 use keel_core::accept::{
@@ -7,6 +9,7 @@ use keel_core::accept::{
     Platform, Shortage, UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
+use keel_testkit::models::accept::{event_count, AcceptModel};
 
 use crate::common::{Clock, Dur, Timed};
 
@@ -73,21 +76,14 @@ fn kind(k: Kind) -> AcceptErrorKind {
     }
 }
 
-fn count(e: &AcceptEvent) -> u64 {
-    match *e {
-        AcceptEvent::Shortage { suppressed, .. } => suppressed.saturating_add(1),
-        AcceptEvent::Resumed { suppressed, .. } => suppressed,
-        _ => 0,
-    }
-}
-
-/// The machine and what the harness knows about it.
+/// The machine and its reference model (`keel_testkit::models::accept`, shared with the
+/// proptests).
 pub struct Harness {
     machine: AcceptLoop,
+    model: AcceptModel,
     config: AcceptConfig,
     counted: u64,
     reports: u64,
-    stopped: bool,
 }
 
 impl Harness {
@@ -107,86 +103,71 @@ impl Harness {
             .ok()?;
         Some(Harness {
             machine: AcceptLoop::new(config, start),
+            model: AcceptModel::new(&config, start),
             config,
             counted: 0,
             reports: 0,
-            stopped: false,
         })
     }
 
-    /// Applies `op` at `now` and checks the invariants.
+    fn drain_events(&mut self) {
+        let events: Vec<AcceptEvent> = core::iter::from_fn(|| self.machine.poll_event()).collect();
+        assert!(events.len() <= EVENT_QUEUE_CAPACITY + 1, "event queue grew");
+        if let Err(broken) = self.model.check_events(&events) {
+            panic!("{broken}");
+        }
+        for e in &events {
+            self.counted = self.counted.saturating_add(event_count(e));
+            if let AcceptEvent::Shortage { pause, .. } = e {
+                self.reports += 1;
+                assert!(*pause <= self.config.max_pause());
+            }
+        }
+    }
+
+    /// Applies `op` at `now` and checks it against the model.
     pub fn apply(&mut self, clock: &mut Clock, now: Instant, op: Op) {
         let m = &mut self.machine;
         match op {
             Op::Accepted => {
                 m.on_accepted(now);
-                if !self.stopped {
-                    assert!(!m.is_paused(clock.newest()));
+                self.model.on_accepted(now);
+                if !self.model.is_stopped() {
                     assert_eq!(m.next_pause(), self.config.initial_pause());
                 }
             }
             Op::Error(k) => {
-                let newest = clock.newest();
                 let k = kind(k);
                 let decision = m.on_error(now, k);
-                if self.stopped {
-                    assert_eq!(decision, AcceptDecision::Stop);
-                }
-                match decision {
-                    AcceptDecision::PauseUntil(t) => {
-                        assert!(
-                            matches!(k, AcceptErrorKind::Shortage(_))
-                                || (k == AcceptErrorKind::Unknown
-                                    && self.config.unknown_errors() == UnknownErrorPolicy::Pause)
-                        );
-                        assert!(t >= newest, "PauseUntil before now");
-                        assert!(t - newest <= self.config.max_pause(), "pause above max");
-                        assert_eq!(m.poll_timeout(), Some(t));
-                    }
-                    AcceptDecision::Continue => assert_eq!(k, AcceptErrorKind::PerConnection),
-                    AcceptDecision::Stop => {
-                        assert!(
-                            self.stopped
-                                || k == AcceptErrorKind::Fatal
-                                || (k == AcceptErrorKind::Unknown
-                                    && self.config.unknown_errors() == UnknownErrorPolicy::Stop)
-                        );
-                        self.stopped = true;
-                    }
+                assert_eq!(decision, self.model.on_error(now, k), "the model decides otherwise");
+                if let AcceptDecision::PauseUntil(t) = decision {
+                    let newest = clock.newest();
+                    assert!(t >= newest, "PauseUntil before now");
+                    assert!(t - newest <= self.config.max_pause(), "pause above max");
                 }
             }
             Op::Timeout => {
                 m.handle_timeout(now);
+                self.model.handle_timeout(now);
                 if let Some(t) = m.poll_timeout() {
-                    assert!(t > now, "poll_timeout not after t");
-                    assert!(t > clock.newest());
+                    assert!(t > clock.newest(), "poll_timeout not after t");
                 }
             }
             Op::WaitOut => {
                 if let Some(t) = m.poll_timeout() {
                     clock.jump(t);
                     m.handle_timeout(t);
+                    self.model.handle_timeout(t);
                     assert!(m.poll_timeout().is_none_or(|u| u > t));
                 }
             }
-            Op::Poll => {
-                let mut n = 0;
-                while let Some(e) = m.poll_event() {
-                    n += 1;
-                    self.counted = self.counted.saturating_add(count(&e));
-                    if let AcceptEvent::Shortage { pause, .. } = e {
-                        self.reports += 1;
-                        assert!(pause <= self.config.max_pause());
-                    }
-                }
-                assert!(n <= EVENT_QUEUE_CAPACITY + 1, "event queue grew");
-            }
+            Op::Poll => self.drain_events(),
         }
-        assert_eq!(m.is_stopped(), self.stopped);
-        if self.stopped {
-            assert_eq!(m.poll_timeout(), None);
-        }
+        let m = &self.machine;
+        assert_eq!(m.poll_timeout(), self.model.poll_timeout(), "the pause disagrees");
+        assert_eq!(m.is_stopped(), self.model.is_stopped());
         let s = m.stats();
+        assert_eq!(s.unreported, self.model.unreported());
         assert_eq!(s.reports + s.suppressed, s.shortages);
         assert!(s.unreported <= s.suppressed);
         assert!(s.fatal <= 1);
@@ -195,12 +176,7 @@ impl Harness {
 
     /// End-of-run checks: every shortage was reported or counted exactly once.
     pub fn finish(&mut self) {
-        while let Some(e) = self.machine.poll_event() {
-            self.counted = self.counted.saturating_add(count(&e));
-            if let AcceptEvent::Shortage { .. } = e {
-                self.reports += 1;
-            }
-        }
+        self.drain_events();
         let s = self.machine.stats();
         assert_eq!(
             self.counted + s.unreported,

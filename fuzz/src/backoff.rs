@@ -7,6 +7,7 @@
 use arbitrary::Arbitrary;
 use keel_core::backoff::{Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision, Schedule};
 use keel_core::time::{duration_to_nanos, Instant};
+use keel_testkit::models::backoff::BackoffModel;
 
 use crate::common::{Clock, Dur, Timed};
 
@@ -53,12 +54,9 @@ pub struct Config {
 pub struct Harness {
     b: Backoff,
     config: BackoffConfig,
-    base: u64,
-    cap: u64,
-    /// The model's next un-jittered delay.
-    next: u64,
-    /// The model's previous decorrelated delay.
-    prev: u64,
+    /// The schedule and its jitter bounds (`keel_testkit::models::backoff`, shared with the
+    /// proptests).
+    model: BackoffModel,
     attempts: u32,
     retries: u64,
     gave_up: Option<GiveUpReason>,
@@ -107,43 +105,19 @@ impl Harness {
             b = b.min_retry_after(d.get());
         }
         let config = b.seed(c.seed).build().ok()?;
-        let base = duration_to_nanos(match config.schedule() {
-            Schedule::Constant { delay } => delay,
-            Schedule::Linear { base, .. } | Schedule::Exponential { base, .. } => base,
-            _ => return None,
-        });
-        let cap = duration_to_nanos(config.cap());
-        assert!(base <= cap, "the builder accepted base > cap");
+        if let Schedule::Linear { base, .. } | Schedule::Exponential { base, .. } =
+            config.schedule()
+        {
+            assert!(base <= config.cap(), "the builder accepted base > cap");
+        }
         Some(Harness {
             b: Backoff::new(config, start),
+            model: BackoffModel::new(&config),
             config,
-            base,
-            cap,
-            next: base,
-            prev: base,
             attempts: 1,
             retries: 0,
             gave_up: None,
         })
-    }
-
-    /// The model's un-jittered delay for this retry; advances the model.
-    fn model_step(&mut self) -> u64 {
-        let d = self.next;
-        if d < self.cap {
-            self.next = match self.config.schedule() {
-                Schedule::Linear { step, .. } => {
-                    d.saturating_add(duration_to_nanos(step)).min(self.cap)
-                }
-                Schedule::Exponential { factor_percent, .. } => {
-                    let p = u128::from(d) * u128::from(factor_percent);
-                    let g = p.div_ceil(100);
-                    u64::try_from(g).unwrap_or(u64::MAX).min(self.cap)
-                }
-                _ => d,
-            };
-        }
-        d
     }
 
     fn check_retry(&mut self, now: Instant, decision: RetryDecision, hint: Option<u64>) {
@@ -161,11 +135,10 @@ impl Harness {
             self.gave_up = Some(GiveUpReason::MaxAttempts);
             return;
         }
-        let d = self.model_step();
-        let prev = self.prev;
         // The machine's next decorrelated window is [base, 3 * this draw]; the draw is only
-        // visible when it is the delay returned (no hint, no saturation).
-        self.prev = self.cap;
+        // visible when it is the delay returned (no hint, no saturation): the model keeps it
+        // hidden until `check_draw` sees it.
+        let d = self.model.step();
         match decision {
             RetryDecision::RetryAt(at) => {
                 assert!(at >= now, "retry in the past");
@@ -182,19 +155,16 @@ impl Harness {
                     );
                     let floor = h.clamp(lo, hi);
                     assert!(delay >= floor || saturated, "hint floor not honoured");
-                    assert!(delay <= floor.max(self.cap), "hinted delay above both caps");
+                    assert!(
+                        delay <= floor.max(self.model.cap()),
+                        "hinted delay above both caps"
+                    );
                     if delay > floor {
                         // The schedule's draw won: it is visible, and obeys the jitter.
-                        self.check_jitter(d, prev, delay, saturated);
-                        if !saturated {
-                            self.prev = delay;
-                        }
+                        self.check_draw(d, delay, saturated);
                     }
                 } else {
-                    self.check_jitter(d, prev, delay, saturated);
-                    if !saturated {
-                        self.prev = delay;
-                    }
+                    self.check_draw(d, delay, saturated);
                 }
                 if let Some(deadline) = self.b.deadline() {
                     assert!(at <= deadline, "retry after the deadline");
@@ -210,31 +180,10 @@ impl Harness {
         }
     }
 
-    fn check_jitter(&self, d: u64, prev: u64, delay: u64, saturated: bool) {
-        let ok = |lo: u64, hi: u64| (lo <= delay || saturated) && delay <= hi;
-        match self.config.jitter() {
-            Jitter::None => assert!(
-                delay == d || saturated && delay <= d,
-                "delay {delay} != d(n) {d}"
-            ),
-            Jitter::Full => assert!(ok(0, d), "full jitter {delay} outside [0, {d}]"),
-            Jitter::Equal => assert!(
-                ok(d / 2, d),
-                "equal jitter {delay} outside [{}, {d}]",
-                d / 2
-            ),
-            Jitter::Decorrelated => {
-                let hi = prev
-                    .saturating_mul(3)
-                    .min(self.cap)
-                    .max(self.base.min(self.cap));
-                assert!(
-                    ok(self.base.min(self.cap), hi),
-                    "decorrelated {delay} outside [base, min(cap, 3 prev)]"
-                );
-            }
+    fn check_draw(&mut self, d: u64, delay: u64, saturated: bool) {
+        if let Err(broken) = self.model.check_draw(d, delay, saturated) {
+            panic!("{broken}");
         }
-        assert!(delay <= self.cap, "delay {delay} above cap {}", self.cap);
     }
 
     /// Applies `op` at `now` and checks the invariants.
@@ -252,8 +201,7 @@ impl Harness {
             }
             Op::Reset => {
                 self.b.reset(now);
-                self.next = self.base;
-                self.prev = self.base;
+                self.model.reset();
                 self.attempts = 1;
                 self.gave_up = None;
                 let deadline = self.config.max_elapsed().map(|d| newest + d);
@@ -274,13 +222,11 @@ impl Harness {
                         self.gave_up = Some(GiveUpReason::MaxAttempts);
                         break;
                     }
-                    let d = self.model_step();
-                    let prev = self.prev;
+                    let d = self.model.step();
                     let delay = duration_to_nanos(item.expect("delays ended early"));
-                    self.check_jitter(d, prev, delay, false);
+                    self.check_draw(d, delay, false);
                     self.attempts += 1;
                     self.retries += 1;
-                    self.prev = delay;
                 }
             }
         }

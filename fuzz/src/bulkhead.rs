@@ -77,25 +77,21 @@ impl Harness {
     /// `None` when the builder rejects the config.
     pub fn new(c: &Config, start: Instant) -> Option<Harness> {
         let mut b = BulkheadConfig::builder()
-            .max_queue(usize::from(c.max_queue % 16))
+            .max_queue(usize::from(c.max_queue) % (QUEUE + 2))
             .max_wait(c.max_wait.get());
         if let Some(n) = c.max_concurrent {
             b = b.max_concurrent(usize::from(n % 16));
         }
         let config = b.build().ok()?;
-        let bh: FifoSemaphore<QUEUE> = FifoSemaphore::new(config, start);
-        // The same bound as the ring's, so both forms decide alike.
-        let shared_config = BulkheadConfig::builder()
-            .max_concurrent(config.max_concurrent())
-            .max_queue(config.max_queue().min(QUEUE))
-            .max_wait(config.max_wait())
-            .build()
-            .ok()?;
-        assert_eq!(bh.queue_capacity(), config.max_queue().min(QUEUE));
+        // A queue the ring has no room for is refused, never cut down.
+        let built = FifoSemaphore::<QUEUE>::new(config, start);
+        assert_eq!(built.is_err(), config.max_queue() > QUEUE, "{built:?}");
+        let bh = built.ok()?;
+        assert_eq!(bh.queue_capacity(), config.max_queue());
         Some(Harness {
             b: bh,
             max: config.max_concurrent(),
-            bound: config.max_queue().min(QUEUE),
+            bound: config.max_queue(),
             max_wait: config.max_wait(),
             permits: Vec::new(),
             queue: VecDeque::new(),
@@ -105,7 +101,7 @@ impl Harness {
             promoted: 0,
             cancelled: 0,
             events: 0,
-            shared: SharedBulkhead::new(shared_config, start),
+            shared: SharedBulkhead::new(config, start),
             guards: Vec::new(),
             waiters: Vec::new(),
         })
@@ -202,8 +198,7 @@ impl Harness {
             }
             Op::TryRequest => {
                 self.expire(newest);
-                self.shared.handle_timeout(now);
-                let shared = self.shared.try_acquire();
+                let shared = self.shared.try_acquire(now);
                 let mine = self.b.try_acquire(now);
                 assert_eq!(
                     mine.is_ok(),

@@ -3,11 +3,10 @@
 //! deadline is never past the drain deadline nor before now; every expiry is due; counts add
 //! up; timers never spin.
 
-use std::collections::BTreeMap;
-
 use arbitrary::Arbitrary;
-use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnEvent, ConnTable};
+use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnTable};
 use keel_core::time::Instant;
+use keel_testkit::models::conn::ConnModel;
 
 use crate::common::{Clock, Dur, Timed};
 
@@ -42,19 +41,11 @@ pub struct Config {
     linger: Dur,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Serving,
-    Closing(CloseReason),
-    Lingering,
-}
-
-/// The machine and the expected state of each connection.
+/// The machine and its reference model (`keel_testkit::models::conn`, shared with the
+/// proptests).
 pub struct Harness {
     t: ConnTable,
-    conns: BTreeMap<u64, (Instant, Phase)>,
-    config: ConnConfig,
-    reclaimed: u64,
+    model: ConnModel,
 }
 
 impl Harness {
@@ -68,82 +59,48 @@ impl Harness {
             .ok()?;
         Some(Harness {
             t: ConnTable::new(config, start),
-            conns: BTreeMap::new(),
-            config,
-            reclaimed: 0,
+            model: ConnModel::new(&config, start),
         })
     }
 
     fn expire(&mut self, now: Instant) {
         self.t.handle_timeout(now);
-        while let Some(ConnEvent::Close { id, reason }) = self.t.poll_event() {
-            let c = self
-                .conns
-                .get_mut(&id)
-                .expect("a close for a known connection");
-            assert_eq!(c.1, Phase::Serving, "closed twice or while lingering");
-            assert_ne!(reason, CloseReason::Reclaimed);
-            if reason == CloseReason::Idle {
-                let idle = self
-                    .config
-                    .idle_timeout()
-                    .expect("idle close without a timeout");
-                assert!(now >= c.0 + idle, "closed idle before its timeout");
-            }
-            c.1 = Phase::Closing(reason);
+        let mut got = Vec::new();
+        while let Some(e) = self.t.poll_event() {
+            got.push(e);
         }
+        assert_eq!(got, self.model.handle_timeout(now), "expiries disagree with the model");
         assert!(
             self.t.poll_timeout().is_none_or(|t| t > now),
             "timer would spin"
         );
     }
 
-    /// Applies `op` at `now` and checks the invariants.
+    /// Applies `op` at `now` and checks it against the model.
     pub fn apply(&mut self, clock: &mut Clock, now: Instant, op: Op) {
         let newest = clock.newest();
         match op {
             Op::Open(id) => {
                 self.t.on_open(now, u64::from(id));
-                self.conns.insert(u64::from(id), (newest, Phase::Serving));
+                self.model.on_open(now, u64::from(id));
             }
             Op::Activity(id, back) => {
                 let at = Instant::from_nanos(
                     now.as_nanos().saturating_sub(back.get().as_nanos() as u64),
                 );
                 self.t.on_activity(now, u64::from(id), at);
-                if let Some(c) = self.conns.get_mut(&u64::from(id)) {
-                    c.0 = c.0.max(at.min(newest));
-                }
+                self.model.on_activity(now, u64::from(id), at);
             }
             Op::ReadDeadline(id, d) => {
                 let d = d.map(|d| now + d.get());
                 self.t.on_read_deadline(now, u64::from(id), d);
+                self.model.on_read_deadline(now, u64::from(id), d);
             }
             Op::HandlerDone(id, drain) => {
                 let drain = drain.map(|d| now + d.get());
-                let was_serving = self
-                    .conns
-                    .get(&u64::from(id))
-                    .is_some_and(|c| c.1 == Phase::Serving);
                 let got = self.t.on_handler_done(now, u64::from(id), drain);
-                if let Some(deadline) = got {
-                    // A second call for a lingering connection repeats its deadline (cut to the
-                    // drain's), which may have passed since: the caller then closes at once.
-                    if was_serving {
-                        assert!(deadline >= newest, "linger deadline in the past");
-                    }
-                    assert!(deadline <= newest + self.config.linger_time());
-                    if let Some(d) = drain {
-                        assert!(deadline <= d.max(newest), "linger past the drain deadline");
-                    }
-                }
-                match self.conns.get_mut(&u64::from(id)) {
-                    Some(c) if c.1 == Phase::Serving && !self.config.linger_time().is_zero() => {
-                        assert!(got.is_some());
-                        c.1 = Phase::Lingering;
-                    }
-                    Some(c) if c.1 == Phase::Lingering => assert!(got.is_some()),
-                    _ => assert_eq!(got, None),
+                if let Err(broken) = self.model.on_handler_done(now, u64::from(id), drain, got) {
+                    panic!("{broken}");
                 }
             }
             Op::Closed(id, e) => {
@@ -154,7 +111,7 @@ impl Harness {
                     _ => ConnEnd::Aborted,
                 };
                 self.t.on_closed(now, u64::from(id), end);
-                self.conns.remove(&u64::from(id));
+                self.model.on_closed(now, u64::from(id));
             }
             Op::Close(id, idle) => {
                 let reason = if idle {
@@ -163,46 +120,15 @@ impl Harness {
                     CloseReason::ReadDeadline
                 };
                 self.t.on_close(now, u64::from(id), reason);
-                if let Some(c) = self.conns.get_mut(&u64::from(id)) {
-                    if c.1 == Phase::Serving {
-                        c.1 = Phase::Closing(reason);
-                    }
-                }
+                self.model.on_close(now, u64::from(id), reason);
             }
             Op::Reclaim => {
-                let pending = self
-                    .conns
-                    .values()
-                    .any(|c| c.1 == Phase::Closing(CloseReason::Reclaimed));
-                match self.t.reclaim(now) {
-                    Some(id) => {
-                        assert!(!pending, "two reclamations at once");
-                        let min = self.config.reclaim_min_idle().expect("reclaimed while off");
-                        let (last, phase) = self.conns[&id];
-                        assert_eq!(phase, Phase::Serving);
-                        assert!(
-                            newest.saturating_duration_since(last) >= min,
-                            "reclaimed too soon"
-                        );
-                        for (&other, &(t, p)) in &self.conns {
-                            if p == Phase::Serving && other != id {
-                                assert!((last, id) < (t, other), "not the longest idle");
-                            }
-                        }
-                        self.conns.get_mut(&id).expect("known").1 =
-                            Phase::Closing(CloseReason::Reclaimed);
-                        self.reclaimed += 1;
-                    }
-                    None => {
-                        if let (Some(min), false) = (self.config.reclaim_min_idle(), pending) {
-                            assert!(
-                                !self.conns.values().any(|&(t, p)| p == Phase::Serving
-                                    && newest.saturating_duration_since(t) >= min),
-                                "an eligible connection was not reclaimed"
-                            );
-                        }
-                    }
-                }
+                assert_eq!(self.t.reclaim_at(), self.model.reclaim_at());
+                assert_eq!(
+                    self.t.reclaim(now),
+                    self.model.reclaim(now),
+                    "not the longest-idle eligible connection"
+                );
             }
             // The machine decides at the newest instant it has seen (a stale `now` is clamped).
             Op::Timeout => self.expire(now.max(newest)),
@@ -213,16 +139,9 @@ impl Harness {
                 }
             }
         }
-        let s = self.t.stats();
-        assert_eq!(s.open, self.conns.len() as u64);
-        assert_eq!(
-            s.lingering,
-            self.conns
-                .values()
-                .filter(|c| c.1 == Phase::Lingering)
-                .count() as u64
-        );
-        assert_eq!(s.reclaimed, self.reclaimed);
+        if let Err(broken) = self.model.check_stats(&self.t.stats()) {
+            panic!("{broken}");
+        }
     }
 
     /// Nothing more to check at the end.

@@ -1,5 +1,6 @@
-//! The connection limit: `Limit` and `SharedLimit` driven by the same operations agree on every
-//! answer and counter; a slot is only ever taken while `in_use < max`; counts balance.
+//! The connection limit: `Limit` matches its reference model (`keel_testkit::models::limit`,
+//! shared with the proptests) on every answer and counter; `Limit` and `SharedLimit` driven by
+//! the same operations agree; a slot is only ever taken while `in_use < max`; counts balance.
 
 use core::num::NonZeroUsize;
 use core::task::{Context, Poll, Waker};
@@ -8,6 +9,7 @@ use arbitrary::Arbitrary;
 use keel_core::limit::{Limit, LimitConfig, LimitPermit, Overflow, MAX_LIMIT};
 use keel_core::sync::limit::{LimitGuard, SharedLimit};
 use keel_core::time::Instant;
+use keel_testkit::models::limit::LimitModel;
 
 use crate::common::{Clock, Start, Step, Timed};
 
@@ -47,6 +49,9 @@ pub struct Harness {
     /// unmatched releases.
     stray: Limit,
     unmatched: u64,
+    /// The plain form's reference model (`keel_testkit::models::limit`, shared with the
+    /// proptests).
+    model: LimitModel,
 }
 
 impl Harness {
@@ -64,6 +69,7 @@ impl Harness {
         }
         let config = b.build().ok()?;
         Some(Harness {
+            model: LimitModel::new(&config),
             plain: Limit::new(config.clone()),
             shared: SharedLimit::new(config),
             permits: Vec::new(),
@@ -78,17 +84,19 @@ impl Harness {
         let before = self.plain.stats();
         match op {
             Op::Acquire | Op::PollAcquire => {
+                let expected = self.model.try_acquire();
                 let took = match self.plain.try_acquire(now) {
                     Ok(p) => {
                         self.plain_permits.push(p);
                         true
                     }
                     Err(rejected) => {
-                        assert_eq!(rejected.reason, self.plain.overflow());
+                        assert_eq!(Err(rejected.reason), expected, "the model admits");
                         assert_eq!(rejected.retry_at, None);
                         false
                     }
                 };
+                assert_eq!(took, expected.is_ok(), "the model rejects");
                 let permit = if let Op::Acquire = op {
                     match self.shared.try_acquire(now) {
                         Ok(p) => Some(p),
@@ -118,6 +126,7 @@ impl Harness {
                     if self.permits.len() >= 4096 {
                         if let Some(p) = self.plain_permits.pop() {
                             self.plain.on_release(now, p);
+                            self.model.on_release();
                         }
                         drop(self.permits.swap_remove(0));
                     }
@@ -127,8 +136,10 @@ impl Harness {
             Op::Release(i) => {
                 if let Some(p) = self.plain_permits.pop() {
                     self.plain.on_release(now, p);
+                    self.model.on_release();
                 } else if let Ok(p) = self.stray.try_acquire(now) {
                     self.plain.on_release(now, p);
+                    self.model.on_release();
                 }
                 if self.permits.is_empty() {
                     self.unmatched += 1;
@@ -143,21 +154,25 @@ impl Harness {
                 if let Some(m) = NonZeroUsize::new(m as usize) {
                     self.plain.set_max(m);
                     self.shared.set_max(m);
+                    self.model.set_max(m);
                     assert_eq!(self.plain.max(), (m.get()).min(MAX_LIMIT));
                 }
             }
             Op::SetMaxHuge => {
                 self.plain.set_max(NonZeroUsize::MAX);
                 self.shared.set_max(NonZeroUsize::MAX);
+                self.model.set_max(NonZeroUsize::MAX);
                 assert_eq!(self.plain.max(), MAX_LIMIT);
             }
             Op::Shed => {
                 self.plain.on_shed(now);
                 self.shared.on_shed(now);
+                self.model.on_shed();
             }
         }
         let p = self.plain.stats();
         let s = self.shared.stats();
+        assert_eq!(p, self.model.stats(), "the plain form disagrees with the model");
         assert_eq!(p.in_use, self.permits.len());
         assert_eq!(s.in_use, self.permits.len());
         assert_eq!((p.max, p.peak), (s.max, s.peak));
@@ -194,7 +209,9 @@ impl Harness {
         assert_eq!(self.plain_permits.len(), n);
         for p in self.plain_permits.drain(..) {
             self.plain.on_release(Instant::ZERO, p);
+            self.model.on_release();
         }
+        assert_eq!(self.plain.stats(), self.model.stats());
         assert_eq!(self.shared.in_use(), 0);
         assert_eq!(self.plain.in_use(), 0);
         assert_eq!(self.shared.stats().released, self.plain.stats().released);

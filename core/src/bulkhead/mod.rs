@@ -31,9 +31,11 @@
 //! # Storage (no allocation)
 //!
 //! The wait queue is a fixed-capacity ring inside the machine: `FifoSemaphore<QUEUE>` holds room
-//! for `QUEUE` waiters (and `QUEUE` pending events). The effective queue bound is
-//! `min(config.max_queue(), QUEUE)`, see [`FifoSemaphore::queue_capacity`]; `FifoSemaphore<0>` (the
-//! default) sheds at once. The shared, thread-safe form for async tasks is
+//! for `QUEUE` waiters (and `QUEUE` pending events). `QUEUE` is storage, not policy: the queue
+//! bound is the config's `max_queue`, and [`FifoSemaphore::new`] refuses a config whose
+//! `max_queue` exceeds `QUEUE` with a [`ConfigError`] (a bulkhead built for 128 waiters in room
+//! for none would otherwise shed every one of them). `FifoSemaphore` (`QUEUE = 0`, the default)
+//! is the bulkhead without a queue. The shared, thread-safe form for async tasks is
 //! `keel_core::sync::bulkhead::SharedBulkhead` (feature `std`), which sizes its queue from the
 //! config at run time.
 //!
@@ -57,7 +59,7 @@
 //!     .max_wait(Duration::from_millis(100))
 //!     .build()?;
 //! let t0 = Instant::from_secs(1);
-//! let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, t0);
+//! let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, t0)?;
 //!
 //! let Admission::Admitted(permit) = bh.acquire(t0) else { unreachable!() };
 //! let Admission::Queued { waiter, deadline } = bh.acquire(t0) else { unreachable!() };
@@ -473,7 +475,7 @@ impl<const N: usize> WaitQueue for Ring<N> {
 ///
 /// let now = Instant::ZERO;
 /// let config = BulkheadConfig::builder().max_concurrent(1).max_queue(0).build()?;
-/// let mut semaphore: FifoSemaphore = FifoSemaphore::new(config, now);
+/// let mut semaphore: FifoSemaphore = FifoSemaphore::new(config, now)?;
 /// let permit = semaphore.try_acquire(now).expect("a free slot");
 /// assert_eq!(semaphore.try_acquire(now).unwrap_err().reason, RejectReason::Full);
 /// let _ = semaphore.on_release(now, permit);
@@ -488,14 +490,41 @@ pub struct FifoSemaphore<const QUEUE: usize = 0> {
 }
 
 impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
-    /// A bulkhead with every slot free. The queue holds `min(config.max_queue(), QUEUE)`.
-    #[must_use]
-    pub fn new(config: BulkheadConfig, now: Instant) -> Self {
-        FifoSemaphore {
+    /// A bulkhead with every slot free, queueing up to `config.max_queue()` waiters in its
+    /// room for `QUEUE`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::OutOfRange`] (field `max_queue`) when `config.max_queue()` exceeds
+    /// `QUEUE`: declare `FifoSemaphore<N>` with `N >= max_queue`, or use the shared form,
+    /// which sizes its queue at run time.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use keel_core::bulkhead::{BulkheadConfig, FifoSemaphore};
+    /// use keel_core::{ConfigError, Instant};
+    ///
+    /// let config = BulkheadConfig::builder().max_queue(128).max_wait(Duration::from_secs(1)).build()?;
+    /// // The default `FifoSemaphore` has room for no waiter: refused, not silently shedding.
+    /// let refused = FifoSemaphore::<0>::new(config, Instant::ZERO).unwrap_err();
+    /// assert!(matches!(refused, ConfigError::OutOfRange { field: "max_queue", .. }));
+    /// assert!(FifoSemaphore::<128>::new(config, Instant::ZERO).is_ok());
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn new(config: BulkheadConfig, now: Instant) -> Result<Self, ConfigError> {
+        if config.max_queue() > QUEUE {
+            return Err(ConfigError::OutOfRange {
+                field: "max_queue",
+                expected: "at most the FifoSemaphore's QUEUE (its room for waiters): declare \
+                           FifoSemaphore<N> with N >= max_queue, or use \
+                           sync::bulkhead::SharedBulkhead, sized at run time",
+            });
+        }
+        Ok(FifoSemaphore {
             engine: Engine::new(config, QUEUE, now),
             queue: Ring::new(),
             events: EventRing::new(),
-        }
+        })
     }
 
     /// The configuration.
@@ -504,7 +533,7 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
         self.engine.config()
     }
 
-    /// The effective queue bound: `min(config.max_queue(), QUEUE)`.
+    /// The queue bound: `config.max_queue()` (at most `QUEUE`, as [`new`](Self::new) checks).
     #[must_use]
     pub fn queue_capacity(&self) -> usize {
         self.engine.queue_bound()

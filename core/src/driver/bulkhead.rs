@@ -203,7 +203,7 @@ impl<R: Runtime> Bulkhead<R> {
     ///
     /// [`BulkheadRejected`] with [`RejectReason::Full`].
     pub fn try_acquire(&self) -> Result<BulkheadGuard, BulkheadRejected> {
-        let r = self.shared.try_acquire();
+        let r = self.shared.try_acquire(self.rt.now());
         self.observe(&r);
         r
     }

@@ -32,8 +32,8 @@
 //!     .max_wait(Duration::from_millis(50))
 //!     .build()?;
 //! let bh = SharedBulkhead::new(config, Instant::ZERO);
-//! let guard = bh.try_acquire().expect("a free slot");
-//! assert_eq!(bh.try_acquire().unwrap_err().reason, RejectReason::Full);
+//! let guard = bh.try_acquire(Instant::ZERO).expect("a free slot");
+//! assert_eq!(bh.try_acquire(Instant::ZERO).unwrap_err().reason, RejectReason::Full);
 //!
 //! let Acquire::Wait(mut waiter) = bh.acquire(Instant::ZERO) else { unreachable!() };
 //! assert_eq!(waiter.deadline(), Some(Instant::from_millis(50)));
@@ -242,18 +242,25 @@ impl SharedBulkhead {
     }
 
     /// Takes a slot now or fails with [`RejectReason::Full`]; never waits and never jumps
-    /// ahead of queued waiters.
+    /// ahead of queued waiters. Like every input, it first expires (and wakes) the waiters
+    /// whose deadline is at or before `now`, as
+    /// [`FifoSemaphore::try_acquire`](crate::bulkhead::FifoSemaphore::try_acquire) does.
     ///
     /// # Errors
     ///
     /// [`RejectReason::Full`] when every slot is taken or tasks are already waiting.
-    pub fn try_acquire(&self) -> Result<BulkheadGuard, BulkheadRejected> {
+    pub fn try_acquire(&self, now: Instant) -> Result<BulkheadGuard, BulkheadRejected> {
+        let mut wakes = Wakes::default();
         let mut inner = self.lock();
+        let _ = inner.expire(now, &mut wakes);
         let Inner { engine, queue, .. } = &mut *inner;
-        match engine.try_admit(queue) {
+        let admitted = match engine.try_admit(queue) {
             Ok(()) => Ok(self.guard()),
             Err(reason) => Err(rejected(reason)),
-        }
+        };
+        drop(inner);
+        wakes.wake();
+        admitted
     }
 
     /// Takes a slot now, queues for one, or sheds the call (see

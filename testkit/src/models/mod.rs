@@ -8,8 +8,13 @@
 //! newest. Feed a model the same calls, with the same `now`, as the machine. (The rate limiters
 //! do not clamp, but decide an older `now` as given: feed them the clamped instant too.)
 
+pub mod accept;
 pub mod backlog;
+pub mod backoff;
 pub mod budget;
+pub mod conn;
 pub mod gcra;
 pub mod keyed;
 pub mod leak;
+pub mod limit;
+pub mod shutdown;
