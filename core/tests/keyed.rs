@@ -659,3 +659,128 @@ fn a_faulted_key_is_decided_as_fresh_before_the_sweep_reaches_it() {
     assert_eq!(l.stats().clock_faults, 8);
     assert_eq!(l.len(), 8);
 }
+
+/// A key hashed by its `tag` only: keys with one tag collide on the whole 64-bit hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Colliding {
+    id: u32,
+    tag: u32,
+}
+
+impl core::hash::Hash for Colliding {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        self.tag.hash(h);
+    }
+}
+
+/// `stats().probes` counts the index slots each lookup examined: one for a key in its home
+/// slot, one more per colliding key ahead of it. Keys whose 64-bit hashes are equal are still
+/// told apart by the key itself.
+#[test]
+fn probes_count_the_slots_examined_and_equal_hashes_stay_distinct_keys() {
+    let mut l = KeyedGcra::<Colliding>::new(config(1, 1, 4, Full::RejectNew), Instant::ZERO);
+    let t = Instant::from_secs(1);
+    let key = |id| Colliding { id, tag: 7 };
+    assert_eq!(l.try_acquire(t, &key(0)), Ok(()));
+    assert_eq!(l.stats().probes, 1, "an empty home slot");
+    assert!(l.try_acquire(t, &key(0)).is_err());
+    assert_eq!(l.stats().probes, 2, "found in its home slot");
+    // Three more keys on the same hash: each probes past the ones before it.
+    for id in 1..4 {
+        assert_eq!(l.try_acquire(t, &key(id)), Ok(()), "key {id} is a new key");
+    }
+    assert_eq!(l.stats().probes, 2 + 2 + 3 + 4);
+    assert_eq!(l.len(), 4);
+    // Each is found with its own state (burst 1, spent), at its own distance from home.
+    for id in 0..4 {
+        assert_eq!(l.remaining(t, &key(id)), 0, "key {id}");
+    }
+    let before = l.stats().probes;
+    assert!(l.try_acquire(t, &key(3)).is_err());
+    assert_eq!(l.stats().probes - before, 4);
+    // Once the first key of a chain is idle and reclaimed, the chain shifts back.
+    let later = Instant::from_millis(1_500);
+    let mut l2 = KeyedGcra::<Colliding>::new(config(1, 1, 4, Full::RejectNew), Instant::ZERO);
+    assert_eq!(l2.try_acquire(t, &key(0)), Ok(()));
+    for id in 1..4 {
+        assert_eq!(l2.try_acquire(later, &key(id)), Ok(()));
+    }
+    assert_eq!(l2.len(), 4);
+    let s = l2.stats();
+    // At 1.5 s key 0 (TAT 2 s) is still active: nothing was reclaimed.
+    assert_eq!(s.reclaimed, 0);
+    let at = Instant::from_secs(2);
+    let before = s.probes;
+    // At 2 s key 0 is idle: the sweep forgets it (backward shift), then key 3 is found
+    // three slots from home instead of four.
+    assert_eq!(
+        l2.try_acquire(at, &key(3)),
+        Err(Rejected {
+            reason: KeyedLimited::OverRate,
+            retry_at: Some(Instant::from_millis(2_500)),
+        })
+    );
+    assert_eq!(l2.stats().reclaimed, 1);
+    assert_eq!(l2.stats().probes - before, 3);
+    for id in 1..3 {
+        assert_eq!(l2.remaining(at, &key(id)), 0, "key {id} survives the shift");
+    }
+}
+
+/// Backward-shift deletion across the end of the index: a chain of colliding keys whose home
+/// is the index's last slot wraps to slot 0; forgetting any key of it (first, middle) leaves
+/// every other key findable with its own state.
+#[test]
+fn deleting_from_a_chain_that_wraps_past_the_end_of_the_index_keeps_the_rest() {
+    use core::hash::{Hash, Hasher};
+    let seed: u128 = 0xdead_beef_0123_4567_89ab_cdef_f00d_cafe; // the one `config` uses
+                                                                // max_keys 4: an index of 8 slots. Find a tag whose home is slot 7 and one whose home is
+                                                                // slot 0 (so an entry of the wrapped chain sits in another key's home slot).
+    let home = |tag: u32| {
+        let mut h = SipHasher13::new_with_keys(seed as u64, (seed >> 64) as u64);
+        tag.hash(&mut h);
+        h.finish() & 7
+    };
+    let last = (0..10_000u32).find(|&t| home(t) == 7).unwrap();
+    let first = (0..10_000u32).find(|&t| home(t) == 0).unwrap();
+    let t0 = Instant::from_secs(1);
+    for victim in 0..3u32 {
+        let mut l = KeyedGcra::<Colliding>::new(config(1, 1, 4, Full::RejectNew), Instant::ZERO);
+        // Keys 0, 1, 2 on slot 7's chain (slots 7, 0, 1, in that order); the victim's check
+        // is dated 1 s (the others' 1.9 s), so it alone is idle at 2 s.
+        let key = |id| Colliding { id, tag: last };
+        let other = Colliding { id: 9, tag: first };
+        let t1 = Instant::from_millis(1_900);
+        for id in 0..3 {
+            let at = if id == victim { t0 } else { t1 };
+            assert_eq!(l.try_acquire(at, &key(id)), Ok(()));
+        }
+        // Slot 0's own key lands after the wrapped chain (slot 2).
+        assert_eq!(l.try_acquire(t1, &other), Ok(()));
+        assert_eq!(l.len(), 4);
+        // At 2 s the victim is idle; checks sweep it away (two entries per check).
+        let t2 = Instant::from_secs(2);
+        for _ in 0..2 {
+            assert!(l.try_acquire(t2, &other).is_err());
+        }
+        assert_eq!(l.stats().reclaimed, 1, "victim {victim}");
+        assert_eq!(l.len(), 3);
+        for id in (0..3).filter(|&id| id != victim) {
+            assert_eq!(
+                l.remaining(t2, &key(id)),
+                0,
+                "victim {victim}: key {id} lost"
+            );
+        }
+        assert_eq!(
+            l.remaining(t2, &other),
+            0,
+            "victim {victim}: slot 0's key lost"
+        );
+        assert_eq!(
+            l.remaining(t2, &key(victim)),
+            1,
+            "the victim reads as fresh"
+        );
+    }
+}
