@@ -369,3 +369,418 @@ fn reset_at_reads_a_clock_fault_as_a_fresh_key() {
     assert_eq!(l.reset_at(back, &1), back);
     assert_eq!(l.remaining(back, &1), 2);
 }
+
+/// The `Debug` forms show the configuration and the counters and keep the hash seed secret
+/// (a seed in a log line lets a reader compute colliding keys).
+#[test]
+fn debug_forms_show_the_settings_but_not_the_seed() {
+    let seed: u128 = 0x5eed_5eed_5eed_5eed_5eed_5eed_5eed_5eed;
+    let builder = KeyedConfig::builder()
+        .quota(Quota::per_second(nz(3)).unwrap())
+        .max_keys(7)
+        .full(Full::RejectNew)
+        .hash_seed(seed)
+        .max_clock_jump(core::time::Duration::from_secs(9));
+    let b = format!("{builder:?}");
+    assert!(b.starts_with("KeyedConfigBuilder"), "{b}");
+    for part in ["max_keys: 7", "RejectNew", "<secret>", "9s"] {
+        assert!(b.contains(part), "{part} not in {b}");
+    }
+    let config = builder.build().unwrap();
+    let c = format!("{config:?}");
+    assert!(c.starts_with("KeyedConfig"), "{c}");
+    for part in [
+        "max_keys: 7",
+        "RejectNew",
+        "<secret>",
+        "max_clock_jump: 9s",
+        "overflow_quota",
+    ] {
+        assert!(c.contains(part), "{part} not in {c}");
+    }
+    let mut l = KeyedGcra::<u32>::new(config, Instant::ZERO);
+    assert!(l.try_acquire(Instant::ZERO, &1).is_ok());
+    let g = format!("{l:?}");
+    assert!(g.starts_with("KeyedGcra"), "{g}");
+    for part in [
+        "len: 1",
+        "max_keys: 7",
+        "RejectNew",
+        "allowed: 1",
+        "max_clock_jump: 9s",
+    ] {
+        assert!(g.contains(part), "{part} not in {g}");
+    }
+    for text in [&b, &c, &g] {
+        assert!(
+            !text.contains("5eed") && !text.contains(&seed.to_string()),
+            "{text}"
+        );
+        assert!(!text.contains(&(seed as u64).to_string()), "{text}");
+    }
+}
+
+/// `peek` answers for a new key what a check would do: admitted while the table has room or
+/// its least recently used key is idle; with a table full of active keys, what the policy says.
+#[test]
+fn peek_at_a_new_key_follows_the_room_in_the_table_and_the_policy() {
+    let t = Instant::from_secs(1);
+    for full in [
+        Full::RejectNew,
+        Full::Overflow,
+        Full::EvictLeastRecentlyUsed,
+    ] {
+        let mut l = KeyedGcra::<u32>::new(config(1, 1, 2, full), Instant::ZERO);
+        assert!(l.is_empty());
+        assert_eq!(l.peek(t, &9), Ok(()), "{full:?}: empty table");
+        assert_eq!(l.try_acquire(t, &1), Ok(()));
+        assert!(!l.is_empty());
+        // One slot left, the only key active: a new key still finds room.
+        assert_eq!(l.peek(t, &9), Ok(()), "{full:?}: one slot free");
+        assert_eq!(l.try_acquire(t, &2), Ok(()));
+        let full_table = l.peek(t, &9);
+        match full {
+            Full::RejectNew => assert_eq!(
+                full_table,
+                Err(Rejected {
+                    reason: KeyedLimited::TableFull,
+                    retry_at: None
+                })
+            ),
+            // The overflow limiter (1/s, burst 1) has not been used: it admits.
+            Full::Overflow => assert_eq!(full_table, Ok(())),
+            Full::EvictLeastRecentlyUsed => assert_eq!(full_table, Ok(())),
+        }
+        // One second later both keys are idle: the least recently used one gives its slot.
+        assert_eq!(
+            l.peek(Instant::from_secs(2), &9),
+            Ok(()),
+            "{full:?}: idle tail"
+        );
+        assert_eq!(l.len(), 2, "peeking changes nothing");
+    }
+    // Under `Overflow`, peek asks the overflow limiter: once it is spent, a new key is over rate.
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 1, Full::Overflow), Instant::ZERO);
+    assert_eq!(l.try_acquire(t, &1), Ok(()));
+    assert_eq!(l.try_acquire(t, &2), Ok(()), "the overflow limiter's burst");
+    assert_eq!(
+        l.peek(t, &3),
+        Err(Rejected {
+            reason: KeyedLimited::OverRate,
+            retry_at: Some(Instant::from_secs(2))
+        })
+    );
+}
+
+/// The footprint is allocated up front: `memory_bytes` is the bound for `max_keys` from the
+/// first check on, and a table is empty until its first key.
+#[test]
+fn memory_bytes_is_the_bound_from_construction() {
+    for max_keys in [1usize, 3, 100, 4096] {
+        let l = KeyedGcra::<u64>::new(config(1, 1, max_keys, Full::RejectNew), Instant::ZERO);
+        let bound = KeyedGcra::<u64>::memory_bound(max_keys);
+        // Entries of at least a u64 key and a u64 TAT, and two u32 index slots per key.
+        assert!(bound >= max_keys * (8 + 8 + 8), "{bound} for {max_keys}");
+        assert_eq!(l.memory_bytes(), bound, "{max_keys} keys");
+        assert!(l.is_empty());
+        assert_eq!(l.len(), 0);
+    }
+}
+
+/// The overflow limiter follows `set_quota` while its quota is the default; one set with
+/// `set_overflow_quota` (or the builder) stays, and it is what decides new keys of a full table.
+#[test]
+fn the_overflow_quota_follows_set_quota_until_it_is_set() {
+    let one = Quota::per_second(nz(1)).unwrap();
+    let t = Instant::from_secs(1);
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 1, Full::Overflow), Instant::ZERO);
+    assert_eq!(l.overflow_quota(), one);
+    let ten = Quota::per_second(nz(10)).unwrap();
+    l.set_quota(t, ten);
+    assert_eq!((l.quota(), l.overflow_quota()), (ten, ten));
+    let three = Quota::per_second(nz(1)).unwrap().with_burst(nz(3)).unwrap();
+    l.set_overflow_quota(t, three);
+    assert_eq!(l.overflow_quota(), three);
+    l.set_quota(t, one);
+    assert_eq!((l.quota(), l.overflow_quota()), (one, three));
+    // Later (every bucket full again) key 1 fills the table; new keys share the overflow
+    // limiter's burst of 3.
+    let later = Instant::from_secs(20);
+    assert_eq!(l.try_acquire(later, &1), Ok(()));
+    for k in 2..5 {
+        assert_eq!(l.try_acquire(later, &k), Ok(()), "key {k}");
+    }
+    assert_eq!(
+        l.try_acquire(later, &5).unwrap_err().reason,
+        KeyedLimited::OverRate
+    );
+    let s = l.stats();
+    assert_eq!((s.overflow_allowed, s.overflow_limited), (3, 1));
+    assert_eq!(
+        (s.allowed, s.limited),
+        (4, 1),
+        "the overflow's decisions are counted too"
+    );
+    // A builder-set overflow quota does not follow `set_quota`.
+    let c = KeyedConfig::builder()
+        .quota(one)
+        .overflow_quota(three)
+        .max_keys(1)
+        .hash_seed(1)
+        .build()
+        .unwrap();
+    assert_eq!(c.overflow_quota(), three);
+    assert_eq!(c.quota(), one);
+    let mut l = KeyedGcra::<u32>::new(c, Instant::ZERO);
+    l.set_quota(t, ten);
+    assert_eq!((l.quota(), l.overflow_quota()), (ten, three));
+}
+
+/// `set_quota` resynchronises a key whose state proves a clock fault and counts it once; keys
+/// with a sound state are not counted.
+#[test]
+fn set_quota_counts_each_faulted_key_once() {
+    let c = KeyedConfig::builder()
+        .quota(Quota::with_period(core::time::Duration::from_secs(100)).unwrap())
+        .max_keys(4)
+        .full(Full::RejectNew)
+        .hash_seed(3)
+        .max_clock_jump(core::time::Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(c.max_clock_jump(), core::time::Duration::from_secs(1));
+    let mut l = KeyedGcra::<u32>::new(c, Instant::ZERO);
+    // Keys 2 and 3 at 950 s (TAT 1050 s), key 1 at 1000 s (TAT 1100 s).
+    assert_eq!(l.try_acquire(Instant::from_secs(950), &2), Ok(()));
+    assert_eq!(l.try_acquire(Instant::from_secs(950), &3), Ok(()));
+    assert_eq!(l.try_acquire(Instant::from_secs(1000), &1), Ok(()));
+    assert_eq!(l.stats().clock_faults, 0);
+    // At 990 s key 1's state is 110 s ahead, more than one interval plus the 1 s jump: a
+    // fault. Keys 2 and 3 (60 s ahead) are sound.
+    let back = Instant::from_secs(990);
+    l.set_quota(
+        back,
+        Quota::with_period(core::time::Duration::from_secs(50)).unwrap(),
+    );
+    assert_eq!(l.stats().clock_faults, 1);
+    assert_eq!(l.len(), 3);
+    // Key 1 reads as fresh; keys 2 and 3 keep their debt.
+    assert_eq!(l.remaining(back, &1), 1);
+    assert_eq!(l.remaining(back, &2), 0);
+}
+
+/// SipHash-1-3 under non-zero keys, against values from an independent implementation
+/// (CPython's `siphash13`, which hashes `bytes` with the 128-bit key in `_Py_HashSecret`), for
+/// the reference key `00 01 .. 0f` and an all-ones key, messages `00 01 02 ..` of lengths
+/// around the 8-byte block. std's `DefaultHasher` (above) only checks the key `(0, 0)`, which
+/// cannot tell `k ^ c` from `k | c`.
+#[test]
+fn siphash13_matches_reference_values_under_nonzero_keys() {
+    const LENGTHS: [usize; 9] = [1, 7, 8, 9, 15, 16, 17, 63, 300];
+    #[rustfmt::skip]
+    let vectors: [(u64, u64, [u64; 9]); 2] = [
+        (0x0706050403020100, 0x0f0e0d0c0b0a0908, [0xc9f49bf37d57ca93, 0xd3927d989bb11140, 0x369095118d299a8e, 0x25a48eb36c063de4, 0xd320d86d2a519956, 0xcc4fdd1a7d908b66, 0x9cf2689063dbd80c, 0x9d199062b7bbb3a8, 0x4016a23bda5a2224]),
+        (0xffffffffffffffff, 0xffffffffffffffff, [0x221e8c552a2bab91, 0xb2d6e02cc2fa6d51, 0x080bb8fea5176cc3, 0x859b8e81e31d2313, 0xa71f0afa937a3245, 0x48684ed7dbe6ba57, 0x62529e6ff9215911, 0x5756564f07f08168, 0xfdc5a299b624fac5]),
+    ];
+    let msg: Vec<u8> = (0..300u32).map(|i| (i % 256) as u8).collect();
+    for (k0, k1, expected) in vectors {
+        for (len, want) in LENGTHS.into_iter().zip(expected) {
+            let mut h = SipHasher13::new_with_keys(k0, k1);
+            h.write(&msg[..len]);
+            assert_eq!(h.finish(), want, "key ({k0:#x}, {k1:#x}), length {len}");
+            // Fed in pieces of 1, 3 and 5 bytes: the same value.
+            for piece in [1, 3, 5] {
+                let mut p = SipHasher13::new_with_keys(k0, k1);
+                for chunk in msg[..len].chunks(piece) {
+                    p.write(chunk);
+                }
+                assert_eq!(p.finish(), want, "length {len} in pieces of {piece}");
+            }
+        }
+    }
+}
+
+/// `stats().clock_faults` counts the overflow limiter's faults too, not only the keys'.
+#[test]
+fn clock_faults_of_the_overflow_limiter_are_counted() {
+    use core::time::Duration;
+    // Keys: 1 per 2000 s (a key stays active long); overflow: 1 per second.
+    let c = KeyedConfig::builder()
+        .quota(Quota::with_period(Duration::from_secs(2000)).unwrap())
+        .overflow_quota(Quota::per_second(nz(1)).unwrap())
+        .max_keys(1)
+        .hash_seed(5)
+        .max_clock_jump(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut l = KeyedGcra::<u32>::new(c, Instant::ZERO);
+    assert_eq!(l.try_acquire(Instant::from_secs(100), &1), Ok(())); // TAT 2100 s
+    let d = l.decide_n(Instant::from_secs(1000), &2, 1);
+    assert_eq!(
+        (d.by, d.result),
+        (keel_core::rate::keyed::DecidedBy::Overflow, Ok(()))
+    );
+    // Back to 500 s: key 1 (1600 s ahead, within its 2000 s interval) is sound and holds the
+    // table; the overflow limiter's state (TAT 1001 s) is 501 s ahead of a 1 s interval plus
+    // a 1 s jump: a fault, resynchronised, so key 3 is admitted.
+    let d = l.decide_n(Instant::from_secs(500), &3, 1);
+    assert_eq!(
+        (d.by, d.result),
+        (keel_core::rate::keyed::DecidedBy::Overflow, Ok(()))
+    );
+    let s = l.stats();
+    assert_eq!(s.clock_faults, 1);
+    assert_eq!((s.overflow_allowed, s.allowed), (2, 3));
+}
+
+/// A key whose state proves a clock fault is decided as a fresh key by the check itself, not
+/// only when the sweep happens to reach it first: with eight faulted keys and a sweep of two
+/// per check, some key is checked before the sweep forgets it.
+#[test]
+fn a_faulted_key_is_decided_as_fresh_before_the_sweep_reaches_it() {
+    use core::time::Duration;
+    let c = KeyedConfig::builder()
+        .quota(Quota::with_period(Duration::from_secs(2000)).unwrap())
+        .max_keys(8)
+        .full(Full::RejectNew)
+        .hash_seed(11)
+        .max_clock_jump(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut l = KeyedGcra::<u32>::new(c, Instant::ZERO);
+    for k in 0..8 {
+        assert_eq!(l.try_acquire(Instant::from_secs(1000), &k), Ok(())); // TAT 3000 s
+    }
+    // At 500 s every state is 2500 s ahead: more than the 2000 s interval plus a 1 s jump.
+    let back = Instant::from_secs(500);
+    for k in (0..8).rev() {
+        assert_eq!(l.try_acquire(back, &k), Ok(()), "key {k}");
+    }
+    assert_eq!(l.stats().clock_faults, 8);
+    assert_eq!(l.len(), 8);
+}
+
+/// A key hashed by its `tag` only: keys with one tag collide on the whole 64-bit hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Colliding {
+    id: u32,
+    tag: u32,
+}
+
+impl core::hash::Hash for Colliding {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        self.tag.hash(h);
+    }
+}
+
+/// `stats().probes` counts the index slots each lookup examined: one for a key in its home
+/// slot, one more per colliding key ahead of it. Keys whose 64-bit hashes are equal are still
+/// told apart by the key itself.
+#[test]
+fn probes_count_the_slots_examined_and_equal_hashes_stay_distinct_keys() {
+    let mut l = KeyedGcra::<Colliding>::new(config(1, 1, 4, Full::RejectNew), Instant::ZERO);
+    let t = Instant::from_secs(1);
+    let key = |id| Colliding { id, tag: 7 };
+    assert_eq!(l.try_acquire(t, &key(0)), Ok(()));
+    assert_eq!(l.stats().probes, 1, "an empty home slot");
+    assert!(l.try_acquire(t, &key(0)).is_err());
+    assert_eq!(l.stats().probes, 2, "found in its home slot");
+    // Three more keys on the same hash: each probes past the ones before it.
+    for id in 1..4 {
+        assert_eq!(l.try_acquire(t, &key(id)), Ok(()), "key {id} is a new key");
+    }
+    assert_eq!(l.stats().probes, 2 + 2 + 3 + 4);
+    assert_eq!(l.len(), 4);
+    // Each is found with its own state (burst 1, spent), at its own distance from home.
+    for id in 0..4 {
+        assert_eq!(l.remaining(t, &key(id)), 0, "key {id}");
+    }
+    let before = l.stats().probes;
+    assert!(l.try_acquire(t, &key(3)).is_err());
+    assert_eq!(l.stats().probes - before, 4);
+    // Once the first key of a chain is idle and reclaimed, the chain shifts back.
+    let later = Instant::from_millis(1_500);
+    let mut l2 = KeyedGcra::<Colliding>::new(config(1, 1, 4, Full::RejectNew), Instant::ZERO);
+    assert_eq!(l2.try_acquire(t, &key(0)), Ok(()));
+    for id in 1..4 {
+        assert_eq!(l2.try_acquire(later, &key(id)), Ok(()));
+    }
+    assert_eq!(l2.len(), 4);
+    let s = l2.stats();
+    // At 1.5 s key 0 (TAT 2 s) is still active: nothing was reclaimed.
+    assert_eq!(s.reclaimed, 0);
+    let at = Instant::from_secs(2);
+    let before = s.probes;
+    // At 2 s key 0 is idle: the sweep forgets it (backward shift), then key 3 is found
+    // three slots from home instead of four.
+    assert_eq!(
+        l2.try_acquire(at, &key(3)),
+        Err(Rejected {
+            reason: KeyedLimited::OverRate,
+            retry_at: Some(Instant::from_millis(2_500)),
+        })
+    );
+    assert_eq!(l2.stats().reclaimed, 1);
+    assert_eq!(l2.stats().probes - before, 3);
+    for id in 1..3 {
+        assert_eq!(l2.remaining(at, &key(id)), 0, "key {id} survives the shift");
+    }
+}
+
+/// Backward-shift deletion across the end of the index: a chain of colliding keys whose home
+/// is the index's last slot wraps to slot 0; forgetting any key of it (first, middle) leaves
+/// every other key findable with its own state.
+#[test]
+fn deleting_from_a_chain_that_wraps_past_the_end_of_the_index_keeps_the_rest() {
+    use core::hash::{Hash, Hasher};
+    let seed: u128 = 0xdead_beef_0123_4567_89ab_cdef_f00d_cafe; // the one `config` uses
+                                                                // max_keys 4: an index of 8 slots. Find a tag whose home is slot 7 and one whose home is
+                                                                // slot 0 (so an entry of the wrapped chain sits in another key's home slot).
+    let home = |tag: u32| {
+        let mut h = SipHasher13::new_with_keys(seed as u64, (seed >> 64) as u64);
+        tag.hash(&mut h);
+        h.finish() & 7
+    };
+    let last = (0..10_000u32).find(|&t| home(t) == 7).unwrap();
+    let first = (0..10_000u32).find(|&t| home(t) == 0).unwrap();
+    let t0 = Instant::from_secs(1);
+    for victim in 0..3u32 {
+        let mut l = KeyedGcra::<Colliding>::new(config(1, 1, 4, Full::RejectNew), Instant::ZERO);
+        // Keys 0, 1, 2 on slot 7's chain (slots 7, 0, 1, in that order); the victim's check
+        // is dated 1 s (the others' 1.9 s), so it alone is idle at 2 s.
+        let key = |id| Colliding { id, tag: last };
+        let other = Colliding { id: 9, tag: first };
+        let t1 = Instant::from_millis(1_900);
+        for id in 0..3 {
+            let at = if id == victim { t0 } else { t1 };
+            assert_eq!(l.try_acquire(at, &key(id)), Ok(()));
+        }
+        // Slot 0's own key lands after the wrapped chain (slot 2).
+        assert_eq!(l.try_acquire(t1, &other), Ok(()));
+        assert_eq!(l.len(), 4);
+        // At 2 s the victim is idle; checks sweep it away (two entries per check).
+        let t2 = Instant::from_secs(2);
+        for _ in 0..2 {
+            assert!(l.try_acquire(t2, &other).is_err());
+        }
+        assert_eq!(l.stats().reclaimed, 1, "victim {victim}");
+        assert_eq!(l.len(), 3);
+        for id in (0..3).filter(|&id| id != victim) {
+            assert_eq!(
+                l.remaining(t2, &key(id)),
+                0,
+                "victim {victim}: key {id} lost"
+            );
+        }
+        assert_eq!(
+            l.remaining(t2, &other),
+            0,
+            "victim {victim}: slot 0's key lost"
+        );
+        assert_eq!(
+            l.remaining(t2, &key(victim)),
+            1,
+            "the victim reads as fresh"
+        );
+    }
+}

@@ -492,3 +492,67 @@ proptest! {
         }
     }
 }
+
+/// A key whose hash is only its `tag`: keys with the same tag collide on every bit of the
+/// hash (the same home slot and the same 64-bit hash), so the table's linear probing, its
+/// backward-shift deletion (wrapping past the index's end when a tag's home slot is near it)
+/// and the key comparison behind the hash comparison all decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Colliding {
+    id: u32,
+    tag: u32,
+}
+
+impl std::hash::Hash for Colliding {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.tag.hash(h);
+    }
+}
+
+proptest! {
+    /// The keyed table against its model under heavy collisions: twelve keys on three hash
+    /// values, any seed (so any home slots), any policy. Every decision is the model's, the
+    /// table stays bounded, and no active key is lost by a deletion that breaks a probe chain.
+    #[test]
+    fn keyed_matches_its_model_when_keys_collide(
+        q in quota(),
+        max_keys in 1usize..12,
+        policy in 0u8..3,
+        seed in any::<u64>(),
+        ops in prop::collection::vec((0u64..4_000, 0u32..12, prop_oneof![4 => Just(1u32), 1 => 0u32..=4]), 1..200),
+    ) {
+        let full = [Full::EvictLeastRecentlyUsed, Full::RejectNew, Full::Overflow][policy as usize];
+        let evict = full == Full::EvictLeastRecentlyUsed;
+        let config = KeyedConfig::builder()
+            .quota(q)
+            .max_keys(max_keys)
+            .full(full)
+            .hash_seed(u128::from(seed) << 7 | u128::from(seed))
+            .build()
+            .unwrap();
+        let mut keyed = KeyedGcra::<Colliding>::new(config, Instant::ZERO);
+        let mut model = KeyedModel::<Colliding>::new(&config, Instant::ZERO);
+        let mut now = 0u64;
+        let mut evicted = 0;
+        for (gap, id, n) in ops {
+            now += gap;
+            let at = Instant::from_nanos(now);
+            let key = Colliding { id, tag: id % 3 };
+            let d = keyed.decide_n(at, &key, n);
+            prop_assert!(keyed.len() <= max_keys);
+            model.on_decision(at, &key, n, &d).map_err(TestCaseError::fail)?;
+            evicted += model.on_evictions(at, |k| keyed.remaining(at, k));
+            prop_assert_eq!(keyed.stats().evicted, evicted, "evictions miscounted");
+            if !evict {
+                prop_assert!(model.active(at) <= keyed.len(), "an active key was forgotten");
+            }
+            // Every key the model holds with debt is found with exactly that debt.
+            for other in 0..12 {
+                let k = Colliding { id: other, tag: other % 3 };
+                if let Some(r) = model.key(&k).and_then(|m| m.remaining(at)) {
+                    prop_assert_eq!(keyed.remaining(at, &k), r, "key {}", other);
+                }
+            }
+        }
+    }
+}
