@@ -892,19 +892,19 @@ pub fn bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait<H: Harness
 }
 
 /// The adaptive limit on real samples: a loopback TCP server whose backend has `CAPACITY`
-/// workers (a bulkhead with a long queue, each request holding a worker for 50 ms of the
+/// workers (a bulkhead with a long queue, each request holding a worker for 25 ms of the
 /// runtime's timer) sits behind an [`AdaptiveLimit`]; three times as many blocking clients
 /// send one-byte requests in a closed loop. The backend drops to half its workers for three
-/// seconds, then gets them back. The limit (sampled every 50 ms, averaged over the last second
-/// of each phase) must reach 3/4 of the capacity, follow it down (while halved, at most 4/5
-/// of the limit before and after, and between 1/4 and 5/4 of the full capacity) and back up
-/// to 3/4 of it, all within about 10 s of wall time.
+/// seconds, then gets them back. The limit is sampled every 50 ms over the last second of
+/// each phase: it must reach 3/4 of the capacity, follow it down (its mean while halved at
+/// most 85 % of the highest limit before and after, at most 5/4 of the full capacity, at least
+/// 1/4 of it) and back up to 3/4 of it, all within about 10 s of wall time.
 pub fn adaptive_limit_follows_a_servers_capacity_down_and_back_up<H: Harness>() {
     use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
     use std::sync::atomic::AtomicBool;
 
     const CAPACITY: usize = 16;
-    const SERVICE: Duration = Duration::from_millis(50);
+    const SERVICE: Duration = Duration::from_millis(25);
     const PHASE: Duration = Duration::from_secs(3);
     const CLIENTS: usize = 3 * CAPACITY;
 
@@ -912,17 +912,21 @@ pub fn adaptive_limit_follows_a_servers_capacity_down_and_back_up<H: Harness>() 
     let server = std::thread::spawn(move || {
         H::block_on(async move {
             let rt = H::Runtime::default();
-            // A queue target of 20 % (default 5 %): a loaded 2-core CI machine adds a few
+            // A queue target of 15 % (default 5 %): a loaded 2-core CI machine adds a few
             // milliseconds of scheduling delay to every RTT, which the default reads as a
             // queue at limits this small (16 × 5 % is below one request).
             let gradient = GradientParams {
-                queue_target_percent: 20,
+                queue_target_percent: 15,
                 ..GradientParams::default()
             };
             let adaptive = AdaptiveConfig::builder()
                 .algorithm(Algorithm::Gradient(gradient))
                 .initial_limit(4)
                 .max_limit(64)
+                // Windows much longer than the RTT even when the backend queues (about
+                // 2.5 × 25 ms while the limit is above the halved capacity), so each window
+                // measures the limit it was given, not the previous one.
+                .window(Duration::from_millis(250))
                 .build()
                 .expect("valid adaptive config");
             let queue = BulkheadConfig::builder()
@@ -996,8 +1000,9 @@ pub fn adaptive_limit_follows_a_servers_capacity_down_and_back_up<H: Harness>() 
         })
         .collect();
 
-    // The mean limit over the last second of a phase that lasts `PHASE` from `from`.
-    let watch = |from: Instant| -> f64 {
+    // The mean and the highest limit over the last second of a phase that lasts `PHASE`
+    // from `from`.
+    let watch = |from: Instant| -> (f64, f64) {
         let settle = from + PHASE - Duration::from_secs(1);
         let mut seen = Vec::new();
         while Instant::now() < from + PHASE {
@@ -1006,18 +1011,19 @@ pub fn adaptive_limit_follows_a_servers_capacity_down_and_back_up<H: Harness>() 
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        seen.iter().sum::<f64>() / seen.len().max(1) as f64
+        let mean = seen.iter().sum::<f64>() / seen.len().max(1) as f64;
+        (mean, seen.iter().copied().fold(0.0, f64::max))
     };
     let start = Instant::now();
-    let full = watch(start);
+    let (full, full_peak) = watch(start);
     backend
         .shared()
         .set_max_concurrent(std::num::NonZeroUsize::new(CAPACITY / 2).expect("non-zero"));
-    let halved = watch(start + PHASE);
+    let (halved, _) = watch(start + PHASE);
     backend
         .shared()
         .set_max_concurrent(std::num::NonZeroUsize::new(CAPACITY).expect("non-zero"));
-    let back = watch(start + 2 * PHASE);
+    let (back, back_peak) = watch(start + 2 * PHASE);
 
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -1028,7 +1034,8 @@ pub fn adaptive_limit_follows_a_servers_capacity_down_and_back_up<H: Harness>() 
     let stats = limit.stats();
     let threshold = 0.75 * CAPACITY as f64;
     let report = format!(
-        "{}: mean limit {full:.1} at {CAPACITY} workers, {halved:.1} at {}, {back:.1} back at {CAPACITY}; {stats:?}",
+        "{}: mean (highest) limit {full:.1} ({full_peak}) at {CAPACITY} workers, \
+         {halved:.1} at {}, {back:.1} ({back_peak}) back at {CAPACITY}; {stats:?}",
         H::NAME,
         CAPACITY / 2
     );
@@ -1036,14 +1043,17 @@ pub fn adaptive_limit_follows_a_servers_capacity_down_and_back_up<H: Harness>() 
     assert_eq!(failures.load(Ordering::Relaxed), 0, "{report}");
     assert!(stats.samples > 500, "{report}");
     // Generous bounds: the RTTs carry the machine's scheduling noise. The ideal limits are
-    // about 20 and 10 (the workers plus the 20 % queue target).
-    assert!(full >= threshold, "did not reach the capacity: {report}");
+    // about 19 and 9.5 (the workers plus the 15 % queue target); the limit wanders around them.
     assert!(
-        back >= threshold,
+        full_peak >= threshold,
+        "did not reach the capacity: {report}"
+    );
+    assert!(
+        back_peak >= threshold,
         "did not follow the capacity back up: {report}"
     );
     assert!(
-        halved <= 1.25 * CAPACITY as f64 && halved <= 0.8 * full.min(back),
+        halved <= 1.25 * CAPACITY as f64 && halved <= 0.85 * full_peak.min(back_peak),
         "did not follow the capacity down: {report}"
     );
     assert!(halved >= 0.25 * CAPACITY as f64, "collapsed: {report}");
