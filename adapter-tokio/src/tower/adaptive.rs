@@ -50,8 +50,13 @@ use super::ResponseFuture;
 use super::{ready_call, BoxError, ClassifyErrors, ClassifyResult, InnerService, KeelError};
 use crate::AdaptiveLimit;
 
-/// An adaptive concurrency limit shared by every service it makes and all their clones. See
-/// the [module docs](self).
+/// An adaptive concurrency limit shared by every service it makes and all their clones.
+///
+/// Each call takes a slot under the current limit (or waits in the bounded queue, or is
+/// rejected with [`KeelError::BulkheadRejected`]), runs the inner call and feeds one sample:
+/// the time from the grant to the result, with the outcome the classifier reads
+/// ([`Outcome::Success`]: a success; [`Outcome::Failure`]: a drop, or a timeout for an inner
+/// [`KeelError::TimedOut`]; [`Outcome::Ignored`]: no sample). A cancelled call feeds none.
 #[derive(Clone, Debug)]
 pub struct AdaptiveLimitLayer<C = ClassifyErrors> {
     limit: AdaptiveLimit,
