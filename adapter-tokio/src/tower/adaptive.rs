@@ -98,6 +98,14 @@ impl<C> AdaptiveLimitLayer<C> {
     pub fn limit(&self) -> &AdaptiveLimit {
         &self.limit
     }
+
+    /// Names the layer's limit (see [`Name`](keel_core::driver::Name)): its log lines and
+    /// metrics carry it. Call it before [`layer`](Layer::layer).
+    #[must_use]
+    pub fn named(mut self, name: impl Into<keel_core::driver::Name>) -> Self {
+        self.limit = self.limit.named(name);
+        self
+    }
 }
 
 impl<S, C: Clone> Layer<S> for AdaptiveLimitLayer<C> {

@@ -120,6 +120,21 @@ impl<R: Runtime> AdaptiveLimit<R> {
         }
     }
 
+    /// Names this limit (default `"default"`; see [`Name`](super::Name)): its bulkhead's log
+    /// lines and metrics carry it. Applies to this handle and the clones made from it
+    /// **after** this call.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<super::Name>) -> Self {
+        self.bulkhead = self.bulkhead.named(name);
+        self
+    }
+
+    /// The instance name (see [`named`](Self::named)).
+    #[must_use]
+    pub fn name(&self) -> &super::Name {
+        self.bulkhead.name()
+    }
+
     /// The shared machine (samples, events, stats).
     #[must_use]
     pub fn adaptive(&self) -> &SharedAdaptive {
