@@ -37,6 +37,7 @@
 //! | retry | [`Retry`], [`retry`] |
 //! | rate limits | [`RateLimiter`], [`KeyedRateLimiter`] |
 //! | bulkhead | [`Bulkhead`] |
+//! | adaptive concurrency | [`AdaptiveLimit`], [`AdaptivePermit`] |
 //!
 //! keel-tokio and keel-async-std export the same names for their runtimes.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -240,6 +241,13 @@ pub type KeyedRateLimiter<K> = driver::rate::KeyedRateLimiter<K, SmolRuntime>;
 
 /// A bulkhead whose `run(fut)` waits in a bounded queue on this runtime's timer.
 pub type Bulkhead = driver::bulkhead::Bulkhead<SmolRuntime>;
+
+/// An adaptive concurrency limit on this runtime: a bulkhead whose limit follows the
+/// service's capacity, measured from the calls it admits (see [`driver::adaptive`]).
+pub type AdaptiveLimit = driver::adaptive::AdaptiveLimit<SmolRuntime>;
+
+/// A slot under an [`AdaptiveLimit`]; dropping it feeds the call's sample.
+pub type AdaptivePermit = driver::adaptive::AdaptivePermit<SmolRuntime>;
 
 /// The README's code blocks, compiled as doctests so the README stays true.
 #[cfg(doctest)]

@@ -37,6 +37,7 @@
 //! | retry | [`Retry`], [`retry`] |
 //! | rate limits | [`RateLimiter`], [`KeyedRateLimiter`] |
 //! | bulkhead | [`Bulkhead`] |
+//! | adaptive concurrency | [`AdaptiveLimit`], [`AdaptivePermit`] |
 //! | tower layers (feature `tower`) | `tower` (the module) |
 //! | HTTP layers (features `http`, `axum`) | `http` (the module) |
 //! | axum's `serve` on the guarded listener (feature `axum`) | `axum_listener` (the module and function), `AxumListener`, `AxumIncoming`, `Guarded` |
@@ -142,6 +143,13 @@ pub type KeyedRateLimiter<K> = driver::rate::KeyedRateLimiter<K, TokioRuntime>;
 
 /// A bulkhead whose `run(fut)` waits in a bounded queue on this runtime's timer.
 pub type Bulkhead = driver::bulkhead::Bulkhead<TokioRuntime>;
+
+/// An adaptive concurrency limit on this runtime: a bulkhead whose limit follows the
+/// service's capacity, measured from the calls it admits (see [`driver::adaptive`]).
+pub type AdaptiveLimit = driver::adaptive::AdaptiveLimit<TokioRuntime>;
+
+/// A slot under an [`AdaptiveLimit`]; dropping it feeds the call's sample.
+pub type AdaptivePermit = driver::adaptive::AdaptivePermit<TokioRuntime>;
 
 // ---- tokio's runtime, listeners and connections ------------------------------------------
 

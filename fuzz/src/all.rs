@@ -5,7 +5,9 @@ use arbitrary::Arbitrary;
 use keel_core::time::Instant;
 
 use crate::common::{Clock, Start, Step, Timed, MAX_OPS};
-use crate::{accept, backoff, breaker, budget, bulkhead, gcra, keyed, limit, shutdown};
+use crate::{
+    accept, adaptive, backoff, breaker, budget, bulkhead, gcra, keyed, limit, shutdown,
+};
 
 /// An operation on one of the machines.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -28,6 +30,8 @@ pub enum AnyOp {
     Shutdown(shutdown::Op),
     /// Bulkhead.
     Bulkhead(bulkhead::Op),
+    /// Adaptive concurrency limit.
+    Adaptive(adaptive::Op),
 }
 
 /// Every machine's configuration, the start, and the interleaved operations.
@@ -42,6 +46,7 @@ pub struct Input {
     keyed: keyed::Config,
     shutdown: shutdown::Config,
     bulkhead: bulkhead::Config,
+    adaptive: adaptive::Config,
     start: Start,
     ops: Vec<(Step, AnyOp)>,
 }
@@ -59,9 +64,10 @@ pub fn run(input: &Input) {
     let mut keyed = keyed::Harness::new(&input.keyed, start);
     let mut shutdown = shutdown::Harness::new(&input.shutdown, start);
     let mut bulkhead = bulkhead::Harness::new(&input.bulkhead, start);
+    let mut adaptive = adaptive::Harness::new(&input.adaptive, start);
     // Each machine sees only its own inputs, but on the shared clock: its `newest` is the
     // newest instant *it* was given, so each keeps its own view.
-    let mut clocks = [Clock::new(start_ns); 9];
+    let mut clocks = [Clock::new(start_ns); 10];
     let mut shared = Clock::new(start_ns);
     for &(step, op) in input.ops.iter().take(MAX_OPS) {
         let now = shared.step(step);
@@ -90,10 +96,11 @@ pub fn run(input: &Input) {
             AnyOp::Keyed(o) => go!(keyed, 6, o),
             AnyOp::Shutdown(o) => go!(shutdown, 7, o),
             AnyOp::Bulkhead(o) => go!(bulkhead, 8, o),
+            AnyOp::Adaptive(o) => go!(adaptive, 9, o),
         }
     }
     macro_rules! fin {
         ($($h:ident),*) => { $( if let Some(h) = $h.as_mut() { h.finish(); } )* };
     }
-    fin!(accept, limit, breaker, backoff, budget, gcra, keyed, shutdown, bulkhead);
+    fin!(accept, limit, breaker, backoff, budget, gcra, keyed, shutdown, bulkhead, adaptive);
 }

@@ -17,11 +17,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use keel_core::accept::AcceptConfig;
+use keel_core::adaptive::{AdaptiveConfig, Algorithm, GradientParams};
 use keel_core::backoff::{BackoffConfig, Jitter};
 use keel_core::breaker::{BreakerConfig, State};
 use keel_core::budget::BudgetConfig;
 use keel_core::bulkhead::{BulkheadConfig, RejectReason};
 use keel_core::conn::ConnConfig;
+use keel_core::driver::adaptive::AdaptiveLimit;
 use keel_core::driver::breaker::{Breaker, BreakerError};
 use keel_core::driver::bulkhead::Bulkhead;
 use keel_core::driver::rate::RateLimiter;
@@ -60,6 +62,7 @@ macro_rules! conformance_suite {
             rate_limiter_until_ready_waits_until_retry_at,
             rate_limiter_waiters_use_the_quota_in_fifo_order,
             bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait,
+            adaptive_limit_follows_a_servers_capacity_down_and_back_up,
             shutdown_answers_in_flight_closes_idle_refuses_new_and_aborts_a_hung_client_at_the_deadline,
             shutdown_drain_ends_as_soon_as_the_last_connection_finishes,
             shutdown_second_signal_stops_at_once_and_counts_the_aborted,
@@ -90,6 +93,12 @@ macro_rules! conformance_suite {
             let _: fn($adapter::Bulkhead) -> $adapter::core::driver::bulkhead::Bulkhead<Rt> =
                 |x| x;
             let _: fn($adapter::Breaker) -> $adapter::core::driver::breaker::Breaker<Rt> = |x| x;
+            let _: fn(
+                $adapter::AdaptiveLimit,
+            ) -> $adapter::core::driver::adaptive::AdaptiveLimit<Rt> = |x| x;
+            let _: fn(
+                $adapter::AdaptivePermit,
+            ) -> $adapter::core::driver::adaptive::AdaptivePermit<Rt> = |x| x;
             let _: fn($adapter::Retry) -> $adapter::core::driver::retry::Retry<Rt> = |x| x;
             let _: fn(
                 $adapter::Server<$adapter::Tcp>,
@@ -880,6 +889,174 @@ pub fn bulkhead_run_rejects_when_full_queues_and_gives_up_at_max_wait<H: Harness
         );
         assert_eq!(bh.stats().queue_len, 0);
     });
+}
+
+/// The adaptive limit on real samples: a loopback TCP server whose backend has `CAPACITY`
+/// workers (a bulkhead with a long queue, each request holding a worker for 25 ms of the
+/// runtime's timer) sits behind an [`AdaptiveLimit`]; three times as many blocking clients
+/// send one-byte requests in a closed loop. The backend drops to half its workers for three
+/// seconds, then gets them back. The limit is sampled every 50 ms over the last second of
+/// each phase: it must reach 3/4 of the capacity, follow it down (its mean while halved at
+/// most 85 % of the highest limit seen before or after, at most 5/4 of the full capacity, at least
+/// 1/4 of it) and back up to 3/4 of it, all within about 10 s of wall time.
+pub fn adaptive_limit_follows_a_servers_capacity_down_and_back_up<H: Harness>() {
+    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+    use std::sync::atomic::AtomicBool;
+
+    const CAPACITY: usize = 16;
+    const SERVICE: Duration = Duration::from_millis(25);
+    const PHASE: Duration = Duration::from_secs(3);
+    const CLIENTS: usize = 3 * CAPACITY;
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        H::block_on(async move {
+            let rt = H::Runtime::default();
+            // A queue target of 15 % (default 5 %): a loaded 2-core CI machine adds a few
+            // milliseconds of scheduling delay to every RTT, which the default reads as a
+            // queue at limits this small (16 × 5 % is below one request).
+            let gradient = GradientParams {
+                queue_target_percent: 15,
+                ..GradientParams::default()
+            };
+            let adaptive = AdaptiveConfig::builder()
+                .algorithm(Algorithm::Gradient(gradient))
+                .initial_limit(4)
+                .max_limit(64)
+                // Windows much longer than the RTT even when the backend queues (about
+                // 2.5 × 25 ms while the limit is above the halved capacity), so each window
+                // measures the limit it was given, not the previous one.
+                .window(Duration::from_millis(250))
+                .build()
+                .expect("valid adaptive config");
+            let queue = BulkheadConfig::builder()
+                .max_queue(2 * CLIENTS)
+                .max_wait(Duration::from_secs(30))
+                .build()
+                .expect("valid queue");
+            let limit = AdaptiveLimit::with_runtime(adaptive, queue, rt.clone());
+            let workers = BulkheadConfig::builder()
+                .max_concurrent(CAPACITY)
+                .max_queue(2 * CLIENTS)
+                .max_wait(Duration::from_secs(30))
+                .build()
+                .expect("valid backend");
+            let backend = Bulkhead::<H::Runtime>::with_runtime(workers, rt.clone());
+            let incoming = H::bind("127.0.0.1:0", &config(4 * CLIENTS))
+                .await
+                .expect("bind");
+            let addr = H::local_addr(incoming.get_ref()).expect("local addr");
+            let server = Server::<H::Listener, H::Runtime>::new(incoming);
+            let handle = server.handle();
+            tx.send((addr, handle, limit.clone(), backend.clone()))
+                .expect("the test waits");
+            server
+                .serve(move |mut conn, _| {
+                    let limit = limit.clone();
+                    let backend = backend.clone();
+                    let rt = rt.clone();
+                    async move {
+                        let mut byte = [0u8; 1];
+                        while matches!(conn.read(&mut byte).await, Ok(1)) {
+                            // The sleep starts when the worker is granted (`sleep`
+                            // fixes its deadline when called).
+                            let work = async { driver::sleep(&rt, SERVICE).await };
+                            let served = limit.run(backend.run(work)).await;
+                            let reply = if matches!(served, Ok(Ok(()))) {
+                                b"y"
+                            } else {
+                                b"n"
+                            };
+                            if conn.write_all(reply).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                })
+                .await
+        })
+    });
+    let (addr, handle, limit, backend) = rx.recv().expect("the server started");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let failures = Arc::clone(&failures);
+            std::thread::spawn(move || {
+                let mut stream = connect(addr);
+                let mut reply = [0u8; 1];
+                while !stop.load(Ordering::Relaxed) {
+                    if stream.write_all(b"x").is_err() || stream.read_exact(&mut reply).is_err() {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    if reply != *b"y" {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // The mean and the highest limit over the last second of a phase that lasts `PHASE`
+    // from `from`.
+    let watch = |from: Instant| -> (f64, f64) {
+        let settle = from + PHASE - Duration::from_secs(1);
+        let mut seen = Vec::new();
+        while Instant::now() < from + PHASE {
+            if Instant::now() >= settle {
+                seen.push(f64::from(limit.limit()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mean = seen.iter().sum::<f64>() / seen.len().max(1) as f64;
+        (mean, seen.iter().copied().fold(0.0, f64::max))
+    };
+    let start = Instant::now();
+    let (full, full_peak) = watch(start);
+    backend
+        .shared()
+        .set_max_concurrent(std::num::NonZeroUsize::new(CAPACITY / 2).expect("non-zero"));
+    let (halved, _) = watch(start + PHASE);
+    backend
+        .shared()
+        .set_max_concurrent(std::num::NonZeroUsize::new(CAPACITY).expect("non-zero"));
+    let (back, back_peak) = watch(start + 2 * PHASE);
+
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("a client thread");
+    }
+    handle.shutdown();
+    let _ = server.join().expect("the server thread");
+    let stats = limit.stats();
+    let threshold = 0.75 * CAPACITY as f64;
+    let report = format!(
+        "{}: mean (highest) limit {full:.1} ({full_peak}) at {CAPACITY} workers, \
+         {halved:.1} at {}, {back:.1} ({back_peak}) back at {CAPACITY}; {stats:?}",
+        H::NAME,
+        CAPACITY / 2
+    );
+    eprintln!("{report}");
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "{report}");
+    assert!(stats.samples > 500, "{report}");
+    // Generous bounds: the RTTs carry the machine's scheduling noise. The ideal limits are
+    // about 19 and 9.5 (the workers plus the 15 % queue target); the limit wanders around them.
+    assert!(
+        full_peak >= threshold,
+        "did not reach the capacity: {report}"
+    );
+    assert!(
+        back_peak >= threshold,
+        "did not follow the capacity back up: {report}"
+    );
+    assert!(
+        halved <= 1.25 * CAPACITY as f64 && halved <= 0.85 * full_peak.max(back_peak),
+        "did not follow the capacity down: {report}"
+    );
+    assert!(halved >= 0.25 * CAPACITY as f64, "collapsed: {report}");
 }
 
 // ----- graceful shutdown on real sockets -------------------------------------------------------

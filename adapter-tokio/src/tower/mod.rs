@@ -68,6 +68,7 @@
 //! # Ok(()) }
 //! ```
 
+mod adaptive;
 mod breaker;
 mod bulkhead;
 mod classify;
@@ -81,6 +82,7 @@ use std::pin::Pin;
 
 use ::tower::Service;
 
+pub use adaptive::{AdaptiveLimitLayer, AdaptiveLimitService};
 pub use breaker::{classify_error, BreakerLayer, BreakerService};
 pub use bulkhead::{BulkheadLayer, BulkheadService};
 pub use classify::{ClassifyErrors, ClassifyResult, NoResponseRetry, RetryResponse};

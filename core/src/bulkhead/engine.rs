@@ -164,6 +164,27 @@ impl Engine {
         Some(popped)
     }
 
+    /// Sets `max_concurrent` (the builder's rule: at least 1) and admits, oldest first, the
+    /// waiters that now fit; each goes to `on_promoted`. Shrinking revokes nothing: calls in
+    /// flight finish, and nobody is admitted until `in_flight` is below the new bound. Expired
+    /// waiters must already have been removed.
+    pub(crate) fn resize<Q: WaitQueue>(
+        &mut self,
+        max_concurrent: core::num::NonZeroUsize,
+        q: &mut Q,
+        mut on_promoted: impl FnMut(WaiterId, Q::Handle, Q::Payload),
+    ) {
+        self.config.max_concurrent = max_concurrent.get();
+        while self.stats.in_flight < self.config.max_concurrent {
+            let Some((id, handle, payload)) = q.pop_front() else {
+                break;
+            };
+            self.admit();
+            self.stats.promoted = self.stats.promoted.saturating_add(1);
+            on_promoted(id, handle, payload);
+        }
+    }
+
     pub(crate) fn cancel<Q: WaitQueue>(
         &mut self,
         q: &mut Q,

@@ -34,6 +34,7 @@
 //! ```
 
 mod accept;
+pub mod adaptive;
 pub mod breaker;
 pub mod bulkhead;
 pub mod conn;

@@ -294,6 +294,29 @@ impl SharedBulkhead {
         wakes.wake();
     }
 
+    /// Changes `max_concurrent` at run time (the resizing hook an
+    /// [`AdaptiveLimit`](crate::sync::adaptive::SharedAdaptive) drives). Growing admits the
+    /// oldest waiters that now fit and wakes them; shrinking revokes nothing (calls in flight
+    /// finish, and new ones queue until `in_flight` is below the new bound).
+    pub fn set_max_concurrent(&self, max_concurrent: core::num::NonZeroUsize) {
+        let mut wakes = Wakes::default();
+        {
+            let mut inner = self.lock();
+            let now = inner.engine.newest();
+            let _ = inner.expire(now, &mut wakes);
+            let Inner { engine, queue } = &mut *inner;
+            let mut granted = Vec::new();
+            engine.resize(max_concurrent, queue, |_, key, waker| {
+                wakes.push(waker);
+                granted.push(key);
+            });
+            for key in granted {
+                queue.set_outcome(key, Outcome::Granted);
+            }
+        }
+        wakes.wake();
+    }
+
     fn guard(&self) -> BulkheadGuard {
         BulkheadGuard {
             inner: Some(Arc::clone(&self.inner)),

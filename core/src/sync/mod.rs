@@ -12,6 +12,8 @@
 pub(crate) mod shim;
 
 #[cfg(feature = "std")]
+pub mod adaptive;
+#[cfg(feature = "std")]
 pub mod breaker;
 #[cfg(feature = "std")]
 pub mod budget;
