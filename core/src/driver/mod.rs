@@ -36,6 +36,7 @@
 mod accept;
 pub mod breaker;
 pub mod bulkhead;
+pub mod clock;
 pub mod conn;
 #[cfg(feature = "metrics")]
 pub mod metrics;
