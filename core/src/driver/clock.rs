@@ -18,7 +18,7 @@
 //! (every keel machine treats an earlier `now` as the latest it has seen).
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use core::time::Duration;
 
 use crate::time::Instant;
 
