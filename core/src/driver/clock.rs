@@ -13,12 +13,14 @@
 //! sampled at that moment, so [`to_std`] maps a keel deadline onto the std clock the runtimes'
 //! timers use. The two clocks may drift apart by the TSC calibration's error (parts per
 //! million): a timer that fires a little early is re-armed by the driver, which checks
-//! `now >= deadline` itself before trusting a timer. A read never goes backwards within a thread
-//! on one clock; across cores a TSC's small skew is absorbed by the machines' monotonic clamp
-//! (every keel machine treats an earlier `now` as the latest it has seen).
+//! `now >= deadline` itself before trusting a timer. An invariant TSC may differ between cores
+//! by a few nanoseconds, so two reads on different threads (or one thread that migrated) can
+//! step back by that much. That is an ordinary input for keel's machines: the breaker keeps the
+//! latest instant it has seen, and a GCRA decides as at the earlier instant (a clock fault only
+//! past `max_clock_jump`, 60 s by default).
 
-use std::sync::OnceLock;
 use core::time::Duration;
+use std::sync::OnceLock;
 
 use crate::time::Instant;
 
