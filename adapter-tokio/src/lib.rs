@@ -2,7 +2,7 @@
 //!
 //! The thin binding of [`keel_core`] to tokio's listeners, timers and signals. Every algorithm
 //! lives in the core (re-exported here as [`core`], so an application depends on this crate
-//! alone); this crate supplies tokio's types, [`TokioRuntime`] (clock and timer, so
+//! alone); this crate supplies tokio's types, [`TokioRuntime`] (clock and timer; with the feature `test-util`,
 //! `tokio::time::pause()` drives keel in tests) and the [`Tcp`] / [`Unix`] listener glue, then
 //! names each machine with tokio filled in.
 //!
@@ -49,7 +49,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -168,47 +167,44 @@ pub use axum_listener::{axum_listener, AxumIncoming, AxumListener, Guarded};
 #[cfg(feature = "hyper")]
 pub mod http_server;
 
-/// tokio's clock and timers as a keel [`Runtime`].
+/// tokio's timers, and keel's fast monotonic clock, as a keel [`Runtime`].
 ///
-/// keel instants count nanoseconds since an origin one hour before the first time any
-/// `TokioRuntime` read the clock (so every runtime in the process, paused test clocks included,
-/// reads after it);
-/// the clock is `tokio::time::Instant`, so `tokio::time::pause()` and `advance()` move keel's
-/// machines in tests exactly as they move tokio's timers.
+/// **The clock.** By default `now()` reads keel's driver clock
+/// ([`keel_core::driver::clock`]: quanta's calibrated TSC counter, the clock governor reads too),
+/// about a third of the cost of reading `tokio::time::Instant::now()`. keel instants count
+/// nanoseconds since an origin one hour before the first read.
+///
+/// **Paused time in tests.** With this crate's `test-util` feature (add
+/// `keel-tokio = { features = ["test-util"] }` to your dev-dependencies, next to tokio's own
+/// `test-util`), `now()` reads `tokio::time::Instant` instead, so `tokio::time::pause()` and
+/// `advance()` move keel's machines exactly as they move tokio's timers. Without it, keel reads
+/// the real clock while a paused tokio clock jumps: a driver sleep then waits for real time
+/// instead of auto-advancing (it still ends; the driver re-arms a timer that fires before keel's
+/// clock reached the deadline).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TokioRuntime;
-
-fn origin() -> tokio::time::Instant {
-    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-    // An hour before the first read, on the real clock: a paused tokio clock starts at the real
-    // "now" of its runtime's creation, which may precede the first read in another task or test;
-    // it must still read after the origin rather than saturate at zero.
-    let origin = *ORIGIN.get_or_init(|| {
-        let now = std::time::Instant::now();
-        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
-    });
-    tokio::time::Instant::from_std(origin)
-}
 
 impl TokioRuntime {
     /// Converts a keel instant back to tokio's clock.
     pub fn to_tokio(deadline: Instant) -> tokio::time::Instant {
-        let origin = origin();
-        // Past ~30 years is "never" for a timer; tokio's own far future is the same order.
-        let far = Duration::from_secs(86_400 * 365 * 30);
-        let offset = deadline.as_duration().min(far);
-        origin
-            .checked_add(offset)
-            .unwrap_or(origin + Duration::from_secs(86_400))
+        tokio::time::Instant::from_std(driver::clock::to_std(deadline))
     }
 }
 
 impl Runtime for TokioRuntime {
     type Timer = TokioTimer;
 
+    #[inline]
     fn now(&self) -> Instant {
-        let since = tokio::time::Instant::now().saturating_duration_since(origin());
-        Instant::from_duration(since)
+        #[cfg(feature = "test-util")]
+        {
+            let origin = tokio::time::Instant::from_std(driver::clock::origin_std());
+            Instant::from_duration(tokio::time::Instant::now().saturating_duration_since(origin))
+        }
+        #[cfg(not(feature = "test-util"))]
+        {
+            driver::clock::now()
+        }
     }
 
     fn timer(&self, deadline: Instant) -> TokioTimer {

@@ -2,7 +2,8 @@
 //! `RateLimit` fields, trusted and untrusted proxies, IPv6 prefixes, keel errors as HTTP
 //! answers, and status-aware breaker and retry. On tokio's paused clock, through
 //! `ServiceExt::oneshot` with `http` types.
-#![cfg(feature = "http")]
+// The tests here run on tokio's paused clock, which moves keel only under feature `test-util`.
+#![cfg(all(feature = "http", feature = "test-util"))]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

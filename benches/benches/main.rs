@@ -17,19 +17,21 @@ mod groups {
     pub(crate) mod accept_throughput;
     pub(crate) mod backoffs;
     pub(crate) mod breaker;
+    pub(crate) mod handle;
     pub(crate) mod keyed_flood;
     pub(crate) mod limit;
     pub(crate) mod rate;
     pub(crate) mod util;
 }
 
-use groups::{accept, accept_throughput, backoffs, breaker, keyed_flood, limit, rate};
+use groups::{accept, accept_throughput, backoffs, breaker, handle, keyed_flood, limit, rate};
 
 criterion_group!(
     benches,
     rate::bench,
     limit::bench,
     breaker::bench,
+    handle::bench,
     backoffs::bench,
     accept::bench,
     accept_throughput::bench,

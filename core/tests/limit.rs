@@ -612,3 +612,37 @@ fn shared_repolls_of_one_wait_count_one_rejection() {
     assert!(poll(&limit, &other).is_pending());
     assert_eq!(limit.stats().rejected, 2);
 }
+
+/// A borrowed permit (`try_acquire_ref`) counts, limits and wakes exactly as an owned one, and
+/// the derived `released` follows every drop and never goes back.
+#[test]
+fn borrowed_permits_count_limit_and_wake_like_owned_ones() {
+    let l = shared(2);
+    let (counter, waker) = counting_waker();
+    let a = l.try_acquire_ref(Instant::ZERO).expect("room");
+    let b = l.try_acquire(Instant::ZERO).expect("room");
+    let full = l.try_acquire_ref(Instant::ZERO).unwrap_err();
+    assert_eq!((full.reason, full.retry_at), (Overflow::Backpressure, None));
+    assert!(poll(&l, &waker).is_pending());
+    let s = l.stats();
+    assert_eq!((s.in_use, s.acquired, s.released, s.rejected), (2, 2, 0, 2));
+    drop(a); // a borrowed release wakes the waiting acceptor
+    assert_eq!(wakes(&counter), 1);
+    assert_eq!(l.stats().released, 1);
+    let c = match poll(&l, &waker) {
+        Poll::Ready(c) => c,
+        Poll::Pending => panic!("the slot freed by the borrowed permit is free"),
+    };
+    let s = l.stats();
+    assert_eq!((s.in_use, s.acquired, s.released, s.waiting), (2, 3, 1, 0));
+    drop((b, c));
+    for expected in 3..6 {
+        drop(l.try_acquire_ref(Instant::ZERO).expect("room"));
+        let s = l.stats();
+        assert_eq!(
+            (s.in_use, s.acquired, s.released),
+            (0, expected + 1, expected + 1)
+        );
+    }
+    assert!(format!("{:?}", l.try_acquire_ref(Instant::ZERO).expect("room")).contains("in_use: 1"));
+}

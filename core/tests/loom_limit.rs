@@ -189,3 +189,46 @@ fn loom_a_displaced_waiter_is_never_stranded() {
         assert_eq!((s.in_use, s.acquired, s.released), (0, 3, 3));
     });
 }
+
+/// Releases are derived in `stats()` (`acquired - in_use`), not counted: a snapshot taken while
+/// borrowed permits come and go must never report more releases than were made, never fewer
+/// than an earlier snapshot, and never more than `acquired`.
+#[test]
+fn loom_derived_releases_never_run_ahead_or_back() {
+    loom::model(|| {
+        let limit = shared(1);
+        let started = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (limit, started) = (limit.clone(), Arc::clone(&started));
+                thread::spawn(move || {
+                    if let Ok(slot) = limit.try_acquire_ref(Instant::ZERO) {
+                        // Counted before the release: an upper bound of the releases made.
+                        started.fetch_add(1, Ordering::SeqCst);
+                        drop(slot);
+                    }
+                })
+            })
+            .collect();
+        let first = limit.stats();
+        let upper = started.load(Ordering::SeqCst) as u64;
+        assert!(
+            first.released <= upper,
+            "{} releases reported, at most {upper} made",
+            first.released
+        );
+        assert!(first.released <= first.acquired);
+        let second = limit.stats();
+        assert!(
+            second.released >= first.released,
+            "went back: {first:?} -> {second:?}"
+        );
+        for w in workers {
+            w.join().expect("no panic");
+        }
+        let last = limit.stats();
+        assert_eq!(last.in_use, 0);
+        assert_eq!(last.released, last.acquired);
+        assert_eq!(last.released, started.load(Ordering::SeqCst) as u64);
+    });
+}

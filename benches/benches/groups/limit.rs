@@ -20,6 +20,10 @@ pub(crate) fn bench(c: &mut Criterion) {
         let shared = SharedLimit::new(config.clone());
         b.iter(|| drop(black_box(shared.try_acquire(Instant::ZERO))))
     });
+    g.bench_function("keel/shared_acquire_ref_release", |b| {
+        let shared = SharedLimit::new(config.clone());
+        b.iter(|| drop(black_box(shared.try_acquire_ref(Instant::ZERO))))
+    });
     g.bench_function("keel/mut_acquire_release", |b| {
         let mut local = Limit::new(config.clone());
         b.iter(|| {
@@ -43,6 +47,14 @@ pub(crate) fn bench(c: &mut Criterion) {
             let shared = SharedLimit::new(config.clone());
             two_threads(&shared, iters, |s| {
                 drop(black_box(s.try_acquire(Instant::ZERO)))
+            })
+        })
+    });
+    g.bench_function("2_threads/keel_shared_acquire_ref_release", |b| {
+        b.iter_custom(|iters| {
+            let shared = SharedLimit::new(config.clone());
+            two_threads(&shared, iters, |s| {
+                drop(black_box(s.try_acquire_ref(Instant::ZERO)))
             })
         })
     });

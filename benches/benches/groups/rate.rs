@@ -89,6 +89,16 @@ fn governor_check(l: &GovernorDirect) -> bool {
     l.check().is_ok()
 }
 
+/// The next of `KEYS` keys, cycled per thread (no shared counter to contend on).
+fn next_key() -> u64 {
+    thread_local!(static KEY: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+    KEY.with(|k| {
+        let next = if k.get() + 1 >= KEYS { 0 } else { k.get() + 1 };
+        k.set(next);
+        next
+    })
+}
+
 pub(crate) fn bench(c: &mut Criterion) {
     let now = Instant::from_secs(1);
     let mut g = group(c, "rate");
@@ -236,6 +246,31 @@ pub(crate) fn bench(c: &mut Criterion) {
         b.iter(|| {
             k = if k + 1 == KEYS { 0 } else { k + 1 };
             black_box(l.check_key(&k).is_ok())
+        })
+    });
+
+    // --- the keyed checks on two threads (real clocks; per-thread time per check) ---
+    g.bench_function("real_clock_2_threads/keel_tokio_keyed_1000_check", |b| {
+        b.iter_custom(|iters| {
+            let config = KeyedConfig::builder()
+                .quota(keel_quota())
+                .max_keys(KEYS as usize)
+                .build()
+                .expect("valid keyed config");
+            let l = keel_tokio::KeyedRateLimiter::<u64>::new(config);
+            two_threads(&l, iters, |l| {
+                let k = next_key();
+                black_box(l.check(&k).is_ok());
+            })
+        })
+    });
+    g.bench_function("real_clock_2_threads/governor_keyed_1000_check_key", |b| {
+        b.iter_custom(|iters| {
+            let l = governor::RateLimiter::keyed(gov_quota());
+            two_threads(&l, iters, |l| {
+                let k = next_key();
+                black_box(l.check_key(&k).is_ok());
+            })
         })
     });
 

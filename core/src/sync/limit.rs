@@ -23,8 +23,11 @@
 //!   stranded and nobody spins, but there is no queue and no fairness (use a bulkhead for that).
 //!   (Keeping one slot and waking the displaced waker instead would make two waiters wake each
 //!   other in a loop while the limit is full: the loom model found that busy loop.)
-//! - **Cheap release.** Dropping a permit is one `fetch_sub` and one relaxed counter increment;
-//!   the waker mutex is only locked when the waiter flag is set.
+//! - **Cheap permits.** Taking a permit is one CAS and one counter increment; dropping it is one
+//!   `fetch_sub` (releases are derived in [`SharedLimit::stats`] as `acquired - in_use`, never
+//!   ahead of the truth and never going backwards); the waker mutex is only locked when the
+//!   waiter flag is set. [`SharedLimit::try_acquire_ref`] hands out a [`LimitRef`] that borrows
+//!   the limit, saving the `Arc` clone and drop of an owned [`LimitGuard`].
 //! - Under plain `alloc` (no `std`), [`SharedLimit::try_acquire`], guards and counts work and
 //!   `poll_acquire` does not exist.
 //!
@@ -93,7 +96,11 @@ struct Inner {
     state: AtomicU64,
     peak: AtomicUsize,
     acquired: AtomicU64,
-    released: AtomicU64,
+    /// The highest `released` any `stats()` reported. Releases are not counted on the hot
+    /// path (one read-modify-write less per permit): `stats()` derives them as
+    /// `acquired - in_use`, reading `acquired` first so the figure never exceeds the truth, and
+    /// keeps this maximum so it never goes backwards either (see [`Inner::released`]).
+    released_seen: AtomicU64,
     rejected: AtomicU64,
     shed: AtomicU64,
     /// Tasks registered now (mirrors `waiters.len()`, readable without the lock).
@@ -124,7 +131,8 @@ impl Inner {
     }
 
     fn count_acquired(&self, in_use: u64) {
-        self.acquired.fetch_add(1, Ordering::Relaxed);
+        // Release: a `stats()` that reads this count also sees the CAS before it.
+        self.acquired.fetch_add(1, Ordering::Release);
         let in_use = to_usize(in_use);
         // Only write when the mark moves, so steady traffic below the peak stays read-only here.
         if self.peak.load(Ordering::Relaxed) < in_use {
@@ -136,10 +144,25 @@ impl Inner {
         // A permit exists for every slot counted, so the in-use field is at least 1 here and
         // the subtraction stays inside it.
         let prev = self.state.fetch_sub(1, Ordering::AcqRel);
-        self.released.fetch_add(1, Ordering::Relaxed);
         if prev & WAITER != 0 {
             self.wake_waiters();
         }
+    }
+
+    /// Releases so far, and the state word read after them.
+    ///
+    /// `acquired` is read before `state`. An acquisition is counted right after its CAS, and
+    /// its permit exists only after that, so at the moment `state` is read, `acquired` (as
+    /// read) is at most the number of CAS acquisitions and `acquired - in_use` is at most the
+    /// number of releases: never over the truth, and exact whenever no acquisition is between
+    /// its CAS and its count. The maximum over every snapshot (each also at most the truth of
+    /// its time, and releases only grow) makes the figure monotonic.
+    fn released(&self) -> (u64, u64, u64) {
+        let acquired = self.acquired.load(Ordering::Acquire);
+        let state = self.state.load(Ordering::Acquire);
+        let derived = acquired.saturating_sub(in_use_of(state));
+        let seen = self.released_seen.fetch_max(derived, Ordering::Relaxed);
+        (acquired, derived.max(seen), state)
     }
 
     /// Clears the waiter flag, then wakes every registered task outside the lock.
@@ -199,7 +222,7 @@ impl SharedLimit {
                 state: AtomicU64::new(slots::new(config.max())),
                 peak: AtomicUsize::new(0),
                 acquired: AtomicU64::new(0),
-                released: AtomicU64::new(0),
+                released_seen: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 shed: AtomicU64::new(0),
                 waiting: AtomicUsize::new(0),
@@ -225,6 +248,42 @@ impl SharedLimit {
         let _ = now;
         if self.inner.acquire().is_some() {
             Ok(self.guard())
+        } else {
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+            Err(Rejected {
+                reason: self.inner.config.overflow(),
+                retry_at: None,
+            })
+        }
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a permit that lives no longer than this handle:
+    /// the [`LimitRef`] borrows the limit instead of holding an `Arc` of it, so taking and
+    /// dropping it costs no reference-count updates (two atomic read-modify-writes less).
+    /// Counts, wake-ups and rules are the same as `try_acquire`'s.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire): [`Rejected<Overflow>`](Rejected) when full.
+    ///
+    /// ```
+    /// use keel_core::limit::LimitConfig;
+    /// use keel_core::sync::limit::SharedLimit;
+    /// use keel_core::Instant;
+    ///
+    /// let limit = SharedLimit::new(LimitConfig::builder().max(1).build()?);
+    /// {
+    ///     let _slot = limit.try_acquire_ref(Instant::ZERO).expect("free");
+    ///     assert!(limit.try_acquire_ref(Instant::ZERO).is_err()); // full while it lives
+    /// }
+    /// assert_eq!((limit.in_use(), limit.stats().released), (0, 1));
+    /// # Ok::<(), keel_core::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn try_acquire_ref(&self, now: Instant) -> Result<LimitRef<'_>, Rejected<Overflow>> {
+        let _ = now;
+        if self.inner.acquire().is_some() {
+            Ok(LimitRef { inner: &self.inner })
         } else {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
             Err(Rejected {
@@ -356,15 +415,19 @@ impl SharedLimit {
 
     /// A snapshot of the counters. Each field is read atomically; the snapshot as a whole is
     /// not one instant, except that `peak >= in_use` always holds in it.
+    ///
+    /// `released` is derived (`acquired - in_use`, see the module docs): exact whenever no
+    /// acquisition is in flight, otherwise at most a few behind, never ahead of the releases
+    /// made and never lower than an earlier snapshot's.
     pub fn stats(&self) -> LimitStats {
-        let state = self.inner.state.load(Ordering::Acquire);
+        let (acquired, released, state) = self.inner.released();
         let in_use = to_usize(in_use_of(state));
         LimitStats {
             max: to_usize(max_of(state)),
             in_use,
             peak: self.inner.peak.load(Ordering::Relaxed).max(in_use),
-            acquired: self.inner.acquired.load(Ordering::Relaxed),
-            released: self.inner.released.load(Ordering::Relaxed),
+            acquired,
+            released,
             rejected: self.inner.rejected.load(Ordering::Relaxed),
             waiting: self.inner.waiting.load(Ordering::Relaxed),
             shed: self.inner.shed.load(Ordering::Relaxed),
@@ -407,6 +470,31 @@ impl fmt::Debug for LimitGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.inner.state.load(Ordering::Acquire);
         f.debug_struct("LimitGuard")
+            .field("in_use", &in_use_of(state))
+            .field("max", &max_of(state))
+            .finish()
+    }
+}
+
+/// One slot of a [`SharedLimit`], borrowed from it (see [`SharedLimit::try_acquire_ref`]):
+/// [`LimitGuard`] without the `Arc`, for a permit held within the scope that holds the limit.
+/// Dropping it releases the slot and wakes the waiting acquirer.
+#[must_use = "dropping a guard releases its slot at once"]
+pub struct LimitRef<'a> {
+    inner: &'a Inner,
+}
+
+impl Drop for LimitRef<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+impl fmt::Debug for LimitRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.load(Ordering::Acquire);
+        f.debug_struct("LimitRef")
             .field("in_use", &in_use_of(state))
             .field("max", &max_of(state))
             .finish()

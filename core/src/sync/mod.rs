@@ -30,4 +30,4 @@ mod waitlist;
 #[cfg(feature = "std")]
 mod wakers;
 
-pub use limit::{LimitGuard, Permit, SharedLimit};
+pub use limit::{LimitGuard, LimitRef, Permit, SharedLimit};
