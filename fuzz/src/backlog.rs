@@ -82,13 +82,20 @@ impl Harness {
     fn acquire(&mut self, now: Instant, p: Priority) -> bool {
         let before = self.b.depth();
         let got = self.b.try_acquire(now, p);
-        assert_eq!(got, self.model.try_acquire(now, p), "{p:?} disagrees with the model");
+        assert_eq!(
+            got,
+            self.model.try_acquire(now, p),
+            "{p:?} disagrees with the model"
+        );
         if got.is_ok() {
             let bound = match p {
                 Priority::Normal => self.b.config().high(),
                 Priority::Critical => self.b.config().critical_bound(),
             };
-            assert!(before < bound && self.b.depth() <= bound, "an admission broke the bound");
+            assert!(
+                before < bound && self.b.depth() <= bound,
+                "an admission broke the bound"
+            );
         }
         got.is_ok()
     }
@@ -138,14 +145,21 @@ impl Harness {
                 self.b.handle_timeout(now);
                 self.model.handle_timeout(now);
                 if let Some(next) = self.b.poll_timeout() {
-                    assert!(next > clock.newest(), "poll_timeout after handle_timeout is not later");
+                    assert!(
+                        next > clock.newest(),
+                        "poll_timeout after handle_timeout is not later"
+                    );
                 }
             }
         }
         assert_eq!(self.b.depth(), self.model.depth(), "the estimate disagrees");
         assert_eq!(self.b.is_full(), self.model.is_full(), "full disagrees");
         assert_eq!(self.b.is_stale(), self.model.is_stale(), "stale disagrees");
-        assert_eq!(self.b.poll_timeout(), self.model.poll_timeout(), "the timer disagrees");
+        assert_eq!(
+            self.b.poll_timeout(),
+            self.model.poll_timeout(),
+            "the timer disagrees"
+        );
         assert_eq!(
             self.b.drain_rate_milli(),
             self.model.drain_rate_milli(),
@@ -155,12 +169,20 @@ impl Harness {
         assert_eq!(events, self.model.take_events(), "the events disagree");
         let s = self.b.stats();
         assert_eq!(
-            (s.admitted, s.admitted_critical, s.refused_full, s.refused_stale),
+            (
+                s.admitted,
+                s.admitted_critical,
+                s.refused_full,
+                s.refused_stale
+            ),
             self.model.totals(),
             "the counters disagree"
         );
         assert_eq!(s.full_transitions, self.model.full_transitions());
-        assert_eq!(s.events_dropped, 0, "events polled after every step were dropped");
+        assert_eq!(
+            s.events_dropped, 0,
+            "events polled after every step were dropped"
+        );
     }
 
     /// Nothing more to check at the end.

@@ -80,15 +80,25 @@ impl Harness {
                 self.d.handle_timeout(now);
                 self.model.handle_timeout(now);
                 if let Some(next) = self.d.poll_timeout() {
-                    assert!(next > clock.newest(), "poll_timeout after handle_timeout is not later");
+                    assert!(
+                        next > clock.newest(),
+                        "poll_timeout after handle_timeout is not later"
+                    );
                 }
             }
             Op::Poll => assert_eq!(self.d.poll_event(), self.model.poll_event()),
         }
-        assert_eq!(self.d.poll_timeout(), self.model.poll_timeout(), "the timer disagrees");
+        assert_eq!(
+            self.d.poll_timeout(),
+            self.model.poll_timeout(),
+            "the timer disagrees"
+        );
         let s = self.d.stats();
         assert_eq!(s.leaked_total, self.model.leaked_total());
-        assert_eq!((s.outstanding, s.outstanding_leaked), self.model.outstanding());
+        assert_eq!(
+            (s.outstanding, s.outstanding_leaked),
+            self.model.outstanding()
+        );
         assert_eq!(
             s.acquired,
             s.released + s.leaked_total + (s.outstanding - s.outstanding_leaked),
