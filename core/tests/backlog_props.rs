@@ -6,6 +6,9 @@
 // The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
 #![cfg(not(keel_no_testkit))]
 
+#[path = "support/props.rs"]
+mod props;
+
 use core::time::Duration;
 
 use keel_core::backlog::{Backlog, BacklogConfig, Priority};
@@ -67,7 +70,7 @@ fn config() -> impl Strategy<Value = BacklogConfig> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(props::config(256, "proptest-regressions/backlog_props.txt"))]
 
     #[test]
     fn backlog_matches_the_reference_model_and_keeps_the_bound(

@@ -6,6 +6,9 @@
 // The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
 #![cfg(not(keel_no_testkit))]
 
+#[path = "support/props.rs"]
+mod props;
+
 use core::time::Duration;
 
 use keel_core::leak::{LeakConfig, LeakDetector};
@@ -35,7 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(props::config(256, "proptest-regressions/leak_props.txt"))]
 
     #[test]
     fn leak_detector_matches_the_reference_model_and_loses_no_permit(
