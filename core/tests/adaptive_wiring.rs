@@ -33,7 +33,7 @@ fn bulkhead(max: usize, queue: usize) -> SharedBulkhead {
 #[test]
 fn growing_a_shared_bulkhead_admits_the_oldest_waiters_and_shrinking_revokes_nothing() {
     let bh = bulkhead(1, 8);
-    let held = bh.try_acquire().expect("a free slot");
+    let held = bh.try_acquire(Instant::ZERO).expect("a free slot");
     let Acquire::Wait(mut first) = bh.acquire(Instant::ZERO) else {
         panic!("queued")
     };
@@ -71,7 +71,7 @@ fn growing_a_shared_bulkhead_admits_the_oldest_waiters_and_shrinking_revokes_not
     let Poll::Ready(Ok(_c)) = third.poll(&mut cx, now) else {
         panic!("admitted once in flight is below the bound")
     };
-    assert_eq!(bh.try_acquire().unwrap_err().reason, RejectReason::Full);
+    assert_eq!(bh.try_acquire(Instant::ZERO).unwrap_err().reason, RejectReason::Full);
 }
 
 fn config(initial: u32) -> AdaptiveConfig {
