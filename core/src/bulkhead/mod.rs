@@ -76,12 +76,22 @@
 use core::fmt;
 use core::time::Duration;
 
+mod codel;
 mod engine;
 
 use crate::error::ConfigError;
 use crate::ring::EventRing;
 use crate::time::Instant;
-pub(crate) use engine::{Engine, WaitQueue};
+pub use codel::{Criticality, QueueDiscipline, DEFAULT_CODEL_INTERVAL, DEFAULT_CODEL_TARGET};
+pub(crate) use engine::{Engine, WaitQueue, Waiting};
+
+/// Default [`BulkheadConfigBuilder::reserved_critical_percent`]: 0, so a bulkhead whose callers
+/// never name a class keeps every slot for them (behaviour unchanged).
+pub const DEFAULT_RESERVED_CRITICAL_PERCENT: u8 = 0;
+/// Default [`BulkheadConfigBuilder::sheddable_headroom_percent`]: 20 (sheddable work runs
+/// only while fewer than 80 % of the slots are taken). It binds only calls tagged
+/// [`Criticality::Sheddable`].
+pub const DEFAULT_SHEDDABLE_HEADROOM_PERCENT: u8 = 20;
 
 /// Default `max_concurrent`: 25, Resilience4j's `maxConcurrentCalls`.
 pub const DEFAULT_MAX_CONCURRENT: usize = 25;
@@ -92,6 +102,9 @@ pub struct BulkheadConfig {
     max_concurrent: usize,
     max_queue: usize,
     max_wait: Duration,
+    reserved_critical_percent: u8,
+    sheddable_headroom_percent: u8,
+    queue_discipline: QueueDiscipline,
 }
 
 impl BulkheadConfig {
@@ -101,6 +114,9 @@ impl BulkheadConfig {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             max_queue: 0,
             max_wait: Duration::ZERO,
+            reserved_critical_percent: DEFAULT_RESERVED_CRITICAL_PERCENT,
+            sheddable_headroom_percent: DEFAULT_SHEDDABLE_HEADROOM_PERCENT,
+            queue_discipline: QueueDiscipline::Fifo,
         }
     }
 
@@ -121,6 +137,24 @@ impl BulkheadConfig {
     pub const fn max_wait(&self) -> Duration {
         self.max_wait
     }
+
+    /// The share of the slots only [`Criticality::Critical`] calls may take, in percent.
+    #[must_use]
+    pub const fn reserved_critical_percent(&self) -> u8 {
+        self.reserved_critical_percent
+    }
+
+    /// The share of the slots [`Criticality::Sheddable`] calls may not take, in percent.
+    #[must_use]
+    pub const fn sheddable_headroom_percent(&self) -> u8 {
+        self.sheddable_headroom_percent
+    }
+
+    /// The order the queue is served in.
+    #[must_use]
+    pub const fn queue_discipline(&self) -> QueueDiscipline {
+        self.queue_discipline
+    }
 }
 
 impl Default for BulkheadConfig {
@@ -129,6 +163,9 @@ impl Default for BulkheadConfig {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             max_queue: 0,
             max_wait: Duration::ZERO,
+            reserved_critical_percent: DEFAULT_RESERVED_CRITICAL_PERCENT,
+            sheddable_headroom_percent: DEFAULT_SHEDDABLE_HEADROOM_PERCENT,
+            queue_discipline: QueueDiscipline::Fifo,
         }
     }
 }
@@ -140,6 +177,9 @@ pub struct BulkheadConfigBuilder {
     max_concurrent: usize,
     max_queue: usize,
     max_wait: Duration,
+    reserved_critical_percent: u8,
+    sheddable_headroom_percent: u8,
+    queue_discipline: QueueDiscipline,
 }
 
 impl BulkheadConfigBuilder {
@@ -162,13 +202,46 @@ impl BulkheadConfigBuilder {
         self
     }
 
+    /// The share of the slots, in percent of `max_concurrent` (rounded down), that only
+    /// [`Criticality::Critical`] calls may take: default work stops at `max_concurrent -
+    /// reserved` (at least one slot). Default 0 ([`DEFAULT_RESERVED_CRITICAL_PERCENT`]); must be
+    /// below 100. Google SRE's criticality and Netflix concurrency-limits' partitions reserve
+    /// capacity for the traffic that matters most; how much is the service's to say (the
+    /// `adaptive-sim` priorities scenario uses 10).
+    pub const fn reserved_critical_percent(mut self, percent: u8) -> Self {
+        self.reserved_critical_percent = percent;
+        self
+    }
+
+    /// The share of the slots, in percent of `max_concurrent`, that [`Criticality::Sheddable`]
+    /// calls may not take: they run only while fewer than `max_concurrent × (100 − headroom) /
+    /// 100` (rounded down, at least 1, at most default work's share) slots are taken, so
+    /// sheddable work is the first shed as load rises (the lower watermark of Envoy's overload
+    /// manager and Uber Cinnamon's priority shedding). Default 20
+    /// ([`DEFAULT_SHEDDABLE_HEADROOM_PERCENT`]); must be below 100.
+    pub const fn sheddable_headroom_percent(mut self, percent: u8) -> Self {
+        self.sheddable_headroom_percent = percent;
+        self
+    }
+
+    /// The order the queue is served in (default [`QueueDiscipline::Fifo`]); see
+    /// [`QueueDiscipline::AdaptiveLifo`] for Facebook's adaptive LIFO with CoDel.
+    pub const fn queue_discipline(mut self, discipline: QueueDiscipline) -> Self {
+        self.queue_discipline = discipline;
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// # Errors
     ///
     /// - [`ConfigError::Zero`] for `max_concurrent == 0` (nothing could ever run).
     /// - [`ConfigError::Conflict`] for a queue with a zero `max_wait` (every waiter would be shed
-    ///   the moment it queued).
+    ///   the moment it queued), and for [`QueueDiscipline::AdaptiveLifo`] without a queue.
+    /// - [`ConfigError::OutOfRange`] for `reserved_critical_percent` or
+    ///   `sheddable_headroom_percent` of 100 or more.
+    /// - [`ConfigError::Zero`] for a zero CoDel `target` or `interval`, and
+    ///   [`ConfigError::InvertedRange`] for a `target` above the `interval`.
     pub const fn build(self) -> Result<BulkheadConfig, ConfigError> {
         if self.max_concurrent == 0 {
             return Err(ConfigError::Zero {
@@ -182,10 +255,50 @@ impl BulkheadConfigBuilder {
                 hint: "a wait queue needs a positive max_wait; use max_queue(0) to shed at once",
             });
         }
+        if self.reserved_critical_percent >= 100 {
+            return Err(ConfigError::OutOfRange {
+                field: "reserved_critical_percent",
+                expected: "a percentage below 100 (default work needs a share of the slots)",
+            });
+        }
+        if self.sheddable_headroom_percent >= 100 {
+            return Err(ConfigError::OutOfRange {
+                field: "sheddable_headroom_percent",
+                expected: "a percentage below 100",
+            });
+        }
+        if let QueueDiscipline::AdaptiveLifo { target, interval } = self.queue_discipline {
+            if self.max_queue == 0 {
+                return Err(ConfigError::Conflict {
+                    field: "queue_discipline",
+                    other: "max_queue",
+                    hint: "adaptive LIFO orders a queue: set max_queue (and max_wait), or use Fifo",
+                });
+            }
+            if target.is_zero() {
+                return Err(ConfigError::Zero {
+                    field: "codel_target",
+                });
+            }
+            if interval.is_zero() {
+                return Err(ConfigError::Zero {
+                    field: "codel_interval",
+                });
+            }
+            if target.as_nanos() > interval.as_nanos() {
+                return Err(ConfigError::InvertedRange {
+                    min: "codel_target",
+                    max: "codel_interval",
+                });
+            }
+        }
         Ok(BulkheadConfig {
             max_concurrent: self.max_concurrent,
             max_queue: self.max_queue,
             max_wait: self.max_wait,
+            reserved_critical_percent: self.reserved_critical_percent,
+            sheddable_headroom_percent: self.sheddable_headroom_percent,
+            queue_discipline: self.queue_discipline,
         })
     }
 }
@@ -228,6 +341,20 @@ pub enum RejectReason {
     /// An acquire future was polled again after it had resolved (a caller bug): the slot, if
     /// it got one, was handed over by the first `Ready`.
     AlreadyCompleted,
+    /// A call of `class` was shed to keep room for more critical work: the slots left are
+    /// reserved for more important classes (`reserved_critical_percent`,
+    /// `sheddable_headroom_percent`), or, queued, it was pushed out of a full queue by a more
+    /// important call.
+    Priority {
+        /// The class that was shed.
+        class: Criticality,
+    },
+    /// A queued call of `class` was shed by adaptive LIFO + CoDel: the queue was standing and
+    /// the call had queued for the CoDel target ([`QueueDiscipline::AdaptiveLifo`]).
+    QueueDelay {
+        /// The class that was shed (never [`Criticality::Critical`]).
+        class: Criticality,
+    },
 }
 
 impl RejectReason {
@@ -239,24 +366,38 @@ impl RejectReason {
             RejectReason::QueueFull => "queue_full",
             RejectReason::WaitedTooLong => "waited_too_long",
             RejectReason::AlreadyCompleted => "already_completed",
+            RejectReason::Priority { .. } => "priority",
+            RejectReason::QueueDelay { .. } => "queue_delay",
         }
     }
 }
 
 impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RejectReason::Full => {
-                "bulkhead full: every slot is in use; raise max_concurrent or add a queue"
+        match self {
+            RejectReason::Full => f.write_str(
+                "bulkhead full: every slot is in use; raise max_concurrent or add a queue",
+            ),
+            RejectReason::QueueFull => {
+                f.write_str("bulkhead queue full: raise max_queue or max_concurrent")
             }
-            RejectReason::QueueFull => "bulkhead queue full: raise max_queue or max_concurrent",
-            RejectReason::WaitedTooLong => {
-                "waited max_wait for a bulkhead slot; raise max_wait or max_concurrent"
-            }
-            RejectReason::AlreadyCompleted => {
-                "the bulkhead acquire future was polled after it completed; poll it until Ready only"
-            }
-        })
+            RejectReason::WaitedTooLong => f.write_str(
+                "waited max_wait for a bulkhead slot; raise max_wait or max_concurrent",
+            ),
+            RejectReason::AlreadyCompleted => f.write_str(
+                "the bulkhead acquire future was polled after it completed; poll it until Ready only",
+            ),
+            RejectReason::Priority { class } => write!(
+                f,
+                "bulkhead shed {class} work to keep room for more critical calls; raise \
+                 max_concurrent or lower reserved_critical_percent / sheddable_headroom_percent"
+            ),
+            RejectReason::QueueDelay { class } => write!(
+                f,
+                "bulkhead shed queued {class} work: the queue stood above the CoDel target; \
+                 raise max_concurrent or the CoDel target"
+            ),
+        }
     }
 }
 
@@ -322,6 +463,27 @@ pub enum BulkheadEvent {
         /// The waiter.
         waiter: WaiterId,
     },
+    /// A waiter was shed before its deadline: pushed out of a full queue by a more important
+    /// call ([`RejectReason::Priority`]) or by adaptive LIFO + CoDel
+    /// ([`RejectReason::QueueDelay`]).
+    Shed {
+        /// The waiter.
+        waiter: WaiterId,
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+/// One class's counters in [`BulkheadStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ClassStats {
+    /// Permits issued to the class (at once or by promotion).
+    pub admitted: u64,
+    /// Calls of the class that had to wait in the queue.
+    pub queued: u64,
+    /// Calls of the class shed, whatever the reason.
+    pub shed: u64,
 }
 
 /// Counters since the machine was created. See [`FifoSemaphore::stats`].
@@ -340,6 +502,10 @@ pub struct BulkheadStats {
     pub shed_queue_full: u64,
     /// Waiters shed because they waited `max_wait`.
     pub shed_timeout: u64,
+    /// Calls shed to keep room for more critical work ([`RejectReason::Priority`]).
+    pub shed_priority: u64,
+    /// Waiters shed by adaptive LIFO + CoDel ([`RejectReason::QueueDelay`]).
+    pub shed_queue_delay: u64,
     /// Waiters that gave up ([`FifoSemaphore::on_cancel`]).
     pub cancelled: u64,
     /// Permits out now.
@@ -352,6 +518,12 @@ pub struct BulkheadStats {
     pub peak_queue: usize,
     /// Events dropped because [`FifoSemaphore::poll_event`] was not called often enough.
     pub events_dropped: u64,
+    /// [`Criticality::Critical`] calls.
+    pub critical: ClassStats,
+    /// [`Criticality::Default`] calls (every call admitted without a class).
+    pub default: ClassStats,
+    /// [`Criticality::Sheddable`] calls.
+    pub sheddable: ClassStats,
 }
 
 impl BulkheadStats {
@@ -361,24 +533,31 @@ impl BulkheadStats {
         self.shed_full
             .saturating_add(self.shed_queue_full)
             .saturating_add(self.shed_timeout)
+            .saturating_add(self.shed_priority)
+            .saturating_add(self.shed_queue_delay)
+    }
+
+    /// The counters of one class.
+    #[must_use]
+    pub const fn class(&self, class: Criticality) -> ClassStats {
+        match class {
+            Criticality::Critical => self.critical,
+            Criticality::Default => self.default,
+            Criticality::Sheddable => self.sheddable,
+        }
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Slot {
-    id: WaiterId,
-    deadline: Instant,
-}
-
-const EMPTY_SLOT: Slot = Slot {
+const EMPTY_SLOT: Waiting = Waiting {
     id: WaiterId(0),
     deadline: Instant::ZERO,
+    enqueued: Instant::ZERO,
 };
 
-/// A fixed ring of `N` waiters.
+/// A fixed ring of `N` waiters (one class).
 #[derive(Clone, Debug)]
 struct Ring<const N: usize> {
-    slots: [Slot; N],
+    slots: [Waiting; N],
     head: usize,
     len: usize,
 }
@@ -397,57 +576,107 @@ impl<const N: usize> Ring<N> {
         self.head.wrapping_add(offset).checked_rem(N).unwrap_or(0)
     }
 
-    fn get(&self, offset: usize) -> Option<Slot> {
+    fn get(&self, offset: usize) -> Option<Waiting> {
         if offset >= self.len {
             return None;
         }
         self.slots.get(self.index(offset)).copied()
     }
-}
 
-impl<const N: usize> WaitQueue for Ring<N> {
-    type Payload = ();
-    /// The fixed ring is searched by id: `N` is a compile-time bound, the `&mut` form's
-    /// queue is small by construction (the shared form's queue removes in O(1)).
-    type Handle = WaiterId;
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn front(&self) -> Option<(WaiterId, Instant)> {
-        self.get(0).map(|s| (s.id, s.deadline))
-    }
-
-    fn push_back(&mut self, id: WaiterId, deadline: Instant, (): ()) -> Result<WaiterId, ()> {
+    fn push_back(&mut self, w: Waiting) -> Result<(), ()> {
         if self.len >= N {
             return Err(());
         }
         let i = self.index(self.len);
         let slot = self.slots.get_mut(i).ok_or(())?;
-        *slot = Slot { id, deadline };
+        *slot = w;
         self.len += 1;
-        Ok(id)
+        Ok(())
     }
 
-    fn pop_front(&mut self) -> Option<(WaiterId, WaiterId, ())> {
+    fn pop_front(&mut self) -> Option<Waiting> {
         let front = self.get(0)?;
         self.head = self.index(1);
         self.len -= 1;
-        Some((front.id, front.id, ()))
+        Some(front)
     }
 
-    fn remove(&mut self, id: WaiterId) -> Option<()> {
-        let pos = (0..self.len).find(|&k| self.get(k).is_some_and(|s| s.id == id))?;
+    fn pop_back(&mut self) -> Option<Waiting> {
+        let back = self.get(self.len.checked_sub(1)?)?;
+        self.len -= 1;
+        Some(back)
+    }
+
+    fn remove(&mut self, id: WaiterId) -> bool {
+        let Some(pos) = (0..self.len).find(|&k| self.get(k).is_some_and(|s| s.id == id)) else {
+            return false;
+        };
         for k in pos..self.len.saturating_sub(1) {
-            let next = self.get(k + 1)?;
+            let Some(next) = self.get(k + 1) else {
+                return false;
+            };
             let i = self.index(k);
             if let Some(slot) = self.slots.get_mut(i) {
                 *slot = next;
             }
         }
         self.len -= 1;
-        Some(())
+        true
+    }
+}
+
+/// One ring per [`Criticality`], indexed by [`Criticality::index`].
+#[derive(Clone, Debug)]
+struct Rings<const N: usize>([Ring<N>; 3]);
+
+impl<const N: usize> Rings<N> {
+    fn ring(&self, class: Criticality) -> Option<&Ring<N>> {
+        self.0.get(class.index())
+    }
+
+    fn ring_mut(&mut self, class: Criticality) -> Option<&mut Ring<N>> {
+        self.0.get_mut(class.index())
+    }
+}
+
+impl<const N: usize> WaitQueue for Rings<N> {
+    type Payload = ();
+    /// The fixed rings are searched by id: `N` is a compile-time bound, the `&mut` form's
+    /// queue is small by construction (the shared form's queue removes in O(1)).
+    type Handle = WaiterId;
+
+    fn len(&self) -> usize {
+        self.0.iter().map(|r| r.len).sum()
+    }
+
+    fn class_len(&self, class: Criticality) -> usize {
+        self.ring(class).map_or(0, |r| r.len)
+    }
+
+    fn front(&self, class: Criticality) -> Option<Waiting> {
+        self.ring(class)?.get(0)
+    }
+
+    fn push_back(&mut self, class: Criticality, w: Waiting, (): ()) -> Result<WaiterId, ()> {
+        // The bound is on the total: each ring has room for all `N`.
+        if self.len() >= N {
+            return Err(());
+        }
+        self.ring_mut(class).ok_or(())?.push_back(w).map(|()| w.id)
+    }
+
+    fn pop_front(&mut self, class: Criticality) -> Option<(Waiting, WaiterId, ())> {
+        let w = self.ring_mut(class)?.pop_front()?;
+        Some((w, w.id, ()))
+    }
+
+    fn pop_back(&mut self, class: Criticality) -> Option<(Waiting, WaiterId, ())> {
+        let w = self.ring_mut(class)?.pop_back()?;
+        Some((w, w.id, ()))
+    }
+
+    fn remove(&mut self, id: WaiterId) -> Option<()> {
+        self.0.iter_mut().any(|r| r.remove(id)).then_some(())
     }
 }
 
@@ -483,7 +712,7 @@ impl<const N: usize> WaitQueue for Ring<N> {
 #[derive(Clone, Debug)]
 pub struct FifoSemaphore<const QUEUE: usize = 0> {
     engine: Engine,
-    queue: Ring<QUEUE>,
+    queue: Rings<QUEUE>,
     events: EventRing<BulkheadEvent, QUEUE>,
 }
 
@@ -493,12 +722,13 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
     pub fn new(config: BulkheadConfig, now: Instant) -> Self {
         FifoSemaphore {
             engine: Engine::new(config, QUEUE, now),
-            queue: Ring::new(),
+            queue: Rings([Ring::new(), Ring::new(), Ring::new()]),
             events: EventRing::new(),
         }
     }
 
-    /// The configuration.
+    /// The configuration (with the current `max_concurrent`, see
+    /// [`set_max_concurrent`](Self::set_max_concurrent)).
     #[must_use]
     pub fn config(&self) -> &BulkheadConfig {
         self.engine.config()
@@ -516,10 +746,17 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
         self.engine.stats.in_flight
     }
 
-    /// Waiters queued now (expired waiters leave at the next input).
+    /// Waiters queued now, every class (expired waiters leave at the next input).
     #[must_use]
     pub fn queue_len(&self) -> usize {
-        self.queue.len
+        self.queue.len()
+    }
+
+    /// The most calls of `class` that may run at once: `max_concurrent` for critical work,
+    /// less the reserved share for default work, the sheddable watermark for sheddable work.
+    #[must_use]
+    pub fn class_limit(&self, class: Criticality) -> usize {
+        self.engine.cap(class)
     }
 
     /// Counters.
@@ -529,10 +766,35 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
     }
 
     /// A call wants a slot and may wait for one: admitted, queued or rejected (see
-    /// [`Admission`]).
+    /// [`Admission`]). The call is [`Criticality::Default`]; see
+    /// [`acquire_with`](Self::acquire_with).
     pub fn acquire(&mut self, now: Instant) -> Admission {
+        self.acquire_with(now, Criticality::Default)
+    }
+
+    /// [`acquire`](Self::acquire) for a call of `class`: it runs only below its class's
+    /// limit ([`class_limit`](Self::class_limit)) and never ahead of a queued waiter of the same
+    /// or a more important class; queued, it is promoted before every less important waiter;
+    /// with the queue full it pushes out the oldest waiter of the least important class below
+    /// its own ([`BulkheadEvent::Shed`] with [`RejectReason::Priority`]).
+    pub fn acquire_with(&mut self, now: Instant, class: Criticality) -> Admission {
         let now = self.expire(now);
-        match self.engine.request(now, &mut self.queue, ()) {
+        let FifoSemaphore {
+            engine,
+            queue,
+            events,
+        } = self;
+        let mut dropped = 0u64;
+        let decision = engine.request(now, queue, class, (), |waiter, _, (), reason| {
+            if events
+                .push(BulkheadEvent::Shed { waiter, reason })
+                .is_some()
+            {
+                dropped += 1;
+            }
+        });
+        engine.count_dropped_events(dropped);
+        match decision {
             Ok(None) => Admission::Admitted(BulkheadPermit { _private: () }),
             Ok(Some((waiter, _, deadline))) => Admission::Queued {
                 waiter,
@@ -545,20 +807,33 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
     /// A call wants a slot but will not wait: admitted, or rejected with
     /// [`RejectReason::Full`] (and no `retry_at`: a slot frees when a call ends). Queued
     /// waiters keep their place (a free slot with waiters queued cannot happen: releases
-    /// promote them).
+    /// promote them). The call is [`Criticality::Default`]; see
+    /// [`try_acquire_with`](Self::try_acquire_with).
     pub fn try_acquire(&mut self, now: Instant) -> Result<BulkheadPermit, BulkheadRejected> {
+        self.try_acquire_with(now, Criticality::Default)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a call of `class`: rejected with
+    /// [`RejectReason::Priority`] when the slots left are reserved for more important work.
+    pub fn try_acquire_with(
+        &mut self,
+        now: Instant,
+        class: Criticality,
+    ) -> Result<BulkheadPermit, BulkheadRejected> {
         let _ = self.expire(now);
         self.engine
-            .try_admit(&self.queue)
+            .try_admit(&self.queue, class)
             .map(|()| BulkheadPermit { _private: () })
             .map_err(rejected)
     }
 
-    /// A call ended: its slot goes to the oldest waiter whose deadline has not come, if any.
+    /// A call ended: its slot goes to a waiter of the most important class queued whose
+    /// deadline has not come, if its class's limit allows (the oldest, or the newest while an
+    /// adaptive-LIFO queue is standing).
     pub fn on_release(&mut self, now: Instant, permit: BulkheadPermit) -> Release {
         let _ = permit;
-        let _ = self.expire(now);
-        match self.engine.release(&mut self.queue) {
+        let now = self.expire(now);
+        match self.engine.release(now, &mut self.queue) {
             Some((waiter, _, ())) => {
                 self.push_event(BulkheadEvent::Promoted { waiter });
                 Release::Promoted {
@@ -570,6 +845,25 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
         }
     }
 
+    /// Changes `max_concurrent` (an adaptive limit drives it; at least 1, a zero is read as
+    /// 1). Shrinking never takes a permit back: calls running beyond the new limit finish and
+    /// their slots are not reused. Growing makes room for waiters: call
+    /// [`promote`](Self::promote) until it returns `None`.
+    pub fn set_max_concurrent(&mut self, now: Instant, max_concurrent: usize) {
+        let _ = self.expire(now);
+        self.engine.set_max_concurrent(max_concurrent);
+    }
+
+    /// Gives a free slot to a waiter, as [`on_release`](Self::on_release) would, if one may
+    /// take it (after [`set_max_concurrent`](Self::set_max_concurrent) grew the limit);
+    /// `None` when nobody waits or there is no room.
+    pub fn promote(&mut self, now: Instant) -> Option<(WaiterId, BulkheadPermit)> {
+        let now = self.expire(now);
+        let (waiter, _, ()) = self.engine.promote(now, &mut self.queue)?;
+        self.push_event(BulkheadEvent::Promoted { waiter });
+        Some((waiter, BulkheadPermit { _private: () }))
+    }
+
     /// A waiter gave up. Returns `true` if it was still queued (`false`: it was already
     /// promoted, expired or cancelled, or never existed).
     #[must_use]
@@ -578,19 +872,18 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
         self.engine.cancel(&mut self.queue, waiter).is_some()
     }
 
-    /// Expires the waiters whose deadline is at or before `now`. Early calls are no-ops.
+    /// Expires the waiters whose deadline is at or before `now` (and, with adaptive LIFO, sheds
+    /// the stale ones of a standing queue). Early calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         let _ = self.expire(now);
     }
 
-    /// The earliest waiter deadline; `None` when nobody waits, or when the oldest waiter waits
-    /// for ever (its deadline reached the end of the clock; deadlines are in FIFO order, so
-    /// every later waiter's did too).
+    /// When a waiter is next shed: the earliest deadline, or with adaptive LIFO the instant a
+    /// standing queue's oldest non-critical waiter reaches the CoDel target. `None` when nobody
+    /// waits, or when no waiter's deadline can come (a deadline at the end of the clock).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.queue
-            .front()
-            .and_then(|(_, deadline)| crate::time::never_at_the_end(deadline))
+        self.engine.poll_timeout(&self.queue)
     }
 
     /// The next event, oldest first.
@@ -607,8 +900,12 @@ impl<const QUEUE: usize> FifoSemaphore<QUEUE> {
             events,
         } = self;
         let mut dropped = 0u64;
-        engine.expire(now, queue, |waiter, _, ()| {
-            if events.push(BulkheadEvent::Expired { waiter }).is_some() {
+        engine.expire(now, queue, |waiter, _, (), reason| {
+            let ev = match reason {
+                RejectReason::WaitedTooLong => BulkheadEvent::Expired { waiter },
+                reason => BulkheadEvent::Shed { waiter, reason },
+            };
+            if events.push(ev).is_some() {
                 dropped += 1;
             }
         });
