@@ -24,7 +24,9 @@
 //! - Every promotion from the queue is a CoDel dequeue. In FIFO mode its sojourn arms or
 //!   disarms `first_above_time` exactly as CoDel does. In LIFO mode the promoted waiter is the
 //!   newest, whose short sojourn says nothing about the queue, so it does not disarm it; only
-//!   the queue running empty does (Facebook's "not empty for the last N ms").
+//!   the queue being empty when a slot frees does (CoDel's "queue empty at dequeue", Facebook's
+//!   "not empty for the last N ms"). A queue emptied by shedding or cancellation is not idle:
+//!   it stays standing until a slot frees with nobody waiting.
 //! - The queue is *standing* at `now` when `first_above_time <= now`: from then on promotion is
 //!   LIFO and a queued [`Criticality::Default`] or [`Criticality::Sheddable`] waiter whose
 //!   sojourn reaches `target` is shed ([`RejectReason::QueueDelay`](super::RejectReason)), at

@@ -137,14 +137,6 @@ impl Engine {
         c.shed = c.shed.saturating_add(1);
     }
 
-    /// The class a popped waiter belonged to is known to the caller; the queue may have run
-    /// empty: CoDel's queue is healthy again.
-    fn settle<Q: WaitQueue>(&mut self, q: &Q) {
-        if q.len() == 0 {
-            self.codel.on_empty();
-        }
-    }
-
     /// Sheds every waiter whose deadline is at or before `now`, then (adaptive LIFO, queue
     /// standing) every non-critical waiter that has queued for `target`.
     pub(crate) fn expire<Q: WaitQueue>(
@@ -185,7 +177,6 @@ impl Engine {
                 }
             }
         }
-        self.settle(q);
     }
 
     /// When [`expire`](Self::expire) next has work: the earliest deadline, and with adaptive
@@ -323,7 +314,6 @@ impl Engine {
         };
         let Ok(handle) = q.push_back(class, waiting, payload) else {
             self.count_shed(class, RejectReason::QueueFull);
-            self.settle(q);
             return Err(RejectReason::QueueFull);
         };
         self.next_waiter = self.next_waiter.saturating_add(1);
@@ -346,15 +336,22 @@ impl Engine {
     }
 
     /// Gives a free slot to the most important class queued, if its cap allows: its oldest
-    /// waiter (FIFO), or its newest while the queue is standing (adaptive LIFO).
+    /// waiter (FIFO), or its newest while the queue is standing (adaptive LIFO). A free slot
+    /// that finds the queue empty is CoDel's "queue empty at dequeue": the queue is healthy.
     pub(crate) fn promote<Q: WaitQueue>(
         &mut self,
         now: Instant,
         q: &mut Q,
     ) -> Option<(WaiterId, Q::Handle, Q::Payload)> {
-        let class = Criticality::BY_IMPORTANCE
+        let Some(class) = Criticality::BY_IMPORTANCE
             .into_iter()
-            .find(|&c| q.class_len(c) > 0)?;
+            .find(|&c| q.class_len(c) > 0)
+        else {
+            if self.stats.in_flight < self.config.max_concurrent {
+                self.codel.on_empty();
+            }
+            return None;
+        };
         // Caps shrink with importance: if the most important class queued may not run, no
         // less important one may.
         if self.stats.in_flight >= self.cap(class) {
@@ -369,7 +366,6 @@ impl Engine {
         self.codel.on_dequeue(now, w.enqueued);
         self.admit(class);
         self.stats.promoted = self.stats.promoted.saturating_add(1);
-        self.settle(q);
         Some((w.id, handle, payload))
     }
 
@@ -386,7 +382,6 @@ impl Engine {
     ) -> Option<Q::Payload> {
         let payload = q.remove(handle)?;
         self.stats.cancelled = self.stats.cancelled.saturating_add(1);
-        self.settle(q);
         Some(payload)
     }
 
