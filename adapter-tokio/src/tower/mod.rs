@@ -82,7 +82,9 @@ use std::pin::Pin;
 use ::tower::Service;
 
 pub use breaker::{classify_error, BreakerLayer, BreakerService};
-pub use bulkhead::{BulkheadLayer, BulkheadService};
+#[cfg(feature = "http")]
+pub use bulkhead::FromExtension;
+pub use bulkhead::{AllDefault, BulkheadLayer, BulkheadService, ClassifyCriticality};
 pub use classify::{ClassifyErrors, ClassifyResult, NoResponseRetry, RetryResponse};
 pub use error::KeelError;
 pub use rate::{RateLimit, RateLimitLayer};
