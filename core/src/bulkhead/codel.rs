@@ -1,42 +1,7 @@
 //! Priority classes and queue disciplines for the bulkhead: [`Criticality`], and
 //! [`QueueDiscipline`] (FIFO, or Facebook's adaptive LIFO with a CoDel queue-delay target).
 //!
-//! # Adaptive LIFO + CoDel, on the explicit clock
-//!
-//! Two sources, combined as Facebook's servers combine them (Ben Maurer, "Fail at Scale",
-//! ACM Queue 13(8), 2015; the `Codel` class of facebook/wangle):
-//!
-//! - **CoDel** (Kathleen Nichols and Van Jacobson, "Controlling Queue Delay", ACM Queue 10(5),
-//!   2012; RFC 8289): a queue is *standing* (bad) when its minimum sojourn time over an
-//!   `interval` stayed above a `target`. CoDel measures the sojourn of every dequeued entry:
-//!   the first time one is at or above `target` it arms `first_above_time = now + interval`;
-//!   any dequeue below `target`, or the queue running empty, disarms it; at `first_above_time`
-//!   the queue is standing. Defaults `target = 5 ms`, `interval = 100 ms` (RFC 8289 §4.2 and §4.3,
-//!   and wangle's `codel_target_delay` / `codel_interval`).
-//! - **Adaptive LIFO** ("Fail at Scale"): serve FIFO while the queue is healthy; once it is
-//!   standing, serve the *newest* waiter first (it is the one most likely to still be wanted),
-//!   and limit the time any waiter may spend queued to `target` ("if the queue has not been
-//!   empty for the last N ms, the time spent in the queue is limited to M ms"; N = 100 ms,
-//!   M = 5 ms), so the old entries, which adaptive LIFO would otherwise starve, are shed at once.
-//!
-//! What keel does, on the caller's clock (nothing here reads one):
-//!
-//! - Every promotion from the queue is a CoDel dequeue. In FIFO mode its sojourn arms or
-//!   disarms `first_above_time` exactly as CoDel does. In LIFO mode the promoted waiter is the
-//!   newest, whose short sojourn says nothing about the queue, so it does not disarm it; only
-//!   the queue being empty when a slot frees does (CoDel's "queue empty at dequeue", Facebook's
-//!   "not empty for the last N ms"). A queue emptied by shedding or cancellation is not idle:
-//!   it stays standing until a slot frees with nobody waiting.
-//! - The queue is *standing* at `now` when `first_above_time <= now`: from then on promotion is
-//!   LIFO and a queued [`Criticality::Default`] or [`Criticality::Sheddable`] waiter whose
-//!   sojourn reaches `target` is shed ([`RejectReason::QueueDelay`](super::RejectReason)), at
-//!   the next input or at the [`poll_timeout`](super::FifoSemaphore::poll_timeout) the bulkhead
-//!   reports for it. [`Criticality::Critical`] waiters are never shed by CoDel (only by their own
-//!   `max_wait`): critical work is the last to be shed, by design.
-//! - Where keel departs from CoDel proper: CoDel drops at an increasing rate (`interval / √n`)
-//!   while the queue stays standing; Facebook found sloughing every entry past a fixed bound
-//!   works better for request queues, and keel follows Facebook (its bound is `target`, as in
-//!   "Fail at Scale"; wangle's is `2 × target`).
+//! See [`QueueDiscipline`] for adaptive LIFO + CoDel and its sources.
 
 use core::fmt;
 use core::time::Duration;
@@ -105,7 +70,44 @@ pub const DEFAULT_CODEL_TARGET: Duration = Duration::from_millis(5);
 /// Default CoDel interval: 100 ms (RFC 8289 §4.2; wangle's `codel_interval`; "Fail at Scale"'s N).
 pub const DEFAULT_CODEL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The order in which a bulkhead serves its queue. See the [module docs](self).
+/// The order in which a bulkhead serves its queue.
+///
+/// # Adaptive LIFO + CoDel, on the explicit clock
+///
+/// Two sources, combined as Facebook's servers combine them (Ben Maurer, "Fail at Scale",
+/// ACM Queue 13(8), 2015; the `Codel` class of facebook/wangle):
+///
+/// - **CoDel** (Kathleen Nichols and Van Jacobson, "Controlling Queue Delay", ACM Queue 10(5),
+///   2012; RFC 8289): a queue is *standing* (bad) when its minimum sojourn time over an
+///   `interval` stayed above a `target`. CoDel measures the sojourn of every dequeued entry:
+///   the first time one is at or above `target` it arms `first_above_time = now + interval`;
+///   any dequeue below `target`, or the queue running empty, disarms it; at `first_above_time`
+///   the queue is standing. Defaults `target = 5 ms`, `interval = 100 ms` (RFC 8289 §4.2 and §4.3,
+///   and wangle's `codel_target_delay` / `codel_interval`).
+/// - **Adaptive LIFO** ("Fail at Scale"): serve FIFO while the queue is healthy; once it is
+///   standing, serve the *newest* waiter first (it is the one most likely to still be wanted),
+///   and limit the time any waiter may spend queued to `target` ("if the queue has not been
+///   empty for the last N ms, the time spent in the queue is limited to M ms"; N = 100 ms,
+///   M = 5 ms), so the old entries, which adaptive LIFO would otherwise starve, are shed at once.
+///
+/// What keel does, on the caller's clock (nothing here reads one):
+///
+/// - Every promotion from the queue is a CoDel dequeue. In FIFO mode its sojourn arms or
+///   disarms `first_above_time` exactly as CoDel does. In LIFO mode the promoted waiter is the
+///   newest, whose short sojourn says nothing about the queue, so it does not disarm it; only
+///   the queue being empty when a slot frees does (CoDel's "queue empty at dequeue", Facebook's
+///   "not empty for the last N ms"). A queue emptied by shedding or cancellation is not idle:
+///   it stays standing until a slot frees with nobody waiting.
+/// - The queue is *standing* at `now` when `first_above_time <= now`: from then on promotion is
+///   LIFO and a queued [`Criticality::Default`] or [`Criticality::Sheddable`] waiter whose
+///   sojourn reaches `target` is shed ([`RejectReason::QueueDelay`](super::RejectReason)), at
+///   the next input or at the [`poll_timeout`](super::FifoSemaphore::poll_timeout) the bulkhead
+///   reports for it. [`Criticality::Critical`] waiters are never shed by CoDel (only by their own
+///   `max_wait`): critical work is the last to be shed, by design.
+/// - Where keel departs from CoDel proper: CoDel drops at an increasing rate (`interval / √n`)
+///   while the queue stays standing; Facebook found sloughing every entry past a fixed bound
+///   works better for request queues, and keel follows Facebook (its bound is `target`, as in
+///   "Fail at Scale"; wangle's is `2 × target`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum QueueDiscipline {

@@ -17,7 +17,9 @@
 //!   [`Admission::Rejected`] with [`RejectReason::Full`] (no queue configured) or
 //!   [`RejectReason::QueueFull`].
 //! - [`FifoSemaphore::on_release`] returns a permit. If a waiter is queued, the **oldest live**
-//!   one is promoted in the same call ([`Release::Promoted`]): waiters are FIFO.
+//!   one of the most important class queued is promoted in the same call
+//!   ([`Release::Promoted`]): waiters are FIFO within a class (see *Priorities* and *Queue
+//!   discipline* below).
 //! - A waiter is never admitted at or after its deadline. [`FifoSemaphore::handle_timeout`] (and
 //!   every other input, before it decides) expires waiters whose deadline has come:
 //!   [`BulkheadEvent::Expired`], counted as shed with [`RejectReason::WaitedTooLong`].
@@ -28,16 +30,87 @@
 //!   (`max_wait = Duration::MAX`) is `None` in [`Admission::Queued`] and means the waiter
 //!   waits for ever: it never expires and [`FifoSemaphore::poll_timeout`] never returns it.
 //!
+//! # Priorities
+//!
+//! A call may carry a [`Criticality`] ([`FifoSemaphore::acquire_with`],
+//! [`FifoSemaphore::try_acquire_with`]; `acquire`/`try_acquire` are [`Criticality::Default`]):
+//! Google SRE's criticality (*Site Reliability Engineering*, ch. 21 "Handling Overload"), with the
+//! lower watermark for sheddable work of Envoy's overload manager and Uber's Cinnamon. Under
+//! pressure the least important class is shed first, and critical work keeps a reserved share:
+//!
+//! - **Class limits** ([`FifoSemaphore::class_limit`]): critical calls may take every slot;
+//!   default calls all but `reserved_critical_percent` of them (default 0 %, so untagged traffic
+//!   behaves as it always did); sheddable calls only those below the watermark
+//!   `max_concurrent × (100 − sheddable_headroom_percent) / 100` (default headroom 20 %). Every
+//!   class keeps at least one slot. A call refused at once while slots are left for more
+//!   important work is shed with [`RejectReason::Priority`] naming its class (with a queue, it
+//!   waits instead).
+//! - **Promotion by class**: a freed slot goes to the most important class queued (if its limit
+//!   allows); a call never runs ahead of a queued waiter of its own or a more important class,
+//!   but may run ahead of less important waiters.
+//! - **Push-out**: with the queue full, a call sheds the oldest waiter of the least important
+//!   class below its own ([`BulkheadEvent::Shed`] with [`RejectReason::Priority`]) and takes
+//!   its place; critical work is never shed for room while less important work is queued.
+//! - Counters per class: [`BulkheadStats::critical`], [`default`](BulkheadStats::default),
+//!   [`sheddable`](BulkheadStats::sheddable) (admitted, queued, shed).
+//!
+//! ```
+//! use core::time::Duration;
+//! use keel_core::bulkhead::{Admission, BulkheadConfig, BulkheadEvent, Criticality, FifoSemaphore, RejectReason};
+//! use keel_core::Instant;
+//!
+//! let config = BulkheadConfig::builder()
+//!     .max_concurrent(10)
+//!     .reserved_critical_percent(20) // 2 slots only critical work may take
+//!     .sheddable_headroom_percent(50) // sheddable work stops at 5 in flight
+//!     .max_queue(1)
+//!     .max_wait(Duration::from_millis(50))
+//!     .build()?;
+//! let now = Instant::ZERO;
+//! let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, now);
+//! assert_eq!(bh.class_limit(Criticality::Sheddable), 5);
+//! let mut held = Vec::new();
+//! for _ in 0..8 {
+//!     held.push(bh.try_acquire(now).expect("default work: 8 slots"));
+//! }
+//! let refused = bh.try_acquire_with(now, Criticality::Sheddable).unwrap_err();
+//! assert_eq!(refused.reason, RejectReason::Priority { class: Criticality::Sheddable });
+//! // A sheddable call may wait; a critical one runs in the reserved share...
+//! let Admission::Queued { waiter, .. } = bh.acquire_with(now, Criticality::Sheddable) else { unreachable!() };
+//! assert!(matches!(bh.acquire_with(now, Criticality::Critical), Admission::Admitted(_)));
+//! // ...and a default call, with the queue full, pushes the sheddable waiter out.
+//! assert!(matches!(bh.acquire(now), Admission::Queued { .. }));
+//! assert_eq!(
+//!     bh.poll_event(),
+//!     Some(BulkheadEvent::Shed { waiter, reason: RejectReason::Priority { class: Criticality::Sheddable } })
+//! );
+//! assert_eq!(bh.stats().sheddable.shed, 2);
+//! # Ok::<(), keel_core::ConfigError>(())
+//! ```
+//!
+//! # Queue discipline
+//!
+//! [`QueueDiscipline::Fifo`] (the default) or [`QueueDiscipline::AdaptiveLifo`]: Facebook's
+//! adaptive LIFO with a CoDel queue-delay target (default 5 ms over a 100 ms interval). FIFO while
+//! the queue is healthy; once CoDel finds it standing (every promotion over an interval waited at
+//! least the target, and no slot freed with the queue empty), the newest waiter is promoted first
+//! and non-critical waiters that have queued for the target are shed
+//! ([`RejectReason::QueueDelay`]); [`FifoSemaphore::poll_timeout`] reports when the next one is
+//! due. The details and sources are in [`QueueDiscipline`].
+//!
 //! # Storage (no allocation)
 //!
-//! The wait queue is a fixed-capacity ring inside the machine: `FifoSemaphore<QUEUE>` holds room
-//! for `QUEUE` waiters (and `QUEUE` pending events). The effective queue bound is
+//! The wait queue is a fixed-capacity ring per class inside the machine: `FifoSemaphore<QUEUE>`
+//! holds room for `QUEUE` waiters in all (and `QUEUE` pending events). The effective queue bound is
 //! `min(config.max_queue(), QUEUE)`, see [`FifoSemaphore::queue_capacity`]; `FifoSemaphore<0>` (the
 //! default) sheds at once. The shared, thread-safe form for async tasks is
 //! `keel_core::sync::bulkhead::SharedBulkhead` (feature `std`), which sizes its queue from the
 //! config at run time.
 //!
 //! Cancelling a waiter costs O(queue length); everything else is O(1).
+//!
+//! The limit may be changed at run time ([`FifoSemaphore::set_max_concurrent`], what an adaptive
+//! controller drives; then [`FifoSemaphore::promote`] fills new room from the queue).
 //!
 //! # Defaults
 //!

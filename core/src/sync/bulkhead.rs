@@ -459,7 +459,9 @@ impl BulkheadWaiter {
     }
 
     /// Polls for the slot. `Ready(Ok)` hands over the guard; `Ready(Err)` carries
-    /// [`RejectReason::WaitedTooLong`] once `now` reaches the deadline; `Pending` stores the
+    /// [`RejectReason::WaitedTooLong`] once `now` reaches the deadline, or
+    /// [`RejectReason::Priority`] / [`RejectReason::QueueDelay`] when the waiter was pushed out
+    /// by a more important call or shed by adaptive LIFO + CoDel (its waker is woken then); `Pending` stores the
     /// task's waker (a release wakes it). After `Ready`, further polls return
     /// `Ready(Err(WaitedTooLong))`.
     pub fn poll(
