@@ -164,7 +164,11 @@ impl CoDel {
 
     /// Whether the queue is standing at `now` (LIFO order, CoDel shedding).
     pub(crate) fn standing(&self, now: Instant) -> bool {
-        self.first_above.is_some_and(|t| now >= t)
+        // A `first_above_time` that saturated at the end of the clock never comes (the crate's
+        // "never" convention), even at `now == Instant::MAX`.
+        self.first_above
+            .and_then(crate::time::never_at_the_end)
+            .is_some_and(|t| now >= t)
     }
 
     /// When the queue becomes standing, if armed and not yet.
