@@ -164,7 +164,9 @@ impl Engine {
             if self.codel.standing(now) {
                 for class in [Criticality::Default, Criticality::Sheddable] {
                     while let Some(w) = q.front(class) {
-                        if w.enqueued.saturating_add(target) > now {
+                        // A shed instant saturated at the end of the clock never comes.
+                        let due = w.enqueued.saturating_add(target);
+                        if due > now || crate::time::never_at_the_end(due).is_none() {
                             break;
                         }
                         let Some((w, handle, payload)) = q.pop_front(class) else {
