@@ -535,3 +535,82 @@ async fn retry_gave_up_returns_the_last_error_as_source_and_does_not_print_it() 
     assert!(!message.contains("dependency down"), "{message}");
     assert_eq!(err.source().unwrap().to_string(), "dependency down");
 }
+
+#[tokio::test(start_paused = true)]
+async fn bulkhead_layer_sheds_sheddable_requests_first() {
+    use keel_tokio::core::bulkhead::Criticality;
+    // Two slots; sheddable requests (odd numbers here) may take one.
+    let layer = BulkheadLayer::new(
+        BulkheadConfig::builder()
+            .max_concurrent(2)
+            .sheddable_headroom_percent(50)
+            .build()
+            .unwrap(),
+    )
+    .classify_by(|x: &u32| {
+        if x % 2 == 1 {
+            Criticality::Sheddable
+        } else {
+            Criticality::Critical
+        }
+    });
+    let svc = layer.layer(slow(Duration::from_secs(1)));
+    let running = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    let err = svc.clone().oneshot(3).await.unwrap_err();
+    assert_eq!(
+        keel(&err).reject_reason(),
+        Some(RejectReason::Priority {
+            class: Criticality::Sheddable
+        })
+    );
+    assert!(err.to_string().contains("sheddable"), "{err}");
+    assert_eq!(svc.clone().oneshot(2).await.unwrap(), 2);
+    assert_eq!(running.await.unwrap().unwrap(), 1);
+    let stats = layer.bulkhead().stats();
+    assert_eq!((stats.sheddable.shed, stats.critical.admitted), (1, 1));
+}
+
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn bulkhead_layer_reads_the_criticality_request_extension() {
+    use keel_tokio::core::bulkhead::Criticality;
+    use keel_tokio::tower::FromExtension;
+
+    let layer = BulkheadLayer::new(
+        BulkheadConfig::builder()
+            .max_concurrent(2)
+            .reserved_critical_percent(50)
+            .build()
+            .unwrap(),
+    )
+    .classify_by(FromExtension);
+    let svc = layer.layer(service_fn(|_: http::Request<()>| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, Infallible>(())
+    }));
+    let tagged = |class: Option<Criticality>| {
+        let mut req = http::Request::new(());
+        if let Some(c) = class {
+            req.extensions_mut().insert(c);
+        }
+        req
+    };
+    // An untagged request is default work: it takes the unreserved slot...
+    let running = tokio::spawn(svc.clone().oneshot(tagged(None)));
+    tokio::task::yield_now().await;
+    // ...and the reserved one is critical work's.
+    let err = svc.clone().oneshot(tagged(None)).await.unwrap_err();
+    assert_eq!(
+        keel(&err).reject_reason(),
+        Some(RejectReason::Priority {
+            class: Criticality::Default
+        })
+    );
+    svc.clone()
+        .oneshot(tagged(Some(Criticality::Critical)))
+        .await
+        .unwrap();
+    running.await.unwrap().unwrap();
+    assert_eq!(layer.bulkhead().stats().critical.admitted, 1);
+}

@@ -104,3 +104,44 @@ fn the_simulation_is_deterministic() {
     let b = keel_benches::adaptive_sim::run(Algo::KeelGradient, scenario, 7);
     assert_eq!(a, b);
 }
+
+#[test]
+fn with_priorities_at_3x_critical_work_succeeds_and_sheddable_work_absorbs_the_shedding() {
+    use keel_benches::adaptive_sim::{priority_table, run_priorities};
+    use keel_core::bulkhead::Criticality;
+
+    let with = run_priorities(1, true);
+    let without = run_priorities(1, false);
+    let t = priority_table(&[with.clone(), without.clone()]);
+    let (critical, default, sheddable) = (
+        with.class(Criticality::Critical),
+        with.class(Criticality::Default),
+        with.class(Criticality::Sheddable),
+    );
+    // The figure: critical requests succeed >= 99 %.
+    assert!(critical.success_pct() >= 99.0, "critical\n{t}");
+    // Sheddable work absorbs the shedding: it is shed most, default less, critical least.
+    assert!(
+        sheddable.shed_pct() > default.shed_pct(),
+        "sheddable vs default\n{t}"
+    );
+    assert!(
+        default.shed_pct() > critical.shed_pct(),
+        "default vs critical\n{t}"
+    );
+    assert!(
+        sheddable.success_pct() < default.success_pct(),
+        "success order\n{t}"
+    );
+    // And the service stays busy: classes cost no goodput.
+    assert!(with.goodput_pct >= 95.0, "goodput\n{t}");
+    assert!(
+        with.goodput_pct >= without.goodput_pct - 2.0,
+        "goodput vs baseline\n{t}"
+    );
+    // Without classes the shedding falls on critical work too (what the classes buy).
+    assert!(
+        without.class(Criticality::Critical).success_pct() < 90.0,
+        "baseline\n{t}"
+    );
+}

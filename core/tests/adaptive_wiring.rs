@@ -71,7 +71,10 @@ fn growing_a_shared_bulkhead_admits_the_oldest_waiters_and_shrinking_revokes_not
     let Poll::Ready(Ok(_c)) = third.poll(&mut cx, now) else {
         panic!("admitted once in flight is below the bound")
     };
-    assert_eq!(bh.try_acquire(Instant::ZERO).unwrap_err().reason, RejectReason::Full);
+    assert_eq!(
+        bh.try_acquire(Instant::ZERO).unwrap_err().reason,
+        RejectReason::Full
+    );
 }
 
 fn config(initial: u32) -> AdaptiveConfig {

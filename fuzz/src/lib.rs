@@ -42,6 +42,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
+pub mod bulkhead_classes;
 pub mod common;
 pub mod conn;
 pub mod gcra;

@@ -3,13 +3,57 @@
 use std::task::{Context, Poll};
 
 use ::tower::{Layer, Service};
-use keel_core::bulkhead::BulkheadConfig;
+use keel_core::bulkhead::{BulkheadConfig, Criticality};
 
 use super::{ready_call, BoxError, InnerService, KeelError, ResponseFuture};
 use crate::Bulkhead;
 
+/// How a [`BulkheadLayer`] finds a request's [`Criticality`] (see
+/// [`BulkheadLayer::classify_by`]): [`AllDefault`] (the default), [`FromExtension`] (an
+/// `http::Request` extension, feature `http`), or any `Fn(&Req) -> Criticality`.
+pub trait ClassifyCriticality<Req> {
+    /// The class of `req`.
+    fn classify(&self, req: &Req) -> Criticality;
+}
+
+/// Every request is [`Criticality::Default`]: the layer's default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllDefault;
+
+impl<Req> ClassifyCriticality<Req> for AllDefault {
+    fn classify(&self, _: &Req) -> Criticality {
+        Criticality::Default
+    }
+}
+
+/// Reads the [`Criticality`] a request carries in its extensions (feature `http`):
+/// `req.extensions_mut().insert(Criticality::Critical)` upstream (an auth layer, a route);
+/// a request without one is [`Criticality::Default`].
+#[cfg(feature = "http")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FromExtension;
+
+#[cfg(feature = "http")]
+impl<B> ClassifyCriticality<http::Request<B>> for FromExtension {
+    fn classify(&self, req: &http::Request<B>) -> Criticality {
+        req.extensions()
+            .get::<Criticality>()
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+impl<Req, F: Fn(&Req) -> Criticality> ClassifyCriticality<Req> for F {
+    fn classify(&self, req: &Req) -> Criticality {
+        self(req)
+    }
+}
+
 /// Bounds the calls in flight across every service it makes and all their clones; rejects
-/// when full (no queue) or queues in a bounded FIFO for at most `max_wait`.
+/// when full (no queue) or queues in a bounded FIFO for at most `max_wait`. With
+/// [`classify_by`](Self::classify_by), each request carries a [`Criticality`]: sheddable
+/// requests are shed first and critical ones keep their reserved share.
+///
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
@@ -46,8 +90,9 @@ use crate::Bulkhead;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
-pub struct BulkheadLayer {
+pub struct BulkheadLayer<C = AllDefault> {
     bulkhead: Bulkhead,
+    classify: C,
 }
 
 impl BulkheadLayer {
@@ -61,7 +106,34 @@ impl BulkheadLayer {
     /// A layer on an existing bulkhead (shared with whatever else uses it).
     #[must_use]
     pub fn from_bulkhead(bulkhead: Bulkhead) -> Self {
-        BulkheadLayer { bulkhead }
+        BulkheadLayer {
+            bulkhead,
+            classify: AllDefault,
+        }
+    }
+}
+
+impl<C> BulkheadLayer<C> {
+    /// Classifies each request with `classify` (a [`ClassifyCriticality`]: [`FromExtension`]
+    /// for an `http::Request` extension, or a closure `|req: &Req| -> Criticality`).
+    ///
+    /// ```
+    /// use keel_tokio::core::bulkhead::{BulkheadConfig, Criticality};
+    /// use keel_tokio::tower::BulkheadLayer;
+    ///
+    /// let layer = BulkheadLayer::new(BulkheadConfig::builder().reserved_critical_percent(10).build()?)
+    ///     .classify_by(|path: &&str| {
+    ///         if path.starts_with("/checkout") { Criticality::Critical } else { Criticality::Default }
+    ///     });
+    /// # let _ = layer;
+    /// # Ok::<(), keel_tokio::core::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn classify_by<C2>(self, classify: C2) -> BulkheadLayer<C2> {
+        BulkheadLayer {
+            bulkhead: self.bulkhead,
+            classify,
+        }
     }
 
     /// Names the layer's bulkhead (see [`Name`](keel_core::driver::Name)): its log lines and
@@ -79,25 +151,27 @@ impl BulkheadLayer {
     }
 }
 
-impl<S> Layer<S> for BulkheadLayer {
-    type Service = BulkheadService<S>;
+impl<S, C: Clone> Layer<S> for BulkheadLayer<C> {
+    type Service = BulkheadService<S, C>;
 
-    fn layer(&self, inner: S) -> BulkheadService<S> {
+    fn layer(&self, inner: S) -> BulkheadService<S, C> {
         BulkheadService {
             inner,
             bulkhead: self.bulkhead.clone(),
+            classify: self.classify.clone(),
         }
     }
 }
 
 /// The service of [`BulkheadLayer`].
 #[derive(Clone, Debug)]
-pub struct BulkheadService<S> {
+pub struct BulkheadService<S, C = AllDefault> {
     inner: S,
     bulkhead: Bulkhead,
+    classify: C,
 }
 
-impl<S> BulkheadService<S> {
+impl<S, C> BulkheadService<S, C> {
     /// The shared bulkhead.
     #[must_use]
     pub fn bulkhead(&self) -> &Bulkhead {
@@ -105,9 +179,10 @@ impl<S> BulkheadService<S> {
     }
 }
 
-impl<S, Req> Service<Req> for BulkheadService<S>
+impl<S, C, Req> Service<Req> for BulkheadService<S, C>
 where
     S: InnerService<Req>,
+    C: ClassifyCriticality<Req>,
     Req: Send + 'static,
 {
     type Response = S::Response;
@@ -122,11 +197,12 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let inner = self.inner.clone();
         let bulkhead = self.bulkhead.clone();
+        let class = self.classify.classify(&req);
         Box::pin(async move {
-            // `run` releases the slot when the call ends or is dropped, and keeps the
+            // `run_with` releases the slot when the call ends or is dropped, and keeps the
             // bulkhead's gauges (feature `metrics`) current.
             bulkhead
-                .run(ready_call(inner, req))
+                .run_with(class, ready_call(inner, req))
                 .await
                 .map_err(KeelError::from)?
         })

@@ -84,7 +84,9 @@ use ::tower::Service;
 
 pub use adaptive::{AdaptiveLimitLayer, AdaptiveLimitService};
 pub use breaker::{classify_error, BreakerLayer, BreakerService};
-pub use bulkhead::{BulkheadLayer, BulkheadService};
+#[cfg(feature = "http")]
+pub use bulkhead::FromExtension;
+pub use bulkhead::{AllDefault, BulkheadLayer, BulkheadService, ClassifyCriticality};
 pub use classify::{ClassifyErrors, ClassifyResult, NoResponseRetry, RetryResponse};
 pub use error::KeelError;
 pub use rate::{RateLimit, RateLimitLayer};

@@ -35,6 +35,7 @@
 //!   above 1 lets a queue build: Gradient2's creep ends at its maximum).
 
 pub mod anchors;
+pub mod priorities;
 mod report;
 
 use std::cmp::Reverse;
@@ -48,6 +49,7 @@ use keel_core::rng::Rng;
 use keel_core::time::Instant;
 
 pub use anchors::Controller;
+pub use priorities::{priority_table, run_priorities, PriorityResult};
 pub use report::{svg, table};
 
 use anchors::{EnvoyGradient, NetflixAimd, NetflixGradient2, NetflixVegas};

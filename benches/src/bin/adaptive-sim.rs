@@ -6,12 +6,13 @@
 //! cargo run --release -p keel-benches --bin adaptive-sim [-- --seed 1 --out benches/adaptive-sim.svg]
 //! ```
 //!
-//! Prints a Markdown table (one row per controller × scenario) and writes an SVG of the limit
-//! and the mean latency over time.
+//! Prints a Markdown table (one row per controller × scenario), the priorities table (one row
+//! per class, with and without classes) and writes an SVG of the limit and the mean latency
+//! over time.
 
 use std::process::ExitCode;
 
-use keel_benches::adaptive_sim::{run_all, svg, table, Algo};
+use keel_benches::adaptive_sim::{priority_table, run_all, run_priorities, svg, table, Algo};
 
 fn main() -> ExitCode {
     let mut seed = 1u64;
@@ -38,6 +39,12 @@ fn main() -> ExitCode {
         "Seed {seed}; windows of 100 ms; 50 servers, 10 ms service time, 1 s client timeout.\n"
     );
     print!("{}", table(&results));
+    println!(
+        "\nPriorities at 3x load (20 % critical, 50 % default, 30 % sheddable), keel's default \
+         controller setting a bulkhead's limit:\n"
+    );
+    let priorities = [run_priorities(seed, true), run_priorities(seed, false)];
+    print!("{}", priority_table(&priorities));
     let plotted = [
         Algo::KeelGradient,
         Algo::NetflixVegas,

@@ -17,11 +17,21 @@
 //!   its deadline, then polled again with the new `now`, so the machine itself rejects it with
 //!   `WaitedTooLong` (a waiter never gets a slot at or after its deadline).
 //!
+//! # Priorities
+//!
+//! [`Bulkhead::run_with`], [`Bulkhead::acquire_with`] and [`Bulkhead::try_acquire_with`] take
+//! the call's [`Criticality`]: under pressure sheddable calls are shed first, and critical ones
+//! keep the share the config reserves for them and are promoted first from the queue (see
+//! [`crate::bulkhead`]). `run`, `acquire` and `try_acquire` are the same for
+//! [`Criticality::Default`]. With [`QueueDiscipline::AdaptiveLifo`](crate::bulkhead::QueueDiscipline),
+//! a standing queue's stale non-critical waiters are shed at the next input to the bulkhead
+//! (any acquire or release), which a standing queue sees often, or at their own deadline.
+//!
 //! # tracing (feature `tracing`)
 //!
 //! Target `keel::bulkhead`, `debug` level: `"bulkhead rejected"` with fields `name` (the instance
-//! name, [`Bulkhead::named`]) and `reason`
-//! ([`RejectReason::as_str`]).
+//! name, [`Bulkhead::named`]), `reason` ([`RejectReason::as_str`]) and `class`
+//! ([`Criticality::as_str`]).
 //!
 //! ```
 //! use core::time::Duration;
@@ -53,7 +63,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use super::{Alarm, Name, Runtime};
-use crate::bulkhead::{BulkheadConfig, BulkheadStats, RejectReason};
+use crate::bulkhead::{BulkheadConfig, BulkheadStats, Criticality, RejectReason};
 #[cfg(feature = "metrics")]
 use crate::driver::metrics::{BulkheadMetrics, Lazy};
 use crate::sync::bulkhead::{
@@ -148,7 +158,7 @@ impl<R: Runtime> Bulkhead<R> {
 
     /// Counts an acquisition's result and sets the occupancy gauges (feature `metrics`); logs a
     /// rejection (feature `tracing`).
-    fn observe(&self, r: &Result<BulkheadGuard, BulkheadRejected>) {
+    fn observe(&self, r: &Result<BulkheadGuard, BulkheadRejected>, class: Criticality) {
         #[cfg(feature = "metrics")]
         {
             let m = self.metrics.get(&self.name, BulkheadMetrics::register);
@@ -164,11 +174,14 @@ impl<R: Runtime> Bulkhead<R> {
                 target: "keel::bulkhead",
                 name = self.name.as_str(),
                 reason = e.reason.as_str(),
+                class = class.as_str(),
                 "bulkhead rejected"
             );
         }
         #[cfg(not(any(feature = "metrics", feature = "tracing")))]
         let _ = r;
+        #[cfg(not(feature = "tracing"))]
+        let _ = class;
     }
 
     /// Sets the occupancy gauges after a release or a queueing (feature `metrics`).
@@ -203,16 +216,32 @@ impl<R: Runtime> Bulkhead<R> {
     ///
     /// [`BulkheadRejected`] with [`RejectReason::Full`].
     pub fn try_acquire(&self) -> Result<BulkheadGuard, BulkheadRejected> {
-        let r = self.shared.try_acquire(self.rt.now());
-        self.observe(&r);
+        self.try_acquire_with(Criticality::Default)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a call of `class`.
+    ///
+    /// # Errors
+    ///
+    /// [`BulkheadRejected`] with [`RejectReason::Full`], or [`RejectReason::Priority`] when the
+    /// slots left are reserved for more important work.
+    pub fn try_acquire_with(&self, class: Criticality) -> Result<BulkheadGuard, BulkheadRejected> {
+        let r = self.shared.try_acquire_with(self.rt.now(), class);
+        self.observe(&r, class);
         r
     }
 
     /// Takes a slot, waiting in the queue for at most `max_wait`. Lazy: nothing is requested
     /// until the first poll. Dropping the future cancels the wait.
     pub fn acquire(&self) -> Acquiring<R> {
+        self.acquire_with(Criticality::Default)
+    }
+
+    /// [`acquire`](Self::acquire) for a call of `class`.
+    pub fn acquire_with(&self, class: Criticality) -> Acquiring<R> {
         Acquiring {
             bulkhead: self.clone(),
+            class,
             state: State::Start,
             alarm: Alarm::new(),
         }
@@ -225,7 +254,44 @@ impl<R: Runtime> Bulkhead<R> {
     ///
     /// [`BulkheadRejected`] with the reason, without running `fut`.
     pub async fn run<F: Future>(&self, fut: F) -> Result<F::Output, BulkheadRejected> {
-        let guard = self.acquire().await?;
+        self.run_with(Criticality::Default, fut).await
+    }
+
+    /// [`run`](Self::run) for a call of `class`: shed before less important calls, promoted
+    /// before them from the queue.
+    ///
+    /// ```
+    /// use keel_core::bulkhead::{BulkheadConfig, Criticality, RejectReason};
+    /// use keel_core::driver::bulkhead::Bulkhead;
+    /// use keel_testkit::ManualRuntime;
+    ///
+    /// // Two slots; sheddable work may take only one of them (a 50 % headroom).
+    /// let config = BulkheadConfig::builder()
+    ///     .max_concurrent(2)
+    ///     .sheddable_headroom_percent(50)
+    ///     .build()?;
+    /// let rt = ManualRuntime::new();
+    /// let bulkhead = Bulkhead::with_runtime(config, rt.clone());
+    /// let _batch = bulkhead.try_acquire_with(Criticality::Sheddable).expect("below the watermark");
+    /// let refused = rt
+    ///     .block_on(bulkhead.run_with(Criticality::Sheddable, async { "prefetch" }))
+    ///     .unwrap_err();
+    /// assert_eq!(refused.reason, RejectReason::Priority { class: Criticality::Sheddable });
+    /// let served = rt.block_on(bulkhead.run_with(Criticality::Critical, async { "checkout" }));
+    /// assert_eq!(served, Ok("checkout"));
+    /// assert_eq!(bulkhead.stats().sheddable.shed, 1);
+    /// # Ok::<(), keel_core::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`BulkheadRejected`] with the reason, without running `fut`.
+    pub async fn run_with<F: Future>(
+        &self,
+        class: Criticality,
+        fut: F,
+    ) -> Result<F::Output, BulkheadRejected> {
+        let guard = self.acquire_with(class).await?;
         let out = fut.await;
         guard.release(self.rt.now());
         self.released();
@@ -245,6 +311,7 @@ enum State {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Acquiring<R: Runtime> {
     bulkhead: Bulkhead<R>,
+    class: Criticality,
     state: State,
     alarm: Alarm<R>,
 }
@@ -257,6 +324,7 @@ impl<R: Runtime> fmt::Debug for Acquiring<R> {
             State::Done => "done",
         };
         f.debug_struct("Acquiring")
+            .field("class", &self.class)
             .field("state", &state)
             .finish_non_exhaustive()
     }
@@ -265,8 +333,9 @@ impl<R: Runtime> fmt::Debug for Acquiring<R> {
 fn traced<R: Runtime>(
     bulkhead: &Bulkhead<R>,
     r: Result<BulkheadGuard, BulkheadRejected>,
+    class: Criticality,
 ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
-    bulkhead.observe(&r);
+    bulkhead.observe(&r, class);
     Poll::Ready(r)
 }
 
@@ -277,10 +346,10 @@ impl<R: Runtime> Future for Acquiring<R> {
         let this = self.get_mut();
         let rt = &this.bulkhead.rt;
         if let State::Start = this.state {
-            match this.bulkhead.shared.acquire(rt.now()) {
+            match this.bulkhead.shared.acquire_with(rt.now(), this.class) {
                 Acquire::Ready(r) => {
                     this.state = State::Done;
-                    return traced(&this.bulkhead, r);
+                    return traced(&this.bulkhead, r, this.class);
                 }
                 Acquire::Wait(w) => {
                     this.state = State::Waiting(w);
@@ -312,7 +381,7 @@ impl<R: Runtime> Future for Acquiring<R> {
         match polled {
             Poll::Ready(r) => {
                 this.state = State::Done;
-                traced(&this.bulkhead, r)
+                traced(&this.bulkhead, r, this.class)
             }
             Poll::Pending => Poll::Pending,
         }

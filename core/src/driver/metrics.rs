@@ -25,7 +25,7 @@
 //! | `keel_bulkhead_in_flight` | gauge | `name` | calls holding a bulkhead slot |
 //! | `keel_bulkhead_queued` | gauge | `name` | callers waiting in the bulkhead's queue |
 //! | `keel_bulkhead_admitted_total` | counter | `name` | calls given a slot |
-//! | `keel_bulkhead_rejected_total` | counter | `name`, `reason` | calls shed, by `reason` (`full`, `queue_full`, `waited_too_long`, [`RejectReason::as_str`](crate::bulkhead::RejectReason::as_str)) |
+//! | `keel_bulkhead_rejected_total` | counter | `name`, `reason` | calls shed, by `reason` (`full`, `queue_full`, `waited_too_long`, `priority`, `queue_delay`, [`RejectReason::as_str`](crate::bulkhead::RejectReason::as_str)) |
 //! | `keel_connections_active` | gauge | `name` | connections a [`Server`](super::Server) is serving |
 //! | `keel_connections_accepted_total` | counter | `name` | connections a server admitted |
 //! | `keel_accept_errors_total` | counter | `name`, `kind` | accept errors, by `kind`: `per-connection`, `shortage`, `fatal`, `unknown` |

@@ -51,7 +51,9 @@ use core::task::{Context, Poll, Waker};
 use super::shim::{Arc, Mutex, MutexGuard};
 use super::waitlist::{Key, WaitList};
 use super::wakers::WakerList;
-use crate::bulkhead::{BulkheadConfig, BulkheadStats, Engine, RejectReason, WaitQueue, WaiterId};
+use crate::bulkhead::{
+    BulkheadConfig, BulkheadStats, Criticality, Engine, RejectReason, WaitQueue, WaiterId, Waiting,
+};
 use crate::time::Instant;
 
 /// Most queue entries preallocated up front; a larger `max_queue` grows on demand.
@@ -66,67 +68,111 @@ pub use crate::bulkhead::BulkheadRejected;
 enum Outcome {
     Queued,
     Granted,
-    Expired,
+    /// Shed while queued: its deadline came, or it was pushed out (priority, CoDel).
+    Shed(RejectReason),
 }
 
 struct Entry {
-    id: WaiterId,
-    deadline: Instant,
+    waiting: Waiting,
     waker: Option<Waker>,
     outcome: Outcome,
 }
 
-/// The FIFO of waiters: the core's O(1) wait list, so a cancelled waiter leaves from anywhere
-/// in the queue without a scan. A waiter popped (granted or expired) is detached, not freed:
-/// its owner learns what became of it at its next poll (or drop) from its own entry.
+/// A waiter's place: its class's list and its key there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
+    class: Criticality,
+    key: Key,
+}
+
+/// The waiters, one FIFO per class: the core's O(1) wait list, so a cancelled waiter leaves
+/// from anywhere in the queue without a scan. A waiter popped (granted or shed) is detached,
+/// not freed: its owner learns what became of it at its next poll (or drop) from its own entry.
 struct Queue {
-    entries: WaitList<Entry>,
+    lists: [WaitList<Entry>; 3],
+}
+
+impl Queue {
+    fn list(&self, class: Criticality) -> Option<&WaitList<Entry>> {
+        self.lists.get(class.index())
+    }
+
+    fn list_mut(&mut self, class: Criticality) -> Option<&mut WaitList<Entry>> {
+        self.lists.get_mut(class.index())
+    }
+
+    fn get_mut(&mut self, place: Place) -> Option<&mut Entry> {
+        self.list_mut(place.class)?
+            .get_mut(place.key)
+            .map(|(e, _)| e)
+    }
+
+    fn free(&mut self, place: Place) {
+        if let Some(list) = self.list_mut(place.class) {
+            let _ = list.remove(place.key);
+        }
+    }
+
+    fn detach(&mut self, class: Criticality, key: Key) -> Option<(Waiting, Place, Option<Waker>)> {
+        let entry = self.list_mut(class)?.detach(key)?;
+        Some((entry.waiting, Place { class, key }, entry.waker.take()))
+    }
+
+    fn set_outcome(&mut self, place: Place, outcome: Outcome) {
+        if let Some(entry) = self.get_mut(place) {
+            entry.outcome = outcome;
+        }
+    }
 }
 
 impl WaitQueue for Queue {
     type Payload = Option<Waker>;
-    type Handle = Key;
+    type Handle = Place;
 
     fn len(&self) -> usize {
-        self.entries.len()
+        self.lists.iter().map(WaitList::len).sum()
     }
 
-    fn front(&self) -> Option<(WaiterId, Instant)> {
-        self.entries.front().map(|(_, e)| (e.id, e.deadline))
+    fn class_len(&self, class: Criticality) -> usize {
+        self.list(class).map_or(0, WaitList::len)
+    }
+
+    fn front(&self, class: Criticality) -> Option<Waiting> {
+        self.list(class)?.front().map(|(_, e)| e.waiting)
     }
 
     fn push_back(
         &mut self,
-        id: WaiterId,
-        deadline: Instant,
+        class: Criticality,
+        waiting: Waiting,
         waker: Option<Waker>,
-    ) -> Result<Key, Option<Waker>> {
-        self.entries
-            .push_back(Entry {
-                id,
-                deadline,
-                waker,
-                outcome: Outcome::Queued,
-            })
-            .map_err(|e| e.waker)
+    ) -> Result<Place, Option<Waker>> {
+        let Some(list) = self.list_mut(class) else {
+            return Err(waker);
+        };
+        list.push_back(Entry {
+            waiting,
+            waker,
+            outcome: Outcome::Queued,
+        })
+        .map(|key| Place { class, key })
+        .map_err(|e| e.waker)
     }
 
-    fn pop_front(&mut self) -> Option<(WaiterId, Key, Option<Waker>)> {
-        let (key, _) = self.entries.front()?;
-        let entry = self.entries.detach(key)?;
-        Some((entry.id, key, entry.waker.take()))
+    fn pop_front(&mut self, class: Criticality) -> Option<(Waiting, Place, Option<Waker>)> {
+        let (key, _) = self.list(class)?.front()?;
+        self.detach(class, key)
     }
 
-    fn remove(&mut self, key: Key) -> Option<Option<Waker>> {
-        self.entries.remove(key).map(|e| e.waker)
+    fn pop_back(&mut self, class: Criticality) -> Option<(Waiting, Place, Option<Waker>)> {
+        let (key, _) = self.list(class)?.back()?;
+        self.detach(class, key)
     }
-}
 
-impl Queue {
-    fn set_outcome(&mut self, key: Key, outcome: Outcome) {
-        if let Some((entry, _)) = self.entries.get_mut(key) {
-            entry.outcome = outcome;
-        }
+    fn remove(&mut self, place: Place) -> Option<Option<Waker>> {
+        self.list_mut(place.class)?
+            .remove(place.key)
+            .map(|e| e.waker)
     }
 }
 
@@ -140,9 +186,9 @@ struct Inner {
 #[derive(Default)]
 struct Wakes {
     wakers: WakerList,
-    /// Scratch: the entries an expiry sweep popped, to mark once the engine lets go of the
-    /// queue.
-    expired: Vec<Key>,
+    /// Scratch: the entries a sweep (or a push-out) shed, to mark once the engine lets go of
+    /// the queue.
+    shed: Vec<(Place, RejectReason)>,
 }
 
 impl Wakes {
@@ -164,21 +210,25 @@ impl Inner {
         let now = self.engine.observe(now);
         let Inner { engine, queue } = self;
         // The closure cannot reach the queue (the engine holds it): collect, then mark.
-        engine.expire(now, queue, |_, key, waker| {
+        engine.expire(now, queue, |_, place, waker, reason| {
             wakes.push(waker);
-            wakes.expired.push(key);
+            wakes.shed.push((place, reason));
         });
-        for key in wakes.expired.drain(..) {
-            queue.set_outcome(key, Outcome::Expired);
-        }
+        self.mark_shed(wakes);
         now
     }
 
-    /// Releases a slot; the waker of the waiter that got it (and of any expired) go to `wakes`.
+    fn mark_shed(&mut self, wakes: &mut Wakes) {
+        for (place, reason) in wakes.shed.drain(..) {
+            self.queue.set_outcome(place, Outcome::Shed(reason));
+        }
+    }
+
+    /// Releases a slot; the waker of the waiter that got it (and of any shed) go to `wakes`.
     fn release(&mut self, now: Instant, wakes: &mut Wakes) {
-        let _ = self.expire(now, wakes);
-        if let Some((_, key, waker)) = self.engine.release(&mut self.queue) {
-            self.queue.set_outcome(key, Outcome::Granted);
+        let now = self.expire(now, wakes);
+        if let Some((_, place, waker)) = self.engine.release(now, &mut self.queue) {
+            self.queue.set_outcome(place, Outcome::Granted);
             wakes.push(waker);
         }
     }
@@ -216,7 +266,11 @@ impl SharedBulkhead {
         let inner = Inner {
             engine: Engine::new(config, usize::MAX, now),
             queue: Queue {
-                entries: WaitList::with_capacity(prealloc),
+                lists: [
+                    WaitList::with_capacity(0),
+                    WaitList::with_capacity(prealloc),
+                    WaitList::with_capacity(0),
+                ],
             },
         };
         SharedBulkhead {
@@ -250,11 +304,27 @@ impl SharedBulkhead {
     ///
     /// [`RejectReason::Full`] when every slot is taken or tasks are already waiting.
     pub fn try_acquire(&self, now: Instant) -> Result<BulkheadGuard, BulkheadRejected> {
+        self.try_acquire_with(now, Criticality::Default)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a call of `class` (see
+    /// [`FifoSemaphore::try_acquire_with`](crate::bulkhead::FifoSemaphore::try_acquire_with)).
+    ///
+    /// # Errors
+    ///
+    /// [`RejectReason::Full`] when every slot is taken or a call at least as important is
+    /// waiting; [`RejectReason::Priority`] when the slots left are reserved for more important
+    /// work.
+    pub fn try_acquire_with(
+        &self,
+        now: Instant,
+        class: Criticality,
+    ) -> Result<BulkheadGuard, BulkheadRejected> {
         let mut wakes = Wakes::default();
         let mut inner = self.lock();
         let _ = inner.expire(now, &mut wakes);
         let Inner { engine, queue, .. } = &mut *inner;
-        let admitted = match engine.try_admit(queue) {
+        let admitted = match engine.try_admit(queue, class) {
             Ok(()) => Ok(self.guard()),
             Err(reason) => Err(rejected(reason)),
         };
@@ -266,16 +336,29 @@ impl SharedBulkhead {
     /// Takes a slot now, queues for one, or sheds the call (see
     /// [`FifoSemaphore::acquire`](crate::bulkhead::FifoSemaphore::acquire)).
     pub fn acquire(&self, now: Instant) -> Acquire {
+        self.acquire_with(now, Criticality::Default)
+    }
+
+    /// [`acquire`](Self::acquire) for a call of `class` (see
+    /// [`FifoSemaphore::acquire_with`](crate::bulkhead::FifoSemaphore::acquire_with)): a
+    /// less important waiter it pushes out of a full queue resolves to
+    /// [`RejectReason::Priority`].
+    pub fn acquire_with(&self, now: Instant, class: Criticality) -> Acquire {
         let mut wakes = Wakes::default();
         let mut inner = self.lock();
         let now = inner.expire(now, &mut wakes);
         let Inner { engine, queue, .. } = &mut *inner;
-        let acquire = match engine.request(now, queue, None) {
+        let decision = engine.request(now, queue, class, None, |_, place, waker, reason| {
+            wakes.push(waker);
+            wakes.shed.push((place, reason));
+        });
+        inner.mark_shed(&mut wakes);
+        let acquire = match decision {
             Ok(None) => Acquire::Ready(Ok(self.guard())),
-            Ok(Some((id, key, deadline))) => Acquire::Wait(BulkheadWaiter {
+            Ok(Some((id, place, deadline))) => Acquire::Wait(BulkheadWaiter {
                 bulkhead: self.clone(),
                 id,
-                key,
+                place,
                 deadline,
                 done: false,
             }),
@@ -306,7 +389,7 @@ impl SharedBulkhead {
             let _ = inner.expire(now, &mut wakes);
             let Inner { engine, queue } = &mut *inner;
             let mut granted = Vec::new();
-            engine.resize(max_concurrent, queue, |_, key, waker| {
+            engine.resize(now, max_concurrent, queue, |_, key, waker| {
                 wakes.push(waker);
                 granted.push(key);
             });
@@ -378,8 +461,8 @@ impl Drop for BulkheadGuard {
 pub struct BulkheadWaiter {
     bulkhead: SharedBulkhead,
     id: WaiterId,
-    /// Its entry in the queue's slab.
-    key: Key,
+    /// Its entry in its class's slab.
+    place: Place,
     deadline: Instant,
     done: bool,
 }
@@ -410,7 +493,9 @@ impl BulkheadWaiter {
     }
 
     /// Polls for the slot. `Ready(Ok)` hands over the guard; `Ready(Err)` carries
-    /// [`RejectReason::WaitedTooLong`] once `now` reaches the deadline; `Pending` stores the
+    /// [`RejectReason::WaitedTooLong`] once `now` reaches the deadline, or
+    /// [`RejectReason::Priority`] / [`RejectReason::QueueDelay`] when the waiter was pushed out
+    /// by a more important call or shed by adaptive LIFO + CoDel (its waker is woken then); `Pending` stores the
     /// task's waker (a release wakes it). After `Ready`, further polls return
     /// `Ready(Err(WaitedTooLong))`.
     pub fn poll(
@@ -425,8 +510,8 @@ impl BulkheadWaiter {
         let mut wakes = Wakes::default();
         let mut inner = self.bulkhead.lock();
         let now = inner.expire(now, &mut wakes);
-        let outcome = match inner.queue.entries.get_mut(self.key) {
-            Some((entry, _)) => {
+        let outcome = match inner.queue.get_mut(self.place) {
+            Some(entry) => {
                 if entry.outcome == Outcome::Queued {
                     match &mut entry.waker {
                         Some(w) => w.clone_from(cx.waker()),
@@ -436,18 +521,18 @@ impl BulkheadWaiter {
                 entry.outcome
             }
             // Only the owner frees its entry; not reached.
-            None => Outcome::Expired,
+            None => Outcome::Shed(RejectReason::WaitedTooLong),
         };
         let polled = match outcome {
             Outcome::Queued => Poll::Pending,
-            Outcome::Expired => {
+            Outcome::Shed(reason) => {
                 self.done = true;
-                let _ = inner.queue.entries.remove(self.key);
-                timed_out
+                inner.queue.free(self.place);
+                Poll::Ready(Err(rejected(reason)))
             }
             Outcome::Granted => {
                 self.done = true;
-                let _ = inner.queue.entries.remove(self.key);
+                inner.queue.free(self.place);
                 if self.deadline().is_some_and(|d| now >= d) {
                     // Granted, but collected too late: pass the slot on.
                     inner.release(now, &mut wakes);
@@ -471,23 +556,18 @@ impl Drop for BulkheadWaiter {
         let mut wakes = Wakes::default();
         {
             let mut inner = self.bulkhead.lock();
-            match inner
-                .queue
-                .entries
-                .get_mut(self.key)
-                .map(|(e, _)| e.outcome)
-            {
+            match inner.queue.get_mut(self.place).map(|e| e.outcome) {
                 Some(Outcome::Queued) => {
                     let Inner { engine, queue } = &mut *inner;
-                    let _ = engine.cancel(queue, self.key);
+                    let _ = engine.cancel(queue, self.place);
                 }
                 Some(Outcome::Granted) => {
-                    let _ = inner.queue.entries.remove(self.key);
+                    inner.queue.free(self.place);
                     let now = inner.engine.newest();
                     inner.release(now, &mut wakes);
                 }
-                Some(Outcome::Expired) => {
-                    let _ = inner.queue.entries.remove(self.key);
+                Some(Outcome::Shed(_)) => {
+                    inner.queue.free(self.place);
                 }
                 None => {}
             }

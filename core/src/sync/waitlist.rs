@@ -142,6 +142,21 @@ impl<T> WaitList<T> {
         }
     }
 
+    /// The newest entry in the FIFO.
+    pub(crate) fn back(&self) -> Option<(Key, &T)> {
+        let slot = self.slot(self.tail)?;
+        match &slot.state {
+            State::Linked(v) => Some((
+                Key {
+                    index: self.tail,
+                    gen: slot.gen,
+                },
+                v,
+            )),
+            _ => None,
+        }
+    }
+
     /// The entry after `key` in the FIFO (`None` at the end, or if `key` is not linked).
     pub(crate) fn next(&self, key: Key) -> Option<Key> {
         let slot = self.live(key)?;
