@@ -67,7 +67,7 @@
 //!     .max_wait(Duration::from_millis(50))
 //!     .build()?;
 //! let now = Instant::ZERO;
-//! let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, now);
+//! let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, now)?;
 //! assert_eq!(bh.class_limit(Criticality::Sheddable), 5);
 //! let mut held = Vec::new();
 //! for _ in 0..8 {
