@@ -170,9 +170,8 @@ pub mod http_server;
 /// tokio's timers, and keel's fast monotonic clock, as a keel [`Runtime`].
 ///
 /// **The clock.** By default `now()` reads keel's driver clock
-/// ([`keel_core::driver::clock`]: quanta's calibrated TSC counter, the clock governor reads too),
-/// about a third of the cost of reading `tokio::time::Instant::now()`. keel instants count
-/// nanoseconds since an origin one hour before the first read.
+/// ([`keel_core::driver::clock`]: `std::time::Instant::now()`, without tokio's test-util
+/// indirection). keel instants count nanoseconds since an origin one hour before the first read.
 ///
 /// **Paused time in tests.** With this crate's `test-util` feature (add
 /// `keel-tokio = { features = ["test-util"] }` to your dev-dependencies, next to tokio's own
