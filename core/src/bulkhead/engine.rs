@@ -382,6 +382,7 @@ impl Engine {
     /// each goes to `on_promoted`. Shrinking revokes nothing: calls in flight finish, and nobody
     /// is admitted until `in_flight` is below the new bound. Expired waiters must already have
     /// been removed.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pub(crate) fn resize<Q: WaitQueue>(
         &mut self,
         now: Instant,
