@@ -3,6 +3,9 @@
 //! decisions and of when reports happen (`keel_testkit::models::accept`, shared with the fuzz
 //! target).
 
+// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
+#![cfg(not(keel_no_testkit))]
+
 use core::time::Duration;
 
 use keel_core::accept::{

@@ -2,6 +2,9 @@
 //! resizing a `SharedLimit` and a bulkhead, and the driver's `AdaptiveLimit` permits (outcomes,
 //! cancellation, the minimum-RTT timer) on a manual clock.
 
+// The driver and the shared forms: std builds only (the no_std test runs leave this file out).
+#![cfg(feature = "futures")]
+
 use core::num::NonZeroUsize;
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;

@@ -464,6 +464,7 @@ fn codel_never_sheds_critical_waiters() {
 }
 
 #[test]
+#[cfg(feature = "std")]
 fn shared_form_takes_classes_and_pushes_out_less_important_waiters() {
     use keel_core::sync::bulkhead::{Acquire, SharedBulkhead};
     use std::task::{Context, Poll, Waker};

@@ -4,6 +4,9 @@
 //! linger deadline is never past the drain deadline, expiries match the model, the counts add
 //! up, and no input sequence panics or makes `poll_timeout` spin.
 
+// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
+#![cfg(not(keel_no_testkit))]
+
 // Runs in the `alloc` and `std` configurations only: the connection machine needs `alloc`.
 #![cfg(feature = "alloc")]
 

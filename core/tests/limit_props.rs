@@ -1,6 +1,9 @@
 //! Property tests: `Limit` against its reference model (`keel_testkit::models::limit`, shared
 //! with the fuzz target), and `SharedLimit` against `Limit`.
 
+// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
+#![cfg(not(keel_no_testkit))]
+
 // Runs with `std` only: `SharedLimit::poll_acquire` (a `Waker` registration) needs `std`.
 #![cfg(feature = "std")]
 

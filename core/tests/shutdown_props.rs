@@ -4,6 +4,9 @@
 //! negative, nothing is admitted after the drain starts, the deadline always fires, and no
 //! input panics.
 
+// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
+#![cfg(not(keel_no_testkit))]
+
 use core::time::Duration;
 
 use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownEvent, ShutdownPermit, ShutdownState};
