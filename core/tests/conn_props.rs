@@ -6,7 +6,6 @@
 
 // The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
 #![cfg(not(keel_no_testkit))]
-
 // Runs in the `alloc` and `std` configurations only: the connection machine needs `alloc`.
 #![cfg(feature = "alloc")]
 

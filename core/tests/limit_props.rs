@@ -3,7 +3,6 @@
 
 // The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
 #![cfg(not(keel_no_testkit))]
-
 // Runs with `std` only: `SharedLimit::poll_acquire` (a `Waker` registration) needs `std`.
 #![cfg(feature = "std")]
 
