@@ -39,7 +39,7 @@ use core::net::SocketAddr;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_io::Async;
 use futures_core::Stream as _;
@@ -47,19 +47,18 @@ use futures_core::Stream as _;
 use keel_core::driver::{BoxFuture, ConnIo, GuardConfig, Incoming, Listener, Runtime, Timer};
 use keel_core::time::Instant;
 
-/// The instant keel's `async-io` instants count from: keel's driver clock origin
-/// ([`keel_core::driver::clock::origin_std`]).
+/// The instant keel's `async-io` instants count from: the first time any of them read the clock.
 fn origin() -> std::time::Instant {
-    keel_core::driver::clock::origin_std()
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
 }
 
-/// Now, on keel's fast monotonic driver clock ([`keel_core::driver::clock::now`]: quanta's
-/// calibrated TSC counter), as a keel [`Instant`] (so smol's, async-std's and tokio's instants
-/// are comparable). The clock read of [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's
+/// Now, on std's monotonic clock, as a keel [`Instant`]: nanoseconds since the first time any
+/// `async-io` runtime in the process read the clock (so smol's and async-std's instants are
+/// comparable). The clock read of [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's
 /// runtime.
-#[inline]
 pub fn now() -> Instant {
-    keel_core::driver::clock::now()
+    Instant::from_duration(std::time::Instant::now().saturating_duration_since(origin()))
 }
 
 /// Converts a keel instant (as [`now`] counts) back to std's clock; `None` past what

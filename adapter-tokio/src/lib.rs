@@ -2,7 +2,7 @@
 //!
 //! The thin binding of [`keel_core`] to tokio's listeners, timers and signals. Every algorithm
 //! lives in the core (re-exported here as [`core`], so an application depends on this crate
-//! alone); this crate supplies tokio's types, [`TokioRuntime`] (clock and timer; with the feature `test-util`,
+//! alone); this crate supplies tokio's types, [`TokioRuntime`] (clock and timer, so
 //! `tokio::time::pause()` drives keel in tests) and the [`Tcp`] / [`Unix`] listener glue, then
 //! names each machine with tokio filled in.
 //!
@@ -49,6 +49,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -167,43 +168,47 @@ pub use axum_listener::{axum_listener, AxumIncoming, AxumListener, Guarded};
 #[cfg(feature = "hyper")]
 pub mod http_server;
 
-/// tokio's timers, and keel's fast monotonic clock, as a keel [`Runtime`].
+/// tokio's clock and timers as a keel [`Runtime`].
 ///
-/// **The clock.** By default `now()` reads keel's driver clock
-/// ([`keel_core::driver::clock`]: `std::time::Instant::now()`, without tokio's test-util
-/// indirection). keel instants count nanoseconds since an origin one hour before the first read.
-///
-/// **Paused time in tests.** With this crate's `test-util` feature (add
-/// `keel-tokio = { features = ["test-util"] }` to your dev-dependencies, next to tokio's own
-/// `test-util`), `now()` reads `tokio::time::Instant` instead, so `tokio::time::pause()` and
-/// `advance()` move keel's machines exactly as they move tokio's timers. Without it, keel reads
-/// the real clock while a paused tokio clock jumps: a driver sleep then waits for real time
-/// instead of auto-advancing (it still ends; the driver re-arms a timer that fires before keel's
-/// clock reached the deadline).
+/// keel instants count nanoseconds since an origin one hour before the first time any
+/// `TokioRuntime` read the clock (so every runtime in the process, paused test clocks included,
+/// reads after it);
+/// the clock is `tokio::time::Instant`, so `tokio::time::pause()` and `advance()` move keel's
+/// machines in tests exactly as they move tokio's timers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TokioRuntime;
+
+fn origin() -> tokio::time::Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    // An hour before the first read, on the real clock: a paused tokio clock starts at the real
+    // "now" of its runtime's creation, which may precede the first read in another task or test;
+    // it must still read after the origin rather than saturate at zero.
+    let origin = *ORIGIN.get_or_init(|| {
+        let now = std::time::Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    });
+    tokio::time::Instant::from_std(origin)
+}
 
 impl TokioRuntime {
     /// Converts a keel instant back to tokio's clock.
     pub fn to_tokio(deadline: Instant) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(driver::clock::to_std(deadline))
+        let origin = origin();
+        // Past ~30 years is "never" for a timer; tokio's own far future is the same order.
+        let far = Duration::from_secs(86_400 * 365 * 30);
+        let offset = deadline.as_duration().min(far);
+        origin
+            .checked_add(offset)
+            .unwrap_or(origin + Duration::from_secs(86_400))
     }
 }
 
 impl Runtime for TokioRuntime {
     type Timer = TokioTimer;
 
-    #[inline]
     fn now(&self) -> Instant {
-        #[cfg(feature = "test-util")]
-        {
-            let origin = tokio::time::Instant::from_std(driver::clock::origin_std());
-            Instant::from_duration(tokio::time::Instant::now().saturating_duration_since(origin))
-        }
-        #[cfg(not(feature = "test-util"))]
-        {
-            driver::clock::now()
-        }
+        let since = tokio::time::Instant::now().saturating_duration_since(origin());
+        Instant::from_duration(since)
     }
 
     fn timer(&self, deadline: Instant) -> TokioTimer {

@@ -2,9 +2,6 @@
 //! adapter's names do (a seed salted with OS randomness on the runtime `TokioRuntime::default()`).
 //! The drivers' behaviour is tested once, in keel-core (`core/tests/driver_breaker_retry.rs`,
 //! on keel-testkit's `ManualRuntime`).
-// Every test here runs on tokio's paused clock, which moves keel only under keel-tokio's
-// feature `test-util` (otherwise keel reads its TSC clock).
-#![cfg(feature = "test-util")]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! `RateLimit` fields, trusted and untrusted proxies, IPv6 prefixes, keel errors as HTTP
 //! answers, and status-aware breaker and retry. On tokio's paused clock, through
 //! `ServiceExt::oneshot` with `http` types.
-// The tests here run on tokio's paused clock, which moves keel only under feature `test-util`.
-#![cfg(all(feature = "http", feature = "test-util"))]
+#![cfg(feature = "http")]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

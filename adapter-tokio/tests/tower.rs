@@ -1,7 +1,6 @@
 //! The tower layers: shared state across clones, reject modes, and timeouts that cover the
 //! wait for readiness. Runs on tokio's paused clock.
-// Most tests here run on tokio's paused clock, which moves keel only under feature `test-util`.
-#![cfg(all(feature = "tower", feature = "test-util"))]
+#![cfg(feature = "tower")]
 
 use std::convert::Infallible;
 use std::num::NonZeroU32;

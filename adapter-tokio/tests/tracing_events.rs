@@ -3,8 +3,6 @@
 //! with no subscriber while this one installs its scoped subscriber can leave the callsite
 //! disabled for it (seen once in CI as a missing `warn` event when this test shared a binary
 //! with the other breaker and retry tests).
-// The test here runs on tokio's paused clock, which moves keel only under feature `test-util`.
-#![cfg(feature = "test-util")]
 
 mod support;
 

@@ -37,7 +37,6 @@ mod accept;
 pub mod adaptive;
 pub mod breaker;
 pub mod bulkhead;
-pub mod clock;
 pub mod conn;
 #[cfg(feature = "metrics")]
 pub mod metrics;
