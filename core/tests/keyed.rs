@@ -784,3 +784,40 @@ fn deleting_from_a_chain_that_wraps_past_the_end_of_the_index_keeps_the_rest() {
         );
     }
 }
+
+/// The sweep's clock hand stands still while the table is empty: once the last key is forgotten,
+/// checks that find no key (here `n = 0`, which sweeps and admits nothing) do not move it. The
+/// hand's position decides which entries the next checks visit, so a hand that kept turning over
+/// free entries would forget a later idle key one check late. Four entries, two visited per
+/// check; the free list hands entries back last-freed first.
+#[test]
+fn the_sweep_hand_stands_still_while_the_table_is_empty() {
+    let ms = Instant::from_millis;
+    // 10 per second, burst 1: an admitted key is idle 100 ms later.
+    let mut l = KeyedGcra::<u32>::new(config(10, 1, 8, Full::RejectNew), Instant::ZERO);
+    // Keys 0..3 fill entries 0..3 (key 3 at 50 ms, idle at 150 ms); the hand ends on entry 3.
+    for k in 0..3 {
+        assert_eq!(l.try_acquire(ms(0), &k), Ok(()));
+    }
+    assert_eq!(l.try_acquire(ms(50), &3), Ok(()));
+    // At 100 ms keys 0..2 are idle: the hand visits 3 (busy) and 0, then 1 and 2.
+    assert_eq!(l.try_acquire_n(ms(100), &99, 0), Ok(()));
+    assert_eq!(l.len(), 3);
+    assert_eq!(l.try_acquire_n(ms(100), &99, 0), Ok(()));
+    assert_eq!(l.len(), 1);
+    // At 150 ms the hand forgets key 3 (entry 3): the table is empty, the hand past entry 3.
+    assert_eq!(l.try_acquire_n(ms(150), &99, 0), Ok(()));
+    assert!(l.is_empty());
+    assert_eq!(l.stats().reclaimed, 4);
+    // Key 10 takes entry 3 (idle at 250 ms); keys 11, 12, 13 take entries 2, 1, 0 at 200 ms.
+    // The hand stood still over the empty table, so it now rests on entry 2.
+    assert_eq!(l.try_acquire(ms(150), &10), Ok(()));
+    for k in 11..14 {
+        assert_eq!(l.try_acquire(ms(200), &k), Ok(()));
+    }
+    assert_eq!(l.len(), 4);
+    // At 250 ms only key 10 is idle; the next check visits entries 2 and 3 and forgets it.
+    assert_eq!(l.try_acquire_n(ms(250), &99, 0), Ok(()));
+    assert_eq!(l.len(), 3);
+    assert_eq!(l.stats().reclaimed, 5);
+}
