@@ -139,10 +139,15 @@ fn equal_jitter_stays_within_half_and_the_delay() {
         .build()
         .unwrap();
     let mut b = Backoff::new(config, t0());
-    for (i, d) in b.delays().take(1_000).enumerate() {
+    let got: Vec<Duration> = b.delays().take(1_000).collect();
+    for (i, d) in got.iter().enumerate() {
         let full = ms(100u64 << i.min(3));
-        assert!(d >= full / 2 && d <= full, "retry {i}: {d:?}");
+        assert!(*d >= full / 2 && *d <= full, "retry {i}: {d:?}");
     }
+    // Equal jitter really spreads over the upper half: once capped (800 ms), delays near
+    // both ends of [400 ms, 800 ms] appear.
+    assert!(got[10..].iter().any(|d| *d < ms(450)));
+    assert!(got[10..].iter().any(|d| *d > ms(750)));
 }
 
 #[test]
@@ -217,6 +222,39 @@ fn retry_after_overrides_the_next_delay_but_is_capped() {
         (s.retries, s.hints, s.hints_capped, s.hints_raised),
         (4, 3, 1, 1)
     );
+}
+
+/// A hint exactly at `max_retry_after` or exactly at `min_retry_after` is within the bounds:
+/// it is taken as it is, neither capped nor raised.
+#[test]
+fn hints_exactly_at_the_bounds_are_neither_capped_nor_raised() {
+    let config = BackoffConfig::constant(ms(1))
+        .jitter(Jitter::None)
+        .min_retry_after(ms(5))
+        .max_retry_after(ms(3_000))
+        .unlimited_attempts()
+        .build()
+        .unwrap();
+    let mut b = Backoff::new(config, t0());
+    let now = t0();
+    assert_eq!(
+        b.next_delay_with_hint(now, ms(3_000)),
+        RetryDecision::RetryAt(now + ms(3_000))
+    );
+    assert_eq!(
+        b.next_delay_with_hint(now, ms(5)),
+        RetryDecision::RetryAt(now + ms(5))
+    );
+    let s = b.stats();
+    assert_eq!(
+        (s.retries, s.hints, s.hints_capped, s.hints_raised),
+        (2, 2, 0, 0)
+    );
+    // One nanosecond beyond either bound is counted.
+    let _ = b.next_delay_with_hint(now, ms(3_000) + Duration::from_nanos(1));
+    let _ = b.next_delay_with_hint(now, ms(5) - Duration::from_nanos(1));
+    let s = b.stats();
+    assert_eq!((s.hints, s.hints_capped, s.hints_raised), (4, 1, 1));
 }
 
 #[test]
@@ -549,6 +587,42 @@ fn defaults_are_aws_standard_mode() {
     assert_eq!(c.max_retry_after(), Duration::from_secs(20));
     assert_eq!(c.min_retry_after(), ms(1));
     assert_eq!(c.seed(), 0);
+}
+
+/// Every getter reads back what the builder was told (no default stands in for a setting), and
+/// the machine hands back the configuration it was built with.
+#[test]
+fn a_config_reads_back_every_setting() {
+    let c = BackoffConfig::linear(ms(50), ms(25))
+        .cap(ms(700))
+        .jitter(Jitter::Equal)
+        .max_attempts(7)
+        .max_elapsed(Duration::from_secs(9))
+        .min_retry_after(ms(3))
+        .max_retry_after(ms(4_000))
+        .seed(1234)
+        .build()
+        .unwrap();
+    assert_eq!(
+        c.schedule(),
+        Schedule::Linear {
+            base: ms(50),
+            step: ms(25)
+        }
+    );
+    assert_eq!(c.cap(), ms(700));
+    assert_eq!(c.jitter(), Jitter::Equal);
+    assert_eq!(c.max_attempts(), Some(7));
+    assert_eq!(c.max_elapsed(), Some(Duration::from_secs(9)));
+    assert_eq!(c.min_retry_after(), ms(3));
+    assert_eq!(c.max_retry_after(), ms(4_000));
+    assert_eq!(c.seed(), 1234);
+    let reseeded = c.with_seed(77);
+    assert_eq!(reseeded.seed(), 77);
+    assert_eq!(reseeded.with_seed(1234), c, "only the seed changed");
+    let b = Backoff::new(c, t0());
+    assert_eq!(*b.config(), c);
+    assert_ne!(*b.config(), BackoffConfig::default());
 }
 
 #[test]
