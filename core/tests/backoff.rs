@@ -707,6 +707,13 @@ fn invalid_configs_are_rejected() {
     // Zero delays are fine without decorrelated jitter: "retry at once".
     assert!(BackoffConfig::constant(Duration::ZERO).build().is_ok());
     assert!(BackoffConfig::builder().factor_percent(100).build().is_ok());
+    // Equal hint bounds are a range of one value, not an inverted one.
+    let pinned = BackoffConfig::builder()
+        .min_retry_after(ms(9))
+        .max_retry_after(ms(9))
+        .build()
+        .unwrap();
+    assert_eq!((pinned.min_retry_after(), pinned.max_retry_after()), (ms(9), ms(9)));
 }
 
 #[test]
