@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use keel_core::budget::{BudgetConfig, BudgetStats, RetryBudget};
+use keel_core::budget::{BudgetConfig, BudgetStats, Exhausted, RetryBudget};
 use keel_core::time::Instant;
 use keel_core::ConfigError;
 
@@ -347,4 +347,12 @@ fn a_refusal_near_the_end_of_the_clock_never_comes_back() {
     let mut budget = RetryBudget::new(config, Instant::MAX - Duration::from_millis(500));
     assert_eq!(withdraw_all(&mut budget, Instant::MAX), 1);
     assert_eq!(refused_until(&mut budget, Instant::MAX), None);
+}
+
+/// The refusal's message says what happened and what to change.
+#[test]
+fn exhausted_says_what_to_change() {
+    let msg = Exhausted.to_string();
+    assert!(msg.starts_with("retry budget exhausted"), "{msg}");
+    assert!(msg.contains("retry_percent") && msg.contains("min_per_sec"), "{msg}");
 }
