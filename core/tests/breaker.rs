@@ -703,6 +703,17 @@ fn invalid_configs_are_rejected_with_the_field_to_change() {
         b().time_window(30, Duration::MAX).build(),
         Err(ConfigError::Overflow { .. })
     ));
+    // A window of exactly u64::MAX ns (3 * (u64::MAX / 3), as u64::MAX is a multiple of 3)
+    // still fits; one nanosecond more per bucket does not.
+    assert!(b()
+        .time_window(3, Duration::from_nanos(u64::MAX / 3))
+        .build()
+        .is_ok());
+    assert!(matches!(
+        b().time_window(3, Duration::from_nanos(u64::MAX / 3 + 1))
+            .build(),
+        Err(ConfigError::Overflow { .. })
+    ));
     assert!(matches!(
         b().time_window(u32::MAX, secs(1)).build(),
         Err(ConfigError::OutOfRange { .. })
@@ -797,6 +808,8 @@ fn window_capacity_depends_on_alloc() {
         assert_eq!(big, (true, true));
         assert!(count(1 << 24).is_ok());
         assert!(count((1 << 24) + 1).is_err());
+        assert!(time(1 << 16).is_ok());
+        assert!(time((1 << 16) + 1).is_err());
     } else {
         assert_eq!(big, (false, false));
         let msg = count(513).unwrap_err().to_string();
@@ -959,4 +972,8 @@ fn config_getters_return_what_was_set() {
     assert_eq!(c.seed(), 99);
     let b = CircuitBreaker::new(c, Instant::ZERO);
     assert_eq!(*b.config(), c);
+    // `with_seed` changes the seed and nothing else.
+    let reseeded = c.with_seed(5);
+    assert_eq!(reseeded.seed(), 5);
+    assert_eq!(reseeded.with_seed(99), c);
 }
