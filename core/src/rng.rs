@@ -120,6 +120,8 @@ mod tests {
     fn known_first_output_for_seed_zero() {
         // Reference value of SplitMix64 seeded with 0.
         assert_eq!(Rng::new(0).next_u64(), 0xE220_A839_7B1D_CDAF);
+        // The float is the top 53 bits of that output over 2^53: 7956156453446585 / 2^53.
+        assert_eq!(Rng::new(0).next_f64(), 0.883_310_808_213_642_6);
     }
 
     #[test]
