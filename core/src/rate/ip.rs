@@ -124,6 +124,8 @@ mod tests {
         assert_eq!(IpKeyer::v6_prefix(128).unwrap().key(a), a);
         assert_eq!(IpKeyer::v6_prefix(1).unwrap().key(a), v6("::"));
         assert_eq!(IpKeyer::v6_prefix(0).map(|k| k.prefix_len()).ok(), None);
+        assert_eq!(IpKeyer::v6_prefix(56).map(|k| k.prefix_len()), Ok(56));
+        assert_eq!(IpKeyer::default().prefix_len(), 64);
         assert!(IpKeyer::v6_prefix(129).is_err());
         // Every address of a /64 is one key; the neighbouring /64 is another.
         let b = v6("2001:db8:aaaa:bbcc:ffff:ffff:ffff:ffff");
