@@ -11,6 +11,7 @@ use keel_core::Instant;
 fn an_empty_report_is_ready_and_live() {
     let r = HealthReport::new();
     assert!(r.is_ready() && r.is_live());
+    assert!(r.readiness().is_ready() && r.liveness().is_live());
     assert_eq!(r.to_string(), "ready=true live=true reasons=[]");
     assert_eq!(
         (r.readiness_status_code(), r.liveness_status_code()),
@@ -49,6 +50,8 @@ fn only_a_fatal_listener_fails_liveness() {
         .with("bulkhead", ComponentState::bulkhead_saturated());
     assert!(!r.is_ready());
     assert!(!r.is_live());
+    assert!(!r.readiness().is_ready());
+    assert!(!r.liveness().is_live());
     let live: Vec<String> = r.liveness().reasons().map(|c| c.to_string()).collect();
     assert_eq!(live, vec!["accept: stopped (EBADF)"]);
     let ready: Vec<&str> = r.readiness().reasons().map(|c| c.name).collect();
@@ -155,6 +158,30 @@ fn maps_a_bulkhead_saturation() {
     ));
     assert_eq!(state(&bh), ComponentState::bulkhead_saturated());
     assert!(!state(&bh).is_ready());
+
+    // Calls waiting in a queue with room left: degraded ("queueing"), still ready.
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(2)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut bh: FifoSemaphore<2> =
+        FifoSemaphore::new(config, Instant::ZERO).expect("max_queue fits the ring");
+    let state = |bh: &FifoSemaphore<2>| ComponentState::from_bulkhead(&bh.stats(), bh.config());
+    let _p = bh.acquire(Instant::ZERO);
+    assert!(matches!(
+        bh.acquire(Instant::ZERO),
+        Admission::Queued { .. }
+    ));
+    let queueing = state(&bh);
+    assert_eq!(queueing, ComponentState::Degraded(Reason::new("queueing")));
+    assert!(queueing.is_ready() && queueing.is_live());
+    assert!(matches!(
+        bh.acquire(Instant::ZERO),
+        Admission::Queued { .. }
+    ));
+    assert_eq!(state(&bh), ComponentState::bulkhead_saturated());
 }
 
 #[test]

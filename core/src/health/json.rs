@@ -152,6 +152,23 @@ mod tests {
         assert_eq!(report.json().to_string(), expected);
     }
 
+    /// Printable ASCII, the space included, is written as it is.
+    #[test]
+    fn spaces_and_printable_ascii_are_not_escaped() {
+        let report = HealthReport::new().with(
+            "http server",
+            ComponentState::Degraded(Reason::with_detail("near limit", "9 of 10 ~!")),
+        );
+        assert_eq!(
+            report.json().to_string(),
+            concat!(
+                r#"{"ready":true,"live":true,"components":["#,
+                r#"{"name":"http server","state":"degraded","reason":"near limit","detail":"9 of 10 ~!"}"#,
+                r#"],"omitted":0}"#
+            )
+        );
+    }
+
     #[test]
     fn hostile_names_are_escaped() {
         let report = HealthReport::new()
