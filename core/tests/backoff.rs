@@ -713,7 +713,10 @@ fn invalid_configs_are_rejected() {
         .max_retry_after(ms(9))
         .build()
         .unwrap();
-    assert_eq!((pinned.min_retry_after(), pinned.max_retry_after()), (ms(9), ms(9)));
+    assert_eq!(
+        (pinned.min_retry_after(), pinned.max_retry_after()),
+        (ms(9), ms(9))
+    );
 }
 
 #[test]

@@ -354,5 +354,8 @@ fn a_refusal_near_the_end_of_the_clock_never_comes_back() {
 fn exhausted_says_what_to_change() {
     let msg = Exhausted.to_string();
     assert!(msg.starts_with("retry budget exhausted"), "{msg}");
-    assert!(msg.contains("retry_percent") && msg.contains("min_per_sec"), "{msg}");
+    assert!(
+        msg.contains("retry_percent") && msg.contains("min_per_sec"),
+        "{msg}"
+    );
 }
