@@ -977,3 +977,27 @@ fn config_getters_return_what_was_set() {
     assert_eq!(reseeded.seed(), 5);
     assert_eq!(reseeded.with_seed(99), c);
 }
+
+/// With both rate policies off the breaker keeps no sliding window: the window's settings are
+/// not checked against `minimum_calls` (no rate is ever judged), and no outcome is counted in
+/// it, while the consecutive-failures policy trips as usual.
+#[test]
+fn a_consecutive_failures_only_breaker_keeps_no_window() {
+    let c = BreakerConfig::consecutive_failures(3)
+        .count_window(10)
+        .minimum_calls(11)
+        .build()
+        .expect("no rate policy: minimum_calls above the window size is not a conflict");
+    let mut b = CircuitBreaker::new(c, Instant::ZERO);
+    succeed(&mut b, at(0));
+    fail(&mut b, at(1));
+    fail(&mut b, at(2));
+    let s = b.stats();
+    assert_eq!(
+        (s.window_calls, s.window_failures, s.window_slow),
+        (0, 0, 0)
+    );
+    assert_eq!(b.state(), State::Closed);
+    fail(&mut b, at(3));
+    assert_eq!(b.state(), State::Open);
+}
