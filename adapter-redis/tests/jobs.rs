@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code, unreachable_pub, missing_docs)]
 mod alerts;
 #[path = "../examples/jobs/checks.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
+#[allow(unreachable_pub, missing_docs)]
 mod checks;
 
 /// `target/<profile>`: this test runs from its `deps` directory.

@@ -91,8 +91,7 @@ pub fn memory_check(
     let limiter_term = new_users * limiter_key;
     let base = samples
         .iter()
-        .filter(|m| m.t >= baseline.0 && m.t <= baseline.1)
-        .next_back()
+        .rfind(|m| m.t >= baseline.0 && m.t <= baseline.1)
         .copied()
         .unwrap_or_default();
     let base_data = base.used.saturating_sub(base.clients);
