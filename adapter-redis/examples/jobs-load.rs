@@ -13,8 +13,13 @@
 //! from Redis and from the workers' logs, what became of every job. It prints one table and a
 //! last line `jobs: enqueued=N done=D dead=L lost=X duplicated=Y normal_enqueue_ok=P% alerts=K/5`,
 //! and exits non-zero if a job was lost or ran twice, if normal users' enqueues during the flood
-//! succeeded less than 99 % of the time, or if an alert did not fire during its scenario or
-//! fired during the baseline. `--short` halves every phase (the test runs that).
+//! succeeded less than 99 % of the time, if an alert did not fire during its scenario or
+//! fired during the baseline, or if one of the bounds in `jobs/checks.rs` was broken (Redis
+//! memory under the queue-depth guard's bound, flooding users held to their quota, each
+//! worker's breaker opening within its minimum calls, its retries within the retry budget's
+//! exact bound, critical jobs flowing while the dependency fails, leaks reported within one
+//! sweep of the threshold). `--short` halves every phase; `tests/jobs.rs` runs the whole script
+//! (about 1 min 45 s in a debug build on a loaded 2-core machine).
 
 #![allow(unreachable_pub, missing_docs, dead_code)]
 
@@ -28,12 +33,15 @@ use std::time::{Duration, Instant};
 
 #[path = "jobs/alerts.rs"]
 mod alerts;
+#[path = "jobs/checks.rs"]
+mod checks;
 #[path = "jobs/http.rs"]
 mod http;
 #[path = "jobs/store.rs"]
 mod store;
 
 use alerts::{History, Scrape, RULES};
+use checks::{BreakerCheck, BudgetCheck, MemSample};
 use http::Http;
 use store::{now_ms, Keys};
 
@@ -64,6 +72,10 @@ struct Shared {
     history: Mutex<History>,
     targets: Mutex<Vec<(String, SocketAddr)>>,
     peak_memory: AtomicU64,
+    /// Redis's memory and the job keys' sizes, every 500 ms.
+    memory: Mutex<Vec<MemSample>>,
+    /// Enqueues accepted (200) per flooding user.
+    flood_ok: [AtomicU64; 3],
 }
 
 impl Shared {
@@ -206,7 +218,7 @@ fn main() -> ExitCode {
 }
 
 /// Every 500 ms: every live process's `/metrics`, and Redis's memory.
-async fn scraper(s: Arc<Shared>, mut redis: redis::aio::MultiplexedConnection) {
+async fn scraper(s: Arc<Shared>, mut redis: redis::aio::MultiplexedConnection, keys: Keys) {
     let mut clients: HashMap<String, Http> = HashMap::new();
     while !s.stop_scraping.load(Ordering::Relaxed) {
         let targets = lock(&s.targets).clone();
@@ -228,12 +240,34 @@ async fn scraper(s: Arc<Shared>, mut redis: redis::aio::MultiplexedConnection) {
             .query_async(&mut redis)
             .await;
         if let Ok(info) = info {
-            if let Some(v) = info
-                .lines()
-                .find_map(|l| l.strip_prefix("used_memory:"))
-                .and_then(|v| v.trim().parse().ok())
-            {
+            let field = |name: &str| -> Option<u64> {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            if let Some(v) = field("used_memory:") {
                 s.peak_memory.fetch_max(v, Ordering::Relaxed);
+                let sizes: Result<(u64, u64, u64, u64, u64, u64), _> = redis::pipe()
+                    .llen(&keys.critical)
+                    .llen(&keys.default)
+                    .llen(&keys.processing)
+                    .zcard(&keys.delayed)
+                    .hlen(&keys.final_)
+                    .llen(&keys.dead)
+                    .query_async(&mut redis)
+                    .await;
+                if let Ok((c, d, processing, delayed, finals, dead)) = sizes {
+                    lock(&s.memory).push(MemSample {
+                        t: s.t(),
+                        used: v,
+                        clients: field("mem_clients_normal:").unwrap_or(0),
+                        queued: c + d,
+                        processing,
+                        delayed,
+                        finals,
+                        dead,
+                    });
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -285,7 +319,11 @@ async fn flood(s: Arc<Shared>, api: SocketAddr, until: Instant) {
                 let headers = format!("x-user: attacker-{attacker}\r\n");
                 while Instant::now() < until {
                     let r = c.request("POST", enqueue_path(false), &headers).await;
-                    s.count(1, r.ok().map(|(st, _)| st));
+                    let st = r.ok().map(|(st, _)| st);
+                    if st == Some(200) {
+                        s.flood_ok[attacker].fetch_add(1, Ordering::Relaxed);
+                    }
+                    s.count(1, st);
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }));
@@ -449,19 +487,22 @@ async fn run(a: Args) -> Result<bool, String> {
             ]
             .map(String::from),
         );
-        v.extend(
-            [
-                "--backlog-high",
-                "1000",
-                "--backlog-low",
-                "800",
-                "--critical-reserve",
-                "300",
-            ]
-            .map(String::from),
-        );
+        // The limits the checks compute their bounds from (`jobs/checks.rs`).
+        v.extend([
+            "--backlog-high".to_string(),
+            checks::BACKLOG_HIGH.to_string(),
+            "--backlog-low".to_string(),
+            checks::BACKLOG_LOW.to_string(),
+            "--critical-reserve".to_string(),
+            checks::CRITICAL_RESERVE.to_string(),
+        ]);
         v
     };
+    let fleet = checks::FLEET_CONCURRENCY.to_string();
+    let (rate, burst) = (
+        checks::USER_RATE.to_string(),
+        checks::USER_BURST.to_string(),
+    );
     let worker_args = |name: &str| {
         common(&[
             "worker",
@@ -470,13 +511,13 @@ async fn run(a: Args) -> Result<bool, String> {
             "--concurrency",
             "4",
             "--fleet-concurrency",
-            "6",
+            &fleet,
         ])
     };
     let api = spawn(
         &bin,
         "api",
-        &common(&["api", "--user-rate", "10", "--user-burst", "20"]),
+        &common(&["api", "--user-rate", &rate, "--user-burst", &burst]),
     )?;
     let mut workers = vec![
         spawn(&bin, "w1", &worker_args("w1"))?,
@@ -500,8 +541,10 @@ async fn run(a: Args) -> Result<bool, String> {
                 .collect(),
         ),
         peak_memory: AtomicU64::new(0),
+        memory: Mutex::new(Vec::new()),
+        flood_ok: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
     });
-    let scraping = tokio::spawn(scraper(s.clone(), redis.clone()));
+    let scraping = tokio::spawn(scraper(s.clone(), redis.clone(), keys.clone()));
     let normal = tokio::spawn(normal_users(s.clone(), api.addr, 30));
     let mut bounds: Vec<(usize, f64, f64)> = Vec::new();
     let mut phase = |s: &Shared, i: usize| {
@@ -529,8 +572,12 @@ async fn run(a: Args) -> Result<bool, String> {
     // (c) the dependency: 10× slower, failing, recovered.
     phase(&s, 3);
     let breaker_before = sum_now(&s, "jobs_breaker_state");
+    // Wall-clock ms (the workers' log lines carry the same clock): the dependency starts failing
+    // (10× slower is over the per-attempt timeout) no earlier than this.
+    let c_start_ms = now_ms();
     admin(api.addr, "/admin/dependency?mode=slow").await?;
     tokio::time::sleep(secs(6.0)).await;
+    let fail_from = s.t();
     admin(api.addr, "/admin/dependency?mode=fail").await?;
     let mut breaker_opened = false;
     let fail_until = Instant::now() + secs(6.0);
@@ -538,6 +585,7 @@ async fn run(a: Args) -> Result<bool, String> {
         tokio::time::sleep(Duration::from_millis(250)).await;
         breaker_opened |= sum_now(&s, "jobs_breaker_state") >= 1.0;
     }
+    let fail_to = s.t();
     admin(api.addr, "/admin/dependency?mode=ok").await?;
     tokio::time::sleep(secs(6.0)).await;
     notes.push(format!(
@@ -726,7 +774,10 @@ async fn run(a: Args) -> Result<bool, String> {
     let mut leak_reports = 0u64;
     let mut leak_max_age = String::from("-");
     for p in &procs {
-        for l in lock(&p.err).iter().filter(|l| l.starts_with("leak:")) {
+        for l in lock(&p.err)
+            .iter()
+            .filter(|l| l.starts_with("leak:") && l.contains("held for"))
+        {
             leak_reports += 1;
             if let Some(age) = l
                 .split("held for ")
@@ -815,7 +866,65 @@ async fn run(a: Args) -> Result<bool, String> {
     let exhausted = total("jobs_pool_exhausted_total");
     // Each worker process's budget: 20 % of its first attempts plus 2 a second over its life.
     let budget_bound = 0.2 * first_attempts + 2.0 * end_t * procs.len() as f64;
+    // Critical jobs (no dependency) done per second: the quiet baseline against the window in
+    // which the dependency failed outright.
+    let critical = alerts::Sel {
+        name: "jobs_done_total",
+        eq: &[("queue", "critical")],
+        ne: &[],
+    };
+    let (b_from, b_to) = bounds
+        .iter()
+        .find(|b| b.0 == 0)
+        .map_or((0.0, 0.0), |b| (b.1, b.2));
+    let critical_base_rate =
+        history.increase(&critical, b_to, b_to - b_from) / (b_to - b_from).max(1e-9);
+    let critical_fail_rate =
+        history.increase(&critical, fail_to, fail_to - fail_from) / (fail_to - fail_from).max(1e-9);
     drop(history);
+    let (f_from, f_to) = bounds
+        .iter()
+        .find(|b| b.0 == 1)
+        .map_or((0.0, 0.0), |b| (b.1, b.2));
+    let samples = lock(&s.memory).clone();
+    let flood_ok: Vec<u64> = s
+        .flood_ok
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .collect();
+    // Memory is checked through the flood and the spike: the flood is what the seed fears, the
+    // spike is what fills the queues to the guard's bound.
+    let spike_to = bounds.iter().find(|b| b.0 == 2).map_or(f_to, |b| b.2);
+    let mem = checks::memory_check(
+        &samples,
+        (b_from, b_to),
+        (f_from, spike_to),
+        &flood_ok,
+        f_to - f_from,
+        // The flooding users and the spike's (`spike(.., 500, ..)`).
+        3 + 500,
+    );
+    let worker_procs: Vec<&Proc> = workers.iter().collect();
+    let breakers: Vec<BreakerCheck> = worker_procs
+        .iter()
+        .filter(|p| p.name != "w3")
+        .map(|p| checks::breaker_check(&p.name, &lock(&p.out), &lock(&p.err), c_start_ms))
+        .collect();
+    let budgets: Vec<BudgetCheck> = worker_procs
+        .iter()
+        .map(|p| checks::budget_check(&p.name, &lock(&p.out), &lock(&p.err)))
+        .collect();
+    let errs: Vec<Vec<String>> = worker_procs.iter().map(|p| lock(&p.err).clone()).collect();
+    let err_refs: Vec<&[String]> = errs.iter().map(|e| e.as_slice()).collect();
+    let leaks = checks::leak_check(&err_refs);
+    let bulkhead_cap = worker_procs
+        .first()
+        .and_then(|p| checks::config(&lock(&p.err), "bulkhead", "max_concurrent"))
+        .unwrap_or(0) as f64;
+    let tasks = worker_procs
+        .first()
+        .and_then(|p| checks::config(&lock(&p.err), "bulkhead", "concurrency"))
+        .unwrap_or(0) as f64;
 
     // The table.
     println!();
@@ -866,6 +975,19 @@ async fn run(a: Args) -> Result<bool, String> {
         "redis peak used_memory {} KiB (backlog bound: 1000 jobs + 300 critical)",
         s.peak_memory.load(Ordering::Relaxed) / 1024
     );
+    for l in &mem.lines {
+        println!("{l}");
+    }
+    for b in &breakers {
+        println!("{}", b.line);
+    }
+    for b in &budgets {
+        println!("{}", b.line);
+    }
+    println!("{}", leaks.line);
+    println!(
+        "c: critical jobs done per second: baseline {critical_base_rate:.2}/s, while the dependency failed {critical_fail_rate:.2}/s (must be >= half the baseline); dependency calls in flight in one worker at most {in_flight_c:.0} (its bulkhead's cap {bulkhead_cap:.0} of {tasks:.0} tasks)"
+    );
     if !missing.is_empty() {
         println!(
             "lost job ids (first 10): {:?}",
@@ -909,6 +1031,35 @@ async fn run(a: Args) -> Result<bool, String> {
             in_flight_c <= 2.0,
         ),
         ("jobs were enqueued", enqueued > 0),
+        (
+            "redis memory stayed under the bound the queue-depth guard implies (flood and spike)",
+            mem.memory_ok,
+        ),
+        (
+            "the queues never held more than the guard's cap",
+            mem.queue_ok,
+        ),
+        ("each flooding user was held to its quota", mem.quota_ok),
+        (
+            "each worker's breaker opened within its minimum calls",
+            !breakers.is_empty() && breakers.iter().all(|b| b.ok),
+        ),
+        (
+            "each worker's retries within its retry budget's exact bound",
+            !budgets.is_empty() && budgets.iter().all(|b| b.ok),
+        ),
+        (
+            "every leak reported at >= the threshold and within one sweep of it",
+            leaks.ok,
+        ),
+        (
+            "critical jobs done per second while the dependency failed >= half the baseline's",
+            critical_base_rate > 0.0 && critical_fail_rate >= 0.5 * critical_base_rate,
+        ),
+        (
+            "no worker had more dependency calls in flight than its bulkhead's cap (< its tasks)",
+            bulkhead_cap > 0.0 && bulkhead_cap < tasks && in_flight_c <= bulkhead_cap,
+        ),
     ];
     let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
     if !failed.is_empty() {

@@ -128,6 +128,11 @@ impl Pool {
         })
     }
 
+    /// When the oldest tracked checkout reaches the leak threshold, if any is out.
+    pub fn next_leak_deadline(&self) -> Option<keel_core::time::Instant> {
+        lock(&self.inner.out).detector.poll_timeout()
+    }
+
     /// Reports every checkout held for the threshold or longer and gives its slot back to the
     /// pool; reports leaked connections released at last. Returns how many leaks were new.
     pub fn reclaim_leaks(&self) -> usize {
@@ -147,8 +152,13 @@ impl Pool {
                     if reclaimed {
                         inner.permits.add_permits(1);
                     }
+                    // `age_ms` and `late_ms` (how long after the threshold it was found) are
+                    // read by the load script.
                     eprintln!(
-                        "leak: pool connection {id} held for {age:?}{}",
+                        "leak: pool connection {id} held for {age:?} age_ms={} late_ms={}{}",
+                        age.as_millis(),
+                        age.saturating_sub(out.detector.config().threshold())
+                            .as_millis(),
                         if reclaimed {
                             ": slot reclaimed"
                         } else {

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use keel_core::backoff::{Backoff, BackoffConfig};
-use keel_core::breaker::{BreakerConfig, State as BreakerState};
+use keel_core::breaker::{BreakerConfig, SlidingWindow, State as BreakerState};
 use keel_core::budget::BudgetConfig;
 use keel_core::bulkhead::BulkheadConfig;
 use keel_core::driver::breaker::BreakerError;
@@ -34,6 +34,24 @@ const DEPENDENCY_LATENCY: Duration = Duration::from_millis(20);
 const OWN_WORK: Duration = Duration::from_millis(5);
 /// How long a leaking job keeps its connection before it finally drops it.
 const LEAK_HOLD: Duration = Duration::from_secs(5);
+/// The leak sweeper wakes at the detector's next deadline, and at least this often.
+const LEAK_SWEEP: Duration = Duration::from_millis(100);
+
+/// Reports and reclaims leaked pool connections: wakes when the leak detector's next permit
+/// reaches the threshold (`poll_timeout`), at most [`LEAK_SWEEP`] apart, so a leak is reported
+/// within the threshold plus one sweep interval (plus the timer's lag) whatever Redis is doing.
+async fn sweep_leaks(w: Arc<Worker>) {
+    loop {
+        let now = keel_tokio::now();
+        let cap = now.saturating_add(LEAK_SWEEP);
+        let at = w
+            .pool
+            .next_leak_deadline()
+            .map_or(cap, |d| d.min(cap).max(now));
+        keel_tokio::sleep_until(at).await;
+        w.pool.reclaim_leaks();
+    }
+}
 
 struct Scripts {
     claim: Script,
@@ -109,6 +127,35 @@ pub async fn run(a: Args, prometheus: PrometheusHandle) -> Result<(), String> {
         .max_attempts(a.max_attempts)
         .build()
         .map_err(|e| e.to_string())?;
+    // The configuration the load script checks the run against (its bounds come from these).
+    let window = match breaker_config.sliding_window() {
+        SlidingWindow::Count { size } => size,
+        // Not this example's: the load script then has no count to check against.
+        _ => 0,
+    };
+    eprintln!(
+        "config: breaker minimum_calls={} count_window={window} failure_rate={}",
+        breaker_config.minimum_calls(),
+        breaker_config.failure_rate_threshold().unwrap_or(0)
+    );
+    eprintln!(
+        "config: budget ttl_ns={} slot_ns={} floor={} retry_percent={} min_per_sec={}",
+        budget_config.ttl().as_nanos(),
+        budget_config.slot().as_nanos(),
+        budget_config.floor(),
+        budget_config.retry_percent(),
+        budget_config.min_per_sec()
+    );
+    eprintln!(
+        "config: bulkhead max_concurrent={} concurrency={}",
+        bulkhead_config.max_concurrent(),
+        a.concurrency
+    );
+    eprintln!(
+        "config: leak threshold_ms={} sweep_ms={}",
+        a.leak_threshold.as_millis(),
+        LEAK_SWEEP.as_millis()
+    );
     let w = Arc::new(Worker {
         keys: Keys::new(&a.prefix),
         scripts: Scripts {
@@ -134,6 +181,7 @@ pub async fn run(a: Args, prometheus: PrometheusHandle) -> Result<(), String> {
         a,
     });
     tokio::spawn(maintain(w.clone()));
+    tokio::spawn(sweep_leaks(w.clone()));
     for task in 0..w.a.concurrency {
         tokio::spawn(task_loop(w.clone(), task));
     }
@@ -221,7 +269,6 @@ async fn maintain(w: Arc<Worker>) {
                 }
             }
         }
-        w.pool.reclaim_leaks();
         let state = match w.breaker.state() {
             BreakerState::Closed | BreakerState::Disabled => 0.0,
             BreakerState::Open | BreakerState::ForcedOpen => 1.0,
@@ -382,7 +429,20 @@ async fn attempt(w: &Arc<Worker>, job: &Job) -> Attempt {
     let call = w
         .breaker
         .call_timeout(w.a.attempt_timeout, dependency(mode));
-    match w.bulkhead.run(call).await {
+    let r = w.bulkhead.run(call).await;
+    if let Ok(Err(BreakerError::TimedOut(_) | BreakerError::Inner(_))) = &r {
+        // A failure the breaker recorded: the breaker's counters right after it (the load
+        // script measures how many failures it took to open).
+        let st = w.breaker.stats();
+        println!(
+            "dep failed {} {} {} {}",
+            w.a.name,
+            now_ms(),
+            st.failures,
+            st.opened_count
+        );
+    }
+    match r {
         Err(_) => Attempt::Failed("bulkhead_full"),
         Ok(Ok(())) => Attempt::Ok,
         Ok(Err(BreakerError::Rejected(_))) => Attempt::Failed("breaker_open"),
@@ -400,7 +460,14 @@ async fn process(w: &Arc<Worker>, job: Job, attempt_no: u32, token: String) {
     let renewal = tokio::spawn(renew(w.clone(), job.id, token.clone(), lost.clone()));
     let now = keel_tokio::now();
     if attempt_no == 1 {
-        w.budget.deposit(now);
+        // The clock is read under the budget's lock, so the logged instant is the one the
+        // budget recorded (the load script checks the budget's bound from these lines).
+        let at = w.budget.with(|b| {
+            let t = keel_tokio::now();
+            b.deposit(t);
+            t
+        });
+        println!("budget deposit {name} {}", at.as_nanos());
         metrics::counter!("jobs_first_attempts_total").increment(1);
     }
     let (outcome, reason, due) = if attempt_no > w.a.max_attempts {
@@ -416,8 +483,12 @@ async fn process(w: &Arc<Worker>, job: Job, attempt_no: u32, token: String) {
         match result {
             Attempt::Ok => ("done", "", 0),
             Attempt::Failed(reason) if attempt_no >= w.a.max_attempts => ("dead", reason, 0),
-            Attempt::Failed(reason) => match w.budget.try_acquire(keel_tokio::now()) {
-                Ok(()) => {
+            Attempt::Failed(reason) => match w.budget.with(|b| {
+                let t = keel_tokio::now();
+                b.try_acquire(t).map(|()| t)
+            }) {
+                Ok(at) => {
+                    println!("budget retry {name} {}", at.as_nanos());
                     let mut b = Backoff::new(w.backoff, now);
                     let skip = usize::try_from(attempt_no.saturating_sub(1)).unwrap_or(0);
                     let delay = b.delays().nth(skip).unwrap_or(Duration::from_secs(1));
