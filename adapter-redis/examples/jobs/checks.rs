@@ -49,8 +49,8 @@ pub struct MemoryCheck {
     pub quota_ok: bool,
 }
 
-/// Redis's memory during `window` (the flood and the spike) against the bound the queue-depth guard implies, and the
-/// flooding users against their quota.
+/// Redis's memory during `window` (the flood and the spike) against the bound the queue-depth
+/// guard implies, and the flooding users against their quota.
 ///
 /// The guard caps what waits in the queues: `high` jobs, plus `critical_reserve` critical ones.
 /// A job is `ID|USER|PRIORITY|DEP|ENQUEUED_MS`: at most 20 + 64 + 8 + 1 + 13 bytes and 4
