@@ -114,7 +114,7 @@ pub fn run(input: &Input) {
         ($($h:ident),*) => { $( if let Some(h) = $h.as_mut() { h.finish(); } )* };
     }
     fin!(
-        accept, limit, breaker, backoff, budget, gcra, keyed, shutdown, bulkhead, adaptive, backlog,
-        leak
+        accept, limit, breaker, backoff, budget, gcra, keyed, shutdown, bulkhead, adaptive,
+        backlog, leak
     );
 }
