@@ -128,3 +128,74 @@ impl<R: core::fmt::Display> core::fmt::Display for Rejected<R> {
 }
 
 impl<R: core::fmt::Debug + core::fmt::Display> core::error::Error for Rejected<R> {}
+
+#[cfg(test)]
+mod tests {
+    use core::fmt::Write;
+    use core::time::Duration;
+
+    use super::Rejected;
+    use crate::Instant;
+
+    /// A fixed buffer, so the test also runs without `alloc`.
+    struct Buf {
+        bytes: [u8; 128],
+        len: usize,
+    }
+
+    impl Write for Buf {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.len + s.len();
+            let dst = self.bytes.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+            dst.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+
+    fn shown(r: &Rejected<&str>, expected: &str) {
+        let mut buf = Buf {
+            bytes: [0; 128],
+            len: 0,
+        };
+        write!(buf, "{r}").expect("fits the buffer");
+        assert_eq!(buf.bytes.get(..buf.len), Some(expected.as_bytes()));
+    }
+
+    #[test]
+    fn display_is_the_reason_then_the_retry_instant_when_known() {
+        let at = Some(Instant::from_millis(1_500));
+        shown(
+            &Rejected {
+                reason: "full",
+                retry_at: at,
+            },
+            "full (retry at 1.5s)",
+        );
+        shown(
+            &Rejected {
+                reason: "full",
+                retry_at: None,
+            },
+            "full",
+        );
+    }
+
+    #[test]
+    fn wait_from_is_the_time_left_until_retry_at() {
+        let r = Rejected {
+            reason: (),
+            retry_at: Some(Instant::from_millis(300)),
+        };
+        assert_eq!(
+            r.wait_from(Instant::from_millis(100)),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(r.wait_from(Instant::from_secs(1)), Some(Duration::ZERO));
+        let never = Rejected {
+            reason: (),
+            retry_at: None,
+        };
+        assert_eq!(never.wait_from(Instant::ZERO), None);
+    }
+}

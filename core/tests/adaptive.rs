@@ -204,6 +204,110 @@ fn config_defaults_and_rejections() {
 }
 
 #[test]
+fn config_getters_return_what_was_set_and_every_bound_is_inclusive() {
+    let b = AdaptiveConfig::builder;
+    let vegas = VegasParams {
+        alpha: 2,
+        beta: 5,
+        backoff_percent: 80,
+    };
+    let c = b()
+        .min_limit(3)
+        .max_limit(7)
+        .initial_limit(5)
+        .window(Duration::from_millis(250))
+        .min_samples(4)
+        .probe_interval(Some(Duration::from_secs(9)))
+        .algorithm(Algorithm::Vegas(vegas))
+        .build()
+        .expect("a valid config");
+    assert_eq!(
+        (
+            c.min_limit(),
+            c.max_limit(),
+            c.initial_limit(),
+            c.min_samples()
+        ),
+        (3, 7, 5, 4)
+    );
+    assert_eq!(c.window(), Duration::from_millis(250));
+    assert_eq!(c.probe_interval(), Some(Duration::from_secs(9)));
+    assert_eq!(c.algorithm(), Algorithm::Vegas(vegas));
+
+    // Each documented range includes its ends.
+    let ok = |builder: keel_core::adaptive::AdaptiveConfigBuilder| {
+        let built = builder.build();
+        assert!(built.is_ok(), "{builder:?}: {built:?}");
+    };
+    ok(b().min_limit(5).max_limit(5).initial_limit(5)); // min == initial == max
+    ok(b().min_limit(20)); // initial (20) == min
+    ok(b().max_limit(20)); // initial (20) == max
+    let g = GradientParams::default();
+    for good in [
+        GradientParams {
+            gain_percent: 1,
+            ..g
+        },
+        GradientParams {
+            gain_percent: 100,
+            ..g
+        },
+        GradientParams {
+            queue_target_percent: 0,
+            ..g
+        },
+        GradientParams {
+            queue_target_percent: 100,
+            ..g
+        },
+        GradientParams {
+            backoff_percent: 1,
+            ..g
+        },
+        GradientParams {
+            backoff_percent: 99,
+            ..g
+        },
+    ] {
+        ok(b().algorithm(Algorithm::Gradient(good)));
+    }
+    ok(b().algorithm(Algorithm::Vegas(VegasParams {
+        alpha: 1,
+        beta: 2,
+        backoff_percent: 99,
+    })));
+    let a = AimdParams::default();
+    ok(b().algorithm(Algorithm::Aimd(AimdParams {
+        increase: 1,
+        backoff_percent: 1,
+        timeout: Duration::from_nanos(1),
+    })));
+    ok(b().algorithm(Algorithm::Aimd(AimdParams {
+        backoff_percent: 99,
+        ..a
+    })));
+    // ... and one past each end is refused with the field to change.
+    assert!(matches!(
+        b().min_limit(6).max_limit(5).initial_limit(5).build(),
+        Err(ConfigError::InvertedRange { .. })
+    ));
+    assert!(matches!(
+        b().min_limit(5).max_limit(9).initial_limit(4).build(),
+        Err(ConfigError::OutOfRange {
+            field: "initial_limit",
+            ..
+        })
+    ));
+    assert!(matches!(
+        b().min_limit(5).max_limit(9).initial_limit(10).build(),
+        Err(ConfigError::OutOfRange {
+            field: "initial_limit",
+            ..
+        })
+    ));
+}
+
+#[test]
 fn gradient_cold_start_reaches_littles_law_by_slow_start() {
     let mut a = gradient(1);
     let mut now = Instant::from_secs(1);

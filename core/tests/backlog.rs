@@ -411,3 +411,48 @@ fn a_small_rate_decays_all_the_way_to_zero() {
     b.on_dequeued(t0() + Duration::from_secs(100), 0);
     assert_eq!(b.drain_rate_milli(), 0);
 }
+
+#[test]
+fn config_returns_the_configuration_the_machine_was_built_with() {
+    let c = BacklogConfig::builder()
+        .high(50)
+        .low(7)
+        .critical_reserve(3)
+        .max_staleness(ms(1_234))
+        .drain_window(ms(250))
+        .build()
+        .expect("valid");
+    let b = Backlog::new(c, t0());
+    assert_eq!(b.config(), &c);
+    assert_eq!(
+        (
+            b.config().high(),
+            b.config().low(),
+            b.config().critical_bound()
+        ),
+        (50, 7, 53)
+    );
+}
+
+#[test]
+fn the_drain_window_range_includes_its_ends() {
+    for window in [ms(1), Duration::from_secs(3_600)] {
+        let c = BacklogConfig::builder()
+            .drain_window(window)
+            .build()
+            .expect("an end of the documented range");
+        assert_eq!(c.drain_window(), window);
+    }
+    for window in [
+        Duration::from_micros(999),
+        Duration::from_secs(3_600) + ms(1),
+    ] {
+        assert!(matches!(
+            BacklogConfig::builder().drain_window(window).build(),
+            Err(ConfigError::OutOfRange {
+                field: "drain_window",
+                ..
+            })
+        ));
+    }
+}

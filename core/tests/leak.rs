@@ -309,3 +309,16 @@ fn builder_rejects_a_zero_threshold() {
     assert_eq!(LeakConfig::default().threshold(), secs(60));
     assert_eq!(LeakConfig::builder().build(), Ok(LeakConfig::default()));
 }
+
+#[test]
+fn config_returns_the_configuration_the_detector_was_built_with() {
+    let d = detector::<4>(Duration::from_millis(1_234));
+    assert_eq!(d.config().threshold(), Duration::from_millis(1_234));
+    assert_eq!(
+        d.config(),
+        &LeakConfig::builder()
+            .threshold(Duration::from_millis(1_234))
+            .build()
+            .expect("valid")
+    );
+}

@@ -6,7 +6,8 @@ use keel_core::time::Instant;
 
 use crate::common::{Clock, Start, Step, Timed, MAX_OPS};
 use crate::{
-    accept, adaptive, backoff, breaker, budget, bulkhead, gcra, keyed, limit, shutdown,
+    accept, adaptive, backlog, backoff, breaker, budget, bulkhead, gcra, keyed, leak, limit,
+    shutdown,
 };
 
 /// An operation on one of the machines.
@@ -32,6 +33,10 @@ pub enum AnyOp {
     Bulkhead(bulkhead::Op),
     /// Adaptive concurrency limit.
     Adaptive(adaptive::Op),
+    /// Queue-depth admission.
+    Backlog(backlog::Op),
+    /// Leak detection.
+    Leak(leak::Op),
 }
 
 /// Every machine's configuration, the start, and the interleaved operations.
@@ -47,6 +52,8 @@ pub struct Input {
     shutdown: shutdown::Config,
     bulkhead: bulkhead::Config,
     adaptive: adaptive::Config,
+    backlog: backlog::Config,
+    leak: leak::Config,
     start: Start,
     ops: Vec<(Step, AnyOp)>,
 }
@@ -65,9 +72,11 @@ pub fn run(input: &Input) {
     let mut shutdown = shutdown::Harness::new(&input.shutdown, start);
     let mut bulkhead = bulkhead::Harness::new(&input.bulkhead, start);
     let mut adaptive = adaptive::Harness::new(&input.adaptive, start);
+    let mut backlog = backlog::Harness::new(&input.backlog, start);
+    let mut leak = leak::Harness::new(&input.leak, start);
     // Each machine sees only its own inputs, but on the shared clock: its `newest` is the
     // newest instant *it* was given, so each keeps its own view.
-    let mut clocks = [Clock::new(start_ns); 10];
+    let mut clocks = [Clock::new(start_ns); 12];
     let mut shared = Clock::new(start_ns);
     for &(step, op) in input.ops.iter().take(MAX_OPS) {
         let now = shared.step(step);
@@ -97,10 +106,15 @@ pub fn run(input: &Input) {
             AnyOp::Shutdown(o) => go!(shutdown, 7, o),
             AnyOp::Bulkhead(o) => go!(bulkhead, 8, o),
             AnyOp::Adaptive(o) => go!(adaptive, 9, o),
+            AnyOp::Backlog(o) => go!(backlog, 10, o),
+            AnyOp::Leak(o) => go!(leak, 11, o),
         }
     }
     macro_rules! fin {
         ($($h:ident),*) => { $( if let Some(h) = $h.as_mut() { h.finish(); } )* };
     }
-    fin!(accept, limit, breaker, backoff, budget, gcra, keyed, shutdown, bulkhead, adaptive);
+    fin!(
+        accept, limit, breaker, backoff, budget, gcra, keyed, shutdown, bulkhead, adaptive,
+        backlog, leak
+    );
 }
