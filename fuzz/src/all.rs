@@ -5,9 +5,7 @@ use arbitrary::Arbitrary;
 use keel_core::time::Instant;
 
 use crate::common::{Clock, Start, Step, Timed, MAX_OPS};
-use crate::{
-    accept, adaptive, backoff, breaker, budget, bulkhead, gcra, keyed, limit, shutdown,
-};
+use crate::{accept, adaptive, backoff, breaker, budget, bulkhead, gcra, keyed, limit, shutdown};
 
 /// An operation on one of the machines.
 #[derive(Arbitrary, Debug, Clone, Copy)]

@@ -10,8 +10,8 @@ use core::time::Duration;
 use arbitrary::Arbitrary;
 use keel_core::backoff::Jitter;
 use keel_core::breaker::{
-    BreakerEvent, BreakerPermit, CircuitBreaker, BreakerConfig, OpenDuration,
-    Outcome, State, EVENT_QUEUE_CAPACITY,
+    BreakerConfig, BreakerEvent, BreakerPermit, CircuitBreaker, OpenDuration, Outcome, State,
+    EVENT_QUEUE_CAPACITY,
 };
 use keel_core::report::{Report, ReportLimiter};
 use keel_core::time::Instant;

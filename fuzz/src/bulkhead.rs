@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
 use keel_core::bulkhead::{
-    Admission, FifoSemaphore, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
+    Admission, BulkheadConfig, BulkheadEvent, BulkheadPermit, FifoSemaphore, RejectReason, Release,
     WaiterId,
 };
 use keel_core::sync::bulkhead::{Acquire, BulkheadGuard, BulkheadWaiter, SharedBulkhead};
