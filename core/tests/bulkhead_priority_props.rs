@@ -15,6 +15,9 @@ use keel_core::bulkhead::{
 use keel_core::Instant;
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 const QUEUE: usize = 6;
 
 #[derive(Clone, Debug)]
@@ -91,7 +94,7 @@ impl Tracker {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(512, "proptest-regressions/bulkhead_priority_props.txt"))]
 
     #[test]
     fn classes_and_codel_lose_no_waiter(

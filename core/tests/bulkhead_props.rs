@@ -1,8 +1,10 @@
-//! Property tests for the bulkhead against a reference model: the queue never exceeds its
+//! Property tests for the bulkhead against its reference model
+//! (`keel_testkit::models::bulkhead`, shared with the fuzz target): the queue never exceeds its
 //! bound, a waiter is never admitted at or after its deadline, in-flight never goes negative
 //! or above the limit, FIFO promotion, and no input panics (time going back, `Duration::MAX`).
 
-use std::collections::VecDeque;
+// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
+#![cfg(not(keel_no_testkit))]
 
 use core::time::Duration;
 
@@ -11,6 +13,7 @@ use keel_core::bulkhead::{
     WaiterId,
 };
 use keel_core::{Instant, Rejected};
+use keel_testkit::models::bulkhead::{BulkheadModel, ModelAdmission, ModelEvent, ModelWaiter};
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
@@ -50,30 +53,6 @@ fn max_wait() -> impl Strategy<Value = Duration> {
     ]
 }
 
-/// The model: FIFO of (id, deadline) and an in-flight count.
-struct Model {
-    max_concurrent: usize,
-    bound: usize,
-    max_wait: Duration,
-    in_flight: usize,
-    queue: VecDeque<(WaiterId, Option<Instant>)>,
-}
-
-impl Model {
-    fn expire(&mut self, now: Instant) -> Vec<WaiterId> {
-        let mut out = vec![];
-        // `None`: a deadline at the end of the clock, which never comes.
-        while let Some(&(id, d)) = self.queue.front() {
-            if d.is_none_or(|d| d > now) {
-                break;
-            }
-            self.queue.pop_front();
-            out.push(id);
-        }
-        out
-    }
-}
-
 proptest! {
     #![proptest_config(props::config(512, "proptest-regressions/bulkhead_props.txt"))]
 
@@ -92,114 +71,97 @@ proptest! {
         // A queue the ring has no room for is refused, never cut down.
         prop_assert_eq!(built.is_err(), max_queue > 4);
         let Ok(mut bh) = built else { return Ok(()) };
-        let mut model = Model {
-            max_concurrent,
-            bound: max_queue,
-            max_wait,
-            in_flight: 0,
-            queue: VecDeque::new(),
-        };
-        prop_assert_eq!(bh.queue_capacity(), model.bound);
+        let mut model = BulkheadModel::new(&config, Instant::from_nanos(start)).expect("one class, FIFO");
+        prop_assert_eq!(bh.queue_capacity(), max_queue);
         let mut permits: Vec<BulkheadPermit> = vec![];
-        let mut deadlines: Vec<(WaiterId, Option<Instant>)> = vec![];
+        // The machine's waiter ids, paired with the model's names.
+        let mut ids: Vec<(WaiterId, ModelWaiter)> = vec![];
+        let name = |ids: &[(WaiterId, ModelWaiter)], w: ModelWaiter| ids.iter().find(|(_, m)| *m == w).map(|(id, _)| *id);
         let mut raw = start;
-        let mut newest = start;
         for (op, step) in ops {
             raw = if step >= 0 { raw.saturating_add(step as u64) } else { raw.saturating_sub(step.unsigned_abs()) };
-            let calls = !(matches!(op, Op::Release(_)) && permits.is_empty());
-            if calls { newest = newest.max(raw); }
             let now = Instant::from_nanos(raw);
-            let clamped = Instant::from_nanos(newest);
-            let expired = if calls { model.expire(clamped) } else { vec![] };
-            let mut promoted_expected = None;
             match op {
                 Op::Request => {
                     let got = bh.acquire(now);
-                    if model.in_flight < model.max_concurrent && model.queue.is_empty() {
-                        model.in_flight += 1;
-                        prop_assert!(matches!(got, Admission::Admitted(_)));
-                    } else if model.bound == 0 {
-                        prop_assert_eq!(&got, &Admission::Rejected(Rejected { reason: RejectReason::Full, retry_at: None }));
-                    } else if model.queue.len() >= model.bound {
-                        prop_assert_eq!(&got, &Admission::Rejected(Rejected { reason: RejectReason::QueueFull, retry_at: None }));
-                    } else {
-                        let Admission::Queued { waiter, deadline } = got else {
-                            return Err(TestCaseError::fail(format!("expected Queued, got {got:?}")));
-                        };
-                        let expected = Some(clamped + model.max_wait).filter(|d| *d != Instant::MAX);
-                        prop_assert_eq!(deadline, expected);
-                        model.queue.push_back((waiter, deadline));
-                        deadlines.push((waiter, deadline));
+                    let want = model.acquire(now);
+                    match (&got, want) {
+                        (Admission::Admitted(_), ModelAdmission::Admitted) => {}
+                        (Admission::Queued { waiter, deadline }, ModelAdmission::Queued { waiter: m, deadline: d }) => {
+                            prop_assert_eq!(*deadline, d);
+                            prop_assert_eq!(*deadline, Some(model.newest() + max_wait).filter(|d| *d != Instant::MAX));
+                            ids.push((*waiter, m));
+                        }
+                        (Admission::Rejected(r), ModelAdmission::Rejected(reason)) => {
+                            prop_assert_eq!(r, &Rejected { reason, retry_at: None });
+                        }
+                        (got, want) => prop_assert!(false, "machine {:?}, model {:?}", got, want),
                     }
                     if let Admission::Admitted(p) = got { permits.push(p); }
                 }
                 Op::TryRequest => {
+                    let want = model.try_acquire(now);
                     match bh.try_acquire(now) {
                         Ok(p) => {
-                            prop_assert!(model.in_flight < model.max_concurrent && model.queue.is_empty());
-                            model.in_flight += 1;
+                            prop_assert_eq!(want, Ok(()));
                             permits.push(p);
                         }
                         Err(r) => {
-                            prop_assert_eq!(r.reason, RejectReason::Full);
+                            prop_assert_eq!(Err(r.reason), want);
                             prop_assert_eq!(r.retry_at, None);
-                            prop_assert!(model.in_flight >= model.max_concurrent || !model.queue.is_empty());
                         }
                     }
                 }
                 Op::Release(i) => {
                     if !permits.is_empty() {
                         let p = permits.swap_remove(i % permits.len());
-                        model.in_flight -= 1;
-                        if model.in_flight < model.max_concurrent {
-                            if let Some((id, deadline)) = model.queue.pop_front() {
-                                model.in_flight += 1;
-                                promoted_expected = Some((id, deadline));
-                            }
-                        }
+                        let promoted = model.on_release(now);
                         match bh.on_release(now, p) {
-                            Release::Freed => prop_assert!(promoted_expected.is_none()),
+                            Release::Freed => prop_assert_eq!(promoted, None),
                             Release::Promoted { waiter, permit } => {
-                                let (id, deadline) = promoted_expected.expect("model promotes too");
-                                prop_assert_eq!(waiter, id);
-                                prop_assert!(deadline.is_none_or(|d| clamped < d), "admitted at or after its deadline");
+                                let m = promoted.expect("the model promotes too");
+                                prop_assert_eq!(Some(waiter), name(&ids, m), "not the model's waiter");
                                 permits.push(permit);
                             }
                         }
                     }
                 }
                 Op::Cancel(i) => {
-                    if !deadlines.is_empty() {
-                        let (id, _) = deadlines[i % deadlines.len()];
-                        let in_model = model.queue.iter().position(|&(w, _)| w == id);
-                        if let Some(pos) = in_model { model.queue.remove(pos); }
-                        prop_assert_eq!(bh.on_cancel(now, id), in_model.is_some());
+                    if !ids.is_empty() {
+                        let (id, m) = ids[i % ids.len()];
+                        prop_assert_eq!(bh.on_cancel(now, id), model.on_cancel(now, m));
                     } else {
                         prop_assert!(!bh.on_cancel(now, fake_id()));
+                        model.handle_timeout(now);
                     }
                 }
                 Op::Timeout => {
                     bh.handle_timeout(now);
+                    model.handle_timeout(now);
                     if let Some(t) = bh.poll_timeout() {
-                        prop_assert!(t > clamped, "poll_timeout not after handle_timeout");
+                        prop_assert!(t > model.newest(), "poll_timeout not after handle_timeout");
                         prop_assert!(t != Instant::MAX, "poll_timeout returned the never sentinel");
                     }
                 }
             }
             let evs: Vec<BulkheadEvent> = core::iter::from_fn(|| bh.poll_event()).collect();
-            let mut want: Vec<BulkheadEvent> = expired.into_iter().map(|waiter| BulkheadEvent::Expired { waiter }).collect();
-            if let Some((waiter, _)) = promoted_expected { want.push(BulkheadEvent::Promoted { waiter }); }
+            let want: Vec<BulkheadEvent> = core::iter::from_fn(|| model.poll_event())
+                .map(|e| match e {
+                    ModelEvent::Expired(w) => name(&ids, w).map(|waiter| BulkheadEvent::Expired { waiter }),
+                    ModelEvent::Promoted(w) => name(&ids, w).map(|waiter| BulkheadEvent::Promoted { waiter }),
+                })
+                .collect::<Option<_>>()
+                .expect("every waiter of the model has the machine's id");
             prop_assert_eq!(evs, want);
             let s = bh.stats();
-            prop_assert_eq!(s.in_flight, model.in_flight);
+            if let Err(e) = model.check(&s, bh.poll_timeout()) {
+                prop_assert!(false, "the bulkhead disagrees with the model: {}", e);
+            }
             prop_assert_eq!(s.in_flight, permits.len());
             prop_assert!(s.in_flight <= max_concurrent);
-            prop_assert_eq!(s.queue_len, model.queue.len());
-            prop_assert!(s.queue_len <= model.bound);
-            prop_assert_eq!(
-                bh.poll_timeout(),
-                model.queue.front().and_then(|&(_, d)| d)
-            );
+            prop_assert!(s.queue_len <= max_queue);
+            // A waiter is never promoted at or after its deadline (the model's rule, restated).
+            prop_assert!(model.queue().iter().all(|(_, d)| d.is_none_or(|d| d > model.newest())));
             prop_assert_eq!(s.queued, s.promoted + s.shed_timeout + s.cancelled + s.queue_len as u64);
         }
     }

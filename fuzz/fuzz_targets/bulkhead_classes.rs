@@ -2,4 +2,6 @@
 //! asserts.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|input: keel_fuzz::bulkhead_classes::Input| keel_fuzz::bulkhead_classes::run(&input));
+libfuzzer_sys::fuzz_target!(|input: keel_fuzz::bulkhead_classes::Input| {
+    keel_fuzz::bulkhead_classes::run(&input)
+});

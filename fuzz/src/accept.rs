@@ -5,7 +5,7 @@
 
 use arbitrary::Arbitrary;
 use keel_core::accept::{
-    classify_os_error, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop, AcceptConfig,
+    classify_os_error, AcceptConfig, AcceptDecision, AcceptErrorKind, AcceptEvent, AcceptLoop,
     Platform, Shortage, UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
@@ -139,7 +139,11 @@ impl Harness {
             Op::Error(k) => {
                 let k = kind(k);
                 let decision = m.on_error(now, k);
-                assert_eq!(decision, self.model.on_error(now, k), "the model decides otherwise");
+                assert_eq!(
+                    decision,
+                    self.model.on_error(now, k),
+                    "the model decides otherwise"
+                );
                 if let AcceptDecision::PauseUntil(t) = decision {
                     let newest = clock.newest();
                     assert!(t >= newest, "PauseUntil before now");
@@ -164,7 +168,11 @@ impl Harness {
             Op::Poll => self.drain_events(),
         }
         let m = &self.machine;
-        assert_eq!(m.poll_timeout(), self.model.poll_timeout(), "the pause disagrees");
+        assert_eq!(
+            m.poll_timeout(),
+            self.model.poll_timeout(),
+            "the pause disagrees"
+        );
         assert_eq!(m.is_stopped(), self.model.is_stopped());
         let s = m.stats();
         assert_eq!(s.unreported, self.model.unreported());

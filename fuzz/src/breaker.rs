@@ -4,17 +4,22 @@
 //! counters balance, timers never spin; an abandoned call is a failure exactly when it ran the
 //! abandon threshold; the transitions, fed to a report limiter as the driver does, are
 //! reported at most once per interval and every one is counted once.
+//!
+//! For the configurations its reference model covers (`keel_testkit::models::breaker`, shared
+//! with the proptests: a count window and a fixed open duration), the breaker also matches the
+//! model on every admission, retry instant, recorded outcome, counter, window and timer.
 
 use core::time::Duration;
 
 use arbitrary::Arbitrary;
 use keel_core::backoff::Jitter;
 use keel_core::breaker::{
-    BreakerEvent, BreakerPermit, CircuitBreaker, BreakerConfig, OpenDuration,
-    Outcome, State, EVENT_QUEUE_CAPACITY,
+    BreakerConfig, BreakerEvent, BreakerPermit, CircuitBreaker, OpenDuration, Outcome, State,
+    EVENT_QUEUE_CAPACITY,
 };
 use keel_core::report::{Report, ReportLimiter};
 use keel_core::time::Instant;
+use keel_testkit::models::breaker::{BreakerModel, ModelPermit};
 
 use crate::common::{Clock, Dur, Timed};
 
@@ -100,6 +105,8 @@ pub struct Harness {
     transitions_seen: u64,
     emitted: u64,
     carried: u64,
+    /// The reference model, when it covers the config (a count window, a fixed open duration).
+    model: Option<BreakerModel>,
 }
 
 impl Harness {
@@ -154,6 +161,7 @@ impl Harness {
             OpenDuration::Exponential { cap, .. } => cap,
         };
         Some(Harness {
+            model: BreakerModel::new(&config, start),
             b: CircuitBreaker::new(config, start),
             permitted: config.permitted_calls_in_half_open(),
             max_open,
@@ -185,6 +193,18 @@ impl Harness {
             Op::Acquire => {
                 self.acquires += 1;
                 let r = self.b.try_acquire(now);
+                if let Some(m) = &mut self.model {
+                    match (&r, m.try_acquire(now)) {
+                        (Ok(p), Ok(mp)) => {
+                            assert_eq!(model_permit(p), mp, "admitted unlike the model");
+                        }
+                        (Err(rej), Err(retry)) => {
+                            assert_eq!(rej.retry_at, retry, "retry instant unlike the model's");
+                            assert_eq!(rej.reason, m.state().state());
+                        }
+                        (r, m) => panic!("the machine says {r:?}, the model {m:?}"),
+                    }
+                }
                 let state = self.b.state();
                 let newest = clock.newest();
                 self.sync_gen();
@@ -237,6 +257,9 @@ impl Harness {
                 let before = self.b.stats();
                 let ran = clock.newest().saturating_duration_since(p.admitted_at());
                 let outcome = self.b.on_abandoned(now, p);
+                if let Some(m) = &mut self.model {
+                    assert_eq!(m.on_abandoned(now, model_permit(&p)), outcome);
+                }
                 let after = self.b.stats();
                 let threshold = self.b.config().abandon_threshold();
                 let want = if ran >= threshold {
@@ -266,6 +289,14 @@ impl Harness {
                 self.outcomes += 1;
                 let current = p.generation() == self.b.stats().generation;
                 let before = self.b.stats();
+                if let Some(m) = &mut self.model {
+                    let outcome = match op {
+                        Op::Success(_) => Outcome::Success,
+                        Op::Failure(_) => Outcome::Failure,
+                        _ => Outcome::Ignored,
+                    };
+                    m.on_outcome(now, model_permit(&p), outcome);
+                }
                 match op {
                     Op::Success(_) => self.b.on_success(now, p),
                     Op::Failure(_) => self.b.on_failure(now, p),
@@ -289,25 +320,40 @@ impl Harness {
             }
             Op::Timeout => {
                 self.b.handle_timeout(now);
+                if let Some(m) = &mut self.model {
+                    m.handle_timeout(now);
+                }
                 assert!(self.b.poll_timeout().is_none_or(|t| t > now));
             }
             Op::WaitOut => {
                 if let Some(t) = self.b.poll_timeout() {
                     clock.jump(t);
                     self.b.handle_timeout(t);
+                    if let Some(m) = &mut self.model {
+                        m.handle_timeout(t);
+                    }
                     assert!(self.b.poll_timeout().is_none_or(|u| u > t));
                 }
             }
             Op::ForceOpen => {
                 self.b.force_open(now);
+                if let Some(m) = &mut self.model {
+                    m.force_open(now);
+                }
                 assert_eq!(self.b.state(), State::ForcedOpen);
             }
             Op::Disable => {
                 self.b.disable(now);
+                if let Some(m) = &mut self.model {
+                    m.disable(now);
+                }
                 assert_eq!(self.b.state(), State::Disabled);
             }
             Op::Reset => {
                 self.b.reset(now);
+                if let Some(m) = &mut self.model {
+                    m.reset(now);
+                }
                 assert_eq!(self.b.state(), State::Closed);
             }
             Op::Poll => {
@@ -324,6 +370,11 @@ impl Harness {
         }
         self.sync_gen();
         let s = self.b.stats();
+        if let Some(m) = &self.model {
+            if let Err(e) = m.check(&s, self.b.poll_timeout()) {
+                panic!("the breaker disagrees with the model: {e}");
+            }
+        }
         assert_eq!(s.state, self.b.state());
         assert_eq!(
             s.admitted + s.rejected,
@@ -411,6 +462,14 @@ impl Harness {
 
     /// Nothing more to check at the end.
     pub fn finish(&mut self) {}
+}
+
+/// What the model knows of `p`.
+fn model_permit(p: &BreakerPermit) -> ModelPermit {
+    ModelPermit {
+        generation: p.generation(),
+        admitted_at: p.admitted_at(),
+    }
 }
 
 impl Timed for Op {

@@ -1,4 +1,5 @@
-//! The bulkhead against an exact reference model: in-flight never exceeds `max_concurrent`
+//! The bulkhead against its reference model (`keel_testkit::models::bulkhead`, shared with the
+//! proptests): in-flight never exceeds `max_concurrent`
 //! (nor goes negative), the queue never exceeds its bound, waiters are FIFO, never promoted at or
 //! after their deadline, expire exactly at it, and every counter balances.
 //!
@@ -7,15 +8,13 @@
 //! waiters) and timeouts must give the same answers, the same promoted waiters (collected by
 //! polling them) and the same counters.
 
-use std::collections::VecDeque;
-
 use arbitrary::Arbitrary;
 use keel_core::bulkhead::{
-    Admission, FifoSemaphore, BulkheadConfig, BulkheadEvent, BulkheadPermit, RejectReason, Release,
-    WaiterId,
+    Admission, BulkheadConfig, BulkheadEvent, BulkheadPermit, FifoSemaphore, Release, WaiterId,
 };
 use keel_core::sync::bulkhead::{Acquire, BulkheadGuard, BulkheadWaiter, SharedBulkhead};
 use keel_core::time::Instant;
+use keel_testkit::models::bulkhead::{BulkheadModel, ModelAdmission, ModelEvent, ModelWaiter};
 
 use crate::common::{Clock, Dur, Timed};
 
@@ -54,18 +53,12 @@ pub struct Harness {
     b: FifoSemaphore<QUEUE>,
     max: usize,
     bound: usize,
-    max_wait: core::time::Duration,
     permits: Vec<BulkheadPermit>,
-    /// The model's queue: `(id, deadline)`, FIFO.
-    queue: VecDeque<(WaiterId, Option<Instant>)>,
-    /// Waiters ever queued (for cancels of stale ids).
-    known: Vec<WaiterId>,
-    /// Promoted waiters' permits handed out by the model.
-    in_flight: usize,
-    expired: u64,
-    promoted: u64,
-    cancelled: u64,
-    events: u64,
+    /// The reference model (`keel_testkit::models::bulkhead`, shared with the proptests).
+    model: BulkheadModel,
+    /// Every waiter ever queued: the machine's id and the model's name (cancels of stale ids
+    /// included).
+    known: Vec<(WaiterId, ModelWaiter)>,
     /// The shared form, in lockstep.
     shared: SharedBulkhead,
     guards: Vec<BulkheadGuard>,
@@ -92,19 +85,23 @@ impl Harness {
             b: bh,
             max: config.max_concurrent(),
             bound: config.max_queue(),
-            max_wait: config.max_wait(),
             permits: Vec::new(),
-            queue: VecDeque::new(),
+            model: BulkheadModel::new(&config, start)
+                .expect("one class, FIFO: the model covers every config this target builds"),
             known: Vec::new(),
-            in_flight: 0,
-            expired: 0,
-            promoted: 0,
-            cancelled: 0,
-            events: 0,
             shared: SharedBulkhead::new(config, start),
             guards: Vec::new(),
             waiters: Vec::new(),
         })
+    }
+
+    /// The machine's id of the model's waiter `w`.
+    fn id(&self, w: ModelWaiter) -> WaiterId {
+        self.known
+            .iter()
+            .find(|(_, m)| *m == w)
+            .map(|(id, _)| *id)
+            .expect("every waiter of the model has the machine's id")
     }
 
     /// Collects the shared waiter `id` the `&mut` machine promoted: it must poll `Ready(Ok)`.
@@ -127,28 +124,19 @@ impl Harness {
     /// clock is already due, and the forms would no longer see the same inputs): the counters
     /// compared after it show they had expired (dropping one still queued counts a cancel).
     fn drop_expired(&mut self) {
-        let queue = &self.queue;
-        self.waiters
-            .retain(|w| queue.iter().any(|(id, _)| *id == w.id()));
-    }
-
-    fn expire(&mut self, now: Instant) {
-        // `None`: a deadline at the end of the clock, which never comes.
-        while let Some(&(_, deadline)) = self.queue.front() {
-            if deadline.is_none_or(|d| d > now) {
-                break;
-            }
-            self.queue.pop_front();
-            self.expired += 1;
-        }
+        let queued: Vec<WaiterId> = self
+            .model
+            .queue()
+            .into_iter()
+            .map(|(w, _)| self.id(w))
+            .collect();
+        self.waiters.retain(|w| queued.contains(&w.id()));
     }
 
     /// Applies `op` at `now` and checks against the model.
     pub fn apply(&mut self, clock: &mut Clock, now: Instant, op: Op) {
-        let newest = clock.newest();
         match op {
             Op::Request => {
-                self.expire(newest);
                 let got = self.b.acquire(now);
                 match (&got, self.shared.acquire(now)) {
                     (Admission::Admitted(_), Acquire::Ready(Ok(g))) => self.guards.push(g),
@@ -162,42 +150,31 @@ impl Harness {
                     }
                     (a, b) => panic!("the forms disagree on a request: {a:?} vs {b:?}"),
                 }
-                match got {
-                    Admission::Admitted(p) => {
+                let want = self.model.acquire(now);
+                match (got, want) {
+                    (Admission::Admitted(p), ModelAdmission::Admitted) => self.permits.push(p),
+                    (
+                        Admission::Queued { waiter, deadline },
+                        ModelAdmission::Queued {
+                            waiter: m,
+                            deadline: d,
+                        },
+                    ) => {
+                        assert_eq!(deadline, d, "a deadline unlike the model's");
                         assert!(
-                            self.in_flight < self.max && self.queue.is_empty(),
-                            "admitted over the limit"
-                        );
-                        self.in_flight += 1;
-                        self.permits.push(p);
-                    }
-                    Admission::Queued { waiter, deadline } => {
-                        assert!(self.in_flight >= self.max || !self.queue.is_empty());
-                        assert!(self.queue.len() < self.bound, "queued beyond the bound");
-                        let expected = Some(newest + self.max_wait).filter(|d| *d != Instant::MAX);
-                        assert_eq!(deadline, expected);
-                        assert!(
-                            self.queue.iter().all(|(w, _)| *w < waiter),
+                            self.known.iter().all(|(w, _)| *w < waiter),
                             "waiter ids not increasing"
                         );
-                        self.queue.push_back((waiter, deadline));
-                        self.known.push(waiter);
+                        self.known.push((waiter, m));
                     }
-                    Admission::Rejected(rejected) => {
+                    (Admission::Rejected(rejected), ModelAdmission::Rejected(reason)) => {
+                        assert_eq!(rejected.reason, reason, "shed unlike the model");
                         assert_eq!(rejected.retry_at, None, "a shed call has no retry instant");
-                        let reason = rejected.reason;
-                        assert!(self.in_flight >= self.max || !self.queue.is_empty());
-                        if self.bound == 0 {
-                            assert_eq!(reason, RejectReason::Full);
-                        } else {
-                            assert_eq!(reason, RejectReason::QueueFull);
-                            assert_eq!(self.queue.len(), self.bound);
-                        }
                     }
+                    (got, want) => panic!("the machine says {got:?}, the model {want:?}"),
                 }
             }
             Op::TryRequest => {
-                self.expire(newest);
                 let shared = self.shared.try_acquire(now);
                 let mine = self.b.try_acquire(now);
                 assert_eq!(
@@ -208,16 +185,15 @@ impl Harness {
                 if let Ok(g) = shared {
                     self.guards.push(g);
                 }
+                let want = self.model.try_acquire(now);
                 match mine {
                     Ok(p) => {
-                        assert!(self.in_flight < self.max && self.queue.is_empty());
-                        self.in_flight += 1;
+                        assert_eq!(want, Ok(()), "admitted unlike the model");
                         self.permits.push(p);
                     }
                     Err(rejected) => {
-                        assert_eq!(rejected.reason, RejectReason::Full);
+                        assert_eq!(Err(rejected.reason), want, "refused unlike the model");
                         assert_eq!(rejected.retry_at, None);
-                        assert!(self.in_flight >= self.max || !self.queue.is_empty());
                     }
                 }
             }
@@ -229,109 +205,98 @@ impl Harness {
                 let p = self
                     .permits
                     .swap_remove(usize::from(i) % self.permits.len());
-                self.expire(newest);
                 let got = self.b.on_release(now, p);
                 let guard = self.guards.pop().expect("as many guards as permits");
                 guard.release(now);
                 if let Release::Promoted { waiter, .. } = &got {
                     self.collect_promoted(*waiter, now);
                 }
-                self.in_flight -= 1;
+                let promoted = self.model.on_release(now);
                 match got {
                     Release::Freed => {
-                        assert!(
-                            self.queue.is_empty() || self.in_flight >= self.max,
-                            "a waiter was left behind"
-                        );
+                        assert_eq!(promoted, None, "a waiter was left behind");
                     }
                     Release::Promoted { waiter, permit } => {
-                        let (front, deadline) = self
-                            .queue
-                            .pop_front()
-                            .expect("promoted from an empty queue");
-                        assert_eq!(waiter, front, "not FIFO");
-                        assert!(
-                            deadline.is_none_or(|d| d > newest),
-                            "promoted at or after its deadline"
-                        );
-                        self.in_flight += 1;
-                        self.promoted += 1;
+                        let m = promoted.expect("promoted where the model frees");
+                        assert_eq!(waiter, self.id(m), "not FIFO");
                         self.permits.push(permit);
                     }
                 }
             }
             Op::Cancel(i) => {
-                self.expire(newest);
                 if self.known.is_empty() {
                     clock.unseen();
                     return;
                 }
-                let id = self.known[usize::from(i) % self.known.len()];
-                let queued = self.queue.iter().position(|(w, _)| *w == id);
+                let (id, m) = self.known[usize::from(i) % self.known.len()];
                 let got = self.b.on_cancel(now, id);
-                assert_eq!(got, queued.is_some(), "cancel disagrees with the model");
+                assert_eq!(
+                    got,
+                    self.model.on_cancel(now, m),
+                    "cancel disagrees with the model"
+                );
                 // The shared form: expire as the `&mut` machine just did, then drop the waiter.
                 self.shared.handle_timeout(now);
                 if let Some(i) = self.waiters.iter().position(|w| w.id() == id) {
                     drop(self.waiters.swap_remove(i));
                 }
-                if let Some(pos) = queued {
-                    self.queue.remove(pos);
-                    self.cancelled += 1;
-                }
             }
             Op::Timeout => {
-                self.expire(newest);
                 self.b.handle_timeout(now);
                 self.shared.handle_timeout(now);
+                self.model.handle_timeout(now);
                 assert!(self.b.poll_timeout().is_none_or(|t| t > now));
             }
             Op::WaitOut => {
                 if let Some(t) = self.b.poll_timeout() {
-                    assert_eq!(Some(t), self.queue.front().and_then(|(_, d)| *d));
+                    assert_eq!(Some(t), self.model.poll_timeout());
                     clock.jump(t);
-                    let newest = clock.newest();
-                    self.expire(newest);
                     self.b.handle_timeout(t);
                     self.shared.handle_timeout(t);
+                    self.model.handle_timeout(t);
                     assert!(self.b.poll_timeout().is_none_or(|u| u > t));
                 }
             }
             Op::Poll => {
+                let mut got = Vec::new();
                 while let Some(e) = self.b.poll_event() {
-                    self.events += 1;
                     // `BulkheadEvent` is #[non_exhaustive]: every event, known or later added.
                     assert!(matches!(
                         e,
                         BulkheadEvent::Promoted { .. } | BulkheadEvent::Expired { .. }
                     ));
+                    got.push(e);
+                }
+                let want: Vec<BulkheadEvent> = core::iter::from_fn(|| self.model.poll_event())
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(|e| match e {
+                        ModelEvent::Expired(w) => BulkheadEvent::Expired { waiter: self.id(w) },
+                        ModelEvent::Promoted(w) => BulkheadEvent::Promoted { waiter: self.id(w) },
+                    })
+                    .collect();
+                // The model's queue is unbounded: compare while the machine dropped none.
+                if self.b.stats().events_dropped == 0 {
+                    assert_eq!(got, want, "events unlike the model's");
                 }
             }
         }
+        assert_eq!(self.model.newest(), clock.newest());
         self.drop_expired();
         let s = self.b.stats();
+        if let Err(e) = self.model.check(&s, self.b.poll_timeout()) {
+            panic!("the bulkhead disagrees with the model: {e}");
+        }
         let mut shared = self.shared.stats();
         shared.events_dropped = s.events_dropped;
         assert_eq!(shared, s, "the shared form's counters disagree");
         assert_eq!(self.guards.len(), self.permits.len());
-        assert_eq!(self.waiters.len(), self.queue.len());
+        assert_eq!(self.waiters.len(), s.queue_len);
         assert!(s.in_flight <= self.max, "in_flight above max_concurrent");
         assert!(s.queue_len <= self.bound, "queue above its bound");
-        assert_eq!(
-            s.in_flight, self.in_flight,
-            "in_flight disagrees with the model"
-        );
-        assert_eq!(
-            s.queue_len,
-            self.queue.len(),
-            "queue disagrees with the model"
-        );
         assert_eq!(self.b.in_flight(), s.in_flight);
         assert_eq!(self.b.queue_len(), s.queue_len);
         assert_eq!(s.in_flight, self.permits.len());
-        assert_eq!(s.promoted, self.promoted);
-        assert_eq!(s.shed_timeout, self.expired);
-        assert_eq!(s.cancelled, self.cancelled);
         assert_eq!(
             s.queued,
             s.promoted + s.shed_timeout + s.cancelled + s.queue_len as u64,
@@ -339,12 +304,14 @@ impl Harness {
         );
         assert!(s.peak >= s.in_flight && s.peak <= self.max);
         assert!(s.peak_queue >= s.queue_len && s.peak_queue <= self.bound);
-        // Deadlines never decrease along the queue (same max_wait, clamped time), so the oldest
-        // is the next timeout; `None` (at the end of the clock) is no deadline at all.
-        assert_eq!(
-            self.b.poll_timeout(),
-            self.queue.front().and_then(|(_, d)| *d),
-            "poll_timeout is not the oldest (reachable) deadline"
+        // No waiter is left queued at or after its deadline (so none is promoted there).
+        let newest = clock.newest();
+        assert!(
+            self.model
+                .queue()
+                .iter()
+                .all(|(_, d)| d.is_none_or(|d| d > newest)),
+            "a waiter queued past its deadline"
         );
     }
 

@@ -131,7 +131,10 @@ impl Harness {
                 BulkheadEvent::Promoted { waiter } => {
                     let class = self.resolve(waiter);
                     let top = self.live.values().copied().max();
-                    assert!(top.is_none_or(|c| c <= class), "promoted over a more important class");
+                    assert!(
+                        top.is_none_or(|c| c <= class),
+                        "promoted over a more important class"
+                    );
                     (waiter, None)
                 }
                 BulkheadEvent::Expired { waiter } => {
@@ -140,7 +143,11 @@ impl Harness {
                 }
                 BulkheadEvent::Shed { waiter, reason } => {
                     let class = self.resolve(waiter);
-                    assert_ne!(class, Criticality::Critical, "critical work shed: {reason:?}");
+                    assert_ne!(
+                        class,
+                        Criticality::Critical,
+                        "critical work shed: {reason:?}"
+                    );
                     match reason {
                         RejectReason::Priority { class: c } => assert_eq!(c, class),
                         RejectReason::QueueDelay { class: c } => {
@@ -162,7 +169,9 @@ impl Harness {
             match (w.poll(&mut cx, now), shed) {
                 (core::task::Poll::Ready(Ok(g)), None) => self.guards.push(g),
                 (core::task::Poll::Ready(Err(e)), Some(reason)) => assert_eq!(e.reason, reason),
-                (other, want) => panic!("the shared form's {waiter} polled {other:?}, want {want:?}"),
+                (other, want) => {
+                    panic!("the shared form's {waiter} polled {other:?}, want {want:?}")
+                }
             }
         }
     }
@@ -245,7 +254,10 @@ impl Harness {
                         drop(self.waiters.swap_remove(i));
                     }
                 } else {
-                    assert!(!self.live.contains_key(&id), "a queued waiter would not cancel");
+                    assert!(
+                        !self.live.contains_key(&id),
+                        "a queued waiter would not cancel"
+                    );
                 }
             }
             Op::Timeout => {
@@ -284,7 +296,10 @@ impl Harness {
             s.admitted,
             s.critical.admitted + s.default.admitted + s.sheddable.admitted
         );
-        assert_eq!(s.shed(), s.critical.shed + s.default.shed + s.sheddable.shed);
+        assert_eq!(
+            s.shed(),
+            s.critical.shed + s.default.shed + s.sheddable.shed
+        );
     }
 
     /// Every waiter still queued cancels exactly once.
@@ -301,7 +316,10 @@ impl Harness {
                     drop(self.waiters.swap_remove(i));
                 }
             } else {
-                assert!(!self.live.contains_key(&id), "a queued waiter would not cancel");
+                assert!(
+                    !self.live.contains_key(&id),
+                    "a queued waiter would not cancel"
+                );
             }
         }
         assert!(self.live.is_empty(), "waiters left behind: {:?}", self.live);

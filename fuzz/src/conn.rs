@@ -69,7 +69,11 @@ impl Harness {
         while let Some(e) = self.t.poll_event() {
             got.push(e);
         }
-        assert_eq!(got, self.model.handle_timeout(now), "expiries disagree with the model");
+        assert_eq!(
+            got,
+            self.model.handle_timeout(now),
+            "expiries disagree with the model"
+        );
         assert!(
             self.t.poll_timeout().is_none_or(|t| t > now),
             "timer would spin"

@@ -172,7 +172,11 @@ impl Harness {
         }
         let p = self.plain.stats();
         let s = self.shared.stats();
-        assert_eq!(p, self.model.stats(), "the plain form disagrees with the model");
+        assert_eq!(
+            p,
+            self.model.stats(),
+            "the plain form disagrees with the model"
+        );
         assert_eq!(p.in_use, self.permits.len());
         assert_eq!(s.in_use, self.permits.len());
         assert_eq!((p.max, p.peak), (s.max, s.peak));

@@ -126,7 +126,11 @@ impl Harness {
         let st = self.s.stats();
         assert_eq!(st, self.model.stats(), "counters disagree with the model");
         assert_eq!(self.s.state(), self.model.state());
-        assert_eq!(self.s.poll_timeout(), self.model.poll_timeout(), "the timer moved");
+        assert_eq!(
+            self.s.poll_timeout(),
+            self.model.poll_timeout(),
+            "the timer moved"
+        );
         assert_eq!(
             st.completed + st.aborted + st.in_flight,
             st.started,

@@ -11,7 +11,9 @@
 pub mod accept;
 pub mod backlog;
 pub mod backoff;
+pub mod breaker;
 pub mod budget;
+pub mod bulkhead;
 pub mod conn;
 pub mod gcra;
 pub mod keyed;
