@@ -145,7 +145,11 @@ async fn every_documented_metric_is_emitted_with_its_instance_name() {
     let addr = incoming.get_ref().0.local_addr().unwrap();
     let server = keel_tokio::Server::new(incoming).named("edge");
     let handle = server.handle();
-    let serving = tokio::spawn(server.serve(|_conn, _draining| async {}));
+    // Its handler counts a request timeout as a protocol would (the HTTP server's own are
+    // tested in http_server.rs).
+    let serving = tokio::spawn(server.serve(|conn, _draining| async move {
+        conn.request_timeouts().body_timed_out();
+    }));
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     client.write_all(b"hi").await.unwrap();
     drop(client);

@@ -122,7 +122,8 @@ use core::future::Future;
 use std::sync::Mutex;
 
 pub use drain::{DrainStarted, Draining};
-pub use handle::{ServeHandle, ServeReport, ServeStats};
+pub(crate) use handle::RequestCounts;
+pub use handle::{RequestStats, RequestTimeouts, ServeHandle, ServeReport, ServeStats};
 
 use super::conn::{Clock, Conn, ConnIo, Sweep};
 use super::{Alarm, BoxFuture, Incoming, Listener, Spawn};
@@ -179,6 +180,7 @@ impl<L: Listener, R: Spawn> Server<L, R> {
             }),
             drain: Arc::new(DrainState::new()),
             limit: incoming.limit().clone(),
+            requests: Arc::default(),
         });
         Server {
             incoming,
@@ -282,6 +284,11 @@ impl<L: Listener, R: Spawn> Server<L, R> {
             ));
             m.phase.set(0.0);
             m.active.set(0.0);
+            let requests = crate::driver::metrics::RequestMetrics::register(
+                crate::driver::metrics::label(&self.name),
+            );
+            // Serving twice is not possible (`serve` takes the server): set once.
+            let _ = self.shared.requests.metrics.set(requests);
             m
         };
         let mut run = Run {
