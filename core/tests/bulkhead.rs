@@ -287,7 +287,11 @@ fn a_waiter_cancelled_after_its_deadline_counts_as_timed_out() {
     assert!(bh.on_cancel(ms(50), early));
     assert!(!bh.on_cancel(ms(150), late));
     let s = bh.stats();
-    assert_eq!((s.shed_timeout, s.cancelled, s.queue_len), (1, 1, 0), "{s:?}");
+    assert_eq!(
+        (s.shed_timeout, s.cancelled, s.queue_len),
+        (1, 1, 0),
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -471,11 +475,19 @@ mod shared {
         early.cancel(ms(50));
         late.cancel(ms(150));
         let s = bh.stats();
-        assert_eq!((s.shed_timeout, s.cancelled, s.queue_len), (2, 1, 0), "{s:?}");
+        assert_eq!(
+            (s.shed_timeout, s.cancelled, s.queue_len),
+            (2, 1, 0),
+            "{s:?}"
+        );
         // `late`'s time expired `dropped` too (same deadline): its drop counts nothing more.
         drop(dropped);
         let s = bh.stats();
-        assert_eq!((s.shed_timeout, s.cancelled, s.queue_len), (2, 1, 0), "{s:?}");
+        assert_eq!(
+            (s.shed_timeout, s.cancelled, s.queue_len),
+            (2, 1, 0),
+            "{s:?}"
+        );
     }
 
     #[test]

@@ -312,7 +312,11 @@ fn a_wait_dropped_after_its_deadline_counts_as_timed_out_not_cancelled() {
     rt.advance(Duration::from_millis(100));
     drop(late);
     let s = bh.stats();
-    assert_eq!((s.shed_timeout, s.cancelled, s.queue_len), (1, 1, 0), "{s:?}");
+    assert_eq!(
+        (s.shed_timeout, s.cancelled, s.queue_len),
+        (1, 1, 0),
+        "{s:?}"
+    );
 }
 
 /// Polls a future once with a no-op waker.
