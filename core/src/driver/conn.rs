@@ -190,6 +190,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<C> ConnShared<C> {
+    // Each argument is a distinct piece of the server's state the connection shares; one
+    // constructor, called from one place (the serving loop).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         clock: Clock,

@@ -46,9 +46,11 @@ pub(super) struct Shared {
 pub(crate) struct RequestCounts {
     header: AtomicU64,
     body: AtomicU64,
-    /// The server's series, registered when it starts serving (under its name).
+    /// The server's series, registered when it starts serving (under its name). Asserted
+    /// unwind-safe (a counter is an atomic add) so `ServeHandle` stays `UnwindSafe`.
     #[cfg(feature = "metrics")]
-    pub(crate) metrics: std::sync::OnceLock<crate::driver::metrics::RequestMetrics>,
+    pub(crate) metrics:
+        core::panic::AssertUnwindSafe<std::sync::OnceLock<crate::driver::metrics::RequestMetrics>>,
 }
 
 impl RequestCounts {
