@@ -6,9 +6,13 @@
 //! ```
 //!
 //! Runs `--concurrency` tasks that check the limiter as fast as they can for `--for` seconds,
-//! then prints one line: `admitted=N rejected=M errors=E fallback=F`. Several processes started
-//! together against one Redis together admit at most `R × SECONDS + B` (plus what the failure
-//! policy allows while Redis fails). `--start-at UNIX_MS` makes processes start their run at
+//! then prints one line: `admitted=N rejected=M errors=E fallback=F from_us=A to_us=Z`, where
+//! `A` and `Z` are the wall-clock microseconds (since the Unix epoch) before its first check was
+//! sent and after its last answer came: the run's span on the clock of a Redis on the same host.
+//! Several processes started together against one Redis together admit at most `R × SECONDS + B`
+//! (`SECONDS` the span from the earliest `from_us` to the latest `to_us`: a check sent just
+//! before the end is decided a little after it, more so on a loaded machine; plus what the
+//! failure policy allows while Redis fails). `--start-at UNIX_MS` makes processes start their run at
 //! the same wall-clock instant; `--local-share F` is the fraction of the quota the `local`
 //! policy keeps in this process (default 0.25); `--timeout-ms` bounds each Redis call (default
 //! 500: the example's tasks spin on the CPU, and on a small machine they compete with Redis).
@@ -114,6 +118,7 @@ async fn run(a: Args) -> Result<(), String> {
         let wait = Duration::from_millis(at).saturating_sub(now);
         tokio::time::sleep(wait).await;
     }
+    let from_us = unix_micros();
     let end = tokio::time::Instant::now() + Duration::from_secs_f64(a.seconds);
     let (admitted, rejected, errors) = (
         Arc::new(AtomicU64::new(0)),
@@ -139,9 +144,10 @@ async fn run(a: Args) -> Result<(), String> {
     for t in tasks {
         t.await.map_err(|e| e.to_string())?;
     }
+    let to_us = unix_micros();
     let stats = limiter.stats();
     println!(
-        "admitted={} rejected={} errors={} fallback={}",
+        "admitted={} rejected={} errors={} fallback={} from_us={from_us} to_us={to_us}",
         admitted.load(Ordering::Relaxed),
         rejected.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed),
@@ -149,6 +155,14 @@ async fn run(a: Args) -> Result<(), String> {
     );
     eprintln!("{stats:?}");
     Ok(())
+}
+
+/// Microseconds since the Unix epoch on the wall clock (the clock Redis's `TIME` reads).
+fn unix_micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros()
 }
 
 fn main() -> ExitCode {

@@ -1,5 +1,8 @@
 //! Four processes of the `fleet` example, 8 tasks each, 5 s at 200/s with burst 20, against
-//! one real Redis, together admit between 97 % and 100 % of 200 × 5 + 20.
+//! one real Redis, together admit at least 97 % of 200 × 5 + 20 and at most 200 × S + 20, S
+//! the span (at least 5 s) from the first check sent to the last answer received: on a loaded
+//! machine a process wakes late or a check sent before its end is decided after it, and Redis
+//! rightly admits what its clock allows then.
 
 mod common;
 
@@ -65,6 +68,7 @@ fn four_processes_admit_97_to_100_percent_of_the_fleet_quota() {
         .collect();
     let mut admitted = 0u64;
     let mut errors = 0u64;
+    let (mut from_us, mut to_us) = (u64::MAX, 0u64);
     for child in children {
         let out = child.wait_with_output().expect("the example ran");
         let line = String::from_utf8_lossy(&out.stdout).to_string();
@@ -82,14 +86,24 @@ fn four_processes_admit_97_to_100_percent_of_the_fleet_quota() {
         admitted += field("admitted=");
         // Failures (rejected by FailClosed) can only lower the count; the bounds below judge.
         errors += field("errors=");
+        from_us = from_us.min(field("from_us="));
+        to_us = to_us.max(field("to_us="));
     }
     println!("errors (fail-closed rejections): {errors}");
-    let bound = 200 * 5 + 20;
-    println!("together: admitted {admitted} of {bound}");
-    assert!(admitted <= bound, "the fleet admitted {admitted} > {bound}");
+    let nominal = 200 * 5 + 20;
+    // GCRA at 200/s with burst 20 admits at most 20 + 200 × S in any span of S seconds; every
+    // admission was decided (on Redis's clock, this host's) between `from_us` and `to_us`.
+    let span_us = to_us.saturating_sub(from_us);
+    assert!(span_us >= 5_000_000, "the runs spanned {span_us} µs < 5 s");
+    let bound = 20 + 200 * span_us / 1_000_000;
+    println!("together: admitted {admitted} of {nominal} ({bound} in the {span_us} µs they ran)");
     assert!(
-        admitted * 100 >= bound * 97,
-        "the fleet admitted only {admitted} of {bound}"
+        admitted <= bound,
+        "the fleet admitted {admitted} > {bound} in {span_us} µs"
+    );
+    assert!(
+        admitted * 100 >= nominal * 97,
+        "the fleet admitted only {admitted} of {nominal}"
     );
 }
 

@@ -28,7 +28,9 @@
 //! header read timeout), and one that sends a head and then none (or a trickle) of its body is
 //! answered `408` with `Connection: close` once the body read deadline passes (30 s plus one
 //! second per 500 bytes received, counted while the handler reads the body), which frees its
-//! slot. Requests carry their body as a [`RequestBody`] (an axum `Router` takes any body).
+//! slot. Both are counted: the server's stats and report have `header_timeouts` and
+//! `body_timeouts` ([`ServeStats::requests`](crate::core::driver::ServeStats::requests)), and
+//! with feature `metrics` `keel_request_timeouts_total{part="header"|"body"}`. Requests carry their body as a [`RequestBody`] (an axum `Router` takes any body).
 //!
 //! Each request carries its peer's address as a [`PeerAddr`] extension and, with feature
 //! `axum`, as axum's `ConnectInfo<SocketAddr>` (TCP) so the `ConnectInfo` extractor works
@@ -480,6 +482,8 @@ where
 {
     let peer = conn.peer().clone();
     let busy = conn.busy_handle();
+    let timeouts = conn.request_timeouts();
+    let body_timeouts = timeouts.clone();
     let io = TokioIo::new(TokioConn::from(conn));
     let per_request = hyper::service::service_fn(move |req: Request<HyperBody>| {
         // Busy from the request's arrival until its response is ready: never idle meanwhile
@@ -507,6 +511,7 @@ where
         };
         let req = Request::from_parts(parts, body);
         let mut service = service.clone();
+        let timeouts = body_timeouts.clone();
         async move {
             let _in_flight = in_flight;
             let call = async move {
@@ -523,6 +528,7 @@ where
                 // The deadline passed (maybe while the handler was reading, in this very
                 // poll): whatever the handler made of it, the answer is 408.
                 if notified.as_mut().poll(cx).is_ready() {
+                    timeouts.body_timed_out();
                     return Poll::Ready(Ok(request_timeout()));
                 }
                 done.map(|r| r.map(|r| r.map(Either::Left)))
@@ -547,6 +553,10 @@ where
             }
         };
         if let Err(error) = result {
+            // hyper's header read timeout (the only timer hyper runs here) closed it.
+            if error.is_timeout() {
+                timeouts.header_timed_out();
+            }
             tracing::debug!(target: "keel::serve", %error, "HTTP connection ended with an error");
         }
     }

@@ -642,6 +642,8 @@ async fn http_server_slow_body_senders_cannot_hold_every_slot() {
     assert_eq!(reply.status, 408);
     assert_eq!(reply.header("connection"), Some("close"));
     assert!(closes_within(&mut silent, PATIENCE).await);
+    // Both were counted: the trickler's deadline passes too (its bytes extend it by 2 ms each).
+    until_stats(&handle, |s| s.requests.body_timeouts == 2).await;
     trickle_task.abort();
 
     handle.shutdown();
@@ -650,6 +652,30 @@ async fn http_server_slow_body_senders_cannot_hold_every_slot() {
         .expect("stopped in time")
         .expect("the server task");
     assert_eq!(report.summary.aborted, 0, "{report}");
+    assert_eq!(report.stats.requests.body_timeouts, 2, "{report}");
+    assert_eq!(report.stats.requests.header_timeouts, 0, "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("header_timeouts=0 body_timeouts=2"),
+        "{report}"
+    );
+}
+
+/// Waits (up to `PATIENCE`) until the server's stats satisfy `done`.
+async fn until_stats(
+    handle: &ServeHandle,
+    done: impl Fn(&keel_tokio::core::driver::ServeStats) -> bool,
+) {
+    let since = Instant::now();
+    while !done(&handle.stats()) {
+        assert!(
+            since.elapsed() < PATIENCE,
+            "never reached: {}",
+            handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The minimum rate extends the body deadline: a body of 40 bytes sent 10 bytes every 400 ms
@@ -686,6 +712,7 @@ async fn http_server_body_deadline_extends_with_the_bytes_received() {
     let (addr, handle, server) = start_upload(4, body_deadline(Duration::from_secs(1), 10)).await;
     let reply = upload(addr, "/upload").await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "40"));
+    assert_eq!(handle.stats().requests.body_timeouts, 0);
 
     // A body sent at once, read after 1.5 s of work.
     let mut client = connect(addr).await;
@@ -706,6 +733,9 @@ async fn http_server_body_deadline_extends_with_the_bytes_received() {
     let (addr, handle, server) = start_upload(4, body_deadline(Duration::from_secs(1), 0)).await;
     let reply = upload(addr, "/upload").await;
     assert_eq!(reply.status, 408);
+    // Counted before the 408 is sent.
+    let stats = handle.stats().requests;
+    assert_eq!((stats.body_timeouts, stats.header_timeouts), (1, 0));
     handle.shutdown();
     let _ = tokio::time::timeout(PATIENCE, server).await;
 }
@@ -750,9 +780,16 @@ async fn http_server_slow_header_senders_cannot_hold_every_slot() {
         .expect("a reply");
     assert_eq!((reply.status, reply.body.as_str()), (200, "2"));
     assert!(started.elapsed() < PATIENCE);
+    // Each trickler's head timed out (they trickle for 18 s, far past the 1 s timeout).
+    until_stats(&handle, |s| s.requests.header_timeouts == 2).await;
     for trickler in tricklers {
         trickler.abort();
     }
     handle.shutdown();
-    let _ = tokio::time::timeout(PATIENCE, server).await;
+    let report = tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("stopped in time")
+        .expect("the server task");
+    assert_eq!(report.stats.requests.header_timeouts, 2, "{report}");
+    assert_eq!(report.stats.requests.body_timeouts, 0, "{report}");
 }

@@ -145,7 +145,11 @@ async fn every_documented_metric_is_emitted_with_its_instance_name() {
     let addr = incoming.get_ref().0.local_addr().unwrap();
     let server = keel_tokio::Server::new(incoming).named("edge");
     let handle = server.handle();
-    let serving = tokio::spawn(server.serve(|_conn, _draining| async {}));
+    // Its handler counts a request timeout as a protocol would (the HTTP server's own are
+    // tested in http_server.rs).
+    let serving = tokio::spawn(server.serve(|conn, _draining| async move {
+        conn.request_timeouts().body_timed_out();
+    }));
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     client.write_all(b"hi").await.unwrap();
     drop(client);
@@ -317,4 +321,28 @@ fn constant_once() -> BackoffConfig {
         .max_attempts(1)
         .build()
         .unwrap()
+}
+
+/// An `AdaptivePermit` dropped (not run through `run`) sets its bulkhead's occupancy gauges at
+/// once, as the bulkhead's own guard release does: before, they showed it in flight until the
+/// next call through the bulkhead. On a local recorder (this thread only).
+#[test]
+fn a_dropped_adaptive_permit_updates_the_bulkhead_gauges() {
+    use keel_tokio::core::adaptive::AdaptiveConfig;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let in_flight = "keel_bulkhead_in_flight{name=adaptive-gauges}";
+    ::metrics::with_local_recorder(&recorder, || {
+        let config = AdaptiveConfig::builder().initial_limit(4).build().unwrap();
+        let queue = BulkheadConfig::builder().max_queue(0).build().unwrap();
+        let limit = keel_tokio::AdaptiveLimit::new(config, queue).named("adaptive-gauges");
+        let a = limit.try_acquire().unwrap();
+        let b = limit.try_acquire().unwrap();
+        assert_eq!(snapshot(&snapshotter).get(in_flight), Some(&2.0));
+        drop(a);
+        assert_eq!(limit.bulkhead().stats().in_flight, 1);
+        assert_eq!(snapshot(&snapshotter).get(in_flight), Some(&1.0));
+        drop(b);
+        assert_eq!(snapshot(&snapshotter).get(in_flight), Some(&0.0));
+    });
 }

@@ -46,7 +46,10 @@
 //! - When `handle_timeout(now)` sees `now >= deadline`, the machine is `Stopped` and the items
 //!   still in flight are counted as aborted: the caller cancels them.
 //! - A second signal stops at once ([`ShutdownDecision::StopNow`]) with the in-flight count as
-//!   aborted, like most servers do on a second Ctrl-C.
+//!   aborted, like most servers do on a second Ctrl-C. The caller decides what a unit of work
+//!   spans: keel's server returns a connection's ticket once its lingering close is over, so a
+//!   connection cut while it lingers (its reply written, maybe not yet read) is aborted (see
+//!   the drain of `driver::Server`, feature `futures`).
 //! - Tickets returned after the stop (the aborted tasks winding down) are ignored: they were
 //!   already counted as aborted, and counts never go negative.
 //!

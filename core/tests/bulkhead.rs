@@ -275,6 +275,25 @@ fn cancelling_a_middle_waiter_keeps_fifo_order() {
     assert_eq!(bh.in_flight(), 0);
 }
 
+/// A waiter that gives up after its deadline is counted as timed out (expired first), one in
+/// time as cancelled (the shared form's `BulkheadWaiter::cancel` agrees: `mod shared`).
+#[test]
+fn a_waiter_cancelled_after_its_deadline_counts_as_timed_out() {
+    let mut bh: FifoSemaphore<4> =
+        FifoSemaphore::new(config(1, 4, 100), T0).expect("max_queue fits the ring");
+    let _p = admitted(bh.acquire(T0));
+    let (late, _) = queued(bh.acquire(T0));
+    let (early, _) = queued(bh.acquire(T0));
+    assert!(bh.on_cancel(ms(50), early));
+    assert!(!bh.on_cancel(ms(150), late));
+    let s = bh.stats();
+    assert_eq!(
+        (s.shed_timeout, s.cancelled, s.queue_len),
+        (1, 1, 0),
+        "{s:?}"
+    );
+}
+
 #[test]
 fn try_request_never_queues() {
     let mut bh: FifoSemaphore<4> =
@@ -441,6 +460,34 @@ mod shared {
         b.release(ms(1));
         let s = bh.stats();
         assert_eq!((s.admitted, s.shed_full, s.in_flight, s.peak), (3, 2, 1, 2));
+    }
+
+    /// As the `&mut` form's `on_cancel`: a waiter that gives up after its deadline counts as
+    /// timed out, one in time as cancelled; dropped without a time, it gives up at the newest
+    /// time the bulkhead has seen.
+    #[test]
+    fn a_waiter_cancelled_after_its_deadline_counts_as_timed_out() {
+        let bh = SharedBulkhead::new(config(1, 4, 100), T0);
+        let _g = bh.try_acquire(T0).unwrap();
+        let late = wait(bh.acquire(T0));
+        let early = wait(bh.acquire(T0));
+        let dropped = wait(bh.acquire(T0));
+        early.cancel(ms(50));
+        late.cancel(ms(150));
+        let s = bh.stats();
+        assert_eq!(
+            (s.shed_timeout, s.cancelled, s.queue_len),
+            (2, 1, 0),
+            "{s:?}"
+        );
+        // `late`'s time expired `dropped` too (same deadline): its drop counts nothing more.
+        drop(dropped);
+        let s = bh.stats();
+        assert_eq!(
+            (s.shed_timeout, s.cancelled, s.queue_len),
+            (2, 1, 0),
+            "{s:?}"
+        );
     }
 
     #[test]

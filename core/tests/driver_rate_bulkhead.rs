@@ -295,6 +295,30 @@ fn a_cancelled_run_releases_its_slot() {
     });
 }
 
+/// A queued `acquire` dropped after its deadline (before the timer's poll saw it) counts as
+/// timed out, as the `&mut` form's `on_cancel` does; one dropped in time as cancelled.
+#[test]
+fn a_wait_dropped_after_its_deadline_counts_as_timed_out_not_cancelled() {
+    let rt = runtime();
+    let bh = bulkhead(&rt, 1, 4, Duration::from_millis(100));
+    let _held = bh.try_acquire().unwrap();
+    let mut late = bh.acquire();
+    assert!(poll_once(&mut late).is_pending());
+    let mut early = bh.acquire();
+    assert!(poll_once(&mut early).is_pending());
+    assert_eq!(bh.stats().queue_len, 2);
+    rt.advance(Duration::from_millis(50));
+    drop(early);
+    rt.advance(Duration::from_millis(100));
+    drop(late);
+    let s = bh.stats();
+    assert_eq!(
+        (s.shed_timeout, s.cancelled, s.queue_len),
+        (1, 1, 0),
+        "{s:?}"
+    );
+}
+
 /// Polls a future once with a no-op waker.
 fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

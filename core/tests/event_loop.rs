@@ -122,13 +122,18 @@ impl EventLoop {
         stream
     }
 
+    /// Sends SIGTERM; returns when it was sent at the earliest: the instant before `kill`
+    /// runs, as the server cannot act on the signal before it (an instant taken after `kill`
+    /// exits can be later than the server's reaction on a loaded machine, and make a grace
+    /// period look cut short).
     fn sigterm(&self) -> Instant {
+        let sent = Instant::now();
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
-        Instant::now()
+        sent
     }
 
     /// SIGTERM (unless sent already), waits for the exit; returns (stdout after the first
@@ -215,12 +220,18 @@ fn drains_on_sigterm_answers_health_and_prints_its_stats() {
         round_trip(&mut probe, b"HEALTH\n"),
         b"ready=true live=true reasons=[]\n"
     );
-    assert_eq!(round_trip(&mut probe, b"hello\n"), b"hello\n");
+    // No sleep decides what the server has seen before the signal (a loaded machine can
+    // stall it for longer than any sleep): a round trip on each connection proves it was
+    // accepted, and the probe's round trip after the partial lines were written proves the
+    // server read them (loopback delivers a write before it returns, so their readiness is
+    // reported no later than the probe's; one thread serves all, and the signal comes after).
     let mut mid = server.connect();
-    mid.write_all(b"start-").expect("write");
+    assert_eq!(round_trip(&mut mid, b"mid\n"), b"mid\n");
     let mut hung = server.connect();
+    assert_eq!(round_trip(&mut hung, b"hung\n"), b"hung\n");
+    mid.write_all(b"start-").expect("write");
     hung.write_all(b"never finished").expect("write");
-    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(round_trip(&mut probe, b"hello\n"), b"hello\n");
 
     let signalled = server.sigterm();
     // The idle connection is closed, new ones are refused, the line in flight is answered.
@@ -391,8 +402,11 @@ fn at_the_limit_a_newcomer_is_served_by_reclaiming_the_longest_idle_connection()
 fn a_second_signal_stops_at_once_and_counts_the_aborted() {
     let server = EventLoop::start(&["--grace", "30"], None);
     let mut hung = server.connect();
+    // A round trip, not a sleep, proves the server accepted it before the signal; the partial
+    // line written after it keeps it in flight (the server reads it before the signal's byte,
+    // which comes later, on the same thread).
+    assert_eq!(round_trip(&mut hung, b"hello\n"), b"hello\n");
     hung.write_all(b"never finished").expect("write");
-    std::thread::sleep(Duration::from_millis(200));
     server.sigterm();
     std::thread::sleep(Duration::from_millis(200));
     let second = server.sigterm();

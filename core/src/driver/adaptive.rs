@@ -329,5 +329,8 @@ impl<R: Runtime> Drop for AdaptivePermit<R> {
         if let Some(in_flight) = self.in_flight.take() {
             self.limit.finish(in_flight, self.outcome);
         }
+        // The occupancy gauges, as the bulkhead's own release sets them (after the sample,
+        // which may have resized it): not left showing this slot until the next call.
+        self.limit.bulkhead.released();
     }
 }

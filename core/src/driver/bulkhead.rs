@@ -185,7 +185,7 @@ impl<R: Runtime> Bulkhead<R> {
     }
 
     /// Sets the occupancy gauges after a release or a queueing (feature `metrics`).
-    fn released(&self) {
+    pub(crate) fn released(&self) {
         #[cfg(feature = "metrics")]
         self.metrics
             .get(&self.name, BulkheadMetrics::register)
@@ -337,6 +337,18 @@ fn traced<R: Runtime>(
 ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
     bulkhead.observe(&r, class);
     Poll::Ready(r)
+}
+
+impl<R: Runtime> Drop for Acquiring<R> {
+    fn drop(&mut self) {
+        // Dropped while queued: give up at the runtime's `now`, so a wait dropped after its
+        // deadline counts as timed out (as the `&mut` form's `on_cancel`), not cancelled; the
+        // gauges show the queue without it.
+        if let State::Waiting(waiter) = core::mem::replace(&mut self.state, State::Done) {
+            waiter.cancel(self.bulkhead.rt.now());
+            self.bulkhead.released();
+        }
+    }
 }
 
 impl<R: Runtime> Future for Acquiring<R> {

@@ -181,6 +181,8 @@ pub(crate) struct ConnShared<C> {
     draining: Draining,
     /// How the connection ended if the handler closed it itself ([`Conn::close`]).
     ended: Mutex<Option<ConnEnd>>,
+    /// The server's request timeout counts ([`Conn::request_timeouts`]).
+    requests: Arc<super::serve::RequestCounts>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,6 +190,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<C> ConnShared<C> {
+    // Each argument is a distinct piece of the server's state the connection shares; one
+    // constructor, called from one place (the serving loop).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         clock: Clock,
@@ -196,10 +201,12 @@ impl<C> ConnShared<C> {
         linger: Duration,
         linger_bytes: u64,
         draining: Draining,
+        requests: Arc<super::serve::RequestCounts>,
     ) -> Self {
         let now = clock();
         ConnShared {
             id,
+            requests,
             linger,
             linger_bytes,
             draining,
@@ -468,6 +475,17 @@ impl<L: ConnIo> Conn<L> {
     pub fn busy_handle(&self) -> BusyHandle {
         BusyHandle {
             count: Arc::clone(&self.shared.busy),
+        }
+    }
+
+    /// A handle that counts the requests a protocol on this connection timed out (an HTTP
+    /// request's head or body too slow to arrive) in the server's
+    /// [`ServeStats::requests`](super::ServeStats::requests) and, with feature `metrics`, in
+    /// `keel_request_timeouts_total`. Clone it into per-request code before the `Conn` moves
+    /// into the protocol's machinery.
+    pub fn request_timeouts(&self) -> super::RequestTimeouts {
+        super::RequestTimeouts {
+            counts: Arc::clone(&self.shared.requests),
         }
     }
 

@@ -30,6 +30,7 @@
 //! | `keel_connections_accepted_total` | counter | `name` | connections a server admitted |
 //! | `keel_accept_errors_total` | counter | `name`, `kind` | accept errors, by `kind`: `per-connection`, `shortage`, `fatal`, `unknown` |
 //! | `keel_shutdown_phase` | gauge | `name` | a server's phase: 0 running, 1 draining, 2 stopped |
+//! | `keel_request_timeouts_total` | counter | `name`, `part` | requests a server's protocol gave up reading at their deadline, by `part`: `header` (the head; keel-tokio's HTTP server closes the connection), `body` (answered `408`) ([`RequestTimeouts`](super::RequestTimeouts)) |
 //!
 //! [`ALL`] lists the names; the adapters' tests check that each is emitted.
 //!
@@ -91,6 +92,8 @@ pub const CONNECTIONS_ACCEPTED: &str = "keel_connections_accepted_total";
 pub const ACCEPT_ERRORS: &str = "keel_accept_errors_total";
 /// `keel_shutdown_phase`.
 pub const SHUTDOWN_PHASE: &str = "keel_shutdown_phase";
+/// `keel_request_timeouts_total`.
+pub const REQUEST_TIMEOUTS: &str = "keel_request_timeouts_total";
 
 /// Every metric name of the [table](self), in its order.
 pub const ALL: &[&str] = &[
@@ -111,6 +114,7 @@ pub const ALL: &[&str] = &[
     CONNECTIONS_ACCEPTED,
     ACCEPT_ERRORS,
     SHUTDOWN_PHASE,
+    REQUEST_TIMEOUTS,
 ];
 
 /// Gives every metric of the [table](self) its help text (and unit) on the installed recorder.
@@ -151,6 +155,10 @@ pub fn describe() {
     describe_gauge!(
         SHUTDOWN_PHASE,
         "Server phase: 0 running, 1 draining, 2 stopped"
+    );
+    describe_counter!(
+        REQUEST_TIMEOUTS,
+        "Requests given up at their read deadline, by part (header, body)"
     );
 }
 
@@ -391,6 +399,21 @@ impl ServerMetrics {
             let _ = metrics::counter!(ACCEPT_ERRORS, "name" => name.clone(), "kind" => kind);
         }
         self
+    }
+}
+
+/// A server's request timeouts, by part (both registered at zero).
+pub(crate) struct RequestMetrics {
+    pub(crate) header: Counter,
+    pub(crate) body: Counter,
+}
+
+impl RequestMetrics {
+    pub(crate) fn register(name: SharedString) -> Self {
+        RequestMetrics {
+            header: metrics::counter!(REQUEST_TIMEOUTS, "name" => name.clone(), "part" => "header"),
+            body: metrics::counter!(REQUEST_TIMEOUTS, "name" => name, "part" => "body"),
+        }
     }
 }
 

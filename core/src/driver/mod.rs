@@ -54,7 +54,9 @@ use crate::time::Instant;
 pub use accept::{Accepted, GuardConfig, GuardConfigBuilder, Incoming, IncomingStats, Listener};
 pub use conn::{lingering_close, read_line_bounded, Busy, BusyHandle, Conn, ConnIo, Line};
 pub use name::Name;
-pub use serve::{Draining, ServeHandle, ServeReport, ServeStats, Server};
+pub use serve::{
+    Draining, RequestStats, RequestTimeouts, ServeHandle, ServeReport, ServeStats, Server,
+};
 
 /// A timer that can be re-armed without allocating: the runtime's sleep future.
 ///

@@ -548,14 +548,32 @@ impl BulkheadWaiter {
     }
 }
 
-impl Drop for BulkheadWaiter {
-    fn drop(&mut self) {
+impl BulkheadWaiter {
+    /// Gives up the wait at `now`, as [`FifoSemaphore::on_cancel`] does: a waiter whose
+    /// deadline has passed at `now` is counted as timed out (`shed_timeout`, expired first),
+    /// one still in time as `cancelled`; a slot granted to it meanwhile is passed on.
+    /// Dropping the waiter does the same at the newest time the bulkhead has seen (it reads no
+    /// clock), which counts a waiter dropped after its deadline as `cancelled` unless some
+    /// input reached the deadline first: call this when the time is at hand.
+    ///
+    /// [`FifoSemaphore::on_cancel`]: crate::bulkhead::FifoSemaphore::on_cancel
+    pub fn cancel(mut self, now: Instant) {
+        self.give_up(Some(now));
+    }
+
+    fn give_up(&mut self, now: Option<Instant>) {
         if self.done {
             return;
         }
+        self.done = true;
         let mut wakes = Wakes::default();
         {
             let mut inner = self.bulkhead.lock();
+            if let Some(now) = now {
+                // A waiter due at `now` is shed as `WaitedTooLong` here, as the `&mut` form's
+                // `on_cancel` expires before it cancels.
+                let _ = inner.expire(now, &mut wakes);
+            }
             match inner.queue.get_mut(self.place).map(|e| e.outcome) {
                 Some(Outcome::Queued) => {
                     let Inner { engine, queue } = &mut *inner;
@@ -573,5 +591,11 @@ impl Drop for BulkheadWaiter {
             }
         }
         wakes.wake();
+    }
+}
+
+impl Drop for BulkheadWaiter {
+    fn drop(&mut self) {
+        self.give_up(None);
     }
 }

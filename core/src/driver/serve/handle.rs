@@ -4,7 +4,7 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::Waker;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -37,6 +37,79 @@ pub(super) struct Shared {
     pub(super) core: Mutex<Core>,
     pub(super) drain: Arc<DrainState>,
     pub(super) limit: SharedLimit,
+    /// What the handlers' protocols count through [`RequestTimeouts`].
+    pub(super) requests: Arc<RequestCounts>,
+}
+
+/// The requests the handlers' protocols timed out, counted through [`RequestTimeouts`].
+#[derive(Default)]
+pub(crate) struct RequestCounts {
+    header: AtomicU64,
+    body: AtomicU64,
+    /// The server's series, registered when it starts serving (under its name). Asserted
+    /// unwind-safe (a counter is an atomic add) so `ServeHandle` stays `UnwindSafe`.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics:
+        core::panic::AssertUnwindSafe<std::sync::OnceLock<crate::driver::metrics::RequestMetrics>>,
+}
+
+impl RequestCounts {
+    pub(super) fn stats(&self) -> RequestStats {
+        RequestStats {
+            header_timeouts: self.header.load(Ordering::Relaxed),
+            body_timeouts: self.body.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Requests a server's handlers timed out while reading them (see [`RequestTimeouts`]): for
+/// keel-tokio's HTTP server, heads not received within `header_read_timeout` (the connection
+/// is closed) and bodies not received within their read deadline (answered `408`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestStats {
+    /// Request heads (an HTTP request line and headers) that did not arrive in time.
+    pub header_timeouts: u64,
+    /// Request bodies that did not arrive in time.
+    pub body_timeouts: u64,
+}
+
+/// Counts, into the server's [`ServeStats::requests`] (and with feature `metrics`
+/// `keel_request_timeouts_total`), the requests a protocol served on a
+/// [`Conn`](crate::driver::Conn) gave up reading because their deadline passed. Get it with
+/// [`Conn::request_timeouts`](crate::driver::Conn::request_timeouts) before the `Conn` moves
+/// into the protocol's machinery; cheap to clone.
+#[derive(Clone)]
+pub struct RequestTimeouts {
+    pub(crate) counts: Arc<RequestCounts>,
+}
+
+impl fmt::Debug for RequestTimeouts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestTimeouts")
+            .field("stats", &self.counts.stats())
+            .finish()
+    }
+}
+
+impl RequestTimeouts {
+    /// A request's head did not arrive within its deadline.
+    pub fn header_timed_out(&self) {
+        self.counts.header.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(m) = self.counts.metrics.get() {
+            m.header.increment(1);
+        }
+    }
+
+    /// A request's body did not arrive within its deadline.
+    pub fn body_timed_out(&self) {
+        self.counts.body.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(m) = self.counts.metrics.get() {
+            m.body.increment(1);
+        }
+    }
 }
 
 impl Shared {
@@ -58,6 +131,8 @@ pub struct ServeStats {
     /// The connections' defences and ends: idle closed, read deadlines expired, reclaimed at
     /// the limit, lingering closes that ended cleanly, timed out or in a reset.
     pub conns: ConnStats,
+    /// Requests the handlers' protocols timed out (HTTP heads and bodies too slow to arrive).
+    pub requests: RequestStats,
 }
 
 impl fmt::Display for ServeStats {
@@ -68,7 +143,7 @@ impl fmt::Display for ServeStats {
             "accepted={} per_connection_errors={} shortages={} pauses={} paused_ms={} \
              max_connections={} in_use={} peak={} shed={} started={} in_flight={} \
              idle_closed={} deadline_expired={} reclaimed={} lingering={} clean={} \
-             linger_timeouts={} resets={}",
+             linger_timeouts={} resets={} header_timeouts={} body_timeouts={}",
             a.accepted,
             a.per_connection_errors,
             a.shortages,
@@ -87,6 +162,8 @@ impl fmt::Display for ServeStats {
             self.conns.clean,
             self.conns.linger_timeouts,
             self.conns.resets,
+            self.requests.header_timeouts,
+            self.requests.body_timeouts,
         )
     }
 }
@@ -174,6 +251,7 @@ impl ServeHandle {
             limit: self.shared.limit.stats(),
             shutdown: core.machine.stats(),
             conns: core.conns.stats(),
+            requests: self.shared.requests.stats(),
         }
     }
 

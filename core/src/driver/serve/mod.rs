@@ -47,6 +47,20 @@
 //!    ([`AbortHandle::abort`](super::AbortHandle::abort)) and count them as `aborted`. A
 //!    **second** trigger during the drain does the same at once.
 //!
+//! What `aborted` counts, on purpose: a connection is one unit of work from its accept until
+//! its close is over, **lingering close included**. The lingering close is what gets the reply
+//! to the client (closing with unread input makes the kernel answer with a reset, and the peer
+//! drops the reply it has not read yet), so a connection cut at the deadline or by a second
+//! trigger while it lingers is `aborted`, although its handler returned: the server cut its
+//! close short and cannot know the peer read the reply (its connection counts show the end as
+//! aborted, not as a clean close). Likewise a connection still open because its handler has not
+//! acted on the drain yet (an idle keep-alive waiting for the next request) is `aborted`: the
+//! server cannot tell a handler waiting idle from one reading a request, and it did cut the
+//! connection. A handler that closes its idle connections when [`Draining`] flips (as
+//! keel-tokio's HTTP server does at once) turns them into `completed` within moments of the
+//! first trigger; only a second trigger sooner than that, or a handler that ignores the drain,
+//! leaves them to be aborted.
+//!
 //! It returns a [`ServeReport`]: the [`ShutdownSummary`](crate::shutdown::ShutdownSummary)
 //! (completed, reset, aborted, refused, drained_in; a connection whose close still ended in a
 //! reset is counted as `reset`, never as `completed`), the accept, limit, shutdown and connection counts (idle closed, deadlines
@@ -122,7 +136,8 @@ use core::future::Future;
 use std::sync::Mutex;
 
 pub use drain::{DrainStarted, Draining};
-pub use handle::{ServeHandle, ServeReport, ServeStats};
+pub(crate) use handle::RequestCounts;
+pub use handle::{RequestStats, RequestTimeouts, ServeHandle, ServeReport, ServeStats};
 
 use super::conn::{Clock, Conn, ConnIo, Sweep};
 use super::{Alarm, BoxFuture, Incoming, Listener, Spawn};
@@ -179,6 +194,7 @@ impl<L: Listener, R: Spawn> Server<L, R> {
             }),
             drain: Arc::new(DrainState::new()),
             limit: incoming.limit().clone(),
+            requests: Arc::default(),
         });
         Server {
             incoming,
@@ -282,6 +298,11 @@ impl<L: Listener, R: Spawn> Server<L, R> {
             ));
             m.phase.set(0.0);
             m.active.set(0.0);
+            let requests = crate::driver::metrics::RequestMetrics::register(
+                crate::driver::metrics::label(&self.name),
+            );
+            // Serving twice is not possible (`serve` takes the server): set once.
+            let _ = self.shared.requests.metrics.set(requests);
             m
         };
         let mut run = Run {

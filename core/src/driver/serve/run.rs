@@ -179,6 +179,7 @@ where
                             Draining {
                                 state: Arc::clone(&self.shared.drain),
                             },
+                            Arc::clone(&self.shared.requests),
                         ))
                     };
                     let mut guard = TaskGuard {
@@ -437,6 +438,7 @@ where
                 limit: self.shared.limit.stats(),
                 shutdown: core.machine.stats(),
                 conns: core.conns.stats(),
+                requests: self.shared.requests.stats(),
             },
             error: self.error.take(),
         }
