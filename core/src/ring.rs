@@ -22,6 +22,12 @@ impl<E: Copy, const N: usize> EventRing<E, N> {
         }
     }
 
+    /// `true` when no event is queued.
+    #[allow(dead_code)]
+    pub(crate) const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// `true` when the next [`push`](Self::push) evicts the oldest event.
     pub(crate) const fn is_full(&self) -> bool {
         self.len >= N

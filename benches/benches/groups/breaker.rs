@@ -17,7 +17,7 @@ use keel_core::breaker::{BreakerConfig, CircuitBreaker};
 use keel_core::sync::breaker::SharedBreaker;
 use keel_core::time::Instant;
 
-use crate::groups::util::{group, std_now};
+use crate::groups::util::{group, std_now, two_threads};
 
 fn keel_consecutive() -> BreakerConfig {
     BreakerConfig::consecutive_failures(5)
@@ -46,6 +46,17 @@ pub(crate) fn bench(c: &mut Criterion) {
             }
         })
     });
+    // The same with the closed path taken away: a mutex around the `&mut` machine, locked for
+    // the admission and for the outcome (what `SharedBreaker` was before its lock-free path).
+    g.bench_function("closed_consecutive/keel_locked", |b| {
+        let br = std::sync::Mutex::new(CircuitBreaker::new(keel_consecutive(), now));
+        b.iter(|| {
+            let p = br.lock().expect("not poisoned").try_acquire(black_box(now));
+            if let Ok(p) = p {
+                br.lock().expect("not poisoned").on_success(now, p);
+            }
+        })
+    });
     g.bench_function("closed_consecutive/failsafe_permitted_on_success", |b| {
         let sm = Config::new()
             .failure_policy(failsafe::failure_policy::consecutive_failures(
@@ -67,6 +78,57 @@ pub(crate) fn bench(c: &mut Criterion) {
             ))
             .build();
         b.iter(|| black_box(sm.call(|| Ok::<(), ()>(())).is_ok()))
+    });
+
+    // --- the same on two threads sharing one breaker (per-thread time per call) ---
+    g.bench_function("closed_consecutive_2_threads/keel_shared", |b| {
+        let br = SharedBreaker::new(keel_consecutive(), now);
+        b.iter_custom(|iters| {
+            two_threads(&br, iters, |br| {
+                if let Ok(p) = br.try_acquire(black_box(now)) {
+                    br.on_success(now, p);
+                }
+            })
+        })
+    });
+    g.bench_function("closed_consecutive_2_threads/keel_locked", |b| {
+        let br = std::sync::Mutex::new(CircuitBreaker::new(keel_consecutive(), now));
+        b.iter_custom(|iters| {
+            two_threads(&br, iters, |br| {
+                let p = br.lock().expect("not poisoned").try_acquire(black_box(now));
+                if let Ok(p) = p {
+                    br.lock().expect("not poisoned").on_success(now, p);
+                }
+            })
+        })
+    });
+    g.bench_function(
+        "closed_consecutive_2_threads/failsafe_permitted_on_success",
+        |b| {
+            let sm = Config::new()
+                .failure_policy(failsafe::failure_policy::consecutive_failures(
+                    5,
+                    failsafe::backoff::constant(Duration::from_secs(60)),
+                ))
+                .build();
+            b.iter_custom(|iters| {
+                two_threads(&sm, iters, |sm| {
+                    if black_box(sm.is_call_permitted()) {
+                        sm.on_success();
+                    }
+                })
+            })
+        },
+    );
+    // The adapter's clock read per call (std `Instant::now()`), one thread.
+    g.bench_function("closed_consecutive/keel_shared+std_now", |b| {
+        let br = SharedBreaker::new(keel_consecutive(), std_now());
+        b.iter(|| {
+            let now = std_now();
+            if let Ok(p) = br.try_acquire(now) {
+                br.on_success(now, p);
+            }
+        })
     });
 
     // --- the same, through the adapters' async `Breaker::call` (clock read included) ---

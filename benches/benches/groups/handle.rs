@@ -30,6 +30,16 @@ pub(crate) fn bench(c: &mut Criterion) {
         let br = keel_tokio::Breaker::new(BreakerConfig::default());
         b.iter(|| black_box(block_on(br.call(ready())).is_ok()))
     });
+    // The same with a consecutive-failures config: `SharedBreaker`'s lock-free closed path
+    // (the default config has a failure-rate window, so every call takes the lock).
+    g.bench_function("keel_tokio_breaker_call_consecutive", |b| {
+        let br = keel_tokio::Breaker::new(
+            BreakerConfig::consecutive_failures(5)
+                .build()
+                .expect("valid breaker config"),
+        );
+        b.iter(|| black_box(block_on(br.call(ready())).is_ok()))
+    });
     g.bench_function("keel_tokio_bulkhead_run", |b| {
         let bh = keel_tokio::Bulkhead::new(
             BulkheadConfig::builder()

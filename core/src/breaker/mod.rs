@@ -260,6 +260,15 @@ pub struct BreakerPermit {
 }
 
 impl BreakerPermit {
+    /// A permit as the breaker issues it (the shared form's lock-free admission).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) const fn issued(generation: u64, admitted_at: Instant) -> Self {
+        BreakerPermit {
+            generation,
+            admitted_at,
+        }
+    }
+
     /// The breaker generation the call was admitted in.
     #[must_use]
     pub const fn generation(&self) -> u64 {
@@ -473,6 +482,14 @@ impl CircuitBreaker {
     #[must_use]
     pub fn state(&self) -> State {
         self.inner.state()
+    }
+
+    /// The hooks of [`SharedBreaker`](crate::sync::breaker::SharedBreaker)'s lock-free closed
+    /// path: it keeps the newest `now`, the failure run and the closed-path counts in atomics
+    /// while the breaker is closed and hands them back here before the machine runs.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) fn shared_hooks(&mut self) -> SharedHooks<'_> {
+        SharedHooks(self)
     }
 
     /// Admits a call, or says why not and until when.
@@ -914,6 +931,73 @@ impl CircuitBreaker {
         if self.events.push(ev).is_some() {
             self.counters.events_dropped = self.counters.events_dropped.saturating_add(1);
         }
+    }
+}
+
+/// See [`CircuitBreaker::shared_hooks`].
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
+pub(crate) struct SharedHooks<'a>(&'a mut CircuitBreaker);
+
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
+impl SharedHooks<'_> {
+    /// Clamps the machine's clock to at least `now` (returns the newest instant).
+    pub(crate) fn observe(&mut self, now: Instant) -> Instant {
+        self.0.clock.observe(now)
+    }
+
+    /// The newest instant the machine has seen.
+    pub(crate) fn newest(&self) -> Instant {
+        self.0.clock.get()
+    }
+
+    /// The current generation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.0.generation
+    }
+
+    /// Closed with no rate policy: the only state and config whose admissions and outcomes
+    /// are a count, a clamp and the failure run (what the shared form does without the lock).
+    pub(crate) fn lock_free_closed(&self) -> bool {
+        matches!(self.0.inner, Inner::Closed)
+            && self.0.window.is_none()
+            && self.0.config.consecutive_failures != Some(0)
+    }
+
+    /// The failure run.
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.0.consecutive_failures
+    }
+
+    /// Sets the failure run (kept outside while the shared form's closed path was open).
+    pub(crate) fn set_consecutive_failures(&mut self, n: u32) {
+        self.0.consecutive_failures = n;
+    }
+
+    /// Events are queued.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.0.events.is_empty()
+    }
+
+    /// The slow-call threshold in nanoseconds.
+    pub(crate) fn slow_nanos(&self) -> u128 {
+        self.0.slow_nanos
+    }
+
+    /// Folds counts made outside the machine into its counters.
+    pub(crate) fn add_counts(
+        &mut self,
+        admitted: u64,
+        successes: u64,
+        failures: u64,
+        ignored: u64,
+        slow: u64,
+    ) {
+        let c = &mut self.0.counters;
+        c.admitted = c.admitted.saturating_add(admitted);
+        c.successes = c.successes.saturating_add(successes);
+        c.failures = c.failures.saturating_add(failures);
+        c.ignored = c.ignored.saturating_add(ignored);
+        c.slow = c.slow.saturating_add(slow);
     }
 }
 

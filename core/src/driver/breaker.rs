@@ -11,8 +11,9 @@
 //! # The contract
 //!
 //! - A `Breaker` is a cheap handle: clones share **one** breaker
-//!   ([`SharedBreaker`], `Arc<Mutex<CircuitBreaker>>`). The lock is held for a few arithmetic
-//!   steps, never across the call's `.await`.
+//!   ([`SharedBreaker`]: a `CircuitBreaker` behind a mutex, with a lock-free closed path for
+//!   configs without a rate policy). The lock is held for a few arithmetic steps, never across
+//!   the call's `.await`.
 //! - [`call`](Breaker::call) asks for admission at the runtime's `now()`, awaits the future,
 //!   and reports the outcome at the runtime's `now()`: the difference is the call's duration
 //!   for the slow-call policy, on the runtime's clock (so `tokio::time::pause()` drives it).

@@ -1,11 +1,39 @@
 //! [`SharedBreaker`]: one [`CircuitBreaker`] shared by many tasks and threads (feature `std`).
 //!
-//! A clone is a handle to the same breaker (`Arc<Mutex<CircuitBreaker>>`). Every method takes
-//! the lock for a few arithmetic steps and never across an `.await` or a call, so the admission
-//! check and the state change it causes are one atomic step: the seed's race (load the state,
-//! then store a new one) cannot happen, and the hot path has no async lock. A mutex poisoned by
-//! a panic elsewhere is recovered (the breaker's state is always consistent between methods),
-//! never propagated.
+//! A clone is a handle to the same breaker: a [`CircuitBreaker`] behind a mutex, plus a
+//! lock-free **closed path**. Every method that takes the lock holds it for a few arithmetic
+//! steps and never across an `.await` or a call, so the admission check and the state change it
+//! causes are one atomic step: the seed's race (load the state, then store a new one) cannot
+//! happen. A mutex poisoned by a panic elsewhere is recovered (the breaker's state is always
+//! consistent between methods), never propagated.
+//!
+//! # The closed path (no lock)
+//!
+//! While the breaker is `Closed` and its config has no rate policy (consecutive failures only,
+//! or no policy: nothing needs the sliding window), one atomic word holds a "closed path open"
+//! bit, the low bits of the generation and the failure run. Then:
+//!
+//! - an admission is a load of that word and of the generation, a clamp of `now` (one load, and
+//!   a `fetch_max` only when `now` is newer than every `now` seen) and a counter increment;
+//! - a success of the current generation is the same, plus a compare-and-swap that resets the
+//!   failure run when it is not already zero; a failure that cannot trip increments the run with
+//!   a compare-and-swap; an ignored outcome is a count;
+//! - everything else (the failure that reaches the threshold, a stale or abandoned outcome,
+//!   `force_open`, `disable`, `reset`, and every call while not closed) takes the lock, **closes
+//!   the path** (clears the bit with a compare-and-swap, which fails the lock-free steps in
+//!   flight and sends them to the lock), hands the failure run and the newest `now` to the
+//!   machine, runs it, and reopens the path if the machine is still (or again) closed.
+//!
+//! So the decisions are the `&mut` machine's: the failure run is only changed by a
+//! compare-and-swap on the word the trip decision also reads, and the trip itself is the
+//! machine's, under the lock, with the path closed. A call admitted lock-free just before a trip
+//! is admitted in the old generation, as if it came first (its outcome is then stale). The
+//! counts (`admitted`, `successes`, `failures`, `ignored`, `slow`) are exact once no call is in
+//! flight; a [`stats`](SharedBreaker::stats) read concurrently with calls may miss one that has
+//! been decided but not yet counted. Each call's `now` is clamped to the newest seen by any
+//! thread; two racing calls may see each other's `now` in either order (as two calls racing to
+//! a lock did). Configs with a failure- or slow-call-rate policy record every outcome in the
+//! window, so they always take the lock.
 //!
 //! The adapters build `breaker.call(future)` on this type: acquire, run the future, report its
 //! outcome with the permit (a dropped future reports through
@@ -35,13 +63,119 @@ use crate::breaker::{
     BreakerConfig, BreakerEvent, BreakerPermit, BreakerStats, CircuitBreaker, Outcome, Rejected,
     State,
 };
-use crate::sync::shim::{Arc, Mutex, MutexGuard};
+use crate::sync::shim::{spin_hint, Arc, AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::time::Instant;
+
+/// The closed path is open (lock-free admissions and outcomes allowed).
+const OPEN: u64 = 1 << 63;
+/// The low 31 bits of the generation, in bits 32..63.
+const EPOCH: u64 = 0x7FFF_FFFF << 32;
+/// The failure run, in bits 0..32.
+const RUN: u64 = 0xFFFF_FFFF;
+
+#[inline]
+const fn epoch_of(generation: u64) -> u64 {
+    (generation << 32) & EPOCH
+}
 
 /// A thread-safe handle to one [`CircuitBreaker`]; clones share it.
 #[derive(Clone, Debug)]
 pub struct SharedBreaker {
-    inner: Arc<Mutex<CircuitBreaker>>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `OPEN | epoch_of(generation) | failure run`, written with the lock held except for the
+    /// failure run's compare-and-swaps on the closed path.
+    word: AtomicU64,
+    /// The generation the closed path issues permits in (written with the lock held, before the
+    /// path opens).
+    generation: AtomicU64,
+    /// The newest `now` seen (nanoseconds); the machine's clock is brought up to it under the lock.
+    newest: AtomicU64,
+    /// Counts made on the closed path, added to the machine's in [`SharedBreaker::stats`].
+    admitted: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    ignored: AtomicU64,
+    slow: AtomicU64,
+    /// Events may be queued (set under the lock after a transition, cleared by a drain that
+    /// emptied the queue), so a drain with nothing to do takes no lock.
+    events: AtomicBool,
+    /// The config's trip threshold for the failure run.
+    threshold: Option<u32>,
+    /// The slow-call threshold in nanoseconds.
+    slow_nanos: u128,
+    machine: Mutex<CircuitBreaker>,
+}
+
+impl Inner {
+    /// Clamps `now` to the newest instant seen, recording it if newer.
+    #[inline]
+    fn observe(&self, now: Instant) -> Instant {
+        let n = now.as_nanos();
+        let seen = self.newest.load(Ordering::Relaxed);
+        if n <= seen {
+            return Instant::from_nanos(seen);
+        }
+        Instant::from_nanos(self.newest.fetch_max(n, Ordering::Relaxed).max(n))
+    }
+
+    #[inline]
+    fn is_slow(&self, now: Instant, permit: BreakerPermit) -> bool {
+        u128::from(
+            now.as_nanos()
+                .saturating_sub(permit.admitted_at().as_nanos()),
+        ) >= self.slow_nanos
+    }
+
+    /// The generation of the open closed path, or `None` when it is closed (or being changed).
+    #[inline]
+    fn open_generation(&self, word: u64) -> Option<u64> {
+        if word & OPEN == 0 {
+            return None;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        (epoch_of(generation) == word & EPOCH).then_some(generation)
+    }
+
+    /// Closes the closed path; returns the failure run it held if it was open.
+    fn close_path(&self) -> Option<u32> {
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            if word & OPEN == 0 {
+                return None;
+            }
+            match self.word.compare_exchange_weak(
+                word,
+                word & !OPEN,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                // The run is the low 32 bits: the cast keeps exactly them.
+                Ok(_) => return Some((word & RUN) as u32),
+                Err(w) => {
+                    word = w;
+                    spin_hint();
+                }
+            }
+        }
+    }
+
+    /// Opens the closed path if the machine allows it (called with the lock held and the
+    /// path closed).
+    fn open_path(&self, m: &mut CircuitBreaker) {
+        let h = m.shared_hooks();
+        if h.lock_free_closed() {
+            let generation = h.generation();
+            self.generation.store(generation, Ordering::Relaxed);
+            self.word.store(
+                OPEN | epoch_of(generation) | u64::from(h.consecutive_failures()),
+                Ordering::Release,
+            );
+        }
+    }
 }
 
 impl SharedBreaker {
@@ -53,9 +187,32 @@ impl SharedBreaker {
 
     /// Shares an existing breaker.
     #[must_use]
-    pub fn from_breaker(breaker: CircuitBreaker) -> Self {
+    pub fn from_breaker(mut breaker: CircuitBreaker) -> Self {
+        let threshold = breaker.config().consecutive_failures;
+        let h = breaker.shared_hooks();
+        let inner = Inner {
+            word: AtomicU64::new(0),
+            generation: AtomicU64::new(h.generation()),
+            newest: AtomicU64::new(h.newest().as_nanos()),
+            admitted: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+            events: AtomicBool::new(h.has_events()),
+            threshold,
+            slow_nanos: h.slow_nanos(),
+            machine: Mutex::new(breaker),
+        };
+        {
+            let mut m = inner
+                .machine
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            inner.open_path(&mut m);
+        }
         SharedBreaker {
-            inner: Arc::new(Mutex::new(breaker)),
+            inner: Arc::new(inner),
         }
     }
 
@@ -64,13 +221,49 @@ impl SharedBreaker {
         // A panic while the lock was held cannot leave the breaker half-updated in a way that
         // matters more than refusing service would: recover the guard.
         self.inner
+            .machine
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` with the breaker locked (keep it short: no I/O, no `.await`).
+    /// Runs `f` on the machine with the closed path closed and its state handed over, then
+    /// reopens the path if the machine is closed.
+    fn locked<R>(&self, f: impl FnOnce(&mut CircuitBreaker) -> R) -> R {
+        let s = &*self.inner;
+        let mut m = self.lock();
+        let run = s.close_path();
+        let r = {
+            let mut h = m.shared_hooks();
+            if let Some(run) = run {
+                h.set_consecutive_failures(run);
+            }
+            h.observe(Instant::from_nanos(s.newest.load(Ordering::Acquire)));
+            let r = f(&mut m);
+            if m.shared_hooks().has_events() {
+                s.events.store(true, Ordering::Release);
+            }
+            r
+        };
+        let newest = m.shared_hooks().newest();
+        s.observe(newest);
+        s.open_path(&mut m);
+        r
+    }
+
+    /// Runs `f` with the breaker locked (keep it short: no I/O, no `.await`). The closed
+    /// path's counts are folded into the machine first, so `f` sees exact [`stats`](CircuitBreaker::stats).
     pub fn with<R>(&self, f: impl FnOnce(&mut CircuitBreaker) -> R) -> R {
-        f(&mut self.lock())
+        let s = &*self.inner;
+        self.locked(|m| {
+            m.shared_hooks().add_counts(
+                s.admitted.swap(0, Ordering::Relaxed),
+                s.successes.swap(0, Ordering::Relaxed),
+                s.failures.swap(0, Ordering::Relaxed),
+                s.ignored.swap(0, Ordering::Relaxed),
+                s.slow.swap(0, Ordering::Relaxed),
+            );
+            f(m)
+        })
     }
 
     /// See [`CircuitBreaker::try_acquire`].
@@ -81,58 +274,158 @@ impl SharedBreaker {
     #[must_use = "a permit must be reported; a rejection must be handled"]
     #[inline]
     pub fn try_acquire(&self, now: Instant) -> Result<BreakerPermit, Rejected> {
-        self.lock().try_acquire(now)
+        let s = &*self.inner;
+        if let Some(generation) = s.open_generation(s.word.load(Ordering::Acquire)) {
+            let now = s.observe(now);
+            // Wraps only after 2^64 admissions (centuries at one per nanosecond).
+            s.admitted.fetch_add(1, Ordering::Relaxed);
+            return Ok(BreakerPermit::issued(generation, now));
+        }
+        self.try_acquire_locked(now)
+    }
+
+    #[inline(never)]
+    fn try_acquire_locked(&self, now: Instant) -> Result<BreakerPermit, Rejected> {
+        self.locked(|m| m.try_acquire(now))
+    }
+
+    /// The closed path of an outcome: `true` if it was recorded without the lock.
+    #[inline]
+    fn outcome_lock_free(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) -> bool {
+        let s = &*self.inner;
+        let mut word = s.word.load(Ordering::Acquire);
+        loop {
+            match s.open_generation(word) {
+                Some(g) if g == permit.generation() => {}
+                // Closed path shut, or a stale permit (counted by the machine).
+                _ => return false,
+            }
+            // The run is the low 32 bits: the cast keeps exactly them.
+            let run = (word & RUN) as u32;
+            let next = match outcome {
+                Outcome::Ignored => None,
+                Outcome::Success if run == 0 => None,
+                Outcome::Success => Some(word & !RUN),
+                Outcome::Failure => match run.checked_add(1) {
+                    Some(n) if self.inner.threshold.is_none_or(|t| n < t) => {
+                        Some((word & !RUN) | u64::from(n))
+                    }
+                    // This failure may trip the breaker: the machine decides, under the lock.
+                    _ => return false,
+                },
+            };
+            if let Some(next) = next {
+                if let Err(w) =
+                    s.word
+                        .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    word = w;
+                    spin_hint();
+                    continue;
+                }
+            }
+            break;
+        }
+        let now = s.observe(now);
+        // The counters wrap only after 2^64 outcomes.
+        match outcome {
+            Outcome::Success => s.successes.fetch_add(1, Ordering::Relaxed),
+            Outcome::Failure => s.failures.fetch_add(1, Ordering::Relaxed),
+            Outcome::Ignored => {
+                s.ignored.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        };
+        if s.is_slow(now, permit) {
+            s.slow.fetch_add(1, Ordering::Relaxed);
+        }
+        true
     }
 
     /// See [`CircuitBreaker::on_success`].
     #[inline]
     pub fn on_success(&self, now: Instant, permit: BreakerPermit) {
-        self.lock().on_success(now, permit);
+        self.on_outcome(now, permit, Outcome::Success);
     }
 
     /// See [`CircuitBreaker::on_failure`].
     #[inline]
     pub fn on_failure(&self, now: Instant, permit: BreakerPermit) {
-        self.lock().on_failure(now, permit);
+        self.on_outcome(now, permit, Outcome::Failure);
     }
 
     /// See [`CircuitBreaker::on_ignored`].
     #[inline]
     pub fn on_ignored(&self, now: Instant, permit: BreakerPermit) {
-        self.lock().on_ignored(now, permit);
+        self.on_outcome(now, permit, Outcome::Ignored);
     }
 
     /// See [`CircuitBreaker::on_abandoned`].
     pub fn on_abandoned(&self, now: Instant, permit: BreakerPermit) -> Outcome {
-        self.lock().on_abandoned(now, permit)
+        self.locked(|m| m.on_abandoned(now, permit))
     }
 
     /// See [`CircuitBreaker::on_outcome`].
     #[inline]
     pub fn on_outcome(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) {
-        self.lock().on_outcome(now, permit, outcome);
+        if !self.outcome_lock_free(now, permit, outcome) {
+            self.on_outcome_locked(now, permit, outcome);
+        }
+    }
+
+    #[inline(never)]
+    fn on_outcome_locked(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) {
+        self.locked(|m| m.on_outcome(now, permit, outcome));
     }
 
     /// See [`CircuitBreaker::handle_timeout`].
     pub fn handle_timeout(&self, now: Instant) {
-        self.lock().handle_timeout(now);
+        let s = &*self.inner;
+        if s.word.load(Ordering::Acquire) & OPEN != 0 {
+            // Closed: no timer is armed; the machine would only clamp its clock.
+            s.observe(now);
+            return;
+        }
+        self.locked(|m| m.handle_timeout(now));
     }
 
     /// See [`CircuitBreaker::poll_timeout`].
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.lock().poll_timeout()
+        let s = &*self.inner;
+        if s.word.load(Ordering::Acquire) & OPEN != 0 {
+            // Closed: no timer is armed.
+            return None;
+        }
+        let mut m = self.lock();
+        m.shared_hooks()
+            .observe(Instant::from_nanos(s.newest.load(Ordering::Acquire)));
+        m.poll_timeout()
     }
 
     /// See [`CircuitBreaker::poll_event`].
     #[must_use]
     pub fn poll_event(&self) -> Option<BreakerEvent> {
-        self.lock().poll_event()
+        let s = &*self.inner;
+        if !s.events.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut m = self.lock();
+        let ev = m.poll_event();
+        if !m.shared_hooks().has_events() {
+            s.events.store(false, Ordering::Release);
+        }
+        ev
     }
 
     /// Pops every queued event under one lock and hands each to `f` (after the lock is
-    /// released, so `f` may log or call back into the breaker).
+    /// released, so `f` may log or call back into the breaker). Takes no lock when no event
+    /// was queued since the last drain.
     pub fn drain_events(&self, mut f: impl FnMut(BreakerEvent)) {
+        let s = &*self.inner;
+        if !s.events.load(Ordering::Acquire) {
+            return;
+        }
         let mut batch = [None; crate::breaker::EVENT_QUEUE_CAPACITY];
         {
             let mut b = self.lock();
@@ -141,6 +434,9 @@ impl SharedBreaker {
                 if slot.is_none() {
                     break;
                 }
+            }
+            if !b.shared_hooks().has_events() {
+                s.events.store(false, Ordering::Release);
             }
         }
         for ev in batch.into_iter().flatten() {
@@ -151,28 +447,46 @@ impl SharedBreaker {
     /// See [`CircuitBreaker::state`].
     #[must_use]
     pub fn state(&self) -> State {
+        if self.inner.word.load(Ordering::Acquire) & OPEN != 0 {
+            return State::Closed;
+        }
         self.lock().state()
     }
 
-    /// See [`CircuitBreaker::stats`].
+    /// See [`CircuitBreaker::stats`]: the machine's, with the closed path's counts and failure
+    /// run (exact once no call is in flight; see the [module docs](self)).
     #[must_use]
     pub fn stats(&self) -> BreakerStats {
-        self.lock().stats()
+        let s = &*self.inner;
+        let m = self.lock();
+        let mut st = m.stats();
+        let word = s.word.load(Ordering::Acquire);
+        if word & OPEN != 0 {
+            // The run is the low 32 bits: the cast keeps exactly them.
+            st.consecutive_failures = (word & RUN) as u32;
+        }
+        let add = |a: u64, b: &AtomicU64| a.saturating_add(b.load(Ordering::Relaxed));
+        st.admitted = add(st.admitted, &s.admitted);
+        st.successes = add(st.successes, &s.successes);
+        st.failures = add(st.failures, &s.failures);
+        st.ignored = add(st.ignored, &s.ignored);
+        st.slow = add(st.slow, &s.slow);
+        st
     }
 
     /// See [`CircuitBreaker::force_open`].
     pub fn force_open(&self, now: Instant) {
-        self.lock().force_open(now);
+        self.locked(|m| m.force_open(now));
     }
 
     /// See [`CircuitBreaker::disable`].
     pub fn disable(&self, now: Instant) {
-        self.lock().disable(now);
+        self.locked(|m| m.disable(now));
     }
 
     /// See [`CircuitBreaker::reset`].
     pub fn reset(&self, now: Instant) {
-        self.lock().reset(now);
+        self.locked(|m| m.reset(now));
     }
 }
 

@@ -1,0 +1,171 @@
+//! loom models of [`SharedBreaker`]'s lock-free closed path racing the locked machine: the
+//! failure that trips, a success that resets the failure run, a reset, and the event drain.
+//! Every interleaving must end in a state one sequential order of the same calls gives, with
+//! exact counts.
+//!
+//! ```text
+//! RUSTFLAGS="--cfg keel_loom" LOOM_MAX_PREEMPTIONS=2 \
+//!     cargo test --release -p keel-core --features std --test loom_breaker
+//! ```
+#![cfg(keel_loom)]
+
+use keel_core::breaker::{BreakerConfig, BreakerStats, State};
+use keel_core::sync::breaker::SharedBreaker;
+use keel_core::Instant;
+use loom::sync::Arc;
+use loom::thread;
+
+fn breaker(threshold: u32) -> Arc<SharedBreaker> {
+    let config = BreakerConfig::consecutive_failures(threshold)
+        .build()
+        .expect("valid config");
+    Arc::new(SharedBreaker::new(config, Instant::ZERO))
+}
+
+fn t(n: u64) -> Instant {
+    Instant::from_secs(n)
+}
+
+/// Every admitted call was reported exactly once, as current or stale.
+fn assert_reported(st: &BreakerStats) {
+    assert_eq!(
+        st.successes + st.failures + st.ignored + st.stale_outcomes,
+        st.admitted,
+        "{st:?}"
+    );
+}
+
+/// The failure that reaches the threshold races an admission and a success (which resets the
+/// failure run). Sequentially: the success first (closed, run 1) or the trip first (the success
+/// is stale, or the call is rejected).
+#[test]
+fn loom_trip_races_a_success() {
+    loom::model(|| {
+        let b = breaker(2);
+        let p = b.try_acquire(t(1)).expect("closed");
+        b.on_failure(t(1), p);
+        let b1 = Arc::clone(&b);
+        let failing = thread::spawn(move || {
+            let p = b1
+                .try_acquire(t(2))
+                .expect("closed until this thread's failure");
+            b1.on_failure(t(2), p);
+        });
+        let b2 = Arc::clone(&b);
+        let succeeding = thread::spawn(move || {
+            if let Ok(p) = b2.try_acquire(t(3)) {
+                b2.on_success(t(3), p);
+            }
+        });
+        failing.join().expect("thread");
+        succeeding.join().expect("thread");
+        let st = b.stats();
+        assert_reported(&st);
+        assert_eq!(st.admitted + st.rejected, 3);
+        assert_eq!(st.failures, 2);
+        let mut events = 0;
+        b.drain_events(|_| events += 1);
+        match st.state {
+            // The success came between the two failures.
+            State::Closed => {
+                assert_eq!(st.successes, 1);
+                assert_eq!(st.consecutive_failures, 1);
+                assert_eq!(st.transitions, 0);
+                assert_eq!(events, 0);
+            }
+            // The trip came first: the success is stale or was never admitted.
+            State::Open => {
+                assert_eq!(st.successes, 0);
+                assert_eq!(st.stale_outcomes + st.rejected, 1);
+                assert_eq!(st.opened_count, 1);
+                assert_eq!(st.consecutive_failures, 0);
+                assert_eq!(events, 1);
+            }
+            other => panic!("unexpected state {other:?}"),
+        }
+    });
+}
+
+/// Two failures race from a run of one with a threshold of three: the run reaches the
+/// threshold exactly once and the breaker trips exactly once, whichever thread gets there.
+#[test]
+fn loom_racing_failures_trip_once() {
+    loom::model(|| {
+        let b = breaker(3);
+        let p = b.try_acquire(t(1)).expect("closed");
+        b.on_failure(t(1), p);
+        let permits = [
+            b.try_acquire(t(1)).expect("closed"),
+            b.try_acquire(t(1)).expect("closed"),
+        ];
+        let handles: Vec<_> = permits
+            .into_iter()
+            .map(|p| {
+                let b = Arc::clone(&b);
+                thread::spawn(move || b.on_failure(t(2), p))
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let st = b.stats();
+        assert_reported(&st);
+        assert_eq!(st.state, State::Open);
+        assert_eq!(st.failures, 3);
+        assert_eq!(st.opened_count, 1);
+        assert_eq!(st.transitions, 1);
+        assert_eq!(st.consecutive_failures, 0);
+    });
+}
+
+/// A reset races a call: the call's outcome is current (before the reset) or stale (admitted
+/// before, reported after), never lost or counted twice; the generation moves exactly once.
+#[test]
+fn loom_reset_races_a_call() {
+    loom::model(|| {
+        let b = breaker(1);
+        let b1 = Arc::clone(&b);
+        let resetting = thread::spawn(move || b1.reset(t(1)));
+        let b2 = Arc::clone(&b);
+        let calling = thread::spawn(move || {
+            let p = b2.try_acquire(t(2)).expect("closed throughout");
+            b2.on_success(t(2), p);
+            p.generation()
+        });
+        resetting.join().expect("thread");
+        let generation = calling.join().expect("thread");
+        let st = b.stats();
+        assert_reported(&st);
+        assert_eq!(st.state, State::Closed);
+        assert_eq!(st.generation, 1);
+        assert_eq!(st.admitted, 1);
+        assert_eq!(st.successes + st.stale_outcomes, 1);
+        // Stale exactly when admitted before the reset and reported after.
+        assert_eq!(st.stale_outcomes == 1, generation == 0 && st.successes == 0);
+    });
+}
+
+/// A thread drains events while another trips the breaker: the one transition is delivered
+/// exactly once, by that drain or by the one after both threads finished.
+#[test]
+fn loom_trip_event_is_drained_exactly_once() {
+    loom::model(|| {
+        let b = breaker(1);
+        let b1 = Arc::clone(&b);
+        let tripping = thread::spawn(move || {
+            let p = b1.try_acquire(t(1)).expect("closed");
+            b1.on_failure(t(1), p);
+        });
+        let b2 = Arc::clone(&b);
+        let draining = thread::spawn(move || {
+            let mut n = 0;
+            b2.drain_events(|_| n += 1);
+            n
+        });
+        tripping.join().expect("thread");
+        let mut events = draining.join().expect("thread");
+        b.drain_events(|_| events += 1);
+        assert_eq!(events, 1);
+        assert_eq!(b.state(), State::Open);
+    });
+}
