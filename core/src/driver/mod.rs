@@ -40,6 +40,7 @@ pub mod bulkhead;
 pub mod conn;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod instance;
 mod name;
 pub mod rate;
 pub mod retry;
