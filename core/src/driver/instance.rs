@@ -14,9 +14,9 @@ use core::marker::PhantomData;
 
 #[cfg(feature = "metrics")]
 use super::metrics::Lazy;
+use super::Name;
 #[cfg(feature = "metrics")]
 use ::metrics::SharedString;
-use super::Name;
 
 /// The series type `M` of each handle: the real series with the `metrics` feature, `()`
 /// without it (the handles then carry no series).

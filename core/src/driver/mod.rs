@@ -38,9 +38,9 @@ pub mod adaptive;
 pub mod breaker;
 pub mod bulkhead;
 pub mod conn;
+mod instance;
 #[cfg(feature = "metrics")]
 pub mod metrics;
-mod instance;
 mod name;
 pub mod rate;
 pub mod retry;

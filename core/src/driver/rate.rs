@@ -484,9 +484,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         let now = self.rt.now();
         let r = self.lock().try_acquire(now, key);
         #[cfg(feature = "metrics")]
-        self.id
-            .series(RateMetrics::register)
-            .record(&r);
+        self.id.series(RateMetrics::register).record(&r);
         r
     }
 
@@ -499,9 +497,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         let now = self.rt.now();
         let r = self.lock().try_acquire_n(now, key, n);
         #[cfg(feature = "metrics")]
-        self.id
-            .series(RateMetrics::register)
-            .record(&r);
+        self.id.series(RateMetrics::register).record(&r);
         r
     }
 
