@@ -16,13 +16,13 @@ pub struct Args {
 impl Args {
     /// Parses `args` (without the program name) for `bin`, whose number flag is `flag` (e.g.
     /// `"--seed"`); the defaults apply to what is not given. On a bad flag, prints what is wrong
-    /// and the usage to stderr and returns `Err`.
+    /// and the usage to stderr and returns `None`.
     pub fn parse(
         bin: &str,
         flag: &str,
         defaults: Args,
         args: impl IntoIterator<Item = String>,
-    ) -> Result<Args, ()> {
+    ) -> Option<Args> {
         let mut parsed = defaults;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -31,18 +31,18 @@ impl Args {
                     Ok(n) => parsed.number = n,
                     Err(_) => {
                         eprintln!("{flag} wants a number, got {v:?}");
-                        return Err(());
+                        return None;
                     }
                 },
                 ("--out", Some(v)) => parsed.out = v,
                 _ => {
                     let value = flag.trim_start_matches('-').to_uppercase();
                     eprintln!("usage: {bin} [{flag} {value}] [--out plot.svg]");
-                    return Err(());
+                    return None;
                 }
             }
         }
-        Ok(parsed)
+        Some(parsed)
     }
 }
 
@@ -81,7 +81,7 @@ pub fn svg_start(out: &mut String, (w, h): (f64, f64), font_size: u32, title_y: 
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args, ()> {
+    fn parse(args: &[&str]) -> Option<Args> {
         let defaults = Args {
             number: 1,
             out: "plot.svg".into(),
@@ -99,8 +99,8 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().number, 1);
         let a = parse(&["--seed", "7", "--out", "x.svg"]).unwrap();
         assert_eq!((a.number, a.out.as_str()), (7, "x.svg"));
-        assert!(parse(&["--seed", "seven"]).is_err());
-        assert!(parse(&["--trials", "3"]).is_err());
-        assert!(parse(&["--seed"]).is_err());
+        assert!(parse(&["--seed", "seven"]).is_none());
+        assert!(parse(&["--trials", "3"]).is_none());
+        assert!(parse(&["--seed"]).is_none());
     }
 }

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         number: 1,
         out: "benches/adaptive-sim.svg".into(),
     };
-    let Ok(Args { number: seed, out }) =
+    let Some(Args { number: seed, out }) =
         Args::parse("adaptive-sim", "--seed", defaults, std::env::args().skip(1))
     else {
         return ExitCode::FAILURE;

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         number: 100,
         out: "benches/jitter-sim.svg".into(),
     };
-    let Ok(Args {
+    let Some(Args {
         number: trials,
         out,
     }) = Args::parse("jitter-sim", "--trials", defaults, std::env::args().skip(1))
