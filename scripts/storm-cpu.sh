@@ -51,9 +51,12 @@ if [ ! -x "$OLD_DIR/old-tokio" ] || [ ! -x "$OLD_DIR/old-smol" ] || [ ! -x "$OLD
 fi
 
 # New binaries (SKIP_BUILD=1: use those already in $WORK).
+# keel-tokio's storm example is `storm`; keel-smol's and keel-async-std's are `smol-storm` and
+# `async-std-storm` (the old revision above may predate the rename and is built as `storm`).
 [ "${SKIP_BUILD:-0}" = 1 ] || for a in tokio smol async-std; do
-  cargo build --release --manifest-path "$ROOT/Cargo.toml" -p "keel-$a" --example storm
-  cp "$T/release/examples/storm" "$WORK/new-$a"
+  ex=storm; [ "$a" = tokio ] || ex=$a-storm
+  cargo build --release --manifest-path "$ROOT/Cargo.toml" -p "keel-$a" --example "$ex"
+  cp "$T/release/examples/$ex" "$WORK/new-$a"
 done
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --manifest-path "$ROOT/Cargo.toml" -p keel-core --features std --example event_loop

@@ -4,6 +4,7 @@ keel_testkit::async_io_harness!(
     AsyncStd,
     "async-std",
     "keel-async-std",
+    "async-std-echo",
     keel_async_std,
     AsyncStdRuntime,
     async_std::task::block_on

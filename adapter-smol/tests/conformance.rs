@@ -4,6 +4,7 @@ keel_testkit::async_io_harness!(
     Smol,
     "smol",
     "keel-smol",
+    "smol-echo",
     keel_smol,
     SmolRuntime,
     smol::block_on

@@ -87,6 +87,44 @@ use crate::{Conn, Draining, Incoming, ServeReport, Server, ShutdownConfig, Tokio
 /// ([`http::PeerIp`](crate::http::PeerIp)), so a per-IP limit works under this server as is.
 pub use crate::http::PeerAddr;
 
+/// The services these functions serve, stated once (a trait alias: every `tower::Service` of
+/// [`RequestBody`] requests answering `Response<B>` that is `Clone + Send + 'static`, with a
+/// `Send` future and an error convertible to a boxed error, implements it).
+pub trait HttpService<B>:
+    Service<
+        Request<RequestBody>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<Box<dyn StdError + Send + Sync>>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+}
+
+/// The response bodies these functions send, stated once (a trait alias: every `Send + 'static`
+/// hyper [`Body`] with `Send` data and an error convertible to a boxed error implements it).
+pub trait ResponseBody:
+    Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+}
+
 /// Serves `service` over HTTP/1 on `incoming` until SIGINT or SIGTERM, then drains with
 /// `config` (drain delay, grace period; a second signal stops at once). See the
 /// [module docs](self). For another trigger, a [`ServeHandle`](crate::ServeHandle) (health,
@@ -100,12 +138,8 @@ pub async fn serve<L, S, B>(
 where
     L: ConnIo + Send + 'static,
     L::Addr: Clone + Send + Sync + 'static,
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let server = Server::new(incoming)
         .config(config)
@@ -121,12 +155,8 @@ pub async fn serve_with<L, S, B>(server: Server<L>, service: S) -> ServeReport
 where
     L: ConnIo + Send + 'static,
     L::Addr: Clone + Send + Sync + 'static,
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     serve_with_config(server, service, HttpConfig::default()).await
 }
@@ -140,12 +170,8 @@ pub async fn serve_with_config<L, S, B>(
 where
     L: ConnIo + Send + 'static,
     L::Addr: Clone + Send + Sync + 'static,
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     server
         .serve(move |conn: Conn<L>, draining: Draining| {
@@ -473,12 +499,8 @@ fn serve_connection<L, S, B>(
 where
     L: ConnIo + Send + 'static,
     L::Addr: Clone + Send + Sync + 'static,
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let peer = conn.peer().clone();
     let busy = conn.busy_handle();

@@ -41,7 +41,7 @@
 //! | tower layers (feature `tower`) | `tower` (the module) |
 //! | HTTP layers (features `http`, `axum`) | `http` (the module) |
 //! | axum's `serve` on the guarded listener (feature `axum`) | `axum_listener` (the module and function), `AxumListener`, `AxumIncoming`, `Guarded` |
-//! | graceful HTTP/1 serving with keel's drain (feature `hyper`) | `http_server` (`serve`, `serve_with`, `PeerAddr`) |
+//! | graceful HTTP/1 serving with keel's drain (feature `hyper`) | `http_server` (`serve`, `serve_with`, `PeerAddr`, the bound aliases `HttpService`, `ResponseBody`) |
 //!
 //! keel-smol and keel-async-std export the same names for their runtimes.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -9,6 +9,7 @@ struct Tokio;
 impl keel_testkit::Harness for Tokio {
     const NAME: &'static str = "tokio";
     const PACKAGE: &'static str = "keel-tokio";
+    const ECHO_EXAMPLE: &'static str = "echo";
     type Runtime = TokioRuntime;
     type Listener = Tcp;
     fn block_on<F: std::future::Future>(fut: F) -> F::Output {

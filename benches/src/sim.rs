@@ -304,15 +304,12 @@ const COLOURS: [&str; 5] = ["#d62728", "#7f7f7f", "#2ca02c", "#1f77b4", "#ff7f0e
 pub fn svg(results: &[Summary], trials: u64) -> String {
     let (w, h) = (960.0, 440.0);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">OCC contention, keel backoff machines in virtual time (mean of {trials} seeded trials)</text>"#,
-        w / 2.0
+    crate::cli::svg_start(
+        &mut out,
+        (w, h),
+        12,
+        20.0,
+        &format!("OCC contention, keel backoff machines in virtual time (mean of {trials} seeded trials)"),
     );
     panel(&mut out, results, 60.0, "completion time (ms)", |s| {
         s.completion_ms

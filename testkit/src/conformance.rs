@@ -1363,10 +1363,10 @@ pub fn shutdown_with_nothing_in_flight_stops_at_once<H: Harness>() {
     assert_eq!((report.summary.completed, report.summary.aborted), (0, 0));
 }
 
-/// The adapter's own `echo` example binary. Every adapter's example is named `echo`, so cargo's
-/// `target/<profile>/examples/echo` may be another adapter's: this takes the newest
-/// `echo-<hash>` whose dep-info names this package's `examples/echo.rs`, building it with
-/// `cargo build -p <package> --example echo` if there is none.
+/// The adapter's own echo example binary ([`Harness::ECHO_EXAMPLE`]: `echo`, `smol-echo`,
+/// `async-std-echo`): the newest `<name_with_underscores>-<hash>` in `target/<profile>/examples/` whose dep-info
+/// names this package's `examples/<name>.rs`, built with `cargo build -p <package> --example
+/// <name>` if there is none.
 fn echo_example<H: Harness>() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
     let profile_dir = exe
@@ -1380,7 +1380,9 @@ fn echo_example<H: Harness>() -> PathBuf {
         .and_then(|n| n.to_str())
         .expect("the package's directory")
         .to_owned();
-    let source = format!("{package_dir}/examples/echo.rs");
+    let source = format!("{package_dir}/examples/{}.rs", H::ECHO_EXAMPLE);
+    // cargo names the hashed binary after the crate name, hyphens as underscores.
+    let prefix = format!("{}-", H::ECHO_EXAMPLE.replace('-', "_"));
     let find = || {
         let entries = std::fs::read_dir(&examples).ok()?;
         entries
@@ -1388,7 +1390,9 @@ fn echo_example<H: Harness>() -> PathBuf {
             .map(|e| e.path())
             .filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.starts_with("echo-") && p.extension().is_none()
+                name.strip_prefix(prefix.as_str())
+                    .is_some_and(|hash| !hash.contains('-'))
+                    && p.extension().is_none()
             })
             .filter(|p| {
                 std::fs::read_to_string(p.with_extension("d")).is_ok_and(|d| d.contains(&source))
@@ -1400,13 +1404,14 @@ fn echo_example<H: Harness>() -> PathBuf {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "-p", H::PACKAGE, "--example", "echo"])
+        .args(["build", "-p", H::PACKAGE, "--example", H::ECHO_EXAMPLE])
         .status()
         .expect("cargo build");
     assert!(
         status.success(),
-        "cargo build -p {} --example echo",
-        H::PACKAGE
+        "cargo build -p {} --example {}",
+        H::PACKAGE,
+        H::ECHO_EXAMPLE
     );
     find().expect("the echo example after building it")
 }

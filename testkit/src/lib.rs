@@ -48,8 +48,12 @@ pub use runtime::ManualRuntime;
 pub trait Harness: 'static {
     /// The runtime's name, for messages (`"tokio"`, `"smol"`, `"async-std"`).
     const NAME: &'static str;
-    /// The package of the adapter (`"keel-tokio"`...), whose `echo` example the suite runs.
+    /// The package of the adapter (`"keel-tokio"`...), whose echo example the suite runs.
     const PACKAGE: &'static str;
+    /// The name of that echo example (`"echo"` for keel-tokio, `"smol-echo"`,
+    /// `"async-std-echo"`): each adapter's examples have their own names, so that the
+    /// workspace's `target/<profile>/examples/` holds one binary per name.
+    const ECHO_EXAMPLE: &'static str;
     /// The adapter's keel runtime: clock, timer, tasks and shutdown signals.
     type Runtime: Spawn + Signals + Default;
     /// The adapter's TCP listener glue (its peer address is the std `SocketAddr`).
@@ -86,21 +90,22 @@ pub fn spawn<H: Harness>(fut: impl Future<Output = ()> + Send + 'static) {
 }
 
 /// Implements [`Harness`] for an adapter on `async-io` (smol, async-std): given the harness
-/// type's name, the runtime's name, the adapter's package and crate (which offers `Tcp`, `bind`
-/// and `core`), its runtime type and its `block_on`.
+/// type's name, the runtime's name, the adapter's package, its echo example's name, its crate
+/// (which offers `Tcp`, `bind` and `core`), its runtime type and its `block_on`.
 ///
 /// ```ignore
-/// keel_testkit::async_io_harness!(Smol, "smol", "keel-smol", keel_smol, SmolRuntime, smol::block_on);
+/// keel_testkit::async_io_harness!(Smol, "smol", "keel-smol", "smol-echo", keel_smol, SmolRuntime, smol::block_on);
 /// ```
 #[macro_export]
 macro_rules! async_io_harness {
-    ($name:ident, $label:literal, $package:literal, $adapter:ident, $runtime:ident, $block_on:path) => {
+    ($name:ident, $label:literal, $package:literal, $echo:literal, $adapter:ident, $runtime:ident, $block_on:path) => {
         /// The adapter as the conformance suite drives it.
         pub struct $name;
 
         impl $crate::Harness for $name {
             const NAME: &'static str = $label;
             const PACKAGE: &'static str = $package;
+            const ECHO_EXAMPLE: &'static str = $echo;
             type Runtime = $adapter::$runtime;
             type Listener = $adapter::Tcp;
             fn block_on<F: ::core::future::Future>(fut: F) -> F::Output {

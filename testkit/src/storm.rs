@@ -5,8 +5,9 @@
 //! storm, "Too many open files" was logged a bounded number of times and the server used under
 //! 10 % of one core during the storm.
 //!
-//! Any server binary that speaks the echo protocol can be stormed: each adapter's `storm`
-//! example storms its own `echo` server (the same binary, started with `--serve`), and a
+//! Any server binary that speaks the echo protocol can be stormed: each adapter's storm example
+//! (keel-tokio's `storm`, keel-smol's `smol-storm`, keel-async-std's `async-std-storm`) storms
+//! its own echo server (the same binary, started with `--serve`), and a
 //! hand-written event loop can be stormed the same way.
 //!
 //! # What the server must do

@@ -55,15 +55,12 @@ pub fn svg(results: &[RunResult], algos: &[Algo]) -> String {
     let w = 2.0 * pw + 160.0;
     let h = 60.0 + row_h * scenarios.len() as f64 + 40.0;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(out, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">adaptive-sim: concurrency limit and mean latency per 100 ms window (50 servers, 10 ms service)</text>"#,
-        w / 2.0
+    crate::cli::svg_start(
+        &mut out,
+        (w, h),
+        11,
+        22.0,
+        "adaptive-sim: concurrency limit and mean latency per 100 ms window (50 servers, 10 ms service)",
     );
     for (row, scenario) in scenarios.iter().enumerate() {
         let top = 60.0 + row as f64 * row_h;

@@ -13,27 +13,18 @@
 use std::process::ExitCode;
 
 use keel_benches::adaptive_sim::{priority_table, run_all, run_priorities, svg, table, Algo};
+use keel_benches::cli::{write_plot, Args};
 
 fn main() -> ExitCode {
-    let mut seed = 1u64;
-    let mut out = String::from("benches/adaptive-sim.svg");
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--seed", Some(v)) => match v.parse() {
-                Ok(n) => seed = n,
-                Err(_) => {
-                    eprintln!("--seed wants a number, got {v:?}");
-                    return ExitCode::FAILURE;
-                }
-            },
-            ("--out", Some(v)) => out = v,
-            _ => {
-                eprintln!("usage: adaptive-sim [--seed N] [--out plot.svg]");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
+    let defaults = Args {
+        number: 1,
+        out: "benches/adaptive-sim.svg".into(),
+    };
+    let Some(Args { number: seed, out }) =
+        Args::parse("adaptive-sim", "--seed", defaults, std::env::args().skip(1))
+    else {
+        return ExitCode::FAILURE;
+    };
     let results = run_all(&Algo::ALL, seed);
     println!(
         "Seed {seed}; windows of 100 ms; 50 servers, 10 ms service time, 1 s client timeout.\n"
@@ -52,14 +43,5 @@ fn main() -> ExitCode {
         Algo::NetflixAimd,
         Algo::EnvoyGradient,
     ];
-    match std::fs::write(&out, svg(&results, &plotted)) {
-        Ok(()) => {
-            println!("\nplot written to {out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("cannot write {out}: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    write_plot(&out, &svg(&results, &plotted))
 }

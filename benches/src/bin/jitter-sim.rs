@@ -10,31 +10,24 @@
 
 use std::process::ExitCode;
 
+use keel_benches::cli::{write_plot, Args};
 use keel_benches::sim::{run, svg, table, Strategy};
 
 const PLOT_CLIENTS: [usize; 10] = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
 const TABLE_CLIENTS: [usize; 3] = [10, 50, 100];
 
 fn main() -> ExitCode {
-    let mut trials = 100u64;
-    let mut out = String::from("benches/jitter-sim.svg");
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--trials", Some(v)) => match v.parse() {
-                Ok(n) => trials = n,
-                Err(_) => {
-                    eprintln!("--trials wants a number, got {v:?}");
-                    return ExitCode::FAILURE;
-                }
-            },
-            ("--out", Some(v)) => out = v,
-            _ => {
-                eprintln!("usage: jitter-sim [--trials N] [--out plot.svg]");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
+    let defaults = Args {
+        number: 100,
+        out: "benches/jitter-sim.svg".into(),
+    };
+    let Some(Args {
+        number: trials,
+        out,
+    }) = Args::parse("jitter-sim", "--trials", defaults, std::env::args().skip(1))
+    else {
+        return ExitCode::FAILURE;
+    };
     let mut results = Vec::new();
     for &clients in &PLOT_CLIENTS {
         for strategy in Strategy::ALL {
@@ -43,14 +36,5 @@ fn main() -> ExitCode {
     }
     println!("Mean of {trials} seeded trials per cell (network delay |N(10 ms, 2 ms)| per hop).\n");
     print!("{}", table(&results, &TABLE_CLIENTS));
-    match std::fs::write(&out, svg(&results, trials)) {
-        Ok(()) => {
-            println!("\nplot written to {out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("cannot write {out}: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    write_plot(&out, &svg(&results, trials))
 }

@@ -109,8 +109,7 @@ use alloc::sync::Arc;
 use crate::breaker::{
     BreakerConfig, BreakerEvent, BreakerPermit, BreakerStats, Outcome, Rejected, State,
 };
-#[cfg(feature = "metrics")]
-use crate::driver::metrics::{BreakerMetrics, Lazy};
+use crate::driver::instance::{BreakerMetrics, Instance};
 use crate::driver::{Elapsed, Name, Runtime};
 use crate::report::DEFAULT_REPORT_INTERVAL;
 use crate::sync::breaker::SharedBreaker;
@@ -152,9 +151,7 @@ pub struct Breaker<R: Runtime> {
     hook: Option<Hook>,
     /// Which transitions are logged (shared by clones).
     reports: SharedReportLimiter,
-    name: Name,
-    #[cfg(feature = "metrics")]
-    metrics: Arc<Lazy<BreakerMetrics>>,
+    id: Instance<BreakerMetrics>,
 }
 
 impl<R: Runtime> Clone for Breaker<R> {
@@ -164,9 +161,7 @@ impl<R: Runtime> Clone for Breaker<R> {
             rt: self.rt.clone(),
             hook: self.hook.clone(),
             reports: self.reports.clone(),
-            name: self.name.clone(),
-            #[cfg(feature = "metrics")]
-            metrics: Arc::clone(&self.metrics),
+            id: self.id.clone(),
         }
     }
 }
@@ -174,7 +169,7 @@ impl<R: Runtime> Clone for Breaker<R> {
 impl<R: Runtime> fmt::Debug for Breaker<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Breaker")
-            .field("name", &self.name)
+            .field("name", self.id.name())
             .field("shared", &self.shared)
             .field("hook", &self.hook.is_some())
             .finish_non_exhaustive()
@@ -271,9 +266,7 @@ impl<R: Runtime> Breaker<R> {
             rt,
             hook: None,
             reports: SharedReportLimiter::new(DEFAULT_REPORT_INTERVAL, Instant::ZERO),
-            name: Name::DEFAULT,
-            #[cfg(feature = "metrics")]
-            metrics: Lazy::new(),
+            id: Instance::new(),
         }
     }
 
@@ -282,18 +275,14 @@ impl<R: Runtime> Breaker<R> {
     /// **after** this call: name it before cloning.
     #[must_use]
     pub fn named(mut self, name: impl Into<Name>) -> Self {
-        self.name = name.into();
-        #[cfg(feature = "metrics")]
-        {
-            self.metrics = Lazy::new();
-        }
+        self.id.rename(name.into());
         self
     }
 
     /// The instance name (see [`named`](Self::named)).
     #[must_use]
     pub fn name(&self) -> &Name {
-        &self.name
+        self.id.name()
     }
 
     /// Logs at most one transition per `interval` (default 1 s; zero logs every one) for this
@@ -437,14 +426,14 @@ impl<R: Runtime> Breaker<R> {
 
     fn drain(&self) {
         self.shared.drain_events(|ev| {
-            log(&self.reports, &self.name, &ev);
+            log(&self.reports, self.id.name(), &ev);
             #[cfg(feature = "metrics")]
             #[allow(irrefutable_let_patterns)]
             if let BreakerEvent::Transition { to, .. } = ev {
                 self.metrics().transition(to);
             }
             if let Some(hook) = &self.hook {
-                hook(&self.name, &ev);
+                hook(self.id.name(), &ev);
             }
         });
     }
@@ -452,7 +441,7 @@ impl<R: Runtime> Breaker<R> {
     /// The registered series (at first use, with the state as it is then).
     #[cfg(feature = "metrics")]
     fn metrics(&self) -> &BreakerMetrics {
-        self.metrics.get(&self.name, |label| {
+        self.id.series(|label| {
             let m = BreakerMetrics::register(label);
             m.state.set(crate::driver::metrics::breaker_state_value(
                 self.shared.state(),

@@ -64,8 +64,7 @@ use core::task::{Context, Poll};
 
 use super::{Alarm, Name, Runtime};
 use crate::bulkhead::{BulkheadConfig, BulkheadStats, Criticality, RejectReason};
-#[cfg(feature = "metrics")]
-use crate::driver::metrics::{BulkheadMetrics, Lazy};
+use crate::driver::instance::{BulkheadMetrics, Instance};
 use crate::sync::bulkhead::{
     Acquire, BulkheadGuard, BulkheadRejected, BulkheadWaiter, SharedBulkhead,
 };
@@ -94,15 +93,13 @@ use crate::sync::bulkhead::{
 pub struct Bulkhead<R: Runtime> {
     shared: SharedBulkhead,
     rt: R,
-    name: Name,
-    #[cfg(feature = "metrics")]
-    metrics: alloc::sync::Arc<Lazy<BulkheadMetrics>>,
+    id: Instance<BulkheadMetrics>,
 }
 
 impl<R: Runtime> fmt::Debug for Bulkhead<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulkhead")
-            .field("name", &self.name)
+            .field("name", self.id.name())
             .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
@@ -131,9 +128,7 @@ impl<R: Runtime> Bulkhead<R> {
         Bulkhead {
             shared,
             rt,
-            name: Name::DEFAULT,
-            #[cfg(feature = "metrics")]
-            metrics: Lazy::new(),
+            id: Instance::new(),
         }
     }
 
@@ -142,18 +137,14 @@ impl<R: Runtime> Bulkhead<R> {
     /// from it **after** this call.
     #[must_use]
     pub fn named(mut self, name: impl Into<Name>) -> Self {
-        self.name = name.into();
-        #[cfg(feature = "metrics")]
-        {
-            self.metrics = Lazy::new();
-        }
+        self.id.rename(name.into());
         self
     }
 
     /// The instance name (see [`named`](Self::named)).
     #[must_use]
     pub fn name(&self) -> &Name {
-        &self.name
+        self.id.name()
     }
 
     /// Counts an acquisition's result and sets the occupancy gauges (feature `metrics`); logs a
@@ -161,7 +152,7 @@ impl<R: Runtime> Bulkhead<R> {
     fn observe(&self, r: &Result<BulkheadGuard, BulkheadRejected>, class: Criticality) {
         #[cfg(feature = "metrics")]
         {
-            let m = self.metrics.get(&self.name, BulkheadMetrics::register);
+            let m = self.id.series(BulkheadMetrics::register);
             match r {
                 Ok(_) => m.admitted.increment(1),
                 Err(e) => m.rejected(e.reason),
@@ -172,7 +163,7 @@ impl<R: Runtime> Bulkhead<R> {
         if let Err(e) = r {
             tracing::debug!(
                 target: "keel::bulkhead",
-                name = self.name.as_str(),
+                name = self.id.name().as_str(),
                 reason = e.reason.as_str(),
                 class = class.as_str(),
                 "bulkhead rejected"
@@ -187,8 +178,8 @@ impl<R: Runtime> Bulkhead<R> {
     /// Sets the occupancy gauges after a release or a queueing (feature `metrics`).
     pub(crate) fn released(&self) {
         #[cfg(feature = "metrics")]
-        self.metrics
-            .get(&self.name, BulkheadMetrics::register)
+        self.id
+            .series(BulkheadMetrics::register)
             .occupancy(&self.shared.stats());
     }
 

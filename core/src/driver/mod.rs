@@ -38,6 +38,7 @@ pub mod adaptive;
 pub mod breaker;
 pub mod bulkhead;
 pub mod conn;
+mod instance;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod name;

@@ -71,8 +71,7 @@ use core::task::{Context, Poll};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Alarm, Name, Runtime};
-#[cfg(feature = "metrics")]
-use crate::driver::metrics::{Lazy, RateMetrics};
+use crate::driver::instance::{Instance, RateMetrics};
 use crate::error::Rejected;
 use crate::rate::keyed::{self, KeyedConfig, KeyedLimited};
 use crate::rate::{Quota, RateLimited, RateStats};
@@ -110,15 +109,13 @@ pub struct RateLimiter<R: Runtime> {
     shared: Arc<SharedRateLimiter>,
     waiters: RateWaiters,
     rt: R,
-    name: Name,
-    #[cfg(feature = "metrics")]
-    metrics: Arc<Lazy<RateMetrics>>,
+    id: Instance<RateMetrics>,
 }
 
 impl<R: Runtime> fmt::Debug for RateLimiter<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimiter")
-            .field("name", &self.name)
+            .field("name", self.id.name())
             .field("quota", &self.shared.quota())
             .field("stats", &self.shared.stats())
             .field("waiting", &self.waiters.stats().waiting)
@@ -155,9 +152,7 @@ impl<R: Runtime> RateLimiter<R> {
             waiters: RateWaiters::new(Arc::clone(&shared)),
             shared,
             rt,
-            name: Name::DEFAULT,
-            #[cfg(feature = "metrics")]
-            metrics: Lazy::new(),
+            id: Instance::new(),
         }
     }
 
@@ -166,24 +161,20 @@ impl<R: Runtime> RateLimiter<R> {
     /// from it **after** this call.
     #[must_use]
     pub fn named(mut self, name: impl Into<Name>) -> Self {
-        self.name = name.into();
-        #[cfg(feature = "metrics")]
-        {
-            self.metrics = Lazy::new();
-        }
+        self.id.rename(name.into());
         self
     }
 
     /// The instance name (see [`named`](Self::named)).
     #[must_use]
     pub fn name(&self) -> &Name {
-        &self.name
+        self.id.name()
     }
 
     /// The registered series (at first use).
     #[cfg(feature = "metrics")]
     fn metrics(&self) -> &RateMetrics {
-        self.metrics.get(&self.name, RateMetrics::register)
+        self.id.series(RateMetrics::register)
     }
 
     /// The shared limiter every clone uses.
@@ -351,7 +342,7 @@ impl<R: Runtime> Future for UntilReady<R> {
             if this.alarm.armed_for != Some(slot) {
                 tracing::debug!(
                     target: "keel::rate",
-                    name = this.limiter.name.as_str(),
+                    name = this.limiter.id.name().as_str(),
                     n = this.n,
                     retry_at_ns = slot.as_nanos(),
                     "rate limited; waiting"
@@ -391,9 +382,7 @@ impl<R: Runtime> Future for UntilReady<R> {
 pub struct KeyedRateLimiter<K, R: Runtime> {
     inner: Arc<Mutex<keyed::KeyedGcra<K>>>,
     rt: R,
-    name: Name,
-    #[cfg(feature = "metrics")]
-    metrics: Arc<Lazy<RateMetrics>>,
+    id: Instance<RateMetrics>,
 }
 
 impl<K, R: Runtime> Clone for KeyedRateLimiter<K, R> {
@@ -401,9 +390,7 @@ impl<K, R: Runtime> Clone for KeyedRateLimiter<K, R> {
         KeyedRateLimiter {
             inner: Arc::clone(&self.inner),
             rt: self.rt.clone(),
-            name: self.name.clone(),
-            #[cfg(feature = "metrics")]
-            metrics: Arc::clone(&self.metrics),
+            id: self.id.clone(),
         }
     }
 }
@@ -411,7 +398,7 @@ impl<K, R: Runtime> Clone for KeyedRateLimiter<K, R> {
 impl<K, R: Runtime> fmt::Debug for KeyedRateLimiter<K, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedRateLimiter")
-            .field("name", &self.name)
+            .field("name", self.id.name())
             .finish_non_exhaustive()
     }
 }
@@ -433,9 +420,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         KeyedRateLimiter {
             inner: Arc::new(Mutex::new(keyed::KeyedGcra::new(config, now))),
             rt,
-            name: Name::DEFAULT,
-            #[cfg(feature = "metrics")]
-            metrics: Lazy::new(),
+            id: Instance::new(),
         }
     }
 
@@ -444,18 +429,14 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     /// key). Applies to this handle and the clones made from it **after** this call.
     #[must_use]
     pub fn named(mut self, name: impl Into<Name>) -> Self {
-        self.name = name.into();
-        #[cfg(feature = "metrics")]
-        {
-            self.metrics = Lazy::new();
-        }
+        self.id.rename(name.into());
         self
     }
 
     /// The instance name (see [`named`](Self::named)).
     #[must_use]
     pub fn name(&self) -> &Name {
-        &self.name
+        self.id.name()
     }
 
     fn lock(&self) -> MutexGuard<'_, keyed::KeyedGcra<K>> {
@@ -486,8 +467,8 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         let mut table = self.lock();
         let decision = table.decide_n(now, key, 1);
         #[cfg(feature = "metrics")]
-        self.metrics
-            .get(&self.name, RateMetrics::register)
+        self.id
+            .series(RateMetrics::register)
             .record(&decision.result);
         f(&mut table, now, decision)
     }
@@ -503,9 +484,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         let now = self.rt.now();
         let r = self.lock().try_acquire(now, key);
         #[cfg(feature = "metrics")]
-        self.metrics
-            .get(&self.name, RateMetrics::register)
-            .record(&r);
+        self.id.series(RateMetrics::register).record(&r);
         r
     }
 
@@ -518,9 +497,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         let now = self.rt.now();
         let r = self.lock().try_acquire_n(now, key, n);
         #[cfg(feature = "metrics")]
-        self.metrics
-            .get(&self.name, RateMetrics::register)
-            .record(&r);
+        self.id.series(RateMetrics::register).record(&r);
         r
     }
 
@@ -584,7 +561,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
             if alarm.armed_for != Some(retry_at) {
                 tracing::debug!(
                     target: "keel::rate",
-                    name = self.name.as_str(),
+                    name = self.id.name().as_str(),
                     n,
                     retry_at_ns = retry_at.as_nanos(),
                     "rate limited; waiting"

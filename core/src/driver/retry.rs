@@ -105,8 +105,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backoff::{Backoff, BackoffConfig, GiveUpReason, RetryDecision};
-#[cfg(feature = "metrics")]
-use crate::driver::metrics::{Lazy, RetryMetrics};
+use crate::driver::instance::{Instance, RetryMetrics};
 use crate::driver::{sleep_until, Name, Runtime};
 use crate::report::DEFAULT_REPORT_INTERVAL;
 use crate::rng::Rng;
@@ -337,9 +336,7 @@ pub struct Retry<R: Runtime, P = RetryAll, N = NoNotify> {
     reports: SharedReportLimiter,
     /// Mixed into every run's seed: OS randomness, or 0 when deterministic.
     salt: u64,
-    name: Name,
-    #[cfg(feature = "metrics")]
-    metrics: Arc<Lazy<RetryMetrics>>,
+    id: Instance<RetryMetrics>,
 }
 
 impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
@@ -354,9 +351,7 @@ impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
             counters: Arc::clone(&self.counters),
             reports: self.reports.clone(),
             salt: self.salt,
-            name: self.name.clone(),
-            #[cfg(feature = "metrics")]
-            metrics: Arc::clone(&self.metrics),
+            id: self.id.clone(),
         }
     }
 }
@@ -364,7 +359,7 @@ impl<R: Runtime, P: Clone, N: Clone> Clone for Retry<R, P, N> {
 impl<R: Runtime, P, N> fmt::Debug for Retry<R, P, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
-            .field("name", &self.name)
+            .field("name", self.id.name())
             .field("config", &self.config)
             .field("budget", &self.budget)
             .field("deposit", &self.deposit)
@@ -395,9 +390,7 @@ impl<R: Runtime> Retry<R> {
             counters: Arc::default(),
             reports: SharedReportLimiter::new(DEFAULT_REPORT_INTERVAL, Instant::ZERO),
             salt: super::os_seed(),
-            name: Name::DEFAULT,
-            #[cfg(feature = "metrics")]
-            metrics: Lazy::new(),
+            id: Instance::new(),
         }
     }
 }
@@ -434,18 +427,14 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
     /// [`name`](Self::name) from the handle it was given to.
     #[must_use]
     pub fn named(mut self, name: impl Into<Name>) -> Self {
-        self.name = name.into();
-        #[cfg(feature = "metrics")]
-        {
-            self.metrics = Lazy::new();
-        }
+        self.id.rename(name.into());
         self
     }
 
     /// The instance name (see [`named`](Self::named)).
     #[must_use]
     pub fn name(&self) -> &Name {
-        &self.name
+        self.id.name()
     }
 
     /// When runs deposit into the budget (default [`Deposit::OnSuccess`]).
@@ -468,9 +457,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             counters: self.counters,
             reports: self.reports,
             salt: self.salt,
-            name: self.name,
-            #[cfg(feature = "metrics")]
-            metrics: self.metrics,
+            id: self.id,
         }
     }
 
@@ -487,9 +474,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             counters: self.counters,
             reports: self.reports,
             salt: self.salt,
-            name: self.name,
-            #[cfg(feature = "metrics")]
-            metrics: self.metrics,
+            id: self.id,
         }
     }
 
@@ -613,7 +598,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
             #[cfg(feature = "tracing")]
             tracing::debug!(
                 target: "keel::retry",
-                name = self.name.as_str(),
+                name = self.id.name().as_str(),
                 attempt,
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 error = ?error,
@@ -649,7 +634,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
         if let crate::report::Report::Emit { suppressed } = report {
             tracing::warn!(
                 target: "keel::retry",
-                name = self.name.as_str(),
+                name = self.id.name().as_str(),
                 attempt = attempts,
                 reason = reason.as_str(),
                 error = ?error,
@@ -669,7 +654,7 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
     /// The registered series (at first use).
     #[cfg(feature = "metrics")]
     fn metrics(&self) -> &RetryMetrics {
-        self.metrics.get(&self.name, RetryMetrics::register)
+        self.id.series(RetryMetrics::register)
     }
 }
 

@@ -3,7 +3,7 @@
 //! (a shortage such as "Too many open files" is logged with a hint), connections are limited.
 //!
 //! ```text
-//! cargo run --release -p keel-async-std --example echo -- --addr 127.0.0.1:7878 --max-connections 1024 --grace 5 \
+//! cargo run --release -p keel-async-std --example async-std-echo -- --addr 127.0.0.1:7878 --max-connections 1024 --grace 5 \
 //!     --idle-timeout 60 --max-line 65536 --line-timeout 10
 //! ```
 //!
