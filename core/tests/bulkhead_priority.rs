@@ -504,3 +504,95 @@ fn shared_form_takes_classes_and_pushes_out_less_important_waiters() {
     assert_eq!((st.critical.admitted, st.sheddable.shed), (1, 1));
     assert_eq!(st.queue_len, 0);
 }
+
+/// Armed but not yet standing: the timer is the instant the queue becomes standing (the oldest
+/// non-critical waiter is past the target long before), not that waiter's own target; a second
+/// slow promotion does not re-arm (push back) `first_above_time`; and the queue stands at that
+/// instant exactly.
+#[test]
+fn an_armed_queue_times_out_when_it_starts_standing() {
+    let mut bh = lifo_bulkhead();
+    let p = admitted(bh.acquire(ms(0)));
+    let a = queued(bh.acquire(ms(0)));
+    let b = queued(bh.acquire(ms(0)));
+    let c = queued(bh.acquire(ms(0)));
+    // A 10 ms sojourn, over the 5 ms target: CoDel arms first_above_time = 10 + 100 ms.
+    let (w, p) = promoted(bh.on_release(ms(10), p));
+    assert_eq!(w, a);
+    // A second slow dequeue keeps the first arming.
+    let (w, _p) = promoted(bh.on_release(ms(20), p));
+    assert_eq!(w, b);
+    let _ = events(&mut bh);
+    // `c` passed its 5 ms target long ago, but the queue stands only from 110 ms (its
+    // max_wait deadline is at 1 s).
+    assert_eq!(bh.poll_timeout(), Some(ms(110)));
+    bh.handle_timeout(ms(109));
+    assert_eq!(
+        bh.queue_len(),
+        1,
+        "not standing yet: nothing shed for delay"
+    );
+    bh.handle_timeout(ms(110));
+    assert_eq!(
+        events(&mut bh),
+        [BulkheadEvent::Shed {
+            waiter: c,
+            reason: RejectReason::QueueDelay { class: DEFAULT }
+        }]
+    );
+}
+
+/// A sojourn of exactly the target counts as above it (CoDel: "at or above target" arms).
+#[test]
+fn a_sojourn_of_exactly_the_target_arms_codel() {
+    let mut bh = lifo_bulkhead();
+    let p = admitted(bh.acquire(ms(0)));
+    let _a = queued(bh.acquire(ms(0)));
+    let b = queued(bh.acquire(ms(0)));
+    let (_, _p) = promoted(bh.on_release(ms(5), p));
+    assert_eq!(bh.poll_timeout(), Some(ms(105)), "armed at 5 + 100 ms");
+    bh.handle_timeout(ms(105));
+    assert!(!bh.on_cancel(ms(105), b), "shed for its queue delay");
+}
+
+/// `promote` with no free slot and nobody queued is not CoDel's "queue empty at dequeue": no
+/// slot was free, so the queue is not shown healthy and CoDel stays armed.
+#[test]
+fn a_promote_without_a_free_slot_leaves_codel_armed() {
+    let mut bh = lifo_bulkhead();
+    let p = admitted(bh.acquire(ms(0)));
+    let _a = queued(bh.acquire(ms(0)));
+    // Armed at 10 + 100 ms; the promoted call holds the only slot.
+    let (_, _p) = promoted(bh.on_release(ms(10), p));
+    assert!(bh.promote(ms(20)).is_none(), "no slot and nobody waiting");
+    let c = queued(bh.acquire(ms(20)));
+    assert_eq!(bh.poll_timeout(), Some(ms(110)), "still armed");
+    bh.handle_timeout(ms(110));
+    assert!(!bh.on_cancel(ms(110), c), "shed once the queue stands");
+}
+
+/// Near the end of the clock, a standing queue keeps a waiter whose shed instant (`enqueued +
+/// target`) saturated at `Instant::MAX`: that instant never comes, even at `Instant::MAX`.
+#[test]
+fn a_codel_shed_instant_saturated_at_the_end_of_the_clock_never_comes() {
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(4)
+        .max_wait(Duration::MAX)
+        .queue_discipline(lifo())
+        .build()
+        .unwrap();
+    let end = Instant::MAX;
+    let t = |before_end_ms: u64| end - Duration::from_millis(before_end_ms);
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, t(1000)).unwrap();
+    let p = admitted(bh.acquire(t(1000)));
+    let _a = queued(bh.acquire(t(1000)));
+    // Armed at t(990) + 100 ms = t(890): standing from then on.
+    let (_, _p) = promoted(bh.on_release(t(990), p));
+    let b = queued(bh.acquire(t(1)));
+    assert_eq!(bh.poll_timeout(), None, "b's shed instant saturated");
+    let _ = events(&mut bh);
+    bh.handle_timeout(end);
+    assert!(events(&mut bh).is_empty());
+    assert!(bh.on_cancel(end, b), "still queued at the end of the clock");
+}
