@@ -596,3 +596,85 @@ fn a_codel_shed_instant_saturated_at_the_end_of_the_clock_never_comes() {
     assert!(events(&mut bh).is_empty());
     assert!(bh.on_cancel(end, b), "still queued at the end of the clock");
 }
+
+/// The shared form's `set_max_concurrent`: growing admits the waiters that now fit, the most
+/// important class first, and leaves the rest queued; shrinking takes no slot back.
+#[test]
+#[cfg(feature = "std")]
+fn shared_form_resize_admits_the_waiters_that_fit_most_important_first() {
+    use core::num::NonZeroUsize;
+    use keel_core::sync::bulkhead::{Acquire, SharedBulkhead};
+    use std::task::{Context, Poll, Waker};
+
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(4)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let bh = SharedBulkhead::new(config, T0);
+    let mut cx = Context::from_waker(Waker::noop());
+    let _g = bh.try_acquire(T0).expect("a free slot");
+    let wait = |a: Acquire| match a {
+        Acquire::Wait(w) => w,
+        Acquire::Ready(r) => panic!("expected to queue, got {r:?}"),
+    };
+    let mut d1 = wait(bh.acquire_with(T0, DEFAULT));
+    let mut d2 = wait(bh.acquire_with(T0, DEFAULT));
+    let mut c1 = wait(bh.acquire_with(ms(1), CRITICAL));
+    bh.set_max_concurrent(NonZeroUsize::new(3).unwrap());
+    assert_eq!((bh.stats().in_flight, bh.stats().queue_len), (3, 1));
+    let _c = match c1.poll(&mut cx, ms(2)) {
+        Poll::Ready(Ok(g)) => g,
+        other => panic!("critical first: {other:?}"),
+    };
+    let _d = match d1.poll(&mut cx, ms(2)) {
+        Poll::Ready(Ok(g)) => g,
+        other => panic!("then the oldest default waiter: {other:?}"),
+    };
+    assert!(d2.poll(&mut cx, ms(2)).is_pending(), "no room left");
+    bh.set_max_concurrent(NonZeroUsize::MIN);
+    assert_eq!(bh.stats().in_flight, 3, "shrinking revokes nothing");
+    assert_eq!(bh.config().max_concurrent(), 1);
+    assert!(d2.poll(&mut cx, ms(3)).is_pending());
+}
+
+/// The shared form's `set_max_concurrent` promotes at the newest instant the bulkhead has seen:
+/// a standing adaptive-LIFO queue hands the new slot to its newest waiter.
+#[test]
+#[cfg(feature = "std")]
+fn shared_form_resize_promotes_lifo_while_the_queue_stands() {
+    use core::num::NonZeroUsize;
+    use keel_core::sync::bulkhead::{Acquire, SharedBulkhead};
+    use std::task::{Context, Poll, Waker};
+
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(4)
+        .max_wait(Duration::from_secs(1))
+        .queue_discipline(lifo())
+        .build()
+        .unwrap();
+    let bh = SharedBulkhead::new(config, T0);
+    let mut cx = Context::from_waker(Waker::noop());
+    let wait = |a: Acquire| match a {
+        Acquire::Wait(w) => w,
+        Acquire::Ready(r) => panic!("expected to queue, got {r:?}"),
+    };
+    let g = bh.try_acquire(ms(0)).expect("a free slot");
+    let mut a = wait(bh.acquire(ms(0)));
+    // A 10 ms sojourn arms CoDel: standing from 110 ms.
+    g.release(ms(10));
+    let _ga = match a.poll(&mut cx, ms(10)) {
+        Poll::Ready(Ok(g)) => g,
+        other => panic!("promoted: {other:?}"),
+    };
+    let mut b = wait(bh.acquire(ms(200)));
+    let mut c = wait(bh.acquire(ms(201)));
+    bh.set_max_concurrent(NonZeroUsize::new(2).unwrap());
+    let _gc = match c.poll(&mut cx, ms(201)) {
+        Poll::Ready(Ok(g)) => g,
+        other => panic!("LIFO: the newest waiter gets the new slot, got {other:?}"),
+    };
+    assert!(b.poll(&mut cx, ms(201)).is_pending());
+}
