@@ -678,3 +678,79 @@ fn shared_form_resize_promotes_lifo_while_the_queue_stands() {
     };
     assert!(b.poll(&mut cx, ms(201)).is_pending());
 }
+
+/// `QueueDiscipline::adaptive_lifo()` is CoDel's (and wangle's) 5 ms target over 100 ms.
+#[test]
+fn adaptive_lifo_defaults_are_codels() {
+    use keel_core::bulkhead::{DEFAULT_CODEL_INTERVAL, DEFAULT_CODEL_TARGET};
+    assert_eq!(DEFAULT_CODEL_TARGET, Duration::from_millis(5));
+    assert_eq!(DEFAULT_CODEL_INTERVAL, Duration::from_millis(100));
+    assert_eq!(
+        QueueDiscipline::adaptive_lifo(),
+        QueueDiscipline::AdaptiveLifo {
+            target: DEFAULT_CODEL_TARGET,
+            interval: DEFAULT_CODEL_INTERVAL,
+        }
+    );
+    assert_eq!(lifo(), QueueDiscipline::adaptive_lifo());
+}
+
+/// The class labels are part of the API (metrics labels): each is pinned, and `Display` is
+/// the label.
+#[test]
+fn criticality_labels_are_stable() {
+    for (class, label) in [
+        (CRITICAL, "critical"),
+        (DEFAULT, "default"),
+        (SHEDDABLE, "sheddable"),
+    ] {
+        assert_eq!(class.as_str(), label);
+        assert_eq!(class.to_string(), label);
+    }
+}
+
+/// An adaptive-LIFO queue CoDel has not armed (short sojourns) is timed by `max_wait` only.
+#[test]
+fn an_unarmed_lifo_queue_times_out_at_max_wait() {
+    let mut bh = lifo_bulkhead();
+    let _p = admitted(bh.acquire(ms(0)));
+    let w = queued(bh.acquire(ms(0)));
+    assert_eq!(bh.poll_timeout(), Some(ms(1000)), "the waiter's deadline");
+    bh.handle_timeout(ms(999));
+    assert_eq!(bh.queue_len(), 1, "not shed for its queue delay");
+    bh.handle_timeout(ms(1000));
+    assert_eq!(events(&mut bh), [BulkheadEvent::Expired { waiter: w }]);
+}
+
+/// Room made by `set_max_concurrent` before `promote` hands it out: a newcomer does not jump a
+/// waiter of its own or a more important class (it queues, or `try_acquire` is refused with
+/// `Full`), while a more important newcomer may take it.
+#[test]
+fn a_newcomer_never_jumps_a_queued_waiter_of_its_class_or_above() {
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(4)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, T0).expect("max_queue fits the ring");
+    let _a = admitted(bh.acquire(T0));
+    let w = queued(bh.acquire(T0));
+    bh.set_max_concurrent(ms(1), 3);
+    assert_eq!(
+        bh.try_acquire(ms(1)).unwrap_err().reason,
+        RejectReason::Full,
+        "the free slot is the queued waiter's"
+    );
+    assert_eq!(
+        bh.try_acquire_with(ms(1), SHEDDABLE).unwrap_err().reason,
+        RejectReason::Full
+    );
+    let late = queued(bh.acquire(ms(1)));
+    assert_eq!(bh.in_flight(), 1);
+    // A critical call is more important than the queued default work: it runs.
+    let _c = admitted(bh.acquire_with(ms(1), CRITICAL));
+    assert_eq!(bh.promote(ms(2)).map(|(w, _)| w), Some(w));
+    assert!(bh.promote(ms(2)).is_none(), "the limit is reached");
+    assert!(bh.on_cancel(ms(2), late));
+}
