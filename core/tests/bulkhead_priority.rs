@@ -504,3 +504,253 @@ fn shared_form_takes_classes_and_pushes_out_less_important_waiters() {
     assert_eq!((st.critical.admitted, st.sheddable.shed), (1, 1));
     assert_eq!(st.queue_len, 0);
 }
+
+/// Armed but not yet standing: the timer is the instant the queue becomes standing (the oldest
+/// non-critical waiter is past the target long before), not that waiter's own target; a second
+/// slow promotion does not re-arm (push back) `first_above_time`; and the queue stands at that
+/// instant exactly.
+#[test]
+fn an_armed_queue_times_out_when_it_starts_standing() {
+    let mut bh = lifo_bulkhead();
+    let p = admitted(bh.acquire(ms(0)));
+    let a = queued(bh.acquire(ms(0)));
+    let b = queued(bh.acquire(ms(0)));
+    let c = queued(bh.acquire(ms(0)));
+    // A 10 ms sojourn, over the 5 ms target: CoDel arms first_above_time = 10 + 100 ms.
+    let (w, p) = promoted(bh.on_release(ms(10), p));
+    assert_eq!(w, a);
+    // A second slow dequeue keeps the first arming.
+    let (w, _p) = promoted(bh.on_release(ms(20), p));
+    assert_eq!(w, b);
+    let _ = events(&mut bh);
+    // `c` passed its 5 ms target long ago, but the queue stands only from 110 ms (its
+    // max_wait deadline is at 1 s).
+    assert_eq!(bh.poll_timeout(), Some(ms(110)));
+    bh.handle_timeout(ms(109));
+    assert_eq!(
+        bh.queue_len(),
+        1,
+        "not standing yet: nothing shed for delay"
+    );
+    bh.handle_timeout(ms(110));
+    assert_eq!(
+        events(&mut bh),
+        [BulkheadEvent::Shed {
+            waiter: c,
+            reason: RejectReason::QueueDelay { class: DEFAULT }
+        }]
+    );
+}
+
+/// A sojourn of exactly the target counts as above it (CoDel: "at or above target" arms).
+#[test]
+fn a_sojourn_of_exactly_the_target_arms_codel() {
+    let mut bh = lifo_bulkhead();
+    let p = admitted(bh.acquire(ms(0)));
+    let _a = queued(bh.acquire(ms(0)));
+    let b = queued(bh.acquire(ms(0)));
+    let (_, _p) = promoted(bh.on_release(ms(5), p));
+    assert_eq!(bh.poll_timeout(), Some(ms(105)), "armed at 5 + 100 ms");
+    bh.handle_timeout(ms(105));
+    assert!(!bh.on_cancel(ms(105), b), "shed for its queue delay");
+}
+
+/// `promote` with no free slot and nobody queued is not CoDel's "queue empty at dequeue": no
+/// slot was free, so the queue is not shown healthy and CoDel stays armed.
+#[test]
+fn a_promote_without_a_free_slot_leaves_codel_armed() {
+    let mut bh = lifo_bulkhead();
+    let p = admitted(bh.acquire(ms(0)));
+    let _a = queued(bh.acquire(ms(0)));
+    // Armed at 10 + 100 ms; the promoted call holds the only slot.
+    let (_, _p) = promoted(bh.on_release(ms(10), p));
+    assert!(bh.promote(ms(20)).is_none(), "no slot and nobody waiting");
+    let c = queued(bh.acquire(ms(20)));
+    assert_eq!(bh.poll_timeout(), Some(ms(110)), "still armed");
+    bh.handle_timeout(ms(110));
+    assert!(!bh.on_cancel(ms(110), c), "shed once the queue stands");
+}
+
+/// Near the end of the clock, a standing queue keeps a waiter whose shed instant (`enqueued +
+/// target`) saturated at `Instant::MAX`: that instant never comes, even at `Instant::MAX`.
+#[test]
+fn a_codel_shed_instant_saturated_at_the_end_of_the_clock_never_comes() {
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(4)
+        .max_wait(Duration::MAX)
+        .queue_discipline(lifo())
+        .build()
+        .unwrap();
+    let end = Instant::MAX;
+    let t = |before_end_ms: u64| end - Duration::from_millis(before_end_ms);
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, t(1000)).unwrap();
+    let p = admitted(bh.acquire(t(1000)));
+    let _a = queued(bh.acquire(t(1000)));
+    // Armed at t(990) + 100 ms = t(890): standing from then on.
+    let (_, _p) = promoted(bh.on_release(t(990), p));
+    let b = queued(bh.acquire(t(1)));
+    assert_eq!(bh.poll_timeout(), None, "b's shed instant saturated");
+    let _ = events(&mut bh);
+    bh.handle_timeout(end);
+    assert!(events(&mut bh).is_empty());
+    assert!(bh.on_cancel(end, b), "still queued at the end of the clock");
+}
+
+/// The shared form's `set_max_concurrent`: growing admits the waiters that now fit, the most
+/// important class first, and leaves the rest queued; shrinking takes no slot back.
+#[test]
+#[cfg(feature = "std")]
+fn shared_form_resize_admits_the_waiters_that_fit_most_important_first() {
+    use core::num::NonZeroUsize;
+    use keel_core::sync::bulkhead::{Acquire, SharedBulkhead};
+    use std::task::{Context, Poll, Waker};
+
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(4)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let bh = SharedBulkhead::new(config, T0);
+    let mut cx = Context::from_waker(Waker::noop());
+    let _g = bh.try_acquire(T0).expect("a free slot");
+    let wait = |a: Acquire| match a {
+        Acquire::Wait(w) => w,
+        Acquire::Ready(r) => panic!("expected to queue, got {r:?}"),
+    };
+    let mut d1 = wait(bh.acquire_with(T0, DEFAULT));
+    let mut d2 = wait(bh.acquire_with(T0, DEFAULT));
+    let mut c1 = wait(bh.acquire_with(ms(1), CRITICAL));
+    bh.set_max_concurrent(NonZeroUsize::new(3).unwrap());
+    assert_eq!((bh.stats().in_flight, bh.stats().queue_len), (3, 1));
+    let _c = match c1.poll(&mut cx, ms(2)) {
+        Poll::Ready(Ok(g)) => g,
+        other => panic!("critical first: {other:?}"),
+    };
+    let _d = match d1.poll(&mut cx, ms(2)) {
+        Poll::Ready(Ok(g)) => g,
+        other => panic!("then the oldest default waiter: {other:?}"),
+    };
+    assert!(d2.poll(&mut cx, ms(2)).is_pending(), "no room left");
+    bh.set_max_concurrent(NonZeroUsize::MIN);
+    assert_eq!(bh.stats().in_flight, 3, "shrinking revokes nothing");
+    assert_eq!(bh.config().max_concurrent(), 1);
+    assert!(d2.poll(&mut cx, ms(3)).is_pending());
+}
+
+/// The shared form's `set_max_concurrent` promotes at the newest instant the bulkhead has seen:
+/// a standing adaptive-LIFO queue hands the new slot to its newest waiter.
+#[test]
+#[cfg(feature = "std")]
+fn shared_form_resize_promotes_lifo_while_the_queue_stands() {
+    use core::num::NonZeroUsize;
+    use keel_core::sync::bulkhead::{Acquire, SharedBulkhead};
+    use std::task::{Context, Poll, Waker};
+
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(4)
+        .max_wait(Duration::from_secs(1))
+        .queue_discipline(lifo())
+        .build()
+        .unwrap();
+    let bh = SharedBulkhead::new(config, T0);
+    let mut cx = Context::from_waker(Waker::noop());
+    let wait = |a: Acquire| match a {
+        Acquire::Wait(w) => w,
+        Acquire::Ready(r) => panic!("expected to queue, got {r:?}"),
+    };
+    let g = bh.try_acquire(ms(0)).expect("a free slot");
+    let mut a = wait(bh.acquire(ms(0)));
+    // A 10 ms sojourn arms CoDel: standing from 110 ms.
+    g.release(ms(10));
+    let _ga = match a.poll(&mut cx, ms(10)) {
+        Poll::Ready(Ok(g)) => g,
+        other => panic!("promoted: {other:?}"),
+    };
+    let mut b = wait(bh.acquire(ms(200)));
+    let mut c = wait(bh.acquire(ms(201)));
+    bh.set_max_concurrent(NonZeroUsize::new(2).unwrap());
+    let _gc = match c.poll(&mut cx, ms(201)) {
+        Poll::Ready(Ok(g)) => g,
+        other => panic!("LIFO: the newest waiter gets the new slot, got {other:?}"),
+    };
+    assert!(b.poll(&mut cx, ms(201)).is_pending());
+}
+
+/// `QueueDiscipline::adaptive_lifo()` is CoDel's (and wangle's) 5 ms target over 100 ms.
+#[test]
+fn adaptive_lifo_defaults_are_codels() {
+    use keel_core::bulkhead::{DEFAULT_CODEL_INTERVAL, DEFAULT_CODEL_TARGET};
+    assert_eq!(DEFAULT_CODEL_TARGET, Duration::from_millis(5));
+    assert_eq!(DEFAULT_CODEL_INTERVAL, Duration::from_millis(100));
+    assert_eq!(
+        QueueDiscipline::adaptive_lifo(),
+        QueueDiscipline::AdaptiveLifo {
+            target: DEFAULT_CODEL_TARGET,
+            interval: DEFAULT_CODEL_INTERVAL,
+        }
+    );
+    assert_eq!(lifo(), QueueDiscipline::adaptive_lifo());
+}
+
+/// The class labels are part of the API (metrics labels): each is pinned, and `Display` is
+/// the label.
+#[test]
+fn criticality_labels_are_stable() {
+    for (class, label) in [
+        (CRITICAL, "critical"),
+        (DEFAULT, "default"),
+        (SHEDDABLE, "sheddable"),
+    ] {
+        assert_eq!(class.as_str(), label);
+        assert_eq!(class.to_string(), label);
+    }
+}
+
+/// An adaptive-LIFO queue CoDel has not armed (short sojourns) is timed by `max_wait` only.
+#[test]
+fn an_unarmed_lifo_queue_times_out_at_max_wait() {
+    let mut bh = lifo_bulkhead();
+    let _p = admitted(bh.acquire(ms(0)));
+    let w = queued(bh.acquire(ms(0)));
+    assert_eq!(bh.poll_timeout(), Some(ms(1000)), "the waiter's deadline");
+    bh.handle_timeout(ms(999));
+    assert_eq!(bh.queue_len(), 1, "not shed for its queue delay");
+    bh.handle_timeout(ms(1000));
+    assert_eq!(events(&mut bh), [BulkheadEvent::Expired { waiter: w }]);
+}
+
+/// Room made by `set_max_concurrent` before `promote` hands it out: a newcomer does not jump a
+/// waiter of its own or a more important class (it queues, or `try_acquire` is refused with
+/// `Full`), while a more important newcomer may take it.
+#[test]
+fn a_newcomer_never_jumps_a_queued_waiter_of_its_class_or_above() {
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(4)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut bh: FifoSemaphore<4> = FifoSemaphore::new(config, T0).expect("max_queue fits the ring");
+    let _a = admitted(bh.acquire(T0));
+    let w = queued(bh.acquire(T0));
+    bh.set_max_concurrent(ms(1), 3);
+    assert_eq!(
+        bh.try_acquire(ms(1)).unwrap_err().reason,
+        RejectReason::Full,
+        "the free slot is the queued waiter's"
+    );
+    assert_eq!(
+        bh.try_acquire_with(ms(1), SHEDDABLE).unwrap_err().reason,
+        RejectReason::Full
+    );
+    let late = queued(bh.acquire(ms(1)));
+    assert_eq!(bh.in_flight(), 1);
+    // A critical call is more important than the queued default work: it runs.
+    let _c = admitted(bh.acquire_with(ms(1), CRITICAL));
+    assert_eq!(bh.promote(ms(2)).map(|(w, _)| w), Some(w));
+    assert!(bh.promote(ms(2)).is_none(), "the limit is reached");
+    assert!(bh.on_cancel(ms(2), late));
+}
