@@ -1,4 +1,4 @@
-//! The axum example in fleet mode (`examples/axum.rs`), run as a process against the real Redis
+//! The axum example in fleet mode (`examples/redis-axum.rs`), run as a process against the real Redis
 //! (`KEEL_REDIS_URL`) and driven over loopback by a minimal HTTP/1.1 client: the burst is
 //! admitted, then `429` with a `Retry-After`; two instances sharing the key space admit only
 //! the fleet's quota together; with Redis unreachable, the policy decides promptly.
@@ -13,11 +13,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{redis_url, unique};
 
-/// The newest build of this package's `axum` example. keel-tokio has an `axum` example too, so
-/// `target/<profile>/examples/axum` may be the other one: this takes the newest `axum-<hash>`
-/// whose dep-info names `adapter-redis/examples/axum.rs`, and builds it (`cargo build -p
-/// keel-redis --features tower --example axum`) when there is none or it is older than the
-/// example's source or the crate's.
+/// The newest build of this package's `redis-axum` example: the newest `redis_axum-<hash>`
+/// (cargo writes the hashed name with underscores) whose dep-info names
+/// `adapter-redis/examples/redis-axum.rs`, built (`cargo build -p keel-redis --features tower
+/// --example redis-axum`) when there is none or it is older than the example's source or the
+/// crate's.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
     let profile_dir = exe
@@ -31,9 +31,9 @@ fn example() -> PathBuf {
         .and_then(|n| n.to_str())
         .expect("the package's directory")
         .to_owned();
-    let source = format!("{package_dir}/examples/axum.rs");
+    let source = format!("{package_dir}/examples/redis-axum.rs");
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_source = std::iter::once(manifest.join("examples/axum.rs"))
+    let newest_source = std::iter::once(manifest.join("examples/redis-axum.rs"))
         .chain(
             std::fs::read_dir(manifest.join("src"))
                 .into_iter()
@@ -51,7 +51,7 @@ fn example() -> PathBuf {
             .map(|e| e.path())
             .filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.starts_with("axum-") && p.extension().is_none()
+                name.starts_with("redis_axum-") && p.extension().is_none()
             })
             .filter(|p| {
                 std::fs::read_to_string(p.with_extension("d")).is_ok_and(|d| d.contains(&source))
@@ -71,15 +71,15 @@ fn example() -> PathBuf {
             "--features",
             "tower",
             "--example",
-            "axum",
+            "redis-axum",
         ])
         .status()
         .expect("run cargo build");
     assert!(
         status.success(),
-        "cargo build -p keel-redis --features tower --example axum"
+        "cargo build -p keel-redis --features tower --example redis-axum"
     );
-    find().expect("the axum example after building it")
+    find().expect("the redis-axum example after building it")
 }
 
 /// One instance of the example, killed on drop.

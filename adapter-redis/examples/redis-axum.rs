@@ -2,7 +2,7 @@
 //! replica of the service behind a load balancer shares it.
 //!
 //! ```text
-//! cargo run -p keel-redis --features tower --example axum -- --redis redis://127.0.0.1:6379
+//! cargo run -p keel-redis --features tower --example redis-axum -- --redis redis://127.0.0.1:6379
 //! for i in 1 2 3 4; do curl -si http://127.0.0.1:3000/ | head -7; done
 //! ```
 //!
