@@ -117,6 +117,36 @@ fn config_rejects_bad_shares_and_codel_settings() {
     assert_eq!(BulkheadConfig::builder().build(), Ok(d));
 }
 
+/// The getters return what the builder was given, not the defaults (the defaults above are 0
+/// and 20, so a getter that ignored its field could still pass them).
+#[test]
+fn config_getters_return_the_built_values() {
+    let lifo = QueueDiscipline::AdaptiveLifo {
+        target: Duration::from_millis(7),
+        interval: Duration::from_millis(70),
+    };
+    let c = BulkheadConfig::builder()
+        .max_concurrent(40)
+        .max_queue(6)
+        .max_wait(Duration::from_millis(250))
+        .reserved_critical_percent(30)
+        .sheddable_headroom_percent(45)
+        .queue_discipline(lifo)
+        .build()
+        .expect("valid config");
+    assert_eq!(
+        (
+            c.max_concurrent(),
+            c.max_queue(),
+            c.max_wait(),
+            c.reserved_critical_percent(),
+            c.sheddable_headroom_percent(),
+            c.queue_discipline(),
+        ),
+        (40, 6, Duration::from_millis(250), 30, 45, lifo)
+    );
+}
+
 #[test]
 fn each_class_stops_at_its_own_limit() {
     let config = BulkheadConfig::builder()
