@@ -317,6 +317,32 @@ fn a_full_queue_sheds_its_least_important_waiter_for_a_more_important_call() {
     assert_eq!(w, c2);
 }
 
+/// A push-out's `Shed` event goes into the event ring like any other: with the ring full (room
+/// for `QUEUE = 1` event, not drained), the oldest event is dropped and counted.
+#[test]
+fn a_push_out_into_a_full_event_ring_counts_the_dropped_event() {
+    let config = BulkheadConfig::builder()
+        .max_concurrent(1)
+        .max_queue(1)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut bh: FifoSemaphore<1> = FifoSemaphore::new(config, T0).expect("max_queue fits the ring");
+    let _p = admitted(bh.acquire(T0));
+    let s = queued(bh.acquire_with(ms(1), SHEDDABLE));
+    let d = queued(bh.acquire_with(ms(2), DEFAULT));
+    assert_eq!(bh.stats().events_dropped, 0, "one event, room for one");
+    let _c = queued(bh.acquire_with(ms(3), CRITICAL));
+    assert_eq!(bh.stats().events_dropped, 1, "the shed of {s} was dropped");
+    assert_eq!(
+        events(&mut bh),
+        [BulkheadEvent::Shed {
+            waiter: d,
+            reason: RejectReason::Priority { class: DEFAULT }
+        }]
+    );
+}
+
 #[test]
 fn the_reason_names_the_class() {
     let r = RejectReason::Priority { class: SHEDDABLE };
