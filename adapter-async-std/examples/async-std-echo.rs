@@ -44,13 +44,18 @@ use std::io;
 use keel_async_std::core::conn::ConnConfig;
 use keel_async_std::{Draining, GuardConfig, Server, ShutdownConfig};
 use keel_testkit::echo::{echo_conn, Options};
+use tracing_subscriber::EnvFilter;
 
 pub(crate) fn main() {
-    init_logging();
-    let opts = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| {
-        eprintln!("echo: {e}");
-        std::process::exit(2)
-    });
+    // keel logs through `tracing` (accept errors, shortages with their hint, the drain): to
+    // stderr, `info` unless `RUST_LOG` says otherwise.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .init();
+    let opts = Options::from_args_or_exit();
     let served = async_std::task::block_on(serve(opts));
     if let Err(e) = served {
         eprintln!("echo: {e}");
@@ -58,61 +63,35 @@ pub(crate) fn main() {
     }
 }
 
-/// Logs to stderr, `info` by default (`RUST_LOG` overrides).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(false)
-        .init();
-}
-
 /// Binds, prints `listening on ADDR` on stdout, and echoes lines until SIGINT or SIGTERM; then
 /// drains for at most the grace period and prints `stats: ...` on stdout.
-async fn serve(opts: Options) -> io::Result<()> {
-    let invalid = |e| io::Error::new(io::ErrorKind::InvalidInput, e);
+async fn serve(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
     let config = GuardConfig::builder()
         .max_connections(opts.max_connections)
-        .build()
-        .map_err(invalid)?;
-    let shutdown = ShutdownConfig::builder()
-        .grace_period(opts.grace)
-        .build()
-        .map_err(invalid)?;
+        .build()?;
+    let shutdown = ShutdownConfig::builder().grace_period(opts.grace).build()?;
     let conns = ConnConfig::builder()
         .idle_timeout(opts.idle_timeout)
-        .build()
-        .map_err(invalid)?;
+        .build()?;
 
     let incoming = keel_async_std::bind(&opts.addr, &config).await?;
     let local = incoming.get_ref().get_ref().local_addr()?;
     println!("listening on {local}");
-    tracing::info!(
-        addr = %local,
-        max_connections = opts.max_connections,
-        grace_ms = opts.grace.as_millis() as u64,
-        idle_timeout_ms = opts.idle_timeout.map_or(0, |d| d.as_millis() as u64),
-        max_line = opts.limits.max_line,
-        runtime = "async-std",
-        "echo server listening"
-    );
+    tracing::info!(addr = %local, runtime = "async-std", ?opts, "echo server listening");
 
     let server = Server::new(incoming)
         .config(shutdown)
         .conn_config(conns)
         .shutdown_on(keel_async_std::shutdown_signal);
     let handle = server.handle();
-    let limits = opts.limits;
     let report = server
-        .serve(move |conn, _: Draining| echo_conn(conn, Some(handle.clone()), limits))
+        .serve(move |conn, _: Draining| echo_conn(conn, Some(handle.clone()), opts.limits))
         .await;
 
     println!("stats: {report}");
     tracing::info!(%report, "echo server stopped");
     match report.error {
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
         None => Ok(()),
     }
 }

@@ -6,7 +6,10 @@
 //! The thin binding of [`keel_core`] to async-std's listeners and the `async-io` timers
 //! async-std runs on. Every algorithm lives in the core (re-exported here as [`core`]); the
 //! `async-io` glue is keel-smol's ([`keel_smol::async_io`]), so this crate supplies async-std's
-//! runtime ([`AsyncStdRuntime`]: its tasks) and names each machine with async-std filled in.
+//! runtime ([`AsyncStdRuntime`]: its tasks), its listeners and the server on them, and
+//! re-exports keel-smol's clock, timers and the machines that only wait on timers
+//! ([`Breaker`], [`Retry`], [`RateLimiter`], [`Bulkhead`], ...: async-std's timers are
+//! `async-io`'s, so they are the same types).
 //!
 //! ## A guarded accept loop
 //!
@@ -46,14 +49,11 @@
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
 #[cfg(unix)]
 use async_std::os::unix::net::{UnixListener, UnixStream};
-use keel_core::backoff::BackoffConfig;
-use keel_core::driver::{self, AbortHandle, BoxFuture, ConnIo, Elapsed, SleepUntil};
-use keel_core::sync::budget::SharedBudget;
+use keel_core::driver::{self, AbortHandle, BoxFuture, ConnIo};
 use keel_core::time::Instant;
 use keel_smol::async_io::{self, AsyncIoListener, AsyncIoTimer};
 
@@ -114,22 +114,16 @@ impl AbortHandle for AsyncStdTask {
     }
 }
 
-// ---- Clock and timers ----------------------------------------------------------------------
+// ---- Clock, timers and the machines that only wait on them ----------------------------------
 
-/// Now, on this runtime's clock, as a keel instant.
-pub fn now() -> Instant {
-    async_io::now()
-}
-
-/// Sleeps until a keel instant on this runtime's timer.
-pub fn sleep_until(deadline: Instant) -> SleepUntil<AsyncStdRuntime> {
-    driver::sleep_until(&AsyncStdRuntime, deadline)
-}
-
-/// Runs a future for at most `duration` on this runtime's timer.
-pub async fn timeout<F: Future>(duration: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    driver::timeout(&AsyncStdRuntime, duration, fut).await
-}
+/// async-std's clock and timers are the `async-io` reactor's, so everything that only reads the
+/// clock and waits on a timer (spawning nothing) is keel-smol's, re-exported: the same types on
+/// [`keel_smol::SmolRuntime`]'s clock and timers, which are async-std's own. What spawns tasks
+/// ([`Incoming`], [`Server`], [`serve`]) runs on [`AsyncStdRuntime`] below.
+pub use keel_smol::{
+    now, retry, shutdown_signal, sleep_until, timeout, AdaptiveLimit, AdaptivePermit, Breaker,
+    Bulkhead, KeyedRateLimiter, RateLimiter, Retry,
+};
 
 // ---- Listeners and the guarded accept loop -------------------------------------------------
 
@@ -175,12 +169,6 @@ pub type Server<L> = driver::serve::Server<L, AsyncStdRuntime>;
 /// closed with a lingering close when dropped.
 pub type Conn<L = Tcp> = driver::Conn<L>;
 
-/// Resolves at the next SIGINT or SIGTERM (Ctrl-C on Windows): see
-/// [`keel_smol::async_io::shutdown_signal`].
-pub fn shutdown_signal() -> BoxFuture<()> {
-    async_io::shutdown_signal()
-}
-
 /// Serves `incoming` with one `handler` task per connection until SIGINT or SIGTERM, then
 /// drains gracefully (default grace period 30 s; a second signal stops at once). For another
 /// grace period or trigger, use [`Server`] directly.
@@ -195,52 +183,6 @@ where
         .serve(handler)
         .await
 }
-
-// ---- Circuit breaker -----------------------------------------------------------------------
-
-/// A circuit breaker around futures on this runtime; clones share one breaker.
-pub type Breaker = driver::breaker::Breaker<AsyncStdRuntime>;
-
-// ---- Retry ---------------------------------------------------------------------------------
-
-/// Retries async operations with backoff, a shared budget and a predicate on this runtime.
-pub type Retry<P = driver::retry::RetryAll, N = driver::retry::NoNotify> =
-    driver::retry::Retry<AsyncStdRuntime, P, N>;
-
-/// Retries `op` with `config` on this runtime, drawing on `budget` if given, retrying every
-/// error (use [`Retry`] to classify errors).
-pub async fn retry<T, E, Fut, Op>(
-    config: BackoffConfig,
-    budget: Option<&SharedBudget>,
-    op: Op,
-) -> Result<T, driver::retry::RetryError<E>>
-where
-    Op: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: std::fmt::Debug,
-{
-    driver::retry::retry(&AsyncStdRuntime, config, budget, op).await
-}
-
-// ---- Rate limits ---------------------------------------------------------------------------
-
-/// A GCRA rate limiter whose `until_ready()` sleeps on this runtime's timer.
-pub type RateLimiter = driver::rate::RateLimiter<AsyncStdRuntime>;
-
-/// A bounded keyed (per IP, per user) rate limiter on this runtime.
-pub type KeyedRateLimiter<K> = driver::rate::KeyedRateLimiter<K, AsyncStdRuntime>;
-
-// ---- Bulkhead ------------------------------------------------------------------------------
-
-/// A bulkhead whose `run(fut)` waits in a bounded queue on this runtime's timer.
-pub type Bulkhead = driver::bulkhead::Bulkhead<AsyncStdRuntime>;
-
-/// An adaptive concurrency limit on this runtime: a bulkhead whose limit follows the
-/// service's capacity, measured from the calls it admits (see [`driver::adaptive`]).
-pub type AdaptiveLimit = driver::adaptive::AdaptiveLimit<AsyncStdRuntime>;
-
-/// A slot under an [`AdaptiveLimit`]; dropping it feeds the call's sample.
-pub type AdaptivePermit = driver::adaptive::AdaptivePermit<AsyncStdRuntime>;
 
 /// The README's code blocks, compiled as doctests so the README stays true.
 #[cfg(doctest)]

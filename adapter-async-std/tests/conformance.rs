@@ -10,4 +10,5 @@ keel_testkit::async_io_harness!(
     async_std::task::block_on
 );
 
-keel_testkit::conformance_suite!(AsyncStd, keel_async_std);
+// async-std's timers are `async-io`'s: keel-async-std re-exports keel-smol's timer-only names.
+keel_testkit::conformance_suite!(AsyncStd, keel_async_std, timers on keel_smol::SmolRuntime);

@@ -188,7 +188,8 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
-fn main() -> ExitCode {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
     let a = match parse() {
         Ok(a) => a,
         Err(e) => {
@@ -196,18 +197,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("jobs-load: cannot start tokio: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(a)) {
+    match run(a).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

@@ -179,7 +179,8 @@ async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
     Ok(l)
 }
 
-fn main() -> ExitCode {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
     let (cmd, args) = match parse() {
         Ok(v) => v,
         Err(e) => {
@@ -187,25 +188,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("jobs: cannot start tokio: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let r = rt.block_on(async move {
+    let r = async move {
         let prometheus = metrics_recorder()?;
         match cmd.as_str() {
             "api" => api::run(args, prometheus).await,
             "worker" => worker::run(args, prometheus).await,
             other => Err(format!("unknown subcommand {other}: use api or worker")),
         }
-    });
+    }
+    .await;
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,13 +13,14 @@
 //! Redis.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 
-use crate::{lock, FleetError};
+use crate::evalsha::CachedScript;
+use crate::FleetError;
 
 /// The lease script: `KEYS[1]` the set; `ARGV` op (`acquire`, `renew`, `release`), lease id,
 /// limit, time to live in ms. Reply `{ok, ms, holders}`: for a full `acquire`, `ms` is when the
@@ -171,7 +172,7 @@ struct Counters {
 
 struct Inner {
     conn: ConnectionManager,
-    sha: Mutex<Option<String>>,
+    script: CachedScript,
     config: FleetBulkheadConfig,
     key: String,
     counters: Counters,
@@ -223,7 +224,7 @@ impl FleetBulkhead {
         Ok(FleetBulkhead {
             inner: Arc::new(Inner {
                 conn,
-                sha: Mutex::new(None),
+                script: CachedScript::new(LEASE_LUA),
                 key: format!("{{{}}}:leases", config.name),
                 config,
                 counters: Counters::default(),
@@ -307,28 +308,16 @@ impl FleetBulkhead {
     async fn eval(&self, op: &str, id: &str) -> Result<Reply, FleetError> {
         let inner = &*self.inner;
         let mut conn = inner.conn.clone();
-        let cached = lock(&inner.sha).clone();
-        let sha = match cached {
-            Some(sha) => sha,
-            None => self.load(&mut conn).await?,
-        };
         let ttl_ms = u64::try_from(inner.config.lease_ttl.as_millis()).unwrap_or(u64::MAX);
-        let build = |sha: &str| {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(sha)
-                .arg(1)
+        let args = |cmd: &mut redis::Cmd| {
+            cmd.arg(1)
                 .arg(&inner.key)
                 .arg(op)
                 .arg(id)
                 .arg(inner.config.limit)
                 .arg(ttl_ms);
-            cmd
         };
-        let mut reply: Result<Value, redis::RedisError> = build(&sha).query_async(&mut conn).await;
-        if matches!(&reply, Err(e) if e.code() == Some("NOSCRIPT")) {
-            let sha = self.load(&mut conn).await?;
-            reply = build(&sha).query_async(&mut conn).await;
-        }
+        let reply = inner.script.eval(&mut conn, args, || {}).await?;
         let v = match reply {
             Ok(v) => v,
             Err(e) if e.code() == Some("WRONGTYPE") => {
@@ -351,16 +340,6 @@ impl FleetBulkhead {
             ))),
             _ => Err(FleetError::BadReply("an unexpected lease reply")),
         }
-    }
-
-    async fn load(&self, conn: &mut ConnectionManager) -> Result<String, FleetError> {
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(LEASE_LUA)
-            .query_async(conn)
-            .await?;
-        *lock(&self.inner.sha) = Some(sha.clone());
-        Ok(sha)
     }
 }
 

@@ -74,6 +74,7 @@
 
 pub mod config;
 mod deny;
+mod evalsha;
 pub mod lease;
 pub mod script;
 #[cfg(feature = "tower")]
@@ -100,6 +101,7 @@ pub use lease::{
 pub use script::RawStep;
 
 use deny::DenyCache;
+use evalsha::CachedScript;
 
 /// Why Redis could not decide.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -248,7 +250,7 @@ struct LogGate {
 
 struct Inner {
     conn: ConnectionManager,
-    sha: Mutex<Option<String>>,
+    script: CachedScript,
     config: FleetConfig,
     prefix: String,
     breaker: SharedBreaker,
@@ -317,7 +319,7 @@ impl FleetLimiter {
         Ok(FleetLimiter {
             inner: Arc::new(Inner {
                 conn,
-                sha: Mutex::new(None),
+                script: CachedScript::new(script::GCRA_LUA),
                 prefix: format!("{{{}}}:", config.name),
                 breaker: SharedBreaker::new(config.breaker, now),
                 deny: Mutex::new(DenyCache::new(config.deny_cache_keys)),
@@ -633,16 +635,9 @@ impl FleetLimiter {
     ) -> Result<RawStep, FleetError> {
         let inner = &*self.inner;
         let mut conn = inner.conn.clone();
-        let cached = lock(&inner.sha).clone();
-        let sha = match cached {
-            Some(sha) => sha,
-            None => self.load(&mut conn).await?,
-        };
         let now_arg = now.map(|t| t.as_nanos().to_string()).unwrap_or_default();
-        let build = |sha: &str| {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(sha)
-                .arg(1)
+        let args = |cmd: &mut redis::Cmd| {
+            cmd.arg(1)
                 .arg(redis_key)
                 .arg(&now_arg)
                 .arg(quota.t_nanos_public())
@@ -654,17 +649,9 @@ impl FleetLimiter {
                 } else {
                     "0"
                 });
-            cmd
         };
-        let reply: Result<redis::Value, redis::RedisError> =
-            build(&sha).query_async(&mut conn).await;
-        let reply = match reply {
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                let sha = self.load(&mut conn).await?;
-                build(&sha).query_async(&mut conn).await
-            }
-            other => other,
-        };
+        let loaded = || bump(&inner.counters.script_loads);
+        let reply = inner.script.eval(&mut conn, args, loaded).await?;
         match reply {
             Ok(v) => script::decode(&v, quota.burst().get()),
             Err(e) if e.code() == Some("KEEL_BADSTATE") || e.code() == Some("WRONGTYPE") => {
@@ -677,17 +664,6 @@ impl FleetLimiter {
             Err(e) if e.is_timeout() => Err(FleetError::Timeout(inner.config.timeout)),
             Err(e) => Err(e.into()),
         }
-    }
-
-    async fn load(&self, conn: &mut ConnectionManager) -> Result<String, FleetError> {
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(script::GCRA_LUA)
-            .query_async(conn)
-            .await?;
-        bump(&self.inner.counters.script_loads);
-        *lock(&self.inner.sha) = Some(sha.clone());
-        Ok(sha)
     }
 }
 

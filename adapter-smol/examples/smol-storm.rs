@@ -11,19 +11,8 @@
 #[path = "smol-echo.rs"]
 mod echo;
 
-use keel_testkit::storm::{run, Plan};
-
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--serve") {
-        // The child: the echo server itself (`--serve` is accepted and ignored by its flags).
-        echo::main();
-        return;
-    }
-    let exe = std::env::current_exe().unwrap_or_else(|e| {
-        eprintln!("storm: the path of this example: {e}");
-        std::process::exit(1)
-    });
-    let mut plan = Plan::seed(exe, vec!["--serve".into()]);
-    plan.runtime = "smol";
-    std::process::exit(run(&plan));
+    // Started with `--serve`, this binary is the echo server above; otherwise it starts itself
+    // with `--serve` under `ulimit -n 100` and storms it.
+    keel_testkit::storm::serve_or_storm("smol", echo::main);
 }

@@ -41,7 +41,11 @@ const PATIENCE: Duration = Duration::from_secs(5);
 /// How long a test waits to be sure something does not happen.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// Expands to one `#[test]` per behaviour of the suite, run against `$harness`.
+/// Expands to one `#[test]` per behaviour of the suite, run against `$harness`. Given the
+/// adapter's crate too (`conformance_suite!(Smol, keel_smol)`), it also checks that the crate's
+/// names are the driver's types on the runtime under test; `timers on R` names the runtime of the
+/// names that only wait on timers when they are another crate's (keel-async-std:
+/// `timers on keel_smol::SmolRuntime`).
 #[macro_export]
 macro_rules! conformance_suite {
     ($harness:ty) => {
@@ -80,6 +84,12 @@ macro_rules! conformance_suite {
         );
     };
     ($harness:ty, $adapter:ident) => {
+        $crate::conformance_suite!($harness, $adapter, timers on <$harness as $crate::Harness>::Runtime);
+    };
+    // `timers on`: the runtime of the adapter's names that only read the clock and wait on
+    // timers (keel-async-std re-exports keel-smol's, on `SmolRuntime`: the same `async-io`
+    // timers); what spawns (`Incoming`, `Server`, `serve`) is on the runtime under test.
+    ($harness:ty, $adapter:ident, timers on $timers:ty) => {
         $crate::conformance_suite!($harness);
 
         /// The names every adapter writes out in its `lib.rs` are the generic types and
@@ -88,18 +98,19 @@ macro_rules! conformance_suite {
         #[test]
         fn runtime_aliases_name_the_runtime_under_test() {
             type Rt = <$harness as $crate::Harness>::Runtime;
-            let _: fn($adapter::RateLimiter) -> $adapter::core::driver::rate::RateLimiter<Rt> =
+            type Tm = $timers;
+            let _: fn($adapter::RateLimiter) -> $adapter::core::driver::rate::RateLimiter<Tm> =
                 |x| x;
-            let _: fn($adapter::Bulkhead) -> $adapter::core::driver::bulkhead::Bulkhead<Rt> =
+            let _: fn($adapter::Bulkhead) -> $adapter::core::driver::bulkhead::Bulkhead<Tm> =
                 |x| x;
-            let _: fn($adapter::Breaker) -> $adapter::core::driver::breaker::Breaker<Rt> = |x| x;
+            let _: fn($adapter::Breaker) -> $adapter::core::driver::breaker::Breaker<Tm> = |x| x;
             let _: fn(
                 $adapter::AdaptiveLimit,
-            ) -> $adapter::core::driver::adaptive::AdaptiveLimit<Rt> = |x| x;
+            ) -> $adapter::core::driver::adaptive::AdaptiveLimit<Tm> = |x| x;
             let _: fn(
                 $adapter::AdaptivePermit,
-            ) -> $adapter::core::driver::adaptive::AdaptivePermit<Rt> = |x| x;
-            let _: fn($adapter::Retry) -> $adapter::core::driver::retry::Retry<Rt> = |x| x;
+            ) -> $adapter::core::driver::adaptive::AdaptivePermit<Tm> = |x| x;
+            let _: fn($adapter::Retry) -> $adapter::core::driver::retry::Retry<Tm> = |x| x;
             let _: fn(
                 $adapter::Server<$adapter::Tcp>,
             ) -> $adapter::core::driver::Server<$adapter::Tcp, Rt> = |x| x;
@@ -109,7 +120,7 @@ macro_rules! conformance_suite {
             let _: fn() -> $adapter::core::driver::BoxFuture<()> = $adapter::shutdown_signal;
             let _: fn(
                 $adapter::core::time::Instant,
-            ) -> $adapter::core::driver::SleepUntil<Rt> = $adapter::sleep_until;
+            ) -> $adapter::core::driver::SleepUntil<Tm> = $adapter::sleep_until;
             let _: fn($adapter::Incoming<$adapter::Tcp>) -> _ = |incoming| {
                 $adapter::serve(
                     incoming,

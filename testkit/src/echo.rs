@@ -61,6 +61,15 @@ fn seconds(name: &str, v: &str) -> Result<Duration, String> {
 }
 
 impl Options {
+    /// Parses this process's arguments as [`parse`](Self::parse) does; on a bad flag, prints
+    /// `echo: <what is wrong>` on stderr and exits with code 2 (what every echo example does).
+    pub fn from_args_or_exit() -> Options {
+        Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| {
+            eprintln!("echo: {e}");
+            std::process::exit(2)
+        })
+    }
+
     /// Parses `--addr HOST:PORT`, `--max-connections N`, `--grace SECONDS`,
     /// `--idle-timeout SECONDS`, `--max-line BYTES` and `--line-timeout SECONDS` (`--serve` is
     /// accepted and ignored).

@@ -290,6 +290,25 @@ fn drive_clients(plan: &Plan, addr: SocketAddr, counters: &Arc<Counters>) {
     eprintln!();
 }
 
+/// An adapter's storm example in one call: started with `--serve` as its first argument, this
+/// binary is the server and runs `serve` (the echo example compiled into it); otherwise it storms
+/// a copy of itself started with `--serve` ([`Plan::seed`], `runtime` for the report) and exits
+/// with the storm's code. `serve` must accept (and ignore) `--serve` among its flags, as
+/// [`echo::Options`](crate::echo::Options) does.
+pub fn serve_or_storm(runtime: &'static str, serve: fn()) {
+    if std::env::args().nth(1).as_deref() == Some("--serve") {
+        serve();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| {
+        eprintln!("storm: the path of this example: {e}");
+        std::process::exit(1)
+    });
+    let mut plan = Plan::seed(exe, vec!["--serve".into()]);
+    plan.runtime = runtime;
+    std::process::exit(run(&plan));
+}
+
 /// Runs the storm; returns the process exit code.
 pub fn run(plan: &Plan) -> i32 {
     let mut child = match spawn_server(plan) {

@@ -402,14 +402,16 @@ impl BreakerModel {
     /// `on_abandoned(now, permit)`: the outcome recorded (a failure once the call ran the
     /// abandon threshold, else ignored).
     pub fn on_abandoned(&mut self, now: Instant, permit: ModelPermit) -> Outcome {
-        let ran = now
-            .max(self.newest)
-            .saturating_duration_since(permit.admitted_at);
+        // The rule as a deadline: the call turned into a failure at `admitted_at + abandon`
+        // (never, past the end of time); abandoned at or after it, on the clamped clock, it is
+        // one, sooner it is ignored. Whether it is an abandoned failure is judged on the
+        // permit's generation before the timers run.
+        let failure_from = permit.admitted_at.checked_add(self.abandon);
+        let failed = failure_from.is_some_and(|t| now.max(self.newest) >= t);
+        let current = permit.generation == self.generation;
         self.counters.abandoned += 1;
-        let outcome = if ran >= self.abandon {
-            if permit.generation == self.generation {
-                self.counters.abandoned_failures += 1;
-            }
+        self.counters.abandoned_failures += u64::from(failed && current);
+        let outcome = if failed {
             Outcome::Failure
         } else {
             Outcome::Ignored
