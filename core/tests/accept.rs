@@ -878,3 +878,32 @@ fn policy_and_shortage_labels_are_stable() {
         assert_eq!(s.to_string(), label);
     }
 }
+
+/// Pauses of a second and more: the grown pause's whole seconds and its fraction both count
+/// (every other test stays under a second, where the seconds are zero).
+#[test]
+fn pauses_past_a_second_grow_in_whole_seconds_and_fractions() {
+    let config = AcceptConfig::builder()
+        .initial_pause(ms(1500))
+        .max_pause(Duration::from_secs(10))
+        .growth_percent(150)
+        .build()
+        .unwrap();
+    let mut a = AcceptLoop::new(config, Instant::ZERO);
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(a.next_pause());
+        let _ = a.on_error(Instant::ZERO, EMFILE);
+    }
+    assert_eq!(
+        got,
+        [
+            ms(1500),
+            ms(2250),
+            ms(3375),
+            Duration::from_micros(5_062_500),
+            Duration::from_nanos(7_593_750_000),
+            Duration::from_secs(10),
+        ]
+    );
+}
