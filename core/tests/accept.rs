@@ -907,3 +907,22 @@ fn pauses_past_a_second_grow_in_whole_seconds_and_fractions() {
         ]
     );
 }
+
+/// `PauseUntil(t)` means "not before `t`": at `t` itself the loop is no longer paused, even
+/// before `handle_timeout` has ended the pause (a driver may ask `is_paused` first).
+#[test]
+fn a_pause_is_over_at_its_deadline_before_handle_timeout() {
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
+    let until = match a.on_error(at_ms(1000), EMFILE) {
+        AcceptDecision::PauseUntil(until) => until,
+        other => panic!("expected a pause, got {other:?}"),
+    };
+    assert_eq!(until, at_ms(1050));
+    assert!(a.is_paused(at_ms(1049)));
+    assert!(!a.is_paused(until), "paused at its own deadline");
+    assert_eq!(
+        a.poll_timeout(),
+        Some(until),
+        "is_paused does not end the pause itself"
+    );
+}
