@@ -878,3 +878,51 @@ fn policy_and_shortage_labels_are_stable() {
         assert_eq!(s.to_string(), label);
     }
 }
+
+/// Pauses of a second and more: the grown pause's whole seconds and its fraction both count
+/// (every other test stays under a second, where the seconds are zero).
+#[test]
+fn pauses_past_a_second_grow_in_whole_seconds_and_fractions() {
+    let config = AcceptConfig::builder()
+        .initial_pause(ms(1500))
+        .max_pause(Duration::from_secs(10))
+        .growth_percent(150)
+        .build()
+        .unwrap();
+    let mut a = AcceptLoop::new(config, Instant::ZERO);
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(a.next_pause());
+        let _ = a.on_error(Instant::ZERO, EMFILE);
+    }
+    assert_eq!(
+        got,
+        [
+            ms(1500),
+            ms(2250),
+            ms(3375),
+            Duration::from_micros(5_062_500),
+            Duration::from_nanos(7_593_750_000),
+            Duration::from_secs(10),
+        ]
+    );
+}
+
+/// `PauseUntil(t)` means "not before `t`": at `t` itself the loop is no longer paused, even
+/// before `handle_timeout` has ended the pause (a driver may ask `is_paused` first).
+#[test]
+fn a_pause_is_over_at_its_deadline_before_handle_timeout() {
+    let mut a = AcceptLoop::new(AcceptConfig::default(), Instant::ZERO);
+    let until = match a.on_error(at_ms(1000), EMFILE) {
+        AcceptDecision::PauseUntil(until) => until,
+        other => panic!("expected a pause, got {other:?}"),
+    };
+    assert_eq!(until, at_ms(1050));
+    assert!(a.is_paused(at_ms(1049)));
+    assert!(!a.is_paused(until), "paused at its own deadline");
+    assert_eq!(
+        a.poll_timeout(),
+        Some(until),
+        "is_paused does not end the pause itself"
+    );
+}
