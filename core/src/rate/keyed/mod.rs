@@ -52,6 +52,11 @@
 //!   like an idle one, so a bogus far-future `now` cannot pin slots for good.
 //! - Every operation is O(1) expected (O(1) LRU relinking, linear probing with backward-shift
 //!   deletion, no tombstones); [`KeyedGcra::set_quota`] is O(len).
+//! - **Shared by threads**: [`crate::sync::keyed::SharedKeyedGcra`] (feature `std`, behind the
+//!   adapters' `KeyedRateLimiter`) splits `max_keys` exactly across shards of this table
+//!   ([`KeyedConfigBuilder::shards`]), picked by the same seeded hash, one lock each, and keeps
+//!   **one** overflow limiter for all shards, so the overflow bound above holds across the
+//!   whole table. Per key its decisions are this table's; see its module docs for the design.
 //!
 //! # Defaults
 //!
