@@ -75,7 +75,7 @@ fn agree(config: KeyedConfig, ops: &[Op], all_stats: bool) -> Result<(), TestCas
                 prop_assert_eq!(m.remaining(now, &k), s.remaining(now, &k));
                 prop_assert_eq!(m.reset_at(now, &k), s.reset_at(now, &k));
             }
-            Op::Advance(ms) => now = now + Duration::from_millis(ms),
+            Op::Advance(ms) => now += Duration::from_millis(ms),
             Op::Back(ms) => {
                 now = Instant::from_nanos(now.as_nanos().saturating_sub(ms * 1_000_000));
             }
@@ -306,7 +306,11 @@ fn max_keys_is_split_exactly_across_the_shards() {
                 full += 1;
             }
         }
-        assert_eq!(table.len(), max_keys, "{max_keys} keys over {shards} shards");
+        assert_eq!(
+            table.len(),
+            max_keys,
+            "{max_keys} keys over {shards} shards"
+        );
         assert_eq!(full, max_keys as u64 * 199);
         assert_eq!(table.memory_bytes(), memory);
     }

@@ -334,15 +334,18 @@ pub(crate) fn bench(c: &mut Criterion) {
             })
         })
     });
-    g.bench_function("real_clock_2_threads/keel_tokio_keyed_locked_1000_check", |b| {
-        b.iter_custom(|iters| {
-            let l = locked_keyed();
-            two_threads(&l, iters, |l| {
-                let k = next_key();
-                black_box(locked_check(l, &k));
+    g.bench_function(
+        "real_clock_2_threads/keel_tokio_keyed_locked_1000_check",
+        |b| {
+            b.iter_custom(|iters| {
+                let l = locked_keyed();
+                two_threads(&l, iters, |l| {
+                    let k = next_key();
+                    black_box(locked_check(l, &k));
+                })
             })
-        })
-    });
+        },
+    );
     g.bench_function("real_clock_2_threads/governor_keyed_1000_check_key", |b| {
         b.iter_custom(|iters| {
             let l = governor::RateLimiter::keyed(gov_quota());

@@ -93,7 +93,9 @@ struct Shard<K>(Mutex<KeyedGcra<K>>);
 /// | commands | [`set_quota`](Self::set_quota), [`set_overflow_quota`](Self::set_overflow_quota) |
 /// | getters | [`peek`](Self::peek), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`overflow_quota`](Self::overflow_quota), [`len`](Self::len), [`capacity`](Self::capacity), [`shards`](Self::shards), [`memory_bytes`](Self::memory_bytes), [`stats`](Self::stats) |
 pub struct SharedKeyedGcra<K> {
-    shards: Box<[Shard<K>]>,
+    /// Shard 0 (there is always one), then the others.
+    head: Shard<K>,
+    tail: Box<[Shard<K>]>,
     overflow: SharedRateLimiter,
     /// Serialises quota changes; holds whether the overflow quota follows the per-key quota.
     quota_change: Mutex<bool>,
@@ -106,7 +108,7 @@ pub struct SharedKeyedGcra<K> {
 impl<K> fmt::Debug for SharedKeyedGcra<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedKeyedGcra")
-            .field("shards", &self.shards.len())
+            .field("shards", &self.tail.len().saturating_add(1))
             .field("max_keys", &self.max_keys)
             .field("full", &self.full)
             .field("overflow", &self.overflow)
@@ -188,15 +190,15 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
     pub fn new(config: KeyedConfig, now: Instant) -> Self {
         let max_keys = config.max_keys();
         let s = config.shards();
-        let shards: Vec<Shard<K>> = (0..s)
-            .map(|i| {
-                let cap = max_keys / s + usize::from(i < max_keys % s);
-                Shard(Mutex::new(KeyedGcra::with_capacity(config, cap, now)))
-            })
-            .collect();
+        let shard = |i: usize| {
+            let cap = max_keys / s + usize::from(i < max_keys % s);
+            Shard(Mutex::new(KeyedGcra::with_capacity(config, cap, now)))
+        };
+        let tail: Vec<Shard<K>> = (1..s).map(shard).collect();
         let (k0, k1) = config.hash_keys();
         SharedKeyedGcra {
-            shards: shards.into_boxed_slice(),
+            head: shard(0),
+            tail: tail.into_boxed_slice(),
             overflow: SharedRateLimiter::counted(config.overflow_quota(), now)
                 .with_max_clock_jump(config.max_clock_jump()),
             quota_change: Mutex::new(config.overflow_follows()),
@@ -211,13 +213,19 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         hash_key(self.k0, self.k1, key)
     }
 
-    /// The shard of a hash: its high 32 bits scaled to the shard count.
+    /// The shard of a hash: its high 32 bits scaled to the shard count
+    /// (`(h × n) >> 32 < n` for every `h < 2^32`, so every shard index is a shard).
     fn shard(&self, hash: u64) -> MutexGuard<'_, KeyedGcra<K>> {
-        let n = self.shards.len() as u64;
-        // `(h × n) >> 32 < n` for every `h < 2^32`, and `new` made at least one shard: the
-        // index is in bounds.
+        let n = self.shards() as u64;
         let i = (((hash >> 32) * n) >> 32) as usize;
-        lock(&self.shards[i].0)
+        match i.checked_sub(1).and_then(|j| self.tail.get(j)) {
+            Some(shard) => lock(&shard.0),
+            None => lock(&self.head.0),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Shard<K>> {
+        core::iter::once(&self.head).chain(self.tail.iter())
     }
 
     /// Admits one request for `key` at `now` ([`KeyedGcra::try_acquire`]).
@@ -316,7 +324,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
     /// [`set_quota`](Self::set_quota) the others may still have the old one).
     #[must_use]
     pub fn quota(&self) -> Quota {
-        lock(&self.shards[0].0).quota()
+        lock(&self.head.0).quota()
     }
 
     /// The overflow limiter's quota in force ([`Full::Overflow`]).
@@ -330,7 +338,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
     /// is the default (the per-key quota).
     pub fn set_quota(&self, now: Instant, quota: Quota) {
         let follows = lock(&self.quota_change);
-        for shard in self.shards.iter() {
+        for shard in self.all() {
             lock(&shard.0).set_quota(now, quota);
         }
         if *follows {
@@ -350,7 +358,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
     /// snapshot while others check). Never above [`capacity`](Self::capacity).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(&s.0).len()).sum()
+        self.all().map(|s| lock(&s.0).len()).sum()
     }
 
     /// No key tracked.
@@ -368,24 +376,23 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
     /// The number of shards (`min(shards, max_keys)`).
     #[must_use]
     pub fn shards(&self) -> usize {
-        self.shards.len()
+        self.tail.len().saturating_add(1)
     }
 
     /// The bytes the shards and their tables hold; fixed at construction.
     #[must_use]
     pub fn memory_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| lock(&s.0).memory_bytes())
-            .fold(self.shards.len().saturating_mul(size_of::<Shard<K>>()), usize::saturating_add)
+        self.all().map(|s| lock(&s.0).memory_bytes()).fold(
+            self.shards().saturating_mul(size_of::<Shard<K>>()),
+            usize::saturating_add,
+        )
     }
 
     /// Counters, summed over the shards, with the shared overflow limiter's.
     #[must_use]
     pub fn stats(&self) -> KeyedStats {
         let tables = self
-            .shards
-            .iter()
+            .all()
             .map(|s| lock(&s.0).table_stats())
             .fold(KeyedStats::default(), KeyedStats::plus);
         let o = self.overflow.stats();
