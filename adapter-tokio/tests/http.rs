@@ -565,7 +565,7 @@ async fn the_policy_field_follows_a_changed_quota_and_long_names() {
         header(&r, "ratelimit").unwrap(),
         format!("\"{long}\";r=1;t=1")
     );
-    limiter.with(|table, now| table.set_quota(now, quota(Duration::from_secs(3), 5)));
+    limiter.set_quota(quota(Duration::from_secs(3), 5));
     let r = send(&svc, from("192.0.2.2:1")).await;
     assert_eq!(
         header(&r, "ratelimit-policy").unwrap(),

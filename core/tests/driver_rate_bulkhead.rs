@@ -367,8 +367,8 @@ fn acquiring_polled_after_completion_says_already_completed() {
     });
 }
 
-/// `KeyedRateLimiter::decide_with` decides one request and hands `f` the table and the same
-/// `now`, so what `f` reads agrees with the decision.
+/// `KeyedRateLimiter::decide_with` decides one request and hands `f` the key's entry at the
+/// same `now`, so what `f` reads agrees with the decision.
 #[test]
 fn keyed_decide_with_reads_the_state_the_decision_left() {
     let rt = runtime();
@@ -379,8 +379,8 @@ fn keyed_decide_with_reads_the_state_the_decision_left() {
         .unwrap();
     let limiter = KeyedRateLimiter::<&'static str, _>::with_runtime(config, rt.clone());
     let decide = || {
-        limiter.decide_with(&"a", |table, now, decision| {
-            (decision.result, table.remaining(now, &"a"), now)
+        limiter.decide_with(&"a", |entry, decision| {
+            (decision.result, entry.remaining(), entry.now())
         })
     };
     let start = rt.now();

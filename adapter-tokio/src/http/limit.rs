@@ -386,12 +386,12 @@ where
             },
         };
         // Decided (and counted in the limiter's metrics) with the key's state read in one lock.
-        let (decision, state) = layer.limiter.decide_with(&key, |table, now, decision| {
+        let (decision, state) = layer.limiter.decide_with(&key, |entry, decision| {
             let state = KeyState {
-                now,
-                quota: table.quota(),
-                remaining: table.remaining(now, &key),
-                reset_at: table.reset_at(now, &key),
+                now: entry.now(),
+                quota: entry.quota(),
+                remaining: entry.remaining(),
+                reset_at: entry.reset_at(),
                 by: decision.by,
             };
             (decision.result, state)

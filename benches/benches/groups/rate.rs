@@ -26,6 +26,7 @@ use governor::clock::{Clock as _, FakeRelativeClock, QuantaClock};
 use keel_core::rate::keyed::{KeyedConfig, KeyedGcra};
 use keel_core::rate::{Gcra, Quota};
 use keel_core::sync::gcra::SharedRateLimiter;
+use keel_core::sync::keyed::SharedKeyedGcra;
 use keel_core::time::Instant;
 
 use crate::groups::util::{group, std_now, two_threads};
@@ -97,6 +98,24 @@ fn next_key() -> u64 {
         k.set(next);
         next
     })
+}
+
+/// The keyed limiter as keel-tokio built it before sharding: one mutex around the table.
+fn locked_keyed() -> std::sync::Mutex<KeyedGcra<u64>> {
+    let config = KeyedConfig::builder()
+        .quota(keel_quota())
+        .max_keys(KEYS as usize)
+        .build()
+        .expect("valid keyed config");
+    std::sync::Mutex::new(KeyedGcra::new(config, keel_tokio::now()))
+}
+
+fn locked_check(l: &std::sync::Mutex<KeyedGcra<u64>>, k: &u64) -> bool {
+    let now = keel_tokio::now();
+    match l.lock() {
+        Ok(mut table) => table.try_acquire(now, k).is_ok(),
+        Err(poisoned) => poisoned.into_inner().try_acquire(now, k).is_ok(),
+    }
 }
 
 pub(crate) fn bench(c: &mut Criterion) {
@@ -202,6 +221,47 @@ pub(crate) fn bench(c: &mut Criterion) {
             black_box(l.check_key(&k).is_ok())
         })
     });
+    // The sharded table behind keel-tokio's `KeyedRateLimiter` (`SharedKeyedGcra`, `&self`,
+    // a lock per shard), on the same fixed instant: the table's share of the adapter's check.
+    g.bench_function("keyed_1000/keel_shared_check", |b| {
+        let config = KeyedConfig::builder()
+            .quota(keel_quota())
+            .max_keys(KEYS as usize)
+            .build()
+            .expect("valid keyed config");
+        let l = SharedKeyedGcra::<u64>::new(config, now);
+        let mut k = 0u64;
+        b.iter(|| {
+            k = if k + 1 == KEYS { 0 } else { k + 1 };
+            black_box(l.try_acquire(black_box(now), &k).is_ok())
+        })
+    });
+    g.bench_function("keyed_1000_2_threads/keel_shared_check", |b| {
+        b.iter_custom(|iters| {
+            let config = KeyedConfig::builder()
+                .quota(keel_quota())
+                .max_keys(KEYS as usize)
+                .build()
+                .expect("valid keyed config");
+            let l = SharedKeyedGcra::<u64>::new(config, now);
+            two_threads(&l, iters, |l| {
+                let k = next_key();
+                black_box(l.try_acquire(black_box(now), &k).is_ok());
+            })
+        })
+    });
+    g.bench_function("keyed_1000_2_threads/governor_dashmap_check_key", |b| {
+        b.iter_custom(|iters| {
+            let l = governor::RateLimiter::dashmap_with_clock(
+                gov_quota(),
+                FakeRelativeClock::default(),
+            );
+            two_threads(&l, iters, |l| {
+                let k = next_key();
+                black_box(l.check_key(&k).is_ok());
+            })
+        })
+    });
 
     // --- real clocks: each side reads its own clock ---
     g.bench_function("real_clock/keel_tokio_rate_limiter_check", |b| {
@@ -240,6 +300,16 @@ pub(crate) fn bench(c: &mut Criterion) {
             black_box(l.check(&k).is_ok())
         })
     });
+    // The design before issue 16's sharding, kept for the before/after ratio in one run: one
+    // mutex around the whole `&mut` table, keel-tokio's clock read as the adapter reads it.
+    g.bench_function("real_clock/keel_tokio_keyed_locked_1000_check", |b| {
+        let l = locked_keyed();
+        let mut k = 0u64;
+        b.iter(|| {
+            k = if k + 1 == KEYS { 0 } else { k + 1 };
+            black_box(locked_check(&l, &k))
+        })
+    });
     g.bench_function("real_clock/governor_keyed_1000_check_key", |b| {
         let l = governor::RateLimiter::keyed(gov_quota());
         let mut k = 0u64;
@@ -264,6 +334,18 @@ pub(crate) fn bench(c: &mut Criterion) {
             })
         })
     });
+    g.bench_function(
+        "real_clock_2_threads/keel_tokio_keyed_locked_1000_check",
+        |b| {
+            b.iter_custom(|iters| {
+                let l = locked_keyed();
+                two_threads(&l, iters, |l| {
+                    let k = next_key();
+                    black_box(locked_check(l, &k));
+                })
+            })
+        },
+    );
     g.bench_function("real_clock_2_threads/governor_keyed_1000_check_key", |b| {
         b.iter_custom(|iters| {
             let l = governor::RateLimiter::keyed(gov_quota());

@@ -29,7 +29,8 @@
 //! - [`RateLimiter`] is `Clone`; every clone shares one counted [`SharedRateLimiter`] (one
 //!   `AtomicU64`), lock-free except while a quota change ([`SharedRateLimiter::set_quota`])
 //!   runs: checks spin until the change is done. [`KeyedRateLimiter`] shares one bounded
-//!   [`keyed::KeyedGcra`] behind a mutex held only for the check.
+//!   [`SharedKeyedGcra`]: a table split into shards by the keys' seeded hash, each behind its
+//!   own lock held only for one check, with one overflow limiter for all shards.
 //! - A batch larger than the burst can never be admitted: [`RateLimiter::until_n_ready`] fails at
 //!   once with [`RateLimited::InsufficientCapacity`] (`retry_at: None`) instead of waiting
 //!   forever.
@@ -68,7 +69,7 @@ use core::future::Future;
 use core::hash::Hash;
 use core::pin::Pin;
 use core::task::{Context, Poll};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use super::{Alarm, Name, Runtime};
 use crate::driver::instance::{Instance, RateMetrics};
@@ -76,6 +77,7 @@ use crate::error::Rejected;
 use crate::rate::keyed::{self, KeyedConfig, KeyedLimited};
 use crate::rate::{Quota, RateLimited, RateStats};
 use crate::sync::gcra::SharedRateLimiter;
+use crate::sync::keyed::{KeyedEntry, SharedKeyedGcra};
 use crate::sync::rate_wait::{self, RateWaiter, RateWaiters, WaitStats};
 use crate::time::Instant;
 
@@ -357,8 +359,8 @@ impl<R: Runtime> Future for UntilReady<R> {
 }
 
 /// A keyed (per IP, per user) rate limiter on a runtime, with bounded memory (see
-/// [`crate::rate::keyed`]). Clones share one table behind a mutex held only for the
-/// check.
+/// [`crate::rate::keyed`]). Clones share one [`SharedKeyedGcra`]: the table split into
+/// shards, each behind its own lock held only for one check (see [`crate::sync::keyed`]).
 ///
 /// ```
 /// use std::num::NonZeroU32;
@@ -380,7 +382,7 @@ impl<R: Runtime> Future for UntilReady<R> {
 /// # Ok::<(), keel_core::ConfigError>(())
 /// ```
 pub struct KeyedRateLimiter<K, R: Runtime> {
-    inner: Arc<Mutex<keyed::KeyedGcra<K>>>,
+    inner: Arc<SharedKeyedGcra<K>>,
     rt: R,
     id: Instance<RateMetrics>,
 }
@@ -418,7 +420,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     pub fn with_runtime(config: KeyedConfig, rt: R) -> Self {
         let now = rt.now();
         KeyedRateLimiter {
-            inner: Arc::new(Mutex::new(keyed::KeyedGcra::new(config, now))),
+            inner: Arc::new(SharedKeyedGcra::new(config, now)),
             rt,
             id: Instance::new(),
         }
@@ -439,38 +441,42 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
         self.id.name()
     }
 
-    fn lock(&self) -> MutexGuard<'_, keyed::KeyedGcra<K>> {
-        // The table is consistent between calls; a panic elsewhere does not poison its logic.
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    /// The shared table (for its getters, e.g. [`SharedKeyedGcra::len`] and
+    /// [`SharedKeyedGcra::memory_bytes`], or to decide on a clock of your own).
+    #[must_use]
+    pub fn shared(&self) -> &Arc<SharedKeyedGcra<K>> {
+        &self.inner
     }
 
-    /// Runs `f` on the table under the lock (for several reads that must agree). Decisions made
-    /// in `f` are not counted in the metrics: decide with [`decide_with`](Self::decide_with).
-    pub fn with<T>(&self, f: impl FnOnce(&mut keyed::KeyedGcra<K>, Instant) -> T) -> T {
-        let now = self.rt.now();
-        f(&mut self.lock(), now)
-    }
-
-    /// Decides one request for `key` now, then runs `f` on the table, `now` and the decision
-    /// under the same lock (for an answer that reports the key's state with its decision, e.g.
-    /// the IETF `RateLimit` fields). The decision is counted in the metrics as
-    /// [`check`](Self::check)'s is; [`with`](Self::with) counts nothing.
+    /// Decides one request for `key` now, then runs `f` on a read-only view of the key
+    /// ([`KeyedEntry`]: its quota, `remaining`, `reset_at`, the decision's `now`) and the
+    /// decision under the key's shard lock (for an answer that reports the key's state with its
+    /// decision, e.g. the IETF `RateLimit` fields). The decision is counted in the metrics as
+    /// [`check`](Self::check)'s is.
     pub fn decide_with<T>(
         &self,
         key: &K,
-        f: impl FnOnce(&mut keyed::KeyedGcra<K>, Instant, keyed::KeyedDecision) -> T,
+        f: impl FnOnce(KeyedEntry<'_, K>, keyed::KeyedDecision) -> T,
     ) -> T {
         let now = self.rt.now();
-        let mut table = self.lock();
-        let decision = table.decide_n(now, key, 1);
-        #[cfg(feature = "metrics")]
-        self.id
-            .series(RateMetrics::register)
-            .record(&decision.result);
-        f(&mut table, now, decision)
+        self.inner.decide_n_with(now, key, 1, |entry, decision| {
+            #[cfg(feature = "metrics")]
+            self.id
+                .series(RateMetrics::register)
+                .record(&decision.result);
+            f(entry, decision)
+        })
+    }
+
+    /// Switches every key to `quota` now ([`SharedKeyedGcra::set_quota`]: shard by shard,
+    /// each key at one instant; the overflow limiter follows unless its quota was set).
+    pub fn set_quota(&self, quota: Quota) {
+        self.inner.set_quota(self.rt.now(), quota);
+    }
+
+    /// Switches the overflow limiter to `quota` now ([`SharedKeyedGcra::set_overflow_quota`]).
+    pub fn set_overflow_quota(&self, quota: Quota) {
+        self.inner.set_overflow_quota(self.rt.now(), quota);
     }
 
     /// Admits one request for `key` now ([`keyed::KeyedGcra::try_acquire`] on the runtime's
@@ -482,7 +488,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     /// (`retry_at: None`) when the table is full of active keys and the policy rejects new ones.
     pub fn check(&self, key: &K) -> Result<(), Rejected<KeyedLimited>> {
         let now = self.rt.now();
-        let r = self.lock().try_acquire(now, key);
+        let r = self.inner.try_acquire(now, key);
         #[cfg(feature = "metrics")]
         self.id.series(RateMetrics::register).record(&r);
         r
@@ -495,7 +501,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     /// As [`check`](Self::check), plus [`KeyedLimited::InsufficientCapacity`] (`retry_at: None`).
     pub fn check_n(&self, key: &K, n: u32) -> Result<(), Rejected<KeyedLimited>> {
         let now = self.rt.now();
-        let r = self.lock().try_acquire_n(now, key, n);
+        let r = self.inner.try_acquire_n(now, key, n);
         #[cfg(feature = "metrics")]
         self.id.series(RateMetrics::register).record(&r);
         r
@@ -505,7 +511,7 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     #[must_use]
     pub fn remaining(&self, key: &K) -> u32 {
         let now = self.rt.now();
-        self.lock().remaining(now, key)
+        self.inner.remaining(now, key)
     }
 
     /// When `key`'s full burst is available again (now if it already is, or if the key is not
@@ -513,19 +519,19 @@ impl<K: Hash + Eq + Clone, R: Runtime> KeyedRateLimiter<K, R> {
     #[must_use]
     pub fn reset_at(&self, key: &K) -> Instant {
         let now = self.rt.now();
-        self.lock().reset_at(now, key)
+        self.inner.reset_at(now, key)
     }
 
     /// The quota every key gets.
     #[must_use]
     pub fn quota(&self) -> Quota {
-        self.lock().quota()
+        self.inner.quota()
     }
 
     /// Counters.
     #[must_use]
     pub fn stats(&self) -> keyed::KeyedStats {
-        self.lock().stats()
+        self.inner.stats()
     }
 
     /// Waits until one request for `key` is admitted, and admits it. The check is the spend:

@@ -20,6 +20,8 @@ pub mod budget;
 #[cfg(feature = "std")]
 pub mod bulkhead;
 pub mod gcra;
+#[cfg(feature = "std")]
+pub mod keyed;
 pub mod limit;
 #[cfg(feature = "std")]
 pub mod rate_wait;

@@ -52,6 +52,11 @@
 //!   like an idle one, so a bogus far-future `now` cannot pin slots for good.
 //! - Every operation is O(1) expected (O(1) LRU relinking, linear probing with backward-shift
 //!   deletion, no tombstones); [`KeyedGcra::set_quota`] is O(len).
+//! - **Shared by threads**: [`crate::sync::keyed::SharedKeyedGcra`] (feature `std`, behind the
+//!   adapters' `KeyedRateLimiter`) splits `max_keys` exactly across shards of this table
+//!   ([`KeyedConfigBuilder::shards`]), picked by the same seeded hash, one lock each, and keeps
+//!   **one** overflow limiter for all shards, so the overflow bound above holds across the
+//!   whole table. Per key its decisions are this table's; see its module docs for the design.
 //!
 //! # Defaults
 //!
@@ -121,6 +126,20 @@ use crate::time::{duration_to_nanos, Instant};
 /// would let a typo allocate tens of GiB and abort the process; shard across limiters instead.
 pub const MAX_KEYS_LIMIT: usize = 1 << 24;
 
+/// The most shards of the shared form ([`crate::sync::keyed::SharedKeyedGcra`], the table
+/// behind the adapters' `KeyedRateLimiter`) when the config does not say
+/// ([`KeyedConfigBuilder::shards`]): 16, fewer for tables under
+/// `16 × `[`DEFAULT_KEYS_PER_SHARD`] keys.
+pub const DEFAULT_SHARDS: usize = 16;
+
+/// The fewest keys per shard when the config does not set the shards: 64. A small table
+/// stays one shard (exactly the `&mut` table), since a shard of a few keys fills while
+/// others have room.
+pub const DEFAULT_KEYS_PER_SHARD: usize = 64;
+
+/// The most shards accepted by [`KeyedConfigBuilder::shards`]: 1024.
+pub const MAX_SHARDS: usize = 1024;
+
 const NIL: u32 = u32::MAX;
 const SWEEP_PER_CHECK: usize = 2;
 
@@ -150,6 +169,7 @@ pub struct KeyedConfig {
     overflow_quota: Option<Quota>,
     hash_seed: u128,
     max_clock_jump: u64,
+    shards: Option<usize>,
 }
 
 impl core::fmt::Debug for KeyedConfig {
@@ -161,6 +181,7 @@ impl core::fmt::Debug for KeyedConfig {
             .field("overflow_quota", &self.overflow_quota())
             .field("hash_seed", &"<secret>")
             .field("max_clock_jump", &self.max_clock_jump())
+            .field("shards", &self.shards)
             .finish()
     }
 }
@@ -202,6 +223,37 @@ impl KeyedConfig {
     pub fn max_clock_jump(&self) -> Duration {
         Duration::from_nanos(self.max_clock_jump)
     }
+
+    /// The shards of the shared form ([`KeyedConfigBuilder::shards`]): the number set, never
+    /// more than `max_keys` (every shard holds at least one key); by default
+    /// `max_keys / `[`DEFAULT_KEYS_PER_SHARD`] between 1 and [`DEFAULT_SHARDS`]. The `&mut`
+    /// [`KeyedGcra`] is one table and ignores it.
+    #[must_use]
+    pub fn shards(&self) -> usize {
+        let max_keys = self.max_keys.max(1);
+        match self.shards {
+            Some(n) => n.clamp(1, max_keys),
+            None => (max_keys / DEFAULT_KEYS_PER_SHARD).clamp(1, DEFAULT_SHARDS),
+        }
+    }
+
+    /// Whether the overflow quota follows the per-key quota (none set).
+    pub(crate) fn overflow_follows(&self) -> bool {
+        self.overflow_quota.is_none()
+    }
+
+    /// The SipHash key halves.
+    pub(crate) fn hash_keys(&self) -> (u64, u64) {
+        (self.hash_seed as u64, (self.hash_seed >> 64) as u64)
+    }
+}
+
+/// The keyed table's hash of `key` under the key halves `(k0, k1)`.
+pub(crate) fn hash_key<K: Hash>(k0: u64, k1: u64, key: &K) -> u64 {
+    use core::hash::Hasher;
+    let mut h = SipHasher13::new_with_keys(k0, k1);
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// Builds a [`KeyedConfig`]. Its `Debug` form leaves the hash seed out.
@@ -213,6 +265,7 @@ pub struct KeyedConfigBuilder {
     overflow_quota: Option<Quota>,
     hash_seed: Option<u128>,
     max_clock_jump: Option<Duration>,
+    shards: Option<usize>,
 }
 
 impl core::fmt::Debug for KeyedConfigBuilder {
@@ -224,6 +277,7 @@ impl core::fmt::Debug for KeyedConfigBuilder {
             .field("overflow_quota", &self.overflow_quota)
             .field("hash_seed", &self.hash_seed.map(|_| "<secret>"))
             .field("max_clock_jump", &self.max_clock_jump)
+            .field("shards", &self.shards)
             .finish()
     }
 }
@@ -282,12 +336,25 @@ impl KeyedConfigBuilder {
         self
     }
 
+    /// The shards of the shared form ([`crate::sync::keyed::SharedKeyedGcra`], behind the
+    /// adapters' `KeyedRateLimiter`), 1..=[`MAX_SHARDS`]: one lock each, so threads checking
+    /// keys of different shards never wait for each other. `max_keys` is split across them
+    /// exactly (see [`crate::sync::keyed`]); more shards than `max_keys` are cut down to
+    /// `max_keys`. Default: one shard per [`DEFAULT_KEYS_PER_SHARD`] keys, at least 1, at most
+    /// [`DEFAULT_SHARDS`]. The `&mut` [`KeyedGcra`] ignores it.
+    #[must_use]
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// # Errors
     ///
     /// [`ConfigError::Zero`] for a missing quota or zero `max_keys`,
-    /// [`ConfigError::OutOfRange`] for `max_keys` above [`MAX_KEYS_LIMIT`],
+    /// [`ConfigError::OutOfRange`] for `max_keys` above [`MAX_KEYS_LIMIT`] or `shards` outside
+    /// 1..=[`MAX_SHARDS`],
     /// [`ConfigError::Missing`] for a missing `hash_seed` without feature `std` (or if the
     /// OS random source failed).
     pub fn build(self) -> Result<KeyedConfig, ConfigError> {
@@ -300,6 +367,13 @@ impl KeyedConfigBuilder {
                 field: "max_keys",
                 expected: "at most 2^24 (16,777,216) keys, allocated up front; lower max_keys \
                            or shard keys across several limiters",
+            });
+        }
+        if self.shards.is_some_and(|n| n == 0 || n > MAX_SHARDS) {
+            return Err(ConfigError::OutOfRange {
+                field: "shards",
+                expected: "1 to 1024 shards (by default one per 64 keys, at most 16); each \
+                           shard is one lock and holds at least one key of max_keys",
             });
         }
         let hash_seed = match self.hash_seed {
@@ -315,6 +389,7 @@ impl KeyedConfigBuilder {
             max_clock_jump: self
                 .max_clock_jump
                 .map_or(gcra::DEFAULT_MAX_CLOCK_JUMP, duration_to_nanos),
+            shards: self.shards,
         })
     }
 }
@@ -423,6 +498,23 @@ pub struct KeyedStats {
     /// check with well-spread hashes. A ratio `probes / (allowed + limited)` far above 1 means keys
     /// collide (a hash-flooding attack on a known seed).
     pub probes: u64,
+}
+
+impl KeyedStats {
+    /// The sum of two tables' counters, each saturating (the shards of the shared form).
+    pub(crate) fn plus(self, o: KeyedStats) -> KeyedStats {
+        KeyedStats {
+            allowed: self.allowed.saturating_add(o.allowed),
+            limited: self.limited.saturating_add(o.limited),
+            evicted: self.evicted.saturating_add(o.evicted),
+            reclaimed: self.reclaimed.saturating_add(o.reclaimed),
+            rejected_full: self.rejected_full.saturating_add(o.rejected_full),
+            overflow_allowed: self.overflow_allowed.saturating_add(o.overflow_allowed),
+            overflow_limited: self.overflow_limited.saturating_add(o.overflow_limited),
+            clock_faults: self.clock_faults.saturating_add(o.clock_faults),
+            probes: self.probes.saturating_add(o.probes),
+        }
+    }
 }
 
 /// Which limiter made a keyed decision ([`KeyedGcra::decide_n`]).
@@ -536,7 +628,12 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     /// Allocates the whole table (see [`KeyedGcra::memory_bound`]).
     #[must_use]
     pub fn new(config: KeyedConfig, now: Instant) -> Self {
-        let max_keys = config.max_keys.clamp(1, MAX_KEYS_LIMIT);
+        Self::with_capacity(config, config.max_keys, now)
+    }
+
+    /// A table of `config` holding at most `max_keys` keys (a shard of the shared form).
+    pub(crate) fn with_capacity(config: KeyedConfig, max_keys: usize, now: Instant) -> Self {
+        let max_keys = max_keys.clamp(1, MAX_KEYS_LIMIT);
         let slots = index_slots(max_keys);
         let index = alloc::vec![0u32; slots];
         KeyedGcra {
@@ -548,8 +645,8 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             overflow: Gcra::new(config.overflow_quota(), now)
                 .with_max_clock_jump(Duration::from_nanos(config.max_clock_jump)),
             overflow_follows: config.overflow_quota.is_none(),
-            k0: config.hash_seed as u64,
-            k1: (config.hash_seed >> 64) as u64,
+            k0: config.hash_keys().0,
+            k1: config.hash_keys().1,
             entries: Vec::with_capacity(max_keys),
             index,
             mask: slots - 1,
@@ -614,6 +711,12 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         }
     }
 
+    /// The table's own counters, without its overflow limiter's (the shards of the shared
+    /// form, whose overflow limiter is the one they share).
+    pub(crate) fn table_stats(&self) -> KeyedStats {
+        self.stats
+    }
+
     /// The overflow limiter's quota in force ([`Full::Overflow`]).
     #[must_use]
     pub fn overflow_quota(&self) -> Quota {
@@ -651,11 +754,34 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     /// shared overflow limiter of a full table ([`Full::Overflow`]).
     #[must_use = "a rejected request must not proceed"]
     pub fn decide_n(&mut self, now: Instant, key: &K, n: u32) -> KeyedDecision {
+        let hash = self.hash(key);
+        match self.decide_local(now, key, hash, n) {
+            Some(decision) => decision,
+            None => KeyedDecision {
+                by: DecidedBy::Overflow,
+                result: self.overflow.try_acquire_n(now, n).map_err(keyed),
+            },
+        }
+    }
+
+    /// The decision of the table itself for `key` (whose hash is `hash`): `None` when the key
+    /// finds no slot in a full table under [`Full::Overflow`], where the overflow limiter
+    /// decides (this table's own in [`decide_n`](Self::decide_n), the one limiter every shard
+    /// shares in [`crate::sync::keyed`]).
+    pub(crate) fn decide_local(
+        &mut self,
+        now: Instant,
+        key: &K,
+        hash: u64,
+        n: u32,
+    ) -> Option<KeyedDecision> {
         let now = now.as_nanos();
         self.sweep(now);
-        let by_key = |result| KeyedDecision {
-            by: DecidedBy::Key,
-            result,
+        let by_key = |result| {
+            Some(KeyedDecision {
+                by: DecidedBy::Key,
+                result,
+            })
         };
         if n == 0 {
             return by_key(Ok(()));
@@ -666,7 +792,6 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                 burst: self.burst.get(),
             })));
         }
-        let hash = self.hash(key);
         let (found, probes) = self.find(key, hash);
         self.stats.probes = self.stats.probes.saturating_add(probes);
         match found {
@@ -711,13 +836,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                         self.stats.allowed = self.stats.allowed.saturating_add(1);
                         by_key(Ok(()))
                     }
-                    Err(Overflowed) if self.full == Full::Overflow => KeyedDecision {
-                        by: DecidedBy::Overflow,
-                        result: self
-                            .overflow
-                            .try_acquire_n(Instant::from_nanos(now), n)
-                            .map_err(keyed),
-                    },
+                    Err(Overflowed) if self.full == Full::Overflow => None,
                     Err(Overflowed) => {
                         self.stats.rejected_full = self.stats.rejected_full.saturating_add(1);
                         by_key(Err(never(KeyedLimited::TableFull)))
@@ -730,23 +849,35 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     /// Would one request for `key` be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant, key: &K) -> Result<(), Rejected<KeyedLimited>> {
-        let at = now;
+        match self.peek_local(now, key, self.hash(key)) {
+            Some(answer) => answer,
+            None => self.overflow.peek(now).map_err(keyed),
+        }
+    }
+
+    /// [`peek`](Self::peek) by the table alone: `None` when the overflow limiter would decide.
+    pub(crate) fn peek_local(
+        &self,
+        now: Instant,
+        key: &K,
+        hash: u64,
+    ) -> Option<Result<(), Rejected<KeyedLimited>>> {
         let now = now.as_nanos();
-        match self.find(key, self.hash(key)).0 {
-            Found::At(idx) => match self.entries.get(idx as usize) {
+        match self.find(key, hash).0 {
+            Found::At(idx) => Some(match self.entries.get(idx as usize) {
                 Some(e) => gcra::conform(self.tat_at(e.tat, now), now, self.t, self.tau)
                     .map(|_| ())
                     .map_err(over_rate),
                 None => Ok(()),
-            },
+            }),
             Found::Vacant(_) | Found::Broken => {
                 if !self.full_at(now) {
-                    return Ok(());
+                    return Some(Ok(()));
                 }
                 match self.full {
-                    Full::RejectNew => Err(never(KeyedLimited::TableFull)),
-                    Full::Overflow => self.overflow.peek(at).map_err(keyed),
-                    Full::EvictLeastRecentlyUsed => Ok(()),
+                    Full::RejectNew => Some(Err(never(KeyedLimited::TableFull))),
+                    Full::Overflow => None,
+                    Full::EvictLeastRecentlyUsed => Some(Ok(())),
                 }
             }
         }
@@ -757,14 +888,12 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     /// or send it to the overflow limiter: [`peek`](Self::peek) says which).
     #[must_use]
     pub fn remaining(&self, now: Instant, key: &K) -> u32 {
+        self.remaining_hashed(now, key, self.hash(key))
+    }
+
+    pub(crate) fn remaining_hashed(&self, now: Instant, key: &K, hash: u64) -> u32 {
         let now = now.as_nanos();
-        let tat = match self.find(key, self.hash(key)).0 {
-            Found::At(idx) => self
-                .entries
-                .get(idx as usize)
-                .map_or(now, |e| self.tat_at(e.tat, now)),
-            Found::Vacant(_) | Found::Broken => now,
-        };
+        let tat = self.key_tat(now, key, hash);
         gcra::remaining(tat, now, self.t, self.tau, self.burst.get())
     }
 
@@ -775,15 +904,23 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     /// [`remaining`](Self::remaining) is the burst, one nanosecond earlier it is not.
     #[must_use]
     pub fn reset_at(&self, now: Instant, key: &K) -> Instant {
+        self.reset_at_hashed(now, key, self.hash(key))
+    }
+
+    pub(crate) fn reset_at_hashed(&self, now: Instant, key: &K, hash: u64) -> Instant {
         let now = now.as_nanos();
-        let tat = match self.find(key, self.hash(key)).0 {
+        Instant::from_nanos(self.key_tat(now, key, hash).max(now))
+    }
+
+    /// The key's TAT as a decision at `now` reads it (`now` for a key not in the table).
+    fn key_tat(&self, now: u64, key: &K, hash: u64) -> u64 {
+        match self.find(key, hash).0 {
             Found::At(idx) => self
                 .entries
                 .get(idx as usize)
                 .map_or(now, |e| self.tat_at(e.tat, now)),
             Found::Vacant(_) | Found::Broken => now,
-        };
-        Instant::from_nanos(tat.max(now))
+        }
     }
 
     /// A key's state as a decision at `now` sees it (a clock fault reads as a fresh key).

@@ -3,9 +3,9 @@
 //! of the limit are in the parent module; this is where keys live and are found, inserted,
 //! swept and evicted.
 
-use core::hash::{Hash, Hasher};
+use core::hash::Hash;
 
-use super::{Entry, Full, KeyedGcra, SipHasher13, NIL, SWEEP_PER_CHECK};
+use super::{Entry, Full, KeyedGcra, NIL, SWEEP_PER_CHECK};
 
 /// A new key found no slot in a full table.
 pub(super) struct Overflowed;
@@ -23,9 +23,7 @@ pub(super) fn index_slots(max_keys: usize) -> usize {
 
 impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     pub(super) fn hash(&self, key: &K) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        key.hash(&mut h);
-        h.finish()
+        super::hash_key(self.k0, self.k1, key)
     }
 
     /// The key's place in the index, and how many index slots the lookup examined.

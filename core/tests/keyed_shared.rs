@@ -1,0 +1,402 @@
+//! The sharded keyed table shared by threads (`keel_core::sync::keyed::SharedKeyedGcra`):
+//! per-key agreement with the `&mut` `KeyedGcra` on the same operations (every operation with
+//! one shard, per key while no shard is full with many), one overflow quota across all shards,
+//! `max_keys` split exactly, and the per-key bound under real threads.
+
+#![cfg(feature = "std")]
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedGcra, KeyedLimited};
+use keel_core::rate::Quota;
+use keel_core::sync::keyed::SharedKeyedGcra;
+use keel_core::{ConfigError, Instant, Rejected};
+use proptest::prelude::*;
+
+const SEED: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+fn quota(period_ms: u64, burst: u32) -> Quota {
+    Quota::with_period(Duration::from_millis(period_ms))
+        .unwrap()
+        .with_burst(nz(burst))
+        .unwrap()
+}
+
+fn full_of(p: u8) -> Full {
+    match p % 3 {
+        0 => Full::Overflow,
+        1 => Full::RejectNew,
+        _ => Full::EvictLeastRecentlyUsed,
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Check(u8, u32),
+    Peek(u8),
+    Advance(u64),
+    Back(u64),
+    SetQuota(u64, u32),
+}
+
+/// `sweep_sensitive`: also steps the clock back and changes the quota, whose answers for an
+/// idle key depend on whether its table's sweep has forgotten it yet (see below).
+fn op(keys: u8, sweep_sensitive: bool) -> impl Strategy<Value = Op> {
+    let b = if sweep_sensitive { 1 } else { 0 };
+    prop_oneof![
+        6 => (0..keys, 0u32..4).prop_map(|(k, n)| Op::Check(k, n)),
+        2 => (0..keys).prop_map(Op::Peek),
+        3 => (0u64..1500).prop_map(Op::Advance),
+        b => (0u64..200).prop_map(Op::Back),
+        b => (1u64..2000, 1u32..4).prop_map(|(p, b)| Op::SetQuota(p, b)),
+    ]
+}
+
+/// Runs `ops` on the `&mut` table and the shared one side by side; every answer must agree.
+fn agree(config: KeyedConfig, ops: &[Op], all_stats: bool) -> Result<(), TestCaseError> {
+    let start = Instant::from_secs(100);
+    let mut m = KeyedGcra::<u8>::new(config, start);
+    let s = SharedKeyedGcra::<u8>::new(config, start);
+    let mut now = start;
+    for op in ops {
+        match *op {
+            Op::Check(k, n) => {
+                prop_assert_eq!(m.decide_n(now, &k, n), s.decide_n(now, &k, n), "{:?}", op);
+            }
+            Op::Peek(k) => {
+                prop_assert_eq!(m.peek(now, &k), s.peek(now, &k));
+                prop_assert_eq!(m.remaining(now, &k), s.remaining(now, &k));
+                prop_assert_eq!(m.reset_at(now, &k), s.reset_at(now, &k));
+            }
+            Op::Advance(ms) => now += Duration::from_millis(ms),
+            Op::Back(ms) => {
+                now = Instant::from_nanos(now.as_nanos().saturating_sub(ms * 1_000_000));
+            }
+            Op::SetQuota(p, b) => {
+                m.set_quota(now, quota(p, b));
+                s.set_quota(now, quota(p, b));
+                prop_assert_eq!(m.quota(), s.quota());
+            }
+        }
+        if all_stats {
+            prop_assert_eq!(m.len(), s.len());
+            prop_assert_eq!(m.stats(), s.stats());
+        }
+    }
+    prop_assert_eq!(m.stats().allowed, s.stats().allowed);
+    prop_assert_eq!(m.stats().limited, s.stats().limited);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// With one shard the shared form is the `&mut` table with a shared overflow limiter:
+    /// every decision, peek, remaining, reset_at, len and counter agrees, under every policy,
+    /// with full tables, evictions, overflow and clock steps back. (Quota changes are left out
+    /// under `Overflow`: the shared overflow limiter's change is conservative by design, see
+    /// `SharedRateLimiter::set_quota`.)
+    #[test]
+    fn one_shard_agrees_with_the_mut_table_on_every_operation(
+        policy in 0u8..3,
+        max_keys in 1usize..6,
+        period in 1u64..1500,
+        burst in 1u32..4,
+        overflow in proptest::option::of((1u64..1500, 1u32..4)),
+        ops in proptest::collection::vec(op(10, true), 1..120),
+    ) {
+        let full = full_of(policy);
+        let mut b = KeyedConfig::builder()
+            .quota(quota(period, burst))
+            .max_keys(max_keys)
+            .full(full)
+            .shards(1)
+            .hash_seed(SEED);
+        if let Some((p, ob)) = overflow {
+            b = b.overflow_quota(quota(p, ob));
+        }
+        let config = b.build().unwrap();
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .filter(|o| full != Full::Overflow || !matches!(o, Op::SetQuota(..)))
+            .collect();
+        agree(config, &ops, true)?;
+    }
+
+    /// With many shards, while no shard is full (each shard holds at least 16 keys, at most 8
+    /// are used), every per-key answer agrees with one `&mut` table. The clock moves forward
+    /// only and the quota stays: an idle key is forgotten by the sweep of the table it is in,
+    /// and where the clock then steps back, or a quota change raises the burst, a forgotten
+    /// key reads as fresh while a key still held keeps its old state (the `&mut` table's own
+    /// answer depends on where its sweep is), so those are exact only with one shard, which
+    /// sweeps as the `&mut` table does (the test above).
+    #[test]
+    fn many_shards_agree_per_key_with_the_mut_table_while_no_shard_is_full(
+        policy in 0u8..3,
+        shards in 2usize..9,
+        period in 1u64..1500,
+        burst in 1u32..4,
+        seed in any::<u128>(),
+        ops in proptest::collection::vec(op(8, false), 1..120),
+    ) {
+        let config = KeyedConfig::builder()
+            .quota(quota(period, burst))
+            .max_keys(16 * shards)
+            .full(full_of(policy))
+            .shards(shards)
+            .hash_seed(seed)
+            .build()
+            .unwrap();
+        agree(config, &ops, false)?;
+    }
+}
+
+/// The number of overflow admissions over a flood of `keys` new keys at one instant, and the
+/// table's.
+fn flood(table: &SharedKeyedGcra<u64>, now: Instant, keys: std::ops::Range<u64>) -> (u64, u64) {
+    let (mut by_key, mut by_overflow) = (0, 0);
+    for k in keys {
+        let d = table.decide_n(now, &k, 1);
+        if d.result.is_ok() {
+            match d.by {
+                DecidedBy::Key => by_key += 1,
+                DecidedBy::Overflow => by_overflow += 1,
+                _ => unreachable!("a new DecidedBy variant"),
+            }
+        }
+    }
+    (by_key, by_overflow)
+}
+
+/// The overflow quota (here a burst of 5, one more per second) is one quota for the whole
+/// table, not one per shard: 100,000 new keys at one instant get at most `max_keys` slots plus
+/// the overflow burst, and over ten more seconds no more than the overflow quota allows.
+/// (Failed with a per-shard overflow limiter: 40 overflow admissions at the first instant, 8
+/// shards × 5.)
+#[test]
+fn a_flood_of_new_keys_gets_one_overflow_quota_across_all_shards() {
+    let config = KeyedConfig::builder()
+        .quota(quota(1000, 1))
+        .overflow_quota(quota(1000, 5))
+        .max_keys(64)
+        .shards(8)
+        .hash_seed(SEED)
+        .build()
+        .unwrap();
+    let t0 = Instant::from_secs(10);
+    let table = SharedKeyedGcra::<u64>::new(config, t0);
+    let (by_key, by_overflow) = flood(&table, t0, 0..100_000);
+    assert!(by_key <= 64, "{by_key} keys admitted by their own slot");
+    assert_eq!(by_overflow, 5, "the overflow burst, once for all shards");
+    assert_eq!(table.stats().overflow_allowed, 5);
+    // Ten seconds of floods, one every 100 ms: the overflow limiter admits one per second.
+    let mut overflow_total = by_overflow;
+    for step in 1..=100u64 {
+        let now = t0 + Duration::from_millis(100 * step);
+        let base = 100_000 + step * 10_000;
+        overflow_total += flood(&table, now, base..base + 10_000).1;
+    }
+    assert!(
+        overflow_total <= 5 + 10,
+        "{overflow_total} overflow admissions in 10 s: more than burst 5 + 10 s × 1/s"
+    );
+    assert_eq!(table.stats().overflow_allowed, overflow_total);
+}
+
+/// The same bound with four threads flooding new keys at once.
+#[test]
+fn threads_flooding_new_keys_share_one_overflow_quota() {
+    let config = KeyedConfig::builder()
+        .quota(quota(1000, 1))
+        .overflow_quota(quota(1000, 5))
+        .max_keys(16)
+        .shards(16)
+        .hash_seed(SEED)
+        .build()
+        .unwrap();
+    let t0 = Instant::from_secs(10);
+    let table = Arc::new(SharedKeyedGcra::<u64>::new(config, t0));
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let table = Arc::clone(&table);
+            std::thread::spawn(move || flood(&table, t0, t * 50_000..(t + 1) * 50_000))
+        })
+        .collect();
+    let (mut by_key, mut by_overflow) = (0, 0);
+    for h in handles {
+        let (k, o) = h.join().unwrap();
+        by_key += k;
+        by_overflow += o;
+    }
+    assert!(by_key <= 16);
+    assert_eq!(by_overflow, 5);
+}
+
+/// Threads checking the same keys at one instant never admit a key beyond its burst.
+#[test]
+fn threads_never_admit_a_key_beyond_its_burst() {
+    let config = KeyedConfig::builder()
+        .quota(quota(1000, 3))
+        .max_keys(1000)
+        .hash_seed(SEED)
+        .build()
+        .unwrap();
+    let t0 = Instant::from_secs(1);
+    let table = Arc::new(SharedKeyedGcra::<u64>::new(config, t0));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let table = Arc::clone(&table);
+            std::thread::spawn(move || {
+                let mut admitted = vec![0u32; 500];
+                for _ in 0..5 {
+                    for k in 0..500u64 {
+                        if table.try_acquire(t0, &k).is_ok() {
+                            admitted[k as usize] += 1;
+                        }
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut total = vec![0u32; 500];
+    for h in handles {
+        for (t, a) in total.iter_mut().zip(h.join().unwrap()) {
+            *t += a;
+        }
+    }
+    assert!(total.iter().all(|&a| a == 3), "{total:?}");
+    assert_eq!(table.stats().allowed, 1500);
+    assert_eq!(table.stats().limited, 4 * 5 * 500 - 1500);
+}
+
+/// The shards' capacities add up to `max_keys` exactly (no rounding up), whatever the split:
+/// a flood of distinct keys under `RejectNew` fills every shard, and the table then holds
+/// exactly `max_keys` keys and refuses the rest; memory never changes.
+#[test]
+fn max_keys_is_split_exactly_across_the_shards() {
+    for (max_keys, shards) in [(1, 16), (7, 3), (10, 4), (100, 16), (1000, 7), (17, 1024)] {
+        let config = KeyedConfig::builder()
+            .quota(quota(1000, 1))
+            .max_keys(max_keys)
+            .shards(shards)
+            .full(Full::RejectNew)
+            .hash_seed(SEED)
+            .build()
+            .unwrap();
+        let now = Instant::from_secs(1);
+        let table = SharedKeyedGcra::<u64>::new(config, now);
+        assert_eq!(table.shards(), shards.min(max_keys));
+        assert_eq!(table.capacity(), max_keys);
+        let memory = table.memory_bytes();
+        let mut full = 0;
+        for k in 0..(max_keys as u64 * 200) {
+            if let Err(Rejected {
+                reason: KeyedLimited::TableFull,
+                ..
+            }) = table.try_acquire(now, &k)
+            {
+                full += 1;
+            }
+        }
+        assert_eq!(
+            table.len(),
+            max_keys,
+            "{max_keys} keys over {shards} shards"
+        );
+        assert_eq!(full, max_keys as u64 * 199);
+        assert_eq!(table.memory_bytes(), memory);
+    }
+}
+
+/// Keys are spread over the shards (by the hash's high bits): with 16 shards and 4096 keys, no
+/// shard holds more than twice its share, whatever the seed.
+#[test]
+fn keys_spread_over_the_shards() {
+    for seed in [0u128, 1, SEED, u128::MAX] {
+        let config = KeyedConfig::builder()
+            .quota(quota(1000, 1))
+            .max_keys(16 * 512)
+            .shards(16)
+            .full(Full::RejectNew)
+            .hash_seed(seed)
+            .build()
+            .unwrap();
+        let now = Instant::from_secs(1);
+        let table = SharedKeyedGcra::<u64>::new(config, now);
+        // Every key fits (a shard holds 512): a TableFull would mean a shard got > 512 keys.
+        let refused: HashSet<u64> = (0..4096u64)
+            .filter(|k| table.try_acquire(now, k).is_err())
+            .collect();
+        assert!(refused.is_empty(), "seed {seed}: {} refused", refused.len());
+        assert_eq!(table.len(), 4096);
+    }
+}
+
+#[test]
+fn shards_are_validated() {
+    let b = || {
+        KeyedConfig::builder()
+            .quota(quota(1000, 1))
+            .max_keys(4)
+            .hash_seed(SEED)
+    };
+    for bad in [0, 1025] {
+        assert!(matches!(
+            b().shards(bad).build(),
+            Err(ConfigError::OutOfRange {
+                field: "shards",
+                ..
+            })
+        ));
+    }
+    // By default one shard per 64 keys, 1 to 16.
+    assert_eq!(b().build().unwrap().shards(), 1);
+    assert_eq!(b().max_keys(127).build().unwrap().shards(), 1);
+    assert_eq!(b().max_keys(128).build().unwrap().shards(), 2);
+    assert_eq!(b().max_keys(1000).build().unwrap().shards(), 15);
+    assert_eq!(b().max_keys(1 << 20).build().unwrap().shards(), 16);
+    // A number set is cut to max_keys.
+    assert_eq!(b().shards(1024).build().unwrap().shards(), 4);
+    assert_eq!(b().max_keys(100).shards(16).build().unwrap().shards(), 16);
+}
+
+/// `decide_n_with` hands a view of the decided key under the same lock: its remaining and
+/// reset agree with the decision, and `peek` answers for a new key in a full shard from the
+/// one overflow limiter.
+#[test]
+fn decide_n_with_reads_the_state_the_decision_left() {
+    let config = KeyedConfig::builder()
+        .quota(quota(100, 2))
+        .max_keys(1)
+        .shards(1)
+        .full(Full::Overflow)
+        .hash_seed(SEED)
+        .build()
+        .unwrap();
+    let t0 = Instant::from_secs(1);
+    let table = SharedKeyedGcra::<u8>::new(config, t0);
+    let read = |k: u8| {
+        table.decide_n_with(t0, &k, 1, |e, d| {
+            (d, e.remaining(), e.reset_at(), e.now(), *e.key(), e.peek())
+        })
+    };
+    let (d, remaining, reset_at, now, key, peek) = read(1);
+    assert_eq!((d.by, d.result), (DecidedBy::Key, Ok(())));
+    assert_eq!((remaining, now, key), (1, t0, 1));
+    assert_eq!(reset_at, t0 + Duration::from_millis(100));
+    assert_eq!(peek, Ok(()));
+    // Key 2 finds the only slot taken: the overflow limiter (burst 2) decides.
+    let (d, ..) = read(2);
+    assert_eq!((d.by, d.result), (DecidedBy::Overflow, Ok(())));
+    let (d, _, _, _, _, peek) = read(2);
+    assert_eq!((d.by, d.result), (DecidedBy::Overflow, Ok(())));
+    assert_eq!(peek.unwrap_err().reason, KeyedLimited::OverRate);
+}
