@@ -16,6 +16,9 @@ use keel_core::sync::keyed::SharedKeyedGcra;
 use keel_core::{ConfigError, Instant, Rejected};
 use proptest::prelude::*;
 
+#[path = "support/props.rs"]
+mod props;
+
 const SEED: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -96,7 +99,7 @@ fn agree(config: KeyedConfig, ops: &[Op], all_stats: bool) -> Result<(), TestCas
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(props::config(512, "proptest-regressions/keyed_shared.txt"))]
 
     /// With one shard the shared form is the `&mut` table with a shared overflow limiter:
     /// every decision, peek, remaining, reset_at, len and counter agrees, under every policy,
