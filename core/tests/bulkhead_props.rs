@@ -3,21 +3,31 @@
 //! bound, a waiter is never admitted at or after its deadline, in-flight never goes negative
 //! or above the limit, FIFO promotion, and no input panics (time going back, `Duration::MAX`).
 
-// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
-#![cfg(not(keel_no_testkit))]
+// The model is `keel_testkit::models::bulkhead`. keel-testkit is left out of the `no_std` test
+// runs (`--cfg keel_no_testkit`, see core/Cargo.toml: it would turn keel-core's `std` feature on
+// in the test build), so there the same source file is compiled into this test instead: it uses
+// only keel-core's public API and std's collections (this test crate links std; keel-core is
+// built without it). One model, two ways in.
 
 use core::time::Duration;
 
+#[cfg(keel_no_testkit)]
+use bulkhead_model::{BulkheadModel, ModelAdmission, ModelEvent, ModelWaiter};
 use keel_core::bulkhead::{
-    Admission, BulkheadConfig, BulkheadEvent, BulkheadPermit, FifoSemaphore, RejectReason, Release,
-    WaiterId,
+    Admission, BulkheadConfig, BulkheadEvent, BulkheadPermit, FifoSemaphore, Release, WaiterId,
 };
 use keel_core::{Instant, Rejected};
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::bulkhead::{BulkheadModel, ModelAdmission, ModelEvent, ModelWaiter};
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
 mod props;
+
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/bulkhead.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: getters this test does not call
+mod bulkhead_model;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -191,6 +201,7 @@ fn fake_id() -> WaiterId {
 mod shared_lockstep {
     use super::*;
     use core::task::{Context, Poll, Waker};
+    use keel_core::bulkhead::RejectReason;
     use keel_core::sync::bulkhead::{Acquire, BulkheadGuard, BulkheadWaiter, SharedBulkhead};
 
     proptest! {
