@@ -70,9 +70,15 @@ pub fn to_std(deadline: Instant) -> Option<std::time::Instant> {
 /// An `async_io::Timer` as a keel [`Timer`], on [`now`]'s clock (re-armed in place, never
 /// reallocated). A deadline too far away for `std::time::Instant` arms a timer that never
 /// fires.
+///
+/// Once it has fired it stays ready until [`reset`](Timer::reset), as keel's [`Timer`] asks
+/// (an `async_io::Timer` is spent once it fired: polled again, it returns `Pending` without
+/// registering a waker, and the driver, which re-polls a timer that fired before its clock
+/// reached the deadline, would wait forever).
 #[derive(Debug)]
 pub struct AsyncIoTimer {
     timer: async_io::Timer,
+    fired: bool,
 }
 
 impl AsyncIoTimer {
@@ -82,12 +88,16 @@ impl AsyncIoTimer {
             Some(at) => async_io::Timer::at(at),
             None => async_io::Timer::never(),
         };
-        AsyncIoTimer { timer }
+        AsyncIoTimer {
+            timer,
+            fired: false,
+        }
     }
 }
 
 impl Timer for AsyncIoTimer {
     fn reset(&mut self, deadline: Instant) {
+        self.fired = false;
         match to_std(deadline) {
             Some(at) => self.timer.set_at(at),
             None => self.timer = async_io::Timer::never(),
@@ -95,7 +105,12 @@ impl Timer for AsyncIoTimer {
     }
 
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.timer).poll(cx).map(drop)
+        if self.fired {
+            return Poll::Ready(());
+        }
+        let elapsed = Pin::new(&mut self.timer).poll(cx).map(drop);
+        self.fired = elapsed.is_ready();
+        elapsed
     }
 }
 
@@ -374,6 +389,9 @@ mod tests {
         assert!(timer.poll_elapsed(&mut cx).is_pending());
         // Re-armed for a past deadline it fires; re-armed for the far future it stops firing.
         timer.reset(Instant::ZERO);
+        assert!(timer.poll_elapsed(&mut cx).is_ready());
+        // A timer that fired stays ready until it is re-armed (keel's `Timer` contract; a
+        // spent `async_io::Timer` would return `Pending` with no waker registered).
         assert!(timer.poll_elapsed(&mut cx).is_ready());
         timer.reset(Instant::MAX);
         assert!(timer.poll_elapsed(&mut cx).is_pending());
