@@ -47,29 +47,63 @@ use futures_core::Stream as _;
 use keel_core::driver::{BoxFuture, ConnIo, GuardConfig, Incoming, Listener, Runtime, Timer};
 use keel_core::time::Instant;
 
-/// The instant keel's `async-io` instants count from: the first time any of them read the clock.
-fn origin() -> std::time::Instant {
-    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(std::time::Instant::now)
+/// keel's clock on `async-io`: quanta's calibrated TSC counter (std's monotonic clock where
+/// the TSC is not invariant), and the read every keel instant counts from.
+struct Clock {
+    fast: quanta::Clock,
+    origin: quanta::Instant,
 }
 
-/// Now, on std's monotonic clock, as a keel [`Instant`]: nanoseconds since the first time any
-/// `async-io` runtime in the process read the clock (so smol's and async-std's instants are
-/// comparable). The clock read of [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's
-/// runtime.
+fn clock() -> &'static Clock {
+    static CLOCK: OnceLock<Clock> = OnceLock::new();
+    CLOCK.get_or_init(|| {
+        // Calibrates the counter against the OS clock once per process (under a millisecond
+        // usually, at most 200 ms).
+        let fast = quanta::Clock::new();
+        let origin = fast.now();
+        Clock { fast, origin }
+    })
+}
+
+/// Now, as a keel [`Instant`]: nanoseconds since the first time any `async-io` runtime in the
+/// process read the clock (so smol's and async-std's instants are comparable). The clock read of
+/// [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's runtime.
+///
+/// The clock is quanta's calibrated TSC counter (the clock governor reads), about a third of
+/// the cost of `std::time::Instant::now()` on a virtual machine; where the TSC is not invariant
+/// quanta reads the OS monotonic clock. It may run a few parts per million off std's clock, which
+/// the `async-io` timers use: [`AsyncIoTimer`] arms each timer for the time left on this clock
+/// ([`to_std`]), so that error scales with a sleep's length, never with the process's age. Reads
+/// on different cores may differ by the counters' skew; keel's machines treat an earlier `now`
+/// as the latest they have seen.
+#[inline]
 pub fn now() -> Instant {
-    Instant::from_duration(std::time::Instant::now().saturating_duration_since(origin()))
+    let clock = clock();
+    Instant::from_duration(clock.fast.now().saturating_duration_since(clock.origin))
 }
 
-/// Converts a keel instant (as [`now`] counts) back to std's clock; `None` past what
-/// `std::time::Instant` can hold.
+/// The `std::time::Instant` at which [`now`] will read `deadline`, measured from now on both
+/// clocks (std's now plus the time left on keel's clock; std's now for a deadline that has
+/// passed); `None` past what `std::time::Instant` can hold.
 pub fn to_std(deadline: Instant) -> Option<std::time::Instant> {
-    origin().checked_add(deadline.as_duration())
+    arm_at(deadline, now(), std::time::Instant::now())
+}
+
+/// `deadline` on keel's clock, which reads `keel_now` while std's reads `std_now`, as a std
+/// instant: the time left added to std's now.
+fn arm_at(
+    deadline: Instant,
+    keel_now: Instant,
+    std_now: std::time::Instant,
+) -> Option<std::time::Instant> {
+    std_now.checked_add(deadline.saturating_duration_since(keel_now))
 }
 
 /// An `async_io::Timer` as a keel [`Timer`], on [`now`]'s clock (re-armed in place, never
-/// reallocated). A deadline too far away for `std::time::Instant` arms a timer that never
-/// fires.
+/// reallocated): armed for the time left until the deadline on that clock ([`to_std`]), so a
+/// timer that fires a little before the deadline (the two clocks' rates differ by parts per
+/// million) is re-armed for the little left, not spun on. A deadline too far away for
+/// `std::time::Instant` arms a timer that never fires.
 ///
 /// Once it has fired it stays ready until [`reset`](Timer::reset), as keel's [`Timer`] asks
 /// (an `async_io::Timer` is spent once it fired: polled again, it returns `Pending` without
@@ -380,6 +414,7 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_timer_re_armed_in_place_follows_its_latest_deadline() {
@@ -398,16 +433,67 @@ mod tests {
     }
 
     #[test]
-    fn keel_instants_and_std_instants_convert_both_ways() {
+    fn a_deadline_maps_to_std_now_plus_the_time_left_on_keels_clock() {
         let before = std::time::Instant::now();
         let now = now();
-        let after = std::time::Instant::now();
-        // `now` counts from the origin `to_std` adds back: the clock read it was made from.
         let back = to_std(now).expect("now fits in std's clock");
+        let after = std::time::Instant::now();
+        // A deadline that has come maps to std's now (read inside `to_std`).
         assert!(
             before <= back && back <= after,
             "{before:?} <= {back:?} <= {after:?}"
         );
+        assert!(to_std(Instant::ZERO).expect("fits") >= before);
+        // A deadline a minute on maps a minute on from std's now, however long the process has
+        // run (the mapping starts from both clocks' now, not from an origin).
+        let later = now + Duration::from_secs(60);
+        let at = to_std(later).expect("fits");
+        let ahead = at.saturating_duration_since(before);
+        assert!(ahead <= Duration::from_secs(60) + after.duration_since(before));
+        assert!(ahead >= Duration::from_secs(59), "{ahead:?}");
+    }
+
+    /// keel's clock running 0.1 % slower than the timers' clock, in a process an hour old: each
+    /// arm ends a little early and the re-arm covers what is left, so a 30 ms sleep takes a
+    /// few arms and about 30 ms of the timers' clock. (Mapped from a fixed origin instead, the
+    /// deadline lies 3.6 s in the timers' past: the timer fires at once, again and again.)
+    #[test]
+    fn a_slower_keel_clock_needs_a_few_re_arms_not_a_spin() {
+        let std_origin = std::time::Instant::now();
+        let keel_at = |std: std::time::Instant| {
+            // 0.1 % slower: 999 ns for every 1000 ns of std time.
+            let nanos = std.duration_since(std_origin).as_nanos() * 999 / 1000;
+            Instant::from_duration(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
+        };
+        let mut std_now = std_origin + Duration::from_secs(3600);
+        let deadline = keel_at(std_now) + Duration::from_millis(30);
+        let start = std_now;
+        let mut arms = 0;
+        while keel_at(std_now) < deadline {
+            arms += 1;
+            assert!(arms <= 4, "still not at the deadline after {arms} arms");
+            let at = arm_at(deadline, keel_at(std_now), std_now).expect("fits");
+            // The timer fires at its instant (a timer armed in the past fires at once, 1 µs on).
+            std_now = at.max(std_now + Duration::from_micros(1));
+        }
+        let took = std_now - start;
+        assert!(took >= Duration::from_millis(30), "{took:?}");
+        assert!(took <= Duration::from_micros(30_100), "{took:?}");
+        assert!(arms >= 2, "the first arm ends before the slower clock reaches the deadline");
+    }
+
+    #[test]
+    fn the_clock_advances_with_std_time() {
+        let a = now();
+        let start = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = now();
+        let elapsed = start.elapsed();
+        let advanced = b.saturating_duration_since(a);
+        // Generous bounds: the calibration is parts per million off, but a loaded machine may
+        // deschedule this thread between the reads.
+        assert!(advanced >= Duration::from_millis(19), "{advanced:?}");
+        assert!(advanced <= elapsed + Duration::from_secs(1), "{advanced:?} > {elapsed:?}");
     }
 
     #[test]
