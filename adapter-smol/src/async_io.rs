@@ -463,7 +463,9 @@ mod tests {
         let keel_at = |std: std::time::Instant| {
             // 0.1 % slower: 999 ns for every 1000 ns of std time.
             let nanos = std.duration_since(std_origin).as_nanos() * 999 / 1000;
-            Instant::from_duration(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
+            Instant::from_duration(Duration::from_nanos(
+                u64::try_from(nanos).unwrap_or(u64::MAX),
+            ))
         };
         let mut std_now = std_origin + Duration::from_secs(3600);
         let deadline = keel_at(std_now) + Duration::from_millis(30);
@@ -479,7 +481,10 @@ mod tests {
         let took = std_now - start;
         assert!(took >= Duration::from_millis(30), "{took:?}");
         assert!(took <= Duration::from_micros(30_100), "{took:?}");
-        assert!(arms >= 2, "the first arm ends before the slower clock reaches the deadline");
+        assert!(
+            arms >= 2,
+            "the first arm ends before the slower clock reaches the deadline"
+        );
     }
 
     #[test]
@@ -493,7 +498,10 @@ mod tests {
         // Generous bounds: the calibration is parts per million off, but a loaded machine may
         // deschedule this thread between the reads.
         assert!(advanced >= Duration::from_millis(19), "{advanced:?}");
-        assert!(advanced <= elapsed + Duration::from_secs(1), "{advanced:?} > {elapsed:?}");
+        assert!(
+            advanced <= elapsed + Duration::from_secs(1),
+            "{advanced:?} > {elapsed:?}"
+        );
     }
 
     #[test]
