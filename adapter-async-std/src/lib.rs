@@ -66,7 +66,7 @@ pub use keel_core::shutdown::ShutdownConfig;
 
 // ---- Runtime: clock, timers, signals, tasks ------------------------------------------------
 
-/// async-std as a keel runtime: keel's fast clock and the `async-io` reactor's timers
+/// async-std as a keel runtime: std's clock and the `async-io` reactor's timers
 /// (`async_io::Timer`), SIGINT/SIGTERM through `async-signal` (both from
 /// [`keel_smol::async_io`]), and `async_std::task::spawn` for [`Server`]'s tasks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl AbortHandle for AsyncStdTask {
 
 // ---- Clock and timers ----------------------------------------------------------------------
 
-/// Now, on this runtime's clock (quanta's TSC counter, [`async_io::now`]), as a keel instant.
+/// Now, on this runtime's clock ([`async_io::now`]), as a keel instant.
 pub fn now() -> Instant {
     async_io::now()
 }

@@ -47,39 +47,24 @@ use futures_core::Stream as _;
 use keel_core::driver::{BoxFuture, ConnIo, GuardConfig, Incoming, Listener, Runtime, Timer};
 use keel_core::time::Instant;
 
-/// keel's clock on `async-io`: quanta's calibrated TSC counter (std's monotonic clock where
-/// the TSC is not invariant), and the read every keel instant counts from.
-struct Clock {
-    fast: quanta::Clock,
-    origin: quanta::Instant,
+/// The instant keel's `async-io` instants count from: the first time any of them read the clock.
+fn origin() -> std::time::Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
 }
 
-fn clock() -> &'static Clock {
-    static CLOCK: OnceLock<Clock> = OnceLock::new();
-    CLOCK.get_or_init(|| {
-        // Calibrates the counter against the OS clock once per process (under a millisecond
-        // usually, at most 200 ms).
-        let fast = quanta::Clock::new();
-        let origin = fast.now();
-        Clock { fast, origin }
-    })
-}
-
-/// Now, as a keel [`Instant`]: nanoseconds since the first time any `async-io` runtime in the
-/// process read the clock (so smol's and async-std's instants are comparable). The clock read of
-/// [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's runtime.
+/// Now, on std's monotonic clock, as a keel [`Instant`]: nanoseconds since the first time any
+/// `async-io` runtime in the process read the clock (so smol's and async-std's instants are
+/// comparable). The clock read of [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's
+/// runtime.
 ///
-/// The clock is quanta's calibrated TSC counter (the clock governor reads), about a third of
-/// the cost of `std::time::Instant::now()` on a virtual machine; where the TSC is not invariant
-/// quanta reads the OS monotonic clock. It may run a few parts per million off std's clock, which
-/// the `async-io` timers use: [`AsyncIoTimer`] arms each timer for the time left on this clock
-/// ([`to_std`]), so that error scales with a sleep's length, never with the process's age. Reads
-/// on different cores may differ by the counters' skew; keel's machines treat an earlier `now`
-/// as the latest they have seen.
+/// [`AsyncIoTimer`] arms each timer for the time left on this clock ([`to_std`]), so a faster
+/// clock that runs a few parts per million off std's (the `async-io` timers' clock) would make a
+/// timer early by a fraction of its sleep, never by the process's age. (quanta's TSC clock was
+/// tried here and is not the default yet: BENCHMARKS.md, "The adapters' clock".)
 #[inline]
 pub fn now() -> Instant {
-    let clock = clock();
-    Instant::from_duration(clock.fast.now().saturating_duration_since(clock.origin))
+    Instant::from_duration(std::time::Instant::now().saturating_duration_since(origin()))
 }
 
 /// The `std::time::Instant` at which [`now`] will read `deadline`, measured from now on both
@@ -508,7 +493,7 @@ mod tests {
         );
     }
 
-    /// The rate differences measured between quanta's clock and std's (tens of ppm) need no
+    /// The rate differences measured between quanta's TSC clock and std's (tens of ppm) need no
     /// re-arm: one arm, a few ns late.
     #[test]
     fn a_few_ppm_slower_keel_clock_needs_one_arm() {
