@@ -57,22 +57,55 @@ fn origin() -> std::time::Instant {
 /// `async-io` runtime in the process read the clock (so smol's and async-std's instants are
 /// comparable). The clock read of [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's
 /// runtime.
+///
+/// [`AsyncIoTimer`] arms each timer for the time left on this clock ([`to_std`]), so a faster
+/// clock that runs a few parts per million off std's (the `async-io` timers' clock) would make a
+/// timer early by a fraction of its sleep, never by the process's age. (quanta's TSC clock was
+/// tried here and is not the default yet: BENCHMARKS.md, "The adapters' clock".)
+#[inline]
 pub fn now() -> Instant {
     Instant::from_duration(std::time::Instant::now().saturating_duration_since(origin()))
 }
 
-/// Converts a keel instant (as [`now`] counts) back to std's clock; `None` past what
-/// `std::time::Instant` can hold.
+/// The `std::time::Instant` at which [`now`] will read `deadline`, measured from now on both
+/// clocks (std's now plus the time left on keel's clock, stretched by 61 ppm so that the
+/// clocks' few-ppm rate difference rarely fires a timer early; std's now for a deadline that has
+/// passed); `None` past what `std::time::Instant` can hold.
 pub fn to_std(deadline: Instant) -> Option<std::time::Instant> {
-    origin().checked_add(deadline.as_duration())
+    arm_at(deadline, now(), std::time::Instant::now())
 }
 
+/// `deadline` on keel's clock, which reads `keel_now` while std's reads `std_now`, as a std
+/// instant: the time left added to std's now.
+fn arm_at(
+    deadline: Instant,
+    keel_now: Instant,
+    std_now: std::time::Instant,
+) -> Option<std::time::Instant> {
+    let left = deadline.saturating_duration_since(keel_now);
+    // A little late on purpose (61 ppm of the time left, 61 ns a millisecond): the two clocks'
+    // rates differ by a few ppm, and a timer that fires before keel's clock reached the deadline
+    // costs a re-arm and another turn of the reactor.
+    std_now.checked_add(left.saturating_add(left / EARLY_MARGIN_DIVISOR))
+}
+
+/// The time left is stretched by 1/this when a timer is armed (see [`arm_at`]).
+const EARLY_MARGIN_DIVISOR: u32 = 16_384;
+
 /// An `async_io::Timer` as a keel [`Timer`], on [`now`]'s clock (re-armed in place, never
-/// reallocated). A deadline too far away for `std::time::Instant` arms a timer that never
-/// fires.
+/// reallocated): armed for the time left until the deadline on that clock ([`to_std`]), so a
+/// timer that fires a little before the deadline (the two clocks' rates differ by parts per
+/// million) is re-armed for the little left, not spun on. A deadline too far away for
+/// `std::time::Instant` arms a timer that never fires.
+///
+/// Once it has fired it stays ready until [`reset`](Timer::reset), as keel's [`Timer`] asks
+/// (an `async_io::Timer` is spent once it fired: polled again, it returns `Pending` without
+/// registering a waker, and the driver, which re-polls a timer that fired before its clock
+/// reached the deadline, would wait forever).
 #[derive(Debug)]
 pub struct AsyncIoTimer {
     timer: async_io::Timer,
+    fired: bool,
 }
 
 impl AsyncIoTimer {
@@ -82,12 +115,16 @@ impl AsyncIoTimer {
             Some(at) => async_io::Timer::at(at),
             None => async_io::Timer::never(),
         };
-        AsyncIoTimer { timer }
+        AsyncIoTimer {
+            timer,
+            fired: false,
+        }
     }
 }
 
 impl Timer for AsyncIoTimer {
     fn reset(&mut self, deadline: Instant) {
+        self.fired = false;
         match to_std(deadline) {
             Some(at) => self.timer.set_at(at),
             None => self.timer = async_io::Timer::never(),
@@ -95,7 +132,12 @@ impl Timer for AsyncIoTimer {
     }
 
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.timer).poll(cx).map(drop)
+        if self.fired {
+            return Poll::Ready(());
+        }
+        let elapsed = Pin::new(&mut self.timer).poll(cx).map(drop);
+        self.fired = elapsed.is_ready();
+        elapsed
     }
 }
 
@@ -365,6 +407,7 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_timer_re_armed_in_place_follows_its_latest_deadline() {
@@ -375,20 +418,104 @@ mod tests {
         // Re-armed for a past deadline it fires; re-armed for the far future it stops firing.
         timer.reset(Instant::ZERO);
         assert!(timer.poll_elapsed(&mut cx).is_ready());
+        // A timer that fired stays ready until it is re-armed (keel's `Timer` contract; a
+        // spent `async_io::Timer` would return `Pending` with no waker registered).
+        assert!(timer.poll_elapsed(&mut cx).is_ready());
         timer.reset(Instant::MAX);
         assert!(timer.poll_elapsed(&mut cx).is_pending());
     }
 
     #[test]
-    fn keel_instants_and_std_instants_convert_both_ways() {
+    fn a_deadline_maps_to_std_now_plus_the_time_left_on_keels_clock() {
         let before = std::time::Instant::now();
         let now = now();
-        let after = std::time::Instant::now();
-        // `now` counts from the origin `to_std` adds back: the clock read it was made from.
         let back = to_std(now).expect("now fits in std's clock");
+        let after = std::time::Instant::now();
+        // A deadline that has come maps to std's now (read inside `to_std`).
         assert!(
             before <= back && back <= after,
             "{before:?} <= {back:?} <= {after:?}"
+        );
+        assert!(to_std(Instant::ZERO).expect("fits") >= before);
+        // A deadline a minute on maps a minute on from std's now, however long the process has
+        // run (the mapping starts from both clocks' now, not from an origin).
+        let later = now + Duration::from_secs(60);
+        let at = to_std(later).expect("fits");
+        let ahead = at.saturating_duration_since(before);
+        assert!(
+            ahead
+                <= Duration::from_secs(60)
+                    + Duration::from_micros(3_663)
+                    + after.duration_since(before),
+            "{ahead:?}"
+        );
+        assert!(ahead >= Duration::from_secs(59), "{ahead:?}");
+    }
+
+    /// Sleeps 30 ms on a simulated keel clock that runs `ppm_slow` parts per million slower
+    /// than the timers' clock, in a process an hour old: how many arms it takes and how long
+    /// on the timers' clock.
+    fn sleep_30_ms_on_a_slow_clock(ppm_slow: u128) -> (u32, Duration) {
+        let std_origin = std::time::Instant::now();
+        let keel_at = |std: std::time::Instant| {
+            let nanos =
+                std.duration_since(std_origin).as_nanos() * (1_000_000 - ppm_slow) / 1_000_000;
+            Instant::from_duration(Duration::from_nanos(
+                u64::try_from(nanos).unwrap_or(u64::MAX),
+            ))
+        };
+        let mut std_now = std_origin + Duration::from_secs(3600);
+        let deadline = keel_at(std_now) + Duration::from_millis(30);
+        let start = std_now;
+        let mut arms = 0;
+        while keel_at(std_now) < deadline {
+            arms += 1;
+            assert!(arms <= 4, "still not at the deadline after {arms} arms");
+            let at = arm_at(deadline, keel_at(std_now), std_now).expect("fits");
+            // The timer fires at its instant (a timer armed in the past fires at once, 1 µs on).
+            std_now = at.max(std_now + Duration::from_micros(1));
+        }
+        (arms, std_now - start)
+    }
+
+    /// keel's clock 0.1 % slower than the timers' clock: each arm ends a little early and the
+    /// re-arm covers what is left, so a 30 ms sleep takes a few arms and about 30 ms. (Mapped
+    /// from a fixed origin instead, the deadline lies 3.6 s in the timers' past: the timer fires
+    /// at once, again and again.)
+    #[test]
+    fn a_slower_keel_clock_needs_a_few_re_arms_not_a_spin() {
+        let (arms, took) = sleep_30_ms_on_a_slow_clock(1_000);
+        assert!(took >= Duration::from_millis(30), "{took:?}");
+        assert!(took <= Duration::from_micros(30_100), "{took:?}");
+        assert!(
+            arms >= 2,
+            "the first arm ends before the slower clock reaches the deadline"
+        );
+    }
+
+    /// The rate differences measured between quanta's TSC clock and std's (tens of ppm) need no
+    /// re-arm: one arm, a few ns late.
+    #[test]
+    fn a_few_ppm_slower_keel_clock_needs_one_arm() {
+        let (arms, took) = sleep_30_ms_on_a_slow_clock(30);
+        assert_eq!(arms, 1, "took {took:?}");
+        assert!(took <= Duration::from_micros(30_002), "{took:?}");
+    }
+
+    #[test]
+    fn the_clock_advances_with_std_time() {
+        let a = now();
+        let start = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = now();
+        let elapsed = start.elapsed();
+        let advanced = b.saturating_duration_since(a);
+        // Generous bounds: the calibration is parts per million off, but a loaded machine may
+        // deschedule this thread between the reads.
+        assert!(advanced >= Duration::from_millis(19), "{advanced:?}");
+        assert!(
+            advanced <= elapsed + Duration::from_secs(1),
+            "{advanced:?} > {elapsed:?}"
         );
     }
 

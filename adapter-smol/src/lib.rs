@@ -66,8 +66,8 @@ pub use keel_core::shutdown::ShutdownConfig;
 
 // ---- Runtime: clock, timers, signals, tasks ------------------------------------------------
 
-/// smol as a keel runtime: the `async-io` reactor's clock and timers (`async_io::Timer`),
-/// SIGINT/SIGTERM through `async-signal`, and `smol::spawn` for [`Server`]'s tasks.
+/// smol as a keel runtime: std's clock and the `async-io` reactor's timers
+/// (`async_io::Timer`, see [`async_io::now`] and [`AsyncIoTimer`]), SIGINT/SIGTERM through `async-signal`, and `smol::spawn` for [`Server`]'s tasks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SmolRuntime;
 
@@ -121,7 +121,7 @@ impl Drop for SmolTask {
 
 // ---- Clock and timers ----------------------------------------------------------------------
 
-/// Now, on this runtime's clock, as a keel instant.
+/// Now, on this runtime's clock ([`async_io::now`]), as a keel instant.
 pub fn now() -> Instant {
     async_io::now()
 }

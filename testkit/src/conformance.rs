@@ -59,6 +59,7 @@ macro_rules! conformance_suite {
             per_connection_errors_are_skipped_without_a_pause,
             fatal_error_ends_the_stream_with_the_error,
             sleep_and_timeout_follow_the_runtime_clock,
+            a_sleep_ends_when_its_timer_fires_before_the_clock_reaches_the_deadline,
             breaker_call_opens_rejects_until_retry_at_then_closes,
             retry_backs_off_on_the_runtime_timer_and_stops_at_the_budget,
             zero_delay_retry_yields_so_a_ticker_beside_it_stays_on_time_and_an_outer_timeout_fires,
@@ -486,6 +487,85 @@ pub fn sleep_and_timeout_follow_the_runtime_clock<H: Harness>() {
         assert!(driver::Runtime::now(&rt) >= err.deadline);
         let done = driver::timeout(&rt, Duration::from_millis(50), async { 5 }).await;
         assert_eq!(done, Ok(5));
+    });
+}
+
+/// The runtime under test with its clock read `lag` behind: its timers (the runtime's own)
+/// fire while this clock still reads before their deadline, as when an adapter's fast clock (a
+/// calibrated TSC counter) runs behind the clock the runtime's timers use.
+#[derive(Clone, Debug, Default)]
+struct Lagging<R> {
+    inner: R,
+    lag: Duration,
+}
+
+impl<R: Runtime> Runtime for Lagging<R> {
+    type Timer = R::Timer;
+    fn now(&self) -> keel_core::time::Instant {
+        self.inner.now().saturating_sub(self.lag)
+    }
+    fn timer(&self, deadline: keel_core::time::Instant) -> R::Timer {
+        self.inner.timer(deadline)
+    }
+}
+
+/// A timer that fires before the runtime's clock reached its deadline (a clock running behind
+/// the timer's) does not end the sleep early, and does not end it never: the driver re-arms the
+/// timer, and a timer polled again after it fired must still wake the task. (keel-async-std
+/// hung here: an `async_io::Timer` that has fired is spent, and polling it again returned
+/// `Pending` without registering a waker.)
+pub fn a_sleep_ends_when_its_timer_fires_before_the_clock_reaches_the_deadline<H: Harness>() {
+    const LAG: Duration = Duration::from_millis(40);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // On its own thread, so a sleep that never ends fails the test instead of hanging it.
+    std::thread::spawn(move || {
+        H::block_on(async {
+            let rt = Lagging {
+                inner: H::Runtime::default(),
+                lag: LAG,
+            };
+            for _ in 0..3 {
+                let start = Instant::now();
+                let before = rt.now();
+                let sleep = driver::sleep(&rt, Duration::from_millis(30));
+                let deadline = sleep.deadline();
+                sleep.await;
+                assert!(rt.now() >= deadline, "{}: the sleep ended early", H::NAME);
+                assert!(deadline >= before + Duration::from_millis(30));
+                // The lagging clock reaches the deadline 30 ms + LAG after the timer's clock
+                // read `before`.
+                tx.send(start.elapsed()).expect("the test waits");
+            }
+            let err = driver::timeout(
+                &rt,
+                Duration::from_millis(20),
+                core::future::pending::<()>(),
+            )
+            .await
+            .expect_err("a pending future times out");
+            assert!(rt.now() >= err.deadline);
+            tx.send(Duration::ZERO).expect("the test waits");
+        });
+    });
+    for round in 0..3 {
+        let slept = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            panic!(
+                "{}: sleep {round} did not end within {PATIENCE:?}: its timer fired early and \
+                 was never polled ready again",
+                H::NAME
+            )
+        });
+        assert!(
+            slept >= Duration::from_millis(30),
+            "{}: sleep {round} ended after {slept:?}",
+            H::NAME
+        );
+    }
+    rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+        panic!(
+            "{}: a timeout did not fire within {PATIENCE:?} on a lagging clock",
+            H::NAME
+        )
     });
 }
 
