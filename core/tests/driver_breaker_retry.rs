@@ -765,3 +765,35 @@ fn retry_error_returns_the_last_error_as_source_and_does_not_print_it() {
     assert!(!message.contains("dependency down"), "{message}");
     assert_eq!(err.source().unwrap().to_string(), "dependency down");
 }
+
+/// `max_elapsed` counts from the run's start, the first attempt's duration included: the run
+/// reads its start before the first attempt whenever an elapsed-time limit is set (a run
+/// without one reads no clock before a first-try success).
+#[test]
+fn max_elapsed_counts_the_first_attempt() {
+    let rt = runtime();
+    rt.block_on(async {
+        let config = BackoffConfig::constant(Duration::from_millis(100))
+            .jitter(Jitter::None)
+            .max_attempts(10)
+            .max_elapsed(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let retry = Retry::with_runtime(config, rt.clone());
+        let calls = AtomicU32::new(0);
+        let err = retry
+            .run(|| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let rt = rt.clone();
+                async move {
+                    // The attempt takes 2 s: past the limit before the first retry.
+                    sleep(&rt, Duration::from_secs(2)).await;
+                    Err::<(), _>(Error::Unavailable)
+                }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(err.reason, StopReason::Exhausted(GiveUpReason::MaxElapsed));
+    });
+}

@@ -169,3 +169,43 @@ fn loom_trip_event_is_drained_exactly_once() {
         assert_eq!(b.state(), State::Open);
     });
 }
+
+/// The closed path counts on per-thread stripes: two threads admit and report lock-free, each
+/// on its own stripe, while `with` folds the stripes into the machine (a swap per stripe) and
+/// `stats` sums them. No count is lost or counted twice, and a snapshot taken meanwhile never
+/// reports more outcomes than calls admitted so far, nor more than were made.
+#[test]
+fn loom_striped_counts_fold_exactly() {
+    loom::model(|| {
+        let b = breaker(3);
+        let workers: Vec<_> = [true, false]
+            .into_iter()
+            .map(|ok| {
+                let b = Arc::clone(&b);
+                thread::spawn(move || {
+                    let p = b.try_acquire(t(1)).expect("closed throughout");
+                    if ok {
+                        b.on_success(t(2), p);
+                    } else {
+                        b.on_failure(t(2), p);
+                    }
+                })
+            })
+            .collect();
+        let folded = b.with(|m| m.stats());
+        assert!(folded.admitted <= 2 && folded.successes <= 1 && folded.failures <= 1);
+        let mid = b.stats();
+        assert!(mid.admitted >= folded.admitted, "{folded:?} -> {mid:?}");
+        assert!(mid.successes + mid.failures <= 2, "{mid:?}");
+        for w in workers {
+            w.join().expect("thread");
+        }
+        let st = b.stats();
+        assert_reported(&st);
+        assert_eq!(st.state, State::Closed);
+        assert_eq!((st.admitted, st.successes, st.failures), (2, 1, 1));
+        assert!(st.consecutive_failures <= 1);
+        // The stripes' newest instants reach the machine's clock under the lock.
+        assert_eq!(b.with(|m| m.stats().admitted), 2);
+    });
+}

@@ -282,7 +282,27 @@ impl<R: Runtime> Bulkhead<R> {
         class: Criticality,
         fut: F,
     ) -> Result<F::Output, BulkheadRejected> {
-        let guard = self.acquire_with(class).await?;
+        // The first request is made here rather than through an `Acquiring` future, so a call
+        // that finds a free slot clones no handle (the `Acquiring` future owns one, to be
+        // `'static`); only a call that must queue builds one around its waiter. The same steps
+        // as `Acquiring`'s first poll, in the same order.
+        let guard = match self.shared.acquire_with(self.rt.now(), class) {
+            Acquire::Ready(r) => {
+                self.observe(&r, class);
+                r?
+            }
+            Acquire::Wait(w) => {
+                // Queued: the gauges show it.
+                self.released();
+                Acquiring {
+                    bulkhead: self.clone(),
+                    class,
+                    state: State::Waiting(w),
+                    alarm: Alarm::new(),
+                }
+                .await?
+            }
+        };
         let out = fut.await;
         guard.release(self.rt.now());
         self.released();

@@ -230,7 +230,11 @@ impl<R: Runtime> RateLimiter<R> {
     /// A batch keeps its place in the FIFO: smaller requests behind it wait for it.
     pub fn until_n_ready(&self, n: u32) -> UntilReady<R> {
         UntilReady {
-            limiter: self.clone(),
+            // The parts the wait uses, not a whole `RateLimiter` clone: the queue holds the
+            // shared limiter already, so this is one reference count less to take and drop.
+            waiters: self.waiters.clone(),
+            rt: self.rt.clone(),
+            id: self.id.clone(),
             n,
             waiter: None,
             alarm: Alarm::new(),
@@ -281,7 +285,12 @@ impl<R: Runtime> RateLimiter<R> {
 /// resolved, it returns the same result again and spends nothing more.
 #[must_use = "futures do nothing unless awaited"]
 pub struct UntilReady<R: Runtime> {
-    limiter: RateLimiter<R>,
+    /// The limiter's queue (which holds the shared limiter), runtime and instance name.
+    waiters: RateWaiters,
+    rt: R,
+    // Read only for the metrics series and the log lines.
+    #[cfg_attr(not(any(feature = "metrics", feature = "tracing")), allow(dead_code))]
+    id: Instance<RateMetrics>,
     n: u32,
     /// Its place in the queue, once it had to wait.
     waiter: Option<RateWaiter>,
@@ -307,21 +316,21 @@ impl<R: Runtime> Future for UntilReady<R> {
         if let Some(done) = this.done {
             return Poll::Ready(done);
         }
-        let rt = &this.limiter.rt;
+        let rt = &this.rt;
         loop {
             let waiter = match &mut this.waiter {
                 Some(waiter) => waiter,
-                None => match this.limiter.waiters.acquire(rt.now(), this.n) {
+                None => match this.waiters.acquire(rt.now(), this.n) {
                     rate_wait::Acquire::Ready(r) => {
                         #[cfg(feature = "metrics")]
-                        this.limiter.metrics().record(&r);
+                        this.id.series(RateMetrics::register).record(&r);
                         this.done = Some(r);
                         return Poll::Ready(r);
                     }
                     rate_wait::Acquire::Wait(w) => {
                         // Made to wait: limited once, admitted (or not) when it resolves.
                         #[cfg(feature = "metrics")]
-                        this.limiter.metrics().limited.increment(1);
+                        this.id.series(RateMetrics::register).limited.increment(1);
                         this.waiter.insert(w)
                     }
                 },
@@ -329,7 +338,7 @@ impl<R: Runtime> Future for UntilReady<R> {
             if let Poll::Ready(r) = waiter.poll(cx, rt.now()) {
                 #[cfg(feature = "metrics")]
                 if r.is_ok() {
-                    this.limiter.metrics().allowed.increment(1);
+                    this.id.series(RateMetrics::register).allowed.increment(1);
                 }
                 this.done = Some(r);
                 this.waiter = None;
@@ -344,7 +353,7 @@ impl<R: Runtime> Future for UntilReady<R> {
             if this.alarm.armed_for != Some(slot) {
                 tracing::debug!(
                     target: "keel::rate",
-                    name = this.limiter.id.name().as_str(),
+                    name = this.id.name().as_str(),
                     n = this.n,
                     retry_at_ns = slot.as_nanos(),
                     "rate limited; waiting"

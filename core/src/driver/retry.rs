@@ -533,13 +533,18 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
         N: RetryNotify<E>,
     {
         let run = self.counters.runs.fetch_add(1, Ordering::Relaxed);
-        let start = self.rt.now();
-        if self.deposit == Deposit::EveryRequest {
-            if let Some(b) = &self.budget {
-                b.deposit(start);
-            }
+        // The run's start is read only when something needs it: a per-request budget deposit,
+        // or an elapsed-time limit (the backoff's deadline is `start + max_elapsed`). Without
+        // either, the backoff is built at the first failure, started at that failure's `now`:
+        // its decisions then do not depend on the start (no deadline; its clock clamp only
+        // needs an instant no later than the failures'), and a first-try success reads no
+        // clock at all.
+        let deposit_start = self.deposit == Deposit::EveryRequest && self.budget.is_some();
+        let start = (deposit_start || self.config.max_elapsed().is_some()).then(|| self.rt.now());
+        if let (Some(start), true, Some(b)) = (start, deposit_start, &self.budget) {
+            b.deposit(start);
         }
-        let mut backoff = Backoff::new(reseed(self.config, self.salt, run), start);
+        let mut backoff: Option<Backoff> = None;
         let mut attempt: u32 = 1;
         loop {
             #[cfg(feature = "metrics")]
@@ -557,6 +562,9 @@ impl<R: Runtime, P, N> Retry<R, P, N> {
                 Err(e) => e,
             };
             let now = self.rt.now();
+            let backoff = backoff.get_or_insert_with(|| {
+                Backoff::new(reseed(self.config, self.salt, run), start.unwrap_or(now))
+            });
             let decision = match self.predicate.classify(&error) {
                 RetryAction::Stop => {
                     bump(&self.counters.not_retryable);

@@ -9,31 +9,64 @@
 //!
 //! # The closed path (no lock)
 //!
-//! While the breaker is `Closed` and its config has no rate policy (consecutive failures only,
-//! or no policy: nothing needs the sliding window), one atomic word holds a "closed path open"
-//! bit, the low bits of the generation and the failure run. Then:
+//! While the breaker is `Closed`, one atomic word holds a "closed path open" bit, the low bits
+//! of the generation and the failure run. Then, with no rate policy (consecutive failures only,
+//! or no policy):
 //!
-//! - an admission is a load of that word and of the generation, a clamp of `now` (one load, and
-//!   a `fetch_max` only when `now` is newer than every `now` seen) and a counter increment;
+//! - an admission is a load of that word and of the generation, a clamp of `now` and a count;
 //! - a success of the current generation is the same, plus a compare-and-swap that resets the
-//!   failure run when it is not already zero; a failure that cannot trip increments the run with
-//!   a compare-and-swap; an ignored outcome is a count;
+//!   failure run only when it is not already zero; a failure that cannot trip increments the
+//!   run with a compare-and-swap; an ignored outcome is a count;
 //! - everything else (the failure that reaches the threshold, a stale or abandoned outcome,
 //!   `force_open`, `disable`, `reset`, and every call while not closed) takes the lock, **closes
 //!   the path** (clears the bit with a compare-and-swap, which fails the lock-free steps in
 //!   flight and sends them to the lock), hands the failure run and the newest `now` to the
 //!   machine, runs it, and reopens the path if the machine is still (or again) closed.
 //!
+//! **No shared write on the all-success path.** The counts (`admitted`, `successes`,
+//! `failures`, `ignored`, `slow`) and the newest `now` a thread saw live in per-thread
+//! *stripes*: eight copies, each on a 128-byte line pair of its own, a thread using the copy it
+//! was given on first use (threads are numbered round-robin, so the first eight never share
+//! one). So while the failure run is zero, an admission and its success only *read* the shared
+//! word and write the calling thread's own line; two threads calling at once no longer bounce
+//! a cache line between their cores. A stripe costs 128 bytes: about 1 KiB per breaker.
+//!
 //! So the decisions are the `&mut` machine's: the failure run is only changed by a
 //! compare-and-swap on the word the trip decision also reads, and the trip itself is the
 //! machine's, under the lock, with the path closed. A call admitted lock-free just before a trip
-//! is admitted in the old generation, as if it came first (its outcome is then stale). The
-//! counts (`admitted`, `successes`, `failures`, `ignored`, `slow`) are exact once no call is in
-//! flight; a [`stats`](SharedBreaker::stats) read concurrently with calls may miss one that has
-//! been decided but not yet counted. Each call's `now` is clamped to the newest seen by any
-//! thread; two racing calls may see each other's `now` in either order (as two calls racing to
-//! a lock did). Configs with a failure- or slow-call-rate policy record every outcome in the
-//! window, so they always take the lock.
+//! is admitted in the old generation, as if it came first (its outcome is then stale).
+//!
+//! **What [`stats`](SharedBreaker::stats) may lag by.** The counts are exact once no call is in
+//! flight. A `stats` read concurrently with calls sums the stripes one after another, so it may
+//! miss the counts of calls decided but not yet counted: at most one admission and one outcome
+//! per thread calling at that moment. Each stripe only grows, so successive snapshots never go
+//! backwards. [`with`](SharedBreaker::with) folds the stripes into the machine first.
+//!
+//! **Time.** Each lock-free call's `now` is clamped to the newest instant the machine has seen
+//! (written under the lock) and the newest its own stripe has seen; the machine, before every
+//! locked step, is brought up to the newest of all stripes. With one thread this is the `&mut`
+//! machine's clamp exactly; across threads, two racing calls may see each other's `now` in
+//! either order (as two calls racing to a lock did).
+//!
+//! # Rate policies: admissions without the lock, outcomes with it
+//!
+//! A config with a failure- or slow-call-rate policy (including [`BreakerConfig::default`])
+//! keeps a sliding window. Its closed **admissions** are still lock-free (closed, the machine
+//! admits with a clamp and a count whatever the policy), but every **outcome** takes the lock.
+//! A lock-free outcome that decides exactly as the `&mut` machine does is not possible here:
+//!
+//! - every outcome, a success included, changes the window (it is recorded, and the oldest is
+//!   evicted by count or by time), so unlike a success with a zero failure run there is no
+//!   read-only outcome: each is a shared write whatever the design;
+//! - the trip decision after an outcome reads the whole window as it is after exactly that
+//!   outcome (totals of up to `count_window` calls, default 100, or of the time buckets), and
+//!   its eviction, totals and decision must change together. One compare-and-swap can only do
+//!   that for a window packed into one word (about 30 calls with a failure bit and a slow bit
+//!   each); claiming ring slots with a counter lets a later outcome's decision run before an
+//!   earlier one is written, which the `&mut` machine never sees.
+//!
+//! So an outcome takes the lock once (closing and reopening the path); the admission costs no
+//! lock.
 //!
 //! The adapters build `breaker.call(future)` on this type: acquire, run the future, report its
 //! outcome with the permit (a dropped future reports through
@@ -64,6 +97,7 @@ use crate::breaker::{
     State,
 };
 use crate::sync::shim::{spin_hint, Arc, AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::stripe::Striped;
 use crate::time::Instant;
 
 /// The closed path is open (lock-free admissions and outcomes allowed).
@@ -92,34 +126,71 @@ struct Inner {
     /// The generation the closed path issues permits in (written with the lock held, before the
     /// path opens).
     generation: AtomicU64,
-    /// The newest `now` seen (nanoseconds); the machine's clock is brought up to it under the lock.
+    /// The newest `now` the machine has seen (nanoseconds), written under the lock; the
+    /// closed path's newer instants are in the stripes.
     newest: AtomicU64,
-    /// Counts made on the closed path, added to the machine's in [`SharedBreaker::stats`].
-    admitted: AtomicU64,
-    successes: AtomicU64,
-    failures: AtomicU64,
-    ignored: AtomicU64,
-    slow: AtomicU64,
+    /// The closed path's counts and newest instants, one copy per stripe of threads so the
+    /// all-success path writes no line another thread reads (see the module docs).
+    counts: Striped<Counts>,
     /// Events may be queued (set under the lock after a transition, cleared by a drain that
     /// emptied the queue), so a drain with nothing to do takes no lock.
     events: AtomicBool,
     /// The config's trip threshold for the failure run.
     threshold: Option<u32>,
+    /// The config has a rate policy (a sliding window): the closed path then admits without
+    /// the lock, but every outcome takes it (see the module docs).
+    window: bool,
     /// The slow-call threshold in nanoseconds.
     slow_nanos: u128,
     machine: Mutex<CircuitBreaker>,
 }
 
+/// One stripe of the closed path's counts (added to the machine's in [`SharedBreaker::stats`])
+/// and the newest `now` its threads saw.
+#[derive(Debug, Default)]
+struct Counts {
+    admitted: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    ignored: AtomicU64,
+    slow: AtomicU64,
+    newest: AtomicU64,
+}
+
 impl Inner {
-    /// Clamps `now` to the newest instant seen, recording it if newer.
+    /// Clamps `now` to the newest instant the machine and this thread's stripe have seen,
+    /// recording it in the stripe if newer.
     #[inline]
-    fn observe(&self, now: Instant) -> Instant {
+    fn observe(&self, now: Instant, mine: &Counts) -> Instant {
         let n = now.as_nanos();
-        let seen = self.newest.load(Ordering::Relaxed);
+        let seen = self
+            .newest
+            .load(Ordering::Relaxed)
+            .max(mine.newest.load(Ordering::Relaxed));
         if n <= seen {
             return Instant::from_nanos(seen);
         }
-        Instant::from_nanos(self.newest.fetch_max(n, Ordering::Relaxed).max(n))
+        Instant::from_nanos(mine.newest.fetch_max(n, Ordering::Relaxed).max(n))
+    }
+
+    /// The newest `now` seen by the machine or any stripe.
+    fn newest_all(&self) -> u64 {
+        self.counts
+            .iter()
+            .map(|c| c.newest.load(Ordering::Acquire))
+            .fold(self.newest.load(Ordering::Acquire), u64::max)
+    }
+
+    /// Sums one count over the stripes, taking it (`take`) or reading it.
+    fn sum(&self, field: fn(&Counts) -> &AtomicU64, take: bool) -> u64 {
+        self.counts.iter().fold(0u64, |acc, c| {
+            let v = if take {
+                field(c).swap(0, Ordering::Relaxed)
+            } else {
+                field(c).load(Ordering::Relaxed)
+            };
+            acc.saturating_add(v)
+        })
     }
 
     #[inline]
@@ -166,8 +237,11 @@ impl Inner {
     /// Opens the closed path if the machine allows it (called with the lock held and the
     /// path closed).
     fn open_path(&self, m: &mut CircuitBreaker) {
+        // With a window, only admissions go lock-free: closed, they are a clamp and a count
+        // whatever the policy (`CircuitBreaker::try_acquire`'s own fast path).
+        let admit_only = self.window && m.state() == State::Closed && self.threshold != Some(0);
         let h = m.shared_hooks();
-        if h.lock_free_closed() {
+        if admit_only || h.lock_free_closed() {
             let generation = h.generation();
             self.generation.store(generation, Ordering::Relaxed);
             self.word.store(
@@ -189,18 +263,16 @@ impl SharedBreaker {
     #[must_use]
     pub fn from_breaker(mut breaker: CircuitBreaker) -> Self {
         let threshold = breaker.config().consecutive_failures;
+        let window = breaker.config().window_needed();
         let h = breaker.shared_hooks();
         let inner = Inner {
             word: AtomicU64::new(0),
             generation: AtomicU64::new(h.generation()),
             newest: AtomicU64::new(h.newest().as_nanos()),
-            admitted: AtomicU64::new(0),
-            successes: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            ignored: AtomicU64::new(0),
-            slow: AtomicU64::new(0),
+            counts: Striped::new(Counts::default),
             events: AtomicBool::new(h.has_events()),
             threshold,
+            window,
             slow_nanos: h.slow_nanos(),
             machine: Mutex::new(breaker),
         };
@@ -237,7 +309,7 @@ impl SharedBreaker {
             if let Some(run) = run {
                 h.set_consecutive_failures(run);
             }
-            h.observe(Instant::from_nanos(s.newest.load(Ordering::Acquire)));
+            h.observe(Instant::from_nanos(s.newest_all()));
             let r = f(&mut m);
             if m.shared_hooks().has_events() {
                 s.events.store(true, Ordering::Release);
@@ -245,7 +317,9 @@ impl SharedBreaker {
             r
         };
         let newest = m.shared_hooks().newest();
-        s.observe(newest);
+        if s.newest.load(Ordering::Relaxed) < newest.as_nanos() {
+            s.newest.fetch_max(newest.as_nanos(), Ordering::Release);
+        }
         s.open_path(&mut m);
         r
     }
@@ -256,11 +330,11 @@ impl SharedBreaker {
         let s = &*self.inner;
         self.locked(|m| {
             m.shared_hooks().add_counts(
-                s.admitted.swap(0, Ordering::Relaxed),
-                s.successes.swap(0, Ordering::Relaxed),
-                s.failures.swap(0, Ordering::Relaxed),
-                s.ignored.swap(0, Ordering::Relaxed),
-                s.slow.swap(0, Ordering::Relaxed),
+                s.sum(|c| &c.admitted, true),
+                s.sum(|c| &c.successes, true),
+                s.sum(|c| &c.failures, true),
+                s.sum(|c| &c.ignored, true),
+                s.sum(|c| &c.slow, true),
             );
             f(m)
         })
@@ -276,9 +350,10 @@ impl SharedBreaker {
     pub fn try_acquire(&self, now: Instant) -> Result<BreakerPermit, Rejected> {
         let s = &*self.inner;
         if let Some(generation) = s.open_generation(s.word.load(Ordering::Acquire)) {
-            let now = s.observe(now);
+            let mine = s.counts.mine();
+            let now = s.observe(now, mine);
             // Wraps only after 2^64 admissions (centuries at one per nanosecond).
-            s.admitted.fetch_add(1, Ordering::Relaxed);
+            mine.admitted.fetch_add(1, Ordering::Relaxed);
             return Ok(BreakerPermit::issued(generation, now));
         }
         self.try_acquire_locked(now)
@@ -293,6 +368,10 @@ impl SharedBreaker {
     #[inline]
     fn outcome_lock_free(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) -> bool {
         let s = &*self.inner;
+        if s.window {
+            // Every outcome changes the window: the machine records it, under the lock.
+            return false;
+        }
         let mut word = s.word.load(Ordering::Acquire);
         loop {
             match s.open_generation(word) {
@@ -326,18 +405,19 @@ impl SharedBreaker {
             }
             break;
         }
-        let now = s.observe(now);
+        let mine = s.counts.mine();
+        let now = s.observe(now, mine);
         // The counters wrap only after 2^64 outcomes.
         match outcome {
-            Outcome::Success => s.successes.fetch_add(1, Ordering::Relaxed),
-            Outcome::Failure => s.failures.fetch_add(1, Ordering::Relaxed),
+            Outcome::Success => mine.successes.fetch_add(1, Ordering::Relaxed),
+            Outcome::Failure => mine.failures.fetch_add(1, Ordering::Relaxed),
             Outcome::Ignored => {
-                s.ignored.fetch_add(1, Ordering::Relaxed);
+                mine.ignored.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
         };
         if s.is_slow(now, permit) {
-            s.slow.fetch_add(1, Ordering::Relaxed);
+            mine.slow.fetch_add(1, Ordering::Relaxed);
         }
         true
     }
@@ -383,7 +463,7 @@ impl SharedBreaker {
         let s = &*self.inner;
         if s.word.load(Ordering::Acquire) & OPEN != 0 {
             // Closed: no timer is armed; the machine would only clamp its clock.
-            s.observe(now);
+            s.observe(now, s.counts.mine());
             return;
         }
         self.locked(|m| m.handle_timeout(now));
@@ -399,7 +479,7 @@ impl SharedBreaker {
         }
         let mut m = self.lock();
         m.shared_hooks()
-            .observe(Instant::from_nanos(s.newest.load(Ordering::Acquire)));
+            .observe(Instant::from_nanos(s.newest_all()));
         m.poll_timeout()
     }
 
@@ -465,12 +545,11 @@ impl SharedBreaker {
             // The run is the low 32 bits: the cast keeps exactly them.
             st.consecutive_failures = (word & RUN) as u32;
         }
-        let add = |a: u64, b: &AtomicU64| a.saturating_add(b.load(Ordering::Relaxed));
-        st.admitted = add(st.admitted, &s.admitted);
-        st.successes = add(st.successes, &s.successes);
-        st.failures = add(st.failures, &s.failures);
-        st.ignored = add(st.ignored, &s.ignored);
-        st.slow = add(st.slow, &s.slow);
+        st.admitted = st.admitted.saturating_add(s.sum(|c| &c.admitted, false));
+        st.successes = st.successes.saturating_add(s.sum(|c| &c.successes, false));
+        st.failures = st.failures.saturating_add(s.sum(|c| &c.failures, false));
+        st.ignored = st.ignored.saturating_add(s.sum(|c| &c.ignored, false));
+        st.slow = st.slow.saturating_add(s.sum(|c| &c.slow, false));
         st
     }
 

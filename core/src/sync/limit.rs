@@ -23,11 +23,17 @@
 //!   stranded and nobody spins, but there is no queue and no fairness (use a bulkhead for that).
 //!   (Keeping one slot and waking the displaced waker instead would make two waiters wake each
 //!   other in a loop while the limit is full: the loom model found that busy loop.)
-//! - **Cheap permits.** Taking a permit is one CAS and one counter increment; dropping it is one
+//! - **Cheap permits.** Taking a permit is one CAS on the state word and one counter increment
+//!   on the calling thread's stripe (a cache line of its own, see below); dropping it is one
 //!   `fetch_sub` (releases are derived in [`SharedLimit::stats`] as `acquired - in_use`, never
 //!   ahead of the truth and never going backwards); the waker mutex is only locked when the
 //!   waiter flag is set. [`SharedLimit::try_acquire_ref`] hands out a [`LimitRef`] that borrows
 //!   the limit, saving the `Arc` clone and drop of an owned [`LimitGuard`].
+//! - **Two threads touch one shared line.** Only the state word is written by every acquire
+//!   and release. The acquisition count is striped: eight padded copies
+//!   (128 bytes each), a thread adding to the copy it was given on first use, `stats()` summing
+//!   them, so it costs about 1 KiB per limit. (An `Arc`'s reference counts sit on a line of
+//!   their own too, for owned guards.)
 //! - Under plain `alloc` (no `std`), [`SharedLimit::try_acquire`], guards and counts work and
 //!   `poll_acquire` does not exist.
 //!
@@ -65,6 +71,7 @@ use core::task::{Context, Poll, Waker};
 use super::shim::{Arc, AtomicU64, AtomicUsize, Ordering};
 #[cfg(feature = "std")]
 use super::shim::{Mutex, MutexGuard};
+use super::stripe::Striped;
 #[cfg(feature = "std")]
 use super::wakers::WakerList;
 use crate::error::Rejected;
@@ -95,7 +102,9 @@ fn to_usize(v: u64) -> usize {
 struct Inner {
     state: AtomicU64,
     peak: AtomicUsize,
-    acquired: AtomicU64,
+    /// Acquisitions, counted per stripe of threads (see `super::stripe`) so the count does not
+    /// put a second write on the state word's cache line; `stats()` sums the stripes.
+    acquired: Striped<AtomicU64>,
     /// The highest `released` any `stats()` reported. Releases are not counted on the hot
     /// path (one read-modify-write less per permit): `stats()` derives them as
     /// `acquired - in_use`, reading `acquired` first so the figure never exceeds the truth, and
@@ -132,7 +141,7 @@ impl Inner {
 
     fn count_acquired(&self, in_use: u64) {
         // Release: a `stats()` that reads this count also sees the CAS before it.
-        self.acquired.fetch_add(1, Ordering::Release);
+        self.acquired.mine().fetch_add(1, Ordering::Release);
         let in_use = to_usize(in_use);
         // Only write when the mark moves, so steady traffic below the peak stays read-only here.
         if self.peak.load(Ordering::Relaxed) < in_use {
@@ -158,7 +167,12 @@ impl Inner {
     /// its CAS and its count. The maximum over every snapshot (each also at most the truth of
     /// its time, and releases only grow) makes the figure monotonic.
     fn released(&self) -> (u64, u64, u64) {
-        let acquired = self.acquired.load(Ordering::Acquire);
+        // Each stripe only grows and is read before `state`, so the sum is at most the CAS
+        // acquisitions made when `state` is read, as one counter read first would be.
+        let acquired = self
+            .acquired
+            .iter()
+            .fold(0u64, |a, c| a.saturating_add(c.load(Ordering::Acquire)));
         let state = self.state.load(Ordering::Acquire);
         let derived = acquired.saturating_sub(in_use_of(state));
         let seen = self.released_seen.fetch_max(derived, Ordering::Relaxed);
@@ -221,7 +235,7 @@ impl SharedLimit {
             inner: Arc::new(Inner {
                 state: AtomicU64::new(slots::new(config.max())),
                 peak: AtomicUsize::new(0),
-                acquired: AtomicU64::new(0),
+                acquired: Striped::new(|| AtomicU64::new(0)),
                 released_seen: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 shed: AtomicU64::new(0),

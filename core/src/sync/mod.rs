@@ -10,6 +10,7 @@
 //! ```
 
 pub(crate) mod shim;
+mod stripe;
 
 #[cfg(feature = "std")]
 pub mod adaptive;
