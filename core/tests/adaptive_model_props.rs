@@ -132,7 +132,7 @@ fn config() -> impl Strategy<Value = Option<AdaptiveConfig>> {
             AdaptiveConfig::builder()
                 .min_limit(min)
                 .max_limit(max)
-                .initial_limit(initial.clamp(min, max))
+                .initial_limit(initial.max(min).min(max)) // min > max: rejected below
                 .window(window)
                 .min_samples(samples)
                 .probe_interval(probe)
