@@ -137,7 +137,10 @@ impl Harness {
             AdaptiveDecision::Resize { limit } => Some(limit),
             AdaptiveDecision::Unchanged => None,
         };
-        assert_eq!(machine, model, "the machine's decision and the model's differ");
+        assert_eq!(
+            machine, model,
+            "the machine's decision and the model's differ"
+        );
         if let Err(e) = self.model.check(&self.a) {
             panic!("machine and model differ: {e}");
         }
