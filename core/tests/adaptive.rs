@@ -681,3 +681,115 @@ fn every_resize_is_an_event() {
     }
     assert_eq!(a.stats().events_dropped, 0);
 }
+
+/// `count` samples of `rtt` at `in_flight`, one every `gap`; the last decision.
+fn feed(
+    a: &mut Adaptive,
+    now: &mut Instant,
+    rtt: Duration,
+    in_flight: u32,
+    count: u32,
+    gap: Duration,
+) -> AdaptiveDecision {
+    let mut last = AdaptiveDecision::Unchanged;
+    for _ in 0..count {
+        *now += gap;
+        last = a.on_sample(*now, rtt, SampleOutcome::Success, in_flight);
+    }
+    last
+}
+
+// The exact boundaries of the documented rules. Each window below has one RTT (no noise) and
+// one `in_flight`, so its queue estimate `n × (1 − b / m)` is an exact binary fraction: a rule
+// that compares it with its threshold by `>` rather than `>=` (or `<` rather than `<=`) gives a
+// different answer, which random tests almost never see (cargo-mutants' `>` -> `>=` mutants).
+
+/// Gradient: a queue exactly at the target (one request) is not above it: no cut, so the slow
+/// start goes on and nothing is counted as a decrease.
+#[test]
+fn gradient_queue_exactly_at_target_is_not_cut() {
+    let mut now = Instant::from_secs(1);
+    let mut a = gradient(20);
+    // b = 10 ms from a full window (application-limited: 2 in flight, limit 20).
+    let _ = feed(&mut a, &mut now, 10 * MS, 2, 10, 10 * MS);
+    assert_eq!(a.min_rtt(), Some(10 * MS));
+    // m = 20 ms, n = 2: q = 2 × (1 − 10/20) = 1 = max(5 % of 20, 1).
+    let _ = feed(&mut a, &mut now, 20 * MS, 2, 8, 5 * MS);
+    let s = a.stats();
+    assert_eq!(s.windows, 2);
+    assert_eq!((s.decreases, s.slow_start, a.limit()), (0, true, 20));
+}
+
+/// Vegas: a queue exactly at `beta × log10(limit)` (6) is not above it (hold), and a queue
+/// exactly at `alpha × log10(limit)` (3) is not below it (hold).
+#[test]
+fn vegas_queue_exactly_at_alpha_or_beta_holds() {
+    let config = AdaptiveConfig::builder()
+        .initial_limit(20)
+        .algorithm(Algorithm::Vegas(VegasParams::default()))
+        .build()
+        .unwrap();
+    // b = 10 ms from an application-limited window, then q = 12 × (1 − 10/20) = 6 = beta
+    // (12 in flight: limit-bound).
+    let mut now = Instant::from_secs(1);
+    let mut a = Adaptive::new(config, now);
+    let _ = feed(&mut a, &mut now, 10 * MS, 2, 10, 10 * MS);
+    assert_eq!((a.min_rtt(), a.limit()), (Some(10 * MS), 20));
+    let _ = feed(&mut a, &mut now, 20 * MS, 12, 20, 5 * MS);
+    assert_eq!(a.stats().windows, 2);
+    assert_eq!(a.limit(), 20, "q = beta exactly: hold");
+    // q = 12 × (1 − 30/40) = 3 = alpha (b = 30 ms).
+    let mut now = Instant::from_secs(1);
+    let mut a = Adaptive::new(config, now);
+    let _ = feed(&mut a, &mut now, 30 * MS, 2, 10, 10 * MS);
+    assert_eq!((a.min_rtt(), a.limit()), (Some(30 * MS), 20));
+    let _ = feed(&mut a, &mut now, 40 * MS, 12, 20, 5 * MS);
+    assert_eq!(a.stats().windows, 2);
+    assert_eq!(a.limit(), 20, "q = alpha exactly: hold");
+}
+
+/// A queue of exactly one half at the minimum limit is not "an apparent queue": three such
+/// windows start no probe.
+#[test]
+fn half_a_request_of_queue_at_the_minimum_is_not_stuck() {
+    let config = AdaptiveConfig::builder()
+        .min_limit(1)
+        .max_limit(1)
+        .initial_limit(1)
+        .probe_interval(None)
+        .build()
+        .unwrap();
+    let mut now = Instant::from_secs(1);
+    let mut a = Adaptive::new(config, now);
+    let _ = feed(&mut a, &mut now, 10 * MS, 1, 10, 10 * MS);
+    assert_eq!(a.min_rtt(), Some(10 * MS));
+    // q = 1 × (1 − 10/20) = 0.5 for five windows (each 40 ms in slow start).
+    let _ = feed(&mut a, &mut now, 20 * MS, 1, 50, 5 * MS);
+    let s = a.stats();
+    assert!(s.windows >= 5, "{s:?}");
+    assert_eq!((s.probes, s.stale_min_rtt), (0, 0));
+}
+
+/// The minimum RTT is lowered only by a window whose mean is below it; equal is not lower,
+/// even where the two round to the same `f64` (RTTs above 2^53 ns).
+#[test]
+fn a_window_equal_to_the_minimum_rtt_in_f64_does_not_move_it() {
+    let mut now = Instant::from_secs(1);
+    let mut a = gradient(20);
+    let b = Duration::from_nanos((1u64 << 60) + 1);
+    let _ = feed(&mut a, &mut now, b, 2, 10, 10 * MS);
+    assert_eq!(a.min_rtt(), Some(b));
+    while a.poll_event().is_some() {}
+    // 2^60 < b, but `2^60 as f64 == b as f64`: no window is lower by more than its noise.
+    let _ = feed(
+        &mut a,
+        &mut now,
+        Duration::from_nanos(1 << 60),
+        2,
+        10,
+        10 * MS,
+    );
+    assert_eq!(a.stats().windows, 2);
+    assert_eq!(a.min_rtt(), Some(b));
+    assert_eq!(a.poll_event(), None);
+}

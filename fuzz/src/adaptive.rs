@@ -3,7 +3,10 @@
 //! limit stays within `[min_limit, max_limit]`; every `Resize` names the limit now in force and
 //! `Unchanged` means it did not move; each change is one `LimitChanged` event within bounds;
 //! after `handle_timeout(t)` the timer is never due at or before the newest instant seen; a
-//! probe that started ends (the timer is back) only through windows; counters balance.
+//! probe that started ends (the timer is back) only through windows; counters balance. And the
+//! machine follows its reference model (`keel_testkit::models::adaptive`, shared with
+//! `core/tests/adaptive_model_props.rs`) in lockstep: every decision, the limit, the minimum
+//! RTT, the timer, every counter and flag after each input, and each event when drained.
 
 use core::time::Duration;
 
@@ -13,6 +16,7 @@ use keel_core::adaptive::{
     GradientParams, SampleOutcome, VegasParams,
 };
 use keel_core::time::Instant;
+use keel_testkit::models::adaptive::AdaptiveModel;
 
 use crate::common::{Clock, Dur, Step, Timed};
 
@@ -73,6 +77,7 @@ pub struct Config {
 /// The machine and what the harness expects of it.
 pub struct Harness {
     a: Adaptive,
+    model: AdaptiveModel,
     min: u32,
     max: u32,
     samples: u64,
@@ -118,6 +123,7 @@ impl Harness {
         let config = b.build().ok()?;
         Some(Harness {
             a: Adaptive::new(config, start),
+            model: AdaptiveModel::new(&config, start),
             min: config.min_limit(),
             max: config.max_limit(),
             samples: 0,
@@ -126,7 +132,18 @@ impl Harness {
         })
     }
 
-    fn check(&mut self, before: u32, d: AdaptiveDecision) {
+    fn check(&mut self, before: u32, d: AdaptiveDecision, model: Option<u32>) {
+        let machine = match d {
+            AdaptiveDecision::Resize { limit } => Some(limit),
+            AdaptiveDecision::Unchanged => None,
+        };
+        assert_eq!(
+            machine, model,
+            "the machine's decision and the model's differ"
+        );
+        if let Err(e) = self.model.check(&self.a) {
+            panic!("machine and model differ: {e}");
+        }
         let limit = self.a.limit();
         assert!(
             (self.min..=self.max).contains(&limit),
@@ -146,8 +163,9 @@ impl Harness {
     fn sample(&mut self, now: Instant, rtt: Duration, outcome: SampleOutcome, in_flight: u32) {
         let before = self.a.limit();
         let d = self.a.on_sample(now, rtt, outcome, in_flight);
+        let m = self.model.on_sample(now, rtt, outcome, in_flight);
         self.samples += 1;
-        self.check(before, d);
+        self.check(before, d, m);
     }
 
     /// Applies `op` at `now` and checks the invariants.
@@ -193,7 +211,8 @@ impl Harness {
             Op::Timeout => {
                 let before = self.a.limit();
                 let d = self.a.handle_timeout(now);
-                self.check(before, d);
+                let m = self.model.handle_timeout(now);
+                self.check(before, d, m);
                 if let Some(next) = self.a.poll_timeout() {
                     assert!(
                         next > clock.newest() || next == Instant::MAX,
@@ -207,7 +226,8 @@ impl Harness {
                     clock.jump(t);
                     let before = self.a.limit();
                     let d = self.a.handle_timeout(t);
-                    self.check(before, d);
+                    let m = self.model.handle_timeout(t);
+                    self.check(before, d, m);
                     if t >= clock.newest() {
                         // The probe started: no timer until its windows close.
                         assert!(self.a.stats().probing);
@@ -217,6 +237,7 @@ impl Harness {
             }
             Op::Poll => {
                 while let Some(e) = self.a.poll_event() {
+                    assert_eq!(Some(e), self.model.pop_event(), "the events differ");
                     if let AdaptiveEvent::LimitChanged { from, to, .. } = e {
                         assert!((self.min..=self.max).contains(&from));
                         assert!((self.min..=self.max).contains(&to));
@@ -224,6 +245,7 @@ impl Harness {
                         self.changes += 1;
                     }
                 }
+                assert_eq!(self.model.pop_event(), None, "the model has more events");
             }
         }
         let s = self.a.stats();

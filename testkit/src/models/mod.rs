@@ -9,6 +9,7 @@
 //! do not clamp, but decide an older `now` as given: feed them the clamped instant too.)
 
 pub mod accept;
+pub mod adaptive;
 pub mod backlog;
 pub mod backoff;
 pub mod breaker;
