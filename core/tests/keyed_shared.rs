@@ -403,3 +403,52 @@ fn decide_n_with_reads_the_state_the_decision_left() {
     assert_eq!((d.by, d.result), (DecidedBy::Overflow, Ok(())));
     assert_eq!(peek.unwrap_err().reason, KeyedLimited::OverRate);
 }
+
+/// The overflow limiter follows `set_quota` only while no overflow quota of its own was set:
+/// in the config (the mutant `overflow_follows -> true` made an explicit one follow) or later
+/// by `set_overflow_quota`; by default it follows (`-> false` made it stay behind).
+#[test]
+fn the_overflow_quota_follows_set_quota_only_while_it_is_the_default() {
+    let t0 = Instant::from_nanos(0);
+    let per_key = quota(100, 2);
+    let raised = quota(10, 20);
+    let own = quota(1000, 1);
+    let config = |overflow: Option<Quota>| {
+        let b = KeyedConfig::builder()
+            .quota(per_key)
+            .max_keys(4)
+            .full(Full::Overflow)
+            .hash_seed(SEED);
+        match overflow {
+            Some(q) => b.overflow_quota(q),
+            None => b,
+        }
+        .build()
+        .unwrap()
+    };
+
+    let default = SharedKeyedGcra::<u64>::new(config(None), t0);
+    assert_eq!(default.overflow_quota(), per_key);
+    default.set_quota(t0, raised);
+    assert_eq!(
+        default.overflow_quota(),
+        raised,
+        "the default overflow quota follows"
+    );
+
+    let explicit = SharedKeyedGcra::<u64>::new(config(Some(own)), t0);
+    explicit.set_quota(t0, raised);
+    assert_eq!(
+        explicit.overflow_quota(),
+        own,
+        "an overflow quota of its own stays"
+    );
+
+    default.set_overflow_quota(t0, own);
+    default.set_quota(t0, per_key);
+    assert_eq!(
+        default.overflow_quota(),
+        own,
+        "set_overflow_quota stops the following"
+    );
+}
