@@ -238,6 +238,7 @@ impl KeyedConfig {
     }
 
     /// Whether the overflow quota follows the per-key quota (none set).
+    #[cfg(feature = "std")]
     pub(crate) fn overflow_follows(&self) -> bool {
         self.overflow_quota.is_none()
     }
@@ -502,6 +503,7 @@ pub struct KeyedStats {
 
 impl KeyedStats {
     /// The sum of two tables' counters, each saturating (the shards of the shared form).
+    #[cfg(feature = "std")]
     pub(crate) fn plus(self, o: KeyedStats) -> KeyedStats {
         KeyedStats {
             allowed: self.allowed.saturating_add(o.allowed),
@@ -713,6 +715,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
 
     /// The table's own counters, without its overflow limiter's (the shards of the shared
     /// form, whose overflow limiter is the one they share).
+    #[cfg(feature = "std")]
     pub(crate) fn table_stats(&self) -> KeyedStats {
         self.stats
     }
