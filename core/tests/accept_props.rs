@@ -3,8 +3,10 @@
 //! decisions and of when reports happen (`keel_testkit::models::accept`, shared with the fuzz
 //! target).
 
-// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
-#![cfg(not(keel_no_testkit))]
+// The model is `keel_testkit::models::accept`. keel-testkit is left out of the `no_std` test runs
+// (`--cfg keel_no_testkit`, see core/Cargo.toml), so there the same source file is compiled
+// into this test instead (it uses only keel-core's public API and std, which this test crate
+// links; keel-core is built without it). One model, two ways in.
 
 use core::time::Duration;
 
@@ -13,11 +15,19 @@ use keel_core::accept::{
     UnknownErrorPolicy, EVENT_QUEUE_CAPACITY,
 };
 use keel_core::time::Instant;
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::accept::{event_count, AcceptModel};
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
 mod props;
+
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/accept.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod accept_model;
+#[cfg(keel_no_testkit)]
+use accept_model::{event_count, AcceptModel};
 
 #[derive(Clone, Debug)]
 enum Op {

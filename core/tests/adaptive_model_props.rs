@@ -5,8 +5,10 @@
 //! every input the decision, the limit, the minimum RTT, the timer, every counter and flag
 //! agree; the events agree one by one whenever they are drained.
 
-// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
-#![cfg(not(keel_no_testkit))]
+// The model is `keel_testkit::models::adaptive`. keel-testkit is left out of the `no_std` test
+// runs (`--cfg keel_no_testkit`, see core/Cargo.toml), so there the same source file is compiled
+// into this test instead (it uses only keel-core's public API and std, which this test crate
+// links; keel-core is built without it). One model, two ways in.
 
 use core::time::Duration;
 
@@ -15,11 +17,19 @@ use keel_core::adaptive::{
     SampleOutcome, VegasParams,
 };
 use keel_core::Instant;
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::adaptive::AdaptiveModel;
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
 mod props;
+
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/adaptive.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod adaptive_model;
+#[cfg(keel_no_testkit)]
+use adaptive_model::AdaptiveModel;
 
 #[derive(Clone, Debug)]
 enum Op {

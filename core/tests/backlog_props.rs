@@ -3,16 +3,26 @@
 //! depth, event and timer), the bound (an admission never takes the estimate past its
 //! priority's bound), and no panic on any input.
 
-// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
-#![cfg(not(keel_no_testkit))]
+// The model is `keel_testkit::models::backlog`. keel-testkit is left out of the `no_std` test runs
+// (`--cfg keel_no_testkit`, see core/Cargo.toml), so there the same source file is compiled
+// into this test instead (it uses only keel-core's public API and std, which this test crate
+// links; keel-core is built without it). One model, two ways in.
 
 #[path = "support/props.rs"]
 mod props;
+
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/backlog.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod backlog_model;
+#[cfg(keel_no_testkit)]
+use backlog_model::BacklogModel;
 
 use core::time::Duration;
 
 use keel_core::backlog::{Backlog, BacklogConfig, Priority};
 use keel_core::time::Instant;
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::backlog::BacklogModel;
 use proptest::prelude::*;
 

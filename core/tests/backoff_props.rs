@@ -2,18 +2,28 @@
 //! reference model of the un-jittered schedules (`keel_testkit::models::backoff`, shared with the
 //! fuzz target), and no panic on any input.
 
-// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
-#![cfg(not(keel_no_testkit))]
+// The model is `keel_testkit::models::backoff`. keel-testkit is left out of the `no_std` test runs
+// (`--cfg keel_no_testkit`, see core/Cargo.toml), so there the same source file is compiled
+// into this test instead (it uses only keel-core's public API and std, which this test crate
+// links; keel-core is built without it). One model, two ways in.
 
 use core::time::Duration;
 
 use keel_core::backoff::{Backoff, BackoffConfig, GiveUpReason, Jitter, RetryDecision};
 use keel_core::time::Instant;
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::backoff::BackoffModel;
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
 mod props;
+
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/backoff.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod backoff_model;
+#[cfg(keel_no_testkit)]
+use backoff_model::BackoffModel;
 
 fn nanos(d: Duration) -> u128 {
     d.as_nanos().min(u128::from(u64::MAX))

@@ -11,12 +11,22 @@ use proptest::prelude::*;
 #[path = "support/props.rs"]
 mod props;
 
-/// The machine against the model. The model lives in keel-testkit, left out of the `no_std`
-/// test runs (see core/Cargo.toml); the invariant tests below run there too.
-#[cfg(not(keel_no_testkit))]
+// The model is `keel_testkit::models::breaker`. keel-testkit is left out of the `no_std` test
+// runs (`--cfg keel_no_testkit`, see core/Cargo.toml), so there the same source file is compiled
+// into this test instead (it uses only keel-core's public API and std, which this test crate
+// links; keel-core is built without it). One model, two ways in.
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/breaker.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod breaker_model;
+
+/// The machine against the model.
 mod model {
     use super::*;
+    #[cfg(keel_no_testkit)]
+    use crate::breaker_model::{BreakerModel, ModelPermit, ModelState};
     use keel_core::breaker::Outcome;
+    #[cfg(not(keel_no_testkit))]
     use keel_testkit::models::breaker::{BreakerModel, ModelPermit, ModelState};
 
     /// The configurations the model covers: consecutive failures plus a count window, a fixed

@@ -2,18 +2,28 @@
 //! (`keel_testkit::models::budget`, shared with the fuzz target: the exact slot-ring balance and
 //! the documented window guarantee in both directions), and no panic on any input.
 
-// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
-#![cfg(not(keel_no_testkit))]
+// The model is `keel_testkit::models::budget`. keel-testkit is left out of the `no_std` test runs
+// (`--cfg keel_no_testkit`, see core/Cargo.toml), so there the same source file is compiled
+// into this test instead (it uses only keel-core's public API and std, which this test crate
+// links; keel-core is built without it). One model, two ways in.
 
 use core::time::Duration;
 
 use keel_core::budget::{BudgetConfig, RetryBudget, SLOTS};
 use keel_core::time::Instant;
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::budget::BudgetModel;
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
 mod props;
+
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/budget.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod budget_model;
+#[cfg(keel_no_testkit)]
+use budget_model::BudgetModel;
 
 fn budget_config() -> impl Strategy<Value = BudgetConfig> {
     (

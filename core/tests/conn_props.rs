@@ -4,8 +4,10 @@
 //! linger deadline is never past the drain deadline, expiries match the model, the counts add
 //! up, and no input sequence panics or makes `poll_timeout` spin.
 
-// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
-#![cfg(not(keel_no_testkit))]
+// The model is `keel_testkit::models::conn`. keel-testkit is left out of the `no_std` test runs
+// (`--cfg keel_no_testkit`, see core/Cargo.toml), so there the same source file is compiled
+// into this test instead (it uses only keel-core's public API and std, which this test crate
+// links; keel-core is built without it). One model, two ways in.
 // Runs in the `alloc` and `std` configurations only: the connection machine needs `alloc`.
 #![cfg(feature = "alloc")]
 
@@ -13,11 +15,19 @@ use core::time::Duration;
 
 use keel_core::conn::{CloseReason, ConnConfig, ConnEnd, ConnTable};
 use keel_core::Instant;
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::conn::ConnModel;
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
 mod props;
+
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/conn.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod conn_model;
+#[cfg(keel_no_testkit)]
+use conn_model::ConnModel;
 
 #[derive(Clone, Debug)]
 enum Op {

@@ -3,24 +3,42 @@
 //! history, quota changes included), the window bound, exact `retry_at`, the keyed table against
 //! `keel_testkit::models::keyed` and its bound, and no panics.
 
-// Runs in the `alloc` and `std` configurations only: the keyed and shared limiters need `alloc`;
-// and not under `--cfg keel_no_testkit` (the models live in keel-testkit, see core/Cargo.toml).
-#![cfg(all(feature = "alloc", not(keel_no_testkit)))]
+// Runs in the `alloc` and `std` configurations only: the keyed and shared limiters need `alloc`.
+// The models are `keel_testkit::models::{gcra,keyed}`. keel-testkit is left out of the `no_std`
+// test runs (`--cfg keel_no_testkit`, see core/Cargo.toml), so there the same source files are
+// compiled into this test instead (they use only keel-core's public API and std, which this
+// test crate links). The keyed model names the other as `super::gcra`, so both sit at the root.
+#![cfg(feature = "alloc")]
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+#[cfg(keel_no_testkit)]
+use gcra::{GcraModel, WindowLog};
 use keel_core::rate::keyed::{DecidedBy, Full, KeyedConfig, KeyedGcra, KeyedLimited};
 use keel_core::rate::{Gcra, Quota, RateLimited};
 use keel_core::sync::gcra::SharedRateLimiter;
 use keel_core::Instant;
 use keel_core::Rejected;
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::gcra::{GcraModel, WindowLog};
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::keyed::KeyedModel;
+#[cfg(keel_no_testkit)]
+use keyed::KeyedModel;
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
 mod props;
+
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/gcra.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod gcra;
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/keyed.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod keyed;
 
 /// A small quota: `count` per `period_ns` ns (so T is a few ns to a few µs), burst 1..=8.
 fn quota() -> impl Strategy<Value = Quota> {

@@ -7,6 +7,9 @@
 //! - single requests are served in order: their slots follow their arrival order;
 //! - no lost wake-up: a waiter whose slot appears or moves earlier has been woken;
 //! - nobody is stranded: in the end every waiter still queued is admitted.
+// Runs with `std` only: `keel_core::sync::rate_wait` exists only there (its queue sits behind
+// a mutex, and keel-core has no mutex without std), so the `no_std` runs, `alloc` included,
+// compile this file to nothing.
 #![cfg(feature = "std")]
 
 use std::num::NonZeroU32;

@@ -4,18 +4,28 @@
 //! negative, nothing is admitted after the drain starts, the deadline always fires, and no
 //! input panics.
 
-// The model lives in keel-testkit, left out of the `no_std` test runs (see core/Cargo.toml).
-#![cfg(not(keel_no_testkit))]
+// The model is `keel_testkit::models::shutdown`. keel-testkit is left out of the `no_std` test runs
+// (`--cfg keel_no_testkit`, see core/Cargo.toml), so there the same source file is compiled
+// into this test instead (it uses only keel-core's public API and std, which this test crate
+// links; keel-core is built without it). One model, two ways in.
 
 use core::time::Duration;
 
 use keel_core::shutdown::{Shutdown, ShutdownConfig, ShutdownEvent, ShutdownPermit, ShutdownState};
 use keel_core::Instant;
+#[cfg(not(keel_no_testkit))]
 use keel_testkit::models::shutdown::ShutdownModel;
 use proptest::prelude::*;
 
 #[path = "support/props.rs"]
 mod props;
+
+#[cfg(keel_no_testkit)]
+#[path = "../../testkit/src/models/shutdown.rs"]
+#[allow(dead_code, unreachable_pub)] // a library module here: items this test does not use
+mod shutdown_model;
+#[cfg(keel_no_testkit)]
+use shutdown_model::ShutdownModel;
 
 #[derive(Clone, Debug)]
 enum Op {
