@@ -35,13 +35,18 @@ pub struct GradientParams {
     pub backoff_percent: u8,
 }
 
+impl GradientParams {
+    /// The defaults, in a `const` for [`AdaptiveConfig::builder`].
+    const DEFAULT: GradientParams = GradientParams {
+        queue_target_percent: 5,
+        gain_percent: 50,
+        backoff_percent: 90,
+    };
+}
+
 impl Default for GradientParams {
     fn default() -> Self {
-        GradientParams {
-            queue_target_percent: 5,
-            gain_percent: 50,
-            backoff_percent: 90,
-        }
+        GradientParams::DEFAULT
     }
 }
 
@@ -122,33 +127,26 @@ pub struct AdaptiveConfig {
 
 impl Default for AdaptiveConfig {
     fn default() -> Self {
-        AdaptiveConfig {
-            min_limit: DEFAULT_MIN_LIMIT,
-            max_limit: DEFAULT_MAX_LIMIT,
-            initial_limit: DEFAULT_INITIAL_LIMIT,
-            window: DEFAULT_WINDOW,
-            min_samples: DEFAULT_MIN_SAMPLES,
-            probe_interval: Some(DEFAULT_PROBE_INTERVAL),
-            algorithm: Algorithm::default(),
-        }
+        AdaptiveConfig::DEFAULT
     }
 }
 
 impl AdaptiveConfig {
+    /// The defaults, written once: [`Default`] and [`builder`](Self::builder) start here.
+    const DEFAULT: AdaptiveConfig = AdaptiveConfig {
+        min_limit: DEFAULT_MIN_LIMIT,
+        max_limit: DEFAULT_MAX_LIMIT,
+        initial_limit: DEFAULT_INITIAL_LIMIT,
+        window: DEFAULT_WINDOW,
+        min_samples: DEFAULT_MIN_SAMPLES,
+        probe_interval: Some(DEFAULT_PROBE_INTERVAL),
+        algorithm: Algorithm::Gradient(GradientParams::DEFAULT),
+    };
+
     /// A builder starting from the defaults (see the [module docs](super)).
     pub const fn builder() -> AdaptiveConfigBuilder {
         AdaptiveConfigBuilder {
-            min_limit: DEFAULT_MIN_LIMIT,
-            max_limit: DEFAULT_MAX_LIMIT,
-            initial_limit: DEFAULT_INITIAL_LIMIT,
-            window: DEFAULT_WINDOW,
-            min_samples: DEFAULT_MIN_SAMPLES,
-            probe_interval: Some(DEFAULT_PROBE_INTERVAL),
-            algorithm: Algorithm::Gradient(GradientParams {
-                queue_target_percent: 5,
-                gain_percent: 50,
-                backoff_percent: 90,
-            }),
+            config: AdaptiveConfig::DEFAULT,
         }
     }
 
@@ -199,26 +197,21 @@ impl AdaptiveConfig {
 #[derive(Clone, Copy, Debug)]
 #[must_use = "a builder does nothing until `build()` is called"]
 pub struct AdaptiveConfigBuilder {
-    min_limit: u32,
-    max_limit: u32,
-    initial_limit: u32,
-    window: Duration,
-    min_samples: u32,
-    probe_interval: Option<Duration>,
-    algorithm: Algorithm,
+    /// The values set so far, unchecked until [`build`](Self::build).
+    config: AdaptiveConfig,
 }
 
 impl AdaptiveConfigBuilder {
     /// The lowest limit (default 1). Must be at least 1: a limit of 0 admits nothing and so
     /// never measures anything again.
     pub const fn min_limit(mut self, min: u32) -> Self {
-        self.min_limit = min;
+        self.config.min_limit = min;
         self
     }
 
     /// The highest limit (default 1000).
     pub const fn max_limit(mut self, max: u32) -> Self {
-        self.max_limit = max;
+        self.config.max_limit = max;
         self
     }
 
@@ -226,20 +219,20 @@ impl AdaptiveConfigBuilder {
     /// `[min_limit, max_limit]`: [`build`](Self::build) rejects it otherwise rather than
     /// silently clamping it. Use 1 with the slow start to find the limit from scratch.
     pub const fn initial_limit(mut self, initial: u32) -> Self {
-        self.initial_limit = initial;
+        self.config.initial_limit = initial;
         self
     }
 
     /// The shortest sample window (default 100 ms). A window also lasts at least two
     /// minimum RTTs, so slow services still get several samples per window.
     pub const fn window(mut self, window: Duration) -> Self {
-        self.window = window;
+        self.config.window = window;
         self
     }
 
     /// Samples a window needs before it may move the minimum RTT (default 10).
     pub const fn min_samples(mut self, n: u32) -> Self {
-        self.min_samples = n;
+        self.config.min_samples = n;
         self
     }
 
@@ -248,13 +241,13 @@ impl AdaptiveConfigBuilder {
     /// minimum. `None` turns the timer off (the minimum is then only re-measured when the
     /// latency stops answering to cuts of the limit).
     pub const fn probe_interval(mut self, interval: Option<Duration>) -> Self {
-        self.probe_interval = interval;
+        self.config.probe_interval = interval;
         self
     }
 
     /// The controller (default [`Algorithm::Gradient`] with its defaults).
     pub const fn algorithm(mut self, algorithm: Algorithm) -> Self {
-        self.algorithm = algorithm;
+        self.config.algorithm = algorithm;
         self
     }
 
@@ -269,37 +262,38 @@ impl AdaptiveConfigBuilder {
     ///   or a percentage outside its range (a backoff must be in 1..=99, a gain in 1..=100, a
     ///   queue target in 0..=100, Vegas `alpha` at least 1 and below `beta`).
     pub const fn build(self) -> Result<AdaptiveConfig, ConfigError> {
-        if self.min_limit == 0 {
+        let c = self.config;
+        if c.min_limit == 0 {
             return Err(ConfigError::Zero { field: "min_limit" });
         }
-        if self.min_limit > self.max_limit {
+        if c.min_limit > c.max_limit {
             return Err(ConfigError::InvertedRange {
                 min: "min_limit",
                 max: "max_limit",
             });
         }
-        if self.initial_limit < self.min_limit || self.initial_limit > self.max_limit {
+        if c.initial_limit < c.min_limit || c.initial_limit > c.max_limit {
             return Err(ConfigError::OutOfRange {
                 field: "initial_limit",
                 expected: "between min_limit and max_limit",
             });
         }
-        if self.window.is_zero() {
+        if c.window.is_zero() {
             return Err(ConfigError::Zero { field: "window" });
         }
-        if self.min_samples == 0 {
+        if c.min_samples == 0 {
             return Err(ConfigError::Zero {
                 field: "min_samples",
             });
         }
-        if let Some(p) = self.probe_interval {
+        if let Some(p) = c.probe_interval {
             if p.is_zero() {
                 return Err(ConfigError::Zero {
                     field: "probe_interval",
                 });
             }
         }
-        let backoff = match self.algorithm {
+        let backoff = match c.algorithm {
             Algorithm::Gradient(g) => {
                 if g.gain_percent == 0 || g.gain_percent > 100 {
                     return Err(ConfigError::OutOfRange {
@@ -340,14 +334,6 @@ impl AdaptiveConfigBuilder {
                 expected: "a percentage in 1..=99 (Netflix: 90)",
             });
         }
-        Ok(AdaptiveConfig {
-            min_limit: self.min_limit,
-            max_limit: self.max_limit,
-            initial_limit: self.initial_limit,
-            window: self.window,
-            min_samples: self.min_samples,
-            probe_interval: self.probe_interval,
-            algorithm: self.algorithm,
-        })
+        Ok(c)
     }
 }

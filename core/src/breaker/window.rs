@@ -287,40 +287,28 @@ mod tests {
     use super::*;
     use core::time::Duration;
 
+    /// The totals a test expects: `calls`, `failures`, `slow`.
+    fn totals(calls: u64, failures: u64, slow: u64) -> Totals {
+        Totals {
+            calls,
+            failures,
+            slow,
+        }
+    }
+
     #[test]
     fn count_window_evicts_the_oldest_outcome() {
         let mut w = Window::new(SlidingWindow::Count { size: 3 }, Instant::ZERO);
         w.record(Instant::ZERO, true, true);
         w.record(Instant::ZERO, false, false);
         w.record(Instant::ZERO, true, false);
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 3,
-                failures: 2,
-                slow: 1
-            }
-        );
+        assert_eq!(w.totals(), totals(3, 2, 1));
         w.record(Instant::ZERO, false, false);
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 3,
-                failures: 1,
-                slow: 0
-            }
-        );
+        assert_eq!(w.totals(), totals(3, 1, 0));
         for _ in 0..100 {
             w.record(Instant::ZERO, true, false);
         }
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 3,
-                failures: 3,
-                slow: 0
-            }
-        );
+        assert_eq!(w.totals(), totals(3, 3, 0));
         w.reset(Instant::ZERO);
         assert_eq!(w.totals(), Totals::default());
     }
@@ -332,14 +320,7 @@ mod tests {
             w.record(Instant::ZERO, i % 7 == 0, i % 5 == 0);
         }
         // The last 70 outcomes are i = 630..700: 10 multiples of 7 and 14 of 5.
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 70,
-                failures: 10,
-                slow: 14
-            }
-        );
+        assert_eq!(w.totals(), totals(70, 10, 14));
     }
 
     #[test]
@@ -352,32 +333,11 @@ mod tests {
         w.record(Instant::from_millis(100), true, false);
         w.record(Instant::from_millis(1_100), false, true);
         w.record(Instant::from_millis(2_100), true, false);
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 3,
-                failures: 2,
-                slow: 1
-            }
-        );
+        assert_eq!(w.totals(), totals(3, 2, 1));
         w.record(Instant::from_millis(3_000), false, false);
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 3,
-                failures: 1,
-                slow: 1
-            }
-        );
+        assert_eq!(w.totals(), totals(3, 1, 1));
         w.record(Instant::MAX, false, false);
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 1,
-                failures: 0,
-                slow: 0
-            }
-        );
+        assert_eq!(w.totals(), totals(1, 0, 0));
     }
 
     #[test]
@@ -423,33 +383,12 @@ mod tests {
         assert_eq!(w.totals(), Totals::default());
         w.record(Instant::from_millis(10_600), true, false);
         w.record(Instant::from_millis(12_900), false, true);
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 2,
-                failures: 1,
-                slow: 1
-            }
-        );
+        assert_eq!(w.totals(), totals(2, 1, 1));
         // Epoch 13 evicts epoch 10 (three buckets: 11, 12, 13).
         w.record(Instant::from_millis(13_000), false, false);
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 2,
-                failures: 0,
-                slow: 1
-            }
-        );
+        assert_eq!(w.totals(), totals(2, 0, 1));
         // Long after: only the newest call is left.
         w.record(Instant::from_secs(20), false, false);
-        assert_eq!(
-            w.totals(),
-            Totals {
-                calls: 1,
-                failures: 0,
-                slow: 0
-            }
-        );
+        assert_eq!(w.totals(), totals(1, 0, 0));
     }
 }

@@ -75,9 +75,10 @@ use super::gcra::SharedRateLimiter;
 use super::shim::{Mutex, MutexGuard};
 use crate::error::Rejected;
 use crate::rate::keyed::{
-    hash_key, DecidedBy, Full, KeyedConfig, KeyedDecision, KeyedGcra, KeyedLimited, KeyedStats,
+    hash_key, keyed, or_overflow, Full, KeyedConfig, KeyedDecision, KeyedGcra, KeyedLimited,
+    KeyedStats,
 };
-use crate::rate::{Quota, RateLimited};
+use crate::rate::Quota;
 use crate::time::Instant;
 
 /// One shard on its own cache lines (two, for CPUs that fetch lines in pairs).
@@ -173,13 +174,6 @@ impl<K: Hash + Eq + Clone> KeyedEntry<'_, K> {
             Some(answer) => answer,
             None => self.overflow.peek(self.now).map_err(keyed),
         }
-    }
-}
-
-fn keyed(r: Rejected<RateLimited>) -> Rejected<KeyedLimited> {
-    Rejected {
-        reason: r.reason.into(),
-        retry_at: r.retry_at,
     }
 }
 
@@ -285,13 +279,8 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         hash: u64,
         n: u32,
     ) -> KeyedDecision {
-        match table.decide_local(now, key, hash, n) {
-            Some(decision) => decision,
-            None => KeyedDecision {
-                by: DecidedBy::Overflow,
-                result: self.overflow.try_acquire_n(now, n).map_err(keyed),
-            },
-        }
+        let local = table.decide_local(now, key, hash, n);
+        or_overflow(local, || self.overflow.try_acquire_n(now, n))
     }
 
     /// Would one request for `key` be admitted at `now`? Consumes nothing

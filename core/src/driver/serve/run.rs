@@ -375,17 +375,7 @@ where
         for _ in 0..BACKLOG_SWEEP {
             match Pin::new(&mut incoming).poll_next(&mut cx) {
                 Poll::Ready(Some(accepted)) => {
-                    let admission = self.shared.core().machine.try_acquire(self.rt.now());
-                    drop(accepted);
-                    if let Ok(ticket) = admission {
-                        // Not reachable: the machine refuses once draining. Keep the counts
-                        // honest if it ever is.
-                        let _ = self
-                            .shared
-                            .core()
-                            .machine
-                            .on_work_finished(self.rt.now(), ticket);
-                    }
+                    self.refuse(accepted);
                     #[cfg(feature = "tracing")]
                     tracing::debug!(
                         target: "keel::shutdown",
@@ -399,16 +389,7 @@ where
         }
         // A newcomer held for reclamation is refused like the backlog.
         if let Some(conn) = incoming.take_waiting() {
-            let admission = self.shared.core().machine.try_acquire(self.rt.now());
-            drop(conn);
-            if let Ok(ticket) = admission {
-                // Not reachable (the machine refuses once draining), as above.
-                let _ = self
-                    .shared
-                    .core()
-                    .machine
-                    .on_work_finished(self.rt.now(), ticket);
-            }
+            self.refuse(conn);
         }
         let stats = incoming.stats();
         let mut core = self.shared.core();
@@ -416,6 +397,22 @@ where
         core.paused = false;
         drop(core);
         drop(incoming);
+    }
+
+    /// Refuses one connection accepted while draining: asks the machine (which counts it as
+    /// refused), then closes it.
+    fn refuse<C>(&self, conn: C) {
+        let admission = self.shared.core().machine.try_acquire(self.rt.now());
+        drop(conn);
+        if let Ok(ticket) = admission {
+            // Not reachable: the machine refuses once draining. Keep the counts honest if it
+            // ever is.
+            let _ = self
+                .shared
+                .core()
+                .machine
+                .on_work_finished(self.rt.now(), ticket);
+        }
     }
 
     fn stop(&mut self) -> ServeReport {

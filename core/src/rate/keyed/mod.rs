@@ -451,10 +451,27 @@ impl From<RateLimited> for KeyedLimited {
 }
 
 /// The overflow limiter's (or a per-key form's) rejection, as a keyed one.
-fn keyed(r: Rejected<RateLimited>) -> Rejected<KeyedLimited> {
+pub(crate) fn keyed(r: Rejected<RateLimited>) -> Rejected<KeyedLimited> {
     Rejected {
         reason: r.reason.into(),
         retry_at: r.retry_at,
+    }
+}
+
+/// The table's own decision (`local`, from [`KeyedGcra::decide_local`]), or where it has none
+/// (a new key in a full table under [`Full::Overflow`]) the overflow limiter's: `overflow` runs
+/// only then. For both forms: the table's own overflow limiter, or the one every shard of
+/// [`crate::sync::keyed`] shares.
+pub(crate) fn or_overflow(
+    local: Option<KeyedDecision>,
+    overflow: impl FnOnce() -> Result<(), Rejected<RateLimited>>,
+) -> KeyedDecision {
+    match local {
+        Some(decision) => decision,
+        None => KeyedDecision {
+            by: DecidedBy::Overflow,
+            result: overflow().map_err(keyed),
+        },
     }
 }
 
@@ -758,13 +775,8 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     #[must_use = "a rejected request must not proceed"]
     pub fn decide_n(&mut self, now: Instant, key: &K, n: u32) -> KeyedDecision {
         let hash = self.hash(key);
-        match self.decide_local(now, key, hash, n) {
-            Some(decision) => decision,
-            None => KeyedDecision {
-                by: DecidedBy::Overflow,
-                result: self.overflow.try_acquire_n(now, n).map_err(keyed),
-            },
-        }
+        let local = self.decide_local(now, key, hash, n);
+        or_overflow(local, || self.overflow.try_acquire_n(now, n))
     }
 
     /// The decision of the table itself for `key` (whose hash is `hash`): `None` when the key
