@@ -528,6 +528,8 @@ impl std::hash::Hash for Colliding {
 }
 
 proptest! {
+    #![proptest_config(props::config(256, "proptest-regressions/rate_props.txt"))]
+
     /// The keyed table against its model under heavy collisions: twelve keys on three hash
     /// values, any seed (so any home slots), any policy. Every decision is the model's, the
     /// table stays bounded, and no active key is lost by a deletion that breaks a probe chain.
