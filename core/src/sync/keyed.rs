@@ -209,6 +209,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         }
     }
 
+    #[inline]
     fn hash(&self, key: &K) -> u64 {
         hash_key(self.k0, self.k1, key)
     }
@@ -277,6 +278,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         f(entry, decision)
     }
 
+    #[inline(always)]
     fn decide_in(
         &self,
         table: &mut KeyedGcra<K>,
