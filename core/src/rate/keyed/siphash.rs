@@ -60,11 +60,13 @@ impl SipHasher13 {
     /// Appends `size` (1 to 8) bytes held little-endian in the low bytes of `x`: the same
     /// stream as [`Hasher::write`] on those bytes, without its loops when they fit the
     /// pending block (the integer keys' path: a `u64` key is one `compress`).
-    #[inline]
+    // Always inlined: out of line (a plain `#[inline]` was not taken) the key's one block
+    // cost a call and the spill of the state; the byte path for a straddling write stays cold.
+    #[inline(always)]
     fn short_write(&mut self, x: u64, size: usize) {
         let filled = self.ntail + size;
         if filled > 8 {
-            self.write(&x.to_le_bytes()[..size.min(8)]);
+            self.straddling_write(x, size);
             return;
         }
         self.length = self.length.wrapping_add(size);
@@ -78,6 +80,15 @@ impl SipHasher13 {
         } else {
             self.ntail = filled;
         }
+    }
+
+    /// [`short_write`](Self::short_write)'s bytes when they cross into the next block.
+    #[cold]
+    #[inline(never)]
+    fn straddling_write(&mut self, x: u64, size: usize) {
+        let bytes = x.to_le_bytes();
+        // `size <= 8` from every caller: `get` never falls back.
+        self.write(bytes.get(..size).unwrap_or(&bytes));
     }
 }
 
