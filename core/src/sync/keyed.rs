@@ -203,6 +203,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         }
     }
 
+    #[inline]
     fn hash(&self, key: &K) -> u64 {
         hash_key(self.k0, self.k1, key)
     }
@@ -271,6 +272,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         f(entry, decision)
     }
 
+    #[inline(always)]
     fn decide_in(
         &self,
         table: &mut KeyedGcra<K>,

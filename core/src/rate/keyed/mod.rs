@@ -250,6 +250,7 @@ impl KeyedConfig {
 }
 
 /// The keyed table's hash of `key` under the key halves `(k0, k1)`.
+#[inline]
 pub(crate) fn hash_key<K: Hash>(k0: u64, k1: u64, key: &K) -> u64 {
     use core::hash::Hasher;
     let mut h = SipHasher13::new_with_keys(k0, k1);
@@ -783,6 +784,10 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     /// finds no slot in a full table under [`Full::Overflow`], where the overflow limiter
     /// decides (this table's own in [`decide_n`](Self::decide_n), the one limiter every shard
     /// shares in [`crate::sync::keyed`]).
+    // Inlined into its three callers: out of line, its `Option<KeyedDecision>` came back
+    // through memory written piecewise and read whole, a store-forwarding stall the caller
+    // paid on every check (issue 16's profile).
+    #[inline(always)]
     pub(crate) fn decide_local(
         &mut self,
         now: Instant,

@@ -56,9 +56,79 @@ impl SipHasher13 {
         self.v2 = v2;
         self.v3 = v3;
     }
+
+    /// Appends `size` (1 to 8) bytes held little-endian in the low bytes of `x`: the same
+    /// stream as [`Hasher::write`] on those bytes, without its loops when they fit the
+    /// pending block (the integer keys' path: a `u64` key is one `compress`).
+    // Always inlined: out of line (a plain `#[inline]` was not taken) the key's one block
+    // cost a call and the spill of the state; the byte path for a straddling write stays cold.
+    #[inline(always)]
+    fn short_write(&mut self, x: u64, size: usize) {
+        let filled = self.ntail + size;
+        if filled > 8 {
+            self.straddling_write(x, size);
+            return;
+        }
+        self.length = self.length.wrapping_add(size);
+        // `ntail < 8` here (a full block is compressed at once), so the shift is below 64.
+        self.tail |= x << (8 * self.ntail);
+        if filled == 8 {
+            let m = self.tail;
+            self.compress(m);
+            self.tail = 0;
+            self.ntail = 0;
+        } else {
+            self.ntail = filled;
+        }
+    }
+
+    /// [`short_write`](Self::short_write)'s bytes when they cross into the next block.
+    #[cold]
+    #[inline(never)]
+    fn straddling_write(&mut self, x: u64, size: usize) {
+        let bytes = x.to_le_bytes();
+        // `size <= 8` from every caller: `get` never falls back.
+        self.write(bytes.get(..size).unwrap_or(&bytes));
+    }
 }
 
+// The integer writes are `write(&i.to_ne_bytes())` (the `Hasher` defaults), byte for byte;
+// the bytes read little-endian are `from_le_bytes(to_ne_bytes())` on any target.
 impl Hasher for SipHasher13 {
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.short_write(u64::from(i), 1);
+    }
+
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.short_write(u64::from(u16::from_le_bytes(i.to_ne_bytes())), 2);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.short_write(u64::from(u32::from_le_bytes(i.to_ne_bytes())), 4);
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.short_write(u64::from_le_bytes(i.to_ne_bytes()), 8);
+    }
+
+    #[inline]
+    fn write_u128(&mut self, i: u128) {
+        let x = u128::from_le_bytes(i.to_ne_bytes());
+        self.short_write(x as u64, 8);
+        self.short_write((x >> 64) as u64, 8);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        let x = usize::from_le_bytes(i.to_ne_bytes());
+        self.short_write(x as u64, core::mem::size_of::<usize>());
+    }
+
+    #[inline]
     fn write(&mut self, msg: &[u8]) {
         self.length = self.length.wrapping_add(msg.len());
         let mut rest = msg;
@@ -94,6 +164,7 @@ impl Hasher for SipHasher13 {
         self.ntail = rem.len();
     }
 
+    #[inline]
     fn finish(&self) -> u64 {
         let b = ((self.length as u64 & 0xff) << 56) | self.tail;
         let mut v = [self.v0, self.v1, self.v2, self.v3 ^ b];
