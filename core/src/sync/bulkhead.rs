@@ -420,15 +420,16 @@ impl SharedBulkhead {
     #[cfg_attr(not(feature = "futures"), allow(dead_code))]
     pub(crate) fn release_idle(&self) -> bool {
         let mut inner = self.lock();
-        if inner.queue.len() != 0 {
+        let Inner { engine, queue } = &mut *inner;
+        if queue.len() != 0 {
             return false;
         }
-        let now = inner.engine.newest();
-        let mut wakes = Wakes::default();
-        inner.release(now, &mut wakes);
-        drop(inner);
-        // Nobody queued: nobody to wake; kept so the two releases cannot drift apart.
-        wakes.wake();
+        // `Inner::release` at the newest time, without its sweep: with nobody queued the
+        // sweep expires nobody (and observing the newest time again moves no clock), and the
+        // engine promotes nobody (so there is nobody to wake).
+        let now = engine.newest();
+        let promoted = engine.release(now, queue);
+        debug_assert!(promoted.is_none(), "nobody queued, nobody promoted");
         true
     }
 
