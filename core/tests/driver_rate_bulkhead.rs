@@ -400,3 +400,72 @@ fn keyed_decide_with_reads_the_state_the_decision_left() {
     // Another key is untouched.
     assert_eq!(limiter.remaining(&"b"), 2);
 }
+
+/// The manual runtime, counting its clock reads.
+#[derive(Clone, Debug)]
+struct Counting {
+    rt: ManualRuntime,
+    reads: Arc<AtomicUsize>,
+}
+
+impl keel_core::driver::Runtime for Counting {
+    type Timer = <ManualRuntime as keel_core::driver::Runtime>::Timer;
+    fn now(&self) -> keel_core::Instant {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        keel_core::driver::Runtime::now(&self.rt)
+    }
+    fn timer(&self, deadline: keel_core::Instant) -> Self::Timer {
+        keel_core::driver::Runtime::timer(&self.rt, deadline)
+    }
+}
+
+/// Issue 16: `run` on a bulkhead nobody queues on reads no clock (the admission and the
+/// release need no time then); the counters are those of a timed run.
+#[test]
+fn an_uncontended_run_reads_no_clock() {
+    let rt = runtime();
+    let counting = Counting {
+        rt: rt.clone(),
+        reads: Arc::new(AtomicUsize::new(0)),
+    };
+    let config = BulkheadConfig::builder()
+        .max_concurrent(2)
+        .max_queue(1)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let bh = Bulkhead::with_runtime(config, counting.clone());
+    let before = counting.reads.load(Ordering::Relaxed);
+    assert_eq!(rt.block_on(bh.run(async { 5 })), Ok(5));
+    assert_eq!(rt.block_on(bh.run(async { 6 })), Ok(6));
+    assert_eq!(counting.reads.load(Ordering::Relaxed) - before, 0);
+    let stats = bh.stats();
+    assert_eq!((stats.admitted, stats.in_flight, stats.peak), (2, 0, 1));
+}
+
+/// Issue 16: with a waiter queued, the release at the end of `run` is judged at the runtime's
+/// `now` (not the newest time the bulkhead saw): a waiter whose deadline passed while the
+/// call ran is shed as timed out, not handed the slot.
+#[test]
+fn a_run_ending_with_a_queue_hands_over_at_the_runtime_clock() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bh = bulkhead(&rt, 1, 1, Duration::from_millis(100));
+        let mut run = Box::pin(bh.run(async {
+            sleep(&rt, Duration::from_secs(1)).await;
+            "done"
+        }));
+        assert!(poll_once(&mut run).is_pending());
+        assert_eq!(bh.stats().in_flight, 1);
+        // A waiter nobody polls: only the release judges it.
+        let keel_core::sync::bulkhead::Acquire::Wait(waiter) = bh.shared().acquire(rt.now()) else {
+            panic!("the slot is taken: the call queues");
+        };
+        assert_eq!(run.await, Ok("done"));
+        let stats = bh.stats();
+        assert_eq!((stats.shed_timeout, stats.promoted), (1, 0), "{stats:?}");
+        assert_eq!(stats.in_flight, 0);
+        drop(waiter);
+        assert_eq!(bh.stats().in_flight, 0);
+    });
+}

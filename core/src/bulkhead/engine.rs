@@ -268,6 +268,18 @@ impl Engine {
         }
     }
 
+    /// Admits `class` if it may take a slot now, as [`try_admit`](Self::try_admit) does; if it
+    /// may not, changes nothing (no shed is counted): the caller then makes the full request.
+    /// The shared form's uncontended path, which reads no clock while the queue is empty.
+    #[cfg_attr(not(feature = "futures"), allow(dead_code))]
+    pub(crate) fn admit_if_free<Q: WaitQueue>(&mut self, q: &Q, class: Criticality) -> bool {
+        let free = self.may_admit(q, class);
+        if free {
+            self.admit(class);
+        }
+        free
+    }
+
     /// Admit, queue or reject. `now` already observed and expired waiters already removed.
     /// When the queue is full, a less important waiter (the oldest of the least important
     /// class queued) is shed to make room ([`RejectReason::Priority`], through `on_shed`).

@@ -149,7 +149,7 @@ impl<R: Runtime> Bulkhead<R> {
 
     /// Counts an acquisition's result and sets the occupancy gauges (feature `metrics`); logs a
     /// rejection (feature `tracing`).
-    fn observe(&self, r: &Result<BulkheadGuard, BulkheadRejected>, class: Criticality) {
+    fn observe(&self, r: Result<(), &BulkheadRejected>, class: Criticality) {
         #[cfg(feature = "metrics")]
         {
             let m = self.id.series(BulkheadMetrics::register);
@@ -218,7 +218,7 @@ impl<R: Runtime> Bulkhead<R> {
     /// slots left are reserved for more important work.
     pub fn try_acquire_with(&self, class: Criticality) -> Result<BulkheadGuard, BulkheadRejected> {
         let r = self.shared.try_acquire_with(self.rt.now(), class);
-        self.observe(&r, class);
+        self.observe(r.as_ref().map(|_| ()), class);
         r
     }
 
@@ -284,29 +284,74 @@ impl<R: Runtime> Bulkhead<R> {
     ) -> Result<F::Output, BulkheadRejected> {
         // The first request is made here rather than through an `Acquiring` future, so a call
         // that finds a free slot clones no handle (the `Acquiring` future owns one, to be
-        // `'static`); only a call that must queue builds one around its waiter. The same steps
-        // as `Acquiring`'s first poll, in the same order.
-        let guard = match self.shared.acquire_with(self.rt.now(), class) {
-            Acquire::Ready(r) => {
-                self.observe(&r, class);
-                r?
-            }
-            Acquire::Wait(w) => {
-                // Queued: the gauges show it.
-                self.released();
-                Acquiring {
-                    bulkhead: self.clone(),
-                    class,
-                    state: State::Waiting(w),
-                    alarm: Alarm::new(),
+        // `'static`); only a call that must queue builds one around its waiter. Uncontended
+        // (nobody queued, a slot free) it reads no clock either: the admission needs no time
+        // then (see `SharedBulkhead::admit_idle`). Otherwise the same steps as `Acquiring`'s
+        // first poll, in the same order.
+        let slot = if self.shared.admit_idle(class) {
+            self.observe(Ok(()), class);
+            Slot::new(&self.shared)
+        } else {
+            let guard = match self.shared.acquire_with(self.rt.now(), class) {
+                Acquire::Ready(r) => {
+                    self.observe(r.as_ref().map(|_| ()), class);
+                    r?
                 }
-                .await?
-            }
+                Acquire::Wait(w) => {
+                    // Queued: the gauges show it.
+                    self.released();
+                    Acquiring {
+                        bulkhead: self.clone(),
+                        class,
+                        state: State::Waiting(w),
+                        alarm: Alarm::new(),
+                    }
+                    .await?
+                }
+            };
+            // One slot type for both paths: the borrowed one takes no reference count.
+            guard.disarm();
+            Slot::new(&self.shared)
         };
         let out = fut.await;
-        guard.release(self.rt.now());
+        slot.release(&self.rt);
         self.released();
         Ok(out)
+    }
+}
+
+/// A slot `run` holds, borrowed from the bulkhead (no reference count taken or dropped).
+/// Released when the future completes ([`release`](Self::release), at the runtime's `now` if
+/// someone is queued) or, if the `run` future is dropped (or the future panics) first, on drop
+/// at the newest time the bulkhead has seen, as a dropped [`BulkheadGuard`] is.
+struct Slot<'a> {
+    shared: Option<&'a SharedBulkhead>,
+}
+
+impl<'a> Slot<'a> {
+    fn new(shared: &'a SharedBulkhead) -> Self {
+        Slot {
+            shared: Some(shared),
+        }
+    }
+
+    /// Releases the slot: without a clock read when nobody is queued (the release needs no
+    /// time then, see `SharedBulkhead::release_idle`), else at the runtime's `now`, which the
+    /// hand-over to the next waiter (expiry, queue delay) is judged at.
+    fn release<R: Runtime>(mut self, rt: &R) {
+        if let Some(shared) = self.shared.take() {
+            if !shared.release_idle() {
+                shared.release_slot(Some(rt.now()));
+            }
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.release_slot(None);
+        }
     }
 }
 
@@ -346,7 +391,7 @@ fn traced<R: Runtime>(
     r: Result<BulkheadGuard, BulkheadRejected>,
     class: Criticality,
 ) -> Poll<Result<BulkheadGuard, BulkheadRejected>> {
-    bulkhead.observe(&r, class);
+    bulkhead.observe(r.as_ref().map(|_| ()), class);
     Poll::Ready(r)
 }
 

@@ -400,6 +400,47 @@ impl SharedBulkhead {
         wakes.wake();
     }
 
+    /// The uncontended admission, which needs no time: with nobody queued there is no waiter
+    /// to expire and no deadline to set, so when `class` may take a slot this is exactly
+    /// [`acquire_with`](Self::acquire_with) at the newest time the bulkhead has seen (an
+    /// input at that time moves no clock). `true`: admitted, and the caller owes a release
+    /// ([`release_idle`](Self::release_idle) or [`release_slot`](Self::release_slot)).
+    /// `false`: nothing changed (no shed counted); make the full request with the time.
+    #[cfg_attr(not(feature = "futures"), allow(dead_code))]
+    pub(crate) fn admit_idle(&self, class: Criticality) -> bool {
+        let mut inner = self.lock();
+        let Inner { engine, queue } = &mut *inner;
+        queue.len() == 0 && engine.admit_if_free(queue, class)
+    }
+
+    /// The uncontended release, which needs no time: with nobody queued a release expires
+    /// nobody and promotes nobody, so this is exactly a release at the newest time the
+    /// bulkhead has seen (as a dropped guard's). `true`: released. `false`: nothing changed
+    /// (someone is queued); release with the time ([`release_slot`](Self::release_slot)).
+    #[cfg_attr(not(feature = "futures"), allow(dead_code))]
+    pub(crate) fn release_idle(&self) -> bool {
+        let mut inner = self.lock();
+        let Inner { engine, queue } = &mut *inner;
+        if queue.len() != 0 {
+            return false;
+        }
+        // `Inner::release` at the newest time, without its sweep: with nobody queued the
+        // sweep expires nobody (and observing the newest time again moves no clock), and the
+        // engine promotes nobody (so there is nobody to wake).
+        let now = engine.newest();
+        let promoted = engine.release(now, queue);
+        debug_assert!(promoted.is_none(), "nobody queued, nobody promoted");
+        true
+    }
+
+    /// Releases a slot taken by [`admit_idle`](Self::admit_idle) (or a guard
+    /// [`disarm`](BulkheadGuard::disarm)ed), at `now` (`None`: the newest time seen), as a
+    /// guard's release does.
+    #[cfg_attr(not(feature = "futures"), allow(dead_code))]
+    pub(crate) fn release_slot(&self, now: Option<Instant>) {
+        Self::release(&self.inner, now);
+    }
+
     fn guard(&self) -> BulkheadGuard {
         BulkheadGuard {
             inner: Some(Arc::clone(&self.inner)),
@@ -445,6 +486,16 @@ impl BulkheadGuard {
         if let Some(inner) = self.inner.take() {
             SharedBulkhead::release(&inner, Some(now));
         }
+    }
+}
+
+impl BulkheadGuard {
+    /// Gives up the guard without releasing its slot: the caller now owes the release
+    /// ([`SharedBulkhead::release_slot`] or [`SharedBulkhead::release_idle`] on the same
+    /// bulkhead). The driver's `run` holds one borrowed slot type for both of its paths.
+    #[cfg_attr(not(feature = "futures"), allow(dead_code))]
+    pub(crate) fn disarm(mut self) {
+        self.inner = None;
     }
 }
 
@@ -597,5 +648,206 @@ impl BulkheadWaiter {
 impl Drop for BulkheadWaiter {
     fn drop(&mut self) {
         self.give_up(None);
+    }
+}
+
+#[cfg(all(test, not(keel_loom)))]
+mod tests {
+    //! The driver's uncontended path (`admit_idle`, `release_idle`, `release_slot`) against
+    //! the timed inputs it stands in for: the same decisions and the same counters, step by
+    //! step, for random schedules on a clock that never goes back (a runtime's).
+
+    use super::*;
+    use crate::bulkhead::QueueDiscipline;
+    use core::time::Duration;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Acquire(u8),
+        Release(usize),
+        DropGuard(usize),
+        Poll(usize),
+        Cancel(usize),
+        DropWaiter(usize),
+        Timeout,
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..3).prop_map(Op::Acquire),
+            3 => any::<usize>().prop_map(Op::Release),
+            1 => any::<usize>().prop_map(Op::DropGuard),
+            2 => any::<usize>().prop_map(Op::Poll),
+            1 => any::<usize>().prop_map(Op::Cancel),
+            1 => any::<usize>().prop_map(Op::DropWaiter),
+            1 => Just(Op::Timeout),
+            3 => (0u64..30).prop_map(Op::Advance),
+        ]
+    }
+
+    fn class(i: u8) -> Criticality {
+        match i {
+            0 => Criticality::Critical,
+            1 => Criticality::Default,
+            _ => Criticality::Sheddable,
+        }
+    }
+
+    /// What a step answered, comparable across the two forms.
+    fn answer(p: &Poll<Result<BulkheadGuard, BulkheadRejected>>) -> Option<Option<RejectReason>> {
+        match p {
+            Poll::Pending => None,
+            Poll::Ready(Ok(_)) => Some(None),
+            Poll::Ready(Err(e)) => Some(Some(e.reason)),
+        }
+    }
+
+    fn take<T>(v: &mut Vec<T>, i: usize) -> Option<T> {
+        if v.is_empty() {
+            None
+        } else {
+            let n = v.len();
+            Some(v.remove(i % n))
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_untimed_uncontended_path_agrees_with_the_timed_one(
+            max_concurrent in 1usize..4,
+            max_queue in 0usize..4,
+            max_wait_ms in 1u64..40,
+            reserved in 0u8..60,
+            headroom in 0u8..60,
+            lifo in any::<bool>(),
+            ops in proptest::collection::vec(op(), 1..80),
+        ) {
+            let discipline = if lifo && max_queue > 0 {
+                QueueDiscipline::AdaptiveLifo {
+                    target: Duration::from_millis(5),
+                    interval: Duration::from_millis(10),
+                }
+            } else {
+                QueueDiscipline::Fifo
+            };
+            let config = BulkheadConfig::builder()
+                .max_concurrent(max_concurrent)
+                .max_queue(max_queue)
+                .max_wait(Duration::from_millis(max_wait_ms))
+                .reserved_critical_percent(reserved)
+                .sheddable_headroom_percent(headroom)
+                .queue_discipline(discipline)
+                .build()
+                .expect("valid config");
+            let start = Instant::from_millis(3);
+            // `timed`: every input with the time. `untimed`: the driver's `run` (no time while
+            // nobody is queued; borrowed slots, released through the bulkhead).
+            let timed = SharedBulkhead::new(config, start);
+            let untimed = SharedBulkhead::new(config, start);
+            let mut now = start;
+            let mut guards: Vec<BulkheadGuard> = Vec::new();
+            let mut slots = 0usize;
+            let mut waiters: Vec<(BulkheadWaiter, BulkheadWaiter)> = Vec::new();
+            let waker = Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            for op in ops {
+                match op {
+                    Op::Acquire(c) => {
+                        let c = class(c);
+                        let a = timed.acquire_with(now, c);
+                        let b = if untimed.admit_idle(c) {
+                            None
+                        } else {
+                            Some(untimed.acquire_with(now, c))
+                        };
+                        match (a, b) {
+                            (Acquire::Ready(Ok(g)), None) => {
+                                guards.push(g);
+                                slots += 1;
+                            }
+                            (Acquire::Ready(Ok(g)), Some(Acquire::Ready(Ok(h)))) => {
+                                guards.push(g);
+                                h.disarm();
+                                slots += 1;
+                            }
+                            (Acquire::Ready(Err(e)), Some(Acquire::Ready(Err(f)))) => {
+                                prop_assert_eq!(e.reason, f.reason);
+                            }
+                            (Acquire::Wait(w), Some(Acquire::Wait(v))) => {
+                                prop_assert_eq!(w.deadline(), v.deadline());
+                                waiters.push((w, v));
+                            }
+                            (a, b) => prop_assert!(false, "{a:?} vs {b:?}"),
+                        }
+                    }
+                    Op::Release(i) => {
+                        if let Some(g) = take(&mut guards, i) {
+                            g.release(now);
+                            slots -= 1;
+                            if !untimed.release_idle() {
+                                untimed.release_slot(Some(now));
+                            }
+                        }
+                    }
+                    Op::DropGuard(i) => {
+                        if let Some(g) = take(&mut guards, i) {
+                            drop(g);
+                            slots -= 1;
+                            untimed.release_slot(None);
+                        }
+                    }
+                    Op::Poll(i) => {
+                        if !waiters.is_empty() {
+                            let n = waiters.len();
+                            let (w, v) = &mut waiters[i % n];
+                            let a = w.poll(&mut cx, now);
+                            let b = v.poll(&mut cx, now);
+                            prop_assert_eq!(answer(&a), answer(&b));
+                            let resolved = answer(&a).is_some();
+                            if let (Poll::Ready(Ok(g)), Poll::Ready(Ok(h))) = (a, b) {
+                                guards.push(g);
+                                h.disarm();
+                                slots += 1;
+                            }
+                            if resolved {
+                                // Polling again would only repeat the answer.
+                                let _ = waiters.remove(i % n);
+                            }
+                        }
+                    }
+                    Op::Cancel(i) => {
+                        if let Some((w, v)) = take(&mut waiters, i) {
+                            w.cancel(now);
+                            v.cancel(now);
+                        }
+                    }
+                    Op::DropWaiter(i) => {
+                        if let Some((w, v)) = take(&mut waiters, i) {
+                            drop((w, v));
+                        }
+                    }
+                    Op::Timeout => {
+                        timed.handle_timeout(now);
+                        untimed.handle_timeout(now);
+                    }
+                    Op::Advance(ms) => now = now.saturating_add(Duration::from_millis(ms)),
+                }
+                prop_assert_eq!(timed.stats(), untimed.stats());
+                // A waiter granted a slot holds it before it collects it.
+                prop_assert!(timed.stats().in_flight >= slots);
+            }
+            // Everything back: both end with every slot free and the same counters.
+            for g in guards.drain(..) {
+                g.release(now);
+                if !untimed.release_idle() {
+                    untimed.release_slot(Some(now));
+                }
+            }
+            drop(waiters);
+            prop_assert_eq!(timed.stats(), untimed.stats());
+            prop_assert_eq!(timed.stats().in_flight, 0);
+        }
     }
 }
