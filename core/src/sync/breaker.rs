@@ -25,11 +25,15 @@
 //!
 //! **No shared write on the all-success path.** The counts (`admitted`, `successes`,
 //! `failures`, `ignored`, `slow`) and the newest `now` a thread saw live in per-thread
-//! *stripes*: eight copies, each on a 128-byte line pair of its own, a thread using the copy it
-//! was given on first use (threads are numbered round-robin, so the first eight never share
-//! one). So while the failure run is zero, an admission and its success only *read* the shared
-//! word and write the calling thread's own line; two threads calling at once no longer bounce
-//! a cache line between their cores. A stripe costs 128 bytes: about 1 KiB per breaker.
+//! *stripes* (`super::stripe`): eight copies each *owned* by one thread at a time (a thread
+//! claims a stripe number on first use and gives it back when it ends) plus one shared copy
+//! for threads beyond eight, each on a 128-byte line pair of its own. So while the failure run
+//! is zero, an admission and its success only *read* the shared word and write the calling
+//! thread's own line, and on an owned stripe without a read-modify-write (a plain load and
+//! store: the owner is its only writer); two threads calling at once no longer bounce a cache
+//! line between their cores. A stripe costs 128 bytes: about 1.1 KiB per breaker. The stripes
+//! are never reset: [`with`](SharedBreaker::with) folds into the machine what they gained since
+//! the last fold.
 //!
 //! So the decisions are the `&mut` machine's: the failure run is only changed by a
 //! compare-and-swap on the word the trip decision also reads, and the trip itself is the
@@ -97,7 +101,7 @@ use crate::breaker::{
     State,
 };
 use crate::sync::shim::{spin_hint, Arc, AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
-use crate::sync::stripe::Striped;
+use crate::sync::stripe::{bump, raise, Mine, Striped};
 use crate::time::Instant;
 
 /// The closed path is open (lock-free admissions and outcomes allowed).
@@ -132,6 +136,11 @@ struct Inner {
     /// The closed path's counts and newest instants, one copy per stripe of threads so the
     /// all-success path writes no line another thread reads (see the module docs).
     counts: Striped<Counts>,
+    /// The stripes' sums already folded into the machine by [`SharedBreaker::with`] (written
+    /// and read with the lock held; `newest` unused). The stripes are never reset (an owned
+    /// stripe has one writer, its thread), so the machine's counts plus `sum - folded` are
+    /// the totals.
+    folded: Counts,
     /// Events may be queued (set under the lock after a transition, cleared by a drain that
     /// emptied the queue), so a drain with nothing to do takes no lock.
     events: AtomicBool,
@@ -161,16 +170,16 @@ impl Inner {
     /// Clamps `now` to the newest instant the machine and this thread's stripe have seen,
     /// recording it in the stripe if newer.
     #[inline]
-    fn observe(&self, now: Instant, mine: &Counts) -> Instant {
+    fn observe(&self, now: Instant, mine: &Mine<'_, Counts>) -> Instant {
         let n = now.as_nanos();
         let seen = self
             .newest
             .load(Ordering::Relaxed)
-            .max(mine.newest.load(Ordering::Relaxed));
+            .max(mine.c.newest.load(Ordering::Relaxed));
         if n <= seen {
             return Instant::from_nanos(seen);
         }
-        Instant::from_nanos(mine.newest.fetch_max(n, Ordering::Relaxed).max(n))
+        Instant::from_nanos(raise(mine.owned, &mine.c.newest, n, Ordering::Relaxed))
     }
 
     /// The newest `now` seen by the machine or any stripe.
@@ -181,16 +190,20 @@ impl Inner {
             .fold(self.newest.load(Ordering::Acquire), u64::max)
     }
 
-    /// Sums one count over the stripes, taking it (`take`) or reading it.
-    fn sum(&self, field: fn(&Counts) -> &AtomicU64, take: bool) -> u64 {
-        self.counts.iter().fold(0u64, |acc, c| {
-            let v = if take {
-                field(c).swap(0, Ordering::Relaxed)
-            } else {
-                field(c).load(Ordering::Relaxed)
-            };
-            acc.saturating_add(v)
-        })
+    /// One count's stripes not yet folded into the machine (call with the lock held); `fold`
+    /// marks them folded.
+    fn unfolded(&self, field: fn(&Counts) -> &AtomicU64, fold: bool) -> u64 {
+        let sum = self.counts.iter().fold(0u64, |acc, c| {
+            acc.saturating_add(field(c).load(Ordering::Relaxed))
+        });
+        let folded = field(&self.folded);
+        let before = if fold {
+            folded.swap(sum, Ordering::Relaxed)
+        } else {
+            folded.load(Ordering::Relaxed)
+        };
+        // Each stripe only grows, and `before` was summed under this lock earlier.
+        sum.saturating_sub(before)
     }
 
     #[inline]
@@ -270,6 +283,7 @@ impl SharedBreaker {
             generation: AtomicU64::new(h.generation()),
             newest: AtomicU64::new(h.newest().as_nanos()),
             counts: Striped::new(Counts::default),
+            folded: Counts::default(),
             events: AtomicBool::new(h.has_events()),
             threshold,
             window,
@@ -330,11 +344,11 @@ impl SharedBreaker {
         let s = &*self.inner;
         self.locked(|m| {
             m.shared_hooks().add_counts(
-                s.sum(|c| &c.admitted, true),
-                s.sum(|c| &c.successes, true),
-                s.sum(|c| &c.failures, true),
-                s.sum(|c| &c.ignored, true),
-                s.sum(|c| &c.slow, true),
+                s.unfolded(|c| &c.admitted, true),
+                s.unfolded(|c| &c.successes, true),
+                s.unfolded(|c| &c.failures, true),
+                s.unfolded(|c| &c.ignored, true),
+                s.unfolded(|c| &c.slow, true),
             );
             f(m)
         })
@@ -351,9 +365,8 @@ impl SharedBreaker {
         let s = &*self.inner;
         if let Some(generation) = s.open_generation(s.word.load(Ordering::Acquire)) {
             let mine = s.counts.mine();
-            let now = s.observe(now, mine);
-            // Wraps only after 2^64 admissions (centuries at one per nanosecond).
-            mine.admitted.fetch_add(1, Ordering::Relaxed);
+            let now = s.observe(now, &mine);
+            bump(mine.owned, &mine.c.admitted, Ordering::Relaxed);
             return Ok(BreakerPermit::issued(generation, now));
         }
         self.try_acquire_locked(now)
@@ -406,18 +419,18 @@ impl SharedBreaker {
             break;
         }
         let mine = s.counts.mine();
-        let now = s.observe(now, mine);
-        // The counters wrap only after 2^64 outcomes.
+        let now = s.observe(now, &mine);
+        let c = mine.c;
         match outcome {
-            Outcome::Success => mine.successes.fetch_add(1, Ordering::Relaxed),
-            Outcome::Failure => mine.failures.fetch_add(1, Ordering::Relaxed),
+            Outcome::Success => bump(mine.owned, &c.successes, Ordering::Relaxed),
+            Outcome::Failure => bump(mine.owned, &c.failures, Ordering::Relaxed),
             Outcome::Ignored => {
-                mine.ignored.fetch_add(1, Ordering::Relaxed);
+                bump(mine.owned, &c.ignored, Ordering::Relaxed);
                 return true;
             }
-        };
+        }
         if s.is_slow(now, permit) {
-            mine.slow.fetch_add(1, Ordering::Relaxed);
+            bump(mine.owned, &c.slow, Ordering::Relaxed);
         }
         true
     }
@@ -463,7 +476,7 @@ impl SharedBreaker {
         let s = &*self.inner;
         if s.word.load(Ordering::Acquire) & OPEN != 0 {
             // Closed: no timer is armed; the machine would only clamp its clock.
-            s.observe(now, s.counts.mine());
+            s.observe(now, &s.counts.mine());
             return;
         }
         self.locked(|m| m.handle_timeout(now));
@@ -545,11 +558,17 @@ impl SharedBreaker {
             // The run is the low 32 bits: the cast keeps exactly them.
             st.consecutive_failures = (word & RUN) as u32;
         }
-        st.admitted = st.admitted.saturating_add(s.sum(|c| &c.admitted, false));
-        st.successes = st.successes.saturating_add(s.sum(|c| &c.successes, false));
-        st.failures = st.failures.saturating_add(s.sum(|c| &c.failures, false));
-        st.ignored = st.ignored.saturating_add(s.sum(|c| &c.ignored, false));
-        st.slow = st.slow.saturating_add(s.sum(|c| &c.slow, false));
+        st.admitted = st
+            .admitted
+            .saturating_add(s.unfolded(|c| &c.admitted, false));
+        st.successes = st
+            .successes
+            .saturating_add(s.unfolded(|c| &c.successes, false));
+        st.failures = st
+            .failures
+            .saturating_add(s.unfolded(|c| &c.failures, false));
+        st.ignored = st.ignored.saturating_add(s.unfolded(|c| &c.ignored, false));
+        st.slow = st.slow.saturating_add(s.unfolded(|c| &c.slow, false));
         st
     }
 

@@ -24,16 +24,20 @@
 //!   (Keeping one slot and waking the displaced waker instead would make two waiters wake each
 //!   other in a loop while the limit is full: the loom model found that busy loop.)
 //! - **Cheap permits.** Taking a permit is one CAS on the state word and one counter increment
-//!   on the calling thread's stripe (a cache line of its own, see below); dropping it is one
+//!   on the calling thread's stripe (a cache line of its own, and for the first eight threads a
+//!   plain load and store, see below); dropping it is one
 //!   `fetch_sub` (releases are derived in [`SharedLimit::stats`] as `acquired - in_use`, never
 //!   ahead of the truth and never going backwards); the waker mutex is only locked when the
 //!   waiter flag is set. [`SharedLimit::try_acquire_ref`] hands out a [`LimitRef`] that borrows
 //!   the limit, saving the `Arc` clone and drop of an owned [`LimitGuard`].
 //! - **Two threads touch one shared line.** Only the state word is written by every acquire
-//!   and release. The acquisition count is striped: eight padded copies
-//!   (128 bytes each), a thread adding to the copy it was given on first use, `stats()` summing
-//!   them, so it costs about 1 KiB per limit. (An `Arc`'s reference counts sit on a line of
-//!   their own too, for owned guards.)
+//!   and release, and it sits alone on a 128-byte line pair (the peak, the counters and the
+//!   config, read on every acquire, live on others, so reading them does not pull the state
+//!   word's line away from the core about to write it). The acquisition count is striped
+//!   (`super::stripe`): eight padded copies (128 bytes each) each owned by one thread at a time,
+//!   which counts on it with a plain load and store (it is the only writer), plus a shared one
+//!   for threads beyond eight, `stats()` summing them; about 1.3 KiB per limit in all. (An
+//!   `Arc`'s reference counts sit on a line of their own too, for owned guards.)
 //! - Under plain `alloc` (no `std`), [`SharedLimit::try_acquire`], guards and counts work and
 //!   `poll_acquire` does not exist.
 //!
@@ -71,7 +75,7 @@ use core::task::{Context, Poll, Waker};
 use super::shim::{Arc, AtomicU64, AtomicUsize, Ordering};
 #[cfg(feature = "std")]
 use super::shim::{Mutex, MutexGuard};
-use super::stripe::Striped;
+use super::stripe::{bump, Padded, Striped};
 #[cfg(feature = "std")]
 use super::wakers::WakerList;
 use crate::error::Rejected;
@@ -100,7 +104,10 @@ fn to_usize(v: u64) -> usize {
 }
 
 struct Inner {
-    state: AtomicU64,
+    /// The one word every acquire and release writes, alone on its 128-byte line pair: no
+    /// read of `peak`, the config or the counters below pulls that line away from the core
+    /// that writes it next, and no write of theirs invalidates it.
+    state: Padded<AtomicU64>,
     peak: AtomicUsize,
     /// Acquisitions, counted per stripe of threads (see `super::stripe`) so the count does not
     /// put a second write on the state word's cache line; `stats()` sums the stripes.
@@ -141,7 +148,8 @@ impl Inner {
 
     fn count_acquired(&self, in_use: u64) {
         // Release: a `stats()` that reads this count also sees the CAS before it.
-        self.acquired.mine().fetch_add(1, Ordering::Release);
+        let mine = self.acquired.mine();
+        bump(mine.owned, mine.c, Ordering::Release);
         let in_use = to_usize(in_use);
         // Only write when the mark moves, so steady traffic below the peak stays read-only here.
         if self.peak.load(Ordering::Relaxed) < in_use {
@@ -233,7 +241,7 @@ impl SharedLimit {
     pub fn new(config: LimitConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                state: AtomicU64::new(slots::new(config.max())),
+                state: Padded(AtomicU64::new(slots::new(config.max()))),
                 peak: AtomicUsize::new(0),
                 acquired: Striped::new(|| AtomicU64::new(0)),
                 released_seen: AtomicU64::new(0),

@@ -1,22 +1,46 @@
-//! Striped counters: hot-path counts kept off the shared cache line.
+//! Striped counters: hot-path counts kept off the shared cache line, written without a
+//! read-modify-write by the thread that owns the stripe.
 //!
 //! A count every call increments (a breaker's admissions, a limit's acquisitions) would make
 //! the one cache line it lives on bounce between the cores of every thread that calls, even
-//! when the decision itself only reads shared state. [`Striped`] keeps [`STRIPES`] copies of a
-//! set of counters, each on its own pair of cache lines; a thread increments the copy its
-//! [`index`] picks (threads are numbered round-robin on first use, so the first [`STRIPES`]
-//! threads of the process never share one) and a reader sums the copies.
+//! when the decision itself only reads shared state. [`Striped`] keeps [`STRIPES`] *owned*
+//! copies of a set of counters plus one *shared* copy, each on its own pair of cache lines,
+//! and a reader sums the copies.
 //!
-//! Two threads may share a stripe (more threads than stripes), so an increment is still an
-//! atomic read-modify-write, but on a line that is almost always already in the calling core's
-//! cache. A sum read while increments run may miss those in flight; each stripe only grows, so
+//! # Owned stripes
+//!
+//! A process-wide claim table hands each of the first [`STRIPES`] threads to ask a stripe
+//! number of its own (a compare-and-swap on the number's flag, `Acquire`). While a thread holds
+//! number `i`, it is the only thread that writes stripe `i` of every [`Striped`], so it counts
+//! with a plain load and store ([`bump`]) instead of a locked read-modify-write: on x86 a
+//! `mov`/`add`/`mov` against a `lock xadd`. Readers only load, so they see each stripe grow
+//! (never go back). When the thread ends, its thread-local guard switches the thread to the
+//! shared stripe and gives the number back (a `Release` store), so the next owner's claim
+//! happens after every store of the previous owner: its first load reads the previous owner's
+//! last count, and no count is lost across the handover.
+//!
+//! A thread that finds every number taken (more than [`STRIPES`] threads at once), or that
+//! runs during thread-local destruction, uses the shared stripe with atomic read-modify-writes
+//! and asks again every [`RETRY_EVERY`] calls. Without `std` (no thread-locals) every thread
+//! uses the shared stripe.
+//!
+//! The hot path is one thread-local read and one comparison: the thread's number starts out as
+//! the shared stripe's, so "not yet claimed" and "shared" take the same (cold) branch.
+//!
+//! A sum read while increments run may miss those in flight; each stripe only grows, so
 //! successive sums never go backwards.
 
-#[cfg(keel_loom)]
-use super::shim::Ordering;
+use super::shim::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-/// How many copies a [`Striped`] keeps (a power of two).
+/// How many owned copies a [`Striped`] keeps (a power of two); it has one shared copy more.
 pub(crate) const STRIPES: usize = 8;
+
+/// The index of the shared copy (any index `>= STRIPES` means "not owned").
+pub(crate) const SHARED: usize = STRIPES;
+
+/// A thread on the shared stripe asks for an owned one again after this many calls.
+#[cfg_attr(not(all(feature = "std", not(keel_loom))), allow(dead_code))]
+pub(crate) const RETRY_EVERY: u32 = 1024;
 
 /// `T` alone on 128 bytes: two cache lines, since x86's adjacent-line prefetcher pulls lines
 /// in pairs.
@@ -24,10 +48,31 @@ pub(crate) const STRIPES: usize = 8;
 #[repr(align(128))]
 pub(crate) struct Padded<T>(pub(crate) T);
 
-/// [`STRIPES`] copies of `T`, each padded; [`Striped::mine`] is the calling thread's.
+impl<T> core::ops::Deref for Padded<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// [`STRIPES`] owned copies of `T` and a shared one, each padded; [`Striped::mine`] is the
+/// calling thread's.
 #[derive(Debug)]
 pub(crate) struct Striped<T> {
-    stripes: [Padded<T>; STRIPES],
+    /// The owned copies, then the shared one at [`SHARED`].
+    stripes: [Padded<T>; STRIPES + 1],
+}
+
+/// The calling thread's copy of a [`Striped`], and whether the thread owns it (then it is the
+/// only writer and may count with [`bump`]'s plain load and store).
+#[derive(Debug)]
+pub(crate) struct Mine<'a, T> {
+    /// The copy.
+    pub(crate) c: &'a T,
+    /// Only this thread writes it.
+    pub(crate) owned: bool,
 }
 
 impl<T> Striped<T> {
@@ -40,13 +85,16 @@ impl<T> Striped<T> {
 
     /// The calling thread's copy.
     #[inline]
-    pub(crate) fn mine(&self) -> &T {
-        // The mask keeps the index in bounds (`STRIPES` is a power of two); the first copy
-        // stands in for the case that cannot happen, so there is no panic path.
-        let [first, ..] = &self.stripes;
-        self.stripes
-            .get(index() & (STRIPES - 1))
-            .map_or(&first.0, |p| &p.0)
+    pub(crate) fn mine(&self) -> Mine<'_, T> {
+        let i = index();
+        // An index past the owned copies is the shared one; `get` falls back to it too, so
+        // there is no panic path.
+        let [.., shared] = &self.stripes;
+        let c = self.stripes.get(i).map_or(&shared.0, |p| &p.0);
+        Mine {
+            c,
+            owned: i < STRIPES,
+        }
     }
 
     /// Every copy, for a reader that sums them.
@@ -55,33 +103,168 @@ impl<T> Striped<T> {
     }
 }
 
-/// The calling thread's stripe: threads are numbered on first use, round-robin over
-/// [`STRIPES`]. Without `std` (no thread-locals) every thread uses stripe 0.
-#[cfg(all(feature = "std", not(keel_loom)))]
+/// Adds one to `a`, a count in the calling thread's stripe: a plain load and store when the
+/// thread owns the stripe (`owned`, from [`Striped::mine`]), an atomic add otherwise. Wraps
+/// after 2^64 (centuries at one per nanosecond). `order` is the store's (`Relaxed` or
+/// `Release`).
 #[inline]
-pub(crate) fn index() -> usize {
-    use core::cell::Cell;
-    use core::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    std::thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+pub(crate) fn bump(owned: bool, a: &AtomicU64, order: Ordering) {
+    if owned {
+        a.store(a.load(Ordering::Relaxed).wrapping_add(1), order);
+    } else {
+        a.fetch_add(1, order);
     }
-    // `try_with` fails only while the thread's locals are being destroyed: use stripe 0 then.
-    INDEX
-        .try_with(|i| {
-            let v = i.get();
-            if v != usize::MAX {
-                return v;
-            }
-            let v = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) & (STRIPES - 1);
-            i.set(v);
-            v
-        })
-        .unwrap_or(0)
 }
 
+/// Raises `a` (in the calling thread's stripe) to at least `n`; returns the value after. As
+/// [`bump`]: a load and a store when owned, a `fetch_max` otherwise.
+// Only the breaker (feature `std`) keeps a newest instant per stripe.
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
+#[inline]
+pub(crate) fn raise(owned: bool, a: &AtomicU64, n: u64, order: Ordering) -> u64 {
+    if owned {
+        let v = a.load(Ordering::Relaxed);
+        if v >= n {
+            return v;
+        }
+        a.store(n, order);
+        n
+    } else {
+        a.fetch_max(n, order).max(n)
+    }
+}
+
+/// A table of `N` stripe numbers, each held by at most one thread at a time. (Used by the
+/// thread numbering with `std`; under loom only by its model, without `std` not at all.)
+#[cfg_attr(not(all(feature = "std", not(keel_loom))), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) struct Claims<const N: usize> {
+    taken: [AtomicBool; N],
+    /// Where the next claim starts looking (spreads threads round-robin).
+    next: AtomicUsize,
+}
+
+#[cfg_attr(not(all(feature = "std", not(keel_loom))), allow(dead_code))]
+impl<const N: usize> Claims<N> {
+    /// A table with every number free.
+    #[cfg(not(keel_loom))]
+    pub(crate) const fn new() -> Self {
+        Claims {
+            taken: [const { AtomicBool::new(false) }; N],
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A table with every number free.
+    #[cfg(keel_loom)]
+    pub(crate) fn new() -> Self {
+        Claims {
+            taken: core::array::from_fn(|_| AtomicBool::new(false)),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes a free number, or `None` when all `N` are held. `Acquire`: the previous holder's
+    /// stores (made before its [`release`](Self::release)) happen before the new holder's.
+    pub(crate) fn claim(&self) -> Option<usize> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..N).find_map(|k| {
+            let i = start.wrapping_add(k) % N;
+            let flag = self.taken.get(i)?;
+            flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .ok()
+                .map(|_| i)
+        })
+    }
+
+    /// Gives number `i` back (its holder makes no further stores to its stripes).
+    pub(crate) fn release(&self, i: usize) {
+        if let Some(flag) = self.taken.get(i) {
+            flag.store(false, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(all(feature = "std", not(keel_loom)))]
+mod thread {
+    use super::{Claims, RETRY_EVERY, SHARED, STRIPES};
+    use core::cell::Cell;
+
+    /// The process's stripe numbers.
+    static CLAIMS: Claims<STRIPES> = Claims::new();
+
+    /// Holds the thread's number; gives it back when the thread's locals are destroyed.
+    struct Owner(Cell<usize>);
+
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            let i = self.0.replace(SHARED);
+            if i < STRIPES {
+                // From now on this thread (other thread-locals' destructors may still call
+                // in) counts on the shared stripe; only then may another thread take `i`.
+                // `INDEX` has no destructor, so it is still there.
+                let _ = INDEX.try_with(|c| c.set(SHARED));
+                CLAIMS.release(i);
+            }
+        }
+    }
+
+    std::thread_local! {
+        /// The thread's stripe: [`SHARED`] until it claims one (no destructor: readable
+        /// while other locals are destroyed).
+        static INDEX: Cell<usize> = const { Cell::new(SHARED) };
+        /// Calls left on the shared stripe before asking again.
+        static WAIT: Cell<u32> = const { Cell::new(0) };
+        static OWNER: Owner = const { Owner(Cell::new(SHARED)) };
+    }
+
+    /// The calling thread's stripe (see the module docs).
+    #[inline]
+    pub(crate) fn index() -> usize {
+        let i = INDEX.try_with(Cell::get).unwrap_or(SHARED);
+        if i < STRIPES {
+            return i;
+        }
+        claim()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn claim() -> usize {
+        let wait = WAIT.try_with(Cell::get).unwrap_or(u32::MAX);
+        if wait > 0 {
+            let _ = WAIT.try_with(|w| w.set(wait - 1));
+            return SHARED;
+        }
+        let _ = WAIT.try_with(|w| w.set(RETRY_EVERY));
+        // `try_with` fails once `OWNER` was destroyed (the thread is ending): stay shared
+        // then, since nothing would give the number back.
+        OWNER
+            .try_with(|o| {
+                if o.0.get() < STRIPES {
+                    // Given back already (cannot happen while `INDEX` says shared).
+                    return SHARED;
+                }
+                match CLAIMS.claim() {
+                    Some(i) => {
+                        o.0.set(i);
+                        let _ = INDEX.try_with(|c| c.set(i));
+                        i
+                    }
+                    None => SHARED,
+                }
+            })
+            .unwrap_or(SHARED)
+    }
+}
+
+#[cfg(all(feature = "std", not(keel_loom)))]
+pub(crate) use thread::index;
+
 /// The calling loom thread's stripe: numbered in spawn order within each model run, so loom's
-/// replays are deterministic and racing threads use different stripes.
+/// replays are deterministic and racing threads own different stripes (a thread past the
+/// [`STRIPES`]th uses the shared one). The claim table's handover is modelled on its own
+/// (`loom_claims_hand_over_counts`).
 #[cfg(keel_loom)]
 #[inline]
 pub(crate) fn index() -> usize {
@@ -89,31 +272,37 @@ pub(crate) fn index() -> usize {
         static ref NEXT: loom::sync::atomic::AtomicUsize = loom::sync::atomic::AtomicUsize::new(0);
     }
     loom::thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) & (STRIPES - 1);
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed).min(SHARED);
     }
     INDEX.with(|i| *i)
 }
 
-/// Without `std` there are no thread-locals: every thread uses stripe 0.
+/// Without `std` there are no thread-locals: every thread uses the shared stripe.
 #[cfg(all(not(feature = "std"), not(keel_loom)))]
 #[inline]
 pub(crate) fn index() -> usize {
-    0
+    SHARED
 }
 
 #[cfg(all(test, feature = "std", not(keel_loom)))]
 mod tests {
     use super::*;
-    use core::sync::atomic::{AtomicU64, Ordering};
+    use core::sync::atomic::Ordering;
+
+    fn count(s: &Striped<AtomicU64>) {
+        let m = s.mine();
+        bump(m.owned, m.c, Ordering::Relaxed);
+    }
 
     #[test]
     fn threads_spread_over_stripes_and_sums_are_exact() {
         let s: Striped<AtomicU64> = Striped::new(|| AtomicU64::new(0));
+        // More threads than stripes at once: some share the shared stripe.
         std::thread::scope(|sc| {
             for _ in 0..(STRIPES * 2) {
                 sc.spawn(|| {
                     for _ in 0..1000 {
-                        s.mine().fetch_add(1, Ordering::Relaxed);
+                        count(&s);
                     }
                 });
             }
@@ -121,5 +310,65 @@ mod tests {
         let total: u64 = s.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         assert_eq!(total, (STRIPES as u64) * 2 * 1000);
         assert!(core::mem::align_of::<Padded<AtomicU64>>() >= 128);
+    }
+
+    #[test]
+    fn an_ended_thread_gives_its_stripe_back_and_no_count_is_lost() {
+        let s: Striped<AtomicU64> = Striped::new(|| AtomicU64::new(0));
+        // Many more short-lived threads, one after another, than stripes: each claims a
+        // number (the previous owner gave it back when it ended) and counts on it.
+        let mut owned = 0;
+        for _ in 0..(STRIPES * 4) {
+            owned += std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    count(&s);
+                    let m = s.mine();
+                    bump(m.owned, m.c, Ordering::Relaxed);
+                    usize::from(m.owned)
+                })
+                .join()
+                .unwrap_or(0)
+            });
+        }
+        let total: u64 = s.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        assert_eq!(total, (STRIPES as u64) * 4 * 2);
+        // Other tests' threads may hold numbers meanwhile, but never all of them for long.
+        assert!(owned > STRIPES, "only {owned} threads got an owned stripe");
+    }
+}
+
+#[cfg(all(test, keel_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Two threads share one stripe number: each takes it if free (else counts on the shared
+    /// stripe with a read-modify-write), counts with a plain load and store, gives it back.
+    /// The handover (`Release` store, `Acquire` claim) loses no count.
+    #[test]
+    fn loom_claims_hand_over_counts() {
+        loom::model(|| {
+            let claims = Arc::new(Claims::<1>::new());
+            let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+            let worker = || {
+                let (claims, counts) = (Arc::clone(&claims), Arc::clone(&counts));
+                loom::thread::spawn(move || {
+                    let i = claims.claim();
+                    let owned = i.is_some();
+                    let [own, shared] = &*counts;
+                    let c = if owned { own } else { shared };
+                    bump(owned, c, Ordering::Relaxed);
+                    bump(owned, c, Ordering::Relaxed);
+                    if let Some(i) = i {
+                        claims.release(i);
+                    }
+                })
+            };
+            let (a, b) = (worker(), worker());
+            a.join().expect("thread");
+            b.join().expect("thread");
+            let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            assert_eq!(total, 4);
+        });
     }
 }
