@@ -66,7 +66,7 @@ pub use keel_core::shutdown::ShutdownConfig;
 
 // ---- Runtime: clock, timers, signals, tasks ------------------------------------------------
 
-/// async-std as a keel runtime: std's clock and the `async-io` reactor's timers
+/// async-std as a keel runtime: quanta's TSC clock and the `async-io` reactor's timers
 /// (`async_io::Timer`), SIGINT/SIGTERM through `async-signal` (both from
 /// [`keel_smol::async_io`]), and `async_std::task::spawn` for [`Server`]'s tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

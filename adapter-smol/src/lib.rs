@@ -66,7 +66,7 @@ pub use keel_core::shutdown::ShutdownConfig;
 
 // ---- Runtime: clock, timers, signals, tasks ------------------------------------------------
 
-/// smol as a keel runtime: std's clock and the `async-io` reactor's timers
+/// smol as a keel runtime: quanta's TSC clock and the `async-io` reactor's timers
 /// (`async_io::Timer`, see [`async_io::now`] and [`AsyncIoTimer`]), SIGINT/SIGTERM through `async-signal`, and `smol::spawn` for [`Server`]'s tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmolRuntime;

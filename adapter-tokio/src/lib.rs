@@ -24,6 +24,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## The clock, and tests that pause it
+//!
+//! | build | keel's clock | `tokio::time::pause()` / `start_paused` |
+//! | --- | --- | --- |
+//! | debug (`cargo test`, `cargo run`) | `tokio::time::Instant` | drives keel |
+//! | any, with the feature `paused-time` | `tokio::time::Instant` | drives keel |
+//! | release | quanta's calibrated TSC counter (a third of std's read) | drives keel once a keel timer is armed or fires under the paused clock (the process then reads tokio's clock for good) |
+//!
+//! Release-mode tests that pause time and read keel's clock before any keel timer: turn on
+//! `paused-time`. See [`TokioRuntime`].
+//!
 //! ## What this crate exports
 //!
 //! | group | names |
