@@ -66,11 +66,20 @@ pub use keel_core::shutdown::ShutdownConfig;
 
 // ---- Runtime: clock, timers, signals, tasks ------------------------------------------------
 
-/// async-std as a keel runtime: std's clock and the `async-io` reactor's timers
+/// async-std as a keel runtime: quanta's TSC clock and the `async-io` reactor's timers
 /// (`async_io::Timer`), SIGINT/SIGTERM through `async-signal` (both from
 /// [`keel_smol::async_io`]), and `async_std::task::spawn` for [`Server`]'s tasks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AsyncStdRuntime;
+
+impl Default for AsyncStdRuntime {
+    /// The runtime handle; the first one calibrates keel's clock
+    /// ([`async_io::calibrate`]), so no machine's first clock read pays for it.
+    fn default() -> Self {
+        async_io::calibrate();
+        AsyncStdRuntime
+    }
+}
 
 impl driver::Runtime for AsyncStdRuntime {
     type Timer = AsyncIoTimer;

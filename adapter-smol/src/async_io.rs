@@ -1,8 +1,8 @@
 //! The glue of every runtime on the `async-io` reactor: smol's here, and keel-async-std's
 //! (async-std runs on `async-io` too), which uses this module rather than repeat it.
 //!
-//! - [`now`] and [`AsyncIoTimer`]: the clock (`std::time::Instant`, counted as keel instants from
-//!   a process-wide origin, so smol's and async-std's instants are comparable) and the timer
+//! - [`now`] and [`AsyncIoTimer`]: the clock (quanta's calibrated TSC counter, counted as keel
+//!   instants from a process-wide origin, so smol's and async-std's instants are comparable) and the timer
 //!   (`async_io::Timer`, re-armed in place with `set_at`). A runtime type implements
 //!   [`Runtime`] with these two (see [`SmolRuntime`](crate::SmolRuntime)).
 //! - [`shutdown_signal`]: SIGINT/SIGTERM (Ctrl-C on Windows) through `async-signal`, which runs
@@ -47,24 +47,49 @@ use futures_core::Stream as _;
 use keel_core::driver::{BoxFuture, ConnIo, GuardConfig, Incoming, Listener, Runtime, Timer};
 use keel_core::time::Instant;
 
-/// The instant keel's `async-io` instants count from: the first time any of them read the clock.
-fn origin() -> std::time::Instant {
-    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(std::time::Instant::now)
+/// keel's clock on `async-io`: quanta's calibrated TSC counter (std's monotonic clock where
+/// the TSC is not invariant), and its raw count at the first read, which keel instants count
+/// from.
+struct Clock {
+    fast: quanta::Clock,
+    raw: u64,
 }
 
-/// Now, on std's monotonic clock, as a keel [`Instant`]: nanoseconds since the first time any
-/// `async-io` runtime in the process read the clock (so smol's and async-std's instants are
-/// comparable). The clock read of [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's
-/// runtime.
+fn clock() -> &'static Clock {
+    static CLOCK: OnceLock<Clock> = OnceLock::new();
+    CLOCK.get_or_init(|| {
+        // Calibrates the counter against the OS clock, once per process (under a millisecond
+        // idle, up to a few hundred on a loaded machine, while every other first read waits):
+        // `calibrate` does it where a runtime handle is made, not in a machine's first read.
+        let fast = quanta::Clock::new();
+        let raw = fast.raw();
+        Clock { fast, raw }
+    })
+}
+
+/// Calibrates [`now`]'s clock if no read has yet (once per process; later calls cost one
+/// atomic load). The runtime handles' `Default` call it, so the calibration (up to a few
+/// hundred milliseconds on a loaded machine) happens where a handle is made, not inside a
+/// machine's first clock read.
+pub fn calibrate() {
+    let _ = clock();
+}
+
+/// Now, as a keel [`Instant`]: nanoseconds since the first time any `async-io` runtime in the
+/// process read the clock (so smol's and async-std's instants are comparable). The clock read of
+/// [`SmolRuntime`](crate::SmolRuntime) and keel-async-std's runtime.
 ///
-/// [`AsyncIoTimer`] arms each timer for the time left on this clock ([`to_std`]), so a faster
-/// clock that runs a few parts per million off std's (the `async-io` timers' clock) would make a
-/// timer early by a fraction of its sleep, never by the process's age. (quanta's TSC clock was
-/// tried here and is not the default yet: BENCHMARKS.md, "The adapters' clock".)
+/// The clock is quanta's calibrated TSC counter (the clock governor reads), about a third of
+/// the cost of `std::time::Instant::now()` on a virtual machine; where the TSC is not invariant
+/// quanta reads the OS monotonic clock. It may run a few parts per million off std's clock, which
+/// the `async-io` timers use: [`AsyncIoTimer`] arms each timer for the time left on this clock
+/// ([`to_std`]), so that difference scales with a sleep's length, never with the process's age.
+/// Reads on different cores may differ by the counters' skew; keel's machines clamp a `now`
+/// older than the newest they have seen.
 #[inline]
 pub fn now() -> Instant {
-    Instant::from_duration(std::time::Instant::now().saturating_duration_since(origin()))
+    let clock = clock();
+    Instant::from_nanos(clock.fast.delta_as_nanos(clock.raw, clock.fast.raw()))
 }
 
 /// The `std::time::Instant` at which [`now`] will read `deadline`, measured from now on both
@@ -516,6 +541,30 @@ mod tests {
         assert!(
             advanced <= elapsed + Duration::from_secs(1),
             "{advanced:?} > {elapsed:?}"
+        );
+    }
+
+    /// keel's clock runs at std's rate, within 1 %, over 200 ms measured from the process's
+    /// first read (each read bracketed by two std reads, so a thread descheduled between them
+    /// widens the bracket rather than failing the test).
+    #[test]
+    fn the_clock_runs_at_std_rate_from_the_first_read() {
+        let s0a = std::time::Instant::now();
+        let k0 = now();
+        let s0b = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        let s1a = std::time::Instant::now();
+        let k1 = now();
+        let s1b = std::time::Instant::now();
+        let keel = k1.saturating_duration_since(k0);
+        let (shortest, longest) = (s1a.duration_since(s0b), s1b.duration_since(s0a));
+        eprintln!(
+            "keel clock rate: keel {keel:?} in std [{shortest:?}, {longest:?}] ({:.6})",
+            keel.as_secs_f64() / longest.as_secs_f64()
+        );
+        assert!(
+            keel >= shortest - shortest / 100 && keel <= longest + longest / 100,
+            "keel's clock advanced {keel:?} while std's advanced {shortest:?}..{longest:?}"
         );
     }
 

@@ -66,10 +66,19 @@ pub use keel_core::shutdown::ShutdownConfig;
 
 // ---- Runtime: clock, timers, signals, tasks ------------------------------------------------
 
-/// smol as a keel runtime: std's clock and the `async-io` reactor's timers
+/// smol as a keel runtime: quanta's TSC clock and the `async-io` reactor's timers
 /// (`async_io::Timer`, see [`async_io::now`] and [`AsyncIoTimer`]), SIGINT/SIGTERM through `async-signal`, and `smol::spawn` for [`Server`]'s tasks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmolRuntime;
+
+impl Default for SmolRuntime {
+    /// The runtime handle; the first one calibrates keel's clock
+    /// ([`async_io::calibrate`]), so no machine's first clock read pays for it.
+    fn default() -> Self {
+        async_io::calibrate();
+        SmolRuntime
+    }
+}
 
 impl driver::Runtime for SmolRuntime {
     type Timer = AsyncIoTimer;

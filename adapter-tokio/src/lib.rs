@@ -24,6 +24,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## The clock, and tests that pause it
+//!
+//! | build | keel's clock | `tokio::time::pause()` / `start_paused` |
+//! | --- | --- | --- |
+//! | debug (`cargo test`, `cargo run`) | `tokio::time::Instant` | drives keel |
+//! | any, with the feature `paused-time` | `tokio::time::Instant` | drives keel |
+//! | release | quanta's calibrated TSC counter (a third of std's read) | drives keel once a keel timer is armed or fires under the paused clock (the process then reads tokio's clock for good) |
+//!
+//! Release-mode tests that pause time and read keel's clock before any keel timer: turn on
+//! `paused-time`. See [`TokioRuntime`].
+//!
 //! ## What this crate exports
 //!
 //! | group | names |
@@ -49,7 +60,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -168,50 +178,59 @@ pub use axum_listener::{axum_listener, AxumIncoming, AxumListener, Guarded};
 #[cfg(feature = "hyper")]
 pub mod http_server;
 
+mod clock;
+
 /// tokio's clock and timers as a keel [`Runtime`].
 ///
 /// keel instants count nanoseconds since an origin one hour before the first time any
 /// `TokioRuntime` read the clock (so every runtime in the process, paused test clocks included,
-/// reads after it);
-/// the clock is `tokio::time::Instant`, so `tokio::time::pause()` and `advance()` move keel's
-/// machines in tests exactly as they move tokio's timers.
-#[derive(Clone, Copy, Debug, Default)]
+/// reads after it).
+///
+/// **The clock.** Debug builds (where `cargo test` runs) and builds with the feature
+/// `paused-time` read `tokio::time::Instant`, so `tokio::time::pause()`, `advance()` and
+/// `start_paused` move keel's machines in tests exactly as they move tokio's timers. Release
+/// builds read quanta's calibrated TSC counter (about a third of the cost; std's monotonic
+/// clock where the TSC is not invariant), calibrated when the first handle or machine is built
+/// ([`Default`], or a machine's constructor); if a keel timer then sees tokio's clock depart
+/// from real time (a test that pauses it, run with `--release`), the process switches to
+/// tokio's clock for good, carrying on from keel's latest instant rather than stepping back.
+/// Until a keel timer is armed or fires under the paused clock, such a test sees real time on
+/// keel's clock: turn on `paused-time` for release-mode tests that pause.
+///
+/// **The timers** are `tokio::time::Sleep`s, armed on tokio's clock for the time left on
+/// keel's (stretched by 61 ppm on the fast clock, whose rate differs from tokio's by a few ppm,
+/// so a timer fires a little late rather than early).
+#[derive(Clone, Copy, Debug)]
 pub struct TokioRuntime;
 
-fn origin() -> tokio::time::Instant {
-    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-    // An hour before the first read, on the real clock: a paused tokio clock starts at the real
-    // "now" of its runtime's creation, which may precede the first read in another task or test;
-    // it must still read after the origin rather than saturate at zero.
-    let origin = *ORIGIN.get_or_init(|| {
-        let now = std::time::Instant::now();
-        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
-    });
-    tokio::time::Instant::from_std(origin)
+impl Default for TokioRuntime {
+    /// The runtime handle; the first one calibrates the fast clock (release builds), so no
+    /// machine's first clock read pays for it.
+    fn default() -> Self {
+        clock::warm();
+        TokioRuntime
+    }
 }
 
 impl TokioRuntime {
-    /// Converts a keel instant back to tokio's clock.
+    /// The tokio instant at which keel's clock will read `deadline` (see [`TokioRuntime`]: on
+    /// tokio's clock, the origin plus the deadline; on the fast clock, tokio's now plus the time
+    /// left on keel's, 61 ppm late).
     pub fn to_tokio(deadline: Instant) -> tokio::time::Instant {
-        let origin = origin();
-        // Past ~30 years is "never" for a timer; tokio's own far future is the same order.
-        let far = Duration::from_secs(86_400 * 365 * 30);
-        let offset = deadline.as_duration().min(far);
-        origin
-            .checked_add(offset)
-            .unwrap_or(origin + Duration::from_secs(86_400))
+        clock::to_tokio(deadline)
     }
 }
 
 impl Runtime for TokioRuntime {
     type Timer = TokioTimer;
 
+    #[inline]
     fn now(&self) -> Instant {
-        let since = tokio::time::Instant::now().saturating_duration_since(origin());
-        Instant::from_duration(since)
+        clock::now()
     }
 
     fn timer(&self, deadline: Instant) -> TokioTimer {
+        clock::check_departure();
         TokioTimer {
             sleep: Box::pin(tokio::time::sleep_until(Self::to_tokio(deadline))),
         }
@@ -230,7 +249,11 @@ impl Timer for TokioTimer {
     }
 
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.sleep.as_mut().poll(cx)
+        let elapsed = self.sleep.as_mut().poll(cx);
+        if elapsed.is_ready() {
+            clock::check_departure();
+        }
+        elapsed
     }
 }
 
