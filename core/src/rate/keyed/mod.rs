@@ -582,7 +582,8 @@ struct Entry<K> {
 /// | commands | [`set_quota`](Self::set_quota), [`set_overflow_quota`](Self::set_overflow_quota) |
 /// | getters | [`peek`](Self::peek), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`overflow_quota`](Self::overflow_quota), [`len`](Self::len), [`is_empty`](Self::is_empty), [`capacity`](Self::capacity), [`memory_bytes`](Self::memory_bytes), [`stats`](Self::stats) |
 ///
-/// No timers and no events: idle keys are reclaimed as it checks.
+/// No timers and no events: idle keys are reclaimed by the checks of new keys that need their
+/// slots.
 ///
 /// Its `Debug` form shows the quota, the policy, the size and the counters (not the keys, nor
 /// the hash key).
