@@ -137,7 +137,8 @@ fn each_key_gets_its_own_burst() {
         s.allowed = 4;
         s.limited = 2;
         s.evicted = 0;
-        s.reclaimed = 1;
+        // Key 2 is idle at 11 s, but no new key needed its slot: nothing was swept.
+        s.reclaimed = 0;
         s.rejected_full = 0;
         s.probes = l.stats().probes;
         s
@@ -193,14 +194,23 @@ fn idle_keys_are_reclaimed_by_normal_checks() {
         assert!(l.try_acquire(Instant::ZERO, &k).is_ok());
     }
     assert_eq!(l.len(), 8);
-    // 100 ms later every key is idle; checks on one key sweep the rest away two at a time.
+    // 100 ms later every key is idle; checks of keys the table holds sweep nothing.
     let later = Instant::from_millis(100);
-    for _ in 0..4 {
-        let _ = l.try_acquire(later, &100);
+    for k in 0..2 {
+        assert!(l.try_acquire(later, &k).is_ok());
     }
-    assert_eq!(l.len(), 1);
-    assert_eq!(l.stats().reclaimed, 8);
-    assert!(!l.is_empty());
+    assert_eq!((l.len(), l.stats().reclaimed), (8, 0));
+    // At 200 ms every key is idle again. A new key that finds the table full sweeps two
+    // entries (keys 0 and 1, then 2 and 3) and takes one slot; the next finds room.
+    let later = Instant::from_millis(200);
+    for k in 100..104 {
+        assert!(l.try_acquire(later, &k).is_ok());
+    }
+    assert_eq!(l.len(), 8);
+    assert_eq!(l.stats().reclaimed, 4);
+    for k in 0..4 {
+        assert_eq!(l.remaining(later, &k), 1, "key {k} reads as fresh");
+    }
 }
 
 #[test]
@@ -710,9 +720,10 @@ fn probes_count_the_slots_examined_and_equal_hashes_stay_distinct_keys() {
     // At 1.5 s key 0 (TAT 2 s) is still active: nothing was reclaimed.
     assert_eq!(s.reclaimed, 0);
     let at = Instant::from_secs(2);
-    let before = s.probes;
-    // At 2 s key 0 is idle: the sweep forgets it (backward shift), then key 3 is found
-    // three slots from home instead of four.
+    // At 2 s key 0 is idle: a new key finds the table full and sweeps it away (backward
+    // shift), taking the chain's end, then key 3 is found three slots from home, not four.
+    assert_eq!(l2.try_acquire(at, &key(4)), Ok(()));
+    let before = l2.stats().probes;
     assert_eq!(
         l2.try_acquire(at, &key(3)),
         Err(Rejected {
@@ -743,6 +754,7 @@ fn deleting_from_a_chain_that_wraps_past_the_end_of_the_index_keeps_the_rest() {
     };
     let last = (0..10_000u32).find(|&t| home(t) == 7).unwrap();
     let first = (0..10_000u32).find(|&t| home(t) == 0).unwrap();
+    let away = (0..10_000u32).find(|&t| home(t) == 4).unwrap();
     let t0 = Instant::from_secs(1);
     for victim in 0..3u32 {
         let mut l = KeyedGcra::<Colliding>::new(config(1, 1, 4, Full::RejectNew), Instant::ZERO);
@@ -758,13 +770,23 @@ fn deleting_from_a_chain_that_wraps_past_the_end_of_the_index_keeps_the_rest() {
         // Slot 0's own key lands after the wrapped chain (slot 2).
         assert_eq!(l.try_acquire(t1, &other), Ok(()));
         assert_eq!(l.len(), 4);
-        // At 2 s the victim is idle; checks sweep it away (two entries per check).
+        // At 2 s the victim is idle; checks of keys the table holds sweep nothing.
         let t2 = Instant::from_secs(2);
         for _ in 0..2 {
             assert!(l.try_acquire(t2, &other).is_err());
         }
+        assert_eq!(
+            l.stats().reclaimed,
+            0,
+            "victim {victim}: hits sweep nothing"
+        );
+        // Two new keys (homed at slot 4, away from the chain) find the table full: each sweeps
+        // two entries, so the victim is forgotten and one of them takes its slot.
+        for id in 0..2 {
+            let _ = l.try_acquire(t2, &Colliding { id, tag: away });
+        }
         assert_eq!(l.stats().reclaimed, 1, "victim {victim}");
-        assert_eq!(l.len(), 3);
+        assert_eq!(l.len(), 4);
         for id in (0..3).filter(|&id| id != victim) {
             assert_eq!(
                 l.remaining(t2, &key(id)),
@@ -785,39 +807,39 @@ fn deleting_from_a_chain_that_wraps_past_the_end_of_the_index_keeps_the_rest() {
     }
 }
 
-/// The sweep's clock hand stands still while the table is empty: once the last key is forgotten,
-/// checks that find no key (here `n = 0`, which sweeps and admits nothing) do not move it. The
-/// hand's position decides which entries the next checks visit, so a hand that kept turning over
-/// free entries would forget a later idle key one check late. Four entries, two visited per
-/// check; the free list hands entries back last-freed first.
+/// Idle keys are reclaimed only when a new key needs room: a table with room keeps them, and
+/// checks of keys it holds sweep nothing. A new key that finds the table full first sweeps two
+/// entries under the clock hand, which goes on from where it stopped, then tries the least
+/// recently used key; only then does the policy answer.
 #[test]
-fn the_sweep_hand_stands_still_while_the_table_is_empty() {
+fn only_a_new_key_in_a_full_table_sweeps() {
     let ms = Instant::from_millis;
-    // 10 per second, burst 1: an admitted key is idle 100 ms later.
-    let mut l = KeyedGcra::<u32>::new(config(10, 1, 8, Full::RejectNew), Instant::ZERO);
-    // Keys 0..3 fill entries 0..3 (key 3 at 50 ms, idle at 150 ms); the hand ends on entry 3.
+    let full = Err(Rejected {
+        reason: KeyedLimited::TableFull,
+        retry_at: None,
+    });
+    // 10 per second, burst 1: an admitted key is idle 100 ms later. Four keys.
+    let mut l = KeyedGcra::<u32>::new(config(10, 1, 4, Full::RejectNew), Instant::ZERO);
     for k in 0..3 {
-        assert_eq!(l.try_acquire(ms(0), &k), Ok(()));
+        assert_eq!(l.try_acquire(ms(0), &k), Ok(())); // entries 0..2
     }
-    assert_eq!(l.try_acquire(ms(50), &3), Ok(()));
-    // At 100 ms keys 0..2 are idle: the hand visits 3 (busy) and 0, then 1 and 2.
-    assert_eq!(l.try_acquire_n(ms(100), &99, 0), Ok(()));
-    assert_eq!(l.len(), 3);
-    assert_eq!(l.try_acquire_n(ms(100), &99, 0), Ok(()));
-    assert_eq!(l.len(), 1);
-    // At 150 ms the hand forgets key 3 (entry 3): the table is empty, the hand past entry 3.
-    assert_eq!(l.try_acquire_n(ms(150), &99, 0), Ok(()));
-    assert!(l.is_empty());
-    assert_eq!(l.stats().reclaimed, 4);
-    // Key 10 takes entry 3 (idle at 250 ms); keys 11, 12, 13 take entries 2, 1, 0 at 200 ms.
-    // The hand stood still over the empty table, so it now rests on entry 2.
+    // At 100 ms keys 0..2 are idle: new key 3 finds room (entry 3, active until 200 ms) and
+    // sweeps nothing; at 150 ms key 0 is checked again (active until 250 ms).
+    assert_eq!(l.try_acquire(ms(100), &3), Ok(()));
+    assert_eq!(l.try_acquire(ms(150), &0), Ok(()));
+    assert_eq!((l.len(), l.stats().reclaimed), (4, 0));
+    // Full: key 10 sweeps entries 0 (key 0, active) and 1 (key 1, idle) and takes entry 1.
     assert_eq!(l.try_acquire(ms(150), &10), Ok(()));
-    for k in 11..14 {
-        assert_eq!(l.try_acquire(ms(200), &k), Ok(()));
-    }
-    assert_eq!(l.len(), 4);
-    // At 250 ms only key 10 is idle; the next check visits entries 2 and 3 and forgets it.
-    assert_eq!(l.try_acquire_n(ms(250), &99, 0), Ok(()));
-    assert_eq!(l.len(), 3);
-    assert_eq!(l.stats().reclaimed, 5);
+    assert_eq!((l.len(), l.stats().reclaimed), (4, 1));
+    // Full: key 11 sweeps on from entry 2 (key 2, idle) and 3 (key 3, active).
+    assert_eq!(l.try_acquire(ms(150), &11), Ok(()));
+    assert_eq!((l.len(), l.stats().reclaimed), (4, 2));
+    // Full: key 12 sweeps entries 0 and 1 (keys 0 and 10, active); the least recently used key
+    // (key 3) is active too, so the policy answers.
+    assert_eq!(l.try_acquire(ms(150), &12), full);
+    assert_eq!((l.len(), l.stats().reclaimed), (4, 2));
+    // At 200 ms key 3 is idle: key 12 sweeps entries 2 (key 11, active) and 3 and gets in.
+    assert_eq!(l.try_acquire(ms(200), &12), Ok(()));
+    assert_eq!((l.len(), l.stats().reclaimed), (4, 3));
+    assert_eq!(l.stats().rejected_full, 1);
 }

@@ -17,10 +17,15 @@
 //!   changes after construction.
 //! - Each key has exactly the GCRA state of [`Gcra`]: same burst
 //!   semantics, the same rejections ([`KeyedLimited`] mirrors [`RateLimited`]).
-//! - **Idle keys are reclaimed** during normal checks: a key whose TAT is at or before `now`
-//!   is in exactly the state of a key never seen, so forgetting it changes no decision. Each
-//!   check examines two entries with a clock hand over the entry array (amortised O(1)), and an
-//!   insert into a full table first tries the least recently used key.
+//! - **Idle keys are reclaimed when room is needed**: a key whose TAT is at or before `now` is
+//!   in exactly the state of a key never seen, so forgetting it changes no decision. A new key
+//!   that finds the table full first examines two entries with a clock hand over the entry
+//!   array, forgetting the idle ones (amortised O(1)), then, if the table is still full, the
+//!   least recently used key if it is idle; only then does [`Full`] apply. A table with room
+//!   sweeps nothing, and neither does a check of a key it holds: idle keys stay tracked
+//!   (counted in [`KeyedGcra::len`], a key type's heap memory kept) until new keys need their
+//!   slots. (Until issue 16 every check swept two entries: with keys that go idle between
+//!   their checks, that made most checks a reclaim plus an insert, for no room anyone needed.)
 //! - **A full table** (every key still active) follows [`Full`]:
 //!   - [`Full::Overflow`] (the default): a new key that finds no slot is decided by **one
 //!     shared overflow limiter** with its own quota ([`KeyedConfigBuilder::overflow_quota`],
@@ -577,7 +582,8 @@ struct Entry<K> {
 /// | commands | [`set_quota`](Self::set_quota), [`set_overflow_quota`](Self::set_overflow_quota) |
 /// | getters | [`peek`](Self::peek), [`remaining`](Self::remaining), [`reset_at`](Self::reset_at), [`quota`](Self::quota), [`overflow_quota`](Self::overflow_quota), [`len`](Self::len), [`is_empty`](Self::is_empty), [`capacity`](Self::capacity), [`memory_bytes`](Self::memory_bytes), [`stats`](Self::stats) |
 ///
-/// No timers and no events: idle keys are reclaimed as it checks.
+/// No timers and no events: idle keys are reclaimed by the checks of new keys that need their
+/// slots.
 ///
 /// Its `Debug` form shows the quota, the policy, the size and the counters (not the keys, nor
 /// the hash key).
@@ -796,7 +802,6 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         n: u32,
     ) -> Option<KeyedDecision> {
         let now = now.as_nanos();
-        self.sweep(now);
         let by_key = |result| {
             Some(KeyedDecision {
                 by: DecidedBy::Key,

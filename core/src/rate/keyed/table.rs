@@ -71,6 +71,9 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         tat: u64,
     ) -> Result<(), Overflowed> {
         if self.len >= self.max_keys {
+            self.sweep(now);
+        }
+        if self.len >= self.max_keys {
             let tail = self.tail;
             if self.tail_idle(now) {
                 self.reclaim(tail, now);
@@ -114,14 +117,10 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         Ok(())
     }
 
-    /// Forgets up to `SWEEP_PER_CHECK` idle keys under the clock hand. Inlined into the
-    /// check (out of line it was a call per check; the reclaim it may make stays a call).
-    #[inline(always)]
+    /// Forgets the idle keys among the next `SWEEP_PER_CHECK` entries under the clock hand
+    /// (free entries are passed over). Run only by a new key that finds the table full.
     pub(super) fn sweep(&mut self, now: u64) {
         for _ in 0..SWEEP_PER_CHECK {
-            if self.len == 0 || self.entries.is_empty() {
-                return;
-            }
             if self.cursor >= self.entries.len() {
                 self.cursor = 0;
             }
