@@ -226,10 +226,10 @@ impl SharedRateLimiter {
         let Some(stripes) = &self.hot.allowed else {
             return 0;
         };
-        // A give-back may be visible before its admission's count (relaxed, on another
-        // thread's stripe): the subtraction saturates, so the figure is then one low for that
-        // moment (an admission in flight), never wrapped.
-        let cancelled = self.cold.cancelled.load(Ordering::Relaxed);
+        // `Acquire`, paired with the give-back's `Release`: a give-back seen here comes with
+        // its admission's count (made before the reservation was returned), so the sum never
+        // falls below `cancelled` (the subtraction saturates all the same).
+        let cancelled = self.cold.cancelled.load(Ordering::Acquire);
         stripes
             .iter()
             .fold(0u64, |sum, c| sum.wrapping_add(c.load(Ordering::Relaxed)))
@@ -561,7 +561,8 @@ impl SharedRateLimiter {
             return Err(reservation);
         }
         if self.hot.allowed.is_some() {
-            self.cold.cancelled.fetch_add(1, Ordering::Relaxed);
+            // `Release`: see `allowed`.
+            self.cold.cancelled.fetch_add(1, Ordering::Release);
         }
         Ok(())
     }
