@@ -209,3 +209,106 @@ fn loom_striped_counts_fold_exactly() {
         assert_eq!(b.with(|m| m.stats().admitted), 2);
     });
 }
+
+/// A breaker with a failure-rate window (the default config's policy, small): a count window
+/// of 2, judged from 2 calls, tripping at 60 % failures. Its closed admissions are lock-free,
+/// every outcome takes the lock and does not close the path first (the lock holder is the
+/// word's only writer).
+fn windowed() -> Arc<SharedBreaker> {
+    let config = BreakerConfig::builder()
+        .count_window(2)
+        .minimum_calls(2)
+        .failure_rate_threshold(60)
+        .build()
+        .expect("valid config");
+    Arc::new(SharedBreaker::new(config, Instant::ZERO))
+}
+
+/// With a window, the outcome that trips races a lock-free admission, its success and a
+/// `state` read (both lock-free while the path is open). Sequentially: the success first
+/// (window `[S, F]`, 50 %: closed) or the trip first (the success is stale, or the call is
+/// rejected); the path ends open exactly when the breaker is closed.
+#[test]
+fn loom_window_trip_races_an_admission() {
+    loom::model(|| {
+        let b = windowed();
+        let p = b.try_acquire(t(1)).expect("closed");
+        b.on_failure(t(1), p);
+        let b1 = Arc::clone(&b);
+        let failing = thread::spawn(move || {
+            let p = b1
+                .try_acquire(t(2))
+                .expect("closed until this thread's failure");
+            b1.on_failure(t(2), p);
+        });
+        let b2 = Arc::clone(&b);
+        let succeeding = thread::spawn(move || {
+            let seen = b2.state();
+            if let Ok(p) = b2.try_acquire(t(3)) {
+                b2.on_success(t(3), p);
+            }
+            seen
+        });
+        failing.join().expect("thread");
+        let seen = succeeding.join().expect("thread");
+        let st = b.stats();
+        assert_reported(&st);
+        assert_eq!(st.admitted + st.rejected, 3);
+        assert_eq!(st.failures, 2);
+        let mut events = 0;
+        b.drain_events(|_| events += 1);
+        match st.state {
+            State::Closed => {
+                assert_eq!(seen, State::Closed);
+                assert_eq!(st.successes, 1);
+                assert_eq!(st.transitions, 0);
+                assert_eq!(events, 0);
+                // The path is open: admitted without the lock, in the current generation.
+                let p = b.try_acquire(t(4)).expect("closed");
+                assert_eq!(p.generation(), st.generation);
+                b.on_success(t(4), p);
+                assert_eq!(b.stats().successes, 2);
+            }
+            State::Open => {
+                assert_eq!(st.successes, 0);
+                assert_eq!(st.stale_outcomes + st.rejected, 1);
+                assert_eq!(st.opened_count, 1);
+                assert_eq!(st.transitions, 1);
+                assert_eq!(events, 1);
+                // The trip shut the path: rejected (by the machine, under the lock).
+                assert!(b.try_acquire(t(4)).is_err());
+                assert_eq!(b.state(), State::Open);
+            }
+            other => panic!("unexpected state {other:?}"),
+        }
+    });
+}
+
+/// With a window, a reset (a locked step that moves the generation and reopens the path with
+/// it) races a call: as without a window, the outcome is current or stale, never lost or
+/// counted twice, and a permit admitted after the reset is of the new generation.
+#[test]
+fn loom_window_reset_races_a_call() {
+    loom::model(|| {
+        let b = windowed();
+        let b1 = Arc::clone(&b);
+        let resetting = thread::spawn(move || b1.reset(t(1)));
+        let b2 = Arc::clone(&b);
+        let calling = thread::spawn(move || {
+            let p = b2.try_acquire(t(2)).expect("closed throughout");
+            b2.on_success(t(2), p);
+            p.generation()
+        });
+        resetting.join().expect("thread");
+        let generation = calling.join().expect("thread");
+        let st = b.stats();
+        assert_reported(&st);
+        assert_eq!(st.state, State::Closed);
+        assert_eq!(st.generation, 1);
+        assert_eq!(st.admitted, 1);
+        assert_eq!(st.successes + st.stale_outcomes, 1);
+        assert_eq!(st.stale_outcomes == 1, generation == 0 && st.successes == 0);
+        let p = b.try_acquire(t(3)).expect("closed");
+        assert_eq!(p.generation(), 1);
+    });
+}

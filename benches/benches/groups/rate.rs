@@ -283,6 +283,17 @@ pub(crate) fn bench(c: &mut Criterion) {
         let l = SharedRateLimiter::new(keel_quota(), quanta_now());
         b.iter(|| black_box(l.try_acquire(quanta_now()).is_ok()))
     });
+    // The adapter's check taken apart (issue 16): keel-tokio's clock with the bare shared
+    // limiter, then with the counted one (`RateLimiter` is counted for its `stats()`: one
+    // atomic add after the CAS), against the adapter's `check()` above.
+    g.bench_function("real_clock/keel_tokio_now_bare_shared_check", |b| {
+        let l = SharedRateLimiter::new(keel_quota(), keel_tokio::now());
+        b.iter(|| black_box(l.try_acquire(keel_tokio::now()).is_ok()))
+    });
+    g.bench_function("real_clock/keel_tokio_now_counted_shared_check", |b| {
+        let l = SharedRateLimiter::counted(keel_quota(), keel_tokio::now());
+        b.iter(|| black_box(l.try_acquire(keel_tokio::now()).is_ok()))
+    });
     g.bench_function("real_clock/governor_direct_check", |b| {
         let l = governor::RateLimiter::direct(gov_quota());
         b.iter(|| black_box(l.check().is_ok()))

@@ -69,8 +69,13 @@
 //!   each); claiming ring slots with a counter lets a later outcome's decision run before an
 //!   earlier one is written, which the `&mut` machine never sees.
 //!
-//! So an outcome takes the lock once (closing and reopening the path); the admission costs no
-//! lock.
+//! So an outcome takes the lock once; the admission costs no lock. Since no lock-free step
+//! writes the word with a window (admissions only read it), the lock holder is its only writer:
+//! the outcome does not close the path first (no compare-and-swap) and rewrites the word only
+//! when the machine's state or generation changed (a trip shuts the path). An admission that
+//! reads the open word while an outcome holds the lock is admitted as if it came before that
+//! outcome, as one that read the word just before a close would be. The lock, a load of each
+//! stripe's newest instant and the machine's step are what an outcome costs.
 //!
 //! The adapters build `breaker.call(future)` on this type: acquire, run the future, report its
 //! outcome with the permit (a dropped future reports through
@@ -247,20 +252,28 @@ impl Inner {
         }
     }
 
-    /// Opens the closed path if the machine allows it (called with the lock held and the
-    /// path closed).
-    fn open_path(&self, m: &mut CircuitBreaker) {
+    /// Sets the closed path to what the machine allows (called with the lock held, at the
+    /// end of a locked step): open in the machine's generation with its failure run, or shut.
+    /// `word` is the word as the step left it (shut by [`close_path`](Self::close_path), or,
+    /// with a window, as it was: see [`SharedBreaker::locked`]); a store that would not change
+    /// it is skipped, so an outcome that leaves the breaker closed writes no line the
+    /// lock-free admissions read.
+    fn open_path(&self, m: &mut CircuitBreaker, word: u64) {
         // With a window, only admissions go lock-free: closed, they are a clamp and a count
         // whatever the policy (`CircuitBreaker::try_acquire`'s own fast path).
         let admit_only = self.window && m.state() == State::Closed && self.threshold != Some(0);
         let h = m.shared_hooks();
         if admit_only || h.lock_free_closed() {
             let generation = h.generation();
+            let next = OPEN | epoch_of(generation) | u64::from(h.consecutive_failures());
+            if next == word && self.generation.load(Ordering::Relaxed) == generation {
+                return;
+            }
             self.generation.store(generation, Ordering::Relaxed);
-            self.word.store(
-                OPEN | epoch_of(generation) | u64::from(h.consecutive_failures()),
-                Ordering::Release,
-            );
+            self.word.store(next, Ordering::Release);
+        } else if word & OPEN != 0 {
+            // Only with a window (the path was left open during the step): shut it now.
+            self.word.store(word & !OPEN, Ordering::Release);
         }
     }
 }
@@ -295,7 +308,7 @@ impl SharedBreaker {
                 .machine
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            inner.open_path(&mut m);
+            inner.open_path(&mut m, 0);
         }
         SharedBreaker {
             inner: Arc::new(inner),
@@ -312,12 +325,28 @@ impl SharedBreaker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` on the machine with the closed path closed and its state handed over, then
-    /// reopens the path if the machine is closed.
+    /// Runs `f` on the machine with the closed path's state handed over, then reopens the
+    /// path if the machine is closed (or shuts it if not).
+    ///
+    /// Without a window the path is closed first (a compare-and-swap): the lock-free outcomes
+    /// change the failure run in the word, and closing it fails those in flight. With a
+    /// window no lock-free step writes the word (admissions only read it; every outcome comes
+    /// here), so the lock holder is its only writer: the path is left as it is during `f` and
+    /// changed at the end only if the machine's state or generation changed. An admission
+    /// that reads the open word meanwhile is admitted in the old generation, as if it came
+    /// before this step: exactly what an admission that read the word just before a
+    /// `close_path` does.
     fn locked<R>(&self, f: impl FnOnce(&mut CircuitBreaker) -> R) -> R {
         let s = &*self.inner;
         let mut m = self.lock();
-        let run = s.close_path();
+        let (run, word) = if s.window {
+            // Only lock holders write the word here: the lock orders this load after them.
+            let word = s.word.load(Ordering::Relaxed);
+            // The run is the low 32 bits: the cast keeps exactly them.
+            ((word & OPEN != 0).then_some((word & RUN) as u32), word)
+        } else {
+            (s.close_path(), 0)
+        };
         let r = {
             let mut h = m.shared_hooks();
             if let Some(run) = run {
@@ -330,11 +359,13 @@ impl SharedBreaker {
             }
             r
         };
-        let newest = m.shared_hooks().newest();
-        if s.newest.load(Ordering::Relaxed) < newest.as_nanos() {
-            s.newest.fetch_max(newest.as_nanos(), Ordering::Release);
+        // Only lock holders write `newest`, and the machine's clock never goes back: a plain
+        // store of a newer value, no read-modify-write.
+        let newest = m.shared_hooks().newest().as_nanos();
+        if s.newest.load(Ordering::Relaxed) < newest {
+            s.newest.store(newest, Ordering::Release);
         }
-        s.open_path(&mut m);
+        s.open_path(&mut m, word);
         r
     }
 
@@ -514,11 +545,18 @@ impl SharedBreaker {
     /// Pops every queued event under one lock and hands each to `f` (after the lock is
     /// released, so `f` may log or call back into the breaker). Takes no lock when no event
     /// was queued since the last drain.
-    pub fn drain_events(&self, mut f: impl FnMut(BreakerEvent)) {
-        let s = &*self.inner;
-        if !s.events.load(Ordering::Acquire) {
-            return;
+    #[inline]
+    pub fn drain_events(&self, f: impl FnMut(BreakerEvent)) {
+        // The common case (nothing queued) is one load, inlined into the caller.
+        if self.inner.events.load(Ordering::Acquire) {
+            self.drain_events_queued(f);
         }
+    }
+
+    /// [`drain_events`](Self::drain_events) once events may be queued.
+    #[inline(never)]
+    fn drain_events_queued(&self, mut f: impl FnMut(BreakerEvent)) {
+        let s = &*self.inner;
         let mut batch = [None; crate::breaker::EVENT_QUEUE_CAPACITY];
         {
             let mut b = self.lock();
