@@ -212,6 +212,31 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// With the lock held and `waker` registered: sets the waiter flag if the limit is still
+    /// full, so the next release or growth wakes the task; or, when a release or growth since
+    /// the caller's check freed a slot (the flag's CAS then fails), takes that slot and forgets
+    /// the registration. `true` if a slot was taken.
+    #[cfg(feature = "std")]
+    #[inline]
+    fn take_or_flag(&self, waiters: &mut WakerList, waker: &Waker) -> bool {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = slots::acquire(state).unwrap_or(state | WAITER);
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if has_room(state) => {
+                    self.count_acquired(in_use_of(next));
+                    self.deregister(waiters, waker);
+                    return true;
+                }
+                Ok(_) => return false,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
     /// Forgets `waker`'s registration after its task acquired; clears the flag if nobody else
     /// waits. Under the lock, so no registration can slip in between.
     #[cfg(feature = "std")]
@@ -339,23 +364,8 @@ impl SharedLimit {
 
         let mut waiters = inner.lock_waiters();
         let new_wait = waiters.register(cx.waker());
-        // Set the flag only if the limit is still full: a release or growth since the check
-        // above makes this CAS fail, and we take the slot instead.
-        let mut state = inner.state.load(Ordering::Acquire);
-        loop {
-            let next = slots::acquire(state).unwrap_or(state | WAITER);
-            match inner
-                .state
-                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) if has_room(state) => {
-                    inner.count_acquired(in_use_of(next));
-                    inner.deregister(&mut waiters, cx.waker());
-                    return Poll::Ready(self.guard());
-                }
-                Ok(_) => break,
-                Err(actual) => state = actual,
-            }
+        if inner.take_or_flag(&mut waiters, cx.waker()) {
+            return Poll::Ready(self.guard());
         }
         inner.waiting.store(waiters.len(), Ordering::Relaxed);
         drop(waiters);
@@ -572,6 +582,24 @@ mod tests {
 
     fn flagged(limit: &SharedLimit) -> bool {
         limit.inner.state.load(Ordering::Acquire) & WAITER != 0
+    }
+
+    /// A release between `poll_acquire`'s first check and its locked re-check: the flag is
+    /// not set yet, so the release wakes nobody, and the re-check must take the slot.
+    #[test]
+    fn a_slot_freed_while_the_waiter_registers_is_taken_at_once() {
+        let limit = full_limit_of_one();
+        let (a_wakes, a) = waker();
+        let inner = &*limit.inner;
+        let mut waiters = inner.lock_waiters();
+        assert!(waiters.register(&a));
+        inner.release();
+        assert!(inner.take_or_flag(&mut waiters, &a));
+        drop(waiters);
+        assert_eq!((limit.in_use(), limit.stats().waiting), (1, 0));
+        assert_eq!(limit.stats().acquired, 2);
+        assert!(!flagged(&limit));
+        assert_eq!(wakes(&a_wakes), 0);
     }
 
     #[test]
