@@ -787,6 +787,72 @@ fn shared_breaker_is_one_breaker_across_clones() {
     assert_eq!(a.state(), State::Closed);
 }
 
+#[cfg(feature = "std")]
+#[test]
+fn shared_breaker_named_outcomes_count_and_a_success_ends_the_run() {
+    use keel_core::sync::breaker::SharedBreaker;
+    let config = BreakerConfig::consecutive_failures(2).build().unwrap();
+    let b = SharedBreaker::new(config, Instant::ZERO);
+    let p = b.try_acquire(at(0)).unwrap();
+    b.on_failure(at(1), p);
+    assert_eq!(b.stats().consecutive_failures, 1);
+    let p = b.try_acquire(at(2)).unwrap();
+    b.on_success(at(3), p);
+    let p = b.try_acquire(at(4)).unwrap();
+    b.on_ignored(at(5), p);
+    let st = b.stats();
+    assert_eq!(
+        (
+            st.consecutive_failures,
+            st.successes,
+            st.failures,
+            st.ignored
+        ),
+        (0, 1, 1, 1)
+    );
+    // The success ended the run: one more failure does not trip it.
+    let p = b.try_acquire(at(6)).unwrap();
+    b.on_failure(at(7), p);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn shared_breaker_poll_event_hands_out_each_queued_event_in_order() {
+    use keel_core::sync::breaker::SharedBreaker;
+    let config = BreakerConfig::consecutive_failures(1).build().unwrap();
+    let b = SharedBreaker::new(config, Instant::ZERO);
+    assert_eq!(b.poll_event(), None);
+    let p = b.try_acquire(at(0)).unwrap();
+    b.on_failure(at(1), p);
+    b.force_open(at(2));
+    let to = |e: Option<BreakerEvent>| match e {
+        Some(BreakerEvent::Transition { from, to, .. }) => Some((from, to)),
+        None => None,
+        Some(other) => panic!("not a transition: {other:?}"),
+    };
+    assert_eq!(to(b.poll_event()), Some((State::Closed, State::Open)));
+    assert_eq!(to(b.poll_event()), Some((State::Open, State::ForcedOpen)));
+    assert_eq!(b.poll_event(), None);
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn shared_breaker_counts_a_long_failure_run_exactly() {
+    use keel_core::sync::breaker::SharedBreaker;
+    // A threshold no run reaches here: every failure below it is the closed path's.
+    let config = BreakerConfig::consecutive_failures(u32::MAX)
+        .build()
+        .unwrap();
+    let b = SharedBreaker::new(config, Instant::ZERO);
+    for n in 1..=5u32 {
+        let p = b.try_acquire(at(u64::from(n))).unwrap();
+        b.on_failure(at(u64::from(n)), p);
+        assert_eq!(b.stats().consecutive_failures, n);
+    }
+    assert_eq!(b.state(), State::Closed);
+}
+
 #[test]
 fn window_capacity_depends_on_alloc() {
     let count = |n| {

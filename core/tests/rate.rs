@@ -661,3 +661,34 @@ fn a_large_batch_on_a_huge_burst_is_not_admitted_early() {
     let step = keel_core::rate::step(&quota, Instant::from_nanos(u64::from(n) * t), later, n);
     assert_eq!(step.decision, Err(rejected));
 }
+
+#[cfg(feature = "alloc")]
+#[test]
+fn shared_reservations_queue_up_to_latest_and_only_the_newest_is_given_back() {
+    // One per second, burst 1: each reservation takes the next whole second.
+    let l = SharedRateLimiter::counted(Quota::per_second(nz(1)).unwrap(), ms(0));
+    let over = l.reserve_n(ms(0), 2, ms(10_000)).unwrap_err();
+    assert_eq!(
+        (over.reason, over.retry_at),
+        (RateLimited::InsufficientCapacity { burst: 1 }, None)
+    );
+    let first = l.reserve_n(ms(0), 1, ms(0)).unwrap();
+    assert_eq!(first.at(), ms(0));
+    // The next slot is at 1 s: refused before it, reserved at it.
+    let late = l.reserve_n(ms(0), 1, ms(500)).unwrap_err();
+    assert_eq!(late.retry_at, Some(ms(1000)));
+    let second = l.reserve_n(ms(0), 1, ms(1000)).unwrap();
+    assert_eq!(second.at(), ms(1000));
+    assert_eq!(l.stats().allowed, 2);
+    // Only the newest reservation can be rewound.
+    let first = l.cancel_reservation(first).unwrap_err();
+    assert_eq!(first.at(), ms(0));
+    assert_eq!(l.cancel_reservation(second), Ok(()));
+    assert_eq!(l.stats().allowed, 1);
+    let again = l.reserve_n(ms(0), 1, ms(1000)).unwrap();
+    assert_eq!(again.at(), ms(1000));
+    // A reservation of nothing has nothing to give back.
+    let none = l.reserve_n(ms(0), 0, ms(0)).unwrap();
+    assert!(l.cancel_reservation(none).is_err());
+    assert_eq!(l.stats().clock_faults, 0);
+}

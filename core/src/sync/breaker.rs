@@ -652,6 +652,27 @@ mod tests {
         assert_eq!(b.state(), State::Open);
     }
 
+    /// A lock-free step loads the word, then the generation: if the path was closed and
+    /// reopened in a new generation between the two loads, the word's epoch no longer matches
+    /// and the step goes to the lock (else a stale word would pass for the open path).
+    #[test]
+    fn a_word_read_before_the_path_reopened_in_a_new_generation_is_not_the_open_path() {
+        let config = BreakerConfig::consecutive_failures(1).build().unwrap();
+        let b = SharedBreaker::new(config, Instant::ZERO);
+        let s = &*b.inner;
+        let before = s.word.load(Ordering::Acquire);
+        assert_eq!(s.open_generation(before), Some(b.stats().generation));
+        let p = b.try_acquire(Instant::ZERO).unwrap();
+        b.on_failure(Instant::ZERO, p);
+        assert_eq!(b.state(), State::Open);
+        b.reset(Instant::ZERO);
+        let after = s.word.load(Ordering::Acquire);
+        let generation = b.stats().generation;
+        assert_eq!(s.open_generation(after), Some(generation));
+        assert_ne!(after, before);
+        assert_eq!(s.open_generation(before), None);
+    }
+
     #[test]
     fn threads_share_one_half_open_probe_budget() {
         let config = BreakerConfig::consecutive_failures(1)

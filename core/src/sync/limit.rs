@@ -212,6 +212,31 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// With the lock held and `waker` registered: sets the waiter flag if the limit is still
+    /// full, so the next release or growth wakes the task; or, when a release or growth since
+    /// the caller's check freed a slot (the flag's CAS then fails), takes that slot and forgets
+    /// the registration. `true` if a slot was taken.
+    #[cfg(feature = "std")]
+    #[inline]
+    fn take_or_flag(&self, waiters: &mut WakerList, waker: &Waker) -> bool {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = slots::acquire(state).unwrap_or(state | WAITER);
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if has_room(state) => {
+                    self.count_acquired(in_use_of(next));
+                    self.deregister(waiters, waker);
+                    return true;
+                }
+                Ok(_) => return false,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
     /// Forgets `waker`'s registration after its task acquired; clears the flag if nobody else
     /// waits. Under the lock, so no registration can slip in between.
     #[cfg(feature = "std")]
@@ -339,23 +364,8 @@ impl SharedLimit {
 
         let mut waiters = inner.lock_waiters();
         let new_wait = waiters.register(cx.waker());
-        // Set the flag only if the limit is still full: a release or growth since the check
-        // above makes this CAS fail, and we take the slot instead.
-        let mut state = inner.state.load(Ordering::Acquire);
-        loop {
-            let next = slots::acquire(state).unwrap_or(state | WAITER);
-            match inner
-                .state
-                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) if has_room(state) => {
-                    inner.count_acquired(in_use_of(next));
-                    inner.deregister(&mut waiters, cx.waker());
-                    return Poll::Ready(self.guard());
-                }
-                Ok(_) => break,
-                Err(actual) => state = actual,
-            }
+        if inner.take_or_flag(&mut waiters, cx.waker()) {
+            return Poll::Ready(self.guard());
         }
         inner.waiting.store(waiters.len(), Ordering::Relaxed);
         drop(waiters);
@@ -520,5 +530,117 @@ impl fmt::Debug for LimitRef<'_> {
             .field("in_use", &in_use_of(state))
             .field("max", &max_of(state))
             .finish()
+    }
+}
+
+// The window between a release's `fetch_sub` (a slot is free, the waiter flag still set) and
+// its wake-up, which only threads racing can open: these tests open it by hand (the first
+// half of `Inner::release`, then `poll_acquire`) to pin what an acquirer does inside it.
+#[cfg(all(test, feature = "std", not(keel_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc as StdArc;
+    use std::task::Wake;
+
+    #[derive(Default)]
+    struct Wakes(core::sync::atomic::AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: StdArc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &StdArc<Self>) {
+            self.0.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn waker() -> (StdArc<Wakes>, Waker) {
+        let w = StdArc::new(Wakes::default());
+        (StdArc::clone(&w), Waker::from(w))
+    }
+
+    fn wakes(w: &Wakes) -> usize {
+        w.0.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn full_limit_of_one() -> SharedLimit {
+        let limit = SharedLimit::new(LimitConfig::builder().max(1).build().expect("valid"));
+        // The holder's slot, taken without a guard: the test releases it by hand.
+        assert!(limit.inner.acquire().is_some());
+        limit
+    }
+
+    fn poll(limit: &SharedLimit, waker: &Waker) -> Poll<LimitGuard> {
+        limit.poll_acquire(&mut Context::from_waker(waker))
+    }
+
+    /// The first half of a release: the slot is free, the waiter flag is still set.
+    fn free_the_slot_without_waking(limit: &SharedLimit) {
+        let prev = limit.inner.state.fetch_sub(1, Ordering::AcqRel);
+        assert_ne!(prev & WAITER, 0, "someone waits");
+    }
+
+    fn flagged(limit: &SharedLimit) -> bool {
+        limit.inner.state.load(Ordering::Acquire) & WAITER != 0
+    }
+
+    /// A release between `poll_acquire`'s first check and its locked re-check: the flag is
+    /// not set yet, so the release wakes nobody, and the re-check must take the slot.
+    #[test]
+    fn a_slot_freed_while_the_waiter_registers_is_taken_at_once() {
+        let limit = full_limit_of_one();
+        let (a_wakes, a) = waker();
+        let inner = &*limit.inner;
+        let mut waiters = inner.lock_waiters();
+        assert!(waiters.register(&a));
+        inner.release();
+        assert!(inner.take_or_flag(&mut waiters, &a));
+        drop(waiters);
+        assert_eq!((limit.in_use(), limit.stats().waiting), (1, 0));
+        assert_eq!(limit.stats().acquired, 2);
+        assert!(!flagged(&limit));
+        assert_eq!(wakes(&a_wakes), 0);
+    }
+
+    #[test]
+    fn a_waiter_taking_a_slot_freed_before_the_wake_up_forgets_its_registration() {
+        let limit = full_limit_of_one();
+        let (a_wakes, a) = waker();
+        assert!(poll(&limit, &a).is_pending());
+        assert_eq!(limit.stats().waiting, 1);
+        free_the_slot_without_waking(&limit);
+
+        let Poll::Ready(guard) = poll(&limit, &a) else {
+            panic!("the free slot is taken");
+        };
+        // Registration gone, and with nobody left waiting, the flag too; the word's other
+        // fields untouched.
+        assert_eq!(limit.stats().waiting, 0);
+        assert!(!flagged(&limit));
+        assert_eq!((limit.in_use(), limit.max()), (1, 1));
+        // A later waiter's wake-up does not reach the task that holds its slot.
+        let (b_wakes, b) = waker();
+        assert!(poll(&limit, &b).is_pending());
+        drop(guard);
+        assert_eq!((wakes(&a_wakes), wakes(&b_wakes)), (0, 1));
+    }
+
+    #[test]
+    fn a_waiter_taking_a_slot_freed_before_the_wake_up_keeps_the_flag_for_the_others() {
+        let limit = full_limit_of_one();
+        let (_, a) = waker();
+        let (b_wakes, b) = waker();
+        assert!(poll(&limit, &a).is_pending());
+        assert!(poll(&limit, &b).is_pending());
+        free_the_slot_without_waking(&limit);
+
+        let Poll::Ready(guard) = poll(&limit, &a) else {
+            panic!("the free slot is taken");
+        };
+        // B still waits, so the flag stays set and B's wake-up cannot be lost.
+        assert_eq!(limit.stats().waiting, 1);
+        assert!(flagged(&limit));
+        drop(guard);
+        assert_eq!(wakes(&b_wakes), 1);
     }
 }

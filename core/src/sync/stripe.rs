@@ -86,7 +86,17 @@ impl<T> Striped<T> {
     /// The calling thread's copy.
     #[inline]
     pub(crate) fn mine(&self) -> Mine<'_, T> {
+        #[cfg(any(feature = "std", keel_loom))]
         let i = index();
+        // Without `std` there are no thread-locals: every thread uses the shared copy.
+        #[cfg(all(not(feature = "std"), not(keel_loom)))]
+        let i = SHARED;
+        self.at(i)
+    }
+
+    /// Copy `i`: owned for `i < STRIPES`, the shared one for any larger `i`.
+    #[inline]
+    fn at(&self, i: usize) -> Mine<'_, T> {
         // An index past the owned copies is the shared one; `get` falls back to it too, so
         // there is no panic path.
         let [.., shared] = &self.stripes;
@@ -277,13 +287,6 @@ pub(crate) fn index() -> usize {
     INDEX.with(|i| *i)
 }
 
-/// Without `std` there are no thread-locals: every thread uses the shared stripe.
-#[cfg(all(not(feature = "std"), not(keel_loom)))]
-#[inline]
-pub(crate) fn index() -> usize {
-    SHARED
-}
-
 #[cfg(all(test, feature = "std", not(keel_loom)))]
 mod tests {
     use super::*;
@@ -292,6 +295,66 @@ mod tests {
     fn count(s: &Striped<AtomicU64>) {
         let m = s.mine();
         bump(m.owned, m.c, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn each_owned_copy_is_its_own_and_any_other_index_is_the_shared_one() {
+        let s: Striped<AtomicU64> = Striped::new(|| AtomicU64::new(0));
+        assert_eq!(s.iter().count(), STRIPES + 1);
+        let shared = s.at(SHARED);
+        assert!(!shared.owned);
+        for i in 0..STRIPES {
+            let m = s.at(i);
+            assert!(m.owned, "copy {i} is owned");
+            assert!(!core::ptr::eq(m.c, shared.c), "copy {i} is the shared one");
+            for j in 0..i {
+                assert!(!core::ptr::eq(m.c, s.at(j).c), "copies {j} and {i} are one");
+            }
+        }
+        for i in [SHARED + 1, usize::MAX] {
+            let m = s.at(i);
+            assert!(!m.owned);
+            assert!(core::ptr::eq(m.c, shared.c));
+        }
+    }
+
+    #[test]
+    fn claims_hand_out_each_number_once_until_it_is_given_back() {
+        let c = Claims::<3>::new();
+        let mut got: std::vec::Vec<usize> = (0..3).filter_map(|_| c.claim()).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(c.claim(), None);
+        c.release(1);
+        assert_eq!(c.claim(), Some(1));
+        assert_eq!(c.claim(), None);
+        // Not a number of the table: nothing to give back.
+        c.release(3);
+        assert_eq!(c.claim(), None);
+    }
+
+    #[test]
+    fn two_live_threads_never_own_the_same_stripe() {
+        let barrier = std::sync::Barrier::new(2);
+        let run = || {
+            let i = index();
+            // Both threads hold their number (neither has ended) when both have asked.
+            barrier.wait();
+            (i, index())
+        };
+        let (a, b) = std::thread::scope(|sc| {
+            let (a, b) = (sc.spawn(run), sc.spawn(run));
+            (a.join().expect("thread"), b.join().expect("thread"))
+        });
+        for (first, again) in [a, b] {
+            if first < STRIPES {
+                assert_eq!(again, first, "an owned number is kept");
+            }
+        }
+        // Other tests' threads may hold every number, leaving these two on the shared stripe.
+        if a.0 < STRIPES && b.0 < STRIPES {
+            assert_ne!(a.0, b.0);
+        }
     }
 
     #[test]
