@@ -3,6 +3,10 @@
 //! would (`write(&i.to_ne_bytes())`) wherever it lands in a block, or a key would hash
 //! differently by how it was fed (and `SipHasher13` would stop matching std's hasher).
 
+// The keyed limiter (and its hasher) needs `alloc`: the no_std test run without it leaves
+// this file out.
+#![cfg(feature = "alloc")]
+
 use core::hash::Hasher;
 
 use keel_core::rate::keyed::SipHasher13;
