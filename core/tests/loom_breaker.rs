@@ -122,27 +122,33 @@ fn loom_racing_failures_trip_once() {
 /// before, reported after), never lost or counted twice; the generation moves exactly once.
 #[test]
 fn loom_reset_races_a_call() {
-    loom::model(|| {
-        let b = breaker(1);
-        let b1 = Arc::clone(&b);
-        let resetting = thread::spawn(move || b1.reset(t(1)));
-        let b2 = Arc::clone(&b);
-        let calling = thread::spawn(move || {
-            let p = b2.try_acquire(t(2)).expect("closed throughout");
-            b2.on_success(t(2), p);
-            p.generation()
-        });
-        resetting.join().expect("thread");
-        let generation = calling.join().expect("thread");
-        let st = b.stats();
-        assert_reported(&st);
-        assert_eq!(st.state, State::Closed);
-        assert_eq!(st.generation, 1);
-        assert_eq!(st.admitted, 1);
-        assert_eq!(st.successes + st.stale_outcomes, 1);
-        // Stale exactly when admitted before the reset and reported after.
-        assert_eq!(st.stale_outcomes == 1, generation == 0 && st.successes == 0);
+    loom::model(|| reset_races_a_call(breaker(1)));
+}
+
+/// A reset (a locked step that moves the generation and reopens the path with it) races a
+/// call on `b`, a closed breaker: the outcome is current or stale, never lost or counted
+/// twice, and a permit admitted after the reset is of the new generation.
+fn reset_races_a_call(b: Arc<SharedBreaker>) {
+    let b1 = Arc::clone(&b);
+    let resetting = thread::spawn(move || b1.reset(t(1)));
+    let b2 = Arc::clone(&b);
+    let calling = thread::spawn(move || {
+        let p = b2.try_acquire(t(2)).expect("closed throughout");
+        b2.on_success(t(2), p);
+        p.generation()
     });
+    resetting.join().expect("thread");
+    let generation = calling.join().expect("thread");
+    let st = b.stats();
+    assert_reported(&st);
+    assert_eq!(st.state, State::Closed);
+    assert_eq!(st.generation, 1);
+    assert_eq!(st.admitted, 1);
+    assert_eq!(st.successes + st.stale_outcomes, 1);
+    // Stale exactly when admitted before the reset and reported after.
+    assert_eq!(st.stale_outcomes == 1, generation == 0 && st.successes == 0);
+    let p = b.try_acquire(t(3)).expect("closed");
+    assert_eq!(p.generation(), 1);
 }
 
 /// A thread drains events while another trips the breaker: the one transition is delivered
@@ -284,31 +290,9 @@ fn loom_window_trip_races_an_admission() {
     });
 }
 
-/// With a window, a reset (a locked step that moves the generation and reopens the path with
-/// it) races a call: as without a window, the outcome is current or stale, never lost or
-/// counted twice, and a permit admitted after the reset is of the new generation.
+/// With a window, a reset races a call: the same contract as without one
+/// ([`reset_races_a_call`]).
 #[test]
 fn loom_window_reset_races_a_call() {
-    loom::model(|| {
-        let b = windowed();
-        let b1 = Arc::clone(&b);
-        let resetting = thread::spawn(move || b1.reset(t(1)));
-        let b2 = Arc::clone(&b);
-        let calling = thread::spawn(move || {
-            let p = b2.try_acquire(t(2)).expect("closed throughout");
-            b2.on_success(t(2), p);
-            p.generation()
-        });
-        resetting.join().expect("thread");
-        let generation = calling.join().expect("thread");
-        let st = b.stats();
-        assert_reported(&st);
-        assert_eq!(st.state, State::Closed);
-        assert_eq!(st.generation, 1);
-        assert_eq!(st.admitted, 1);
-        assert_eq!(st.successes + st.stale_outcomes, 1);
-        assert_eq!(st.stale_outcomes == 1, generation == 0 && st.successes == 0);
-        let p = b.try_acquire(t(3)).expect("closed");
-        assert_eq!(p.generation(), 1);
-    });
+    loom::model(|| reset_races_a_call(windowed()));
 }
