@@ -72,11 +72,11 @@ use core::hash::Hash;
 use core::mem::size_of;
 
 use super::gcra::SharedRateLimiter;
-use super::shim::{Mutex, MutexGuard};
+use super::shim::{AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::error::Rejected;
 use crate::rate::keyed::{
     hash_key, keyed, or_overflow, Full, KeyedConfig, KeyedDecision, KeyedGcra, KeyedLimited,
-    KeyedStats,
+    KeyedStats, Room,
 };
 use crate::rate::Quota;
 use crate::time::Instant;
@@ -84,6 +84,59 @@ use crate::time::Instant;
 /// One shard on its own cache lines (two, for CPUs that fetch lines in pairs).
 #[repr(align(128))]
 struct Shard<K>(Mutex<KeyedGcra<K>>);
+
+/// The slack of a shard in standard deviations of its key count: a shard whose share of
+/// `max_keys` is `share` holds at most `share + SLACK_SIGMAS × ⌈√share⌉` keys.
+const SLACK_SIGMAS: usize = 4;
+
+/// The most keys shard `i` of `shards` may hold: its share of `max_keys` (`max_keys / shards`,
+/// plus one for the first `max_keys % shards`) plus [`SLACK_SIGMAS`] standard deviations of a
+/// uniform spread (`⌈√share⌉` bounds one), never more than `max_keys`.
+fn shard_capacity(max_keys: usize, shards: usize, i: usize) -> usize {
+    let share = max_keys / shards + usize::from(i < max_keys % shards);
+    let root = share.isqrt();
+    let sigma = root + usize::from(root * root < share);
+    share
+        .saturating_add(SLACK_SIGMAS.saturating_mul(sigma))
+        .min(max_keys)
+}
+
+/// The table-wide key count that holds the shards to `max_keys` together ([`Room`]): each
+/// shard's first `own` keys are its own; every key beyond them is counted in `used`, at most
+/// `size = max_keys - own × shards`. Changed only when a shard grows or forgets keys, never by
+/// a check of a key it holds. Relaxed: the count is a bound on its own (the keys are under
+/// the shards' locks); each claim is one read-modify-write, so two never take the last place.
+struct Pool {
+    used: AtomicUsize,
+    size: usize,
+    own: usize,
+}
+
+impl Room for Pool {
+    #[inline]
+    fn claim(&self, len: usize) -> bool {
+        len < self.own
+            || self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    (u < self.size).then_some(u + 1)
+                })
+                .is_ok()
+    }
+
+    #[inline]
+    fn release(&self, from: usize, to: usize) {
+        let freed = from.saturating_sub(self.own) - to.saturating_sub(self.own);
+        if freed > 0 {
+            self.used.fetch_sub(freed, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn has_room(&self, len: usize) -> bool {
+        len < self.own || self.used.load(Ordering::Relaxed) < self.size
+    }
+}
 
 /// A bounded keyed GCRA table shared by threads (`&self`); see the [module docs](self).
 ///
@@ -97,6 +150,7 @@ pub struct SharedKeyedGcra<K> {
     /// Shard 0 (there is always one), then the others.
     head: Shard<K>,
     tail: Box<[Shard<K>]>,
+    pool: Pool,
     overflow: SharedRateLimiter,
     /// Serialises quota changes; holds whether the overflow quota follows the per-key quota.
     quota_change: Mutex<bool>,
@@ -121,6 +175,7 @@ impl<K> fmt::Debug for SharedKeyedGcra<K> {
 /// for it ([`SharedKeyedGcra::decide_n_with`]).
 pub struct KeyedEntry<'a, K> {
     table: &'a KeyedGcra<K>,
+    pool: &'a Pool,
     overflow: &'a SharedRateLimiter,
     key: &'a K,
     hash: u64,
@@ -170,7 +225,10 @@ impl<K: Hash + Eq + Clone> KeyedEntry<'_, K> {
     /// answers for a new key in a full shard under [`Full::Overflow`]).
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self) -> Result<(), Rejected<KeyedLimited>> {
-        match self.table.peek_local(self.now, self.key, self.hash) {
+        match self
+            .table
+            .peek_local(self.now, self.key, self.hash, self.pool)
+        {
             Some(answer) => answer,
             None => self.overflow.peek(self.now).map_err(keyed),
         }
@@ -178,21 +236,30 @@ impl<K: Hash + Eq + Clone> KeyedEntry<'_, K> {
 }
 
 impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
-    /// Allocates every shard's table: `config.shards()` shards sharing `config.max_keys()`
-    /// exactly (see the [module docs](self)).
+    /// Allocates every shard's table: `config.shards()` shards, each with room for its share
+    /// of `config.max_keys()` plus slack, holding `max_keys` together (see the
+    /// [module docs](self)).
     #[must_use]
     pub fn new(config: KeyedConfig, now: Instant) -> Self {
         let max_keys = config.max_keys();
         let s = config.shards();
         let shard = |i: usize| {
-            let cap = max_keys / s + usize::from(i < max_keys % s);
+            let cap = shard_capacity(max_keys, s, i);
             Shard(Mutex::new(KeyedGcra::with_capacity(config, cap, now)))
         };
         let tail: Vec<Shard<K>> = (1..s).map(shard).collect();
         let (k0, k1) = config.hash_keys();
+        // Under `EvictLeastRecentlyUsed` each shard's first key is its own, so a shard that
+        // finds the table full always holds a key to evict.
+        let own = usize::from(config.full() == Full::EvictLeastRecentlyUsed);
         SharedKeyedGcra {
             head: shard(0),
             tail: tail.into_boxed_slice(),
+            pool: Pool {
+                used: AtomicUsize::new(0),
+                size: max_keys.saturating_sub(own.saturating_mul(s)),
+                own,
+            },
             overflow: SharedRateLimiter::counted(config.overflow_quota(), now)
                 .with_max_clock_jump(config.max_clock_jump()),
             quota_change: Mutex::new(config.overflow_follows()),
@@ -264,6 +331,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         let decision = self.decide_in(&mut table, now, key, hash, n);
         let entry = KeyedEntry {
             table: &table,
+            pool: &self.pool,
             overflow: &self.overflow,
             key,
             hash,
@@ -281,7 +349,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         hash: u64,
         n: u32,
     ) -> KeyedDecision {
-        let local = table.decide_local(now, key, hash, n);
+        let local = table.decide_local(now, key, hash, n, &self.pool);
         or_overflow(local, || self.overflow.try_acquire_n(now, n))
     }
 
@@ -290,7 +358,7 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant, key: &K) -> Result<(), Rejected<KeyedLimited>> {
         let hash = self.hash(key);
-        let answer = self.shard(hash).peek_local(now, key, hash);
+        let answer = self.shard(hash).peek_local(now, key, hash, &self.pool);
         match answer {
             Some(answer) => answer,
             None => self.overflow.peek(now).map_err(keyed),

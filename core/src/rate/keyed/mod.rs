@@ -118,6 +118,7 @@ mod table;
 // choose the key with `KeyedConfigBuilder::hash_seed`, never the hasher.
 #[doc(hidden)]
 pub use siphash::SipHasher13;
+pub(crate) use table::Room;
 use table::{index_slots, Found, Overflowed};
 
 use super::gcra;
@@ -782,14 +783,15 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     #[must_use = "a rejected request must not proceed"]
     pub fn decide_n(&mut self, now: Instant, key: &K, n: u32) -> KeyedDecision {
         let hash = self.hash(key);
-        let local = self.decide_local(now, key, hash, n);
+        let local = self.decide_local(now, key, hash, n, &());
         or_overflow(local, || self.overflow.try_acquire_n(now, n))
     }
 
     /// The decision of the table itself for `key` (whose hash is `hash`): `None` when the key
     /// finds no slot in a full table under [`Full::Overflow`], where the overflow limiter
     /// decides (this table's own in [`decide_n`](Self::decide_n), the one limiter every shard
-    /// shares in [`crate::sync::keyed`]).
+    /// shares in [`crate::sync::keyed`]). `room` is the budget beyond this table's own
+    /// capacity (`&()` for none: the `&mut` table; the table-wide key count for a shard).
     // Inlined into its three callers: out of line, its `Option<KeyedDecision>` came back
     // through memory written piecewise and read whole, a store-forwarding stall the caller
     // paid on every check (issue 16's profile).
@@ -800,6 +802,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         key: &K,
         hash: u64,
         n: u32,
+        room: &impl Room,
     ) -> Option<KeyedDecision> {
         let now = now.as_nanos();
         let by_key = |result| {
@@ -856,7 +859,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                         return by_key(Err(over_rate(at)));
                     }
                 };
-                match self.insert(now, key, hash, tat) {
+                match self.insert(now, key, hash, tat, room) {
                     Ok(()) => {
                         self.stats.allowed = self.stats.allowed.saturating_add(1);
                         by_key(Ok(()))
@@ -874,7 +877,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     /// Would one request for `key` be admitted at `now`? Consumes nothing.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant, key: &K) -> Result<(), Rejected<KeyedLimited>> {
-        match self.peek_local(now, key, self.hash(key)) {
+        match self.peek_local(now, key, self.hash(key), &()) {
             Some(answer) => answer,
             None => self.overflow.peek(now).map_err(keyed),
         }
@@ -886,6 +889,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         now: Instant,
         key: &K,
         hash: u64,
+        room: &impl Room,
     ) -> Option<Result<(), Rejected<KeyedLimited>>> {
         let now = now.as_nanos();
         match self.find(key, hash).0 {
@@ -896,7 +900,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                 None => Ok(()),
             }),
             Found::Vacant(_) | Found::Broken => {
-                if !self.full_at(now) {
+                if !self.full_at(now, room) {
                     return Some(Ok(()));
                 }
                 match self.full {
@@ -960,8 +964,9 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     }
 
     /// Would a new key find no slot at `now`?
-    fn full_at(&self, now: u64) -> bool {
-        self.len >= self.max_keys && !self.tail_idle(now)
+    fn full_at(&self, now: u64, room: &impl Room) -> bool {
+        let room = self.len < self.max_keys && room.has_room(self.len);
+        !room && !self.tail_idle(now)
     }
 
     /// Switches every key to `quota` at `now` with the guarantees of

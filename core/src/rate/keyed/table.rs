@@ -17,6 +17,35 @@ pub(super) enum Found {
     Broken,
 }
 
+/// The budget a table draws on to grow beyond the keys it holds, besides its own capacity:
+/// none for the `&mut` table (`()`: its capacity is `max_keys`), the table-wide key count for
+/// a shard of [`crate::sync::keyed::SharedKeyedGcra`] (whose capacity has slack above its share
+/// of `max_keys`). A table asks for it only when a new key would make it grow, and gives back
+/// only what the keys it forgets free; a check of a key it holds never touches it.
+pub(crate) trait Room {
+    /// May a table holding `len` keys (fewer than its capacity) take one more? If so, the
+    /// key is counted until [`release`](Self::release) gives it back.
+    fn claim(&self, len: usize) -> bool;
+    /// The table went from `from` keys down to `to` (`to <= from`) by forgetting keys.
+    fn release(&self, from: usize, to: usize);
+    /// Would [`claim`](Self::claim) succeed now (for a peek; claims nothing)?
+    fn has_room(&self, len: usize) -> bool;
+}
+
+/// The `&mut` table: no budget beyond its own capacity.
+impl Room for () {
+    #[inline]
+    fn claim(&self, _: usize) -> bool {
+        true
+    }
+    #[inline]
+    fn release(&self, _: usize, _: usize) {}
+    #[inline]
+    fn has_room(&self, _: usize) -> bool {
+        true
+    }
+}
+
 pub(super) fn index_slots(max_keys: usize) -> usize {
     max_keys.saturating_mul(2).next_power_of_two().max(2)
 }
@@ -62,30 +91,39 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     }
 
     /// Inserts a new key, or says it found no slot (the caller applies the policy; the
-    /// eviction of [`Full::EvictLeastRecentlyUsed`] happens here).
+    /// eviction of [`Full::EvictLeastRecentlyUsed`] happens here). The table grows only with
+    /// room in its capacity and in `room`; otherwise it forgets one of its own keys (idle ones
+    /// first) and the new key takes that key's place, in the table and in `room`.
     pub(super) fn insert(
         &mut self,
         now: u64,
         key: &K,
         hash: u64,
         tat: u64,
+        room: &impl Room,
     ) -> Result<(), Overflowed> {
-        if self.len >= self.max_keys {
+        if !(self.len < self.max_keys && room.claim(self.len)) {
+            let before = self.len;
             self.sweep(now);
-        }
-        if self.len >= self.max_keys {
-            let tail = self.tail;
-            if self.tail_idle(now) {
-                self.reclaim(tail, now);
-            } else if self.full == Full::EvictLeastRecentlyUsed && tail != NIL {
-                self.remove(tail);
-                self.stats.evicted = self.stats.evicted.saturating_add(1);
-            } else {
-                return Err(Overflowed);
+            if self.len == before {
+                let tail = self.tail;
+                if self.tail_idle(now) {
+                    self.reclaim(tail, now);
+                } else if self.full == Full::EvictLeastRecentlyUsed && tail != NIL {
+                    self.remove(tail);
+                    self.stats.evicted = self.stats.evicted.saturating_add(1);
+                } else {
+                    return Err(Overflowed);
+                }
             }
+            // The new key takes one of the freed places; the others go back.
+            room.release(before, self.len + 1);
         }
+        // Past this point the new key is counted in `room`: a failure gives it back.
+        let unclaim = |t: &Self| room.release(t.len + 1, t.len);
         // A removal may have shifted the probe sequence: look for the slot again.
         let Found::Vacant(slot) = self.find(key, hash).0 else {
+            unclaim(self);
             return Err(Overflowed);
         };
         let entry = Entry {
@@ -98,6 +136,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         let idx = if self.free != NIL {
             let idx = self.free;
             let Some(e) = self.entries.get_mut(idx as usize) else {
+                unclaim(self);
                 return Err(Overflowed);
             };
             self.free = e.next;
@@ -107,6 +146,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             self.entries.push(entry);
             (self.entries.len() - 1) as u32
         } else {
+            unclaim(self);
             return Err(Overflowed);
         };
         if let Some(s) = self.index.get_mut(slot) {
