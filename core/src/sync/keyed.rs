@@ -10,17 +10,42 @@
 //!   check holds one lock for one table lookup. Everything a key's decision reads is in its
 //!   shard: **per key, decisions are exactly the `&mut` table's** (the agreement proptests in
 //!   `core/tests/keyed_shared.rs` run both on the same operations).
-//! - **`max_keys` is split exactly.** With `s = min(shards, max_keys)` shards
-//!   ([`KeyedConfigBuilder::shards`]; by default one per 64 keys, at most [`DEFAULT_SHARDS`],
-//!   so a table under 128 keys is one shard, exactly the `&mut` table), shard `i` holds at most
-//!   `max_keys / s` keys, plus one for the first `max_keys % s` shards: the capacities add up to
-//!   `max_keys`, with no rounding up, and each shard allocates its table up front, so memory is
-//!   bounded by construction ([`memory_bytes`](SharedKeyedGcra::memory_bytes) never changes).
-//!   The price of the split: a shard can be full while another has room, so a new key may go
-//!   to the overflow limiter (or be refused, or evict, per [`Full`]) while [`len`] is below
-//!   `max_keys`. With keys spread by a secret hash the shards fill evenly (about `√(max_keys/s)`
-//!   apart); a client can aim at one shard only if it can predict the hash, which is why the
-//!   seed is drawn from the OS by default and must stay secret when set.
+//! - **`max_keys` bounds the whole table; each shard has slack above its share.** With
+//!   `s = min(shards, max_keys)` shards ([`KeyedConfigBuilder::shards`]; by default one per 64
+//!   keys, at most [`DEFAULT_SHARDS`], so a table under 128 keys is one shard, exactly the
+//!   `&mut` table), shard `i`'s share is `max_keys / s` keys, plus one for the first
+//!   `max_keys % s` shards, and it may hold up to `share + 4 × ⌈√share⌉` keys (never more than
+//!   `max_keys`): four standard deviations of the keys a uniform hash gives it, so with keys
+//!   spread by the secret hash a shard seldom fills while the table has room (of a full table's
+//!   keys, a shard of the default 64-key share gets more than its capacity of 96 with
+//!   probability about 4 × 10⁻⁵, one of 16 such shards about 7 × 10⁻⁴; then only its keys
+//!   beyond 96 take the reclaim path). One
+//!   **table-wide key count** (an atomic, changed only when a shard takes a new key or forgets
+//!   keys, never by a check of a key it holds) holds the shards together to `max_keys` keys:
+//!   [`len`] never exceeds `max_keys`. A new key finds no place when its shard is at its
+//!   capacity or the count is at `max_keys`; it is then handled as in a full `&mut` table,
+//!   within its shard: the shard's idle keys are reclaimed first (the new key takes a freed
+//!   place and its count), then [`Full`] applies (evict the shard's least recently used key,
+//!   the overflow limiter, or a rejection). Under [`Full::EvictLeastRecentlyUsed`] each
+//!   shard's first key is its own, outside the count, so a shard that finds the table full
+//!   always holds a key to evict: the table then holds all `max_keys` keys only while every
+//!   shard holds one (`max_keys - s` of them are shared). A table with room per the count
+//!   therefore takes every new key, as the `&mut` table of the same `max_keys` does (the
+//!   proptest `a_table_near_max_keys_agrees_with_the_mut_table_of_the_same_max_keys`); until
+//!   issue 16 the shares added up to `max_keys` exactly, so a shard given more than its share
+//!   of a working set near `max_keys` kept reclaiming its idle keys for the rest (about 40 %
+//!   of the checks of issue 16's 1000-key bench took that path, none now).
+//! - **Memory is bounded by construction** and allocated up front: each shard's entry array
+//!   holds its capacity, and its index is sized for its share (`next_power_of_two(2 × share)`
+//!   slots, load factor at most 1/2 up to the share and a little above it in the slack), so
+//!   [`memory_bytes`](SharedKeyedGcra::memory_bytes) never changes. The slack costs: a
+//!   1000-key table of `u64` keys (15 shards) holds 82,720 bytes instead of 61,120 with the
+//!   exact split (the `&mut` table: 48,192); a 2^20-key table (16 shards), 50,993,152 instead
+//!   of 50,337,792 (+1.3 %; the `&mut` table: 50,331,648). With keys spread by a secret hash
+//!   the shards fill evenly (about `√share` apart); a client can aim at one shard only if it
+//!   can predict the hash, which is why the seed is drawn from the OS by default and must
+//!   stay secret when set: such a client fills one shard to its capacity and gets the shard's
+//!   [`Full`] policy there, never more memory.
 //! - **One overflow limiter.** Under [`Full::Overflow`] a new key that finds its shard full is
 //!   decided by one lock-free [`SharedRateLimiter`] that every shard shares, not by one per
 //!   shard: a flood of new keys gets at most the documented overflow quota
@@ -89,16 +114,18 @@ struct Shard<K>(Mutex<KeyedGcra<K>>);
 /// `max_keys` is `share` holds at most `share + SLACK_SIGMAS × ⌈√share⌉` keys.
 const SLACK_SIGMAS: usize = 4;
 
-/// The most keys shard `i` of `shards` may hold: its share of `max_keys` (`max_keys / shards`,
-/// plus one for the first `max_keys % shards`) plus [`SLACK_SIGMAS`] standard deviations of a
-/// uniform spread (`⌈√share⌉` bounds one), never more than `max_keys`.
-fn shard_capacity(max_keys: usize, shards: usize, i: usize) -> usize {
+/// Shard `i` of `shards`: its share of `max_keys` (`max_keys / shards`, plus one for the first
+/// `max_keys % shards`), and the most keys it may hold: the share plus [`SLACK_SIGMAS`]
+/// standard deviations of a uniform spread (`⌈√share⌉` bounds one), never more than
+/// `max_keys`.
+fn shard_capacity(max_keys: usize, shards: usize, i: usize) -> (usize, usize) {
     let share = max_keys / shards + usize::from(i < max_keys % shards);
     let root = share.isqrt();
     let sigma = root + usize::from(root * root < share);
-    share
+    let cap = share
         .saturating_add(SLACK_SIGMAS.saturating_mul(sigma))
-        .min(max_keys)
+        .min(max_keys);
+    (share, cap)
 }
 
 /// The table-wide key count that holds the shards to `max_keys` together ([`Room`]): each
@@ -244,8 +271,10 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         let max_keys = config.max_keys();
         let s = config.shards();
         let shard = |i: usize| {
-            let cap = shard_capacity(max_keys, s, i);
-            Shard(Mutex::new(KeyedGcra::with_capacity(config, cap, now)))
+            let (share, cap) = shard_capacity(max_keys, s, i);
+            Shard(Mutex::new(KeyedGcra::with_capacity(
+                config, cap, share, now,
+            )))
         };
         let tail: Vec<Shard<K>> = (1..s).map(shard).collect();
         let (k0, k1) = config.hash_keys();
@@ -414,7 +443,8 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
     }
 
     /// Keys tracked now, summed over the shards (each read under its lock in turn: not a
-    /// snapshot while others check). Never above [`capacity`](Self::capacity).
+    /// snapshot while others check). Never above [`capacity`](Self::capacity): the shards
+    /// hold at most `max_keys` together (see the [module docs](self)).
     #[must_use]
     pub fn len(&self) -> usize {
         self.all().map(|s| lock(&s.0).len()).sum()
@@ -426,7 +456,8 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         self.len() == 0
     }
 
-    /// `max_keys`: the shards' capacities add up to it.
+    /// `max_keys`: the most keys the shards hold together (each may hold more than its
+    /// share; see the [module docs](self)).
     #[must_use]
     pub fn capacity(&self) -> usize {
         self.max_keys
@@ -438,7 +469,8 @@ impl<K: Hash + Eq + Clone> SharedKeyedGcra<K> {
         self.tail.len().saturating_add(1)
     }
 
-    /// The bytes the shards and their tables hold; fixed at construction.
+    /// The bytes the shards and their tables hold, slack included (see the
+    /// [module docs](self)); fixed at construction.
     #[must_use]
     pub fn memory_bytes(&self) -> usize {
         self.all().map(|s| lock(&s.0).memory_bytes()).fold(

@@ -58,8 +58,10 @@
 //! - Every operation is O(1) expected (O(1) LRU relinking, linear probing with backward-shift
 //!   deletion, no tombstones); [`KeyedGcra::set_quota`] is O(len).
 //! - **Shared by threads**: [`crate::sync::keyed::SharedKeyedGcra`] (feature `std`, behind the
-//!   adapters' `KeyedRateLimiter`) splits `max_keys` exactly across shards of this table
-//!   ([`KeyedConfigBuilder::shards`]), picked by the same seeded hash, one lock each, and keeps
+//!   adapters' `KeyedRateLimiter`) splits the keys across shards of this table
+//!   ([`KeyedConfigBuilder::shards`]), picked by the same seeded hash, one lock each, each
+//!   with slack above its share of `max_keys` and one table-wide count holding them to
+//!   `max_keys` together (memory still fixed at construction, a little larger), and keeps
 //!   **one** overflow limiter for all shards, so the overflow bound above holds across the
 //!   whole table. Per key its decisions are this table's; see its module docs for the design.
 //!
@@ -346,9 +348,10 @@ impl KeyedConfigBuilder {
 
     /// The shards of the shared form ([`crate::sync::keyed::SharedKeyedGcra`], behind the
     /// adapters' `KeyedRateLimiter`), 1..=[`MAX_SHARDS`]: one lock each, so threads checking
-    /// keys of different shards never wait for each other. `max_keys` is split across them
-    /// exactly (see [`crate::sync::keyed`]); more shards than `max_keys` are cut down to
-    /// `max_keys`. Default: one shard per [`DEFAULT_KEYS_PER_SHARD`] keys, at least 1, at most
+    /// keys of different shards never wait for each other. Each shard may hold more than its
+    /// share of `max_keys` (up to `share + 4 × ⌈√share⌉` keys, allocated up front) while the
+    /// whole table holds at most `max_keys` (see [`crate::sync::keyed`]); more shards than
+    /// `max_keys` are cut down to `max_keys`. Default: one shard per [`DEFAULT_KEYS_PER_SHARD`] keys, at least 1, at most
     /// [`DEFAULT_SHARDS`]. The `&mut` [`KeyedGcra`] ignores it.
     #[must_use]
     pub fn shards(mut self, shards: usize) -> Self {
@@ -655,13 +658,20 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
     /// Allocates the whole table (see [`KeyedGcra::memory_bound`]).
     #[must_use]
     pub fn new(config: KeyedConfig, now: Instant) -> Self {
-        Self::with_capacity(config, config.max_keys, now)
+        Self::with_capacity(config, config.max_keys, config.max_keys, now)
     }
 
-    /// A table of `config` holding at most `max_keys` keys (a shard of the shared form).
-    pub(crate) fn with_capacity(config: KeyedConfig, max_keys: usize, now: Instant) -> Self {
+    /// A table of `config` holding at most `max_keys` keys, its index sized for `usual` of
+    /// them (load factor at most 1/2 up to `usual` keys; always a free slot): a shard of the
+    /// shared form, whose `max_keys` has slack above its `usual` share.
+    pub(crate) fn with_capacity(
+        config: KeyedConfig,
+        max_keys: usize,
+        usual: usize,
+        now: Instant,
+    ) -> Self {
         let max_keys = max_keys.clamp(1, MAX_KEYS_LIMIT);
-        let slots = index_slots(max_keys);
+        let slots = index_slots(usual.min(max_keys)).max((max_keys + 1).next_power_of_two());
         let index = alloc::vec![0u32; slots];
         KeyedGcra {
             t: config.quota.t_nanos(),
