@@ -410,6 +410,47 @@ fn max_keys_bounds_the_table_under_every_policy() {
     }
 }
 
+/// Places freed by reclaims go back to the table-wide count: a full table whose keys have all
+/// gone idle takes a wave of new keys (each reclaims idle keys of its shard, two at a time
+/// where the sweep finds two, takes one place and gives the other back to the count, which
+/// the next new key claims), then new keys at the same instant fill it
+/// to exactly `max_keys` again: a place the count kept for a forgotten key would leave it
+/// short, a place given back twice would let it past.
+#[test]
+fn places_freed_by_reclaims_go_back_to_the_count() {
+    for full in [Full::RejectNew, Full::Overflow] {
+        let config = KeyedConfig::builder()
+            .quota(quota(1000, 1))
+            .max_keys(100)
+            .shards(4)
+            .full(full)
+            .hash_seed(SEED)
+            .build()
+            .unwrap();
+        let t0 = Instant::from_secs(1);
+        let table = SharedKeyedGcra::<u64>::new(config, t0);
+        for k in 0..100u64 {
+            assert_eq!(table.decide_n(t0, &k, 1).by, DecidedBy::Key);
+        }
+        assert_eq!(table.len(), 100);
+        let t1 = t0 + Duration::from_secs(1);
+        for k in 1000..1030u64 {
+            assert!(table.try_acquire(t1, &k).is_ok());
+            assert!(table.len() <= 100);
+        }
+        for k in 2000..3000u64 {
+            let _ = table.try_acquire(t1, &k);
+            assert!(table.len() <= 100);
+        }
+        assert_eq!(table.len(), 100, "{full:?}");
+        assert_eq!(
+            table.stats().reclaimed,
+            100,
+            "{full:?}: every idle key forgotten"
+        );
+    }
+}
+
 /// The shard a key of the table built with `seed` and `shards` shards lands in (the table's
 /// rule, `SharedKeyedGcra`'s module docs: the hash's high 32 bits scaled to the shard count).
 fn shard_of(seed: u128, shards: usize, key: u64) -> usize {

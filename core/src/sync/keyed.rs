@@ -154,14 +154,14 @@ impl Room for Pool {
     #[inline]
     fn release(&self, from: usize, to: usize) {
         let freed = from.saturating_sub(self.own) - to.saturating_sub(self.own);
-        if freed > 0 {
+        if freed != 0 {
             self.used.fetch_sub(freed, Ordering::Relaxed);
         }
     }
 
     #[inline]
-    fn has_room(&self, len: usize) -> bool {
-        len < self.own || self.used.load(Ordering::Relaxed) < self.size
+    fn has_room(&self) -> bool {
+        self.used.load(Ordering::Relaxed) < self.size
     }
 }
 

@@ -975,7 +975,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
 
     /// Would a new key find no slot at `now`?
     fn full_at(&self, now: u64, room: &impl Room) -> bool {
-        let room = self.len < self.max_keys && room.has_room(self.len);
+        let room = self.len < self.max_keys && room.has_room();
         !room && !self.tail_idle(now)
     }
 

@@ -28,8 +28,11 @@ pub(crate) trait Room {
     fn claim(&self, len: usize) -> bool;
     /// The table went from `from` keys down to `to` (`to <= from`) by forgetting keys.
     fn release(&self, from: usize, to: usize);
-    /// Would [`claim`](Self::claim) succeed now (for a peek; claims nothing)?
-    fn has_room(&self, len: usize) -> bool;
+    /// Is there room beyond the keys a table may hold on its own (for a peek; claims
+    /// nothing)? For a shard, whether the table-wide count is below its bound: a shard's keys
+    /// of its own exist only under [`Full::EvictLeastRecentlyUsed`], whose peek admits a new
+    /// key whatever the room.
+    fn has_room(&self) -> bool;
 }
 
 /// The `&mut` table: no budget beyond its own capacity.
@@ -41,7 +44,7 @@ impl Room for () {
     #[inline]
     fn release(&self, _: usize, _: usize) {}
     #[inline]
-    fn has_room(&self, _: usize) -> bool {
+    fn has_room(&self) -> bool {
         true
     }
 }
@@ -119,11 +122,11 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             // The new key takes one of the freed places; the others go back.
             room.release(before, self.len + 1);
         }
-        // Past this point the new key is counted in `room`: a failure gives it back.
-        let unclaim = |t: &Self| room.release(t.len + 1, t.len);
+        // Past this point the new key is counted in `room`. The failures below cannot happen
+        // (the key was just found missing, a free entry or room in the array exists); if one
+        // did, the count would keep a place for no key: the table-wide bound still holds.
         // A removal may have shifted the probe sequence: look for the slot again.
         let Found::Vacant(slot) = self.find(key, hash).0 else {
-            unclaim(self);
             return Err(Overflowed);
         };
         let entry = Entry {
@@ -136,7 +139,6 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         let idx = if self.free != NIL {
             let idx = self.free;
             let Some(e) = self.entries.get_mut(idx as usize) else {
-                unclaim(self);
                 return Err(Overflowed);
             };
             self.free = e.next;
@@ -146,7 +148,6 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             self.entries.push(entry);
             (self.entries.len() - 1) as u32
         } else {
-            unclaim(self);
             return Err(Overflowed);
         };
         if let Some(s) = self.index.get_mut(slot) {
