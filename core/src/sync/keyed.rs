@@ -18,10 +18,10 @@
 //!   `max_keys`): four standard deviations of the keys a uniform hash gives it, so with keys
 //!   spread by the secret hash a shard seldom fills while the table has room (of a full table's
 //!   keys, a shard of the default 64-key share gets more than its capacity of 96 with
-//!   probability about 4 × 10⁻⁵, one of 16 such shards about 7 × 10⁻⁴; then only its keys
-//!   beyond 96 take the reclaim path). One
-//!   **table-wide key count** (an atomic, changed only when a shard takes a new key or forgets
-//!   keys, never by a check of a key it holds) holds the shards together to `max_keys` keys:
+//!   probability about 4 × 10⁻⁵, any of 16 such shards about 7 × 10⁻⁴; then only its keys
+//!   beyond 96 take the reclaim path). One **table-wide key count** (an atomic, changed only
+//!   when a shard takes a new key or forgets keys, never by a check of a key it holds) holds
+//!   the shards together to `max_keys` keys:
 //!   [`len`] never exceeds `max_keys`. A new key finds no place when its shard is at its
 //!   capacity or the count is at `max_keys`; it is then handled as in a full `&mut` table,
 //!   within its shard: the shard's idle keys are reclaimed first (the new key takes a freed
@@ -33,8 +33,9 @@
 //!   therefore takes every new key, as the `&mut` table of the same `max_keys` does (the
 //!   proptest `a_table_near_max_keys_agrees_with_the_mut_table_of_the_same_max_keys`); until
 //!   issue 16 the shares added up to `max_keys` exactly, so a shard given more than its share
-//!   of a working set near `max_keys` kept reclaiming its idle keys for the rest (about 40 %
-//!   of the checks of issue 16's 1000-key bench took that path, none now).
+//!   of a working set near `max_keys` kept reclaiming its idle keys for the rest (38-46 % of
+//!   the checks of issue 16's 1000-key bench took that path, depending on the seed; none
+//!   now: the test `a_working_set_of_max_keys_is_all_hits_after_the_first_pass`).
 //! - **Memory is bounded by construction** and allocated up front: each shard's entry array
 //!   holds its capacity, and its index is sized for its share (`next_power_of_two(2 × share)`
 //!   slots, load factor at most 1/2 up to the share and a little above it in the slack), so
@@ -46,7 +47,7 @@
 //!   can predict the hash, which is why the seed is drawn from the OS by default and must
 //!   stay secret when set: such a client fills one shard to its capacity and gets the shard's
 //!   [`Full`] policy there, never more memory.
-//! - **One overflow limiter.** Under [`Full::Overflow`] a new key that finds its shard full is
+//! - **One overflow limiter.** Under [`Full::Overflow`] a new key that finds no place is
 //!   decided by one lock-free [`SharedRateLimiter`] that every shard shares, not by one per
 //!   shard: a flood of new keys gets at most the documented overflow quota
 //!   ([`KeyedConfigBuilder::overflow_quota`]) across all shards together, as from the `&mut`
@@ -249,7 +250,7 @@ impl<K: Hash + Eq + Clone> KeyedEntry<'_, K> {
     }
 
     /// [`KeyedGcra::peek`] for this key at [`now`](Self::now) (the shared overflow limiter
-    /// answers for a new key in a full shard under [`Full::Overflow`]).
+    /// answers for a new key that finds no place under [`Full::Overflow`]).
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self) -> Result<(), Rejected<KeyedLimited>> {
         match self
