@@ -133,6 +133,8 @@ mod tests {
         assert_eq!(granted, 30);
         assert_eq!(b.stats().withdrawals, 30);
         assert_eq!(b.stats().exhausted, 50);
+        assert_eq!(b.config(), config);
+        assert_ne!(config, BudgetConfig::default());
     }
 
     #[test]

@@ -671,8 +671,8 @@ impl SharedRateLimiter {
 #[cfg(all(test, feature = "std", not(keel_loom)))]
 mod tests {
     use super::*;
-    use std::thread;
     use core::time::Duration;
+    use std::thread;
 
     /// Runs `op` on another thread while the test holds the change marker, and says whether it
     /// finished before the marker was given back (it must not), then gives the marker back
