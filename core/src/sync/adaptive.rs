@@ -337,7 +337,8 @@ impl Drop for InFlight {
     }
 }
 
-#[cfg(all(test, not(keel_loom)))]
+#[cfg(test)]
+#[cfg(not(keel_loom))]
 mod tests {
     use super::*;
     use alloc::format;

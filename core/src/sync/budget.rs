@@ -109,7 +109,8 @@ impl From<RetryBudget> for SharedBudget {
     }
 }
 
-#[cfg(all(test, not(keel_loom)))]
+#[cfg(test)]
+#[cfg(not(keel_loom))]
 mod tests {
     use super::*;
     use std::thread;

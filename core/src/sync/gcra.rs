@@ -668,7 +668,8 @@ impl SharedRateLimiter {
 // A quota change holds the state word at `CHANGING` between its first and last store; only
 // threads racing open that window. These tests hold the marker by hand (as a change in progress
 // would) and pin that every other writer waits for it instead of deciding against the marker.
-#[cfg(all(test, feature = "std", not(keel_loom)))]
+#[cfg(test)]
+#[cfg(all(feature = "std", not(keel_loom)))]
 mod tests {
     use super::*;
     use core::time::Duration;

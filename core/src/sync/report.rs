@@ -81,7 +81,8 @@ impl SharedReportLimiter {
     }
 }
 
-#[cfg(all(test, not(keel_loom)))]
+#[cfg(test)]
+#[cfg(not(keel_loom))]
 mod tests {
     use super::*;
     use alloc::format;
