@@ -712,3 +712,57 @@ fn the_overflow_quota_follows_set_quota_only_while_it_is_the_default() {
         "set_overflow_quota stops the following"
     );
 }
+
+/// The table's getters read every shard: `is_empty`, a fixed `memory_bytes` at least the
+/// `&mut` table's, the overflow limiter's clock faults in `stats`, and the `Debug` forms.
+#[test]
+fn getters_read_every_shard_and_the_overflow_limiter() {
+    let config = KeyedConfig::builder()
+        .quota(quota(100_000, 1))
+        .overflow_quota(quota(1_000, 1))
+        .max_keys(4)
+        .shards(2)
+        .full(Full::Overflow)
+        .hash_seed(SEED)
+        .build()
+        .unwrap();
+    let (early, late) = (Instant::from_secs(1), Instant::from_secs(100));
+    let table = SharedKeyedGcra::<u64>::new(config, Instant::ZERO);
+    let alone = KeyedGcra::<u64>::new(config, Instant::ZERO);
+    assert!(table.is_empty());
+    let bytes = table.memory_bytes();
+    assert!(
+        bytes >= alone.memory_bytes(),
+        "{bytes} < {}",
+        alone.memory_bytes()
+    );
+    let debug = format!("{table:?}");
+    assert!(
+        debug.starts_with(
+            "SharedKeyedGcra { shards: 2, max_keys: 4, full: Overflow, overflow: SharedRateLimiter {"
+        ) && debug.ends_with(", .. }"),
+        "{debug}"
+    );
+    // Fill every slot at 1 s (each key's TAT is then 101 s: none idle before then), and one
+    // more key goes to the overflow limiter at 100 s (its TAT is then 101 s).
+    let mut key = 0_u64;
+    while table.len() < table.capacity() {
+        let _ = table.try_acquire(early, &key);
+        key += 1;
+    }
+    assert!(!table.is_empty());
+    assert_eq!(
+        table.memory_bytes(),
+        bytes,
+        "memory is fixed at construction"
+    );
+    let by = |k: u64, now: Instant| table.decide_n(now, &k, 1).by;
+    assert_eq!(by(key, late), DecidedBy::Overflow);
+    // Another new key at 1 s: the overflow limiter's TAT (101 s) is more than its `T + jump`
+    // (61 s) ahead, a clock fault it resynchronises and counts; the keys' TATs (101 s) are
+    // within theirs (160 s), so no shard counts one.
+    assert_eq!(by(key + 1, early), DecidedBy::Overflow);
+    assert_eq!(table.stats().clock_faults, 1);
+    let entry = table.decide_n_with(late, &0, 1, |e, _| format!("{e:?}"));
+    assert_eq!(entry, format!("KeyedEntry {{ now: {late:?}, .. }}"));
+}

@@ -350,6 +350,66 @@ mod queue {
         let small = wait(q.acquire(T0, 1));
         assert_eq!(big.slot(), Some(s(3.0)));
         assert_eq!(small.slot(), Some(s(4.0)));
+        assert_eq!(
+            format!("{q:?}"),
+            format!("RateWaiters {{ stats: {:?}, .. }}", q.stats())
+        );
+        assert_eq!(q.stats().waiting, 2);
+    }
+
+    /// One pump reserves slots for C and D at the same instant (the limiter was idle, burst
+    /// 2). C gives up: D takes C's (older) reservation at the same instant, and D's (the
+    /// newest) is given back, so a direct check can use it at once; before, C's was freed,
+    /// which the limiter had moved on from, and it lapsed as a spare.
+    #[test]
+    fn a_slot_freed_beside_an_equal_one_is_still_given_back() {
+        let q = spent(1, 2); // A's slot is 1 s, B's 2 s; C and D wait without one
+        let (_, waker) = counting();
+        let mut a = wait(q.acquire(T0, 1));
+        let b = wait(q.acquire(T0, 1));
+        let c = wait(q.acquire(T0, 1));
+        let d = wait(q.acquire(T0, 1));
+        assert_eq!(
+            (a.slot(), b.slot(), c.slot()),
+            (Some(s(1.0)), Some(s(2.0)), None)
+        );
+        // Long after: A is admitted, and its pump reserves C and D both at 10 s.
+        assert_eq!(poll(&mut a, &waker, s(10.0)), Poll::Ready(Ok(())));
+        assert_eq!((c.slot(), d.slot()), (Some(s(10.0)), Some(s(10.0))));
+        // `Debug` shows the slot as of the waiter's last poll (D has not been polled).
+        assert_eq!(
+            format!("{d:?}"),
+            "RateWaiter { slot: None, done: None, .. }"
+        );
+        drop(c);
+        assert_eq!(d.slot(), Some(s(10.0)));
+        assert_eq!((q.stats().given_back, q.stats().lapsed), (1, 0));
+        assert!(
+            q.limiter().try_acquire(s(10.0)).is_ok(),
+            "the freed slot is the limiter's again"
+        );
+        drop((b, d));
+    }
+
+    /// Two slots the limiter cannot take back are both kept as spares (below the bound on
+    /// spares), each serving a later arrival of its size.
+    #[test]
+    fn spares_below_the_bound_are_all_kept() {
+        let q = spent(1, 2); // A's slot is 1 s, B's 2 s
+        let a = wait(q.acquire(T0, 1));
+        let b = wait(q.acquire(T0, 1));
+        assert!(
+            q.limiter().try_acquire(s(3.0)).is_ok(),
+            "a direct check on top of both"
+        );
+        drop(a); // B moves up to 1 s; 2 s cannot be given back: a spare
+        drop(b); // 1 s cannot be given back either: a second spare
+        assert_eq!((q.stats().given_back, q.stats().lapsed), (0, 0));
+        let d = wait(q.acquire(s(2.0), 1));
+        let e = wait(q.acquire(s(2.0), 1));
+        assert_eq!((d.slot(), e.slot()), (Some(s(1.0)), Some(s(2.0))));
+        let stats = q.stats();
+        assert_eq!((stats.handed_on, stats.lapsed, stats.reserved), (2, 0, 2));
     }
 
     /// A quota change that makes a queued batch larger than the burst fails that waiter when
@@ -358,6 +418,7 @@ mod queue {
     fn a_batch_a_quota_change_made_too_large_fails_in_its_turn() {
         let q = spent(1, 3);
         let (_, waker) = counting();
+        let (big_woken, big_waker) = counting();
         let mut a = wait(q.acquire(T0, 1));
         let b = wait(q.acquire(T0, 1));
         let mut c = wait(q.acquire(T0, 1));
@@ -365,10 +426,15 @@ mod queue {
         assert_eq!((c.slot(), big.slot()), (None, None));
         let one = Quota::per_second(NonZeroU32::MIN).unwrap();
         q.limiter().set_quota(T0, one);
-        assert!(poll(&mut big, &waker, T0).is_pending(), "not its turn yet");
+        assert!(
+            poll(&mut big, &big_waker, T0).is_pending(),
+            "not its turn yet"
+        );
         let a_slot = a.slot().expect("reserved");
         assert_eq!(poll(&mut a, &waker, a_slot), Poll::Ready(Ok(())));
         assert!(c.slot().is_some(), "C's turn came");
+        // A's poll failed the batch in its turn: woken to learn it.
+        assert_eq!(big_woken.0.load(Ordering::SeqCst), 1);
         assert_eq!(
             poll(&mut big, &waker, a_slot),
             Poll::Ready(Err(Rejected {
@@ -418,6 +484,10 @@ fn leaked_waiters_holding_slots_do_not_stall_the_queue() {
     let last = leaked.last().and_then(|w| w.slot()).expect("a slot");
     let retry = last + Duration::from_nanos(1);
     assert_eq!(behind.retry_at(), Some(retry));
+    // At the last leaked slot's instant that slot has not passed (its holder may still come):
+    // the bound on slots ahead still holds.
+    assert!(behind.poll(&mut cx, last).is_pending());
+    assert_eq!(behind.slot(), None, "reserved past a slot that is due now");
     // At the retry the leaked slots have all passed: it reserves the next one.
     assert!(behind.poll(&mut cx, retry).is_pending());
     let slot = behind.slot().expect("a slot past the leaked ones");

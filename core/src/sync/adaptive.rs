@@ -336,3 +336,52 @@ impl Drop for InFlight {
         }
     }
 }
+
+#[cfg(test)]
+#[cfg(not(keel_loom))]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn the_shared_form_reads_the_machine_it_wraps() {
+        let config = AdaptiveConfig::builder()
+            .initial_limit(7)
+            .window(Duration::from_millis(100))
+            .build()
+            .expect("valid adaptive config");
+        assert_ne!(config, AdaptiveConfig::default());
+        let shared = SharedAdaptive::new(config, Instant::ZERO);
+        let mut alone = Adaptive::new(config, Instant::ZERO);
+        assert_eq!(shared.config(), config);
+        assert_eq!(shared.min_rtt(), None);
+        let rtt = Duration::from_millis(3);
+        for ms in [1_u64, 2, 150] {
+            let now = Instant::from_millis(ms);
+            let _ = alone.on_sample(now, rtt, SampleOutcome::Success, 1);
+            let _ = shared.on_sample(now, rtt, SampleOutcome::Success, 1);
+            assert_eq!(shared.min_rtt(), alone.min_rtt(), "at {ms} ms");
+        }
+        assert_eq!(shared.min_rtt(), Some(rtt));
+        let first = shared.start(Instant::from_millis(200));
+        let second = shared.start(Instant::from_millis(201));
+        assert_eq!(first.in_flight_at_start(), 1);
+        assert_eq!(second.in_flight_at_start(), 2);
+        assert_eq!(
+            format!("{shared:?}"),
+            format!(
+                "SharedAdaptive {{ limit: {}, in_flight: 2, .. }}",
+                shared.limit()
+            )
+        );
+        assert_eq!(
+            format!("{second:?}"),
+            format!(
+                "InFlight {{ started: {:?}, in_flight: 2 }}",
+                Instant::from_millis(201)
+            )
+        );
+        drop((first, second));
+        assert_eq!(shared.in_flight(), 0);
+    }
+}

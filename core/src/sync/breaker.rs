@@ -632,7 +632,8 @@ impl From<CircuitBreaker> for SharedBreaker {
     }
 }
 
-#[cfg(all(test, not(keel_loom)))]
+#[cfg(test)]
+#[cfg(not(keel_loom))]
 mod tests {
     use super::*;
     use std::thread;

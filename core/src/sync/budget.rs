@@ -109,7 +109,8 @@ impl From<RetryBudget> for SharedBudget {
     }
 }
 
-#[cfg(all(test, not(keel_loom)))]
+#[cfg(test)]
+#[cfg(not(keel_loom))]
 mod tests {
     use super::*;
     use std::thread;
@@ -133,6 +134,8 @@ mod tests {
         assert_eq!(granted, 30);
         assert_eq!(b.stats().withdrawals, 30);
         assert_eq!(b.stats().exhausted, 50);
+        assert_eq!(b.config(), config);
+        assert_ne!(config, BudgetConfig::default());
     }
 
     #[test]

@@ -651,7 +651,8 @@ impl Drop for BulkheadWaiter {
     }
 }
 
-#[cfg(all(test, not(keel_loom)))]
+#[cfg(test)]
+#[cfg(not(keel_loom))]
 mod tests {
     //! The driver's uncontended path (`admit_idle`, `release_idle`, `release_slot`) against
     //! the timed inputs it stands in for: the same decisions and the same counters, step by
@@ -849,5 +850,90 @@ mod tests {
             prop_assert_eq!(timed.stats(), untimed.stats());
             prop_assert_eq!(timed.stats().in_flight, 0);
         }
+    }
+}
+
+#[cfg(test)]
+#[cfg(not(keel_loom))]
+mod entries {
+    //! A waiter's entry stays in its class's slab (detached) until its owner learns the
+    //! outcome, and is freed then: nothing holds a slot of the slab after every waiter resolved.
+
+    use super::*;
+    use alloc::format;
+    use core::task::Waker;
+    use core::time::Duration;
+
+    fn live(bh: &SharedBulkhead, w: &BulkheadWaiter) -> bool {
+        let inner = bh.lock();
+        inner
+            .queue
+            .list(w.place.class)
+            .and_then(|l| l.get(w.place.key))
+            .is_some()
+    }
+
+    fn wait(a: Acquire) -> BulkheadWaiter {
+        match a {
+            Acquire::Wait(w) => w,
+            Acquire::Ready(r) => panic!("expected to wait, got {r:?}"),
+        }
+    }
+
+    #[test]
+    fn an_entry_is_freed_when_its_owner_learns_the_outcome() {
+        let config = BulkheadConfig::builder()
+            .max_concurrent(1)
+            .max_queue(4)
+            .max_wait(Duration::from_millis(100))
+            .build()
+            .expect("valid");
+        let t0 = Instant::ZERO;
+        let bh = SharedBulkhead::new(config, t0);
+        let guard = bh.try_acquire(t0).expect("a free slot");
+        assert_eq!(format!("{guard:?}"), "BulkheadGuard { .. }");
+        assert_eq!(
+            format!("{bh:?}"),
+            format!("SharedBulkhead {{ stats: {:?} }}", bh.stats())
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        // Granted: detached when the slot is handed over, freed at the owner's poll.
+        let mut granted = wait(bh.acquire(t0));
+        assert_eq!(
+            format!("{granted:?}"),
+            format!(
+                "BulkheadWaiter {{ id: {:?}, deadline: {:?}, done: false }}",
+                granted.id(),
+                Instant::from_millis(100)
+            )
+        );
+        let mut shed = wait(bh.acquire(t0));
+        guard.release(Instant::from_millis(1));
+        assert!(live(&bh, &granted), "kept until its owner polls");
+        let Poll::Ready(Ok(guard)) = granted.poll(&mut cx, Instant::from_millis(1)) else {
+            panic!("granted");
+        };
+        assert!(!live(&bh, &granted), "freed once polled");
+        // Shed at its deadline: detached by the sweep, freed at the owner's poll.
+        bh.handle_timeout(Instant::from_millis(100));
+        assert!(live(&bh, &shed));
+        assert!(matches!(
+            shed.poll(&mut cx, Instant::from_millis(100)),
+            Poll::Ready(Err(_))
+        ));
+        assert!(!live(&bh, &shed));
+        // Granted, then dropped without a poll: freed by the drop (the slot passes on).
+        let dropped = wait(bh.acquire(Instant::from_millis(100)));
+        let place = dropped.place;
+        drop(guard);
+        assert!(live(&bh, &dropped));
+        drop(dropped);
+        assert!(bh
+            .lock()
+            .queue
+            .list(place.class)
+            .and_then(|l| l.get(place.key))
+            .is_none());
+        assert_eq!(bh.stats().in_flight, 0);
     }
 }

@@ -664,3 +664,81 @@ impl SharedRateLimiter {
         Quota::from_parts(t, NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
     }
 }
+
+// A quota change holds the state word at `CHANGING` between its first and last store; only
+// threads racing open that window. These tests hold the marker by hand (as a change in progress
+// would) and pin that every other writer waits for it instead of deciding against the marker.
+#[cfg(test)]
+#[cfg(all(feature = "std", not(keel_loom)))]
+mod tests {
+    use super::*;
+    use core::time::Duration;
+    use std::thread;
+
+    /// Runs `op` on another thread while the test holds the change marker, and says whether it
+    /// finished before the marker was given back (it must not), then gives the marker back
+    /// (storing `restore`) and returns the operation's result.
+    fn while_a_change_runs<T: Send>(
+        limiter: &SharedRateLimiter,
+        restore: u64,
+        op: impl FnOnce(&SharedRateLimiter) -> T + Send,
+    ) -> (bool, T) {
+        assert_ne!(limiter.hot.tat.swap(CHANGING, Ordering::AcqRel), CHANGING);
+        thread::scope(|s| {
+            let h = s.spawn(|| op(limiter));
+            // Long enough for the other thread to start and reach the marker many times over;
+            // a correct operation is still waiting when it ends, however loaded the machine.
+            let mut finished = false;
+            for _ in 0..40 {
+                thread::sleep(Duration::from_millis(5));
+                if h.is_finished() {
+                    finished = true;
+                    break;
+                }
+            }
+            limiter.hot.tat.store(restore, Ordering::Release);
+            (finished, h.join().expect("the operation does not panic"))
+        })
+    }
+
+    #[test]
+    fn a_second_quota_change_waits_for_the_first() {
+        let quota = Quota::per_second(NonZeroU32::new(10).expect("non-zero")).expect("valid");
+        let limiter = SharedRateLimiter::new(quota, Instant::ZERO);
+        let now = Instant::from_millis(1);
+        let (finished, ()) = while_a_change_runs(&limiter, now.as_nanos(), |l| {
+            l.set_quota(
+                now,
+                Quota::per_second(NonZeroU32::new(20).expect("non-zero")).expect("valid"),
+            );
+        });
+        assert!(
+            !finished,
+            "set_quota went on while another change held the state word"
+        );
+        // It then changed the quota from the TAT the first change left: no clock fault (a
+        // change that took the marker for a TAT resynchronises from `u64::MAX`).
+        assert_eq!(limiter.clock_faults(), 0);
+        assert_eq!(limiter.quota().burst().get(), 20);
+        assert!(limiter.hot.tat.load(Ordering::Acquire) < TAT_MAX);
+    }
+
+    #[test]
+    fn a_check_at_the_end_of_the_clock_waits_for_a_quota_change() {
+        // Near the end of the clock the marker read as a TAT owes less than `T + jump`, so a
+        // check that decided against it would reject without a clock fault instead of waiting.
+        let quota = Quota::per_second(NonZeroU32::new(1).expect("non-zero")).expect("valid");
+        let limiter = SharedRateLimiter::new(quota, Instant::ZERO);
+        let end = Instant::from_nanos(TAT_MAX - 2 * quota.t_nanos());
+        let (finished, decided) =
+            while_a_change_runs(&limiter, end.as_nanos(), |l| l.try_acquire(end));
+        assert!(
+            !finished,
+            "a check decided while a quota change held the state word"
+        );
+        assert!(
+            decided.is_ok(),
+            "the change left a TAT at `now`: {decided:?}"
+        );
+    }
+}

@@ -536,7 +536,8 @@ impl fmt::Debug for LimitRef<'_> {
 // The window between a release's `fetch_sub` (a slot is free, the waiter flag still set) and
 // its wake-up, which only threads racing can open: these tests open it by hand (the first
 // half of `Inner::release`, then `poll_acquire`) to pin what an acquirer does inside it.
-#[cfg(all(test, feature = "std", not(keel_loom)))]
+#[cfg(test)]
+#[cfg(all(feature = "std", not(keel_loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc as StdArc;

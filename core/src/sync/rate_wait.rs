@@ -34,8 +34,9 @@
 //!   holds its entry's key.
 //! - **Cancellation spends nothing.** Dropping a waiter that holds no slot just unlinks it.
 //!   A dropped waiter's slot is handed on: the reserved waiters behind it (same batch size)
-//!   each move up to the earlier slot (and are woken to re-arm their timers), and the last
-//!   freed slot goes to the next waiter in line, which is woken and takes it on its poll (a
+//!   each move up to the earlier slot (and are woken to re-arm their timers; at an equal
+//!   instant they swap reservations without a wake-up, so the newest is the one freed), and
+//!   the last freed slot goes to the next waiter in line, which is woken and takes it on its poll (a
 //!   drop has no clock, so the queue reserves nothing fresh during one: the next waiter does,
 //!   on its own poll's `now`).
 //!   When no waiter is left to take it, it is **given back** to the limiter
@@ -438,7 +439,11 @@ impl Queue {
             let Some(theirs) = waiter.slot.as_mut() else {
                 break;
             };
-            if waiter.n == n && theirs.at() > freed.at() {
+            // At an equal instant too (reservations made by one pump at its `now`): the waiter
+            // keeps its instant, and the newest reservation moves to the end of the line, the
+            // only one the limiter can take back (`cancel_reservation`). Such a waiter holds no
+            // waker (its slot is due at every later poll, which admits it), so no wake-up.
+            if waiter.n == n && theirs.at() >= freed.at() {
                 core::mem::swap(theirs, &mut freed);
                 if let Some(w) = waiter.waker.take() {
                     wakes.push(w);

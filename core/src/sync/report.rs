@@ -80,3 +80,40 @@ impl SharedReportLimiter {
         self.lock().stats()
     }
 }
+
+#[cfg(test)]
+#[cfg(not(keel_loom))]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn clones_share_one_limiter_and_its_counts() {
+        let interval = Duration::from_secs(2);
+        let shared = SharedReportLimiter::new(interval, Instant::ZERO);
+        let clone = shared.clone();
+        let mut alone = ReportLimiter::new(interval, Instant::ZERO);
+        assert_eq!(shared.interval(), interval);
+        for (i, ms) in [0_u64, 100, 200, 2_500, 2_600].into_iter().enumerate() {
+            let now = Instant::from_millis(ms);
+            let handle = if i % 2 == 0 { &shared } else { &clone };
+            assert_eq!(
+                handle.on_occurrence(now),
+                alone.on_occurrence(now),
+                "at {ms} ms"
+            );
+        }
+        assert_eq!(clone.stats(), alone.stats());
+        assert_eq!(shared.stats().unreported, 1);
+        // Taken once, by whichever handle asks first.
+        assert_eq!(clone.take_unreported(), alone.take_unreported());
+        assert_eq!(shared.take_unreported(), 0);
+        let at = Instant::from_millis(2_700);
+        assert_eq!(shared.on_occurrence(at), alone.on_occurrence(at));
+        assert_eq!(shared.take_unreported(), 2 - 1);
+        assert_eq!(
+            format!("{shared:?}"),
+            format!("SharedReportLimiter {{ stats: {:?}, .. }}", shared.stats())
+        );
+    }
+}

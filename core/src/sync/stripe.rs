@@ -287,7 +287,8 @@ pub(crate) fn index() -> usize {
     INDEX.with(|i| *i)
 }
 
-#[cfg(all(test, feature = "std", not(keel_loom)))]
+#[cfg(test)]
+#[cfg(all(feature = "std", not(keel_loom)))]
 mod tests {
     use super::*;
     use core::sync::atomic::Ordering;
@@ -400,7 +401,8 @@ mod tests {
     }
 }
 
-#[cfg(all(test, keel_loom))]
+#[cfg(test)]
+#[cfg(keel_loom)]
 mod loom_tests {
     use super::*;
     use loom::sync::Arc;

@@ -75,7 +75,8 @@ impl WakerList {
     }
 }
 
-#[cfg(all(test, not(keel_loom)))]
+#[cfg(test)]
+#[cfg(not(keel_loom))]
 mod tests {
     use super::*;
     use core::sync::atomic::{AtomicUsize, Ordering};
@@ -148,7 +149,8 @@ mod tests {
     }
 }
 
-#[cfg(all(test, keel_loom))]
+#[cfg(test)]
+#[cfg(keel_loom)]
 mod loom_tests {
     use super::*;
     use crate::sync::shim::{Arc, AtomicBool, Mutex, Ordering};
