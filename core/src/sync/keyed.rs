@@ -507,3 +507,68 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         Err(poisoned) => poisoned.into_inner(),
     }
 }
+
+#[cfg(test)]
+#[cfg(not(keel_loom))]
+mod tests {
+    use super::*;
+    use crate::rate::keyed::DecidedBy;
+    use core::num::NonZeroU32;
+    use core::time::Duration;
+
+    fn table(max_keys: usize, full: Full) -> SharedKeyedGcra<u64> {
+        let quota = Quota::with_period(Duration::from_secs(10))
+            .expect("valid")
+            .with_burst(NonZeroU32::MIN)
+            .expect("valid");
+        let config = KeyedConfig::builder()
+            .quota(quota)
+            .max_keys(max_keys)
+            .shards(2)
+            .full(full)
+            .hash_seed(7)
+            .build()
+            .expect("valid");
+        SharedKeyedGcra::new(config, Instant::ZERO)
+    }
+
+    /// Keys whose hash picks shard 0 of two.
+    fn keys_of_shard_0(table: &SharedKeyedGcra<u64>) -> impl Iterator<Item = u64> + '_ {
+        (0_u64..).filter(|k| ((table.hash(k) >> 32) * 2) >> 32 == 0)
+    }
+
+    /// A shard filled to its whole capacity (its share, 16, plus its slack, up to `max_keys`)
+    /// still finds an empty index slot for a new key's lookup: the index has more slots than
+    /// the capacity, not just twice the share (which would be 32, all taken).
+    #[test]
+    fn a_shard_at_its_capacity_still_looks_up_a_new_key() {
+        let table = table(32, Full::Overflow);
+        let now = Instant::from_secs(1);
+        let mut keys = keys_of_shard_0(&table);
+        for k in keys.by_ref().take(32) {
+            assert_eq!(table.decide_n(now, &k, 1).by, DecidedBy::Key, "key {k}");
+        }
+        assert_eq!(lock(&table.head.0).len(), 32);
+        let next = keys.next().expect("more keys");
+        assert_eq!(table.decide_n(now, &next, 1).by, DecidedBy::Overflow);
+    }
+
+    /// With the table-wide count at `max_keys`, a peek of a new key in a shard that has room
+    /// of its own answers what a check would: refused under `Full::RejectNew`.
+    #[test]
+    fn a_peek_reads_the_table_wide_count() {
+        let table = table(4, Full::RejectNew);
+        let now = Instant::from_secs(1);
+        for k in 0..4_u64 {
+            assert!(table.try_acquire(now, &k).is_ok());
+        }
+        assert_eq!(table.len(), 4);
+        let new = 4_u64;
+        let peeked = table.peek(now, &new);
+        assert!(peeked.is_err(), "{peeked:?}");
+        assert_eq!(
+            table.try_acquire(now, &new).map_err(|e| e.reason),
+            peeked.map_err(|e| e.reason)
+        );
+    }
+}
