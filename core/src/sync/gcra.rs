@@ -672,7 +672,6 @@ impl SharedRateLimiter {
 #[cfg(all(feature = "std", not(keel_loom)))]
 mod tests {
     use super::*;
-    use core::time::Duration;
     use std::thread;
 
     /// Runs `op` on another thread while the test holds the change marker, and says whether it
@@ -686,15 +685,16 @@ mod tests {
         assert_ne!(limiter.hot.tat.swap(CHANGING, Ordering::AcqRel), CHANGING);
         thread::scope(|s| {
             let h = s.spawn(|| op(limiter));
-            // Long enough for the other thread to start and reach the marker many times over;
-            // a correct operation is still waiting when it ends, however loaded the machine.
+            // Many scheduler turns for the other thread to start and reach the marker (no
+            // sleep: the core's code, tests included, reads no clock); a correct operation is
+            // still waiting when they end, however loaded the machine.
             let mut finished = false;
-            for _ in 0..40 {
-                thread::sleep(Duration::from_millis(5));
+            for _ in 0..200_000 {
                 if h.is_finished() {
                     finished = true;
                     break;
                 }
+                thread::yield_now();
             }
             limiter.hot.tat.store(restore, Ordering::Release);
             (finished, h.join().expect("the operation does not panic"))
