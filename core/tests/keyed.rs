@@ -843,3 +843,157 @@ fn only_a_new_key_in_a_full_table_sweeps() {
     assert_eq!((l.len(), l.stats().reclaimed), (4, 3));
     assert_eq!(l.stats().rejected_full, 1);
 }
+
+/// Whether the table still holds `key` at `t` (a key admitted at `t` under a burst of 1 has no
+/// request left; a forgotten one reads as fresh).
+fn held(l: &KeyedGcra<u32>, t: Instant, key: u32) -> bool {
+    l.remaining(t, &key) == 0
+}
+
+/// Recency as CLOCK keeps it: a key checked since it last reached the head of the list gets a
+/// second chance (moved to the head, its mark cleared); the first unmarked tail is evicted.
+#[test]
+fn a_key_checked_since_it_reached_the_head_gets_a_second_chance() {
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 3, Full::EvictLeastRecentlyUsed), Instant::ZERO);
+    let t = Instant::from_millis(1);
+    for k in 1..=3 {
+        assert_eq!(l.try_acquire(t, &k), Ok(()));
+    }
+    // Key 1, the oldest, is checked again (denied: still a use).
+    assert!(l.try_acquire(t, &1).is_err());
+    // Key 4: key 1 gets its second chance, key 2 (not checked since) is evicted.
+    assert_eq!(l.try_acquire(t, &4), Ok(()));
+    assert_eq!(
+        [1, 2, 3, 4].map(|k| held(&l, t, k)),
+        [true, false, true, true]
+    );
+    // Key 5: the tail is key 3 now.
+    assert_eq!(l.try_acquire(t, &5), Ok(()));
+    assert_eq!(
+        [1, 3, 4, 5].map(|k| held(&l, t, k)),
+        [true, false, true, true]
+    );
+    // Key 6: key 1 used its chance and was not checked since: evicted.
+    assert_eq!(l.try_acquire(t, &6), Ok(()));
+    assert_eq!(
+        [1, 4, 5, 6].map(|k| held(&l, t, k)),
+        [false, true, true, true]
+    );
+    assert_eq!(l.stats().evicted, 3);
+    assert_eq!(l.len(), 3);
+}
+
+/// Every key marked: each gets its chance and the oldest is the tail again (what an exact
+/// LRU evicts too).
+#[test]
+fn when_every_key_was_checked_the_oldest_is_evicted() {
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 3, Full::EvictLeastRecentlyUsed), Instant::ZERO);
+    let t = Instant::from_millis(1);
+    for k in 1..=3 {
+        assert_eq!(l.try_acquire(t, &k), Ok(()));
+    }
+    for k in 1..=3 {
+        assert!(l.try_acquire(t, &k).is_err());
+    }
+    assert_eq!(l.try_acquire(t, &4), Ok(()));
+    assert_eq!(
+        [1, 2, 3, 4].map(|k| held(&l, t, k)),
+        [false, true, true, true]
+    );
+    // The chances cleared the marks: key 2 is next.
+    assert_eq!(l.try_acquire(t, &5), Ok(()));
+    assert_eq!([2, 3].map(|k| held(&l, t, k)), [false, true]);
+}
+
+/// A new key gives at most 16 second chances: with 20 marked keys it evicts the 17th oldest
+/// (marked too) rather than walking the whole list.
+#[test]
+fn a_new_key_gives_at_most_sixteen_second_chances() {
+    let mut l = KeyedGcra::<u32>::new(
+        config(1, 1, 20, Full::EvictLeastRecentlyUsed),
+        Instant::ZERO,
+    );
+    let t = Instant::from_millis(1);
+    for k in 0..20 {
+        assert_eq!(l.try_acquire(t, &k), Ok(()));
+    }
+    for k in 0..20 {
+        assert!(l.try_acquire(t, &k).is_err());
+    }
+    assert_eq!(l.try_acquire(t, &100), Ok(()));
+    let gone: Vec<u32> = (0..20).filter(|&k| !held(&l, t, k)).collect();
+    assert_eq!(gone, [16]);
+    // Keys 17..19 kept their marks: the next new key moves them on and evicts key 0, whose
+    // chance was used.
+    assert_eq!(l.try_acquire(t, &101), Ok(()));
+    let gone: Vec<u32> = (0..20).filter(|&k| !held(&l, t, k)).collect();
+    assert_eq!(gone, [0, 16]);
+}
+
+/// A peek at a new key in a full table answers what the check's insert would find: the
+/// least recently used key after the second chances (here marked and idle: passed over).
+#[test]
+fn a_peek_passes_over_a_marked_tail_as_the_check_does() {
+    let ms = Instant::from_millis;
+    let full = Err(Rejected {
+        reason: KeyedLimited::TableFull,
+        retry_at: None,
+    });
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 4, Full::RejectNew), Instant::ZERO);
+    assert_eq!(l.try_acquire(ms(0), &1), Ok(())); // entry 0, idle at 1 s
+    for k in 2..=4 {
+        assert_eq!(l.try_acquire(ms(500), &k), Ok(())); // entries 1..3, idle at 1.5 s
+    }
+    // A new key at 500 ms: nothing idle; the sweep's hand moves on to entry 2.
+    assert_eq!(l.try_acquire(ms(500), &9), full);
+    // Key 1 is checked again (denied): marked.
+    assert!(l.try_acquire(ms(500), &1).is_err());
+    // At 1.2 s key 1 (the tail) is idle but marked; key 2 after it is active, and the sweep
+    // looks at entries 2 and 3 (active): the peek and the check both say full.
+    assert_eq!(l.peek(ms(1200), &9), full);
+    assert_eq!(l.try_acquire(ms(1200), &9), full);
+    // The second chance moved key 1 to the head: still held, still idle.
+    assert_eq!(l.len(), 4);
+    assert_eq!(l.remaining(ms(1200), &1), 1);
+}
+
+/// Every key marked and fewer than 17: the peek finds the oldest as the check does.
+#[test]
+fn a_peek_with_every_key_marked_finds_the_oldest() {
+    let ms = Instant::from_millis;
+    let full = Err(Rejected {
+        reason: KeyedLimited::TableFull,
+        retry_at: None,
+    });
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 4, Full::RejectNew), Instant::ZERO);
+    assert_eq!(l.try_acquire(ms(0), &1), Ok(()));
+    for k in 2..=4 {
+        assert_eq!(l.try_acquire(ms(500), &k), Ok(()));
+    }
+    assert_eq!(l.try_acquire(ms(500), &9), full);
+    for k in 1..=4 {
+        assert!(l.try_acquire(ms(500), &k).is_err());
+    }
+    // At 1.2 s only key 1 is idle: the oldest, found after every key's chance.
+    assert_eq!(l.peek(ms(1200), &9), Ok(()));
+    assert_eq!(l.try_acquire(ms(1200), &9), Ok(()));
+    assert_eq!(l.stats().reclaimed, 1);
+    assert!(!held(&l, ms(1200), 1) && held(&l, ms(1200), 9));
+}
+
+/// A peek sees the idle keys the sweep's hand would forget, wherever the LRU tail is.
+#[test]
+fn a_peek_sees_what_the_sweep_would_reclaim() {
+    let ms = Instant::from_millis;
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 3, Full::RejectNew), Instant::ZERO);
+    for k in 1..=2 {
+        assert_eq!(l.try_acquire(ms(0), &k), Ok(())); // entries 0 and 1, idle at 1 s
+        assert!(l.try_acquire(ms(0), &k).is_err()); // marked
+    }
+    assert_eq!(l.try_acquire(ms(500), &3), Ok(())); // entry 2, idle at 1.5 s
+                                                    // At 1.2 s the least recently used key after the chances is key 3 (active), but the
+                                                    // sweep's hand is on entries 0 and 1 (idle): a new key gets in.
+    assert_eq!(l.peek(ms(1200), &9), Ok(()));
+    assert_eq!(l.try_acquire(ms(1200), &9), Ok(()));
+    assert_eq!(l.stats().reclaimed, 2);
+}

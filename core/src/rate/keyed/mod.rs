@@ -21,7 +21,7 @@
 //!   in exactly the state of a key never seen, so forgetting it changes no decision. A new key
 //!   that finds the table full first examines two entries with a clock hand over the entry
 //!   array, forgetting the idle ones (amortised O(1)), then, if the table is still full, the
-//!   least recently used key if it is idle; only then does [`Full`] apply. A table with room
+//!   least recently used key (see "Recency" below) if it is idle; only then does [`Full`] apply. A table with room
 //!   sweeps nothing, and neither does a check of a key it holds: idle keys stay tracked
 //!   (counted in [`KeyedGcra::len`], a key type's heap memory kept) until new keys need their
 //!   slots. (Until issue 16 every check swept two entries: with keys that go idle between
@@ -43,6 +43,18 @@
 //!     **fail-open for that key**: its debt is dropped and it gets a fresh burst when it
 //!     returns (a user who pauses gets a burst each time he is evicted). A denied request
 //!     counts as use, so an abuser that keeps hammering stays most recent.
+//! - **Recency** is kept the way CLOCK keeps it ("second chance", LRU with lazy promotion):
+//!   keys sit in a list in the order they were inserted or last promoted, and a check of a key
+//!   the table holds only marks it used (one flag in the entry it already writes). Only a new
+//!   key that finds the table full looks at the list's tail: a tail marked used since it was
+//!   linked is moved to the head with its mark cleared (its second chance), at most
+//!   16 of them per new key, and the first unmarked tail (or the 17th) is the least recently
+//!   used key. The victim is a key not checked since it last reached the head, the oldest such
+//!   key when fewer than 17 marked keys stand before it: what an exact LRU would pick unless a
+//!   key's recency changed since its last pass through the list. Exact LRU relinks the key on
+//!   every check, writing three other entries and the list head: a hit then wrote five cache
+//!   lines instead of two, and under threads ([`crate::sync::keyed::SharedKeyedGcra`]) each of
+//!   them moved between cores (issue 16: a two-thread check cost 1.2-3x governor's).
 //! - Keys are hashed with SipHash-1-3 (the algorithm of std's `HashMap`), written here for
 //!   `no_std` and keyed by a 128-bit secret. **With feature `std`, a config built without
 //!   [`KeyedConfigBuilder::hash_seed`] draws the key from the OS** (`getrandom`),
@@ -55,8 +67,9 @@
 //! - Clock faults are resolved per key, as [`Gcra`] does (see [`crate::rate`], "Clock
 //!   faults"): a key whose state proves a fault reads as a fresh key, and the sweep forgets it
 //!   like an idle one, so a bogus far-future `now` cannot pin slots for good.
-//! - Every operation is O(1) expected (O(1) LRU relinking, linear probing with backward-shift
-//!   deletion, no tombstones); [`KeyedGcra::set_quota`] is O(len).
+//! - Every operation is O(1) expected (linear probing with backward-shift deletion, no
+//!   tombstones; a new key in a full table sweeps 2 entries and gives at most 16 second
+//!   chances); [`KeyedGcra::set_quota`] is O(len).
 //! - **Shared by threads**: [`crate::sync::keyed::SharedKeyedGcra`] (feature `std`, behind the
 //!   adapters' `KeyedRateLimiter`) splits the keys across shards of this table
 //!   ([`KeyedConfigBuilder::shards`]), picked by the same seeded hash, one lock each, each
@@ -150,6 +163,9 @@ pub const MAX_SHARDS: usize = 1024;
 
 const NIL: u32 = u32::MAX;
 const SWEEP_PER_CHECK: usize = 2;
+/// The most keys marked used that a new key in a full table moves from the LRU tail to the
+/// head (their second chance) before it takes the tail as the least recently used key.
+const SECOND_CHANCES_PER_CHECK: usize = 16;
 
 /// What a full table (every slot held by an active key) does with a new key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -163,8 +179,9 @@ pub enum Full {
     /// Reject the new key with [`KeyedLimited::TableFull`] (fail closed for new keys: a rotating
     /// attacker locks every new user out).
     RejectNew,
-    /// Forget the least recently used key to make room. That key's debt is dropped: a
-    /// fail-open for it (a user who pauses comes back with a fresh burst).
+    /// Forget the least recently used key to make room (recency as CLOCK keeps it: see the
+    /// [module docs](self)). That key's debt is dropped: a fail-open for it (a user who pauses
+    /// comes back with a fresh burst).
     EvictLeastRecentlyUsed,
 }
 
@@ -500,13 +517,20 @@ const fn never(reason: KeyedLimited) -> Rejected<KeyedLimited> {
 }
 
 /// Counters of a [`KeyedGcra`].
+// `repr(C)`: the three counters every check writes come first, on the cache line a shard of
+// the shared form writes for its lock anyway (see `KeyedGcra`'s layout).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[repr(C)]
 pub struct KeyedStats {
     /// Checks admitted.
     pub allowed: u64,
     /// Checks rejected by the rate (`OverRate`, `InsufficientCapacity`).
     pub limited: u64,
+    /// Index slots examined by the lookups of `try_acquire`/`try_acquire_n`: about one per
+    /// check with well-spread hashes. A ratio `probes / (allowed + limited)` far above 1 means keys
+    /// collide (a hash-flooding attack on a known seed).
+    pub probes: u64,
     /// Active keys forgotten to make room ([`Full::EvictLeastRecentlyUsed`]).
     pub evicted: u64,
     /// Idle keys forgotten (no decision changes).
@@ -522,10 +546,6 @@ pub struct KeyedStats {
     /// Clock faults resynchronised, per key and in the overflow limiter (see [`crate::rate`],
     /// "Clock faults").
     pub clock_faults: u64,
-    /// Index slots examined by the lookups of `try_acquire`/`try_acquire_n`: about one per
-    /// check with well-spread hashes. A ratio `probes / (allowed + limited)` far above 1 means keys
-    /// collide (a hash-flooding attack on a known seed).
-    pub probes: u64,
 }
 
 impl KeyedStats {
@@ -571,7 +591,13 @@ impl DecidedBy {
 #[derive(Clone, Debug)]
 struct Entry<K> {
     key: Option<K>,
-    hash: u64,
+    /// The low 32 bits of the key's hash: its home slot in the index (at most 2^25 slots) and a
+    /// cheap comparison before the key's. (Half the hash keeps the entry as small as before
+    /// `used` was added: 40 bytes for `u64` keys.)
+    hash: u32,
+    /// Checked since it was last linked at the head of the LRU list: the tail hand gives it a
+    /// second chance (see the module docs' "Recency").
+    used: bool,
     tat: u64,
     prev: u32,
     next: u32,
@@ -617,27 +643,32 @@ struct Entry<K> {
 /// assert_eq!(limiter.len(), 2);
 /// # Ok::<(), keel_core::ConfigError>(())
 /// ```
+// `repr(C)`, in three groups: what every check writes (the counters), what a new key writes
+// (the list and the sizes), then what only configuration changes write. Behind a shard's lock
+// (`crate::sync::keyed`) the counters share the lock word's cache line, and the lines a check
+// only reads stay shared between the cores instead of moving with every write (issue 16).
 #[derive(Clone)]
+#[repr(C)]
 pub struct KeyedGcra<K> {
+    stats: KeyedStats,
+    len: usize,
+    head: u32,
+    tail: u32,
+    free: u32,
+    cursor: usize,
     t: u64,
     tau: u64,
     burst: NonZeroU32,
     full: Full,
-    jump: u64,
-    overflow: Gcra,
     overflow_follows: bool,
+    jump: u64,
     k0: u64,
     k1: u64,
     entries: Vec<Entry<K>>,
     index: Vec<u32>,
     mask: usize,
     max_keys: usize,
-    len: usize,
-    head: u32,
-    tail: u32,
-    free: u32,
-    cursor: usize,
-    stats: KeyedStats,
+    overflow: Gcra,
 }
 
 impl<K> core::fmt::Debug for KeyedGcra<K> {
@@ -834,11 +865,15 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         self.stats.probes = self.stats.probes.saturating_add(probes);
         match found {
             Found::At(idx) => {
-                self.touch(idx);
                 let (t, tau, jump) = (self.t, self.tau, self.jump);
                 let Some(entry) = self.entries.get_mut(idx as usize) else {
                     return by_key(Err(never(KeyedLimited::TableFull)));
                 };
+                // Recency is one flag, written only when it changes: a key checked over and
+                // over (a hammering client's denials) writes its entry no more.
+                if !entry.used {
+                    entry.used = true;
+                }
                 // A clock fault is always a rejection first: tested on that branch only.
                 let decision = match gcra::conform_n(entry.tat, now, t, tau, n) {
                     Err(_) if gcra::clock_fault(entry.tat, now, t, tau, jump) => {
@@ -884,7 +919,10 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         }
     }
 
-    /// Would one request for `key` be admitted at `now`? Consumes nothing.
+    /// Would one request for `key` be admitted at `now`? Consumes nothing. For a new key in a
+    /// full table it asks what the check's insert would find (an idle key under the sweep's
+    /// hand, the least recently used key after the second chances), moving nothing: a check at
+    /// the same instant right after it decides as the peek said.
     #[must_use = "peeking has no effect unless the answer is used"]
     pub fn peek(&self, now: Instant, key: &K) -> Result<(), Rejected<KeyedLimited>> {
         match self.peek_local(now, key, self.hash(key), &()) {
@@ -973,10 +1011,12 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         tat <= now || gcra::clock_fault(tat, now, self.t, self.tau, self.jump)
     }
 
-    /// Would a new key find no slot at `now`?
+    /// Would a new key find no slot at `now`? Asks what a check's insert would do, moving
+    /// nothing: room, else an idle key under the sweep's hand, else an idle least recently used
+    /// key after the second chances.
     fn full_at(&self, now: u64, room: &impl Room) -> bool {
         let room = self.len < self.max_keys && room.has_room();
-        !room && !self.tail_idle(now)
+        !room && !self.sweep_would_reclaim(now) && !self.idle_at(self.lru_candidate(), now)
     }
 
     /// Switches every key to `quota` at `now` with the guarantees of

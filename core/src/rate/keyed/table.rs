@@ -5,7 +5,7 @@
 
 use core::hash::Hash;
 
-use super::{Entry, Full, KeyedGcra, NIL, SWEEP_PER_CHECK};
+use super::{Entry, Full, KeyedGcra, NIL, SECOND_CHANCES_PER_CHECK, SWEEP_PER_CHECK};
 
 /// A new key found no slot in a full table.
 pub(super) struct Overflowed;
@@ -70,7 +70,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
                 Some(&s) => {
                     let idx = s - 1;
                     if let Some(e) = self.entries.get(idx as usize) {
-                        if e.hash == hash && e.key.as_ref() == Some(key) {
+                        if e.hash == hash as u32 && e.key.as_ref() == Some(key) {
                             return (Found::At(idx), probes(i));
                         }
                     }
@@ -87,10 +87,45 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         (Found::Broken, self.index.len() as u64)
     }
 
-    pub(super) fn tail_idle(&self, now: u64) -> bool {
+    /// Is the key at `idx` forgettable at `now` (false for no entry)?
+    pub(super) fn idle_at(&self, idx: u32, now: u64) -> bool {
         self.entries
-            .get(self.tail as usize)
+            .get(idx as usize)
             .is_some_and(|e| self.forgettable(e.tat, now))
+    }
+
+    /// The LRU hand: moves tails marked used to the head, clearing their mark (their second
+    /// chance), at most [`SECOND_CHANCES_PER_CHECK`] of them; the tail it leaves is the least
+    /// recently used key. When every key is marked and there are no more than that, each gets
+    /// its chance and the first of them is the tail again, unmarked.
+    pub(super) fn second_chances(&mut self) {
+        for _ in 0..SECOND_CHANCES_PER_CHECK {
+            let tail = self.tail;
+            match self.entries.get_mut(tail as usize) {
+                Some(e) if e.used => e.used = false,
+                _ => return,
+            }
+            self.unlink(tail);
+            self.push_front(tail);
+        }
+    }
+
+    /// The tail [`second_chances`](Self::second_chances) would leave, found without moving
+    /// anything (for a peek): the first key from the tail not marked used, within as many
+    /// steps; the old tail when every key is marked and there are no more than that.
+    pub(super) fn lru_candidate(&self) -> u32 {
+        let mut idx = self.tail;
+        for _ in 0..SECOND_CHANCES_PER_CHECK {
+            match self.entries.get(idx as usize) {
+                Some(e) if e.used => idx = e.prev,
+                _ => break,
+            }
+        }
+        if idx == NIL {
+            self.tail
+        } else {
+            idx
+        }
     }
 
     /// Inserts a new key, or says it found no slot (the caller applies the policy; the
@@ -109,8 +144,9 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             let before = self.len;
             self.sweep(now);
             if self.len == before {
+                self.second_chances();
                 let tail = self.tail;
-                if self.tail_idle(now) {
+                if self.idle_at(tail, now) {
                     self.reclaim(tail, now);
                 } else if self.full == Full::EvictLeastRecentlyUsed && tail != NIL {
                     self.remove(tail);
@@ -131,7 +167,8 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         };
         let entry = Entry {
             key: Some(key.clone()),
-            hash,
+            hash: hash as u32,
+            used: false,
             tat,
             prev: NIL,
             next: NIL,
@@ -167,14 +204,33 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             }
             let idx = self.cursor;
             self.cursor += 1;
-            let idle = self
-                .entries
-                .get(idx)
-                .is_some_and(|e| e.key.is_some() && self.forgettable(e.tat, now));
-            if idle {
+            if self.sweepable(idx, now) {
                 self.reclaim(idx as u32, now);
             }
         }
+    }
+
+    /// Would the next [`sweep`](Self::sweep) forget a key at `now`? Examines the same entries
+    /// and moves nothing (for a peek).
+    pub(super) fn sweep_would_reclaim(&self, now: u64) -> bool {
+        let mut idx = self.cursor;
+        for _ in 0..SWEEP_PER_CHECK {
+            if idx >= self.entries.len() {
+                idx = 0;
+            }
+            if self.sweepable(idx, now) {
+                return true;
+            }
+            idx += 1;
+        }
+        false
+    }
+
+    /// Does entry `idx` hold a key the sweep forgets at `now`?
+    fn sweepable(&self, idx: usize, now: u64) -> bool {
+        self.entries
+            .get(idx)
+            .is_some_and(|e| e.key.is_some() && self.forgettable(e.tat, now))
     }
 
     /// Forgets a forgettable key (idle, or a clock fault: counted as one).
@@ -277,12 +333,5 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             None => self.tail = idx,
         }
         self.head = idx;
-    }
-
-    pub(super) fn touch(&mut self, idx: u32) {
-        if self.head != idx {
-            self.unlink(idx);
-            self.push_front(idx);
-        }
     }
 }
