@@ -997,3 +997,25 @@ fn a_peek_sees_what_the_sweep_would_reclaim() {
     assert_eq!(l.try_acquire(ms(1200), &9), Ok(()));
     assert_eq!(l.stats().reclaimed, 2);
 }
+
+/// The sweep's hand looks at two entries: a peek finds an idle key in the second one too.
+#[test]
+fn a_peek_sees_an_idle_key_in_the_second_entry_under_the_sweeps_hand() {
+    let ms = Instant::from_millis;
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 3, Full::RejectNew), Instant::ZERO);
+    assert_eq!(l.try_acquire(ms(0), &1), Ok(())); // entry 0
+    assert_eq!(l.try_acquire(ms(0), &2), Ok(())); // entry 1, idle at 1 s
+    assert!(l.try_acquire(ms(0), &2).is_err()); // marked
+    assert_eq!(l.try_acquire(ms(500), &3), Ok(())); // entry 2, idle at 1.5 s
+    assert_eq!(l.try_acquire(ms(1000), &1), Ok(())); // marked, active until 2 s
+
+    // At 1.2 s: entry 0 active, entry 1 idle; the LRU hand passes keys 1 and 2 (marked) and
+    // offers key 3 (active).
+    assert_eq!(l.peek(ms(1200), &9), Ok(()));
+    assert_eq!(l.try_acquire(ms(1200), &9), Ok(()));
+    assert_eq!(l.stats().reclaimed, 1);
+    assert_eq!(
+        [1, 2, 3].map(|k| held(&l, ms(1200), k)),
+        [true, false, true]
+    );
+}
