@@ -991,8 +991,9 @@ fn a_peek_sees_what_the_sweep_would_reclaim() {
         assert!(l.try_acquire(ms(0), &k).is_err()); // marked
     }
     assert_eq!(l.try_acquire(ms(500), &3), Ok(())); // entry 2, idle at 1.5 s
-                                                    // At 1.2 s the least recently used key after the chances is key 3 (active), but the
-                                                    // sweep's hand is on entries 0 and 1 (idle): a new key gets in.
+
+    // At 1.2 s the least recently used key after the chances is key 3 (active), but the
+    // sweep's hand is on entries 0 and 1 (idle): a new key gets in.
     assert_eq!(l.peek(ms(1200), &9), Ok(()));
     assert_eq!(l.try_acquire(ms(1200), &9), Ok(()));
     assert_eq!(l.stats().reclaimed, 2);
