@@ -1,7 +1,7 @@
 //! The keyed limiter's bounded table: an open-addressing index (linear probing, backward-shift
-//! deletion) over a slab of entries threaded by an LRU list (kept with CLOCK's second chances), keyed by SipHash-1-3. The rules
-//! of the limit are in the parent module; this is where keys live and are found, inserted,
-//! swept and evicted.
+//! deletion) over a slab of entries threaded by an LRU list (kept with CLOCK's second
+//! chances), keyed by SipHash-1-3. The rules of the limit are in the parent module; this is
+//! where keys live and are found, inserted, swept and evicted.
 
 use core::hash::Hash;
 
