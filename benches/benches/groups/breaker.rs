@@ -19,7 +19,7 @@ use keel_core::time::Instant;
 
 use crate::groups::util::{group, std_now, two_threads};
 
-fn keel_consecutive() -> BreakerConfig {
+pub(crate) fn keel_consecutive() -> BreakerConfig {
     BreakerConfig::consecutive_failures(5)
         .build()
         .expect("valid breaker config")

@@ -31,7 +31,7 @@ use keel_core::time::Instant;
 
 use crate::groups::util::{group, std_now, two_threads};
 
-const KEYS: u64 = 1000;
+pub(crate) const KEYS: u64 = 1000;
 
 /// 10^9 per second (an emission interval of 1 ns) with a burst of 10^9: far more than any one
 /// sample's checks, so every check in a sample is admitted.
@@ -40,11 +40,11 @@ const FAST: NonZeroU32 = match NonZeroU32::new(1_000_000_000) {
     None => NonZeroU32::MIN,
 };
 
-fn keel_quota() -> Quota {
+pub(crate) fn keel_quota() -> Quota {
     Quota::per_second(FAST).expect("valid quota")
 }
 
-fn gov_quota() -> governor::Quota {
+pub(crate) fn gov_quota() -> governor::Quota {
     governor::Quota::per_second(FAST)
 }
 
@@ -91,7 +91,7 @@ fn governor_check(l: &GovernorDirect) -> bool {
 }
 
 /// The next of `KEYS` keys, cycled per thread (no shared counter to contend on).
-fn next_key() -> u64 {
+pub(crate) fn next_key() -> u64 {
     thread_local!(static KEY: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
     KEY.with(|k| {
         let next = if k.get() + 1 >= KEYS { 0 } else { k.get() + 1 };
