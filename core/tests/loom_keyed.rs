@@ -47,6 +47,22 @@ fn keys_of(shard: u64, shards: u64, n: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Checks `keys` at `at`, each on a thread of its own, all at once: the answers in the keys'
+/// order (admitted or not).
+fn race(table: &Arc<SharedKeyedGcra<u64>>, at: Instant, keys: [u64; 2]) -> Vec<bool> {
+    let handles: Vec<_> = keys
+        .into_iter()
+        .map(|k| {
+            let t = Arc::clone(table);
+            thread::spawn(move || t.try_acquire(at, &k).is_ok())
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect()
+}
+
 /// Two threads insert a new key each, into different shards (so no lock orders them), while
 /// the table is one key short of `max_keys`: exactly one gets the last place, the table holds
 /// exactly `max_keys` keys, never more.
@@ -58,16 +74,8 @@ fn loom_two_new_keys_never_take_the_last_place_twice() {
         let table = Arc::new(table(3, 2, Full::RejectNew, t0));
         assert!(table.try_acquire(t0, &a[0]).is_ok());
         assert!(table.try_acquire(t0, &b[0]).is_ok());
-        let handles: Vec<_> = [a[1], b[1]]
+        let admitted = race(&table, t0, [a[1], b[1]])
             .into_iter()
-            .map(|k| {
-                let t = Arc::clone(&table);
-                thread::spawn(move || t.try_acquire(t0, &k).is_ok())
-            })
-            .collect();
-        let admitted = handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
             .filter(|&ok| ok)
             .count();
         assert_eq!(admitted, 1);
@@ -92,19 +100,11 @@ fn loom_a_removal_racing_an_insert_loses_no_count() {
             assert!(table.try_acquire(t0, &k).is_ok());
         }
         let t1 = t0 + Duration::from_secs(1);
-        let handles: Vec<_> = [a[2], b[1]]
-            .into_iter()
-            .map(|k| {
-                let t = Arc::clone(&table);
-                thread::spawn(move || t.try_acquire(t1, &k).is_ok())
-            })
-            .collect();
-        for h in handles {
-            assert!(
-                h.join().expect("thread"),
-                "a new key finds an idle key's place"
-            );
-        }
+        assert_eq!(
+            race(&table, t1, [a[2], b[1]]),
+            [true, true],
+            "a new key finds an idle key's place"
+        );
         assert!(table.len() <= 3);
         for k in a[3..].iter().chain(&b[2..]) {
             let _ = table.try_acquire(t1, k);
@@ -131,16 +131,7 @@ fn loom_a_removal_racing_a_claim_loses_no_count() {
         }
         assert_eq!(table.len(), 27);
         let t1 = t0 + Duration::from_secs(1);
-        let handles: Vec<_> = [a[26], b[1]]
-            .into_iter()
-            .map(|k| {
-                let t = Arc::clone(&table);
-                thread::spawn(move || t.try_acquire(t1, &k).is_ok())
-            })
-            .collect();
-        for h in handles {
-            assert!(h.join().expect("thread"));
-        }
+        assert_eq!(race(&table, t1, [a[26], b[1]]), [true, true]);
         assert_eq!(table.len(), 27);
         for k in c.iter().chain(&b[2..]) {
             let _ = table.try_acquire(t1, k);

@@ -154,7 +154,12 @@ impl Room for Pool {
 
     #[inline]
     fn release(&self, from: usize, to: usize) {
-        let freed = from.saturating_sub(self.own) - to.saturating_sub(self.own);
+        // Callers pass `to <= from` (a table forgets keys here, it never gains any); were that
+        // broken, nothing is given back rather than the count wrapping.
+        debug_assert!(to <= from, "release from {from} to {to} keys");
+        let freed = from
+            .saturating_sub(self.own)
+            .saturating_sub(to.saturating_sub(self.own));
         if freed != 0 {
             self.used.fetch_sub(freed, Ordering::Relaxed);
         }
