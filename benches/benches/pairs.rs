@@ -167,6 +167,23 @@ fn pairs() -> Vec<Pair> {
             drop(black_box(s.try_acquire()))
         }),
     });
+    // Context, not a goal: the same with some work while the permit is held (64 rounds of a
+    // dependent multiply, about 60-100 ns here), as a service holds one, so the two threads'
+    // writes to the state word no longer come back to back.
+    out.push(Pair {
+        name: "(context) SharedLimit vs Semaphore, 2 threads, work while held",
+        goal: 1.0,
+        keel: both_threads(limit(), |l| {
+            let p = black_box(l.try_acquire_ref(Instant::ZERO));
+            work();
+            drop(p);
+        }),
+        peer: both_threads(tokio::sync::Semaphore::new(1024), |s| {
+            let p = black_box(s.try_acquire());
+            work();
+            drop(p);
+        }),
+    });
     {
         let (br, sm) = (SharedBreaker::new(keel_consecutive(), now), failsafe());
         out.push(Pair {
@@ -183,6 +200,16 @@ fn pairs() -> Vec<Pair> {
         peer: both_threads(failsafe(), failsafe_op),
     });
     out
+}
+
+/// Some work that the compiler cannot remove or reorder across the permit: 64 dependent
+/// multiply-adds.
+fn work() {
+    let mut x = black_box(1u64);
+    for _ in 0..64 {
+        x = black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+    }
+    black_box(x);
 }
 
 /// The iteration count for which `side` runs about [`TARGET`].
