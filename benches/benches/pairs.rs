@@ -11,8 +11,8 @@
 //!
 //! ```text
 //! cargo bench -p keel-benches --bench pairs                          # 51 rounds per pair
-//! KEEL_PAIRS_ROUNDS=41 cargo bench -p keel-benches --bench pairs     # more rounds
-//! cargo bench -p keel-benches --bench pairs -- keyed                 # pairs whose name has "keyed"
+//! KEEL_PAIRS_ROUNDS=101 cargo bench -p keel-benches --bench pairs    # more rounds
+//! cargo bench -p keel-benches --bench pairs -- keyed                 # names with "keyed"
 //! ```
 #![allow(missing_docs)]
 

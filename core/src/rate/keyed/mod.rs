@@ -21,10 +21,10 @@
 //!   in exactly the state of a key never seen, so forgetting it changes no decision. A new key
 //!   that finds the table full first examines two entries with a clock hand over the entry
 //!   array, forgetting the idle ones (amortised O(1)), then, if the table is still full, the
-//!   least recently used key (see "Recency" below) if it is idle; only then does [`Full`] apply. A table with room
-//!   sweeps nothing, and neither does a check of a key it holds: idle keys stay tracked
-//!   (counted in [`KeyedGcra::len`], a key type's heap memory kept) until new keys need their
-//!   slots. (Until issue 16 every check swept two entries: with keys that go idle between
+//!   least recently used key (see "Recency" below) if it is idle; only then does [`Full`]
+//!   apply. A table with room sweeps nothing, and neither does a check of a key it holds:
+//!   idle keys stay tracked (counted in [`KeyedGcra::len`], a key type's heap memory kept)
+//!   until new keys need their slots. (Until issue 16 every check swept two entries: with keys that go idle between
 //!   their checks, that made most checks a reclaim plus an insert, for no room anyone needed.)
 //! - **A full table** (every key still active) follows [`Full`]:
 //!   - [`Full::Overflow`] (the default): a new key that finds no slot is decided by **one
