@@ -1020,3 +1020,17 @@ fn a_peek_sees_an_idle_key_in_the_second_entry_under_the_sweeps_hand() {
         [true, false, true]
     );
 }
+
+/// A table of one key: the second chance moves the only key to the head (where it already
+/// is), clears its mark, and the next step finds it unmarked: it is evicted, not looped over.
+#[test]
+fn a_one_key_table_gives_its_marked_key_one_chance_then_evicts_it() {
+    let mut l = KeyedGcra::<u32>::new(config(1, 1, 1, Full::EvictLeastRecentlyUsed), Instant::ZERO);
+    let t = Instant::from_millis(1);
+    assert_eq!(l.try_acquire(t, &1), Ok(()));
+    assert!(l.try_acquire(t, &1).is_err()); // marked
+    assert_eq!(l.peek(t, &2), Ok(()));
+    assert_eq!(l.try_acquire(t, &2), Ok(()));
+    assert_eq!((l.len(), l.stats().evicted), (1, 1));
+    assert!(!held(&l, t, 1) && held(&l, t, 2));
+}

@@ -87,11 +87,12 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
         (Found::Broken, self.index.len() as u64)
     }
 
-    /// Is the key at `idx` forgettable at `now` (false for no entry)?
+    /// Does entry `idx` hold a key forgettable at `now` (idle, or a clock fault)? False for a
+    /// free entry and for no entry (`NIL`): the sweep's hand, the LRU tail and a peek ask this.
     pub(super) fn idle_at(&self, idx: u32, now: u64) -> bool {
         self.entries
             .get(idx as usize)
-            .is_some_and(|e| self.forgettable(e.tat, now))
+            .is_some_and(|e| e.key.is_some() && self.forgettable(e.tat, now))
     }
 
     /// The LRU hand: moves tails marked used to the head, clearing their mark (their second
@@ -204,7 +205,7 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             }
             let idx = self.cursor;
             self.cursor += 1;
-            if self.sweepable(idx, now) {
+            if self.idle_at(idx as u32, now) {
                 self.reclaim(idx as u32, now);
             }
         }
@@ -218,19 +219,12 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K> {
             if idx >= self.entries.len() {
                 idx = 0;
             }
-            if self.sweepable(idx, now) {
+            if self.idle_at(idx as u32, now) {
                 return true;
             }
             idx += 1;
         }
         false
-    }
-
-    /// Does entry `idx` hold a key the sweep forgets at `now`?
-    fn sweepable(&self, idx: usize, now: u64) -> bool {
-        self.entries
-            .get(idx)
-            .is_some_and(|e| e.key.is_some() && self.forgettable(e.tat, now))
     }
 
     /// Forgets a forgettable key (idle, or a clock fault: counted as one).
