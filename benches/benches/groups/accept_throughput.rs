@@ -16,10 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
 const CONNS: u64 = 20_000;
-const CLIENTS: u64 = 8;
+pub(crate) const CLIENTS: u64 = 8;
 const BACKLOG: u32 = 1024;
 
-fn runtime() -> Runtime {
+pub(crate) fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -27,12 +27,13 @@ fn runtime() -> Runtime {
         .expect("tokio runtime")
 }
 
-/// Makes `CONNS` connections to `addr` from `CLIENTS` tasks; returns when all are closed.
-async fn clients(addr: SocketAddr) {
+/// Makes `conns` connections to `addr` (rounded down to a multiple of `CLIENTS`) from
+/// `CLIENTS` tasks; returns when all are closed.
+pub(crate) async fn clients(addr: SocketAddr, conns: u64) {
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         tasks.push(tokio::spawn(async move {
-            for _ in 0..CONNS / CLIENTS {
+            for _ in 0..conns / CLIENTS {
                 match TcpStream::connect(addr).await {
                     // Close with a reset: no TIME_WAIT left behind, so hundreds of thousands of
                     // connections in a run do not exhaust (or slow the search for) ephemeral
@@ -75,7 +76,7 @@ where
             }
         });
         for _ in 0..rounds {
-            clients(addr).await;
+            clients(addr, CONNS).await;
         }
         server.await.expect("server task");
         start.elapsed()
@@ -93,62 +94,66 @@ pub(crate) fn bench(c: &mut Criterion) {
     g.bench_function("tokio/bare_accept_loop", |b| {
         let rt = runtime();
         b.iter_custom(|rounds| {
-            let listener = rt.block_on(async {
-                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-                socket.set_reuseaddr(true).expect("reuseaddr");
-                socket
-                    .bind("127.0.0.1:0".parse().expect("addr"))
-                    .expect("bind");
-                socket.listen(BACKLOG).expect("listen")
-            });
+            let listener = rt.block_on(bare_listener());
             let addr = listener.local_addr().expect("local addr");
-            run(&rt, rounds, listener, addr, |l: &mut TcpListener| {
-                Box::pin(async move {
-                    match l.accept().await {
-                        Ok((s, _peer)) => {
-                            drop(s);
-                            true
-                        }
-                        Err(_) => false,
-                    }
-                })
-            })
+            run(&rt, rounds, listener, addr, |l| Box::pin(bare_accept(l)))
         })
     });
 
     g.bench_function("keel_tokio/guarded_accept_loop", |b| {
         let rt = runtime();
-        let config = GuardConfig::builder()
-            .max_connections(1024)
-            .backlog(BACKLOG)
-            .build()
-            .expect("valid guard config");
         b.iter_custom(|rounds| {
-            let incoming = rt
-                .block_on(keel_tokio::bind("127.0.0.1:0", &config))
-                .expect("bind");
+            let incoming = rt.block_on(guarded_listener());
             let addr = incoming.get_ref().0.local_addr().expect("local addr");
-            run(
-                &rt,
-                rounds,
-                incoming,
-                addr,
-                |l: &mut keel_tokio::Incoming<keel_tokio::Tcp>| {
-                    Box::pin(async move {
-                        match l.next().await {
-                            Some(keel_tokio::Accepted {
-                                permit, stream: s, ..
-                            }) => {
-                                drop(s);
-                                drop(permit);
-                                true
-                            }
-                            None => panic!("guarded listener ended: {:?}", l.take_error()),
-                        }
-                    })
-                },
-            )
+            run(&rt, rounds, incoming, addr, |l| Box::pin(guarded_accept(l)))
         })
     });
     g.finish();
+}
+
+/// A bare tokio listener on a loopback port (backlog `BACKLOG`).
+pub(crate) async fn bare_listener() -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("reuseaddr");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    socket.listen(BACKLOG).expect("listen")
+}
+
+/// Accepts one connection on the bare listener and drops it; `false` on an accept error.
+pub(crate) async fn bare_accept(l: &mut TcpListener) -> bool {
+    match l.accept().await {
+        Ok((s, _peer)) => {
+            drop(s);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// keel-tokio's guarded listener on a loopback port (limit 1024, backlog `BACKLOG`).
+pub(crate) async fn guarded_listener() -> keel_tokio::Incoming<keel_tokio::Tcp> {
+    let config = GuardConfig::builder()
+        .max_connections(1024)
+        .backlog(BACKLOG)
+        .build()
+        .expect("valid guard config");
+    keel_tokio::bind("127.0.0.1:0", &config)
+        .await
+        .expect("bind")
+}
+
+/// Accepts one connection through the guard and drops it with its permit.
+pub(crate) async fn guarded_accept(l: &mut keel_tokio::Incoming<keel_tokio::Tcp>) -> bool {
+    match l.next().await {
+        Some(keel_tokio::Accepted {
+            permit, stream: s, ..
+        }) => {
+            drop(s);
+            drop(permit);
+            true
+        }
+        None => panic!("guarded listener ended: {:?}", l.take_error()),
+    }
 }

@@ -17,8 +17,58 @@ use keel_core::rate::Quota;
 
 use crate::groups::util::group;
 
-async fn ready() -> Result<u64, ()> {
+/// The already-ready future every entry awaits.
+pub(crate) async fn ready() -> Result<u64, ()> {
     Ok(black_box(7))
+}
+
+/// keel-tokio's breaker with the default config (a failure-rate window: each outcome takes
+/// the lock).
+pub(crate) fn breaker() -> keel_tokio::Breaker {
+    keel_tokio::Breaker::new(BreakerConfig::default())
+}
+
+/// keel-tokio's breaker with a consecutive-failures config: `SharedBreaker`'s lock-free
+/// closed path.
+pub(crate) fn breaker_consecutive() -> keel_tokio::Breaker {
+    keel_tokio::Breaker::new(
+        BreakerConfig::consecutive_failures(5)
+            .build()
+            .expect("valid breaker config"),
+    )
+}
+
+/// keel-tokio's bulkhead, 64 concurrent.
+pub(crate) fn bulkhead() -> keel_tokio::Bulkhead {
+    keel_tokio::Bulkhead::new(
+        BulkheadConfig::builder()
+            .max_concurrent(64)
+            .build()
+            .expect("valid bulkhead"),
+    )
+}
+
+/// keel-tokio's retry: 3 attempts, a constant 10 ms backoff without jitter.
+pub(crate) fn retry() -> keel_tokio::Retry {
+    keel_tokio::Retry::new(
+        BackoffConfig::constant(Duration::from_millis(10))
+            .jitter(Jitter::None)
+            .max_attempts(3)
+            .build()
+            .expect("valid backoff"),
+    )
+}
+
+/// keel-tokio's rate limiter with a quota no benchmark can exhaust: every wait finds a token.
+pub(crate) fn rate() -> keel_tokio::RateLimiter {
+    let rate = NonZeroU32::new(1_000_000_000).expect("non-zero");
+    keel_tokio::RateLimiter::new(Quota::per_second(rate).expect("valid quota"))
+}
+
+/// `until_ready` with a token available, then the ready future.
+pub(crate) async fn until_ready_then_ready(l: &keel_tokio::RateLimiter) -> (bool, Result<u64, ()>) {
+    let admitted = l.until_ready().await.is_ok();
+    (admitted, ready().await)
 }
 
 pub(crate) fn bench(c: &mut Criterion) {
@@ -27,49 +77,26 @@ pub(crate) fn bench(c: &mut Criterion) {
         b.iter(|| black_box(block_on(async { ready().await })))
     });
     g.bench_function("keel_tokio_breaker_call", |b| {
-        let br = keel_tokio::Breaker::new(BreakerConfig::default());
+        let br = breaker();
         b.iter(|| black_box(block_on(br.call(ready())).is_ok()))
     });
     // The same with a consecutive-failures config: `SharedBreaker`'s lock-free closed path
-    // (the default config has a failure-rate window, so every call takes the lock).
+    // (the default config has a failure-rate window, so every outcome takes the lock).
     g.bench_function("keel_tokio_breaker_call_consecutive", |b| {
-        let br = keel_tokio::Breaker::new(
-            BreakerConfig::consecutive_failures(5)
-                .build()
-                .expect("valid breaker config"),
-        );
+        let br = breaker_consecutive();
         b.iter(|| black_box(block_on(br.call(ready())).is_ok()))
     });
     g.bench_function("keel_tokio_bulkhead_run", |b| {
-        let bh = keel_tokio::Bulkhead::new(
-            BulkheadConfig::builder()
-                .max_concurrent(64)
-                .build()
-                .expect("valid bulkhead"),
-        );
+        let bh = bulkhead();
         b.iter(|| black_box(block_on(bh.run(ready())).is_ok()))
     });
     g.bench_function("keel_tokio_retry_run_first_try", |b| {
-        let retry = keel_tokio::Retry::new(
-            BackoffConfig::constant(Duration::from_millis(10))
-                .jitter(Jitter::None)
-                .max_attempts(3)
-                .build()
-                .expect("valid backoff"),
-        );
+        let retry = retry();
         b.iter(|| black_box(block_on(retry.run(ready)).is_ok()))
     });
     g.bench_function("keel_tokio_rate_until_ready", |b| {
-        // A quota no benchmark can exhaust: every wait finds a token.
-        let rate = NonZeroU32::new(1_000_000_000).expect("non-zero");
-        let quota = Quota::per_second(rate).expect("valid quota");
-        let l = keel_tokio::RateLimiter::new(quota);
-        b.iter(|| {
-            block_on(async {
-                let admitted = l.until_ready().await.is_ok();
-                black_box((admitted, ready().await))
-            })
-        })
+        let l = rate();
+        b.iter(|| black_box(block_on(until_ready_then_ready(&l))))
     });
     g.finish();
 }
