@@ -851,6 +851,7 @@ impl CircuitBreaker {
     }
 
     /// The rate policies, once the window holds `minimum_calls` calls.
+    #[inline]
     fn judge_rates(&mut self, now: Instant) {
         let Some(totals) = self.window.as_ref().map(Window::totals) else {
             return;

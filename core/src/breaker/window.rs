@@ -80,6 +80,7 @@ impl CountWindow {
         }
     }
 
+    #[inline]
     fn record(&mut self, failed: bool, slow: bool) {
         let code = u64::from(failed) | (u64::from(slow) << 1);
         let word = (self.head / PER_WORD) as usize;
@@ -252,6 +253,7 @@ impl Window {
         }
     }
 
+    #[inline]
     pub(crate) fn record(&mut self, now: Instant, failed: bool, slow: bool) {
         match &mut self.0 {
             Kind::Count(w) => w.record(failed, slow),
@@ -266,6 +268,7 @@ impl Window {
         }
     }
 
+    #[inline]
     pub(crate) fn totals(&self) -> Totals {
         match &self.0 {
             Kind::Count(w) => Totals {
