@@ -646,3 +646,33 @@ fn borrowed_permits_count_limit_and_wake_like_owned_ones() {
     }
     assert!(format!("{:?}", l.try_acquire_ref(Instant::ZERO).expect("room")).contains("in_use: 1"));
 }
+
+/// A lost compare-and-swap is retried, never taken for a full limit: with one permit of room
+/// per thread, every try of every thread is admitted however the threads' CASes collide (the
+/// tight loop makes them collide thousands of times on two cores).
+#[test]
+fn racing_threads_with_room_each_are_never_refused() {
+    const THREADS: usize = 2;
+    const TRIES: u64 = 100_000;
+    let l = shared(THREADS);
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (l, start) = (l.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                (0..TRIES)
+                    .filter(|_| l.try_acquire_ref(T0).is_err())
+                    .count()
+            })
+        })
+        .collect();
+    let refused: usize = workers
+        .into_iter()
+        .map(|w| w.join().expect("no panic"))
+        .sum();
+    assert_eq!(refused, 0, "a try with room was refused");
+    let s = l.stats();
+    assert_eq!((s.in_use, s.rejected), (0, 0));
+    assert_eq!(s.acquired, TRIES * THREADS as u64);
+}

@@ -79,6 +79,10 @@ fn race(max: usize, threads: usize) {
             .map(|h| h.join().expect("no panic"))
             .filter(|&g| g)
             .count();
+        if threads <= max {
+            // Room for everyone: a lost CAS is retried, never taken for a full limit.
+            assert_eq!(got, threads, "a try with room was refused");
+        }
         let s = limit.stats();
         assert_eq!(s.in_use, 0);
         assert_eq!(s.acquired, got as u64);
@@ -91,6 +95,11 @@ fn race(max: usize, threads: usize) {
 #[test]
 fn loom_two_threads_never_hold_more_than_max_1() {
     race(1, 2);
+}
+
+#[test]
+fn loom_two_threads_with_room_are_both_admitted() {
+    race(2, 2);
 }
 
 #[test]

@@ -72,7 +72,7 @@ use core::num::NonZeroUsize;
 #[cfg(feature = "std")]
 use core::task::{Context, Poll, Waker};
 
-use super::shim::{Arc, AtomicU64, AtomicUsize, Ordering};
+use super::shim::{Arc, AtomicU64, AtomicUsize, CasBackoff, Ordering};
 #[cfg(feature = "std")]
 use super::shim::{Mutex, MutexGuard};
 use super::stripe::{bump, Padded, Striped};
@@ -127,23 +127,48 @@ struct Inner {
 }
 
 impl Inner {
-    /// Takes a slot if there is room (a CAS loop against the `max` of the same word). Returns
-    /// the state before the acquisition, or `None` when full.
+    /// Takes a slot if there is room (a CAS against the `max` of the same word; after a lost
+    /// CAS, [`acquire_contended`](Self::acquire_contended)). Returns the state before the
+    /// acquisition, or `None` when full.
+    #[inline]
     fn acquire(&self) -> Option<u64> {
-        let mut state = self.state.load(Ordering::Acquire);
+        let state = self.state.load(Ordering::Acquire);
+        let next = slots::acquire(state)?;
+        match self
+            .state
+            .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(prev) => Some(self.won(prev)),
+            Err(_) => self.acquire_contended(),
+        }
+    }
+
+    /// [`acquire`](Self::acquire) after a lost CAS: the same CAS loop, with an exponential
+    /// backoff before each retry, so the thread that won finishes its step (its release, its
+    /// next acquire) on a line it keeps instead of losing it at once to a retry that would
+    /// likely lose again. Out of line: the uncontended path stays one load and one CAS.
+    #[cold]
+    #[inline(never)]
+    fn acquire_contended(&self) -> Option<u64> {
+        let mut backoff = CasBackoff::new();
         loop {
+            backoff.wait();
+            let state = self.state.load(Ordering::Acquire);
             let next = slots::acquire(state)?;
-            match self
-                .state
-                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            if let Ok(prev) =
+                self.state
+                    .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(prev) => {
-                    self.count_acquired(in_use_of(prev) + 1);
-                    return Some(prev);
-                }
-                Err(actual) => state = actual,
+                return Some(self.won(prev));
             }
         }
+    }
+
+    /// Counts the acquisition whose CAS moved the state from `prev`; returns `prev`.
+    #[inline]
+    fn won(&self, prev: u64) -> u64 {
+        self.count_acquired(in_use_of(prev) + 1);
+        prev
     }
 
     fn count_acquired(&self, in_use: u64) {

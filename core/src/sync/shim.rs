@@ -24,3 +24,36 @@ pub(crate) fn spin_hint() {
     #[cfg(not(keel_loom))]
     core::hint::spin_loop();
 }
+
+/// The most spin hints [`CasBackoff::wait`] gives in one wait (64: a few hundred nanoseconds).
+const MAX_SPINS: u32 = 64;
+
+/// Exponential backoff after a lost compare-and-swap: 1, 2, 4 ... [`MAX_SPINS`] spin hints, so
+/// the thread that won keeps the cache line for its next step (a release right after its
+/// acquire, say) instead of losing it at once to a retry that will likely lose again. Under
+/// loom one yield, as [`spin_hint`].
+#[allow(dead_code)]
+#[derive(Debug)]
+pub(crate) struct CasBackoff {
+    spins: u32,
+}
+
+#[allow(dead_code)]
+impl CasBackoff {
+    pub(crate) const fn new() -> CasBackoff {
+        CasBackoff { spins: 1 }
+    }
+
+    #[inline]
+    pub(crate) fn wait(&mut self) {
+        #[cfg(keel_loom)]
+        loom::thread::yield_now();
+        #[cfg(not(keel_loom))]
+        {
+            for _ in 0..self.spins {
+                core::hint::spin_loop();
+            }
+            self.spins = (self.spins * 2).min(MAX_SPINS);
+        }
+    }
+}
