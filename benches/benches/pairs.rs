@@ -288,71 +288,56 @@ fn pairs() -> Vec<Pair> {
     });
     // What a runtime handle adds around an already-ready future, against a bare `.await` of
     // it (both driven by the same `block_on`): the difference per round.
-    let bare = || {
-        one_thread(|| {
+    let overhead = |name, keel| Pair {
+        name,
+        goal: Goal::Overhead(50.0),
+        target: TARGET,
+        keel,
+        peer: one_thread(|| {
             black_box(block_on(async { ready().await }).is_ok());
-        })
+        }),
     };
-    {
-        let br = groups::handle::breaker();
-        out.push(Pair {
-            name: "Breaker::call (default config) over a bare .await",
-            goal: Goal::Overhead(50.0),
-            target: TARGET,
-            keel: one_thread(move || {
+    let (br, br_consecutive) = (
+        groups::handle::breaker(),
+        groups::handle::breaker_consecutive(),
+    );
+    let (bh, retry, rate) = (
+        groups::handle::bulkhead(),
+        groups::handle::retry(),
+        groups::handle::rate(),
+    );
+    out.extend([
+        overhead(
+            "Breaker::call (default config) over a bare .await",
+            one_thread(move || {
                 black_box(block_on(br.call(ready())).is_ok());
             }),
-            peer: bare(),
-        });
-    }
-    {
-        let br = groups::handle::breaker_consecutive();
-        out.push(Pair {
-            name: "(context) Breaker::call, consecutive failures, over a bare .await",
-            goal: Goal::Overhead(50.0),
-            target: TARGET,
-            keel: one_thread(move || {
-                black_box(block_on(br.call(ready())).is_ok());
+        ),
+        overhead(
+            "(context) Breaker::call, consecutive failures, over a bare .await",
+            one_thread(move || {
+                black_box(block_on(br_consecutive.call(ready())).is_ok());
             }),
-            peer: bare(),
-        });
-    }
-    {
-        let bh = groups::handle::bulkhead();
-        out.push(Pair {
-            name: "Bulkhead::run over a bare .await",
-            goal: Goal::Overhead(50.0),
-            target: TARGET,
-            keel: one_thread(move || {
+        ),
+        overhead(
+            "Bulkhead::run over a bare .await",
+            one_thread(move || {
                 black_box(block_on(bh.run(ready())).is_ok());
             }),
-            peer: bare(),
-        });
-    }
-    {
-        let retry = groups::handle::retry();
-        out.push(Pair {
-            name: "Retry::run, first try succeeds, over a bare .await",
-            goal: Goal::Overhead(50.0),
-            target: TARGET,
-            keel: one_thread(move || {
+        ),
+        overhead(
+            "Retry::run, first try succeeds, over a bare .await",
+            one_thread(move || {
                 black_box(block_on(retry.run(ready)).is_ok());
             }),
-            peer: bare(),
-        });
-    }
-    {
-        let l = groups::handle::rate();
-        out.push(Pair {
-            name: "RateLimiter::until_ready, a token available, over a bare .await",
-            goal: Goal::Overhead(50.0),
-            target: TARGET,
-            keel: one_thread(move || {
-                let _ = black_box(block_on(groups::handle::until_ready_then_ready(&l)));
+        ),
+        overhead(
+            "RateLimiter::until_ready, a token available, over a bare .await",
+            one_thread(move || {
+                let _ = black_box(block_on(groups::handle::until_ready_then_ready(&rate)));
             }),
-            peer: bare(),
-        });
-    }
+        ),
+    ]);
     {
         // Time per connection, so ">= 98 % of the bare loop's connections per second" is a
         // ratio of at most 1/0.98. Both loops run on one two-worker runtime, one at a time.
