@@ -37,27 +37,32 @@ struct Fast {
     at: u64,
 }
 
-/// The origin keel's instants count from, and the fast clock when this build reads it.
-struct Base {
-    origin: std::time::Instant,
-    fast: Option<Fast>,
+/// The origin keel's instants count from: one hour before the first read on std's clock.
+fn origin() -> std::time::Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(|| {
+        let std_now = std::time::Instant::now();
+        std_now
+            .checked_sub(Duration::from_secs(3600))
+            .unwrap_or(std_now)
+    })
 }
 
-fn base() -> &'static Base {
-    static BASE: OnceLock<Base> = OnceLock::new();
-    BASE.get_or_init(|| {
+/// The fast clock (read only when [`FAST`]), mapped onto keel's origin at its first read. A
+/// static of its own, not an `Option` beside the origin, so that the hot path's only test
+/// besides the initialisation is the switch's.
+fn fast() -> &'static Fast {
+    static CLOCK: OnceLock<Fast> = OnceLock::new();
+    CLOCK.get_or_init(|| {
+        let origin = origin();
         // Calibrates the counter against the OS clock, once per process (under a millisecond
-        // idle, up to a few hundred on a loaded machine): done here, where a runtime handle or a
-        // machine is built, not in the first `check()`.
-        let clock = FAST.then(quanta::Clock::new);
+        // idle, up to a few hundred on a loaded machine): done by `warm`, where a runtime
+        // handle or a machine is built, not in the first `check()`.
+        let clock = quanta::Clock::new();
         let std_now = std::time::Instant::now();
-        let raw = clock.as_ref().map(quanta::Clock::raw);
-        let origin = std_now
-            .checked_sub(Duration::from_secs(3600))
-            .unwrap_or(std_now);
+        let raw = clock.raw();
         let at = nanos(std_now.saturating_duration_since(origin));
-        let fast = clock.zip(raw).map(|(clock, raw)| Fast { clock, raw, at });
-        Base { origin, fast }
+        Fast { clock, raw, at }
     })
 }
 
@@ -68,7 +73,10 @@ fn nanos(d: Duration) -> u64 {
 /// Reads the clock once so that the fast clock's calibration happens now (a runtime handle or
 /// a machine is being built), not inside the first hot-path read.
 pub(crate) fn warm() {
-    let _ = base();
+    let _ = origin();
+    if FAST {
+        let _ = fast();
+    }
 }
 
 /// Which clock keel reads, and the offset that keeps keel's clock continuous at the switch.
@@ -142,50 +150,56 @@ fn departed(
 static SWITCH: Switch = Switch::new();
 
 /// tokio's now on keel's scale (nanoseconds since the origin), without the switch's offset.
-fn tokio_nanos(base: &Base) -> u64 {
+///
+/// Out of line: release builds read the fast clock, and this path's std clock read and
+/// duration arithmetic, inlined, made [`now`] too big for a `check()` around it to inline.
+#[cold]
+#[inline(never)]
+fn tokio_nanos() -> u64 {
     nanos(
         tokio::time::Instant::now()
             .into_std()
-            .saturating_duration_since(base.origin),
+            .saturating_duration_since(origin()),
     )
 }
 
 fn fast_nanos(fast: &Fast) -> u64 {
     // A count below the first read's (another core's counter a little behind) reads as the
-    // first read; keel's machines clamp a `now` older than the newest they have seen.
+    // first read; keel's machines clamp a `now` older than the newest they have seen. The sum
+    // cannot wrap (`at` is an hour, the delta would need 584 years): a plain add, one
+    // instruction on the path from the counter to the decision.
     fast.at
-        .saturating_add(fast.clock.delta_as_nanos(fast.raw, fast.clock.raw()))
+        .wrapping_add(fast.clock.delta_as_nanos(fast.raw, fast.clock.raw()))
 }
 
 /// Now on keel's clock.
 #[inline]
 pub(crate) fn now() -> Instant {
-    let base = base();
-    let nanos = match &base.fast {
-        Some(fast) => SWITCH.read(|| fast_nanos(fast), || tokio_nanos(base)),
-        None => tokio_nanos(base),
+    let nanos = if FAST {
+        SWITCH.read(|| fast_nanos(fast()), tokio_nanos)
+    } else {
+        tokio_nanos()
     };
     Instant::from_nanos(nanos)
 }
 
 /// Whether keel reads tokio's clock (a debug build, the feature `paused-time`, or the switch).
-fn reads_tokio(base: &Base) -> bool {
-    base.fast.is_none() || SWITCH.switched()
+fn reads_tokio() -> bool {
+    !FAST || SWITCH.switched()
 }
 
 /// A keel timer is armed or has fired: if keel reads the fast clock and tokio's clock has
 /// departed from real time, keel reads tokio's from now on. A no-op on tokio's clock.
 pub(crate) fn check_departure() {
-    let base = base();
-    let Some(fast) = &base.fast else { return };
-    if SWITCH.switched() {
+    if reads_tokio() {
         return;
     }
+    let fast = fast();
     let before = std::time::Instant::now();
     let tokio = tokio::time::Instant::now().into_std();
     let after = std::time::Instant::now();
     let fast_now = fast_nanos(fast);
-    let tokio_now = nanos(tokio.saturating_duration_since(base.origin));
+    let tokio_now = nanos(tokio.saturating_duration_since(origin()));
     if SWITCH.observe(before, tokio, after, fast_now, tokio_now) {
         tracing::debug!(
             target: "keel::clock",
@@ -203,14 +217,13 @@ pub(crate) fn check_departure() {
 pub(crate) fn to_tokio(deadline: Instant) -> tokio::time::Instant {
     // Past ~30 years is "never" for a timer; tokio's own far future is the same order.
     let far = Duration::from_secs(86_400 * 365 * 30);
-    let base = base();
-    if reads_tokio(base) {
+    if reads_tokio() {
         let offset = SWITCH.offset();
         let since = deadline
             .as_duration()
             .saturating_sub(Duration::from_nanos(offset))
             .min(far);
-        let origin = tokio::time::Instant::from_std(base.origin);
+        let origin = tokio::time::Instant::from_std(origin());
         return origin
             .checked_add(since)
             .unwrap_or(origin + Duration::from_secs(86_400));
@@ -300,7 +313,7 @@ mod tests {
         // drives keel in users' tests.
         assert_eq!(FAST, !cfg!(any(debug_assertions, feature = "paused-time")));
         if !FAST {
-            assert!(base().fast.is_none());
+            assert!(reads_tokio());
         }
     }
 }

@@ -184,6 +184,25 @@ fn pairs() -> Vec<Pair> {
         });
     }
     {
+        // keel-smol's check on the same counter: what keel-tokio's costs beyond it is the test
+        // of its paused-time switch (see `adapter-tokio/src/clock.rs`).
+        let (l, g) = (
+            keel_smol::RateLimiter::new(keel_quota()),
+            governor::RateLimiter::direct(gov_quota()),
+        );
+        out.push(Pair {
+            name: "(context) keel-smol RateLimiter::check() vs governor check()",
+            goal: Goal::Ratio(1.0),
+            target: TARGET,
+            keel: one_thread(move || {
+                black_box(l.check().is_ok());
+            }),
+            peer: one_thread(move || {
+                black_box(g.check().is_ok());
+            }),
+        });
+    }
+    {
         // The harness's floor: the same operation on both sides reads 1.00x, with the spread
         // this machine gives two equal sides.
         let (a, b) = (

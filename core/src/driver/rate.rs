@@ -198,6 +198,7 @@ impl<R: Runtime> RateLimiter<R> {
     ///
     /// [`RateLimited::OverRate`] with `retry_at: Some(..)`, the earliest instant the request
     /// would conform ([`Rejected::wait_from`] is the wait).
+    #[inline]
     pub fn check(&self) -> Result<(), Rejected<RateLimited>> {
         let r = self.shared.try_acquire(self.rt.now());
         #[cfg(feature = "metrics")]
