@@ -1,5 +1,6 @@
 //! loom models of [`SharedBreaker`]'s lock-free closed path racing the locked machine: the
-//! failure that trips, a success that resets the failure run, a reset, and the event drain.
+//! failure that trips, a success that resets the failure run, a reset, the event drain, and a
+//! success counted without the lock in a window full of successes (quiet) racing a failure.
 //! Every interleaving must end in a state one sequential order of the same calls gives, with
 //! exact counts.
 //!
@@ -295,4 +296,63 @@ fn loom_window_trip_races_an_admission() {
 #[test]
 fn loom_window_reset_races_a_call() {
     loom::model(|| reset_races_a_call(windowed()));
+}
+
+/// With a window full of successes (quiet), a quick success is counted without the lock while
+/// a failure (recorded under the lock, clearing the quiet) races it, and a second failure
+/// follows. Window of 2, 60 %: sequentially, the success before the first failure gives
+/// `[S, S] -> [S, F] -> [F, F]`, open; between the failures `[S, F] -> [F, S] -> [S, F]`,
+/// closed; after both, open (the success is stale or rejected). Counts are exact in each.
+#[test]
+fn loom_window_quiet_success_races_a_failure() {
+    loom::model(|| {
+        let b = windowed();
+        for n in 0..2 {
+            let p = b.try_acquire(t(n)).expect("closed");
+            b.on_success(t(n), p);
+        }
+        let b1 = Arc::clone(&b);
+        let failing = thread::spawn(move || {
+            for n in [2, 3] {
+                if let Ok(p) = b1.try_acquire(t(n)) {
+                    b1.on_failure(t(n), p);
+                }
+            }
+        });
+        let b2 = Arc::clone(&b);
+        let succeeding = thread::spawn(move || {
+            if let Ok(p) = b2.try_acquire(t(2)) {
+                b2.on_success(t(2), p);
+            }
+        });
+        failing.join().expect("thread");
+        succeeding.join().expect("thread");
+        let st = b.stats();
+        assert_reported(&st);
+        assert_eq!(st.admitted + st.rejected, 5);
+        let mut events = 0;
+        b.drain_events(|_| events += 1);
+        match st.state {
+            // The success came between the failures.
+            State::Closed => {
+                assert_eq!((st.successes, st.failures), (3, 2));
+                assert_eq!((st.transitions, events), (0, 0));
+            }
+            // Before both (3 successes) or after the trip (stale or rejected).
+            State::Open => {
+                assert_eq!(st.failures, 2);
+                assert_eq!(st.successes + st.stale_outcomes + st.rejected, 3);
+                assert_eq!((st.opened_count, st.transitions, events), (1, 1, 1));
+                assert!(b.try_acquire(t(4)).is_err());
+            }
+            other => panic!("unexpected state {other:?}"),
+        }
+        // One more success after the race: locked or quiet, the stats stay exact.
+        if st.state == State::Closed {
+            let p = b.try_acquire(t(4)).expect("closed");
+            b.on_success(t(4), p);
+            assert_eq!(b.stats().successes, 4);
+            assert_eq!(b.with(|m| m.stats()), b.stats());
+        }
+    });
 }

@@ -964,6 +964,21 @@ impl SharedHooks<'_> {
             && self.0.config.consecutive_failures != Some(0)
     }
 
+    /// Closed, with a count window full of successes and no failure run: a success that is
+    /// not slow changes nothing then but the counts. Its judgement finds the same totals (no
+    /// failure, no slow call, the window full) and a rate threshold is at least 1 %, so it
+    /// cannot trip; the failure run stays zero; the ring only moves its position, and every
+    /// slot holds a success. (What the shared form records without the lock.)
+    pub(crate) fn success_changes_only_counts(&self) -> bool {
+        matches!(self.0.inner, Inner::Closed)
+            && self.0.consecutive_failures == 0
+            && self
+                .0
+                .window
+                .as_ref()
+                .is_some_and(Window::full_of_successes)
+    }
+
     /// The failure run.
     pub(crate) fn consecutive_failures(&self) -> u32 {
         self.0.consecutive_failures

@@ -268,6 +268,18 @@ impl Window {
         }
     }
 
+    /// A count window that is full and holds no failure and no slow call: every slot holds a
+    /// success, so a success that is not slow leaves its contents and totals as they are (only
+    /// the ring's position moves, which cannot matter while every slot is alike). Never for a
+    /// time window, whose totals change as time evicts its buckets.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) fn full_of_successes(&self) -> bool {
+        match &self.0 {
+            Kind::Count(w) => w.len == w.size && w.failures == 0 && w.slow == 0,
+            Kind::Time(_) => false,
+        }
+    }
+
     #[inline]
     pub(crate) fn totals(&self) -> Totals {
         match &self.0 {

@@ -10,7 +10,8 @@
 //! # The closed path (no lock)
 //!
 //! While the breaker is `Closed`, one atomic word holds a "closed path open" bit, the low bits
-//! of the generation and the failure run. Then, with no rate policy (consecutive failures only,
+//! of the generation and the failure run (and, with a rate policy, a "quiet window" bit: see
+//! below). Then, with no rate policy (consecutive failures only,
 //! or no policy):
 //!
 //! - an admission is a load of that word and of the generation, a clamp of `now` and a count;
@@ -52,30 +53,42 @@
 //! machine's clamp exactly; across threads, two racing calls may see each other's `now` in
 //! either order (as two calls racing to a lock did).
 //!
-//! # Rate policies: admissions without the lock, outcomes with it
+//! # Rate policies: admissions and quiet successes without the lock, other outcomes with it
 //!
 //! A config with a failure- or slow-call-rate policy (including [`BreakerConfig::default`])
 //! keeps a sliding window. Its closed **admissions** are still lock-free (closed, the machine
-//! admits with a clamp and a count whatever the policy), but every **outcome** takes the lock.
-//! A lock-free outcome that decides exactly as the `&mut` machine does is not possible here:
+//! admits with a clamp and a count whatever the policy), and so is a **success while the
+//! window is quiet**: a count window that is full and holds no failure and no slow call (a
+//! healthy service's steady state). Then every slot holds a success, so a success that is not
+//! slow leaves the window's totals as they are, cannot trip (no failure, no slow call, and a
+//! rate threshold is at least 1 %) and leaves the failure run at zero: only the ring's position
+//! would move, and a ring whose slots are all alike looks the same from any position. The word
+//! carries a `QUIET` bit for that state (set by the lock holder, with the open bit); such a
+//! success is a read of the word and a count in the thread's stripe, as a success with a zero
+//! failure run is without a window.
 //!
-//! - every outcome, a success included, changes the window (it is recorded, and the oldest is
-//!   evicted by count or by time), so unlike a success with a zero failure run there is no
-//!   read-only outcome: each is a shared write whatever the design;
-//! - the trip decision after an outcome reads the whole window as it is after exactly that
-//!   outcome (totals of up to `count_window` calls, default 100, or of the time buckets), and
-//!   its eviction, totals and decision must change together. One compare-and-swap can only do
+//! Every other outcome (a failure, a slow call, any outcome while the window is filling or
+//! still holds a failure or a slow call, every outcome with a time window) takes the lock. A
+//! lock-free outcome that decides exactly as the `&mut` machine does is not possible there:
+//!
+//! - it changes the window (it is recorded, and the oldest is evicted by count or by time), so
+//!   unlike a quiet success it is a shared write whatever the design;
+//! - the trip decision after it reads the whole window as it is after exactly that outcome
+//!   (totals of up to `count_window` calls, default 100, or of the time buckets), and its
+//!   eviction, totals and decision must change together. One compare-and-swap can only do
 //!   that for a window packed into one word (about 30 calls with a failure bit and a slow bit
 //!   each); claiming ring slots with a counter lets a later outcome's decision run before an
 //!   earlier one is written, which the `&mut` machine never sees.
 //!
-//! So an outcome takes the lock once; the admission costs no lock. Since no lock-free step
-//! writes the word with a window (admissions only read it), the lock holder is its only writer:
-//! the outcome does not close the path first (no compare-and-swap) and rewrites the word only
-//! when the machine's state or generation changed (a trip shuts the path). An admission that
-//! reads the open word while an outcome holds the lock is admitted as if it came before that
-//! outcome, as one that read the word just before a close would be. The lock, a load of each
-//! stripe's newest instant and the machine's step are what an outcome costs.
+//! Such an outcome takes the lock once. Since no lock-free step writes the word with a window
+//! (admissions and quiet successes only read it), the lock holder is its only writer: the
+//! outcome does not close the path first (no compare-and-swap) and rewrites the word only when
+//! the machine's state, generation or quietness changed (a trip shuts the path; a failure
+//! clears `QUIET`, and the success that evicts the window's last failure sets it again). An
+//! admission or a quiet success that reads the word while an outcome holds the lock is
+//! decided as if it came before that outcome, as one that read the word just before a close
+//! would be (a quiet success changes nothing the outcome reads). The lock, a load of each
+//! stripe's newest instant and the machine's step are what such an outcome costs.
 //!
 //! The adapters build `breaker.call(future)` on this type: acquire, run the future, report its
 //! outcome with the permit (a dropped future reports through
@@ -111,8 +124,12 @@ use crate::time::Instant;
 
 /// The closed path is open (lock-free admissions and outcomes allowed).
 const OPEN: u64 = 1 << 63;
-/// The low 31 bits of the generation, in bits 32..63.
-const EPOCH: u64 = 0x7FFF_FFFF << 32;
+/// With a window: it is a count window full of successes, with no failure run (set with
+/// [`OPEN`] only), so a success that is not slow changes nothing but the counts and is
+/// recorded without the lock.
+const QUIET: u64 = 1 << 62;
+/// The low 30 bits of the generation, in bits 32..62.
+const EPOCH: u64 = 0x3FFF_FFFF << 32;
 /// The failure run, in bits 0..32.
 const RUN: u64 = 0xFFFF_FFFF;
 
@@ -152,7 +169,8 @@ struct Inner {
     /// The config's trip threshold for the failure run.
     threshold: Option<u32>,
     /// The config has a rate policy (a sliding window): the closed path then admits without
-    /// the lock, but every outcome takes it (see the module docs).
+    /// the lock, and records a success without it only while the window is quiet; every other
+    /// outcome takes it (see the module docs).
     window: bool,
     /// The slow-call threshold in nanoseconds.
     slow_nanos: u128,
@@ -265,15 +283,22 @@ impl Inner {
         let h = m.shared_hooks();
         if admit_only || h.lock_free_closed() {
             let generation = h.generation();
-            let next = OPEN | epoch_of(generation) | u64::from(h.consecutive_failures());
+            // Only with a window: without one every success of the open path is lock-free.
+            let quiet = if admit_only && h.success_changes_only_counts() {
+                QUIET
+            } else {
+                0
+            };
+            let next = OPEN | epoch_of(generation) | quiet | u64::from(h.consecutive_failures());
             if next == word && self.generation.load(Ordering::Relaxed) == generation {
                 return;
             }
             self.generation.store(generation, Ordering::Relaxed);
             self.word.store(next, Ordering::Release);
         } else if word & OPEN != 0 {
-            // Only with a window (the path was left open during the step): shut it now.
-            self.word.store(word & !OPEN, Ordering::Release);
+            // Only with a window (the path was left open during the step): shut it now, and
+            // the window is no longer quiet for a closed path.
+            self.word.store(word & !(OPEN | QUIET), Ordering::Release);
         }
     }
 }
@@ -330,12 +355,12 @@ impl SharedBreaker {
     ///
     /// Without a window the path is closed first (a compare-and-swap): the lock-free outcomes
     /// change the failure run in the word, and closing it fails those in flight. With a
-    /// window no lock-free step writes the word (admissions only read it; every outcome comes
-    /// here), so the lock holder is its only writer: the path is left as it is during `f` and
-    /// changed at the end only if the machine's state or generation changed. An admission
-    /// that reads the open word meanwhile is admitted in the old generation, as if it came
-    /// before this step: exactly what an admission that read the word just before a
-    /// `close_path` does.
+    /// window no lock-free step writes the word (admissions and quiet successes only read it;
+    /// every other outcome comes here), so the lock holder is its only writer: the path is
+    /// left as it is during `f` and changed at the end only if the machine's state,
+    /// generation or quietness changed. An admission (or a quiet success) that reads the open
+    /// word meanwhile is decided in the old generation, as if it came before this step:
+    /// exactly what one that read the word just before a `close_path` does.
     fn locked<R>(&self, f: impl FnOnce(&mut CircuitBreaker) -> R) -> R {
         let s = &*self.inner;
         let mut m = self.lock();
@@ -413,7 +438,8 @@ impl SharedBreaker {
     fn outcome_lock_free(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) -> bool {
         let s = &*self.inner;
         if s.window {
-            // Every outcome changes the window: the machine records it, under the lock.
+            // With a window, a quiet success is recorded out of line, in `on_outcome_locked`
+            // before it takes the lock (a call here made this too big to inline).
             return false;
         }
         let mut word = s.word.load(Ordering::Acquire);
@@ -466,6 +492,29 @@ impl SharedBreaker {
         true
     }
 
+    /// The closed path of an outcome with a window: `true` if it was a success that is not
+    /// slow, of the open path's generation, while the count window is full of successes
+    /// ([`QUIET`]), counted without the lock. Every other outcome changes the window: the
+    /// machine records it, under the lock.
+    #[inline]
+    fn quiet_success(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) -> bool {
+        let s = &*self.inner;
+        if outcome != Outcome::Success {
+            return false;
+        }
+        let word = s.word.load(Ordering::Acquire);
+        if word & QUIET == 0 || s.open_generation(word) != Some(permit.generation()) {
+            return false;
+        }
+        let mine = s.counts.mine();
+        if s.is_slow(s.observe(now, &mine), permit) {
+            // A slow call is recorded in the window: the machine's, under the lock.
+            return false;
+        }
+        bump(mine.owned, &mine.c.successes, Ordering::Relaxed);
+        true
+    }
+
     /// See [`CircuitBreaker::on_success`].
     #[inline]
     pub fn on_success(&self, now: Instant, permit: BreakerPermit) {
@@ -497,8 +546,16 @@ impl SharedBreaker {
         }
     }
 
+    /// The outcomes [`outcome_lock_free`](Self::outcome_lock_free) did not record: with a
+    /// window, a quiet success (still without the lock); else the machine's, under the lock.
+    /// Out of line, so the quiet success costs a call only where it is taken: inline, it made
+    /// `on_outcome` too big for the closed path without a window (an admission and a success
+    /// a few ns) to inline into its caller's loop.
     #[inline(never)]
     fn on_outcome_locked(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) {
+        if self.inner.window && self.quiet_success(now, permit, outcome) {
+            return;
+        }
         self.locked(|m| m.on_outcome(now, permit, outcome));
     }
 
@@ -636,6 +693,7 @@ impl From<CircuitBreaker> for SharedBreaker {
 #[cfg(not(keel_loom))]
 mod tests {
     use super::*;
+    use core::time::Duration;
     use std::thread;
 
     #[test]
@@ -672,6 +730,100 @@ mod tests {
         assert_eq!(s.open_generation(after), Some(generation));
         assert_ne!(after, before);
         assert_eq!(s.open_generation(before), None);
+    }
+
+    /// A count window of 4 judged from 2 calls at 50 % failures and 100 % slow calls (slow:
+    /// 1 s or longer).
+    fn windowed() -> SharedBreaker {
+        let config = BreakerConfig::builder()
+            .count_window(4)
+            .minimum_calls(2)
+            .failure_rate_threshold(50)
+            .slow_call_rate_threshold(100)
+            .slow_call_duration_threshold(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        SharedBreaker::new(config, Instant::ZERO)
+    }
+
+    fn quiet(b: &SharedBreaker) -> bool {
+        b.inner.word.load(Ordering::Acquire) & QUIET != 0
+    }
+
+    fn call(b: &SharedBreaker, at: u64, took: u64, outcome: Outcome) {
+        let p = b.try_acquire(Instant::from_millis(at)).unwrap();
+        b.on_outcome(Instant::from_millis(at + took), p, outcome);
+    }
+
+    #[test]
+    fn the_window_is_quiet_exactly_while_it_is_full_of_successes() {
+        let b = windowed();
+        for n in 0..3 {
+            call(&b, n * 10, 1, Outcome::Success);
+            assert!(!quiet(&b), "filling: {} of 4", n + 1);
+        }
+        call(&b, 30, 1, Outcome::Success);
+        assert!(quiet(&b), "full of successes");
+        call(&b, 40, 1, Outcome::Success);
+        assert!(quiet(&b));
+        // A failure (25 %: no trip) is in the window for the next 4 outcomes.
+        call(&b, 50, 1, Outcome::Failure);
+        assert_eq!(b.state(), State::Closed);
+        for n in 0..3 {
+            assert!(!quiet(&b));
+            call(&b, 60 + n * 10, 1, Outcome::Success);
+        }
+        assert!(!quiet(&b), "the failure is the oldest outcome");
+        call(&b, 90, 1, Outcome::Success);
+        assert!(quiet(&b), "the failure was evicted");
+        // A slow success is recorded too (the machine's, under the lock): not quiet.
+        call(&b, 100, 1_000, Outcome::Success);
+        assert!(!quiet(&b));
+        assert_eq!(b.stats().slow, 1);
+        // An ignored outcome leaves the window alone.
+        for n in 0..4 {
+            call(&b, 2_000 + n * 10, 1, Outcome::Success);
+        }
+        assert!(quiet(&b));
+        call(&b, 2_100, 1, Outcome::Ignored);
+        assert!(quiet(&b));
+        let st = b.stats();
+        assert_eq!(
+            (st.admitted, st.successes, st.failures, st.ignored),
+            (16, 14, 1, 1)
+        );
+        // Not closed: never quiet.
+        b.force_open(Instant::from_secs(3));
+        assert!(!quiet(&b));
+    }
+
+    /// While the window is quiet, a success is a count in the caller's stripe: it completes
+    /// while another thread holds the machine's lock. (Taking the lock, it would wait for the
+    /// holder, who gives up after 10 s and fails the test.)
+    #[test]
+    fn a_quiet_success_takes_no_lock() {
+        let b = windowed();
+        for n in 0..4 {
+            call(&b, n, 1, Outcome::Success);
+        }
+        assert!(quiet(&b));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let b = b.clone();
+            thread::spawn(move || {
+                let _machine = b.lock();
+                held_tx.send(()).unwrap();
+                done_rx.recv_timeout(Duration::from_secs(10)).is_ok()
+            })
+        };
+        held_rx.recv().unwrap();
+        call(&b, 10, 1, Outcome::Success);
+        let _ = done_tx.send(());
+        assert!(holder.join().unwrap(), "the success waited for the lock");
+        let st = b.stats();
+        assert_eq!((st.admitted, st.successes), (5, 5));
+        assert_eq!(b.with(|m| m.stats()), st);
     }
 
     #[test]
