@@ -219,8 +219,9 @@ fn loom_striped_counts_fold_exactly() {
 
 /// A breaker with a failure-rate window (the default config's policy, small): a count window
 /// of 2, judged from 2 calls, tripping at 60 % failures. Its closed admissions are lock-free,
-/// every outcome takes the lock and does not close the path first (the lock holder is the
-/// word's only writer).
+/// and so is a quick success while the window holds two successes (quiet); every other
+/// outcome takes the lock and does not close the path first (the lock holder is the word's
+/// only writer).
 fn windowed() -> Arc<SharedBreaker> {
     let config = BreakerConfig::builder()
         .count_window(2)

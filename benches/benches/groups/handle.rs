@@ -81,7 +81,9 @@ pub(crate) fn bench(c: &mut Criterion) {
         b.iter(|| black_box(block_on(br.call(ready())).is_ok()))
     });
     // The same with a consecutive-failures config: `SharedBreaker`'s lock-free closed path
-    // (the default config has a failure-rate window, so every outcome takes the lock).
+    // (the default config has a failure-rate window: a success is lock-free only while the
+    // window is full of successes, as it is here after the first 100 calls; every other
+    // outcome takes the lock).
     g.bench_function("keel_tokio_breaker_call_consecutive", |b| {
         let br = breaker_consecutive();
         b.iter(|| black_box(block_on(br.call(ready())).is_ok()))
