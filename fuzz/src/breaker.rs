@@ -8,6 +8,11 @@
 //! For the configurations its reference model covers (`keel_testkit::models::breaker`, shared
 //! with the proptests: a count window and a fixed open duration), the breaker also matches the
 //! model on every admission, retry instant, recorded outcome, counter, window and timer.
+//!
+//! A [`SharedBreaker`] twin gets every input too and must decide exactly as the machine: every
+//! admission, rejection and permit, abandoned outcome, state, stats snapshot, timer and event
+//! (its lock-free closed path, the quiet window's lock-free success included, is the machine's
+//! decision on one thread).
 
 use core::time::Duration;
 
@@ -18,6 +23,7 @@ use keel_core::breaker::{
     EVENT_QUEUE_CAPACITY,
 };
 use keel_core::report::{Report, ReportLimiter};
+use keel_core::sync::breaker::SharedBreaker;
 use keel_core::time::Instant;
 use keel_testkit::models::breaker::{BreakerModel, ModelPermit};
 
@@ -90,6 +96,8 @@ pub struct Config {
 /// The breaker and what the harness knows about it.
 pub struct Harness {
     b: CircuitBreaker,
+    /// The shared form of the same breaker, given the same inputs.
+    shared: SharedBreaker,
     permitted: u32,
     max_open: Duration,
     held: Vec<BreakerPermit>,
@@ -163,6 +171,7 @@ impl Harness {
         Some(Harness {
             model: BreakerModel::new(&config, start),
             b: CircuitBreaker::new(config, start),
+            shared: SharedBreaker::new(config, start),
             permitted: config.permitted_calls_in_half_open(),
             max_open,
             held: Vec::new(),
@@ -193,6 +202,11 @@ impl Harness {
             Op::Acquire => {
                 self.acquires += 1;
                 let r = self.b.try_acquire(now);
+                assert_eq!(
+                    self.shared.try_acquire(now),
+                    r,
+                    "the shared form decided otherwise"
+                );
                 if let Some(m) = &mut self.model {
                     match (&r, m.try_acquire(now)) {
                         (Ok(p), Ok(mp)) => {
@@ -257,6 +271,7 @@ impl Harness {
                 let before = self.b.stats();
                 let ran = clock.newest().saturating_duration_since(p.admitted_at());
                 let outcome = self.b.on_abandoned(now, p);
+                assert_eq!(self.shared.on_abandoned(now, p), outcome);
                 if let Some(m) = &mut self.model {
                     assert_eq!(m.on_abandoned(now, model_permit(&p)), outcome);
                 }
@@ -298,10 +313,17 @@ impl Harness {
                     m.on_outcome(now, model_permit(&p), outcome);
                 }
                 match op {
-                    Op::Success(_) => self.b.on_success(now, p),
-                    Op::Failure(_) => self.b.on_failure(now, p),
+                    Op::Success(_) => {
+                        self.b.on_success(now, p);
+                        self.shared.on_success(now, p);
+                    }
+                    Op::Failure(_) => {
+                        self.b.on_failure(now, p);
+                        self.shared.on_failure(now, p);
+                    }
                     _ => {
                         self.b.on_ignored(now, p);
+                        self.shared.on_ignored(now, p);
                         if current && p.generation() == self.b.stats().generation {
                             self.ignored_in_gen += 1;
                         }
@@ -320,6 +342,7 @@ impl Harness {
             }
             Op::Timeout => {
                 self.b.handle_timeout(now);
+                self.shared.handle_timeout(now);
                 if let Some(m) = &mut self.model {
                     m.handle_timeout(now);
                 }
@@ -329,6 +352,7 @@ impl Harness {
                 if let Some(t) = self.b.poll_timeout() {
                     clock.jump(t);
                     self.b.handle_timeout(t);
+                    self.shared.handle_timeout(t);
                     if let Some(m) = &mut self.model {
                         m.handle_timeout(t);
                     }
@@ -337,6 +361,7 @@ impl Harness {
             }
             Op::ForceOpen => {
                 self.b.force_open(now);
+                self.shared.force_open(now);
                 if let Some(m) = &mut self.model {
                     m.force_open(now);
                 }
@@ -344,6 +369,7 @@ impl Harness {
             }
             Op::Disable => {
                 self.b.disable(now);
+                self.shared.disable(now);
                 if let Some(m) = &mut self.model {
                     m.disable(now);
                 }
@@ -351,25 +377,35 @@ impl Harness {
             }
             Op::Reset => {
                 self.b.reset(now);
+                self.shared.reset(now);
                 if let Some(m) = &mut self.model {
                     m.reset(now);
                 }
                 assert_eq!(self.b.state(), State::Closed);
             }
             Op::Poll => {
-                let mut n = 0;
-                while let Some(BreakerEvent::Transition { from, to, at, .. }) = self.b.poll_event()
-                {
-                    n += 1;
-                    assert_ne!(from, to);
-                    assert!(at <= clock.newest());
-                    self.report(at);
+                let mut events = Vec::new();
+                while let Some(ev) = self.b.poll_event() {
+                    events.push(ev);
                 }
-                assert!(n <= EVENT_QUEUE_CAPACITY);
+                let mut shared = Vec::new();
+                self.shared.drain_events(|ev| shared.push(ev));
+                assert_eq!(shared, events, "the shared form's events differ");
+                assert!(events.len() <= EVENT_QUEUE_CAPACITY);
+                for ev in events {
+                    if let BreakerEvent::Transition { from, to, at, .. } = ev {
+                        assert_ne!(from, to);
+                        assert!(at <= clock.newest());
+                        self.report(at);
+                    }
+                }
             }
         }
         self.sync_gen();
         let s = self.b.stats();
+        assert_eq!(self.shared.stats(), s, "the shared form's stats differ");
+        assert_eq!(self.shared.state(), s.state);
+        assert_eq!(self.shared.poll_timeout(), self.b.poll_timeout());
         if let Some(m) = &self.model {
             if let Err(e) = m.check(&s, self.b.poll_timeout()) {
                 panic!("the breaker disagrees with the model: {e}");
