@@ -11,8 +11,7 @@
 //!
 //! While the breaker is `Closed`, one atomic word holds a "closed path open" bit, the low bits
 //! of the generation and the failure run (and, with a rate policy, a "quiet window" bit: see
-//! below). Then, with no rate policy (consecutive failures only,
-//! or no policy):
+//! below). Then, with no rate policy (consecutive failures only, or no policy):
 //!
 //! - an admission is a load of that word and of the generation, a clamp of `now` and a count;
 //! - a success of the current generation is the same, plus a compare-and-swap that resets the
@@ -438,7 +437,7 @@ impl SharedBreaker {
     fn outcome_lock_free(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) -> bool {
         let s = &*self.inner;
         if s.window {
-            // With a window, a quiet success is recorded out of line, in `on_outcome_locked`
+            // With a window, a quiet success is recorded out of line, in `on_outcome_slow`
             // before it takes the lock (a call here made this too big to inline).
             return false;
         }
@@ -542,17 +541,18 @@ impl SharedBreaker {
     #[inline]
     pub fn on_outcome(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) {
         if !self.outcome_lock_free(now, permit, outcome) {
-            self.on_outcome_locked(now, permit, outcome);
+            self.on_outcome_slow(now, permit, outcome);
         }
     }
 
     /// The outcomes [`outcome_lock_free`](Self::outcome_lock_free) did not record: with a
-    /// window, a quiet success (still without the lock); else the machine's, under the lock.
+    /// window, a quiet success (still without the lock); every other one the machine's, under
+    /// the lock.
     /// Out of line, so the quiet success costs a call only where it is taken: inline, it made
     /// `on_outcome` too big for the closed path without a window (an admission and a success
     /// a few ns) to inline into its caller's loop.
     #[inline(never)]
-    fn on_outcome_locked(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) {
+    fn on_outcome_slow(&self, now: Instant, permit: BreakerPermit, outcome: Outcome) {
         if self.inner.window && self.quiet_success(now, permit, outcome) {
             return;
         }
@@ -824,6 +824,32 @@ mod tests {
         let st = b.stats();
         assert_eq!((st.admitted, st.successes), (5, 5));
         assert_eq!(b.with(|m| m.stats()), st);
+    }
+
+    /// A permit of an earlier generation reported while the window is quiet again is stale:
+    /// the machine counts it, under the lock; it is neither a success nor a change of the
+    /// window.
+    #[test]
+    fn a_late_permit_of_an_old_generation_is_stale_even_while_quiet() {
+        let b = windowed();
+        for n in 0..4 {
+            call(&b, n, 1, Outcome::Success);
+        }
+        assert!(quiet(&b));
+        let late = b.try_acquire(Instant::from_millis(10)).unwrap();
+        b.force_open(Instant::from_millis(11));
+        b.reset(Instant::from_millis(12));
+        for n in 0..4 {
+            call(&b, 20 + n, 1, Outcome::Success);
+        }
+        assert!(quiet(&b));
+        let before = b.stats();
+        assert_ne!(late.generation(), before.generation);
+        b.on_success(Instant::from_millis(30), late);
+        let after = b.stats();
+        assert_eq!(after.stale_outcomes, before.stale_outcomes + 1);
+        assert_eq!(after.successes, before.successes);
+        assert!(quiet(&b));
     }
 
     #[test]
