@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::backoff::BackoffConfig;
-use keel_core::driver::{self, AbortHandle, BoxFuture, ConnIo, Elapsed, SleepUntil};
+use keel_core::driver::{self, AbortHandle, BoxFuture, ConnIo, SleepUntil};
 use keel_core::sync::budget::SharedBudget;
 use keel_core::time::Instant;
 use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
@@ -140,9 +140,10 @@ pub fn sleep_until(deadline: Instant) -> SleepUntil<SmolRuntime> {
     driver::sleep_until(&SmolRuntime, deadline)
 }
 
-/// Runs a future for at most `duration` on this runtime's timer.
-pub async fn timeout<F: Future>(duration: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    driver::timeout(&SmolRuntime, duration, fut).await
+/// Runs a future for at most `duration` (from its first poll) on this runtime's timer:
+/// [`Elapsed`](driver::Elapsed) if the deadline comes first. The returned future holds `fut` once.
+pub fn timeout<F: Future>(duration: Duration, fut: F) -> driver::Timeout<SmolRuntime, F> {
+    driver::timeout(&SmolRuntime, duration, fut)
 }
 
 // ---- Listeners and the guarded accept loop -------------------------------------------------

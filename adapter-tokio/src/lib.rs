@@ -90,9 +90,10 @@ pub fn sleep_until(deadline: Instant) -> driver::SleepUntil<TokioRuntime> {
     driver::sleep_until(&TokioRuntime, deadline)
 }
 
-/// Runs a future for at most `duration` on this runtime's timer.
-pub async fn timeout<F: Future>(duration: Duration, fut: F) -> Result<F::Output, driver::Elapsed> {
-    driver::timeout(&TokioRuntime, duration, fut).await
+/// Runs a future for at most `duration` (from its first poll) on this runtime's timer:
+/// [`Elapsed`](driver::Elapsed) if the deadline comes first. The returned future holds `fut` once.
+pub fn timeout<F: Future>(duration: Duration, fut: F) -> driver::Timeout<TokioRuntime, F> {
+    driver::timeout(&TokioRuntime, duration, fut)
 }
 
 /// A guarded listener: a `Stream` of [`Accepted`] connections (permit, stream, peer address);

@@ -50,7 +50,7 @@ use groups::accept_throughput::{
     bare_accept, bare_listener, clients, guarded_accept, guarded_listener, CLIENTS,
 };
 use groups::breaker::keel_consecutive;
-use groups::handle::ready;
+use groups::handle::{ready, ready_1k};
 use groups::rate::{gov_quota, keel_quota, next_key, KEYS};
 use groups::util::two_threads;
 
@@ -320,6 +320,41 @@ fn pairs() -> Vec<Pair> {
             "RateLimiter::until_ready, a token available, over a bare .await",
             one_thread(move || {
                 let _ = black_box(block_on(groups::handle::until_ready_then_ready(&rate)));
+            }),
+        ),
+    ]);
+    // Context, not goals: the same wrappers around a future holding 1 KiB, against a bare
+    // `.await` of it (a wrapper that stored the future more than once copied it as often).
+    let overhead_1k = |name, keel| Pair {
+        name,
+        goal: Goal::Overhead(50.0),
+        target: TARGET,
+        keel,
+        peer: one_thread(|| {
+            black_box(block_on(async { ready_1k().await }).is_ok());
+        }),
+    };
+    let (br, bh) = (groups::handle::breaker(), groups::handle::bulkhead());
+    let br_timeout = br.clone();
+    out.extend([
+        overhead_1k(
+            "(context) Breaker::call around a 1 KiB future, over a bare .await of it",
+            one_thread(move || {
+                black_box(block_on(br.call(ready_1k())).is_ok());
+            }),
+        ),
+        overhead_1k(
+            "(context) Breaker::call_timeout (1 s) around a 1 KiB future, over a bare .await of it",
+            one_thread(move || {
+                black_box(
+                    block_on(br_timeout.call_timeout(Duration::from_secs(1), ready_1k())).is_ok(),
+                );
+            }),
+        ),
+        overhead_1k(
+            "(context) Bulkhead::run around a 1 KiB future, over a bare .await of it",
+            one_thread(move || {
+                black_box(block_on(bh.run(ready_1k())).is_ok());
             }),
         ),
     ]);

@@ -2,7 +2,8 @@
 //! `Breaker::call`, `Bulkhead::run`, `Retry::run` (first try succeeds) and
 //! `RateLimiter::until_ready` (a token is available), each beside a bare `.await` of the same
 //! ready future, all driven by the same `block_on` (its cost is in every figure; the overhead
-//! is the difference to `bare_await`).
+//! is the difference to `bare_await`), and the breaker and bulkhead around a future holding
+//! 1 KiB beside `bare_await_1k`.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -20,6 +21,14 @@ use crate::groups::util::group;
 /// The already-ready future every entry awaits.
 pub(crate) async fn ready() -> Result<u64, ()> {
     Ok(black_box(7))
+}
+
+/// An already-ready future that holds 1 KiB across its await, as a request future holds its
+/// buffers: what a wrapper that stored the future more than once would copy more than once.
+pub(crate) async fn ready_1k() -> Result<u64, ()> {
+    let buf = black_box([7u8; 1024]);
+    std::future::ready(()).await;
+    Ok(u64::from(black_box(&buf)[512]))
 }
 
 /// keel-tokio's breaker with the default config (a failure-rate window: each outcome takes
@@ -99,6 +108,23 @@ pub(crate) fn bench(c: &mut Criterion) {
     g.bench_function("keel_tokio_rate_until_ready", |b| {
         let l = rate();
         b.iter(|| black_box(block_on(until_ready_then_ready(&l))))
+    });
+    // Around a future holding 1 KiB: what a wrapper adds when it holds the future once (the
+    // `async fn` wrappers before held it two to seven times, and copied it as often).
+    g.bench_function("bare_await_1k", |b| {
+        b.iter(|| black_box(block_on(async { ready_1k().await })))
+    });
+    g.bench_function("keel_tokio_breaker_call_1k", |b| {
+        let br = breaker();
+        b.iter(|| black_box(block_on(br.call(ready_1k())).is_ok()))
+    });
+    g.bench_function("keel_tokio_breaker_call_timeout_1k", |b| {
+        let br = breaker();
+        b.iter(|| black_box(block_on(br.call_timeout(Duration::from_secs(1), ready_1k())).is_ok()))
+    });
+    g.bench_function("keel_tokio_bulkhead_run_1k", |b| {
+        let bh = bulkhead();
+        b.iter(|| black_box(block_on(bh.run(ready_1k())).is_ok()))
     });
     g.finish();
 }

@@ -196,11 +196,13 @@ impl<R: Runtime> AdaptiveLimit<R> {
     /// Runs `fut` in a slot and feeds a [`SampleOutcome::Success`] sample when it completes
     /// (none if it is cancelled).
     ///
+    /// The slot is asked for at the first poll; the returned [`Run`] holds `fut` once, in place.
+    ///
     /// # Errors
     ///
     /// [`BulkheadRejected`] with the reason, without running `fut`.
-    pub async fn run<F: Future>(&self, fut: F) -> Result<F::Output, BulkheadRejected> {
-        self.run_classified(fut, |_| SampleOutcome::Success).await
+    pub fn run<F: Future>(&self, fut: F) -> Run<'_, R, F, AlwaysSuccess<F::Output>> {
+        self.run_classified(fut, always_success)
     }
 
     /// Runs `fut` in a slot and feeds a sample with the outcome `classify` gives its output
@@ -209,22 +211,17 @@ impl<R: Runtime> AdaptiveLimit<R> {
     /// # Errors
     ///
     /// [`BulkheadRejected`] with the reason, without running `fut`.
-    pub async fn run_classified<F, C>(
-        &self,
-        fut: F,
-        classify: C,
-    ) -> Result<F::Output, BulkheadRejected>
+    pub fn run_classified<F, C>(&self, fut: F, classify: C) -> Run<'_, R, F, C>
     where
         F: Future,
         C: FnOnce(&F::Output) -> SampleOutcome,
     {
-        let mut permit = self.acquire().await?;
-        // Dropped with the future (a cancellation): no sample, the slot is released.
-        permit.outcome = None;
-        let out = fut.await;
-        permit.set_outcome(classify(&out));
-        drop(permit);
-        Ok(out)
+        Run {
+            fut,
+            limit: self,
+            classify: Some(classify),
+            stage: RunStage::Start,
+        }
     }
 
     /// Feeds a sample at the runtime's `now` and starts a due re-measurement.
@@ -267,6 +264,110 @@ impl<R: Runtime> Future for AdaptiveAcquiring<R> {
             Poll::Ready(Ok(guard)) => Poll::Ready(Ok(this.limit.permit(guard))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The classifier of [`AdaptiveLimit::run`] (every completed call is a success), as the type
+/// of its [`Run`].
+pub type AlwaysSuccess<O> = fn(&O) -> SampleOutcome;
+
+/// [`AdaptiveLimit::run`]'s classifier: every completed call is a success.
+fn always_success<O>(_: &O) -> SampleOutcome {
+    SampleOutcome::Success
+}
+
+/// Where a [`Run`] is.
+enum RunStage<R: Runtime> {
+    /// Not polled yet: the slot is asked for at the first poll.
+    Start,
+    /// Waiting for a slot.
+    Acquiring(AdaptiveAcquiring<R>),
+    /// In a slot: the future runs. The permit's outcome is `None` until the future finishes,
+    /// so a cancelled call (this dropped) feeds no sample.
+    Running(AdaptivePermit<R>),
+    /// Refused (a poll after that returns the same rejection).
+    Rejected(BulkheadRejected),
+    /// The future finished, the sample was fed and the slot released.
+    Finished,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`AdaptiveLimit::run`] and [`AdaptiveLimit::run_classified`]: takes a
+    /// slot under the limit (queueing for at most `max_wait`), runs the wrapped future in it,
+    /// then releases the slot and feeds the sample with the classified outcome. Dropped
+    /// first, it releases the slot (or leaves the queue) and feeds no sample.
+    ///
+    /// It holds the wrapped future once, pinned in place, beside a handle reference, the
+    /// classifier and the permit (or, while queued, the wait).
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Run<'a, R: Runtime, F, C> {
+        #[pin]
+        fut: F,
+        limit: &'a AdaptiveLimit<R>,
+        classify: Option<C>,
+        stage: RunStage<R>,
+    }
+}
+
+impl<R: Runtime, F, C> fmt::Debug for Run<'_, R, F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = match &self.stage {
+            RunStage::Start => "start",
+            RunStage::Acquiring(_) => "acquiring",
+            RunStage::Running(_) => "running",
+            RunStage::Rejected(_) => "rejected",
+            RunStage::Finished => "finished",
+        };
+        f.debug_struct("Run")
+            .field("stage", &stage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, F, C> Future for Run<'_, R, F, C>
+where
+    R: Runtime,
+    F: Future,
+    C: FnOnce(&F::Output) -> SampleOutcome,
+{
+    type Output = Result<F::Output, BulkheadRejected>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.stage {
+                RunStage::Start => *this.stage = RunStage::Acquiring(this.limit.acquire()),
+                RunStage::Acquiring(acquiring) => match Pin::new(acquiring).poll(cx) {
+                    Poll::Ready(Ok(mut permit)) => {
+                        // Dropped with this future (a cancellation): no sample, the slot is
+                        // released.
+                        permit.outcome = None;
+                        *this.stage = RunStage::Running(permit);
+                    }
+                    Poll::Ready(Err(r)) => {
+                        *this.stage = RunStage::Rejected(r);
+                        return Poll::Ready(Err(r));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                RunStage::Running(permit) => {
+                    let out = match this.fut.as_mut().poll(cx) {
+                        Poll::Ready(out) => out,
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    if let Some(classify) = this.classify.take() {
+                        permit.set_outcome(classify(&out));
+                    }
+                    // Drops the permit: the slot is released, the sample fed.
+                    *this.stage = RunStage::Finished;
+                    return Poll::Ready(Ok(out));
+                }
+                RunStage::Rejected(r) => return Poll::Ready(Err(*r)),
+                // Polled again after it finished: the wrapped future decides what that means
+                // (no slot is taken again).
+                RunStage::Finished => return this.fut.as_mut().poll(cx).map(Ok),
+            }
         }
     }
 }

@@ -241,11 +241,13 @@ impl<R: Runtime> Bulkhead<R> {
     /// Runs `fut` in a slot: acquires one (waiting at most `max_wait` in the bounded queue),
     /// runs the future, releases the slot when it completes or is dropped.
     ///
+    /// The slot is asked for at the first poll; the returned [`Run`] holds `fut` once, in place.
+    ///
     /// # Errors
     ///
     /// [`BulkheadRejected`] with the reason, without running `fut`.
-    pub async fn run<F: Future>(&self, fut: F) -> Result<F::Output, BulkheadRejected> {
-        self.run_with(Criticality::Default, fut).await
+    pub fn run<F: Future>(&self, fut: F) -> Run<'_, R, F> {
+        self.run_with(Criticality::Default, fut)
     }
 
     /// [`run`](Self::run) for a call of `class`: shed before less important calls, promoted
@@ -277,46 +279,138 @@ impl<R: Runtime> Bulkhead<R> {
     /// # Errors
     ///
     /// [`BulkheadRejected`] with the reason, without running `fut`.
-    pub async fn run_with<F: Future>(
-        &self,
-        class: Criticality,
+    pub fn run_with<F: Future>(&self, class: Criticality, fut: F) -> Run<'_, R, F> {
+        Run {
+            fut,
+            bulkhead: self,
+            class,
+            stage: RunStage::Start,
+            slot: Slot { shared: None },
+        }
+    }
+}
+
+/// Where a [`Run`] is.
+enum RunStage<R: Runtime> {
+    /// Not polled yet: the slot is asked for at the first poll.
+    Start,
+    /// Queued for a slot.
+    Queued(Acquiring<R>),
+    /// In a slot (held by the `Run`'s `slot`): the future runs.
+    Running,
+    /// Refused (a poll after that returns the same rejection).
+    Rejected(BulkheadRejected),
+    /// The future finished and the slot was released.
+    Finished,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Bulkhead::run`] and [`Bulkhead::run_with`]: takes a slot (queueing for
+    /// at most `max_wait`), runs the wrapped future in it, releases the slot when the future
+    /// completes or when this is dropped (a cancelled wait leaves the queue).
+    ///
+    /// It holds the wrapped future once, pinned in place, beside a handle reference, the
+    /// class, the borrowed slot and (only while queued) the wait.
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Run<'a, R: Runtime, F> {
+        #[pin]
         fut: F,
-    ) -> Result<F::Output, BulkheadRejected> {
-        // The first request is made here rather than through an `Acquiring` future, so a call
-        // that finds a free slot clones no handle (the `Acquiring` future owns one, to be
-        // `'static`); only a call that must queue builds one around its waiter. Uncontended
-        // (nobody queued, a slot free) it reads no clock either: the admission needs no time
-        // then (see `SharedBulkhead::admit_idle`). Otherwise the same steps as `Acquiring`'s
-        // first poll, in the same order.
-        let slot = if self.shared.admit_idle(class) {
-            self.observe(Ok(()), class);
-            Slot::new(&self.shared)
-        } else {
-            let guard = match self.shared.acquire_with(self.rt.now(), class) {
-                Acquire::Ready(r) => {
-                    self.observe(r.as_ref().map(|_| ()), class);
-                    r?
-                }
-                Acquire::Wait(w) => {
-                    // Queued: the gauges show it.
-                    self.released();
-                    Acquiring {
-                        bulkhead: self.clone(),
-                        class,
-                        state: State::Waiting(w),
-                        alarm: Alarm::new(),
-                    }
-                    .await?
-                }
-            };
-            // One slot type for both paths: the borrowed one takes no reference count.
-            guard.disarm();
-            Slot::new(&self.shared)
+        bulkhead: &'a Bulkhead<R>,
+        class: Criticality,
+        stage: RunStage<R>,
+        slot: Slot<'a>,
+    }
+}
+
+impl<R: Runtime, F> fmt::Debug for Run<'_, R, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = match &self.stage {
+            RunStage::Start => "start",
+            RunStage::Queued(_) => "queued",
+            RunStage::Running => "running",
+            RunStage::Rejected(_) => "rejected",
+            RunStage::Finished => "finished",
         };
-        let out = fut.await;
-        slot.release(&self.rt);
-        self.released();
-        Ok(out)
+        f.debug_struct("Run")
+            .field("class", &self.class)
+            .field("stage", &stage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime, F: Future> Future for Run<'_, R, F> {
+    type Output = Result<F::Output, BulkheadRejected>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let b: &Bulkhead<R> = this.bulkhead;
+        let class = *this.class;
+        loop {
+            let guard = match this.stage {
+                RunStage::Start => {
+                    // The first request is made here rather than through an `Acquiring` future,
+                    // so a call that finds a free slot clones no handle (the `Acquiring` future
+                    // owns one, to be `'static`); only a call that must queue builds one around
+                    // its waiter. Uncontended (nobody queued, a slot free) it reads no clock
+                    // either: the admission needs no time then (see
+                    // `SharedBulkhead::admit_idle`). Otherwise the same steps as `Acquiring`'s
+                    // first poll, in the same order.
+                    if b.shared.admit_idle(class) {
+                        b.observe(Ok(()), class);
+                        *this.slot = Slot::new(&b.shared);
+                        *this.stage = RunStage::Running;
+                        continue;
+                    }
+                    match b.shared.acquire_with(b.rt.now(), class) {
+                        Acquire::Ready(r) => {
+                            b.observe(r.as_ref().map(|_| ()), class);
+                            r
+                        }
+                        Acquire::Wait(w) => {
+                            // Queued: the gauges show it.
+                            b.released();
+                            *this.stage = RunStage::Queued(Acquiring {
+                                bulkhead: b.clone(),
+                                class,
+                                state: State::Waiting(w),
+                                alarm: Alarm::new(),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                RunStage::Queued(acquiring) => match Pin::new(acquiring).poll(cx) {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => return Poll::Pending,
+                },
+                RunStage::Running => {
+                    let out = match this.fut.poll(cx) {
+                        Poll::Ready(out) => out,
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    this.slot.release(&b.rt);
+                    b.released();
+                    *this.stage = RunStage::Finished;
+                    return Poll::Ready(Ok(out));
+                }
+                RunStage::Rejected(r) => return Poll::Ready(Err(*r)),
+                // Polled again after it finished: the wrapped future decides what that means
+                // (no slot is taken again).
+                RunStage::Finished => return this.fut.poll(cx).map(Ok),
+            };
+            match guard {
+                Ok(guard) => {
+                    // One slot type for both paths: the borrowed one takes no reference count.
+                    guard.disarm();
+                    *this.slot = Slot::new(&b.shared);
+                    *this.stage = RunStage::Running;
+                }
+                Err(r) => {
+                    *this.stage = RunStage::Rejected(r);
+                    return Poll::Ready(Err(r));
+                }
+            }
+        }
     }
 }
 
@@ -338,7 +432,7 @@ impl<'a> Slot<'a> {
     /// Releases the slot: without a clock read when nobody is queued (the release needs no
     /// time then, see `SharedBulkhead::release_idle`), else at the runtime's `now`, which the
     /// hand-over to the next waiter (expiry, queue delay) is judged at.
-    fn release<R: Runtime>(mut self, rt: &R) {
+    fn release<R: Runtime>(&mut self, rt: &R) {
         if let Some(shared) = self.shared.take() {
             if !shared.release_idle() {
                 shared.release_slot(Some(rt.now()));

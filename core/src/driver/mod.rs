@@ -249,33 +249,92 @@ pub struct Elapsed {
 
 /// Runs `fut` until `deadline`; `Err(Elapsed)` if the deadline comes first. The future is
 /// polled before the clock is checked, so an already-ready future always wins.
-pub async fn timeout_at<R: Runtime, F: Future>(
-    rt: &R,
-    deadline: Instant,
-    fut: F,
-) -> Result<F::Output, Elapsed> {
-    let mut fut = core::pin::pin!(fut);
-    let mut sleep = sleep_until(rt, deadline);
-    core::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(v));
-        }
-        match Pin::new(&mut sleep).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed { deadline })),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
+pub fn timeout_at<R: Runtime, F: Future>(rt: &R, deadline: Instant, fut: F) -> Timeout<R, F> {
+    Timeout {
+        fut,
+        rt: rt.clone(),
+        deadline: Deadline::At(deadline),
+        alarm: Alarm::new(),
+    }
 }
 
-/// Runs `fut` for at most `duration`.
-pub async fn timeout<R: Runtime, F: Future>(
+/// Runs `fut` for at most `duration`, counted from the first poll (an `async fn`'s start).
+pub fn timeout<R: Runtime, F: Future>(
     rt: &R,
     duration: core::time::Duration,
     fut: F,
-) -> Result<F::Output, Elapsed> {
-    let deadline = rt.now() + duration;
-    timeout_at(rt, deadline, fut).await
+) -> Timeout<R, F> {
+    Timeout {
+        fut,
+        rt: rt.clone(),
+        deadline: Deadline::In(duration),
+        alarm: Alarm::new(),
+    }
+}
+
+/// When a [`Timeout`] ends: a duration until its first poll fixes it, then an instant.
+#[derive(Clone, Copy, Debug)]
+enum Deadline {
+    In(core::time::Duration),
+    At(Instant),
+}
+
+pin_project_lite::pin_project! {
+    /// The future returned by [`timeout`] and [`timeout_at`]: `fut`'s output, or [`Elapsed`]
+    /// once the deadline passed first.
+    ///
+    /// It holds `fut` once, in place (about `size_of::<F>()` plus the runtime handle, the
+    /// deadline and a timer slot), and arms the runtime's timer only if `fut` is still pending
+    /// before the deadline.
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Timeout<R: Runtime, F> {
+        #[pin]
+        fut: F,
+        rt: R,
+        deadline: Deadline,
+        alarm: Alarm<R>,
+    }
+}
+
+impl<R: Runtime, F> Timeout<R, F> {
+    /// The deadline, once the first poll fixed it (`None` before it for [`timeout`]).
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.deadline {
+            Deadline::At(at) => Some(at),
+            Deadline::In(_) => None,
+        }
+    }
+}
+
+impl<R: Runtime, F> core::fmt::Debug for Timeout<R, F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Timeout")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime, F: Future> Future for Timeout<R, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let deadline = match *this.deadline {
+            Deadline::At(at) => at,
+            Deadline::In(d) => {
+                let at = this.rt.now() + d;
+                *this.deadline = Deadline::At(at);
+                at
+            }
+        };
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match this.alarm.poll_until(this.rt, deadline, cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed { deadline })),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// 64 bits of per-call randomness from the OS (`getrandom`): the salt of retry and

@@ -86,20 +86,55 @@ impl Draining {
 
     /// Runs `fut` unless the drain starts first: `Some(output)` if `fut` finished, `None` if the
     /// drain started (and `fut` was dropped, so it must be cancel-safe, like a read into a
-    /// buffer that keeps what it got). `fut` is polled first: a ready result always wins.
-    pub async fn run_until_draining<F: Future>(&self, fut: F) -> Option<F::Output> {
-        let mut fut = core::pin::pin!(fut);
-        let mut drain = self.draining();
-        core::future::poll_fn(|cx| {
-            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Some(v));
+    /// buffer that keeps what it got). `fut` is polled first: a ready result always wins. The
+    /// returned [`UntilDraining`] holds `fut` once, in place.
+    pub fn run_until_draining<F: Future>(&self, fut: F) -> UntilDraining<F> {
+        UntilDraining {
+            fut: Some(fut),
+            drain: self.draining(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Draining::run_until_draining`]: the wrapped future's output, or `None`
+    /// once the drain starts first (the wrapped future is dropped then, at once).
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct UntilDraining<F> {
+        #[pin]
+        fut: Option<F>,
+        drain: DrainStarted,
+    }
+}
+
+impl<F> fmt::Debug for UntilDraining<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UntilDraining")
+            .field("running", &self.fut.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for UntilDraining<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            // The drain won before: it still has.
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(v) = fut.poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match Pin::new(this.drain).poll(cx) {
+            Poll::Ready(()) => {
+                // Dropped now, as the `async fn` this replaces dropped it on return.
+                this.fut.set(None);
+                Poll::Ready(None)
             }
-            match Pin::new(&mut drain).poll(cx) {
-                Poll::Ready(()) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

@@ -135,7 +135,7 @@ use core::fmt;
 use core::future::Future;
 use std::sync::Mutex;
 
-pub use drain::{DrainStarted, Draining};
+pub use drain::{DrainStarted, Draining, UntilDraining};
 pub(crate) use handle::RequestCounts;
 pub use handle::{RequestStats, RequestTimeouts, ServeHandle, ServeReport, ServeStats};
 
