@@ -5,6 +5,7 @@
 #![cfg(feature = "futures")]
 
 use std::collections::VecDeque;
+use std::future::Future as _;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -282,4 +283,47 @@ fn activity_is_seen_at_most_one_granularity_late_and_never_early() {
     assert_eq!(reason, Some(CloseReason::Idle));
     assert!(at >= last + idle, "closed early: {at:?}");
     assert!(at <= last + idle + granularity, "closed late: {at:?}");
+}
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn run_until_draining_gives_the_output_or_none_once_the_drain_starts_and_drops_the_future_then() {
+    let s = serve(4, config(None, None), vec![]);
+    let draining = s.handle.draining();
+    let mut cx = Context::from_waker(Waker::noop());
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = DropFlag(Arc::clone(&dropped));
+    let mut waiting = std::pin::pin!(draining.run_until_draining(async move {
+        let _flag = flag;
+        std::future::pending::<()>().await
+    }));
+    assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+    s.handle.shutdown();
+    s.rt.run_until_idle();
+    assert!(draining.is_draining());
+    assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(None));
+    // The wrapped future was dropped when the drain won, not when this future is.
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    // Polled again it still says the drain won (the future is gone; nothing runs).
+    assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(None));
+    // A ready future wins even after the drain started: it is polled first.
+    let mut ready = std::pin::pin!(draining.run_until_draining(async { 5 }));
+    assert_eq!(ready.as_mut().poll(&mut cx), Poll::Ready(Some(5)));
+    // It holds the wrapped future once.
+    let big = async {
+        let buf = [1u8; 4096];
+        std::future::ready(()).await;
+        buf[7]
+    };
+    let inner = std::mem::size_of_val(&big);
+    assert!(std::mem::size_of_val(&draining.run_until_draining(big)) <= inner + 64);
 }
