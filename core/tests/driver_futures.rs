@@ -190,6 +190,8 @@ fn nothing_is_asked_before_the_first_poll() {
     );
     assert_eq!(bh.stats().in_flight, 0);
     assert_eq!(bh.stats().admitted, 0);
+    assert_eq!(al.bulkhead().stats().admitted, 0);
+    assert_eq!(al.stats().samples, 0);
     // `timeout` counts its duration from the first poll, as the `async fn` did.
     let mut t = pin!(timeout(
         &rt,
@@ -219,6 +221,101 @@ fn a_poll_after_the_end_reports_nothing_twice_and_takes_no_second_slot() {
     assert_eq!(poll_once(run.as_mut()), Poll::Ready(Ok(Ok(3))));
     assert_eq!(poll_once(run.as_mut()), Poll::Ready(Ok(Ok(4))));
     assert_eq!((bh.stats().admitted, bh.stats().in_flight), (1, 0));
+
+    let al = adaptive(&rt);
+    let mut run = pin!(al.run(Counted(polls.clone())));
+    assert_eq!(poll_once(run.as_mut()), Poll::Ready(Ok(Ok(5))));
+    assert_eq!(poll_once(run.as_mut()), Poll::Ready(Ok(Ok(6))));
+    // One slot, one sample.
+    assert_eq!(al.stats().samples, 1);
+    let s = al.bulkhead().stats();
+    assert_eq!((s.admitted, s.in_flight), (1, 0));
+}
+
+/// Pending at its first poll, ready after; counts its polls and sets a flag when dropped.
+struct Slow {
+    polled: bool,
+    polls: Arc<AtomicU32>,
+    dropped: Arc<AtomicU32>,
+}
+
+impl Future for Slow {
+    type Output = Result<u32, ()>;
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        let n = self.polls.fetch_add(1, Ordering::Relaxed);
+        if std::mem::replace(&mut self.polled, true) {
+            Poll::Ready(Ok(n))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Slow {
+    fn drop(&mut self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_timed_out_future_is_dropped_at_the_expiry_and_never_answers_after_it() {
+    let rt = ManualRuntime::new();
+    let (polls, dropped) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let slow = || Slow {
+        polled: false,
+        polls: Arc::clone(&polls),
+        dropped: Arc::clone(&dropped),
+    };
+
+    // A zero timeout: the future is polled once (pending), then the deadline wins.
+    let mut t = pin!(timeout(&rt, Duration::ZERO, slow()));
+    assert!(matches!(poll_once(t.as_mut()), Poll::Ready(Err(_))));
+    assert_eq!(dropped.load(Ordering::Relaxed), 1, "dropped at the expiry");
+    // Polled again, it answers the expiry again: the future (which would be ready now) is gone.
+    assert!(matches!(poll_once(t.as_mut()), Poll::Ready(Err(_))));
+    assert_eq!(polls.load(Ordering::Relaxed), 1);
+
+    // The same inside the breaker: one failure, and no `Ok` after the `TimedOut`.
+    let br = breaker(&rt);
+    let mut call = pin!(br.call_timeout(Duration::ZERO, slow()));
+    for i in 0..3 {
+        let p = poll_once(call.as_mut());
+        assert!(
+            matches!(p, Poll::Ready(Err(BreakerError::TimedOut(_)))),
+            "poll {i}: {p:?}"
+        );
+    }
+    assert_eq!(dropped.load(Ordering::Relaxed), 2);
+    assert_eq!(polls.load(Ordering::Relaxed), 2);
+    let s = br.stats();
+    assert_eq!((s.admitted, s.failures, s.successes), (1, 1, 0));
+}
+
+#[test]
+fn a_queued_run_leaves_the_queue_before_its_future_is_dropped() {
+    // The wrapped future holds the bulkhead's only slot and is dropped while its run waits
+    // in the queue: the wait must be gone first, or the freed slot would be handed to it.
+    let rt = ManualRuntime::new();
+    let bh = Bulkhead::with_runtime(
+        BulkheadConfig::builder()
+            .max_concurrent(1)
+            .max_queue(4)
+            .max_wait(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        rt.clone(),
+    );
+    let held = bh.try_acquire().unwrap();
+    {
+        let mut queued = pin!(bh.run(async move {
+            let _held = held;
+        }));
+        assert!(poll_once(queued.as_mut()).is_pending());
+        assert_eq!(bh.stats().queue_len, 1);
+    }
+    let s = bh.stats();
+    assert_eq!((s.queue_len, s.in_flight, s.promoted), (0, 0, 0));
+    assert_eq!(s.cancelled, 1);
 }
 
 #[test]
@@ -239,13 +336,17 @@ fn a_rejected_call_never_runs_its_future_however_often_it_is_polled() {
     assert_eq!(br.stats().rejected, 1);
 
     let bh = bulkhead(&rt, 1);
-    let _held = bh.try_acquire().unwrap();
+    let held = bh.try_acquire().unwrap();
     let mut run = pin!(bh.run(Counted(polls.clone())));
+    assert!(matches!(poll_once(run.as_mut()), Poll::Ready(Err(_))));
+    // A slot frees: a re-poll still answers the rejection, it neither asks again nor runs.
+    drop(held);
     for _ in 0..3 {
         assert!(matches!(poll_once(run.as_mut()), Poll::Ready(Err(_))));
     }
     assert_eq!(polls.load(Ordering::Relaxed), 0);
-    assert_eq!(bh.stats().in_flight, 1);
+    let s = bh.stats();
+    assert_eq!((s.shed_full, s.admitted, s.in_flight), (1, 1, 0));
 }
 
 #[test]

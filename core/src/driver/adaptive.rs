@@ -217,10 +217,11 @@ impl<R: Runtime> AdaptiveLimit<R> {
         C: FnOnce(&F::Output) -> SampleOutcome,
     {
         Run {
+            stage: RunStage::Start,
             fut,
             limit: self,
             classify: Some(classify),
-            stage: RunStage::Start,
+            permit: None,
         }
     }
 
@@ -283,9 +284,8 @@ enum RunStage<R: Runtime> {
     Start,
     /// Waiting for a slot.
     Acquiring(AdaptiveAcquiring<R>),
-    /// In a slot: the future runs. The permit's outcome is `None` until the future finishes,
-    /// so a cancelled call (this dropped) feeds no sample.
-    Running(AdaptivePermit<R>),
+    /// In a slot (the `Run`'s `permit`): the future runs.
+    Running,
     /// Refused (a poll after that returns the same rejection).
     Rejected(BulkheadRejected),
     /// The future finished, the sample was fed and the slot released.
@@ -299,14 +299,20 @@ pin_project_lite::pin_project! {
     /// first, it releases the slot (or leaves the queue) and feeds no sample.
     ///
     /// It holds the wrapped future once, pinned in place, beside a handle reference, the
-    /// classifier and the permit (or, while queued, the wait).
+    /// classifier and the permit (or, while queued, the wait). A poll after it finished is
+    /// handed to the wrapped future (no slot is taken, no sample fed again); a poll after a
+    /// rejection answers the same rejection (the wrapped future never runs).
     #[must_use = "futures do nothing unless awaited"]
     pub struct Run<'a, R: Runtime, F, C> {
+        // Dropped in this order: a wait leaves the queue before the wrapped future is dropped
+        // (as the `async fn` did), and the permit (the slot, no sample: its outcome is `None`
+        // until the future finishes) after it.
+        stage: RunStage<R>,
         #[pin]
         fut: F,
         limit: &'a AdaptiveLimit<R>,
         classify: Option<C>,
-        stage: RunStage<R>,
+        permit: Option<AdaptivePermit<R>>,
     }
 }
 
@@ -315,7 +321,7 @@ impl<R: Runtime, F, C> fmt::Debug for Run<'_, R, F, C> {
         let stage = match &self.stage {
             RunStage::Start => "start",
             RunStage::Acquiring(_) => "acquiring",
-            RunStage::Running(_) => "running",
+            RunStage::Running => "running",
             RunStage::Rejected(_) => "rejected",
             RunStage::Finished => "finished",
         };
@@ -343,7 +349,8 @@ where
                         // Dropped with this future (a cancellation): no sample, the slot is
                         // released.
                         permit.outcome = None;
-                        *this.stage = RunStage::Running(permit);
+                        *this.permit = Some(permit);
+                        *this.stage = RunStage::Running;
                     }
                     Poll::Ready(Err(r)) => {
                         *this.stage = RunStage::Rejected(r);
@@ -351,16 +358,19 @@ where
                     }
                     Poll::Pending => return Poll::Pending,
                 },
-                RunStage::Running(permit) => {
+                RunStage::Running => {
                     let out = match this.fut.as_mut().poll(cx) {
                         Poll::Ready(out) => out,
                         Poll::Pending => return Poll::Pending,
                     };
-                    if let Some(classify) = this.classify.take() {
-                        permit.set_outcome(classify(&out));
-                    }
-                    // Drops the permit: the slot is released, the sample fed.
                     *this.stage = RunStage::Finished;
+                    if let Some(mut permit) = this.permit.take() {
+                        if let Some(classify) = this.classify.take() {
+                            permit.set_outcome(classify(&out));
+                        }
+                        // Dropped: the slot is released, the sample fed.
+                        drop(permit);
+                    }
                     return Poll::Ready(Ok(out));
                 }
                 RunStage::Rejected(r) => return Poll::Ready(Err(*r)),

@@ -524,8 +524,10 @@ pin_project_lite::pin_project! {
     /// or (if dropped first) reports it as abandoned (see the [module docs](self)).
     ///
     /// It holds the wrapped future once, pinned in place, beside a handle reference, the
-    /// classifier and the permit: about `size_of::<F>()` plus 48 bytes. (An `async fn` around
-    /// it stored the future two or three times over.)
+    /// classifier, the stage and the permit: about `size_of::<F>()` plus 70 bytes. (An
+    /// `async fn` around it stored the future two or three times over.) A poll after it
+    /// finished is handed to the wrapped future (nothing is reported again); a poll after a
+    /// rejection answers the same rejection (the wrapped future never runs).
     #[must_use = "futures do nothing unless awaited"]
     pub struct Call<'a, R: Runtime, F, C> {
         #[pin]

@@ -281,10 +281,10 @@ impl<R: Runtime> Bulkhead<R> {
     /// [`BulkheadRejected`] with the reason, without running `fut`.
     pub fn run_with<F: Future>(&self, class: Criticality, fut: F) -> Run<'_, R, F> {
         Run {
+            stage: RunStage::Start,
             fut,
             bulkhead: self,
             class,
-            stage: RunStage::Start,
             slot: Slot { shared: None },
         }
     }
@@ -310,14 +310,18 @@ pin_project_lite::pin_project! {
     /// completes or when this is dropped (a cancelled wait leaves the queue).
     ///
     /// It holds the wrapped future once, pinned in place, beside a handle reference, the
-    /// class, the borrowed slot and (only while queued) the wait.
+    /// class, the borrowed slot and (only while queued) the wait. A poll after it finished is
+    /// handed to the wrapped future (no slot is taken again); a poll after a rejection answers
+    /// the same rejection (the wrapped future never runs).
     #[must_use = "futures do nothing unless awaited"]
     pub struct Run<'a, R: Runtime, F> {
+        // Dropped in this order: a queued wait leaves the queue before the wrapped future is
+        // dropped (as the `async fn` did), and the slot is released after it.
+        stage: RunStage<R>,
         #[pin]
         fut: F,
         bulkhead: &'a Bulkhead<R>,
         class: Criticality,
-        stage: RunStage<R>,
         slot: Slot<'a>,
     }
 }

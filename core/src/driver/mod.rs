@@ -251,7 +251,7 @@ pub struct Elapsed {
 /// polled before the clock is checked, so an already-ready future always wins.
 pub fn timeout_at<R: Runtime, F: Future>(rt: &R, deadline: Instant, fut: F) -> Timeout<R, F> {
     Timeout {
-        fut,
+        fut: Some(fut),
         rt: rt.clone(),
         deadline: Deadline::At(deadline),
         alarm: Alarm::new(),
@@ -265,7 +265,7 @@ pub fn timeout<R: Runtime, F: Future>(
     fut: F,
 ) -> Timeout<R, F> {
     Timeout {
-        fut,
+        fut: Some(fut),
         rt: rt.clone(),
         deadline: Deadline::In(duration),
         alarm: Alarm::new(),
@@ -281,7 +281,8 @@ enum Deadline {
 
 pin_project_lite::pin_project! {
     /// The future returned by [`timeout`] and [`timeout_at`]: `fut`'s output, or [`Elapsed`]
-    /// once the deadline passed first.
+    /// once the deadline passed first (`fut` is dropped then, at once; a poll after that
+    /// answers the same `Elapsed`).
     ///
     /// It holds `fut` once, in place (about `size_of::<F>()` plus the runtime handle, the
     /// deadline and a timer slot), and arms the runtime's timer only if `fut` is still pending
@@ -289,7 +290,7 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless awaited"]
     pub struct Timeout<R: Runtime, F> {
         #[pin]
-        fut: F,
+        fut: Option<F>,
         rt: R,
         deadline: Deadline,
         alarm: Alarm<R>,
@@ -318,7 +319,7 @@ impl<R: Runtime, F: Future> Future for Timeout<R, F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let deadline = match *this.deadline {
             Deadline::At(at) => at,
             Deadline::In(d) => {
@@ -327,11 +328,21 @@ impl<R: Runtime, F: Future> Future for Timeout<R, F> {
                 at
             }
         };
-        if let Poll::Ready(v) = this.fut.poll(cx) {
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            // The deadline won before (and `fut` was dropped): it still has.
+            return Poll::Ready(Err(Elapsed { deadline }));
+        };
+        if let Poll::Ready(v) = fut.poll(cx) {
             return Poll::Ready(Ok(v));
         }
         match this.alarm.poll_until(this.rt, deadline, cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed { deadline })),
+            Poll::Ready(()) => {
+                // Dropped now, as the `async fn` this replaces dropped it on return: a
+                // timed-out call stops at its deadline (and lets go of what it holds) before
+                // the caller hears of the expiry.
+                this.fut.set(None);
+                Poll::Ready(Err(Elapsed { deadline }))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
