@@ -59,6 +59,19 @@ fn bulkhead(rt: &ManualRuntime, max: usize) -> Bulkhead<ManualRuntime> {
     )
 }
 
+/// One slot, a queue of 4 waiting at most 10 s.
+fn queueing_bulkhead(rt: &ManualRuntime) -> Bulkhead<ManualRuntime> {
+    Bulkhead::with_runtime(
+        BulkheadConfig::builder()
+            .max_concurrent(1)
+            .max_queue(4)
+            .max_wait(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        rt.clone(),
+    )
+}
+
 fn adaptive(rt: &ManualRuntime) -> AdaptiveLimit<ManualRuntime> {
     AdaptiveLimit::with_runtime(
         AdaptiveConfig::default(),
@@ -296,15 +309,7 @@ fn a_queued_run_leaves_the_queue_before_its_future_is_dropped() {
     // The wrapped future holds the bulkhead's only slot and is dropped while its run waits
     // in the queue: the wait must be gone first, or the freed slot would be handed to it.
     let rt = ManualRuntime::new();
-    let bh = Bulkhead::with_runtime(
-        BulkheadConfig::builder()
-            .max_concurrent(1)
-            .max_queue(4)
-            .max_wait(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-        rt.clone(),
-    );
+    let bh = queueing_bulkhead(&rt);
     let held = bh.try_acquire().unwrap();
     {
         let mut queued = pin!(bh.run(async move {
@@ -371,15 +376,7 @@ fn a_call_dropped_mid_flight_is_reported_once_as_abandoned() {
 #[test]
 fn a_queued_run_dropped_leaves_the_queue_and_a_queued_one_runs_when_a_slot_frees() {
     let rt = ManualRuntime::new();
-    let bh = Bulkhead::with_runtime(
-        BulkheadConfig::builder()
-            .max_concurrent(1)
-            .max_queue(4)
-            .max_wait(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-        rt.clone(),
-    );
+    let bh = queueing_bulkhead(&rt);
     let held = bh.try_acquire().unwrap();
     {
         let mut queued = pin!(bh.run(async { 1 }));
