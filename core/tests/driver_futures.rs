@@ -406,3 +406,58 @@ fn the_timeout_inside_the_breaker_counts_an_expiry_as_a_failure() {
     let r = rt.block_on(br.call_timeout(Duration::ZERO, async { Ok::<_, ()>(5) }));
     assert_eq!(r.ok(), Some(5));
 }
+
+/// A dependency that blows up: its future panics when polled.
+struct Panics;
+
+impl Future for Panics {
+    type Output = Result<(), ()>;
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        panic!("the dependency's client panicked")
+    }
+}
+
+#[test]
+fn a_wrapped_future_that_panics_leaves_no_permit_or_slot_behind() {
+    let rt = ManualRuntime::new();
+    let (br, bh, al) = (breaker(&rt), bulkhead(&rt, 1), adaptive(&rt));
+    let caught =
+        |f: &mut dyn FnMut()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+    {
+        let mut call = pin!(br.call(Panics));
+        let mut run = pin!(bh.run(Panics));
+        let mut adaptive_run = pin!(al.run(Panics));
+        assert!(caught(&mut || {
+            let _ = poll_once(call.as_mut());
+        }));
+        assert!(caught(&mut || {
+            let _ = poll_once(run.as_mut());
+        }));
+        assert!(caught(&mut || {
+            let _ = poll_once(adaptive_run.as_mut());
+        }));
+        // Past the abandon threshold: the panicked call is counted when its future goes.
+        rt.advance(Duration::from_secs(2));
+    }
+    let s = br.stats();
+    assert_eq!((s.admitted, s.failures, s.successes), (1, 1, 0));
+    assert_eq!(bh.stats().in_flight, 0);
+    assert_eq!(al.bulkhead().stats().in_flight, 0);
+    // A cancelled (here: panicked) adaptive call feeds no sample.
+    assert_eq!(al.stats().samples, 0);
+}
+
+#[test]
+fn a_huge_timeout_saturates_and_a_ready_future_still_wins() {
+    let rt = ManualRuntime::starting_at(Instant::from_secs(5));
+    let mut t = pin!(timeout(&rt, Duration::MAX, std::future::pending::<()>()));
+    assert!(poll_once(t.as_mut()).is_pending());
+    // The deadline saturates at the end of the clock instead of overflowing.
+    assert_eq!(t.deadline(), Some(Instant::from_secs(5) + Duration::MAX));
+    rt.advance(Duration::from_secs(3600 * 24 * 365));
+    assert!(poll_once(t.as_mut()).is_pending());
+    let br = breaker(&rt);
+    let r = rt.block_on(br.call_timeout(Duration::MAX, async { Ok::<_, ()>(9) }));
+    assert_eq!(r.ok(), Some(9));
+    assert_eq!(br.stats().successes, 1);
+}

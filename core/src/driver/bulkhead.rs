@@ -175,6 +175,19 @@ impl<R: Runtime> Bulkhead<R> {
         let _ = class;
     }
 
+    /// The first request for a slot, at the runtime's `now` (`run`'s when the idle path
+    /// refused, and `Acquiring`'s first poll): an answer is observed ([`observe`](Self::observe));
+    /// a wait shows in the gauges.
+    fn request(&self, class: Criticality) -> Acquire {
+        let a = self.shared.acquire_with(self.rt.now(), class);
+        match &a {
+            Acquire::Ready(r) => self.observe(r.as_ref().map(|_| ()), class),
+            // Queued: the gauges show it.
+            Acquire::Wait(_) => self.released(),
+        }
+        a
+    }
+
     /// Sets the occupancy gauges after a release or a queueing (feature `metrics`).
     pub(crate) fn released(&self) {
         #[cfg(feature = "metrics")]
@@ -357,22 +370,16 @@ impl<R: Runtime, F: Future> Future for Run<'_, R, F> {
                     // owns one, to be `'static`); only a call that must queue builds one around
                     // its waiter. Uncontended (nobody queued, a slot free) it reads no clock
                     // either: the admission needs no time then (see
-                    // `SharedBulkhead::admit_idle`). Otherwise the same steps as `Acquiring`'s
-                    // first poll, in the same order.
+                    // `SharedBulkhead::admit_idle`). Otherwise `Acquiring`'s first request.
                     if b.shared.admit_idle(class) {
                         b.observe(Ok(()), class);
                         *this.slot = Slot::new(&b.shared);
                         *this.stage = RunStage::Running;
                         continue;
                     }
-                    match b.shared.acquire_with(b.rt.now(), class) {
-                        Acquire::Ready(r) => {
-                            b.observe(r.as_ref().map(|_| ()), class);
-                            r
-                        }
+                    match b.request(class) {
+                        Acquire::Ready(r) => r,
                         Acquire::Wait(w) => {
-                            // Queued: the gauges show it.
-                            b.released();
                             *this.stage = RunStage::Queued(Acquiring {
                                 bulkhead: b.clone(),
                                 class,
@@ -512,16 +519,12 @@ impl<R: Runtime> Future for Acquiring<R> {
         let this = self.get_mut();
         let rt = &this.bulkhead.rt;
         if let State::Start = this.state {
-            match this.bulkhead.shared.acquire_with(rt.now(), this.class) {
+            match this.bulkhead.request(this.class) {
                 Acquire::Ready(r) => {
                     this.state = State::Done;
-                    return traced(&this.bulkhead, r, this.class);
+                    return Poll::Ready(r);
                 }
-                Acquire::Wait(w) => {
-                    this.state = State::Waiting(w);
-                    // Queued: the gauges show it.
-                    this.bulkhead.released();
-                }
+                Acquire::Wait(w) => this.state = State::Waiting(w),
             }
         }
         let State::Waiting(waiter) = &mut this.state else {
